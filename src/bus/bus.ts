@@ -1,0 +1,57 @@
+import type { Agent, Lock, Task } from '../core/types.js';
+
+/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
+export type TaskSummary = Omit<Task, 'payload' | 'result'>;
+
+export function summarizeTask(task: Task): TaskSummary {
+  const { payload: _payload, result: _result, ...summary } = task;
+  return summary;
+}
+
+/**
+ * Every event fleetd emits, by name. One map feeds logs, metrics, the WebSocket streams and tests.
+ * Events are published only after the write they describe is committed.
+ */
+export interface FleetEvents {
+  /** A task was submitted (status queued, or scheduled when runAt is in the future). */
+  'task.created': { task: TaskSummary };
+  /** An agent leased the task. */
+  'task.claimed': { task: TaskSummary };
+  'task.extended': { task: TaskSummary };
+  'task.completed': { task: TaskSummary };
+  /** The agent reported a failure; the task will be retried (it is queued or scheduled again). */
+  'task.failed': { task: TaskSummary };
+  /** The task went back to the queue without a result: its lease expired or its agent went offline. */
+  'task.requeued': { task: TaskSummary; reason: 'lease_expired' | 'agent_offline' };
+  /** Attempts exhausted, or a non-retryable failure: the task is dead-lettered. */
+  'task.dead': { task: TaskSummary };
+  'task.cancelled': { task: TaskSummary };
+  /** A dead or cancelled task was put back in the queue by hand. */
+  'task.retried': { task: TaskSummary };
+  /**
+   * Claimable tasks appeared, counted by requirement key: what wakes waiting claims. Published by
+   * whichever node made them claimable, so that agents waiting on any node wake up.
+   */
+  'tasks.available': { byRequirement: Record<string, number> };
+  'agent.registered': { agent: Agent };
+  /** A stale or offline agent came back (heartbeat or claim). */
+  'agent.online': { agent: Agent };
+  'agent.stale': { agentId: string };
+  'agent.offline': { agent: Agent };
+  'agent.deleted': { agent: Agent };
+  'lock.acquired': { lock: Lock };
+  'lock.released': { lock: Lock; reason: 'released' | 'expired' | 'agent_offline' };
+}
+
+export type EventName = keyof FleetEvents;
+export type EventHandler<K extends EventName> = (event: FleetEvents[K]) => void;
+export type AnyEventHandler = <K extends EventName>(name: K, event: FleetEvents[K]) => void;
+
+/** Carries events between the parts of one node and, with a networked driver, between nodes. */
+export interface Bus {
+  publish<K extends EventName>(name: K, event: FleetEvents[K]): void;
+  /** Returns the function that unsubscribes. */
+  subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void;
+  subscribeAll(handler: AnyEventHandler): () => void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, describeSettings, type FleetdConfig } from '../config.js';
+import { startServer } from '../server/server.js';
+
+const usage = `fleetd — orchestration server for fleets of AI agents
+
+Usage:
+  fleetd start [--port N] [--host H] [--data-dir DIR]
+
+Settings (flags override FLEETD_* environment variables, which override defaults):`;
+
+function help(): string {
+  const rows = describeSettings().map((s) => `  ${s.env.padEnd(28)} ${s.key.padEnd(20)} default ${JSON.stringify(s.default)}`);
+  return `${usage}\n${rows.join('\n')}\n`;
+}
+
+async function start(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'data-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(help());
+    return;
+  }
+  const overrides: Partial<FleetdConfig> = {};
+  if (values.port !== undefined) overrides.port = values.port as unknown as number;
+  if (values.host !== undefined) overrides.host = values.host;
+  if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
+  const server = await startServer(overrides);
+  server.app.log.info({ url: server.url, dataDir: server.config.dataDir }, 'fleetd is listening');
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    server.app.log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err) => {
+        server.app.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  switch (command) {
+    case 'start':
+      return start(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(help());
+      return;
+    default:
+      process.stderr.write(`fleetd: unknown command "${command}"\n\n${help()}`);
+      process.exitCode = 2;
+  }
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`fleetd: ${(err as Error).message}\n`);
+  } else {
+    process.stderr.write(`fleetd: ${(err as Error).stack ?? err}\n`);
+  }
+  process.exit(2);
+});

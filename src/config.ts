@@ -1,0 +1,156 @@
+/**
+ * fleetd's configuration: one typed object. Every field documents its unit and default; values come
+ * from defaults, then FLEETD_* environment variables, then command-line flags. `resolveConfig`
+ * validates the result (naming the setting and the reason) and freezes it.
+ */
+export interface FleetdConfig {
+  /** Interface to listen on. Env FLEETD_HOST. Defaults to 0.0.0.0. */
+  host: string;
+  /** TCP port. Env FLEETD_PORT. Defaults to 7070. */
+  port: number;
+  /** Folder of the embedded SQLite database. Env FLEETD_DATA_DIR. Defaults to ./.fleetd. */
+  dataDir: string;
+  /** SQLite `synchronous`: NORMAL survives a fleetd crash, FULL also power loss. Env FLEETD_SQLITE_SYNC. Defaults to NORMAL. */
+  sqliteSynchronous: 'NORMAL' | 'FULL';
+  /** Log level: fatal, error, warn, info, debug, trace or silent. Env FLEETD_LOG_LEVEL. Defaults to info. */
+  logLevel: string;
+
+  /** Attempts a task gets unless it says otherwise. Env FLEETD_TASK_MAX_ATTEMPTS. Defaults to 5. */
+  taskMaxAttempts: number;
+  /** Lease length in ms unless the task says otherwise. Env FLEETD_TASK_LEASE_MS. Defaults to 30000 (30 s). */
+  taskLeaseMs: number;
+  /** Base retry backoff in ms, doubled on each attempt. Env FLEETD_TASK_BACKOFF_MS. Defaults to 1000 (1 s). */
+  taskBackoffMs: number;
+  /** Longest retry backoff in ms. Env FLEETD_TASK_BACKOFF_MAX_MS. Defaults to 3600000 (1 h). */
+  taskBackoffMaxMs: number;
+  /** Largest task payload or result, in bytes of JSON. Env FLEETD_MAX_PAYLOAD_BYTES. Defaults to 1048576 (1 MiB). */
+  maxPayloadBytes: number;
+  /** Deepest nesting of objects and arrays in a payload or result. Env FLEETD_MAX_PAYLOAD_DEPTH. Defaults to 64. */
+  maxPayloadDepth: number;
+  /** Most tasks in one batch submit. Env FLEETD_MAX_TASK_BATCH. Defaults to 10000. */
+  maxTaskBatch: number;
+  /** Most agents in one batch registration. Env FLEETD_MAX_AGENT_BATCH. Defaults to 1000. */
+  maxAgentBatch: number;
+  /** Longest long-poll wait of a claim, in ms. Env FLEETD_MAX_CLAIM_WAIT_MS. Defaults to 30000. */
+  maxClaimWaitMs: number;
+  /** Finished tasks are deleted this many ms after they finish; 0 keeps them forever. Env FLEETD_RETENTION_MS. Defaults to 604800000 (7 days). */
+  retentionMs: number;
+
+  /** An agent with no heartbeat for this many ms is stale. Env FLEETD_AGENT_STALE_MS. Defaults to 30000. */
+  agentStaleMs: number;
+  /**
+   * An agent with no heartbeat for this many ms goes offline: its leases return to the queue and its
+   * locks are released. Must be greater than agentStaleMs. Env FLEETD_AGENT_OFFLINE_MS. Defaults to 90000.
+   */
+  agentOfflineMs: number;
+  /** Longest lock TTL in ms. Env FLEETD_MAX_LOCK_TTL_MS. Defaults to 86400000 (1 day). */
+  maxLockTtlMs: number;
+}
+
+export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
+  host: '0.0.0.0',
+  port: 7070,
+  dataDir: './.fleetd',
+  sqliteSynchronous: 'NORMAL',
+  logLevel: 'info',
+  taskMaxAttempts: 5,
+  taskLeaseMs: 30_000,
+  taskBackoffMs: 1_000,
+  taskBackoffMaxMs: 3_600_000,
+  maxPayloadBytes: 1_048_576,
+  maxPayloadDepth: 64,
+  maxTaskBatch: 10_000,
+  maxAgentBatch: 1_000,
+  maxClaimWaitMs: 30_000,
+  retentionMs: 604_800_000,
+  agentStaleMs: 30_000,
+  agentOfflineMs: 90_000,
+  maxLockTtlMs: 86_400_000,
+});
+
+type Kind = 'string' | 'int' | 'enum';
+const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: number; values?: readonly string[] }> = {
+  host: { env: 'FLEETD_HOST', kind: 'string' },
+  port: { env: 'FLEETD_PORT', kind: 'int', min: 0 },
+  dataDir: { env: 'FLEETD_DATA_DIR', kind: 'string' },
+  sqliteSynchronous: { env: 'FLEETD_SQLITE_SYNC', kind: 'enum', values: ['NORMAL', 'FULL'] },
+  logLevel: {
+    env: 'FLEETD_LOG_LEVEL',
+    kind: 'enum',
+    values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+  },
+  taskMaxAttempts: { env: 'FLEETD_TASK_MAX_ATTEMPTS', kind: 'int', min: 1 },
+  taskLeaseMs: { env: 'FLEETD_TASK_LEASE_MS', kind: 'int', min: 100 },
+  taskBackoffMs: { env: 'FLEETD_TASK_BACKOFF_MS', kind: 'int', min: 0 },
+  taskBackoffMaxMs: { env: 'FLEETD_TASK_BACKOFF_MAX_MS', kind: 'int', min: 0 },
+  maxPayloadBytes: { env: 'FLEETD_MAX_PAYLOAD_BYTES', kind: 'int', min: 1 },
+  maxPayloadDepth: { env: 'FLEETD_MAX_PAYLOAD_DEPTH', kind: 'int', min: 1 },
+  maxTaskBatch: { env: 'FLEETD_MAX_TASK_BATCH', kind: 'int', min: 1 },
+  maxAgentBatch: { env: 'FLEETD_MAX_AGENT_BATCH', kind: 'int', min: 1 },
+  maxClaimWaitMs: { env: 'FLEETD_MAX_CLAIM_WAIT_MS', kind: 'int', min: 0 },
+  retentionMs: { env: 'FLEETD_RETENTION_MS', kind: 'int', min: 0 },
+  agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
+  agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
+  maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+};
+
+export class ConfigError extends Error {
+  constructor(readonly setting: string, reason: string) {
+    super(`invalid setting ${setting}: ${reason}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function parseValue(key: keyof FleetdConfig, raw: unknown, source: string): unknown {
+  const spec = settings[key];
+  if (spec.kind === 'int') {
+    const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+    if (String(raw).trim() === '' || !Number.isSafeInteger(n)) throw new ConfigError(source, `"${raw}" is not a whole number`);
+    if (spec.min !== undefined && n < spec.min) throw new ConfigError(source, `${n} is below the minimum of ${spec.min}`);
+    return n;
+  }
+  const s = String(raw);
+  if (spec.kind === 'enum' && !spec.values!.includes(s)) {
+    throw new ConfigError(source, `"${s}" is not one of ${spec.values!.join(', ')}`);
+  }
+  if (s === '') throw new ConfigError(source, 'must not be empty');
+  return s;
+}
+
+/** Defaults < environment < overrides (flags or code), validated and frozen. */
+export function resolveConfig(
+  overrides: Partial<FleetdConfig> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Readonly<FleetdConfig> {
+  const config: Record<string, unknown> = { ...defaultConfig };
+  for (const key of Object.keys(settings) as (keyof FleetdConfig)[]) {
+    const fromEnv = env[settings[key].env];
+    if (fromEnv !== undefined) config[key] = parseValue(key, fromEnv, settings[key].env);
+  }
+  for (const [key, value] of Object.entries(overrides)) {
+    if (!(key in settings)) throw new ConfigError(key, 'is not a fleetd setting');
+    if (value !== undefined) config[key] = parseValue(key as keyof FleetdConfig, value, key);
+  }
+  const resolved = config as unknown as FleetdConfig;
+  validate(resolved);
+  return Object.freeze(resolved);
+}
+
+function validate(c: FleetdConfig): void {
+  if (c.port > 65_535) throw new ConfigError('port', `${c.port} is above 65535`);
+  if (c.agentOfflineMs <= c.agentStaleMs) {
+    throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
+  }
+  if (c.taskBackoffMaxMs < c.taskBackoffMs) {
+    throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
+  }
+}
+
+/** For `fleetd start --help`: every setting, its variable and its default. */
+export function describeSettings(): { key: string; env: string; default: unknown }[] {
+  return (Object.keys(settings) as (keyof FleetdConfig)[]).map((key) => ({
+    key,
+    env: settings[key].env,
+    default: defaultConfig[key],
+  }));
+}

@@ -1,0 +1,96 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { AgentCreateParams } from '../store/store.js';
+import type { FleetContext } from './context.js';
+import { invalid, notFound } from './errors.js';
+import type { AgentReaper } from './maintenance/agent-reaper.js';
+import type { Agent, AgentStatus, Page } from './types.js';
+
+export interface AgentInput {
+  name: string;
+  capabilities?: string[];
+  labels?: Record<string, string>;
+  /** Most tasks the agent holds at once. Defaults to 10. */
+  maxConcurrency?: number;
+}
+
+export interface RegisteredAgent {
+  agent: Agent;
+  /** The agent's secret, shown once: only its hash is stored. */
+  token: string;
+}
+
+export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+
+/** Agents: registration (tokens stored hashed), heartbeats, and removal that releases what they held. */
+export class AgentService {
+  constructor(private readonly ctx: FleetContext, private readonly timers: { agents: AgentReaper }) {}
+
+  register(input: AgentInput): Promise<RegisteredAgent> {
+    return this.registerMany([input]).then(([registered]) => registered);
+  }
+
+  /** One transaction for the whole batch. */
+  registerBatch(inputs: AgentInput[]): Promise<RegisteredAgent[]> {
+    if (inputs.length > this.ctx.config.maxAgentBatch) {
+      throw invalid('agents', `a batch holds at most ${this.ctx.config.maxAgentBatch} agents`, { count: inputs.length });
+    }
+    return this.registerMany(inputs);
+  }
+
+  private async registerMany(inputs: AgentInput[]): Promise<RegisteredAgent[]> {
+    const now = this.ctx.now();
+    const tokens: string[] = [];
+    const params: AgentCreateParams[] = inputs.map((input) => {
+      const token = `fla_${randomBytes(24).toString('base64url')}`;
+      tokens.push(token);
+      return {
+        id: randomUUID(),
+        name: input.name,
+        capabilities: [...new Set(input.capabilities ?? [])],
+        labels: input.labels ?? {},
+        maxConcurrency: input.maxConcurrency ?? 10,
+        tokenHash: hashToken(token),
+        now,
+      };
+    });
+    const agents = await this.ctx.store.agentCreateMany(params);
+    for (const agent of agents) this.ctx.bus.publish('agent.registered', { agent });
+    this.timers.agents.poke(now + this.ctx.config.agentStaleMs + 1);
+    return agents.map((agent, i) => ({ agent, token: tokens[i] }));
+  }
+
+  async get(id: string): Promise<Agent> {
+    const agent = await this.ctx.store.agentGet({ id });
+    if (!agent) throw notFound('agent', id);
+    return agent;
+  }
+
+  list(params: { status?: AgentStatus; capability?: string; limit: number; cursor?: string }): Promise<Page<Agent>> {
+    return this.ctx.store.agentList(params);
+  }
+
+  async heartbeat(id: string): Promise<Agent> {
+    const now = this.ctx.now();
+    const result = await this.ctx.store.agentHeartbeat({ id, now });
+    if (!result) throw notFound('agent', id);
+    if (result.previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent: result.agent });
+    this.timers.agents.poke(now + this.ctx.config.agentStaleMs + 1);
+    return result.agent;
+  }
+
+  async remove(id: string): Promise<Agent> {
+    const released = await this.ctx.store.agentDelete({ id, now: this.ctx.now() });
+    if (!released) throw notFound('agent', id);
+    this.ctx.publishRelease(released, 'agent.deleted');
+    return released.agent;
+  }
+
+  /** True when the token is the one issued to this agent; compared in constant time. */
+  async verifyToken(id: string, token: string): Promise<boolean> {
+    const stored = await this.ctx.store.agentTokenHash({ id });
+    if (stored === undefined) return false;
+    const a = Buffer.from(stored, 'hex');
+    const b = Buffer.from(hashToken(token), 'hex');
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+}

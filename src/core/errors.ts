@@ -1,0 +1,50 @@
+/**
+ * The catalogue of fleetd's coded errors. Routes, the SDK and tests share these codes;
+ * tests assert the code, never the wording. A code is never reused for another meaning.
+ */
+export const ErrorCodes = {
+  FLEETD_ERR_VALIDATION: 400,
+  FLEETD_ERR_MALFORMED_JSON: 400,
+  FLEETD_ERR_UNAUTHORIZED: 401,
+  FLEETD_ERR_FORBIDDEN: 403,
+  FLEETD_ERR_NOT_FOUND: 404,
+  FLEETD_ERR_LEASE_LOST: 409,
+  FLEETD_ERR_TASK_STATE: 409,
+  FLEETD_ERR_IDEMPOTENCY_CONFLICT: 409,
+  FLEETD_ERR_LOCK_CONFLICT: 409,
+  FLEETD_ERR_AGENT_OFFLINE: 409,
+  FLEETD_ERR_BODY_TOO_LARGE: 413,
+  FLEETD_ERR_PAYLOAD_TOO_LARGE: 413,
+  FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE: 415,
+  FLEETD_ERR_RATE_LIMITED: 429,
+  FLEETD_ERR_INTERNAL: 500,
+  FLEETD_ERR_STORE_UNAVAILABLE: 503,
+  FLEETD_ERR_SHUTTING_DOWN: 503,
+  FLEETD_ERR_STORAGE_FULL: 507,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class FleetError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'FleetError';
+    this.code = code;
+    this.status = ErrorCodes[code];
+    this.details = details;
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details: Record<string, unknown> } } {
+    return { error: { code: this.code, message: this.message, details: this.details } };
+  }
+}
+
+export const notFound = (what: string, id: string | number): FleetError =>
+  new FleetError('FLEETD_ERR_NOT_FOUND', `${what} ${id} does not exist`, { [what]: id });
+
+export const invalid = (field: string, message: string, extra: Record<string, unknown> = {}): FleetError =>
+  new FleetError('FLEETD_ERR_VALIDATION', `${field}: ${message}`, { field, ...extra });

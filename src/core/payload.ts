@@ -1,0 +1,37 @@
+import { FleetError } from './errors.js';
+
+/**
+ * Checks an arbitrary JSON value against the size and depth limits, without recursion (a deeply
+ * nested value must not overflow fleetd's own stack). Returns the value's JSON text length.
+ */
+export function checkJsonValue(
+  value: unknown,
+  field: string,
+  limits: { maxBytes: number; maxDepth: number },
+  details: Record<string, unknown> = {},
+): void {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > limits.maxDepth) {
+      throw new FleetError('FLEETD_ERR_VALIDATION', `${field}: nests deeper than ${limits.maxDepth} levels`, {
+        field,
+        maxDepth: limits.maxDepth,
+        ...details,
+      });
+    }
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(value ?? null));
+  if (bytes > limits.maxBytes) {
+    throw new FleetError('FLEETD_ERR_PAYLOAD_TOO_LARGE', `${field}: ${bytes} bytes of JSON is over the limit of ${limits.maxBytes}`, {
+      field,
+      bytes,
+      maxBytes: limits.maxBytes,
+      ...details,
+    });
+  }
+}

@@ -1,0 +1,78 @@
+/** The domain's public types: what the store keeps and the API returns. Times are epoch milliseconds. */
+
+/**
+ * A task's life: `scheduled` (waits for runAt or a retry backoff) → `queued` (claimable) →
+ * `leased` (held by one agent until leaseExpiresAt) → `completed`, or back to `queued`/`scheduled`
+ * on failure or lease expiry, or `dead` once maxAttempts are spent. `cancelled` ends it early.
+ */
+export type TaskStatus = 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+export const TASK_STATUSES: readonly TaskStatus[] = ['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled'];
+export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['completed', 'dead', 'cancelled']);
+
+export interface Task {
+  id: number;
+  type: string;
+  payload: unknown;
+  priority: number;
+  /** Capabilities an agent must all have to claim the task. */
+  requires: string[];
+  status: TaskStatus;
+  idempotencyKey: string | null;
+  /** Number of times the task has been claimed. */
+  attempts: number;
+  maxAttempts: number;
+  leaseMs: number;
+  backoffMs: number;
+  runAt: number;
+  createdAt: number;
+  updatedAt: number;
+  claimedAt: number | null;
+  completedAt: number | null;
+  agentId: string | null;
+  leaseExpiresAt: number | null;
+  result: unknown;
+  error: unknown;
+}
+
+/** online: heartbeating; stale: missed heartbeats but inside the grace; offline: its leases and locks were released. */
+export type AgentStatus = 'online' | 'stale' | 'offline';
+export const AGENT_STATUSES: readonly AgentStatus[] = ['online', 'stale', 'offline'];
+
+export interface Agent {
+  id: string;
+  name: string;
+  capabilities: string[];
+  labels: Record<string, string>;
+  maxConcurrency: number;
+  status: AgentStatus;
+  createdAt: number;
+  lastHeartbeatAt: number;
+}
+
+export interface Lock {
+  id: string;
+  agentId: string;
+  resources: string[];
+  description: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Opaque cursor for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+/** A count of tasks in one (type, priority, status) group, kept up to date on every write. */
+export interface TaskCount {
+  type: string;
+  priority: number;
+  status: TaskStatus;
+  count: number;
+}
+
+export interface AgentCount {
+  status: AgentStatus;
+  count: number;
+}

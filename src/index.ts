@@ -1,0 +1,10 @@
+export { startServer, type FleetServer } from './server/server.js';
+export { buildApp } from './server/app.js';
+export { resolveConfig, defaultConfig, type FleetdConfig } from './config.js';
+export { Fleet } from './core/fleet.js';
+export { FleetError, ErrorCodes, type ErrorCode } from './core/errors.js';
+export type { Task, TaskStatus, Agent, AgentStatus, Lock, Page } from './core/types.js';
+export type { Store } from './store/store.js';
+export { SqliteStore } from './store/sqlite/sqlite-store.js';
+export type { Bus, FleetEvents } from './bus/bus.js';
+export { LocalBus } from './bus/local-bus.js';

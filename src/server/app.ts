@@ -1,0 +1,116 @@
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FleetdConfig } from '../config.js';
+import { FleetError } from '../core/errors.js';
+import type { Fleet } from '../core/fleet.js';
+import { agentRoutes } from './routes/agents.js';
+import { lockRoutes } from './routes/locks.js';
+import { systemRoutes } from './routes/system.js';
+import { taskRoutes } from './routes/tasks.js';
+
+export interface AppOptions {
+  fleet: Fleet;
+  config: Readonly<FleetdConfig>;
+  /** A pino logger to share, or false for none. */
+  logger: FastifyBaseLogger | false;
+}
+
+export type App = FastifyInstance<
+  import('node:http').Server,
+  import('node:http').IncomingMessage,
+  import('node:http').ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+/**
+ * Two validators: bodies are checked strictly (a "5" is not a number, an unknown field is an error,
+ * never silently dropped), while query strings and path parameters, which are always text, are
+ * coerced to the types their schemas name.
+ */
+function validators() {
+  const strict = { strict: false, removeAdditional: false, useDefaults: true, allErrors: false } as const;
+  const body = new Ajv.default({ ...strict, coerceTypes: false });
+  const text = new Ajv.default({ ...strict, coerceTypes: 'array' });
+  addFormats.default(body);
+  addFormats.default(text);
+  return { body, text };
+}
+
+function errorBody(code: string, message: string, details: Record<string, unknown> = {}) {
+  return { error: { code, message, details } };
+}
+
+/** Every error leaves as {"error": {code, message, details}} with the status its code carries. */
+function toErrorReply(err: FastifyError & { validationContext?: string }): { status: number; body: ReturnType<typeof errorBody> } {
+  if (err instanceof FleetError) return { status: err.status, body: err.toJSON() };
+  if (err.validation) {
+    const first = err.validation[0];
+    const location = err.validationContext ?? 'body';
+    const missing = (first?.params as { missingProperty?: string } | undefined)?.missingProperty;
+    const extra = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
+    const path = `${first?.instancePath ?? ''}${missing ? `/${missing}` : ''}${extra ? `/${extra}` : ''}`;
+    const field = `${location}${path.replaceAll('/', '.')}`;
+    const reason = extra ? 'is not a known field' : (first?.message ?? 'is invalid');
+    return {
+      status: 400,
+      body: errorBody('FLEETD_ERR_VALIDATION', `${field} ${reason}`, {
+        field,
+        location,
+        keyword: first?.keyword,
+        params: first?.params,
+      }),
+    };
+  }
+  const status = err.statusCode ?? 500;
+  if (status === 413) return { status, body: errorBody('FLEETD_ERR_BODY_TOO_LARGE', 'the request body is too large', { code: err.code }) };
+  if (status === 415) {
+    return {
+      status,
+      body: errorBody('FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE', 'send JSON with content-type: application/json', { code: err.code }),
+    };
+  }
+  if (status === 400 && (err.code?.startsWith('FST_ERR_CTP') || err.name === 'SyntaxError' || err.code === undefined)) {
+    return { status, body: errorBody('FLEETD_ERR_MALFORMED_JSON', `the request body is not valid JSON: ${err.message}`) };
+  }
+  if (status >= 400 && status < 500) {
+    return { status, body: errorBody('FLEETD_ERR_VALIDATION', err.message, { code: err.code }) };
+  }
+  return { status: 500, body: errorBody('FLEETD_ERR_INTERNAL', 'internal error; it has been logged') };
+}
+
+export async function buildApp(options: AppOptions): Promise<App> {
+  const app = Fastify({
+    ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    bodyLimit: options.config.maxPayloadBytes + 64 * 1024,
+    keepAliveTimeout: 72_000,
+    // Long-polls hold a request open for up to maxClaimWaitMs.
+    requestTimeout: options.config.maxClaimWaitMs + 30_000,
+    return503OnClosing: true,
+    // Per-request log lines would cost more than the requests; slow requests are logged instead.
+    logController: new LogController({ disableRequestLogging: true }),
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Only JSON is accepted: a text/plain body is a client error (415), not a string to validate.
+  app.removeContentTypeParser('text/plain');
+  const { body, text } = validators();
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema));
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const { status, body: payload } = toErrorReply(err);
+    if (status >= 500) request.log.error({ err }, 'request failed');
+    void reply.status(status).send(payload);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
+  });
+
+  const deps = { fleet: options.fleet, config: options.config };
+  await app.register(systemRoutes, deps);
+  await app.register(agentRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskRoutes, { ...deps, prefix: '/v1' });
+  await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  return app;
+}

@@ -1,0 +1,14 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FleetdConfig } from '../../config.js';
+import type { Fleet } from '../../core/fleet.js';
+import { ErrorBody } from '../schemas.js';
+
+export interface RouteDeps {
+  fleet: Fleet;
+  config: Readonly<FleetdConfig>;
+}
+
+export type Routes = FastifyPluginAsyncTypebox<RouteDeps>;
+
+/** The error responses a route documents, for the OpenAPI document and the serialiser. */
+export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ErrorBody]));

@@ -1,0 +1,43 @@
+import { Type } from '@sinclair/typebox';
+import { Id, LockInputSchema, LockSchema, Pagination, lockJson, pageOf } from '../schemas.js';
+import { errors, type Routes } from './deps.js';
+
+export const lockRoutes: Routes = async (app, { fleet }) => {
+  app.post(
+    '/locks',
+    { schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
+    async (request) => lockJson(await fleet.locks.acquire(request.body)),
+  );
+
+  app.get(
+    '/locks',
+    {
+      schema: {
+        querystring: Type.Object({ agentId: Type.Optional(Id), ...Pagination }, { additionalProperties: false }),
+        response: { 200: pageOf(LockSchema), ...errors(400) },
+      },
+    },
+    async (request) => {
+      const page = await fleet.locks.list(request.query as Parameters<typeof fleet.locks.list>[0]);
+      return { items: page.items.map(lockJson), nextCursor: page.nextCursor };
+    },
+  );
+
+  app.get(
+    '/locks/:id',
+    { schema: { params: Type.Object({ id: Id }), response: { 200: LockSchema, ...errors(404) } } },
+    async (request) => lockJson(await fleet.locks.get(request.params.id)),
+  );
+
+  app.delete(
+    '/locks/:id',
+    {
+      schema: {
+        params: Type.Object({ id: Id }),
+        querystring: Type.Object({ agentId: Type.Optional(Id) }, { additionalProperties: false }),
+        response: { 200: LockSchema, ...errors(403, 404) },
+      },
+    },
+    async (request) => lockJson(await fleet.locks.release(request.params.id, request.query.agentId)),
+  );
+};

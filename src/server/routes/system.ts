@@ -1,0 +1,25 @@
+import { Type } from '@sinclair/typebox';
+import { FleetError } from '../../core/errors.js';
+import type { Routes } from './deps.js';
+
+export const systemRoutes: Routes = async (app, { fleet }) => {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async () => {
+    try {
+      await fleet.store.ping();
+    } catch (err) {
+      throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`);
+    }
+    return { status: 'ready', store: fleet.store.driver };
+  });
+
+  app.get(
+    '/v1/stats',
+    { schema: { response: { 200: Type.Unknown() } } },
+    async (_request, reply) => {
+      void reply.header('cache-control', 'no-store');
+      return fleet.stats.snapshot();
+    },
+  );
+};

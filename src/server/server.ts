@@ -1,0 +1,69 @@
+import pino, { type Logger } from 'pino';
+import { LocalBus } from '../bus/local-bus.js';
+import { resolveConfig, type FleetdConfig } from '../config.js';
+import { Fleet } from '../core/fleet.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Store } from '../store/store.js';
+import { buildApp, type App } from './app.js';
+
+export interface FleetServer {
+  app: App;
+  fleet: Fleet;
+  store: Store;
+  config: Readonly<FleetdConfig>;
+  /** The address it listens on, e.g. http://127.0.0.1:7070. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
+    ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
+  });
+}
+
+/**
+ * Builds the store, bus, domain and HTTP app from a configuration, starts maintenance and listens.
+ * Drivers are chosen here, once; nothing below `core/` knows which.
+ */
+export async function startServer(
+  overrides: Partial<FleetdConfig> = {},
+  options: { logger?: Logger | false; env?: NodeJS.ProcessEnv } = {},
+): Promise<FleetServer> {
+  const config = resolveConfig(overrides, options.env);
+  const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
+  const silent = { info() {}, warn() {}, error() {} };
+  const store = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
+  const bus = new LocalBus((err, name) => (log || silent).error({ err, event: name }, 'event handler failed'));
+  const fleet = new Fleet({ store, bus, config, log: log || silent });
+  const app = await buildApp({ fleet, config, logger: log || false });
+  fleet.start();
+  let address: string;
+  try {
+    address = await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    fleet.stop();
+    await store.close();
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    fleet,
+    store,
+    config,
+    url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
+    close() {
+      closing ??= (async () => {
+        // Waiting long-polls answer first, so that closing the listener does not wait on them.
+        fleet.stop();
+        await app.close();
+        await bus.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,13 @@
+import { invalid } from '../core/errors.js';
+
+/** Cursors are opaque to clients: the last row's sort key, base64url-encoded. */
+export function encodeCursor(key: number): string {
+  return Buffer.from(String(key)).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | undefined): number | undefined {
+  if (cursor === undefined) return undefined;
+  const key = Number(Buffer.from(cursor, 'base64url').toString());
+  if (!Number.isSafeInteger(key) || key < 0) throw invalid('cursor', 'is not a cursor this server issued');
+  return key;
+}

@@ -1,0 +1,120 @@
+/**
+ * Versioned schema for the SQLite driver. A migration is never edited once released: a change is
+ * a new entry. Each runs in its own transaction and is recorded in schema_migrations.
+ */
+export const migrations: { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'tasks, agents, locks and their counters',
+    sql: `
+CREATE TABLE tasks (
+  id               INTEGER PRIMARY KEY,
+  type             TEXT    NOT NULL,
+  req_key          TEXT    NOT NULL,
+  payload          TEXT    NOT NULL,
+  priority         INTEGER NOT NULL,
+  status           TEXT    NOT NULL,
+  idempotency_key  TEXT    UNIQUE,
+  request_hash     TEXT,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  max_attempts     INTEGER NOT NULL,
+  lease_ms         INTEGER NOT NULL,
+  backoff_ms       INTEGER NOT NULL,
+  run_at           INTEGER NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL,
+  claimed_at       INTEGER,
+  completed_at     INTEGER,
+  agent_id         TEXT,
+  lease_expires_at INTEGER,
+  result           TEXT,
+  error            TEXT
+);
+-- The claim: one index seek per requirement set, already in priority-then-age order.
+CREATE INDEX tasks_claim     ON tasks (req_key, priority DESC, id) WHERE status = 'queued';
+CREATE INDEX tasks_scheduled ON tasks (run_at)           WHERE status = 'scheduled';
+CREATE INDEX tasks_leases    ON tasks (lease_expires_at) WHERE status = 'leased';
+CREATE INDEX tasks_in_flight ON tasks (agent_id)         WHERE status = 'leased';
+CREATE INDEX tasks_finished  ON tasks (completed_at)     WHERE completed_at IS NOT NULL;
+CREATE INDEX tasks_by_status ON tasks (status, id);
+CREATE INDEX tasks_by_type   ON tasks (type, id);
+CREATE INDEX tasks_by_agent  ON tasks (agent_id, id)     WHERE agent_id IS NOT NULL;
+
+-- Counters kept by triggers in the same transaction as the write, so /v1/stats never scans
+-- tasks and the counts always equal a recount.
+CREATE TABLE task_counts (
+  type     TEXT    NOT NULL,
+  req_key  TEXT    NOT NULL,
+  priority INTEGER NOT NULL,
+  status   TEXT    NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (status, req_key, type, priority)
+) WITHOUT ROWID;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+  INSERT INTO task_counts VALUES (NEW.type, NEW.req_key, NEW.priority, NEW.status, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF status ON tasks WHEN OLD.status <> NEW.status BEGIN
+  UPDATE task_counts SET n = n - 1
+    WHERE status = OLD.status AND req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority;
+  INSERT INTO task_counts VALUES (NEW.type, NEW.req_key, NEW.priority, NEW.status, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+  UPDATE task_counts SET n = n - 1
+    WHERE status = OLD.status AND req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority;
+END;
+
+CREATE TABLE agents (
+  seq               INTEGER PRIMARY KEY,
+  id                TEXT    NOT NULL UNIQUE,
+  name              TEXT    NOT NULL,
+  capabilities      TEXT    NOT NULL,
+  labels            TEXT    NOT NULL,
+  max_concurrency   INTEGER NOT NULL,
+  token_hash        TEXT    NOT NULL,
+  status            TEXT    NOT NULL,
+  created_at        INTEGER NOT NULL,
+  last_heartbeat_at INTEGER NOT NULL
+);
+CREATE INDEX agents_by_status ON agents (status, last_heartbeat_at);
+CREATE INDEX agents_by_status_seq ON agents (status, seq);
+CREATE TABLE agent_capabilities (
+  capability TEXT    NOT NULL,
+  agent_seq  INTEGER NOT NULL REFERENCES agents (seq) ON DELETE CASCADE,
+  PRIMARY KEY (capability, agent_seq)
+) WITHOUT ROWID;
+CREATE INDEX agent_capabilities_by_agent ON agent_capabilities (agent_seq);
+
+CREATE TABLE agent_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO agent_counts VALUES ('online', 0), ('stale', 0), ('offline', 0);
+CREATE TRIGGER agents_count_insert AFTER INSERT ON agents BEGIN
+  UPDATE agent_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER agents_count_update AFTER UPDATE OF status ON agents WHEN OLD.status <> NEW.status BEGIN
+  UPDATE agent_counts SET n = n - 1 WHERE status = OLD.status;
+  UPDATE agent_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER agents_count_delete AFTER DELETE ON agents BEGIN
+  UPDATE agent_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+
+CREATE TABLE locks (
+  seq         INTEGER PRIMARY KEY,
+  id          TEXT    NOT NULL UNIQUE,
+  agent_id    TEXT    NOT NULL,
+  resources   TEXT    NOT NULL,
+  description TEXT    NOT NULL,
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER NOT NULL
+);
+CREATE INDEX locks_by_expiry ON locks (expires_at);
+CREATE INDEX locks_by_agent  ON locks (agent_id, seq);
+CREATE TABLE lock_resources (
+  resource TEXT    PRIMARY KEY,
+  lock_seq INTEGER NOT NULL REFERENCES locks (seq) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX lock_resources_by_lock ON lock_resources (lock_seq);
+`,
+  },
+];

@@ -1,0 +1,116 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FleetdConfig } from '../src/config.js';
+import { startServer, type FleetServer } from '../src/server/server.js';
+
+export interface Reply<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+/** A small JSON client over real HTTP. */
+export class Api {
+  constructor(readonly base: string) {}
+
+  async request<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply<T>> {
+    const init: RequestInit = { method, headers: { ...headers } };
+    if (body !== undefined) {
+      init.body = typeof body === 'string' ? body : JSON.stringify(body);
+      (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+    }
+    const res = await fetch(this.base + path, init);
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      // NDJSON and other non-JSON bodies stay text.
+    }
+    return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+
+  get<T = any>(path: string) {
+    return this.request<T>('GET', path);
+  }
+  post<T = any>(path: string, body?: unknown, headers?: Record<string, string>) {
+    return this.request<T>('POST', path, body, headers);
+  }
+  delete<T = any>(path: string) {
+    return this.request<T>('DELETE', path);
+  }
+
+  async registerAgent(capabilities: string[] = ['echo'], extra: Record<string, unknown> = {}): Promise<{ id: string; token: string }> {
+    const res = await this.post('/v1/agents', { name: 'agent', capabilities, ...extra });
+    if (res.status !== 201) throw new Error(`register failed: ${res.status} ${JSON.stringify(res.body)}`);
+    return { id: res.body.agent.id, token: res.body.token };
+  }
+
+  async submit(task: Record<string, unknown>): Promise<any> {
+    const res = await this.post('/v1/tasks', task);
+    if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body.task;
+  }
+
+  async claim(agentId: string, max = 1, waitMs = 0): Promise<any[]> {
+    const res = await this.post('/v1/tasks/claim', { agentId, max, waitMs });
+    if (res.status !== 200) throw new Error(`claim failed: ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body.tasks;
+  }
+}
+
+export interface TestServer extends FleetServer {
+  api: Api;
+  dataDir: string;
+  /** Closes the server and deletes its data, unless keepData. */
+  stop(options?: { keepData?: boolean }): Promise<void>;
+}
+
+export function tempDir(prefix = 'fleetd-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startTestServer(overrides: Partial<FleetdConfig> = {}): Promise<TestServer> {
+  const dataDir = overrides.dataDir ?? tempDir();
+  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, dataDir }, { logger: false, env: {} });
+  return Object.assign(server, {
+    api: new Api(server.url),
+    dataDir,
+    async stop(options: { keepData?: boolean } = {}) {
+      await server.close();
+      if (!options.keepData) rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
+/** Resolves when `check` returns true, polling the public API; fails after timeoutMs. */
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Resolves with the next event of that name (matching `where`) the server's bus publishes. */
+export function nextEvent<K extends keyof import('../src/bus/bus.js').FleetEvents>(
+  server: FleetServer,
+  name: K,
+  where: (e: import('../src/bus/bus.js').FleetEvents[K]) => boolean = () => true,
+  timeoutMs = 5_000,
+): Promise<import('../src/bus/bus.js').FleetEvents[K]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${name} event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = server.fleet.bus.subscribe(name, (e) => {
+      if (!where(e)) return;
+      clearTimeout(timer);
+      off();
+      resolve(e);
+    });
+  });
+}
