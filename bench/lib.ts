@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface ServerProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  dataDir: string;
+  /** Resident set size of the server process in MB, read from /proc. */
+  rssMb(): number;
+  stop(): Promise<void>;
+}
+
+/** Starts `fleetd start` in its own process (from source, through tsx) and waits until it is ready. */
+export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'fleetd-bench-'));
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'start'], {
+    cwd: root,
+    env: { ...process.env, FLEETD_PORT: String(port), FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/readyz`, 20_000);
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    dataDir,
+    rssMb: () => rssMbOf(child.pid!),
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function rssMbOf(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    return Math.round(kb / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+export async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(url);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Percentile of an unsorted sample, nearest-rank. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+export type Row = Record<string, string | number>;
+
+/** Prints rows as an aligned table and writes { scenario, at, rows, ...extra } to bench/results/<scenario>.json. */
+export function report(scenario: string, rows: Row[], extra: Record<string, unknown> = {}): void {
+  const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v: unknown) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : String(v ?? ''));
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join('  ');
+  process.stdout.write(`\n${line(columns)}\n${line(widths.map((w) => '-'.repeat(w)))}\n`);
+  for (const r of rows) process.stdout.write(`${line(columns.map((c) => cell(r[c])))}\n`);
+  const dir = join(root, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${scenario}.json`), JSON.stringify({ scenario, at: new Date().toISOString(), rows, ...extra }, null, 2));
+  process.stdout.write(`\nwritten to bench/results/${scenario}.json\n`);
+}
+
+/** Simple `--name value` flag parsing for scenarios. */
+export function flags(args: string[], defaults: Record<string, number>): Record<string, number> {
+  const out = { ...defaults };
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--([\w-]+)$/.exec(args[i]);
+    if (m && m[1] in out) out[m[1]] = Number(args[++i]);
+  }
+  return out;
+}
