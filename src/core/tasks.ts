@@ -130,6 +130,11 @@ export class TaskService {
     }
   }
 
+  /** Leases up to `max` ready tasks at once, never waiting: how the WebSocket gateway pushes work to a socket with credit. */
+  async claimReady(agentId: string, max: number): Promise<Task[]> {
+    return (await this.claimNow(agentId, max)).tasks;
+  }
+
   private async claimNow(agentId: string, max: number): Promise<{ tasks: Task[]; capabilities: string[] }> {
     const now = this.ctx.now();
     const { agent, previousStatus, tasks } = await this.ctx.store.taskClaim({ agentId, max, now });
