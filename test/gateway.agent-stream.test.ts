@@ -103,7 +103,7 @@ describe('agent stream', () => {
     const { api, url } = server;
     const agent = await api.registerAgent(['auth']);
     await api.submit({ type: 'auth' });
-    for (const headers of [{ authorization: 'Bearer fla_wrong' }, {}, { authorization: `Bearer ${agent.token}x` }]) {
+    for (const headers of [{ authorization: 'Bearer fla_wrong' }, {}, { authorization: `Bearer ${agent.token}x` }] as Record<string, string>[]) {
       await assert.rejects(connect(`${url}/v1/agents/${agent.id}/stream`, headers), (err: any) => {
         assert.equal(err.status, 401);
         assert.equal(err.body.error.code, 'FLEETD_ERR_UNAUTHORIZED');
