@@ -11,6 +11,8 @@ export class Connections {
   private pinger: NodeJS.Timeout | undefined;
   /** Sockets closed for being too slow, since start. */
   slowConsumersCut = 0;
+  /** The most unsent bytes any socket held when something was sent to it: what the cap keeps bounded. */
+  peakBufferedBytes = 0;
 
   constructor(private readonly limits: { maxConnections: number; maxBufferedBytes: number; pingMs: number }) {}
 
@@ -43,7 +45,9 @@ export class Connections {
   /** Sends one text frame; a socket already holding more unsent bytes than the cap is cut off instead. */
   send(socket: WebSocket, text: string): boolean {
     if (socket.readyState !== socket.OPEN) return false;
-    if (socket.bufferedAmount > this.limits.maxBufferedBytes) {
+    const buffered = socket.bufferedAmount;
+    if (buffered > this.peakBufferedBytes) this.peakBufferedBytes = buffered;
+    if (buffered > this.limits.maxBufferedBytes) {
       this.cutOff(socket);
       return false;
     }

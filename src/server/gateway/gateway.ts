@@ -39,7 +39,9 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       events.stop();
       connections.stop();
       for (const client of app.websocketServer.clients) client.close(1001, 'server shutting down');
-      app.websocketServer.close(() => done());
+      // Not waiting for every peer's close handshake: one that stopped reading would hold shutdown for ws's 30 s timeout.
+      app.websocketServer.close();
+      done();
     },
   });
   connections.start();
@@ -81,6 +83,28 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     },
     wsHandler: async (socket, request) => agents.open((request.params as { id: string }).id, socket),
   });
+
+  app.get(
+    '/gateway',
+    {
+      schema: {
+        response: {
+          200: Type.Object({
+            connections: Type.Integer(),
+            agents: Type.Integer(),
+            slowConsumersCut: Type.Integer(),
+            peakBufferedBytes: Type.Integer(),
+          }),
+        },
+      },
+    },
+    async () => ({
+      connections: connections.size,
+      agents: agents.size,
+      slowConsumersCut: connections.slowConsumersCut,
+      peakBufferedBytes: connections.peakBufferedBytes,
+    }),
+  );
 
   app.route({
     method: 'GET',
