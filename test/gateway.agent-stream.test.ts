@@ -172,3 +172,23 @@ describe('connection cap', () => {
     }
   });
 });
+
+describe('agent stream protocol version', () => {
+  it('accepts ?protocol=1 and refuses a version it does not speak with a 400', async () => {
+    const server = await startTestServer();
+    try {
+      const agent = await server.api.registerAgent(['v']);
+      const headers = { authorization: `Bearer ${agent.token}` };
+      const peer = await connect(`${server.url}/v1/agents/${agent.id}/stream?protocol=1`, headers);
+      assert.equal((await peer.next('welcome')).protocol, 1);
+      await peer.close();
+      await assert.rejects(connect(`${server.url}/v1/agents/${agent.id}/stream?protocol=2`, headers), (err: any) => {
+        assert.equal(err.status, 400);
+        assert.equal(err.body.error.details.field, 'querystring.protocol');
+        return true;
+      });
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -59,7 +59,7 @@ describe('event stream', () => {
     assert.deepEqual((await peer.next('subscribed')).topics, ['locks']);
     await api.submit({ type: 'ignored' });
     const agent = await api.registerAgent(['l']);
-    await api.post('/v1locks'.replace('v1', 'v1/'), { agentId: agent.id, resources: ['r'], ttlMs: 1000 });
+    await api.post('/v1/locks', { agentId: agent.id, resources: ['r'], ttlMs: 1000 });
     const batch = await peer.next('events');
     assert.deepEqual(batch.events.map((e: any) => e.name), ['lock.acquired']);
     assert.deepEqual(eventsOf(peer).filter((e) => e.topic === 'tasks'), []);

@@ -62,8 +62,8 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       ),
       response: errors(400, 401),
     },
-    // Authentication happens before the upgrade: a bad token gets a 401 and never a socket.
-    preValidation: async (request) => {
+    // Runs after validation and before the upgrade: a bad token gets a 401 and never a socket.
+    preHandler: async (request) => {
       const { id } = request.params as { id: string };
       const query = request.query as { token?: string; protocol?: number };
       const header = request.headers.authorization;
