@@ -65,6 +65,7 @@ export default async function ws(args: string[]): Promise<void> {
     let errors = 0;
     const inFlight = new Set<Promise<void>>();
     const started = Date.now();
+    const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${server.rssMb()} MB\n`), 2_000);
     while (submitted < total) {
       const due = Math.min(total, Math.floor(((Date.now() - started) / 1000) * f.rate) + perBatch);
       while (submitted < due && inFlight.size < 16) {
@@ -81,6 +82,7 @@ export default async function ws(args: string[]): Promise<void> {
       await new Promise((r) => setTimeout(r, 10));
     }
     await Promise.all(inFlight);
+    clearInterval(progress);
     const submitSeconds = (Date.now() - started) / 1000;
     let completed = 0;
     const drainDeadline = Date.now() + 60_000;
