@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
@@ -82,6 +84,35 @@ describe('agent SDK', () => {
     await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
     assert.equal((await client.get(task.id)).result, 'polled 7');
     await agent.stop();
+  });
+
+  it('falls back to long-poll by itself behind a proxy that refuses WebSockets', async () => {
+    // A real HTTP proxy that forwards requests but, like many, does not pass WebSocket upgrades on.
+    const upstream = new URL(server.url);
+    const proxy = createServer((req, res) => {
+      const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode!, up.headers);
+        up.pipe(res);
+      });
+      req.pipe(forward);
+      res.on('close', () => forward.destroy());
+    });
+    proxy.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'));
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` });
+    const agent = proxied.agent({ name: 'proxied', capabilities: ['sdk-proxied'] });
+    const connected = once(agent, 'connected');
+    try {
+      await agent.work(async (task) => `through the proxy ${task.payload}`);
+      assert.deepEqual((await connected)[0], { transport: 'poll' });
+      const task = (await client.submit({ type: 'sdk-proxied', payload: 1 })).task;
+      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+      assert.equal((await client.get(task.id)).result, 'through the proxy 1');
+    } finally {
+      await agent.stop();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   it('stop() finishes the task in hand, then takes no more', async () => {
