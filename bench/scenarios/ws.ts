@@ -1,10 +1,13 @@
 /**
- * `npm run bench -- ws [--agents 1000] [--rate 2000] [--seconds 10] [--observers 50] [--credit 4]`
+ * `npm run bench -- ws [--agents 1000] [--rate 2000] [--seconds 10] [--observers 50] [--credit 4] [--baseline 1]`
  *
  * N agents connected over WebSocket (in a separate process) receive tasks submitted at a steady
  * rate (in batches every 10 ms, from this process). Reports submit-to-agent dispatch latency, tasks
  * per second, the server's RSS idle, with the agents connected and at its peak, and the delivery
  * latency of stats snapshots to M observer sockets (which includes the event batch window).
+ * With --baseline 1 (the default) the same load then runs against a fresh server with the agents
+ * long-polling over HTTP instead, and the ratios of the two are reported: on a shared machine the
+ * ratio says more than either absolute figure.
  */
 import { fork } from 'node:child_process';
 import { once } from 'node:events';
@@ -12,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { flags, percentile, report, startServerProcess } from '../lib.js';
+import { flags, percentile, report, startServerProcess, type Row } from '../lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
@@ -24,8 +27,23 @@ async function post(url: string, body: unknown): Promise<any> {
   return json;
 }
 
+type Flags = Record<'agents' | 'rate' | 'seconds' | 'observers' | 'credit' | 'baseline', number>;
+
 export default async function ws(args: string[]): Promise<void> {
-  const f = flags(args, { agents: 1000, rate: 2000, seconds: 10, observers: 50, credit: 4 });
+  const f = flags(args, { agents: 1000, rate: 2000, seconds: 10, observers: 50, credit: 4, baseline: 1 }) as Flags;
+  const push = await phase('ws', f);
+  const rows = [push];
+  if (f.baseline) {
+    const poll = await phase('poll', f);
+    rows.push(poll);
+    const ratio = (k: string) => Math.round(((poll[k] as number) / (push[k] as number)) * 100) / 100;
+    rows.push({ transport: 'poll ÷ ws', 'tasks/s': ratio('tasks/s'), 'dispatch p50 ms': ratio('dispatch p50 ms'), 'dispatch p99 ms': ratio('dispatch p99 ms') });
+  }
+  report('ws', rows, { flags: f });
+}
+
+async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
+  process.stdout.write(`\n— ${transport === 'ws' ? 'WebSocket push' : 'baseline: HTTP long-poll'} —\n`);
   const server = await startServerProcess({ FLEETD_WS_MAX_CONNECTIONS: String(f.agents + f.observers + 100) });
   const work = mkdtempSync(join(tmpdir(), 'fleetd-bench-ws-'));
   try {
@@ -41,7 +59,7 @@ export default async function ws(args: string[]): Promise<void> {
 
     process.stdout.write(`connecting ${f.agents} agents and ${f.observers} observers…\n`);
     const connectStarted = Date.now();
-    const worker = fork(join(here, '../workers/ws-agents.ts'), [server.url, agentsFile, String(f.observers), String(f.credit)], {
+    const worker = fork(join(here, '../workers/ws-agents.ts'), [server.url, agentsFile, String(f.observers), String(f.credit), transport], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -54,7 +72,7 @@ export default async function ws(args: string[]): Promise<void> {
     const ready = await next('ready');
     const connectSeconds = (Date.now() - connectStarted) / 1000;
     const rssConnected = server.rssMb();
-    process.stdout.write(`${ready.sockets} sockets open in ${connectSeconds.toFixed(1)} s; server RSS ${rssConnected} MB\n`);
+    process.stdout.write(`${ready.agents} agents and ${f.observers} observers ready in ${connectSeconds.toFixed(1)} s; server RSS ${rssConnected} MB\n`);
 
     let rssPeak = rssConnected;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssMb())), 250);
@@ -83,7 +101,6 @@ export default async function ws(args: string[]): Promise<void> {
     }
     await Promise.all(inFlight);
     clearInterval(progress);
-    const submitSeconds = (Date.now() - started) / 1000;
     let completed = 0;
     const drainDeadline = Date.now() + 60_000;
     while (completed < submitted - errors && Date.now() < drainDeadline) {
@@ -98,29 +115,25 @@ export default async function ws(args: string[]): Promise<void> {
     await once(worker, 'exit');
 
     const ms = (v: number) => Math.round(v * 100) / 100;
-    report(
-      'ws',
-      [
-        {
-          agents: f.agents,
-          'rate/s': f.rate,
-          submitted,
-          errors,
-          completed: results.completed,
-          'tasks/s': Math.round(results.completed / elapsed),
-          'dispatch p50 ms': ms(percentile(results.dispatch, 50)),
-          'dispatch p95 ms': ms(percentile(results.dispatch, 95)),
-          'dispatch p99 ms': ms(percentile(results.dispatch, 99)),
-          observers: f.observers,
-          'observer p50 ms': ms(percentile(results.observed, 50)),
-          'observer p99 ms': ms(percentile(results.observed, 99)),
-          'rss idle MB': rssIdle,
-          'rss connected MB': rssConnected,
-          'rss peak MB': rssPeak,
-        },
-      ],
-      { flags: f, connectSeconds, submitSeconds, stillOpen: results.open },
-    );
+    return {
+      transport,
+      agents: f.agents,
+      'rate/s': f.rate,
+      submitted,
+      errors,
+      completed: results.completed,
+      'tasks/s': Math.round(results.completed / elapsed),
+      'dispatch p50 ms': ms(percentile(results.dispatch, 50)),
+      'dispatch p95 ms': ms(percentile(results.dispatch, 95)),
+      'dispatch p99 ms': ms(percentile(results.dispatch, 99)),
+      observers: f.observers,
+      'observer p50 ms': ms(percentile(results.observed, 50)),
+      'observer p99 ms': ms(percentile(results.observed, 99)),
+      'rss idle MB': rssIdle,
+      'rss connected MB': rssConnected,
+      'rss peak MB': rssPeak,
+      'connect s': ms(connectSeconds),
+    };
   } finally {
     await server.stop();
     rmSync(work, { recursive: true, force: true });

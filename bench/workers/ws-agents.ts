@@ -1,13 +1,14 @@
 /**
- * The agent side of `npm run bench -- ws`, in its own process: N agent sockets speaking the agent
- * stream protocol (each completes a task the moment it arrives and grants the credit back) and M
- * observer sockets on the `stats` topic. It measures submit-to-agent dispatch latency from the
- * submit time carried in each payload (same machine, same clock) and reports over IPC.
+ * The agent side of `npm run bench -- ws`, in its own process: N agents that complete each task the
+ * moment it arrives — over the agent stream (`ws`: credit granted back per task) or, as the
+ * baseline, by HTTP long-poll claims (`poll`) — and M observer sockets on the `stats` topic. It
+ * measures submit-to-agent dispatch latency from the submit time carried in each payload (same
+ * machine, same clock) and reports over IPC.
  */
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
-const [url, agentsFile, observersArg, creditArg] = process.argv.slice(2);
+const [url, agentsFile, observersArg, creditArg, transport] = process.argv.slice(2);
 const agents = JSON.parse(readFileSync(agentsFile, 'utf8')) as { id: string; token: string }[];
 const observers = Number(observersArg);
 const credit = Number(creditArg);
@@ -18,7 +19,28 @@ const dispatch: number[] = [];
 const observed: number[] = [];
 let completed = 0;
 let measuring = false;
+let stopped = false;
 const sockets: WebSocket[] = [];
+
+async function post(path: string, body: unknown): Promise<any> {
+  const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return res.json();
+}
+
+/** The baseline: an agent that long-polls for up to `credit` tasks and completes them over HTTP. */
+async function pollAgent(agent: { id: string }): Promise<void> {
+  while (!stopped) {
+    try {
+      const { tasks } = await post('/v1/tasks/claim', { agentId: agent.id, max: credit, waitMs: 20_000 });
+      const at = now();
+      for (const task of tasks) if (measuring) dispatch.push(at - task.payload.t);
+      await Promise.all(tasks.map((task: { id: number }) => post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id })));
+      completed += tasks.length;
+    } catch {
+      if (!stopped) await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 
 function openAgent(agent: { id: string; token: string }): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -64,15 +86,17 @@ function openObserver(): Promise<void> {
 }
 
 // Open sockets a few hundred at a time: a burst of 10,000 handshakes would only measure the backlog.
-for (let i = 0; i < agents.length; i += 250) await Promise.all(agents.slice(i, i + 250).map(openAgent));
+if (transport === 'poll') for (const agent of agents) void pollAgent(agent);
+else for (let i = 0; i < agents.length; i += 250) await Promise.all(agents.slice(i, i + 250).map(openAgent));
 for (let i = 0; i < observers; i += 250) await Promise.all(Array.from({ length: Math.min(250, observers - i) }, openObserver));
-process.send!({ type: 'ready', sockets: sockets.length });
+process.send!({ type: 'ready', sockets: sockets.length, agents: agents.length });
 
 process.on('message', (message: { type: string }) => {
   if (message.type === 'measure') measuring = true;
   if (message.type === 'completed') process.send!({ type: 'completed', completed });
   if (message.type === 'finish') {
     measuring = false;
+    stopped = true;
     process.send!({ type: 'results', dispatch, observed, completed, open: sockets.filter((s) => s.readyState === WebSocket.OPEN).length });
     for (const socket of sockets) socket.terminate();
     setTimeout(() => process.exit(0), 100);
