@@ -63,10 +63,18 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
+    // Every message is queued as it comes, so none is lost between two waits; a worker that dies fails the run loudly.
+    const inbox: ({ type: string } & Record<string, any>)[] = [];
+    let wake = () => {};
+    let exited: string | undefined;
+    worker.on('message', (m: { type: string }) => (inbox.push(m), wake()));
+    worker.once('exit', (code, signal) => ((exited = `the agent worker exited (code ${code}, signal ${signal})`), wake()));
     const next = async (type: string) => {
       for (;;) {
-        const [message] = (await once(worker, 'message')) as [{ type: string } & Record<string, any>];
-        if (message.type === type) return message;
+        const i = inbox.findIndex((m) => m.type === type);
+        if (i >= 0) return inbox.splice(i, 1)[0];
+        if (exited) throw new Error(exited);
+        await new Promise<void>((resolve) => (wake = resolve));
       }
     };
     const ready = await next('ready');
@@ -112,7 +120,7 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
     clearInterval(sampler);
     worker.send({ type: 'finish' });
     const results = await next('results');
-    await once(worker, 'exit');
+    if (!exited) await once(worker, 'exit');
 
     const ms = (v: number) => Math.round(v * 100) / 100;
     return {

@@ -49,7 +49,7 @@ function openAgent(agent: { id: string; token: string }): Promise<void> {
       perMessageDeflate: false,
     });
     sockets.push(socket);
-    socket.once('error', reject);
+    socket.on('error', reject);
     socket.on('message', (data) => {
       const message = JSON.parse(data.toString());
       if (message.type === 'welcome') {
@@ -72,7 +72,7 @@ function openObserver(): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(`${wsUrl}/v1/events`);
     sockets.push(socket);
-    socket.once('error', reject);
+    socket.on('error', reject);
     socket.once('open', () => socket.send(JSON.stringify({ type: 'subscribe', topics: ['stats'] })));
     socket.on('message', (data) => {
       const message = JSON.parse(data.toString());

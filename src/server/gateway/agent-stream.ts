@@ -37,6 +37,7 @@ class AgentSession {
 
   /** Registers with the claim waiters: woken whenever tasks it can do appear, while it has credit. */
   listen(): void {
+    if (this.closed) return;
     const waiter = {
       capabilities: this.capabilities,
       want: () => (this.closed ? 0 : this.credit),
