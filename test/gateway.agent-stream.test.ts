@@ -192,3 +192,27 @@ describe('agent stream protocol version', () => {
     }
   });
 });
+
+describe('ping/pong', () => {
+  it('drops a peer that stops answering pings, and releases its agent after the grace', async () => {
+    // Short enough for a quick test, long enough that a busy test process still answers in time.
+    const server = await startTestServer({ wsPingMs: 500, agentDisconnectGraceMs: 0 });
+    try {
+      const agent = await server.api.registerAgent(['frozen']);
+      const { peer } = await connectAgent(server.url, agent);
+      peer.send({ type: 'credit', add: 1 });
+      const task = await server.api.submit({ type: 'frozen' });
+      await peer.next('tasks');
+      const offline = nextEvent(server, 'agent.offline', (e) => e.agent.id === agent.id);
+      // A frozen process: its socket stays open but nothing is read, so no pong ever goes back.
+      (peer.socket as any)._socket.pause();
+      await offline;
+      assert.equal((await server.api.get('/v1/gateway')).body.connections, 0);
+      assert.equal((await server.api.get(`/v1/tasks/${task.id}`)).body.status, 'queued');
+      (peer.socket as any)._socket.resume();
+      await peer.closed;
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -116,7 +116,8 @@ export class AgentGateway {
   }
 
   start(): void {
-    const beatMs = Math.min(this.config.wsPingMs, Math.floor(this.config.agentStaleMs / 2));
+    // Twice per stale period: a connected agent never goes stale, at the fewest writes that guarantee it.
+    const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 2));
     this.heartbeater = setInterval(() => this.heartbeatAll(beatMs), beatMs);
     this.heartbeater.unref();
     this.unsubscribe = this.fleet.bus.subscribe('agent.deleted', ({ agent }) => {
