@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { eventually, nextEvent, startTestServer, type TestServer } from './helpers.js';
 import { connect, connectAgent } from './ws-helpers.js';
 
 describe('agent stream', () => {
@@ -59,6 +59,27 @@ describe('agent stream', () => {
     assert.equal(second.tasks.length, 2);
     assert.equal(await leased(), 4);
     await peer.close();
+  });
+
+  it('keeps no credit past the agent\'s maxConcurrency, so other agents get the rest', async () => {
+    const { api, url } = server;
+    const small = await api.registerAgent(['capped'], { maxConcurrency: 2 });
+    const other = await api.registerAgent(['capped'], { maxConcurrency: 10 });
+    const a = await connectAgent(url, small);
+    a.peer.send({ type: 'credit', add: 5 });
+    a.peer.send({ type: 'heartbeat', ref: 'ready' });
+    await a.peer.next('ack', (m) => m.ref === 'ready');
+    const b = await connectAgent(url, other);
+    b.peer.send({ type: 'credit', add: 10 });
+    b.peer.send({ type: 'heartbeat', ref: 'ready' });
+    await b.peer.next('ack', (m) => m.ref === 'ready');
+    // Five tasks: were the first agent's credit of 5 kept, it alone would be woken for all of them.
+    await api.post('/v1/tasks/batch', { tasks: Array.from({ length: 5 }, () => ({ type: 'capped' })) });
+    const count = (peer: typeof a.peer) => peer.received.filter((m) => m.type === 'tasks').reduce((n, m) => n + m.tasks.length, 0);
+    await eventually(() => count(a.peer) + count(b.peer) === 5, 5_000, 'all five tasks pushed');
+    assert.equal(count(a.peer), 2);
+    assert.equal(count(b.peer), 3);
+    await Promise.all([a.peer.close(), b.peer.close()]);
   });
 
   it('resumes the leases of an agent that reconnects inside the grace period', async () => {

@@ -32,6 +32,7 @@ class AgentSession {
     readonly id: string,
     readonly socket: WebSocket,
     private readonly capabilities: ReadonlySet<string>,
+    private readonly maxConcurrency: number,
     private readonly gateway: AgentGateway,
   ) {}
 
@@ -56,8 +57,12 @@ class AgentSession {
     this.removeWaiter();
   }
 
+  /**
+   * Credit past the agent's maxConcurrency is not kept: the store would refuse those claims, and a
+   * waiter that wants more than it can take would soak up wake-ups meant for other agents.
+   */
   grant(add: number): void {
-    this.credit += add;
+    this.credit = Math.min(this.credit + add, this.maxConcurrency);
     void this.pump();
   }
 
@@ -144,7 +149,7 @@ export class AgentGateway {
     const agent = await this.fleet.agents.heartbeat(agentId);
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);
-    const session = new AgentSession(agentId, socket, new Set(agent.capabilities), this);
+    const session = new AgentSession(agentId, socket, new Set(agent.capabilities), agent.maxConcurrency, this);
     this.sessions.set(agentId, session);
     if (previous) {
       previous.close();
