@@ -16,11 +16,14 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `fleetd start` in its own process (from source, through tsx) and waits until it is ready. */
+/**
+ * Starts `fleetd start` in its own process, as `npm start` runs it (compiled, from dist/; bench/run.ts
+ * builds first), and waits until it is ready.
+ */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), 'fleetd-bench-'));
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'start'], {
+  const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
     env: { ...process.env, FLEETD_PORT: String(port), FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
