@@ -483,8 +483,10 @@ export class SqliteStore implements Store {
     return this.groupCommit.write(() => {
       const agentRow = this.s.agentById.get(params.agentId) as AgentRow | undefined;
       if (!agentRow) throw notFound('agent', params.agentId);
-      // A claim is a sign of life: it counts as a heartbeat.
-      const agent = toAgent(this.s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow);
+      // A claim is a sign of life: it counts as a heartbeat. Within a second of the last one the
+      // write is skipped; staleness is measured in tens of seconds.
+      const fresh = agentRow.status === 'online' && params.now - agentRow.last_heartbeat_at < 1_000;
+      const agent = toAgent(fresh ? agentRow : (this.s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
       const room = Math.min(params.max, agent.maxConcurrency - (this.s.inFlight.get(params.agentId) as number));
       if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [] };
       const capabilities = new Set(agent.capabilities);
