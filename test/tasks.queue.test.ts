@@ -188,6 +188,58 @@ describe('task queue', () => {
     assert.ok(Date.now() - submittedAt < 1_000, 'woken by the submit, not by its timeout');
   });
 
+  it("a full agent's long-poll sleeps through new tasks and does not take another agent's wake-up", async () => {
+    const { api } = server;
+    const full = await api.registerAgent(['busy'], { maxConcurrency: 1 });
+    const idle = await api.registerAgent(['busy']);
+    await api.submit({ type: 'busy' });
+    await api.claim(full.id);
+    const fullWaits = api.claim(full.id, 1, 1_500);
+    await new Promise((r) => setTimeout(r, 50));
+    const idleWaits = api.claim(idle.id, 1, 10_000);
+    await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    const task = await api.submit({ type: 'busy' });
+    assert.equal((await idleWaits)[0]?.id, task.id);
+    assert.ok(Date.now() - started < 1_000, 'the idle agent was woken at once');
+    assert.deepEqual(await fullWaits, []);
+  });
+
+  it("wakes a full agent's long-poll when one of its own leases ends and frees room", async () => {
+    const { api } = server;
+    const agent = await api.registerAgent(['room'], { maxConcurrency: 1 });
+    const first = await api.submit({ type: 'room' });
+    const second = await api.submit({ type: 'room' });
+    assert.deepEqual((await api.claim(agent.id)).map((t) => t.id), [first.id]);
+    const waiting = api.claim(agent.id, 1, 10_000);
+    await new Promise((r) => setTimeout(r, 100));
+    const completedAt = Date.now();
+    await api.post(`/v1/tasks/${first.id}/complete`, { agentId: agent.id });
+    assert.deepEqual((await waiting).map((t) => t.id), [second.id]);
+    assert.ok(Date.now() - completedAt < 1_000, 'woken by its completion, not by the timeout');
+  });
+
+  it('hands a wake-up on when the woken agent takes a higher-priority task of another kind', async () => {
+    const { api } = server;
+    const both = await api.registerAgent(['kind-a', 'kind-b']);
+    const onlyA = await api.registerAgent(['kind-a']);
+    const bothWaits = api.claim(both.id, 1, 10_000);
+    await new Promise((r) => setTimeout(r, 50));
+    const aWaits = api.claim(onlyA.id, 1, 10_000);
+    await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    const res = await api.post('/v1/tasks/batch', {
+      tasks: [
+        { type: 'kind-a', priority: 0 },
+        { type: 'kind-b', priority: 10 },
+      ],
+    });
+    const [a, b] = res.body.items.map((i: any) => i.task.id);
+    assert.deepEqual((await bothWaits).map((t) => t.id), [b]);
+    assert.deepEqual((await aWaits).map((t) => t.id), [a]);
+    assert.ok(Date.now() - started < 1_000, 'the agent that can only do kind-a was woken at once');
+  });
+
   it('answers an empty long-poll after waitMs', async () => {
     const { api } = server;
     const agent = await api.registerAgent(['nothing-ever']);

@@ -136,6 +136,8 @@ export interface TaskClaimResult {
   agent: Agent;
   previousStatus: AgentStatus;
   tasks: Task[];
+  /** How many more tasks the agent may hold after this claim (maxConcurrency − in flight). */
+  room: number;
 }
 
 export interface TaskFailParams {

@@ -487,8 +487,9 @@ export class SqliteStore implements Store {
       // write is skipped; staleness is measured in tens of seconds.
       const fresh = agentRow.status === 'online' && params.now - agentRow.last_heartbeat_at < 1_000;
       const agent = toAgent(fresh ? agentRow : (this.s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
-      const room = Math.min(params.max, agent.maxConcurrency - (this.s.inFlight.get(params.agentId) as number));
-      if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [] };
+      const free = agent.maxConcurrency - (this.s.inFlight.get(params.agentId) as number);
+      const room = Math.min(params.max, free);
+      if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
       const capabilities = new Set(agent.capabilities);
       // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
       // seeks each claimable requirement set's index range (few rows each) and merges them here.
@@ -503,7 +504,7 @@ export class SqliteStore implements Store {
         const row = this.s.lease.get({ id: c.id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
         if (row) tasks.push(toTask(row));
       }
-      return { agent, previousStatus: agentRow.status, tasks };
+      return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length };
     });
   }
 
