@@ -127,20 +127,21 @@ describe('task queue', () => {
     const { api } = server;
     const agent = await api.registerAgent(['flaky']);
     const task = await api.submit({ type: 'flaky', maxAttempts: 3, backoffMs: 200 });
-    const failedAt: number[] = [];
-    const claimedAt: number[] = [];
+    // Server timestamps, so that a busy test process cannot blur the measurement.
+    const failures: { at: number; runAt: number }[] = [];
     for (let attempt = 1; attempt <= 3; attempt++) {
       const [t] = await api.claim(agent.id, 1, 5_000);
-      claimedAt.push(Date.now());
       assert.equal(t.id, task.id);
       assert.equal(t.attempts, attempt);
+      if (attempt > 1) assert.ok(Date.parse(t.claimedAt) >= failures[attempt - 2].runAt, 'not handed out before its backoff ended');
       const res = await api.post(`/v1/tasks/${task.id}/fail`, { agentId: agent.id, error: { attempt } });
-      failedAt.push(Date.now());
       assert.equal(res.body.status, attempt < 3 ? 'scheduled' : 'dead');
+      failures.push({ at: Date.parse(res.body.updatedAt), runAt: Date.parse(res.body.runAt) });
     }
     // Backoff: 200 ms then 400 ms, each shortened by at most 20 % of jitter.
-    assert.ok(claimedAt[1] - failedAt[0] >= 150, `first retry waited ${claimedAt[1] - failedAt[0]} ms`);
-    assert.ok(claimedAt[2] - failedAt[1] >= 310, `second retry waited ${claimedAt[2] - failedAt[1]} ms`);
+    const waits = failures.slice(0, 2).map((f) => f.runAt - f.at);
+    assert.ok(waits[0] >= 160 && waits[0] <= 200, `first backoff ${waits[0]} ms`);
+    assert.ok(waits[1] >= 320 && waits[1] <= 400, `second backoff ${waits[1]} ms`);
     const dead = (await api.get(`/v1/tasks/${task.id}`)).body;
     assert.equal(dead.status, 'dead');
     assert.deepEqual(dead.error, { attempt: 3 });
