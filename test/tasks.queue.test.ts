@@ -186,7 +186,7 @@ describe('task queue', () => {
     const task = await api.submit({ type: 'wake' });
     const [got] = await waiting;
     assert.equal(got.id, task.id);
-    assert.ok(Date.now() - submittedAt < 1_000, 'woken by the submit, not by its timeout');
+    assert.ok(Date.now() - submittedAt < 3_000, 'woken by the submit, not by its timeout');
   });
 
   it("a full agent's long-poll sleeps through new tasks and does not take another agent's wake-up", async () => {
@@ -202,7 +202,7 @@ describe('task queue', () => {
     const started = Date.now();
     const task = await api.submit({ type: 'busy' });
     assert.equal((await idleWaits)[0]?.id, task.id);
-    assert.ok(Date.now() - started < 1_000, 'the idle agent was woken at once');
+    assert.ok(Date.now() - started < 3_000, 'the idle agent was woken at once');
     assert.deepEqual(await fullWaits, []);
   });
 
@@ -217,7 +217,7 @@ describe('task queue', () => {
     const completedAt = Date.now();
     await api.post(`/v1/tasks/${first.id}/complete`, { agentId: agent.id });
     assert.deepEqual((await waiting).map((t) => t.id), [second.id]);
-    assert.ok(Date.now() - completedAt < 1_000, 'woken by its completion, not by the timeout');
+    assert.ok(Date.now() - completedAt < 3_000, 'woken by its completion, not by the timeout');
   });
 
   it('hands a wake-up on when the woken agent takes a higher-priority task of another kind', async () => {
@@ -238,7 +238,7 @@ describe('task queue', () => {
     const [a, b] = res.body.items.map((i: any) => i.task.id);
     assert.deepEqual((await bothWaits).map((t) => t.id), [b]);
     assert.deepEqual((await aWaits).map((t) => t.id), [a]);
-    assert.ok(Date.now() - started < 1_000, 'the agent that can only do kind-a was woken at once');
+    assert.ok(Date.now() - started < 3_000, 'the agent that can only do kind-a was woken at once');
   });
 
   it('answers an empty long-poll after waitMs', async () => {
