@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { ConfigError, defaultConfig, resolveConfig } from '../src/config.js';
+import { fleetdBin } from './helpers.js';
 
 const run = promisify(execFile);
-const cli = join(import.meta.dirname, '..', 'src/cli/main.ts');
+
 
 describe('configuration', () => {
   it('takes defaults, then FLEETD_* variables, then overrides, and freezes the result', () => {
@@ -27,7 +27,7 @@ describe('configuration', () => {
   });
 
   it('fleetd start --help lists every setting with its variable and default', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', cli, 'start', '--help']);
+    const { stdout } = await run(process.execPath, [fleetdBin, 'start', '--help']);
     for (const variable of ['FLEETD_PORT', 'FLEETD_HOST', 'FLEETD_DATA_DIR', 'FLEETD_AGENT_OFFLINE_MS']) {
       assert.match(stdout, new RegExp(variable));
     }
@@ -35,7 +35,7 @@ describe('configuration', () => {
 
   it('fleetd start refuses a bad setting with a clear message and exit code 2', async () => {
     await assert.rejects(
-      run(process.execPath, ['--import', 'tsx', cli, 'start'], { env: { ...process.env, FLEETD_PORT: '99999' } }),
+      run(process.execPath, [fleetdBin, 'start'], { env: { ...process.env, FLEETD_PORT: '99999' } }),
       (err: { code: number; stderr: string }) => err.code === 2 && /invalid setting port: 99999 is above 65535/.test(err.stderr),
     );
   });

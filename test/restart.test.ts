@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Api, startTestServer, tempDir } from './helpers.js';
+import { kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
 
 describe('durability', () => {
   it('a restart on the same data directory keeps every task, lease and lock', async () => {
@@ -41,25 +39,7 @@ describe('durability', () => {
 
   it('kill -9 in the middle of submits loses no acknowledged task', async () => {
     const dataDir = tempDir();
-    const root = join(import.meta.dirname, '..');
-    const start = async () => {
-      const port = 30_000 + Math.floor(Math.random() * 20_000);
-      const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'start', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
-        cwd: root,
-        env: { ...process.env, FLEETD_LOG_LEVEL: 'warn' },
-        stdio: 'ignore',
-      });
-      const api = new Api(`http://127.0.0.1:${port}`);
-      for (let i = 0; ; i++) {
-        try {
-          if ((await api.get('/readyz')).status === 200) break;
-        } catch {
-          if (i > 200) throw new Error('server did not start');
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-      return { child, api };
-    };
+    const start = () => startFleetdProcess(dataDir);
     try {
       const { child, api } = await start();
       const acknowledged: number[] = [];
@@ -75,9 +55,7 @@ describe('durability', () => {
         }
       });
       while (acknowledged.length < 500) await new Promise((r) => setTimeout(r, 5));
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGKILL');
-      await exited;
+      await kill9(child);
       stop = true;
       await Promise.all(writers);
 
@@ -91,7 +69,7 @@ describe('durability', () => {
         const stats = (await restarted.api.get('/v1/stats')).body;
         assert.equal(stats.tasks.byType.crash.queued, present.size, 'counters equal a recount after the crash');
       } finally {
-        restarted.child.kill('SIGKILL');
+        await kill9(restarted.child);
       }
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
