@@ -208,14 +208,14 @@ export class SqliteStore implements Store {
       inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
       leasedTo: db.prepare("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
       complete: db.prepare(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
-          updated_at = @now, lease_expires_at = NULL WHERE id = @id RETURNING *`),
+          updated_at = @now, lease_expires_at = NULL
+        WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
       requeue: db.prepare(`UPDATE tasks SET status = @status, run_at = @run_at, error = @error, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
       bury: db.prepare(`UPDATE tasks SET status = 'dead', error = @error, completed_at = @now, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
-      extend: db.prepare(
-        'UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now WHERE id = @id RETURNING *',
-      ),
+      extend: db.prepare(`UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now
+        WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
       cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
       retry: db.prepare(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
@@ -508,7 +508,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Inside a write: the row, if the agent still holds its lease; otherwise the reason it does not. */
+  /** Inside a write: the row, if the agent still holds its lease; otherwise throws the reason it does not. */
   private leasedRow(id: number, agentId: string): TaskRow {
     const row = this.s.taskById.get(id) as TaskRow | undefined;
     if (!row) throw notFound('task', id);
@@ -522,11 +522,22 @@ export class SqliteStore implements Store {
     return row;
   }
 
+  /** Why a conditional write on a lease matched no row: the task is gone, or the agent does not hold it. */
+  private leaseRefused(id: number, agentId: string): never {
+    this.leasedRow(id, agentId);
+    throw new Error(`task ${id}: the lease held by ${agentId} matched no row`);
+  }
+
   taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<Task> {
     return this.groupCommit.write(() => {
-      this.leasedRow(params.id, params.agentId);
-      const row = this.s.complete.get({ id: params.id, result: JSON.stringify(params.result ?? null), now: params.now });
-      return toTask(row as TaskRow);
+      // One statement on the happy path; only a refused completion reads the row to say why.
+      const row = this.s.complete.get({
+        id: params.id,
+        agent_id: params.agentId,
+        result: JSON.stringify(params.result ?? null),
+        now: params.now,
+      }) as TaskRow | undefined;
+      return row ? toTask(row) : this.leaseRefused(params.id, params.agentId);
     });
   }
 
@@ -545,9 +556,13 @@ export class SqliteStore implements Store {
 
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<Task> {
     return this.groupCommit.write(() => {
-      this.leasedRow(params.id, params.agentId);
-      const row = this.s.extend.get({ id: params.id, lease_ms: params.leaseMs ?? null, now: params.now });
-      return toTask(row as TaskRow);
+      const row = this.s.extend.get({
+        id: params.id,
+        agent_id: params.agentId,
+        lease_ms: params.leaseMs ?? null,
+        now: params.now,
+      }) as TaskRow | undefined;
+      return row ? toTask(row) : this.leaseRefused(params.id, params.agentId);
     });
   }
 
