@@ -4,4 +4,5 @@ import Fastify from 'fastify';
 const app = Fastify({ logger: false });
 app.post('/bare', async () => ({}));
 app.get('/readyz', async () => ({}));
-await app.listen({ host: '127.0.0.1', port: Number(process.env.PORT) });
+const url = await app.listen({ host: '127.0.0.1', port: 0 });
+process.stdout.write(`${JSON.stringify({ msg: 'listening', url })}\n`);

@@ -3,7 +3,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Pool } from 'undici';
-import { rssMbOf, waitForHttp } from './lib.js';
+import { listeningUrl } from '../test/helpers.js';
+import { rssMbOf } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -31,13 +32,10 @@ export class Client {
 }
 
 export async function startBareFastify(): Promise<{ url: string; rssMb(): number; stop(): Promise<void> }> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
   const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'bare-fastify.ts')], {
-    env: { ...process.env, PORT: String(port) },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/readyz`, 20_000);
+  const url = await listeningUrl(child, 'listening');
   return {
     url,
     rssMb: () => rssMbOf(child.pid!),

@@ -122,24 +122,53 @@ export function nextEvent<K extends keyof import('../src/bus/bus.js').FleetEvent
  */
 export const fleetdBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
-/** Starts `fleetd start` in its own process on a free port and waits until it is ready. */
+/** Starts `fleetd start` in its own process on a port the OS picks, and resolves once it listens. */
 export async function startFleetdProcess(dataDir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; api: Api; port: number }> {
-  const port = 30_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(process.execPath, [fleetdBin, 'start', '--port', String(port), '--host', '127.0.0.1', '--data-dir', dataDir], {
-    env: { ...process.env, FLEETD_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+  const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+    env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const api = new Api(`http://127.0.0.1:${port}`);
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`fleetd exited with ${child.exitCode}`);
-    try {
-      if ((await api.get('/readyz')).status === 200) return { child, api, port };
-    } catch {
-      // not listening yet
-    }
-    if (i > 300) throw new Error('fleetd did not start');
-    await new Promise((r) => setTimeout(r, 30));
-  }
+  const url = await listeningUrl(child);
+  return { child, api: new Api(url), port: Number(new URL(url).port) };
+}
+
+/** Reads a server's JSON log lines until one with `message` says where it listens (its `url`). */
+export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => fail(new Error('fleetd did not start listening in time')), timeoutMs);
+    const onExit = (code: number | null) => fail(new Error(`fleetd exited with ${code} before listening`));
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        try {
+          const entry = JSON.parse(line);
+          if (entry.msg === message) {
+            cleanup();
+            // Keep draining the pipe so that a chatty server never blocks on a full buffer.
+            child.stdout!.resume();
+            resolve(entry.url);
+          }
+        } catch {
+          // not a JSON log line
+        }
+      }
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      child.stdout!.off('data', onData);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    child.once('exit', onExit);
+    child.stdout!.on('data', onData);
+  });
 }
 
 export async function kill9(child: ChildProcess): Promise<void> {

@@ -31,7 +31,6 @@ export interface ClaimWaiter {
 export class ClaimWaiters {
   private readonly waiters = new Set<ClaimWaiter>();
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
-  private readonly requirementCache = new Map<string, string[]>();
   generation = 0;
 
   get size(): number {
@@ -55,16 +54,6 @@ export class ClaimWaiters {
     };
   }
 
-  private requirements(key: string): string[] {
-    let reqs = this.requirementCache.get(key);
-    if (!reqs) {
-      reqs = requirementsOf(key);
-      if (this.requirementCache.size > 10_000) this.requirementCache.clear();
-      this.requirementCache.set(key, reqs);
-    }
-    return reqs;
-  }
-
   notify(byRequirement: Record<string, number>): void {
     this.generation++;
     const remaining = new Map<string, number>();
@@ -75,7 +64,7 @@ export class ClaimWaiters {
       const want = waiter.want();
       if (want <= 0) continue;
       for (const [key, left] of remaining) {
-        if (!this.requirements(key).every((c) => waiter.capabilities.has(c))) continue;
+        if (!requirementsOf(key).every((c) => waiter.capabilities.has(c))) continue;
         const count = Math.min(want, left);
         woken.push([waiter, { key, count }]);
         if (left - count <= 0) remaining.delete(key);
