@@ -45,6 +45,25 @@ export interface FleetdConfig {
   agentOfflineMs: number;
   /** Longest lock TTL in ms. Env FLEETD_MAX_LOCK_TTL_MS. Defaults to 86400000 (1 day). */
   maxLockTtlMs: number;
+
+  /**
+   * How long an agent whose WebSocket dropped keeps its leases and locks, in ms: a reconnect inside
+   * it resumes them; after it they are released. Env FLEETD_AGENT_DISCONNECT_GRACE_MS. Defaults to 15000.
+   */
+  agentDisconnectGraceMs: number;
+  /** Most open WebSockets (agents and observers together); one more is closed with 1013. Env FLEETD_WS_MAX_CONNECTIONS. Defaults to 20000. */
+  wsMaxConnections: number;
+  /** Bytes a socket may have waiting to be sent; a consumer slower than that is cut off (1008). Env FLEETD_WS_MAX_BUFFERED_BYTES. Defaults to 1048576 (1 MiB). */
+  wsMaxBufferedBytes: number;
+  /**
+   * Interval of WebSocket pings in ms; a peer that misses one pong is dropped. Connected agents are
+   * heartbeated every min(wsPingMs, agentStaleMs / 2) so that they never go stale. Env FLEETD_WS_PING_MS. Defaults to 10000.
+   */
+  wsPingMs: number;
+  /** Longest wait in ms before observer events are sent as one batch. Env FLEETD_EVENT_BATCH_MS. Defaults to 50. */
+  eventBatchMs: number;
+  /** Most events in one observer batch; a full batch leaves at once. Env FLEETD_EVENT_BATCH_MAX. Defaults to 50. */
+  eventBatchMax: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -66,6 +85,12 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
+  agentDisconnectGraceMs: 15_000,
+  wsMaxConnections: 20_000,
+  wsMaxBufferedBytes: 1_048_576,
+  wsPingMs: 10_000,
+  eventBatchMs: 50,
+  eventBatchMax: 50,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -92,6 +117,12 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+  agentDisconnectGraceMs: { env: 'FLEETD_AGENT_DISCONNECT_GRACE_MS', kind: 'int', min: 0 },
+  wsMaxConnections: { env: 'FLEETD_WS_MAX_CONNECTIONS', kind: 'int', min: 1 },
+  wsMaxBufferedBytes: { env: 'FLEETD_WS_MAX_BUFFERED_BYTES', kind: 'int', min: 1024 },
+  wsPingMs: { env: 'FLEETD_WS_PING_MS', kind: 'int', min: 100 },
+  eventBatchMs: { env: 'FLEETD_EVENT_BATCH_MS', kind: 'int', min: 0 },
+  eventBatchMax: { env: 'FLEETD_EVENT_BATCH_MAX', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {

@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
+import { gatewayRoutes } from './gateway/gateway.js';
 import { agentRoutes } from './routes/agents.js';
 import { lockRoutes } from './routes/locks.js';
 import { systemRoutes } from './routes/system.js';
@@ -112,5 +113,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   return app;
 }
