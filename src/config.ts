@@ -45,6 +45,11 @@ export interface FleetdConfig {
   agentOfflineMs: number;
   /** Longest lock TTL in ms. Env FLEETD_MAX_LOCK_TTL_MS. Defaults to 86400000 (1 day). */
   maxLockTtlMs: number;
+
+  /** A JSON or YAML file of providers and pipelines to load at start; empty for none. Env FLEETD_PIPELINES_FILE. Defaults to none. */
+  pipelinesFile: string;
+  /** Pipeline steps running at once across all runs: the background lane's budget. Env FLEETD_PIPELINE_CONCURRENCY. Defaults to 64. */
+  pipelineConcurrency: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -66,6 +71,8 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
+  pipelinesFile: '',
+  pipelineConcurrency: 64,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -92,6 +99,8 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+  pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string' },
+  pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {

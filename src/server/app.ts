@@ -6,7 +6,9 @@ import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { agentRoutes } from './routes/agents.js';
+import type { Pipelines } from '../pipelines/pipelines.js';
 import { lockRoutes } from './routes/locks.js';
+import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 
@@ -15,6 +17,8 @@ export interface AppOptions {
   config: Readonly<FleetdConfig>;
   /** A pino logger to share, or false for none. */
   logger: FastifyBaseLogger | false;
+  /** Pipelines and their providers; without them the /v1/pipelines routes are absent. */
+  pipelines?: Pipelines;
 }
 
 export type App = FastifyInstance<
@@ -112,5 +116,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   return app;
 }

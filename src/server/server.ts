@@ -2,6 +2,8 @@ import pino, { type Logger } from 'pino';
 import { LocalBus } from '../bus/local-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
+import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
+import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
@@ -11,6 +13,7 @@ export interface FleetServer {
   fleet: Fleet;
   store: Store;
   config: Readonly<FleetdConfig>;
+  pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
   url: string;
   close(): Promise<void>;
@@ -30,7 +33,7 @@ export function createLogger(level: string): Logger {
  */
 export async function startServer(
   overrides: Partial<FleetdConfig> = {},
-  options: { logger?: Logger | false; env?: NodeJS.ProcessEnv } = {},
+  options: { logger?: Logger | false; env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup } = {},
 ): Promise<FleetServer> {
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
@@ -38,13 +41,24 @@ export async function startServer(
   const store = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
   const bus = new LocalBus((err, name) => (log || silent).error({ err, event: name }, 'event handler failed'));
   const fleet = new Fleet({ store, bus, config, log: log || silent });
-  const app = await buildApp({ fleet, config, logger: log || false });
+  let pipelines: Pipelines;
+  try {
+    // A bad pipeline definition stops the start here, before anything listens.
+    const pipelineStore = new SqlitePipelineStore(store.db, store.groupCommit);
+    pipelines = createPipelines({ fleet, store: pipelineStore, config, log: log || silent, setup: options.pipelines, env: options.env });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const app = await buildApp({ fleet, config, logger: log || false, pipelines });
   fleet.start();
   let address: string;
   try {
+    await pipelines.engine.start();
     address = await app.listen({ host: config.host, port: config.port });
   } catch (err) {
     fleet.stop();
+    await pipelines.close();
     await store.close();
     throw err;
   }
@@ -54,11 +68,13 @@ export async function startServer(
     fleet,
     store,
     config,
+    pipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
     close() {
       closing ??= (async () => {
         // Waiting long-polls answer first, so that closing the listener does not wait on them.
         fleet.stop();
+        await pipelines.close();
         await app.close();
         await bus.close();
         await store.close();
