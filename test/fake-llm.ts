@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FleetdConfig } from '../src/config.js';
@@ -111,7 +112,15 @@ export class FakeLlm {
 export async function startPipelineServer(setup: PipelineSetup, overrides: Partial<FleetdConfig> = {}) {
   const dataDir = overrides.dataDir ?? tempDir();
   const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, dataDir }, { logger: false, env: { FAKE_KEY: 'sk-secret-123' }, pipelines: setup });
-  return Object.assign(server, { api: new Api(server.url), dataDir });
+  return Object.assign(server, {
+    api: new Api(server.url),
+    dataDir,
+    /** Closes the server and deletes its data. */
+    async stop() {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  });
 }
 
 /** Polls the run until it has finished; returns it. */

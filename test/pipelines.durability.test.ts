@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { FakeLlm, finishedRun, never, startPipelineServer } from './fake-llm.js';
@@ -40,8 +39,7 @@ test('a restart mid-run resumes at the unfinished step and never repeats a finis
     assert.equal(run.output, 'reply to: RESTART-C reply to: RESTART-B reply to: RESTART-A hello');
     assert.deepEqual(run.steps.map((s: any) => s.status), ['completed', 'completed', 'completed']);
   } finally {
-    await second.close();
-    rmSync(first.dataDir, { recursive: true, force: true });
+    await second.stop();
   }
 });
 
@@ -56,7 +54,7 @@ test('a failed attempt is retried after the Retry-After the provider asked for, 
     const [first, second] = fake.seen('RETRY-AFTER');
     assert.ok(second.at - first.at >= 950, `the second attempt came ${second.at - first.at} ms after a 429 with Retry-After: 1`);
   } finally {
-    await server.close();
+    await server.stop();
   }
 });
 
@@ -77,7 +75,7 @@ test('a step that keeps timing out fails the run, recording the step and its err
     assert.deepEqual(run.steps.map((s: any) => [s.name, s.status, s.attempts]), [['slow', 'failed', 2], ['after', 'skipped', 0]]);
     assert.equal(fake.seen('NEVER-REACHED').length, 0);
   } finally {
-    await server.close();
+    await server.stop();
   }
 });
 
@@ -93,7 +91,7 @@ test('a non-retryable failure (400) fails the run at once, and the API key appea
     assert.equal(fake.seen('BAD-REQUEST')[0].authorization, 'Bearer sk-secret-123');
     assert.ok(!JSON.stringify(run).includes('sk-secret-123'));
   } finally {
-    await server.close();
+    await server.stop();
   }
 });
 
@@ -124,6 +122,6 @@ test('cancelling a run stops it: the step in flight is abandoned and no later st
     assert.equal(fake.seen('AFTER-CANCEL').length, 1);
     assert.equal((await server.api.get(`/v1/pipelines/runs/${body.run.id}`)).body.run.status, 'cancelled');
   } finally {
-    await server.close();
+    await server.stop();
   }
 });
