@@ -7,6 +7,8 @@ import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { agentRoutes } from './routes/agents.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
+import type { NlpPool } from '../nlp/nlp-pool.js';
+import { intakeRoutes } from './routes/intake.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
@@ -19,6 +21,8 @@ export interface AppOptions {
   logger: FastifyBaseLogger | false;
   /** Pipelines and their providers; without them the /v1/pipelines routes are absent. */
   pipelines?: Pipelines;
+  /** The NLP worker pool; without it POST /v1/intake is absent. */
+  nlp?: NlpPool;
 }
 
 export type App = FastifyInstance<
@@ -117,5 +121,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
+  if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });
   return app;
 }

@@ -2,6 +2,7 @@ import pino, { type Logger } from 'pino';
 import { LocalBus } from '../bus/local-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
+import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -41,16 +42,17 @@ export async function startServer(
   const store = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
   const bus = new LocalBus((err, name) => (log || silent).error({ err, event: name }, 'event handler failed'));
   const fleet = new Fleet({ store, bus, config, log: log || silent });
+  const nlp = new NlpPool();
   let pipelines: Pipelines;
   try {
     // A bad pipeline definition stops the start here, before anything listens.
     const pipelineStore = new SqlitePipelineStore(store.db, store.groupCommit);
-    pipelines = createPipelines({ fleet, store: pipelineStore, config, log: log || silent, setup: options.pipelines, env: options.env });
+    pipelines = createPipelines({ fleet, store: pipelineStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
   } catch (err) {
     await store.close();
     throw err;
   }
-  const app = await buildApp({ fleet, config, logger: log || false, pipelines });
+  const app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp });
   fleet.start();
   let address: string;
   try {
@@ -59,6 +61,7 @@ export async function startServer(
   } catch (err) {
     fleet.stop();
     await pipelines.close();
+    await nlp.close();
     await store.close();
     throw err;
   }
@@ -76,6 +79,7 @@ export async function startServer(
         fleet.stop();
         await pipelines.close();
         await app.close();
+        await nlp.close();
         await bus.close();
         await store.close();
       })();
