@@ -50,6 +50,11 @@ export interface FleetdConfig {
   pipelinesFile: string;
   /** Pipeline steps running at once across all runs: the background lane's budget. Env FLEETD_PIPELINE_CONCURRENCY. Defaults to 64. */
   pipelineConcurrency: number;
+  /**
+   * A run joins a case when the cosine similarity of its embedding to the case's centroid is at
+   * least this, in percent. Env FLEETD_CASE_SIMILARITY_PERCENT. Defaults to 80.
+   */
+  caseSimilarityPercent: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -73,6 +78,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   maxLockTtlMs: 86_400_000,
   pipelinesFile: '',
   pipelineConcurrency: 64,
+  caseSimilarityPercent: 80,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -101,6 +107,7 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
   pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string' },
   pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
+  caseSimilarityPercent: { env: 'FLEETD_CASE_SIMILARITY_PERCENT', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {
@@ -150,6 +157,7 @@ function validate(c: FleetdConfig): void {
   if (c.agentOfflineMs <= c.agentStaleMs) {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
+  if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

@@ -4,6 +4,8 @@ import type { FleetdConfig } from '../config.js';
 import { ProviderRegistry, type ProviderConfig } from '../providers/registry.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
 import type { CodeFunction, Pipeline, PipelineDefinition } from './definition.js';
+import type { CaseStore } from '../store/case-store.js';
+import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
 import { loadPipelinesFile } from './load.js';
 import { runAgentStep } from './steps/agent.js';
@@ -27,6 +29,7 @@ export interface PipelineSetup {
 export interface Pipelines {
   engine: PipelineEngine;
   providers: ProviderRegistry;
+  cases: CaseService;
   close(): Promise<void>;
 }
 
@@ -37,6 +40,7 @@ export interface Pipelines {
 export function createPipelines(options: {
   fleet: Fleet;
   store: PipelineStore;
+  caseStore: CaseStore;
   config: Readonly<FleetdConfig>;
   log: Logger;
   setup?: PipelineSetup;
@@ -45,7 +49,9 @@ export function createPipelines(options: {
   const { fleet, config, setup = {} } = options;
   const file = config.pipelinesFile ? loadPipelinesFile(config.pipelinesFile) : { providers: [], pipelines: [] };
   const providers = new ProviderRegistry([...(setup.providers ?? []), ...file.providers], options.env);
-  const functions = setup.functions ?? {};
+  const cases = new CaseService(options.caseStore, { threshold: config.caseSimilarityPercent / 100 });
+  // Built in: `group-into-case` groups runs into cases by the similarity of their embeddings.
+  const functions: Record<string, CodeFunction> = { 'group-into-case': cases.groupStep, ...setup.functions };
   const scope = { providers: providers.names(), functions: new Set(Object.keys(functions)) };
   const pipelines = new Map<string, Pipeline>();
   for (const def of [...(setup.pipelines ?? []), ...file.pipelines]) {
@@ -83,9 +89,10 @@ export function createPipelines(options: {
   return {
     engine,
     providers,
+    cases,
     async close() {
       engine.stop();
-      await providers.close();
+      await Promise.all([providers.close(), cases.close()]);
     },
   };
 }

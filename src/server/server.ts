@@ -4,6 +4,7 @@ import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
+import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
 import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
@@ -47,7 +48,8 @@ export async function startServer(
   try {
     // A bad pipeline definition stops the start here, before anything listens.
     const pipelineStore = new SqlitePipelineStore(store.db, store.groupCommit);
-    pipelines = createPipelines({ fleet, store: pipelineStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    const caseStore = new SqliteCaseStore(store.db, store.groupCommit);
+    pipelines = createPipelines({ fleet, store: pipelineStore, caseStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
   } catch (err) {
     await store.close();
     throw err;
@@ -56,6 +58,7 @@ export async function startServer(
   fleet.start();
   let address: string;
   try {
+    await pipelines.cases.start();
     await pipelines.engine.start();
     address = await app.listen({ host: config.host, port: config.port });
   } catch (err) {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type TUnsafe } from '@sinclair/typebox';
+import type { Case } from '../../pipelines/cases.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
 import { RUN_STATUSES, type PipelineRun, type RunStatus } from '../../pipelines/types.js';
 import { ErrorBody, Pagination, pageOf } from '../schemas.js';
@@ -53,7 +54,10 @@ export function runJson(r: PipelineRun) {
   };
 }
 
-/** Pipelines: start runs (one or a batch, idempotent by key), follow them, cancel them, list them. */
+/**
+ * Pipelines: start runs (one or a batch, idempotent by key), follow them, cancel them, list them;
+ * and the cases that runs are grouped into.
+ */
 export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }> = async (app, { pipelines }) => {
   const engine = pipelines.engine;
 
@@ -117,6 +121,30 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
     { schema: { params: RunId, response: { 200: Type.Object({ run: RunSchema }), ...errors(400, 404, 409) } } },
     async (request) => ({ run: runJson(await engine.cancel(request.params.id)) }),
   );
+
+  const CaseSchema = Type.Object({ id: Type.Integer(), title: Type.String(), size: Type.Integer(), createdAt: Time, updatedAt: Time });
+  const caseJson = (c: Case) => ({ ...c, createdAt: iso(c.createdAt), updatedAt: iso(c.updatedAt) });
+
+  app.get(
+    '/cases',
+    {
+      schema: {
+        querystring: Type.Object({ ...Pagination }, { additionalProperties: false }),
+        response: { 200: pageOf(CaseSchema), ...errors(400) },
+      },
+    },
+    async (request) => {
+      const page = await pipelines.cases.list({ limit: request.query.limit, cursor: request.query.cursor });
+      return { items: page.items.map(caseJson), nextCursor: page.nextCursor };
+    },
+  );
+
+  const MemberSchema = Type.Object({ runId: Type.Integer(), similarity: Type.Number(), text: Type.String(), addedAt: Time });
+  const CaseDetail = Type.Object({ case: Type.Composite([CaseSchema, Type.Object({ members: Type.Array(MemberSchema) })]) });
+  app.get('/cases/:id', { schema: { params: RunId, response: { 200: CaseDetail, ...errors(400, 404) } } }, async (request) => {
+    const found = await pipelines.cases.get(request.params.id);
+    return { case: { ...caseJson(found), members: found.members.map((m) => ({ ...m, addedAt: iso(m.addedAt) })) } };
+  });
 
   app.get('/pipelines/stats', {}, async () => ({ lane: engine.usage(), providers: pipelines.providers.usage() }));
 };

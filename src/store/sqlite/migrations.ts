@@ -173,4 +173,29 @@ CREATE TRIGGER pipeline_runs_count_delete AFTER DELETE ON pipeline_runs BEGIN
 END;
 `,
   },
+  {
+    version: 3,
+    name: 'cases: pipeline runs grouped by similarity',
+    sql: `
+CREATE TABLE cases (
+  id         INTEGER PRIMARY KEY,
+  title      TEXT    NOT NULL,
+  -- The mean of the members' unit vectors (JSON array), what a new member is compared with.
+  centroid   TEXT    NOT NULL,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- A run belongs to at most one case: assigning it again (a step repeated after a restart) changes nothing.
+CREATE TABLE case_members (
+  run_id     INTEGER PRIMARY KEY,
+  case_id    INTEGER NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
+  similarity REAL    NOT NULL,
+  text       TEXT    NOT NULL,
+  added_at   INTEGER NOT NULL
+);
+CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
+`,
+  },
 ];
+
