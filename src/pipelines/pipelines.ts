@@ -8,7 +8,7 @@ import type { CaseStore } from '../store/case-store.js';
 import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
 import { loadPipelinesFile } from './load.js';
-import { runAgentStep } from './steps/agent.js';
+import { TaskOutcomes, runAgentStep } from './steps/agent.js';
 import { runEmbedStep } from './steps/embed.js';
 import { runHttpStep } from './steps/http.js';
 import { runLlmStep } from './steps/llm.js';
@@ -63,11 +63,12 @@ export function createPipelines(options: {
     }
     pipelines.set(pipeline.name, pipeline);
   }
+  const outcomes = new TaskOutcomes(fleet);
   const runners: Record<Pipeline['steps'][number]['kind'], StepRunner> = {
     llm: (ctx) => runLlmStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     embed: (ctx) => runEmbedStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     http: (ctx) => runHttpStep(ctx),
-    agent: (ctx) => runAgentStep(ctx, fleet),
+    agent: (ctx) => runAgentStep(ctx, fleet, outcomes),
     code: async (ctx: StepContext) => {
       const fn = (ctx.step as { fn: string | CodeFunction }).fn;
       return (typeof fn === 'function' ? fn : functions[fn])(ctx);
@@ -92,6 +93,7 @@ export function createPipelines(options: {
     cases,
     async close() {
       engine.stop();
+      outcomes.close();
       await Promise.all([providers.close(), cases.close()]);
     },
   };
