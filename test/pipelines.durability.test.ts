@@ -125,3 +125,29 @@ test('cancelling a run stops it: the step in flight is abandoned and no later st
     await server.stop();
   }
 });
+
+test('an http step calls any URL with a templated body, retrying a 503 after its Retry-After', async () => {
+  fake.when('HTTP-STEP', { status: 503, headers: { 'retry-after': '0' } });
+  const server = await startPipelineServer(
+    setup([
+      {
+        name: 'call',
+        kind: 'http',
+        url: `${fake.url}/anything`,
+        method: 'POST',
+        headers: { 'x-run': '{{run.id}}' },
+        body: { messages: [{ role: 'user', content: 'HTTP-STEP {{input.text}}' }] },
+      },
+    ]),
+  );
+  try {
+    const { body } = await server.api.post('/v1/pipelines/chain/runs', { input: { text: 'ping' } });
+    const run = await finishedRun(server.api, body.run.id);
+    assert.equal(run.status, 'completed');
+    assert.equal(run.steps[0].attempts, 2);
+    assert.equal(run.output.choices[0].message.content, 'reply to: HTTP-STEP ping');
+    assert.equal(fake.seen('HTTP-STEP')[1].path, '/v1/anything');
+  } finally {
+    await server.stop();
+  }
+});

@@ -184,10 +184,11 @@ export class PipelineEngine {
       if (wait > 0) {
         active.retryTimers.set(
           step.name,
+          // Capped: a longer delay would overflow the timer and fire at once; advance() re-checks the time.
           setTimeout(() => {
             active.retryTimers.delete(step.name);
             this.advance(active);
-          }, wait),
+          }, Math.min(wait, 2 ** 31 - 1)),
         );
         continue;
       }
