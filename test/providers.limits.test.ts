@@ -136,3 +136,20 @@ test('at most maxConcurrent requests reach the provider at once', async () => {
   await Promise.all(calls);
   assert.equal(fake.seen('CONCURRENT').length, 6);
 });
+
+test('a provider with 2 requests/min sends the third request of the minute only when the window allows', async () => {
+  const provider = new LimitedProvider(new OpenAiCompatibleProvider({ name: 'fake', baseUrl: fake.url, connections: 2 }), {
+    ...defaultProviderLimits,
+    requestsPerMinute: 2,
+  });
+  const stop = new AbortController();
+  await provider.chat(chat('RPM-1'), stop.signal);
+  await provider.chat(chat('RPM-2'), stop.signal);
+  const third = provider.chat(chat('RPM-3'), stop.signal).catch((e) => e);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(fake.seen('RPM-3').length, 0, 'the third request waits for the minute to pass');
+  assert.equal(provider.usage().requestsLastMinute, 2);
+  stop.abort(new Error('enough'));
+  assert.equal((await third).name, 'AbortError', 'the waiting call ends when its signal is aborted');
+  assert.equal(fake.seen('RPM-3').length, 0);
+});
