@@ -19,7 +19,8 @@ export class NlpPool {
       minThreads: 0,
       maxThreads: 1,
       idleTimeout: 10 * 60_000,
-      maxQueue: 1_000,
+      // Bounded, but above the pipeline lane (steps in flight) a server is likely to be given.
+      maxQueue: 10_000,
     });
     return this.pool.run({ text, capabilities, now: Date.now() }, { signal });
   }

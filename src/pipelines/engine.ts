@@ -79,15 +79,14 @@ export class PipelineEngine {
     for (;;) {
       const runs = await this.options.store.runListUnfinished({ afterId, limit: 500 });
       if (runs.length === 0) break;
+      const resumable: [Pipeline, PipelineRun][] = [];
       for (const run of runs) {
         afterId = run.id;
         const pipeline = this.options.pipelines.get(run.pipeline);
-        if (!pipeline) {
-          this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run of a pipeline no longer defined');
-          continue;
-        }
-        this.drive(pipeline, run);
+        if (pipeline) resumable.push([pipeline, run]);
+        else this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run of a pipeline no longer defined');
       }
+      this.driveInSlices(resumable);
     }
   }
 
@@ -119,11 +118,9 @@ export class PipelineEngine {
       })),
       now: this.now(),
     });
-    for (const { run, created } of results) {
-      if (!created) continue;
-      this.options.bus.publish('pipeline.run.created', { run: summarizeRun(run) });
-      if (this.started && !this.stopping) this.drive(pipeline, run);
-    }
+    const created = results.filter((r) => r.created).map((r) => r.run);
+    for (const run of created) this.options.bus.publish('pipeline.run.created', { run: summarizeRun(run) });
+    if (this.started && !this.stopping) this.driveInSlices(created.map((run) => [pipeline, run]));
     return results;
   }
 
@@ -151,6 +148,20 @@ export class PipelineEngine {
   /** Steps in flight and runs being driven, for /v1/stats. */
   usage(): { runsActive: number; stepsRunning: number; stepsWaitingForLane: number } {
     return { runsActive: this.active.size, stepsRunning: this.lane.inUse, stepsWaitingForLane: this.lane.queued };
+  }
+
+  /**
+   * Starts driving many runs a slice at a time, yielding to the event loop between slices: a batch
+   * of thousands of runs must not hold up the requests that arrive meanwhile.
+   */
+  private driveInSlices(runs: [Pipeline, PipelineRun][], slice = 50): void {
+    let i = 0;
+    const next = () => {
+      if (this.stopping) return;
+      for (const end = Math.min(i + slice, runs.length); i < end; i++) this.drive(runs[i][0], runs[i][1]);
+      if (i < runs.length) setImmediate(next);
+    };
+    next();
   }
 
   private drive(pipeline: Pipeline, run: PipelineRun): void {
