@@ -89,8 +89,8 @@ export default async function complaints(args: string[]): Promise<void> {
     const inFlightAfterLoad = await runsInFlight(pool);
 
     await startRuns(pool, f.big, f.runs);
-    const inFlightBig = await runsInFlight(pool);
     phase(`${f.runs + f.big} runs`, await measure(pool, f.clients, f.seconds));
+    const inFlightBig = await runsInFlight(pool);
 
     const failed = await pool.request({ method: 'GET', path: '/v1/pipelines/runs?status=failed&limit=1000' });
     const failedRuns = ((await failed.body.json()) as { items: unknown[] }).items.length;
