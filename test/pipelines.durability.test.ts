@@ -114,7 +114,7 @@ test('cancelling a run stops it: the step in flight is abandoned and no later st
     release();
     const again = await server.api.post(`/v1/pipelines/runs/${body.run.id}/cancel`);
     assert.equal(again.status, 409);
-    assert.equal(again.body.error.code, 'FLEETD_ERR_TASK_STATE');
+    assert.equal(again.body.error.code, 'FLEETD_ERR_RUN_STATE');
     // A run started after it goes through the whole pipeline, so the cancelled one had its chance to (wrongly) go on.
     const later = await server.api.post('/v1/pipelines/chain/runs', {});
     const finished = nextEvent(server, 'pipeline.run.finished', (e) => e.run.id === later.body.run.id);

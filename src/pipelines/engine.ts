@@ -83,8 +83,11 @@ export class PipelineEngine {
       for (const run of runs) {
         afterId = run.id;
         const pipeline = this.options.pipelines.get(run.pipeline);
-        if (pipeline) resumable.push([pipeline, run]);
-        else this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run of a pipeline no longer defined');
+        // A run is resumed only on the steps it was started with; a pipeline redefined since then
+        // would have it skip or repeat work, so it is left as it is, and said so.
+        const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
+        if (pipeline && same) resumable.push([pipeline, run]);
+        else this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run: its pipeline is no longer defined, or its steps changed');
       }
       this.driveInSlices(resumable);
     }
@@ -138,7 +141,7 @@ export class PipelineEngine {
     const run = await this.options.store.runCancel({ runId: id, now: this.now() });
     if (!run) {
       const existing = await this.get(id);
-      throw new FleetError('FLEETD_ERR_TASK_STATE', `run ${id} is ${existing.status} and cannot be cancelled`, { runId: id, status: existing.status });
+      throw new FleetError('FLEETD_ERR_RUN_STATE', `run ${id} is ${existing.status} and cannot be cancelled`, { runId: id, status: existing.status });
     }
     this.end(id, new RunEnded('the run was cancelled'));
     this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });

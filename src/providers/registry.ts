@@ -19,7 +19,7 @@ export type ProviderConfig =
   | {
       name: string;
       kind: 'simulated';
-      latency?: { minMs: number; maxMs: number };
+      latency?: { minMs: number; maxMs: number; distribution?: 'uniform' | 'lognormal' };
       failureRate?: number;
       dimensions?: number;
       limits?: Partial<ProviderLimits>;
@@ -102,6 +102,9 @@ export class ProviderRegistry {
     } else if (c.kind === 'simulated') {
       const latency = c.latency ?? { minMs: 50, maxMs: 200 };
       if (!(latency.minMs >= 0 && latency.maxMs >= latency.minMs)) fail('latency', 'needs 0 ≤ minMs ≤ maxMs');
+      if (latency.distribution !== undefined && latency.distribution !== 'uniform' && latency.distribution !== 'lognormal') {
+        fail('latency.distribution', 'must be uniform or lognormal');
+      }
       const failureRate = c.failureRate ?? 0;
       if (!(failureRate >= 0 && failureRate <= 1)) fail('failureRate', 'must be from 0 to 1');
       const inner = new SimulatedProvider({ name, latency, failureRate, dimensions: c.dimensions ?? 64 });

@@ -4,8 +4,11 @@ import { ProviderError, estimateTokens, type ChatRequest, type ChatResult, type 
 
 export interface SimulatedOptions {
   name: string;
-  /** Each call takes a latency drawn uniformly from [minMs, maxMs]. */
-  latency: { minMs: number; maxMs: number };
+  /**
+   * Each call's latency, within [minMs, maxMs]: `uniform` (the default) draws evenly; `lognormal`
+   * draws most calls near the low end with a long tail towards maxMs, as real LLM latencies are.
+   */
+  latency: { minMs: number; maxMs: number; distribution?: 'uniform' | 'lognormal' };
   /** Share of calls, 0–1, that fail with a retryable 503. */
   failureRate: number;
   /** Length of the vectors `embed` returns. */
@@ -47,9 +50,16 @@ export class SimulatedProvider implements Provider {
     };
   }
 
+  /** A share of the latency range, 0–1. The lognormal one has its median at about a fifth of the range. */
+  private share(distribution: 'uniform' | 'lognormal'): number {
+    if (distribution === 'uniform') return this.random();
+    const normal = Math.sqrt(-2 * Math.log(1 - this.random())) * Math.cos(2 * Math.PI * this.random());
+    return Math.min(1, Math.exp(Math.log(0.2) + 0.6 * normal));
+  }
+
   private async delay(signal: AbortSignal): Promise<void> {
-    const { minMs, maxMs } = this.options.latency;
-    await sleep(minMs + this.random() * (maxMs - minMs), undefined, { signal });
+    const { minMs, maxMs, distribution = 'uniform' } = this.options.latency;
+    await sleep(minMs + this.share(distribution) * (maxMs - minMs), undefined, { signal });
     if (this.random() < this.options.failureRate) {
       throw new ProviderError(`${this.name}: simulated failure`, { provider: this.name, status: 503, retryable: true, kind: 'http' });
     }

@@ -184,7 +184,7 @@ export class SqlitePipelineStore implements PipelineStore {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now }) as RunRow | undefined;
       if (!run) return undefined;
       if (this.s.stepStart.run({ run_id: params.runId, name: params.step, now: params.now }).changes === 0) {
-        throw new FleetError('FLEETD_ERR_TASK_STATE', `step ${params.step} of run ${params.runId} is not pending`);
+        throw new FleetError('FLEETD_ERR_RUN_STATE', `step ${params.step} of run ${params.runId} is not pending`);
       }
       return this.toRun(run);
     });
