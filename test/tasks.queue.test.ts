@@ -134,8 +134,10 @@ describe('task queue', () => {
       claimedAt.push(Date.now());
       assert.equal(t.id, task.id);
       assert.equal(t.attempts, attempt);
-      const res = await api.post(`/v1/tasks/${task.id}/fail`, { agentId: agent.id, error: { attempt } });
+      // Taken before the request: the server sets runAt after this moment, so the wait measured
+      // from here is at least the backoff however slowly the answer comes back on a busy machine.
       failedAt.push(Date.now());
+      const res = await api.post(`/v1/tasks/${task.id}/fail`, { agentId: agent.id, error: { attempt } });
       assert.equal(res.body.status, attempt < 3 ? 'scheduled' : 'dead');
     }
     // Backoff: 200 ms then 400 ms, each shortened by at most 20 % of jitter.
