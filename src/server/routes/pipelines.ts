@@ -3,9 +3,9 @@ import { Type, type TUnsafe } from '@sinclair/typebox';
 import type { Case } from '../../pipelines/cases.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
 import { RUN_STATUSES, type PipelineRun, type RunStatus } from '../../pipelines/types.js';
-import { ErrorBody, Pagination, pageOf } from '../schemas.js';
+import { Pagination, pageOf } from '../schemas.js';
+import { errors } from './deps.js';
 
-const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
 const Time = Type.String({ format: 'date-time' });
 const NullableTime = Type.Union([Time, Type.Null()]);
 const RunStatusSchema = Type.Union(RUN_STATUSES.map((s) => Type.Literal(s))) as unknown as TUnsafe<RunStatus>;
