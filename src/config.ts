@@ -64,6 +64,15 @@ export interface FleetdConfig {
   eventBatchMs: number;
   /** Most events in one observer batch; a full batch leaves at once. Env FLEETD_EVENT_BATCH_MAX. Defaults to 50. */
   eventBatchMax: number;
+  /** A JSON or YAML file of providers and pipelines to load at start; empty for none. Env FLEETD_PIPELINES_FILE. Defaults to none. */
+  pipelinesFile: string;
+  /** Pipeline steps running at once across all runs: the background lane's budget. Env FLEETD_PIPELINE_CONCURRENCY. Defaults to 64. */
+  pipelineConcurrency: number;
+  /**
+   * A run joins a case when the cosine similarity of its embedding to the case's centroid is at
+   * least this, in percent. Env FLEETD_CASE_SIMILARITY_PERCENT. Defaults to 80.
+   */
+  caseSimilarityPercent: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -91,6 +100,9 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   wsPingMs: 10_000,
   eventBatchMs: 50,
   eventBatchMax: 50,
+  pipelinesFile: '',
+  pipelineConcurrency: 64,
+  caseSimilarityPercent: 80,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -123,6 +135,9 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   wsPingMs: { env: 'FLEETD_WS_PING_MS', kind: 'int', min: 100 },
   eventBatchMs: { env: 'FLEETD_EVENT_BATCH_MS', kind: 'int', min: 0 },
   eventBatchMax: { env: 'FLEETD_EVENT_BATCH_MAX', kind: 'int', min: 1 },
+  pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string' },
+  pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
+  caseSimilarityPercent: { env: 'FLEETD_CASE_SIMILARITY_PERCENT', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {
@@ -172,6 +187,7 @@ function validate(c: FleetdConfig): void {
   if (c.agentOfflineMs <= c.agentStaleMs) {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
+  if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

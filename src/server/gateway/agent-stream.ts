@@ -3,6 +3,7 @@ import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
 import { FleetError } from '../../core/errors.js';
+import type { ClaimWaiter, WakeReason } from '../../core/claim-waiters.js';
 import type { Fleet } from '../../core/fleet.js';
 import type { Task } from '../../core/types.js';
 import {
@@ -24,6 +25,10 @@ class AgentSession {
   closed = false;
   private pumping = false;
   private again = false;
+  /** The agent holds maxConcurrency tasks: it sleeps through new tasks until one of its leases ends. */
+  private full = false;
+  /** What the last wake-up counted this session for, handed on if the claim takes other tasks. */
+  private reason: WakeReason | undefined;
   private removeWaiter: () => void = () => {};
   /** Last time a claim or heartbeat told the store this agent is alive. */
   beatAt = Date.now();
@@ -39,10 +44,13 @@ class AgentSession {
   /** Registers with the claim waiters: woken whenever tasks it can do appear, while it has credit. */
   listen(): void {
     if (this.closed) return;
-    const waiter = {
+    const waiter: ClaimWaiter = {
+      agentId: this.id,
       capabilities: this.capabilities,
-      want: () => (this.closed ? 0 : this.credit),
-      wake: () => {
+      want: () => (this.closed || this.full ? 0 : this.credit),
+      wake: (reason) => {
+        if (reason) this.reason = reason;
+        else this.full = false;
         // Go to the back of the line, so that work spreads over agents instead of filling the first.
         this.removeWaiter();
         this.removeWaiter = this.gateway.fleet.waiters.add(waiter);
@@ -58,8 +66,8 @@ class AgentSession {
   }
 
   /**
-   * Credit past the agent's maxConcurrency is not kept: the store would refuse those claims, and a
-   * waiter that wants more than it can take would soak up wake-ups meant for other agents.
+   * Credit past the agent's maxConcurrency is not kept: the store would never lease that many, and a
+   * waiter wanting more than it can hold is counted for tasks it must then hand on to others.
    */
   grant(add: number): void {
     this.credit = Math.min(this.credit + add, this.maxConcurrency);
@@ -81,7 +89,10 @@ class AgentSession {
         this.again = false;
         if (this.closed || this.credit <= 0) break;
         const generation = this.gateway.fleet.waiters.generation;
-        const tasks = await this.gateway.fleet.tasks.claimReady(this.id, this.credit);
+        const reason = this.reason;
+        this.reason = undefined;
+        const { tasks, room } = await this.gateway.fleet.tasks.claimReady(this.id, this.credit, reason);
+        this.full = room <= 0;
         this.beatAt = Date.now();
         // Tasks leased to a socket that closed meanwhile stay leased: a reconnect resumes them, the grace releases them.
         if (tasks.length > 0) {
