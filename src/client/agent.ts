@@ -253,13 +253,12 @@ export class FleetAgent extends EventEmitter {
 
   private start(task: TaskJson): void {
     if (this.running.has(task.id)) return;
-    const controller = new AbortController();
     if (this.stopping) {
       // Arrived on the wire after stop(): give it straight back for another agent.
       void this.report(task.id, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
       return;
     }
-    const run: Running = { task, controller, done: Promise.resolve() };
+    const run: Running = { task, controller: new AbortController(), done: Promise.resolve() };
     this.running.set(task.id, run);
     this.emit('task', task);
     run.done = this.execute(run).finally(() => {
