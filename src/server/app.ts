@@ -2,9 +2,17 @@ import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Redis } from 'ioredis';
+import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
+import { RateLimits } from '../limits/rate-limits.js';
+import { cachePlugin } from './cached-reply.js';
+import { httpPlugin, requestId } from './http.js';
+import { metricsPlugin } from './metrics.js';
+import { openApiPlugin } from './openapi.js';
+import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import { lockRoutes } from './routes/locks.js';
 import { systemRoutes } from './routes/system.js';
@@ -15,6 +23,8 @@ export interface AppOptions {
   config: Readonly<FleetdConfig>;
   /** A pino logger to share, or false for none. */
   logger: FastifyBaseLogger | false;
+  /** Shared Redis for the L2 cache and rate limits, when FLEETD_REDIS_URL is set; the caller closes it. */
+  redis?: Redis;
 }
 
 export type App = FastifyInstance<
@@ -89,6 +99,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     // Long-polls hold a request open for up to maxClaimWaitMs.
     requestTimeout: options.config.maxClaimWaitMs + 30_000,
     return503OnClosing: true,
+    genReqId: requestId,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -107,7 +118,25 @@ export async function buildApp(options: AppOptions): Promise<App> {
     void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
   });
 
-  const deps = { fleet: options.fleet, config: options.config };
+  const { fleet, config, redis } = options;
+  const cache = config.cacheMaxEntries === 0
+    ? undefined
+    : new ResponseCache({
+        maxEntries: config.cacheMaxEntries,
+        maxBytes: config.cacheMaxBytes,
+        ttlMs: config.cacheTtlMs,
+        staleMs: config.cacheStaleMs,
+        redis,
+        log: app.log,
+      });
+  // Plugins that hook every route register before the routes.
+  await app.register(httpPlugin, { config });
+  await app.register(openApiPlugin);
+  await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
+  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache });
+  if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
+
+  const deps = { fleet, config, cache };
   await app.register(systemRoutes, deps);
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
 import { LocalBus } from '../bus/local-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
@@ -38,16 +39,22 @@ export async function startServer(
   const store = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
   const bus = new LocalBus((err, name) => (log || silent).error({ err, event: name }, 'event handler failed'));
   const fleet = new Fleet({ store, bus, config, log: log || silent });
-  const app = await buildApp({ fleet, config, logger: log || false });
+  // fleetd's own connection for the L2 cache and rate limits, apart from any Redis bus.
+  const redis = config.redisUrl ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 }) : undefined;
+  await redis?.connect();
+  const app = await buildApp({ fleet, config, logger: log || false, redis });
   fleet.start();
   let address: string;
   try {
     address = await app.listen({ host: config.host, port: config.port });
   } catch (err) {
     fleet.stop();
+    await app.close();
+    redis?.disconnect();
     await store.close();
     throw err;
   }
+  await app.warmCache?.();
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -60,6 +67,7 @@ export async function startServer(
         // Waiting long-polls answer first, so that closing the listener does not wait on them.
         fleet.stop();
         await app.close();
+        await redis?.quit();
         await bus.close();
         await store.close();
       })();

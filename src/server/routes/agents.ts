@@ -55,7 +55,7 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
 
   app.post(
     '/agents/:id/heartbeat',
-    { schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    { config: { rateLimit: 'heartbeat' }, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
     async (request) => agentJson(await fleet.agents.heartbeat(request.params.id)),
   );
 

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Fleet } from '../../core/fleet.js';
 import { ErrorBody } from '../schemas.js';
@@ -6,6 +7,8 @@ import { ErrorBody } from '../schemas.js';
 export interface RouteDeps {
   fleet: Fleet;
   config: Readonly<FleetdConfig>;
+  /** The response cache for reads that deserve one; undefined when it is turned off. */
+  cache?: ResponseCache;
 }
 
 export type Routes = FastifyPluginAsyncTypebox<RouteDeps>;

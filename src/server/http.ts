@@ -1,0 +1,69 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { constants as zlib } from 'node:zlib';
+import compress from '@fastify/compress';
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { FleetdConfig } from '../config.js';
+
+const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
+
+/** A client's own x-request-id when it is a sane token (so logs join across services), else a fresh one. */
+export function requestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && CLIENT_ID.test(given) ? given : randomUUID();
+}
+
+const handlerStart = Symbol('handlerStart');
+declare module 'fastify' {
+  interface FastifyRequest {
+    [handlerStart]?: number;
+  }
+}
+
+/**
+ * HTTP behaviour every route shares: the request id on every response (Fastify puts it on every log
+ * line as reqId), compression above 1 KiB, `Cache-Control: no-store` unless a route says otherwise
+ * (fleetd's data is live), and a warning for each request slower than slowRequestMs.
+ */
+export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: FastifyInstance, { config }) => {
+  await app.register(compress, {
+    threshold: 1024,
+    encodings: ['br', 'gzip'],
+    // Brotli's default (quality 11) costs more CPU than the bytes it saves are worth on live JSON.
+    brotliOptions: { params: { [zlib.BROTLI_PARAM_QUALITY]: 4 } },
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+
+  app.addHook('preHandler', async (request, reply) => {
+    request[handlerStart] = reply.elapsedTime;
+  });
+
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
+    return payload;
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const totalMs = reply.elapsedTime;
+    if (totalMs < config.slowRequestMs) return;
+    const beforeHandlerMs = request[handlerStart];
+    request.log.warn(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? 'unmatched',
+        url: request.url,
+        statusCode: reply.statusCode,
+        totalMs: Math.round(totalMs),
+        // Time spent in hooks, body parsing and validation before the handler ran, then in the
+        // handler and the reply; the sum is the total.
+        beforeHandlerMs: beforeHandlerMs === undefined ? null : Math.round(beforeHandlerMs),
+        handlerMs: beforeHandlerMs === undefined ? null : Math.round(totalMs - beforeHandlerMs),
+      },
+      'slow request',
+    );
+  });
+});
