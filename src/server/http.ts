@@ -19,12 +19,17 @@ declare module 'fastify' {
   interface FastifyRequest {
     [handlerStart]?: number;
   }
+  interface FastifyContextConfig {
+    /** The route waits on purpose (a long-poll): not logged as slow. */
+    longPoll?: boolean;
+  }
 }
 
 /**
  * HTTP behaviour every route shares: the request id on every response (Fastify puts it on every log
  * line as reqId), compression above 1 KiB, `Cache-Control: no-store` unless a route says otherwise
- * (fleetd's data is live), and a warning for each request slower than slowRequestMs.
+ * (fleetd's data is live), a warning for each request slower than slowRequestMs, and connections
+ * closed after their reply once the server is closing.
  */
 export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: FastifyInstance, { config }) => {
   await app.register(compress, {
@@ -42,14 +47,22 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     request[handlerStart] = reply.elapsedTime;
   });
 
+  // Closing closes the idle keep-alive connections once; one busy at that moment would stay open
+  // after its reply, and keep the server from closing until the client hangs up.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+
   app.addHook('onSend', async (_request, reply, payload) => {
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
+    if (closing) void reply.header('connection', 'close');
     return payload;
   });
 
   app.addHook('onResponse', async (request, reply) => {
     const totalMs = reply.elapsedTime;
-    if (totalMs < config.slowRequestMs) return;
+    if (totalMs < config.slowRequestMs || request.routeOptions.config?.longPoll) return;
     const beforeHandlerMs = request[handlerStart];
     request.log.warn(
       {

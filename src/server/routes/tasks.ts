@@ -56,7 +56,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/claim',
     {
-      config: { rateLimit: 'claim' },
+      config: { rateLimit: 'claim', longPoll: true },
       schema: {
         body: Type.Object(
           {
