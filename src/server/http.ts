@@ -14,10 +14,10 @@ export function requestId(req: IncomingMessage): string {
   return typeof given === 'string' && CLIENT_ID.test(given) ? given : randomUUID();
 }
 
-const handlerStart = Symbol('handlerStart');
+const replyReady = Symbol('replyReady');
 declare module 'fastify' {
   interface FastifyRequest {
-    [handlerStart]?: number;
+    [replyReady]?: number;
   }
   interface FastifyContextConfig {
     /** The route waits on purpose (a long-poll): not logged as slow. */
@@ -39,14 +39,6 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     brotliOptions: { params: { [zlib.BROTLI_PARAM_QUALITY]: 4 } },
   });
 
-  app.addHook('onRequest', async (request, reply) => {
-    void reply.header('x-request-id', request.id);
-  });
-
-  app.addHook('preHandler', async (request, reply) => {
-    request[handlerStart] = reply.elapsedTime;
-  });
-
   // Closing closes the idle keep-alive connections once; one busy at that moment would stay open
   // after its reply, and keep the server from closing until the client hangs up.
   let closing = false;
@@ -54,16 +46,17 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     closing = true;
   });
 
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', async (request, reply, payload) => {
+    void reply.header('x-request-id', request.id);
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
     if (closing) void reply.header('connection', 'close');
+    request[replyReady] = reply.elapsedTime;
     return payload;
   });
 
   app.addHook('onResponse', async (request, reply) => {
     const totalMs = reply.elapsedTime;
     if (totalMs < config.slowRequestMs || request.routeOptions.config?.longPoll) return;
-    const beforeHandlerMs = request[handlerStart];
     request.log.warn(
       {
         method: request.method,
@@ -71,10 +64,8 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
         url: request.url,
         statusCode: reply.statusCode,
         totalMs: Math.round(totalMs),
-        // Time spent in hooks, body parsing and validation before the handler ran, then in the
-        // handler and the reply; the sum is the total.
-        beforeHandlerMs: beforeHandlerMs === undefined ? null : Math.round(beforeHandlerMs),
-        handlerMs: beforeHandlerMs === undefined ? null : Math.round(totalMs - beforeHandlerMs),
+        // How much of it went on sending the reply, after the handler was done.
+        sendMs: Math.round(totalMs - (request[replyReady] ?? totalMs)),
       },
       'slow request',
     );
