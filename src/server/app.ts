@@ -131,8 +131,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
       });
   // Plugins that hook every route register before the routes.
   await app.register(httpPlugin, { config });
-  await app.register(openApiPlugin);
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
+  await app.register(openApiPlugin);
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 

@@ -46,15 +46,16 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     closing = true;
   });
 
-  app.addHook('onSend', async (request, reply, payload) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     void reply.header('x-request-id', request.id);
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
     if (closing) void reply.header('connection', 'close');
     request[replyReady] = reply.elapsedTime;
-    return payload;
+    done(null, payload);
   });
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
+    done();
     const totalMs = reply.elapsedTime;
     if (totalMs < config.slowRequestMs || request.routeOptions.config?.longPoll) return;
     request.log.warn(

@@ -6,11 +6,12 @@ import { registry, scrape } from '../metrics/registry.js';
 
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
 export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (app, { fleet, cache }) => {
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     httpRequestDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
       reply.elapsedTime / 1000,
     );
+    done();
   });
 
   const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : [])];
