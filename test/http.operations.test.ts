@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { startServer, type FleetServer } from '../src/server/server.js';
-import { Api, tempDir } from './helpers.js';
+import { Api, startTestServer, tempDir } from './helpers.js';
 
 describe('HTTP operations', () => {
   let server: FleetServer;
@@ -108,5 +108,23 @@ describe('HTTP operations', () => {
     assert.equal(res.body.slowRequestMs, 0);
     assert.equal(res.body.redisUrl, 'redis://:***@127.0.0.1:6379/6');
     assert.ok(!JSON.stringify(res.body).includes('hunter2'));
+  });
+});
+
+describe('request body limits per route', () => {
+  it('refuses a control request far larger than its few fields with 413, before reading it', async () => {
+    const server = await startTestServer();
+    try {
+      const agent = await server.api.registerAgent(['big']);
+      const huge = { agentId: agent.id, max: 1, padding: 'x'.repeat(8 * 1024) };
+      const claim = await server.api.post('/v1/tasks/claim', huge);
+      assert.equal(claim.status, 413);
+      assert.equal(claim.body.error.code, 'FLEETD_ERR_BODY_TOO_LARGE');
+      // A task payload of the same size is fine: that route has the payload-sized limit.
+      const task = await server.api.post('/v1/tasks', { type: 'big', payload: { padding: 'x'.repeat(8 * 1024) } });
+      assert.equal(task.status, 201);
+    } finally {
+      await server.stop();
+    }
   });
 });

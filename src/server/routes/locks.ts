@@ -1,12 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import { Id, LockInputSchema, LockSchema, Pagination, lockJson, pageOf } from '../schemas.js';
 import { sendCached } from '../cached-reply.js';
-import { errors, type Routes } from './deps.js';
+import { bodyLimits, errors, type Routes } from './deps.js';
 
 export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.post(
     '/locks',
-    { schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
+    { bodyLimit: bodyLimits.lock, schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
     async (request) => lockJson(await fleet.locks.acquire(request.body)),
   );
 

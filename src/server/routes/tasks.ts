@@ -5,7 +5,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
 import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
-import { errors, type Routes } from './deps.js';
+import { bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
@@ -57,6 +57,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     '/tasks/claim',
     {
       config: { rateLimit: 'claim', longPoll: true },
+      bodyLimit: bodyLimits.control,
       schema: {
         body: Type.Object(
           {
@@ -120,6 +121,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/extend',
     {
+      bodyLimit: bodyLimits.control,
       schema: {
         params: TaskId,
         body: Type.Object(
@@ -134,7 +136,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
 
   app.post(
     '/tasks/:id/retry',
-    { schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
+    { bodyLimit: bodyLimits.control, schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
     async (request) => taskJson(await fleet.tasks.retry(request.params.id)),
   );
 
