@@ -101,3 +101,20 @@ describe('cached reads over HTTP', () => {
     assert.match(text, /fleetd_cache_hit_ratio 0\.\d+/);
   });
 });
+
+describe('cached reads over HTTP with a Redis L2', () => {
+  it('stays fresh across writes', async () => {
+    const server = await startTestServer({ redisUrl: 'redis://127.0.0.1:6379/6' });
+    try {
+      const { api } = server;
+      await api.submit({ type: 'l2' });
+      assert.equal((await api.get('/v1/tasks?type=l2')).headers.get('x-cache'), 'miss');
+      assert.equal((await api.get('/v1/tasks?type=l2')).headers.get('x-cache'), 'hit');
+      const second = await api.submit({ type: 'l2' });
+      const after = await api.get('/v1/tasks?type=l2');
+      assert.ok(after.body.items.some((t: { id: number }) => t.id === second.id));
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -7,7 +7,7 @@ const silent = { warn() {} };
 const REDIS_URL = 'redis://127.0.0.1:6379/6';
 
 function cache(options: Partial<ConstructorParameters<typeof ResponseCache>[0]> = {}) {
-  return new ResponseCache({ maxEntries: 100, maxBytes: 1_000_000, ttlMs: 60_000, staleMs: 0, log: silent, ...options });
+  return new ResponseCache({ maxEntries: 100, maxBytes: 1_000_000, ttlMs: 60_000, staleMs: 0, namespace: 'test', log: silent, ...options });
 }
 
 /** A compute function that counts its calls and can be held open. */
@@ -107,6 +107,17 @@ describe('response cache', () => {
     after(async () => {
       await redisA.quit();
       await redisB.quit();
+    });
+
+    it('keeps fleets that share one Redis apart', async () => {
+      const key = `/test/${Date.now()}-${Math.random()}`;
+      const a = cache({ redis: redisA, namespace: 'fleet-a' });
+      const b = cache({ redis: redisB, namespace: 'fleet-b' });
+      await a.get(key, [], async () => ({ value: 'from a', cacheable: true }));
+      await new Promise((r) => setTimeout(r, 50));
+      const fromB = await b.get(key, [], async () => ({ value: 'from b', cacheable: true }));
+      assert.equal(fromB.result, 'miss');
+      assert.equal(fromB.body, '"from b"');
     });
 
     it('shares entries between nodes and invalidates them on every node', async () => {

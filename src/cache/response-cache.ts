@@ -26,12 +26,14 @@ export interface ResponseCacheOptions {
   staleMs: number;
   /** The L2 and the channel on which nodes tell each other what to invalidate; none keeps it in-process. */
   redis?: Redis;
+  /**
+   * Separates fleets that share one Redis: only nodes that share a store may share entries. Prefixes
+   * every Redis key and the invalidation channel.
+   */
+  namespace: string;
   log: { warn(obj: object, msg: string): void };
   now?: () => number;
 }
-
-const PREFIX = 'fleetd:cache:';
-const CHANNEL = `${PREFIX}invalidate`;
 
 export function etagOf(body: string): string {
   return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
@@ -62,9 +64,13 @@ export class ResponseCache {
   private subscriber?: Redis;
   private pendingRemote = new Set<string>();
   private bytes = 0;
+  private readonly prefix: string;
+  private readonly channel: string;
 
   constructor(private readonly options: ResponseCacheOptions) {
     this.now = options.now ?? Date.now;
+    this.prefix = `fleetd:cache:${options.namespace}:`;
+    this.channel = `${this.prefix}invalidate`;
     this.l1 = new LRUCache<string, Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
@@ -91,7 +97,7 @@ export class ResponseCache {
       const { node, tags } = JSON.parse(message) as { node: string; tags: string[] };
       if (node !== this.node) this.invalidateLocal(tags);
     });
-    await this.subscriber.subscribe(CHANNEL);
+    await this.subscriber.subscribe(this.channel);
   }
 
   async close(): Promise<void> {
@@ -143,8 +149,8 @@ export class ResponseCache {
     const tags = [...this.pendingRemote];
     this.pendingRemote.clear();
     const pipeline = this.options.redis!.pipeline();
-    for (const tag of tags) pipeline.incr(`${PREFIX}v:${tag}`);
-    pipeline.publish(CHANNEL, JSON.stringify({ node: this.node, tags }));
+    for (const tag of tags) pipeline.incr(`${this.prefix}v:${tag}`);
+    pipeline.publish(this.channel, JSON.stringify({ node: this.node, tags }));
     pipeline.exec().catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
   }
 
@@ -219,8 +225,8 @@ export class ResponseCache {
   private async readL2(key: string, tags: string[]): Promise<{ entry?: CachedBody; versions: string[] }> {
     const redis = this.options.redis!;
     const [versions, raw] = await Promise.all([
-      tags.length > 0 ? redis.mget(...tags.map((t) => `${PREFIX}v:${t}`)) : Promise.resolve([] as (string | null)[]),
-      redis.get(`${PREFIX}e:${key}`),
+      tags.length > 0 ? redis.mget(...tags.map((t) => `${this.prefix}v:${t}`)) : Promise.resolve([] as (string | null)[]),
+      redis.get(`${this.prefix}e:${key}`),
     ]);
     const current = versions.map((v) => v ?? '0');
     if (raw === null) return { versions: current };
@@ -231,7 +237,7 @@ export class ResponseCache {
 
   private writeL2(key: string, value: CachedBody, versions: string[]): void {
     this.options
-      .redis!.set(`${PREFIX}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs)
+      .redis!.set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs)
       .catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
   }
 }
