@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { ResponseCache } from '../src/cache/response-cache.js';
+import { eventually } from './helpers.js';
 
 const silent = { warn() {} };
 const REDIS_URL = 'redis://127.0.0.1:6379/6';
@@ -114,7 +115,7 @@ describe('response cache', () => {
       const a = cache({ redis: redisA, namespace: 'fleet-a' });
       const b = cache({ redis: redisB, namespace: 'fleet-b' });
       await a.get(key, [], async () => ({ value: 'from a', cacheable: true }));
-      await new Promise((r) => setTimeout(r, 50));
+      await eventually(async () => (await redisA.exists(`fleetd:cache:fleet-a:e:${key}`)) === 1, 5_000, 'the L2 write');
       const fromB = await b.get(key, [], async () => ({ value: 'from b', cacheable: true }));
       assert.equal(fromB.result, 'miss');
       assert.equal(fromB.body, '"from b"');
@@ -130,23 +131,16 @@ describe('response cache', () => {
       try {
         const s = source({ v: 1 });
         assert.equal((await a.get(key, [tag], s.compute)).result, 'miss');
-        await new Promise((r) => setTimeout(r, 50)); // the L2 write is not awaited by the reader
+        // The reader does not wait for its L2 write.
+        await eventually(async () => (await redisA.exists(`fleetd:cache:test:e:${key}`)) === 1, 5_000, 'the L2 write');
         assert.equal((await b.get(key, [tag], s.compute)).result, 'l2_hit');
         assert.equal((await b.get(key, [tag], s.compute)).result, 'hit');
         assert.equal(s.calls, 1);
 
         // Node A writes: B's L1 copy goes (pub/sub) and the L2 copy is ignored (tag version).
         s.value = { v: 2 };
-        const dropped = new Promise<void>((resolve) => {
-          const probe = setInterval(() => {
-            if (b.size.entries === 0) {
-              clearInterval(probe);
-              resolve();
-            }
-          }, 5);
-        });
         a.invalidate([tag]);
-        await dropped;
+        await eventually(() => b.size.entries === 0, 5_000, "node B's L1 copy to be dropped");
         const fresh = await b.get(key, [tag], s.compute);
         assert.equal(fresh.result, 'miss');
         assert.equal(fresh.body, '{"v":2}');
