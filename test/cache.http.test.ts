@@ -25,6 +25,29 @@ describe('cached reads over HTTP', () => {
     assert.equal(notModified.body, undefined);
   });
 
+  it('sends cached bodies compressed once per encoding, and fresh after a write', async () => {
+    const { api } = server;
+    for (let i = 0; i < 10; i++) await api.submit({ type: 'zipped', payload: { text: 'a report to summarise '.repeat(10) } });
+    const read = async (encoding: string) => {
+      const res = await fetch(`${server.url}/v1/tasks?type=zipped`, { headers: { 'accept-encoding': encoding } });
+      return { encoding: res.headers.get('content-encoding'), cache: res.headers.get('x-cache'), body: await res.json() };
+    };
+    const plain = await read('identity');
+    assert.equal(plain.encoding, null);
+    for (const encoding of ['br', 'gzip']) {
+      for (let i = 0; i < 2; i++) {
+        const got = await read(`${encoding}, identity;q=0.5`);
+        assert.equal(got.encoding, encoding);
+        assert.equal(got.cache, 'hit');
+        assert.deepEqual(got.body, plain.body);
+      }
+    }
+    const added = await api.submit({ type: 'zipped' });
+    const after = await read('br');
+    assert.equal(after.body.items.length, 11);
+    assert.ok(after.body.items.some((t: { id: number }) => t.id === added.id));
+  });
+
   it('never serves a read older than an acknowledged write', async () => {
     const { api } = server;
     const agent = await api.registerAgent(['fresh']);

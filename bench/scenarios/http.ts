@@ -2,7 +2,8 @@
  * `npm run bench -- http [--seconds 8] [--connections 32] [--rounds 2]`
  *
  * What each HTTP-layer piece costs or saves, each against a baseline server in the same run:
- * 1. reads: GET /v1/tasks?limit=100 with the response cache vs with it turned off (P50/P99, req/s);
+ * 1. reads: GET /v1/tasks?limit=100 with the response cache vs with it turned off (P50/P99, req/s),
+ *    plain and brotli-encoded (a cached body is compressed once; an uncached one on every request);
  * 2. compression: bytes of that list as identity, gzip and brotli;
  * 3. heartbeats: POST /v1/agents/:id/heartbeat across 1000 agents with rate limiting and metrics on
  *    vs both off. Goal: together they cost < 10 % of heartbeat throughput.
@@ -31,7 +32,7 @@ function cpuUsOf(pid: number): number {
 
 async function load(
   server: ServerProcess,
-  opts: { seconds: number; connections: number; method?: 'GET' | 'POST'; paths: string[] },
+  opts: { seconds: number; connections: number; method?: 'GET' | 'POST'; paths: string[]; headers?: Record<string, string> },
 ): Promise<Measure> {
   let next = 0;
   const cpuBefore = cpuUsOf(server.pid);
@@ -43,6 +44,7 @@ async function load(
     requests: [
       {
         method: opts.method ?? 'GET',
+        headers: opts.headers,
         setupRequest: (req) => ({ ...req, path: paths[next++ % paths.length] }),
       },
     ],
@@ -106,15 +108,20 @@ export default async function http(args: string[]): Promise<void> {
   try {
     await seedTasks(cached.url, 100);
     await seedTasks(uncached.url, 100);
-    const runs: Record<string, Measure[]> = { cached: [], uncached: [] };
+    const runs: Record<string, Measure[]> = { cached: [], uncached: [], cachedBr: [], uncachedBr: [] };
+    const br = { 'accept-encoding': 'br' };
     await load(uncached, { ...opts, seconds: 2, paths: [readPath] });
     await load(cached, { ...opts, seconds: 2, paths: [readPath] });
     for (let r = 0; r < f.rounds; r++) {
       runs.uncached.push(await load(uncached, { ...opts, paths: [readPath] }));
       runs.cached.push(await load(cached, { ...opts, paths: [readPath] }));
+      runs.uncachedBr.push(await load(uncached, { ...opts, paths: [readPath], headers: br }));
+      runs.cachedBr.push(await load(cached, { ...opts, paths: [readPath], headers: br }));
     }
     rows.push(summarise('GET /v1/tasks?limit=100, cache off', runs.uncached));
     rows.push(summarise('GET /v1/tasks?limit=100, cache on', runs.cached));
+    rows.push(summarise('same, accept-encoding: br, cache off', runs.uncachedBr));
+    rows.push(summarise('same, accept-encoding: br, cache on', runs.cachedBr));
 
     // 2. Compression: what the same list weighs on the wire.
     for (const encoding of ['identity', 'gzip', 'br']) compression.push({ encoding, bytes: await wireBytes(cached.url + readPath, encoding) });

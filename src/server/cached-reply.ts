@@ -1,16 +1,43 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
+import negotiate from '@fastify/accept-negotiator';
 import fp from 'fastify-plugin';
+import { LRUCache } from 'lru-cache';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { invalidateOnEvents } from '../cache/invalidation.js';
 import { etagOf, type ResponseCache } from '../cache/response-cache.js';
 import type { Fleet } from '../core/fleet.js';
+import { compression } from './http.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Requests the keys most read before the last shutdown, so that they are cached; call once listening. */
     warmCache?: () => Promise<void>;
   }
+}
+
+const encoders = {
+  br: (body: string) => promisify(brotliCompress)(body, { params: { [zlib.BROTLI_PARAM_QUALITY]: compression.brotliQuality } }),
+  gzip: (body: string) => promisify(gzip)(body),
+};
+
+/**
+ * Compressed copies of cached bodies, by encoding and ETag, so that a cache hit is not compressed
+ * again for every client. An ETag names the body's content, so a copy can never be stale: the
+ * bound (16 MiB) is the only reason one leaves.
+ */
+const compressedBodies = new LRUCache<string, Buffer>({ maxSize: 16 * 1024 * 1024, sizeCalculation: (b) => Math.max(1, b.length) });
+
+async function compressed(body: string, etag: string, encoding: keyof typeof encoders): Promise<Buffer> {
+  const key = `${encoding}:${etag}`;
+  let buffer = compressedBodies.get(key);
+  if (!buffer) {
+    buffer = await encoders[encoding](body);
+    compressedBodies.set(key, buffer);
+  }
+  return buffer;
 }
 
 const HOT_KEYS_FILE = 'cache-hot-keys.json';
@@ -55,8 +82,18 @@ async function respond<T>(request: FastifyRequest, reply: FastifyReply, cache: R
     void reply.status(304).send();
     return;
   }
+  void reply.header('content-type', 'application/json; charset=utf-8');
+  if (cache && body.length >= compression.threshold) {
+    const encoding = negotiate(request.headers['accept-encoding'] ?? '', ['br', 'gzip'] as const);
+    if (encoding) {
+      const buffer = await compressed(body, etag, encoding);
+      // Already encoded: the compression plugin leaves a reply with a content-encoding alone.
+      void reply.header('content-encoding', encoding).header('vary', 'accept-encoding').send(buffer);
+      return;
+    }
+  }
   // A string body is sent as it is: it was serialised once, when it was cached.
-  void reply.header('content-type', 'application/json; charset=utf-8').send(body);
+  void reply.send(body);
 }
 
 /**
