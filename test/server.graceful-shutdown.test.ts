@@ -38,13 +38,13 @@ describe('graceful shutdown', () => {
     let sigterm!: () => void;
     const enoughWrites = new Promise<void>((resolve) => (sigterm = resolve));
     // Writers keep submitting through the signal, until the server stops answering.
-    const writers = Array.from({ length: 8 }, async (_, w) => {
+    const writers = Array.from({ length: 4 }, async (_, w) => {
       for (let i = 0; ; i++) {
         try {
           const res = await first.api.post('/v1/tasks', { type: 'durable', payload: { w, i } });
           if (res.status !== 201) return;
           acknowledged.push(res.body.task.id);
-          if (acknowledged.length >= 200) sigterm();
+          if (acknowledged.length >= 100) sigterm();
         } catch {
           return; // connection refused or reset: the server is gone
         }
