@@ -1,6 +1,10 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+
 /**
  * fleetd's configuration: one typed object. Every field documents its unit and default; values come
- * from defaults, then FLEETD_* environment variables, then command-line flags. `resolveConfig`
+ * from defaults, then the optional fleetd.config.json (or the file FLEETD_CONFIG names), then FLEETD_*
+ * environment variables, then command-line flags. `resolveConfig`
  * validates the result (naming the setting and the reason) and freezes it.
  */
 export interface FleetdConfig {
@@ -73,6 +77,40 @@ export interface FleetdConfig {
    * least this, in percent. Env FLEETD_CASE_SIMILARITY_PERCENT. Defaults to 80.
    */
   caseSimilarityPercent: number;
+  /**
+   * Redis for the L2 cache, cache invalidation across nodes and shared rate limits, e.g.
+   * redis://:secret@127.0.0.1:6379/0. Empty means none: everything stays in-process. Env FLEETD_REDIS_URL. Defaults to "".
+   */
+  redisUrl: string;
+  /** Most entries in the in-process (L1) response cache; 0 turns the cache off. Env FLEETD_CACHE_MAX_ENTRIES. Defaults to 10000. */
+  cacheMaxEntries: number;
+  /** Most bytes of response bodies the L1 cache holds. Env FLEETD_CACHE_MAX_BYTES. Defaults to 67108864 (64 MiB). */
+  cacheMaxBytes: number;
+  /** How long a cached response is fresh, in ms. Env FLEETD_CACHE_TTL_MS. Defaults to 30000 (30 s). */
+  cacheTtlMs: number;
+  /**
+   * After its TTL, how long a cached response may still be served (once) while it is recomputed in
+   * the background, in ms; 0 turns stale-while-revalidate off. Writes never leave a stale entry:
+   * they delete it. Env FLEETD_CACHE_STALE_MS. Defaults to 30000.
+   */
+  cacheStaleMs: number;
+  /** Requests per second one client (API key, else IP) may make to read routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_READ. Defaults to 20000. */
+  rateLimitRead: number;
+  /** Requests per second one client (API key, else IP) may make to write routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_WRITE. Defaults to 20000. */
+  rateLimitWrite: number;
+  /** Heartbeats per second one agent may send; 0 is unlimited. Env FLEETD_RATE_LIMIT_HEARTBEAT. Defaults to 10. */
+  rateLimitHeartbeat: number;
+  /** Claims per second one agent may make; 0 is unlimited. Env FLEETD_RATE_LIMIT_CLAIM. Defaults to 500. */
+  rateLimitClaim: number;
+  /** Requests slower than this many ms are logged (warn) with their route and timings. Env FLEETD_SLOW_REQUEST_MS. Defaults to 1000. */
+  slowRequestMs: number;
+  /** Prometheus metrics at GET /metrics: on or off. Env FLEETD_METRICS. Defaults to on. */
+  metrics: 'on' | 'off';
+  /**
+   * On SIGTERM/SIGINT, the longest wait in ms for in-flight requests and writes to finish before the
+   * process exits anyway. Env FLEETD_SHUTDOWN_TIMEOUT_MS. Defaults to 10000.
+   */
+  shutdownTimeoutMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -103,10 +141,26 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   pipelinesFile: '',
   pipelineConcurrency: 64,
   caseSimilarityPercent: 80,
+  redisUrl: '',
+  cacheMaxEntries: 10_000,
+  cacheMaxBytes: 67_108_864,
+  cacheTtlMs: 30_000,
+  cacheStaleMs: 30_000,
+  rateLimitRead: 20_000,
+  rateLimitWrite: 20_000,
+  rateLimitHeartbeat: 10,
+  rateLimitClaim: 500,
+  slowRequestMs: 1_000,
+  metrics: 'on',
+  shutdownTimeoutMs: 10_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
-const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: number; values?: readonly string[] }> = {
+/** `optional`: may be empty. `secret`: masked wherever the configuration is shown. */
+const settings: Record<
+  keyof FleetdConfig,
+  { env: string; kind: Kind; min?: number; values?: readonly string[]; optional?: boolean; secret?: boolean }
+> = {
   host: { env: 'FLEETD_HOST', kind: 'string' },
   port: { env: 'FLEETD_PORT', kind: 'int', min: 0 },
   dataDir: { env: 'FLEETD_DATA_DIR', kind: 'string' },
@@ -135,9 +189,21 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   wsPingMs: { env: 'FLEETD_WS_PING_MS', kind: 'int', min: 100 },
   eventBatchMs: { env: 'FLEETD_EVENT_BATCH_MS', kind: 'int', min: 0 },
   eventBatchMax: { env: 'FLEETD_EVENT_BATCH_MAX', kind: 'int', min: 1 },
-  pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string' },
+  pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string', optional: true },
   pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
   caseSimilarityPercent: { env: 'FLEETD_CASE_SIMILARITY_PERCENT', kind: 'int', min: 0 },
+  redisUrl: { env: 'FLEETD_REDIS_URL', kind: 'string', optional: true, secret: true },
+  cacheMaxEntries: { env: 'FLEETD_CACHE_MAX_ENTRIES', kind: 'int', min: 0 },
+  cacheMaxBytes: { env: 'FLEETD_CACHE_MAX_BYTES', kind: 'int', min: 1024 },
+  cacheTtlMs: { env: 'FLEETD_CACHE_TTL_MS', kind: 'int', min: 1 },
+  cacheStaleMs: { env: 'FLEETD_CACHE_STALE_MS', kind: 'int', min: 0 },
+  rateLimitRead: { env: 'FLEETD_RATE_LIMIT_READ', kind: 'int', min: 0 },
+  rateLimitWrite: { env: 'FLEETD_RATE_LIMIT_WRITE', kind: 'int', min: 0 },
+  rateLimitHeartbeat: { env: 'FLEETD_RATE_LIMIT_HEARTBEAT', kind: 'int', min: 0 },
+  rateLimitClaim: { env: 'FLEETD_RATE_LIMIT_CLAIM', kind: 'int', min: 0 },
+  slowRequestMs: { env: 'FLEETD_SLOW_REQUEST_MS', kind: 'int', min: 0 },
+  metrics: { env: 'FLEETD_METRICS', kind: 'enum', values: ['on', 'off'] },
+  shutdownTimeoutMs: { env: 'FLEETD_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 100 },
 };
 
 export class ConfigError extends Error {
@@ -159,16 +225,50 @@ function parseValue(key: keyof FleetdConfig, raw: unknown, source: string): unkn
   if (spec.kind === 'enum' && !spec.values!.includes(s)) {
     throw new ConfigError(source, `"${s}" is not one of ${spec.values!.join(', ')}`);
   }
-  if (s === '') throw new ConfigError(source, 'must not be empty');
+  if (s === '' && !spec.optional) throw new ConfigError(source, 'must not be empty');
+  if (key === 'redisUrl' && s !== '' && !/^rediss?:\/\//.test(s)) {
+    throw new ConfigError(source, 'must be a redis:// or rediss:// URL');
+  }
   return s;
 }
 
-/** Defaults < environment < overrides (flags or code), validated and frozen. */
+/** Where the optional configuration file is looked for unless FLEETD_CONFIG names another. */
+export const CONFIG_FILE = 'fleetd.config.json';
+
+/**
+ * Reads the configuration file: a JSON object of settings by name, e.g. {"port": 8080}. A missing
+ * file is fine unless FLEETD_CONFIG named it; anything else wrong with it is an error naming the setting.
+ */
+function readConfigFile(env: NodeJS.ProcessEnv): { path: string; values: Record<string, unknown> } | undefined {
+  const named = env.FLEETD_CONFIG;
+  const path = resolvePath(named ?? CONFIG_FILE);
+  if (!existsSync(path)) {
+    if (named !== undefined) throw new ConfigError('FLEETD_CONFIG', `${path} does not exist`);
+    return undefined;
+  }
+  let values: unknown;
+  try {
+    values = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(path, `is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof values !== 'object' || values === null || Array.isArray(values)) {
+    throw new ConfigError(path, 'must hold a JSON object of settings, e.g. {"port": 8080}');
+  }
+  return { path, values: values as Record<string, unknown> };
+}
+
+/** Defaults < fleetd.config.json < environment < overrides (flags or code), validated and frozen. */
 export function resolveConfig(
   overrides: Partial<FleetdConfig> = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Readonly<FleetdConfig> {
   const config: Record<string, unknown> = { ...defaultConfig };
+  const file = readConfigFile(env);
+  for (const [key, value] of Object.entries(file?.values ?? {})) {
+    if (!(key in settings)) throw new ConfigError(`${file!.path}: ${key}`, 'is not a fleetd setting');
+    config[key] = parseValue(key as keyof FleetdConfig, value, `${file!.path}: ${key}`);
+  }
   for (const key of Object.keys(settings) as (keyof FleetdConfig)[]) {
     const fromEnv = env[settings[key].env];
     if (fromEnv !== undefined) config[key] = parseValue(key, fromEnv, settings[key].env);
@@ -191,6 +291,24 @@ function validate(c: FleetdConfig): void {
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }
+}
+
+/** The configuration as it may be shown (GET /v1/config, logs): secrets masked. */
+export function maskedConfig(config: Readonly<FleetdConfig>): Record<string, unknown> {
+  const shown: Record<string, unknown> = { ...config };
+  for (const key of Object.keys(settings) as (keyof FleetdConfig)[]) {
+    const value = config[key];
+    if (!settings[key].secret || value === '') continue;
+    // A URL keeps its host so that an operator can tell where it points; only the password goes.
+    try {
+      const url = new URL(String(value));
+      if (url.password) url.password = '***';
+      shown[key] = url.toString();
+    } catch {
+      shown[key] = '***';
+    }
+  }
+  return shown;
 }
 
 /** For `fleetd start --help`: every setting, its variable and its default. */

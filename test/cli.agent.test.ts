@@ -18,20 +18,29 @@ describe('fleetd agent (the demo agent)', () => {
     const child = cli(['agent', '--url', server.url, '--capabilities', 'echo,sleep', '--concurrency', '8']);
     let output = '';
     child.stdout!.on('data', (d) => (output += d));
-    await nextEvent(server, 'agent.registered', () => true, 15_000);
-    const echo = await server.api.submit({ type: 'echo', payload: { hello: 'world' } });
-    const sleep = await server.api.submit({ type: 'sleep', payload: { ms: 50 } });
-    await Promise.all([
-      nextEvent(server, 'task.completed', (e) => e.task.id === echo.id, 15_000),
-      nextEvent(server, 'task.completed', (e) => e.task.id === sleep.id, 15_000),
-    ]);
-    assert.deepEqual((await server.api.get(`/v1/tasks/${echo.id}`)).body.result, { hello: 'world' });
-    assert.deepEqual((await server.api.get(`/v1/tasks/${sleep.id}`)).body.result, { slept: 50 });
-    const exited = once(child, 'exit');
-    child.kill('SIGINT');
-    assert.deepEqual(await exited, [0, null]);
-    assert.match(output, /connected to .* \(ws\)/);
-    assert.match(output, new RegExp(`task ${echo.id} done`));
+    child.stderr!.on('data', (d) => (output += d));
+    try {
+      // Generous bounds: a process started through tsx on a crawling shared machine can take a while.
+      await nextEvent(server, 'agent.registered', () => true, 30_000);
+      const echo = await server.api.submit({ type: 'echo', payload: { hello: 'world' } });
+      const sleep = await server.api.submit({ type: 'sleep', payload: { ms: 50 } });
+      await Promise.all([
+        nextEvent(server, 'task.completed', (e) => e.task.id === echo.id, 30_000),
+        nextEvent(server, 'task.completed', (e) => e.task.id === sleep.id, 30_000),
+      ]).catch((err: Error) => {
+        throw new Error(`${err.message}; the agent said:\n${output}`);
+      });
+      assert.deepEqual((await server.api.get(`/v1/tasks/${echo.id}`)).body.result, { hello: 'world' });
+      assert.deepEqual((await server.api.get(`/v1/tasks/${sleep.id}`)).body.result, { slept: 50 });
+      const exited = once(child, 'exit');
+      child.kill('SIGINT');
+      assert.deepEqual(await exited, [0, null]);
+      assert.match(output, /connected to .* \(ws\)/);
+      assert.match(output, new RegExp(`task ${echo.id} done`));
+    } finally {
+      // A failed run must not leave the agent process holding the test runner open.
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
   });
 
   it('refuses a capability it has no handler for, with a clear message', async () => {

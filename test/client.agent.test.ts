@@ -190,7 +190,8 @@ describe('agent SDK reconnect', () => {
       const disconnected = once(agent, 'disconnected');
       await server.stop({ keepData: true });
       await disconnected;
-      const reconnected = once(agent, 'connected');
+      // Not events.once: it rejects on the 'error' events the agent emits for each refused reconnect.
+      const reconnected = new Promise((resolve) => agent.once('connected', resolve));
       server = await startTestServer({ dataDir: server.dataDir, port });
       await reconnected;
       const task = (await client.submit({ type: 'sdk-restart', payload: 'after' })).task;

@@ -23,16 +23,18 @@ export default async function saturate(args: string[]): Promise<void> {
   const server = await startServerProcess();
   const client = new Client(server.url);
   try {
+    // 10,000 agents, so that each heartbeats a few times a second — as a fleet does — and the
+    // per-agent heartbeat limit (10/s by default) is part of the cost measured, not a wall hit.
     const agents: string[] = [];
-    for (let i = 0; i < 1_000; i += 500) {
+    for (let i = 0; i < 10_000; i += 1_000) {
       const batch = await client.call('POST', '/v1/agents/batch', {
-        agents: Array.from({ length: 500 }, (_, k) => ({ name: `hb-${i + k}`, capabilities: ['hb'] })),
+        agents: Array.from({ length: 1_000 }, (_, k) => ({ name: `hb-${i + k}`, capabilities: ['hb'] })),
       });
       agents.push(...batch.body.items.map((r: any) => r.agent.id));
     }
     const hb = await hammer(server.url, { connections, seconds, pathFor: (i) => `/v1/agents/${agents[i % agents.length]}/heartbeat` });
     rows.push({
-      scenario: 'fleetd heartbeat',
+      scenario: 'fleetd heartbeat (10,000 agents)',
       connections,
       'req/s': hb.rps,
       p50_ms: hb.p50,

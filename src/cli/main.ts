@@ -7,10 +7,12 @@ import { runDemoAgent } from './demo-agent.js';
 const usage = `fleetd — orchestration server for fleets of AI agents
 
 Usage:
-  fleetd start [--port N] [--host H] [--data-dir DIR]
+  fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE]
   fleetd agent [--url URL] [--capabilities echo,sleep] [--concurrency N]   (fleetd agent --help)
 
-Settings (flags override FLEETD_* environment variables, which override defaults):`;
+Settings: flags override FLEETD_* environment variables, which override the settings of
+./fleetd.config.json (or of the file --config or FLEETD_CONFIG names: a JSON object of settings by
+name, e.g. {"port": 8080}), which override the defaults:`;
 
 function help(): string {
   const rows = describeSettings().map((s) => `  ${s.env.padEnd(28)} ${s.key.padEnd(20)} default ${JSON.stringify(s.default)}`);
@@ -24,6 +26,7 @@ async function start(argv: string[]): Promise<void> {
       port: { type: 'string' },
       host: { type: 'string' },
       'data-dir': { type: 'string' },
+      config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -36,14 +39,19 @@ async function start(argv: string[]): Promise<void> {
   if (values.port !== undefined) overrides.port = values.port as unknown as number;
   if (values.host !== undefined) overrides.host = values.host;
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
-  const server = await startServer(overrides);
+  const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
+  const server = await startServer(overrides, { env });
   server.app.log.info({ url: server.url, dataDir: server.config.dataDir }, 'fleetd is listening');
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
     server.app.log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 10_000);
+    // Bounded: a request or write that hangs must not keep the process alive past the timeout.
+    const force = setTimeout(() => {
+      server.app.log.error({ timeoutMs: server.config.shutdownTimeoutMs }, 'shutdown timed out; exiting');
+      process.exit(1);
+    }, server.config.shutdownTimeoutMs);
     force.unref();
     server.close().then(
       () => process.exit(0),

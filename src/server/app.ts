@@ -1,11 +1,21 @@
+import { createHash } from 'node:crypto';
+import { resolve as resolvePath } from 'node:path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Redis } from 'ioredis';
+import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
+import { RateLimits } from '../limits/rate-limits.js';
+import { cachePlugin } from './cached-reply.js';
+import { httpPlugin, requestId } from './http.js';
+import { metricsPlugin } from './metrics.js';
+import { openApiPlugin } from './openapi.js';
+import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
@@ -24,6 +34,8 @@ export interface AppOptions {
   pipelines?: Pipelines;
   /** The NLP worker pool; without it POST /v1/intake is absent. */
   nlp?: NlpPool;
+  /** Shared Redis for the L2 cache and rate limits, when FLEETD_REDIS_URL is set; the caller closes it. */
+  redis?: Redis;
 }
 
 export type App = FastifyInstance<
@@ -90,6 +102,15 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
   return { status: 500, body: errorBody('FLEETD_ERR_INTERNAL', 'internal error; it has been logged') };
 }
 
+/**
+ * Nodes share cached responses only when they share a store. An embedded SQLite store belongs to one
+ * node, so its folder names the namespace; a networked store is shared by every node using it.
+ */
+function cacheNamespace(fleet: Fleet, config: Readonly<FleetdConfig>): string {
+  if (fleet.store.driver !== 'sqlite') return fleet.store.driver;
+  return createHash('sha256').update(resolvePath(config.dataDir)).digest('base64url').slice(0, 16);
+}
+
 export async function buildApp(options: AppOptions): Promise<App> {
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
@@ -98,6 +119,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     // Long-polls hold a request open for up to maxClaimWaitMs.
     requestTimeout: options.config.maxClaimWaitMs + 30_000,
     return503OnClosing: true,
+    genReqId: requestId,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -116,7 +138,26 @@ export async function buildApp(options: AppOptions): Promise<App> {
     void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
   });
 
-  const deps = { fleet: options.fleet, config: options.config };
+  const { fleet, config, redis } = options;
+  const cache = config.cacheMaxEntries === 0
+    ? undefined
+    : new ResponseCache({
+        maxEntries: config.cacheMaxEntries,
+        maxBytes: config.cacheMaxBytes,
+        ttlMs: config.cacheTtlMs,
+        staleMs: config.cacheStaleMs,
+        redis,
+        namespace: cacheNamespace(fleet, config),
+        log: app.log,
+      });
+  // Plugins that hook every route register before the routes.
+  await app.register(httpPlugin, { config });
+  await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
+  await app.register(openApiPlugin);
+  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache });
+  if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
+
+  const deps = { fleet, config, cache };
   await app.register(systemRoutes, deps);
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });

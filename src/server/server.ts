@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
 import { LocalBus } from '../bus/local-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
@@ -54,7 +55,10 @@ export async function startServer(
     await store.close();
     throw err;
   }
-  const app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp });
+  // fleetd's own connection for the L2 cache and rate limits, apart from any Redis bus.
+  const redis = config.redisUrl ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 }) : undefined;
+  await redis?.connect();
+  const app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
   fleet.start();
   let address: string;
   try {
@@ -64,10 +68,13 @@ export async function startServer(
   } catch (err) {
     fleet.stop();
     await pipelines.close();
+    await app.close();
     await nlp.close();
+    redis?.disconnect();
     await store.close();
     throw err;
   }
+  await app.warmCache?.();
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -83,6 +90,7 @@ export async function startServer(
         await pipelines.close();
         await app.close();
         await nlp.close();
+        await redis?.quit();
         await bus.close();
         await store.close();
       })();

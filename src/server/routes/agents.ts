@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { AgentInputSchema, AgentSchema, AgentStatusSchema, Id, Pagination, agentJson, pageOf } from '../schemas.js';
-import { errors, type Routes } from './deps.js';
+import { bodyLimits, errors, type Routes } from './deps.js';
 
 const Registered = Type.Object({ agent: AgentSchema, token: Type.String() });
 const IdParams = Type.Object({ id: Id });
@@ -8,7 +8,7 @@ const IdParams = Type.Object({ id: Id });
 export const agentRoutes: Routes = async (app, { fleet, config }) => {
   app.post(
     '/agents',
-    { schema: { body: AgentInputSchema, response: { 201: Registered, ...errors(400, 413, 415) } } },
+    { bodyLimit: bodyLimits.agent, schema: { body: AgentInputSchema, response: { 201: Registered, ...errors(400, 413, 415) } } },
     async (request, reply) => {
       const { agent, token } = await fleet.agents.register(request.body);
       return reply.status(201).send({ agent: agentJson(agent), token });
@@ -55,7 +55,7 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
 
   app.post(
     '/agents/:id/heartbeat',
-    { schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    { config: { rateLimit: 'heartbeat' }, bodyLimit: bodyLimits.control, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
     async (request) => agentJson(await fleet.agents.heartbeat(request.params.id)),
   );
 

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Fleet } from '../../core/fleet.js';
 import { ErrorBody } from '../schemas.js';
@@ -6,9 +7,18 @@ import { ErrorBody } from '../schemas.js';
 export interface RouteDeps {
   fleet: Fleet;
   config: Readonly<FleetdConfig>;
+  /** The response cache for reads that deserve one; undefined when it is turned off. */
+  cache?: ResponseCache;
 }
 
 export type Routes = FastifyPluginAsyncTypebox<RouteDeps>;
+
+/**
+ * Request body limits of the routes whose bodies are small by nature, refused (413) before they are
+ * read: a claim, an extension or a heartbeat is a few fields; an agent a name and some labels; a lock
+ * at most 256 resource names. Payload-carrying routes use the app-wide limit (maxPayloadBytes).
+ */
+export const bodyLimits = { control: 4 * 1024, agent: 64 * 1024, lock: 512 * 1024 } as const;
 
 /** The error responses a route documents, for the OpenAPI document and the serialiser. */
 export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ErrorBody]));

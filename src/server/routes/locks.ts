@@ -1,11 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import { Id, LockInputSchema, LockSchema, Pagination, lockJson, pageOf } from '../schemas.js';
-import { errors, type Routes } from './deps.js';
+import { sendCached } from '../cached-reply.js';
+import { bodyLimits, errors, type Routes } from './deps.js';
 
-export const lockRoutes: Routes = async (app, { fleet }) => {
+export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.post(
     '/locks',
-    { schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
+    { bodyLimit: bodyLimits.lock, schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
     async (request) => lockJson(await fleet.locks.acquire(request.body)),
   );
 
@@ -17,10 +18,14 @@ export const lockRoutes: Routes = async (app, { fleet }) => {
         response: { 200: pageOf(LockSchema), ...errors(400) },
       },
     },
-    async (request) => {
-      const page = await fleet.locks.list(request.query as Parameters<typeof fleet.locks.list>[0]);
-      return { items: page.items.map(lockJson), nextCursor: page.nextCursor };
-    },
+    (request, reply) =>
+      sendCached(request, reply, cache, {
+        tags: ['locks'],
+        compute: async () => {
+          const page = await fleet.locks.list(request.query as Parameters<typeof fleet.locks.list>[0]);
+          return { items: page.items.map(lockJson), nextCursor: page.nextCursor };
+        },
+      }),
   );
 
   app.get(

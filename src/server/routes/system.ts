@@ -1,8 +1,9 @@
 import { Type } from '@sinclair/typebox';
+import { maskedConfig } from '../../config.js';
 import { FleetError } from '../../core/errors.js';
 import type { Routes } from './deps.js';
 
-export const systemRoutes: Routes = async (app, { fleet }) => {
+export const systemRoutes: Routes = async (app, { fleet, config }) => {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async () => {
@@ -21,5 +22,11 @@ export const systemRoutes: Routes = async (app, { fleet }) => {
       void reply.header('cache-control', 'no-store');
       return fleet.stats.snapshot();
     },
+  );
+
+  app.get(
+    '/v1/config',
+    { schema: { description: 'The resolved configuration, secrets masked', response: { 200: Type.Record(Type.String(), Type.Unknown()) } } },
+    async () => maskedConfig(config),
   );
 };

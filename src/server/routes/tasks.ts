@@ -2,9 +2,10 @@ import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../../core/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
-import type { TaskStatus } from '../../core/types.js';
+import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
+import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
-import { errors, type Routes } from './deps.js';
+import { bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
@@ -26,7 +27,7 @@ function toTaskInput(body: TaskInputBody, index?: number): TaskInput {
   return { ...rest, runAt: when };
 }
 
-export const taskRoutes: Routes = async (app, { fleet, config }) => {
+export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks',
     { schema: { body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
@@ -55,6 +56,8 @@ export const taskRoutes: Routes = async (app, { fleet, config }) => {
   app.post(
     '/tasks/claim',
     {
+      config: { rateLimit: 'claim', longPoll: true },
+      bodyLimit: bodyLimits.control,
       schema: {
         body: Type.Object(
           {
@@ -118,6 +121,7 @@ export const taskRoutes: Routes = async (app, { fleet, config }) => {
   app.post(
     '/tasks/:id/extend',
     {
+      bodyLimit: bodyLimits.control,
       schema: {
         params: TaskId,
         body: Type.Object(
@@ -132,7 +136,7 @@ export const taskRoutes: Routes = async (app, { fleet, config }) => {
 
   app.post(
     '/tasks/:id/retry',
-    { schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
+    { bodyLimit: bodyLimits.control, schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
     async (request) => taskJson(await fleet.tasks.retry(request.params.id)),
   );
 
@@ -168,15 +172,26 @@ export const taskRoutes: Routes = async (app, { fleet, config }) => {
         response: { 200: pageOf(TaskSchema), ...errors(400) },
       },
     },
-    async (request) => {
-      const page = await fleet.tasks.list(request.query as Parameters<typeof fleet.tasks.list>[0]);
-      return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
-    },
+    (request, reply) =>
+      sendCached(request, reply, cache, {
+        tags: ['tasks'],
+        compute: async () => {
+          const page = await fleet.tasks.list(request.query as Parameters<typeof fleet.tasks.list>[0]);
+          return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
+        },
+      }),
   );
 
   app.get(
     '/tasks/:id',
     { schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404) } } },
-    async (request) => taskJson(await fleet.tasks.get(request.params.id)),
+    (request, reply) =>
+      sendCached(request, reply, cache, {
+        tags: [`task:${request.params.id}`],
+        compute: async () => taskJson(await fleet.tasks.get(request.params.id)),
+        // A finished task changes only by a retry, which publishes an event; one in flight changes
+        // on timers (a delay running out) that publish none for it, so it is always read afresh.
+        cacheable: (task) => TERMINAL_STATUSES.has(task.status as TaskStatus),
+      }),
   );
 };

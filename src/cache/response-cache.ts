@@ -1,0 +1,243 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+
+/** A cached JSON response body and its ETag. */
+export interface CachedBody {
+  body: string;
+  etag: string;
+}
+
+export type Lookup = CachedBody & { result: 'hit' | 'l2_hit' | 'stale' | 'miss' };
+
+interface Entry extends CachedBody {
+  tags: string[];
+  freshUntil: number;
+  hits: number;
+}
+
+export interface ResponseCacheOptions {
+  /** Most entries in L1. */
+  maxEntries: number;
+  /** Most bytes of bodies in L1. */
+  maxBytes: number;
+  ttlMs: number;
+  /** How long past its TTL an entry may be served while it is recomputed. */
+  staleMs: number;
+  /** The L2 and the channel on which nodes tell each other what to invalidate; none keeps it in-process. */
+  redis?: Redis;
+  /**
+   * Separates fleets that share one Redis: only nodes that share a store may share entries. Prefixes
+   * every Redis key and the invalidation channel.
+   */
+  namespace: string;
+  log: { warn(obj: object, msg: string): void };
+  now?: () => number;
+}
+
+export function etagOf(body: string): string {
+  return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
+}
+
+/**
+ * A bounded two-level cache of JSON response bodies.
+ *
+ * - L1 is an in-process LRU bounded by entries and bytes; L2 (optional) is Redis, shared by nodes.
+ * - Every entry carries tags ("task:42", "tasks"); `invalidate(tags)` deletes what carries them, at
+ *   once in this process and, through Redis, on every node. Writes invalidate, they never leave a
+ *   stale entry behind: stale-while-revalidate only applies to entries that merely aged past their TTL.
+ * - Concurrent misses on one key share one computation (single flight).
+ * - A computation that was running when one of its tags was invalidated is not stored (it may have
+ *   read the data before the write), and later lookups do not join it. In L2 the same guard is a
+ *   version per tag: an entry records the versions it was computed under, and is ignored once any
+ *   of them has moved on, whichever node wrote it.
+ */
+export class ResponseCache {
+  readonly stats = { hit: 0, l2_hit: 0, stale: 0, miss: 0, evictions: 0 };
+  private readonly l1: LRUCache<string, Entry>;
+  private readonly byTag = new Map<string, Set<string>>();
+  /** Bumped on each invalidation of a tag, to detect computations that raced one. */
+  private readonly generations = new Map<string, number>();
+  private readonly inflight = new Map<string, { tags: string[]; promise: Promise<Lookup> }>();
+  private readonly now: () => number;
+  private readonly node = randomUUID();
+  private subscriber?: Redis;
+  private pendingRemote = new Set<string>();
+  private bytes = 0;
+  private readonly prefix: string;
+  private readonly channel: string;
+
+  constructor(private readonly options: ResponseCacheOptions) {
+    this.now = options.now ?? Date.now;
+    this.prefix = `fleetd:cache:${options.namespace}:`;
+    this.channel = `${this.prefix}invalidate`;
+    this.l1 = new LRUCache<string, Entry>({
+      max: options.maxEntries,
+      maxSize: options.maxBytes,
+      sizeCalculation: (e) => Math.max(1, e.body.length),
+      ttl: options.ttlMs + options.staleMs,
+      dispose: (entry, key, reason) => {
+        this.bytes -= Math.max(1, entry.body.length);
+        if (reason === 'evict') this.stats.evictions++;
+        for (const tag of entry.tags) {
+          const keys = this.byTag.get(tag);
+          keys?.delete(key);
+          if (keys?.size === 0) this.byTag.delete(tag);
+        }
+      },
+    });
+  }
+
+  /** Starts listening for other nodes' invalidations. */
+  async start(): Promise<void> {
+    const redis = this.options.redis;
+    if (!redis) return;
+    this.subscriber = redis.duplicate();
+    this.subscriber.on('message', (_channel: string, message: string) => {
+      const { node, tags } = JSON.parse(message) as { node: string; tags: string[] };
+      if (node !== this.node) this.invalidateLocal(tags);
+    });
+    await this.subscriber.subscribe(this.channel);
+  }
+
+  async close(): Promise<void> {
+    await this.subscriber?.quit().catch(() => undefined);
+  }
+
+  get size(): { entries: number; bytes: number } {
+    return { entries: this.l1.size, bytes: this.bytes };
+  }
+
+  /**
+   * The cached body for `key`, or the one `compute` produces. `compute` returns the value to send
+   * and whether it may be cached (a task still in flight changes without notice, for instance).
+   */
+  async get(key: string, tags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+    const entry = this.l1.get(key);
+    if (entry) {
+      entry.hits++;
+      if (this.now() < entry.freshUntil) {
+        this.stats.hit++;
+        return { body: entry.body, etag: entry.etag, result: 'hit' };
+      }
+      this.stats.stale++;
+      this.load(key, tags, compute).catch((err) => this.options.log.warn({ err, key }, 'cache refresh failed'));
+      return { body: entry.body, etag: entry.etag, result: 'stale' };
+    }
+    return this.load(key, tags, compute);
+  }
+
+  /** Deletes every entry carrying one of the tags, here and on every node. */
+  invalidate(tags: string[]): void {
+    this.invalidateLocal(tags);
+    if (!this.options.redis) return;
+    // Batched per tick. Still ordered before any later lookup on this node: a request arriving
+    // after this one's reply runs after the microtask, and its commands follow on the same connection.
+    const first = this.pendingRemote.size === 0;
+    for (const tag of tags) this.pendingRemote.add(tag);
+    if (first) queueMicrotask(() => this.flushRemote());
+  }
+
+  /** The most read keys, most read first: what to warm at the next start. */
+  hotKeys(n: number): string[] {
+    const entries = [...this.l1.entries()].filter(([, e]) => e.hits > 0);
+    entries.sort((a, b) => b[1].hits - a[1].hits);
+    return entries.slice(0, n).map(([k]) => k);
+  }
+
+  private flushRemote(): void {
+    const tags = [...this.pendingRemote];
+    this.pendingRemote.clear();
+    const pipeline = this.options.redis!.pipeline();
+    for (const tag of tags) pipeline.incr(`${this.prefix}v:${tag}`);
+    pipeline.publish(this.channel, JSON.stringify({ node: this.node, tags }));
+    pipeline.exec().catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
+  }
+
+  private invalidateLocal(tags: string[]): void {
+    for (const tag of tags) {
+      this.generations.set(tag, (this.generations.get(tag) ?? 0) + 1);
+      const keys = this.byTag.get(tag);
+      if (keys) for (const key of [...keys]) this.l1.delete(key);
+    }
+    for (const [key, flight] of this.inflight) {
+      if (flight.tags.some((t) => tags.includes(t))) this.inflight.delete(key);
+    }
+  }
+
+  private generationOf(tags: string[]): number {
+    let sum = 0;
+    for (const tag of tags) sum += this.generations.get(tag) ?? 0;
+    return sum;
+  }
+
+  private load(key: string, tags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+    const running = this.inflight.get(key);
+    if (running) {
+      this.stats.hit++;
+      return running.promise;
+    }
+    const generation = this.generationOf(tags);
+    const promise = (async (): Promise<Lookup> => {
+      let versions: string[] | undefined;
+      if (this.options.redis) {
+        try {
+          const fromL2 = await this.readL2(key, tags);
+          versions = fromL2.versions;
+          if (fromL2.entry) {
+            this.stats.l2_hit++;
+            if (this.generationOf(tags) === generation) this.store(key, tags, fromL2.entry);
+            return { ...fromL2.entry, result: 'l2_hit' };
+          }
+        } catch (err) {
+          this.options.log.warn({ err, key }, 'L2 cache unavailable; computing');
+        }
+      }
+      this.stats.miss++;
+      const { value, cacheable } = await compute();
+      const body = JSON.stringify(value);
+      const computed = { body, etag: etagOf(body) };
+      if (cacheable && this.generationOf(tags) === generation) {
+        this.store(key, tags, computed);
+        if (versions) this.writeL2(key, computed, versions);
+      }
+      return { ...computed, result: 'miss' };
+    })().finally(() => {
+      if (this.inflight.get(key)?.promise === promise) this.inflight.delete(key);
+    });
+    this.inflight.set(key, { tags, promise });
+    return promise;
+  }
+
+  private store(key: string, tags: string[], value: CachedBody): void {
+    const size = Math.max(1, value.body.length);
+    if (size > this.options.maxBytes) return;
+    this.l1.set(key, { ...value, tags, freshUntil: this.now() + this.options.ttlMs, hits: 0 });
+    if (!this.l1.has(key)) return;
+    this.bytes += size;
+    for (const tag of tags) {
+      let keys = this.byTag.get(tag);
+      if (!keys) this.byTag.set(tag, (keys = new Set()));
+      keys.add(key);
+    }
+  }
+
+  private async readL2(key: string, tags: string[]): Promise<{ entry?: CachedBody; versions: string[] }> {
+    const redis = this.options.redis!;
+    const [versions, raw] = await Promise.all([
+      tags.length > 0 ? redis.mget(...tags.map((t) => `${this.prefix}v:${t}`)) : Promise.resolve([] as (string | null)[]),
+      redis.get(`${this.prefix}e:${key}`),
+    ]);
+    const current = versions.map((v) => v ?? '0');
+    if (raw === null) return { versions: current };
+    const stored = JSON.parse(raw) as CachedBody & { versions: string[] };
+    const valid = stored.versions.length === current.length && stored.versions.every((v, i) => v === current[i]);
+    return { entry: valid ? { body: stored.body, etag: stored.etag } : undefined, versions: current };
+  }
+
+  private writeL2(key: string, value: CachedBody, versions: string[]): void {
+    this.options
+      .redis!.set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs)
+      .catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
+  }
+}

@@ -1,0 +1,115 @@
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { Fleet } from '../core/fleet.js';
+import type { ResponseCache } from '../cache/response-cache.js';
+import { onCollect, registry } from './registry.js';
+
+/** fleetd's own metrics. Durations are in seconds, as Prometheus conventions ask. */
+
+export const httpRequestDuration = new Histogram({
+  name: 'fleetd_http_request_duration_seconds',
+  help: 'HTTP request latency by method, route (its pattern, not the URL) and status code',
+  labelNames: ['method', 'route', 'status_code'] as const,
+  buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
+
+const tasksByStatus = new Gauge({
+  name: 'fleetd_tasks',
+  help: 'Tasks by status',
+  labelNames: ['status'] as const,
+  registers: [registry],
+});
+const queueDepth = new Gauge({
+  name: 'fleetd_queue_depth',
+  help: 'Queued (claimable) tasks by type and priority',
+  labelNames: ['type', 'priority'] as const,
+  registers: [registry],
+});
+const agentsByStatus = new Gauge({
+  name: 'fleetd_agents',
+  help: 'Agents by status',
+  labelNames: ['status'] as const,
+  registers: [registry],
+});
+const taskWait = new Histogram({
+  name: 'fleetd_task_claim_wait_seconds',
+  help: 'From a task becoming claimable (created or due) to an agent claiming it, by type',
+  labelNames: ['type'] as const,
+  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
+  registers: [registry],
+});
+const taskRun = new Histogram({
+  name: 'fleetd_task_run_seconds',
+  help: 'From claim to completion, by type',
+  labelNames: ['type'] as const,
+  buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
+  registers: [registry],
+});
+
+const cacheRequests = new Counter({
+  name: 'fleetd_cache_requests_total',
+  help: 'Response cache lookups by result: hit (L1), l2_hit, stale (served while recomputed), miss',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});
+const cacheEvictions = new Counter({
+  name: 'fleetd_cache_evictions_total',
+  help: 'Entries the L1 cache evicted to stay within its entry and byte bounds',
+  registers: [registry],
+});
+const cacheEntries = new Gauge({ name: 'fleetd_cache_entries', help: 'Entries in the L1 cache', registers: [registry] });
+const cacheBytes = new Gauge({ name: 'fleetd_cache_bytes', help: 'Bytes of response bodies in the L1 cache', registers: [registry] });
+const cacheHitRatio = new Gauge({
+  name: 'fleetd_cache_hit_ratio',
+  help: 'Share of lookups answered from the cache (L1, L2 or stale) since start',
+  registers: [registry],
+});
+
+/** Feeds the task and agent metrics from one fleet: counts at scrape time, durations from events. */
+export function observeFleet(fleet: Fleet): () => void {
+  const offCollect = onCollect(async () => {
+    const [tasks, agents] = await Promise.all([fleet.store.taskCounts(), fleet.store.agentCounts()]);
+    tasksByStatus.reset();
+    queueDepth.reset();
+    agentsByStatus.reset();
+    for (const status of ['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled']) tasksByStatus.set({ status }, 0);
+    for (const c of tasks) {
+      tasksByStatus.inc({ status: c.status }, c.count);
+      if (c.status === 'queued') queueDepth.inc({ type: c.type, priority: String(c.priority) }, c.count);
+    }
+    for (const status of ['online', 'stale', 'offline']) agentsByStatus.set({ status }, 0);
+    for (const c of agents) agentsByStatus.set({ status: c.status }, c.count);
+  });
+  const offClaimed = fleet.bus.subscribe('task.claimed', ({ task }) => {
+    if (task.claimedAt === null) return;
+    const claimableSince = Math.max(task.runAt, task.createdAt);
+    taskWait.observe({ type: task.type }, Math.max(0, task.claimedAt - claimableSince) / 1000);
+  });
+  const offCompleted = fleet.bus.subscribe('task.completed', ({ task }) => {
+    if (task.claimedAt === null || task.completedAt === null) return;
+    taskRun.observe({ type: task.type }, Math.max(0, task.completedAt - task.claimedAt) / 1000);
+  });
+  return () => {
+    offCollect();
+    offClaimed();
+    offCompleted();
+  };
+}
+
+/** Exports a response cache's counters and size. */
+export function observeCache(cache: ResponseCache): () => void {
+  const reported = { hit: 0, l2_hit: 0, stale: 0, miss: 0, evictions: 0 };
+  return onCollect(() => {
+    const s = cache.stats;
+    for (const result of ['hit', 'l2_hit', 'stale', 'miss'] as const) {
+      cacheRequests.inc({ result }, s[result] - reported[result]);
+      reported[result] = s[result];
+    }
+    cacheEvictions.inc(s.evictions - reported.evictions);
+    reported.evictions = s.evictions;
+    cacheEntries.set(cache.size.entries);
+    cacheBytes.set(cache.size.bytes);
+    const lookups = s.hit + s.l2_hit + s.stale + s.miss;
+    cacheHitRatio.set(lookups === 0 ? 0 : (lookups - s.miss) / lookups);
+  });
+}

@@ -1,0 +1,79 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { constants as zlib } from 'node:zlib';
+import compress from '@fastify/compress';
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { FleetdConfig } from '../config.js';
+
+const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
+
+/**
+ * Bodies above 1 KiB are compressed. Brotli's default (quality 11) costs more CPU than the bytes it
+ * saves are worth on live JSON; 4 keeps most of the gain.
+ */
+export const compression = { threshold: 1024, brotliQuality: 4 } as const;
+
+/** A client's own x-request-id when it is a sane token (so logs join across services), else a fresh one. */
+export function requestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && CLIENT_ID.test(given) ? given : randomUUID();
+}
+
+const replyReady = Symbol('replyReady');
+declare module 'fastify' {
+  interface FastifyRequest {
+    [replyReady]?: number;
+  }
+  interface FastifyContextConfig {
+    /** The route waits on purpose (a long-poll): not logged as slow. */
+    longPoll?: boolean;
+  }
+}
+
+/**
+ * HTTP behaviour every route shares: the request id on every response (Fastify puts it on every log
+ * line as reqId), compression above 1 KiB, `Cache-Control: no-store` unless a route says otherwise
+ * (fleetd's data is live), a warning for each request slower than slowRequestMs, and connections
+ * closed after their reply once the server is closing.
+ */
+export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: FastifyInstance, { config }) => {
+  await app.register(compress, {
+    threshold: compression.threshold,
+    encodings: ['br', 'gzip'],
+    brotliOptions: { params: { [zlib.BROTLI_PARAM_QUALITY]: compression.brotliQuality } },
+  });
+
+  // Closing closes the idle keep-alive connections once; one busy at that moment would stay open
+  // after its reply, and keep the server from closing until the client hangs up.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    void reply.header('x-request-id', request.id);
+    if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
+    if (closing) void reply.header('connection', 'close');
+    request[replyReady] = reply.elapsedTime;
+    done(null, payload);
+  });
+
+  app.addHook('onResponse', (request, reply, done) => {
+    done();
+    const totalMs = reply.elapsedTime;
+    if (totalMs < config.slowRequestMs || request.routeOptions.config?.longPoll) return;
+    request.log.warn(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? 'unmatched',
+        url: request.url,
+        statusCode: reply.statusCode,
+        totalMs: Math.round(totalMs),
+        // How much of it went on sending the reply, after the handler was done.
+        sendMs: Math.round(totalMs - (request[replyReady] ?? totalMs)),
+      },
+      'slow request',
+    );
+  });
+});

@@ -1,0 +1,25 @@
+import fp from 'fastify-plugin';
+import type { ResponseCache } from '../cache/response-cache.js';
+import type { Fleet } from '../core/fleet.js';
+import { httpRequestDuration, observeCache, observeFleet } from '../metrics/metrics.js';
+import { registry, scrape } from '../metrics/registry.js';
+
+/** GET /metrics in Prometheus text format, and a latency observation for every request. */
+export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (app, { fleet, cache }) => {
+  app.addHook('onResponse', (request, reply, done) => {
+    httpRequestDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
+      reply.elapsedTime / 1000,
+    );
+    done();
+  });
+
+  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : [])];
+  app.addHook('onClose', async () => {
+    for (const stop of stops) stop();
+  });
+
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    return reply.header('content-type', registry.contentType).send(await scrape());
+  });
+});

@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { startServer, type FleetServer } from '../src/server/server.js';
+import { Api, startTestServer, tempDir } from './helpers.js';
+
+describe('HTTP operations', () => {
+  let server: FleetServer;
+  let api: Api;
+  const lines: Record<string, unknown>[] = [];
+  before(async () => {
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    server = await startServer(
+      { host: '127.0.0.1', port: 0, dataDir: tempDir(), slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6' },
+      { logger: pino({ level: 'info' }, sink), env: {} },
+    );
+    api = new Api(server.url);
+  });
+  after(() => server.close());
+
+  it('puts an x-request-id on every response and on the log lines of the request', async () => {
+    const generated = await api.get('/v1/stats');
+    assert.match(generated.headers.get('x-request-id')!, /^[0-9a-f-]{36}$/);
+    const given = await api.request('GET', '/v1/nowhere', undefined, { 'x-request-id': 'trace-123' });
+    assert.equal(given.status, 404);
+    assert.equal(given.headers.get('x-request-id'), 'trace-123');
+    const unsafe = await api.request('GET', '/v1/stats', undefined, { 'x-request-id': 'bad id\twith tabs' });
+    assert.notEqual(unsafe.headers.get('x-request-id'), 'bad id\twith tabs');
+    // slowRequestMs is 0 here, so every request is logged as slow, with its id, route and timings.
+    const logged = lines.find((l) => l.reqId === 'trace-123');
+    assert.ok(logged, 'no log line carries the request id');
+    assert.equal(logged.msg, 'slow request');
+    assert.equal(logged.statusCode, 404);
+    assert.equal(typeof logged.totalMs, 'number');
+    const routed = lines.find((l) => l.reqId === generated.headers.get('x-request-id'));
+    assert.equal(routed?.route, '/v1/stats');
+  });
+
+  it('compresses bodies above 1 KiB with brotli or gzip, and leaves small ones alone', async () => {
+    const agent = await api.registerAgent(['zip']);
+    for (let i = 0; i < 20; i++) await api.submit({ type: 'zip', payload: { text: 'lorem ipsum dolor sit amet '.repeat(4) } });
+    const path = `${server.url}/v1/tasks?type=zip`;
+    const plain = await fetch(path, { headers: { 'accept-encoding': 'identity' } });
+    const plainBytes = (await plain.arrayBuffer()).byteLength;
+    assert.equal(plain.headers.get('content-encoding'), null);
+    for (const encoding of ['br', 'gzip']) {
+      const res = await fetch(path, { headers: { 'accept-encoding': encoding } });
+      assert.equal(res.headers.get('content-encoding'), encoding);
+      const body = await res.json(); // fetch decodes it
+      assert.equal(body.items.length, 20);
+    }
+    const small = await fetch(`${server.url}/v1/agents/${agent.id}`, { headers: { 'accept-encoding': 'br' } });
+    assert.equal(small.headers.get('content-encoding'), null);
+    assert.ok(plainBytes > 1024);
+  });
+
+  it('marks live data no-store', async () => {
+    assert.equal((await api.get('/v1/stats')).headers.get('cache-control'), 'no-store');
+    const agent = await api.registerAgent(['live']);
+    assert.equal((await api.get(`/v1/agents/${agent.id}`)).headers.get('cache-control'), 'no-store');
+    assert.equal((await api.post(`/v1/agents/${agent.id}/heartbeat`)).headers.get('cache-control'), 'no-store');
+  });
+
+  it('exports Prometheus metrics: request latency by route and status, tasks, queue depth, agents, durations, process', async () => {
+    const agent = await api.registerAgent(['metered']);
+    await api.submit({ type: 'metered', priority: 7 });
+    await api.submit({ type: 'metered', priority: 7 });
+    const [task] = await api.claim(agent.id);
+    await api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id });
+    await api.get('/v1/tasks/999999');
+    const res = await api.get('/metrics');
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type')!, /text\/plain/);
+    const text = res.body as string;
+    assert.match(text, /fleetd_http_request_duration_seconds_bucket\{le="[\d.]+",method="POST",route="\/v1\/tasks",status_code="201"\}/);
+    assert.match(text, /fleetd_http_request_duration_seconds_count\{method="GET",route="\/v1\/tasks\/:id",status_code="404"\} 1/);
+    assert.match(text, /fleetd_queue_depth\{type="metered",priority="7"\} 1/);
+    assert.match(text, /fleetd_tasks\{status="completed"\} 1/);
+    assert.match(text, /fleetd_agents\{status="online"\} [1-9]/);
+    assert.match(text, /fleetd_task_claim_wait_seconds_count\{type="metered"\} 1/);
+    assert.match(text, /fleetd_task_run_seconds_count\{type="metered"\} 1/);
+    assert.match(text, /nodejs_eventloop_lag_seconds \d/);
+    assert.match(text, /nodejs_heap_size_used_bytes \d/);
+    assert.match(text, /process_resident_memory_bytes \d/);
+  });
+
+  it('serves the OpenAPI document built from the route schemas, and the docs UI', async () => {
+    const doc = await api.get('/openapi.json');
+    assert.equal(doc.status, 200);
+    assert.match(doc.body.openapi, /^3\./);
+    assert.ok(doc.body.paths['/v1/tasks'].post.requestBody, 'POST /v1/tasks has no request body schema');
+    assert.ok(doc.body.paths['/v1/tasks/{id}'].get.responses['200']);
+    assert.ok(doc.body.paths['/v1/agents/{id}/heartbeat']);
+    const ui = await fetch(`${server.url}/docs/`);
+    assert.equal(ui.status, 200);
+    assert.match(ui.headers.get('content-type')!, /text\/html/);
+  });
+
+  it('shows the resolved configuration with secrets masked', async () => {
+    const res = await api.get('/v1/config');
+    assert.equal(res.status, 200);
+    assert.equal(res.body.slowRequestMs, 0);
+    assert.equal(res.body.redisUrl, 'redis://:***@127.0.0.1:6379/6');
+    assert.ok(!JSON.stringify(res.body).includes('hunter2'));
+  });
+});
+
+describe('request body limits per route', () => {
+  it('refuses a control request far larger than its few fields with 413, before reading it', async () => {
+    const server = await startTestServer();
+    try {
+      const agent = await server.api.registerAgent(['big']);
+      const huge = { agentId: agent.id, max: 1, padding: 'x'.repeat(8 * 1024) };
+      const claim = await server.api.post('/v1/tasks/claim', huge);
+      assert.equal(claim.status, 413);
+      assert.equal(claim.body.error.code, 'FLEETD_ERR_BODY_TOO_LARGE');
+      // A task payload of the same size is fine: that route has the payload-sized limit.
+      const task = await server.api.post('/v1/tasks', { type: 'big', payload: { padding: 'x'.repeat(8 * 1024) } });
+      assert.equal(task.status, 201);
+    } finally {
+      await server.stop();
+    }
+  });
+});
