@@ -6,6 +6,7 @@ import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { agentRoutes } from './routes/agents.js';
+import { dashboardRoutes } from './dashboard.js';
 import { lockRoutes } from './routes/locks.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
@@ -112,5 +113,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(dashboardRoutes, deps);
   return app;
 }
