@@ -38,18 +38,23 @@ function ConnectionBadge() {
 
 function App() {
   const [route, setRoute] = useState(() => parseRoute(location.hash));
-  const [View, setView] = useState<ComponentType<ViewProps> | null>(null);
+  // Counts navigations: a view is started afresh on each, even to the address it already shows
+  // (its filters rewrite the address in place, so the address alone cannot tell).
+  const [navigation, setNavigation] = useState(0);
+  const [loaded, setLoaded] = useState<{ view: Route['view']; View: ComponentType<ViewProps> } | null>(null);
 
   useEffect(() => {
-    const onHash = () => setRoute(parseRoute(location.hash));
+    const onHash = () => {
+      setRoute(parseRoute(location.hash));
+      setNavigation((n) => n + 1);
+    };
     addEventListener('hashchange', onHash);
     return () => removeEventListener('hashchange', onHash);
   }, []);
 
   useEffect(() => {
     let current = true;
-    setView(null);
-    void views[route.view]().then((m) => current && setView(() => m.default));
+    void views[route.view]().then((m) => current && setLoaded({ view: route.view, View: m.default }));
     return () => {
       current = false;
     };
@@ -69,7 +74,9 @@ function App() {
         </nav>
         <ConnectionBadge />
       </header>
-      <main>{View ? <View route={route} /> : <p class="muted">Loading…</p>}</main>
+      <main>
+        {loaded?.view === route.view ? <loaded.View key={navigation} route={route} /> : <p class="muted">Loading…</p>}
+      </main>
     </>
   );
 }
