@@ -9,6 +9,8 @@ import { TASK_STATUSES, type LiveEvent, type Page, type Task } from '../types.js
 const ROW_HEIGHT = 32;
 const OVERSCAN = 10;
 const PAGE_SIZE = 500;
+/** Rows re-read from the top on each poll: enough for what is on screen there. */
+const REFRESH_SIZE = 100;
 /** Fetch the next page when the viewport comes this many rows from the end of what is loaded. */
 const PREFETCH_ROWS = 200;
 
@@ -78,8 +80,8 @@ export default function Tasks({ route }: ViewProps) {
   const frame = useRef(0);
   useTick(5_000);
 
-  const fetchPage = async (cursor: string | null) =>
-    get<Page<Task>>(`/v1/tasks${query({ ...filters, limit: PAGE_SIZE, cursor: cursor ?? undefined })}`);
+  const fetchPage = async (cursor: string | null, limit = PAGE_SIZE) =>
+    get<Page<Task>>(`/v1/tasks${query({ ...filters, limit, cursor: cursor ?? undefined })}`);
 
   const loadMore = async () => {
     const d = data.current;
@@ -104,11 +106,21 @@ export default function Tasks({ route }: ViewProps) {
   const refreshTop = async () => {
     const d = data.current;
     if (!d.rows.length && !d.done) return loadMore();
-    const page = await fetchPage(null);
+    const page = await fetchPage(null, REFRESH_SIZE);
     if (d !== data.current) return;
     const newer = page.items.filter((t) => t.id > d.newestId);
-    for (const t of page.items) d.update(t);
-    takeNewer(newer);
+    if (newer.length === REFRESH_SIZE && page.nextCursor) {
+      // More arrived than one refresh reads: rows in between are unknown, so start from this page.
+      if (atTop()) {
+        const fresh = new TaskRows();
+        fresh.append(page.items);
+        fresh.cursor = page.nextCursor;
+        data.current = fresh;
+      } else setPendingNew((n) => n + newer.length);
+    } else {
+      for (const t of page.items) d.update(t);
+      takeNewer(newer);
+    }
     bump();
   };
 
