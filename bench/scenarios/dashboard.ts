@@ -9,7 +9,7 @@
  * and, with autocannon at a fixed request rate, the API's P50/P99 with no dashboard open and with
  * ten open (the baseline and the comparison run back to back in the same process).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import autocannon from 'autocannon';
@@ -89,37 +89,67 @@ async function coldLoad(browser: Browser, url: string): Promise<{ ms: number; sc
   return { ms, scripts: loaded };
 }
 
-/** Scrolls the task table with the mouse wheel and returns the long tasks Chromium reported meanwhile. */
-async function scrollTasks(browser: Browser, url: string, wheelSteps: number): Promise<{ longTasks: number[]; rowsLoaded: number; seconds: number }> {
+interface TraceEvent {
+  name: string;
+  ph: string;
+  pid: number;
+  tid: number;
+  dur?: number;
+  tdur?: number;
+  args?: { name?: string };
+}
+
+/**
+ * Scrolls the task table with the mouse wheel under a Chromium trace, and returns the renderer
+ * main thread's tasks longer than 50 ms: by wall time (what the page felt), and by the thread's own
+ * CPU time (what the page's code cost; on a busy machine a task can be long only because the
+ * thread was waiting for a core).
+ */
+async function scrollTasks(browser: Browser, url: string, wheelSteps: number) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
-  await page.addInitScript(() => {
-    const w = window as unknown as { longTasks: number[] };
-    w.longTasks = [];
-    new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) w.longTasks.push(e.duration);
-    }).observe({ type: 'longtask', buffered: true });
-  });
   await page.goto(url + '/#/tasks');
   await page.waitForSelector('[data-task-id]', { timeout: 30_000 });
-  await page.evaluate(() => ((window as unknown as { longTasks: number[] }).longTasks = []));
   const box = (await page.locator('[data-testid=task-scroller]').boundingBox())!;
   await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await browser.startTracing(page, { categories: ['disabled-by-default-devtools.timeline', 'devtools.timeline'] });
   const started = Date.now();
   for (let i = 0; i < wheelSteps; i++) {
     await page.mouse.wheel(0, 600);
     await page.waitForTimeout(16);
   }
-  const seconds = (Date.now() - started) / 1000;
   await page.waitForTimeout(500);
-  const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[] }).longTasks);
+  const seconds = (Date.now() - started) / 1000;
+  const trace = JSON.parse((await browser.stopTracing()).toString()) as { traceEvents: TraceEvent[] };
   const rowsLoaded = Number(await page.getAttribute('[data-loaded]', 'data-loaded'));
   await context.close();
-  return { longTasks, rowsLoaded, seconds };
+
+  const mainThreads = new Set(
+    trace.traceEvents.filter((e) => e.name === 'thread_name' && e.args?.name === 'CrRendererMain').map((e) => `${e.pid}:${e.tid}`),
+  );
+  const tasks = trace.traceEvents.filter((e) => e.name === 'RunTask' && e.ph === 'X' && mainThreads.has(`${e.pid}:${e.tid}`));
+  const ms = (us: number | undefined) => (us ?? 0) / 1000;
+  return {
+    seconds,
+    rowsLoaded,
+    tasks: tasks.length,
+    longByWall: tasks.filter((t) => ms(t.dur) > 50).map((t) => Math.round(ms(t.dur))),
+    longByCpu: tasks.filter((t) => ms(t.tdur) > 50).map((t) => Math.round(ms(t.tdur))),
+    maxCpuMs: Math.round(Math.max(0, ...tasks.map((t) => ms(t.tdur)))),
+    maxWallMs: Math.round(Math.max(0, ...tasks.map((t) => ms(t.dur)))),
+  };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** P50/P99 of a fixed-rate mix of API calls (submit, get one task, list a page, stats). */
-async function apiLatency(url: string, seconds: number): Promise<{ p50: number; p99: number; rps: number; errors: number }> {
+async function apiLatency(url: string, seconds: number, pid: number): Promise<{ p50: number; p99: number; rps: number; errors: number; serverCpu: number }> {
+  const cpuBefore = cpuSeconds(pid);
+  const started = Date.now();
   const result = await autocannon({
     url,
     connections: 10,
@@ -132,7 +162,8 @@ async function apiLatency(url: string, seconds: number): Promise<{ p50: number; 
       { method: 'GET', path: '/v1/stats' },
     ],
   });
-  return { p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, errors: result.errors + result.non2xx };
+  const serverCpu = (cpuSeconds(pid) - cpuBefore) / ((Date.now() - started) / 1000);
+  return { p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, errors: result.errors + result.non2xx, serverCpu };
 }
 
 async function openDashboards(browser: Browser, url: string, n: number): Promise<Page[]> {
@@ -156,6 +187,8 @@ export default async function dashboard(args: string[]): Promise<void> {
   try {
     process.stdout.write(`seeding ${opts.tasks} tasks…\n`);
     await seed(server.url, opts.tasks);
+    const idleLoads = [];
+    for (let i = 0; i < opts.loads; i++) idleLoads.push((await coldLoad(browser, server.url)).ms);
     const stopEvents = await generateEvents(server.url, opts.events);
 
     const loads = [];
@@ -166,26 +199,31 @@ export default async function dashboard(args: string[]): Promise<void> {
 
     const scroll = await scrollTasks(browser, server.url, opts.wheel);
 
-    const without = await apiLatency(server.url, opts.seconds);
+    const without = await apiLatency(server.url, opts.seconds, server.pid);
     const pages = await openDashboards(browser, server.url, opts.dashboards);
-    const withDashboards = await apiLatency(server.url, opts.seconds);
+    const withDashboards = await apiLatency(server.url, opts.seconds, server.pid);
     await Promise.all(pages.map((p) => p.close()));
 
     const flow = await stopEvents();
     const loadMs = loads.map((l) => l.ms);
     const rows: Row[] = [
+      { measure: 'first load to overview painted, median, no events flowing', value: Math.round(percentile(idleLoads, 50)), unit: 'ms', target: '< 1000' },
       { measure: 'first load to overview painted, median (cold cache)', value: Math.round(percentile(loadMs, 50)), unit: 'ms', target: '< 1000' },
       { measure: 'first load to overview painted, worst of runs', value: Math.round(Math.max(...loadMs)), unit: 'ms', target: '< 1000' },
       { measure: 'JS for the first view, gzipped', value: Math.round(jsGzipped / 102.4) / 10, unit: 'KB', target: '< 100' },
       { measure: 'JS for the first view, uncompressed', value: Math.round(jsRaw / 102.4) / 10, unit: 'KB', target: '' },
-      { measure: 'long tasks > 50 ms while scrolling the task table', value: scroll.longTasks.filter((d) => d > 50).length, unit: 'count', target: '0' },
-      { measure: 'longest task while scrolling', value: Math.round(Math.max(0, ...scroll.longTasks)), unit: 'ms', target: '' },
+      { measure: 'scrolling the task table: main-thread tasks > 50 ms of CPU', value: scroll.longByCpu.length, unit: 'count', target: '0' },
+      { measure: 'scrolling the task table: longest task, CPU time', value: scroll.maxCpuMs, unit: 'ms', target: '< 50' },
+      { measure: 'scrolling the task table: main-thread tasks > 50 ms wall', value: scroll.longByWall.length, unit: 'count', target: '0' },
+      { measure: 'scrolling the task table: longest task, wall time', value: scroll.maxWallMs, unit: 'ms', target: '' },
       { measure: 'task rows loaded by scrolling', value: scroll.rowsLoaded, unit: 'rows', target: '' },
       { measure: 'API P50, no dashboard', value: without.p50, unit: 'ms', target: '' },
       { measure: `API P50, ${opts.dashboards} dashboards open`, value: withDashboards.p50, unit: 'ms', target: '' },
       { measure: 'API P99, no dashboard', value: without.p99, unit: 'ms', target: '' },
       { measure: `API P99, ${opts.dashboards} dashboards open`, value: withDashboards.p99, unit: 'ms', target: '' },
       { measure: 'API P99 ratio (dashboards / none)', value: Math.round((withDashboards.p99 / Math.max(without.p99, 1)) * 100) / 100, unit: 'x', target: '≈ 1' },
+      { measure: 'server CPU, no dashboard', value: Math.round(without.serverCpu * 100), unit: '% of a core', target: '' },
+      { measure: `server CPU, ${opts.dashboards} dashboards open`, value: Math.round(withDashboards.serverCpu * 100), unit: '% of a core', target: '' },
       { measure: 'API errors (both runs)', value: without.errors + withDashboards.errors, unit: 'count', target: '0' },
       { measure: 'bus events generated', value: Math.round(flow.events / flow.seconds), unit: '/s', target: String(opts.events) },
     ];
@@ -193,7 +231,8 @@ export default async function dashboard(args: string[]): Promise<void> {
       options: opts,
       firstViewScripts: firstView,
       loadMs,
-      longTasksMs: scroll.longTasks,
+      idleLoads,
+      scroll,
       api: { without, withDashboards },
       serverRssMb: server.rssMb(),
     });

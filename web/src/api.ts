@@ -31,7 +31,26 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return json as T;
 }
 
-export const get = <T>(path: string) => api<T>('GET', path);
+const prefetched = new Map<string, Promise<unknown>>();
+
+/**
+ * Starts a GET before the view that needs it has loaded, so that the request and the view's
+ * chunk travel together instead of one after the other. The view's first get() of it takes it.
+ */
+export function prefetch(path: string): void {
+  const request = api('GET', path);
+  request.catch(() => prefetched.delete(path));
+  prefetched.set(path, request);
+}
+
+export function get<T>(path: string): Promise<T> {
+  const early = prefetched.get(path);
+  if (early) {
+    prefetched.delete(path);
+    return early as Promise<T>;
+  }
+  return api<T>('GET', path);
+}
 
 /** A query string from the defined, non-empty values. */
 export function query(params: Record<string, string | number | undefined>): string {

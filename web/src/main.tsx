@@ -1,5 +1,6 @@
 import { render, type ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { prefetch } from './api.js';
 import { useConnectionState } from './hooks.js';
 import { connection } from './live.js';
 import { parseRoute, type Route } from './router.js';
@@ -81,5 +82,9 @@ function App() {
   );
 }
 
+const first = parseRoute(location.hash);
+// The first view's chunk and (for the overview) its data, fetched at once rather than in turn.
+void views[first.view]();
+if (first.view === 'overview') prefetch('/v1/stats');
 connection.start();
 render(<App />, document.getElementById('app')!);
