@@ -8,6 +8,7 @@
  *   - long tasks (> 50 ms, PerformanceObserver 'longtask') while scrolling the task table;
  * and, with autocannon at a fixed request rate, the API's P50/P99 with no dashboard open and with
  * ten open (the baseline and the comparison run back to back in the same process).
+ * With FLEETD_SCREENSHOTS=docs it also saves the overview and the task table under this load.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -202,6 +203,12 @@ export default async function dashboard(args: string[]): Promise<void> {
     const without = await apiLatency(server.url, opts.seconds, server.pid);
     const pages = await openDashboards(browser, server.url, opts.dashboards);
     const withDashboards = await apiLatency(server.url, opts.seconds, server.pid);
+    // FLEETD_SCREENSHOTS=docs: the overview and the task table as they look under this load.
+    const shots = process.env.FLEETD_SCREENSHOTS;
+    if (shots) {
+      await pages[0].screenshot({ path: join(shots, 'dashboard-overview.png') });
+      await pages[1].screenshot({ path: join(shots, 'dashboard-tasks.png') });
+    }
     await Promise.all(pages.map((p) => p.close()));
 
     const flow = await stopEvents();

@@ -4,7 +4,12 @@ import type { LiveEvent } from './types.js';
 
 export function useConnectionState(): ConnectionState {
   const [state, setState] = useState(connection.state);
-  useEffect(() => connection.onState(setState), []);
+  useEffect(() => {
+    const off = connection.onState(setState);
+    // The state may have changed between the first render and this effect.
+    setState(connection.state);
+    return off;
+  }, []);
   return state;
 }
 
