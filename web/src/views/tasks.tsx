@@ -11,6 +11,8 @@ const OVERSCAN = 10;
 const PAGE_SIZE = 500;
 /** Rows re-read from the top on each poll: enough for what is on screen there. */
 const REFRESH_SIZE = 100;
+/** Rows kept while new ones are prepended at the top; scrolling down loads as many as asked for. */
+const MAX_ROWS_AT_TOP = 2_000;
 /** Fetch the next page when the viewport comes this many rows from the end of what is loaded. */
 const PREFETCH_ROWS = 200;
 
@@ -128,8 +130,14 @@ export default function Tasks({ route }: ViewProps) {
   /** New rows go in at once when the operator is at the top; otherwise they are counted, not jumped in. */
   const takeNewer = (newer: Task[]) => {
     if (!newer.length) return;
-    if (atTop()) data.current.prepend(newer);
-    else setPendingNew((n) => n + newer.length);
+    if (!atTop()) setPendingNew((n) => n + newer.length);
+    else if (data.current.rows.length + newer.length <= MAX_ROWS_AT_TOP) data.current.prepend(newer);
+    else {
+      // Rows keep arriving while the page sits at the top: start again from the newest page
+      // rather than grow without bound (nothing on screen changes but the new rows).
+      data.current = new TaskRows();
+      void loadMore();
+    }
   };
 
   useEffect(() => {
