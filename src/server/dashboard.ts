@@ -34,6 +34,9 @@ export const dashboardRoutes: Routes = async (app) => {
     // Routes for the files the build wrote, rather than a catch-all that would shadow API 404s.
     wildcard: false,
     preCompressed: true,
+    // Nothing here calls reply.sendFile; leaving the decorator free lets another plugin register
+    // @fastify/static with its defaults without a "decorator already present" error.
+    decorateReply: false,
     cacheControl: false,
     setHeaders(reply, path) {
       reply.header('cache-control', path.startsWith(join(DASHBOARD_DIR, 'assets')) ? HASHED_ASSET_CACHE : 'no-store');
