@@ -113,6 +113,28 @@ describe('dashboard', () => {
     assert.match(page.url(), /#\/tasks\?status=dead&type=report\.build$/);
   });
 
+  it('scrolls through more tasks than one page, rendering only the rows on screen', async () => {
+    const tasks = Array.from({ length: 1_200 }, (_, i) => ({ type: 'bulk.item', payload: { i } }));
+    const { items } = (await server.api.post('/v1/tasks/batch', { tasks })).body;
+    const oldest = items[0].task.id;
+    await page.goto(server.url + '/#/tasks?type=bulk.item');
+    await page.waitForSelector(`[data-task-id="${items.at(-1).task.id}"]`, WAIT);
+    const scroller = page.locator('[data-testid=task-scroller]');
+    // Pages of 500 are fetched by cursor as the end comes near, until the oldest task is on screen.
+    await page.waitForFunction(
+      (id) => {
+        const el = document.querySelector('[data-testid=task-scroller]')!;
+        el.scrollTop = el.scrollHeight;
+        return document.querySelector(`[data-task-id="${id}"]`) !== null;
+      },
+      oldest,
+      { ...WAIT, polling: 100 },
+    );
+    assert.equal(await page.getAttribute('[data-loaded]', 'data-loaded'), '1200');
+    const rendered = await scroller.locator('[data-task-id]').count();
+    assert.ok(rendered < 100, `${rendered} rows in the DOM for 1,200 loaded`);
+  });
+
   it('opens a task, cancels it, and retries it', async () => {
     const task = await server.api.submit({ type: 'crawl.page', payload: { url: 'https://example.com/a' }, priority: 5 });
     await page.goto(server.url + '/#/tasks');
