@@ -11,7 +11,7 @@ import { startTestServer, type TestServer } from './helpers.js';
  * save a screenshot of each page (the README shows them).
  */
 const screenshots = process.env.FLEETD_SCREENSHOTS;
-const WAIT = { timeout: 10_000 };
+const WAIT = { timeout: 20_000 };
 
 describe('dashboard', () => {
   let server: TestServer;
