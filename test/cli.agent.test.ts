@@ -22,16 +22,19 @@ describe('fleetd agent (the demo agent)', () => {
     try {
       // Generous bounds: a process started through tsx on a crawling shared machine can take a while.
       await nextEvent(server, 'agent.registered', () => true, 30_000);
+      // Listening before submitting: a pushed task can be done before the submit's answer is read.
+      const completed = Promise.all([
+        nextEvent(server, 'task.completed', (e) => e.task.type === 'echo', 30_000),
+        nextEvent(server, 'task.completed', (e) => e.task.type === 'sleep', 30_000),
+      ]);
       const echo = await server.api.submit({ type: 'echo', payload: { hello: 'world' } });
-      const sleep = await server.api.submit({ type: 'sleep', payload: { ms: 50 } });
-      await Promise.all([
-        nextEvent(server, 'task.completed', (e) => e.task.id === echo.id, 30_000),
-        nextEvent(server, 'task.completed', (e) => e.task.id === sleep.id, 30_000),
-      ]).catch((err: Error) => {
+      await server.api.submit({ type: 'sleep', payload: { ms: 50 } });
+      const [doneEcho, doneSleep] = await completed.catch((err: Error) => {
         throw new Error(`${err.message}; the agent said:\n${output}`);
       });
-      assert.deepEqual((await server.api.get(`/v1/tasks/${echo.id}`)).body.result, { hello: 'world' });
-      assert.deepEqual((await server.api.get(`/v1/tasks/${sleep.id}`)).body.result, { slept: 50 });
+      assert.equal(doneEcho.task.id, echo.id);
+      assert.deepEqual((await server.api.get(`/v1/tasks/${doneEcho.task.id}`)).body.result, { hello: 'world' });
+      assert.deepEqual((await server.api.get(`/v1/tasks/${doneSleep.task.id}`)).body.result, { slept: 50 });
       const exited = once(child, 'exit');
       child.kill('SIGINT');
       assert.deepEqual(await exited, [0, null]);

@@ -28,9 +28,11 @@ describe('agent SDK', () => {
       return { echoed: task.payload };
     });
     assert.deepEqual((await connected)[0], { transport: 'ws' });
-    const submitted = await client.submitBatch(Array.from({ length: 20 }, (_, i) => ({ type: 'sdk-echo', payload: i })));
-    const last = submitted.at(-1)!.task.id;
-    await nextEvent(server, 'task.completed', (e) => e.task.id === last);
+    // Listening before submitting, here and below: a pushed task can be done before the submit's answer is read.
+    let left = 20;
+    const allDone = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-echo' && --left === 0);
+    await client.submitBatch(Array.from({ length: 20 }, (_, i) => ({ type: 'sdk-echo', payload: i })));
+    await allDone;
     const done = await client.list({ type: 'sdk-echo', status: 'completed', limit: 100 });
     assert.equal(done.items.length, 20);
     assert.ok(done.items.every((t) => (t.result as { echoed: number }).echoed === t.payload && t.agentId === agent.id));
@@ -80,8 +82,9 @@ describe('agent SDK', () => {
     const transport = once(agent, 'connected');
     await agent.work(async (task) => `polled ${task.payload}`);
     assert.deepEqual((await transport)[0], { transport: 'poll' });
+    const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-poll');
     const task = (await client.submit({ type: 'sdk-poll', payload: 7 })).task;
-    await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+    await completed;
     assert.equal((await client.get(task.id)).result, 'polled 7');
     await agent.stop();
   });
@@ -105,8 +108,9 @@ describe('agent SDK', () => {
     try {
       await agent.work(async (task) => `through the proxy ${task.payload}`);
       assert.deepEqual((await connected)[0], { transport: 'poll' });
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-proxied');
       const task = (await client.submit({ type: 'sdk-proxied', payload: 1 })).task;
-      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+      await completed;
       assert.equal((await client.get(task.id)).result, 'through the proxy 1');
     } finally {
       await agent.stop();
@@ -194,8 +198,9 @@ describe('agent SDK reconnect', () => {
       const reconnected = new Promise((resolve) => agent.once('connected', resolve));
       server = await startTestServer({ dataDir: server.dataDir, port });
       await reconnected;
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-restart');
       const task = (await client.submit({ type: 'sdk-restart', payload: 'after' })).task;
-      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+      await completed;
       assert.equal((await client.get(task.id)).result, 'done after');
     } finally {
       await agent.stop();

@@ -20,6 +20,7 @@ import { agentRoutes } from './routes/agents.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
+import { dashboardRoutes } from './dashboard.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
@@ -165,5 +166,6 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });
+  await app.register(dashboardRoutes, deps);
   return app;
 }

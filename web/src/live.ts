@@ -1,0 +1,122 @@
+import type { LiveEvent } from './types.js';
+
+/**
+ * The dashboard's link to fleetd. Live updates come over the /v1/events WebSocket (subscribe to
+ * topics, receive batched events); while the socket is down, views poll the HTTP API instead, and
+ * the socket is retried with backoff. The state the header shows:
+ *   live      the socket is open; views update from events
+ *   polling   no socket, but HTTP answers; views poll
+ *   offline   HTTP fails too; views keep polling, which is how the page notices fleetd is back
+ */
+export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline';
+
+type Handler = (events: LiveEvent[]) => void;
+
+const RETRY_MIN_MS = 1_000;
+const RETRY_MAX_MS = 15_000;
+
+class Connection {
+  state: ConnectionState = 'connecting';
+  private socket: WebSocket | null = null;
+  private retryMs = RETRY_MIN_MS;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly stateListeners = new Set<(s: ConnectionState) => void>();
+  /** Subscribers per topic; a topic is subscribed on the socket while it has one. */
+  private readonly topics = new Map<string, Set<Handler>>();
+
+  start(): void {
+    this.open();
+  }
+
+  onState(listener: (s: ConnectionState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Delivers the events of these topics to handler while live; returns the unsubscribe. */
+  subscribe(topics: string[], handler: Handler): () => void {
+    const added: string[] = [];
+    for (const t of topics) {
+      let set = this.topics.get(t);
+      if (!set) {
+        set = new Set();
+        this.topics.set(t, set);
+        added.push(t);
+      }
+      set.add(handler);
+    }
+    if (added.length) this.send({ type: 'subscribe', topics: added });
+    return () => {
+      const removed: string[] = [];
+      for (const t of topics) {
+        const set = this.topics.get(t);
+        if (!set) continue;
+        set.delete(handler);
+        if (set.size === 0) {
+          this.topics.delete(t);
+          removed.push(t);
+        }
+      }
+      if (removed.length) this.send({ type: 'unsubscribe', topics: removed });
+    };
+  }
+
+  httpOk(): void {
+    if (this.state === 'offline' || this.state === 'connecting') this.setState(this.socket?.readyState === WebSocket.OPEN ? 'live' : 'polling');
+  }
+
+  httpFailed(): void {
+    if (this.state !== 'live') this.setState('offline');
+  }
+
+  private setState(s: ConnectionState): void {
+    if (s === this.state) return;
+    this.state = s;
+    for (const l of this.stateListeners) l(s);
+  }
+
+  private send(message: unknown): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  private open(): void {
+    clearTimeout(this.retryTimer);
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events`;
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.retryMs = RETRY_MIN_MS;
+      if (this.topics.size) this.send({ type: 'subscribe', topics: [...this.topics.keys()] });
+      this.setState('live');
+    };
+    socket.onmessage = (message) => {
+      let parsed: { type?: string; events?: LiveEvent[] };
+      try {
+        parsed = JSON.parse(String(message.data));
+      } catch {
+        return;
+      }
+      if (parsed.type !== 'events' || !Array.isArray(parsed.events)) return;
+      // Group the batch by handler, so that each view gets one call per batch.
+      const byHandler = new Map<Handler, LiveEvent[]>();
+      for (const e of parsed.events) {
+        for (const h of this.topics.get(e.topic) ?? []) {
+          let list = byHandler.get(h);
+          if (!list) byHandler.set(h, (list = []));
+          list.push(e);
+        }
+      }
+      for (const [h, events] of byHandler) h(events);
+    };
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      // Until HTTP says otherwise, assume fleetd answers and let the views poll.
+      if (this.state === 'live' || this.state === 'connecting') this.setState('polling');
+      this.retryTimer = setTimeout(() => this.open(), this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+    };
+  }
+}
+
+export const connection = new Connection();

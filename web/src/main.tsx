@@ -1,0 +1,90 @@
+import { render, type ComponentType } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { prefetch } from './api.js';
+import { useConnectionState } from './hooks.js';
+import { connection } from './live.js';
+import { parseRoute, type Route } from './router.js';
+import './styles.css';
+
+export interface ViewProps {
+  route: Route;
+}
+type ViewModule = { default: ComponentType<ViewProps> };
+
+/** Each view is its own chunk, loaded when first shown: the overview does not pay for the task table. */
+const views: Record<Route['view'], () => Promise<ViewModule>> = {
+  overview: () => import('./views/overview.js'),
+  agents: () => import('./views/agents.js'),
+  agent: () => import('./views/agent-detail.js'),
+  tasks: () => import('./views/tasks.js'),
+  task: () => import('./views/task-detail.js'),
+  locks: () => import('./views/locks.js'),
+};
+
+const STATE_LABEL = {
+  connecting: 'connecting…',
+  live: 'live',
+  polling: 'polling (live stream unavailable)',
+  offline: 'disconnected — reconnecting…',
+} as const;
+
+function ConnectionBadge() {
+  const state = useConnectionState();
+  return (
+    <span class={`badge conn-${state}`} data-connection={state} title="connection to fleetd">
+      <i class="dot" /> {STATE_LABEL[state]}
+    </span>
+  );
+}
+
+function App() {
+  const [route, setRoute] = useState(() => parseRoute(location.hash));
+  // Counts navigations: a view is started afresh on each, even to the address it already shows
+  // (its filters rewrite the address in place, so the address alone cannot tell).
+  const [navigation, setNavigation] = useState(0);
+  const [loaded, setLoaded] = useState<{ view: Route['view']; View: ComponentType<ViewProps> } | null>(null);
+
+  useEffect(() => {
+    const onHash = () => {
+      setRoute(parseRoute(location.hash));
+      setNavigation((n) => n + 1);
+    };
+    addEventListener('hashchange', onHash);
+    return () => removeEventListener('hashchange', onHash);
+  }, []);
+
+  useEffect(() => {
+    let current = true;
+    void views[route.view]().then((m) => current && setLoaded({ view: route.view, View: m.default }));
+    return () => {
+      current = false;
+    };
+  }, [route.view]);
+
+  const section = route.view === 'agent' ? 'agents' : route.view === 'task' ? 'tasks' : route.view;
+  return (
+    <>
+      <header>
+        <a class="brand" href="#/">fleetd</a>
+        <nav>
+          {(['overview', 'agents', 'tasks', 'locks'] as const).map((v) => (
+            <a href={v === 'overview' ? '#/' : `#/${v}`} class={section === v ? 'active' : ''}>
+              {v[0].toUpperCase() + v.slice(1)}
+            </a>
+          ))}
+        </nav>
+        <ConnectionBadge />
+      </header>
+      <main>
+        {loaded?.view === route.view ? <loaded.View key={navigation} route={route} /> : <p class="muted">Loading…</p>}
+      </main>
+    </>
+  );
+}
+
+const first = parseRoute(location.hash);
+// The first view's chunk and (for the overview) its data, fetched at once rather than in turn.
+void views[first.view]();
+if (first.view === 'overview') prefetch('/v1/stats');
+connection.start();
+render(<App />, document.getElementById('app')!);

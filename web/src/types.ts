@@ -1,0 +1,74 @@
+/** The API's JSON shapes, as the dashboard reads them (times are ISO 8601 strings). */
+
+export type TaskStatus = 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+export const TASK_STATUSES: TaskStatus[] = ['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled'];
+export type AgentStatus = 'online' | 'stale' | 'offline';
+
+export interface Task {
+  id: number;
+  type: string;
+  payload?: unknown;
+  priority: number;
+  requires: string[];
+  status: TaskStatus;
+  idempotencyKey: string | null;
+  attempts: number;
+  maxAttempts: number;
+  leaseMs: number;
+  backoffMs: number;
+  runAt: string;
+  createdAt: string;
+  updatedAt: string;
+  claimedAt: string | null;
+  completedAt: string | null;
+  agentId: string | null;
+  leaseExpiresAt: string | null;
+  result?: unknown;
+  error: unknown;
+}
+
+export interface Agent {
+  id: string;
+  name: string;
+  capabilities: string[];
+  labels: Record<string, string>;
+  maxConcurrency: number;
+  status: AgentStatus;
+  createdAt: string;
+  lastHeartbeatAt: string;
+}
+
+export interface Lock {
+  id: string;
+  agentId: string;
+  resources: string[];
+  description: string;
+  createdAt: string;
+  expiresAt: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface FleetStats {
+  tasks: {
+    byStatus: Record<TaskStatus, number>;
+    byType: Record<string, Partial<Record<TaskStatus, number>>>;
+    queueDepthByPriority: Record<string, number>;
+  };
+  agents: { byStatus: Record<AgentStatus, number> };
+  throughput: { completedPerSecond1m: number; completedPerSecond5m: number; failedPerSecond1m: number; failedPerSecond5m: number };
+  latencyMs: { count: number; p50: number | null; p95: number | null; p99: number | null };
+  eventLoop: { lagP50Ms: number; lagP99Ms: number; lagMaxMs: number };
+  uptimeSeconds: number;
+}
+
+/** One event of the /v1/events stream. Task events carry the task without payload and result. */
+export interface LiveEvent {
+  topic: string;
+  name: string;
+  data: any;
+  at: string;
+}

@@ -1,0 +1,50 @@
+import { useEffect, useRef } from 'preact/hooks';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+
+export interface ChartSeries {
+  label: string;
+  color: string;
+}
+
+/** A live line chart: uPlot is created once and given new data in place, never re-created. */
+export function Chart(props: { title: string; unit: string; series: ChartSeries[]; data: uPlot.AlignedData }) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+
+  useEffect(() => {
+    const el = box.current!;
+    const u = new uPlot(
+      {
+        width: el.clientWidth || 400,
+        height: 180,
+        legend: { live: false },
+        cursor: { drag: { x: false, y: false } },
+        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+        axes: [{ stroke: '#8a94a6' }, { stroke: '#8a94a6', label: props.unit, size: 56 }],
+        series: [{}, ...props.series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
+      },
+      props.data,
+      el,
+    );
+    plot.current = u;
+    const resize = new ResizeObserver(() => u.setSize({ width: el.clientWidth, height: 180 }));
+    resize.observe(el);
+    return () => {
+      resize.disconnect();
+      u.destroy();
+      plot.current = null;
+    };
+  }, []);
+
+  useEffect(() => {
+    plot.current?.setData(props.data);
+  }, [props.data]);
+
+  return (
+    <section class="panel chart">
+      <h3>{props.title}</h3>
+      <div ref={box} />
+    </section>
+  );
+}

@@ -1,0 +1,51 @@
+import { useState } from 'preact/hooks';
+import { ago, time } from '../format.js';
+import { useLiveData, useTick } from '../hooks.js';
+import { getAll } from '../lists.js';
+import type { ViewProps } from '../main.js';
+import type { Lock } from '../types.js';
+
+export default function Locks(_props: ViewProps) {
+  const [locks, setLocks] = useState<Lock[] | null>(null);
+  const [error, setError] = useState('');
+  useTick(5_000);
+
+  useLiveData(
+    {
+      load: async () => {
+        try {
+          setLocks(await getAll<Lock>('/v1/locks', {}));
+          setError('');
+        } catch (err) {
+          setError((err as Error).message);
+        }
+      },
+      intervalMs: 2_000,
+      topics: ['locks'],
+    },
+    [],
+  );
+
+  return (
+    <div>
+      {error && <p class="error">{error}</p>}
+      <table class="data">
+        <thead>
+          <tr><th>resources</th><th>held by</th><th>description</th><th>since</th><th>until</th></tr>
+        </thead>
+        <tbody>
+          {(locks ?? []).map((l) => (
+            <tr key={l.id} data-lock-id={l.id}>
+              <td class="mono">{l.resources.join(', ')}</td>
+              <td><a class="mono" href={`#/agents/${l.agentId}`}>{l.agentId}</a></td>
+              <td>{l.description || '—'}</td>
+              <td title={time(l.createdAt)}>{ago(l.createdAt)}</td>
+              <td title={time(l.expiresAt)}>{ago(l.expiresAt)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {locks?.length === 0 && <p class="muted">No locks held.</p>}
+    </div>
+  );
+}

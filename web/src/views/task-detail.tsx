@@ -1,0 +1,120 @@
+import { useState } from 'preact/hooks';
+import { api, get } from '../api.js';
+import { ago, json, time } from '../format.js';
+import { useLiveData } from '../hooks.js';
+import type { ViewProps } from '../main.js';
+import type { LiveEvent, Task } from '../types.js';
+
+const ACTIVE = new Set(['scheduled', 'queued', 'leased']);
+const RETRYABLE = new Set(['dead', 'cancelled']);
+
+/** What the task went through, from its own times plus the events this page saw live. */
+function timeline(task: Task, seen: LiveEvent[]): { at: string; what: string }[] {
+  const steps: { at: string; what: string }[] = [{ at: task.createdAt, what: 'submitted' }];
+  if (task.runAt !== task.createdAt) steps.push({ at: task.runAt, what: 'runs at' });
+  if (task.claimedAt) steps.push({ at: task.claimedAt, what: `claimed by ${task.agentId ?? 'an agent'} (attempt ${task.attempts})` });
+  if (task.leaseExpiresAt && task.status === 'leased') steps.push({ at: task.leaseExpiresAt, what: 'lease expires' });
+  for (const e of seen) steps.push({ at: e.at, what: e.name.replace('task.', '') + (e.data?.reason ? ` (${e.data.reason})` : '') });
+  if (task.completedAt) steps.push({ at: task.completedAt, what: task.status });
+  else if (!ACTIVE.has(task.status)) steps.push({ at: task.updatedAt, what: task.status });
+  return steps.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+}
+
+export default function TaskDetail({ route }: ViewProps) {
+  const id = route.view === 'task' ? route.id : 0;
+  const [task, setTask] = useState<Task | null>(null);
+  const [error, setError] = useState('');
+  const [seen, setSeen] = useState<LiveEvent[]>([]);
+  const [busy, setBusy] = useState(false);
+
+  const load = async () => {
+    try {
+      setTask(await get<Task>(`/v1/tasks/${id}`));
+      setError('');
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+
+  useLiveData(
+    {
+      load,
+      intervalMs: 2_000,
+      topics: [`task:${id}`],
+      onEvents: (events) => {
+        setSeen((s) => [...s, ...events].slice(-50));
+        void load();
+      },
+    },
+    [id],
+  );
+
+  const act = async (method: string, path: string) => {
+    setBusy(true);
+    try {
+      setTask(await api<Task>(method, path));
+      setError('');
+    } catch (err) {
+      setError((err as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (!task) return error ? <p class="error">{error}</p> : <p class="muted">Loading task {id}…</p>;
+  return (
+    <div class="detail" data-task-status={task.status}>
+      <h2>
+        Task {task.id} <span class="mono">{task.type}</span>{' '}
+        <span class={`pill status-${task.status}`} data-status={task.status}>{task.status}</span>
+      </h2>
+      <div class="actions">
+        {ACTIVE.has(task.status) && (
+          <button class="danger" disabled={busy} onClick={() => act('DELETE', `/v1/tasks/${task.id}`)}>Cancel task</button>
+        )}
+        {RETRYABLE.has(task.status) && (
+          <button disabled={busy} onClick={() => act('POST', `/v1/tasks/${task.id}/retry`)}>Retry task</button>
+        )}
+      </div>
+      {error && <p class="error">{error}</p>}
+      <div class="grid">
+        <section class="panel">
+          <h3>Task</h3>
+          <dl>
+            <dt>priority</dt><dd>{task.priority}</dd>
+            <dt>attempts</dt><dd>{task.attempts} of {task.maxAttempts}</dd>
+            <dt>requires</dt><dd>{task.requires.join(', ') || '—'}</dd>
+            <dt>agent</dt><dd>{task.agentId ? <a href={`#/agents/${task.agentId}`} class="mono">{task.agentId}</a> : '—'}</dd>
+            <dt>lease</dt><dd>{task.leaseMs} ms{task.leaseExpiresAt ? `, expires ${ago(task.leaseExpiresAt)}` : ''}</dd>
+            <dt>backoff</dt><dd>{task.backoffMs} ms</dd>
+            <dt>idempotency key</dt><dd class="mono">{task.idempotencyKey ?? '—'}</dd>
+          </dl>
+        </section>
+        <section class="panel">
+          <h3>Timeline</h3>
+          <ol class="timeline">
+            {timeline(task, seen).map((s) => (
+              <li><time title={time(s.at)}>{time(s.at)}</time> {s.what}</li>
+            ))}
+          </ol>
+        </section>
+      </div>
+      <section class="panel">
+        <h3>Payload</h3>
+        <pre data-testid="payload">{json(task.payload)}</pre>
+      </section>
+      {task.result !== null && task.result !== undefined && (
+        <section class="panel">
+          <h3>Result</h3>
+          <pre data-testid="result">{json(task.result)}</pre>
+        </section>
+      )}
+      {task.error !== null && task.error !== undefined && (
+        <section class="panel">
+          <h3>Error</h3>
+          <pre class="error" data-testid="error">{json(task.error)}</pre>
+        </section>
+      )}
+    </div>
+  );
+}
