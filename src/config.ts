@@ -45,6 +45,25 @@ export interface FleetdConfig {
   agentOfflineMs: number;
   /** Longest lock TTL in ms. Env FLEETD_MAX_LOCK_TTL_MS. Defaults to 86400000 (1 day). */
   maxLockTtlMs: number;
+
+  /**
+   * PostgreSQL to use as the store instead of embedded SQLite (postgres://user@host:port/db), so that
+   * several nodes can share it. Env FLEETD_DATABASE_URL. Defaults to '' (SQLite in dataDir).
+   */
+  databaseUrl: string;
+  /** Schema of fleetd's tables in that database. Env FLEETD_DATABASE_SCHEMA. Defaults to public. */
+  databaseSchema: string;
+  /** Most PostgreSQL connections a node opens. Env FLEETD_DATABASE_POOL_SIZE. Defaults to 10. */
+  databasePoolSize: number;
+  /**
+   * How long a request waits for a free PostgreSQL connection before failing with 503
+   * FLEETD_ERR_STORE_UNAVAILABLE, in ms. Env FLEETD_DATABASE_POOL_TIMEOUT_MS. Defaults to 5000.
+   */
+  databasePoolTimeoutMs: number;
+  /** Redis for events across nodes (redis://host:port/db). Env FLEETD_REDIS_URL. Defaults to '' (no Redis: one node, in-process events). */
+  redisUrl: string;
+  /** Prefix of every Redis key and channel fleetd uses, so that clusters can share a Redis. Env FLEETD_REDIS_PREFIX. Defaults to fleetd:. */
+  redisPrefix: string;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -66,10 +85,20 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
+  databaseUrl: '',
+  databaseSchema: 'public',
+  databasePoolSize: 10,
+  databasePoolTimeoutMs: 5_000,
+  redisUrl: '',
+  redisPrefix: 'fleetd:',
 });
 
 type Kind = 'string' | 'int' | 'enum';
-const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: number; values?: readonly string[] }> = {
+/** `pattern` checks a string setting; `optional` lets it be '' (the feature is off). */
+const settings: Record<
+  keyof FleetdConfig,
+  { env: string; kind: Kind; min?: number; values?: readonly string[]; pattern?: { re: RegExp; what: string }; optional?: boolean }
+> = {
   host: { env: 'FLEETD_HOST', kind: 'string' },
   port: { env: 'FLEETD_PORT', kind: 'int', min: 0 },
   dataDir: { env: 'FLEETD_DATA_DIR', kind: 'string' },
@@ -92,6 +121,21 @@ const settings: Record<keyof FleetdConfig, { env: string; kind: Kind; min?: numb
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+  databaseUrl: {
+    env: 'FLEETD_DATABASE_URL',
+    kind: 'string',
+    optional: true,
+    pattern: { re: /^postgres(ql)?:\/\//, what: 'a postgres:// URL' },
+  },
+  databaseSchema: {
+    env: 'FLEETD_DATABASE_SCHEMA',
+    kind: 'string',
+    pattern: { re: /^[a-z_][a-z0-9_]{0,62}$/, what: 'a lower-case SQL identifier' },
+  },
+  databasePoolSize: { env: 'FLEETD_DATABASE_POOL_SIZE', kind: 'int', min: 1 },
+  databasePoolTimeoutMs: { env: 'FLEETD_DATABASE_POOL_TIMEOUT_MS', kind: 'int', min: 1 },
+  redisUrl: { env: 'FLEETD_REDIS_URL', kind: 'string', optional: true, pattern: { re: /^rediss?:\/\//, what: 'a redis:// URL' } },
+  redisPrefix: { env: 'FLEETD_REDIS_PREFIX', kind: 'string' },
 };
 
 export class ConfigError extends Error {
@@ -113,7 +157,11 @@ function parseValue(key: keyof FleetdConfig, raw: unknown, source: string): unkn
   if (spec.kind === 'enum' && !spec.values!.includes(s)) {
     throw new ConfigError(source, `"${s}" is not one of ${spec.values!.join(', ')}`);
   }
-  if (s === '') throw new ConfigError(source, 'must not be empty');
+  if (s === '') {
+    if (spec.optional) return s;
+    throw new ConfigError(source, 'must not be empty');
+  }
+  if (spec.pattern && !spec.pattern.re.test(s)) throw new ConfigError(source, `"${s}" is not ${spec.pattern.what}`);
   return s;
 }
 
