@@ -68,7 +68,7 @@ async function assertCountersEqualRecount(store: Store): Promise<void> {
  * through the Store interface only, with the clock passed in.
  */
 export function exerciseStore(driver: string, factory: StoreFactory): void {
-  describe(`${driver} store`, () => {
+  describe(`${driver} store`, { timeout: 60_000 }, () => {
     let store: Store;
     let destroy: () => Promise<void>;
     let agentSeq = 0;

@@ -191,7 +191,7 @@ const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status
  * the best `room` of those heads, leased. Unlike SQLite, PostgreSQL can take the per-set heads in a
  * LATERAL join and merge them in SQL. $1 agent, $2 capabilities, $3 room, $4 now.
  */
-const TASK_CLAIM = `WITH keys AS (
+export const TASK_CLAIM = `WITH keys AS (
     SELECT DISTINCT req_key FROM task_counts
     WHERE status = 'queued' AND n > 0 AND string_to_array(req_key, E'\\n') <@ $2::text[]
   ), picked AS (
@@ -295,8 +295,8 @@ export class PostgresStore implements Store {
 
   async migrate(): Promise<void> {
     await this.transaction(async (q) => {
-      await q(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
       await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-migrate:${this.schema}`]);
+      await q(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
       await q('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
       const applied = new Set((await q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
       for (const m of migrations) {
