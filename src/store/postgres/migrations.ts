@@ -43,16 +43,19 @@ CREATE INDEX tasks_by_type   ON tasks (type, id);
 CREATE INDEX tasks_by_agent  ON tasks (agent_id, id)     WHERE agent_id IS NOT NULL;
 
 -- Counters kept by statement-level triggers in the same transaction as the write, so /v1/stats
--- never scans tasks and the counts always equal a recount. Deltas are summed per statement and
--- applied in key order, so concurrent writers lock counter rows in one order and cannot deadlock
--- on them.
+-- never scans tasks and the counts always equal a recount. A counter row stays locked until its
+-- transaction commits, so one row per group would make every concurrent writer wait for the
+-- others' commits: each connection writes its own shard (by backend pid) and readers sum the
+-- shards. Deltas are summed per statement and applied in key order, so writers that do share a
+-- shard lock its rows in one order and cannot deadlock on them.
 CREATE TABLE task_counts (
   type     TEXT    NOT NULL,
   req_key  TEXT    NOT NULL,
   priority INTEGER NOT NULL,
   status   TEXT    NOT NULL,
+  shard    INTEGER NOT NULL,
   n        BIGINT  NOT NULL,
-  PRIMARY KEY (status, req_key, type, priority)
+  PRIMARY KEY (status, req_key, type, priority, shard)
 );
 
 -- A claimable task wakes long-polls on every node: on commit, PostgreSQL delivers one
@@ -77,10 +80,10 @@ END $$;
 
 CREATE FUNCTION fleetd_task_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO task_counts AS c (type, req_key, priority, status, n)
-    SELECT type, req_key, priority, status, count(*) FROM new_rows
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, count(*) FROM new_rows
     GROUP BY status, req_key, type, priority ORDER BY status, req_key, type, priority
-    ON CONFLICT (status, req_key, type, priority) DO UPDATE SET n = c.n + EXCLUDED.n;
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
   PERFORM fleetd_notify_available(coalesce(
     (SELECT jsonb_object_agg(req_key, n) FROM (SELECT req_key, count(*) AS n FROM new_rows WHERE status = 'queued' GROUP BY req_key) q),
     '{}'::jsonb));
@@ -89,14 +92,14 @@ END $$;
 
 CREATE FUNCTION fleetd_task_counts_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO task_counts AS c (type, req_key, priority, status, n)
-    SELECT type, req_key, priority, status, sum(d) FROM (
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, sum(d) FROM (
       SELECT type, req_key, priority, status, 1 AS d FROM new_rows
       UNION ALL
       SELECT type, req_key, priority, status, -1 AS d FROM old_rows
     ) x
     GROUP BY status, req_key, type, priority HAVING sum(d) <> 0 ORDER BY status, req_key, type, priority
-    ON CONFLICT (status, req_key, type, priority) DO UPDATE SET n = c.n + EXCLUDED.n;
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
   PERFORM fleetd_notify_available(coalesce(
     (SELECT jsonb_object_agg(req_key, n) FROM (
       SELECT nw.req_key, count(*) AS n FROM new_rows nw JOIN old_rows o ON o.id = nw.id
@@ -107,10 +110,10 @@ END $$;
 
 CREATE FUNCTION fleetd_task_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO task_counts AS c (type, req_key, priority, status, n)
-    SELECT type, req_key, priority, status, -count(*) FROM old_rows
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, -count(*) FROM old_rows
     GROUP BY status, req_key, type, priority ORDER BY status, req_key, type, priority
-    ON CONFLICT (status, req_key, type, priority) DO UPDATE SET n = c.n + EXCLUDED.n;
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
   RETURN NULL;
 END $$;
 

@@ -188,18 +188,22 @@ const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status
  * The claim, in one statement: for each requirement set the agent can satisfy that has queued
  * tasks (from the counters, never a scan), the head of its index range, locked with SKIP LOCKED so
  * that concurrent claimers on any node take different tasks without waiting on each other; then
- * the best `room` of those heads, leased. Unlike SQLite, PostgreSQL can take the per-set heads in a
- * LATERAL join and merge them in SQL. $1 agent, $2 capabilities, $3 room, $4 now.
+ * the best of those heads, as many as the agent has room for, leased. Unlike SQLite, PostgreSQL can
+ * take the per-set heads in a LATERAL join and merge them in SQL.
+ * $1 agent, $2 capabilities, $3 most wanted, $4 now, $5 the agent's maxConcurrency.
  */
-export const TASK_CLAIM = `WITH keys AS (
-    SELECT DISTINCT req_key FROM task_counts
-    WHERE status = 'queued' AND n > 0 AND string_to_array(req_key, E'\\n') <@ $2::text[]
+export const TASK_CLAIM = `WITH room AS (
+    SELECT greatest(0, least($3::int, $5::int - count(*)))::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'
+  ), keys AS (
+    SELECT req_key FROM task_counts
+    WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ $2::text[]
+    GROUP BY req_key HAVING sum(n) > 0
   ), picked AS (
     SELECT c.id FROM keys k CROSS JOIN LATERAL (
       SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = k.req_key
-      ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
+      ORDER BY priority DESC, id LIMIT (SELECT n FROM room) FOR UPDATE SKIP LOCKED
     ) c
-    ORDER BY c.priority DESC, c.id LIMIT $3
+    ORDER BY c.priority DESC, c.id LIMIT (SELECT n FROM room)
   )
   UPDATE tasks t SET status = 'leased', agent_id = $1, attempts = t.attempts + 1, claimed_at = $4, updated_at = $4,
     lease_expires_at = $4 + t.lease_ms
@@ -587,10 +591,7 @@ export class PostgresStore implements Store {
       );
       if (!row) throw notFound('agent', params.agentId);
       const agent = toAgent(row);
-      const [{ n }] = await q<{ n: number }>("SELECT count(*) AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'", [params.agentId]);
-      const room = Math.min(params.max, agent.maxConcurrency - n);
-      if (room <= 0) return { agent, previousStatus: row.previous_status, tasks: [] };
-      const tasks = (await q<TaskRow>(TASK_CLAIM, [params.agentId, agent.capabilities, room, params.now])).map(toTask);
+      const tasks = (await q<TaskRow>(TASK_CLAIM, [params.agentId, agent.capabilities, params.max, params.now, agent.maxConcurrency])).map(toTask);
       return { agent, previousStatus: row.previous_status, tasks: tasks.sort(byClaimOrder) };
     });
   }
@@ -732,7 +733,7 @@ export class PostgresStore implements Store {
 
   async taskCounts(): Promise<TaskCount[]> {
     return this.query<TaskCount>(
-      'SELECT type, priority, status, sum(n)::bigint AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status',
+      'SELECT type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY type, priority, status HAVING sum(n) > 0',
     );
   }
 
