@@ -116,6 +116,34 @@ describe('postgres store', { timeout: 60_000 }, () => {
   });
 });
 
+describe('postgres store listener', { timeout: 30_000 }, () => {
+  it('reconnects when its connection is cut, and wakes for what was queued meanwhile', async () => {
+    const { store: a, destroy } = await freshPostgresStore();
+    const b = new PostgresStore({ url: TEST_DATABASE_URL, schema: a.schema });
+    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await admin.connect();
+    try {
+      let wake: (e: Record<string, number>) => void = () => {};
+      const stop = await a.listen((e) => wake(e));
+      const cut = await admin.query('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1', [
+        `${a.nodeId}-listen`,
+      ]);
+      assert.deepEqual(cut.rows, [{ ok: true }]);
+      const woken = new Promise<Record<string, number>>((resolve) => (wake = resolve));
+      await b.taskInsertMany({
+        tasks: [{ type: 'r', payload: null, priority: 0, requires: ['r'], idempotencyKey: null, maxAttempts: 1, leaseMs: 10, backoffMs: 10, runAt: 0 }],
+        now: 0,
+      });
+      assert.deepEqual(await woken, { r: 1 });
+      await stop();
+    } finally {
+      await admin.end();
+      await b.close();
+      await destroy();
+    }
+  });
+});
+
 describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
   let server: TestServer;
   const schema = uniqueSchema();

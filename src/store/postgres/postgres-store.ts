@@ -90,6 +90,17 @@ const types = {
     oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
+/**
+ * The database went away under a query (connection lost, server shutting down): the request gets
+ * a 503, like an exhausted pool, rather than a 500.
+ */
+function unavailable(err: unknown): unknown {
+  if (err instanceof FleetError) return err;
+  const { code, message } = err as { code?: string; message?: string };
+  const lost = (code ?? '').startsWith('08') || (code ?? '').startsWith('57P') || code === 'ECONNRESET' || /Connection terminated/i.test(message ?? '');
+  return lost ? new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the database connection was lost: ${message}`) : err;
+}
+
 /** Errors worth running a transaction again for: deadlock, serialization failure. */
 const RETRYABLE = new Set(['40P01', '40001']);
 const UNIQUE_VIOLATION = '23505';
@@ -272,6 +283,8 @@ export class PostgresStore implements Store {
     const client = await this.connect();
     try {
       return (await client.query<R>(text, values)).rows;
+    } catch (err) {
+      throw unavailable(err);
     } finally {
       client.release();
     }
@@ -290,7 +303,7 @@ export class PostgresStore implements Store {
         await client.query('ROLLBACK').catch(() => {});
         const code = (err as { code?: string }).code ?? '';
         if (attempt < 5 && (RETRYABLE.has(code) || retryOn.includes(code))) continue;
-        throw err;
+        throw unavailable(err);
       } finally {
         client.release();
       }
@@ -321,7 +334,7 @@ export class PostgresStore implements Store {
    * the pool; it reconnects if the connection drops.
    */
   async listen(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>> {
-    const connectListener = async (): Promise<void> => {
+    const connectListener = async (reconnect = false): Promise<void> => {
       const client = new pg.Client({ connectionString: this.options.url, application_name: `${this.nodeId}-listen`, types });
       client.on('notification', (msg) => {
         if (!msg.payload) return;
@@ -332,12 +345,25 @@ export class PostgresStore implements Store {
         client.end().catch(() => {});
         if (this.listener === client && !this.closed) {
           this.listener = undefined;
-          setTimeout(() => void connectListener().catch(() => {}), 500).unref();
+          const retry = () => void connectListener(true).catch(() => setTimeout(retry, 1_000).unref());
+          setTimeout(retry, 500).unref();
         }
       });
-      await client.connect();
-      await client.query('LISTEN fleetd_tasks_available');
+      try {
+        await client.connect();
+        await client.query('LISTEN fleetd_tasks_available');
+      } catch (err) {
+        await client.end().catch(() => {});
+        throw err;
+      }
       this.listener = client;
+      if (reconnect) {
+        // Notifications sent while the listener was away are lost: wake for whatever is queued now.
+        const rows = await this.query<{ req_key: string; n: number }>(
+          "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
+        );
+        if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, r.n])));
+      }
     };
     await connectListener();
     return async () => {
