@@ -35,7 +35,7 @@ async function start(argv: string[]): Promise<void> {
   if (values.host !== undefined) overrides.host = values.host;
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
   const server = await startServer(overrides);
-  server.app.log.info({ url: server.url, dataDir: server.config.dataDir }, 'fleetd is listening');
+  server.app.log.info({ url: server.url, store: server.store.driver, dataDir: server.config.dataDir }, 'fleetd is listening');
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
