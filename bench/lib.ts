@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { listeningUrl } from '../test/helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -16,17 +17,18 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `fleetd start` in its own process (from source, through tsx) and waits until it is ready. */
+/**
+ * Starts `fleetd start` in its own process, as `npm start` runs it (compiled, from dist/; bench/run.ts
+ * builds first), and waits until it is ready.
+ */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), 'fleetd-bench-'));
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'start'], {
+  const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
-    env: { ...process.env, FLEETD_PORT: String(port), FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/readyz`, 20_000);
+  const url = await listeningUrl(child);
   return {
     url,
     pid: child.pid!,
@@ -51,20 +53,6 @@ export function rssMbOf(pid: number): number {
     return Math.round(kb / 1024);
   } catch {
     return 0;
-  }
-}
-
-export async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const res = await fetch(url);
-      if (res.ok) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,4 +114,66 @@ export function nextEvent<K extends keyof import('../src/bus/bus.js').FleetEvent
       resolve(e);
     });
   });
+}
+
+/**
+ * The CLI as `npm start` runs it: compiled, from dist/ (`npm test` builds first). Process tests use
+ * it so that they start in a fraction of a second and test what ships.
+ */
+export const fleetdBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+
+/** Starts `fleetd start` in its own process on a port the OS picks, and resolves once it listens. */
+export async function startFleetdProcess(dataDir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; api: Api; port: number }> {
+  const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
+    env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await listeningUrl(child);
+  return { child, api: new Api(url), port: Number(new URL(url).port) };
+}
+
+/** Reads a server's JSON log lines until one with `message` says where it listens (its `url`). */
+export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => fail(new Error('fleetd did not start listening in time')), timeoutMs);
+    const onExit = (code: number | null) => fail(new Error(`fleetd exited with ${code} before listening`));
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        try {
+          const entry = JSON.parse(line);
+          if (entry.msg === message) {
+            cleanup();
+            // Keep draining the pipe so that a chatty server never blocks on a full buffer.
+            child.stdout!.resume();
+            resolve(entry.url);
+          }
+        } catch {
+          // not a JSON log line
+        }
+      }
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.off('exit', onExit);
+      child.stdout!.off('data', onData);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    child.once('exit', onExit);
+    child.stdout!.on('data', onData);
+  });
+}
+
+export async function kill9(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
 }

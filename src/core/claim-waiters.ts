@@ -1,12 +1,24 @@
 import { requirementsOf } from '../store/store.js';
 
-/** Someone waiting for claimable tasks: a long-polling claim, or (later) a pushing socket with credit. */
+/** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
+export interface WakeReason {
+  key: string;
+  count: number;
+}
+
+/** Someone waiting for claimable tasks: a long-polling claim, or a pushing socket with credit. */
 export interface ClaimWaiter {
+  /** The agent it claims for, so that it can be woken when that agent's own leases end and free room. */
+  agentId?: string;
   capabilities: ReadonlySet<string>;
-  /** How many tasks it would take now; 0 stops it being woken. */
+  /** How many tasks it would take now; 0 keeps it asleep whatever appears. */
   want(): number;
-  /** Called at most once per notification; the waiter then tries to claim. */
-  wake(): void;
+  /**
+   * The waiter should try to claim now. `reason` is set when new tasks woke it; it is absent when
+   * its agent's room changed. A waiter that then claims tasks of other requirements instead of the
+   * ones it was counted for must hand the shortfall on with `notify`, or those tasks wait unseen.
+   */
+  wake(reason?: WakeReason): void;
 }
 
 /**
@@ -18,7 +30,7 @@ export interface ClaimWaiter {
  */
 export class ClaimWaiters {
   private readonly waiters = new Set<ClaimWaiter>();
-  private readonly requirementCache = new Map<string, string[]>();
+  private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
   generation = 0;
 
   get size(): number {
@@ -27,36 +39,47 @@ export class ClaimWaiters {
 
   add(waiter: ClaimWaiter): () => void {
     this.waiters.add(waiter);
-    return () => this.waiters.delete(waiter);
+    const agentId = waiter.agentId;
+    if (agentId !== undefined) {
+      let set = this.byAgent.get(agentId);
+      if (!set) this.byAgent.set(agentId, (set = new Set()));
+      set.add(waiter);
+    }
+    return () => {
+      this.waiters.delete(waiter);
+      if (agentId === undefined) return;
+      const set = this.byAgent.get(agentId);
+      set?.delete(waiter);
+      if (set?.size === 0) this.byAgent.delete(agentId);
+    };
   }
 
   notify(byRequirement: Record<string, number>): void {
     this.generation++;
-    const remaining = new Map<string[], number>();
-    for (const [key, count] of Object.entries(byRequirement)) {
-      if (count <= 0) continue;
-      let reqs = this.requirementCache.get(key);
-      if (!reqs) {
-        reqs = requirementsOf(key);
-        if (this.requirementCache.size > 10_000) this.requirementCache.clear();
-        this.requirementCache.set(key, reqs);
-      }
-      remaining.set(reqs, count);
-    }
+    const remaining = new Map<string, number>();
+    for (const [key, count] of Object.entries(byRequirement)) if (count > 0) remaining.set(key, count);
     if (remaining.size === 0) return;
-    const woken: ClaimWaiter[] = [];
+    const woken: [ClaimWaiter, WakeReason][] = [];
     for (const waiter of this.waiters) {
       const want = waiter.want();
       if (want <= 0) continue;
-      for (const [reqs, left] of remaining) {
-        if (!reqs.every((c) => waiter.capabilities.has(c))) continue;
-        woken.push(waiter);
-        if (left - want <= 0) remaining.delete(reqs);
-        else remaining.set(reqs, left - want);
+      for (const [key, left] of remaining) {
+        if (!requirementsOf(key).every((c) => waiter.capabilities.has(c))) continue;
+        const count = Math.min(want, left);
+        woken.push([waiter, { key, count }]);
+        if (left - count <= 0) remaining.delete(key);
+        else remaining.set(key, left - count);
         break;
       }
       if (remaining.size === 0) break;
     }
-    for (const waiter of woken) waiter.wake();
+    for (const [waiter, reason] of woken) waiter.wake(reason);
+  }
+
+  /** The agent's room changed (one of its leases ended): its waiters look again. */
+  wakeAgent(agentId: string): void {
+    const set = this.byAgent.get(agentId);
+    if (!set) return;
+    for (const waiter of [...set]) waiter.wake();
   }
 }

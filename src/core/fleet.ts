@@ -89,6 +89,14 @@ export class Fleet {
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
     );
+    // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
+    for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
+      this.unsubscribe.push(
+        this.ctx.bus.subscribe(name, (e) => {
+          if (e.task.agentId !== null) this.waiters.wakeAgent(e.task.agentId);
+        }),
+      );
+    }
     this.stats.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
   }

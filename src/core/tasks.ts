@@ -1,6 +1,7 @@
 import { summarizeTask } from '../bus/bus.js';
 import { requirementKey, type TaskInsertParams, type TaskInsertResult } from '../store/store.js';
 import { retryDelay } from './backoff.js';
+import type { WakeReason } from './claim-waiters.js';
 import type { FleetContext } from './context.js';
 import { invalid, notFound } from './errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
@@ -117,22 +118,43 @@ export class TaskService {
    */
   async claim(params: ClaimParams): Promise<Task[]> {
     const deadline = this.ctx.now() + params.waitMs;
+    let reason: WakeReason | undefined;
     for (;;) {
       const generation = this.ctx.waiters.generation;
-      const { tasks, capabilities } = await this.claimNow(params.agentId, params.max);
+      const { tasks, capabilities, room } = await this.claimNow(params.agentId, params.max);
+      if (reason) this.handOn(reason, tasks);
       if (tasks.length > 0 || params.waitMs <= 0) return tasks;
       // Tasks announced while our claim was in flight may be ones it missed: look again at once.
       if (this.ctx.waiters.generation !== generation) continue;
       const remaining = deadline - this.ctx.now();
       if (remaining <= 0 || params.signal?.aborted) return [];
-      const woken = await this.waitForWork(new Set(capabilities), params.max, remaining, params.signal);
-      if (!woken) return [];
+      const wake = await this.waitForWork({
+        agentId: params.agentId,
+        capabilities: new Set(capabilities),
+        // A full agent sleeps through new tasks; the end of one of its own leases wakes it.
+        want: room > 0 ? params.max : 0,
+        timeoutMs: remaining,
+        signal: params.signal,
+      });
+      if (!wake.woken) return [];
+      reason = wake.reason;
     }
   }
 
-  private async claimNow(agentId: string, max: number): Promise<{ tasks: Task[]; capabilities: string[] }> {
+  /**
+   * A waiter woken for `reason.count` tasks of one requirement may have claimed others instead (a
+   * higher priority elsewhere): the tasks it was counted for are still queued with nobody awake
+   * for them, so wake someone else. One that claimed nothing found that requirement empty.
+   */
+  private handOn(reason: WakeReason, claimed: Task[]): void {
+    if (claimed.length === 0) return;
+    const taken = claimed.filter((t) => requirementKey(t.requires) === reason.key).length;
+    if (taken < reason.count) this.ctx.waiters.notify({ [reason.key]: reason.count - taken });
+  }
+
+  private async claimNow(agentId: string, max: number): Promise<{ tasks: Task[]; capabilities: string[]; room: number }> {
     const now = this.ctx.now();
-    const { agent, previousStatus, tasks } = await this.ctx.store.taskClaim({ agentId, max, now });
+    const { agent, previousStatus, tasks, room } = await this.ctx.store.taskClaim({ agentId, max, now });
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     let earliestExpiry = Infinity;
     for (const task of tasks) {
@@ -140,25 +162,36 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks, capabilities: agent.capabilities };
+    return { tasks, capabilities: agent.capabilities, room };
   }
 
-  private waitForWork(capabilities: Set<string>, want: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-    return new Promise<boolean>((resolve) => {
+  private waitForWork(w: {
+    agentId: string;
+    capabilities: Set<string>;
+    want: number;
+    timeoutMs: number;
+    signal?: AbortSignal;
+  }): Promise<{ woken: boolean; reason?: WakeReason }> {
+    return new Promise((resolve) => {
       let done = false;
-      const finish = (woken: boolean) => {
+      const finish = (woken: boolean, reason?: WakeReason) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         remove();
-        signal?.removeEventListener('abort', onAbort);
+        w.signal?.removeEventListener('abort', onAbort);
         this.pendingWaits.delete(onAbort);
-        resolve(woken);
+        resolve({ woken, reason });
       };
       const onAbort = () => finish(false);
-      const timer = setTimeout(onAbort, timeoutMs);
-      const remove = this.ctx.waiters.add({ capabilities, want: () => (done ? 0 : want), wake: () => finish(true) });
-      signal?.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(onAbort, w.timeoutMs);
+      const remove = this.ctx.waiters.add({
+        agentId: w.agentId,
+        capabilities: w.capabilities,
+        want: () => (done ? 0 : w.want),
+        wake: (reason) => finish(true, reason),
+      });
+      w.signal?.addEventListener('abort', onAbort, { once: true });
       this.pendingWaits.add(onAbort);
     });
   }

@@ -8,6 +8,9 @@ export function encodeCursor(key: number): string {
 export function decodeCursor(cursor: string | undefined): number | undefined {
   if (cursor === undefined) return undefined;
   const key = Number(Buffer.from(cursor, 'base64url').toString());
-  if (!Number.isSafeInteger(key) || key < 0) throw invalid('cursor', 'is not a cursor this server issued');
+  // Round-tripping rejects anything this server did not issue, including text that decodes to a number.
+  if (!Number.isSafeInteger(key) || key < 0 || encodeCursor(key) !== cursor) {
+    throw invalid('cursor', 'is not a cursor this server issued');
+  }
   return key;
 }

@@ -155,6 +155,8 @@ export interface TaskClaimResult {
   agent: Agent;
   previousStatus: AgentStatus;
   tasks: Task[];
+  /** How many more tasks the agent may hold after this claim (maxConcurrency − in flight). */
+  room: number;
 }
 
 export interface TaskFailParams {
@@ -197,6 +199,15 @@ export function requirementKey(requires: readonly string[]): string {
   return [...new Set(requires)].sort().join('\n');
 }
 
-export function requirementsOf(key: string): string[] {
-  return key === '' ? [] : key.split('\n');
+const parsedKeys = new Map<string, readonly string[]>();
+
+/** The capabilities a requirement key stands for; memoised, since claims and wake-ups ask for the same few keys. */
+export function requirementsOf(key: string): readonly string[] {
+  let reqs = parsedKeys.get(key);
+  if (!reqs) {
+    reqs = key === '' ? [] : key.split('\n');
+    if (parsedKeys.size >= 10_000) parsedKeys.clear();
+    parsedKeys.set(key, reqs);
+  }
+  return reqs;
 }

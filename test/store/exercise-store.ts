@@ -104,6 +104,7 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       assert.deepEqual(made.map((t) => t.status), ['queued', 'queued', 'queued', 'queued', 'queued']);
       const first = await store.taskClaim({ agentId: a, max: 3, now: T0 });
       assert.deepEqual(first.tasks.map((t) => t.payload), ['y-high', 'x-high', 'both-mid']);
+      assert.equal(first.room, 7, 'maxConcurrency 10 less the 3 it now holds');
       const rest = await store.taskClaim({ agentId: a, max: 10, now: T0 });
       assert.deepEqual(rest.tasks.map((t) => t.payload), ['x-low', 'y-low']);
       for (const t of [...first.tasks, ...rest.tasks]) {
@@ -128,6 +129,8 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       await submit(...Array.from({ length: 10 }, () => task('c')));
       const claims = await Promise.all(Array.from({ length: 6 }, () => store.taskClaim({ agentId: a, max: 2, now: T0 })));
       assert.equal(claims.flatMap((c) => c.tasks).length, 3);
+      const full = await store.taskClaim({ agentId: a, max: 2, now: T0 });
+      assert.deepEqual([full.tasks, full.room], [[], 0]);
       assert.equal((await store.taskList({ agentId: a, status: 'leased', limit: 100 })).items.length, 3);
     });
 

@@ -113,7 +113,7 @@ function toTask(row: TaskRow): Task {
     type: row.type,
     payload: JSON.parse(row.payload),
     priority: row.priority,
-    requires: requirementsOf(row.req_key),
+    requires: [...requirementsOf(row.req_key)],
     status: row.status,
     idempotencyKey: row.idempotency_key,
     attempts: row.attempts,
@@ -204,7 +204,7 @@ const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status
  * $1 agent, $2 capabilities, $3 most wanted, $4 now, $5 the agent's maxConcurrency.
  */
 export const TASK_CLAIM = `WITH room AS (
-    SELECT greatest(0, least($3::int, $5::int - count(*)))::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'
+    SELECT $5::int - count(*)::int AS free FROM tasks WHERE agent_id = $1 AND status = 'leased'
   ), keys AS (
     SELECT req_key FROM task_counts
     WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ $2::text[]
@@ -212,14 +212,18 @@ export const TASK_CLAIM = `WITH room AS (
   ), picked AS (
     SELECT c.id FROM keys k CROSS JOIN LATERAL (
       SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = k.req_key
-      ORDER BY priority DESC, id LIMIT (SELECT n FROM room) FOR UPDATE SKIP LOCKED
+      ORDER BY priority DESC, id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room) FOR UPDATE SKIP LOCKED
     ) c
-    ORDER BY c.priority DESC, c.id LIMIT (SELECT n FROM room)
+    ORDER BY c.priority DESC, c.id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room)
+  ), leased AS (
+    UPDATE tasks t SET status = 'leased', agent_id = $1, attempts = t.attempts + 1, claimed_at = $4, updated_at = $4,
+      lease_expires_at = $4 + t.lease_ms
+    -- ANY(ARRAY(...)) makes the planner look the few picked ids up by primary key; joined to the
+    -- CTE instead, it may hash the whole table.
+    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING t.*
   )
-  UPDATE tasks t SET status = 'leased', agent_id = $1, attempts = t.attempts + 1, claimed_at = $4, updated_at = $4,
-    lease_expires_at = $4 + t.lease_ms
-  FROM picked WHERE t.id = picked.id
-  RETURNING t.*`;
+  SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`;
 
 /**
  * The scale-out store: a bounded `pg` pool on PostgreSQL. Every write is one statement or one
@@ -617,8 +621,16 @@ export class PostgresStore implements Store {
       );
       if (!row) throw notFound('agent', params.agentId);
       const agent = toAgent(row);
-      const tasks = (await q<TaskRow>(TASK_CLAIM, [params.agentId, agent.capabilities, params.max, params.now, agent.maxConcurrency])).map(toTask);
-      return { agent, previousStatus: row.previous_status, tasks: tasks.sort(byClaimOrder) };
+      // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
+      const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
+        params.agentId,
+        agent.capabilities,
+        params.max,
+        params.now,
+        agent.maxConcurrency,
+      ]);
+      const tasks = claimed.tasks.map(toTask).sort(byClaimOrder);
+      return { agent, previousStatus: row.previous_status, tasks, room: Math.max(0, claimed.free - tasks.length) };
     });
   }
 

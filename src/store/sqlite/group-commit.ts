@@ -61,15 +61,26 @@ export class GroupCommit {
       for (const w of group) w.reject(translateSqliteError(err));
       return;
     }
-    for (let i = 0; i < group.length; i++) {
-      this.savepoint.run();
+    if (group.length === 1) {
+      // Alone in its group, a write needs no savepoint: if it fails, the whole transaction goes.
       try {
-        outcomes[i] = { ok: true, value: group[i].run() };
-        this.release.run();
+        outcomes[0] = { ok: true, value: group[0].run() };
       } catch (err) {
-        this.rollbackTo.run();
-        this.release.run();
-        outcomes[i] = { ok: false, value: translateSqliteError(err) };
+        this.rollback.run();
+        group[0].reject(translateSqliteError(err));
+        return;
+      }
+    } else {
+      for (let i = 0; i < group.length; i++) {
+        this.savepoint.run();
+        try {
+          outcomes[i] = { ok: true, value: group[i].run() };
+          this.release.run();
+        } catch (err) {
+          this.rollbackTo.run();
+          this.release.run();
+          outcomes[i] = { ok: false, value: translateSqliteError(err) };
+        }
       }
     }
     try {

@@ -92,7 +92,7 @@ function toTask(row: TaskRow): Task {
     type: row.type,
     payload: JSON.parse(row.payload),
     priority: row.priority,
-    requires: requirementsOf(row.req_key),
+    requires: [...requirementsOf(row.req_key)],
     status: row.status,
     idempotencyKey: row.idempotency_key,
     attempts: row.attempts,
@@ -159,8 +159,6 @@ export class SqliteStore implements Store {
   readonly groupCommit: GroupCommit;
   private readonly s: ReturnType<SqliteStore['prepare']>;
   private readonly dynamic = new Map<string, Statement>();
-  /** Parsed requirement keys, so the claim does not split the same strings again and again. */
-  private readonly requirementCache = new Map<string, string[]>();
 
   constructor(options: SqliteStoreOptions) {
     const file = options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'fleetd.db');
@@ -208,14 +206,14 @@ export class SqliteStore implements Store {
       inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
       leasedTo: db.prepare("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
       complete: db.prepare(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
-          updated_at = @now, lease_expires_at = NULL WHERE id = @id RETURNING *`),
+          updated_at = @now, lease_expires_at = NULL
+        WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
       requeue: db.prepare(`UPDATE tasks SET status = @status, run_at = @run_at, error = @error, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
       bury: db.prepare(`UPDATE tasks SET status = 'dead', error = @error, completed_at = @now, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
-      extend: db.prepare(
-        'UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now WHERE id = @id RETURNING *',
-      ),
+      extend: db.prepare(`UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now
+        WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
       cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now,
           lease_expires_at = NULL WHERE id = @id RETURNING *`),
       retry: db.prepare(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
@@ -319,26 +317,35 @@ export class SqliteStore implements Store {
   }
 
   async agentList(params: AgentListParams): Promise<Page<Agent>> {
-    const after = decodeCursor(params.cursor);
-    const where: string[] = [];
-    const args: unknown[] = [];
-    let from = 'agents a';
-    if (params.capability !== undefined) {
-      from = 'agent_capabilities c JOIN agents a ON a.seq = c.agent_seq';
-      where.push('c.capability = ?');
-      args.push(params.capability);
-    }
-    if (params.status !== undefined) {
-      where.push('a.status = ?');
-      args.push(params.status);
-    }
-    if (after !== undefined) {
-      where.push('a.seq > ?');
-      args.push(after);
-    }
-    const sql = `SELECT a.* FROM ${from}${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY a.seq LIMIT ?`;
-    const rows = this.statement(sql).all(...args, params.limit + 1) as AgentRow[];
-    return page(rows, params.limit, toAgent, (r) => r.seq);
+    const byCapability = params.capability !== undefined;
+    return this.listPage<AgentRow, Agent>({
+      select: byCapability ? 'SELECT a.* FROM agent_capabilities c JOIN agents a ON a.seq = c.agent_seq' : 'SELECT a.* FROM agents a',
+      conditions: [
+        ['c.capability = ?', params.capability],
+        ['a.status = ?', params.status],
+        ['a.seq > ?', decodeCursor(params.cursor)],
+      ],
+      orderBy: 'a.seq',
+      limit: params.limit,
+      map: toAgent,
+      key: (r) => r.seq,
+    });
+  }
+
+  /** A keyset-paginated list; conditions whose value is undefined are left out. */
+  private listPage<R, T>(q: {
+    select: string;
+    conditions: [sql: string, value: unknown][];
+    orderBy: string;
+    limit: number;
+    map: (row: R) => T;
+    key: (row: R) => number;
+  }): Page<T> {
+    const present = q.conditions.filter(([, value]) => value !== undefined);
+    const where = present.length > 0 ? ` WHERE ${present.map(([sql]) => sql).join(' AND ')}` : '';
+    const sql = `${q.select}${where} ORDER BY ${q.orderBy} LIMIT ?`;
+    const rows = this.statement(sql).all(...present.map(([, value]) => value), q.limit + 1) as R[];
+    return page(rows, q.limit, q.map, q.key);
   }
 
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined> {
@@ -448,51 +455,38 @@ export class SqliteStore implements Store {
   async taskList(params: TaskListParams): Promise<Page<Task>> {
     const cursor = decodeCursor(params.cursor);
     const asc = params.order === 'asc';
-    const where: string[] = [];
-    const args: unknown[] = [];
-    for (const [column, value] of [
-      ['status', params.status],
-      ['type', params.type],
-      ['agent_id', params.agentId],
-    ] as const) {
-      if (value !== undefined) {
-        where.push(`${column} = ?`);
-        args.push(value);
-      }
-    }
-    if (cursor !== undefined) {
-      where.push(asc ? 'id > ?' : 'id < ?');
-      args.push(cursor);
-    }
-    const sql = `SELECT * FROM tasks${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY id ${asc ? 'ASC' : 'DESC'} LIMIT ?`;
-    const rows = this.statement(sql).all(...args, params.limit + 1) as TaskRow[];
-    return page(rows, params.limit, toTask, (r) => r.id);
-  }
-
-  private requirements(key: string): string[] {
-    let reqs = this.requirementCache.get(key);
-    if (!reqs) {
-      reqs = requirementsOf(key);
-      if (this.requirementCache.size > 10_000) this.requirementCache.clear();
-      this.requirementCache.set(key, reqs);
-    }
-    return reqs;
+    return this.listPage<TaskRow, Task>({
+      select: 'SELECT * FROM tasks',
+      conditions: [
+        ['status = ?', params.status],
+        ['type = ?', params.type],
+        ['agent_id = ?', params.agentId],
+        [asc ? 'id > ?' : 'id < ?', cursor],
+      ],
+      orderBy: asc ? 'id ASC' : 'id DESC',
+      limit: params.limit,
+      map: toTask,
+      key: (r) => r.id,
+    });
   }
 
   taskClaim(params: TaskClaimParams): Promise<TaskClaimResult> {
     return this.groupCommit.write(() => {
       const agentRow = this.s.agentById.get(params.agentId) as AgentRow | undefined;
       if (!agentRow) throw notFound('agent', params.agentId);
-      // A claim is a sign of life: it counts as a heartbeat.
-      const agent = toAgent(this.s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow);
-      const room = Math.min(params.max, agent.maxConcurrency - (this.s.inFlight.get(params.agentId) as number));
-      if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [] };
+      // A claim is a sign of life: it counts as a heartbeat. Within a second of the last one the
+      // write is skipped; staleness is measured in tens of seconds.
+      const fresh = agentRow.status === 'online' && params.now - agentRow.last_heartbeat_at < 1_000;
+      const agent = toAgent(fresh ? agentRow : (this.s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
+      const free = agent.maxConcurrency - (this.s.inFlight.get(params.agentId) as number);
+      const room = Math.min(params.max, free);
+      if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
       const capabilities = new Set(agent.capabilities);
       // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
       // seeks each claimable requirement set's index range (few rows each) and merges them here.
       let candidates: { id: number; priority: number }[] = [];
       for (const key of this.s.queuedKeys.all() as string[]) {
-        if (!this.requirements(key).every((c) => capabilities.has(c))) continue;
+        if (!requirementsOf(key).every((c) => capabilities.has(c))) continue;
         candidates = candidates.concat(this.s.claimCandidates.all(key, room) as { id: number; priority: number }[]);
       }
       candidates.sort((a, b) => b.priority - a.priority || a.id - b.id);
@@ -501,11 +495,11 @@ export class SqliteStore implements Store {
         const row = this.s.lease.get({ id: c.id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
         if (row) tasks.push(toTask(row));
       }
-      return { agent, previousStatus: agentRow.status, tasks };
+      return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length };
     });
   }
 
-  /** Inside a write: the row, if the agent still holds its lease; otherwise the reason it does not. */
+  /** Inside a write: the row, if the agent still holds its lease; otherwise throws the reason it does not. */
   private leasedRow(id: number, agentId: string): TaskRow {
     const row = this.s.taskById.get(id) as TaskRow | undefined;
     if (!row) throw notFound('task', id);
@@ -519,11 +513,22 @@ export class SqliteStore implements Store {
     return row;
   }
 
+  /** Why a conditional write on a lease matched no row: the task is gone, or the agent does not hold it. */
+  private leaseRefused(id: number, agentId: string): never {
+    this.leasedRow(id, agentId);
+    throw new Error(`task ${id}: the lease held by ${agentId} matched no row`);
+  }
+
   taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<Task> {
     return this.groupCommit.write(() => {
-      this.leasedRow(params.id, params.agentId);
-      const row = this.s.complete.get({ id: params.id, result: JSON.stringify(params.result ?? null), now: params.now });
-      return toTask(row as TaskRow);
+      // One statement on the happy path; only a refused completion reads the row to say why.
+      const row = this.s.complete.get({
+        id: params.id,
+        agent_id: params.agentId,
+        result: JSON.stringify(params.result ?? null),
+        now: params.now,
+      }) as TaskRow | undefined;
+      return row ? toTask(row) : this.leaseRefused(params.id, params.agentId);
     });
   }
 
@@ -542,9 +547,13 @@ export class SqliteStore implements Store {
 
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<Task> {
     return this.groupCommit.write(() => {
-      this.leasedRow(params.id, params.agentId);
-      const row = this.s.extend.get({ id: params.id, lease_ms: params.leaseMs ?? null, now: params.now });
-      return toTask(row as TaskRow);
+      const row = this.s.extend.get({
+        id: params.id,
+        agent_id: params.agentId,
+        lease_ms: params.leaseMs ?? null,
+        now: params.now,
+      }) as TaskRow | undefined;
+      return row ? toTask(row) : this.leaseRefused(params.id, params.agentId);
     });
   }
 
@@ -652,20 +661,17 @@ export class SqliteStore implements Store {
   }
 
   async lockList(params: LockListParams): Promise<Page<Lock>> {
-    const after = decodeCursor(params.cursor);
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (params.agentId !== undefined) {
-      where.push('agent_id = ?');
-      args.push(params.agentId);
-    }
-    if (after !== undefined) {
-      where.push('seq > ?');
-      args.push(after);
-    }
-    const sql = `SELECT * FROM locks${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY seq LIMIT ?`;
-    const rows = this.statement(sql).all(...args, params.limit + 1) as LockRow[];
-    return page(rows, params.limit, toLock, (r) => r.seq);
+    return this.listPage<LockRow, Lock>({
+      select: 'SELECT * FROM locks',
+      conditions: [
+        ['agent_id = ?', params.agentId],
+        ['seq > ?', decodeCursor(params.cursor)],
+      ],
+      orderBy: 'seq',
+      limit: params.limit,
+      map: toLock,
+      key: (r) => r.seq,
+    });
   }
 
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]> {

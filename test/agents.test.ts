@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+
+describe('agents', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ agentStaleMs: 300, agentOfflineMs: 600 });
+  });
+  after(() => server.stop());
+
+  it('registers 50 agents concurrently, each with its own id and token', async () => {
+    const { api } = server;
+    const replies = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => api.post('/v1/agents', { name: `emp-${i}`, capabilities: ['code'] })),
+    );
+    assert.ok(replies.every((r) => r.status === 201));
+    assert.equal(new Set(replies.map((r) => r.body.agent.id)).size, 50);
+    assert.equal(new Set(replies.map((r) => r.body.token)).size, 50);
+    const listed = (await api.get('/v1/agents?capability=code&limit=1000')).body.items;
+    assert.equal(listed.length, 50);
+  });
+
+  it('registers a batch in one transaction, and rejects the whole batch for one bad item', async () => {
+    const { api } = server;
+    const ok = await api.post('/v1/agents/batch', {
+      agents: Array.from({ length: 200 }, (_, i) => ({ name: `batch-${i}`, capabilities: ['batch'] })),
+    });
+    assert.equal(ok.status, 201);
+    assert.equal(ok.body.items.length, 200);
+    const bad = await api.post('/v1/agents/batch', {
+      agents: [{ name: 'fine', capabilities: ['x-batch'] }, { name: 'bad', maxConcurrency: 0 }],
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.code, 'FLEETD_ERR_VALIDATION');
+    assert.match(bad.body.error.details.field, /agents\.1\.maxConcurrency/);
+    assert.equal((await api.get('/v1/agents?capability=x-batch')).body.items.length, 0);
+  });
+
+  it('pages through agents with a cursor and filters by status', async () => {
+    const { api } = server;
+    const ids = new Set<string>();
+    let cursor: string | null = null;
+    do {
+      const res: any = await api.get(`/v1/agents?capability=batch&limit=64${cursor ? `&cursor=${cursor}` : ''}`);
+      for (const a of res.body.items) ids.add(a.id);
+      cursor = res.body.nextCursor;
+    } while (cursor);
+    assert.equal(ids.size, 200);
+  });
+
+  it('goes stale, then offline without heartbeats: its leases return to the queue and its locks are released', async () => {
+    const { api } = server;
+    const quiet = await api.registerAgent(['reap']);
+    const other = await api.registerAgent(['reap']);
+    const task = await api.submit({ type: 'reap', leaseMs: 60_000 });
+    await api.claim(quiet.id);
+    const lock = await api.post('/v1/locks', { agentId: quiet.id, resources: ['src/reap.ts'], ttlMs: 60_000 });
+    assert.equal(lock.status, 200);
+    // Keep the other agent alive while the quiet one misses its heartbeats.
+    const keepAlive = setInterval(() => void api.post(`/v1/agents/${other.id}/heartbeat`), 100);
+    try {
+      await nextEvent(server, 'agent.stale', (e) => e.agentId === quiet.id);
+      assert.equal((await api.get(`/v1/agents/${quiet.id}`)).body.status, 'stale');
+      const offline = await nextEvent(server, 'agent.offline', (e) => e.agent.id === quiet.id);
+      assert.equal(offline.agent.status, 'offline');
+    } finally {
+      clearInterval(keepAlive);
+    }
+    const requeued = (await api.get(`/v1/tasks/${task.id}`)).body;
+    assert.equal(requeued.status, 'queued');
+    assert.equal((await api.get(`/v1/locks/${lock.body.id}`)).status, 404);
+    const [again] = await api.claim(other.id);
+    assert.equal(again.id, task.id);
+    // A heartbeat brings it back online.
+    const back = await api.post(`/v1/agents/${quiet.id}/heartbeat`);
+    assert.equal(back.body.status, 'online');
+  });
+
+  it('deleting an agent releases its tasks and locks', async () => {
+    const { api } = server;
+    const agent = await api.registerAgent(['gone']);
+    const task = await api.submit({ type: 'gone' });
+    await api.claim(agent.id);
+    await api.post('/v1/locks', { agentId: agent.id, resources: ['db/users'], ttlMs: 60_000 });
+    assert.equal((await api.delete(`/v1/agents/${agent.id}`)).status, 200);
+    assert.equal((await api.get(`/v1/agents/${agent.id}`)).status, 404);
+    assert.equal((await api.get(`/v1/tasks/${task.id}`)).body.status, 'queued');
+    const other = await api.registerAgent(['gone']);
+    assert.equal((await api.post('/v1/locks', { agentId: other.id, resources: ['db/users'], ttlMs: 1000 })).status, 200);
+  });
+
+  it('counts agents by status in /v1/stats', async () => {
+    const { api } = server;
+    const stats = (await api.get('/v1/stats')).body;
+    const listed = async (status: string) => {
+      let n = 0;
+      let cursor: string | null = null;
+      do {
+        const res: any = await api.get(`/v1/agents?status=${status}&limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+        n += res.body.items.length;
+        cursor = res.body.nextCursor;
+      } while (cursor);
+      return n;
+    };
+    const total = stats.agents.byStatus.online + stats.agents.byStatus.stale + stats.agents.byStatus.offline;
+    assert.equal(total, (await listed('online')) + (await listed('stale')) + (await listed('offline')));
+  });
+});
