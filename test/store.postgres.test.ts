@@ -37,6 +37,23 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
+  it('keeps to its own schema even when the URL sets connection options', async () => {
+    const schema = uniqueSchema();
+    const store = new PostgresStore({ url: `${TEST_DATABASE_URL}?options=-c%20statement_timeout%3D60000`, schema });
+    try {
+      await store.migrate();
+      await store.agentCreateMany([{ id: 'own', name: 'own', capabilities: [], labels: {}, maxConcurrency: 1, tokenHash: 'h', now: 0 }]);
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await client.connect();
+      const { rows } = await client.query(`SELECT id FROM ${schema}.agents`);
+      await client.end();
+      assert.deepEqual(rows, [{ id: 'own' }]);
+    } finally {
+      await store.dropSchema();
+      await store.close();
+    }
+  });
+
   it('claims from the head of an index range however large the backlog of another type', async () => {
     const { store, destroy } = await freshPostgresStore();
     const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${store.schema}` });

@@ -179,6 +179,18 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       await rejectsWith(store.taskComplete({ id: t.id, agentId: a, result: 1, now: T0 }), 'FLEETD_ERR_LEASE_LOST');
     });
 
+    it('AcknowledgesOneOfConcurrentCompletionsOfOneTask, and each of many different ones', async () => {
+      const a = await agent(['cc'], 50);
+      const made = await submit(...Array.from({ length: 20 }, () => task('cc')));
+      await store.taskClaim({ agentId: a, max: 20, now: T0 });
+      const same = await Promise.allSettled([1, 2, 3].map((r) => store.taskComplete({ id: made[0].id, agentId: a, result: r, now: T0 + 1 })));
+      assert.equal(same.filter((r) => r.status === 'fulfilled').length, 1);
+      for (const r of same) if (r.status === 'rejected') assert.equal((r.reason as FleetError).code, 'FLEETD_ERR_LEASE_LOST');
+      const rest = await Promise.all(made.slice(1).map((t, i) => store.taskComplete({ id: t.id, agentId: a, result: { i }, now: T0 + 2 })));
+      assert.deepEqual(rest.map((t) => [t.id, t.status, t.result]), made.slice(1).map((t, i) => [t.id, 'completed', { i }]));
+      await assertCountersEqualRecount(store);
+    });
+
     it('RescuesExpiredLeasesToTheQueue, then to dead once attempts are spent', async () => {
       const a = await agent(['e']);
       const [t] = await submit(task('e', { maxAttempts: 2 }));

@@ -23,6 +23,7 @@ import {
   type TaskListParams,
   type TaskTransition,
 } from '../store.js';
+import { CompletionBatcher } from './completion-batcher.js';
 import { migrations } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -241,6 +242,17 @@ export class PostgresStore implements Store {
   private readonly poolSize: number;
   private listener: pg.Client | undefined;
   private closed = false;
+  private readonly completions = new CompletionBatcher<TaskRow>((batch) =>
+    this.transaction((q) =>
+      q<TaskRow>(
+        `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
+         WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
+         RETURNING t.*`,
+        [batch.map((c) => c.id), batch.map((c) => c.agentId), batch.map((c) => c.result), batch.map((c) => c.now)],
+      ),
+    ),
+  );
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.schema = options.schema ?? 'public';
@@ -252,9 +264,11 @@ export class PostgresStore implements Store {
       connectionTimeoutMillis: options.poolTimeoutMs ?? 5_000,
       idleTimeoutMillis: 30_000,
       application_name: this.nodeId,
-      options: `-c search_path=${this.schema}`,
       types,
     });
+    // Set on each new connection before its first query (pg runs a client's queries in order). Not
+    // through the connection's `options`, which an `?options=` in the URL would silently replace.
+    this.pool.on('connect', (client) => void client.query(`SET search_path TO ${this.schema}`).catch(() => {}));
     // An idle connection that breaks (database restart) is dropped by the pool; the next query
     // opens a new one. Without a listener the error would crash the process.
     this.pool.on('error', () => {});
@@ -646,11 +660,12 @@ export class PostgresStore implements Store {
   }
 
   async taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<Task> {
-    const [row] = await this.query<TaskRow>(
-      `UPDATE tasks SET status = 'completed', result = $3, completed_at = $4, updated_at = $4, lease_expires_at = NULL
-       WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
-      [params.id, params.agentId, JSON.stringify(params.result ?? null), params.now],
-    );
+    const row = await this.completions.complete({
+      id: params.id,
+      agentId: params.agentId,
+      result: JSON.stringify(params.result ?? null),
+      now: params.now,
+    });
     if (!row) throw await this.leaseLost(params.id, params.agentId);
     return toTask(row);
   }
