@@ -106,6 +106,8 @@ function unavailable(err: unknown): unknown {
 const RETRYABLE = new Set(['40P01', '40001']);
 const UNIQUE_VIOLATION = '23505';
 
+type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
+
 const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 
 function toTask(row: TaskRow): Task {
@@ -309,7 +311,7 @@ export class PostgresStore implements Store {
   }
 
   /** Runs `work` in one transaction, again from the start on a deadlock or serialization failure. */
-  private async transaction<T>(work: (q: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>) => Promise<T>, retryOn: string[] = []): Promise<T> {
+  private async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
       try {
@@ -501,7 +503,7 @@ export class PostgresStore implements Store {
 
   /** Inside a transaction: every task leased to the agents goes back (or dies), every lock they hold goes. */
   private async releaseAgents(
-    q: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>,
+    q: Query,
     agentIds: string[],
     now: number,
   ): Promise<(agentId: string) => { tasks: TaskTransition[]; locks: Lock[] }> {
@@ -540,23 +542,27 @@ export class PostgresStore implements Store {
   async taskInsertMany(params: { tasks: TaskInsertParams[]; now: number }): Promise<TaskInsertResult[]> {
     const { tasks, now } = params;
     const hashes = tasks.map((t) => (t.idempotencyKey === null ? null : requestHash(t)));
+    // One statement for the whole batch, inserted in order, so ids follow the batch's order.
+    const insert = (q: Query) =>
+      q<TaskRow>(TASK_INSERT, [
+        tasks.map((t) => t.type),
+        tasks.map((t) => requirementKey(t.requires)),
+        tasks.map((t) => JSON.stringify(t.payload)),
+        tasks.map((t) => t.priority),
+        tasks.map((t) => t.idempotencyKey),
+        hashes,
+        tasks.map((t) => t.maxAttempts),
+        tasks.map((t) => t.leaseMs),
+        tasks.map((t) => t.backoffMs),
+        tasks.map((t) => t.runAt),
+        now,
+      ]).then((rows) => rows.sort((a, b) => a.id - b.id));
+    if (hashes.every((h) => h === null)) {
+      // Without idempotency keys nothing can conflict: the one statement is the whole transaction.
+      return (await insert((text, values) => this.query(text, values))).map((row) => ({ task: toTask(row), created: true }));
+    }
     return this.transaction(async (q) => {
-      // One statement for the whole batch, inserted in order, so ids follow the batch's order.
-      const inserted = (
-        await q<TaskRow>(TASK_INSERT, [
-          tasks.map((t) => t.type),
-          tasks.map((t) => requirementKey(t.requires)),
-          tasks.map((t) => JSON.stringify(t.payload)),
-          tasks.map((t) => t.priority),
-          tasks.map((t) => t.idempotencyKey),
-          hashes,
-          tasks.map((t) => t.maxAttempts),
-          tasks.map((t) => t.leaseMs),
-          tasks.map((t) => t.backoffMs),
-          tasks.map((t) => t.runAt),
-          now,
-        ])
-      ).sort((a, b) => a.id - b.id);
+      const inserted = await insert(q);
       const insertedKeys = new Set(inserted.map((r) => r.idempotency_key).filter((k) => k !== null));
       const repeatedKeys = tasks
         .map((t) => t.idempotencyKey)
