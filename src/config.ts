@@ -47,6 +47,34 @@ export interface FleetdConfig {
   maxLockTtlMs: number;
 
   /**
+   * How long an agent whose WebSocket dropped keeps its leases and locks, in ms: a reconnect inside
+   * it resumes them; after it they are released. Env FLEETD_AGENT_DISCONNECT_GRACE_MS. Defaults to 15000.
+   */
+  agentDisconnectGraceMs: number;
+  /** Most open WebSockets (agents and observers together); one more is closed with 1013. Env FLEETD_WS_MAX_CONNECTIONS. Defaults to 20000. */
+  wsMaxConnections: number;
+  /** Bytes a socket may have waiting to be sent; a consumer slower than that is cut off (1008). Env FLEETD_WS_MAX_BUFFERED_BYTES. Defaults to 1048576 (1 MiB). */
+  wsMaxBufferedBytes: number;
+  /**
+   * Interval of WebSocket pings in ms; a peer that misses one pong is dropped. Connected agents are
+   * heartbeated every min(wsPingMs, agentStaleMs / 2) so that they never go stale. Env FLEETD_WS_PING_MS. Defaults to 10000.
+   */
+  wsPingMs: number;
+  /** Longest wait in ms before observer events are sent as one batch. Env FLEETD_EVENT_BATCH_MS. Defaults to 50. */
+  eventBatchMs: number;
+  /** Most events in one observer batch; a full batch leaves at once. Env FLEETD_EVENT_BATCH_MAX. Defaults to 50. */
+  eventBatchMax: number;
+  /** A JSON or YAML file of providers and pipelines to load at start; empty for none. Env FLEETD_PIPELINES_FILE. Defaults to none. */
+  pipelinesFile: string;
+  /** Pipeline steps running at once across all runs: the background lane's budget. Env FLEETD_PIPELINE_CONCURRENCY. Defaults to 64. */
+  pipelineConcurrency: number;
+  /**
+   * A run joins a case when the cosine similarity of its embedding to the case's centroid is at
+   * least this, in percent. Env FLEETD_CASE_SIMILARITY_PERCENT. Defaults to 80.
+   */
+  caseSimilarityPercent: number;
+
+  /**
    * PostgreSQL to use as the store instead of embedded SQLite (postgres://user@host:port/db), so that
    * several nodes can share it. Env FLEETD_DATABASE_URL. Defaults to '' (SQLite in dataDir).
    */
@@ -85,6 +113,15 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
+  agentDisconnectGraceMs: 15_000,
+  wsMaxConnections: 20_000,
+  wsMaxBufferedBytes: 1_048_576,
+  wsPingMs: 10_000,
+  eventBatchMs: 50,
+  eventBatchMax: 50,
+  pipelinesFile: '',
+  pipelineConcurrency: 64,
+  caseSimilarityPercent: 80,
   databaseUrl: '',
   databaseSchema: 'public',
   databasePoolSize: 10,
@@ -121,6 +158,15 @@ const settings: Record<
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+  agentDisconnectGraceMs: { env: 'FLEETD_AGENT_DISCONNECT_GRACE_MS', kind: 'int', min: 0 },
+  wsMaxConnections: { env: 'FLEETD_WS_MAX_CONNECTIONS', kind: 'int', min: 1 },
+  wsMaxBufferedBytes: { env: 'FLEETD_WS_MAX_BUFFERED_BYTES', kind: 'int', min: 1024 },
+  wsPingMs: { env: 'FLEETD_WS_PING_MS', kind: 'int', min: 100 },
+  eventBatchMs: { env: 'FLEETD_EVENT_BATCH_MS', kind: 'int', min: 0 },
+  eventBatchMax: { env: 'FLEETD_EVENT_BATCH_MAX', kind: 'int', min: 1 },
+  pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string' },
+  pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
+  caseSimilarityPercent: { env: 'FLEETD_CASE_SIMILARITY_PERCENT', kind: 'int', min: 0 },
   databaseUrl: {
     env: 'FLEETD_DATABASE_URL',
     kind: 'string',
@@ -189,6 +235,7 @@ function validate(c: FleetdConfig): void {
   if (c.agentOfflineMs <= c.agentStaleMs) {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
+  if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

@@ -60,9 +60,9 @@ describe('agents', () => {
     // Keep the other agent alive while the quiet one misses its heartbeats.
     const keepAlive = setInterval(() => void api.post(`/v1/agents/${other.id}/heartbeat`), 100);
     try {
-      await nextEvent(server, 'agent.stale', (e) => e.agentId === quiet.id);
+      await nextEvent(server, 'agent.stale', (e) => e.agentId === quiet.id, 20_000);
       assert.equal((await api.get(`/v1/agents/${quiet.id}`)).body.status, 'stale');
-      const offline = await nextEvent(server, 'agent.offline', (e) => e.agent.id === quiet.id);
+      const offline = await nextEvent(server, 'agent.offline', (e) => e.agent.id === quiet.id, 20_000);
       assert.equal(offline.agent.status, 'offline');
     } finally {
       clearInterval(keepAlive);

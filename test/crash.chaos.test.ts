@@ -45,7 +45,11 @@ describe('crash', () => {
         const agents = await registerAgents(api);
         let dead = false;
         const running = runFleet(api, agents, () => dead, true);
-        await new Promise((r) => setTimeout(r, 300 + Math.random() * 1_200));
+        // Once work is flowing (however slow the machine), at a random moment.
+        const flowing = completions.size + 20;
+        const giveUp = Date.now() + 30_000;
+        while (completions.size < flowing && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, Math.random() * 1_000));
         await kill9(child);
         dead = true;
         await running;

@@ -168,7 +168,7 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
     server = await startTestServer({ databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, databasePoolSize: 2, databasePoolTimeoutMs: 300 });
   });
   after(async () => {
-    await (server.store as PostgresStore).dropSchema();
+    await (server.store as unknown as PostgresStore).dropSchema();
     await server.stop();
   });
 
@@ -186,7 +186,7 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
     await blocker.query('SELECT * FROM agents WHERE id = $1 FOR UPDATE', [agent.id]);
     const stuck = [api.claim(agent.id, 1), api.claim(agent.id, 1)];
     const { eventually } = await import('./helpers.js');
-    await eventually(() => (server.store as PostgresStore).poolStats().inUse === 2, 5_000, 'both connections in use');
+    await eventually(() => (server.store as unknown as PostgresStore).poolStats().inUse === 2, 5_000, 'both connections in use');
     const res = await api.get(`/v1/tasks/${task.id}`);
     assert.equal(res.status, 503);
     assert.equal(res.body.error.code, 'FLEETD_ERR_STORE_UNAVAILABLE');

@@ -12,7 +12,8 @@ describe('concurrent claims', () => {
   it('50 agents claiming from 5,000 tasks complete every task exactly once, never two holders at a time', async () => {
     const { api } = server;
     const total = 5_000;
-    const tasks = Array.from({ length: total }, (_, i) => ({ type: 'work', payload: { i }, priority: i % 3 }));
+    // Leases long enough that none expires even on a crawling machine: a second holder would be a bug, not a rescue.
+    const tasks = Array.from({ length: total }, (_, i) => ({ type: 'work', payload: { i }, priority: i % 3, leaseMs: 3_600_000 }));
     for (let i = 0; i < total; i += 1_000) {
       assert.equal((await api.post('/v1/tasks/batch', { tasks: tasks.slice(i, i + 1_000) })).status, 201);
     }

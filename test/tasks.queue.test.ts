@@ -96,10 +96,10 @@ describe('task queue', () => {
   it('extends a lease so that it does not expire while work goes on', async () => {
     const { api } = server;
     const agent = await api.registerAgent(['long']);
-    const task = await api.submit({ type: 'long', leaseMs: 300 });
+    const task = await api.submit({ type: 'long', leaseMs: 1_500 });
     await api.claim(agent.id);
     for (let i = 0; i < 4; i++) {
-      await new Promise((r) => setTimeout(r, 150));
+      await new Promise((r) => setTimeout(r, 500));
       const ext = await api.post(`/v1/tasks/${task.id}/extend`, { agentId: agent.id });
       assert.equal(ext.status, 200);
     }

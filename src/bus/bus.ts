@@ -1,4 +1,5 @@
 import type { Agent, Lock, Task } from '../core/types.js';
+import type { RunSummary } from '../pipelines/types.js';
 
 /** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
 export type TaskSummary = Omit<Task, 'payload' | 'result'>;
@@ -41,6 +42,14 @@ export interface FleetEvents {
   'agent.deleted': { agent: Agent };
   'lock.acquired': { lock: Lock };
   'lock.released': { lock: Lock; reason: 'released' | 'expired' | 'agent_offline' };
+  /** A pipeline run was started (not published for a repeated idempotency key). */
+  'pipeline.run.created': { run: RunSummary };
+  /** A step's output was recorded; it will not run again for this run. */
+  'pipeline.step.completed': { run: RunSummary; step: string; attempt: number };
+  /** An attempt of a step failed; it will be retried after its backoff unless willRetry is false. */
+  'pipeline.step.failed': { run: RunSummary; step: string; attempt: number; willRetry: boolean; error: Record<string, unknown> };
+  /** The run ended: completed, failed or cancelled. */
+  'pipeline.run.finished': { run: RunSummary };
 }
 
 export type EventName = keyof FleetEvents;

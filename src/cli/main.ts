@@ -2,11 +2,13 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, describeSettings, type FleetdConfig } from '../config.js';
 import { startServer } from '../server/server.js';
+import { runDemoAgent } from './demo-agent.js';
 
 const usage = `fleetd — orchestration server for fleets of AI agents
 
 Usage:
   fleetd start [--port N] [--host H] [--data-dir DIR]
+  fleetd agent [--url URL] [--capabilities echo,sleep] [--concurrency N]   (fleetd agent --help)
 
 Settings (flags override FLEETD_* environment variables, which override defaults):`;
 
@@ -60,6 +62,8 @@ async function main(): Promise<void> {
   switch (command) {
     case 'start':
       return start(rest);
+    case 'agent':
+      return runDemoAgent(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -85,6 +85,14 @@ export class AgentService {
     return released.agent;
   }
 
+  /** Takes the agent offline now, releasing its leased tasks and its locks; it comes back with its next heartbeat or claim. */
+  async release(id: string): Promise<Agent> {
+    const released = await this.ctx.store.agentRelease({ id, now: this.ctx.now() });
+    if (!released) throw notFound('agent', id);
+    this.ctx.publishRelease(released, 'agent.offline');
+    return released.agent;
+  }
+
   /** True when the token is the one issued to this agent; compared in constant time. */
   async verifyToken(id: string, token: string): Promise<boolean> {
     const stored = await this.ctx.store.agentTokenHash({ id });

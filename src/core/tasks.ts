@@ -141,6 +141,13 @@ export class TaskService {
     }
   }
 
+  /** Leases up to `max` ready tasks at once, never waiting: how the WebSocket gateway pushes work to a socket with credit. */
+  async claimReady(agentId: string, max: number, reason?: WakeReason): Promise<{ tasks: Task[]; room: number }> {
+    const { tasks, room } = await this.claimNow(agentId, max);
+    if (reason) this.handOn(reason, tasks);
+    return { tasks, room };
+  }
+
   /**
    * A waiter woken for `reason.count` tasks of one requirement may have claimed others instead (a
    * higher priority elsewhere): the tasks it was counted for are still queued with nobody awake

@@ -5,8 +5,13 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
 import type { Fleet } from '../core/fleet.js';
+import { gatewayRoutes } from './gateway/gateway.js';
 import { agentRoutes } from './routes/agents.js';
+import type { Pipelines } from '../pipelines/pipelines.js';
+import type { NlpPool } from '../nlp/nlp-pool.js';
+import { intakeRoutes } from './routes/intake.js';
 import { lockRoutes } from './routes/locks.js';
+import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 
@@ -15,6 +20,10 @@ export interface AppOptions {
   config: Readonly<FleetdConfig>;
   /** A pino logger to share, or false for none. */
   logger: FastifyBaseLogger | false;
+  /** Pipelines and their providers; without them the /v1/pipelines routes are absent. */
+  pipelines?: Pipelines;
+  /** The NLP worker pool; without it POST /v1/intake is absent. */
+  nlp?: NlpPool;
 }
 
 export type App = FastifyInstance<
@@ -112,5 +121,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
+  if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
+  if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });
   return app;
 }

@@ -4,8 +4,12 @@ import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
+import { NlpPool } from '../nlp/nlp-pool.js';
+import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { redisSettings } from '../redis/connection.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
+import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
+import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
@@ -15,6 +19,7 @@ export interface FleetServer {
   fleet: Fleet;
   store: Store;
   config: Readonly<FleetdConfig>;
+  pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
   url: string;
   close(): Promise<void>;
@@ -34,24 +39,33 @@ export function createLogger(level: string): Logger {
  */
 export async function startServer(
   overrides: Partial<FleetdConfig> = {},
-  options: { logger?: Logger | false; env?: NodeJS.ProcessEnv } = {},
+  options: { logger?: Logger | false; env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup } = {},
 ): Promise<FleetServer> {
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
+  // Pipelines and cases have a SQLite driver only, so far: on PostgreSQL they stay in the node's
+  // own SQLite file in dataDir, while tasks, agents and locks are shared by every node.
+  const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
   const store: Store =
     config.databaseUrl === ''
-      ? new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous })
+      ? sqlite
       : new PostgresStore({
           url: config.databaseUrl,
           schema: config.databaseSchema,
           poolSize: config.databasePoolSize,
           poolTimeoutMs: config.databasePoolTimeoutMs,
         });
+  const closeStores = async () => {
+    await store.close();
+    if (store !== sqlite) await sqlite.close();
+  };
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
+  const nlp = new NlpPool();
   let bus: Bus | undefined;
   let stopListening: (() => Promise<void>) | undefined;
   let fleet: Fleet | undefined;
+  let pipelines: Pipelines | undefined;
   let app: App;
   let address: string;
   try {
@@ -62,33 +76,45 @@ export async function startServer(
     const waiters = fleet.waiters;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
     if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
-    app = await buildApp({ fleet, config, logger: log || false });
+    // A bad pipeline definition stops the start here, before anything listens.
+    const pipelineStore = new SqlitePipelineStore(sqlite.db, sqlite.groupCommit);
+    const caseStore = new SqliteCaseStore(sqlite.db, sqlite.groupCommit);
+    pipelines = createPipelines({ fleet, store: pipelineStore, caseStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp });
     fleet.start();
+    await pipelines.cases.start();
+    await pipelines.engine.start();
     address = await app.listen({ host: config.host, port: config.port });
   } catch (err) {
     fleet?.stop();
+    await pipelines?.close();
+    await nlp.close();
     await stopListening?.().catch(() => {});
     await bus?.close();
-    await store.close();
+    await closeStores();
     throw err;
   }
   const openBus = bus;
   const openFleet = fleet;
+  const openPipelines = pipelines;
   let closing: Promise<void> | undefined;
   return {
     app,
     fleet: openFleet,
     store,
     config,
+    pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
     close() {
       closing ??= (async () => {
         // Waiting long-polls answer first, so that closing the listener does not wait on them.
         openFleet.stop();
+        await openPipelines.close();
         await app.close();
+        await nlp.close();
         await stopListening?.();
         await openBus.close();
-        await store.close();
+        await closeStores();
       })();
       return closing;
     },

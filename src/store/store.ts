@@ -37,6 +37,8 @@ export interface Store {
   /** Takes agents offline whose last heartbeat is older than offlineBefore: their locks go, their leased tasks return. */
   agentReapOffline(params: { offlineBefore: number; now: number; limit: number }): Promise<AgentReleaseResult[]>;
   agentDelete(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined>;
+  /** Takes one agent offline now (its WebSocket grace ran out): its locks go, its leased tasks return. */
+  agentRelease(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined>;
   /** The earliest heartbeat time among online and stale agents, to time the next reap. */
   agentOldestHeartbeat(params: { status: AgentStatus }): Promise<number | null>;
   agentCounts(): Promise<AgentCount[]>;

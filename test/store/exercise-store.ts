@@ -386,6 +386,19 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       await assertCountersEqualRecount(store);
     });
 
+    it('ReleasesOneAgentAtOnce: offline, its tasks back, its locks gone', async () => {
+      const a = await agent(['g']);
+      const [t] = await submit(task('g'));
+      await store.taskClaim({ agentId: a, max: 1, now: T0 });
+      await store.lockAcquire({ id: 'Lg', agentId: a, resources: ['g1'], ttlMs: 1_000, description: '', now: T0 });
+      const released = await store.agentRelease({ id: a, now: T0 + 1 });
+      assert.equal(released?.agent.status, 'offline');
+      assert.deepEqual(released?.tasks.map((x) => [x.task.id, x.task.status]), [[t.id, 'queued']]);
+      assert.deepEqual(released?.locks.map((l) => l.id), ['Lg']);
+      assert.equal(await store.agentRelease({ id: 'nobody', now: T0 }), undefined);
+      await assertCountersEqualRecount(store);
+    });
+
     it('DeletesAnAgentReleasingWhatItHeld', async () => {
       const a = await agent(['d']);
       const [t] = await submit(task('d'));

@@ -501,6 +501,15 @@ export class PostgresStore implements Store {
     });
   }
 
+  async agentRelease(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined> {
+    return this.transaction(async (q) => {
+      const [row] = await q<AgentRow>("UPDATE agents SET status = 'offline' WHERE id = $1 RETURNING *", [params.id]);
+      if (!row) return undefined;
+      const released = await this.releaseAgents(q, [row.id], params.now);
+      return { agent: toAgent(row), ...released(row.id) };
+    });
+  }
+
   /** Inside a transaction: every task leased to the agents goes back (or dies), every lock they hold goes. */
   private async releaseAgents(
     q: Query,

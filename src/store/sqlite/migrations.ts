@@ -117,4 +117,85 @@ CREATE TABLE lock_resources (
 CREATE INDEX lock_resources_by_lock ON lock_resources (lock_seq);
 `,
   },
+  {
+    version: 2,
+    name: 'pipeline runs and their steps',
+    sql: `
+CREATE TABLE pipeline_runs (
+  id              INTEGER PRIMARY KEY,
+  pipeline        TEXT    NOT NULL,
+  status          TEXT    NOT NULL,
+  input           TEXT    NOT NULL,
+  output          TEXT,
+  error           TEXT,
+  idempotency_key TEXT    UNIQUE,
+  request_hash    TEXT,
+  created_at      INTEGER NOT NULL,
+  updated_at      INTEGER NOT NULL,
+  finished_at     INTEGER
+);
+-- Resuming on start reads the unfinished runs only; listing filters by pipeline or status, newest first.
+CREATE INDEX pipeline_runs_unfinished  ON pipeline_runs (id) WHERE status IN ('queued', 'running');
+CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (pipeline, id);
+CREATE INDEX pipeline_runs_by_status   ON pipeline_runs (status, id);
+
+-- One row per step of a run, written when the step starts, retries, finishes or fails.
+CREATE TABLE pipeline_steps (
+  run_id          INTEGER NOT NULL REFERENCES pipeline_runs (id) ON DELETE CASCADE,
+  position        INTEGER NOT NULL,
+  name            TEXT    NOT NULL,
+  status          TEXT    NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  output          TEXT,
+  error           TEXT,
+  started_at      INTEGER,
+  finished_at     INTEGER,
+  next_attempt_at INTEGER,
+  PRIMARY KEY (run_id, position)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX pipeline_steps_by_name ON pipeline_steps (run_id, name);
+
+CREATE TABLE pipeline_run_counts (
+  pipeline TEXT    NOT NULL,
+  status   TEXT    NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (pipeline, status)
+) WITHOUT ROWID;
+CREATE TRIGGER pipeline_runs_count_insert AFTER INSERT ON pipeline_runs BEGIN
+  INSERT INTO pipeline_run_counts VALUES (NEW.pipeline, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER pipeline_runs_count_update AFTER UPDATE OF status ON pipeline_runs WHEN OLD.status <> NEW.status BEGIN
+  UPDATE pipeline_run_counts SET n = n - 1 WHERE pipeline = OLD.pipeline AND status = OLD.status;
+  INSERT INTO pipeline_run_counts VALUES (NEW.pipeline, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER pipeline_runs_count_delete AFTER DELETE ON pipeline_runs BEGIN
+  UPDATE pipeline_run_counts SET n = n - 1 WHERE pipeline = OLD.pipeline AND status = OLD.status;
+END;
+`,
+  },
+  {
+    version: 3,
+    name: 'cases: pipeline runs grouped by similarity',
+    sql: `
+CREATE TABLE cases (
+  id         INTEGER PRIMARY KEY,
+  title      TEXT    NOT NULL,
+  -- The mean of the members' unit vectors (JSON array), what a new member is compared with.
+  centroid   TEXT    NOT NULL,
+  size       INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- A run belongs to at most one case: assigning it again (a step repeated after a restart) changes nothing.
+CREATE TABLE case_members (
+  run_id     INTEGER PRIMARY KEY,
+  case_id    INTEGER NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
+  similarity REAL    NOT NULL,
+  text       TEXT    NOT NULL,
+  added_at   INTEGER NOT NULL
+);
+CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
+`,
+  },
 ];
+

@@ -383,6 +383,15 @@ export class SqliteStore implements Store {
     });
   }
 
+  agentRelease(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined> {
+    return this.groupCommit.write(() => {
+      const row = this.s.agentById.get(params.id) as AgentRow | undefined;
+      if (!row) return undefined;
+      const released = this.releaseAgent(row.id, params.now);
+      return { agent: toAgent(this.s.agentSetOffline.get(row.id) as AgentRow), ...released };
+    });
+  }
+
   /** Inside a write: every task leased to the agent goes back (or dies), every lock it holds goes. */
   private releaseAgent(agentId: string, now: number): { tasks: TaskTransition[]; locks: Lock[] } {
     const leased = this.s.leasedTo.all(agentId) as TaskRow[];

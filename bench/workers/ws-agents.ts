@@ -1,0 +1,80 @@
+/**
+ * The agent side of `npm run bench -- ws`, in its own process: N agent sockets speaking the agent
+ * stream protocol (each completes a task the moment it arrives and grants the credit back) and M
+ * observer sockets on the `stats` topic. It measures submit-to-agent dispatch latency from the
+ * submit time carried in each payload (same machine, same clock) and reports over IPC.
+ */
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+
+const [url, agentsFile, observersArg, creditArg] = process.argv.slice(2);
+const agents = JSON.parse(readFileSync(agentsFile, 'utf8')) as { id: string; token: string }[];
+const observers = Number(observersArg);
+const credit = Number(creditArg);
+const wsUrl = url.replace(/^http/, 'ws');
+const now = () => performance.timeOrigin + performance.now();
+
+const dispatch: number[] = [];
+const observed: number[] = [];
+let completed = 0;
+let measuring = false;
+const sockets: WebSocket[] = [];
+
+function openAgent(agent: { id: string; token: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`${wsUrl}/v1/agents/${agent.id}/stream`, {
+      headers: { authorization: `Bearer ${agent.token}` },
+      perMessageDeflate: false,
+    });
+    sockets.push(socket);
+    socket.once('error', reject);
+    socket.on('message', (data) => {
+      const message = JSON.parse(data.toString());
+      if (message.type === 'welcome') {
+        socket.send(JSON.stringify({ type: 'credit', add: credit }));
+        resolve();
+      } else if (message.type === 'tasks') {
+        const at = now();
+        for (const task of message.tasks) {
+          if (measuring) dispatch.push(at - task.payload.t);
+          socket.send(JSON.stringify({ type: 'complete', id: task.id }));
+        }
+        completed += message.tasks.length;
+        socket.send(JSON.stringify({ type: 'credit', add: message.tasks.length }));
+      }
+    });
+  });
+}
+
+function openObserver(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`${wsUrl}/v1/events`);
+    sockets.push(socket);
+    socket.once('error', reject);
+    socket.once('open', () => socket.send(JSON.stringify({ type: 'subscribe', topics: ['stats'] })));
+    socket.on('message', (data) => {
+      const message = JSON.parse(data.toString());
+      if (message.type === 'subscribed') resolve();
+      else if (message.type === 'events' && measuring) {
+        const at = Date.now();
+        for (const event of message.events) observed.push(at - event.at);
+      }
+    });
+  });
+}
+
+// Open sockets a few hundred at a time: a burst of 10,000 handshakes would only measure the backlog.
+for (let i = 0; i < agents.length; i += 250) await Promise.all(agents.slice(i, i + 250).map(openAgent));
+for (let i = 0; i < observers; i += 250) await Promise.all(Array.from({ length: Math.min(250, observers - i) }, openObserver));
+process.send!({ type: 'ready', sockets: sockets.length });
+
+process.on('message', (message: { type: string }) => {
+  if (message.type === 'measure') measuring = true;
+  if (message.type === 'completed') process.send!({ type: 'completed', completed });
+  if (message.type === 'finish') {
+    measuring = false;
+    process.send!({ type: 'results', dispatch, observed, completed, open: sockets.filter((s) => s.readyState === WebSocket.OPEN).length });
+    for (const socket of sockets) socket.terminate();
+    setTimeout(() => process.exit(0), 100);
+  }
+});

@@ -1,0 +1,137 @@
+import WebSocket from 'ws';
+import type { AgentJson, TaskJson } from '../protocol/agent-stream.js';
+import type { ObserverServerMessage, StreamEvent } from '../protocol/events.js';
+import { FleetAgent, type FleetAgentOptions } from './agent.js';
+import { FleetApiError } from './errors.js';
+
+export interface FleetClientOptions {
+  /** The server, e.g. http://localhost:7070. */
+  url: string;
+  /** Sent as `Authorization: Bearer <token>` on every request. */
+  token?: string;
+}
+
+export interface TaskSubmit {
+  type: string;
+  payload?: unknown;
+  priority?: number;
+  requires?: string[];
+  idempotencyKey?: string;
+  maxAttempts?: number;
+  leaseMs?: number;
+  backoffMs?: number;
+  /** ISO 8601; or give delayMs. */
+  runAt?: string;
+  delayMs?: number;
+}
+
+export interface TaskFilters {
+  status?: 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+  type?: string;
+  agentId?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface Submitted {
+  task: TaskJson;
+  /** false when the idempotency key had been used: this is the first task, not a new one. */
+  created: boolean;
+}
+
+export interface Subscription {
+  subscribe(topics: string[]): void;
+  unsubscribe(topics: string[]): void;
+  close(): void;
+}
+
+/** The fleetd SDK for code that submits and watches work. `agent()` makes a worker. */
+export class FleetClient {
+  readonly url: string;
+
+  constructor(readonly options: FleetClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+  }
+
+  /** One HTTP call; an error answer throws FleetApiError with its code. */
+  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    const text = await res.text();
+    const parsed = text === '' ? undefined : JSON.parse(text);
+    if (!res.ok) {
+      const error = parsed?.error ?? {};
+      throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
+    }
+    return parsed as T;
+  }
+
+  submit(task: TaskSubmit): Promise<Submitted> {
+    return this.request('POST', '/v1/tasks', task);
+  }
+
+  /** All or nothing: one bad task rejects the whole batch. */
+  async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
+    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks })).items;
+  }
+
+  get(id: number): Promise<TaskJson> {
+    return this.request('GET', `/v1/tasks/${id}`);
+  }
+
+  list(filters: TaskFilters = {}): Promise<{ items: TaskJson[]; nextCursor: string | null }> {
+    const query = new URLSearchParams(Object.entries(filters).map(([k, v]) => [k, String(v)])).toString();
+    return this.request('GET', `/v1/tasks${query ? `?${query}` : ''}`);
+  }
+
+  cancel(id: number): Promise<TaskJson> {
+    return this.request('DELETE', `/v1/tasks/${id}`);
+  }
+
+  stats(): Promise<Record<string, unknown>> {
+    return this.request('GET', '/v1/stats');
+  }
+
+  registerAgent(input: { name: string; capabilities?: string[]; labels?: Record<string, string>; maxConcurrency?: number }): Promise<{ agent: AgentJson; token: string }> {
+    return this.request('POST', '/v1/agents', input);
+  }
+
+  /**
+   * Opens the event stream and subscribes to `topics` (`tasks`, `task:<id>`, `agents`, `locks`,
+   * `queue:<type>`, `stats`); `onEvent` gets each event. Resolves once the subscription is in place.
+   */
+  subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
+    const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
+      headers: this.options.token ? { authorization: `Bearer ${this.options.token}` } : {},
+    });
+    const send = (message: unknown) => socket.send(JSON.stringify(message));
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      socket.once('open', () => send({ type: 'subscribe', topics }));
+      socket.once('error', (err) => (ready ? onError(err) : reject(err)));
+      socket.on('message', (data) => {
+        const message = JSON.parse(data.toString()) as ObserverServerMessage;
+        if (message.type === 'events') for (const event of message.events) onEvent(event);
+        else if (message.type === 'error') {
+          const err = new FleetApiError(400, message.error.code, message.error.message, message.error.details);
+          if (ready) onError(err);
+          else reject(err);
+        } else if (!ready) {
+          ready = true;
+          resolve({
+            subscribe: (more) => send({ type: 'subscribe', topics: more }),
+            unsubscribe: (less) => send({ type: 'unsubscribe', topics: less }),
+            close: () => socket.close(),
+          });
+        }
+      });
+    });
+  }
+
+  /** A worker: `client.agent({ name, capabilities, concurrency }).work(handler)`. */
+  agent(options: FleetAgentOptions): FleetAgent {
+    return new FleetAgent(this, options);
+  }
+}

@@ -1,0 +1,126 @@
+import { Piscina } from 'piscina';
+import { notFound } from '../core/errors.js';
+import type { Page } from '../core/types.js';
+import { Semaphore } from '../limits/semaphore.js';
+import type { CaseStore } from '../store/case-store.js';
+import { StepError, type StepContext } from './steps/step.js';
+
+export interface Case {
+  id: number;
+  title: string;
+  size: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface CaseMember {
+  runId: number;
+  similarity: number;
+  text: string;
+  addedAt: number;
+}
+
+// Loaded by file name, which no import rewriting reaches: .ts from source (tsx), .js when built.
+const workerFile = new URL(import.meta.url.endsWith('.ts') ? './similarity-worker.ts' : './similarity-worker.js', import.meta.url).href;
+
+/**
+ * Groups pipeline runs into cases by the cosine similarity of their embeddings: a run joins the
+ * case whose centroid is most similar, if at least `threshold`, or opens a new case. The centroids
+ * live in memory in a SharedArrayBuffer, searched on a worker thread, and in the store, which is
+ * the truth they are rebuilt from at start. Assignments are serialised, so that two alike runs
+ * arriving together cannot open two cases.
+ */
+export class CaseService {
+  private buffer = new SharedArrayBuffer(0);
+  private dims = 0;
+  private ids: number[] = [];
+  private readonly rowOf = new Map<number, number>();
+  private readonly one = new Semaphore(1);
+  private pool?: Piscina;
+
+  constructor(
+    private readonly store: CaseStore,
+    private readonly options: { threshold: number; now?: () => number },
+  ) {}
+
+  async start(): Promise<void> {
+    for (const { id, centroid } of await this.store.caseCentroids()) this.put(id, centroid);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.destroy();
+  }
+
+  /** Puts the run in a case (once: a run already placed keeps its case) and says which. */
+  assign(params: { runId: number; vector: number[]; text: string }): Promise<{ caseId: number; similarity: number; created: boolean }> {
+    return this.one.run(async () => {
+      const existing = await this.store.caseOfRun({ runId: params.runId });
+      if (existing) return { ...existing, created: false };
+      const { vector } = params;
+      if (this.dims !== 0 && vector.length !== this.dims) {
+        throw new StepError(`the vector has ${vector.length} dimensions; the cases have ${this.dims}`, false);
+      }
+      const now = (this.options.now ?? Date.now)();
+      const best = this.ids.length === 0 ? { row: -1, similarity: 0 } : await this.nearest(vector);
+      if (best.row >= 0 && best.similarity >= this.options.threshold) {
+        const caseId = this.ids[best.row];
+        const current = await this.store.caseGet({ id: caseId });
+        const centroid = this.row(best.row).map((c, j) => (c * current!.size + vector[j]) / (current!.size + 1));
+        await this.store.caseAddMember({ caseId, runId: params.runId, text: params.text, similarity: best.similarity, centroid, now });
+        this.put(caseId, centroid);
+        return { caseId, similarity: best.similarity, created: false };
+      }
+      const created = await this.store.caseCreate({ runId: params.runId, title: params.text.slice(0, 120), text: params.text, vector, now });
+      this.put(created.id, vector);
+      return { caseId: created.id, similarity: 1, created: true };
+    });
+  }
+
+  list(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
+    return this.store.caseList(params);
+  }
+
+  async get(id: number): Promise<Case & { members: CaseMember[] }> {
+    const found = await this.store.caseGet({ id });
+    if (!found) throw notFound('case', id);
+    return { ...found, members: await this.store.caseMembers({ caseId: id, limit: 1_000 }) };
+  }
+
+  /**
+   * The built-in `group-into-case` code step: takes the vector from the output of the step it
+   * needs (the embed step), the text from the run's input `text`, and returns the case it joined.
+   */
+  readonly groupStep = async (ctx: StepContext): Promise<unknown> => {
+    const vector = ctx.step.needs.map((n) => ctx.steps[n]).find((o) => Array.isArray(o) && o.every((x) => typeof x === 'number')) as number[] | undefined;
+    if (!vector) throw new StepError('group-into-case needs a step whose output is a vector (an embed step)', false);
+    const input = ctx.input as { text?: unknown } | null;
+    const text = typeof input?.text === 'string' ? input.text : JSON.stringify(ctx.input);
+    return this.assign({ runId: ctx.run.id, vector, text });
+  };
+
+  private nearest(vector: number[]): Promise<{ row: number; similarity: number }> {
+    this.pool ??= new Piscina({ filename: workerFile, minThreads: 0, maxThreads: 1, idleTimeout: 60_000 });
+    return this.pool.run({ buffer: this.buffer, rows: this.ids.length, dims: this.dims, vector });
+  }
+
+  private row(i: number): number[] {
+    return Array.from(new Float32Array(this.buffer, i * this.dims * 4, this.dims));
+  }
+
+  private put(id: number, centroid: number[]): void {
+    if (this.dims === 0) this.dims = centroid.length;
+    let i = this.rowOf.get(id);
+    if (i === undefined) {
+      i = this.ids.length;
+      const needed = (i + 1) * this.dims * 4;
+      if (needed > this.buffer.byteLength) {
+        const grown = new SharedArrayBuffer(Math.max(needed, this.buffer.byteLength * 2, 64 * this.dims * 4));
+        new Float32Array(grown).set(new Float32Array(this.buffer));
+        this.buffer = grown;
+      }
+      this.ids.push(id);
+      this.rowOf.set(id, i);
+    }
+    new Float32Array(this.buffer, i * this.dims * 4, this.dims).set(centroid);
+  }
+}

@@ -1,0 +1,332 @@
+import { retryDelay } from '../core/backoff.js';
+import type { Bus } from '../bus/bus.js';
+import type { Logger } from '../core/context.js';
+import { FleetError, invalid, notFound } from '../core/errors.js';
+import { checkJsonValue } from '../core/payload.js';
+import type { Page } from '../core/types.js';
+import { Semaphore } from '../limits/semaphore.js';
+import { ProviderError } from '../providers/provider.js';
+import type { PipelineStore } from '../store/pipeline-store.js';
+import type { CompiledStep, Pipeline } from './definition.js';
+import { StepError, type StepContext, type StepRunner } from './steps/step.js';
+import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from './types.js';
+
+export interface PipelineEngineOptions {
+  store: PipelineStore;
+  bus: Bus;
+  log: Logger;
+  pipelines: Map<string, Pipeline>;
+  /** Runs a step of each kind. */
+  runners: Record<CompiledStep['kind'], StepRunner>;
+  /** Steps executing at once across all runs: the background lane's budget. */
+  concurrency: number;
+  limits: { maxPayloadBytes: number; maxPayloadDepth: number; maxBatch: number };
+  now?: () => number;
+  random?: () => number;
+}
+
+export interface RunInput {
+  input?: unknown;
+  idempotencyKey?: string;
+}
+
+/** A run this process is driving: its definition, its latest state, and what it has in flight. */
+interface ActiveRun {
+  pipeline: Pipeline;
+  run: PipelineRun;
+  /** Aborted when the run is cancelled or fails, and on shutdown: ends every step in flight. */
+  controller: AbortController;
+  inFlight: Set<string>;
+  retryTimers: Map<string, NodeJS.Timeout>;
+}
+
+/** Why a step's signal fired, so its failure is handled (or deliberately not) accordingly. */
+class Shutdown extends Error {}
+class RunEnded extends Error {}
+
+/**
+ * Drives pipeline runs. Each step's outcome is written to the PipelineStore before anything reacts
+ * to it, so the store is the run's truth: on start the engine reloads every unfinished run and
+ * carries on from its steps' recorded states — completed steps are never run again, a step that
+ * was in flight when the server died runs again.
+ *
+ * Steps run in the background lane, a semaphore of `concurrency` slots shared by all runs, so that
+ * pipeline work never takes more than its budget of the event loop and providers, whatever the
+ * number of runs; runs beyond it simply wait for a slot.
+ */
+export class PipelineEngine {
+  private readonly active = new Map<number, ActiveRun>();
+  readonly lane: Semaphore;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private stopping = false;
+  private started = false;
+
+  constructor(private readonly options: PipelineEngineOptions) {
+    this.lane = new Semaphore(options.concurrency);
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+  }
+
+  get pipelines(): Map<string, Pipeline> {
+    return this.options.pipelines;
+  }
+
+  /** Resumes every unfinished run in the store, a page at a time. */
+  async start(): Promise<void> {
+    this.started = true;
+    let afterId = 0;
+    for (;;) {
+      const runs = await this.options.store.runListUnfinished({ afterId, limit: 500 });
+      if (runs.length === 0) break;
+      const resumable: [Pipeline, PipelineRun][] = [];
+      for (const run of runs) {
+        afterId = run.id;
+        const pipeline = this.options.pipelines.get(run.pipeline);
+        // A run is resumed only on the steps it was started with; a pipeline redefined since then
+        // would have it skip or repeat work, so it is left as it is, and said so.
+        const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
+        if (pipeline && same) resumable.push([pipeline, run]);
+        else this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run: its pipeline is no longer defined, or its steps changed');
+      }
+      this.driveInSlices(resumable);
+    }
+  }
+
+  /** Stops driving runs without recording anything: what is in flight stays `running` in the store, to resume on the next start. */
+  stop(): void {
+    this.stopping = true;
+    for (const active of this.active.values()) {
+      for (const t of active.retryTimers.values()) clearTimeout(t);
+      active.controller.abort(new Shutdown('the server is shutting down'));
+    }
+    this.active.clear();
+  }
+
+  async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
+    const pipeline = this.options.pipelines.get(pipelineName);
+    if (!pipeline) throw notFound('pipeline', pipelineName);
+    if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
+    if (inputs.length > this.options.limits.maxBatch) {
+      throw invalid('runs', `a batch holds at most ${this.options.limits.maxBatch} runs`, { count: inputs.length });
+    }
+    const { maxPayloadBytes: maxBytes, maxPayloadDepth: maxDepth } = this.options.limits;
+    inputs.forEach((r, i) => checkJsonValue(r.input ?? null, 'input', { maxBytes, maxDepth }, batch ? { index: i } : {}));
+    const results = await this.options.store.runInsertMany({
+      runs: inputs.map((r) => ({
+        pipeline: pipeline.name,
+        input: r.input ?? null,
+        idempotencyKey: r.idempotencyKey ?? null,
+        steps: pipeline.steps.map((s) => s.name),
+      })),
+      now: this.now(),
+    });
+    const created = results.filter((r) => r.created).map((r) => r.run);
+    for (const run of created) this.options.bus.publish('pipeline.run.created', { run: summarizeRun(run) });
+    if (this.started && !this.stopping) this.driveInSlices(created.map((run) => [pipeline, run]));
+    return results;
+  }
+
+  async get(id: number): Promise<PipelineRun> {
+    const run = await this.options.store.runGet({ id });
+    if (!run) throw notFound('run', id);
+    return run;
+  }
+
+  list(params: { pipeline?: string; status?: RunStatus; limit: number; cursor?: string }): Promise<Page<PipelineRun>> {
+    return this.options.store.runList(params);
+  }
+
+  async cancel(id: number): Promise<PipelineRun> {
+    const run = await this.options.store.runCancel({ runId: id, now: this.now() });
+    if (!run) {
+      const existing = await this.get(id);
+      throw new FleetError('FLEETD_ERR_RUN_STATE', `run ${id} is ${existing.status} and cannot be cancelled`, { runId: id, status: existing.status });
+    }
+    this.end(id, new RunEnded('the run was cancelled'));
+    this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+    return run;
+  }
+
+  /** Steps in flight and runs being driven, for /v1/stats. */
+  usage(): { runsActive: number; stepsRunning: number; stepsWaitingForLane: number } {
+    return { runsActive: this.active.size, stepsRunning: this.lane.inUse, stepsWaitingForLane: this.lane.queued };
+  }
+
+  /**
+   * Starts driving many runs a slice at a time, yielding to the event loop between slices: a batch
+   * of thousands of runs must not hold up the requests that arrive meanwhile.
+   */
+  private driveInSlices(runs: [Pipeline, PipelineRun][], slice = 50): void {
+    let i = 0;
+    const next = () => {
+      if (this.stopping) return;
+      for (const end = Math.min(i + slice, runs.length); i < end; i++) this.drive(runs[i][0], runs[i][1]);
+      if (i < runs.length) setImmediate(next);
+    };
+    next();
+  }
+
+  private drive(pipeline: Pipeline, run: PipelineRun): void {
+    const active: ActiveRun = { pipeline, run, controller: new AbortController(), inFlight: new Set(), retryTimers: new Map() };
+    this.active.set(run.id, active);
+    this.advance(active);
+  }
+
+  private end(runId: number, reason: Error): void {
+    const active = this.active.get(runId);
+    if (!active) return;
+    this.active.delete(runId);
+    for (const t of active.retryTimers.values()) clearTimeout(t);
+    active.controller.abort(reason);
+  }
+
+  /** Starts every step whose needs are met; completes the run when every step has. */
+  private advance(active: ActiveRun): void {
+    if (this.active.get(active.run.id) !== active) return;
+    const state = new Map(active.run.steps.map((s) => [s.name, s]));
+    if (active.run.steps.every((s) => s.status === 'completed')) {
+      void this.complete(active);
+      return;
+    }
+    for (const step of active.pipeline.steps) {
+      const s = state.get(step.name);
+      if (!s || (s.status !== 'pending' && s.status !== 'running')) continue;
+      if (active.inFlight.has(step.name) || active.retryTimers.has(step.name)) continue;
+      if (!step.needs.every((n) => state.get(n)?.status === 'completed')) continue;
+      const wait = (s.nextAttemptAt ?? 0) - this.now();
+      if (wait > 0) {
+        active.retryTimers.set(
+          step.name,
+          // Capped: a longer delay would overflow the timer and fire at once; advance() re-checks the time.
+          setTimeout(() => {
+            active.retryTimers.delete(step.name);
+            this.advance(active);
+          }, Math.min(wait, 2 ** 31 - 1)),
+        );
+        continue;
+      }
+      active.inFlight.add(step.name);
+      void this.runStep(active, step).finally(() => {
+        active.inFlight.delete(step.name);
+        this.advance(active);
+      });
+    }
+  }
+
+  private async runStep(active: ActiveRun, step: CompiledStep): Promise<void> {
+    const { store, bus } = this.options;
+    const runId = active.run.id;
+    let release: () => void;
+    try {
+      release = await this.lane.acquire(active.controller.signal);
+    } catch {
+      return;
+    }
+    try {
+      const started = await store.stepStart({ runId, step: step.name, now: this.now() });
+      if (!started) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      active.run = started;
+      const attempt = started.steps.find((s) => s.name === step.name)!.attempts;
+      const timeout = AbortSignal.timeout(step.policy.timeoutMs);
+      const signal = AbortSignal.any([active.controller.signal, timeout]);
+      const ctx: StepContext = {
+        input: started.input,
+        steps: Object.fromEntries(started.steps.filter((s) => s.status === 'completed').map((s) => [s.name, s.output])),
+        run: { id: runId, pipeline: started.pipeline },
+        step,
+        attempt,
+        signal,
+      };
+      let output: unknown;
+      try {
+        output = await withAbort(this.options.runners[step.kind](ctx), signal);
+        checkJsonValue(output ?? null, 'output', { maxBytes: this.options.limits.maxPayloadBytes, maxDepth: this.options.limits.maxPayloadDepth });
+      } catch (err) {
+        // Shutdown and the run's end are not the step's failure: nothing is recorded for them.
+        if (active.controller.signal.aborted) return;
+        const failure = timeout.aborted ? new StepError(`no result within ${step.policy.timeoutMs} ms`, true, undefined, { kind: 'timeout' }) : err;
+        await this.failStep(active, step, attempt, failure);
+        return;
+      }
+      const done = await store.stepComplete({ runId, step: step.name, output: output ?? null, now: this.now() });
+      if (!done) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      active.run = done;
+      bus.publish('pipeline.step.completed', { run: summarizeRun(done), step: step.name, attempt });
+    } catch (err) {
+      if (this.stopping) return;
+      this.options.log.error({ err, runId, step: step.name }, 'pipeline step could not be recorded');
+      this.end(runId, new RunEnded('the run could not be recorded'));
+    } finally {
+      release!();
+    }
+  }
+
+  private async failStep(active: ActiveRun, step: CompiledStep, attempt: number, err: unknown): Promise<void> {
+    const { store, bus } = this.options;
+    const runId = active.run.id;
+    const retryable = err instanceof StepError || err instanceof ProviderError ? err.retryable : true;
+    const retryAfterMs = err instanceof StepError ? err.retryAfterMs : err instanceof ProviderError ? err.details.retryAfterMs : undefined;
+    const error = describeError(err, attempt);
+    if (retryable && attempt < step.policy.attempts) {
+      const backoff = retryDelay(attempt, step.policy.backoffMs, step.policy.backoffMaxMs, this.random);
+      const nextAttemptAt = this.now() + Math.max(backoff, retryAfterMs ?? 0);
+      const run = await store.stepRetryLater({ runId, step: step.name, error, nextAttemptAt, now: this.now() });
+      if (!run) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      active.run = run;
+      bus.publish('pipeline.step.failed', { run: summarizeRun(run), step: step.name, attempt, willRetry: true, error });
+      return;
+    }
+    const run = await store.stepFail({ runId, step: step.name, error, now: this.now() });
+    this.end(runId, new RunEnded(`step ${step.name} failed`));
+    if (!run) return;
+    bus.publish('pipeline.step.failed', { run: summarizeRun(run), step: step.name, attempt, willRetry: false, error });
+    bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+  }
+
+  private async complete(active: ActiveRun): Promise<void> {
+    const runId = active.run.id;
+    this.active.delete(runId);
+    const outputs = new Map(active.run.steps.map((s) => [s.name, s.output]));
+    const sinks = active.pipeline.sinks;
+    const output = sinks.length === 1 ? outputs.get(sinks[0]) : Object.fromEntries(sinks.map((n) => [n, outputs.get(n)]));
+    try {
+      const run = await this.options.store.runComplete({ runId, output, now: this.now() });
+      if (run) this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+    } catch (err) {
+      if (!this.stopping) this.options.log.error({ err, runId }, 'pipeline run could not be completed');
+    }
+  }
+}
+
+export function summarizeRun(run: PipelineRun): RunSummary {
+  return { id: run.id, pipeline: run.pipeline, status: run.status };
+}
+
+export const isFinished = (run: PipelineRun): boolean => FINISHED_RUN_STATUSES.has(run.status);
+
+function describeError(err: unknown, attempt: number): Record<string, unknown> {
+  if (err instanceof ProviderError) return { attempt, ...err.toJSON() };
+  if (err instanceof StepError) return { attempt, message: err.message, retryable: err.retryable, ...err.details };
+  if (err instanceof FleetError) return { attempt, message: err.message, code: err.code, ...err.details };
+  return { attempt, message: err instanceof Error ? err.message : String(err) };
+}
+
+/** Settles with the signal's reason as soon as it fires, even if the step's code ignores the signal. */
+function withAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

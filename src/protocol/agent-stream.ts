@@ -1,0 +1,106 @@
+/**
+ * The agent stream protocol, version 1: JSON text frames on `GET /v1/agents/:id/stream`, each an
+ * object with a `type`. Shared by the server's gateway and the SDK so that both speak the same types.
+ *
+ * Flow control is by credit: the server never has more tasks outstanding on a socket than the agent
+ * granted. Each pushed task spends one credit; the agent grants more (`credit`) as it frees slots.
+ * Credit belongs to the connection: a new connection starts at zero.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+export const AGENT_PROTOCOL_VERSION = 1;
+
+const Ref = Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]));
+const TaskId = Type.Integer({ minimum: 1 });
+
+/** Agent → server. `ref` is echoed in the `ack` or `error` that answers the message. */
+export const AgentMessageSchema = Type.Union([
+  /** Grants `add` more tasks. */
+  Type.Object({ type: Type.Literal('credit'), add: Type.Integer({ minimum: 1, maximum: 10_000 }) }, { additionalProperties: false }),
+  Type.Object(
+    { type: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()), ref: Ref },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      type: Type.Literal('fail'),
+      id: TaskId,
+      error: Type.Optional(Type.Unknown()),
+      /** false dead-letters the task at once, whatever attempts it has left. Defaults to true. */
+      retryable: Type.Optional(Type.Boolean()),
+      ref: Ref,
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('extend'), id: TaskId, leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })), ref: Ref },
+    { additionalProperties: false },
+  ),
+  Type.Object({ type: Type.Literal('heartbeat'), ref: Ref }, { additionalProperties: false }),
+]);
+export type AgentMessage = Static<typeof AgentMessageSchema>;
+
+/** A task as it travels on the wire: the REST API's JSON shape, times as ISO 8601. */
+export interface TaskJson {
+  id: number;
+  type: string;
+  payload: unknown;
+  priority: number;
+  requires: string[];
+  status: string;
+  idempotencyKey: string | null;
+  attempts: number;
+  maxAttempts: number;
+  leaseMs: number;
+  backoffMs: number;
+  runAt: string;
+  createdAt: string;
+  updatedAt: string;
+  claimedAt: string | null;
+  completedAt: string | null;
+  agentId: string | null;
+  leaseExpiresAt: string | null;
+  result: unknown;
+  error: unknown;
+}
+
+export interface AgentJson {
+  id: string;
+  name: string;
+  capabilities: string[];
+  labels: Record<string, string>;
+  maxConcurrency: number;
+  status: string;
+  createdAt: string;
+  lastHeartbeatAt: string;
+}
+
+export interface ErrorJson {
+  code: string;
+  message: string;
+  details: Record<string, unknown>;
+}
+
+/** Server → agent. */
+export type ServerMessage =
+  /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
+  | { type: 'welcome'; protocol: number; agent: AgentJson; leased: TaskJson[] }
+  | { type: 'tasks'; tasks: TaskJson[] }
+  /** A complete, fail, extend or heartbeat succeeded. */
+  | { type: 'ack'; ref?: string | number; id?: number; status?: string; leaseExpiresAt?: string | null }
+  /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
+  | { type: 'error'; ref?: string | number; error: ErrorJson };
+
+/** Close codes the gateway uses, beyond 1000 (normal) and 1001 (server going away). */
+export const CloseCodes = {
+  /** The socket's unsent bytes passed wsMaxBufferedBytes: a consumer too slow to keep up. */
+  SLOW_CONSUMER: 1008,
+  /** A message over the size limit. */
+  MESSAGE_TOO_BIG: 1009,
+  /** wsMaxConnections sockets are open already; try again later. */
+  CONNECTION_LIMIT: 1013,
+  /** The agent was deleted. */
+  AGENT_DELETED: 4404,
+  /** The same agent opened a newer connection. */
+  REPLACED: 4409,
+} as const;

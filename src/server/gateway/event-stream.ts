@@ -1,0 +1,171 @@
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { WebSocket } from 'ws';
+import type { EventName, FleetEvents } from '../../bus/bus.js';
+import type { FleetdConfig } from '../../config.js';
+import type { Logger } from '../../core/context.js';
+import type { Fleet } from '../../core/fleet.js';
+import { ObserverMessageSchema, type ObserverServerMessage } from '../../protocol/events.js';
+import type { Connections } from './connections.js';
+
+const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
+const MAX_TOPICS_PER_SOCKET = 1_000;
+const STATS_INTERVAL_MS = 1_000;
+
+class Observer {
+  readonly topics = new Set<string>();
+  /** Serialised events waiting for the next batch. */
+  pending: string[] = [];
+  /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
+  lastSeq = 0;
+  constructor(readonly socket: WebSocket) {}
+}
+
+/** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
+function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
+  if (name.startsWith('task.')) {
+    const { task } = data as FleetEvents['task.created'];
+    return ['tasks', `task:${task.id}`, `queue:${task.type}`];
+  }
+  if (name.startsWith('agent.')) return ['agents'];
+  if (name.startsWith('lock.')) return ['locks'];
+  return [];
+}
+
+/**
+ * The observer side of the gateway: sockets subscribe to topics and get only the events routed to
+ * those topics (a map from topic to sockets: publishing costs the interested sockets, not all of
+ * them). Events are serialised once per topic and sent in batches, every eventBatchMs or as soon as
+ * eventBatchMax are waiting.
+ */
+export class EventStream {
+  private readonly byTopic = new Map<string, Set<Observer>>();
+  private readonly dirty = new Set<Observer>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: () => void = () => {};
+  private seq = 0;
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly config: Readonly<FleetdConfig>,
+    private readonly connections: Connections,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.unsubscribe = this.fleet.bus.subscribeAll((name, data) => this.publish(name, topicsOf(name, data), data));
+    this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
+    this.statsTimer.unref();
+  }
+
+  stop(): void {
+    this.unsubscribe();
+    clearInterval(this.statsTimer);
+    clearTimeout(this.flushTimer);
+  }
+
+  open(socket: WebSocket): void {
+    if (!this.connections.admit(socket)) return;
+    const observer = new Observer(socket);
+    socket.on('message', (data, isBinary) => this.onMessage(observer, isBinary ? undefined : data.toString()));
+    socket.once('close', () => {
+      for (const topic of observer.topics) this.leave(observer, topic);
+      this.dirty.delete(observer);
+    });
+  }
+
+  private onMessage(observer: Observer, text: string | undefined): void {
+    let message: unknown;
+    try {
+      message = text === undefined ? undefined : JSON.parse(text);
+    } catch {
+      return this.reply(observer, { type: 'error', error: { code: 'FLEETD_ERR_MALFORMED_JSON', message: 'the message is not valid JSON', details: {} } });
+    }
+    if (!checkMessage.Check(message)) {
+      const first = checkMessage.Errors(message).First();
+      const field = `message${(first?.path || '').replaceAll('/', '.')}`;
+      return this.reply(observer, {
+        type: 'error',
+        error: { code: 'FLEETD_ERR_VALIDATION', message: `${field}: ${first?.message ?? 'is invalid'}`, details: { field } },
+      });
+    }
+    if (message.type === 'subscribe') {
+      const added = message.topics.filter((t) => !observer.topics.has(t));
+      if (observer.topics.size + added.length > MAX_TOPICS_PER_SOCKET) {
+        return this.reply(observer, {
+          type: 'error',
+          error: { code: 'FLEETD_ERR_VALIDATION', message: `a socket holds at most ${MAX_TOPICS_PER_SOCKET} topics`, details: { field: 'message.topics' } },
+        });
+      }
+      for (const topic of added) this.join(observer, topic);
+      if (added.includes('stats')) void this.publishStats(observer);
+    } else {
+      for (const topic of message.topics) if (observer.topics.has(topic)) this.leave(observer, topic);
+    }
+    this.reply(observer, { type: 'subscribed', topics: [...observer.topics] });
+  }
+
+  private reply(observer: Observer, message: ObserverServerMessage): void {
+    this.connections.send(observer.socket, JSON.stringify(message));
+  }
+
+  private join(observer: Observer, topic: string): void {
+    observer.topics.add(topic);
+    let set = this.byTopic.get(topic);
+    if (!set) this.byTopic.set(topic, (set = new Set()));
+    set.add(observer);
+  }
+
+  private leave(observer: Observer, topic: string): void {
+    observer.topics.delete(topic);
+    const set = this.byTopic.get(topic);
+    set?.delete(observer);
+    if (set?.size === 0) this.byTopic.delete(topic);
+  }
+
+  /** Queues the event for every socket on any of its topics, once per socket. */
+  private publish(name: string, topics: string[], data: unknown, only?: Observer): void {
+    const seq = ++this.seq;
+    const at = Date.now();
+    for (const topic of topics) {
+      const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
+      if (!set) continue;
+      let entry: string | undefined;
+      for (const observer of set) {
+        if (observer.lastSeq === seq) continue;
+        observer.lastSeq = seq;
+        entry ??= JSON.stringify({ topic, name, data, at });
+        observer.pending.push(entry);
+        if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
+        else this.dirty.add(observer);
+      }
+    }
+    if (this.dirty.size > 0 && !this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flushAll(), this.config.eventBatchMs);
+    }
+  }
+
+  private async publishStats(only?: Observer): Promise<void> {
+    if (!only && !this.byTopic.has('stats')) return;
+    try {
+      const snapshot = await this.fleet.stats.snapshot();
+      this.publish('stats', ['stats'], snapshot, only);
+    } catch (err) {
+      this.log.error({ err }, 'stats for observers failed');
+    }
+  }
+
+  private flushAll(): void {
+    this.flushTimer = undefined;
+    for (const observer of this.dirty) this.flush(observer);
+  }
+
+  private flush(observer: Observer): void {
+    this.dirty.delete(observer);
+    if (observer.pending.length === 0) return;
+    // The entries are JSON already: the batch is assembled, not serialised again.
+    const text = `{"type":"events","events":[${observer.pending.join(',')}]}`;
+    observer.pending = [];
+    this.connections.send(observer.socket, text);
+  }
+}

@@ -1,0 +1,86 @@
+import type { Database } from 'better-sqlite3';
+import type { Page } from '../../core/types.js';
+import type { Case, CaseMember } from '../../pipelines/cases.js';
+import type { CaseStore } from '../case-store.js';
+import { decodeCursor, encodeCursor } from '../cursor.js';
+import type { GroupCommit } from './group-commit.js';
+
+interface CaseRow {
+  id: number;
+  title: string;
+  centroid: string;
+  size: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
+
+/** Cases in the same SQLite database, on the SqliteStore's connection and group commit. */
+export class SqliteCaseStore implements CaseStore {
+  private readonly s: ReturnType<SqliteCaseStore['prepare']>;
+
+  constructor(
+    private readonly db: Database,
+    private readonly groupCommit: GroupCommit,
+  ) {
+    this.s = this.prepare();
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      centroids: db.prepare('SELECT id, centroid FROM cases ORDER BY id'),
+      ofRun: db.prepare('SELECT case_id AS caseId, similarity FROM case_members WHERE run_id = ?'),
+      insert: db.prepare(`INSERT INTO cases (title, centroid, size, created_at, updated_at)
+        VALUES (@title, @centroid, 1, @now, @now) RETURNING *`),
+      addMember: db.prepare('INSERT INTO case_members (run_id, case_id, similarity, text, added_at) VALUES (?, ?, ?, ?, ?)'),
+      grow: db.prepare('UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now WHERE id = @id RETURNING *'),
+      byId: db.prepare('SELECT * FROM cases WHERE id = ?'),
+      list: db.prepare('SELECT * FROM cases WHERE id < ? ORDER BY id DESC LIMIT ?'),
+      members: db.prepare(
+        'SELECT run_id AS runId, similarity, text, added_at AS addedAt FROM case_members WHERE case_id = ? ORDER BY run_id LIMIT ?',
+      ),
+    };
+  }
+
+  async caseCentroids(): Promise<{ id: number; centroid: number[] }[]> {
+    return (this.s.centroids.all() as { id: number; centroid: string }[]).map((r) => ({ id: r.id, centroid: JSON.parse(r.centroid) }));
+  }
+
+  async caseOfRun(params: { runId: number }): Promise<{ caseId: number; similarity: number } | undefined> {
+    return this.s.ofRun.get(params.runId) as { caseId: number; similarity: number } | undefined;
+  }
+
+  caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
+    return this.groupCommit.write(() => {
+      const row = this.s.insert.get({ title: params.title, centroid: JSON.stringify(params.vector), now: params.now }) as CaseRow;
+      this.s.addMember.run(params.runId, row.id, 1, params.text, params.now);
+      return toCase(row);
+    });
+  }
+
+  caseAddMember(params: { caseId: number; runId: number; text: string; similarity: number; centroid: number[]; now: number }): Promise<Case> {
+    return this.groupCommit.write(() => {
+      this.s.addMember.run(params.runId, params.caseId, params.similarity, params.text, params.now);
+      return toCase(this.s.grow.get({ id: params.caseId, centroid: JSON.stringify(params.centroid), now: params.now }) as CaseRow);
+    });
+  }
+
+  async caseGet(params: { id: number }): Promise<Case | undefined> {
+    const row = this.s.byId.get(params.id) as CaseRow | undefined;
+    return row && toCase(row);
+  }
+
+  async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
+    const before = decodeCursor(params.cursor) ?? Number.MAX_SAFE_INTEGER;
+    const rows = this.s.list.all(before, params.limit + 1) as CaseRow[];
+    const more = rows.length > params.limit;
+    const items = (more ? rows.slice(0, params.limit) : rows).map(toCase);
+    return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
+  }
+
+  async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {
+    return this.s.members.all(params.caseId, params.limit) as CaseMember[];
+  }
+}

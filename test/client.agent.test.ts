@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
+import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+
+describe('agent SDK', () => {
+  let server: TestServer;
+  let client: FleetClient;
+  before(async () => {
+    server = await startTestServer({ agentDisconnectGraceMs: 200, taskBackoffMs: 10 });
+    client = new FleetClient({ url: server.url });
+  });
+  after(() => server.stop());
+
+  it('works tasks pushed over WebSocket, never running more than its concurrency', async () => {
+    const agent = client.agent({ name: 'echo', capabilities: ['sdk-echo'], concurrency: 3 });
+    let running = 0;
+    let most = 0;
+    const connected = once(agent, 'connected');
+    await agent.work(async (task) => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      return { echoed: task.payload };
+    });
+    assert.deepEqual((await connected)[0], { transport: 'ws' });
+    const submitted = await client.submitBatch(Array.from({ length: 20 }, (_, i) => ({ type: 'sdk-echo', payload: i })));
+    const last = submitted.at(-1)!.task.id;
+    await nextEvent(server, 'task.completed', (e) => e.task.id === last);
+    const done = await client.list({ type: 'sdk-echo', status: 'completed', limit: 100 });
+    assert.equal(done.items.length, 20);
+    assert.ok(done.items.every((t) => (t.result as { echoed: number }).echoed === t.payload && t.agentId === agent.id));
+    assert.ok(most <= 3, `ran ${most} at once`);
+    await agent.stop();
+  });
+
+  it('fails a task whose handler throws for a retry, and dead-letters it on NonRetryableError', async () => {
+    const agent = client.agent({ name: 'flaky', capabilities: ['sdk-flaky'], concurrency: 2 });
+    const seen = new Map<number, number>();
+    await agent.work(async (task: TaskJson) => {
+      const n = (seen.get(task.id) ?? 0) + 1;
+      seen.set(task.id, n);
+      if ((task.payload as string) === 'bad') throw new NonRetryableError('cannot parse this');
+      if (n === 1) throw new Error('transient');
+      return 'ok';
+    });
+    const flaky = (await client.submit({ type: 'sdk-flaky', payload: 'flaky' })).task;
+    const completed = nextEvent(server, 'task.completed', (e) => e.task.id === flaky.id);
+    const bad = (await client.submit({ type: 'sdk-flaky', payload: 'bad' })).task;
+    const dead = nextEvent(server, 'task.dead', (e) => e.task.id === bad.id);
+    assert.equal((await completed).task.attempts, 2);
+    const buried = await client.get((await dead).task.id);
+    assert.equal(buried.attempts, 1);
+    assert.deepEqual(buried.error, { name: 'NonRetryableError', message: 'cannot parse this' });
+    await agent.stop();
+  });
+
+  it('extends the lease while a slow handler runs', async () => {
+    const agent = client.agent({ name: 'slow', capabilities: ['sdk-slow'] });
+    await agent.work(async () => {
+      await new Promise((r) => setTimeout(r, 900));
+      return 'finally';
+    });
+    const task = (await client.submit({ type: 'sdk-slow', leaseMs: 300 })).task;
+    const requeued = nextEvent(server, 'task.requeued', (e) => e.task.id === task.id, 2_000).then(() => 'requeued', () => 'not requeued');
+    await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+    const done = await client.get(task.id);
+    assert.equal(done.attempts, 1);
+    assert.equal(done.result, 'finally');
+    await agent.stop();
+    assert.equal(await requeued, 'not requeued');
+  });
+
+  it('falls back to long-poll when asked, with the same handler contract', async () => {
+    const agent = client.agent({ name: 'poller', capabilities: ['sdk-poll'], concurrency: 2, transport: 'poll' });
+    const transport = once(agent, 'connected');
+    await agent.work(async (task) => `polled ${task.payload}`);
+    assert.deepEqual((await transport)[0], { transport: 'poll' });
+    const task = (await client.submit({ type: 'sdk-poll', payload: 7 })).task;
+    await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+    assert.equal((await client.get(task.id)).result, 'polled 7');
+    await agent.stop();
+  });
+
+  it('stop() finishes the task in hand, then takes no more', async () => {
+    const agent = client.agent({ name: 'stopper', capabilities: ['sdk-stop'], concurrency: 2 });
+    let release!: () => void;
+    const started = new Promise<void>((resolve) => agent.once('task', () => resolve()));
+    await agent.work(() => new Promise((resolve) => (release = () => resolve('finished'))));
+    const first = (await client.submit({ type: 'sdk-stop' })).task;
+    await started;
+    const stopped = agent.stop();
+    release();
+    await stopped;
+    assert.equal((await client.get(first.id)).status, 'completed');
+    const later = (await client.submit({ type: 'sdk-stop' })).task;
+    const agentRow = await client.request<{ status: string }>('GET', `/v1/agents/${agent.id}`);
+    assert.notEqual(agentRow.status, undefined);
+    assert.equal((await client.get(later.id)).status, 'queued');
+  });
+
+  it('a task whose agent process crashes mid-task is re-queued and done once by another agent', async () => {
+    const { agent: crasher, token } = await client.registerAgent({ name: 'crasher', capabilities: ['fragile'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/crashing-agent.ts'], {
+      env: { ...process.env, FLEETD_URL: server.url, AGENT_ID: crasher.id, AGENT_TOKEN: token },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let output = '';
+    const ready = new Promise<void>((resolve) => child.stdout!.on('data', (d) => (output += d) && output.includes('ready') && resolve()));
+    await ready;
+    const exited = once(child, 'exit');
+    const requeued = nextEvent(server, 'task.requeued', (e) => e.task.type === 'fragile');
+    const task = (await client.submit({ type: 'fragile', payload: 'once' })).task;
+    const [code] = await exited;
+    assert.equal(code, 1);
+    assert.match(output, new RegExp(`started ${task.id}`));
+    const back = await requeued;
+    assert.equal(back.task.id, task.id);
+    assert.equal(back.reason, 'agent_offline');
+    const runs: number[] = [];
+    const rescuer = client.agent({ name: 'rescuer', capabilities: ['fragile'] });
+    const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+    await rescuer.work(async (t) => (runs.push(t.id), 'rescued'));
+    await completed;
+    await rescuer.stop();
+    const done = await client.get(task.id);
+    assert.deepEqual(runs, [task.id]);
+    assert.equal(done.status, 'completed');
+    assert.equal(done.agentId, rescuer.id);
+    assert.equal(done.attempts, 2);
+  });
+
+  it('submits, lists, cancels and subscribes as a submitter', async () => {
+    const events: string[] = [];
+    const subscription = await client.subscribe(['queue:sdk-submit'], (e) => events.push(e.name));
+    const { task, created } = await client.submit({ type: 'sdk-submit', idempotencyKey: 'k1' });
+    assert.equal(created, true);
+    assert.equal((await client.submit({ type: 'sdk-submit', idempotencyKey: 'k1' })).created, false);
+    assert.equal((await client.cancel(task.id)).status, 'cancelled');
+    await assert.rejects(client.cancel(task.id), { name: 'FleetApiError', code: 'FLEETD_ERR_TASK_STATE', status: 409 });
+    const stats = await client.stats();
+    assert.ok('tasks' in stats);
+    while (!events.includes('task.cancelled')) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(events, ['task.created', 'task.cancelled']);
+    subscription.close();
+  });
+});
+
+describe('agent SDK reconnect', () => {
+  it('reconnects after the server restarts and keeps working', async () => {
+    let server = await startTestServer({ agentDisconnectGraceMs: 5_000 });
+    const port = Number(new URL(server.url).port);
+    const client = new FleetClient({ url: server.url });
+    const agent = client.agent({ name: 'steady', capabilities: ['sdk-restart'], reconnect: { minMs: 20, maxMs: 200 } });
+    try {
+      await agent.work(async (task) => `done ${task.payload}`);
+      const disconnected = once(agent, 'disconnected');
+      await server.stop({ keepData: true });
+      await disconnected;
+      const reconnected = once(agent, 'connected');
+      server = await startTestServer({ dataDir: server.dataDir, port });
+      await reconnected;
+      const task = (await client.submit({ type: 'sdk-restart', payload: 'after' })).task;
+      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+      assert.equal((await client.get(task.id)).result, 'done after');
+    } finally {
+      await agent.stop();
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { connect, connectAgent } from './ws-helpers.js';
+
+describe('agent stream', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ agentDisconnectGraceMs: 300 });
+  });
+  after(() => server.stop());
+
+  it('pushes a submitted task to a connected agent with credit, and takes its completion', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['push']);
+    const { peer, welcome } = await connectAgent(url, agent);
+    assert.equal(welcome.protocol, 1);
+    assert.equal(welcome.agent.id, agent.id);
+    assert.deepEqual(welcome.leased, []);
+    peer.send({ type: 'credit', add: 1 });
+    const task = await api.submit({ type: 'push', payload: { n: 1 } });
+    const pushed = await peer.next('tasks');
+    assert.deepEqual(pushed.tasks.map((t: any) => [t.id, t.status, t.payload]), [[task.id, 'leased', { n: 1 }]]);
+    peer.send({ type: 'complete', id: task.id, result: { ok: true }, ref: 'c1' });
+    const ack = await peer.next('ack', (m) => m.ref === 'c1');
+    assert.equal(ack.status, 'completed');
+    const stored = (await api.get(`/v1/tasks/${task.id}`)).body;
+    assert.equal(stored.status, 'completed');
+    assert.deepEqual(stored.result, { ok: true });
+    await peer.close();
+  });
+
+  it('never has more tasks out than the credit granted', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['credit'], { maxConcurrency: 100 });
+    await api.post('/v1/tasks/batch', { tasks: Array.from({ length: 10 }, (_, i) => ({ type: 'credit', payload: { i } })) });
+    const { peer } = await connectAgent(url, agent);
+    const leased = async () => (await api.get(`/v1/tasks?agentId=${agent.id}&status=leased`)).body.items.length;
+
+    peer.send({ type: 'credit', add: 3 });
+    const first = await peer.next('tasks');
+    // A heartbeat round trip: anything the credit could still bring would have come before its ack.
+    peer.send({ type: 'heartbeat', ref: 'h1' });
+    await peer.next('ack', (m) => m.ref === 'h1');
+    assert.equal(first.tasks.length, 3);
+    assert.equal(peer.received.filter((m) => m.type === 'tasks').length, 1);
+    assert.equal(await leased(), 3);
+
+    peer.send({ type: 'complete', id: first.tasks[0].id, ref: 'c' });
+    await peer.next('ack', (m) => m.ref === 'c');
+    peer.send({ type: 'heartbeat', ref: 'h2' });
+    await peer.next('ack', (m) => m.ref === 'h2');
+    assert.equal(peer.received.filter((m) => m.type === 'tasks').length, 1, 'completing does not grant credit by itself');
+
+    peer.send({ type: 'credit', add: 2 });
+    const second = await peer.next('tasks');
+    peer.send({ type: 'heartbeat', ref: 'h3' });
+    await peer.next('ack', (m) => m.ref === 'h3');
+    assert.equal(second.tasks.length, 2);
+    assert.equal(await leased(), 4);
+    await peer.close();
+  });
+
+  it('resumes the leases of an agent that reconnects inside the grace period', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['resume']);
+    const first = await connectAgent(url, agent);
+    first.peer.send({ type: 'credit', add: 1 });
+    const task = await api.submit({ type: 'resume' });
+    await first.peer.next('tasks');
+    await first.peer.close();
+
+    const second = await connectAgent(url, agent);
+    assert.deepEqual(second.welcome.leased.map((t: any) => t.id), [task.id]);
+    second.peer.send({ type: 'complete', id: task.id, ref: 'done' });
+    assert.equal((await second.peer.next('ack', (m) => m.ref === 'done')).status, 'completed');
+    const stored = (await api.get(`/v1/tasks/${task.id}`)).body;
+    assert.equal(stored.attempts, 1, 'claimed once: the lease was resumed, not re-issued');
+    await second.peer.close();
+  });
+
+  it('releases the leases and locks of an agent that stays away past the grace period', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['gone']);
+    const { peer } = await connectAgent(url, agent);
+    peer.send({ type: 'credit', add: 1 });
+    const task = await api.submit({ type: 'gone' });
+    await peer.next('tasks');
+    const lock = await api.post('/v1/locks', { agentId: agent.id, resources: ['file:/gone.txt'], ttlMs: 60_000 });
+    assert.equal(lock.status, 200);
+
+    const offline = nextEvent(server, 'agent.offline', (e) => e.agent.id === agent.id);
+    await peer.close();
+    await offline;
+    const stored = (await api.get(`/v1/tasks/${task.id}`)).body;
+    assert.equal(stored.status, 'queued');
+    assert.equal(stored.leaseExpiresAt, null);
+    assert.equal((await api.get(`/v1/locks/${lock.body.id}`)).status, 404);
+    assert.equal((await api.get(`/v1/agents/${agent.id}`)).body.status, 'offline');
+  });
+
+  it('refuses a bad token with a 401 before upgrading, and sends nothing', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['auth']);
+    await api.submit({ type: 'auth' });
+    for (const headers of [{ authorization: 'Bearer fla_wrong' }, {}, { authorization: `Bearer ${agent.token}x` }] as Record<string, string>[]) {
+      await assert.rejects(connect(`${url}/v1/agents/${agent.id}/stream`, headers), (err: any) => {
+        assert.equal(err.status, 401);
+        assert.equal(err.body.error.code, 'FLEETD_ERR_UNAUTHORIZED');
+        return true;
+      });
+    }
+    const other = await api.registerAgent(['auth']);
+    await assert.rejects(connect(`${url}/v1/agents/${agent.id}/stream`, { authorization: `Bearer ${other.token}` }), { status: 401 });
+    await assert.rejects(connect(`${url}/v1/agents/nobody/stream?token=${agent.token}`), { status: 401 });
+    const queued = (await api.get('/v1/tasks?type=auth')).body.items;
+    assert.equal(queued[0].status, 'queued');
+  });
+
+  it('answers a malformed or unknown message with a coded error and changes nothing', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['bad']);
+    const { peer } = await connectAgent(url, agent);
+    peer.socket.send('{not json');
+    assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_MALFORMED_JSON');
+    peer.send({ type: 'credit', add: 0 });
+    assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
+    peer.send({ type: 'launch', id: 1 });
+    assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
+    const task = await api.submit({ type: 'other-agents-task' });
+    peer.send({ type: 'complete', id: task.id, ref: 'steal' });
+    const refused = await peer.next('error', (m) => m.ref === 'steal');
+    assert.ok(['FLEETD_ERR_LEASE_LOST', 'FLEETD_ERR_TASK_STATE'].includes(refused.error.code), refused.error.code);
+    assert.equal((await api.get(`/v1/tasks/${task.id}`)).body.status, 'queued');
+    await peer.close();
+  });
+
+  it('closes the older socket when the same agent connects again, and a deleted agent\'s socket', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['twice']);
+    const first = await connectAgent(url, agent);
+    const second = await connectAgent(url, agent);
+    assert.equal((await first.peer.closed).code, 4409);
+    assert.equal((await api.delete(`/v1/agents/${agent.id}`)).status, 200);
+    assert.equal((await second.peer.closed).code, 4404);
+  });
+
+  it('answers a plain GET with a JSON error instead of a socket', async () => {
+    const res = await server.api.get('/v1/events');
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error.code, 'FLEETD_ERR_VALIDATION');
+  });
+});
+
+describe('connection cap', () => {
+  it('closes sockets past wsMaxConnections with 1013 and a reason', async () => {
+    const server = await startTestServer({ wsMaxConnections: 2 });
+    try {
+      const a = await connect(`${server.url}/v1/events`);
+      const b = await connect(`${server.url}/v1/events`);
+      const c = await connect(`${server.url}/v1/events`);
+      const closed = await c.closed;
+      assert.equal(closed.code, 1013);
+      assert.match(closed.reason, /connection limit/);
+      await a.close();
+      const d = await connect(`${server.url}/v1/events`);
+      d.send({ type: 'subscribe', topics: ['tasks'] });
+      assert.deepEqual((await d.next('subscribed')).topics, ['tasks']);
+      await Promise.all([b.close(), d.close()]);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('agent stream protocol version', () => {
+  it('accepts ?protocol=1 and refuses a version it does not speak with a 400', async () => {
+    const server = await startTestServer();
+    try {
+      const agent = await server.api.registerAgent(['v']);
+      const headers = { authorization: `Bearer ${agent.token}` };
+      const peer = await connect(`${server.url}/v1/agents/${agent.id}/stream?protocol=1`, headers);
+      assert.equal((await peer.next('welcome')).protocol, 1);
+      await peer.close();
+      await assert.rejects(connect(`${server.url}/v1/agents/${agent.id}/stream?protocol=2`, headers), (err: any) => {
+        assert.equal(err.status, 400);
+        assert.equal(err.body.error.details.field, 'querystring.protocol');
+        return true;
+      });
+    } finally {
+      await server.stop();
+    }
+  });
+});

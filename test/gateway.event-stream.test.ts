@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startTestServer, type TestServer } from './helpers.js';
+import { connect, type Peer } from './ws-helpers.js';
+
+async function observe(server: TestServer, topics: string[], options = {}): Promise<Peer> {
+  const peer = await connect(`${server.url}/v1/events`, {}, options);
+  peer.send({ type: 'subscribe', topics });
+  await peer.next('subscribed');
+  return peer;
+}
+
+/** Every event the peer has received so far, flattened out of their batches. */
+const eventsOf = (peer: Peer) => peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+
+describe('event stream', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ eventBatchMs: 20, eventBatchMax: 50 });
+  });
+  after(() => server.stop());
+
+  it('sends each socket only the events of its topics', async () => {
+    const { api } = server;
+    const alpha = await observe(server, ['queue:alpha']);
+    const agents = await observe(server, ['agents']);
+    const all = await observe(server, ['tasks']);
+    const a = await api.submit({ type: 'alpha' });
+    const b = await api.submit({ type: 'beta' });
+    const one = await observe(server, [`task:${b.id}`]);
+    await api.post(`/v1/tasks/${b.id}/retry`).catch(() => {});
+    await api.delete(`/v1/tasks/${b.id}`);
+    await api.registerAgent(['x']);
+
+    // The catch-all socket sees everything in order; each narrower socket is checked after it.
+    await all.next('events', (m) => m.events.some((e: any) => e.name === 'task.cancelled'));
+    await one.next('events', (m) => m.events.some((e: any) => e.name === 'task.cancelled'));
+    await agents.next('events', (m) => m.events.some((e: any) => e.name === 'agent.registered'));
+    await alpha.next('events');
+    const cancelOnly = eventsOf(one);
+    assert.deepEqual(cancelOnly.map((e) => [e.topic, e.name, e.data.task.id]), [[`task:${b.id}`, 'task.cancelled', b.id]]);
+    assert.ok(eventsOf(alpha).every((e) => e.topic === 'queue:alpha' && e.data.task.type === 'alpha'));
+    assert.deepEqual(eventsOf(alpha).map((e) => e.data.task.id), [a.id]);
+    assert.ok(eventsOf(agents).every((e) => e.topic === 'agents' && e.name.startsWith('agent.')));
+    assert.deepEqual(
+      eventsOf(all).map((e) => [e.name, e.data.task.id]),
+      [['task.created', a.id], ['task.created', b.id], ['task.cancelled', b.id]],
+    );
+    assert.ok(eventsOf(all).every((e) => typeof e.at === 'number'));
+    await Promise.all([alpha.close(), agents.close(), all.close(), one.close()]);
+  });
+
+  it('stops sending a topic after unsubscribe, and refuses unknown topics without changing the subscription', async () => {
+    const { api } = server;
+    const peer = await observe(server, ['tasks', 'locks']);
+    peer.send({ type: 'subscribe', topics: ['everything'] });
+    assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
+    peer.send({ type: 'unsubscribe', topics: ['tasks'] });
+    assert.deepEqual((await peer.next('subscribed')).topics, ['locks']);
+    await api.submit({ type: 'ignored' });
+    const agent = await api.registerAgent(['l']);
+    await api.post('/v1/locks', { agentId: agent.id, resources: ['r'], ttlMs: 1000 });
+    const batch = await peer.next('events');
+    assert.deepEqual(batch.events.map((e: any) => e.name), ['lock.acquired']);
+    assert.deepEqual(eventsOf(peer).filter((e) => e.topic === 'tasks'), []);
+    await peer.close();
+  });
+
+  it('batches events: one burst arrives in few messages of at most eventBatchMax events', async () => {
+    const { api } = server;
+    const peer = await observe(server, ['queue:burst']);
+    await api.post('/v1/tasks/batch', { tasks: Array.from({ length: 120 }, () => ({ type: 'burst' })) });
+    const seen = () => eventsOf(peer).length;
+    while (seen() < 120) await peer.next('events');
+    const batches = peer.received.filter((m) => m.type === 'events');
+    assert.equal(seen(), 120);
+    assert.ok(batches.every((b) => b.events.length <= 50));
+    assert.ok(batches.length <= 4, `${batches.length} messages for 120 events`);
+    await peer.close();
+  });
+
+  it('pushes stats snapshots to stats subscribers, compressed when large', async () => {
+    const peer = await observe(server, ['stats']);
+    assert.match(peer.socket.extensions, /permessage-deflate/);
+    const batch = await peer.next('events');
+    assert.equal(batch.events[0].name, 'stats');
+    assert.equal(batch.events[0].topic, 'stats');
+    assert.ok(batch.events[0].data.tasks.byStatus);
+    await peer.close();
+  });
+});
+
+describe('slow consumer', () => {
+  it('cuts off an observer that stops reading, keeping its unsent bytes bounded', async () => {
+    const limit = 64 * 1024;
+    const server = await startTestServer({ wsMaxBufferedBytes: limit, eventBatchMs: 1 });
+    try {
+      const slow = await observe(server, ['tasks'], { perMessageDeflate: false });
+      const fast = await observe(server, ['stats']);
+      // The slow peer stops reading: the kernel buffers fill, then the server's own buffer grows.
+      (slow.socket as any)._socket.pause();
+      const key = 'k'.repeat(200);
+      const gateway = async () => (await server.api.get('/v1/gateway')).body;
+      for (let round = 0; round < 40 && (await gateway()).slowConsumersCut === 0; round++) {
+        await server.api.post('/v1/tasks/batch', {
+          tasks: Array.from({ length: 1000 }, (_, i) => ({ type: 'flood', idempotencyKey: `${key}-${round}-${i}`, requires: ['a', 'b', 'c'] })),
+        });
+      }
+      const after = await gateway();
+      assert.equal(after.slowConsumersCut, 1);
+      assert.equal(after.connections, 1, 'only the fast observer is left');
+      // Bounded: the cap plus the one batch that was on its way when the cap was passed.
+      assert.ok(after.peakBufferedBytes <= limit + 256 * 1024, `peak unsent bytes ${after.peakBufferedBytes}`);
+      (slow.socket as any)._socket.resume();
+      assert.notEqual((await slow.closed).code, 1000);
+      assert.equal(fast.socket.readyState, fast.socket.OPEN, 'the other observer is untouched');
+      await fast.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CaseStore } from '../src/store/case-store.js';
+import type { PipelineStore } from '../src/store/pipeline-store.js';
+
+/**
+ * The behaviours every PipelineStore and CaseStore driver must have. A driver's test file calls
+ * this with a factory that gives a fresh, empty store and a function that disposes of it.
+ */
+export function exercisePipelineStore(driver: string, open: () => Promise<{ runs: PipelineStore; cases: CaseStore; close(): Promise<void> }>): void {
+  describe(`${driver} pipeline store`, () => {
+    const steps = ['a', 'b', 'c'];
+    const with_ = (fn: (s: { runs: PipelineStore; cases: CaseStore }) => Promise<void>) => async () => {
+      const s = await open();
+      try {
+        await fn(s);
+      } finally {
+        await s.close();
+      }
+    };
+
+    it('inserts runs with pending steps, once per idempotency key, and refuses a key reused for other input', with_(async ({ runs }) => {
+      const [first, second] = await runs.runInsertMany({
+        runs: [
+          { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
+          { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
+        ],
+        now: 1_000,
+      });
+      assert.equal(first.created, true);
+      assert.equal(second.created, false);
+      assert.equal(second.run.id, first.run.id);
+      assert.equal(first.run.status, 'queued');
+      assert.deepEqual(first.run.steps.map((s) => [s.name, s.status, s.attempts]), [['a', 'pending', 0], ['b', 'pending', 0], ['c', 'pending', 0]]);
+      await assert.rejects(runs.runInsertMany({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
+      await assert.rejects(
+        runs.runInsertMany({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], now: 2_000 }),
+        { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' },
+      );
+      assert.equal((await runs.runList({ limit: 10 })).items.length, 1, 'a failed batch inserts nothing');
+    }));
+
+    it('records steps: start counts an attempt (not when resuming a running step), retry waits, complete keeps the output', with_(async ({ runs }) => {
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
+      let r = await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
+      assert.equal(r!.status, 'running');
+      assert.equal(r!.steps[0].status, 'running');
+      assert.equal(r!.steps[0].attempts, 1);
+      r = await runs.stepStart({ runId: run.id, step: 'a', now: 3 });
+      assert.equal(r!.steps[0].attempts, 1, 'resuming an interrupted attempt is not a new attempt');
+      r = await runs.stepRetryLater({ runId: run.id, step: 'a', error: { why: 'busy' }, nextAttemptAt: 500, now: 4 });
+      assert.deepEqual([r!.steps[0].status, r!.steps[0].nextAttemptAt, r!.steps[0].error], ['pending', 500, { why: 'busy' }]);
+      r = await runs.stepStart({ runId: run.id, step: 'a', now: 500 });
+      assert.equal(r!.steps[0].attempts, 2);
+      r = await runs.stepComplete({ runId: run.id, step: 'a', output: { text: 'done' }, now: 600 });
+      assert.deepEqual([r!.steps[0].status, r!.steps[0].output, r!.steps[0].finishedAt], ['completed', { text: 'done' }, 600]);
+      assert.deepEqual((await runs.runListUnfinished({ afterId: 0, limit: 10 })).map((x) => x.id), [run.id]);
+      r = await runs.runComplete({ runId: run.id, output: 'all', now: 700 });
+      assert.deepEqual([r!.status, r!.output, r!.finishedAt], ['completed', 'all', 700]);
+      assert.deepEqual(await runs.runListUnfinished({ afterId: 0, limit: 10 }), []);
+    }));
+
+    it('a failed step fails the run and skips what is left; a finished run ignores late writes', with_(async ({ runs }) => {
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
+      await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
+      const failed = await runs.stepFail({ runId: run.id, step: 'a', error: { message: 'boom' }, now: 3 });
+      assert.equal(failed!.status, 'failed');
+      assert.deepEqual(failed!.error, { step: 'a', error: { message: 'boom' } });
+      assert.deepEqual(failed!.steps.map((s) => s.status), ['failed', 'skipped', 'skipped']);
+      assert.equal(await runs.stepComplete({ runId: run.id, step: 'a', output: 1, now: 4 }), undefined);
+      assert.equal(await runs.stepStart({ runId: run.id, step: 'b', now: 4 }), undefined);
+      assert.equal(await runs.runCancel({ runId: run.id, now: 5 }), undefined);
+      assert.equal((await runs.runGet({ id: run.id }))!.status, 'failed');
+    }));
+
+    it('cancels an unfinished run and its unfinished steps', with_(async ({ runs }) => {
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
+      await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
+      await runs.stepComplete({ runId: run.id, step: 'a', output: 1, now: 3 });
+      await runs.stepStart({ runId: run.id, step: 'b', now: 4 });
+      const cancelled = await runs.runCancel({ runId: run.id, now: 5 });
+      assert.equal(cancelled!.status, 'cancelled');
+      assert.deepEqual(cancelled!.steps.map((s) => s.status), ['completed', 'cancelled', 'cancelled']);
+    }));
+
+    it('lists newest first by cursor, filters by pipeline and status, and counts by status', with_(async ({ runs }) => {
+      const inserted = await runs.runInsertMany({
+        runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: i % 2 ? 'odd' : 'even', input: i, idempotencyKey: null, steps })),
+        now: 1,
+      });
+      await runs.runCancel({ runId: inserted[0].run.id, now: 2 });
+      const ids: number[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await runs.runList({ limit: 2, cursor });
+        ids.push(...page.items.map((r) => r.id));
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      assert.deepEqual(ids, inserted.map((r) => r.run.id).reverse());
+      assert.equal((await runs.runList({ pipeline: 'even', limit: 10 })).items.length, 3);
+      assert.deepEqual((await runs.runList({ status: 'cancelled', limit: 10 })).items.map((r) => r.id), [inserted[0].run.id]);
+      const counts = Object.fromEntries((await runs.runCounts()).map((c) => [`${c.pipeline}/${c.status}`, c.count]));
+      assert.deepEqual(counts, { 'even/queued': 2, 'even/cancelled': 1, 'odd/queued': 2 });
+    }));
+
+    it('keeps cases: a run joins one case once, centroids come back for the index', with_(async ({ cases }) => {
+      const made = await cases.caseCreate({ runId: 1, title: 'bins', text: 'bins not collected', vector: [1, 0], now: 10 });
+      assert.deepEqual([made.size, made.title], [1, 'bins']);
+      const grown = await cases.caseAddMember({ caseId: made.id, runId: 2, text: 'bins again', similarity: 0.9, centroid: [0.9, 0.1], now: 20 });
+      assert.equal(grown.size, 2);
+      await assert.rejects(cases.caseAddMember({ caseId: made.id, runId: 2, text: 'twice', similarity: 0.9, centroid: [0.9, 0.1], now: 30 }));
+      assert.deepEqual(await cases.caseOfRun({ runId: 2 }), { caseId: made.id, similarity: 0.9 });
+      assert.deepEqual(await cases.caseCentroids(), [{ id: made.id, centroid: [0.9, 0.1] }]);
+      assert.deepEqual((await cases.caseMembers({ caseId: made.id, limit: 10 })).map((m) => m.runId), [1, 2]);
+      assert.equal((await cases.caseList({ limit: 10 })).items[0].size, 2);
+    }));
+  });
+}
