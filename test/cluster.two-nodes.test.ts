@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { once } from 'node:events';
 import pg from 'pg';
+import WebSocket from 'ws';
+import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually, type Api } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
 import { TEST_DATABASE_URL } from './store/postgres.js';
@@ -34,6 +37,50 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     assert.equal(got?.id, submitted.id, 'the long-poll on A returned the task submitted on B');
     assert.deepEqual(got.payload, { from: 'B' });
     t.diagnostic(`woken ${Date.now() - ackedAt} ms after B acknowledged the submit`);
+  });
+
+  it('pushes a task submitted on B to an agent connected to A over WebSocket', async (t) => {
+    const agent = new FleetClient({ url: a.url }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
+    const connected = once(agent, 'connected');
+    const got = new Promise<TaskJson>((resolve) =>
+      agent.work(async (task) => {
+        resolve(task);
+        return { ok: true };
+      }),
+    );
+    assert.deepEqual((await connected)[0], { transport: 'ws' });
+    const submitted = await new FleetClient({ url: b.url }).submit({ type: 'push', payload: { from: 'B' } });
+    const ackedAt = Date.now();
+    const task = await got;
+    t.diagnostic(`pushed ${Date.now() - ackedAt} ms after B acknowledged the submit`);
+    assert.equal(task.id, submitted.task.id);
+    await agent.stop();
+  });
+
+  it('streams events from B to an observer on A', async () => {
+    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`);
+    await once(ws, 'open');
+    const messages: { type: string; events?: { name: string; data: { task: { id: number } } }[] }[] = [];
+    let onMessage: () => void = () => {};
+    ws.on('message', (raw) => {
+      messages.push(JSON.parse(String(raw)));
+      onMessage();
+    });
+    const next = (match: (m: (typeof messages)[number]) => boolean) =>
+      new Promise<(typeof messages)[number]>((resolve) => {
+        const check = () => {
+          const found = messages.find(match);
+          if (found) resolve(found);
+        };
+        onMessage = check;
+        check();
+      });
+    ws.send(JSON.stringify({ type: 'subscribe', topics: ['queue:observed'] }));
+    await next((m) => m.type === 'subscribed');
+    const submitted = await b.api.submit({ type: 'observed' });
+    const batch = await next((m) => m.type === 'events' && m.events!.some((e) => e.name === 'task.created'));
+    assert.equal(batch.events!.find((e) => e.name === 'task.created')!.data.task.id, submitted.id);
+    ws.close();
   });
 
   it('shows the same counters on both nodes', async () => {
