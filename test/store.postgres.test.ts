@@ -165,7 +165,7 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
   let server: TestServer;
   const schema = uniqueSchema();
   before(async () => {
-    server = await startTestServer({ databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, databasePoolSize: 2, databasePoolTimeoutMs: 300 });
+    server = await startTestServer({ databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, databasePoolSize: 1, databasePoolTimeoutMs: 300 });
   });
   after(async () => {
     await (server.store as unknown as PostgresStore).dropSchema();
@@ -176,24 +176,24 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
     const { api } = server;
     const ready = (await api.get('/readyz')).body;
     assert.equal(ready.store, 'postgres');
-    assert.equal(ready.pool.size, 2);
+    assert.equal(ready.pool.size, 1);
     const agent = await api.registerAgent(['pool']);
     const task = await api.submit({ type: 'pool' });
-    // Another session holds the agent's row: claims (which lock it) wait, each holding a pool connection.
+    // Another session holds the agent's row: the claim (which locks it) waits, holding the pool's only connection.
     const blocker = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
     await blocker.connect();
     await blocker.query('BEGIN');
     await blocker.query('SELECT * FROM agents WHERE id = $1 FOR UPDATE', [agent.id]);
-    const stuck = [api.claim(agent.id, 1), api.claim(agent.id, 1)];
+    const stuck = api.claim(agent.id, 1);
     const { eventually } = await import('./helpers.js');
-    await eventually(() => (server.store as unknown as PostgresStore).poolStats().inUse === 2, 5_000, 'both connections in use');
+    await eventually(() => (server.store as unknown as PostgresStore).poolStats().inUse === 1, 5_000, 'the connection in use');
     const res = await api.get(`/v1/tasks/${task.id}`);
     assert.equal(res.status, 503);
     assert.equal(res.body.error.code, 'FLEETD_ERR_STORE_UNAVAILABLE');
-    assert.equal(res.body.error.details.pool.size, 2);
+    assert.equal(res.body.error.details.pool.size, 1);
     await blocker.query('ROLLBACK');
     await blocker.end();
-    const claimed = (await Promise.all(stuck)).flat();
+    const claimed = await stuck;
     assert.deepEqual(claimed.map((t) => t.id), [task.id]);
     assert.equal((await api.get(`/v1/tasks/${task.id}`)).status, 200);
   });

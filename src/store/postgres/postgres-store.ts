@@ -23,8 +23,8 @@ import {
   type TaskListParams,
   type TaskTransition,
 } from '../store.js';
-import { CompletionBatcher } from './completion-batcher.js';
 import { migrations } from './migrations.js';
+import { TickBatcher } from './tick-batcher.js';
 
 export interface PostgresStoreOptions {
   /** postgres://user@host:port/database */
@@ -244,17 +244,24 @@ export class PostgresStore implements Store {
   private readonly poolSize: number;
   private listener: pg.Client | undefined;
   private closed = false;
-  private readonly completions = new CompletionBatcher<TaskRow>((batch) =>
-    this.transaction((q) =>
-      q<TaskRow>(
-        `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
-         WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
-         RETURNING t.*`,
-        [batch.map((c) => c.id), batch.map((c) => c.agentId), batch.map((c) => c.result), batch.map((c) => c.now)],
-      ),
-    ),
+  /** Completions of one tick share one statement and one commit. */
+  private readonly completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, TaskRow | undefined>(
+    (batch) =>
+      this.transaction(async (q) => {
+        const rows = await q<TaskRow>(
+          `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
+           WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
+           RETURNING t.*`,
+          [batch.map((c) => c.id), batch.map((c) => c.agentId), batch.map((c) => c.result), batch.map((c) => c.now)],
+        );
+        const byId = new Map(rows.map((row) => [row.id, row]));
+        return batch.map((c) => byId.get(c.id));
+      }),
+    { unique: (c) => c.id },
   );
+  /** Claims of one tick share one transaction and one commit (see taskClaim). */
+  private readonly claims = new TickBatcher<TaskClaimParams, TaskClaimResult>((batch) => this.transaction((q) => this.claimBatch(q, batch)));
 
   constructor(private readonly options: PostgresStoreOptions) {
     this.schema = options.schema ?? 'public';
@@ -640,16 +647,34 @@ export class PostgresStore implements Store {
    * take turns and cannot together exceed its maxConcurrency; the claim statement that follows
    * starts after the lock, so it counts the other claim's leases.
    */
-  async taskClaim(params: TaskClaimParams): Promise<TaskClaimResult> {
-    return this.transaction(async (q) => {
-      const [row] = await q<AgentRow & { previous_status: AgentStatus; in_flight: number }>(
-        `WITH old AS (SELECT id, status FROM agents WHERE id = $1 FOR UPDATE)
-         UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
-         RETURNING a.*, old.status AS previous_status`,
-        [params.agentId, params.now],
-      );
-      if (!row) throw notFound('agent', params.agentId);
-      const agent = toAgent(row);
+  taskClaim(params: TaskClaimParams): Promise<TaskClaimResult> {
+    return this.claims.run(params);
+  }
+
+  /**
+   * Inside one transaction, the claims of a tick. The agents' rows are locked first (their
+   * heartbeats, in id order so that batches cannot deadlock), so that two claims by one agent on
+   * two nodes take turns and cannot together exceed its maxConcurrency; each claim statement then
+   * runs after the locks, so it counts the other claims' leases, including earlier ones in this
+   * batch.
+   */
+  private async claimBatch(q: Query, batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[]> {
+    const ids = [...new Set(batch.map((p) => p.agentId))].sort();
+    const rows = await q<AgentRow & { previous_status: AgentStatus }>(
+      `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
+       UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
+       RETURNING a.*, old.status AS previous_status`,
+      [ids, Math.max(...batch.map((p) => p.now))],
+    );
+    const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
+    const results: (TaskClaimResult | Error)[] = [];
+    for (const params of batch) {
+      const found = agents.get(params.agentId);
+      if (!found) {
+        results.push(notFound('agent', params.agentId));
+        continue;
+      }
+      const { agent, previousStatus } = found;
       // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
       const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
         params.agentId,
@@ -659,9 +684,13 @@ export class PostgresStore implements Store {
         agent.maxConcurrency,
       ]);
       const tasks = claimed.tasks.map(toTask).sort(byClaimOrder);
-      return { agent, previousStatus: row.previous_status, tasks, room: Math.max(0, claimed.free - tasks.length) };
-    });
+      results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length) });
+      // A second claim by the same agent in this batch finds it online already.
+      found.previousStatus = 'online';
+    }
+    return results;
   }
+
 
   /** Why a task update that required the agent's lease matched nothing. */
   private async leaseLost(id: number, agentId: string): Promise<FleetError> {
@@ -675,7 +704,7 @@ export class PostgresStore implements Store {
   }
 
   async taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<Task> {
-    const row = await this.completions.complete({
+    const row = await this.completions.run({
       id: params.id,
       agentId: params.agentId,
       result: JSON.stringify(params.result ?? null),
