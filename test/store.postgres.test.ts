@@ -96,7 +96,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
-  it('wakes listeners in other processes when tasks become claimable, not the sender', async () => {
+  it('wakes listeners in other processes when tasks become claimable, not the sender nor other schemas', async () => {
     const { store: a, destroy } = await freshPostgresStore();
     const b = new PostgresStore({ url: TEST_DATABASE_URL, schema: a.schema });
     try {
@@ -110,6 +110,10 @@ describe('postgres store', { timeout: 60_000 }, () => {
       const stopB = await b.listen((e) => heardByB.push(e));
       const task = { payload: null, priority: 0, idempotencyKey: null, maxAttempts: 2, leaseMs: 10, backoffMs: 10, runAt: 0 };
       const heard = new Promise<void>((resolve) => (wake = resolve));
+      // Another cluster in another schema of the same database: its notifications are not A's.
+      const other = await freshPostgresStore();
+      await other.store.taskInsertMany({ tasks: [{ ...task, type: 'n', requires: ['n'] }], now: 0 });
+      await other.destroy();
       await b.taskInsertMany({
         tasks: [{ ...task, type: 'n', requires: ['n'] }, { ...task, type: 'n', requires: ['n'] }, { ...task, type: 'm', requires: ['m', 'x'] }],
         now: 0,

@@ -59,11 +59,12 @@ CREATE TABLE task_counts (
 );
 
 -- A claimable task wakes long-polls on every node: on commit, PostgreSQL delivers one
--- notification per statement that made tasks queued, counted by requirement key. The sender's
--- application_name lets a node skip its own notifications (it woke its waiters already).
+-- notification per statement that made tasks queued, counted by requirement key. Channels are
+-- database-wide, so the payload names the schema (other clusters may share the database), and the
+-- sender's application_name lets a node skip its own notifications (it woke its waiters already).
 CREATE FUNCTION fleetd_notify_available(counts jsonb) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-  payload text := jsonb_build_object('node', current_setting('application_name'), 'byRequirement', counts)::text;
+  payload text := jsonb_build_object('schema', current_schema(), 'node', current_setting('application_name'), 'byRequirement', counts)::text;
   k text;
 BEGIN
   IF counts = '{}'::jsonb THEN RETURN; END IF;
@@ -73,7 +74,8 @@ BEGIN
     -- NOTIFY payloads are limited to 8000 bytes: split a large one by key.
     FOR k IN SELECT jsonb_object_keys(counts) LOOP
       PERFORM pg_notify('fleetd_tasks_available',
-        jsonb_build_object('node', current_setting('application_name'), 'byRequirement', jsonb_build_object(k, counts -> k))::text);
+        jsonb_build_object('schema', current_schema(), 'node', current_setting('application_name'),
+          'byRequirement', jsonb_build_object(k, counts -> k))::text);
     END LOOP;
   END IF;
 END $$;

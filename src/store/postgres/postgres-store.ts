@@ -365,8 +365,12 @@ export class PostgresStore implements Store {
       const client = new pg.Client({ connectionString: this.options.url, application_name: `${this.nodeId}-listen`, types });
       client.on('notification', (msg) => {
         if (!msg.payload) return;
-        const { node, byRequirement } = JSON.parse(msg.payload) as { node: string; byRequirement: Record<string, number> };
-        if (node !== this.nodeId) onAvailable(byRequirement);
+        const { schema, node, byRequirement } = JSON.parse(msg.payload) as {
+          schema: string;
+          node: string;
+          byRequirement: Record<string, number>;
+        };
+        if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
       });
       client.on('error', () => {
         client.end().catch(() => {});
