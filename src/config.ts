@@ -78,7 +78,7 @@ export interface FleetdConfig {
    */
   caseSimilarityPercent: number;
   /**
-   * Redis for the L2 cache, cache invalidation across nodes and shared rate limits, e.g.
+   * Redis for the event bus across nodes, the L2 cache, cache invalidation across nodes and shared rate limits, e.g.
    * redis://:secret@127.0.0.1:6379/0. Empty means none: everything stays in-process. Env FLEETD_REDIS_URL. Defaults to "".
    */
   redisUrl: string;
@@ -111,6 +111,23 @@ export interface FleetdConfig {
    * process exits anyway. Env FLEETD_SHUTDOWN_TIMEOUT_MS. Defaults to 10000.
    */
   shutdownTimeoutMs: number;
+
+  /**
+   * PostgreSQL to use as the store instead of embedded SQLite (postgres://user@host:port/db), so that
+   * several nodes can share it. Env FLEETD_DATABASE_URL. Defaults to '' (SQLite in dataDir).
+   */
+  databaseUrl: string;
+  /** Schema of fleetd's tables in that database. Env FLEETD_DATABASE_SCHEMA. Defaults to public. */
+  databaseSchema: string;
+  /** Most PostgreSQL connections a node opens. Env FLEETD_DATABASE_POOL_SIZE. Defaults to 10. */
+  databasePoolSize: number;
+  /**
+   * How long a request waits for a free PostgreSQL connection before failing with 503
+   * FLEETD_ERR_STORE_UNAVAILABLE, in ms. Env FLEETD_DATABASE_POOL_TIMEOUT_MS. Defaults to 5000.
+   */
+  databasePoolTimeoutMs: number;
+  /** Prefix of every Redis key and channel fleetd uses, so that clusters can share a Redis. Env FLEETD_REDIS_PREFIX. Defaults to fleetd:. */
+  redisPrefix: string;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -153,13 +170,18 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   slowRequestMs: 1_000,
   metrics: 'on',
   shutdownTimeoutMs: 10_000,
+  databaseUrl: '',
+  databaseSchema: 'public',
+  databasePoolSize: 10,
+  databasePoolTimeoutMs: 5_000,
+  redisPrefix: 'fleetd:',
 });
 
 type Kind = 'string' | 'int' | 'enum';
-/** `optional`: may be empty. `secret`: masked wherever the configuration is shown. */
+/** `optional`: may be empty. `secret`: masked wherever the configuration is shown. `pattern`: what a string must look like. */
 const settings: Record<
   keyof FleetdConfig,
-  { env: string; kind: Kind; min?: number; values?: readonly string[]; optional?: boolean; secret?: boolean }
+  { env: string; kind: Kind; min?: number; values?: readonly string[]; optional?: boolean; secret?: boolean; pattern?: { re: RegExp; what: string } }
 > = {
   host: { env: 'FLEETD_HOST', kind: 'string' },
   port: { env: 'FLEETD_PORT', kind: 'int', min: 0 },
@@ -204,6 +226,21 @@ const settings: Record<
   slowRequestMs: { env: 'FLEETD_SLOW_REQUEST_MS', kind: 'int', min: 0 },
   metrics: { env: 'FLEETD_METRICS', kind: 'enum', values: ['on', 'off'] },
   shutdownTimeoutMs: { env: 'FLEETD_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 100 },
+  databaseUrl: {
+    env: 'FLEETD_DATABASE_URL',
+    kind: 'string',
+    optional: true,
+    secret: true,
+    pattern: { re: /^postgres(ql)?:\/\//, what: 'a postgres:// URL' },
+  },
+  databaseSchema: {
+    env: 'FLEETD_DATABASE_SCHEMA',
+    kind: 'string',
+    pattern: { re: /^[a-z_][a-z0-9_]{0,62}$/, what: 'a lower-case SQL identifier' },
+  },
+  databasePoolSize: { env: 'FLEETD_DATABASE_POOL_SIZE', kind: 'int', min: 1 },
+  databasePoolTimeoutMs: { env: 'FLEETD_DATABASE_POOL_TIMEOUT_MS', kind: 'int', min: 1 },
+  redisPrefix: { env: 'FLEETD_REDIS_PREFIX', kind: 'string' },
 };
 
 export class ConfigError extends Error {
@@ -229,6 +266,7 @@ function parseValue(key: keyof FleetdConfig, raw: unknown, source: string): unkn
   if (key === 'redisUrl' && s !== '' && !/^rediss?:\/\//.test(s)) {
     throw new ConfigError(source, 'must be a redis:// or rediss:// URL');
   }
+  if (s !== '' && spec.pattern && !spec.pattern.re.test(s)) throw new ConfigError(source, `"${s}" is not ${spec.pattern.what}`);
   return s;
 }
 

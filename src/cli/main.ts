@@ -41,7 +41,7 @@ async function start(argv: string[]): Promise<void> {
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const server = await startServer(overrides, { env });
-  server.app.log.info({ url: server.url, dataDir: server.config.dataDir }, 'fleetd is listening');
+  server.app.log.info({ url: server.url, store: server.store.driver, dataDir: server.config.dataDir }, 'fleetd is listening');
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;

@@ -1,10 +1,13 @@
-import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
+import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
+import { RedisBus } from '../bus/redis-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
+import { connectRedis, redisSettings } from '../redis/connection.js';
+import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
 import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -41,58 +44,86 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  const store = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-  const bus = new LocalBus((err, name) => (log || silent).error({ err, event: name }, 'event handler failed'));
-  const fleet = new Fleet({ store, bus, config, log: log || silent });
-  const nlp = new NlpPool();
-  let pipelines: Pipelines;
-  try {
-    // A bad pipeline definition stops the start here, before anything listens.
-    const pipelineStore = new SqlitePipelineStore(store.db, store.groupCommit);
-    const caseStore = new SqliteCaseStore(store.db, store.groupCommit);
-    pipelines = createPipelines({ fleet, store: pipelineStore, caseStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
-  } catch (err) {
+  // Pipelines and cases have a SQLite driver only, so far: on PostgreSQL they stay in the node's
+  // own SQLite file in dataDir, while tasks, agents and locks are shared by every node.
+  const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
+  const store: Store =
+    config.databaseUrl === ''
+      ? sqlite
+      : new PostgresStore({
+          url: config.databaseUrl,
+          schema: config.databaseSchema,
+          poolSize: config.databasePoolSize,
+          poolTimeoutMs: config.databasePoolTimeoutMs,
+        });
+  const closeStores = async () => {
     await store.close();
-    throw err;
-  }
-  // fleetd's own connection for the L2 cache and rate limits, apart from any Redis bus.
-  const redis = config.redisUrl ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 }) : undefined;
-  await redis?.connect();
-  const app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
-  fleet.start();
+    if (store !== sqlite) await sqlite.close();
+  };
+  const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
+  const nlp = new NlpPool();
+  const redisConfig = redisSettings(config);
+  let bus: Bus | undefined;
+  let redis: Awaited<ReturnType<typeof connectRedis>> | undefined;
+  let stopListening: (() => Promise<void>) | undefined;
+  let fleet: Fleet | undefined;
+  let pipelines: Pipelines | undefined;
+  let app: App | undefined;
   let address: string;
   try {
+    await store.migrate();
+    bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
+    fleet = new Fleet({ store, bus, config, log: log || silent });
+    const waiters = fleet.waiters;
+    // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
+    if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
+    // A bad pipeline definition stops the start here, before anything listens.
+    const pipelineStore = new SqlitePipelineStore(sqlite.db, sqlite.groupCommit);
+    const caseStore = new SqliteCaseStore(sqlite.db, sqlite.groupCommit);
+    pipelines = createPipelines({ fleet, store: pipelineStore, caseStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
+    redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
+    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
+    fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();
     address = await app.listen({ host: config.host, port: config.port });
   } catch (err) {
-    fleet.stop();
-    await pipelines.close();
-    await app.close();
+    fleet?.stop();
+    await pipelines?.close();
+    await app?.close();
     await nlp.close();
     redis?.disconnect();
-    await store.close();
+    await stopListening?.().catch(() => {});
+    await bus?.close();
+    await closeStores();
     throw err;
   }
   await app.warmCache?.();
+  const openApp = app;
+  const openBus = bus;
+  const openFleet = fleet;
+  const openPipelines = pipelines;
+  const openRedis = redis;
   let closing: Promise<void> | undefined;
   return {
-    app,
-    fleet,
+    app: openApp,
+    fleet: openFleet,
     store,
     config,
-    pipelines,
+    pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
     close() {
       closing ??= (async () => {
         // Waiting long-polls answer first, so that closing the listener does not wait on them.
-        fleet.stop();
-        await pipelines.close();
-        await app.close();
+        openFleet.stop();
+        await openPipelines.close();
+        await openApp.close();
         await nlp.close();
-        await redis?.quit();
-        await bus.close();
-        await store.close();
+        await openRedis?.quit();
+        await stopListening?.();
+        await openBus.close();
+        await closeStores();
       })();
       return closing;
     },

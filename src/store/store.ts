@@ -16,6 +16,14 @@ export interface Store {
   migrate(): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * With supportsListen: calls `onAvailable` when another process sharing the store makes tasks
+   * claimable (counts by requirement key), so that long-polls on this node wake up. Returns the
+   * function that stops listening.
+   */
+  listen?(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>>;
+  /** Connection pool use, for drivers that pool connections (metrics, /readyz). */
+  poolStats?(): PoolStats;
 
   agentCreateMany(params: AgentCreateParams[]): Promise<Agent[]>;
   agentGet(params: { id: string }): Promise<Agent | undefined>;
@@ -68,6 +76,17 @@ export interface Store {
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
+}
+
+export interface PoolStats {
+  /** Most connections the pool opens. */
+  size: number;
+  /** Connections open now: in use plus idle. */
+  total: number;
+  inUse: number;
+  idle: number;
+  /** Queries waiting for a connection. */
+  waiting: number;
 }
 
 export interface AgentCreateParams {

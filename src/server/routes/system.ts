@@ -12,7 +12,8 @@ export const systemRoutes: Routes = async (app, { fleet, config }) => {
     } catch (err) {
       throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`);
     }
-    return { status: 'ready', store: fleet.store.driver };
+    const pool = fleet.store.poolStats?.();
+    return { status: 'ready', store: fleet.store.driver, ...(pool ? { pool } : {}) };
   });
 
   app.get(

@@ -1,0 +1,93 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { connectRedis, type RedisSettings } from '../redis/connection.js';
+import type { AnyEventHandler, Bus, EventHandler, EventName, FleetEvents } from './bus.js';
+import { LocalBus } from './local-bus.js';
+
+/** Events that stay on the node that published them. */
+const NODE_LOCAL: ReadonlySet<EventName> = new Set<EventName>([
+  // Wake-ups travel through the store (PostgreSQL LISTEN/NOTIFY fires at commit, for every path
+  // that queues tasks, on any node); relaying them here as well would wake every waiter twice.
+  'tasks.available',
+]);
+
+/**
+ * The bus of a cluster: handlers on this node get this node's events at once (as on LocalBus) and
+ * every other node's events through Redis pub/sub. Events published in one tick leave as one
+ * message. Delivery across nodes is best effort — while Redis is unreachable, remote events are
+ * dropped (and counted): the store holds the truth, events only tell about it.
+ */
+export class RedisBus implements Bus {
+  readonly nodeId = randomUUID();
+  /** Events that could not be sent to other nodes because Redis was unreachable. */
+  dropped = 0;
+  private readonly local: LocalBus;
+  private readonly channel: string;
+  private outbox: [EventName, unknown][] = [];
+  private flushing: NodeJS.Immediate | undefined;
+
+  private constructor(
+    private readonly pub: Redis,
+    private readonly sub: Redis,
+    settings: RedisSettings,
+    onHandlerError: (err: unknown, name: EventName) => void,
+  ) {
+    this.local = new LocalBus(onHandlerError);
+    this.channel = `${settings.prefix}events`;
+  }
+
+  static async connect(settings: RedisSettings, onHandlerError: (err: unknown, name: EventName) => void = () => {}): Promise<RedisBus> {
+    const [pub, sub] = await Promise.all([connectRedis(settings, 'bus-pub'), connectRedis(settings, 'bus-sub')]);
+    const bus = new RedisBus(pub, sub, settings, onHandlerError);
+    sub.on('message', (_channel: string, message: string) => bus.receive(message));
+    await sub.subscribe(bus.channel);
+    return bus;
+  }
+
+  private receive(message: string): void {
+    let parsed: { node: string; events: [EventName, unknown][] };
+    try {
+      parsed = JSON.parse(message);
+    } catch {
+      return;
+    }
+    if (parsed.node === this.nodeId) return;
+    for (const [name, event] of parsed.events) this.local.publish(name, event as FleetEvents[typeof name]);
+  }
+
+  publish<K extends EventName>(name: K, event: FleetEvents[K]): void {
+    this.local.publish(name, event);
+    if (NODE_LOCAL.has(name)) return;
+    this.outbox.push([name, event]);
+    this.flushing ??= setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushing = undefined;
+    const events = this.outbox;
+    this.outbox = [];
+    if (events.length === 0) return;
+    if (this.pub.status !== 'ready') {
+      this.dropped += events.length;
+      return;
+    }
+    this.pub.publish(this.channel, JSON.stringify({ node: this.nodeId, events })).catch(() => {
+      this.dropped += events.length;
+    });
+  }
+
+  subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void {
+    return this.local.subscribe(name, handler);
+  }
+
+  subscribeAll(handler: AnyEventHandler): () => void {
+    return this.local.subscribeAll(handler);
+  }
+
+  async close(): Promise<void> {
+    if (this.flushing) clearImmediate(this.flushing);
+    this.flush();
+    await this.local.close();
+    await Promise.all([this.pub.quit().catch(() => {}), this.sub.quit().catch(() => {})]);
+  }
+}

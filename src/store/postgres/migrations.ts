@@ -1,0 +1,189 @@
+/**
+ * Versioned schema for the PostgreSQL driver. A migration is never edited once released: a change
+ * is a new entry. They run at start, each in its own transaction, under an advisory lock so that
+ * nodes starting together do not race; applied versions are recorded in schema_migrations.
+ */
+export const migrations: { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'tasks, agents, locks, their counters and wake-up notifications',
+    sql: `
+CREATE TABLE tasks (
+  id               BIGSERIAL PRIMARY KEY,
+  type             TEXT    NOT NULL,
+  req_key          TEXT    NOT NULL,
+  payload          TEXT    NOT NULL,
+  priority         INTEGER NOT NULL,
+  status           TEXT    NOT NULL,
+  idempotency_key  TEXT    UNIQUE,
+  request_hash     TEXT,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  max_attempts     INTEGER NOT NULL,
+  lease_ms         BIGINT  NOT NULL,
+  backoff_ms       BIGINT  NOT NULL,
+  run_at           BIGINT  NOT NULL,
+  created_at       BIGINT  NOT NULL,
+  updated_at       BIGINT  NOT NULL,
+  claimed_at       BIGINT,
+  completed_at     BIGINT,
+  agent_id         TEXT,
+  lease_expires_at BIGINT,
+  result           TEXT,
+  error            TEXT
+);
+-- The claim: one ordered index range per requirement set, so a backlog of 100,000 tasks of one
+-- type costs the claim of another type nothing (the planner never sorts or filters that backlog).
+CREATE INDEX tasks_claim     ON tasks (req_key, priority DESC, id) WHERE status = 'queued';
+CREATE INDEX tasks_scheduled ON tasks (run_at)           WHERE status = 'scheduled';
+CREATE INDEX tasks_leases    ON tasks (lease_expires_at) WHERE status = 'leased';
+CREATE INDEX tasks_in_flight ON tasks (agent_id)         WHERE status = 'leased';
+CREATE INDEX tasks_finished  ON tasks (completed_at)     WHERE completed_at IS NOT NULL;
+CREATE INDEX tasks_by_status ON tasks (status, id);
+CREATE INDEX tasks_by_type   ON tasks (type, id);
+CREATE INDEX tasks_by_agent  ON tasks (agent_id, id)     WHERE agent_id IS NOT NULL;
+
+-- Counters kept by statement-level triggers in the same transaction as the write, so /v1/stats
+-- never scans tasks and the counts always equal a recount. A counter row stays locked until its
+-- transaction commits, so one row per group would make every concurrent writer wait for the
+-- others' commits: each connection writes its own shard (by backend pid) and readers sum the
+-- shards. Deltas are summed per statement and applied in key order, so writers that do share a
+-- shard lock its rows in one order and cannot deadlock on them.
+CREATE TABLE task_counts (
+  type     TEXT    NOT NULL,
+  req_key  TEXT    NOT NULL,
+  priority INTEGER NOT NULL,
+  status   TEXT    NOT NULL,
+  shard    INTEGER NOT NULL,
+  n        BIGINT  NOT NULL,
+  PRIMARY KEY (status, req_key, type, priority, shard)
+);
+
+-- A claimable task wakes long-polls on every node: on commit, PostgreSQL delivers one
+-- notification per statement that made tasks queued, counted by requirement key. Channels are
+-- database-wide, so the payload names the schema (other clusters may share the database), and the
+-- sender's application_name lets a node skip its own notifications (it woke its waiters already).
+CREATE FUNCTION fleetd_notify_available(counts jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  payload text := jsonb_build_object('schema', current_schema(), 'node', current_setting('application_name'), 'byRequirement', counts)::text;
+  k text;
+BEGIN
+  IF counts = '{}'::jsonb THEN RETURN; END IF;
+  IF octet_length(payload) < 7900 THEN
+    PERFORM pg_notify('fleetd_tasks_available', payload);
+  ELSE
+    -- NOTIFY payloads are limited to 8000 bytes: split a large one by key.
+    FOR k IN SELECT jsonb_object_keys(counts) LOOP
+      PERFORM pg_notify('fleetd_tasks_available',
+        jsonb_build_object('schema', current_schema(), 'node', current_setting('application_name'),
+          'byRequirement', jsonb_build_object(k, counts -> k))::text);
+    END LOOP;
+  END IF;
+END $$;
+
+CREATE FUNCTION fleetd_task_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, count(*) FROM new_rows
+    GROUP BY status, req_key, type, priority ORDER BY status, req_key, type, priority
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+  PERFORM fleetd_notify_available(coalesce(
+    (SELECT jsonb_object_agg(req_key, n) FROM (SELECT req_key, count(*) AS n FROM new_rows WHERE status = 'queued' GROUP BY req_key) q),
+    '{}'::jsonb));
+  RETURN NULL;
+END $$;
+
+CREATE FUNCTION fleetd_task_counts_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, sum(d) FROM (
+      SELECT type, req_key, priority, status, 1 AS d FROM new_rows
+      UNION ALL
+      SELECT type, req_key, priority, status, -1 AS d FROM old_rows
+    ) x
+    GROUP BY status, req_key, type, priority HAVING sum(d) <> 0 ORDER BY status, req_key, type, priority
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+  PERFORM fleetd_notify_available(coalesce(
+    (SELECT jsonb_object_agg(req_key, n) FROM (
+      SELECT nw.req_key, count(*) AS n FROM new_rows nw JOIN old_rows o ON o.id = nw.id
+      WHERE nw.status = 'queued' AND o.status <> 'queued' GROUP BY nw.req_key) q),
+    '{}'::jsonb));
+  RETURN NULL;
+END $$;
+
+CREATE FUNCTION fleetd_task_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO task_counts AS c (type, req_key, priority, status, shard, n)
+    SELECT type, req_key, priority, status, pg_backend_pid() % 32, -count(*) FROM old_rows
+    GROUP BY status, req_key, type, priority ORDER BY status, req_key, type, priority
+    ON CONFLICT (status, req_key, type, priority, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+  RETURN NULL;
+END $$;
+
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_task_counts_insert();
+CREATE TRIGGER tasks_count_update AFTER UPDATE ON tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_task_counts_update();
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS old_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_task_counts_delete();
+
+CREATE TABLE agents (
+  seq               BIGSERIAL PRIMARY KEY,
+  id                TEXT    NOT NULL UNIQUE,
+  name              TEXT    NOT NULL,
+  capabilities      TEXT[]  NOT NULL,
+  labels            TEXT    NOT NULL,
+  max_concurrency   INTEGER NOT NULL,
+  token_hash        TEXT    NOT NULL,
+  status            TEXT    NOT NULL,
+  created_at        BIGINT  NOT NULL,
+  last_heartbeat_at BIGINT  NOT NULL
+);
+CREATE INDEX agents_by_status     ON agents (status, last_heartbeat_at);
+CREATE INDEX agents_by_status_seq ON agents (status, seq);
+CREATE INDEX agents_by_capability ON agents USING gin (capabilities);
+
+CREATE TABLE agent_counts (status TEXT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO agent_counts VALUES ('online', 0), ('stale', 0), ('offline', 0);
+CREATE FUNCTION fleetd_agent_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    UPDATE agent_counts c SET n = c.n + d.n FROM (SELECT status, count(*) AS n FROM new_rows GROUP BY status) d
+      WHERE c.status = d.status;
+  ELSIF TG_OP = 'DELETE' THEN
+    UPDATE agent_counts c SET n = c.n - d.n FROM (SELECT status, count(*) AS n FROM old_rows GROUP BY status) d
+      WHERE c.status = d.status;
+  ELSE
+    UPDATE agent_counts c SET n = c.n + d.n FROM (
+      SELECT status, sum(x) AS n FROM (
+        SELECT status, 1 AS x FROM new_rows UNION ALL SELECT status, -1 FROM old_rows) u
+      GROUP BY status HAVING sum(x) <> 0) d
+      WHERE c.status = d.status;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER agents_count_insert AFTER INSERT ON agents REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_agent_counts();
+CREATE TRIGGER agents_count_update AFTER UPDATE ON agents REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_agent_counts();
+CREATE TRIGGER agents_count_delete AFTER DELETE ON agents REFERENCING OLD TABLE AS old_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_agent_counts();
+
+CREATE TABLE locks (
+  seq         BIGSERIAL PRIMARY KEY,
+  id          TEXT    NOT NULL UNIQUE,
+  agent_id    TEXT    NOT NULL,
+  resources   TEXT    NOT NULL,
+  description TEXT    NOT NULL,
+  created_at  BIGINT  NOT NULL,
+  expires_at  BIGINT  NOT NULL
+);
+CREATE INDEX locks_by_expiry ON locks (expires_at);
+CREATE INDEX locks_by_agent  ON locks (agent_id, seq);
+CREATE TABLE lock_resources (
+  resource TEXT   PRIMARY KEY,
+  lock_seq BIGINT NOT NULL REFERENCES locks (seq) ON DELETE CASCADE
+);
+CREATE INDEX lock_resources_by_lock ON lock_resources (lock_seq);
+`,
+  },
+];

@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import type { EventName } from '../src/bus/bus.js';
+import { RedisBus } from '../src/bus/redis-bus.js';
+import { TEST_REDIS_URL } from './cluster/node-process.js';
+
+const agent = { id: 'a1', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
+
+describe('redis bus', { timeout: 20_000 }, () => {
+  it('delivers each event once on every node, its own node at once', async () => {
+    const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
+    const [a, b] = await Promise.all([RedisBus.connect(settings), RedisBus.connect(settings)]);
+    try {
+      const onA: string[] = [];
+      const onB: string[] = [];
+      a.subscribeAll((name) => onA.push(name));
+      const arrived = new Promise<void>((resolve) =>
+        b.subscribeAll((name: EventName) => {
+          onB.push(name);
+          if (name === 'agent.deleted') resolve();
+        }),
+      );
+      a.publish('agent.registered', { agent });
+      assert.deepEqual(onA, ['agent.registered'], 'local handlers run synchronously');
+      a.publish('tasks.available', { byRequirement: { x: 1 } });
+      a.publish('agent.deleted', { agent });
+      await arrived;
+      assert.deepEqual(onB, ['agent.registered', 'agent.deleted'], 'wake-ups stay local; the rest crosses');
+      assert.deepEqual(onA, ['agent.registered', 'tasks.available', 'agent.deleted'], 'no echo of its own events');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('keeps clusters with different prefixes apart', async () => {
+    const [a, b] = await Promise.all([
+      RedisBus.connect({ url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` }),
+      RedisBus.connect({ url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` }),
+    ]);
+    const c = await RedisBus.connect({ url: TEST_REDIS_URL, prefix: (a as unknown as { channel: string }).channel.replace(/events$/, '') });
+    try {
+      const onB: string[] = [];
+      b.subscribeAll((name) => onB.push(name));
+      const onC = new Promise<string>((resolve) => c.subscribe('agent.stale', (e) => resolve(e.agentId)));
+      a.publish('agent.stale', { agentId: 'z' });
+      assert.equal(await onC, 'z');
+      assert.deepEqual(onB, []);
+    } finally {
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});

@@ -1,0 +1,4 @@
+import { exerciseStore } from './store/exercise-store.js';
+import { freshPostgresStore } from './store/postgres.js';
+
+exerciseStore('postgres', () => freshPostgresStore());
