@@ -1,11 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { FleetError, notFound } from '../../core/errors.js';
-import type { Agent, AgentCount, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../../core/types.js';
-import { decodeCursor, encodeCursor } from '../cursor.js';
+import type { Agent, AgentCount, AgentStatus, Lock, Page, Task, TaskCount } from '../../core/types.js';
+import { decodeCursor } from '../cursor.js';
 import {
   requirementKey,
-  requirementsOf,
   type AgentCreateParams,
   type AgentHeartbeatResult,
   type AgentListParams,
@@ -23,6 +22,7 @@ import {
   type TaskListParams,
   type TaskTransition,
 } from '../store.js';
+import { page, requestHash, toLock, toTask, type LockRow, type TaskRow } from '../rows.js';
 import { migrations } from './migrations.js';
 import { TickBatcher } from './tick-batcher.js';
 
@@ -37,30 +37,6 @@ export interface PostgresStoreOptions {
   poolTimeoutMs?: number;
 }
 
-interface TaskRow {
-  id: number;
-  type: string;
-  req_key: string;
-  payload: string;
-  priority: number;
-  status: TaskStatus;
-  idempotency_key: string | null;
-  request_hash: string | null;
-  attempts: number;
-  max_attempts: number;
-  lease_ms: number;
-  backoff_ms: number;
-  run_at: number;
-  created_at: number;
-  updated_at: number;
-  claimed_at: number | null;
-  completed_at: number | null;
-  agent_id: string | null;
-  lease_expires_at: number | null;
-  result: string | null;
-  error: string | null;
-}
-
 interface AgentRow {
   seq: number;
   id: string;
@@ -72,16 +48,6 @@ interface AgentRow {
   status: AgentStatus;
   created_at: number;
   last_heartbeat_at: number;
-}
-
-interface LockRow {
-  seq: number;
-  id: string;
-  agent_id: string;
-  resources: string;
-  description: string;
-  created_at: number;
-  expires_at: number;
 }
 
 const INT8_OID = 20;
@@ -108,33 +74,6 @@ const UNIQUE_VIOLATION = '23505';
 
 type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
 
-const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
-
-function toTask(row: TaskRow): Task {
-  return {
-    id: row.id,
-    type: row.type,
-    payload: JSON.parse(row.payload),
-    priority: row.priority,
-    requires: [...requirementsOf(row.req_key)],
-    status: row.status,
-    idempotencyKey: row.idempotency_key,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    leaseMs: row.lease_ms,
-    backoffMs: row.backoff_ms,
-    runAt: row.run_at,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    claimedAt: row.claimed_at,
-    completedAt: row.completed_at,
-    agentId: row.agent_id,
-    leaseExpiresAt: row.lease_expires_at,
-    result: parseJson(row.result),
-    error: parseJson(row.error),
-  };
-}
-
 function toAgent(row: AgentRow): Agent {
   return {
     id: row.id,
@@ -146,29 +85,6 @@ function toAgent(row: AgentRow): Agent {
     createdAt: row.created_at,
     lastHeartbeatAt: row.last_heartbeat_at,
   };
-}
-
-function toLock(row: LockRow): Lock {
-  return {
-    id: row.id,
-    agentId: row.agent_id,
-    resources: JSON.parse(row.resources),
-    description: row.description,
-    createdAt: row.created_at,
-    expiresAt: row.expires_at,
-  };
-}
-
-function requestHash(t: TaskInsertParams): string {
-  return createHash('sha256')
-    .update(JSON.stringify([t.type, t.payload, t.priority, requirementKey(t.requires)]))
-    .digest('base64url');
-}
-
-function page<R, T>(rows: R[], limit: number, map: (row: R) => T, key: (row: R) => number): Page<T> {
-  const more = rows.length > limit;
-  const items = more ? rows.slice(0, limit) : rows;
-  return { items: items.map(map), nextCursor: more ? encodeCursor(key(items[items.length - 1])) : null };
 }
 
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
