@@ -6,8 +6,8 @@
  *
  *   npm run bench -- saturate [--seconds 10] [--connections 100] [--stages 10,25,50,100]
  */
-import { percentile, report, startServerProcess, type Row } from '../lib.js';
-import { Client, hammer, startBareFastify } from '../load.js';
+import { report, startServerProcess, type Row } from '../lib.js';
+import { Client, driveEndToEnd, hammer, startBareFastify } from '../load.js';
 
 export default async function saturate(args: string[]): Promise<void> {
   const seconds = Number(argValue(args, '--seconds') ?? 10);
@@ -59,70 +59,25 @@ async function endToEnd(client: Client, n: number, seconds: number, rssMb: () =>
   const reg = await client.call('POST', '/v1/agents/batch', {
     agents: Array.from({ length: n }, (_, k) => ({ name: `sat-${n}-${k}`, capabilities: [type], maxConcurrency: 10 })),
   });
-  const agentIds: string[] = reg.body.items.map((r: any) => r.agent.id);
-  const submittedAt = new Map<number, number>();
-  const latencies: number[] = [];
-  let completed = 0;
-  let errors = 0;
-  let running = true;
-  const deadline = Date.now() + seconds * 1_000;
-
   // Keep about two rounds of claims queued: enough that agents never starve, few enough that the
   // latency measured is the system's, not time spent waiting behind a deep backlog.
   const depth = Math.max(500, n * 20);
-  const submitter = (async () => {
-    while (running) {
-      if (submittedAt.size > depth) {
-        await new Promise((r) => setTimeout(r, 2));
-        continue;
-      }
-      const res = await client.call('POST', '/v1/tasks/batch', {
-        tasks: Array.from({ length: Math.min(500, depth) }, (_, i) => ({ type, payload: { i } })),
-      });
-      if (res.status !== 201) {
-        errors++;
-        continue;
-      }
-      const now = performance.now();
-      for (const item of res.body.items) submittedAt.set(item.task.id, now);
-    }
-  })();
-
-  const workers = agentIds.map(async (agentId) => {
-    while (Date.now() < deadline) {
-      const claim = await client.call('POST', '/v1/tasks/claim', { agentId, max: 10, waitMs: 200 });
-      if (claim.status !== 200) {
-        errors++;
-        continue;
-      }
-      await Promise.all(
-        claim.body.tasks.map(async (t: any) => {
-          const res = await client.call('POST', `/v1/tasks/${t.id}/complete`, { agentId, result: { ok: true } });
-          if (res.status !== 200) return void errors++;
-          completed++;
-          const at = submittedAt.get(t.id);
-          if (at !== undefined) {
-            latencies.push(performance.now() - at);
-            submittedAt.delete(t.id);
-          }
-        }),
-      );
-    }
+  const r = await driveEndToEnd({
+    clients: [client],
+    agents: reg.body.items.map((item: any) => ({ id: item.agent.id, client })),
+    type,
+    seconds,
+    depth,
+    batch: Math.min(500, depth),
   });
-  const started = performance.now();
-  await Promise.all(workers);
-  const elapsed = (performance.now() - started) / 1_000;
-  running = false;
-  await submitter;
-  const round = (v: number) => Math.round(v * 100) / 100;
   return {
     scenario: `submit→claim→complete, ${n} agents`,
     connections: Math.min(n * 11, 128),
-    'tasks/s': Math.round(completed / elapsed),
-    p50_ms: round(percentile(latencies, 50)),
-    p95_ms: round(percentile(latencies, 95)),
-    p99_ms: round(percentile(latencies, 99)),
-    errors,
+    'tasks/s': r.tasksPerSecond,
+    p50_ms: r.p50,
+    p95_ms: r.p95,
+    p99_ms: r.p99,
+    errors: r.errors,
     rss_mb: rssMb(),
   };
 }
