@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { resolve as resolvePath } from 'node:path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Redis } from 'ioredis';
 import { ResponseCache } from '../cache/response-cache.js';
@@ -12,7 +12,7 @@ import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
 import { cachePlugin } from './cached-reply.js';
-import { httpPlugin, requestId } from './http.js';
+import { clientErrorHandler, httpPlugin, requestId } from './http.js';
 import { metricsPlugin } from './metrics.js';
 import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
@@ -87,6 +87,9 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
     };
   }
   const status = err.statusCode ?? 500;
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return { status, body: errorBody('FLEETD_ERR_URI_TOO_LONG', 'a path parameter is longer than 100 characters', { code: err.code }) };
+  }
   if (status === 413) return { status, body: errorBody('FLEETD_ERR_BODY_TOO_LARGE', 'the request body is too large', { code: err.code }) };
   if (status === 415) {
     return {
@@ -101,6 +104,13 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
     return { status, body: errorBody('FLEETD_ERR_VALIDATION', err.message, { code: err.code }) };
   }
   return { status: 500, body: errorBody('FLEETD_ERR_INTERNAL', 'internal error; it has been logged') };
+}
+
+/** Errors from routes and hooks, and those the router meets before any route (a bad or over-long path). */
+function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const { status, body } = toErrorReply(err);
+  if (status >= 500) request.log.error({ err }, 'request failed');
+  void reply.status(status).send(body);
 }
 
 /**
@@ -121,6 +131,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
     requestTimeout: options.config.maxClaimWaitMs + 30_000,
     return503OnClosing: true,
     genReqId: requestId,
+    clientErrorHandler,
+    frameworkErrors: sendError,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -130,11 +142,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   const { body, text } = validators();
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : text).compile(schema));
 
-  app.setErrorHandler((err: FastifyError, request, reply) => {
-    const { status, body: payload } = toErrorReply(err);
-    if (status >= 500) request.log.error({ err }, 'request failed');
-    void reply.status(status).send(payload);
-  });
+  app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
   });

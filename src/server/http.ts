@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { constants as zlib } from 'node:zlib';
 import compress from '@fastify/compress';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { FleetdConfig } from '../config.js';
+import { FleetError, type ErrorCode } from '../core/errors.js';
 
 const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
 
@@ -18,6 +20,29 @@ export const compression = { threshold: 1024, brotliQuality: 4 } as const;
 export function requestId(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
   return typeof given === 'string' && CLIENT_ID.test(given) ? given : randomUUID();
+}
+
+/**
+ * Requests the HTTP parser refuses (headers over the size limit, bytes that are not HTTP, a request
+ * too slow to arrive) never reach a route or the error handler: they get fleetd's JSON error all the
+ * same, written straight to the socket, which is then closed. Fastify's default answers in a shape
+ * of its own.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [code, message]: [ErrorCode, string] =
+    err.code === 'HPE_HEADER_OVERFLOW' ? ['FLEETD_ERR_HEADERS_TOO_LARGE', 'the request headers are too large']
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? ['FLEETD_ERR_REQUEST_TIMEOUT', 'the request took too long to arrive']
+    : ['FLEETD_ERR_BAD_REQUEST', 'the request is not valid HTTP'];
+  const error = new FleetError(code, message, { reason: err.code ?? err.message });
+  const body = JSON.stringify(error.toJSON());
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 const replyReady = Symbol('replyReady');
