@@ -317,14 +317,27 @@ describe('API fuzzing from the OpenAPI document', () => {
   operations.forEach((op, index) => {
     it(`${op.method} ${op.path}`, async () => {
       for (const c of fixedCases(op)) await check(() => sendRaw(server.url, c), `${c.label}: ${c.method} ${c.path.slice(0, 100)}`);
-      await fc.assert(
-        fc.asyncProperty(requestArbitrary(op), async (generated) => {
-          const request = materialise(op, generated);
-          await check(() => sendRaw(server.url, request), describeRequest(request));
-        }),
-        // Shrinking would resend hundreds of requests; the failure message already names the request.
-        { seed: SEED + index, numRuns: RUNS, endOnFailure: true },
-      );
+      // fast-check's own report would print the whole generated value, megabytes of it; the first
+      // failure's message names the request in a readable form.
+      let failure: Error | undefined;
+      try {
+        await fc.assert(
+          fc.asyncProperty(requestArbitrary(op), async (generated) => {
+            const request = materialise(op, generated);
+            try {
+              await check(() => sendRaw(server.url, request), describeRequest(request));
+            } catch (err) {
+              failure ??= err as Error;
+              throw err;
+            }
+          }),
+          // Shrinking would resend hundreds of requests; the failure message already names the request.
+          { seed: SEED + index, numRuns: RUNS, endOnFailure: true },
+        );
+      } catch (err) {
+        if (failure) failure.message = `seed ${SEED + index}: ${failure.message}`;
+        throw failure ?? err;
+      }
       await assertHealthy();
     });
   });
