@@ -1,0 +1,299 @@
+/**
+ * The soak: a fleet of agents (half on WebSocket push, half on HTTP long-poll, all through the SDK)
+ * in several processes, steady submits, and every few seconds one agent process killed with SIGKILL
+ * (its sockets and long-polls drop without a goodbye) and started again a moment later with the
+ * same agents. It counts what a user would: errors, tasks acknowledged but never completed (lost),
+ * tasks completed twice or submitted twice (duplicates), and follows the server's RSS and the
+ * latencies minute by minute. `npm run bench -- soak` runs it for 10 minutes; test/soak.test.ts
+ * runs a short one.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FleetClient } from '../src/client/fleet-client.js';
+import { percentile, startServerProcess } from './lib.js';
+import { Client } from './load.js';
+import type { SoakAgent } from './workers/soak-agents.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+export interface SoakOptions {
+  /** How long tasks are submitted, in seconds. */
+  seconds: number;
+  agents: number;
+  /** Tasks submitted per second. */
+  rate: number;
+  /** Seconds between two kills of an agent process; 0 kills none. */
+  killEverySeconds: number;
+  agentsPerProcess: number;
+  /** After the submits stop, the longest wait for every acknowledged task to complete, in seconds. */
+  drainSeconds: number;
+  log?: (line: string) => void;
+}
+
+export type SoakMinute = {
+  minute: number;
+  submitted: number;
+  completed: number;
+  errors: number;
+  'submit p50 ms': number;
+  'submit p99 ms': number;
+  'complete p99 ms': number;
+  'rss MB': number;
+};
+
+export interface SoakResult {
+  /** Submits acknowledged by the server. */
+  acknowledged: number;
+  completed: number;
+  /** Acknowledged tasks that did not end completed. */
+  lost: number;
+  /** Tasks whose completion was announced twice, plus submits that made a second task. */
+  duplicates: number;
+  /** Failed submits (each retried with its idempotency key) plus errors the agents met. */
+  errors: number;
+  errorRate: number;
+  errorSamples: string[];
+  /** Times a task ran beyond its one completion: at-least-once delivery after a kill. */
+  reruns: number;
+  kills: number;
+  minutes: SoakMinute[];
+  rss: { atSeconds: number; mb: number }[];
+  /** Least-squares slope of the server's RSS after the first fifth of the run, in MB per minute. */
+  rssSlopeMbPerMinute: number;
+}
+
+interface Worker {
+  file: string;
+  child?: ChildProcess;
+  ready: boolean;
+  /** A start pending after a kill. */
+  restart?: NodeJS.Timeout;
+}
+
+interface Bucket {
+  submitted: number;
+  completed: number;
+  errors: number;
+  submitMs: number[];
+  completeMs: number[];
+  rss: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Least-squares slope of y over x. */
+function slope(points: { x: number; y: number }[]): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  const mx = points.reduce((s, p) => s + p.x, 0) / n;
+  const my = points.reduce((s, p) => s + p.y, 0) / n;
+  const sxx = points.reduce((s, p) => s + (p.x - mx) ** 2, 0);
+  return sxx === 0 ? 0 : points.reduce((s, p) => s + (p.x - mx) * (p.y - my), 0) / sxx;
+}
+
+export async function runSoak(o: SoakOptions): Promise<SoakResult> {
+  const log = o.log ?? (() => {});
+  const server = await startServerProcess({
+    FLEETD_WS_MAX_CONNECTIONS: String(o.agents + 100),
+    // A killed WebSocket agent that is not back within 3 s goes offline and its tasks are re-queued.
+    FLEETD_AGENT_DISCONNECT_GRACE_MS: '3000',
+  });
+  const work = mkdtempSync(join(tmpdir(), 'fleetd-soak-'));
+  const http = new Client(server.url, 64);
+  const workers: Worker[] = [];
+  let observer: Awaited<ReturnType<FleetClient['subscribe']>> | undefined;
+  try {
+    // The fleet: registered once; a restarted process brings back the same agents.
+    const agents: SoakAgent[] = [];
+    for (let i = 0; i < o.agents; i += 1_000) {
+      const batch = Array.from({ length: Math.min(1_000, o.agents - i) }, (_, j) => ({ name: `soak-${i + j}`, capabilities: ['soak'], maxConcurrency: 2 }));
+      const res = await http.call('POST', '/v1/agents/batch', { agents: batch });
+      if (res.status !== 201) throw new Error(`registering agents: ${res.status} ${JSON.stringify(res.body)}`);
+      for (const { agent, token } of res.body.items) agents.push({ id: agent.id, token, transport: agents.length % 2 === 0 ? 'ws' : 'poll' });
+    }
+
+    const started = Date.now();
+    const buckets: Bucket[] = [];
+    const bucket = (at: number): Bucket =>
+      (buckets[Math.floor((at - started) / 60_000)] ??= { submitted: 0, completed: 0, errors: 0, submitMs: [], completeMs: [], rss: 0 });
+    let agentErrors = 0;
+    let submitErrors = 0;
+    let kills = 0;
+    const errorSamples: string[] = [];
+    let executions = 0;
+
+    const spawnWorker = (w: Worker) => {
+      clearTimeout(w.restart);
+      w.restart = undefined;
+      w.ready = false;
+      const child = fork(join(here, 'workers/soak-agents.ts'), [server.url, w.file], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      w.child = child;
+      child.on('message', (m: { type: string; executed?: number; errors?: string[] }) => {
+        if (m.type === 'ready') w.ready = true;
+        if (m.type !== 'progress') return;
+        executions += m.executed!;
+        agentErrors += m.errors!.length;
+        bucket(Date.now()).errors += m.errors!.length;
+        for (const e of m.errors!) if (errorSamples.length < 20) errorSamples.push(e);
+      });
+    };
+    for (let i = 0; i < agents.length; i += o.agentsPerProcess) {
+      const file = join(work, `agents-${i}.json`);
+      writeFileSync(file, JSON.stringify(agents.slice(i, i + o.agentsPerProcess)));
+      const w = { file, ready: false };
+      workers.push(w);
+      spawnWorker(w);
+    }
+    const readyBy = Date.now() + 120_000;
+    while (!workers.every((w) => w.ready)) {
+      if (Date.now() > readyBy) throw new Error('the agent processes did not connect within 2 minutes');
+      await sleep(100);
+    }
+    log(`${agents.length} agents connected in ${workers.length} processes in ${((Date.now() - started) / 1000).toFixed(1)} s; server RSS ${server.rssMb()} MB`);
+
+    // Completions as the server announces them: each task must be announced exactly once.
+    const submittedAt = new Map<number, number>();
+    const completions = new Map<number, number>();
+    observer = await new FleetClient({ url: server.url }).subscribe(
+      ['queue:soak'],
+      (event) => {
+        if (event.name !== 'task.completed') return;
+        const id = (event.data as { task: { id: number } }).task.id;
+        completions.set(id, (completions.get(id) ?? 0) + 1);
+        const b = bucket(event.at);
+        b.completed++;
+        const at = submittedAt.get(id);
+        if (at !== undefined) b.completeMs.push(event.at - at);
+      },
+      (err) => {
+        agentErrors++;
+        errorSamples.push(`observer: ${err.message}`);
+      },
+    );
+
+    const soakStart = Date.now();
+    const rss: SoakResult['rss'] = [];
+    const sampler = setInterval(() => {
+      const mb = server.rssMb();
+      rss.push({ atSeconds: Math.round((Date.now() - soakStart) / 1000), mb });
+      bucket(Date.now()).rss = mb;
+      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${submittedAt.size} acknowledged, ${completions.size} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
+    }, 5_000);
+
+    // Kills: one agent process at a time, started again 0.5–5 s later (sometimes inside the
+    // disconnect grace, so that WebSocket agents resume their leases, sometimes after it).
+    const killer = o.killEverySeconds > 0
+      ? setInterval(() => {
+          const w = workers[Math.floor(Math.random() * workers.length)];
+          if (w.restart) return;
+          w.child!.kill('SIGKILL');
+          kills++;
+          w.restart = setTimeout(() => spawnWorker(w), 500 + Math.random() * 4_500);
+        }, o.killEverySeconds * 1_000)
+      : undefined;
+
+    // Steady submits, each with an idempotency key: a submit that fails is sent again with the
+    // same key, so that it is neither lost nor doubled.
+    let seq = 0;
+    const inFlight = new Set<Promise<void>>();
+    const submit = async (n: number) => {
+      for (let attempt = 1; ; attempt++) {
+        const t0 = Date.now();
+        try {
+          const res = await http.call('POST', '/v1/tasks', { type: 'soak', payload: { seq: n }, idempotencyKey: `soak-${n}`, leaseMs: 5_000, maxAttempts: 20 });
+          if (res.status === 201 || res.status === 200) {
+            submittedAt.set(res.body.task.id, t0);
+            const b = bucket(t0);
+            b.submitted++;
+            b.submitMs.push(Date.now() - t0);
+            return;
+          }
+          if (errorSamples.length < 20) errorSamples.push(`submit: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+        } catch (err) {
+          if (errorSamples.length < 20) errorSamples.push(`submit: ${(err as Error).message}`);
+        }
+        submitErrors++;
+        bucket(t0).errors++;
+        if (attempt >= 10) return;
+        await sleep(100 * attempt);
+      }
+    };
+    const submitUntil = soakStart + o.seconds * 1_000;
+    while (Date.now() < submitUntil) {
+      const due = Math.floor(((Date.now() - soakStart) / 1000) * o.rate);
+      while (seq < due && inFlight.size < 256) {
+        const p = submit(seq++);
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+      }
+      await sleep(20);
+    }
+    await Promise.all(inFlight);
+    clearInterval(killer);
+    for (const w of workers) if (w.restart) spawnWorker(w);
+
+    // Drain: every acknowledged task is to complete, killed agents' tasks after their lease or grace.
+    const drainBy = Date.now() + o.drainSeconds * 1_000;
+    while ([...submittedAt.keys()].some((id) => !completions.has(id)) && Date.now() < drainBy) await sleep(250);
+    clearInterval(sampler);
+
+    // The store's word on every task, not the event stream's.
+    const exported = await fetch(`${server.url}/v1/tasks/export?type=soak`).then((r) => r.text());
+    const tasks = exported.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id: number; status: string; payload: { seq: number } });
+    const byId = new Map(tasks.map((t) => [t.id, t]));
+    const lost = [...submittedAt.keys()].filter((id) => byId.get(id)?.status !== 'completed').length;
+    const seqs = new Set(tasks.map((t) => t.payload.seq));
+    const completedTwice = [...completions.values()].filter((n) => n > 1).length;
+    const duplicates = completedTwice + (tasks.length - seqs.size);
+    const completed = tasks.filter((t) => t.status === 'completed').length;
+
+    await Promise.all(
+      workers.map(async (w) => {
+        const child = w.child!;
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise((r) => child.once('exit', r));
+        child.send({ type: 'stop' });
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+
+    const errors = submitErrors + agentErrors;
+    const operations = submittedAt.size + completed;
+    const steady = rss.filter((s) => s.atSeconds >= o.seconds / 5).map((s) => ({ x: s.atSeconds / 60, y: s.mb }));
+    const ms = (v: number) => (Number.isNaN(v) ? 0 : Math.round(v));
+    return {
+      acknowledged: submittedAt.size,
+      completed,
+      lost,
+      duplicates,
+      errors,
+      errorRate: operations === 0 ? 0 : errors / operations,
+      errorSamples,
+      reruns: Math.max(0, executions - completed),
+      kills,
+      minutes: buckets.map((b, minute) => ({
+        minute: minute + 1,
+        submitted: b?.submitted ?? 0,
+        completed: b?.completed ?? 0,
+        errors: b?.errors ?? 0,
+        'submit p50 ms': ms(percentile(b?.submitMs ?? [], 50)),
+        'submit p99 ms': ms(percentile(b?.submitMs ?? [], 99)),
+        'complete p99 ms': ms(percentile(b?.completeMs ?? [], 99)),
+        'rss MB': b?.rss ?? 0,
+      })),
+      rss,
+      rssSlopeMbPerMinute: Math.round(slope(steady) * 100) / 100,
+    };
+  } finally {
+    observer?.close();
+    for (const w of workers) if (w.child && w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    await http.close();
+    await server.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
