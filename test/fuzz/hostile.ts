@@ -4,6 +4,10 @@ import fc from 'fast-check';
  * Hostile values for the API fuzzer, and arbitraries derived from the JSON Schemas of the OpenAPI
  * document: mostly what the schema asks for, with hostile strings and numbers in it, and at every
  * level a chance of a wrong type, a missing required field or an unknown one.
+ *
+ * Written on fast-check rather than taken from a library: json-schema-fast-check is built on
+ * fast-check 1 and unmaintained, and json-schema-faker makes only valid values, unseeded by
+ * fast-check, where a fuzzer wants mostly invalid ones it can replay.
  */
 
 export type Schema = Record<string, any>;

@@ -1,5 +1,8 @@
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+
+const decoders: Record<string, (b: Buffer) => Buffer> = { br: brotliDecompressSync, gzip: gunzipSync, deflate: inflateSync };
 
 export interface RawReply {
   status: number;
@@ -24,7 +27,15 @@ export function sendRaw(
     const r = httpRequest({ host: hostname, port, method: req.method, path: req.path, headers, agent: false, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString() }));
+      res.on('end', () => {
+        try {
+          const body = Buffer.concat(chunks);
+          const decode = decoders[String(res.headers['content-encoding'])];
+          resolve({ status: res.statusCode!, headers: res.headers, text: (decode ? decode(body) : body).toString() });
+        } catch (err) {
+          reject(err);
+        }
+      });
       res.on('error', reject);
     });
     r.on('timeout', () => r.destroy(new Error(`no answer to ${req.method} ${req.path.slice(0, 200)} within ${timeoutMs} ms`)));
