@@ -15,11 +15,11 @@ import { sendBytes, sendRaw, type RawReply } from './fuzz/raw-http.js';
  * and repeated query keys. Whatever it sends: never a 5xx, every error is the JSON error shape, a
  * rejected request changes nothing, and the server stays healthy.
  *
- * Seeded and bounded for CI. FLEETD_FUZZ_RUNS (default 25) sets the random requests per operation,
+ * Seeded and bounded for CI. FLEETD_FUZZ_RUNS (default 20) sets the random requests per operation,
  * FLEETD_FUZZ_SEED (default 8) the seed: `FLEETD_FUZZ_RUNS=2000 node --import tsx --test
  * test/api.fuzz.test.ts` is the long run.
  */
-const RUNS = Number(process.env.FLEETD_FUZZ_RUNS ?? 25);
+const RUNS = Number(process.env.FLEETD_FUZZ_RUNS ?? 20);
 const SEED = Number(process.env.FLEETD_FUZZ_SEED ?? 8);
 
 const setup: PipelineSetup = {
