@@ -6,6 +6,7 @@ import { startPipelineServer } from './fake-llm.js';
 import { Api } from './helpers.js';
 import { arbitraryFor, BadUtf8, Deep, hostileJson, hostileString, toJsonBytes, type Schema } from './fuzz/hostile.js';
 import { sendBytes, sendRaw, type RawReply } from './fuzz/raw-http.js';
+import { timerMoved } from './fuzz/timers.js';
 
 /**
  * The API fuzzer. It reads the server's own OpenAPI document and, for every operation, sends
@@ -78,13 +79,6 @@ async function state(): Promise<State> {
     // Runs go on in the background; what a request sets is their existence, input and key.
     runs: new Map(runs.body.items.map((r: any) => [r.id, { pipeline: r.pipeline, input: r.input, idempotencyKey: r.idempotencyKey }])),
   };
-}
-
-/** A task change that a timer makes on its own: a delay running out, or a lease expiring. */
-function timerMoved(before: any, after: any, now: number): boolean {
-  if (before.status === 'scheduled' && Date.parse(before.runAt) <= now) return after.status === 'queued';
-  if (before.status === 'leased' && Date.parse(before.leaseExpiresAt) <= now) return ['queued', 'scheduled', 'dead'].includes(after.status);
-  return false;
 }
 
 function assertUnchanged(before: State, after: State, what: string): void {

@@ -10,7 +10,9 @@ import { Type, type Static } from '@sinclair/typebox';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
-const Ref = Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]));
+/** Names a message so that its answer can say which one it answers. */
+export const MessageRef = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]);
+const Ref = Type.Optional(MessageRef);
 const TaskId = Type.Integer({ minimum: 1 });
 
 /** Agent → server. `ref` is echoed in the `ack` or `error` that answers the message. */

@@ -9,6 +9,7 @@ import type { Task } from '../../core/types.js';
 import {
   AGENT_PROTOCOL_VERSION,
   AgentMessageSchema,
+  MessageRef,
   CloseCodes,
   type AgentMessage,
   type ServerMessage,
@@ -17,6 +18,7 @@ import { agentJson, taskJson } from '../schemas.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(AgentMessageSchema);
+const checkRef = TypeCompiler.Compile(MessageRef);
 
 /** One connected agent: its socket, the credit it granted, and the persistent claim waiter that pushes to it. */
 class AgentSession {
@@ -175,7 +177,10 @@ export class AgentGateway {
     const leased = await this.fleet.tasks.list({ agentId, status: 'leased', limit: 1000 });
     // The agent speaks only after the welcome, so nothing is missed by listening from here.
     this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.items.map(taskJson) });
-    socket.on('message', (data, isBinary) => void this.onMessage(session, data.toString(), isBinary));
+    socket.on('message', (data, isBinary) => {
+      // A message that fails in a way no answer covers must cost its socket nothing more, never the process.
+      this.onMessage(session, data.toString(), isBinary).catch((err: unknown) => this.log.error({ err, agentId: session.id }, 'agent message failed'));
+    });
     session.listen();
   }
 
@@ -201,9 +206,12 @@ export class AgentGateway {
       if (!checkMessage.Check(parsed)) {
         const first = checkMessage.Errors(parsed).First();
         const where = first?.path || '/';
+        // The ref is echoed only when it is one: an arbitrary value (10,000 levels deep, say) would
+        // be the sender's to make fleetd serialise.
+        const ref = (parsed as { ref?: unknown } | null | undefined)?.ref;
         throw new FleetError('FLEETD_ERR_VALIDATION', `message${where.replaceAll('/', '.')}: ${first?.message ?? 'is not a JSON text message'}`, {
           field: `message${where.replaceAll('/', '.')}`,
-          ref: (parsed as { ref?: unknown } | undefined)?.ref,
+          ...(checkRef.Check(ref) ? { ref } : {}),
         });
       }
       message = parsed;
