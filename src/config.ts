@@ -94,9 +94,9 @@ export interface FleetdConfig {
    * they delete it. Env FLEETD_CACHE_STALE_MS. Defaults to 30000.
    */
   cacheStaleMs: number;
-  /** Requests per second one client (API key, else IP) may make to read routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_READ. Defaults to 20000. */
+  /** Requests per second one client (API key or agent, else IP) may make to read routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_READ. Defaults to 20000. */
   rateLimitRead: number;
-  /** Requests per second one client (API key, else IP) may make to write routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_WRITE. Defaults to 20000. */
+  /** Requests per second one client (API key or agent, else IP) may make to write routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_WRITE. Defaults to 20000. */
   rateLimitWrite: number;
   /** Heartbeats per second one agent may send; 0 is unlimited. Env FLEETD_RATE_LIMIT_HEARTBEAT. Defaults to 10. */
   rateLimitHeartbeat: number;
