@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FleetClient } from '../src/client/fleet-client.js';
-import { percentile, startServerProcess } from './lib.js';
+import { BENCH_ADMIN_KEY, authHeaders, percentile, startServerProcess } from './lib.js';
 import { Client } from './load.js';
 import type { SoakAgent } from './workers/soak-agents.js';
 
@@ -157,7 +157,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     // Completions as the server announces them: each task must be announced exactly once.
     const submittedAt = new Map<number, number>();
     const completions = new Map<number, number>();
-    observer = await new FleetClient({ url: server.url }).subscribe(
+    observer = await new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY }).subscribe(
       ['queue:soak'],
       (event) => {
         if (event.name !== 'task.completed') return;
@@ -241,7 +241,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     clearInterval(sampler);
 
     // The store's word on every task, not the event stream's.
-    const exported = await fetch(`${server.url}/v1/tasks/export?type=soak`).then((r) => r.text());
+    const exported = await fetch(`${server.url}/v1/tasks/export?type=soak`, { headers: authHeaders }).then((r) => r.text());
     const tasks = exported.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id: number; status: string; payload: { seq: number } });
     const byId = new Map(tasks.map((t) => [t.id, t]));
     const lost = [...submittedAt.keys()].filter((id) => byId.get(id)?.status !== 'completed').length;

@@ -36,6 +36,7 @@ const server = await startPipelineServer(setup, {
   maxClaimWaitMs: 200,
 });
 const api = server.api;
+const admin = `Bearer ${api.key}`;
 const doc = (await api.get('/openapi.json')).body as { paths: Record<string, Record<string, Schema>>; components?: { schemas?: Record<string, Schema> } };
 const components = doc.components?.schemas ?? {};
 
@@ -46,6 +47,7 @@ for (let i = 0; i < 4; i++) await api.submit({ type: 'fuzz', payload: { i }, pri
 await api.claim(agentA.id, 2);
 await api.post('/v1/locks', { agentId: agentA.id, resources: ['src/main.ts', 'dir/'], ttlMs: 3_600_000 });
 await api.post('/v1/pipelines/count/runs', { input: { text: 'three small words' }, idempotencyKey: 'k1' });
+const readKey = (await api.post('/v1/keys', { name: 'fuzz-read', scope: 'read' })).body.secret as string;
 
 after(() => server.stop());
 
@@ -56,16 +58,18 @@ interface State {
   agents: Map<string, any>;
   locks: Map<string, any>;
   runs: Map<number, unknown>;
+  keys: unknown;
 }
 
 async function state(): Promise<State> {
   const takenAt = Date.now();
-  const [stats, exported, agents, locks, runs] = await Promise.all([
+  const [stats, exported, agents, locks, runs, keys] = await Promise.all([
     api.get('/v1/stats'),
     api.get('/v1/tasks/export'),
     api.get('/v1/agents?limit=1000'),
     api.get('/v1/locks?limit=1000'),
     api.get('/v1/pipelines/runs?limit=1000'),
+    api.get('/v1/keys'),
   ]);
   const tasks = String(exported.body ?? '').split('\n').filter(Boolean).map((line) => JSON.parse(line));
   const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
@@ -78,6 +82,7 @@ async function state(): Promise<State> {
     locks: new Map(locks.body.items.map((l: any) => [l.id, l])),
     // Runs go on in the background; what a request sets is their existence, input and key.
     runs: new Map(runs.body.items.map((r: any) => [r.id, { pipeline: r.pipeline, input: r.input, idempotencyKey: r.idempotencyKey }])),
+    keys: keys.body.items,
   };
 }
 
@@ -95,6 +100,7 @@ function assertUnchanged(before: State, after: State, what: string): void {
   }
   for (const id of after.locks.keys()) assert.ok(before.locks.has(id), `${what} took lock ${id}`);
   assert.deepEqual(after.runs, before.runs, `${what} changed the pipeline runs`);
+  assert.deepEqual(after.keys, before.keys, `${what} changed the API keys`);
 }
 
 function assertErrorShape(reply: RawReply, what: string): void {
@@ -150,6 +156,8 @@ const known = (name: string, pick: number): string => {
     lock: [...current.locks.keys()],
     run: [...current.runs.keys()].map(String),
     pipeline: ['count'],
+    // Never the admin keys: revoking the fuzzer's own key would end the run.
+    key: (current.keys as { id: string; scope: string }[]).filter((k) => k.scope !== 'admin').map((k) => k.id),
   };
   const pool = pools[name] ?? [];
   return pool.length === 0 ? 'none' : encode(pool[pick % pool.length]);
@@ -161,6 +169,7 @@ function resourceOf(path: string, param: string): string {
   if (path.startsWith('/v1/agents')) return 'agent';
   if (path.startsWith('/v1/tasks')) return 'task';
   if (path.startsWith('/v1/locks')) return 'lock';
+  if (path.startsWith('/v1/keys')) return 'key';
   return 'run';
 }
 
@@ -246,6 +255,13 @@ function requestArbitrary(op: Operation) {
   );
   const headers = fc.record(
     {
+      // Mostly the admin key, so that requests reach validation; else no credential, a wrong one, a
+      // reader's, or an agent's own token used elsewhere.
+      authorization: fc.oneof(
+        { weight: 8, arbitrary: fc.constant(admin) },
+        { weight: 1, arbitrary: fc.constantFrom(undefined, 'Bearer ', 'Basic YWRtaW46YWRtaW4=', `Bearer ${readKey}`, `Bearer ${agentA.token}`, `bearer ${api.key}`, `Bearer ${api.key}x`, `Bearer ${'k'.repeat(8_000)}`) },
+        { weight: 1, arbitrary: hostileString.map((t) => `Bearer ${t}`) },
+      ),
       contentType: fc.oneof({ weight: 6, arbitrary: fc.constant('application/json') }, { weight: 2, arbitrary: fc.constantFrom(...contentTypes) }, { weight: 1, arbitrary: fc.constant(undefined) }),
       extra: fc.constantFrom<[string, string][]>(
         [],
@@ -257,7 +273,7 @@ function requestArbitrary(op: Operation) {
         [['x-forwarded-for', "' OR 1=1 --"]],
       ),
     },
-    { requiredKeys: ['contentType', 'extra'] },
+    { requiredKeys: ['authorization', 'contentType', 'extra'] },
   );
   return fc.record({ segments: fc.tuple(...pathParams.map(segment)), query, body, headers });
 }
@@ -273,6 +289,8 @@ function materialise(op: Operation, g: Generated) {
   });
   if (g.query.length > 0) path += `?${g.query.join('&')}`;
   const headers: Record<string, string> = Object.fromEntries(g.headers.extra);
+  // node:http sends a header only when it is tab, printable ASCII and latin1; the raw-bytes case covers the rest.
+  if (g.headers.authorization !== undefined && /^[\t\u0020-\u007e\u0080-\u00ff]*$/.test(g.headers.authorization)) headers.authorization = g.headers.authorization;
   const sendsBody = g.body !== undefined && op.method !== 'GET';
   if (sendsBody && g.headers.contentType) headers['content-type'] = g.headers.contentType;
   return { method: op.method, path, headers, body: sendsBody ? g.body : undefined };
@@ -284,17 +302,20 @@ const describeRequest = (r: { method: string; path: string; headers: Record<stri
 /** Cases every operation gets, whatever the random runs draw. */
 function fixedCases(op: Operation) {
   const path = op.path.replaceAll(/\{[^}]+\}/g, '1');
-  const json = { 'content-type': 'application/json' };
+  const auth = { authorization: admin };
+  const json = { ...auth, 'content-type': 'application/json' };
   const cases: { label: string; method: string; path: string; headers: Record<string, string>; body?: Buffer }[] = [
     { label: 'a 10,000-deep body', method: op.method, path, headers: json, body: toJsonBytes(new Deep(10_000)) },
     { label: 'a 2 MB body', method: op.method, path, headers: json, body: Buffer.from(JSON.stringify({ type: 'x'.repeat(2 * 1024 * 1024) })) },
     { label: 'a 100,000-item array', method: op.method, path, headers: json, body: Buffer.from(JSON.stringify(Array(100_000).fill({}))) },
-    { label: 'a text/plain body', method: op.method, path, headers: { 'content-type': 'text/plain' }, body: Buffer.from('hello') },
-    { label: 'a 20 KB header', method: op.method, path, headers: { 'x-fuzz': 'h'.repeat(20 * 1024) } },
-    { label: '200 headers', method: op.method, path, headers: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`x-fuzz-${i}`, String(i)])) },
-    { label: 'repeated query keys', method: op.method, path: `${path}?limit=1&limit=2&status=queued&status=leased&agentId=a&agentId=b`, headers: {} },
-    { label: 'encoded slashes in the path', method: op.method, path: op.path.replaceAll(/\{[^}]+\}/g, '..%2F..%2F1'), headers: {} },
-    { label: 'an unknown method', method: 'PATCH', path, headers: {} },
+    { label: 'a text/plain body', method: op.method, path, headers: { ...auth, 'content-type': 'text/plain' }, body: Buffer.from('hello') },
+    { label: 'a 20 KB header', method: op.method, path, headers: { ...auth, 'x-fuzz': 'h'.repeat(20 * 1024) } },
+    { label: '200 headers', method: op.method, path, headers: { ...auth, ...Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`x-fuzz-${i}`, String(i)])) } },
+    { label: 'repeated query keys', method: op.method, path: `${path}?limit=1&limit=2&status=queued&status=leased&agentId=a&agentId=b`, headers: auth },
+    { label: 'encoded slashes in the path', method: op.method, path: op.path.replaceAll(/\{[^}]+\}/g, '..%2F..%2F1'), headers: auth },
+    { label: 'an unknown method', method: 'PATCH', path, headers: auth },
+    { label: 'no credential', method: op.method, path, headers: json, body: Buffer.from('{}') },
+    { label: 'two credentials', method: op.method, path, headers: { ...json, authorization: [admin, `Bearer ${readKey}`] as unknown as string }, body: Buffer.from('{}') },
   ];
   if (op.path.endsWith('/batch')) cases.push({ label: 'a 65 MB body', method: op.method, path, headers: json, body: Buffer.alloc(65 * 1024 * 1024, 'a') });
   return cases;
@@ -338,11 +359,11 @@ describe('API fuzzing from the OpenAPI document', () => {
 
   it('answers requests node:http would not send with a JSON error, and stays healthy', async () => {
     const raw = [
-      'GET /v1/tasks/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      `GET /v1/tasks/\xff\xfe HTTP/1.1\r\nHost: x\r\nAuthorization: ${admin}\r\nConnection: close\r\n\r\n`,
       'GET /v1/tasks HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\nConnection: close\r\n\r\n',
       'POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n',
       'POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}',
-      'GET http://evil.example/v1/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      `GET http://evil.example/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: ${admin}\r\nConnection: close\r\n\r\n`,
       'GET /v1/stats HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n',
     ];
     for (const text of raw) {

@@ -74,7 +74,7 @@ describe('crash', () => {
         await check;
 
         const stored = new Map<number, string>();
-        const res = await fetch(`${api.base}/v1/tasks/export?type=chaos`);
+        const res = await fetch(`${api.base}/v1/tasks/export?type=chaos`, { headers: { authorization: `Bearer ${api.key}` } });
         for (const line of (await res.text()).trim().split('\n')) {
           const t = JSON.parse(line);
           stored.set(t.id, t.status);

@@ -157,7 +157,8 @@ describe('WebSocket fuzzing', () => {
   });
 
   it('the observer stream refuses hostile frames with an error and goes on serving', async () => {
-    let session = await Session.open('/v1/events');
+    const admin = { authorization: `Bearer ${server.adminKey}` };
+    let session = await Session.open('/v1/events', admin);
     let sentinel = 0;
     const sendFrame = async (frame: Frame) => {
       session.socket.send(frame.data, { binary: frame.binary });
@@ -168,7 +169,7 @@ describe('WebSocket fuzzing', () => {
       for (const m of replies) if (m.type === 'error') assertErrorMessage(m, describeFrame(frame));
       if (session.closed !== undefined) {
         assert.ok(REFUSAL_CLOSE_CODES.has(session.closed), `${describeFrame(frame)}: closed with ${session.closed}`);
-        session = await Session.open('/v1/events');
+        session = await Session.open('/v1/events', admin);
       } else session.socket.send(JSON.stringify({ type: 'unsubscribe', topics: [topic] }));
     };
     await sendFrame({ data: Buffer.alloc(2 * 1024 * 1024, 'a'), binary: false });

@@ -21,7 +21,7 @@ const specs = JSON.parse(readFileSync(agentsFile, 'utf8')) as SoakAgent[];
 let executed = 0;
 let errors: string[] = [];
 const agents = specs.map((spec) => {
-  const agent = new FleetAgent(new FleetClient({ url, token: spec.token }), {
+  const agent = new FleetAgent(new FleetClient({ url, apiKey: spec.token }), {
     name: 'soak',
     capabilities: ['soak'],
     concurrency: 2,

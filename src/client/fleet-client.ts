@@ -7,8 +7,11 @@ import { FleetApiError } from './errors.js';
 export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. */
   url: string;
-  /** Sent as `Authorization: Bearer <token>` on every request. */
-  token?: string;
+  /**
+   * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
+   * to submit tasks and register agents; an agent then acts with its own token.
+   */
+  apiKey?: string;
 }
 
 export interface TaskSubmit {
@@ -53,11 +56,13 @@ export class FleetClient {
     this.url = options.url.replace(/\/+$/, '');
   }
 
-  /** One HTTP call; an error answer throws FleetApiError with its code. */
-  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  /** One HTTP call, with the client's API key unless `credential` names another; an error answer throws FleetApiError with its code. */
+  async request<T>(method: string, path: string, body?: unknown, options: { signal?: AbortSignal; credential?: string } = {}): Promise<T> {
+    const { signal } = options;
+    const credential = options.credential ?? this.options.apiKey;
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (credential) headers.authorization = `Bearer ${credential}`;
     const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.text();
     const parsed = text === '' ? undefined : JSON.parse(text);
@@ -104,7 +109,7 @@ export class FleetClient {
    */
   subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
     const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.options.token ? { authorization: `Bearer ${this.options.token}` } : {},
+      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
     });
     const send = (message: unknown) => socket.send(JSON.stringify(message));
     return new Promise((resolve, reject) => {
