@@ -12,8 +12,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FleetClient } from '../src/client/fleet-client.js';
-import { BENCH_ADMIN_KEY, authHeaders, percentile, startServerProcess } from './lib.js';
+import WebSocket from 'ws';
+import { authHeaders, percentile, startServerProcess } from './lib.js';
 import { Client } from './load.js';
 import type { SoakAgent } from './workers/soak-agents.js';
 
@@ -56,8 +56,8 @@ export interface SoakResult {
   errors: number;
   errorRate: number;
   errorSamples: string[];
-  /** Times a task ran beyond its one completion: at-least-once delivery after a kill. */
-  reruns: number;
+  /** Tasks handed out more than once (attempts > 1): at-least-once delivery after a kill. */
+  redelivered: number;
   kills: number;
   minutes: SoakMinute[];
   rss: { atSeconds: number; mb: number }[];
@@ -104,7 +104,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const work = mkdtempSync(join(tmpdir(), 'fleetd-soak-'));
   const http = new Client(server.url, 64);
   const workers: Worker[] = [];
-  let observer: Awaited<ReturnType<FleetClient['subscribe']>> | undefined;
+  let observer: WebSocket | undefined;
   try {
     // The fleet: registered once; a restarted process brings back the same agents.
     const agents: SoakAgent[] = [];
@@ -123,7 +123,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     let submitErrors = 0;
     let kills = 0;
     const errorSamples: string[] = [];
-    let executions = 0;
 
     const spawnWorker = (w: Worker) => {
       clearTimeout(w.restart);
@@ -131,10 +130,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       w.ready = false;
       const child = fork(join(here, 'workers/soak-agents.ts'), [server.url, w.file], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       w.child = child;
-      child.on('message', (m: { type: string; executed?: number; errors?: string[] }) => {
+      child.on('message', (m: { type: string; errors?: string[] }) => {
         if (m.type === 'ready') w.ready = true;
         if (m.type !== 'progress') return;
-        executions += m.executed!;
         agentErrors += m.errors!.length;
         bucket(Date.now()).errors += m.errors!.length;
         for (const e of m.errors!) if (errorSamples.length < 20) errorSamples.push(e);
@@ -154,25 +152,25 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     log(`${agents.length} agents connected in ${workers.length} processes in ${((Date.now() - started) / 1000).toFixed(1)} s; server RSS ${server.rssMb()} MB`);
 
-    // Completions as the server announces them: each task must be announced exactly once.
-    const submittedAt = new Map<number, number>();
+    // Completions as the server announces them: each task must be announced exactly once. An
+    // observer cut off (a slow consumer) would miss some, so that is an error too.
+    const acknowledged = new Set<number>();
     const completions = new Map<number, number>();
-    observer = await new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY }).subscribe(
-      ['queue:soak'],
-      (event) => {
-        if (event.name !== 'task.completed') return;
-        const id = (event.data as { task: { id: number } }).task.id;
-        completions.set(id, (completions.get(id) ?? 0) + 1);
-        const b = bucket(event.at);
-        b.completed++;
-        const at = submittedAt.get(id);
-        if (at !== undefined) b.completeMs.push(event.at - at);
-      },
-      (err) => {
-        agentErrors++;
-        errorSamples.push(`observer: ${err.message}`);
-      },
-    );
+    let finishing = false;
+    observer = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/events`, { headers: authHeaders });
+    observer.on('message', (data) => {
+      const message = JSON.parse(data.toString()) as { type: string; events?: { name: string; data: { task: { id: number } } }[] };
+      for (const event of message.events ?? []) {
+        if (event.name === 'task.completed') completions.set(event.data.task.id, (completions.get(event.data.task.id) ?? 0) + 1);
+      }
+    });
+    observer.on('close', (code, reason) => {
+      if (finishing) return;
+      agentErrors++;
+      errorSamples.push(`observer closed: ${code} ${reason.toString()}`);
+    });
+    await new Promise((resolve, reject) => observer!.once('open', resolve).once('error', reject));
+    observer.send(JSON.stringify({ type: 'subscribe', topics: ['queue:soak'] }));
 
     const soakStart = Date.now();
     const rss: SoakResult['rss'] = [];
@@ -180,7 +178,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const mb = server.rssMb();
       rss.push({ atSeconds: Math.round((Date.now() - soakStart) / 1000), mb });
       bucket(Date.now()).rss = mb;
-      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${submittedAt.size} acknowledged, ${completions.size} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
+      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${completions.size} completions announced, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
     }, 5_000);
 
     // Kills: one agent process at a time, started again 0.5–5 s later (sometimes inside the
@@ -203,9 +201,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       for (let attempt = 1; ; attempt++) {
         const t0 = Date.now();
         try {
-          const res = await http.call('POST', '/v1/tasks', { type: 'soak', payload: { seq: n }, idempotencyKey: `soak-${n}`, leaseMs: 5_000, maxAttempts: 20 });
+          const res = await http.call('POST', '/v1/tasks', { type: 'soak', payload: { seq: n }, idempotencyKey: `soak-${n}`, maxAttempts: 20 });
           if (res.status === 201 || res.status === 200) {
-            submittedAt.set(res.body.task.id, t0);
+            acknowledged.add(res.body.task.id);
             const b = bucket(t0);
             b.submitted++;
             b.submitMs.push(Date.now() - t0);
@@ -235,16 +233,30 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     clearInterval(killer);
     for (const w of workers) if (w.restart) spawnWorker(w);
 
-    // Drain: every acknowledged task is to complete, killed agents' tasks after their lease or grace.
+    // Drain: every acknowledged task is to complete, killed agents' tasks once their lease ends or
+    // their agent's disconnect grace runs out.
     const drainBy = Date.now() + o.drainSeconds * 1_000;
-    while ([...submittedAt.keys()].some((id) => !completions.has(id)) && Date.now() < drainBy) await sleep(250);
+    for (;;) {
+      const stats = await http.call('GET', '/v1/stats');
+      if ((stats.body?.tasks?.byType?.soak?.completed ?? 0) >= acknowledged.size || Date.now() > drainBy) break;
+      await sleep(500);
+    }
     clearInterval(sampler);
+    // Announcements still in flight arrive within a batch window or two.
+    await sleep(1_000);
+    finishing = true;
 
-    // The store's word on every task, not the event stream's.
+    // The store's word on every task: its status, and when it was created and completed.
     const exported = await fetch(`${server.url}/v1/tasks/export?type=soak`, { headers: authHeaders }).then((r) => r.text());
-    const tasks = exported.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id: number; status: string; payload: { seq: number } });
+    const tasks = exported.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id: number; status: string; attempts: number; payload: { seq: number }; createdAt: string; completedAt: string | null });
+    for (const t of tasks) {
+      if (t.completedAt === null) continue;
+      const b = bucket(Date.parse(t.completedAt));
+      b.completed++;
+      b.completeMs.push(Date.parse(t.completedAt) - Date.parse(t.createdAt));
+    }
     const byId = new Map(tasks.map((t) => [t.id, t]));
-    const lost = [...submittedAt.keys()].filter((id) => byId.get(id)?.status !== 'completed').length;
+    const lost = [...acknowledged].filter((id) => byId.get(id)?.status !== 'completed').length;
     const seqs = new Set(tasks.map((t) => t.payload.seq));
     const completedTwice = [...completions.values()].filter((n) => n > 1).length;
     const duplicates = completedTwice + (tasks.length - seqs.size);
@@ -263,18 +275,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     );
 
     const errors = submitErrors + agentErrors;
-    const operations = submittedAt.size + completed;
+    const operations = acknowledged.size + completed;
     const steady = rss.filter((s) => s.atSeconds >= o.seconds / 5).map((s) => ({ x: s.atSeconds / 60, y: s.mb }));
     const ms = (v: number) => (Number.isNaN(v) ? 0 : Math.round(v));
     return {
-      acknowledged: submittedAt.size,
+      acknowledged: acknowledged.size,
       completed,
       lost,
       duplicates,
       errors,
       errorRate: operations === 0 ? 0 : errors / operations,
       errorSamples,
-      reruns: Math.max(0, executions - completed),
+      redelivered: tasks.filter((t) => t.attempts > 1).length,
       kills,
       minutes: buckets.map((b, minute) => ({
         minute: minute + 1,
