@@ -4,7 +4,7 @@ import { closeSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
-import { type Api, eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
+import { type Api, type Reply, eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
 
 /**
  * A disk that can fill up under fleetd. Where this machine lets the test mount (root, as in CI), a
@@ -98,7 +98,7 @@ describe('a full disk', { timeout: 120_000 }, () => {
       disk.fill();
       // A few writes may still fit in pages SQLite holds already; then the disk is full for certain.
       const payload = { text: 'x'.repeat(8 * 1024) };
-      let refused: Awaited<ReturnType<Api['post']>> | undefined;
+      let refused: Reply | undefined;
       for (let i = 0; i < 500 && !refused; i++) {
         const res = await api.post('/v1/tasks', { type: 'disk', payload });
         if (res.status === 201) acknowledged.add(res.body.task.id);
