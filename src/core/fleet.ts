@@ -4,6 +4,7 @@ import type { FleetdConfig } from '../config.js';
 import { requirementKey, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
+import { steadyNow } from './clock.js';
 import type { FleetContext, Logger } from './context.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
@@ -20,7 +21,7 @@ export interface FleetOptions {
   bus: Bus;
   config: Readonly<FleetdConfig>;
   log: Logger;
-  /** The clock; tests may move it. Defaults to Date.now. */
+  /** The clock; tests may move it. Defaults to the process's steady clock (see clock.ts). */
   now?: () => number;
 }
 
@@ -53,7 +54,7 @@ export class Fleet {
       bus,
       config,
       log,
-      now: options.now ?? Date.now,
+      now: options.now ?? steadyNow,
       waiters: this.waiters,
       stats: this.stats,
       maintenance: { batchSize: 1_000, maxSleepMs: 5_000 },
@@ -80,6 +81,11 @@ export class Fleet {
 
   get store(): Store {
     return this.ctx.store;
+  }
+
+  /** Epoch ms on the fleet's clock, which stored times are compared with. */
+  now(): number {
+    return this.ctx.now();
   }
 
   start(): void {
