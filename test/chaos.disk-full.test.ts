@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { FleetClient } from '../src/client/index.js';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { type Api, type Reply, eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
 
@@ -145,6 +146,34 @@ describe('a full disk', { timeout: 120_000 }, () => {
       assert.equal(recount.queued + recount.completed, present.size, 'counters equal a recount');
       t.diagnostic(`${acknowledged.size} tasks acknowledged before the disk filled up`);
     } finally {
+      await disk.destroy();
+    }
+  });
+
+  it('an SDK agent whose completion meets a full disk reports it again once space returns', async () => {
+    const disk = await pageLimitedDisk();
+    const agent = new FleetClient({ url: disk.api.base }).agent({ name: 'patient', capabilities: ['disk-sdk'] });
+    try {
+      let handled: () => void = () => {};
+      const handledOnce = new Promise<void>((resolve) => (handled = resolve));
+      await agent.work(async () => {
+        disk.fill();
+        handled();
+        // A result that needs pages a full database has no room for.
+        return { text: 'z'.repeat(256 * 1024) };
+      });
+      const task = await disk.api.submit({ type: 'disk-sdk' });
+      await handledOnce;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await disk.api.get(`/v1/tasks/${task.id}`)).body.status, 'leased', 'the completion was refused while the disk was full');
+      disk.free();
+      await eventually(async () => (await disk.api.get(`/v1/tasks/${task.id}`)).body.status === 'completed', 20_000, 'the completion to be reported again');
+      const done = (await disk.api.get(`/v1/tasks/${task.id}`)).body;
+      assert.equal(done.attempts, 1, 'completed by the first attempt, not run again');
+      assert.equal(done.agentId, agent.id);
+      assert.equal(done.result.text.length, 256 * 1024);
+    } finally {
+      await agent.stop();
       await disk.destroy();
     }
   });
