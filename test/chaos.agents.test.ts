@@ -98,6 +98,8 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
         assert.equal(done.agentId, other.id);
         assert.deepEqual(done.result, { rescued: true }, 'the refused completion changed nothing');
         assert.equal(completions.get(task.id), 1);
+        // The frozen agent's waiting long-poll ended when its lease expired: it took the task no second time.
+        assert.equal(done.attempts, 2);
 
         // It carries on: the next task is its own to finish.
         const next = await server.api.submit({ type: 'sleep', payload: { ms: 10 } });

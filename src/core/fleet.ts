@@ -95,6 +95,14 @@ export class Fleet {
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
     );
+    // An expired lease says its agent did not extend or complete in time: it may be frozen with its
+    // connection open, and a long-poll it left waiting would take work it will never run. That
+    // claim ends with no tasks (before the room it frees wakes it below); a live agent claims again.
+    this.unsubscribe.push(
+      this.ctx.bus.subscribe('task.requeued', (e) => {
+        if (e.reason === 'lease_expired' && e.task.agentId !== null) this.tasks.endWaitsOf(e.task.agentId);
+      }),
+    );
     // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
     for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
       this.unsubscribe.push(
