@@ -7,8 +7,9 @@ import { eventually, fleetdBin, kill9, startTestServer, type TestServer } from '
 type Transport = 'ws' | 'poll';
 
 /** A real `fleetd agent` process (the demo agent: `sleep` waits payload.ms), and what it printed. */
-async function startAgentProcess(url: string, transport: Transport): Promise<{ child: ChildProcess; id: string; output: () => string }> {
-  const child = spawn(process.execPath, [fleetdBin, 'agent', '--url', url, '--capabilities', 'sleep', '--concurrency', '4', '--transport', transport], {
+async function startAgentProcess(server: TestServer, transport: Transport): Promise<{ child: ChildProcess; id: string; output: () => string }> {
+  const args = ['agent', '--url', server.url, '--api-key', server.adminKey!, '--capabilities', 'sleep', '--concurrency', '4', '--transport', transport];
+  const child = spawn(process.execPath, [fleetdBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -28,7 +29,7 @@ function countCompletions(server: TestServer): Map<number, number> {
 
 /** An SDK agent in this process that finishes `sleep` tasks at once: the "elsewhere" tasks come back to. */
 async function rescuer(server: TestServer, transport: Transport): Promise<FleetAgent> {
-  const agent = new FleetClient({ url: server.url }).agent({ name: 'rescuer', capabilities: ['sleep'], concurrency: 4, transport });
+  const agent = new FleetClient({ url: server.url, apiKey: server.adminKey }).agent({ name: 'rescuer', capabilities: ['sleep'], concurrency: 4, transport });
   await agent.work(async () => ({ rescued: true }));
   return agent;
 }
@@ -43,7 +44,7 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
       const leaseMs = transport === 'ws' ? 60_000 : 2_000;
       const server = await startTestServer({ agentDisconnectGraceMs: 1_000, wsPingMs: 500 });
       const completions = countCompletions(server);
-      const agent = await startAgentProcess(server.url, transport);
+      const agent = await startAgentProcess(server, transport);
       let other: FleetAgent | undefined;
       try {
         const tasks = await Promise.all(Array.from({ length: 3 }, () => server.api.submit({ type: 'sleep', payload: { ms: 600_000 }, leaseMs })));
@@ -73,7 +74,7 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
       const leaseMs = transport === 'ws' ? 60_000 : 2_000;
       const server = await startTestServer({ agentDisconnectGraceMs: 1_000, wsPingMs: 500 });
       const completions = countCompletions(server);
-      const agent = await startAgentProcess(server.url, transport);
+      const agent = await startAgentProcess(server, transport);
       let other: FleetAgent | undefined;
       try {
         const task = await server.api.submit({ type: 'sleep', payload: { ms: 1_000 }, leaseMs });

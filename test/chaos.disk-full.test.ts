@@ -152,7 +152,7 @@ describe('a full disk', { timeout: 120_000 }, () => {
 
   it('an SDK agent whose completion meets a full disk reports it again once space returns', async () => {
     const disk = await pageLimitedDisk();
-    const agent = new FleetClient({ url: disk.api.base }).agent({ name: 'patient', capabilities: ['disk-sdk'] });
+    const agent = new FleetClient({ url: disk.api.base, apiKey: disk.api.key }).agent({ name: 'patient', capabilities: ['disk-sdk'] });
     try {
       let handled: () => void = () => {};
       const handledOnce = new Promise<void>((resolve) => (handled = resolve));

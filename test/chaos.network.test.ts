@@ -35,7 +35,8 @@ describe('a network that drops mid-message', { timeout: 120_000 }, () => {
   it('a submit whose body is cut off halfway creates nothing', async () => {
     const body = JSON.stringify({ type: 'half-sent', payload: { text: 'x'.repeat(256 * 1024) } });
     const cut = proxy.cutWhen('to-server', (chunk) => chunk.includes('POST /v1/tasks'));
-    await assert.rejects(fetch(`${proxy.url}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.text()));
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` };
+    await assert.rejects(fetch(`${proxy.url}/v1/tasks`, { method: 'POST', headers, body }).then((r) => r.text()));
     await cut;
     // The server has read what arrived, and answers others meanwhile.
     assert.equal((await server.api.get('/v1/stats')).status, 200);
@@ -48,21 +49,21 @@ describe('a network that drops mid-message', { timeout: 120_000 }, () => {
     const cut = proxy.cutWhen('to-client', (chunk) => chunk.includes('"tasks":[{'));
     const claim = fetch(`${proxy.url}/v1/tasks/claim`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${agent.token}` },
       body: JSON.stringify({ agentId: agent.id, max: 1, waitMs: 0 }),
     }).then((r) => r.text());
     await assert.rejects(claim);
     await cut;
     await eventually(async () => (await task(submitted.id)).status === 'queued', 20_000, 'the lost lease to expire');
-    const [again] = await server.api.claim(agent.id);
+    const [again] = await server.api.as(agent.token).claim(agent.id);
     assert.equal(again.id, submitted.id);
     assert.equal(again.attempts, 2);
-    assert.equal((await server.api.post(`/v1/tasks/${again.id}/complete`, { agentId: agent.id })).status, 200);
+    assert.equal((await server.api.as(agent.token).post(`/v1/tasks/${again.id}/complete`, { agentId: agent.id })).status, 200);
     assert.equal(server.fleet.waiters.size, 0, 'no claim waiter left behind');
   });
 
   it('a submit whose answer is cut off: the SDK sends it again under its idempotency key, and one task exists', async () => {
-    const client = new FleetClient({ url: proxy.url });
+    const client = new FleetClient({ url: proxy.url, apiKey: server.adminKey });
     const cut = proxy.cutWhen('to-client', (chunk) => chunk.includes('"created":true'));
     const { task: submitted, created } = await client.submit({ type: 'resent', payload: { n: 1 } });
     await cut;
@@ -81,7 +82,7 @@ describe('a network that drops mid-message', { timeout: 120_000 }, () => {
   describe('WebSocket frames cut halfway', () => {
     let agent: FleetAgent;
     before(async () => {
-      agent = new FleetClient({ url: proxy.url }).agent({ name: 'through-proxy', capabilities: ['frame'], transport: 'ws', reconnect: { minMs: 50, maxMs: 500 } });
+      agent = new FleetClient({ url: proxy.url, apiKey: server.adminKey }).agent({ name: 'through-proxy', capabilities: ['frame'], transport: 'ws', reconnect: { minMs: 50, maxMs: 500 } });
       await agent.work(async (t) => ((t.payload as { big?: boolean }).big ? { text: 'y'.repeat(64 * 1024) } : { ok: true }));
     });
     after(() => agent?.stop());

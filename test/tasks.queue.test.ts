@@ -289,7 +289,7 @@ describe('task queue', () => {
     const { api } = server;
     const tasks = Array.from({ length: 1_200 }, (_, i) => ({ type: 'exported', payload: { i } }));
     assert.equal((await api.post('/v1/tasks/batch', { tasks })).status, 201);
-    const res = await fetch(`${api.base}/v1/tasks/export?type=exported`);
+    const res = await fetch(`${api.base}/v1/tasks/export?type=exported`, { headers: { authorization: `Bearer ${api.key}` } });
     assert.equal(res.headers.get('content-type'), 'application/x-ndjson');
     const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(lines.length, 1_200);

@@ -3,9 +3,11 @@ import { FleetClient, NonRetryableError, type TaskJson } from '../client/index.j
 import { ConfigError } from '../config.js';
 
 export const agentUsage = `Usage:
-  fleetd agent [--url URL] [--capabilities echo,sleep] [--concurrency N] [--name NAME] [--transport auto|ws|poll]
+  fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N] [--name NAME] [--transport auto|ws|poll]
 
-Runs a demo agent against a fleetd server (default http://localhost:7070, or FLEETD_URL):
+Runs a demo agent against a fleetd server (default http://localhost:7070, or FLEETD_URL). It
+registers with an API key of submit scope or more (--api-key, or FLEETD_API_KEY), then works with
+its own agent token:
   echo   completes with its payload
   sleep  waits payload.ms (default 1000) milliseconds, then completes
 
@@ -29,6 +31,7 @@ export async function runDemoAgent(argv: string[]): Promise<void> {
     args: argv,
     options: {
       url: { type: 'string', default: process.env.FLEETD_URL ?? 'http://localhost:7070' },
+      'api-key': { type: 'string', default: process.env.FLEETD_API_KEY },
       capabilities: { type: 'string', default: 'echo,sleep' },
       concurrency: { type: 'string', default: '8' },
       name: { type: 'string', default: `demo-${process.pid}` },
@@ -50,7 +53,7 @@ export async function runDemoAgent(argv: string[]): Promise<void> {
   if (transport !== 'auto' && transport !== 'ws' && transport !== 'poll') throw new ConfigError('--transport', `"${transport}" is not auto, ws or poll`);
 
   const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
-  const client = new FleetClient({ url: values.url });
+  const client = new FleetClient({ url: values.url, apiKey: values['api-key'] });
   const agent = client.agent({ name: values.name, capabilities, concurrency, transport });
   agent.on('connected', ({ transport }) => log(`connected to ${values.url} (${transport}) as ${agent.id}, capabilities ${capabilities.join(',')}, concurrency ${concurrency}`));
   agent.on('disconnected', ({ code }) => log(`disconnected (${code}); reconnecting`));

@@ -218,7 +218,7 @@ export class FleetAgent extends EventEmitter {
 
   private async pollLoop(): Promise<void> {
     const heartbeat = setInterval(() => {
-      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`).catch((err) => this.warn(err));
+      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { credential: this.token }).catch((err) => this.warn(err));
     }, POLL_HEARTBEAT_MS);
     this.emit('connected', { transport: 'poll' });
     let attempt = 0;
@@ -234,7 +234,7 @@ export class FleetAgent extends EventEmitter {
             'POST',
             '/v1/tasks/claim',
             { agentId: this.agentId, max: free, waitMs: LONG_POLL_MS },
-            this.stopController.signal,
+            { signal: this.stopController.signal, credential: this.token },
           );
           attempt = 0;
           for (const task of tasks) this.start(task);
@@ -328,7 +328,7 @@ export class FleetAgent extends EventEmitter {
       await this.overSocket(message);
     } catch (err) {
       if (err instanceof FleetApiError) throw err;
-      await this.client.request('POST', path, { agentId: this.agentId, ...body });
+      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { credential: this.token });
     }
   }
 

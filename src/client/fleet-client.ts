@@ -8,8 +8,11 @@ import { FleetApiError } from './errors.js';
 export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. */
   url: string;
-  /** Sent as `Authorization: Bearer <token>` on every request. */
-  token?: string;
+  /**
+   * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
+   * to submit tasks and register agents; an agent then acts with its own token.
+   */
+  apiKey?: string;
   /**
    * Resends of a request that may be repeated safely (reads, and submits, which carry an idempotency
    * key) when the connection fails or the server answers 502, 503 or 504. Defaults to 3.
@@ -64,27 +67,34 @@ export class FleetClient {
   }
 
   /**
-   * One HTTP call; an error answer throws FleetApiError with its code. With `retry`, a dropped
-   * connection or a 502/503/504 is tried again with jittered backoff: only for requests that are
-   * safe to repeat.
+   * One HTTP call, with the client's API key unless `credential` names another; an error answer
+   * throws FleetApiError with its code. With `retry` (the default for GET), a dropped connection or
+   * a 502/503/504 is tried again with jittered backoff: only for requests that are safe to repeat.
    */
-  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal, retry = method === 'GET'): Promise<T> {
-    const retries = retry ? (this.options.retries ?? 3) : 0;
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
+  ): Promise<T> {
+    const retries = (options.retry ?? method === 'GET') ? (this.options.retries ?? 3) : 0;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.requestOnce<T>(method, path, body, signal);
+        return await this.requestOnce<T>(method, path, body, options);
       } catch (err) {
-        const transient = err instanceof FleetApiError ? RETRY_STATUSES.has(err.status) : !signal?.aborted;
+        const transient = err instanceof FleetApiError ? RETRY_STATUSES.has(err.status) : !options.signal?.aborted;
         if (!transient || attempt >= retries) throw err;
         await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
       }
     }
   }
 
-  private async requestOnce<T>(method: string, path: string, body: unknown, signal: AbortSignal | undefined): Promise<T> {
+  private async requestOnce<T>(method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+    const { signal } = options;
+    const credential = options.credential ?? this.options.apiKey;
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (credential) headers.authorization = `Bearer ${credential}`;
     const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.text();
     const parsed = text === '' ? undefined : JSON.parse(text);
@@ -100,12 +110,12 @@ export class FleetClient {
    * lost can be resent without creating the task twice.
    */
   submit(task: TaskSubmit): Promise<Submitted> {
-    return this.request('POST', '/v1/tasks', withKey(task), undefined, true);
+    return this.request('POST', '/v1/tasks', withKey(task), { retry: true });
   }
 
   /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */
   async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
-    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, undefined, true)).items;
+    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, { retry: true })).items;
   }
 
   get(id: number): Promise<TaskJson> {
@@ -135,7 +145,7 @@ export class FleetClient {
    */
   subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
     const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.options.token ? { authorization: `Bearer ${this.options.token}` } : {},
+      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
     });
     const send = (message: unknown) => socket.send(JSON.stringify(message));
     return new Promise((resolve, reject) => {

@@ -5,6 +5,7 @@ import { requirementKey, type AgentReleaseResult, type Store, type TaskTransitio
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
+import { CredentialService } from './credentials.js';
 import type { FleetContext, Logger } from './context.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
@@ -34,6 +35,7 @@ export class Fleet {
   readonly tasks: TaskService;
   readonly agents: AgentService;
   readonly locks: LockService;
+  readonly credentials: CredentialService;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
@@ -73,6 +75,7 @@ export class Fleet {
     this.tasks = new TaskService(ctx, this.timers);
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
+    this.credentials = new CredentialService(ctx);
   }
 
   get bus(): Bus {

@@ -35,7 +35,7 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
   const completedBy = new Map<number, string>();
   const completions = new Map<number, number>();
   const inFlight = { submits: 0, claims: 0, completes: 0 };
-  let agents: string[] = [];
+  let agents: { id: string; token: string }[] = [];
 
   const tracked = async <T>(kind: keyof typeof inFlight, call: () => Promise<T>): Promise<T> => {
     inFlight[kind]++;
@@ -66,13 +66,15 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
         }
       }
     });
-    const workers = agents.map(async (agentId) => {
+    // Each agent acts with its own token, as a real agent does.
+    const workers = agents.map(async ({ id: agentId, token }) => {
+      const own = api.as(token);
       while (!until()) {
-        const claim = await tracked('claims', () => api.post('/v1/tasks/claim', { agentId, max: 10, waitMs: 500 }));
+        const claim = await tracked('claims', () => own.post('/v1/tasks/claim', { agentId, max: 10, waitMs: 500 }));
         if (claim.status !== 200) throw new Error(`claim: ${claim.status} ${JSON.stringify(claim.body)}`);
         await Promise.all(
           claim.body.tasks.map(async (task: { id: number }) => {
-            const res = await tracked('completes', () => api.post(`/v1/tasks/${task.id}/complete`, { agentId, result: { by: agentId } }));
+            const res = await tracked('completes', () => own.post(`/v1/tasks/${task.id}/complete`, { agentId, result: { by: agentId } }));
             if (res.status === 200) {
               completions.set(task.id, (completions.get(task.id) ?? 0) + 1);
               completedBy.set(task.id, agentId);
@@ -90,7 +92,7 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
     const { child, api } = await options.start();
     if (agents.length === 0) {
       const res = await api.post('/v1/agents/batch', { agents: Array.from({ length: AGENTS }, (_, i) => ({ name: `chaos-${i}`, capabilities: ['chaos'] })) });
-      agents = res.body.items.map((r: { agent: { id: string } }) => r.agent.id);
+      agents = res.body.items.map((r: { agent: { id: string }; token: string }) => ({ id: r.agent.id, token: r.token }));
     }
     let dead = false;
     const running = runFleet(api, () => dead);

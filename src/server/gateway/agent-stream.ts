@@ -154,9 +154,9 @@ export class AgentGateway {
     this.connections.send(session.socket, JSON.stringify(message));
   }
 
-  /** A socket whose token was checked before the upgrade. */
-  async open(agentId: string, socket: WebSocket): Promise<void> {
-    if (!this.connections.admit(socket)) return;
+  /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
+  async open(agentId: string, socket: WebSocket, owner: string): Promise<void> {
+    if (!this.connections.admit(socket, owner)) return;
     const agent = await this.fleet.agents.heartbeat(agentId);
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);

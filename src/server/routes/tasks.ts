@@ -5,7 +5,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
 import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
-import { bodyLimits, errors, type Routes } from './deps.js';
+import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
@@ -57,7 +57,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/claim',
     {
-      config: { rateLimit: 'claim', longPoll: true },
+      config: { rateLimit: 'claim', longPoll: true, access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
         body: Type.Object(
@@ -95,6 +95,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/complete',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       schema: {
         params: TaskId,
         body: Type.Object({ agentId: Id, result: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
@@ -107,6 +108,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/fail',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       schema: {
         params: TaskId,
         body: Type.Object(
@@ -122,6 +124,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/extend',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
         params: TaskId,
