@@ -207,7 +207,8 @@ export function listeningUrl(child: ChildProcess, message = 'fleetd is listening
 }
 
 export async function kill9(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  // A process killed by a signal has no exit code, only a signal code.
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await exited;

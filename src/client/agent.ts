@@ -36,6 +36,8 @@ const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
+/** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
+const TRANSIENT_CODES = new Set(['FLEETD_ERR_STORAGE_FULL', 'FLEETD_ERR_STORE_UNAVAILABLE', 'FLEETD_ERR_SHUTTING_DOWN', 'FLEETD_ERR_RATE_LIMITED']);
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -300,7 +302,10 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Completes or fails a task, retrying through disconnects; a refusal by the server (lease lost) is final. */
+  /**
+   * Completes or fails a task, retrying through disconnects and passing troubles of the server (a
+   * full disk, a restart); a refusal (lease lost) is final.
+   */
   private async report(id: number, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
     const { type: _type, id: _id, ...body } = message;
     for (let attempt = 1; ; attempt++) {
@@ -308,7 +313,7 @@ export class FleetAgent extends EventEmitter {
         await this.send(message, `/v1/tasks/${id}/${message.type}`, body);
         return;
       } catch (err) {
-        if (err instanceof FleetApiError || attempt >= REPORT_ATTEMPTS) {
+        if ((err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code)) || attempt >= REPORT_ATTEMPTS) {
           this.warn(err);
           return;
         }

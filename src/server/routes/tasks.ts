@@ -15,7 +15,7 @@ const Filters = {
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
 
-function toTaskInput(body: TaskInputBody, index?: number): TaskInput {
+function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInput {
   const at = index === undefined ? {} : { index };
   const { runAt, delayMs, ...rest } = body;
   if (runAt !== undefined && delayMs !== undefined) throw invalid('runAt', 'give runAt or delayMs, not both', at);
@@ -23,7 +23,7 @@ function toTaskInput(body: TaskInputBody, index?: number): TaskInput {
   if (runAt !== undefined) {
     when = Date.parse(runAt);
     if (!Number.isFinite(when)) throw invalid('runAt', 'is not a valid date-time', at);
-  } else if (delayMs !== undefined) when = Date.now() + delayMs;
+  } else if (delayMs !== undefined) when = now + delayMs;
   return { ...rest, runAt: when };
 }
 
@@ -32,7 +32,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     '/tasks',
     { schema: { body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
     async (request, reply) => {
-      const { task, created } = await fleet.tasks.submit(toTaskInput(request.body));
+      const { task, created } = await fleet.tasks.submit(toTaskInput(request.body, fleet.now()));
       return reply.status(created ? 201 : 200).send({ task: taskJson(task), created });
     },
   );
@@ -47,7 +47,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request, reply) => {
-      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, i));
+      const now = fleet.now();
+      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
       return reply.status(201).send({ items: results.map((r) => ({ task: taskJson(r.task), created: r.created })) });
     },
