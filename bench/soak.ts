@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
 import { authHeaders, percentile, startServerProcess } from './lib.js';
 import { Client } from './load.js';
 import type { SoakAgent } from './workers/soak-agents.js';
@@ -50,7 +49,7 @@ export interface SoakResult {
   completed: number;
   /** Acknowledged tasks that did not end completed. */
   lost: number;
-  /** Tasks whose completion was announced twice, plus submits that made a second task. */
+  /** Completions announced beyond one per completed task, plus submits that made a second task. */
   duplicates: number;
   /** Failed submits (each retried with its idempotency key) plus errors the agents met. */
   errors: number;
@@ -104,7 +103,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const work = mkdtempSync(join(tmpdir(), 'fleetd-soak-'));
   const http = new Client(server.url, 64);
   const workers: Worker[] = [];
-  let observer: WebSocket | undefined;
   try {
     // The fleet: registered once; a restarted process brings back the same agents.
     const agents: SoakAgent[] = [];
@@ -152,33 +150,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     log(`${agents.length} agents connected in ${workers.length} processes in ${((Date.now() - started) / 1000).toFixed(1)} s; server RSS ${server.rssMb()} MB`);
 
-    // Completions as the server announces them: each task must be announced exactly once. An
-    // observer cut off (a slow consumer) would miss some, so that is an error too.
     const acknowledged = new Set<number>();
-    const completions = new Map<number, number>();
-    let finishing = false;
-    observer = new WebSocket(`${server.url.replace(/^http/, 'ws')}/v1/events`, { headers: authHeaders });
-    observer.on('message', (data) => {
-      const message = JSON.parse(data.toString()) as { type: string; events?: { name: string; data: { task: { id: number } } }[] };
-      for (const event of message.events ?? []) {
-        if (event.name === 'task.completed') completions.set(event.data.task.id, (completions.get(event.data.task.id) ?? 0) + 1);
-      }
-    });
-    observer.on('close', (code, reason) => {
-      if (finishing) return;
-      agentErrors++;
-      errorSamples.push(`observer closed: ${code} ${reason.toString()}`);
-    });
-    await new Promise((resolve, reject) => observer!.once('open', resolve).once('error', reject));
-    observer.send(JSON.stringify({ type: 'subscribe', topics: ['queue:soak'] }));
 
     const soakStart = Date.now();
     const rss: SoakResult['rss'] = [];
-    const sampler = setInterval(() => {
+    const sampler = setInterval(async () => {
       const mb = server.rssMb();
       rss.push({ atSeconds: Math.round((Date.now() - soakStart) / 1000), mb });
       bucket(Date.now()).rss = mb;
-      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${completions.size} completions announced, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
+      const soak = (await http.call('GET', '/v1/stats').catch(() => undefined))?.body?.tasks?.byType?.soak ?? {};
+      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${soak.completed ?? 0} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
     }, 5_000);
 
     // Kills: one agent process at a time, started again 0.5–5 s later (sometimes inside the
@@ -242,9 +223,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       await sleep(500);
     }
     clearInterval(sampler);
-    // Announcements still in flight arrive within a batch window or two.
-    await sleep(1_000);
-    finishing = true;
 
     // The store's word on every task: its status, and when it was created and completed.
     const exported = await fetch(`${server.url}/v1/tasks/export?type=soak`, { headers: authHeaders }).then((r) => r.text());
@@ -258,9 +236,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const byId = new Map(tasks.map((t) => [t.id, t]));
     const lost = [...acknowledged].filter((id) => byId.get(id)?.status !== 'completed').length;
     const seqs = new Set(tasks.map((t) => t.payload.seq));
-    const completedTwice = [...completions.values()].filter((n) => n > 1).length;
-    const duplicates = completedTwice + (tasks.length - seqs.size);
+    // Each task.completed event the server published is counted in this histogram: more events than
+    // completed tasks would be a task completed twice.
+    const metrics = await fetch(`${server.url}/metrics`, { headers: authHeaders }).then((r) => r.text());
+    const announced = Number(/^fleetd_task_run_seconds_count\{type="soak"\} (\d+)$/m.exec(metrics)?.[1] ?? NaN);
     const completed = tasks.filter((t) => t.status === 'completed').length;
+    if (!Number.isFinite(announced)) throw new Error('/metrics has no fleetd_task_run_seconds_count for type soak');
+    const duplicates = announced - completed + (tasks.length - seqs.size);
 
     await Promise.all(
       workers.map(async (w) => {
@@ -302,7 +284,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       rssSlopeMbPerMinute: Math.round(slope(steady) * 100) / 100,
     };
   } finally {
-    observer?.close();
     for (const w of workers) if (w.child && w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
     await http.close();
     await server.stop();
