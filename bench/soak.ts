@@ -41,6 +41,8 @@ export type SoakMinute = {
   'submit p99 ms': number;
   'complete p99 ms': number;
   'rss MB': number;
+  /** The worst event-loop lag the server reported in the minute: a server that stalls, or a CPU it cannot get. */
+  'loop lag max ms': number;
 };
 
 export interface SoakResult {
@@ -55,6 +57,8 @@ export interface SoakResult {
   errors: number;
   errorRate: number;
   errorSamples: string[];
+  /** Errors by kind (the message less the agent's id), with the phase they happened in. */
+  errorKinds: Record<string, number>;
   /** Tasks handed out more than once (attempts > 1): at-least-once delivery after a kill. */
   redelivered: number;
   kills: number;
@@ -62,6 +66,8 @@ export interface SoakResult {
   rss: { atSeconds: number; mb: number }[];
   /** Least-squares slope of the server's RSS after the first fifth of the run, in MB per minute. */
   rssSlopeMbPerMinute: number;
+  /** The same over the second half: SQLite's page cache (64 MiB) fills as the database grows, early on. */
+  rssSlopeSecondHalfMbPerMinute: number;
 }
 
 interface Worker {
@@ -79,6 +85,7 @@ interface Bucket {
   submitMs: number[];
   completeMs: number[];
   rss: number;
+  lagMaxMs: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -116,11 +123,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const started = Date.now();
     const buckets: Bucket[] = [];
     const bucket = (at: number): Bucket =>
-      (buckets[Math.floor((at - started) / 60_000)] ??= { submitted: 0, completed: 0, errors: 0, submitMs: [], completeMs: [], rss: 0 });
+      (buckets[Math.floor((at - started) / 60_000)] ??= { submitted: 0, completed: 0, errors: 0, submitMs: [], completeMs: [], rss: 0, lagMaxMs: 0 });
     let agentErrors = 0;
     let submitErrors = 0;
     let kills = 0;
     const errorSamples: string[] = [];
+    const errorKinds: Record<string, number> = {};
+    let phase = 'connect';
+    const countError = (text: string) => {
+      if (errorSamples.length < 20) errorSamples.push(text);
+      const kind = `${phase}: ${text.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, '<agent>').replace(/task \d+/g, 'task <id>')}`;
+      errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+    };
 
     const spawnWorker = (w: Worker) => {
       clearTimeout(w.restart);
@@ -133,7 +147,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         if (m.type !== 'progress') return;
         agentErrors += m.errors!.length;
         bucket(Date.now()).errors += m.errors!.length;
-        for (const e of m.errors!) if (errorSamples.length < 20) errorSamples.push(e);
+        for (const e of m.errors!) countError(e);
       });
     };
     for (let i = 0; i < agents.length; i += o.agentsPerProcess) {
@@ -152,13 +166,17 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
     const acknowledged = new Set<number>();
 
+    phase = 'soak';
     const soakStart = Date.now();
     const rss: SoakResult['rss'] = [];
     const sampler = setInterval(async () => {
       const mb = server.rssMb();
       rss.push({ atSeconds: Math.round((Date.now() - soakStart) / 1000), mb });
       bucket(Date.now()).rss = mb;
-      const soak = (await http.call('GET', '/v1/stats').catch(() => undefined))?.body?.tasks?.byType?.soak ?? {};
+      const stats = (await http.call('GET', '/v1/stats').catch(() => undefined))?.body;
+      const soak = stats?.tasks?.byType?.soak ?? {};
+      const b = bucket(Date.now());
+      b.lagMaxMs = Math.max(b.lagMaxMs, stats?.eventLoop?.lagMaxMs ?? 0);
       log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${soak.completed ?? 0} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
     }, 5_000);
 
@@ -190,9 +208,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
             b.submitMs.push(Date.now() - t0);
             return;
           }
-          if (errorSamples.length < 20) errorSamples.push(`submit: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+          countError(`submit: ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
         } catch (err) {
-          if (errorSamples.length < 20) errorSamples.push(`submit: ${(err as Error).message}`);
+          countError(`submit: ${(err as Error).message}`);
         }
         submitErrors++;
         bucket(t0).errors++;
@@ -212,6 +230,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
     await Promise.all(inFlight);
     clearInterval(killer);
+    phase = 'drain';
     for (const w of workers) if (w.restart) spawnWorker(w);
 
     // Drain: every acknowledged task is to complete, killed agents' tasks once their lease ends or
@@ -244,6 +263,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     if (!Number.isFinite(announced)) throw new Error('/metrics has no fleetd_task_run_seconds_count for type soak');
     const duplicates = announced - completed + (tasks.length - seqs.size);
 
+    phase = 'stop';
     await Promise.all(
       workers.map(async (w) => {
         const child = w.child!;
@@ -258,7 +278,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
     const errors = submitErrors + agentErrors;
     const operations = acknowledged.size + completed;
-    const steady = rss.filter((s) => s.atSeconds >= o.seconds / 5).map((s) => ({ x: s.atSeconds / 60, y: s.mb }));
+    const rssSlopeAfter = (fraction: number) =>
+      Math.round(slope(rss.filter((s) => s.atSeconds >= o.seconds * fraction).map((s) => ({ x: s.atSeconds / 60, y: s.mb }))) * 100) / 100;
     const ms = (v: number) => (Number.isNaN(v) ? 0 : Math.round(v));
     return {
       acknowledged: acknowledged.size,
@@ -268,6 +289,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       errors,
       errorRate: operations === 0 ? 0 : errors / operations,
       errorSamples,
+      errorKinds,
       redelivered: tasks.filter((t) => t.attempts > 1).length,
       kills,
       minutes: buckets.map((b, minute) => ({
@@ -279,9 +301,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         'submit p99 ms': ms(percentile(b?.submitMs ?? [], 99)),
         'complete p99 ms': ms(percentile(b?.completeMs ?? [], 99)),
         'rss MB': b?.rss ?? 0,
+        'loop lag max ms': Math.round(b?.lagMaxMs ?? 0),
       })),
       rss,
-      rssSlopeMbPerMinute: Math.round(slope(steady) * 100) / 100,
+      rssSlopeMbPerMinute: rssSlopeAfter(1 / 5),
+      rssSlopeSecondHalfMbPerMinute: rssSlopeAfter(1 / 2),
     };
   } finally {
     for (const w of workers) if (w.child && w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');

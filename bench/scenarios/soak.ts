@@ -21,8 +21,9 @@ export default async function soak(args: string[]): Promise<void> {
     drainSeconds: f.drain,
     log: (line) => process.stdout.write(`  ${line}\n`),
   });
-  const { minutes, rss, errorSamples, ...totals } = result;
-  report('soak', minutes, { flags: f, totals, rss, errorSamples });
+  const { minutes, rss, errorSamples, errorKinds, ...totals } = result;
+  report('soak', minutes, { flags: f, totals, rss, errorSamples, errorKinds });
   process.stdout.write(`\n${JSON.stringify({ ...totals, errorRate: Number(totals.errorRate.toFixed(6)) }, null, 2)}\n`);
-  if (errorSamples.length > 0) process.stdout.write(`first errors:\n${errorSamples.map((e) => `  ${e}`).join('\n')}\n`);
+  const kinds = Object.entries(errorKinds).sort(([, a], [, b]) => b - a);
+  if (kinds.length > 0) process.stdout.write(`errors by kind:\n${kinds.map(([kind, n]) => `  ${n}× ${kind}`).join('\n')}\n`);
 }
