@@ -72,7 +72,7 @@ function unavailable(err: unknown): unknown {
 const RETRYABLE = new Set(['40P01', '40001']);
 const UNIQUE_VIOLATION = '23505';
 
-type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
+export type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
 
 function toAgent(row: AgentRow): Agent {
   return {
@@ -222,7 +222,8 @@ export class PostgresStore implements Store {
     }
   }
 
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
+  /** One statement on a pooled connection. Shared with the pipeline and case stores on this pool. */
+  async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
     const client = await this.connect();
     try {
       return (await client.query<R>(text, values)).rows;
@@ -233,8 +234,11 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** Runs `work` in one transaction, again from the start on a deadlock or serialization failure. */
-  private async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
+  /**
+   * Runs `work` in one transaction, again from the start on a deadlock or serialization failure.
+   * Shared with the pipeline and case stores on this pool.
+   */
+  async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
       try {

@@ -197,5 +197,13 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 4,
+    name: 'pipeline runs are leased to the node driving them',
+    sql: `
+ALTER TABLE pipeline_runs ADD COLUMN owner TEXT;
+ALTER TABLE pipeline_runs ADD COLUMN lease_expires_at INTEGER;
+`,
+  },
 ];
 
