@@ -250,6 +250,9 @@ CREATE TRIGGER pipeline_runs_count_insert AFTER INSERT OR DELETE ON pipeline_run
 CREATE TRIGGER pipeline_runs_count_update AFTER UPDATE OF status ON pipeline_runs
   FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION fleetd_pipeline_run_counts();
 
+-- Every write to a case takes the next version, so that nodes catch up on what changed. Case writes
+-- take turns under an advisory lock (caseExclusive), so versions also commit in order.
+CREATE SEQUENCE case_versions;
 CREATE TABLE cases (
   id         BIGSERIAL PRIMARY KEY,
   title      TEXT   NOT NULL,
@@ -257,8 +260,10 @@ CREATE TABLE cases (
   centroid   TEXT   NOT NULL,
   size       INTEGER NOT NULL,
   created_at BIGINT NOT NULL,
-  updated_at BIGINT NOT NULL
+  updated_at BIGINT NOT NULL,
+  version    BIGINT NOT NULL DEFAULT nextval('case_versions')
 );
+CREATE INDEX cases_by_version ON cases (version);
 -- A run belongs to at most one case: assigning it again (a step repeated after a restart) changes nothing.
 CREATE TABLE case_members (
   run_id     BIGINT PRIMARY KEY,

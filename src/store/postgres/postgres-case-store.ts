@@ -20,9 +20,21 @@ const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, 
 export class PostgresCaseStore implements CaseStore {
   constructor(private readonly db: PostgresStore) {}
 
-  async caseCentroids(): Promise<{ id: number; centroid: number[] }[]> {
-    const rows = await this.db.query<{ id: number; centroid: string }>('SELECT id, centroid FROM cases ORDER BY id');
-    return rows.map((r) => ({ id: r.id, centroid: JSON.parse(r.centroid) }));
+  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]> {
+    const rows = await this.db.query<{ id: number; centroid: string; version: number }>(
+      'SELECT id, centroid, version FROM cases WHERE version > $1 ORDER BY version',
+      [params.afterVersion],
+    );
+    return rows.map((r) => ({ id: r.id, centroid: JSON.parse(r.centroid), version: r.version }));
+  }
+
+  /**
+   * A session advisory lock, named for the schema, held on a connection of its own while `work`
+   * runs its statements on others: the work reads the cases, searches them off the event loop and
+   * writes, and a transaction held open across the search would gain nothing over the lock.
+   */
+  caseExclusive<T>(work: () => Promise<T>): Promise<T> {
+    return this.db.withLock(`fleetd-cases:${this.db.schema}`, work);
   }
 
   async caseOfRun(params: { runId: number }): Promise<{ caseId: number; similarity: number } | undefined> {
@@ -54,7 +66,8 @@ export class PostgresCaseStore implements CaseStore {
         params.text,
         params.now,
       ]);
-      const [row] = await q<CaseRow>('UPDATE cases SET size = size + 1, centroid = $2, updated_at = $3 WHERE id = $1 RETURNING *', [
+      const [row] = await q<CaseRow>(`UPDATE cases SET size = size + 1, centroid = $2, updated_at = $3, version = nextval('case_versions')
+         WHERE id = $1 RETURNING *`, [
         params.caseId,
         JSON.stringify(params.centroid),
         params.now,

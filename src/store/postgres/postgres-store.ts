@@ -257,6 +257,26 @@ export class PostgresStore implements Store {
     }
   }
 
+  /**
+   * Runs `work` holding the session advisory lock `name` on a connection of its own (the work's
+   * statements use other connections), so that it takes turns with every node sharing the database.
+   */
+  async withLock<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const client = await this.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [name]);
+      try {
+        return await work();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [name]);
+      }
+    } catch (err) {
+      throw unavailable(err);
+    } finally {
+      client.release();
+    }
+  }
+
   async migrate(): Promise<void> {
     await this.transaction(async (q) => {
       await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-migrate:${this.schema}`]);

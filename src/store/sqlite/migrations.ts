@@ -205,5 +205,14 @@ ALTER TABLE pipeline_runs ADD COLUMN owner TEXT;
 ALTER TABLE pipeline_runs ADD COLUMN lease_expires_at INTEGER;
 `,
   },
+  {
+    version: 5,
+    name: 'cases carry a version, bumped on every change, for nodes to catch up on',
+    sql: `
+ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+UPDATE cases SET version = id;
+CREATE INDEX cases_by_version ON cases (version);
+`,
+  },
 ];
 
