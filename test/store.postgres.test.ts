@@ -72,7 +72,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
       ]);
       for (const capabilities of [['other'], ['bulk', 'other']]) {
         await client.query('BEGIN');
-        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM}`, ['both', capabilities, 5, 1, 10]);
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, ['both', capabilities, 5, 1, 10]);
         await client.query('ROLLBACK');
         const nodes = planNodes(rows[0]['QUERY PLAN'][0].Plan);
         const onTasks = nodes.filter((n) => n['Relation Name'] === 'tasks' && n['Node Type'] !== 'ModifyTable');
