@@ -121,6 +121,25 @@ describe('response cache', () => {
       assert.equal(fromB.body, '"from b"');
     });
 
+    it('bumps a tag\'s version once per write: a node relaying another node\'s invalidation only drops its own copies', async () => {
+      const key = `/test/${Date.now()}-${Math.random()}`;
+      const tag = `tag-${Math.random()}`;
+      const a = cache({ redis: redisA });
+      const b = cache({ redis: redisB });
+      const s = source({ v: 1 });
+      await a.get(key, [tag], s.compute);
+      await eventually(async () => (await redisA.exists(`fleetd:cache:test:e:${key}`)) === 1, 5_000, 'the L2 write');
+      assert.equal((await b.get(key, [tag], s.compute)).result, 'l2_hit');
+      // A writes and invalidates for the cluster; B hears of the write (the bus relays it) and invalidates here only.
+      s.value = { v: 2 };
+      a.invalidate([tag]);
+      b.invalidate([tag], 'node');
+      await eventually(async () => (await redisA.get(`fleetd:cache:test:v:${tag}`)) !== null, 5_000, 'the version bump');
+      const fresh = await b.get(key, [tag], s.compute);
+      assert.deepEqual([fresh.result, fresh.body], ['miss', '{"v":2}'], 'B dropped its copy and the L2 one is outdated');
+      assert.equal(await redisA.get(`fleetd:cache:test:v:${tag}`), '1', 'one write, one bump');
+    });
+
     it('shares entries between nodes and invalidates them on every node', async () => {
       const key = `/test/${Date.now()}-${Math.random()}`;
       const tag = `tag-${Math.random()}`;

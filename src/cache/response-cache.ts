@@ -127,10 +127,10 @@ export class ResponseCache {
     return this.load(key, tags, compute);
   }
 
-  /** Deletes every entry carrying one of the tags, here and on every node. */
-  invalidate(tags: string[]): void {
+  /** Deletes every entry carrying one of the tags, here and (unless `scope` is 'node') on every node. */
+  invalidate(tags: string[], scope: 'cluster' | 'node' = 'cluster'): void {
     this.invalidateLocal(tags);
-    if (!this.options.redis) return;
+    if (!this.options.redis || scope === 'node') return;
     // Batched per tick. Still ordered before any later lookup on this node: a request arriving
     // after this one's reply runs after the microtask, and its commands follow on the same connection.
     const first = this.pendingRemote.size === 0;
