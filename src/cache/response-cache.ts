@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 
@@ -149,7 +149,9 @@ export class ResponseCache {
     const tags = [...this.pendingRemote];
     this.pendingRemote.clear();
     const pipeline = this.options.redis!.pipeline();
-    for (const tag of tags) pipeline.incr(`${this.prefix}v:${tag}`);
+    // A random step, not 1: a version key that expired counts again from 0 and must not come back to
+    // a value an entry written just before the expiry recorded.
+    for (const tag of tags) pipeline.incrby(`${this.prefix}v:${tag}`, randomInt(1, 2 ** 20)).pexpire(`${this.prefix}v:${tag}`, this.versionTtlMs);
     pipeline.publish(this.channel, JSON.stringify({ node: this.node, tags }));
     pipeline.exec().catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
   }
@@ -199,7 +201,7 @@ export class ResponseCache {
       const computed = { body, etag: etagOf(body) };
       if (cacheable && this.generationOf(tags) === generation) {
         this.store(key, tags, computed);
-        if (versions) this.writeL2(key, computed, versions);
+        if (versions) this.writeL2(key, computed, versions, tags);
       }
       return { ...computed, result: 'miss' };
     })().finally(() => {
@@ -235,9 +237,18 @@ export class ResponseCache {
     return { entry: valid ? { body: stored.body, etag: stored.etag } : undefined, versions: current };
   }
 
-  private writeL2(key: string, value: CachedBody, versions: string[]): void {
-    this.options
-      .redis!.set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs)
-      .catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
+  /**
+   * A tag's version key expires, so that one key per task does not stay in Redis forever, but not
+   * before the entries computed under its version: each entry written pushes the expiry of its tags'
+   * keys past its own.
+   */
+  private get versionTtlMs(): number {
+    return 2 * this.options.ttlMs;
+  }
+
+  private writeL2(key: string, value: CachedBody, versions: string[], tags: string[]): void {
+    const pipeline = this.options.redis!.pipeline().set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs);
+    for (const tag of tags) pipeline.pexpire(`${this.prefix}v:${tag}`, this.versionTtlMs);
+    pipeline.exec().catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
   }
 }
