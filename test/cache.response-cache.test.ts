@@ -121,7 +121,7 @@ describe('response cache', () => {
       assert.equal(fromB.body, '"from b"');
     });
 
-    it('bumps a tag\'s version once per write: a node relaying another node\'s invalidation only drops its own copies', async () => {
+    it('sends one invalidation per write: a node relaying another node\'s invalidation only drops its own copies', async () => {
       const key = `/test/${Date.now()}-${Math.random()}`;
       const tag = `tag-${Math.random()}`;
       const a = cache({ redis: redisA });
