@@ -40,7 +40,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('pushes a task submitted on B to an agent connected to A over WebSocket', async (t) => {
-    const agent = new FleetClient({ url: a.url }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
+    const agent = new FleetClient({ url: a.url, apiKey: env.FLEETD_ADMIN_KEY }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
     const connected = once(agent, 'connected');
     const got = new Promise<TaskJson>((resolve) =>
       agent.work(async (task) => {
@@ -49,7 +49,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       }),
     );
     assert.deepEqual((await connected)[0], { transport: 'ws' });
-    const submitted = await new FleetClient({ url: b.url }).submit({ type: 'push', payload: { from: 'B' } });
+    const submitted = await new FleetClient({ url: b.url, apiKey: env.FLEETD_ADMIN_KEY }).submit({ type: 'push', payload: { from: 'B' } });
     const ackedAt = Date.now();
     const task = await got;
     t.diagnostic(`pushed ${Date.now() - ackedAt} ms after B acknowledged the submit`);
@@ -58,7 +58,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('streams events from B to an observer on A', async () => {
-    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`);
+    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`, { headers: { authorization: `Bearer ${env.FLEETD_ADMIN_KEY}` } });
     await once(ws, 'open');
     const messages: { type: string; events?: { name: string; data: { task: { id: number } } }[] }[] = [];
     let onMessage: () => void = () => {};
@@ -121,14 +121,14 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       { name: 'poll-a', urls, transport: 'poll' as const },
       { name: 'ws-b', urls: [b.url, a.url], transport: 'ws' as const },
     ].map(({ name, urls, transport }) => {
-      const agent = new FleetClient({ urls }).agent({ name, capabilities: ['job'], concurrency: 4, transport, reconnect: { minMs: 50, maxMs: 1_000 } });
+      const agent = new FleetClient({ urls, apiKey: env.FLEETD_ADMIN_KEY }).agent({ name, capabilities: ['job'], concurrency: 4, transport, reconnect: { minMs: 50, maxMs: 1_000 } });
       agent.on('error', () => {});
       return { name, agent };
     });
     await Promise.all(agents.map(({ name, agent }) => agent.work(handler(name))));
 
     // The submitter also starts on A, and keeps submitting while A dies.
-    const submitter = new FleetClient({ urls });
+    const submitter = new FleetClient({ urls, apiKey: env.FLEETD_ADMIN_KEY });
     for (let i = 0; i < N; i += 20) {
       await submitter.submitBatch(Array.from({ length: 20 }, (_, j) => ({ type: 'job', payload: { i: i + j }, leaseMs: 10_000 })));
     }

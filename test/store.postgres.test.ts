@@ -31,7 +31,8 @@ describe('postgres store', { timeout: 60_000 }, () => {
       await client.connect();
       const { rows } = await client.query(`SELECT version FROM ${schema}.schema_migrations ORDER BY version`);
       await client.end();
-      assert.deepEqual(rows, migrations.map((m) => ({ version: m.version })), 'each migration recorded once');
+      // Each version once, though two nodes ran them at the same moment.
+      assert.deepEqual(rows, migrations.map((m) => ({ version: m.version })));
     } finally {
       await a.dropSchema();
       await Promise.all([a.close(), b.close()]);

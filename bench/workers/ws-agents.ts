@@ -9,8 +9,9 @@ import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
 // The server's URL, or several nodes' URLs separated by commas: agents and observers take turns among them.
-const [urlsArg, agentsFile, observersArg, creditArg, transport] = process.argv.slice(2);
+const [urlsArg, agentsFile, observersArg, creditArg, transport, adminKey] = process.argv.slice(2);
 const urls = urlsArg.split(',');
+const auth = { authorization: `Bearer ${adminKey}` };
 const agents = JSON.parse(readFileSync(agentsFile, 'utf8')) as { id: string; token: string }[];
 const observers = Number(observersArg);
 const credit = Number(creditArg);
@@ -25,7 +26,7 @@ let stopped = false;
 const sockets: WebSocket[] = [];
 
 async function post(url: string, path: string, body: unknown): Promise<any> {
-  const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(url + path, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return res.json();
 }
 
@@ -72,7 +73,7 @@ function openAgent(agent: { id: string; token: string }, url: string): Promise<v
 
 function openObserver(url: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/events`);
+    const socket = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/events`, { headers: auth });
     sockets.push(socket);
     socket.on('error', reject);
     socket.once('open', () => socket.send(JSON.stringify({ type: 'subscribe', topics: ['stats'] })));

@@ -40,6 +40,8 @@ const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
+/** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
+const TRANSIENT_CODES = new Set(['FLEETD_ERR_STORAGE_FULL', 'FLEETD_ERR_STORE_UNAVAILABLE', 'FLEETD_ERR_SHUTTING_DOWN', 'FLEETD_ERR_RATE_LIMITED']);
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -228,7 +230,7 @@ export class FleetAgent extends EventEmitter {
 
   private async pollLoop(): Promise<void> {
     const heartbeat = setInterval(() => {
-      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { idempotent: true }).catch((err) => this.warn(err));
+      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { credential: this.token }).catch((err) => this.warn(err));
     }, POLL_HEARTBEAT_MS);
     this.emit('connected', { transport: 'poll' });
     let attempt = 0;
@@ -246,7 +248,7 @@ export class FleetAgent extends EventEmitter {
             { agentId: this.agentId, max: free, waitMs: LONG_POLL_MS },
             // Not repeated by the client: a lost answer may have leased tasks, which go back to the
             // queue when their leases expire; this loop claims again after its own backoff.
-            { signal: this.stopController.signal },
+            { signal: this.stopController.signal, credential: this.token },
           );
           attempt = 0;
           for (const task of tasks) this.start(task);
@@ -314,7 +316,10 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Completes or fails a task, retrying through disconnects; a refusal by the server (lease lost) is final. */
+  /**
+   * Completes or fails a task, retrying through disconnects and passing troubles of the server (a
+   * full disk, a restart); a refusal (lease lost) is final.
+   */
   private async report(id: number, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
     const { type: _type, id: _id, ...body } = message;
     for (let attempt = 1; ; attempt++) {
@@ -322,7 +327,7 @@ export class FleetAgent extends EventEmitter {
         await this.send(message, `/v1/tasks/${id}/${message.type}`, body);
         return;
       } catch (err) {
-        if (err instanceof FleetApiError || attempt >= REPORT_ATTEMPTS) {
+        if ((err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code)) || attempt >= REPORT_ATTEMPTS) {
           this.warn(err);
           return;
         }
@@ -332,15 +337,15 @@ export class FleetAgent extends EventEmitter {
   }
 
   /**
-   * Over the socket when it is open, else over HTTP. Extends, completions and failures may be
-   * repeated on another node: a repeat of one that took effect changes nothing (it is refused).
+   * Over the socket when it is open, else over HTTP. A node that fails makes the client move to the
+   * next one, where report() sends it again: a repeat of one that took effect changes nothing (it is refused).
    */
   private async send(message: Extract<AgentMessage, { ref?: unknown }>, path: string, body: object): Promise<void> {
     try {
       await this.overSocket(message);
     } catch (err) {
       if (err instanceof FleetApiError) throw err;
-      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { idempotent: true });
+      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { credential: this.token });
     }
   }
 

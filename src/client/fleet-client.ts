@@ -9,27 +9,21 @@ export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. Give `url` or `urls`. */
   url?: string;
   /**
-   * The nodes of one cluster. Requests go to one node at a time; when it cannot be reached or
-   * answers 502, 503 or 504, the client moves to the next one (see `failover`).
+   * The nodes of one cluster. Requests go to one node at a time; when it cannot be reached, drops
+   * the connection or answers 502, 503 or 504, the client moves to the next one.
    */
   urls?: string[];
-  /** Sent as `Authorization: Bearer <token>` on every request. */
-  token?: string;
   /**
-   * Retries on another node. A call is tried at most `attempts` times, waiting a full jitter
-   * between 0 and min(maxMs, minMs * 2^attempt) before each retry. Only calls that are safe to repeat
-   * are retried: any call the failed node never received (connection refused), and otherwise only
-   * reads, heartbeats, lease extensions, completions and failures (a repeat changes nothing), and
-   * submits, which carry an idempotency key (the client makes one for a task that has none).
-   * Defaults: attempts 3 per node with several nodes, 1 (no retry) with one; minMs 100; maxMs 2000.
+   * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
+   * to submit tasks and register agents; an agent then acts with its own token.
    */
-  failover?: { attempts?: number; minMs?: number; maxMs?: number };
-}
-
-export interface RequestOptions {
-  signal?: AbortSignal;
-  /** Repeating the call changes nothing (or the server dedupes it): it may be retried after a lost connection or a 5xx. GET and DELETE are. */
-  idempotent?: boolean;
+  apiKey?: string;
+  /**
+   * Resends of a request after a failed connection or a 502/503/504, on the next node when there are
+   * several: any request the server never received (connection refused), and otherwise only those
+   * safe to repeat (reads, and submits, which carry an idempotency key). Defaults to 3 per node.
+   */
+  retries?: number;
 }
 
 /** Connection errors raised before the request left: any call may go to another node. */
@@ -96,21 +90,20 @@ export interface Subscription {
   close(): void;
 }
 
+const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
+
 /** The fleetd SDK for code that submits and watches work. `agent()` makes a worker. */
 export class FleetClient {
   /** Every node this client may use, in the order it moves through them. */
   readonly urls: string[];
   private current = 0;
-  private readonly attempts: number;
-  private readonly backoff: { minMs: number; maxMs: number };
+  private readonly retries: number;
 
   constructor(readonly options: FleetClientOptions) {
     const urls = options.urls ?? (options.url === undefined ? [] : [options.url]);
     if (urls.length === 0) throw new TypeError('FleetClient needs url or urls');
     this.urls = urls.map((u) => u.replace(/\/+$/, ''));
-    const { attempts = this.urls.length > 1 ? 3 * this.urls.length : 1, minMs = 100, maxMs = 2_000 } = options.failover ?? {};
-    this.attempts = attempts;
-    this.backoff = { minMs, maxMs };
+    this.retries = options.retries ?? 3 * this.urls.length;
   }
 
   /** The node requests go to now. */
@@ -123,81 +116,63 @@ export class FleetClient {
     if (this.urls[this.current] === failed) this.current = (this.current + 1) % this.urls.length;
   }
 
-  /** A full jitter delay before retry number `attempt`. */
-  retryDelay(attempt: number): number {
-    return Math.random() * Math.min(this.backoff.maxMs, this.backoff.minMs * 2 ** attempt);
-  }
-
   /**
-   * One HTTP call; an error answer throws FleetApiError with its code. A node that cannot be reached
-   * or answers 502/503/504 makes the client move to the next node, and the call is retried there
-   * when that is safe (see FleetClientOptions.failover).
+   * One HTTP call, with the client's API key unless `credential` names another; an error answer
+   * throws FleetApiError with its code. A node that cannot be reached, drops the connection or
+   * answers 502/503/504 makes the client move to the next node; the call is resent there (after a
+   * jittered backoff) if the node never received it, or with `retry` (the default for GET) when it
+   * is safe to repeat.
    */
-  async request<T>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<T> {
-    const idempotent = options.idempotent ?? (method === 'GET' || method === 'DELETE');
-    const headers: Record<string, string> = {};
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
-    const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: options.signal };
-    for (let attempt = 1; ; attempt++) {
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
+  ): Promise<T> {
+    const retry = options.retry ?? method === 'GET';
+    for (let attempt = 0; ; attempt++) {
       const node = this.url;
-      let res: Response;
       try {
-        res = await fetch(node + path, init);
+        return await this.requestOnce<T>(node, method, path, body, options);
       } catch (err) {
-        if (options.signal?.aborted || !isNodeFailure(err)) throw err;
-        this.failover(node);
-        const unsent = NOT_SENT.has(connectionErrorCode(err)!);
-        if (attempt >= this.attempts || !(unsent || idempotent)) throw err;
-        await sleep(this.retryDelay(attempt));
-        continue;
+        if (options.signal?.aborted) throw err;
+        const unavailable = err instanceof FleetApiError ? NODE_UNAVAILABLE.has(err.status) : true;
+        if (!unavailable) throw err;
+        if (err instanceof FleetApiError || isNodeFailure(err)) this.failover(node);
+        const unsent = NOT_SENT.has(connectionErrorCode(err) ?? '');
+        if (!(retry || unsent) || attempt >= this.retries) throw err;
+        await sleep(Math.random() * Math.min(2_000, 100 * 2 ** attempt));
       }
-      const text = await res.text();
-      if (NODE_UNAVAILABLE.has(res.status)) {
-        this.failover(node);
-        if (idempotent && attempt < this.attempts) {
-          await sleep(this.retryDelay(attempt));
-          continue;
-        }
-      }
-      const parsed = parseJson(text);
-      if (!res.ok) {
-        const error = parsed?.error ?? {};
-        throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
-      }
-      return parsed as T;
     }
   }
 
-  /** Whether calls may be repeated on another node; then submits need an idempotency key to stay exactly-once. */
-  private get retries(): boolean {
-    return this.attempts > 1;
+  private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+    const { signal } = options;
+    const credential = options.credential ?? this.options.apiKey;
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    const res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    const text = await res.text();
+    const parsed = parseJson(text);
+    if (!res.ok) {
+      const error = parsed?.error ?? {};
+      throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
+    }
+    return parsed as T;
   }
 
   /**
-   * Gives each task without an idempotency key one of the client's own, when a submit may be
-   * retried; a retry that finds its first attempt's task then reports it as created, which it was.
+   * Submits a task. Without an idempotency key it is given one, so that a submit whose answer was
+   * lost can be resent (on another node too) without creating the task twice.
    */
-  private async submitKeyed(tasks: TaskSubmit[], send: (tasks: TaskSubmit[]) => Promise<Submitted[]>): Promise<Submitted[]> {
-    if (!this.retries) return send(tasks);
-    const own = tasks.map((t) => t.idempotencyKey === undefined);
-    const submitted = await send(tasks.map((t, i) => (own[i] ? { ...t, idempotencyKey: `fleetd-client:${randomUUID()}` } : t)));
-    return submitted.map((s, i) => (own[i] ? { ...s, created: true } : s));
+  submit(task: TaskSubmit): Promise<Submitted> {
+    return this.request('POST', '/v1/tasks', withKey(task), { retry: true });
   }
 
-  async submit(task: TaskSubmit): Promise<Submitted> {
-    const [submitted] = await this.submitKeyed([task], ([keyed]) =>
-      this.request<Submitted>('POST', '/v1/tasks', keyed, { idempotent: keyed.idempotencyKey !== undefined }).then((s) => [s]),
-    );
-    return submitted;
-  }
-
-  /** All or nothing: one bad task rejects the whole batch. */
-  submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
-    return this.submitKeyed(tasks, async (keyed) => {
-      const idempotent = keyed.every((t) => t.idempotencyKey !== undefined);
-      return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: keyed }, { idempotent })).items;
-    });
+  /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */
+  async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
+    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, { retry: true })).items;
   }
 
   get(id: number): Promise<TaskJson> {
@@ -227,7 +202,7 @@ export class FleetClient {
    */
   subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
     const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.options.token ? { authorization: `Bearer ${this.options.token}` } : {},
+      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
     });
     const send = (message: unknown) => socket.send(JSON.stringify(message));
     return new Promise((resolve, reject) => {

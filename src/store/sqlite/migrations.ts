@@ -199,6 +199,22 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
   },
   {
     version: 4,
+    name: 'API keys, and agents found by their token',
+    sql: `
+-- Keys are stored as the SHA-256 of the secret: it is shown once, when created, and never again.
+CREATE TABLE api_keys (
+  id         TEXT    PRIMARY KEY,
+  name       TEXT    NOT NULL,
+  scope      TEXT    NOT NULL,
+  hash       TEXT    NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);
+CREATE UNIQUE INDEX agents_by_token ON agents (token_hash);
+`,
+  },
+  {
+    version: 5,
     name: 'pipeline runs are leased to the node driving them',
     sql: `
 ALTER TABLE pipeline_runs ADD COLUMN owner TEXT;
@@ -206,7 +222,7 @@ ALTER TABLE pipeline_runs ADD COLUMN lease_expires_at INTEGER;
 `,
   },
   {
-    version: 5,
+    version: 6,
     name: 'cases carry a version, bumped on every change, for nodes to catch up on',
     sql: `
 ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
@@ -215,4 +231,3 @@ CREATE INDEX cases_by_version ON cases (version);
 `,
   },
 ];
-
