@@ -36,6 +36,19 @@ export interface ResponseCacheOptions {
   now?: () => number;
 }
 
+/**
+ * One invalidation in one command: each tag's version moves on by its step (ARGV[4…]) and expires in
+ * ARGV[1] ms, then ARGV[3] is published on channel ARGV[2] for the other nodes' L1 copies.
+ */
+const BUMP_TAGS = 'fleetdCacheBumpTags';
+const BUMP_TAGS_LUA = `
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[3 + i])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+`;
+
 export function etagOf(body: string): string {
   return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
 }
@@ -69,6 +82,7 @@ export class ResponseCache {
   private readonly channel: string;
 
   constructor(private readonly options: ResponseCacheOptions) {
+    options.redis?.defineCommand(BUMP_TAGS, { lua: BUMP_TAGS_LUA });
     this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
     this.channel = `${this.prefix}invalidate`;
@@ -149,12 +163,13 @@ export class ResponseCache {
   private flushRemote(): void {
     const tags = [...this.pendingRemote];
     this.pendingRemote.clear();
-    const pipeline = this.options.redis!.pipeline();
+    const keys = tags.map((tag) => `${this.prefix}v:${tag}`);
     // A random step, not 1: a version key that expired counts again from 0 and must not come back to
     // a value an entry written just before the expiry recorded.
-    for (const tag of tags) pipeline.incrby(`${this.prefix}v:${tag}`, randomInt(1, 2 ** 20)).pexpire(`${this.prefix}v:${tag}`, this.versionTtlMs);
-    pipeline.publish(this.channel, JSON.stringify({ node: this.node, tags }));
-    pipeline.exec().catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
+    const steps = tags.map(() => randomInt(1, 2 ** 20));
+    const redis = this.options.redis as unknown as Record<typeof BUMP_TAGS, (...args: (string | number)[]) => Promise<unknown>>;
+    redis[BUMP_TAGS](keys.length, ...keys, this.versionTtlMs, this.channel, JSON.stringify({ node: this.node, tags }), ...steps)
+      .catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
   }
 
   private invalidateLocal(tags: string[]): void {
