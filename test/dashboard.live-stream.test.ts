@@ -24,9 +24,12 @@ describe('dashboard on the live event stream', () => {
     page = await browser.newPage();
     await page.routeWebSocket(/\/v1\/events$/, (ws) => {
       sockets.push(ws);
+      const topics = new Set<string>();
       ws.onMessage((message) => {
         const m = JSON.parse(String(message));
         if (m.type === 'subscribe') subscribed.push(m.topics);
+        for (const t of m.topics) m.type === 'subscribe' ? topics.add(t) : topics.delete(t);
+        ws.send(JSON.stringify({ type: 'subscribed', topics: [...topics] }));
       });
     });
   });
@@ -37,7 +40,7 @@ describe('dashboard on the live event stream', () => {
   });
 
   const push = (events: { topic: string; name: string; data: unknown }[]) =>
-    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: new Date().toISOString() })) }));
+    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: Date.now() })) }));
   const summary = ({ payload: _p, result: _r, ...task }: Record<string, unknown>) => task;
 
   it('subscribes to the tasks topic and applies pushed task events to the table', async () => {

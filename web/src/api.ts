@@ -8,7 +8,7 @@ export class ApiError extends Error {
 }
 
 /** JSON over fetch. Every answer (or failure to get one) tells the connection whether fleetd is reachable. */
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, {
@@ -16,8 +16,11 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
+      signal,
     });
   } catch (err) {
+    // A request its view no longer wants says nothing about fleetd.
+    if (signal?.aborted) throw err;
     connection.httpFailed();
     throw new ApiError(0, 'NETWORK', `fleetd is not reachable: ${(err as Error).message}`);
   }
@@ -43,13 +46,13 @@ export function prefetch(path: string): void {
   prefetched.set(path, request);
 }
 
-export function get<T>(path: string): Promise<T> {
+export function get<T>(path: string, signal?: AbortSignal): Promise<T> {
   const early = prefetched.get(path);
   if (early) {
     prefetched.delete(path);
     return early as Promise<T>;
   }
-  return api<T>('GET', path);
+  return api<T>('GET', path, undefined, signal);
 }
 
 /** A query string from the defined, non-empty values. */

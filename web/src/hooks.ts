@@ -14,7 +14,10 @@ export function useConnectionState(): ConnectionState {
 }
 
 export interface LiveDataOptions {
-  /** Fetches the view's data over HTTP: on mount, on (re)connection, and on every poll. */
+  /**
+   * Fetches the view's data over HTTP: on mount and on (re)connection once the server has confirmed
+   * the view's topics, and on every poll while there is no live stream.
+   */
   load: () => Promise<unknown> | void;
   /** How often to poll while there is no live stream. */
   intervalMs: number;
@@ -56,7 +59,6 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         clearTimeout(timer);
       };
     }
-    void load();
     let lastLoad = 0;
     const reload = () => {
       if (timer !== undefined) return;
@@ -67,11 +69,16 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         if (!stopped) void load();
       }, wait);
     };
-    const unsubscribe = connection.subscribe(latest.current.topics, (events) => {
-      const onEvents = latest.current.onEvents;
-      if (onEvents) onEvents(events);
-      else reload();
-    });
+    const unsubscribe = connection.subscribe(
+      latest.current.topics,
+      (events) => {
+        const onEvents = latest.current.onEvents;
+        if (onEvents) onEvents(events);
+        else reload();
+      },
+      // Loaded once the server confirms the topics, so that nothing changes unseen in between.
+      () => void load(),
+    );
     return () => {
       stopped = true;
       clearTimeout(timer);

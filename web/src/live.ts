@@ -12,6 +12,13 @@ export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline';
 
 type Handler = (events: LiveEvent[]) => void;
 
+/** Waits for the server to confirm a subscription: events from then on are sure to arrive. */
+interface ReadyWaiter {
+  /** The number of subscribe/unsubscribe messages sent when it started waiting. */
+  afterMessage: number;
+  ready: () => void;
+}
+
 const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 15_000;
 
@@ -23,6 +30,13 @@ class Connection {
   private readonly stateListeners = new Set<(s: ConnectionState) => void>();
   /** Subscribers per topic; a topic is subscribed on the socket while it has one. */
   private readonly topics = new Map<string, Set<Handler>>();
+  /**
+   * The server answers each subscribe and unsubscribe, in order, with the socket's topics (or an
+   * error): counting messages and answers tells when a subscription has taken effect.
+   */
+  private messagesSent = 0;
+  private messagesAnswered = 0;
+  private readonly readyWaiters = new Set<ReadyWaiter>();
 
   start(): void {
     this.open();
@@ -33,8 +47,12 @@ class Connection {
     return () => this.stateListeners.delete(listener);
   }
 
-  /** Delivers the events of these topics to handler while live; returns the unsubscribe. */
-  subscribe(topics: string[], handler: Handler): () => void {
+  /**
+   * Delivers the events of these topics to handler while live; returns the unsubscribe. `ready` is
+   * called once the server has confirmed the topics on the open socket: data loaded from then on
+   * misses no event, which data loaded before the confirmation could.
+   */
+  subscribe(topics: string[], handler: Handler, ready?: () => void): () => void {
     const added: string[] = [];
     for (const t of topics) {
       let set = this.topics.get(t);
@@ -45,8 +63,14 @@ class Connection {
       }
       set.add(handler);
     }
-    if (added.length) this.send({ type: 'subscribe', topics: added });
+    if (added.length) this.sendTopics({ type: 'subscribe', topics: added });
+    const waiter: ReadyWaiter | undefined = ready && { afterMessage: this.messagesSent, ready };
+    if (waiter) {
+      this.readyWaiters.add(waiter);
+      this.wakeReady();
+    }
     return () => {
+      if (waiter) this.readyWaiters.delete(waiter);
       const removed: string[] = [];
       for (const t of topics) {
         const set = this.topics.get(t);
@@ -57,7 +81,7 @@ class Connection {
           removed.push(t);
         }
       }
-      if (removed.length) this.send({ type: 'unsubscribe', topics: removed });
+      if (removed.length) this.sendTopics({ type: 'unsubscribe', topics: removed });
     };
   }
 
@@ -75,8 +99,19 @@ class Connection {
     for (const l of this.stateListeners) l(s);
   }
 
-  private send(message: unknown): void {
-    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  private sendTopics(message: { type: 'subscribe' | 'unsubscribe'; topics: string[] }): void {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    this.socket.send(JSON.stringify(message));
+    this.messagesSent++;
+  }
+
+  private wakeReady(): void {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    for (const w of this.readyWaiters) {
+      if (this.messagesAnswered < w.afterMessage) continue;
+      this.readyWaiters.delete(w);
+      w.ready();
+    }
   }
 
   private open(): void {
@@ -86,7 +121,10 @@ class Connection {
     this.socket = socket;
     socket.onopen = () => {
       this.retryMs = RETRY_MIN_MS;
-      if (this.topics.size) this.send({ type: 'subscribe', topics: [...this.topics.keys()] });
+      this.messagesSent = this.messagesAnswered = 0;
+      if (this.topics.size) this.sendTopics({ type: 'subscribe', topics: [...this.topics.keys()] });
+      // Waiters from before the socket opened are covered by that one subscribe.
+      for (const w of this.readyWaiters) w.afterMessage = this.messagesSent;
       this.setState('live');
     };
     socket.onmessage = (message) => {
@@ -94,6 +132,13 @@ class Connection {
       try {
         parsed = JSON.parse(String(message.data));
       } catch {
+        return;
+      }
+      if (parsed.type === 'subscribed' || parsed.type === 'error') {
+        // An error answer (a topic this server does not know) wakes the waiters too: they load
+        // without that topic's events rather than never.
+        this.messagesAnswered++;
+        this.wakeReady();
         return;
       }
       if (parsed.type !== 'events' || !Array.isArray(parsed.events)) return;

@@ -65,10 +65,13 @@ export interface FleetStats {
   uptimeSeconds: number;
 }
 
-/** One event of the /v1/events stream. Task events carry the task without payload and result. */
+/**
+ * One event of the /v1/events stream. Task events carry the task without payload and result. Times
+ * here are epoch ms, `at` (when fleetd published it) as well as those in `data`.
+ */
 export interface LiveEvent {
   topic: string;
   name: string;
   data: any;
-  at: string;
+  at: number;
 }
