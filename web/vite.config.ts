@@ -42,7 +42,7 @@ export default defineConfig({
     // The small helpers several views share go into one chunk, rather than one chunk of a few
     // hundred bytes each: each chunk is one more request on a cold load.
     rollupOptions: {
-      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists)\.ts$/.test(id) ? 'shared' : undefined) },
+      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists|views\/run-events)\.ts$/.test(id) ? 'shared' : undefined) },
     },
   },
   plugins: [precompress()],

@@ -14,17 +14,23 @@ export function useConnectionState(): ConnectionState {
 }
 
 export interface LiveDataOptions {
-  /**
-   * Fetches the view's data over HTTP: on mount and on (re)connection once the server has confirmed
-   * the view's topics, and on every poll while there is no live stream.
-   */
+  /** Fetches the view's data over HTTP: on mount, on (re)connection, and on every poll. */
   load: () => Promise<unknown> | void;
   /** How often to poll while there is no live stream. */
   intervalMs: number;
   /** Topics of /v1/events that concern the view. */
   topics: string[];
-  /** What to do with a batch of events; by default, load again (at most once a second). */
-  onEvents?: (events: LiveEvent[]) => void;
+  /**
+   * What to do with a batch of events; true asks to load again (at most once a second), which is
+   * also what happens without onEvents.
+   */
+  onEvents?: (events: LiveEvent[]) => boolean | void;
+  /**
+   * For views that apply events to what they loaded: load only once the server has confirmed the
+   * topics, so that no change falls between the load and the first event. Others load at once
+   * (the first paint does not wait for the socket).
+   */
+  loadWhenSubscribed?: boolean;
 }
 
 const RELOAD_THROTTLE_MS = 1_000;
@@ -59,6 +65,7 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         clearTimeout(timer);
       };
     }
+    if (!latest.current.loadWhenSubscribed) void load();
     let lastLoad = 0;
     const reload = () => {
       if (timer !== undefined) return;
@@ -73,11 +80,11 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
       latest.current.topics,
       (events) => {
         const onEvents = latest.current.onEvents;
-        if (onEvents) onEvents(events);
-        else reload();
+        if (!onEvents || onEvents(events)) reload();
       },
-      // Loaded once the server confirms the topics, so that nothing changes unseen in between.
-      () => void load(),
+      () => {
+        if (latest.current.loadWhenSubscribed) void load();
+      },
     );
     return () => {
       stopped = true;

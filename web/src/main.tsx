@@ -18,8 +18,15 @@ const views: Record<Route['view'], () => Promise<ViewModule>> = {
   agent: () => import('./views/agent-detail.js'),
   tasks: () => import('./views/tasks.js'),
   task: () => import('./views/task-detail.js'),
+  pipelines: () => import('./views/pipelines.js'),
+  run: () => import('./views/run-detail.js'),
+  cases: () => import('./views/cases.js'),
+  case: () => import('./views/case-detail.js'),
   locks: () => import('./views/locks.js'),
 };
+
+/** The nav entry a detail view belongs under. */
+const SECTION: Partial<Record<Route['view'], Route['view']>> = { agent: 'agents', task: 'tasks', run: 'pipelines', case: 'cases' };
 
 const STATE_LABEL = {
   connecting: 'connecting…',
@@ -61,13 +68,13 @@ function App() {
     };
   }, [route.view]);
 
-  const section = route.view === 'agent' ? 'agents' : route.view === 'task' ? 'tasks' : route.view;
+  const section = SECTION[route.view] ?? route.view;
   return (
     <>
       <header>
         <a class="brand" href="#/">fleetd</a>
         <nav>
-          {(['overview', 'agents', 'tasks', 'locks'] as const).map((v) => (
+          {(['overview', 'agents', 'tasks', 'pipelines', 'cases', 'locks'] as const).map((v) => (
             <a href={v === 'overview' ? '#/' : `#/${v}`} class={section === v ? 'active' : ''}>
               {v[0].toUpperCase() + v.slice(1)}
             </a>

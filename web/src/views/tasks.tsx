@@ -191,6 +191,7 @@ export default function Tasks({ route }: ViewProps) {
       load: refreshTop,
       intervalMs: 2_000,
       topics: ['tasks'],
+      loadWhenSubscribed: true,
       onEvents: (events: LiveEvent[]) => {
         const d = data.current;
         const changes: TaskChange[] = [];
