@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -6,6 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { listeningUrl } from '../test/helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The admin key of every server a bench run starts: benches measure fleetd as it ships, with auth on. */
+export const BENCH_ADMIN_KEY = `fk_${randomBytes(32).toString('base64url')}`;
+export const authHeaders = { authorization: `Bearer ${BENCH_ADMIN_KEY}` } as const;
 
 export interface ServerProcess {
   url: string;
@@ -25,7 +30,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   const dataDir = mkdtempSync(join(tmpdir(), 'fleetd-bench-'));
   const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
-    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: BENCH_ADMIN_KEY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await listeningUrl(child);

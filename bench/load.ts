@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import { listeningUrl } from '../test/helpers.js';
-import { percentile, rssMbOf } from './lib.js';
+import { authHeaders, percentile, rssMbOf } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -19,7 +19,7 @@ export class Client {
     const res = await this.pool.request({
       method,
       path,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: body === undefined ? authHeaders : { ...authHeaders, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.body.text();
@@ -63,7 +63,7 @@ export async function hammer(url: string, opts: { connections: number; seconds: 
     url,
     connections: opts.connections,
     duration: opts.seconds,
-    requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, path: opts.pathFor(i++) }) }],
+    requests: [{ method: 'POST', headers: authHeaders, setupRequest: (req) => ({ ...req, path: opts.pathFor(i++) }) }],
   });
   // autocannon reports p97.5 and p99 but not p95; p97_5 is the nearest it measures above it.
   const latency = result.latency as unknown as Record<string, number>;

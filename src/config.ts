@@ -94,9 +94,9 @@ export interface FleetdConfig {
    * they delete it. Env FLEETD_CACHE_STALE_MS. Defaults to 30000.
    */
   cacheStaleMs: number;
-  /** Requests per second one client (API key, else IP) may make to read routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_READ. Defaults to 20000. */
+  /** Requests per second one client (API key or agent, else IP) may make to read routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_READ. Defaults to 20000. */
   rateLimitRead: number;
-  /** Requests per second one client (API key, else IP) may make to write routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_WRITE. Defaults to 20000. */
+  /** Requests per second one client (API key or agent, else IP) may make to write routes; 0 is unlimited. Env FLEETD_RATE_LIMIT_WRITE. Defaults to 20000. */
   rateLimitWrite: number;
   /** Heartbeats per second one agent may send; 0 is unlimited. Env FLEETD_RATE_LIMIT_HEARTBEAT. Defaults to 10. */
   rateLimitHeartbeat: number;
@@ -128,6 +128,19 @@ export interface FleetdConfig {
   databasePoolTimeoutMs: number;
   /** Prefix of every Redis key and channel fleetd uses, so that clusters can share a Redis. Env FLEETD_REDIS_PREFIX. Defaults to fleetd:. */
   redisPrefix: string;
+
+  /**
+   * on: every /v1 request needs an API key or an agent token (Authorization: Bearer). off: anyone
+   * who can reach the port may do anything — for local experiments only (`--no-auth`). Env FLEETD_AUTH. Defaults to on.
+   */
+  auth: 'on' | 'off';
+  /**
+   * The admin key a first start stores (hashed) when no key exists yet, instead of making one up and
+   * printing it: "fk_" and at least 32 more characters. Ignored once any key exists. Env FLEETD_ADMIN_KEY. Defaults to none.
+   */
+  adminKey: string;
+  /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
+  maxConnectionsPerKey: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -175,6 +188,9 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   databasePoolSize: 10,
   databasePoolTimeoutMs: 5_000,
   redisPrefix: 'fleetd:',
+  auth: 'on',
+  adminKey: '',
+  maxConnectionsPerKey: 100,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -241,6 +257,15 @@ const settings: Record<
   databasePoolSize: { env: 'FLEETD_DATABASE_POOL_SIZE', kind: 'int', min: 1 },
   databasePoolTimeoutMs: { env: 'FLEETD_DATABASE_POOL_TIMEOUT_MS', kind: 'int', min: 1 },
   redisPrefix: { env: 'FLEETD_REDIS_PREFIX', kind: 'string' },
+  auth: { env: 'FLEETD_AUTH', kind: 'enum', values: ['on', 'off'] },
+  adminKey: {
+    env: 'FLEETD_ADMIN_KEY',
+    kind: 'string',
+    optional: true,
+    secret: true,
+    pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
+  },
+  maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {
@@ -266,7 +291,10 @@ function parseValue(key: keyof FleetdConfig, raw: unknown, source: string): unkn
   if (key === 'redisUrl' && s !== '' && !/^rediss?:\/\//.test(s)) {
     throw new ConfigError(source, 'must be a redis:// or rediss:// URL');
   }
-  if (s !== '' && spec.pattern && !spec.pattern.re.test(s)) throw new ConfigError(source, `"${s}" is not ${spec.pattern.what}`);
+  if (s !== '' && spec.pattern && !spec.pattern.re.test(s)) {
+    // A secret is never echoed, even a malformed one: errors end up in logs.
+    throw new ConfigError(source, `${spec.secret ? 'the value' : `"${s}"`} is not ${spec.pattern.what}`);
+  }
   return s;
 }
 

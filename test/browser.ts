@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_DIR } from '../src/server/dashboard.js';
 
 /** Debian's Chromium (`apt-get install -y chromium`); browsers are never downloaded. */
@@ -20,4 +20,9 @@ export async function launchBrowser(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   if (!existsSync(join(DASHBOARD_DIR, 'index.html'))) throw new Error('the dashboard is not built: npm run build');
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
+
+/** Signs a page in as a dashboard user would: the API key in this browser's local storage, before any script runs. */
+export async function signIn(page: Page, key: string | undefined): Promise<void> {
+  if (key) await page.addInitScript((k) => localStorage.setItem('fleetd.apiKey', k), key);
 }

@@ -29,7 +29,7 @@ describe('cached reads over HTTP', () => {
     const { api } = server;
     for (let i = 0; i < 10; i++) await api.submit({ type: 'zipped', payload: { text: 'a report to summarise '.repeat(10) } });
     const read = async (encoding: string) => {
-      const res = await fetch(`${server.url}/v1/tasks?type=zipped`, { headers: { 'accept-encoding': encoding } });
+      const res = await fetch(`${server.url}/v1/tasks?type=zipped`, { headers: { authorization: `Bearer ${server.adminKey}`, 'accept-encoding': encoding } });
       return { encoding: res.headers.get('content-encoding'), cache: res.headers.get('x-cache'), body: await res.json() };
     };
     const plain = await read('identity');

@@ -15,7 +15,7 @@ describe('fleetd agent (the demo agent)', () => {
   after(() => server.stop());
 
   it('works echo and sleep tasks from a separate process and exits cleanly on SIGINT', async () => {
-    const child = cli(['agent', '--url', server.url, '--capabilities', 'echo,sleep', '--concurrency', '8']);
+    const child = cli(['agent', '--url', server.url, '--api-key', server.adminKey!, '--capabilities', 'echo,sleep', '--concurrency', '8']);
     let output = '';
     child.stdout!.on('data', (d) => (output += d));
     child.stderr!.on('data', (d) => (output += d));
@@ -47,7 +47,7 @@ describe('fleetd agent (the demo agent)', () => {
   });
 
   it('refuses a capability it has no handler for, with a clear message', async () => {
-    const child = cli(['agent', '--url', server.url, '--capabilities', 'paint']);
+    const child = cli(['agent', '--url', server.url, '--api-key', server.adminKey!, '--capabilities', 'paint']);
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += d));
     const [code] = await once(child, 'exit');

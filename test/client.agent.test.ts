@@ -12,7 +12,7 @@ describe('agent SDK', () => {
   let client: FleetClient;
   before(async () => {
     server = await startTestServer({ agentDisconnectGraceMs: 200, taskBackoffMs: 10 });
-    client = new FleetClient({ url: server.url });
+    client = new FleetClient({ url: server.url, apiKey: server.adminKey });
   });
   after(() => server.stop());
 
@@ -102,7 +102,7 @@ describe('agent SDK', () => {
     });
     proxy.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'));
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` });
+    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, apiKey: server.adminKey });
     const agent = proxied.agent({ name: 'proxied', capabilities: ['sdk-proxied'] });
     const connected = once(agent, 'connected');
     try {
@@ -187,7 +187,7 @@ describe('agent SDK reconnect', () => {
   it('reconnects after the server restarts and keeps working', async () => {
     let server = await startTestServer({ agentDisconnectGraceMs: 5_000 });
     const port = Number(new URL(server.url).port);
-    const client = new FleetClient({ url: server.url });
+    const client = new FleetClient({ url: server.url, apiKey: server.adminKey });
     const agent = client.agent({ name: 'steady', capabilities: ['sdk-restart'], reconnect: { minMs: 20, maxMs: 200 } });
     try {
       await agent.work(async (task) => `done ${task.payload}`);

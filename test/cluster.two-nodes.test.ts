@@ -40,7 +40,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('pushes a task submitted on B to an agent connected to A over WebSocket', async (t) => {
-    const agent = new FleetClient({ url: a.url }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
+    const agent = new FleetClient({ url: a.url, apiKey: env.FLEETD_ADMIN_KEY }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
     const connected = once(agent, 'connected');
     const got = new Promise<TaskJson>((resolve) =>
       agent.work(async (task) => {
@@ -49,7 +49,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       }),
     );
     assert.deepEqual((await connected)[0], { transport: 'ws' });
-    const submitted = await new FleetClient({ url: b.url }).submit({ type: 'push', payload: { from: 'B' } });
+    const submitted = await new FleetClient({ url: b.url, apiKey: env.FLEETD_ADMIN_KEY }).submit({ type: 'push', payload: { from: 'B' } });
     const ackedAt = Date.now();
     const task = await got;
     t.diagnostic(`pushed ${Date.now() - ackedAt} ms after B acknowledged the submit`);
@@ -58,7 +58,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('streams events from B to an observer on A', async () => {
-    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`);
+    const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`, { headers: { authorization: `Bearer ${env.FLEETD_ADMIN_KEY}` } });
     await once(ws, 'open');
     const messages: { type: string; events?: { name: string; data: { task: { id: number } } }[] }[] = [];
     let onMessage: () => void = () => {};

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page, WebSocketRoute } from 'playwright-core';
-import { launchBrowser } from './browser.js';
+import { launchBrowser, signIn } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 /**
@@ -22,7 +22,8 @@ describe('dashboard on the live event stream', () => {
   before(async () => {
     [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
     page = await browser.newPage();
-    await page.routeWebSocket(/\/v1\/events$/, (ws) => {
+    await signIn(page, server.adminKey);
+    await page.routeWebSocket(/\/v1\/events(\?|$)/, (ws) => {
       sockets.push(ws);
       const topics = new Set<string>();
       ws.onMessage((message) => {

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser } from './browser.js';
+import { launchBrowser, signIn } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 /**
@@ -21,6 +21,7 @@ describe('dashboard', () => {
   before(async () => {
     [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await signIn(page, server.adminKey);
   });
 
   after(async () => {

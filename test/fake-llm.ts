@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { startServer } from '../src/server/server.js';
-import { Api, eventually, tempDir } from './helpers.js';
+import { Api, adminKeyFor, eventually, tempDir } from './helpers.js';
 
 /** How the fake provider answers one request. */
 export interface Behaviour {
@@ -111,9 +111,13 @@ export class FakeLlm {
 /** A fleetd server with pipelines, on a temp data dir (kept when `dataDir` is given). */
 export async function startPipelineServer(setup: PipelineSetup, overrides: Partial<FleetdConfig> = {}) {
   const dataDir = overrides.dataDir ?? tempDir();
-  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, dataDir }, { logger: false, env: { FAKE_KEY: 'sk-secret-123' }, pipelines: setup });
+  const adminKey = adminKeyFor({ ...overrides, dataDir });
+  const server = await startServer(
+    { host: '127.0.0.1', port: 0, adminKey, ...overrides, dataDir },
+    { logger: false, env: { FAKE_KEY: 'sk-secret-123' }, pipelines: setup },
+  );
   return Object.assign(server, {
-    api: new Api(server.url),
+    api: new Api(server.url, adminKey),
     dataDir,
     /** Closes the server and deletes its data. */
     async stop() {

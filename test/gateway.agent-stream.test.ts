@@ -120,7 +120,7 @@ describe('agent stream', () => {
     assert.equal((await api.get(`/v1/agents/${agent.id}`)).body.status, 'offline');
   });
 
-  it('refuses a bad token with a 401 before upgrading, and sends nothing', async () => {
+  it('refuses a bad token with 401 and another agent\'s with 403 before upgrading, and sends nothing', async () => {
     const { api, url } = server;
     const agent = await api.registerAgent(['auth']);
     await api.submit({ type: 'auth' });
@@ -132,8 +132,9 @@ describe('agent stream', () => {
       });
     }
     const other = await api.registerAgent(['auth']);
-    await assert.rejects(connect(`${url}/v1/agents/${agent.id}/stream`, { authorization: `Bearer ${other.token}` }), { status: 401 });
-    await assert.rejects(connect(`${url}/v1/agents/nobody/stream?token=${agent.token}`), { status: 401 });
+    // A real token of another agent is known but not allowed: 403.
+    await assert.rejects(connect(`${url}/v1/agents/${agent.id}/stream`, { authorization: `Bearer ${other.token}` }), { status: 403 });
+    await assert.rejects(connect(`${url}/v1/agents/nobody/stream?token=${agent.token}`), { status: 403 });
     const queued = (await api.get('/v1/tasks?type=auth')).body.items;
     assert.equal(queued[0].status, 'queued');
   });
@@ -177,14 +178,14 @@ describe('connection cap', () => {
   it('closes sockets past wsMaxConnections with 1013 and a reason', async () => {
     const server = await startTestServer({ wsMaxConnections: 2 });
     try {
-      const a = await connect(`${server.url}/v1/events`);
-      const b = await connect(`${server.url}/v1/events`);
-      const c = await connect(`${server.url}/v1/events`);
+      const a = await connect(`${server.url}/v1/events?token=${server.adminKey}`);
+      const b = await connect(`${server.url}/v1/events?token=${server.adminKey}`);
+      const c = await connect(`${server.url}/v1/events?token=${server.adminKey}`);
       const closed = await c.closed;
       assert.equal(closed.code, 1013);
       assert.match(closed.reason, /connection limit/);
       await a.close();
-      const d = await connect(`${server.url}/v1/events`);
+      const d = await connect(`${server.url}/v1/events?token=${server.adminKey}`);
       d.send({ type: 'subscribe', topics: ['tasks'] });
       assert.deepEqual((await d.next('subscribed')).topics, ['tasks']);
       await Promise.all([b.close(), d.close()]);

@@ -4,7 +4,7 @@ import { startTestServer, type TestServer } from './helpers.js';
 import { connect, type Peer } from './ws-helpers.js';
 
 async function observe(server: TestServer, topics: string[], options = {}): Promise<Peer> {
-  const peer = await connect(`${server.url}/v1/events`, {}, options);
+  const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` }, options);
   peer.send({ type: 'subscribe', topics });
   await peer.next('subscribed');
   return peer;
@@ -83,6 +83,17 @@ describe('event stream', () => {
     const wire = (peer.socket as any)._socket.bytesRead - wireBefore;
     assert.ok(wire < text / 2, `${wire} bytes on the wire for ${text} bytes of JSON`);
     await peer.close();
+  });
+
+  it('closes an observer that sends a message no subscription could need (1009), leaving the others be', async () => {
+    const rude = await observe(server, ['tasks']);
+    const polite = await observe(server, ['tasks']);
+    rude.socket.send(JSON.stringify({ type: 'subscribe', topics: Array.from({ length: 10_000 }, (_, i) => `queue:${'x'.repeat(20)}${i}`) }));
+    const closed = await rude.closed;
+    assert.equal(closed.code, 1009);
+    const task = await server.api.submit({ type: 'after-rude' });
+    await polite.next('events', (m) => m.events.some((e: any) => e.data.task?.id === task.id));
+    await polite.close();
   });
 
   it('pushes stats snapshots to stats subscribers', async () => {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,12 +12,32 @@ export interface Reply<T = any> {
   headers: Headers;
 }
 
-/** A small JSON client over real HTTP. */
+/** A fresh admin key, for servers that tests start with it (FLEETD_ADMIN_KEY). */
+export const newAdminKey = (): string => `fk_${randomBytes(32).toString('base64url')}`;
+
+/**
+ * One admin key per store, so that a server restarted on the same data, or a second node on the
+ * same database, is started with the key the first one stored (a later one would be ignored).
+ */
+const adminKeys = new Map<string, string>();
+export function adminKeyFor(store: { dataDir: string; databaseUrl?: string; databaseSchema?: string }): string {
+  const id = store.databaseUrl ? `${store.databaseUrl}#${store.databaseSchema ?? 'public'}` : store.dataDir;
+  let key = adminKeys.get(id);
+  if (!key) adminKeys.set(id, (key = newAdminKey()));
+  return key;
+}
+
+/** A small JSON client over real HTTP, sending `key` (an API key or agent token) as a Bearer credential. */
 export class Api {
-  constructor(readonly base: string) {}
+  constructor(readonly base: string, readonly key?: string) {}
+
+  /** The same server with another credential, or none. */
+  as(key: string | undefined): Api {
+    return new Api(this.base, key);
+  }
 
   async request<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply<T>> {
-    const init: RequestInit = { method, headers: { ...headers } };
+    const init: RequestInit = { method, headers: { ...(this.key ? { authorization: `Bearer ${this.key}` } : {}), ...headers } };
     if (body !== undefined) {
       init.body = typeof body === 'string' ? body : JSON.stringify(body);
       (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
@@ -62,7 +83,10 @@ export class Api {
 }
 
 export interface TestServer extends FleetServer {
+  /** Sends adminKey on every request. */
   api: Api;
+  /** The server's admin key; undefined when it runs with auth off. */
+  adminKey: string | undefined;
   dataDir: string;
   /** Closes the server and deletes its data, unless keepData. */
   stop(options?: { keepData?: boolean }): Promise<void>;
@@ -72,11 +96,14 @@ export function tempDir(prefix = 'fleetd-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/** Starts a server in this process, with auth on and a fresh admin key unless overrides say otherwise. */
 export async function startTestServer(overrides: Partial<FleetdConfig> = {}): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? tempDir();
-  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, dataDir }, { logger: false, env: {} });
+  const adminKey = overrides.auth === 'off' ? undefined : (overrides.adminKey ?? adminKeyFor({ ...overrides, dataDir }));
+  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, ...(adminKey ? { adminKey } : {}), dataDir }, { logger: false, env: {} });
   return Object.assign(server, {
-    api: new Api(server.url),
+    api: new Api(server.url, adminKey),
+    adminKey,
     dataDir,
     async stop(options: { keepData?: boolean } = {}) {
       await server.close();
@@ -122,14 +149,22 @@ export function nextEvent<K extends keyof import('../src/bus/bus.js').FleetEvent
  */
 export const fleetdBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
-/** Starts `fleetd start` in its own process on a port the OS picks, and resolves once it listens. */
-export async function startFleetdProcess(dataDir: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; api: Api; port: number }> {
+/**
+ * Starts `fleetd start` in its own process on a port the OS picks, and resolves once it listens.
+ * Its admin key is env.FLEETD_ADMIN_KEY, else the one of its store (its data folder, or database and schema).
+ */
+export async function startFleetdProcess(
+  dataDir: string,
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; api: Api; port: number; adminKey: string }> {
+  const adminKey =
+    env.FLEETD_ADMIN_KEY ?? adminKeyFor({ dataDir, databaseUrl: env.FLEETD_DATABASE_URL, databaseSchema: env.FLEETD_DATABASE_SCHEMA });
   const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
-    env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env, FLEETD_ADMIN_KEY: adminKey },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await listeningUrl(child);
-  return { child, api: new Api(url), port: Number(new URL(url).port) };
+  return { child, api: new Api(url, adminKey), port: Number(new URL(url).port), adminKey };
 }
 
 /** Reads a server's JSON log lines until one with `message` says where it listens (its `url`). */
@@ -172,7 +207,8 @@ export function listeningUrl(child: ChildProcess, message = 'fleetd is listening
 }
 
 export async function kill9(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  // A process killed by a signal has no exit code, only a signal code.
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await exited;

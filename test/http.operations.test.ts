@@ -3,12 +3,14 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { startServer, type FleetServer } from '../src/server/server.js';
-import { Api, startTestServer, tempDir } from './helpers.js';
+import { Api, newAdminKey, startTestServer, tempDir } from './helpers.js';
 
 describe('HTTP operations', () => {
   let server: FleetServer;
   let api: Api;
   const lines: Record<string, unknown>[] = [];
+  const adminKey = newAdminKey();
+  const bearer = { authorization: `Bearer ${adminKey}` };
   before(async () => {
     const sink = new Writable({
       write(chunk, _enc, done) {
@@ -17,10 +19,10 @@ describe('HTTP operations', () => {
       },
     });
     server = await startServer(
-      { host: '127.0.0.1', port: 0, dataDir: tempDir(), slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6' },
+      { host: '127.0.0.1', port: 0, dataDir: tempDir(), slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6', adminKey },
       { logger: pino({ level: 'info' }, sink), env: {} },
     );
-    api = new Api(server.url);
+    api = new Api(server.url, adminKey);
   });
   after(() => server.close());
 
@@ -46,16 +48,16 @@ describe('HTTP operations', () => {
     const agent = await api.registerAgent(['zip']);
     for (let i = 0; i < 20; i++) await api.submit({ type: 'zip', payload: { text: 'lorem ipsum dolor sit amet '.repeat(4) } });
     const path = `${server.url}/v1/tasks?type=zip`;
-    const plain = await fetch(path, { headers: { 'accept-encoding': 'identity' } });
+    const plain = await fetch(path, { headers: { ...bearer, 'accept-encoding': 'identity' } });
     const plainBytes = (await plain.arrayBuffer()).byteLength;
     assert.equal(plain.headers.get('content-encoding'), null);
     for (const encoding of ['br', 'gzip']) {
-      const res = await fetch(path, { headers: { 'accept-encoding': encoding } });
+      const res = await fetch(path, { headers: { ...bearer, 'accept-encoding': encoding } });
       assert.equal(res.headers.get('content-encoding'), encoding);
       const body = await res.json(); // fetch decodes it
       assert.equal(body.items.length, 20);
     }
-    const small = await fetch(`${server.url}/v1/agents/${agent.id}`, { headers: { 'accept-encoding': 'br' } });
+    const small = await fetch(`${server.url}/v1/agents/${agent.id}`, { headers: { ...bearer, 'accept-encoding': 'br' } });
     assert.equal(small.headers.get('content-encoding'), null);
     assert.ok(plainBytes > 1024);
   });
@@ -107,7 +109,21 @@ describe('HTTP operations', () => {
     assert.equal(res.status, 200);
     assert.equal(res.body.slowRequestMs, 0);
     assert.equal(res.body.redisUrl, 'redis://:***@127.0.0.1:6379/6');
+    assert.equal(res.body.adminKey, '***');
     assert.ok(!JSON.stringify(res.body).includes('hunter2'));
+    assert.ok(!JSON.stringify(res.body).includes(adminKey));
+  });
+
+  it('keeps secrets out of its logs: the admin key, agent tokens and ?token= credentials', async () => {
+    const agent = await api.registerAgent(['quiet']);
+    // A WebSocket route asked over plain HTTP, with the token in its query: refused, and logged as slow (slowRequestMs 0).
+    const viaQuery = await api.as(undefined).get(`/v1/agents/${agent.id}/stream?token=${agent.token}`);
+    assert.equal(viaQuery.status, 400);
+    await api.as(agent.token).post(`/v1/agents/${agent.id}/heartbeat`);
+    const logged = JSON.stringify(lines);
+    assert.ok(logged.includes('token=***'), 'the request with ?token= was not logged, so this test proves nothing');
+    assert.ok(!logged.includes(agent.token), 'an agent token reached the logs');
+    assert.ok(!logged.includes(adminKey), 'the admin key reached the logs');
   });
 });
 

@@ -21,10 +21,11 @@ describe('rate limits', () => {
   });
 
   it('answers 429 with Retry-After and a coded error once a client spends its write budget, changing nothing', async () => {
-    const key = { 'x-api-key': `client-${Math.random()}` };
+    const newClient = async () => server.api.as((await server.api.post('/v1/keys', { name: 'client', scope: 'submit' })).body.secret);
+    const [client, another] = [await newClient(), await newClient()];
     // Sent at once, so that they all fall in one one-second window however slow the machine is.
     const replies = await Promise.all(
-      Array.from({ length: 7 }, (_, i) => server.api.post('/v1/tasks', { type: 'limited', payload: { i } }, key)),
+      Array.from({ length: 7 }, (_, i) => client.post('/v1/tasks', { type: 'limited', payload: { i } })),
     );
     assert.deepEqual(replies.map((r) => r.status).sort(), [201, 201, 201, 201, 201, 429, 429]);
     const limited = replies.find((r) => r.status === 429)!;
@@ -34,13 +35,19 @@ describe('rate limits', () => {
     const stored = await server.api.get('/v1/tasks?type=limited');
     assert.equal(stored.body.items.length, 5);
     // Another API key has its own budget.
-    assert.equal((await server.api.post('/v1/tasks', { type: 'limited' }, { 'x-api-key': 'another' })).status, 201);
+    assert.equal((await another.post('/v1/tasks', { type: 'limited' })).status, 201);
   });
 
+  /** Two agents in one registration: one write of the admin key's budget of 5 a second. */
+  async function twoAgents(capability: string): Promise<{ id: string; token: string }[]> {
+    const res = await server.api.post('/v1/agents/batch', { agents: [{ name: 'a', capabilities: [capability] }, { name: 'b', capabilities: [capability] }] });
+    return res.body.items.map((r: any) => ({ id: r.agent.id, token: r.token }));
+  }
+
   it('gives heartbeats a budget per agent, apart from the client write budget', async () => {
-    const a = await server.api.registerAgent(['hb']);
-    const b = await server.api.registerAgent(['hb']);
-    const beat = (id: string) => server.api.post(`/v1/agents/${id}/heartbeat`);
+    const [a, b] = await twoAgents('hb');
+    const agents = new Map([a, b].map((x) => [x.id, server.api.as(x.token)]));
+    const beat = (id: string) => agents.get(id)!.post(`/v1/agents/${id}/heartbeat`);
     const aBeats = await Promise.all(Array.from({ length: 4 }, async () => (await beat(a.id)).status));
     assert.deepEqual(aBeats.sort(), [200, 200, 200, 429]);
     const res = await beat(b.id);
@@ -49,9 +56,9 @@ describe('rate limits', () => {
   });
 
   it('gives claims a budget per agent', async () => {
-    const a = await server.api.registerAgent(['cl']);
-    const b = await server.api.registerAgent(['cl']);
-    const claim = (id: string) => server.api.post('/v1/tasks/claim', { agentId: id });
+    const [a, b] = await twoAgents('cl');
+    const agents = new Map([a, b].map((x) => [x.id, server.api.as(x.token)]));
+    const claim = (id: string) => agents.get(id)!.post('/v1/tasks/claim', { agentId: id });
     const statuses = await Promise.all(Array.from({ length: 5 }, async () => (await claim(a.id)).status));
     assert.deepEqual(statuses.sort(), [200, 200, 200, 200, 429]);
     assert.equal((await claim(b.id)).status, 200);

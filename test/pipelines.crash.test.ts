@@ -5,23 +5,24 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { FakeLlm, finishedRun, never } from './fake-llm.js';
-import { Api, tempDir } from './helpers.js';
+import { Api, newAdminKey, tempDir } from './helpers.js';
 
 const fake = new FakeLlm();
+const adminKey = newAdminKey();
 before(() => fake.start());
 after(() => fake.stop());
 
 /** `fleetd start` in its own process, as an operator runs it; resolves once it listens. */
 async function startProcess(dataDir: string, pipelinesFile: string): Promise<{ child: ChildProcess; api: Api }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'start'], {
-    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_PIPELINES_FILE: pipelinesFile, FLEETD_LOG_LEVEL: 'info' },
+    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_PIPELINES_FILE: pipelinesFile, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: adminKey },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
   for await (const chunk of child.stdout!) {
     out += chunk;
     const url = /"url":"(http:[^"]+)"/.exec(out)?.[1];
-    if (url) return { child, api: new Api(url) };
+    if (url) return { child, api: new Api(url, adminKey) };
   }
   throw new Error(`fleetd exited before listening: ${out}`);
 }

@@ -62,7 +62,7 @@ describe('durability', () => {
       const restarted = await start();
       try {
         const present = new Set<number>();
-        const res = await fetch(`${restarted.api.base}/v1/tasks/export?type=crash`);
+        const res = await fetch(`${restarted.api.base}/v1/tasks/export?type=crash`, { headers: { authorization: `Bearer ${restarted.api.key}` } });
         for (const line of (await res.text()).trim().split('\n')) present.add(JSON.parse(line).id);
         const lost = acknowledged.filter((id) => !present.has(id));
         assert.deepEqual(lost, [], `${lost.length} acknowledged tasks lost`);

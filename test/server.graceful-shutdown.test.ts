@@ -4,12 +4,13 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
-import { Api, tempDir } from './helpers.js';
+import { Api, adminKeyFor, tempDir } from './helpers.js';
 
 /** `fleetd start` in its own process on a free port; resolves once it logs where it listens. */
 async function startProcess(dataDir: string): Promise<{ child: ChildProcess; api: Api; logs: Record<string, unknown>[] }> {
+  const adminKey = adminKeyFor({ dataDir });
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'start'], {
-    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info' },
+    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: adminKey },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const logs: Record<string, unknown>[] = [];
@@ -21,7 +22,7 @@ async function startProcess(dataDir: string): Promise<{ child: ChildProcess; api
       if (entry.msg === 'fleetd is listening') resolve(entry.url as string);
     });
   });
-  return { child, api: new Api(url), logs };
+  return { child, api: new Api(url, adminKey), logs };
 }
 
 describe('graceful shutdown', () => {

@@ -219,6 +219,21 @@ describe('task queue', () => {
     assert.ok(Date.now() - completedAt < 3_000, 'woken by its completion, not by the timeout');
   });
 
+  it("ends an agent's waiting long-poll with no tasks when one of its leases expires: a frozen agent takes nothing more", async () => {
+    const { api } = server;
+    const agent = await api.registerAgent(['frozen']);
+    const other = await api.registerAgent(['frozen']);
+    const task = await api.submit({ type: 'frozen', leaseMs: 300 });
+    assert.deepEqual((await api.claim(agent.id)).map((t) => t.id), [task.id]);
+    const startedAt = Date.now();
+    const waiting = await api.claim(agent.id, 1, 10_000);
+    assert.deepEqual(waiting, [], 'the expired lease ended the wait without handing the task back to its holder');
+    assert.ok(Date.now() - startedAt < 8_000, 'ended by the expiry, not by waitMs');
+    const [again] = await api.claim(other.id);
+    assert.equal(again.id, task.id);
+    assert.equal(again.attempts, 2);
+  });
+
   it('hands a wake-up on when the woken agent takes a higher-priority task of another kind', async () => {
     const { api } = server;
     const both = await api.registerAgent(['kind-a', 'kind-b']);
@@ -274,7 +289,7 @@ describe('task queue', () => {
     const { api } = server;
     const tasks = Array.from({ length: 1_200 }, (_, i) => ({ type: 'exported', payload: { i } }));
     assert.equal((await api.post('/v1/tasks/batch', { tasks })).status, 201);
-    const res = await fetch(`${api.base}/v1/tasks/export?type=exported`);
+    const res = await fetch(`${api.base}/v1/tasks/export?type=exported`, { headers: { authorization: `Bearer ${api.key}` } });
     assert.equal(res.headers.get('content-type'), 'application/x-ndjson');
     const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(lines.length, 1_200);

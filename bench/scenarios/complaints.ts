@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import { Pool } from 'undici';
-import { flags, percentile, report, startServerProcess, type Row } from '../lib.js';
+import { authHeaders, flags, percentile, report, startServerProcess, type Row } from '../lib.js';
 
 /**
  * The clients' loop. `/v1/stats` reports the event-loop lag since its previous read, and the
@@ -24,7 +24,7 @@ async function measure(pool: Pool, clients: number, seconds: number): Promise<{ 
       const path = i % 2 === 0 ? '/v1/stats' : '/v1/tasks?limit=20';
       while (Date.now() < deadline) {
         const started = performance.now();
-        const res = await pool.request({ method: 'GET', path });
+        const res = await pool.request({ method: 'GET', path, headers: authHeaders });
         const text = await res.body.text();
         if (res.statusCode !== 200) throw new Error(`${path} answered ${res.statusCode}`);
         samples[path].push(performance.now() - started);
@@ -45,7 +45,7 @@ async function startRuns(pool: Pool, n: number, offset: number): Promise<void> {
     const res = await pool.request({
       method: 'POST',
       path: '/v1/pipelines/complaint/runs/batch',
-      headers: { 'content-type': 'application/json' },
+      headers: { ...authHeaders, 'content-type': 'application/json' },
       body: JSON.stringify({ runs }),
     });
     const text = await res.body.text();
@@ -54,7 +54,7 @@ async function startRuns(pool: Pool, n: number, offset: number): Promise<void> {
 }
 
 async function runsInFlight(pool: Pool): Promise<number> {
-  const res = await pool.request({ method: 'GET', path: '/v1/pipelines/stats' });
+  const res = await pool.request({ method: 'GET', path: '/v1/pipelines/stats', headers: authHeaders });
   return ((await res.body.json()) as { lane: { runsActive: number } }).lane.runsActive;
 }
 
@@ -92,7 +92,7 @@ export default async function complaints(args: string[]): Promise<void> {
     phase(`${f.runs + f.big} runs`, await measure(pool, f.clients, f.seconds));
     const inFlightBig = await runsInFlight(pool);
 
-    const failed = await pool.request({ method: 'GET', path: '/v1/pipelines/runs?status=failed&limit=1000' });
+    const failed = await pool.request({ method: 'GET', path: '/v1/pipelines/runs?status=failed&limit=1000', headers: authHeaders });
     const failedRuns = ((await failed.body.json()) as { items: unknown[] }).items.length;
     const idle = rows.filter((r) => r.phase === 'idle');
     const loaded = rows.filter((r) => r.phase === `${f.runs} runs`);

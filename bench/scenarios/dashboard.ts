@@ -17,12 +17,12 @@ import autocannon from 'autocannon';
 import type { Browser, Page } from 'playwright-core';
 import { DASHBOARD_DIR } from '../../src/server/dashboard.js';
 import { launchBrowser } from '../../test/browser.js';
-import { flags, percentile, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row } from '../lib.js';
 
 const SEED_TYPES = ['email.send', 'crawl.page', 'report.build', 'image.resize', 'llm.summarise'];
 
 async function post(url: string, body: unknown): Promise<any> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(url, { method: 'POST', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (!res.ok) throw new Error(`${url}: ${res.status} ${await res.text()}`);
   return res.json();
 }
@@ -76,6 +76,8 @@ async function generateEvents(url: string, perSecond: number): Promise<() => Pro
 /** Navigation start to the overview painted, in a fresh context (cold cache), and the scripts it loaded. */
 async function coldLoad(browser: Browser, url: string): Promise<{ ms: number; scripts: { url: string; bytes: number; gzipped: number }[] }> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Signed in as an operator is: the key in local storage.
+  await context.addInitScript((key) => localStorage.setItem('fleetd.apiKey', key), BENCH_ADMIN_KEY);
   const page = await context.newPage();
   const scripts: Promise<{ url: string; bytes: number; gzipped: number }>[] = [];
   page.on('response', (res) => {
@@ -108,6 +110,8 @@ interface TraceEvent {
  */
 async function scrollTasks(browser: Browser, url: string, wheelSteps: number) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Signed in as an operator is: the key in local storage.
+  await context.addInitScript((key) => localStorage.setItem('fleetd.apiKey', key), BENCH_ADMIN_KEY);
   const page = await context.newPage();
   await page.goto(url + '/#/tasks');
   await page.waitForSelector('[data-task-id]', { timeout: 30_000 });
@@ -157,10 +161,10 @@ async function apiLatency(url: string, seconds: number, pid: number): Promise<{ 
     overallRate: 400,
     duration: seconds,
     requests: [
-      { method: 'POST', path: '/v1/tasks', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'bench.probe' }) },
-      { method: 'GET', path: '/v1/tasks/1' },
-      { method: 'GET', path: '/v1/tasks?type=crawl.page&limit=20' },
-      { method: 'GET', path: '/v1/stats' },
+      { method: 'POST', path: '/v1/tasks', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'bench.probe' }) },
+      { method: 'GET', path: '/v1/tasks/1', headers: authHeaders },
+      { method: 'GET', path: '/v1/tasks?type=crawl.page&limit=20', headers: authHeaders },
+      { method: 'GET', path: '/v1/stats', headers: authHeaders },
     ],
   });
   const serverCpu = (cpuSeconds(pid) - cpuBefore) / ((Date.now() - started) / 1000);
@@ -170,6 +174,8 @@ async function apiLatency(url: string, seconds: number, pid: number): Promise<{ 
 async function openDashboards(browser: Browser, url: string, n: number): Promise<Page[]> {
   const views = ['/', '/#/tasks', '/#/agents', '/', '/#/tasks', '/#/agents', '/', '/#/tasks', '/#/locks', '/'];
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Signed in as an operator is: the key in local storage.
+  await context.addInitScript((key) => localStorage.setItem('fleetd.apiKey', key), BENCH_ADMIN_KEY);
   const pages: Page[] = [];
   for (let i = 0; i < n; i++) {
     const page = await context.newPage();

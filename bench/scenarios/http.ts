@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
 import autocannon from 'autocannon';
-import { flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { authHeaders, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 
 interface Measure {
   rps: number;
@@ -44,7 +44,7 @@ async function load(
     requests: [
       {
         method: opts.method ?? 'GET',
-        headers: opts.headers,
+        headers: { ...authHeaders, ...opts.headers },
         setupRequest: (req) => ({ ...req, path: paths[next++ % paths.length] }),
       },
     ],
@@ -69,7 +69,7 @@ function summarise(name: string, runs: Measure[]): Row {
 /** Bytes of the body as sent (node:http does not decode it, unlike fetch). */
 function wireBytes(url: string, encoding: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    get(url, { headers: { 'accept-encoding': encoding } }, (res) => {
+    get(url, { headers: { ...authHeaders, 'accept-encoding': encoding } }, (res) => {
       let n = 0;
       res.on('data', (chunk: Buffer) => (n += chunk.length));
       res.on('end', () => resolve(n));
@@ -82,13 +82,13 @@ async function seedTasks(url: string, n: number): Promise<void> {
     type: 'bench-read',
     payload: { prompt: `summarise document ${i} for the weekly report, keeping figures and names`, tags: ['report', 'weekly'], i },
   }));
-  const res = await fetch(`${url}/v1/tasks/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tasks }) });
+  const res = await fetch(`${url}/v1/tasks/batch`, { method: 'POST', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify({ tasks }) });
   if (res.status !== 201) throw new Error(`seeding failed: ${res.status}`);
 }
 
 async function registerAgents(url: string, n: number): Promise<string[]> {
   const agents = Array.from({ length: n }, (_, i) => ({ name: `bench-${i}`, capabilities: ['bench'] }));
-  const res = await fetch(`${url}/v1/agents/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agents }) });
+  const res = await fetch(`${url}/v1/agents/batch`, { method: 'POST', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify({ agents }) });
   if (res.status !== 201) throw new Error(`registering failed: ${res.status}`);
   const body = (await res.json()) as { items: { agent: { id: string } }[] };
   return body.items.map((r) => r.agent.id);

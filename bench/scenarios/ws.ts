@@ -15,13 +15,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { flags, percentile, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row } from '../lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
 
 async function post(url: string, body: unknown): Promise<any> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(url, { method: 'POST', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const json = await res.json();
   if (!res.ok) throw new Error(`${url}: ${res.status} ${JSON.stringify(json)}`);
   return json;
@@ -59,7 +59,7 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
 
     process.stdout.write(`connecting ${f.agents} agents and ${f.observers} observers…\n`);
     const connectStarted = Date.now();
-    const worker = fork(join(here, '../workers/ws-agents.ts'), [server.url, agentsFile, String(f.observers), String(f.credit), transport], {
+    const worker = fork(join(here, '../workers/ws-agents.ts'), [server.url, agentsFile, String(f.observers), String(f.credit), transport, BENCH_ADMIN_KEY], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
-const [url, agentsFile, observersArg, creditArg, transport] = process.argv.slice(2);
+const [url, agentsFile, observersArg, creditArg, transport, adminKey] = process.argv.slice(2);
+const auth = { authorization: `Bearer ${adminKey}` };
 const agents = JSON.parse(readFileSync(agentsFile, 'utf8')) as { id: string; token: string }[];
 const observers = Number(observersArg);
 const credit = Number(creditArg);
@@ -23,7 +24,7 @@ let stopped = false;
 const sockets: WebSocket[] = [];
 
 async function post(path: string, body: unknown): Promise<any> {
-  const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(url + path, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return res.json();
 }
 
@@ -70,7 +71,7 @@ function openAgent(agent: { id: string; token: string }): Promise<void> {
 
 function openObserver(): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`${wsUrl}/v1/events`);
+    const socket = new WebSocket(`${wsUrl}/v1/events`, { headers: auth });
     sockets.push(socket);
     socket.on('error', reject);
     socket.once('open', () => socket.send(JSON.stringify({ type: 'subscribe', topics: ['stats'] })));

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
+import { steadyNow } from '../core/clock.js';
 
 /** A cached JSON response body and its ETag. */
 export interface CachedBody {
@@ -68,7 +69,7 @@ export class ResponseCache {
   private readonly channel: string;
 
   constructor(private readonly options: ResponseCacheOptions) {
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
     this.channel = `${this.prefix}invalidate`;
     this.l1 = new LRUCache<string, Entry>({

@@ -3,11 +3,15 @@ import { FleetClient, NonRetryableError, type TaskJson } from '../client/index.j
 import { ConfigError } from '../config.js';
 
 export const agentUsage = `Usage:
-  fleetd agent [--url URL] [--capabilities echo,sleep] [--concurrency N] [--name NAME]
+  fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N] [--name NAME] [--transport auto|ws|poll]
 
-Runs a demo agent against a fleetd server (default http://localhost:7070, or FLEETD_URL):
+Runs a demo agent against a fleetd server (default http://localhost:7070, or FLEETD_URL). It
+registers with an API key of submit scope or more (--api-key, or FLEETD_API_KEY), then works with
+its own agent token:
   echo   completes with its payload
-  sleep  waits payload.ms (default 1000) milliseconds, then completes`;
+  sleep  waits payload.ms (default 1000) milliseconds, then completes
+
+--transport: auto (the default) pushes over WebSocket and falls back to long-poll; ws or poll forces one.`;
 
 const handlers: Record<string, (task: TaskJson, signal: AbortSignal) => Promise<unknown>> = {
   echo: async (task) => task.payload,
@@ -27,9 +31,11 @@ export async function runDemoAgent(argv: string[]): Promise<void> {
     args: argv,
     options: {
       url: { type: 'string', default: process.env.FLEETD_URL ?? 'http://localhost:7070' },
+      'api-key': { type: 'string', default: process.env.FLEETD_API_KEY },
       capabilities: { type: 'string', default: 'echo,sleep' },
       concurrency: { type: 'string', default: '8' },
       name: { type: 'string', default: `demo-${process.pid}` },
+      transport: { type: 'string', default: 'auto' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -43,13 +49,15 @@ export async function runDemoAgent(argv: string[]): Promise<void> {
   const concurrency = Number(values.concurrency);
   if (unknown.length > 0) throw new ConfigError('--capabilities', `the demo agent has no handler for ${unknown.join(', ')} (it knows ${Object.keys(handlers).join(', ')})`);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new ConfigError('--concurrency', `"${values.concurrency}" is not a whole number of at least 1`);
+  const transport = values.transport;
+  if (transport !== 'auto' && transport !== 'ws' && transport !== 'poll') throw new ConfigError('--transport', `"${transport}" is not auto, ws or poll`);
 
   const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
-  const client = new FleetClient({ url: values.url });
-  const agent = client.agent({ name: values.name, capabilities, concurrency });
+  const client = new FleetClient({ url: values.url, apiKey: values['api-key'] });
+  const agent = client.agent({ name: values.name, capabilities, concurrency, transport });
   agent.on('connected', ({ transport }) => log(`connected to ${values.url} (${transport}) as ${agent.id}, capabilities ${capabilities.join(',')}, concurrency ${concurrency}`));
   agent.on('disconnected', ({ code }) => log(`disconnected (${code}); reconnecting`));
-  agent.on('error', (err: Error) => log(`error: ${err.message}`));
+  agent.on('error', (err: Error & { code?: string }) => log(`error: ${err.code ? `${err.code} ` : ''}${err.message}`));
   agent.on('task', (task: TaskJson) => log(`task ${task.id} ${task.type} attempt ${task.attempts}`));
   await agent.work(async (task, { signal }) => {
     const handler = handlers[task.type];

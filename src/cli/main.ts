@@ -3,12 +3,18 @@ import { parseArgs } from 'node:util';
 import { ConfigError, describeSettings, type FleetdConfig } from '../config.js';
 import { startServer } from '../server/server.js';
 import { runDemoAgent } from './demo-agent.js';
+import { runKeys } from './keys.js';
 
 const usage = `fleetd — orchestration server for fleets of AI agents
 
 Usage:
-  fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE]
-  fleetd agent [--url URL] [--capabilities echo,sleep] [--concurrency N]   (fleetd agent --help)
+  fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE] [--no-auth]
+  fleetd keys create --scope admin|submit|read [--name NAME]                (fleetd keys --help)
+  fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N]   (fleetd agent --help)
+
+On its first start fleetd makes an admin API key and prints it once (or stores FLEETD_ADMIN_KEY).
+Every /v1 request then needs "Authorization: Bearer <key>"; --no-auth turns that off, for local
+experiments only.
 
 Settings: flags override FLEETD_* environment variables, which override the settings of
 ./fleetd.config.json (or of the file --config or FLEETD_CONFIG names: a JSON object of settings by
@@ -27,6 +33,7 @@ async function start(argv: string[]): Promise<void> {
       host: { type: 'string' },
       'data-dir': { type: 'string' },
       config: { type: 'string' },
+      'no-auth': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -39,9 +46,20 @@ async function start(argv: string[]): Promise<void> {
   if (values.port !== undefined) overrides.port = values.port as unknown as number;
   if (values.host !== undefined) overrides.host = values.host;
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
+  if (values['no-auth']) overrides.auth = 'off';
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const server = await startServer(overrides, { env });
-  server.app.log.info({ url: server.url, store: server.store.driver, dataDir: server.config.dataDir }, 'fleetd is listening');
+  if (server.firstAdminKey) {
+    // Printed, never logged: this is the key's only appearance, and log files travel.
+    process.stderr.write(
+      `\nfleetd made its first admin API key. It is shown this once and stored hashed; keep it:\n\n  ${server.firstAdminKey}\n\n` +
+        'Send it as "Authorization: Bearer <key>". Make narrower keys with: fleetd keys create --scope submit|read\n\n',
+    );
+  }
+  server.app.log.info(
+    { url: server.url, store: server.store.driver, dataDir: server.config.dataDir, auth: server.config.auth },
+    'fleetd is listening',
+  );
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -72,6 +90,8 @@ async function main(): Promise<void> {
       return start(rest);
     case 'agent':
       return runDemoAgent(rest);
+    case 'keys':
+      return runKeys(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -36,6 +36,8 @@ const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
+/** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
+const TRANSIENT_CODES = new Set(['FLEETD_ERR_STORAGE_FULL', 'FLEETD_ERR_STORE_UNAVAILABLE', 'FLEETD_ERR_SHUTTING_DOWN', 'FLEETD_ERR_RATE_LIMITED']);
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -216,7 +218,7 @@ export class FleetAgent extends EventEmitter {
 
   private async pollLoop(): Promise<void> {
     const heartbeat = setInterval(() => {
-      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`).catch((err) => this.warn(err));
+      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { credential: this.token }).catch((err) => this.warn(err));
     }, POLL_HEARTBEAT_MS);
     this.emit('connected', { transport: 'poll' });
     let attempt = 0;
@@ -232,7 +234,7 @@ export class FleetAgent extends EventEmitter {
             'POST',
             '/v1/tasks/claim',
             { agentId: this.agentId, max: free, waitMs: LONG_POLL_MS },
-            this.stopController.signal,
+            { signal: this.stopController.signal, credential: this.token },
           );
           attempt = 0;
           for (const task of tasks) this.start(task);
@@ -300,7 +302,10 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Completes or fails a task, retrying through disconnects; a refusal by the server (lease lost) is final. */
+  /**
+   * Completes or fails a task, retrying through disconnects and passing troubles of the server (a
+   * full disk, a restart); a refusal (lease lost) is final.
+   */
   private async report(id: number, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
     const { type: _type, id: _id, ...body } = message;
     for (let attempt = 1; ; attempt++) {
@@ -308,7 +313,7 @@ export class FleetAgent extends EventEmitter {
         await this.send(message, `/v1/tasks/${id}/${message.type}`, body);
         return;
       } catch (err) {
-        if (err instanceof FleetApiError || attempt >= REPORT_ATTEMPTS) {
+        if ((err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code)) || attempt >= REPORT_ATTEMPTS) {
           this.warn(err);
           return;
         }
@@ -323,7 +328,7 @@ export class FleetAgent extends EventEmitter {
       await this.overSocket(message);
     } catch (err) {
       if (err instanceof FleetApiError) throw err;
-      await this.client.request('POST', path, { agentId: this.agentId, ...body });
+      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { credential: this.token });
     }
   }
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import type { AgentJson, TaskJson } from '../protocol/agent-stream.js';
 import type { ObserverServerMessage, StreamEvent } from '../protocol/events.js';
@@ -7,8 +8,16 @@ import { FleetApiError } from './errors.js';
 export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. */
   url: string;
-  /** Sent as `Authorization: Bearer <token>` on every request. */
-  token?: string;
+  /**
+   * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
+   * to submit tasks and register agents; an agent then acts with its own token.
+   */
+  apiKey?: string;
+  /**
+   * Resends of a request that may be repeated safely (reads, and submits, which carry an idempotency
+   * key) when the connection fails or the server answers 502, 503 or 504. Defaults to 3.
+   */
+  retries?: number;
 }
 
 export interface TaskSubmit {
@@ -45,6 +54,10 @@ export interface Subscription {
   close(): void;
 }
 
+const RETRY_STATUSES = new Set([502, 503, 504]);
+
+const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
+
 /** The fleetd SDK for code that submits and watches work. `agent()` makes a worker. */
 export class FleetClient {
   readonly url: string;
@@ -53,11 +66,35 @@ export class FleetClient {
     this.url = options.url.replace(/\/+$/, '');
   }
 
-  /** One HTTP call; an error answer throws FleetApiError with its code. */
-  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  /**
+   * One HTTP call, with the client's API key unless `credential` names another; an error answer
+   * throws FleetApiError with its code. With `retry` (the default for GET), a dropped connection or
+   * a 502/503/504 is tried again with jittered backoff: only for requests that are safe to repeat.
+   */
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
+  ): Promise<T> {
+    const retries = (options.retry ?? method === 'GET') ? (this.options.retries ?? 3) : 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.requestOnce<T>(method, path, body, options);
+      } catch (err) {
+        const transient = err instanceof FleetApiError ? RETRY_STATUSES.has(err.status) : !options.signal?.aborted;
+        if (!transient || attempt >= retries) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+    const { signal } = options;
+    const credential = options.credential ?? this.options.apiKey;
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (credential) headers.authorization = `Bearer ${credential}`;
     const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.text();
     const parsed = text === '' ? undefined : JSON.parse(text);
@@ -68,13 +105,17 @@ export class FleetClient {
     return parsed as T;
   }
 
+  /**
+   * Submits a task. Without an idempotency key it is given one, so that a submit whose answer was
+   * lost can be resent without creating the task twice.
+   */
   submit(task: TaskSubmit): Promise<Submitted> {
-    return this.request('POST', '/v1/tasks', task);
+    return this.request('POST', '/v1/tasks', withKey(task), { retry: true });
   }
 
-  /** All or nothing: one bad task rejects the whole batch. */
+  /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */
   async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
-    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks })).items;
+    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, { retry: true })).items;
   }
 
   get(id: number): Promise<TaskJson> {
@@ -104,7 +145,7 @@ export class FleetClient {
    */
   subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
     const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.options.token ? { authorization: `Bearer ${this.options.token}` } : {},
+      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
     });
     const send = (message: unknown) => socket.send(JSON.stringify(message));
     return new Promise((resolve, reject) => {

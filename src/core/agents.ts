@@ -1,6 +1,7 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { AgentCreateParams } from '../store/store.js';
 import type { FleetContext } from './context.js';
+import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
 import { invalid, notFound } from './errors.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
 import type { Agent, AgentStatus, Page } from './types.js';
@@ -18,8 +19,6 @@ export interface RegisteredAgent {
   /** The agent's secret, shown once: only its hash is stored. */
   token: string;
 }
-
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
 
 /** Agents: registration (tokens stored hashed), heartbeats, and removal that releases what they held. */
 export class AgentService {
@@ -41,7 +40,7 @@ export class AgentService {
     const now = this.ctx.now();
     const tokens: string[] = [];
     const params: AgentCreateParams[] = inputs.map((input) => {
-      const token = `fla_${randomBytes(24).toString('base64url')}`;
+      const token = `${AGENT_TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
       tokens.push(token);
       return {
         id: randomUUID(),
@@ -49,7 +48,7 @@ export class AgentService {
         capabilities: [...new Set(input.capabilities ?? [])],
         labels: input.labels ?? {},
         maxConcurrency: input.maxConcurrency ?? 10,
-        tokenHash: hashToken(token),
+        tokenHash: hashSecret(token),
         now,
       };
     });
@@ -91,14 +90,5 @@ export class AgentService {
     if (!released) throw notFound('agent', id);
     this.ctx.publishRelease(released, 'agent.offline');
     return released.agent;
-  }
-
-  /** True when the token is the one issued to this agent; compared in constant time. */
-  async verifyToken(id: string, token: string): Promise<boolean> {
-    const stored = await this.ctx.store.agentTokenHash({ id });
-    if (stored === undefined) return false;
-    const a = Buffer.from(stored, 'hex');
-    const b = Buffer.from(hashToken(token), 'hex');
-    return a.length === b.length && timingSafeEqual(a, b);
   }
 }

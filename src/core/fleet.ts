@@ -4,6 +4,8 @@ import type { FleetdConfig } from '../config.js';
 import { requirementKey, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
+import { steadyNow } from './clock.js';
+import { CredentialService } from './credentials.js';
 import type { FleetContext, Logger } from './context.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
@@ -20,7 +22,7 @@ export interface FleetOptions {
   bus: Bus;
   config: Readonly<FleetdConfig>;
   log: Logger;
-  /** The clock; tests may move it. Defaults to Date.now. */
+  /** The clock; tests may move it. Defaults to the process's steady clock (see clock.ts). */
   now?: () => number;
 }
 
@@ -33,6 +35,7 @@ export class Fleet {
   readonly tasks: TaskService;
   readonly agents: AgentService;
   readonly locks: LockService;
+  readonly credentials: CredentialService;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
@@ -53,7 +56,7 @@ export class Fleet {
       bus,
       config,
       log,
-      now: options.now ?? Date.now,
+      now: options.now ?? steadyNow,
       waiters: this.waiters,
       stats: this.stats,
       maintenance: { batchSize: 1_000, maxSleepMs: 5_000 },
@@ -72,6 +75,7 @@ export class Fleet {
     this.tasks = new TaskService(ctx, this.timers);
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
+    this.credentials = new CredentialService(ctx);
   }
 
   get bus(): Bus {
@@ -82,12 +86,25 @@ export class Fleet {
     return this.ctx.store;
   }
 
+  /** Epoch ms on the fleet's clock, which stored times are compared with. */
+  now(): number {
+    return this.ctx.now();
+  }
+
   start(): void {
     this.unsubscribe.push(
       this.ctx.bus.subscribe('tasks.available', (e) => this.waiters.notify(e.byRequirement)),
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
+    );
+    // An expired lease says its agent did not extend or complete in time: it may be frozen with its
+    // connection open, and a long-poll it left waiting would take work it will never run. That
+    // claim ends with no tasks (before the room it frees wakes it below); a live agent claims again.
+    this.unsubscribe.push(
+      this.ctx.bus.subscribe('task.requeued', (e) => {
+        if (e.reason === 'lease_expired' && e.task.agentId !== null) this.tasks.endWaitsOf(e.task.agentId);
+      }),
     );
     // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
     for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {

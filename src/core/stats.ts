@@ -1,5 +1,6 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { Store } from '../store/store.js';
+import { steadyNow } from './clock.js';
 import type { AgentStatus, TaskStatus } from './types.js';
 import { AGENT_STATUSES, TASK_STATUSES } from './types.js';
 
@@ -16,7 +17,7 @@ export class SlidingHistogram {
   constructor(
     private readonly windowMs: number,
     private readonly sliceMs: number,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = steadyNow,
   ) {}
 
   record(valueMs: number): void {
@@ -65,7 +66,7 @@ export class RateWindow {
   private readonly counts: Float64Array;
   private readonly seconds: Float64Array;
 
-  constructor(private readonly spanSeconds: number, private readonly now: () => number = Date.now) {
+  constructor(private readonly spanSeconds: number, private readonly now: () => number = steadyNow) {
     this.counts = new Float64Array(spanSeconds);
     this.seconds = new Float64Array(spanSeconds).fill(-1);
   }
@@ -124,7 +125,7 @@ export class StatsService {
   private readonly failures = new RateWindow(301);
   private readonly latency = new SlidingHistogram(300_000, 10_000);
   private readonly loopDelay: IntervalHistogram;
-  private readonly startedAt = Date.now();
+  private readonly startedAt = performance.now();
 
   constructor(private readonly store: Store) {
     this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
@@ -184,7 +185,7 @@ export class StatsService {
       },
       latencyMs: { count, p50: values[0], p95: values[1], p99: values[2] },
       eventLoop: this.eventLoopLag(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      uptimeSeconds: Math.round((performance.now() - this.startedAt) / 1000),
     };
   }
 }

@@ -35,7 +35,8 @@ export interface ClaimParams {
 
 /** The task queue: submit, claim (with long-poll), complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
-  private readonly pendingWaits = new Set<() => void>();
+  /** How to end each waiting long-poll, by the agent it claims for. */
+  private readonly pendingWaits = new Map<string, Set<() => void>>();
 
   constructor(
     private readonly ctx: FleetContext,
@@ -187,7 +188,9 @@ export class TaskService {
         clearTimeout(timer);
         remove();
         w.signal?.removeEventListener('abort', onAbort);
-        this.pendingWaits.delete(onAbort);
+        const ofAgent = this.pendingWaits.get(w.agentId);
+        ofAgent?.delete(onAbort);
+        if (ofAgent?.size === 0) this.pendingWaits.delete(w.agentId);
         resolve({ woken, reason });
       };
       const onAbort = () => finish(false);
@@ -199,13 +202,20 @@ export class TaskService {
         wake: (reason) => finish(true, reason),
       });
       w.signal?.addEventListener('abort', onAbort, { once: true });
-      this.pendingWaits.add(onAbort);
+      let ofAgent = this.pendingWaits.get(w.agentId);
+      if (!ofAgent) this.pendingWaits.set(w.agentId, (ofAgent = new Set()));
+      ofAgent.add(onAbort);
     });
   }
 
   /** Ends every waiting long-poll now (they answer with no tasks); used on shutdown. */
   abortWaiting(): void {
-    for (const abort of [...this.pendingWaits]) abort();
+    for (const ofAgent of [...this.pendingWaits.values()]) for (const abort of [...ofAgent]) abort();
+  }
+
+  /** Ends the agent's waiting long-polls now, with no tasks. */
+  endWaitsOf(agentId: string): void {
+    for (const abort of [...(this.pendingWaits.get(agentId) ?? [])]) abort();
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {

@@ -38,6 +38,18 @@ export interface Task {
 export type AgentStatus = 'online' | 'stale' | 'offline';
 export const AGENT_STATUSES: readonly AgentStatus[] = ['online', 'stale', 'offline'];
 
+/** What an API key may do: read (GET and the event stream) < submit (tasks, pipelines, agents) < admin (everything). */
+export type Scope = 'read' | 'submit' | 'admin';
+export const SCOPES: readonly Scope[] = ['read', 'submit', 'admin'];
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  scope: Scope;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
 export interface Agent {
   id: string;
   name: string;

@@ -1,3 +1,5 @@
+import { steadyNow } from '../core/clock.js';
+
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
 export interface CircuitBreakerOptions {
@@ -58,6 +60,6 @@ export class CircuitBreaker {
   }
 
   private now(): number {
-    return (this.options.now ?? Date.now)();
+    return (this.options.now ?? steadyNow)();
   }
 }

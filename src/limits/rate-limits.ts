@@ -4,7 +4,7 @@ import type { FleetdConfig } from '../config.js';
 
 /**
  * Route groups, each with its own budget so that one kind of traffic cannot use up another's:
- * reads and writes are counted per client (API key, else IP); heartbeats and claims per agent, so
+ * reads and writes are counted per client (API key or agent, else IP); heartbeats and claims per agent, so
  * that a chatty client cannot starve the fleet's heartbeats, nor one agent the others'.
  */
 export type RouteGroup = 'read' | 'write' | 'heartbeat' | 'claim';

@@ -4,6 +4,7 @@ import type { Page } from '../core/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import type { CaseStore } from '../store/case-store.js';
 import { StepError, type StepContext } from './steps/step.js';
+import { steadyNow } from '../core/clock.js';
 
 export interface Case {
   id: number;
@@ -60,7 +61,7 @@ export class CaseService {
       if (this.dims !== 0 && vector.length !== this.dims) {
         throw new StepError(`the vector has ${vector.length} dimensions; the cases have ${this.dims}`, false);
       }
-      const now = (this.options.now ?? Date.now)();
+      const now = (this.options.now ?? steadyNow)();
       const best = this.ids.length === 0 ? { row: -1, similarity: 0 } : await this.nearest(vector);
       if (best.row >= 0 && best.similarity >= this.options.threshold) {
         const caseId = this.ids[best.row];

@@ -10,6 +10,7 @@ import type { PipelineStore } from '../store/pipeline-store.js';
 import type { CompiledStep, Pipeline } from './definition.js';
 import { StepError, type StepContext, type StepRunner } from './steps/step.js';
 import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from './types.js';
+import { steadyNow } from '../core/clock.js';
 
 export interface PipelineEngineOptions {
   store: PipelineStore;
@@ -64,7 +65,7 @@ export class PipelineEngine {
 
   constructor(private readonly options: PipelineEngineOptions) {
     this.lane = new Semaphore(options.concurrency);
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? steadyNow;
     this.random = options.random ?? Math.random;
   }
 

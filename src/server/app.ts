@@ -17,6 +17,8 @@ import { metricsPlugin } from './metrics.js';
 import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
+import { keyRoutes } from './routes/keys.js';
+import { authPlugin } from './auth.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
@@ -153,6 +155,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
       });
   // Plugins that hook every route register before the routes.
   await app.register(httpPlugin, { config });
+  await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache });
@@ -163,6 +166,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });

@@ -117,7 +117,9 @@ export const cachePlugin = fp<{ cache: ResponseCache; fleet: Fleet; dataDir: str
     }
     if (!Array.isArray(keys)) return;
     for (const url of keys) {
-      if (typeof url === 'string' && url.startsWith('/')) await app.inject({ method: 'GET', url });
+      if (typeof url === 'string' && url.startsWith('/')) {
+        await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${fleet.credentials.internalReadKey}` } });
+      }
     }
   });
 

@@ -67,7 +67,8 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
       {
         method: request.method,
         route: request.routeOptions.url ?? 'unmatched',
-        url: request.url,
+        // A WebSocket's credential may ride in its query (?token=); it must not ride into the logs.
+        url: request.url.replace(/([?&]token=)[^&]*/g, '$1***'),
         statusCode: reply.statusCode,
         totalMs: Math.round(totalMs),
         // How much of it went on sending the reply, after the handler was done.

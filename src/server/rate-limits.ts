@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { FleetError } from '../core/errors.js';
 import type { RateLimits, RouteGroup } from '../limits/rate-limits.js';
+import { ownerOf } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -11,12 +11,11 @@ declare module 'fastify' {
   }
 }
 
-/** The client a request counts against: its API key (hashed, never stored as is), else its IP. */
-function clientKey(request: FastifyRequest): string {
-  const auth = request.headers.authorization ?? request.headers['x-api-key'];
-  if (typeof auth === 'string' && auth !== '') return `key:${createHash('sha256').update(auth).digest('base64url').slice(0, 22)}`;
-  return `ip:${request.ip}`;
-}
+/**
+ * The client a request counts against: its API key or agent (authentication runs first), else its
+ * address — on public routes, unmatched ones, and everywhere when auth is off.
+ */
+const clientKey = (request: FastifyRequest): string => ownerOf(request);
 
 /** The route's group: its own, else read for GET and HEAD and write for the rest. */
 function groupOf(config: { rateLimit?: RouteGroup } | undefined, method: string | string[]): RouteGroup {

@@ -22,6 +22,11 @@ export interface FleetServer {
   pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
   url: string;
+  /**
+   * The admin key this start made up because no key existed and none was configured: its only
+   * appearance, for `fleetd start` to print once. Undefined on every later start.
+   */
+  firstAdminKey?: string;
   close(): Promise<void>;
 }
 
@@ -31,6 +36,22 @@ export function createLogger(level: string): Logger {
     // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
     ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
   });
+}
+
+function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
+  return new PostgresStore({
+    url: config.databaseUrl,
+    schema: config.databaseSchema,
+    poolSize: config.databasePoolSize,
+    poolTimeoutMs: config.databasePoolTimeoutMs,
+  });
+}
+
+/** The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without a server. */
+export async function openStore(config: Readonly<FleetdConfig>): Promise<Store> {
+  const store = config.databaseUrl === '' ? new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous }) : openPostgres(config);
+  await store.migrate();
+  return store;
 }
 
 /**
@@ -47,15 +68,7 @@ export async function startServer(
   // Pipelines and cases have a SQLite driver only, so far: on PostgreSQL they stay in the node's
   // own SQLite file in dataDir, while tasks, agents and locks are shared by every node.
   const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-  const store: Store =
-    config.databaseUrl === ''
-      ? sqlite
-      : new PostgresStore({
-          url: config.databaseUrl,
-          schema: config.databaseSchema,
-          poolSize: config.databasePoolSize,
-          poolTimeoutMs: config.databasePoolTimeoutMs,
-        });
+  const store: Store = config.databaseUrl === '' ? sqlite : openPostgres(config);
   const closeStores = async () => {
     await store.close();
     if (store !== sqlite) await sqlite.close();
@@ -70,10 +83,17 @@ export async function startServer(
   let pipelines: Pipelines | undefined;
   let app: App | undefined;
   let address: string;
+  let firstAdminKey: string | undefined;
   try {
     await store.migrate();
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
+    if (config.auth === 'on') {
+      const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
+      if (created && config.adminKey === '') firstAdminKey = created.secret;
+    } else {
+      (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
+    }
     const waiters = fleet.waiters;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
     if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
@@ -113,6 +133,7 @@ export async function startServer(
     config,
     pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
+    firstAdminKey,
     close() {
       closing ??= (async () => {
         // Waiting long-polls answer first, so that closing the listener does not wait on them.

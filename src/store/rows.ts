@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Lock, Page, Task, TaskStatus } from '../core/types.js';
+import type { ApiKey, Lock, Page, Scope, Task, TaskStatus } from '../core/types.js';
 import { encodeCursor } from './cursor.js';
 import { requirementKey, requirementsOf, type TaskInsertParams } from './store.js';
 
@@ -38,6 +38,23 @@ export interface LockRow {
   created_at: number;
   expires_at: number;
 }
+
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  scope: Scope;
+  hash: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+export const toApiKey = (row: ApiKeyRow): ApiKey => ({
+  id: row.id,
+  name: row.name,
+  scope: row.scope,
+  createdAt: row.created_at,
+  revokedAt: row.revoked_at,
+});
 
 export const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 

@@ -1,4 +1,4 @@
-import type { Agent, AgentCount, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../core/types.js';
+import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../core/types.js';
 
 /**
  * The storage contract. It speaks the queue's behaviour (claim, extend a lease, rescue expired
@@ -27,8 +27,8 @@ export interface Store {
 
   agentCreateMany(params: AgentCreateParams[]): Promise<Agent[]>;
   agentGet(params: { id: string }): Promise<Agent | undefined>;
-  /** The stored hash of the agent's token, for authentication; it never leaves the server. */
-  agentTokenHash(params: { id: string }): Promise<string | undefined>;
+  /** The agent whose token has this hash, for authentication; tokens are stored hashed only. */
+  agentIdByTokenHash(params: { hash: string }): Promise<string | undefined>;
   agentList(params: AgentListParams): Promise<Page<Agent>>;
   /** Records a heartbeat and brings a stale or offline agent back online. */
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined>;
@@ -76,6 +76,27 @@ export interface Store {
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
+
+  /**
+   * Stores a key by its hash. With onlyIfNone it is stored only while no key exists at all (the
+   * admin key of a first start), and the result is undefined when one did.
+   */
+  apiKeyInsert(params: ApiKeyInsertParams): Promise<ApiKey | undefined>;
+  /** The key with this hash, unless it was revoked. */
+  apiKeyByHash(params: { hash: string }): Promise<ApiKey | undefined>;
+  /** Every key, revoked ones too, oldest first. */
+  apiKeyList(): Promise<ApiKey[]>;
+  /** Revokes the key; undefined when there is no such key. Revoking twice keeps the first time. */
+  apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined>;
+}
+
+export interface ApiKeyInsertParams {
+  id: string;
+  name: string;
+  scope: Scope;
+  hash: string;
+  now: number;
+  onlyIfNone?: boolean;
 }
 
 export interface PoolStats {

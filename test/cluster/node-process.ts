@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Api } from '../helpers.js';
+import { Api, newAdminKey } from '../helpers.js';
 import { TEST_DATABASE_URL, uniqueSchema } from '../store/postgres.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -16,6 +16,7 @@ export function clusterEnv(): Record<string, string> {
     FLEETD_DATABASE_SCHEMA: uniqueSchema('fleetd_cluster'),
     FLEETD_REDIS_URL: TEST_REDIS_URL,
     FLEETD_REDIS_PREFIX: `fleetd-test-${randomBytes(4).toString('hex')}:`,
+    FLEETD_ADMIN_KEY: newAdminKey(),
   };
 }
 
@@ -51,7 +52,7 @@ export function startNode(env: Record<string, string>): Promise<NodeProcess> {
       if (url && out.includes('fleetd is listening')) {
         child.stdout!.removeAllListeners('data');
         child.stdout!.resume();
-        resolve({ url, api: new Api(url), child, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
+        resolve({ url, api: new Api(url, env.FLEETD_ADMIN_KEY), child, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
       }
     });
   });

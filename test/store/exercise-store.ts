@@ -418,7 +418,8 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       const got = await store.agentGet({ id: ids[0] });
       assert.deepEqual(got?.labels, { role: 'test' });
       assert.deepEqual(got?.capabilities, ['all']);
-      assert.equal(await store.agentTokenHash({ id: ids[0] }), `hash-${ids[0]}`);
+      assert.equal(await store.agentIdByTokenHash({ hash: `hash-${ids[0]}` }), ids[0]);
+      assert.equal(await store.agentIdByTokenHash({ hash: 'hash-nobody' }), undefined);
       const odd = await store.agentList({ capability: 'odd', limit: 2 });
       assert.deepEqual(odd.items.map((a) => a.id), [ids[1], ids[3]]);
       const odd2 = await store.agentList({ capability: 'odd', limit: 2, cursor: odd.nextCursor! });
@@ -427,6 +428,21 @@ export function exerciseStore(driver: string, factory: StoreFactory): void {
       await store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 1, limit: 3 });
       assert.equal((await store.agentList({ status: 'stale', limit: 10 })).items.length, 3);
       await assertCountersEqualRecount(store);
+    });
+
+    it('StoresApiKeysByHashCreatesTheFirstOnlyOnceAndRevokesThem', async () => {
+      const first = await store.apiKeyInsert({ id: 'k1', name: 'first', scope: 'admin', hash: 'h1', now: T0, onlyIfNone: true });
+      assert.deepEqual(first, { id: 'k1', name: 'first', scope: 'admin', createdAt: T0, revokedAt: null });
+      // A second "first" key is refused once any key exists; an ordinary one is not.
+      assert.equal(await store.apiKeyInsert({ id: 'k2', name: 'again', scope: 'admin', hash: 'h2', now: T0, onlyIfNone: true }), undefined);
+      await store.apiKeyInsert({ id: 'k3', name: 'reader', scope: 'read', hash: 'h3', now: T0 + 1 });
+      assert.equal((await store.apiKeyByHash({ hash: 'h3' }))?.scope, 'read');
+      assert.equal(await store.apiKeyByHash({ hash: 'h2' }), undefined);
+      assert.equal((await store.apiKeyRevoke({ id: 'k3', now: T0 + 5 }))?.revokedAt, T0 + 5);
+      assert.equal((await store.apiKeyRevoke({ id: 'k3', now: T0 + 9 }))?.revokedAt, T0 + 5);
+      assert.equal(await store.apiKeyByHash({ hash: 'h3' }), undefined);
+      assert.equal(await store.apiKeyRevoke({ id: 'nope', now: T0 }), undefined);
+      assert.deepEqual((await store.apiKeyList()).map((k) => [k.id, k.revokedAt]), [['k1', null], ['k3', T0 + 5]]);
     });
 
     it('PagesTasksNewestFirstOrOldestFirst with filters, and refuses foreign cursors', async () => {

@@ -1,3 +1,4 @@
+import { apiKey } from './auth.js';
 import { connection } from './live.js';
 
 /** An error the API answered with ({"error": {code, message, details}}), or a network failure. */
@@ -13,7 +14,10 @@ export async function api<T>(method: string, path: string, body?: unknown, signa
   try {
     res = await fetch(path, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(apiKey() ? { authorization: `Bearer ${apiKey()}` } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
       signal,

@@ -1,3 +1,4 @@
+import { apiKey } from './auth.js';
 import type { LiveEvent } from './types.js';
 
 /**
@@ -116,7 +117,9 @@ class Connection {
 
   private open(): void {
     clearTimeout(this.retryTimer);
-    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events`;
+    // Browsers cannot set headers on a WebSocket: the key rides in the query.
+    const key = apiKey();
+    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events${key ? `?token=${encodeURIComponent(key)}` : ''}`;
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.onopen = () => {

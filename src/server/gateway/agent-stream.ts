@@ -30,8 +30,8 @@ class AgentSession {
   /** What the last wake-up counted this session for, handed on if the claim takes other tasks. */
   private reason: WakeReason | undefined;
   private removeWaiter: () => void = () => {};
-  /** Last time a claim or heartbeat told the store this agent is alive. */
-  beatAt = Date.now();
+  /** Last time (performance.now) a claim or heartbeat told the store this agent is alive. */
+  beatAt = performance.now();
 
   constructor(
     readonly id: string,
@@ -93,7 +93,7 @@ class AgentSession {
         this.reason = undefined;
         const { tasks, room } = await this.gateway.fleet.tasks.claimReady(this.id, this.credit, reason);
         this.full = room <= 0;
-        this.beatAt = Date.now();
+        this.beatAt = performance.now();
         // Tasks leased to a socket that closed meanwhile stay leased: a reconnect resumes them, the grace releases them.
         if (tasks.length > 0) {
           this.credit -= tasks.length;
@@ -154,9 +154,9 @@ export class AgentGateway {
     this.connections.send(session.socket, JSON.stringify(message));
   }
 
-  /** A socket whose token was checked before the upgrade. */
-  async open(agentId: string, socket: WebSocket): Promise<void> {
-    if (!this.connections.admit(socket)) return;
+  /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
+  async open(agentId: string, socket: WebSocket, owner: string): Promise<void> {
+    if (!this.connections.admit(socket, owner)) return;
     const agent = await this.fleet.agents.heartbeat(agentId);
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);
@@ -220,7 +220,7 @@ export class AgentGateway {
           return;
         case 'heartbeat':
           await this.fleet.agents.heartbeat(session.id);
-          session.beatAt = Date.now();
+          session.beatAt = performance.now();
           this.send(session, { type: 'ack', ref });
           return;
         case 'complete':
@@ -248,10 +248,10 @@ export class AgentGateway {
 
   /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */
   private heartbeatAll(beatMs: number): void {
-    const due = Date.now() - beatMs;
+    const due = performance.now() - beatMs;
     for (const session of this.sessions.values()) {
       if (session.beatAt > due) continue;
-      session.beatAt = Date.now();
+      session.beatAt = performance.now();
       this.fleet.agents.heartbeat(session.id).catch((err: unknown) => {
         if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'heartbeat failed');
       });

@@ -1,4 +1,5 @@
 import type { WebSocket } from 'ws';
+import { FleetError } from '../../core/errors.js';
 import { CloseCodes } from '../../protocol/agent-stream.js';
 
 /**
@@ -8,13 +9,15 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
  */
 export class Connections {
   private readonly sockets = new Map<WebSocket, { alive: boolean }>();
+  /** Open sockets by owner (API key, agent, or address when auth is off). */
+  private readonly owners = new Map<string, number>();
   private pinger: NodeJS.Timeout | undefined;
   /** Sockets closed for being too slow, since start. */
   slowConsumersCut = 0;
   /** The most unsent bytes any socket held when something was sent to it: what the cap keeps bounded. */
   peakBufferedBytes = 0;
 
-  constructor(private readonly limits: { maxConnections: number; maxBufferedBytes: number; pingMs: number }) {}
+  constructor(private readonly limits: { maxConnections: number; maxPerOwner: number; maxBufferedBytes: number; pingMs: number }) {}
 
   get size(): number {
     return this.sockets.size;
@@ -29,16 +32,37 @@ export class Connections {
     clearInterval(this.pinger);
   }
 
-  /** Takes a new socket in, or closes it with 1013 when the cap is reached. Returns whether it was admitted. */
-  admit(socket: WebSocket): boolean {
-    if (this.sockets.size >= this.limits.maxConnections) {
-      socket.close(CloseCodes.CONNECTION_LIMIT, `connection limit reached (${this.limits.maxConnections})`);
+  /** Refuses (429, before the upgrade) an owner that already holds its most sockets. */
+  checkOwner(owner: string): void {
+    const open = this.owners.get(owner) ?? 0;
+    if (open >= this.limits.maxPerOwner) {
+      throw new FleetError('FLEETD_ERR_TOO_MANY_CONNECTIONS', `this credential already holds ${open} WebSockets, the most it may`, {
+        limit: this.limits.maxPerOwner,
+      });
+    }
+  }
+
+  /**
+   * Takes a new socket in, or closes it with 1013 when the server's cap or its owner's is reached
+   * (sockets that were checked together may race past checkOwner). Returns whether it was admitted.
+   */
+  admit(socket: WebSocket, owner: string): boolean {
+    const owned = this.owners.get(owner) ?? 0;
+    if (this.sockets.size >= this.limits.maxConnections || owned >= this.limits.maxPerOwner) {
+      const which = owned >= this.limits.maxPerOwner ? 'per credential' : 'of the server';
+      socket.close(CloseCodes.CONNECTION_LIMIT, `connection limit ${which} reached`);
       return false;
     }
     const state = { alive: true };
     this.sockets.set(socket, state);
+    this.owners.set(owner, owned + 1);
     socket.on('pong', () => (state.alive = true));
-    socket.once('close', () => this.sockets.delete(socket));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      const left = (this.owners.get(owner) ?? 1) - 1;
+      if (left === 0) this.owners.delete(owner);
+      else this.owners.set(owner, left);
+    });
     return true;
   }
 

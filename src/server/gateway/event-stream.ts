@@ -1,5 +1,6 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
+import { CloseCodes } from '../../protocol/agent-stream.js';
 import type { EventName, FleetEvents } from '../../bus/bus.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
@@ -9,6 +10,8 @@ import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
 const MAX_TOPICS_PER_SOCKET = 1_000;
+/** An observer only ever sends (un)subscribe messages: anything bigger is not one (the socket-wide cap is the payload size). */
+const MAX_OBSERVER_MESSAGE_BYTES = 64 * 1024;
 const STATS_INTERVAL_MS = 1_000;
 
 class Observer {
@@ -68,10 +71,14 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket): void {
-    if (!this.connections.admit(socket)) return;
+  open(socket: WebSocket, owner: string): void {
+    if (!this.connections.admit(socket, owner)) return;
     const observer = new Observer(socket);
-    socket.on('message', (data, isBinary) => this.onMessage(observer, isBinary ? undefined : data.toString()));
+    socket.on('message', (data, isBinary) => {
+      const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
+      if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
+      this.onMessage(observer, isBinary ? undefined : data.toString());
+    });
     socket.once('close', () => {
       for (const topic of observer.topics) this.leave(observer, topic);
       this.dirty.delete(observer);

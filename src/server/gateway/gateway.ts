@@ -3,7 +3,8 @@ import { Type } from '@sinclair/typebox';
 import { FleetError } from '../../core/errors.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
-import { errors, type Routes } from '../routes/deps.js';
+import { errors, pathAgent, type Routes } from '../routes/deps.js';
+import { ownerOf } from '../auth.js';
 import { AgentGateway } from './agent-stream.js';
 import { Connections } from './connections.js';
 import { EventStream } from './event-stream.js';
@@ -22,6 +23,7 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
   const log = app.log;
   const connections = new Connections({
     maxConnections: config.wsMaxConnections,
+    maxPerOwner: config.maxConnectionsPerKey,
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingMs: config.wsPingMs,
   });
@@ -60,17 +62,13 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
         },
         { additionalProperties: false },
       ),
-      response: errors(400, 401),
+      response: errors(400, 401, 403, 429),
     },
-    // Runs after validation and before the upgrade: a bad token gets a 401 and never a socket.
+    // Authenticated (server/auth.ts) and checked here before the upgrade: a refusal is an HTTP error, never a socket.
+    config: { access: 'agent', actsFor: pathAgent, tokenInQuery: true },
     preHandler: async (request) => {
-      const { id } = request.params as { id: string };
-      const query = request.query as { token?: string; protocol?: number };
-      const header = request.headers.authorization;
-      const token = header?.startsWith('Bearer ') ? header.slice(7) : query.token;
-      if (!token || !(await fleet.agents.verifyToken(id, token))) {
-        throw new FleetError('FLEETD_ERR_UNAUTHORIZED', 'a valid agent token is required (Authorization: Bearer <token>)', { agentId: id });
-      }
+      connections.checkOwner(ownerOf(request));
+      const query = request.query as { protocol?: number };
       if (query.protocol !== undefined && query.protocol !== AGENT_PROTOCOL_VERSION) {
         throw new FleetError('FLEETD_ERR_VALIDATION', `protocol ${query.protocol} is not supported; this server speaks ${AGENT_PROTOCOL_VERSION}`, {
           field: 'querystring.protocol',
@@ -81,7 +79,7 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     handler: async () => {
       throw upgradeRequired();
     },
-    wsHandler: async (socket, request) => agents.open((request.params as { id: string }).id, socket),
+    wsHandler: async (socket, request) => agents.open((request.params as { id: string }).id, socket, ownerOf(request)),
   });
 
   app.get(
@@ -109,9 +107,11 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
   app.route({
     method: 'GET',
     url: '/events',
+    config: { tokenInQuery: true },
+    preHandler: async (request) => connections.checkOwner(ownerOf(request)),
     handler: async () => {
       throw upgradeRequired();
     },
-    wsHandler: (socket) => events.open(socket),
+    wsHandler: (socket, request) => events.open(socket, ownerOf(request)),
   });
 };

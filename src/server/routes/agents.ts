@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { AgentInputSchema, AgentSchema, AgentStatusSchema, Id, Pagination, agentJson, pageOf } from '../schemas.js';
-import { bodyLimits, errors, type Routes } from './deps.js';
+import { bodyLimits, errors, pathAgent, type Routes } from './deps.js';
 
 const Registered = Type.Object({ agent: AgentSchema, token: Type.String() });
 const IdParams = Type.Object({ id: Id });
@@ -55,13 +55,13 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
 
   app.post(
     '/agents/:id/heartbeat',
-    { config: { rateLimit: 'heartbeat' }, bodyLimit: bodyLimits.control, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    { config: { rateLimit: 'heartbeat', access: 'agent', actsFor: pathAgent }, bodyLimit: bodyLimits.control, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
     async (request) => agentJson(await fleet.agents.heartbeat(request.params.id)),
   );
 
   app.delete(
     '/agents/:id',
-    { schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    { config: { access: 'admin' }, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
     async (request) => agentJson(await fleet.agents.remove(request.params.id)),
   );
 };

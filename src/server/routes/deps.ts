@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Fleet } from '../../core/fleet.js';
@@ -22,3 +23,8 @@ export const bodyLimits = { control: 4 * 1024, agent: 64 * 1024, lock: 512 * 102
 
 /** The error responses a route documents, for the OpenAPI document and the serialiser. */
 export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
+
+/** The agent a request acts for, for routes whose access is `agent` (see server/auth.ts). */
+export const bodyAgent = (request: FastifyRequest) => (request.body as { agentId?: string } | undefined)?.agentId;
+export const pathAgent = (request: FastifyRequest) => (request.params as { id?: string }).id;
+export const queryAgent = (request: FastifyRequest) => (request.query as { agentId?: string } | undefined)?.agentId;

@@ -1,12 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import { Id, LockInputSchema, LockSchema, Pagination, lockJson, pageOf } from '../schemas.js';
 import { sendCached } from '../cached-reply.js';
-import { bodyLimits, errors, type Routes } from './deps.js';
+import { bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.js';
 
 export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.post(
     '/locks',
-    { bodyLimit: bodyLimits.lock, schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
+    { config: { access: 'agent', actsFor: bodyAgent }, bodyLimit: bodyLimits.lock, schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
     async (request) => lockJson(await fleet.locks.acquire(request.body)),
   );
 
@@ -37,12 +37,18 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.delete(
     '/locks/:id',
     {
+      config: { access: 'agent', actsFor: queryAgent },
       schema: {
         params: Type.Object({ id: Id }),
         querystring: Type.Object({ agentId: Type.Optional(Id) }, { additionalProperties: false }),
         response: { 200: LockSchema, ...errors(403, 404) },
       },
     },
-    async (request) => lockJson(await fleet.locks.release(request.params.id, request.query.agentId)),
+    async (request) => {
+      // An agent releases only its own locks, whether or not it names itself; an admin key may release any.
+      const p = request.principal;
+      const agentId = p?.kind === 'agent' ? p.agentId : request.query.agentId;
+      return lockJson(await fleet.locks.release(request.params.id, agentId));
+    },
   );
 };

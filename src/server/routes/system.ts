@@ -27,7 +27,7 @@ export const systemRoutes: Routes = async (app, { fleet, config }) => {
 
   app.get(
     '/v1/config',
-    { schema: { description: 'The resolved configuration, secrets masked', response: { 200: Type.Record(Type.String(), Type.Unknown()) } } },
+    { config: { access: 'admin' }, schema: { description: 'The resolved configuration, secrets masked', response: { 200: Type.Record(Type.String(), Type.Unknown()) } } },
     async () => maskedConfig(config),
   );
 };

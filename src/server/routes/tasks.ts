@@ -5,7 +5,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
 import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
-import { bodyLimits, errors, type Routes } from './deps.js';
+import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
@@ -15,7 +15,7 @@ const Filters = {
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
 
-function toTaskInput(body: TaskInputBody, index?: number): TaskInput {
+function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInput {
   const at = index === undefined ? {} : { index };
   const { runAt, delayMs, ...rest } = body;
   if (runAt !== undefined && delayMs !== undefined) throw invalid('runAt', 'give runAt or delayMs, not both', at);
@@ -23,7 +23,7 @@ function toTaskInput(body: TaskInputBody, index?: number): TaskInput {
   if (runAt !== undefined) {
     when = Date.parse(runAt);
     if (!Number.isFinite(when)) throw invalid('runAt', 'is not a valid date-time', at);
-  } else if (delayMs !== undefined) when = Date.now() + delayMs;
+  } else if (delayMs !== undefined) when = now + delayMs;
   return { ...rest, runAt: when };
 }
 
@@ -32,7 +32,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     '/tasks',
     { schema: { body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
     async (request, reply) => {
-      const { task, created } = await fleet.tasks.submit(toTaskInput(request.body));
+      const { task, created } = await fleet.tasks.submit(toTaskInput(request.body, fleet.now()));
       return reply.status(created ? 201 : 200).send({ task: taskJson(task), created });
     },
   );
@@ -47,7 +47,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request, reply) => {
-      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, i));
+      const now = fleet.now();
+      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
       return reply.status(201).send({ items: results.map((r) => ({ task: taskJson(r.task), created: r.created })) });
     },
@@ -56,7 +57,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/claim',
     {
-      config: { rateLimit: 'claim', longPoll: true },
+      config: { rateLimit: 'claim', longPoll: true, access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
         body: Type.Object(
@@ -94,6 +95,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/complete',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       schema: {
         params: TaskId,
         body: Type.Object({ agentId: Id, result: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
@@ -106,6 +108,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/fail',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       schema: {
         params: TaskId,
         body: Type.Object(
@@ -121,6 +124,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks/:id/extend',
     {
+      config: { access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
         params: TaskId,

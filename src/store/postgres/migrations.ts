@@ -186,4 +186,20 @@ CREATE TABLE lock_resources (
 CREATE INDEX lock_resources_by_lock ON lock_resources (lock_seq);
 `,
   },
+  {
+    version: 2,
+    name: 'API keys, and agents found by their token',
+    sql: `
+-- Keys are stored as the SHA-256 of the secret: it is shown once, when created, and never again.
+CREATE TABLE api_keys (
+  id         TEXT    PRIMARY KEY,
+  name       TEXT    NOT NULL,
+  scope      TEXT    NOT NULL,
+  hash       TEXT    NOT NULL UNIQUE,
+  created_at BIGINT  NOT NULL,
+  revoked_at BIGINT
+);
+CREATE UNIQUE INDEX agents_by_token ON agents (token_hash);
+`,
+  },
 ];

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { FleetError, notFound } from '../../core/errors.js';
-import type { Agent, AgentCount, AgentStatus, Lock, Page, Task, TaskCount } from '../../core/types.js';
+import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount } from '../../core/types.js';
 import { decodeCursor } from '../cursor.js';
 import {
   requirementKey,
@@ -9,6 +9,7 @@ import {
   type AgentHeartbeatResult,
   type AgentListParams,
   type AgentReleaseResult,
+  type ApiKeyInsertParams,
   type LockAcquireParams,
   type LockAcquireResult,
   type LockListParams,
@@ -22,7 +23,7 @@ import {
   type TaskListParams,
   type TaskTransition,
 } from '../store.js';
-import { page, requestHash, toLock, toTask, type LockRow, type TaskRow } from '../rows.js';
+import { page, requestHash, toApiKey, toLock, toTask, type ApiKeyRow, type LockRow, type TaskRow } from '../rows.js';
 import { migrations } from './migrations.js';
 import { TickBatcher } from './tick-batcher.js';
 
@@ -360,9 +361,9 @@ export class PostgresStore implements Store {
     return row && toAgent(row);
   }
 
-  async agentTokenHash(params: { id: string }): Promise<string | undefined> {
-    const [row] = await this.query<{ token_hash: string }>('SELECT token_hash FROM agents WHERE id = $1', [params.id]);
-    return row?.token_hash;
+  async agentIdByTokenHash(params: { hash: string }): Promise<string | undefined> {
+    const [row] = await this.query<{ id: string }>('SELECT id FROM agents WHERE token_hash = $1', [params.hash]);
+    return row?.id;
   }
 
   async agentList(params: AgentListParams): Promise<Page<Agent>> {
@@ -836,5 +837,37 @@ export class PostgresStore implements Store {
   async lockNextExpiry(): Promise<number | null> {
     const [row] = await this.query<{ t: number | null }>('SELECT min(expires_at) AS t FROM locks');
     return row.t;
+  }
+
+  // ---- API keys ----
+
+  async apiKeyInsert(params: ApiKeyInsertParams): Promise<ApiKey | undefined> {
+    const rows = await this.transaction(async (q) => {
+      // Nodes starting together on an empty database must not each create a first admin key.
+      if (params.onlyIfNone) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-first-key:${this.schema}`]);
+      return q(
+        `INSERT INTO api_keys (id, name, scope, hash, created_at) SELECT $1, $2, $3, $4, $5
+         WHERE NOT $6 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`,
+        [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true],
+      );
+    });
+    return rows[0] && toApiKey(rows[0] as ApiKeyRow);
+  }
+
+  async apiKeyByHash(params: { hash: string }): Promise<ApiKey | undefined> {
+    const [row] = await this.query<ApiKeyRow>('SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL', [params.hash]);
+    return row && toApiKey(row);
+  }
+
+  async apiKeyList(): Promise<ApiKey[]> {
+    return (await this.query<ApiKeyRow>('SELECT * FROM api_keys ORDER BY created_at, id')).map(toApiKey);
+  }
+
+  async apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined> {
+    const [row] = await this.query<ApiKeyRow>(
+      'UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING *',
+      [params.id, params.now],
+    );
+    return row && toApiKey(row);
   }
 }

@@ -197,5 +197,20 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 4,
+    name: 'API keys, and agents found by their token',
+    sql: `
+-- Keys are stored as the SHA-256 of the secret: it is shown once, when created, and never again.
+CREATE TABLE api_keys (
+  id         TEXT    PRIMARY KEY,
+  name       TEXT    NOT NULL,
+  scope      TEXT    NOT NULL,
+  hash       TEXT    NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);
+CREATE UNIQUE INDEX agents_by_token ON agents (token_hash);
+`,
+  },
 ];
-

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database, { type Statement } from 'better-sqlite3';
 import { FleetError, notFound } from '../../core/errors.js';
-import type { Agent, AgentCount, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../../core/types.js';
+import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount, TaskStatus } from '../../core/types.js';
 import { decodeCursor } from '../cursor.js';
 import {
   requirementKey,
@@ -11,6 +11,7 @@ import {
   type AgentHeartbeatResult,
   type AgentListParams,
   type AgentReleaseResult,
+  type ApiKeyInsertParams,
   type LockAcquireParams,
   type LockAcquireResult,
   type LockListParams,
@@ -23,7 +24,7 @@ import {
   type TaskListParams,
   type TaskTransition,
 } from '../store.js';
-import { page, requestHash, toLock, toTask, type LockRow, type TaskRow } from '../rows.js';
+import { page, requestHash, toApiKey, toLock, toTask, type ApiKeyRow, type LockRow, type TaskRow } from '../rows.js';
 import { GroupCommit } from './group-commit.js';
 import { migrations } from './migrations.js';
 
@@ -176,6 +177,12 @@ export class SqliteStore implements Store {
         'DELETE FROM locks WHERE seq IN (SELECT seq FROM locks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING *',
       ),
       nextLockExpiry: db.prepare('SELECT min(expires_at) FROM locks').pluck(),
+      agentIdByTokenHash: db.prepare('SELECT id FROM agents WHERE token_hash = ?').pluck(),
+      apiKeyInsert: db.prepare(`INSERT INTO api_keys (id, name, scope, hash, created_at) SELECT @id, @name, @scope, @hash, @now
+          WHERE @only_if_none = 0 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`),
+      apiKeyByHash: db.prepare('SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL'),
+      apiKeyList: db.prepare('SELECT * FROM api_keys ORDER BY created_at, id'),
+      apiKeyRevoke: db.prepare('UPDATE api_keys SET revoked_at = coalesce(revoked_at, @now) WHERE id = @id RETURNING *'),
       ping: db.prepare('SELECT 1').pluck(),
     };
   }
@@ -227,9 +234,8 @@ export class SqliteStore implements Store {
     return row && toAgent(row);
   }
 
-  /** The token hash never leaves the store except through this, for authentication. */
-  async agentTokenHash(params: { id: string }): Promise<string | undefined> {
-    return (this.s.agentById.get(params.id) as AgentRow | undefined)?.token_hash;
+  async agentIdByTokenHash(params: { hash: string }): Promise<string | undefined> {
+    return this.s.agentIdByTokenHash.get(params.hash) as string | undefined;
   }
 
   async agentList(params: AgentListParams): Promise<Page<Agent>> {
@@ -606,4 +612,37 @@ export class SqliteStore implements Store {
   async lockNextExpiry(): Promise<number | null> {
     return this.s.nextLockExpiry.get() as number | null;
   }
+
+  // ---- API keys ----
+
+  apiKeyInsert(params: ApiKeyInsertParams): Promise<ApiKey | undefined> {
+    return this.groupCommit.write(() => {
+      const row = this.s.apiKeyInsert.get({
+        id: params.id,
+        name: params.name,
+        scope: params.scope,
+        hash: params.hash,
+        now: params.now,
+        only_if_none: params.onlyIfNone ? 1 : 0,
+      }) as ApiKeyRow | undefined;
+      return row && toApiKey(row);
+    });
+  }
+
+  async apiKeyByHash(params: { hash: string }): Promise<ApiKey | undefined> {
+    const row = this.s.apiKeyByHash.get(params.hash) as ApiKeyRow | undefined;
+    return row && toApiKey(row);
+  }
+
+  async apiKeyList(): Promise<ApiKey[]> {
+    return (this.s.apiKeyList.all() as ApiKeyRow[]).map(toApiKey);
+  }
+
+  apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined> {
+    return this.groupCommit.write(() => {
+      const row = this.s.apiKeyRevoke.get(params) as ApiKeyRow | undefined;
+      return row && toApiKey(row);
+    });
+  }
+
 }

@@ -1,0 +1,121 @@
+import fp from 'fastify-plugin';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { scopeCovers, type CredentialService, type Principal } from '../core/credentials.js';
+import { FleetError } from '../core/errors.js';
+import type { Scope } from '../core/types.js';
+import { ErrorBody } from './schemas.js';
+
+/**
+ * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent
+ * the request acts for, with its own token (or an admin key, which may act for any agent).
+ */
+export type Access = 'public' | Scope | 'agent';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Defaults: public outside /v1 (but /metrics is read), read for GET and HEAD under /v1, submit for the rest. */
+    access?: Access;
+    /** For `agent` routes: the agent the request acts for, read once params, query and body are validated. */
+    actsFor?: (request: FastifyRequest) => string | undefined;
+    /** WebSocket routes also take the credential as ?token=, since browsers cannot set headers on one. */
+    tokenInQuery?: boolean;
+  }
+  interface FastifyRequest {
+    /** Who the request speaks for; undefined on public routes and when auth is off. */
+    principal?: Principal;
+  }
+}
+
+const unauthorized = (message: string) => new FleetError('FLEETD_ERR_UNAUTHORIZED', message);
+const forbidden = (message: string, details: Record<string, unknown>) => new FleetError('FLEETD_ERR_FORBIDDEN', message, details);
+
+function accessOf(url: string, method: string | string[], config: { access?: Access } | undefined): Access {
+  if (config?.access) return config.access;
+  if (url === '/metrics') return 'read';
+  if (!url.startsWith('/v1/')) return 'public';
+  const methods = Array.isArray(method) ? method : [method];
+  return methods.every((m) => m === 'GET' || m === 'HEAD') ? 'read' : 'submit';
+}
+
+function credentialOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) throw unauthorized('the Authorization header must be "Bearer <API key or agent token>"');
+    return match[1];
+  }
+  if (request.routeOptions.config?.tokenInQuery) {
+    const token = (request.query as { token?: unknown } | undefined)?.token;
+    if (typeof token === 'string' && token !== '') return token;
+  }
+  return undefined;
+}
+
+/** The name connections and budgets are counted under: the key or agent, else (auth off) the address. */
+export function ownerOf(request: FastifyRequest): string {
+  const p = request.principal;
+  if (!p) return `ip:${request.ip}`;
+  return p.kind === 'key' ? `key:${p.keyId}` : `agent:${p.agentId}`;
+}
+
+type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+
+/**
+ * Authentication and authorisation for every route, chosen once per route when it is added:
+ * a missing or unknown credential gets 401, a known one without the right gets 403 — before the
+ * body is read where the route alone decides, after validation where the agent named in the
+ * request does. With auth off nothing is checked (and the server says so loudly at start).
+ */
+export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean }>(async (app, { credentials, enabled }) => {
+  if (!enabled) return;
+
+  const authenticate = (access: Exclude<Access, 'public'>): Hook => async (request, reply) => {
+    void reply.header('www-authenticate', 'Bearer realm="fleetd"');
+    const secret = credentialOf(request);
+    if (secret === undefined) throw unauthorized('this route needs a credential: send "Authorization: Bearer <API key or agent token>"');
+    const principal = await credentials.authenticate(secret);
+    if (!principal) {
+      void reply.header('www-authenticate', 'Bearer realm="fleetd", error="invalid_token"');
+      throw unauthorized('the credential is not known or has been revoked');
+    }
+    reply.removeHeader('www-authenticate');
+    request.principal = principal;
+    if (principal.kind === 'agent') {
+      if (access !== 'agent') {
+        throw forbidden('an agent token acts only for its own agent: claims, leases, locks, heartbeats and its stream', {
+          needs: access,
+          agentId: principal.agentId,
+        });
+      }
+      return;
+    }
+    const needs: Scope = access === 'agent' ? 'admin' : access;
+    if (!scopeCovers(principal.scope, needs)) {
+      const what = access === 'agent' ? "only the agent's own token or an admin key may act for an agent" : `this route needs a ${needs} key`;
+      throw forbidden(`${what}; this key's scope is ${principal.scope}`, { needs, scope: principal.scope, keyId: principal.keyId });
+    }
+  };
+
+  const ownAgentOnly = (actsFor: (request: FastifyRequest) => string | undefined): Hook => async (request) => {
+    const p = request.principal;
+    if (p?.kind !== 'agent') return;
+    const named = actsFor(request);
+    if (named !== undefined && named !== p.agentId) {
+      throw forbidden(`this agent token belongs to agent ${p.agentId}, not ${named}`, { agentId: p.agentId, actsFor: named });
+    }
+  };
+
+  app.addHook('onRoute', (route) => {
+    const config = route.config as { access?: Access; actsFor?: (request: FastifyRequest) => string | undefined } | undefined;
+    const access = accessOf(route.url, route.method, config);
+    if (access === 'public') return;
+    const add = (existing: unknown, hook: Hook) => [hook, ...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing])];
+    route.onRequest = add(route.onRequest, authenticate(access)) as typeof route.onRequest;
+    const response = route.schema?.response as Record<string, unknown> | undefined;
+    if (route.schema && response) route.schema = { ...route.schema, response: { 401: ErrorBody, 403: ErrorBody, ...response } };
+    if (access === 'agent') {
+      if (!config?.actsFor) throw new Error(`route ${route.method} ${route.url} is for agents but does not say which agent it acts for`);
+      route.preHandler = add(route.preHandler, ownAgentOnly(config.actsFor)) as typeof route.preHandler;
+    }
+  });
+});

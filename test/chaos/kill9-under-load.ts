@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import type { TestContext } from 'node:test';
+import { type Api, eventually, kill9 } from '../helpers.js';
+
+export interface Kill9Options {
+  /** Starts `fleetd start` on the same data each time: the same folder, or the same PostgreSQL schema. */
+  start(): Promise<{ child: ChildProcess; api: Api }>;
+  /** Tasks in the workload. */
+  tasks: number;
+  /** kill -9 this many times while the workload runs. */
+  crashes: number;
+}
+
+const BATCH = 100;
+const AGENTS = 20;
+const LEASE_MS = 2_000;
+
+/**
+ * The crash test both store drivers share. A workload of `tasks` tasks runs through a real fleetd
+ * process — submitted in batches by four submitters, claimed by twenty agents, completed one by one
+ * — and the process is killed with SIGKILL `crashes` times at random moments, each time only when
+ * submits, claims and completions are all in flight at once. After each crash fleetd is restarted on
+ * the same data and the workload carries on: submitters resend every batch whose answer they did not
+ * get, under the same idempotency keys, as a careful client would.
+ *
+ * At the end, with everything drained: every task exists exactly once (one per key: none lost, none
+ * duplicated by a resend), every acknowledged submit is among them, every task is completed, no task
+ * had two acknowledged completions, and each task's completion is the one that was acknowledged.
+ */
+export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Promise<void> {
+  const batchCount = Math.ceil(options.tasks / BATCH);
+  const unsent = Array.from({ length: batchCount }, (_, b) => b);
+  const acknowledged = new Map<string, number>();
+  const completedBy = new Map<number, string>();
+  const completions = new Map<number, number>();
+  const inFlight = { submits: 0, claims: 0, completes: 0 };
+  let agents: { id: string; token: string }[] = [];
+
+  const tracked = async <T>(kind: keyof typeof inFlight, call: () => Promise<T>): Promise<T> => {
+    inFlight[kind]++;
+    try {
+      return await call();
+    } finally {
+      inFlight[kind]--;
+    }
+  };
+  const batchOf = (b: number) =>
+    Array.from({ length: Math.min(BATCH, options.tasks - b * BATCH) }, (_, i) => {
+      const n = b * BATCH + i;
+      return { type: 'chaos', payload: { n }, idempotencyKey: `chaos-${n}`, leaseMs: LEASE_MS };
+    });
+
+  /** Runs the fleet against one server until `until()` or until the server dies under it. */
+  const runFleet = (api: Api, until: () => boolean) => {
+    const submitters = Array.from({ length: 4 }, async () => {
+      while (!until() && unsent.length > 0) {
+        const b = unsent.shift()!;
+        try {
+          const res = await tracked('submits', () => api.post('/v1/tasks/batch', { tasks: batchOf(b) }));
+          if (res.status !== 201) throw new Error(`batch ${b}: ${res.status} ${JSON.stringify(res.body)}`);
+          for (const { task } of res.body.items) acknowledged.set(task.idempotencyKey, task.id);
+        } catch (err) {
+          unsent.push(b); // no answer: resend it to the next server
+          throw err;
+        }
+      }
+    });
+    // Each agent acts with its own token, as a real agent does.
+    const workers = agents.map(async ({ id: agentId, token }) => {
+      const own = api.as(token);
+      while (!until()) {
+        const claim = await tracked('claims', () => own.post('/v1/tasks/claim', { agentId, max: 10, waitMs: 500 }));
+        if (claim.status !== 200) throw new Error(`claim: ${claim.status} ${JSON.stringify(claim.body)}`);
+        await Promise.all(
+          claim.body.tasks.map(async (task: { id: number }) => {
+            const res = await tracked('completes', () => own.post(`/v1/tasks/${task.id}/complete`, { agentId, result: { by: agentId } }));
+            if (res.status === 200) {
+              completions.set(task.id, (completions.get(task.id) ?? 0) + 1);
+              completedBy.set(task.id, agentId);
+            }
+          }),
+        );
+      }
+    });
+    return Promise.allSettled([...submitters, ...workers]);
+  };
+
+  // Crash moments: random, increasing, all before the last batch is acknowledged.
+  const thresholds = Array.from({ length: options.crashes }, (_, c) => Math.floor(((c + 0.1 + Math.random() * 0.8) / options.crashes) * 0.9 * options.tasks));
+  for (const [c, threshold] of thresholds.entries()) {
+    const { child, api } = await options.start();
+    if (agents.length === 0) {
+      const res = await api.post('/v1/agents/batch', { agents: Array.from({ length: AGENTS }, (_, i) => ({ name: `chaos-${i}`, capabilities: ['chaos'] })) });
+      agents = res.body.items.map((r: { agent: { id: string }; token: string }) => ({ id: r.agent.id, token: r.token }));
+    }
+    let dead = false;
+    const running = runFleet(api, () => dead);
+    await eventually(() => acknowledged.size >= threshold && inFlight.submits > 0 && inFlight.claims > 0 && inFlight.completes > 0, 120_000, `crash ${c + 1}: the workload under way`);
+    const at = { ...inFlight, acknowledged: acknowledged.size, completed: completions.size };
+    await kill9(child);
+    dead = true;
+    await running;
+    t.diagnostic(`crash ${c + 1}: ${at.acknowledged} tasks acknowledged, ${at.completed} completed, ${at.acknowledged - at.completed} in flight; requests in flight: ${at.submits} submits, ${at.claims} claims, ${at.completes} completions`);
+  }
+
+  const { child, api } = await options.start();
+  try {
+    let drained = false;
+    const running = runFleet(api, () => drained);
+    await eventually(
+      async () => {
+        if (unsent.length > 0) return false;
+        const chaos = (await api.get('/v1/stats')).body.tasks.byType.chaos ?? {};
+        return (drained = chaos.completed === options.tasks);
+      },
+      180_000,
+      'every task completed',
+    );
+    for (const outcome of await running) if (outcome.status === 'rejected') throw outcome.reason;
+
+    const stored = String((await api.get('/v1/tasks/export?type=chaos')).body)
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { id: number; idempotencyKey: string; status: string; attempts: number; result: { by: string } });
+    const keys = new Set(stored.map((task) => task.idempotencyKey));
+    assert.equal(stored.length, options.tasks, 'one task per key: none lost, none duplicated');
+    assert.equal(keys.size, options.tasks);
+    const ids = new Set(stored.map((task) => task.id));
+    assert.deepEqual([...acknowledged.values()].filter((id) => !ids.has(id)), [], 'acknowledged tasks lost');
+    assert.deepEqual(stored.filter((task) => task.status !== 'completed').map((task) => task.id), [], 'tasks never completed');
+    assert.deepEqual([...completions].filter(([, n]) => n > 1), [], 'tasks completed twice');
+    assert.deepEqual(stored.filter((task) => completedBy.has(task.id) && task.result.by !== completedBy.get(task.id)).map((task) => task.id), [], 'a completion other than the acknowledged one');
+    const retried = stored.filter((task) => task.attempts > 1).length;
+    t.diagnostic(`${options.tasks} tasks through ${options.crashes} crashes; ${retried} ran again after a lost lease`);
+  } finally {
+    await kill9(child);
+  }
+}
