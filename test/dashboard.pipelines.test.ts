@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { launchBrowser } from './browser.js';
+import { launchBrowser, signIn } from './browser.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 
 /**
@@ -44,6 +44,7 @@ describe('dashboard pipelines and cases', () => {
   before(async () => {
     [server, browser] = await Promise.all([startPipelineServer(setup), launchBrowser()]);
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await signIn(page, server.api.key);
   });
 
   after(async () => {

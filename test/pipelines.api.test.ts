@@ -110,12 +110,13 @@ test('runs start once per idempotency key, in batches all or nothing, and list n
 test('observers of pipelines and of one run see its steps start and complete, then the run finish', async () => {
   const server = await startPipelineServer(setup, { eventBatchMs: 10 });
   try {
-    const all = await connect(`${server.url}/v1/events`);
+    const credential = { authorization: `Bearer ${server.api.key}` };
+    const all = await connect(`${server.url}/v1/events`, credential);
     all.send({ type: 'subscribe', topics: ['pipelines'] });
     await all.next('subscribed');
     const { body } = await server.api.post('/v1/pipelines/review/runs', { input: { text: 'the bins were not collected' } });
     const id = body.run.id;
-    const one = await connect(`${server.url}/v1/events`);
+    const one = await connect(`${server.url}/v1/events`, credential);
     one.send({ type: 'subscribe', topics: [`run:${id}`] });
     await one.next('subscribed');
     // The run waits at its agent step until an agent completes the task.

@@ -33,7 +33,11 @@ export async function api<T>(method: string, path: string, body?: unknown, signa
   const json = text ? JSON.parse(text) : undefined;
   if (!res.ok) {
     const e = json?.error ?? {};
-    throw new ApiError(res.status, e.code ?? 'HTTP', e.message ?? `HTTP ${res.status}`);
+    const message = e.message ?? `HTTP ${res.status}`;
+    // No credential, an unknown one, or one that may not even read: the operator must sign in. A
+    // 403 to an action (a read key cancelling a task) is only that action's error.
+    if (res.status === 401 || (res.status === 403 && method === 'GET')) connection.refused(message);
+    throw new ApiError(res.status, e.code ?? 'HTTP', message);
   }
   return json as T;
 }

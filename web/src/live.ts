@@ -1,4 +1,4 @@
-import { apiKey } from './auth.js';
+import { eventsPath } from './auth.js';
 import type { LiveEvent } from './types.js';
 
 /**
@@ -8,8 +8,10 @@ import type { LiveEvent } from './types.js';
  *   live      the socket is open; views update from events
  *   polling   no socket, but HTTP answers; views poll
  *   offline   HTTP fails too; views keep polling, which is how the page notices fleetd is back
+ *   refused   fleetd refused the credential (401, or 403 to reading): nothing is retried until the
+ *             operator signs in again, so a bad key cannot turn into a storm of reconnections
  */
-export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline';
+export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline' | 'refused';
 
 type Handler = (events: LiveEvent[]) => void;
 
@@ -25,6 +27,8 @@ const RETRY_MAX_MS = 15_000;
 
 class Connection {
   state: ConnectionState = 'connecting';
+  /** fleetd's own words for why it refused, while refused. */
+  refusal = '';
   private socket: WebSocket | null = null;
   private retryMs = RETRY_MIN_MS;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -91,7 +95,33 @@ class Connection {
   }
 
   httpFailed(): void {
-    if (this.state !== 'live') this.setState('offline');
+    if (this.state !== 'live' && this.state !== 'refused') this.setState('offline');
+  }
+
+  /** fleetd refused the credential: stop, and say why, until restart(). */
+  refused(reason: string): void {
+    this.refusal = reason;
+    clearTimeout(this.retryTimer);
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.setState('refused');
+  }
+
+  /** Asks fleetd over plain HTTP whether it refuses the credential at `path`; if it does, stops. */
+  private async refusedBy(path: string): Promise<boolean> {
+    const reason = await probeRefusal(path);
+    if (reason === null) return false;
+    this.refused(reason);
+    return true;
+  }
+
+  /** Starts over with the credential now stored (after signing in). */
+  restart(): void {
+    this.refusal = '';
+    this.retryMs = RETRY_MIN_MS;
+    this.setState('connecting');
+    this.open();
   }
 
   private setState(s: ConnectionState): void {
@@ -117,12 +147,12 @@ class Connection {
 
   private open(): void {
     clearTimeout(this.retryTimer);
-    // Browsers cannot set headers on a WebSocket: the key rides in the query.
-    const key = apiKey();
-    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events${key ? `?token=${encodeURIComponent(key)}` : ''}`;
-    const socket = new WebSocket(url);
+    const path = eventsPath();
+    const socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`);
     this.socket = socket;
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
       this.retryMs = RETRY_MIN_MS;
       this.messagesSent = this.messagesAnswered = 0;
       if (this.topics.size) this.sendTopics({ type: 'subscribe', topics: [...this.topics.keys()] });
@@ -156,14 +186,29 @@ class Connection {
       }
       for (const [h, events] of byHandler) h(events);
     };
-    socket.onclose = () => {
+    socket.onclose = async () => {
       if (this.socket !== socket) return;
       this.socket = null;
       // Until HTTP says otherwise, assume fleetd answers and let the views poll.
       if (this.state === 'live' || this.state === 'connecting') this.setState('polling');
+      // A browser does not tell why an upgrade was refused: the same address over plain HTTP does.
+      if (!opened && (await this.refusedBy(path))) return;
+      if (this.state === 'refused' || this.socket) return;
       this.retryTimer = setTimeout(() => this.open(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
     };
+  }
+}
+
+/** fleetd's reason when it answers `path` with 401, or 403 (a credential that may not read); else null. */
+async function probeRefusal(path: string): Promise<string | null> {
+  try {
+    const res = await fetch(path, { cache: 'no-store' });
+    if (res.status !== 401 && res.status !== 403) return null;
+    const body = await res.json().catch(() => null);
+    return body?.error?.message ?? `HTTP ${res.status}`;
+  } catch {
+    return null;
   }
 }
 
