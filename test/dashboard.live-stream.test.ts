@@ -7,8 +7,9 @@ import { startTestServer, type TestServer } from './helpers.js';
 /**
  * The dashboard's side of the /v1/events contract (subscribe to topics; batched
  * {"type":"events","events":[{topic,name,data,at}]}). The socket is answered inside the browser by
- * Playwright's WebSocket routing, standing in for fleetd's gateway, which lands on another branch;
- * the data pushed is what the real fleetd returns for the same tasks.
+ * Playwright's WebSocket routing, so that the test decides what arrives and when (and can drop the
+ * socket); it answers subscriptions as fleetd's gateway does, and the data pushed is what the real
+ * fleetd returns for the same tasks.
  */
 const WAIT = { timeout: 10_000 };
 
