@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { listeningUrl } from '../test/helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -19,6 +20,8 @@ export interface ServerProcess {
   dataDir: string;
   /** Resident set size of the server process in MB, read from /proc. */
   rssMb(): number;
+  /** CPU time (user + system) the server process has used, in ms, read from /proc. */
+  cpuMs(): number;
   stop(): Promise<void>;
 }
 
@@ -40,6 +43,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
     child,
     dataDir,
     rssMb: () => rssMbOf(child.pid!),
+    cpuMs: () => cpuMsOf(child.pid!),
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -58,6 +62,52 @@ export function rssMbOf(pid: number): number {
     return Math.round(kb / 1024);
   } catch {
     return 0;
+  }
+}
+
+/** CPU time (user + system) a process has used, in ms; 0 once it is gone. */
+export function cpuMsOf(pid: number): number {
+  try {
+    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+// USER_HZ: 100 on every Linux architecture fleetd benches run on.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * The PostgreSQL backend processes serving process `pid` (a fleetd node): its TCP connections to
+ * the database's port, matched to pg_stat_activity's client ports. With PostgreSQL on the same
+ * machine, their CPU time is the database's work for that node, apart from everyone else's.
+ */
+export async function postgresBackendsOf(pid: number, databaseUrl: string): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const socket = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (socket) inodes.add(socket[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const dbPort = Number(new URL(databaseUrl).port || 5432).toString(16).toUpperCase().padStart(4, '0');
+  const ports: number[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const [, local, remote, , , , , , , inode] = line.trim().split(/\s+/);
+      if (inode && inodes.has(inode) && remote.endsWith(`:${dbPort}`)) ports.push(parseInt(local.split(':')[1], 16));
+    }
+  }
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    return (await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])', [ports])).rows.map((r) => r.pid);
+  } finally {
+    await client.end();
   }
 }
 

@@ -73,6 +73,12 @@ export interface FleetdConfig {
   /** Pipeline steps running at once across all runs: the background lane's budget. Env FLEETD_PIPELINE_CONCURRENCY. Defaults to 64. */
   pipelineConcurrency: number;
   /**
+   * How long a node's hold on a pipeline run it drives lasts unless renewed, in ms (renewed every
+   * third of it). With several nodes, another node resumes a dead node's runs after about this long.
+   * Env FLEETD_PIPELINE_RUN_LEASE_MS. Defaults to 30000.
+   */
+  pipelineRunLeaseMs: number;
+  /**
    * A run joins a case when the cosine similarity of its embedding to the case's centroid is at
    * least this, in percent. Env FLEETD_CASE_SIMILARITY_PERCENT. Defaults to 80.
    */
@@ -170,6 +176,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   eventBatchMax: 50,
   pipelinesFile: '',
   pipelineConcurrency: 64,
+  pipelineRunLeaseMs: 30_000,
   caseSimilarityPercent: 80,
   redisUrl: '',
   cacheMaxEntries: 10_000,
@@ -229,6 +236,7 @@ const settings: Record<
   eventBatchMax: { env: 'FLEETD_EVENT_BATCH_MAX', kind: 'int', min: 1 },
   pipelinesFile: { env: 'FLEETD_PIPELINES_FILE', kind: 'string', optional: true },
   pipelineConcurrency: { env: 'FLEETD_PIPELINE_CONCURRENCY', kind: 'int', min: 1 },
+  pipelineRunLeaseMs: { env: 'FLEETD_PIPELINE_RUN_LEASE_MS', kind: 'int', min: 300 },
   caseSimilarityPercent: { env: 'FLEETD_CASE_SIMILARITY_PERCENT', kind: 'int', min: 0 },
   redisUrl: { env: 'FLEETD_REDIS_URL', kind: 'string', optional: true, secret: true },
   cacheMaxEntries: { env: 'FLEETD_CACHE_MAX_ENTRIES', kind: 'int', min: 0 },

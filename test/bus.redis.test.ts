@@ -14,10 +14,13 @@ describe('redis bus', { timeout: 20_000 }, () => {
     try {
       const onA: string[] = [];
       const onB: string[] = [];
-      a.subscribeAll((name) => onA.push(name));
+      const relayedOnA: boolean[] = [];
+      const relayedOnB: boolean[] = [];
+      a.subscribeAll((name) => (onA.push(name), relayedOnA.push(a.relaying)));
       const arrived = new Promise<void>((resolve) =>
         b.subscribeAll((name: EventName) => {
           onB.push(name);
+          relayedOnB.push(b.relaying);
           if (name === 'agent.deleted') resolve();
         }),
       );
@@ -28,6 +31,9 @@ describe('redis bus', { timeout: 20_000 }, () => {
       await arrived;
       assert.deepEqual(onB, ['agent.registered', 'agent.deleted'], 'wake-ups stay local; the rest crosses');
       assert.deepEqual(onA, ['agent.registered', 'tasks.available', 'agent.deleted'], 'no echo of its own events');
+      assert.deepEqual(relayedOnA, [false, false, false], 'A published these');
+      assert.deepEqual(relayedOnB, [true, true], 'B relays what A published');
+      assert.equal(b.relaying, false, 'only while relaying');
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

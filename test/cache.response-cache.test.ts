@@ -121,6 +121,35 @@ describe('response cache', () => {
       assert.equal(fromB.body, '"from b"');
     });
 
+    it('sends one invalidation per write: a node relaying another node\'s invalidation only drops its own copies', async () => {
+      const key = `/test/${Date.now()}-${Math.random()}`;
+      const tag = `tag-${Math.random()}`;
+      const a = cache({ redis: redisA });
+      const b = cache({ redis: redisB });
+      const s = source({ v: 1 });
+      await a.get(key, [tag], s.compute);
+      await eventually(async () => (await redisA.exists(`fleetd:cache:test:e:${key}`)) === 1, 5_000, 'the L2 write');
+      assert.equal((await b.get(key, [tag], s.compute)).result, 'l2_hit');
+      // A writes and invalidates for the cluster; B hears of the write (the bus relays it) and invalidates here only.
+      const listener = redisA.duplicate();
+      const announced: string[] = [];
+      listener.on('message', (_channel: string, message: string) => announced.push(message));
+      await listener.subscribe('fleetd:cache:test:invalidate');
+      try {
+        s.value = { v: 2 };
+        a.invalidate([tag]);
+        b.invalidate([tag], 'node');
+        await eventually(() => announced.length > 0, 5_000, "A's invalidation");
+        const fresh = await b.get(key, [tag], s.compute);
+        assert.deepEqual([fresh.result, fresh.body], ['miss', '{"v":2}'], 'B dropped its copy and the L2 one is outdated');
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(announced.length, 1, 'one write, one invalidation sent: B did not repeat it');
+        assert.ok((await redisA.pttl(`fleetd:cache:test:v:${tag}`)) > 0, 'version keys expire, not one per task forever');
+      } finally {
+        await listener.quit();
+      }
+    });
+
     it('shares entries between nodes and invalidates them on every node', async () => {
       const key = `/test/${Date.now()}-${Math.random()}`;
       const tag = `tag-${Math.random()}`;

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
-import { eventually, type Api } from './helpers.js';
+import { eventually } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
 import { TEST_DATABASE_URL } from './store/postgres.js';
 
@@ -96,50 +96,69 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     assert.equal(sa.body.tasks.byType.count.queued, 2);
   });
 
-  it('loses nothing when A is killed with SIGKILL: every task completes exactly once', async () => {
-    const N = 120;
-    const tasks = Array.from({ length: N }, (_, i) => ({ type: 'job', payload: { i }, leaseMs: 1_500 }));
-    await a.api.post('/v1/tasks/batch', { tasks: tasks.slice(0, N / 2) });
-    await b.api.post('/v1/tasks/batch', { tasks: tasks.slice(N / 2) });
-    const successes = new Map<number, number>();
-    let done = false;
-    let killed = false;
-
-    // A worker is an agent with a list of node URLs: it moves to the next one when its node dies.
-    async function worker(nodes: NodeProcess[]): Promise<void> {
-      let current = 0;
-      const api = (): Api => nodes[current].api;
-      const agent = await api().registerAgent(['job'], { maxConcurrency: 5 });
-      while (!done) {
-        try {
-          const claimed = await api().claim(agent.id, 5, 500);
-          for (const task of claimed) {
-            if (nodes[current] === a && successes.size >= 30 && !killed) {
-              killed = true;
-              await a.kill();
-            }
-            const res = await api().post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { by: agent.id } });
-            if (res.status === 200) successes.set(task.id, (successes.get(task.id) ?? 0) + 1);
-          }
-        } catch {
-          current = (current + 1) % nodes.length;
-        }
+  it('loses nothing when A is killed with SIGKILL: SDK agents move to B and every task completes exactly once', async (t) => {
+    const N = 400;
+    const urls = [a.url, b.url];
+    const runs = new Map<number, number>();
+    const runsAfterKill = new Map<string, number>();
+    let killedAt = 0;
+    let killing: Promise<void> | undefined;
+    // Handlers that take a little while, so that A dies with tasks in flight on its agents.
+    const handler = (name: string) => async (task: TaskJson) => {
+      runs.set(task.id, (runs.get(task.id) ?? 0) + 1);
+      if (killedAt) runsAfterKill.set(name, (runsAfterKill.get(name) ?? 0) + 1);
+      if (!killing && runs.size >= N / 3) {
+        killedAt = Date.now();
+        killing = a.kill();
       }
-    }
+      await new Promise((r) => setTimeout(r, 5 + (task.id % 20)));
+      return { by: name };
+    };
+    // Agents with both URLs: three start on A (two on WebSocket, one long-polling), one on B.
+    const agents = [
+      { name: 'ws-a1', urls, transport: 'ws' as const },
+      { name: 'ws-a2', urls, transport: 'ws' as const },
+      { name: 'poll-a', urls, transport: 'poll' as const },
+      { name: 'ws-b', urls: [b.url, a.url], transport: 'ws' as const },
+    ].map(({ name, urls, transport }) => {
+      const agent = new FleetClient({ urls, apiKey: env.FLEETD_ADMIN_KEY }).agent({ name, capabilities: ['job'], concurrency: 4, transport, reconnect: { minMs: 50, maxMs: 1_000 } });
+      agent.on('error', () => {});
+      return { name, agent };
+    });
+    await Promise.all(agents.map(({ name, agent }) => agent.work(handler(name))));
 
-    const workers = [worker([a, b]), worker([a, b]), worker([a, b]), worker([b, a])];
-    await eventually(
-      async () => (await b.api.get('/v1/stats')).body.tasks.byType.job?.completed === N,
-      60_000,
-      'every task completed',
-    );
-    done = true;
-    await Promise.all(workers);
-    assert.ok(killed, 'A was killed while work was under way');
-    const stats = (await b.api.get('/v1/stats')).body.tasks.byType.job;
-    assert.deepEqual(stats, { completed: N }, 'nothing queued, leased or dead: nothing lost');
-    for (const [id, n] of successes) assert.equal(n, 1, `task ${id} was completed once`);
-    // A complete that A committed just before dying has no 200 to show; the store's record counts.
-    assert.ok(successes.size >= N - 5 * 4, `${successes.size} acknowledged completions`);
+    // The submitter also starts on A, and keeps submitting while A dies.
+    const submitter = new FleetClient({ urls, apiKey: env.FLEETD_ADMIN_KEY });
+    for (let i = 0; i < N; i += 20) {
+      await submitter.submitBatch(Array.from({ length: 20 }, (_, j) => ({ type: 'job', payload: { i: i + j }, leaseMs: 10_000 })));
+    }
+    await eventually(async () => (await b.api.get('/v1/stats')).body.tasks.byType.job?.completed === N, 60_000, 'every task completed');
+    await Promise.all(agents.map(({ agent }) => agent.stop()));
+    await killing;
+    assert.ok(killedAt > 0, 'A was killed while work was under way');
+    assert.equal(submitter.url, b.url, 'the submitter moved to B');
+
+    const tasks: TaskJson[] = [];
+    for (let cursor: string | null = ''; cursor !== null; ) {
+      const page: { items: TaskJson[]; nextCursor: string | null } = (await b.api.get(`/v1/tasks?type=job&limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).body;
+      tasks.push(...page.items);
+      cursor = page.nextCursor;
+    }
+    assert.equal(tasks.length, N, 'each submit made one task, retried or not');
+    assert.deepEqual(new Set(tasks.map((task) => (task.payload as { i: number }).i)).size, N);
+    assert.ok(tasks.every((task) => task.status === 'completed'), 'nothing queued, leased or dead: nothing lost');
+    for (const task of tasks) assert.equal(runs.get(task.id), 1, `task ${task.id} ran once`);
+    for (const name of ['ws-a1', 'ws-a2', 'poll-a']) assert.ok((runsAfterKill.get(name) ?? 0) > 0, `${name} carried on via B`);
+    t.diagnostic(`runs after the kill by agent: ${JSON.stringify(Object.fromEntries(runsAfterKill))}`);
+
+    // A node that joins afterwards counts the same as the survivor.
+    const c = await startNode(env);
+    try {
+      const [sb, sc] = await Promise.all([b.api.get('/v1/stats'), c.api.get('/v1/stats')]);
+      assert.deepEqual(sc.body.tasks, sb.body.tasks);
+      assert.deepEqual(sc.body.agents, sb.body.agents);
+    } finally {
+      await c.stop();
+    }
   });
 });

@@ -10,6 +10,8 @@ import type { PipelineStore } from '../src/store/pipeline-store.js';
 export function exercisePipelineStore(driver: string, open: () => Promise<{ runs: PipelineStore; cases: CaseStore; close(): Promise<void> }>): void {
   describe(`${driver} pipeline store`, () => {
     const steps = ['a', 'b', 'c'];
+    const owner = 'node-a';
+    const lease = { owner, leaseMs: 1_000 };
     const with_ = (fn: (s: { runs: PipelineStore; cases: CaseStore }) => Promise<void>) => async () => {
       const s = await open();
       try {
@@ -25,59 +27,98 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
           { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
           { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
         ],
-        now: 1_000,
+        lease, now: 1_000,
       });
       assert.equal(first.created, true);
       assert.equal(second.created, false);
       assert.equal(second.run.id, first.run.id);
       assert.equal(first.run.status, 'queued');
       assert.deepEqual(first.run.steps.map((s) => [s.name, s.status, s.attempts]), [['a', 'pending', 0], ['b', 'pending', 0], ['c', 'pending', 0]]);
-      await assert.rejects(runs.runInsertMany({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
+      await assert.rejects(runs.runInsertMany({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], lease, now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
       await assert.rejects(
-        runs.runInsertMany({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], now: 2_000 }),
+        runs.runInsertMany({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], lease, now: 2_000 }),
         { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' },
       );
       assert.equal((await runs.runList({ limit: 10 })).items.length, 1, 'a failed batch inserts nothing');
     }));
 
     it('records steps: start counts an attempt (not when resuming a running step), retry waits, complete keeps the output', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
-      let r = await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      let r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
       assert.equal(r!.status, 'running');
       assert.equal(r!.steps[0].status, 'running');
       assert.equal(r!.steps[0].attempts, 1);
-      r = await runs.stepStart({ runId: run.id, step: 'a', now: 3 });
+      r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 3 });
       assert.equal(r!.steps[0].attempts, 1, 'resuming an interrupted attempt is not a new attempt');
-      r = await runs.stepRetryLater({ runId: run.id, step: 'a', error: { why: 'busy' }, nextAttemptAt: 500, now: 4 });
+      r = await runs.stepRetryLater({ runId: run.id, owner, step: 'a', error: { why: 'busy' }, nextAttemptAt: 500, now: 4 });
       assert.deepEqual([r!.steps[0].status, r!.steps[0].nextAttemptAt, r!.steps[0].error], ['pending', 500, { why: 'busy' }]);
-      r = await runs.stepStart({ runId: run.id, step: 'a', now: 500 });
+      r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 500 });
       assert.equal(r!.steps[0].attempts, 2);
-      r = await runs.stepComplete({ runId: run.id, step: 'a', output: { text: 'done' }, now: 600 });
+      r = await runs.stepComplete({ runId: run.id, owner, step: 'a', output: { text: 'done' }, now: 600 });
       assert.deepEqual([r!.steps[0].status, r!.steps[0].output, r!.steps[0].finishedAt], ['completed', { text: 'done' }, 600]);
-      assert.deepEqual((await runs.runListUnfinished({ afterId: 0, limit: 10 })).map((x) => x.id), [run.id]);
-      r = await runs.runComplete({ runId: run.id, output: 'all', now: 700 });
+      assert.deepEqual((await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 650 })).map((x) => x.id), [run.id], 'its owner takes it back');
+      r = await runs.runComplete({ runId: run.id, owner, output: 'all', now: 700 });
       assert.deepEqual([r!.status, r!.output, r!.finishedAt], ['completed', 'all', 700]);
-      assert.deepEqual(await runs.runListUnfinished({ afterId: 0, limit: 10 }), []);
+      assert.deepEqual(await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 800 }), [], 'a finished run is nobody\'s to take');
+    }));
+
+    it('leases a run to one node at a time: another takes it over only once the lease expires, and the first node\'s writes are then refused', with_(async ({ runs }) => {
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1_000 });
+      await runs.stepStart({ runId: run.id, step: 'a', owner, now: 1_100 });
+      await runs.stepComplete({ runId: run.id, step: 'a', owner, output: 'A', now: 1_200 });
+      await runs.stepStart({ runId: run.id, step: 'b', owner, now: 1_300 });
+      const other = { owner: 'node-b', leaseMs: 1_000 };
+      assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 1_500 }), [], 'node-a holds it until 2,000');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [run.id], 'node-a renews it until 2,900');
+      assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 2_500 }), []);
+
+      const [taken] = await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 3_000 });
+      assert.equal(taken.id, run.id, 'node-a stopped renewing: node-b takes the run over');
+      assert.deepEqual(taken.steps.map((s) => [s.status, s.output]), [['completed', 'A'], ['running', null], ['pending', null]], 'with its finished step kept');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 3_100 }), [], 'node-a learns it lost the run');
+      assert.equal(await runs.stepComplete({ runId: run.id, step: 'b', owner, output: 'late', now: 3_200 }), undefined, 'a late write of node-a changes nothing');
+      assert.equal(await runs.runComplete({ runId: run.id, owner, output: 'late', now: 3_200 }), undefined);
+
+      const resumed = await runs.stepStart({ runId: run.id, step: 'b', owner: 'node-b', now: 3_300 });
+      assert.equal(resumed!.steps[1].attempts, 1, 'node-b resumes the interrupted attempt');
+      const done = await runs.stepComplete({ runId: run.id, step: 'b', owner: 'node-b', output: 'B', now: 3_400 });
+      assert.deepEqual(done!.steps.map((s) => s.output), ['A', 'B', null]);
+      await runs.runRelease({ owner: 'node-b', ids: [run.id] });
+      assert.deepEqual((await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 3_500 })).map((r) => r.id), [run.id], 'a released run is free to take at once');
+    }));
+
+    it('takes over runs a page at a time, after a given id', with_(async ({ runs }) => {
+      const inserted = await runs.runInsertMany({
+        runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: 'p', input: i, idempotencyKey: null, steps })),
+        lease,
+        now: 0,
+      });
+      const ids = inserted.map((r) => r.run.id);
+      const other = { owner: 'node-b', leaseMs: 1_000 };
+      const first = await runs.runAcquire({ ...other, afterId: 0, limit: 2, now: 5_000 });
+      assert.deepEqual(first.map((r) => r.id), ids.slice(0, 2));
+      const rest = await runs.runAcquire({ ...other, afterId: first[1].id, limit: 10, now: 5_000 });
+      assert.deepEqual(rest.map((r) => r.id), ids.slice(2));
     }));
 
     it('a failed step fails the run and skips what is left; a finished run ignores late writes', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
-      await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
-      const failed = await runs.stepFail({ runId: run.id, step: 'a', error: { message: 'boom' }, now: 3 });
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
+      const failed = await runs.stepFail({ runId: run.id, owner, step: 'a', error: { message: 'boom' }, now: 3 });
       assert.equal(failed!.status, 'failed');
       assert.deepEqual(failed!.error, { step: 'a', error: { message: 'boom' } });
       assert.deepEqual(failed!.steps.map((s) => s.status), ['failed', 'skipped', 'skipped']);
-      assert.equal(await runs.stepComplete({ runId: run.id, step: 'a', output: 1, now: 4 }), undefined);
-      assert.equal(await runs.stepStart({ runId: run.id, step: 'b', now: 4 }), undefined);
+      assert.equal(await runs.stepComplete({ runId: run.id, owner, step: 'a', output: 1, now: 4 }), undefined);
+      assert.equal(await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 }), undefined);
       assert.equal(await runs.runCancel({ runId: run.id, now: 5 }), undefined);
       assert.equal((await runs.runGet({ id: run.id }))!.status, 'failed');
     }));
 
     it('cancels an unfinished run and its unfinished steps', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], now: 1 });
-      await runs.stepStart({ runId: run.id, step: 'a', now: 2 });
-      await runs.stepComplete({ runId: run.id, step: 'a', output: 1, now: 3 });
-      await runs.stepStart({ runId: run.id, step: 'b', now: 4 });
+      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
+      await runs.stepComplete({ runId: run.id, owner, step: 'a', output: 1, now: 3 });
+      await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 });
       const cancelled = await runs.runCancel({ runId: run.id, now: 5 });
       assert.equal(cancelled!.status, 'cancelled');
       assert.deepEqual(cancelled!.steps.map((s) => s.status), ['completed', 'cancelled', 'cancelled']);
@@ -86,6 +127,7 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
     it('lists newest first by cursor, filters by pipeline and status, and counts by status', with_(async ({ runs }) => {
       const inserted = await runs.runInsertMany({
         runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: i % 2 ? 'odd' : 'even', input: i, idempotencyKey: null, steps })),
+        lease,
         now: 1,
       });
       await runs.runCancel({ runId: inserted[0].run.id, now: 2 });
@@ -110,9 +152,33 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.equal(grown.size, 2);
       await assert.rejects(cases.caseAddMember({ caseId: made.id, runId: 2, text: 'twice', similarity: 0.9, centroid: [0.9, 0.1], now: 30 }));
       assert.deepEqual(await cases.caseOfRun({ runId: 2 }), { caseId: made.id, similarity: 0.9 });
-      assert.deepEqual(await cases.caseCentroids(), [{ id: made.id, centroid: [0.9, 0.1] }]);
-      assert.deepEqual((await cases.caseMembers({ caseId: made.id, limit: 10 })).map((m) => m.runId), [1, 2]);
-      assert.equal((await cases.caseList({ limit: 10 })).items[0].size, 2);
+      const [centroid] = await cases.caseCentroids({ afterVersion: 0 });
+      assert.deepEqual([centroid.id, centroid.centroid], [made.id, [0.9, 0.1]]);
+      const other = await cases.caseCreate({ runId: 3, title: 'lights', text: 'street light out', vector: [0, 1], now: 40 });
+      assert.deepEqual((await cases.caseCentroids({ afterVersion: centroid.version })).map((c) => c.id), [other.id], 'only what changed since');
+      await cases.caseAddMember({ caseId: made.id, runId: 4, text: 'bins', similarity: 0.95, centroid: [0.95, 0.05], now: 50 });
+      assert.deepEqual((await cases.caseCentroids({ afterVersion: centroid.version })).map((c) => c.id), [other.id, made.id], 'in the order of their changes');
+      assert.deepEqual((await cases.caseMembers({ caseId: made.id, limit: 10 })).map((m) => m.runId), [1, 2, 4]);
+      assert.equal((await cases.caseList({ limit: 10 })).items[1].size, 3);
+    }));
+
+    it('lets one assignment to cases run at a time', with_(async ({ cases }) => {
+      const order: string[] = [];
+      let open!: () => void;
+      const gate = new Promise<void>((r) => (open = r));
+      const first = cases.caseExclusive(async () => {
+        order.push('first in');
+        await gate;
+        order.push('first out');
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      const second = cases.caseExclusive(async () => {
+        order.push('second in');
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      open();
+      await Promise.all([first, second]);
+      assert.deepEqual(order, ['first in', 'first out', 'second in']);
     }));
   });
 }

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { PostgresStore, TASK_CLAIM } from '../src/store/postgres/postgres-store.js';
 import { migrations } from '../src/store/postgres/migrations.js';
+import { PostgresStore, TASK_CLAIM } from '../src/store/postgres/postgres-store.js';
 import { startTestServer, type TestServer } from './helpers.js';
 import { freshPostgresStore, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
@@ -74,7 +74,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
       ]);
       for (const capabilities of [['other'], ['bulk', 'other']]) {
         await client.query('BEGIN');
-        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM}`, ['both', capabilities, 5, 1, 10]);
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, ['both', capabilities, 5, 1, 10]);
         await client.query('ROLLBACK');
         const nodes = planNodes(rows[0]['QUERY PLAN'][0].Plan);
         const onTasks = nodes.filter((n) => n['Relation Name'] === 'tasks' && n['Node Type'] !== 'ModifyTable');

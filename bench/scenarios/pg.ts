@@ -1,78 +1,133 @@
 /**
- * pg: submit → claim → complete saturation on embedded SQLite (one node), on PostgreSQL with one
- * node, and on PostgreSQL + Redis with two nodes, in the same run on the same machine.
+ * pg: the `saturate` end-to-end load and the `ws` push load on embedded SQLite (one node), on
+ * PostgreSQL with one node, and on PostgreSQL + Redis with two nodes, in the same run on the same
+ * machine.
  *
- *   npm run bench -- pg [--seconds 10] [--agents 50]
+ *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5]
  *
  * Each configuration gets fresh state: a new data dir for SQLite, a new schema and Redis prefix for
- * PostgreSQL. With two nodes, agents and the submitter alternate between them, as behind a load
- * balancer. The load is driven from this process.
+ * PostgreSQL. With two nodes, agents and submitters alternate between them, as behind a load
+ * balancer. The end-to-end load is driven from this process; besides tasks/s it reports the CPU
+ * time each task cost in the fleetd node(s), in the PostgreSQL backends serving them and in this
+ * load generator: on one machine, their sum bounds the throughput whatever the number of nodes.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { cpuMsOf, flags, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client, driveEndToEnd } from '../load.js';
+import { phase } from './ws.js';
 
 const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-export default async function pgScenario(args: string[]): Promise<void> {
-  const { seconds, agents } = flags(args, { seconds: 10, agents: 50 });
-  const rows: Row[] = [];
-  rows.push(await measure('sqlite', 1, {}, seconds, agents));
-  const schema = `fleetd_bench_${randomBytes(4).toString('hex')}`;
-  rows.push(await measure('postgres', 1, { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema }, seconds, agents));
-  const schema2 = `${schema}_2`;
-  rows.push(
-    await measure('postgres + redis', 2, {
-      FLEETD_DATABASE_URL: DATABASE_URL,
-      FLEETD_DATABASE_SCHEMA: schema2,
-      FLEETD_REDIS_URL: REDIS_URL,
-      FLEETD_REDIS_PREFIX: `${schema2}:`,
-    }, seconds, agents),
-  );
-  const client = new pg.Client({ connectionString: DATABASE_URL });
-  await client.connect();
-  for (const s of [schema, schema2]) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
-  await client.end();
-  const base = rows[0]['tasks/s'] as number;
-  for (const row of rows) row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
-  report('pg', rows, { seconds, agents, note: 'ratio is tasks/s against SQLite on one node in the same run' });
+interface Configuration {
+  store: string;
+  nodes: number;
+  env: Record<string, string>;
 }
 
-async function measure(store: string, nodeCount: number, env: Record<string, string>, seconds: number, agentCount: number): Promise<Row> {
+/** A fresh schema (and Redis prefix) for each PostgreSQL configuration. */
+function configurations(schemas: string[]): Configuration[] {
+  const schema = () => {
+    const name = `fleetd_bench_${randomBytes(4).toString('hex')}`;
+    schemas.push(name);
+    return name;
+  };
+  return [
+    { store: 'sqlite', nodes: 1, env: {} },
+    { store: 'postgres', nodes: 1, env: { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema() } },
+    (() => {
+      const name = schema();
+      return {
+        store: 'postgres + redis',
+        nodes: 2,
+        env: { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: name, FLEETD_REDIS_URL: REDIS_URL, FLEETD_REDIS_PREFIX: `${name}:` },
+      };
+    })(),
+  ];
+}
+
+export default async function pgScenario(args: string[]): Promise<void> {
+  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5 });
+  const schemas: string[] = [];
+  const rows: Row[] = [];
+  try {
+    for (const c of configurations(schemas)) rows.push(await endToEnd(c, f.seconds, f.agents));
+    const base = rows[0]['tasks/s'] as number;
+    for (const row of rows) row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
+    const wsFlags = { agents: f['ws-agents'], rate: f.rate, seconds: f['ws-seconds'], observers: 10, credit: 4, baseline: 0 };
+    for (const c of configurations(schemas)) {
+      const push = await phase('ws', wsFlags, { env: c.env, nodes: c.nodes });
+      rows.push({
+        load: 'ws push',
+        store: c.store,
+        nodes: c.nodes,
+        agents: wsFlags.agents,
+        'tasks/s': push['tasks/s'],
+        p50_ms: push['dispatch p50 ms'],
+        p95_ms: push['dispatch p95 ms'],
+        p99_ms: push['dispatch p99 ms'],
+        errors: push.errors,
+        rss_mb: push['rss peak MB'],
+      });
+    }
+  } finally {
+    const client = new pg.Client({ connectionString: DATABASE_URL });
+    await client.connect();
+    for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+    await client.end();
+  }
+  report('pg', rows, {
+    flags: f,
+    note: 'saturate: p50/p95/p99 are submit-to-complete; ws push: submit-to-dispatch at the offered rate. ratio is tasks/s against SQLite. cpu µs/task: fleetd nodes, their PostgreSQL backends, the load generator',
+  });
+}
+
+/** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
+async function endToEnd(c: Configuration, seconds: number, agentCount: number): Promise<Row> {
   const nodes: ServerProcess[] = [];
   // The first node migrates; the others find the schema ready.
-  for (let i = 0; i < nodeCount; i++) nodes.push(await startServerProcess(env));
+  for (let i = 0; i < c.nodes; i++) nodes.push(await startServerProcess(c.env));
   const clients = nodes.map((n) => new Client(n.url, 64));
   try {
-    return await endToEnd(store, clients, seconds, agentCount, () => nodes.reduce((mb, n) => mb + n.rssMb(), 0));
+    const type = 'pg-bench';
+    const agents: { id: string; client: Client }[] = [];
+    for (let k = 0; k < agentCount; k++) {
+      const client = clients[k % clients.length];
+      const res = await client.call('POST', '/v1/agents', { name: `bench-${k}`, capabilities: [type], maxConcurrency: 10 });
+      agents.push({ id: res.body.agent.id, client });
+    }
+    // A first batch opens the pools' database connections, so that their backends can be found.
+    for (const client of clients) await client.call('POST', '/v1/tasks/batch', { tasks: [{ type: 'warm-up' }] });
+    const backends = c.env.FLEETD_DATABASE_URL ? (await Promise.all(nodes.map((n) => postgresBackendsOf(n.pid, DATABASE_URL)))).flat() : [];
+    const cpu = () => ({
+      fleetd: nodes.reduce((ms, n) => ms + n.cpuMs(), 0),
+      postgres: backends.reduce((ms, pid) => ms + cpuMsOf(pid), 0),
+      loadgen: cpuMsOf(process.pid),
+    });
+    const before = cpu();
+    const depth = Math.max(500, agentCount * 20);
+    const r = await driveEndToEnd({ clients, agents, type, seconds, depth, batch: Math.ceil(depth / clients.length) });
+    const after = cpu();
+    const tasks = r.tasksPerSecond * seconds;
+    const perTask = (k: keyof typeof before) => Math.round(((after[k] - before[k]) * 1_000) / tasks);
+    return {
+      load: 'saturate',
+      store: c.store,
+      nodes: c.nodes,
+      agents: agentCount,
+      'tasks/s': r.tasksPerSecond,
+      p50_ms: r.p50,
+      p95_ms: r.p95,
+      p99_ms: r.p99,
+      errors: r.errors,
+      rss_mb: nodes.reduce((mb, n) => mb + n.rssMb(), 0),
+      'cpu µs/task fleetd': perTask('fleetd'),
+      'postgres': c.env.FLEETD_DATABASE_URL ? perTask('postgres') : '',
+      'loadgen': perTask('loadgen'),
+    };
   } finally {
-    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(clients.map((cl) => cl.close()));
     await Promise.all(nodes.map((n) => n.stop()));
   }
-}
-
-/** Agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
-async function endToEnd(store: string, clients: Client[], seconds: number, n: number, rssMb: () => number): Promise<Row> {
-  const type = 'pg-bench';
-  const agentIds: { id: string; client: Client }[] = [];
-  for (let k = 0; k < n; k++) {
-    const client = clients[k % clients.length];
-    const res = await client.call('POST', '/v1/agents', { name: `bench-${k}`, capabilities: [type], maxConcurrency: 10 });
-    agentIds.push({ id: res.body.agent.id, client });
-  }
-  const depth = Math.max(500, n * 20);
-  const r = await driveEndToEnd({ clients, agents: agentIds, type, seconds, depth, batch: Math.ceil(depth / clients.length) });
-  return {
-    store,
-    nodes: clients.length,
-    agents: n,
-    'tasks/s': r.tasksPerSecond,
-    p50_ms: r.p50,
-    p95_ms: r.p95,
-    p99_ms: r.p99,
-    errors: r.errors,
-    rss_mb: rssMb(),
-  };
 }

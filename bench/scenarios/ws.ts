@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
@@ -27,7 +27,13 @@ async function post(url: string, body: unknown): Promise<any> {
   return json;
 }
 
-type Flags = Record<'agents' | 'rate' | 'seconds' | 'observers' | 'credit' | 'baseline', number>;
+export type Flags = Record<'agents' | 'rate' | 'seconds' | 'observers' | 'credit' | 'baseline', number>;
+
+/** Where a phase runs: the settings of its server processes and how many of them (one cluster). */
+export interface Target {
+  env?: Record<string, string>;
+  nodes?: number;
+}
 
 export default async function ws(args: string[]): Promise<void> {
   const f = flags(args, { agents: 1000, rate: 2000, seconds: 10, observers: 50, credit: 4, baseline: 1 }) as Flags;
@@ -42,12 +48,22 @@ export default async function ws(args: string[]): Promise<void> {
   report('ws', rows, { flags: f });
 }
 
-async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
+/**
+ * One run: agents (and observers) spread over the target's nodes, tasks submitted to the nodes in
+ * turn. RSS figures are the sum over the nodes.
+ */
+export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target = {}): Promise<Row> {
   process.stdout.write(`\n— ${transport === 'ws' ? 'WebSocket push' : 'baseline: HTTP long-poll'} —\n`);
-  const server = await startServerProcess({ FLEETD_WS_MAX_CONNECTIONS: String(f.agents + f.observers + 100) });
+  const servers: ServerProcess[] = [];
+  // The first node migrates; the others find the schema ready.
+  for (let i = 0; i < (target.nodes ?? 1); i++) {
+    servers.push(await startServerProcess({ FLEETD_WS_MAX_CONNECTIONS: String(f.agents + f.observers + 100), ...target.env }));
+  }
+  const [server] = servers;
+  const rss = () => servers.reduce((mb, s) => mb + s.rssMb(), 0);
   const work = mkdtempSync(join(tmpdir(), 'fleetd-bench-ws-'));
   try {
-    const rssIdle = server.rssMb();
+    const rssIdle = rss();
     const agents: { id: string; token: string }[] = [];
     for (let i = 0; i < f.agents; i += 1000) {
       const batch = Array.from({ length: Math.min(1000, f.agents - i) }, (_, j) => ({ name: `bench-${i + j}`, capabilities: ['bench'], maxConcurrency: f.credit }));
@@ -59,7 +75,7 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
 
     process.stdout.write(`connecting ${f.agents} agents and ${f.observers} observers…\n`);
     const connectStarted = Date.now();
-    const worker = fork(join(here, '../workers/ws-agents.ts'), [server.url, agentsFile, String(f.observers), String(f.credit), transport, BENCH_ADMIN_KEY], {
+    const worker = fork(join(here, '../workers/ws-agents.ts'), [servers.map((s) => s.url).join(','), agentsFile, String(f.observers), String(f.credit), transport, BENCH_ADMIN_KEY], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -79,26 +95,28 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
     };
     const ready = await next('ready');
     const connectSeconds = (Date.now() - connectStarted) / 1000;
-    const rssConnected = server.rssMb();
+    const rssConnected = rss();
     process.stdout.write(`${ready.agents} agents and ${f.observers} observers ready in ${connectSeconds.toFixed(1)} s; server RSS ${rssConnected} MB\n`);
 
     let rssPeak = rssConnected;
-    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, server.rssMb())), 250);
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rss())), 250);
     worker.send({ type: 'measure' });
     const perBatch = Math.max(1, Math.round(f.rate / 100));
     const total = Math.round(f.rate * f.seconds);
     let submitted = 0;
+    let batches = 0;
     let errors = 0;
     const inFlight = new Set<Promise<void>>();
     const started = Date.now();
-    const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${server.rssMb()} MB\n`), 2_000);
+    const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${rss()} MB\n`), 2_000);
     while (submitted < total) {
       const due = Math.min(total, Math.floor(((Date.now() - started) / 1000) * f.rate) + perBatch);
       while (submitted < due && inFlight.size < 16) {
         const n = Math.min(perBatch, due - submitted);
         submitted += n;
         const tasks = Array.from({ length: n }, () => ({ type: 'bench', payload: { t: now() } }));
-        const p = post(`${server.url}/v1/tasks/batch`, { tasks }).then(
+        const node = servers[batches++ % servers.length];
+        const p = post(`${node.url}/v1/tasks/batch`, { tasks }).then(
           () => {},
           () => void errors++,
         );
@@ -143,7 +161,7 @@ async function phase(transport: 'ws' | 'poll', f: Flags): Promise<Row> {
       'connect s': ms(connectSeconds),
     };
   } finally {
-    await server.stop();
+    await Promise.all(servers.map((s) => s.stop()));
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -8,12 +8,14 @@
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 
-const [url, agentsFile, observersArg, creditArg, transport, adminKey] = process.argv.slice(2);
+// The server's URL, or several nodes' URLs separated by commas: agents and observers take turns among them.
+const [urlsArg, agentsFile, observersArg, creditArg, transport, adminKey] = process.argv.slice(2);
+const urls = urlsArg.split(',');
 const auth = { authorization: `Bearer ${adminKey}` };
 const agents = JSON.parse(readFileSync(agentsFile, 'utf8')) as { id: string; token: string }[];
 const observers = Number(observersArg);
 const credit = Number(creditArg);
-const wsUrl = url.replace(/^http/, 'ws');
+const nodeOf = (i: number) => urls[i % urls.length];
 const now = () => performance.timeOrigin + performance.now();
 
 const dispatch: number[] = [];
@@ -23,19 +25,19 @@ let measuring = false;
 let stopped = false;
 const sockets: WebSocket[] = [];
 
-async function post(path: string, body: unknown): Promise<any> {
+async function post(url: string, path: string, body: unknown): Promise<any> {
   const res = await fetch(url + path, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return res.json();
 }
 
 /** The baseline: an agent that long-polls for up to `credit` tasks and completes them over HTTP. */
-async function pollAgent(agent: { id: string }): Promise<void> {
+async function pollAgent(agent: { id: string }, url: string): Promise<void> {
   while (!stopped) {
     try {
-      const { tasks } = await post('/v1/tasks/claim', { agentId: agent.id, max: credit, waitMs: 20_000 });
+      const { tasks } = await post(url, '/v1/tasks/claim', { agentId: agent.id, max: credit, waitMs: 20_000 });
       const at = now();
       for (const task of tasks) if (measuring) dispatch.push(at - task.payload.t);
-      await Promise.all(tasks.map((task: { id: number }) => post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id })));
+      await Promise.all(tasks.map((task: { id: number }) => post(url, `/v1/tasks/${task.id}/complete`, { agentId: agent.id })));
       completed += tasks.length;
     } catch {
       if (!stopped) await new Promise((r) => setTimeout(r, 100));
@@ -43,9 +45,9 @@ async function pollAgent(agent: { id: string }): Promise<void> {
   }
 }
 
-function openAgent(agent: { id: string; token: string }): Promise<void> {
+function openAgent(agent: { id: string; token: string }, url: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`${wsUrl}/v1/agents/${agent.id}/stream`, {
+    const socket = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/agents/${agent.id}/stream`, {
       headers: { authorization: `Bearer ${agent.token}` },
       perMessageDeflate: false,
     });
@@ -69,9 +71,9 @@ function openAgent(agent: { id: string; token: string }): Promise<void> {
   });
 }
 
-function openObserver(): Promise<void> {
+function openObserver(url: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`${wsUrl}/v1/events`, { headers: auth });
+    const socket = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/events`, { headers: auth });
     sockets.push(socket);
     socket.on('error', reject);
     socket.once('open', () => socket.send(JSON.stringify({ type: 'subscribe', topics: ['stats'] })));
@@ -87,9 +89,9 @@ function openObserver(): Promise<void> {
 }
 
 // Open sockets a few hundred at a time: a burst of 10,000 handshakes would only measure the backlog.
-if (transport === 'poll') for (const agent of agents) void pollAgent(agent);
-else for (let i = 0; i < agents.length; i += 250) await Promise.all(agents.slice(i, i + 250).map(openAgent));
-for (let i = 0; i < observers; i += 250) await Promise.all(Array.from({ length: Math.min(250, observers - i) }, openObserver));
+if (transport === 'poll') agents.forEach((agent, i) => void pollAgent(agent, nodeOf(i)));
+else for (let i = 0; i < agents.length; i += 250) await Promise.all(agents.slice(i, i + 250).map((agent, j) => openAgent(agent, nodeOf(i + j))));
+for (let i = 0; i < observers; i += 250) await Promise.all(Array.from({ length: Math.min(250, observers - i) }, (_, j) => openObserver(nodeOf(i + j))));
 process.send!({ type: 'ready', sockets: sockets.length, agents: agents.length });
 
 process.on('message', (message: { type: string }) => {

@@ -60,6 +60,12 @@ export type AnyEventHandler = <K extends EventName>(name: K, event: FleetEvents[
 
 /** Carries events between the parts of one node and, with a networked driver, between nodes. */
 export interface Bus {
+  /**
+   * True while handlers run for an event that another node published and this bus relays: what
+   * that node did about it once for the whole cluster (e.g. bumping cache versions in Redis) is
+   * not to be done again. Absent on a bus that relays nothing.
+   */
+  readonly relaying?: boolean;
   publish<K extends EventName>(name: K, event: FleetEvents[K]): void;
   /** Returns the function that unsubscribes. */
   subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void;

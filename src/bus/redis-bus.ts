@@ -21,6 +21,7 @@ export class RedisBus implements Bus {
   readonly nodeId = randomUUID();
   /** Events that could not be sent to other nodes because Redis was unreachable. */
   dropped = 0;
+  relaying = false;
   private readonly local: LocalBus;
   private readonly channel: string;
   private outbox: [EventName, unknown][] = [];
@@ -52,7 +53,13 @@ export class RedisBus implements Bus {
       return;
     }
     if (parsed.node === this.nodeId) return;
-    for (const [name, event] of parsed.events) this.local.publish(name, event as FleetEvents[typeof name]);
+    // Handlers run synchronously (LocalBus), so the flag covers exactly this delivery.
+    this.relaying = true;
+    try {
+      for (const [name, event] of parsed.events) this.local.publish(name, event as FleetEvents[typeof name]);
+    } finally {
+      this.relaying = false;
+    }
   }
 
   publish<K extends EventName>(name: K, event: FleetEvents[K]): void {

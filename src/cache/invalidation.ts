@@ -17,10 +17,13 @@ export function tagsOf<K extends EventName>(name: K, event: FleetEvents[K]): str
   return [];
 }
 
-/** Invalidates the cache on every event; returns the function that stops it. */
+/**
+ * Invalidates the cache on every event; returns the function that stops it. An event relayed from
+ * another node was invalidated cluster-wide by that node already: here it only drops local copies.
+ */
 export function invalidateOnEvents(bus: Bus, cache: ResponseCache): () => void {
   return bus.subscribeAll((name, event) => {
     const tags = tagsOf(name, event);
-    if (tags.length > 0) cache.invalidate(tags);
+    if (tags.length > 0) cache.invalidate(tags, bus.relaying ? 'node' : 'cluster');
   });
 }

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { steadyNow } from '../core/clock.js';
@@ -36,6 +36,19 @@ export interface ResponseCacheOptions {
   now?: () => number;
 }
 
+/**
+ * One invalidation in one command: each tag's version moves on by its step (ARGV[4…]) and expires in
+ * ARGV[1] ms, then ARGV[3] is published on channel ARGV[2] for the other nodes' L1 copies.
+ */
+const BUMP_TAGS = 'fleetdCacheBumpTags';
+const BUMP_TAGS_LUA = `
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[3 + i])
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+`;
+
 export function etagOf(body: string): string {
   return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
 }
@@ -69,6 +82,7 @@ export class ResponseCache {
   private readonly channel: string;
 
   constructor(private readonly options: ResponseCacheOptions) {
+    options.redis?.defineCommand(BUMP_TAGS, { lua: BUMP_TAGS_LUA });
     this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
     this.channel = `${this.prefix}invalidate`;
@@ -128,10 +142,10 @@ export class ResponseCache {
     return this.load(key, tags, compute);
   }
 
-  /** Deletes every entry carrying one of the tags, here and on every node. */
-  invalidate(tags: string[]): void {
+  /** Deletes every entry carrying one of the tags, here and (unless `scope` is 'node') on every node. */
+  invalidate(tags: string[], scope: 'cluster' | 'node' = 'cluster'): void {
     this.invalidateLocal(tags);
-    if (!this.options.redis) return;
+    if (!this.options.redis || scope === 'node') return;
     // Batched per tick. Still ordered before any later lookup on this node: a request arriving
     // after this one's reply runs after the microtask, and its commands follow on the same connection.
     const first = this.pendingRemote.size === 0;
@@ -149,10 +163,13 @@ export class ResponseCache {
   private flushRemote(): void {
     const tags = [...this.pendingRemote];
     this.pendingRemote.clear();
-    const pipeline = this.options.redis!.pipeline();
-    for (const tag of tags) pipeline.incr(`${this.prefix}v:${tag}`);
-    pipeline.publish(this.channel, JSON.stringify({ node: this.node, tags }));
-    pipeline.exec().catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
+    const keys = tags.map((tag) => `${this.prefix}v:${tag}`);
+    // A random step, not 1: a version key that expired counts again from 0 and must not come back to
+    // a value an entry written just before the expiry recorded.
+    const steps = tags.map(() => randomInt(1, 2 ** 20));
+    const redis = this.options.redis as unknown as Record<typeof BUMP_TAGS, (...args: (string | number)[]) => Promise<unknown>>;
+    redis[BUMP_TAGS](keys.length, ...keys, this.versionTtlMs, this.channel, JSON.stringify({ node: this.node, tags }), ...steps)
+      .catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
   }
 
   private invalidateLocal(tags: string[]): void {
@@ -200,7 +217,7 @@ export class ResponseCache {
       const computed = { body, etag: etagOf(body) };
       if (cacheable && this.generationOf(tags) === generation) {
         this.store(key, tags, computed);
-        if (versions) this.writeL2(key, computed, versions);
+        if (versions) this.writeL2(key, computed, versions, tags);
       }
       return { ...computed, result: 'miss' };
     })().finally(() => {
@@ -236,9 +253,18 @@ export class ResponseCache {
     return { entry: valid ? { body: stored.body, etag: stored.etag } : undefined, versions: current };
   }
 
-  private writeL2(key: string, value: CachedBody, versions: string[]): void {
-    this.options
-      .redis!.set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs)
-      .catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
+  /**
+   * A tag's version key expires, so that one key per task does not stay in Redis forever, but not
+   * before the entries computed under its version: each entry written pushes the expiry of its tags'
+   * keys past its own.
+   */
+  private get versionTtlMs(): number {
+    return 2 * this.options.ttlMs;
+  }
+
+  private writeL2(key: string, value: CachedBody, versions: string[], tags: string[]): void {
+    const pipeline = this.options.redis!.pipeline().set(`${this.prefix}e:${key}`, JSON.stringify({ ...value, versions }), 'PX', this.options.ttlMs);
+    for (const tag of tags) pipeline.pexpire(`${this.prefix}v:${tag}`, this.versionTtlMs);
+    pipeline.exec().catch((err) => this.options.log.warn({ err, key }, 'L2 cache write failed'));
   }
 }

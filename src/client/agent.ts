@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { AGENT_PROTOCOL_VERSION, type AgentMessage, type ServerMessage, type TaskJson } from '../protocol/agent-stream.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
-import type { FleetClient } from './fleet-client.js';
+import { isNodeFailure, type FleetClient } from './fleet-client.js';
 
 export interface FleetAgentOptions {
   name: string;
@@ -15,7 +15,11 @@ export interface FleetAgentOptions {
   token?: string;
   /** `auto` (the default): WebSocket push, falling back to long-poll when the upgrade is refused. */
   transport?: 'auto' | 'ws' | 'poll';
-  /** Reconnect backoff: full jitter between 0 and min(maxMs, minMs * 2^attempt). Defaults to 250 ms and 10 s. */
+  /**
+   * Reconnect backoff: full jitter between 0 and min(maxMs, minMs * 2^attempt). Defaults to 250 ms and
+   * 10 s. With several node URLs, a socket that could not connect or dropped without a closing
+   * handshake reconnects to the next node, which resumes the agent's leases (its welcome lists them).
+   */
   reconnect?: { minMs?: number; maxMs?: number };
 }
 
@@ -143,18 +147,25 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Resolves when the socket closes after a welcome; rejects when it never got one. */
+  /**
+   * Resolves when the socket closes after a welcome; rejects when it never got one. A node that
+   * cannot be reached, or whose socket drops without a close frame (1006: the process or its machine
+   * died), makes the client move on to the next node.
+   */
   private openSocket(): Promise<void> {
-    const url = `${this.client.url.replace(/^http/, 'ws')}/v1/agents/${this.agentId}/stream?protocol=${AGENT_PROTOCOL_VERSION}`;
+    const node = this.client.url;
+    const url = `${node.replace(/^http/, 'ws')}/v1/agents/${this.agentId}/stream?protocol=${AGENT_PROTOCOL_VERSION}`;
     // Agent messages are small and frequent: deflate would cost more CPU and memory than it saves.
     const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.token}` }, perMessageDeflate: false });
     return new Promise((resolve, reject) => {
       let welcomed = false;
       socket.once('unexpected-response', (_req, res) => {
         res.resume();
+        if (res.statusCode !== undefined && res.statusCode >= 502 && res.statusCode <= 504) this.client.failover(node);
         reject(Object.assign(new Error(`the server refused the WebSocket: HTTP ${res.statusCode}`), { status: res.statusCode }));
       });
       socket.on('error', (err) => {
+        if (isNodeFailure(err)) this.client.failover(node);
         if (!welcomed) reject(err);
       });
       socket.on('message', (data) => {
@@ -172,6 +183,7 @@ export class FleetAgent extends EventEmitter {
         if (this.socket === socket) this.socket = undefined;
         for (const p of this.pending.values()) p.reject(new Error('disconnected'));
         this.pending.clear();
+        if (code === 1006) this.client.failover(node);
         if (!welcomed) return reject(new Error(`closed before the welcome: ${code} ${reason}`));
         this.emit('disconnected', { code, reason: reason.toString() });
         resolve();
@@ -234,6 +246,8 @@ export class FleetAgent extends EventEmitter {
             'POST',
             '/v1/tasks/claim',
             { agentId: this.agentId, max: free, waitMs: LONG_POLL_MS },
+            // Not repeated by the client: a lost answer may have leased tasks, which go back to the
+            // queue when their leases expire; this loop claims again after its own backoff.
             { signal: this.stopController.signal, credential: this.token },
           );
           attempt = 0;
@@ -322,7 +336,10 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Over the socket when it is open, else over HTTP. */
+  /**
+   * Over the socket when it is open, else over HTTP. A node that fails makes the client move to the
+   * next one, where report() sends it again: a repeat of one that took effect changes nothing (it is refused).
+   */
   private async send(message: Extract<AgentMessage, { ref?: unknown }>, path: string, body: object): Promise<void> {
     try {
       await this.overSocket(message);

@@ -6,19 +6,55 @@ import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { FleetApiError } from './errors.js';
 
 export interface FleetClientOptions {
-  /** The server, e.g. http://localhost:7070. */
-  url: string;
+  /** The server, e.g. http://localhost:7070. Give `url` or `urls`. */
+  url?: string;
+  /**
+   * The nodes of one cluster. Requests go to one node at a time; when it cannot be reached, drops
+   * the connection or answers 502, 503 or 504, the client moves to the next one.
+   */
+  urls?: string[];
   /**
    * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
    * to submit tasks and register agents; an agent then acts with its own token.
    */
   apiKey?: string;
   /**
-   * Resends of a request that may be repeated safely (reads, and submits, which carry an idempotency
-   * key) when the connection fails or the server answers 502, 503 or 504. Defaults to 3.
+   * Resends of a request after a failed connection or a 502/503/504, on the next node when there are
+   * several: any request the server never received (connection refused), and otherwise only those
+   * safe to repeat (reads, and submits, which carry an idempotency key). Defaults to 3 per node.
    */
   retries?: number;
 }
+
+/** Connection errors raised before the request left: any call may go to another node. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+/** Connection errors that may come after the node received (and acted on) the request. */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+/** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
+const NODE_UNAVAILABLE = new Set([502, 503, 504]);
+
+/** The system error code behind a failed fetch (undici wraps it in `cause`, sometimes in an AggregateError). */
+export function connectionErrorCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } })?.cause;
+  return cause?.code ?? cause?.errors?.[0]?.code ?? (err as { code?: string })?.code;
+}
+
+/** Whether a connection error means the node is gone (rather than a bad request): move to the next node. */
+export function isNodeFailure(err: unknown): boolean {
+  const code = connectionErrorCode(err);
+  return code !== undefined && (NOT_SENT.has(code) || CONNECTION_LOST.has(code));
+}
+
+/** A body as JSON, or undefined when it is empty or not JSON (a proxy's HTML error page). */
+function parseJson(text: string): any {
+  try {
+    return text === '' ? undefined : JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export interface TaskSubmit {
   type: string;
@@ -54,22 +90,38 @@ export interface Subscription {
   close(): void;
 }
 
-const RETRY_STATUSES = new Set([502, 503, 504]);
-
 const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
 
 /** The fleetd SDK for code that submits and watches work. `agent()` makes a worker. */
 export class FleetClient {
-  readonly url: string;
+  /** Every node this client may use, in the order it moves through them. */
+  readonly urls: string[];
+  private current = 0;
+  private readonly retries: number;
 
   constructor(readonly options: FleetClientOptions) {
-    this.url = options.url.replace(/\/+$/, '');
+    const urls = options.urls ?? (options.url === undefined ? [] : [options.url]);
+    if (urls.length === 0) throw new TypeError('FleetClient needs url or urls');
+    this.urls = urls.map((u) => u.replace(/\/+$/, ''));
+    this.retries = options.retries ?? 3 * this.urls.length;
+  }
+
+  /** The node requests go to now. */
+  get url(): string {
+    return this.urls[this.current];
+  }
+
+  /** Moves on from `failed` to the next node, unless another caller has already moved on from it. */
+  failover(failed: string): void {
+    if (this.urls[this.current] === failed) this.current = (this.current + 1) % this.urls.length;
   }
 
   /**
    * One HTTP call, with the client's API key unless `credential` names another; an error answer
-   * throws FleetApiError with its code. With `retry` (the default for GET), a dropped connection or
-   * a 502/503/504 is tried again with jittered backoff: only for requests that are safe to repeat.
+   * throws FleetApiError with its code. A node that cannot be reached, drops the connection or
+   * answers 502/503/504 makes the client move to the next node; the call is resent there (after a
+   * jittered backoff) if the node never received it, or with `retry` (the default for GET) when it
+   * is safe to repeat.
    */
   async request<T>(
     method: string,
@@ -77,27 +129,32 @@ export class FleetClient {
     body?: unknown,
     options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
   ): Promise<T> {
-    const retries = (options.retry ?? method === 'GET') ? (this.options.retries ?? 3) : 0;
+    const retry = options.retry ?? method === 'GET';
     for (let attempt = 0; ; attempt++) {
+      const node = this.url;
       try {
-        return await this.requestOnce<T>(method, path, body, options);
+        return await this.requestOnce<T>(node, method, path, body, options);
       } catch (err) {
-        const transient = err instanceof FleetApiError ? RETRY_STATUSES.has(err.status) : !options.signal?.aborted;
-        if (!transient || attempt >= retries) throw err;
-        await new Promise((r) => setTimeout(r, Math.random() * 100 * 2 ** attempt));
+        if (options.signal?.aborted) throw err;
+        const unavailable = err instanceof FleetApiError ? NODE_UNAVAILABLE.has(err.status) : true;
+        if (!unavailable) throw err;
+        if (err instanceof FleetApiError || isNodeFailure(err)) this.failover(node);
+        const unsent = NOT_SENT.has(connectionErrorCode(err) ?? '');
+        if (!(retry || unsent) || attempt >= this.retries) throw err;
+        await sleep(Math.random() * Math.min(2_000, 100 * 2 ** attempt));
       }
     }
   }
 
-  private async requestOnce<T>(method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+  private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
     const { signal } = options;
     const credential = options.credential ?? this.options.apiKey;
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (credential) headers.authorization = `Bearer ${credential}`;
-    const res = await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    const res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.text();
-    const parsed = text === '' ? undefined : JSON.parse(text);
+    const parsed = parseJson(text);
     if (!res.ok) {
       const error = parsed?.error ?? {};
       throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
@@ -107,7 +164,7 @@ export class FleetClient {
 
   /**
    * Submits a task. Without an idempotency key it is given one, so that a submit whose answer was
-   * lost can be resent without creating the task twice.
+   * lost can be resent (on another node too) without creating the task twice.
    */
   submit(task: TaskSubmit): Promise<Submitted> {
     return this.request('POST', '/v1/tasks', withKey(task), { retry: true });

@@ -28,14 +28,16 @@ const workerFile = new URL(import.meta.url.endsWith('.ts') ? './similarity-worke
  * Groups pipeline runs into cases by the cosine similarity of their embeddings: a run joins the
  * case whose centroid is most similar, if at least `threshold`, or opens a new case. The centroids
  * live in memory in a SharedArrayBuffer, searched on a worker thread, and in the store, which is
- * the truth they are rebuilt from at start. Assignments are serialised, so that two alike runs
- * arriving together cannot open two cases.
+ * the truth they are rebuilt from at start and caught up with before each assignment. Assignments
+ * are serialised, across nodes too, so that two alike runs arriving together cannot open two cases.
  */
 export class CaseService {
   private buffer = new SharedArrayBuffer(0);
   private dims = 0;
   private ids: number[] = [];
   private readonly rowOf = new Map<number, number>();
+  /** The store's case version this index has caught up to. */
+  private version = 0;
   private readonly one = new Semaphore(1);
   private pool?: Piscina;
 
@@ -45,16 +47,28 @@ export class CaseService {
   ) {}
 
   async start(): Promise<void> {
-    for (const { id, centroid } of await this.store.caseCentroids()) this.put(id, centroid);
+    await this.catchUp();
+  }
+
+  /** Loads the cases created or changed since the last look, by this node or any other sharing the store. */
+  private async catchUp(): Promise<void> {
+    for (const { id, centroid, version } of await this.store.caseCentroids({ afterVersion: this.version })) {
+      this.put(id, centroid);
+      this.version = Math.max(this.version, version);
+    }
   }
 
   async close(): Promise<void> {
     await this.pool?.destroy();
   }
 
-  /** Puts the run in a case (once: a run already placed keeps its case) and says which. */
+  /**
+   * Puts the run in a case (once: a run already placed keeps its case) and says which. Assignments
+   * take turns across every node sharing the store, each after catching up on the others' cases.
+   */
   assign(params: { runId: number; vector: number[]; text: string }): Promise<{ caseId: number; similarity: number; created: boolean }> {
-    return this.one.run(async () => {
+    return this.one.run(() => this.store.caseExclusive(async () => {
+      await this.catchUp();
       const existing = await this.store.caseOfRun({ runId: params.runId });
       if (existing) return { ...existing, created: false };
       const { vector } = params;
@@ -74,7 +88,7 @@ export class CaseService {
       const created = await this.store.caseCreate({ runId: params.runId, title: params.text.slice(0, 120), text: params.text, vector, now });
       this.put(created.id, vector);
       return { caseId: created.id, similarity: 1, created: true };
-    });
+    }));
   }
 
   list(params: { limit: number; cursor?: string }): Promise<Page<Case>> {

@@ -21,6 +21,14 @@ export interface PipelineEngineOptions {
   runners: Record<CompiledStep['kind'], StepRunner>;
   /** Steps executing at once across all runs: the background lane's budget. */
   concurrency: number;
+  /** This node, as the owner of the runs it drives; a node restarting under the same name takes its runs back at once. */
+  owner: string;
+  /**
+   * How long this node's hold on a run lasts unless renewed, in ms. Leases are renewed (and runs
+   * orphaned by a dead node taken over) every third of it, so another node resumes a dead node's
+   * runs within about 1.3 × this.
+   */
+  runLeaseMs: number;
   limits: { maxPayloadBytes: number; maxPayloadDepth: number; maxBatch: number };
   now?: () => number;
   random?: () => number;
@@ -62,6 +70,9 @@ export class PipelineEngine {
   private readonly random: () => number;
   private stopping = false;
   private started = false;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  /** Runs this node holds but cannot drive (their pipeline changed), logged once each. */
+  private readonly unresumable = new Set<number>();
 
   constructor(private readonly options: PipelineEngineOptions) {
     this.lane = new Semaphore(options.concurrency);
@@ -73,35 +84,76 @@ export class PipelineEngine {
     return this.options.pipelines;
   }
 
-  /** Resumes every unfinished run in the store, a page at a time. */
+  /**
+   * Takes over every unfinished run that is free to take (its own, nobody's, or one whose node died),
+   * then keeps its leases and watches for runs orphaned by other nodes.
+   */
   async start(): Promise<void> {
     this.started = true;
-    let afterId = 0;
-    for (;;) {
-      const runs = await this.options.store.runListUnfinished({ afterId, limit: 500 });
-      if (runs.length === 0) break;
-      const resumable: [Pipeline, PipelineRun][] = [];
-      for (const run of runs) {
-        afterId = run.id;
-        const pipeline = this.options.pipelines.get(run.pipeline);
-        // A run is resumed only on the steps it was started with; a pipeline redefined since then
-        // would have it skip or repeat work, so it is left as it is, and said so.
-        const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
-        if (pipeline && same) resumable.push([pipeline, run]);
-        else this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run: its pipeline is no longer defined, or its steps changed');
-      }
-      this.driveInSlices(resumable);
-    }
+    await this.acquireRuns();
+    const every = Math.max(50, Math.floor(this.options.runLeaseMs / 3));
+    this.leaseTimer = setInterval(() => void this.keepLeases(), every);
+    this.leaseTimer.unref();
   }
 
-  /** Stops driving runs without recording anything: what is in flight stays `running` in the store, to resume on the next start. */
-  stop(): void {
+  /**
+   * Stops driving runs without recording their steps: what is in flight stays `running` in the store,
+   * and its lease is given up, for the next start of this node or for another node to resume at once.
+   */
+  async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.leaseTimer);
+    const ids = [...this.active.keys()];
     for (const active of this.active.values()) {
       for (const t of active.retryTimers.values()) clearTimeout(t);
       active.controller.abort(new Shutdown('the server is shutting down'));
     }
     this.active.clear();
+    if (ids.length > 0) {
+      await this.options.store.runRelease({ owner: this.options.owner, ids }).catch((err) => {
+        this.options.log.warn({ err }, 'could not give up the leases of pipeline runs; other nodes take them when they expire');
+      });
+    }
+  }
+
+  /** Renews this node's leases (ending the runs it no longer holds), then takes over orphaned runs. */
+  private async keepLeases(): Promise<void> {
+    const { store, owner, runLeaseMs: leaseMs } = this.options;
+    try {
+      const ids = [...this.active.keys()];
+      if (ids.length > 0) {
+        const held = new Set(await store.runRenew({ owner, leaseMs, ids, now: this.now() }));
+        for (const id of ids) if (!held.has(id)) this.end(id, new RunEnded('the run finished or is driven by another node'));
+      }
+      if (!this.stopping) await this.acquireRuns();
+    } catch (err) {
+      if (!this.stopping) this.options.log.warn({ err }, 'could not renew pipeline run leases; retrying');
+    }
+  }
+
+  /** Leases every unfinished run free to take, a page at a time, and drives those not driven yet. */
+  private async acquireRuns(): Promise<void> {
+    const { store, owner, runLeaseMs: leaseMs } = this.options;
+    let afterId = 0;
+    for (;;) {
+      const runs = await store.runAcquire({ owner, leaseMs, afterId, limit: 500, now: this.now() });
+      if (runs.length === 0 || this.stopping) return;
+      const resumable: [Pipeline, PipelineRun][] = [];
+      for (const run of runs) {
+        afterId = run.id;
+        if (this.active.has(run.id)) continue;
+        const pipeline = this.options.pipelines.get(run.pipeline);
+        // A run is resumed only on the steps it was started with; a pipeline redefined since then
+        // would have it skip or repeat work, so it is left as it is, and said so.
+        const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
+        if (pipeline && same) resumable.push([pipeline, run]);
+        else if (!this.unresumable.has(run.id)) {
+          this.unresumable.add(run.id);
+          this.options.log.error({ runId: run.id, pipeline: run.pipeline }, 'cannot resume a run: its pipeline is no longer defined, or its steps changed');
+        }
+      }
+      this.driveInSlices(resumable);
+    }
   }
 
   async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
@@ -120,6 +172,7 @@ export class PipelineEngine {
         idempotencyKey: r.idempotencyKey ?? null,
         steps: pipeline.steps.map((s) => s.name),
       })),
+      lease: { owner: this.options.owner, leaseMs: this.options.runLeaseMs },
       now: this.now(),
     });
     const created = results.filter((r) => r.created).map((r) => r.run);
@@ -225,8 +278,8 @@ export class PipelineEngine {
       return;
     }
     try {
-      const started = await store.stepStart({ runId, step: step.name, now: this.now() });
-      if (!started) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      const started = await store.stepStart({ runId, step: step.name, owner: this.options.owner, now: this.now() });
+      if (!started) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
       active.run = started;
       const attempt = started.steps.find((s) => s.name === step.name)!.attempts;
       bus.publish('pipeline.step.started', { run: summarizeRun(started), step: step.name, attempt });
@@ -251,8 +304,8 @@ export class PipelineEngine {
         await this.failStep(active, step, attempt, failure);
         return;
       }
-      const done = await store.stepComplete({ runId, step: step.name, output: output ?? null, now: this.now() });
-      if (!done) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      const done = await store.stepComplete({ runId, step: step.name, owner: this.options.owner, output: output ?? null, now: this.now() });
+      if (!done) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
       active.run = done;
       bus.publish('pipeline.step.completed', { run: summarizeRun(done), step: step.name, attempt });
     } catch (err) {
@@ -273,13 +326,13 @@ export class PipelineEngine {
     if (retryable && attempt < step.policy.attempts) {
       const backoff = retryDelay(attempt, step.policy.backoffMs, step.policy.backoffMaxMs, this.random);
       const nextAttemptAt = this.now() + Math.max(backoff, retryAfterMs ?? 0);
-      const run = await store.stepRetryLater({ runId, step: step.name, error, nextAttemptAt, now: this.now() });
-      if (!run) return this.end(runId, new RunEnded('the run finished elsewhere'));
+      const run = await store.stepRetryLater({ runId, step: step.name, owner: this.options.owner, error, nextAttemptAt, now: this.now() });
+      if (!run) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
       active.run = run;
       bus.publish('pipeline.step.failed', { run: summarizeRun(run), step: step.name, attempt, willRetry: true, error });
       return;
     }
-    const run = await store.stepFail({ runId, step: step.name, error, now: this.now() });
+    const run = await store.stepFail({ runId, step: step.name, owner: this.options.owner, error, now: this.now() });
     this.end(runId, new RunEnded(`step ${step.name} failed`));
     if (!run) return;
     bus.publish('pipeline.step.failed', { run: summarizeRun(run), step: step.name, attempt, willRetry: false, error });
@@ -293,7 +346,7 @@ export class PipelineEngine {
     const sinks = active.pipeline.sinks;
     const output = sinks.length === 1 ? outputs.get(sinks[0]) : Object.fromEntries(sinks.map((n) => [n, outputs.get(n)]));
     try {
-      const run = await this.options.store.runComplete({ runId, output, now: this.now() });
+      const run = await this.options.store.runComplete({ runId, owner: this.options.owner, output, now: this.now() });
       if (run) this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
     } catch (err) {
       if (!this.stopping) this.options.log.error({ err, runId }, 'pipeline run could not be completed');

@@ -41,6 +41,8 @@ export function createPipelines(options: {
   fleet: Fleet;
   store: PipelineStore;
   caseStore: CaseStore;
+  /** This node, as the owner of the pipeline runs it drives. */
+  owner: string;
   config: Readonly<FleetdConfig>;
   log: Logger;
   setup?: PipelineSetup;
@@ -85,6 +87,8 @@ export function createPipelines(options: {
     pipelines,
     runners,
     concurrency: config.pipelineConcurrency,
+    owner: options.owner,
+    runLeaseMs: config.pipelineRunLeaseMs,
     limits: { maxPayloadBytes: config.maxPayloadBytes, maxPayloadDepth: config.maxPayloadDepth, maxBatch: config.maxTaskBatch },
   });
   return {
@@ -92,7 +96,7 @@ export function createPipelines(options: {
     providers,
     cases,
     async close() {
-      engine.stop();
+      await engine.stop();
       outcomes.close();
       await Promise.all([providers.close(), cases.close()]);
     },

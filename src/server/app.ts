@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
-import { resolve as resolvePath } from 'node:path';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Redis } from 'ioredis';
+import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
 import { FleetError } from '../core/errors.js';
@@ -105,15 +104,6 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
   return { status: 500, body: errorBody('FLEETD_ERR_INTERNAL', 'internal error; it has been logged') };
 }
 
-/**
- * Nodes share cached responses only when they share a store. An embedded SQLite store belongs to one
- * node, so its folder names the namespace; a networked store is shared by every node using it.
- */
-function cacheNamespace(fleet: Fleet, config: Readonly<FleetdConfig>): string {
-  if (fleet.store.driver !== 'sqlite') return fleet.store.driver;
-  return createHash('sha256').update(resolvePath(config.dataDir)).digest('base64url').slice(0, 16);
-}
-
 export async function buildApp(options: AppOptions): Promise<App> {
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
@@ -150,7 +140,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         ttlMs: config.cacheTtlMs,
         staleMs: config.cacheStaleMs,
         redis,
-        namespace: cacheNamespace(fleet, config),
+        namespace: cacheNamespace(config),
         log: app.log,
       });
   // Plugins that hook every route register before the routes.

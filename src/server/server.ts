@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
@@ -7,6 +8,10 @@ import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { connectRedis, redisSettings } from '../redis/connection.js';
+import type { CaseStore } from '../store/case-store.js';
+import type { PipelineStore } from '../store/pipeline-store.js';
+import { PostgresCaseStore } from '../store/postgres/postgres-case-store.js';
+import { PostgresPipelineStore } from '../store/postgres/postgres-pipeline-store.js';
 import { PostgresStore } from '../store/postgres/postgres-store.js';
 import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
 import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
@@ -28,6 +33,30 @@ export interface FleetServer {
    */
   firstAdminKey?: string;
   close(): Promise<void>;
+}
+
+/**
+ * The store drivers a configuration names: embedded SQLite, or PostgreSQL shared by several nodes.
+ * Pipeline runs and cases live in the same database as the tasks, on the same connection or pool.
+ */
+function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
+  if (config.databaseUrl === '') {
+    const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
+    return {
+      store: sqlite,
+      pipelineStore: new SqlitePipelineStore(sqlite.db, sqlite.groupCommit),
+      caseStore: new SqliteCaseStore(sqlite.db, sqlite.groupCommit),
+      // One process at a time uses a SQLite file: after a crash, its next start takes its runs back at once.
+      runOwner: `sqlite:${resolvePath(config.dataDir)}`,
+    };
+  }
+  const postgres = openPostgres(config);
+  return {
+    store: postgres,
+    pipelineStore: new PostgresPipelineStore(postgres),
+    caseStore: new PostgresCaseStore(postgres),
+    runOwner: postgres.nodeId,
+  };
 }
 
 export function createLogger(level: string): Logger {
@@ -65,14 +94,9 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  // Pipelines and cases have a SQLite driver only, so far: on PostgreSQL they stay in the node's
-  // own SQLite file in dataDir, while tasks, agents and locks are shared by every node.
-  const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-  const store: Store = config.databaseUrl === '' ? sqlite : openPostgres(config);
-  const closeStores = async () => {
-    await store.close();
-    if (store !== sqlite) await sqlite.close();
-  };
+  const drivers = openStores(config);
+  const { store } = drivers;
+  const closeStores = () => store.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
   const nlp = new NlpPool();
   const redisConfig = redisSettings(config);
@@ -98,9 +122,7 @@ export async function startServer(
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
     if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
     // A bad pipeline definition stops the start here, before anything listens.
-    const pipelineStore = new SqlitePipelineStore(sqlite.db, sqlite.groupCommit);
-    const caseStore = new SqliteCaseStore(sqlite.db, sqlite.groupCommit);
-    pipelines = createPipelines({ fleet, store: pipelineStore, caseStore, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    pipelines = createPipelines({ fleet, store: drivers.pipelineStore, caseStore: drivers.caseStore, owner: drivers.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
     redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
     app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });

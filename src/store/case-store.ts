@@ -6,8 +6,18 @@ import type { Case, CaseMember } from '../pipelines/cases.js';
  * and `PipelineStore` so that a driver can add it on its own schedule.
  */
 export interface CaseStore {
-  /** Every case's id and centroid, oldest first, to rebuild the in-memory index at start. */
-  caseCentroids(): Promise<{ id: number; centroid: number[] }[]>;
+  /**
+   * The cases created or changed after `afterVersion`, in version order, with their centroids: what
+   * a node's in-memory index loads at start (from 0) and catches up on before each assignment, so
+   * that it sees the cases other nodes made. Every write to a case gives it a version above all
+   * earlier ones.
+   */
+  caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]>;
+  /**
+   * Runs `work` while no other caller, on any node sharing the store, runs its own: assignments to
+   * cases take turns cluster-wide, so two alike runs arriving on two nodes cannot open two cases.
+   */
+  caseExclusive<T>(work: () => Promise<T>): Promise<T>;
   /** The case a run already belongs to, if any. */
   caseOfRun(params: { runId: number }): Promise<{ caseId: number; similarity: number } | undefined>;
   caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case>;

@@ -7,36 +7,68 @@ import type { PipelineRun, RunStatus } from '../pipelines/types.js';
  * every write is atomic and durable when its promise resolves: a step's output is on disk before
  * the next step starts, which is what lets a restarted server resume without repeating it.
  *
- * Writes on a run that is already finished (e.g. cancelled while a step was in flight) change
- * nothing and return `undefined`, so that a late result can never revive a cancelled run.
+ * Writes on a run that is already finished (e.g. cancelled while a step was in flight), or that
+ * another node has taken over, change nothing and return `undefined`, so that a late result can
+ * never revive a cancelled run nor repeat a step. With several nodes, each run is driven by one node
+ * at a time: the node holding its lease (owner and expiry), renewed while it drives the run.
  */
 export interface PipelineStore {
   /**
-   * Inserts runs in order, all or nothing, each with its steps `pending`. A run whose idempotency
-   * key exists already is not inserted again: the existing run is returned with `created: false`;
-   * the same key with a different pipeline or input is a conflict.
+   * Inserts runs in order, all or nothing, each with its steps `pending` and leased to `lease.owner`
+   * (the node that will drive them). A run whose idempotency key exists already is not inserted
+   * again: the existing run is returned with `created: false`; the same key with a different
+   * pipeline or input is a conflict.
    */
-  runInsertMany(params: { runs: RunInsertParams[]; now: number }): Promise<{ run: PipelineRun; created: boolean }[]>;
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]>;
   runGet(params: { id: number }): Promise<PipelineRun | undefined>;
   /** Newest first. */
   runList(params: RunListParams): Promise<Page<PipelineRun>>;
-  /** Runs not finished (queued or running), oldest first, a page at a time: what a starting server resumes. */
-  runListUnfinished(params: { afterId: number; limit: number }): Promise<PipelineRun[]>;
+  /**
+   * Leases up to `limit` unfinished runs (queued or running), oldest first, to `owner`: runs nobody
+   * holds, runs `owner` held already (a node restarting under the same name), and runs whose lease
+   * expired (their node died), with ids after `afterId`. What a node starting, or watching for dead
+   * nodes, takes over.
+   */
+  runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]>;
+  /** Extends `owner`'s leases on these runs; returns the ids it still holds (unfinished and not taken over). */
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]>;
+  /** Gives up `owner`'s leases on these runs (a node shutting down), so that another node takes them at once. */
+  runRelease(params: { owner: string; ids: number[] }): Promise<void>;
   /**
    * Marks the step running and counts the attempt; the run becomes `running`. A step found already
-   * `running` was interrupted by a restart: it resumes the same attempt (an agent step then waits
-   * for the task it already dispatched) and the count does not change.
+   * `running` was interrupted (a restart, or its node died): it resumes the same attempt (an agent
+   * step then waits for the task it already dispatched) and the count does not change.
    */
-  stepStart(params: { runId: number; step: string; now: number }): Promise<PipelineRun | undefined>;
-  stepComplete(params: { runId: number; step: string; output: unknown; now: number }): Promise<PipelineRun | undefined>;
+  stepStart(params: StepWrite): Promise<PipelineRun | undefined>;
+  stepComplete(params: StepWrite & { output: unknown }): Promise<PipelineRun | undefined>;
   /** A failed attempt with attempts left: the step waits until nextAttemptAt. */
-  stepRetryLater(params: { runId: number; step: string; error: unknown; nextAttemptAt: number; now: number }): Promise<PipelineRun | undefined>;
+  stepRetryLater(params: StepWrite & { error: unknown; nextAttemptAt: number }): Promise<PipelineRun | undefined>;
   /** A step out of attempts: it is `failed`, steps not yet done are `skipped`, and the run is `failed`. */
-  stepFail(params: { runId: number; step: string; error: unknown; now: number }): Promise<PipelineRun | undefined>;
-  runComplete(params: { runId: number; output: unknown; now: number }): Promise<PipelineRun | undefined>;
-  /** Cancels a run that has not finished; its unfinished steps become `cancelled`. */
+  stepFail(params: StepWrite & { error: unknown }): Promise<PipelineRun | undefined>;
+  runComplete(params: { runId: number; owner: string; output: unknown; now: number }): Promise<PipelineRun | undefined>;
+  /** Cancels a run that has not finished, whoever drives it; its unfinished steps become `cancelled`. */
   runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined>;
   runCounts(): Promise<{ pipeline: string; status: RunStatus; count: number }[]>;
+}
+
+/** A node's hold on the runs it drives. */
+export interface RunLease {
+  /** The node driving the run. */
+  owner: string;
+  /** How long the lease lasts from `now` unless renewed, in ms. */
+  leaseMs: number;
+}
+
+/**
+ * A write by the run's driver. It applies only while `owner` holds the run: a node that stalled past
+ * its lease while another took the run over finds its late writes refused (undefined), and never
+ * records a step twice.
+ */
+export interface StepWrite {
+  runId: number;
+  step: string;
+  owner: string;
+  now: number;
 }
 
 export interface RunInsertParams {

@@ -202,4 +202,93 @@ CREATE TABLE api_keys (
 CREATE UNIQUE INDEX agents_by_token ON agents (token_hash);
 `,
   },
+  {
+    version: 3,
+    name: 'pipeline runs leased to the node driving them, their steps and counters; cases',
+    sql: `
+CREATE TABLE pipeline_runs (
+  id               BIGSERIAL PRIMARY KEY,
+  pipeline         TEXT   NOT NULL,
+  status           TEXT   NOT NULL,
+  input            TEXT   NOT NULL,
+  output           TEXT,
+  error            TEXT,
+  idempotency_key  TEXT   UNIQUE,
+  request_hash     TEXT,
+  created_at       BIGINT NOT NULL,
+  updated_at       BIGINT NOT NULL,
+  finished_at      BIGINT,
+  -- The node driving the run, until lease_expires_at unless it renews; NULL once finished or released.
+  owner            TEXT,
+  lease_expires_at BIGINT
+);
+-- Taking over runs reads the unfinished ones only; listing filters by pipeline or status, newest first.
+CREATE INDEX pipeline_runs_unfinished  ON pipeline_runs (id) WHERE status IN ('queued', 'running');
+CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (pipeline, id);
+CREATE INDEX pipeline_runs_by_status   ON pipeline_runs (status, id);
+
+CREATE TABLE pipeline_steps (
+  run_id          BIGINT  NOT NULL REFERENCES pipeline_runs (id) ON DELETE CASCADE,
+  position        INTEGER NOT NULL,
+  name            TEXT    NOT NULL,
+  status          TEXT    NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  output          TEXT,
+  error           TEXT,
+  started_at      BIGINT,
+  finished_at     BIGINT,
+  next_attempt_at BIGINT,
+  PRIMARY KEY (run_id, position),
+  UNIQUE (run_id, name)
+);
+
+-- Runs are few and slow (each a chain of LLM calls), so one counter row per pipeline and status,
+-- kept by a row-level trigger, costs no contention worth sharding.
+CREATE TABLE pipeline_run_counts (
+  pipeline TEXT   NOT NULL,
+  status   TEXT   NOT NULL,
+  n        BIGINT NOT NULL,
+  PRIMARY KEY (pipeline, status)
+);
+CREATE FUNCTION fleetd_pipeline_run_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    UPDATE pipeline_run_counts SET n = n - 1 WHERE pipeline = OLD.pipeline AND status = OLD.status;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO pipeline_run_counts AS c VALUES (NEW.pipeline, NEW.status, 1)
+      ON CONFLICT (pipeline, status) DO UPDATE SET n = c.n + 1;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER pipeline_runs_count_insert AFTER INSERT OR DELETE ON pipeline_runs
+  FOR EACH ROW EXECUTE FUNCTION fleetd_pipeline_run_counts();
+CREATE TRIGGER pipeline_runs_count_update AFTER UPDATE OF status ON pipeline_runs
+  FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION fleetd_pipeline_run_counts();
+
+-- Every write to a case takes the next version, so that nodes catch up on what changed. Case writes
+-- take turns under an advisory lock (caseExclusive), so versions also commit in order.
+CREATE SEQUENCE case_versions;
+CREATE TABLE cases (
+  id         BIGSERIAL PRIMARY KEY,
+  title      TEXT   NOT NULL,
+  -- The mean of the members' unit vectors (JSON array), what a new member is compared with.
+  centroid   TEXT   NOT NULL,
+  size       INTEGER NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  version    BIGINT NOT NULL DEFAULT nextval('case_versions')
+);
+CREATE INDEX cases_by_version ON cases (version);
+-- A run belongs to at most one case: assigning it again (a step repeated after a restart) changes nothing.
+CREATE TABLE case_members (
+  run_id     BIGINT PRIMARY KEY,
+  case_id    BIGINT NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
+  similarity DOUBLE PRECISION NOT NULL,
+  text       TEXT   NOT NULL,
+  added_at   BIGINT NOT NULL
+);
+CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
+`,
+  },
 ];

@@ -73,7 +73,21 @@ function unavailable(err: unknown): unknown {
 const RETRYABLE = new Set(['40P01', '40001']);
 const UNIQUE_VIOLATION = '23505';
 
-type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
+/** A named statement: each connection parses and plans it once, then only binds and executes it. */
+export interface Prepared {
+  name: string;
+  text: string;
+}
+
+/**
+ * The statements every task goes through, prepared once per connection. (A node that runs while
+ * another migrates the schema under it would find these plans invalid; migrations are for restarts.)
+ */
+const prepared = (name: string, text: string): Prepared => ({ name: `fleetd_${name}`, text });
+
+export type Query = <R extends pg.QueryResultRow>(text: string | Prepared, values?: unknown[]) => Promise<R[]>;
+
+const toQueryConfig = (text: string | Prepared, values: unknown[]) => (typeof text === 'string' ? { text, values } : { ...text, values });
 
 function toAgent(row: AgentRow): Agent {
   return {
@@ -104,7 +118,7 @@ const RETURN_LEASES = `UPDATE tasks SET
     error = $3, updated_at = $2, lease_expires_at = NULL
   WHERE id = ANY($1::bigint[]) AND status = 'leased' RETURNING *`;
 
-const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
+const TASK_INSERT = prepared('task_insert', `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
     max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at)
   SELECT type, req_key, payload, priority, CASE WHEN run_at > $11 THEN 'scheduled' ELSE 'queued' END,
     idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $11, $11
@@ -113,7 +127,7 @@ const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status
     AS i(type, req_key, payload, priority, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
-  RETURNING *`;
+  RETURNING *`);
 
 /**
  * The claim, in one statement: for each requirement set the agent can satisfy that has queued
@@ -123,7 +137,7 @@ const TASK_INSERT = `INSERT INTO tasks (type, req_key, payload, priority, status
  * take the per-set heads in a LATERAL join and merge them in SQL.
  * $1 agent, $2 capabilities, $3 most wanted, $4 now, $5 the agent's maxConcurrency.
  */
-export const TASK_CLAIM = `WITH room AS (
+export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
     SELECT $5::int - count(*)::int AS free FROM tasks WHERE agent_id = $1 AND status = 'leased'
   ), keys AS (
     SELECT req_key FROM task_counts
@@ -143,7 +157,33 @@ export const TASK_CLAIM = `WITH room AS (
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.*
   )
-  SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`;
+  SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`);
+
+/** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
+const TASK_COMPLETE = prepared(
+  'task_complete',
+  `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
+   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
+   WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
+   RETURNING t.*`,
+);
+
+/**
+ * Locks the claiming agents' rows, in id order so that batches cannot deadlock, and records the
+ * claim as their heartbeat: $1 agent ids, $2 now.
+ */
+const AGENT_CLAIM_LOCK = prepared(
+  'agent_claim_lock',
+  `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
+   UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
+   RETURNING a.*, old.status AS previous_status`,
+);
+
+const TASK_EXTEND = prepared(
+  'task_extend',
+  `UPDATE tasks SET lease_expires_at = $3 + coalesce($4::bigint, lease_ms), updated_at = $3
+   WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
+);
 
 /**
  * The scale-out store: a bounded `pg` pool on PostgreSQL. Every write is one statement or one
@@ -161,20 +201,21 @@ export class PostgresStore implements Store {
   private readonly poolSize: number;
   private listener: pg.Client | undefined;
   private closed = false;
-  /** Completions of one tick share one statement and one commit. */
+  /**
+   * Completions of one tick share one statement and one commit: one statement is atomic on its
+   * own, so it runs without BEGIN and COMMIT, one round trip instead of three.
+   */
   private readonly completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, TaskRow | undefined>(
-    (batch) =>
-      this.transaction(async (q) => {
-        const rows = await q<TaskRow>(
-          `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
-           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
-           WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
-           RETURNING t.*`,
-          [batch.map((c) => c.id), batch.map((c) => c.agentId), batch.map((c) => c.result), batch.map((c) => c.now)],
-        );
-        const byId = new Map(rows.map((row) => [row.id, row]));
-        return batch.map((c) => byId.get(c.id));
-      }),
+    async (batch) => {
+      const rows = await this.query<TaskRow>(TASK_COMPLETE, [
+        batch.map((c) => c.id),
+        batch.map((c) => c.agentId),
+        batch.map((c) => c.result),
+        batch.map((c) => c.now),
+      ]);
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return batch.map((c) => byId.get(c.id));
+    },
     { unique: (c) => c.id },
   );
   /** Claims of one tick share one transaction and one commit (see taskClaim). */
@@ -223,10 +264,11 @@ export class PostgresStore implements Store {
     }
   }
 
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
+  /** One statement on a pooled connection. Shared with the pipeline and case stores on this pool. */
+  async query<R extends pg.QueryResultRow>(text: string | Prepared, values: unknown[] = []): Promise<R[]> {
     const client = await this.connect();
     try {
-      return (await client.query<R>(text, values)).rows;
+      return (await client.query<R>(toQueryConfig(text, values))).rows;
     } catch (err) {
       throw unavailable(err);
     } finally {
@@ -234,13 +276,16 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** Runs `work` in one transaction, again from the start on a deadlock or serialization failure. */
-  private async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
+  /**
+   * Runs `work` in one transaction, again from the start on a deadlock or serialization failure.
+   * Shared with the pipeline and case stores on this pool.
+   */
+  async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
       try {
         await client.query('BEGIN');
-        const result = await work(async (text, values = []) => (await client.query(text, values)).rows);
+        const result = await work(async (text, values = []) => (await client.query(toQueryConfig(text, values))).rows);
         await client.query('COMMIT');
         return result;
       } catch (err) {
@@ -251,6 +296,26 @@ export class PostgresStore implements Store {
       } finally {
         client.release();
       }
+    }
+  }
+
+  /**
+   * Runs `work` holding the session advisory lock `name` on a connection of its own (the work's
+   * statements use other connections), so that it takes turns with every node sharing the database.
+   */
+  async withLock<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const client = await this.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [name]);
+      try {
+        return await work();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [name]);
+      }
+    } catch (err) {
+      throw unavailable(err);
+    } finally {
+      client.release();
     }
   }
 
@@ -581,12 +646,7 @@ export class PostgresStore implements Store {
    */
   private async claimBatch(q: Query, batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[]> {
     const ids = [...new Set(batch.map((p) => p.agentId))].sort();
-    const rows = await q<AgentRow & { previous_status: AgentStatus }>(
-      `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
-       UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
-       RETURNING a.*, old.status AS previous_status`,
-      [ids, Math.max(...batch.map((p) => p.now))],
-    );
+    const rows = await q<AgentRow & { previous_status: AgentStatus }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
     const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
     const results: (TaskClaimResult | Error)[] = [];
     for (const params of batch) {
@@ -663,11 +723,7 @@ export class PostgresStore implements Store {
   }
 
   async taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<Task> {
-    const [row] = await this.query<TaskRow>(
-      `UPDATE tasks SET lease_expires_at = $3 + coalesce($4::bigint, lease_ms), updated_at = $3
-       WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
-      [params.id, params.agentId, params.now, params.leaseMs ?? null],
-    );
+    const [row] = await this.query<TaskRow>(TASK_EXTEND, [params.id, params.agentId, params.now, params.leaseMs ?? null]);
     if (!row) throw await this.leaseLost(params.id, params.agentId);
     return toTask(row);
   }

@@ -213,4 +213,21 @@ CREATE TABLE api_keys (
 CREATE UNIQUE INDEX agents_by_token ON agents (token_hash);
 `,
   },
+  {
+    version: 5,
+    name: 'pipeline runs are leased to the node driving them',
+    sql: `
+ALTER TABLE pipeline_runs ADD COLUMN owner TEXT;
+ALTER TABLE pipeline_runs ADD COLUMN lease_expires_at INTEGER;
+`,
+  },
+  {
+    version: 6,
+    name: 'cases carry a version, bumped on every change, for nodes to catch up on',
+    sql: `
+ALTER TABLE cases ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+UPDATE cases SET version = id;
+CREATE INDEX cases_by_version ON cases (version);
+`,
+  },
 ];

@@ -1,4 +1,5 @@
 import type { Database } from 'better-sqlite3';
+import { Semaphore } from '../../limits/semaphore.js';
 import type { Page } from '../../core/types.js';
 import type { Case, CaseMember } from '../../pipelines/cases.js';
 import type { CaseStore } from '../case-store.js';
@@ -19,6 +20,7 @@ const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, 
 /** Cases in the same SQLite database, on the SqliteStore's connection and group commit. */
 export class SqliteCaseStore implements CaseStore {
   private readonly s: ReturnType<SqliteCaseStore['prepare']>;
+  private readonly turns = new Semaphore(1);
 
   constructor(
     private readonly db: Database,
@@ -30,12 +32,13 @@ export class SqliteCaseStore implements CaseStore {
   private prepare() {
     const db = this.db;
     return {
-      centroids: db.prepare('SELECT id, centroid FROM cases ORDER BY id'),
+      centroids: db.prepare('SELECT id, centroid, version FROM cases WHERE version > ? ORDER BY version'),
       ofRun: db.prepare('SELECT case_id AS caseId, similarity FROM case_members WHERE run_id = ?'),
-      insert: db.prepare(`INSERT INTO cases (title, centroid, size, created_at, updated_at)
-        VALUES (@title, @centroid, 1, @now, @now) RETURNING *`),
+      insert: db.prepare(`INSERT INTO cases (title, centroid, size, created_at, updated_at, version)
+        VALUES (@title, @centroid, 1, @now, @now, (SELECT coalesce(max(version), 0) + 1 FROM cases)) RETURNING *`),
       addMember: db.prepare('INSERT INTO case_members (run_id, case_id, similarity, text, added_at) VALUES (?, ?, ?, ?, ?)'),
-      grow: db.prepare('UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now WHERE id = @id RETURNING *'),
+      grow: db.prepare(`UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now,
+        version = (SELECT max(version) + 1 FROM cases) WHERE id = @id RETURNING *`),
       byId: db.prepare('SELECT * FROM cases WHERE id = ?'),
       list: db.prepare('SELECT * FROM cases WHERE id < ? ORDER BY id DESC LIMIT ?'),
       members: db.prepare(
@@ -44,8 +47,17 @@ export class SqliteCaseStore implements CaseStore {
     };
   }
 
-  async caseCentroids(): Promise<{ id: number; centroid: number[] }[]> {
-    return (this.s.centroids.all() as { id: number; centroid: string }[]).map((r) => ({ id: r.id, centroid: JSON.parse(r.centroid) }));
+  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]> {
+    return (this.s.centroids.all(params.afterVersion) as { id: number; centroid: string; version: number }[]).map((r) => ({
+      id: r.id,
+      centroid: JSON.parse(r.centroid),
+      version: r.version,
+    }));
+  }
+
+  /** One process uses a SQLite file, so taking turns within it is enough. */
+  caseExclusive<T>(work: () => Promise<T>): Promise<T> {
+    return this.turns.run(work);
   }
 
   async caseOfRun(params: { runId: number }): Promise<{ caseId: number; similarity: number } | undefined> {

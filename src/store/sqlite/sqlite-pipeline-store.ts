@@ -1,57 +1,11 @@
-import { createHash } from 'node:crypto';
 import type { Database, Statement } from 'better-sqlite3';
 import { FleetError } from '../../core/errors.js';
 import type { Page } from '../../core/types.js';
-import type { PipelineRun, RunStatus, StepState, StepStatus } from '../../pipelines/types.js';
+import type { PipelineRun, RunStatus } from '../../pipelines/types.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
-import type { PipelineStore, RunInsertParams, RunListParams } from '../pipeline-store.js';
+import { runRequestHash, toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
 import type { GroupCommit } from './group-commit.js';
-
-interface RunRow {
-  id: number;
-  pipeline: string;
-  status: RunStatus;
-  input: string;
-  output: string | null;
-  error: string | null;
-  idempotency_key: string | null;
-  request_hash: string | null;
-  created_at: number;
-  updated_at: number;
-  finished_at: number | null;
-}
-
-interface StepRow {
-  run_id: number;
-  position: number;
-  name: string;
-  status: StepStatus;
-  attempts: number;
-  output: string | null;
-  error: string | null;
-  started_at: number | null;
-  finished_at: number | null;
-  next_attempt_at: number | null;
-}
-
-const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
-
-function toStep(row: StepRow): StepState {
-  return {
-    name: row.name,
-    status: row.status,
-    attempts: row.attempts,
-    output: parseJson(row.output),
-    error: parseJson(row.error),
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    nextAttemptAt: row.next_attempt_at,
-  };
-}
-
-function requestHash(r: RunInsertParams): string {
-  return createHash('sha256').update(JSON.stringify([r.pipeline, r.input])).digest('base64url');
-}
 
 /**
  * Pipeline runs in the same SQLite database as the tasks, on the same connection and group commit
@@ -71,17 +25,25 @@ export class SqlitePipelineStore implements PipelineStore {
   private prepare() {
     const db = this.db;
     return {
-      runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at)
-        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now) RETURNING *`),
+      runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
+        owner, lease_expires_at)
+        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms) RETURNING *`),
       stepInsert: db.prepare("INSERT INTO pipeline_steps (run_id, position, name, status) VALUES (?, ?, ?, 'pending')"),
       runByKey: db.prepare('SELECT * FROM pipeline_runs WHERE idempotency_key = ?'),
       runById: db.prepare('SELECT * FROM pipeline_runs WHERE id = ?'),
       stepsOf: db.prepare('SELECT * FROM pipeline_steps WHERE run_id = ? ORDER BY position'),
-      unfinished: db.prepare("SELECT * FROM pipeline_runs WHERE status IN ('queued', 'running') AND id > ? ORDER BY id LIMIT ?"),
+      acquire: db.prepare(`UPDATE pipeline_runs SET owner = @owner, lease_expires_at = @now + @lease_ms WHERE id IN (
+        SELECT id FROM pipeline_runs WHERE status IN ('queued', 'running') AND id > @after_id
+          AND (owner IS NULL OR owner = @owner OR lease_expires_at <= @now) ORDER BY id LIMIT @limit
+        ) RETURNING *`),
+      renew: db.prepare(`UPDATE pipeline_runs SET lease_expires_at = @now + @lease_ms
+        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id`),
+      release: db.prepare('UPDATE pipeline_runs SET owner = NULL, lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner'),
       runTouch: db.prepare(`UPDATE pipeline_runs SET status = @status, updated_at = @now WHERE id = @id
-        AND status IN ('queued', 'running') RETURNING *`),
+        AND status IN ('queued', 'running') AND owner = @owner RETURNING *`),
       runFinish: db.prepare(`UPDATE pipeline_runs SET status = @status, output = @output, error = @error, updated_at = @now,
-        finished_at = @now WHERE id = @id AND status IN ('queued', 'running') RETURNING *`),
+        finished_at = @now, owner = NULL, lease_expires_at = NULL
+        WHERE id = @id AND status IN ('queued', 'running') AND (@owner IS NULL OR owner = @owner) RETURNING *`),
       stepStart: db.prepare(`UPDATE pipeline_steps SET status = 'running', attempts = attempts + (status = 'pending'), started_at = @now,
         next_attempt_at = NULL WHERE run_id = @run_id AND name = @name AND status IN ('pending', 'running')`),
       stepComplete: db.prepare(`UPDATE pipeline_steps SET status = 'completed', output = @output, error = NULL, finished_at = @now
@@ -97,25 +59,13 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   private toRun(row: RunRow): PipelineRun {
-    return {
-      id: row.id,
-      pipeline: row.pipeline,
-      status: row.status,
-      input: JSON.parse(row.input),
-      output: parseJson(row.output),
-      error: parseJson(row.error),
-      idempotencyKey: row.idempotency_key,
-      createdAt: row.created_at,
-      updatedAt: row.updated_at,
-      finishedAt: row.finished_at,
-      steps: (this.s.stepsOf.all(row.id) as StepRow[]).map(toStep),
-    };
+    return toRun(row, this.s.stepsOf.all(row.id) as StepRow[]);
   }
 
-  runInsertMany(params: { runs: RunInsertParams[]; now: number }): Promise<{ run: PipelineRun; created: boolean }[]> {
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]> {
     return this.groupCommit.write(() =>
       params.runs.map((r) => {
-        const hash = r.idempotencyKey === null ? null : requestHash(r);
+        const hash = r.idempotencyKey === null ? null : runRequestHash(r);
         if (r.idempotencyKey !== null) {
           const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
           if (existing) {
@@ -135,6 +85,8 @@ export class SqlitePipelineStore implements PipelineStore {
           idempotency_key: r.idempotencyKey,
           request_hash: hash,
           now: params.now,
+          owner: params.lease.owner,
+          lease_ms: params.lease.leaseMs,
         }) as RunRow;
         r.steps.forEach((name, i) => this.s.stepInsert.run(row.id, i, name));
         return { run: this.toRun(row), created: true };
@@ -175,13 +127,27 @@ export class SqlitePipelineStore implements PipelineStore {
     return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
   }
 
-  async runListUnfinished(params: { afterId: number; limit: number }): Promise<PipelineRun[]> {
-    return (this.s.unfinished.all(params.afterId, params.limit) as RunRow[]).map((r) => this.toRun(r));
+  runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {
+    return this.groupCommit.write(() =>
+      (this.s.acquire.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, limit: params.limit, after_id: params.afterId }) as RunRow[])
+        .sort((a, b) => a.id - b.id)
+        .map((r) => this.toRun(r)),
+    );
   }
 
-  stepStart(params: { runId: number; step: string; now: number }): Promise<PipelineRun | undefined> {
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
+    return this.groupCommit.write(() =>
+      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
+    );
+  }
+
+  async runRelease(params: { owner: string; ids: number[] }): Promise<void> {
+    await this.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
+  }
+
+  stepStart(params: StepWrite): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
-      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now }) as RunRow | undefined;
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       if (this.s.stepStart.run({ run_id: params.runId, name: params.step, now: params.now }).changes === 0) {
         throw new FleetError('FLEETD_ERR_RUN_STATE', `step ${params.step} of run ${params.runId} is not pending`);
@@ -190,29 +156,29 @@ export class SqlitePipelineStore implements PipelineStore {
     });
   }
 
-  stepComplete(params: { runId: number; step: string; output: unknown; now: number }): Promise<PipelineRun | undefined> {
+  stepComplete(params: StepWrite & { output: unknown }): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
-      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now }) as RunRow | undefined;
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepComplete.run({ run_id: params.runId, name: params.step, output: JSON.stringify(params.output ?? null), now: params.now });
       return this.toRun(run);
     });
   }
 
-  stepRetryLater(params: { runId: number; step: string; error: unknown; nextAttemptAt: number; now: number }): Promise<PipelineRun | undefined> {
+  stepRetryLater(params: StepWrite & { error: unknown; nextAttemptAt: number }): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
-      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now }) as RunRow | undefined;
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepRetry.run({ run_id: params.runId, name: params.step, error: JSON.stringify(params.error ?? null), next: params.nextAttemptAt });
       return this.toRun(run);
     });
   }
 
-  stepFail(params: { runId: number; step: string; error: unknown; now: number }): Promise<PipelineRun | undefined> {
+  stepFail(params: StepWrite & { error: unknown }): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
       const error = JSON.stringify(params.error ?? null);
       const runError = JSON.stringify({ step: params.step, error: params.error ?? null });
-      const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now }) as RunRow | undefined;
+      const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepFail.run({ run_id: params.runId, name: params.step, error, now: params.now });
       this.s.stepsEnd.run({ run_id: params.runId, status: 'skipped', now: params.now });
@@ -220,17 +186,17 @@ export class SqlitePipelineStore implements PipelineStore {
     });
   }
 
-  runComplete(params: { runId: number; output: unknown; now: number }): Promise<PipelineRun | undefined> {
+  runComplete(params: { runId: number; owner: string; output: unknown; now: number }): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
       const output = JSON.stringify(params.output ?? null);
-      const run = this.s.runFinish.get({ id: params.runId, status: 'completed', output, error: null, now: params.now }) as RunRow | undefined;
+      const run = this.s.runFinish.get({ id: params.runId, status: 'completed', output, error: null, now: params.now, owner: params.owner }) as RunRow | undefined;
       return run && this.toRun(run);
     });
   }
 
   runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined> {
     return this.groupCommit.write(() => {
-      const run = this.s.runFinish.get({ id: params.runId, status: 'cancelled', output: null, error: null, now: params.now }) as RunRow | undefined;
+      const run = this.s.runFinish.get({ id: params.runId, status: 'cancelled', output: null, error: null, now: params.now, owner: null }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepsEnd.run({ run_id: params.runId, status: 'cancelled', now: params.now });
       return this.toRun(run);

@@ -1,0 +1,67 @@
+import { createHash } from 'node:crypto';
+import type { PipelineRun, RunStatus, StepState, StepStatus } from '../pipelines/types.js';
+import type { RunInsertParams } from './pipeline-store.js';
+import { parseJson } from './rows.js';
+
+/** A pipeline_runs row, the same in both SQL drivers (JSON kept as text). */
+export interface RunRow {
+  id: number;
+  pipeline: string;
+  status: RunStatus;
+  input: string;
+  output: string | null;
+  error: string | null;
+  idempotency_key: string | null;
+  request_hash: string | null;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+/** A pipeline_steps row. */
+export interface StepRow {
+  run_id: number;
+  position: number;
+  name: string;
+  status: StepStatus;
+  attempts: number;
+  output: string | null;
+  error: string | null;
+  started_at: number | null;
+  finished_at: number | null;
+  next_attempt_at: number | null;
+}
+
+export function toStep(row: StepRow): StepState {
+  return {
+    name: row.name,
+    status: row.status,
+    attempts: row.attempts,
+    output: parseJson(row.output),
+    error: parseJson(row.error),
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    nextAttemptAt: row.next_attempt_at,
+  };
+}
+
+export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
+  return {
+    id: row.id,
+    pipeline: row.pipeline,
+    status: row.status,
+    input: JSON.parse(row.input),
+    output: parseJson(row.output),
+    error: parseJson(row.error),
+    idempotencyKey: row.idempotency_key,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    finishedAt: row.finished_at,
+    steps: steps.map(toStep),
+  };
+}
+
+/** What an idempotency key is checked against: the same key must come with the same pipeline and input. */
+export function runRequestHash(r: RunInsertParams): string {
+  return createHash('sha256').update(JSON.stringify([r.pipeline, r.input])).digest('base64url');
+}
