@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { Api, fleetdBin, kill9, listeningUrl, startFleetdProcess, startTestServer, tempDir, type TestServer } from './helpers.js';
+import { Api, eventually, fleetdBin, kill9, listeningUrl, startFleetdProcess, startTestServer, tempDir, type TestServer } from './helpers.js';
 import { connect, connectAgent } from './ws-helpers.js';
 
 const code = (res: { body: any }) => res.body?.error?.code;
@@ -213,8 +213,10 @@ describe('first start, --no-auth and the keys command (real processes)', () => {
     try {
       const first = start();
       const url = await listeningUrl(first.child);
-      const printed = /^\s+(fk_[A-Za-z0-9_-]+)$/m.exec(first.output().stderr)?.[1];
-      assert.ok(printed, `no key printed: ${first.output().stderr}`);
+      // stderr is another pipe: the banner, written before the "listening" log line, may still be on its way.
+      const keyLine = /^\s+(fk_[A-Za-z0-9_-]+)$/m;
+      await eventually(() => keyLine.test(first.output().stderr), 10_000, 'the first admin key on stderr');
+      const printed = keyLine.exec(first.output().stderr)![1];
       assert.equal((await new Api(url, printed).get('/v1/config')).status, 200);
       assert.equal((await new Api(url).get('/v1/tasks')).status, 401);
       assert.ok(!first.output().stdout.includes(printed), 'the key is in the log');

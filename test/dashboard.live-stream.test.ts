@@ -7,8 +7,9 @@ import { startTestServer, type TestServer } from './helpers.js';
 /**
  * The dashboard's side of the /v1/events contract (subscribe to topics; batched
  * {"type":"events","events":[{topic,name,data,at}]}). The socket is answered inside the browser by
- * Playwright's WebSocket routing, standing in for fleetd's gateway, which lands on another branch;
- * the data pushed is what the real fleetd returns for the same tasks.
+ * Playwright's WebSocket routing, so that the test decides what arrives and when (and can drop the
+ * socket); it answers subscriptions as fleetd's gateway does, and the data pushed is what the real
+ * fleetd returns for the same tasks.
  */
 const WAIT = { timeout: 10_000 };
 
@@ -25,9 +26,12 @@ describe('dashboard on the live event stream', () => {
     await signIn(page, server.adminKey);
     await page.routeWebSocket(/\/v1\/events(\?|$)/, (ws) => {
       sockets.push(ws);
+      const topics = new Set<string>();
       ws.onMessage((message) => {
         const m = JSON.parse(String(message));
         if (m.type === 'subscribe') subscribed.push(m.topics);
+        for (const t of m.topics) m.type === 'subscribe' ? topics.add(t) : topics.delete(t);
+        ws.send(JSON.stringify({ type: 'subscribed', topics: [...topics] }));
       });
     });
   });
@@ -38,7 +42,7 @@ describe('dashboard on the live event stream', () => {
   });
 
   const push = (events: { topic: string; name: string; data: unknown }[]) =>
-    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: new Date().toISOString() })) }));
+    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: Date.now() })) }));
   const summary = ({ payload: _p, result: _r, ...task }: Record<string, unknown>) => task;
 
   it('subscribes to the tasks topic and applies pushed task events to the table', async () => {

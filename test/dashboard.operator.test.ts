@@ -118,8 +118,8 @@ describe('dashboard', () => {
     const tasks = Array.from({ length: 1_200 }, (_, i) => ({ type: 'bulk.item', payload: { i } }));
     const { items } = (await server.api.post('/v1/tasks/batch', { tasks })).body;
     const oldest = items[0].task.id;
-    // A fresh load of a shared link. (Changing the filter in place while 1,200 creations stream in
-    // has failed intermittently under load: followed up on the dashboard issue.)
+    // A fresh load of a shared link (changing the filter in place while creations stream in is
+    // test/dashboard.task-filter.test.ts).
     await page.goto('about:blank');
     await page.goto(server.url + '/#/tasks?type=bulk.item');
     await page.waitForSelector(`[data-task-id="${items.at(-1).task.id}"]`, WAIT);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
+import { connect } from './ws-helpers.js';
 
 const setup: PipelineSetup = {
   providers: [{ name: 'sim', kind: 'simulated', latency: { minMs: 1, maxMs: 5 }, dimensions: 8 }],
@@ -101,6 +102,49 @@ test('runs start once per idempotency key, in batches all or nothing, and list n
     assert.equal((await api.get('/v1/pipelines/runs?cursor=zzz')).status, 400);
     const listed = (await api.get('/v1/pipelines')).body.items.map((p: any) => p.name);
     assert.deepEqual(listed.sort(), ['fan', 'review']);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('observers of pipelines and of one run see its steps start and complete, then the run finish', async () => {
+  const server = await startPipelineServer(setup, { eventBatchMs: 10 });
+  try {
+    const credential = { authorization: `Bearer ${server.api.key}` };
+    const all = await connect(`${server.url}/v1/events`, credential);
+    all.send({ type: 'subscribe', topics: ['pipelines'] });
+    await all.next('subscribed');
+    const { body } = await server.api.post('/v1/pipelines/review/runs', { input: { text: 'the bins were not collected' } });
+    const id = body.run.id;
+    const one = await connect(`${server.url}/v1/events`, credential);
+    one.send({ type: 'subscribe', topics: [`run:${id}`] });
+    await one.next('subscribed');
+    // The run waits at its agent step until an agent completes the task.
+    const agent = await server.api.registerAgent(['review']);
+    const [task] = await server.api.claim(agent.id, 1, 10_000);
+    await server.api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { verdict: 'valid' } });
+    await all.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
+    const events = all.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+    assert.deepEqual(
+      events.map((e: any) => [e.name, e.data.step, e.data.run.status]),
+      [
+        ['pipeline.run.created', undefined, 'queued'],
+        ['pipeline.step.started', 'summary', 'running'],
+        ['pipeline.step.completed', 'summary', 'running'],
+        ['pipeline.step.started', 'vector', 'running'],
+        ['pipeline.step.completed', 'vector', 'running'],
+        ['pipeline.step.started', 'check', 'running'],
+        ['pipeline.step.completed', 'check', 'running'],
+        ['pipeline.run.finished', undefined, 'completed'],
+      ],
+    );
+    assert.ok(events.every((e: any) => e.topic === 'pipelines' && e.data.run.id === id));
+    // The run's own topic, subscribed while it ran, gets the rest of the same events.
+    const finished = await one.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
+    assert.ok(finished.events.every((e: any) => e.topic === `run:${id}`));
+    one.send({ type: 'subscribe', topics: ['run:0'] });
+    assert.equal((await one.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
+    await Promise.all([all.close(), one.close()]);
   } finally {
     await server.stop();
   }

@@ -28,6 +28,32 @@ function precompress(): Plugin {
   };
 }
 
+/**
+ * On a load of the overview (the address has no route), starts fetching the overview's chunk and
+ * style from the page itself, beside the entry script, rather than after the entry has run and
+ * asked for them: one round of requests fewer before the first paint. Other first views (deep
+ * links) fetch nothing extra. First in the head: an inline script after a stylesheet waits for it.
+ */
+function preloadOverview(): Plugin {
+  return {
+    name: 'fleetd-preload-overview',
+    apply: 'build',
+    transformIndexHtml: {
+      order: 'post',
+      handler(html, ctx) {
+        const chunk = Object.values(ctx.bundle ?? {}).find((c) => c.type === 'chunk' && c.name === 'overview');
+        if (!chunk || chunk.type !== 'chunk') throw new Error('no overview chunk to preload');
+        const links = [
+          { rel: 'modulepreload', href: `/${chunk.fileName}` },
+          ...[...(chunk.viteMetadata?.importedCss ?? [])].map((css) => ({ rel: 'preload', as: 'style', href: `/${css}` })),
+        ];
+        const script = `if (/^#?\\/?$/.test(location.hash)) for (const a of ${JSON.stringify(links)}) document.head.appendChild(Object.assign(document.createElement('link'), a, { crossOrigin: '' }));`;
+        return [{ tag: 'script', children: script, injectTo: 'head-prepend' }];
+      },
+    },
+  };
+}
+
 export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
   base: '/',
@@ -42,8 +68,8 @@ export default defineConfig({
     // The small helpers several views share go into one chunk, rather than one chunk of a few
     // hundred bytes each: each chunk is one more request on a cold load.
     rollupOptions: {
-      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists)\.ts$/.test(id) ? 'shared' : undefined) },
+      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists|views\/run-events)\.ts$/.test(id) ? 'shared' : undefined) },
     },
   },
-  plugins: [precompress()],
+  plugins: [preloadOverview(), precompress()],
 });

@@ -44,6 +44,8 @@ export interface FleetEvents {
   'lock.released': { lock: Lock; reason: 'released' | 'expired' | 'agent_offline' };
   /** A pipeline run was started (not published for a repeated idempotency key). */
   'pipeline.run.created': { run: RunSummary };
+  /** An attempt of a step started (its attempts count includes it). */
+  'pipeline.step.started': { run: RunSummary; step: string; attempt: number };
   /** A step's output was recorded; it will not run again for this run. */
   'pipeline.step.completed': { run: RunSummary; step: string; attempt: number };
   /** An attempt of a step failed; it will be retried after its backoff unless willRetry is false. */

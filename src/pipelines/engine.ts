@@ -282,6 +282,7 @@ export class PipelineEngine {
       if (!started) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
       active.run = started;
       const attempt = started.steps.find((s) => s.name === step.name)!.attempts;
+      bus.publish('pipeline.step.started', { run: summarizeRun(started), step: step.name, attempt });
       const timeout = AbortSignal.timeout(step.policy.timeoutMs);
       const signal = AbortSignal.any([active.controller.signal, timeout]);
       const ctx: StepContext = {

@@ -4,8 +4,14 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 
-/** `tasks`, `task:<id>`, `agents`, `locks`, `queue:<type>` (tasks of that type) or `stats`. */
-export const Topic = Type.String({ maxLength: 210, pattern: '^(tasks|agents|locks|stats|task:[1-9][0-9]{0,15}|queue:[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199})$' });
+/**
+ * `tasks`, `task:<id>`, `agents`, `locks`, `queue:<type>` (tasks of that type), `stats`,
+ * `pipelines` (every pipeline run's events) or `run:<id>` (one run's).
+ */
+export const Topic = Type.String({
+  maxLength: 210,
+  pattern: '^(tasks|agents|locks|stats|pipelines|task:[1-9][0-9]{0,15}|run:[1-9][0-9]{0,15}|queue:[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199})$',
+});
 
 export const ObserverMessageSchema = Type.Union([
   Type.Object(

@@ -9,7 +9,7 @@ export class ApiError extends Error {
 }
 
 /** JSON over fetch. Every answer (or failure to get one) tells the connection whether fleetd is reachable. */
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, {
@@ -20,8 +20,11 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
       },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
+      signal,
     });
   } catch (err) {
+    // A request its view no longer wants says nothing about fleetd.
+    if (signal?.aborted) throw err;
     connection.httpFailed();
     throw new ApiError(0, 'NETWORK', `fleetd is not reachable: ${(err as Error).message}`);
   }
@@ -30,7 +33,11 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   const json = text ? JSON.parse(text) : undefined;
   if (!res.ok) {
     const e = json?.error ?? {};
-    throw new ApiError(res.status, e.code ?? 'HTTP', e.message ?? `HTTP ${res.status}`);
+    const message = e.message ?? `HTTP ${res.status}`;
+    // No credential, an unknown one, or one that may not even read: the operator must sign in. A
+    // 403 to an action (a read key cancelling a task) is only that action's error.
+    if (res.status === 401 || (res.status === 403 && method === 'GET')) connection.refused(message);
+    throw new ApiError(res.status, e.code ?? 'HTTP', message);
   }
   return json as T;
 }
@@ -47,13 +54,13 @@ export function prefetch(path: string): void {
   prefetched.set(path, request);
 }
 
-export function get<T>(path: string): Promise<T> {
+export function get<T>(path: string, signal?: AbortSignal): Promise<T> {
   const early = prefetched.get(path);
   if (early) {
     prefetched.delete(path);
     return early as Promise<T>;
   }
-  return api<T>('GET', path);
+  return api<T>('GET', path, undefined, signal);
 }
 
 /** A query string from the defined, non-empty values. */

@@ -20,8 +20,17 @@ export interface LiveDataOptions {
   intervalMs: number;
   /** Topics of /v1/events that concern the view. */
   topics: string[];
-  /** What to do with a batch of events; by default, load again (at most once a second). */
-  onEvents?: (events: LiveEvent[]) => void;
+  /**
+   * What to do with a batch of events; true asks to load again (at most once a second), which is
+   * also what happens without onEvents.
+   */
+  onEvents?: (events: LiveEvent[]) => boolean | void;
+  /**
+   * For views that apply events to what they loaded: load only once the server has confirmed the
+   * topics, so that no change falls between the load and the first event. Others load at once
+   * (the first paint does not wait for the socket).
+   */
+  loadWhenSubscribed?: boolean;
 }
 
 const RELOAD_THROTTLE_MS = 1_000;
@@ -56,7 +65,7 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         clearTimeout(timer);
       };
     }
-    void load();
+    if (!latest.current.loadWhenSubscribed) void load();
     let lastLoad = 0;
     const reload = () => {
       if (timer !== undefined) return;
@@ -67,11 +76,16 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         if (!stopped) void load();
       }, wait);
     };
-    const unsubscribe = connection.subscribe(latest.current.topics, (events) => {
-      const onEvents = latest.current.onEvents;
-      if (onEvents) onEvents(events);
-      else reload();
-    });
+    const unsubscribe = connection.subscribe(
+      latest.current.topics,
+      (events) => {
+        const onEvents = latest.current.onEvents;
+        if (!onEvents || onEvents(events)) reload();
+      },
+      () => {
+        if (latest.current.loadWhenSubscribed) void load();
+      },
+    );
     return () => {
       stopped = true;
       clearTimeout(timer);

@@ -1,4 +1,4 @@
-import { apiKey } from './auth.js';
+import { eventsPath } from './auth.js';
 import type { LiveEvent } from './types.js';
 
 /**
@@ -8,22 +8,40 @@ import type { LiveEvent } from './types.js';
  *   live      the socket is open; views update from events
  *   polling   no socket, but HTTP answers; views poll
  *   offline   HTTP fails too; views keep polling, which is how the page notices fleetd is back
+ *   refused   fleetd refused the credential (401, or 403 to reading): nothing is retried until the
+ *             operator signs in again, so a bad key cannot turn into a storm of reconnections
  */
-export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline';
+export type ConnectionState = 'connecting' | 'live' | 'polling' | 'offline' | 'refused';
 
 type Handler = (events: LiveEvent[]) => void;
+
+/** Waits for the server to confirm a subscription: events from then on are sure to arrive. */
+interface ReadyWaiter {
+  /** The number of subscribe/unsubscribe messages sent when it started waiting. */
+  afterMessage: number;
+  ready: () => void;
+}
 
 const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 15_000;
 
 class Connection {
   state: ConnectionState = 'connecting';
+  /** fleetd's own words for why it refused, while refused. */
+  refusal = '';
   private socket: WebSocket | null = null;
   private retryMs = RETRY_MIN_MS;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly stateListeners = new Set<(s: ConnectionState) => void>();
   /** Subscribers per topic; a topic is subscribed on the socket while it has one. */
   private readonly topics = new Map<string, Set<Handler>>();
+  /**
+   * The server answers each subscribe and unsubscribe, in order, with the socket's topics (or an
+   * error): counting messages and answers tells when a subscription has taken effect.
+   */
+  private messagesSent = 0;
+  private messagesAnswered = 0;
+  private readonly readyWaiters = new Set<ReadyWaiter>();
 
   start(): void {
     this.open();
@@ -34,8 +52,12 @@ class Connection {
     return () => this.stateListeners.delete(listener);
   }
 
-  /** Delivers the events of these topics to handler while live; returns the unsubscribe. */
-  subscribe(topics: string[], handler: Handler): () => void {
+  /**
+   * Delivers the events of these topics to handler while live; returns the unsubscribe. `ready` is
+   * called once the server has confirmed the topics on the open socket: data loaded from then on
+   * misses no event, which data loaded before the confirmation could.
+   */
+  subscribe(topics: string[], handler: Handler, ready?: () => void): () => void {
     const added: string[] = [];
     for (const t of topics) {
       let set = this.topics.get(t);
@@ -46,8 +68,14 @@ class Connection {
       }
       set.add(handler);
     }
-    if (added.length) this.send({ type: 'subscribe', topics: added });
+    if (added.length) this.sendTopics({ type: 'subscribe', topics: added });
+    const waiter: ReadyWaiter | undefined = ready && { afterMessage: this.messagesSent, ready };
+    if (waiter) {
+      this.readyWaiters.add(waiter);
+      this.wakeReady();
+    }
     return () => {
+      if (waiter) this.readyWaiters.delete(waiter);
       const removed: string[] = [];
       for (const t of topics) {
         const set = this.topics.get(t);
@@ -58,7 +86,7 @@ class Connection {
           removed.push(t);
         }
       }
-      if (removed.length) this.send({ type: 'unsubscribe', topics: removed });
+      if (removed.length) this.sendTopics({ type: 'unsubscribe', topics: removed });
     };
   }
 
@@ -67,7 +95,33 @@ class Connection {
   }
 
   httpFailed(): void {
-    if (this.state !== 'live') this.setState('offline');
+    if (this.state !== 'live' && this.state !== 'refused') this.setState('offline');
+  }
+
+  /** fleetd refused the credential: stop, and say why, until restart(). */
+  refused(reason: string): void {
+    this.refusal = reason;
+    clearTimeout(this.retryTimer);
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.setState('refused');
+  }
+
+  /** Asks fleetd over plain HTTP whether it refuses the credential at `path`; if it does, stops. */
+  private async refusedBy(path: string): Promise<boolean> {
+    const reason = await probeRefusal(path);
+    if (reason === null) return false;
+    this.refused(reason);
+    return true;
+  }
+
+  /** Starts over with the credential now stored (after signing in). */
+  restart(): void {
+    this.refusal = '';
+    this.retryMs = RETRY_MIN_MS;
+    this.setState('connecting');
+    this.open();
   }
 
   private setState(s: ConnectionState): void {
@@ -76,20 +130,34 @@ class Connection {
     for (const l of this.stateListeners) l(s);
   }
 
-  private send(message: unknown): void {
-    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  private sendTopics(message: { type: 'subscribe' | 'unsubscribe'; topics: string[] }): void {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    this.socket.send(JSON.stringify(message));
+    this.messagesSent++;
+  }
+
+  private wakeReady(): void {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    for (const w of this.readyWaiters) {
+      if (this.messagesAnswered < w.afterMessage) continue;
+      this.readyWaiters.delete(w);
+      w.ready();
+    }
   }
 
   private open(): void {
     clearTimeout(this.retryTimer);
-    // Browsers cannot set headers on a WebSocket: the key rides in the query.
-    const key = apiKey();
-    const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events${key ? `?token=${encodeURIComponent(key)}` : ''}`;
-    const socket = new WebSocket(url);
+    const path = eventsPath();
+    const socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`);
     this.socket = socket;
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
       this.retryMs = RETRY_MIN_MS;
-      if (this.topics.size) this.send({ type: 'subscribe', topics: [...this.topics.keys()] });
+      this.messagesSent = this.messagesAnswered = 0;
+      if (this.topics.size) this.sendTopics({ type: 'subscribe', topics: [...this.topics.keys()] });
+      // Waiters from before the socket opened are covered by that one subscribe.
+      for (const w of this.readyWaiters) w.afterMessage = this.messagesSent;
       this.setState('live');
     };
     socket.onmessage = (message) => {
@@ -97,6 +165,13 @@ class Connection {
       try {
         parsed = JSON.parse(String(message.data));
       } catch {
+        return;
+      }
+      if (parsed.type === 'subscribed' || parsed.type === 'error') {
+        // An error answer (a topic this server does not know) wakes the waiters too: they load
+        // without that topic's events rather than never.
+        this.messagesAnswered++;
+        this.wakeReady();
         return;
       }
       if (parsed.type !== 'events' || !Array.isArray(parsed.events)) return;
@@ -111,14 +186,29 @@ class Connection {
       }
       for (const [h, events] of byHandler) h(events);
     };
-    socket.onclose = () => {
+    socket.onclose = async () => {
       if (this.socket !== socket) return;
       this.socket = null;
       // Until HTTP says otherwise, assume fleetd answers and let the views poll.
       if (this.state === 'live' || this.state === 'connecting') this.setState('polling');
+      // A browser does not tell why an upgrade was refused: the same address over plain HTTP does.
+      if (!opened && (await this.refusedBy(path))) return;
+      if (this.state === 'refused' || this.socket) return;
       this.retryTimer = setTimeout(() => this.open(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
     };
+  }
+}
+
+/** fleetd's reason when it answers `path` with 401, or 403 (a credential that may not read); else null. */
+async function probeRefusal(path: string): Promise<string | null> {
+  try {
+    const res = await fetch(path, { cache: 'no-store' });
+    if (res.status !== 401 && res.status !== 403) return null;
+    const body = await res.json().catch(() => null);
+    return body?.error?.message ?? `HTTP ${res.status}`;
+  } catch {
+    return null;
   }
 }
 

@@ -1,6 +1,7 @@
 import { render, type ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { prefetch } from './api.js';
+import { apiKey, forgetApiKey, storeApiKey } from './auth.js';
 import { useConnectionState } from './hooks.js';
 import { connection } from './live.js';
 import { parseRoute, type Route } from './router.js';
@@ -18,26 +19,65 @@ const views: Record<Route['view'], () => Promise<ViewModule>> = {
   agent: () => import('./views/agent-detail.js'),
   tasks: () => import('./views/tasks.js'),
   task: () => import('./views/task-detail.js'),
+  pipelines: () => import('./views/pipelines.js'),
+  run: () => import('./views/run-detail.js'),
+  cases: () => import('./views/cases.js'),
+  case: () => import('./views/case-detail.js'),
   locks: () => import('./views/locks.js'),
 };
+
+/** The nav entry a detail view belongs under. */
+const SECTION: Partial<Record<Route['view'], Route['view']>> = { agent: 'agents', task: 'tasks', run: 'pipelines', case: 'cases' };
 
 const STATE_LABEL = {
   connecting: 'connecting…',
   live: 'live',
   polling: 'polling (live stream unavailable)',
   offline: 'disconnected — reconnecting…',
+  refused: 'disconnected — sign in',
 } as const;
 
 function ConnectionBadge() {
   const state = useConnectionState();
   return (
-    <span class={`badge conn-${state}`} data-connection={state} title="connection to fleetd">
+    <span class={`badge conn-${state}`} data-connection={state} title={state === 'refused' ? connection.refusal : 'connection to fleetd'}>
       <i class="dot" /> {STATE_LABEL[state]}
     </span>
   );
 }
 
+/** Asks for an API key when fleetd refuses the one it has (or none); read scope is enough. */
+function SignIn() {
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const key = new FormData(e.target as HTMLFormElement).get('apiKey')?.toString().trim();
+    if (!key) return;
+    storeApiKey(key);
+    connection.restart();
+  };
+  return (
+    <form class="panel sign-in" onSubmit={submit}>
+      <h2>Sign in to fleetd</h2>
+      <p class="error" data-testid="refusal">{connection.refusal}</p>
+      <p class="muted">
+        An API key with read scope is enough to watch; cancelling and retrying need submit. It is kept in this browser
+        only. <code>fleetd keys create --scope read</code> makes one.
+      </p>
+      <label>
+        API key <input name="apiKey" type="password" autocomplete="off" size={50} required />
+      </label>{' '}
+      <button type="submit">Sign in</button>
+    </form>
+  );
+}
+
+function signOut() {
+  forgetApiKey();
+  connection.refused('Signed out.');
+}
+
 function App() {
+  const state = useConnectionState();
   const [route, setRoute] = useState(() => parseRoute(location.hash));
   // Counts navigations: a view is started afresh on each, even to the address it already shows
   // (its filters rewrite the address in place, so the address alone cannot tell).
@@ -61,22 +101,31 @@ function App() {
     };
   }, [route.view]);
 
-  const section = route.view === 'agent' ? 'agents' : route.view === 'task' ? 'tasks' : route.view;
+  const section = SECTION[route.view] ?? route.view;
   return (
     <>
       <header>
         <a class="brand" href="#/">fleetd</a>
         <nav>
-          {(['overview', 'agents', 'tasks', 'locks'] as const).map((v) => (
+          {(['overview', 'agents', 'tasks', 'pipelines', 'cases', 'locks'] as const).map((v) => (
             <a href={v === 'overview' ? '#/' : `#/${v}`} class={section === v ? 'active' : ''}>
               {v[0].toUpperCase() + v.slice(1)}
             </a>
           ))}
         </nav>
         <ConnectionBadge />
+        {apiKey() && state !== 'refused' && (
+          <button type="button" class="sign-out" onClick={signOut}>Sign out</button>
+        )}
       </header>
       <main>
-        {loaded?.view === route.view ? <loaded.View key={navigation} route={route} /> : <p class="muted">Loading…</p>}
+        {state === 'refused' ? (
+          <SignIn />
+        ) : loaded?.view === route.view ? (
+          <loaded.View key={navigation} route={route} />
+        ) : (
+          <p class="muted">Loading…</p>
+        )}
       </main>
     </>
   );

@@ -5,19 +5,29 @@ export type Route = { query: URLSearchParams } & (
   | { view: 'agent'; id: string }
   | { view: 'tasks' }
   | { view: 'task'; id: number }
+  | { view: 'pipelines' }
+  | { view: 'run'; id: number }
+  | { view: 'cases' }
+  | { view: 'case'; id: number }
   | { view: 'locks' }
 );
+
+/** A positive integer id from the address, or undefined. */
+function idOf(part: string | undefined): number | undefined {
+  const id = Number(part);
+  return part && Number.isInteger(id) && id > 0 ? id : undefined;
+}
 
 export function parseRoute(hash: string): Route {
   const [path, search = ''] = hash.replace(/^#/, '').split('?');
   const query = new URLSearchParams(search);
   const at = { query };
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const id = idOf(parts[1]);
   if (parts[0] === 'agents') return parts[1] ? { ...at, view: 'agent', id: parts[1] } : { ...at, view: 'agents' };
-  if (parts[0] === 'tasks') {
-    const id = Number(parts[1]);
-    return parts[1] && Number.isInteger(id) && id > 0 ? { ...at, view: 'task', id } : { ...at, view: 'tasks' };
-  }
+  if (parts[0] === 'tasks') return id ? { ...at, view: 'task', id } : { ...at, view: 'tasks' };
+  if (parts[0] === 'pipelines') return id ? { ...at, view: 'run', id } : { ...at, view: 'pipelines' };
+  if (parts[0] === 'cases') return id ? { ...at, view: 'case', id } : { ...at, view: 'cases' };
   if (parts[0] === 'locks') return { ...at, view: 'locks' };
   return { ...at, view: 'overview' };
 }

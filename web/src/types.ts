@@ -65,10 +65,67 @@ export interface FleetStats {
   uptimeSeconds: number;
 }
 
-/** One event of the /v1/events stream. Task events carry the task without payload and result. */
+/**
+ * One event of the /v1/events stream. Task events carry the task without payload and result. Times
+ * here are epoch ms, `at` (when fleetd published it) as well as those in `data`.
+ */
 export interface LiveEvent {
   topic: string;
   name: string;
   data: any;
-  at: string;
+  at: number;
+}
+
+export type RunStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+export const RUN_STATUSES: RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
+export type StepStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
+
+export interface StepState {
+  name: string;
+  status: StepStatus;
+  attempts: number;
+  output: unknown;
+  error: unknown;
+  startedAt: string | null;
+  finishedAt: string | null;
+  nextAttemptAt: string | null;
+}
+
+export interface PipelineRun {
+  id: number;
+  pipeline: string;
+  status: RunStatus;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  idempotencyKey: string | null;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  steps: StepState[];
+}
+
+export interface PipelineInfo {
+  name: string;
+  description?: string;
+  steps: { name: string; kind: string; needs: string[] }[];
+}
+
+export interface PipelineStats {
+  lane: { runsActive: number; stepsRunning: number; stepsWaitingForLane: number };
+}
+
+export interface Case {
+  id: number;
+  title: string;
+  size: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface CaseMember {
+  runId: number;
+  similarity: number;
+  text: string;
+  addedAt: string;
 }

@@ -31,6 +31,10 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
   }
   if (name.startsWith('agent.')) return ['agents'];
   if (name.startsWith('lock.')) return ['locks'];
+  if (name.startsWith('pipeline.')) {
+    const { run } = data as FleetEvents['pipeline.run.created'];
+    return ['pipelines', `run:${run.id}`];
+  }
   return [];
 }
 

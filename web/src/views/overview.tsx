@@ -1,11 +1,13 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
 import { get } from '../api.js';
 import { num } from '../format.js';
 import { useLiveData } from '../hooks.js';
 import type { ViewProps } from '../main.js';
-import { TASK_STATUSES, type FleetStats, type LiveEvent } from '../types.js';
+import { TASK_STATUSES, type FleetStats, type LiveEvent, type PipelineStats } from '../types.js';
 import { Chart } from './chart.js';
+
+const PIPELINE_POLL_MS = 2_000;
 
 /** Five minutes of one-second samples, kept across visits to the page. */
 const HISTORY = 300;
@@ -43,6 +45,16 @@ export default function Overview(_props: ViewProps) {
     [],
   );
 
+  // Polled rather than pushed: the pipelines topic carries every step of every run, a flood for
+  // one number, while a poll costs the same whatever runs.
+  const [lane, setLane] = useState<PipelineStats['lane'] | null>(null);
+  useEffect(() => {
+    const poll = () => get<PipelineStats>('/v1/pipelines/stats').then((p) => setLane(p.lane), () => setLane(null));
+    void poll();
+    const timer = setInterval(poll, PIPELINE_POLL_MS);
+    return () => clearInterval(timer);
+  }, []);
+
   if (!stats) return <p class="muted">Loading stats…</p>;
   const agents = stats.agents.byStatus;
   const priorities = Object.entries(stats.tasks.queueDepthByPriority).sort((a, b) => Number(b[0]) - Number(a[0]));
@@ -60,6 +72,9 @@ export default function Overview(_props: ViewProps) {
             <b data-stat={`tasks-${s}`}>{num(stats.tasks.byStatus[s])}</b> {s}
           </a>
         ))}
+        <a class="card" href="#/pipelines?status=running" title={lane ? `${lane.stepsRunning} steps running, ${lane.stepsWaitingForLane} waiting for the lane` : ''}>
+          <b data-stat="pipeline-runs">{num(lane?.runsActive)}</b> pipeline runs in flight
+        </a>
       </div>
 
       <div class="grid">

@@ -26,9 +26,27 @@ function matches(t: Pick<Task, 'status' | 'type' | 'agentId'>, f: Filters): bool
   return (!f.status || t.status === f.status) && (!f.type || t.type === f.type) && (!f.agentId || t.agentId === f.agentId);
 }
 
+/** A change to a task, as a task event reports it. */
+interface TaskChange {
+  task: Task;
+  created: boolean;
+}
+
+const EVENT_TIMES = ['runAt', 'createdAt', 'updatedAt', 'claimedAt', 'completedAt', 'leaseExpiresAt'] as const;
+
+/** A task as events carry it (times in epoch ms), in the API's shape (ISO 8601). */
+function taskOfEvent(summary: Record<string, unknown>): Task {
+  const task = { ...summary };
+  for (const k of EVENT_TIMES) if (typeof task[k] === 'number') task[k] = new Date(task[k] as number).toISOString();
+  return task as unknown as Task;
+}
+
 /**
- * The rows loaded so far, newest first, and the cursor of the next page. Kept outside component
- * state: with 100,000 rows, copying the array on each update would cost more than rendering.
+ * The rows of one filter loaded so far, newest first, and the cursor of the next page. A new filter
+ * gets new TaskRows, and every answer and event is applied to the TaskRows it was asked for only,
+ * if it is still the current one: a page fetched for the old filter never lands in the new one's
+ * rows. Kept outside component state: with 100,000 rows, copying the array on each update would
+ * cost more than rendering.
  */
 class TaskRows {
   rows: Task[] = [];
@@ -36,6 +54,15 @@ class TaskRows {
   cursor: string | null = null;
   done = false;
   loading = false;
+  /**
+   * Changes that arrived before the first page, by task: applied over it once it is in (the page
+   * may be older or newer than each of them). null once the first page is in.
+   */
+  early: Map<number, TaskChange> | null = new Map();
+  /** Cancels this filter's requests when it is replaced. */
+  readonly requests = new AbortController();
+
+  constructor(readonly filters: Filters) {}
 
   append(items: Task[]): void {
     for (const t of items) {
@@ -52,12 +79,10 @@ class TaskRows {
     this.index = new Map(this.rows.map((t, i) => [t.id, i]));
   }
 
-  /** Updates a loaded row in place; false when the task is not loaded. */
-  update(t: Partial<Task> & { id: number }): boolean {
+  /** Updates a loaded row in place, unless it holds a later state of the task already. */
+  update(t: Task): void {
     const i = this.index.get(t.id);
-    if (i === undefined) return false;
-    this.rows[i] = { ...this.rows[i], ...t };
-    return true;
+    if (i !== undefined && t.updatedAt >= this.rows[i].updatedAt) this.rows[i] = { ...this.rows[i], ...t };
   }
 
   get newestId(): number {
@@ -66,12 +91,12 @@ class TaskRows {
 }
 
 export default function Tasks({ route }: ViewProps) {
-  const [filters, setFilters] = useState<Filters>(() => ({
+  const data = useRef<TaskRows>(null!);
+  data.current ??= new TaskRows({
     status: route.query.get('status') ?? '',
     type: route.query.get('type') ?? '',
     agentId: route.query.get('agentId') ?? '',
-  }));
-  const data = useRef(new TaskRows());
+  });
   const [version, setVersion] = useState(0);
   const bump = () => setVersion((v) => v + 1);
   const [scrollTop, setScrollTop] = useState(0);
@@ -80,93 +105,113 @@ export default function Tasks({ route }: ViewProps) {
   const [error, setError] = useState('');
   const scroller = useRef<HTMLDivElement>(null);
   const frame = useRef(0);
+  /** Set by the first load: until then, the live stream is not confirmed and nothing is fetched. */
+  const loadedOnce = useRef(false);
   useTick(5_000);
 
-  const fetchPage = async (cursor: string | null, limit = PAGE_SIZE) =>
-    get<Page<Task>>(`/v1/tasks${query({ ...filters, limit, cursor: cursor ?? undefined })}`);
+  const fetchPage = (d: TaskRows, cursor: string | null, limit: number) =>
+    get<Page<Task>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
 
-  const loadMore = async () => {
-    const d = data.current;
+  const loadMore = async (d = data.current) => {
     if (d.loading || d.done) return;
     d.loading = true;
     try {
-      const page = await fetchPage(d.cursor);
+      const page = await fetchPage(d, d.cursor, PAGE_SIZE);
       if (d !== data.current) return;
       d.append(page.items);
       d.cursor = page.nextCursor;
       d.done = page.nextCursor === null;
+      if (d.early) {
+        const early = [...d.early.values()].sort((a, b) => a.task.id - b.task.id);
+        d.early = null;
+        apply(d, early);
+      }
       setError('');
     } catch (err) {
-      setError((err as Error).message);
+      if (d === data.current) setError((err as Error).message);
     } finally {
       d.loading = false;
-      bump();
+      if (d === data.current) bump();
     }
+  };
+
+  /** Shows the rows of these filters from the first page on. */
+  const restart = (filters: Filters) => {
+    data.current.requests.abort();
+    data.current = new TaskRows(filters);
+    setPendingNew(0);
+    scroller.current?.scrollTo({ top: 0 });
+    setScrollTop(0);
+    if (loadedOnce.current) void loadMore();
+    bump();
   };
 
   /** The first page again: rows already loaded are refreshed, newer ones shown or counted. */
   const refreshTop = async () => {
+    loadedOnce.current = true;
     const d = data.current;
-    if (!d.rows.length && !d.done) return loadMore();
-    const page = await fetchPage(null, REFRESH_SIZE);
+    if (d.early) return loadMore(d);
+    const page = await fetchPage(d, null, REFRESH_SIZE);
     if (d !== data.current) return;
     const newer = page.items.filter((t) => t.id > d.newestId);
     if (newer.length === REFRESH_SIZE && page.nextCursor) {
-      // More arrived than one refresh reads: rows in between are unknown, so start from this page.
-      if (atTop()) {
-        const fresh = new TaskRows();
-        fresh.append(page.items);
-        fresh.cursor = page.nextCursor;
-        data.current = fresh;
-      } else setPendingNew((n) => n + newer.length);
+      // More arrived than one refresh reads: the rows in between are unknown, so start again.
+      if (atTop()) return restart(d.filters);
+      setPendingNew((n) => n + newer.length);
     } else {
       for (const t of page.items) d.update(t);
-      takeNewer(newer);
+      takeNewer(d, newer);
     }
     bump();
+  };
+
+  /** Applies task events, oldest first, to rows whose first page is in. */
+  const apply = (d: TaskRows, changes: TaskChange[]) => {
+    const created: Task[] = [];
+    for (const { task, created: isNew } of changes) {
+      if (isNew && matches(task, d.filters) && task.id > d.newestId) created.push(task);
+      else d.update(task);
+    }
+    takeNewer(d, created.reverse());
   };
 
   const atTop = () => (scroller.current?.scrollTop ?? 0) < ROW_HEIGHT;
   /** New rows go in at once when the operator is at the top; otherwise they are counted, not jumped in. */
-  const takeNewer = (newer: Task[]) => {
+  const takeNewer = (d: TaskRows, newer: Task[]) => {
     if (!newer.length) return;
     if (!atTop()) setPendingNew((n) => n + newer.length);
-    else if (data.current.rows.length + newer.length <= MAX_ROWS_AT_TOP) data.current.prepend(newer);
-    else {
-      // Rows keep arriving while the page sits at the top: start again from the newest page
-      // rather than grow without bound (nothing on screen changes but the new rows).
-      data.current = new TaskRows();
-      void loadMore();
-    }
+    else if (d.rows.length + newer.length <= MAX_ROWS_AT_TOP) d.prepend(newer);
+    // Rows keep arriving while the page sits at the top: start again from the newest page rather
+    // than grow without bound (nothing on screen changes but the new rows).
+    else restart(d.filters);
   };
-
-  useEffect(() => {
-    data.current = new TaskRows();
-    setPendingNew(0);
-    scroller.current?.scrollTo({ top: 0 });
-    setQuery('/tasks', { ...filters });
-    bump();
-  }, [filters.status, filters.type, filters.agentId]);
 
   useLiveData(
     {
       load: refreshTop,
       intervalMs: 2_000,
       topics: ['tasks'],
+      loadWhenSubscribed: true,
       onEvents: (events: LiveEvent[]) => {
-        const created: Task[] = [];
+        const d = data.current;
+        const changes: TaskChange[] = [];
         for (const e of events) {
-          const task = e.data?.task as Task | undefined;
-          if (!task) continue;
-          if (e.name === 'task.created') {
-            if (matches(task, filters) && task.id > data.current.newestId) created.push(task);
-          } else data.current.update(task);
+          if (e.data?.task) changes.push({ task: taskOfEvent(e.data.task), created: e.name === 'task.created' });
         }
-        takeNewer(created.reverse());
+        if (d.early) {
+          for (const c of changes) {
+            const seen = d.early.get(c.task.id);
+            d.early.set(c.task.id, seen && seen.task.updatedAt > c.task.updatedAt ? seen : { ...c, created: c.created || !!seen?.created });
+          }
+          return;
+        }
+        apply(d, changes);
         bump();
       },
     },
-    [filters.status, filters.type, filters.agentId],
+    // One subscription for every filter: a filter change starts new rows, not a new subscription
+    // (whose gap between unsubscribe and subscribe would lose events).
+    [],
   );
 
   useEffect(() => {
@@ -177,10 +222,11 @@ export default function Tasks({ route }: ViewProps) {
   }, []);
 
   const d = data.current;
+  const filters = d.filters;
   const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(d.rows.length, Math.ceil((scrollTop + viewport) / ROW_HEIGHT) + OVERSCAN);
   useEffect(() => {
-    if (!d.done && !d.loading && last > d.rows.length - PREFETCH_ROWS) void loadMore();
+    if (loadedOnce.current && !d.early && !d.done && !d.loading && last > d.rows.length - PREFETCH_ROWS) void loadMore();
   }, [last, version]);
 
   const onScroll = () => {
@@ -188,18 +234,16 @@ export default function Tasks({ route }: ViewProps) {
     frame.current = requestAnimationFrame(() => {
       const top = scroller.current!.scrollTop;
       setScrollTop(top);
-      if (top < ROW_HEIGHT && pendingNew) void showNew();
+      if (top < ROW_HEIGHT && pendingNew) restart(data.current.filters);
     });
   };
 
-  const showNew = async () => {
-    setPendingNew(0);
-    scroller.current?.scrollTo({ top: 0 });
-    data.current = new TaskRows();
-    await loadMore();
+  const set = (k: keyof Filters) => (e: Event) => {
+    const next = { ...data.current.filters, [k]: (e.target as HTMLInputElement).value.trim() };
+    if (next[k] === data.current.filters[k]) return;
+    setQuery('/tasks', { ...next });
+    restart(next);
   };
-
-  const set = (k: keyof Filters) => (e: Event) => setFilters({ ...filters, [k]: (e.target as HTMLInputElement).value.trim() });
   const rows = d.rows.slice(first, last);
   const total = d.rows.length + (d.done ? 0 : 1);
 
@@ -213,17 +257,18 @@ export default function Tasks({ route }: ViewProps) {
             {TASK_STATUSES.map((s) => <option value={s}>{s}</option>)}
           </select>
         </label>
+        {/* Uncontrolled: a render while events stream in must not wipe what is being typed. */}
         <label>
-          type <input name="type" value={filters.type} onChange={set('type')} placeholder="any" />
+          type <input name="type" defaultValue={filters.type} onChange={set('type')} placeholder="any" />
         </label>
         <label>
-          agent <input name="agentId" value={filters.agentId} onChange={set('agentId')} placeholder="any" />
+          agent <input name="agentId" defaultValue={filters.agentId} onChange={set('agentId')} placeholder="any" />
         </label>
         <span class="muted" data-loaded={d.rows.length}>
           {d.rows.length.toLocaleString()} loaded{d.done ? '' : ', more on scroll'}
         </span>
         {pendingNew > 0 && (
-          <button type="button" class="new-rows" onClick={showNew}>
+          <button type="button" class="new-rows" onClick={() => restart(filters)}>
             {pendingNew} new ↑
           </button>
         )}
@@ -248,7 +293,7 @@ export default function Tasks({ route }: ViewProps) {
                   <span>{ago(t.updatedAt)}</span>
                 </a>
               ))}
-              {!d.done && last >= d.rows.length && <div class="vrow muted">loading…</div>}
+              {!d.done && last >= d.rows.length && <div class="vrow muted loading-more">loading…</div>}
               {d.done && d.rows.length === 0 && <div class="vrow muted">No tasks match.</div>}
             </div>
           </div>
