@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_DIR } from '../src/server/dashboard.js';
@@ -25,4 +25,12 @@ export async function launchBrowser(): Promise<Browser> {
 /** Signs a page in as a dashboard user would: the API key in this browser's local storage, before any script runs. */
 export async function signIn(page: Page, key: string | undefined): Promise<void> {
   if (key) await page.addInitScript((k) => localStorage.setItem('fleetd.apiKey', k), key);
+}
+
+/** With FLEETD_SCREENSHOTS=docs, saves the page as docs/dashboard-<name>.png (how the README's screenshots are made). */
+export async function snap(page: Page, name: string): Promise<void> {
+  const dir = process.env.FLEETD_SCREENSHOTS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `dashboard-${name}.png`) });
 }

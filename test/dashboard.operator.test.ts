@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { launchBrowser, signIn, snap } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 /**
  * The dashboard in a real headless Chromium against a real fleetd. Set FLEETD_SCREENSHOTS=docs to
  * save a screenshot of each page (the README shows them).
  */
-const screenshots = process.env.FLEETD_SCREENSHOTS;
 const WAIT = { timeout: 20_000 };
 
 describe('dashboard', () => {
@@ -28,12 +25,6 @@ describe('dashboard', () => {
     await browser?.close();
     await server?.stop();
   });
-
-  async function snap(name: string) {
-    if (!screenshots) return;
-    mkdirSync(screenshots, { recursive: true });
-    await page.screenshot({ path: join(screenshots, `dashboard-${name}.png`) });
-  }
 
   it('paints the overview loading only the overview chunk, and caches hashed assets for good', async () => {
     const scripts: string[] = [];
@@ -69,11 +60,11 @@ describe('dashboard', () => {
     await row.waitFor({ state: 'detached', ...WAIT });
     await page.fill('input[name=q]', 'crawler');
     await row.waitFor(WAIT);
-    await snap('agents');
+    await snap(page, 'agents');
     await row.locator('a').click();
     await page.waitForSelector(`text=${agent.id}`, WAIT);
     await page.waitForSelector('text=repo/README.md', WAIT);
-    await snap('agent');
+    await snap(page, 'agent');
   });
 
   it('moves a task from queued to completed in the task table', async () => {
@@ -88,7 +79,7 @@ describe('dashboard', () => {
     await server.api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { sent: true } });
     await page.waitForSelector(`[data-task-id="${task.id}"] [data-status=completed]`, WAIT);
     assert.equal(await status.innerText(), 'completed');
-    await snap('tasks');
+    await snap(page, 'tasks');
   });
 
   it('filters the task table by status and type', async () => {
@@ -145,7 +136,7 @@ describe('dashboard', () => {
     await page.click(`[data-task-id="${task.id}"]`, WAIT);
     await page.waitForSelector('.detail [data-status=queued]', WAIT);
     assert.match(await page.innerText('[data-testid=payload]'), /"url": "https:\/\/example.com\/a"/);
-    await snap('task');
+    await snap(page, 'task');
 
     await page.click('text=Cancel task');
     await page.waitForSelector('.detail[data-task-status=cancelled]', WAIT);
@@ -163,7 +154,7 @@ describe('dashboard', () => {
     const row = page.locator(`tr[data-lock-id="${lock.body.id}"]`);
     await row.waitFor(WAIT);
     assert.match(await row.innerText(), /src\/app\.ts, src\/db\.ts\s+\S+\s+refactor/);
-    await snap('locks');
+    await snap(page, 'locks');
   });
 
   it('updates the overview counts live and says when fleetd is unreachable', async () => {
@@ -173,7 +164,7 @@ describe('dashboard', () => {
     const before = Number((await page.innerText('[data-stat=tasks-queued]')).replace(/\D/g, ''));
     await server.api.submit({ type: 'overview.check' });
     await page.waitForFunction((n) => Number(document.querySelector('[data-stat=tasks-queued]')!.textContent!.replace(/\D/g, '')) === n, before + 1, WAIT);
-    await snap('overview');
+    await snap(page, 'overview');
 
     // fleetd goes away: the page says so, then reconnects by itself when it is back.
     const port = Number(new URL(server.url).port);

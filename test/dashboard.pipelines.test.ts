@@ -1,18 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { launchBrowser, signIn } from './browser.js';
+import { launchBrowser, signIn, snap } from './browser.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 
 /**
  * The pipelines and cases pages in a real Chromium against a fleetd running real pipelines (on
  * the simulated provider, made fast). FLEETD_SCREENSHOTS=docs saves a screenshot of each page.
  */
-const screenshots = process.env.FLEETD_SCREENSHOTS;
 const WAIT = { timeout: 20_000 };
 
 const example = loadPipelinesFile('examples/complaints/pipelines.yaml');
@@ -52,11 +49,6 @@ describe('dashboard pipelines and cases', () => {
     await server?.stop();
   });
 
-  async function snap(name: string) {
-    if (!screenshots) return;
-    mkdirSync(screenshots, { recursive: true });
-    await page.screenshot({ path: join(screenshots, `dashboard-${name}.png`) });
-  }
 
   /** Set once the page has loaded: still set later means the page was never reloaded. */
   const markLoaded = () => page.evaluate(() => Object.assign(window, { loadedOnce: true }));
@@ -81,7 +73,7 @@ describe('dashboard pipelines and cases', () => {
     await page.waitForSelector(`.detail[data-run-status=running]`, WAIT);
     await page.waitForSelector('tr[data-step=check][data-step-status=running]', WAIT);
     assert.match(await page.innerText('[data-testid=run-input]'), /the bins were not collected/);
-    await snap('run');
+    await snap(page, 'run');
 
     const agent = await server.api.registerAgent(['review']);
     const [task] = await server.api.claim(agent.id, 1, 10_000);
@@ -134,18 +126,18 @@ describe('dashboard pipelines and cases', () => {
     // The list updates by itself as the runs finish.
     await page.waitForSelector(`tr[data-case-id="${bins}"] [data-case-size="2"]`, WAIT);
     assert.equal(await page.locator('tr[data-case-id]').count(), 2);
-    await snap('cases');
+    await snap(page, 'cases');
     await page.click(`tr[data-case-id="${bins}"] a`);
     await page.waitForSelector(`.detail[data-case-id="${bins}"]`, WAIT);
     const members = await page.locator('tr[data-member-run]').evaluateAll((rows) => rows.map((r) => Number(r.getAttribute('data-member-run'))));
     assert.deepEqual(members.sort(), [runs[0].id, runs[1].id].sort());
     assert.match(await page.innerText(`tr[data-member-run="${runs[1].id}"]`), /Bins on Elm Street not collected/);
-    await snap('case');
+    await snap(page, 'case');
     await page.click(`tr[data-member-run="${runs[0].id}"] a`);
     await page.waitForSelector('.detail[data-run-status=completed]', WAIT);
     await page.waitForSelector('tr[data-step=group][data-step-status=completed]', WAIT);
     await page.goto(server.url + '/#/pipelines');
     await page.waitForSelector(`tr[data-run-id="${runs[2].id}"] [data-step=group][data-step-status=completed]`, WAIT);
-    await snap('pipelines');
+    await snap(page, 'pipelines');
   });
 });
