@@ -67,6 +67,9 @@ export function createLogger(level: string): Logger {
   });
 }
 
+/** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
+
 function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
   return new PostgresStore({
     url: config.databaseUrl,
@@ -129,7 +132,9 @@ export async function startServer(
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();
-    address = await app.listen({ host: config.host, port: config.port });
+    // A fleet reconnecting at once (a restart, a network blip) opens connections in bursts of
+    // thousands; Node's default backlog of 511 drops the rest of a burst, and their SYNs wait seconds to retry.
+    address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
   } catch (err) {
     fleet?.stop();
     await pipelines?.close();
