@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Case } from '../pipelines/cases.js';
 import type { PipelineRun, RunStatus, StepState, StepStatus } from '../pipelines/types.js';
 import type { RunInsertParams } from './pipeline-store.js';
 import { parseJson } from './rows.js';
@@ -65,3 +66,15 @@ export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
 export function runRequestHash(r: RunInsertParams): string {
   return createHash('sha256').update(JSON.stringify([r.pipeline, r.input])).digest('base64url');
 }
+
+/** A cases row, the same in both SQL drivers (the centroid a JSON array kept as text). */
+export interface CaseRow {
+  id: number;
+  title: string;
+  centroid: string;
+  size: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });

@@ -1,20 +1,10 @@
 import type { Page } from '../../core/types.js';
 import type { Case, CaseMember } from '../../pipelines/cases.js';
 import type { CaseStore } from '../case-store.js';
+import { toCase, type CaseRow } from '../pipeline-rows.js';
 import { decodeCursor } from '../cursor.js';
 import { page } from '../rows.js';
 import type { PostgresStore } from './postgres-store.js';
-
-interface CaseRow {
-  id: number;
-  title: string;
-  centroid: string;
-  size: number;
-  created_at: number;
-  updated_at: number;
-}
-
-const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
 
 /** Cases on PostgreSQL, on the PostgresStore's pool, shared by every node. */
 export class PostgresCaseStore implements CaseStore {

@@ -3,19 +3,9 @@ import { Semaphore } from '../../limits/semaphore.js';
 import type { Page } from '../../core/types.js';
 import type { Case, CaseMember } from '../../pipelines/cases.js';
 import type { CaseStore } from '../case-store.js';
+import { toCase, type CaseRow } from '../pipeline-rows.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import type { GroupCommit } from './group-commit.js';
-
-interface CaseRow {
-  id: number;
-  title: string;
-  centroid: string;
-  size: number;
-  created_at: number;
-  updated_at: number;
-}
-
-const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
 
 /** Cases in the same SQLite database, on the SqliteStore's connection and group commit. */
 export class SqliteCaseStore implements CaseStore {
