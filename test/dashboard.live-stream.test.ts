@@ -66,6 +66,34 @@ describe('dashboard on the live event stream', () => {
     await page.waitForSelector(`[data-task-id="${task.id}"] [data-status=completed]`, WAIT);
   });
 
+  it('shows the latest state of a task whatever the order and batching of its events', async () => {
+    // The page is on the tasks view, live, from the test before.
+    const agent = await server.api.registerAgent(['order.test']);
+    const states = [];
+    for (let i = 0; i < 2; i++) {
+      const created = await server.api.submit({ type: 'order.test' });
+      const [claimed] = await server.api.claim(agent.id);
+      const done = (await server.api.post(`/v1/tasks/${created.id}/complete`, { agentId: agent.id })).body;
+      states.push([created, claimed, done].map(summary));
+    }
+    const [first, second] = states;
+    // The first task's events in one batch, newest first; the second's one batch each, newest first.
+    push([
+      { topic: 'tasks', name: 'task.completed', data: { task: first[2] } },
+      { topic: 'tasks', name: 'task.claimed', data: { task: first[1] } },
+      { topic: 'tasks', name: 'task.created', data: { task: first[0] } },
+    ]);
+    push([{ topic: 'tasks', name: 'task.completed', data: { task: second[2] } }]);
+    push([{ topic: 'tasks', name: 'task.claimed', data: { task: second[1] } }]);
+    push([{ topic: 'tasks', name: 'task.created', data: { task: second[0] } }]);
+    await page.waitForSelector(`[data-task-id="${second[0].id}"]`, WAIT);
+    // Let the last batch be rendered before reading the rows.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    for (const task of [first[0], second[0]]) {
+      assert.equal(await page.getAttribute(`[data-task-id="${task.id}"] [data-status]`, 'data-status'), 'completed');
+    }
+  });
+
   it('paints the stats the stream pushes on the overview', async () => {
     await page.goto(server.url + '/#/');
     await page.waitForSelector('[data-ready=overview]', WAIT);

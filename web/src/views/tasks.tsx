@@ -26,11 +26,32 @@ function matches(t: Pick<Task, 'status' | 'type' | 'agentId'>, f: Filters): bool
   return (!f.status || t.status === f.status) && (!f.type || t.type === f.type) && (!f.agentId || t.agentId === f.agentId);
 }
 
-/** A change to a task, as a task event reports it. */
-interface TaskChange {
-  task: Task;
-  created: boolean;
+const TERMINAL: ReadonlySet<string> = new Set(['completed', 'dead', 'cancelled']);
+/**
+ * Within one attempt a task goes leased -> scheduled (retry after backoff) -> queued, or back to
+ * queued when its lease is rescued; a claim starts the next attempt.
+ */
+const STEP_IN_ATTEMPT: Record<string, number> = { leased: 0, scheduled: 1, queued: 2 };
+
+/**
+ * Whether `b` is a later state of the task than `a`. Events may arrive in any order and batching
+ * (and several changes can share one millisecond of updatedAt), so the state alone decides: the
+ * later update; at the same time, a final state over any other, then the later attempt, then the
+ * later step within it, then the later lease.
+ */
+export function isLaterState(a: Task, b: Task): boolean {
+  const at = Date.parse(b.updatedAt) - Date.parse(a.updatedAt);
+  if (at !== 0) return at > 0;
+  const final = Number(TERMINAL.has(b.status)) - Number(TERMINAL.has(a.status));
+  if (final !== 0) return final > 0;
+  if (b.attempts !== a.attempts) return b.attempts > a.attempts;
+  const step = (STEP_IN_ATTEMPT[b.status] ?? 0) - (STEP_IN_ATTEMPT[a.status] ?? 0);
+  if (step !== 0) return step > 0;
+  return (b.leaseExpiresAt ?? '') >= (a.leaseExpiresAt ?? '');
 }
+
+/** The newest state of each task that events have reported, bounded: older entries are dropped first. */
+const SEEN_LIMIT = 10_000;
 
 const EVENT_TIMES = ['runAt', 'createdAt', 'updatedAt', 'claimedAt', 'completedAt', 'leaseExpiresAt'] as const;
 
@@ -54,13 +75,18 @@ class TaskRows {
   cursor: string | null = null;
   done = false;
   loading = false;
+  /** Set once the first page is in: until then, events are only remembered in `seen`. */
+  firstPageIn = false;
   /**
-   * Changes that arrived before the first page, by task: applied over it once it is in (the page
-   * may be older or newer than each of them). null once the first page is in.
+   * The newest state events have reported of each recent task, whether or not it has a row: an
+   * event that arrives after a newer one (or before the row exists) never brings back an old state.
    */
-  early: Map<number, TaskChange> | null = new Map();
+  readonly seen = new Map<number, Task>();
   /** Cancels this filter's requests when it is replaced. */
   readonly requests = new AbortController();
+
+  /** Rows newer than what is loaded, counted while the operator is scrolled down. */
+  readonly pending = new Set<number>();
 
   constructor(readonly filters: Filters) {}
 
@@ -68,12 +94,12 @@ class TaskRows {
     for (const t of items) {
       if (this.index.has(t.id)) continue;
       this.index.set(t.id, this.rows.length);
-      this.rows.push(t);
+      this.rows.push(this.latest(t));
     }
   }
 
   prepend(items: Task[]): void {
-    const fresh = items.filter((t) => !this.index.has(t.id));
+    const fresh = items.filter((t) => !this.index.has(t.id)).map((t) => this.latest(t));
     if (!fresh.length) return;
     this.rows = [...fresh, ...this.rows];
     this.index = new Map(this.rows.map((t, i) => [t.id, i]));
@@ -82,7 +108,23 @@ class TaskRows {
   /** Updates a loaded row in place, unless it holds a later state of the task already. */
   update(t: Task): void {
     const i = this.index.get(t.id);
-    if (i !== undefined && t.updatedAt >= this.rows[i].updatedAt) this.rows[i] = { ...this.rows[i], ...t };
+    if (i !== undefined && isLaterState(this.rows[i], t)) this.rows[i] = { ...this.rows[i], ...t };
+  }
+
+  /** A task as a page holds it, or the later state an event has reported of it since. */
+  private latest(t: Task): Task {
+    const known = this.seen.get(t.id);
+    return known && isLaterState(t, known) ? { ...t, ...known } : t;
+  }
+
+  /** Remembers what an event says of a task; returns the newest state known of it. */
+  remember(t: Task): Task {
+    const known = this.seen.get(t.id);
+    const newest = known && !isLaterState(known, t) ? known : t;
+    this.seen.delete(t.id);
+    this.seen.set(t.id, newest);
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.keys().next().value!);
+    return newest;
   }
 
   get newestId(): number {
@@ -121,10 +163,10 @@ export default function Tasks({ route }: ViewProps) {
       d.append(page.items);
       d.cursor = page.nextCursor;
       d.done = page.nextCursor === null;
-      if (d.early) {
-        const early = [...d.early.values()].sort((a, b) => a.task.id - b.task.id);
-        d.early = null;
-        apply(d, early);
+      if (!d.firstPageIn) {
+        d.firstPageIn = true;
+        // Events that arrived before the page: the page may be older or newer than each of them.
+        apply(d, [...d.seen.values()]);
       }
       setError('');
     } catch (err) {
@@ -150,14 +192,14 @@ export default function Tasks({ route }: ViewProps) {
   const refreshTop = async () => {
     loadedOnce.current = true;
     const d = data.current;
-    if (d.early) return loadMore(d);
+    if (!d.firstPageIn) return loadMore(d);
     const page = await fetchPage(d, null, REFRESH_SIZE);
     if (d !== data.current) return;
     const newer = page.items.filter((t) => t.id > d.newestId);
     if (newer.length === REFRESH_SIZE && page.nextCursor) {
       // More arrived than one refresh reads: the rows in between are unknown, so start again.
       if (atTop()) return restart(d.filters);
-      setPendingNew((n) => n + newer.length);
+      countPending(d, newer);
     } else {
       for (const t of page.items) d.update(t);
       takeNewer(d, newer);
@@ -165,21 +207,30 @@ export default function Tasks({ route }: ViewProps) {
     bump();
   };
 
-  /** Applies task events, oldest first, to rows whose first page is in. */
-  const apply = (d: TaskRows, changes: TaskChange[]) => {
-    const created: Task[] = [];
-    for (const { task, created: isNew } of changes) {
-      if (isNew && matches(task, d.filters) && task.id > d.newestId) created.push(task);
-      else d.update(task);
+  /**
+   * Brings the rows up to the newest known state of these tasks. A task newer than every row is
+   * added (in its newest state, whichever event reported it) if that state matches the filters.
+   */
+  const apply = (d: TaskRows, tasks: Task[]) => {
+    const created = new Map<number, Task>();
+    for (const t of tasks) {
+      const newest = d.seen.get(t.id) ?? t;
+      if (d.index.has(t.id)) d.update(newest);
+      else if (t.id > d.newestId) created.set(t.id, newest);
     }
-    takeNewer(d, created.reverse());
+    const fresh = [...created.values()].filter((t) => matches(t, d.filters)).sort((a, b) => b.id - a.id);
+    takeNewer(d, fresh);
   };
 
+  const countPending = (d: TaskRows, newer: Task[]) => {
+    for (const t of newer) if (d.pending.size < SEEN_LIMIT) d.pending.add(t.id);
+    setPendingNew(d.pending.size);
+  };
   const atTop = () => (scroller.current?.scrollTop ?? 0) < ROW_HEIGHT;
   /** New rows go in at once when the operator is at the top; otherwise they are counted, not jumped in. */
   const takeNewer = (d: TaskRows, newer: Task[]) => {
     if (!newer.length) return;
-    if (!atTop()) setPendingNew((n) => n + newer.length);
+    if (!atTop()) countPending(d, newer);
     else if (d.rows.length + newer.length <= MAX_ROWS_AT_TOP) d.prepend(newer);
     // Rows keep arriving while the page sits at the top: start again from the newest page rather
     // than grow without bound (nothing on screen changes but the new rows).
@@ -194,18 +245,10 @@ export default function Tasks({ route }: ViewProps) {
       loadWhenSubscribed: true,
       onEvents: (events: LiveEvent[]) => {
         const d = data.current;
-        const changes: TaskChange[] = [];
-        for (const e of events) {
-          if (e.data?.task) changes.push({ task: taskOfEvent(e.data.task), created: e.name === 'task.created' });
-        }
-        if (d.early) {
-          for (const c of changes) {
-            const seen = d.early.get(c.task.id);
-            d.early.set(c.task.id, seen && seen.task.updatedAt > c.task.updatedAt ? seen : { ...c, created: c.created || !!seen?.created });
-          }
-          return;
-        }
-        apply(d, changes);
+        const changed: Task[] = [];
+        for (const e of events) if (e.data?.task) changed.push(d.remember(taskOfEvent(e.data.task)));
+        if (!d.firstPageIn) return;
+        apply(d, changed);
         bump();
       },
     },
@@ -226,7 +269,7 @@ export default function Tasks({ route }: ViewProps) {
   const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(d.rows.length, Math.ceil((scrollTop + viewport) / ROW_HEIGHT) + OVERSCAN);
   useEffect(() => {
-    if (loadedOnce.current && !d.early && !d.done && !d.loading && last > d.rows.length - PREFETCH_ROWS) void loadMore();
+    if (loadedOnce.current && d.firstPageIn && !d.done && !d.loading && last > d.rows.length - PREFETCH_ROWS) void loadMore();
   }, [last, version]);
 
   const onScroll = () => {
