@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
+import type { Agent } from '../core/types.js';
+import type { ProviderRegistry } from '../providers/registry.js';
 import { onCollect, registry } from './registry.js';
 
 /** fleetd's own metrics. Durations are in seconds, as Prometheus conventions ask. */
@@ -45,6 +47,39 @@ const taskRun = new Histogram({
   buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
   registers: [registry],
 });
+const deadTasks = new Counter({
+  name: 'fleetd_tasks_dead_total',
+  help: 'Tasks dead-lettered (attempts exhausted or a non-retryable failure), by type',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+const requeues = new Counter({
+  name: 'fleetd_task_requeues_total',
+  help: 'Tasks put back in the queue without a result, by reason: lease_expired or agent_offline',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
+const capableAgents = new Gauge({
+  name: 'fleetd_queue_capable_agents',
+  help: 'Online agents able to take the oldest queued task of each type (0: the type waits for an agent that is not there)',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+const storeReady = new Gauge({
+  name: 'fleetd_store_ready',
+  help: '1 while the store answers (as GET /readyz says), 0 while it does not',
+  registers: [registry],
+});
+const providerCircuitOpen = new Gauge({
+  name: 'fleetd_provider_circuit_open',
+  help: '1 while a provider\'s circuit breaker is open (calls fail at once), else 0',
+  labelNames: ['provider'] as const,
+  registers: [registry],
+});
+
+/** Bounds on the scrape-time look at queued types and online agents, so a huge fleet cannot make a scrape slow. */
+const CAPABLE_TYPES_MAX = 200;
+const ONLINE_AGENTS_MAX = 10_000;
 
 const cacheRequests = new Counter({
   name: 'fleetd_cache_requests_total',
@@ -68,7 +103,15 @@ const cacheHitRatio = new Gauge({
 /** Feeds the task and agent metrics from one fleet: counts at scrape time, durations from events. */
 export function observeFleet(fleet: Fleet): () => void {
   const offCollect = onCollect(async () => {
-    const [tasks, agents] = await Promise.all([fleet.store.taskCounts(), fleet.store.agentCounts()]);
+    let tasks, agents;
+    try {
+      [tasks, agents] = await Promise.all([fleet.store.taskCounts(), fleet.store.agentCounts()]);
+      storeReady.set(1);
+    } catch {
+      // The scrape still answers, so that the alert on fleetd_store_ready can fire.
+      storeReady.set(0);
+      return;
+    }
     tasksByStatus.reset();
     queueDepth.reset();
     agentsByStatus.reset();
@@ -79,6 +122,8 @@ export function observeFleet(fleet: Fleet): () => void {
     }
     for (const status of ['online', 'stale', 'offline']) agentsByStatus.set({ status }, 0);
     for (const c of agents) agentsByStatus.set({ status: c.status }, c.count);
+    const queuedTypes = [...new Set(tasks.filter((c) => c.status === 'queued' && c.count > 0).map((c) => c.type))];
+    await countCapableAgents(fleet, queuedTypes.slice(0, CAPABLE_TYPES_MAX));
   });
   const offClaimed = fleet.bus.subscribe('task.claimed', ({ task }) => {
     if (task.claimedAt === null) return;
@@ -89,11 +134,41 @@ export function observeFleet(fleet: Fleet): () => void {
     if (task.claimedAt === null || task.completedAt === null) return;
     taskRun.observe({ type: task.type }, Math.max(0, task.completedAt - task.claimedAt) / 1000);
   });
+  const offDead = fleet.bus.subscribe('task.dead', ({ task }) => deadTasks.inc({ type: task.type }));
+  const offRequeued = fleet.bus.subscribe('task.requeued', ({ reason }) => requeues.inc({ reason }));
   return () => {
     offCollect();
     offClaimed();
     offCompleted();
+    offDead();
+    offRequeued();
   };
+}
+
+/** Whether an agent has every capability a task requires. */
+function canTake(agent: Pick<Agent, 'capabilities'>, requires: readonly string[]): boolean {
+  return requires.every((r) => agent.capabilities.includes(r));
+}
+
+/** For each queued type, the online agents able to take its oldest queued task. */
+async function countCapableAgents(fleet: Fleet, types: string[]): Promise<void> {
+  capableAgents.reset();
+  if (types.length === 0) return;
+  const [online, heads] = await Promise.all([
+    fleet.store.agentList({ status: 'online', limit: ONLINE_AGENTS_MAX }),
+    Promise.all(types.map((type) => fleet.store.taskList({ status: 'queued', type, limit: 1, order: 'asc' }))),
+  ]);
+  types.forEach((type, i) => {
+    const head = heads[i].items[0];
+    if (head) capableAgents.set({ type }, online.items.filter((a) => canTake(a, head.requires)).length);
+  });
+}
+
+/** Exports whether each provider's circuit breaker is open. */
+export function observeProviders(providers: ProviderRegistry): () => void {
+  return onCollect(() => {
+    for (const p of providers.usage()) providerCircuitOpen.set({ provider: p.name }, p.circuit === 'open' ? 1 : 0);
+  });
 }
 
 /** Exports a response cache's counters and size. */

@@ -156,7 +156,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
-  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache });
+  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
   const deps = { fleet, config, cache };

@@ -1,11 +1,12 @@
 import fp from 'fastify-plugin';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { Fleet } from '../core/fleet.js';
-import { httpRequestDuration, observeCache, observeFleet } from '../metrics/metrics.js';
+import { httpRequestDuration, observeCache, observeFleet, observeProviders } from '../metrics/metrics.js';
+import type { ProviderRegistry } from '../providers/registry.js';
 import { registry, scrape } from '../metrics/registry.js';
 
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
-export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (app, { fleet, cache }) => {
+export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers?: ProviderRegistry }>(async (app, { fleet, cache, providers }) => {
   app.addHook('onResponse', (request, reply, done) => {
     httpRequestDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
@@ -14,7 +15,7 @@ export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (
     done();
   });
 
-  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : [])];
+  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : []), ...(providers ? [observeProviders(providers)] : [])];
   app.addHook('onClose', async () => {
     for (const stop of stops) stop();
   });
