@@ -345,7 +345,9 @@ export class FleetAgent extends EventEmitter {
       await this.overSocket(message);
     } catch (err) {
       if (err instanceof FleetApiError) throw err;
-      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { credential: this.token });
+      // A task's traceparent (set while fleetd traces) puts the report in the task's trace.
+      const traceparent = 'id' in message ? this.running.get(message.id)?.task.traceparent : undefined;
+      await this.client.request('POST', path, { agentId: this.agentId, ...body }, { credential: this.token, traceparent });
     }
   }
 

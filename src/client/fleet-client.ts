@@ -127,7 +127,7 @@ export class FleetClient {
     method: string,
     path: string,
     body?: unknown,
-    options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
+    options: { signal?: AbortSignal; credential?: string; retry?: boolean; traceparent?: string } = {},
   ): Promise<T> {
     const retry = options.retry ?? method === 'GET';
     for (let attempt = 0; ; attempt++) {
@@ -146,12 +146,14 @@ export class FleetClient {
     }
   }
 
-  private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+  private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string; traceparent?: string }): Promise<T> {
     const { signal } = options;
     const credential = options.credential ?? this.options.apiKey;
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (credential) headers.authorization = `Bearer ${credential}`;
+    // W3C Trace Context: fleetd's span of the request joins the caller's trace.
+    if (options.traceparent) headers.traceparent = options.traceparent;
     const res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     const text = await res.text();
     const parsed = parseJson(text);
@@ -166,8 +168,8 @@ export class FleetClient {
    * Submits a task. Without an idempotency key it is given one, so that a submit whose answer was
    * lost can be resent (on another node too) without creating the task twice.
    */
-  submit(task: TaskSubmit): Promise<Submitted> {
-    return this.request('POST', '/v1/tasks', withKey(task), { retry: true });
+  submit(task: TaskSubmit, options: { traceparent?: string } = {}): Promise<Submitted> {
+    return this.request('POST', '/v1/tasks', withKey(task), { retry: true, traceparent: options.traceparent });
   }
 
   /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */

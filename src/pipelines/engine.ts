@@ -6,6 +6,7 @@ import { checkJsonValue } from '../core/payload.js';
 import type { Page } from '../core/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
+import { endStepSpan, startStepSpan, traceRunFinished } from '../tracing/tracing.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
 import type { CompiledStep, Pipeline } from './definition.js';
 import { StepError, type StepContext, type StepRunner } from './steps/step.js';
@@ -199,6 +200,7 @@ export class PipelineEngine {
     }
     this.end(id, new RunEnded('the run was cancelled'));
     this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+    traceRunFinished(run);
     return run;
   }
 
@@ -283,6 +285,7 @@ export class PipelineEngine {
       active.run = started;
       const attempt = started.steps.find((s) => s.name === step.name)!.attempts;
       bus.publish('pipeline.step.started', { run: summarizeRun(started), step: step.name, attempt });
+      const span = startStepSpan(started, step.name, attempt);
       const timeout = AbortSignal.timeout(step.policy.timeoutMs);
       const signal = AbortSignal.any([active.controller.signal, timeout]);
       const ctx: StepContext = {
@@ -299,11 +302,13 @@ export class PipelineEngine {
         checkJsonValue(output ?? null, 'output', { maxBytes: this.options.limits.maxPayloadBytes, maxDepth: this.options.limits.maxPayloadDepth });
       } catch (err) {
         // Shutdown and the run's end are not the step's failure: nothing is recorded for them.
-        if (active.controller.signal.aborted) return;
+        if (active.controller.signal.aborted) return endStepSpan(span, 'cancelled');
         const failure = timeout.aborted ? new StepError(`no result within ${step.policy.timeoutMs} ms`, true, undefined, { kind: 'timeout' }) : err;
+        endStepSpan(span, 'failed', failure);
         await this.failStep(active, step, attempt, failure);
         return;
       }
+      endStepSpan(span, 'completed');
       const done = await store.stepComplete({ runId, step: step.name, owner: this.options.owner, output: output ?? null, now: this.now() });
       if (!done) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
       active.run = done;
@@ -337,6 +342,7 @@ export class PipelineEngine {
     if (!run) return;
     bus.publish('pipeline.step.failed', { run: summarizeRun(run), step: step.name, attempt, willRetry: false, error });
     bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+    traceRunFinished(run);
   }
 
   private async complete(active: ActiveRun): Promise<void> {
@@ -347,7 +353,10 @@ export class PipelineEngine {
     const output = sinks.length === 1 ? outputs.get(sinks[0]) : Object.fromEntries(sinks.map((n) => [n, outputs.get(n)]));
     try {
       const run = await this.options.store.runComplete({ runId, owner: this.options.owner, output, now: this.now() });
-      if (run) this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+      if (run) {
+        this.options.bus.publish('pipeline.run.finished', { run: summarizeRun(run) });
+        traceRunFinished(run);
+      }
     } catch (err) {
       if (!this.stopping) this.options.log.error({ err, runId }, 'pipeline run could not be completed');
     }

@@ -64,6 +64,8 @@ export interface TaskJson {
   leaseExpiresAt: string | null;
   result: unknown;
   error: unknown;
+  /** While fleetd traces (OpenTelemetry) and the task is leased: the W3C traceparent of this attempt, for the agent's own spans. */
+  traceparent?: string;
 }
 
 export interface AgentJson {

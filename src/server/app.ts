@@ -13,6 +13,7 @@ import { RateLimits } from '../limits/rate-limits.js';
 import { cachePlugin } from './cached-reply.js';
 import { clientErrorHandler, httpPlugin, requestId } from './http.js';
 import { metricsPlugin } from './metrics.js';
+import { tracingPlugin } from './tracing.js';
 import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
@@ -152,6 +153,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
         log: app.log,
       });
   // Plugins that hook every route register before the routes.
+  await app.register(tracingPlugin);
   await app.register(httpPlugin, { config });
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });

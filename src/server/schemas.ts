@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { Agent, Lock, Task } from '../core/types.js';
+import { taskTraceparent } from '../tracing/tracing.js';
 
 /**
  * Request and response schemas. Requests are strict (unknown fields are rejected, never dropped);
@@ -69,6 +70,9 @@ export const TaskSchema = Type.Object({
   leaseExpiresAt: NullableTime,
   result: AnyJson,
   error: AnyJson,
+  traceparent: Type.Optional(
+    Type.String({ description: 'While fleetd traces (OpenTelemetry) and the task is leased: the W3C traceparent of this attempt, for the agent\'s own spans' }),
+  ),
 });
 
 export const AgentInputSchema = Type.Object(
@@ -122,6 +126,7 @@ export const isoOrNull = (ms: number | null): string | null => (ms === null ? nu
 
 /** The API's view of a task: times as ISO 8601. */
 export function taskJson(t: Task) {
+  const traceparent = taskTraceparent(t);
   return {
     ...t,
     runAt: iso(t.runAt),
@@ -130,6 +135,7 @@ export function taskJson(t: Task) {
     claimedAt: isoOrNull(t.claimedAt),
     completedAt: isoOrNull(t.completedAt),
     leaseExpiresAt: isoOrNull(t.leaseExpiresAt),
+    ...(traceparent ? { traceparent } : {}),
   };
 }
 

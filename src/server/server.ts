@@ -17,6 +17,7 @@ import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
 import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
+import { startTracing, traceTasks } from '../tracing/tracing.js';
 import { buildApp, type App } from './app.js';
 
 export interface FleetServer {
@@ -111,9 +112,12 @@ export async function startServer(
   let app: App | undefined;
   let address: string;
   let firstAdminKey: string | undefined;
+  // OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set: loaded only then.
+  const stopTracing = await startTracing(options.env);
   try {
     await store.migrate();
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
+    traceTasks(bus);
     fleet = new Fleet({ store, bus, config, log: log || silent });
     if (config.auth === 'on') {
       const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
@@ -144,6 +148,7 @@ export async function startServer(
     await stopListening?.().catch(() => {});
     await bus?.close();
     await closeStores();
+    await stopTracing();
     throw err;
   }
   await app.warmCache?.();
@@ -172,6 +177,7 @@ export async function startServer(
         await stopListening?.();
         await openBus.close();
         await closeStores();
+        await stopTracing();
       })();
       return closing;
     },

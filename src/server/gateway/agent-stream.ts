@@ -1,3 +1,4 @@
+import { SpanKind } from '@opentelemetry/api';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
@@ -14,6 +15,7 @@ import {
   type AgentMessage,
   type ServerMessage,
 } from '../../protocol/agent-stream.js';
+import { inSpan } from '../../tracing/tracing.js';
 import { agentJson, taskJson } from '../schemas.js';
 import type { Connections } from './connections.js';
 
@@ -179,7 +181,9 @@ export class AgentGateway {
     this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.items.map(taskJson) });
     socket.on('message', (data, isBinary) => {
       // A message that fails in a way no answer covers must cost its socket nothing more, never the process.
-      this.onMessage(session, data.toString(), isBinary).catch((err: unknown) => this.log.error({ err, agentId: session.id }, 'agent message failed'));
+      void inSpan('WS agent message', { kind: SpanKind.SERVER, attributes: { 'fleetd.agent.id': session.id } }, () => this.onMessage(session, data.toString(), isBinary)).catch(
+        (err: unknown) => this.log.error({ err, agentId: session.id }, 'agent message failed'),
+      );
     });
     session.listen();
   }

@@ -1,3 +1,4 @@
+import { SpanKind } from '@opentelemetry/api';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import { CloseCodes } from '../../protocol/agent-stream.js';
@@ -6,6 +7,7 @@ import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
 import type { Fleet } from '../../core/fleet.js';
 import { ObserverMessageSchema, type ObserverServerMessage } from '../../protocol/events.js';
+import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
@@ -77,7 +79,7 @@ export class EventStream {
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
-      this.onMessage(observer, isBinary ? undefined : data.toString());
+      inSpan('WS events message', { kind: SpanKind.SERVER }, () => this.onMessage(observer, isBinary ? undefined : data.toString()));
     });
     socket.once('close', () => {
       for (const topic of observer.topics) this.leave(observer, topic);
