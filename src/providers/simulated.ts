@@ -66,22 +66,73 @@ export class SimulatedProvider implements Provider {
   }
 }
 
-/** A stable one-word label, so that the same text is always classified the same way. */
-function labelOf(text: string): string {
+/**
+ * What the simulation understands of a complaint: words that name the same thing map to one
+ * concept, and each concept belongs to a class. The class names themselves are not evidence (a
+ * prompt that lists the classes names them all). Anything else is hashed as a plain word.
+ */
+const CONCEPTS: Record<string, { label: string; words: string[] }> = {
+  streetlight: { label: 'safety', words: ['streetlight', 'streetlamp', 'lamp', 'lamppost', 'light', 'lighting'] },
+  broken: { label: 'safety', words: ['out', 'broken', 'dark', 'faulty', 'flicker', 'flickering', 'working', 'unlit', 'damaged'] },
+  road: { label: 'safety', words: ['pothole', 'road', 'pavement', 'sidewalk', 'crack', 'hole', 'crossing'] },
+  danger: { label: 'safety', words: ['dangerous', 'unsafe', 'danger', 'hazard', 'accident', 'fell', 'injured'] },
+  waste: { label: 'service', words: ['bin', 'bins', 'rubbish', 'garbage', 'trash', 'waste', 'litter', 'collected', 'collection', 'recycling'] },
+  water: { label: 'service', words: ['water', 'leak', 'leaking', 'flood', 'flooding', 'pipe', 'drain', 'sewer'] },
+  sound: { label: 'noise', words: ['loud', 'music', 'party', 'barking', 'shouting', 'construction', 'drilling'] },
+  transit: { label: 'transport', words: ['bus', 'buses', 'train', 'tram', 'late', 'delayed', 'timetable', 'route', 'stop'] },
+  charge: { label: 'billing', words: ['bill', 'charged', 'overcharged', 'invoice', 'refund', 'fee', 'payment', 'tax'] },
+};
+const CONCEPT_OF = new Map(Object.entries(CONCEPTS).flatMap(([concept, { words }]) => words.map((w) => [w, concept] as const)));
+/** Two words that mean one thing, and abbreviations, read as the one word. */
+const SAME_AS: Record<string, string> = { 'street light': 'streetlight', 'street lamp': 'streetlamp', 'lamp post': 'lamppost', st: 'street', ave: 'avenue', rd: 'road' };
+const STOPWORDS = new Set(
+  'a an and are as at be been but by for from has have i in is it its my near now of on or our since so that the there this to was we were with week weeks day days night nights last every still again please not no'.split(' '),
+);
+
+/** The complaint's words, normalised: lower case, joined where two words name one thing, without stopwords. */
+function wordsOf(text: string): string[] {
+  let lower = ` ${text.toLowerCase().replace(/[^a-z0-9]+/g, ' ')} `;
+  for (const [pair, one] of Object.entries(SAME_AS)) lower = lower.replaceAll(` ${pair} `, ` ${one} `);
+  return lower.split(' ').filter((w) => w !== '' && !STOPWORDS.has(w));
+}
+
+/**
+ * The class a complaint's concepts point to most (ties to the first named), so that the same
+ * complaint is always classified the same way, and plausibly; text with none gets a stable class
+ * of its hash.
+ */
+export function labelOf(text: string): string {
+  const votes = new Map<string, number>();
+  for (const w of wordsOf(text)) {
+    const concept = CONCEPT_OF.get(w);
+    if (concept) votes.set(CONCEPTS[concept].label, (votes.get(CONCEPTS[concept].label) ?? 0) + 1);
+  }
+  const best = [...votes].sort((a, b) => b[1] - a[1])[0];
+  if (best) return best[0];
   const labels = ['billing', 'service', 'safety', 'noise', 'transport'];
   return labels[createHash('sha1').update(text).digest()[0] % labels.length];
 }
 
+/** How much a concept weighs against a plain word: what a complaint is about matters more than how it is put. */
+const CONCEPT_WEIGHT = 3;
+
 /**
- * A unit vector built from the text's words, so that texts sharing words are close in cosine
- * similarity — enough for grouping into cases to behave as it would on real embeddings.
+ * A unit vector of the text's concepts and words (each counted once, hashed with a sign so that
+ * collisions cancel out rather than add up): complaints about the same thing in other words are
+ * close in cosine similarity, unrelated ones are not — enough for grouping into cases to behave as
+ * it would on real embeddings.
  */
 export function vectorOf(text: string, dimensions: number): number[] {
   const v = new Array<number>(dimensions).fill(0);
-  for (const word of text.toLowerCase().match(/[a-z0-9]+/g) ?? []) {
-    const h = createHash('sha1').update(word).digest();
-    v[h.readUInt32BE(0) % dimensions] += 1;
-    v[h.readUInt32BE(4) % dimensions] += 0.5;
+  const features = new Map<string, number>();
+  for (const w of wordsOf(text)) {
+    const concept = CONCEPT_OF.get(w);
+    if (concept) features.set(`concept:${concept}`, CONCEPT_WEIGHT);
+    else features.set(`word:${w.length > 4 ? w.replace(/(ing|ed|es|s)$/, '') : w}`, 1);
+  }
+  for (const [feature, weight] of features) {
+    const h = createHash('sha1').update(feature).digest();
+    v[h.readUInt32BE(0) % dimensions] += h[4] & 1 ? weight : -weight;
   }
   const norm = Math.hypot(...v) || 1;
   return v.map((x) => x / norm);
