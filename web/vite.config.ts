@@ -68,7 +68,7 @@ export default defineConfig({
     // The small helpers several views share go into one chunk, rather than one chunk of a few
     // hundred bytes each: each chunk is one more request on a cold load.
     rollupOptions: {
-      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists|views\/run-events)\.ts$/.test(id) ? 'shared' : undefined) },
+      output: { manualChunks: (id) => (/\/web\/src\/(format|types|lists|agent-refs|views\/run-events)\.tsx?$/.test(id) ? 'shared' : undefined) },
     },
   },
   plugins: [preloadOverview(), precompress()],

@@ -1,4 +1,5 @@
 import { useState } from 'preact/hooks';
+import { rememberAgents } from '../agent-refs.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
 import type { ViewProps } from '../main.js';
@@ -25,6 +26,7 @@ export default function Agents({ route }: ViewProps) {
             getAll<Lock>('/v1/locks', {}),
           ]);
           setAgents(a);
+          rememberAgents(a);
           setInFlight(countBy(leased, (t) => t.agentId));
           setLocks(countBy(held, (l) => l.agentId));
           setError('');

@@ -7,8 +7,12 @@ export interface ChartSeries {
   color: string;
 }
 
-/** A live line chart: uPlot is created once and given new data in place, never re-created. */
-export function Chart(props: { title: string; unit: string; series: ChartSeries[]; data: uPlot.AlignedData }) {
+/**
+ * A live line chart: uPlot is created once and given new data in place, never re-created. The x
+ * axis always spans `windowSeconds` up to the newest sample, so that the first samples sit at the
+ * right of a full window rather than stretch a few seconds across the chart.
+ */
+export function Chart(props: { title: string; unit: string; series: ChartSeries[]; data: uPlot.AlignedData; windowSeconds: number }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
 
@@ -20,9 +24,17 @@ export function Chart(props: { title: string; unit: string; series: ChartSeries[
         height: 180,
         legend: { live: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+        scales: {
+          x: { time: true, range: (_u, _min, max) => [(max ?? Date.now() / 1000) - props.windowSeconds, max ?? Date.now() / 1000] },
+          y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+        },
         axes: [{ stroke: '#8a94a6' }, { stroke: '#8a94a6', label: props.unit, size: 56 }],
-        series: [{}, ...props.series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
+        // Lines that coincide (two rates both at 0) stay visible: each later series is drawn
+        // thinner and dashed over the earlier ones, which show through its gaps.
+        series: [
+          {},
+          ...props.series.map((s, i) => ({ label: s.label, stroke: s.color, width: i === 0 ? 3 : 2, dash: i === 0 ? undefined : [8, 6 + 2 * i], points: { show: false } })),
+        ],
       },
       props.data,
       el,

@@ -1,4 +1,5 @@
 import { useState } from 'preact/hooks';
+import { AgentRef } from '../agent-refs.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
 import { getAll } from '../lists.js';
@@ -37,7 +38,7 @@ export default function Locks(_props: ViewProps) {
           {(locks ?? []).map((l) => (
             <tr key={l.id} data-lock-id={l.id}>
               <td class="mono">{l.resources.join(', ')}</td>
-              <td><a class="mono" href={`#/agents/${l.agentId}`}>{l.agentId}</a></td>
+              <td><AgentRef id={l.agentId} /></td>
               <td>{l.description || '—'}</td>
               <td title={time(l.createdAt)}>{ago(l.createdAt)}</td>
               <td title={time(l.expiresAt)}>{ago(l.expiresAt)}</td>

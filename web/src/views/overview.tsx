@@ -1,13 +1,16 @@
 import { useEffect, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
-import { get } from '../api.js';
+import { NoCapableAgent, someoneCanTake, useOnlineAgents } from '../agent-refs.js';
+import { get, query } from '../api.js';
 import { num } from '../format.js';
 import { useLiveData } from '../hooks.js';
 import type { ViewProps } from '../main.js';
-import { TASK_STATUSES, type FleetStats, type LiveEvent, type PipelineStats } from '../types.js';
+import { TASK_STATUSES, type FleetStats, type LiveEvent, type Page, type PipelineStats, type Task } from '../types.js';
 import { Chart } from './chart.js';
 
 const PIPELINE_POLL_MS = 2_000;
+/** How often the requirements of each queued type are read again (tasks of a type may change them). */
+const REQUIREMENTS_POLL_MS = 5_000;
 
 /** Five minutes of one-second samples, kept across visits to the page. */
 const HISTORY = 300;
@@ -55,6 +58,28 @@ export default function Overview(_props: ViewProps) {
     return () => clearInterval(timer);
   }, []);
 
+  // What the oldest queued task of each queued type requires: the type waits if no online agent has it.
+  const online = useOnlineAgents();
+  const queuedTypes = stats ? Object.keys(stats.tasks.byType).filter((t) => (stats.tasks.byType[t].queued ?? 0) > 0).sort() : [];
+  const [requires, setRequires] = useState(new Map<string, string[]>());
+  useEffect(() => {
+    if (queuedTypes.length === 0) return;
+    const read = () =>
+      Promise.all(
+        queuedTypes.map((type) => get<Page<Task>>(`/v1/tasks${query({ status: 'queued', type, limit: 1 })}`).then((p) => [type, p.items[0]?.requires] as const)),
+      ).then(
+        (found) => setRequires(new Map(found.filter((f): f is readonly [string, string[]] => f[1] !== undefined))),
+        () => {},
+      );
+    void read();
+    const timer = setInterval(read, REQUIREMENTS_POLL_MS);
+    return () => clearInterval(timer);
+  }, [queuedTypes.join('\n')]);
+  const waitsForAgent = (type: string) => {
+    const r = requires.get(type);
+    return online !== null && r !== undefined && queuedTypes.includes(type) && !someoneCanTake(online, r) ? r : null;
+  };
+
   if (!stats) return <p class="muted">Loading stats…</p>;
   const agents = stats.agents.byStatus;
   const priorities = Object.entries(stats.tasks.queueDepthByPriority).sort((a, b) => Number(b[0]) - Number(a[0]));
@@ -83,18 +108,21 @@ export default function Overview(_props: ViewProps) {
           unit="/s"
           series={[{ label: 'completed', color: '#3fb950' }, { label: 'failed', color: '#f85149' }]}
           data={series([(s) => s.throughput.completedPerSecond1m, (s) => s.throughput.failedPerSecond1m])}
+          windowSeconds={HISTORY}
         />
         <Chart
           title={`Claim to completion, last 5 min: P50 ${num(stats.latencyMs.p50, 1)} · P95 ${num(stats.latencyMs.p95, 1)} · P99 ${num(stats.latencyMs.p99, 1)} ms`}
           unit="ms"
           series={[{ label: 'P50', color: '#58a6ff' }, { label: 'P95', color: '#d29922' }, { label: 'P99', color: '#f85149' }]}
           data={series([(s) => s.latencyMs.p50, (s) => s.latencyMs.p95, (s) => s.latencyMs.p99])}
+          windowSeconds={HISTORY}
         />
         <Chart
           title={`Event-loop lag: P99 ${num(stats.eventLoop.lagP99Ms, 1)} · max ${num(stats.eventLoop.lagMaxMs, 1)} ms`}
           unit="ms"
           series={[{ label: 'P99', color: '#d29922' }, { label: 'max', color: '#f85149' }]}
           data={series([(s) => s.eventLoop.lagP99Ms, (s) => s.eventLoop.lagMaxMs])}
+          windowSeconds={HISTORY}
         />
         <section class="panel">
           <h3>Queue depth by priority</h3>
@@ -126,7 +154,10 @@ export default function Overview(_props: ViewProps) {
           <tbody>
             {types.map(([type, counts]) => (
               <tr>
-                <td><a href={`#/tasks?type=${encodeURIComponent(type)}`}>{type}</a></td>
+                <td>
+                  <a href={`#/tasks?type=${encodeURIComponent(type)}`}>{type}</a>
+                  {waitsForAgent(type) && <NoCapableAgent requires={waitsForAgent(type)!} />}
+                </td>
                 {TASK_STATUSES.map((s) => <td class="n">{num(counts[s] ?? 0)}</td>)}
               </tr>
             ))}

@@ -1,4 +1,5 @@
 import { useState } from 'preact/hooks';
+import { AgentRef, NoCapableAgent, someoneCanTake, useOnlineAgents } from '../agent-refs.js';
 import { api, get } from '../api.js';
 import { ago, json, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
@@ -12,7 +13,7 @@ const RETRYABLE = new Set(['dead', 'cancelled']);
 function timeline(task: Task, seen: LiveEvent[]): { at: string; what: string }[] {
   const steps: { at: string; what: string }[] = [{ at: task.createdAt, what: 'submitted' }];
   if (task.runAt !== task.createdAt) steps.push({ at: task.runAt, what: 'runs at' });
-  if (task.claimedAt) steps.push({ at: task.claimedAt, what: `claimed by ${task.agentId ?? 'an agent'} (attempt ${task.attempts})` });
+  if (task.claimedAt) steps.push({ at: task.claimedAt, what: `claimed (attempt ${task.attempts})` });
   if (task.leaseExpiresAt && task.status === 'leased') steps.push({ at: task.leaseExpiresAt, what: 'lease expires' });
   for (const e of seen) steps.push({ at: new Date(e.at).toISOString(), what: e.name.replace('task.', '') + (e.data?.reason ? ` (${e.data.reason})` : '') });
   if (task.completedAt) steps.push({ at: task.completedAt, what: task.status });
@@ -26,6 +27,7 @@ export default function TaskDetail({ route }: ViewProps) {
   const [error, setError] = useState('');
   const [seen, setSeen] = useState<LiveEvent[]>([]);
   const [busy, setBusy] = useState(false);
+  const online = useOnlineAgents();
 
   const load = async () => {
     try {
@@ -83,8 +85,12 @@ export default function TaskDetail({ route }: ViewProps) {
           <dl>
             <dt>priority</dt><dd>{task.priority}</dd>
             <dt>attempts</dt><dd>{task.attempts} of {task.maxAttempts}</dd>
-            <dt>requires</dt><dd>{task.requires.join(', ') || '—'}</dd>
-            <dt>agent</dt><dd>{task.agentId ? <a href={`#/agents/${task.agentId}`} class="mono">{task.agentId}</a> : '—'}</dd>
+            <dt>requires</dt>
+            <dd>
+              {task.requires.join(', ') || '—'}
+              {task.status === 'queued' && online && !someoneCanTake(online, task.requires) && <NoCapableAgent requires={task.requires} />}
+            </dd>
+            <dt>agent</dt><dd><AgentRef id={task.agentId} /></dd>
             <dt>lease</dt><dd>{task.leaseMs} ms{task.leaseExpiresAt ? `, expires ${ago(task.leaseExpiresAt)}` : ''}</dd>
             <dt>backoff</dt><dd>{task.backoffMs} ms</dd>
             <dt>idempotency key</dt><dd class="mono">{task.idempotencyKey ?? '—'}</dd>

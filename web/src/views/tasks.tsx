@@ -1,4 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
+import { AgentRef, NoCapableAgent, someoneCanTake, useOnlineAgents } from '../agent-refs.js';
 import { get, query } from '../api.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
@@ -150,6 +151,7 @@ export default function Tasks({ route }: ViewProps) {
   /** Set by the first load: until then, the live stream is not confirmed and nothing is fetched. */
   const loadedOnce = useRef(false);
   useTick(5_000);
+  const online = useOnlineAgents();
 
   const fetchPage = (d: TaskRows, cursor: string | null, limit: number) =>
     get<Page<Task>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
@@ -328,10 +330,13 @@ export default function Tasks({ route }: ViewProps) {
                 <a class="vrow" href={`#/tasks/${t.id}`} key={t.id} data-task-id={t.id}>
                   <span>{t.id}</span>
                   <span>{t.type}</span>
-                  <span><span class={`pill status-${t.status}`} data-status={t.status}>{t.status}</span></span>
+                  <span>
+                    <span class={`pill status-${t.status}`} data-status={t.status}>{t.status}</span>
+                    {t.status === 'queued' && online && !someoneCanTake(online, t.requires) && <NoCapableAgent requires={t.requires} />}
+                  </span>
                   <span>{t.priority}</span>
                   <span>{t.attempts}/{t.maxAttempts}</span>
-                  <span class="mono">{t.agentId ?? '—'}</span>
+                  <span><AgentRef id={t.agentId} link={false} /></span>
                   <span>{ago(t.createdAt)}</span>
                   <span>{ago(t.updatedAt)}</span>
                 </a>
