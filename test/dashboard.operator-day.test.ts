@@ -63,6 +63,20 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
     await page.waitForSelector('tr:has(a[href="#/tasks?type=gpu.train"]) [data-flag=no-capable-agent]', { state: 'detached', ...WAIT });
   });
 
+  it('draws the overview\'s charts over their whole 5-minute window from the first second', async () => {
+    const fresh = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await signIn(fresh, server.adminKey);
+      await fresh.goto(server.url + '/#/');
+      await fresh.waitForSelector('[data-ready=overview]', WAIT);
+      await fresh.waitForFunction(() => document.querySelectorAll('[data-x-span-seconds]').length === 3, undefined, WAIT);
+      const spans = await fresh.locator('[data-x-span-seconds]').evaluateAll((els) => els.map((e) => e.getAttribute('data-x-span-seconds')));
+      assert.deepEqual(spans, ['300', '300', '300']);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('keeps navigation and the task table usable in a 420 px window', async () => {
     const narrow = await browser.newPage({ viewport: { width: 420, height: 800 } });
     try {

@@ -50,7 +50,12 @@ export function Chart(props: { title: string; unit: string; series: ChartSeries[
   }, []);
 
   useEffect(() => {
-    plot.current?.setData(props.data);
+    const u = plot.current;
+    if (!u) return;
+    u.setData(props.data);
+    // The span the x axis shows, in seconds, for whoever inspects the page.
+    const { min, max } = u.scales.x;
+    if (min !== undefined && max !== undefined) box.current!.dataset.xSpanSeconds = String(Math.round(max - min));
   }, [props.data]);
 
   return (
