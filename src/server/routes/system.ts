@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { maskedConfig } from '../../config.js';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import type { Routes } from './deps.js';
 
 export const systemRoutes: Routes = async (app, { fleet, config }) => {
