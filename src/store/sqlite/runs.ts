@@ -1,24 +1,25 @@
-import type { Database, Statement } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3';
 import { FleetError } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
 import type { PipelineRun, RunStatus } from '../../domain/runs.js';
-import { decodeCursor, encodeCursor } from '../cursor.js';
-import { runRequestHash, toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import { mapPage } from '../keyset.js';
+import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
+import type { RepeatCheck } from '../store.js';
+import type { SqliteDatabase } from './database.js';
 import type { GroupCommit } from './group-commit.js';
 
 /**
  * Pipeline runs in the same SQLite database as the tasks, on the same connection and group commit
- * as the SqliteStore (SQLite has one writer; a second connection would only contend for it).
+ * as the queue (SQLite has one writer; a second connection would only contend for it).
  */
-export class SqlitePipelineStore implements PipelineStore {
-  private readonly s: ReturnType<SqlitePipelineStore['prepare']>;
-  private readonly dynamic = new Map<string, Statement>();
+export class SqliteRuns implements PipelineStore {
+  private readonly s: ReturnType<SqliteRuns['prepare']>;
+  private readonly db: Database;
+  private readonly groupCommit: GroupCommit;
 
-  constructor(
-    private readonly db: Database,
-    private readonly groupCommit: GroupCommit,
-  ) {
+  constructor(private readonly d: SqliteDatabase) {
+    ({ db: this.db, groupCommit: this.groupCommit } = d);
     this.s = this.prepare();
   }
 
@@ -62,20 +63,13 @@ export class SqlitePipelineStore implements PipelineStore {
     return toRun(row, this.s.stepsOf.all(row.id) as StepRow[]);
   }
 
-  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]> {
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]> {
     return this.groupCommit.write(() =>
-      params.runs.map((r) => {
-        const hash = r.idempotencyKey === null ? null : runRequestHash(r);
+      params.runs.map((r, index) => {
         if (r.idempotencyKey !== null) {
           const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
           if (existing) {
-            if (existing.request_hash !== hash) {
-              throw new FleetError(
-                'FLEETD_ERR_IDEMPOTENCY_CONFLICT',
-                `idempotency key ${r.idempotencyKey} was already used for a different run`,
-                { idempotencyKey: r.idempotencyKey, runId: existing.id },
-              );
-            }
+            params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
             return { run: this.toRun(existing), created: false };
           }
         }
@@ -83,7 +77,7 @@ export class SqlitePipelineStore implements PipelineStore {
           pipeline: r.pipeline,
           input: JSON.stringify(r.input ?? null),
           idempotency_key: r.idempotencyKey,
-          request_hash: hash,
+          request_hash: r.requestHash,
           now: params.now,
           owner: params.lease.owner,
           lease_ms: params.lease.leaseMs,
@@ -100,31 +94,19 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   async runList(params: RunListParams): Promise<Page<PipelineRun>> {
-    const before = decodeCursor(params.cursor);
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (params.pipeline !== undefined) {
-      where.push('pipeline = ?');
-      args.push(params.pipeline);
-    }
-    if (params.status !== undefined) {
-      where.push('status = ?');
-      args.push(params.status);
-    }
-    if (before !== undefined) {
-      where.push('id < ?');
-      args.push(before);
-    }
-    const sql = `SELECT * FROM pipeline_runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
-    let stmt = this.dynamic.get(sql);
-    if (!stmt) {
-      stmt = this.db.prepare(sql);
-      this.dynamic.set(sql, stmt);
-    }
-    const rows = stmt.all(...args, params.limit + 1) as RunRow[];
-    const more = rows.length > params.limit;
-    const items = (more ? rows.slice(0, params.limit) : rows).map((r) => this.toRun(r));
-    return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
+    const page = await this.d.page<RunRow>({
+      select: 'SELECT * FROM pipeline_runs',
+      where: [
+        ['pipeline = ?', params.pipeline],
+        ['status = ?', params.status],
+      ],
+      key: 'id',
+      keyOf: (r) => r.id,
+      order: 'desc',
+      cursor: params.cursor,
+      limit: params.limit,
+    });
+    return mapPage(page, (r) => this.toRun(r));
   }
 
   runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {

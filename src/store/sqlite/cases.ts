@@ -3,19 +3,20 @@ import { Semaphore } from '../../limits/semaphore.js';
 import type { Page } from '../../domain/types.js';
 import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
+import { mapPage } from '../keyset.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
-import { decodeCursor, encodeCursor } from '../cursor.js';
+import type { SqliteDatabase } from './database.js';
 import type { GroupCommit } from './group-commit.js';
 
-/** Cases in the same SQLite database, on the SqliteStore's connection and group commit. */
-export class SqliteCaseStore implements CaseStore {
-  private readonly s: ReturnType<SqliteCaseStore['prepare']>;
+/** Cases in the same SQLite database, on the queue's connection and group commit. */
+export class SqliteCases implements CaseStore {
+  private readonly s: ReturnType<SqliteCases['prepare']>;
   private readonly turns = new Semaphore(1);
+  private readonly db: Database;
+  private readonly groupCommit: GroupCommit;
 
-  constructor(
-    private readonly db: Database,
-    private readonly groupCommit: GroupCommit,
-  ) {
+  constructor(private readonly d: SqliteDatabase) {
+    ({ db: this.db, groupCommit: this.groupCommit } = d);
     this.s = this.prepare();
   }
 
@@ -30,7 +31,6 @@ export class SqliteCaseStore implements CaseStore {
       grow: db.prepare(`UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now,
         version = (SELECT max(version) + 1 FROM cases) WHERE id = @id RETURNING *`),
       byId: db.prepare('SELECT * FROM cases WHERE id = ?'),
-      list: db.prepare('SELECT * FROM cases WHERE id < ? ORDER BY id DESC LIMIT ?'),
       members: db.prepare(
         'SELECT run_id AS runId, similarity, text, added_at AS addedAt FROM case_members WHERE case_id = ? ORDER BY run_id LIMIT ?',
       ),
@@ -75,11 +75,16 @@ export class SqliteCaseStore implements CaseStore {
   }
 
   async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
-    const before = decodeCursor(params.cursor) ?? Number.MAX_SAFE_INTEGER;
-    const rows = this.s.list.all(before, params.limit + 1) as CaseRow[];
-    const more = rows.length > params.limit;
-    const items = (more ? rows.slice(0, params.limit) : rows).map(toCase);
-    return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
+    const page = await this.d.page<CaseRow>({
+      select: 'SELECT * FROM cases',
+      where: [],
+      key: 'id',
+      keyOf: (r) => r.id,
+      order: 'desc',
+      cursor: params.cursor,
+      limit: params.limit,
+    });
+    return mapPage(page, toCase);
   }
 
   async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {
