@@ -1,5 +1,6 @@
 import type { AgentCount, AgentStatus, Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toAgent, type AgentRow, type TaskRow } from '../rows.js';
 import type { AgentReleaseResult, AgentStore, EndLease, TaskTransition } from '../store.js';
 import type { PostgresDatabase, Query } from './database.js';
@@ -57,19 +58,8 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
     },
 
     async agentList(params) {
-      const page = await db.page<AgentRow>({
-        select: 'SELECT * FROM agents',
-        where: [
-          ['capabilities @> ARRAY[?]::text[]', params.capability],
-          ['status = ?', params.status],
-        ],
-        key: 'seq',
-        keyOf: (r) => r.seq,
-        order: 'asc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toAgent);
+      const byCapability = { from: 'agents a', condition: 'a.capabilities @> ARRAY[?]::text[]' };
+      return mapPage(await db.page(lists.agentList(params, byCapability)), toAgent);
     },
 
     async agentHeartbeat(params) {

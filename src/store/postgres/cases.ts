@@ -2,6 +2,7 @@ import type { Page } from '../../domain/types.js';
 import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
 import type { PostgresDatabase } from './database.js';
 
@@ -71,16 +72,7 @@ export class PostgresCases implements CaseStore {
   }
 
   async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
-    const page = await this.db.page<CaseRow>({
-      select: 'SELECT * FROM cases',
-      where: [],
-      key: 'id',
-      keyOf: (r) => r.id,
-      order: 'desc',
-      cursor: params.cursor,
-      limit: params.limit,
-    });
-    return mapPage(page, toCase);
+    return mapPage(await this.db.page(lists.caseList(params)), toCase);
   }
 
   async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {

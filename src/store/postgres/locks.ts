@@ -1,5 +1,6 @@
 import type { Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toLock, type LockRow } from '../rows.js';
 import type { LockAcquireResult, LockHolder, LockStore } from '../store.js';
 import { UNIQUE_VIOLATION, type PostgresDatabase, type Query } from './database.js';
@@ -49,16 +50,7 @@ export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLoc
     },
 
     async lockList(params) {
-      const page = await db.page<LockRow>({
-        select: 'SELECT * FROM locks',
-        where: [['agent_id = ?', params.agentId]],
-        key: 'seq',
-        keyOf: (r) => r.seq,
-        order: 'asc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toLock);
+      return mapPage(await db.page(lists.lockList(params)), toLock);
     },
 
     async lockExpire(params) {

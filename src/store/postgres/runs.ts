@@ -1,6 +1,7 @@
 import { FleetError } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
 import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import * as lists from '../lists.js';
 import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
 import type { RepeatCheck } from '../store.js';
@@ -77,18 +78,7 @@ export class PostgresRuns implements PipelineStore {
   }
 
   async runList(params: RunListParams): Promise<Page<PipelineRun>> {
-    const page = await this.db.page<RunRow>({
-      select: 'SELECT * FROM pipeline_runs',
-      where: [
-        ['pipeline = ?', params.pipeline],
-        ['status = ?', params.status],
-      ],
-      key: 'id',
-      keyOf: (r) => r.id,
-      order: 'desc',
-      cursor: params.cursor,
-      limit: params.limit,
-    });
+    const page = await this.db.page(lists.runList(params));
     return { items: await this.withSteps(this.query, page.items), nextCursor: page.nextCursor };
   }
 

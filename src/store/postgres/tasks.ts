@@ -2,6 +2,7 @@ import { notFound } from '../../domain/errors.js';
 import { requirementKey } from '../../domain/requirements.js';
 import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
 import type { EndLease, TaskClaimParams, TaskClaimResult, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
@@ -229,20 +230,7 @@ export function postgresTasks(db: PostgresDatabase): {
     },
 
     async taskList(params) {
-      const page = await db.page<TaskRow>({
-        select: 'SELECT * FROM tasks',
-        where: [
-          ['status = ?', params.status],
-          ['type = ?', params.type],
-          ['agent_id = ?', params.agentId],
-        ],
-        key: 'id',
-        keyOf: (r) => r.id,
-        order: params.order ?? 'desc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toTask);
+      return mapPage(await db.page(lists.taskList(params)), toTask);
     },
 
     taskClaim(params) {

@@ -1,5 +1,6 @@
 import type { AgentCount, Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toAgent, type AgentRow } from '../rows.js';
 import type { AgentStore, EndLease, TaskTransition } from '../store.js';
 import type { SqliteDatabase } from './database.js';
@@ -66,20 +67,8 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
     },
 
     async agentList(params) {
-      const byCapability = params.capability !== undefined;
-      const page = await d.page<AgentRow>({
-        select: byCapability ? 'SELECT a.* FROM agent_capabilities c JOIN agents a ON a.seq = c.agent_seq' : 'SELECT a.* FROM agents a',
-        where: [
-          ['c.capability = ?', params.capability],
-          ['a.status = ?', params.status],
-        ],
-        key: 'a.seq',
-        keyOf: (r) => r.seq,
-        order: 'asc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toAgent);
+      const byCapability = { from: 'agent_capabilities c JOIN agents a ON a.seq = c.agent_seq', condition: 'c.capability = ?' };
+      return mapPage(await d.page(lists.agentList(params, byCapability)), toAgent);
     },
 
     agentHeartbeat(params) {

@@ -1,27 +1,23 @@
-import type { Database } from 'better-sqlite3';
 import { Semaphore } from '../../limits/semaphore.js';
 import type { Page } from '../../domain/types.js';
 import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
 import type { SqliteDatabase } from './database.js';
-import type { GroupCommit } from './group-commit.js';
 
 /** Cases in the same SQLite database, on the queue's connection and group commit. */
 export class SqliteCases implements CaseStore {
   private readonly s: ReturnType<SqliteCases['prepare']>;
   private readonly turns = new Semaphore(1);
-  private readonly db: Database;
-  private readonly groupCommit: GroupCommit;
 
   constructor(private readonly d: SqliteDatabase) {
-    ({ db: this.db, groupCommit: this.groupCommit } = d);
     this.s = this.prepare();
   }
 
   private prepare() {
-    const db = this.db;
+    const { db } = this.d;
     return {
       centroids: db.prepare('SELECT id, centroid, version FROM cases WHERE version > ? ORDER BY version'),
       ofRun: db.prepare('SELECT case_id AS caseId, similarity FROM case_members WHERE run_id = ?'),
@@ -55,7 +51,7 @@ export class SqliteCases implements CaseStore {
   }
 
   caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const row = this.s.insert.get({ title: params.title, centroid: JSON.stringify(params.vector), now: params.now }) as CaseRow;
       this.s.addMember.run(params.runId, row.id, 1, params.text, params.now);
       return toCase(row);
@@ -63,7 +59,7 @@ export class SqliteCases implements CaseStore {
   }
 
   caseAddMember(params: { caseId: number; runId: number; text: string; similarity: number; centroid: number[]; now: number }): Promise<Case> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       this.s.addMember.run(params.runId, params.caseId, params.similarity, params.text, params.now);
       return toCase(this.s.grow.get({ id: params.caseId, centroid: JSON.stringify(params.centroid), now: params.now }) as CaseRow);
     });
@@ -75,16 +71,7 @@ export class SqliteCases implements CaseStore {
   }
 
   async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
-    const page = await this.d.page<CaseRow>({
-      select: 'SELECT * FROM cases',
-      where: [],
-      key: 'id',
-      keyOf: (r) => r.id,
-      order: 'desc',
-      cursor: params.cursor,
-      limit: params.limit,
-    });
-    return mapPage(page, toCase);
+    return mapPage(await this.d.page(lists.caseList(params)), toCase);
   }
 
   async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {

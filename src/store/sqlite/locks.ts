@@ -1,5 +1,6 @@
 import type { Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toLock, type LockRow } from '../rows.js';
 import type { LockHolder, LockStore } from '../store.js';
 import type { SqliteDatabase } from './database.js';
@@ -56,16 +57,7 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
     },
 
     async lockList(params) {
-      const page = await d.page<LockRow>({
-        select: 'SELECT * FROM locks',
-        where: [['agent_id = ?', params.agentId]],
-        key: 'seq',
-        keyOf: (r) => r.seq,
-        order: 'asc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toLock);
+      return mapPage(await d.page(lists.lockList(params)), toLock);
     },
 
     lockExpire(params) {

@@ -1,13 +1,12 @@
-import type { Database } from 'better-sqlite3';
 import { FleetError } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
 import type { PipelineRun, RunStatus } from '../../domain/runs.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
 import type { RepeatCheck } from '../store.js';
 import type { SqliteDatabase } from './database.js';
-import type { GroupCommit } from './group-commit.js';
 
 /**
  * Pipeline runs in the same SQLite database as the tasks, on the same connection and group commit
@@ -15,16 +14,13 @@ import type { GroupCommit } from './group-commit.js';
  */
 export class SqliteRuns implements PipelineStore {
   private readonly s: ReturnType<SqliteRuns['prepare']>;
-  private readonly db: Database;
-  private readonly groupCommit: GroupCommit;
 
   constructor(private readonly d: SqliteDatabase) {
-    ({ db: this.db, groupCommit: this.groupCommit } = d);
     this.s = this.prepare();
   }
 
   private prepare() {
-    const db = this.db;
+    const { db } = this.d;
     return {
       runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
         owner, lease_expires_at)
@@ -64,7 +60,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]> {
-    return this.groupCommit.write(() =>
+    return this.d.groupCommit.write(() =>
       params.runs.map((r, index) => {
         if (r.idempotencyKey !== null) {
           const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
@@ -94,23 +90,11 @@ export class SqliteRuns implements PipelineStore {
   }
 
   async runList(params: RunListParams): Promise<Page<PipelineRun>> {
-    const page = await this.d.page<RunRow>({
-      select: 'SELECT * FROM pipeline_runs',
-      where: [
-        ['pipeline = ?', params.pipeline],
-        ['status = ?', params.status],
-      ],
-      key: 'id',
-      keyOf: (r) => r.id,
-      order: 'desc',
-      cursor: params.cursor,
-      limit: params.limit,
-    });
-    return mapPage(page, (r) => this.toRun(r));
+    return mapPage(await this.d.page(lists.runList(params)), (r) => this.toRun(r));
   }
 
   runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {
-    return this.groupCommit.write(() =>
+    return this.d.groupCommit.write(() =>
       (this.s.acquire.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, limit: params.limit, after_id: params.afterId }) as RunRow[])
         .sort((a, b) => a.id - b.id)
         .map((r) => this.toRun(r)),
@@ -118,17 +102,17 @@ export class SqliteRuns implements PipelineStore {
   }
 
   runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
-    return this.groupCommit.write(() =>
+    return this.d.groupCommit.write(() =>
       (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
     );
   }
 
   async runRelease(params: { owner: string; ids: number[] }): Promise<void> {
-    await this.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
+    await this.d.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
   }
 
   stepStart(params: StepWrite): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       if (this.s.stepStart.run({ run_id: params.runId, name: params.step, now: params.now }).changes === 0) {
@@ -139,7 +123,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   stepComplete(params: StepWrite & { output: unknown }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepComplete.run({ run_id: params.runId, name: params.step, output: JSON.stringify(params.output ?? null), now: params.now });
@@ -148,7 +132,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   stepRetryLater(params: StepWrite & { error: unknown; nextAttemptAt: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepRetry.run({ run_id: params.runId, name: params.step, error: JSON.stringify(params.error ?? null), next: params.nextAttemptAt });
@@ -157,7 +141,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   stepFail(params: StepWrite & { error: unknown }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const error = JSON.stringify(params.error ?? null);
       const runError = JSON.stringify({ step: params.step, error: params.error ?? null });
       const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now, owner: params.owner }) as RunRow | undefined;
@@ -169,7 +153,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   runComplete(params: { runId: number; owner: string; output: unknown; now: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const output = JSON.stringify(params.output ?? null);
       const run = this.s.runFinish.get({ id: params.runId, status: 'completed', output, error: null, now: params.now, owner: params.owner }) as RunRow | undefined;
       return run && this.toRun(run);
@@ -177,7 +161,7 @@ export class SqliteRuns implements PipelineStore {
   }
 
   runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runFinish.get({ id: params.runId, status: 'cancelled', output: null, error: null, now: params.now, owner: null }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepsEnd.run({ run_id: params.runId, status: 'cancelled', now: params.now });

@@ -2,6 +2,7 @@ import { notFound } from '../../domain/errors.js';
 import { requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
 import type { EndLease, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import type { SqliteDatabase } from './database.js';
@@ -98,20 +99,7 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     },
 
     async taskList(params) {
-      const page = await d.page<TaskRow>({
-        select: 'SELECT * FROM tasks',
-        where: [
-          ['status = ?', params.status],
-          ['type = ?', params.type],
-          ['agent_id = ?', params.agentId],
-        ],
-        key: 'id',
-        keyOf: (r) => r.id,
-        order: params.order ?? 'desc',
-        cursor: params.cursor,
-        limit: params.limit,
-      });
-      return mapPage(page, toTask);
+      return mapPage(await d.page(lists.taskList(params)), toTask);
     },
 
     taskClaim(params) {
