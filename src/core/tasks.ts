@@ -1,12 +1,14 @@
 import { requirementKey } from '../domain/requirements.js';
 import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
-import { retryDelay } from './backoff.js';
 import type { WakeReason } from './claim-waiters.js';
 import type { FleetContext } from './context.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import { checkJsonValue } from './payload.js';
+import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
+import { afterFailure } from './rules/retry.js';
+import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
 import { summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
@@ -48,7 +50,7 @@ export class TaskService {
     const limits = { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth };
     checkJsonValue(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
-    return {
+    const task = {
       type: input.type,
       payload: input.payload ?? null,
       priority: input.priority ?? 0,
@@ -58,6 +60,11 @@ export class TaskService {
       leaseMs: input.leaseMs ?? this.ctx.config.taskLeaseMs,
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
+    };
+    return {
+      ...task,
+      status: initialStatus(task.runAt, now),
+      requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
     };
   }
 
@@ -77,7 +84,7 @@ export class TaskService {
   private async submitMany(inputs: TaskInput[], batch: boolean): Promise<TaskInsertResult[]> {
     const now = this.ctx.now();
     const tasks = inputs.map((input, i) => this.toInsert(input, now, batch ? i : undefined));
-    const results = await this.ctx.store.taskInsertMany({ tasks, now });
+    const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
     for (const { task, created } of results) {
@@ -223,7 +230,8 @@ export class TaskService {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
-    const task = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
+    const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
+    const task = leaseHeld(written, params.id, params.agentId);
     this.ctx.bus.publish('task.completed', { task: summarizeTask(task) });
     return task;
   }
@@ -233,15 +241,15 @@ export class TaskService {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
-    const { taskBackoffMaxMs } = this.ctx.config;
-    const task = await this.ctx.store.taskFail({
+    const now = this.ctx.now();
+    const failure = { error: params.error ?? null, retryable: params.retryable ?? true, now, backoffMaxMs: this.ctx.config.taskBackoffMaxMs };
+    const written = await this.ctx.store.taskFail({
       id: params.id,
       agentId: params.agentId,
-      error: params.error ?? null,
-      retryable: params.retryable ?? true,
-      now: this.ctx.now(),
-      retryDelay: (attempt, backoffMs) => retryDelay(attempt, backoffMs, taskBackoffMaxMs),
+      now,
+      endLease: (lease) => afterFailure(lease, failure),
     });
+    const task = leaseHeld(written, params.id, params.agentId);
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
       this.ctx.bus.publish('task.dead', { task: summary });
@@ -255,20 +263,20 @@ export class TaskService {
   }
 
   async extend(params: { id: number; agentId: string; leaseMs?: number }): Promise<Task> {
-    const task = await this.ctx.store.taskExtendLease({ ...params, now: this.ctx.now() });
+    const task = leaseHeld(await this.ctx.store.taskExtendLease({ ...params, now: this.ctx.now() }), params.id, params.agentId);
     this.ctx.bus.publish('task.extended', { task: summarizeTask(task) });
     if (task.leaseExpiresAt !== null) this.timers.leases.poke(task.leaseExpiresAt);
     return task;
   }
 
   async cancel(id: number): Promise<Task> {
-    const task = await this.ctx.store.taskCancel({ id, now: this.ctx.now() });
+    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE }), id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
     return task;
   }
 
   async retry(id: number): Promise<Task> {
-    const task = await this.ctx.store.taskRetry({ id, now: this.ctx.now() });
+    const task = stateAllowed(await this.ctx.store.taskRetry({ id, now: this.ctx.now(), from: RETRYABLE }), id, 'retry');
     this.ctx.bus.publish('task.retried', { task: summarizeTask(task) });
     this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
     return task;

@@ -1,4 +1,3 @@
-import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
@@ -8,14 +7,8 @@ import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { connectRedis, redisSettings } from '../redis/connection.js';
-import type { CaseStore } from '../store/case-store.js';
-import type { PipelineStore } from '../store/pipeline-store.js';
-import { PostgresCaseStore } from '../store/postgres/postgres-case-store.js';
-import { PostgresPipelineStore } from '../store/postgres/postgres-pipeline-store.js';
-import { PostgresStore } from '../store/postgres/postgres-store.js';
-import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
-import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
-import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Driver } from '../store/driver.js';
+import { openDriver } from '../store/open-driver.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
 
@@ -23,6 +16,8 @@ export interface FleetServer {
   app: App;
   fleet: Fleet;
   store: Store;
+  /** The store driver the configuration chose (its abilities, and what tests reach below the contract). */
+  driver: Driver;
   config: Readonly<FleetdConfig>;
   pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
@@ -33,30 +28,6 @@ export interface FleetServer {
    */
   firstAdminKey?: string;
   close(): Promise<void>;
-}
-
-/**
- * The store drivers a configuration names: embedded SQLite, or PostgreSQL shared by several nodes.
- * Pipeline runs and cases live in the same database as the tasks, on the same connection or pool.
- */
-function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
-  if (config.databaseUrl === '') {
-    const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-    return {
-      store: sqlite,
-      pipelineStore: new SqlitePipelineStore(sqlite.db, sqlite.groupCommit),
-      caseStore: new SqliteCaseStore(sqlite.db, sqlite.groupCommit),
-      // One process at a time uses a SQLite file: after a crash, its next start takes its runs back at once.
-      runOwner: `sqlite:${resolvePath(config.dataDir)}`,
-    };
-  }
-  const postgres = openPostgres(config);
-  return {
-    store: postgres,
-    pipelineStore: new PostgresPipelineStore(postgres),
-    caseStore: new PostgresCaseStore(postgres),
-    runOwner: postgres.nodeId,
-  };
 }
 
 export function createLogger(level: string): Logger {
@@ -70,22 +41,6 @@ export function createLogger(level: string): Logger {
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
 
-function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
-  return new PostgresStore({
-    url: config.databaseUrl,
-    schema: config.databaseSchema,
-    poolSize: config.databasePoolSize,
-    poolTimeoutMs: config.databasePoolTimeoutMs,
-  });
-}
-
-/** The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without a server. */
-export async function openStore(config: Readonly<FleetdConfig>): Promise<Store> {
-  const store = config.databaseUrl === '' ? new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous }) : openPostgres(config);
-  await store.migrate();
-  return store;
-}
-
 /**
  * Builds the store, bus, domain and HTTP app from a configuration, starts maintenance and listens.
  * Drivers are chosen here, once; nothing below `core/` knows which.
@@ -97,9 +52,9 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  const drivers = openStores(config);
-  const { store } = drivers;
-  const closeStores = () => store.close();
+  const driver = openDriver(config);
+  const { store } = driver;
+  const closeStores = () => driver.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
   const nlp = new NlpPool();
   const redisConfig = redisSettings(config);
@@ -112,7 +67,7 @@ export async function startServer(
   let address: string;
   let firstAdminKey: string | undefined;
   try {
-    await store.migrate();
+    await driver.migrate();
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
     if (config.auth === 'on') {
@@ -123,9 +78,9 @@ export async function startServer(
     }
     const waiters = fleet.waiters;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
-    if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
+    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => waiters.notify(byRequirement));
     // A bad pipeline definition stops the start here, before anything listens.
-    pipelines = createPipelines({ fleet, store: drivers.pipelineStore, caseStore: drivers.caseStore, owner: drivers.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
     redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
     app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
@@ -157,6 +112,7 @@ export async function startServer(
     app: openApp,
     fleet: openFleet,
     store,
+    driver,
     config,
     pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),
