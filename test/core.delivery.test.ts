@@ -175,7 +175,6 @@ describe('task delivery', { timeout: 30_000 }, () => {
       mock.timers.tick(1);
       assert.deepEqual(await poll, []);
       assert.equal(s.waiters.size, 0);
-      assert.equal(s.delivery.waiting, 0);
       assert.deepEqual(s.transitions.of(agent), ['claiming→waiting', 'waiting→done']);
     });
 
@@ -292,6 +291,21 @@ describe('task delivery', { timeout: 30_000 }, () => {
       assert.equal(out.count(), 5);
       const leased = (await s.fleet.tasks.list({ agentId: agent, status: 'leased', limit: 100 })).items;
       assert.deepEqual(leased.map((t) => t.id).sort(), out.ids().sort(), 'every task sent is leased to the agent, and no other');
+      channel.close();
+    });
+
+    it('looks again when tasks were announced while a claim that came back short was in flight', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      const gate = s.hold();
+      channel.addCredit(2);
+      await gate.reached;
+      // Its credit is all in the claim in flight, so the notification counts nobody for this task.
+      const [task] = await s.submit({ type: 'a' });
+      gate.release();
+      await out.until(1);
+      assert.deepEqual(out.ids(), [task.id]);
       channel.close();
     });
 

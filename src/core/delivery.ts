@@ -41,7 +41,8 @@ import type { Logger } from './context.js';
  * - CLAIMING: one claim in flight for `asked` tasks, and it wants only its credit beyond them, so
  *   it is never counted twice for the same credit. A wake-up meanwhile is remembered and claimed
  *   for next. After each claim the tasks are sent and credit spent; it claims again (no transition)
- *   while wake-ups are pending or tasks were announced during the claim, and credit is left.
+ *   while credit is left and wake-ups are pending, or tasks were announced during a claim that came
+ *   back short (nobody may be awake for them).
  *   → IDLE when there is nothing more to claim; wake-ups it can no longer use are handed on.
  *   → CLOSED on `close`, or when a send fails.
  * - CLOSED (final): registered nowhere; pending wake-ups handed on. A claim in flight finishes and
@@ -160,13 +161,6 @@ export class TaskDelivery {
   private stopped = false;
 
   constructor(readonly options: DeliveryOptions) {}
-
-  /** Long-polls waiting or claiming right now. */
-  get waiting(): number {
-    let n = 0;
-    for (const set of this.polls.values()) n += set.size;
-    return n;
-  }
 
   start(): void {
     this.stopped = false;
@@ -440,19 +434,21 @@ class Channel implements DeliveryChannel {
         const generation = waiters.generation;
         reasons = this.pending;
         this.pending = new Map();
-        this.asked = this.credit;
+        const asked = (this.asked = this.credit);
         this.freedDuringClaim = false;
         let claimed: ReadyClaim;
         try {
-          claimed = await claimReady({ agentId, max: this.asked });
+          claimed = await claimReady({ agentId, max: asked });
         } finally {
           this.asked = 0;
         }
         this.claimedAt = now();
         this.credit -= claimed.tasks.length;
         this.full = claimed.room <= 0 && !this.freedDuringClaim;
-        // Read before handing on: a hand-on is no new task for this claim to look for.
-        const announced = waiters.generation !== generation;
+        // A claim that came back short found nothing more it could take; tasks announced while it
+        // was in flight were counted for other waiters, or for nobody if none wanted them. Read
+        // before handing on: a hand-on is no new task for this claim to look for.
+        const missed = waiters.generation !== generation && claimed.tasks.length < asked && !this.full;
         this.delivery.handOn(reasons, claimed);
         reasons = new Map();
         // Closed while the claim was in flight: its tasks stay leased to the agent (see the header).
@@ -461,7 +457,7 @@ class Channel implements DeliveryChannel {
           this.close();
           return;
         }
-        if (announced || this.pending.size > 0) this.again = true;
+        if (missed || this.pending.size > 0) this.again = true;
       } while (this.again);
     } catch (err) {
       this.delivery.handOn(reasons);
