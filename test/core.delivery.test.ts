@@ -18,12 +18,27 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 
 type Match = (t: DeliveryTransition) => boolean;
 
+/** The state machines as docs/delivery.md draws them: every reported transition must be one of these. */
+const DOCUMENTED = new Set([
+  'poll claiming→waiting',
+  'poll claiming→done',
+  'poll waiting→claiming',
+  'poll waiting→done',
+  'channel idle→claiming',
+  'channel idle→closed',
+  'channel claiming→idle',
+  'channel claiming→closed',
+]);
+
 /** Records every transition; `seen` resolves once `n` of them match, whether they happened already or are still to come. */
 class Transitions {
   readonly log: DeliveryTransition[] = [];
+  readonly undocumented: string[] = [];
   private waits: { match: Match; n: number; resolve: () => void }[] = [];
 
   record = (t: DeliveryTransition): void => {
+    const name = `${t.kind} ${t.from}→${t.to}`;
+    if (!DOCUMENTED.has(name)) this.undocumented.push(name);
     this.log.push(t);
     this.waits = this.waits.filter((w) => (this.count(w.match) >= w.n ? (w.resolve(), false) : true));
   };
@@ -68,6 +83,8 @@ function setup(): Setup {
   // Leases long enough that none expires while a test moves the clock past a deadline.
   const config = resolveConfig({ taskLeaseMs: 3_600_000 }, {});
   const fleet = new Fleet({ store, bus: new LocalBus(), config, log, now: () => Date.now() });
+  // A delivery of the test's own on the fleet's bus and claims (the fleet is not started, so its own
+  // delivery listens to nothing): it reports transitions, and its claims can be held at a gate.
   const waiters = new ClaimWaiters();
   const transitions = new Transitions();
   let gate: { open: Promise<void>; arrived: () => void } | undefined;
@@ -151,6 +168,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     await s.close();
     mock.timers.reset();
     assert.deepEqual(s.errors, [], 'nothing was logged as an error (an impossible transition would be)');
+    assert.deepEqual(s.transitions.undocumented, []);
   });
 
   describe('long-poll', () => {
@@ -254,9 +272,15 @@ describe('task delivery', { timeout: 30_000 }, () => {
       await s.transitions.seen(to(agent, 'waiting'));
       controller.abort();
       assert.deepEqual(await aborted, []);
+      // The agent holds a task whose lease it lets expire while another claim of its waits.
+      const { task } = await s.fleet.tasks.submit({ type: 'a', leaseMs: 1_000 });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
       const ended = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
       await s.transitions.seen(to(agent, 'waiting'), 2);
-      s.fleet.bus.publish('task.requeued', { task: { agentId: agent } as never, reason: 'lease_expired' });
+      mock.timers.tick(1_000);
+      await s.fleet.timers.leases.runOnce(Date.now());
+      assert.equal((await s.status(task.id)).status, 'queued');
+      // It answers with nothing, rather than take its own expired task straight back.
       assert.deepEqual(await ended, []);
       assert.equal(s.waiters.size, 0);
     });
