@@ -15,8 +15,9 @@ export interface ClaimWaiter {
   want(): number;
   /**
    * The waiter should try to claim now. `reason` is set when new tasks woke it; it is absent when
-   * its agent's room changed. A waiter that then claims tasks of other requirements instead of the
-   * ones it was counted for must hand the shortfall on with `notify`, or those tasks wait unseen.
+   * its agent's room changed. A waiter whose claim then takes fewer of the tasks it was counted for
+   * must hand the shortfall on with `notify`, or those tasks wait unseen (the hand-on rule, kept in
+   * core/delivery.ts, the only user).
    */
   wake(reason?: WakeReason): void;
 }
