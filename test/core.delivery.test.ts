@@ -410,6 +410,22 @@ describe('task delivery', { timeout: 30_000 }, () => {
       channel.close();
     });
 
+    it('claims again when its agent\'s room was freed while a claim that found it full was in flight', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [held, next] = await s.submit({ type: 'a', priority: 1 }, { type: 'a' });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 1), send: out.send });
+      const gate = s.hold();
+      channel.addCredit(1);
+      await gate.reached;
+      await s.fleet.tasks.complete({ id: held.id, agentId: agent });
+      gate.release();
+      await out.until(1);
+      assert.deepEqual(out.ids(), [next.id]);
+      channel.close();
+    });
+
     it('closed mid-claim: sends nothing, leaves the task leased to the agent, and leaves the waiters', async () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });

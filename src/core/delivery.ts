@@ -20,8 +20,8 @@ import type { Logger } from './context.js';
  * - CLAIMING (initial): one claim in flight; not registered with the waiters, no timer.
  *   → DONE when the claim leased tasks, when `waitMs` was 0, when the deadline has passed, or when
  *   the caller aborted or its wait was ended (`endWaitsOf`, `stop`) while the claim was in flight.
- *   → CLAIMING again at once (no transition) when tasks were announced while the claim was in
- *   flight: it may have missed them.
+ *   → CLAIMING again at once (no transition) when tasks were announced, or its full agent's room
+ *   was freed, while the claim was in flight: it may have missed them.
  *   → WAITING otherwise.
  * - WAITING: registered with the waiters, wanting `max` tasks (0 while its agent is full, so that
  *   only the end of one of its own leases wakes it), and a timer set to the deadline.
@@ -50,7 +50,8 @@ import type { Logger } from './context.js';
  *   `welcome`, and which the disconnect grace (or the lease's expiry) returns to the queue.
  *
  * Every transition is checked against these tables; an impossible one throws an AssertionError (a
- * bug in this file, never the caller's input), which the claim loop logs at error level.
+ * bug in this file, never the caller's input): a long-poll rejects with it, a channel's claim loop
+ * logs it at error level. docs/delivery.md tells the same in prose.
  */
 
 export type PollState = 'claiming' | 'waiting' | 'done';
