@@ -29,9 +29,9 @@ export interface FleetOptions {
 }
 
 /**
- * The domain, assembled: task queue, delivery, agents, locks, stats and the maintenance services that keep
- * leases, schedules, agents and locks honest. Knows nothing of HTTP or SQL. Nothing runs until
- * `start()`.
+ * The domain, assembled: task queue, delivery, agents, locks, stats and the maintenance services
+ * that keep leases, schedules, agents and locks honest. Knows nothing of HTTP or SQL. Nothing runs
+ * until `start()`.
  */
 export class Fleet {
   readonly tasks: TaskService;
