@@ -70,7 +70,7 @@ async function runScenario(store: Store, ops: Op[]) {
         case 'claim': {
           const agentId = agents[o.agent];
           const before = await allTasks();
-          const claimed = await fleet.tasks.claim({ agentId, max: o.max, waitMs: 0 });
+          const claimed = await fleet.delivery.claim({ agentId, max: o.max, waitMs: 0 });
           for (const t of claimed) {
             assert.ok(!leasedBy.has(t.id), `task ${t.id} handed out while still leased`);
             assert.ok(capabilities[o.agent].includes(t.type), 'claimed a task it cannot do');

@@ -1,7 +1,7 @@
 import { requirementKey } from '../domain/requirements.js';
 import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
-import type { WakeReason } from './claim-waiters.js';
 import type { FleetContext } from './context.js';
+import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
@@ -27,19 +27,8 @@ export interface TaskInput {
   runAt?: number;
 }
 
-export interface ClaimParams {
-  agentId: string;
-  max: number;
-  /** Long-poll: wait up to this many ms for a task when none is ready. 0 answers at once. */
-  waitMs: number;
-  signal?: AbortSignal;
-}
-
-/** The task queue: submit, claim (with long-poll), complete, fail with retries, extend, cancel, retry. */
+/** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
-  /** How to end each waiting long-poll, by the agent it claims for. */
-  private readonly pendingWaits = new Map<string, Set<() => void>>();
-
   constructor(
     private readonly ctx: FleetContext,
     private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler },
@@ -121,55 +110,12 @@ export class TaskService {
   }
 
   /**
-   * Leases up to `max` tasks the agent can do. With `waitMs`, waits for work to appear and is woken
-   * the moment a matching task is submitted or returns to the queue: no sleep-and-requery.
+   * One claim that never waits: leases up to `max` ready tasks the agent can do, best first, within
+   * its room. When to claim and for whom (long-polls, push channels, wake-ups) is core/delivery.ts's.
    */
-  async claim(params: ClaimParams): Promise<Task[]> {
-    const deadline = this.ctx.now() + params.waitMs;
-    let reason: WakeReason | undefined;
-    for (;;) {
-      const generation = this.ctx.waiters.generation;
-      const { tasks, capabilities, room } = await this.claimNow(params.agentId, params.max);
-      if (reason) this.handOn(reason, tasks);
-      if (tasks.length > 0 || params.waitMs <= 0) return tasks;
-      // Tasks announced while our claim was in flight may be ones it missed: look again at once.
-      if (this.ctx.waiters.generation !== generation) continue;
-      const remaining = deadline - this.ctx.now();
-      if (remaining <= 0 || params.signal?.aborted) return [];
-      const wake = await this.waitForWork({
-        agentId: params.agentId,
-        capabilities: new Set(capabilities),
-        // A full agent sleeps through new tasks; the end of one of its own leases wakes it.
-        want: room > 0 ? params.max : 0,
-        timeoutMs: remaining,
-        signal: params.signal,
-      });
-      if (!wake.woken) return [];
-      reason = wake.reason;
-    }
-  }
-
-  /** Leases up to `max` ready tasks at once, never waiting: how the WebSocket gateway pushes work to a socket with credit. */
-  async claimReady(agentId: string, max: number, reason?: WakeReason): Promise<{ tasks: Task[]; room: number }> {
-    const { tasks, room } = await this.claimNow(agentId, max);
-    if (reason) this.handOn(reason, tasks);
-    return { tasks, room };
-  }
-
-  /**
-   * A waiter woken for `reason.count` tasks of one requirement may have claimed others instead (a
-   * higher priority elsewhere): the tasks it was counted for are still queued with nobody awake
-   * for them, so wake someone else. One that claimed nothing found that requirement empty.
-   */
-  private handOn(reason: WakeReason, claimed: Task[]): void {
-    if (claimed.length === 0) return;
-    const taken = claimed.filter((t) => requirementKey(t.requires) === reason.key).length;
-    if (taken < reason.count) this.ctx.waiters.notify({ [reason.key]: reason.count - taken });
-  }
-
-  private async claimNow(agentId: string, max: number): Promise<{ tasks: Task[]; capabilities: string[]; room: number }> {
+  async claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim> {
     const now = this.ctx.now();
-    const { agent, previousStatus, tasks, room } = await this.ctx.store.taskClaim({ agentId, max, now });
+    const { agent, previousStatus, tasks, room } = await this.ctx.store.taskClaim({ ...params, now });
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     let earliestExpiry = Infinity;
     for (const task of tasks) {
@@ -178,51 +124,6 @@ export class TaskService {
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
     return { tasks, capabilities: agent.capabilities, room };
-  }
-
-  private waitForWork(w: {
-    agentId: string;
-    capabilities: Set<string>;
-    want: number;
-    timeoutMs: number;
-    signal?: AbortSignal;
-  }): Promise<{ woken: boolean; reason?: WakeReason }> {
-    return new Promise((resolve) => {
-      let done = false;
-      const finish = (woken: boolean, reason?: WakeReason) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        remove();
-        w.signal?.removeEventListener('abort', onAbort);
-        const ofAgent = this.pendingWaits.get(w.agentId);
-        ofAgent?.delete(onAbort);
-        if (ofAgent?.size === 0) this.pendingWaits.delete(w.agentId);
-        resolve({ woken, reason });
-      };
-      const onAbort = () => finish(false);
-      const timer = setTimeout(onAbort, w.timeoutMs);
-      const remove = this.ctx.waiters.add({
-        agentId: w.agentId,
-        capabilities: w.capabilities,
-        want: () => (done ? 0 : w.want),
-        wake: (reason) => finish(true, reason),
-      });
-      w.signal?.addEventListener('abort', onAbort, { once: true });
-      let ofAgent = this.pendingWaits.get(w.agentId);
-      if (!ofAgent) this.pendingWaits.set(w.agentId, (ofAgent = new Set()));
-      ofAgent.add(onAbort);
-    });
-  }
-
-  /** Ends every waiting long-poll now (they answer with no tasks); used on shutdown. */
-  abortWaiting(): void {
-    for (const ofAgent of [...this.pendingWaits.values()]) for (const abort of [...ofAgent]) abort();
-  }
-
-  /** Ends the agent's waiting long-polls now, with no tasks. */
-  endWaitsOf(agentId: string): void {
-    for (const abort of [...(this.pendingWaits.get(agentId) ?? [])]) abort();
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {

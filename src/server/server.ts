@@ -76,9 +76,9 @@ export async function startServer(
     } else {
       (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
     }
-    const waiters = fleet.waiters;
-    // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
-    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => waiters.notify(byRequirement));
+    const delivery = fleet.delivery;
+    // Tasks made claimable by other nodes sharing the store wake this node's long-polls and channels.
+    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement));
     // A bad pipeline definition stops the start here, before anything listens.
     pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.

@@ -79,7 +79,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       };
       reply.raw.once('close', onClose);
       try {
-        const tasks = await fleet.tasks.claim({
+        const tasks = await fleet.delivery.claim({
           agentId: request.body.agentId,
           max: request.body.max ?? 1,
           waitMs: request.body.waitMs ?? 0,
