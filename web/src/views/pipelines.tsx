@@ -2,7 +2,7 @@ import { useRef, useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { RUN_STATUSES, type LiveEvent, type Page, type PipelineInfo, type PipelineRun } from '../types.js';
 import { applyRunEvent } from './run-events.js';

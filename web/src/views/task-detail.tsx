@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { api, get } from '../api.js';
 import { ago, json, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { LiveEvent, Task } from '../types.js';
 
 const ACTIVE = new Set(['scheduled', 'queued', 'leased']);

@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { TASK_STATUSES, type LiveEvent, type Page, type Task } from '../types.js';
 
