@@ -7,6 +7,7 @@
  * Credit belongs to the connection: a new connection starts at zero.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import type { AgentJson, ErrorJson, TaskJson } from '../domain/wire.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -42,46 +43,8 @@ export const AgentMessageSchema = Type.Union([
 ]);
 export type AgentMessage = Static<typeof AgentMessageSchema>;
 
-/** A task as it travels on the wire: the REST API's JSON shape, times as ISO 8601. */
-export interface TaskJson {
-  id: number;
-  type: string;
-  payload: unknown;
-  priority: number;
-  requires: string[];
-  status: string;
-  idempotencyKey: string | null;
-  attempts: number;
-  maxAttempts: number;
-  leaseMs: number;
-  backoffMs: number;
-  runAt: string;
-  createdAt: string;
-  updatedAt: string;
-  claimedAt: string | null;
-  completedAt: string | null;
-  agentId: string | null;
-  leaseExpiresAt: string | null;
-  result: unknown;
-  error: unknown;
-}
-
-export interface AgentJson {
-  id: string;
-  name: string;
-  capabilities: string[];
-  labels: Record<string, string>;
-  maxConcurrency: number;
-  status: string;
-  createdAt: string;
-  lastHeartbeatAt: string;
-}
-
-export interface ErrorJson {
-  code: string;
-  message: string;
-  details: Record<string, unknown>;
-}
+/** Tasks, agents and errors travel in the REST API's JSON shape: the wire contract's types. */
+export type { AgentJson, ErrorJson, TaskJson } from '../domain/wire.js';
 
 /** Server → agent. */
 export type ServerMessage =

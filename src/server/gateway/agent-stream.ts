@@ -14,7 +14,7 @@ import {
   type AgentMessage,
   type ServerMessage,
 } from '../../protocol/agent-stream.js';
-import { agentJson, taskJson } from '../schemas.js';
+import { agentJson, taskJson } from '../../domain/wire.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(AgentMessageSchema);

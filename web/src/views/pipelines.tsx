@@ -73,7 +73,8 @@ export default function Pipelines({ route }: ViewProps) {
         for (const list of arriving.current) list.push(...events);
         const byRun = new Map<number, LiveEvent[]>();
         for (const e of events) {
-          const id = e.data?.run?.id as number;
+          if (!('run' in e.data)) continue;
+          const id = e.data.run.id;
           byRun.set(id, [...(byRun.get(id) ?? []), e]);
         }
         setList((loaded) => loaded && { ...loaded, runs: loaded.runs.map((r) => (byRun.get(r.id) ?? []).reduce(applyRunEvent, r)) });
