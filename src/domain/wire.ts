@@ -225,7 +225,7 @@ export const StatsSchema = Type.Object({
 export type StatsJson = Static<typeof StatsSchema>;
 
 export const iso = (ms: number): string => new Date(ms).toISOString();
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
   return {

@@ -7,7 +7,7 @@
  * Credit belongs to the connection: a new connection starts at zero.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import type { AgentJson, ErrorJson, TaskJson } from '../domain/wire.js';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema } from '../domain/wire.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -47,14 +47,22 @@ export type AgentMessage = Static<typeof AgentMessageSchema>;
 export type { AgentJson, ErrorJson, TaskJson } from '../domain/wire.js';
 
 /** Server → agent. */
-export type ServerMessage =
+export const ServerMessageSchema = Type.Union([
   /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
-  | { type: 'welcome'; protocol: number; agent: AgentJson; leased: TaskJson[] }
-  | { type: 'tasks'; tasks: TaskJson[] }
+  Type.Object({ type: Type.Literal('welcome'), protocol: Type.Integer(), agent: AgentSchema, leased: Type.Array(TaskSchema) }),
+  Type.Object({ type: Type.Literal('tasks'), tasks: Type.Array(TaskSchema) }),
   /** A complete, fail, extend or heartbeat succeeded. */
-  | { type: 'ack'; ref?: string | number; id?: number; status?: string; leaseExpiresAt?: string | null }
+  Type.Object({
+    type: Type.Literal('ack'),
+    ref: Ref,
+    id: Type.Optional(TaskId),
+    status: Type.Optional(TaskStatusSchema),
+    leaseExpiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+  }),
   /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
-  | { type: 'error'; ref?: string | number; error: ErrorJson };
+  Type.Object({ type: Type.Literal('error'), ref: Ref, error: ErrorSchema }),
+]);
+export type ServerMessage = Static<typeof ServerMessageSchema>;
 
 /** Close codes the gateway uses, beyond 1000 (normal) and 1001 (server going away). */
 export const CloseCodes = {
