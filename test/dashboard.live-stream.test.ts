@@ -42,7 +42,7 @@ describe('dashboard on the live event stream', () => {
   });
 
   const push = (events: { topic: string; name: string; data: unknown }[]) =>
-    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: Date.now() })) }));
+    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: new Date().toISOString() })) }));
   const summary = ({ payload: _p, result: _r, ...task }: Record<string, unknown>) => task;
 
   it('subscribes to the tasks topic and applies pushed task events to the table', async () => {

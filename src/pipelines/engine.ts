@@ -8,8 +8,8 @@ import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CompiledStep, Pipeline } from './definition.js';
-import { StepError, type StepContext, type StepRunner } from './steps/step.js';
+import type { CompiledStep, Pipeline, StepContext, StepRunner } from './definition.js';
+import { StepError } from './steps/step.js';
 import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
 import { steadyNow } from '../core/clock.js';
 

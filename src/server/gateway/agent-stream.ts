@@ -14,7 +14,7 @@ import {
   type AgentMessage,
   type ServerMessage,
 } from '../../protocol/agent-stream.js';
-import { agentJson, taskJson } from '../schemas.js';
+import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(AgentMessageSchema);
@@ -185,8 +185,7 @@ export class AgentGateway {
   }
 
   private ack(session: AgentSession, ref: string | number | undefined, task: Task): void {
-    const leaseExpiresAt = task.leaseExpiresAt === null ? null : new Date(task.leaseExpiresAt).toISOString();
-    this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt });
+    this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
   }
 
   /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */
