@@ -182,7 +182,7 @@ describe('agent SDK', () => {
     await assert.rejects(client.cancel(task.id), { name: 'FleetApiError', code: 'FLEETD_ERR_TASK_STATE', status: 409 });
     const stats = await client.stats();
     assert.ok('tasks' in stats);
-    while (!events.includes('task.cancelled')) await new Promise((r) => setTimeout(r, 10));
+    await eventually(() => events.includes('task.cancelled'), 5_000, 'the task.cancelled event');
     assert.deepEqual(events, ['task.created', 'task.cancelled']);
     subscription.close();
   });
