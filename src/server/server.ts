@@ -31,11 +31,15 @@ export interface FleetServer {
 }
 
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
-    ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
+  // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
+  if (process.stdout.isTTY) return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  const destination = pino.destination({ dest: 1 });
+  // EPIPE: whatever read the log (a parent process, a pipe into a shipper) is gone. pino drops lines
+  // silently from then on, so fleetd would run on as an unseen orphan; it shuts down as on SIGTERM.
+  destination.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.kill(process.pid, 'SIGTERM');
   });
+  return pino({ level }, destination);
 }
 
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */

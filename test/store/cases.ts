@@ -29,16 +29,20 @@ export function exerciseCases(factory: DriverFactory): void {
       const cases = h.driver.caseStore;
       const order: string[] = [];
       let open!: () => void;
+      let entered!: () => void;
       const gate = new Promise<void>((r) => (open = r));
+      const firstIn = new Promise<void>((r) => (entered = r));
       const first = cases.caseExclusive(async () => {
         order.push('first in');
+        entered();
         await gate;
         order.push('first out');
       });
-      await new Promise((r) => setTimeout(r, 50));
+      await firstIn;
       const second = cases.caseExclusive(async () => {
         order.push('second in');
       });
+      // The check is that the second does not get in while the first holds: give it the chance.
       await new Promise((r) => setTimeout(r, 100));
       open();
       await Promise.all([first, second]);
