@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { LocalBus } from '../src/bus/local-bus.js';
-import type { CodeFunction, StepDefinition } from '../src/pipelines/definition.js';
+import type { CodeFunction, StepContext, StepDefinition, StepRunner } from '../src/pipelines/definition.js';
 import { PipelineEngine } from '../src/pipelines/engine.js';
-import { StepError, type StepContext, type StepRunner } from '../src/pipelines/steps/step.js';
+import { StepError } from '../src/pipelines/steps/step.js';
 import { compilePipeline } from '../src/pipelines/validate.js';
-import { SqlitePipelineStore } from '../src/store/sqlite/sqlite-pipeline-store.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import { openSqlite, type SqliteDriver } from '../src/store/sqlite/driver.js';
 
 /** A step the test finishes by hand: `started(n)` resolves with the context of its n-th start. */
 class Gate {
@@ -45,13 +44,13 @@ class Gate {
  * the bus are what the test waits on.
  */
 describe('PipelineEngine', () => {
-  let sqlite: SqliteStore;
+  let sqlite: SqliteDriver;
   let bus: LocalBus;
   let clock: number;
   const engines: PipelineEngine[] = [];
 
   beforeEach(() => {
-    sqlite = new SqliteStore({ dataDir: ':memory:' });
+    sqlite = openSqlite({ dataDir: ':memory:' });
     bus = new LocalBus();
     clock = 1_000_000;
   });
@@ -67,7 +66,7 @@ describe('PipelineEngine', () => {
     const code: StepRunner = async (ctx) => (ctx.step as { fn: CodeFunction }).fn(ctx);
     const unused: StepRunner = async () => assert.fail('only code steps run here');
     const engine = new PipelineEngine({
-      store: new SqlitePipelineStore(sqlite.db, sqlite.groupCommit),
+      store: sqlite.pipelineStore,
       bus,
       log: { info() {}, warn() {}, error() {} },
       pipelines: new Map([['p', pipeline]]),

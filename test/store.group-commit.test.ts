@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import Database from 'better-sqlite3';
-import { FleetError } from '../src/core/errors.js';
+import { FleetError } from '../src/domain/errors.js';
 import { GroupCommit, translateSqliteError } from '../src/store/sqlite/group-commit.js';
 import { tempDir } from './helpers.js';
 
