@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
-import type { Agent } from '../core/types.js';
+import type { Agent } from '../domain/types.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import { onCollect, registry } from './registry.js';
 

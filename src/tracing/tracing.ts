@@ -21,8 +21,9 @@
 import { createHash } from 'node:crypto';
 import { context, INVALID_SPAN_CONTEXT, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Attributes, type Context, type Link, type Span, type Tracer } from '@opentelemetry/api';
 import type { Bus } from '../bus/bus.js';
-import type { TaskSummary } from '../bus/bus.js';
-import type { PipelineRun } from '../pipelines/types.js';
+import type { PipelineRun } from '../domain/runs.js';
+import type { TaskSummary } from '../domain/types.js';
+import { setTraceparentSource } from '../domain/wire.js';
 
 let tracer: Tracer | undefined;
 /** What `inSpan` hands its function while tracing is off. */
@@ -67,8 +68,10 @@ export async function startTracing(env: NodeJS.ProcessEnv = process.env): Promis
   // The global provider, an AsyncLocalStorage context manager and the W3C traceparent propagator.
   provider.register();
   tracer = trace.getTracer('fleetd');
+  setTraceparentSource(taskTraceparent);
   return async () => {
     tracer = undefined;
+    setTraceparentSource(() => undefined);
     await provider.shutdown();
     trace.disable();
     context.disable();
@@ -152,11 +155,11 @@ function startDerivedSpan(name: string, ids: { traceId: string; spanId: string; 
 
 /**
  * The `traceparent` a leased task carries to its agent: the current attempt's span, so that the
- * agent's spans (and the requests it sends with it) join the task's trace. Undefined while tracing
- * is off, and for a task that is not leased.
+ * agent's spans (and the requests it sends with it) join the task's trace. Undefined for a task
+ * that is not leased.
  */
-export function taskTraceparent(t: TaskIdentity & { status: string; attempts: number }): string | undefined {
-  if (!tracer || t.status !== 'leased') return undefined;
+function taskTraceparent(t: TaskIdentity & { status: string; attempts: number }): string | undefined {
+  if (t.status !== 'leased') return undefined;
   return `00-${taskTraceId(t)}-${taskAttemptSpanId(t, t.attempts)}-01`;
 }
 

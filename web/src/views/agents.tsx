@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { rememberAgents } from '../agent-refs.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { countBy, getAll } from '../lists.js';
 import type { Agent, Lock, Task } from '../types.js';

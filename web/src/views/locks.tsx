@@ -3,7 +3,7 @@ import { AgentRef } from '../agent-refs.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
 import { getAll } from '../lists.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { Lock } from '../types.js';
 
 export default function Locks(_props: ViewProps) {

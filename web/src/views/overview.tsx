@@ -4,7 +4,7 @@ import { NoCapableAgent, someoneCanTake, useOnlineAgents } from '../agent-refs.j
 import { get, query } from '../api.js';
 import { num } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { TASK_STATUSES, type FleetStats, type LiveEvent, type Page, type PipelineStats, type Task } from '../types.js';
 import { Chart } from './chart.js';
 

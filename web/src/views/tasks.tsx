@@ -3,9 +3,9 @@ import { AgentRef, NoCapableAgent, someoneCanTake, useOnlineAgents } from '../ag
 import { get, query } from '../api.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
-import { TASK_STATUSES, type LiveEvent, type Page, type Task } from '../types.js';
+import { TASK_STATUSES, type LiveEvent, type Page, type TaskSummary } from '../types.js';
 
 const ROW_HEIGHT = 32;
 const OVERSCAN = 10;
@@ -23,7 +23,7 @@ interface Filters {
   agentId: string;
 }
 
-function matches(t: Pick<Task, 'status' | 'type' | 'agentId'>, f: Filters): boolean {
+function matches(t: Pick<TaskSummary, 'status' | 'type' | 'agentId'>, f: Filters): boolean {
   return (!f.status || t.status === f.status) && (!f.type || t.type === f.type) && (!f.agentId || t.agentId === f.agentId);
 }
 
@@ -40,7 +40,7 @@ const STEP_IN_ATTEMPT: Record<string, number> = { leased: 0, scheduled: 1, queue
  * later update; at the same time, a final state over any other, then the later attempt, then the
  * later step within it, then the later lease.
  */
-export function isLaterState(a: Task, b: Task): boolean {
+export function isLaterState(a: TaskSummary, b: TaskSummary): boolean {
   const at = Date.parse(b.updatedAt) - Date.parse(a.updatedAt);
   if (at !== 0) return at > 0;
   const final = Number(TERMINAL.has(b.status)) - Number(TERMINAL.has(a.status));
@@ -54,15 +54,6 @@ export function isLaterState(a: Task, b: Task): boolean {
 /** The newest state of each task that events have reported, bounded: older entries are dropped first. */
 const SEEN_LIMIT = 10_000;
 
-const EVENT_TIMES = ['runAt', 'createdAt', 'updatedAt', 'claimedAt', 'completedAt', 'leaseExpiresAt'] as const;
-
-/** A task as events carry it (times in epoch ms), in the API's shape (ISO 8601). */
-function taskOfEvent(summary: Record<string, unknown>): Task {
-  const task = { ...summary };
-  for (const k of EVENT_TIMES) if (typeof task[k] === 'number') task[k] = new Date(task[k] as number).toISOString();
-  return task as unknown as Task;
-}
-
 /**
  * The rows of one filter loaded so far, newest first, and the cursor of the next page. A new filter
  * gets new TaskRows, and every answer and event is applied to the TaskRows it was asked for only,
@@ -71,7 +62,7 @@ function taskOfEvent(summary: Record<string, unknown>): Task {
  * cost more than rendering.
  */
 class TaskRows {
-  rows: Task[] = [];
+  rows: TaskSummary[] = [];
   index = new Map<number, number>();
   cursor: string | null = null;
   done = false;
@@ -82,7 +73,7 @@ class TaskRows {
    * The newest state events have reported of each recent task, whether or not it has a row: an
    * event that arrives after a newer one (or before the row exists) never brings back an old state.
    */
-  readonly seen = new Map<number, Task>();
+  readonly seen = new Map<number, TaskSummary>();
   /** Cancels this filter's requests when it is replaced. */
   readonly requests = new AbortController();
 
@@ -91,7 +82,7 @@ class TaskRows {
 
   constructor(readonly filters: Filters) {}
 
-  append(items: Task[]): void {
+  append(items: TaskSummary[]): void {
     for (const t of items) {
       if (this.index.has(t.id)) continue;
       this.index.set(t.id, this.rows.length);
@@ -99,7 +90,7 @@ class TaskRows {
     }
   }
 
-  prepend(items: Task[]): void {
+  prepend(items: TaskSummary[]): void {
     const fresh = items.filter((t) => !this.index.has(t.id)).map((t) => this.latest(t));
     if (!fresh.length) return;
     this.rows = [...fresh, ...this.rows];
@@ -107,19 +98,19 @@ class TaskRows {
   }
 
   /** Updates a loaded row in place, unless it holds a later state of the task already. */
-  update(t: Task): void {
+  update(t: TaskSummary): void {
     const i = this.index.get(t.id);
     if (i !== undefined && isLaterState(this.rows[i], t)) this.rows[i] = { ...this.rows[i], ...t };
   }
 
   /** A task as a page holds it, or the later state an event has reported of it since. */
-  private latest(t: Task): Task {
+  private latest(t: TaskSummary): TaskSummary {
     const known = this.seen.get(t.id);
     return known && isLaterState(t, known) ? { ...t, ...known } : t;
   }
 
   /** Remembers what an event says of a task; returns the newest state known of it. */
-  remember(t: Task): Task {
+  remember(t: TaskSummary): TaskSummary {
     const known = this.seen.get(t.id);
     const newest = known && !isLaterState(known, t) ? known : t;
     this.seen.delete(t.id);
@@ -154,7 +145,7 @@ export default function Tasks({ route }: ViewProps) {
   const online = useOnlineAgents();
 
   const fetchPage = (d: TaskRows, cursor: string | null, limit: number) =>
-    get<Page<Task>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
+    get<Page<TaskSummary>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
 
   const loadMore = async (d = data.current) => {
     if (d.loading || d.done) return;
@@ -213,8 +204,8 @@ export default function Tasks({ route }: ViewProps) {
    * Brings the rows up to the newest known state of these tasks. A task newer than every row is
    * added (in its newest state, whichever event reported it) if that state matches the filters.
    */
-  const apply = (d: TaskRows, tasks: Task[]) => {
-    const created = new Map<number, Task>();
+  const apply = (d: TaskRows, tasks: TaskSummary[]) => {
+    const created = new Map<number, TaskSummary>();
     for (const t of tasks) {
       const newest = d.seen.get(t.id) ?? t;
       if (d.index.has(t.id)) d.update(newest);
@@ -224,13 +215,13 @@ export default function Tasks({ route }: ViewProps) {
     takeNewer(d, fresh);
   };
 
-  const countPending = (d: TaskRows, newer: Task[]) => {
+  const countPending = (d: TaskRows, newer: TaskSummary[]) => {
     for (const t of newer) if (d.pending.size < SEEN_LIMIT) d.pending.add(t.id);
     setPendingNew(d.pending.size);
   };
   const atTop = () => (scroller.current?.scrollTop ?? 0) < ROW_HEIGHT;
   /** New rows go in at once when the operator is at the top; otherwise they are counted, not jumped in. */
-  const takeNewer = (d: TaskRows, newer: Task[]) => {
+  const takeNewer = (d: TaskRows, newer: TaskSummary[]) => {
     if (!newer.length) return;
     if (!atTop()) countPending(d, newer);
     else if (d.rows.length + newer.length <= MAX_ROWS_AT_TOP) d.prepend(newer);
@@ -247,8 +238,8 @@ export default function Tasks({ route }: ViewProps) {
       loadWhenSubscribed: true,
       onEvents: (events: LiveEvent[]) => {
         const d = data.current;
-        const changed: Task[] = [];
-        for (const e of events) if (e.data?.task) changed.push(d.remember(taskOfEvent(e.data.task)));
+        const changed: TaskSummary[] = [];
+        for (const e of events) if ('task' in e.data) changed.push(d.remember(e.data.task));
         if (!d.firstPageIn) return;
         apply(d, changed);
         bump();
