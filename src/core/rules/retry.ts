@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../../domain/errors.js';
 import type { EndingLease, LeaseEnd } from '../../store/store.js';
 import { retryDelay } from '../backoff.js';
 
@@ -22,9 +23,9 @@ export function afterFailure(lease: EndingLease, p: { error: unknown; retryable:
  * task, failed), unless that was its last attempt.
  */
 export function afterLostLease(lease: EndingLease, p: { reason: 'expired' | 'agent_offline'; now: number }): LeaseEnd {
-  const error =
+  const error: { code: ErrorCode; message: string } =
     p.reason === 'expired'
-      ? { code: 'LEASE_EXPIRED', message: `lease held by ${lease.agentId} expired` }
-      : { code: 'AGENT_OFFLINE', message: `agent ${lease.agentId} went offline` };
+      ? { code: 'FLEETD_ERR_LEASE_EXPIRED', message: `lease held by ${lease.agentId} expired` }
+      : { code: 'FLEETD_ERR_AGENT_OFFLINE', message: `agent ${lease.agentId} went offline` };
   return endOf(lease, { retryable: true, runAt: p.now, now: p.now, error });
 }
