@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../../domain/errors.js';
-import type { EndingLease, LeaseEnd } from '../../store/store.js';
+import type { EndLease, EndingLease, LeaseEnd } from '../../store/store.js';
 import { retryDelay } from '../backoff.js';
 
 /**
@@ -29,3 +29,9 @@ export function afterLostLease(lease: EndingLease, p: { reason: 'expired' | 'age
       : { code: 'FLEETD_ERR_AGENT_OFFLINE', message: `agent ${lease.agentId} went offline` };
   return endOf(lease, { retryable: true, runAt: p.now, now: p.now, error });
 }
+
+/** The rule for every lease a sweep or a release ends at `now` for this reason, as a store takes it. */
+export const lostLeases =
+  (reason: 'expired' | 'agent_offline', now: number): EndLease =>
+  (lease) =>
+    afterLostLease(lease, { reason, now });
