@@ -9,6 +9,8 @@ export class NonRetryableError extends Error {
   }
 }
 
+import { ERROR_STATUS, type ErrorJson } from './wire.js';
+
 /** An error answer from the server: its HTTP status, the fleetd error code and details. */
 export class FleetApiError extends Error {
   constructor(
@@ -19,5 +21,14 @@ export class FleetApiError extends Error {
   ) {
     super(message);
     this.name = 'FleetApiError';
+  }
+
+  /**
+   * An error that came over a socket, where no HTTP status travels with it: the status is the one
+   * the server's catalogue gives its code (500 for a code this SDK does not know yet).
+   */
+  static fromWire(error: ErrorJson): FleetApiError {
+    const status: number = (ERROR_STATUS as Record<string, number>)[error.code] ?? 500;
+    return new FleetApiError(status, error.code, error.message, error.details);
   }
 }

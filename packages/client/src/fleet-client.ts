@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentJson, TaskJson } from '../protocol/agent-stream.js';
-import type { ObserverServerMessage, StreamEvent } from '../protocol/events.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { FleetApiError } from './errors.js';
 
@@ -56,22 +55,11 @@ function parseJson(text: string): any {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-export interface TaskSubmit {
-  type: string;
-  payload?: unknown;
-  priority?: number;
-  requires?: string[];
-  idempotencyKey?: string;
-  maxAttempts?: number;
-  leaseMs?: number;
-  backoffMs?: number;
-  /** ISO 8601; or give delayMs. */
-  runAt?: string;
-  delayMs?: number;
-}
+/** A task to submit (`runAt` is ISO 8601; or give `delayMs`). */
+export type TaskSubmit = TaskInput;
 
 export interface TaskFilters {
-  status?: 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+  status?: TaskStatus;
   type?: string;
   agentId?: string;
   limit?: number;
@@ -152,7 +140,15 @@ export class FleetClient {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (credential) headers.authorization = `Bearer ${credential}`;
-    const res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    let res: Response;
+    try {
+      res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      // fetch says only "fetch failed": name the node and the reason; the system error stays the cause.
+      const code = connectionErrorCode(err);
+      throw Object.assign(new Error(`cannot reach ${node} (${code ?? (err as Error).message})`, { cause: (err as Error).cause ?? err }), { code });
+    }
     const text = await res.text();
     const parsed = parseJson(text);
     if (!res.ok) {
@@ -192,7 +188,7 @@ export class FleetClient {
     return this.request('GET', '/v1/stats');
   }
 
-  registerAgent(input: { name: string; capabilities?: string[]; labels?: Record<string, string>; maxConcurrency?: number }): Promise<{ agent: AgentJson; token: string }> {
+  registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }> {
     return this.request('POST', '/v1/agents', input);
   }
 
@@ -213,7 +209,7 @@ export class FleetClient {
         const message = JSON.parse(data.toString()) as ObserverServerMessage;
         if (message.type === 'events') for (const event of message.events) onEvent(event);
         else if (message.type === 'error') {
-          const err = new FleetApiError(400, message.error.code, message.error.message, message.error.details);
+          const err = FleetApiError.fromWire(message.error);
           if (ready) onError(err);
           else reject(err);
         } else if (!ready) {
