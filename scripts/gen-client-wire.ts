@@ -155,7 +155,7 @@ export function typescriptWire(): string {
 
 export function pythonWire(): string {
   const parts = [
-    `${header('#')}"""The wire objects of fleetd's API, as TypedDicts."""\nfrom __future__ import annotations\n\nfrom typing import Any, Literal, NotRequired, TypedDict`,
+    `${header('#')}"""The wire objects of fleetd's API, as TypedDicts."""\n# No \`from __future__ import annotations\`: TypedDict must see NotRequired at run time.\nfrom typing import Any, Literal, NotRequired, TypedDict`,
     `AGENT_PROTOCOL_VERSION = ${AGENT_PROTOCOL_VERSION}`,
     `#: The HTTP status of each fleetd error code (the server's error catalogue).\nERROR_STATUS: dict[str, int] = {\n${Object.entries(ErrorCodes)
       .map(([code, status]) => `    ${JSON.stringify(code)}: ${status},`)
