@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
@@ -255,10 +256,15 @@ class AsyncFleet:
         if task["status"] in FINAL_STATUSES:
             return task
         try:
-            unwatch = await self._observer_socket().watch(f"task:{id}", on_event)
+            unwatch, subscribed = self._observer_socket().watch(f"task:{id}", on_event)
         except TopicsFull:
             return await self._poll_until_final(id)
         try:
+            # Bounded: with an event stream that cannot connect (a proxy without WebSockets), the
+            # reads every 5 s below still end the wait.
+            await asyncio.wait({subscribed}, timeout=_RECHECK_S)
+            if subscribed.done() and not subscribed.cancelled() and subscribed.exception():
+                log.warning("fleetd event stream refused task:%s: %s", id, subscribed.exception())
             while True:
                 changed.clear()
                 task = await self.get(id)
@@ -306,8 +312,13 @@ class AsyncFleet:
         Returns once the subscription is in place."""
         subscription = Subscription()
         observer = self._observer_socket()
-        unwatch = [await observer.watch(topic, subscription._push) for topic in topics]
-        subscription._unwatch = lambda: [u() for u in unwatch]
+        watches = [observer.watch(topic, subscription._push) for topic in topics]
+        subscription._unwatch = lambda: [unwatch() for unwatch, _ in watches]
+        try:
+            await asyncio.gather(*(asyncio.shield(subscribed) for _, subscribed in watches))
+        except BaseException:
+            subscription.close()
+            raise
         return subscription
 
     # ---- agents ----
@@ -379,13 +390,14 @@ class _Observer:
         self._listeners: dict[str, list[Callable[[StreamEvent | None], None]]] = {}
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._socket: Any = None
-        self._changes: dict[str, list[str]] = {"subscribe": [], "unsubscribe": []}
+        self._changes: list[tuple[str, str]] = []
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
 
-    async def watch(self, topic: str, listener: Callable[[StreamEvent | None], None]) -> Callable[[], None]:
-        """Calls ``listener`` with each event of ``topic``, from when this returns; returns the undo.
-        Raises TopicsFull when the socket holds as many topics as the server allows."""
+    def watch(self, topic: str, listener: Callable[[StreamEvent | None], None]) -> tuple[Callable[[], None], asyncio.Future[None]]:
+        """Calls ``listener`` with each event of ``topic``; returns the undo, and a future resolved
+        once the server has the subscription (from then on no event is missed), or failed with its
+        refusal. Raises TopicsFull when the socket holds as many topics as the server allows."""
         if self._runner is None:
             self._runner = asyncio.create_task(self._run())
         listeners = self._listeners.get(topic)
@@ -397,7 +409,6 @@ class _Observer:
             if self._socket is not None:
                 self._queue_change("subscribe", [topic])
         listeners.append(listener)
-        subscribed = self._subscribed[topic]
 
         def unwatch() -> None:
             if listener not in listeners:
@@ -409,23 +420,19 @@ class _Observer:
                 if self._socket is not None:
                     self._queue_change("unsubscribe", [topic])
 
-        try:
-            await asyncio.shield(subscribed)
-        except FleetApiError:
-            unwatch()
-            raise
-        return unwatch
+        return unwatch, self._subscribed[topic]
 
     def _queue_change(self, change: Literal["subscribe", "unsubscribe"], topics: Iterable[str]) -> None:
-        """Topics (un)subscribed in one tick go out together, in messages of at most 100 (the
+        """Changes made in one tick go out together, in order, in messages of at most 100 topics (the
         server's limit): a thousand waits cost a few messages, each answered with the socket's topics."""
-        if not self._changes["subscribe"] and not self._changes["unsubscribe"]:
+        if not self._changes:
             asyncio.get_running_loop().call_soon(self._flush_changes)
-        self._changes[change].extend(topics)
+        self._changes.extend((change, topic) for topic in topics)
 
     def _flush_changes(self) -> None:
-        for change, topics in self._changes.items():
-            self._changes[change] = []
+        changes, self._changes = self._changes, []
+        for change, run in itertools.groupby(changes, key=lambda c: c[0]):
+            topics = [topic for _, topic in run]
             for start in range(0, len(topics), 100):
                 asyncio.create_task(self._send({"type": change, "topics": topics[start : start + 100]}))
 

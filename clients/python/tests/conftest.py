@@ -32,12 +32,12 @@ class Server:
     process: subprocess.Popen[str]
 
 
-def start_fleetd(data_dir: str, env: dict[str, str] | None = None) -> Server:
+def start_fleetd(data_dir: str, env: dict[str, str] | None = None, port: int = 0) -> Server:
     if not FLEETD.exists():
         raise RuntimeError(f"{FLEETD} is missing: run npm run build first")
-    key = f"fk_{secrets.token_urlsafe(32)}"
+    key = (env or {}).get("FLEETD_ADMIN_KEY") or f"fk_{secrets.token_urlsafe(32)}"
     process = subprocess.Popen(
-        [NODE, str(FLEETD), "start", "--port", "0", "--host", "127.0.0.1", "--data-dir", data_dir],
+        [NODE, str(FLEETD), "start", "--port", str(port), "--host", "127.0.0.1", "--data-dir", data_dir],
         env={**os.environ, "FLEETD_LOG_LEVEL": "info", "FLEETD_ADMIN_KEY": key, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import signal
+import socket
 import threading
 from collections import Counter
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 import fleetd
 from fleetd import AsyncFleet, Fleet, NonRetryableError, TaskContext
 
-from .conftest import ROOT, NODE, Processes, Server, eventually
+from .conftest import NODE, ROOT, Processes, Server, eventually, start_fleetd, stop
 
 
 def fleet_of(server: Server, **options: Any) -> AsyncFleet:
@@ -65,6 +68,8 @@ def test_run_returns_the_result_and_raises_on_a_dead_or_cancelled_task(server: S
             def handle(task: fleetd.Task, ctx: TaskContext) -> Any:
                 if task["payload"] == "bad":
                     raise NonRetryableError("cannot parse bad")
+                if task["payload"] == "set":
+                    return {1, 2}
                 return {"upper": task["payload"].upper()}
 
             await agent.start()
@@ -74,6 +79,9 @@ def test_run_returns_the_result_and_raises_on_a_dead_or_cancelled_task(server: S
                     await fleet.run("py-run", "bad", timeout=10)
                 assert failed.value.task["status"] == "dead"
                 assert failed.value.task["error"] == {"name": "NonRetryableError", "message": "cannot parse bad"}
+                with pytest.raises(fleetd.TaskFailedError) as not_json:
+                    await fleet.run("py-run", "set", timeout=10)
+                assert not_json.value.task["error"]["name"] == "ResultNotJson" and not_json.value.task["attempts"] == 1
                 # Nobody does py-nobody tasks: cancelled while it waits in the queue.
                 waiting = asyncio.create_task(fleet.run("py-nobody", timeout=10))
                 queued = await fleet.list(type="py-nobody")
@@ -179,6 +187,41 @@ def test_an_agent_waits_for_its_nodes_and_fails_over_from_a_dead_one(server: Ser
                 await agent.stop()
 
     asyncio.run(main())
+
+
+def test_an_agent_started_before_its_server_waits_for_it_saying_so(tmp_path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    said: list[str] = []
+
+    async def main() -> None:
+        late: Server | None = None
+        async with AsyncFleet(f"http://127.0.0.1:{port}", api_key=key) as fleet:
+            agent = fleet.agent("early", ["py-early"], reconnect=(0.02, 0.2))
+            retrying = asyncio.Event()
+
+            def on_error(err: Exception) -> None:
+                said.append(str(err))
+                retrying.set()
+
+            agent.on("error", on_error)
+            agent.handler(lambda task, ctx: "late but done")
+            starting = asyncio.create_task(agent.start())
+            try:
+                await retrying.wait()
+                late = await asyncio.to_thread(start_fleetd, str(tmp_path), {"FLEETD_ADMIN_KEY": key}, port)
+                await starting
+                assert await fleet.run("py-early", timeout=10) == "late but done"
+            finally:
+                starting.cancel()
+                await agent.stop()
+                if late:
+                    stop(late.process)
+
+    key = f"fk_{secrets.token_urlsafe(32)}"
+    asyncio.run(main())
+    assert re.search(r"cannot reach http://127\.0\.0\.1:\d+ .*; retrying in \d+\.\d s", said[0]), said[0]
 
 
 def test_subscribe_delivers_the_events_of_its_topics(server: Server) -> None:

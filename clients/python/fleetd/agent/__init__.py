@@ -200,7 +200,10 @@ class AsyncAgent:
             loop.add_signal_handler(sig, asked.set)
         try:
             await self.start()
-            await asyncio.wait([asyncio.create_task(asked.wait()), asyncio.create_task(self._stopped.wait())], return_when=asyncio.FIRST_COMPLETED)
+            waits = [asyncio.create_task(asked.wait()), asyncio.create_task(self._stopped.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
             await self.stop(stop_timeout)
         finally:
             for sig in stop_signals:
@@ -397,7 +400,12 @@ class AsyncAgent:
         outcome: dict[str, Any] | None
         try:
             result = await self._call(running)
-            outcome = {"type": "complete", "id": task["id"], "result": result}
+            try:
+                json.dumps(result)
+                outcome = {"type": "complete", "id": task["id"], "result": result}
+            except (TypeError, ValueError) as err:
+                # It would fail the same way every time: not worth a retry.
+                outcome = {"type": "fail", "id": task["id"], "error": {"name": "ResultNotJson", "message": f"the handler's result is not JSON: {err}"}, "retryable": False}
         except asyncio.CancelledError:
             outcome = None
         except Exception as err:
