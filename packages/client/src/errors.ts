@@ -1,3 +1,5 @@
+import { ERROR_STATUS, type ErrorJson } from './wire.js';
+
 /**
  * Throw from a handler to fail the task for good: it is dead-lettered at once, whatever attempts it
  * has left (bad input, a permanent refusal). Any other error fails the task for a retry.
@@ -8,8 +10,6 @@ export class NonRetryableError extends Error {
     this.name = 'NonRetryableError';
   }
 }
-
-import { ERROR_STATUS, type ErrorJson } from './wire.js';
 
 /** An error answer from the server: its HTTP status, the fleetd error code and details. */
 export class FleetApiError extends Error {
