@@ -68,6 +68,9 @@ class _Running:
     ctx: TaskContext
     job: asyncio.Future[Any] | None = None
     done: asyncio.Future[None] | None = None
+    extend_timer: asyncio.TimerHandle | None = None
+    #: The handler has returned or raised: its lease needs no more extending.
+    handled: bool = False
 
 
 class AsyncAgent:
@@ -110,6 +113,8 @@ class AsyncAgent:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_ref = 1
         self._socket: Any = None
+        #: Credit granted in this tick, not sent yet.
+        self._credit = 0
         self._stopping = False
         self._stopped = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -287,7 +292,7 @@ class AsyncAgent:
         try:
             for task in welcome["leased"]:
                 self._start(task)
-            await self._grant(self.concurrency - len(self._running))
+            self._grant(self.concurrency - len(self._running))
             self._ready("ws")
             async for raw in socket:
                 message = json.loads(raw)
@@ -308,12 +313,27 @@ class AsyncAgent:
                     waiter.set_exception(ConnectionError("disconnected"))
             self._pending.clear()
 
-    async def _grant(self, add: int) -> None:
-        if add > 0 and not self._stopping and self._socket is not None:
-            try:
-                await self._socket.send(json.dumps({"type": "credit", "add": add}))
-            except Exception:  # the socket is closing: the next one starts with a fresh grant
-                pass
+    def _grant(self, add: int) -> None:
+        """Grants ``add`` more tasks; grants made in one tick go out as one message. (The server
+        never leases an agent more than its concurrency, whatever the credit: a grant that crosses
+        a reconnect costs nothing.)"""
+        if add <= 0 or self._stopping:
+            return
+        if self._credit == 0:
+            asyncio.get_running_loop().call_soon(self._send_credit)
+        self._credit += add
+
+    def _send_credit(self) -> None:
+        add, self._credit = self._credit, 0
+        if self._socket is not None and not self._stopping:
+            asyncio.create_task(self._send_quietly(self._socket, {"type": "credit", "add": add}))
+
+    @staticmethod
+    async def _send_quietly(socket: Any, message: dict[str, Any]) -> None:
+        try:
+            await socket.send(json.dumps(message))
+        except Exception:  # the socket is closing: the next one starts with a fresh grant
+            pass
 
     async def _over_socket(self, message: dict[str, Any]) -> dict[str, Any]:
         """A request over the socket, answered by its ack; raises ConnectionError when the socket is gone."""
@@ -396,7 +416,7 @@ class AsyncAgent:
 
     async def _execute(self, running: _Running) -> None:
         task, ctx = running.task, running.ctx
-        extender = asyncio.create_task(self._extend_loop(running))
+        self._extend_later(running)
         outcome: dict[str, Any] | None
         try:
             result = await self._call(running)
@@ -411,7 +431,9 @@ class AsyncAgent:
         except Exception as err:
             outcome = {"type": "fail", "id": task["id"], "error": {"name": type(err).__name__, "message": str(err)}, "retryable": not isinstance(err, NonRetryableError)}
         finally:
-            extender.cancel()
+            running.handled = True
+            if running.extend_timer is not None:
+                running.extend_timer.cancel()
         try:
             if ctx.cancel_reason == "agent stopping":
                 outcome = {"type": "fail", "id": task["id"], "error": {"name": "AgentStopping", "message": "the agent stopped before the task finished"}, "retryable": True}
@@ -422,7 +444,7 @@ class AsyncAgent:
         finally:
             del self._running[task["id"]]
             self._slot_freed.set()
-            await self._grant(1)
+            self._grant(1)
 
     async def _call(self, running: _Running) -> Any:
         task, ctx = running.task, running.ctx
@@ -446,19 +468,23 @@ class AsyncAgent:
         if isinstance(running.job, asyncio.Task):
             running.job.cancel()
 
-    async def _extend_loop(self, running: _Running) -> None:
+    def _extend_later(self, running: _Running) -> None:
+        """Extends the lease every ``leaseMs / 2``, on a timer rather than a task per running task."""
         every = max(0.05, running.task["leaseMs"] / 2000)
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self._send({"type": "extend", "id": running.task["id"]}, f"/v1/tasks/{running.task['id']}/extend", {})
-            except FleetApiError as err:
-                if err.code in GONE_CODES:
-                    self._cancel(running, "cancelled" if err.details.get("status") == "cancelled" else "lease lost")
-                    return
-                self._warn(err)
-            except Exception as err:
-                self._warn(err)
+        running.extend_timer = asyncio.get_running_loop().call_later(every, lambda: asyncio.create_task(self._extend(running)))
+
+    async def _extend(self, running: _Running) -> None:
+        try:
+            await self._send({"type": "extend", "id": running.task["id"]}, f"/v1/tasks/{running.task['id']}/extend", {})
+        except FleetApiError as err:
+            if err.code in GONE_CODES:
+                self._cancel(running, "cancelled" if err.details.get("status") == "cancelled" else "lease lost")
+                return
+            self._warn(err)
+        except Exception as err:
+            self._warn(err)
+        if not running.handled and running.ctx.cancel_reason is None:
+            self._extend_later(running)
 
     async def _report(self, id: int, message: dict[str, Any]) -> None:
         """Completes or fails a task, through disconnects and passing troubles of the server (a full
