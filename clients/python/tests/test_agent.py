@@ -140,6 +140,28 @@ def test_cancel_reaches_a_running_asyncio_handler_and_a_blocking_one(server: Ser
     asyncio.run(main())
 
 
+def test_stop_gives_back_the_tasks_it_could_not_finish_in_time(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent("impatient", ["py-stop"])
+            started = asyncio.Event()
+
+            @agent.task("py-stop")
+            async def forever(task: fleetd.Task, ctx: TaskContext) -> None:
+                started.set()
+                await asyncio.sleep(60)
+
+            await agent.start()
+            task = await fleet.submit("py-stop", backoff_ms=60_000)
+            await started.wait()
+            await agent.stop(timeout=0.1)
+            back = await fleet.get(task["id"])
+            assert back["status"] == "scheduled" and back["attempts"] == 1
+            assert back["error"]["name"] == "AgentStopping"
+
+    asyncio.run(main())
+
+
 def test_an_agent_killed_mid_task_loses_it_to_another_agent(server: Server, processes: Processes) -> None:
     with Fleet(server.url, api_key=server.key) as fleet:
         doomed = processes.demo_agent(server, "--capabilities", "sleep", "--concurrency", "1", "--name", "doomed")

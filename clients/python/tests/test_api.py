@@ -123,3 +123,13 @@ class TestSeveralNodes:
             task = fleet.submit("py-failover", delay_ms=60_000)
             assert fleet.get(task["id"])["id"] == task["id"]
             assert fleet._async.url == server.url
+
+
+class TestBlockingSubscribe:
+    def test_a_subscription_is_an_iterator_of_events(self, fleet: Fleet) -> None:
+        subscription = fleet.subscribe(["queue:py-sync-events"])
+        task = fleet.submit("py-sync-events", delay_ms=60_000)
+        event = next(subscription)
+        assert (event.name, event.topic, event.data["task"]["id"]) == ("task.created", "queue:py-sync-events", task["id"])
+        subscription.close()
+        assert list(subscription) == []
