@@ -12,10 +12,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
-import { ErrorCodes } from '../src/core/errors.js';
-import { AgentMessageSchema, AGENT_PROTOCOL_VERSION } from '../src/protocol/agent-stream.js';
-import { ObserverMessageSchema } from '../src/protocol/events.js';
-import { AgentInputSchema, AgentSchema, ErrorBody, TaskInputSchema, TaskSchema, TaskStatusSchema } from '../src/server/schemas.js';
+import { ErrorCodes } from '../src/domain/errors.js';
+import { AgentSchema, ErrorSchema, StatsSchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
+import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema } from '../src/protocol/agent-stream.js';
+import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
+import { AgentInputSchema, TaskInputSchema } from '../src/server/schemas.js';
 
 const root = join(import.meta.dirname, '..');
 
@@ -23,33 +24,43 @@ const root = join(import.meta.dirname, '..');
 const SCHEMAS: [name: string, schema: TSchema][] = [
   ['TaskStatus', TaskStatusSchema],
   ['TaskJson', TaskSchema],
+  ['TaskSummaryJson', TaskSummarySchema],
   ['TaskInput', TaskInputSchema],
   ['AgentJson', AgentSchema],
   ['AgentInput', AgentInputSchema],
-  ['ErrorJson', ErrorBody.properties.error],
+  ['ErrorJson', ErrorSchema],
+  ['StatsJson', StatsSchema],
   ['AgentMessage', AgentMessageSchema],
+  ['ServerMessage', ServerMessageSchema],
   ['ObserverMessage', ObserverMessageSchema],
 ];
 
 /** Declarations that are TypeScript only (no schema), copied verbatim from their file. */
 const DECLARATIONS: [file: string, names: string[]][] = [
-  ['src/protocol/agent-stream.ts', ['ServerMessage', 'CloseCodes']],
-  ['src/protocol/events.ts', ['StreamEvent', 'ObserverServerMessage']],
+  ['src/protocol/agent-stream.ts', ['CloseCodes']],
+  ['src/protocol/events.ts', ['ObserverServerMessage']],
 ];
 
 /** Python TypedDicts: the objects a Python program reads or writes. */
 const PYTHON_SCHEMAS: [name: string, schema: TSchema][] = [
   ['Task', TaskSchema],
+  ['TaskSummary', TaskSummarySchema],
   ['TaskInput', TaskInputSchema],
   ['Agent', AgentSchema],
   ['AgentInput', AgentInputSchema],
-  ['ErrorJson', ErrorBody.properties.error],
+  ['ErrorJson', ErrorSchema],
 ];
 
 type Schema = Record<string, any>;
 
+/** Named object schemas by their JSON: a schema embedded in another is written as its name. */
+const named = new Map<string, string>();
+
 function tsType(s: Schema, indent: string): string {
+  const name = named.get(JSON.stringify(s));
+  if (name) return name;
   if ('const' in s) return JSON.stringify(s.const);
+  if (s.enum) return s.enum.map((v: unknown) => JSON.stringify(v)).join(' | ');
   if (s.anyOf) return s.anyOf.map((m: Schema) => tsType(m, indent)).join(' | ');
   switch (s.type) {
     case 'string':
@@ -81,6 +92,7 @@ function tsType(s: Schema, indent: string): string {
 
 function pyType(s: Schema): string {
   if ('const' in s) return `Literal[${JSON.stringify(s.const)}]`;
+  if (s.enum) return `Literal[${s.enum.map((v: unknown) => JSON.stringify(v)).join(', ')}]`;
   if (s.anyOf) {
     if (s.anyOf.every((m: Schema) => 'const' in m)) return `Literal[${s.anyOf.map((m: Schema) => JSON.stringify(m.const)).join(', ')}]`;
     return s.anyOf.map(pyType).join(' | ');
@@ -142,10 +154,27 @@ export function typescriptWire(): string {
   const parts = [header('//').trimEnd()];
   parts.push(`export const AGENT_PROTOCOL_VERSION = ${AGENT_PROTOCOL_VERSION};`);
   parts.push(`/** The HTTP status of each fleetd error code (the server's error catalogue). */\nexport const ERROR_STATUS = ${JSON.stringify(ErrorCodes, null, 2)} as const;\nexport type ErrorCode = keyof typeof ERROR_STATUS;`);
+  named.clear();
   for (const [name, schema] of SCHEMAS) {
     const type = tsType(schema, '');
+    if ((schema as Schema).type === 'object') named.set(JSON.stringify(schema), name);
     parts.push(schema.type === 'object' && !schema.patternProperties ? `export interface ${name} ${type}` : `export type ${name} = ${type};`);
   }
+  const events = Object.entries(EventDataSchemas).map(([name, schema]) => `  ${JSON.stringify(name)}: ${tsType(schema, '  ')};`);
+  parts.push(`/** The \`data\` of each event the observer stream carries, by name. */\nexport interface EventData {\n${events.join('\n')}\n}`);
+  parts.push(`export type StreamEventName = keyof EventData;
+
+/** One event, discriminated by \`name\`. */
+export type StreamEvent = {
+  [K in StreamEventName]: {
+    /** The subscribed topic that delivered it. */
+    topic: string;
+    name: K;
+    data: EventData[K];
+    /** When the server published it, ISO 8601. */
+    at: string;
+  };
+}[StreamEventName];`);
   for (const [file, names] of DECLARATIONS) {
     const source = readFileSync(join(root, file), 'utf8');
     for (const name of names) parts.push(declaration(source, file, name));

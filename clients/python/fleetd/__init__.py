@@ -23,7 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .sync import Agent, Fleet, SyncSubscription
-from .wire import AGENT_PROTOCOL_VERSION, ERROR_STATUS, AgentInput, ErrorJson, Task, TaskInput, TaskStatus
+from .wire import AGENT_PROTOCOL_VERSION, ERROR_STATUS, AgentInput, ErrorJson, Task, TaskInput, TaskStatus, TaskSummary
 from .wire import Agent as AgentJson
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "TaskInput",
     "TaskPage",
     "TaskStatus",
+    "TaskSummary",
     "UnauthorizedError",
     "ValidationError",
 ]

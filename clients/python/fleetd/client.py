@@ -38,13 +38,14 @@ _RECHECK_S = 5.0
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """An event of the observer stream: ``name`` a fleetd event (``task.completed``...) or ``stats``."""
+    """An event of the observer stream: ``name`` a fleetd event (``task.completed``...) or ``stats``;
+    ``data`` its payload (a task event's task is a ``TaskSummary``: the task without payload and result)."""
 
     topic: str
     name: str
     data: Any
-    #: When the server published it, epoch milliseconds.
-    at: int
+    #: When the server published it, ISO 8601.
+    at: str
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class Task(TypedDict):
     payload: Any
     priority: int
     requires: list[str]
-    status: str
+    status: Literal["scheduled", "queued", "leased", "completed", "dead", "cancelled"]
     idempotencyKey: str | None
     attempts: int
     maxAttempts: int
@@ -62,6 +62,27 @@ class Task(TypedDict):
     agentId: str | None
     leaseExpiresAt: str | None
     result: Any
+    error: Any
+
+
+class TaskSummary(TypedDict):
+    id: int
+    type: str
+    priority: int
+    requires: list[str]
+    status: Literal["scheduled", "queued", "leased", "completed", "dead", "cancelled"]
+    idempotencyKey: str | None
+    attempts: int
+    maxAttempts: int
+    leaseMs: int
+    backoffMs: int
+    runAt: str
+    createdAt: str
+    updatedAt: str
+    claimedAt: str | None
+    completedAt: str | None
+    agentId: str | None
+    leaseExpiresAt: str | None
     error: Any
 
 
@@ -84,7 +105,7 @@ class Agent(TypedDict):
     capabilities: list[str]
     labels: dict[str, str]
     maxConcurrency: int
-    status: str
+    status: Literal["online", "stale", "offline"]
     createdAt: str
     lastHeartbeatAt: str
 
@@ -97,6 +118,6 @@ class AgentInput(TypedDict):
 
 
 class ErrorJson(TypedDict):
-    code: str
+    code: Literal["FLEETD_ERR_VALIDATION", "FLEETD_ERR_MALFORMED_JSON", "FLEETD_ERR_BAD_REQUEST", "FLEETD_ERR_UNAUTHORIZED", "FLEETD_ERR_FORBIDDEN", "FLEETD_ERR_NOT_FOUND", "FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_IDEMPOTENCY_CONFLICT", "FLEETD_ERR_LOCK_CONFLICT", "FLEETD_ERR_AGENT_OFFLINE", "FLEETD_ERR_RUN_STATE", "FLEETD_ERR_KEY_STATE", "FLEETD_ERR_REQUEST_TIMEOUT", "FLEETD_ERR_BODY_TOO_LARGE", "FLEETD_ERR_PAYLOAD_TOO_LARGE", "FLEETD_ERR_URI_TOO_LONG", "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE", "FLEETD_ERR_RATE_LIMITED", "FLEETD_ERR_TOO_MANY_CONNECTIONS", "FLEETD_ERR_HEADERS_TOO_LARGE", "FLEETD_ERR_INTERNAL", "FLEETD_ERR_STORE_UNAVAILABLE", "FLEETD_ERR_SHUTTING_DOWN", "FLEETD_ERR_DASHBOARD_NOT_BUILT", "FLEETD_ERR_STORAGE_FULL"]
     message: str
     details: dict[str, Any]

@@ -1,8 +1,20 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AGENT_PROTOCOL_VERSION, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
+import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
-import { isNodeFailure, type FleetClient } from './fleet-client.js';
+import { isNodeFailure } from './connection.js';
+
+/**
+ * What an agent needs of the client that made it (a FleetClient): said here, so that the agent does
+ * not import the client that imports it.
+ */
+export interface AgentClient {
+  /** The node requests go to now. */
+  readonly url: string;
+  failover(failed: string): void;
+  request<T>(method: string, path: string, body?: unknown, options?: { signal?: AbortSignal; credential?: string; retry?: boolean }): Promise<T>;
+  registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }>;
+}
 
 export interface FleetAgentOptions {
   name: string;
@@ -70,7 +82,7 @@ export class FleetAgent extends EventEmitter {
   private loop: Promise<void> | undefined;
   private slotFreed: () => void = () => {};
 
-  constructor(private readonly client: FleetClient, private readonly options: FleetAgentOptions) {
+  constructor(private readonly client: AgentClient, private readonly options: FleetAgentOptions) {
     super();
     this.concurrency = options.concurrency ?? 1;
     this.agentId = options.id;

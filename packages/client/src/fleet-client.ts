@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentInput, AgentJson, ObserverServerMessage, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
+import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { FleetApiError } from './errors.js';
 
 export interface FleetClientOptions {
@@ -25,24 +26,8 @@ export interface FleetClientOptions {
   retries?: number;
 }
 
-/** Connection errors raised before the request left: any call may go to another node. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
-/** Connection errors that may come after the node received (and acted on) the request. */
-const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 /** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
 const NODE_UNAVAILABLE = new Set([502, 503, 504]);
-
-/** The system error code behind a failed fetch (undici wraps it in `cause`, sometimes in an AggregateError). */
-export function connectionErrorCode(err: unknown): string | undefined {
-  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } })?.cause;
-  return cause?.code ?? cause?.errors?.[0]?.code ?? (err as { code?: string })?.code;
-}
-
-/** Whether a connection error means the node is gone (rather than a bad request): move to the next node. */
-export function isNodeFailure(err: unknown): boolean {
-  const code = connectionErrorCode(err);
-  return code !== undefined && (NOT_SENT.has(code) || CONNECTION_LOST.has(code));
-}
 
 /** A body as JSON, or undefined when it is empty or not JSON (a proxy's HTML error page). */
 function parseJson(text: string): any {
@@ -184,7 +169,7 @@ export class FleetClient {
     return this.request('DELETE', `/v1/tasks/${id}`);
   }
 
-  stats(): Promise<Record<string, unknown>> {
+  stats(): Promise<StatsJson> {
     return this.request('GET', '/v1/stats');
   }
 

@@ -42,7 +42,7 @@ export interface TaskJson {
   payload: unknown;
   priority: number;
   requires: string[];
-  status: string;
+  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   idempotencyKey: string | null;
   attempts: number;
   maxAttempts: number;
@@ -56,6 +56,27 @@ export interface TaskJson {
   agentId: string | null;
   leaseExpiresAt: string | null;
   result: unknown;
+  error: unknown;
+}
+
+export interface TaskSummaryJson {
+  id: number;
+  type: string;
+  priority: number;
+  requires: string[];
+  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  idempotencyKey: string | null;
+  attempts: number;
+  maxAttempts: number;
+  leaseMs: number;
+  backoffMs: number;
+  runAt: string;
+  createdAt: string;
+  updatedAt: string;
+  claimedAt: string | null;
+  completedAt: string | null;
+  agentId: string | null;
+  leaseExpiresAt: string | null;
   error: unknown;
 }
 
@@ -78,7 +99,7 @@ export interface AgentJson {
   capabilities: string[];
   labels: Record<string, string>;
   maxConcurrency: number;
-  status: string;
+  status: "online" | "stale" | "offline";
   createdAt: string;
   lastHeartbeatAt: string;
 }
@@ -91,9 +112,56 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: string;
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL";
   message: string;
   details: Record<string, unknown>;
+}
+
+export interface StatsJson {
+  tasks: {
+    byStatus: {
+      scheduled: number;
+      queued: number;
+      leased: number;
+      completed: number;
+      dead: number;
+      cancelled: number;
+    };
+    byType: Record<string, {
+      scheduled?: number;
+      queued?: number;
+      leased?: number;
+      completed?: number;
+      dead?: number;
+      cancelled?: number;
+    }>;
+    queueDepthByPriority: Record<string, number>;
+  };
+  agents: {
+    byStatus: {
+      online: number;
+      stale: number;
+      offline: number;
+    };
+  };
+  throughput: {
+    completedPerSecond1m: number;
+    completedPerSecond5m: number;
+    failedPerSecond1m: number;
+    failedPerSecond5m: number;
+  };
+  latencyMs: {
+    count: number;
+    p50: number | null;
+    p95: number | null;
+    p99: number | null;
+  };
+  eventLoop: {
+    lagP50Ms: number;
+    lagP99Ms: number;
+    lagMaxMs: number;
+  };
+  uptimeSeconds: number;
 }
 
 export type AgentMessage = {
@@ -120,6 +188,26 @@ export type AgentMessage = {
   ref?: string | number;
 };
 
+export type ServerMessage = {
+  type: "welcome";
+  protocol: number;
+  agent: AgentJson;
+  leased: TaskJson[];
+} | {
+  type: "tasks";
+  tasks: TaskJson[];
+} | {
+  type: "ack";
+  ref?: string | number;
+  id?: number;
+  status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  leaseExpiresAt?: string | null;
+} | {
+  type: "error";
+  ref?: string | number;
+  error: ErrorJson;
+};
+
 export type ObserverMessage = {
   type: "subscribe";
   topics: string[];
@@ -128,15 +216,131 @@ export type ObserverMessage = {
   topics: string[];
 };
 
-/** Server → agent. */
-export type ServerMessage =
-  /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
-  | { type: 'welcome'; protocol: number; agent: AgentJson; leased: TaskJson[] }
-  | { type: 'tasks'; tasks: TaskJson[] }
-  /** A complete, fail, extend or heartbeat succeeded. */
-  | { type: 'ack'; ref?: string | number; id?: number; status?: string; leaseExpiresAt?: string | null }
-  /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
-  | { type: 'error'; ref?: string | number; error: ErrorJson };
+/** The `data` of each event the observer stream carries, by name. */
+export interface EventData {
+  "task.created": {
+    task: TaskSummaryJson;
+  };
+  "task.claimed": {
+    task: TaskSummaryJson;
+  };
+  "task.extended": {
+    task: TaskSummaryJson;
+  };
+  "task.completed": {
+    task: TaskSummaryJson;
+  };
+  "task.failed": {
+    task: TaskSummaryJson;
+  };
+  "task.requeued": {
+    task: TaskSummaryJson;
+    reason: "lease_expired" | "agent_offline";
+  };
+  "task.dead": {
+    task: TaskSummaryJson;
+  };
+  "task.cancelled": {
+    task: TaskSummaryJson;
+  };
+  "task.retried": {
+    task: TaskSummaryJson;
+  };
+  "agent.registered": {
+    agent: AgentJson;
+  };
+  "agent.online": {
+    agent: AgentJson;
+  };
+  "agent.stale": {
+    agentId: string;
+  };
+  "agent.offline": {
+    agent: AgentJson;
+  };
+  "agent.deleted": {
+    agent: AgentJson;
+  };
+  "lock.acquired": {
+    lock: {
+      id: string;
+      agentId: string;
+      resources: string[];
+      description: string;
+      createdAt: string;
+      expiresAt: string;
+    };
+  };
+  "lock.released": {
+    lock: {
+      id: string;
+      agentId: string;
+      resources: string[];
+      description: string;
+      createdAt: string;
+      expiresAt: string;
+    };
+    reason: "released" | "expired" | "agent_offline";
+  };
+  "pipeline.run.created": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+  };
+  "pipeline.step.started": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+    step: string;
+    attempt: number;
+  };
+  "pipeline.step.completed": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+    step: string;
+    attempt: number;
+  };
+  "pipeline.step.failed": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+    step: string;
+    attempt: number;
+    willRetry: boolean;
+    error: Record<string, unknown>;
+  };
+  "pipeline.run.finished": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+  };
+  "stats": StatsJson;
+}
+
+export type StreamEventName = keyof EventData;
+
+/** One event, discriminated by `name`. */
+export type StreamEvent = {
+  [K in StreamEventName]: {
+    /** The subscribed topic that delivered it. */
+    topic: string;
+    name: K;
+    data: EventData[K];
+    /** When the server published it, ISO 8601. */
+    at: string;
+  };
+}[StreamEventName];
 
 /** Close codes the gateway uses, beyond 1000 (normal) and 1001 (server going away). */
 export const CloseCodes = {
@@ -152,18 +356,8 @@ export const CloseCodes = {
   REPLACED: 4409,
 } as const;
 
-export interface StreamEvent<T = unknown> {
-  /** The subscribed topic that delivered it. */
-  topic: string;
-  /** A FleetEvents name (data is that event's payload, times in epoch ms), or `stats` (data is the /v1/stats snapshot). */
-  name: string;
-  data: T;
-  /** When the server published it, epoch ms. */
-  at: number;
-}
-
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
   | { type: 'subscribed'; topics: string[] }
-  | { type: 'error'; error: { code: string; message: string; details: Record<string, unknown> } };
+  | { type: 'error'; error: ErrorJson };

@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { maskedConfig } from '../../config.js';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
+import { StatsSchema } from '../../domain/wire.js';
 import type { Routes } from './deps.js';
 
 export const systemRoutes: Routes = async (app, { fleet, config }) => {
@@ -18,7 +19,7 @@ export const systemRoutes: Routes = async (app, { fleet, config }) => {
 
   app.get(
     '/v1/stats',
-    { schema: { response: { 200: Type.Unknown() } } },
+    { schema: { response: { 200: StatsSchema } } },
     async (_request, reply) => {
       void reply.header('cache-control', 'no-store');
       return fleet.stats.snapshot();
