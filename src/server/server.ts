@@ -1,9 +1,10 @@
-import { resolve as resolvePath } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
-import { resolveConfig, type FleetdConfig } from '../config.js';
+import { maskedConfig, resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
@@ -18,6 +19,7 @@ import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
+import { explainStartupError, prepareDataDir, StartupError } from './startup.js';
 
 export interface FleetServer {
   app: App;
@@ -41,6 +43,7 @@ export interface FleetServer {
  */
 function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
   if (config.databaseUrl === '') {
+    prepareDataDir(config.dataDir);
     const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
     return {
       store: sqlite,
@@ -79,11 +82,39 @@ function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
   });
 }
 
-/** The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without a server. */
+async function hasFleetdTables(store: PostgresStore): Promise<boolean> {
+  const [row] = await store.query<{ found: string | null }>('SELECT to_regclass($1) AS found', [`${store.schema}.schema_migrations`]);
+  return row.found !== null;
+}
+
+/**
+ * The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without
+ * a server. It must exist already: a command run in the wrong folder would otherwise make an empty
+ * store, and a key in it that the server never sees.
+ */
 export async function openStore(config: Readonly<FleetdConfig>): Promise<Store> {
-  const store = config.databaseUrl === '' ? new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous }) : openPostgres(config);
-  await store.migrate();
-  return store;
+  const where = config.databaseUrl === '' ? join(resolvePath(config.dataDir), 'fleetd.db') : undefined;
+  if (where !== undefined && !existsSync(where)) {
+    throw new StartupError(
+      `there is no fleetd store in ${resolvePath(config.dataDir)} (no fleetd.db)`,
+      'run this where `npx fleetd start` runs, or name its store with --data-dir DIR (or FLEETD_DATA_DIR, or FLEETD_DATABASE_URL)',
+    );
+  }
+  let store: Store | undefined;
+  try {
+    store = where === undefined ? openPostgres(config) : new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
+    if (store instanceof PostgresStore && !(await hasFleetdTables(store))) {
+      throw new StartupError(
+        `there is no fleetd store in schema ${config.databaseSchema} of ${maskedConfig(config).databaseUrl}`,
+        'name the database and schema `npx fleetd start` uses (FLEETD_DATABASE_URL, FLEETD_DATABASE_SCHEMA)',
+      );
+    }
+    await store.migrate();
+    return store;
+  } catch (err) {
+    await store?.close();
+    throw explainStartupError(err, config, 'store');
+  }
 }
 
 /**
@@ -97,7 +128,12 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  const drivers = openStores(config);
+  let drivers: ReturnType<typeof openStores>;
+  try {
+    drivers = openStores(config);
+  } catch (err) {
+    throw explainStartupError(err, config, 'store');
+  }
   const { store } = drivers;
   const closeStores = () => store.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
@@ -112,15 +148,11 @@ export async function startServer(
   let address: string;
   let firstAdminKey: string | undefined;
   try {
-    await store.migrate();
+    await store.migrate().catch((err) => {
+      throw explainStartupError(err, config, 'store');
+    });
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
-    if (config.auth === 'on') {
-      const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
-      if (created && config.adminKey === '') firstAdminKey = created.secret;
-    } else {
-      (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
-    }
     const waiters = fleet.waiters;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
     if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
@@ -134,7 +166,17 @@ export async function startServer(
     await pipelines.engine.start();
     // A fleet reconnecting at once (a restart, a network blip) opens connections in bursts of
     // thousands; Node's default backlog of 511 drops the rest of a burst, and their SYNs wait seconds to retry.
-    address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
+    address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG }).catch((err) => {
+      throw explainStartupError(err, config, 'listen');
+    });
+    // Only once it listens: a start that fails earlier (port in use) must not store a first admin
+    // key that it never prints, locking the operator out of the next start.
+    if (config.auth === 'on') {
+      const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
+      if (created && config.adminKey === '') firstAdminKey = created.secret;
+    } else {
+      (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
+    }
   } catch (err) {
     fleet?.stop();
     await pipelines?.close();
