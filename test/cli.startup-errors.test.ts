@@ -18,7 +18,7 @@ function assertOneClearLine(result: CliResult, ...mentions: (string | RegExp)[])
   for (const m of mentions) assert.match(errorLine, typeof m === 'string' ? new RegExp(m.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')) : m);
 }
 
-const env = { ...process.env, FLEETD_LOG_LEVEL: 'warn' };
+const env: NodeJS.ProcessEnv = { ...process.env, FLEETD_LOG_LEVEL: 'warn' };
 delete env.FLEETD_ADMIN_KEY;
 
 describe('start-up errors are one clear line and a non-zero exit (real processes)', () => {

@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
+import type { FastifyReply } from 'fastify';
 import { invalid } from '../../core/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
-import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
+import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../core/types.js';
 import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
@@ -14,6 +15,30 @@ const Filters = {
   agentId: Type.Optional(Id),
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
+const ReturnQuery = Type.Object(
+  {
+    return: Type.Optional(
+      Type.Literal('minimal', { description: 'Answer with each task without its payload, result and error, so that a large payload is not sent back' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** A submit's task as it is answered: whole, or with ?return=minimal without the bulky fields. */
+function submittedTask(task: Task, minimal: boolean) {
+  const json = taskJson(task);
+  if (!minimal) return json;
+  const { payload: _payload, result: _result, error: _error, ...rest } = json;
+  return rest;
+}
+
+/**
+ * The response schema requires payload, result and error; a minimal answer leaves them out on
+ * purpose, so it is serialised as plain JSON instead of by the schema's compiled serialiser.
+ */
+function asMinimal(reply: FastifyReply, minimal: boolean): FastifyReply {
+  return minimal ? reply.serializer(JSON.stringify) : reply;
+}
 
 function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInput {
   const at = index === undefined ? {} : { index };
@@ -30,10 +55,11 @@ function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInpu
 export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks',
-    { schema: { body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
+    { schema: { querystring: ReturnQuery, body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
     async (request, reply) => {
       const { task, created } = await fleet.tasks.submit(toTaskInput(request.body, fleet.now()));
-      return reply.status(created ? 201 : 200).send({ task: taskJson(task), created });
+      const minimal = request.query.return === 'minimal';
+      return asMinimal(reply, minimal).status(created ? 201 : 200).send({ task: submittedTask(task, minimal), created });
     },
   );
 
@@ -42,6 +68,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     {
       bodyLimit: 64 * 1024 * 1024,
       schema: {
+        querystring: ReturnQuery,
         body: Type.Object({ tasks: Type.Array(TaskInputSchema, { minItems: 1 }) }, { additionalProperties: false }),
         response: { 201: Type.Object({ items: Type.Array(Submitted) }), ...errors(400, 409, 413, 415) },
       },
@@ -50,7 +77,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       const now = fleet.now();
       const inputs = request.body.tasks.map((t, i) => toTaskInput(t, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
-      return reply.status(201).send({ items: results.map((r) => ({ task: taskJson(r.task), created: r.created })) });
+      const minimal = request.query.return === 'minimal';
+      return asMinimal(reply, minimal).status(201).send({ items: results.map((r) => ({ task: submittedTask(r.task, minimal), created: r.created })) });
     },
   );
 
