@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, describeSettings, type FleetdConfig } from '../config.js';
 import { startServer } from '../server/server.js';
 import { StartupError } from '../server/startup.js';
+import { runBackup, runRestore } from './backup.js';
 import { runDemoAgent } from './demo-agent.js';
 import { runKeys } from './keys.js';
 
@@ -14,6 +15,8 @@ Usage (in a clone, through npx; \`npm link\` once puts fleetd itself on your PAT
   npx fleetd keys list                                             ids, names, scopes; never secrets
   npx fleetd keys revoke ID                                        (npx fleetd keys --help)
   npx fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N]   (npx fleetd agent --help)
+  npx fleetd backup --to FILE [--data-dir DIR]                     online backup of the SQLite store
+  npx fleetd restore FILE [--data-dir DIR]                         the server stopped (npx fleetd backup --help)
 
 On its first start fleetd makes an admin API key and prints it once (or stores FLEETD_ADMIN_KEY).
 Every /v1 request then needs "Authorization: Bearer <key>"; --no-auth turns that off, for local
@@ -95,6 +98,10 @@ async function main(): Promise<void> {
       return runDemoAgent(rest);
     case 'keys':
       return runKeys(rest);
+    case 'backup':
+      return runBackup(rest);
+    case 'restore':
+      return runRestore(rest);
     case undefined:
     case 'help':
     case '--help':
