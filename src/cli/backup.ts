@@ -106,7 +106,7 @@ export async function runBackup(argv: string[]): Promise<void> {
  * Takes the store of a data directory for this process alone, or says it is in use: a running
  * server holds its connection open, and restoring under it would pull the data from under its counters.
  */
-function takeStoreAlone(file: string): void {
+export function takeStoreAlone(file: string): void {
   const db = new Database(file, { fileMustExist: true });
   try {
     db.pragma('busy_timeout = 0');

@@ -5,6 +5,7 @@ import { startServer } from '../server/server.js';
 import { StartupError } from '../server/startup.js';
 import { runBackup, runRestore } from './backup.js';
 import { runDemoAgent } from './demo-agent.js';
+import { runMigrate } from './migrate.js';
 import { runKeys } from './keys.js';
 
 const usage = `fleetd — orchestration server for fleets of AI agents
@@ -17,6 +18,7 @@ Usage (in a clone, through npx; \`npm link\` once puts fleetd itself on your PAT
   npx fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N]   (npx fleetd agent --help)
   npx fleetd backup --to FILE [--data-dir DIR]                     online backup of the SQLite store
   npx fleetd restore FILE [--data-dir DIR]                         the server stopped (npx fleetd backup --help)
+  npx fleetd migrate --to postgres://… [--schema S] [--data-dir DIR]   copy the SQLite store into PostgreSQL
 
 On its first start fleetd makes an admin API key and prints it once (or stores FLEETD_ADMIN_KEY).
 Every /v1 request then needs "Authorization: Bearer <key>"; --no-auth turns that off, for local
@@ -102,6 +104,8 @@ async function main(): Promise<void> {
       return runBackup(rest);
     case 'restore':
       return runRestore(rest);
+    case 'migrate':
+      return runMigrate(rest);
     case undefined:
     case 'help':
     case '--help':
