@@ -164,6 +164,7 @@ export async function startServer(
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();
+    pipelines.cleaner.start();
     // A fleet reconnecting at once (a restart, a network blip) opens connections in bursts of
     // thousands; Node's default backlog of 511 drops the rest of a burst, and their SYNs wait seconds to retry.
     address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG }).catch((err) => {

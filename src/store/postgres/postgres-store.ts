@@ -787,14 +787,21 @@ export class PostgresStore implements Store {
     return rows.sort((a, b) => a.run_at - b.run_at || a.id - b.id).map((row) => ({ task: toTask(row), from: 'scheduled' as const }));
   }
 
-  async taskDeleteFinished(params: { before: number; limit: number }): Promise<number> {
+  async taskDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number> {
     const rows = await this.query<{ id: number }>(
       `DELETE FROM tasks WHERE id IN (
          SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED
        ) RETURNING id`,
       [params.before, params.limit],
     );
-    return rows.length;
+    if (params.keepNewest === undefined || rows.length === params.limit) return rows.length;
+    const beyond = await this.query<{ id: number }>(
+      `DELETE FROM tasks WHERE id IN (
+         SELECT id FROM tasks WHERE completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT $1 OFFSET $2 FOR UPDATE SKIP LOCKED
+       ) RETURNING id`,
+      [params.limit - rows.length, params.keepNewest],
+    );
+    return rows.length + beyond.length;
   }
 
   async taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }> {

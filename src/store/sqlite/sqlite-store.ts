@@ -144,6 +144,9 @@ export class SqliteStore implements Store {
       deleteFinished: db.prepare(
         'DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ? LIMIT ?)',
       ),
+      deleteFinishedBeyond: db.prepare(
+        'DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT ? OFFSET ?)',
+      ),
       nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
       nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
       taskCounts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
@@ -530,8 +533,12 @@ export class SqliteStore implements Store {
     );
   }
 
-  taskDeleteFinished(params: { before: number; limit: number }): Promise<number> {
-    return this.groupCommit.write(() => this.s.deleteFinished.run(params.before, params.limit).changes);
+  taskDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number> {
+    return this.groupCommit.write(() => {
+      const old = this.s.deleteFinished.run(params.before, params.limit).changes;
+      if (params.keepNewest === undefined || old === params.limit) return old;
+      return old + this.s.deleteFinishedBeyond.run(params.limit - old, params.keepNewest).changes;
+    });
   }
 
   async taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }> {
