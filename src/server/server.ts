@@ -43,7 +43,7 @@ export interface FleetServer {
  */
 function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
   if (config.databaseUrl === '') {
-    prepareDataDir(config.dataDir);
+    if (config.dataDir !== ':memory:') prepareDataDir(config.dataDir);
     const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
     return {
       store: sqlite,
