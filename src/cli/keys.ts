@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util';
 import { LocalBus } from '../bus/local-bus.js';
 import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
 import { CredentialService } from '../core/credentials.js';
-import { FleetError } from '../core/errors.js';
-import { SCOPES, type Scope } from '../core/types.js';
+import { FleetError } from '../domain/errors.js';
+import { SCOPES, type Scope } from '../domain/types.js';
 import { openStore } from '../server/server.js';
 
 export const keysUsage = `Usage:

@@ -2,9 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { AgentCreateParams } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
-import { invalid, notFound } from './errors.js';
+import { invalid, notFound } from '../domain/errors.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
-import type { Agent, AgentStatus, Page } from './types.js';
+import type { Agent, AgentStatus, Page } from '../domain/types.js';
 
 export interface AgentInput {
   name: string;

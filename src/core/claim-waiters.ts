@@ -1,4 +1,4 @@
-import { requirementsOf } from '../store/store.js';
+import { requirementsOf } from '../domain/requirements.js';
 
 /** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
 export interface WakeReason {

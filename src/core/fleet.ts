@@ -1,7 +1,8 @@
 import type { Bus } from '../bus/bus.js';
-import { summarizeTask } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
-import { requirementKey, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
+import type { AgentReleaseResult, Store, TaskTransition } from '../store/store.js';
+import { requirementKey } from '../domain/requirements.js';
+import { summarizeTask } from '../domain/types.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { FleetContext } from './context.js';
-import { FleetError, invalid, notFound } from './errors.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
-import type { Lock, Page } from './types.js';
+import type { Lock, Page } from '../domain/types.js';
 
 export interface LockInput {
   agentId: string;

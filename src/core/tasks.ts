@@ -1,13 +1,13 @@
-import { summarizeTask } from '../bus/bus.js';
-import { requirementKey, type TaskInsertParams, type TaskInsertResult } from '../store/store.js';
+import { requirementKey } from '../domain/requirements.js';
+import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
 import { retryDelay } from './backoff.js';
 import type { WakeReason } from './claim-waiters.js';
 import type { FleetContext } from './context.js';
-import { invalid, notFound } from './errors.js';
+import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import { checkJsonValue } from './payload.js';
-import type { Page, Task, TaskStatus } from './types.js';
+import { summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   type: string;

@@ -1,15 +1,15 @@
 import { retryDelay } from '../core/backoff.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../core/context.js';
-import { FleetError, invalid, notFound } from '../core/errors.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 import { checkJsonValue } from '../core/payload.js';
-import type { Page } from '../core/types.js';
+import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
 import type { CompiledStep, Pipeline } from './definition.js';
 import { StepError, type StepContext, type StepRunner } from './steps/step.js';
-import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from './types.js';
+import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
 import { steadyNow } from '../core/clock.js';
 
 export interface PipelineEngineOptions {

@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
-import { FleetError } from '../core/errors.js';
+import { FleetError } from '../domain/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';

@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { scopeCovers, type CredentialService, type Principal } from '../core/credentials.js';
-import { FleetError } from '../core/errors.js';
-import type { Scope } from '../core/types.js';
+import { FleetError } from '../domain/errors.js';
+import type { Scope } from '../domain/types.js';
 import { ErrorBody } from './schemas.js';
 
 /**

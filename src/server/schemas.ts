@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import type { Agent, Lock, Task } from '../core/types.js';
+import type { Agent, Lock, Task } from '../domain/types.js';
 
 /**
  * Request and response schemas. Requests are strict (unknown fields are rejected, never dropped);

@@ -1,4 +1,4 @@
-import { invalid } from '../core/errors.js';
+import { invalid } from '../domain/errors.js';
 
 /** Cursors are opaque to clients: the last row's sort key, base64url-encoded. */
 export function encodeCursor(key: number): string {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { Case } from '../pipelines/cases.js';
-import type { PipelineRun, RunStatus, StepState, StepStatus } from '../pipelines/types.js';
+import type { Case } from '../domain/runs.js';
+import type { PipelineRun, RunStatus, StepState, StepStatus } from '../domain/runs.js';
 import type { RunInsertParams } from './pipeline-store.js';
 import { parseJson } from './rows.js';
 

@@ -1,5 +1,5 @@
-import type { Page } from '../core/types.js';
-import type { PipelineRun, RunStatus } from '../pipelines/types.js';
+import type { Page } from '../domain/types.js';
+import type { PipelineRun, RunStatus } from '../domain/runs.js';
 
 /**
  * The storage contract of pipeline runs, kept apart from `Store` so that a driver can add pipelines

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import type { ApiKey, Lock, Page, Scope, Task, TaskStatus } from '../core/types.js';
+import type { ApiKey, Lock, Page, Scope, Task, TaskStatus } from '../domain/types.js';
 import { encodeCursor } from './cursor.js';
-import { requirementKey, requirementsOf, type TaskInsertParams } from './store.js';
+import { requirementKey, requirementsOf } from '../domain/requirements.js';
+import type { TaskInsertParams } from './store.js';
 
 /** Rows of the tables both SQL drivers share column for column, and their mapping to the domain. */
 

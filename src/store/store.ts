@@ -1,4 +1,4 @@
-import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../core/types.js';
+import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
 
 /**
  * The storage contract. It speaks the queue's behaviour (claim, extend a lease, rescue expired
@@ -218,22 +218,4 @@ export interface LockListParams {
   agentId?: string;
   limit: number;
   cursor?: string;
-}
-
-/** The canonical key of a set of required capabilities: sorted, de-duplicated, joined. */
-export function requirementKey(requires: readonly string[]): string {
-  return [...new Set(requires)].sort().join('\n');
-}
-
-const parsedKeys = new Map<string, readonly string[]>();
-
-/** The capabilities a requirement key stands for; memoised, since claims and wake-ups ask for the same few keys. */
-export function requirementsOf(key: string): readonly string[] {
-  let reqs = parsedKeys.get(key);
-  if (!reqs) {
-    reqs = key === '' ? [] : key.split('\n');
-    if (parsedKeys.size >= 10_000) parsedKeys.clear();
-    parsedKeys.set(key, reqs);
-  }
-  return reqs;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { FleetError } from '../../src/core/errors.js';
-import type { Task, TaskStatus } from '../../src/core/types.js';
+import { FleetError } from '../../src/domain/errors.js';
+import type { Task, TaskStatus } from '../../src/domain/types.js';
 import type { Store, TaskInsertParams } from '../../src/store/store.js';
 
 /** A fresh, migrated, empty store, and what removes it afterwards. */

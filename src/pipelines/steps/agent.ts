@@ -1,5 +1,5 @@
 import type { Fleet } from '../../core/fleet.js';
-import type { Task } from '../../core/types.js';
+import type { Task } from '../../domain/types.js';
 import { render } from '../template.js';
 import { StepError, type StepContext } from './step.js';
 

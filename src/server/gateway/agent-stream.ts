@@ -2,10 +2,10 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import type { ClaimWaiter, WakeReason } from '../../core/claim-waiters.js';
 import type { Fleet } from '../../core/fleet.js';
-import type { Task } from '../../core/types.js';
+import type { Task } from '../../domain/types.js';
 import {
   AGENT_PROTOCOL_VERSION,
   AgentMessageSchema,

@@ -1,6 +1,6 @@
 import websocket from '@fastify/websocket';
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
 import { errors, pathAgent, type Routes } from '../routes/deps.js';

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../core/errors.js';
-import type { ApiKey } from '../../core/types.js';
+import { FleetError } from '../../domain/errors.js';
+import type { ApiKey } from '../../domain/types.js';
 import { iso, isoOrNull } from '../schemas.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
 

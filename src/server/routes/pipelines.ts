@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type TUnsafe } from '@sinclair/typebox';
-import type { Case } from '../../pipelines/cases.js';
+import type { Case } from '../../domain/runs.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
-import { RUN_STATUSES, type PipelineRun, type RunStatus } from '../../pipelines/types.js';
+import { RUN_STATUSES, type PipelineRun, type RunStatus } from '../../domain/runs.js';
 import { Pagination, pageOf } from '../schemas.js';
 import { errors } from './deps.js';
 

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Redis } from 'ioredis';
 import { maskedConfig } from '../../config.js';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import { FLEETD_VERSION } from '../version.js';
 import { errors, type RouteDeps } from './deps.js';
 

@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
-import { invalid } from '../../core/errors.js';
+import { invalid } from '../../domain/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
-import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../core/types.js';
+import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';

@@ -1,5 +1,5 @@
-import type { Page } from '../../core/types.js';
-import type { Case, CaseMember } from '../../pipelines/cases.js';
+import type { Page } from '../../domain/types.js';
+import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
 import { decodeCursor } from '../cursor.js';

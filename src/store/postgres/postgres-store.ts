@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { FleetError, notFound } from '../../core/errors.js';
-import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount } from '../../core/types.js';
+import { FleetError, notFound } from '../../domain/errors.js';
+import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount } from '../../domain/types.js';
 import { decodeCursor } from '../cursor.js';
+import { requirementKey } from '../../domain/requirements.js';
 import {
-  requirementKey,
   type AgentCreateParams,
   type AgentHeartbeatResult,
   type AgentListParams,

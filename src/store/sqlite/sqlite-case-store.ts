@@ -1,7 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import { Semaphore } from '../../limits/semaphore.js';
-import type { Page } from '../../core/types.js';
-import type { Case, CaseMember } from '../../pipelines/cases.js';
+import type { Page } from '../../domain/types.js';
+import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';

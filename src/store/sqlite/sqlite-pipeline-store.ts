@@ -1,7 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
-import { FleetError } from '../../core/errors.js';
-import type { Page } from '../../core/types.js';
-import type { PipelineRun, RunStatus } from '../../pipelines/types.js';
+import { FleetError } from '../../domain/errors.js';
+import type { Page } from '../../domain/types.js';
+import type { PipelineRun, RunStatus } from '../../domain/runs.js';
 import { decodeCursor, encodeCursor } from '../cursor.js';
 import { runRequestHash, toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';

@@ -1,12 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database, { type Statement } from 'better-sqlite3';
-import { FleetError, notFound } from '../../core/errors.js';
-import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount, TaskStatus } from '../../core/types.js';
+import { FleetError, notFound } from '../../domain/errors.js';
+import type { Agent, AgentCount, AgentStatus, ApiKey, Lock, Page, Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { decodeCursor } from '../cursor.js';
+import { requirementKey, requirementsOf } from '../../domain/requirements.js';
 import {
-  requirementKey,
-  requirementsOf,
   type AgentCreateParams,
   type AgentHeartbeatResult,
   type AgentListParams,

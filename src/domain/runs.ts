@@ -48,3 +48,19 @@ export interface RunSummary {
   pipeline: string;
   status: RunStatus;
 }
+
+/** A group of alike pipeline runs (by the similarity of their embeddings), kept by the case service. */
+export interface Case {
+  id: number;
+  title: string;
+  size: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface CaseMember {
+  runId: number;
+  similarity: number;
+  text: string;
+  addedAt: number;
+}
