@@ -63,7 +63,8 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       const runs = (await api.post('/v1/pipelines/complaint/runs/batch', {
         runs: ['Bins on Elm Street not collected', 'The bins on Elm Street were not collected', 'Loud noise at the harbour at night'].map((text, i) => ({ input: { text }, idempotencyKey: `c-${i}` })),
       })).body.items;
-      for (const r of runs) assert.equal((await finishedRun(api, r.run.id)).status, 'completed');
+      // Generous: seven simulated steps a run, on a machine that may be crawling.
+      for (const r of runs) assert.equal((await finishedRun(api, r.run.id, 60_000)).status, 'completed');
       before = await viewOf(api);
       lastTaskId = Math.max(...before.tasks.trim().split('\n').map((l: string) => JSON.parse(l).id));
     } finally {

@@ -72,7 +72,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         const ids: number[] = [];
         for (let i = 0; i < 4; i++) {
           const started = await server.api.post('/v1/pipelines/count/runs', { input: { text: `run number ${i}` } });
-          ids.push((await finishedRun(server.api, started.body.run.id)).id);
+          ids.push((await finishedRun(server.api, started.body.run.id, 60_000)).id);
         }
         await server.pipelines.cleaner.runOnce(server.fleet.now());
         const left = (await server.api.get('/v1/pipelines/runs')).body.items.map((r: any) => r.id);
