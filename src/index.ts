@@ -5,6 +5,7 @@ export { Fleet } from './core/fleet.js';
 export { FleetError, ErrorCodes, type ErrorCode } from './domain/errors.js';
 export type { Task, TaskStatus, Agent, AgentStatus, Lock, Page } from './domain/types.js';
 export type { Store } from './store/store.js';
-export { SqliteStore } from './store/sqlite/sqlite-store.js';
+export type { Driver } from './store/driver.js';
+export { openDriver } from './store/open-driver.js';
 export type { Bus, FleetEvents } from './bus/bus.js';
 export { LocalBus } from './bus/local-bus.js';

@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FleetdConfig } from '../src/config.js';
+import type { PipelineSetup } from '../src/pipelines/pipelines.js';
+import type { Logger } from 'pino';
 import { startServer, type FleetServer } from '../src/server/server.js';
 
 export interface Reply<T = any> {
@@ -96,11 +98,21 @@ export function tempDir(prefix = 'fleetd-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-/** Starts a server in this process, with auth on and a fresh admin key unless overrides say otherwise. */
-export async function startTestServer(overrides: Partial<FleetdConfig> = {}): Promise<TestServer> {
+/**
+ * Starts a server in this process, with auth on and a fresh admin key unless overrides say otherwise;
+ * `options.env` stands in for the process environment (the one the config and providers read) and
+ * `options.pipelines` are the pipelines it runs; `options.logger` receives its log (none by default).
+ */
+export async function startTestServer(
+  overrides: Partial<FleetdConfig> = {},
+  options: { env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup; logger?: Logger } = {},
+): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? tempDir();
   const adminKey = overrides.auth === 'off' ? undefined : (overrides.adminKey ?? adminKeyFor({ ...overrides, dataDir }));
-  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, ...(adminKey ? { adminKey } : {}), dataDir }, { logger: false, env: {} });
+  const server = await startServer(
+    { host: '127.0.0.1', port: 0, ...overrides, ...(adminKey ? { adminKey } : {}), dataDir },
+    { logger: options.logger ?? false, env: options.env ?? {}, pipelines: options.pipelines },
+  );
   return Object.assign(server, {
     api: new Api(server.url, adminKey),
     adminKey,
@@ -167,11 +179,19 @@ export async function startFleetdProcess(
   return { child, api: new Api(url, adminKey), port: Number(new URL(url).port), adminKey };
 }
 
-/** Reads a server's JSON log lines until one with `message` says where it listens (its `url`). */
-export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 20_000): Promise<string> {
+/**
+ * Reads a server's JSON log lines until one with `message` says where it listens (its `url`). The
+ * bound is generous: a start that takes a second on a quiet machine takes tens under a full suite.
+ * A process that does not listen in time is killed, since its caller has nothing to stop yet: left
+ * running, it would keep the test's process, and so the suite, from ending.
+ */
+export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => fail(new Error('fleetd did not start listening in time')), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      fail(new Error(`fleetd did not start listening within ${timeoutMs} ms`));
+    }, timeoutMs);
     const onExit = (code: number | null) => fail(new Error(`fleetd exited with ${code} before listening`));
     const onData = (chunk: Buffer) => {
       buffered += chunk.toString();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import type { PostgresStore } from '../src/store/postgres/postgres-store.js';
+import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
@@ -21,7 +21,7 @@ async function withServer(store: Partial<FleetdConfig>, retention: Partial<Fleet
   try {
     await body(server);
   } finally {
-    if (store.databaseUrl) await (server.store as PostgresStore).dropSchema();
+    if (store.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
     await server.stop();
   }
 }

@@ -4,7 +4,7 @@ import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
 import { CredentialService } from '../core/credentials.js';
 import { FleetError } from '../domain/errors.js';
 import { SCOPES, type Scope } from '../domain/types.js';
-import { openStore } from '../server/server.js';
+import { openExistingDriver } from '../server/startup.js';
 
 export const keysUsage = `Usage:
   npx fleetd keys create --scope admin|submit|read [--name NAME]   prints the new key once
@@ -37,7 +37,8 @@ export async function runKeys(argv: string[]): Promise<void> {
   const overrides: Partial<FleetdConfig> = values['data-dir'] === undefined ? {} : { dataDir: values['data-dir'] };
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const config = resolveConfig(overrides, env);
-  const store = await openStore(config);
+  const driver = await openExistingDriver(config);
+  const store = driver.store;
   const bus = new LocalBus(() => {});
   const credentials = new CredentialService({ store, bus, now: Date.now });
   try {
@@ -68,6 +69,6 @@ export async function runKeys(argv: string[]): Promise<void> {
     throw err;
   } finally {
     await bus.close();
-    await store.close();
+    await driver.close();
   }
 }

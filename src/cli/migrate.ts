@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { ConfigError, maskedConfig, resolveConfig, type FleetdConfig } from '../config.js';
 import { explainStartupError, StartupError } from '../server/startup.js';
-import { PostgresStore } from '../store/postgres/postgres-store.js';
+import { openPostgres } from '../store/postgres/driver.js';
 import { takeStoreAlone } from './backup.js';
 
 export const migrateUsage = `Usage:
@@ -90,13 +90,13 @@ export async function runMigrate(argv: string[]): Promise<void> {
 
 /** fleetd's tables in the target schema, by the PostgreSQL driver's own migrations. */
 async function createSchema(target: Readonly<FleetdConfig>): Promise<void> {
-  const store = new PostgresStore({ url: target.databaseUrl, schema: target.databaseSchema, poolSize: 1 });
+  const driver = openPostgres({ url: target.databaseUrl, schema: target.databaseSchema, poolSize: 1 });
   try {
-    await store.migrate();
+    await driver.migrate();
   } catch (err) {
     throw explainStartupError(err, target, 'store');
   } finally {
-    await store.close();
+    await driver.close();
   }
 }
 

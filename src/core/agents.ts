@@ -4,6 +4,7 @@ import type { FleetContext } from './context.js';
 import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
+import { lostLeases } from './rules/retry.js';
 import type { Agent, AgentStatus, Page } from '../domain/types.js';
 
 export interface AgentInput {
@@ -78,7 +79,8 @@ export class AgentService {
   }
 
   async remove(id: string): Promise<Agent> {
-    const released = await this.ctx.store.agentDelete({ id, now: this.ctx.now() });
+    const now = this.ctx.now();
+    const released = await this.ctx.store.agentDelete({ id, now, endLease: lostLeases('agent_offline', now) });
     if (!released) throw notFound('agent', id);
     this.ctx.publishRelease(released, 'agent.deleted');
     return released.agent;
@@ -86,7 +88,8 @@ export class AgentService {
 
   /** Takes the agent offline now, releasing its leased tasks and its locks; it comes back with its next heartbeat or claim. */
   async release(id: string): Promise<Agent> {
-    const released = await this.ctx.store.agentRelease({ id, now: this.ctx.now() });
+    const now = this.ctx.now();
+    const released = await this.ctx.store.agentRelease({ id, now, endLease: lostLeases('agent_offline', now) });
     if (!released) throw notFound('agent', id);
     this.ctx.publishRelease(released, 'agent.offline');
     return released.agent;

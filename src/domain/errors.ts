@@ -13,6 +13,8 @@ export const ErrorCodes = {
   /** A known path asked with a method it does not take; the answer's Allow header lists those it does. */
   FLEETD_ERR_METHOD_NOT_ALLOWED: 405,
   FLEETD_ERR_LEASE_LOST: 409,
+  /** Recorded as a task's error when its lease ran out before its agent finished. */
+  FLEETD_ERR_LEASE_EXPIRED: 409,
   FLEETD_ERR_TASK_STATE: 409,
   FLEETD_ERR_IDEMPOTENCY_CONFLICT: 409,
   FLEETD_ERR_LOCK_CONFLICT: 409,

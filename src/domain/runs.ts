@@ -12,6 +12,7 @@ export const FINISHED_RUN_STATUSES: ReadonlySet<RunStatus> = new Set(['completed
  * a failure or a cancellation) end `skipped` or `cancelled`.
  */
 export type StepStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
+export const STEP_STATUSES: readonly StepStatus[] = ['pending', 'running', 'completed', 'failed', 'skipped', 'cancelled'];
 
 export interface StepState {
   name: string;

@@ -4,7 +4,8 @@ import type { Case, CaseMember } from '../domain/runs.js';
 import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import type { CaseStore } from '../store/case-store.js';
-import { StepError, type StepContext } from './steps/step.js';
+import type { StepContext } from './definition.js';
+import { StepError } from './steps/step.js';
 import { steadyNow } from '../core/clock.js';
 
 // Loaded by file name, which no import rewriting reaches: .ts from source (tsx), .js when built.

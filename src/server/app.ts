@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
-import { FleetError } from '../domain/errors.js';
+import { FleetError, type ErrorCode } from '../domain/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
@@ -65,7 +65,7 @@ function validators() {
 /** The methods a 405's Allow header may list. */
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
-function errorBody(code: string, message: string, details: Record<string, unknown> = {}) {
+function errorBody(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
   return { error: { code, message, details } };
 }
 

@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { scopeCovers, type CredentialService, type Principal } from '../core/credentials.js';
 import { FleetError } from '../domain/errors.js';
 import type { Scope } from '../domain/types.js';
-import { ErrorBody } from './schemas.js';
+import { ErrorBody } from '../domain/wire.js';
 
 /**
  * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent

@@ -1,30 +1,24 @@
-import { existsSync } from 'node:fs';
-import { join, resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
-import { maskedConfig, resolveConfig, type FleetdConfig } from '../config.js';
+import { resolveConfig, type FleetdConfig } from '../config.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { connectRedis, redisSettings } from '../redis/connection.js';
-import type { CaseStore } from '../store/case-store.js';
-import type { PipelineStore } from '../store/pipeline-store.js';
-import { PostgresCaseStore } from '../store/postgres/postgres-case-store.js';
-import { PostgresPipelineStore } from '../store/postgres/postgres-pipeline-store.js';
-import { PostgresStore } from '../store/postgres/postgres-store.js';
-import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
-import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
-import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Driver } from '../store/driver.js';
+import { openDriver } from '../store/open-driver.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
-import { explainStartupError, prepareDataDir, StartupError } from './startup.js';
+import { explainStartupError, prepareDataDir } from './startup.js';
 
 export interface FleetServer {
   app: App;
   fleet: Fleet;
   store: Store;
+  /** The store driver the configuration chose (its abilities, and what tests reach below the contract). */
+  driver: Driver;
   config: Readonly<FleetdConfig>;
   pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
@@ -37,85 +31,20 @@ export interface FleetServer {
   close(): Promise<void>;
 }
 
-/**
- * The store drivers a configuration names: embedded SQLite, or PostgreSQL shared by several nodes.
- * Pipeline runs and cases live in the same database as the tasks, on the same connection or pool.
- */
-function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
-  if (config.databaseUrl === '') {
-    if (config.dataDir !== ':memory:') prepareDataDir(config.dataDir);
-    const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-    return {
-      store: sqlite,
-      pipelineStore: new SqlitePipelineStore(sqlite.db, sqlite.groupCommit),
-      caseStore: new SqliteCaseStore(sqlite.db, sqlite.groupCommit),
-      // One process at a time uses a SQLite file: after a crash, its next start takes its runs back at once.
-      runOwner: `sqlite:${resolvePath(config.dataDir)}`,
-    };
-  }
-  const postgres = openPostgres(config);
-  return {
-    store: postgres,
-    pipelineStore: new PostgresPipelineStore(postgres),
-    caseStore: new PostgresCaseStore(postgres),
-    runOwner: postgres.nodeId,
-  };
-}
-
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
-    ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
+  // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
+  if (process.stdout.isTTY) return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  const destination = pino.destination({ dest: 1 });
+  // EPIPE: whatever read the log (a parent process, a pipe into a shipper) is gone. pino drops lines
+  // silently from then on, so fleetd would run on as an unseen orphan; it shuts down as on SIGTERM.
+  destination.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.kill(process.pid, 'SIGTERM');
   });
+  return pino({ level }, destination);
 }
 
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
-
-function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
-  return new PostgresStore({
-    url: config.databaseUrl,
-    schema: config.databaseSchema,
-    poolSize: config.databasePoolSize,
-    poolTimeoutMs: config.databasePoolTimeoutMs,
-  });
-}
-
-async function hasFleetdTables(store: PostgresStore): Promise<boolean> {
-  const [row] = await store.query<{ found: string | null }>('SELECT to_regclass($1) AS found', [`${store.schema}.schema_migrations`]);
-  return row.found !== null;
-}
-
-/**
- * The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without
- * a server. It must exist already: a command run in the wrong folder would otherwise make an empty
- * store, and a key in it that the server never sees.
- */
-export async function openStore(config: Readonly<FleetdConfig>): Promise<Store> {
-  const where = config.databaseUrl === '' ? join(resolvePath(config.dataDir), 'fleetd.db') : undefined;
-  if (where !== undefined && !existsSync(where)) {
-    throw new StartupError(
-      `there is no fleetd store in ${resolvePath(config.dataDir)} (no fleetd.db)`,
-      'run this where `npx fleetd start` runs, or name its store with --data-dir DIR (or FLEETD_DATA_DIR, or FLEETD_DATABASE_URL)',
-    );
-  }
-  let store: Store | undefined;
-  try {
-    store = where === undefined ? openPostgres(config) : new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-    if (store instanceof PostgresStore && !(await hasFleetdTables(store))) {
-      throw new StartupError(
-        `there is no fleetd store in schema ${config.databaseSchema} of ${maskedConfig(config).databaseUrl}`,
-        'name the database and schema `npx fleetd start` uses (FLEETD_DATABASE_URL, FLEETD_DATABASE_SCHEMA)',
-      );
-    }
-    await store.migrate();
-    return store;
-  } catch (err) {
-    await store?.close();
-    throw explainStartupError(err, config, 'store');
-  }
-}
 
 /**
  * Builds the store, bus, domain and HTTP app from a configuration, starts maintenance and listens.
@@ -128,14 +57,15 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  let drivers: ReturnType<typeof openStores>;
+  let driver: Driver;
   try {
-    drivers = openStores(config);
+    if (config.databaseUrl === '' && config.dataDir !== ':memory:') prepareDataDir(config.dataDir);
+    driver = openDriver(config);
   } catch (err) {
     throw explainStartupError(err, config, 'store');
   }
-  const { store } = drivers;
-  const closeStores = () => store.close();
+  const { store } = driver;
+  const closeStores = () => driver.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
   const nlp = new NlpPool();
   const redisConfig = redisSettings(config);
@@ -148,16 +78,16 @@ export async function startServer(
   let address: string;
   let firstAdminKey: string | undefined;
   try {
-    await store.migrate().catch((err) => {
+    await driver.migrate().catch((err) => {
       throw explainStartupError(err, config, 'store');
     });
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
-    const waiters = fleet.waiters;
-    // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
-    if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
+    const delivery = fleet.delivery;
+    // Tasks made claimable by other nodes sharing the store wake this node's long-polls and channels.
+    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement));
     // A bad pipeline definition stops the start here, before anything listens.
-    pipelines = createPipelines({ fleet, store: drivers.pipelineStore, caseStore: drivers.caseStore, owner: drivers.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
     redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
     app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
@@ -200,6 +130,7 @@ export async function startServer(
     app: openApp,
     fleet: openFleet,
     store,
+    driver,
     config,
     pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),

@@ -1,6 +1,9 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
+import pg from 'pg';
 import { maskedConfig, type FleetdConfig } from '../config.js';
+import type { Driver } from '../store/driver.js';
+import { openDriver } from '../store/open-driver.js';
 
 /**
  * A start-up failure the operator can fix: it names the problem, the value at fault and the fix, so
@@ -99,4 +102,48 @@ export function explainStartupError(err: unknown, config: Readonly<FleetdConfig>
     return new StartupError(`cannot open the data directory ${resolvePath(config.dataDir)}: ${reason(err)}`, dataDirFix, { cause: err });
   }
   return err;
+}
+
+async function hasFleetdTables(config: Readonly<FleetdConfig>): Promise<boolean> {
+  const client = new pg.Client({ connectionString: config.databaseUrl });
+  try {
+    await client.connect();
+    const { rows } = await client.query('SELECT to_regclass($1) AS found', [`${config.databaseSchema}.schema_migrations`]);
+    return rows[0].found !== null;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * The driver of a store that exists already, migrated: for commands (`fleetd keys`) that work on it
+ * without a server. A command run in the wrong folder would otherwise make an empty store, and a key
+ * in it that the server never sees.
+ */
+export async function openExistingDriver(config: Readonly<FleetdConfig>): Promise<Driver> {
+  try {
+    if (config.databaseUrl === '') {
+      if (!existsSync(join(resolvePath(config.dataDir), 'fleetd.db'))) {
+        throw new StartupError(
+          `there is no fleetd store in ${resolvePath(config.dataDir)} (no fleetd.db)`,
+          'run this where `npx fleetd start` runs, or name its store with --data-dir DIR (or FLEETD_DATA_DIR, or FLEETD_DATABASE_URL)',
+        );
+      }
+    } else if (!(await hasFleetdTables(config))) {
+      throw new StartupError(
+        `there is no fleetd store in schema ${config.databaseSchema} of ${maskedConfig(config).databaseUrl}`,
+        'name the database and schema `npx fleetd start` uses (FLEETD_DATABASE_URL, FLEETD_DATABASE_SCHEMA)',
+      );
+    }
+  } catch (err) {
+    throw explainStartupError(err, config, 'store');
+  }
+  const driver = openDriver(config);
+  try {
+    await driver.migrate();
+    return driver;
+  } catch (err) {
+    await driver.close();
+    throw explainStartupError(err, config, 'store');
+  }
 }

@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Fleet } from '../../core/fleet.js';
-import { ErrorBody } from '../schemas.js';
+import { ErrorBody } from '../../domain/wire.js';
 
 export interface RouteDeps {
   fleet: Fleet;

@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { Redis } from 'ioredis';
 import { maskedConfig } from '../../config.js';
 import { FleetError } from '../../domain/errors.js';
+import { StatsSchema } from '../../domain/wire.js';
 import { FLEETD_VERSION } from '../version.js';
 import { errors, type RouteDeps } from './deps.js';
 
@@ -85,7 +86,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis
         tags: ['system'],
         summary: 'Counts of tasks and agents, throughput, latency and event-loop lag',
         description: 'Read from counters kept up to date on every write: never a table scan, cheap to poll.',
-        response: { 200: Type.Unknown() },
+        response: { 200: StatsSchema },
       },
     },
     async (_request, reply) => {

@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import WebSocket from 'ws';
+import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import { FleetAgent, type FleetAgentOptions } from './agent.js';
+import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
+import { FleetApiError } from './errors.js';
+
+export interface FleetClientOptions {
+  /** The server, e.g. http://localhost:7070. Give `url` or `urls`. */
+  url?: string;
+  /**
+   * The nodes of one cluster. Requests go to one node at a time; when it cannot be reached, drops
+   * the connection or answers 502, 503 or 504, the client moves to the next one.
+   */
+  urls?: string[];
+  /**
+   * An API key (`fleetd keys create`), sent as `Authorization: Bearer <key>`. A submit key is enough
+   * to submit tasks and register agents; an agent then acts with its own token.
+   */
+  apiKey?: string;
+  /**
+   * Resends of a request after a failed connection or a 502/503/504, on the next node when there are
+   * several: any request the server never received (connection refused), and otherwise only those
+   * safe to repeat (reads, and submits, which carry an idempotency key). Defaults to 3 per node.
+   */
+  retries?: number;
+}
+
+/** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
+const NODE_UNAVAILABLE = new Set([502, 503, 504]);
+
+/** A body as JSON, or undefined when it is empty or not JSON (a proxy's HTML error page). */
+function parseJson(text: string): any {
+  try {
+    return text === '' ? undefined : JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A task to submit (`runAt` is ISO 8601; or give `delayMs`). */
+export type TaskSubmit = TaskInput;
+
+export interface TaskFilters {
+  status?: TaskStatus;
+  type?: string;
+  agentId?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface Submitted {
+  task: TaskJson;
+  /** false when the idempotency key had been used: this is the first task, not a new one. */
+  created: boolean;
+}
+
+export interface Subscription {
+  subscribe(topics: string[]): void;
+  unsubscribe(topics: string[]): void;
+  close(): void;
+}
+
+const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
+
+/** The fleetd SDK for code that submits and watches work. `agent()` makes a worker. */
+export class FleetClient {
+  /** Every node this client may use, in the order it moves through them. */
+  readonly urls: string[];
+  private current = 0;
+  private readonly retries: number;
+
+  constructor(readonly options: FleetClientOptions) {
+    const urls = options.urls ?? (options.url === undefined ? [] : [options.url]);
+    if (urls.length === 0) throw new TypeError('FleetClient needs url or urls');
+    this.urls = urls.map((u) => u.replace(/\/+$/, ''));
+    this.retries = options.retries ?? 3 * this.urls.length;
+  }
+
+  /** The node requests go to now. */
+  get url(): string {
+    return this.urls[this.current];
+  }
+
+  /** Moves on from `failed` to the next node, unless another caller has already moved on from it. */
+  failover(failed: string): void {
+    if (this.urls[this.current] === failed) this.current = (this.current + 1) % this.urls.length;
+  }
+
+  /**
+   * One HTTP call, with the client's API key unless `credential` names another; an error answer
+   * throws FleetApiError with its code. A node that cannot be reached, drops the connection or
+   * answers 502/503/504 makes the client move to the next node; the call is resent there (after a
+   * jittered backoff) if the node never received it, or with `retry` (the default for GET) when it
+   * is safe to repeat.
+   */
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { signal?: AbortSignal; credential?: string; retry?: boolean } = {},
+  ): Promise<T> {
+    const retry = options.retry ?? method === 'GET';
+    for (let attempt = 0; ; attempt++) {
+      const node = this.url;
+      try {
+        return await this.requestOnce<T>(node, method, path, body, options);
+      } catch (err) {
+        if (options.signal?.aborted) throw err;
+        const unavailable = err instanceof FleetApiError ? NODE_UNAVAILABLE.has(err.status) : true;
+        if (!unavailable) throw err;
+        if (err instanceof FleetApiError || isNodeFailure(err)) this.failover(node);
+        const unsent = NOT_SENT.has(connectionErrorCode(err) ?? '');
+        if (!(retry || unsent) || attempt >= this.retries) throw err;
+        await sleep(Math.random() * Math.min(2_000, 100 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string }): Promise<T> {
+    const { signal } = options;
+    const credential = options.credential ?? this.options.apiKey;
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    let res: Response;
+    try {
+      res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      // fetch says only "fetch failed": name the node and the reason; the system error stays the cause.
+      const code = connectionErrorCode(err);
+      throw Object.assign(new Error(`cannot reach ${node} (${code ?? (err as Error).message})`, { cause: (err as Error).cause ?? err }), { code });
+    }
+    const text = await res.text();
+    const parsed = parseJson(text);
+    if (!res.ok) {
+      const error = parsed?.error ?? {};
+      throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
+    }
+    return parsed as T;
+  }
+
+  /**
+   * Submits a task. Without an idempotency key it is given one, so that a submit whose answer was
+   * lost can be resent (on another node too) without creating the task twice.
+   */
+  submit(task: TaskSubmit): Promise<Submitted> {
+    return this.request('POST', '/v1/tasks', withKey(task), { retry: true });
+  }
+
+  /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */
+  async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
+    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, { retry: true })).items;
+  }
+
+  get(id: number): Promise<TaskJson> {
+    return this.request('GET', `/v1/tasks/${id}`);
+  }
+
+  list(filters: TaskFilters = {}): Promise<{ items: TaskJson[]; nextCursor: string | null }> {
+    const query = new URLSearchParams(Object.entries(filters).map(([k, v]) => [k, String(v)])).toString();
+    return this.request('GET', `/v1/tasks${query ? `?${query}` : ''}`);
+  }
+
+  cancel(id: number): Promise<TaskJson> {
+    return this.request('DELETE', `/v1/tasks/${id}`);
+  }
+
+  stats(): Promise<StatsJson> {
+    return this.request('GET', '/v1/stats');
+  }
+
+  registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }> {
+    return this.request('POST', '/v1/agents', input);
+  }
+
+  /**
+   * Opens the event stream and subscribes to `topics` (`tasks`, `task:<id>`, `agents`, `locks`,
+   * `queue:<type>`, `stats`); `onEvent` gets each event. Resolves once the subscription is in place.
+   */
+  subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
+    const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
+      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
+    });
+    const send = (message: unknown) => socket.send(JSON.stringify(message));
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      socket.once('open', () => send({ type: 'subscribe', topics }));
+      socket.once('error', (err) => (ready ? onError(err) : reject(err)));
+      socket.on('message', (data) => {
+        const message = JSON.parse(data.toString()) as ObserverServerMessage;
+        if (message.type === 'events') for (const event of message.events) onEvent(event);
+        else if (message.type === 'error') {
+          const err = FleetApiError.fromWire(message.error);
+          if (ready) onError(err);
+          else reject(err);
+        } else if (!ready) {
+          ready = true;
+          resolve({
+            subscribe: (more) => send({ type: 'subscribe', topics: more }),
+            unsubscribe: (less) => send({ type: 'unsubscribe', topics: less }),
+            close: () => socket.close(),
+          });
+        }
+      });
+    });
+  }
+
+  /** A worker: `client.agent({ name, capabilities, concurrency }).work(handler)`. */
+  agent(options: FleetAgentOptions): FleetAgent {
+    return new FleetAgent(this, options);
+  }
+}

@@ -1,0 +1,188 @@
+import { FleetError } from '../../domain/errors.js';
+import type { Page } from '../../domain/types.js';
+import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
+import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
+import type { RepeatCheck } from '../store.js';
+import type { SqliteDatabase } from './database.js';
+
+/**
+ * Pipeline runs in the same SQLite database as the tasks, on the same connection and group commit
+ * as the queue (SQLite has one writer; a second connection would only contend for it).
+ */
+export class SqliteRuns implements PipelineStore {
+  private readonly s: ReturnType<SqliteRuns['prepare']>;
+
+  constructor(private readonly d: SqliteDatabase) {
+    this.s = this.prepare();
+  }
+
+  private prepare() {
+    const { db } = this.d;
+    return {
+      runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
+        owner, lease_expires_at)
+        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms) RETURNING *`),
+      stepInsert: db.prepare("INSERT INTO pipeline_steps (run_id, position, name, status) VALUES (?, ?, ?, 'pending')"),
+      runByKey: db.prepare('SELECT * FROM pipeline_runs WHERE idempotency_key = ?'),
+      runById: db.prepare('SELECT * FROM pipeline_runs WHERE id = ?'),
+      stepsOf: db.prepare('SELECT * FROM pipeline_steps WHERE run_id = ? ORDER BY position'),
+      acquire: db.prepare(`UPDATE pipeline_runs SET owner = @owner, lease_expires_at = @now + @lease_ms WHERE id IN (
+        SELECT id FROM pipeline_runs WHERE status IN ('queued', 'running') AND id > @after_id
+          AND (owner IS NULL OR owner = @owner OR lease_expires_at <= @now) ORDER BY id LIMIT @limit
+        ) RETURNING *`),
+      renew: db.prepare(`UPDATE pipeline_runs SET lease_expires_at = @now + @lease_ms
+        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id`),
+      release: db.prepare('UPDATE pipeline_runs SET owner = NULL, lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner'),
+      runTouch: db.prepare(`UPDATE pipeline_runs SET status = @status, updated_at = @now WHERE id = @id
+        AND status IN ('queued', 'running') AND owner = @owner RETURNING *`),
+      runFinish: db.prepare(`UPDATE pipeline_runs SET status = @status, output = @output, error = @error, updated_at = @now,
+        finished_at = @now, owner = NULL, lease_expires_at = NULL
+        WHERE id = @id AND status IN ('queued', 'running') AND (@owner IS NULL OR owner = @owner) RETURNING *`),
+      stepStart: db.prepare(`UPDATE pipeline_steps SET status = 'running', attempts = attempts + (status = 'pending'), started_at = @now,
+        next_attempt_at = NULL WHERE run_id = @run_id AND name = @name AND status IN ('pending', 'running')`),
+      stepComplete: db.prepare(`UPDATE pipeline_steps SET status = 'completed', output = @output, error = NULL, finished_at = @now
+        WHERE run_id = @run_id AND name = @name AND status = 'running'`),
+      stepRetry: db.prepare(`UPDATE pipeline_steps SET status = 'pending', error = @error, next_attempt_at = @next
+        WHERE run_id = @run_id AND name = @name AND status = 'running'`),
+      stepFail: db.prepare(`UPDATE pipeline_steps SET status = 'failed', error = @error, finished_at = @now
+        WHERE run_id = @run_id AND name = @name`),
+      stepsEnd: db.prepare(`UPDATE pipeline_steps SET status = @status, finished_at = @now
+        WHERE run_id = @run_id AND status IN ('pending', 'running')`),
+      counts: db.prepare('SELECT pipeline, status, n AS count FROM pipeline_run_counts WHERE n > 0'),
+      // Steps go with their run (ON DELETE CASCADE).
+      deleteFinished: db.prepare('DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at < ? LIMIT ?)'),
+      deleteFinishedBeyond: db.prepare(
+        'DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ? OFFSET ?)',
+      ),
+    };
+  }
+
+  private toRun(row: RunRow): PipelineRun {
+    return toRun(row, this.s.stepsOf.all(row.id) as StepRow[]);
+  }
+
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]> {
+    return this.d.groupCommit.write(() =>
+      params.runs.map((r, index) => {
+        if (r.idempotencyKey !== null) {
+          const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
+          if (existing) {
+            params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
+            return { run: this.toRun(existing), created: false };
+          }
+        }
+        const row = this.s.runInsert.get({
+          pipeline: r.pipeline,
+          input: JSON.stringify(r.input ?? null),
+          idempotency_key: r.idempotencyKey,
+          request_hash: r.requestHash,
+          now: params.now,
+          owner: params.lease.owner,
+          lease_ms: params.lease.leaseMs,
+        }) as RunRow;
+        r.steps.forEach((name, i) => this.s.stepInsert.run(row.id, i, name));
+        return { run: this.toRun(row), created: true };
+      }),
+    );
+  }
+
+  async runGet(params: { id: number }): Promise<PipelineRun | undefined> {
+    const row = this.s.runById.get(params.id) as RunRow | undefined;
+    return row && this.toRun(row);
+  }
+
+  async runList(params: RunListParams): Promise<Page<PipelineRun>> {
+    return mapPage(await this.d.page(lists.runList(params)), (r) => this.toRun(r));
+  }
+
+  runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {
+    return this.d.groupCommit.write(() =>
+      (this.s.acquire.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, limit: params.limit, after_id: params.afterId }) as RunRow[])
+        .sort((a, b) => a.id - b.id)
+        .map((r) => this.toRun(r)),
+    );
+  }
+
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
+    return this.d.groupCommit.write(() =>
+      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
+    );
+  }
+
+  async runRelease(params: { owner: string; ids: number[] }): Promise<void> {
+    await this.d.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
+  }
+
+  stepStart(params: StepWrite): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
+      if (!run) return undefined;
+      if (this.s.stepStart.run({ run_id: params.runId, name: params.step, now: params.now }).changes === 0) {
+        throw new FleetError('FLEETD_ERR_RUN_STATE', `step ${params.step} of run ${params.runId} is not pending`);
+      }
+      return this.toRun(run);
+    });
+  }
+
+  stepComplete(params: StepWrite & { output: unknown }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
+      if (!run) return undefined;
+      this.s.stepComplete.run({ run_id: params.runId, name: params.step, output: JSON.stringify(params.output ?? null), now: params.now });
+      return this.toRun(run);
+    });
+  }
+
+  stepRetryLater(params: StepWrite & { error: unknown; nextAttemptAt: number }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
+      if (!run) return undefined;
+      this.s.stepRetry.run({ run_id: params.runId, name: params.step, error: JSON.stringify(params.error ?? null), next: params.nextAttemptAt });
+      return this.toRun(run);
+    });
+  }
+
+  stepFail(params: StepWrite & { error: unknown }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const error = JSON.stringify(params.error ?? null);
+      const runError = JSON.stringify({ step: params.step, error: params.error ?? null });
+      const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now, owner: params.owner }) as RunRow | undefined;
+      if (!run) return undefined;
+      this.s.stepFail.run({ run_id: params.runId, name: params.step, error, now: params.now });
+      this.s.stepsEnd.run({ run_id: params.runId, status: 'skipped', now: params.now });
+      return this.toRun(run);
+    });
+  }
+
+  runComplete(params: { runId: number; owner: string; output: unknown; now: number }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const output = JSON.stringify(params.output ?? null);
+      const run = this.s.runFinish.get({ id: params.runId, status: 'completed', output, error: null, now: params.now, owner: params.owner }) as RunRow | undefined;
+      return run && this.toRun(run);
+    });
+  }
+
+  runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const run = this.s.runFinish.get({ id: params.runId, status: 'cancelled', output: null, error: null, now: params.now, owner: null }) as RunRow | undefined;
+      if (!run) return undefined;
+      this.s.stepsEnd.run({ run_id: params.runId, status: 'cancelled', now: params.now });
+      return this.toRun(run);
+    });
+  }
+
+  async runCounts(): Promise<{ pipeline: string; status: RunStatus; count: number }[]> {
+    return this.s.counts.all() as { pipeline: string; status: RunStatus; count: number }[];
+  }
+
+  runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number> {
+    return this.d.groupCommit.write(() => {
+      const old = this.s.deleteFinished.run(params.before, params.limit).changes;
+      if (params.keepNewest === undefined || old === params.limit) return old;
+      return old + this.s.deleteFinishedBeyond.run(params.limit - old, params.keepNewest).changes;
+    });
+  }
+}

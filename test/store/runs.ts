@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { repeatCheck, runRequestHash } from '../../src/core/rules/idempotency.js';
+import type { RunInsertParams, RunLease } from '../../src/store/pipeline-store.js';
+import { eachTest, type DriverFactory } from './harness.js';
+
+/** A run as the engine hands it to the store: its request hash computed by core's rule. */
+const run = (r: Omit<RunInsertParams, 'requestHash'>): RunInsertParams => ({ ...r, requestHash: r.idempotencyKey === null ? null : runRequestHash(r) });
+
+/** Pipeline runs: insertion once per key, steps, leases between nodes, cancel, list, counts. */
+export function exerciseRuns(factory: DriverFactory): void {
+  describe('runs', () => {
+    const h = eachTest(factory);
+    const steps = ['a', 'b', 'c'];
+    const owner = 'node-a';
+    const lease = { owner, leaseMs: 1_000 };
+    const insert = (p: { runs: Omit<RunInsertParams, 'requestHash'>[]; lease: RunLease; now: number }) => {
+      const runs = p.runs.map(run);
+      return h.driver.pipelineStore.runInsertMany({ ...p, runs, onRepeat: repeatCheck('run', runs) });
+    };
+
+    it('inserts runs with pending steps, once per idempotency key, and refuses a key reused for other input', async () => {
+      const runs = h.driver.pipelineStore;
+      const [first, second] = await insert({
+        runs: [
+          { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
+          { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
+        ],
+        lease, now: 1_000,
+      });
+      assert.equal(first.created, true);
+      assert.equal(second.created, false);
+      assert.equal(second.run.id, first.run.id);
+      assert.equal(first.run.status, 'queued');
+      assert.deepEqual(first.run.steps.map((s) => [s.name, s.status, s.attempts]), [['a', 'pending', 0], ['b', 'pending', 0], ['c', 'pending', 0]]);
+      await assert.rejects(insert({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], lease, now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
+      await assert.rejects(
+        insert({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], lease, now: 2_000 }),
+        { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' },
+      );
+      assert.equal((await runs.runList({ limit: 10 })).items.length, 1, 'a failed batch inserts nothing');
+    });
+
+    it('records steps: start counts an attempt (not when resuming a running step), retry waits, complete keeps the output', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      let r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
+      assert.equal(r!.status, 'running');
+      assert.equal(r!.steps[0].status, 'running');
+      assert.equal(r!.steps[0].attempts, 1);
+      r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 3 });
+      assert.equal(r!.steps[0].attempts, 1, 'resuming an interrupted attempt is not a new attempt');
+      r = await runs.stepRetryLater({ runId: run.id, owner, step: 'a', error: { why: 'busy' }, nextAttemptAt: 500, now: 4 });
+      assert.deepEqual([r!.steps[0].status, r!.steps[0].nextAttemptAt, r!.steps[0].error], ['pending', 500, { why: 'busy' }]);
+      r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 500 });
+      assert.equal(r!.steps[0].attempts, 2);
+      r = await runs.stepComplete({ runId: run.id, owner, step: 'a', output: { text: 'done' }, now: 600 });
+      assert.deepEqual([r!.steps[0].status, r!.steps[0].output, r!.steps[0].finishedAt], ['completed', { text: 'done' }, 600]);
+      assert.deepEqual((await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 650 })).map((x) => x.id), [run.id], 'its owner takes it back');
+      r = await runs.runComplete({ runId: run.id, owner, output: 'all', now: 700 });
+      assert.deepEqual([r!.status, r!.output, r!.finishedAt], ['completed', 'all', 700]);
+      assert.deepEqual(await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 800 }), [], 'a finished run is nobody\'s to take');
+    });
+
+    it('leases a run to one node at a time: another takes it over only once the lease expires, and the first node\'s writes are then refused', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1_000 });
+      await runs.stepStart({ runId: run.id, step: 'a', owner, now: 1_100 });
+      await runs.stepComplete({ runId: run.id, step: 'a', owner, output: 'A', now: 1_200 });
+      await runs.stepStart({ runId: run.id, step: 'b', owner, now: 1_300 });
+      const other = { owner: 'node-b', leaseMs: 1_000 };
+      assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 1_500 }), [], 'node-a holds it until 2,000');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [run.id], 'node-a renews it until 2,900');
+      assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 2_500 }), []);
+
+      const [taken] = await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 3_000 });
+      assert.equal(taken.id, run.id, 'node-a stopped renewing: node-b takes the run over');
+      assert.deepEqual(taken.steps.map((s) => [s.status, s.output]), [['completed', 'A'], ['running', null], ['pending', null]], 'with its finished step kept');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 3_100 }), [], 'node-a learns it lost the run');
+      assert.equal(await runs.stepComplete({ runId: run.id, step: 'b', owner, output: 'late', now: 3_200 }), undefined, 'a late write of node-a changes nothing');
+      assert.equal(await runs.runComplete({ runId: run.id, owner, output: 'late', now: 3_200 }), undefined);
+
+      const resumed = await runs.stepStart({ runId: run.id, step: 'b', owner: 'node-b', now: 3_300 });
+      assert.equal(resumed!.steps[1].attempts, 1, 'node-b resumes the interrupted attempt');
+      const done = await runs.stepComplete({ runId: run.id, step: 'b', owner: 'node-b', output: 'B', now: 3_400 });
+      assert.deepEqual(done!.steps.map((s) => s.output), ['A', 'B', null]);
+      await runs.runRelease({ owner: 'node-b', ids: [run.id] });
+      assert.deepEqual((await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 3_500 })).map((r) => r.id), [run.id], 'a released run is free to take at once');
+    });
+
+    it('takes over runs a page at a time, after a given id', async () => {
+      const runs = h.driver.pipelineStore;
+      const inserted = await insert({
+        runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: 'p', input: i, idempotencyKey: null, steps })),
+        lease,
+        now: 0,
+      });
+      const ids = inserted.map((r) => r.run.id);
+      const other = { owner: 'node-b', leaseMs: 1_000 };
+      const first = await runs.runAcquire({ ...other, afterId: 0, limit: 2, now: 5_000 });
+      assert.deepEqual(first.map((r) => r.id), ids.slice(0, 2));
+      const rest = await runs.runAcquire({ ...other, afterId: first[1].id, limit: 10, now: 5_000 });
+      assert.deepEqual(rest.map((r) => r.id), ids.slice(2));
+    });
+
+    it('a failed step fails the run and skips what is left; a finished run ignores late writes', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
+      const failed = await runs.stepFail({ runId: run.id, owner, step: 'a', error: { message: 'boom' }, now: 3 });
+      assert.equal(failed!.status, 'failed');
+      assert.deepEqual(failed!.error, { step: 'a', error: { message: 'boom' } });
+      assert.deepEqual(failed!.steps.map((s) => s.status), ['failed', 'skipped', 'skipped']);
+      assert.equal(await runs.stepComplete({ runId: run.id, owner, step: 'a', output: 1, now: 4 }), undefined);
+      assert.equal(await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 }), undefined);
+      assert.equal(await runs.runCancel({ runId: run.id, now: 5 }), undefined);
+      assert.equal((await runs.runGet({ id: run.id }))!.status, 'failed');
+    });
+
+    it('cancels an unfinished run and its unfinished steps', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
+      await runs.stepComplete({ runId: run.id, owner, step: 'a', output: 1, now: 3 });
+      await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 });
+      const cancelled = await runs.runCancel({ runId: run.id, now: 5 });
+      assert.equal(cancelled!.status, 'cancelled');
+      assert.deepEqual(cancelled!.steps.map((s) => s.status), ['completed', 'cancelled', 'cancelled']);
+    });
+
+    it('lists newest first by cursor, filters by pipeline and status, and counts by status', async () => {
+      const runs = h.driver.pipelineStore;
+      const inserted = await insert({
+        runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: i % 2 ? 'odd' : 'even', input: i, idempotencyKey: null, steps })),
+        lease,
+        now: 1,
+      });
+      await runs.runCancel({ runId: inserted[0].run.id, now: 2 });
+      const ids: number[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await runs.runList({ limit: 2, cursor });
+        ids.push(...page.items.map((r) => r.id));
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      assert.deepEqual(ids, inserted.map((r) => r.run.id).reverse());
+      assert.equal((await runs.runList({ pipeline: 'even', limit: 10 })).items.length, 3);
+      assert.deepEqual((await runs.runList({ status: 'cancelled', limit: 10 })).items.map((r) => r.id), [inserted[0].run.id]);
+      const counts = Object.fromEntries((await runs.runCounts()).map((c) => [`${c.pipeline}/${c.status}`, c.count]));
+      assert.deepEqual(counts, { 'even/queued': 2, 'even/cancelled': 1, 'odd/queued': 2 });
+    });
+  });
+}
