@@ -39,6 +39,12 @@ export interface FleetdConfig {
   maxClaimWaitMs: number;
   /** Finished tasks are deleted this many ms after they finish; 0 keeps them forever. Env FLEETD_RETENTION_MS. Defaults to 604800000 (7 days). */
   retentionMs: number;
+  /** Most finished tasks kept: the least recently finished beyond it are deleted. 0 keeps any number. Env FLEETD_RETENTION_MAX_TASKS. Defaults to 0. */
+  retentionMaxTasks: number;
+  /** Finished pipeline runs (and their steps) are deleted this many ms after they finish; 0 keeps them forever. Env FLEETD_RUN_RETENTION_MS. Defaults to 0. */
+  runRetentionMs: number;
+  /** Most finished pipeline runs kept: the least recently finished beyond it are deleted. 0 keeps any number. Env FLEETD_RUN_RETENTION_MAX_RUNS. Defaults to 0. */
+  runRetentionMaxRuns: number;
 
   /** An agent with no heartbeat for this many ms is stale. Env FLEETD_AGENT_STALE_MS. Defaults to 30000. */
   agentStaleMs: number;
@@ -165,6 +171,9 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   maxAgentBatch: 1_000,
   maxClaimWaitMs: 30_000,
   retentionMs: 604_800_000,
+  retentionMaxTasks: 0,
+  runRetentionMs: 0,
+  runRetentionMaxRuns: 0,
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
@@ -225,6 +234,9 @@ const settings: Record<
   maxAgentBatch: { env: 'FLEETD_MAX_AGENT_BATCH', kind: 'int', min: 1 },
   maxClaimWaitMs: { env: 'FLEETD_MAX_CLAIM_WAIT_MS', kind: 'int', min: 0 },
   retentionMs: { env: 'FLEETD_RETENTION_MS', kind: 'int', min: 0 },
+  retentionMaxTasks: { env: 'FLEETD_RETENTION_MAX_TASKS', kind: 'int', min: 0 },
+  runRetentionMs: { env: 'FLEETD_RUN_RETENTION_MS', kind: 'int', min: 0 },
+  runRetentionMaxRuns: { env: 'FLEETD_RUN_RETENTION_MAX_RUNS', kind: 'int', min: 0 },
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },

@@ -3,7 +3,7 @@ import { FleetClient, NonRetryableError, type TaskJson } from '../client/index.j
 import { ConfigError } from '../config.js';
 
 export const agentUsage = `Usage:
-  fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N] [--name NAME] [--transport auto|ws|poll]
+  npx fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N] [--name NAME] [--transport auto|ws|poll]
 
 Runs a demo agent against a fleetd server (default http://localhost:7070, or FLEETD_URL). It
 registers with an API key of submit scope or more (--api-key, or FLEETD_API_KEY), then works with

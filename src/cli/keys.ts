@@ -4,21 +4,21 @@ import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
 import { CredentialService } from '../core/credentials.js';
 import { FleetError } from '../domain/errors.js';
 import { SCOPES, type Scope } from '../domain/types.js';
-import { openDriver } from '../store/open-driver.js';
+import { openExistingDriver } from '../server/startup.js';
 
 export const keysUsage = `Usage:
-  fleetd keys create --scope admin|submit|read [--name NAME]   prints the new key once
-  fleetd keys list                                              ids, names, scopes; never secrets
-  fleetd keys revoke ID
+  npx fleetd keys create --scope admin|submit|read [--name NAME]   prints the new key once
+  npx fleetd keys list                                              ids, names, scopes; never secrets
+  npx fleetd keys revoke ID
 Options of every keys command: [--data-dir DIR] [--config FILE] (or FLEETD_DATABASE_URL for PostgreSQL).
-Works on the store directly, beside a running server: a new key works at once, a revoked one
-stops working within 30 s (at once through DELETE /v1/keys/ID).`;
+Works on the store of a server that has started at least once, beside it while it runs: a new key
+works at once, a revoked one stops working within 30 s (at once through DELETE /v1/keys/ID). It
+never makes a store: run it where \`npx fleetd start\` runs, or name the same --data-dir.`;
 
 /** `fleetd keys`: API keys made, listed and revoked on the store itself, for the operator on the server. */
 export async function runKeys(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
+  const { values, positionals: [command, ...positionals] } = parseArgs({
+    args: argv,
     options: {
       scope: { type: 'string' },
       name: { type: 'string' },
@@ -33,11 +33,11 @@ export async function runKeys(argv: string[]): Promise<void> {
     process.stdout.write(`${keysUsage}\n`);
     return;
   }
+  if (!['create', 'list', 'revoke'].includes(command)) throw new ConfigError(`keys ${command}`, `is not a keys command\n\n${keysUsage}`);
   const overrides: Partial<FleetdConfig> = values['data-dir'] === undefined ? {} : { dataDir: values['data-dir'] };
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const config = resolveConfig(overrides, env);
-  const driver = openDriver(config);
-  await driver.migrate();
+  const driver = await openExistingDriver(config);
   const store = driver.store;
   const bus = new LocalBus(() => {});
   const credentials = new CredentialService({ store, bus, now: Date.now });
@@ -58,13 +58,11 @@ export async function runKeys(argv: string[]): Promise<void> {
         }
         return;
       case 'revoke': {
-        if (positionals.length !== 1) throw new ConfigError('revoke', 'give the id of one key (see fleetd keys list)');
+        if (positionals.length !== 1) throw new ConfigError('revoke', 'give the id of one key (see npx fleetd keys list)');
         const key = await credentials.revoke(positionals[0]);
         process.stdout.write(`revoked ${key.id} (${key.scope}, "${key.name}")\n`);
         return;
       }
-      default:
-        throw new ConfigError(`keys ${command}`, `is not a keys command\n\n${keysUsage}`);
     }
   } catch (err) {
     if (err instanceof FleetError) throw new ConfigError(`keys ${command}`, err.message);

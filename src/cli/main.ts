@@ -2,15 +2,23 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, describeSettings, type FleetdConfig } from '../config.js';
 import { startServer } from '../server/server.js';
+import { StartupError } from '../server/startup.js';
+import { runBackup, runRestore } from './backup.js';
 import { runDemoAgent } from './demo-agent.js';
+import { runMigrate } from './migrate.js';
 import { runKeys } from './keys.js';
 
 const usage = `fleetd — orchestration server for fleets of AI agents
 
-Usage:
-  fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE] [--no-auth]
-  fleetd keys create --scope admin|submit|read [--name NAME]                (fleetd keys --help)
-  fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N]   (fleetd agent --help)
+Usage (in a clone, through npx; \`npm link\` once puts fleetd itself on your PATH):
+  npx fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE] [--no-auth]
+  npx fleetd keys create --scope admin|submit|read [--name NAME]   make an API key (shown once)
+  npx fleetd keys list                                             ids, names, scopes; never secrets
+  npx fleetd keys revoke ID                                        (npx fleetd keys --help)
+  npx fleetd agent [--url URL] [--api-key KEY] [--capabilities echo,sleep] [--concurrency N]   (npx fleetd agent --help)
+  npx fleetd backup --to FILE [--data-dir DIR]                     online backup of the SQLite store
+  npx fleetd restore FILE [--data-dir DIR]                         the server stopped (npx fleetd backup --help)
+  npx fleetd migrate --to postgres://… [--schema S] [--data-dir DIR]   copy the SQLite store into PostgreSQL
 
 On its first start fleetd makes an admin API key and prints it once (or stores FLEETD_ADMIN_KEY).
 Every /v1 request then needs "Authorization: Bearer <key>"; --no-auth turns that off, for local
@@ -53,7 +61,7 @@ async function start(argv: string[]): Promise<void> {
     // Printed, never logged: this is the key's only appearance, and log files travel.
     process.stderr.write(
       `\nfleetd made its first admin API key. It is shown this once and stored hashed; keep it:\n\n  ${server.firstAdminKey}\n\n` +
-        'Send it as "Authorization: Bearer <key>". Make narrower keys with: fleetd keys create --scope submit|read\n\n',
+        'Send it as "Authorization: Bearer <key>". Make narrower keys with: npx fleetd keys create --scope submit|read\n\n',
     );
   }
   server.app.log.info(
@@ -92,6 +100,12 @@ async function main(): Promise<void> {
       return runDemoAgent(rest);
     case 'keys':
       return runKeys(rest);
+    case 'backup':
+      return runBackup(rest);
+    case 'restore':
+      return runRestore(rest);
+    case 'migrate':
+      return runMigrate(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -105,6 +119,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
+  if (err instanceof StartupError) {
+    // The operator's problem, not a bug: one line that names it and the fix, and no stack.
+    process.stderr.write(`fleetd: ${err.message}\n`);
+    process.exit(1);
+  }
   if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
     process.stderr.write(`fleetd: ${(err as Error).message}\n`);
   } else {

@@ -10,6 +10,8 @@ export const ErrorCodes = {
   FLEETD_ERR_UNAUTHORIZED: 401,
   FLEETD_ERR_FORBIDDEN: 403,
   FLEETD_ERR_NOT_FOUND: 404,
+  /** A known path asked with a method it does not take; the answer's Allow header lists those it does. */
+  FLEETD_ERR_METHOD_NOT_ALLOWED: 405,
   FLEETD_ERR_LEASE_LOST: 409,
   /** Recorded as a task's error when its lease ran out before its agent finished. */
   FLEETD_ERR_LEASE_EXPIRED: 409,
@@ -31,6 +33,8 @@ export const ErrorCodes = {
   FLEETD_ERR_INTERNAL: 500,
   FLEETD_ERR_STORE_UNAVAILABLE: 503,
   FLEETD_ERR_SHUTTING_DOWN: 503,
+  /** GET /readyz: a part the node needs (the store, Redis) does not answer; details.checks says which. */
+  FLEETD_ERR_NOT_READY: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
 } as const;

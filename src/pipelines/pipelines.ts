@@ -7,6 +7,7 @@ import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunne
 import type { CaseStore } from '../store/case-store.js';
 import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
+import { RunCleaner } from './run-cleaner.js';
 import { loadPipelinesFile } from './load.js';
 import { TaskOutcomes, runAgentStep } from './steps/agent.js';
 import { runEmbedStep } from './steps/embed.js';
@@ -29,6 +30,8 @@ export interface Pipelines {
   engine: PipelineEngine;
   providers: ProviderRegistry;
   cases: CaseService;
+  /** Deletes finished runs past their retention; the server starts it with the engine. */
+  cleaner: RunCleaner;
   close(): Promise<void>;
 }
 
@@ -90,11 +93,14 @@ export function createPipelines(options: {
     runLeaseMs: config.pipelineRunLeaseMs,
     limits: { maxPayloadBytes: config.maxPayloadBytes, maxPayloadDepth: config.maxPayloadDepth, maxBatch: config.maxTaskBatch },
   });
+  const cleaner = new RunCleaner(options.store, config, () => fleet.now(), (err, service) => options.log.error({ err, service }, 'maintenance run failed'));
   return {
     engine,
     providers,
     cases,
+    cleaner,
     async close() {
+      cleaner.stop();
       await engine.stop();
       outcomes.close();
       await Promise.all([providers.close(), cases.close()]);

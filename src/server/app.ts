@@ -63,12 +63,15 @@ function validators() {
   return { body, text };
 }
 
+/** The methods a 405's Allow header may list. */
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
 function errorBody(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
   return { error: { code, message, details } };
 }
 
 /** Every error leaves as {"error": {code, message, details}} with the status its code carries. */
-function toErrorReply(err: FastifyError & { validationContext?: string }): { status: number; body: ReturnType<typeof errorBody> } {
+function toErrorReply(err: FastifyError & { validationContext?: string }, request: FastifyRequest): { status: number; body: ReturnType<typeof errorBody> } {
   if (err instanceof FleetError) return { status: err.status, body: err.toJSON() };
   if (err.validation) {
     const first = err.validation[0];
@@ -92,7 +95,18 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
   if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
     return { status, body: errorBody('FLEETD_ERR_URI_TOO_LONG', 'a path parameter is longer than 100 characters', { code: err.code }) };
   }
-  if (status === 413) return { status, body: errorBody('FLEETD_ERR_BODY_TOO_LARGE', 'the request body is too large', { code: err.code }) };
+  if (status === 413) {
+    const limitBytes = request.routeOptions.bodyLimit;
+    const sentBytes = Number(request.headers['content-length']) || undefined;
+    return {
+      status,
+      body: errorBody('FLEETD_ERR_BODY_TOO_LARGE', `the request body${sentBytes ? ` (${sentBytes} bytes)` : ''} is over this route's limit of ${limitBytes} bytes`, {
+        code: err.code,
+        limitBytes,
+        ...(sentBytes ? { sentBytes } : {}),
+      }),
+    };
+  }
   if (status === 415) {
     return {
       status,
@@ -110,7 +124,7 @@ function toErrorReply(err: FastifyError & { validationContext?: string }): { sta
 
 /** Errors from routes and hooks, and those the router meets before any route (a bad or over-long path). */
 function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  const { status, body } = toErrorReply(err);
+  const { status, body } = toErrorReply(err, request);
   if (status >= 500) request.log.error({ err }, 'request failed');
   void reply.status(status).send(body);
 }
@@ -137,7 +151,16 @@ export async function buildApp(options: AppOptions): Promise<App> {
 
   app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
-    void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
+    const path = request.url.split('?')[0];
+    const allowed = HTTP_METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+    if (allowed.length > 0) {
+      void reply
+        .status(405)
+        .header('allow', allowed.join(', '))
+        .send(errorBody('FLEETD_ERR_METHOD_NOT_ALLOWED', `${path} does not take ${request.method}; it takes ${allowed.join(', ')}`, { allowed }));
+      return;
+    }
+    void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${path}`));
   });
 
   const { fleet, config, redis } = options;
@@ -162,7 +185,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
   const deps = { fleet, config, cache };
-  await app.register(systemRoutes, deps);
+  await app.register(systemRoutes, { ...deps, redis });
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });

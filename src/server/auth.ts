@@ -113,6 +113,8 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean 
     route.onRequest = add(route.onRequest, authenticate(access)) as typeof route.onRequest;
     const response = route.schema?.response as Record<string, unknown> | undefined;
     if (route.schema && response) route.schema = { ...route.schema, response: { 401: ErrorBody, 403: ErrorBody, ...response } };
+    // For the API document: the operation needs the bearer credential (openapi.ts declares the scheme).
+    if (route.schema) route.schema = { ...route.schema, security: [{ bearer: [] }] };
     if (access === 'agent') {
       if (!config?.actsFor) throw new Error(`route ${route.method} ${route.url} is for agents but does not say which agent it acts for`);
       route.preHandler = add(route.preHandler, ownAgentOnly(config.actsFor)) as typeof route.preHandler;

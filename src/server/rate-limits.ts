@@ -6,8 +6,11 @@ import { ownerOf } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** The rate-limit group of the route; GET and HEAD routes default to read, the others to write. */
-    rateLimit?: RouteGroup;
+    /**
+     * The rate-limit group of the route; GET and HEAD routes default to read, the others to write.
+     * `exempt`: never limited — the health probes, which must answer most when the server is busiest.
+     */
+    rateLimit?: RouteGroup | 'exempt';
   }
 }
 
@@ -18,7 +21,7 @@ declare module 'fastify' {
 const clientKey = (request: FastifyRequest): string => ownerOf(request);
 
 /** The route's group: its own, else read for GET and HEAD and write for the rest. */
-function groupOf(config: { rateLimit?: RouteGroup } | undefined, method: string | string[]): RouteGroup {
+function groupOf(config: { rateLimit?: RouteGroup | 'exempt' } | undefined, method: string | string[]): RouteGroup | 'exempt' {
   const methods = Array.isArray(method) ? method : [method];
   return config?.rateLimit ?? (methods.every((m) => m === 'GET' || m === 'HEAD') ? 'read' : 'write');
 }
@@ -57,8 +60,8 @@ export const rateLimitPlugin = fp<{ limits: RateLimits }>(async (app, { limits }
     enforce(limits, 'claim', `agent:${(request.body as { agentId: string }).agentId}`, reply, done);
 
   app.addHook('onRoute', (route) => {
-    const group = groupOf(route.config as { rateLimit?: RouteGroup } | undefined, route.method);
-    if (!limits.has(group)) return;
+    const group = groupOf(route.config as { rateLimit?: RouteGroup | 'exempt' } | undefined, route.method);
+    if (group === 'exempt' || !limits.has(group)) return;
     const add = (existing: unknown, hook: Hook) => [...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]), hook];
     if (group === 'claim') route.preHandler = add(route.preHandler, claim) as typeof route.preHandler;
     else route.onRequest = add(route.onRequest, group === 'heartbeat' ? heartbeat : byClient(group)) as typeof route.onRequest;

@@ -12,6 +12,7 @@ import { openDriver } from '../store/open-driver.js';
 import type { Store } from '../store/store.js';
 import { startTracing, traceTasks } from '../tracing/tracing.js';
 import { buildApp, type App } from './app.js';
+import { explainStartupError, prepareDataDir } from './startup.js';
 
 export interface FleetServer {
   app: App;
@@ -57,7 +58,13 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  const driver = openDriver(config);
+  let driver: Driver;
+  try {
+    if (config.databaseUrl === '' && config.dataDir !== ':memory:') prepareDataDir(config.dataDir);
+    driver = openDriver(config);
+  } catch (err) {
+    throw explainStartupError(err, config, 'store');
+  }
   const { store } = driver;
   const closeStores = () => driver.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
@@ -74,16 +81,12 @@ export async function startServer(
   // OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set: loaded only then.
   const stopTracing = await startTracing(options.env);
   try {
-    await driver.migrate();
+    await driver.migrate().catch((err) => {
+      throw explainStartupError(err, config, 'store');
+    });
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
     traceTasks(bus);
     fleet = new Fleet({ store, bus, config, log: log || silent });
-    if (config.auth === 'on') {
-      const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
-      if (created && config.adminKey === '') firstAdminKey = created.secret;
-    } else {
-      (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
-    }
     const delivery = fleet.delivery;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls and channels.
     if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement));
@@ -95,9 +98,20 @@ export async function startServer(
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();
+    pipelines.cleaner.start();
     // A fleet reconnecting at once (a restart, a network blip) opens connections in bursts of
     // thousands; Node's default backlog of 511 drops the rest of a burst, and their SYNs wait seconds to retry.
-    address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
+    address = await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG }).catch((err) => {
+      throw explainStartupError(err, config, 'listen');
+    });
+    // Only once it listens: a start that fails earlier (port in use) must not store a first admin
+    // key that it never prints, locking the operator out of the next start.
+    if (config.auth === 'on') {
+      const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
+      if (created && config.adminKey === '') firstAdminKey = created.secret;
+    } else {
+      (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
+    }
   } catch (err) {
     fleet?.stop();
     await pipelines?.close();

@@ -50,6 +50,11 @@ export interface PipelineStore {
   /** Cancels a run that has not finished, whoever drives it; its unfinished steps become `cancelled`. */
   runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined>;
   runCounts(): Promise<{ pipeline: string; status: RunStatus; count: number }[]>;
+  /**
+   * Deletes up to `limit` finished runs with their steps: those that finished before `before`,
+   * then, with keepNewest, those beyond the keepNewest most recently finished. Returns how many went.
+   */
+  runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
 }
 
 /** A node's hold on the runs it drives. */

@@ -71,8 +71,11 @@ export interface TaskStore {
   taskRescueExpiredLeases(params: { now: number; limit: number; endLease: EndLease }): Promise<TaskTransition[]>;
   /** Moves scheduled tasks whose runAt has come into the queue, in bounded batches. */
   taskPromoteScheduled(params: { now: number; limit: number }): Promise<TaskTransition[]>;
-  /** Deletes finished tasks that finished before `before`, in bounded batches. */
-  taskDeleteFinished(params: { before: number; limit: number }): Promise<number>;
+  /**
+   * Deletes up to `limit` finished tasks: those that finished before `before`, then, with
+   * keepNewest, those beyond the keepNewest most recently finished. Returns how many went.
+   */
+  taskDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
   taskCounts(): Promise<TaskCount[]>;

@@ -58,7 +58,7 @@ function SignIn() {
       <p class="error" data-testid="refusal">{connection.refusal}</p>
       <p class="muted">
         An API key with read scope is enough to watch; cancelling and retrying need submit. It is kept in this browser
-        only. <code>fleetd keys create --scope read</code> makes one.
+        only. <code>npx fleetd keys create --scope read</code> makes one.
       </p>
       <label>
         API key <input name="apiKey" type="password" autocomplete="off" size={50} required />

@@ -58,6 +58,10 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     method: 'GET',
     url: '/agents/:id/stream',
     schema: {
+      tags: ['agents'],
+      summary: "An agent's WebSocket: tasks pushed to it",
+      description:
+        'Upgrade to a WebSocket (credential in the Authorization header, or ?token= where a browser cannot set one). fleetd pushes tasks as they arrive, within the credit the agent grants; the agent completes, fails and extends over the same socket. A refusal (401, 403, 429) is an HTTP error before the upgrade.',
       params: Type.Object({ id: Id }),
       querystring: Type.Object(
         {
@@ -90,6 +94,9 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     '/gateway',
     {
       schema: {
+        tags: ['system'],
+        summary: 'WebSocket gateway counters',
+        description: 'Open connections, connected agents, slow consumers cut off and the largest send buffer seen.',
         response: {
           200: Type.Object({
             connections: Type.Integer(),
@@ -112,6 +119,12 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     method: 'GET',
     url: '/events',
     config: { tokenInQuery: true },
+    schema: {
+      tags: ['system'],
+      summary: 'Live events over a WebSocket',
+      description:
+        'Upgrade to a WebSocket (credential in the Authorization header, or ?token=): task, agent, lock and run events in batches, in the REST API\'s JSON shape; subscribe to topics to narrow them. Needs a read key.',
+    },
     preHandler: async (request) => connections.checkOwner(ownerOf(request)),
     handler: async () => {
       throw upgradeRequired();

@@ -9,7 +9,17 @@ const IdParams = Type.Object({ id: Id });
 export const agentRoutes: Routes = async (app, { fleet, config }) => {
   app.post(
     '/agents',
-    { bodyLimit: bodyLimits.agent, schema: { body: AgentInputSchema, response: { 201: Registered, ...errors(400, 413, 415) } } },
+    {
+      bodyLimit: bodyLimits.agent,
+      schema: {
+        tags: ['agents'],
+        summary: 'Register an agent',
+        description:
+          'Makes an agent with its capabilities (the task types it can do) and answers its token, once: the agent sends it as its Bearer credential for its claims, completions, heartbeats and stream.',
+        body: { ...AgentInputSchema, examples: [{ name: 'crawler-1', capabilities: ['crawl'], labels: { zone: 'eu' }, maxConcurrency: 4 }] },
+        response: { 201: Registered, ...errors(400, 413, 415) },
+      },
+    },
     async (request, reply) => {
       const { agent, token } = await fleet.agents.register(request.body);
       return reply.status(201).send({ agent: agentJson(agent), token });
@@ -21,6 +31,9 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
     {
       bodyLimit: config.maxAgentBatch * 8 * 1024,
       schema: {
+        tags: ['agents'],
+        summary: 'Register agents in one batch',
+        description: 'All or nothing, up to maxAgentBatch agents; each answered with its token, in order.',
         body: Type.Object({ agents: Type.Array(AgentInputSchema, { minItems: 1 }) }, { additionalProperties: false }),
         response: { 201: Type.Object({ items: Type.Array(Registered) }), ...errors(400, 413, 415) },
       },
@@ -35,6 +48,9 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
     '/agents',
     {
       schema: {
+        tags: ['agents'],
+        summary: 'List agents',
+        description: 'Filtered by status (online, stale, offline) or capability; a page of up to limit, and nextCursor for the next page.',
         querystring: Type.Object(
           { status: Type.Optional(AgentStatusSchema), capability: Type.Optional(Type.String({ maxLength: 100 })), ...Pagination },
           { additionalProperties: false },
@@ -50,19 +66,38 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
 
   app.get(
     '/agents/:id',
-    { schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    { schema: { tags: ['agents'], summary: 'Get an agent', description: 'Its capabilities, labels, status and last heartbeat.', params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
     async (request) => agentJson(await fleet.agents.get(request.params.id)),
   );
 
   app.post(
     '/agents/:id/heartbeat',
-    { config: { rateLimit: 'heartbeat', access: 'agent', actsFor: pathAgent }, bodyLimit: bodyLimits.control, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    {
+      config: { rateLimit: 'heartbeat', access: 'agent', actsFor: pathAgent },
+      bodyLimit: bodyLimits.control,
+      schema: {
+        tags: ['agents'],
+        summary: "Record an agent's heartbeat",
+        description: 'Keeps the agent online. Without one for agentStaleMs it is stale; for agentOfflineMs, offline: its leases return to the queue and its locks go. A claim counts as a heartbeat too.',
+        params: IdParams,
+        response: { 200: AgentSchema, ...errors(404) },
+      },
+    },
     async (request) => agentJson(await fleet.agents.heartbeat(request.params.id)),
   );
 
   app.delete(
     '/agents/:id',
-    { config: { access: 'admin' }, schema: { params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
+    {
+      config: { access: 'admin' },
+      schema: {
+        tags: ['agents'],
+        summary: 'Remove an agent',
+        description: 'Its leased tasks return to the queue, its locks are released and its token stops working. Needs an admin key.',
+        params: IdParams,
+        response: { 200: AgentSchema, ...errors(404) },
+      },
+    },
     async (request) => agentJson(await fleet.agents.remove(request.params.id)),
   );
 };

@@ -15,13 +15,17 @@ export const intakeRoutes: FastifyPluginAsyncTypebox<{ fleet: Fleet; nlp: NlpPoo
     '/intake',
     {
       schema: {
+        tags: ['tasks'],
+        summary: 'Turn a sentence into a task',
+        description:
+          'Parses the text (type from the capabilities of online agents, priority, due date, entities) and submits the task (201), or with submit: false only says what it would submit (200).',
         body: Type.Object(
           {
             text: Type.String({ minLength: 1, maxLength: 10_000 }),
             /** False: only say what task the text would make. Defaults to true. */
             submit: Type.Optional(Type.Boolean()),
           },
-          { additionalProperties: false },
+          { additionalProperties: false, examples: [{ text: 'urgently re-run the crawl of acme.com before Friday', submit: false }] },
         ),
         response: {
           200: Type.Object({ intake: Type.Unknown(), task: Type.Null() }),

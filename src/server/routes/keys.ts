@@ -8,9 +8,21 @@ import { bodyLimits, errors, type Routes } from './deps.js';
 export const keyRoutes: Routes = async (app, { fleet }) => {
   const admin = { access: 'admin' } as const;
 
-  app.get('/keys', { config: admin, schema: { response: { 200: Type.Object({ items: Type.Array(KeySchema) }) } } }, async () => ({
-    items: (await fleet.credentials.list()).map(keyJson),
-  }));
+  app.get(
+    '/keys',
+    {
+      config: admin,
+      schema: {
+        tags: ['keys'],
+        summary: 'List API keys',
+        description: 'Every key, revoked ones too, oldest first: ids, names and scopes, never secrets. Needs an admin key.',
+        response: { 200: Type.Object({ items: Type.Array(KeySchema) }) },
+      },
+    },
+    async () => ({
+      items: (await fleet.credentials.list()).map(keyJson),
+    }),
+  );
 
   app.post(
     '/keys',
@@ -18,12 +30,15 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
       config: admin,
       bodyLimit: bodyLimits.control,
       schema: {
+        tags: ['keys'],
+        summary: 'Create an API key',
+        description: 'read: every GET and the event stream; submit: also submit, cancel and retry tasks, start runs, register agents; admin: everything. The secret is in this answer only (it is stored hashed). Needs an admin key.',
         body: Type.Object(
           {
             name: Type.String({ minLength: 1, maxLength: 200 }),
             scope: literalsOf(SCOPES),
           },
-          { additionalProperties: false },
+          { additionalProperties: false, examples: [{ name: 'dashboard', scope: 'read' }] },
         ),
         response: { 201: Type.Object({ key: KeySchema, secret: Type.String() }), ...errors(400, 413, 415) },
       },
@@ -38,7 +53,13 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
     '/keys/:id',
     {
       config: admin,
-      schema: { params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }), response: { 200: KeySchema, ...errors(404, 409) } },
+      schema: {
+        tags: ['keys'],
+        summary: 'Revoke an API key',
+        description: 'It stops working at once on this node (within 30 s on others). The last live admin key cannot be revoked (409). Needs an admin key.',
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+        response: { 200: KeySchema, ...errors(404, 409) },
+      },
     },
     async (request) => {
       const keys = await fleet.credentials.list();

@@ -7,7 +7,18 @@ import { bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.j
 export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.post(
     '/locks',
-    { config: { access: 'agent', actsFor: bodyAgent }, bodyLimit: bodyLimits.lock, schema: { body: LockInputSchema, response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) } } },
+    {
+      config: { access: 'agent', actsFor: bodyAgent },
+      bodyLimit: bodyLimits.lock,
+      schema: {
+        tags: ['locks'],
+        summary: 'Acquire a lock on resources',
+        description:
+          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. The lock ends after ttlMs, when released, or when its agent goes offline.',
+        body: { ...LockInputSchema, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', resources: ['src/app.ts', 'src/db.ts'], ttlMs: 60000, description: 'refactor' }] },
+        response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) },
+      },
+    },
     async (request) => lockJson(await fleet.locks.acquire(request.body)),
   );
 
@@ -15,6 +26,9 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
     '/locks',
     {
       schema: {
+        tags: ['locks'],
+        summary: 'List locks',
+        description: 'Live locks, optionally of one agent; a page of up to limit, and nextCursor for the next page.',
         querystring: Type.Object({ agentId: Type.Optional(Id), ...Pagination }, { additionalProperties: false }),
         response: { 200: pageOf(LockSchema), ...errors(400) },
       },
@@ -31,7 +45,7 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
 
   app.get(
     '/locks/:id',
-    { schema: { params: Type.Object({ id: Id }), response: { 200: LockSchema, ...errors(404) } } },
+    { schema: { tags: ['locks'], summary: 'Get a lock', description: 'Its agent, resources and expiry.', params: Type.Object({ id: Id }), response: { 200: LockSchema, ...errors(404) } } },
     async (request) => lockJson(await fleet.locks.get(request.params.id)),
   );
 
@@ -40,6 +54,9 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
     {
       config: { access: 'agent', actsFor: queryAgent },
       schema: {
+        tags: ['locks'],
+        summary: 'Release a lock',
+        description: "An agent releases only its own locks; an admin key may release any.",
         params: Type.Object({ id: Id }),
         querystring: Type.Object({ agentId: Type.Optional(Id) }, { additionalProperties: false }),
         response: { 200: LockSchema, ...errors(403, 404) },

@@ -1,25 +1,94 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import type { Redis } from 'ioredis';
 import { maskedConfig } from '../../config.js';
 import { FleetError } from '../../domain/errors.js';
 import { StatsSchema } from '../../domain/wire.js';
-import type { Routes } from './deps.js';
+import { FLEETD_VERSION } from '../version.js';
+import { errors, type RouteDeps } from './deps.js';
 
-export const systemRoutes: Routes = async (app, { fleet, config }) => {
-  app.get('/healthz', async () => ({ status: 'ok' }));
+/** Longest a readiness check waits on one part, in ms: a probe must answer, even about a hung store. */
+const CHECK_TIMEOUT_MS = 2_000;
 
-  app.get('/readyz', async () => {
-    try {
-      await fleet.store.ping();
-    } catch (err) {
-      throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`);
-    }
-    const pool = fleet.store.poolStats?.();
-    return { status: 'ready', store: fleet.store.driver, ...(pool ? { pool } : {}) };
+async function check(probe: () => Promise<unknown>): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
   });
+  try {
+    await Promise.race([probe(), timeout]);
+    return 'ok';
+  } catch (err) {
+    return (err as Error).message || String(err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const Health = Type.Object({
+  status: Type.Literal('ok'),
+  version: Type.String(),
+  uptimeSeconds: Type.Integer({ description: 'Seconds since this server started' }),
+});
+
+const Readiness = Type.Object({
+  status: Type.Literal('ready'),
+  store: Type.String(),
+  checks: Type.Record(Type.String(), Type.String(), { description: '"ok", or why that part is not ready' }),
+  pool: Type.Optional(Type.Record(Type.String(), Type.Integer())),
+});
+
+export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis }> = async (app, { fleet, config, redis }) => {
+  const startedAt = performance.now();
+
+  app.get(
+    '/healthz',
+    {
+      config: { rateLimit: 'exempt' },
+      schema: {
+        tags: ['system'],
+        summary: 'Liveness: the process answers',
+        description: 'Answers while the process runs, whatever the state of the store; never rate-limited. Says the version and uptime.',
+        response: { 200: Health },
+      },
+    },
+    async () => ({ status: 'ok' as const, version: FLEETD_VERSION, uptimeSeconds: Math.floor((performance.now() - startedAt) / 1000) }),
+  );
+
+  app.get(
+    '/readyz',
+    {
+      config: { rateLimit: 'exempt' },
+      schema: {
+        tags: ['system'],
+        summary: 'Readiness: the node can serve requests',
+        description:
+          'Checks each part the node needs (the store, and Redis when configured). 200 when all answer; 503 FLEETD_ERR_NOT_READY naming the parts that do not, in details.checks. Never rate-limited.',
+        response: { 200: Readiness, ...errors(503) },
+      },
+    },
+    async () => {
+      const checks: Record<string, string> = { store: await check(() => fleet.store.ping()) };
+      if (redis) checks.redis = await check(() => redis.ping());
+      const failing = Object.entries(checks).filter(([, state]) => state !== 'ok');
+      if (failing.length > 0) {
+        throw new FleetError('FLEETD_ERR_NOT_READY', `not ready: ${failing.map(([part, why]) => `${part} (${why})`).join(', ')}`, { checks });
+      }
+      const pool = fleet.store.poolStats?.();
+      return { status: 'ready' as const, store: fleet.store.driver, checks, ...(pool ? { pool: { ...pool } } : {}) };
+    },
+  );
 
   app.get(
     '/v1/stats',
-    { schema: { response: { 200: StatsSchema } } },
+    {
+      schema: {
+        tags: ['system'],
+        summary: 'Counts of tasks and agents, throughput, latency and event-loop lag',
+        description: 'Read from counters kept up to date on every write: never a table scan, cheap to poll.',
+        response: { 200: StatsSchema },
+      },
+    },
     async (_request, reply) => {
       void reply.header('cache-control', 'no-store');
       return fleet.stats.snapshot();
@@ -28,7 +97,15 @@ export const systemRoutes: Routes = async (app, { fleet, config }) => {
 
   app.get(
     '/v1/config',
-    { config: { access: 'admin' }, schema: { description: 'The resolved configuration, secrets masked', response: { 200: Type.Record(Type.String(), Type.Unknown()) } } },
+    {
+      config: { access: 'admin' },
+      schema: {
+        tags: ['system'],
+        summary: 'The resolved configuration',
+        description: 'Every setting as this node resolved it (defaults, file, environment, flags), secrets masked. Needs an admin key.',
+        response: { 200: Type.Record(Type.String(), Type.Unknown()) },
+      },
+    },
     async () => maskedConfig(config),
   );
 };

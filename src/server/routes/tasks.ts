@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
+import type { FastifyReply } from 'fastify';
 import { invalid } from '../../domain/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
-import { TERMINAL_STATUSES, type TaskStatus } from '../../domain/types.js';
+import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
 import { Id, Pagination, TaskInputSchema, type TaskInputBody } from '../schemas.js';
@@ -15,6 +16,40 @@ const Filters = {
   agentId: Type.Optional(Id),
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
+const submitExample = { type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, idempotencyKey: 'crawl-acme-2026-12-02' };
+const submittedExample = {
+  task: {
+    id: 42, type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, requires: ['crawl'], status: 'queued',
+    idempotencyKey: 'crawl-acme-2026-12-02', attempts: 0, maxAttempts: 5, leaseMs: 30000, backoffMs: 1000,
+    runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
+    claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
+  },
+  created: true,
+};
+const ReturnQuery = Type.Object(
+  {
+    return: Type.Optional(
+      Type.Literal('minimal', { description: 'Answer with each task without its payload, result and error, so that a large payload is not sent back' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** A submit's task as it is answered: whole, or with ?return=minimal without the bulky fields. */
+function submittedTask(task: Task, minimal: boolean) {
+  const json = taskJson(task);
+  if (!minimal) return json;
+  const { payload: _payload, result: _result, error: _error, ...rest } = json;
+  return rest;
+}
+
+/**
+ * The response schema requires payload, result and error; a minimal answer leaves them out on
+ * purpose, so it is serialised as plain JSON instead of by the schema's compiled serialiser.
+ */
+function asMinimal(reply: FastifyReply, minimal: boolean): FastifyReply {
+  return minimal ? reply.serializer(JSON.stringify) : reply;
+}
 
 function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInput {
   const at = index === undefined ? {} : { index };
@@ -31,10 +66,21 @@ function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInpu
 export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   app.post(
     '/tasks',
-    { schema: { body: TaskInputSchema, response: { 200: Submitted, 201: Submitted, ...errors(400, 409, 413, 415) } } },
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Submit a task',
+        description:
+          'Queues one task; a 2xx means it is durable. 201 when it was created, 200 when a task with the same idempotencyKey exists (that task is answered, nothing changes); 409 when that key was used for a different task. Delayed by runAt or delayMs. ?return=minimal answers without the payload.',
+        querystring: ReturnQuery,
+        body: { ...TaskInputSchema, examples: [submitExample] },
+        response: { 200: Submitted, 201: { ...Submitted, examples: [submittedExample] }, ...errors(400, 409, 413, 415) },
+      },
+    },
     async (request, reply) => {
       const { task, created } = await fleet.tasks.submit(toTaskInput(request.body, fleet.now()));
-      return reply.status(created ? 201 : 200).send({ task: taskJson(task), created });
+      const minimal = request.query.return === 'minimal';
+      return asMinimal(reply, minimal).status(created ? 201 : 200).send({ task: submittedTask(task, minimal), created });
     },
   );
 
@@ -43,7 +89,14 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     {
       bodyLimit: 64 * 1024 * 1024,
       schema: {
-        body: Type.Object({ tasks: Type.Array(TaskInputSchema, { minItems: 1 }) }, { additionalProperties: false }),
+        tags: ['tasks'],
+        summary: 'Submit tasks in one batch',
+        description: 'All or nothing: one bad task refuses the whole batch and stores none. Up to maxTaskBatch tasks; each answered as by POST /v1/tasks, in order.',
+        querystring: ReturnQuery,
+        body: Type.Object(
+          { tasks: Type.Array(TaskInputSchema, { minItems: 1 }) },
+          { additionalProperties: false, examples: [{ tasks: [submitExample, { type: 'summarise', payload: { doc: 7 }, delayMs: 60000 }] }] },
+        ),
         response: { 201: Type.Object({ items: Type.Array(Submitted) }), ...errors(400, 409, 413, 415) },
       },
     },
@@ -51,7 +104,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       const now = fleet.now();
       const inputs = request.body.tasks.map((t, i) => toTaskInput(t, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
-      return reply.status(201).send({ items: results.map((r) => ({ task: taskJson(r.task), created: r.created })) });
+      const minimal = request.query.return === 'minimal';
+      return asMinimal(reply, minimal).status(201).send({ items: results.map((r) => ({ task: submittedTask(r.task, minimal), created: r.created })) });
     },
   );
 
@@ -61,13 +115,17 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       config: { rateLimit: 'claim', longPoll: true, access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
+        tags: ['tasks'],
+        summary: 'Claim tasks for an agent (long-poll)',
+        description:
+          'Leases up to max queued tasks the agent has the capabilities for, highest priority first, oldest first within a priority. With waitMs it waits for work that long before answering an empty list. Each task carries a lease: complete, fail or extend it before leaseExpiresAt, or it returns to the queue. Needs the agent\'s token (or an admin key).',
         body: Type.Object(
           {
             agentId: Id,
             max: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
             waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: config.maxClaimWaitMs })),
           },
-          { additionalProperties: false },
+          { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', max: 1, waitMs: 5000 }] },
         ),
         response: { 200: Type.Object({ tasks: Type.Array(TaskSchema) }), ...errors(400, 404, 415) },
       },
@@ -98,8 +156,14 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     {
       config: { access: 'agent', actsFor: bodyAgent },
       schema: {
+        tags: ['tasks'],
+        summary: 'Complete a leased task',
+        description: 'Stores the result and finishes the task. 409 FLEETD_ERR_LEASE_LOST when the lease is no longer this agent\'s (it expired and the task went back to the queue).',
         params: TaskId,
-        body: Type.Object({ agentId: Id, result: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
+        body: Type.Object(
+          { agentId: Id, result: Type.Optional(Type.Unknown()) },
+          { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', result: { pages: 12 } }] },
+        ),
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
@@ -111,10 +175,13 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     {
       config: { access: 'agent', actsFor: bodyAgent },
       schema: {
+        tags: ['tasks'],
+        summary: 'Fail a leased task',
+        description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once.',
         params: TaskId,
         body: Type.Object(
           { agentId: Id, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()) },
-          { additionalProperties: false },
+          { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', error: { message: 'HTTP 503 from acme.com' }, retryable: true }] },
         ),
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
@@ -128,6 +195,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       config: { access: 'agent', actsFor: bodyAgent },
       bodyLimit: bodyLimits.control,
       schema: {
+        tags: ['tasks'],
+        summary: 'Extend the lease of a leased task',
+        description: 'Renews the lease for leaseMs from now (the task\'s own leaseMs when omitted), for work that takes longer than one lease.',
         params: TaskId,
         body: Type.Object(
           { agentId: Id, leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })) },
@@ -141,19 +211,43 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
 
   app.post(
     '/tasks/:id/retry',
-    { bodyLimit: bodyLimits.control, schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
+    {
+      bodyLimit: bodyLimits.control,
+      schema: {
+        tags: ['tasks'],
+        summary: 'Retry a dead or cancelled task',
+        description: 'Puts it back in the queue with its attempts reset. 409 for a task in any other state.',
+        params: TaskId,
+        response: { 200: TaskSchema, ...errors(404, 409) },
+      },
+    },
     async (request) => taskJson(await fleet.tasks.retry(request.params.id)),
   );
 
   app.delete(
     '/tasks/:id',
-    { schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404, 409) } } },
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Cancel a task',
+        description: 'A queued, scheduled or leased task is cancelled (an agent holding it then loses its lease); a finished one answers 409.',
+        params: TaskId,
+        response: { 200: TaskSchema, ...errors(404, 409) },
+      },
+    },
     async (request) => taskJson(await fleet.tasks.cancel(request.params.id)),
   );
 
   app.get(
     '/tasks/export',
-    { schema: { querystring: Type.Object(Filters, { additionalProperties: false }) } },
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'Export tasks as NDJSON',
+        description: 'Every task matching the filters, oldest first, one JSON object a line, streamed as the client reads it.',
+        querystring: Type.Object(Filters, { additionalProperties: false }),
+      },
+    },
     async (request, reply) => {
       const filters = request.query as { status?: TaskStatus; type?: string; agentId?: string };
       async function* lines() {
@@ -173,6 +267,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     '/tasks',
     {
       schema: {
+        tags: ['tasks'],
+        summary: 'List tasks',
+        description: 'Newest first, filtered by status, type or agent; a page of up to limit, and nextCursor for the next page (null on the last).',
         querystring: Type.Object({ ...Filters, ...Pagination }, { additionalProperties: false }),
         response: { 200: pageOf(TaskSchema), ...errors(400) },
       },
@@ -189,7 +286,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
 
   app.get(
     '/tasks/:id',
-    { schema: { params: TaskId, response: { 200: TaskSchema, ...errors(404) } } },
+    { schema: { tags: ['tasks'], summary: 'Get a task', description: 'The task with its payload, status, lease, result or error.', params: TaskId, response: { 200: TaskSchema, ...errors(404) } } },
     (request, reply) =>
       sendCached(request, reply, cache, {
         tags: [`task:${request.params.id}`],

@@ -182,4 +182,20 @@ export class PostgresRuns implements PipelineStore {
   async runCounts(): Promise<{ pipeline: string; status: RunStatus; count: number }[]> {
     return this.query('SELECT pipeline, status, n AS count FROM pipeline_run_counts WHERE n > 0');
   }
+
+  async runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number> {
+    // Steps go with their run (ON DELETE CASCADE).
+    const old = await this.query<{ id: number }>(
+      'DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id',
+      [params.before, params.limit],
+    );
+    if (params.keepNewest === undefined || old.length === params.limit) return old.length;
+    const beyond = await this.query<{ id: number }>(
+      `DELETE FROM pipeline_runs WHERE id IN (
+         SELECT id FROM pipeline_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT $1 OFFSET $2 FOR UPDATE SKIP LOCKED
+       ) RETURNING id`,
+      [params.limit - old.length, params.keepNewest],
+    );
+    return old.length + beyond.length;
+  }
 }

@@ -305,7 +305,14 @@ export function postgresTasks(db: PostgresDatabase): {
          ) RETURNING id`,
         [params.before, params.limit],
       );
-      return rows.length;
+      if (params.keepNewest === undefined || rows.length === params.limit) return rows.length;
+      const beyond = await query<{ id: number }>(
+        `DELETE FROM tasks WHERE id IN (
+           SELECT id FROM tasks WHERE completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT $1 OFFSET $2 FOR UPDATE SKIP LOCKED
+         ) RETURNING id`,
+        [params.limit - rows.length, params.keepNewest],
+      );
+      return rows.length + beyond.length;
     },
 
     async taskNextDeadlines() {

@@ -52,6 +52,11 @@ export class SqliteRuns implements PipelineStore {
       stepsEnd: db.prepare(`UPDATE pipeline_steps SET status = @status, finished_at = @now
         WHERE run_id = @run_id AND status IN ('pending', 'running')`),
       counts: db.prepare('SELECT pipeline, status, n AS count FROM pipeline_run_counts WHERE n > 0'),
+      // Steps go with their run (ON DELETE CASCADE).
+      deleteFinished: db.prepare('DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at < ? LIMIT ?)'),
+      deleteFinishedBeyond: db.prepare(
+        'DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ? OFFSET ?)',
+      ),
     };
   }
 
@@ -171,5 +176,13 @@ export class SqliteRuns implements PipelineStore {
 
   async runCounts(): Promise<{ pipeline: string; status: RunStatus; count: number }[]> {
     return this.s.counts.all() as { pipeline: string; status: RunStatus; count: number }[];
+  }
+
+  runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number> {
+    return this.d.groupCommit.write(() => {
+      const old = this.s.deleteFinished.run(params.before, params.limit).changes;
+      if (params.keepNewest === undefined || old === params.limit) return old;
+      return old + this.s.deleteFinishedBeyond.run(params.limit - old, params.keepNewest).changes;
+    });
   }
 }

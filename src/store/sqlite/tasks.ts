@@ -44,6 +44,9 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
       "UPDATE tasks SET status = 'queued', updated_at = @now WHERE id IN (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= @now ORDER BY run_at LIMIT @limit) RETURNING *",
     ),
     deleteFinished: db.prepare('DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ? LIMIT ?)'),
+    deleteFinishedBeyond: db.prepare(
+      'DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL ORDER BY completed_at DESC LIMIT ? OFFSET ?)',
+    ),
     nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
     nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
@@ -182,7 +185,11 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     },
 
     taskDeleteFinished(params) {
-      return groupCommit.write(() => s.deleteFinished.run(params.before, params.limit).changes);
+      return groupCommit.write(() => {
+        const old = s.deleteFinished.run(params.before, params.limit).changes;
+        if (params.keepNewest === undefined || old === params.limit) return old;
+        return old + s.deleteFinishedBeyond.run(params.limit - old, params.keepNewest).changes;
+      });
     },
 
     async taskNextDeadlines() {

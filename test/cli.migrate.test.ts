@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import pg from 'pg';
+import { loadPipelinesFile } from '../src/pipelines/load.js';
+import { Api, adminKeyFor, tempDir } from './helpers.js';
+import { finishedRun, startPipelineServer } from './fake-llm.js';
+import { runFleetd } from './cli-run.js';
+import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+
+const example = loadPipelinesFile('examples/complaints/pipelines.yaml');
+const setup = { providers: example.providers.map((p) => ({ ...p, latency: { minMs: 1, maxMs: 5 }, failureRate: 0 })) as any, pipelines: example.pipelines };
+
+/** What a user of the API sees of a store: every task, agent, key, lock, run and case, and the counts. */
+async function viewOf(api: Api) {
+  const all = async (path: string) => {
+    const items: unknown[] = [];
+    for (let cursor: string | null = null; ; ) {
+      const page: any = (await api.get(`${path}${path.includes('?') ? '&' : '?'}limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).body;
+      items.push(...page.items);
+      if (!page.nextCursor) return items;
+      cursor = page.nextCursor;
+    }
+  };
+  const stats = (await api.get('/v1/stats')).body;
+  const cases: any[] = await all('/v1/cases');
+  return {
+    tasks: (await api.get('/v1/tasks/export')).body,
+    agents: await all('/v1/agents'),
+    keys: (await api.get('/v1/keys')).body.items,
+    locks: await all('/v1/locks'),
+    runs: await all('/v1/pipelines/runs'),
+    cases: await Promise.all(cases.map(async (c) => (await api.get(`/v1/cases/${c.id}`)).body.case)),
+    counts: { tasks: stats.tasks.byStatus, agents: stats.agents.byStatus },
+  };
+}
+
+describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 }, () => {
+  it('copies a SQLite store into an empty PostgreSQL schema, where it serves the same API', async () => {
+    const dataDir = tempDir();
+    const schema = uniqueSchema('fleetd_migrate');
+    // The key the SQLite server stores; the PostgreSQL server must find the same one among the copied keys.
+    const adminKey = adminKeyFor({ dataDir });
+    let before: Awaited<ReturnType<typeof viewOf>>;
+    let agent: { id: string; token: string };
+    let lastTaskId: number;
+    const sqliteServer = await startPipelineServer(setup, { dataDir });
+    try {
+      const { api } = sqliteServer;
+      agent = await api.registerAgent(['crawl', 'index'], { labels: { zone: 'eu' } });
+      await api.registerAgent(['paint']);
+      await api.post('/v1/keys', { name: 'reader', scope: 'read' });
+      const tasks = (await api.post('/v1/tasks/batch', {
+        tasks: Array.from({ length: 300 }, (_, i) => ({ type: i % 2 ? 'crawl' : 'index', payload: { i, text: 'é ✓ "quoted"' }, priority: i % 5, ...(i % 50 === 0 ? { idempotencyKey: `k-${i}` } : {}) })),
+      })).body.items;
+      await api.submit({ type: 'crawl', delayMs: 3_600_000 });
+      const agentApi = api.as(agent.token);
+      const claimed = (await agentApi.post('/v1/tasks/claim', { agentId: agent.id, max: 20 })).body.tasks;
+      for (const t of claimed.slice(0, 10)) await agentApi.post(`/v1/tasks/${t.id}/complete`, { agentId: agent.id, result: { ok: t.id } });
+      for (const t of claimed.slice(10, 12)) await agentApi.post(`/v1/tasks/${t.id}/fail`, { agentId: agent.id, retryable: false, error: 'no' });
+      await api.delete(`/v1/tasks/${tasks.at(-1).task.id}`);
+      assert.equal((await agentApi.post('/v1/locks', { agentId: agent.id, resources: ['a.txt', 'b.txt'], ttlMs: 3_600_000 })).status, 200);
+      const runs = (await api.post('/v1/pipelines/complaint/runs/batch', {
+        runs: ['Bins on Elm Street not collected', 'The bins on Elm Street were not collected', 'Loud noise at the harbour at night'].map((text, i) => ({ input: { text }, idempotencyKey: `c-${i}` })),
+      })).body.items;
+      // Generous: seven simulated steps a run, on a machine that may be crawling.
+      for (const r of runs) assert.equal((await finishedRun(api, r.run.id, 60_000)).status, 'completed');
+      before = await viewOf(api);
+      lastTaskId = Math.max(...before.tasks.trim().split('\n').map((l: string) => JSON.parse(l).id));
+    } finally {
+      await sqliteServer.close();
+    }
+
+    let pgServer: Awaited<ReturnType<typeof startPipelineServer>> | undefined;
+    try {
+      const migrated = await runFleetd(['migrate', '--to', TEST_DATABASE_URL, '--schema', schema, '--data-dir', dataDir]);
+      assert.equal(migrated.code, 0, migrated.stderr);
+      assert.match(migrated.stdout, /^ {2}tasks +301 +301$/m);
+      assert.match(migrated.stdout, /^ {2}case_members +3 +3$/m);
+
+      pgServer = await startPipelineServer(setup, { dataDir: tempDir(), databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, adminKey });
+      const pgApi = pgServer.api.as(adminKey);
+      const after = await viewOf(pgApi);
+      assert.deepEqual(after, before);
+
+      // It goes on working there: the agent's token, the locks it holds, new ids after the copied ones.
+      const agentApi = pgApi.as(agent!.token);
+      assert.equal((await agentApi.post('/v1/tasks/claim', { agentId: agent!.id, max: 1 })).status, 200);
+      assert.equal((await agentApi.post('/v1/locks', { agentId: agent!.id, resources: ['b.txt'], ttlMs: 1000 })).status, 409);
+      const next = await pgApi.submit({ type: 'crawl' });
+      assert.ok(next.id > lastTaskId!, `new task ${next.id} reuses an id`);
+      const again = await pgApi.post('/v1/tasks', { type: 'index', payload: { i: 0, text: 'é ✓ "quoted"' }, priority: 0, idempotencyKey: 'k-0' });
+      assert.equal(again.status, 200, 'an idempotency key was forgotten');
+
+      // A second copy into the same schema is refused: the target is not empty.
+      const refused = await runFleetd(['migrate', '--to', TEST_DATABASE_URL, '--schema', schema, '--data-dir', dataDir]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /is not empty: its \w+ table has rows/);
+    } finally {
+      await pgServer?.close();
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

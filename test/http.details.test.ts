@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { eventually, kill9, startTestServer, tempDir, type TestServer } from './helpers.js';
+
+const packageVersion = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')).version;
+
+describe('HTTP details', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.stop());
+
+  it('answers a wrong method on a known path with 405 and Allow, and an unknown path with 404', async () => {
+    const cases: [string, string, string][] = [
+      ['DELETE', '/v1/tasks', 'GET, HEAD, POST'],
+      ['GET', '/v1/tasks/1/complete', 'POST'],
+      ['GET', '/v1/keys/key_1', 'DELETE'],
+      ['PUT', '/v1/tasks/12', 'GET, HEAD, DELETE'],
+      ['POST', '/healthz', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const res = await server.api.request(method, path);
+      assert.equal(res.status, 405, `${method} ${path}`);
+      assert.equal(res.headers.get('allow'), allow);
+      assert.equal(res.body.error.code, 'FLEETD_ERR_METHOD_NOT_ALLOWED');
+      assert.deepEqual(res.body.error.details.allowed, allow.split(', '));
+    }
+    const unknown = await server.api.request('DELETE', '/v1/nowhere');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error.code, 'FLEETD_ERR_NOT_FOUND');
+  });
+
+  it('names the limit in a 413', async () => {
+    const claim = await server.api.post('/v1/tasks/claim', { agentId: 'a', padding: 'x'.repeat(8_000) });
+    assert.equal(claim.status, 413);
+    assert.equal(claim.body.error.code, 'FLEETD_ERR_BODY_TOO_LARGE');
+    assert.equal(claim.body.error.details.limitBytes, 4096);
+    assert.match(claim.body.error.message, /over this route's limit of 4096 bytes/);
+    assert.ok(claim.body.error.details.sentBytes > 8_000);
+  });
+
+  it('never rate-limits /healthz and /readyz, and /healthz says the version and uptime', async () => {
+    const limited = await startTestServer({ rateLimitRead: 5 });
+    try {
+      await probesUnlimited(limited);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  it('answers a submit without its payload with ?return=minimal', async () => {
+    const payload = { blob: 'x'.repeat(50_000) };
+    const minimal = await server.api.post('/v1/tasks?return=minimal', { type: 'big', payload });
+    assert.equal(minimal.status, 201);
+    assert.equal(minimal.body.created, true);
+    assert.equal(minimal.body.task.type, 'big');
+    assert.equal(minimal.body.task.status, 'queued');
+    assert.ok(!('payload' in minimal.body.task));
+    assert.ok(JSON.stringify(minimal.body).length < 1_000);
+    // Stored whole all the same.
+    assert.deepEqual((await server.api.get(`/v1/tasks/${minimal.body.task.id}`)).body.payload, payload);
+    const batch = await server.api.post('/v1/tasks/batch?return=minimal', { tasks: [{ type: 'big', payload }, { type: 'big', payload }] });
+    assert.equal(batch.status, 201);
+    assert.deepEqual(batch.body.items.map((i: any) => 'payload' in i.task), [false, false]);
+    const whole = await server.api.post('/v1/tasks', { type: 'big', payload });
+    assert.deepEqual(whole.body.task.payload, payload);
+    const wrong = await server.api.post('/v1/tasks?return=everything', { type: 'big' });
+    assert.equal(wrong.status, 400);
+  });
+});
+
+/** Probes answer however many come; the same client's other reads are limited. */
+async function probesUnlimited(server: TestServer): Promise<void> {
+  const replies = await Promise.all(Array.from({ length: 30 }, (_, i) => server.api.get(i % 2 ? '/healthz' : '/readyz')));
+  assert.deepEqual(new Set(replies.map((r) => r.status)), new Set([200]));
+  for (const r of replies) assert.equal(r.headers.get('ratelimit-limit'), null);
+  const health = replies[1].body;
+  assert.equal(health.status, 'ok');
+  assert.equal(health.version, packageVersion);
+  assert.ok(Number.isInteger(health.uptimeSeconds) && health.uptimeSeconds >= 0);
+  assert.deepEqual(replies[0].body.checks, { store: 'ok' });
+  // The same client's reads elsewhere are limited: the probes are exempt, not the limits off.
+  const reads = await Promise.all(Array.from({ length: 10 }, () => server.api.get('/v1/stats')));
+  assert.ok(reads.some((r) => r.status === 429));
+}
+
+/** A Redis of the test's own, on a free port, that the test may kill and bring back. */
+async function startRedis(port: number, dir: string): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      if (out.includes('Ready to accept connections')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
+  });
+  child.stdout!.resume();
+  return child;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+describe('/readyz names what is not ready', () => {
+  it('names Redis while it is down, and is ready again once it is back', async () => {
+    const dir = tempDir();
+    const port = await freePort();
+    let redis = await startRedis(port, dir);
+    let server: TestServer | undefined;
+    try {
+      server = await startTestServer({ redisUrl: `redis://127.0.0.1:${port}/0` });
+      const ready = await server.api.get('/readyz');
+      assert.equal(ready.status, 200);
+      assert.deepEqual(ready.body.checks, { store: 'ok', redis: 'ok' });
+
+      await kill9(redis);
+      const down = await server.api.get('/readyz');
+      assert.equal(down.status, 503);
+      assert.equal(down.body.error.code, 'FLEETD_ERR_NOT_READY');
+      assert.equal(down.body.error.details.checks.store, 'ok');
+      assert.notEqual(down.body.error.details.checks.redis, 'ok');
+      assert.match(down.body.error.message, /^not ready: redis \(/);
+      assert.equal((await server.api.get('/healthz')).status, 200);
+
+      redis = await startRedis(port, dir);
+      await eventually(async () => (await server!.api.get('/readyz')).status === 200, 10_000, 'ready again');
+    } finally {
+      await server?.stop();
+      await kill9(redis);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
