@@ -49,6 +49,12 @@ end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 `;
 
+/**
+ * A tag every entry carries: invalidating it drops everything, on every node and in L2. What a node
+ * does when Redis is back, since invalidations may have been lost while it was away.
+ */
+const EVERY_ENTRY = '*';
+
 export function etagOf(body: string): string {
   return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
 }
@@ -65,6 +71,9 @@ export function etagOf(body: string): string {
  *   read the data before the write), and later lookups do not join it. In L2 the same guard is a
  *   version per tag: an entry records the versions it was computed under, and is ignored once any
  *   of them has moved on, whichever node wrote it.
+ * - With Redis, while either of its connections is down the cache is bypassed (both levels: an L1
+ *   entry can no longer hear of other nodes' writes), and when they are back every entry is dropped,
+ *   here, on the other nodes and in L2, since invalidations may have been lost meanwhile.
  */
 export class ResponseCache {
   readonly stats = { hit: 0, l2_hit: 0, stale: 0, miss: 0, evictions: 0 };
@@ -83,6 +92,7 @@ export class ResponseCache {
 
   constructor(private readonly options: ResponseCacheOptions) {
     options.redis?.defineCommand(BUMP_TAGS, { lua: BUMP_TAGS_LUA });
+    this.dropEverythingOnReturn(options.redis);
     this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
     this.channel = `${this.prefix}invalidate`;
@@ -107,11 +117,15 @@ export class ResponseCache {
   async start(): Promise<void> {
     const redis = this.options.redis;
     if (!redis) return;
-    this.subscriber = redis.duplicate();
+    this.subscriber = redis.duplicate({ connectionName: `${redis.options.connectionName ?? 'fleetd-cache'}-sub` });
+    // ioredis retries by itself; unheard, each error would be printed as an "Unhandled error event".
+    this.subscriber.on('error', () => {});
     this.subscriber.on('message', (_channel: string, message: string) => {
       const { node, tags } = JSON.parse(message) as { node: string; tags: string[] };
       if (node !== this.node) this.invalidateLocal(tags);
     });
+    this.dropEverythingOnReturn(this.subscriber);
+    await this.subscriber.connect();
     await this.subscriber.subscribe(this.channel);
   }
 
@@ -127,7 +141,13 @@ export class ResponseCache {
    * The cached body for `key`, or the one `compute` produces. `compute` returns the value to send
    * and whether it may be cached (a task still in flight changes without notice, for instance).
    */
-  async get(key: string, tags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+  async get(key: string, ownTags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+    if (this.detached()) {
+      this.stats.miss++;
+      const body = JSON.stringify((await compute()).value);
+      return { body, etag: etagOf(body), result: 'miss' };
+    }
+    const tags = [...ownTags, EVERY_ENTRY];
     const entry = this.l1.get(key);
     if (entry) {
       entry.hits++;
@@ -145,7 +165,8 @@ export class ResponseCache {
   /** Deletes every entry carrying one of the tags, here and (unless `scope` is 'node') on every node. */
   invalidate(tags: string[], scope: 'cluster' | 'node' = 'cluster'): void {
     this.invalidateLocal(tags);
-    if (!this.options.redis || scope === 'node') return;
+    // While Redis is away the invalidation cannot reach it; everything is dropped when it is back.
+    if (!this.options.redis || scope === 'node' || this.detached()) return;
     // Batched per tick. Still ordered before any later lookup on this node: a request arriving
     // after this one's reply runs after the microtask, and its commands follow on the same connection.
     const first = this.pendingRemote.size === 0;
@@ -158,6 +179,29 @@ export class ResponseCache {
     const entries = [...this.l1.entries()].filter(([, e]) => e.hits > 0);
     entries.sort((a, b) => b[1].hits - a[1].hits);
     return entries.slice(0, n).map(([k]) => k);
+  }
+
+  /** Whether a Redis connection is down: the cache can no longer be kept coherent with the other nodes. */
+  private detached(): boolean {
+    const { redis } = this.options;
+    return redis !== undefined && (redis.status !== 'ready' || (this.subscriber !== undefined && this.subscriber.status !== 'ready'));
+  }
+
+  /**
+   * Empties L1 when `connection` drops, and when it is ready again drops every entry on every node
+   * and in L2 (once both connections are back: until then, invalidate() cannot reach Redis).
+   */
+  private dropEverythingOnReturn(connection: Redis | undefined): void {
+    let dropped = false;
+    connection?.on('close', () => {
+      dropped = true;
+      this.invalidateLocal([EVERY_ENTRY]);
+    });
+    connection?.on('ready', () => {
+      if (!dropped) return;
+      dropped = false;
+      this.invalidate([EVERY_ENTRY]);
+    });
   }
 
   private flushRemote(): void {

@@ -41,7 +41,13 @@ const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
 /** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
-const TRANSIENT_CODES = new Set(['FLEETD_ERR_STORAGE_FULL', 'FLEETD_ERR_STORE_UNAVAILABLE', 'FLEETD_ERR_SHUTTING_DOWN', 'FLEETD_ERR_RATE_LIMITED']);
+const TRANSIENT_CODES = new Set([
+  'FLEETD_ERR_STORAGE_FULL',
+  'FLEETD_ERR_STORE_UNAVAILABLE',
+  'FLEETD_ERR_UNAVAILABLE',
+  'FLEETD_ERR_SHUTTING_DOWN',
+  'FLEETD_ERR_RATE_LIMITED',
+]);
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {

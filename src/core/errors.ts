@@ -27,7 +27,13 @@ export const ErrorCodes = {
   FLEETD_ERR_TOO_MANY_CONNECTIONS: 429,
   FLEETD_ERR_HEADERS_TOO_LARGE: 431,
   FLEETD_ERR_INTERNAL: 500,
+  /** The database is up but no pooled connection freed up in time. */
   FLEETD_ERR_STORE_UNAVAILABLE: 503,
+  /**
+   * A service fleetd depends on (PostgreSQL) is down, or the connection to it dropped under the
+   * request: nothing was written unless the request's own answer says so; try again after Retry-After.
+   */
+  FLEETD_ERR_UNAVAILABLE: 503,
   FLEETD_ERR_SHUTTING_DOWN: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
@@ -58,3 +64,9 @@ export const notFound = (what: string, id: string | number): FleetError =>
 
 export const invalid = (field: string, message: string, extra: Record<string, unknown> = {}): FleetError =>
   new FleetError('FLEETD_ERR_VALIDATION', `${field}: ${message}`, { field, ...extra });
+
+/** A dependency is down: a 503 with Retry-After, and no log line of its own (the outage is logged once). */
+export const dependencyUnavailable = (dependency: string, message: string, retryAfterSeconds = 1): FleetError =>
+  new FleetError('FLEETD_ERR_UNAVAILABLE', message, { dependency, retryAfterSeconds });
+
+export const isDependencyUnavailable = (err: unknown): err is FleetError => err instanceof FleetError && err.code === 'FLEETD_ERR_UNAVAILABLE';

@@ -7,6 +7,7 @@ import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
 import { CredentialService } from './credentials.js';
 import type { FleetContext, Logger } from './context.js';
+import { isDependencyUnavailable } from './errors.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
 import type { DeadlineService } from './maintenance/deadline-service.js';
@@ -60,7 +61,10 @@ export class Fleet {
       waiters: this.waiters,
       stats: this.stats,
       maintenance: { batchSize: 1_000, maxSleepMs: 5_000 },
-      onMaintenanceError: (err, service) => log.error({ err, service }, 'maintenance run failed'),
+      // A dependency's outage is logged once by its connection; maintenance simply tries again.
+      onMaintenanceError: (err, service) => {
+        if (!isDependencyUnavailable(err)) log.error({ err, service }, 'maintenance run failed');
+      },
       publishTransitions: (transitions, reason) => this.publishTransitions(transitions, reason),
       publishRelease: (released, event) => this.publishRelease(released, event),
     };

@@ -1,11 +1,12 @@
 import fp from 'fastify-plugin';
 import type { ResponseCache } from '../cache/response-cache.js';
+import type { Dependencies } from '../core/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
-import { httpRequestDuration, observeCache, observeFleet } from '../metrics/metrics.js';
+import { httpRequestDuration, observeCache, observeDependencies, observeFleet } from '../metrics/metrics.js';
 import { registry, scrape } from '../metrics/registry.js';
 
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
-export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (app, { fleet, cache }) => {
+export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; dependencies?: Dependencies }>(async (app, { fleet, cache, dependencies }) => {
   app.addHook('onResponse', (request, reply, done) => {
     httpRequestDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
@@ -14,7 +15,7 @@ export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache }>(async (
     done();
   });
 
-  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : [])];
+  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : []), ...(dependencies ? [observeDependencies(dependencies)] : [])];
   app.addHook('onClose', async () => {
     for (const stop of stops) stop();
   });

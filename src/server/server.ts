@@ -4,6 +4,7 @@ import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
+import { Dependencies } from '../core/dependencies.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
@@ -39,7 +40,7 @@ export interface FleetServer {
  * The store drivers a configuration names: embedded SQLite, or PostgreSQL shared by several nodes.
  * Pipeline runs and cases live in the same database as the tasks, on the same connection or pool.
  */
-function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
+function openStores(config: Readonly<FleetdConfig>, dependencies?: Dependencies): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
   if (config.databaseUrl === '') {
     const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
     return {
@@ -50,7 +51,7 @@ function openStores(config: Readonly<FleetdConfig>): { store: Store; pipelineSto
       runOwner: `sqlite:${resolvePath(config.dataDir)}`,
     };
   }
-  const postgres = openPostgres(config);
+  const postgres = openPostgres(config, dependencies);
   return {
     store: postgres,
     pipelineStore: new PostgresPipelineStore(postgres),
@@ -70,12 +71,13 @@ export function createLogger(level: string): Logger {
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
 
-function openPostgres(config: Readonly<FleetdConfig>): PostgresStore {
+function openPostgres(config: Readonly<FleetdConfig>, dependencies?: Dependencies): PostgresStore {
   return new PostgresStore({
     url: config.databaseUrl,
     schema: config.databaseSchema,
     poolSize: config.databasePoolSize,
     poolTimeoutMs: config.databasePoolTimeoutMs,
+    health: dependencies && { pool: dependencies.reporter('postgres', 'pool'), listen: dependencies.reporter('postgres', 'listen') },
   });
 }
 
@@ -97,7 +99,9 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
-  const drivers = openStores(config);
+  // What this node depends on and whether each is reachable: /readyz, /metrics and the dashboard show it.
+  const dependencies = new Dependencies(log || silent);
+  const drivers = openStores(config, dependencies);
   const { store } = drivers;
   const closeStores = () => store.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
@@ -113,7 +117,7 @@ export async function startServer(
   let firstAdminKey: string | undefined;
   try {
     await store.migrate();
-    bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
+    bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError, (role) => dependencies.reporter('redis', role)) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
     if (config.auth === 'on') {
       const created = await fleet.credentials.bootstrap(config.adminKey || undefined);
@@ -127,8 +131,8 @@ export async function startServer(
     // A bad pipeline definition stops the start here, before anything listens.
     pipelines = createPipelines({ fleet, store: drivers.pipelineStore, caseStore: drivers.caseStore, owner: drivers.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
-    redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
-    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
+    redis = redisConfig ? await connectRedis(redisConfig, 'cache', dependencies.reporter('redis', 'cache')) : undefined;
+    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis, dependencies });
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();

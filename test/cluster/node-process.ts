@@ -24,6 +24,8 @@ export interface NodeProcess {
   url: string;
   api: Api;
   child: ChildProcess;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
   /** SIGKILL: no shutdown, no goodbye. */
   kill(): Promise<void>;
   stop(): Promise<void>;
@@ -50,9 +52,7 @@ export function startNode(env: Record<string, string>): Promise<NodeProcess> {
       out += d;
       const url = /"url":"(http:[^"]+)"/.exec(out)?.[1];
       if (url && out.includes('fleetd is listening')) {
-        child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
-        resolve({ url, api: new Api(url, env.FLEETD_ADMIN_KEY), child, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
+        resolve({ url, api: new Api(url, env.FLEETD_ADMIN_KEY), child, output: () => out + err, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
       }
     });
   });

@@ -2,7 +2,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
-import { FleetError } from '../../core/errors.js';
+import { FleetError, isDependencyUnavailable } from '../../core/errors.js';
 import type { ClaimWaiter, WakeReason } from '../../core/claim-waiters.js';
 import type { Fleet } from '../../core/fleet.js';
 import type { Task } from '../../core/types.js';
@@ -103,7 +103,9 @@ class AgentSession {
         } else if (this.gateway.fleet.waiters.generation !== generation) this.again = true;
       } while (this.again);
     } catch (err) {
-      this.gateway.log.error({ err, agentId: this.id }, 'push to agent failed');
+      // During a dependency's outage the wake-up is not lost: the store wakes every waiter for what
+      // is queued once its connections work again.
+      if (!isDependencyUnavailable(err)) this.gateway.log.error({ err, agentId: this.id }, 'push to agent failed');
     } finally {
       this.pumping = false;
     }
@@ -159,7 +161,15 @@ export class AgentGateway {
   /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
   async open(agentId: string, socket: WebSocket, owner: string): Promise<void> {
     if (!this.connections.admit(socket, owner)) return;
-    const agent = await this.fleet.agents.heartbeat(agentId);
+    let agent;
+    try {
+      agent = await this.fleet.agents.heartbeat(agentId);
+    } catch (err) {
+      if (!isDependencyUnavailable(err)) throw err;
+      // Closed with a reason rather than dropped: the SDK reconnects after its backoff.
+      socket.close(CloseCodes.UNAVAILABLE, err.message.slice(0, 120));
+      return;
+    }
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);
     const session = new AgentSession(agentId, socket, new Set(agent.capabilities), agent.maxConcurrency, this);

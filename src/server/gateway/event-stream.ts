@@ -4,6 +4,7 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
 import type { EventName, FleetEvents } from '../../bus/bus.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
+import { isDependencyUnavailable } from '../../core/errors.js';
 import type { Fleet } from '../../core/fleet.js';
 import { ObserverMessageSchema, type ObserverServerMessage } from '../../protocol/events.js';
 import type { Connections } from './connections.js';
@@ -162,7 +163,7 @@ export class EventStream {
       const snapshot = await this.fleet.stats.snapshot();
       this.publish('stats', ['stats'], snapshot, only);
     } catch (err) {
-      this.log.error({ err }, 'stats for observers failed');
+      if (!isDependencyUnavailable(err)) this.log.error({ err }, 'stats for observers failed');
     }
   }
 

@@ -3,17 +3,27 @@ import { maskedConfig } from '../../config.js';
 import { FleetError } from '../../core/errors.js';
 import type { Routes } from './deps.js';
 
-export const systemRoutes: Routes = async (app, { fleet, config }) => {
+export const systemRoutes: Routes = async (app, { fleet, config, dependencies }) => {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
+  /**
+   * Ready while the store answers; 503 (FLEETD_ERR_UNAVAILABLE, with the dependencies in its
+   * details) while it does not. A node without Redis still serves (per-node rate limits, no shared
+   * cache, no events from other nodes): it is ready, and says `degraded`.
+   */
   app.get('/readyz', async () => {
+    const status = dependencies?.status() ?? {};
     try {
       await fleet.store.ping();
     } catch (err) {
-      throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`);
+      throw new FleetError('FLEETD_ERR_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`, {
+        dependencies: status,
+        retryAfterSeconds: 1,
+      });
     }
     const pool = fleet.store.poolStats?.();
-    return { status: 'ready', store: fleet.store.driver, ...(pool ? { pool } : {}) };
+    const degraded = Object.values(status).some((d) => !d.up);
+    return { status: degraded ? 'degraded' : 'ready', store: fleet.store.driver, ...(pool ? { pool } : {}), dependencies: status };
   });
 
   app.get(
