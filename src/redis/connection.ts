@@ -26,8 +26,10 @@ export async function connectRedis(settings: RedisSettings, role: string, health
     connectionName: `fleetd-${role}`,
     lazyConnect: true,
     enableOfflineQueue: false,
-    // A command in flight when the connection dropped is sent again once after it is back, then failed.
     maxRetriesPerRequest: 1,
+    // A command in flight when the connection dropped is otherwise held until Redis is back (ioredis
+    // keeps it to send again): the request waiting on it would hang for the whole outage.
+    commandTimeout: 2_000,
     retryStrategy: (times) => Math.min(times * 100, 2_000),
     // Commands issued in one tick (a rate-limit check per request, cache version bumps, event
     // batches) leave in one write instead of a system call each.

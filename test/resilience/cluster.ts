@@ -70,7 +70,7 @@ export class ResilienceCluster {
       await startNode({ ...env, FLEETD_DATABASE_URL: through(this.databaseUrl, this.postgresProxy), FLEETD_REDIS_URL: through(this.redisUrl, this.redisProxy) }),
     );
     this.nodes.push(await startNode({ ...env, FLEETD_DATABASE_URL: this.databaseUrl, FLEETD_REDIS_URL: this.redisUrl }));
-    this.workload = new Workload(this.nodes, this.adminKey, (ids) => this.completedAmong(this.schema, ids));
+    this.workload = new Workload(this.nodes, this.adminKey, (ids) => this.completedAmong(this.schema, ids), () => this.answered('503'));
     await this.workload.start();
     this.crossAgent = new FleetClient({ url: this.nodes[1].url, apiKey: this.adminKey }).agent({
       name: 'cross',
@@ -117,13 +117,13 @@ export class ResilienceCluster {
     }
   }
 
-  /** Requests each node answered with a 500, from its own metrics. */
-  async internalErrors(): Promise<number> {
+  /** Requests the nodes answered with `status`, from their own metrics. */
+  async answered(status: string): Promise<number> {
     let total = 0;
     for (const node of this.nodes) {
       const text = String((await node.api.get('/metrics')).body);
       for (const line of text.split('\n')) {
-        if (line.startsWith('fleetd_http_request_duration_seconds_count') && line.includes('status_code="500"')) total += Number(line.split(' ').at(-1));
+        if (line.startsWith('fleetd_http_request_duration_seconds_count') && line.includes(`status_code="${status}"`)) total += Number(line.split(' ').at(-1));
       }
     }
     return total;

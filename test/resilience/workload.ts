@@ -8,6 +8,8 @@ import type { NodeProcess } from '../cluster/node-process.js';
 /** One HTTP answer a submitter got. */
 interface Answer {
   at: number;
+  /** How long the answer took, in ms. */
+  ms: number;
   node: number;
   status: number;
   retryAfter: string | null;
@@ -22,6 +24,10 @@ export interface FaultReport {
   refusedSeconds: number;
   /** From the service's return to the first submit accepted on each node, in seconds (0 if they never stopped working). */
   recoverySeconds: number[];
+  /** The slowest submit answer from the fault to recovery, in seconds. */
+  slowestSubmitSeconds: number;
+  /** Requests of any kind (agents' included) the nodes answered 503 meanwhile, from their metrics. */
+  refusedByNodes: number;
 }
 
 /**
@@ -47,6 +53,7 @@ export class Workload {
     private readonly nodes: NodeProcess[],
     private readonly adminKey: string,
     private readonly completedAmong: (ids: number[]) => Promise<number[]>,
+    private readonly refusedByNodes: () => Promise<number>,
   ) {}
 
   async start(): Promise<void> {
@@ -85,12 +92,12 @@ export class Workload {
           });
         } catch (err) {
           // The node did not answer at all: recorded as status 0, which no assertion tolerates.
-          this.answers.push({ at, node: i, status: 0, retryAfter: String(err) });
+          this.answers.push({ at, ms: Date.now() - at, node: i, status: 0, retryAfter: String(err) });
           await sleep(100);
           continue;
         }
         const body = (await res.json()) as { task?: { id: number } };
-        this.answers.push({ at, node: i, status: res.status, retryAfter: res.headers.get('retry-after') });
+        this.answers.push({ at, ms: Date.now() - at, node: i, status: res.status, retryAfter: res.headers.get('retry-after') });
         if (res.status === 201 || res.status === 200) {
           this.acknowledged.set(key, body.task!.id);
           break;
@@ -108,6 +115,7 @@ export class Workload {
   async survive(t: TestContext, name: string, fault: () => Promise<void>): Promise<FaultReport> {
     const from = this.answers.length;
     await eventually(() => this.acknowledged.size > 0 && this.answersSince(from).filter((a) => a.status === 201).length >= 10, 20_000, 'submits before the fault');
+    const refusedBefore = await this.refusedByNodes();
     await fault();
     const returnedAt = Date.now();
     // Submits work again on both nodes within 5 s of the service's return.
@@ -128,8 +136,13 @@ export class Workload {
       refused: refused.length,
       refusedSeconds: refused.length === 0 ? 0 : (refused.at(-1)!.at - refused[0].at) / 1000,
       recoverySeconds: recovery,
+      slowestSubmitSeconds: Math.max(...answers.map((a) => a.ms)) / 1000,
+      refusedByNodes: (await this.refusedByNodes()) - refusedBefore,
     };
-    t.diagnostic(`${name}: ${report.refused} submits refused (503) over ${report.refusedSeconds.toFixed(1)} s; submits accepted again ${recovery.map((s) => s.toFixed(1)).join(' s and ')} s after the return`);
+    t.diagnostic(
+      `${name}: ${report.refused} submits refused (503) over ${report.refusedSeconds.toFixed(1)} s, ${report.refusedByNodes} requests of all kinds refused by the nodes; ` +
+        `submits accepted again ${recovery.map((s) => s.toFixed(1)).join(' s and ')} s after the return; slowest submit ${report.slowestSubmitSeconds.toFixed(1)} s`,
+    );
     const ids = [...this.acknowledged.values()];
     await eventually(async () => (await this.completedAmong(ids)).length === ids.length, 30_000, 'every acknowledged task completed');
     assert.deepEqual([...this.runs].filter(([, n]) => n > 1), [], 'no task was handed out twice, so none completed twice');
