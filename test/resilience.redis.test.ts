@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
+import type { Browser } from 'playwright-core';
+import { launchBrowser, signIn } from './browser.js';
 import { eventually } from './helpers.js';
 import { logLines, metric, ResilienceCluster } from './resilience/cluster.js';
 import { ThrowawayRedis } from './resilience/services.js';
@@ -17,6 +19,7 @@ const OUTAGE_MS = Number(process.env.FLEETD_TEST_REDIS_OUTAGE_MS ?? 10_000);
 describe('two nodes survive Redis going away', { timeout: 120_000 + OUTAGE_MS }, () => {
   let redis: ThrowawayRedis;
   let cluster: ResilienceCluster;
+  let browser: Browser | undefined;
   const db = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
 
   before(async () => {
@@ -28,6 +31,7 @@ describe('two nodes survive Redis going away', { timeout: 120_000 + OUTAGE_MS },
   });
   after(async () => {
     try {
+      await browser?.close();
       await cluster?.close();
       await db.query(`DROP SCHEMA IF EXISTS ${cluster.schema} CASCADE`);
     } finally {
@@ -60,6 +64,11 @@ describe('two nodes survive Redis going away', { timeout: 120_000 + OUTAGE_MS },
 
   it(`Redis stopped for ${OUTAGE_MS / 1000} s and started again (empty)`, async (t) => {
     await listsStayFresh('before');
+    browser = await launchBrowser();
+    const page = await browser.newPage();
+    await signIn(page, cluster.adminKey);
+    await page.goto(`${cluster.nodes[0].url}/`);
+    await page.waitForSelector('[data-ready=overview]');
     const logsBefore = outageLogs();
     await cluster.workload.survive(t, `Redis stopped ${OUTAGE_MS / 1000} s`, async () => {
       const stoppedAt = Date.now();
@@ -73,11 +82,14 @@ describe('two nodes survive Redis going away', { timeout: 120_000 + OUTAGE_MS },
         assert.ok(ready.headers.get('ratelimit-limit'), 'rate limits still apply, per node');
       }
       await listsStayFresh('during');
+      const banner = await page.waitForSelector('[data-testid=degraded]', { timeout: 15_000 });
+      assert.match(await banner.innerText(), /redis unavailable since/, 'the dashboard says Redis is down');
       t.diagnostic(`during the outage a task submitted on node 0 reached the agent on node 1 in ${await cluster.wakeAcross()} ms`);
       await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + OUTAGE_MS - Date.now())));
       await redis.start();
     });
     await recovered(t, 'restart');
+    await page.waitForSelector('[data-testid=degraded]', { state: 'detached', timeout: 15_000 });
     const logsAfter = outageLogs();
     for (const [i, [down, up]] of logsAfter.entries()) {
       assert.equal(down - logsBefore[i][0], 1, `node ${i} logged the outage once`);

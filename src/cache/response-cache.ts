@@ -85,6 +85,8 @@ export class ResponseCache {
   private readonly now: () => number;
   private readonly node = randomUUID();
   private subscriber?: Redis;
+  /** Redis connections that closed and are not ready again. */
+  private readonly dropped = new Set<Redis>();
   private pendingRemote = new Set<string>();
   private bytes = 0;
   private readonly prefix: string;
@@ -125,7 +127,7 @@ export class ResponseCache {
       if (node !== this.node) this.invalidateLocal(tags);
     });
     this.dropEverythingOnReturn(this.subscriber);
-    await this.subscriber.connect();
+    if (this.subscriber.status === 'wait') await this.subscriber.connect();
     await this.subscriber.subscribe(this.channel);
   }
 
@@ -181,10 +183,9 @@ export class ResponseCache {
     return entries.slice(0, n).map(([k]) => k);
   }
 
-  /** Whether a Redis connection is down: the cache can no longer be kept coherent with the other nodes. */
+  /** Whether a Redis connection dropped and is not back: the cache can no longer be kept coherent with the other nodes. */
   private detached(): boolean {
-    const { redis } = this.options;
-    return redis !== undefined && (redis.status !== 'ready' || (this.subscriber !== undefined && this.subscriber.status !== 'ready'));
+    return this.dropped.size > 0;
   }
 
   /**
@@ -192,14 +193,13 @@ export class ResponseCache {
    * and in L2 (once both connections are back: until then, invalidate() cannot reach Redis).
    */
   private dropEverythingOnReturn(connection: Redis | undefined): void {
-    let dropped = false;
-    connection?.on('close', () => {
-      dropped = true;
+    if (!connection) return;
+    connection.on('close', () => {
+      this.dropped.add(connection);
       this.invalidateLocal([EVERY_ENTRY]);
     });
-    connection?.on('ready', () => {
-      if (!dropped) return;
-      dropped = false;
+    connection.on('ready', () => {
+      if (!this.dropped.delete(connection)) return;
       this.invalidate([EVERY_ENTRY]);
     });
   }

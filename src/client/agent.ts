@@ -49,10 +49,12 @@ const TRANSIENT_CODES = new Set([
   'FLEETD_ERR_RATE_LIMITED',
 ]);
 
+/** Waits `ms`, or less if `signal` aborts; its abort listener goes with it, so that a long outage's many retries do not pile listeners up. */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    const onAbort = () => (clearTimeout(timer), resolve());
+    const timer = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 
 /**

@@ -129,3 +129,9 @@ export interface CaseMember {
   text: string;
   addedAt: string;
 }
+
+/** GET /readyz while the store answers; with Redis down it is `degraded` and still serving. */
+export interface Readiness {
+  status: 'ready' | 'degraded';
+  dependencies: Partial<Record<'postgres' | 'redis', { up: boolean; since: number; reason: string | null }>>;
+}

@@ -24,7 +24,8 @@ const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOU
  * shutdown, 57P02 crash of another backend, 57P03 starting up or shutting down), of class 08
  * (connection exception), and 53300 (too many connections).
  */
-const SERVER_GONE = new Set(['57P01', '57P02', '57P03', '53300']);
+const TOO_MANY_CONNECTIONS = '53300';
+const SERVER_GONE = new Set(['57P01', '57P02', '57P03', TOO_MANY_CONNECTIONS]);
 
 /** Whether an error says the database or the connection to it went away, rather than that a statement was wrong. */
 export function isConnectionError(err: unknown): boolean {
@@ -222,22 +223,26 @@ export class PostgresConnection {
       connectionTimeoutMillis: this.options.poolTimeoutMs,
     });
     client.on('error', () => {});
+    let failure: Error | undefined;
     try {
       await client.connect();
       await client.query('SELECT 1');
     } catch (err) {
-      if (this.closed) return;
-      this.reason = (err as Error).message;
+      // A server at max_connections is up, and the pool's own connections still work.
+      if ((err as { code?: string }).code !== TOO_MANY_CONNECTIONS) failure = err as Error;
+    } finally {
+      void client.end().catch(() => {});
+    }
+    if (this.closed) return;
+    if (failure) {
+      this.reason = failure.message;
       if (this.state !== 'down') {
         this.state = 'down';
         this.health.pool.down(this.reason);
       }
       this.scheduleProbe(backoff(this.probeAttempt++));
       return;
-    } finally {
-      void client.end().catch(() => {});
     }
-    if (this.closed) return;
     if (this.state === 'down') this.health.pool.up();
     this.state = 'up';
     this.runRecovered();

@@ -211,7 +211,7 @@ export class PostgresStore implements Store {
   /** Claims of one tick share one transaction and one commit (see taskClaim). */
   private readonly claims = new TickBatcher<TaskClaimParams, TaskClaimResult>((batch) => this.transaction((q) => this.claimBatch(q, batch)));
 
-  constructor(private readonly options: PostgresStoreOptions) {
+  constructor(options: PostgresStoreOptions) {
     this.schema = options.schema ?? 'public';
     if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.schema)) throw new Error(`invalid schema name ${this.schema}`);
     this.connection = new PostgresConnection({
