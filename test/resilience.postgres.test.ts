@@ -9,7 +9,7 @@ import type { FaultReport } from './resilience/workload.js';
  * PostgreSQL restarted, crashed and its backends terminated under two fleetd nodes at work, on a
  * PostgreSQL and a Redis of the test's own. The same two node processes live through every fault.
  */
-describe('two nodes survive PostgreSQL going away', { timeout: 240_000 }, () => {
+describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => {
   let db: ThrowawayPostgres;
   let redis: ThrowawayRedis;
   let cluster: ResilienceCluster;
@@ -75,6 +75,14 @@ describe('two nodes survive PostgreSQL going away', { timeout: 240_000 }, () => 
     await eventually(async () => (await node.api.get('/readyz')).status === 200, 5_000, '/readyz ready again');
     assert.equal(await metric(node, 'fleetd_dependency_up{dependency="postgres"}'), 1);
     assert.ok((await metric(node, 'fleetd_dependency_reconnects_total{dependency="postgres"}'))! >= 1);
+  });
+
+  it('stopped for 10 s, as a managed failover takes: agents hold their results until it is back', async (t) => {
+    await fault(t, 'stopped 10 s', async () => {
+      await db.stop('fast');
+      await new Promise((r) => setTimeout(r, 10_000));
+      await db.start();
+    });
   });
 
   it("pg_terminate_backend of each of fleetd's backends in turn, the LISTEN ones included", async (t) => {
