@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { FleetClient, type FleetAgent } from '../../src/client/index.js';
 import { CuttingProxy } from '../chaos/cutting-proxy.js';
 import { startNode, type NodeProcess } from '../cluster/node-process.js';
-import { eventually, newAdminKey } from '../helpers.js';
+import { eventually, newAdminKey, tempDir } from '../helpers.js';
 import { uniqueSchema } from '../store/postgres.js';
 import { Workload } from './workload.js';
 
@@ -45,11 +46,14 @@ export class ResilienceCluster {
   private crossAgent: FleetAgent | undefined;
   private readonly crossArrivals = new Map<number, () => void>();
   private readonly crossSeen = new Set<number>();
+  private readonly dataDirs: string[] = [];
 
+  /** `env` is added to both nodes' settings (pipelines, say). */
   constructor(
     private readonly databaseUrl: string,
     private readonly redisUrl: string,
     private readonly completedAmong: (schema: string, ids: number[]) => Promise<number[]>,
+    private readonly env: Record<string, string> = {},
   ) {}
 
   async start(): Promise<void> {
@@ -64,12 +68,17 @@ export class ResilienceCluster {
       FLEETD_DATABASE_SCHEMA: this.schema,
       FLEETD_REDIS_PREFIX: `fleetd-resilience-${randomBytes(4).toString('hex')}:`,
       FLEETD_ADMIN_KEY: this.adminKey,
+      ...this.env,
+    };
+    const dataDir = () => {
+      this.dataDirs.push(tempDir('fleetd-resilience-'));
+      return { FLEETD_DATA_DIR: this.dataDirs.at(-1)! };
     };
     // One after the other: the first migrates the schema.
     this.nodes.push(
-      await startNode({ ...env, FLEETD_DATABASE_URL: through(this.databaseUrl, this.postgresProxy), FLEETD_REDIS_URL: through(this.redisUrl, this.redisProxy) }),
+      await startNode({ ...env, ...dataDir(), FLEETD_DATABASE_URL: through(this.databaseUrl, this.postgresProxy), FLEETD_REDIS_URL: through(this.redisUrl, this.redisProxy) }),
     );
-    this.nodes.push(await startNode({ ...env, FLEETD_DATABASE_URL: this.databaseUrl, FLEETD_REDIS_URL: this.redisUrl }));
+    this.nodes.push(await startNode({ ...env, ...dataDir(), FLEETD_DATABASE_URL: this.databaseUrl, FLEETD_REDIS_URL: this.redisUrl }));
     this.workload = new Workload(this.nodes, this.adminKey, (ids) => this.completedAmong(this.schema, ids), () => this.answered('503'));
     await this.workload.start();
     this.crossAgent = new FleetClient({ url: this.nodes[1].url, apiKey: this.adminKey }).agent({
@@ -135,6 +144,7 @@ export class ResilienceCluster {
     await Promise.all(this.nodes.map((n) => n.stop()));
     await this.postgresProxy?.close();
     await this.redisProxy?.close();
+    for (const dir of this.dataDirs) rmSync(dir, { recursive: true, force: true });
   }
 }
 
