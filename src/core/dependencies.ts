@@ -1,4 +1,4 @@
-import type { Logger } from './context.js';
+// A leaf, like errors.ts: the drivers, the bus and the Redis connections report here.
 
 /** The services a node of a cluster depends on. */
 export type DependencyName = 'postgres' | 'redis';
@@ -41,7 +41,7 @@ export class Dependencies {
   private readonly states = new Map<DependencyName, State>();
 
   constructor(
-    private readonly log: Pick<Logger, 'warn'>,
+    private readonly log: { warn(obj: object, msg?: string): void },
     private readonly now: () => number = Date.now,
   ) {}
 

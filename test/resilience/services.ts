@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,10 @@ import pg from 'pg';
 import { eventually } from '../helpers.js';
 
 const run = promisify(execFile);
-const PG_BIN = process.env.FLEETD_TEST_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+/** Debian's PostgreSQL programs, of the newest version installed (FLEETD_TEST_PG_BIN to choose). */
+const PG_BIN =
+  process.env.FLEETD_TEST_PG_BIN ??
+  join('/usr/lib/postgresql', readdirSync('/usr/lib/postgresql').filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))[0] ?? '15', 'bin');
 
 /** A TCP port nobody listens on now. */
 export async function freePort(): Promise<number> {
