@@ -3,7 +3,6 @@ import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { startPipelineServer } from './fake-llm.js';
-import { Api } from './helpers.js';
 import { arbitraryFor, BadUtf8, Deep, hostileJson, hostileString, toJsonBytes, type Schema } from './fuzz/hostile.js';
 import { sendBytes, sendRaw, type RawReply } from './fuzz/raw-http.js';
 import { timerMoved } from './fuzz/timers.js';
@@ -42,7 +41,7 @@ const components = doc.components?.schemas ?? {};
 
 // What the fuzzer can aim at: a few agents, tasks in each state, a lock and a pipeline run.
 const agentA = await api.registerAgent(['fuzz']);
-const agentB = await api.registerAgent(['fuzz', 'other']);
+await api.registerAgent(['fuzz', 'other']);
 for (let i = 0; i < 4; i++) await api.submit({ type: 'fuzz', payload: { i }, priority: i });
 await api.claim(agentA.id, 2);
 await api.post('/v1/locks', { agentId: agentA.id, resources: ['src/main.ts', 'dir/'], ttlMs: 3_600_000 });

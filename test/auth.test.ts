@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Api, eventually, fleetdBin, kill9, listeningUrl, startFleetdProcess, startTestServer, tempDir, type TestServer } from './helpers.js';
@@ -199,11 +199,13 @@ describe('first start, --no-auth and the keys command (real processes)', () => {
     const dataDir = tempDir();
     const env: NodeJS.ProcessEnv = { ...process.env, FLEETD_LOG_LEVEL: 'info' };
     delete env.FLEETD_ADMIN_KEY;
+    const started: ChildProcess[] = [];
     const start = () => {
       const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
         env,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
+      started.push(child);
       let stderr = '';
       let stdout = '';
       child.stderr!.on('data', (c) => (stderr += c));
@@ -226,8 +228,8 @@ describe('first start, --no-auth and the keys command (real processes)', () => {
       const again = await listeningUrl(second.child);
       assert.ok(!/fk_/.test(second.output().stderr), 'a second start printed a key');
       assert.equal((await new Api(again, printed).get('/v1/config')).status, 200);
-      await kill9(second.child);
     } finally {
+      for (const child of started) await kill9(child);
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -17,7 +17,7 @@ export const CHROMIUM_ARGS = [
 
 /** A headless Chromium; fails with the fix when the browser or the built dashboard is missing. */
 export async function launchBrowser(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it; docs/testing.md lists what the suite needs)`);
   if (!existsSync(join(DASHBOARD_DIR, 'index.html'))) throw new Error('the dashboard is not built: npm run build');
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 }
@@ -27,7 +27,7 @@ export async function signIn(page: Page, key: string | undefined): Promise<void>
   if (key) await page.addInitScript((k) => localStorage.setItem('fleetd.apiKey', k), key);
 }
 
-/** With FLEETD_SCREENSHOTS=docs, saves the page as docs/dashboard-<name>.png (how the README's screenshots are made). */
+/** With FLEETD_SCREENSHOTS=docs, saves the page as docs/dashboard-<name>.png (how docs/dashboard.md's screenshots are made). */
 export async function snap(page: Page, name: string): Promise<void> {
   const dir = process.env.FLEETD_SCREENSHOTS;
   if (!dir) return;

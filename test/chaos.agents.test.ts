@@ -16,7 +16,12 @@ async function startAgentProcess(server: TestServer, transport: Transport): Prom
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
   let id: string | undefined;
-  await eventually(() => (id = /connected to \S+ \((?:ws|poll)\) as (\S+),/.exec(output)?.[1]) !== undefined, 20_000, `the agent to connect; it said: ${output}`);
+  try {
+    await eventually(() => (id = /connected to \S+ \((?:ws|poll)\) as (\S+),/.exec(output)?.[1]) !== undefined, 20_000, 'the agent to connect');
+  } catch (err) {
+    await kill9(child);
+    throw new Error(`${(err as Error).message}; it said: ${output}`);
+  }
   return { child, id: id!, output: () => output };
 }
 
@@ -44,7 +49,11 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
       const leaseMs = transport === 'ws' ? 60_000 : 2_000;
       const server = await startTestServer({ agentDisconnectGraceMs: 1_000, wsPingMs: 500 });
       const completions = countCompletions(server);
-      const agent = await startAgentProcess(server, transport);
+      // An agent that never connects fails the test; the server stops either way.
+      const agent = await startAgentProcess(server, transport).catch(async (err) => {
+        await server.stop();
+        throw err;
+      });
       let other: FleetAgent | undefined;
       try {
         const tasks = await Promise.all(Array.from({ length: 3 }, () => server.api.submit({ type: 'sleep', payload: { ms: 600_000 }, leaseMs })));
@@ -74,7 +83,11 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
       const leaseMs = transport === 'ws' ? 60_000 : 2_000;
       const server = await startTestServer({ agentDisconnectGraceMs: 1_000, wsPingMs: 500 });
       const completions = countCompletions(server);
-      const agent = await startAgentProcess(server, transport);
+      // An agent that never connects fails the test; the server stops either way.
+      const agent = await startAgentProcess(server, transport).catch(async (err) => {
+        await server.stop();
+        throw err;
+      });
       let other: FleetAgent | undefined;
       try {
         const task = await server.api.submit({ type: 'sleep', payload: { ms: 1_000 }, leaseMs });

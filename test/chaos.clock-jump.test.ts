@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { eventually, kill9, startFleetdProcess, tempDir } from './helpers.js';
 
-/** Debian's libfaketime (`apt-get install faketime`; .ci/run installs it). */
-const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+/** Debian's libfaketime for this machine's architecture (`apt-get install faketime`; .ci/run installs it). */
+const LIBFAKETIME = `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/faketime/libfaketime.so.1`;
 
 /**
  * A real fleetd process under libfaketime: its wall clock (Date.now) reads the offset in a file we
@@ -14,7 +14,11 @@ const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
  */
 describe('a clock jump', { timeout: 120_000 }, () => {
   it('forward or back by minutes expires no lease early, holds none late, and keeps schedules and agents right', async (t) => {
-    assert.ok(existsSync(LIBFAKETIME), `${LIBFAKETIME} is missing: apt-get install -y faketime (.ci/run installs it)`);
+    assert.ok(
+      existsSync(LIBFAKETIME),
+      `libfaketime is not installed (no ${LIBFAKETIME}): this test steps a real fleetd's clock with it. ` +
+        'Install it with `apt-get install -y faketime` (.ci/run does; docs/testing.md lists what the suite needs).',
+    );
     const dataDir = tempDir();
     const offsetFile = join(dataDir, 'faketime');
     const jumpTo = (offset: string) => writeFileSync(offsetFile, `${offset}\n`);
@@ -28,9 +32,10 @@ describe('a clock jump', { timeout: 120_000 }, () => {
       FLEETD_AGENT_STALE_MS: '3000',
       FLEETD_AGENT_OFFLINE_MS: '6000',
     });
-    const agent = await api.registerAgent(['tick']);
-    const heartbeats = setInterval(() => void api.post(`/v1/agents/${agent.id}/heartbeat`).catch(() => {}), 500);
+    let heartbeats: NodeJS.Timeout | undefined;
     try {
+      const agent = await api.registerAgent(['tick']);
+      heartbeats = setInterval(() => void api.post(`/v1/agents/${agent.id}/heartbeat`).catch(() => {}), 500);
       const statusOf = async (id: number) => (await api.get(`/v1/tasks/${id}`)).body;
       const claimOne = async (task: { id: number }) => {
         const [claimed] = await api.claim(agent.id, 1);

@@ -4,7 +4,7 @@ import { closeSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { FleetClient } from '../src/client/index.js';
-import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
+import type { SqliteDriver } from '../src/store/sqlite/driver.js';
 import { type Api, type Reply, eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
 
 /**
@@ -68,7 +68,7 @@ async function tmpfsDisk(): Promise<FullableDisk | undefined> {
 
 async function pageLimitedDisk(): Promise<FullableDisk> {
   let server = await startTestServer();
-  const db = () => (server.store as SqliteStore).db;
+  const db = () => (server.driver as SqliteDriver).database.db;
   return {
     kind: 'SQLite max_page_count (mounting is not possible here)',
     api: server.api,

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
-import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { eventually, kill9, nextEvent, startTestServer, type TestServer } from './helpers.js';
 
 describe('agent SDK', () => {
   let server: TestServer;
@@ -143,17 +143,22 @@ describe('agent SDK', () => {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let output = '';
-    const ready = new Promise<void>((resolve) => child.stdout!.on('data', (d) => (output += d) && output.includes('ready') && resolve()));
-    await ready;
+    child.stdout!.on('data', (d) => (output += d));
     const exited = once(child, 'exit');
-    const requeued = nextEvent(server, 'task.requeued', (e) => e.task.type === 'fragile');
-    const task = (await client.submit({ type: 'fragile', payload: 'once' })).task;
-    const [code] = await exited;
-    assert.equal(code, 1);
-    assert.match(output, new RegExp(`started ${task.id}`));
-    const back = await requeued;
-    assert.equal(back.task.id, task.id);
-    assert.equal(back.reason, 'agent_offline');
+    let task: { id: number };
+    try {
+      await eventually(() => output.includes('ready'), 20_000, 'the crashing agent to be ready');
+      const requeued = nextEvent(server, 'task.requeued', (e) => e.task.type === 'fragile', 20_000);
+      task = (await client.submit({ type: 'fragile', payload: 'once' })).task;
+      const [code] = await exited;
+      assert.equal(code, 1);
+      assert.match(output, new RegExp(`started ${task.id}`));
+      const back = await requeued;
+      assert.equal(back.task.id, task.id);
+      assert.equal(back.reason, 'agent_offline');
+    } finally {
+      await kill9(child);
+    }
     const runs: number[] = [];
     const rescuer = client.agent({ name: 'rescuer', capabilities: ['fragile'] });
     const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
@@ -177,7 +182,7 @@ describe('agent SDK', () => {
     await assert.rejects(client.cancel(task.id), { name: 'FleetApiError', code: 'FLEETD_ERR_TASK_STATE', status: 409 });
     const stats = await client.stats();
     assert.ok('tasks' in stats);
-    while (!events.includes('task.cancelled')) await new Promise((r) => setTimeout(r, 10));
+    await eventually(() => events.includes('task.cancelled'), 5_000, 'the task.cancelled event');
     assert.deepEqual(events, ['task.created', 'task.cancelled']);
     subscription.close();
   });

@@ -37,7 +37,8 @@ test('two nodes on PostgreSQL: one drives a run; kill -9 it mid-step and the oth
   const env = { ...cluster, FLEETD_PIPELINES_FILE: file, FLEETD_PIPELINE_RUN_LEASE_MS: '1500' };
   const nodes: NodeProcess[] = [];
   try {
-    nodes.push(await startNode({ ...env, FLEETD_DATA_DIR: join(dir, 'a') }), await startNode({ ...env, FLEETD_DATA_DIR: join(dir, 'b') }));
+    nodes.push(await startNode({ ...env, FLEETD_DATA_DIR: join(dir, 'a') }));
+    nodes.push(await startNode({ ...env, FLEETD_DATA_DIR: join(dir, 'b') }));
     const [a, b] = nodes;
     const created = await a.api.post('/v1/pipelines/handover/runs', { input: { text: 'pothole' } });
     assert.equal(created.status, 201);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page, WebSocketRoute } from 'playwright-core';
 import { launchBrowser, signIn } from './browser.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 /**
  * The dashboard's side of the /v1/events contract (subscribe to topics; batched
@@ -42,14 +42,14 @@ describe('dashboard on the live event stream', () => {
   });
 
   const push = (events: { topic: string; name: string; data: unknown }[]) =>
-    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: Date.now() })) }));
+    sockets.at(-1)!.send(JSON.stringify({ type: 'events', events: events.map((e) => ({ ...e, at: new Date().toISOString() })) }));
   const summary = ({ payload: _p, result: _r, ...task }: Record<string, unknown>) => task;
 
   it('subscribes to the tasks topic and applies pushed task events to the table', async () => {
     await page.goto(server.url + '/#/tasks');
     await page.waitForSelector('[data-connection=live]', WAIT);
     await page.waitForSelector('text=No tasks match.', WAIT);
-    await waitFor(() => subscribed.some((t) => t.includes('tasks')));
+    await eventually(() => subscribed.some((t) => t.includes('tasks')), WAIT.timeout, 'the page to subscribe');
 
     // Live, the page does not poll: this task shows up only because its event is pushed.
     const task = await server.api.submit({ type: 'email.send', payload: { to: 'a@example.com' } });
@@ -69,7 +69,7 @@ describe('dashboard on the live event stream', () => {
   it('paints the stats the stream pushes on the overview', async () => {
     await page.goto(server.url + '/#/');
     await page.waitForSelector('[data-ready=overview]', WAIT);
-    await waitFor(() => subscribed.some((t) => t.includes('stats')));
+    await eventually(() => subscribed.some((t) => t.includes('stats')), WAIT.timeout, 'the page to subscribe');
     const stats = (await server.api.get('/v1/stats')).body;
     stats.agents.byStatus.online = 4242;
     push([{ topic: 'stats', name: 'stats', data: stats }]);
@@ -83,14 +83,6 @@ describe('dashboard on the live event stream', () => {
     await page.waitForSelector('[data-connection=live]', WAIT);
     assert.equal(sockets.length, before + 1);
     // The new socket is told again what the page is showing.
-    await waitFor(() => subscribed.filter((t) => t.includes('stats')).length >= 2);
+    await eventually(() => subscribed.filter((t) => t.includes('stats')).length >= 2, WAIT.timeout, 'the page to subscribe again');
   });
 });
-
-async function waitFor(check: () => boolean): Promise<void> {
-  const deadline = Date.now() + WAIT.timeout;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

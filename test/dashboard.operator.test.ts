@@ -6,7 +6,7 @@ import { startTestServer, type TestServer } from './helpers.js';
 
 /**
  * The dashboard in a real headless Chromium against a real fleetd. Set FLEETD_SCREENSHOTS=docs to
- * save a screenshot of each page (the README shows them).
+ * save a screenshot of each page (docs/dashboard.md shows them).
  */
 const WAIT = { timeout: 20_000 };
 

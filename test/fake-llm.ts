@@ -1,11 +1,9 @@
 import { once } from 'node:events';
-import { rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { startServer } from '../src/server/server.js';
-import { Api, adminKeyFor, eventually, tempDir } from './helpers.js';
+import { type Api, eventually, startTestServer, type TestServer } from './helpers.js';
 
 /** How the fake provider answers one request. */
 export interface Behaviour {
@@ -108,23 +106,9 @@ export class FakeLlm {
   }
 }
 
-/** A fleetd server with pipelines, on a temp data dir (kept when `dataDir` is given). */
-export async function startPipelineServer(setup: PipelineSetup, overrides: Partial<FleetdConfig> = {}) {
-  const dataDir = overrides.dataDir ?? tempDir();
-  const adminKey = adminKeyFor({ ...overrides, dataDir });
-  const server = await startServer(
-    { host: '127.0.0.1', port: 0, adminKey, ...overrides, dataDir },
-    { logger: false, env: { FAKE_KEY: 'sk-secret-123' }, pipelines: setup },
-  );
-  return Object.assign(server, {
-    api: new Api(server.url, adminKey),
-    dataDir,
-    /** Closes the server and deletes its data. */
-    async stop() {
-      await server.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  });
+/** A fleetd server with pipelines, whose providers find the fake key in FAKE_KEY. */
+export function startPipelineServer(setup: PipelineSetup, overrides: Partial<FleetdConfig> = {}): Promise<TestServer> {
+  return startTestServer(overrides, { env: { FAKE_KEY: 'sk-secret-123' }, pipelines: setup });
 }
 
 /** Polls the run until it has finished; returns it. */

@@ -21,6 +21,8 @@ describe('agent stream', () => {
     const task = await api.submit({ type: 'push', payload: { n: 1 } });
     const pushed = await peer.next('tasks');
     assert.deepEqual(pushed.tasks.map((t: any) => [t.id, t.status, t.payload]), [[task.id, 'leased', { n: 1 }]]);
+    // Field for field what the REST API says of the same task, times in ISO 8601.
+    assert.deepEqual(pushed.tasks[0], (await api.get(`/v1/tasks/${task.id}`)).body);
     peer.send({ type: 'complete', id: task.id, result: { ok: true }, ref: 'c1' });
     const ack = await peer.next('ack', (m) => m.ref === 'c1');
     assert.equal(ack.status, 'completed');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startTestServer, type TestServer } from './helpers.js';
-import { connect, type Peer } from './ws-helpers.js';
+import { assertWireEvents, connect, type Peer } from './ws-helpers.js';
 
 async function observe(server: TestServer, topics: string[], options = {}): Promise<Peer> {
   const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` }, options);
@@ -46,8 +46,28 @@ describe('event stream', () => {
       eventsOf(all).map((e) => [e.name, e.data.task.id]),
       [['task.created', a.id], ['task.created', b.id], ['task.cancelled', b.id]],
     );
-    assert.ok(eventsOf(all).every((e) => typeof e.at === 'number'));
+    assert.ok(eventsOf(all).every((e) => new Date(e.at).toISOString() === e.at));
     await Promise.all([alpha.close(), agents.close(), all.close(), one.close()]);
+  });
+
+  it('carries tasks, agents and locks in the JSON shape the REST API gives them, times in ISO 8601', async () => {
+    const { api } = server;
+    const peer = await observe(server, ['queue:shape', 'agents', 'locks', 'stats']);
+    const registered = (await api.post('/v1/agents', { name: 'shape', capabilities: ['shape'] })).body.agent;
+    await api.submit({ type: 'shape', requires: ['shape'], payload: { text: 'not in events' } });
+    const [claimed] = await api.claim(registered.id);
+    const lock = (await api.post('/v1/locks', { agentId: registered.id, resources: ['shape.txt'], ttlMs: 60_000 })).body;
+    while (!eventsOf(peer).some((e) => e.name === 'lock.acquired')) await peer.next('events');
+
+    const events = eventsOf(peer);
+    const data = (name: string) => events.find((e) => e.name === name)?.data;
+    const { payload: _payload, result: _result, ...claimedSummary } = (await api.get(`/v1/tasks/${claimed.id}`)).body;
+    assert.deepEqual(data('task.claimed').task, claimedSummary);
+    assert.deepEqual(data('agent.registered').agent, registered);
+    assert.deepEqual(data('lock.acquired').lock, (await api.get(`/v1/locks/${lock.id}`)).body);
+    assertWireEvents(events);
+    assert.ok(events.some((e) => e.name === 'stats'));
+    await peer.close();
   });
 
   it('stops sending a topic after unsubscribe, and refuses unknown topics without changing the subscription', async () => {

@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FleetdConfig } from '../src/config.js';
+import type { PipelineSetup } from '../src/pipelines/pipelines.js';
+import type { Logger } from 'pino';
 import { startServer, type FleetServer } from '../src/server/server.js';
 
 export interface Reply<T = any> {
@@ -96,11 +98,21 @@ export function tempDir(prefix = 'fleetd-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-/** Starts a server in this process, with auth on and a fresh admin key unless overrides say otherwise. */
-export async function startTestServer(overrides: Partial<FleetdConfig> = {}): Promise<TestServer> {
+/**
+ * Starts a server in this process, with auth on and a fresh admin key unless overrides say otherwise;
+ * `options.env` stands in for the process environment (the one the config and providers read) and
+ * `options.pipelines` are the pipelines it runs; `options.logger` receives its log (none by default).
+ */
+export async function startTestServer(
+  overrides: Partial<FleetdConfig> = {},
+  options: { env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup; logger?: Logger } = {},
+): Promise<TestServer> {
   const dataDir = overrides.dataDir ?? tempDir();
   const adminKey = overrides.auth === 'off' ? undefined : (overrides.adminKey ?? adminKeyFor({ ...overrides, dataDir }));
-  const server = await startServer({ host: '127.0.0.1', port: 0, ...overrides, ...(adminKey ? { adminKey } : {}), dataDir }, { logger: false, env: {} });
+  const server = await startServer(
+    { host: '127.0.0.1', port: 0, ...overrides, ...(adminKey ? { adminKey } : {}), dataDir },
+    { logger: options.logger ?? false, env: options.env ?? {}, pipelines: options.pipelines },
+  );
   return Object.assign(server, {
     api: new Api(server.url, adminKey),
     adminKey,
@@ -156,14 +168,19 @@ export const fleetdBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js
 export async function startFleetdProcess(
   dataDir: string,
   env: Record<string, string> = {},
+  options: { stderr?: 'inherit' | 'pipe' } = {},
 ): Promise<{ child: ChildProcess; api: Api; port: number; adminKey: string }> {
   const adminKey =
     env.FLEETD_ADMIN_KEY ?? adminKeyFor({ dataDir, databaseUrl: env.FLEETD_DATABASE_URL, databaseSchema: env.FLEETD_DATABASE_SCHEMA });
   const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
     env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env, FLEETD_ADMIN_KEY: adminKey },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'],
   });
-  const url = await listeningUrl(child);
+  // A process that never listens is killed here: the caller has nothing to stop yet.
+  const url = await listeningUrl(child).catch(async (err) => {
+    await kill9(child);
+    throw err;
+  });
   return { child, api: new Api(url, adminKey), port: Number(new URL(url).port), adminKey };
 }
 

@@ -2,15 +2,14 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { startServer, type FleetServer } from '../src/server/server.js';
-import { Api, newAdminKey, startTestServer, tempDir } from './helpers.js';
+import { type Api, newAdminKey, startTestServer, type TestServer } from './helpers.js';
 
 describe('HTTP operations', () => {
-  let server: FleetServer;
-  let api: Api;
-  const lines: Record<string, unknown>[] = [];
+  let server: TestServer;
   const adminKey = newAdminKey();
   const bearer = { authorization: `Bearer ${adminKey}` };
+  let api: Api;
+  const lines: Record<string, unknown>[] = [];
   before(async () => {
     const sink = new Writable({
       write(chunk, _enc, done) {
@@ -18,13 +17,10 @@ describe('HTTP operations', () => {
         done();
       },
     });
-    server = await startServer(
-      { host: '127.0.0.1', port: 0, dataDir: tempDir(), slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6', adminKey },
-      { logger: pino({ level: 'info' }, sink), env: {} },
-    );
-    api = new Api(server.url, adminKey);
+    server = await startTestServer({ slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6', adminKey }, { logger: pino({ level: 'info' }, sink) });
+    api = server.api;
   });
-  after(() => server.close());
+  after(() => server.stop());
 
   it('puts an x-request-id on every response and on the log lines of the request', async () => {
     const generated = await api.get('/v1/stats');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
-import { connect } from './ws-helpers.js';
+import { assertWireEvents, connect } from './ws-helpers.js';
 
 const setup: PipelineSetup = {
   providers: [{ name: 'sim', kind: 'simulated', latency: { minMs: 1, maxMs: 5 }, dimensions: 8 }],
@@ -139,6 +139,7 @@ test('observers of pipelines and of one run see its steps start and complete, th
       ],
     );
     assert.ok(events.every((e: any) => e.topic === 'pipelines' && e.data.run.id === id));
+    assertWireEvents(events);
     // The run's own topic, subscribed while it ran, gets the rest of the same events.
     const finished = await one.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
     assert.ok(finished.events.every((e: any) => e.topic === `run:${id}`));

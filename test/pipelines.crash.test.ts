@@ -1,37 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { FakeLlm, finishedRun, never } from './fake-llm.js';
-import { Api, newAdminKey, tempDir } from './helpers.js';
+import { kill9, newAdminKey, startFleetdProcess, tempDir } from './helpers.js';
 
 const fake = new FakeLlm();
 const adminKey = newAdminKey();
 before(() => fake.start());
 after(() => fake.stop());
 
-/** `fleetd start` in its own process, as an operator runs it; resolves once it listens. */
-async function startProcess(dataDir: string, pipelinesFile: string): Promise<{ child: ChildProcess; api: Api }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'start'], {
-    env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_PIPELINES_FILE: pipelinesFile, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: adminKey },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  for await (const chunk of child.stdout!) {
-    out += chunk;
-    const url = /"url":"(http:[^"]+)"/.exec(out)?.[1];
-    if (url) return { child, api: new Api(url, adminKey) };
-  }
-  throw new Error(`fleetd exited before listening: ${out}`);
-}
-
-async function crash(child: ChildProcess): Promise<void> {
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
+/** `fleetd start` in its own process, as an operator runs it, with the pipelines in `pipelinesFile`. */
+const startProcess = (dataDir: string, pipelinesFile: string) =>
+  startFleetdProcess(dataDir, { FLEETD_PIPELINES_FILE: pipelinesFile, FLEETD_ADMIN_KEY: adminKey });
 
 test('kill -9 mid-run, twice: the run resumes each time, no finished step repeats, the agent task is not dispatched again', async () => {
   const dataDir = tempDir();
@@ -60,14 +41,14 @@ test('kill -9 mid-run, twice: the run resumes each time, no finished step repeat
     const id = body.run.id;
     const [task] = await server.api.claim(agent.id, 1, 10_000);
     assert.equal(task.payload.draft, 'reply to: CRASH-A pothole');
-    await crash(server.child);
+    await kill9(server.child);
 
     // The agent finishes its task on the restarted server; the resumed step takes that result.
     server = await startProcess(dataDir, file);
     const completed = await server.api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { verdict: 'valid' } }, { authorization: `Bearer ${agent.token}` });
     assert.equal(completed.status, 200, JSON.stringify(completed.body));
     await fake.nextRequest('CRASH-C');
-    await crash(server.child);
+    await kill9(server.child);
 
     server = await startProcess(dataDir, file);
     const run = await finishedRun(server.api, id);
@@ -78,7 +59,7 @@ test('kill -9 mid-run, twice: the run resumes each time, no finished step repeat
     const reviews = (await server.api.get('/v1/tasks?type=review')).body.items;
     assert.equal(reviews.length, 1, 'the agent step found its task again instead of dispatching another');
   } finally {
-    if (server.child.exitCode === null) await crash(server.child);
+    if (server.child.exitCode === null) await kill9(server.child);
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -21,13 +21,17 @@ test('a restart mid-run resumes at the unfinished step and never repeats a finis
     { name: 'c', kind: 'llm', provider: 'fake', prompt: 'RESTART-C {{steps.b}}' },
   ];
   const first = await startPipelineServer(setup(steps));
-  const started = await first.api.post('/v1/pipelines/chain/runs', { input: { text: 'hello' } });
-  assert.equal(started.status, 201);
-  const id = started.body.run.id;
-  await fake.nextRequest('RESTART-B');
-  const midway = (await first.api.get(`/v1/pipelines/runs/${id}`)).body.run;
-  assert.deepEqual(midway.steps.map((s: any) => s.status), ['completed', 'running', 'pending']);
-  await first.close();
+  let id: number;
+  try {
+    const started = await first.api.post('/v1/pipelines/chain/runs', { input: { text: 'hello' } });
+    assert.equal(started.status, 201);
+    id = started.body.run.id;
+    await fake.nextRequest('RESTART-B');
+    const midway = (await first.api.get(`/v1/pipelines/runs/${id}`)).body.run;
+    assert.deepEqual(midway.steps.map((s: any) => s.status), ['completed', 'running', 'pending']);
+  } finally {
+    await first.stop({ keepData: true });
+  }
 
   const second = await startPipelineServer(setup(steps), { dataDir: first.dataDir });
   try {

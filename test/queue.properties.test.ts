@@ -4,11 +4,11 @@ import fc from 'fast-check';
 import { LocalBus } from '../src/bus/local-bus.js';
 import { resolveConfig } from '../src/config.js';
 import { Fleet } from '../src/core/fleet.js';
-import { FleetError } from '../src/core/errors.js';
-import { TERMINAL_STATUSES, type Task } from '../src/core/types.js';
+import { FleetError } from '../src/domain/errors.js';
+import { TERMINAL_STATUSES, type Task } from '../src/domain/types.js';
 import type { Store } from '../src/store/store.js';
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
-import { freshPostgresStore } from './store/postgres.js';
+import { openSqlite } from '../src/store/sqlite/driver.js';
+import { freshPostgres } from './store/postgres.js';
 
 /**
  * Random interleavings of submit, claim, complete, fail, extend, expire and cancel, run on the real
@@ -70,7 +70,7 @@ async function runScenario(store: Store, ops: Op[]) {
         case 'claim': {
           const agentId = agents[o.agent];
           const before = await allTasks();
-          const claimed = await fleet.tasks.claim({ agentId, max: o.max, waitMs: 0 });
+          const claimed = await fleet.delivery.claim({ agentId, max: o.max, waitMs: 0 });
           for (const t of claimed) {
             assert.ok(!leasedBy.has(t.id), `task ${t.id} handed out while still leased`);
             assert.ok(capabilities[o.agent].includes(t.type), 'claimed a task it cannot do');
@@ -202,11 +202,11 @@ describe('queue properties', () => {
   it('keep the invariants under random interleavings of every operation (SQLite)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops) => {
-        const store = new SqliteStore({ dataDir: ':memory:' });
+        const driver = openSqlite({ dataDir: ':memory:' });
         try {
-          await runScenario(store, ops);
+          await runScenario(driver.store, ops);
         } finally {
-          await store.close();
+          await driver.close();
         }
       }),
       { numRuns: 150 },
@@ -217,9 +217,9 @@ describe('queue properties', () => {
     // Each run gets a schema of its own; fewer runs, as each costs a migration.
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops) => {
-        const { store, destroy } = await freshPostgresStore({ poolSize: 2 });
+        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
         try {
-          await runScenario(store, ops);
+          await runScenario(driver.store, ops);
         } finally {
           await destroy();
         }

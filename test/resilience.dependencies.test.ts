@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Dependencies } from '../src/core/dependencies.js';
+import { Dependencies } from '../src/domain/dependencies.js';
 
 /** The registry that turns connections' reports into one log line per outage, /readyz and the metrics. */
 describe('dependencies', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
+import { eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
 
 describe('durability', () => {
   it('a restart on the same data directory keeps every task, lease and lock', async () => {
@@ -44,20 +44,24 @@ describe('durability', () => {
       const { child, api } = await start();
       const acknowledged: number[] = [];
       let stop = false;
-      const writers = Array.from({ length: 20 }, async (_, w) => {
-        for (let i = 0; !stop; i++) {
-          try {
-            const res = await api.post('/v1/tasks', { type: 'crash', payload: { w, i } });
-            if (res.status === 201) acknowledged.push(res.body.task.id);
-          } catch {
-            return; // the connection died with the server
+      let writers: Promise<void>[] = [];
+      try {
+        writers = Array.from({ length: 20 }, async (_, w) => {
+          for (let i = 0; !stop; i++) {
+            try {
+              const res = await api.post('/v1/tasks', { type: 'crash', payload: { w, i } });
+              if (res.status === 201) acknowledged.push(res.body.task.id);
+            } catch {
+              return; // the connection died with the server
+            }
           }
-        }
-      });
-      while (acknowledged.length < 500) await new Promise((r) => setTimeout(r, 5));
-      await kill9(child);
-      stop = true;
-      await Promise.all(writers);
+        });
+        await eventually(() => acknowledged.length >= 500, 30_000, '500 acknowledged submits');
+      } finally {
+        await kill9(child);
+        stop = true;
+        await Promise.all(writers);
+      }
 
       const restarted = await start();
       try {

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
-import { Api, adminKeyFor, tempDir } from './helpers.js';
+import { Api, adminKeyFor, kill9, tempDir } from './helpers.js';
 
 /** `fleetd start` in its own process on a free port; resolves once it logs where it listens. */
 async function startProcess(dataDir: string): Promise<{ child: ChildProcess; api: Api; logs: Record<string, unknown>[] }> {
@@ -31,38 +31,44 @@ describe('graceful shutdown', () => {
 
   it('loses no acknowledged write across SIGTERM, answers waiting claims, and exits in bounded time', async () => {
     const first = await startProcess(dataDir);
-    const agent = await first.api.registerAgent(['never-submitted']);
-    const waiting = first.api.post('/v1/tasks/claim', { agentId: agent.id, waitMs: 20_000 });
-
     const acknowledged: number[] = [];
-    let signalled = false;
-    let sigterm!: () => void;
-    const enoughWrites = new Promise<void>((resolve) => (sigterm = resolve));
-    // Writers keep submitting through the signal, until the server stops answering.
-    const writers = Array.from({ length: 4 }, async (_, w) => {
-      for (let i = 0; ; i++) {
-        try {
-          const res = await first.api.post('/v1/tasks', { type: 'durable', payload: { w, i } });
-          if (res.status !== 201) return;
-          acknowledged.push(res.body.task.id);
-          if (acknowledged.length >= 100) sigterm();
-        } catch {
-          return; // connection refused or reset: the server is gone
+    try {
+      const agent = await first.api.registerAgent(['never-submitted']);
+      const waiting = first.api.post('/v1/tasks/claim', { agentId: agent.id, waitMs: 20_000 });
+
+      let signalled = false;
+      let sigterm!: () => void;
+      const enoughWrites = new Promise<void>((resolve) => (sigterm = resolve));
+      // Writers keep submitting through the signal, until the server stops answering.
+      const writers = Array.from({ length: 4 }, async (_, w) => {
+        for (let i = 0; ; i++) {
+          try {
+            const res = await first.api.post('/v1/tasks', { type: 'durable', payload: { w, i } });
+            if (res.status !== 201) return;
+            acknowledged.push(res.body.task.id);
+            if (acknowledged.length >= 100) sigterm();
+          } catch {
+            return; // connection refused or reset: the server is gone
+          }
         }
-      }
-    });
-    await enoughWrites;
-    const signalledAt = Date.now();
-    signalled = first.child.kill('SIGTERM');
-    const [code] = await once(first.child, 'exit');
-    const shutdownMs = Date.now() - signalledAt;
-    await Promise.all(writers);
-    assert.ok(signalled);
-    assert.equal(code, 0);
-    assert.ok(shutdownMs < 10_000, `took ${shutdownMs} ms`);
-    const claim = await waiting;
-    assert.ok(claim.status === 200 || claim.status === 503, `waiting claim got ${claim.status}`);
-    assert.ok(first.logs.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'));
+      });
+      // Writers that all stop before the signal (the server refused them) end the wait too.
+      await Promise.race([enoughWrites, Promise.all(writers)]);
+      assert.ok(acknowledged.length >= 100, `the server stopped answering after ${acknowledged.length} writes, before any signal`);
+      const signalledAt = Date.now();
+      signalled = first.child.kill('SIGTERM');
+      const [code] = await once(first.child, 'exit');
+      const shutdownMs = Date.now() - signalledAt;
+      await Promise.all(writers);
+      assert.ok(signalled);
+      assert.equal(code, 0);
+      assert.ok(shutdownMs < 10_000, `took ${shutdownMs} ms`);
+      const claim = await waiting;
+      assert.ok(claim.status === 200 || claim.status === 503, `waiting claim got ${claim.status}`);
+      assert.ok(first.logs.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'));
+    } finally {
+      await kill9(first.child);
+    }
 
     const second = await startProcess(dataDir);
     try {
@@ -73,8 +79,7 @@ describe('graceful shutdown', () => {
       const lost = acknowledged.filter((id) => !stored.has(id));
       assert.deepEqual(lost, [], `${lost.length} of ${acknowledged.length} acknowledged tasks lost`);
     } finally {
-      second.child.kill('SIGTERM');
-      await once(second.child, 'exit');
+      await kill9(second.child);
     }
   });
 });

@@ -1,4 +1,4 @@
-import { exerciseStore } from './store/exercise-store.js';
-import { freshPostgresStore } from './store/postgres.js';
+import { exerciseDriver } from './store/exercise.js';
+import { freshPostgres } from './store/postgres.js';
 
-exerciseStore('postgres', () => freshPostgresStore());
+exerciseDriver('postgres', () => freshPostgres({ poolSize: 4 }));

@@ -1,8 +1,8 @@
-import { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
-import { exerciseStore } from './store/exercise-store.js';
+import { openSqlite } from '../src/store/sqlite/driver.js';
+import { exerciseDriver } from './store/exercise.js';
 
-exerciseStore('sqlite', async () => {
-  const store = new SqliteStore({ dataDir: ':memory:' });
-  await store.migrate();
-  return { store, destroy: () => store.close() };
+exerciseDriver('sqlite', async () => {
+  const driver = openSqlite({ dataDir: ':memory:' });
+  await driver.migrate();
+  return { driver, destroy: () => driver.close() };
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { eventually, nextEvent, startTestServer, type TestServer } from './helpers.js';
 
 describe('task queue', () => {
   let server: TestServer;
@@ -8,6 +8,8 @@ describe('task queue', () => {
     server = await startTestServer();
   });
   after(() => server.stop());
+  /** Resolves once `n` long-polls wait on the server, registered to be woken. */
+  const claimsWaiting = (n: number) => eventually(() => server.fleet.waiters.size >= n, 5_000, `${n} long-polls waiting`);
 
   it('hands out higher priority first and FIFO within a priority', async () => {
     const { api } = server;
@@ -180,7 +182,7 @@ describe('task queue', () => {
     const { api } = server;
     const agent = await api.registerAgent(['wake']);
     const waiting = api.claim(agent.id, 1, 10_000);
-    await new Promise((r) => setTimeout(r, 100));
+    await claimsWaiting(1);
     const submittedAt = Date.now();
     const task = await api.submit({ type: 'wake' });
     const [got] = await waiting;
@@ -195,9 +197,9 @@ describe('task queue', () => {
     await api.submit({ type: 'busy' });
     await api.claim(full.id);
     const fullWaits = api.claim(full.id, 1, 1_500);
-    await new Promise((r) => setTimeout(r, 50));
+    await claimsWaiting(1);
     const idleWaits = api.claim(idle.id, 1, 10_000);
-    await new Promise((r) => setTimeout(r, 50));
+    await claimsWaiting(2);
     const started = Date.now();
     const task = await api.submit({ type: 'busy' });
     assert.equal((await idleWaits)[0]?.id, task.id);
@@ -212,7 +214,7 @@ describe('task queue', () => {
     const second = await api.submit({ type: 'room' });
     assert.deepEqual((await api.claim(agent.id)).map((t) => t.id), [first.id]);
     const waiting = api.claim(agent.id, 1, 10_000);
-    await new Promise((r) => setTimeout(r, 100));
+    await claimsWaiting(1);
     const completedAt = Date.now();
     await api.post(`/v1/tasks/${first.id}/complete`, { agentId: agent.id });
     assert.deepEqual((await waiting).map((t) => t.id), [second.id]);
@@ -239,9 +241,9 @@ describe('task queue', () => {
     const both = await api.registerAgent(['kind-a', 'kind-b']);
     const onlyA = await api.registerAgent(['kind-a']);
     const bothWaits = api.claim(both.id, 1, 10_000);
-    await new Promise((r) => setTimeout(r, 50));
+    await claimsWaiting(1);
     const aWaits = api.claim(onlyA.id, 1, 10_000);
-    await new Promise((r) => setTimeout(r, 50));
+    await claimsWaiting(2);
     const started = Date.now();
     const res = await api.post('/v1/tasks/batch', {
       tasks: [

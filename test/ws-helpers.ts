@@ -1,4 +1,20 @@
+import assert from 'node:assert/strict';
+import Ajv from 'ajv';
+import addFormats from 'ajv-formats';
 import WebSocket from 'ws';
+import { EventDataSchemas, type StreamEventName } from '../src/protocol/events.js';
+
+const ajv = addFormats.default(new Ajv.default({ strict: false }));
+
+/** Fails unless each observer-stream event has the data its schema gives and an ISO 8601 `at`. */
+export function assertWireEvents(events: { name: string; data: unknown; at: unknown }[]): void {
+  for (const e of events) {
+    // Ajv keeps what it compiled by schema: each event name is compiled once.
+    const check = ajv.compile(EventDataSchemas[e.name as StreamEventName]);
+    assert.ok(check(e.data), `${e.name}: ${ajv.errorsText(check.errors)}`);
+    assert.equal(new Date(e.at as string).toISOString(), e.at, `${e.name}: at`);
+  }
+}
 
 /** A WebSocket test peer that queues what it receives and lets a test wait for the next message of a type. */
 export class Peer {

@@ -82,7 +82,7 @@ function openObserver(url: string): Promise<void> {
       if (message.type === 'subscribed') resolve();
       else if (message.type === 'events' && measuring) {
         const at = Date.now();
-        for (const event of message.events) observed.push(at - event.at);
+        for (const event of message.events) observed.push(at - Date.parse(event.at));
       }
     });
   });

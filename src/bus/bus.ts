@@ -1,13 +1,5 @@
-import type { Agent, Lock, Task } from '../core/types.js';
-import type { RunSummary } from '../pipelines/types.js';
-
-/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
-export type TaskSummary = Omit<Task, 'payload' | 'result'>;
-
-export function summarizeTask(task: Task): TaskSummary {
-  const { payload: _payload, result: _result, ...summary } = task;
-  return summary;
-}
+import type { Agent, Lock, TaskSummary } from '../domain/types.js';
+import type { RunSummary } from '../domain/runs.js';
 
 /**
  * Every event fleetd emits, by name. One map feeds logs, metrics, the WebSocket streams and tests.

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { unreported, type DependencyReporter } from '../core/dependencies.js';
+import { unreported, type DependencyReporter } from '../domain/dependencies.js';
 import { connectRedis, type RedisSettings } from '../redis/connection.js';
 import type { AnyEventHandler, Bus, EventHandler, EventName, FleetEvents } from './bus.js';
 import { LocalBus } from './local-bus.js';

@@ -2,9 +2,9 @@ import { parseArgs } from 'node:util';
 import { LocalBus } from '../bus/local-bus.js';
 import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
 import { CredentialService } from '../core/credentials.js';
-import { FleetError } from '../core/errors.js';
-import { SCOPES, type Scope } from '../core/types.js';
-import { openStore } from '../server/server.js';
+import { FleetError } from '../domain/errors.js';
+import { SCOPES, type Scope } from '../domain/types.js';
+import { openDriver } from '../store/open-driver.js';
 
 export const keysUsage = `Usage:
   fleetd keys create --scope admin|submit|read [--name NAME]   prints the new key once
@@ -36,7 +36,9 @@ export async function runKeys(argv: string[]): Promise<void> {
   const overrides: Partial<FleetdConfig> = values['data-dir'] === undefined ? {} : { dataDir: values['data-dir'] };
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const config = resolveConfig(overrides, env);
-  const store = await openStore(config);
+  const driver = openDriver(config);
+  await driver.migrate();
+  const store = driver.store;
   const bus = new LocalBus(() => {});
   const credentials = new CredentialService({ store, bus, now: Date.now });
   try {
@@ -69,6 +71,6 @@ export async function runKeys(argv: string[]): Promise<void> {
     throw err;
   } finally {
     await bus.close();
-    await store.close();
+    await driver.close();
   }
 }

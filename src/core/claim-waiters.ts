@@ -1,4 +1,4 @@
-import { requirementsOf } from '../store/store.js';
+import { requirementsOf } from '../domain/requirements.js';
 
 /** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
 export interface WakeReason {
@@ -15,15 +15,18 @@ export interface ClaimWaiter {
   want(): number;
   /**
    * The waiter should try to claim now. `reason` is set when new tasks woke it; it is absent when
-   * its agent's room changed. A waiter that then claims tasks of other requirements instead of the
-   * ones it was counted for must hand the shortfall on with `notify`, or those tasks wait unseen.
+   * its agent's room changed. A waiter whose claim then takes fewer of the tasks it was counted for
+   * must hand the shortfall on with `notify`, or those tasks wait unseen (the hand-on rule, kept in
+   * core/delivery.ts, the only user).
    */
   wake(reason?: WakeReason): void;
 }
 
 /**
  * Wakes waiting claims when tasks they can do appear, oldest waiter first, and only as many as the
- * new tasks can satisfy: a single task does not wake a thousand agents to race for it.
+ * new tasks can satisfy: a single task does not wake a thousand agents to race for it. A woken
+ * waiter that stays registered (a push channel) goes to the back of the line, so that work spreads
+ * over agents instead of filling the first.
  *
  * `generation` increases on every notification, so a claimer that found nothing can tell whether
  * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
@@ -72,6 +75,11 @@ export class ClaimWaiters {
         break;
       }
       if (remaining.size === 0) break;
+    }
+    // Moved after the loop: a Set visits again an entry re-added while it is being iterated.
+    for (const [waiter] of woken) {
+      this.waiters.delete(waiter);
+      this.waiters.add(waiter);
     }
     for (const [waiter, reason] of woken) waiter.wake(reason);
   }

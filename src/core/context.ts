@@ -1,7 +1,6 @@
 import type { Bus } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
 import type { AgentReleaseResult, Store, TaskTransition } from '../store/store.js';
-import type { ClaimWaiters } from './claim-waiters.js';
 import type { StatsService } from './stats.js';
 
 export interface Logger {
@@ -17,7 +16,6 @@ export interface FleetContext {
   config: Readonly<FleetdConfig>;
   now: () => number;
   log: Logger;
-  waiters: ClaimWaiters;
   stats: StatsService;
   maintenance: { batchSize: number; maxSleepMs: number };
   onMaintenanceError: (err: unknown, service: string) => void;

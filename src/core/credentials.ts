@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
-import { FleetError, notFound } from './errors.js';
-import { SCOPES, type ApiKey, type Scope } from './types.js';
+import { FleetError, notFound } from '../domain/errors.js';
+import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
 
 /** Who a request speaks for: an API key with its scope, or one agent with its own token. */
 export type Principal = { kind: 'key'; keyId: string; scope: Scope } | { kind: 'agent'; agentId: string };

@@ -1,13 +1,15 @@
 import type { Bus } from '../bus/bus.js';
-import { summarizeTask } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
-import { requirementKey, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
+import type { AgentReleaseResult, Store, TaskTransition } from '../store/store.js';
+import { requirementKey } from '../domain/requirements.js';
+import { summarizeTask } from '../domain/types.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
 import { CredentialService } from './credentials.js';
 import type { FleetContext, Logger } from './context.js';
-import { isDependencyUnavailable } from './errors.js';
+import { TaskDelivery } from './delivery.js';
+import { isDependencyUnavailable } from '../domain/errors.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
 import type { DeadlineService } from './maintenance/deadline-service.js';
@@ -28,12 +30,14 @@ export interface FleetOptions {
 }
 
 /**
- * The domain, assembled: task queue, agents, locks, stats and the maintenance services that keep
- * leases, schedules, agents and locks honest. Knows nothing of HTTP or SQL. Nothing runs until
- * `start()`.
+ * The domain, assembled: task queue, delivery, agents, locks, stats and the maintenance services
+ * that keep leases, schedules, agents and locks honest. Knows nothing of HTTP or SQL. Nothing runs
+ * until `start()`.
  */
 export class Fleet {
   readonly tasks: TaskService;
+  /** Long-polls and push channels: who is woken, and claims, when tasks appear or leases end. */
+  readonly delivery: TaskDelivery;
   readonly agents: AgentService;
   readonly locks: LockService;
   readonly credentials: CredentialService;
@@ -58,7 +62,6 @@ export class Fleet {
       config,
       log,
       now: options.now ?? steadyNow,
-      waiters: this.waiters,
       stats: this.stats,
       maintenance: { batchSize: 1_000, maxSleepMs: 5_000 },
       // A dependency's outage is logged once by its connection; maintenance simply tries again.
@@ -77,6 +80,13 @@ export class Fleet {
       cleaner: new TaskCleaner(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
+    this.delivery = new TaskDelivery({
+      waiters: this.waiters,
+      bus,
+      claimReady: (params) => this.tasks.claimReady(params),
+      now: ctx.now,
+      log,
+    });
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
@@ -96,39 +106,23 @@ export class Fleet {
   }
 
   start(): void {
+    this.delivery.start();
     this.unsubscribe.push(
-      this.ctx.bus.subscribe('tasks.available', (e) => this.waiters.notify(e.byRequirement)),
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
     );
-    // An expired lease says its agent did not extend or complete in time: it may be frozen with its
-    // connection open, and a long-poll it left waiting would take work it will never run. That
-    // claim ends with no tasks (before the room it frees wakes it below); a live agent claims again.
-    this.unsubscribe.push(
-      this.ctx.bus.subscribe('task.requeued', (e) => {
-        if (e.reason === 'lease_expired' && e.task.agentId !== null) this.tasks.endWaitsOf(e.task.agentId);
-      }),
-    );
-    // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
-    for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
-      this.unsubscribe.push(
-        this.ctx.bus.subscribe(name, (e) => {
-          if (e.task.agentId !== null) this.waiters.wakeAgent(e.task.agentId);
-        }),
-      );
-    }
     this.stats.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
   }
 
-  /** Stops timers and wakes every waiting claim so that it returns; the store stays open. */
+  /** Stops timers, ends every waiting claim so that it answers, and closes every push channel; the store stays open. */
   stop(): void {
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.stop();
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     this.stats.stop();
-    this.tasks.abortWaiting();
+    this.delivery.stop();
   }
 
   private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {

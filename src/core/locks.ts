@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { FleetContext } from './context.js';
-import { FleetError, invalid, notFound } from './errors.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
-import type { Lock, Page } from './types.js';
+import { decideLock } from './rules/locks.js';
+import type { Lock, Page } from '../domain/types.js';
 
 export interface LockInput {
   agentId: string;
@@ -27,13 +28,15 @@ export class LockService {
         agentId: input.agentId,
       });
     }
+    const now = this.ctx.now();
     const result = await this.ctx.store.lockAcquire({
       id: randomUUID(),
       agentId: input.agentId,
       resources,
       ttlMs: input.ttlMs,
       description: input.description ?? '',
-      now: this.ctx.now(),
+      now,
+      decide: (holders) => decideLock(holders, now),
     });
     if (!result.acquired) {
       const held = result.conflicts.map((c) => `${c.resource} (agent ${c.agentId})`).join(', ');
@@ -45,8 +48,12 @@ export class LockService {
   }
 
   async release(id: string, agentId?: string): Promise<Lock> {
-    const lock = await this.ctx.store.lockRelease({ id, agentId });
-    if (!lock) throw notFound('lock', id);
+    const release = await this.ctx.store.lockRelease({ id, holder: agentId });
+    const lock = release.released;
+    if (!lock) {
+      if (release.current) throw new FleetError('FLEETD_ERR_FORBIDDEN', `lock ${id} is held by another agent`, { lockId: id });
+      throw notFound('lock', id);
+    }
     this.ctx.bus.publish('lock.released', { lock, reason: 'released' });
     return lock;
   }

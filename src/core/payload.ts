@@ -1,4 +1,4 @@
-import { FleetError } from './errors.js';
+import { FleetError } from '../domain/errors.js';
 
 /**
  * Checks an arbitrary JSON value against the size and depth limits, without recursion (a deeply

@@ -1,8 +1,8 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { Store } from '../store/store.js';
 import { steadyNow } from './clock.js';
-import type { AgentStatus, TaskStatus } from './types.js';
-import { AGENT_STATUSES, TASK_STATUSES } from './types.js';
+import type { AgentStatus, TaskStatus } from '../domain/types.js';
+import { AGENT_STATUSES, TASK_STATUSES } from '../domain/types.js';
 
 /**
  * Latency percentiles over a sliding window, in fixed log-spaced buckets (about 4 % apart), so that

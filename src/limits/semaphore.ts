@@ -1,4 +1,4 @@
-import { FleetError } from '../core/errors.js';
+import { FleetError } from '../domain/errors.js';
 
 /**
  * At most `max` holders at once; others wait in FIFO order. The wait queue is bounded too: past

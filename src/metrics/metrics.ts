@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
-import type { Dependencies } from '../core/dependencies.js';
+import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import { onCollect, registry } from './registry.js';

@@ -1,25 +1,12 @@
 import { Piscina } from 'piscina';
-import { notFound } from '../core/errors.js';
-import type { Page } from '../core/types.js';
+import { notFound } from '../domain/errors.js';
+import type { Case, CaseMember } from '../domain/runs.js';
+import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import type { CaseStore } from '../store/case-store.js';
-import { StepError, type StepContext } from './steps/step.js';
+import type { StepContext } from './definition.js';
+import { StepError } from './steps/step.js';
 import { steadyNow } from '../core/clock.js';
-
-export interface Case {
-  id: number;
-  title: string;
-  size: number;
-  createdAt: number;
-  updatedAt: number;
-}
-
-export interface CaseMember {
-  runId: number;
-  similarity: number;
-  text: string;
-  addedAt: number;
-}
 
 // Loaded by file name, which no import rewriting reaches: .ts from source (tsx), .js when built.
 const workerFile = new URL(import.meta.url.endsWith('.ts') ? './similarity-worker.ts' : './similarity-worker.js', import.meta.url).href;

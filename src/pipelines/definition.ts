@@ -1,4 +1,4 @@
-import type { StepContext } from './steps/step.js';
+import type { TemplateScope } from './template.js';
 
 /** Retry and timeout policy of a step; a pipeline's `defaults` fill in what a step leaves out. */
 export interface StepPolicy {
@@ -57,5 +57,16 @@ export interface Pipeline {
 }
 
 export type CompiledStep = StepDefinition & { needs: string[]; policy: Required<StepPolicy> };
+
+/** What a step's code gets: the run, its input, earlier outputs, the attempt and a signal to stop on. */
+export interface StepContext extends TemplateScope {
+  step: CompiledStep;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** Aborted on the step's timeout, on cancellation of the run and on shutdown. */
+  signal: AbortSignal;
+}
+
+export type StepRunner = (ctx: StepContext) => Promise<unknown>;
 
 export const defaultStepPolicy: Required<StepPolicy> = { timeoutMs: 120_000, attempts: 3, backoffMs: 1_000, backoffMaxMs: 60_000 };

@@ -1,15 +1,16 @@
 import { retryDelay } from '../core/backoff.js';
+import { repeatCheck, runRequestHash } from '../core/rules/idempotency.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../core/context.js';
-import { FleetError, invalid, isDependencyUnavailable, notFound } from '../core/errors.js';
+import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import { checkJsonValue } from '../core/payload.js';
-import type { Page } from '../core/types.js';
+import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CompiledStep, Pipeline } from './definition.js';
-import { StepError, type StepContext, type StepRunner } from './steps/step.js';
-import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from './types.js';
+import type { CompiledStep, Pipeline, StepContext, StepRunner } from './definition.js';
+import { StepError } from './steps/step.js';
+import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
 import { steadyNow } from '../core/clock.js';
 
 export interface PipelineEngineOptions {
@@ -165,15 +166,15 @@ export class PipelineEngine {
     }
     const { maxPayloadBytes: maxBytes, maxPayloadDepth: maxDepth } = this.options.limits;
     inputs.forEach((r, i) => checkJsonValue(r.input ?? null, 'input', { maxBytes, maxDepth }, batch ? { index: i } : {}));
+    const runs = inputs.map((r) => {
+      const run = { pipeline: pipeline.name, input: r.input ?? null, idempotencyKey: r.idempotencyKey ?? null };
+      return { ...run, requestHash: run.idempotencyKey === null ? null : runRequestHash(run), steps: pipeline.steps.map((s) => s.name) };
+    });
     const results = await this.options.store.runInsertMany({
-      runs: inputs.map((r) => ({
-        pipeline: pipeline.name,
-        input: r.input ?? null,
-        idempotencyKey: r.idempotencyKey ?? null,
-        steps: pipeline.steps.map((s) => s.name),
-      })),
+      runs,
       lease: { owner: this.options.owner, leaseMs: this.options.runLeaseMs },
       now: this.now(),
+      onRepeat: repeatCheck('run', runs),
     });
     const created = results.filter((r) => r.created).map((r) => r.run);
     for (const run of created) this.options.bus.publish('pipeline.run.created', { run: summarizeRun(run) });

@@ -3,7 +3,7 @@ import type { Fleet } from '../core/fleet.js';
 import type { FleetdConfig } from '../config.js';
 import { ProviderRegistry, type ProviderConfig } from '../providers/registry.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CodeFunction, Pipeline, PipelineDefinition } from './definition.js';
+import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunner } from './definition.js';
 import type { CaseStore } from '../store/case-store.js';
 import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
@@ -12,7 +12,6 @@ import { TaskOutcomes, runAgentStep } from './steps/agent.js';
 import { runEmbedStep } from './steps/embed.js';
 import { runHttpStep } from './steps/http.js';
 import { runLlmStep } from './steps/llm.js';
-import type { StepContext, StepRunner } from './steps/step.js';
 import { renderText } from './template.js';
 import { compilePipeline } from './validate.js';
 

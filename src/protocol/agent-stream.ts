@@ -7,6 +7,7 @@
  * Credit belongs to the connection: a new connection starts at zero.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema } from '../domain/wire.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -42,56 +43,26 @@ export const AgentMessageSchema = Type.Union([
 ]);
 export type AgentMessage = Static<typeof AgentMessageSchema>;
 
-/** A task as it travels on the wire: the REST API's JSON shape, times as ISO 8601. */
-export interface TaskJson {
-  id: number;
-  type: string;
-  payload: unknown;
-  priority: number;
-  requires: string[];
-  status: string;
-  idempotencyKey: string | null;
-  attempts: number;
-  maxAttempts: number;
-  leaseMs: number;
-  backoffMs: number;
-  runAt: string;
-  createdAt: string;
-  updatedAt: string;
-  claimedAt: string | null;
-  completedAt: string | null;
-  agentId: string | null;
-  leaseExpiresAt: string | null;
-  result: unknown;
-  error: unknown;
-}
-
-export interface AgentJson {
-  id: string;
-  name: string;
-  capabilities: string[];
-  labels: Record<string, string>;
-  maxConcurrency: number;
-  status: string;
-  createdAt: string;
-  lastHeartbeatAt: string;
-}
-
-export interface ErrorJson {
-  code: string;
-  message: string;
-  details: Record<string, unknown>;
-}
+/** Tasks, agents and errors travel in the REST API's JSON shape: the wire contract's types. */
+export type { AgentJson, ErrorJson, TaskJson } from '../domain/wire.js';
 
 /** Server → agent. */
-export type ServerMessage =
+export const ServerMessageSchema = Type.Union([
   /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
-  | { type: 'welcome'; protocol: number; agent: AgentJson; leased: TaskJson[] }
-  | { type: 'tasks'; tasks: TaskJson[] }
+  Type.Object({ type: Type.Literal('welcome'), protocol: Type.Integer(), agent: AgentSchema, leased: Type.Array(TaskSchema) }),
+  Type.Object({ type: Type.Literal('tasks'), tasks: Type.Array(TaskSchema) }),
   /** A complete, fail, extend or heartbeat succeeded. */
-  | { type: 'ack'; ref?: string | number; id?: number; status?: string; leaseExpiresAt?: string | null }
+  Type.Object({
+    type: Type.Literal('ack'),
+    ref: Ref,
+    id: Type.Optional(TaskId),
+    status: Type.Optional(TaskStatusSchema),
+    leaseExpiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+  }),
   /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
-  | { type: 'error'; ref?: string | number; error: ErrorJson };
+  Type.Object({ type: Type.Literal('error'), ref: Ref, error: ErrorSchema }),
+]);
+export type ServerMessage = Static<typeof ServerMessageSchema>;
 
 /** Close codes the gateway uses, beyond 1000 (normal) and 1001 (server going away). */
 export const CloseCodes = {

@@ -2,7 +2,21 @@
  * The observer stream on `GET /v1/events`: clients subscribe to topics and receive batches of the
  * events routed to them, never a broadcast of everything.
  */
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TObject } from '@sinclair/typebox';
+import type { EventName, FleetEvents } from '../bus/bus.js';
+import type { Agent, Lock, TaskSummary } from '../domain/types.js';
+import {
+  AgentSchema,
+  LockSchema,
+  RunSummarySchema,
+  StatsSchema,
+  TaskSummarySchema,
+  agentJson,
+  literalsOf,
+  lockJson,
+  taskSummaryJson,
+  type ErrorJson,
+} from '../domain/wire.js';
 
 /**
  * `tasks`, `task:<id>`, `agents`, `locks`, `queue:<type>` (tasks of that type), `stats`,
@@ -25,18 +39,75 @@ export const ObserverMessageSchema = Type.Union([
 ]);
 export type ObserverMessage = Static<typeof ObserverMessageSchema>;
 
-export interface StreamEvent<T = unknown> {
-  /** The subscribed topic that delivered it. */
-  topic: string;
-  /** A FleetEvents name (data is that event's payload, times in epoch ms), or `stats` (data is the /v1/stats snapshot). */
-  name: string;
-  data: T;
-  /** When the server published it, epoch ms. */
-  at: number;
+const TaskEvent = Type.Object({ task: TaskSummarySchema });
+const AgentEvent = Type.Object({ agent: AgentSchema });
+const StepEvent = Type.Object({ run: RunSummarySchema, step: Type.String(), attempt: Type.Integer() });
+
+/**
+ * The payload of each event the stream carries, by name: the bus's events (see FleetEvents) with
+ * their tasks, agents and locks in the REST API's JSON shape, and `stats`, the /v1/stats snapshot.
+ * Task events carry the task without payload and result; fetch the task for those.
+ */
+export const EventDataSchemas = {
+  'task.created': TaskEvent,
+  'task.claimed': TaskEvent,
+  'task.extended': TaskEvent,
+  'task.completed': TaskEvent,
+  'task.failed': TaskEvent,
+  'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline']) }),
+  'task.dead': TaskEvent,
+  'task.cancelled': TaskEvent,
+  'task.retried': TaskEvent,
+  'agent.registered': AgentEvent,
+  'agent.online': AgentEvent,
+  'agent.stale': Type.Object({ agentId: Type.String() }),
+  'agent.offline': AgentEvent,
+  'agent.deleted': AgentEvent,
+  'lock.acquired': Type.Object({ lock: LockSchema }),
+  'lock.released': Type.Object({ lock: LockSchema, reason: literalsOf(['released', 'expired', 'agent_offline']) }),
+  'pipeline.run.created': Type.Object({ run: RunSummarySchema }),
+  'pipeline.step.started': StepEvent,
+  'pipeline.step.completed': StepEvent,
+  'pipeline.step.failed': Type.Composite([
+    StepEvent,
+    Type.Object({ willRetry: Type.Boolean(), error: Type.Record(Type.String(), Type.Unknown()) }),
+  ]),
+  'pipeline.run.finished': Type.Object({ run: RunSummarySchema }),
+  stats: StatsSchema,
+} satisfies Record<Exclude<EventName, 'tasks.available'> | 'stats', TObject>;
+
+/** The names of the events the stream carries: tasks.available is an internal wake-up and goes nowhere. */
+export type StreamEventName = keyof typeof EventDataSchemas;
+export type EventJson<K extends StreamEventName> = Static<(typeof EventDataSchemas)[K]>;
+
+/** One event, discriminated by `name`. */
+export type StreamEvent = {
+  [K in StreamEventName]: {
+    /** The subscribed topic that delivered it. */
+    topic: string;
+    name: K;
+    data: EventJson<K>;
+    /** When the server published it, ISO 8601. */
+    at: string;
+  };
+}[StreamEventName];
+
+/**
+ * An event's payload in its wire shape: the task, agent or lock it carries through the one mapping
+ * in domain/wire.ts, the rest (names, reasons, run summaries, which hold no times) as it is.
+ */
+export function eventJson<K extends Exclude<StreamEventName, 'stats'>>(data: FleetEvents[K]): EventJson<K> {
+  const { task, agent, lock } = data as { task?: TaskSummary; agent?: Agent; lock?: Lock };
+  return {
+    ...data,
+    ...(task && { task: taskSummaryJson(task) }),
+    ...(agent && { agent: agentJson(agent) }),
+    ...(lock && { lock: lockJson(lock) }),
+  } as EventJson<K>;
 }
 
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
   | { type: 'subscribed'; topics: string[] }
-  | { type: 'error'; error: { code: string; message: string; details: Record<string, unknown> } };
+  | { type: 'error'; error: ErrorJson };

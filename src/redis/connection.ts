@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import type { FleetdConfig } from '../config.js';
-import { unreported, type DependencyReporter } from '../core/dependencies.js';
+import { unreported, type DependencyReporter } from '../domain/dependencies.js';
 
 /** What every Redis user in fleetd (the bus, the L2 cache, shared rate limits) connects with. */
 export interface RedisSettings {

@@ -6,8 +6,8 @@ import type { Redis } from 'ioredis';
 import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
-import type { Dependencies } from '../core/dependencies.js';
-import { FleetError, isDependencyUnavailable } from '../core/errors.js';
+import type { Dependencies } from '../domain/dependencies.js';
+import { FleetError, isDependencyUnavailable, type ErrorCode } from '../domain/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
@@ -65,7 +65,7 @@ function validators() {
   return { body, text };
 }
 
-function errorBody(code: string, message: string, details: Record<string, unknown> = {}) {
+function errorBody(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
   return { error: { code, message, details } };
 }
 

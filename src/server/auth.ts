@@ -1,9 +1,9 @@
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { scopeCovers, type CredentialService, type Principal } from '../core/credentials.js';
-import { FleetError } from '../core/errors.js';
-import type { Scope } from '../core/types.js';
-import { ErrorBody } from './schemas.js';
+import { FleetError } from '../domain/errors.js';
+import type { Scope } from '../domain/types.js';
+import { ErrorBody } from '../domain/wire.js';
 
 /**
  * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent

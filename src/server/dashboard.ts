@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import { FleetError } from '../core/errors.js';
+import { FleetError } from '../domain/errors.js';
 import type { Routes } from './routes/deps.js';
 
 /**

@@ -6,7 +6,7 @@ import compress from '@fastify/compress';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { FleetdConfig } from '../config.js';
-import { FleetError, type ErrorCode } from '../core/errors.js';
+import { FleetError, type ErrorCode } from '../domain/errors.js';
 
 const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
 

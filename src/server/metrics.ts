@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin';
 import type { ResponseCache } from '../cache/response-cache.js';
-import type { Dependencies } from '../core/dependencies.js';
+import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
 import { httpRequestDuration, observeCache, observeDependencies, observeFleet } from '../metrics/metrics.js';
 import { registry, scrape } from '../metrics/registry.js';

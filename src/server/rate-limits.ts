@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { FleetError } from '../core/errors.js';
+import { FleetError } from '../domain/errors.js';
 import type { RateLimits, RouteGroup } from '../limits/rate-limits.js';
 import { ownerOf } from './auth.js';
 

@@ -1,22 +1,15 @@
-import { resolve as resolvePath } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
-import { Dependencies } from '../core/dependencies.js';
+import { Dependencies } from '../domain/dependencies.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
 import { connectRedis, redisSettings } from '../redis/connection.js';
-import type { CaseStore } from '../store/case-store.js';
-import type { PipelineStore } from '../store/pipeline-store.js';
-import { PostgresCaseStore } from '../store/postgres/postgres-case-store.js';
-import { PostgresPipelineStore } from '../store/postgres/postgres-pipeline-store.js';
-import { PostgresStore } from '../store/postgres/postgres-store.js';
-import { SqliteCaseStore } from '../store/sqlite/sqlite-case-store.js';
-import { SqlitePipelineStore } from '../store/sqlite/sqlite-pipeline-store.js';
-import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Driver } from '../store/driver.js';
+import { openDriver } from '../store/open-driver.js';
 import type { Store } from '../store/store.js';
 import { buildApp, type App } from './app.js';
 
@@ -24,6 +17,8 @@ export interface FleetServer {
   app: App;
   fleet: Fleet;
   store: Store;
+  /** The store driver the configuration chose (its abilities, and what tests reach below the contract). */
+  driver: Driver;
   config: Readonly<FleetdConfig>;
   pipelines: Pipelines;
   /** The address it listens on, e.g. http://127.0.0.1:7070. */
@@ -36,57 +31,20 @@ export interface FleetServer {
   close(): Promise<void>;
 }
 
-/**
- * The store drivers a configuration names: embedded SQLite, or PostgreSQL shared by several nodes.
- * Pipeline runs and cases live in the same database as the tasks, on the same connection or pool.
- */
-function openStores(config: Readonly<FleetdConfig>, dependencies?: Dependencies): { store: Store; pipelineStore: PipelineStore; caseStore: CaseStore; runOwner: string } {
-  if (config.databaseUrl === '') {
-    const sqlite = new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous });
-    return {
-      store: sqlite,
-      pipelineStore: new SqlitePipelineStore(sqlite.db, sqlite.groupCommit),
-      caseStore: new SqliteCaseStore(sqlite.db, sqlite.groupCommit),
-      // One process at a time uses a SQLite file: after a crash, its next start takes its runs back at once.
-      runOwner: `sqlite:${resolvePath(config.dataDir)}`,
-    };
-  }
-  const postgres = openPostgres(config, dependencies);
-  return {
-    store: postgres,
-    pipelineStore: new PostgresPipelineStore(postgres),
-    caseStore: new PostgresCaseStore(postgres),
-    runOwner: postgres.nodeId,
-  };
-}
-
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
-    ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
+  // Pretty in a terminal, JSON everywhere else (files, pipes, log shippers).
+  if (process.stdout.isTTY) return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true } } });
+  const destination = pino.destination({ dest: 1 });
+  // EPIPE: whatever read the log (a parent process, a pipe into a shipper) is gone. pino drops lines
+  // silently from then on, so fleetd would run on as an unseen orphan; it shuts down as on SIGTERM.
+  destination.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.kill(process.pid, 'SIGTERM');
   });
+  return pino({ level }, destination);
 }
 
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
-
-function openPostgres(config: Readonly<FleetdConfig>, dependencies?: Dependencies): PostgresStore {
-  return new PostgresStore({
-    url: config.databaseUrl,
-    schema: config.databaseSchema,
-    poolSize: config.databasePoolSize,
-    poolTimeoutMs: config.databasePoolTimeoutMs,
-    health: dependencies && { pool: dependencies.reporter('postgres', 'pool'), listen: dependencies.reporter('postgres', 'listen') },
-  });
-}
-
-/** The store the configuration names, migrated: for commands (`fleetd keys`) that work on it without a server. */
-export async function openStore(config: Readonly<FleetdConfig>): Promise<Store> {
-  const store = config.databaseUrl === '' ? new SqliteStore({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous }) : openPostgres(config);
-  await store.migrate();
-  return store;
-}
 
 /**
  * Builds the store, bus, domain and HTTP app from a configuration, starts maintenance and listens.
@@ -101,9 +59,9 @@ export async function startServer(
   const silent = { info() {}, warn() {}, error() {} };
   // What this node depends on and whether each is reachable: /readyz, /metrics and the dashboard show it.
   const dependencies = new Dependencies(log || silent);
-  const drivers = openStores(config, dependencies);
-  const { store } = drivers;
-  const closeStores = () => store.close();
+  const driver = openDriver(config, dependencies);
+  const { store } = driver;
+  const closeStores = () => driver.close();
   const onHandlerError = (err: unknown, name: string) => (log || silent).error({ err, event: name }, 'event handler failed');
   const nlp = new NlpPool();
   const redisConfig = redisSettings(config);
@@ -116,7 +74,7 @@ export async function startServer(
   let address: string;
   let firstAdminKey: string | undefined;
   try {
-    await store.migrate();
+    await driver.migrate();
     bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError, (role) => dependencies.reporter('redis', role)) : new LocalBus(onHandlerError);
     fleet = new Fleet({ store, bus, config, log: log || silent });
     if (config.auth === 'on') {
@@ -125,11 +83,11 @@ export async function startServer(
     } else {
       (log || silent).warn('AUTH IS OFF (--no-auth): anyone who can reach this port can read and change everything. For local experiments only.');
     }
-    const waiters = fleet.waiters;
-    // Tasks made claimable by other nodes sharing the store wake this node's long-polls.
-    if (store.supportsListen && store.listen) stopListening = await store.listen((byRequirement) => waiters.notify(byRequirement));
+    const delivery = fleet.delivery;
+    // Tasks made claimable by other nodes sharing the store wake this node's long-polls and channels.
+    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement));
     // A bad pipeline definition stops the start here, before anything listens.
-    pipelines = createPipelines({ fleet, store: drivers.pipelineStore, caseStore: drivers.caseStore, owner: drivers.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
+    pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
     redis = redisConfig ? await connectRedis(redisConfig, 'cache', dependencies.reporter('redis', 'cache')) : undefined;
     app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis, dependencies });
@@ -161,6 +119,7 @@ export async function startServer(
     app: openApp,
     fleet: openFleet,
     store,
+    driver,
     config,
     pipelines: openPipelines,
     url: address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1'),

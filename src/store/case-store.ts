@@ -1,5 +1,5 @@
-import type { Page } from '../core/types.js';
-import type { Case, CaseMember } from '../pipelines/cases.js';
+import type { Page } from '../domain/types.js';
+import type { Case, CaseMember } from '../domain/runs.js';
 
 /**
  * Storage of cases: groups of pipeline runs whose embeddings are alike. Kept apart from `Store`

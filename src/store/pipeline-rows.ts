@@ -1,7 +1,5 @@
-import { createHash } from 'node:crypto';
-import type { Case } from '../pipelines/cases.js';
-import type { PipelineRun, RunStatus, StepState, StepStatus } from '../pipelines/types.js';
-import type { RunInsertParams } from './pipeline-store.js';
+import type { Case } from '../domain/runs.js';
+import type { PipelineRun, RunStatus, StepState, StepStatus } from '../domain/runs.js';
 import { parseJson } from './rows.js';
 
 /** A pipeline_runs row, the same in both SQL drivers (JSON kept as text). */
@@ -60,11 +58,6 @@ export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
     finishedAt: row.finished_at,
     steps: steps.map(toStep),
   };
-}
-
-/** What an idempotency key is checked against: the same key must come with the same pipeline and input. */
-export function runRequestHash(r: RunInsertParams): string {
-  return createHash('sha256').update(JSON.stringify([r.pipeline, r.input])).digest('base64url');
 }
 
 /** A cases row, the same in both SQL drivers (the centroid a JSON array kept as text). */

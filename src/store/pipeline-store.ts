@@ -1,5 +1,6 @@
-import type { Page } from '../core/types.js';
-import type { PipelineRun, RunStatus } from '../pipelines/types.js';
+import type { Page } from '../domain/types.js';
+import type { PipelineRun, RunStatus } from '../domain/runs.js';
+import type { RepeatCheck } from './store.js';
 
 /**
  * The storage contract of pipeline runs, kept apart from `Store` so that a driver can add pipelines
@@ -16,10 +17,10 @@ export interface PipelineStore {
   /**
    * Inserts runs in order, all or nothing, each with its steps `pending` and leased to `lease.owner`
    * (the node that will drive them). A run whose idempotency key exists already is not inserted
-   * again: the existing run is returned with `created: false`; the same key with a different
-   * pipeline or input is a conflict.
+   * again: `onRepeat` is called with the existing run (inside the write: a refusal writes nothing
+   * of the batch) and, unless it throws, the existing run is returned with `created: false`.
    */
-  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]>;
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]>;
   runGet(params: { id: number }): Promise<PipelineRun | undefined>;
   /** Newest first. */
   runList(params: RunListParams): Promise<Page<PipelineRun>>;
@@ -75,6 +76,8 @@ export interface RunInsertParams {
   pipeline: string;
   input: unknown;
   idempotencyKey: string | null;
+  /** What the idempotency key is bound to (null without a key), computed by core. */
+  requestHash: string | null;
   /** The pipeline's step names, in definition order. */
   steps: string[];
 }

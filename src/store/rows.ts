@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
-import type { ApiKey, Lock, Page, Scope, Task, TaskStatus } from '../core/types.js';
-import { encodeCursor } from './cursor.js';
-import { requirementKey, requirementsOf, type TaskInsertParams } from './store.js';
+import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskStatus } from '../domain/types.js';
+import { requirementsOf } from '../domain/requirements.js';
+import type { LeaseEnd } from './store.js';
 
 /** Rows of the tables both SQL drivers share column for column, and their mapping to the domain. */
 
@@ -27,6 +26,20 @@ export interface TaskRow {
   lease_expires_at: number | null;
   result: string | null;
   error: string | null;
+}
+
+export interface AgentRow {
+  seq: number;
+  id: string;
+  name: string;
+  /** JSON text on SQLite (with an agent_capabilities table to search), a text[] on PostgreSQL. */
+  capabilities: string | string[];
+  labels: string;
+  max_concurrency: number;
+  token_hash: string;
+  status: AgentStatus;
+  created_at: number;
+  last_heartbeat_at: number;
 }
 
 export interface LockRow {
@@ -94,15 +107,35 @@ export function toLock(row: LockRow): Lock {
   };
 }
 
-/** What an idempotency key is bound to: a second submit with the key must describe the same task. */
-export function requestHash(t: TaskInsertParams): string {
-  return createHash('sha256')
-    .update(JSON.stringify([t.type, t.payload, t.priority, requirementKey(t.requires)]))
-    .digest('base64url');
+export function toAgent(row: AgentRow): Agent {
+  return {
+    id: row.id,
+    name: row.name,
+    capabilities: typeof row.capabilities === 'string' ? JSON.parse(row.capabilities) : row.capabilities,
+    labels: JSON.parse(row.labels),
+    maxConcurrency: row.max_concurrency,
+    status: row.status,
+    createdAt: row.created_at,
+    lastHeartbeatAt: row.last_heartbeat_at,
+  };
 }
 
-export function page<R, T>(rows: R[], limit: number, map: (row: R) => T, key: (row: R) => number): Page<T> {
-  const more = rows.length > limit;
-  const items = more ? rows.slice(0, limit) : rows;
-  return { items: items.map(map), nextCursor: more ? encodeCursor(key(items[items.length - 1])) : null };
+/**
+ * The columns a lease's end writes, as core decided it: dead (finished now, runAt kept) or back in
+ * the queue at runAt. The same in both drivers; `run_at` null keeps the row's own.
+ */
+export function leaseEndColumns(end: LeaseEnd, now: number): { status: TaskStatus; run_at: number | null; completed_at: number | null; error: string } {
+  const error = JSON.stringify(end.error ?? null);
+  return end.status === 'dead'
+    ? { status: 'dead', run_at: null, completed_at: now, error }
+    : { status: end.status, run_at: end.runAt, completed_at: null, error };
 }
+
+/** The lease a row holds, as core's EndLease rule sees it. */
+export const endingLease = (row: TaskRow) => ({
+  id: row.id,
+  agentId: row.agent_id!,
+  attempts: row.attempts,
+  maxAttempts: row.max_attempts,
+  backoffMs: row.backoff_ms,
+});

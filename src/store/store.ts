@@ -1,30 +1,30 @@
-import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../core/types.js';
+import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
 
 /**
- * The storage contract. It speaks the queue's behaviour (claim, extend a lease, rescue expired
- * leases), not SQL, so that `core/` never sees a driver. Every write is atomic: it happens whole
- * or not at all, and its promise resolves only after it is durable (committed).
+ * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
+ * expired leases), not SQL, so that `core/` never sees a driver. Every write is atomic: it happens
+ * whole or not at all, and its promise resolves only after it is durable (committed).
+ *
+ * Drivers persist decisions; they never make them. Core decides every outcome (dead or re-queue
+ * and the retry time, the idempotency outcome, lock conflicts, why a write was refused) and hands
+ * the driver either the decision or, where it must be taken inside the driver's transaction, the
+ * rule as a function (`endLease`, `onRepeat`, `decide`) that the driver calls between its read and
+ * its write. A write whose condition did not hold is not an error for the driver: it returns what
+ * it found, and core says why.
  *
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore {
+  /** The driver's name, for /readyz and logs. */
   readonly driver: string;
-  /** True when wake-ups from other processes sharing the store arrive by themselves (LISTEN/NOTIFY). */
-  readonly supportsListen: boolean;
-
-  migrate(): Promise<void>;
   ping(): Promise<void>;
-  close(): Promise<void>;
-  /**
-   * With supportsListen: calls `onAvailable` when another process sharing the store makes tasks
-   * claimable (counts by requirement key), so that long-polls on this node wake up. Returns the
-   * function that stops listening.
-   */
-  listen?(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>>;
   /** Connection pool use, for drivers that pool connections (metrics, /readyz). */
   poolStats?(): PoolStats;
+}
 
+/** Agents: registration, heartbeats, staleness, and taking agents offline. */
+export interface AgentStore {
   agentCreateMany(params: AgentCreateParams[]): Promise<Agent[]>;
   agentGet(params: { id: string }): Promise<Agent | undefined>;
   /** The agent whose token has this hash, for authentication; tokens are stored hashed only. */
@@ -34,33 +34,41 @@ export interface Store {
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined>;
   /** Marks agents stale whose last heartbeat is older than staleBefore, in bounded batches. */
   agentMarkStale(params: { staleBefore: number; now: number; limit: number }): Promise<string[]>;
-  /** Takes agents offline whose last heartbeat is older than offlineBefore: their locks go, their leased tasks return. */
-  agentReapOffline(params: { offlineBefore: number; now: number; limit: number }): Promise<AgentReleaseResult[]>;
-  agentDelete(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined>;
-  /** Takes one agent offline now (its WebSocket grace ran out): its locks go, its leased tasks return. */
-  agentRelease(params: { id: string; now: number }): Promise<AgentReleaseResult | undefined>;
+  /** Takes agents offline whose last heartbeat is older than offlineBefore: their locks go, their leases end by `endLease`. */
+  agentReapOffline(params: { offlineBefore: number; now: number; limit: number; endLease: EndLease }): Promise<AgentReleaseResult[]>;
+  agentDelete(params: { id: string; now: number; endLease: EndLease }): Promise<AgentReleaseResult | undefined>;
+  /** Takes one agent offline now (its WebSocket grace ran out): its locks go, its leases end by `endLease`. */
+  agentRelease(params: { id: string; now: number; endLease: EndLease }): Promise<AgentReleaseResult | undefined>;
   /** The earliest heartbeat time among online and stale agents, to time the next reap. */
   agentOldestHeartbeat(params: { status: AgentStatus }): Promise<number | null>;
   agentCounts(): Promise<AgentCount[]>;
+}
 
+/** Tasks: the queue itself. */
+export interface TaskStore {
   /**
    * Inserts tasks in order, all or nothing. A task whose idempotency key exists already is not
-   * inserted again: the existing task is returned with `created: false`.
+   * inserted again: `onRepeat` is called with the existing task (inside the write, so that a
+   * refusal writes nothing of the batch) and, unless it throws, the existing task is returned
+   * with `created: false`.
    */
-  taskInsertMany(params: { tasks: TaskInsertParams[]; now: number }): Promise<TaskInsertResult[]>;
+  taskInsertMany(params: { tasks: TaskInsertParams[]; now: number; onRepeat: RepeatCheck }): Promise<TaskInsertResult[]>;
   taskGet(params: { id: number }): Promise<Task | undefined>;
   taskList(params: TaskListParams): Promise<Page<Task>>;
   /** Leases up to `max` queued tasks the agent can do: priority desc, then oldest first. */
   taskClaim(params: TaskClaimParams): Promise<TaskClaimResult>;
-  taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<Task>;
-  taskFail(params: TaskFailParams): Promise<Task>;
-  /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted). */
-  taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<Task>;
-  taskCancel(params: { id: number; now: number }): Promise<Task>;
-  /** Puts a dead or cancelled task back in the queue with its attempts reset. */
-  taskRetry(params: { id: number; now: number }): Promise<Task>;
-  /** Returns leases that expired before `now` to the queue (or to dead), in bounded batches. */
-  taskRescueExpiredLeases(params: { now: number; limit: number }): Promise<TaskTransition[]>;
+  /** Completes the task if the agent holds its lease. */
+  taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<TaskWrite>;
+  /** Ends the agent's lease on the task as `endLease` decides. */
+  taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
+  /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
+  taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
+  /** Cancels the task if its status is one of `from`. */
+  taskCancel(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
+  /** Puts the task back in the queue, attempts reset, if its status is one of `from`. */
+  taskRetry(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
+  /** Ends leases that expired before `now` as `endLease` decides, in bounded batches. */
+  taskRescueExpiredLeases(params: { now: number; limit: number; endLease: EndLease }): Promise<TaskTransition[]>;
   /** Moves scheduled tasks whose runAt has come into the queue, in bounded batches. */
   taskPromoteScheduled(params: { now: number; limit: number }): Promise<TaskTransition[]>;
   /** Deletes finished tasks that finished before `before`, in bounded batches. */
@@ -68,15 +76,29 @@ export interface Store {
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
   taskCounts(): Promise<TaskCount[]>;
+}
 
-  /** Takes every resource or none: a conflict returns the holders and writes nothing. */
+/** Locks on named resources. */
+export interface LockStore {
+  /**
+   * Reads the holders of the resources (locked against concurrent acquirers) and lets `decide`
+   * say whether to take them: a conflict writes nothing; otherwise the expired locks it names
+   * are replaced by the new one, which takes every resource.
+   */
   lockAcquire(params: LockAcquireParams): Promise<LockAcquireResult>;
-  lockRelease(params: { id: string; agentId?: string }): Promise<Lock | undefined>;
+  /**
+   * Deletes the lock if it exists and, with `holder`, is held by that agent. Otherwise returns it
+   * as it is (undefined: there is no such lock), for core to say why.
+   */
+  lockRelease(params: { id: string; holder?: string }): Promise<{ released: Lock; current?: undefined } | { released: undefined; current: Lock | undefined }>;
   lockGet(params: { id: string }): Promise<Lock | undefined>;
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
+}
 
+/** API keys, stored by hash. */
+export interface KeyStore {
   /**
    * Stores a key by its hash. With onlyIfNone it is stored only while no key exists at all (the
    * admin key of a first start), and the result is undefined when one did.
@@ -89,6 +111,44 @@ export interface Store {
   /** Revokes the key; undefined when there is no such key. Revoking twice keeps the first time. */
   apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined>;
 }
+
+/**
+ * A conditional write on one task: the task after it, or, when its condition (the agent's lease,
+ * an allowed status) did not hold, the task as it is now (undefined: no such task).
+ */
+export type TaskWrite = { task: Task; current?: undefined } | { task: undefined; current: Task | undefined };
+
+/** A lease about to end without a result, as `EndLease` sees it. */
+export interface EndingLease {
+  id: number;
+  agentId: string;
+  /** Attempts made, the one ending included. */
+  attempts: number;
+  maxAttempts: number;
+  backoffMs: number;
+}
+
+/** How a lease ends without a result: dead, or back to the queue at runAt; with the error to record. */
+export type LeaseEnd = { status: 'dead'; error: unknown } | { status: 'queued' | 'scheduled'; runAt: number; error: unknown };
+
+/** Core's rule for leases that end without a result; a driver calls it, inside its write, for each lease it ends. */
+export type EndLease = (lease: EndingLease) => LeaseEnd;
+
+/**
+ * Core's rule for an idempotency key used again, called inside the insert for each item whose key
+ * exists (`index` in the batch); it throws to refuse the batch.
+ */
+export type RepeatCheck = (repeat: { index: number; existing: { id: number; requestHash: string | null } }) => void;
+
+/** The current holder of one resource a lock asks for. */
+export interface LockHolder {
+  resource: string;
+  lockId: string;
+  agentId: string;
+  expiresAt: number;
+}
+
+export type LockDecision = { acquire: true; replace: string[] } | { acquire: false; conflicts: LockHolder[] };
 
 export interface ApiKeyInsertParams {
   id: string;
@@ -141,10 +201,14 @@ export interface AgentReleaseResult {
 
 export interface TaskInsertParams {
   type: string;
+  /** Decided by core: queued, or scheduled when runAt lies ahead. */
+  status: 'queued' | 'scheduled';
   payload: unknown;
   priority: number;
   requires: string[];
   idempotencyKey: string | null;
+  /** What the idempotency key is bound to (null without a key), computed by core. */
+  requestHash: string | null;
   maxAttempts: number;
   leaseMs: number;
   backoffMs: number;
@@ -182,16 +246,6 @@ export interface TaskClaimResult {
   room: number;
 }
 
-export interface TaskFailParams {
-  id: number;
-  agentId: string;
-  error: unknown;
-  retryable: boolean;
-  now: number;
-  /** Delay before a retry, from the attempt just spent and the task's base backoff; core owns the policy. */
-  retryDelay: (attempt: number, backoffMs: number) => number;
-}
-
 /** A task that moved from one status to another outside a request (expiry, promotion, release). */
 export interface TaskTransition {
   task: Task;
@@ -205,32 +259,14 @@ export interface LockAcquireParams {
   ttlMs: number;
   description: string;
   now: number;
+  /** Core's rule, given the holders of the resources in the order asked for. */
+  decide: (holders: LockHolder[]) => LockDecision;
 }
 
-export type LockAcquireResult =
-  | { acquired: true; lock: Lock }
-  | { acquired: false; conflicts: { resource: string; lockId: string; agentId: string; expiresAt: number }[] };
+export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };
 
 export interface LockListParams {
   agentId?: string;
   limit: number;
   cursor?: string;
-}
-
-/** The canonical key of a set of required capabilities: sorted, de-duplicated, joined. */
-export function requirementKey(requires: readonly string[]): string {
-  return [...new Set(requires)].sort().join('\n');
-}
-
-const parsedKeys = new Map<string, readonly string[]>();
-
-/** The capabilities a requirement key stands for; memoised, since claims and wake-ups ask for the same few keys. */
-export function requirementsOf(key: string): readonly string[] {
-  let reqs = parsedKeys.get(key);
-  if (!reqs) {
-    reqs = key === '' ? [] : key.split('\n');
-    if (parsedKeys.size >= 10_000) parsedKeys.clear();
-    parsedKeys.set(key, reqs);
-  }
-  return reqs;
 }

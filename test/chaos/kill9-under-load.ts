@@ -83,36 +83,61 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
         );
       }
     });
-    return Promise.allSettled([...submitters, ...workers]);
+    // A loop that fails while its server is up stops for good: remember why, for the timeout message.
+    const noted = (loop: Promise<void>) =>
+      loop.catch((err) => {
+        if (!until()) loopFailure = String(err);
+        throw err;
+      });
+    return Promise.allSettled([...submitters, ...workers].map(noted));
   };
+  let loopFailure = 'none';
+  const state = () => `${acknowledged.size} acknowledged, ${completions.size} completed, in flight ${JSON.stringify(inFlight)}, last loop failure: ${loopFailure}`;
 
   // Crash moments: random, increasing, all before the last batch is acknowledged.
   const thresholds = Array.from({ length: options.crashes }, (_, c) => Math.floor(((c + 0.1 + Math.random() * 0.8) / options.crashes) * 0.9 * options.tasks));
-  for (const [c, threshold] of thresholds.entries()) {
-    const { child, api } = await options.start();
-    if (agents.length === 0) {
-      const res = await api.post('/v1/agents/batch', { agents: Array.from({ length: AGENTS }, (_, i) => ({ name: `chaos-${i}`, capabilities: ['chaos'] })) });
-      agents = res.body.items.map((r: { agent: { id: string }; token: string }) => ({ id: r.agent.id, token: r.token }));
-    }
-    let dead = false;
-    const running = runFleet(api, () => dead);
-    await eventually(() => acknowledged.size >= threshold && inFlight.submits > 0 && inFlight.claims > 0 && inFlight.completes > 0, 120_000, `crash ${c + 1}: the workload under way`);
-    const at = { ...inFlight, acknowledged: acknowledged.size, completed: completions.size };
-    await kill9(child);
-    dead = true;
-    await running;
-    t.diagnostic(`crash ${c + 1}: ${at.acknowledged} tasks acknowledged, ${at.completed} completed, ${at.acknowledged - at.completed} in flight; requests in flight: ${at.submits} submits, ${at.claims} claims, ${at.completes} completions`);
-  }
-
-  const { child, api } = await options.start();
+  // The server and the fleet of the moment: whatever fails, `finally` stops both, so that a failure
+  // never leaves a fleetd process or request loops running (they would keep the suite from ending).
+  let child: ChildProcess | undefined;
+  let running: Promise<PromiseSettledResult<void>[]> | undefined;
+  let stopped = false;
+  // A test that times out is abandoned, not stopped: its signal ends the waits below, so that
+  // `finally` runs at once rather than when a wait gives up minutes later.
+  const live = <T>(check: () => T) => () => {
+    t.signal.throwIfAborted();
+    return check();
+  };
+  const waitFor = (check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) =>
+    eventually(live(check), timeoutMs, what).catch((err: Error) => {
+      throw new Error(`${err.message} (${state()})`);
+    });
   try {
-    let drained = false;
-    const running = runFleet(api, () => drained);
-    await eventually(
+    for (const [c, threshold] of thresholds.entries()) {
+      const started = await options.start();
+      child = started.child;
+      if (agents.length === 0) {
+        const res = await started.api.post('/v1/agents/batch', { agents: Array.from({ length: AGENTS }, (_, i) => ({ name: `chaos-${i}`, capabilities: ['chaos'] })) });
+        agents = res.body.items.map((r: { agent: { id: string }; token: string }) => ({ id: r.agent.id, token: r.token }));
+      }
+      running = runFleet(started.api, () => stopped);
+      await waitFor(() => acknowledged.size >= threshold && inFlight.submits > 0 && inFlight.claims > 0 && inFlight.completes > 0, 120_000, `crash ${c + 1}: the workload under way`);
+      const at = { ...inFlight, acknowledged: acknowledged.size, completed: completions.size };
+      stopped = true;
+      await kill9(child);
+      await running;
+      stopped = false;
+      t.diagnostic(`crash ${c + 1}: ${at.acknowledged} tasks acknowledged, ${at.completed} completed, ${at.acknowledged - at.completed} in flight; requests in flight: ${at.submits} submits, ${at.claims} claims, ${at.completes} completions`);
+    }
+
+    const started = await options.start();
+    child = started.child;
+    const { api } = started;
+    running = runFleet(api, () => stopped);
+    await waitFor(
       async () => {
         if (unsent.length > 0) return false;
         const chaos = (await api.get('/v1/stats')).body.tasks.byType.chaos ?? {};
-        return (drained = chaos.completed === options.tasks);
+        return (stopped = chaos.completed === options.tasks);
       },
       180_000,
       'every task completed',
@@ -134,6 +159,8 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
     const retried = stored.filter((task) => task.attempts > 1).length;
     t.diagnostic(`${options.tasks} tasks through ${options.crashes} crashes; ${retried} ran again after a lost lease`);
   } finally {
-    await kill9(child);
+    stopped = true;
+    if (child) await kill9(child);
+    await running;
   }
 }

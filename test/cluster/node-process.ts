@@ -1,11 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Api, newAdminKey } from '../helpers.js';
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
+import { type Api, newAdminKey, startFleetdProcess, tempDir } from '../helpers.js';
 import { TEST_DATABASE_URL, uniqueSchema } from '../store/postgres.js';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export const TEST_REDIS_URL = process.env.FLEETD_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -31,29 +29,24 @@ export interface NodeProcess {
   stop(): Promise<void>;
 }
 
-/** A real `fleetd start` process on a free port; resolves once it says it is listening. */
-export function startNode(env: Record<string, string>): Promise<NodeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'start'], {
-    cwd: root,
-    env: { ...process.env, FLEETD_HOST: '127.0.0.1', FLEETD_PORT: '0', FLEETD_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+/**
+ * A real `fleetd start` process on a free port (startFleetdProcess); resolves once it listens. Its
+ * data folder is env.FLEETD_DATA_DIR, or a temporary one deleted when it stops.
+ */
+export async function startNode(env: Record<string, string>): Promise<NodeProcess> {
+  const ownDir = env.FLEETD_DATA_DIR === undefined ? tempDir('fleetd-node-') : undefined;
+  const { child, api } = await startFleetdProcess(env.FLEETD_DATA_DIR ?? ownDir!, env, { stderr: 'pipe' });
   const end = async (signal: NodeJS.Signals) => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    await exited;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill(signal);
+      await exited;
+    }
+    if (ownDir) rmSync(ownDir, { recursive: true, force: true });
   };
-  return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stderr!.on('data', (d) => (err += d));
-    child.once('exit', (code) => reject(new Error(`fleetd exited with ${code}: ${err}`)));
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const url = /"url":"(http:[^"]+)"/.exec(out)?.[1];
-      if (url && out.includes('fleetd is listening')) {
-        resolve({ url, api: new Api(url, env.FLEETD_ADMIN_KEY), child, output: () => out + err, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') });
-      }
-    });
-  });
+  // Kept for tests that read what a node said after it started (its warnings, an unhandled error event).
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  return { url: api.base, api, child, output: () => output, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') };
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { PostgresStore, type PostgresStoreOptions } from '../../src/store/postgres/postgres-store.js';
+import { openPostgres, type PostgresDriver } from '../../src/store/postgres/driver.js';
+import type { PostgresOptions } from '../../src/store/postgres/database.js';
 
 /** The database the PostgreSQL tests use; .ci/run creates it. */
 export const TEST_DATABASE_URL = process.env.FLEETD_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -9,15 +10,21 @@ export function uniqueSchema(prefix = 'fleetd_test'): string {
   return `${prefix}_${randomBytes(6).toString('hex')}`;
 }
 
-/** A migrated store in a schema of its own; destroy() drops the schema. */
-export async function freshPostgresStore(options: Partial<PostgresStoreOptions> = {}): Promise<{ store: PostgresStore; destroy(): Promise<void> }> {
-  const store = new PostgresStore({ url: TEST_DATABASE_URL, schema: uniqueSchema(), poolSize: 8, ...options });
-  await store.migrate();
+/**
+ * A migrated driver in a schema of its own; `openSibling` opens another node on the same schema
+ * (closed by its opener); destroy() drops the schema.
+ */
+export async function freshPostgres(
+  options: Partial<PostgresOptions> = {},
+): Promise<{ driver: PostgresDriver; openSibling: () => PostgresDriver; destroy(): Promise<void> }> {
+  const driver = openPostgres({ url: TEST_DATABASE_URL, schema: uniqueSchema(), poolSize: 8, ...options });
+  await driver.migrate();
   return {
-    store,
+    driver,
+    openSibling: () => openPostgres({ url: TEST_DATABASE_URL, schema: driver.database.schema, poolSize: 4 }),
     async destroy() {
-      await store.dropSchema();
-      await store.close();
+      await driver.database.dropSchema();
+      await driver.close();
     },
   };
 }

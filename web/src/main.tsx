@@ -6,10 +6,7 @@ import { useConnectionState } from './hooks.js';
 import { connection } from './live.js';
 import { parseRoute, type Route } from './router.js';
 import './styles.css';
-
-export interface ViewProps {
-  route: Route;
-}
+import type { ViewProps } from './views/view.js';
 type ViewModule = { default: ComponentType<ViewProps> };
 
 /** Each view is its own chunk, loaded when first shown: the overview does not pay for the task table. */

@@ -1,7 +1,8 @@
 import type { Fleet } from '../../core/fleet.js';
-import type { Task } from '../../core/types.js';
+import type { Task } from '../../domain/types.js';
 import { render } from '../template.js';
-import { StepError, type StepContext } from './step.js';
+import type { StepContext } from '../definition.js';
+import { StepError } from './step.js';
 
 /**
  * Dispatches a task to agents with the step's capability and waits for its result: this is how the

@@ -1,6 +1,7 @@
 import type { Provider } from '../../providers/provider.js';
 import { render } from '../template.js';
-import { StepError, type StepContext } from './step.js';
+import type { StepContext } from '../definition.js';
+import { StepError } from './step.js';
 
 /** Embeds one text (output: a vector) or a list of texts (output: a list of vectors). */
 export async function runEmbedStep(ctx: StepContext, provider: Provider): Promise<unknown> {

@@ -1,7 +1,8 @@
 import { request } from 'undici';
 import { parseRetryAfter } from '../../providers/provider.js';
 import { render, renderText } from '../template.js';
-import { StepError, type StepContext } from './step.js';
+import type { StepContext } from '../definition.js';
+import { StepError } from './step.js';
 
 /** Calls any URL. 2xx: the body (parsed when JSON). 408, 429, 5xx: retried, honouring Retry-After. Other 4xx: fail. */
 export async function runHttpStep(ctx: StepContext): Promise<unknown> {

@@ -1,6 +1,7 @@
 import type { ChatMessage, Provider } from '../../providers/provider.js';
 import { renderText } from '../template.js';
-import { StepError, type StepContext } from './step.js';
+import type { StepContext } from '../definition.js';
+import { StepError } from './step.js';
 
 /** A chat completion; with `json: true` the reply is parsed, and a reply that is not JSON is retried. */
 export async function runLlmStep(ctx: StepContext, provider: Provider): Promise<unknown> {

@@ -2,10 +2,10 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
-import { FleetError, isDependencyUnavailable } from '../../core/errors.js';
-import type { ClaimWaiter, WakeReason } from '../../core/claim-waiters.js';
+import { FleetError, isDependencyUnavailable } from '../../domain/errors.js';
+import type { DeliveryChannel } from '../../core/delivery.js';
 import type { Fleet } from '../../core/fleet.js';
-import type { Task } from '../../core/types.js';
+import type { Agent, Task } from '../../domain/types.js';
 import {
   AGENT_PROTOCOL_VERSION,
   AgentMessageSchema,
@@ -14,107 +14,40 @@ import {
   type AgentMessage,
   type ServerMessage,
 } from '../../protocol/agent-stream.js';
-import { agentJson, taskJson } from '../schemas.js';
+import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(AgentMessageSchema);
 const checkRef = TypeCompiler.Compile(MessageRef);
 
-/** One connected agent: its socket, the credit it granted, and the persistent claim waiter that pushes to it. */
+/** One connected agent: its socket and its delivery channel, which pushes tasks to it under the credit it grants. */
 class AgentSession {
-  /** Tasks it may still be sent. */
-  credit = 0;
-  closed = false;
-  private pumping = false;
-  private again = false;
-  /** The agent holds maxConcurrency tasks: it sleeps through new tasks until one of its leases ends. */
-  private full = false;
-  /** What the last wake-up counted this session for, handed on if the claim takes other tasks. */
-  private reason: WakeReason | undefined;
-  private removeWaiter: () => void = () => {};
-  /** Last time (performance.now) a claim or heartbeat told the store this agent is alive. */
-  beatAt = performance.now();
+  /** Last time (the fleet's clock) a heartbeat told the store this agent is alive; a claim does too (channel.claimedAt). */
+  beatAt: number;
+  readonly channel: DeliveryChannel;
 
   constructor(
     readonly id: string,
     readonly socket: WebSocket,
-    private readonly capabilities: ReadonlySet<string>,
-    private readonly maxConcurrency: number,
-    private readonly gateway: AgentGateway,
-  ) {}
-
-  /** Registers with the claim waiters: woken whenever tasks it can do appear, while it has credit. */
-  listen(): void {
-    if (this.closed) return;
-    const waiter: ClaimWaiter = {
-      agentId: this.id,
-      capabilities: this.capabilities,
-      want: () => (this.closed || this.full ? 0 : this.credit),
-      wake: (reason) => {
-        if (reason) this.reason = reason;
-        else this.full = false;
-        // Go to the back of the line, so that work spreads over agents instead of filling the first.
-        this.removeWaiter();
-        this.removeWaiter = this.gateway.fleet.waiters.add(waiter);
-        void this.pump();
-      },
-    };
-    this.removeWaiter = this.gateway.fleet.waiters.add(waiter);
+    agent: Agent,
+    gateway: AgentGateway,
+  ) {
+    this.beatAt = gateway.fleet.now();
+    this.channel = gateway.fleet.delivery.openChannel({
+      agent,
+      send: (tasks) => gateway.send(this, { type: 'tasks', tasks: tasks.map(taskJson) }),
+    });
   }
 
-  close(): void {
-    this.closed = true;
-    this.removeWaiter();
-  }
-
-  /**
-   * Credit past the agent's maxConcurrency is not kept: the store would never lease that many, and a
-   * waiter wanting more than it can hold is counted for tasks it must then hand on to others.
-   */
-  grant(add: number): void {
-    this.credit = Math.min(this.credit + add, this.maxConcurrency);
-    void this.pump();
-  }
-
-  /**
-   * Claims as many ready tasks as the credit allows and sends them. Runs one claim at a time; a
-   * wake-up during a claim, or tasks announced while it was in flight, make it look again.
-   */
-  async pump(): Promise<void> {
-    if (this.pumping) {
-      this.again = true;
-      return;
-    }
-    this.pumping = true;
-    try {
-      do {
-        this.again = false;
-        if (this.closed || this.credit <= 0) break;
-        const generation = this.gateway.fleet.waiters.generation;
-        const reason = this.reason;
-        this.reason = undefined;
-        const { tasks, room } = await this.gateway.fleet.tasks.claimReady(this.id, this.credit, reason);
-        this.full = room <= 0;
-        this.beatAt = performance.now();
-        // Tasks leased to a socket that closed meanwhile stay leased: a reconnect resumes them, the grace releases them.
-        if (tasks.length > 0) {
-          this.credit -= tasks.length;
-          this.gateway.send(this, { type: 'tasks', tasks: tasks.map(taskJson) });
-        } else if (this.gateway.fleet.waiters.generation !== generation) this.again = true;
-      } while (this.again);
-    } catch (err) {
-      // During a dependency's outage the wake-up is not lost: the store wakes every waiter for what
-      // is queued once its connections work again.
-      if (!isDependencyUnavailable(err)) this.gateway.log.error({ err, agentId: this.id }, 'push to agent failed');
-    } finally {
-      this.pumping = false;
-    }
+  get lastBeatAt(): number {
+    return Math.max(this.beatAt, this.channel.claimedAt);
   }
 }
 
 /**
- * The agent side of the WebSocket gateway: authenticated sessions that tasks are pushed to under
- * credit, heartbeats for connected agents, and the disconnect grace period after which an agent's
+ * The agent side of the WebSocket gateway: authenticated sessions, each with a delivery channel
+ * (core/delivery.ts decides what to push and when; the gateway supplies the agent's credit and a
+ * send), heartbeats for connected agents, and the disconnect grace period after which an agent's
  * leases and locks are released.
  */
 export class AgentGateway {
@@ -154,8 +87,9 @@ export class AgentGateway {
     this.graceTimers.clear();
   }
 
-  send(session: AgentSession, message: ServerMessage): void {
-    this.connections.send(session.socket, JSON.stringify(message));
+  /** False when the socket is closing or was cut off as too slow: the message was not sent. */
+  send(session: AgentSession, message: ServerMessage): boolean {
+    return this.connections.send(session.socket, JSON.stringify(message));
   }
 
   /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
@@ -172,10 +106,10 @@ export class AgentGateway {
     }
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);
-    const session = new AgentSession(agentId, socket, new Set(agent.capabilities), agent.maxConcurrency, this);
+    const session = new AgentSession(agentId, socket, agent, this);
     this.sessions.set(agentId, session);
     if (previous) {
-      previous.close();
+      previous.channel.close();
       previous.socket.close(CloseCodes.REPLACED, 'replaced by a newer connection');
     }
     const grace = this.graceTimers.get(agentId);
@@ -191,11 +125,10 @@ export class AgentGateway {
       // A message that fails in a way no answer covers must cost its socket nothing more, never the process.
       this.onMessage(session, data.toString(), isBinary).catch((err: unknown) => this.log.error({ err, agentId: session.id }, 'agent message failed'));
     });
-    session.listen();
   }
 
   private onClose(session: AgentSession): void {
-    session.close();
+    session.channel.close();
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
     if (this.stopping) return;
@@ -234,11 +167,11 @@ export class AgentGateway {
     try {
       switch (message.type) {
         case 'credit':
-          session.grant(message.add);
+          session.channel.addCredit(message.add);
           return;
         case 'heartbeat':
           await this.fleet.agents.heartbeat(session.id);
-          session.beatAt = performance.now();
+          session.beatAt = this.fleet.now();
           this.send(session, { type: 'ack', ref });
           return;
         case 'complete':
@@ -260,16 +193,16 @@ export class AgentGateway {
   }
 
   private ack(session: AgentSession, ref: string | number | undefined, task: Task): void {
-    const leaseExpiresAt = task.leaseExpiresAt === null ? null : new Date(task.leaseExpiresAt).toISOString();
-    this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt });
+    this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
   }
 
   /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */
   private heartbeatAll(beatMs: number): void {
-    const due = performance.now() - beatMs;
+    const now = this.fleet.now();
+    const due = now - beatMs;
     for (const session of this.sessions.values()) {
-      if (session.beatAt > due) continue;
-      session.beatAt = performance.now();
+      if (session.lastBeatAt > due) continue;
+      session.beatAt = now;
       this.fleet.agents.heartbeat(session.id).catch((err: unknown) => {
         if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'heartbeat failed');
       });

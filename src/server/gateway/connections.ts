@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import { CloseCodes } from '../../protocol/agent-stream.js';
 
 /**

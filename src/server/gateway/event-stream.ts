@@ -4,9 +4,11 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
 import type { EventName, FleetEvents } from '../../bus/bus.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
-import { isDependencyUnavailable } from '../../core/errors.js';
+import { isDependencyUnavailable } from '../../domain/errors.js';
 import type { Fleet } from '../../core/fleet.js';
-import { ObserverMessageSchema, type ObserverServerMessage } from '../../protocol/events.js';
+import { FleetError } from '../../domain/errors.js';
+import { iso } from '../../domain/wire.js';
+import { ObserverMessageSchema, eventJson, type ObserverServerMessage, type StreamEventName } from '../../protocol/events.js';
 import type { Connections } from './connections.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
@@ -61,7 +63,9 @@ export class EventStream {
   ) {}
 
   start(): void {
-    this.unsubscribe = this.fleet.bus.subscribeAll((name, data) => this.publish(name, topicsOf(name, data), data));
+    this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
+      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>])),
+    );
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
     this.statsTimer.unref();
   }
@@ -91,23 +95,20 @@ export class EventStream {
     try {
       message = text === undefined ? undefined : JSON.parse(text);
     } catch {
-      return this.reply(observer, { type: 'error', error: { code: 'FLEETD_ERR_MALFORMED_JSON', message: 'the message is not valid JSON', details: {} } });
+      return this.replyError(observer, new FleetError('FLEETD_ERR_MALFORMED_JSON', 'the message is not valid JSON'));
     }
     if (!checkMessage.Check(message)) {
       const first = checkMessage.Errors(message).First();
       const field = `message${(first?.path || '').replaceAll('/', '.')}`;
-      return this.reply(observer, {
-        type: 'error',
-        error: { code: 'FLEETD_ERR_VALIDATION', message: `${field}: ${first?.message ?? 'is invalid'}`, details: { field } },
-      });
+      return this.replyError(observer, new FleetError('FLEETD_ERR_VALIDATION', `${field}: ${first?.message ?? 'is invalid'}`, { field }));
     }
     if (message.type === 'subscribe') {
       const added = message.topics.filter((t) => !observer.topics.has(t));
       if (observer.topics.size + added.length > MAX_TOPICS_PER_SOCKET) {
-        return this.reply(observer, {
-          type: 'error',
-          error: { code: 'FLEETD_ERR_VALIDATION', message: `a socket holds at most ${MAX_TOPICS_PER_SOCKET} topics`, details: { field: 'message.topics' } },
-        });
+        return this.replyError(
+          observer,
+          new FleetError('FLEETD_ERR_VALIDATION', `a socket holds at most ${MAX_TOPICS_PER_SOCKET} topics`, { field: 'message.topics' }),
+        );
       }
       for (const topic of added) this.join(observer, topic);
       if (added.includes('stats')) void this.publishStats(observer);
@@ -119,6 +120,10 @@ export class EventStream {
 
   private reply(observer: Observer, message: ObserverServerMessage): void {
     this.connections.send(observer.socket, JSON.stringify(message));
+  }
+
+  private replyError(observer: Observer, error: FleetError): void {
+    this.reply(observer, { type: 'error', error: error.toJSON().error });
   }
 
   private join(observer: Observer, topic: string): void {
@@ -135,10 +140,14 @@ export class EventStream {
     if (set?.size === 0) this.byTopic.delete(topic);
   }
 
-  /** Queues the event for every socket on any of its topics, once per socket. */
-  private publish(name: string, topics: string[], data: unknown, only?: Observer): void {
+  /**
+   * Queues the event for every socket on any of its topics, once per socket. `data` gives the
+   * payload in its wire shape, asked for once and only if some socket is to get it.
+   */
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer): void {
     const seq = ++this.seq;
-    const at = Date.now();
+    const at = iso(Date.now());
+    let payload: unknown;
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
@@ -146,7 +155,8 @@ export class EventStream {
       for (const observer of set) {
         if (observer.lastSeq === seq) continue;
         observer.lastSeq = seq;
-        entry ??= JSON.stringify({ topic, name, data, at });
+        payload ??= data();
+        entry ??= JSON.stringify({ topic, name, data: payload, at });
         observer.pending.push(entry);
         if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
         else this.dirty.add(observer);
@@ -161,7 +171,7 @@ export class EventStream {
     if (!only && !this.byTopic.has('stats')) return;
     try {
       const snapshot = await this.fleet.stats.snapshot();
-      this.publish('stats', ['stats'], snapshot, only);
+      this.publish('stats', ['stats'], () => snapshot, only);
     } catch (err) {
       if (!isDependencyUnavailable(err)) this.log.error({ err }, 'stats for observers failed');
     }

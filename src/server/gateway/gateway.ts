@@ -1,6 +1,6 @@
 import websocket from '@fastify/websocket';
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
 import { errors, pathAgent, type Routes } from '../routes/deps.js';
@@ -46,9 +46,13 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       done();
     },
   });
-  connections.start();
-  agents.start();
-  events.start();
+  // Timers (ping, heartbeats, stats) and bus subscriptions start with the server, after the fleet has
+  // started, not when the plugin registers: a server that fails to start leaves nothing running.
+  app.addHook('onReady', async () => {
+    connections.start();
+    agents.start();
+    events.start();
+  });
 
   app.route({
     method: 'GET',

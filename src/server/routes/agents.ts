@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { AgentInputSchema, AgentSchema, AgentStatusSchema, Id, Pagination, agentJson, pageOf } from '../schemas.js';
+import { AgentSchema, AgentStatusSchema, agentJson, pageOf } from '../../domain/wire.js';
+import { AgentInputSchema, Id, Pagination } from '../schemas.js';
 import { bodyLimits, errors, pathAgent, type Routes } from './deps.js';
 
 const Registered = Type.Object({ agent: AgentSchema, token: Type.String() });

@@ -2,9 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
-import type { Dependencies } from '../../core/dependencies.js';
+import type { Dependencies } from '../../domain/dependencies.js';
 import type { Fleet } from '../../core/fleet.js';
-import { ErrorBody } from '../schemas.js';
+import { ErrorBody } from '../../domain/wire.js';
 
 export interface RouteDeps {
   fleet: Fleet;

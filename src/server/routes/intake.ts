@@ -2,9 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Fleet } from '../../core/fleet.js';
 import type { NlpPool } from '../../nlp/nlp-pool.js';
-import { TaskSchema, taskJson } from '../schemas.js';
+import { TaskSchema, taskJson } from '../../domain/wire.js';
 import { errors } from './deps.js';
-
 
 /**
  * Natural-language intake: free text in, a task out. The text is parsed on the NLP worker thread;

@@ -1,19 +1,8 @@
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../core/errors.js';
-import type { ApiKey } from '../../core/types.js';
-import { iso, isoOrNull } from '../schemas.js';
+import { FleetError } from '../../domain/errors.js';
+import { SCOPES } from '../../domain/types.js';
+import { KeySchema, keyJson, literalsOf } from '../../domain/wire.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
-
-const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('submit'), Type.Literal('admin')]);
-const keyJson = (k: ApiKey) => ({ ...k, createdAt: iso(k.createdAt), revokedAt: isoOrNull(k.revokedAt) });
-
-const KeySchema = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  scope: ScopeSchema,
-  createdAt: Type.String({ format: 'date-time' }),
-  revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-});
 
 /** API keys, for admins: create (the secret is in that response only), list, revoke. */
 export const keyRoutes: Routes = async (app, { fleet }) => {
@@ -32,7 +21,7 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
         body: Type.Object(
           {
             name: Type.String({ minLength: 1, maxLength: 200 }),
-            scope: ScopeSchema,
+            scope: literalsOf(SCOPES),
           },
           { additionalProperties: false },
         ),

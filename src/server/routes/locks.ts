@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { Id, LockInputSchema, LockSchema, Pagination, lockJson, pageOf } from '../schemas.js';
+import { LockSchema, lockJson, pageOf } from '../../domain/wire.js';
+import { Id, LockInputSchema, Pagination } from '../schemas.js';
 import { sendCached } from '../cached-reply.js';
 import { bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.js';
 

@@ -1,37 +1,22 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type, type TUnsafe } from '@sinclair/typebox';
-import type { Case } from '../../pipelines/cases.js';
+import { Type } from '@sinclair/typebox';
+import type { RunStatus } from '../../domain/runs.js';
+import {
+  CaseMemberSchema,
+  CaseSchema,
+  PipelineInfoSchema,
+  PipelineStatsSchema,
+  RunSchema,
+  RunStatusSchema,
+  caseJson,
+  caseMemberJson,
+  pageOf,
+  runJson,
+} from '../../domain/wire.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
-import { RUN_STATUSES, type PipelineRun, type RunStatus } from '../../pipelines/types.js';
-import { Pagination, pageOf } from '../schemas.js';
+import { Pagination } from '../schemas.js';
 import { errors } from './deps.js';
 
-const Time = Type.String({ format: 'date-time' });
-const NullableTime = Type.Union([Time, Type.Null()]);
-const RunStatusSchema = Type.Union(RUN_STATUSES.map((s) => Type.Literal(s))) as unknown as TUnsafe<RunStatus>;
-const StepSchema = Type.Object({
-  name: Type.String(),
-  status: Type.String(),
-  attempts: Type.Integer(),
-  output: Type.Unknown(),
-  error: Type.Unknown(),
-  startedAt: NullableTime,
-  finishedAt: NullableTime,
-  nextAttemptAt: NullableTime,
-});
-const RunSchema = Type.Object({
-  id: Type.Integer(),
-  pipeline: Type.String(),
-  status: RunStatusSchema,
-  input: Type.Unknown(),
-  output: Type.Unknown(),
-  error: Type.Unknown(),
-  idempotencyKey: Type.Union([Type.String(), Type.Null()]),
-  createdAt: Time,
-  updatedAt: Time,
-  finishedAt: NullableTime,
-  steps: Type.Array(StepSchema),
-});
 const RunInputSchema = Type.Object(
   { input: Type.Optional(Type.Unknown()), idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })) },
   { additionalProperties: false },
@@ -40,20 +25,6 @@ const Started = Type.Object({ run: RunSchema, created: Type.Boolean() });
 const PipelineName = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) });
 const RunId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 
-const iso = (ms: number): string => new Date(ms).toISOString();
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
-
-/** The API's view of a run: times as ISO 8601. */
-export function runJson(r: PipelineRun) {
-  return {
-    ...r,
-    createdAt: iso(r.createdAt),
-    updatedAt: iso(r.updatedAt),
-    finishedAt: isoOrNull(r.finishedAt),
-    steps: r.steps.map((s) => ({ ...s, startedAt: isoOrNull(s.startedAt), finishedAt: isoOrNull(s.finishedAt), nextAttemptAt: isoOrNull(s.nextAttemptAt) })),
-  };
-}
-
 /**
  * Pipelines: start runs (one or a batch, idempotent by key), follow them, cancel them, list them;
  * and the cases that runs are grouped into.
@@ -61,7 +32,7 @@ export function runJson(r: PipelineRun) {
 export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }> = async (app, { pipelines }) => {
   const engine = pipelines.engine;
 
-  app.get('/pipelines', {}, async () => ({
+  app.get('/pipelines', { schema: { response: { 200: Type.Object({ items: Type.Array(PipelineInfoSchema) }) } } }, async () => ({
     items: [...engine.pipelines.values()].map((p) => ({
       name: p.name,
       description: p.description,
@@ -122,9 +93,6 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
     async (request) => ({ run: runJson(await engine.cancel(request.params.id)) }),
   );
 
-  const CaseSchema = Type.Object({ id: Type.Integer(), title: Type.String(), size: Type.Integer(), createdAt: Time, updatedAt: Time });
-  const caseJson = (c: Case) => ({ ...c, createdAt: iso(c.createdAt), updatedAt: iso(c.updatedAt) });
-
   app.get(
     '/cases',
     {
@@ -139,12 +107,11 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
     },
   );
 
-  const MemberSchema = Type.Object({ runId: Type.Integer(), similarity: Type.Number(), text: Type.String(), addedAt: Time });
-  const CaseDetail = Type.Object({ case: Type.Composite([CaseSchema, Type.Object({ members: Type.Array(MemberSchema) })]) });
+  const CaseDetail = Type.Object({ case: Type.Composite([CaseSchema, Type.Object({ members: Type.Array(CaseMemberSchema) })]) });
   app.get('/cases/:id', { schema: { params: RunId, response: { 200: CaseDetail, ...errors(400, 404) } } }, async (request) => {
     const found = await pipelines.cases.get(request.params.id);
-    return { case: { ...caseJson(found), members: found.members.map((m) => ({ ...m, addedAt: iso(m.addedAt) })) } };
+    return { case: { ...caseJson(found), members: found.members.map(caseMemberJson) } };
   });
 
-  app.get('/pipelines/stats', {}, async () => ({ lane: engine.usage(), providers: pipelines.providers.usage() }));
+  app.get('/pipelines/stats', { schema: { response: { 200: PipelineStatsSchema } } }, async () => ({ lane: engine.usage(), providers: pipelines.providers.usage() }));
 };

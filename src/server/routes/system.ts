@@ -1,9 +1,15 @@
 import { Type } from '@sinclair/typebox';
 import { maskedConfig } from '../../config.js';
-import { FleetError } from '../../core/errors.js';
-import type { Routes } from './deps.js';
+import type { DependencyStatus } from '../../domain/dependencies.js';
+import { FleetError } from '../../domain/errors.js';
+import { iso, ReadinessSchema, StatsSchema, type DependencyJson } from '../../domain/wire.js';
+import { errors, type Routes } from './deps.js';
 
-export const systemRoutes: Routes = async (app, { fleet, config, dependencies }) => {
+/** Each dependency's status with its time as ISO 8601, as everything on the wire. */
+const dependencyJson = (status: Partial<Record<string, DependencyStatus>>): Record<string, DependencyJson> =>
+  Object.fromEntries(Object.entries(status).map(([name, d]) => [name, { ...d!, since: iso(d!.since) }]));
+
+export const systemRoutes: Routes = async (app, { fleet, config, dependencies: deps }) => {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   /**
@@ -11,24 +17,21 @@ export const systemRoutes: Routes = async (app, { fleet, config, dependencies })
    * details) while it does not. A node without Redis still serves (per-node rate limits, no shared
    * cache, no events from other nodes): it is ready, and says `degraded`.
    */
-  app.get('/readyz', async () => {
-    const status = dependencies?.status() ?? {};
+  app.get('/readyz', { schema: { response: { 200: ReadinessSchema, ...errors(503) } } }, async () => {
+    const dependencies = dependencyJson(deps?.status() ?? {});
     try {
       await fleet.store.ping();
     } catch (err) {
-      throw new FleetError('FLEETD_ERR_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`, {
-        dependencies: status,
-        retryAfterSeconds: 1,
-      });
+      throw new FleetError('FLEETD_ERR_UNAVAILABLE', `the store is not reachable: ${(err as Error).message}`, { dependencies, retryAfterSeconds: 1 });
     }
     const pool = fleet.store.poolStats?.();
-    const degraded = Object.values(status).some((d) => !d.up);
-    return { status: degraded ? 'degraded' : 'ready', store: fleet.store.driver, ...(pool ? { pool } : {}), dependencies: status };
+    const degraded = Object.values(dependencies).some((d) => !d.up);
+    return { status: degraded ? ('degraded' as const) : ('ready' as const), store: fleet.store.driver, ...(pool ? { pool } : {}), dependencies };
   });
 
   app.get(
     '/v1/stats',
-    { schema: { response: { 200: Type.Unknown() } } },
+    { schema: { response: { 200: StatsSchema } } },
     async (_request, reply) => {
       void reply.header('cache-control', 'no-store');
       return fleet.stats.snapshot();

@@ -1,10 +1,11 @@
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
-import { invalid } from '../../core/errors.js';
+import { invalid } from '../../domain/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
-import { TERMINAL_STATUSES, type TaskStatus } from '../../core/types.js';
+import { TERMINAL_STATUSES, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
-import { Id, Pagination, TaskInputSchema, TaskSchema, TaskStatusSchema, pageOf, taskJson, type TaskInputBody } from '../schemas.js';
+import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
+import { Id, Pagination, TaskInputSchema, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
@@ -79,7 +80,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       };
       reply.raw.once('close', onClose);
       try {
-        const tasks = await fleet.tasks.claim({
+        const tasks = await fleet.delivery.claim({
           agentId: request.body.agentId,
           max: request.body.max ?? 1,
           waitMs: request.body.waitMs ?? 0,
@@ -195,7 +196,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         compute: async () => taskJson(await fleet.tasks.get(request.params.id)),
         // A finished task changes only by a retry, which publishes an event; one in flight changes
         // on timers (a delay running out) that publish none for it, so it is always read afresh.
-        cacheable: (task) => TERMINAL_STATUSES.has(task.status as TaskStatus),
+        cacheable: (task) => TERMINAL_STATUSES.has(task.status),
       }),
   );
 };

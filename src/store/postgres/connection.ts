@@ -1,6 +1,6 @@
 import pg from 'pg';
-import { unreported, type DependencyReporter } from '../../core/dependencies.js';
-import { dependencyUnavailable, FleetError } from '../../core/errors.js';
+import { unreported, type DependencyReporter } from '../../domain/dependencies.js';
+import { dependencyUnavailable, FleetError } from '../../domain/errors.js';
 import type { PoolStats } from '../store.js';
 
 export interface PostgresConnectionOptions {

@@ -1,3 +1,5 @@
+import type { PostgresDatabase } from './database.js';
+
 /**
  * Versioned schema for the PostgreSQL driver. A migration is never edited once released: a change
  * is a new entry. They run at start, each in its own transaction, under an advisory lock so that
@@ -292,3 +294,21 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
 ];
+
+/**
+ * Applies the migrations this schema lacks, under an advisory lock so that nodes starting together
+ * take turns (the second finds them applied).
+ */
+export function migrate(db: PostgresDatabase): Promise<void> {
+  return db.transaction(async (q) => {
+    await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-migrate:${db.schema}`]);
+    await q(`CREATE SCHEMA IF NOT EXISTS ${db.schema}`);
+    await q('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)');
+    const applied = new Set((await q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
+    for (const m of migrations) {
+      if (applied.has(m.version)) continue;
+      await q(m.sql);
+      await q('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+    }
+  });
+}

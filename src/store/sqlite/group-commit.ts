@@ -1,5 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-import { FleetError } from '../../core/errors.js';
+import { FleetError } from '../../domain/errors.js';
 
 interface PendingWrite {
   run: () => unknown;

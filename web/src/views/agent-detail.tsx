@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { Agent, Lock, Page, Task } from '../types.js';
 
 const RECENT = 50;

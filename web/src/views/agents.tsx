@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { countBy, getAll } from '../lists.js';
 import type { Agent, Lock, Task } from '../types.js';

@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { get } from '../api.js';
 import { num, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { Case, CaseMember, LiveEvent } from '../types.js';
 
 /** One case and its member runs, each with its text and how similar it was when it joined. */

@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { Case, LiveEvent, Page } from '../types.js';
 
 const PAGE_SIZE = 100;

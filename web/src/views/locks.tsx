@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
 import { getAll } from '../lists.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { Lock } from '../types.js';
 
 export default function Locks(_props: ViewProps) {

@@ -3,7 +3,7 @@ import type uPlot from 'uplot';
 import { ApiError, get } from '../api.js';
 import { num } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { TASK_STATUSES, type FleetStats, type LiveEvent, type PipelineStats, type Readiness } from '../types.js';
 import { Chart } from './chart.js';
 

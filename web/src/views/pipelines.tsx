@@ -2,7 +2,7 @@ import { useRef, useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { RUN_STATUSES, type LiveEvent, type Page, type PipelineInfo, type PipelineRun } from '../types.js';
 import { applyRunEvent } from './run-events.js';
@@ -73,7 +73,8 @@ export default function Pipelines({ route }: ViewProps) {
         for (const list of arriving.current) list.push(...events);
         const byRun = new Map<number, LiveEvent[]>();
         for (const e of events) {
-          const id = e.data?.run?.id as number;
+          if (!('run' in e.data)) continue;
+          const id = e.data.run.id;
           byRun.set(id, [...(byRun.get(id) ?? []), e]);
         }
         setList((loaded) => loaded && { ...loaded, runs: loaded.runs.map((r) => (byRun.get(r.id) ?? []).reduce(applyRunEvent, r)) });

@@ -2,7 +2,7 @@ import { useRef, useState } from 'preact/hooks';
 import { api, get } from '../api.js';
 import { ago, json, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { LiveEvent, PipelineRun, StepState } from '../types.js';
 import { applyRunEvent } from './run-events.js';
 

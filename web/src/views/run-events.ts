@@ -1,13 +1,13 @@
 import type { LiveEvent, PipelineRun, StepState } from '../types.js';
 
 /**
- * A run as it is after one of its events (`pipeline.*` of the observer stream, times in epoch ms):
+ * A run as it is after one of its events (`pipeline.*` of the observer stream):
  * its status, and the step the event names. Outputs are not in events; views load them. An event
  * published before the run's last change is older than what the run shows, and changes nothing.
  */
 export function applyRunEvent(run: PipelineRun, e: LiveEvent): PipelineRun {
-  if (e.data?.run?.id !== run.id || e.at < Date.parse(run.updatedAt)) return run;
-  const at = new Date(e.at).toISOString();
+  if (!('run' in e.data) || e.data.run.id !== run.id || Date.parse(e.at) < Date.parse(run.updatedAt)) return run;
+  const at = e.at;
   const { step, attempt, willRetry, error } = e.data as { step?: string; attempt?: number; willRetry?: boolean; error?: unknown };
   const steps = run.steps.map((s): StepState => {
     if (s.name !== step) return s;

@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { api, get } from '../api.js';
 import { ago, json, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import type { LiveEvent, Task } from '../types.js';
 
 const ACTIVE = new Set(['scheduled', 'queued', 'leased']);
@@ -14,7 +14,7 @@ function timeline(task: Task, seen: LiveEvent[]): { at: string; what: string }[]
   if (task.runAt !== task.createdAt) steps.push({ at: task.runAt, what: 'runs at' });
   if (task.claimedAt) steps.push({ at: task.claimedAt, what: `claimed by ${task.agentId ?? 'an agent'} (attempt ${task.attempts})` });
   if (task.leaseExpiresAt && task.status === 'leased') steps.push({ at: task.leaseExpiresAt, what: 'lease expires' });
-  for (const e of seen) steps.push({ at: new Date(e.at).toISOString(), what: e.name.replace('task.', '') + (e.data?.reason ? ` (${e.data.reason})` : '') });
+  for (const e of seen) steps.push({ at: e.at, what: e.name.replace('task.', '') + ('reason' in e.data ? ` (${e.data.reason})` : '') });
   if (task.completedAt) steps.push({ at: task.completedAt, what: task.status });
   else if (!ACTIVE.has(task.status)) steps.push({ at: task.updatedAt, what: task.status });
   return steps.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));

@@ -2,9 +2,9 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
-import type { ViewProps } from '../main.js';
+import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
-import { TASK_STATUSES, type LiveEvent, type Page, type Task } from '../types.js';
+import { TASK_STATUSES, type LiveEvent, type Page, type TaskSummary } from '../types.js';
 
 const ROW_HEIGHT = 32;
 const OVERSCAN = 10;
@@ -22,23 +22,14 @@ interface Filters {
   agentId: string;
 }
 
-function matches(t: Pick<Task, 'status' | 'type' | 'agentId'>, f: Filters): boolean {
+function matches(t: Pick<TaskSummary, 'status' | 'type' | 'agentId'>, f: Filters): boolean {
   return (!f.status || t.status === f.status) && (!f.type || t.type === f.type) && (!f.agentId || t.agentId === f.agentId);
 }
 
 /** A change to a task, as a task event reports it. */
 interface TaskChange {
-  task: Task;
+  task: TaskSummary;
   created: boolean;
-}
-
-const EVENT_TIMES = ['runAt', 'createdAt', 'updatedAt', 'claimedAt', 'completedAt', 'leaseExpiresAt'] as const;
-
-/** A task as events carry it (times in epoch ms), in the API's shape (ISO 8601). */
-function taskOfEvent(summary: Record<string, unknown>): Task {
-  const task = { ...summary };
-  for (const k of EVENT_TIMES) if (typeof task[k] === 'number') task[k] = new Date(task[k] as number).toISOString();
-  return task as unknown as Task;
 }
 
 /**
@@ -49,7 +40,7 @@ function taskOfEvent(summary: Record<string, unknown>): Task {
  * cost more than rendering.
  */
 class TaskRows {
-  rows: Task[] = [];
+  rows: TaskSummary[] = [];
   index = new Map<number, number>();
   cursor: string | null = null;
   done = false;
@@ -64,7 +55,7 @@ class TaskRows {
 
   constructor(readonly filters: Filters) {}
 
-  append(items: Task[]): void {
+  append(items: TaskSummary[]): void {
     for (const t of items) {
       if (this.index.has(t.id)) continue;
       this.index.set(t.id, this.rows.length);
@@ -72,7 +63,7 @@ class TaskRows {
     }
   }
 
-  prepend(items: Task[]): void {
+  prepend(items: TaskSummary[]): void {
     const fresh = items.filter((t) => !this.index.has(t.id));
     if (!fresh.length) return;
     this.rows = [...fresh, ...this.rows];
@@ -80,7 +71,7 @@ class TaskRows {
   }
 
   /** Updates a loaded row in place, unless it holds a later state of the task already. */
-  update(t: Task): void {
+  update(t: TaskSummary): void {
     const i = this.index.get(t.id);
     if (i !== undefined && t.updatedAt >= this.rows[i].updatedAt) this.rows[i] = { ...this.rows[i], ...t };
   }
@@ -110,7 +101,7 @@ export default function Tasks({ route }: ViewProps) {
   useTick(5_000);
 
   const fetchPage = (d: TaskRows, cursor: string | null, limit: number) =>
-    get<Page<Task>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
+    get<Page<TaskSummary>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
 
   const loadMore = async (d = data.current) => {
     if (d.loading || d.done) return;
@@ -167,7 +158,7 @@ export default function Tasks({ route }: ViewProps) {
 
   /** Applies task events, oldest first, to rows whose first page is in. */
   const apply = (d: TaskRows, changes: TaskChange[]) => {
-    const created: Task[] = [];
+    const created: TaskSummary[] = [];
     for (const { task, created: isNew } of changes) {
       if (isNew && matches(task, d.filters) && task.id > d.newestId) created.push(task);
       else d.update(task);
@@ -177,7 +168,7 @@ export default function Tasks({ route }: ViewProps) {
 
   const atTop = () => (scroller.current?.scrollTop ?? 0) < ROW_HEIGHT;
   /** New rows go in at once when the operator is at the top; otherwise they are counted, not jumped in. */
-  const takeNewer = (d: TaskRows, newer: Task[]) => {
+  const takeNewer = (d: TaskRows, newer: TaskSummary[]) => {
     if (!newer.length) return;
     if (!atTop()) setPendingNew((n) => n + newer.length);
     else if (d.rows.length + newer.length <= MAX_ROWS_AT_TOP) d.prepend(newer);
@@ -196,7 +187,7 @@ export default function Tasks({ route }: ViewProps) {
         const d = data.current;
         const changes: TaskChange[] = [];
         for (const e of events) {
-          if (e.data?.task) changes.push({ task: taskOfEvent(e.data.task), created: e.name === 'task.created' });
+          if ('task' in e.data) changes.push({ task: e.data.task, created: e.name === 'task.created' });
         }
         if (d.early) {
           for (const c of changes) {

@@ -1,26 +1,23 @@
-import type { Database } from 'better-sqlite3';
 import { Semaphore } from '../../limits/semaphore.js';
-import type { Page } from '../../core/types.js';
-import type { Case, CaseMember } from '../../pipelines/cases.js';
+import type { Page } from '../../domain/types.js';
+import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
-import { decodeCursor, encodeCursor } from '../cursor.js';
-import type { GroupCommit } from './group-commit.js';
+import type { SqliteDatabase } from './database.js';
 
-/** Cases in the same SQLite database, on the SqliteStore's connection and group commit. */
-export class SqliteCaseStore implements CaseStore {
-  private readonly s: ReturnType<SqliteCaseStore['prepare']>;
+/** Cases in the same SQLite database, on the queue's connection and group commit. */
+export class SqliteCases implements CaseStore {
+  private readonly s: ReturnType<SqliteCases['prepare']>;
   private readonly turns = new Semaphore(1);
 
-  constructor(
-    private readonly db: Database,
-    private readonly groupCommit: GroupCommit,
-  ) {
+  constructor(private readonly d: SqliteDatabase) {
     this.s = this.prepare();
   }
 
   private prepare() {
-    const db = this.db;
+    const { db } = this.d;
     return {
       centroids: db.prepare('SELECT id, centroid, version FROM cases WHERE version > ? ORDER BY version'),
       ofRun: db.prepare('SELECT case_id AS caseId, similarity FROM case_members WHERE run_id = ?'),
@@ -30,7 +27,6 @@ export class SqliteCaseStore implements CaseStore {
       grow: db.prepare(`UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now,
         version = (SELECT max(version) + 1 FROM cases) WHERE id = @id RETURNING *`),
       byId: db.prepare('SELECT * FROM cases WHERE id = ?'),
-      list: db.prepare('SELECT * FROM cases WHERE id < ? ORDER BY id DESC LIMIT ?'),
       members: db.prepare(
         'SELECT run_id AS runId, similarity, text, added_at AS addedAt FROM case_members WHERE case_id = ? ORDER BY run_id LIMIT ?',
       ),
@@ -55,7 +51,7 @@ export class SqliteCaseStore implements CaseStore {
   }
 
   caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const row = this.s.insert.get({ title: params.title, centroid: JSON.stringify(params.vector), now: params.now }) as CaseRow;
       this.s.addMember.run(params.runId, row.id, 1, params.text, params.now);
       return toCase(row);
@@ -63,7 +59,7 @@ export class SqliteCaseStore implements CaseStore {
   }
 
   caseAddMember(params: { caseId: number; runId: number; text: string; similarity: number; centroid: number[]; now: number }): Promise<Case> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       this.s.addMember.run(params.runId, params.caseId, params.similarity, params.text, params.now);
       return toCase(this.s.grow.get({ id: params.caseId, centroid: JSON.stringify(params.centroid), now: params.now }) as CaseRow);
     });
@@ -75,11 +71,7 @@ export class SqliteCaseStore implements CaseStore {
   }
 
   async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
-    const before = decodeCursor(params.cursor) ?? Number.MAX_SAFE_INTEGER;
-    const rows = this.s.list.all(before, params.limit + 1) as CaseRow[];
-    const more = rows.length > params.limit;
-    const items = (more ? rows.slice(0, params.limit) : rows).map(toCase);
-    return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
+    return mapPage(await this.d.page(lists.caseList(params)), toCase);
   }
 
   async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {

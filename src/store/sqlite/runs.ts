@@ -1,29 +1,26 @@
-import type { Database, Statement } from 'better-sqlite3';
-import { FleetError } from '../../core/errors.js';
-import type { Page } from '../../core/types.js';
-import type { PipelineRun, RunStatus } from '../../pipelines/types.js';
-import { decodeCursor, encodeCursor } from '../cursor.js';
-import { runRequestHash, toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import { FleetError } from '../../domain/errors.js';
+import type { Page } from '../../domain/types.js';
+import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
+import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
-import type { GroupCommit } from './group-commit.js';
+import type { RepeatCheck } from '../store.js';
+import type { SqliteDatabase } from './database.js';
 
 /**
  * Pipeline runs in the same SQLite database as the tasks, on the same connection and group commit
- * as the SqliteStore (SQLite has one writer; a second connection would only contend for it).
+ * as the queue (SQLite has one writer; a second connection would only contend for it).
  */
-export class SqlitePipelineStore implements PipelineStore {
-  private readonly s: ReturnType<SqlitePipelineStore['prepare']>;
-  private readonly dynamic = new Map<string, Statement>();
+export class SqliteRuns implements PipelineStore {
+  private readonly s: ReturnType<SqliteRuns['prepare']>;
 
-  constructor(
-    private readonly db: Database,
-    private readonly groupCommit: GroupCommit,
-  ) {
+  constructor(private readonly d: SqliteDatabase) {
     this.s = this.prepare();
   }
 
   private prepare() {
-    const db = this.db;
+    const { db } = this.d;
     return {
       runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
         owner, lease_expires_at)
@@ -62,20 +59,13 @@ export class SqlitePipelineStore implements PipelineStore {
     return toRun(row, this.s.stepsOf.all(row.id) as StepRow[]);
   }
 
-  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]> {
-    return this.groupCommit.write(() =>
-      params.runs.map((r) => {
-        const hash = r.idempotencyKey === null ? null : runRequestHash(r);
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]> {
+    return this.d.groupCommit.write(() =>
+      params.runs.map((r, index) => {
         if (r.idempotencyKey !== null) {
           const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
           if (existing) {
-            if (existing.request_hash !== hash) {
-              throw new FleetError(
-                'FLEETD_ERR_IDEMPOTENCY_CONFLICT',
-                `idempotency key ${r.idempotencyKey} was already used for a different run`,
-                { idempotencyKey: r.idempotencyKey, runId: existing.id },
-              );
-            }
+            params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
             return { run: this.toRun(existing), created: false };
           }
         }
@@ -83,7 +73,7 @@ export class SqlitePipelineStore implements PipelineStore {
           pipeline: r.pipeline,
           input: JSON.stringify(r.input ?? null),
           idempotency_key: r.idempotencyKey,
-          request_hash: hash,
+          request_hash: r.requestHash,
           now: params.now,
           owner: params.lease.owner,
           lease_ms: params.lease.leaseMs,
@@ -100,35 +90,11 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   async runList(params: RunListParams): Promise<Page<PipelineRun>> {
-    const before = decodeCursor(params.cursor);
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (params.pipeline !== undefined) {
-      where.push('pipeline = ?');
-      args.push(params.pipeline);
-    }
-    if (params.status !== undefined) {
-      where.push('status = ?');
-      args.push(params.status);
-    }
-    if (before !== undefined) {
-      where.push('id < ?');
-      args.push(before);
-    }
-    const sql = `SELECT * FROM pipeline_runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
-    let stmt = this.dynamic.get(sql);
-    if (!stmt) {
-      stmt = this.db.prepare(sql);
-      this.dynamic.set(sql, stmt);
-    }
-    const rows = stmt.all(...args, params.limit + 1) as RunRow[];
-    const more = rows.length > params.limit;
-    const items = (more ? rows.slice(0, params.limit) : rows).map((r) => this.toRun(r));
-    return { items, nextCursor: more ? encodeCursor(items[items.length - 1].id) : null };
+    return mapPage(await this.d.page(lists.runList(params)), (r) => this.toRun(r));
   }
 
   runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {
-    return this.groupCommit.write(() =>
+    return this.d.groupCommit.write(() =>
       (this.s.acquire.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, limit: params.limit, after_id: params.afterId }) as RunRow[])
         .sort((a, b) => a.id - b.id)
         .map((r) => this.toRun(r)),
@@ -136,17 +102,17 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
-    return this.groupCommit.write(() =>
+    return this.d.groupCommit.write(() =>
       (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
     );
   }
 
   async runRelease(params: { owner: string; ids: number[] }): Promise<void> {
-    await this.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
+    await this.d.groupCommit.write(() => this.s.release.run({ owner: params.owner, ids: JSON.stringify(params.ids) }));
   }
 
   stepStart(params: StepWrite): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       if (this.s.stepStart.run({ run_id: params.runId, name: params.step, now: params.now }).changes === 0) {
@@ -157,7 +123,7 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   stepComplete(params: StepWrite & { output: unknown }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepComplete.run({ run_id: params.runId, name: params.step, output: JSON.stringify(params.output ?? null), now: params.now });
@@ -166,7 +132,7 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   stepRetryLater(params: StepWrite & { error: unknown; nextAttemptAt: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepRetry.run({ run_id: params.runId, name: params.step, error: JSON.stringify(params.error ?? null), next: params.nextAttemptAt });
@@ -175,7 +141,7 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   stepFail(params: StepWrite & { error: unknown }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const error = JSON.stringify(params.error ?? null);
       const runError = JSON.stringify({ step: params.step, error: params.error ?? null });
       const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now, owner: params.owner }) as RunRow | undefined;
@@ -187,7 +153,7 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   runComplete(params: { runId: number; owner: string; output: unknown; now: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const output = JSON.stringify(params.output ?? null);
       const run = this.s.runFinish.get({ id: params.runId, status: 'completed', output, error: null, now: params.now, owner: params.owner }) as RunRow | undefined;
       return run && this.toRun(run);
@@ -195,7 +161,7 @@ export class SqlitePipelineStore implements PipelineStore {
   }
 
   runCancel(params: { runId: number; now: number }): Promise<PipelineRun | undefined> {
-    return this.groupCommit.write(() => {
+    return this.d.groupCommit.write(() => {
       const run = this.s.runFinish.get({ id: params.runId, status: 'cancelled', output: null, error: null, now: params.now, owner: null }) as RunRow | undefined;
       if (!run) return undefined;
       this.s.stepsEnd.run({ run_id: params.runId, status: 'cancelled', now: params.now });

@@ -12,6 +12,7 @@ export const FINISHED_RUN_STATUSES: ReadonlySet<RunStatus> = new Set(['completed
  * a failure or a cancellation) end `skipped` or `cancelled`.
  */
 export type StepStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
+export const STEP_STATUSES: readonly StepStatus[] = ['pending', 'running', 'completed', 'failed', 'skipped', 'cancelled'];
 
 export interface StepState {
   name: string;
@@ -47,4 +48,20 @@ export interface RunSummary {
   id: number;
   pipeline: string;
   status: RunStatus;
+}
+
+/** A group of alike pipeline runs (by the similarity of their embeddings), kept by the case service. */
+export interface Case {
+  id: number;
+  title: string;
+  size: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface CaseMember {
+  runId: number;
+  similarity: number;
+  text: string;
+  addedAt: number;
 }

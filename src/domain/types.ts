@@ -34,6 +34,14 @@ export interface Task {
   error: unknown;
 }
 
+/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
+export type TaskSummary = Omit<Task, 'payload' | 'result'>;
+
+export function summarizeTask(task: Task): TaskSummary {
+  const { payload: _payload, result: _result, ...summary } = task;
+  return summary;
+}
+
 /** online: heartbeating; stale: missed heartbeats but inside the grace; offline: its leases and locks were released. */
 export type AgentStatus = 'online' | 'stale' | 'offline';
 export const AGENT_STATUSES: readonly AgentStatus[] = ['online', 'stale', 'offline'];

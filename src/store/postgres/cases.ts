@@ -1,14 +1,14 @@
-import type { Page } from '../../core/types.js';
-import type { Case, CaseMember } from '../../pipelines/cases.js';
+import type { Page } from '../../domain/types.js';
+import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
 import { toCase, type CaseRow } from '../pipeline-rows.js';
-import { decodeCursor } from '../cursor.js';
-import { page } from '../rows.js';
-import type { PostgresStore } from './postgres-store.js';
+import type { PostgresDatabase } from './database.js';
 
-/** Cases on PostgreSQL, on the PostgresStore's pool, shared by every node. */
-export class PostgresCaseStore implements CaseStore {
-  constructor(private readonly db: PostgresStore) {}
+/** Cases on PostgreSQL, on the driver's pool, shared by every node. */
+export class PostgresCases implements CaseStore {
+  constructor(private readonly db: PostgresDatabase) {}
 
   async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]> {
     const rows = await this.db.query<{ id: number; centroid: string; version: number }>(
@@ -72,9 +72,7 @@ export class PostgresCaseStore implements CaseStore {
   }
 
   async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
-    const before = decodeCursor(params.cursor) ?? Number.MAX_SAFE_INTEGER;
-    const rows = await this.db.query<CaseRow>('SELECT * FROM cases WHERE id < $1 ORDER BY id DESC LIMIT $2', [before, params.limit + 1]);
-    return page(rows, params.limit, toCase, (r) => r.id);
+    return mapPage(await this.db.page(lists.caseList(params)), toCase);
   }
 
   async caseMembers(params: { caseId: number; limit: number }): Promise<CaseMember[]> {

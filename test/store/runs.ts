@@ -1,28 +1,27 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { CaseStore } from '../src/store/case-store.js';
-import type { PipelineStore } from '../src/store/pipeline-store.js';
+import { repeatCheck, runRequestHash } from '../../src/core/rules/idempotency.js';
+import type { RunInsertParams, RunLease } from '../../src/store/pipeline-store.js';
+import { eachTest, type DriverFactory } from './harness.js';
 
-/**
- * The behaviours every PipelineStore and CaseStore driver must have. A driver's test file calls
- * this with a factory that gives a fresh, empty store and a function that disposes of it.
- */
-export function exercisePipelineStore(driver: string, open: () => Promise<{ runs: PipelineStore; cases: CaseStore; close(): Promise<void> }>): void {
-  describe(`${driver} pipeline store`, () => {
+/** A run as the engine hands it to the store: its request hash computed by core's rule. */
+const run = (r: Omit<RunInsertParams, 'requestHash'>): RunInsertParams => ({ ...r, requestHash: r.idempotencyKey === null ? null : runRequestHash(r) });
+
+/** Pipeline runs: insertion once per key, steps, leases between nodes, cancel, list, counts. */
+export function exerciseRuns(factory: DriverFactory): void {
+  describe('runs', () => {
+    const h = eachTest(factory);
     const steps = ['a', 'b', 'c'];
     const owner = 'node-a';
     const lease = { owner, leaseMs: 1_000 };
-    const with_ = (fn: (s: { runs: PipelineStore; cases: CaseStore }) => Promise<void>) => async () => {
-      const s = await open();
-      try {
-        await fn(s);
-      } finally {
-        await s.close();
-      }
+    const insert = (p: { runs: Omit<RunInsertParams, 'requestHash'>[]; lease: RunLease; now: number }) => {
+      const runs = p.runs.map(run);
+      return h.driver.pipelineStore.runInsertMany({ ...p, runs, onRepeat: repeatCheck('run', runs) });
     };
 
-    it('inserts runs with pending steps, once per idempotency key, and refuses a key reused for other input', with_(async ({ runs }) => {
-      const [first, second] = await runs.runInsertMany({
+    it('inserts runs with pending steps, once per idempotency key, and refuses a key reused for other input', async () => {
+      const runs = h.driver.pipelineStore;
+      const [first, second] = await insert({
         runs: [
           { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
           { pipeline: 'p', input: { n: 1 }, idempotencyKey: 'k', steps },
@@ -34,16 +33,17 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.equal(second.run.id, first.run.id);
       assert.equal(first.run.status, 'queued');
       assert.deepEqual(first.run.steps.map((s) => [s.name, s.status, s.attempts]), [['a', 'pending', 0], ['b', 'pending', 0], ['c', 'pending', 0]]);
-      await assert.rejects(runs.runInsertMany({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], lease, now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
+      await assert.rejects(insert({ runs: [{ pipeline: 'p', input: { n: 2 }, idempotencyKey: 'k', steps }], lease, now: 2_000 }), { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' });
       await assert.rejects(
-        runs.runInsertMany({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], lease, now: 2_000 }),
+        insert({ runs: [{ pipeline: 'p', input: 1, idempotencyKey: 'x', steps }, { pipeline: 'q', input: 2, idempotencyKey: 'k', steps }], lease, now: 2_000 }),
         { code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT' },
       );
       assert.equal((await runs.runList({ limit: 10 })).items.length, 1, 'a failed batch inserts nothing');
-    }));
+    });
 
-    it('records steps: start counts an attempt (not when resuming a running step), retry waits, complete keeps the output', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+    it('records steps: start counts an attempt (not when resuming a running step), retry waits, complete keeps the output', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
       let r = await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
       assert.equal(r!.status, 'running');
       assert.equal(r!.steps[0].status, 'running');
@@ -60,10 +60,11 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       r = await runs.runComplete({ runId: run.id, owner, output: 'all', now: 700 });
       assert.deepEqual([r!.status, r!.output, r!.finishedAt], ['completed', 'all', 700]);
       assert.deepEqual(await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 800 }), [], 'a finished run is nobody\'s to take');
-    }));
+    });
 
-    it('leases a run to one node at a time: another takes it over only once the lease expires, and the first node\'s writes are then refused', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1_000 });
+    it('leases a run to one node at a time: another takes it over only once the lease expires, and the first node\'s writes are then refused', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1_000 });
       await runs.stepStart({ runId: run.id, step: 'a', owner, now: 1_100 });
       await runs.stepComplete({ runId: run.id, step: 'a', owner, output: 'A', now: 1_200 });
       await runs.stepStart({ runId: run.id, step: 'b', owner, now: 1_300 });
@@ -85,10 +86,11 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.deepEqual(done!.steps.map((s) => s.output), ['A', 'B', null]);
       await runs.runRelease({ owner: 'node-b', ids: [run.id] });
       assert.deepEqual((await runs.runAcquire({ ...lease, afterId: 0, limit: 10, now: 3_500 })).map((r) => r.id), [run.id], 'a released run is free to take at once');
-    }));
+    });
 
-    it('takes over runs a page at a time, after a given id', with_(async ({ runs }) => {
-      const inserted = await runs.runInsertMany({
+    it('takes over runs a page at a time, after a given id', async () => {
+      const runs = h.driver.pipelineStore;
+      const inserted = await insert({
         runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: 'p', input: i, idempotencyKey: null, steps })),
         lease,
         now: 0,
@@ -99,10 +101,11 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.deepEqual(first.map((r) => r.id), ids.slice(0, 2));
       const rest = await runs.runAcquire({ ...other, afterId: first[1].id, limit: 10, now: 5_000 });
       assert.deepEqual(rest.map((r) => r.id), ids.slice(2));
-    }));
+    });
 
-    it('a failed step fails the run and skips what is left; a finished run ignores late writes', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+    it('a failed step fails the run and skips what is left; a finished run ignores late writes', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
       await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
       const failed = await runs.stepFail({ runId: run.id, owner, step: 'a', error: { message: 'boom' }, now: 3 });
       assert.equal(failed!.status, 'failed');
@@ -112,20 +115,22 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.equal(await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 }), undefined);
       assert.equal(await runs.runCancel({ runId: run.id, now: 5 }), undefined);
       assert.equal((await runs.runGet({ id: run.id }))!.status, 'failed');
-    }));
+    });
 
-    it('cancels an unfinished run and its unfinished steps', with_(async ({ runs }) => {
-      const [{ run }] = await runs.runInsertMany({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+    it('cancels an unfinished run and its unfinished steps', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
       await runs.stepStart({ runId: run.id, owner, step: 'a', now: 2 });
       await runs.stepComplete({ runId: run.id, owner, step: 'a', output: 1, now: 3 });
       await runs.stepStart({ runId: run.id, owner, step: 'b', now: 4 });
       const cancelled = await runs.runCancel({ runId: run.id, now: 5 });
       assert.equal(cancelled!.status, 'cancelled');
       assert.deepEqual(cancelled!.steps.map((s) => s.status), ['completed', 'cancelled', 'cancelled']);
-    }));
+    });
 
-    it('lists newest first by cursor, filters by pipeline and status, and counts by status', with_(async ({ runs }) => {
-      const inserted = await runs.runInsertMany({
+    it('lists newest first by cursor, filters by pipeline and status, and counts by status', async () => {
+      const runs = h.driver.pipelineStore;
+      const inserted = await insert({
         runs: Array.from({ length: 5 }, (_, i) => ({ pipeline: i % 2 ? 'odd' : 'even', input: i, idempotencyKey: null, steps })),
         lease,
         now: 1,
@@ -143,42 +148,6 @@ export function exercisePipelineStore(driver: string, open: () => Promise<{ runs
       assert.deepEqual((await runs.runList({ status: 'cancelled', limit: 10 })).items.map((r) => r.id), [inserted[0].run.id]);
       const counts = Object.fromEntries((await runs.runCounts()).map((c) => [`${c.pipeline}/${c.status}`, c.count]));
       assert.deepEqual(counts, { 'even/queued': 2, 'even/cancelled': 1, 'odd/queued': 2 });
-    }));
-
-    it('keeps cases: a run joins one case once, centroids come back for the index', with_(async ({ cases }) => {
-      const made = await cases.caseCreate({ runId: 1, title: 'bins', text: 'bins not collected', vector: [1, 0], now: 10 });
-      assert.deepEqual([made.size, made.title], [1, 'bins']);
-      const grown = await cases.caseAddMember({ caseId: made.id, runId: 2, text: 'bins again', similarity: 0.9, centroid: [0.9, 0.1], now: 20 });
-      assert.equal(grown.size, 2);
-      await assert.rejects(cases.caseAddMember({ caseId: made.id, runId: 2, text: 'twice', similarity: 0.9, centroid: [0.9, 0.1], now: 30 }));
-      assert.deepEqual(await cases.caseOfRun({ runId: 2 }), { caseId: made.id, similarity: 0.9 });
-      const [centroid] = await cases.caseCentroids({ afterVersion: 0 });
-      assert.deepEqual([centroid.id, centroid.centroid], [made.id, [0.9, 0.1]]);
-      const other = await cases.caseCreate({ runId: 3, title: 'lights', text: 'street light out', vector: [0, 1], now: 40 });
-      assert.deepEqual((await cases.caseCentroids({ afterVersion: centroid.version })).map((c) => c.id), [other.id], 'only what changed since');
-      await cases.caseAddMember({ caseId: made.id, runId: 4, text: 'bins', similarity: 0.95, centroid: [0.95, 0.05], now: 50 });
-      assert.deepEqual((await cases.caseCentroids({ afterVersion: centroid.version })).map((c) => c.id), [other.id, made.id], 'in the order of their changes');
-      assert.deepEqual((await cases.caseMembers({ caseId: made.id, limit: 10 })).map((m) => m.runId), [1, 2, 4]);
-      assert.equal((await cases.caseList({ limit: 10 })).items[1].size, 3);
-    }));
-
-    it('lets one assignment to cases run at a time', with_(async ({ cases }) => {
-      const order: string[] = [];
-      let open!: () => void;
-      const gate = new Promise<void>((r) => (open = r));
-      const first = cases.caseExclusive(async () => {
-        order.push('first in');
-        await gate;
-        order.push('first out');
-      });
-      await new Promise((r) => setTimeout(r, 50));
-      const second = cases.caseExclusive(async () => {
-        order.push('second in');
-      });
-      await new Promise((r) => setTimeout(r, 100));
-      open();
-      await Promise.all([first, second]);
-      assert.deepEqual(order, ['first in', 'first out', 'second in']);
-    }));
+    });
   });
 }

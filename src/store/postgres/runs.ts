@@ -1,11 +1,11 @@
-import { FleetError } from '../../core/errors.js';
-import type { Page } from '../../core/types.js';
-import type { PipelineRun, RunStatus } from '../../pipelines/types.js';
-import { decodeCursor } from '../cursor.js';
-import { runRequestHash, toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import { FleetError } from '../../domain/errors.js';
+import type { Page } from '../../domain/types.js';
+import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import * as lists from '../lists.js';
+import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
-import { page } from '../rows.js';
-import type { PostgresStore, Query } from './postgres-store.js';
+import type { RepeatCheck } from '../store.js';
+import type { PostgresDatabase, Query } from './database.js';
 
 const UNFINISHED = "status IN ('queued', 'running')";
 
@@ -19,13 +19,13 @@ const RUN_FINISH = `UPDATE pipeline_runs SET status = $2, output = $3, error = $
 const STEPS_END = "UPDATE pipeline_steps SET status = $2, finished_at = $3 WHERE run_id = $1 AND status IN ('pending', 'running')";
 
 /**
- * Pipeline runs on PostgreSQL, on the PostgresStore's pool, shared by every node. Each run is driven
+ * Pipeline runs on PostgreSQL, on the driver's pool, shared by every node. Each run is driven
  * by one node at a time, the holder of its lease (owner and expiry); every write of the driver is
  * fenced by the owner, so a node that stalled past its lease cannot record a step the node that
  * took over is running.
  */
-export class PostgresPipelineStore implements PipelineStore {
-  constructor(private readonly db: PostgresStore) {}
+export class PostgresRuns implements PipelineStore {
+  constructor(private readonly db: PostgresDatabase) {}
 
   /** The runs of these rows with their steps, in the rows' order: two statements, whatever the number. */
   private async withSteps(q: Query, rows: RunRow[]): Promise<PipelineRun[]> {
@@ -46,16 +46,15 @@ export class PostgresPipelineStore implements PipelineStore {
 
   private query: Query = (text, values) => this.db.query(text, values);
 
-  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number }): Promise<{ run: PipelineRun; created: boolean }[]> {
+  runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]> {
     return this.db.transaction(async (q) => {
       const results: { run: PipelineRun; created: boolean }[] = [];
-      for (const r of params.runs) {
-        const hash = r.idempotencyKey === null ? null : runRequestHash(r);
+      for (const [index, r] of params.runs.entries()) {
         const [inserted] = await q<RunRow>(
           `INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at, owner, lease_expires_at)
            VALUES ($1, 'queued', $2, $3, $4, $5, $5, $6, $5 + $7::bigint)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING *`,
-          [r.pipeline, JSON.stringify(r.input ?? null), r.idempotencyKey, hash, params.now, params.lease.owner, params.lease.leaseMs],
+          [r.pipeline, JSON.stringify(r.input ?? null), r.idempotencyKey, r.requestHash, params.now, params.lease.owner, params.lease.leaseMs],
         );
         if (inserted) {
           await q(
@@ -67,12 +66,7 @@ export class PostgresPipelineStore implements PipelineStore {
         }
         // The key was used: by a committed run, or by another node's insert that commits first (then this waits for it).
         const [existing] = await q<RunRow>('SELECT * FROM pipeline_runs WHERE idempotency_key = $1', [r.idempotencyKey]);
-        if (existing.request_hash !== hash) {
-          throw new FleetError('FLEETD_ERR_IDEMPOTENCY_CONFLICT', `idempotency key ${r.idempotencyKey} was already used for a different run`, {
-            idempotencyKey: r.idempotencyKey,
-            runId: existing.id,
-          });
-        }
+        params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
         results.push({ run: (await this.one(q, [existing]))!, created: false });
       }
       return results;
@@ -84,30 +78,8 @@ export class PostgresPipelineStore implements PipelineStore {
   }
 
   async runList(params: RunListParams): Promise<Page<PipelineRun>> {
-    const before = decodeCursor(params.cursor);
-    const where: string[] = [];
-    const args: unknown[] = [];
-    for (const [column, value] of [
-      ['pipeline', params.pipeline],
-      ['status', params.status],
-    ] as const) {
-      if (value !== undefined) {
-        args.push(value);
-        where.push(`${column} = $${args.length}`);
-      }
-    }
-    if (before !== undefined) {
-      args.push(before);
-      where.push(`id < $${args.length}`);
-    }
-    args.push(params.limit + 1);
-    const rows = await this.query<RunRow>(
-      `SELECT * FROM pipeline_runs${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT $${args.length}`,
-      args,
-    );
-    const runs = await this.withSteps(this.query, rows);
-    const byId = new Map(runs.map((run) => [run.id, run]));
-    return page(rows, params.limit, (row) => byId.get(row.id)!, (row) => row.id);
+    const page = await this.db.page(lists.runList(params));
+    return { items: await this.withSteps(this.query, page.items), nextCursor: page.nextCursor };
   }
 
   async runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]> {

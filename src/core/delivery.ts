@@ -1,0 +1,489 @@
+import { AssertionError } from 'node:assert';
+import type { Bus } from '../bus/bus.js';
+import { isDependencyUnavailable } from '../domain/errors.js';
+import { requirementKey } from '../domain/requirements.js';
+import type { Agent, Task } from '../domain/types.js';
+import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
+import type { Logger } from './context.js';
+
+/**
+ * Task delivery: when to claim, for whom, and how much. Tasks reach agents two ways, and both go
+ * through here: a long-poll (`claim`, the HTTP route) and a push channel (`openChannel`, the
+ * WebSocket gateway, which supplies only credit and a send function). The claim itself, one store
+ * call that never waits, is `TaskService.claimReady`; everything around it lives in this file:
+ * sleeping on the claim waiters instead of re-querying, the generation check that catches tasks
+ * announced while a claim was in flight, credit, the room of a full agent, and the hand-on rule.
+ *
+ * ## A long-poll is always in one of these states
+ *
+ *     CLAIMING ──▶ WAITING ──▶ CLAIMING ──▶ … ──▶ DONE
+ *
+ * - CLAIMING (initial): one claim in flight; not registered with the waiters, no timer.
+ *   → DONE when the claim leased tasks, when `waitMs` was 0, when the deadline has passed, or when
+ *   the caller aborted or its wait was ended (`endWaitsOf`, `stop`) while the claim was in flight.
+ *   → CLAIMING again at once (no transition) when tasks were announced, or its full agent's room
+ *   was freed, while the claim was in flight: it may have missed them.
+ *   → WAITING otherwise.
+ * - WAITING: registered with the waiters, wanting `max` tasks (0 while its agent is full, so that
+ *   only the end of one of its own leases wakes it), and a timer set to the deadline.
+ *   → CLAIMING when woken: for new tasks, or because its agent's room changed.
+ *   → DONE on the timer, an abort, or an end.
+ * - DONE: answered; registered nowhere, no timer.
+ *
+ * ## A push channel is always in one of these states
+ *
+ *     IDLE ◀──▶ CLAIMING
+ *       └──────────┴──▶ CLOSED
+ *
+ * - IDLE (initial): registered with the waiters, wanting its credit (0 while its agent is full); no
+ *   claim in flight and no wake-up left unanswered.
+ *   → CLAIMING when credit is added or it is woken, and it has credit.
+ *   → CLOSED on `close`.
+ * - CLAIMING: one claim in flight for `asked` tasks, and it wants only its credit beyond them, so
+ *   it is never counted twice for the same credit. A wake-up meanwhile is remembered and claimed
+ *   for next. After each claim the tasks are sent and credit spent; it claims again (no transition)
+ *   while credit is left and wake-ups are pending, or tasks were announced during a claim that came
+ *   back short (nobody may be awake for them).
+ *   → IDLE when there is nothing more to claim; wake-ups it can no longer use are handed on.
+ *   → CLOSED on `close`, or when a send fails.
+ * - CLOSED (final): registered nowhere; pending wake-ups handed on. A claim in flight finishes and
+ *   its tasks are not sent: they stay leased to the agent, whose reconnect gets them back in its
+ *   `welcome`, and which the disconnect grace (or the lease's expiry) returns to the queue.
+ *
+ * Every transition is checked against these tables; an impossible one throws an AssertionError (a
+ * bug in this file, never the caller's input): a long-poll rejects with it, a channel's claim loop
+ * logs it at error level. docs/delivery.md tells the same in prose.
+ */
+
+export type PollState = 'claiming' | 'waiting' | 'done';
+export type ChannelState = 'idle' | 'claiming' | 'closed';
+
+const POLL_TRANSITIONS: Record<PollState, readonly PollState[]> = {
+  claiming: ['waiting', 'done'],
+  waiting: ['claiming', 'done'],
+  done: [],
+};
+
+const CHANNEL_TRANSITIONS: Record<ChannelState, readonly ChannelState[]> = {
+  idle: ['claiming', 'closed'],
+  claiming: ['idle', 'closed'],
+  closed: [],
+};
+
+function checkTransition<S extends string>(table: Record<S, readonly S[]>, what: string, from: S, to: S): void {
+  if (!table[from].includes(to)) {
+    throw new AssertionError({ message: `${what}: ${from} → ${to} is not a transition`, actual: to, expected: table[from], operator: 'transition' });
+  }
+}
+
+/** One state change, as `onTransition` reports it. */
+export type DeliveryTransition =
+  | { kind: 'poll'; agentId: string; from: PollState; to: PollState }
+  | { kind: 'channel'; agentId: string; from: ChannelState; to: ChannelState };
+
+export interface ClaimParams {
+  agentId: string;
+  max: number;
+  /** Long-poll: wait up to this many ms for a task when none is ready. 0 answers at once. */
+  waitMs: number;
+  signal?: AbortSignal;
+}
+
+/** What one claim that never waits answers: the tasks leased, the agent's capabilities, and its room left after the claim. */
+export interface ReadyClaim {
+  tasks: Task[];
+  capabilities: string[];
+  room: number;
+}
+
+export interface DeliveryOptions {
+  waiters: ClaimWaiters;
+  /** Wake-ups come from it: tasks.available, and the events that end a lease. */
+  bus: Bus;
+  /** One claim that never waits (TaskService.claimReady). `max` is always at least 1. */
+  claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim>;
+  /** The fleet's clock, in epoch ms: long-poll deadlines are measured on it. */
+  now(): number;
+  log: Logger;
+  /** Told of every state change of a long-poll or a channel: for tracing and for tests. */
+  onTransition?(transition: DeliveryTransition): void;
+}
+
+/** A push connection's side: what it gives delivery. */
+export interface ChannelOptions {
+  agent: Pick<Agent, 'id' | 'capabilities' | 'maxConcurrency'>;
+  /**
+   * Hands leased tasks to the connection. Returns false when it could not (the socket is closing, or
+   * was cut off as too slow): the channel closes, and the tasks stay leased to the agent.
+   */
+  send(tasks: Task[]): boolean;
+}
+
+/** A push connection's handle on delivery. */
+export interface DeliveryChannel {
+  readonly state: ChannelState;
+  /** When (the fleet's clock) this channel last claimed: a claim counts as the agent's heartbeat. */
+  readonly claimedAt: number;
+  /** The agent may be sent `n` more tasks. Credit past its maxConcurrency is not kept. */
+  addCredit(n: number): void;
+  /** The connection is gone: claim nothing more for it. Closing twice is harmless. */
+  close(): void;
+}
+
+/** Wake-up counts not yet answered by a claim, by requirement key. */
+type Reasons = Map<string, number>;
+
+function addReason(reasons: Reasons, reason: WakeReason): void {
+  reasons.set(reason.key, (reasons.get(reason.key) ?? 0) + reason.count);
+}
+
+/**
+ * The hand-on rule. A wake-up counts its waiter against `count` new tasks of one requirement, and
+ * nobody else is woken for those. When the claim that follows takes fewer of them (it took others
+ * of a higher priority instead, ran out of credit or room, failed, or never happened because its
+ * channel closed), the rest are still queued with nobody awake for them: others must be woken for
+ * the shortfall. Only a claim that found nothing while its agent still had room proves there is no
+ * claimable task of any requirement it can do, and hands nothing on.
+ */
+export function shortfall(reasons: Reasons, claimed?: Pick<ReadyClaim, 'tasks' | 'room'>): Record<string, number> {
+  const short: Record<string, number> = {};
+  if (claimed && claimed.tasks.length === 0 && claimed.room > 0) return short;
+  for (const [key, count] of reasons) {
+    const taken = claimed ? claimed.tasks.filter((t) => requirementKey(t.requires) === key).length : 0;
+    if (taken < count) short[key] = count - taken;
+  }
+  return short;
+}
+
+/** Owns every long-poll and push channel of this node. Nothing is subscribed until `start()`. */
+export class TaskDelivery {
+  private readonly polls = new Map<string, Set<Poll>>();
+  private readonly channels = new Set<Channel>();
+  private unsubscribe: (() => void)[] = [];
+  private stopped = false;
+
+  constructor(readonly options: DeliveryOptions) {}
+
+  start(): void {
+    this.stopped = false;
+    const { bus } = this.options;
+    this.unsubscribe.push(bus.subscribe('tasks.available', (e) => this.tasksAvailable(e.byRequirement)));
+    // An expired lease says its agent did not extend or complete in time: it may be frozen with its
+    // connection open, and a long-poll it left waiting would take work it will never run. That
+    // claim ends with no tasks (before the room it frees wakes it below); a live agent claims again.
+    this.unsubscribe.push(
+      bus.subscribe('task.requeued', (e) => {
+        if (e.reason === 'lease_expired' && e.task.agentId !== null) this.endWaitsOf(e.task.agentId);
+      }),
+    );
+    // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
+    for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
+      this.unsubscribe.push(
+        bus.subscribe(name, (e) => {
+          if (e.task.agentId !== null) this.roomChanged(e.task.agentId);
+        }),
+      );
+    }
+  }
+
+  /** One of the agent's leases ended. Waiting claims are woken; one mid-claim may have seen the agent full, and looks again. */
+  private roomChanged(agentId: string): void {
+    for (const poll of this.polls.get(agentId) ?? []) poll.roomChanged();
+    this.options.waiters.wakeAgent(agentId);
+  }
+
+  /** Ends every long-poll (they answer with what they hold, or nothing) and closes every channel. */
+  stop(): void {
+    this.stopped = true;
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
+    for (const set of [...this.polls.values()]) for (const poll of [...set]) poll.end();
+    for (const channel of [...this.channels]) channel.close();
+  }
+
+  /** Claimable tasks appeared (submitted here, or announced by another node sharing the store). */
+  tasksAvailable(byRequirement: Record<string, number>): void {
+    this.options.waiters.notify(byRequirement);
+  }
+
+  /**
+   * Leases up to `max` tasks the agent can do. With `waitMs`, waits for work to appear and is woken
+   * the moment a matching task is submitted or returns to the queue: no sleep-and-requery. Answers
+   * [] at the deadline, on abort, or when its wait is ended.
+   */
+  claim(params: ClaimParams): Promise<Task[]> {
+    const poll = new Poll(this, params);
+    let set = this.polls.get(params.agentId);
+    if (!set) this.polls.set(params.agentId, (set = new Set()));
+    set.add(poll);
+    return poll.run().finally(() => {
+      set.delete(poll);
+      if (set.size === 0 && this.polls.get(params.agentId) === set) this.polls.delete(params.agentId);
+    });
+  }
+
+  /** Ends the agent's long-polls now: a waiting one answers [], one mid-claim answers what it leased. */
+  endWaitsOf(agentId: string): void {
+    for (const poll of [...(this.polls.get(agentId) ?? [])]) poll.end();
+  }
+
+  /** A push connection for `agent`, with no credit yet. */
+  openChannel(options: ChannelOptions): DeliveryChannel {
+    const channel = new Channel(this, options);
+    if (this.stopped) channel.close();
+    else this.channels.add(channel);
+    return channel;
+  }
+
+  /** @internal */
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** @internal */
+  forget(channel: Channel): void {
+    this.channels.delete(channel);
+  }
+
+  /** @internal Wakes others for the wake-ups a claim did not use. */
+  handOn(reasons: Reasons, claimed?: ReadyClaim): void {
+    if (reasons.size === 0) return;
+    const short = shortfall(reasons, claimed);
+    if (Object.keys(short).length > 0) this.options.waiters.notify(short);
+  }
+}
+
+class Poll {
+  state: PollState = 'claiming';
+  private ended = false;
+  /** One of its agent's leases ended while a claim was in flight: a full answer may be stale. */
+  private freedDuringClaim = false;
+  /** Set while WAITING: answers the wait. */
+  private settle: ((reason: WakeReason | undefined | false) => void) | undefined;
+
+  constructor(
+    private readonly delivery: TaskDelivery,
+    private readonly params: ClaimParams,
+  ) {}
+
+  private to(next: PollState): void {
+    checkTransition(POLL_TRANSITIONS, `long-poll of ${this.params.agentId}`, this.state, next);
+    const from = this.state;
+    this.state = next;
+    this.delivery.options.onTransition?.({ kind: 'poll', agentId: this.params.agentId, from, to: next });
+  }
+
+  roomChanged(): void {
+    if (this.state === 'claiming') this.freedDuringClaim = true;
+  }
+
+  /** Stop waiting: now if WAITING, after the claim in flight if CLAIMING. */
+  end(): void {
+    this.ended = true;
+    this.settle?.(false);
+  }
+
+  async run(): Promise<Task[]> {
+    const { agentId, max, waitMs, signal } = this.params;
+    const { waiters, now, claimReady } = this.delivery.options;
+    const deadline = now() + waitMs;
+    let reasons: Reasons = new Map();
+    for (;;) {
+      const generation = waiters.generation;
+      this.freedDuringClaim = false;
+      let claimed: ReadyClaim;
+      try {
+        claimed = await claimReady({ agentId, max });
+      } catch (err) {
+        this.delivery.handOn(reasons);
+        this.to('done');
+        throw err;
+      }
+      // Read before handing on: a hand-on is no new task for this claim to look for.
+      const missed = waiters.generation !== generation || (claimed.room <= 0 && this.freedDuringClaim);
+      this.delivery.handOn(reasons, claimed);
+      reasons = new Map();
+      const { tasks, capabilities, room } = claimed;
+      if (tasks.length > 0 || waitMs <= 0 || this.ended || this.delivery.isStopped || signal?.aborted) {
+        this.to('done');
+        return tasks;
+      }
+      // Tasks announced, or room freed, while the claim was in flight: it may have missed them.
+      if (missed) continue;
+      const remaining = deadline - now();
+      if (remaining <= 0) {
+        this.to('done');
+        return [];
+      }
+      this.to('waiting');
+      const woken = await this.wait(capabilities, room > 0 ? max : 0, remaining);
+      if (woken === false) {
+        this.to('done');
+        return [];
+      }
+      if (woken) addReason(reasons, woken);
+      this.to('claiming');
+    }
+  }
+
+  /** Resolves with the wake-up's reason (undefined when its agent's room changed), or false at the deadline, abort or end. */
+  private wait(capabilities: string[], want: number, timeoutMs: number): Promise<WakeReason | undefined | false> {
+    const { signal, agentId } = this.params;
+    return new Promise((resolve) => {
+      const settle = (result: WakeReason | undefined | false) => {
+        if (this.settle !== settle) return;
+        this.settle = undefined;
+        clearTimeout(timer);
+        remove();
+        signal?.removeEventListener('abort', onAbort);
+        resolve(result);
+      };
+      const onAbort = () => settle(false);
+      this.settle = settle;
+      const timer = setTimeout(onAbort, timeoutMs);
+      const waiter: ClaimWaiter = {
+        agentId,
+        capabilities: new Set(capabilities),
+        want: () => (this.settle === settle ? want : 0),
+        wake: (reason) => settle(reason),
+      };
+      const remove = this.delivery.options.waiters.add(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+class Channel implements DeliveryChannel {
+  state: ChannelState = 'idle';
+  claimedAt = -Infinity;
+  private credit = 0;
+  /** What the claim in flight asked for: that credit is not offered to wake-ups again. */
+  private asked = 0;
+  /** The agent holds maxConcurrency tasks: it sleeps through new tasks until one of its leases ends. */
+  private full = false;
+  /** Wake-ups not yet answered by a claim. */
+  private pending: Reasons = new Map();
+  /** One of its agent's leases ended while a claim was in flight: a full answer may be stale. */
+  private freedDuringClaim = false;
+  /** Look again after the claim in flight. */
+  private again = false;
+  private readonly removeWaiter: () => void;
+
+  constructor(
+    private readonly delivery: TaskDelivery,
+    private readonly options: ChannelOptions,
+  ) {
+    this.removeWaiter = delivery.options.waiters.add({
+      agentId: options.agent.id,
+      capabilities: new Set(options.agent.capabilities),
+      want: () => (this.state === 'closed' || this.full ? 0 : this.credit - this.asked),
+      wake: (reason) => {
+        if (reason) addReason(this.pending, reason);
+        else {
+          this.full = false;
+          this.freedDuringClaim = true;
+        }
+        this.pump();
+      },
+    });
+  }
+
+  private to(next: ChannelState): void {
+    checkTransition(CHANNEL_TRANSITIONS, `channel of ${this.options.agent.id}`, this.state, next);
+    const from = this.state;
+    this.state = next;
+    this.delivery.options.onTransition?.({ kind: 'channel', agentId: this.options.agent.id, from, to: next });
+  }
+
+  addCredit(n: number): void {
+    if (this.state === 'closed') return;
+    // Credit past maxConcurrency is never usable (the store leases no more), and a waiter wanting
+    // more than it can hold is counted for tasks that it must then hand on to others.
+    this.credit = Math.min(this.credit + n, this.options.agent.maxConcurrency);
+    this.pump();
+  }
+
+  close(): void {
+    if (this.state === 'closed') return;
+    this.to('closed');
+    this.removeWaiter();
+    this.delivery.forget(this);
+    const pending = this.pending;
+    this.pending = new Map();
+    this.delivery.handOn(pending);
+  }
+
+  private pump(): void {
+    if (this.state === 'claiming') {
+      this.again = true;
+      return;
+    }
+    // In IDLE a wake-up with a reason comes only with credit and room (want() > 0): none is left pending here.
+    if (this.state === 'closed' || this.credit <= 0 || this.full) return;
+    this.to('claiming');
+    // During a dependency's outage nothing is lost: the store wakes every waiter for what is queued
+    // once its connections work again, and the outage is logged once, not per claim.
+    this.claimLoop().catch((err: unknown) => {
+      if (!isDependencyUnavailable(err)) this.delivery.options.log.error({ err, agentId: this.options.agent.id }, 'push to agent failed');
+    });
+  }
+
+  /** Claims while credit, room and reasons last; one claim in flight at a time. Entered in CLAIMING. */
+  private async claimLoop(): Promise<void> {
+    const { waiters, claimReady, now } = this.delivery.options;
+    const agentId = this.options.agent.id;
+    let reasons: Reasons = new Map();
+    try {
+      do {
+        this.again = false;
+        if (this.credit <= 0 || this.full) break;
+        const generation = waiters.generation;
+        reasons = this.pending;
+        this.pending = new Map();
+        const asked = (this.asked = this.credit);
+        this.freedDuringClaim = false;
+        let claimed: ReadyClaim;
+        try {
+          claimed = await claimReady({ agentId, max: asked });
+        } finally {
+          this.asked = 0;
+        }
+        this.claimedAt = now();
+        this.credit -= claimed.tasks.length;
+        this.full = claimed.room <= 0 && !this.freedDuringClaim;
+        // A claim that came back short found nothing more it could take; tasks announced while it
+        // was in flight were counted for other waiters, or for nobody if none wanted them. Read
+        // before handing on: a hand-on is no new task for this claim to look for.
+        const missed = waiters.generation !== generation && claimed.tasks.length < asked && !this.full;
+        this.delivery.handOn(reasons, claimed);
+        reasons = new Map();
+        // Closed while the claim was in flight: its tasks stay leased to the agent (see the header).
+        if (this.state === 'closed') return;
+        if (claimed.tasks.length > 0 && !this.send(claimed.tasks)) {
+          this.close();
+          return;
+        }
+        if (missed || this.pending.size > 0) this.again = true;
+      } while (this.again);
+    } catch (err) {
+      this.delivery.handOn(reasons);
+      throw err;
+    } finally {
+      if (this.state === 'claiming') {
+        const pending = this.pending;
+        this.pending = new Map();
+        this.to('idle');
+        this.delivery.handOn(pending);
+      }
+    }
+  }
+
+  private send(tasks: Task[]): boolean {
+    try {
+      return this.options.send(tasks);
+    } catch (err) {
+      this.delivery.options.log.error({ err, agentId: this.options.agent.id }, 'sending tasks to agent failed');
+      return false;
+    }
+  }
+}

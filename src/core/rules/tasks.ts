@@ -1,0 +1,38 @@
+import { FleetError, notFound } from '../../domain/errors.js';
+import type { Task, TaskStatus } from '../../domain/types.js';
+import type { TaskWrite } from '../../store/store.js';
+
+/** A new task waits as `scheduled` until its runAt; one due now is `queued` at once. */
+export const initialStatus = (runAt: number, now: number): 'queued' | 'scheduled' => (runAt > now ? 'scheduled' : 'queued');
+
+/** Statuses a task can be cancelled from: any unfinished one. */
+export const CANCELLABLE: readonly TaskStatus[] = ['scheduled', 'queued', 'leased'];
+/** Statuses a task can be retried from by hand: the two a task ends in without a result. */
+export const RETRYABLE: readonly TaskStatus[] = ['dead', 'cancelled'];
+
+/**
+ * The task a write that needed the agent's lease wrote; when the store refused it, why: the task is
+ * gone, or the agent does not hold its lease (any more).
+ */
+export function leaseHeld(write: TaskWrite, id: number, agentId: string): Task {
+  if (write.task) return write.task;
+  const current = write.current;
+  if (!current) throw notFound('task', id);
+  throw new FleetError('FLEETD_ERR_LEASE_LOST', `agent ${agentId} does not hold the lease on task ${id}`, {
+    taskId: id,
+    status: current.status,
+    holder: current.status === 'leased' ? current.agentId : null,
+  });
+}
+
+/** The task a cancel or retry wrote; when the store refused it (the task is in another status), why. */
+export function stateAllowed(write: TaskWrite, id: number, action: 'cancel' | 'retry'): Task {
+  if (write.task) return write.task;
+  const current = write.current;
+  if (!current) throw notFound('task', id);
+  const message =
+    action === 'cancel'
+      ? `task ${id} is ${current.status} and cannot be cancelled`
+      : `task ${id} is ${current.status}; only dead or cancelled tasks can be retried`;
+  throw new FleetError('FLEETD_ERR_TASK_STATE', message, { taskId: id, status: current.status });
+}

@@ -1,0 +1,300 @@
+/**
+ * The wire contract: the JSON shape of everything fleetd answers and streams, as TypeBox schemas,
+ * and the one mapping from the domain's types to it. Inside fleetd times are epoch milliseconds; on
+ * the wire they are ISO 8601 strings, on the REST API and on every event stream alike.
+ *
+ * The schemas are the single source: the server serialises its answers with them, the protocol's
+ * types are their `Static` types, and the SDK and the dashboard take their types from here. TypeBox
+ * is the one library this leaf imports: the schemas are data, and the mapping's return types must be
+ * the schemas' own types, so both live here, below everything that uses them.
+ */
+import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
+import { ErrorCodes, type ErrorCode } from './errors.js';
+import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun } from './runs.js';
+import {
+  AGENT_STATUSES,
+  SCOPES,
+  TASK_STATUSES,
+  type Agent,
+  type ApiKey,
+  type Lock,
+  type Task,
+  type TaskSummary,
+} from './types.js';
+
+/**
+ * A string that is one of `values`, typed as their union. A plain string with an enum rather than a
+ * union of literals: the serialiser writes it as a string, instead of trying each literal in turn.
+ */
+const oneOf = <T extends string>(values: readonly T[]) => Type.Unsafe<T>(Type.String({ enum: [...values] }));
+/**
+ * The same values as a union of literals, for request schemas, whose static types the server's type
+ * provider reads structurally (it does not know `Unsafe`).
+ */
+export const literalsOf = <T extends string>(values: readonly T[]) =>
+  Type.Union(values.map((v) => Type.Literal(v))) as unknown as TUnion<TLiteral<T>[]>;
+/** A count for each of `keys`, every one present. */
+const countsBy = <T extends string>(keys: readonly T[]) =>
+  Type.Unsafe<Record<T, number>>(Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer()]))));
+/** A count for some of `keys`: those with none are left out. */
+const someCountsBy = <T extends string>(keys: readonly T[]) =>
+  Type.Unsafe<Partial<Record<T, number>>>(Type.Partial(Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer()])))));
+
+const Time = Type.String({ format: 'date-time' });
+const NullableTime = Type.Union([Time, Type.Null()]);
+const NullableString = Type.Union([Type.String(), Type.Null()]);
+
+export const TaskStatusSchema = oneOf(TASK_STATUSES);
+export const AgentStatusSchema = oneOf(AGENT_STATUSES);
+export const RunStatusSchema = oneOf(RUN_STATUSES);
+export const StepStatusSchema = oneOf(STEP_STATUSES);
+export const ScopeSchema = oneOf(SCOPES);
+export const ErrorCodeSchema = oneOf(Object.keys(ErrorCodes) as ErrorCode[]);
+
+/** Every error, on HTTP and on the streams: `{"error": {code, message, details}}`. */
+export const ErrorSchema = Type.Object({
+  code: ErrorCodeSchema,
+  message: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});
+export type ErrorJson = Static<typeof ErrorSchema>;
+export const ErrorBody = Type.Object({ error: ErrorSchema });
+
+/** One page of a list; `nextCursor` is null on the last page. */
+export const pageOf = <T extends TSchema>(item: T) => Type.Object({ items: Type.Array(item), nextCursor: NullableString });
+
+export const TaskSchema = Type.Object({
+  id: Type.Integer(),
+  type: Type.String(),
+  payload: Type.Unknown(),
+  priority: Type.Integer(),
+  requires: Type.Array(Type.String()),
+  status: TaskStatusSchema,
+  idempotencyKey: NullableString,
+  attempts: Type.Integer(),
+  maxAttempts: Type.Integer(),
+  leaseMs: Type.Integer(),
+  backoffMs: Type.Integer(),
+  runAt: Time,
+  createdAt: Time,
+  updatedAt: Time,
+  claimedAt: NullableTime,
+  completedAt: NullableTime,
+  agentId: NullableString,
+  leaseExpiresAt: NullableTime,
+  result: Type.Unknown(),
+  error: Type.Unknown(),
+});
+export type TaskJson = Static<typeof TaskSchema>;
+
+/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
+export const TaskSummarySchema = Type.Omit(TaskSchema, ['payload', 'result']);
+export type TaskSummaryJson = Static<typeof TaskSummarySchema>;
+
+export const AgentSchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  capabilities: Type.Array(Type.String()),
+  labels: Type.Record(Type.String(), Type.String()),
+  maxConcurrency: Type.Integer(),
+  status: AgentStatusSchema,
+  createdAt: Time,
+  lastHeartbeatAt: Time,
+});
+export type AgentJson = Static<typeof AgentSchema>;
+
+export const LockSchema = Type.Object({
+  id: Type.String(),
+  agentId: Type.String(),
+  resources: Type.Array(Type.String()),
+  description: Type.String(),
+  createdAt: Time,
+  expiresAt: Time,
+});
+export type LockJson = Static<typeof LockSchema>;
+
+export const KeySchema = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  scope: ScopeSchema,
+  createdAt: Time,
+  revokedAt: NullableTime,
+});
+export type KeyJson = Static<typeof KeySchema>;
+
+export const StepSchema = Type.Object({
+  name: Type.String(),
+  status: StepStatusSchema,
+  attempts: Type.Integer(),
+  output: Type.Unknown(),
+  error: Type.Unknown(),
+  startedAt: NullableTime,
+  finishedAt: NullableTime,
+  nextAttemptAt: NullableTime,
+});
+export type StepJson = Static<typeof StepSchema>;
+
+export const RunSchema = Type.Object({
+  id: Type.Integer(),
+  pipeline: Type.String(),
+  status: RunStatusSchema,
+  input: Type.Unknown(),
+  output: Type.Unknown(),
+  error: Type.Unknown(),
+  idempotencyKey: NullableString,
+  createdAt: Time,
+  updatedAt: Time,
+  finishedAt: NullableTime,
+  steps: Type.Array(StepSchema),
+});
+export type RunJson = Static<typeof RunSchema>;
+
+/** A run as events carry it: without input and outputs, which can be large and are fetched on demand. */
+export const RunSummarySchema = Type.Pick(RunSchema, ['id', 'pipeline', 'status']);
+export type RunSummaryJson = Static<typeof RunSummarySchema>;
+
+/** A pipeline as `GET /v1/pipelines` lists it. */
+export const PipelineInfoSchema = Type.Object({
+  name: Type.String(),
+  description: Type.String(),
+  steps: Type.Array(Type.Object({ name: Type.String(), kind: Type.String(), needs: Type.Array(Type.String()) })),
+});
+export type PipelineInfoJson = Static<typeof PipelineInfoSchema>;
+
+/** `GET /v1/pipelines/stats`: the pipeline lane's load and each provider's. */
+export const PipelineStatsSchema = Type.Object({
+  lane: Type.Object({ runsActive: Type.Integer(), stepsRunning: Type.Integer(), stepsWaitingForLane: Type.Integer() }),
+  providers: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      inFlight: Type.Integer(),
+      waiting: Type.Integer(),
+      requestsLastMinute: Type.Number(),
+      tokensLastMinute: Type.Number(),
+      /** closed, open or half-open. */
+      circuit: Type.String(),
+      calls: Type.Integer(),
+      failures: Type.Integer(),
+    }),
+  ),
+});
+export type PipelineStatsJson = Static<typeof PipelineStatsSchema>;
+
+export const CaseSchema = Type.Object({
+  id: Type.Integer(),
+  title: Type.String(),
+  size: Type.Integer(),
+  createdAt: Time,
+  updatedAt: Time,
+});
+export type CaseJson = Static<typeof CaseSchema>;
+
+export const CaseMemberSchema = Type.Object({
+  runId: Type.Integer(),
+  similarity: Type.Number(),
+  text: Type.String(),
+  addedAt: Time,
+});
+export type CaseMemberJson = Static<typeof CaseMemberSchema>;
+
+/** `GET /v1/stats` and the `stats` topic's events: counters and rates, no times. */
+export const StatsSchema = Type.Object({
+  tasks: Type.Object({
+    byStatus: countsBy(TASK_STATUSES),
+    byType: Type.Record(Type.String(), someCountsBy(TASK_STATUSES)),
+    /** Queued (claimable) tasks by priority. */
+    queueDepthByPriority: Type.Record(Type.String(), Type.Integer()),
+  }),
+  agents: Type.Object({ byStatus: countsBy(AGENT_STATUSES) }),
+  throughput: Type.Object({
+    completedPerSecond1m: Type.Number(),
+    completedPerSecond5m: Type.Number(),
+    failedPerSecond1m: Type.Number(),
+    failedPerSecond5m: Type.Number(),
+  }),
+  /** From claim to completion, over the last 5 minutes. */
+  latencyMs: Type.Object({
+    count: Type.Integer(),
+    p50: Type.Union([Type.Number(), Type.Null()]),
+    p95: Type.Union([Type.Number(), Type.Null()]),
+    p99: Type.Union([Type.Number(), Type.Null()]),
+  }),
+  eventLoop: Type.Object({ lagP50Ms: Type.Number(), lagP99Ms: Type.Number(), lagMaxMs: Type.Number() }),
+  uptimeSeconds: Type.Integer(),
+});
+export type StatsJson = Static<typeof StatsSchema>;
+
+/** A service a node depends on (postgres, redis), as `GET /readyz` reports it. */
+export const DependencySchema = Type.Object({
+  up: Type.Boolean(),
+  /** When it last went down or came back (or the node started). */
+  since: Time,
+  /** What its connection said when the outage began; null while up. */
+  reason: Type.Union([Type.String(), Type.Null()]),
+  outages: Type.Integer(),
+  reconnects: Type.Integer(),
+});
+export type DependencyJson = Static<typeof DependencySchema>;
+
+/** `GET /readyz` while the store answers: `degraded` when a dependency (Redis) is down but the node still serves. */
+export const ReadinessSchema = Type.Object({
+  status: oneOf(['ready', 'degraded'] as const),
+  store: Type.String(),
+  pool: Type.Optional(Type.Object({ size: Type.Integer(), total: Type.Integer(), idle: Type.Integer(), inUse: Type.Integer(), waiting: Type.Integer() })),
+  dependencies: Type.Record(Type.String(), DependencySchema),
+});
+export type ReadinessJson = Static<typeof ReadinessSchema>;
+
+export const iso = (ms: number): string => new Date(ms).toISOString();
+export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+
+export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
+  return {
+    ...t,
+    runAt: iso(t.runAt),
+    createdAt: iso(t.createdAt),
+    updatedAt: iso(t.updatedAt),
+    claimedAt: isoOrNull(t.claimedAt),
+    completedAt: isoOrNull(t.completedAt),
+    leaseExpiresAt: isoOrNull(t.leaseExpiresAt),
+  };
+}
+
+export function taskJson(t: Task): TaskJson {
+  return { ...t, ...taskSummaryJson(t) };
+}
+
+export function agentJson(a: Agent): AgentJson {
+  return { ...a, createdAt: iso(a.createdAt), lastHeartbeatAt: iso(a.lastHeartbeatAt) };
+}
+
+export function lockJson(l: Lock): LockJson {
+  return { ...l, createdAt: iso(l.createdAt), expiresAt: iso(l.expiresAt) };
+}
+
+export function keyJson(k: ApiKey): KeyJson {
+  return { ...k, createdAt: iso(k.createdAt), revokedAt: isoOrNull(k.revokedAt) };
+}
+
+export function runJson(r: PipelineRun): RunJson {
+  return {
+    ...r,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+    finishedAt: isoOrNull(r.finishedAt),
+    steps: r.steps.map((s) => ({
+      ...s,
+      startedAt: isoOrNull(s.startedAt),
+      finishedAt: isoOrNull(s.finishedAt),
+      nextAttemptAt: isoOrNull(s.nextAttemptAt),
+    })),
+  };
+}
+
+export function caseJson(c: Case): CaseJson {
+  return { ...c, createdAt: iso(c.createdAt), updatedAt: iso(c.updatedAt) };
+}
+
+export function caseMemberJson(m: CaseMember): CaseMemberJson {
+  return { ...m, addedAt: iso(m.addedAt) };
+}

@@ -1,0 +1,76 @@
+import type { RunListParams } from './pipeline-store.js';
+import type { CaseRow, RunRow } from './pipeline-rows.js';
+import type { KeysetQuery } from './keyset.js';
+import type { AgentRow, LockRow, TaskRow } from './rows.js';
+import type { AgentListParams, LockListParams, TaskListParams } from './store.js';
+
+/**
+ * Every list a driver answers, as one keyset query each (see keyset.ts): its filters, its order
+ * and the key its pages follow. The same SQL in both dialects; a driver only runs it.
+ */
+export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
+  select: 'SELECT * FROM tasks',
+  where: [
+    ['status = ?', p.status],
+    ['type = ?', p.type],
+    ['agent_id = ?', p.agentId],
+  ],
+  key: 'id',
+  keyOf: (r) => r.id,
+  order: p.order ?? 'desc',
+  cursor: p.cursor,
+  limit: p.limit,
+});
+
+/**
+ * Agents oldest first. Searching by capability is the one thing the dialects do differently
+ * (SQLite joins its agent_capabilities table, PostgreSQL tests its text[] column), so the driver
+ * gives the FROM clause and the condition for it.
+ */
+export const agentList = (p: AgentListParams, byCapability: { from: string; condition: string }): KeysetQuery<AgentRow> => ({
+  select: `SELECT a.* FROM ${p.capability === undefined ? 'agents a' : byCapability.from}`,
+  where: [
+    [byCapability.condition, p.capability],
+    ['a.status = ?', p.status],
+  ],
+  key: 'a.seq',
+  keyOf: (r) => r.seq,
+  order: 'asc',
+  cursor: p.cursor,
+  limit: p.limit,
+});
+
+export const lockList = (p: LockListParams): KeysetQuery<LockRow> => ({
+  select: 'SELECT * FROM locks',
+  where: [['agent_id = ?', p.agentId]],
+  key: 'seq',
+  keyOf: (r) => r.seq,
+  order: 'asc',
+  cursor: p.cursor,
+  limit: p.limit,
+});
+
+/** Newest first. */
+export const runList = (p: RunListParams): KeysetQuery<RunRow> => ({
+  select: 'SELECT * FROM pipeline_runs',
+  where: [
+    ['pipeline = ?', p.pipeline],
+    ['status = ?', p.status],
+  ],
+  key: 'id',
+  keyOf: (r) => r.id,
+  order: 'desc',
+  cursor: p.cursor,
+  limit: p.limit,
+});
+
+/** Newest first. */
+export const caseList = (p: { limit: number; cursor?: string }): KeysetQuery<CaseRow> => ({
+  select: 'SELECT * FROM cases',
+  where: [],
+  key: 'id',
+  keyOf: (r) => r.id,
+  order: 'desc',
+  cursor: p.cursor,
+  limit: p.limit,
+});

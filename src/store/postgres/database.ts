@@ -1,0 +1,179 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import type { DependencyReporter } from '../../domain/dependencies.js';
+import type { Page } from '../../domain/types.js';
+import { keysetPage, type KeysetQuery } from '../keyset.js';
+import type { PoolStats } from '../store.js';
+import { PostgresConnection } from './connection.js';
+
+export interface PostgresOptions {
+  /** postgres://user@host:port/database */
+  url: string;
+  /** Schema holding fleetd's tables; created if missing. Defaults to public. */
+  schema?: string;
+  /** Most connections in the pool. Defaults to 10. */
+  poolSize?: number;
+  /** How long a query waits for a free connection before failing with FLEETD_ERR_STORE_UNAVAILABLE (503), in ms. Defaults to 5000. */
+  poolTimeoutMs?: number;
+  /** Told when the pool and the LISTEN connection go down and come back (see connection.ts). */
+  health?: { pool: DependencyReporter; listen: DependencyReporter };
+}
+
+const INT8_OID = 20;
+/** Times and ids are BIGINT; as epoch milliseconds and row ids they stay far inside Number's exact range. */
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+/** Errors worth running a transaction again for: deadlock, serialization failure. */
+const RETRYABLE = new Set(['40P01', '40001']);
+export const UNIQUE_VIOLATION = '23505';
+
+/** A named statement: each connection parses and plans it once, then only binds and executes it. */
+export interface Prepared {
+  name: string;
+  text: string;
+}
+
+/**
+ * The statements every task goes through, prepared once per connection. (A node that runs while
+ * another migrates the schema under it would find these plans invalid; migrations are for restarts.)
+ */
+export const prepared = (name: string, text: string): Prepared => ({ name: `fleetd_${name}`, text });
+
+export type Query = <R extends pg.QueryResultRow>(text: string | Prepared, values?: unknown[]) => Promise<R[]>;
+
+const toQueryConfig = (text: string | Prepared, values: unknown[]) => (typeof text === 'string' ? { text, values } : { ...text, values });
+
+/**
+ * The connection pool every area of the PostgreSQL driver shares (and the LISTEN connection for
+ * wake-ups): a bounded `pg` pool, one statement or one short transaction per write. Claims and
+ * maintenance take rows with FOR UPDATE SKIP LOCKED, so any number of nodes can share the
+ * database. Wake-ups reach other nodes through LISTEN/NOTIFY, sent by triggers at commit (see
+ * migrations.ts).
+ */
+export class PostgresDatabase {
+  readonly schema: string;
+  /** Sent as application_name on every connection, so that this node recognises its own notifications. */
+  readonly nodeId = `fleetd-${randomUUID()}`;
+  private readonly connection: PostgresConnection;
+
+  constructor(options: PostgresOptions) {
+    this.schema = options.schema ?? 'public';
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.schema)) throw new Error(`invalid schema name ${this.schema}`);
+    this.connection = new PostgresConnection({
+      url: options.url,
+      schema: this.schema,
+      poolSize: options.poolSize ?? 10,
+      poolTimeoutMs: options.poolTimeoutMs ?? 5_000,
+      applicationName: this.nodeId,
+      types,
+      health: options.health,
+    });
+  }
+
+  poolStats(): PoolStats {
+    return this.connection.poolStats();
+  }
+
+  /** A connection from the pool, or a clear 503 when none frees up in time or the database is down. */
+  private connect(): Promise<pg.PoolClient> {
+    return this.connection.connect();
+  }
+
+  /** One statement on a pooled connection. Shared with the pipeline and case stores on this pool. */
+  async query<R extends pg.QueryResultRow>(text: string | Prepared, values: unknown[] = []): Promise<R[]> {
+    const client = await this.connect();
+    try {
+      return (await client.query<R>(toQueryConfig(text, values))).rows;
+    } catch (err) {
+      throw this.connection.translate(err);
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
+   * Runs `work` in one transaction, again from the start on a deadlock or serialization failure.
+   * Shared with the pipeline and case stores on this pool.
+   */
+  async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await work(async (text, values = []) => (await client.query(toQueryConfig(text, values))).rows);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        const code = (err as { code?: string }).code ?? '';
+        if (attempt < 5 && (RETRYABLE.has(code) || retryOn.includes(code))) continue;
+        throw this.connection.translate(err);
+      } finally {
+        client.release();
+      }
+    }
+  }
+
+  /**
+   * Runs `work` holding the session advisory lock `name` on a connection of its own (the work's
+   * statements use other connections), so that it takes turns with every node sharing the database.
+   */
+  async withLock<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const client = await this.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [name]);
+      try {
+        return await work();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [name]);
+      }
+    } catch (err) {
+      throw this.connection.translate(err);
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
+   * Calls `onAvailable` when another node (or this node's maintenance on another connection) makes
+   * tasks claimable, with their counts by requirement key. Uses one dedicated connection outside
+   * the pool, re-opened when it drops. Whenever connections work again after a failure,
+   * notifications may have been lost meanwhile (and wake-ups spent on claims that failed): it
+   * wakes for whatever is queued now.
+   */
+  async listen(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>> {
+    const catchUp = async () => {
+      const rows = await this.query<{ req_key: string; n: number }>(
+        "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
+      );
+      if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, r.n])));
+    };
+    // A catch-up that fails starts another probe, whose success catches up again.
+    const stopCatchingUp = this.connection.onRecovered(() => void catchUp().catch(() => {}));
+    const stopListening = await this.connection.listen('fleetd_tasks_available', (payload) => {
+      const { schema, node, byRequirement } = JSON.parse(payload) as { schema: string; node: string; byRequirement: Record<string, number> };
+      if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
+    });
+    return async () => {
+      stopCatchingUp();
+      await stopListening();
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.connection.close();
+  }
+
+  /** One page of a list (see keyset.ts). */
+  page<R extends pg.QueryResultRow>(q: KeysetQuery<R>): Promise<Page<R>> {
+    return keysetPage(q, (n) => `$${n}`, (text, values) => this.query<R>(text, values));
+  }
+
+  /** Drops the schema and everything in it. For tests that each use a schema of their own. */
+  async dropSchema(): Promise<void> {
+    await this.query(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
+  }
+}

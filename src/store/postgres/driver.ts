@@ -1,0 +1,48 @@
+import type { Driver } from '../driver.js';
+import type { Store } from '../store.js';
+import { postgresAgents } from './agents.js';
+import { PostgresCases } from './cases.js';
+import { PostgresDatabase, type PostgresOptions } from './database.js';
+import { postgresKeys } from './keys.js';
+import { postgresLocks } from './locks.js';
+import { migrate } from './migrations.js';
+import { PostgresRuns } from './runs.js';
+import { postgresTasks } from './tasks.js';
+
+/** The PostgreSQL driver with its pool, for tests that reach below the contract (a schema each, plans). */
+export interface PostgresDriver extends Driver {
+  readonly database: PostgresDatabase;
+}
+
+/**
+ * The scale-out driver: every area on one bounded pool (see database.ts), shared by any number of
+ * nodes; wake-ups between nodes by LISTEN/NOTIFY.
+ */
+export function openPostgres(options: PostgresOptions): PostgresDriver {
+  const database = new PostgresDatabase(options);
+  const tasks = postgresTasks(database);
+  const locks = postgresLocks(database);
+  const store: Store = {
+    driver: 'postgres',
+    async ping() {
+      await database.query('SELECT 1');
+    },
+    poolStats: () => database.poolStats(),
+    ...postgresAgents(database, { endLeases: tasks.endLeases, dropLocksOf: locks.dropLocksOf }),
+    ...tasks.store,
+    ...locks.store,
+    ...postgresKeys(database),
+  };
+  return {
+    name: 'postgres',
+    supportsListen: true,
+    database,
+    store,
+    pipelineStore: new PostgresRuns(database),
+    caseStore: new PostgresCases(database),
+    runOwner: database.nodeId,
+    migrate: () => migrate(database),
+    listen: (onAvailable) => database.listen(onAvailable),
+    close: () => database.close(),
+  };
+}

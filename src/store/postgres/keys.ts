@@ -1,0 +1,38 @@
+import { toApiKey, type ApiKeyRow } from '../rows.js';
+import type { KeyStore } from '../store.js';
+import type { PostgresDatabase } from './database.js';
+
+/** The API keys area of the PostgreSQL driver. */
+export function postgresKeys(db: PostgresDatabase): KeyStore {
+  return {
+    async apiKeyInsert(params) {
+      const rows = await db.transaction(async (q) => {
+        // Nodes starting together on an empty database must not each create a first admin key.
+        if (params.onlyIfNone) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-first-key:${db.schema}`]);
+        return q<ApiKeyRow>(
+          `INSERT INTO api_keys (id, name, scope, hash, created_at) SELECT $1, $2, $3, $4, $5
+           WHERE NOT $6 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`,
+          [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true],
+        );
+      });
+      return rows[0] && toApiKey(rows[0]);
+    },
+
+    async apiKeyByHash(params) {
+      const [row] = await db.query<ApiKeyRow>('SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL', [params.hash]);
+      return row && toApiKey(row);
+    },
+
+    async apiKeyList() {
+      return (await db.query<ApiKeyRow>('SELECT * FROM api_keys ORDER BY created_at, id')).map(toApiKey);
+    },
+
+    async apiKeyRevoke(params) {
+      const [row] = await db.query<ApiKeyRow>('UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING *', [
+        params.id,
+        params.now,
+      ]);
+      return row && toApiKey(row);
+    },
+  };
+}

@@ -1,0 +1,79 @@
+import type { Lock } from '../../domain/types.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
+import { toLock, type LockRow } from '../rows.js';
+import type { LockAcquireResult, LockHolder, LockStore } from '../store.js';
+import { UNIQUE_VIOLATION, type PostgresDatabase, type Query } from './database.js';
+
+/** The locks area of the PostgreSQL driver, and the dropping of agents' locks that their release shares. */
+export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLocksOf: (q: Query, agentIds: string[]) => Promise<Lock[]> } {
+  const query: Query = (text, values) => db.query(text, values);
+
+  const store: LockStore = {
+    /**
+     * Two nodes racing for the same free resource both find no holder; the second then fails on the
+     * resource's primary key, and running it again finds the first as the holder: a conflict.
+     */
+    lockAcquire(params) {
+      return db.transaction(async (q): Promise<LockAcquireResult> => {
+        const found = await q<LockHolder>(
+          `SELECT lr.resource, l.id AS "lockId", l.agent_id AS "agentId", l.expires_at AS "expiresAt" FROM lock_resources lr
+           JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ANY($1::text[]) FOR UPDATE OF l`,
+          [params.resources],
+        );
+        const byResource = new Map(found.map((h) => [h.resource, h]));
+        const decision = params.decide(params.resources.flatMap((r) => byResource.get(r) ?? []));
+        if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
+        if (decision.replace.length > 0) await q('DELETE FROM locks WHERE id = ANY($1::text[])', [decision.replace]);
+        const [row] = await q<LockRow>(
+          `INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+          [params.id, params.agentId, JSON.stringify(params.resources), params.description, params.now, params.now + params.ttlMs],
+        );
+        await q('INSERT INTO lock_resources (resource, lock_seq) SELECT unnest($1::text[]), $2', [params.resources, row.seq]);
+        return { acquired: true, lock: toLock(row) };
+      }, [UNIQUE_VIOLATION]);
+    },
+
+    async lockRelease(params) {
+      const [row] = await query<LockRow>('DELETE FROM locks WHERE id = $1 AND ($2::text IS NULL OR agent_id = $2) RETURNING *', [
+        params.id,
+        params.holder ?? null,
+      ]);
+      if (row) return { released: toLock(row) };
+      return { released: undefined, current: await store.lockGet({ id: params.id }) };
+    },
+
+    async lockGet(params) {
+      const [row] = await query<LockRow>('SELECT * FROM locks WHERE id = $1', [params.id]);
+      return row && toLock(row);
+    },
+
+    async lockList(params) {
+      return mapPage(await db.page(lists.lockList(params)), toLock);
+    },
+
+    async lockExpire(params) {
+      const rows = await query<LockRow>(
+        `DELETE FROM locks WHERE seq IN (
+           SELECT seq FROM locks WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+         ) RETURNING *`,
+        [params.now, params.limit],
+      );
+      return rows.sort((a, b) => a.expires_at - b.expires_at || a.seq - b.seq).map(toLock);
+    },
+
+    async lockNextExpiry() {
+      const [row] = await query<{ t: number | null }>('SELECT min(expires_at) AS t FROM locks');
+      return row.t;
+    },
+  };
+
+  return {
+    store,
+    async dropLocksOf(q, agentIds) {
+      const rows = await q<LockRow>('DELETE FROM locks WHERE agent_id = ANY($1::text[]) RETURNING *', [agentIds]);
+      return rows.sort((a, b) => a.seq - b.seq).map(toLock);
+    },
+  };
+}

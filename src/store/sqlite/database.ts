@@ -1,0 +1,63 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database, { type Statement } from 'better-sqlite3';
+import type { Page } from '../../domain/types.js';
+import { keysetPage, type KeysetQuery } from '../keyset.js';
+import { GroupCommit } from './group-commit.js';
+import { migrate } from './migrations.js';
+
+export interface SqliteOptions {
+  /** Folder for fleetd.db; created if missing. `:memory:` keeps everything in memory (tests only). */
+  dataDir: string;
+  /**
+   * SQLite's `synchronous` pragma. NORMAL (default) survives a crash of fleetd (kill -9) with no
+   * loss; FULL also survives power loss, at the cost of an fsync on every commit.
+   */
+  synchronous?: 'NORMAL' | 'FULL';
+}
+
+/**
+ * The one long-lived better-sqlite3 connection every area of the SQLite driver shares, in WAL
+ * mode, with group commit for writes. Reads run at once on the same connection; they see only
+ * committed data because a group's transaction opens and commits inside one synchronous flush.
+ * Migrations run on opening, so that the areas' prepared statements see the final schema.
+ */
+export class SqliteDatabase {
+  readonly db: Database.Database;
+  readonly groupCommit: GroupCommit;
+  private readonly dynamic = new Map<string, Statement>();
+
+  constructor(options: SqliteOptions) {
+    const file = options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'fleetd.db');
+    if (file !== ':memory:') mkdirSync(options.dataDir, { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`);
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('temp_store = MEMORY');
+    this.db.pragma('cache_size = -65536');
+    this.db.pragma('busy_timeout = 5000');
+    migrate(this.db);
+    this.groupCommit = new GroupCommit(this.db);
+  }
+
+  /** A statement whose text is built at run time (a list's filters), prepared once per text. */
+  statement(sql: string): Statement {
+    let stmt = this.dynamic.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.dynamic.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  /** One page of a list (see keyset.ts). */
+  page<R>(q: KeysetQuery<R>): Promise<Page<R>> {
+    return keysetPage(q, () => '?', (text, values) => this.statement(text).all(...values) as R[]);
+  }
+
+  close(): void {
+    this.groupCommit.flush();
+    if (this.db.open) this.db.close();
+  }
+}

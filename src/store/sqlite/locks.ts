@@ -1,0 +1,73 @@
+import type { Lock } from '../../domain/types.js';
+import { mapPage } from '../keyset.js';
+import * as lists from '../lists.js';
+import { toLock, type LockRow } from '../rows.js';
+import type { LockHolder, LockStore } from '../store.js';
+import type { SqliteDatabase } from './database.js';
+
+/** The locks area of the SQLite driver, and the dropping of an agent's locks that its release shares. */
+export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf: (agentId: string) => Lock[] } {
+  const { db, groupCommit } = d;
+  const s = {
+    holder: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
+        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ?`),
+    insert: db.prepare(`INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
+        VALUES (@id, @agent_id, @resources, @description, @now, @expires_at) RETURNING *`),
+    resourceInsert: db.prepare('INSERT INTO lock_resources (resource, lock_seq) VALUES (?, ?)'),
+    byId: db.prepare('SELECT * FROM locks WHERE id = ?'),
+    release: db.prepare('DELETE FROM locks WHERE id = @id AND (@holder IS NULL OR agent_id = @holder) RETURNING *'),
+    ofAgent: db.prepare('DELETE FROM locks WHERE agent_id = ? RETURNING *'),
+    expired: db.prepare('DELETE FROM locks WHERE seq IN (SELECT seq FROM locks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING *'),
+    nextExpiry: db.prepare('SELECT min(expires_at) FROM locks').pluck(),
+  };
+
+  const store: LockStore = {
+    lockAcquire(params) {
+      // One writer: holders read inside the write cannot change before it commits.
+      return groupCommit.write(() => {
+        const holders = params.resources.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
+        const decision = params.decide(holders);
+        if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
+        for (const id of decision.replace) s.release.run({ id, holder: null });
+        const row = s.insert.get({
+          id: params.id,
+          agent_id: params.agentId,
+          resources: JSON.stringify(params.resources),
+          description: params.description,
+          now: params.now,
+          expires_at: params.now + params.ttlMs,
+        }) as LockRow;
+        for (const resource of params.resources) s.resourceInsert.run(resource, row.seq);
+        return { acquired: true, lock: toLock(row) };
+      });
+    },
+
+    lockRelease(params) {
+      return groupCommit.write(() => {
+        const row = s.release.get({ id: params.id, holder: params.holder ?? null }) as LockRow | undefined;
+        if (row) return { released: toLock(row) };
+        const current = s.byId.get(params.id) as LockRow | undefined;
+        return { released: undefined, current: current && toLock(current) };
+      });
+    },
+
+    async lockGet(params) {
+      const row = s.byId.get(params.id) as LockRow | undefined;
+      return row && toLock(row);
+    },
+
+    async lockList(params) {
+      return mapPage(await d.page(lists.lockList(params)), toLock);
+    },
+
+    lockExpire(params) {
+      return groupCommit.write(() => (s.expired.all(params.now, params.limit) as LockRow[]).map(toLock));
+    },
+
+    async lockNextExpiry() {
+      return s.nextExpiry.get() as number | null;
+    },
+  };
+
+  return { store, dropLocksOf: (agentId) => (s.ofAgent.all(agentId) as LockRow[]).map(toLock) };
+}

@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ClaimWaiters, type WakeReason } from '../src/core/claim-waiters.js';
+import { requirementKey } from '../src/domain/requirements.js';
+
+/** A waiter that records its wake-ups; `want` can be changed between notifications. */
+function waiter(name: string, capabilities: string[], want = 1, agentId?: string) {
+  const w = {
+    name,
+    agentId,
+    capabilities: new Set(capabilities),
+    wanted: want,
+    wakes: [] as (WakeReason | undefined)[],
+    want: () => w.wanted,
+    wake: (reason?: WakeReason) => void w.wakes.push(reason),
+  };
+  return w;
+}
+
+const a = requirementKey(['a']);
+const b = requirementKey(['b']);
+
+describe('ClaimWaiters', () => {
+  it('wakes only as many waiters as the new tasks can satisfy, oldest first', () => {
+    const waiters = new ClaimWaiters();
+    const ws = [waiter('w1', ['a']), waiter('w2', ['a']), waiter('w3', ['a'])];
+    for (const w of ws) waiters.add(w);
+    waiters.notify({ [a]: 2 });
+    assert.deepEqual(ws.map((w) => w.wakes), [[{ key: a, count: 1 }], [{ key: a, count: 1 }], []]);
+  });
+
+  it('counts a waiter against as many tasks as it wants, and no more than appeared', () => {
+    const waiters = new ClaimWaiters();
+    const big = waiter('big', ['a'], 5);
+    const next = waiter('next', ['a'], 5);
+    waiters.add(big);
+    waiters.add(next);
+    waiters.notify({ [a]: 3 });
+    assert.deepEqual(big.wakes, [{ key: a, count: 3 }]);
+    assert.deepEqual(next.wakes, [], 'three tasks are all counted for the first waiter');
+    waiters.notify({ [a]: 7 });
+    // The first waiter went to the back of the line when it was woken.
+    assert.deepEqual(next.wakes, [{ key: a, count: 5 }]);
+    assert.deepEqual(big.wakes.at(-1), { key: a, count: 2 });
+  });
+
+  it('skips a waiter that wants nothing (a full agent, a socket without credit)', () => {
+    const waiters = new ClaimWaiters();
+    const full = waiter('full', ['a'], 0);
+    const free = waiter('free', ['a']);
+    waiters.add(full);
+    waiters.add(free);
+    waiters.notify({ [a]: 1 });
+    assert.deepEqual(full.wakes, []);
+    assert.deepEqual(free.wakes, [{ key: a, count: 1 }]);
+  });
+
+  it('wakes a waiter only for tasks whose every requirement it has, and once per notification', () => {
+    const waiters = new ClaimWaiters();
+    const onlyA = waiter('onlyA', ['a'], 10);
+    const both = waiter('both', ['a', 'b'], 10);
+    waiters.add(onlyA);
+    waiters.add(both);
+    const ab = requirementKey(['a', 'b']);
+    waiters.notify({ [ab]: 1, [b]: 1 });
+    assert.deepEqual(onlyA.wakes, []);
+    // Counted for one requirement per notification: the other goes to the next waiter who can do it.
+    assert.deepEqual(both.wakes, [{ key: ab, count: 1 }]);
+    waiters.notify({ [requirementKey([])]: 1 });
+    assert.deepEqual(onlyA.wakes, [{ key: requirementKey([]), count: 1 }], 'a task that requires nothing suits anyone');
+  });
+
+  it('moves a woken waiter to the back of the line, so that work spreads over agents', () => {
+    const waiters = new ClaimWaiters();
+    const order: string[] = [];
+    for (const name of ['w1', 'w2', 'w3']) {
+      const w = waiter(name, ['a']);
+      w.wake = () => void order.push(name);
+      waiters.add(w);
+    }
+    for (let i = 0; i < 6; i++) waiters.notify({ [a]: 1 });
+    assert.deepEqual(order, ['w1', 'w2', 'w3', 'w1', 'w2', 'w3']);
+  });
+
+  it('wakes an agent\'s waiters without a reason when its room changes, and no one else\'s', () => {
+    const waiters = new ClaimWaiters();
+    const mine = waiter('mine', ['a'], 0, 'agent-1');
+    const alsoMine = waiter('alsoMine', ['b'], 0, 'agent-1');
+    const theirs = waiter('theirs', ['a'], 0, 'agent-2');
+    for (const w of [mine, alsoMine, theirs]) waiters.add(w);
+    waiters.wakeAgent('agent-1');
+    assert.deepEqual(mine.wakes, [undefined]);
+    assert.deepEqual(alsoMine.wakes, [undefined]);
+    assert.deepEqual(theirs.wakes, []);
+    waiters.wakeAgent('nobody');
+  });
+
+  it('forgets a removed waiter, by task and by agent', () => {
+    const waiters = new ClaimWaiters();
+    const w = waiter('w', ['a'], 1, 'agent-1');
+    const remove = waiters.add(w);
+    assert.equal(waiters.size, 1);
+    remove();
+    remove();
+    assert.equal(waiters.size, 0);
+    waiters.notify({ [a]: 1 });
+    waiters.wakeAgent('agent-1');
+    assert.deepEqual(w.wakes, []);
+  });
+
+  it('moves the generation on every notification, even one that wakes nobody', () => {
+    const waiters = new ClaimWaiters();
+    const before = waiters.generation;
+    waiters.notify({ [a]: 1 });
+    waiters.notify({});
+    assert.equal(waiters.generation, before + 2);
+  });
+
+  it('lets a woken waiter remove itself or notify again from inside its wake-up', () => {
+    const waiters = new ClaimWaiters();
+    const second = waiter('second', ['a']);
+    let remove = () => {};
+    const first = {
+      capabilities: new Set(['a']),
+      want: () => 1,
+      // Takes other work, and hands its wake-up on as the delivery does.
+      wake: (reason?: WakeReason) => {
+        remove();
+        waiters.notify({ [reason!.key]: reason!.count });
+      },
+    };
+    remove = waiters.add(first);
+    waiters.add(second);
+    waiters.notify({ [a]: 1 });
+    assert.deepEqual(second.wakes, [{ key: a, count: 1 }]);
+    assert.equal(waiters.size, 1);
+  });
+});

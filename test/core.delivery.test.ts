@@ -1,0 +1,520 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { LocalBus } from '../src/bus/local-bus.js';
+import { resolveConfig } from '../src/config.js';
+import { ClaimWaiters } from '../src/core/claim-waiters.js';
+import { TaskDelivery, shortfall, type DeliveryTransition } from '../src/core/delivery.js';
+import { Fleet } from '../src/core/fleet.js';
+import { requirementKey } from '../src/domain/requirements.js';
+import type { Task } from '../src/domain/types.js';
+import { openSqlite } from '../src/store/sqlite/driver.js';
+
+/**
+ * The delivery's rules on the real domain and a real (in-memory) SQLite store, with the clock and
+ * timers faked: a long-poll's deadline passes only when the test moves time. Each test waits for
+ * the state it needs (a long-poll WAITING, a channel IDLE again) through the transitions the
+ * delivery reports, never for a fixed time.
+ */
+
+type Match = (t: DeliveryTransition) => boolean;
+
+/** The state machines as docs/delivery.md draws them: every reported transition must be one of these. */
+const DOCUMENTED = new Set([
+  'poll claiming→waiting',
+  'poll claiming→done',
+  'poll waiting→claiming',
+  'poll waiting→done',
+  'channel idle→claiming',
+  'channel idle→closed',
+  'channel claiming→idle',
+  'channel claiming→closed',
+]);
+
+/** Records every transition; `seen` resolves once `n` of them match, whether they happened already or are still to come. */
+class Transitions {
+  readonly log: DeliveryTransition[] = [];
+  readonly undocumented: string[] = [];
+  private waits: { match: Match; n: number; resolve: () => void }[] = [];
+
+  record = (t: DeliveryTransition): void => {
+    const name = `${t.kind} ${t.from}→${t.to}`;
+    if (!DOCUMENTED.has(name)) this.undocumented.push(name);
+    this.log.push(t);
+    this.waits = this.waits.filter((w) => (this.count(w.match) >= w.n ? (w.resolve(), false) : true));
+  };
+
+  count(match: Match): number {
+    return this.log.filter(match).length;
+  }
+
+  seen(match: Match, n = 1): Promise<void> {
+    if (this.count(match) >= n) return Promise.resolve();
+    return new Promise((resolve) => this.waits.push({ match, n, resolve }));
+  }
+
+  of(agentId: string): string[] {
+    return this.log.filter((t) => t.agentId === agentId).map((t) => `${t.from}→${t.to}`);
+  }
+}
+
+const to = (agentId: string, state: string): Match => (t) => t.agentId === agentId && t.to === state;
+
+/** Lets the event loop run once: store writes (group commit on setImmediate) and the promise chains after them settle. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+interface Setup {
+  fleet: Fleet;
+  delivery: TaskDelivery;
+  waiters: ClaimWaiters;
+  transitions: Transitions;
+  errors: unknown[];
+  /** Holds every claim's answer until `release()`: the claim has happened in the store, its caller has not yet seen it. */
+  hold(): { release: () => void; reached: Promise<void> };
+  agent(capabilities: string[], maxConcurrency?: number): Promise<string>;
+  submit(...tasks: { type: string; priority?: number }[]): Promise<Task[]>;
+  status(id: number): Promise<{ status: string; agentId: string | null }>;
+  close(): Promise<void>;
+}
+
+function setup(): Setup {
+  const driver = openSqlite({ dataDir: ':memory:' });
+  const store = driver.store;
+  const errors: unknown[] = [];
+  const log = { info() {}, warn() {}, error: (obj: object) => void errors.push(obj) };
+  // Leases long enough that none expires while a test moves the clock past a deadline.
+  const config = resolveConfig({ taskLeaseMs: 3_600_000 }, {});
+  const fleet = new Fleet({ store, bus: new LocalBus(), config, log, now: () => Date.now() });
+  // A delivery of the test's own on the fleet's bus and claims (the fleet is not started, so its own
+  // delivery listens to nothing): it reports transitions, and its claims can be held at a gate.
+  const waiters = new ClaimWaiters();
+  const transitions = new Transitions();
+  let gate: { open: Promise<void>; arrived: () => void } | undefined;
+  const delivery = new TaskDelivery({
+    waiters,
+    bus: fleet.bus,
+    now: () => Date.now(),
+    log,
+    onTransition: transitions.record,
+    claimReady: async (params) => {
+      const claimed = await fleet.tasks.claimReady(params);
+      if (gate) {
+        const { open, arrived } = gate;
+        arrived();
+        await open;
+      }
+      return claimed;
+    },
+  });
+  delivery.start();
+  return {
+    fleet,
+    delivery,
+    waiters,
+    transitions,
+    errors,
+    hold() {
+      let release = () => {};
+      let arrived = () => {};
+      const open = new Promise<void>((resolve) => (release = () => ((gate = undefined), resolve())));
+      const reached = new Promise<void>((resolve) => (arrived = resolve));
+      gate = { open, arrived };
+      return { release, reached };
+    },
+    async agent(capabilities, maxConcurrency = 10) {
+      return (await fleet.agents.register({ name: 'a', capabilities, maxConcurrency })).agent.id;
+    },
+    async submit(...tasks) {
+      return (await fleet.tasks.submitBatch(tasks.map((t) => ({ type: t.type, priority: t.priority ?? 0, requires: [t.type] })))).map((r) => r.task);
+    },
+    async status(id) {
+      const task = await fleet.tasks.get(id);
+      return { status: task.status, agentId: task.agentId };
+    },
+    async close() {
+      delivery.stop();
+      await driver.close();
+    },
+  };
+}
+
+/** A push connection's side: what it was sent, whether sending works, and a wait for the n-th task sent. */
+function socket() {
+  const sent: Task[][] = [];
+  let waits: { n: number; resolve: () => void }[] = [];
+  const count = () => sent.reduce((n, batch) => n + batch.length, 0);
+  const out = {
+    sent,
+    open: true,
+    count,
+    ids: () => sent.flat().map((t) => t.id),
+    send: (tasks: Task[]) => {
+      sent.push(tasks);
+      waits = waits.filter((w) => (count() >= w.n ? (w.resolve(), false) : true));
+      return out.open;
+    },
+    until: (n: number) => (count() >= n ? Promise.resolve() : new Promise<void>((resolve) => waits.push({ n, resolve }))),
+  };
+  return out;
+}
+
+const agentOf = (id: string, capabilities: string[], maxConcurrency = 10) => ({ id, capabilities, maxConcurrency });
+
+describe('task delivery', { timeout: 30_000 }, () => {
+  let s: Setup;
+  beforeEach(() => {
+    mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_700_000_000_000 });
+    s = setup();
+  });
+  afterEach(async () => {
+    await s.close();
+    mock.timers.reset();
+    assert.deepEqual(s.errors, [], 'nothing was logged as an error (an impossible transition would be)');
+    assert.deepEqual(s.transitions.undocumented, []);
+  });
+
+  describe('long-poll', () => {
+    it('answers at once with ready tasks, and with [] when waitMs is 0 and nothing is ready', async () => {
+      const agent = await s.agent(['a']);
+      assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 5, waitMs: 0 }), []);
+      const [task] = await s.submit({ type: 'a' });
+      const claimed = await s.delivery.claim({ agentId: agent, max: 5, waitMs: 10_000 });
+      assert.deepEqual(claimed.map((t) => t.id), [task.id]);
+      assert.deepEqual(s.transitions.of(agent), ['claiming→done', 'claiming→done']);
+    });
+
+    it('answers [] at its deadline and leaves nothing registered', async () => {
+      const agent = await s.agent(['a']);
+      let answered: Task[] | undefined;
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 5_000 }).then((t) => (answered = t));
+      await s.transitions.seen(to(agent, 'waiting'));
+      assert.equal(s.waiters.size, 1);
+      mock.timers.tick(4_999);
+      await settle();
+      assert.equal(answered, undefined, 'still waiting a millisecond before the deadline');
+      mock.timers.tick(1);
+      assert.deepEqual(await poll, []);
+      assert.equal(s.waiters.size, 0);
+      assert.deepEqual(s.transitions.of(agent), ['claiming→waiting', 'waiting→done']);
+    });
+
+    it('wakes only as many waiting long-polls as tasks appeared', async () => {
+      const agents = [await s.agent(['a']), await s.agent(['a']), await s.agent(['a'])];
+      const polls = agents.map((agentId) => s.delivery.claim({ agentId, max: 1, waitMs: 60_000 }));
+      for (const agentId of agents) await s.transitions.seen(to(agentId, 'waiting'));
+      const tasks = await s.submit({ type: 'a' }, { type: 'a' });
+      const [first, second] = await Promise.all(polls.slice(0, 2));
+      assert.deepEqual([...first, ...second].map((t) => t.id).sort(), tasks.map((t) => t.id).sort());
+      // The oldest two were woken; the third was never woken to race for them.
+      assert.deepEqual(s.transitions.of(agents[2]), ['claiming→waiting']);
+      mock.timers.tick(60_000);
+      assert.deepEqual(await polls[2], []);
+    });
+
+    it('lets a full agent sleep through new tasks until one of its own leases ends', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [held, next] = await s.submit({ type: 'a', priority: 1 }, { type: 'a' });
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 })).map((t) => t.id), [held.id]);
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(agent, 'waiting'));
+      const before = s.transitions.of(agent).length;
+      await s.submit({ type: 'a' });
+      await settle();
+      assert.equal(s.transitions.of(agent).length, before, 'new tasks do not wake an agent with no room');
+      await s.fleet.tasks.complete({ id: held.id, agentId: agent });
+      // Its own lease ended: it wakes and takes the best task waiting.
+      assert.deepEqual((await poll).map((t) => t.id), [next.id]);
+    });
+
+    it('hands a wake-up it did not use on to another waiter', async () => {
+      // A can do x and y, B only x. Both wait, A first.
+      const a = await s.agent(['x', 'y']);
+      const b = await s.agent(['x']);
+      const pollA = s.delivery.claim({ agentId: a, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(a, 'waiting'));
+      const pollB = s.delivery.claim({ agentId: b, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(b, 'waiting'));
+      // One notification {x: 1, y: 1}: A is counted for the x task and B, who cannot do y, for
+      // nothing. A then takes the y task (higher priority): without the hand-on, the x task would
+      // wait for B's deadline.
+      const [x, y] = await s.submit({ type: 'x' }, { type: 'y', priority: 10 });
+      assert.deepEqual((await pollA).map((t) => t.id), [y.id]);
+      assert.deepEqual((await pollB).map((t) => t.id), [x.id]);
+    });
+
+    it('looks again at once when tasks were announced while its claim was in flight', async () => {
+      const agent = await s.agent(['a']);
+      const held = s.hold();
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await held.reached;
+      // The claim found nothing; before its caller sees that, a task arrives. Nobody is registered
+      // to be woken for it: only the generation check finds it.
+      const [task] = await s.submit({ type: 'a' });
+      held.release();
+      assert.deepEqual((await poll).map((t) => t.id), [task.id]);
+      assert.deepEqual(s.transitions.of(agent), ['claiming→done']);
+    });
+
+    it('looks again when its agent\'s room was freed while a claim that found it full was in flight', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [held, next] = await s.submit({ type: 'a', priority: 1 }, { type: 'a' });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      const gate = s.hold();
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await gate.reached;
+      await s.fleet.tasks.complete({ id: held.id, agentId: agent });
+      gate.release();
+      assert.deepEqual((await poll).map((t) => t.id), [next.id]);
+    });
+
+    it('ends with [] on abort, and when its agent\'s waits are ended (an expired lease)', async () => {
+      const agent = await s.agent(['a']);
+      const controller = new AbortController();
+      const aborted = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000, signal: controller.signal });
+      await s.transitions.seen(to(agent, 'waiting'));
+      controller.abort();
+      assert.deepEqual(await aborted, []);
+      // The agent holds a task whose lease it lets expire while another claim of its waits.
+      const { task } = await s.fleet.tasks.submit({ type: 'a', leaseMs: 1_000 });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      const ended = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(agent, 'waiting'), 2);
+      mock.timers.tick(1_000);
+      await s.fleet.timers.leases.runOnce(Date.now());
+      assert.equal((await s.status(task.id)).status, 'queued');
+      // It answers with nothing, rather than take its own expired task straight back.
+      assert.deepEqual(await ended, []);
+      assert.equal(s.waiters.size, 0);
+    });
+
+    it('answers after the claim in flight, without waiting, when its wait is ended mid-claim', async () => {
+      const agent = await s.agent(['a']);
+      const gate = s.hold();
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await gate.reached;
+      s.delivery.endWaitsOf(agent);
+      gate.release();
+      assert.deepEqual(await poll, []);
+      assert.deepEqual(s.transitions.of(agent), ['claiming→done']);
+    });
+  });
+
+  describe('push channel', () => {
+    it('never sends more tasks than the credit granted; more credit brings more', async () => {
+      const agent = await s.agent(['a'], 100);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 100), send: out.send });
+      channel.addCredit(3);
+      // Tasks arriving in several batches, some while claims are in flight.
+      for (let i = 0; i < 5; i++) await s.submit({ type: 'a' }, { type: 'a' });
+      await out.until(3);
+      await settle();
+      assert.equal(out.count(), 3);
+      assert.equal(channel.state, 'idle');
+      channel.addCredit(2);
+      await out.until(5);
+      await settle();
+      assert.equal(out.count(), 5);
+      const leased = (await s.fleet.tasks.list({ agentId: agent, status: 'leased', limit: 100 })).items;
+      assert.deepEqual(leased.map((t) => t.id).sort(), out.ids().sort(), 'every task sent is leased to the agent, and no other');
+      channel.close();
+    });
+
+    it('looks again when tasks were announced while a claim that came back short was in flight', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      const gate = s.hold();
+      channel.addCredit(2);
+      await gate.reached;
+      // Its credit is all in the claim in flight, so the notification counts nobody for this task.
+      const [task] = await s.submit({ type: 'a' });
+      gate.release();
+      await out.until(1);
+      assert.deepEqual(out.ids(), [task.id]);
+      channel.close();
+    });
+
+    it('keeps no credit past the agent\'s maxConcurrency', async () => {
+      const agent = await s.agent(['a'], 2);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 2), send: out.send });
+      channel.addCredit(5);
+      await s.submit({ type: 'a' }, { type: 'a' }, { type: 'a' }, { type: 'a' });
+      await out.until(2);
+      // Room frees, but the credit was 2 and is spent: had 5 been kept, two more would go out now.
+      for (const id of out.ids()) await s.fleet.tasks.complete({ id, agentId: agent });
+      await settle();
+      assert.equal(out.count(), 2);
+      channel.addCredit(1);
+      await out.until(3);
+      channel.close();
+    });
+
+    it('spreads new tasks over channels with credit rather than filling the first', async () => {
+      const agents = [await s.agent(['a']), await s.agent(['a']), await s.agent(['a'])];
+      const outs = agents.map(() => socket());
+      const channels = agents.map((id, i) => s.delivery.openChannel({ agent: agentOf(id, ['a']), send: outs[i].send }));
+      for (const c of channels) c.addCredit(2);
+      for (const id of agents) await s.transitions.seen(to(id, 'idle'));
+      // One task at a time: each woken channel goes to the back of the line.
+      for (let n = 0; n < 3; n++) {
+        const delivered = Promise.race(outs.map((o) => o.until(o.count() + 1)));
+        await s.submit({ type: 'a' });
+        await delivered;
+      }
+      await settle();
+      assert.deepEqual(outs.map((o) => o.count()), [1, 1, 1]);
+      for (const c of channels) c.close();
+    });
+
+    it('hands a wake-up it did not use on to another channel', async () => {
+      const a = await s.agent(['x', 'y']);
+      const b = await s.agent(['x']);
+      const outA = socket();
+      const outB = socket();
+      const channelA = s.delivery.openChannel({ agent: agentOf(a, ['x', 'y']), send: outA.send });
+      const channelB = s.delivery.openChannel({ agent: agentOf(b, ['x']), send: outB.send });
+      channelA.addCredit(1);
+      channelB.addCredit(1);
+      await s.transitions.seen(to(a, 'idle'));
+      await s.transitions.seen(to(b, 'idle'));
+      const [x, y] = await s.submit({ type: 'x' }, { type: 'y', priority: 10 });
+      await outA.until(1);
+      await outB.until(1);
+      assert.deepEqual(outA.ids(), [y.id]);
+      assert.deepEqual(outB.ids(), [x.id]);
+      channelA.close();
+      channelB.close();
+    });
+
+    it('lets a full agent\'s channel sleep through new tasks until one of its own leases ends', async () => {
+      const agent = await s.agent(['a'], 1);
+      const other = await s.agent(['a']);
+      const [held] = await s.submit({ type: 'a' });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 1), send: out.send });
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      // First in line with credit, but no room: the new task is counted for the next waiter instead.
+      const poll = s.delivery.claim({ agentId: other, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(other, 'waiting'));
+      const [forOther] = await s.submit({ type: 'a' });
+      assert.deepEqual((await poll).map((t) => t.id), [forOther.id]);
+      const [next] = await s.submit({ type: 'a' });
+      await settle();
+      assert.equal(s.transitions.count(to(agent, 'claiming')), 1, 'new tasks do not wake a full agent');
+      assert.equal((await s.status(next.id)).status, 'queued');
+      await s.fleet.tasks.complete({ id: held.id, agentId: agent });
+      await out.until(1);
+      assert.deepEqual(out.ids(), [next.id]);
+      channel.close();
+    });
+
+    it('claims again when its agent\'s room was freed while a claim that found it full was in flight', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [held, next] = await s.submit({ type: 'a', priority: 1 }, { type: 'a' });
+      await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 1), send: out.send });
+      const gate = s.hold();
+      channel.addCredit(1);
+      await gate.reached;
+      await s.fleet.tasks.complete({ id: held.id, agentId: agent });
+      gate.release();
+      await out.until(1);
+      assert.deepEqual(out.ids(), [next.id]);
+      channel.close();
+    });
+
+    it('closed mid-claim: sends nothing, leaves the task leased to the agent, and leaves the waiters', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      const gate = s.hold();
+      channel.addCredit(1);
+      await gate.reached;
+      channel.close();
+      gate.release();
+      await settle();
+      assert.deepEqual(out.sent, []);
+      assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent }, 'a reconnect resumes it; the grace or its expiry returns it');
+      assert.equal(s.waiters.size, 0);
+      assert.deepEqual(s.transitions.of(agent), ['idle→claiming', 'claiming→closed']);
+      channel.addCredit(1);
+      channel.close();
+      assert.equal(channel.state, 'closed');
+    });
+
+    it('closes when a send fails, leaving the task leased to the agent', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      out.open = false;
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      channel.addCredit(2);
+      const [task] = await s.submit({ type: 'a' });
+      await s.transitions.seen(to(agent, 'closed'));
+      assert.equal(channel.state, 'closed');
+      assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
+      assert.equal(s.waiters.size, 0);
+      await s.submit({ type: 'a' });
+      await settle();
+      assert.equal(out.count(), 1, 'nothing more is claimed for a closed channel');
+    });
+
+    it('hands on the wake-ups of a channel that closes before it could claim for them', async () => {
+      const a = await s.agent(['a']);
+      const b = await s.agent(['a']);
+      const outA = socket();
+      const channelA = s.delivery.openChannel({ agent: agentOf(a, ['a']), send: outA.send });
+      const pollB = s.delivery.claim({ agentId: b, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(b, 'waiting'));
+      // A's claim (which finds nothing) is held; credit granted meanwhile makes it first in line for
+      // the next task, to be claimed once the claim in flight answers. It closes before that.
+      const gate = s.hold();
+      channelA.addCredit(1);
+      await gate.reached;
+      channelA.addCredit(1);
+      const [task] = await s.submit({ type: 'a' });
+      assert.deepEqual(s.transitions.of(b), ['claiming→waiting'], 'A was counted for the task, not B');
+      channelA.close();
+      gate.release();
+      assert.deepEqual((await pollB).map((t) => t.id), [task.id]);
+      assert.deepEqual(outA.sent, []);
+    });
+  });
+
+  it('stop ends every long-poll and closes every channel', async () => {
+    const agent = await s.agent(['a']);
+    const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+    await s.transitions.seen(to(agent, 'waiting'));
+    const channel = s.delivery.openChannel({ agent: { id: agent, capabilities: ['a'], maxConcurrency: 10 }, send: () => true });
+    s.delivery.stop();
+    assert.deepEqual(await poll, []);
+    assert.equal(channel.state, 'closed');
+    assert.equal(s.waiters.size, 0);
+  });
+});
+
+describe('the hand-on rule', () => {
+  const x = requirementKey(['x']);
+  const y = requirementKey(['y']);
+  const task = (type: string) => ({ requires: [type] }) as Task;
+
+  it('hands on what the claim did not take of the tasks it was counted for', () => {
+    const reasons = new Map([[x, 2]]);
+    assert.deepEqual(shortfall(reasons, { tasks: [task('y'), task('x')], room: 0 }), { [x]: 1 });
+    assert.deepEqual(shortfall(reasons, { tasks: [task('x'), task('x')], room: 3 }), {});
+  });
+
+  it('hands on everything when the claim failed or never happened, or found its agent full', () => {
+    const reasons = new Map([[x, 2], [y, 1]]);
+    assert.deepEqual(shortfall(reasons), { [x]: 2, [y]: 1 });
+    assert.deepEqual(shortfall(reasons, { tasks: [], room: 0 }), { [x]: 2, [y]: 1 });
+  });
+
+  it('hands on nothing when the claim found nothing with room to spare: the requirement is empty', () => {
+    assert.deepEqual(shortfall(new Map([[x, 2]]), { tasks: [], room: 4 }), {});
+  });
+});

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { repeatCheck, runRequestHash, taskRequestHash } from '../src/core/rules/idempotency.js';
+import { decideLock } from '../src/core/rules/locks.js';
+import { afterFailure, afterLostLease } from '../src/core/rules/retry.js';
+import { leaseHeld, stateAllowed } from '../src/core/rules/tasks.js';
+import { FleetError } from '../src/domain/errors.js';
+import type { Task } from '../src/domain/types.js';
+
+const lease = (attempts: number, maxAttempts = 3) => ({ id: 7, agentId: 'a1', attempts, maxAttempts, backoffMs: 100 });
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof FleetError);
+    return [err.code, err.details];
+  }
+  assert.fail('expected a FleetError');
+};
+
+describe('the queue rules core decides', () => {
+  it('RetriesAFailureAfterItsBackoff, buries it when not retryable or out of attempts', () => {
+    const failure = { error: { why: 'x' }, retryable: true, now: 1_000, backoffMaxMs: 60_000 };
+    const first = afterFailure(lease(1), failure);
+    assert.equal(first.status, 'scheduled');
+    assert.ok(first.status === 'scheduled' && first.runAt > 1_000 && first.runAt <= 1_100, 'base backoff, jittered down by at most 20 %');
+    assert.deepEqual(first.error, { why: 'x' });
+    assert.deepEqual(afterFailure(lease(1), { ...failure, retryable: false }), { status: 'dead', error: { why: 'x' } });
+    assert.deepEqual(afterFailure(lease(3), failure), { status: 'dead', error: { why: 'x' } });
+    const noBackoff = afterFailure({ ...lease(1), backoffMs: 0 }, failure);
+    assert.deepEqual(noBackoff, { status: 'queued', runAt: 1_000, error: { why: 'x' } });
+  });
+
+  it('QueuesALostLeaseAgainAtOnce unless it was the last attempt, saying why', () => {
+    assert.deepEqual(afterLostLease(lease(2), { reason: 'expired', now: 5 }), {
+      status: 'queued',
+      runAt: 5,
+      error: { code: 'LEASE_EXPIRED', message: 'lease held by a1 expired' },
+    });
+    assert.deepEqual(afterLostLease(lease(3), { reason: 'agent_offline', now: 5 }), {
+      status: 'dead',
+      error: { code: 'AGENT_OFFLINE', message: 'agent a1 went offline' },
+    });
+  });
+
+  it('ReusesARepeatedKeyForTheSameRequestAndRefusesAnother', () => {
+    const same = taskRequestHash({ type: 't', payload: { a: 1 }, priority: 0, requires: ['y', 'x'] });
+    assert.equal(same, taskRequestHash({ type: 't', payload: { a: 1 }, priority: 0, requires: ['x', 'y'] }), 'requirements are a set');
+    assert.notEqual(same, taskRequestHash({ type: 't', payload: { a: 2 }, priority: 0, requires: ['x', 'y'] }));
+    const check = repeatCheck('task', [{ idempotencyKey: 'k', requestHash: same }]);
+    check({ index: 0, existing: { id: 3, requestHash: same } });
+    assert.deepEqual(
+      code(() => check({ index: 0, existing: { id: 3, requestHash: 'other' } })),
+      ['FLEETD_ERR_IDEMPOTENCY_CONFLICT', { idempotencyKey: 'k', taskId: 3 }],
+    );
+    const run = runRequestHash({ pipeline: 'p', input: 1 });
+    assert.deepEqual(
+      code(() => repeatCheck('run', [{ idempotencyKey: 'r', requestHash: run }])({ index: 0, existing: { id: 9, requestHash: null } })),
+      ['FLEETD_ERR_IDEMPOTENCY_CONFLICT', { idempotencyKey: 'r', runId: 9 }],
+    );
+  });
+
+  it('TakesALockOnlyWhenNoLiveHolderRemains, replacing lapsed ones once each', () => {
+    const lapsed = { resource: 'a', lockId: 'L1', agentId: 'x', expiresAt: 100 };
+    const live = { resource: 'b', lockId: 'L2', agentId: 'y', expiresAt: 101 };
+    assert.deepEqual(decideLock([], 100), { acquire: true, replace: [] });
+    assert.deepEqual(decideLock([lapsed, { ...lapsed, resource: 'c' }], 100), { acquire: true, replace: ['L1'] });
+    assert.deepEqual(decideLock([lapsed, live], 100), { acquire: false, conflicts: [live] });
+  });
+
+  it('SaysWhyAWriteWasRefused: gone, another holder, or a status that does not allow it', () => {
+    const task = (status: Task['status'], agentId: string | null) => ({ status, agentId }) as Task;
+    assert.deepEqual(code(() => leaseHeld({ task: undefined, current: undefined }, 7, 'a1'))[0], 'FLEETD_ERR_NOT_FOUND');
+    assert.deepEqual(code(() => leaseHeld({ task: undefined, current: task('leased', 'b2') }, 7, 'a1')), [
+      'FLEETD_ERR_LEASE_LOST',
+      { taskId: 7, status: 'leased', holder: 'b2' },
+    ]);
+    assert.deepEqual(code(() => leaseHeld({ task: undefined, current: task('completed', 'a1') }, 7, 'a1'))[1], {
+      taskId: 7,
+      status: 'completed',
+      holder: null,
+    });
+    assert.deepEqual(code(() => stateAllowed({ task: undefined, current: task('dead', null) }, 7, 'cancel')), [
+      'FLEETD_ERR_TASK_STATE',
+      { taskId: 7, status: 'dead' },
+    ]);
+  });
+});

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decideLock } from '../../src/core/rules/locks.js';
+import { T0, assertCountersEqualRecount, eachTest, rules, task, type DriverFactory } from './harness.js';
+
+/** Agents: registration, listing, heartbeats, staleness, and release of what an agent held. */
+export function exerciseAgents(factory: DriverFactory): void {
+  describe('agents', () => {
+    const h = eachTest(factory);
+    const lock = (id: string, agentId: string, resources: string[], ttlMs: number) =>
+      h.store.lockAcquire({ id, agentId, resources, ttlMs, description: '', now: T0, decide: (holders) => decideLock(holders, T0) });
+
+    it('MarksSilentAgentsStale, then takes them offline ending their leases and dropping their locks', async () => {
+      const a = await h.agent(['s'], 10, T0);
+      const alive = await h.agent(['s'], 10, T0);
+      const [t1, t2] = await h.submit(task('s'), task('s', { maxAttempts: 1 }));
+      await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
+      await lock('La', a, ['x'], 60_000);
+      await h.store.agentHeartbeat({ id: alive, now: T0 + 5_000 });
+      assert.deepEqual(await h.store.agentMarkStale({ staleBefore: T0 + 1_000, now: T0 + 5_000, limit: 10 }), [a]);
+      assert.equal(await h.store.agentOldestHeartbeat({ status: 'stale' }), T0);
+      assert.equal(await h.store.agentOldestHeartbeat({ status: 'online' }), T0 + 5_000);
+      const [released] = await h.store.agentReapOffline({ offlineBefore: T0 + 2_000, now: T0 + 6_000, limit: 10, endLease: rules.offline(T0 + 6_000) });
+      assert.equal(released.agent.id, a);
+      assert.equal(released.agent.status, 'offline');
+      assert.deepEqual(released.tasks.map((t) => [t.task.id, t.from, t.task.status]), [[t1.id, 'leased', 'queued'], [t2.id, 'leased', 'dead']]);
+      assert.equal((released.tasks[0].task.error as { code: string }).code, 'AGENT_OFFLINE');
+      assert.deepEqual(released.locks.map((l) => l.id), ['La']);
+      assert.deepEqual(await h.store.agentReapOffline({ offlineBefore: T0 + 2_000, now: T0 + 6_000, limit: 10, endLease: rules.offline(T0 + 6_000) }), []);
+      const back = await h.store.agentHeartbeat({ id: a, now: T0 + 7_000 });
+      assert.equal(back?.previousStatus, 'offline');
+      assert.equal(back?.agent.status, 'online');
+      assert.equal(await h.store.agentHeartbeat({ id: 'ghost', now: T0 }), undefined);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('ReleasesOneAgentAtOnce: offline, its leases ended as told, its locks gone, others untouched', async () => {
+      const a = await h.agent(['g']);
+      const b = await h.agent(['g']);
+      const [t, other] = await h.submit(task('g'), task('g'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      await h.store.taskClaim({ agentId: b, max: 1, now: T0 });
+      await lock('Lg', a, ['g1'], 1_000);
+      await lock('Lb', b, ['g2'], 1_000);
+      const released = await h.store.agentRelease({ id: a, now: T0 + 1, endLease: () => ({ status: 'scheduled', runAt: T0 + 50, error: 'gone' }) });
+      assert.equal(released?.agent.status, 'offline');
+      assert.deepEqual(released?.tasks.map((x) => [x.task.id, x.task.status, x.task.runAt]), [[t.id, 'scheduled', T0 + 50]]);
+      assert.deepEqual(released?.locks.map((l) => l.id), ['Lg']);
+      assert.equal((await h.store.taskGet({ id: other.id }))?.status, 'leased');
+      assert.equal((await h.store.lockGet({ id: 'Lb' }))?.agentId, b);
+      assert.equal(await h.store.agentRelease({ id: 'nobody', now: T0, endLease: rules.offline(T0) }), undefined);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('DeletesAnAgentReleasingWhatItHeld', async () => {
+      const a = await h.agent(['d']);
+      const [t] = await h.submit(task('d'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      await lock('Ld', a, ['y'], 1_000);
+      const released = await h.store.agentDelete({ id: a, now: T0 + 1, endLease: rules.offline(T0 + 1) });
+      assert.deepEqual(released?.tasks.map((x) => [x.task.id, x.task.status]), [[t.id, 'queued']]);
+      assert.deepEqual(released?.locks.map((l) => l.id), ['Ld']);
+      assert.equal(await h.store.agentGet({ id: a }), undefined);
+      assert.equal(await h.store.agentDelete({ id: a, now: T0, endLease: rules.offline(T0) }), undefined);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('StoresAgentsWithTheirTokenHashAndListsThemByCapabilityAndStatus', async () => {
+      const ids = [];
+      for (let i = 0; i < 7; i++) ids.push(await h.agent(i % 2 ? ['odd', 'all'] : ['all']));
+      const got = await h.store.agentGet({ id: ids[0] });
+      assert.deepEqual(got?.labels, { role: 'test' });
+      assert.deepEqual(got?.capabilities, ['all']);
+      assert.equal(await h.store.agentIdByTokenHash({ hash: `hash-${ids[0]}` }), ids[0]);
+      assert.equal(await h.store.agentIdByTokenHash({ hash: 'hash-nobody' }), undefined);
+      const odd = await h.store.agentList({ capability: 'odd', limit: 2 });
+      assert.deepEqual(odd.items.map((a) => a.id), [ids[1], ids[3]]);
+      const odd2 = await h.store.agentList({ capability: 'odd', limit: 2, cursor: odd.nextCursor! });
+      assert.deepEqual(odd2.items.map((a) => a.id), [ids[5]]);
+      assert.equal(odd2.nextCursor, null);
+      await h.store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 1, limit: 3 });
+      assert.equal((await h.store.agentList({ status: 'stale', limit: 10 })).items.length, 3);
+      await assertCountersEqualRecount(h.store);
+    });
+  });
+}

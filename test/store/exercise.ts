@@ -1,0 +1,30 @@
+import { describe } from 'node:test';
+import { exerciseAgents } from './agents.js';
+import { exerciseCases } from './cases.js';
+import type { DriverFactory } from './harness.js';
+import { exerciseKeys } from './keys.js';
+import { exerciseListen } from './listen.js';
+import { exerciseLocks } from './locks.js';
+import { exerciseRuns } from './runs.js';
+import { exerciseTasks } from './tasks.js';
+
+/**
+ * The conformance suite every store driver passes, one file per data area (as river's
+ * riverdrivertest): each behaviour core relies on, tested once, through the contracts only, with
+ * the clock passed in and core's rules handed down as core hands them. What a driver says it
+ * cannot do (its abilities) is not asked of it.
+ */
+export function exerciseDriver(name: string, factory: DriverFactory): void {
+  describe(`${name} driver`, { timeout: 120_000 }, async () => {
+    const probe = await factory();
+    const { supportsListen } = probe.driver;
+    await probe.destroy();
+    exerciseTasks(factory);
+    exerciseAgents(factory);
+    exerciseLocks(factory);
+    exerciseKeys(factory);
+    exerciseRuns(factory);
+    exerciseCases(factory);
+    if (supportsListen) exerciseListen(factory);
+  });
+}

@@ -1,0 +1,337 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { repeatCheck } from '../../src/core/rules/idempotency.js';
+import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
+import { FleetError } from '../../src/domain/errors.js';
+import type { TaskStatus } from '../../src/domain/types.js';
+import type { TaskInsertParams } from '../../src/store/store.js';
+import { T0, allTasks, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory } from './harness.js';
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof FleetError, `expected a FleetError, got ${err}`);
+    assert.equal(err.code, code);
+    return true;
+  });
+}
+
+/** The queue: insert, claim, complete, fail, extend, cancel, retry, rescue, promote, delete, list, count. */
+export function exerciseTasks(factory: DriverFactory): void {
+  describe('tasks', () => {
+    const h = eachTest(factory);
+    const insert = (tasks: TaskInsertParams[]) => h.store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
+
+    it('ClaimsHighestPriorityFirstThenOldest across requirement sets', async () => {
+      const a = await h.agent(['x', 'y']);
+      const made = await h.submit(
+        task('x', { payload: 'x-low' }),
+        task('y', { payload: 'y-high', priority: 5 }),
+        task('x', { payload: 'x-high', priority: 5 }),
+        task('both', { payload: 'both-mid', priority: 2, requires: ['x', 'y'] }),
+        task('y', { payload: 'y-low' }),
+      );
+      assert.deepEqual(made.map((t) => t.status), ['queued', 'queued', 'queued', 'queued', 'queued']);
+      const first = await h.store.taskClaim({ agentId: a, max: 3, now: T0 });
+      assert.deepEqual(first.tasks.map((t) => t.payload), ['y-high', 'x-high', 'both-mid']);
+      assert.equal(first.room, 7, 'maxConcurrency 10 less the 3 it now holds');
+      const rest = await h.store.taskClaim({ agentId: a, max: 10, now: T0 });
+      assert.deepEqual(rest.tasks.map((t) => t.payload), ['x-low', 'y-low']);
+      for (const t of [...first.tasks, ...rest.tasks]) {
+        assert.equal(t.status, 'leased');
+        assert.equal(t.agentId, a);
+        assert.equal(t.attempts, 1);
+        assert.equal(t.leaseExpiresAt, T0 + 1_000);
+      }
+    });
+
+    it('HandsOutOnlyTasksWhoseRequirementsTheAgentHasAll', async () => {
+      const crawler = await h.agent(['crawl']);
+      const gpu = await h.agent(['crawl', 'gpu']);
+      const [render, anyone] = await h.submit(task('render', { requires: ['gpu', 'crawl'] }), task('misc', { requires: [] }));
+      assert.deepEqual((await h.store.taskClaim({ agentId: crawler, max: 5, now: T0 })).tasks.map((t) => t.id), [anyone.id]);
+      assert.deepEqual((await h.store.taskClaim({ agentId: gpu, max: 5, now: T0 })).tasks.map((t) => t.id), [render.id]);
+      assert.deepEqual(render.requires, ['crawl', 'gpu']);
+    });
+
+    it('NeverExceedsMaxConcurrency even with concurrent claims by one agent', async () => {
+      const a = await h.agent(['c'], 3);
+      await h.submit(...Array.from({ length: 10 }, () => task('c')));
+      const claims = await Promise.all(Array.from({ length: 6 }, () => h.store.taskClaim({ agentId: a, max: 2, now: T0 })));
+      assert.equal(claims.flatMap((c) => c.tasks).length, 3);
+      const full = await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
+      assert.deepEqual([full.tasks, full.room], [[], 0]);
+      assert.equal((await h.store.taskList({ agentId: a, status: 'leased', limit: 100 })).items.length, 3);
+    });
+
+    it('GivesEachTaskToOneAgentUnderConcurrentClaims', async () => {
+      const agents = await Promise.all(Array.from({ length: 8 }, () => h.agent(['race'], 100)));
+      const made = await h.submit(...Array.from({ length: 60 }, () => task('race')));
+      const claims = await Promise.all(agents.flatMap((a) => [1, 2, 3].map(() => h.store.taskClaim({ agentId: a, max: 4, now: T0 }))));
+      const ids = claims.flatMap((c) => c.tasks.map((t) => t.id));
+      assert.equal(new Set(ids).size, ids.length, 'no task handed out twice');
+      const again = await Promise.all(agents.map((a) => h.store.taskClaim({ agentId: a, max: 100, now: T0 })));
+      const all = [...ids, ...again.flatMap((c) => c.tasks.map((t) => t.id))].sort((x, y) => x - y);
+      assert.deepEqual(all, made.map((t) => t.id));
+    });
+
+    it('CountsAClaimAsAHeartbeatAndReportsThePreviousStatus', async () => {
+      const a = await h.agent(['h']);
+      assert.deepEqual(await h.store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 1, limit: 10 }), [a]);
+      const claim = await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 5 });
+      assert.equal(claim.previousStatus, 'stale');
+      assert.equal(claim.agent.status, 'online');
+      assert.equal(claim.agent.lastHeartbeatAt, T0 + 5);
+      await rejectsWith(h.store.taskClaim({ agentId: 'nobody', max: 1, now: T0 }), 'FLEETD_ERR_NOT_FOUND');
+    });
+
+    it('LetsOnlyTheLeaseHolderCompleteFailOrExtend, reports the holder when refused, and extends from now', async () => {
+      const a = await h.agent(['l']);
+      const b = await h.agent(['l']);
+      const [t] = await h.submit(task('l'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      const held = { status: 'leased' as const, agentId: a };
+      refused(await h.store.taskComplete({ id: t.id, agentId: b, result: 1, now: T0 }), held);
+      refused(await h.store.taskExtendLease({ id: t.id, agentId: b, now: T0 }), held);
+      refused(await h.store.taskFail({ id: t.id, agentId: b, now: T0, endLease: rules.failed(T0) }), held);
+      refused(await h.store.taskComplete({ id: 999_999, agentId: a, result: 1, now: T0 }), undefined);
+      const extended = written(await h.store.taskExtendLease({ id: t.id, agentId: a, leaseMs: 5_000, now: T0 + 500 }));
+      assert.equal(extended.leaseExpiresAt, T0 + 5_500);
+      const byDefault = written(await h.store.taskExtendLease({ id: t.id, agentId: a, now: T0 + 600 }));
+      assert.equal(byDefault.leaseExpiresAt, T0 + 1_600);
+      const done = written(await h.store.taskComplete({ id: t.id, agentId: a, result: { ok: [1, 2] }, now: T0 + 700 }));
+      assert.equal(done.status, 'completed');
+      assert.deepEqual(done.result, { ok: [1, 2] });
+      assert.equal(done.completedAt, T0 + 700);
+      assert.equal(done.leaseExpiresAt, null);
+      refused(await h.store.taskComplete({ id: t.id, agentId: a, result: 1, now: T0 }), { status: 'completed' });
+    });
+
+    it('AcknowledgesOneOfConcurrentCompletionsOfOneTask, and each of many different ones', async () => {
+      const a = await h.agent(['cc'], 50);
+      const made = await h.submit(...Array.from({ length: 20 }, () => task('cc')));
+      await h.store.taskClaim({ agentId: a, max: 20, now: T0 });
+      const same = await Promise.all([1, 2, 3].map((r) => h.store.taskComplete({ id: made[0].id, agentId: a, result: r, now: T0 + 1 })));
+      assert.equal(same.filter((w) => w.task).length, 1);
+      for (const w of same) if (!w.task) assert.equal(w.current?.status, 'completed');
+      const rest = await Promise.all(made.slice(1).map((t, i) => h.store.taskComplete({ id: t.id, agentId: a, result: { i }, now: T0 + 2 })));
+      assert.deepEqual(rest.map((w) => written(w)).map((t) => [t.id, t.status, t.result]), made.slice(1).map((t, i) => [t.id, 'completed', { i }]));
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('RescuesExpiredLeasesToTheQueue, then to dead once attempts are spent', async () => {
+      const a = await h.agent(['e']);
+      const [t] = await h.submit(task('e', { maxAttempts: 2 }));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      assert.deepEqual(await h.store.taskNextDeadlines(), { leaseExpiresAt: T0 + 1_000, runAt: null });
+      assert.deepEqual(await h.store.taskRescueExpiredLeases({ now: T0 + 999, limit: 10, endLease: rules.expired(T0 + 999) }), []);
+      const [back] = await h.store.taskRescueExpiredLeases({ now: T0 + 1_000, limit: 10, endLease: rules.expired(T0 + 1_000) });
+      assert.equal(back.from, 'leased');
+      assert.equal(back.task.status, 'queued');
+      assert.equal(back.task.attempts, 1);
+      assert.equal((back.task.error as { code: string }).code, 'LEASE_EXPIRED');
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 2_000 });
+      const [dead] = await h.store.taskRescueExpiredLeases({ now: T0 + 3_000, limit: 10, endLease: rules.expired(T0 + 3_000) });
+      assert.equal(dead.task.id, t.id);
+      assert.equal(dead.task.status, 'dead');
+      assert.equal(dead.task.attempts, 2);
+      assert.equal(dead.task.completedAt, T0 + 3_000);
+    });
+
+    it('RescuesInBoundedBatches', async () => {
+      const a = await h.agent(['b'], 100);
+      await h.submit(...Array.from({ length: 5 }, () => task('b')));
+      await h.store.taskClaim({ agentId: a, max: 5, now: T0 });
+      assert.equal((await h.store.taskRescueExpiredLeases({ now: T0 + 5_000, limit: 2, endLease: rules.expired(T0 + 5_000) })).length, 2);
+      assert.equal((await h.store.taskRescueExpiredLeases({ now: T0 + 5_000, limit: 10, endLease: rules.expired(T0 + 5_000) })).length, 3);
+    });
+
+    it('PersistsTheEndItIsGiven, whatever the attempts left, and asks with the lease as it stands', async () => {
+      const a = await h.agent(['p'], 10);
+      const [t, u] = await h.submit(task('p', { maxAttempts: 5, backoffMs: 7 }), task('p', { maxAttempts: 5 }));
+      await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
+      const asked: unknown[] = [];
+      const dead = written(
+        await h.store.taskFail({
+          id: t.id,
+          agentId: a,
+          now: T0 + 1,
+          endLease: (lease) => (asked.push(lease), { status: 'dead', error: { told: 'dead' } }),
+        }),
+      );
+      assert.deepEqual(asked, [{ id: t.id, agentId: a, attempts: 1, maxAttempts: 5, backoffMs: 7 }]);
+      assert.deepEqual([dead.status, dead.completedAt, dead.error, dead.leaseExpiresAt], ['dead', T0 + 1, { told: 'dead' }, null]);
+      const [later] = await h.store.taskRescueExpiredLeases({
+        now: T0 + 5_000,
+        limit: 10,
+        endLease: () => ({ status: 'scheduled', runAt: T0 + 9_000, error: 'told' }),
+      });
+      assert.deepEqual([later.task.id, later.task.status, later.task.runAt, later.task.completedAt], [u.id, 'scheduled', T0 + 9_000, null]);
+      assert.equal((await h.store.taskNextDeadlines()).runAt, T0 + 9_000);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('FailsWithBackoffIntoScheduled, promotes when due, and buries non-retryable or exhausted failures', async () => {
+      const a = await h.agent(['f']);
+      const [t, fatal] = await h.submit(task('f', { maxAttempts: 2, backoffMs: 100 }), task('f', { payload: 'fatal' }));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      const failed = written(
+        await h.store.taskFail({ id: t.id, agentId: a, now: T0 + 10, endLease: () => ({ status: 'scheduled', runAt: T0 + 110, error: { why: 'flaky' } }) }),
+      );
+      assert.equal(failed.status, 'scheduled');
+      assert.equal(failed.runAt, T0 + 110);
+      assert.deepEqual(failed.error, { why: 'flaky' });
+      assert.equal((await h.store.taskNextDeadlines()).runAt, T0 + 110);
+      assert.deepEqual(await h.store.taskPromoteScheduled({ now: T0 + 109, limit: 10 }), []);
+      const [promoted] = await h.store.taskPromoteScheduled({ now: T0 + 110, limit: 10 });
+      assert.equal(promoted.from, 'scheduled');
+      assert.equal(promoted.task.status, 'queued');
+      const [again] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 200 })).tasks;
+      assert.equal(again.id, t.id);
+      assert.equal(again.attempts, 2);
+      const exhausted = written(await h.store.taskFail({ id: t.id, agentId: a, now: T0 + 300, endLease: rules.failed(T0 + 300, true, 'again') }));
+      assert.equal(exhausted.status, 'dead');
+      const [f2] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 400 })).tasks;
+      assert.equal(f2.id, fatal.id);
+      const buried = written(await h.store.taskFail({ id: fatal.id, agentId: a, now: T0 + 500, endLease: rules.failed(T0 + 500, false, 'no') }));
+      assert.equal(buried.status, 'dead');
+      assert.equal(buried.attempts, 1);
+    });
+
+    it('RequeuesAtOnceWhenTheRetryTimeIsNow', async () => {
+      const a = await h.agent(['z']);
+      const [t] = await h.submit(task('z'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      const failed = written(await h.store.taskFail({ id: t.id, agentId: a, now: T0 + 1, endLease: () => ({ status: 'queued', runAt: T0 + 1, error: null }) }));
+      assert.equal(failed.status, 'queued');
+      assert.equal((await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 2 })).tasks[0]?.id, t.id);
+    });
+
+    it('KeepsFutureTasksScheduledUntilRunAt', async () => {
+      const a = await h.agent(['later']);
+      const [t] = await h.submit(task('later', { runAt: T0 + 50 }));
+      assert.equal(t.status, 'scheduled');
+      assert.deepEqual((await h.store.taskClaim({ agentId: a, max: 1, now: T0 })).tasks, []);
+      await h.store.taskPromoteScheduled({ now: T0 + 50, limit: 10 });
+      assert.equal((await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 50 })).tasks[0]?.id, t.id);
+    });
+
+    it('ReturnsTheFirstTaskForARepeatedIdempotencyKey, also within one batch', async () => {
+      const [first] = await insert([task('i', { idempotencyKey: 'k1' })]);
+      assert.equal(first.created, true);
+      const again = await insert([task('i', { idempotencyKey: 'k1' }), task('i', { idempotencyKey: 'k2' }), task('i'), task('i', { idempotencyKey: 'k2' })]);
+      assert.deepEqual(again.map((r) => r.created), [false, true, true, false]);
+      assert.equal(again[0].task.id, first.task.id);
+      assert.equal(again[3].task.id, again[1].task.id);
+      assert.ok(again[1].task.id < again[2].task.id, 'ids follow the batch order');
+      assert.equal((await allTasks(h.store)).length, 3);
+    });
+
+    it('AsksAboutEveryRepeatedKeyWithTheExistingTask, and writes nothing of a batch it refuses', async () => {
+      const [kept] = await insert([task('i', { idempotencyKey: 'k' })]);
+      const repeats: unknown[] = [];
+      const batch = [task('fresh'), task('i', { idempotencyKey: 'k', priority: 9 })];
+      await rejectsWith(
+        h.store.taskInsertMany({
+          tasks: batch,
+          now: T0,
+          onRepeat: (r) => {
+            repeats.push(r);
+            throw new FleetError('FLEETD_ERR_IDEMPOTENCY_CONFLICT', 'refused');
+          },
+        }),
+        'FLEETD_ERR_IDEMPOTENCY_CONFLICT',
+      );
+      assert.deepEqual(repeats, [{ index: 1, existing: { id: kept.task.id, requestHash: task('i', { idempotencyKey: 'k' }).requestHash } }]);
+      await rejectsWith(insert([task('i', { idempotencyKey: 'n' }), task('i', { idempotencyKey: 'n', payload: 2 })]), 'FLEETD_ERR_IDEMPOTENCY_CONFLICT');
+      assert.deepEqual((await allTasks(h.store)).map((t) => t.idempotencyKey), ['k']);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('CreatesOneTaskForConcurrentSubmitsOfOneKey', async () => {
+      const results = await Promise.all(Array.from({ length: 6 }, () => insert([task('once', { idempotencyKey: 'same' })])));
+      assert.equal(results.filter(([r]) => r.created).length, 1);
+      assert.equal(new Set(results.map(([r]) => r.task.id)).size, 1);
+    });
+
+    it('CancelsOrRetriesOnlyFromTheStatusesItIsGiven, and reports the status when refused', async () => {
+      const a = await h.agent(['cr']);
+      const [queued, leased, done] = await h.submit(task('cr', { priority: 2 }), task('cr', { priority: 1 }), task('cr'));
+      await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
+      assert.equal(written(await h.store.taskCancel({ id: queued.id, now: T0, from: CANCELLABLE })).status, 'cancelled');
+      const [next] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 })).tasks;
+      assert.equal(next.id, done.id);
+      await h.store.taskComplete({ id: done.id, agentId: a, result: null, now: T0 });
+      refused(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: ['queued'] }), { status: 'leased' });
+      assert.equal(written(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: CANCELLABLE })).status, 'cancelled');
+      refused(await h.store.taskComplete({ id: leased.id, agentId: a, result: 1, now: T0 }), { status: 'cancelled' });
+      refused(await h.store.taskCancel({ id: done.id, now: T0, from: CANCELLABLE }), { status: 'completed' });
+      refused(await h.store.taskCancel({ id: 424_242, now: T0, from: CANCELLABLE }), undefined);
+      refused(await h.store.taskRetry({ id: done.id, now: T0, from: RETRYABLE }), { status: 'completed' });
+      const retried = written(await h.store.taskRetry({ id: leased.id, now: T0 + 9, from: RETRYABLE }));
+      assert.equal(retried.status, 'queued');
+      assert.equal(retried.attempts, 0);
+      assert.equal(retried.completedAt, null);
+      assert.equal(retried.runAt, T0 + 9);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('PagesTasksNewestFirstOrOldestFirst with filters, and refuses foreign cursors', async () => {
+      const made = await h.submit(...Array.from({ length: 12 }, (_, i) => task(i % 3 ? 'p' : 'q', { payload: i })));
+      const seen: number[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await h.store.taskList({ type: 'p', limit: 3, cursor });
+        seen.push(...page.items.map((t) => t.id));
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      assert.deepEqual(seen, made.filter((t) => t.type === 'p').map((t) => t.id).reverse());
+      const asc = await h.store.taskList({ status: 'queued', limit: 100, order: 'asc' });
+      assert.deepEqual(asc.items.map((t) => t.id), made.map((t) => t.id));
+      assert.equal(asc.nextCursor, null);
+      assert.deepEqual(asc.items[4].payload, 4);
+      await rejectsWith(h.store.taskList({ limit: 3, cursor: 'not a cursor!' }), 'FLEETD_ERR_VALIDATION');
+    });
+
+    it('DeletesFinishedTasksOlderThanRetention, in batches', async () => {
+      const a = await h.agent(['old'], 100);
+      const made = await h.submit(...Array.from({ length: 4 }, () => task('old')));
+      await h.store.taskClaim({ agentId: a, max: 3, now: T0 });
+      for (const t of made.slice(0, 3)) await h.store.taskComplete({ id: t.id, agentId: a, result: null, now: T0 + 10 });
+      assert.equal(await h.store.taskDeleteFinished({ before: T0 + 10, limit: 10 }), 0);
+      assert.equal(await h.store.taskDeleteFinished({ before: T0 + 11, limit: 2 }), 2);
+      assert.equal(await h.store.taskDeleteFinished({ before: T0 + 11, limit: 10 }), 1);
+      assert.deepEqual((await allTasks(h.store)).map((t) => t.id), [made[3].id]);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('KeepsCountersEqualToARecount through a mixed, concurrent workload', async () => {
+      const agents = await Promise.all([1, 2, 3].map(() => h.agent(['m1', 'm2'], 50)));
+      await h.submit(...Array.from({ length: 40 }, (_, i) => task(i % 2 ? 'm1' : 'm2', { priority: i % 3, maxAttempts: 2 })));
+      await h.submit(task('m1', { runAt: T0 + 100 }));
+      const claims = await Promise.all(agents.map((a) => h.store.taskClaim({ agentId: a, max: 12, now: T0 })));
+      const statusOf = (i: number): TaskStatus => (['completed', 'queued', 'dead', 'cancelled'] as const)[i % 4];
+      await Promise.all(
+        claims.flatMap((c, ai) =>
+          c.tasks.map((t, i) => {
+            const s = statusOf(i + ai);
+            if (s === 'completed') return h.store.taskComplete({ id: t.id, agentId: agents[ai], result: i, now: T0 + 1 });
+            if (s === 'cancelled') return h.store.taskCancel({ id: t.id, now: T0 + 1, from: CANCELLABLE });
+            return h.store.taskFail({ id: t.id, agentId: agents[ai], now: T0 + 1, endLease: rules.failed(T0 + 1, s === 'queued', i) });
+          }),
+        ),
+      );
+      await h.store.taskClaim({ agentId: agents[0], max: 5, now: T0 + 2 });
+      await h.store.taskRescueExpiredLeases({ now: T0 + 100_000, limit: 100, endLease: rules.expired(T0 + 100_000) });
+      await h.store.taskPromoteScheduled({ now: T0 + 100_000, limit: 100 });
+      await h.store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 100_000, limit: 1 });
+      await assertCountersEqualRecount(h.store);
+      const byStatus = Object.fromEntries((['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled'] as const).map((s) => [s, 0])) as Record<
+        TaskStatus,
+        number
+      >;
+      for (const c of await h.store.taskCounts()) byStatus[c.status] += c.count;
+      assert.equal(Object.values(byStatus).reduce((x, y) => x + y, 0), 41);
+      assert.equal(byStatus.scheduled + byStatus.leased, 0);
+    });
+  });
+}
