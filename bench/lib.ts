@@ -45,7 +45,8 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
     rssMb: () => rssMbOf(child.pid!),
     cpuMs: () => cpuMsOf(child.pid!),
     async stop() {
-      if (child.exitCode === null) {
+      // A process killed by a signal has no exit code, only a signal code: it needs no second signal.
+      if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
         await exited;

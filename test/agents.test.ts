@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 describe('agents', () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ agentStaleMs: 300, agentOfflineMs: 600 });
+    // Default heartbeat graces: the counts below must not move while they are read.
+    server = await startTestServer();
   });
   after(() => server.stop());
 
@@ -50,31 +51,45 @@ describe('agents', () => {
   });
 
   it('goes stale, then offline without heartbeats: its leases return to the queue and its locks are released', async () => {
-    const { api } = server;
-    const quiet = await api.registerAgent(['reap']);
-    const other = await api.registerAgent(['reap']);
-    const task = await api.submit({ type: 'reap', leaseMs: 60_000 });
-    await api.claim(quiet.id);
-    const lock = await api.post('/v1/locks', { agentId: quiet.id, resources: ['src/reap.ts'], ttlMs: 60_000 });
-    assert.equal(lock.status, 200);
-    // Keep the other agent alive while the quiet one misses its heartbeats.
-    const keepAlive = setInterval(() => void api.post(`/v1/agents/${other.id}/heartbeat`), 100);
+    // A server of its own with short graces. Its events are collected from before the agent exists:
+    // on a loaded machine the agent may go stale before the test gets to wait for it.
+    const reaping = await startTestServer({ agentStaleMs: 1_000, agentOfflineMs: 2_000 });
+    const seen: { name: 'stale' | 'offline'; id: string; status?: string }[] = [];
+    const unsubscribe = [
+      reaping.fleet.bus.subscribe('agent.stale', (e) => void seen.push({ name: 'stale', id: e.agentId })),
+      reaping.fleet.bus.subscribe('agent.offline', (e) => void seen.push({ name: 'offline', id: e.agent.id, status: e.agent.status })),
+    ];
     try {
-      await nextEvent(server, 'agent.stale', (e) => e.agentId === quiet.id, 20_000);
-      assert.equal((await api.get(`/v1/agents/${quiet.id}`)).body.status, 'stale');
-      const offline = await nextEvent(server, 'agent.offline', (e) => e.agent.id === quiet.id, 20_000);
-      assert.equal(offline.agent.status, 'offline');
+      const { api } = reaping;
+      const quiet = await api.registerAgent(['reap']);
+      const other = await api.registerAgent(['reap']);
+      const task = await api.submit({ type: 'reap', leaseMs: 60_000 });
+      await api.claim(quiet.id);
+      const lock = await api.post('/v1/locks', { agentId: quiet.id, resources: ['src/reap.ts'], ttlMs: 60_000 });
+      assert.equal(lock.status, 200);
+      // Keep the other agent alive while the quiet one misses its heartbeats.
+      const keepAlive = setInterval(() => void api.post(`/v1/agents/${other.id}/heartbeat`), 100);
+      try {
+        await eventually(() => seen.some((e) => e.name === 'offline' && e.id === quiet.id), 20_000, 'the quiet agent to go offline');
+      } finally {
+        clearInterval(keepAlive);
+      }
+      const ofQuiet = seen.filter((e) => e.id === quiet.id);
+      assert.deepEqual(ofQuiet.slice(-2).map((e) => e.name), ['stale', 'offline'], 'stale first, then offline');
+      assert.equal(ofQuiet.at(-1)?.status, 'offline');
+      assert.ok(!seen.some((e) => e.id === other.id), 'the agent that heartbeats stays online');
+      const requeued = (await api.get(`/v1/tasks/${task.id}`)).body;
+      assert.equal(requeued.status, 'queued');
+      assert.equal((await api.get(`/v1/locks/${lock.body.id}`)).status, 404);
+      const [again] = await api.claim(other.id);
+      assert.equal(again.id, task.id);
+      // A heartbeat brings it back online.
+      const back = await api.post(`/v1/agents/${quiet.id}/heartbeat`);
+      assert.equal(back.body.status, 'online');
     } finally {
-      clearInterval(keepAlive);
+      for (const off of unsubscribe) off();
+      await reaping.stop();
     }
-    const requeued = (await api.get(`/v1/tasks/${task.id}`)).body;
-    assert.equal(requeued.status, 'queued');
-    assert.equal((await api.get(`/v1/locks/${lock.body.id}`)).status, 404);
-    const [again] = await api.claim(other.id);
-    assert.equal(again.id, task.id);
-    // A heartbeat brings it back online.
-    const back = await api.post(`/v1/agents/${quiet.id}/heartbeat`);
-    assert.equal(back.body.status, 'online');
   });
 
   it('deleting an agent releases its tasks and locks', async () => {

@@ -35,11 +35,11 @@ describe('the queue rules core decides', () => {
     assert.deepEqual(afterLostLease(lease(2), { reason: 'expired', now: 5 }), {
       status: 'queued',
       runAt: 5,
-      error: { code: 'LEASE_EXPIRED', message: 'lease held by a1 expired' },
+      error: { code: 'FLEETD_ERR_LEASE_EXPIRED', message: 'lease held by a1 expired' },
     });
     assert.deepEqual(afterLostLease(lease(3), { reason: 'agent_offline', now: 5 }), {
       status: 'dead',
-      error: { code: 'AGENT_OFFLINE', message: 'agent a1 went offline' },
+      error: { code: 'FLEETD_ERR_AGENT_OFFLINE', message: 'agent a1 went offline' },
     });
   });
 

@@ -176,19 +176,23 @@ export async function startFleetdProcess(
     env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env, FLEETD_ADMIN_KEY: adminKey },
     stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'],
   });
-  // A process that never listens is killed here: the caller has nothing to stop yet.
-  const url = await listeningUrl(child).catch(async (err) => {
-    await kill9(child);
-    throw err;
-  });
+  const url = await listeningUrl(child);
   return { child, api: new Api(url, adminKey), port: Number(new URL(url).port), adminKey };
 }
 
-/** Reads a server's JSON log lines until one with `message` says where it listens (its `url`). */
-export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 20_000): Promise<string> {
+/**
+ * Reads a server's JSON log lines until one with `message` says where it listens (its `url`). The
+ * bound is generous: a start that takes a second on a quiet machine takes tens under a full suite.
+ * A process that does not listen in time is killed, since its caller has nothing to stop yet: left
+ * running, it would keep the test's process, and so the suite, from ending.
+ */
+export function listeningUrl(child: ChildProcess, message = 'fleetd is listening', timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => fail(new Error('fleetd did not start listening in time')), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      fail(new Error(`fleetd did not start listening within ${timeoutMs} ms`));
+    }, timeoutMs);
     const onExit = (code: number | null) => fail(new Error(`fleetd exited with ${code} before listening`));
     const onData = (chunk: Buffer) => {
       buffered += chunk.toString();

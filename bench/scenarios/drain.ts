@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
-import { FleetClient, type FleetAgent } from '../../src/client/index.js';
+import { FleetClient, type FleetAgent, type StatsJson } from '../../src/client/index.js';
 import { BENCH_ADMIN_KEY, flags, report, startServerProcess, type Row } from '../lib.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
@@ -74,9 +74,8 @@ async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
 }
 
 /** Completed tasks of one type, from /v1/stats (kept by counters on every write, not a scan). */
-function completedOf(stats: Record<string, unknown>, type: string): number {
-  const byType = (stats.tasks as { byType?: Record<string, Record<string, number>> } | undefined)?.byType;
-  return byType?.[type]?.completed ?? 0;
+function completedOf(stats: StatsJson, type: string): number {
+  return stats.tasks.byType[type]?.completed ?? 0;
 }
 
 async function drainBullmq(n: number, shape: Shape, redisUrl: URL): Promise<Drained> {

@@ -6,8 +6,7 @@
  * every agent is connected, then every second the errors its agents met.
  */
 import { readFileSync } from 'node:fs';
-import { FleetClient } from '../../src/client/fleet-client.js';
-import { FleetAgent } from '../../src/client/agent.js';
+import { FleetAgent, FleetClient } from '../../src/client/index.js';
 
 export interface SoakAgent {
   id: string;

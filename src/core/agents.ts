@@ -4,7 +4,7 @@ import type { FleetContext } from './context.js';
 import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
-import { afterLostLease } from './rules/retry.js';
+import { lostLeases } from './rules/retry.js';
 import type { Agent, AgentStatus, Page } from '../domain/types.js';
 
 export interface AgentInput {
@@ -80,7 +80,7 @@ export class AgentService {
 
   async remove(id: string): Promise<Agent> {
     const now = this.ctx.now();
-    const released = await this.ctx.store.agentDelete({ id, now, endLease: (lease) => afterLostLease(lease, { reason: 'agent_offline', now }) });
+    const released = await this.ctx.store.agentDelete({ id, now, endLease: lostLeases('agent_offline', now) });
     if (!released) throw notFound('agent', id);
     this.ctx.publishRelease(released, 'agent.deleted');
     return released.agent;
@@ -89,7 +89,7 @@ export class AgentService {
   /** Takes the agent offline now, releasing its leased tasks and its locks; it comes back with its next heartbeat or claim. */
   async release(id: string): Promise<Agent> {
     const now = this.ctx.now();
-    const released = await this.ctx.store.agentRelease({ id, now, endLease: (lease) => afterLostLease(lease, { reason: 'agent_offline', now }) });
+    const released = await this.ctx.store.agentRelease({ id, now, endLease: lostLeases('agent_offline', now) });
     if (!released) throw notFound('agent', id);
     this.ctx.publishRelease(released, 'agent.offline');
     return released.agent;

@@ -11,6 +11,8 @@ export const ErrorCodes = {
   FLEETD_ERR_FORBIDDEN: 403,
   FLEETD_ERR_NOT_FOUND: 404,
   FLEETD_ERR_LEASE_LOST: 409,
+  /** Recorded as a task's error when its lease ran out before its agent finished. */
+  FLEETD_ERR_LEASE_EXPIRED: 409,
   FLEETD_ERR_TASK_STATE: 409,
   FLEETD_ERR_IDEMPOTENCY_CONFLICT: 409,
   FLEETD_ERR_LOCK_CONFLICT: 409,

@@ -24,7 +24,7 @@ export function exerciseAgents(factory: DriverFactory): void {
       assert.equal(released.agent.id, a);
       assert.equal(released.agent.status, 'offline');
       assert.deepEqual(released.tasks.map((t) => [t.task.id, t.from, t.task.status]), [[t1.id, 'leased', 'queued'], [t2.id, 'leased', 'dead']]);
-      assert.equal((released.tasks[0].task.error as { code: string }).code, 'AGENT_OFFLINE');
+      assert.equal((released.tasks[0].task.error as { code: string }).code, 'FLEETD_ERR_AGENT_OFFLINE');
       assert.deepEqual(released.locks.map((l) => l.id), ['La']);
       assert.deepEqual(await h.store.agentReapOffline({ offlineBefore: T0 + 2_000, now: T0 + 6_000, limit: 10, endLease: rules.offline(T0 + 6_000) }), []);
       const back = await h.store.agentHeartbeat({ id: a, now: T0 + 7_000 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach } from 'node:test';
 import { repeatCheck, taskRequestHash } from '../../src/core/rules/idempotency.js';
-import { afterFailure, afterLostLease } from '../../src/core/rules/retry.js';
+import { afterFailure, lostLeases } from '../../src/core/rules/retry.js';
 import { initialStatus } from '../../src/core/rules/tasks.js';
 import type { Task } from '../../src/domain/types.js';
 import type { Driver } from '../../src/store/driver.js';
@@ -35,8 +35,8 @@ export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status
 /** Core's rules, as the services pass them. */
 export const rules = {
   failed: (now: number, retryable = true, error: unknown = null): EndLease => (lease) => afterFailure(lease, { error, retryable, now, backoffMaxMs: 60_000 }),
-  expired: (now: number): EndLease => (lease) => afterLostLease(lease, { reason: 'expired', now }),
-  offline: (now: number): EndLease => (lease) => afterLostLease(lease, { reason: 'agent_offline', now }),
+  expired: (now: number): EndLease => lostLeases('expired', now),
+  offline: (now: number): EndLease => lostLeases('agent_offline', now),
 };
 
 /** The task a conditional write wrote; fails the test if the store refused it. */

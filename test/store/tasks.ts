@@ -128,7 +128,7 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.equal(back.from, 'leased');
       assert.equal(back.task.status, 'queued');
       assert.equal(back.task.attempts, 1);
-      assert.equal((back.task.error as { code: string }).code, 'LEASE_EXPIRED');
+      assert.equal((back.task.error as { code: string }).code, 'FLEETD_ERR_LEASE_EXPIRED');
       await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 2_000 });
       const [dead] = await h.store.taskRescueExpiredLeases({ now: T0 + 3_000, limit: 10, endLease: rules.expired(T0 + 3_000) });
       assert.equal(dead.task.id, t.id);

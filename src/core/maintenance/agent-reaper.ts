@@ -1,5 +1,5 @@
 import type { FleetContext } from '../context.js';
-import { afterLostLease } from '../rules/retry.js';
+import { lostLeases } from '../rules/retry.js';
 import { DeadlineService } from './deadline-service.js';
 
 /**
@@ -16,12 +16,7 @@ export class AgentReaper extends DeadlineService {
     const batch = this.ctx.maintenance.batchSize;
     const stale = await store.agentMarkStale({ staleBefore: now - config.agentStaleMs, now, limit: batch });
     for (const agentId of stale) this.ctx.bus.publish('agent.stale', { agentId });
-    const offline = await store.agentReapOffline({
-      offlineBefore: now - config.agentOfflineMs,
-      now,
-      limit: batch,
-      endLease: (lease) => afterLostLease(lease, { reason: 'agent_offline', now }),
-    });
+    const offline = await store.agentReapOffline({ offlineBefore: now - config.agentOfflineMs, now, limit: batch, endLease: lostLeases('agent_offline', now) });
     for (const released of offline) this.ctx.publishRelease(released, 'agent.offline');
     const [oldestOnline, oldestStale] = await Promise.all([
       store.agentOldestHeartbeat({ status: 'online' }),

@@ -1,5 +1,5 @@
 import type { FleetContext } from '../context.js';
-import { afterLostLease } from '../rules/retry.js';
+import { lostLeases } from '../rules/retry.js';
 import { DeadlineService } from './deadline-service.js';
 
 /** Returns tasks whose lease expired to the queue (attempts spent: to dead), at the moment they expire. */
@@ -10,11 +10,7 @@ export class LeaseRescuer extends DeadlineService {
 
   async runOnce(now: number): Promise<{ more: boolean; next: number | null }> {
     const batch = this.ctx.maintenance.batchSize;
-    const rescued = await this.ctx.store.taskRescueExpiredLeases({
-      now,
-      limit: batch,
-      endLease: (lease) => afterLostLease(lease, { reason: 'expired', now }),
-    });
+    const rescued = await this.ctx.store.taskRescueExpiredLeases({ now, limit: batch, endLease: lostLeases('expired', now) });
     this.ctx.publishTransitions(rescued, 'lease_expired');
     return { more: rescued.length === batch, next: (await this.ctx.store.taskNextDeadlines()).leaseExpiresAt };
   }

@@ -1,4 +1,5 @@
-import type { EndingLease, LeaseEnd } from '../../store/store.js';
+import type { ErrorCode } from '../../domain/errors.js';
+import type { EndLease, EndingLease, LeaseEnd } from '../../store/store.js';
 import { retryDelay } from '../backoff.js';
 
 /**
@@ -22,9 +23,15 @@ export function afterFailure(lease: EndingLease, p: { error: unknown; retryable:
  * task, failed), unless that was its last attempt.
  */
 export function afterLostLease(lease: EndingLease, p: { reason: 'expired' | 'agent_offline'; now: number }): LeaseEnd {
-  const error =
+  const error: { code: ErrorCode; message: string } =
     p.reason === 'expired'
-      ? { code: 'LEASE_EXPIRED', message: `lease held by ${lease.agentId} expired` }
-      : { code: 'AGENT_OFFLINE', message: `agent ${lease.agentId} went offline` };
+      ? { code: 'FLEETD_ERR_LEASE_EXPIRED', message: `lease held by ${lease.agentId} expired` }
+      : { code: 'FLEETD_ERR_AGENT_OFFLINE', message: `agent ${lease.agentId} went offline` };
   return endOf(lease, { retryable: true, runAt: p.now, now: p.now, error });
 }
+
+/** The rule for every lease a sweep or a release ends at `now` for this reason, as a store takes it. */
+export const lostLeases =
+  (reason: 'expired' | 'agent_offline', now: number): EndLease =>
+  (lease) =>
+    afterLostLease(lease, { reason, now });

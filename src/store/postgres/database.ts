@@ -82,7 +82,7 @@ export class PostgresDatabase {
     return this.connection.connect();
   }
 
-  /** One statement on a pooled connection. Shared with the pipeline and case stores on this pool. */
+  /** One statement on a pooled connection. */
   async query<R extends pg.QueryResultRow>(text: string | Prepared, values: unknown[] = []): Promise<R[]> {
     const client = await this.connect();
     try {
@@ -95,8 +95,8 @@ export class PostgresDatabase {
   }
 
   /**
-   * Runs `work` in one transaction, again from the start on a deadlock or serialization failure.
-   * Shared with the pipeline and case stores on this pool.
+   * Runs `work` in one transaction, again from the start on a deadlock or serialization failure
+   * (or an error code in `retryOn`); so the rules a driver calls inside `work` must be pure.
    */
   async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentJson, TaskJson } from '../protocol/agent-stream.js';
-import type { ObserverServerMessage, StreamEvent } from '../protocol/events.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
+import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { FleetApiError } from './errors.js';
 
 export interface FleetClientOptions {
@@ -26,24 +26,8 @@ export interface FleetClientOptions {
   retries?: number;
 }
 
-/** Connection errors raised before the request left: any call may go to another node. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
-/** Connection errors that may come after the node received (and acted on) the request. */
-const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 /** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
 const NODE_UNAVAILABLE = new Set([502, 503, 504]);
-
-/** The system error code behind a failed fetch (undici wraps it in `cause`, sometimes in an AggregateError). */
-export function connectionErrorCode(err: unknown): string | undefined {
-  const cause = (err as { cause?: { code?: string; errors?: { code?: string }[] } })?.cause;
-  return cause?.code ?? cause?.errors?.[0]?.code ?? (err as { code?: string })?.code;
-}
-
-/** Whether a connection error means the node is gone (rather than a bad request): move to the next node. */
-export function isNodeFailure(err: unknown): boolean {
-  const code = connectionErrorCode(err);
-  return code !== undefined && (NOT_SENT.has(code) || CONNECTION_LOST.has(code));
-}
 
 /** A body as JSON, or undefined when it is empty or not JSON (a proxy's HTML error page). */
 function parseJson(text: string): any {
@@ -56,22 +40,11 @@ function parseJson(text: string): any {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-export interface TaskSubmit {
-  type: string;
-  payload?: unknown;
-  priority?: number;
-  requires?: string[];
-  idempotencyKey?: string;
-  maxAttempts?: number;
-  leaseMs?: number;
-  backoffMs?: number;
-  /** ISO 8601; or give delayMs. */
-  runAt?: string;
-  delayMs?: number;
-}
+/** A task to submit (`runAt` is ISO 8601; or give `delayMs`). */
+export type TaskSubmit = TaskInput;
 
 export interface TaskFilters {
-  status?: 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+  status?: TaskStatus;
   type?: string;
   agentId?: string;
   limit?: number;
@@ -152,7 +125,15 @@ export class FleetClient {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (credential) headers.authorization = `Bearer ${credential}`;
-    const res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    let res: Response;
+    try {
+      res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      // fetch says only "fetch failed": name the node and the reason; the system error stays the cause.
+      const code = connectionErrorCode(err);
+      throw Object.assign(new Error(`cannot reach ${node} (${code ?? (err as Error).message})`, { cause: (err as Error).cause ?? err }), { code });
+    }
     const text = await res.text();
     const parsed = parseJson(text);
     if (!res.ok) {
@@ -188,11 +169,11 @@ export class FleetClient {
     return this.request('DELETE', `/v1/tasks/${id}`);
   }
 
-  stats(): Promise<Record<string, unknown>> {
+  stats(): Promise<StatsJson> {
     return this.request('GET', '/v1/stats');
   }
 
-  registerAgent(input: { name: string; capabilities?: string[]; labels?: Record<string, string>; maxConcurrency?: number }): Promise<{ agent: AgentJson; token: string }> {
+  registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }> {
     return this.request('POST', '/v1/agents', input);
   }
 
@@ -213,7 +194,7 @@ export class FleetClient {
         const message = JSON.parse(data.toString()) as ObserverServerMessage;
         if (message.type === 'events') for (const event of message.events) onEvent(event);
         else if (message.type === 'error') {
-          const err = new FleetApiError(400, message.error.code, message.error.message, message.error.details);
+          const err = FleetApiError.fromWire(message.error);
           if (ready) onError(err);
           else reject(err);
         } else if (!ready) {

@@ -1,3 +1,5 @@
+import { ERROR_STATUS, type ErrorJson } from './wire.js';
+
 /**
  * Throw from a handler to fail the task for good: it is dead-lettered at once, whatever attempts it
  * has left (bad input, a permanent refusal). Any other error fails the task for a retry.
@@ -19,5 +21,14 @@ export class FleetApiError extends Error {
   ) {
     super(message);
     this.name = 'FleetApiError';
+  }
+
+  /**
+   * An error that came over a socket, where no HTTP status travels with it: the status is the one
+   * the server's catalogue gives its code (500 for a code this SDK does not know yet).
+   */
+  static fromWire(error: ErrorJson): FleetApiError {
+    const status: number = (ERROR_STATUS as Record<string, number>)[error.code] ?? 500;
+    return new FleetApiError(status, error.code, error.message, error.details);
   }
 }

@@ -1,8 +1,20 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AGENT_PROTOCOL_VERSION, type AgentMessage, type ServerMessage, type TaskJson } from '../protocol/agent-stream.js';
+import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
-import { isNodeFailure, type FleetClient } from './fleet-client.js';
+import { isNodeFailure } from './connection.js';
+
+/**
+ * What an agent needs of the client that made it (a FleetClient): said here, so that the agent does
+ * not import the client that imports it.
+ */
+export interface AgentClient {
+  /** The node requests go to now. */
+  readonly url: string;
+  failover(failed: string): void;
+  request<T>(method: string, path: string, body?: unknown, options?: { signal?: AbortSignal; credential?: string; retry?: boolean }): Promise<T>;
+  registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }>;
+}
 
 export interface FleetAgentOptions {
   name: string;
@@ -79,7 +91,7 @@ export class FleetAgent extends EventEmitter {
   private loop: Promise<void> | undefined;
   private slotFreed: () => void = () => {};
 
-  constructor(private readonly client: FleetClient, private readonly options: FleetAgentOptions) {
+  constructor(private readonly client: AgentClient, private readonly options: FleetAgentOptions) {
     super();
     this.concurrency = options.concurrency ?? 1;
     this.agentId = options.id;
@@ -99,22 +111,45 @@ export class FleetAgent extends EventEmitter {
   async work(handler: TaskHandler): Promise<void> {
     if (this.handler) throw new Error('work() was called already');
     this.handler = handler;
-    if (!this.agentId || !this.token) {
-      const { agent, token } = await this.client.registerAgent({
-        name: this.options.name,
-        capabilities: this.options.capabilities,
-        labels: this.options.labels,
-        maxConcurrency: this.concurrency,
-      });
-      this.agentId = agent.id;
-      this.token = token;
-    }
+    if (!this.agentId || !this.token) await this.register();
     const started = new Promise<void>((resolve, reject) => {
       this.once('connected', () => resolve());
       this.once('fatal', reject);
     });
     this.loop = this.options.transport === 'poll' ? this.pollLoop() : this.socketLoop();
     await started;
+  }
+
+  /**
+   * Registers, waiting for a server that is not up yet (or restarting) with jittered backoff rather
+   * than failing: an agent is often started before, or alongside, its server. A registration whose
+   * answer was lost is sent again; the one that was lost goes offline unused.
+   */
+  private async register(): Promise<void> {
+    const { minMs = 250, maxMs = 10_000 } = this.options.reconnect ?? {};
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { agent, token } = await this.client.registerAgent({
+          name: this.options.name,
+          capabilities: this.options.capabilities,
+          labels: this.options.labels,
+          maxConcurrency: this.concurrency,
+        });
+        this.agentId = agent.id;
+        this.token = token;
+        return;
+      } catch (err) {
+        const unavailable = err instanceof FleetApiError ? err.status >= 502 && err.status <= 504 : true;
+        if (!unavailable || this.stopping) throw err;
+        await this.retryAfter(err, Math.random() * Math.min(maxMs, minMs * 2 ** attempt));
+      }
+    }
+  }
+
+  /** Says that the agent waits and will try again, then waits. */
+  private async retryAfter(err: unknown, delayMs: number): Promise<void> {
+    this.warn(Object.assign(new Error(`${(err as Error)?.message ?? err}; retrying in ${(delayMs / 1000).toFixed(1)} s`), { cause: err }));
+    await sleep(delayMs, this.stopController.signal);
   }
 
   /**
@@ -148,7 +183,10 @@ export class FleetAgent extends EventEmitter {
         if (status === 401) return this.fatal(err as Error);
         // These say the server (or a proxy before it) does not do WebSockets here; a 503 is only a restart.
         if (status !== undefined && NO_WEBSOCKET.has(status) && this.options.transport !== 'ws') return this.pollLoop();
-        this.warn(err);
+        if (this.stopping) return;
+        attempt++;
+        await this.retryAfter(err, Math.random() * Math.min(maxMs, minMs * 2 ** attempt));
+        continue;
       }
       if (this.stopping) return;
       attempt++;
@@ -212,7 +250,7 @@ export class FleetAgent extends EventEmitter {
       this.pending.delete(ref!);
       waiter.resolve(message);
     } else if (message.type === 'error') {
-      this.warn(new FleetApiError(400, message.error.code, message.error.message, message.error.details));
+      this.warn(FleetApiError.fromWire(message.error));
     }
   }
 
@@ -230,7 +268,7 @@ export class FleetAgent extends EventEmitter {
       socket.send(JSON.stringify({ ...message, ref }));
     }).then((answer) => {
       const m = answer as ServerMessage;
-      if (m.type === 'error') throw new FleetApiError(409, m.error.code, m.error.message, m.error.details);
+      if (m.type === 'error') throw FleetApiError.fromWire(m.error);
       return m;
     });
   }
@@ -264,9 +302,8 @@ export class FleetAgent extends EventEmitter {
         } catch (err) {
           if (this.stopping) return;
           if (err instanceof FleetApiError && err.status === 404) return this.fatal(err);
-          this.warn(err);
           attempt++;
-          await sleep(Math.random() * Math.min(10_000, 250 * 2 ** attempt), this.stopController.signal);
+          await this.retryAfter(err, Math.random() * Math.min(10_000, 250 * 2 ** attempt));
         }
       }
     } finally {

@@ -1,0 +1,35 @@
+"""Small pieces both halves of the SDK share: jittered backoff and the websockets version shim."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+try:  # websockets >= 13: the new asyncio client.
+    from websockets.asyncio.client import connect as _connect
+
+    _HEADERS = "additional_headers"
+except ImportError:  # websockets 10-12 (Debian 12 ships 10.4): the legacy client.
+    from websockets.client import connect as _connect  # type: ignore[no-redef]
+
+    _HEADERS = "extra_headers"
+
+
+def full_jitter(attempt: int, min_s: float, max_s: float) -> float:
+    """Seconds to wait before try ``attempt`` (1, 2, ...): anywhere in [0, min(max_s, min_s * 2^attempt)],
+    so that a fleet reconnecting after one outage does not come back in one wave."""
+    return random.uniform(0, min(max_s, min_s * 2**attempt))
+
+
+def ws_connect(url: str, token: str | None, **options: Any) -> Any:
+    """A WebSocket connection (an async context manager) with a Bearer credential, uncompressed:
+    fleetd's messages are small and frequent, and deflate would cost more CPU than it saves."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return _connect(url, compression=None, open_timeout=10, close_timeout=2, **{_HEADERS: headers}, **options)
+
+
+def refused_status(err: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket upgrade, in either websockets API."""
+    status = getattr(err, "status_code", None)
+    if status is None:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+    return status

@@ -1,0 +1,502 @@
+"""``AsyncAgent``: a worker process's side of fleetd, on asyncio.
+
+Tasks arrive by WebSocket push under credit (never more than ``concurrency`` at once), or by HTTP
+long-poll when the server or a proxy refuses WebSockets. Each running task's lease is extended every
+``leaseMs / 2``; a handler's return value completes its task, an exception fails it for a retry,
+``NonRetryableError`` dead-letters it.
+
+A running task learns that it was cancelled (or that its lease was lost) from the answer to its next
+lease extension: an ``async def`` handler is then cancelled (``asyncio.CancelledError`` inside it), a
+plain ``def`` handler, which runs in a thread, sees ``ctx.cancelled`` set. Nothing is reported for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+from .._backoff import full_jitter, refused_status, ws_connect
+from ..errors import FleetApiError, FleetUnavailableError, NonRetryableError
+from ..wire import AGENT_PROTOCOL_VERSION, Task
+
+if TYPE_CHECKING:
+    from ..client import AsyncFleet
+
+log = logging.getLogger("fleetd.agent")
+
+LONG_POLL_MS = 25_000
+POLL_HEARTBEAT_S = 10.0
+REPORT_ATTEMPTS = 5
+#: Answers to the upgrade that say the server (or a proxy before it) does not do WebSockets here.
+NO_WEBSOCKET = {400, 404, 405, 426, 501}
+#: Refusals that mean "not now" rather than "no": a completion or failure is reported again after them.
+TRANSIENT_CODES = {"FLEETD_ERR_STORAGE_FULL", "FLEETD_ERR_STORE_UNAVAILABLE", "FLEETD_ERR_SHUTTING_DOWN", "FLEETD_ERR_RATE_LIMITED"}
+#: Answers to an extension that say the task is no longer this agent's to work.
+GONE_CODES = {"FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_NOT_FOUND"}
+
+
+@dataclass
+class TaskContext:
+    """What a handler gets beside its task."""
+
+    task: Task
+    #: Set when the task is cancelled, its lease is lost, or the agent stops without waiting for it:
+    #: a blocking handler checks it (``ctx.cancelled.wait(1)``) and returns early.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Why: ``"cancelled"``, ``"lease lost"`` or ``"agent stopping"``; None while the task is its own.
+    cancel_reason: str | None = None
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first run of the task, 2 on its first retry, ..."""
+        return self.task["attempts"]
+
+
+Handler = Union[Callable[[Task, TaskContext], Awaitable[Any]], Callable[[Task, TaskContext], Any]]
+
+
+@dataclass
+class _Running:
+    task: Task
+    ctx: TaskContext
+    job: asyncio.Future[Any] | None = None
+    done: asyncio.Future[None] | None = None
+    extend_timer: asyncio.TimerHandle | None = None
+    #: The handler has returned or raised: its lease needs no more extending.
+    handled: bool = False
+
+
+class AsyncAgent:
+    """A worker. Make one with ``fleet.agent(name, capabilities, concurrency)``.
+
+    Options: ``labels``; ``transport`` ``"auto"`` (WebSocket, falling back to long-poll when the
+    upgrade is refused), ``"ws"`` or ``"poll"``; ``reconnect=(min_s, max_s)``, the full-jitter backoff
+    bounds (0.25 s and 10 s) for reconnecting and for waiting on a server that is not up yet;
+    ``agent_id`` and ``token`` of an agent registered already.
+    """
+
+    def __init__(
+        self,
+        fleet: AsyncFleet,
+        name: str,
+        capabilities: Sequence[str],
+        concurrency: int = 1,
+        *,
+        labels: dict[str, str] | None = None,
+        transport: Literal["auto", "ws", "poll"] = "auto",
+        reconnect: tuple[float, float] = (0.25, 10.0),
+        agent_id: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.fleet = fleet
+        self.name = name
+        self.capabilities = list(capabilities)
+        self.concurrency = concurrency
+        self.labels = labels
+        self.transport = transport
+        self.reconnect = reconnect
+        self.id = agent_id
+        self._token = token
+        self._handlers: dict[str, Handler] = {}
+        self._default: Handler | None = None
+        self._listeners: dict[str, list[Callable[..., None]]] = {}
+        self._running: dict[int, _Running] = {}
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_ref = 1
+        self._socket: Any = None
+        #: Credit granted in this tick, not sent yet.
+        self._credit = 0
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._connected: asyncio.Future[str] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    # ---- handlers and events ----
+
+    def task(self, type: str) -> Callable[[Handler], Handler]:
+        """Decorator: the handler of ``type`` tasks. ``async def`` runs on the loop, ``def`` in a thread."""
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[type] = fn
+            return fn
+
+        return register
+
+    def handler(self, fn: Handler) -> Handler:
+        """Decorator: the handler of every task type that has none of its own."""
+        self._default = fn
+        return fn
+
+    def on(self, event: str, listener: Callable[..., None]) -> None:
+        """``connected`` (transport), ``disconnected`` (close code), ``task`` (task), ``error`` (exception)."""
+        self._listeners.setdefault(event, []).append(listener)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for listener in self._listeners.get(event, ()):
+            listener(*args)
+
+    def _warn(self, err: BaseException) -> None:
+        if self._listeners.get("error"):
+            self._emit("error", err)
+        else:
+            log.warning("fleetd agent: %s", err)
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks whose handlers are running now."""
+        return len(self._running)
+
+    # ---- life ----
+
+    async def start(self) -> None:
+        """Registers (waiting for a server that is not up yet) and returns once tasks can arrive."""
+        if self._loop_task is not None:
+            raise RuntimeError("start() was called already")
+        if self.id is None or self._token is None:
+            await self._register()
+        self._connected = asyncio.get_running_loop().create_future()
+        self._loop_task = asyncio.create_task(self._poll_loop() if self.transport == "poll" else self._socket_loop())
+        transport = await self._connected
+        self._emit("connected", transport)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Takes no new work, waits for running handlers (up to ``timeout`` seconds), then cancels
+        those still running; their tasks fail retryably and go back to the queue."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        pending = [r.done for r in self._running.values() if r.done]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for r in list(self._running.values()):
+                if r.done in late:
+                    self._cancel(r, "agent stopping")
+            await asyncio.gather(*[r.done for r in self._running.values() if r.done])
+        if self._socket is not None:
+            await self._socket.close(1000, "agent stopped")
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        if self._threads:
+            self._threads.shutdown(wait=False)
+        self._stopped.set()
+
+    async def run(self, stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT), stop_timeout: float = 30.0) -> None:
+        """Starts, works until one of ``stop_signals`` arrives (or ``stop()`` is called), then stops
+        gracefully: in-flight tasks are finished (up to ``stop_timeout`` seconds), none is started."""
+        loop = asyncio.get_running_loop()
+        asked = asyncio.Event()
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, asked.set)
+        try:
+            await self.start()
+            waits = [asyncio.create_task(asked.wait()), asyncio.create_task(self._stopped.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            await self.stop(stop_timeout)
+        finally:
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+
+    async def _register(self) -> None:
+        """Waits for a server that is not up yet (or restarting) with jittered backoff rather than
+        failing: an agent is often started before, or alongside, its server. A registration whose
+        answer was lost is sent again; the one that was lost goes offline unused."""
+        attempt = 0
+        while True:
+            try:
+                agent, self._token = await self.fleet.register_agent(self.name, self.capabilities, labels=self.labels, max_concurrency=self.concurrency)
+                self.id = agent["id"]
+                return
+            except (FleetUnavailableError, FleetApiError) as err:
+                if isinstance(err, FleetApiError) and not 502 <= err.status <= 504:
+                    raise
+                attempt += 1
+                await self._retry_after(err, full_jitter(attempt, *self.reconnect))
+
+    async def _retry_after(self, err: BaseException, delay: float) -> None:
+        """Says that the agent waits and will try again, then waits."""
+        self._warn(FleetUnavailableError(f"{err}; retrying in {delay:.1f} s"))
+        await asyncio.sleep(delay)
+
+    def _fatal(self, err: BaseException) -> None:
+        self._stopping = True
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(err)
+        else:
+            self._warn(err)
+        self._stopped.set()
+
+    def _ready(self, transport: str) -> None:
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_result(transport)
+        else:
+            self._emit("connected", transport)
+
+    # ---- WebSocket push ----
+
+    async def _socket_loop(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            node = self.fleet.url
+            url = f"{node.replace('http', 'ws', 1)}/v1/agents/{self.id}/stream?protocol={AGENT_PROTOCOL_VERSION}"
+            try:
+                async with ws_connect(url, self._token, max_size=None) as socket:
+                    await self._serve(socket)
+                    attempt = 0
+                    # 1006: dropped without a closing handshake, the process or its machine died.
+                    if socket.close_code == 1006:
+                        self.fleet.failover(node)
+                    self._emit("disconnected", socket.close_code)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                status = refused_status(err)
+                if status == 401:
+                    return self._fatal(FleetApiError.of(401, "FLEETD_ERR_UNAUTHORIZED", f"the agent stream refused the token: {err}"))
+                if status in NO_WEBSOCKET and self.transport != "ws":
+                    return await self._poll_loop()
+                if status is None or 502 <= status <= 504:
+                    self.fleet.failover(node)
+                if self._stopping:
+                    return
+                attempt += 1
+                await self._retry_after(err, full_jitter(attempt, *self.reconnect))
+                continue
+            if not self._stopping:
+                attempt += 1
+                await asyncio.sleep(full_jitter(attempt, *self.reconnect))
+
+    async def _serve(self, socket: Any) -> None:
+        """Reads one connection until it closes: the welcome, then pushed tasks and answers."""
+        welcome = json.loads(await socket.recv())
+        if welcome.get("type") != "welcome":
+            raise ConnectionError(f"expected a welcome, got {welcome.get('type')}")
+        self._socket = socket
+        try:
+            for task in welcome["leased"]:
+                self._start(task)
+            self._grant(self.concurrency - len(self._running))
+            self._ready("ws")
+            async for raw in socket:
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "tasks":
+                    for task in message["tasks"]:
+                        self._start(task)
+                    continue
+                waiter = self._pending.pop(message.get("ref"), None) if isinstance(message.get("ref"), int) else None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+                elif kind == "error":
+                    self._warn(FleetApiError.from_wire(message["error"]))
+        finally:
+            self._socket = None
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("disconnected"))
+            self._pending.clear()
+
+    def _grant(self, add: int) -> None:
+        """Grants ``add`` more tasks; grants made in one tick go out as one message. (The server
+        never leases an agent more than its concurrency, whatever the credit: a grant that crosses
+        a reconnect costs nothing.)"""
+        if add <= 0 or self._stopping:
+            return
+        if self._credit == 0:
+            asyncio.get_running_loop().call_soon(self._send_credit)
+        self._credit += add
+
+    def _send_credit(self) -> None:
+        add, self._credit = self._credit, 0
+        if self._socket is not None and not self._stopping:
+            asyncio.create_task(self._send_quietly(self._socket, {"type": "credit", "add": add}))
+
+    @staticmethod
+    async def _send_quietly(socket: Any, message: dict[str, Any]) -> None:
+        try:
+            await socket.send(json.dumps(message))
+        except Exception:  # the socket is closing: the next one starts with a fresh grant
+            pass
+
+    async def _over_socket(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A request over the socket, answered by its ack; raises ConnectionError when the socket is gone."""
+        socket = self._socket
+        if socket is None:
+            raise ConnectionError("not connected")
+        ref = self._next_ref
+        self._next_ref += 1
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = answer
+        try:
+            await socket.send(json.dumps({**message, "ref": ref}))
+        except Exception as err:
+            self._pending.pop(ref, None)
+            raise ConnectionError(str(err)) from err
+        reply = await answer
+        if reply["type"] == "error":
+            raise FleetApiError.from_wire(reply["error"])
+        return reply
+
+    async def _send(self, message: dict[str, Any], path: str, body: dict[str, Any]) -> None:
+        """Over the socket when it is open, else over HTTP (on the next node, when one failed)."""
+        try:
+            await self._over_socket(message)
+        except ConnectionError:
+            await self.fleet.request("POST", path, {"agentId": self.id, **body}, credential=self._token)
+
+    # ---- long-poll ----
+
+    async def _poll_loop(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeats())
+        self._ready("poll")
+        attempt = 0
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                try:
+                    # Not repeated by the client: a lost answer may have leased tasks, which go back to
+                    # the queue when their leases expire; this loop claims again after its own backoff.
+                    answer = await self.fleet.request(
+                        "POST", "/v1/tasks/claim", {"agentId": self.id, "max": free, "waitMs": LONG_POLL_MS}, credential=self._token, timeout=LONG_POLL_MS / 1000 + 10
+                    )
+                    attempt = 0
+                    for task in answer["tasks"]:
+                        self._start(task)
+                except (FleetUnavailableError, FleetApiError) as err:
+                    if isinstance(err, FleetApiError) and err.status in (401, 404):
+                        return self._fatal(err)
+                    attempt += 1
+                    await self._retry_after(err, full_jitter(attempt, *self.reconnect))
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_HEARTBEAT_S)
+            try:
+                await self.fleet.request("POST", f"/v1/agents/{self.id}/heartbeat", credential=self._token)
+            except Exception as err:
+                self._warn(err)
+
+    # ---- running tasks ----
+
+    def _start(self, task: Task) -> None:
+        if task["id"] in self._running:
+            return
+        if self._stopping:
+            # Arrived on the wire after stop(): give it straight back for another agent.
+            fail = {"type": "fail", "id": task["id"], "error": {"code": "AGENT_STOPPING", "message": "the agent is stopping"}, "retryable": True}
+            asyncio.create_task(self._report(task["id"], fail))
+            return
+        running = _Running(task, TaskContext(task))
+        self._running[task["id"]] = running
+        self._emit("task", task)
+        running.done = asyncio.create_task(self._execute(running))
+
+    async def _execute(self, running: _Running) -> None:
+        task, ctx = running.task, running.ctx
+        self._extend_later(running)
+        outcome: dict[str, Any] | None
+        try:
+            result = await self._call(running)
+            try:
+                json.dumps(result)
+                outcome = {"type": "complete", "id": task["id"], "result": result}
+            except (TypeError, ValueError) as err:
+                # It would fail the same way every time: not worth a retry.
+                outcome = {"type": "fail", "id": task["id"], "error": {"name": "ResultNotJson", "message": f"the handler's result is not JSON: {err}"}, "retryable": False}
+        except asyncio.CancelledError:
+            outcome = None
+        except Exception as err:
+            outcome = {"type": "fail", "id": task["id"], "error": {"name": type(err).__name__, "message": str(err)}, "retryable": not isinstance(err, NonRetryableError)}
+        finally:
+            running.handled = True
+            if running.extend_timer is not None:
+                running.extend_timer.cancel()
+        try:
+            if ctx.cancel_reason == "agent stopping":
+                outcome = {"type": "fail", "id": task["id"], "error": {"name": "AgentStopping", "message": "the agent stopped before the task finished"}, "retryable": True}
+            elif ctx.cancel_reason is not None:
+                outcome = None  # cancelled or taken away: the server would refuse whatever is said
+            if outcome is not None:
+                await self._report(task["id"], outcome)
+        finally:
+            del self._running[task["id"]]
+            self._slot_freed.set()
+            self._grant(1)
+
+    async def _call(self, running: _Running) -> Any:
+        task, ctx = running.task, running.ctx
+        handler = self._handlers.get(task["type"], self._default)
+        if handler is None:
+            raise NonRetryableError(f"this agent has no handler for {task['type']} tasks")
+        if inspect.iscoroutinefunction(handler):
+            running.job = asyncio.ensure_future(handler(task, ctx))
+        else:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fleetd-handler")
+            running.job = asyncio.get_running_loop().run_in_executor(self._threads, handler, task, ctx)
+        return await running.job
+
+    def _cancel(self, running: _Running, reason: str) -> None:
+        if running.ctx.cancel_reason is not None:
+            return
+        running.ctx.cancel_reason = reason
+        running.ctx.cancelled.set()
+        # A thread cannot be stopped from outside: a blocking handler sees ctx.cancelled and returns.
+        if isinstance(running.job, asyncio.Task):
+            running.job.cancel()
+
+    def _extend_later(self, running: _Running) -> None:
+        """Extends the lease every ``leaseMs / 2``, on a timer rather than a task per running task."""
+        every = max(0.05, running.task["leaseMs"] / 2000)
+        running.extend_timer = asyncio.get_running_loop().call_later(every, lambda: asyncio.create_task(self._extend(running)))
+
+    async def _extend(self, running: _Running) -> None:
+        try:
+            await self._send({"type": "extend", "id": running.task["id"]}, f"/v1/tasks/{running.task['id']}/extend", {})
+        except FleetApiError as err:
+            if err.code in GONE_CODES:
+                self._cancel(running, "cancelled" if err.details.get("status") == "cancelled" else "lease lost")
+                return
+            self._warn(err)
+        except Exception as err:
+            self._warn(err)
+        if not running.handled and running.ctx.cancel_reason is None:
+            self._extend_later(running)
+
+    async def _report(self, id: int, message: dict[str, Any]) -> None:
+        """Completes or fails a task, through disconnects and passing troubles of the server (a full
+        disk, a restart); a refusal (lease lost) is final."""
+        body = {k: v for k, v in message.items() if k not in ("type", "id")}
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
+            try:
+                await self._send(message, f"/v1/tasks/{id}/{message['type']}", body)
+                return
+            except Exception as err:
+                transient = not isinstance(err, FleetApiError) or err.code in TRANSIENT_CODES
+                if not transient or attempt >= REPORT_ATTEMPTS:
+                    self._warn(err)
+                    return
+                await asyncio.sleep(full_jitter(attempt, 0.25, 5.0))

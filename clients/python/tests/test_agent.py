@@ -1,0 +1,297 @@
+"""Python agents against a real fleetd: both transports, cancellation, crashes, graceful stop, run()."""
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import signal
+import socket
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import fleetd
+from fleetd import AsyncFleet, Fleet, NonRetryableError, TaskContext
+
+from .conftest import NODE, ROOT, Processes, Server, eventually, start_fleetd, stop
+
+
+def fleet_of(server: Server, **options: Any) -> AsyncFleet:
+    return AsyncFleet(server.url, api_key=server.key, **options)
+
+
+def test_a_thousand_tasks_through_agents_on_both_transports_each_done_exactly_once(server: Server) -> None:
+    kind = "py-many"
+    count = 1000
+
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            calls: Counter[int] = Counter()
+            handled = asyncio.Event()
+            agents = [fleet.agent(f"many-{transport}", [kind], concurrency=16, transport=transport) for transport in ("ws", "poll")]
+            for agent in agents:
+
+                @agent.task(kind)
+                async def double(task: fleetd.Task, ctx: TaskContext) -> int:
+                    calls[task["id"]] += 1
+                    if len(calls) == count:
+                        handled.set()
+                    await asyncio.sleep(0)
+                    return task["payload"] * 2
+
+                await agent.start()
+            try:
+                tasks = await fleet.submit_batch([{"type": kind, "payload": i} for i in range(count)])
+                await asyncio.wait_for(handled.wait(), 60)
+                # Their completions may still be on the way: the last task's answer closes the count.
+                await fleet.wait_for(tasks[-1]["id"], 10)
+                done: list[fleetd.Task] = []
+                while len(done) < count:
+                    done = (await fleet.list(type=kind, status="completed", limit=1000)).items
+            finally:
+                await asyncio.gather(*(a.stop() for a in agents))
+            assert sorted(calls) == sorted(t["id"] for t in tasks) and set(calls.values()) == {1}
+            assert all(t["attempts"] == 1 and t["result"] == t["payload"] * 2 for t in done)
+            assert {t["agentId"] for t in done} == {a.id for a in agents}
+
+    asyncio.run(main())
+
+
+def test_run_returns_the_result_and_raises_on_a_dead_or_cancelled_task(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent("runner", ["py-run"], concurrency=4)
+
+            @agent.handler
+            def handle(task: fleetd.Task, ctx: TaskContext) -> Any:
+                if task["payload"] == "bad":
+                    raise NonRetryableError("cannot parse bad")
+                if task["payload"] == "set":
+                    return {1, 2}
+                return {"upper": task["payload"].upper()}
+
+            await agent.start()
+            try:
+                assert await fleet.run("py-run", "hello", timeout=10) == {"upper": "HELLO"}
+                with pytest.raises(fleetd.TaskFailedError) as failed:
+                    await fleet.run("py-run", "bad", timeout=10)
+                assert failed.value.task["status"] == "dead"
+                assert failed.value.task["error"] == {"name": "NonRetryableError", "message": "cannot parse bad"}
+                with pytest.raises(fleetd.TaskFailedError) as not_json:
+                    await fleet.run("py-run", "set", timeout=10)
+                assert not_json.value.task["error"]["name"] == "ResultNotJson" and not_json.value.task["attempts"] == 1
+                # Nobody does py-nobody tasks: cancelled while it waits in the queue.
+                waiting = asyncio.create_task(fleet.run("py-nobody", timeout=10))
+                queued = await fleet.list(type="py-nobody")
+                while not queued.items:
+                    queued = await fleet.list(type="py-nobody")
+                await fleet.cancel(queued.items[0]["id"])
+                with pytest.raises(fleetd.TaskCancelledError):
+                    await waiting
+                with pytest.raises(TimeoutError):
+                    await fleet.run("py-nobody", timeout=0.3)
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_cancel_reaches_a_running_asyncio_handler_and_a_blocking_one(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent("cancellable", ["py-cancel-async", "py-cancel-sync"], concurrency=2)
+            started: dict[str, asyncio.Event] = {"async": asyncio.Event(), "sync": asyncio.Event()}
+            seen: dict[str, str | None] = {}
+            loop = asyncio.get_running_loop()
+
+            @agent.task("py-cancel-async")
+            async def slow(task: fleetd.Task, ctx: TaskContext) -> str:
+                started["async"].set()
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    seen["async"] = ctx.cancel_reason
+                    raise
+                return "never"
+
+            @agent.task("py-cancel-sync")
+            def blocking(task: fleetd.Task, ctx: TaskContext) -> str:
+                loop.call_soon_threadsafe(started["sync"].set)
+                if ctx.cancelled.wait(60):
+                    seen["sync"] = ctx.cancel_reason
+                return "stopped early"
+
+            await agent.start()
+            try:
+                for kind in ("async", "sync"):
+                    task = await fleet.submit(f"py-cancel-{kind}", lease_ms=400)
+                    await started[kind].wait()
+                    await fleet.cancel(task["id"])
+                    # The agent hears of it when it next extends the lease (every leaseMs / 2).
+                    while agent.in_flight:
+                        await asyncio.sleep(0.02)
+                    assert seen[kind] == "cancelled"
+                    assert (await fleet.get(task["id"]))["status"] == "cancelled"
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_stop_gives_back_the_tasks_it_could_not_finish_in_time(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent("impatient", ["py-stop"])
+            started = asyncio.Event()
+
+            @agent.task("py-stop")
+            async def forever(task: fleetd.Task, ctx: TaskContext) -> None:
+                started.set()
+                await asyncio.sleep(60)
+
+            await agent.start()
+            task = await fleet.submit("py-stop", backoff_ms=60_000)
+            await started.wait()
+            await agent.stop(timeout=0.1)
+            back = await fleet.get(task["id"])
+            assert back["status"] == "scheduled" and back["attempts"] == 1
+            assert back["error"]["name"] == "AgentStopping"
+
+    asyncio.run(main())
+
+
+def test_an_agent_killed_mid_task_loses_it_to_another_agent(server: Server, processes: Processes) -> None:
+    with Fleet(server.url, api_key=server.key) as fleet:
+        doomed = processes.demo_agent(server, "--capabilities", "sleep", "--concurrency", "1", "--name", "doomed")
+        task = fleet.submit("sleep", {"ms": 60_000}, lease_ms=30_000)
+        leased = eventually(lambda: (t := fleet.get(task["id"]))["status"] == "leased" and t, 20, "the task leased")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+
+        # Another agent, in this process: the killed one's lease comes back after the disconnect grace.
+        rescuer = fleet.agent("rescuer", ["sleep"])
+        rescuer.task("sleep")(lambda task, ctx: "done by the rescuer")
+        worker = threading.Thread(target=rescuer.run, daemon=True)
+        worker.start()
+        try:
+            done = fleet.wait_for(task["id"], 20)
+        finally:
+            rescuer.stop()
+            worker.join(10)
+        assert done["status"] == "completed" and done["result"] == "done by the rescuer"
+        assert done["attempts"] == 2 and done["agentId"] != leased["agentId"]
+        assert not worker.is_alive()
+
+
+def test_sigterm_finishes_the_task_in_hand_then_exits(server: Server, processes: Processes) -> None:
+    with Fleet(server.url, api_key=server.key) as fleet:
+        agent = processes.demo_agent(server, "--capabilities", "sleep", "--concurrency", "2", "--name", "graceful")
+        task = fleet.submit("sleep", {"ms": 1500})
+        eventually(lambda: fleet.get(task["id"])["status"] == "leased", 20, "the task leased")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(20) == 0
+        done = fleet.get(task["id"])
+        assert done["status"] == "completed" and done["result"] == {"slept": 1500} and done["attempts"] == 1
+        assert agent.stdout is not None and "stopped" in agent.stdout.read()
+
+
+def test_an_agent_waits_for_its_nodes_and_fails_over_from_a_dead_one(server: Server) -> None:
+    async def main() -> None:
+        async with AsyncFleet(urls=["http://127.0.0.1:9", server.url], api_key=server.key) as fleet:
+            agent = fleet.agent("failover", ["py-failover-agent"], reconnect=(0.02, 0.2))
+            agent.handler(lambda task, ctx: "from the live node")
+            await agent.start()
+            try:
+                assert await fleet.run("py-failover-agent", timeout=10) == "from the live node"
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_an_agent_started_before_its_server_waits_for_it_saying_so(tmp_path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    said: list[str] = []
+
+    async def main() -> None:
+        late: Server | None = None
+        async with AsyncFleet(f"http://127.0.0.1:{port}", api_key=key) as fleet:
+            agent = fleet.agent("early", ["py-early"], reconnect=(0.02, 0.2))
+            retrying = asyncio.Event()
+
+            def on_error(err: Exception) -> None:
+                said.append(str(err))
+                retrying.set()
+
+            agent.on("error", on_error)
+            agent.handler(lambda task, ctx: "late but done")
+            starting = asyncio.create_task(agent.start())
+            try:
+                await retrying.wait()
+                late = await asyncio.to_thread(start_fleetd, str(tmp_path), {"FLEETD_ADMIN_KEY": key}, port)
+                await starting
+                assert await fleet.run("py-early", timeout=10) == "late but done"
+            finally:
+                starting.cancel()
+                await agent.stop()
+                if late:
+                    stop(late.process)
+
+    key = f"fk_{secrets.token_urlsafe(32)}"
+    asyncio.run(main())
+    assert re.search(r"cannot reach http://127\.0\.0\.1:\d+ .*; retrying in \d+\.\d s", said[0]), said[0]
+
+
+def test_subscribe_delivers_the_events_of_its_topics(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            subscription = await fleet.subscribe(["queue:py-events"])
+            task = await fleet.submit("py-events", delay_ms=60_000)
+            await fleet.cancel(task["id"])
+            names = []
+            async for event in subscription:
+                assert event.topic == "queue:py-events" and event.data["task"]["id"] == task["id"]
+                names.append(event.name)
+                if event.name == "task.cancelled":
+                    subscription.close()
+            assert names == ["task.created", "task.cancelled"]
+
+    asyncio.run(main())
+
+
+def test_a_typescript_agent_and_a_python_agent_share_one_queue(server: Server, processes: Processes) -> None:
+    kind = "echo"
+    with Fleet(server.url, api_key=server.key) as fleet:
+        # The TypeScript SDK's demo agent (`npx fleetd agent`) beside a Python one, both on `echo`.
+        typescript = processes.spawn([NODE, str(ROOT / "dist" / "cli" / "main.js"), "agent", "--url", server.url, "--api-key", server.key, "--capabilities", kind, "--concurrency", "4", "--name", "mixed-ts"])
+        python = fleet.agent("mixed-py", [kind], concurrency=4)
+        python_connected = threading.Event()
+        python.on("connected", lambda transport: python_connected.set())
+
+        @python.task(kind)
+        async def echo(task: fleetd.Task, ctx: TaskContext) -> Any:
+            await asyncio.sleep(0.002)
+            return task["payload"]
+
+        worker = threading.Thread(target=python.run, daemon=True)
+        worker.start()
+        try:
+            assert typescript.stdout is not None
+            for line in typescript.stdout:
+                if "connected to" in line:
+                    break
+            assert python_connected.wait(20)
+            threading.Thread(target=typescript.stdout.read, daemon=True).start()
+            tasks = fleet.submit_batch([{"type": kind, "payload": {"n": i}} for i in range(200)])
+            done = [fleet.wait_for(t["id"], 30) for t in tasks]
+        finally:
+            python.stop()
+            worker.join(10)
+            typescript.terminate()
+        assert all(t["status"] == "completed" and t["attempts"] == 1 and t["result"] == t["payload"] for t in done)
+        by_agent = Counter(t["agentId"] for t in done)
+        assert len(by_agent) == 2, by_agent
