@@ -167,8 +167,10 @@ export class ResponseCache {
   /** Deletes every entry carrying one of the tags, here and (unless `scope` is 'node') on every node. */
   invalidate(tags: string[], scope: 'cluster' | 'node' = 'cluster'): void {
     this.invalidateLocal(tags);
-    // While Redis is away the invalidation cannot reach it; everything is dropped when it is back.
-    if (!this.options.redis || scope === 'node' || this.detached()) return;
+    // While the connection is down the invalidation cannot reach Redis; everything is dropped when
+    // it is back. Only this connection matters here: with the subscriber alone down, the other
+    // nodes must still hear of this node's writes.
+    if (!this.options.redis || scope === 'node' || this.dropped.has(this.options.redis)) return;
     // Batched per tick. Still ordered before any later lookup on this node: a request arriving
     // after this one's reply runs after the microtask, and its commands follow on the same connection.
     const first = this.pendingRemote.size === 0;
@@ -188,10 +190,7 @@ export class ResponseCache {
     return this.dropped.size > 0;
   }
 
-  /**
-   * Empties L1 when `connection` drops, and when it is ready again drops every entry on every node
-   * and in L2 (once both connections are back: until then, invalidate() cannot reach Redis).
-   */
+  /** Empties L1 when `connection` drops, and when it is ready again drops every entry on every node and in L2. */
   private dropEverythingOnReturn(connection: Redis | undefined): void {
     if (!connection) return;
     connection.on('close', () => {
