@@ -168,12 +168,13 @@ export const fleetdBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js
 export async function startFleetdProcess(
   dataDir: string,
   env: Record<string, string> = {},
+  options: { stderr?: 'inherit' | 'pipe' } = {},
 ): Promise<{ child: ChildProcess; api: Api; port: number; adminKey: string }> {
   const adminKey =
     env.FLEETD_ADMIN_KEY ?? adminKeyFor({ dataDir, databaseUrl: env.FLEETD_DATABASE_URL, databaseSchema: env.FLEETD_DATABASE_SCHEMA });
   const child = spawn(process.execPath, [fleetdBin, 'start', '--port', '0', '--host', '127.0.0.1', '--data-dir', dataDir], {
     env: { ...process.env, FLEETD_LOG_LEVEL: 'info', ...env, FLEETD_ADMIN_KEY: adminKey },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'],
   });
   const url = await listeningUrl(child);
   return { child, api: new Api(url, adminKey), port: Number(new URL(url).port), adminKey };

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { unreported, type DependencyReporter } from '../domain/dependencies.js';
 import { connectRedis, type RedisSettings } from '../redis/connection.js';
 import type { AnyEventHandler, Bus, EventHandler, EventName, FleetEvents } from './bus.js';
 import { LocalBus } from './local-bus.js';
@@ -15,7 +16,8 @@ const NODE_LOCAL: ReadonlySet<EventName> = new Set<EventName>([
  * The bus of a cluster: handlers on this node get this node's events at once (as on LocalBus) and
  * every other node's events through Redis pub/sub. Events published in one tick leave as one
  * message. Delivery across nodes is best effort — while Redis is unreachable, remote events are
- * dropped (and counted): the store holds the truth, events only tell about it.
+ * dropped (and counted): the store holds the truth, events only tell about it. Wake-ups never
+ * depend on it (see NODE_LOCAL), and caches are dropped when Redis is back (cache/response-cache.ts).
  */
 export class RedisBus implements Bus {
   readonly nodeId = randomUUID();
@@ -37,8 +39,13 @@ export class RedisBus implements Bus {
     this.channel = `${settings.prefix}events`;
   }
 
-  static async connect(settings: RedisSettings, onHandlerError: (err: unknown, name: EventName) => void = () => {}): Promise<RedisBus> {
-    const [pub, sub] = await Promise.all([connectRedis(settings, 'bus-pub'), connectRedis(settings, 'bus-sub')]);
+  /** `health` gives the reporter of each of its two connections (see core/dependencies.ts). */
+  static async connect(
+    settings: RedisSettings,
+    onHandlerError: (err: unknown, name: EventName) => void = () => {},
+    health: (role: string) => DependencyReporter = () => unreported,
+  ): Promise<RedisBus> {
+    const [pub, sub] = await Promise.all([connectRedis(settings, 'bus-pub', health('bus-pub')), connectRedis(settings, 'bus-sub', health('bus-sub'))]);
     const bus = new RedisBus(pub, sub, settings, onHandlerError);
     sub.on('message', (_channel: string, message: string) => bus.receive(message));
     await sub.subscribe(bus.channel);

@@ -49,6 +49,12 @@ end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 `;
 
+/**
+ * A tag every entry carries: invalidating it drops everything, on every node and in L2. What a node
+ * does when Redis is back, since invalidations may have been lost while it was away.
+ */
+const EVERY_ENTRY = '*';
+
 export function etagOf(body: string): string {
   return `"${createHash('sha1').update(body).digest('base64url').slice(0, 22)}"`;
 }
@@ -65,6 +71,9 @@ export function etagOf(body: string): string {
  *   read the data before the write), and later lookups do not join it. In L2 the same guard is a
  *   version per tag: an entry records the versions it was computed under, and is ignored once any
  *   of them has moved on, whichever node wrote it.
+ * - With Redis, while either of its connections is down the cache is bypassed (both levels: an L1
+ *   entry can no longer hear of other nodes' writes), and when they are back every entry is dropped,
+ *   here, on the other nodes and in L2, since invalidations may have been lost meanwhile.
  */
 export class ResponseCache {
   readonly stats = { hit: 0, l2_hit: 0, stale: 0, miss: 0, evictions: 0 };
@@ -76,6 +85,8 @@ export class ResponseCache {
   private readonly now: () => number;
   private readonly node = randomUUID();
   private subscriber?: Redis;
+  /** Redis connections that closed and are not ready again. */
+  private readonly dropped = new Set<Redis>();
   private pendingRemote = new Set<string>();
   private bytes = 0;
   private readonly prefix: string;
@@ -83,6 +94,7 @@ export class ResponseCache {
 
   constructor(private readonly options: ResponseCacheOptions) {
     options.redis?.defineCommand(BUMP_TAGS, { lua: BUMP_TAGS_LUA });
+    this.dropEverythingOnReturn(options.redis);
     this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
     this.channel = `${this.prefix}invalidate`;
@@ -107,11 +119,15 @@ export class ResponseCache {
   async start(): Promise<void> {
     const redis = this.options.redis;
     if (!redis) return;
-    this.subscriber = redis.duplicate();
+    this.subscriber = redis.duplicate({ connectionName: `${redis.options.connectionName ?? 'fleetd-cache'}-sub` });
+    // ioredis retries by itself; unheard, each error would be printed as an "Unhandled error event".
+    this.subscriber.on('error', () => {});
     this.subscriber.on('message', (_channel: string, message: string) => {
       const { node, tags } = JSON.parse(message) as { node: string; tags: string[] };
       if (node !== this.node) this.invalidateLocal(tags);
     });
+    this.dropEverythingOnReturn(this.subscriber);
+    if (this.subscriber.status === 'wait') await this.subscriber.connect();
     await this.subscriber.subscribe(this.channel);
   }
 
@@ -127,7 +143,13 @@ export class ResponseCache {
    * The cached body for `key`, or the one `compute` produces. `compute` returns the value to send
    * and whether it may be cached (a task still in flight changes without notice, for instance).
    */
-  async get(key: string, tags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+  async get(key: string, ownTags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+    if (this.detached()) {
+      this.stats.miss++;
+      const body = JSON.stringify((await compute()).value);
+      return { body, etag: etagOf(body), result: 'miss' };
+    }
+    const tags = [...ownTags, EVERY_ENTRY];
     const entry = this.l1.get(key);
     if (entry) {
       entry.hits++;
@@ -145,7 +167,10 @@ export class ResponseCache {
   /** Deletes every entry carrying one of the tags, here and (unless `scope` is 'node') on every node. */
   invalidate(tags: string[], scope: 'cluster' | 'node' = 'cluster'): void {
     this.invalidateLocal(tags);
-    if (!this.options.redis || scope === 'node') return;
+    // While the connection is down the invalidation cannot reach Redis; everything is dropped when
+    // it is back. Only this connection matters here: with the subscriber alone down, the other
+    // nodes must still hear of this node's writes.
+    if (!this.options.redis || scope === 'node' || this.dropped.has(this.options.redis)) return;
     // Batched per tick. Still ordered before any later lookup on this node: a request arriving
     // after this one's reply runs after the microtask, and its commands follow on the same connection.
     const first = this.pendingRemote.size === 0;
@@ -158,6 +183,24 @@ export class ResponseCache {
     const entries = [...this.l1.entries()].filter(([, e]) => e.hits > 0);
     entries.sort((a, b) => b[1].hits - a[1].hits);
     return entries.slice(0, n).map(([k]) => k);
+  }
+
+  /** Whether a Redis connection dropped and is not back: the cache can no longer be kept coherent with the other nodes. */
+  private detached(): boolean {
+    return this.dropped.size > 0;
+  }
+
+  /** Empties L1 when `connection` drops, and when it is ready again drops every entry on every node and in L2. */
+  private dropEverythingOnReturn(connection: Redis | undefined): void {
+    if (!connection) return;
+    connection.on('close', () => {
+      this.dropped.add(connection);
+      this.invalidateLocal([EVERY_ENTRY]);
+    });
+    connection.on('ready', () => {
+      if (!this.dropped.delete(connection)) return;
+      this.invalidate([EVERY_ENTRY]);
+    });
   }
 
   private flushRemote(): void {

@@ -1,5 +1,6 @@
 import { AssertionError } from 'node:assert';
 import type { Bus } from '../bus/bus.js';
+import { isDependencyUnavailable } from '../domain/errors.js';
 import { requirementKey } from '../domain/requirements.js';
 import type { Agent, Task } from '../domain/types.js';
 import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
@@ -420,7 +421,11 @@ class Channel implements DeliveryChannel {
     // In IDLE a wake-up with a reason comes only with credit and room (want() > 0): none is left pending here.
     if (this.state === 'closed' || this.credit <= 0 || this.full) return;
     this.to('claiming');
-    this.claimLoop().catch((err: unknown) => this.delivery.options.log.error({ err, agentId: this.options.agent.id }, 'push to agent failed'));
+    // During a dependency's outage nothing is lost: the store wakes every waiter for what is queued
+    // once its connections work again, and the outage is logged once, not per claim.
+    this.claimLoop().catch((err: unknown) => {
+      if (!isDependencyUnavailable(err)) this.delivery.options.log.error({ err, agentId: this.options.agent.id }, 'push to agent failed');
+    });
   }
 
   /** Claims while credit, room and reasons last; one claim in flight at a time. Entered in CLAIMING. */

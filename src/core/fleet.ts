@@ -9,6 +9,7 @@ import { steadyNow } from './clock.js';
 import { CredentialService } from './credentials.js';
 import type { FleetContext, Logger } from './context.js';
 import { TaskDelivery } from './delivery.js';
+import { isDependencyUnavailable } from '../domain/errors.js';
 import { LockService } from './locks.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
 import type { DeadlineService } from './maintenance/deadline-service.js';
@@ -63,7 +64,10 @@ export class Fleet {
       now: options.now ?? steadyNow,
       stats: this.stats,
       maintenance: { batchSize: 1_000, maxSleepMs: 5_000 },
-      onMaintenanceError: (err, service) => log.error({ err, service }, 'maintenance run failed'),
+      // A dependency's outage is logged once by its connection; maintenance simply tries again.
+      onMaintenanceError: (err, service) => {
+        if (!isDependencyUnavailable(err)) log.error({ err, service }, 'maintenance run failed');
+      },
       publishTransitions: (transitions, reason) => this.publishTransitions(transitions, reason),
       publishRelease: (released, event) => this.publishRelease(released, event),
     };

@@ -31,10 +31,14 @@ export const ErrorCodes = {
   FLEETD_ERR_TOO_MANY_CONNECTIONS: 429,
   FLEETD_ERR_HEADERS_TOO_LARGE: 431,
   FLEETD_ERR_INTERNAL: 500,
+  /** The database is up but no pooled connection freed up in time. */
   FLEETD_ERR_STORE_UNAVAILABLE: 503,
+  /**
+   * A service fleetd depends on (PostgreSQL) is down, or the connection to it dropped under the
+   * request: nothing was written unless the request's own answer says so; try again after Retry-After.
+   */
+  FLEETD_ERR_UNAVAILABLE: 503,
   FLEETD_ERR_SHUTTING_DOWN: 503,
-  /** GET /readyz: a part the node needs (the store, Redis) does not answer; details.checks says which. */
-  FLEETD_ERR_NOT_READY: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
 } as const;
@@ -64,3 +68,9 @@ export const notFound = (what: string, id: string | number): FleetError =>
 
 export const invalid = (field: string, message: string, extra: Record<string, unknown> = {}): FleetError =>
   new FleetError('FLEETD_ERR_VALIDATION', `${field}: ${message}`, { field, ...extra });
+
+/** A dependency is down: a 503 with Retry-After, and no log line of its own (the outage is logged once). */
+export const dependencyUnavailable = (dependency: string, message: string, retryAfterSeconds = 1): FleetError =>
+  new FleetError('FLEETD_ERR_UNAVAILABLE', message, { dependency, retryAfterSeconds });
+
+export const isDependencyUnavailable = (err: unknown): err is FleetError => err instanceof FleetError && err.code === 'FLEETD_ERR_UNAVAILABLE';

@@ -226,6 +226,28 @@ export const StatsSchema = Type.Object({
 });
 export type StatsJson = Static<typeof StatsSchema>;
 
+/** A service a node depends on (postgres, redis), as `GET /readyz` reports it. */
+export const DependencySchema = Type.Object({
+  up: Type.Boolean(),
+  /** When it last went down or came back (or the node started). */
+  since: Time,
+  /** What its connection said when the outage began; null while up. */
+  reason: Type.Union([Type.String(), Type.Null()]),
+  outages: Type.Integer(),
+  reconnects: Type.Integer(),
+});
+export type DependencyJson = Static<typeof DependencySchema>;
+
+/** `GET /readyz` while the store answers: `degraded` when a dependency (Redis) is down but the node still serves. */
+export const ReadinessSchema = Type.Object({
+  status: oneOf(['ready', 'degraded'] as const),
+  store: Type.String(),
+  checks: Type.Record(Type.String(), Type.String(), { description: '"ok", or why that part does not answer' }),
+  pool: Type.Optional(Type.Object({ size: Type.Integer(), total: Type.Integer(), idle: Type.Integer(), inUse: Type.Integer(), waiting: Type.Integer() })),
+  dependencies: Type.Record(Type.String(), DependencySchema),
+});
+export type ReadinessJson = Static<typeof ReadinessSchema>;
+
 export const iso = (ms: number): string => new Date(ms).toISOString();
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 

@@ -32,7 +32,8 @@ export class RateLimits {
       if (points === 0) continue;
       const base = { points, duration: 1, keyPrefix: `fleetd:rl:${group}` };
       const memory = new RateLimiterMemory(base);
-      // With Redis the budget is shared by every node; if Redis fails, each node falls back to its own.
+      // With Redis the budget is shared by every node; while Redis is away each node falls back to
+      // its own (fleetd's connections have no offline queue, so a command then fails at once).
       const limiter = redis ? new RateLimiterRedis({ ...base, storeClient: redis, insuranceLimiter: memory }) : memory;
       this.limiters.set(group, { points, limiter });
     }

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
+import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { Agent } from '../domain/types.js';
@@ -108,7 +109,8 @@ export function observeFleet(fleet: Fleet): () => void {
       [tasks, agents] = await Promise.all([fleet.store.taskCounts(), fleet.store.agentCounts()]);
       storeReady.set(1);
     } catch {
-      // The scrape still answers, so that the alert on fleetd_store_ready can fire.
+      // The store is unreachable: the scrape still answers (fleetd_dependency_up says why, and the
+      // alert on fleetd_store_ready can fire), with the last counts.
       storeReady.set(0);
       return;
     }
@@ -186,5 +188,38 @@ export function observeCache(cache: ResponseCache): () => void {
     cacheBytes.set(cache.size.bytes);
     const lookups = s.hit + s.l2_hit + s.stale + s.miss;
     cacheHitRatio.set(lookups === 0 ? 0 : (lookups - s.miss) / lookups);
+  });
+}
+
+const dependencyUp = new Gauge({
+  name: 'fleetd_dependency_up',
+  help: 'Whether a service this node depends on (postgres, redis) is reachable: 1 up, 0 down',
+  labelNames: ['dependency'] as const,
+  registers: [registry],
+});
+const dependencyOutages = new Counter({
+  name: 'fleetd_dependency_outages_total',
+  help: 'Outages of a dependency seen by this node since it started',
+  labelNames: ['dependency'] as const,
+  registers: [registry],
+});
+const dependencyReconnects = new Counter({
+  name: 'fleetd_dependency_reconnects_total',
+  help: "Connections to a dependency re-established after they dropped (the pool, LISTEN, each Redis connection)",
+  labelNames: ['dependency'] as const,
+  registers: [registry],
+});
+
+/** Exports whether each dependency is up, and its outages and reconnections. */
+export function observeDependencies(dependencies: Dependencies): () => void {
+  const reported = new Map<string, { outages: number; reconnects: number }>();
+  return onCollect(() => {
+    for (const [dependency, s] of Object.entries(dependencies.status())) {
+      const last = reported.get(dependency) ?? { outages: 0, reconnects: 0 };
+      dependencyUp.set({ dependency }, s.up ? 1 : 0);
+      dependencyOutages.inc({ dependency }, s.outages - last.outages);
+      dependencyReconnects.inc({ dependency }, s.reconnects - last.reconnects);
+      reported.set(dependency, { outages: s.outages, reconnects: s.reconnects });
+    }
   });
 }

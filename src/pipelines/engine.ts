@@ -2,7 +2,7 @@ import { retryDelay } from '../core/backoff.js';
 import { repeatCheck, runRequestHash } from '../core/rules/idempotency.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../core/context.js';
-import { FleetError, invalid, notFound } from '../domain/errors.js';
+import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import { checkJsonValue } from '../core/payload.js';
 import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
@@ -129,7 +129,7 @@ export class PipelineEngine {
       }
       if (!this.stopping) await this.acquireRuns();
     } catch (err) {
-      if (!this.stopping) this.options.log.warn({ err }, 'could not renew pipeline run leases; retrying');
+      if (!this.stopping && !isDependencyUnavailable(err)) this.options.log.warn({ err }, 'could not renew pipeline run leases; retrying');
     }
   }
 
@@ -316,7 +316,9 @@ export class PipelineEngine {
       bus.publish('pipeline.step.completed', { run: summarizeRun(done), step: step.name, attempt });
     } catch (err) {
       if (this.stopping) return;
-      this.options.log.error({ err, runId, step: step.name }, 'pipeline step could not be recorded');
+      // The run pauses: it stays leased to this node, whose lease keeper takes it up again (the
+      // step in flight runs again) once the store answers, or another node's takes it over.
+      if (!isDependencyUnavailable(err)) this.options.log.error({ err, runId, step: step.name }, 'pipeline step could not be recorded');
       this.end(runId, new RunEnded('the run could not be recorded'));
     } finally {
       release!();
@@ -359,7 +361,7 @@ export class PipelineEngine {
         traceRunFinished(run);
       }
     } catch (err) {
-      if (!this.stopping) this.options.log.error({ err, runId }, 'pipeline run could not be completed');
+      if (!this.stopping && !isDependencyUnavailable(err)) this.options.log.error({ err, runId }, 'pipeline run could not be completed');
     }
   }
 }

@@ -72,6 +72,8 @@ export const CloseCodes = {
   MESSAGE_TOO_BIG: 1009,
   /** wsMaxConnections sockets are open already; try again later. */
   CONNECTION_LIMIT: 1013,
+  /** A service fleetd depends on (PostgreSQL) is down; try again later. */
+  UNAVAILABLE: 1013,
   /** The agent was deleted. */
   AGENT_DELETED: 4404,
   /** The same agent opened a newer connection. */

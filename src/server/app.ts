@@ -6,7 +6,8 @@ import type { Redis } from 'ioredis';
 import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
 import type { FleetdConfig } from '../config.js';
-import { FleetError, type ErrorCode } from '../domain/errors.js';
+import type { Dependencies } from '../domain/dependencies.js';
+import { FleetError, isDependencyUnavailable, type ErrorCode } from '../domain/errors.js';
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
@@ -39,6 +40,8 @@ export interface AppOptions {
   nlp?: NlpPool;
   /** Shared Redis for the L2 cache and rate limits, when FLEETD_REDIS_URL is set; the caller closes it. */
   redis?: Redis;
+  /** Whether PostgreSQL and Redis are reachable, for /readyz and /metrics. */
+  dependencies?: Dependencies;
 }
 
 export type App = FastifyInstance<
@@ -125,7 +128,10 @@ function toErrorReply(err: FastifyError & { validationContext?: string }, reques
 /** Errors from routes and hooks, and those the router meets before any route (a bad or over-long path). */
 function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const { status, body } = toErrorReply(err, request);
-  if (status >= 500) request.log.error({ err }, 'request failed');
+  // A dependency's outage is logged once by its connection, not once per request it refuses.
+  if (status >= 500 && !isDependencyUnavailable(err)) request.log.error({ err }, 'request failed');
+  const retryAfter = body.error.details.retryAfterSeconds;
+  if (typeof retryAfter === 'number') void reply.header('retry-after', retryAfter);
   void reply.status(status).send(body);
 }
 
@@ -163,7 +169,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     void reply.status(404).send(errorBody('FLEETD_ERR_NOT_FOUND', `no route ${request.method} ${path}`));
   });
 
-  const { fleet, config, redis } = options;
+  const { fleet, config, redis, dependencies } = options;
   const cache = config.cacheMaxEntries === 0
     ? undefined
     : new ResponseCache({
@@ -181,10 +187,10 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
-  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers });
+  if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers, dependencies });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
-  const deps = { fleet, config, cache };
+  const deps = { fleet, config, cache, dependencies };
   await app.register(systemRoutes, { ...deps, redis });
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });

@@ -1,12 +1,14 @@
 import fp from 'fastify-plugin';
 import type { ResponseCache } from '../cache/response-cache.js';
+import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
-import { httpRequestDuration, observeCache, observeFleet, observeProviders } from '../metrics/metrics.js';
+import { httpRequestDuration, observeCache, observeDependencies, observeFleet, observeProviders } from '../metrics/metrics.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import { registry, scrape } from '../metrics/registry.js';
 
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
-export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers?: ProviderRegistry }>(async (app, { fleet, cache, providers }) => {
+export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers?: ProviderRegistry; dependencies?: Dependencies }>(
+  async (app, { fleet, cache, providers, dependencies }) => {
   app.addHook('onResponse', (request, reply, done) => {
     httpRequestDuration.observe(
       { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
@@ -15,7 +17,12 @@ export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers
     done();
   });
 
-  const stops = [observeFleet(fleet), ...(cache ? [observeCache(cache)] : []), ...(providers ? [observeProviders(providers)] : [])];
+  const stops = [
+    observeFleet(fleet),
+    ...(cache ? [observeCache(cache)] : []),
+    ...(providers ? [observeProviders(providers)] : []),
+    ...(dependencies ? [observeDependencies(dependencies)] : []),
+  ];
   app.addHook('onClose', async () => {
     for (const stop of stops) stop();
   });
@@ -23,4 +30,5 @@ export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers
   app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
     return reply.header('content-type', registry.contentType).send(await scrape());
   });
-});
+  },
+);

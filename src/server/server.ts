@@ -3,6 +3,7 @@ import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
 import { resolveConfig, type FleetdConfig } from '../config.js';
+import { Dependencies } from '../domain/dependencies.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
 import { createPipelines, type PipelineSetup, type Pipelines } from '../pipelines/pipelines.js';
@@ -58,10 +59,12 @@ export async function startServer(
   const config = resolveConfig(overrides, options.env);
   const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
   const silent = { info() {}, warn() {}, error() {} };
+  // What this node depends on and whether each is reachable: /readyz, /metrics and the dashboard show it.
+  const dependencies = new Dependencies(log || silent);
   let driver: Driver;
   try {
     if (config.databaseUrl === '' && config.dataDir !== ':memory:') prepareDataDir(config.dataDir);
-    driver = openDriver(config);
+    driver = openDriver(config, dependencies);
   } catch (err) {
     throw explainStartupError(err, config, 'store');
   }
@@ -84,7 +87,7 @@ export async function startServer(
     await driver.migrate().catch((err) => {
       throw explainStartupError(err, config, 'store');
     });
-    bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError) : new LocalBus(onHandlerError);
+    bus = redisConfig ? await RedisBus.connect(redisConfig, onHandlerError, (role) => dependencies.reporter('redis', role)) : new LocalBus(onHandlerError);
     traceTasks(bus);
     fleet = new Fleet({ store, bus, config, log: log || silent });
     const delivery = fleet.delivery;
@@ -93,8 +96,8 @@ export async function startServer(
     // A bad pipeline definition stops the start here, before anything listens.
     pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
-    redis = redisConfig ? await connectRedis(redisConfig, 'cache') : undefined;
-    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis });
+    redis = redisConfig ? await connectRedis(redisConfig, 'cache', dependencies.reporter('redis', 'cache')) : undefined;
+    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis, dependencies });
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();

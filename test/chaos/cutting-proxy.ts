@@ -28,6 +28,7 @@ export class CuttingProxy {
     this.server = createServer((client) => this.pipe(client));
   }
 
+  /** Proxies to the port of `targetUrl` (any scheme: http, postgres, redis) on 127.0.0.1. */
   static async start(targetUrl: string): Promise<CuttingProxy> {
     const proxy = new CuttingProxy(Number(new URL(targetUrl).port));
     proxy.server.listen(0, '127.0.0.1');
@@ -79,6 +80,14 @@ export class CuttingProxy {
     relay(upstream, client, 'to-client');
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
+  }
+
+  /** Cuts every connection open now, both sides at once, as a network between the two that fails; new ones pass again. */
+  cutAll(): number {
+    const pairs = Math.ceil(this.sockets.size / 2);
+    for (const socket of this.sockets) socket.destroy();
+    this.cutCount += pairs;
+    return pairs;
   }
 
   async close(): Promise<void> {

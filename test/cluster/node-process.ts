@@ -22,6 +22,8 @@ export interface NodeProcess {
   url: string;
   api: Api;
   child: ChildProcess;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
   /** SIGKILL: no shutdown, no goodbye. */
   kill(): Promise<void>;
   stop(): Promise<void>;
@@ -33,7 +35,7 @@ export interface NodeProcess {
  */
 export async function startNode(env: Record<string, string>): Promise<NodeProcess> {
   const ownDir = env.FLEETD_DATA_DIR === undefined ? tempDir('fleetd-node-') : undefined;
-  const { child, api } = await startFleetdProcess(env.FLEETD_DATA_DIR ?? ownDir!, env);
+  const { child, api } = await startFleetdProcess(env.FLEETD_DATA_DIR ?? ownDir!, env, { stderr: 'pipe' });
   const end = async (signal: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
@@ -42,5 +44,9 @@ export async function startNode(env: Record<string, string>): Promise<NodeProces
     }
     if (ownDir) rmSync(ownDir, { recursive: true, force: true });
   };
-  return { url: api.base, api, child, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') };
+  // Kept for tests that read what a node said after it started (its warnings, an unhandled error event).
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  return { url: api.base, api, child, output: () => output, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') };
 }

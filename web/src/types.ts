@@ -11,6 +11,7 @@ export type {
   LockJson as Lock,
   PipelineInfoJson as PipelineInfo,
   PipelineStatsJson as PipelineStats,
+  ReadinessJson as Readiness,
   RunJson as PipelineRun,
   StatsJson as FleetStats,
   StepJson as StepState,

@@ -51,14 +51,23 @@ interface Running {
 const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
+const REPORT_BACKOFF_MAX_MS = 4_000;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
 /** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
-const TRANSIENT_CODES = new Set(['FLEETD_ERR_STORAGE_FULL', 'FLEETD_ERR_STORE_UNAVAILABLE', 'FLEETD_ERR_SHUTTING_DOWN', 'FLEETD_ERR_RATE_LIMITED']);
+const TRANSIENT_CODES = new Set([
+  'FLEETD_ERR_STORAGE_FULL',
+  'FLEETD_ERR_STORE_UNAVAILABLE',
+  'FLEETD_ERR_UNAVAILABLE',
+  'FLEETD_ERR_SHUTTING_DOWN',
+  'FLEETD_ERR_RATE_LIMITED',
+]);
 
+/** Waits `ms`, or less if `signal` aborts; its abort listener goes with it, so that a long outage's many retries do not pile listeners up. */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    const onAbort = () => (clearTimeout(timer), resolve());
+    const timer = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 
 /**
@@ -308,7 +317,7 @@ export class FleetAgent extends EventEmitter {
     if (this.running.has(task.id)) return;
     if (this.stopping) {
       // Arrived on the wire after stop(): give it straight back for another agent.
-      void this.report(task.id, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
+      void this.report(task, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
       return;
     }
     const run: Running = { task, controller: new AbortController(), done: Promise.resolve() };
@@ -339,7 +348,7 @@ export class FleetAgent extends EventEmitter {
     } finally {
       clearInterval(extender);
     }
-    await this.report(task.id, outcome);
+    await this.report(task, outcome);
   }
 
   private async extend(task: TaskJson, controller: AbortController): Promise<void> {
@@ -355,20 +364,25 @@ export class FleetAgent extends EventEmitter {
 
   /**
    * Completes or fails a task, retrying through disconnects and passing troubles of the server (a
-   * full disk, a restart); a refusal (lease lost) is final.
+   * full disk, a restart, its database away) for as long as the lease could still be held, since
+   * the result is lost once it lapses (at most REPORT_ATTEMPTS tries once the agent is stopping);
+   * a refusal (lease lost) is final.
    */
-  private async report(id: number, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
+  private async report(task: TaskJson, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
     const { type: _type, id: _id, ...body } = message;
+    const leaseLapsesAt = Date.now() + task.leaseMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.send(message, `/v1/tasks/${id}/${message.type}`, body);
+        await this.send(message, `/v1/tasks/${task.id}/${message.type}`, body);
         return;
       } catch (err) {
-        if ((err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code)) || attempt >= REPORT_ATTEMPTS) {
+        const refused = err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
+        const outOfTime = this.stopping ? attempt >= REPORT_ATTEMPTS : Date.now() >= leaseLapsesAt;
+        if (refused || outOfTime) {
           this.warn(err);
           return;
         }
-        await sleep(Math.random() * 250 * 2 ** attempt);
+        await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
       }
     }
   }

@@ -3,7 +3,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
-import { FleetError } from '../../domain/errors.js';
+import { FleetError, isDependencyUnavailable } from '../../domain/errors.js';
 import type { DeliveryChannel } from '../../core/delivery.js';
 import type { Fleet } from '../../core/fleet.js';
 import type { Agent, Task } from '../../domain/types.js';
@@ -97,7 +97,15 @@ export class AgentGateway {
   /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
   async open(agentId: string, socket: WebSocket, owner: string): Promise<void> {
     if (!this.connections.admit(socket, owner)) return;
-    const agent = await this.fleet.agents.heartbeat(agentId);
+    let agent;
+    try {
+      agent = await this.fleet.agents.heartbeat(agentId);
+    } catch (err) {
+      if (!isDependencyUnavailable(err)) throw err;
+      // Closed with a reason rather than dropped: the SDK reconnects after its backoff.
+      socket.close(CloseCodes.UNAVAILABLE, err.message.slice(0, 120));
+      return;
+    }
     if (socket.readyState !== socket.OPEN) return;
     const previous = this.sessions.get(agentId);
     const session = new AgentSession(agentId, socket, agent, this);

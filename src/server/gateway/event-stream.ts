@@ -5,6 +5,7 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
 import type { EventName, FleetEvents } from '../../bus/bus.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
+import { isDependencyUnavailable } from '../../domain/errors.js';
 import type { Fleet } from '../../core/fleet.js';
 import { FleetError } from '../../domain/errors.js';
 import { iso } from '../../domain/wire.js';
@@ -174,7 +175,7 @@ export class EventStream {
       const snapshot = await this.fleet.stats.snapshot();
       this.publish('stats', ['stats'], () => snapshot, only);
     } catch (err) {
-      this.log.error({ err }, 'stats for observers failed');
+      if (!isDependencyUnavailable(err)) this.log.error({ err }, 'stats for observers failed');
     }
   }
 

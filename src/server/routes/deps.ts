@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
+import type { Dependencies } from '../../domain/dependencies.js';
 import type { Fleet } from '../../core/fleet.js';
 import { ErrorBody } from '../../domain/wire.js';
 
@@ -10,6 +11,8 @@ export interface RouteDeps {
   config: Readonly<FleetdConfig>;
   /** The response cache for reads that deserve one; undefined when it is turned off. */
   cache?: ResponseCache;
+  /** Whether the services this node depends on are reachable; absent when the app is built without a server. */
+  dependencies?: Dependencies;
 }
 
 export type Routes = FastifyPluginAsyncTypebox<RouteDeps>;

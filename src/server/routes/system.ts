@@ -2,8 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Redis } from 'ioredis';
 import { maskedConfig } from '../../config.js';
+import type { DependencyStatus } from '../../domain/dependencies.js';
 import { FleetError } from '../../domain/errors.js';
-import { StatsSchema } from '../../domain/wire.js';
+import { iso, ReadinessSchema, StatsSchema, type DependencyJson } from '../../domain/wire.js';
 import { FLEETD_VERSION } from '../version.js';
 import { errors, type RouteDeps } from './deps.js';
 
@@ -31,14 +32,11 @@ const Health = Type.Object({
   uptimeSeconds: Type.Integer({ description: 'Seconds since this server started' }),
 });
 
-const Readiness = Type.Object({
-  status: Type.Literal('ready'),
-  store: Type.String(),
-  checks: Type.Record(Type.String(), Type.String(), { description: '"ok", or why that part is not ready' }),
-  pool: Type.Optional(Type.Record(Type.String(), Type.Integer())),
-});
+/** Each dependency's status with its time as ISO 8601, as everything on the wire. */
+const dependencyJson = (status: Partial<Record<string, DependencyStatus>>): Record<string, DependencyJson> =>
+  Object.fromEntries(Object.entries(status).map(([name, d]) => [name, { ...d!, since: iso(d!.since) }]));
 
-export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis }> = async (app, { fleet, config, redis }) => {
+export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis }> = async (app, { fleet, config, redis, dependencies: deps }) => {
   const startedAt = performance.now();
 
   app.get(
@@ -63,19 +61,20 @@ export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis
         tags: ['system'],
         summary: 'Readiness: the node can serve requests',
         description:
-          'Checks each part the node needs (the store, and Redis when configured). 200 when all answer; 503 FLEETD_ERR_NOT_READY naming the parts that do not, in details.checks. Never rate-limited.',
-        response: { 200: Readiness, ...errors(503) },
+          'Checks each part the node needs (the store, and Redis when configured), each within 2 s. 200 `ready` when all answer; 200 `degraded` while only Redis is away (the node still serves, with per-node rate limits and no shared cache) with the reason in `checks`; 503 FLEETD_ERR_UNAVAILABLE with Retry-After while the store does not answer, naming it in the message and `details.checks`. Never rate-limited.',
+        response: { 200: ReadinessSchema, ...errors(503) },
       },
     },
     async () => {
+      const dependencies = dependencyJson(deps?.status() ?? {});
       const checks: Record<string, string> = { store: await check(() => fleet.store.ping()) };
       if (redis) checks.redis = await check(() => redis.ping());
-      const failing = Object.entries(checks).filter(([, state]) => state !== 'ok');
-      if (failing.length > 0) {
-        throw new FleetError('FLEETD_ERR_NOT_READY', `not ready: ${failing.map(([part, why]) => `${part} (${why})`).join(', ')}`, { checks });
+      if (checks.store !== 'ok') {
+        throw new FleetError('FLEETD_ERR_UNAVAILABLE', `not ready: store (${checks.store})`, { checks, dependencies, retryAfterSeconds: 1 });
       }
       const pool = fleet.store.poolStats?.();
-      return { status: 'ready' as const, store: fleet.store.driver, checks, ...(pool ? { pool: { ...pool } } : {}) };
+      const degraded = Object.values(checks).some((state) => state !== 'ok') || Object.values(dependencies).some((d) => !d.up);
+      return { status: degraded ? ('degraded' as const) : ('ready' as const), store: fleet.store.driver, checks, dependencies, ...(pool ? { pool: { ...pool } } : {}) };
     },
   );
 

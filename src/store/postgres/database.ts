@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { FleetError } from '../../domain/errors.js';
+import type { DependencyReporter } from '../../domain/dependencies.js';
 import type { Page } from '../../domain/types.js';
 import { keysetPage, type KeysetQuery } from '../keyset.js';
 import type { PoolStats } from '../store.js';
+import { PostgresConnection } from './connection.js';
 
 export interface PostgresOptions {
   /** postgres://user@host:port/database */
@@ -14,6 +15,8 @@ export interface PostgresOptions {
   poolSize?: number;
   /** How long a query waits for a free connection before failing with FLEETD_ERR_STORE_UNAVAILABLE (503), in ms. Defaults to 5000. */
   poolTimeoutMs?: number;
+  /** Told when the pool and the LISTEN connection go down and come back (see connection.ts). */
+  health?: { pool: DependencyReporter; listen: DependencyReporter };
 }
 
 const INT8_OID = 20;
@@ -22,17 +25,6 @@ const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
-
-/**
- * The database went away under a query (connection lost, server shutting down): the request gets
- * a 503, like an exhausted pool, rather than a 500.
- */
-function unavailable(err: unknown): unknown {
-  if (err instanceof FleetError) return err;
-  const { code, message } = err as { code?: string; message?: string };
-  const lost = (code ?? '').startsWith('08') || (code ?? '').startsWith('57P') || code === 'ECONNRESET' || /Connection terminated/i.test(message ?? '');
-  return lost ? new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `the database connection was lost: ${message}`) : err;
-}
 
 /** Errors worth running a transaction again for: deadlock, serialization failure. */
 const RETRYABLE = new Set(['40P01', '40001']);
@@ -65,52 +57,29 @@ export class PostgresDatabase {
   readonly schema: string;
   /** Sent as application_name on every connection, so that this node recognises its own notifications. */
   readonly nodeId = `fleetd-${randomUUID()}`;
-  private readonly pool: pg.Pool;
-  private readonly poolSize: number;
-  private listener: pg.Client | undefined;
-  private closed = false;
+  private readonly connection: PostgresConnection;
 
-  constructor(private readonly options: PostgresOptions) {
+  constructor(options: PostgresOptions) {
     this.schema = options.schema ?? 'public';
     if (!/^[a-z_][a-z0-9_]{0,62}$/.test(this.schema)) throw new Error(`invalid schema name ${this.schema}`);
-    this.poolSize = options.poolSize ?? 10;
-    this.pool = new pg.Pool({
-      connectionString: options.url,
-      max: this.poolSize,
-      connectionTimeoutMillis: options.poolTimeoutMs ?? 5_000,
-      idleTimeoutMillis: 30_000,
-      application_name: this.nodeId,
+    this.connection = new PostgresConnection({
+      url: options.url,
+      schema: this.schema,
+      poolSize: options.poolSize ?? 10,
+      poolTimeoutMs: options.poolTimeoutMs ?? 5_000,
+      applicationName: this.nodeId,
       types,
+      health: options.health,
     });
-    // Set on each new connection before its first query (pg runs a client's queries in order). Not
-    // through the connection's `options`, which an `?options=` in the URL would silently replace.
-    this.pool.on('connect', (client) => void client.query(`SET search_path TO ${this.schema}`).catch(() => {}));
-    // An idle connection that breaks (database restart) is dropped by the pool; the next query
-    // opens a new one. Without a listener the error would crash the process.
-    this.pool.on('error', () => {});
   }
 
   poolStats(): PoolStats {
-    return {
-      size: this.poolSize,
-      total: this.pool.totalCount,
-      idle: this.pool.idleCount,
-      inUse: this.pool.totalCount - this.pool.idleCount,
-      waiting: this.pool.waitingCount,
-    };
+    return this.connection.poolStats();
   }
 
   /** A connection from the pool, or a clear 503 when none frees up in time or the database is down. */
-  private async connect(): Promise<pg.PoolClient> {
-    try {
-      return await this.pool.connect();
-    } catch (err) {
-      const message = (err as Error).message;
-      const reason = /timeout/i.test(message)
-        ? `no database connection became free within ${this.options.poolTimeoutMs ?? 5_000} ms`
-        : `the database is not reachable: ${message}`;
-      throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', reason, { pool: this.poolStats() });
-    }
+  private connect(): Promise<pg.PoolClient> {
+    return this.connection.connect();
   }
 
   /** One statement on a pooled connection. */
@@ -119,7 +88,7 @@ export class PostgresDatabase {
     try {
       return (await client.query<R>(toQueryConfig(text, values))).rows;
     } catch (err) {
-      throw unavailable(err);
+      throw this.connection.translate(err);
     } finally {
       client.release();
     }
@@ -141,7 +110,7 @@ export class PostgresDatabase {
         await client.query('ROLLBACK').catch(() => {});
         const code = (err as { code?: string }).code ?? '';
         if (attempt < 5 && (RETRYABLE.has(code) || retryOn.includes(code))) continue;
-        throw unavailable(err);
+        throw this.connection.translate(err);
       } finally {
         client.release();
       }
@@ -162,7 +131,7 @@ export class PostgresDatabase {
         await client.query('SELECT pg_advisory_unlock(hashtext($1))', [name]);
       }
     } catch (err) {
-      throw unavailable(err);
+      throw this.connection.translate(err);
     } finally {
       client.release();
     }
@@ -171,58 +140,31 @@ export class PostgresDatabase {
   /**
    * Calls `onAvailable` when another node (or this node's maintenance on another connection) makes
    * tasks claimable, with their counts by requirement key. Uses one dedicated connection outside
-   * the pool; it reconnects if the connection drops.
+   * the pool, re-opened when it drops. Whenever connections work again after a failure,
+   * notifications may have been lost meanwhile (and wake-ups spent on claims that failed): it
+   * wakes for whatever is queued now.
    */
   async listen(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>> {
-    const connectListener = async (reconnect = false): Promise<void> => {
-      const client = new pg.Client({ connectionString: this.options.url, application_name: `${this.nodeId}-listen`, types });
-      client.on('notification', (msg) => {
-        if (!msg.payload) return;
-        const { schema, node, byRequirement } = JSON.parse(msg.payload) as {
-          schema: string;
-          node: string;
-          byRequirement: Record<string, number>;
-        };
-        if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
-      });
-      client.on('error', () => {
-        client.end().catch(() => {});
-        if (this.listener === client && !this.closed) {
-          this.listener = undefined;
-          const retry = () => void connectListener(true).catch(() => setTimeout(retry, 1_000).unref());
-          setTimeout(retry, 500).unref();
-        }
-      });
-      try {
-        await client.connect();
-        await client.query('LISTEN fleetd_tasks_available');
-      } catch (err) {
-        await client.end().catch(() => {});
-        throw err;
-      }
-      this.listener = client;
-      if (reconnect) {
-        // Notifications sent while the listener was away are lost: wake for whatever is queued now.
-        const rows = await this.query<{ req_key: string; n: number }>(
-          "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
-        );
-        if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, r.n])));
-      }
+    const catchUp = async () => {
+      const rows = await this.query<{ req_key: string; n: number }>(
+        "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
+      );
+      if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, r.n])));
     };
-    await connectListener();
+    // A catch-up that fails starts another probe, whose success catches up again.
+    const stopCatchingUp = this.connection.onRecovered(() => void catchUp().catch(() => {}));
+    const stopListening = await this.connection.listen('fleetd_tasks_available', (payload) => {
+      const { schema, node, byRequirement } = JSON.parse(payload) as { schema: string; node: string; byRequirement: Record<string, number> };
+      if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
+    });
     return async () => {
-      const client = this.listener;
-      this.listener = undefined;
-      await client?.end();
+      stopCatchingUp();
+      await stopListening();
     };
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.listener?.end().catch(() => {});
-    this.listener = undefined;
-    await this.pool.end();
+    await this.connection.close();
   }
 
   /** One page of a list (see keyset.ts). */

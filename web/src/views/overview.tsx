@@ -1,14 +1,15 @@
 import { useEffect, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
 import { NoCapableAgent, someoneCanTake, useOnlineAgents } from '../agent-refs.js';
-import { get, query } from '../api.js';
+import { ApiError, get, query } from '../api.js';
 import { num } from '../format.js';
 import { useLiveData } from '../hooks.js';
 import type { ViewProps } from './view.js';
-import { TASK_STATUSES, type FleetStats, type LiveEvent, type Page, type PipelineStats, type Task } from '../types.js';
+import { TASK_STATUSES, type FleetStats, type LiveEvent, type Page, type PipelineStats, type Readiness, type Task } from '../types.js';
 import { Chart } from './chart.js';
 
 const PIPELINE_POLL_MS = 2_000;
+const READINESS_POLL_MS = 2_000;
 /** How often the requirements of each queued type are read again (tasks of a type may change them). */
 const REQUIREMENTS_POLL_MS = 5_000;
 
@@ -28,7 +29,35 @@ function series(pick: ((s: FleetStats) => number | null)[]): uPlot.AlignedData {
   return [samples.map((x) => x.t), ...pick.map((f) => samples.map((x) => f(x.s)))];
 }
 
+/**
+ * What is down among fleetd's services, from /readyz (polled: it answers while the database is away,
+ * when the stats cannot), or null when everything is up.
+ */
+function useDegraded(): string | null {
+  const [problem, setProblem] = useState<string | null>(null);
+  useEffect(() => {
+    const poll = () =>
+      get<Readiness>('/readyz').then(
+        (r) => {
+          const down = Object.entries(r.dependencies).filter(([, d]) => !d.up);
+          setProblem(down.length === 0 ? null : down.map(([name, d]) => `${name} unavailable since ${new Date(d.since).toLocaleTimeString()} (${d.reason})`).join('; '));
+        },
+        (err) => setProblem(err instanceof ApiError && err.status === 503 ? err.message : null),
+      );
+    void poll();
+    const timer = setInterval(poll, READINESS_POLL_MS);
+    return () => clearInterval(timer);
+  }, []);
+  return problem;
+}
+
 export default function Overview(_props: ViewProps) {
+  const degraded = useDegraded();
+  const banner = degraded && (
+    <p class="panel degraded" data-testid="degraded">
+      Degraded: {degraded}
+    </p>
+  );
   const [stats, setStats] = useState<FleetStats | null>(samples.at(-1)?.s ?? null);
   const accept = (s: FleetStats) => {
     record(s);
@@ -80,7 +109,7 @@ export default function Overview(_props: ViewProps) {
     return online !== null && r !== undefined && queuedTypes.includes(type) && !someoneCanTake(online, r) ? r : null;
   };
 
-  if (!stats) return <p class="muted">Loading stats…</p>;
+  if (!stats) return <>{banner}<p class="muted">Loading stats…</p></>;
   const agents = stats.agents.byStatus;
   const priorities = Object.entries(stats.tasks.queueDepthByPriority).sort((a, b) => Number(b[0]) - Number(a[0]));
   const maxDepth = Math.max(1, ...priorities.map(([, n]) => n));
@@ -88,6 +117,7 @@ export default function Overview(_props: ViewProps) {
 
   return (
     <div class="overview" data-ready="overview">
+      {banner}
       <div class="cards">
         <a class="card" href="#/agents?status=online"><b data-stat="agents-online">{num(agents.online)}</b> agents online</a>
         <a class="card" href="#/agents?status=stale"><b>{num(agents.stale)}</b> stale</a>

@@ -37,7 +37,13 @@ REPORT_ATTEMPTS = 5
 #: Answers to the upgrade that say the server (or a proxy before it) does not do WebSockets here.
 NO_WEBSOCKET = {400, 404, 405, 426, 501}
 #: Refusals that mean "not now" rather than "no": a completion or failure is reported again after them.
-TRANSIENT_CODES = {"FLEETD_ERR_STORAGE_FULL", "FLEETD_ERR_STORE_UNAVAILABLE", "FLEETD_ERR_SHUTTING_DOWN", "FLEETD_ERR_RATE_LIMITED"}
+TRANSIENT_CODES = {
+    "FLEETD_ERR_STORAGE_FULL",
+    "FLEETD_ERR_STORE_UNAVAILABLE",
+    "FLEETD_ERR_UNAVAILABLE",
+    "FLEETD_ERR_SHUTTING_DOWN",
+    "FLEETD_ERR_RATE_LIMITED",
+}
 #: Answers to an extension that say the task is no longer this agent's to work.
 GONE_CODES = {"FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_NOT_FOUND"}
 
