@@ -45,6 +45,9 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Duplex): 
   socket.destroy();
 }
 
+/** The largest refused body fleetd still reads to its end, so that its sender sees the 413. */
+const DRAIN_OVERSIZED_BODY_BYTES = 16 * 1024 * 1024;
+
 const replyReady = Symbol('replyReady');
 declare module 'fastify' {
   interface FastifyRequest {
@@ -80,6 +83,10 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     void reply.header('x-request-id', request.id);
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
     if (closing) void reply.header('connection', 'close');
+    // Fastify answers a body over the limit with `connection: close`, so as not to read it; a client
+    // still sending it then meets a broken pipe instead of the 413. A body of modest size is read and
+    // dropped instead (Node discards what the route did not read), so that every client gets the answer.
+    else if (reply.statusCode === 413 && Number(request.headers['content-length']) <= DRAIN_OVERSIZED_BODY_BYTES) reply.removeHeader('connection');
     request[replyReady] = reply.elapsedTime;
     done(null, payload);
   });
