@@ -107,6 +107,9 @@ export class PostgresConnection {
       return await this.pool.connect();
     } catch (err) {
       if (isConnectionError(err)) throw this.translate(err);
+      // pg-pool's own wait for a free connection; anything else (a database that does not exist, a
+      // refused password) is the server's answer, passed on as it is so that it can be explained.
+      if (!/timeout/i.test((err as Error).message ?? '')) throw err;
       throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', `no database connection became free within ${this.options.poolTimeoutMs} ms`, {
         pool: this.poolStats(),
       });
