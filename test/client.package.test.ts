@@ -41,7 +41,10 @@ describe('the @fleetd/client package', () => {
     const folder = tempDir('fleetd-client-pack-');
     let agent: ReturnType<typeof spawn> | undefined;
     try {
-      const [packed] = JSON.parse(npm(['pack', '--json', '--pack-destination', folder], packageDir)) as { filename: string; files: { path: string }[] }[];
+      // The build already ran (npm test builds first). Its prepack build is not run again here: it would
+      // rewrite packages/client/dist under every fleetd process the rest of the suite is starting,
+      // which loads the SDK through the CLI, and one of them would read a half-written module.
+      const [packed] = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', folder], packageDir)) as { filename: string; files: { path: string }[] }[];
       const files = packed.files.map((f) => f.path);
       assert.ok(files.includes('dist/index.js') && files.includes('dist/index.d.ts'), files.join(', '));
       assert.deepEqual(files.filter((f) => !/^(package\.json|dist\/[\w-]+\.(js|d\.ts))$/.test(f)), []);
