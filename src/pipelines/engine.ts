@@ -9,7 +9,8 @@ import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
 import { endStepSpan, startStepSpan, traceRunFinished } from '../tracing/tracing.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CompiledStep, Pipeline, StepContext, StepRunner } from './definition.js';
+import type { CompiledStep, Pipeline, PipelineDefinition, StepContext, StepRunner } from './definition.js';
+import { PipelineDefinitions } from './definitions.js';
 import { StepError } from './steps/step.js';
 import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
 import { steadyNow } from '../core/clock.js';
@@ -18,7 +19,10 @@ export interface PipelineEngineOptions {
   store: PipelineStore;
   bus: Bus;
   log: Logger;
+  /** The pipelines of the file (and code). */
   pipelines: Map<string, Pipeline>;
+  /** Validates a pipeline defined over the API; without it, the API cannot define pipelines. */
+  compile?: (def: PipelineDefinition) => Pipeline;
   /** Runs a step of each kind. */
   runners: Record<CompiledStep['kind'], StepRunner>;
   /** Steps executing at once across all runs: the background lane's budget. */
@@ -75,15 +79,19 @@ export class PipelineEngine {
   private leaseTimer: NodeJS.Timeout | undefined;
   /** Runs this node holds but cannot drive (their pipeline changed), logged once each. */
   private readonly unresumable = new Set<number>();
+  /** The pipelines of the file and the versions defined over the API. */
+  readonly definitions: PipelineDefinitions;
 
   constructor(private readonly options: PipelineEngineOptions) {
     this.lane = new Semaphore(options.concurrency);
     this.now = options.now ?? steadyNow;
     this.random = options.random ?? Math.random;
-  }
-
-  get pipelines(): Map<string, Pipeline> {
-    return this.options.pipelines;
+    const compile =
+      options.compile ??
+      ((def: PipelineDefinition): Pipeline => {
+        throw new Error(`pipeline ${def.name}: this engine takes no pipelines defined over the API`);
+      });
+    this.definitions = new PipelineDefinitions({ store: options.store, fixed: options.pipelines, compile, now: this.now });
   }
 
   /**
@@ -144,9 +152,10 @@ export class PipelineEngine {
       for (const run of runs) {
         afterId = run.id;
         if (this.active.has(run.id)) continue;
-        const pipeline = this.options.pipelines.get(run.pipeline);
-        // A run is resumed only on the steps it was started with; a pipeline redefined since then
-        // would have it skip or repeat work, so it is left as it is, and said so.
+        // A run of an API-defined pipeline resumes on its own version, whatever the newest is.
+        const pipeline = await this.definitions.ofRun(run);
+        // A run of the file's pipeline is resumed only on the steps it was started with; a pipeline
+        // redefined since then would have it skip or repeat work, so it is left as it is, and said so.
         const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
         if (pipeline && same) resumable.push([pipeline, run]);
         else if (!this.unresumable.has(run.id)) {
@@ -159,8 +168,8 @@ export class PipelineEngine {
   }
 
   async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
-    const pipeline = this.options.pipelines.get(pipelineName);
-    if (!pipeline) throw notFound('pipeline', pipelineName);
+    if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
+    const { pipeline, version } = await this.definitions.current(pipelineName);
     if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
     if (inputs.length > this.options.limits.maxBatch) {
       throw invalid('runs', `a batch holds at most ${this.options.limits.maxBatch} runs`, { count: inputs.length });
@@ -169,7 +178,12 @@ export class PipelineEngine {
     inputs.forEach((r, i) => checkJsonValue(r.input ?? null, 'input', { maxBytes, maxDepth }, batch ? { index: i } : {}));
     const runs = inputs.map((r) => {
       const run = { pipeline: pipeline.name, input: r.input ?? null, idempotencyKey: r.idempotencyKey ?? null };
-      return { ...run, requestHash: run.idempotencyKey === null ? null : runRequestHash(run), steps: pipeline.steps.map((s) => s.name) };
+      return {
+        ...run,
+        requestHash: run.idempotencyKey === null ? null : runRequestHash(run),
+        steps: pipeline.steps.map((s) => s.name),
+        pipelineVersion: version,
+      };
     });
     const results = await this.options.store.runInsertMany({
       runs,
