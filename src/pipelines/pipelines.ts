@@ -3,7 +3,7 @@ import type { Fleet } from '../core/fleet.js';
 import type { FleetdConfig } from '../config.js';
 import { ProviderRegistry, type ProviderConfig } from '../providers/registry.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunner } from './definition.js';
+import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunner, WorkKind } from './definition.js';
 import type { CaseStore } from '../store/case-store.js';
 import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
@@ -73,7 +73,7 @@ export function createPipelines(options: {
     pipelines.set(pipeline.name, pipeline);
   }
   const outcomes = new TaskOutcomes(fleet);
-  const runners: Record<Pipeline['steps'][number]['kind'], StepRunner> = {
+  const runners: Record<WorkKind, StepRunner> = {
     llm: (ctx) => runLlmStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     embed: (ctx) => runEmbedStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     http: (ctx) => runHttpStep(ctx),
