@@ -48,3 +48,39 @@ test('two nodes on PostgreSQL and Redis: a version defined on one is the one the
     assert.equal((await a.api.post('/v1/pipelines/shared/runs', {})).status, 404);
   });
 });
+
+test('two nodes on PostgreSQL and Redis: an approval decided on the node not driving the run moves it on, and of decisions at once on both nodes one wins', { timeout: 60_000 }, async () => {
+  await twoNodes(async (a, b) => {
+    const definition = { steps: [{ name: 'ok', kind: 'approval', prompt: 'go?' }, { name: 'after', kind: 'code', fn: 'stepName' }] };
+    assert.equal((await a.api.request('PUT', '/v1/pipelines/gate', definition)).status, 201);
+    const waitingOn = async (id: number) => {
+      for (let i = 0; i < 500; i++) {
+        if ((await b.api.get(`/v1/pipelines/runs/${id}`)).body.run.steps[0].status === 'waiting') return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error(`run ${id} never waited`);
+    };
+    // Runs started on A are driven by A; B decides.
+    const remote = (await a.api.post('/v1/pipelines/gate/runs', {})).body.run;
+    await waitingOn(remote.id);
+    assert.equal((await b.api.post(`/v1/pipelines/runs/${remote.id}/steps/ok/approve`, { comment: 'from b' })).status, 200);
+    const done = await finishedRun(a.api, remote.id, 20_000);
+    assert.equal(done.status, 'completed');
+    assert.equal(done.output, 'after');
+
+    const runs = [];
+    for (let i = 0; i < 5; i++) runs.push((await a.api.post('/v1/pipelines/gate/runs', {})).body.run);
+    for (const run of runs) await waitingOn(run.id);
+    for (const run of runs) {
+      const path = `/v1/pipelines/runs/${run.id}/steps/ok`;
+      const [onA, onB] = await Promise.all([a.api.post(`${path}/approve`, {}), b.api.post(`${path}/reject`, {})]);
+      const statuses = [onA.status, onB.status].sort();
+      assert.deepEqual(statuses, [200, 409], JSON.stringify([onA.body, onB.body]));
+      const loser = onA.status === 409 ? onA : onB;
+      assert.equal(loser.body.error.code, 'FLEETD_ERR_STEP_NOT_WAITING');
+      const finished = await finishedRun(b.api, run.id, 20_000);
+      assert.equal(finished.status, onA.status === 200 ? 'completed' : 'failed', 'the run followed the decision that won');
+      assert.equal(finished.steps[0].output.decision, onA.status === 200 ? 'approved' : 'rejected');
+    }
+  });
+});
