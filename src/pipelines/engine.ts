@@ -383,7 +383,7 @@ export class PipelineEngine {
       if (this.active.get(runId) !== active || !active.inFlight.has(step.name)) return;
       active.run = run;
       const waiting = run.steps.find((s) => s.name === step.name)!;
-      bus.publish('pipeline.step.started', { run: summarizeRun(run), step: step.name, attempt: waiting.attempts });
+      bus.publish('pipeline.step.waiting', { run: summarizeRun(run), step: step.name, attempt: waiting.attempts });
       this.armApprovalTimeout(active, step.name, waiting.approval!);
     } catch (err) {
       if (this.stopping) return;

@@ -333,6 +333,15 @@ export interface EventData {
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
   };
+  "pipeline.step.waiting": {
+    run: {
+      id: number;
+      pipeline: string;
+      status: "queued" | "running" | "completed" | "failed" | "cancelled";
+    };
+    step: string;
+    attempt: number;
+  };
   "stats": StatsJson;
 }
 

@@ -5,6 +5,7 @@ import { useLiveData, useTick } from '../hooks.js';
 import type { ViewProps } from './view.js';
 import type { LiveEvent, PipelineRun, StepState } from '../types.js';
 import { applyRunEvent } from './run-events.js';
+import { ApprovalPanel } from './approval.js';
 
 const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 
@@ -79,6 +80,11 @@ export default function RunDetail({ route }: ViewProps) {
         {!FINISHED.has(run.status) && <button class="danger" disabled={busy} onClick={cancel}>Cancel run</button>}
       </div>
       {error && <p class="error">{error}</p>}
+      {run.steps
+        .filter((s) => s.status === 'waiting')
+        .map((s) => (
+          <ApprovalPanel key={s.name} runId={run.id} step={s} onDecided={setRun} />
+        ))}
       <section class="panel">
         <h3>Steps</h3>
         <table class="data">
