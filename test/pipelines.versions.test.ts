@@ -137,6 +137,13 @@ test('a definition that does not validate is refused naming the pipeline, step a
       [{ steps: [{ name: 'a', kind: 'code', fn: 'hold', colour: 'red' }] }, 'a', 'colour'],
       [{ name: 'other', steps: [{ name: 'a', kind: 'code', fn: 'hold' }] }, null, 'name'],
       [{ surprise: 1, steps: [{ name: 'a', kind: 'code', fn: 'hold' }] }, null, 'surprise'],
+      [{ steps: [{ name: 'ok', kind: 'approval' }] }, 'ok', 'prompt'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', onTimeout: 'shrug' }] }, 'ok', 'onTimeout'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', attempts: 3 }] }, 'ok', 'attempts'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', approvers: { keys: [] } }] }, 'ok', 'approvers'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', approvers: { people: ['x'] } }] }, 'ok', 'approvers.people'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', approvers: { agents: 'bot' } }] }, 'ok', 'approvers.agents'],
+      [{ steps: [{ name: 'ok', kind: 'approval', prompt: '?', timeoutMs: 0 }] }, 'ok', 'timeoutMs'],
       [{ steps: Array.from({ length: 101 }, (_, i) => ({ name: `s${i}`, kind: 'code', fn: 'hold' })) }, null, 'steps'],
     ];
     for (const [body, step, field] of cases) {
