@@ -176,3 +176,26 @@ test('a definition that does not validate is refused naming the pipeline, step a
     await server.stop();
   }
 });
+
+test('a version naming a function this node lacks is refused here with a clear error, not run', async () => {
+  const first = await startPipelineServer({ ...setup, functions: { ...setup.functions, extra: () => 'extra' } });
+  try {
+    assert.equal((await first.api.request('PUT', '/v1/pipelines/special', { steps: [{ name: 'x', kind: 'code', fn: 'extra' }] })).status, 201);
+    const deep = { steps: [{ name: 'a', kind: 'http', url: 'http://x', body: JSON.parse('['.repeat(200) + ']'.repeat(200)) }] };
+    const tooDeep = await first.api.request('PUT', '/v1/pipelines/deep', deep);
+    assert.deepEqual([tooDeep.status, tooDeep.body.error.code], [400, 'FLEETD_ERR_VALIDATION']);
+  } finally {
+    await first.stop({ keepData: true });
+  }
+  const second = await startPipelineServer(setup, { dataDir: first.dataDir });
+  try {
+    const refused = await second.api.post('/v1/pipelines/special/runs', {});
+    assert.equal(refused.status, 409);
+    assert.equal(refused.body.error.code, 'FLEETD_ERR_PIPELINE_UNRUNNABLE');
+    assert.match(refused.body.error.message, /fn names no registered function/);
+    assert.deepEqual((await second.api.get('/v1/pipelines')).body.items.map((p: any) => p.name), ['from-file']);
+    assert.equal((await second.api.get('/v1/pipelines/special')).body.pipeline.versions.length, 1);
+  } finally {
+    await second.stop();
+  }
+});

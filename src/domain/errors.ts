@@ -45,6 +45,8 @@ export const ErrorCodes = {
   FLEETD_ERR_PIPELINE_DEFINITION: 400,
   /** A change over the API to a pipeline that the pipelines file (or code) defines: it is changed there. */
   FLEETD_ERR_PIPELINE_FROM_FILE: 409,
+  /** A stored version of a pipeline that this node cannot run (it lacks a provider or function the version names). */
+  FLEETD_ERR_PIPELINE_UNRUNNABLE: 409,
   /** A decision on an approval step that is not waiting for one (decided, timed out, not reached, or not an approval). */
   FLEETD_ERR_STEP_NOT_WAITING: 409,
 } as const;

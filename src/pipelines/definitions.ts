@@ -1,3 +1,4 @@
+import { checkJsonValue } from '../core/payload.js';
 import { FleetError, notFound } from '../domain/errors.js';
 import type { PipelineRun, PipelineVersion } from '../domain/runs.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
@@ -41,6 +42,8 @@ export class PipelineDefinitions {
       /** Validates a definition as the file's are validated; throws PipelineDefinitionError. */
       compile: (def: PipelineDefinition) => Pipeline;
       now: () => number;
+      /** How large and deep a definition may be, as any JSON the API takes. */
+      limits: { maxBytes: number; maxDepth: number };
     },
   ) {}
 
@@ -60,7 +63,17 @@ export class PipelineDefinitions {
         deletedIn: newest.version,
       });
     }
-    return { pipeline: this.compiledOf(newest), source: 'api', version: newest.version, createdAt: newest.createdAt };
+    let pipeline: Pipeline;
+    try {
+      pipeline = this.compiledOf(newest);
+    } catch (err) {
+      // Nodes with other providers or functions than the node that stored the version.
+      throw new FleetError('FLEETD_ERR_PIPELINE_UNRUNNABLE', `this node cannot run version ${newest.version}: ${(err as Error).message}`, {
+        pipeline: name,
+        version: newest.version,
+      });
+    }
+    return { pipeline, source: 'api', version: newest.version, createdAt: newest.createdAt };
   }
 
   /** Every pipeline new runs can start with, by name. */
@@ -105,6 +118,7 @@ export class PipelineDefinitions {
       });
     }
     const definition: Record<string, unknown> = { ...body, name };
+    checkJsonValue(definition, 'definition', this.options.limits);
     try {
       // GET /v1/pipelines/runs and /stats are routes of their own: a pipeline so named could not be read.
       if (name === 'runs' || name === 'stats') throw new PipelineDefinitionError(name, null, 'name', 'runs and stats are taken by routes of the API');

@@ -94,7 +94,13 @@ export class PipelineEngine {
       ((def: PipelineDefinition): Pipeline => {
         throw new Error(`pipeline ${def.name}: this engine takes no pipelines defined over the API`);
       });
-    this.definitions = new PipelineDefinitions({ store: options.store, fixed: options.pipelines, compile, now: this.now });
+    this.definitions = new PipelineDefinitions({
+      store: options.store,
+      fixed: options.pipelines,
+      compile,
+      now: this.now,
+      limits: { maxBytes: options.limits.maxPayloadBytes, maxDepth: options.limits.maxPayloadDepth },
+    });
   }
 
   /**
