@@ -98,6 +98,8 @@ export class PipelineDefinitions {
    */
   async ofRun(run: PipelineRun): Promise<Pipeline | undefined> {
     if (run.pipelineVersion === null) return this.options.fixed.get(run.pipeline);
+    const cached = this.compiled.get(`${run.pipelineVersion}:${run.pipeline}`);
+    if (cached) return cached;
     const version = await this.options.store.versionGet({ name: run.pipeline, version: run.pipelineVersion });
     if (!version || version.definition === null) return undefined;
     try {

@@ -189,7 +189,6 @@ export class PipelineEngine {
   }
 
   async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
-    if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
     const { pipeline, version } = await this.definitions.current(pipelineName);
     if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
     if (inputs.length > this.options.limits.maxBatch) {
