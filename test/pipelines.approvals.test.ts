@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 import { type Api, eventually, type TestServer } from './helpers.js';
+import { assertWireEvents, connect } from './ws-helpers.js';
 
 const setup: PipelineSetup = {
   functions: {
@@ -196,4 +197,31 @@ test('an approval survives a restart: still waiting with its deadline, decided a
   } finally {
     await second.stop();
   }
+});
+
+test('observers see an approval step wait, then be decided, in the stream’s wire shapes', async () => {
+  await withServer(async (server) => {
+    const { api } = server;
+    const observer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${api.key}` });
+    try {
+      observer.send({ type: 'subscribe', topics: ['pipelines'] });
+      await observer.next('subscribed');
+      const run = await waitingRun(api, 'named');
+      await api.post(`/v1/pipelines/runs/${run.id}/steps/ok/approve`, {});
+      await observer.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
+      const events = observer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+      assert.deepEqual(
+        events.map((e: any) => [e.name, e.data.step, e.data.run.status]),
+        [
+          ['pipeline.run.created', undefined, 'queued'],
+          ['pipeline.step.waiting', 'ok', 'running'],
+          ['pipeline.step.completed', 'ok', 'running'],
+          ['pipeline.run.finished', undefined, 'completed'],
+        ],
+      );
+      assertWireEvents(events);
+    } finally {
+      await observer.close();
+    }
+  }, { eventBatchMs: 10 });
 });
