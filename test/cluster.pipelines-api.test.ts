@@ -15,12 +15,13 @@ import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
  */
 const setup: PipelineSetup = { functions: { stepName: (ctx) => ctx.step.name } };
 
-async function twoNodes(body: (a: TestServer, b: TestServer) => Promise<void>): Promise<void> {
+async function twoNodes(body: (a: TestServer, b: TestServer) => Promise<void>, settings: Partial<FleetdConfig> = {}): Promise<void> {
   const cluster: Partial<FleetdConfig> = {
     databaseUrl: TEST_DATABASE_URL,
     databaseSchema: uniqueSchema('fleetd_pipes'),
     redisUrl: TEST_REDIS_URL,
     redisPrefix: `fleetd-test-${randomBytes(4).toString('hex')}:`,
+    ...settings,
   };
   const nodes: TestServer[] = [];
   try {
@@ -83,4 +84,21 @@ test('two nodes on PostgreSQL and Redis: an approval decided on the node not dri
       assert.equal(finished.steps[0].output.decision, onA.status === 200 ? 'approved' : 'rejected');
     }
   });
+});
+
+test('two nodes sharing PostgreSQL but no bus: the node driving a run sees an approval given on the other at its next lease renewal', { timeout: 60_000 }, async () => {
+  await twoNodes(
+    async (a, b) => {
+      await a.api.request('PUT', '/v1/pipelines/quiet', { steps: [{ name: 'ok', kind: 'approval', prompt: '?' }, { name: 'after', kind: 'code', fn: 'stepName' }] });
+      const run = (await a.api.post('/v1/pipelines/quiet/runs', {})).body.run;
+      for (let i = 0; i < 500 && (await b.api.get(`/v1/pipelines/runs/${run.id}`)).body.run.steps[0].status !== 'waiting'; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal((await b.api.post(`/v1/pipelines/runs/${run.id}/steps/ok/approve`, {})).status, 200);
+      const done = await finishedRun(b.api, run.id, 20_000);
+      assert.equal(done.status, 'completed');
+      assert.equal(done.output, 'after');
+    },
+    { redisUrl: '', pipelineRunLeaseMs: 1_500 },
+  );
 });

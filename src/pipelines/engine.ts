@@ -153,8 +153,16 @@ export class PipelineEngine {
     try {
       const ids = [...this.active.keys()];
       if (ids.length > 0) {
-        const held = new Set(await store.runRenew({ owner, leaseMs, ids, now: this.now() }));
-        for (const id of ids) if (!held.has(id)) this.end(id, new RunEnded('the run finished or is driven by another node'));
+        const held = new Map((await store.runRenew({ owner, leaseMs, ids, now: this.now() })).map((r) => [r.id, r.updatedAt]));
+        for (const id of ids) {
+          const active = this.active.get(id);
+          if (!active) continue;
+          const updatedAt = held.get(id);
+          if (updatedAt === undefined) this.end(id, new RunEnded('the run finished or is driven by another node'));
+          // Changed by a write this node did not make (an approval decided on a node the bus did
+          // not reach): carry on from the store. Different, not later: nodes' clocks differ.
+          else if (updatedAt !== active.run.updatedAt && this.awaitsDecision(active)) void this.refresh(active);
+        }
       }
       if (!this.stopping) await this.acquireRuns();
     } catch (err) {
@@ -464,6 +472,10 @@ export class PipelineEngine {
       traceRunFinished(decided);
     }
     return decided;
+  }
+
+  private awaitsDecision(active: ActiveRun): boolean {
+    return active.run.steps.some((s) => s.status === 'waiting');
   }
 
   /** Reads the run again after a decision this node did not record itself, and carries on from it. */

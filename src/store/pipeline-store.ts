@@ -31,8 +31,11 @@ export interface PipelineStore {
    * nodes, takes over.
    */
   runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]>;
-  /** Extends `owner`'s leases on these runs; returns the ids it still holds (unfinished and not taken over). */
-  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]>;
+  /**
+   * Extends `owner`'s leases on these runs; returns those it still holds (unfinished and not taken
+   * over), each with its updatedAt, by which the driver sees a change another node made (a decision).
+   */
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]>;
   /** Gives up `owner`'s leases on these runs (a node shutting down), so that another node takes them at once. */
   runRelease(params: { owner: string; ids: number[] }): Promise<void>;
   /**

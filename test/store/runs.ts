@@ -71,7 +71,7 @@ export function exerciseRuns(factory: DriverFactory): void {
       await runs.stepStart({ runId: run.id, step: 'b', owner, now: 1_300 });
       const other = { owner: 'node-b', leaseMs: 1_000 };
       assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 1_500 }), [], 'node-a holds it until 2,000');
-      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [run.id], 'node-a renews it until 2,900');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [{ id: run.id, updatedAt: 1_300 }], 'node-a renews it until 2,900, and sees its last write');
       assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 2_500 }), []);
 
       const [taken] = await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 3_000 });

@@ -95,12 +95,12 @@ export class PostgresRuns implements PipelineStore {
     return this.withSteps(this.query, rows.sort((a, b) => a.id - b.id));
   }
 
-  async runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
-    const rows = await this.query<{ id: number }>(
-      `UPDATE pipeline_runs SET lease_expires_at = $3 + $4::bigint WHERE id = ANY($1::bigint[]) AND owner = $2 AND ${UNFINISHED} RETURNING id`,
+  async runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]> {
+    const rows = await this.query<{ id: number; updated_at: number }>(
+      `UPDATE pipeline_runs SET lease_expires_at = $3 + $4::bigint WHERE id = ANY($1::bigint[]) AND owner = $2 AND ${UNFINISHED} RETURNING id, updated_at`,
       [params.ids, params.owner, params.now, params.leaseMs],
     );
-    return rows.map((r) => r.id);
+    return rows.map((r) => ({ id: r.id, updatedAt: r.updated_at }));
   }
 
   async runRelease(params: { owner: string; ids: number[] }): Promise<void> {

@@ -34,7 +34,7 @@ export class SqliteRuns implements PipelineStore {
           AND (owner IS NULL OR owner = @owner OR lease_expires_at <= @now) ORDER BY id LIMIT @limit
         ) RETURNING *`),
       renew: db.prepare(`UPDATE pipeline_runs SET lease_expires_at = @now + @lease_ms
-        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id`),
+        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id, updated_at`),
       release: db.prepare('UPDATE pipeline_runs SET owner = NULL, lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner'),
       runTouch: db.prepare(`UPDATE pipeline_runs SET status = @status, updated_at = @now WHERE id = @id
         AND status IN ('queued', 'running') AND owner = @owner RETURNING *`),
@@ -120,9 +120,11 @@ export class SqliteRuns implements PipelineStore {
     );
   }
 
-  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]> {
     return this.d.groupCommit.write(() =>
-      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
+      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number; updated_at: number }[]).map(
+        (r) => ({ id: r.id, updatedAt: r.updated_at }),
+      ),
     );
   }
 
