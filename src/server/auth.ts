@@ -84,7 +84,7 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean 
     request.principal = principal;
     if (principal.kind === 'agent') {
       if (access !== 'agent' && access !== 'submit-or-agent') {
-        throw forbidden('an agent token acts only for its own agent: claims, leases, locks, heartbeats and its stream', {
+        throw forbidden('an agent token acts only for its own agent: claims, leases, locks, heartbeats, its stream, and approvals that name it', {
           needs: access,
           agentId: principal.agentId,
         });
