@@ -76,6 +76,20 @@ describe('dashboard approvals', () => {
     await other.waitForSelector('.detail[data-run-status=completed]', WAIT);
   });
 
+  it('shows the version of an API-defined pipeline a run keeps, and its approval, as for the file\'s', async () => {
+    const definition = (prompt: string) => ({ steps: [{ name: 'ok', kind: 'approval', prompt }] });
+    await server.api.request('PUT', '/v1/pipelines/defined', definition('first wording'));
+    const run = (await server.api.post('/v1/pipelines/defined/runs', {})).body.run;
+    await server.api.request('PUT', '/v1/pipelines/defined', definition('second wording'));
+    const page = await pageAs('api-ops', 'submit');
+    await page.goto(`${server.url}/#/pipelines/${run.id}`);
+    await page.waitForSelector('[data-pipeline-version="1"]', WAIT);
+    await page.waitForSelector('[data-approval=ok][data-may-decide=true]', WAIT);
+    assert.equal(await page.innerText('[data-testid=approval-prompt]'), 'first wording');
+    await page.click('[data-decide=reject]');
+    await page.waitForSelector('.detail[data-run-status=failed]', WAIT);
+  });
+
   it('shows an approval that nobody decides time out and reject its run, live', async () => {
     const run = (await server.api.post('/v1/pipelines/lapse/runs', {})).body.run;
     const page = await pageAs('ops', 'submit');

@@ -73,7 +73,9 @@ export default function RunDetail({ route }: ViewProps) {
   return (
     <div class="detail" data-run-status={run.status}>
       <h2>
-        Run {run.id} <span class="mono">{run.pipeline}</span> <span class={`pill run-${run.status}`} data-status={run.status}>{run.status}</span>
+        Run {run.id} <span class="mono">{run.pipeline}</span>{' '}
+        {run.pipelineVersion !== null && <span class="small muted" data-pipeline-version={run.pipelineVersion} title="the version of the pipeline this run started with, and keeps">version {run.pipelineVersion}</span>}{' '}
+        <span class={`pill run-${run.status}`} data-status={run.status}>{run.status}</span>
         <span class="small muted">{done} of {run.steps.length} steps done</span>
       </h2>
       <div class="actions">
