@@ -44,6 +44,8 @@ export interface FleetEvents {
   'pipeline.step.failed': { run: RunSummary; step: string; attempt: number; willRetry: boolean; error: Record<string, unknown> };
   /** The run ended: completed, failed or cancelled. */
   'pipeline.run.finished': { run: RunSummary };
+  /** An approval step started waiting for a decision (again after a restart); its run shows what it asks. */
+  'pipeline.step.waiting': { run: RunSummary; step: string; attempt: number };
 }
 
 export type EventName = keyof FleetEvents;

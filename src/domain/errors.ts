@@ -41,6 +41,14 @@ export const ErrorCodes = {
   FLEETD_ERR_SHUTTING_DOWN: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
+  /** A pipeline definition given over the API that does not validate; details name the pipeline, step and field. */
+  FLEETD_ERR_PIPELINE_DEFINITION: 400,
+  /** A change over the API to a pipeline that the pipelines file (or code) defines: it is changed there. */
+  FLEETD_ERR_PIPELINE_FROM_FILE: 409,
+  /** A stored version of a pipeline that this node cannot run (it lacks a provider or function the version names). */
+  FLEETD_ERR_PIPELINE_UNRUNNABLE: 409,
+  /** A decision on an approval step that is not waiting for one (decided, timed out, not reached, or not an approval). */
+  FLEETD_ERR_STEP_NOT_WAITING: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

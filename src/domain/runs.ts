@@ -11,8 +11,9 @@ export const FINISHED_RUN_STATUSES: ReadonlySet<RunStatus> = new Set(['completed
  * `nextAttemptAt` set, or to `failed` when attempts are spent. Steps the run no longer needs (after
  * a failure or a cancellation) end `skipped` or `cancelled`.
  */
-export type StepStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
-export const STEP_STATUSES: readonly StepStatus[] = ['pending', 'running', 'completed', 'failed', 'skipped', 'cancelled'];
+export type StepStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled' | 'waiting';
+/** `waiting`: an approval step waiting for a person's (or an agent's) decision, or its timeout. */
+export const STEP_STATUSES: readonly StepStatus[] = ['pending', 'running', 'completed', 'failed', 'skipped', 'cancelled', 'waiting'];
 
 export interface StepState {
   name: string;
@@ -25,11 +26,51 @@ export interface StepState {
   finishedAt: number | null;
   /** When a step waiting to retry may start again. */
   nextAttemptAt: number | null;
+  /** An approval step, from when it starts waiting: what it asks, until when, and who may decide. */
+  approval: ApprovalWait | null;
+}
+
+/** Who may decide an approval besides admin keys: API keys and agents, by name. Absent: any submit key. */
+export interface Approvers {
+  keys?: string[];
+  agents?: string[];
+}
+
+export interface ApprovalWait {
+  /** The step's prompt, its template filled in when the step started waiting. */
+  prompt: string;
+  /** When the step decides itself, as onTimeout says. */
+  decideBy: number;
+  onTimeout: 'approve' | 'reject';
+  approvers: Approvers | null;
+}
+
+/** Who decided an approval: a key or an agent (by id and name), its timeout, or anyone (auth off). */
+export type Decider = { kind: 'key'; id: string; name: string } | { kind: 'agent'; id: string; name: string } | { kind: 'timeout' } | { kind: 'anonymous' };
+
+/** A decided approval step's output (and, when rejected, its error). */
+export interface ApprovalDecision {
+  decision: 'approved' | 'rejected';
+  by: Decider;
+  comment: string | null;
+  /** ISO 8601, as the rest of a step's output is JSON as given. */
+  decidedAt: string;
+}
+
+/** One version of a pipeline defined over the API; a deletion is a version without a definition. */
+export interface PipelineVersion {
+  name: string;
+  version: number;
+  /** The definition as it was given (validated); null for a deletion. */
+  definition: unknown;
+  createdAt: number;
 }
 
 export interface PipelineRun {
   id: number;
   pipeline: string;
+  /** The version of an API-defined pipeline the run was started with (it keeps it); null for one of the file. */
+  pipelineVersion: number | null;
   status: RunStatus;
   input: unknown;
   /** The output of the run's last step (or of every sink, by name, when the DAG has several). */

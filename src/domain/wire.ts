@@ -10,7 +10,7 @@
  */
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from './errors.js';
-import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun } from './runs.js';
+import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun, type PipelineVersion } from './runs.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -133,6 +133,19 @@ export const StepSchema = Type.Object({
   startedAt: NullableTime,
   finishedAt: NullableTime,
   nextAttemptAt: NullableTime,
+  /** An approval step, from when it starts waiting: what it asks, until when, and who may decide (null: any submit key). */
+  approval: Type.Union([
+    Type.Object({
+      prompt: Type.String(),
+      decideBy: Time,
+      onTimeout: Type.Union([Type.Literal('approve'), Type.Literal('reject')]),
+      approvers: Type.Union([
+        Type.Object({ keys: Type.Optional(Type.Array(Type.String())), agents: Type.Optional(Type.Array(Type.String())) }),
+        Type.Null(),
+      ]),
+    }),
+    Type.Null(),
+  ]),
 });
 export type StepJson = Static<typeof StepSchema>;
 
@@ -148,6 +161,8 @@ export const RunSchema = Type.Object({
   updatedAt: Time,
   finishedAt: NullableTime,
   steps: Type.Array(StepSchema),
+  /** The version of an API-defined pipeline the run started with and keeps; null for a pipeline of the file. */
+  pipelineVersion: Type.Union([Type.Integer(), Type.Null()]),
 });
 export type RunJson = Static<typeof RunSchema>;
 
@@ -160,8 +175,21 @@ export const PipelineInfoSchema = Type.Object({
   name: Type.String(),
   description: Type.String(),
   steps: Type.Array(Type.Object({ name: Type.String(), kind: Type.String(), needs: Type.Array(Type.String()) })),
+  /** `file`: the pipelines file (or code) of the node; `api`: defined over the API, in versions. */
+  source: Type.Union([Type.Literal('file'), Type.Literal('api')]),
+  /** The version new runs start with (API pipelines); null for the file's. */
+  version: Type.Union([Type.Integer(), Type.Null()]),
 });
 export type PipelineInfoJson = Static<typeof PipelineInfoSchema>;
+
+/** One version of a pipeline defined over the API, as given; `definition` null records a deletion. */
+export const PipelineVersionSchema = Type.Object({
+  version: Type.Integer(),
+  definition: Type.Unknown(),
+  deleted: Type.Boolean(),
+  createdAt: Time,
+});
+export type PipelineVersionJson = Static<typeof PipelineVersionSchema>;
 
 /** `GET /v1/pipelines/stats`: the pipeline lane's load and each provider's. */
 export const PipelineStatsSchema = Type.Object({
@@ -301,8 +329,13 @@ export function runJson(r: PipelineRun): RunJson {
       startedAt: isoOrNull(s.startedAt),
       finishedAt: isoOrNull(s.finishedAt),
       nextAttemptAt: isoOrNull(s.nextAttemptAt),
+      approval: s.approval === null ? null : { ...s.approval, decideBy: iso(s.approval.decideBy) },
     })),
   };
+}
+
+export function pipelineVersionJson(v: PipelineVersion): PipelineVersionJson {
+  return { version: v.version, definition: v.definition, deleted: v.definition === null, createdAt: iso(v.createdAt) };
 }
 
 export function caseJson(c: Case): CaseJson {

@@ -1,3 +1,4 @@
+import type { Approvers } from '../domain/runs.js';
 import type { TemplateScope } from './template.js';
 
 /** Retry and timeout policy of a step; a pipeline's `defaults` fill in what a step leaves out. */
@@ -32,10 +33,19 @@ export type StepDefinition =
   | (StepBase & { kind: 'http'; url: string; method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; headers?: Record<string, string>; body?: unknown })
   | (StepBase & { kind: 'agent'; capability: string; type?: string; payload?: unknown; priority?: number; leaseMs?: number; taskAttempts?: number })
   | (StepBase & { kind: 'code'; fn: string | CodeFunction })
-  | (StepBase & { kind: 'nlp'; operation: 'intake' | 'entities'; text: string });
+  | (StepBase & { kind: 'nlp'; operation: 'intake' | 'entities'; text: string })
+  /**
+   * Waits for a person's decision (or an agent's, when `approvers` names it), holding no slot of
+   * the background lane, for at most `timeoutMs` (default a day), then decides as `onTimeout` says.
+   */
+  | (StepBase & { kind: 'approval'; prompt: string; onTimeout?: 'approve' | 'reject'; approvers?: Approvers });
 
 export type StepKind = StepDefinition['kind'];
-export const STEP_KINDS: readonly StepKind[] = ['llm', 'embed', 'http', 'agent', 'code', 'nlp'];
+export const STEP_KINDS: readonly StepKind[] = ['llm', 'embed', 'http', 'agent', 'code', 'nlp', 'approval'];
+/** The kinds whose steps run code in the background lane: every kind but approval, which only waits. */
+export type WorkKind = Exclude<StepKind, 'approval'>;
+/** How long an approval step waits for a decision unless it says otherwise. */
+export const APPROVAL_TIMEOUT_MS = 86_400_000;
 
 /** A registered TypeScript step: gets the run's input and the outputs of earlier steps; returns JSON. */
 export type CodeFunction = (ctx: StepContext) => unknown | Promise<unknown>;

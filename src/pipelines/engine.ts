@@ -9,18 +9,24 @@ import { Semaphore } from '../limits/semaphore.js';
 import { ProviderError } from '../providers/provider.js';
 import { endStepSpan, startStepSpan, traceRunFinished } from '../tracing/tracing.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CompiledStep, Pipeline, StepContext, StepRunner } from './definition.js';
+import type { CompiledStep, Pipeline, PipelineDefinition, StepContext, StepRunner, WorkKind } from './definition.js';
+import { type Asker, decision, deciderOf, mayDecide } from './approvals.js';
+import { renderText } from './template.js';
+import { PipelineDefinitions } from './definitions.js';
 import { StepError } from './steps/step.js';
-import { FINISHED_RUN_STATUSES, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
+import { FINISHED_RUN_STATUSES, type ApprovalWait, type Decider, type PipelineRun, type RunStatus, type RunSummary } from '../domain/runs.js';
 import { steadyNow } from '../core/clock.js';
 
 export interface PipelineEngineOptions {
   store: PipelineStore;
   bus: Bus;
   log: Logger;
+  /** The pipelines of the file (and code). */
   pipelines: Map<string, Pipeline>;
-  /** Runs a step of each kind. */
-  runners: Record<CompiledStep['kind'], StepRunner>;
+  /** Validates a pipeline defined over the API; without it, the API cannot define pipelines. */
+  compile?: (def: PipelineDefinition) => Pipeline;
+  /** Runs a step of each kind that works (an approval step only waits, and needs no runner). */
+  runners: Record<WorkKind, StepRunner>;
   /** Steps executing at once across all runs: the background lane's budget. */
   concurrency: number;
   /** This node, as the owner of the runs it drives; a node restarting under the same name takes its runs back at once. */
@@ -73,17 +79,28 @@ export class PipelineEngine {
   private stopping = false;
   private started = false;
   private leaseTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void)[] = [];
   /** Runs this node holds but cannot drive (their pipeline changed), logged once each. */
   private readonly unresumable = new Set<number>();
+  /** The pipelines of the file and the versions defined over the API. */
+  readonly definitions: PipelineDefinitions;
 
   constructor(private readonly options: PipelineEngineOptions) {
     this.lane = new Semaphore(options.concurrency);
     this.now = options.now ?? steadyNow;
     this.random = options.random ?? Math.random;
-  }
-
-  get pipelines(): Map<string, Pipeline> {
-    return this.options.pipelines;
+    const compile =
+      options.compile ??
+      ((def: PipelineDefinition): Pipeline => {
+        throw new Error(`pipeline ${def.name}: this engine takes no pipelines defined over the API`);
+      });
+    this.definitions = new PipelineDefinitions({
+      store: options.store,
+      fixed: options.pipelines,
+      compile,
+      now: this.now,
+      limits: { maxBytes: options.limits.maxPayloadBytes, maxDepth: options.limits.maxPayloadDepth },
+    });
   }
 
   /**
@@ -92,6 +109,17 @@ export class PipelineEngine {
    */
   async start(): Promise<void> {
     this.started = true;
+    const { bus } = this.options;
+    // A decision on an approval may be made on any node; the node driving the run learns it here.
+    this.unsubscribe.push(
+      bus.subscribe('pipeline.step.completed', (e) => {
+        const active = this.active.get(e.run.id);
+        if (active?.run.steps.find((s) => s.name === e.step)?.status === 'waiting') void this.refresh(active);
+      }),
+      bus.subscribe('pipeline.run.finished', (e) => {
+        if (this.active.has(e.run.id) && FINISHED_RUN_STATUSES.has(e.run.status)) this.end(e.run.id, new RunEnded('the run finished on another node'));
+      }),
+    );
     await this.acquireRuns();
     const every = Math.max(50, Math.floor(this.options.runLeaseMs / 3));
     this.leaseTimer = setInterval(() => void this.keepLeases(), every);
@@ -105,6 +133,7 @@ export class PipelineEngine {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.leaseTimer);
+    for (const off of this.unsubscribe.splice(0)) off();
     const ids = [...this.active.keys()];
     for (const active of this.active.values()) {
       for (const t of active.retryTimers.values()) clearTimeout(t);
@@ -124,8 +153,16 @@ export class PipelineEngine {
     try {
       const ids = [...this.active.keys()];
       if (ids.length > 0) {
-        const held = new Set(await store.runRenew({ owner, leaseMs, ids, now: this.now() }));
-        for (const id of ids) if (!held.has(id)) this.end(id, new RunEnded('the run finished or is driven by another node'));
+        const held = new Map((await store.runRenew({ owner, leaseMs, ids, now: this.now() })).map((r) => [r.id, r.updatedAt]));
+        for (const id of ids) {
+          const active = this.active.get(id);
+          if (!active) continue;
+          const updatedAt = held.get(id);
+          if (updatedAt === undefined) this.end(id, new RunEnded('the run finished or is driven by another node'));
+          // Changed by a write this node did not make (an approval decided on a node the bus did
+          // not reach): carry on from the store. Different, not later: nodes' clocks differ.
+          else if (updatedAt !== active.run.updatedAt && this.awaitsDecision(active)) void this.refresh(active);
+        }
       }
       if (!this.stopping) await this.acquireRuns();
     } catch (err) {
@@ -144,9 +181,10 @@ export class PipelineEngine {
       for (const run of runs) {
         afterId = run.id;
         if (this.active.has(run.id)) continue;
-        const pipeline = this.options.pipelines.get(run.pipeline);
-        // A run is resumed only on the steps it was started with; a pipeline redefined since then
-        // would have it skip or repeat work, so it is left as it is, and said so.
+        // A run of an API-defined pipeline resumes on its own version, whatever the newest is.
+        const pipeline = await this.definitions.ofRun(run);
+        // A run of the file's pipeline is resumed only on the steps it was started with; a pipeline
+        // redefined since then would have it skip or repeat work, so it is left as it is, and said so.
         const same = pipeline && pipeline.steps.length === run.steps.length && pipeline.steps.every((s, i) => s.name === run.steps[i].name);
         if (pipeline && same) resumable.push([pipeline, run]);
         else if (!this.unresumable.has(run.id)) {
@@ -159,8 +197,7 @@ export class PipelineEngine {
   }
 
   async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
-    const pipeline = this.options.pipelines.get(pipelineName);
-    if (!pipeline) throw notFound('pipeline', pipelineName);
+    const { pipeline, version } = await this.definitions.current(pipelineName);
     if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
     if (inputs.length > this.options.limits.maxBatch) {
       throw invalid('runs', `a batch holds at most ${this.options.limits.maxBatch} runs`, { count: inputs.length });
@@ -169,7 +206,12 @@ export class PipelineEngine {
     inputs.forEach((r, i) => checkJsonValue(r.input ?? null, 'input', { maxBytes, maxDepth }, batch ? { index: i } : {}));
     const runs = inputs.map((r) => {
       const run = { pipeline: pipeline.name, input: r.input ?? null, idempotencyKey: r.idempotencyKey ?? null };
-      return { ...run, requestHash: run.idempotencyKey === null ? null : runRequestHash(run), steps: pipeline.steps.map((s) => s.name) };
+      return {
+        ...run,
+        requestHash: run.idempotencyKey === null ? null : runRequestHash(run),
+        steps: pipeline.steps.map((s) => s.name),
+        pipelineVersion: version,
+      };
     });
     const results = await this.options.store.runInsertMany({
       runs,
@@ -248,9 +290,15 @@ export class PipelineEngine {
     }
     for (const step of active.pipeline.steps) {
       const s = state.get(step.name);
-      if (!s || (s.status !== 'pending' && s.status !== 'running')) continue;
+      if (!s || (s.status !== 'pending' && s.status !== 'running' && s.status !== 'waiting')) continue;
       if (active.inFlight.has(step.name) || active.retryTimers.has(step.name)) continue;
       if (!step.needs.every((n) => state.get(n)?.status === 'completed')) continue;
+      if (step.kind === 'approval') {
+        // Waits outside the background lane: a person deciding holds no slot that work could use.
+        active.inFlight.add(step.name);
+        void this.awaitApproval(active, step);
+        continue;
+      }
       const wait = (s.nextAttemptAt ?? 0) - this.now();
       if (wait > 0) {
         active.retryTimers.set(
@@ -299,7 +347,7 @@ export class PipelineEngine {
       };
       let output: unknown;
       try {
-        output = await withAbort(this.options.runners[step.kind](ctx), signal);
+        output = await withAbort(this.options.runners[step.kind as WorkKind](ctx), signal);
         checkJsonValue(output ?? null, 'output', { maxBytes: this.options.limits.maxPayloadBytes, maxDepth: this.options.limits.maxPayloadDepth });
       } catch (err) {
         // Shutdown and the run's end are not the step's failure: nothing is recorded for them.
@@ -323,6 +371,134 @@ export class PipelineEngine {
     } finally {
       release!();
     }
+  }
+
+  /** Records the approval step as waiting (unless it was already, after a restart) and arms its timeout. */
+  private async awaitApproval(active: ActiveRun, step: CompiledStep & { kind: 'approval' }): Promise<void> {
+    const { store, bus, owner } = this.options;
+    const runId = active.run.id;
+    try {
+      const now = this.now();
+      const scope = {
+        input: active.run.input,
+        steps: Object.fromEntries(active.run.steps.filter((s) => s.status === 'completed').map((s) => [s.name, s.output])),
+        run: { id: runId, pipeline: active.run.pipeline },
+      };
+      const approval: ApprovalWait = {
+        prompt: renderText(step.prompt, scope),
+        decideBy: now + step.policy.timeoutMs,
+        onTimeout: step.onTimeout ?? 'reject',
+        approvers: step.approvers ?? null,
+      };
+      const run = await store.stepAwait({ runId, step: step.name, owner, now, approval });
+      if (!run) return this.end(runId, new RunEnded('the run finished, or is driven by another node'));
+      // Decided (and refreshed) meanwhile: the refresh has moved the run on already.
+      if (this.active.get(runId) !== active || !active.inFlight.has(step.name)) return;
+      active.run = run;
+      const waiting = run.steps.find((s) => s.name === step.name)!;
+      bus.publish('pipeline.step.waiting', { run: summarizeRun(run), step: step.name, attempt: waiting.attempts });
+      this.armApprovalTimeout(active, step.name, waiting.approval!);
+    } catch (err) {
+      if (this.stopping) return;
+      if (!isDependencyUnavailable(err)) this.options.log.error({ err, runId, step: step.name }, 'approval step could not be recorded');
+      this.end(runId, new RunEnded('the run could not be recorded'));
+    }
+  }
+
+  private armApprovalTimeout(active: ActiveRun, step: string, approval: ApprovalWait): void {
+    const wait = approval.decideBy - this.now();
+    active.retryTimers.set(
+      step,
+      // Capped like retries; a timer that fires before the deadline (a wait of weeks) arms again.
+      setTimeout(() => {
+        active.retryTimers.delete(step);
+        if (this.active.get(active.run.id) !== active) return;
+        if (this.now() < approval.decideBy) return this.armApprovalTimeout(active, step, approval);
+        this.decide({ runId: active.run.id, step, approved: approval.onTimeout === 'approve', by: { kind: 'timeout' }, comment: null }).catch((err) => {
+          // Decided meanwhile (perhaps on another node while the bus was away): carry on from the store.
+          if (err instanceof FleetError && err.code === 'FLEETD_ERR_STEP_NOT_WAITING') return void this.refresh(active);
+          if (!this.stopping && !isDependencyUnavailable(err)) this.options.log.error({ err, runId: active.run.id, step }, 'approval timeout could not be recorded');
+          if (!this.stopping) this.armApprovalTimeout(active, step, { ...approval, decideBy: this.now() + 1_000 });
+        });
+      }, Math.min(Math.max(wait, 0), 2 ** 31 - 1)),
+    );
+  }
+
+  /**
+   * Whether `asker` may decide the step, without deciding: what the dashboard asks to show its buttons.
+   * Undefined when the step is not waiting for a decision.
+   */
+  async mayDecide(runId: number, step: string, asker: Asker): Promise<boolean | undefined> {
+    const run = await this.get(runId);
+    const state = run.steps.find((s) => s.name === step);
+    if (!state) throw new FleetError('FLEETD_ERR_NOT_FOUND', `run ${runId} has no step ${step}`, { runId, step });
+    return state.status === 'waiting' && state.approval ? mayDecide(state.approval.approvers, asker) : undefined;
+  }
+
+  /**
+   * Decides a waiting approval step, from any node: as `asker` (checked against the step's
+   * approvers) or by its timeout. Approved, the step completes with the decision as its output and
+   * the run goes on; rejected, the step fails with it and the run fails. Of two decisions at once,
+   * one wins; the other, like a decision on a step that is not waiting, is FLEETD_ERR_STEP_NOT_WAITING.
+   */
+  async decide(params: { runId: number; step: string; approved: boolean; comment: string | null } & ({ asker: Asker } | { by: Decider })): Promise<PipelineRun> {
+    const { runId, step, approved } = params;
+    const run = await this.get(runId);
+    const state = run.steps.find((s) => s.name === step);
+    if (!state) throw new FleetError('FLEETD_ERR_NOT_FOUND', `run ${runId} has no step ${step}`, { runId, step });
+    const notWaiting = (status: string) =>
+      new FleetError('FLEETD_ERR_STEP_NOT_WAITING', `step ${step} of run ${runId} is ${status}, not waiting for a decision`, { runId, step, status });
+    if (state.status !== 'waiting' || !state.approval) throw notWaiting(state.status);
+    if ('asker' in params && !mayDecide(state.approval.approvers, params.asker)) {
+      throw new FleetError('FLEETD_ERR_FORBIDDEN', `this credential may not decide step ${step} of run ${runId}`, {
+        runId,
+        step,
+        approvers: state.approval.approvers,
+      });
+    }
+    const now = this.now();
+    const by = 'asker' in params ? deciderOf(params.asker) : params.by;
+    const decided = await this.options.store.stepDecide({ runId, step, approved, output: decision(approved, by, params.comment, now), now });
+    if (!decided) {
+      const current = await this.get(runId);
+      throw notWaiting(current.steps.find((s) => s.name === step)?.status ?? 'gone');
+    }
+    const { bus } = this.options;
+    // The run's driver, on this node or another, moves on when these arrive.
+    if (approved) bus.publish('pipeline.step.completed', { run: summarizeRun(decided), step, attempt: state.attempts });
+    else {
+      bus.publish('pipeline.step.failed', { run: summarizeRun(decided), step, attempt: state.attempts, willRetry: false, error: { ...(decided.steps.find((s) => s.name === step)!.error as Record<string, unknown>) } });
+      bus.publish('pipeline.run.finished', { run: summarizeRun(decided) });
+      traceRunFinished(decided);
+    }
+    return decided;
+  }
+
+  private awaitsDecision(active: ActiveRun): boolean {
+    return active.run.steps.some((s) => s.status === 'waiting');
+  }
+
+  /** Reads the run again after a decision this node did not record itself, and carries on from it. */
+  private async refresh(active: ActiveRun): Promise<void> {
+    const runId = active.run.id;
+    let run: PipelineRun | undefined;
+    try {
+      run = await this.options.store.runGet({ id: runId });
+    } catch (err) {
+      // The lease keeper resumes the run once the store answers.
+      if (!isDependencyUnavailable(err)) this.options.log.error({ err, runId }, 'pipeline run could not be read');
+      return this.end(runId, new RunEnded('the run could not be read'));
+    }
+    if (this.active.get(runId) !== active) return;
+    if (!run || isFinished(run)) return this.end(runId, new RunEnded('the run finished'));
+    active.run = run;
+    for (const step of active.pipeline.steps) {
+      if (step.kind !== 'approval' || run.steps.find((s) => s.name === step.name)?.status === 'waiting') continue;
+      clearTimeout(active.retryTimers.get(step.name));
+      active.retryTimers.delete(step.name);
+      active.inFlight.delete(step.name);
+    }
+    this.advance(active);
   }
 
   private async failStep(active: ActiveRun, step: CompiledStep, attempt: number, err: unknown): Promise<void> {

@@ -3,7 +3,7 @@ import type { Fleet } from '../core/fleet.js';
 import type { FleetdConfig } from '../config.js';
 import { ProviderRegistry, type ProviderConfig } from '../providers/registry.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
-import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunner } from './definition.js';
+import type { CodeFunction, Pipeline, PipelineDefinition, StepContext, StepRunner, WorkKind } from './definition.js';
 import type { CaseStore } from '../store/case-store.js';
 import { CaseService } from './cases.js';
 import { PipelineEngine } from './engine.js';
@@ -14,7 +14,7 @@ import { runEmbedStep } from './steps/embed.js';
 import { runHttpStep } from './steps/http.js';
 import { runLlmStep } from './steps/llm.js';
 import { renderText } from './template.js';
-import { compilePipeline } from './validate.js';
+import { PipelineDefinitionError, compilePipeline } from './validate.js';
 
 /** Pipelines, providers and functions given in code; the pipelines file (config.pipelinesFile) adds to them. */
 export interface PipelineSetup {
@@ -57,18 +57,23 @@ export function createPipelines(options: {
   // Built in: `group-into-case` groups runs into cases by the similarity of their embeddings.
   const functions: Record<string, CodeFunction> = { 'group-into-case': cases.groupStep, ...setup.functions };
   const scope = { providers: providers.names(), functions: new Set(Object.keys(functions)) };
-  const pipelines = new Map<string, Pipeline>();
-  for (const def of [...(setup.pipelines ?? []), ...file.pipelines]) {
+  // The file's pipelines and those defined over the API are held to the same checks.
+  const compile = (def: PipelineDefinition): Pipeline => {
     const pipeline = compilePipeline(def, scope);
-    if (pipelines.has(pipeline.name)) throw new Error(`pipeline ${pipeline.name}: name is used by another pipeline`);
     if (!setup.nlp) {
       const nlpStep = pipeline.steps.find((s) => s.kind === 'nlp');
-      if (nlpStep) throw new Error(`pipeline ${pipeline.name}, step ${nlpStep.name}: kind nlp needs the NLP worker, which this server was started without`);
+      if (nlpStep) throw new PipelineDefinitionError(pipeline.name, nlpStep.name, 'kind', 'nlp needs the NLP worker, which this server was started without');
     }
+    return pipeline;
+  };
+  const pipelines = new Map<string, Pipeline>();
+  for (const def of [...(setup.pipelines ?? []), ...file.pipelines]) {
+    const pipeline = compile(def);
+    if (pipelines.has(pipeline.name)) throw new Error(`pipeline ${pipeline.name}: name is used by another pipeline`);
     pipelines.set(pipeline.name, pipeline);
   }
   const outcomes = new TaskOutcomes(fleet);
-  const runners: Record<Pipeline['steps'][number]['kind'], StepRunner> = {
+  const runners: Record<WorkKind, StepRunner> = {
     llm: (ctx) => runLlmStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     embed: (ctx) => runEmbedStep(ctx, providers.get((ctx.step as { provider: string }).provider)),
     http: (ctx) => runHttpStep(ctx),
@@ -87,6 +92,7 @@ export function createPipelines(options: {
     bus: fleet.bus,
     log: options.log,
     pipelines,
+    compile,
     runners,
     concurrency: config.pipelineConcurrency,
     owner: options.owner,

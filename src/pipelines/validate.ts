@@ -1,4 +1,4 @@
-import { STEP_KINDS, defaultStepPolicy, type CompiledStep, type Pipeline, type PipelineDefinition, type StepDefinition, type StepPolicy } from './definition.js';
+import { APPROVAL_TIMEOUT_MS, STEP_KINDS, defaultStepPolicy, type CompiledStep, type Pipeline, type PipelineDefinition, type StepDefinition, type StepPolicy } from './definition.js';
 import { placeholders } from './template.js';
 
 /** A pipeline definition that cannot run, naming the pipeline, the step and the field at fault. */
@@ -28,6 +28,7 @@ const REQUIRED_TEXT: Record<StepDefinition['kind'], string[]> = {
   agent: ['capability'],
   code: [],
   nlp: ['text'],
+  approval: ['prompt'],
 };
 const ALLOWED: Record<StepDefinition['kind'], string[]> = {
   llm: ['provider', 'model', 'system', 'prompt', 'json', 'temperature', 'maxTokens'],
@@ -36,6 +37,7 @@ const ALLOWED: Record<StepDefinition['kind'], string[]> = {
   agent: ['capability', 'type', 'payload', 'priority', 'leaseMs', 'taskAttempts'],
   code: ['fn'],
   nlp: ['operation', 'text'],
+  approval: ['prompt', 'onTimeout', 'approvers'],
 };
 const COMMON = ['name', 'kind', 'needs', 'timeoutMs', 'attempts', 'backoffMs', 'backoffMaxMs'];
 
@@ -95,11 +97,19 @@ export function compilePipeline(def: PipelineDefinition, scope: DefinitionScope)
         if (step[f] !== undefined && !Number.isSafeInteger(step[f])) fail(name, f, 'must be a whole number');
       }
     }
+    if (kind === 'approval') {
+      // One decision, not attempts: what would retry a person?
+      for (const f of ['attempts', 'backoffMs', 'backoffMaxMs']) if (step[f] !== undefined) fail(name, f, 'is not a field of an approval step');
+      if (step.onTimeout !== undefined && step.onTimeout !== 'approve' && step.onTimeout !== 'reject') fail(name, 'onTimeout', 'must be approve or reject');
+      if (step.approvers !== undefined) checkApprovers(step.approvers, (f, r) => fail(name, f, r));
+    }
     let needs: string[];
     if (step.needs === undefined) needs = index === 0 ? [] : [steps[index - 1].name];
     else if (Array.isArray(step.needs) && step.needs.every((n) => typeof n === 'string')) needs = step.needs as string[];
     else needs = fail(name, 'needs', 'must be a list of step names');
     const policy = { ...defaults, ...checkPolicy(step, (f, r) => fail(name, f, r)) };
+    // The pipeline's defaults are for work; a person is given a day unless the step says otherwise.
+    if (kind === 'approval' && step.timeoutMs === undefined) policy.timeoutMs = APPROVAL_TIMEOUT_MS;
     steps.push({ ...(step as unknown as StepDefinition), needs, policy } as CompiledStep);
   });
 
@@ -126,6 +136,20 @@ export function compilePipeline(def: PipelineDefinition, scope: DefinitionScope)
     steps,
     sinks: steps.filter((s) => !needed.has(s.name)).map((s) => s.name),
   };
+}
+
+function checkApprovers(value: unknown, fail: (field: string, reason: string) => never): void {
+  const a = value as Record<string, unknown>;
+  if (a === null || typeof a !== 'object' || Array.isArray(a)) fail('approvers', 'must be an object with keys and/or agents');
+  for (const key of Object.keys(a)) if (key !== 'keys' && key !== 'agents') fail(`approvers.${key}`, 'is not a known field (keys, agents)');
+  for (const key of ['keys', 'agents']) {
+    const names = a[key];
+    if (names === undefined) continue;
+    if (!Array.isArray(names) || names.length > 100 || !names.every((n) => typeof n === 'string' && n !== '' && n.length <= 200)) {
+      fail(`approvers.${key}`, 'must be a list of at most 100 names');
+    }
+  }
+  if (((a.keys as unknown[] | undefined)?.length ?? 0) + ((a.agents as unknown[] | undefined)?.length ?? 0) === 0) fail('approvers', 'must name at least one key or agent');
 }
 
 function checkPolicy(p: unknown, fail: (field: string, reason: string) => never): StepPolicy {

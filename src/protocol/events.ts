@@ -73,6 +73,7 @@ export const EventDataSchemas = {
     Type.Object({ willRetry: Type.Boolean(), error: Type.Record(Type.String(), Type.Unknown()) }),
   ]),
   'pipeline.run.finished': Type.Object({ run: RunSummarySchema }),
+  'pipeline.step.waiting': StepEvent,
   stats: StatsSchema,
 } satisfies Record<Exclude<EventName, 'tasks.available'> | 'stats', TObject>;
 

@@ -26,6 +26,8 @@ import { intakeRoutes } from './routes/intake.js';
 import { dashboardRoutes } from './dashboard.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
+import { pipelineDefinitionRoutes } from './routes/pipeline-definitions.js';
+import { approvalRoutes } from './routes/approvals.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 
@@ -198,6 +200,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
+  if (options.pipelines) await app.register(pipelineDefinitionRoutes, { pipelines: options.pipelines, prefix: '/v1' });
+  if (options.pipelines) await app.register(approvalRoutes, { pipelines: options.pipelines, fleet, prefix: '/v1' });
   if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });
   await app.register(dashboardRoutes, deps);
   return app;

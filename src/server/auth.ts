@@ -8,8 +8,10 @@ import { ErrorBody } from '../domain/wire.js';
 /**
  * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent
  * the request acts for, with its own token (or an admin key, which may act for any agent).
+ * `submit-or-agent`: a submit key, or any agent's token; the route decides what the agent may do
+ * (an approval step names the agents that may decide it).
  */
-export type Access = 'public' | Scope | 'agent';
+export type Access = 'public' | Scope | 'agent' | 'submit-or-agent';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -81,15 +83,15 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean 
     reply.removeHeader('www-authenticate');
     request.principal = principal;
     if (principal.kind === 'agent') {
-      if (access !== 'agent') {
-        throw forbidden('an agent token acts only for its own agent: claims, leases, locks, heartbeats and its stream', {
+      if (access !== 'agent' && access !== 'submit-or-agent') {
+        throw forbidden('an agent token acts only for its own agent: claims, leases, locks, heartbeats, its stream, and approvals that name it', {
           needs: access,
           agentId: principal.agentId,
         });
       }
       return;
     }
-    const needs: Scope = access === 'agent' ? 'admin' : access;
+    const needs: Scope = access === 'agent' ? 'admin' : access === 'submit-or-agent' ? 'submit' : access;
     if (!scopeCovers(principal.scope, needs)) {
       const what = access === 'agent' ? "only the agent's own token or an admin key may act for an agent" : `this route needs a ${needs} key`;
       throw forbidden(`${what}; this key's scope is ${principal.scope}`, { needs, scope: principal.scope, keyId: principal.keyId });

@@ -1,5 +1,5 @@
 import type { Case } from '../domain/runs.js';
-import type { PipelineRun, RunStatus, StepState, StepStatus } from '../domain/runs.js';
+import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus, StepState, StepStatus } from '../domain/runs.js';
 import { parseJson } from './rows.js';
 
 /** A pipeline_runs row, the same in both SQL drivers (JSON kept as text). */
@@ -15,6 +15,7 @@ export interface RunRow {
   created_at: number;
   updated_at: number;
   finished_at: number | null;
+  pipeline_version: number | null;
 }
 
 /** A pipeline_steps row. */
@@ -29,6 +30,7 @@ export interface StepRow {
   started_at: number | null;
   finished_at: number | null;
   next_attempt_at: number | null;
+  approval: string | null;
 }
 
 export function toStep(row: StepRow): StepState {
@@ -41,6 +43,7 @@ export function toStep(row: StepRow): StepState {
     startedAt: row.started_at,
     finishedAt: row.finished_at,
     nextAttemptAt: row.next_attempt_at,
+    approval: parseJson(row.approval) as ApprovalWait | null,
   };
 }
 
@@ -48,6 +51,7 @@ export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
   return {
     id: row.id,
     pipeline: row.pipeline,
+    pipelineVersion: row.pipeline_version,
     status: row.status,
     input: JSON.parse(row.input),
     output: parseJson(row.output),
@@ -71,3 +75,13 @@ export interface CaseRow {
 }
 
 export const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
+
+/** A pipeline_versions row. */
+export interface VersionRow {
+  name: string;
+  version: number;
+  definition: string | null;
+  created_at: number;
+}
+
+export const toVersion = (r: VersionRow): PipelineVersion => ({ name: r.name, version: r.version, definition: parseJson(r.definition), createdAt: r.created_at });

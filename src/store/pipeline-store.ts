@@ -1,5 +1,5 @@
 import type { Page } from '../domain/types.js';
-import type { PipelineRun, RunStatus } from '../domain/runs.js';
+import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../domain/runs.js';
 import type { RepeatCheck } from './store.js';
 
 /**
@@ -31,8 +31,11 @@ export interface PipelineStore {
    * nodes, takes over.
    */
   runAcquire(params: RunLease & { afterId: number; limit: number; now: number }): Promise<PipelineRun[]>;
-  /** Extends `owner`'s leases on these runs; returns the ids it still holds (unfinished and not taken over). */
-  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]>;
+  /**
+   * Extends `owner`'s leases on these runs; returns those it still holds (unfinished and not taken
+   * over), each with its updatedAt, by which the driver sees a change another node made (a decision).
+   */
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]>;
   /** Gives up `owner`'s leases on these runs (a node shutting down), so that another node takes them at once. */
   runRelease(params: { owner: string; ids: number[] }): Promise<void>;
   /**
@@ -55,6 +58,33 @@ export interface PipelineStore {
    * then, with keepNewest, those beyond the keepNewest most recently finished. Returns how many went.
    */
   runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
+
+  /**
+   * Appends the next version of a pipeline defined over the API (1 for a new name); a null
+   * definition records its deletion. With `onlyIfLive` (a deletion), nothing is written unless the
+   * newest version has a definition, and undefined is returned. Versions of one name are numbered
+   * without gaps even when nodes append at once.
+   */
+  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined>;
+  /** The newest `limit` versions of a name, newest first (deletions included). */
+  versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]>;
+  versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined>;
+  /** The newest version of every name whose newest version is not a deletion, by name. */
+  versionCurrent(): Promise<PipelineVersion[]>;
+
+  /**
+   * An approval step starts waiting: `pending` → `waiting` (an attempt counted), with what it waits
+   * for. A step found `waiting` already (a restart) is left as it was, deadline included. Fenced by
+   * the owner like every write of the run's driver.
+   */
+  stepAwait(params: StepWrite & { approval: ApprovalWait }): Promise<PipelineRun | undefined>;
+  /**
+   * Decides a waiting approval step, from any node (the run's driver or not): `approved` completes
+   * it with `output`; `rejected` fails it with `output` as its output and error, skips the run's
+   * unfinished steps and fails the run. Only a step still `waiting` is decided: of two decisions at
+   * once one wins, and the other gets undefined, as does a step that is not waiting.
+   */
+  stepDecide(params: { runId: number; step: string; approved: boolean; output: unknown; now: number }): Promise<PipelineRun | undefined>;
 }
 
 /** A node's hold on the runs it drives. */
@@ -85,6 +115,8 @@ export interface RunInsertParams {
   requestHash: string | null;
   /** The pipeline's step names, in definition order. */
   steps: string[];
+  /** The version of an API-defined pipeline; null for one of the file. */
+  pipelineVersion: number | null;
 }
 
 export interface RunListParams {

@@ -5,7 +5,8 @@ import type { RunInsertParams, RunLease } from '../../src/store/pipeline-store.j
 import { eachTest, type DriverFactory } from './harness.js';
 
 /** A run as the engine hands it to the store: its request hash computed by core's rule. */
-const run = (r: Omit<RunInsertParams, 'requestHash'>): RunInsertParams => ({ ...r, requestHash: r.idempotencyKey === null ? null : runRequestHash(r) });
+type RunParams = Omit<RunInsertParams, 'requestHash' | 'pipelineVersion'> & { pipelineVersion?: number | null };
+const run = (r: RunParams): RunInsertParams => ({ pipelineVersion: null, ...r, requestHash: r.idempotencyKey === null ? null : runRequestHash(r) });
 
 /** Pipeline runs: insertion once per key, steps, leases between nodes, cancel, list, counts. */
 export function exerciseRuns(factory: DriverFactory): void {
@@ -14,7 +15,7 @@ export function exerciseRuns(factory: DriverFactory): void {
     const steps = ['a', 'b', 'c'];
     const owner = 'node-a';
     const lease = { owner, leaseMs: 1_000 };
-    const insert = (p: { runs: Omit<RunInsertParams, 'requestHash'>[]; lease: RunLease; now: number }) => {
+    const insert = (p: { runs: RunParams[]; lease: RunLease; now: number }) => {
       const runs = p.runs.map(run);
       return h.driver.pipelineStore.runInsertMany({ ...p, runs, onRepeat: repeatCheck('run', runs) });
     };
@@ -70,7 +71,7 @@ export function exerciseRuns(factory: DriverFactory): void {
       await runs.stepStart({ runId: run.id, step: 'b', owner, now: 1_300 });
       const other = { owner: 'node-b', leaseMs: 1_000 };
       assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 1_500 }), [], 'node-a holds it until 2,000');
-      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [run.id], 'node-a renews it until 2,900');
+      assert.deepEqual(await runs.runRenew({ ...lease, ids: [run.id], now: 1_900 }), [{ id: run.id, updatedAt: 1_300 }], 'node-a renews it until 2,900, and sees its last write');
       assert.deepEqual(await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 2_500 }), []);
 
       const [taken] = await runs.runAcquire({ ...other, afterId: 0, limit: 10, now: 3_000 });
@@ -148,6 +149,69 @@ export function exerciseRuns(factory: DriverFactory): void {
       assert.deepEqual((await runs.runList({ status: 'cancelled', limit: 10 })).items.map((r) => r.id), [inserted[0].run.id]);
       const counts = Object.fromEntries((await runs.runCounts()).map((c) => [`${c.pipeline}/${c.status}`, c.count]));
       assert.deepEqual(counts, { 'even/queued': 2, 'even/cancelled': 1, 'odd/queued': 2 });
+    });
+
+    it('numbers the versions of a pipeline from 1, records a deletion only over a live version, and lists the current ones', async () => {
+      const runs = h.driver.pipelineStore;
+      const v1 = await runs.versionAppend({ name: 'p', definition: { steps: [1] }, now: 10 });
+      const v2 = await runs.versionAppend({ name: 'p', definition: { steps: [2] }, now: 20 });
+      await runs.versionAppend({ name: 'q', definition: { steps: [] }, now: 30 });
+      assert.deepEqual([v1!.version, v2!.version], [1, 2]);
+      assert.deepEqual((await runs.versionGet({ name: 'p', version: 1 }))!.definition, { steps: [1] });
+      assert.equal(await runs.versionGet({ name: 'p', version: 9 }), undefined);
+      assert.equal(await runs.versionAppend({ name: 'none', definition: null, now: 40, onlyIfLive: true }), undefined);
+      const deleted = await runs.versionAppend({ name: 'q', definition: null, now: 40, onlyIfLive: true });
+      assert.deepEqual([deleted!.version, deleted!.definition], [2, null]);
+      assert.equal(await runs.versionAppend({ name: 'q', definition: null, now: 50, onlyIfLive: true }), undefined, 'deleted once');
+      assert.deepEqual((await runs.versionList({ name: 'p', limit: 10 })).map((v) => [v.version, v.createdAt]), [[2, 20], [1, 10]]);
+      assert.deepEqual((await runs.versionList({ name: 'p', limit: 1 })).map((v) => v.version), [2]);
+      assert.deepEqual((await runs.versionCurrent()).map((v) => [v.name, v.version]), [['p', 2]]);
+      // Nodes appending at once still number without gaps or repeats.
+      await Promise.all(Array.from({ length: 8 }, (_, i) => runs.versionAppend({ name: 'busy', definition: { i }, now: 60 })));
+      assert.deepEqual((await runs.versionList({ name: 'busy', limit: 20 })).map((v) => v.version), [8, 7, 6, 5, 4, 3, 2, 1]);
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps, pipelineVersion: 2 }], lease, now: 70 });
+      assert.equal(run.pipelineVersion, 2);
+      assert.equal((await runs.runGet({ id: run.id }))!.pipelineVersion, 2);
+    });
+
+    it('an approval step waits with its deadline kept on resume, and is decided once: approval completes it, rejection fails the run', async () => {
+      const runs = h.driver.pipelineStore;
+      const approval = { prompt: 'ship it?', decideBy: 5_000, onTimeout: 'reject' as const, approvers: null };
+      const [{ run }, { run: other }] = await insert({
+        runs: [0, 1].map(() => ({ pipeline: 'p', input: null, idempotencyKey: null, steps })),
+        lease,
+        now: 1,
+      });
+      const waiting = await runs.stepAwait({ runId: run.id, owner, step: 'a', approval, now: 2 });
+      assert.deepEqual([waiting!.status, waiting!.steps[0].status, waiting!.steps[0].attempts], ['running', 'waiting', 1]);
+      assert.deepEqual(waiting!.steps[0].approval, approval);
+      const resumed = await runs.stepAwait({ runId: run.id, owner, step: 'a', approval: { ...approval, decideBy: 9_000 }, now: 3 });
+      assert.deepEqual([resumed!.steps[0].attempts, resumed!.steps[0].startedAt, resumed!.steps[0].approval!.decideBy], [1, 2, 5_000]);
+      assert.equal(await runs.stepAwait({ runId: run.id, owner: 'node-b', step: 'a', approval, now: 3 }), undefined, 'fenced by the owner');
+      assert.equal(await runs.stepDecide({ runId: run.id, step: 'b', approved: true, output: {}, now: 4 }), undefined, 'a step not waiting');
+
+      const decisions = await Promise.all([
+        runs.stepDecide({ runId: run.id, step: 'a', approved: true, output: { decision: 'approved' }, now: 5 }),
+        runs.stepDecide({ runId: run.id, step: 'a', approved: false, output: { decision: 'rejected' }, now: 5 }),
+      ]);
+      assert.equal(decisions.filter((d) => d !== undefined).length, 1, 'one decision wins');
+      assert.deepEqual((await runs.runGet({ id: run.id }))!.steps[0].status, decisions[0] ? 'completed' : 'failed');
+
+      await runs.stepAwait({ runId: other.id, owner, step: 'a', approval, now: 2 });
+      const rejected = await runs.stepDecide({ runId: other.id, step: 'a', approved: false, output: { decision: 'rejected', comment: 'no' }, now: 6 });
+      assert.equal(rejected!.status, 'failed');
+      assert.deepEqual(rejected!.error, { step: 'a', error: { decision: 'rejected', comment: 'no' } });
+      assert.deepEqual(rejected!.steps.map((s) => s.status), ['failed', 'skipped', 'skipped']);
+      assert.deepEqual(rejected!.steps[0].output, { decision: 'rejected', comment: 'no' });
+    });
+
+    it('cancelling a run ends its waiting approval', async () => {
+      const runs = h.driver.pipelineStore;
+      const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps }], lease, now: 1 });
+      await runs.stepAwait({ runId: run.id, owner, step: 'a', approval: { prompt: '?', decideBy: 9, onTimeout: 'approve', approvers: { agents: ['x'] } }, now: 2 });
+      const cancelled = await runs.runCancel({ runId: run.id, now: 3 });
+      assert.deepEqual(cancelled!.steps.map((s) => s.status), ['cancelled', 'cancelled', 'cancelled']);
+      assert.equal(await runs.stepDecide({ runId: run.id, step: 'a', approved: true, output: {}, now: 4 }), undefined);
     });
   });
 }

@@ -16,6 +16,7 @@ import {
 import type { Pipelines } from '../../pipelines/pipelines.js';
 import { Pagination } from '../schemas.js';
 import { errors } from './deps.js';
+import { pipelineInfo } from './pipeline-definitions.js';
 
 const RunInputSchema = Type.Object(
   { input: Type.Optional(Type.Unknown()), idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })) },
@@ -32,12 +33,8 @@ const RunId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }> = async (app, { pipelines }) => {
   const engine = pipelines.engine;
 
-  app.get('/pipelines', { schema: { tags: ['pipelines'], summary: 'List pipelines', description: 'The pipelines this node loaded, with their steps and what each step needs.', response: { 200: Type.Object({ items: Type.Array(PipelineInfoSchema) }) } } }, async () => ({
-    items: [...engine.pipelines.values()].map((p) => ({
-      name: p.name,
-      description: p.description,
-      steps: p.steps.map((s) => ({ name: s.name, kind: s.kind, needs: s.needs })),
-    })),
+  app.get('/pipelines', { schema: { tags: ['pipelines'], summary: 'List pipelines', description: 'The pipelines new runs can start with: those of the pipelines file, and the current version of each defined over the API, with their steps and what each step needs.', response: { 200: Type.Object({ items: Type.Array(PipelineInfoSchema) }) } } }, async () => ({
+    items: (await engine.definitions.list()).map(pipelineInfo),
   }));
 
   app.post(

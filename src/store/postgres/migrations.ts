@@ -293,6 +293,24 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 8,
+    name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
+    sql: `
+-- One row per version of a pipeline defined over the API; a NULL definition is a deletion.
+CREATE TABLE pipeline_versions (
+  name       TEXT    NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT,
+  created_at BIGINT  NOT NULL,
+  PRIMARY KEY (name, version)
+);
+-- The version a run was started with; NULL for a pipeline of the file (or of code).
+ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
+-- An approval step waiting for a decision: its prompt, deadline and who may decide (JSON).
+ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
+`,
+  },
 ];
 
 /**

@@ -1,8 +1,8 @@
 import { FleetError } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
-import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../../domain/runs.js';
 import * as lists from '../lists.js';
-import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import { toRun, toVersion, type RunRow, type StepRow, type VersionRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
 import type { RepeatCheck } from '../store.js';
 import type { PostgresDatabase, Query } from './database.js';
@@ -16,7 +16,7 @@ const RUN_FINISH = `UPDATE pipeline_runs SET status = $2, output = $3, error = $
     owner = NULL, lease_expires_at = NULL
   WHERE id = $1 AND ${UNFINISHED} AND ($6::text IS NULL OR owner = $6) RETURNING *`;
 /** Ends the run's unfinished steps. $1 run, $2 status, $3 now. */
-const STEPS_END = "UPDATE pipeline_steps SET status = $2, finished_at = $3 WHERE run_id = $1 AND status IN ('pending', 'running')";
+const STEPS_END = "UPDATE pipeline_steps SET status = $2, finished_at = $3 WHERE run_id = $1 AND status IN ('pending', 'running', 'waiting')";
 
 /**
  * Pipeline runs on PostgreSQL, on the driver's pool, shared by every node. Each run is driven
@@ -51,10 +51,11 @@ export class PostgresRuns implements PipelineStore {
       const results: { run: PipelineRun; created: boolean }[] = [];
       for (const [index, r] of params.runs.entries()) {
         const [inserted] = await q<RunRow>(
-          `INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at, owner, lease_expires_at)
-           VALUES ($1, 'queued', $2, $3, $4, $5, $5, $6, $5 + $7::bigint)
+          `INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at, owner, lease_expires_at,
+             pipeline_version)
+           VALUES ($1, 'queued', $2, $3, $4, $5, $5, $6, $5 + $7::bigint, $8)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING *`,
-          [r.pipeline, JSON.stringify(r.input ?? null), r.idempotencyKey, r.requestHash, params.now, params.lease.owner, params.lease.leaseMs],
+          [r.pipeline, JSON.stringify(r.input ?? null), r.idempotencyKey, r.requestHash, params.now, params.lease.owner, params.lease.leaseMs, r.pipelineVersion],
         );
         if (inserted) {
           await q(
@@ -94,12 +95,12 @@ export class PostgresRuns implements PipelineStore {
     return this.withSteps(this.query, rows.sort((a, b) => a.id - b.id));
   }
 
-  async runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
-    const rows = await this.query<{ id: number }>(
-      `UPDATE pipeline_runs SET lease_expires_at = $3 + $4::bigint WHERE id = ANY($1::bigint[]) AND owner = $2 AND ${UNFINISHED} RETURNING id`,
+  async runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]> {
+    const rows = await this.query<{ id: number; updated_at: number }>(
+      `UPDATE pipeline_runs SET lease_expires_at = $3 + $4::bigint WHERE id = ANY($1::bigint[]) AND owner = $2 AND ${UNFINISHED} RETURNING id, updated_at`,
       [params.ids, params.owner, params.now, params.leaseMs],
     );
-    return rows.map((r) => r.id);
+    return rows.map((r) => ({ id: r.id, updatedAt: r.updated_at }));
   }
 
   async runRelease(params: { owner: string; ids: number[] }): Promise<void> {
@@ -197,5 +198,74 @@ export class PostgresRuns implements PipelineStore {
       [params.limit - old.length, params.keepNewest],
     );
     return old.length + beyond.length;
+  }
+
+  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
+    return this.db.transaction(async (q) => {
+      // Appends to one name take turns, so that two nodes never number the same version.
+      await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-pipeline-version:${this.db.schema}:${params.name}`]);
+      const [newest] = await q<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 ORDER BY version DESC LIMIT 1', [params.name]);
+      if (params.onlyIfLive && (newest === undefined || newest.definition === null)) return undefined;
+      const [row] = await q<VersionRow>('INSERT INTO pipeline_versions (name, version, definition, created_at) VALUES ($1, $2, $3, $4) RETURNING *', [
+        params.name,
+        (newest?.version ?? 0) + 1,
+        params.definition === null ? null : JSON.stringify(params.definition),
+        params.now,
+      ]);
+      return toVersion(row);
+    });
+  }
+
+  async versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]> {
+    const rows = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 ORDER BY version DESC LIMIT $2', [params.name, params.limit]);
+    return rows.map(toVersion);
+  }
+
+  async versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined> {
+    const [row] = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 AND version = $2', [params.name, params.version]);
+    return row && toVersion(row);
+  }
+
+  async versionCurrent(): Promise<PipelineVersion[]> {
+    const rows = await this.query<VersionRow>(
+      'SELECT * FROM (SELECT DISTINCT ON (name) * FROM pipeline_versions ORDER BY name, version DESC) newest WHERE definition IS NOT NULL ORDER BY name',
+    );
+    return rows.map(toVersion);
+  }
+
+  stepAwait(params: StepWrite & { approval: ApprovalWait }): Promise<PipelineRun | undefined> {
+    return this.db.transaction(async (q) => {
+      const run = await q<RunRow>(RUN_TOUCH, [params.runId, 'running', params.now, params.owner]);
+      if (run.length === 0) return undefined;
+      const [step] = await q<{ status: string }>(
+        `UPDATE pipeline_steps SET status = 'waiting', attempts = attempts + (CASE WHEN status = 'pending' THEN 1 ELSE 0 END),
+           started_at = CASE WHEN status = 'pending' THEN $3 ELSE started_at END, next_attempt_at = NULL,
+           approval = CASE WHEN status = 'pending' THEN $4 ELSE approval END
+         WHERE run_id = $1 AND name = $2 AND status IN ('pending', 'waiting') RETURNING status`,
+        [params.runId, params.step, params.now, JSON.stringify(params.approval)],
+      );
+      if (!step) throw new FleetError('FLEETD_ERR_RUN_STATE', `step ${params.step} of run ${params.runId} is not pending`);
+      return this.one(q, run);
+    });
+  }
+
+  stepDecide(params: { runId: number; step: string; approved: boolean; output: unknown; now: number }): Promise<PipelineRun | undefined> {
+    return this.db.transaction(async (q) => {
+      const output = JSON.stringify(params.output ?? null);
+      // The row lock makes decisions arriving at once on several nodes take turns: the second finds the step decided.
+      const decided = await q(
+        `UPDATE pipeline_steps SET status = $3, output = $4, error = $5, finished_at = $6
+         WHERE run_id = $1 AND name = $2 AND status = 'waiting' RETURNING run_id`,
+        [params.runId, params.step, params.approved ? 'completed' : 'failed', output, params.approved ? null : output, params.now],
+      );
+      if (decided.length === 0) return undefined;
+      if (params.approved) {
+        return this.one(q, await q<RunRow>(`UPDATE pipeline_runs SET updated_at = $2 WHERE id = $1 AND ${UNFINISHED} RETURNING *`, [params.runId, params.now]));
+      }
+      const runError = JSON.stringify({ step: params.step, error: params.output ?? null });
+      const run = await q<RunRow>(RUN_FINISH, [params.runId, 'failed', null, runError, params.now, null]);
+      await q(STEPS_END, [params.runId, 'skipped', params.now]);
+      return this.one(q, run);
+    });
   }
 }

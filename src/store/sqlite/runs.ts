@@ -1,9 +1,9 @@
 import { FleetError } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
-import type { PipelineRun, RunStatus } from '../../domain/runs.js';
+import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../../domain/runs.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { toRun, type RunRow, type StepRow } from '../pipeline-rows.js';
+import { toRun, toVersion, type RunRow, type StepRow, type VersionRow } from '../pipeline-rows.js';
 import type { PipelineStore, RunInsertParams, RunLease, RunListParams, StepWrite } from '../pipeline-store.js';
 import type { RepeatCheck } from '../store.js';
 import type { SqliteDatabase } from './database.js';
@@ -23,8 +23,8 @@ export class SqliteRuns implements PipelineStore {
     const { db } = this.d;
     return {
       runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
-        owner, lease_expires_at)
-        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms) RETURNING *`),
+        owner, lease_expires_at, pipeline_version)
+        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms, @pipeline_version) RETURNING *`),
       stepInsert: db.prepare("INSERT INTO pipeline_steps (run_id, position, name, status) VALUES (?, ?, ?, 'pending')"),
       runByKey: db.prepare('SELECT * FROM pipeline_runs WHERE idempotency_key = ?'),
       runById: db.prepare('SELECT * FROM pipeline_runs WHERE id = ?'),
@@ -34,7 +34,7 @@ export class SqliteRuns implements PipelineStore {
           AND (owner IS NULL OR owner = @owner OR lease_expires_at <= @now) ORDER BY id LIMIT @limit
         ) RETURNING *`),
       renew: db.prepare(`UPDATE pipeline_runs SET lease_expires_at = @now + @lease_ms
-        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id`),
+        WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner AND status IN ('queued', 'running') RETURNING id, updated_at`),
       release: db.prepare('UPDATE pipeline_runs SET owner = NULL, lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(@ids)) AND owner = @owner'),
       runTouch: db.prepare(`UPDATE pipeline_runs SET status = @status, updated_at = @now WHERE id = @id
         AND status IN ('queued', 'running') AND owner = @owner RETURNING *`),
@@ -50,7 +50,20 @@ export class SqliteRuns implements PipelineStore {
       stepFail: db.prepare(`UPDATE pipeline_steps SET status = 'failed', error = @error, finished_at = @now
         WHERE run_id = @run_id AND name = @name`),
       stepsEnd: db.prepare(`UPDATE pipeline_steps SET status = @status, finished_at = @now
-        WHERE run_id = @run_id AND status IN ('pending', 'running')`),
+        WHERE run_id = @run_id AND status IN ('pending', 'running', 'waiting')`),
+      versionNewest: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? ORDER BY version DESC LIMIT 1'),
+      versionInsert: db.prepare('INSERT INTO pipeline_versions (name, version, definition, created_at) VALUES (?, ?, ?, ?) RETURNING *'),
+      versionList: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? ORDER BY version DESC LIMIT ?'),
+      versionGet: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? AND version = ?'),
+      versionCurrent: db.prepare(`SELECT v.* FROM pipeline_versions v
+        JOIN (SELECT name, MAX(version) AS version FROM pipeline_versions GROUP BY name) newest USING (name, version)
+        WHERE v.definition IS NOT NULL ORDER BY v.name`),
+      stepAwait: db.prepare(`UPDATE pipeline_steps SET status = 'waiting', attempts = attempts + 1, started_at = @now, next_attempt_at = NULL,
+        approval = @approval WHERE run_id = @run_id AND name = @name AND status = 'pending'`),
+      stepIs: db.prepare('SELECT status FROM pipeline_steps WHERE run_id = ? AND name = ?').pluck(),
+      stepDecide: db.prepare(`UPDATE pipeline_steps SET status = @status, output = @output, error = @error, finished_at = @now
+        WHERE run_id = @run_id AND name = @name AND status = 'waiting'`),
+      runTouchAny: db.prepare("UPDATE pipeline_runs SET updated_at = @now WHERE id = @id AND status IN ('queued', 'running') RETURNING *"),
       counts: db.prepare('SELECT pipeline, status, n AS count FROM pipeline_run_counts WHERE n > 0'),
       // Steps go with their run (ON DELETE CASCADE).
       deleteFinished: db.prepare('DELETE FROM pipeline_runs WHERE id IN (SELECT id FROM pipeline_runs WHERE finished_at < ? LIMIT ?)'),
@@ -82,6 +95,7 @@ export class SqliteRuns implements PipelineStore {
           now: params.now,
           owner: params.lease.owner,
           lease_ms: params.lease.leaseMs,
+          pipeline_version: r.pipelineVersion,
         }) as RunRow;
         r.steps.forEach((name, i) => this.s.stepInsert.run(row.id, i, name));
         return { run: this.toRun(row), created: true };
@@ -106,9 +120,11 @@ export class SqliteRuns implements PipelineStore {
     );
   }
 
-  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<number[]> {
+  runRenew(params: RunLease & { ids: number[]; now: number }): Promise<{ id: number; updatedAt: number }[]> {
     return this.d.groupCommit.write(() =>
-      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number }[]).map((r) => r.id),
+      (this.s.renew.all({ owner: params.owner, lease_ms: params.leaseMs, now: params.now, ids: JSON.stringify(params.ids) }) as { id: number; updated_at: number }[]).map(
+        (r) => ({ id: r.id, updatedAt: r.updated_at }),
+      ),
     );
   }
 
@@ -183,6 +199,63 @@ export class SqliteRuns implements PipelineStore {
       const old = this.s.deleteFinished.run(params.before, params.limit).changes;
       if (params.keepNewest === undefined || old === params.limit) return old;
       return old + this.s.deleteFinishedBeyond.run(params.limit - old, params.keepNewest).changes;
+    });
+  }
+
+  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
+    return this.d.groupCommit.write(() => {
+      const newest = this.s.versionNewest.get(params.name) as VersionRow | undefined;
+      if (params.onlyIfLive && (newest === undefined || newest.definition === null)) return undefined;
+      const definition = params.definition === null ? null : JSON.stringify(params.definition);
+      return toVersion(this.s.versionInsert.get(params.name, (newest?.version ?? 0) + 1, definition, params.now) as VersionRow);
+    });
+  }
+
+  async versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]> {
+    return (this.s.versionList.all(params.name, params.limit) as VersionRow[]).map(toVersion);
+  }
+
+  async versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined> {
+    const row = this.s.versionGet.get(params.name, params.version) as VersionRow | undefined;
+    return row && toVersion(row);
+  }
+
+  async versionCurrent(): Promise<PipelineVersion[]> {
+    return (this.s.versionCurrent.all() as VersionRow[]).map(toVersion);
+  }
+
+  stepAwait(params: StepWrite & { approval: ApprovalWait }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const run = this.s.runTouch.get({ id: params.runId, status: 'running', now: params.now, owner: params.owner }) as RunRow | undefined;
+      if (!run) return undefined;
+      const changed = this.s.stepAwait.run({ run_id: params.runId, name: params.step, now: params.now, approval: JSON.stringify(params.approval) }).changes;
+      if (changed === 0 && this.s.stepIs.get(params.runId, params.step) !== 'waiting') {
+        throw new FleetError('FLEETD_ERR_RUN_STATE', `step ${params.step} of run ${params.runId} is not pending`);
+      }
+      return this.toRun(run);
+    });
+  }
+
+  stepDecide(params: { runId: number; step: string; approved: boolean; output: unknown; now: number }): Promise<PipelineRun | undefined> {
+    return this.d.groupCommit.write(() => {
+      const output = JSON.stringify(params.output ?? null);
+      const decided = this.s.stepDecide.run({
+        run_id: params.runId,
+        name: params.step,
+        status: params.approved ? 'completed' : 'failed',
+        output,
+        error: params.approved ? null : output,
+        now: params.now,
+      }).changes;
+      if (decided === 0) return undefined;
+      if (params.approved) {
+        const run = this.s.runTouchAny.get({ id: params.runId, now: params.now }) as RunRow | undefined;
+        return run && this.toRun(run);
+      }
+      const runError = JSON.stringify({ step: params.step, error: params.output ?? null });
+      const run = this.s.runFinish.get({ id: params.runId, status: 'failed', output: null, error: runError, now: params.now, owner: null }) as RunRow | undefined;
+      this.s.stepsEnd.run({ run_id: params.runId, status: 'skipped', now: params.now });
+      return run && this.toRun(run);
     });
   }
 }

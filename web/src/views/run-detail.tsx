@@ -5,6 +5,7 @@ import { useLiveData, useTick } from '../hooks.js';
 import type { ViewProps } from './view.js';
 import type { LiveEvent, PipelineRun, StepState } from '../types.js';
 import { applyRunEvent } from './run-events.js';
+import { ApprovalPanel } from './approval.js';
 
 const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 
@@ -72,13 +73,20 @@ export default function RunDetail({ route }: ViewProps) {
   return (
     <div class="detail" data-run-status={run.status}>
       <h2>
-        Run {run.id} <span class="mono">{run.pipeline}</span> <span class={`pill run-${run.status}`} data-status={run.status}>{run.status}</span>
+        Run {run.id} <span class="mono">{run.pipeline}</span>{' '}
+        {run.pipelineVersion !== null && <span class="small muted" data-pipeline-version={run.pipelineVersion} title="the version of the pipeline this run started with, and keeps">version {run.pipelineVersion}</span>}{' '}
+        <span class={`pill run-${run.status}`} data-status={run.status}>{run.status}</span>
         <span class="small muted">{done} of {run.steps.length} steps done</span>
       </h2>
       <div class="actions">
         {!FINISHED.has(run.status) && <button class="danger" disabled={busy} onClick={cancel}>Cancel run</button>}
       </div>
       {error && <p class="error">{error}</p>}
+      {run.steps
+        .filter((s) => s.status === 'waiting')
+        .map((s) => (
+          <ApprovalPanel key={s.name} runId={run.id} step={s} onDecided={setRun} />
+        ))}
       <section class="panel">
         <h3>Steps</h3>
         <table class="data">

@@ -14,6 +14,8 @@ export function applyRunEvent(run: PipelineRun, e: LiveEvent): PipelineRun {
     switch (e.name) {
       case 'pipeline.step.started':
         return { ...s, status: 'running', attempts: attempt ?? s.attempts, startedAt: at, finishedAt: null, nextAttemptAt: null };
+      case 'pipeline.step.waiting':
+        return { ...s, status: 'waiting', attempts: attempt ?? s.attempts, startedAt: s.startedAt ?? at, finishedAt: null, nextAttemptAt: null };
       case 'pipeline.step.completed':
         return { ...s, status: 'completed', finishedAt: at };
       case 'pipeline.step.failed':

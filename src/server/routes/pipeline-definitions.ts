@@ -1,0 +1,129 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { PipelineInfoSchema, PipelineVersionSchema, pipelineVersionJson } from '../../domain/wire.js';
+import type { CurrentPipeline } from '../../pipelines/definitions.js';
+import type { Pipelines } from '../../pipelines/pipelines.js';
+import { errors } from './deps.js';
+
+/** A pipeline's name in a path, as the definition language names it. */
+const NAME = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 200 });
+const Name = Type.Object({ name: NAME });
+const Detail = Type.Object({
+  pipeline: Type.Composite([
+    Type.Object({ name: Type.String() }),
+    Type.Object({ current: Type.Union([PipelineInfoSchema, Type.Null()]), versions: Type.Array(PipelineVersionSchema) }),
+  ]),
+});
+const Version = Type.Object({ pipeline: Type.Object({ name: Type.String(), ...PipelineVersionSchema.properties }) });
+
+export const pipelineInfo = (c: CurrentPipeline) => ({
+  name: c.pipeline.name,
+  description: c.pipeline.description,
+  steps: c.pipeline.steps.map((s) => ({ name: s.name, kind: s.kind, needs: s.needs })),
+  source: c.source,
+  version: c.version,
+});
+
+/**
+ * Pipelines defined over the API: each PUT stores the name's next version, validated as the
+ * pipelines file is; runs keep the version they started with; DELETE stops new runs. Changing a
+ * pipeline makes the server call what its steps name (any URL, any provider), so it needs an admin key.
+ */
+export const pipelineDefinitionRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }> = async (app, { pipelines }) => {
+  const definitions = pipelines.engine.definitions;
+
+  app.put(
+    '/pipelines/:name',
+    {
+      bodyLimit: 1024 * 1024,
+      config: { access: 'admin' },
+      schema: {
+        tags: ['pipelines'],
+        summary: 'Define a pipeline (a new version)',
+        description:
+          "Stores the definition as the pipeline's next version (1 for a new name), after the checks the pipelines file gets; a definition that does not validate is a 400 naming the pipeline, step and field. New runs start with it on every node; runs under way keep the version they started with. 409 for a name the pipelines file defines.",
+        params: Name,
+        body: {
+          // Loose on purpose: the definition's own checks name the pipeline, step and field at fault.
+          ...Type.Object(
+            {
+              name: Type.Optional(Type.Unknown({ description: 'the name in the path, if given' })),
+              description: Type.Optional(Type.Unknown({ description: 'text' })),
+              defaults: Type.Optional(Type.Unknown({ description: 'timeoutMs, attempts, backoffMs, backoffMaxMs for every step' })),
+              steps: Type.Optional(Type.Unknown({ description: 'the steps, as in the pipelines file (docs/pipelines.md)' })),
+            },
+            { additionalProperties: true },
+          ),
+          examples: [{ description: 'Summarise, then have a person approve', steps: [{ name: 'summary', kind: 'llm', provider: 'llm', prompt: 'Summarise: {{input.text}}' }] }],
+        },
+        response: { 201: Version, ...errors(400, 409, 413, 415, 503) },
+      },
+    },
+    async (request, reply) => {
+      const version = await definitions.define(request.params.name, request.body as Record<string, unknown>);
+      return reply.status(201).send({ pipeline: { name: version.name, ...pipelineVersionJson(version) } });
+    },
+  );
+
+  app.get(
+    '/pipelines/:name',
+    {
+      schema: {
+        tags: ['pipelines'],
+        summary: 'Get a pipeline and its versions',
+        description:
+          "What new runs of the pipeline start with (`current`, null once deleted), and its API versions, newest first (up to limit; a deletion is a version too). A pipeline of the file has no versions.",
+        params: Name,
+        querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }) }, { additionalProperties: false }),
+        response: { 200: Detail, ...errors(400, 404) },
+      },
+    },
+    async (request) => {
+      const { name } = request.params;
+      const versions = pipelines.engine.definitions.fixed.has(name) ? [] : await definitions.versions(name, request.query.limit);
+      let current: CurrentPipeline | null = null;
+      try {
+        current = await definitions.current(name);
+      } catch (err) {
+        if (versions.length === 0) throw err;
+      }
+      return { pipeline: { name, current: current && pipelineInfo(current), versions: versions.map(pipelineVersionJson) } };
+    },
+  );
+
+  app.get(
+    '/pipelines/:name/versions/:version',
+    {
+      schema: {
+        tags: ['pipelines'],
+        summary: 'Get one version of a pipeline',
+        description: 'The definition a version stored, as given: the one its runs (pipelineVersion) follow.',
+        params: Type.Object({ name: NAME, version: Type.Integer({ minimum: 1 }) }),
+        response: { 200: Version, ...errors(400, 404) },
+      },
+    },
+    async (request) => {
+      const version = await definitions.version(request.params.name, request.params.version);
+      return { pipeline: { name: version.name, ...pipelineVersionJson(version) } };
+    },
+  );
+
+  app.delete(
+    '/pipelines/:name',
+    {
+      config: { access: 'admin' },
+      schema: {
+        tags: ['pipelines'],
+        summary: 'Delete a pipeline',
+        description:
+          'Records the deletion as the next version: no new run starts (404), runs under way finish on their version. A later PUT defines the name anew. 404 for a name without a live version, 409 for one the pipelines file defines.',
+        params: Name,
+        response: { 200: Version, ...errors(400, 404, 409, 503) },
+      },
+    },
+    async (request) => {
+      const version = await definitions.remove(request.params.name);
+      return { pipeline: { name: version.name, ...pipelineVersionJson(version) } };
+    },
+  );
+};
