@@ -14,7 +14,10 @@ import {
   CloseCodes,
   type AgentMessage,
   type ServerMessage,
+  taskBatchResultJson,
 } from '../../protocol/agent-stream.js';
+import { settleBatch } from '../../core/task-batch.js';
+import { agentStreamMessages } from '../../metrics/metrics.js';
 import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
@@ -168,6 +171,7 @@ export class AgentGateway {
       return;
     }
     const ref = 'ref' in message ? message.ref : undefined;
+    agentStreamMessages.inc({ type: message.type });
     try {
       switch (message.type) {
         case 'credit':
@@ -188,6 +192,11 @@ export class AgentGateway {
           );
         case 'extend':
           return this.ack(session, ref, await this.fleet.tasks.extend({ id: message.id, agentId: session.id, leaseMs: message.leaseMs }));
+        case 'batch': {
+          const outcomes = await settleBatch(this.fleet.tasks, this.log, session.id, message.items);
+          this.send(session, { type: 'batch', ref, items: outcomes.map(taskBatchResultJson) });
+          return;
+        }
       }
     } catch (err) {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'agent message failed');
