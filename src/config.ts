@@ -153,6 +153,12 @@ export interface FleetdConfig {
   adminKey: string;
   /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
   maxConnectionsPerKey: number;
+  /**
+   * Heartbeats of online agents are kept in memory and written for all agents together every this
+   * many ms (at most a quarter of agentStaleMs); a change of status is written at once.
+   * Env FLEETD_AGENT_SEEN_FLUSH_MS. Defaults to 5000.
+   */
+  agentSeenFlushMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -207,6 +213,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auth: 'on',
   adminKey: '',
   maxConnectionsPerKey: 100,
+  agentSeenFlushMs: 5_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -286,6 +293,7 @@ const settings: Record<
     pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
+  agentSeenFlushMs: { env: 'FLEETD_AGENT_SEEN_FLUSH_MS', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {

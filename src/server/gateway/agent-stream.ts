@@ -74,7 +74,7 @@ export class AgentGateway {
   }
 
   start(): void {
-    // Twice per stale period: a connected agent never goes stale, at the fewest writes that guarantee it.
+    // Twice per stale period: a connected agent never goes stale.
     const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 2));
     this.heartbeater = setInterval(() => this.heartbeatAll(beatMs), beatMs);
     this.heartbeater.unref();
@@ -209,7 +209,7 @@ export class AgentGateway {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
   }
 
-  /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */
+  /** Connected agents stay online without sending anything: a beat each, kept in memory (core/presence.ts); one that claimed recently needs none. */
   private heartbeatAll(beatMs: number): void {
     const now = this.fleet.now();
     const due = now - beatMs;
