@@ -159,6 +159,8 @@ export interface FleetdConfig {
    * Env FLEETD_AGENT_SEEN_FLUSH_MS. Defaults to 5000.
    */
   agentSeenFlushMs: number;
+  /** Most MiB of database pages SQLite keeps in memory; a ceiling, filled as the database grows. Env FLEETD_SQLITE_CACHE_MB. Defaults to 16. */
+  sqliteCacheMb: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -214,6 +216,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   adminKey: '',
   maxConnectionsPerKey: 100,
   agentSeenFlushMs: 5_000,
+  sqliteCacheMb: 16,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -294,6 +297,7 @@ const settings: Record<
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
   agentSeenFlushMs: { env: 'FLEETD_AGENT_SEEN_FLUSH_MS', kind: 'int', min: 1 },
+  sqliteCacheMb: { env: 'FLEETD_SQLITE_CACHE_MB', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {
