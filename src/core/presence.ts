@@ -24,7 +24,8 @@ export class AgentPresence {
   readonly flushMs: number;
 
   constructor(private readonly ctx: FleetContext) {
-    this.flushMs = Math.max(1, Math.min(ctx.config.agentSeenFlushMs, Math.floor(ctx.config.agentStaleMs / 4)));
+    // setInterval takes at most 2^31 − 1 ms (a longer one fires at once, every millisecond).
+    this.flushMs = Math.max(1, Math.min(ctx.config.agentSeenFlushMs, Math.floor(ctx.config.agentStaleMs / 4), 2 ** 31 - 1));
   }
 
   /** Notes a beat of an agent known online, and answers it as the store will hold it; undefined when the beat must be written. */
