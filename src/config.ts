@@ -153,6 +153,14 @@ export interface FleetdConfig {
   adminKey: string;
   /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
   maxConnectionsPerKey: number;
+  /**
+   * Heartbeats of online agents are kept in memory and written for all agents together every this
+   * many ms (at most a quarter of agentStaleMs); a change of status is written at once.
+   * Env FLEETD_AGENT_SEEN_FLUSH_MS. Defaults to 5000.
+   */
+  agentSeenFlushMs: number;
+  /** Most MiB of database pages SQLite keeps in memory; a ceiling, filled as the database grows. Env FLEETD_SQLITE_CACHE_MB. Defaults to 16. */
+  sqliteCacheMb: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -207,6 +215,8 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auth: 'on',
   adminKey: '',
   maxConnectionsPerKey: 100,
+  agentSeenFlushMs: 5_000,
+  sqliteCacheMb: 16,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -286,6 +296,8 @@ const settings: Record<
     pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
+  agentSeenFlushMs: { env: 'FLEETD_AGENT_SEEN_FLUSH_MS', kind: 'int', min: 1 },
+  sqliteCacheMb: { env: 'FLEETD_SQLITE_CACHE_MB', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {

@@ -93,6 +93,19 @@ describe('response cache', () => {
     assert.equal((await c.get('k', ['t'], s.compute)).body, '{"v":"after write"}');
   });
 
+  it('keeps no state for the tags it was told of once nothing that holds them is in flight', async () => {
+    const c = cache();
+    const s = source();
+    s.hold();
+    const inFlight = c.get('k', ['task:1', 'tasks'], s.compute);
+    for (let id = 1; id <= 10_000; id++) c.invalidate([`task:${id}`, 'tasks']);
+    assert.equal(c.trackedTags, 3, 'only the tags of the computation in flight, and the one every entry carries');
+    s.release();
+    await inFlight;
+    assert.equal(c.trackedTags, 0, 'one entry per task ever written would grow without end');
+    assert.equal((await c.get('k', ['task:1', 'tasks'], s.compute)).result, 'miss', 'the raced computation was not kept');
+  });
+
   it('does not cache what the caller says is not cacheable', async () => {
     const c = cache();
     let calls = 0;

@@ -1,38 +1,133 @@
 /**
- * `npm run bench -- drain [--tasks 20000] [--concurrency 50] [--agents 50]` (BullMQ on FLEETD_BENCH_REDIS_URL,
- * default redis://127.0.0.1:6379)
+ * `npm run bench -- drain [--tasks 5000] [--concurrency 50] [--agents 50] [--heartbeat-agents 5000]
+ * [--seconds 5] [--connections 100]` (BullMQ on FLEETD_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
  *
  * The hot path against a queue whose workers live in the queue's own process, in the same run:
  * N tasks are submitted in bulk, then drained by fleetd's SDK over WebSocket — one agent at
  * concurrency 50, then 50 agents at concurrency 1 — and by BullMQ on the local Redis with the same
- * shapes (one Worker at concurrency 50, 50 Workers at concurrency 1), each handler doing nothing.
+ * shapes (one Worker at concurrency 50, 50 Workers at concurrency 1), each handler doing nothing;
+ * then by 50 plain-HTTP agents whose one request a round completes their task and claims the next
+ * (POST /v1/tasks/complete with claim), against BullMQ's 50 Workers of the same run.
  * A drain is timed from the moment the workers start to the moment the queue reports every task
  * completed (fleetd's counters, BullMQ's completed count), so a completion that is not yet
  * acknowledged does not count. Prints both and fleetd ÷ BullMQ for each shape.
+ *
+ * Then heartbeats: `--heartbeat-agents` agents heartbeating over `--connections` connections for
+ * `--seconds` (fleetd as it ships: rate limits on, each agent well inside its own), against a bare
+ * Fastify route answering {} driven the same way, in the same run: both rates, P99s and the ratio.
+ * The defaults are short; a quiet machine's figures want `--tasks 20000 --seconds 10`.
  */
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { FleetClient, type FleetAgent, type StatsJson } from '../../src/client/index.js';
 import { BENCH_ADMIN_KEY, flags, report, startServerProcess, type Row } from '../lib.js';
+import { Client, hammer, startBareFastify } from '../load.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
 
 export default async function drain(args: string[]): Promise<void> {
-  const f = flags(args, { tasks: 20_000, concurrency: 50, agents: 50 });
+  const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100 });
   const redisUrl = new URL(process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379');
   const shapes: Shape[] = [
     { name: `1 worker × ${f.concurrency}`, workers: 1, concurrency: f.concurrency },
     { name: `${f.agents} workers × 1`, workers: f.agents, concurrency: 1 },
   ];
   const rows: Row[] = [];
+  let bullAgents: Drained | undefined;
   for (const shape of shapes) {
     const fleet = await drainFleetd(f.tasks, shape);
     const bull = await drainBullmq(f.tasks, shape, redisUrl);
+    if (shape.workers === f.agents) bullAgents = bull;
     rows.push({ shape: shape.name, queue: 'fleetd (SDK, WebSocket)', 'submit tasks/s': fleet.submitRate, 'drain tasks/s': fleet.drainRate });
     rows.push({ shape: shape.name, queue: 'BullMQ (in-process, Redis)', 'submit tasks/s': bull.submitRate, 'drain tasks/s': bull.drainRate });
     rows.push({ shape: shape.name, queue: 'fleetd ÷ BullMQ', 'submit tasks/s': ratio(fleet.submitRate, bull.submitRate), 'drain tasks/s': ratio(fleet.drainRate, bull.drainRate) });
   }
+  const plain = await drainPlainHttp(f.tasks, f.agents);
+  const httpShape = `${f.agents} plain-HTTP agents × 1, batch endpoint`;
+  rows.push({ shape: httpShape, queue: 'fleetd (complete + claim, one request a round)', 'submit tasks/s': plain.submitRate, 'drain tasks/s': plain.drainRate });
+  rows.push({ shape: httpShape, queue: `fleetd ÷ BullMQ (${f.agents} workers × 1 above)`, 'drain tasks/s': ratio(plain.drainRate, bullAgents!.drainRate) });
+
+  const beats = await heartbeats(f['heartbeat-agents'], f.connections, f.seconds);
+  rows.push(...beats);
   report('drain', rows, { flags: f });
+}
+
+/**
+ * Plain HTTP agents without the SDK, each at concurrency 1: a first claim, then one request a round
+ * that completes the task in hand and claims the next (POST /v1/tasks/complete with claim).
+ */
+async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
+  process.stdout.write(`\n— fleetd, ${agents} plain-HTTP agents × 1 on the batch endpoint: ${n} tasks —\n`);
+  const server = await startServerProcess({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
+  const http = new Client(server.url, agents + 4);
+  try {
+    const type = `drain-http-${randomUUID().slice(0, 8)}`;
+    const registered = await http.call('POST', '/v1/agents/batch', {
+      agents: Array.from({ length: agents }, (_, a) => ({ name: `http-${a}`, capabilities: [type], maxConcurrency: 1 })),
+    });
+    const ids: string[] = registered.body.items.map((item: { agent: { id: string } }) => item.agent.id);
+    const submitStart = performance.now();
+    for (let i = 0; i < n; i += 1000) {
+      const res = await http.call('POST', '/v1/tasks/batch?return=minimal', { tasks: Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ type, payload: { i: i + j } })) });
+      if (res.status !== 201) throw new Error(`submit answered ${res.status}`);
+    }
+    const submitMs = performance.now() - submitStart;
+
+    let completed = 0;
+    const drainStart = performance.now();
+    await Promise.all(
+      ids.map(async (agentId) => {
+        let tasks: { id: number }[] = (await http.call('POST', '/v1/tasks/claim', { agentId, max: 1, waitMs: 1_000 })).body.tasks;
+        while (completed < n) {
+          if (tasks.length === 0) {
+            tasks = (await http.call('POST', '/v1/tasks/claim', { agentId, max: 1, waitMs: 200 })).body.tasks;
+            continue;
+          }
+          const res = await http.call('POST', '/v1/tasks/complete', {
+            agentId,
+            items: tasks.map((t) => ({ op: 'complete', id: t.id, result: { ok: true } })),
+            claim: { max: 1, waitMs: 200 },
+          });
+          if (res.status !== 200) throw new Error(`complete answered ${res.status}`);
+          completed += res.body.items.filter((item: { status?: string }) => item.status === 'completed').length;
+          tasks = res.body.tasks;
+        }
+      }),
+    );
+    const drainMs = performance.now() - drainStart;
+    process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs) };
+  } finally {
+    await http.close();
+    await server.stop();
+  }
+}
+
+/** Heartbeats of many agents against a bare Fastify route, both over the same connections for the same time. */
+async function heartbeats(agents: number, connections: number, seconds: number): Promise<Row[]> {
+  process.stdout.write(`\n— heartbeats: ${agents} agents over ${connections} connections, ${seconds} s, against a bare Fastify route —\n`);
+  const bare = await startBareFastify();
+  const baseline = await hammer(bare.url, { connections, seconds, pathFor: () => '/bare' }).finally(() => bare.stop());
+  const server = await startServerProcess();
+  const http = new Client(server.url);
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < agents; i += 1_000) {
+      const batch = await http.call('POST', '/v1/agents/batch', {
+        agents: Array.from({ length: Math.min(1_000, agents - i) }, (_, k) => ({ name: `hb-${i + k}`, capabilities: ['hb'] })),
+      });
+      ids.push(...batch.body.items.map((r: { agent: { id: string } }) => r.agent.id));
+    }
+    const hb = await hammer(server.url, { connections, seconds, pathFor: (i) => `/v1/agents/${ids[i % ids.length]}/heartbeat` });
+    return [
+      { shape: `${connections} connections`, queue: 'bare Fastify POST {}', 'req/s': baseline.rps, p99_ms: baseline.p99, errors: baseline.errors + baseline.non2xx },
+      { shape: `${connections} connections`, queue: `fleetd heartbeat (${agents} agents)`, 'req/s': hb.rps, p99_ms: hb.p99, errors: hb.errors + hb.non2xx },
+      { shape: `${connections} connections`, queue: 'fleetd ÷ bare Fastify', 'req/s': ratio(hb.rps, baseline.rps) },
+    ];
+  } finally {
+    await http.close();
+    await server.stop();
+  }
 }
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
@@ -46,7 +141,7 @@ interface Drained {
 async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
   process.stdout.write(`\n— fleetd, ${shape.name}: ${n} tasks —\n`);
   // The drain is limited by the queue, not by the per-client rate limits a production default sets.
-  const server = await startServerProcess({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0', FLEETD_LOG_LEVEL: 'warn' });
+  const server = await startServerProcess({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   const client = new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY });
   const agents: FleetAgent[] = [];
   try {

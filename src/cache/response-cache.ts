@@ -79,8 +79,13 @@ export class ResponseCache {
   readonly stats = { hit: 0, l2_hit: 0, stale: 0, miss: 0, evictions: 0 };
   private readonly l1: LRUCache<string, Entry>;
   private readonly byTag = new Map<string, Set<string>>();
-  /** Bumped on each invalidation of a tag, to detect computations that raced one. */
-  private readonly generations = new Map<string, number>();
+  /**
+   * Bumped on each invalidation of a tag while a computation holding it is in flight, to detect
+   * computations that raced one. Only tags of computations in flight are kept (with how many hold
+   * them): a map of every tag ever invalidated — one per task — would grow for as long as the
+   * server runs.
+   */
+  private readonly generations = new Map<string, { generation: number; holders: number }>();
   private readonly inflight = new Map<string, { tags: string[]; promise: Promise<Lookup> }>();
   private readonly now: () => number;
   private readonly node = randomUUID();
@@ -217,7 +222,8 @@ export class ResponseCache {
 
   private invalidateLocal(tags: string[]): void {
     for (const tag of tags) {
-      this.generations.set(tag, (this.generations.get(tag) ?? 0) + 1);
+      const held = this.generations.get(tag);
+      if (held) held.generation++;
       const keys = this.byTag.get(tag);
       if (keys) for (const key of [...keys]) this.l1.delete(key);
     }
@@ -228,7 +234,7 @@ export class ResponseCache {
 
   private generationOf(tags: string[]): number {
     let sum = 0;
-    for (const tag of tags) sum += this.generations.get(tag) ?? 0;
+    for (const tag of tags) sum += this.generations.get(tag)?.generation ?? 0;
     return sum;
   }
 
@@ -238,6 +244,7 @@ export class ResponseCache {
       this.stats.hit++;
       return running.promise;
     }
+    this.hold(tags);
     const generation = this.generationOf(tags);
     const promise = (async (): Promise<Lookup> => {
       let versions: string[] | undefined;
@@ -264,10 +271,31 @@ export class ResponseCache {
       }
       return { ...computed, result: 'miss' };
     })().finally(() => {
+      this.release(tags);
       if (this.inflight.get(key)?.promise === promise) this.inflight.delete(key);
     });
     this.inflight.set(key, { tags, promise });
     return promise;
+  }
+
+  private hold(tags: string[]): void {
+    for (const tag of tags) {
+      const held = this.generations.get(tag);
+      if (held) held.holders++;
+      else this.generations.set(tag, { generation: 0, holders: 1 });
+    }
+  }
+
+  private release(tags: string[]): void {
+    for (const tag of tags) {
+      const held = this.generations.get(tag)!;
+      if (--held.holders === 0) this.generations.delete(tag);
+    }
+  }
+
+  /** Tags the cache keeps state for beyond its entries: those of computations in flight. */
+  get trackedTags(): number {
+    return this.generations.size;
   }
 
   private store(key: string, tags: string[], value: CachedBody): void {

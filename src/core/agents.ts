@@ -4,6 +4,7 @@ import type { FleetContext } from './context.js';
 import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
+import type { AgentPresence } from './presence.js';
 import { lostLeases } from './rules/retry.js';
 import type { Agent, AgentStatus, Page } from '../domain/types.js';
 
@@ -23,7 +24,11 @@ export interface RegisteredAgent {
 
 /** Agents: registration (tokens stored hashed), heartbeats, and removal that releases what they held. */
 export class AgentService {
-  constructor(private readonly ctx: FleetContext, private readonly timers: { agents: AgentReaper }) {}
+  constructor(
+    private readonly ctx: FleetContext,
+    private readonly timers: { agents: AgentReaper },
+    private readonly presence: AgentPresence,
+  ) {}
 
   register(input: AgentInput): Promise<RegisteredAgent> {
     return this.registerMany([input]).then(([registered]) => registered);
@@ -54,6 +59,7 @@ export class AgentService {
       };
     });
     const agents = await this.ctx.store.agentCreateMany(params);
+    for (const agent of agents) this.presence.remember(agent);
     for (const agent of agents) this.ctx.bus.publish('agent.registered', { agent });
     this.timers.agents.poke(now + this.ctx.config.agentStaleMs + 1);
     return agents.map((agent, i) => ({ agent, token: tokens[i] }));
@@ -69,10 +75,14 @@ export class AgentService {
     return this.ctx.store.agentList(params);
   }
 
+  /** An agent known online is only noted in memory (see presence.ts); a status change is written at once. */
   async heartbeat(id: string): Promise<Agent> {
     const now = this.ctx.now();
+    const known = this.presence.beat(id, now);
+    if (known) return known;
     const result = await this.ctx.store.agentHeartbeat({ id, now });
     if (!result) throw notFound('agent', id);
+    this.presence.remember(result.agent);
     if (result.previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent: result.agent });
     this.timers.agents.poke(now + this.ctx.config.agentStaleMs + 1);
     return result.agent;

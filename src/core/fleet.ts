@@ -11,6 +11,7 @@ import type { FleetContext, Logger } from './context.js';
 import { TaskDelivery } from './delivery.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
 import { LockService } from './locks.js';
+import { AgentPresence } from './presence.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
 import type { DeadlineService } from './maintenance/deadline-service.js';
 import { LeaseRescuer } from './maintenance/lease-rescuer.js';
@@ -43,6 +44,8 @@ export class Fleet {
   readonly credentials: CredentialService;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
+  /** Heartbeats of online agents, kept in memory and written together (presence.ts). */
+  readonly presence: AgentPresence;
   readonly timers: {
     leases: LeaseRescuer;
     scheduled: TaskScheduler;
@@ -72,10 +75,11 @@ export class Fleet {
       publishRelease: (released, event) => this.publishRelease(released, event),
     };
     this.ctx = ctx;
+    this.presence = new AgentPresence(ctx);
     this.timers = {
       leases: new LeaseRescuer(ctx),
       scheduled: new TaskScheduler(ctx),
-      agents: new AgentReaper(ctx),
+      agents: new AgentReaper(ctx, this.presence),
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
     };
@@ -87,7 +91,7 @@ export class Fleet {
       now: ctx.now,
       log,
     });
-    this.agents = new AgentService(ctx, this.timers);
+    this.agents = new AgentService(ctx, this.timers, this.presence);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
   }
@@ -113,6 +117,7 @@ export class Fleet {
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
     );
     this.stats.start();
+    this.presence.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
   }
 
@@ -122,7 +127,13 @@ export class Fleet {
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     this.stats.stop();
+    this.presence.stop();
     this.delivery.stop();
+  }
+
+  /** Writes what memory holds of the agents' heartbeats; on shutdown, once nothing beats any more. */
+  flush(): Promise<void> {
+    return this.presence.flush();
   }
 
   private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {

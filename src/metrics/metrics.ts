@@ -16,6 +16,14 @@ export const httpRequestDuration = new Histogram({
   registers: [registry],
 });
 
+/** Agent stream messages by type: how much an agent's SDK batches shows as `batch` against `complete`. */
+export const agentStreamMessages = new Counter({
+  name: 'fleetd_agent_stream_messages_total',
+  help: 'Messages received on agent streams, by type (credit, complete, fail, extend, heartbeat, batch)',
+  labelNames: ['type'] as const,
+  registers: [registry],
+});
+
 const tasksByStatus = new Gauge({
   name: 'fleetd_tasks',
   help: 'Tasks by status',

@@ -7,7 +7,9 @@
  * Credit belongs to the connection: a new connection starts at zero.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema } from '../domain/wire.js';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, isoOrNull } from '../domain/wire.js';
+import type { FleetError } from '../domain/errors.js';
+import type { Task } from '../domain/types.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -15,6 +17,41 @@ export const AGENT_PROTOCOL_VERSION = 1;
 export const MessageRef = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]);
 const Ref = Type.Optional(MessageRef);
 const TaskId = Type.Integer({ minimum: 1 });
+
+/** Most items one batch (`POST /v1/tasks/complete` or a `batch` message) carries. */
+export const MAX_BATCH_ITEMS = 1_000;
+
+/**
+ * One item of a batch: completes, fails or extends one leased task, as the single messages and
+ * routes do. Items are answered each on its own; a refused item changes nothing and refuses no other.
+ */
+export const TaskBatchItemSchema = Type.Union([
+  Type.Object({ op: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
+  Type.Object(
+    { op: Type.Literal('fail'), id: TaskId, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { op: Type.Literal('extend'), id: TaskId, leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })) },
+    { additionalProperties: false },
+  ),
+]);
+export type TaskBatchItem = Static<typeof TaskBatchItemSchema>;
+
+/** The answer to one item, in the item's place: the task's status after it, or the error that refused it. */
+export const TaskBatchResultSchema = Type.Object({
+  id: Type.Integer(),
+  status: Type.Optional(TaskStatusSchema),
+  leaseExpiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+  error: Type.Optional(ErrorSchema),
+});
+export type TaskBatchResult = Static<typeof TaskBatchResultSchema>;
+
+/** One item's answer on the wire: as an `ack` says it, or as an `error` does. */
+export function taskBatchResultJson(outcome: { id: number; task?: Task; error?: FleetError }): TaskBatchResult {
+  if (outcome.task) return { id: outcome.id, status: outcome.task.status, leaseExpiresAt: isoOrNull(outcome.task.leaseExpiresAt) };
+  return { id: outcome.id, error: outcome.error!.toJSON().error };
+}
 
 /** Agent → server. `ref` is echoed in the `ack` or `error` that answers the message. */
 export const AgentMessageSchema = Type.Union([
@@ -40,6 +77,11 @@ export const AgentMessageSchema = Type.Union([
     { additionalProperties: false },
   ),
   Type.Object({ type: Type.Literal('heartbeat'), ref: Ref }, { additionalProperties: false }),
+  /** Completes, fails and extends several tasks at once; answered by one `batch` message. */
+  Type.Object(
+    { type: Type.Literal('batch'), items: Type.Array(TaskBatchItemSchema, { minItems: 1, maxItems: MAX_BATCH_ITEMS }), ref: Ref },
+    { additionalProperties: false },
+  ),
 ]);
 export type AgentMessage = Static<typeof AgentMessageSchema>;
 
@@ -61,6 +103,8 @@ export const ServerMessageSchema = Type.Union([
   }),
   /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
   Type.Object({ type: Type.Literal('error'), ref: Ref, error: ErrorSchema }),
+  /** The answer to a `batch`: one result per item, in order. */
+  Type.Object({ type: Type.Literal('batch'), ref: Ref, items: Type.Array(TaskBatchResultSchema) }),
 ]);
 export type ServerMessage = Static<typeof ServerMessageSchema>;
 

@@ -30,6 +30,7 @@ import { pipelineDefinitionRoutes } from './routes/pipeline-definitions.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
+import { taskBatchRoutes } from './routes/task-batch.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -196,6 +197,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(systemRoutes, { ...deps, redis });
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskBatchRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });

@@ -149,6 +149,8 @@ export async function startServer(
         openFleet.stop();
         await openPipelines.close();
         await openApp.close();
+        // A store that is away loses at most one interval of last-seen times; the next start's grace covers them.
+        await openFleet.flush().catch(() => {});
         await nlp.close();
         await openRedis?.quit();
         await stopListening?.();

@@ -47,4 +47,6 @@ export interface DriverConfig {
   /** Folder of fleetd.db for SQLite; `:memory:` keeps everything in memory (tests only). */
   dataDir: string;
   sqliteSynchronous: 'NORMAL' | 'FULL';
+  /** Most MiB of database pages SQLite keeps in memory. */
+  sqliteCacheMb?: number;
 }

@@ -32,6 +32,11 @@ export interface AgentStore {
   agentList(params: AgentListParams): Promise<Page<Agent>>;
   /** Records a heartbeat and brings a stale or offline agent back online. */
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined>;
+  /**
+   * Records when online agents were last seen, all in one write, never moving a time back. Agents
+   * that are no longer online (or gone) are left untouched and their ids answered.
+   */
+  agentTouchMany(params: { seen: { id: string; at: number }[] }): Promise<string[]>;
   /** Marks agents stale whose last heartbeat is older than staleBefore, in bounded batches. */
   agentMarkStale(params: { staleBefore: number; now: number; limit: number }): Promise<string[]>;
   /** Takes agents offline whose last heartbeat is older than offlineBefore: their locks go, their leases end by `endLease`. */

@@ -34,6 +34,31 @@ export function exerciseAgents(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('TouchesTheLastSeenTimesOfOnlineAgentsInOneWrite, never back in time, and answers those not online', async () => {
+      const silent = await h.agent(['t'], 10, T0);
+      assert.deepEqual(await h.store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 1, limit: 10 }), [silent]);
+      const a = await h.agent(['t'], 10, T0 + 10);
+      const b = await h.agent(['t'], 10, T0 + 10);
+      const untouched = await h.store.agentTouchMany({
+        seen: [
+          { id: a, at: T0 + 500 },
+          { id: silent, at: T0 + 600 },
+          { id: b, at: T0 + 5 },
+          { id: 'ghost', at: T0 + 700 },
+        ],
+      });
+      assert.deepEqual(untouched, [silent, 'ghost']);
+      const now = async (id: string) => {
+        const agent = await h.store.agentGet({ id });
+        return [agent?.status, agent?.lastHeartbeatAt];
+      };
+      assert.deepEqual(await now(a), ['online', T0 + 500]);
+      assert.deepEqual(await now(b), ['online', T0 + 10], 'an older time does not move it back');
+      assert.deepEqual(await now(silent), ['stale', T0], 'a stale agent comes back only by a heartbeat of its own');
+      assert.deepEqual(await h.store.agentTouchMany({ seen: [] }), []);
+      await assertCountersEqualRecount(h.store);
+    });
+
     it('ReleasesOneAgentAtOnce: offline, its leases ended as told, its locks gone, others untouched', async () => {
       const a = await h.agent(['g']);
       const b = await h.agent(['g']);

@@ -118,6 +118,47 @@ export function exerciseTasks(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('WritesATickOfCompletionsFailuresAndExtensionsTogether, each answered on its own and each refusal changing nothing', async () => {
+      const a = await h.agent(['tick'], 50);
+      const b = await h.agent(['tick'], 50);
+      const made = await h.submit(...Array.from({ length: 12 }, () => task('tick', { maxAttempts: 1 })));
+      await h.store.taskClaim({ agentId: a, max: 10, now: T0 });
+      await h.store.taskClaim({ agentId: b, max: 2, now: T0 });
+      const [c1, c2, f1, f2, e1, e2, lost1, lost2, lost3, twice] = made;
+      const [ofB] = made.slice(10);
+      const now = T0 + 10;
+      // One turn of the event loop: what one batch of items hands the store.
+      const writes = await Promise.all([
+        h.store.taskComplete({ id: c1.id, agentId: a, result: 'c1', now }),
+        h.store.taskComplete({ id: c2.id, agentId: a, result: 'c2', now }),
+        h.store.taskFail({ id: f1.id, agentId: a, now, endLease: rules.failed(now, true, 'f1') }),
+        h.store.taskFail({ id: f2.id, agentId: a, now, endLease: rules.failed(now, false, 'f2') }),
+        h.store.taskExtendLease({ id: e1.id, agentId: a, leaseMs: 9_000, now }),
+        h.store.taskExtendLease({ id: e2.id, agentId: a, now }),
+        h.store.taskComplete({ id: ofB.id, agentId: a, result: 'not mine', now }),
+        h.store.taskFail({ id: ofB.id, agentId: a, now, endLease: rules.failed(now) }),
+        h.store.taskExtendLease({ id: ofB.id, agentId: a, now }),
+        h.store.taskComplete({ id: 999_999, agentId: a, result: 'gone', now }),
+        h.store.taskComplete({ id: twice.id, agentId: a, result: 'first', now }),
+        h.store.taskFail({ id: twice.id, agentId: a, now, endLease: rules.failed(now) }),
+      ]);
+      assert.deepEqual(
+        writes.slice(0, 6).map((w) => [written(w).id, written(w).status]),
+        [[c1.id, 'completed'], [c2.id, 'completed'], [f1.id, 'dead'], [f2.id, 'dead'], [e1.id, 'leased'], [e2.id, 'leased']],
+      );
+      assert.deepEqual(written(writes[0]).result, 'c1');
+      assert.deepEqual(written(writes[2]).error, 'f1');
+      assert.equal(written(writes[4]).leaseExpiresAt, now + 9_000);
+      assert.equal(written(writes[5]).leaseExpiresAt, now + 1_000);
+      for (const w of writes.slice(6, 9)) refused(w, { status: 'leased', agentId: b });
+      refused(writes[9], undefined);
+      // Two writes to one task in one tick: one of them takes effect, the other is refused.
+      assert.equal(writes.slice(10).filter((w) => w.task).length, 1);
+      const after = (await allTasks(h.store)).filter((t) => [ofB.id, lost1.id, lost2.id, lost3.id].includes(t.id));
+      assert.deepEqual(after.map((t) => [t.status, t.result, t.error]), Array.from({ length: 4 }, () => ['leased', null, null]));
+      await assertCountersEqualRecount(h.store);
+    });
+
     it('RescuesExpiredLeasesToTheQueue, then to dead once attempts are spent', async () => {
       const a = await h.agent(['e']);
       const [t] = await h.submit(task('e', { maxAttempts: 2 }));

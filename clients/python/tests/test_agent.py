@@ -15,7 +15,7 @@ import pytest
 import fleetd
 from fleetd import AsyncFleet, Fleet, NonRetryableError, TaskContext
 
-from .conftest import NODE, ROOT, Processes, Server, eventually, start_fleetd, stop
+from .conftest import NODE, ROOT, Processes, Server, api, eventually, start_fleetd, stop
 
 
 def fleet_of(server: Server, **options: Any) -> AsyncFleet:
@@ -57,6 +57,60 @@ def test_a_thousand_tasks_through_agents_on_both_transports_each_done_exactly_on
             assert {t["agentId"] for t in done} == {a.id for a in agents}
 
     asyncio.run(main())
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    """The sum of a Prometheus counter's samples whose labels include every one given."""
+    with api(server) as http:
+        text = http.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("transport", ["ws", "poll"])
+def test_what_finishes_together_is_reported_in_batches(server: Server, transport: str) -> None:
+    kind = f"py-batch-{transport}"
+    count = 60
+
+    def reports() -> tuple[float, float]:
+        if transport == "ws":
+            batched = metric(server, "fleetd_agent_stream_messages_total", type="batch")
+            single = metric(server, "fleetd_agent_stream_messages_total", type="complete")
+        else:
+            batched = metric(server, "fleetd_http_request_duration_seconds_count", route="/v1/tasks/complete")
+            single = metric(server, "fleetd_http_request_duration_seconds_count", route="/v1/tasks/:id/complete")
+        return batched, single
+
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent(f"batch-{transport}", [kind], concurrency=20, transport=transport)
+
+            @agent.task(kind)
+            async def echo(task: fleetd.Task, ctx: TaskContext) -> Any:
+                return {"echoed": task["payload"]}
+
+            await fleet.submit_batch([{"type": kind, "payload": i} for i in range(count)])
+            await agent.start()
+            try:
+                done: list[fleetd.Task] = []
+                for _ in range(3000):
+                    done = (await fleet.list(type=kind, status="completed", limit=1000)).items
+                    if len(done) == count:
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                await agent.stop()
+            assert len(done) == count
+            assert all(t["result"] == {"echoed": t["payload"]} for t in done)
+
+    before = reports()
+    asyncio.run(main())
+    batched, single = (now - then for now, then in zip(reports(), before))
+    assert batched >= 1, "no batch was sent"
+    assert batched + single < count / 2, f"{count} tasks took {batched} batches and {single} single reports"
 
 
 def test_run_returns_the_result_and_raises_on_a_dead_or_cancelled_task(server: Server) -> None:

@@ -1,6 +1,15 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
+import {
+  AGENT_PROTOCOL_VERSION,
+  type AgentInput,
+  type AgentJson,
+  type AgentMessage,
+  type ServerMessage,
+  type TaskBatchItem,
+  type TaskBatchResult,
+  type TaskJson,
+} from './wire.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 
@@ -53,6 +62,8 @@ const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const REPORT_BACKOFF_MAX_MS = 4_000;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
+/** Most items the server takes in one batch (MAX_BATCH_ITEMS). */
+const MAX_BATCH_ITEMS = 1_000;
 /** Refusals that mean "not now" rather than "no": a completion or failure is reported again after them. */
 const TRANSIENT_CODES = new Set([
   'FLEETD_ERR_STORAGE_FULL',
@@ -90,6 +101,11 @@ export class FleetAgent extends EventEmitter {
   private readonly stopController = new AbortController();
   private loop: Promise<void> | undefined;
   private slotFreed: () => void = () => {};
+  /** Completions, failures and extensions of this tick, sent together when it ends. */
+  private outbox: { item: TaskBatchItem; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private outboxScheduled = false;
+  /** Credit freed during this tick, granted in one message when it ends. */
+  private creditDue = 0;
 
   constructor(private readonly client: AgentClient, private readonly options: FleetAgentOptions) {
     super();
@@ -254,8 +270,17 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
+  /** Credit freed in one tick (a batch of tasks finishing together) goes out as one message. */
   private grant(add: number): void {
-    if (add > 0 && !this.stopping) this.socket?.send(JSON.stringify({ type: 'credit', add } satisfies AgentMessage));
+    if (add <= 0) return;
+    if (this.creditDue === 0) {
+      setImmediate(() => {
+        const due = this.creditDue;
+        this.creditDue = 0;
+        if (due > 0 && !this.stopping) this.socket?.send(JSON.stringify({ type: 'credit', add: due } satisfies AgentMessage));
+      });
+    }
+    this.creditDue += add;
   }
 
   /** A request over the socket, answered by its ack; throws when the socket is gone so that the caller uses HTTP. */
@@ -353,7 +378,7 @@ export class FleetAgent extends EventEmitter {
 
   private async extend(task: TaskJson, controller: AbortController): Promise<void> {
     try {
-      await this.send({ type: 'extend', id: task.id }, `/v1/tasks/${task.id}/extend`, {});
+      await this.settle({ op: 'extend', id: task.id });
     } catch (err) {
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
         controller.abort(err);
@@ -369,11 +394,11 @@ export class FleetAgent extends EventEmitter {
    * a refusal (lease lost) is final.
    */
   private async report(task: TaskJson, message: AgentMessage & { type: 'complete' | 'fail' }): Promise<void> {
-    const { type: _type, id: _id, ...body } = message;
+    const { type, ...fields } = message;
     const leaseLapsesAt = Date.now() + task.leaseMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.send(message, `/v1/tasks/${task.id}/${message.type}`, body);
+        await this.settle({ op: type, ...fields } as TaskBatchItem);
         return;
       } catch (err) {
         const refused = err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
@@ -384,6 +409,79 @@ export class FleetAgent extends EventEmitter {
         }
         await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
       }
+    }
+  }
+
+  /**
+   * Queues a completion, failure or extension for the end of this tick, when everything queued in
+   * it goes out together: one `batch` message, or one POST /v1/tasks/complete (alone, the single
+   * message or route). Each settles with its own item's answer. Nothing waits longer than the tick.
+   */
+  private settle(item: TaskBatchItem): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.outbox.push({ item, resolve, reject });
+      if (!this.outboxScheduled) {
+        this.outboxScheduled = true;
+        setImmediate(() => this.flushOutbox());
+      }
+    });
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    const queued = this.outbox;
+    this.outbox = [];
+    const batch: typeof queued = [];
+    const ids = new Set<number>();
+    for (const entry of queued) {
+      // The server refuses a task named twice in one batch: a second item for a task (an extension
+      // meeting its completion) waits for the next tick.
+      if (ids.has(entry.item.id) || batch.length >= MAX_BATCH_ITEMS) this.outbox.push(entry);
+      else {
+        ids.add(entry.item.id);
+        batch.push(entry);
+      }
+    }
+    if (this.outbox.length > 0) {
+      this.outboxScheduled = true;
+      setImmediate(() => this.flushOutbox());
+    }
+    if (batch.length === 1) return this.sendOne(batch[0]);
+    this.sendBatch(batch.map((entry) => entry.item)).then(
+      (results) =>
+        batch.forEach((entry, i) => {
+          const error = results[i]?.error;
+          if (error) entry.reject(FleetApiError.fromWire(error));
+          else entry.resolve();
+        }),
+      (err: unknown) => {
+        // A node that does not know batches (an older version) refuses the message or the route:
+        // its items go one by one instead.
+        const unknown = err instanceof FleetApiError && (err.status === 400 || err.status === 404);
+        for (const entry of batch) {
+          if (unknown) this.sendOne(entry);
+          else entry.reject(err);
+        }
+      },
+    );
+  }
+
+  /** One item as its own message or route, which every server version takes. */
+  private sendOne({ item, resolve, reject }: { item: TaskBatchItem; resolve: () => void; reject: (err: unknown) => void }): void {
+    const { op, id, ...body } = item;
+    this.send({ type: op, id, ...body } as Extract<AgentMessage, { id: number }>, `/v1/tasks/${id}/${op}`, body).then(resolve, reject);
+  }
+
+  /** A batch over the socket when it is open, else over HTTP; one result per item, in order. */
+  private async sendBatch(items: TaskBatchItem[]): Promise<TaskBatchResult[]> {
+    try {
+      const answer = await this.overSocket({ type: 'batch', items });
+      if (answer.type === 'batch') return answer.items;
+      throw new Error(`the server answered a batch with ${answer.type}`);
+    } catch (err) {
+      if (err instanceof FleetApiError) throw err;
+      const answer = await this.client.request<{ items: TaskBatchResult[] }>('POST', '/v1/tasks/complete', { agentId: this.agentId, items }, { credential: this.token });
+      return answer.items;
     }
   }
 

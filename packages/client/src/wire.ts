@@ -173,6 +173,28 @@ export interface StatsJson {
   uptimeSeconds: number;
 }
 
+export type TaskBatchItem = {
+  op: "complete";
+  id: number;
+  result?: unknown;
+} | {
+  op: "fail";
+  id: number;
+  error?: unknown;
+  retryable?: boolean;
+} | {
+  op: "extend";
+  id: number;
+  leaseMs?: number;
+};
+
+export interface TaskBatchResult {
+  id: number;
+  status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  leaseExpiresAt?: string | null;
+  error?: ErrorJson;
+}
+
 export type AgentMessage = {
   type: "credit";
   add: number;
@@ -195,6 +217,23 @@ export type AgentMessage = {
 } | {
   type: "heartbeat";
   ref?: string | number;
+} | {
+  type: "batch";
+  items: ({
+    op: "complete";
+    id: number;
+    result?: unknown;
+  } | {
+    op: "fail";
+    id: number;
+    error?: unknown;
+    retryable?: boolean;
+  } | {
+    op: "extend";
+    id: number;
+    leaseMs?: number;
+  })[];
+  ref?: string | number;
 };
 
 export type ServerMessage = {
@@ -215,6 +254,10 @@ export type ServerMessage = {
   type: "error";
   ref?: string | number;
   error: ErrorJson;
+} | {
+  type: "batch";
+  ref?: string | number;
+  items: TaskBatchResult[];
 };
 
 export type ObserverMessage = {

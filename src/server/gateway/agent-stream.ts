@@ -14,7 +14,10 @@ import {
   CloseCodes,
   type AgentMessage,
   type ServerMessage,
+  taskBatchResultJson,
 } from '../../protocol/agent-stream.js';
+import { settleBatch } from '../../core/task-batch.js';
+import { agentStreamMessages } from '../../metrics/metrics.js';
 import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
@@ -71,7 +74,7 @@ export class AgentGateway {
   }
 
   start(): void {
-    // Twice per stale period: a connected agent never goes stale, at the fewest writes that guarantee it.
+    // Twice per stale period: a connected agent never goes stale.
     const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 2));
     this.heartbeater = setInterval(() => this.heartbeatAll(beatMs), beatMs);
     this.heartbeater.unref();
@@ -168,6 +171,7 @@ export class AgentGateway {
       return;
     }
     const ref = 'ref' in message ? message.ref : undefined;
+    agentStreamMessages.inc({ type: message.type });
     try {
       switch (message.type) {
         case 'credit':
@@ -188,6 +192,11 @@ export class AgentGateway {
           );
         case 'extend':
           return this.ack(session, ref, await this.fleet.tasks.extend({ id: message.id, agentId: session.id, leaseMs: message.leaseMs }));
+        case 'batch': {
+          const outcomes = await settleBatch(this.fleet.tasks, this.log, session.id, message.items);
+          this.send(session, { type: 'batch', ref, items: outcomes.map(taskBatchResultJson) });
+          return;
+        }
       }
     } catch (err) {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'agent message failed');
@@ -200,7 +209,7 @@ export class AgentGateway {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
   }
 
-  /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */
+  /** Connected agents stay online without sending anything: a beat each, kept in memory (core/presence.ts); one that claimed recently needs none. */
   private heartbeatAll(beatMs: number): void {
     const now = this.fleet.now();
     const due = now - beatMs;

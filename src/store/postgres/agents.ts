@@ -72,6 +72,20 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
       return row && { agent: toAgent(row), previousStatus: row.previous_status };
     },
 
+    async agentTouchMany(params) {
+      if (params.seen.length === 0) return [];
+      // Rows locked in id order, as claims lock them, so that the two cannot deadlock.
+      const touched = await query<{ id: string }>(
+        `WITH seen AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS u(id, at)),
+           locked AS (SELECT a.id FROM agents a JOIN seen ON seen.id = a.id WHERE a.status = 'online' ORDER BY a.id FOR UPDATE OF a)
+         UPDATE agents a SET last_heartbeat_at = greatest(a.last_heartbeat_at, seen.at)
+         FROM locked JOIN seen ON seen.id = locked.id WHERE a.id = locked.id AND a.status = 'online' RETURNING a.id`,
+        [params.seen.map((s) => s.id), params.seen.map((s) => s.at)],
+      );
+      const done = new Set(touched.map((r) => r.id));
+      return params.seen.filter((s) => !done.has(s.id)).map((s) => s.id);
+    },
+
     async agentMarkStale(params) {
       const rows = await query<{ id: string }>(
         `UPDATE agents SET status = 'stale' WHERE seq IN (SELECT seq FROM agents

@@ -63,6 +63,24 @@ const TASK_COMPLETE = prepared(
 );
 
 /**
+ * Ends the leases of a tick's failures as core decided for each: $1 ids, $2 statuses, $3 run_at
+ * (NULL keeps the row's), $4 completed_at, $5 errors (JSON), $6 each failure's now.
+ */
+const FAIL_LEASES = prepared('fail_leases', `UPDATE tasks t SET status = u.status, run_at = coalesce(u.run_at, t.run_at),
+    completed_at = u.completed_at, error = u.error, updated_at = u.now, lease_expires_at = NULL
+  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, status, run_at, completed_at, error, now)
+  WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
+
+/** Extends the leases of a tick's extensions still held by their agents: $1 ids, $2 agents, $3 times, $4 lease ms (NULL: the task's own). */
+const TASK_EXTEND_MANY = prepared(
+  'task_extend_many',
+  `UPDATE tasks t SET lease_expires_at = u.now + coalesce(u.lease_ms, t.lease_ms), updated_at = u.now
+   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, agent_id, now, lease_ms)
+   WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
+   RETURNING t.*`,
+);
+
+/**
  * Locks the claiming agents' rows, in id order so that batches cannot deadlock, and records the
  * claim as their heartbeat: $1 agent ids, $2 now.
  */
@@ -71,12 +89,6 @@ const AGENT_CLAIM_LOCK = prepared(
   `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
    UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
    RETURNING a.*, old.status AS previous_status`,
-);
-
-const TASK_EXTEND = prepared(
-  'task_extend',
-  `UPDATE tasks SET lease_expires_at = $3 + coalesce($4::bigint, lease_ms), updated_at = $3
-   WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
@@ -102,6 +114,50 @@ export function postgresTasks(db: PostgresDatabase): {
       return batch.map((c) => byId.get(c.id));
     },
     { unique: (c) => c.id },
+  );
+
+  /**
+   * Failures of one tick share one transaction: their rows are read locked (the rule needs the
+   * attempts they hold), each held lease ends as its own rule decides, in one statement.
+   */
+  type Failure = { id: number; agentId: string; now: number; endLease: EndLease };
+  const failures = new TickBatcher<Failure, TaskRow | undefined>(
+    (batch) =>
+      db.transaction(async (q) => {
+        const rows = await q<TaskRow>("SELECT * FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'leased' ORDER BY id FOR UPDATE", [
+          batch.map((f) => f.id),
+        ]);
+        const leased = new Map(rows.map((row) => [row.id, row]));
+        const held = batch.filter((f) => leased.get(f.id)?.agent_id === f.agentId);
+        if (held.length === 0) return batch.map(() => undefined);
+        const ends = held.map((f) => leaseEndColumns(f.endLease(endingLease(leased.get(f.id)!)), f.now));
+        const ended = await q<TaskRow>(FAIL_LEASES, [
+          held.map((f) => f.id),
+          ends.map((e) => e.status),
+          ends.map((e) => e.run_at),
+          ends.map((e) => e.completed_at),
+          ends.map((e) => e.error),
+          held.map((f) => f.now),
+        ]);
+        const byId = new Map(ended.map((row) => [row.id, row]));
+        return batch.map((f) => byId.get(f.id));
+      }),
+    { unique: (f) => f.id },
+  );
+
+  /** Extensions of one tick share one statement, as completions do. */
+  const extensions = new TickBatcher<{ id: number; agentId: string; now: number; leaseMs: number | null }, TaskRow | undefined>(
+    async (batch) => {
+      const rows = await query<TaskRow>(TASK_EXTEND_MANY, [
+        batch.map((e) => e.id),
+        batch.map((e) => e.agentId),
+        batch.map((e) => e.now),
+        batch.map((e) => e.leaseMs),
+      ]);
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return batch.map((e) => byId.get(e.id));
+    },
+    { unique: (e) => e.id },
   );
 
   /**
@@ -244,15 +300,12 @@ export function postgresTasks(db: PostgresDatabase): {
 
     async taskFail(params) {
       // The rule needs the attempts the row holds: read it locked, decide, write, in one transaction.
-      const ended = await db.transaction(async (q) => {
-        const rows = await q<TaskRow>("SELECT * FROM tasks WHERE id = $1 AND status = 'leased' AND agent_id = $2 FOR UPDATE", [params.id, params.agentId]);
-        return (await endLeases(q, rows, params.now, params.endLease))[0];
-      });
-      return ended ? { task: ended.task } : written(undefined, params.id);
+      const row = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
+      return written(row, params.id);
     },
 
     async taskExtendLease(params) {
-      const [row] = await query<TaskRow>(TASK_EXTEND, [params.id, params.agentId, params.now, params.leaseMs ?? null]);
+      const row = await extensions.run({ id: params.id, agentId: params.agentId, now: params.now, leaseMs: params.leaseMs ?? null });
       return written(row, params.id);
     },
 

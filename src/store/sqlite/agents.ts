@@ -21,6 +21,7 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
     capabilityInsert: db.prepare('INSERT OR IGNORE INTO agent_capabilities (capability, agent_seq) VALUES (?, ?)'),
     byId: db.prepare('SELECT * FROM agents WHERE id = ?'),
     heartbeat: db.prepare("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
+    touch: db.prepare("UPDATE agents SET last_heartbeat_at = max(last_heartbeat_at, @at) WHERE id = @id AND status = 'online'"),
     markStale: db.prepare(`UPDATE agents SET status = 'stale' WHERE seq IN (SELECT seq FROM agents
         WHERE status = 'online' AND last_heartbeat_at < @before LIMIT @limit) RETURNING id`).pluck(),
     toReap: db.prepare(`SELECT * FROM agents WHERE status IN ('online', 'stale') AND last_heartbeat_at < ?
@@ -77,6 +78,10 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
         if (!before) return undefined;
         return { agent: toAgent(s.heartbeat.get(params) as AgentRow), previousStatus: before.status };
       });
+    },
+
+    agentTouchMany(params) {
+      return groupCommit.write(() => params.seen.filter((seen) => s.touch.run(seen).changes === 0).map((seen) => seen.id));
     },
 
     agentMarkStale(params) {

@@ -34,6 +34,8 @@ log = logging.getLogger("fleetd.agent")
 LONG_POLL_MS = 25_000
 POLL_HEARTBEAT_S = 10.0
 REPORT_ATTEMPTS = 5
+#: Most items the server takes in one batch.
+MAX_BATCH_ITEMS = 1000
 #: Answers to the upgrade that say the server (or a proxy before it) does not do WebSockets here.
 NO_WEBSOCKET = {400, 404, 405, 426, 501}
 #: Refusals that mean "not now" rather than "no": a completion or failure is reported again after them.
@@ -121,6 +123,9 @@ class AsyncAgent:
         self._socket: Any = None
         #: Credit granted in this tick, not sent yet.
         self._credit = 0
+        # Completions, failures and extensions of this loop iteration, sent together when it ends.
+        self._outbox: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._outbox_scheduled = False
         self._stopping = False
         self._stopped = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -367,6 +372,74 @@ class AsyncAgent:
         except ConnectionError:
             await self.fleet.request("POST", path, {"agentId": self.id, **body}, credential=self._token)
 
+    def _settle(self, item: dict[str, Any]) -> asyncio.Future[None]:
+        """Queues a completion, failure or extension (``{"op", "id", ...}``) for the end of this
+        iteration of the event loop, when everything queued in it goes out together: one ``batch``
+        message or one ``POST /v1/tasks/complete`` (alone, the single message or route, which every
+        server takes). Each settles with its own item's answer; none waits longer than the iteration."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((item, future))
+        if not self._outbox_scheduled:
+            self._outbox_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        return future
+
+    def _flush_outbox(self) -> None:
+        self._outbox_scheduled = False
+        queued, self._outbox = self._outbox, []
+        batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        ids: set[int] = set()
+        for entry in queued:
+            # The server refuses a task named twice in one batch: a second item waits for the next iteration.
+            if entry[0]["id"] in ids or len(batch) >= MAX_BATCH_ITEMS:
+                self._outbox.append(entry)
+            else:
+                ids.add(entry[0]["id"])
+                batch.append(entry)
+        if self._outbox:
+            self._outbox_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        if len(batch) == 1:
+            asyncio.create_task(self._send_one(*batch[0]))
+        elif batch:
+            asyncio.create_task(self._send_batch(batch))
+
+    async def _send_one(self, item: dict[str, Any], future: asyncio.Future[None]) -> None:
+        body = {k: v for k, v in item.items() if k not in ("op", "id")}
+        try:
+            await self._send({"type": item["op"], "id": item["id"], **body}, f"/v1/tasks/{item['id']}/{item['op']}", body)
+        except Exception as err:
+            if not future.done():
+                future.set_exception(err)
+            return
+        if not future.done():
+            future.set_result(None)
+
+    async def _send_batch(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            try:
+                results = (await self._over_socket({"type": "batch", "items": items}))["items"]
+            except ConnectionError:
+                answer = await self.fleet.request("POST", "/v1/tasks/complete", {"agentId": self.id, "items": items}, credential=self._token)
+                results = answer["items"]
+        except Exception as err:
+            # A node that does not know batches (an older version) refuses them: one by one instead.
+            unknown = isinstance(err, FleetApiError) and err.status in (400, 404)
+            for item, future in batch:
+                if unknown:
+                    asyncio.create_task(self._send_one(item, future))
+                elif not future.done():
+                    future.set_exception(err)
+            return
+        for (_, future), result in zip(batch, results):
+            if future.done():
+                continue
+            if result.get("error"):
+                future.set_exception(FleetApiError.from_wire(result["error"]))
+            else:
+                future.set_result(None)
+
     # ---- long-poll ----
 
     async def _poll_loop(self) -> None:
@@ -481,7 +554,7 @@ class AsyncAgent:
 
     async def _extend(self, running: _Running) -> None:
         try:
-            await self._send({"type": "extend", "id": running.task["id"]}, f"/v1/tasks/{running.task['id']}/extend", {})
+            await self._settle({"op": "extend", "id": running.task["id"]})
         except FleetApiError as err:
             if err.code in GONE_CODES:
                 self._cancel(running, "cancelled" if err.details.get("status") == "cancelled" else "lease lost")
@@ -495,10 +568,10 @@ class AsyncAgent:
     async def _report(self, id: int, message: dict[str, Any]) -> None:
         """Completes or fails a task, through disconnects and passing troubles of the server (a full
         disk, a restart); a refusal (lease lost) is final."""
-        body = {k: v for k, v in message.items() if k not in ("type", "id")}
+        item = {"op": message["type"], **{k: v for k, v in message.items() if k != "type"}}
         for attempt in range(1, REPORT_ATTEMPTS + 1):
             try:
-                await self._send(message, f"/v1/tasks/{id}/{message['type']}", body)
+                await self._settle(item)
                 return
             except Exception as err:
                 transient = not isinstance(err, FleetApiError) or err.code in TRANSIENT_CODES
