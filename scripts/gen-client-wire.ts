@@ -13,7 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { ErrorCodes } from '../src/domain/errors.js';
-import { AgentSchema, ErrorSchema, StatsSchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
+import { ActivityEntrySchema, AgentSchema, ErrorSchema, StatsSchema, TaskActivitySchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema } from '../src/protocol/agent-stream.js';
 import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
 import { AgentInputSchema, TaskInputSchema } from '../src/server/schemas.js';
@@ -33,6 +33,8 @@ const SCHEMAS: [name: string, schema: TSchema][] = [
   ['AgentMessage', AgentMessageSchema],
   ['ServerMessage', ServerMessageSchema],
   ['ObserverMessage', ObserverMessageSchema],
+  ['ActivityEntryJson', ActivityEntrySchema],
+  ['TaskActivityJson', TaskActivitySchema],
 ];
 
 /** Declarations that are TypeScript only (no schema), copied verbatim from their file. */

@@ -153,6 +153,14 @@ export interface FleetdConfig {
   adminKey: string;
   /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
   maxConnectionsPerKey: number;
+  /** Log lines kept per task: the newest; older ones are dropped as new ones arrive. Env FLEETD_TASK_LOG_MAX_LINES. Defaults to 1000. */
+  taskLogMaxLines: number;
+  /** Bytes of streamed output kept per task (UTF-8, the newest whole chunks). Env FLEETD_TASK_OUTPUT_MAX_BYTES. Defaults to 262144 (256 KiB). */
+  taskOutputMaxBytes: number;
+  /** Longest log line (its message, UTF-8 bytes); a longer one is refused with 413. Env FLEETD_TASK_LOG_LINE_MAX_BYTES. Defaults to 8192. */
+  taskLogLineMaxBytes: number;
+  /** Largest chunk of output in one report (UTF-8 bytes); a larger one is refused with 413. At most taskOutputMaxBytes. Env FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES. Defaults to 65536. */
+  taskOutputChunkMaxBytes: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -207,6 +215,10 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auth: 'on',
   adminKey: '',
   maxConnectionsPerKey: 100,
+  taskLogMaxLines: 1_000,
+  taskOutputMaxBytes: 262_144,
+  taskLogLineMaxBytes: 8_192,
+  taskOutputChunkMaxBytes: 65_536,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -286,6 +298,10 @@ const settings: Record<
     pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
+  taskLogMaxLines: { env: 'FLEETD_TASK_LOG_MAX_LINES', kind: 'int', min: 1 },
+  taskOutputMaxBytes: { env: 'FLEETD_TASK_OUTPUT_MAX_BYTES', kind: 'int', min: 1 },
+  taskLogLineMaxBytes: { env: 'FLEETD_TASK_LOG_LINE_MAX_BYTES', kind: 'int', min: 1 },
+  taskOutputChunkMaxBytes: { env: 'FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES', kind: 'int', min: 1 },
 };
 
 export class ConfigError extends Error {
@@ -374,6 +390,9 @@ function validate(c: FleetdConfig): void {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
   if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
+  if (c.taskOutputChunkMaxBytes > c.taskOutputMaxBytes) {
+    throw new ConfigError('taskOutputChunkMaxBytes', `(${c.taskOutputChunkMaxBytes}) cannot be more than taskOutputMaxBytes (${c.taskOutputMaxBytes})`);
+  }
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

@@ -1,5 +1,6 @@
 import type { Agent, Lock, TaskSummary } from '../domain/types.js';
 import type { RunSummary } from '../domain/runs.js';
+import type { ActivityEntry } from '../domain/activity.js';
 
 /**
  * Every event fleetd emits, by name. One map feeds logs, metrics, the WebSocket streams and tests.
@@ -44,6 +45,8 @@ export interface FleetEvents {
   'pipeline.step.failed': { run: RunSummary; step: string; attempt: number; willRetry: boolean; error: Record<string, unknown> };
   /** The run ended: completed, failed or cancelled. */
   'pipeline.run.finished': { run: RunSummary };
+  /** The agent holding the task reported progress, log lines or output: the entries as stored, in order. */
+  'task.activity': { taskId: number; entries: ActivityEntry[] };
 }
 
 export type EventName = keyof FleetEvents;

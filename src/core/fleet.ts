@@ -19,6 +19,7 @@ import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
+import { ActivityService } from './activity.js';
 
 export interface FleetOptions {
   store: Store;
@@ -42,6 +43,8 @@ export class Fleet {
   readonly locks: LockService;
   readonly credentials: CredentialService;
   readonly stats: StatsService;
+  /** Progress, log lines and output that agents report on the tasks they hold. */
+  readonly activity: ActivityService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
     leases: LeaseRescuer;
@@ -80,6 +83,7 @@ export class Fleet {
       cleaner: new TaskCleaner(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
+    this.activity = new ActivityService(ctx);
     this.delivery = new TaskDelivery({
       waiters: this.waiters,
       bus,

@@ -5,7 +5,10 @@
 import { Type, type Static, type TObject } from '@sinclair/typebox';
 import type { EventName, FleetEvents } from '../bus/bus.js';
 import type { Agent, Lock, TaskSummary } from '../domain/types.js';
+import type { ActivityEntry } from '../domain/activity.js';
 import {
+  ActivityEntrySchema,
+  activityEntryJson,
   AgentSchema,
   LockSchema,
   RunSummarySchema,
@@ -20,7 +23,8 @@ import {
 
 /**
  * `tasks`, `task:<id>`, `agents`, `locks`, `queue:<type>` (tasks of that type), `stats`,
- * `pipelines` (every pipeline run's events) or `run:<id>` (one run's).
+ * `pipelines` (every pipeline run's events) or `run:<id>` (one run's). A task's activity
+ * (`task.activity`: progress, log lines, output) goes to `task:<id>` only.
  */
 export const Topic = Type.String({
   maxLength: 210,
@@ -74,6 +78,7 @@ export const EventDataSchemas = {
   ]),
   'pipeline.run.finished': Type.Object({ run: RunSummarySchema }),
   stats: StatsSchema,
+  'task.activity': Type.Object({ taskId: Type.Integer(), entries: Type.Array(ActivityEntrySchema) }),
 } satisfies Record<Exclude<EventName, 'tasks.available'> | 'stats', TObject>;
 
 /** The names of the events the stream carries: tasks.available is an internal wake-up and goes nowhere. */
@@ -97,12 +102,13 @@ export type StreamEvent = {
  * in domain/wire.ts, the rest (names, reasons, run summaries, which hold no times) as it is.
  */
 export function eventJson<K extends Exclude<StreamEventName, 'stats'>>(data: FleetEvents[K]): EventJson<K> {
-  const { task, agent, lock } = data as { task?: TaskSummary; agent?: Agent; lock?: Lock };
+  const { task, agent, lock, entries } = data as { task?: TaskSummary; agent?: Agent; lock?: Lock; entries?: ActivityEntry[] };
   return {
     ...data,
     ...(task && { task: taskSummaryJson(task) }),
     ...(agent && { agent: agentJson(agent) }),
     ...(lock && { lock: lockJson(lock) }),
+    ...(entries && { entries: entries.map(activityEntryJson) }),
   } as EventJson<K>;
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { FleetApiError } from './errors.js';
@@ -169,6 +169,18 @@ export class FleetClient {
 
   cancel(id: number): Promise<TaskJson> {
     return this.request('DELETE', `/v1/tasks/${id}`);
+  }
+
+  /**
+   * A task's latest progress and the retained tail of its log and output (entries after `since`,
+   * at most `limit`; `more` says whether others follow).
+   */
+  logs(id: number, options: { since?: number; limit?: number } = {}): Promise<TaskActivityJson> {
+    const query = new URLSearchParams();
+    if (options.since !== undefined) query.set('since', String(options.since));
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    const qs = query.size > 0 ? `?${query}` : '';
+    return this.request('GET', `/v1/tasks/${id}/logs${qs}`);
   }
 
   stats(): Promise<StatsJson> {

@@ -2,6 +2,7 @@
 export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted, type Subscription } from './fleet-client.js';
 export { FleetAgent, type FleetAgentOptions, type TaskHandler, type TaskContext } from './agent.js';
 export { NonRetryableError, FleetApiError } from './errors.js';
+export type { LogLevel } from './activity.js';
 export type {
   AgentInput,
   AgentJson,
@@ -17,5 +18,7 @@ export type {
   TaskJson,
   TaskStatus,
   TaskSummaryJson,
+  ActivityEntryJson,
+  TaskActivityJson,
 } from './wire.js';
 export { AGENT_PROTOCOL_VERSION, CloseCodes, ERROR_STATUS } from './wire.js';

@@ -188,6 +188,12 @@ export class AgentGateway {
           );
         case 'extend':
           return this.ack(session, ref, await this.fleet.tasks.extend({ id: message.id, agentId: session.id, leaseMs: message.leaseMs }));
+        case 'progress':
+          return this.ackActivity(session, ref, message.id, await this.fleet.activity.progress({ id: message.id, agentId: session.id, progress: message.progress, message: message.message }));
+        case 'logs':
+          return this.ackActivity(session, ref, message.id, await this.fleet.activity.logs({ id: message.id, agentId: session.id, lines: message.lines }));
+        case 'output':
+          return this.ackActivity(session, ref, message.id, await this.fleet.activity.output({ id: message.id, agentId: session.id, text: message.text }));
       }
     } catch (err) {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'agent message failed');
@@ -198,6 +204,10 @@ export class AgentGateway {
 
   private ack(session: AgentSession, ref: string | number | undefined, task: Task): void {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
+  }
+
+  private ackActivity(session: AgentSession, ref: string | number | undefined, id: number, entries: { seq: number }[]): void {
+    this.send(session, { type: 'ack', ref, id, lastSeq: entries[entries.length - 1].seq });
   }
 
   /** Connected agents stay online without sending anything; an agent that claimed recently needs no extra write. */

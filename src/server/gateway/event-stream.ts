@@ -30,6 +30,8 @@ class Observer {
 
 /** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
 function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
+  // Many small events a second while an agent streams: only those watching that task want them.
+  if (name === 'task.activity') return [`task:${(data as FleetEvents['task.activity']).taskId}`];
   if (name.startsWith('task.')) {
     const { task } = data as FleetEvents['task.created'];
     return ['tasks', `task:${task.id}`, `queue:${task.type}`];
