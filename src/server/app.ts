@@ -29,6 +29,7 @@ import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 import { activityRoutes } from './routes/activity.js';
+import { taskStreamRoutes } from './routes/task-stream.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -196,6 +197,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(activityRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskStreamRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
