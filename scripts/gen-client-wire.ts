@@ -175,6 +175,8 @@ export type StreamEvent = {
     data: EventData[K];
     /** When the server published it, ISO 8601. */
     at: string;
+    /** Its number in the node's event stream, increasing along every topic: where a subscription resumes. */
+    seq: number;
   };
 }[StreamEventName];`);
   for (const [file, names] of DECLARATIONS) {

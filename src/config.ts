@@ -161,6 +161,11 @@ export interface FleetdConfig {
   taskLogLineMaxBytes: number;
   /** Largest chunk of output in one report (UTF-8 bytes); a larger one is refused with 413. At most taskOutputMaxBytes. Env FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES. Defaults to 65536. */
   taskOutputChunkMaxBytes: number;
+  /**
+   * Events each node keeps for observers that resume a subscription (subscribe with since); one
+   * that was away for more is told of the gap. 0 keeps none. Env FLEETD_EVENT_REPLAY_WINDOW. Defaults to 10000.
+   */
+  eventReplayWindow: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -219,6 +224,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   taskOutputMaxBytes: 262_144,
   taskLogLineMaxBytes: 8_192,
   taskOutputChunkMaxBytes: 65_536,
+  eventReplayWindow: 10_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -302,6 +308,7 @@ const settings: Record<
   taskOutputMaxBytes: { env: 'FLEETD_TASK_OUTPUT_MAX_BYTES', kind: 'int', min: 1 },
   taskLogLineMaxBytes: { env: 'FLEETD_TASK_LOG_LINE_MAX_BYTES', kind: 'int', min: 1 },
   taskOutputChunkMaxBytes: { env: 'FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES', kind: 'int', min: 1 },
+  eventReplayWindow: { env: 'FLEETD_EVENT_REPLAY_WINDOW', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

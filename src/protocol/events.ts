@@ -33,7 +33,14 @@ export const Topic = Type.String({
 
 export const ObserverMessageSchema = Type.Union([
   Type.Object(
-    { type: Type.Literal('subscribe'), topics: Type.Array(Topic, { minItems: 1, maxItems: 100 }) },
+    {
+      type: Type.Literal('subscribe'),
+      topics: Type.Array(Topic, { minItems: 1, maxItems: 100 }),
+      /** Resume: replay the retained events of these topics after this sequence number, then go live. */
+      since: Type.Optional(Type.Integer({ minimum: 0 })),
+      /** The epoch `since` was numbered in (from `subscribed`); another epoch's numbers mean nothing here. */
+      epoch: Type.Optional(Type.String({ maxLength: 64 })),
+    },
     { additionalProperties: false },
   ),
   Type.Object(
@@ -94,6 +101,11 @@ export type StreamEvent = {
     data: EventJson<K>;
     /** When the server published it, ISO 8601. */
     at: string;
+    /**
+     * Its number in this node's event stream (its epoch): increasing along every topic, so that a
+     * subscription resumes after the last one it saw.
+     */
+    seq: number;
   };
 }[StreamEventName];
 
@@ -115,5 +127,12 @@ export function eventJson<K extends Exclude<StreamEventName, 'stats'>>(data: Fle
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
-  | { type: 'subscribed'; topics: string[] }
+  /** `epoch` names this node's numbering (a restart or another node starts another); `seq` is the last number given out. */
+  | { type: 'subscribed'; topics: string[]; epoch: string; seq: number }
+  /**
+   * A resume could not replay everything after `since`: events from `from` to `to` (inclusive) may
+   * have been missed (`window`: they fell out of the retained window), or the numbers were another
+   * epoch's (`epoch`: a restart, or another node). Read the current state over REST.
+   */
+  | { type: 'gap'; reason: 'window' | 'epoch'; from: number; to: number; epoch: string }
   | { type: 'error'; error: ErrorJson };

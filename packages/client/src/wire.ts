@@ -237,6 +237,8 @@ export type ServerMessage = {
 export type ObserverMessage = {
   type: "subscribe";
   topics: string[];
+  since?: number;
+  epoch?: string;
 } | {
   type: "unsubscribe";
   topics: string[];
@@ -439,6 +441,8 @@ export type StreamEvent = {
     data: EventData[K];
     /** When the server published it, ISO 8601. */
     at: string;
+    /** Its number in the node's event stream, increasing along every topic: where a subscription resumes. */
+    seq: number;
   };
 }[StreamEventName];
 
@@ -461,5 +465,12 @@ export const CloseCodes = {
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
-  | { type: 'subscribed'; topics: string[] }
+  /** `epoch` names this node's numbering (a restart or another node starts another); `seq` is the last number given out. */
+  | { type: 'subscribed'; topics: string[]; epoch: string; seq: number }
+  /**
+   * A resume could not replay everything after `since`: events from `from` to `to` (inclusive) may
+   * have been missed (`window`: they fell out of the retained window), or the numbers were another
+   * epoch's (`epoch`: a restart, or another node). Read the current state over REST.
+   */
+  | { type: 'gap'; reason: 'window' | 'epoch'; from: number; to: number; epoch: string }
   | { type: 'error'; error: ErrorJson };

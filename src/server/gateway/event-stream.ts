@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
@@ -12,6 +13,7 @@ import { iso } from '../../domain/wire.js';
 import { ObserverMessageSchema, eventJson, type ObserverServerMessage, type StreamEventName } from '../../protocol/events.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
+import { EventWindow } from './event-window.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
 const MAX_TOPICS_PER_SOCKET = 1_000;
@@ -25,7 +27,11 @@ class Observer {
   pending: string[] = [];
   /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
   lastSeq = 0;
-  constructor(readonly socket: WebSocket) {}
+  constructor(
+    readonly socket: WebSocket,
+    /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
+    public resume?: { since: number; epoch?: string },
+  ) {}
 }
 
 /** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
@@ -58,13 +64,18 @@ export class EventStream {
   private statsTimer: NodeJS.Timeout | undefined;
   private unsubscribe: () => void = () => {};
   private seq = 0;
+  /** This node's numbering of its events: a restart starts another. */
+  readonly epoch = randomUUID();
+  private readonly window: EventWindow;
 
   constructor(
     private readonly fleet: Fleet,
     private readonly config: Readonly<FleetdConfig>,
     private readonly connections: Connections,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.window = new EventWindow(config.eventReplayWindow);
+  }
 
   start(): void {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
@@ -80,9 +91,9 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string): void {
+  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket);
+    const observer = new Observer(socket, resume);
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -115,11 +126,40 @@ export class EventStream {
         );
       }
       for (const topic of added) this.join(observer, topic);
+      const resume = message.since === undefined ? observer.resume : { since: message.since, epoch: message.epoch };
+      observer.resume = undefined;
+      this.reply(observer, { type: 'subscribed', topics: [...observer.topics], epoch: this.epoch, seq: this.seq });
+      if (resume) this.replay(observer, message.topics, resume);
       if (added.includes('stats')) void this.publishStats(observer);
-    } else {
-      for (const topic of message.topics) if (observer.topics.has(topic)) this.leave(observer, topic);
+      return;
     }
-    this.reply(observer, { type: 'subscribed', topics: [...observer.topics] });
+    for (const topic of message.topics) if (observer.topics.has(topic)) this.leave(observer, topic);
+    this.reply(observer, { type: 'subscribed', topics: [...observer.topics], epoch: this.epoch, seq: this.seq });
+  }
+
+  /**
+   * Sends what the window holds of these topics after `since`, before anything live (publishing is
+   * synchronous, so nothing can come between). What it no longer holds, or numbers of another
+   * epoch, are reported as a gap: never skipped in silence.
+   */
+  private replay(observer: Observer, topics: string[], resume: { since: number; epoch?: string }): void {
+    if (resume.epoch !== undefined && resume.epoch !== this.epoch) {
+      this.reply(observer, { type: 'gap', reason: 'epoch', from: 1, to: this.seq, epoch: this.epoch });
+      return;
+    }
+    const since = Math.min(resume.since, this.seq);
+    const { events, oldest } = this.window.after(since, this.seq);
+    if (oldest > since + 1) this.reply(observer, { type: 'gap', reason: 'window', from: since + 1, to: oldest - 1, epoch: this.epoch });
+    const wanted = new Set(topics);
+    this.flush(observer);
+    for (const event of events) {
+      // The first of its topics asked for: the window holds each event once, so it is sent once.
+      const topic = event.topics.find((t) => wanted.has(t));
+      if (topic === undefined) continue;
+      observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
+      if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
+    }
+    this.flush(observer);
   }
 
   private reply(observer: Observer, message: ObserverServerMessage): void {
@@ -152,6 +192,10 @@ export class EventStream {
     const seq = ++this.seq;
     const at = iso(Date.now());
     let payload: unknown;
+    // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
+    if (!only && name !== 'stats' && topics.length > 0) {
+      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()) });
+    }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
@@ -160,7 +204,7 @@ export class EventStream {
         if (observer.lastSeq === seq) continue;
         observer.lastSeq = seq;
         payload ??= data();
-        entry ??= JSON.stringify({ topic, name, data: payload, at });
+        entry ??= JSON.stringify({ topic, name, data: payload, at, seq });
         observer.pending.push(entry);
         if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
         else this.dirty.add(observer);
