@@ -166,6 +166,8 @@ export interface FleetdConfig {
    * that was away for more is told of the gap. 0 keeps none. Env FLEETD_EVENT_REPLAY_WINDOW. Defaults to 10000.
    */
   eventReplayWindow: number;
+  /** Most memory those retained events may hold, about, in bytes (streamed output makes large events). Env FLEETD_EVENT_REPLAY_WINDOW_BYTES. Defaults to 33554432 (32 MiB). */
+  eventReplayWindowBytes: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -225,6 +227,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   taskLogLineMaxBytes: 8_192,
   taskOutputChunkMaxBytes: 65_536,
   eventReplayWindow: 10_000,
+  eventReplayWindowBytes: 33_554_432,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -309,6 +312,7 @@ const settings: Record<
   taskLogLineMaxBytes: { env: 'FLEETD_TASK_LOG_LINE_MAX_BYTES', kind: 'int', min: 1 },
   taskOutputChunkMaxBytes: { env: 'FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES', kind: 'int', min: 1 },
   eventReplayWindow: { env: 'FLEETD_EVENT_REPLAY_WINDOW', kind: 'int', min: 0 },
+  eventReplayWindowBytes: { env: 'FLEETD_EVENT_REPLAY_WINDOW_BYTES', kind: 'int', min: 1_024 },
 };
 
 export class ConfigError extends Error {

@@ -51,8 +51,13 @@ export class ActivityService {
   async read(params: { id: number; since?: number; limit: number }): Promise<{ task: Task; tail: ActivityTail }> {
     const task = await this.ctx.store.taskGet({ id: params.id });
     if (!task) throw notFound('task', params.id);
-    const tail = await this.ctx.store.taskActivityRead({ id: params.id, since: params.since ?? 0, limit: params.limit });
+    const tail = await this.tail({ id: params.id, since: params.since ?? 0, limit: params.limit });
     return { task, tail };
+  }
+
+  /** What is retained of the task's activity after `since`, without the task (a stream catching up). */
+  tail(params: { id: number; since: number; limit: number }): Promise<ActivityTail> {
+    return this.ctx.store.taskActivityRead(params);
   }
 
   private checkLine(field: string, message: string): void {

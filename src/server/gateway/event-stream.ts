@@ -51,6 +51,14 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
   return [];
 }
 
+/** What an event kept for replay holds on to, about: a task's activity its text, any other event a task or agent's worth. */
+function retainedBytes(name: string, data: unknown): number {
+  if (name !== 'task.activity') return 1_024;
+  let bytes = 256;
+  for (const e of (data as FleetEvents['task.activity']).entries) bytes += 128 + 2 * ((e.kind === 'output' ? e.text : (e.message ?? '')).length);
+  return bytes;
+}
+
 /**
  * The observer side of the gateway: sockets subscribe to topics and get only the events routed to
  * those topics (a map from topic to sockets: publishing costs the interested sockets, not all of
@@ -74,12 +82,12 @@ export class EventStream {
     private readonly connections: Connections,
     private readonly log: Logger,
   ) {
-    this.window = new EventWindow(config.eventReplayWindow);
+    this.window = new EventWindow(config.eventReplayWindow, config.eventReplayWindowBytes);
   }
 
   start(): void {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
-      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>])),
+      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]), undefined, data),
     );
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
     this.statsTimer.unref();
@@ -188,13 +196,13 @@ export class EventStream {
    * Queues the event for every socket on any of its topics, once per socket. `data` gives the
    * payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown): void {
     const seq = ++this.seq;
     const at = iso(Date.now());
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
-      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()) });
+      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
     }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);

@@ -5,36 +5,52 @@ export interface RetainedEvent {
   topics: string[];
   at: string;
   data: () => unknown;
+  /** About how many bytes it holds on to (its payload is kept by reference until it leaves). */
+  bytes: number;
 }
 
 /**
- * The last `size` events of a node's observer stream, for subscriptions that resume after a
- * sequence number. A ring: memory is bounded by the count, whatever the topics.
+ * The last events of a node's observer stream, for subscriptions that resume after a sequence
+ * number: at most `maxEvents`, and at most `maxBytes` of what they hold (a task's streamed output
+ * makes large events), the oldest leaving first.
  */
 export class EventWindow {
-  private readonly ring: (RetainedEvent | undefined)[];
-  private next = 0;
+  private events: RetainedEvent[] = [];
+  private head = 0;
+  private bytes = 0;
 
-  constructor(readonly size: number) {
-    this.ring = new Array(size);
-  }
+  constructor(
+    readonly maxEvents: number,
+    readonly maxBytes: number,
+  ) {}
 
   push(event: RetainedEvent): void {
-    if (this.size === 0) return;
-    this.ring[this.next] = event;
-    this.next = (this.next + 1) % this.size;
+    if (this.maxEvents === 0) return;
+    this.events.push(event);
+    this.bytes += event.bytes;
+    while (this.events.length - this.head > this.maxEvents || (this.bytes > this.maxBytes && this.events.length - this.head > 1)) {
+      this.bytes -= this.events[this.head].bytes;
+      this.events[this.head++] = undefined as unknown as RetainedEvent;
+    }
+    // Dropping the departed from the front now and then keeps push O(1) on average.
+    if (this.head > 1_024 && this.head * 2 > this.events.length) {
+      this.events = this.events.slice(this.head);
+      this.head = 0;
+    }
   }
 
   /** The events after `since`, oldest first, and the oldest number still held (head + 1 when empty). */
   after(since: number, head: number): { events: RetainedEvent[]; oldest: number } {
-    const events: RetainedEvent[] = [];
-    let oldest = head + 1;
-    for (let i = 0; i < this.size; i++) {
-      const event = this.ring[(this.next + i) % this.size];
-      if (!event) continue;
-      if (event.seq < oldest) oldest = event.seq;
-      if (event.seq > since) events.push(event);
+    const held = this.events.slice(this.head);
+    const oldest = held.length > 0 ? held[0].seq : head + 1;
+    // Numbers only grow: the first one after `since` is found by bisection.
+    let lo = 0;
+    let hi = held.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (held[mid].seq <= since) lo = mid + 1;
+      else hi = mid;
     }
-    return { events, oldest };
+    return { events: held.slice(lo), oldest };
   }
 }

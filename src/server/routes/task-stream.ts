@@ -128,7 +128,7 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
       };
       const catchUp = async () => {
         for (;;) {
-          const tail = await fleet.store.taskActivityRead({ id, since: sent, limit: PAGE });
+          const tail = await fleet.activity.tail({ id, since: sent, limit: PAGE });
           send(tail.entries);
           if (!tail.more || closed) return;
         }
