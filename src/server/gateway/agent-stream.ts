@@ -27,6 +27,8 @@ class AgentSession {
   /** Last time (the fleet's clock) a heartbeat told the store this agent is alive; a claim does too (channel.claimedAt). */
   beatAt: number;
   readonly channel: DeliveryChannel;
+  /** The socket's progress, logs and output reports, one after the other: stored in the order sent. */
+  reports: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly id: string,
@@ -189,11 +191,11 @@ export class AgentGateway {
         case 'extend':
           return this.ack(session, ref, await this.fleet.tasks.extend({ id: message.id, agentId: session.id, leaseMs: message.leaseMs }));
         case 'progress':
-          return this.ackActivity(session, ref, message.id, await this.fleet.activity.progress({ id: message.id, agentId: session.id, progress: message.progress, message: message.message }));
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.progress({ id: message.id, agentId: session.id, progress: message.progress, message: message.message })));
         case 'logs':
-          return this.ackActivity(session, ref, message.id, await this.fleet.activity.logs({ id: message.id, agentId: session.id, lines: message.lines }));
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.logs({ id: message.id, agentId: session.id, lines: message.lines })));
         case 'output':
-          return this.ackActivity(session, ref, message.id, await this.fleet.activity.output({ id: message.id, agentId: session.id, text: message.text }));
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.output({ id: message.id, agentId: session.id, text: message.text })));
       }
     } catch (err) {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'agent message failed');
@@ -204,6 +206,16 @@ export class AgentGateway {
 
   private ack(session: AgentSession, ref: string | number | undefined, task: Task): void {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
+  }
+
+  /**
+   * Runs a report after the socket's previous ones: on PostgreSQL concurrent writes commit in any
+   * order, and an agent that sends without waiting for acks still expects its lines in order.
+   */
+  private inTurn<T>(session: AgentSession, report: () => Promise<T>): Promise<T> {
+    const turn = session.reports.then(report, report);
+    session.reports = turn.catch(() => {});
+    return turn;
   }
 
   private ackActivity(session: AgentSession, ref: string | number | undefined, id: number, entries: { seq: number }[]): void {

@@ -30,8 +30,10 @@ class Observer {
   constructor(
     readonly socket: WebSocket,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
-    public resume?: { since: number; epoch?: string },
+    readonly resume?: { since: number; epoch?: string },
   ) {}
+  /** Topics the socket's ?since= was replayed for already. */
+  readonly resumed = new Set<string>();
 }
 
 /** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
@@ -134,10 +136,12 @@ export class EventStream {
         );
       }
       for (const topic of added) this.join(observer, topic);
+      // A socket opened with ?since= resumes every topic it subscribes, each once: a page subscribes its topics as its views mount.
       const resume = message.since === undefined ? observer.resume : { since: message.since, epoch: message.epoch };
-      observer.resume = undefined;
+      const replayed = message.since === undefined ? added.filter((t) => !observer.resumed.has(t)) : message.topics;
+      if (message.since === undefined) for (const t of replayed) observer.resumed.add(t);
       this.reply(observer, { type: 'subscribed', topics: [...observer.topics], epoch: this.epoch, seq: this.seq });
-      if (resume) this.replay(observer, message.topics, resume);
+      if (resume && replayed.length > 0) this.replay(observer, replayed, resume);
       if (added.includes('stats')) void this.publishStats(observer);
       return;
     }
