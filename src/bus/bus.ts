@@ -65,5 +65,11 @@ export interface Bus {
   /** Returns the function that unsubscribes. */
   subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void;
   subscribeAll(handler: AnyEventHandler): () => void;
+  /**
+   * Where events cross nodes: tells `listener` when another node's events were lost on the way
+   * (counted by that node's message numbers), so that whoever numbers events says so rather than
+   * skip them in silence. Returns the function that stops telling. Absent on a bus that relays nothing.
+   */
+  onRelayGap?(listener: (node: string, missedMessages: number) => void): () => void;
   close(): Promise<void>;
 }

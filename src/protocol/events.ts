@@ -132,7 +132,9 @@ export type ObserverServerMessage =
   /**
    * A resume could not replay everything after `since`: events from `from` to `to` (inclusive) may
    * have been missed (`window`: they fell out of the retained window), or the numbers were another
-   * epoch's (`epoch`: a restart, or another node). Read the current state over REST.
+   * epoch's (`epoch`: a restart, or another node), or another node's events were lost on their way
+   * here (`relay`, sent live to every socket: the node starts a new epoch at that point, so that a
+   * later resume across it is told too). Read the current state over REST.
    */
-  | { type: 'gap'; reason: 'window' | 'epoch'; from: number; to: number; epoch: string }
+  | { type: 'gap'; reason: 'window' | 'epoch' | 'relay'; from: number; to: number; epoch: string }
   | { type: 'error'; error: ErrorJson };

@@ -10,7 +10,7 @@ export interface SubscriptionClient {
   failover(failed: string): void;
 }
 
-/** Events that may have been missed: the server no longer held them (`window`), or its numbering changed (`epoch`: a restart, another node). */
+/** Events that may have been missed: the server no longer held them (`window`), its numbering changed (`epoch`: a restart, another node), or another node's events were lost on the way (`relay`). */
 export type Gap = Extract<ObserverServerMessage, { type: 'gap' }>;
 
 /** Told when events may have been missed and were not replayed (its `gap` says which numbers). */
@@ -19,7 +19,9 @@ export class SubscriptionGapError extends Error {
     super(
       gap.reason === 'window'
         ? `events ${gap.from} to ${gap.to} were no longer retained by the server: read the current state over REST`
-        : 'the server restarted, or this is another node: events since the last one seen may have been missed; read the current state over REST',
+        : gap.reason === 'relay'
+          ? "another node's events were lost on their way to this one: read the current state over REST"
+          : 'the server restarted, or this is another node: events since the last one seen may have been missed; read the current state over REST',
     );
     this.name = 'SubscriptionGapError';
   }
@@ -128,6 +130,8 @@ export class ResilientSubscription implements Subscription {
           resolve?.(this);
         }
       } else if (message.type === 'gap') {
+        // A relay gap starts a new numbering at the server; the numbers themselves go on.
+        this.epoch = message.epoch;
         if (this.options.onGap) this.options.onGap(message);
         else this.onError(new SubscriptionGapError(message));
       } else if (message.type === 'error') {

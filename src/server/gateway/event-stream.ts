@@ -74,8 +74,9 @@ export class EventStream {
   private statsTimer: NodeJS.Timeout | undefined;
   private unsubscribe: () => void = () => {};
   private seq = 0;
-  /** This node's numbering of its events: a restart starts another. */
-  readonly epoch = randomUUID();
+  /** This node's numbering of its events: a restart starts another, and so does a relay gap. */
+  epoch = randomUUID();
+  private stopRelayGaps: () => void = () => {};
   private readonly window: EventWindow;
 
   constructor(
@@ -91,12 +92,14 @@ export class EventStream {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
       this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]), undefined, data),
     );
+    this.stopRelayGaps = this.fleet.bus.onRelayGap?.(() => this.relayGap()) ?? (() => {});
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
     this.statsTimer.unref();
   }
 
   stop(): void {
     this.unsubscribe();
+    this.stopRelayGaps();
     clearInterval(this.statsTimer);
     clearTimeout(this.flushTimer);
   }
@@ -172,6 +175,24 @@ export class EventStream {
       if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
     }
     this.flush(observer);
+  }
+
+  /**
+   * Another node's events were lost on their way here: every socket is told now, and the numbering
+   * starts a new epoch, so that a subscription resuming from before this point is told as well.
+   */
+  private relayGap(): void {
+    this.epoch = randomUUID();
+    const text = JSON.stringify({ type: 'gap', reason: 'relay', from: this.seq + 1, to: this.seq, epoch: this.epoch } satisfies ObserverServerMessage);
+    const told = new Set<Observer>();
+    for (const set of this.byTopic.values()) {
+      for (const observer of set) {
+        if (told.has(observer)) continue;
+        told.add(observer);
+        this.flush(observer);
+        this.connections.send(observer.socket, text);
+      }
+    }
   }
 
   private reply(observer: Observer, message: ObserverServerMessage): void {
