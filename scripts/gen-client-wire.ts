@@ -13,8 +13,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { ErrorCodes } from '../src/domain/errors.js';
-import { AgentSchema, ErrorSchema, StatsSchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema, TaskBatchItemSchema, TaskBatchResultSchema } from '../src/protocol/agent-stream.js';
+import { ActivityEntrySchema, AgentSchema, ErrorSchema, StatsSchema, TaskActivitySchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
 import { AgentInputSchema, TaskInputSchema } from '../src/server/schemas.js';
 
@@ -35,6 +35,8 @@ const SCHEMAS: [name: string, schema: TSchema][] = [
   ['AgentMessage', AgentMessageSchema],
   ['ServerMessage', ServerMessageSchema],
   ['ObserverMessage', ObserverMessageSchema],
+  ['ActivityEntryJson', ActivityEntrySchema],
+  ['TaskActivityJson', TaskActivitySchema],
 ];
 
 /** Declarations that are TypeScript only (no schema), copied verbatim from their file. */
@@ -175,6 +177,8 @@ export type StreamEvent = {
     data: EventData[K];
     /** When the server published it, ISO 8601. */
     at: string;
+    /** Its number in the node's event stream, increasing along every topic: where a subscription resumes. */
+    seq: number;
   };
 }[StreamEventName];`);
   for (const [file, names] of DECLARATIONS) {

@@ -161,6 +161,21 @@ export interface FleetdConfig {
   agentSeenFlushMs: number;
   /** Most MiB of database pages SQLite keeps in memory; a ceiling, filled as the database grows. Env FLEETD_SQLITE_CACHE_MB. Defaults to 16. */
   sqliteCacheMb: number;
+  /** Log lines kept per task: the newest; older ones are dropped as new ones arrive. Env FLEETD_TASK_LOG_MAX_LINES. Defaults to 1000. */
+  taskLogMaxLines: number;
+  /** Bytes of streamed output kept per task (UTF-8, the newest whole chunks). Env FLEETD_TASK_OUTPUT_MAX_BYTES. Defaults to 262144 (256 KiB). */
+  taskOutputMaxBytes: number;
+  /** Longest log line (its message, UTF-8 bytes); a longer one is refused with 413. Env FLEETD_TASK_LOG_LINE_MAX_BYTES. Defaults to 8192. */
+  taskLogLineMaxBytes: number;
+  /** Largest chunk of output in one report (UTF-8 bytes); a larger one is refused with 413. At most taskOutputMaxBytes. Env FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES. Defaults to 65536. */
+  taskOutputChunkMaxBytes: number;
+  /**
+   * Events each node keeps for observers that resume a subscription (subscribe with since); one
+   * that was away for more is told of the gap. 0 keeps none. Env FLEETD_EVENT_REPLAY_WINDOW. Defaults to 10000.
+   */
+  eventReplayWindow: number;
+  /** Most memory those retained events may hold, about, in bytes (streamed output makes large events). Env FLEETD_EVENT_REPLAY_WINDOW_BYTES. Defaults to 33554432 (32 MiB). */
+  eventReplayWindowBytes: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -217,6 +232,12 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   maxConnectionsPerKey: 100,
   agentSeenFlushMs: 5_000,
   sqliteCacheMb: 16,
+  taskLogMaxLines: 1_000,
+  taskOutputMaxBytes: 262_144,
+  taskLogLineMaxBytes: 8_192,
+  taskOutputChunkMaxBytes: 65_536,
+  eventReplayWindow: 10_000,
+  eventReplayWindowBytes: 33_554_432,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -298,6 +319,12 @@ const settings: Record<
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
   agentSeenFlushMs: { env: 'FLEETD_AGENT_SEEN_FLUSH_MS', kind: 'int', min: 1 },
   sqliteCacheMb: { env: 'FLEETD_SQLITE_CACHE_MB', kind: 'int', min: 1 },
+  taskLogMaxLines: { env: 'FLEETD_TASK_LOG_MAX_LINES', kind: 'int', min: 1 },
+  taskOutputMaxBytes: { env: 'FLEETD_TASK_OUTPUT_MAX_BYTES', kind: 'int', min: 1 },
+  taskLogLineMaxBytes: { env: 'FLEETD_TASK_LOG_LINE_MAX_BYTES', kind: 'int', min: 1 },
+  taskOutputChunkMaxBytes: { env: 'FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES', kind: 'int', min: 1 },
+  eventReplayWindow: { env: 'FLEETD_EVENT_REPLAY_WINDOW', kind: 'int', min: 0 },
+  eventReplayWindowBytes: { env: 'FLEETD_EVENT_REPLAY_WINDOW_BYTES', kind: 'int', min: 1_024 },
 };
 
 export class ConfigError extends Error {
@@ -386,6 +413,9 @@ function validate(c: FleetdConfig): void {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
   if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
+  if (c.taskOutputChunkMaxBytes > c.taskOutputMaxBytes) {
+    throw new ConfigError('taskOutputChunkMaxBytes', `(${c.taskOutputChunkMaxBytes}) cannot be more than taskOutputMaxBytes (${c.taskOutputMaxBytes})`);
+  }
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

@@ -4,6 +4,7 @@ import { repeatCheck, runRequestHash, taskRequestHash } from '../src/core/rules/
 import { decideLock } from '../src/core/rules/locks.js';
 import { afterFailure, afterLostLease } from '../src/core/rules/retry.js';
 import { leaseHeld, stateAllowed } from '../src/core/rules/tasks.js';
+import { activityRefused, entrySize, retainedFloor } from '../src/core/rules/activity.js';
 import { FleetError } from '../src/domain/errors.js';
 import type { Task } from '../src/domain/types.js';
 
@@ -84,5 +85,27 @@ describe('the queue rules core decides', () => {
       'FLEETD_ERR_TASK_STATE',
       { taskId: 7, status: 'dead' },
     ]);
+  });
+});
+
+describe('the rules of what agents report on their tasks', () => {
+  const current = (status: Task['status'], agentId: string | null = 'a1') => ({ id: 7, status, agentId }) as Task;
+
+  it('says why a report was refused: gone, finished or cancelled (with the state), or not the holder', () => {
+    assert.equal(activityRefused(undefined, 7, 'a1').code, 'FLEETD_ERR_NOT_FOUND');
+    for (const status of ['completed', 'dead', 'cancelled'] as const) {
+      const err = activityRefused(current(status), 7, 'a1');
+      assert.deepEqual([err.code, err.status, err.details], ['FLEETD_ERR_TASK_STATE', 409, { taskId: 7, status }]);
+    }
+    const other = activityRefused(current('leased', 'a2'), 7, 'a1');
+    assert.deepEqual([other.code, other.details], ['FLEETD_ERR_LEASE_LOST', { taskId: 7, status: 'leased', holder: 'a2' }]);
+    assert.deepEqual(activityRefused(current('queued', null), 7, 'a1').details, { taskId: 7, status: 'queued', holder: null });
+  });
+
+  it('keeps the newest lines and bytes within the bounds, and one progress report', () => {
+    const floor = retainedFloor({ seq: 99, progress: 12, logLines: 1_500, outputBytes: 300_000 }, { logLines: 1_000, outputBytes: 262_144 });
+    assert.deepEqual(floor, { progress: 11, log: 500, output: 37_856 });
+    assert.equal(entrySize({ kind: 'output', text: 'héllo' }), 6, 'UTF-8 bytes');
+    assert.equal(entrySize({ kind: 'log', level: 'info', message: 'x'.repeat(500) }), 1, 'a line is a line');
   });
 });

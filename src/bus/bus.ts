@@ -1,5 +1,6 @@
 import type { Agent, Lock, TaskSummary } from '../domain/types.js';
 import type { RunSummary } from '../domain/runs.js';
+import type { ActivityEntry } from '../domain/activity.js';
 
 /**
  * Every event fleetd emits, by name. One map feeds logs, metrics, the WebSocket streams and tests.
@@ -46,6 +47,8 @@ export interface FleetEvents {
   'pipeline.run.finished': { run: RunSummary };
   /** An approval step started waiting for a decision (again after a restart); its run shows what it asks. */
   'pipeline.step.waiting': { run: RunSummary; step: string; attempt: number };
+  /** The agent holding the task reported progress, log lines or output: the entries as stored, in order. */
+  'task.activity': { taskId: number; entries: ActivityEntry[] };
 }
 
 export type EventName = keyof FleetEvents;
@@ -64,5 +67,11 @@ export interface Bus {
   /** Returns the function that unsubscribes. */
   subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void;
   subscribeAll(handler: AnyEventHandler): () => void;
+  /**
+   * Where events cross nodes: tells `listener` when another node's events were lost on the way
+   * (counted by that node's message numbers), so that whoever numbers events says so rather than
+   * skip them in silence. Returns the function that stops telling. Absent on a bus that relays nothing.
+   */
+  onRelayGap?(listener: (node: string, missedMessages: number) => void): () => void;
   close(): Promise<void>;
 }

@@ -28,6 +28,10 @@ export class RedisBus implements Bus {
   private readonly channel: string;
   private outbox: [EventName, unknown][] = [];
   private flushing: NodeJS.Immediate | undefined;
+  /** This node's messages are numbered, sent or not, so that another node can tell when it missed some. */
+  private sent = 0;
+  private readonly received = new Map<string, number>();
+  private readonly gapListeners = new Set<(node: string, missedMessages: number) => void>();
 
   private constructor(
     private readonly pub: Redis,
@@ -53,13 +57,19 @@ export class RedisBus implements Bus {
   }
 
   private receive(message: string): void {
-    let parsed: { node: string; events: [EventName, unknown][] };
+    let parsed: { node: string; n?: number; events: [EventName, unknown][] };
     try {
       parsed = JSON.parse(message);
     } catch {
       return;
     }
     if (parsed.node === this.nodeId) return;
+    if (typeof parsed.n === 'number') {
+      const last = this.received.get(parsed.node);
+      this.received.set(parsed.node, parsed.n);
+      // The first message heard from a node says nothing of what came before this node listened.
+      if (last !== undefined && parsed.n > last + 1) for (const listener of this.gapListeners) listener(parsed.node, parsed.n - last - 1);
+    }
     // Handlers run synchronously (LocalBus), so the flag covers exactly this delivery.
     this.relaying = true;
     try {
@@ -81,11 +91,12 @@ export class RedisBus implements Bus {
     const events = this.outbox;
     this.outbox = [];
     if (events.length === 0) return;
+    const n = ++this.sent;
     if (this.pub.status !== 'ready') {
       this.dropped += events.length;
       return;
     }
-    this.pub.publish(this.channel, JSON.stringify({ node: this.nodeId, events })).catch(() => {
+    this.pub.publish(this.channel, JSON.stringify({ node: this.nodeId, n, events })).catch(() => {
       this.dropped += events.length;
     });
   }
@@ -96,6 +107,11 @@ export class RedisBus implements Bus {
 
   subscribeAll(handler: AnyEventHandler): () => void {
     return this.local.subscribeAll(handler);
+  }
+
+  onRelayGap(listener: (node: string, missedMessages: number) => void): () => void {
+    this.gapListeners.add(listener);
+    return () => this.gapListeners.delete(listener);
   }
 
   async close(): Promise<void> {

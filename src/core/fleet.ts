@@ -20,6 +20,7 @@ import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
+import { ActivityService } from './activity.js';
 
 export interface FleetOptions {
   store: Store;
@@ -43,6 +44,8 @@ export class Fleet {
   readonly locks: LockService;
   readonly credentials: CredentialService;
   readonly stats: StatsService;
+  /** Progress, log lines and output that agents report on the tasks they hold. */
+  readonly activity: ActivityService;
   readonly waiters = new ClaimWaiters();
   /** Heartbeats of online agents, kept in memory and written together (presence.ts). */
   readonly presence: AgentPresence;
@@ -84,6 +87,7 @@ export class Fleet {
       cleaner: new TaskCleaner(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
+    this.activity = new ActivityService(ctx);
     this.delivery = new TaskDelivery({
       waiters: this.waiters,
       bus,

@@ -24,6 +24,8 @@ export const ErrorCodes = {
   FLEETD_ERR_REQUEST_TIMEOUT: 408,
   FLEETD_ERR_BODY_TOO_LARGE: 413,
   FLEETD_ERR_PAYLOAD_TOO_LARGE: 413,
+  /** A log line or a chunk of output over its limit (the details name it). */
+  FLEETD_ERR_ENTRY_TOO_LARGE: 413,
   /** A path parameter longer than the router takes (100 characters). */
   FLEETD_ERR_URI_TOO_LONG: 414,
   FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE: 415,

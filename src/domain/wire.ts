@@ -11,6 +11,7 @@
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from './errors.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun, type PipelineVersion } from './runs.js';
+import { LOG_LEVELS, type ActivityEntry, type ActivityTail } from './activity.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -344,4 +345,54 @@ export function caseJson(c: Case): CaseJson {
 
 export function caseMemberJson(m: CaseMember): CaseMemberJson {
   return { ...m, addedAt: iso(m.addedAt) };
+}
+
+/** One entry of a task's activity: its progress, a log line or a chunk of output, numbered in the task's order. */
+export const ProgressEntrySchema = Type.Object({
+  seq: Type.Integer(),
+  at: Time,
+  kind: Type.Literal('progress'),
+  progress: Type.Number({ minimum: 0, maximum: 1 }),
+  message: NullableString,
+});
+export const ActivityEntrySchema = Type.Union([
+  ProgressEntrySchema,
+  Type.Object({ seq: Type.Integer(), at: Time, kind: Type.Literal('log'), level: oneOf(LOG_LEVELS), message: Type.String() }),
+  Type.Object({ seq: Type.Integer(), at: Time, kind: Type.Literal('output'), text: Type.String() }),
+]);
+export type ActivityEntryJson = Static<typeof ActivityEntrySchema>;
+
+/** GET /v1/tasks/:id/logs: the retained tail of a task's activity, with how much was ever reported. */
+export const TaskActivitySchema = Type.Object({
+  taskId: Type.Integer(),
+  status: TaskStatusSchema,
+  /** The latest progress, or null when none was reported. */
+  progress: Type.Union([ProgressEntrySchema, Type.Null()]),
+  /** Entries after `since`, oldest first: log lines, output and progress as they were reported. */
+  entries: Type.Array(ActivityEntrySchema),
+  /** The last sequence number the task gave out: `since` for the next read. */
+  lastSeq: Type.Integer(),
+  /** How many log lines and output bytes were ever reported; beyond the retained tail they were dropped. */
+  logLines: Type.Integer(),
+  outputBytes: Type.Integer(),
+  /** More retained entries follow the last one answered: read again with since = its seq. */
+  more: Type.Boolean(),
+});
+export type TaskActivityJson = Static<typeof TaskActivitySchema>;
+
+export function activityEntryJson(e: ActivityEntry): ActivityEntryJson {
+  return { ...e, at: iso(e.at) } as ActivityEntryJson;
+}
+
+export function taskActivityJson(task: Task, tail: ActivityTail): TaskActivityJson {
+  return {
+    taskId: task.id,
+    status: task.status,
+    progress: tail.progress && (activityEntryJson(tail.progress) as TaskActivityJson['progress']),
+    entries: tail.entries.map(activityEntryJson),
+    lastSeq: tail.totals.seq,
+    logLines: tail.totals.logLines,
+    outputBytes: tail.totals.outputBytes,
+    more: tail.more,
+  };
 }

@@ -7,9 +7,10 @@
  * Credit belongs to the connection: a new connection starts at zero.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, isoOrNull } from '../domain/wire.js';
 import type { FleetError } from '../domain/errors.js';
 import type { Task } from '../domain/types.js';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, isoOrNull, literalsOf } from '../domain/wire.js';
+import { LOG_LEVELS } from '../domain/activity.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -82,6 +83,26 @@ export const AgentMessageSchema = Type.Union([
     { type: Type.Literal('batch'), items: Type.Array(TaskBatchItemSchema, { minItems: 1, maxItems: MAX_BATCH_ITEMS }), ref: Ref },
     { additionalProperties: false },
   ),
+  /** Progress of a task the agent holds, 0 to 1 (as POST /v1/tasks/:id/progress). */
+  Type.Object(
+    { type: Type.Literal('progress'), id: TaskId, progress: Type.Number({ minimum: 0, maximum: 1 }), message: Type.Optional(Type.String()), ref: Ref },
+    { additionalProperties: false },
+  ),
+  /** Log lines of a task the agent holds (as POST /v1/tasks/:id/logs). */
+  Type.Object(
+    {
+      type: Type.Literal('logs'),
+      id: TaskId,
+      lines: Type.Array(Type.Object({ level: Type.Optional(literalsOf(LOG_LEVELS)), message: Type.String() }, { additionalProperties: false }), {
+        minItems: 1,
+        maxItems: 1_000,
+      }),
+      ref: Ref,
+    },
+    { additionalProperties: false },
+  ),
+  /** A chunk of output of a task the agent holds (as POST /v1/tasks/:id/output). */
+  Type.Object({ type: Type.Literal('output'), id: TaskId, text: Type.String({ minLength: 1 }), ref: Ref }, { additionalProperties: false }),
 ]);
 export type AgentMessage = Static<typeof AgentMessageSchema>;
 
@@ -93,13 +114,14 @@ export const ServerMessageSchema = Type.Union([
   /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
   Type.Object({ type: Type.Literal('welcome'), protocol: Type.Integer(), agent: AgentSchema, leased: Type.Array(TaskSchema) }),
   Type.Object({ type: Type.Literal('tasks'), tasks: Type.Array(TaskSchema) }),
-  /** A complete, fail, extend or heartbeat succeeded. */
+  /** A complete, fail, extend, heartbeat, progress, logs or output succeeded (the last three with the task's lastSeq). */
   Type.Object({
     type: Type.Literal('ack'),
     ref: Ref,
     id: Type.Optional(TaskId),
     status: Type.Optional(TaskStatusSchema),
     leaseExpiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+    lastSeq: Type.Optional(Type.Integer()),
   }),
   /** A message was refused; nothing changed. Without `ref` when the message could not be read. */
   Type.Object({ type: Type.Literal('error'), ref: Ref, error: ErrorSchema }),

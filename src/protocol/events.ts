@@ -5,7 +5,10 @@
 import { Type, type Static, type TObject } from '@sinclair/typebox';
 import type { EventName, FleetEvents } from '../bus/bus.js';
 import type { Agent, Lock, TaskSummary } from '../domain/types.js';
+import type { ActivityEntry } from '../domain/activity.js';
 import {
+  ActivityEntrySchema,
+  activityEntryJson,
   AgentSchema,
   LockSchema,
   RunSummarySchema,
@@ -20,7 +23,8 @@ import {
 
 /**
  * `tasks`, `task:<id>`, `agents`, `locks`, `queue:<type>` (tasks of that type), `stats`,
- * `pipelines` (every pipeline run's events) or `run:<id>` (one run's).
+ * `pipelines` (every pipeline run's events) or `run:<id>` (one run's). A task's activity
+ * (`task.activity`: progress, log lines, output) goes to `task:<id>` only.
  */
 export const Topic = Type.String({
   maxLength: 210,
@@ -29,7 +33,14 @@ export const Topic = Type.String({
 
 export const ObserverMessageSchema = Type.Union([
   Type.Object(
-    { type: Type.Literal('subscribe'), topics: Type.Array(Topic, { minItems: 1, maxItems: 100 }) },
+    {
+      type: Type.Literal('subscribe'),
+      topics: Type.Array(Topic, { minItems: 1, maxItems: 100 }),
+      /** Resume: replay the retained events of these topics after this sequence number, then go live. */
+      since: Type.Optional(Type.Integer({ minimum: 0 })),
+      /** The epoch `since` was numbered in (from `subscribed`); another epoch's numbers mean nothing here. */
+      epoch: Type.Optional(Type.String({ maxLength: 64 })),
+    },
     { additionalProperties: false },
   ),
   Type.Object(
@@ -75,6 +86,7 @@ export const EventDataSchemas = {
   'pipeline.run.finished': Type.Object({ run: RunSummarySchema }),
   'pipeline.step.waiting': StepEvent,
   stats: StatsSchema,
+  'task.activity': Type.Object({ taskId: Type.Integer(), entries: Type.Array(ActivityEntrySchema) }),
 } satisfies Record<Exclude<EventName, 'tasks.available'> | 'stats', TObject>;
 
 /** The names of the events the stream carries: tasks.available is an internal wake-up and goes nowhere. */
@@ -90,6 +102,11 @@ export type StreamEvent = {
     data: EventJson<K>;
     /** When the server published it, ISO 8601. */
     at: string;
+    /**
+     * Its number in this node's event stream (its epoch): increasing along every topic, so that a
+     * subscription resumes after the last one it saw.
+     */
+    seq: number;
   };
 }[StreamEventName];
 
@@ -98,17 +115,27 @@ export type StreamEvent = {
  * in domain/wire.ts, the rest (names, reasons, run summaries, which hold no times) as it is.
  */
 export function eventJson<K extends Exclude<StreamEventName, 'stats'>>(data: FleetEvents[K]): EventJson<K> {
-  const { task, agent, lock } = data as { task?: TaskSummary; agent?: Agent; lock?: Lock };
+  const { task, agent, lock, entries } = data as { task?: TaskSummary; agent?: Agent; lock?: Lock; entries?: ActivityEntry[] };
   return {
     ...data,
     ...(task && { task: taskSummaryJson(task) }),
     ...(agent && { agent: agentJson(agent) }),
     ...(lock && { lock: lockJson(lock) }),
+    ...(entries && { entries: entries.map(activityEntryJson) }),
   } as EventJson<K>;
 }
 
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
-  | { type: 'subscribed'; topics: string[] }
+  /** `epoch` names this node's numbering (a restart or another node starts another); `seq` is the last number given out. */
+  | { type: 'subscribed'; topics: string[]; epoch: string; seq: number }
+  /**
+   * A resume could not replay everything after `since`: events from `from` to `to` (inclusive) may
+   * have been missed (`window`: they fell out of the retained window), or the numbers were another
+   * epoch's (`epoch`: a restart, or another node), or another node's events were lost on their way
+   * here (`relay`, sent live to every socket: the node starts a new epoch at that point, so that a
+   * later resume across it is told too). Read the current state over REST.
+   */
+  | { type: 'gap'; reason: 'window' | 'epoch' | 'relay'; from: number; to: number; epoch: string }
   | { type: 'error'; error: ErrorJson };

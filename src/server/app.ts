@@ -31,6 +31,8 @@ import { approvalRoutes } from './routes/approvals.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 import { taskBatchRoutes } from './routes/task-batch.js';
+import { activityRoutes } from './routes/activity.js';
+import { taskStreamRoutes } from './routes/task-stream.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -198,6 +200,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskBatchRoutes, { ...deps, prefix: '/v1' });
+  await app.register(activityRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskStreamRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });

@@ -25,6 +25,11 @@ export function sendRaw(
     // Without a length node:http sends a GET's or DELETE's body unframed, which is not HTTP.
     const headers = req.body ? { 'content-length': String(req.body.length), ...req.headers } : req.headers;
     const r = httpRequest({ host: hostname, port, method: req.method, path: req.path, headers, agent: false, timeout: timeoutMs }, (res) => {
+      // An event stream that was opened is the answer: it ends only when its task does.
+      if (res.statusCode === 200 && String(res.headers['content-type']).startsWith('text/event-stream')) {
+        r.destroy();
+        return resolve({ status: 200, headers: res.headers, text: '' });
+      }
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

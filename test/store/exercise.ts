@@ -1,4 +1,5 @@
 import { describe } from 'node:test';
+import { exerciseActivity } from './activity.js';
 import { exerciseAgents } from './agents.js';
 import { exerciseCases } from './cases.js';
 import type { DriverFactory } from './harness.js';
@@ -25,6 +26,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseKeys(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
+    exerciseActivity(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

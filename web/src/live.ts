@@ -41,6 +41,9 @@ class Connection {
    */
   private messagesSent = 0;
   private messagesAnswered = 0;
+  /** The last event received and the numbering it belongs to: a new socket resumes after it (/v1/events?since=&epoch=). */
+  private lastSeq = 0;
+  private epoch = '';
   private readonly readyWaiters = new Set<ReadyWaiter>();
 
   start(): void {
@@ -148,7 +151,10 @@ class Connection {
   private open(): void {
     clearTimeout(this.retryTimer);
     const path = eventsPath();
-    const socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`);
+    // Events that happened while the socket was away are replayed by fleetd (from its window) before
+    // anything live; what it no longer holds it reports as a gap, which the views' reload covers.
+    const resume = this.epoch ? `${path.includes('?') ? '&' : '?'}since=${this.lastSeq}&epoch=${encodeURIComponent(this.epoch)}` : '';
+    const socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}${resume}`);
     this.socket = socket;
     let opened = false;
     socket.onopen = () => {
@@ -161,11 +167,16 @@ class Connection {
       this.setState('live');
     };
     socket.onmessage = (message) => {
-      let parsed: { type?: string; events?: LiveEvent[] };
+      let parsed: { type?: string; events?: LiveEvent[]; epoch?: string; seq?: number };
       try {
         parsed = JSON.parse(String(message.data));
       } catch {
         return;
+      }
+      if (parsed.type === 'subscribed' && typeof parsed.epoch === 'string' && parsed.epoch !== this.epoch) {
+        // Another numbering (fleetd restarted, or another node): only what follows counts in it.
+        this.epoch = parsed.epoch;
+        this.lastSeq = parsed.seq ?? 0;
       }
       if (parsed.type === 'subscribed' || parsed.type === 'error') {
         // An error answer (a topic this server does not know) wakes the waiters too: they load
@@ -178,6 +189,7 @@ class Connection {
       // Group the batch by handler, so that each view gets one call per batch.
       const byHandler = new Map<Handler, LiveEvent[]>();
       for (const e of parsed.events) {
+        if (typeof e.seq === 'number' && e.seq > this.lastSeq) this.lastSeq = e.seq;
         for (const h of this.topics.get(e.topic) ?? []) {
           let list = byHandler.get(h);
           if (!list) byHandler.set(h, (list = []));

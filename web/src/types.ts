@@ -17,6 +17,8 @@ export type {
   StepJson as StepState,
   TaskJson as Task,
   TaskSummaryJson as TaskSummary,
+  ActivityEntryJson as ActivityEntry,
+  TaskActivityJson as TaskActivity,
 } from '../../src/domain/wire.js';
 export type { StreamEvent as LiveEvent } from '../../src/protocol/events.js';
 export type { Page, TaskStatus } from '../../src/domain/types.js';

@@ -12,6 +12,7 @@ import {
 } from './wire.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
 import { isNodeFailure } from './connection.js';
+import { ActivityReporter, type LogLevel } from './activity.js';
 
 /**
  * What an agent needs of the client that made it (a FleetClient): said here, so that the agent does
@@ -47,6 +48,17 @@ export interface FleetAgentOptions {
 export interface TaskContext {
   /** Aborted when the lease is lost or `stop()` runs out of patience: stop work and throw. */
   signal: AbortSignal;
+  /**
+   * Reports progress from 0 to 1 (a RangeError otherwise), with an optional message. This and the
+   * two below only queue: a tick's reports leave as one message per kind, cheap enough per token.
+   */
+  progress(progress: number, message?: string): void;
+  /** Appends a log line to the task (level info unless said). */
+  log(message: string, level?: LogLevel): void;
+  /** Appends a chunk of output (an LLM's tokens, say) to the task. */
+  output(chunk: string): void;
+  /** Resolves once everything reported so far has reached fleetd. The task's completion waits for it anyway. */
+  flush(): Promise<void>;
 }
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
@@ -55,6 +67,7 @@ interface Running {
   task: TaskJson;
   controller: AbortController;
   done: Promise<void>;
+  activity: ActivityReporter;
 }
 
 const LONG_POLL_MS = 25_000;
@@ -345,7 +358,8 @@ export class FleetAgent extends EventEmitter {
       void this.report(task, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
       return;
     }
-    const run: Running = { task, controller: new AbortController(), done: Promise.resolve() };
+    const activity = new ActivityReporter(task.id, (message, path, body) => this.send(message, path, body), (err) => this.warn(err));
+    const run: Running = { task, controller: new AbortController(), done: Promise.resolve(), activity };
     this.running.set(task.id, run);
     this.emit('task', task);
     run.done = this.execute(run).finally(() => {
@@ -355,12 +369,19 @@ export class FleetAgent extends EventEmitter {
     });
   }
 
-  private async execute({ task, controller }: Running): Promise<void> {
+  private async execute({ task, controller, activity }: Running): Promise<void> {
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     const extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     try {
-      const result = await this.handler!(task, { signal: controller.signal });
+      const context: TaskContext = {
+        signal: controller.signal,
+        progress: (progress, message) => activity.progress(progress, message),
+        log: (message, level) => activity.log(message, level),
+        output: (chunk) => activity.output(chunk),
+        flush: () => activity.flush(),
+      };
+      const result = await this.handler!(task, context);
       outcome = { type: 'complete', id: task.id, result: result ?? null };
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
@@ -373,6 +394,9 @@ export class FleetAgent extends EventEmitter {
     } finally {
       clearInterval(extender);
     }
+    // What the handler reported comes before its outcome: once the task is finished, fleetd takes no more of it.
+    await activity.flush();
+    activity.close();
     await this.report(task, outcome);
   }
 

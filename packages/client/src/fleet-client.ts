@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { FleetApiError } from './errors.js';
+import { ResilientSubscription, type SubscribeOptions, type Subscription } from './subscription.js';
 
 export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. Give `url` or `urls`. */
@@ -57,11 +58,6 @@ export interface Submitted {
   created: boolean;
 }
 
-export interface Subscription {
-  subscribe(topics: string[]): void;
-  unsubscribe(topics: string[]): void;
-  close(): void;
-}
 
 const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
 
@@ -171,6 +167,18 @@ export class FleetClient {
     return this.request('DELETE', `/v1/tasks/${id}`);
   }
 
+  /**
+   * A task's latest progress and the retained tail of its log and output (entries after `since`,
+   * at most `limit`; `more` says whether others follow).
+   */
+  logs(id: number, options: { since?: number; limit?: number } = {}): Promise<TaskActivityJson> {
+    const query = new URLSearchParams();
+    if (options.since !== undefined) query.set('since', String(options.since));
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    const qs = query.size > 0 ? `?${query}` : '';
+    return this.request('GET', `/v1/tasks/${id}/logs${qs}`);
+  }
+
   stats(): Promise<StatsJson> {
     return this.request('GET', '/v1/stats');
   }
@@ -181,34 +189,13 @@ export class FleetClient {
 
   /**
    * Opens the event stream and subscribes to `topics` (`tasks`, `task:<id>`, `agents`, `locks`,
-   * `queue:<type>`, `stats`); `onEvent` gets each event. Resolves once the subscription is in place.
+   * `queue:<type>`, `stats`, `pipelines`, `run:<id>`); `onEvent` gets each event. Resolves once the
+   * subscription is in place. A dropped connection is reopened by itself and resumes after the last
+   * event delivered (options.since and epoch resume an earlier subscription); what the server no
+   * longer holds is reported to options.onGap (else onError), never skipped in silence.
    */
-  subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}): Promise<Subscription> {
-    const socket = new WebSocket(`${this.url.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
-    });
-    const send = (message: unknown) => socket.send(JSON.stringify(message));
-    return new Promise((resolve, reject) => {
-      let ready = false;
-      socket.once('open', () => send({ type: 'subscribe', topics }));
-      socket.once('error', (err) => (ready ? onError(err) : reject(err)));
-      socket.on('message', (data) => {
-        const message = JSON.parse(data.toString()) as ObserverServerMessage;
-        if (message.type === 'events') for (const event of message.events) onEvent(event);
-        else if (message.type === 'error') {
-          const err = FleetApiError.fromWire(message.error);
-          if (ready) onError(err);
-          else reject(err);
-        } else if (!ready) {
-          ready = true;
-          resolve({
-            subscribe: (more) => send({ type: 'subscribe', topics: more }),
-            unsubscribe: (less) => send({ type: 'unsubscribe', topics: less }),
-            close: () => socket.close(),
-          });
-        }
-      });
-    });
+  subscribe(topics: string[], onEvent: (event: StreamEvent) => void, onError: (err: Error) => void = () => {}, options: SubscribeOptions = {}): Promise<Subscription> {
+    return new ResilientSubscription(this, topics, onEvent, onError, options).start();
   }
 
   /** A worker: `client.agent({ name, capabilities, concurrency }).work(handler)`. */

@@ -1,7 +1,9 @@
 /** fleetd/client: the TypeScript SDK for submitters (`FleetClient`) and agents (`client.agent(...).work(handler)`). */
-export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted, type Subscription } from './fleet-client.js';
+export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted } from './fleet-client.js';
+export { SubscriptionGapError, type Subscription, type SubscribeOptions, type Gap } from './subscription.js';
 export { FleetAgent, type FleetAgentOptions, type TaskHandler, type TaskContext } from './agent.js';
 export { NonRetryableError, FleetApiError } from './errors.js';
+export type { LogLevel } from './activity.js';
 export type {
   AgentInput,
   AgentJson,
@@ -17,5 +19,7 @@ export type {
   TaskJson,
   TaskStatus,
   TaskSummaryJson,
+  ActivityEntryJson,
+  TaskActivityJson,
 } from './wire.js';
 export { AGENT_PROTOCOL_VERSION, CloseCodes, ERROR_STATUS } from './wire.js';

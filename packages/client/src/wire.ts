@@ -23,6 +23,7 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_REQUEST_TIMEOUT": 408,
   "FLEETD_ERR_BODY_TOO_LARGE": 413,
   "FLEETD_ERR_PAYLOAD_TOO_LARGE": 413,
+  "FLEETD_ERR_ENTRY_TOO_LARGE": 413,
   "FLEETD_ERR_URI_TOO_LONG": 414,
   "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE": 415,
   "FLEETD_ERR_RATE_LIMITED": 429,
@@ -121,7 +122,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING";
   message: string;
   details: Record<string, unknown>;
 }
@@ -234,6 +235,25 @@ export type AgentMessage = {
     leaseMs?: number;
   })[];
   ref?: string | number;
+} | {
+  type: "progress";
+  id: number;
+  progress: number;
+  message?: string;
+  ref?: string | number;
+} | {
+  type: "logs";
+  id: number;
+  lines: ({
+    level?: "debug" | "info" | "warn" | "error";
+    message: string;
+  })[];
+  ref?: string | number;
+} | {
+  type: "output";
+  id: number;
+  text: string;
+  ref?: string | number;
 };
 
 export type ServerMessage = {
@@ -250,6 +270,7 @@ export type ServerMessage = {
   id?: number;
   status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   leaseExpiresAt?: string | null;
+  lastSeq?: number;
 } | {
   type: "error";
   ref?: string | number;
@@ -263,10 +284,65 @@ export type ServerMessage = {
 export type ObserverMessage = {
   type: "subscribe";
   topics: string[];
+  since?: number;
+  epoch?: string;
 } | {
   type: "unsubscribe";
   topics: string[];
 };
+
+export type ActivityEntryJson = {
+  seq: number;
+  at: string;
+  kind: "progress";
+  progress: number;
+  message: string | null;
+} | {
+  seq: number;
+  at: string;
+  kind: "log";
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+} | {
+  seq: number;
+  at: string;
+  kind: "output";
+  text: string;
+};
+
+export interface TaskActivityJson {
+  taskId: number;
+  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  progress: {
+    seq: number;
+    at: string;
+    kind: "progress";
+    progress: number;
+    message: string | null;
+  } | null;
+  entries: ({
+    seq: number;
+    at: string;
+    kind: "progress";
+    progress: number;
+    message: string | null;
+  } | {
+    seq: number;
+    at: string;
+    kind: "log";
+    level: "debug" | "info" | "warn" | "error";
+    message: string;
+  } | {
+    seq: number;
+    at: string;
+    kind: "output";
+    text: string;
+  })[];
+  lastSeq: number;
+  logLines: number;
+  outputBytes: number;
+  more: boolean;
+}
 
 /** The `data` of each event the observer stream carries, by name. */
 export interface EventData {
@@ -387,6 +463,27 @@ export interface EventData {
     attempt: number;
   };
   "stats": StatsJson;
+  "task.activity": {
+    taskId: number;
+    entries: ({
+      seq: number;
+      at: string;
+      kind: "progress";
+      progress: number;
+      message: string | null;
+    } | {
+      seq: number;
+      at: string;
+      kind: "log";
+      level: "debug" | "info" | "warn" | "error";
+      message: string;
+    } | {
+      seq: number;
+      at: string;
+      kind: "output";
+      text: string;
+    })[];
+  };
 }
 
 export type StreamEventName = keyof EventData;
@@ -400,6 +497,8 @@ export type StreamEvent = {
     data: EventData[K];
     /** When the server published it, ISO 8601. */
     at: string;
+    /** Its number in the node's event stream, increasing along every topic: where a subscription resumes. */
+    seq: number;
   };
 }[StreamEventName];
 
@@ -422,5 +521,14 @@ export const CloseCodes = {
 /** Server → observer. `subscribed` answers subscribe and unsubscribe with the socket's topics. */
 export type ObserverServerMessage =
   | { type: 'events'; events: StreamEvent[] }
-  | { type: 'subscribed'; topics: string[] }
+  /** `epoch` names this node's numbering (a restart or another node starts another); `seq` is the last number given out. */
+  | { type: 'subscribed'; topics: string[]; epoch: string; seq: number }
+  /**
+   * A resume could not replay everything after `since`: events from `from` to `to` (inclusive) may
+   * have been missed (`window`: they fell out of the retained window), or the numbers were another
+   * epoch's (`epoch`: a restart, or another node), or another node's events were lost on their way
+   * here (`relay`, sent live to every socket: the node starts a new epoch at that point, so that a
+   * later resume across it is told too). Read the current state over REST.
+   */
+  | { type: 'gap'; reason: 'window' | 'epoch' | 'relay'; from: number; to: number; epoch: string }
   | { type: 'error'; error: ErrorJson };

@@ -30,6 +30,8 @@ class AgentSession {
   /** Last time (the fleet's clock) a heartbeat told the store this agent is alive; a claim does too (channel.claimedAt). */
   beatAt: number;
   readonly channel: DeliveryChannel;
+  /** The socket's progress, logs and output reports, one after the other: stored in the order sent. */
+  reports: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly id: string,
@@ -197,6 +199,12 @@ export class AgentGateway {
           this.send(session, { type: 'batch', ref, items: outcomes.map(taskBatchResultJson) });
           return;
         }
+        case 'progress':
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.progress({ id: message.id, agentId: session.id, progress: message.progress, message: message.message })));
+        case 'logs':
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.logs({ id: message.id, agentId: session.id, lines: message.lines })));
+        case 'output':
+          return this.ackActivity(session, ref, message.id, await this.inTurn(session, () => this.fleet.activity.output({ id: message.id, agentId: session.id, text: message.text })));
       }
     } catch (err) {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'agent message failed');
@@ -207,6 +215,20 @@ export class AgentGateway {
 
   private ack(session: AgentSession, ref: string | number | undefined, task: Task): void {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
+  }
+
+  /**
+   * Runs a report after the socket's previous ones: on PostgreSQL concurrent writes commit in any
+   * order, and an agent that sends without waiting for acks still expects its lines in order.
+   */
+  private inTurn<T>(session: AgentSession, report: () => Promise<T>): Promise<T> {
+    const turn = session.reports.then(report, report);
+    session.reports = turn.catch(() => {});
+    return turn;
+  }
+
+  private ackActivity(session: AgentSession, ref: string | number | undefined, id: number, entries: { seq: number }[]): void {
+    this.send(session, { type: 'ack', ref, id, lastSeq: entries[entries.length - 1].seq });
   }
 
   /** Connected agents stay online without sending anything: a beat each, kept in memory (core/presence.ts); one that claimed recently needs none. */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
@@ -12,6 +13,7 @@ import { iso } from '../../domain/wire.js';
 import { ObserverMessageSchema, eventJson, type ObserverServerMessage, type StreamEventName } from '../../protocol/events.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
+import { EventWindow } from './event-window.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
 const MAX_TOPICS_PER_SOCKET = 1_000;
@@ -25,11 +27,19 @@ class Observer {
   pending: string[] = [];
   /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
   lastSeq = 0;
-  constructor(readonly socket: WebSocket) {}
+  constructor(
+    readonly socket: WebSocket,
+    /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
+    readonly resume?: { since: number; epoch?: string },
+  ) {}
+  /** Topics the socket's ?since= was replayed for already. */
+  readonly resumed = new Set<string>();
 }
 
 /** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
 function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
+  // Many small events a second while an agent streams: only those watching that task want them.
+  if (name === 'task.activity') return [`task:${(data as FleetEvents['task.activity']).taskId}`];
   if (name.startsWith('task.')) {
     const { task } = data as FleetEvents['task.created'];
     return ['tasks', `task:${task.id}`, `queue:${task.type}`];
@@ -41,6 +51,14 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
     return ['pipelines', `run:${run.id}`];
   }
   return [];
+}
+
+/** What an event kept for replay holds on to, about: a task's activity its text, any other event a task or agent's worth. */
+function retainedBytes(name: string, data: unknown): number {
+  if (name !== 'task.activity') return 1_024;
+  let bytes = 256;
+  for (const e of (data as FleetEvents['task.activity']).entries) bytes += 128 + 2 * ((e.kind === 'output' ? e.text : (e.message ?? '')).length);
+  return bytes;
 }
 
 /**
@@ -56,31 +74,39 @@ export class EventStream {
   private statsTimer: NodeJS.Timeout | undefined;
   private unsubscribe: () => void = () => {};
   private seq = 0;
+  /** This node's numbering of its events: a restart starts another, and so does a relay gap. */
+  epoch = randomUUID();
+  private stopRelayGaps: () => void = () => {};
+  private readonly window: EventWindow;
 
   constructor(
     private readonly fleet: Fleet,
     private readonly config: Readonly<FleetdConfig>,
     private readonly connections: Connections,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.window = new EventWindow(config.eventReplayWindow, config.eventReplayWindowBytes);
+  }
 
   start(): void {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
-      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>])),
+      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]), undefined, data),
     );
+    this.stopRelayGaps = this.fleet.bus.onRelayGap?.(() => this.relayGap()) ?? (() => {});
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
     this.statsTimer.unref();
   }
 
   stop(): void {
     this.unsubscribe();
+    this.stopRelayGaps();
     clearInterval(this.statsTimer);
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string): void {
+  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket);
+    const observer = new Observer(socket, resume);
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -113,11 +139,60 @@ export class EventStream {
         );
       }
       for (const topic of added) this.join(observer, topic);
+      // A socket opened with ?since= resumes every topic it subscribes, each once: a page subscribes its topics as its views mount.
+      const resume = message.since === undefined ? observer.resume : { since: message.since, epoch: message.epoch };
+      const replayed = message.since === undefined ? added.filter((t) => !observer.resumed.has(t)) : message.topics;
+      if (message.since === undefined) for (const t of replayed) observer.resumed.add(t);
+      this.reply(observer, { type: 'subscribed', topics: [...observer.topics], epoch: this.epoch, seq: this.seq });
+      if (resume && replayed.length > 0) this.replay(observer, replayed, resume);
       if (added.includes('stats')) void this.publishStats(observer);
-    } else {
-      for (const topic of message.topics) if (observer.topics.has(topic)) this.leave(observer, topic);
+      return;
     }
-    this.reply(observer, { type: 'subscribed', topics: [...observer.topics] });
+    for (const topic of message.topics) if (observer.topics.has(topic)) this.leave(observer, topic);
+    this.reply(observer, { type: 'subscribed', topics: [...observer.topics], epoch: this.epoch, seq: this.seq });
+  }
+
+  /**
+   * Sends what the window holds of these topics after `since`, before anything live (publishing is
+   * synchronous, so nothing can come between). What it no longer holds, or numbers of another
+   * epoch, are reported as a gap: never skipped in silence.
+   */
+  private replay(observer: Observer, topics: string[], resume: { since: number; epoch?: string }): void {
+    if (resume.epoch !== undefined && resume.epoch !== this.epoch) {
+      this.reply(observer, { type: 'gap', reason: 'epoch', from: 1, to: this.seq, epoch: this.epoch });
+      return;
+    }
+    const since = Math.min(resume.since, this.seq);
+    const { events, oldest } = this.window.after(since, this.seq);
+    if (oldest > since + 1) this.reply(observer, { type: 'gap', reason: 'window', from: since + 1, to: oldest - 1, epoch: this.epoch });
+    const wanted = new Set(topics);
+    this.flush(observer);
+    for (const event of events) {
+      // The first of its topics asked for: the window holds each event once, so it is sent once.
+      const topic = event.topics.find((t) => wanted.has(t));
+      if (topic === undefined) continue;
+      observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
+      if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
+    }
+    this.flush(observer);
+  }
+
+  /**
+   * Another node's events were lost on their way here: every socket is told now, and the numbering
+   * starts a new epoch, so that a subscription resuming from before this point is told as well.
+   */
+  private relayGap(): void {
+    this.epoch = randomUUID();
+    const text = JSON.stringify({ type: 'gap', reason: 'relay', from: this.seq + 1, to: this.seq, epoch: this.epoch } satisfies ObserverServerMessage);
+    const told = new Set<Observer>();
+    for (const set of this.byTopic.values()) {
+      for (const observer of set) {
+        if (told.has(observer)) continue;
+        told.add(observer);
+        this.flush(observer);
+        this.connections.send(observer.socket, text);
+      }
+    }
   }
 
   private reply(observer: Observer, message: ObserverServerMessage): void {
@@ -146,10 +221,14 @@ export class EventStream {
    * Queues the event for every socket on any of its topics, once per socket. `data` gives the
    * payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown): void {
     const seq = ++this.seq;
     const at = iso(Date.now());
     let payload: unknown;
+    // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
+    if (!only && name !== 'stats' && topics.length > 0) {
+      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
+    }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
@@ -158,7 +237,7 @@ export class EventStream {
         if (observer.lastSeq === seq) continue;
         observer.lastSeq = seq;
         payload ??= data();
-        entry ??= JSON.stringify({ topic, name, data: payload, at });
+        entry ??= JSON.stringify({ topic, name, data: payload, at, seq });
         observer.pending.push(entry);
         if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
         else this.dirty.add(observer);

@@ -123,12 +123,23 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       tags: ['system'],
       summary: 'Live events over a WebSocket',
       description:
-        'Upgrade to a WebSocket (credential in the Authorization header, or ?token=): task, agent, lock and run events in batches, in the REST API\'s JSON shape; subscribe to topics to narrow them. Needs a read key.',
+        'Upgrade to a WebSocket (credential in the Authorization header, or ?token=): task, agent, lock and run events in batches, in the REST API\'s JSON shape; subscribe to topics to narrow them. Each event has a seq; ?since=&epoch= (or since and epoch in a subscribe) replays the retained events after it, and reports a gap for what is no longer retained. Needs a read key.',
+      querystring: Type.Object(
+        {
+          token: Type.Optional(Type.String({ maxLength: 200 })),
+          since: Type.Optional(Type.Integer({ minimum: 0 })),
+          epoch: Type.Optional(Type.String({ maxLength: 64 })),
+        },
+        { additionalProperties: false },
+      ),
     },
     preHandler: async (request) => connections.checkOwner(ownerOf(request)),
     handler: async () => {
       throw upgradeRequired();
     },
-    wsHandler: (socket, request) => events.open(socket, ownerOf(request)),
+    wsHandler: (socket, request) => {
+      const { since, epoch } = request.query as { since?: number; epoch?: string };
+      events.open(socket, ownerOf(request), since === undefined ? undefined : { since, epoch });
+    },
   });
 };

@@ -1,5 +1,6 @@
 import type { Driver } from '../driver.js';
 import type { Store } from '../store.js';
+import { postgresActivity } from './activity.js';
 import { postgresAgents } from './agents.js';
 import { PostgresCases } from './cases.js';
 import { PostgresDatabase, type PostgresOptions } from './database.js';
@@ -32,6 +33,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...tasks.store,
     ...locks.store,
     ...postgresKeys(database),
+    ...postgresActivity(database),
   };
   return {
     name: 'postgres',

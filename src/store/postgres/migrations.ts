@@ -294,6 +294,36 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
   {
+    version: 5,
+    name: 'the progress, log lines and output agents report on their tasks, a bounded tail per task',
+    sql: `
+-- How much of each kind a task has had reported, ever, and its last sequence number: what the next
+-- entry's seq and mark follow from. Its row lock also puts one task's concurrent appends in turn.
+CREATE TABLE task_activity_totals (
+  task_id      BIGINT PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+  seq          BIGINT NOT NULL,
+  progress     BIGINT NOT NULL,
+  log_lines    BIGINT NOT NULL,
+  output_bytes BIGINT NOT NULL
+);
+-- mark: how much of its kind came before the entry (lines, bytes, progress reports), so that the
+-- oldest beyond the bounds go by one range delete on (task_id, kind, mark).
+CREATE TABLE task_activity (
+  task_id  BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  seq      BIGINT NOT NULL,
+  kind     TEXT   NOT NULL,
+  mark     BIGINT NOT NULL,
+  at       BIGINT NOT NULL,
+  level    TEXT,
+  message  TEXT,
+  progress DOUBLE PRECISION,
+  text     TEXT,
+  PRIMARY KEY (task_id, seq)
+);
+CREATE INDEX task_activity_by_kind ON task_activity (task_id, kind, mark);
+`,
+  },
+  {
     version: 8,
     name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
     sql: `

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { Driver } from '../driver.js';
 import type { Store } from '../store.js';
+import { sqliteActivity } from './activity.js';
 import { sqliteAgents } from './agents.js';
 import { SqliteCases } from './cases.js';
 import { SqliteDatabase, type SqliteOptions } from './database.js';
@@ -31,6 +32,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...tasks.store,
     ...locks.store,
     ...sqliteKeys(database),
+    ...sqliteActivity(database),
   };
   return {
     name: 'sqlite',

@@ -233,6 +233,36 @@ CREATE INDEX cases_by_version ON cases (version);
 `,
   },
   {
+    version: 8,
+    name: 'the progress, log lines and output agents report on their tasks, a bounded tail per task',
+    sql: `
+-- How much of each kind a task has had reported, ever, and its last sequence number: what the next
+-- entry's seq and mark follow from, and what tells a reader how much of the tail was dropped.
+CREATE TABLE task_activity_totals (
+  task_id      INTEGER PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+  seq          INTEGER NOT NULL,
+  progress     INTEGER NOT NULL,
+  log_lines    INTEGER NOT NULL,
+  output_bytes INTEGER NOT NULL
+);
+-- mark: how much of its kind came before the entry (lines, bytes, progress reports), so that the
+-- oldest beyond the bounds go by one range delete on (task_id, kind, mark).
+CREATE TABLE task_activity (
+  task_id  INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  seq      INTEGER NOT NULL,
+  kind     TEXT    NOT NULL,
+  mark     INTEGER NOT NULL,
+  at       INTEGER NOT NULL,
+  level    TEXT,
+  message  TEXT,
+  progress REAL,
+  text     TEXT,
+  PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX task_activity_by_kind ON task_activity (task_id, kind, mark);
+`,
+  },
+  {
     version: 11,
     name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
     sql: `

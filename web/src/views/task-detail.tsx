@@ -5,6 +5,7 @@ import { ago, json, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
 import type { ViewProps } from './view.js';
 import type { LiveEvent, Task } from '../types.js';
+import { LiveLog, ProgressBar, useTaskActivity } from './task-activity.js';
 
 const ACTIVE = new Set(['scheduled', 'queued', 'leased']);
 const RETRYABLE = new Set(['dead', 'cancelled']);
@@ -28,11 +29,14 @@ export default function TaskDetail({ route }: ViewProps) {
   const [seen, setSeen] = useState<LiveEvent[]>([]);
   const [busy, setBusy] = useState(false);
   const online = useOnlineAgents();
+  const activity = useTaskActivity(id);
 
   const load = async () => {
     try {
       setTask(await get<Task>(`/v1/tasks/${id}`));
       setError('');
+      // Polling, or back after the socket was away: what was reported meanwhile.
+      void activity.reload();
     } catch (err) {
       setError((err as Error).message);
     }
@@ -44,7 +48,11 @@ export default function TaskDetail({ route }: ViewProps) {
       intervalMs: 2_000,
       topics: [`task:${id}`],
       onEvents: (events) => {
-        setSeen((s) => [...s, ...events].slice(-50));
+        activity.onEvents(events);
+        // A streaming agent sends many activity events: only the task's own events change the task.
+        const changes = events.filter((e) => e.name !== 'task.activity');
+        if (changes.length === 0) return;
+        setSeen((s) => [...s, ...changes].slice(-50));
         void load();
       },
     },
@@ -105,6 +113,8 @@ export default function TaskDetail({ route }: ViewProps) {
           </ol>
         </section>
       </div>
+      <ProgressBar progress={activity.progress} />
+      <LiveLog entries={activity.entries} dropped={activity.dropped} />
       <section class="panel">
         <h3>Payload</h3>
         <pre data-testid="payload">{json(task.payload)}</pre>
