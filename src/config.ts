@@ -153,6 +153,11 @@ export interface FleetdConfig {
   adminKey: string;
   /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
   maxConnectionsPerKey: number;
+  /**
+   * The longest one attempt of a task may run from its claim, extensions included, unless the task
+   * says otherwise; 0: no limit. Env FLEETD_TASK_EXECUTION_TIMEOUT_MS. Defaults to 0.
+   */
+  taskExecutionTimeoutMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -207,6 +212,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auth: 'on',
   adminKey: '',
   maxConnectionsPerKey: 100,
+  taskExecutionTimeoutMs: 0,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -286,6 +292,7 @@ const settings: Record<
     pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
+  taskExecutionTimeoutMs: { env: 'FLEETD_TASK_EXECUTION_TIMEOUT_MS', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

@@ -17,6 +17,7 @@ import { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import { LockExpirer } from './maintenance/lock-expirer.js';
 import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
+import { TaskExpirer } from './maintenance/task-expirer.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
 
@@ -49,6 +50,7 @@ export class Fleet {
     agents: AgentReaper;
     locks: LockExpirer;
     cleaner: TaskCleaner;
+    expirer: TaskExpirer;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -78,6 +80,7 @@ export class Fleet {
       agents: new AgentReaper(ctx),
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
+      expirer: new TaskExpirer(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
     this.delivery = new TaskDelivery({
@@ -133,7 +136,10 @@ export class Fleet {
         available[key] = (available[key] ?? 0) + 1;
       }
       if (reason === 'due') continue;
+      if (task.status === 'scheduled') this.timers.scheduled.poke(task.runAt);
       if (task.status === 'dead') this.ctx.bus.publish('task.dead', { task: summarizeTask(task) });
+      // An attempt that ran past its execution timeout failed (and backs off), as a reported failure would.
+      else if ((task.error as { code?: unknown } | null)?.code === 'FLEETD_ERR_TIMEOUT') this.ctx.bus.publish('task.failed', { task: summarizeTask(task) });
       else this.ctx.bus.publish('task.requeued', { task: summarizeTask(task), reason });
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });

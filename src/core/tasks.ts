@@ -5,6 +5,8 @@ import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
+import type { TaskExpirer } from './maintenance/task-expirer.js';
+import { cancelledError, expiryOf } from './rules/control.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -25,13 +27,17 @@ export interface TaskInput {
   backoffMs?: number;
   /** Epoch ms before which the task is not handed out. */
   runAt?: number;
+  /** The longest one attempt may run from its claim, extensions included. Defaults to the server's (config). */
+  executionTimeoutMs?: number;
+  /** Dead with FLEETD_ERR_EXPIRED, never handed out, when not claimed within this long of runAt. */
+  scheduleTimeoutMs?: number;
 }
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
   constructor(
     private readonly ctx: FleetContext,
-    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler },
+    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; expirer: TaskExpirer },
   ) {}
 
   private toInsert(input: TaskInput, now: number, index?: number): TaskInsertParams {
@@ -50,8 +56,13 @@ export class TaskService {
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
     };
+    const executionTimeoutMs = input.executionTimeoutMs ?? (this.ctx.config.taskExecutionTimeoutMs || null);
+    const scheduleTimeoutMs = input.scheduleTimeoutMs ?? null;
     return {
       ...task,
+      executionTimeoutMs,
+      scheduleTimeoutMs,
+      expiresAt: expiryOf(task.runAt, scheduleTimeoutMs),
       status: initialStatus(task.runAt, now),
       requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
     };
@@ -76,8 +87,11 @@ export class TaskService {
     const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
+    let earliestExpiry = Infinity;
     for (const { task, created } of results) {
       if (!created) continue;
+      const expiresAt = expiryOf(task.runAt, task.scheduleTimeoutMs);
+      if (expiresAt !== null && expiresAt < earliestExpiry) earliestExpiry = expiresAt;
       this.ctx.bus.publish('task.created', { task: summarizeTask(task) });
       if (task.status === 'queued') {
         const key = requirementKey(task.requires);
@@ -86,6 +100,7 @@ export class TaskService {
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
+    if (earliestExpiry !== Infinity) this.timers.expirer.poke(earliestExpiry);
     return results;
   }
 
@@ -170,8 +185,10 @@ export class TaskService {
     return task;
   }
 
-  async cancel(id: number): Promise<Task> {
-    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE }), id, 'cancel');
+  /** A leased task's agent is told to stop (the gateway, on task.cancelled), with `reason`. */
+  async cancel(id: number, reason?: string): Promise<Task> {
+    const error = cancelledError(reason);
+    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error }), id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
     return task;
   }

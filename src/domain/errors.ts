@@ -41,6 +41,12 @@ export const ErrorCodes = {
   FLEETD_ERR_SHUTTING_DOWN: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
+  /** The task was cancelled: an agent still working on it is told to stop, and its completion is refused. */
+  FLEETD_ERR_CANCELLED: 409,
+  /** Recorded as an attempt's error when it ran past the task's executionTimeoutMs; the agent is told to stop. */
+  FLEETD_ERR_TIMEOUT: 409,
+  /** Recorded as a task's error when nobody claimed it within its scheduleTimeoutMs: it went dead unrun. */
+  FLEETD_ERR_EXPIRED: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -32,6 +32,10 @@ export interface Task {
   leaseExpiresAt: number | null;
   result: unknown;
   error: unknown;
+  /** The longest one attempt may run from its claim, extensions included; null: no limit. */
+  executionTimeoutMs: number | null;
+  /** The longest the task may wait unclaimed after it first becomes due; null: no limit. */
+  scheduleTimeoutMs: number | null;
 }
 
 /** A task as events carry it: without payload and result, which can be large and are fetched on demand. */

@@ -28,6 +28,8 @@ export const TaskInputSchema = Type.Object(
     backoffMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
     runAt: Type.Optional(Time),
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
+    executionTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 31_536_000_000 })),
+    scheduleTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000_000 })),
   },
   { additionalProperties: false },
 );

@@ -63,8 +63,8 @@ export interface TaskStore {
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
   /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
-  /** Cancels the task if its status is one of `from`. */
-  taskCancel(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
+  /** Cancels the task if its status is one of `from`, recording `error` (core's, with the reason). */
+  taskCancel(params: { id: number; now: number; from: readonly TaskStatus[]; error: unknown }): Promise<TaskWrite>;
   /** Puts the task back in the queue, attempts reset, if its status is one of `from`. */
   taskRetry(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
   /** Ends leases that expired before `now` as `endLease` decides, in bounded batches. */
@@ -79,6 +79,13 @@ export interface TaskStore {
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
   taskCounts(): Promise<TaskCount[]>;
+  /**
+   * Sends queued and scheduled tasks whose expiresAt has passed (nobody claimed them in their
+   * scheduleTimeoutMs) to dead with `error`, in bounded batches. A claim never takes such a task.
+   */
+  taskExpireUnclaimed(params: { now: number; limit: number; error: unknown }): Promise<TaskTransition[]>;
+  /** The earliest expiresAt among unclaimed tasks, to time the next expiry sweep. */
+  taskNextExpiry(): Promise<number | null>;
 }
 
 /** Locks on named resources. */
@@ -129,6 +136,9 @@ export interface EndingLease {
   attempts: number;
   maxAttempts: number;
   backoffMs: number;
+  /** When this attempt was claimed. */
+  claimedAt: number;
+  executionTimeoutMs: number | null;
 }
 
 /** How a lease ends without a result: dead, or back to the queue at runAt; with the error to record. */
@@ -216,6 +226,10 @@ export interface TaskInsertParams {
   leaseMs: number;
   backoffMs: number;
   runAt: number;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
+  /** Decided by core: when the task expires unless claimed first (null: never). */
+  expiresAt: number | null;
 }
 
 export interface TaskInsertResult {

@@ -33,7 +33,10 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_UNAVAILABLE": 503,
   "FLEETD_ERR_SHUTTING_DOWN": 503,
   "FLEETD_ERR_DASHBOARD_NOT_BUILT": 503,
-  "FLEETD_ERR_STORAGE_FULL": 507
+  "FLEETD_ERR_STORAGE_FULL": 507,
+  "FLEETD_ERR_CANCELLED": 409,
+  "FLEETD_ERR_TIMEOUT": 409,
+  "FLEETD_ERR_EXPIRED": 409
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
@@ -61,6 +64,8 @@ export interface TaskJson {
   result: unknown;
   error: unknown;
   traceparent?: string;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
 }
 
 export interface TaskSummaryJson {
@@ -83,6 +88,8 @@ export interface TaskSummaryJson {
   leaseExpiresAt: string | null;
   error: unknown;
   traceparent?: string;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
 }
 
 export interface TaskInput {
@@ -96,6 +103,8 @@ export interface TaskInput {
   backoffMs?: number;
   runAt?: string;
   delayMs?: number;
+  executionTimeoutMs?: number;
+  scheduleTimeoutMs?: number;
 }
 
 export interface AgentJson {
@@ -117,7 +126,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED";
   message: string;
   details: Record<string, unknown>;
 }
@@ -211,6 +220,11 @@ export type ServerMessage = {
   type: "error";
   ref?: string | number;
   error: ErrorJson;
+} | {
+  type: "cancel";
+  id: number;
+  code: "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT";
+  reason: string;
 };
 
 export type ObserverMessage = {

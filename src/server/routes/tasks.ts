@@ -230,12 +230,17 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'Cancel a task',
-        description: 'A queued, scheduled or leased task is cancelled (an agent holding it then loses its lease); a finished one answers 409.',
+        description:
+          'A queued, scheduled or leased task is cancelled; a finished one answers 409. The agent holding a leased one is told at once: a cancel message on its socket, or FLEETD_ERR_CANCELLED in the answer to its next extend; its completion is refused. The reason is recorded as the task\'s error.',
         params: TaskId,
-        response: { 200: TaskSchema, ...errors(404, 409) },
+        querystring: Type.Object(
+          { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'Why; the agent is told it and the task records it' })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: TaskSchema, ...errors(400, 404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.cancel(request.params.id)),
+    async (request) => taskJson(await fleet.tasks.cancel(request.params.id, request.query.reason)),
   );
 
   app.get(

@@ -293,6 +293,17 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 4,
+    name: 'tasks carry execution and schedule timeouts',
+    sql: `
+ALTER TABLE tasks ADD COLUMN execution_timeout_ms BIGINT;
+ALTER TABLE tasks ADD COLUMN schedule_timeout_ms BIGINT;
+-- runAt + scheduleTimeoutMs while the task has never been claimed; its first claim clears it.
+ALTER TABLE tasks ADD COLUMN expires_at BIGINT;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled');
+`,
+  },
 ];
 
 /**

@@ -232,6 +232,17 @@ UPDATE cases SET version = id;
 CREATE INDEX cases_by_version ON cases (version);
 `,
   },
+  {
+    version: 7,
+    name: 'tasks carry execution and schedule timeouts',
+    sql: `
+ALTER TABLE tasks ADD COLUMN execution_timeout_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN schedule_timeout_ms INTEGER;
+-- runAt + scheduleTimeoutMs while the task has never been claimed; its first claim clears it.
+ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled');
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

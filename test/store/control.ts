@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { cancelledError, expiredError } from '../../src/core/rules/control.js';
+import { CANCELLABLE } from '../../src/core/rules/tasks.js';
+import { T0, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory } from './harness.js';
+
+/** Control of running work: a cancel's recorded reason, execution timeouts, schedule timeouts. */
+export function exerciseControl(factory: DriverFactory): void {
+  describe('task control', () => {
+    const h = eachTest(factory);
+
+    it('RecordsTheErrorACancelIsGiven, and keeps the holder it had', async () => {
+      const a = await h.agent(['c']);
+      const [t] = await h.submit(task('c'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      const cancelled = written(await h.store.taskCancel({ id: t.id, now: T0 + 5, from: CANCELLABLE, error: cancelledError('wrong input') }));
+      assert.equal(cancelled.status, 'cancelled');
+      assert.deepEqual(cancelled.error, { code: 'FLEETD_ERR_CANCELLED', message: 'wrong input' });
+      assert.equal(cancelled.agentId, a, 'the agent to tell');
+      assert.equal(cancelled.leaseExpiresAt, null);
+      refused(await h.store.taskExtendLease({ id: t.id, agentId: a, now: T0 + 6 }), { status: 'cancelled', agentId: a });
+    });
+
+    it('CapsTheLeaseAtTheExecutionTimeout across extensions, and fails it as timed out when it runs out', async () => {
+      const a = await h.agent(['slow']);
+      const [t] = await h.submit(task('slow', { leaseMs: 1_000, executionTimeoutMs: 2_500 }));
+      assert.equal(t.executionTimeoutMs, 2_500);
+      const [claimed] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 })).tasks;
+      assert.equal(claimed.leaseExpiresAt, T0 + 1_000, 'a lease shorter than the timeout is kept');
+      assert.equal(written(await h.store.taskExtendLease({ id: t.id, agentId: a, now: T0 + 900 })).leaseExpiresAt, T0 + 1_900);
+      assert.equal(written(await h.store.taskExtendLease({ id: t.id, agentId: a, now: T0 + 1_800 })).leaseExpiresAt, T0 + 2_500, 'capped');
+      assert.equal(written(await h.store.taskExtendLease({ id: t.id, agentId: a, leaseMs: 60_000, now: T0 + 2_000 })).leaseExpiresAt, T0 + 2_500);
+      assert.equal((await h.store.taskNextDeadlines()).leaseExpiresAt, T0 + 2_500);
+      assert.deepEqual(await h.store.taskRescueExpiredLeases({ now: T0 + 2_499, limit: 10, endLease: rules.ranOut(T0 + 2_499) }), []);
+      const [rescued] = await h.store.taskRescueExpiredLeases({ now: T0 + 2_500, limit: 10, endLease: rules.ranOut(T0 + 2_500) });
+      assert.equal(rescued.task.status, 'scheduled', 'retried after its backoff');
+      assert.equal((rescued.task.error as { code: string }).code, 'FLEETD_ERR_TIMEOUT');
+      assert.equal(rescued.task.agentId, a, 'the agent to tell');
+
+      const [short] = await h.submit(task('slow', { leaseMs: 1_000, executionTimeoutMs: 300 }));
+      const [leased] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 3_000 })).tasks;
+      assert.equal(leased.id, short.id);
+      assert.equal(leased.leaseExpiresAt, T0 + 3_300, 'a timeout shorter than the lease caps the first lease');
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('NeverHandsOutATaskPastItsScheduleTimeout, and sends it to dead', async () => {
+      const a = await h.agent(['late']);
+      const [soon, later, never] = await h.submit(
+        task('late', { scheduleTimeoutMs: 100, payload: 'soon' }),
+        task('late', { scheduleTimeoutMs: 100, runAt: T0 + 1_000, payload: 'later' }),
+        task('late', { payload: 'never' }),
+      );
+      assert.equal(soon.scheduleTimeoutMs, 100);
+      assert.equal(await h.store.taskNextExpiry(), T0 + 100);
+      const claim = await h.store.taskClaim({ agentId: a, max: 5, now: T0 + 100 });
+      assert.deepEqual(claim.tasks.map((t) => t.payload), ['never'], 'the expired one is skipped before the sweep');
+      const expired = await h.store.taskExpireUnclaimed({ now: T0 + 100, limit: 10, error: expiredError() });
+      assert.deepEqual(expired.map((e) => [e.task.id, e.from, e.task.status]), [[soon.id, 'queued', 'dead']]);
+      assert.equal((expired[0].task.error as { code: string }).code, 'FLEETD_ERR_EXPIRED');
+      assert.equal(expired[0].task.completedAt, T0 + 100);
+      assert.equal(await h.store.taskNextExpiry(), T0 + 1_100, 'the delayed one expires after its runAt');
+      await h.store.taskPromoteScheduled({ now: T0 + 1_000, limit: 10 });
+      const [got] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 1_050 })).tasks;
+      assert.equal(got.id, later.id, 'claimed in time');
+      assert.equal(await h.store.taskNextExpiry(), null, 'a claimed task no longer expires');
+      assert.deepEqual(await h.store.taskExpireUnclaimed({ now: T0 + 5_000, limit: 10, error: expiredError() }), []);
+      assert.equal(never.scheduleTimeoutMs, null);
+      await assertCountersEqualRecount(h.store);
+    });
+  });
+}
