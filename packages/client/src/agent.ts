@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
-import { FleetApiError, NonRetryableError } from './errors.js';
+import { FleetApiError, NonRetryableError, TaskCancelledError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 
 /**
@@ -36,7 +36,10 @@ export interface FleetAgentOptions {
 }
 
 export interface TaskContext {
-  /** Aborted when the lease is lost or `stop()` runs out of patience: stop work and throw. */
+  /**
+   * Aborted when the task is cancelled or runs past its execution timeout (the reason is a
+   * `TaskCancelledError`), when the lease is lost, or when `stop()` runs out of patience: stop work and throw.
+   */
   signal: AbortSignal;
 }
 
@@ -46,6 +49,9 @@ interface Running {
   task: TaskJson;
   controller: AbortController;
   done: Promise<void>;
+  extender?: NodeJS.Timeout;
+  /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
+  cancelled?: TaskCancelledError;
 }
 
 const LONG_POLL_MS = 25_000;
@@ -75,11 +81,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
  * `concurrency` at once), or by long-poll when WebSockets are refused. Each handler's lease is
  * extended while it runs; its return value completes the task and a throw fails it.
  *
- * Events: `connected` ({ transport }), `disconnected` ({ code, reason }), `task` (task), `error` (err).
+ * Events: `connected` ({ transport }), `disconnected` ({ code, reason }), `task` (task),
+ * `cancelled` (task, TaskCancelledError: the server ended its attempt), `error` (err).
  */
 export class FleetAgent extends EventEmitter {
   private readonly concurrency: number;
   private readonly running = new Map<number, Running>();
+  /** Handlers of cancelled attempts that have not returned yet: they still hold their slot. */
+  private readonly cancelledRuns = new Set<Running>();
   private handler: TaskHandler | undefined;
   private agentId: string | undefined;
   private token: string | undefined;
@@ -104,7 +113,7 @@ export class FleetAgent extends EventEmitter {
 
   /** Tasks whose handlers are running now. */
   get inFlight(): number {
-    return this.running.size;
+    return this.running.size + this.cancelledRuns.size;
   }
 
   /** Starts working; resolves once the agent is registered and receiving tasks. */
@@ -159,10 +168,11 @@ export class FleetAgent extends EventEmitter {
   async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.stopping) return this.loop;
     this.stopping = true;
-    const all = Promise.all([...this.running.values()].map((r) => r.done));
+    const runs = [...this.running.values(), ...this.cancelledRuns];
+    const all = Promise.all(runs.map((r) => r.done));
     const timer = new Promise<void>((r) => setTimeout(r, options.timeoutMs ?? 30_000).unref());
     await Promise.race([all, timer]);
-    for (const r of this.running.values()) r.controller.abort(new Error('agent stopping'));
+    for (const r of runs) r.controller.abort(new Error('agent stopping'));
     await all;
     this.stopController.abort();
     this.socket?.close(1000, 'agent stopped');
@@ -222,7 +232,7 @@ export class FleetAgent extends EventEmitter {
           this.socket = socket;
           if (this.stopping) return socket.close(1000, 'agent stopped');
           for (const task of message.leased) this.start(task);
-          this.grant(this.concurrency - this.running.size);
+          this.grant(this.concurrency - this.inFlight);
           this.emit('connected', { transport: 'ws' });
         } else this.onServerMessage(message);
       });
@@ -244,6 +254,10 @@ export class FleetAgent extends EventEmitter {
       return;
     }
     if (message.type === 'welcome') return;
+    if (message.type === 'cancel') {
+      this.cancelRun(message.id, message.code, message.reason);
+      return;
+    }
     const ref = typeof message.ref === 'number' ? message.ref : undefined;
     const waiter = ref === undefined ? undefined : this.pending.get(ref);
     if (waiter) {
@@ -283,7 +297,7 @@ export class FleetAgent extends EventEmitter {
     let attempt = 0;
     try {
       while (!this.stopping) {
-        const free = this.concurrency - this.running.size;
+        const free = this.concurrency - this.inFlight;
         if (free <= 0) {
           await new Promise<void>((resolve) => (this.slotFreed = resolve));
           continue;
@@ -324,15 +338,34 @@ export class FleetAgent extends EventEmitter {
     this.running.set(task.id, run);
     this.emit('task', task);
     run.done = this.execute(run).finally(() => {
-      this.running.delete(task.id);
+      if (this.running.get(task.id) === run) this.running.delete(task.id);
+      this.cancelledRuns.delete(run);
       this.grant(1);
       this.slotFreed();
     });
   }
 
-  private async execute({ task, controller }: Running): Promise<void> {
+  /**
+   * The server ended the task's attempt (a cancel, or its execution timeout): the handler's signal
+   * aborts with the reason, the lease is no longer extended, and whatever the handler returns is
+   * dropped. Its slot stays taken until the handler returns; the task may come again (a timeout
+   * is retried), so it no longer counts as running under its id.
+   */
+  private cancelRun(id: number, code: TaskCancelledError['code'], reason: string): void {
+    const run = this.running.get(id);
+    if (!run || run.cancelled) return;
+    run.cancelled = new TaskCancelledError(id, code, reason);
+    clearInterval(run.extender);
+    this.running.delete(id);
+    this.cancelledRuns.add(run);
+    this.emit('cancelled', run.task, run.cancelled);
+    run.controller.abort(run.cancelled);
+  }
+
+  private async execute(run: Running): Promise<void> {
+    const { task, controller } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
-    const extender = setInterval(() => void this.extend(task, controller), extendEvery);
+    run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     try {
       const result = await this.handler!(task, { signal: controller.signal });
@@ -346,8 +379,11 @@ export class FleetAgent extends EventEmitter {
         retryable: !(err instanceof NonRetryableError),
       };
     } finally {
-      clearInterval(extender);
+      clearInterval(run.extender);
     }
+    // The server ended this attempt: a late result would be refused, or (the task retried and
+    // leased to this agent again) taken for the new attempt's.
+    if (run.cancelled) return;
     await this.report(task, outcome);
   }
 
@@ -355,6 +391,11 @@ export class FleetAgent extends EventEmitter {
     try {
       await this.send({ type: 'extend', id: task.id }, `/v1/tasks/${task.id}/extend`, {});
     } catch (err) {
+      if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_CANCELLED' || err.code === 'FLEETD_ERR_TIMEOUT')) {
+        // A long-poll agent learns of a cancel or a timeout here, at its next extension.
+        const reason = typeof err.details.reason === 'string' ? err.details.reason : err.message;
+        return this.cancelRun(task.id, err.code, reason);
+      }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
         controller.abort(err);
       }

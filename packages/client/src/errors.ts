@@ -11,6 +11,23 @@ export class NonRetryableError extends Error {
   }
 }
 
+/**
+ * The reason a handler's `signal` aborts with when the server ended the task's attempt: it was
+ * cancelled (`code` FLEETD_ERR_CANCELLED, `message` the reason given) or ran past its
+ * executionTimeoutMs (FLEETD_ERR_TIMEOUT). Whatever the handler returns after it is dropped: the
+ * server would refuse it.
+ */
+export class TaskCancelledError extends Error {
+  constructor(
+    readonly taskId: number,
+    readonly code: 'FLEETD_ERR_CANCELLED' | 'FLEETD_ERR_TIMEOUT',
+    readonly reason: string,
+  ) {
+    super(reason);
+    this.name = 'TaskCancelledError';
+  }
+}
+
 /** An error answer from the server: its HTTP status, the fleetd error code and details. */
 export class FleetApiError extends Error {
   constructor(

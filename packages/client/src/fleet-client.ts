@@ -167,8 +167,10 @@ export class FleetClient {
     return this.request('GET', `/v1/tasks${query ? `?${query}` : ''}`);
   }
 
-  cancel(id: number): Promise<TaskJson> {
-    return this.request('DELETE', `/v1/tasks/${id}`);
+  /** Cancels a task; the agent running it is told at once, with `reason`, and its handler's signal aborts. */
+  cancel(id: number, options: { reason?: string } = {}): Promise<TaskJson> {
+    const query = options.reason === undefined ? '' : `?${new URLSearchParams({ reason: options.reason })}`;
+    return this.request('DELETE', `/v1/tasks/${id}${query}`);
   }
 
   stats(): Promise<StatsJson> {
