@@ -158,6 +158,10 @@ export interface FleetdConfig {
    * says otherwise; 0: no limit. Env FLEETD_TASK_EXECUTION_TIMEOUT_MS. Defaults to 0.
    */
   taskExecutionTimeoutMs: number;
+  /** Largest result a task.completed event carries, in bytes of JSON; beyond it, resultTruncated. Env FLEETD_EVENT_RESULT_MAX_BYTES. Defaults to 65536. */
+  eventResultMaxBytes: number;
+  /** Longest wait of `GET /v1/tasks/:id?waitMs=`, in ms. Env FLEETD_MAX_TASK_WAIT_MS. Defaults to 30000. */
+  maxTaskWaitMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -213,6 +217,8 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   adminKey: '',
   maxConnectionsPerKey: 100,
   taskExecutionTimeoutMs: 0,
+  eventResultMaxBytes: 65_536,
+  maxTaskWaitMs: 30_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -293,6 +299,8 @@ const settings: Record<
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
   taskExecutionTimeoutMs: { env: 'FLEETD_TASK_EXECUTION_TIMEOUT_MS', kind: 'int', min: 0 },
+  eventResultMaxBytes: { env: 'FLEETD_EVENT_RESULT_MAX_BYTES', kind: 'int', min: 0 },
+  maxTaskWaitMs: { env: 'FLEETD_MAX_TASK_WAIT_MS', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

@@ -77,7 +77,7 @@ async function cancelRunningTask(t: { diagnostic(m: string): void }, submitTo: A
 
   const aborted = await agent.next((l) => l.event === 'aborted' && l.id === task.id);
   t.diagnostic(`the handler's signal fired ${aborted.at - answeredAt} ms after the cancel's answer`);
-  assert.deepEqual([aborted.name, aborted.code, aborted.reason], ['TaskCancelledError', 'FLEETD_ERR_CANCELLED', 'the user changed their mind']);
+  assert.deepEqual([aborted.name, aborted.code, aborted.reason], ['TaskRevokedError', 'FLEETD_ERR_CANCELLED', 'the user changed their mind']);
 
   await agent.next((l) => l.event === 'returned' && l.id === task.id);
   const late = await cancelOn.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { late: true } });
@@ -216,5 +216,16 @@ describe('cancel across two fleetd nodes on PostgreSQL and Redis', { timeout: 18
     // The lease is 1 s, extended every 500 ms: a signal within that came by the socket, not an extension's answer.
     const ms = await cancelRunningTask(t, a.api, b.api, agent, 'cluster-cancel');
     assert.ok(ms < 5_000, `the signal fired ${ms} ms after the cancel`);
+  });
+
+  it('answers a wait on node B as soon as an agent on node A completes the task', async () => {
+    assert.ok(agent, 'the agent of the test before');
+    // Submitted on A and held back until B waits: the agent on A does it at once.
+    const task = await a.api.submit({ type: 'cluster-cancel', payload: { quick: true }, delayMs: 1_000 });
+    const started = Date.now();
+    const waited = await b.api.get(`/v1/tasks/${task.id}?waitMs=25000`);
+    assert.equal(waited.status, 200);
+    assert.deepEqual([waited.body.status, waited.body.result], ['completed', { quick: true }]);
+    assert.ok(Date.now() - started < 20_000, `answered after ${Date.now() - started} ms, not at the wait's end`);
   });
 });

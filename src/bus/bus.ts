@@ -11,7 +11,8 @@ export interface FleetEvents {
   /** An agent leased the task. */
   'task.claimed': { task: TaskSummary };
   'task.extended': { task: TaskSummary };
-  'task.completed': { task: TaskSummary };
+  /** With the result, unless its JSON is over eventResultMaxBytes: then resultTruncated, and the result is fetched with the task. */
+  'task.completed': { task: TaskSummary; result?: unknown; resultTruncated?: boolean };
   /** The agent reported a failure; the task will be retried (it is queued or scheduled again). */
   'task.failed': { task: TaskSummary };
   /** The task went back to the queue without a result: its lease expired or its agent went offline. */

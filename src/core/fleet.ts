@@ -18,6 +18,7 @@ import { LockExpirer } from './maintenance/lock-expirer.js';
 import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { TaskExpirer } from './maintenance/task-expirer.js';
+import { TaskEndWaiters } from './task-end-waiters.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
 
@@ -44,6 +45,8 @@ export class Fleet {
   readonly credentials: CredentialService;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
+  /** Requests waiting for a task to end (`GET /v1/tasks/:id?waitMs=`). */
+  readonly taskEnds = new TaskEndWaiters();
   readonly timers: {
     leases: LeaseRescuer;
     scheduled: TaskScheduler;
@@ -82,7 +85,7 @@ export class Fleet {
       cleaner: new TaskCleaner(ctx),
       expirer: new TaskExpirer(ctx),
     };
-    this.tasks = new TaskService(ctx, this.timers);
+    this.tasks = new TaskService(ctx, this.timers, this.taskEnds);
     this.delivery = new TaskDelivery({
       waiters: this.waiters,
       bus,
@@ -114,6 +117,9 @@ export class Fleet {
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
+      this.ctx.bus.subscribe('task.completed', (e) => this.taskEnds.ended(e.task.id)),
+      this.ctx.bus.subscribe('task.dead', (e) => this.taskEnds.ended(e.task.id)),
+      this.ctx.bus.subscribe('task.cancelled', (e) => this.taskEnds.ended(e.task.id)),
     );
     this.stats.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
@@ -126,6 +132,7 @@ export class Fleet {
     this.unsubscribe = [];
     this.stats.stop();
     this.delivery.stop();
+    this.taskEnds.endAll();
   }
 
   private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {

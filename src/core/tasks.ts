@@ -6,12 +6,13 @@ import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { TaskExpirer } from './maintenance/task-expirer.js';
+import type { TaskEndWaiters } from './task-end-waiters.js';
 import { cancelledError, expiryOf } from './rules/control.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
-import { summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { TERMINAL_STATUSES, summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   type: string;
@@ -38,6 +39,7 @@ export class TaskService {
   constructor(
     private readonly ctx: FleetContext,
     private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; expirer: TaskExpirer },
+    private readonly ends: TaskEndWaiters,
   ) {}
 
   private toInsert(input: TaskInput, now: number, index?: number): TaskInsertParams {
@@ -110,6 +112,22 @@ export class TaskService {
     return task;
   }
 
+  /**
+   * The task once it has ended (completed, dead, cancelled), or as it is when `waitMs` passes or
+   * `signal` aborts (the client hung up): one request instead of a subscription and a read.
+   */
+  async waitForEnd(id: number, waitMs: number, signal?: AbortSignal): Promise<Task> {
+    const watch = this.ends.watch(id);
+    try {
+      const task = await this.get(id);
+      if (TERMINAL_STATUSES.has(task.status) || waitMs <= 0) return task;
+      await watch.until(waitMs, signal);
+      return await this.get(id);
+    } finally {
+      watch.cancel();
+    }
+  }
+
   list(params: { status?: TaskStatus; type?: string; agentId?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
     return this.ctx.store.taskList(params);
   }
@@ -142,13 +160,15 @@ export class TaskService {
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
-    checkJsonValue(params.result ?? null, 'result', {
+    const bytes = checkJsonValue(params.result ?? null, 'result', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
     const task = leaseHeld(written, params.id, params.agentId);
-    this.ctx.bus.publish('task.completed', { task: summarizeTask(task) });
+    // The result travels with the event, so that whoever waits needs no read; a large one does not.
+    const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
+    this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...result });
     return task;
   }
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
-import { FleetApiError, NonRetryableError, TaskCancelledError } from './errors.js';
+import { FleetApiError, NonRetryableError, TaskRevokedError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 
 /**
@@ -38,7 +38,7 @@ export interface FleetAgentOptions {
 export interface TaskContext {
   /**
    * Aborted when the task is cancelled or runs past its execution timeout (the reason is a
-   * `TaskCancelledError`), when the lease is lost, or when `stop()` runs out of patience: stop work and throw.
+   * `TaskRevokedError`), when the lease is lost, or when `stop()` runs out of patience: stop work and throw.
    */
   signal: AbortSignal;
 }
@@ -51,7 +51,7 @@ interface Running {
   done: Promise<void>;
   extender?: NodeJS.Timeout;
   /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
-  cancelled?: TaskCancelledError;
+  cancelled?: TaskRevokedError;
 }
 
 const LONG_POLL_MS = 25_000;
@@ -82,7 +82,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
  * extended while it runs; its return value completes the task and a throw fails it.
  *
  * Events: `connected` ({ transport }), `disconnected` ({ code, reason }), `task` (task),
- * `cancelled` (task, TaskCancelledError: the server ended its attempt), `error` (err).
+ * `cancelled` (task, TaskRevokedError: the server ended its attempt), `error` (err).
  */
 export class FleetAgent extends EventEmitter {
   private readonly concurrency: number;
@@ -351,10 +351,10 @@ export class FleetAgent extends EventEmitter {
    * dropped. Its slot stays taken until the handler returns; the task may come again (a timeout
    * is retried), so it no longer counts as running under its id.
    */
-  private cancelRun(id: number, code: TaskCancelledError['code'], reason: string): void {
+  private cancelRun(id: number, code: TaskRevokedError['code'], reason: string): void {
     const run = this.running.get(id);
     if (!run || run.cancelled) return;
-    run.cancelled = new TaskCancelledError(id, code, reason);
+    run.cancelled = new TaskRevokedError(id, code, reason);
     clearInterval(run.extender);
     this.running.delete(id);
     this.cancelledRuns.add(run);

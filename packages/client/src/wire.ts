@@ -248,6 +248,8 @@ export interface EventData {
   };
   "task.completed": {
     task: TaskSummaryJson;
+    result?: unknown;
+    resultTruncated?: boolean;
   };
   "task.failed": {
     task: TaskSummaryJson;

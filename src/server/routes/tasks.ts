@@ -291,14 +291,48 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
 
   app.get(
     '/tasks/:id',
-    { schema: { tags: ['tasks'], summary: 'Get a task', description: 'The task with its payload, status, lease, result or error.', params: TaskId, response: { 200: TaskSchema, ...errors(404) } } },
-    (request, reply) =>
+    {
+      config: { longPoll: true },
+      schema: {
+        tags: ['tasks'],
+        summary: 'Get a task',
+        description:
+          'The task with its payload, status, lease, result or error. With waitMs, answers as soon as the task has ended (completed, dead, cancelled), or at the end of the wait with the task as it is then.',
+        params: TaskId,
+        querystring: Type.Object(
+          {
+            waitMs: Type.Optional(
+              Type.Integer({ minimum: 0, maximum: config.maxTaskWaitMs, description: 'Wait up to this long for the task to end (at most maxTaskWaitMs)' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: TaskSchema, ...errors(400, 404) },
+      },
+    },
+    (request, reply) => {
+      const waitMs = request.query.waitMs ?? 0;
+      if (waitMs > 0) {
+        // A client that hangs up stops the wait. Like sendCached, the handler returns nothing and
+        // the reply is sent when the wait ends.
+        const controller = new AbortController();
+        const onClose = () => {
+          if (!reply.raw.writableEnded) controller.abort();
+        };
+        reply.raw.once('close', onClose);
+        fleet.tasks
+          .waitForEnd(request.params.id, waitMs, controller.signal)
+          .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err))
+          .finally(() => reply.raw.off('close', onClose));
+        return;
+      }
       sendCached(request, reply, cache, {
         tags: [`task:${request.params.id}`],
         compute: async () => taskJson(await fleet.tasks.get(request.params.id)),
         // A finished task changes only by a retry, which publishes an event; one in flight changes
         // on timers (a delay running out) that publish none for it, so it is always read afresh.
         cacheable: (task) => TERMINAL_STATUSES.has(task.status),
-      }),
+      });
+    },
   );
 };
