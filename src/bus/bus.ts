@@ -22,6 +22,8 @@ export interface FleetEvents {
   'task.cancelled': { task: TaskSummary };
   /** A dead or cancelled task was put back in the queue by hand. */
   'task.retried': { task: TaskSummary };
+  /** A finished task was deleted by a bulk action (retention's deletions publish nothing). */
+  'task.deleted': { task: TaskSummary };
   /**
    * Claimable tasks appeared, counted by requirement key: what wakes waiting claims. Published by
    * whichever node made them claimable, so that agents waiting on any node wake up.

@@ -1,5 +1,5 @@
 import { requirementKey } from '../domain/requirements.js';
-import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
+import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
@@ -8,6 +8,7 @@ import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { TaskExpirer } from './maintenance/task-expirer.js';
 import type { TaskEndWaiters } from './task-end-waiters.js';
 import { cancelledError, expiryOf } from './rules/control.js';
+import { bulkFilter, bulkFrom, type BulkAction } from './rules/bulk.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -211,6 +212,39 @@ export class TaskService {
     const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error }), id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
     return task;
+  }
+
+  /**
+   * One action on every task the filter matches, in chunks of bounded size: `matched` tasks match,
+   * `eligible` of them are in a status the action applies to, `changed` were changed (none with
+   * dryRun). Each changed task publishes its event as a single action would: a cancelled one's
+   * agent is told to stop, a retried one wakes agents.
+   */
+  async bulk(params: { action: BulkAction; filter?: TaskBulkFilter; dryRun?: boolean }): Promise<{ matched: number; eligible: number; changed: number }> {
+    const filter = bulkFilter(params.filter);
+    const from = bulkFrom(params.action);
+    const { matched, eligible } = await this.ctx.store.taskBulkCount({ filter, from });
+    if (params.dryRun || eligible === 0) return { matched, eligible, changed: 0 };
+    const limit = this.ctx.maintenance.batchSize;
+    const error = cancelledError('cancelled in bulk');
+    let changed = 0;
+    for (;;) {
+      const tasks = await this.ctx.store.taskBulkApply({ action: params.action, filter, from, now: this.ctx.now(), limit, error });
+      changed += tasks.length;
+      const available: Record<string, number> = {};
+      for (const task of tasks) {
+        const summary = summarizeTask(task);
+        if (params.action === 'cancel') this.ctx.bus.publish('task.cancelled', { task: summary });
+        else if (params.action === 'delete') this.ctx.bus.publish('task.deleted', { task: summary });
+        else {
+          this.ctx.bus.publish('task.retried', { task: summary });
+          const key = requirementKey(task.requires);
+          available[key] = (available[key] ?? 0) + 1;
+        }
+      }
+      if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
+      if (tasks.length < limit) return { matched, eligible, changed };
+    }
   }
 
   async retry(id: number): Promise<Task> {

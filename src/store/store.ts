@@ -15,7 +15,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, T
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, TaskBulkStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -86,6 +86,36 @@ export interface TaskStore {
   taskExpireUnclaimed(params: { now: number; limit: number; error: unknown }): Promise<TaskTransition[]>;
   /** The earliest expiresAt among unclaimed tasks, to time the next expiry sweep. */
   taskNextExpiry(): Promise<number | null>;
+}
+
+/** Actions on every task a filter matches (`POST /v1/tasks/bulk`). */
+export interface TaskBulkStore {
+  /** How many tasks the filter matches, and how many of those are in one of `from`. */
+  taskBulkCount(params: { filter: TaskBulkFilter; from: readonly TaskStatus[] }): Promise<{ matched: number; eligible: number }>;
+  /**
+   * Applies the action to up to `limit` matching tasks in one of `from`, lowest ids first, in one
+   * write; returns them as written (deleted ones as they were). A changed task leaves `from`, so
+   * calling again until fewer than `limit` come back reaches every one.
+   */
+  taskBulkApply(params: TaskBulkApplyParams): Promise<Task[]>;
+}
+
+export interface TaskBulkFilter {
+  status?: TaskStatus;
+  type?: string;
+  /** Epoch ms: tasks created before it. */
+  createdBefore?: number;
+}
+
+export interface TaskBulkApplyParams {
+  action: 'retry' | 'cancel' | 'delete';
+  filter: TaskBulkFilter;
+  /** Decided by core: the statuses the action applies to. */
+  from: readonly TaskStatus[];
+  now: number;
+  limit: number;
+  /** The error a cancel records (core's). */
+  error: unknown;
 }
 
 /** Locks on named resources. */

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { cancelledError, expiredError } from '../../src/core/rules/control.js';
-import { CANCELLABLE } from '../../src/core/rules/tasks.js';
+import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
+import { DELETABLE } from '../../src/core/rules/bulk.js';
 import { T0, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory } from './harness.js';
 
 /** Control of running work: a cancel's recorded reason, execution timeouts, schedule timeouts. */
@@ -66,6 +67,37 @@ export function exerciseControl(factory: DriverFactory): void {
       assert.equal(await h.store.taskNextExpiry(), null, 'a claimed task no longer expires');
       assert.deepEqual(await h.store.taskExpireUnclaimed({ now: T0 + 5_000, limit: 10, error: expiredError() }), []);
       assert.equal(never.scheduleTimeoutMs, null);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('CountsAndActsOnWhatABulkFilterMatches, a chunk at a time, only from the statuses given', async () => {
+      const a = await h.agent(['b1', 'b2'], 100);
+      await h.submit(...Array.from({ length: 5 }, () => task('b1')), ...Array.from({ length: 3 }, () => task('b2')));
+      await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
+      assert.deepEqual(await h.store.taskBulkCount({ filter: { type: 'b1' }, from: CANCELLABLE }), { matched: 5, eligible: 5 });
+      assert.deepEqual(await h.store.taskBulkCount({ filter: { type: 'b1', status: 'leased' }, from: CANCELLABLE }), { matched: 2, eligible: 2 });
+      assert.deepEqual(await h.store.taskBulkCount({ filter: {}, from: RETRYABLE }), { matched: 8, eligible: 0 });
+      assert.deepEqual(await h.store.taskBulkCount({ filter: { createdBefore: T0 }, from: CANCELLABLE }), { matched: 0, eligible: 0 });
+
+      const params = { action: 'cancel' as const, filter: { type: 'b1' }, from: CANCELLABLE, now: T0 + 1, limit: 3, error: cancelledError('bulk') };
+      const first = await h.store.taskBulkApply(params);
+      assert.equal(first.length, 3, 'one chunk');
+      assert.ok(first.every((t) => t.status === 'cancelled' && (t.error as { code: string }).code === 'FLEETD_ERR_CANCELLED'));
+      assert.deepEqual(first.slice(0, 2).map((t) => t.agentId), [a, a], 'the leased ones keep their holder, to be told');
+      assert.equal((await h.store.taskBulkApply(params)).length, 2, 'the rest');
+      assert.deepEqual(await h.store.taskBulkApply(params), [], 'nothing left in those statuses');
+
+      const retried = await h.store.taskBulkApply({ ...params, action: 'retry', from: RETRYABLE, limit: 10 });
+      assert.deepEqual([retried.length, retried[0].status, retried[0].attempts], [5, 'queued', 0]);
+      assert.deepEqual(
+        await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 }),
+        [],
+        'nothing finished to delete',
+      );
+      await h.store.taskBulkApply({ ...params, filter: { type: 'b2' }, limit: 10 });
+      const deleted = await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 });
+      assert.deepEqual(deleted.map((t) => t.type), ['b2', 'b2', 'b2']);
+      assert.equal((await h.store.taskBulkCount({ filter: {}, from: DELETABLE })).matched, 5);
       await assertCountersEqualRecount(h.store);
     });
   });

@@ -194,6 +194,18 @@ export class FleetClient {
     }
   }
 
+  /**
+   * Retries (dead, cancelled), cancels (scheduled, queued, leased) or deletes (finished) every task
+   * the filter matches; `filter: {}` means every task. With `dryRun` it only counts. Needs an admin key.
+   */
+  bulk(
+    action: 'retry' | 'cancel' | 'delete',
+    filter: { status?: TaskStatus; type?: string; createdBefore?: string },
+    options: { dryRun?: boolean } = {},
+  ): Promise<{ matched: number; eligible: number; changed: number; dryRun: boolean }> {
+    return this.request('POST', '/v1/tasks/bulk', { action, filter, dryRun: options.dryRun ?? false });
+  }
+
   /** Submits a task and waits for it (`waitFor`): its result, or a typed error carrying the task. */
   async run(task: TaskSubmit, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
     const { task: submitted } = await this.submit(task);

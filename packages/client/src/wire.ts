@@ -267,6 +267,9 @@ export interface EventData {
   "task.retried": {
     task: TaskSummaryJson;
   };
+  "task.deleted": {
+    task: TaskSummaryJson;
+  };
   "agent.registered": {
     agent: AgentJson;
   };

@@ -110,6 +110,47 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
   );
 
   app.post(
+    '/tasks/bulk',
+    {
+      config: { access: 'admin' },
+      bodyLimit: bodyLimits.control,
+      schema: {
+        tags: ['tasks'],
+        summary: 'Retry, cancel or delete every task a filter matches',
+        description:
+          'retry: the dead and cancelled ones; cancel: the scheduled, queued and leased ones (their agents are told to stop); delete: the finished ones. Answers how many tasks match the filter, how many of them the action applies to (eligible) and how many it changed; with dryRun nothing changes. A missing filter is refused (400): send filter: {} to mean every task on purpose. Needs an admin key.',
+        body: Type.Object(
+          {
+            action: Type.Union([Type.Literal('retry'), Type.Literal('cancel'), Type.Literal('delete')]),
+            filter: Type.Optional(
+              Type.Object(
+                { status: Type.Optional(TaskStatusSchema), type: Filters.type, createdBefore: Type.Optional(Type.String({ format: 'date-time' })) },
+                { additionalProperties: false },
+              ),
+            ),
+            dryRun: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false, examples: [{ action: 'retry', filter: { status: 'dead', type: 'crawl' }, dryRun: true }] },
+        ),
+        response: {
+          200: Type.Object({ matched: Type.Integer(), eligible: Type.Integer(), changed: Type.Integer(), dryRun: Type.Boolean() }),
+          ...errors(400, 415),
+        },
+      },
+    },
+    async (request) => {
+      const { action, filter, dryRun = false } = request.body;
+      let createdBefore: number | undefined;
+      if (filter?.createdBefore !== undefined) {
+        createdBefore = Date.parse(filter.createdBefore);
+        if (!Number.isFinite(createdBefore)) throw invalid('filter.createdBefore', 'is not a valid date-time');
+      }
+      const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, createdBefore }, dryRun });
+      return { ...counts, dryRun };
+    },
+  );
+
+  app.post(
     '/tasks/claim',
     {
       config: { rateLimit: 'claim', longPoll: true, access: 'agent', actsFor: bodyAgent },
