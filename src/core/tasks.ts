@@ -1,4 +1,4 @@
-import { requirementKey } from '../domain/requirements.js';
+import { claimKeysOf, pinnedTo, requirementKey } from '../domain/requirements.js';
 import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
@@ -33,6 +33,8 @@ export interface TaskInput {
   executionTimeoutMs?: number;
   /** Dead with FLEETD_ERR_EXPIRED, never handed out, when not claimed within this long of runAt. */
   scheduleTimeoutMs?: number;
+  /** Pins the task to this agent: it requires `agent:<id>`, which only that agent has. */
+  agentId?: string;
 }
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
@@ -48,11 +50,15 @@ export class TaskService {
     const limits = { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth };
     checkJsonValue(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
+    for (const r of input.requires ?? []) {
+      if (r.startsWith('agent:')) throw invalid('requires', `${r}: pin a task to an agent with agentId`, at);
+      if (r.startsWith('label:') && !r.includes('=')) throw invalid('requires', `${r}: a label requirement is label:<key>=<value>`, at);
+    }
     const task = {
       type: input.type,
       payload: input.payload ?? null,
       priority: input.priority ?? 0,
-      requires: input.requires ?? [input.type],
+      requires: [...(input.requires ?? [input.type]), ...(input.agentId === undefined ? [] : [pinnedTo(input.agentId)])],
       idempotencyKey: input.idempotencyKey ?? null,
       maxAttempts: input.maxAttempts ?? this.ctx.config.taskMaxAttempts,
       leaseMs: input.leaseMs ?? this.ctx.config.taskLeaseMs,
@@ -87,6 +93,10 @@ export class TaskService {
   private async submitMany(inputs: TaskInput[], batch: boolean): Promise<TaskInsertResult[]> {
     const now = this.ctx.now();
     const tasks = inputs.map((input, i) => this.toInsert(input, now, batch ? i : undefined));
+    // A task pinned to an agent that does not exist would wait for nobody.
+    for (const agentId of new Set(inputs.map((input) => input.agentId).filter((id) => id !== undefined))) {
+      if (!(await this.ctx.store.agentGet({ id: agentId }))) throw notFound('agent', agentId);
+    }
     const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
@@ -157,7 +167,7 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks, capabilities: agent.capabilities, room };
+    return { tasks, capabilities: claimKeysOf(agent), room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {

@@ -7,6 +7,8 @@ import { Type, type Static } from '@sinclair/typebox';
 
 const Name = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:/-]*$' });
 const Capability = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:/-]*$' });
+/** A task's requirement: a capability, or `label:<key>=<value>`, which an agent with that label meets. */
+const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, pattern: '^label:[^\\n=]{1,100}=[^\\n]{0,256}$' })]);
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
@@ -21,7 +23,7 @@ export const TaskInputSchema = Type.Object(
     type: Name,
     payload: Type.Optional(AnyJson),
     priority: Type.Optional(Type.Integer({ minimum: -1_000_000, maximum: 1_000_000 })),
-    requires: Type.Optional(Type.Array(Capability, { maxItems: 32 })),
+    requires: Type.Optional(Type.Array(Requirement, { maxItems: 32 })),
     idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
     leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
@@ -30,6 +32,8 @@ export const TaskInputSchema = Type.Object(
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
     executionTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 31_536_000_000 })),
     scheduleTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000_000 })),
+    /** Pins the task to this agent: no other may claim it. */
+    agentId: Type.Optional(Id),
   },
   { additionalProperties: false },
 );

@@ -70,6 +70,16 @@ export function exerciseControl(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('HandsAPinnedTaskOnlyToItsAgent, and a label requirement only to agents with that label', async () => {
+      const eu = `agent-eu-${Math.random()}`;
+      await h.store.agentCreateMany([{ id: eu, name: eu, capabilities: ['pin'], labels: { region: 'eu' }, maxConcurrency: 10, tokenHash: `hash-${eu}`, now: T0 }]);
+      const other = await h.agent(['pin']);
+      const [pinned, euOnly] = await h.submit(task('pin', { requires: ['pin', `agent:${eu}`] }), task('pin', { requires: ['pin', 'label:region=eu'] }));
+      assert.deepEqual((await h.store.taskClaim({ agentId: other, max: 5, now: T0 })).tasks, [], 'neither is for the other agent');
+      const claimed = (await h.store.taskClaim({ agentId: eu, max: 5, now: T0 })).tasks.map((t) => t.id).sort((x, y) => x - y);
+      assert.deepEqual(claimed, [pinned.id, euOnly.id]);
+    });
+
     it('CountsAndActsOnWhatABulkFilterMatches, a chunk at a time, only from the statuses given', async () => {
       const a = await h.agent(['b1', 'b2'], 100);
       await h.submit(...Array.from({ length: 5 }, () => task('b1')), ...Array.from({ length: 3 }, () => task('b2')));

@@ -83,6 +83,7 @@ SUBMIT_OPTIONS = {
     "delay_ms": "delayMs",
     "execution_timeout_ms": "executionTimeoutMs",
     "schedule_timeout_ms": "scheduleTimeoutMs",
+    "agent_id": "agentId",
 }
 
 
@@ -205,9 +206,10 @@ class AsyncFleet:
         delay_ms: int | None = None,
         execution_timeout_ms: int | None = None,
         schedule_timeout_ms: int | None = None,
+        agent_id: str | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms))
+        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
     async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:

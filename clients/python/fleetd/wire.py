@@ -102,7 +102,7 @@ class TaskInput(TypedDict):
     type: str
     payload: NotRequired[Any]
     priority: NotRequired[int]
-    requires: NotRequired[list[str]]
+    requires: NotRequired[list[str | str]]
     idempotencyKey: NotRequired[str]
     maxAttempts: NotRequired[int]
     leaseMs: NotRequired[int]
@@ -111,6 +111,7 @@ class TaskInput(TypedDict):
     delayMs: NotRequired[int]
     executionTimeoutMs: NotRequired[int]
     scheduleTimeoutMs: NotRequired[int]
+    agentId: NotRequired[str]
 
 
 class Agent(TypedDict):

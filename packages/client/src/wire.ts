@@ -96,7 +96,7 @@ export interface TaskInput {
   type: string;
   payload?: unknown;
   priority?: number;
-  requires?: string[];
+  requires?: (string | string)[];
   idempotencyKey?: string;
   maxAttempts?: number;
   leaseMs?: number;
@@ -105,6 +105,7 @@ export interface TaskInput {
   delayMs?: number;
   executionTimeoutMs?: number;
   scheduleTimeoutMs?: number;
+  agentId?: string;
 }
 
 export interface AgentJson {

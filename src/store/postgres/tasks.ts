@@ -1,5 +1,5 @@
 import { notFound } from '../../domain/errors.js';
-import { requirementKey } from '../../domain/requirements.js';
+import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
 import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
@@ -138,7 +138,7 @@ export function postgresTasks(db: PostgresDatabase): {
       // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
       const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
         params.agentId,
-        agent.capabilities,
+        claimKeysOf(agent),
         params.max,
         params.now,
         agent.maxConcurrency,

@@ -1,5 +1,5 @@
 import { notFound } from '../../domain/errors.js';
-import { requirementKey, requirementsOf } from '../../domain/requirements.js';
+import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
@@ -130,7 +130,7 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
         const free = agent.maxConcurrency - (s.inFlight.get(params.agentId) as number);
         const room = Math.min(params.max, free);
         if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
-        const capabilities = new Set(agent.capabilities);
+        const capabilities = new Set(claimKeysOf(agent));
         // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
         // seeks each claimable requirement set's index range (few rows each) and merges them here.
         let candidates: { id: number; priority: number }[] = [];
