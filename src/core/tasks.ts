@@ -35,7 +35,14 @@ export interface TaskInput {
   scheduleTimeoutMs?: number;
   /** Pins the task to this agent: it requires `agent:<id>`, which only that agent has. */
   agentId?: string;
+  /** Labels to find it by (GET /v1/tasks?tag=, bulk actions). */
+  tags?: string[];
+  /** The submitter's own data about the task, up to METADATA_MAX_BYTES of JSON. */
+  metadata?: Record<string, unknown>;
 }
+
+/** Metadata is for describing a task, not for carrying its data (that is the payload's). */
+export const METADATA_MAX_BYTES = 16_384;
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
@@ -50,6 +57,7 @@ export class TaskService {
     const limits = { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth };
     checkJsonValue(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
+    checkJsonValue(input.metadata ?? {}, 'metadata', { maxBytes: METADATA_MAX_BYTES, maxDepth: this.ctx.config.maxPayloadDepth }, at);
     for (const r of input.requires ?? []) {
       if (r.startsWith('agent:')) throw invalid('requires', `${r}: pin a task to an agent with agentId`, at);
       if (r.startsWith('label:') && !r.includes('=')) throw invalid('requires', `${r}: a label requirement is label:<key>=<value>`, at);
@@ -72,6 +80,8 @@ export class TaskService {
       executionTimeoutMs,
       scheduleTimeoutMs,
       expiresAt: expiryOf(task.runAt, scheduleTimeoutMs),
+      tags: [...new Set(input.tags ?? [])],
+      metadata: input.metadata ?? {},
       status: initialStatus(task.runAt, now),
       requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
     };
@@ -139,7 +149,7 @@ export class TaskService {
     }
   }
 
-  list(params: { status?: TaskStatus; type?: string; agentId?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
+  list(params: { status?: TaskStatus; type?: string; agentId?: string; tag?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
     return this.ctx.store.taskList(params);
   }
 

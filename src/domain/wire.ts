@@ -90,6 +90,8 @@ export const TaskSchema = Type.Object({
   executionTimeoutMs: Type.Union([Type.Integer(), Type.Null()]),
   /** Dead with FLEETD_ERR_EXPIRED when nobody claims it within this long of runAt (null: never). */
   scheduleTimeoutMs: Type.Union([Type.Integer(), Type.Null()]),
+  tags: Type.Array(Type.String()),
+  metadata: Type.Record(Type.String(), Type.Unknown()),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 

@@ -13,6 +13,7 @@ function filterWhere(filter: TaskBulkFilter): [string, unknown][] {
       ['status = ?', filter.status],
       ['type = ?', filter.type],
       ['created_at < ?', filter.createdBefore],
+      ['id IN (SELECT task_id FROM task_tags WHERE tag = ?)', filter.tag],
     ] as [string, unknown][]
   ).filter(([, value]) => value !== undefined);
 }

@@ -30,6 +30,9 @@ export interface TaskRow {
   schedule_timeout_ms: number | null;
   /** When an unclaimed task expires (runAt + scheduleTimeoutMs); cleared by its first claim. */
   expires_at: number | null;
+  /** JSON: an array of strings, and an object. */
+  tags: string;
+  metadata: string;
 }
 
 export interface AgentRow {
@@ -99,6 +102,8 @@ export function toTask(row: TaskRow): Task {
     error: parseJson(row.error),
     executionTimeoutMs: row.execution_timeout_ms,
     scheduleTimeoutMs: row.schedule_timeout_ms,
+    tags: JSON.parse(row.tags),
+    metadata: JSON.parse(row.metadata),
   };
 }
 

@@ -102,6 +102,7 @@ export interface TaskBulkStore {
 
 export interface TaskBulkFilter {
   status?: TaskStatus;
+  tag?: string;
   type?: string;
   /** Epoch ms: tasks created before it. */
   createdBefore?: number;
@@ -260,6 +261,8 @@ export interface TaskInsertParams {
   scheduleTimeoutMs: number | null;
   /** Decided by core: when the task expires unless claimed first (null: never). */
   expiresAt: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskInsertResult {
@@ -269,6 +272,8 @@ export interface TaskInsertResult {
 
 export interface TaskListParams {
   status?: TaskStatus;
+  /** Tasks that carry this tag. */
+  tag?: string;
   type?: string;
   agentId?: string;
   limit: number;

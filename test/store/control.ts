@@ -80,6 +80,28 @@ export function exerciseControl(factory: DriverFactory): void {
       assert.deepEqual(claimed, [pinned.id, euOnly.id]);
     });
 
+    it('KeepsTagsAndMetadata, lists and acts on a tag, and forgets the tags of a deleted task', async () => {
+      const [red, both, none] = await h.submit(
+        task('t', { tags: ['red'], metadata: { owner: 'ana', n: 1 } }),
+        task('t', { tags: ['red', 'blue'] }),
+        task('t'),
+      );
+      assert.deepEqual([red.tags, red.metadata], [['red'], { owner: 'ana', n: 1 }]);
+      assert.deepEqual([none.tags, none.metadata], [[], {}]);
+      const ids = async (tag: string) => (await h.store.taskList({ tag, limit: 10 })).items.map((t) => t.id);
+      assert.deepEqual(await ids('red'), [both.id, red.id]);
+      assert.deepEqual(await ids('blue'), [both.id]);
+      assert.deepEqual(await ids('green'), []);
+      assert.deepEqual(await h.store.taskBulkCount({ filter: { tag: 'blue' }, from: CANCELLABLE }), { matched: 1, eligible: 1 });
+      await h.store.taskBulkApply({ action: 'cancel', filter: { tag: 'red' }, from: CANCELLABLE, now: T0 + 1, limit: 10, error: null });
+      const deleted = await h.store.taskBulkApply({ action: 'delete', filter: { tag: 'blue' }, from: DELETABLE, now: T0 + 1, limit: 10, error: null });
+      assert.deepEqual(deleted.map((t) => t.id), [both.id]);
+      assert.deepEqual(await ids('blue'), []);
+      assert.equal(await h.store.taskDeleteFinished({ before: T0 + 2, limit: 10 }), 1, 'retention deletes a tagged task too');
+      assert.deepEqual(await ids('red'), []);
+      await assertCountersEqualRecount(h.store);
+    });
+
     it('CountsAndActsOnWhatABulkFilterMatches, a chunk at a time, only from the statuses given', async () => {
       const a = await h.agent(['b1', 'b2'], 100);
       await h.submit(...Array.from({ length: 5 }, () => task('b1')), ...Array.from({ length: 3 }, () => task('b2')));

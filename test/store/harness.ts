@@ -30,6 +30,8 @@ export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status
     runAt: T0,
     executionTimeoutMs: null as number | null,
     scheduleTimeoutMs: null as number | null,
+    tags: [] as string[],
+    metadata: {} as Record<string, unknown>,
     ...extra,
   };
   return {

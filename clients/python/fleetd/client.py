@@ -84,6 +84,8 @@ SUBMIT_OPTIONS = {
     "execution_timeout_ms": "executionTimeoutMs",
     "schedule_timeout_ms": "scheduleTimeoutMs",
     "agent_id": "agentId",
+    "tags": "tags",
+    "metadata": "metadata",
 }
 
 
@@ -207,9 +209,11 @@ class AsyncFleet:
         execution_timeout_ms: int | None = None,
         schedule_timeout_ms: int | None = None,
         agent_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id))
+        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
     async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:

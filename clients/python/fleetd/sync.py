@@ -68,9 +68,11 @@ class Fleet:
         execution_timeout_ms: int | None = None,
         schedule_timeout_ms: int | None = None,
         agent_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id))
+        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata))
 
     def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
         return self._call(self._async.submit_batch(list(tasks)))

@@ -72,6 +72,8 @@ class Task(TypedDict):
     traceparent: NotRequired[str]
     executionTimeoutMs: int | None
     scheduleTimeoutMs: int | None
+    tags: list[str]
+    metadata: dict[str, Any]
 
 
 class TaskSummary(TypedDict):
@@ -96,6 +98,8 @@ class TaskSummary(TypedDict):
     traceparent: NotRequired[str]
     executionTimeoutMs: int | None
     scheduleTimeoutMs: int | None
+    tags: list[str]
+    metadata: dict[str, Any]
 
 
 class TaskInput(TypedDict):
@@ -112,6 +116,8 @@ class TaskInput(TypedDict):
     executionTimeoutMs: NotRequired[int]
     scheduleTimeoutMs: NotRequired[int]
     agentId: NotRequired[str]
+    tags: NotRequired[list[str]]
+    metadata: NotRequired[dict[str, Any]]
 
 
 class Agent(TypedDict):

@@ -49,6 +49,8 @@ export interface TaskFilters {
   status?: TaskStatus;
   type?: string;
   agentId?: string;
+  /** Tasks that carry this tag. */
+  tag?: string;
   limit?: number;
   cursor?: string;
 }
@@ -200,7 +202,7 @@ export class FleetClient {
    */
   bulk(
     action: 'retry' | 'cancel' | 'delete',
-    filter: { status?: TaskStatus; type?: string; createdBefore?: string },
+    filter: { status?: TaskStatus; type?: string; tag?: string; createdBefore?: string },
     options: { dryRun?: boolean } = {},
   ): Promise<{ matched: number; eligible: number; changed: number; dryRun: boolean }> {
     return this.request('POST', '/v1/tasks/bulk', { action, filter, dryRun: options.dryRun ?? false });

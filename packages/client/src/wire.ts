@@ -66,6 +66,8 @@ export interface TaskJson {
   traceparent?: string;
   executionTimeoutMs: number | null;
   scheduleTimeoutMs: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskSummaryJson {
@@ -90,6 +92,8 @@ export interface TaskSummaryJson {
   traceparent?: string;
   executionTimeoutMs: number | null;
   scheduleTimeoutMs: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskInput {
@@ -106,6 +110,8 @@ export interface TaskInput {
   executionTimeoutMs?: number;
   scheduleTimeoutMs?: number;
   agentId?: string;
+  tags?: string[];
+  metadata?: Record<string, unknown>;
 }
 
 export interface AgentJson {

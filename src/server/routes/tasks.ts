@@ -6,7 +6,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
-import { Id, Pagination, TaskInputSchema, type TaskInputBody } from '../schemas.js';
+import { Id, Pagination, Tag, TaskInputSchema, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
@@ -14,6 +14,7 @@ const Filters = {
   status: Type.Optional(TaskStatusSchema),
   type: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   agentId: Type.Optional(Id),
+  tag: Type.Optional(Tag),
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
 const submitExample = { type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, idempotencyKey: 'crawl-acme-2026-12-02' };
@@ -124,7 +125,12 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
             action: Type.Union([Type.Literal('retry'), Type.Literal('cancel'), Type.Literal('delete')]),
             filter: Type.Optional(
               Type.Object(
-                { status: Type.Optional(TaskStatusSchema), type: Filters.type, createdBefore: Type.Optional(Type.String({ format: 'date-time' })) },
+                {
+                  status: Type.Optional(TaskStatusSchema),
+                  type: Filters.type,
+                  tag: Filters.tag,
+                  createdBefore: Type.Optional(Type.String({ format: 'date-time' })),
+                },
                 { additionalProperties: false },
               ),
             ),
@@ -145,7 +151,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         createdBefore = Date.parse(filter.createdBefore);
         if (!Number.isFinite(createdBefore)) throw invalid('filter.createdBefore', 'is not a valid date-time');
       }
-      const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, createdBefore }, dryRun });
+      const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, tag: filter.tag, createdBefore }, dryRun });
       return { ...counts, dryRun };
     },
   );
@@ -315,7 +321,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'List tasks',
-        description: 'Newest first, filtered by status, type or agent; a page of up to limit, and nextCursor for the next page (null on the last).',
+        description: 'Newest first, filtered by status, type, agent or tag; a page of up to limit, and nextCursor for the next page (null on the last).',
         querystring: Type.Object({ ...Filters, ...Pagination }, { additionalProperties: false }),
         response: { 200: pageOf(TaskSchema), ...errors(400) },
       },

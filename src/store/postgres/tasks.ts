@@ -11,17 +11,24 @@ import { TickBatcher } from './tick-batcher.js';
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
 /** Inserts a batch in one statement, in order, so that ids follow the batch's order. */
-const TASK_INSERT = prepared('task_insert', `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at)
+const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
+  INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
+    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
   SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
-    execution_timeout_ms, schedule_timeout_ms, expires_at
+    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[]) WITH ORDINALITY
+    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[]) WITH ORDINALITY
     AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
-      execution_timeout_ms, schedule_timeout_ms, expires_at, ord)
+      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
-  RETURNING *`);
+  RETURNING *
+), tagged AS (
+  -- In the same statement, so that a task and its tags commit together.
+  INSERT INTO task_tags (tag, task_id)
+  SELECT DISTINCT t.tag, inserted.id FROM inserted, json_array_elements_text(inserted.tags::json) AS t(tag)
+)
+SELECT * FROM inserted`);
 
 /**
  * Ends leases as core decided, in one statement whatever their number: $1 ids, $2 statuses,
@@ -197,6 +204,8 @@ export function postgresTasks(db: PostgresDatabase): {
           tasks.map((t) => t.executionTimeoutMs),
           tasks.map((t) => t.scheduleTimeoutMs),
           tasks.map((t) => t.expiresAt),
+          tasks.map((t) => JSON.stringify(t.tags)),
+          tasks.map((t) => JSON.stringify(t.metadata)),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       if (tasks.every((t) => t.idempotencyKey === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.

@@ -12,9 +12,10 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at)
+        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
       VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
-        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at) RETURNING *`),
+        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata) RETURNING *`),
+    insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
     byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
@@ -103,8 +104,11 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
             execution_timeout_ms: t.executionTimeoutMs,
             schedule_timeout_ms: t.scheduleTimeoutMs,
             expires_at: t.expiresAt,
+            tags: JSON.stringify(t.tags),
+            metadata: JSON.stringify(t.metadata),
             now: params.now,
           }) as TaskRow;
+          for (const tag of t.tags) s.insertTag.run(tag, row.id);
           return { task: toTask(row), created: true };
         }),
       );
