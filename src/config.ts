@@ -176,6 +176,15 @@ export interface FleetdConfig {
   eventReplayWindow: number;
   /** Most memory those retained events may hold, about, in bytes (streamed output makes large events). Env FLEETD_EVENT_REPLAY_WINDOW_BYTES. Defaults to 33554432 (32 MiB). */
   eventReplayWindowBytes: number;
+  /**
+   * The longest one attempt of a task may run from its claim, extensions included, unless the task
+   * says otherwise; 0: no limit. Env FLEETD_TASK_EXECUTION_TIMEOUT_MS. Defaults to 0.
+   */
+  taskExecutionTimeoutMs: number;
+  /** Largest result a task.completed event carries, in bytes of JSON; beyond it, resultTruncated. Env FLEETD_EVENT_RESULT_MAX_BYTES. Defaults to 65536. */
+  eventResultMaxBytes: number;
+  /** Longest wait of `GET /v1/tasks/:id?waitMs=`, in ms. Env FLEETD_MAX_TASK_WAIT_MS. Defaults to 30000. */
+  maxTaskWaitMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -238,6 +247,9 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   taskOutputChunkMaxBytes: 65_536,
   eventReplayWindow: 10_000,
   eventReplayWindowBytes: 33_554_432,
+  taskExecutionTimeoutMs: 0,
+  eventResultMaxBytes: 65_536,
+  maxTaskWaitMs: 30_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -325,6 +337,9 @@ const settings: Record<
   taskOutputChunkMaxBytes: { env: 'FLEETD_TASK_OUTPUT_CHUNK_MAX_BYTES', kind: 'int', min: 1 },
   eventReplayWindow: { env: 'FLEETD_EVENT_REPLAY_WINDOW', kind: 'int', min: 0 },
   eventReplayWindowBytes: { env: 'FLEETD_EVENT_REPLAY_WINDOW_BYTES', kind: 'int', min: 1_024 },
+  taskExecutionTimeoutMs: { env: 'FLEETD_TASK_EXECUTION_TIMEOUT_MS', kind: 'int', min: 0 },
+  eventResultMaxBytes: { env: 'FLEETD_EVENT_RESULT_MAX_BYTES', kind: 'int', min: 0 },
+  maxTaskWaitMs: { env: 'FLEETD_MAX_TASK_WAIT_MS', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

@@ -5,10 +5,11 @@ import { decideLock } from '../src/core/rules/locks.js';
 import { afterFailure, afterLostLease } from '../src/core/rules/retry.js';
 import { leaseHeld, stateAllowed } from '../src/core/rules/tasks.js';
 import { activityRefused, entrySize, retainedFloor } from '../src/core/rules/activity.js';
+import { afterLeaseRanOut, cancelledError, expiryOf, stopOrder } from '../src/core/rules/control.js';
 import { FleetError } from '../src/domain/errors.js';
 import type { Task } from '../src/domain/types.js';
 
-const lease = (attempts: number, maxAttempts = 3) => ({ id: 7, agentId: 'a1', attempts, maxAttempts, backoffMs: 100 });
+const lease = (attempts: number, maxAttempts = 3) => ({ id: 7, agentId: 'a1', attempts, maxAttempts, backoffMs: 100, claimedAt: 0, executionTimeoutMs: null });
 const code = (fn: () => unknown) => {
   try {
     fn();
@@ -85,6 +86,33 @@ describe('the queue rules core decides', () => {
       'FLEETD_ERR_TASK_STATE',
       { taskId: 7, status: 'dead' },
     ]);
+  });
+
+  it('FailsALeaseThatRanOutAtItsExecutionTimeout with backoff, and queues any other at once', () => {
+    const timed = { ...lease(1), claimedAt: 1_000, executionTimeoutMs: 500 };
+    const failed = afterLeaseRanOut(timed, { now: 1_500, backoffMaxMs: 60_000 });
+    assert.equal(failed.status, 'scheduled', 'retried after its backoff, as a reported failure is');
+    assert.deepEqual(failed.error, { code: 'FLEETD_ERR_TIMEOUT', message: 'the attempt ran past its execution timeout of 500 ms' });
+    assert.equal(afterLeaseRanOut({ ...timed, attempts: 3 }, { now: 1_500, backoffMaxMs: 60_000 }).status, 'dead');
+    const lost = afterLeaseRanOut(timed, { now: 1_499, backoffMaxMs: 60_000 });
+    assert.deepEqual(lost, { status: 'queued', runAt: 1_499, error: { code: 'FLEETD_ERR_LEASE_EXPIRED', message: 'lease held by a1 expired' } });
+    assert.equal(afterLeaseRanOut(lease(1), { now: 1e12, backoffMaxMs: 60_000 }).status, 'queued', 'no timeout: never timed out');
+    assert.equal(expiryOf(100, null), null);
+    assert.equal(expiryOf(100, 50), 150);
+  });
+
+  it('TellsTheHolderOfACancelledOrTimedOutTaskToStop, with the reason, and nobody else', () => {
+    const task = (status: Task['status'], agentId: string | null, error: unknown) => ({ status, agentId, error }) as Task;
+    assert.deepEqual(stopOrder(task('cancelled', 'a1', cancelledError('wrong input'))), { agentId: 'a1', code: 'FLEETD_ERR_CANCELLED', reason: 'wrong input' });
+    assert.deepEqual(stopOrder(task('scheduled', 'a1', { code: 'FLEETD_ERR_TIMEOUT', message: 'slow' })), { agentId: 'a1', code: 'FLEETD_ERR_TIMEOUT', reason: 'slow' });
+    assert.equal(stopOrder(task('cancelled', null, cancelledError(undefined))), undefined, 'never claimed: nobody holds it');
+    assert.equal(stopOrder(task('queued', 'a1', { code: 'FLEETD_ERR_LEASE_EXPIRED' })), undefined);
+    assert.equal(stopOrder(task('leased', 'a1', { code: 'FLEETD_ERR_TIMEOUT' })), undefined, 'leased again: its new holder works on');
+    assert.deepEqual(code(() => leaseHeld({ task: undefined, current: task('cancelled', 'a1', cancelledError('stop')) }, 7, 'a1')), [
+      'FLEETD_ERR_CANCELLED',
+      { taskId: 7, status: 'cancelled', reason: 'stop' },
+    ]);
+    assert.equal(code(() => leaseHeld({ task: undefined, current: task('cancelled', 'b2', cancelledError('stop')) }, 7, 'a1'))[0], 'FLEETD_ERR_LEASE_LOST');
   });
 });
 

@@ -130,17 +130,31 @@ describe('dashboard', () => {
     assert.ok(rendered < 100, `${rendered} rows in the DOM for 1,200 loaded`);
   });
 
-  it('opens a task, cancels it, and retries it', async () => {
-    const task = await server.api.submit({ type: 'crawl.page', payload: { url: 'https://example.com/a' }, priority: 5 });
+  it('opens a task, cancels it with a reason, and retries it', async () => {
+    const task = await server.api.submit({
+      type: 'crawl.page',
+      payload: { url: 'https://example.com/a' },
+      priority: 5,
+      tags: ['campaign:spring', 'retry-me'],
+      metadata: { requestedBy: 'ana' },
+      executionTimeoutMs: 90_000,
+    });
     await page.goto(server.url + '/#/tasks');
     await page.click(`[data-task-id="${task.id}"]`, WAIT);
     await page.waitForSelector('.detail [data-status=queued]', WAIT);
     assert.match(await page.innerText('[data-testid=payload]'), /"url": "https:\/\/example.com\/a"/);
+    assert.deepEqual(await page.locator('[data-testid=tags] .tag').allInnerTexts(), ['campaign:spring', 'retry-me']);
+    assert.match(await page.innerText('[data-testid=metadata]'), /"requestedBy": "ana"/);
+    assert.match(await page.innerText('[data-testid=timeouts]'), /runs at most 90000 ms/);
     await snap(page, 'task');
 
+    await page.fill('input[name=cancelReason]', 'campaign stopped');
     await page.click('text=Cancel task');
     await page.waitForSelector('.detail[data-task-status=cancelled]', WAIT);
-    assert.equal((await server.api.get(`/v1/tasks/${task.id}`)).body.status, 'cancelled');
+    const cancelled = (await server.api.get(`/v1/tasks/${task.id}`)).body;
+    assert.equal(cancelled.status, 'cancelled');
+    assert.deepEqual(cancelled.error, { code: 'FLEETD_ERR_CANCELLED', message: 'campaign stopped' });
+    assert.match(await page.innerText('[data-testid=error]'), /campaign stopped/);
 
     await page.click('text=Retry task');
     await page.waitForSelector('.detail[data-task-status=queued]', WAIT);

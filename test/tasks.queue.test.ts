@@ -175,7 +175,11 @@ describe('task queue', () => {
     await api.claim(agent.id);
     await api.delete(`/v1/tasks/${leased.id}`);
     const late = await api.post(`/v1/tasks/${leased.id}/complete`, { agentId: agent.id });
-    assert.equal(late.body.error.code, 'FLEETD_ERR_LEASE_LOST');
+    // Its holder is told why it lost the lease: the cancel.
+    assert.equal(late.body.error.code, 'FLEETD_ERR_CANCELLED');
+    const other = await api.registerAgent(['cancel']);
+    const stranger = await api.post(`/v1/tasks/${leased.id}/complete`, { agentId: other.id });
+    assert.equal(stranger.body.error.code, 'FLEETD_ERR_LEASE_LOST', 'an agent that never held it');
   });
 
   it('wakes a long-polling claim the moment a matching task arrives', async () => {

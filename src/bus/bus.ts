@@ -12,7 +12,8 @@ export interface FleetEvents {
   /** An agent leased the task. */
   'task.claimed': { task: TaskSummary };
   'task.extended': { task: TaskSummary };
-  'task.completed': { task: TaskSummary };
+  /** With the result, unless its JSON is over eventResultMaxBytes: then resultTruncated, and the result is fetched with the task. */
+  'task.completed': { task: TaskSummary; result?: unknown; resultTruncated?: boolean };
   /** The agent reported a failure; the task will be retried (it is queued or scheduled again). */
   'task.failed': { task: TaskSummary };
   /** The task went back to the queue without a result: its lease expired or its agent went offline. */
@@ -22,6 +23,8 @@ export interface FleetEvents {
   'task.cancelled': { task: TaskSummary };
   /** A dead or cancelled task was put back in the queue by hand. */
   'task.retried': { task: TaskSummary };
+  /** A finished task was deleted by a bulk action (retention's deletions publish nothing). */
+  'task.deleted': { task: TaskSummary };
   /**
    * Claimable tasks appeared, counted by requirement key: what wakes waiting claims. Published by
    * whichever node made them claimable, so that agents waiting on any node wake up.

@@ -3,6 +3,7 @@ import type { AgentCreateParams } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import { AGENT_TOKEN_PREFIX, hashSecret } from './credentials.js';
 import { invalid, notFound } from '../domain/errors.js';
+import { RESERVED_CAPABILITY_PREFIXES } from '../domain/requirements.js';
 import type { AgentReaper } from './maintenance/agent-reaper.js';
 import type { AgentPresence } from './presence.js';
 import { lostLeases } from './rules/retry.js';
@@ -45,6 +46,12 @@ export class AgentService {
   private async registerMany(inputs: AgentInput[]): Promise<RegisteredAgent[]> {
     const now = this.ctx.now();
     const tokens: string[] = [];
+    inputs.forEach((input, index) => {
+      const reserved = (input.capabilities ?? []).find((c) => RESERVED_CAPABILITY_PREFIXES.some((p) => c.startsWith(p)));
+      if (reserved !== undefined) {
+        throw invalid('capabilities', `${reserved}: agent: and label: are fleetd's own (a task's agentId, the agent's labels), not capabilities`, inputs.length > 1 ? { index } : {});
+      }
+    });
     const params: AgentCreateParams[] = inputs.map((input) => {
       const token = `${AGENT_TOKEN_PREFIX}${randomBytes(24).toString('base64url')}`;
       tokens.push(token);

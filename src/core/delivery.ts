@@ -1,7 +1,7 @@
 import { AssertionError } from 'node:assert';
 import type { Bus } from '../bus/bus.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
-import { requirementKey } from '../domain/requirements.js';
+import { claimKeysOf, requirementKey } from '../domain/requirements.js';
 import type { Agent, Task } from '../domain/types.js';
 import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
 import type { Logger } from './context.js';
@@ -89,7 +89,7 @@ export interface ClaimParams {
   signal?: AbortSignal;
 }
 
-/** What one claim that never waits answers: the tasks leased, the agent's capabilities, and its room left after the claim. */
+/** What one claim that never waits answers: the tasks leased, the agent's claim keys (claimKeysOf), and its room left after the claim. */
 export interface ReadyClaim {
   tasks: Task[];
   capabilities: string[];
@@ -111,7 +111,8 @@ export interface DeliveryOptions {
 
 /** A push connection's side: what it gives delivery. */
 export interface ChannelOptions {
-  agent: Pick<Agent, 'id' | 'capabilities' | 'maxConcurrency'>;
+  /** Its labels, when it has any, meet tasks' `label:` requirements. */
+  agent: Pick<Agent, 'id' | 'capabilities' | 'maxConcurrency'> & { labels?: Agent['labels'] };
   /**
    * Hands leased tasks to the connection. Returns false when it could not (the socket is closing, or
    * was cut off as too slow): the channel closes, and the tasks stay leased to the agent.
@@ -375,7 +376,7 @@ class Channel implements DeliveryChannel {
   ) {
     this.removeWaiter = delivery.options.waiters.add({
       agentId: options.agent.id,
-      capabilities: new Set(options.agent.capabilities),
+      capabilities: new Set(claimKeysOf(options.agent)),
       want: () => (this.state === 'closed' || this.full ? 0 : this.credit - this.asked),
       wake: (reason) => {
         if (reason) addReason(this.pending, reason);

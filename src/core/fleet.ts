@@ -18,6 +18,8 @@ import { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import { LockExpirer } from './maintenance/lock-expirer.js';
 import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
+import { TaskExpirer } from './maintenance/task-expirer.js';
+import { TaskEndWaiters } from './task-end-waiters.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
 import { ActivityService } from './activity.js';
@@ -49,12 +51,15 @@ export class Fleet {
   readonly waiters = new ClaimWaiters();
   /** Heartbeats of online agents, kept in memory and written together (presence.ts). */
   readonly presence: AgentPresence;
+  /** Requests waiting for a task to end (`GET /v1/tasks/:id?waitMs=`). */
+  readonly taskEnds = new TaskEndWaiters();
   readonly timers: {
     leases: LeaseRescuer;
     scheduled: TaskScheduler;
     agents: AgentReaper;
     locks: LockExpirer;
     cleaner: TaskCleaner;
+    expirer: TaskExpirer;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -85,9 +90,10 @@ export class Fleet {
       agents: new AgentReaper(ctx, this.presence),
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
+      expirer: new TaskExpirer(ctx),
     };
-    this.tasks = new TaskService(ctx, this.timers);
     this.activity = new ActivityService(ctx);
+    this.tasks = new TaskService(ctx, this.timers, this.taskEnds);
     this.delivery = new TaskDelivery({
       waiters: this.waiters,
       bus,
@@ -119,6 +125,9 @@ export class Fleet {
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
+      this.ctx.bus.subscribe('task.completed', (e) => this.taskEnds.ended(e.task.id)),
+      this.ctx.bus.subscribe('task.dead', (e) => this.taskEnds.ended(e.task.id)),
+      this.ctx.bus.subscribe('task.cancelled', (e) => this.taskEnds.ended(e.task.id)),
     );
     this.stats.start();
     this.presence.start();
@@ -133,6 +142,7 @@ export class Fleet {
     this.stats.stop();
     this.presence.stop();
     this.delivery.stop();
+    this.taskEnds.endAll();
   }
 
   /** Writes what memory holds of the agents' heartbeats; on shutdown, once nothing beats any more. */
@@ -148,7 +158,10 @@ export class Fleet {
         available[key] = (available[key] ?? 0) + 1;
       }
       if (reason === 'due') continue;
+      if (task.status === 'scheduled') this.timers.scheduled.poke(task.runAt);
       if (task.status === 'dead') this.ctx.bus.publish('task.dead', { task: summarizeTask(task) });
+      // An attempt that ran past its execution timeout failed (and backs off), as a reported failure would.
+      else if ((task.error as { code?: unknown } | null)?.code === 'FLEETD_ERR_TIMEOUT') this.ctx.bus.publish('task.failed', { task: summarizeTask(task) });
       else this.ctx.bus.publish('task.requeued', { task: summarizeTask(task), reason });
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });

@@ -9,7 +9,7 @@ export function checkJsonValue(
   field: string,
   limits: { maxBytes: number; maxDepth: number },
   details: Record<string, unknown> = {},
-): void {
+): number {
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
@@ -34,4 +34,5 @@ export function checkJsonValue(
       ...details,
     });
   }
+  return bytes;
 }

@@ -1,15 +1,19 @@
-import { requirementKey } from '../domain/requirements.js';
-import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
+import { claimKeysOf, pinnedTo, requirementKey } from '../domain/requirements.js';
+import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
+import type { TaskExpirer } from './maintenance/task-expirer.js';
+import type { TaskEndWaiters } from './task-end-waiters.js';
+import { cancelledError, expiryOf } from './rules/control.js';
+import { bulkFilter, bulkFrom, type BulkAction } from './rules/bulk.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
-import { summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { TERMINAL_STATUSES, summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   type: string;
@@ -25,13 +29,27 @@ export interface TaskInput {
   backoffMs?: number;
   /** Epoch ms before which the task is not handed out. */
   runAt?: number;
+  /** The longest one attempt may run from its claim, extensions included. Defaults to the server's (config). */
+  executionTimeoutMs?: number;
+  /** Dead with FLEETD_ERR_EXPIRED, never handed out, when not claimed within this long of runAt. */
+  scheduleTimeoutMs?: number;
+  /** Pins the task to this agent: it requires `agent:<id>`, which only that agent has. */
+  agentId?: string;
+  /** Labels to find it by (GET /v1/tasks?tag=, bulk actions). */
+  tags?: string[];
+  /** The submitter's own data about the task, up to METADATA_MAX_BYTES of JSON. */
+  metadata?: Record<string, unknown>;
 }
+
+/** Metadata is for describing a task, not for carrying its data (that is the payload's). */
+export const METADATA_MAX_BYTES = 16_384;
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
   constructor(
     private readonly ctx: FleetContext,
-    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler },
+    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; expirer: TaskExpirer },
+    private readonly ends: TaskEndWaiters,
   ) {}
 
   private toInsert(input: TaskInput, now: number, index?: number): TaskInsertParams {
@@ -39,19 +57,31 @@ export class TaskService {
     const limits = { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth };
     checkJsonValue(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
+    checkJsonValue(input.metadata ?? {}, 'metadata', { maxBytes: METADATA_MAX_BYTES, maxDepth: this.ctx.config.maxPayloadDepth }, at);
+    for (const r of input.requires ?? []) {
+      if (r.startsWith('agent:')) throw invalid('requires', `${r}: pin a task to an agent with agentId`, at);
+      if (r.startsWith('label:') && !r.includes('=')) throw invalid('requires', `${r}: a label requirement is label:<key>=<value>`, at);
+    }
     const task = {
       type: input.type,
       payload: input.payload ?? null,
       priority: input.priority ?? 0,
-      requires: input.requires ?? [input.type],
+      requires: [...(input.requires ?? [input.type]), ...(input.agentId === undefined ? [] : [pinnedTo(input.agentId)])],
       idempotencyKey: input.idempotencyKey ?? null,
       maxAttempts: input.maxAttempts ?? this.ctx.config.taskMaxAttempts,
       leaseMs: input.leaseMs ?? this.ctx.config.taskLeaseMs,
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
     };
+    const executionTimeoutMs = input.executionTimeoutMs ?? (this.ctx.config.taskExecutionTimeoutMs || null);
+    const scheduleTimeoutMs = input.scheduleTimeoutMs ?? null;
     return {
       ...task,
+      executionTimeoutMs,
+      scheduleTimeoutMs,
+      expiresAt: expiryOf(task.runAt, scheduleTimeoutMs),
+      tags: [...new Set(input.tags ?? [])],
+      metadata: input.metadata ?? {},
       status: initialStatus(task.runAt, now),
       requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
     };
@@ -73,11 +103,18 @@ export class TaskService {
   private async submitMany(inputs: TaskInput[], batch: boolean): Promise<TaskInsertResult[]> {
     const now = this.ctx.now();
     const tasks = inputs.map((input, i) => this.toInsert(input, now, batch ? i : undefined));
+    // A task pinned to an agent that does not exist would wait for nobody.
+    for (const agentId of new Set(inputs.map((input) => input.agentId).filter((id) => id !== undefined))) {
+      if (!(await this.ctx.store.agentGet({ id: agentId }))) throw notFound('agent', agentId);
+    }
     const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
+    let earliestExpiry = Infinity;
     for (const { task, created } of results) {
       if (!created) continue;
+      const expiresAt = expiryOf(task.runAt, task.scheduleTimeoutMs);
+      if (expiresAt !== null && expiresAt < earliestExpiry) earliestExpiry = expiresAt;
       this.ctx.bus.publish('task.created', { task: summarizeTask(task) });
       if (task.status === 'queued') {
         const key = requirementKey(task.requires);
@@ -86,6 +123,7 @@ export class TaskService {
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
+    if (earliestExpiry !== Infinity) this.timers.expirer.poke(earliestExpiry);
     return results;
   }
 
@@ -95,7 +133,23 @@ export class TaskService {
     return task;
   }
 
-  list(params: { status?: TaskStatus; type?: string; agentId?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
+  /**
+   * The task once it has ended (completed, dead, cancelled), or as it is when `waitMs` passes or
+   * `signal` aborts (the client hung up): one request instead of a subscription and a read.
+   */
+  async waitForEnd(id: number, waitMs: number, signal?: AbortSignal): Promise<Task> {
+    const watch = this.ends.watch(id);
+    try {
+      const task = await this.get(id);
+      if (TERMINAL_STATUSES.has(task.status) || waitMs <= 0) return task;
+      await watch.until(waitMs, signal);
+      return await this.get(id);
+    } finally {
+      watch.cancel();
+    }
+  }
+
+  list(params: { status?: TaskStatus; type?: string; agentId?: string; tag?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
     return this.ctx.store.taskList(params);
   }
 
@@ -123,17 +177,19 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks, capabilities: agent.capabilities, room };
+    return { tasks, capabilities: claimKeysOf(agent), room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
-    checkJsonValue(params.result ?? null, 'result', {
+    const bytes = checkJsonValue(params.result ?? null, 'result', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
     const task = leaseHeld(written, params.id, params.agentId);
-    this.ctx.bus.publish('task.completed', { task: summarizeTask(task) });
+    // The result travels with the event, so that whoever waits needs no read; a large one does not.
+    const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
+    this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...result });
     return task;
   }
 
@@ -170,10 +226,45 @@ export class TaskService {
     return task;
   }
 
-  async cancel(id: number): Promise<Task> {
-    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE }), id, 'cancel');
+  /** A leased task's agent is told to stop (the gateway, on task.cancelled), with `reason`. */
+  async cancel(id: number, reason?: string): Promise<Task> {
+    const error = cancelledError(reason);
+    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error }), id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
     return task;
+  }
+
+  /**
+   * One action on every task the filter matches, in chunks of bounded size: `matched` tasks match,
+   * `eligible` of them are in a status the action applies to, `changed` were changed (none with
+   * dryRun). Each changed task publishes its event as a single action would: a cancelled one's
+   * agent is told to stop, a retried one wakes agents.
+   */
+  async bulk(params: { action: BulkAction; filter?: TaskBulkFilter; dryRun?: boolean }): Promise<{ matched: number; eligible: number; changed: number }> {
+    const filter = bulkFilter(params.filter);
+    const from = bulkFrom(params.action);
+    const { matched, eligible } = await this.ctx.store.taskBulkCount({ filter, from });
+    if (params.dryRun || eligible === 0) return { matched, eligible, changed: 0 };
+    const limit = this.ctx.maintenance.batchSize;
+    const error = cancelledError('cancelled in bulk');
+    let changed = 0;
+    for (;;) {
+      const tasks = await this.ctx.store.taskBulkApply({ action: params.action, filter, from, now: this.ctx.now(), limit, error });
+      changed += tasks.length;
+      const available: Record<string, number> = {};
+      for (const task of tasks) {
+        const summary = summarizeTask(task);
+        if (params.action === 'cancel') this.ctx.bus.publish('task.cancelled', { task: summary });
+        else if (params.action === 'delete') this.ctx.bus.publish('task.deleted', { task: summary });
+        else {
+          this.ctx.bus.publish('task.retried', { task: summary });
+          const key = requirementKey(task.requires);
+          available[key] = (available[key] ?? 0) + 1;
+        }
+      }
+      if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
+      if (tasks.length < limit) return { matched, eligible, changed };
+    }
   }
 
   async retry(id: number): Promise<Task> {

@@ -51,6 +51,12 @@ export const ErrorCodes = {
   FLEETD_ERR_PIPELINE_UNRUNNABLE: 409,
   /** A decision on an approval step that is not waiting for one (decided, timed out, not reached, or not an approval). */
   FLEETD_ERR_STEP_NOT_WAITING: 409,
+  /** The task was cancelled: an agent still working on it is told to stop, and its completion is refused. */
+  FLEETD_ERR_CANCELLED: 409,
+  /** Recorded as an attempt's error when it ran past the task's executionTimeoutMs; the agent is told to stop. */
+  FLEETD_ERR_TIMEOUT: 409,
+  /** Recorded as a task's error when nobody claimed it within its scheduleTimeoutMs: it went dead unrun. */
+  FLEETD_ERR_EXPIRED: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

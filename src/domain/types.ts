@@ -32,6 +32,14 @@ export interface Task {
   leaseExpiresAt: number | null;
   result: unknown;
   error: unknown;
+  /** The longest one attempt may run from its claim, extensions included; null: no limit. */
+  executionTimeoutMs: number | null;
+  /** The longest the task may wait unclaimed after it first becomes due; null: no limit. */
+  scheduleTimeoutMs: number | null;
+  /** Labels to find the task by (`GET /v1/tasks?tag=`, bulk actions). */
+  tags: string[];
+  /** The submitter's own data about the task; fleetd only keeps it. */
+  metadata: Record<string, unknown>;
 }
 
 /** A task as events carry it: without payload and result, which can be large and are fetched on demand. */

@@ -87,6 +87,12 @@ export const TaskSchema = Type.Object({
   error: Type.Unknown(),
   /** While fleetd traces (OpenTelemetry) and the task is leased: the W3C traceparent of its current attempt, for the agent's own spans. */
   traceparent: Type.Optional(Type.String()),
+  /** The longest one attempt may run from its claim, extensions included (null: no limit). */
+  executionTimeoutMs: Type.Union([Type.Integer(), Type.Null()]),
+  /** Dead with FLEETD_ERR_EXPIRED when nobody claims it within this long of runAt (null: never). */
+  scheduleTimeoutMs: Type.Union([Type.Integer(), Type.Null()]),
+  tags: Type.Array(Type.String()),
+  metadata: Type.Record(Type.String(), Type.Unknown()),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 

@@ -127,6 +127,16 @@ export const ServerMessageSchema = Type.Union([
   Type.Object({ type: Type.Literal('error'), ref: Ref, error: ErrorSchema }),
   /** The answer to a `batch`: one result per item, in order. */
   Type.Object({ type: Type.Literal('batch'), ref: Ref, items: Type.Array(TaskBatchResultSchema) }),
+  /**
+   * Stop working on task `id`: it was cancelled (FLEETD_ERR_CANCELLED) or its attempt ran past its
+   * execution timeout (FLEETD_ERR_TIMEOUT). Its lease has ended; a completion will be refused.
+   */
+  Type.Object({
+    type: Type.Literal('cancel'),
+    id: TaskId,
+    code: Type.Union([Type.Literal('FLEETD_ERR_CANCELLED'), Type.Literal('FLEETD_ERR_TIMEOUT')]),
+    reason: Type.String(),
+  }),
 ]);
 export type ServerMessage = Static<typeof ServerMessageSchema>;
 

@@ -63,12 +63,19 @@ export const EventDataSchemas = {
   'task.created': TaskEvent,
   'task.claimed': TaskEvent,
   'task.extended': TaskEvent,
-  'task.completed': TaskEvent,
+  'task.completed': Type.Object({
+    task: TaskSummarySchema,
+    /** The task's result, unless it is over the server's eventResultMaxBytes. */
+    result: Type.Optional(Type.Unknown()),
+    /** True when the result was too large to travel with the event: fetch the task for it. */
+    resultTruncated: Type.Optional(Type.Boolean()),
+  }),
   'task.failed': TaskEvent,
   'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline']) }),
   'task.dead': TaskEvent,
   'task.cancelled': TaskEvent,
   'task.retried': TaskEvent,
+  'task.deleted': TaskEvent,
   'agent.registered': AgentEvent,
   'agent.online': AgentEvent,
   'agent.stale': Type.Object({ agentId: Type.String() }),

@@ -146,7 +146,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     bodyLimit: options.config.maxPayloadBytes + 64 * 1024,
     keepAliveTimeout: 72_000,
     // Long-polls hold a request open for up to maxClaimWaitMs.
-    requestTimeout: options.config.maxClaimWaitMs + 30_000,
+    requestTimeout: Math.max(options.config.maxClaimWaitMs, options.config.maxTaskWaitMs) + 30_000,
     return503OnClosing: true,
     genReqId: requestId,
     clientErrorHandler,

@@ -7,6 +7,9 @@ import { Type, type Static } from '@sinclair/typebox';
 
 const Name = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:/-]*$' });
 const Capability = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:/-]*$' });
+export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:/=-]*$' });
+/** A task's requirement: a capability, or `label:<key>=<value>`, which an agent with that label meets. */
+const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, pattern: '^label:[^\\n=]{1,100}=[^\\n]{0,256}$' })]);
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
@@ -21,13 +24,20 @@ export const TaskInputSchema = Type.Object(
     type: Name,
     payload: Type.Optional(AnyJson),
     priority: Type.Optional(Type.Integer({ minimum: -1_000_000, maximum: 1_000_000 })),
-    requires: Type.Optional(Type.Array(Capability, { maxItems: 32 })),
+    requires: Type.Optional(Type.Array(Requirement, { maxItems: 32 })),
     idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
     leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
     backoffMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
     runAt: Type.Optional(Time),
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
+    executionTimeoutMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 31_536_000_000 })),
+    scheduleTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000_000 })),
+    /** Pins the task to this agent: no other may claim it. */
+    agentId: Type.Optional(Id),
+    tags: Type.Optional(Type.Array(Tag, { maxItems: 16 })),
+    /** Up to 16 KiB of JSON, kept with the task. */
+    metadata: Type.Optional(Type.Record(Type.String({ maxLength: 100 }), AnyJson, { maxProperties: 64 })),
   },
   { additionalProperties: false },
 );

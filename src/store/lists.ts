@@ -14,6 +14,7 @@ export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
     ['status = ?', p.status],
     ['type = ?', p.type],
     ['agent_id = ?', p.agentId],
+    ['id IN (SELECT task_id FROM task_tags WHERE tag = ?)', p.tag],
   ],
   key: 'id',
   keyOf: (r) => r.id,

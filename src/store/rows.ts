@@ -26,6 +26,13 @@ export interface TaskRow {
   lease_expires_at: number | null;
   result: string | null;
   error: string | null;
+  execution_timeout_ms: number | null;
+  schedule_timeout_ms: number | null;
+  /** When an unclaimed task expires (runAt + scheduleTimeoutMs); cleared by its first claim. */
+  expires_at: number | null;
+  /** JSON: an array of strings, and an object. */
+  tags: string;
+  metadata: string;
 }
 
 export interface AgentRow {
@@ -93,6 +100,10 @@ export function toTask(row: TaskRow): Task {
     leaseExpiresAt: row.lease_expires_at,
     result: parseJson(row.result),
     error: parseJson(row.error),
+    executionTimeoutMs: row.execution_timeout_ms,
+    scheduleTimeoutMs: row.schedule_timeout_ms,
+    tags: JSON.parse(row.tags),
+    metadata: JSON.parse(row.metadata),
   };
 }
 
@@ -138,4 +149,6 @@ export const endingLease = (row: TaskRow) => ({
   attempts: row.attempts,
   maxAttempts: row.max_attempts,
   backoffMs: row.backoff_ms,
+  claimedAt: row.claimed_at!,
+  executionTimeoutMs: row.execution_timeout_ms,
 });

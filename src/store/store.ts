@@ -16,7 +16,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, T
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -69,8 +69,8 @@ export interface TaskStore {
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
   /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
-  /** Cancels the task if its status is one of `from`. */
-  taskCancel(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
+  /** Cancels the task if its status is one of `from`, recording `error` (core's, with the reason). */
+  taskCancel(params: { id: number; now: number; from: readonly TaskStatus[]; error: unknown }): Promise<TaskWrite>;
   /** Puts the task back in the queue, attempts reset, if its status is one of `from`. */
   taskRetry(params: { id: number; now: number; from: readonly TaskStatus[] }): Promise<TaskWrite>;
   /** Ends leases that expired before `now` as `endLease` decides, in bounded batches. */
@@ -85,6 +85,44 @@ export interface TaskStore {
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
   taskCounts(): Promise<TaskCount[]>;
+  /**
+   * Sends queued and scheduled tasks whose expiresAt has passed (nobody claimed them in their
+   * scheduleTimeoutMs) to dead with `error`, in bounded batches. A claim never takes such a task.
+   */
+  taskExpireUnclaimed(params: { now: number; limit: number; error: unknown }): Promise<TaskTransition[]>;
+  /** The earliest expiresAt among unclaimed tasks, to time the next expiry sweep. */
+  taskNextExpiry(): Promise<number | null>;
+}
+
+/** Actions on every task a filter matches (`POST /v1/tasks/bulk`). */
+export interface TaskBulkStore {
+  /** How many tasks the filter matches, and how many of those are in one of `from`. */
+  taskBulkCount(params: { filter: TaskBulkFilter; from: readonly TaskStatus[] }): Promise<{ matched: number; eligible: number }>;
+  /**
+   * Applies the action to up to `limit` matching tasks in one of `from`, lowest ids first, in one
+   * write; returns them as written (deleted ones as they were). A changed task leaves `from`, so
+   * calling again until fewer than `limit` come back reaches every one.
+   */
+  taskBulkApply(params: TaskBulkApplyParams): Promise<Task[]>;
+}
+
+export interface TaskBulkFilter {
+  status?: TaskStatus;
+  tag?: string;
+  type?: string;
+  /** Epoch ms: tasks created before it. */
+  createdBefore?: number;
+}
+
+export interface TaskBulkApplyParams {
+  action: 'retry' | 'cancel' | 'delete';
+  filter: TaskBulkFilter;
+  /** Decided by core: the statuses the action applies to. */
+  from: readonly TaskStatus[];
+  now: number;
+  limit: number;
+  /** The error a cancel records (core's). */
+  error: unknown;
 }
 
 /** Locks on named resources. */
@@ -135,6 +173,9 @@ export interface EndingLease {
   attempts: number;
   maxAttempts: number;
   backoffMs: number;
+  /** When this attempt was claimed. */
+  claimedAt: number;
+  executionTimeoutMs: number | null;
 }
 
 /** How a lease ends without a result: dead, or back to the queue at runAt; with the error to record. */
@@ -222,6 +263,12 @@ export interface TaskInsertParams {
   leaseMs: number;
   backoffMs: number;
   runAt: number;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
+  /** Decided by core: when the task expires unless claimed first (null: never). */
+  expiresAt: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskInsertResult {
@@ -231,6 +278,8 @@ export interface TaskInsertResult {
 
 export interface TaskListParams {
   status?: TaskStatus;
+  /** Tasks that carry this tag. */
+  tag?: string;
   type?: string;
   agentId?: string;
   limit: number;

@@ -2,6 +2,7 @@ import { describe } from 'node:test';
 import { exerciseActivity } from './activity.js';
 import { exerciseAgents } from './agents.js';
 import { exerciseCases } from './cases.js';
+import { exerciseControl } from './control.js';
 import type { DriverFactory } from './harness.js';
 import { exerciseKeys } from './keys.js';
 import { exerciseListen } from './listen.js';
@@ -27,6 +28,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseRuns(factory);
     exerciseCases(factory);
     exerciseActivity(factory);
+    exerciseControl(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

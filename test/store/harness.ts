@@ -3,6 +3,7 @@ import { afterEach, beforeEach } from 'node:test';
 import { repeatCheck, taskRequestHash } from '../../src/core/rules/idempotency.js';
 import { afterFailure, lostLeases } from '../../src/core/rules/retry.js';
 import { initialStatus } from '../../src/core/rules/tasks.js';
+import { expiryOf, ranOutLeases } from '../../src/core/rules/control.js';
 import type { Task } from '../../src/domain/types.js';
 import type { Driver } from '../../src/store/driver.js';
 import type { EndLease, Store, TaskInsertParams, TaskWrite } from '../../src/store/store.js';
@@ -16,7 +17,7 @@ export type DriverFactory = () => Promise<{ driver: Driver; openSibling?: () => 
 export const T0 = 1_700_000_000_000;
 
 /** A task as core would hand it to the store: its first status and request hash decided by core's rules. */
-export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status' | 'requestHash'>> = {}): TaskInsertParams {
+export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status' | 'requestHash' | 'expiresAt'>> = {}): TaskInsertParams {
   const t = {
     type,
     payload: { type } as unknown,
@@ -27,9 +28,18 @@ export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status
     leaseMs: 1_000,
     backoffMs: 100,
     runAt: T0,
+    executionTimeoutMs: null as number | null,
+    scheduleTimeoutMs: null as number | null,
+    tags: [] as string[],
+    metadata: {} as Record<string, unknown>,
     ...extra,
   };
-  return { ...t, status: initialStatus(t.runAt, T0), requestHash: t.idempotencyKey === null ? null : taskRequestHash(t) };
+  return {
+    ...t,
+    expiresAt: expiryOf(t.runAt, t.scheduleTimeoutMs),
+    status: initialStatus(t.runAt, T0),
+    requestHash: t.idempotencyKey === null ? null : taskRequestHash(t),
+  };
 }
 
 /** Core's rules, as the services pass them. */
@@ -37,6 +47,8 @@ export const rules = {
   failed: (now: number, retryable = true, error: unknown = null): EndLease => (lease) => afterFailure(lease, { error, retryable, now, backoffMaxMs: 60_000 }),
   expired: (now: number): EndLease => lostLeases('expired', now),
   offline: (now: number): EndLease => lostLeases('agent_offline', now),
+  /** The lease rescuer's: an attempt past its execution timeout fails as FLEETD_ERR_TIMEOUT. */
+  ranOut: (now: number): EndLease => ranOutLeases(now, 60_000),
 };
 
 /** The task a conditional write wrote; fails the test if the store refused it. */

@@ -199,7 +199,7 @@ export function exerciseTasks(factory: DriverFactory): void {
           endLease: (lease) => (asked.push(lease), { status: 'dead', error: { told: 'dead' } }),
         }),
       );
-      assert.deepEqual(asked, [{ id: t.id, agentId: a, attempts: 1, maxAttempts: 5, backoffMs: 7 }]);
+      assert.deepEqual(asked, [{ id: t.id, agentId: a, attempts: 1, maxAttempts: 5, backoffMs: 7, claimedAt: T0, executionTimeoutMs: null }]);
       assert.deepEqual([dead.status, dead.completedAt, dead.error, dead.leaseExpiresAt], ['dead', T0 + 1, { told: 'dead' }, null]);
       const [later] = await h.store.taskRescueExpiredLeases({
         now: T0 + 5_000,
@@ -298,15 +298,15 @@ export function exerciseTasks(factory: DriverFactory): void {
       const a = await h.agent(['cr']);
       const [queued, leased, done] = await h.submit(task('cr', { priority: 2 }), task('cr', { priority: 1 }), task('cr'));
       await h.store.taskClaim({ agentId: a, max: 2, now: T0 });
-      assert.equal(written(await h.store.taskCancel({ id: queued.id, now: T0, from: CANCELLABLE })).status, 'cancelled');
+      assert.equal(written(await h.store.taskCancel({ id: queued.id, now: T0, from: CANCELLABLE, error: null })).status, 'cancelled');
       const [next] = (await h.store.taskClaim({ agentId: a, max: 1, now: T0 })).tasks;
       assert.equal(next.id, done.id);
       await h.store.taskComplete({ id: done.id, agentId: a, result: null, now: T0 });
-      refused(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: ['queued'] }), { status: 'leased' });
-      assert.equal(written(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: CANCELLABLE })).status, 'cancelled');
+      refused(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: ['queued'], error: null }), { status: 'leased' });
+      assert.equal(written(await h.store.taskCancel({ id: leased.id, now: T0 + 1, from: CANCELLABLE, error: null })).status, 'cancelled');
       refused(await h.store.taskComplete({ id: leased.id, agentId: a, result: 1, now: T0 }), { status: 'cancelled' });
-      refused(await h.store.taskCancel({ id: done.id, now: T0, from: CANCELLABLE }), { status: 'completed' });
-      refused(await h.store.taskCancel({ id: 424_242, now: T0, from: CANCELLABLE }), undefined);
+      refused(await h.store.taskCancel({ id: done.id, now: T0, from: CANCELLABLE, error: null }), { status: 'completed' });
+      refused(await h.store.taskCancel({ id: 424_242, now: T0, from: CANCELLABLE, error: null }), undefined);
       refused(await h.store.taskRetry({ id: done.id, now: T0, from: RETRYABLE }), { status: 'completed' });
       const retried = written(await h.store.taskRetry({ id: leased.id, now: T0 + 9, from: RETRYABLE }));
       assert.equal(retried.status, 'queued');
@@ -356,7 +356,7 @@ export function exerciseTasks(factory: DriverFactory): void {
           c.tasks.map((t, i) => {
             const s = statusOf(i + ai);
             if (s === 'completed') return h.store.taskComplete({ id: t.id, agentId: agents[ai], result: i, now: T0 + 1 });
-            if (s === 'cancelled') return h.store.taskCancel({ id: t.id, now: T0 + 1, from: CANCELLABLE });
+            if (s === 'cancelled') return h.store.taskCancel({ id: t.id, now: T0 + 1, from: CANCELLABLE, error: null });
             return h.store.taskFail({ id: t.id, agentId: agents[ai], now: T0 + 1, endLease: rules.failed(T0 + 1, s === 'queued', i) });
           }),
         ),

@@ -81,6 +81,11 @@ SUBMIT_OPTIONS = {
     "backoff_ms": "backoffMs",
     "run_at": "runAt",
     "delay_ms": "delayMs",
+    "execution_timeout_ms": "executionTimeoutMs",
+    "schedule_timeout_ms": "scheduleTimeoutMs",
+    "agent_id": "agentId",
+    "tags": "tags",
+    "metadata": "metadata",
 }
 
 
@@ -201,9 +206,14 @@ class AsyncFleet:
         backoff_ms: int | None = None,
         run_at: datetime | str | None = None,
         delay_ms: int | None = None,
+        execution_timeout_ms: int | None = None,
+        schedule_timeout_ms: int | None = None,
+        agent_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms))
+        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
     async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
@@ -219,8 +229,9 @@ class AsyncFleet:
         page = await self.request("GET", "/v1/tasks", params=query)
         return TaskPage(page["items"], page["nextCursor"])
 
-    async def cancel(self, id: int) -> Task:
-        return await self.request("DELETE", f"/v1/tasks/{id}")
+    async def cancel(self, id: int, reason: str | None = None) -> Task:
+        """Cancels a task; the agent running it is told at once (its handler is cancelled)."""
+        return await self.request("DELETE", f"/v1/tasks/{id}", params={"reason": reason} if reason is not None else None)
 
     async def stats(self) -> dict[str, Any]:
         return await self.request("GET", "/v1/stats")

@@ -65,9 +65,14 @@ class Fleet:
         backoff_ms: int | None = None,
         run_at: datetime | str | None = None,
         delay_ms: int | None = None,
+        execution_timeout_ms: int | None = None,
+        schedule_timeout_ms: int | None = None,
+        agent_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms))
+        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata))
 
     def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
         return self._call(self._async.submit_batch(list(tasks)))
@@ -78,8 +83,8 @@ class Fleet:
     def list(self, *, status: TaskStatus | None = None, type: str | None = None, agent_id: str | None = None, limit: int | None = None, cursor: str | None = None) -> TaskPage:
         return self._call(self._async.list(status=status, type=type, agent_id=agent_id, limit=limit, cursor=cursor))
 
-    def cancel(self, id: int) -> Task:
-        return self._call(self._async.cancel(id))
+    def cancel(self, id: int, reason: str | None = None) -> Task:
+        return self._call(self._async.cancel(id, reason))
 
     def stats(self) -> dict[str, Any]:
         return self._call(self._async.stats())

@@ -180,14 +180,27 @@ def test_cancel_reaches_a_running_asyncio_handler_and_a_blocking_one(server: Ser
             await agent.start()
             try:
                 for kind in ("async", "sync"):
-                    task = await fleet.submit(f"py-cancel-{kind}", lease_ms=400)
+                    # A lease of 60 s: only the cancel message on the socket can tell the agent in time.
+                    task = await fleet.submit(f"py-cancel-{kind}", lease_ms=60_000)
                     await started[kind].wait()
-                    await fleet.cancel(task["id"])
-                    # The agent hears of it when it next extends the lease (every leaseMs / 2).
+                    await fleet.cancel(task["id"], reason="not needed any more")
+                    async with asyncio.timeout(20):
+                        while agent.in_flight:
+                            await asyncio.sleep(0.02)
+                    assert seen[kind] == "cancelled"
+                    cancelled = await fleet.get(task["id"])
+                    assert cancelled["status"] == "cancelled"
+                    assert cancelled["error"] == {"code": "FLEETD_ERR_CANCELLED", "message": "not needed any more"}
+
+                # A hung handler past its execution timeout is stopped the same way, and the task retried.
+                task = await fleet.submit("py-cancel-async", lease_ms=300, execution_timeout_ms=1_000, max_attempts=1)
+                async with asyncio.timeout(20):
+                    while (await fleet.get(task["id"]))["status"] != "dead":
+                        await asyncio.sleep(0.05)
                     while agent.in_flight:
                         await asyncio.sleep(0.02)
-                    assert seen[kind] == "cancelled"
-                    assert (await fleet.get(task["id"]))["status"] == "cancelled"
+                assert seen["async"] == "timed out"
+                assert (await fleet.get(task["id"]))["error"]["code"] == "FLEETD_ERR_TIMEOUT"
             finally:
                 await agent.stop()
 

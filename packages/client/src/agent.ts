@@ -10,7 +10,7 @@ import {
   type TaskBatchResult,
   type TaskJson,
 } from './wire.js';
-import { FleetApiError, NonRetryableError } from './errors.js';
+import { FleetApiError, NonRetryableError, TaskRevokedError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 import { ActivityReporter, type LogLevel } from './activity.js';
 
@@ -46,7 +46,10 @@ export interface FleetAgentOptions {
 }
 
 export interface TaskContext {
-  /** Aborted when the lease is lost or `stop()` runs out of patience: stop work and throw. */
+  /**
+   * Aborted when the task is cancelled or runs past its execution timeout (the reason is a
+   * `TaskRevokedError`), when the lease is lost, or when `stop()` runs out of patience: stop work and throw.
+   */
   signal: AbortSignal;
   /**
    * Reports progress from 0 to 1 (a RangeError otherwise), with an optional message. This and the
@@ -68,6 +71,9 @@ interface Running {
   controller: AbortController;
   done: Promise<void>;
   activity: ActivityReporter;
+  extender?: NodeJS.Timeout;
+  /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
+  cancelled?: TaskRevokedError;
 }
 
 const LONG_POLL_MS = 25_000;
@@ -99,11 +105,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
  * `concurrency` at once), or by long-poll when WebSockets are refused. Each handler's lease is
  * extended while it runs; its return value completes the task and a throw fails it.
  *
- * Events: `connected` ({ transport }), `disconnected` ({ code, reason }), `task` (task), `error` (err).
+ * Events: `connected` ({ transport }), `disconnected` ({ code, reason }), `task` (task),
+ * `cancelled` (task, TaskRevokedError: the server ended its attempt), `error` (err).
  */
 export class FleetAgent extends EventEmitter {
   private readonly concurrency: number;
   private readonly running = new Map<number, Running>();
+  /** Handlers of cancelled attempts that have not returned yet: they still hold their slot. */
+  private readonly cancelledRuns = new Set<Running>();
   private handler: TaskHandler | undefined;
   private agentId: string | undefined;
   private token: string | undefined;
@@ -133,7 +142,7 @@ export class FleetAgent extends EventEmitter {
 
   /** Tasks whose handlers are running now. */
   get inFlight(): number {
-    return this.running.size;
+    return this.running.size + this.cancelledRuns.size;
   }
 
   /** Starts working; resolves once the agent is registered and receiving tasks. */
@@ -188,10 +197,11 @@ export class FleetAgent extends EventEmitter {
   async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.stopping) return this.loop;
     this.stopping = true;
-    const all = Promise.all([...this.running.values()].map((r) => r.done));
+    const runs = [...this.running.values(), ...this.cancelledRuns];
+    const all = Promise.all(runs.map((r) => r.done));
     const timer = new Promise<void>((r) => setTimeout(r, options.timeoutMs ?? 30_000).unref());
     await Promise.race([all, timer]);
-    for (const r of this.running.values()) r.controller.abort(new Error('agent stopping'));
+    for (const r of runs) r.controller.abort(new Error('agent stopping'));
     await all;
     this.stopController.abort();
     this.socket?.close(1000, 'agent stopped');
@@ -251,7 +261,7 @@ export class FleetAgent extends EventEmitter {
           this.socket = socket;
           if (this.stopping) return socket.close(1000, 'agent stopped');
           for (const task of message.leased) this.start(task);
-          this.grant(this.concurrency - this.running.size);
+          this.grant(this.concurrency - this.inFlight);
           this.emit('connected', { transport: 'ws' });
         } else this.onServerMessage(message);
       });
@@ -273,6 +283,10 @@ export class FleetAgent extends EventEmitter {
       return;
     }
     if (message.type === 'welcome') return;
+    if (message.type === 'cancel') {
+      this.cancelRun(message.id, message.code, message.reason);
+      return;
+    }
     const ref = typeof message.ref === 'number' ? message.ref : undefined;
     const waiter = ref === undefined ? undefined : this.pending.get(ref);
     if (waiter) {
@@ -321,7 +335,7 @@ export class FleetAgent extends EventEmitter {
     let attempt = 0;
     try {
       while (!this.stopping) {
-        const free = this.concurrency - this.running.size;
+        const free = this.concurrency - this.inFlight;
         if (free <= 0) {
           await new Promise<void>((resolve) => (this.slotFreed = resolve));
           continue;
@@ -363,15 +377,34 @@ export class FleetAgent extends EventEmitter {
     this.running.set(task.id, run);
     this.emit('task', task);
     run.done = this.execute(run).finally(() => {
-      this.running.delete(task.id);
+      if (this.running.get(task.id) === run) this.running.delete(task.id);
+      this.cancelledRuns.delete(run);
       this.grant(1);
       this.slotFreed();
     });
   }
 
-  private async execute({ task, controller, activity }: Running): Promise<void> {
+  /**
+   * The server ended the task's attempt (a cancel, or its execution timeout): the handler's signal
+   * aborts with the reason, the lease is no longer extended, and whatever the handler returns is
+   * dropped. Its slot stays taken until the handler returns; the task may come again (a timeout
+   * is retried), so it no longer counts as running under its id.
+   */
+  private cancelRun(id: number, code: TaskRevokedError['code'], reason: string): void {
+    const run = this.running.get(id);
+    if (!run || run.cancelled) return;
+    run.cancelled = new TaskRevokedError(id, code, reason);
+    clearInterval(run.extender);
+    this.running.delete(id);
+    this.cancelledRuns.add(run);
+    this.emit('cancelled', run.task, run.cancelled);
+    run.controller.abort(run.cancelled);
+  }
+
+  private async execute(run: Running): Promise<void> {
+    const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
-    const extender = setInterval(() => void this.extend(task, controller), extendEvery);
+    run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     try {
       const context: TaskContext = {
@@ -392,11 +425,14 @@ export class FleetAgent extends EventEmitter {
         retryable: !(err instanceof NonRetryableError),
       };
     } finally {
-      clearInterval(extender);
+      clearInterval(run.extender);
     }
     // What the handler reported comes before its outcome: once the task is finished, fleetd takes no more of it.
     await activity.flush();
     activity.close();
+    // The server ended this attempt: a late result would be refused, or (the task retried and
+    // leased to this agent again) taken for the new attempt's.
+    if (run.cancelled) return;
     await this.report(task, outcome);
   }
 
@@ -404,6 +440,11 @@ export class FleetAgent extends EventEmitter {
     try {
       await this.settle({ op: 'extend', id: task.id });
     } catch (err) {
+      if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_CANCELLED' || err.code === 'FLEETD_ERR_TIMEOUT')) {
+        // A long-poll agent learns of a cancel or a timeout here, at its next extension.
+        const reason = typeof err.details.reason === 'string' ? err.details.reason : err.message;
+        return this.cancelRun(task.id, err.code, reason);
+      }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
         controller.abort(err);
       }

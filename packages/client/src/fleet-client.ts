@@ -3,8 +3,8 @@ import WebSocket from 'ws';
 import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
-import { FleetApiError } from './errors.js';
 import { ResilientSubscription, type SubscribeOptions, type Subscription } from './subscription.js';
+import { FleetApiError, TaskCancelledError, TaskFailedError, TaskWaitTimeoutError } from './errors.js';
 
 export interface FleetClientOptions {
   /** The server, e.g. http://localhost:7070. Give `url` or `urls`. */
@@ -29,6 +29,8 @@ export interface FleetClientOptions {
 
 /** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
 const NODE_UNAVAILABLE = new Set([502, 503, 504]);
+/** Longest wait of one `GET /v1/tasks/:id?waitMs=`: under the server's default maximum (30 s) and the usual proxy timeouts. */
+const WAIT_SLICE_MS = 25_000;
 
 /** A body as JSON, or undefined when it is empty or not JSON (a proxy's HTML error page). */
 function parseJson(text: string): any {
@@ -48,6 +50,8 @@ export interface TaskFilters {
   status?: TaskStatus;
   type?: string;
   agentId?: string;
+  /** Tasks that carry this tag. */
+  tag?: string;
   limit?: number;
   cursor?: string;
 }
@@ -67,6 +71,8 @@ export class FleetClient {
   readonly urls: string[];
   private current = 0;
   private readonly retries: number;
+  /** Longest wait of one `GET /v1/tasks/:id?waitMs=`, lowered to the server's maxTaskWaitMs when it says so. */
+  private waitSliceMs = WAIT_SLICE_MS;
 
   constructor(readonly options: FleetClientOptions) {
     const urls = options.urls ?? (options.url === undefined ? [] : [options.url]);
@@ -158,13 +164,61 @@ export class FleetClient {
     return this.request('GET', `/v1/tasks/${id}`);
   }
 
+  /**
+   * Waits for the task to end: resolves with its result once completed; throws TaskFailedError
+   * (dead), TaskCancelledError, or TaskWaitTimeoutError after `timeoutMs` (none by default), each
+   * carrying the task. One request at a time, answered by the server as soon as the task ends
+   * (`GET /v1/tasks/:id?waitMs=`, in slices of at most WAIT_SLICE_MS, resent after a dropped connection).
+   */
+  async waitFor(id: number, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+    const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
+    for (;;) {
+      const waitMs = Math.ceil(Math.max(0, Math.min(this.waitSliceMs, deadline - Date.now())));
+      let task: TaskJson;
+      try {
+        task = await this.request<TaskJson>('GET', `/v1/tasks/${id}?waitMs=${waitMs}`, undefined, { retry: true, signal: options.signal });
+      } catch (err) {
+        // A server whose maxTaskWaitMs is lower says so; later waits keep under it.
+        const limit = (err as FleetApiError).details?.params as { limit?: unknown } | undefined;
+        const lower = err instanceof FleetApiError && err.details.field === 'querystring.waitMs' && typeof limit?.limit === 'number' && limit.limit < waitMs;
+        if (!lower) throw err;
+        this.waitSliceMs = limit.limit as number;
+        continue;
+      }
+      if (task.status === 'completed') return task.result;
+      if (task.status === 'dead') throw new TaskFailedError(task);
+      if (task.status === 'cancelled') throw new TaskCancelledError(task);
+      if (Date.now() >= deadline) throw new TaskWaitTimeoutError(task, options.timeoutMs!);
+    }
+  }
+
+  /**
+   * Retries (dead, cancelled), cancels (scheduled, queued, leased) or deletes (finished) every task
+   * the filter matches; `filter: {}` means every task. With `dryRun` it only counts. Needs an admin key.
+   */
+  bulk(
+    action: 'retry' | 'cancel' | 'delete',
+    filter: { status?: TaskStatus; type?: string; tag?: string; createdBefore?: string },
+    options: { dryRun?: boolean } = {},
+  ): Promise<{ matched: number; eligible: number; changed: number; dryRun: boolean }> {
+    return this.request('POST', '/v1/tasks/bulk', { action, filter, dryRun: options.dryRun ?? false });
+  }
+
+  /** Submits a task and waits for it (`waitFor`): its result, or a typed error carrying the task. */
+  async run(task: TaskSubmit, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+    const { task: submitted } = await this.submit(task);
+    return this.waitFor(submitted.id, options);
+  }
+
   list(filters: TaskFilters = {}): Promise<{ items: TaskJson[]; nextCursor: string | null }> {
     const query = new URLSearchParams(Object.entries(filters).map(([k, v]) => [k, String(v)])).toString();
     return this.request('GET', `/v1/tasks${query ? `?${query}` : ''}`);
   }
 
-  cancel(id: number): Promise<TaskJson> {
-    return this.request('DELETE', `/v1/tasks/${id}`);
+  /** Cancels a task; the agent running it is told at once, with `reason`, and its handler's signal aborts. */
+  cancel(id: number, options: { reason?: string } = {}): Promise<TaskJson> {
+    const query = options.reason === undefined ? '' : `?${new URLSearchParams({ reason: options.reason })}`;
+    return this.request('DELETE', `/v1/tasks/${id}${query}`);
   }
 
   /**

@@ -2,8 +2,16 @@
 export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted } from './fleet-client.js';
 export { SubscriptionGapError, type Subscription, type SubscribeOptions, type Gap } from './subscription.js';
 export { FleetAgent, type FleetAgentOptions, type TaskHandler, type TaskContext } from './agent.js';
-export { NonRetryableError, FleetApiError } from './errors.js';
 export type { LogLevel } from './activity.js';
+export {
+  NonRetryableError,
+  FleetApiError,
+  TaskRevokedError,
+  TaskOutcomeError,
+  TaskFailedError,
+  TaskCancelledError,
+  TaskWaitTimeoutError,
+} from './errors.js';
 export type {
   AgentInput,
   AgentJson,

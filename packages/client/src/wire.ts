@@ -38,7 +38,10 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_PIPELINE_DEFINITION": 400,
   "FLEETD_ERR_PIPELINE_FROM_FILE": 409,
   "FLEETD_ERR_PIPELINE_UNRUNNABLE": 409,
-  "FLEETD_ERR_STEP_NOT_WAITING": 409
+  "FLEETD_ERR_STEP_NOT_WAITING": 409,
+  "FLEETD_ERR_CANCELLED": 409,
+  "FLEETD_ERR_TIMEOUT": 409,
+  "FLEETD_ERR_EXPIRED": 409
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
@@ -66,6 +69,10 @@ export interface TaskJson {
   result: unknown;
   error: unknown;
   traceparent?: string;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskSummaryJson {
@@ -88,19 +95,28 @@ export interface TaskSummaryJson {
   leaseExpiresAt: string | null;
   error: unknown;
   traceparent?: string;
+  executionTimeoutMs: number | null;
+  scheduleTimeoutMs: number | null;
+  tags: string[];
+  metadata: Record<string, unknown>;
 }
 
 export interface TaskInput {
   type: string;
   payload?: unknown;
   priority?: number;
-  requires?: string[];
+  requires?: (string | string)[];
   idempotencyKey?: string;
   maxAttempts?: number;
   leaseMs?: number;
   backoffMs?: number;
   runAt?: string;
   delayMs?: number;
+  executionTimeoutMs?: number;
+  scheduleTimeoutMs?: number;
+  agentId?: string;
+  tags?: string[];
+  metadata?: Record<string, unknown>;
 }
 
 export interface AgentJson {
@@ -122,7 +138,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED";
   message: string;
   details: Record<string, unknown>;
 }
@@ -279,6 +295,11 @@ export type ServerMessage = {
   type: "batch";
   ref?: string | number;
   items: TaskBatchResult[];
+} | {
+  type: "cancel";
+  id: number;
+  code: "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT";
+  reason: string;
 };
 
 export type ObserverMessage = {
@@ -357,6 +378,8 @@ export interface EventData {
   };
   "task.completed": {
     task: TaskSummaryJson;
+    result?: unknown;
+    resultTruncated?: boolean;
   };
   "task.failed": {
     task: TaskSummaryJson;
@@ -372,6 +395,9 @@ export interface EventData {
     task: TaskSummaryJson;
   };
   "task.retried": {
+    task: TaskSummaryJson;
+  };
+  "task.deleted": {
     task: TaskSummaryJson;
   };
   "agent.registered": {

@@ -1,6 +1,7 @@
 import { FleetError, notFound } from '../../domain/errors.js';
 import type { Task, TaskStatus } from '../../domain/types.js';
 import type { TaskWrite } from '../../store/store.js';
+import { endedByServer } from './control.js';
 
 /** A new task waits as `scheduled` until its runAt; one due now is `queued` at once. */
 export const initialStatus = (runAt: number, now: number): 'queued' | 'scheduled' => (runAt > now ? 'scheduled' : 'queued');
@@ -18,6 +19,9 @@ export function leaseHeld(write: TaskWrite, id: number, agentId: string): Task {
   if (write.task) return write.task;
   const current = write.current;
   if (!current) throw notFound('task', id);
+  // The agent's own attempt was ended by a cancel or its timeout: it is told so, with the reason.
+  const ended = current.agentId === agentId ? endedByServer(current) : undefined;
+  if (ended) throw new FleetError(ended.code, `task ${id}: ${ended.message}`, { taskId: id, status: current.status, reason: ended.message });
   throw new FleetError('FLEETD_ERR_LEASE_LOST', `agent ${agentId} does not hold the lease on task ${id}`, {
     taskId: id,
     status: current.status,

@@ -6,7 +6,8 @@ import type { Logger } from '../../core/context.js';
 import { FleetError, isDependencyUnavailable } from '../../domain/errors.js';
 import type { DeliveryChannel } from '../../core/delivery.js';
 import type { Fleet } from '../../core/fleet.js';
-import type { Agent, Task } from '../../domain/types.js';
+import type { Agent, Task, TaskSummary } from '../../domain/types.js';
+import { stopOrder } from '../../core/rules/control.js';
 import {
   AGENT_PROTOCOL_VERSION,
   AgentMessageSchema,
@@ -61,7 +62,7 @@ export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
   private heartbeater: NodeJS.Timeout | undefined;
-  private unsubscribe: () => void = () => {};
+  private unsubscribe: (() => void)[] = [];
   private stopping = false;
 
   constructor(
@@ -80,16 +81,33 @@ export class AgentGateway {
     const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 2));
     this.heartbeater = setInterval(() => this.heartbeatAll(beatMs), beatMs);
     this.heartbeater.unref();
-    this.unsubscribe = this.fleet.bus.subscribe('agent.deleted', ({ agent }) => {
-      this.sessions.get(agent.id)?.socket.close(CloseCodes.AGENT_DELETED, 'agent deleted');
-    });
+    const bus = this.fleet.bus;
+    // A cancel or a timeout reaches the agent's socket on whichever node holds it: events come from every node.
+    const tellToStop = ({ task }: { task: TaskSummary }) => this.tellToStop(task);
+    this.unsubscribe = [
+      bus.subscribe('agent.deleted', ({ agent }) => {
+        this.sessions.get(agent.id)?.socket.close(CloseCodes.AGENT_DELETED, 'agent deleted');
+      }),
+      bus.subscribe('task.cancelled', tellToStop),
+      bus.subscribe('task.failed', tellToStop),
+      bus.subscribe('task.dead', tellToStop),
+    ];
+  }
+
+  /** Tells the agent connected here that held a task which was cancelled or timed out to stop working on it. */
+  private tellToStop(task: TaskSummary): void {
+    const order = stopOrder(task);
+    const session = order && this.sessions.get(order.agentId);
+    if (!order || !session) return;
+    this.send(session, { type: 'cancel', id: task.id, code: order.code, reason: order.reason });
   }
 
   /** On shutdown: no grace timers run, so that leases survive a restart and the reaper decides later. */
   stop(): void {
     this.stopping = true;
     clearInterval(this.heartbeater);
-    this.unsubscribe();
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
     for (const timer of this.graceTimers.values()) clearTimeout(timer);
     this.graceTimers.clear();
   }

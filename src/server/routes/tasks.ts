@@ -6,7 +6,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
-import { Id, Pagination, TaskInputSchema, type TaskInputBody } from '../schemas.js';
+import { Id, Pagination, Tag, TaskInputSchema, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
@@ -14,6 +14,7 @@ const Filters = {
   status: Type.Optional(TaskStatusSchema),
   type: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   agentId: Type.Optional(Id),
+  tag: Type.Optional(Tag),
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
 const submitExample = { type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, idempotencyKey: 'crawl-acme-2026-12-02' };
@@ -106,6 +107,52 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       const results = await fleet.tasks.submitBatch(inputs);
       const minimal = request.query.return === 'minimal';
       return asMinimal(reply, minimal).status(201).send({ items: results.map((r) => ({ task: submittedTask(r.task, minimal), created: r.created })) });
+    },
+  );
+
+  app.post(
+    '/tasks/bulk',
+    {
+      config: { access: 'admin' },
+      bodyLimit: bodyLimits.control,
+      schema: {
+        tags: ['tasks'],
+        summary: 'Retry, cancel or delete every task a filter matches',
+        description:
+          'retry: the dead and cancelled ones; cancel: the scheduled, queued and leased ones (their agents are told to stop); delete: the finished ones. Answers how many tasks match the filter, how many of them the action applies to (eligible) and how many it changed; with dryRun nothing changes. A missing filter is refused (400): send filter: {} to mean every task on purpose. Needs an admin key.',
+        body: Type.Object(
+          {
+            action: Type.Union([Type.Literal('retry'), Type.Literal('cancel'), Type.Literal('delete')]),
+            filter: Type.Optional(
+              Type.Object(
+                {
+                  status: Type.Optional(TaskStatusSchema),
+                  type: Filters.type,
+                  tag: Filters.tag,
+                  createdBefore: Type.Optional(Type.String({ format: 'date-time' })),
+                },
+                { additionalProperties: false },
+              ),
+            ),
+            dryRun: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false, examples: [{ action: 'retry', filter: { status: 'dead', type: 'crawl' }, dryRun: true }] },
+        ),
+        response: {
+          200: Type.Object({ matched: Type.Integer(), eligible: Type.Integer(), changed: Type.Integer(), dryRun: Type.Boolean() }),
+          ...errors(400, 415),
+        },
+      },
+    },
+    async (request) => {
+      const { action, filter, dryRun = false } = request.body;
+      let createdBefore: number | undefined;
+      if (filter?.createdBefore !== undefined) {
+        createdBefore = Date.parse(filter.createdBefore);
+        if (!Number.isFinite(createdBefore)) throw invalid('filter.createdBefore', 'is not a valid date-time');
+      }
+      const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, tag: filter.tag, createdBefore }, dryRun });
+      return { ...counts, dryRun };
     },
   );
 
@@ -230,12 +277,17 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'Cancel a task',
-        description: 'A queued, scheduled or leased task is cancelled (an agent holding it then loses its lease); a finished one answers 409.',
+        description:
+          'A queued, scheduled or leased task is cancelled; a finished one answers 409. The agent holding a leased one is told at once: a cancel message on its socket, or FLEETD_ERR_CANCELLED in the answer to its next extend; its completion is refused. The reason is recorded as the task\'s error.',
         params: TaskId,
-        response: { 200: TaskSchema, ...errors(404, 409) },
+        querystring: Type.Object(
+          { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'Why; the agent is told it and the task records it' })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: TaskSchema, ...errors(400, 404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.cancel(request.params.id)),
+    async (request) => taskJson(await fleet.tasks.cancel(request.params.id, request.query.reason)),
   );
 
   app.get(
@@ -269,7 +321,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'List tasks',
-        description: 'Newest first, filtered by status, type or agent; a page of up to limit, and nextCursor for the next page (null on the last).',
+        description: 'Newest first, filtered by status, type, agent or tag; a page of up to limit, and nextCursor for the next page (null on the last).',
         querystring: Type.Object({ ...Filters, ...Pagination }, { additionalProperties: false }),
         response: { 200: pageOf(TaskSchema), ...errors(400) },
       },
@@ -286,14 +338,48 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
 
   app.get(
     '/tasks/:id',
-    { schema: { tags: ['tasks'], summary: 'Get a task', description: 'The task with its payload, status, lease, result or error.', params: TaskId, response: { 200: TaskSchema, ...errors(404) } } },
-    (request, reply) =>
+    {
+      config: { longPoll: true },
+      schema: {
+        tags: ['tasks'],
+        summary: 'Get a task',
+        description:
+          'The task with its payload, status, lease, result or error. With waitMs, answers as soon as the task has ended (completed, dead, cancelled), or at the end of the wait with the task as it is then.',
+        params: TaskId,
+        querystring: Type.Object(
+          {
+            waitMs: Type.Optional(
+              Type.Integer({ minimum: 0, maximum: config.maxTaskWaitMs, description: 'Wait up to this long for the task to end (at most maxTaskWaitMs)' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: TaskSchema, ...errors(400, 404) },
+      },
+    },
+    (request, reply) => {
+      const waitMs = request.query.waitMs ?? 0;
+      if (waitMs > 0) {
+        // A client that hangs up stops the wait. Like sendCached, the handler returns nothing and
+        // the reply is sent when the wait ends.
+        const controller = new AbortController();
+        const onClose = () => {
+          if (!reply.raw.writableEnded) controller.abort();
+        };
+        reply.raw.once('close', onClose);
+        fleet.tasks
+          .waitForEnd(request.params.id, waitMs, controller.signal)
+          .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err))
+          .finally(() => reply.raw.off('close', onClose));
+        return;
+      }
       sendCached(request, reply, cache, {
         tags: [`task:${request.params.id}`],
         compute: async () => taskJson(await fleet.tasks.get(request.params.id)),
         // A finished task changes only by a retry, which publishes an event; one in flight changes
         // on timers (a delay running out) that publish none for it, so it is always read afresh.
         cacheable: (task) => TERMINAL_STATUSES.has(task.status),
-      }),
+      });
+    },
   );
 };

@@ -1,6 +1,7 @@
 import type { Driver } from '../driver.js';
 import type { Store } from '../store.js';
 import { postgresActivity } from './activity.js';
+import { postgresBulk } from './bulk.js';
 import { postgresAgents } from './agents.js';
 import { PostgresCases } from './cases.js';
 import { PostgresDatabase, type PostgresOptions } from './database.js';
@@ -31,6 +32,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     poolStats: () => database.poolStats(),
     ...postgresAgents(database, { endLeases: tasks.endLeases, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
+    ...postgresBulk(database),
     ...locks.store,
     ...postgresKeys(database),
     ...postgresActivity(database),

@@ -294,6 +294,26 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
   {
+    version: 4,
+    name: 'tasks carry execution and schedule timeouts, tags and metadata',
+    sql: `
+ALTER TABLE tasks ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+-- Each tag of each task once, to list a tag's tasks without reading the others.
+CREATE TABLE task_tags (
+  tag     TEXT   NOT NULL,
+  task_id BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  PRIMARY KEY (tag, task_id)
+);
+CREATE INDEX task_tags_by_task ON task_tags (task_id);
+ALTER TABLE tasks ADD COLUMN execution_timeout_ms BIGINT;
+ALTER TABLE tasks ADD COLUMN schedule_timeout_ms BIGINT;
+-- runAt + scheduleTimeoutMs while the task has never been claimed; its first claim clears it.
+ALTER TABLE tasks ADD COLUMN expires_at BIGINT;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled');
+`,
+  },
+  {
     version: 5,
     name: 'the progress, log lines and output agents report on their tasks, a bounded tail per task',
     sql: `

@@ -1,5 +1,5 @@
 import { notFound } from '../../domain/errors.js';
-import { requirementKey } from '../../domain/requirements.js';
+import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
 import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
@@ -11,15 +11,24 @@ import { TickBatcher } from './tick-batcher.js';
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
 /** Inserts a batch in one statement, in order, so that ids follow the batch's order. */
-const TASK_INSERT = prepared('task_insert', `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at)
-  SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12
+const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
+  INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
+    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
+  SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
+    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[]) WITH ORDINALITY
-    AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, ord)
+    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[]) WITH ORDINALITY
+    AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
+      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
-  RETURNING *`);
+  RETURNING *
+), tagged AS (
+  -- In the same statement, so that a task and its tags commit together.
+  INSERT INTO task_tags (tag, task_id)
+  SELECT DISTINCT t.tag, inserted.id FROM inserted, json_array_elements_text(inserted.tags::json) AS t(tag)
+)
+SELECT * FROM inserted`);
 
 /**
  * Ends leases as core decided, in one statement whatever their number: $1 ids, $2 statuses,
@@ -39,13 +48,15 @@ export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
     GROUP BY req_key HAVING sum(n) > 0
   ), picked AS (
     SELECT c.id FROM keys k CROSS JOIN LATERAL (
-      SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = k.req_key
+      -- A task past its expires_at is never handed out, even before the expirer has swept it.
+      SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > $4)
       ORDER BY priority DESC, id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room) FOR UPDATE SKIP LOCKED
     ) c
     ORDER BY c.priority DESC, c.id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room)
   ), leased AS (
     UPDATE tasks t SET status = 'leased', agent_id = $1, attempts = t.attempts + 1, claimed_at = $4, updated_at = $4,
-      lease_expires_at = $4 + t.lease_ms
+      lease_expires_at = $4 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
+    -- least() skips a NULL execution_timeout_ms: the lease never runs past the attempt's timeout.
     -- ANY(ARRAY(...)) makes the planner look the few picked ids up by primary key; joined to the
     -- CTE instead, it may hash the whole table.
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
@@ -71,10 +82,14 @@ const FAIL_LEASES = prepared('fail_leases', `UPDATE tasks t SET status = u.statu
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, status, run_at, completed_at, error, now)
   WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
 
-/** Extends the leases of a tick's extensions still held by their agents: $1 ids, $2 agents, $3 times, $4 lease ms (NULL: the task's own). */
+/**
+ * Extends the leases of a tick's extensions still held by their agents: $1 ids, $2 agents, $3 times,
+ * $4 lease ms (NULL: the task's own). least() skips a NULL execution_timeout_ms: a lease never runs
+ * past the attempt's timeout.
+ */
 const TASK_EXTEND_MANY = prepared(
   'task_extend_many',
-  `UPDATE tasks t SET lease_expires_at = u.now + coalesce(u.lease_ms, t.lease_ms), updated_at = u.now
+  `UPDATE tasks t SET lease_expires_at = least(u.now + coalesce(u.lease_ms, t.lease_ms), t.claimed_at + t.execution_timeout_ms), updated_at = u.now
    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, agent_id, now, lease_ms)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
    RETURNING t.*`,
@@ -190,7 +205,7 @@ export function postgresTasks(db: PostgresDatabase): {
       // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
       const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
         params.agentId,
-        agent.capabilities,
+        claimKeysOf(agent),
         params.max,
         params.now,
         agent.maxConcurrency,
@@ -246,6 +261,11 @@ export function postgresTasks(db: PostgresDatabase): {
           tasks.map((t) => t.backoffMs),
           tasks.map((t) => t.runAt),
           now,
+          tasks.map((t) => t.executionTimeoutMs),
+          tasks.map((t) => t.scheduleTimeoutMs),
+          tasks.map((t) => t.expiresAt),
+          tasks.map((t) => JSON.stringify(t.tags)),
+          tasks.map((t) => JSON.stringify(t.metadata)),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       if (tasks.every((t) => t.idempotencyKey === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.
@@ -311,9 +331,9 @@ export function postgresTasks(db: PostgresDatabase): {
 
     async taskCancel(params) {
       const [row] = await query<TaskRow>(
-        `UPDATE tasks SET status = 'cancelled', completed_at = $2, updated_at = $2, lease_expires_at = NULL
+        `UPDATE tasks SET status = 'cancelled', completed_at = $2, updated_at = $2, lease_expires_at = NULL, error = $4
          WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
-        [params.id, params.now, params.from],
+        [params.id, params.now, params.from, JSON.stringify(params.error ?? null)],
       );
       return written(row, params.id);
     },
@@ -374,6 +394,31 @@ export function postgresTasks(db: PostgresDatabase): {
                 (SELECT min(run_at) FROM tasks WHERE status = 'scheduled') AS run`,
       );
       return { leaseExpiresAt: row.lease, runAt: row.run };
+    },
+
+    taskExpireUnclaimed(params) {
+      return db.transaction(async (q) => {
+        const rows = await q<TaskRow>(
+          `SELECT * FROM tasks WHERE expires_at <= $1 AND expires_at IS NOT NULL AND status IN ('queued', 'scheduled')
+           ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [params.now, params.limit],
+        );
+        if (rows.length === 0) return [];
+        const expired = await q<TaskRow>(
+          `UPDATE tasks SET status = 'dead', completed_at = $2, updated_at = $2, error = $3, expires_at = NULL
+           WHERE id = ANY($1::bigint[]) RETURNING *`,
+          [rows.map((r) => r.id), params.now, JSON.stringify(params.error ?? null)],
+        );
+        const from = new Map(rows.map((r) => [r.id, r.status]));
+        return expired.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: from.get(row.id)! }));
+      });
+    },
+
+    async taskNextExpiry() {
+      const [row] = await query<{ at: number | null }>(
+        "SELECT min(expires_at) AS at FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')",
+      );
+      return row.at;
     },
 
     async taskCounts() {

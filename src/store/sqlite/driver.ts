@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Driver } from '../driver.js';
 import type { Store } from '../store.js';
 import { sqliteActivity } from './activity.js';
+import { sqliteBulk } from './bulk.js';
 import { sqliteAgents } from './agents.js';
 import { SqliteCases } from './cases.js';
 import { SqliteDatabase, type SqliteOptions } from './database.js';
@@ -30,6 +31,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     },
     ...sqliteAgents(database, { endLeasesOf: tasks.endLeasesOf, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
+    ...sqliteBulk(database),
     ...locks.store,
     ...sqliteKeys(database),
     ...sqliteActivity(database),

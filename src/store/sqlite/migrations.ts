@@ -233,6 +233,26 @@ CREATE INDEX cases_by_version ON cases (version);
 `,
   },
   {
+    version: 7,
+    name: 'tasks carry execution and schedule timeouts, tags and metadata',
+    sql: `
+ALTER TABLE tasks ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+-- Each tag of each task once, to list a tag's tasks without reading the others.
+CREATE TABLE task_tags (
+  tag     TEXT    NOT NULL,
+  task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  PRIMARY KEY (tag, task_id)
+) WITHOUT ROWID;
+CREATE INDEX task_tags_by_task ON task_tags (task_id);
+ALTER TABLE tasks ADD COLUMN execution_timeout_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN schedule_timeout_ms INTEGER;
+-- runAt + scheduleTimeoutMs while the task has never been claimed; its first claim clears it.
+ALTER TABLE tasks ADD COLUMN expires_at INTEGER;
+CREATE INDEX tasks_expiring ON tasks (expires_at) WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled');
+`,
+  },
+  {
     version: 8,
     name: 'the progress, log lines and output agents report on their tasks, a bounded tail per task',
     sql: `

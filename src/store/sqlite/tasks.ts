@@ -1,5 +1,5 @@
 import { notFound } from '../../domain/errors.js';
-import { requirementKey, requirementsOf } from '../../domain/requirements.js';
+import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
@@ -12,15 +12,20 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at)
+        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
       VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
-        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now) RETURNING *`),
+        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata) RETURNING *`),
+    insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
     byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
-    claimCandidates: db.prepare("SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = ? ORDER BY priority DESC, id LIMIT ?"),
+    // A task past its expiresAt is never handed out, even before the expirer has swept it.
+    claimCandidates: db.prepare(
+      "SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = @key AND (expires_at IS NULL OR expires_at > @now) ORDER BY priority DESC, id LIMIT @limit",
+    ),
+    // The lease never runs past the attempt's execution timeout, whatever extends it.
     lease: db.prepare(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1,
-        claimed_at = @now, updated_at = @now, lease_expires_at = @now + lease_ms
+        claimed_at = @now, updated_at = @now, lease_expires_at = @now + min(lease_ms, coalesce(execution_timeout_ms, lease_ms)), expires_at = NULL
       WHERE id = @id AND status = 'queued' RETURNING *`),
     agentById: db.prepare('SELECT * FROM agents WHERE id = ?'),
     agentHeartbeat: db.prepare("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
@@ -32,9 +37,10 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     endLease: db.prepare(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
-    extend: db.prepare(`UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now
+    extend: db.prepare(`UPDATE tasks SET updated_at = @now,
+        lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL
+    cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
     retry: db.prepare(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
         completed_at = NULL, result = NULL, error = NULL, lease_expires_at = NULL
@@ -49,6 +55,12 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     ),
     nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
     nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
+    unclaimedExpired: db.prepare(
+      "SELECT * FROM tasks WHERE expires_at <= @now AND expires_at IS NOT NULL AND status IN ('queued', 'scheduled') ORDER BY expires_at LIMIT @limit",
+    ),
+    expire: db.prepare(`UPDATE tasks SET status = 'dead', completed_at = @now, updated_at = @now, error = @error, expires_at = NULL
+      WHERE id = @id RETURNING *`),
+    nextExpiry: db.prepare("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
   };
 
@@ -89,8 +101,14 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
             lease_ms: t.leaseMs,
             backoff_ms: t.backoffMs,
             run_at: t.runAt,
+            execution_timeout_ms: t.executionTimeoutMs,
+            schedule_timeout_ms: t.scheduleTimeoutMs,
+            expires_at: t.expiresAt,
+            tags: JSON.stringify(t.tags),
+            metadata: JSON.stringify(t.metadata),
             now: params.now,
           }) as TaskRow;
+          for (const tag of t.tags) s.insertTag.run(tag, row.id);
           return { task: toTask(row), created: true };
         }),
       );
@@ -116,13 +134,13 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
         const free = agent.maxConcurrency - (s.inFlight.get(params.agentId) as number);
         const room = Math.min(params.max, free);
         if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
-        const capabilities = new Set(agent.capabilities);
+        const capabilities = new Set(claimKeysOf(agent));
         // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
         // seeks each claimable requirement set's index range (few rows each) and merges them here.
         let candidates: { id: number; priority: number }[] = [];
         for (const key of s.queuedKeys.all() as string[]) {
           if (!requirementsOf(key).every((c) => capabilities.has(c))) continue;
-          candidates = candidates.concat(s.claimCandidates.all(key, room) as { id: number; priority: number }[]);
+          candidates = candidates.concat(s.claimCandidates.all({ key, now: params.now, limit: room }) as { id: number; priority: number }[]);
         }
         candidates.sort((a, b) => b.priority - a.priority || a.id - b.id);
         const tasks: Task[] = [];
@@ -164,7 +182,7 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
 
     taskCancel(params) {
       return groupCommit.write(() =>
-        written(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from) }) as TaskRow | undefined, params.id),
+        written(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from), error: JSON.stringify(params.error ?? null) }) as TaskRow | undefined, params.id),
       );
     },
 
@@ -198,6 +216,20 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
 
     async taskCounts() {
       return s.counts.all() as TaskCount[];
+    },
+
+    taskExpireUnclaimed(params) {
+      return groupCommit.write(() => {
+        const error = JSON.stringify(params.error ?? null);
+        return (s.unclaimedExpired.all({ now: params.now, limit: params.limit }) as TaskRow[]).map((row) => ({
+          task: toTask(s.expire.get({ id: row.id, now: params.now, error }) as TaskRow),
+          from: row.status,
+        }));
+      });
+    },
+
+    async taskNextExpiry() {
+      return s.nextExpiry.get() as number | null;
     },
   };
 

@@ -28,6 +28,7 @@ export default function TaskDetail({ route }: ViewProps) {
   const [error, setError] = useState('');
   const [seen, setSeen] = useState<LiveEvent[]>([]);
   const [busy, setBusy] = useState(false);
+  const [reason, setReason] = useState('');
   const online = useOnlineAgents();
   const activity = useTaskActivity(id);
 
@@ -80,7 +81,16 @@ export default function TaskDetail({ route }: ViewProps) {
       </h2>
       <div class="actions">
         {ACTIVE.has(task.status) && (
-          <button class="danger" disabled={busy} onClick={() => act('DELETE', `/v1/tasks/${task.id}`)}>Cancel task</button>
+          <>
+            <input name="cancelReason" placeholder="reason (told to the agent)" maxLength={500} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+            <button
+              class="danger"
+              disabled={busy}
+              onClick={() => act('DELETE', `/v1/tasks/${task.id}${reason.trim() ? `?reason=${encodeURIComponent(reason.trim())}` : ''}`)}
+            >
+              Cancel task
+            </button>
+          </>
         )}
         {RETRYABLE.has(task.status) && (
           <button disabled={busy} onClick={() => act('POST', `/v1/tasks/${task.id}/retry`)}>Retry task</button>
@@ -102,6 +112,15 @@ export default function TaskDetail({ route }: ViewProps) {
             <dt>lease</dt><dd>{task.leaseMs} ms{task.leaseExpiresAt ? `, expires ${ago(task.leaseExpiresAt)}` : ''}</dd>
             <dt>backoff</dt><dd>{task.backoffMs} ms</dd>
             <dt>idempotency key</dt><dd class="mono">{task.idempotencyKey ?? '—'}</dd>
+            <dt>timeouts</dt>
+            <dd data-testid="timeouts">
+              {task.executionTimeoutMs === null ? 'no execution limit' : `runs at most ${task.executionTimeoutMs} ms`}
+              {task.scheduleTimeoutMs === null ? '' : `, expires unclaimed after ${task.scheduleTimeoutMs} ms`}
+            </dd>
+            <dt>tags</dt>
+            <dd data-testid="tags">
+              {task.tags.length === 0 ? '—' : task.tags.map((tag) => <span class="pill tag">{tag}</span>)}
+            </dd>
           </dl>
         </section>
         <section class="panel">
@@ -119,6 +138,12 @@ export default function TaskDetail({ route }: ViewProps) {
         <h3>Payload</h3>
         <pre data-testid="payload">{json(task.payload)}</pre>
       </section>
+      {Object.keys(task.metadata).length > 0 && (
+        <section class="panel">
+          <h3>Metadata</h3>
+          <pre data-testid="metadata">{json(task.metadata)}</pre>
+        </section>
+      )}
       {task.result !== null && task.result !== undefined && (
         <section class="panel">
           <h3>Result</h3>

@@ -5,8 +5,9 @@ long-poll when the server or a proxy refuses WebSockets. Each running task's lea
 ``leaseMs / 2``; a handler's return value completes its task, an exception fails it for a retry,
 ``NonRetryableError`` dead-letters it.
 
-A running task learns that it was cancelled (or that its lease was lost) from the answer to its next
-lease extension: an ``async def`` handler is then cancelled (``asyncio.CancelledError`` inside it), a
+A running task learns that it was cancelled or timed out from a ``cancel`` message on the agent's
+socket at once (over long-poll, and when its lease was lost, from the answer to its next lease
+extension): an ``async def`` handler is then cancelled (``asyncio.CancelledError`` inside it), a
 plain ``def`` handler, which runs in a thread, sees ``ctx.cancelled`` set. Nothing is reported for it.
 """
 from __future__ import annotations
@@ -47,7 +48,9 @@ TRANSIENT_CODES = {
     "FLEETD_ERR_RATE_LIMITED",
 }
 #: Answers to an extension that say the task is no longer this agent's to work.
-GONE_CODES = {"FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_NOT_FOUND"}
+GONE_CODES = {"FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_NOT_FOUND", "FLEETD_ERR_CANCELLED", "FLEETD_ERR_TIMEOUT"}
+#: What the server says ended an attempt, as ``ctx.cancel_reason`` tells it.
+ENDED_BY = {"FLEETD_ERR_CANCELLED": "cancelled", "FLEETD_ERR_TIMEOUT": "timed out"}
 
 
 @dataclass
@@ -58,7 +61,8 @@ class TaskContext:
     #: Set when the task is cancelled, its lease is lost, or the agent stops without waiting for it:
     #: a blocking handler checks it (``ctx.cancelled.wait(1)``) and returns early.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    #: Why: ``"cancelled"``, ``"lease lost"`` or ``"agent stopping"``; None while the task is its own.
+    #: Why: ``"cancelled"``, ``"timed out"`` (its executionTimeoutMs passed), ``"lease lost"`` or
+    #: ``"agent stopping"``; None while the task is its own.
     cancel_reason: str | None = None
 
     @property
@@ -312,6 +316,12 @@ class AsyncAgent:
                     for task in message["tasks"]:
                         self._start(task)
                     continue
+                if kind == "cancel":
+                    # The server ended the attempt (a cancel, its execution timeout): stop at once.
+                    running = self._running.get(message["id"])
+                    if running is not None:
+                        self._cancel(running, ENDED_BY.get(message["code"], "cancelled"))
+                    continue
                 waiter = self._pending.pop(message.get("ref"), None) if isinstance(message.get("ref"), int) else None
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
@@ -557,7 +567,8 @@ class AsyncAgent:
             await self._settle({"op": "extend", "id": running.task["id"]})
         except FleetApiError as err:
             if err.code in GONE_CODES:
-                self._cancel(running, "cancelled" if err.details.get("status") == "cancelled" else "lease lost")
+                ended = ENDED_BY.get(err.code) or ("cancelled" if err.details.get("status") == "cancelled" else "lease lost")
+                self._cancel(running, ended)
                 return
             self._warn(err)
         except Exception as err:
