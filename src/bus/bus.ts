@@ -21,6 +21,8 @@ export interface FleetEvents {
   'task.cancelled': { task: TaskSummary };
   /** A dead or cancelled task was put back in the queue by hand. */
   'task.retried': { task: TaskSummary };
+  /** Its dependencies finished: a waiting task was queued (or scheduled, when its runAt lies ahead). */
+  'task.released': { task: TaskSummary };
   /**
    * Claimable tasks appeared, counted by requirement key: what wakes waiting claims. Published by
    * whichever node made them claimable, so that agents waiting on any node wake up.

@@ -125,7 +125,11 @@ export class Fleet {
     this.delivery.stop();
   }
 
-  private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {
+  private publishTransitions(all: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {
+    // Tasks that were waiting on those that went dead, released or cancelled in the same write.
+    const released = all.filter((t) => t.from === 'waiting');
+    const transitions = released.length > 0 ? all.filter((t) => t.from !== 'waiting') : all;
+    if (released.length > 0) this.tasks.publishReleased(released);
     const available: Record<string, number> = {};
     for (const { task } of transitions) {
       if (task.status === 'queued') {

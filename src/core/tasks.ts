@@ -1,5 +1,5 @@
 import { requirementKey } from '../domain/requirements.js';
-import type { TaskInsertParams, TaskInsertResult } from '../store/store.js';
+import type { TaskInsertParams, TaskInsertResult, TaskTransition, TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
@@ -9,7 +9,8 @@ import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
-import { summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { checkDependsOn, linkCheck } from './rules/dependencies.js';
+import { summarizeTask, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   type: string;
@@ -25,6 +26,12 @@ export interface TaskInput {
   backoffMs?: number;
   /** Epoch ms before which the task is not handed out. */
   runAt?: number;
+  /** The task that spawned this one; it must exist. */
+  parentId?: number;
+  /** Tasks that must finish first (at most 1,000, each existing): the task waits until they have. */
+  dependsOn?: number[];
+  /** When a dependency ends dead or cancelled: cancel this task (the default), or run it anyway. */
+  onDependencyFailure?: OnDependencyFailure;
 }
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
@@ -50,10 +57,18 @@ export class TaskService {
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
     };
+    const dependsOn = checkDependsOn(input.dependsOn, at);
+    const links =
+      input.parentId !== undefined || dependsOn.length > 0 || input.onDependencyFailure !== undefined
+        ? { parentId: input.parentId ?? null, dependsOn, onDependencyFailure: input.onDependencyFailure ?? 'cancel' }
+        : undefined;
+    // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
+    const hashed = links ? { ...task, payload: [task.payload, links] } : task;
     return {
       ...task,
       status: initialStatus(task.runAt, now),
-      requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
+      requestHash: task.idempotencyKey === null ? null : taskRequestHash(hashed),
+      ...(links ? { links } : {}),
     };
   }
 
@@ -73,7 +88,13 @@ export class TaskService {
   private async submitMany(inputs: TaskInput[], batch: boolean): Promise<TaskInsertResult[]> {
     const now = this.ctx.now();
     const tasks = inputs.map((input, i) => this.toInsert(input, now, batch ? i : undefined));
-    const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
+    const linked = tasks.some((t) => t.links);
+    const results = await this.ctx.store.taskInsertMany({
+      tasks,
+      now,
+      onRepeat: repeatCheck('task', tasks),
+      ...(linked ? { onLinks: linkCheck(tasks, now) } : {}),
+    });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
     for (const { task, created } of results) {
@@ -82,7 +103,7 @@ export class TaskService {
       if (task.status === 'queued') {
         const key = requirementKey(task.requires);
         available[key] = (available[key] ?? 0) + 1;
-      } else if (task.runAt < earliestRunAt) earliestRunAt = task.runAt;
+      } else if (task.status === 'scheduled' && task.runAt < earliestRunAt) earliestRunAt = task.runAt;
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
@@ -92,7 +113,52 @@ export class TaskService {
   async get(id: number): Promise<Task> {
     const task = await this.ctx.store.taskGet({ id });
     if (!task) throw notFound('task', id);
-    return task;
+    return (await this.withDependencies([task]))[0];
+  }
+
+  /** The tasks submitted with this one as their parent, oldest first; 404 when the task does not exist. */
+  async children(params: { id: number; limit: number; cursor?: string }): Promise<Page<Task>> {
+    const [page, parent] = await Promise.all([
+      this.ctx.store.taskList({ parentId: params.id, limit: params.limit, cursor: params.cursor, order: 'asc' }),
+      params.cursor === undefined ? this.ctx.store.taskGet({ id: params.id }) : undefined,
+    ]);
+    if (params.cursor === undefined && !parent) throw notFound('task', params.id);
+    return page;
+  }
+
+  /** The tasks with their dependencies' outcomes, for those that have dependencies (one read for all). */
+  private async withDependencies(tasks: Task[]): Promise<Task[]> {
+    const ids = tasks.filter((t) => t.dependencyCount > 0).map((t) => t.id);
+    if (ids.length === 0) return tasks;
+    const byTask = await this.ctx.store.taskDependencies({ ids });
+    return tasks.map((t) => (byTask.has(t.id) ? { ...t, dependencies: byTask.get(t.id) } : t));
+  }
+
+  /**
+   * Waiting tasks a write finished waiting (in its own transaction): those released are announced
+   * like new ones, those cancelled because a dependency failed like any cancellation.
+   */
+  publishReleased(released: TaskTransition[]): void {
+    const available: Record<string, number> = {};
+    let earliestRunAt = Infinity;
+    for (const { task } of released) {
+      const summary = summarizeTask(task);
+      if (task.status === 'cancelled') {
+        this.ctx.bus.publish('task.cancelled', { task: summary });
+        continue;
+      }
+      this.ctx.bus.publish('task.released', { task: summary });
+      if (task.status === 'queued') {
+        const key = requirementKey(task.requires);
+        available[key] = (available[key] ?? 0) + 1;
+      } else if (task.runAt < earliestRunAt) earliestRunAt = task.runAt;
+    }
+    if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
+    if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
+  }
+
+  private released(write: TaskWrite): void {
+    if (write.released) this.publishReleased(write.released);
   }
 
   list(params: { status?: TaskStatus; type?: string; agentId?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
@@ -123,7 +189,7 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks, capabilities: agent.capabilities, room };
+    return { tasks: await this.withDependencies(tasks), capabilities: agent.capabilities, room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
@@ -134,6 +200,7 @@ export class TaskService {
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
     const task = leaseHeld(written, params.id, params.agentId);
     this.ctx.bus.publish('task.completed', { task: summarizeTask(task) });
+    this.released(written);
     return task;
   }
 
@@ -154,6 +221,7 @@ export class TaskService {
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
       this.ctx.bus.publish('task.dead', { task: summary });
+      this.released(written);
     } else {
       this.ctx.bus.publish('task.failed', { task: summary });
       if (task.status === 'queued') {
@@ -171,8 +239,10 @@ export class TaskService {
   }
 
   async cancel(id: number): Promise<Task> {
-    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE }), id, 'cancel');
+    const written = await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE });
+    const task = stateAllowed(written, id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
+    this.released(written);
     return task;
   }
 

@@ -63,6 +63,14 @@ export const ErrorBody = Type.Object({ error: ErrorSchema });
 /** One page of a list; `nextCursor` is null on the last page. */
 export const pageOf = <T extends TSchema>(item: T) => Type.Object({ items: Type.Array(item), nextCursor: NullableString });
 
+export const TaskDependencySchema = Type.Object({
+  id: Type.Integer(),
+  status: oneOf(['pending', 'completed', 'dead', 'cancelled'] as const),
+  result: Type.Unknown(),
+  error: Type.Unknown(),
+});
+export type TaskDependencyJson = Static<typeof TaskDependencySchema>;
+
 export const TaskSchema = Type.Object({
   id: Type.Integer(),
   type: Type.String(),
@@ -86,11 +94,18 @@ export const TaskSchema = Type.Object({
   error: Type.Unknown(),
   /** While fleetd traces (OpenTelemetry) and the task is leased: the W3C traceparent of its current attempt, for the agent's own spans. */
   traceparent: Type.Optional(Type.String()),
+  /** The task that spawned this one (submitted with parentId). */
+  parentId: Type.Union([Type.Integer(), Type.Null()]),
+  /** How many tasks it depends on, and how many of those have not finished. */
+  dependencyCount: Type.Integer(),
+  dependenciesPending: Type.Integer(),
+  /** Its dependencies with their outcomes (result when completed, error when dead or cancelled): on a claimed task and GET /v1/tasks/:id. */
+  dependencies: Type.Optional(Type.Array(TaskDependencySchema)),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 
-/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
-export const TaskSummarySchema = Type.Omit(TaskSchema, ['payload', 'result']);
+/** A task as events carry it: without payload, result and dependencies, which can be large and are fetched on demand. */
+export const TaskSummarySchema = Type.Omit(TaskSchema, ['payload', 'result', 'dependencies']);
 export type TaskSummaryJson = Static<typeof TaskSummarySchema>;
 
 export const AgentSchema = Type.Object({
@@ -252,8 +267,9 @@ export const iso = (ms: number): string => new Date(ms).toISOString();
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
+  const { dependencies: _dependencies, ...summary } = t as TaskSummary & { dependencies?: unknown };
   return {
-    ...t,
+    ...summary,
     runAt: iso(t.runAt),
     createdAt: iso(t.createdAt),
     updatedAt: iso(t.updatedAt),

@@ -58,6 +58,7 @@ export const EventDataSchemas = {
   'task.dead': TaskEvent,
   'task.cancelled': TaskEvent,
   'task.retried': TaskEvent,
+  'task.released': TaskEvent,
   'agent.registered': AgentEvent,
   'agent.online': AgentEvent,
   'agent.stale': Type.Object({ agentId: Type.String() }),

@@ -28,6 +28,13 @@ export const TaskInputSchema = Type.Object(
     backoffMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
     runAt: Type.Optional(Time),
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
+    parentId: Type.Optional(Type.Integer({ minimum: 1, description: 'The task that spawned this one; it must exist' })),
+    dependsOn: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 1 }), { maxItems: 1000, description: 'Tasks that must finish first; the task waits (status waiting) until they have' }),
+    ),
+    onDependencyFailure: Type.Optional(
+      Type.Union([Type.Literal('cancel'), Type.Literal('run')], { description: 'When a dependency ends dead or cancelled: cancel this task (the default) or run it anyway' }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -14,6 +14,7 @@ export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
     ['status = ?', p.status],
     ['type = ?', p.type],
     ['agent_id = ?', p.agentId],
+    ['parent_id = ?', p.parentId],
   ],
   key: 'id',
   keyOf: (r) => r.id,

@@ -1,4 +1,4 @@
-import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
 import { requirementsOf } from '../domain/requirements.js';
 import type { LeaseEnd } from './store.js';
 
@@ -26,6 +26,40 @@ export interface TaskRow {
   lease_expires_at: number | null;
   result: string | null;
   error: string | null;
+  parent_id: number | null;
+  deps_total: number;
+  deps_pending: number;
+  on_dependency_failure: string | null;
+  /** 0/1 on SQLite, a boolean on PostgreSQL: some task depends on this one. */
+  has_dependents: number | boolean;
+}
+
+/** An edge of task_dependencies: the outcome of `depends_on` is copied in when it finishes. */
+export interface DependencyRow {
+  task_id: number;
+  depends_on: number;
+  status: 'completed' | 'dead' | 'cancelled' | null;
+  result: string | null;
+  error: string | null;
+}
+
+export const toDependency = (row: DependencyRow): TaskDependency => ({
+  id: Number(row.depends_on),
+  status: row.status ?? 'pending',
+  result: parseJson(row.result),
+  error: parseJson(row.error),
+});
+
+/** Dependencies by task, in the order of their ids. */
+export function dependenciesByTask(rows: DependencyRow[]): Map<number, TaskDependency[]> {
+  const out = new Map<number, TaskDependency[]>();
+  for (const row of [...rows].sort((a, b) => Number(a.depends_on) - Number(b.depends_on))) {
+    const id = Number(row.task_id);
+    let list = out.get(id);
+    if (!list) out.set(id, (list = []));
+    list.push(toDependency(row));
+  }
+  return out;
 }
 
 export interface AgentRow {
@@ -93,6 +127,9 @@ export function toTask(row: TaskRow): Task {
     leaseExpiresAt: row.lease_expires_at,
     result: parseJson(row.result),
     error: parseJson(row.error),
+    parentId: row.parent_id === null || row.parent_id === undefined ? null : Number(row.parent_id),
+    dependencyCount: row.deps_total ?? 0,
+    dependenciesPending: row.deps_pending ?? 0,
   };
 }
 

@@ -1,6 +1,7 @@
 import { describe } from 'node:test';
 import { exerciseAgents } from './agents.js';
 import { exerciseCases } from './cases.js';
+import { exerciseDependencies } from './dependencies.js';
 import type { DriverFactory } from './harness.js';
 import { exerciseKeys } from './keys.js';
 import { exerciseListen } from './listen.js';
@@ -25,6 +26,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseKeys(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
+    exerciseDependencies(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

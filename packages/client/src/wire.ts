@@ -20,6 +20,7 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_AGENT_OFFLINE": 409,
   "FLEETD_ERR_RUN_STATE": 409,
   "FLEETD_ERR_KEY_STATE": 409,
+  "FLEETD_ERR_DEPENDENCY_FAILED": 409,
   "FLEETD_ERR_REQUEST_TIMEOUT": 408,
   "FLEETD_ERR_BODY_TOO_LARGE": 413,
   "FLEETD_ERR_PAYLOAD_TOO_LARGE": 413,
@@ -37,7 +38,7 @@ export const ERROR_STATUS = {
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-export type TaskStatus = "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+export type TaskStatus = "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
 
 export interface TaskJson {
   id: number;
@@ -45,7 +46,7 @@ export interface TaskJson {
   payload: unknown;
   priority: number;
   requires: string[];
-  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   idempotencyKey: string | null;
   attempts: number;
   maxAttempts: number;
@@ -61,6 +62,15 @@ export interface TaskJson {
   result: unknown;
   error: unknown;
   traceparent?: string;
+  parentId: number | null;
+  dependencyCount: number;
+  dependenciesPending: number;
+  dependencies?: ({
+    id: number;
+    status: "pending" | "completed" | "dead" | "cancelled";
+    result: unknown;
+    error: unknown;
+  })[];
 }
 
 export interface TaskSummaryJson {
@@ -68,7 +78,7 @@ export interface TaskSummaryJson {
   type: string;
   priority: number;
   requires: string[];
-  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   idempotencyKey: string | null;
   attempts: number;
   maxAttempts: number;
@@ -83,6 +93,9 @@ export interface TaskSummaryJson {
   leaseExpiresAt: string | null;
   error: unknown;
   traceparent?: string;
+  parentId: number | null;
+  dependencyCount: number;
+  dependenciesPending: number;
 }
 
 export interface TaskInput {
@@ -96,6 +109,9 @@ export interface TaskInput {
   backoffMs?: number;
   runAt?: string;
   delayMs?: number;
+  parentId?: number;
+  dependsOn?: number[];
+  onDependencyFailure?: "cancel" | "run";
 }
 
 export interface AgentJson {
@@ -117,7 +133,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL";
   message: string;
   details: Record<string, unknown>;
 }
@@ -125,6 +141,7 @@ export interface ErrorJson {
 export interface StatsJson {
   tasks: {
     byStatus: {
+      waiting: number;
       scheduled: number;
       queued: number;
       leased: number;
@@ -133,6 +150,7 @@ export interface StatsJson {
       cancelled: number;
     };
     byType: Record<string, {
+      waiting?: number;
       scheduled?: number;
       queued?: number;
       leased?: number;
@@ -205,7 +223,7 @@ export type ServerMessage = {
   type: "ack";
   ref?: string | number;
   id?: number;
-  status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status?: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   leaseExpiresAt?: string | null;
 } | {
   type: "error";
@@ -249,6 +267,9 @@ export interface EventData {
     task: TaskSummaryJson;
   };
   "task.retried": {
+    task: TaskSummaryJson;
+  };
+  "task.released": {
     task: TaskSummaryJson;
   };
   "agent.registered": {

@@ -23,6 +23,7 @@ const submittedExample = {
     idempotencyKey: 'crawl-acme-2026-12-02', attempts: 0, maxAttempts: 5, leaseMs: 30000, backoffMs: 1000,
     runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
     claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
+    parentId: null, dependencyCount: 0, dependenciesPending: 0,
   },
   created: true,
 };
@@ -230,7 +231,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'Cancel a task',
-        description: 'A queued, scheduled or leased task is cancelled (an agent holding it then loses its lease); a finished one answers 409.',
+        description: 'A waiting, queued, scheduled or leased task is cancelled (an agent holding it then loses its lease); a finished one answers 409.',
         params: TaskId,
         response: { 200: TaskSchema, ...errors(404, 409) },
       },
@@ -282,6 +283,24 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
           return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
         },
       }),
+  );
+
+  app.get(
+    '/tasks/:id/children',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'List the children of a task',
+        description: 'The tasks submitted with this one as their parentId, oldest first; a page of up to limit, and nextCursor for the next page. 404 when the task does not exist.',
+        params: TaskId,
+        querystring: Type.Object(Pagination, { additionalProperties: false }),
+        response: { 200: pageOf(TaskSchema), ...errors(400, 404) },
+      },
+    },
+    async (request) => {
+      const page = await fleet.tasks.children({ id: request.params.id, ...request.query });
+      return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
+    },
   );
 
   app.get(

@@ -293,6 +293,31 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 7,
+    name: 'tasks with a parent and dependencies: the waiting status and its edges',
+    sql: `
+ALTER TABLE tasks ADD COLUMN parent_id BIGINT;
+ALTER TABLE tasks ADD COLUMN deps_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT;
+-- Set (under the row's lock) when a task that depends on this one is inserted: a completion takes
+-- the one-statement path only while it is false, so that releasing dependents shares its transaction.
+ALTER TABLE tasks ADD COLUMN has_dependents BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL;
+-- One row per dependency; the outcome of depends_on is copied in when it finishes, so that the
+-- dependent's agent gets it even after retention deleted the dependency.
+CREATE TABLE task_dependencies (
+  task_id    BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  depends_on BIGINT NOT NULL,
+  status     TEXT,
+  result     TEXT,
+  error      TEXT,
+  PRIMARY KEY (task_id, depends_on)
+);
+CREATE INDEX task_dependencies_open ON task_dependencies (depends_on) WHERE status IS NULL;
+`,
+  },
 ];
 
 /**
