@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
+import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskInput, type TaskJson } from './wire.js';
 import { FleetApiError, NonRetryableError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 
@@ -38,6 +38,14 @@ export interface FleetAgentOptions {
 export interface TaskContext {
   /** Aborted when the lease is lost or `stop()` runs out of patience: stop work and throw. */
   signal: AbortSignal;
+  /**
+   * Submits child tasks of this task in one batch (all or none), with the client's API key; each
+   * gets `parentId` set to this task. Without an idempotency key each is given one made of this
+   * task's id, the call's number in this run of the handler and the child's place, so that a
+   * handler run again after a crash (same task, same calls) gets the same children back instead
+   * of new ones. The answer: the children, in order.
+   */
+  spawn(children: TaskInput[]): Promise<TaskJson[]>;
 }
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
@@ -335,7 +343,14 @@ export class FleetAgent extends EventEmitter {
     const extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     try {
-      const result = await this.handler!(task, { signal: controller.signal });
+      let spawnCalls = 0;
+      const spawn = async (children: TaskInput[]): Promise<TaskJson[]> => {
+        const call = ++spawnCalls;
+        const tasks = children.map((child, i) => ({ idempotencyKey: `spawn:${task.id}:${call}:${i}`, ...child, parentId: task.id }));
+        const answer = await this.client.request<{ items: { task: TaskJson }[] }>('POST', '/v1/tasks/batch', { tasks }, { retry: true, signal: controller.signal });
+        return answer.items.map((item) => item.task);
+      };
+      const result = await this.handler!(task, { signal: controller.signal, spawn });
       outcome = { type: 'complete', id: task.id, result: result ?? null };
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
