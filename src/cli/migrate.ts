@@ -11,13 +11,13 @@ import { takeStoreAlone } from './backup.js';
 export const migrateUsage = `Usage:
   npx fleetd migrate --to postgres://USER@HOST:PORT/DATABASE [--schema NAME] [--data-dir DIR] [--config FILE]
 
-Copies the SQLite store of DIR — tasks, agents, API keys, locks, pipeline runs and their steps,
+Copies the SQLite store of DIR — tasks and their dependencies, agents, API keys, locks, pipeline runs and their steps,
 cases — into an empty PostgreSQL database (schema NAME, default public), in one transaction, then
 checks that every table there holds as many rows as here. Stop the server first. Then start
 fleetd with FLEETD_DATABASE_URL (and FLEETD_DATABASE_SCHEMA) set to the same.`;
 
 /** Copied in this order: parents before the rows that refer to them. */
-const COPIED = ['api_keys', 'agents', 'tasks', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members'];
+const COPIED = ['api_keys', 'agents', 'tasks', 'task_dependencies', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members'];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as
  * the rows arrive), SQLite's capability index of agents (an array column there), and the migrations.

@@ -127,7 +127,7 @@ export class TaskService {
   }
 
   /** The tasks with their dependencies' outcomes, for those that have dependencies (one read for all). */
-  private async withDependencies(tasks: Task[]): Promise<Task[]> {
+  async withDependencies(tasks: Task[]): Promise<Task[]> {
     const ids = tasks.filter((t) => t.dependencyCount > 0).map((t) => t.id);
     if (ids.length === 0) return tasks;
     const byTask = await this.ctx.store.taskDependencies({ ids });
