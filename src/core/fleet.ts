@@ -18,6 +18,7 @@ import { LockExpirer } from './maintenance/lock-expirer.js';
 import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { StatsService } from './stats.js';
+import { ScheduleService } from './schedules.js';
 import { TaskService } from './tasks.js';
 
 export interface FleetOptions {
@@ -41,6 +42,7 @@ export class Fleet {
   readonly agents: AgentService;
   readonly locks: LockService;
   readonly credentials: CredentialService;
+  readonly schedules: ScheduleService;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
@@ -90,6 +92,7 @@ export class Fleet {
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
+    this.schedules = new ScheduleService(ctx, this.tasks);
   }
 
   get bus(): Bus {
@@ -114,11 +117,13 @@ export class Fleet {
     );
     this.stats.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
+    this.schedules.runner.start();
   }
 
   /** Stops timers, ends every waiting claim so that it answers, and closes every push channel; the store stays open. */
   stop(): void {
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.stop();
+    this.schedules.runner.stop();
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     this.stats.stop();

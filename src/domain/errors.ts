@@ -23,6 +23,8 @@ export const ErrorCodes = {
   FLEETD_ERR_KEY_STATE: 409,
   /** Recorded as a waiting task's error when a task it depends on ended dead or cancelled. */
   FLEETD_ERR_DEPENDENCY_FAILED: 409,
+  /** A schedule with that name exists already. */
+  FLEETD_ERR_SCHEDULE_EXISTS: 409,
   FLEETD_ERR_REQUEST_TIMEOUT: 408,
   FLEETD_ERR_BODY_TOO_LARGE: 413,
   FLEETD_ERR_PAYLOAD_TOO_LARGE: 413,

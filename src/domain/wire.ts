@@ -11,6 +11,7 @@
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from './errors.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun } from './runs.js';
+import { SCHEDULE_CATCH_UPS, SCHEDULE_OVERLAPS, type Schedule } from './schedules.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -214,6 +215,23 @@ export const CaseMemberSchema = Type.Object({
 });
 export type CaseMemberJson = Static<typeof CaseMemberSchema>;
 
+/** A recurring schedule, with its next fire times (none while paused). */
+export const ScheduleSchema = Type.Object({
+  name: Type.String(),
+  cron: Type.String(),
+  timezone: Type.String(),
+  task: Type.Record(Type.String(), Type.Unknown()),
+  overlap: oneOf(SCHEDULE_OVERLAPS),
+  catchUp: oneOf(SCHEDULE_CATCH_UPS),
+  paused: Type.Boolean(),
+  nextFires: Type.Array(Time),
+  lastFireAt: NullableTime,
+  lastTaskId: Type.Union([Type.Integer(), Type.Null()]),
+  createdAt: Time,
+  updatedAt: Time,
+});
+export type ScheduleJson = Static<typeof ScheduleSchema>;
+
 /** `GET /v1/stats` and the `stats` topic's events: counters and rates, no times. */
 export const StatsSchema = Type.Object({
   tasks: Type.Object({
@@ -327,4 +345,21 @@ export function caseJson(c: Case): CaseJson {
 
 export function caseMemberJson(m: CaseMember): CaseMemberJson {
   return { ...m, addedAt: iso(m.addedAt) };
+}
+
+export function scheduleJson(s: Schedule & { nextFires: number[] }): ScheduleJson {
+  return {
+    name: s.name,
+    cron: s.cron,
+    timezone: s.timezone,
+    task: s.task,
+    overlap: s.overlap,
+    catchUp: s.catchUp,
+    paused: s.paused,
+    nextFires: s.nextFires.map(iso),
+    lastFireAt: isoOrNull(s.lastFireAt),
+    lastTaskId: s.lastTaskId,
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
+  };
 }

@@ -28,6 +28,7 @@ import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
+import { scheduleRoutes } from './routes/schedules.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -195,6 +196,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(scheduleRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });

@@ -62,3 +62,21 @@ export const LockInputSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A schedule's task: what POST /v1/tasks takes, less what each fire decides (when, its key) and links. */
+export const ScheduleTaskSchema = Type.Omit(TaskInputSchema, ['runAt', 'delayMs', 'idempotencyKey', 'parentId', 'dependsOn', 'onDependencyFailure'], {
+  additionalProperties: false,
+});
+
+export const ScheduleInputSchema = Type.Object(
+  {
+    name: Name,
+    cron: Type.String({ minLength: 1, maxLength: 200, description: 'Five fields (minute hour day-of-month month day-of-week), or six with seconds first' }),
+    timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'An IANA time zone; UTC by default' })),
+    task: ScheduleTaskSchema,
+    overlap: Type.Optional(Type.Union([Type.Literal('skip'), Type.Literal('allow')])),
+    catchUp: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('latest'), Type.Literal('all')])),
+  },
+  { additionalProperties: false },
+);
+export type ScheduleInputBody = Static<typeof ScheduleInputSchema>;

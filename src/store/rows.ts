@@ -1,5 +1,6 @@
 import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
 import { requirementsOf } from '../domain/requirements.js';
+import type { Schedule } from '../domain/schedules.js';
 import type { LeaseEnd } from './store.js';
 
 /** Rows of the tables both SQL drivers share column for column, and their mapping to the domain. */
@@ -175,4 +176,35 @@ export const endingLease = (row: TaskRow) => ({
   attempts: row.attempts,
   maxAttempts: row.max_attempts,
   backoffMs: row.backoff_ms,
+});
+
+export interface ScheduleRow {
+  seq: number;
+  name: string;
+  cron: string;
+  timezone: string;
+  task: string;
+  overlap: string;
+  catch_up: string;
+  paused: number;
+  next_fire_at: number;
+  last_fire_at: number | null;
+  last_task_id: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export const toSchedule = (row: ScheduleRow): Schedule => ({
+  name: row.name,
+  cron: row.cron,
+  timezone: row.timezone,
+  task: JSON.parse(row.task),
+  overlap: row.overlap as Schedule['overlap'],
+  catchUp: row.catch_up as Schedule['catchUp'],
+  paused: Number(row.paused) === 1,
+  nextFireAt: Number(row.next_fire_at),
+  lastFireAt: row.last_fire_at === null ? null : Number(row.last_fire_at),
+  lastTaskId: row.last_task_id === null ? null : Number(row.last_task_id),
+  createdAt: Number(row.created_at),
+  updatedAt: Number(row.updated_at),
 });

@@ -1,3 +1,4 @@
+import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 
 /**
@@ -15,7 +16,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyF
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ScheduleStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;

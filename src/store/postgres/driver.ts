@@ -7,6 +7,7 @@ import { postgresKeys } from './keys.js';
 import { postgresLocks } from './locks.js';
 import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
+import { postgresSchedules } from './schedules.js';
 import { postgresTasks } from './tasks.js';
 
 /** The PostgreSQL driver with its pool, for tests that reach below the contract (a schema each, plans). */
@@ -32,6 +33,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...tasks.store,
     ...locks.store,
     ...postgresKeys(database),
+    ...postgresSchedules(database),
   };
   return {
     name: 'postgres',

@@ -295,7 +295,7 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
   },
   {
     version: 7,
-    name: 'tasks with a parent and dependencies: the waiting status and its edges',
+    name: 'tasks with a parent and dependencies: the waiting status and its edges; recurring schedules',
     sql: `
 ALTER TABLE tasks ADD COLUMN parent_id BIGINT;
 ALTER TABLE tasks ADD COLUMN deps_total INTEGER NOT NULL DEFAULT 0;
@@ -316,6 +316,25 @@ CREATE TABLE task_dependencies (
   PRIMARY KEY (task_id, depends_on)
 );
 CREATE INDEX task_dependencies_open ON task_dependencies (depends_on) WHERE status IS NULL;
+
+-- Recurring schedules: next_fire_at is the next fire not yet submitted; nodes move it on with a
+-- compare-and-set, and each fire's task has an idempotency key of the name and the fire time.
+CREATE TABLE schedules (
+  seq          BIGSERIAL PRIMARY KEY,
+  name         TEXT    NOT NULL UNIQUE,
+  cron         TEXT    NOT NULL,
+  timezone     TEXT    NOT NULL,
+  task         TEXT    NOT NULL,
+  overlap      TEXT    NOT NULL,
+  catch_up     TEXT    NOT NULL,
+  paused       INTEGER NOT NULL DEFAULT 0,
+  next_fire_at BIGINT  NOT NULL,
+  last_fire_at BIGINT,
+  last_task_id BIGINT,
+  created_at   BIGINT  NOT NULL,
+  updated_at   BIGINT  NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
 `,
   },
 ];

@@ -7,6 +7,7 @@ import { SqliteDatabase, type SqliteOptions } from './database.js';
 import { sqliteKeys } from './keys.js';
 import { sqliteLocks } from './locks.js';
 import { SqliteRuns } from './runs.js';
+import { sqliteSchedules } from './schedules.js';
 import { sqliteTasks } from './tasks.js';
 
 /** The SQLite driver with its database handle, for tests that reach below the contract (disk full). */
@@ -31,6 +32,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...tasks.store,
     ...locks.store,
     ...sqliteKeys(database),
+    ...sqliteSchedules(database),
   };
   return {
     name: 'sqlite',

@@ -234,7 +234,7 @@ CREATE INDEX cases_by_version ON cases (version);
   },
   {
     version: 10,
-    name: 'tasks with a parent and dependencies: the waiting status and its edges',
+    name: 'tasks with a parent and dependencies: the waiting status and its edges; recurring schedules',
     sql: `
 ALTER TABLE tasks ADD COLUMN parent_id INTEGER;
 ALTER TABLE tasks ADD COLUMN deps_total INTEGER NOT NULL DEFAULT 0;
@@ -254,6 +254,25 @@ CREATE TABLE task_dependencies (
   PRIMARY KEY (task_id, depends_on)
 ) WITHOUT ROWID;
 CREATE INDEX task_dependencies_open ON task_dependencies (depends_on) WHERE status IS NULL;
+
+-- Recurring schedules: next_fire_at is the next fire not yet submitted; nodes move it on with a
+-- compare-and-set, and each fire's task has an idempotency key of the name and the fire time.
+CREATE TABLE schedules (
+  seq          INTEGER PRIMARY KEY,
+  name         TEXT    NOT NULL UNIQUE,
+  cron         TEXT    NOT NULL,
+  timezone     TEXT    NOT NULL,
+  task         TEXT    NOT NULL,
+  overlap      TEXT    NOT NULL,
+  catch_up     TEXT    NOT NULL,
+  paused       INTEGER NOT NULL DEFAULT 0,
+  next_fire_at INTEGER  NOT NULL,
+  last_fire_at INTEGER,
+  last_task_id INTEGER,
+  created_at   INTEGER  NOT NULL,
+  updated_at   INTEGER  NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
 `,
   },
 ];
