@@ -7,6 +7,7 @@ import { exerciseKeys } from './keys.js';
 import { exerciseListen } from './listen.js';
 import { exerciseLocks } from './locks.js';
 import { exerciseRuns } from './runs.js';
+import { exerciseSchedules } from './schedules.js';
 import { exerciseTasks } from './tasks.js';
 
 /**
@@ -27,6 +28,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseRuns(factory);
     exerciseCases(factory);
     exerciseDependencies(factory);
+    exerciseSchedules(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }
