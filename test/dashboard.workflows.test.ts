@@ -46,4 +46,26 @@ describe('dashboard: waiting tasks, parents and children', () => {
     await page.waitForSelector(`[data-task-id="${join.id}"]`, WAIT);
     assert.deepEqual(await page.$$eval('[data-task-id]', (rows) => rows.map((r) => r.getAttribute('data-task-id'))), [String(join.id)]);
   });
+
+  it('lists schedules with their next fire, links the last fire\'s task, and pauses and resumes one', async () => {
+    const { api } = server;
+    assert.equal((await api.post('/v1/schedules', { name: 'hourly-report', cron: '0 * * * *', timezone: 'Europe/Berlin', task: { type: 'report' } })).status, 201);
+    assert.equal((await api.post('/v1/schedules', { name: 'ticker', cron: '* * * * * *', task: { type: 'tick' }, overlap: 'allow' })).status, 201);
+    await page.goto(`${server.url}/#/schedules`);
+    const hourly = '[data-schedule="hourly-report"]';
+    await page.waitForSelector(hourly, WAIT);
+    const next = (await api.get('/v1/schedules/hourly-report')).body.nextFires[0];
+    assert.equal(await page.getAttribute(`${hourly} [data-testid=next-fire]`, 'title'), new Date(next).toLocaleString('en-US'));
+    // The ticker fires every second: its row links the task of its last fire.
+    await page.waitForSelector('[data-schedule="ticker"] a[href^="#/tasks/"]', WAIT);
+
+    await page.click(`${hourly} button:has-text("Pause")`);
+    await page.waitForSelector(`${hourly}[data-paused="true"]`, WAIT);
+    assert.equal((await api.get('/v1/schedules/hourly-report')).body.paused, true);
+    assert.equal(await page.textContent(`${hourly} [data-testid=next-fire]`), 'paused');
+    await page.click(`${hourly} button:has-text("Resume")`);
+    await page.waitForSelector(`${hourly}[data-paused="false"]`, WAIT);
+    assert.equal((await api.get('/v1/schedules/hourly-report')).body.paused, false);
+    await api.post('/v1/schedules/ticker/pause');
+  });
 });
