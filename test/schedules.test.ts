@@ -55,6 +55,7 @@ for (const [driver, store] of Object.entries(drivers)) {
           ['a task with runAt', { name: 'a', cron: '* * * * *', task: { type: 'x', runAt: '2030-01-01T00:00:00Z' } }, 400, 'runAt'],
           ['an unknown overlap', { name: 'a', cron: '* * * * *', task: { type: 'x' }, overlap: 'queue' }, 400, 'overlap'],
           ['a name with a space', { name: 'a b', cron: '* * * * *', task: { type: 'x' } }, 400, 'name'],
+          ['a payload nested too deep', { name: 'a', cron: '* * * * *', task: { type: 'x', payload: JSON.parse('['.repeat(70) + ']'.repeat(70)) } }, 400, 'payload'],
         ];
         for (const [what, body, status, mentions] of bad) {
           const res = await api.post('/v1/schedules', body);

@@ -43,6 +43,8 @@ export class ScheduleService {
   async create(input: ScheduleInput): Promise<ScheduleView> {
     const timezone = input.timezone ?? 'UTC';
     const cron = parseCron(input.cron, timezone);
+    // Refused now rather than at every fire.
+    this.tasks.check(input.task);
     const now = this.ctx.now();
     const first = nextFireAfter(cron, now);
     if (first === null) throw invalid('cron', `${JSON.stringify(input.cron)} never fires again`);

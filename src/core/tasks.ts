@@ -72,6 +72,11 @@ export class TaskService {
     };
   }
 
+  /** Checks a task as submit would (payload limits, times, dependencies' count), writing nothing: for tasks submitted later, by a schedule. */
+  check(input: TaskInput): void {
+    this.toInsert(input, this.ctx.now());
+  }
+
   async submit(input: TaskInput): Promise<TaskInsertResult> {
     const [result] = await this.submitMany([input], false);
     return result;
