@@ -13,10 +13,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { ErrorCodes } from '../src/domain/errors.js';
-import { AgentSchema, ErrorSchema, StatsSchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
+import { AgentSchema, ErrorSchema, ScheduleSchema, StatsSchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema } from '../src/protocol/agent-stream.js';
 import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
-import { AgentInputSchema, TaskInputSchema } from '../src/server/schemas.js';
+import { AgentInputSchema, ScheduleInputSchema, TaskInputSchema } from '../src/server/schemas.js';
 
 const root = join(import.meta.dirname, '..');
 
@@ -30,6 +30,8 @@ const SCHEMAS: [name: string, schema: TSchema][] = [
   ['AgentInput', AgentInputSchema],
   ['ErrorJson', ErrorSchema],
   ['StatsJson', StatsSchema],
+  ['ScheduleJson', ScheduleSchema],
+  ['ScheduleInput', ScheduleInputSchema],
   ['AgentMessage', AgentMessageSchema],
   ['ServerMessage', ServerMessageSchema],
   ['ObserverMessage', ObserverMessageSchema],

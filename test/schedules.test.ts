@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { FleetClient } from '../src/client/index.js';
 import type { FleetdConfig } from '../src/config.js';
 import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { eventually, startTestServer, tempDir, type Api, type TestServer } from './helpers.js';
@@ -78,6 +79,15 @@ for (const [driver, store] of Object.entries(drivers)) {
           assert.equal(res.status, 404);
           assert.equal(res.body.error.code, 'FLEETD_ERR_NOT_FOUND');
         }
+        // The same through the TypeScript SDK.
+        const client = new FleetClient({ url: server.url, apiKey: server.adminKey });
+        assert.deepEqual((await client.schedules()).items.map((x) => x.name), ['nightly']);
+        assert.equal((await client.pauseSchedule('nightly')).paused, true);
+        assert.equal((await client.resumeSchedule('nightly')).paused, false);
+        assert.equal((await client.schedule('nightly')).timezone, 'Europe/Berlin');
+        const hourly = await client.createSchedule({ name: 'hourly', cron: '0 * * * *', task: { type: 'report' }, catchUp: 'none' });
+        assert.equal(hourly.catchUp, 'none');
+        assert.equal((await client.deleteSchedule('hourly')).name, 'hourly');
         assert.equal((await api.delete('/v1/schedules/nightly')).status, 200);
         assert.equal((await api.get('/v1/schedules/nightly')).status, 404);
         assert.equal((await api.delete('/v1/schedules/nightly')).status, 404);

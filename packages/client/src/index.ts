@@ -9,6 +9,8 @@ export type {
   ErrorCode,
   ErrorJson,
   EventData,
+  ScheduleInput,
+  ScheduleJson,
   ServerMessage,
   StatsJson,
   StreamEvent,

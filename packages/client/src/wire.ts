@@ -188,6 +188,38 @@ export interface StatsJson {
   uptimeSeconds: number;
 }
 
+export interface ScheduleJson {
+  name: string;
+  cron: string;
+  timezone: string;
+  task: Record<string, unknown>;
+  overlap: "skip" | "allow";
+  catchUp: "none" | "latest" | "all";
+  paused: boolean;
+  nextFires: string[];
+  lastFireAt: string | null;
+  lastTaskId: number | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ScheduleInput {
+  name: string;
+  cron: string;
+  timezone?: string;
+  task: {
+    type: string;
+    payload?: unknown;
+    priority?: number;
+    requires?: string[];
+    maxAttempts?: number;
+    leaseMs?: number;
+    backoffMs?: number;
+  };
+  overlap?: "skip" | "allow";
+  catchUp?: "none" | "latest" | "all";
+}
+
 export type AgentMessage = {
   type: "credit";
   add: number;
