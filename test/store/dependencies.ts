@@ -17,7 +17,7 @@ function linked(type: string, links: { parentId?: number; dependsOn?: number[]; 
 }
 
 /** Children and dependencies: the waiting status, release in the finishing write, failures, counts. */
-export function exerciseDependencies(factory: DriverFactory): void {
+export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boolean): void {
   describe('dependencies', () => {
     const h = eachTest(factory);
     const submit = async (...tasks: TaskInsertParams[]): Promise<Task[]> =>
@@ -147,6 +147,28 @@ export function exerciseDependencies(factory: DriverFactory): void {
       assert.equal(after?.status, 'queued');
       assert.equal(after?.dependenciesPending, 0);
       assert.equal((await h.store.taskDependencies({ ids: [join.id] })).get(join.id)?.length, 40);
+    });
+
+    // Only for drivers several nodes share (supportsListen): another node is a sibling driver.
+    if (sharesItsStore) it('ReleasesAJoinOnceWhenTwoNodesCompleteItsDependenciesTogether', async () => {
+      const sibling = h.openSibling();
+      try {
+        const a = await h.agent(['dep'], 100);
+        const joins = [];
+        const deps = await submit(...Array.from({ length: 60 }, () => task('dep')));
+        // Three joins over overlapping dependencies, so that both nodes update the same dependents.
+        for (const range of [[0, 60], [0, 30], [20, 60]]) joins.push((await submit(linked('join', { dependsOn: deps.slice(range[0], range[1]).map((d) => d.id) })))[0]);
+        await lease(a, 100);
+        const writes = await Promise.all(
+          deps.map((d, i) => (i % 2 ? sibling.store : h.store).taskComplete({ id: d.id, agentId: a, result: i, now: T0 + 1 })),
+        );
+        const released = writes.flatMap((w) => w.released ?? []).map((r) => r.task.id).sort((x, y) => x - y);
+        assert.deepEqual(released, joins.map((j) => j.id).sort((x, y) => x - y), 'each join released once');
+        for (const j of joins) assert.equal((await h.store.taskGet({ id: j.id }))?.status, 'queued');
+        await assertCountersEqualRecount(h.store);
+      } finally {
+        await sibling.close();
+      }
     });
   });
 }

@@ -27,7 +27,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseKeys(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
-    exerciseDependencies(factory);
+    exerciseDependencies(factory, supportsListen);
     exerciseSchedules(factory);
     if (supportsListen) exerciseListen(factory);
   });
