@@ -14,9 +14,9 @@ import { join } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { ErrorCodes } from '../src/domain/errors.js';
 import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema, TaskBatchItemSchema, TaskBatchResultSchema } from '../src/protocol/agent-stream.js';
-import { ActivityEntrySchema, AgentSchema, ErrorSchema, StatsSchema, TaskActivitySchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
+import { ActivityEntrySchema, AgentSchema, ErrorSchema, ScheduleSchema, StatsSchema, TaskActivitySchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
-import { AgentInputSchema, TaskInputSchema } from '../src/server/schemas.js';
+import { AgentInputSchema, ScheduleInputSchema, TaskInputSchema } from '../src/server/schemas.js';
 
 const root = join(import.meta.dirname, '..');
 
@@ -32,6 +32,8 @@ const SCHEMAS: [name: string, schema: TSchema][] = [
   ['StatsJson', StatsSchema],
   ['TaskBatchItem', TaskBatchItemSchema],
   ['TaskBatchResult', TaskBatchResultSchema],
+  ['ScheduleJson', ScheduleSchema],
+  ['ScheduleInput', ScheduleInputSchema],
   ['AgentMessage', AgentMessageSchema],
   ['ServerMessage', ServerMessageSchema],
   ['ObserverMessage', ObserverMessageSchema],

@@ -55,6 +55,13 @@ export interface FleetdConfig {
   agentOfflineMs: number;
   /** Longest lock TTL in ms. Env FLEETD_MAX_LOCK_TTL_MS. Defaults to 86400000 (1 day). */
   maxLockTtlMs: number;
+  /**
+   * A schedule's fire due less than this many ms ago is submitted late; an older one counts as missed
+   * and follows the schedule's catchUp. Env FLEETD_SCHEDULE_GRACE_MS. Defaults to 5000.
+   */
+  scheduleGraceMs: number;
+  /** Most missed fires one schedule with catchUp "all" submits after downtime (the latest ones). Env FLEETD_SCHEDULE_MAX_CATCH_UP. Defaults to 100. */
+  scheduleMaxCatchUp: number;
 
   /**
    * How long an agent whose WebSocket dropped keeps its leases and locks, in ms: a reconnect inside
@@ -209,6 +216,8 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   agentStaleMs: 30_000,
   agentOfflineMs: 90_000,
   maxLockTtlMs: 86_400_000,
+  scheduleGraceMs: 5_000,
+  scheduleMaxCatchUp: 100,
   agentDisconnectGraceMs: 15_000,
   wsMaxConnections: 20_000,
   wsMaxBufferedBytes: 1_048_576,
@@ -283,6 +292,8 @@ const settings: Record<
   agentStaleMs: { env: 'FLEETD_AGENT_STALE_MS', kind: 'int', min: 1 },
   agentOfflineMs: { env: 'FLEETD_AGENT_OFFLINE_MS', kind: 'int', min: 1 },
   maxLockTtlMs: { env: 'FLEETD_MAX_LOCK_TTL_MS', kind: 'int', min: 1 },
+  scheduleGraceMs: { env: 'FLEETD_SCHEDULE_GRACE_MS', kind: 'int', min: 0 },
+  scheduleMaxCatchUp: { env: 'FLEETD_SCHEDULE_MAX_CATCH_UP', kind: 'int', min: 1 },
   agentDisconnectGraceMs: { env: 'FLEETD_AGENT_DISCONNECT_GRACE_MS', kind: 'int', min: 0 },
   wsMaxConnections: { env: 'FLEETD_WS_MAX_CONNECTIONS', kind: 'int', min: 1 },
   wsMaxBufferedBytes: { env: 'FLEETD_WS_MAX_BUFFERED_BYTES', kind: 'int', min: 1024 },

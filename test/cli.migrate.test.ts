@@ -32,6 +32,9 @@ async function viewOf(api: Api) {
     runs: await all('/v1/pipelines/runs'),
     cases: await Promise.all(cases.map(async (c) => (await api.get(`/v1/cases/${c.id}`)).body.case)),
     counts: { tasks: stats.tasks.byStatus, agents: stats.agents.byStatus },
+    // A waiting task with the outcome of the dependency that finished, and a schedule.
+    waiting: await Promise.all((await all('/v1/tasks?status=waiting')).map(async (t: any) => (await api.get(`/v1/tasks/${t.id}`)).body)),
+    schedules: await all('/v1/schedules'),
   };
 }
 
@@ -59,6 +62,9 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       for (const t of claimed.slice(0, 10)) await agentApi.post(`/v1/tasks/${t.id}/complete`, { agentId: agent.id, result: { ok: t.id } });
       for (const t of claimed.slice(10, 12)) await agentApi.post(`/v1/tasks/${t.id}/fail`, { agentId: agent.id, retryable: false, error: 'no' });
       await api.delete(`/v1/tasks/${tasks.at(-1).task.id}`);
+      const join = await api.submit({ type: 'index', parentId: claimed[0].id, dependsOn: [claimed[0].id, tasks[100].task.id] });
+      assert.equal(join.status, 'waiting');
+      assert.equal((await api.post('/v1/schedules', { name: 'nightly', cron: '0 3 * * *', timezone: 'Europe/Berlin', task: { type: 'crawl' } })).status, 201);
       assert.equal((await agentApi.post('/v1/locks', { agentId: agent.id, resources: ['a.txt', 'b.txt'], ttlMs: 3_600_000 })).status, 200);
       const runs = (await api.post('/v1/pipelines/complaint/runs/batch', {
         runs: ['Bins on Elm Street not collected', 'The bins on Elm Street were not collected', 'Loud noise at the harbour at night'].map((text, i) => ({ input: { text }, idempotencyKey: `c-${i}` })),
@@ -75,7 +81,9 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
     try {
       const migrated = await runFleetd(['migrate', '--to', TEST_DATABASE_URL, '--schema', schema, '--data-dir', dataDir]);
       assert.equal(migrated.code, 0, migrated.stderr);
-      assert.match(migrated.stdout, /^ {2}tasks +301 +301$/m);
+      assert.match(migrated.stdout, /^ {2}tasks +302 +302$/m);
+      assert.match(migrated.stdout, /^ {2}task_dependencies +2 +2$/m);
+      assert.match(migrated.stdout, /^ {2}schedules +1 +1$/m);
       assert.match(migrated.stdout, /^ {2}case_members +3 +3$/m);
 
       pgServer = await startPipelineServer(setup, { dataDir: tempDir(), databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, adminKey });

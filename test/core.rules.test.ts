@@ -6,6 +6,7 @@ import { afterFailure, afterLostLease } from '../src/core/rules/retry.js';
 import { leaseHeld, stateAllowed } from '../src/core/rules/tasks.js';
 import { activityRefused, entrySize, retainedFloor } from '../src/core/rules/activity.js';
 import { afterLeaseRanOut, cancelledError, expiryOf, stopOrder } from '../src/core/rules/control.js';
+import { checkDependsOn, linkCheck } from '../src/core/rules/dependencies.js';
 import { FleetError } from '../src/domain/errors.js';
 import type { Task } from '../src/domain/types.js';
 
@@ -135,5 +136,49 @@ describe('the rules of what agents report on their tasks', () => {
     assert.deepEqual(floor, { progress: 11, log: 500, output: 37_856 });
     assert.equal(entrySize({ kind: 'output', text: 'héllo' }), 6, 'UTF-8 bytes');
     assert.equal(entrySize({ kind: 'log', level: 'info', message: 'x'.repeat(500) }), 1, 'a line is a line');
+  });
+});
+
+describe('linkCheck and checkDependsOn: a new task with a parent or dependencies', () => {
+  const links = (dependsOn: number[], onDependencyFailure: 'cancel' | 'run' = 'cancel', parentId: number | null = null) => ({
+    links: { parentId, dependsOn, onDependencyFailure },
+    runAt: 1_000,
+  });
+
+  it('waits while a dependency is unfinished, counting those; starts as a new task once all completed', () => {
+    const check = linkCheck([links([1, 2, 3])], 1_000);
+    const found = (statuses: string[]) => statuses.map((status, i) => ({ id: i + 1, status: status as Task['status'] }));
+    assert.deepEqual(check({ index: 0, parentFound: false, dependencies: found(['completed', 'leased', 'waiting']) }), { status: 'waiting', pending: 2 });
+    assert.deepEqual(check({ index: 0, parentFound: false, dependencies: found(['completed', 'completed', 'completed']) }), { status: 'queued', pending: 0 });
+    const later = linkCheck([{ ...links([1]), runAt: 5_000 }], 1_000);
+    assert.deepEqual(later({ index: 0, parentFound: false, dependencies: found(['completed']) }), { status: 'scheduled', pending: 0 });
+  });
+
+  it('is cancelled at once when a dependency failed already, unless it runs on failures', () => {
+    const deps = [
+      { id: 1, status: 'dead' as const },
+      { id: 2, status: 'queued' as const },
+    ];
+    assert.deepEqual(linkCheck([links([1, 2])], 1_000)({ index: 0, parentFound: false, dependencies: deps }), { status: 'cancelled', pending: 1 });
+    assert.deepEqual(linkCheck([links([1, 2], 'run')], 1_000)({ index: 0, parentFound: false, dependencies: deps }), { status: 'waiting', pending: 1 });
+  });
+
+  it('refuses a dependency or a parent that does not exist, naming them and the batch index', () => {
+    const batch = [links([]), links([1, 8, 9])];
+    assert.deepEqual(code(() => linkCheck(batch, 0)({ index: 1, parentFound: false, dependencies: [{ id: 1, status: 'queued' }] })), [
+      'FLEETD_ERR_VALIDATION',
+      { field: 'dependsOn', index: 1, missing: [8, 9] },
+    ]);
+    assert.deepEqual(code(() => linkCheck([links([], 'cancel', 5)], 0)({ index: 0, parentFound: false, dependencies: [] })), [
+      'FLEETD_ERR_VALIDATION',
+      { field: 'parentId', parentId: 5 },
+    ]);
+  });
+
+  it('takes at most 1,000 distinct dependencies', () => {
+    assert.deepEqual(checkDependsOn([3, 3, 4], {}), [3, 4]);
+    assert.deepEqual(checkDependsOn(undefined, {}), []);
+    assert.equal(code(() => checkDependsOn(Array.from({ length: 1001 }, (_, i) => i + 1), {}))[0], 'FLEETD_ERR_VALIDATION');
+    assert.equal(code(() => checkDependsOn([0], {}))[0], 'FLEETD_ERR_VALIDATION');
   });
 });

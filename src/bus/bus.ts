@@ -25,6 +25,8 @@ export interface FleetEvents {
   'task.retried': { task: TaskSummary };
   /** A finished task was deleted by a bulk action (retention's deletions publish nothing). */
   'task.deleted': { task: TaskSummary };
+  /** Its dependencies finished: a waiting task was queued (or scheduled, when its runAt lies ahead). */
+  'task.released': { task: TaskSummary };
   /**
    * Claimable tasks appeared, counted by requirement key: what wakes waiting claims. Published by
    * whichever node made them claimable, so that agents waiting on any node wake up.

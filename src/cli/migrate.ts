@@ -11,9 +11,9 @@ import { takeStoreAlone } from './backup.js';
 export const migrateUsage = `Usage:
   npx fleetd migrate --to postgres://USER@HOST:PORT/DATABASE [--schema NAME] [--data-dir DIR] [--config FILE]
 
-Copies the SQLite store of DIR — tasks with their tags and their progress, logs and output, agents,
-API keys, locks, pipeline runs and their steps, cases — into an empty PostgreSQL database (schema
-NAME, default public), in one transaction, then
+Copies the SQLite store of DIR — tasks with their tags, dependencies, progress, logs and output,
+agents, API keys, locks, pipeline runs and their steps, cases, schedules — into an empty PostgreSQL
+database (schema NAME, default public), in one transaction, then
 checks that every table there holds as many rows as here. Stop the server first. Then start
 fleetd with FLEETD_DATABASE_URL (and FLEETD_DATABASE_SCHEMA) set to the same.`;
 
@@ -23,6 +23,7 @@ const COPIED = [
   'agents',
   'tasks',
   'task_tags',
+  'task_dependencies',
   'task_activity_totals',
   'task_activity',
   'locks',
@@ -32,6 +33,7 @@ const COPIED = [
   'pipeline_versions',
   'cases',
   'case_members',
+  'schedules',
 ];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as

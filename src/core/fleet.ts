@@ -21,6 +21,7 @@ import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { TaskExpirer } from './maintenance/task-expirer.js';
 import { TaskEndWaiters } from './task-end-waiters.js';
 import { StatsService } from './stats.js';
+import { ScheduleService } from './schedules.js';
 import { TaskService } from './tasks.js';
 import { ActivityService } from './activity.js';
 
@@ -45,6 +46,7 @@ export class Fleet {
   readonly agents: AgentService;
   readonly locks: LockService;
   readonly credentials: CredentialService;
+  readonly schedules: ScheduleService;
   readonly stats: StatsService;
   /** Progress, log lines and output that agents report on the tasks they hold. */
   readonly activity: ActivityService;
@@ -104,6 +106,7 @@ export class Fleet {
     this.agents = new AgentService(ctx, this.timers, this.presence);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
+    this.schedules = new ScheduleService(ctx, this.tasks);
   }
 
   get bus(): Bus {
@@ -132,11 +135,13 @@ export class Fleet {
     this.stats.start();
     this.presence.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();
+    this.schedules.runner.start();
   }
 
   /** Stops timers, ends every waiting claim so that it answers, and closes every push channel; the store stays open. */
   stop(): void {
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.stop();
+    this.schedules.runner.stop();
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     this.stats.stop();
@@ -150,7 +155,11 @@ export class Fleet {
     return this.presence.flush();
   }
 
-  private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {
+  private publishTransitions(all: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {
+    // Tasks that were waiting on those that went dead, released or cancelled in the same write.
+    const released = all.filter((t) => t.from === 'waiting');
+    const transitions = released.length > 0 ? all.filter((t) => t.from !== 'waiting') : all;
+    if (released.length > 0) this.tasks.publishReleased(released);
     const available: Record<string, number> = {};
     for (const { task } of transitions) {
       if (task.status === 'queued') {

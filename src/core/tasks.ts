@@ -1,5 +1,5 @@
 import { claimKeysOf, pinnedTo, requirementKey } from '../domain/requirements.js';
-import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult } from '../store/store.js';
+import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult, TaskTransition, TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
@@ -13,7 +13,8 @@ import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
-import { TERMINAL_STATUSES, summarizeTask, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { checkDependsOn, linkCheck } from './rules/dependencies.js';
+import { TERMINAL_STATUSES, summarizeTask, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   type: string;
@@ -39,6 +40,12 @@ export interface TaskInput {
   tags?: string[];
   /** The submitter's own data about the task, up to METADATA_MAX_BYTES of JSON. */
   metadata?: Record<string, unknown>;
+  /** The task that spawned this one; it must exist. */
+  parentId?: number;
+  /** Tasks that must finish first (at most 1,000, each existing): the task waits until they have. */
+  dependsOn?: number[];
+  /** When a dependency ends dead or cancelled: cancel this task (the default), or run it anyway. */
+  onDependencyFailure?: OnDependencyFailure;
 }
 
 /** Metadata is for describing a task, not for carrying its data (that is the payload's). */
@@ -75,6 +82,13 @@ export class TaskService {
     };
     const executionTimeoutMs = input.executionTimeoutMs ?? (this.ctx.config.taskExecutionTimeoutMs || null);
     const scheduleTimeoutMs = input.scheduleTimeoutMs ?? null;
+    const dependsOn = checkDependsOn(input.dependsOn, at);
+    const links =
+      input.parentId !== undefined || dependsOn.length > 0 || input.onDependencyFailure !== undefined
+        ? { parentId: input.parentId ?? null, dependsOn, onDependencyFailure: input.onDependencyFailure ?? 'cancel' }
+        : undefined;
+    // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
+    const hashed = links ? { ...task, payload: [task.payload, links] } : task;
     return {
       ...task,
       executionTimeoutMs,
@@ -83,8 +97,14 @@ export class TaskService {
       tags: [...new Set(input.tags ?? [])],
       metadata: input.metadata ?? {},
       status: initialStatus(task.runAt, now),
-      requestHash: task.idempotencyKey === null ? null : taskRequestHash(task),
+      requestHash: task.idempotencyKey === null ? null : taskRequestHash(hashed),
+      ...(links ? { links } : {}),
     };
+  }
+
+  /** Checks a task as submit would (payload limits, times, dependencies' count), writing nothing: for tasks submitted later, by a schedule. */
+  check(input: TaskInput): void {
+    this.toInsert(input, this.ctx.now());
   }
 
   async submit(input: TaskInput): Promise<TaskInsertResult> {
@@ -107,7 +127,13 @@ export class TaskService {
     for (const agentId of new Set(inputs.map((input) => input.agentId).filter((id) => id !== undefined))) {
       if (!(await this.ctx.store.agentGet({ id: agentId }))) throw notFound('agent', agentId);
     }
-    const results = await this.ctx.store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
+    const linked = tasks.some((t) => t.links);
+    const results = await this.ctx.store.taskInsertMany({
+      tasks,
+      now,
+      onRepeat: repeatCheck('task', tasks),
+      ...(linked ? { onLinks: linkCheck(tasks, now) } : {}),
+    });
     const available: Record<string, number> = {};
     let earliestRunAt = Infinity;
     let earliestExpiry = Infinity;
@@ -119,7 +145,7 @@ export class TaskService {
       if (task.status === 'queued') {
         const key = requirementKey(task.requires);
         available[key] = (available[key] ?? 0) + 1;
-      } else if (task.runAt < earliestRunAt) earliestRunAt = task.runAt;
+      } else if (task.status === 'scheduled' && task.runAt < earliestRunAt) earliestRunAt = task.runAt;
     }
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
@@ -130,7 +156,52 @@ export class TaskService {
   async get(id: number): Promise<Task> {
     const task = await this.ctx.store.taskGet({ id });
     if (!task) throw notFound('task', id);
-    return task;
+    return (await this.withDependencies([task]))[0];
+  }
+
+  /** The tasks submitted with this one as their parent, oldest first; 404 when the task does not exist. */
+  async children(params: { id: number; limit: number; cursor?: string }): Promise<Page<Task>> {
+    const [page, parent] = await Promise.all([
+      this.ctx.store.taskList({ parentId: params.id, limit: params.limit, cursor: params.cursor, order: 'asc' }),
+      params.cursor === undefined ? this.ctx.store.taskGet({ id: params.id }) : undefined,
+    ]);
+    if (params.cursor === undefined && !parent) throw notFound('task', params.id);
+    return page;
+  }
+
+  /** The tasks with their dependencies' outcomes, for those that have dependencies (one read for all). */
+  async withDependencies(tasks: Task[]): Promise<Task[]> {
+    const ids = tasks.filter((t) => t.dependencyCount > 0).map((t) => t.id);
+    if (ids.length === 0) return tasks;
+    const byTask = await this.ctx.store.taskDependencies({ ids });
+    return tasks.map((t) => (byTask.has(t.id) ? { ...t, dependencies: byTask.get(t.id) } : t));
+  }
+
+  /**
+   * Waiting tasks a write finished waiting (in its own transaction): those released are announced
+   * like new ones, those cancelled because a dependency failed like any cancellation.
+   */
+  publishReleased(released: TaskTransition[]): void {
+    const available: Record<string, number> = {};
+    let earliestRunAt = Infinity;
+    for (const { task } of released) {
+      const summary = summarizeTask(task);
+      if (task.status === 'cancelled') {
+        this.ctx.bus.publish('task.cancelled', { task: summary });
+        continue;
+      }
+      this.ctx.bus.publish('task.released', { task: summary });
+      if (task.status === 'queued') {
+        const key = requirementKey(task.requires);
+        available[key] = (available[key] ?? 0) + 1;
+      } else if (task.runAt < earliestRunAt) earliestRunAt = task.runAt;
+    }
+    if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
+    if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
+  }
+
+  private released(write: TaskWrite): void {
+    if (write.released) this.publishReleased(write.released);
   }
 
   /**
@@ -177,7 +248,7 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks, capabilities: claimKeysOf(agent), room };
+    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
@@ -190,6 +261,7 @@ export class TaskService {
     // The result travels with the event, so that whoever waits needs no read; a large one does not.
     const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
     this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...result });
+    this.released(written);
     return task;
   }
 
@@ -210,6 +282,7 @@ export class TaskService {
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
       this.ctx.bus.publish('task.dead', { task: summary });
+      this.released(written);
     } else {
       this.ctx.bus.publish('task.failed', { task: summary });
       if (task.status === 'queued') {
@@ -229,8 +302,10 @@ export class TaskService {
   /** A leased task's agent is told to stop (the gateway, on task.cancelled), with `reason`. */
   async cancel(id: number, reason?: string): Promise<Task> {
     const error = cancelledError(reason);
-    const task = stateAllowed(await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error }), id, 'cancel');
+    const written = await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error });
+    const task = stateAllowed(written, id, 'cancel');
     this.ctx.bus.publish('task.cancelled', { task: summarizeTask(task) });
+    this.released(written);
     return task;
   }
 

@@ -21,6 +21,10 @@ export const ErrorCodes = {
   FLEETD_ERR_AGENT_OFFLINE: 409,
   FLEETD_ERR_RUN_STATE: 409,
   FLEETD_ERR_KEY_STATE: 409,
+  /** Recorded as a waiting task's error when a task it depends on ended dead or cancelled. */
+  FLEETD_ERR_DEPENDENCY_FAILED: 409,
+  /** A schedule with that name exists already. */
+  FLEETD_ERR_SCHEDULE_EXISTS: 409,
   FLEETD_ERR_REQUEST_TIMEOUT: 408,
   FLEETD_ERR_BODY_TOO_LARGE: 413,
   FLEETD_ERR_PAYLOAD_TOO_LARGE: 413,
@@ -88,5 +92,8 @@ export const invalid = (field: string, message: string, extra: Record<string, un
 /** A dependency is down: a 503 with Retry-After, and no log line of its own (the outage is logged once). */
 export const dependencyUnavailable = (dependency: string, message: string, retryAfterSeconds = 1): FleetError =>
   new FleetError('FLEETD_ERR_UNAVAILABLE', message, { dependency, retryAfterSeconds });
+
+/** The error a waiting task is cancelled with when a dependency of its fails: the same in both drivers. */
+export const dependencyFailedError = { code: 'FLEETD_ERR_DEPENDENCY_FAILED' satisfies ErrorCode, message: 'a task this one depends on ended dead or cancelled' };
 
 export const isDependencyUnavailable = (err: unknown): err is FleetError => err instanceof FleetError && err.code === 'FLEETD_ERR_UNAVAILABLE';

@@ -1,12 +1,12 @@
 /** The domain's public types: what the store keeps and the API returns. Times are epoch milliseconds. */
 
 /**
- * A task's life: `scheduled` (waits for runAt or a retry backoff) → `queued` (claimable) →
+ * A task's life: `waiting` (for its dependencies to finish) → `scheduled` (waits for runAt or a retry backoff) → `queued` (claimable) →
  * `leased` (held by one agent until leaseExpiresAt) → `completed`, or back to `queued`/`scheduled`
  * on failure or lease expiry, or `dead` once maxAttempts are spent. `cancelled` ends it early.
  */
-export type TaskStatus = 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
-export const TASK_STATUSES: readonly TaskStatus[] = ['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled'];
+export type TaskStatus = 'waiting' | 'scheduled' | 'queued' | 'leased' | 'completed' | 'dead' | 'cancelled';
+export const TASK_STATUSES: readonly TaskStatus[] = ['waiting', 'scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled'];
 export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['completed', 'dead', 'cancelled']);
 
 export interface Task {
@@ -40,13 +40,31 @@ export interface Task {
   tags: string[];
   /** The submitter's own data about the task; fleetd only keeps it. */
   metadata: Record<string, unknown>;
+  /** The task that spawned this one (submitted with parentId), if any. */
+  parentId: number | null;
+  /** How many tasks this one depends on, and how many of them have not finished yet. */
+  dependencyCount: number;
+  dependenciesPending: number;
+  /** The dependencies with their outcomes: on a claimed task and on GET /v1/tasks/:id, when it has any. */
+  dependencies?: TaskDependency[];
 }
 
-/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
-export type TaskSummary = Omit<Task, 'payload' | 'result'>;
+/** What a waiting task does when a dependency ends dead or cancelled: it is cancelled too, or runs anyway. */
+export type OnDependencyFailure = 'cancel' | 'run';
+
+/** One dependency of a task as its agent sees it: pending while unfinished, then its outcome. */
+export interface TaskDependency {
+  id: number;
+  status: 'pending' | 'completed' | 'dead' | 'cancelled';
+  result: unknown;
+  error: unknown;
+}
+
+/** A task as events carry it: without payload, result and dependencies, which can be large and are fetched on demand. */
+export type TaskSummary = Omit<Task, 'payload' | 'result' | 'dependencies'>;
 
 export function summarizeTask(task: Task): TaskSummary {
-  const { payload: _payload, result: _result, ...summary } = task;
+  const { payload: _payload, result: _result, dependencies: _dependencies, ...summary } = task;
   return summary;
 }
 

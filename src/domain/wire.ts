@@ -12,6 +12,7 @@ import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@si
 import { ErrorCodes, type ErrorCode } from './errors.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun, type PipelineVersion } from './runs.js';
 import { LOG_LEVELS, type ActivityEntry, type ActivityTail } from './activity.js';
+import { SCHEDULE_CATCH_UPS, SCHEDULE_OVERLAPS, type Schedule } from './schedules.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -64,6 +65,14 @@ export const ErrorBody = Type.Object({ error: ErrorSchema });
 /** One page of a list; `nextCursor` is null on the last page. */
 export const pageOf = <T extends TSchema>(item: T) => Type.Object({ items: Type.Array(item), nextCursor: NullableString });
 
+export const TaskDependencySchema = Type.Object({
+  id: Type.Integer(),
+  status: oneOf(['pending', 'completed', 'dead', 'cancelled'] as const),
+  result: Type.Unknown(),
+  error: Type.Unknown(),
+});
+export type TaskDependencyJson = Static<typeof TaskDependencySchema>;
+
 export const TaskSchema = Type.Object({
   id: Type.Integer(),
   type: Type.String(),
@@ -93,11 +102,18 @@ export const TaskSchema = Type.Object({
   scheduleTimeoutMs: Type.Union([Type.Integer(), Type.Null()]),
   tags: Type.Array(Type.String()),
   metadata: Type.Record(Type.String(), Type.Unknown()),
+  /** The task that spawned this one (submitted with parentId). */
+  parentId: Type.Union([Type.Integer(), Type.Null()]),
+  /** How many tasks it depends on, and how many of those have not finished. */
+  dependencyCount: Type.Integer(),
+  dependenciesPending: Type.Integer(),
+  /** Its dependencies with their outcomes (result when completed, error when dead or cancelled): on a claimed task and GET /v1/tasks/:id. */
+  dependencies: Type.Optional(Type.Array(TaskDependencySchema)),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 
-/** A task as events carry it: without payload and result, which can be large and are fetched on demand. */
-export const TaskSummarySchema = Type.Omit(TaskSchema, ['payload', 'result']);
+/** A task as events carry it: without payload, result and dependencies, which can be large and are fetched on demand. */
+export const TaskSummarySchema = Type.Omit(TaskSchema, ['payload', 'result', 'dependencies']);
 export type TaskSummaryJson = Static<typeof TaskSummarySchema>;
 
 export const AgentSchema = Type.Object({
@@ -234,6 +250,23 @@ export const CaseMemberSchema = Type.Object({
 });
 export type CaseMemberJson = Static<typeof CaseMemberSchema>;
 
+/** A recurring schedule, with its next fire times (none while paused). */
+export const ScheduleSchema = Type.Object({
+  name: Type.String(),
+  cron: Type.String(),
+  timezone: Type.String(),
+  task: Type.Record(Type.String(), Type.Unknown()),
+  overlap: oneOf(SCHEDULE_OVERLAPS),
+  catchUp: oneOf(SCHEDULE_CATCH_UPS),
+  paused: Type.Boolean(),
+  nextFires: Type.Array(Time),
+  lastFireAt: NullableTime,
+  lastTaskId: Type.Union([Type.Integer(), Type.Null()]),
+  createdAt: Time,
+  updatedAt: Time,
+});
+export type ScheduleJson = Static<typeof ScheduleSchema>;
+
 /** `GET /v1/stats` and the `stats` topic's events: counters and rates, no times. */
 export const StatsSchema = Type.Object({
   tasks: Type.Object({
@@ -287,8 +320,9 @@ export const iso = (ms: number): string => new Date(ms).toISOString();
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
+  const { dependencies: _dependencies, ...summary } = t as TaskSummary & { dependencies?: unknown };
   return {
-    ...t,
+    ...summary,
     runAt: iso(t.runAt),
     createdAt: iso(t.createdAt),
     updatedAt: iso(t.updatedAt),
@@ -400,5 +434,22 @@ export function taskActivityJson(task: Task, tail: ActivityTail): TaskActivityJs
     logLines: tail.totals.logLines,
     outputBytes: tail.totals.outputBytes,
     more: tail.more,
+  };
+}
+
+export function scheduleJson(s: Schedule & { nextFires: number[] }): ScheduleJson {
+  return {
+    name: s.name,
+    cron: s.cron,
+    timezone: s.timezone,
+    task: s.task,
+    overlap: s.overlap,
+    catchUp: s.catchUp,
+    paused: s.paused,
+    nextFires: s.nextFires.map(iso),
+    lastFireAt: isoOrNull(s.lastFireAt),
+    lastTaskId: s.lastTaskId,
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
   };
 }

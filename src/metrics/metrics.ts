@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
-import type { Agent } from '../domain/types.js';
+import { TASK_STATUSES, type Agent } from '../domain/types.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import { onCollect, registry } from './registry.js';
 
@@ -125,7 +125,7 @@ export function observeFleet(fleet: Fleet): () => void {
     tasksByStatus.reset();
     queueDepth.reset();
     agentsByStatus.reset();
-    for (const status of ['scheduled', 'queued', 'leased', 'completed', 'dead', 'cancelled']) tasksByStatus.set({ status }, 0);
+    for (const status of TASK_STATUSES) tasksByStatus.set({ status }, 0);
     for (const c of tasks) {
       tasksByStatus.inc({ status: c.status }, c.count);
       if (c.status === 'queued') queueDepth.inc({ type: c.type, priority: String(c.priority) }, c.count);

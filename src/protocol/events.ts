@@ -76,6 +76,7 @@ export const EventDataSchemas = {
   'task.cancelled': TaskEvent,
   'task.retried': TaskEvent,
   'task.deleted': TaskEvent,
+  'task.released': TaskEvent,
   'agent.registered': AgentEvent,
   'agent.online': AgentEvent,
   'agent.stale': Type.Object({ agentId: Type.String() }),

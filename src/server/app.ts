@@ -33,6 +33,7 @@ import { taskRoutes } from './routes/tasks.js';
 import { taskBatchRoutes } from './routes/task-batch.js';
 import { activityRoutes } from './routes/activity.js';
 import { taskStreamRoutes } from './routes/task-stream.js';
+import { scheduleRoutes } from './routes/schedules.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -203,6 +204,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(activityRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskStreamRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
+  await app.register(scheduleRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });

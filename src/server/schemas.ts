@@ -38,6 +38,13 @@ export const TaskInputSchema = Type.Object(
     tags: Type.Optional(Type.Array(Tag, { maxItems: 16 })),
     /** Up to 16 KiB of JSON, kept with the task. */
     metadata: Type.Optional(Type.Record(Type.String({ maxLength: 100 }), AnyJson, { maxProperties: 64 })),
+    parentId: Type.Optional(Type.Integer({ minimum: 1, description: 'The task that spawned this one; it must exist' })),
+    dependsOn: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 1 }), { maxItems: 1000, description: 'Tasks that must finish first; the task waits (status waiting) until they have' }),
+    ),
+    onDependencyFailure: Type.Optional(
+      Type.Union([Type.Literal('cancel'), Type.Literal('run')], { description: 'When a dependency ends dead or cancelled: cancel this task (the default) or run it anyway' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -65,3 +72,21 @@ export const LockInputSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A schedule's task: what POST /v1/tasks takes, less what each fire decides (when, its key) and links. */
+export const ScheduleTaskSchema = Type.Omit(TaskInputSchema, ['runAt', 'delayMs', 'idempotencyKey', 'parentId', 'dependsOn', 'onDependencyFailure'], {
+  additionalProperties: false,
+});
+
+export const ScheduleInputSchema = Type.Object(
+  {
+    name: Name,
+    cron: Type.String({ minLength: 1, maxLength: 200, description: 'Five fields (minute hour day-of-month month day-of-week), or six with seconds first' }),
+    timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'An IANA time zone; UTC by default' })),
+    task: ScheduleTaskSchema,
+    overlap: Type.Optional(Type.Union([Type.Literal('skip'), Type.Literal('allow')])),
+    catchUp: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('latest'), Type.Literal('all')])),
+  },
+  { additionalProperties: false },
+);
+export type ScheduleInputBody = Static<typeof ScheduleInputSchema>;

@@ -1,7 +1,7 @@
 import type { RunListParams } from './pipeline-store.js';
 import type { CaseRow, RunRow } from './pipeline-rows.js';
 import type { KeysetQuery } from './keyset.js';
-import type { AgentRow, LockRow, TaskRow } from './rows.js';
+import type { AgentRow, LockRow, ScheduleRow, TaskRow } from './rows.js';
 import type { AgentListParams, LockListParams, TaskListParams } from './store.js';
 
 /**
@@ -15,6 +15,7 @@ export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
     ['type = ?', p.type],
     ['agent_id = ?', p.agentId],
     ['id IN (SELECT task_id FROM task_tags WHERE tag = ?)', p.tag],
+    ['parent_id = ?', p.parentId],
   ],
   key: 'id',
   keyOf: (r) => r.id,
@@ -72,6 +73,17 @@ export const caseList = (p: { limit: number; cursor?: string }): KeysetQuery<Cas
   key: 'id',
   keyOf: (r) => r.id,
   order: 'desc',
+  cursor: p.cursor,
+  limit: p.limit,
+});
+
+/** Oldest first. */
+export const scheduleList = (p: { limit: number; cursor?: string }): KeysetQuery<ScheduleRow> => ({
+  select: 'SELECT * FROM schedules',
+  where: [],
+  key: 'seq',
+  keyOf: (r) => Number(r.seq),
+  order: 'asc',
   cursor: p.cursor,
   limit: p.limit,
 });

@@ -1,5 +1,6 @@
-import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
 import { requirementsOf } from '../domain/requirements.js';
+import type { Schedule } from '../domain/schedules.js';
 import type { LeaseEnd } from './store.js';
 
 /** Rows of the tables both SQL drivers share column for column, and their mapping to the domain. */
@@ -33,6 +34,40 @@ export interface TaskRow {
   /** JSON: an array of strings, and an object. */
   tags: string;
   metadata: string;
+  parent_id: number | null;
+  deps_total: number;
+  deps_pending: number;
+  on_dependency_failure: string | null;
+  /** 0/1 on SQLite, a boolean on PostgreSQL: some task depends on this one. */
+  has_dependents: number | boolean;
+}
+
+/** An edge of task_dependencies: the outcome of `depends_on` is copied in when it finishes. */
+export interface DependencyRow {
+  task_id: number;
+  depends_on: number;
+  status: 'completed' | 'dead' | 'cancelled' | null;
+  result: string | null;
+  error: string | null;
+}
+
+export const toDependency = (row: DependencyRow): TaskDependency => ({
+  id: Number(row.depends_on),
+  status: row.status ?? 'pending',
+  result: parseJson(row.result),
+  error: parseJson(row.error),
+});
+
+/** Dependencies by task, in the order of their ids. */
+export function dependenciesByTask(rows: DependencyRow[]): Map<number, TaskDependency[]> {
+  const out = new Map<number, TaskDependency[]>();
+  for (const row of [...rows].sort((a, b) => Number(a.depends_on) - Number(b.depends_on))) {
+    const id = Number(row.task_id);
+    let list = out.get(id);
+    if (!list) out.set(id, (list = []));
+    list.push(toDependency(row));
+  }
+  return out;
 }
 
 export interface AgentRow {
@@ -104,6 +139,9 @@ export function toTask(row: TaskRow): Task {
     scheduleTimeoutMs: row.schedule_timeout_ms,
     tags: JSON.parse(row.tags),
     metadata: JSON.parse(row.metadata),
+    parentId: row.parent_id === null || row.parent_id === undefined ? null : Number(row.parent_id),
+    dependencyCount: row.deps_total ?? 0,
+    dependenciesPending: row.deps_pending ?? 0,
   };
 }
 
@@ -151,4 +189,35 @@ export const endingLease = (row: TaskRow) => ({
   backoffMs: row.backoff_ms,
   claimedAt: row.claimed_at!,
   executionTimeoutMs: row.execution_timeout_ms,
+});
+
+export interface ScheduleRow {
+  seq: number;
+  name: string;
+  cron: string;
+  timezone: string;
+  task: string;
+  overlap: string;
+  catch_up: string;
+  paused: number;
+  next_fire_at: number;
+  last_fire_at: number | null;
+  last_task_id: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export const toSchedule = (row: ScheduleRow): Schedule => ({
+  name: row.name,
+  cron: row.cron,
+  timezone: row.timezone,
+  task: JSON.parse(row.task),
+  overlap: row.overlap as Schedule['overlap'],
+  catchUp: row.catch_up as Schedule['catchUp'],
+  paused: Number(row.paused) === 1,
+  nextFireAt: Number(row.next_fire_at),
+  lastFireAt: row.last_fire_at === null ? null : Number(row.last_fire_at),
+  lastTaskId: row.last_task_id === null ? null : Number(row.last_task_id),
+  createdAt: Number(row.created_at),
+  updatedAt: Number(row.updated_at),
 });

@@ -1,5 +1,6 @@
 import type { ActivityStore } from './activity-store.js';
-import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
+import type { ScheduleStore } from './schedule-store.js';
+import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -16,7 +17,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, T
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -58,7 +59,7 @@ export interface TaskStore {
    * refusal writes nothing of the batch) and, unless it throws, the existing task is returned
    * with `created: false`.
    */
-  taskInsertMany(params: { tasks: TaskInsertParams[]; now: number; onRepeat: RepeatCheck }): Promise<TaskInsertResult[]>;
+  taskInsertMany(params: { tasks: TaskInsertParams[]; now: number; onRepeat: RepeatCheck; onLinks?: LinkCheck }): Promise<TaskInsertResult[]>;
   taskGet(params: { id: number }): Promise<Task | undefined>;
   taskList(params: TaskListParams): Promise<Page<Task>>;
   /** Leases up to `max` queued tasks the agent can do: priority desc, then oldest first. */
@@ -85,6 +86,8 @@ export interface TaskStore {
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
   taskCounts(): Promise<TaskCount[]>;
+  /** The dependencies of each task, with the outcomes copied when each finished, keyed by task id. */
+  taskDependencies(params: { ids: number[] }): Promise<Map<number, TaskDependency[]>>;
   /**
    * Sends queued and scheduled tasks whose expiresAt has passed (nobody claimed them in their
    * scheduleTimeoutMs) to dead with `error`, in bounded batches. A claim never takes such a task.
@@ -161,9 +164,12 @@ export interface KeyStore {
 
 /**
  * A conditional write on one task: the task after it, or, when its condition (the agent's lease,
- * an allowed status) did not hold, the task as it is now (undefined: no such task).
+ * an allowed status) did not hold, the task as it is now (undefined: no such task). `released`:
+ * the waiting tasks the write finished (from 'waiting' to queued, scheduled or cancelled), in the
+ * same transaction; a write that ends leases in bulk (rescue, agent release) lists them among its
+ * transitions, `from: 'waiting'`.
  */
-export type TaskWrite = { task: Task; current?: undefined } | { task: undefined; current: Task | undefined };
+export type TaskWrite = { task: Task; current?: undefined; released?: TaskTransition[] } | { task: undefined; current: Task | undefined; released?: undefined };
 
 /** A lease about to end without a result, as `EndLease` sees it. */
 export interface EndingLease {
@@ -189,6 +195,32 @@ export type EndLease = (lease: EndingLease) => LeaseEnd;
  * exists (`index` in the batch); it throws to refuse the batch.
  */
 export type RepeatCheck = (repeat: { index: number; existing: { id: number; requestHash: string | null } }) => void;
+
+/**
+ * Core's rule for a new task with a parent or dependencies, called inside the insert with what the
+ * store found of them (locked against their completion, on PostgreSQL): it throws to refuse the
+ * whole batch (a task that does not exist), or answers the task's first status and how many of its
+ * dependencies are still to finish.
+ */
+export type LinkCheck = (found: { index: number; parentFound: boolean; dependencies: LinkedDependency[] }) => LinkStart;
+
+/** A dependency as a new task finds it: its status now. */
+export interface LinkedDependency {
+  id: number;
+  status: TaskStatus;
+}
+
+export interface LinkStart {
+  status: 'waiting' | 'queued' | 'scheduled' | 'cancelled';
+  pending: number;
+}
+
+/** A new task's parent and dependencies, as submitted. */
+export interface TaskLinks {
+  parentId: number | null;
+  dependsOn: number[];
+  onDependencyFailure: OnDependencyFailure;
+}
 
 /** The current holder of one resource a lock asks for. */
 export interface LockHolder {
@@ -251,7 +283,7 @@ export interface AgentReleaseResult {
 
 export interface TaskInsertParams {
   type: string;
-  /** Decided by core: queued, or scheduled when runAt lies ahead. */
+  /** Decided by core: queued, or scheduled when runAt lies ahead (with links, onLinks decides inside the insert). */
   status: 'queued' | 'scheduled';
   payload: unknown;
   priority: number;
@@ -269,6 +301,8 @@ export interface TaskInsertParams {
   expiresAt: number | null;
   tags: string[];
   metadata: Record<string, unknown>;
+  /** A parent or dependencies: the store asks `onLinks` for the first status. */
+  links?: TaskLinks;
 }
 
 export interface TaskInsertResult {
@@ -282,6 +316,8 @@ export interface TaskListParams {
   tag?: string;
   type?: string;
   agentId?: string;
+  /** The children of this task. */
+  parentId?: number;
   limit: number;
   cursor?: string;
   /** Newest first (desc, the default) for browsing; oldest first (asc) for exports. */

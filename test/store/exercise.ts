@@ -3,11 +3,13 @@ import { exerciseActivity } from './activity.js';
 import { exerciseAgents } from './agents.js';
 import { exerciseCases } from './cases.js';
 import { exerciseControl } from './control.js';
+import { exerciseDependencies } from './dependencies.js';
 import type { DriverFactory } from './harness.js';
 import { exerciseKeys } from './keys.js';
 import { exerciseListen } from './listen.js';
 import { exerciseLocks } from './locks.js';
 import { exerciseRuns } from './runs.js';
+import { exerciseSchedules } from './schedules.js';
 import { exerciseTasks } from './tasks.js';
 
 /**
@@ -29,6 +31,8 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseCases(factory);
     exerciseActivity(factory);
     exerciseControl(factory);
+    exerciseDependencies(factory, supportsListen);
+    exerciseSchedules(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

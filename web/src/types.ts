@@ -13,6 +13,7 @@ export type {
   PipelineStatsJson as PipelineStats,
   ReadinessJson as Readiness,
   RunJson as PipelineRun,
+  ScheduleJson as Schedule,
   StatsJson as FleetStats,
   StepJson as StepState,
   TaskJson as Task,

@@ -25,6 +25,8 @@ ERROR_STATUS: dict[str, int] = {
     "FLEETD_ERR_AGENT_OFFLINE": 409,
     "FLEETD_ERR_RUN_STATE": 409,
     "FLEETD_ERR_KEY_STATE": 409,
+    "FLEETD_ERR_DEPENDENCY_FAILED": 409,
+    "FLEETD_ERR_SCHEDULE_EXISTS": 409,
     "FLEETD_ERR_REQUEST_TIMEOUT": 408,
     "FLEETD_ERR_BODY_TOO_LARGE": 413,
     "FLEETD_ERR_PAYLOAD_TOO_LARGE": 413,
@@ -50,7 +52,7 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 
-TaskStatus = Literal["scheduled", "queued", "leased", "completed", "dead", "cancelled"]
+TaskStatus = Literal["waiting", "scheduled", "queued", "leased", "completed", "dead", "cancelled"]
 
 
 class Task(TypedDict):
@@ -59,7 +61,7 @@ class Task(TypedDict):
     payload: Any
     priority: int
     requires: list[str]
-    status: Literal["scheduled", "queued", "leased", "completed", "dead", "cancelled"]
+    status: Literal["waiting", "scheduled", "queued", "leased", "completed", "dead", "cancelled"]
     idempotencyKey: str | None
     attempts: int
     maxAttempts: int
@@ -79,6 +81,10 @@ class Task(TypedDict):
     scheduleTimeoutMs: int | None
     tags: list[str]
     metadata: dict[str, Any]
+    parentId: int | None
+    dependencyCount: int
+    dependenciesPending: int
+    dependencies: NotRequired[list[dict[str, Any]]]
 
 
 class TaskSummary(TypedDict):
@@ -86,7 +92,7 @@ class TaskSummary(TypedDict):
     type: str
     priority: int
     requires: list[str]
-    status: Literal["scheduled", "queued", "leased", "completed", "dead", "cancelled"]
+    status: Literal["waiting", "scheduled", "queued", "leased", "completed", "dead", "cancelled"]
     idempotencyKey: str | None
     attempts: int
     maxAttempts: int
@@ -105,6 +111,9 @@ class TaskSummary(TypedDict):
     scheduleTimeoutMs: int | None
     tags: list[str]
     metadata: dict[str, Any]
+    parentId: int | None
+    dependencyCount: int
+    dependenciesPending: int
 
 
 class TaskInput(TypedDict):
@@ -123,6 +132,9 @@ class TaskInput(TypedDict):
     agentId: NotRequired[str]
     tags: NotRequired[list[str]]
     metadata: NotRequired[dict[str, Any]]
+    parentId: NotRequired[int]
+    dependsOn: NotRequired[list[int]]
+    onDependencyFailure: NotRequired[Literal["cancel", "run"]]
 
 
 class Agent(TypedDict):
@@ -144,6 +156,6 @@ class AgentInput(TypedDict):
 
 
 class ErrorJson(TypedDict):
-    code: Literal["FLEETD_ERR_VALIDATION", "FLEETD_ERR_MALFORMED_JSON", "FLEETD_ERR_BAD_REQUEST", "FLEETD_ERR_UNAUTHORIZED", "FLEETD_ERR_FORBIDDEN", "FLEETD_ERR_NOT_FOUND", "FLEETD_ERR_METHOD_NOT_ALLOWED", "FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_LEASE_EXPIRED", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_IDEMPOTENCY_CONFLICT", "FLEETD_ERR_LOCK_CONFLICT", "FLEETD_ERR_AGENT_OFFLINE", "FLEETD_ERR_RUN_STATE", "FLEETD_ERR_KEY_STATE", "FLEETD_ERR_REQUEST_TIMEOUT", "FLEETD_ERR_BODY_TOO_LARGE", "FLEETD_ERR_PAYLOAD_TOO_LARGE", "FLEETD_ERR_ENTRY_TOO_LARGE", "FLEETD_ERR_URI_TOO_LONG", "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE", "FLEETD_ERR_RATE_LIMITED", "FLEETD_ERR_TOO_MANY_CONNECTIONS", "FLEETD_ERR_HEADERS_TOO_LARGE", "FLEETD_ERR_INTERNAL", "FLEETD_ERR_STORE_UNAVAILABLE", "FLEETD_ERR_UNAVAILABLE", "FLEETD_ERR_SHUTTING_DOWN", "FLEETD_ERR_DASHBOARD_NOT_BUILT", "FLEETD_ERR_STORAGE_FULL", "FLEETD_ERR_PIPELINE_DEFINITION", "FLEETD_ERR_PIPELINE_FROM_FILE", "FLEETD_ERR_PIPELINE_UNRUNNABLE", "FLEETD_ERR_STEP_NOT_WAITING", "FLEETD_ERR_CANCELLED", "FLEETD_ERR_TIMEOUT", "FLEETD_ERR_EXPIRED"]
+    code: Literal["FLEETD_ERR_VALIDATION", "FLEETD_ERR_MALFORMED_JSON", "FLEETD_ERR_BAD_REQUEST", "FLEETD_ERR_UNAUTHORIZED", "FLEETD_ERR_FORBIDDEN", "FLEETD_ERR_NOT_FOUND", "FLEETD_ERR_METHOD_NOT_ALLOWED", "FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_LEASE_EXPIRED", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_IDEMPOTENCY_CONFLICT", "FLEETD_ERR_LOCK_CONFLICT", "FLEETD_ERR_AGENT_OFFLINE", "FLEETD_ERR_RUN_STATE", "FLEETD_ERR_KEY_STATE", "FLEETD_ERR_DEPENDENCY_FAILED", "FLEETD_ERR_SCHEDULE_EXISTS", "FLEETD_ERR_REQUEST_TIMEOUT", "FLEETD_ERR_BODY_TOO_LARGE", "FLEETD_ERR_PAYLOAD_TOO_LARGE", "FLEETD_ERR_ENTRY_TOO_LARGE", "FLEETD_ERR_URI_TOO_LONG", "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE", "FLEETD_ERR_RATE_LIMITED", "FLEETD_ERR_TOO_MANY_CONNECTIONS", "FLEETD_ERR_HEADERS_TOO_LARGE", "FLEETD_ERR_INTERNAL", "FLEETD_ERR_STORE_UNAVAILABLE", "FLEETD_ERR_UNAVAILABLE", "FLEETD_ERR_SHUTTING_DOWN", "FLEETD_ERR_DASHBOARD_NOT_BUILT", "FLEETD_ERR_STORAGE_FULL", "FLEETD_ERR_PIPELINE_DEFINITION", "FLEETD_ERR_PIPELINE_FROM_FILE", "FLEETD_ERR_PIPELINE_UNRUNNABLE", "FLEETD_ERR_STEP_NOT_WAITING", "FLEETD_ERR_CANCELLED", "FLEETD_ERR_TIMEOUT", "FLEETD_ERR_EXPIRED"]
     message: str
     details: dict[str, Any]

@@ -8,6 +8,7 @@ import {
   type ServerMessage,
   type TaskBatchItem,
   type TaskBatchResult,
+  type TaskInput,
   type TaskJson,
 } from './wire.js';
 import { FleetApiError, NonRetryableError, TaskRevokedError } from './errors.js';
@@ -62,6 +63,14 @@ export interface TaskContext {
   output(chunk: string): void;
   /** Resolves once everything reported so far has reached fleetd. The task's completion waits for it anyway. */
   flush(): Promise<void>;
+  /**
+   * Submits child tasks of this task in one batch (all or none), with the client's API key; each
+   * gets `parentId` set to this task. Without an idempotency key each is given one made of this
+   * task's id, the call's number in this run of the handler and the child's place, so that a
+   * handler run again after a crash (same task, same calls) gets the same children back instead
+   * of new ones. The answer: the children, in order.
+   */
+  spawn(children: TaskInput[]): Promise<TaskJson[]>;
 }
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
@@ -407,12 +416,20 @@ export class FleetAgent extends EventEmitter {
     run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     try {
+      let spawnCalls = 0;
+      const spawn = async (children: TaskInput[]): Promise<TaskJson[]> => {
+        const call = ++spawnCalls;
+        const tasks = children.map((child, i) => ({ idempotencyKey: `spawn:${task.id}:${call}:${i}`, ...child, parentId: task.id }));
+        const answer = await this.client.request<{ items: { task: TaskJson }[] }>('POST', '/v1/tasks/batch', { tasks }, { retry: true, signal: controller.signal });
+        return answer.items.map((item) => item.task);
+      };
       const context: TaskContext = {
         signal: controller.signal,
         progress: (progress, message) => activity.progress(progress, message),
         log: (message, level) => activity.log(message, level),
         output: (chunk) => activity.output(chunk),
         flush: () => activity.flush(),
+        spawn,
       };
       const result = await this.handler!(task, context);
       outcome = { type: 'complete', id: task.id, result: result ?? null };

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import type { AgentInput, AgentJson, ObserverServerMessage, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import type { AgentInput, AgentJson, ObserverServerMessage, ScheduleInput, ScheduleJson, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { ResilientSubscription, type SubscribeOptions, type Subscription } from './subscription.js';
@@ -231,6 +231,32 @@ export class FleetClient {
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     const qs = query.size > 0 ? `?${query}` : '';
     return this.request('GET', `/v1/tasks/${id}/logs${qs}`);
+  }
+
+  /** Creates a recurring schedule: its task is submitted at every fire time of `cron`, once across nodes. */
+  createSchedule(schedule: ScheduleInput): Promise<ScheduleJson> {
+    return this.request('POST', '/v1/schedules', schedule);
+  }
+
+  schedule(name: string): Promise<ScheduleJson> {
+    return this.request('GET', `/v1/schedules/${encodeURIComponent(name)}`);
+  }
+
+  schedules(page: { limit?: number; cursor?: string } = {}): Promise<{ items: ScheduleJson[]; nextCursor: string | null }> {
+    const query = new URLSearchParams(Object.entries(page).map(([k, v]) => [k, String(v)])).toString();
+    return this.request('GET', `/v1/schedules${query ? `?${query}` : ''}`);
+  }
+
+  pauseSchedule(name: string): Promise<ScheduleJson> {
+    return this.request('POST', `/v1/schedules/${encodeURIComponent(name)}/pause`);
+  }
+
+  resumeSchedule(name: string): Promise<ScheduleJson> {
+    return this.request('POST', `/v1/schedules/${encodeURIComponent(name)}/resume`);
+  }
+
+  deleteSchedule(name: string): Promise<ScheduleJson> {
+    return this.request('DELETE', `/v1/schedules/${encodeURIComponent(name)}`);
   }
 
   stats(): Promise<StatsJson> {

@@ -19,6 +19,8 @@ export type {
   ErrorCode,
   ErrorJson,
   EventData,
+  ScheduleInput,
+  ScheduleJson,
   ServerMessage,
   StatsJson,
   StreamEvent,

@@ -20,6 +20,8 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_AGENT_OFFLINE": 409,
   "FLEETD_ERR_RUN_STATE": 409,
   "FLEETD_ERR_KEY_STATE": 409,
+  "FLEETD_ERR_DEPENDENCY_FAILED": 409,
+  "FLEETD_ERR_SCHEDULE_EXISTS": 409,
   "FLEETD_ERR_REQUEST_TIMEOUT": 408,
   "FLEETD_ERR_BODY_TOO_LARGE": 413,
   "FLEETD_ERR_PAYLOAD_TOO_LARGE": 413,
@@ -45,7 +47,7 @@ export const ERROR_STATUS = {
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-export type TaskStatus = "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+export type TaskStatus = "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
 
 export interface TaskJson {
   id: number;
@@ -53,7 +55,7 @@ export interface TaskJson {
   payload: unknown;
   priority: number;
   requires: string[];
-  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   idempotencyKey: string | null;
   attempts: number;
   maxAttempts: number;
@@ -73,6 +75,15 @@ export interface TaskJson {
   scheduleTimeoutMs: number | null;
   tags: string[];
   metadata: Record<string, unknown>;
+  parentId: number | null;
+  dependencyCount: number;
+  dependenciesPending: number;
+  dependencies?: ({
+    id: number;
+    status: "pending" | "completed" | "dead" | "cancelled";
+    result: unknown;
+    error: unknown;
+  })[];
 }
 
 export interface TaskSummaryJson {
@@ -80,7 +91,7 @@ export interface TaskSummaryJson {
   type: string;
   priority: number;
   requires: string[];
-  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   idempotencyKey: string | null;
   attempts: number;
   maxAttempts: number;
@@ -99,6 +110,9 @@ export interface TaskSummaryJson {
   scheduleTimeoutMs: number | null;
   tags: string[];
   metadata: Record<string, unknown>;
+  parentId: number | null;
+  dependencyCount: number;
+  dependenciesPending: number;
 }
 
 export interface TaskInput {
@@ -117,6 +131,9 @@ export interface TaskInput {
   agentId?: string;
   tags?: string[];
   metadata?: Record<string, unknown>;
+  parentId?: number;
+  dependsOn?: number[];
+  onDependencyFailure?: "cancel" | "run";
 }
 
 export interface AgentJson {
@@ -138,7 +155,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_SCHEDULE_EXISTS" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED";
   message: string;
   details: Record<string, unknown>;
 }
@@ -146,6 +163,7 @@ export interface ErrorJson {
 export interface StatsJson {
   tasks: {
     byStatus: {
+      waiting: number;
       scheduled: number;
       queued: number;
       leased: number;
@@ -154,6 +172,7 @@ export interface StatsJson {
       cancelled: number;
     };
     byType: Record<string, {
+      waiting?: number;
       scheduled?: number;
       queued?: number;
       leased?: number;
@@ -207,9 +226,46 @@ export type TaskBatchItem = {
 
 export interface TaskBatchResult {
   id: number;
-  status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status?: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   leaseExpiresAt?: string | null;
   error?: ErrorJson;
+}
+
+export interface ScheduleJson {
+  name: string;
+  cron: string;
+  timezone: string;
+  task: Record<string, unknown>;
+  overlap: "skip" | "allow";
+  catchUp: "none" | "latest" | "all";
+  paused: boolean;
+  nextFires: string[];
+  lastFireAt: string | null;
+  lastTaskId: number | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ScheduleInput {
+  name: string;
+  cron: string;
+  timezone?: string;
+  task: {
+    type: string;
+    payload?: unknown;
+    priority?: number;
+    requires?: (string | string)[];
+    maxAttempts?: number;
+    leaseMs?: number;
+    backoffMs?: number;
+    executionTimeoutMs?: number;
+    scheduleTimeoutMs?: number;
+    agentId?: string;
+    tags?: string[];
+    metadata?: Record<string, unknown>;
+  };
+  overlap?: "skip" | "allow";
+  catchUp?: "none" | "latest" | "all";
 }
 
 export type AgentMessage = {
@@ -284,7 +340,7 @@ export type ServerMessage = {
   type: "ack";
   ref?: string | number;
   id?: number;
-  status?: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status?: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   leaseExpiresAt?: string | null;
   lastSeq?: number;
 } | {
@@ -333,7 +389,7 @@ export type ActivityEntryJson = {
 
 export interface TaskActivityJson {
   taskId: number;
-  status: "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
+  status: "waiting" | "scheduled" | "queued" | "leased" | "completed" | "dead" | "cancelled";
   progress: {
     seq: number;
     at: string;
@@ -398,6 +454,9 @@ export interface EventData {
     task: TaskSummaryJson;
   };
   "task.deleted": {
+    task: TaskSummaryJson;
+  };
+  "task.released": {
     task: TaskSummaryJson;
   };
   "agent.registered": {

@@ -12,7 +12,10 @@ export class TaskExpirer extends DeadlineService {
   async runOnce(now: number): Promise<{ more: boolean; next: number | null }> {
     const batch = this.ctx.maintenance.batchSize;
     const expired = await this.ctx.store.taskExpireUnclaimed({ now, limit: batch, error: expiredError() });
-    for (const { task } of expired) this.ctx.bus.publish('task.dead', { task: summarizeTask(task) });
+    for (const { task, from } of expired) if (from !== 'waiting') this.ctx.bus.publish('task.dead', { task: summarizeTask(task) });
+    // Tasks that waited on an expired one, cancelled or released in the same write.
+    const released = expired.filter((t) => t.from === 'waiting');
+    if (released.length > 0) this.ctx.publishTransitions(released, 'due');
     return { more: expired.length === batch, next: await this.ctx.store.taskNextExpiry() };
   }
 }

@@ -7,7 +7,7 @@ import { endedByServer } from './control.js';
 export const initialStatus = (runAt: number, now: number): 'queued' | 'scheduled' => (runAt > now ? 'scheduled' : 'queued');
 
 /** Statuses a task can be cancelled from: any unfinished one. */
-export const CANCELLABLE: readonly TaskStatus[] = ['scheduled', 'queued', 'leased'];
+export const CANCELLABLE: readonly TaskStatus[] = ['scheduled', 'queued', 'leased', 'waiting'];
 /** Statuses a task can be retried from by hand: the two a task ends in without a result. */
 export const RETRYABLE: readonly TaskStatus[] = ['dead', 'cancelled'];
 

@@ -144,6 +144,8 @@ export class AgentGateway {
     }
     socket.once('close', () => this.onClose(session));
     const leased = await this.fleet.tasks.list({ agentId, status: 'leased', limit: 1000 });
+    // A resumed task comes with its dependencies' results, as when it was first pushed.
+    leased.items = await this.fleet.tasks.withDependencies(leased.items);
     // The agent speaks only after the welcome, so nothing is missed by listening from here.
     this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.items.map(taskJson) });
     socket.on('message', (data, isBinary) => {

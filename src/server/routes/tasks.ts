@@ -24,6 +24,7 @@ const submittedExample = {
     idempotencyKey: 'crawl-acme-2026-12-02', attempts: 0, maxAttempts: 5, leaseMs: 30000, backoffMs: 1000,
     runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
     claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
+    parentId: null, dependencyCount: 0, dependenciesPending: 0,
   },
   created: true,
 };
@@ -278,7 +279,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         tags: ['tasks'],
         summary: 'Cancel a task',
         description:
-          'A queued, scheduled or leased task is cancelled; a finished one answers 409. The agent holding a leased one is told at once: a cancel message on its socket, or FLEETD_ERR_CANCELLED in the answer to its next extend; its completion is refused. The reason is recorded as the task\'s error.',
+          'A waiting, queued, scheduled or leased task is cancelled; a finished one answers 409. The agent holding a leased one is told at once: a cancel message on its socket, or FLEETD_ERR_CANCELLED in the answer to its next extend; its completion is refused. The reason is recorded as the task\'s error.',
         params: TaskId,
         querystring: Type.Object(
           { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'Why; the agent is told it and the task records it' })) },
@@ -334,6 +335,24 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
           return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
         },
       }),
+  );
+
+  app.get(
+    '/tasks/:id/children',
+    {
+      schema: {
+        tags: ['tasks'],
+        summary: 'List the children of a task',
+        description: 'The tasks submitted with this one as their parentId, oldest first; a page of up to limit, and nextCursor for the next page. 404 when the task does not exist.',
+        params: TaskId,
+        querystring: Type.Object(Pagination, { additionalProperties: false }),
+        response: { 200: pageOf(TaskSchema), ...errors(400, 404) },
+      },
+    },
+    async (request) => {
+      const page = await fleet.tasks.children({ id: request.params.id, ...request.query });
+      return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
+    },
   );
 
   app.get(

@@ -9,6 +9,7 @@ import { postgresKeys } from './keys.js';
 import { postgresLocks } from './locks.js';
 import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
+import { postgresSchedules } from './schedules.js';
 import { postgresTasks } from './tasks.js';
 
 /** The PostgreSQL driver with its pool, for tests that reach below the contract (a schema each, plans). */
@@ -36,6 +37,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...locks.store,
     ...postgresKeys(database),
     ...postgresActivity(database),
+    ...postgresSchedules(database),
   };
   return {
     name: 'postgres',

@@ -361,6 +361,50 @@ ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
 ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
 `,
   },
+  {
+    version: 7,
+    name: 'tasks with a parent and dependencies: the waiting status and its edges; recurring schedules',
+    sql: `
+ALTER TABLE tasks ADD COLUMN parent_id BIGINT;
+ALTER TABLE tasks ADD COLUMN deps_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN deps_pending INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT;
+-- Set (under the row's lock) when a task that depends on this one is inserted: a completion takes
+-- the one-statement path only while it is false, so that releasing dependents shares its transaction.
+ALTER TABLE tasks ADD COLUMN has_dependents BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL;
+-- One row per dependency; the outcome of depends_on is copied in when it finishes, so that the
+-- dependent's agent gets it even after retention deleted the dependency.
+CREATE TABLE task_dependencies (
+  task_id    BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  depends_on BIGINT NOT NULL,
+  status     TEXT,
+  result     TEXT,
+  error      TEXT,
+  PRIMARY KEY (task_id, depends_on)
+);
+CREATE INDEX task_dependencies_open ON task_dependencies (depends_on) WHERE status IS NULL;
+
+-- Recurring schedules: next_fire_at is the next fire not yet submitted; nodes move it on with a
+-- compare-and-set, and each fire's task has an idempotency key of the name and the fire time.
+CREATE TABLE schedules (
+  seq          BIGSERIAL PRIMARY KEY,
+  name         TEXT    NOT NULL UNIQUE,
+  cron         TEXT    NOT NULL,
+  timezone     TEXT    NOT NULL,
+  task         TEXT    NOT NULL,
+  overlap      TEXT    NOT NULL,
+  catch_up     TEXT    NOT NULL,
+  paused       INTEGER NOT NULL DEFAULT 0,
+  next_fire_at BIGINT  NOT NULL,
+  last_fire_at BIGINT,
+  last_task_id BIGINT,
+  created_at   BIGINT  NOT NULL,
+  updated_at   BIGINT  NOT NULL
+);
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+`,
+  },
 ];
 
 /**

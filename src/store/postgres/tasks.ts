@@ -1,10 +1,10 @@
-import { notFound } from '../../domain/errors.js';
+import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
 import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
-import type { EndLease, TaskClaimParams, TaskClaimResult, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
+import type { EndLease, LinkStart, TaskClaimParams, TaskClaimResult, TaskInsertParams, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
 
@@ -69,9 +69,66 @@ const TASK_COMPLETE = prepared(
   'task_complete',
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
-   WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
+   WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND NOT t.has_dependents
    RETURNING t.*`,
 );
+
+/** The same for tasks that others depend on, inside the transaction that releases those. */
+const TASK_COMPLETE_DEPENDED_ON = prepared(
+  'task_complete_depended_on',
+  `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
+   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
+   WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND t.has_dependents
+   RETURNING t.*`,
+);
+
+/**
+ * Copies the outcomes of tasks that just finished ($1 ids, $2 statuses, $3 results, $4 errors) to
+ * the tasks depending on them, and applies the decision core made at submit, which the rows carry:
+ * a failure cancels a dependent ($6: the error it records) unless it runs on failures; the last
+ * dependency releases it as a new task starts, by its runAt ($5: now). The dependents are locked in
+ * id order first, so that two nodes finishing dependencies of the same tasks cannot deadlock.
+ */
+const SETTLE_DEPENDENTS = prepared('settle_dependents', `WITH e AS (
+    UPDATE task_dependencies d SET status = f.status, result = f.result, error = f.error
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS f(id, status, result, error)
+    WHERE d.depends_on = f.id AND d.status IS NULL
+    RETURNING d.task_id, f.status <> 'completed' AS failed
+  ), c AS (
+    SELECT task_id, count(*)::int AS n, bool_or(failed) AS failed FROM e GROUP BY task_id
+  ), l AS (
+    SELECT id FROM tasks WHERE id IN (SELECT task_id FROM c) AND status = 'waiting' ORDER BY id FOR UPDATE
+  )
+  UPDATE tasks t SET deps_pending = t.deps_pending - c.n,
+    status = CASE WHEN c.failed AND t.on_dependency_failure = 'cancel' THEN 'cancelled'
+                  WHEN t.deps_pending > c.n THEN 'waiting'
+                  WHEN t.run_at > $5 THEN 'scheduled' ELSE 'queued' END,
+    completed_at = CASE WHEN c.failed AND t.on_dependency_failure = 'cancel' THEN $5 ELSE t.completed_at END,
+    error = CASE WHEN c.failed AND t.on_dependency_failure = 'cancel' THEN $6 ELSE t.error END,
+    updated_at = $5
+  FROM c WHERE t.id = c.task_id AND t.id IN (SELECT id FROM l) AND t.status = 'waiting'
+  RETURNING t.*`);
+
+/**
+ * Locks the tasks new ones depend on, in id order, and marks them depended on: a completion that
+ * waited for the lock then takes the path that releases dependents. Answers their status now.
+ */
+const LOCK_DEPENDED_ON = prepared('lock_depended_on', `WITH l AS (SELECT id FROM tasks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE)
+  UPDATE tasks t SET has_dependents = true FROM l WHERE t.id = l.id RETURNING t.id, t.status, t.result, t.error`);
+
+/** Records links of new tasks: $1 ids, $2 parents, $3 dependency counts, $4 pending, $5 on failure, $6 now, $7 the error of one cancelled at once. */
+const SET_LINKS = prepared('set_links', `UPDATE tasks t SET parent_id = u.parent_id, deps_total = u.total, deps_pending = u.pending,
+    on_dependency_failure = u.on_failure,
+    completed_at = CASE WHEN t.status = 'cancelled' THEN $6 ELSE t.completed_at END,
+    error = CASE WHEN t.status = 'cancelled' THEN $7 ELSE t.error END
+  FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::text[]) AS u(id, parent_id, total, pending, on_failure)
+  WHERE t.id = u.id RETURNING t.*`);
+
+const INSERT_EDGES = prepared('insert_edges', `INSERT INTO task_dependencies (task_id, depends_on, status, result, error)
+  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING`);
+
+const FINISHED = new Set(['completed', 'dead', 'cancelled']);
+const failedError = JSON.stringify(dependencyFailedError);
 
 /**
  * Ends the leases of a tick's failures as core decided for each: $1 ids, $2 statuses, $3 run_at
@@ -117,16 +174,23 @@ export function postgresTasks(db: PostgresDatabase): {
    * Completions of one tick share one statement and one commit: one statement is atomic on its
    * own, so it runs without BEGIN and COMMIT, one round trip instead of three.
    */
-  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, TaskRow | undefined>(
+  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, { row?: TaskRow; released: TaskTransition[] }>(
     async (batch) => {
-      const rows = await query<TaskRow>(TASK_COMPLETE, [
-        batch.map((c) => c.id),
-        batch.map((c) => c.agentId),
-        batch.map((c) => c.result),
-        batch.map((c) => c.now),
-      ]);
-      const byId = new Map(rows.map((row) => [row.id, row]));
-      return batch.map((c) => byId.get(c.id));
+      const columns = (calls: typeof batch) => [calls.map((c) => c.id), calls.map((c) => c.agentId), calls.map((c) => c.result), calls.map((c) => c.now)];
+      const rows = await query<TaskRow>(TASK_COMPLETE, columns(batch));
+      const byId = new Map(rows.map((row) => [Number(row.id), { row, released: [] as TaskTransition[] }]));
+      // Refused, or depended on: those others depend on complete with their dependents' release.
+      const rest = batch.filter((c) => !byId.has(c.id));
+      if (rest.length > 0) {
+        await db.transaction(async (q) => {
+          const done = await q<TaskRow>(TASK_COMPLETE_DEPENDED_ON, columns(rest));
+          const released = await settleDependents(q, done, Math.max(...rest.map((c) => c.now)));
+          for (const row of done) byId.set(Number(row.id), { row, released: [] });
+          // The release is reported with the first completion of the batch that freed anything.
+          if (done.length > 0) byId.get(Number(done[0].id))!.released = released;
+        });
+      }
+      return batch.map((c) => byId.get(c.id) ?? { released: [] });
     },
     { unique: (c) => c.id },
   );
@@ -136,7 +200,7 @@ export function postgresTasks(db: PostgresDatabase): {
    * attempts they hold), each held lease ends as its own rule decides, in one statement.
    */
   type Failure = { id: number; agentId: string; now: number; endLease: EndLease };
-  const failures = new TickBatcher<Failure, TaskRow | undefined>(
+  const failures = new TickBatcher<Failure, { row?: TaskRow; released: TaskTransition[] }>(
     (batch) =>
       db.transaction(async (q) => {
         const rows = await q<TaskRow>("SELECT * FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'leased' ORDER BY id FOR UPDATE", [
@@ -144,7 +208,7 @@ export function postgresTasks(db: PostgresDatabase): {
         ]);
         const leased = new Map(rows.map((row) => [row.id, row]));
         const held = batch.filter((f) => leased.get(f.id)?.agent_id === f.agentId);
-        if (held.length === 0) return batch.map(() => undefined);
+        if (held.length === 0) return batch.map(() => ({ released: [] }));
         const ends = held.map((f) => leaseEndColumns(f.endLease(endingLease(leased.get(f.id)!)), f.now));
         const ended = await q<TaskRow>(FAIL_LEASES, [
           held.map((f) => f.id),
@@ -154,8 +218,12 @@ export function postgresTasks(db: PostgresDatabase): {
           ends.map((e) => e.error),
           held.map((f) => f.now),
         ]);
-        const byId = new Map(ended.map((row) => [row.id, row]));
-        return batch.map((f) => byId.get(f.id));
+        const byId = new Map(ended.map((row) => [Number(row.id), { row, released: [] as TaskTransition[] }]));
+        // Tasks waiting on those that went dead are settled in the same transaction; the release is
+        // reported with the first failure of the batch.
+        const released = await settleDependents(q, ended, Math.max(...held.map((f) => f.now)));
+        if (released.length > 0) byId.get(Number(ended[0].id))!.released = released;
+        return batch.map((f) => byId.get(f.id) ?? { released: [] });
       }),
     { unique: (f) => f.id },
   );
@@ -234,7 +302,86 @@ export function postgresTasks(db: PostgresDatabase): {
       ends.map((e) => e.error),
       now,
     ]);
-    return ended.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: 'leased' as const }));
+    const transitions = ended.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: 'leased' as const }));
+    return [...transitions, ...(await settleDependents(q, ended, now))];
+  }
+
+  /**
+   * Inside the transaction that finished these tasks: copies each outcome to the tasks depending on
+   * it and releases (or cancels) those whose wait is over, then does the same for the tasks those
+   * cancellations finish. Tasks nothing depends on cost nothing.
+   */
+  async function settleDependents(q: Query, finished: TaskRow[], now: number): Promise<TaskTransition[]> {
+    const released: TaskTransition[] = [];
+    let round = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    while (round.length > 0) {
+      const failed = (row: TaskRow) => row.status !== 'completed';
+      const rows = await q<TaskRow>(SETTLE_DEPENDENTS, [
+        round.map((r) => r.id),
+        round.map((r) => r.status),
+        round.map((r) => (failed(r) ? null : r.result)),
+        round.map((r) => (failed(r) ? r.error : null)),
+        now,
+        failedError,
+      ]);
+      const moved = rows.filter((row) => row.status !== 'waiting').sort((a, b) => a.id - b.id);
+      for (const row of moved) released.push({ task: toTask(row), from: 'waiting' });
+      round = moved.filter((row) => row.status === 'cancelled' && row.has_dependents);
+    }
+    return released;
+  }
+
+  /**
+   * Inside the insert's transaction, before it: what exists of the new tasks' parents and
+   * dependencies (the dependencies locked and marked depended on), and core's decision for each.
+   */
+  async function startLinked(q: Query, tasks: TaskInsertParams[], onLinks: Parameters<TaskStore['taskInsertMany']>[0]['onLinks']) {
+    const linked = tasks.map((t, index) => ({ t, index })).filter(({ t }) => t.links);
+    if (!onLinks) throw new Error('tasks with links need onLinks');
+    const dependencyIds = [...new Set(linked.flatMap(({ t }) => t.links!.dependsOn))];
+    const parentIds = [...new Set(linked.map(({ t }) => t.links!.parentId).filter((id): id is number => id !== null))];
+    const deps = new Map<number, TaskRow>();
+    if (dependencyIds.length > 0) for (const row of await q<TaskRow>(LOCK_DEPENDED_ON, [dependencyIds])) deps.set(Number(row.id), row);
+    const parents = new Set<number>();
+    if (parentIds.length > 0) {
+      for (const row of await q<{ id: number }>('SELECT id FROM tasks WHERE id = ANY($1::bigint[])', [parentIds])) parents.add(Number(row.id));
+    }
+    const starts = new Map<number, { start: LinkStart; deps: TaskRow[] }>();
+    for (const { t, index } of linked) {
+      const links = t.links!;
+      const found = links.dependsOn.map((id) => deps.get(id)).filter((row): row is TaskRow => row !== undefined);
+      const start = onLinks({
+        index,
+        parentFound: links.parentId !== null && parents.has(links.parentId),
+        dependencies: found.map((row) => ({ id: Number(row.id), status: row.status })),
+      });
+      starts.set(index, { start, deps: found });
+    }
+    return starts;
+  }
+
+  /** After the insert, in its transaction: the links of the new tasks and their dependency edges. */
+  async function writeLinks(q: Query, created: { t: TaskInsertParams; row: TaskRow; deps: TaskRow[]; start: LinkStart }[], now: number): Promise<Map<number, TaskRow>> {
+    const out = new Map<number, TaskRow>();
+    if (created.length === 0) return out;
+    const rows = await q<TaskRow>(SET_LINKS, [
+      created.map((c) => c.row.id),
+      created.map((c) => c.t.links!.parentId),
+      created.map((c) => c.t.links!.dependsOn.length),
+      created.map((c) => c.start.pending),
+      created.map((c) => c.t.links!.onDependencyFailure),
+      now,
+      failedError,
+    ]);
+    for (const row of rows) out.set(Number(row.id), row);
+    const edges = created.flatMap((c) =>
+      c.deps.map((d) => {
+        const done = FINISHED.has(d.status);
+        return [c.row.id, d.id, done ? d.status : null, d.status === 'completed' ? d.result : null, done && d.status !== 'completed' ? d.error : null] as const;
+      }),
+    );
+    if (edges.length > 0) await q(INSERT_EDGES, [0, 1, 2, 3, 4].map((i) => edges.map((e) => e[i])));
+    return out;
   }
 
   /** The result of a conditional write, or the row as it is now. */
@@ -247,13 +394,14 @@ export function postgresTasks(db: PostgresDatabase): {
   const store: TaskStore = {
     async taskInsertMany(params) {
       const { tasks, now } = params;
+      let starts = new Map<number, { start: LinkStart; deps: TaskRow[] }>();
       const insert = (q: Query) =>
         q<TaskRow>(TASK_INSERT, [
           tasks.map((t) => t.type),
           tasks.map((t) => requirementKey(t.requires)),
           tasks.map((t) => JSON.stringify(t.payload)),
           tasks.map((t) => t.priority),
-          tasks.map((t) => t.status),
+          tasks.map((t, i) => starts.get(i)?.start.status ?? t.status),
           tasks.map((t) => t.idempotencyKey),
           tasks.map((t) => t.requestHash),
           tasks.map((t) => t.maxAttempts),
@@ -267,11 +415,13 @@ export function postgresTasks(db: PostgresDatabase): {
           tasks.map((t) => JSON.stringify(t.tags)),
           tasks.map((t) => JSON.stringify(t.metadata)),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
-      if (tasks.every((t) => t.idempotencyKey === null)) {
+      const linked = tasks.some((t) => t.links);
+      if (!linked && tasks.every((t) => t.idempotencyKey === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.
         return (await insert(query)).map((row) => ({ task: toTask(row), created: true }));
       }
       return db.transaction(async (q) => {
+        if (linked) starts = await startLinked(q, tasks, params.onLinks);
         const inserted = await insert(q);
         const insertedKeys = new Set(inserted.map((r) => r.idempotency_key).filter((k) => k !== null));
         const repeatedKeys = tasks.map((t) => t.idempotencyKey).filter((k): k is string => k !== null && !insertedKeys.has(k));
@@ -281,22 +431,26 @@ export function postgresTasks(db: PostgresDatabase): {
             existing.set(row.idempotency_key!, row);
           }
         }
-        const results: TaskInsertResult[] = [];
+        const results: { row: TaskRow; created: boolean }[] = [];
+        const createdLinked: { t: TaskInsertParams; row: TaskRow; deps: TaskRow[]; start: LinkStart }[] = [];
         let next = 0;
         tasks.forEach((t, index) => {
           const key = t.idempotencyKey;
           if (key !== null && (existing.has(key) || !insertedKeys.has(key))) {
             const row = existing.get(key)!;
             params.onRepeat({ index, existing: { id: row.id, requestHash: row.request_hash } });
-            results.push({ task: toTask(row), created: false });
+            results.push({ row, created: false });
             return;
           }
           const row = inserted[next++];
           // A key repeated later in the same batch refers to this row.
           if (key !== null) existing.set(key, row);
-          results.push({ task: toTask(row), created: true });
+          const start = starts.get(index);
+          if (start) createdLinked.push({ t, row, ...start });
+          results.push({ row, created: true });
         });
-        return results;
+        const withLinks = await writeLinks(q, createdLinked, now);
+        return results.map(({ row, created }): TaskInsertResult => ({ task: toTask((created && withLinks.get(Number(row.id))) || row), created }));
       });
     },
 
@@ -314,14 +468,16 @@ export function postgresTasks(db: PostgresDatabase): {
     },
 
     async taskComplete(params) {
-      const row = await completions.run({ id: params.id, agentId: params.agentId, result: JSON.stringify(params.result ?? null), now: params.now });
-      return written(row, params.id);
+      const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: JSON.stringify(params.result ?? null), now: params.now });
+      if (!row) return written(undefined, params.id);
+      return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
     },
 
     async taskFail(params) {
       // The rule needs the attempts the row holds: read it locked, decide, write, in one transaction.
-      const row = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
-      return written(row, params.id);
+      const { row, released } = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
+      if (!row) return written(undefined, params.id);
+      return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
     },
 
     async taskExtendLease(params) {
@@ -330,12 +486,18 @@ export function postgresTasks(db: PostgresDatabase): {
     },
 
     async taskCancel(params) {
-      const [row] = await query<TaskRow>(
-        `UPDATE tasks SET status = 'cancelled', completed_at = $2, updated_at = $2, lease_expires_at = NULL, error = $4
-         WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
-        [params.id, params.now, params.from, JSON.stringify(params.error ?? null)],
-      );
-      return written(row, params.id);
+      // In one transaction with the release of what depended on the task.
+      const cancelled = await db.transaction(async (q) => {
+        const [row] = await q<TaskRow>(
+          `UPDATE tasks SET status = 'cancelled', completed_at = $2, updated_at = $2, lease_expires_at = NULL, error = $4
+           WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
+          [params.id, params.now, params.from, JSON.stringify(params.error ?? null)],
+        );
+        return row && { row, released: await settleDependents(q, [row], params.now) };
+      });
+      if (!cancelled) return written(undefined, params.id);
+      const task = toTask(cancelled.row);
+      return cancelled.released.length > 0 ? { task, released: cancelled.released } : { task };
     },
 
     async taskRetry(params) {
@@ -410,7 +572,9 @@ export function postgresTasks(db: PostgresDatabase): {
           [rows.map((r) => r.id), params.now, JSON.stringify(params.error ?? null)],
         );
         const from = new Map(rows.map((r) => [r.id, r.status]));
-        return expired.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: from.get(row.id)! }));
+        const transitions = expired.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: from.get(row.id)! }));
+        // Tasks waiting on an expired one are cancelled (or run anyway) in the same transaction.
+        return [...transitions, ...(await settleDependents(q, expired, params.now))];
       });
     },
 
@@ -419,6 +583,11 @@ export function postgresTasks(db: PostgresDatabase): {
         "SELECT min(expires_at) AS at FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')",
       );
       return row.at;
+    },
+
+    async taskDependencies(params) {
+      if (params.ids.length === 0) return new Map();
+      return dependenciesByTask(await query<DependencyRow>('SELECT * FROM task_dependencies WHERE task_id = ANY($1::bigint[])', [params.ids]));
     },
 
     async taskCounts() {

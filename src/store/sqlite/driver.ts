@@ -9,6 +9,7 @@ import { SqliteDatabase, type SqliteOptions } from './database.js';
 import { sqliteKeys } from './keys.js';
 import { sqliteLocks } from './locks.js';
 import { SqliteRuns } from './runs.js';
+import { sqliteSchedules } from './schedules.js';
 import { sqliteTasks } from './tasks.js';
 
 /** The SQLite driver with its database handle, for tests that reach below the contract (disk full). */
@@ -35,6 +36,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...locks.store,
     ...sqliteKeys(database),
     ...sqliteActivity(database),
+    ...sqliteSchedules(database),
   };
   return {
     name: 'sqlite',

@@ -1,10 +1,10 @@
-import { notFound } from '../../domain/errors.js';
+import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
-import type { EndLease, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
+import type { EndLease, LinkCheck, TaskInsertParams, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import type { SqliteDatabase } from './database.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
@@ -62,14 +62,97 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
       WHERE id = @id RETURNING *`),
     nextExpiry: db.prepare("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
+    exists: db.prepare('SELECT 1 FROM tasks WHERE id = ?').pluck(),
+    linkedDependencies: db.prepare('SELECT id, status, result, error FROM tasks WHERE id IN (SELECT value FROM json_each(?))'),
+    setLinks: db.prepare(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
+        on_dependency_failure = @on_dependency_failure,
+        completed_at = CASE WHEN status = 'cancelled' THEN @now ELSE completed_at END,
+        error = CASE WHEN status = 'cancelled' THEN @error ELSE error END
+      WHERE id = @id RETURNING *`),
+    insertEdge: db.prepare('INSERT OR IGNORE INTO task_dependencies (task_id, depends_on, status, result, error) VALUES (?, ?, ?, ?, ?)'),
+    markDependedOn: db.prepare('UPDATE tasks SET has_dependents = 1 WHERE id IN (SELECT value FROM json_each(?)) AND has_dependents = 0'),
+    finishEdges: db.prepare(`UPDATE task_dependencies SET status = @status, result = @result, error = @error
+      WHERE depends_on = @depends_on AND status IS NULL RETURNING task_id`).pluck(),
+    // The decision core made at submit, carried by the row: a failure cancels the task unless it
+    // runs on failures; the last dependency releases it as a new task starts (by its runAt).
+    dependencyFinished: db.prepare(`UPDATE tasks SET deps_pending = deps_pending - 1,
+        status = CASE WHEN @failed = 1 AND on_dependency_failure = 'cancel' THEN 'cancelled'
+                      WHEN deps_pending > 1 THEN 'waiting'
+                      WHEN run_at > @now THEN 'scheduled' ELSE 'queued' END,
+        completed_at = CASE WHEN @failed = 1 AND on_dependency_failure = 'cancel' THEN @now ELSE completed_at END,
+        error = CASE WHEN @failed = 1 AND on_dependency_failure = 'cancel' THEN @error ELSE error END,
+        updated_at = @now
+      WHERE id = @id AND status = 'waiting' RETURNING *`),
+    dependenciesOf: db.prepare('SELECT * FROM task_dependencies WHERE task_id IN (SELECT value FROM json_each(?))'),
+  };
+
+  const FINISHED = new Set(['completed', 'dead', 'cancelled']);
+  const failedError = JSON.stringify(dependencyFailedError);
+
+  /**
+   * Inside a write that finished these tasks: copies each outcome to the tasks that depend on it
+   * and releases those whose wait is over (or cancels them), then does the same for the tasks those
+   * cancellations finish. Tasks nothing depends on cost nothing.
+   */
+  const settleDependents = (finished: TaskRow[], now: number): TaskTransition[] => {
+    const released: TaskTransition[] = [];
+    let round = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    while (round.length > 0) {
+      const next: TaskRow[] = [];
+      for (const row of round) {
+        const failed = row.status === 'completed' ? 0 : 1;
+        const edge = { depends_on: row.id, status: row.status, result: failed ? null : row.result, error: failed ? row.error : null };
+        for (const taskId of s.finishEdges.all(edge) as number[]) {
+          const dependent = s.dependencyFinished.get({ id: taskId, failed, now, error: failedError }) as TaskRow | undefined;
+          if (!dependent || dependent.status === 'waiting') continue;
+          released.push({ task: toTask(dependent), from: 'waiting' });
+          if (dependent.status === 'cancelled') next.push(dependent);
+        }
+      }
+      round = next.filter((row) => row.has_dependents);
+    }
+    return released;
+  };
+
+  /** Inside the insert: a task's parent and dependencies, as core's rule decides from what exists. */
+  const insertLinked = (t: TaskInsertParams, index: number, now: number, onLinks: LinkCheck | undefined, insert: (status: string) => TaskRow): TaskRow => {
+    const links = t.links!;
+    if (!onLinks) throw new Error('a task with links needs onLinks');
+    const parentFound = links.parentId !== null && s.exists.get(links.parentId) !== undefined;
+    const deps = links.dependsOn.length > 0 ? (s.linkedDependencies.all(JSON.stringify(links.dependsOn)) as TaskRow[]) : [];
+    const start = onLinks({ index, parentFound, dependencies: deps.map((d) => ({ id: d.id, status: d.status })) });
+    const inserted = insert(start.status);
+    const row = s.setLinks.get({
+      id: inserted.id,
+      parent_id: links.parentId,
+      deps_total: links.dependsOn.length,
+      deps_pending: start.pending,
+      on_dependency_failure: links.onDependencyFailure,
+      now,
+      error: failedError,
+    }) as TaskRow;
+    for (const d of deps) {
+      const done = FINISHED.has(d.status);
+      s.insertEdge.run(row.id, d.id, done ? d.status : null, d.status === 'completed' ? d.result : null, done && d.status !== 'completed' ? d.error : null);
+    }
+    const open = deps.filter((d) => !FINISHED.has(d.status)).map((d) => d.id);
+    if (open.length > 0) s.markDependedOn.run(JSON.stringify(open));
+    return row;
   };
 
   /** Inside a write: ends the leases of these rows as core's rule decides. */
-  const endLeases = (rows: TaskRow[], now: number, endLease: EndLease): TaskTransition[] =>
-    rows.map((row) => ({
-      task: toTask(s.endLease.get({ id: row.id, now, ...leaseEndColumns(endLease(endingLease(row)), now) }) as TaskRow),
-      from: row.status,
-    }));
+  const endLeases = (rows: TaskRow[], now: number, endLease: EndLease): TaskTransition[] => {
+    const ended = rows.map((row) => s.endLease.get({ id: row.id, now, ...leaseEndColumns(endLease(endingLease(row)), now) }) as TaskRow);
+    const transitions: TaskTransition[] = ended.map((row, i) => ({ task: toTask(row), from: rows[i].status }));
+    return transitions.concat(settleDependents(ended, now));
+  };
+
+  /** Inside a write: a conditional write that may have finished a task, with the dependents it released. */
+  const finishing = (row: TaskRow | undefined, id: number, now: number): TaskWrite => {
+    if (!row) return written(undefined, id);
+    const released = settleDependents([row], now);
+    return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
+  };
 
   /** Inside a write: the result of a conditional write, or the row as it is now. */
   const written = (row: TaskRow | undefined, id: number): TaskWrite => {
@@ -89,25 +172,27 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
               return { task: toTask(existing), created: false };
             }
           }
-          const row = s.insert.get({
-            type: t.type,
-            req_key: requirementKey(t.requires),
-            payload: JSON.stringify(t.payload),
-            priority: t.priority,
-            status: t.status,
-            idempotency_key: t.idempotencyKey,
-            request_hash: t.requestHash,
-            max_attempts: t.maxAttempts,
-            lease_ms: t.leaseMs,
-            backoff_ms: t.backoffMs,
-            run_at: t.runAt,
-            execution_timeout_ms: t.executionTimeoutMs,
-            schedule_timeout_ms: t.scheduleTimeoutMs,
-            expires_at: t.expiresAt,
-            tags: JSON.stringify(t.tags),
-            metadata: JSON.stringify(t.metadata),
-            now: params.now,
-          }) as TaskRow;
+          const insert = (status: string) =>
+            s.insert.get({
+              type: t.type,
+              req_key: requirementKey(t.requires),
+              payload: JSON.stringify(t.payload),
+              priority: t.priority,
+              status,
+              idempotency_key: t.idempotencyKey,
+              request_hash: t.requestHash,
+              max_attempts: t.maxAttempts,
+              lease_ms: t.leaseMs,
+              backoff_ms: t.backoffMs,
+              run_at: t.runAt,
+              execution_timeout_ms: t.executionTimeoutMs,
+              schedule_timeout_ms: t.scheduleTimeoutMs,
+              expires_at: t.expiresAt,
+              tags: JSON.stringify(t.tags),
+              metadata: JSON.stringify(t.metadata),
+              now: params.now,
+            }) as TaskRow;
+          const row = t.links ? insertLinked(t, index, params.now, params.onLinks, insert) : insert(t.status);
           for (const tag of t.tags) s.insertTag.run(tag, row.id);
           return { task: toTask(row), created: true };
         }),
@@ -155,9 +240,10 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     taskComplete(params) {
       // One statement on the happy path; only a refused completion reads the row.
       return groupCommit.write(() =>
-        written(
+        finishing(
           s.complete.get({ id: params.id, agent_id: params.agentId, result: JSON.stringify(params.result ?? null), now: params.now }) as TaskRow | undefined,
           params.id,
+          params.now,
         ),
       );
     },
@@ -167,7 +253,8 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
       return groupCommit.write(() => {
         const row = s.leasedBy.get(params.id, params.agentId) as TaskRow | undefined;
         if (!row) return written(undefined, params.id);
-        return { task: endLeases([row], params.now, params.endLease)[0].task };
+        const [ended, ...released] = endLeases([row], params.now, params.endLease);
+        return released.length > 0 ? { task: ended.task, released } : { task: ended.task };
       });
     },
 
@@ -182,7 +269,7 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
 
     taskCancel(params) {
       return groupCommit.write(() =>
-        written(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from), error: JSON.stringify(params.error ?? null) }) as TaskRow | undefined, params.id),
+        finishing(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from), error: JSON.stringify(params.error ?? null) }) as TaskRow | undefined, params.id, params.now),
       );
     },
 
@@ -221,15 +308,23 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     taskExpireUnclaimed(params) {
       return groupCommit.write(() => {
         const error = JSON.stringify(params.error ?? null);
-        return (s.unclaimedExpired.all({ now: params.now, limit: params.limit }) as TaskRow[]).map((row) => ({
-          task: toTask(s.expire.get({ id: row.id, now: params.now, error }) as TaskRow),
+        const expired = (s.unclaimedExpired.all({ now: params.now, limit: params.limit }) as TaskRow[]).map((row) => ({
+          row: s.expire.get({ id: row.id, now: params.now, error }) as TaskRow,
           from: row.status,
         }));
+        const transitions: TaskTransition[] = expired.map(({ row, from }) => ({ task: toTask(row), from }));
+        // Tasks waiting on an expired one are cancelled (or run anyway) in the same write.
+        return transitions.concat(settleDependents(expired.map((e) => e.row), params.now));
       });
     },
 
     async taskNextExpiry() {
       return s.nextExpiry.get() as number | null;
+    },
+
+    async taskDependencies(params) {
+      if (params.ids.length === 0) return new Map();
+      return dependenciesByTask(s.dependenciesOf.all(JSON.stringify(params.ids)) as DependencyRow[]);
     },
   };
 

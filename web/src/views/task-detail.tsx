@@ -4,10 +4,10 @@ import { api, get } from '../api.js';
 import { ago, json, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
 import type { ViewProps } from './view.js';
-import type { LiveEvent, Task } from '../types.js';
+import type { LiveEvent, Page, Task } from '../types.js';
 import { LiveLog, ProgressBar, useTaskActivity } from './task-activity.js';
 
-const ACTIVE = new Set(['scheduled', 'queued', 'leased']);
+const ACTIVE = new Set(['waiting', 'scheduled', 'queued', 'leased']);
 const RETRYABLE = new Set(['dead', 'cancelled']);
 
 /** What the task went through, from its own times plus the events this page saw live. */
@@ -29,12 +29,15 @@ export default function TaskDetail({ route }: ViewProps) {
   const [seen, setSeen] = useState<LiveEvent[]>([]);
   const [busy, setBusy] = useState(false);
   const [reason, setReason] = useState('');
+  const [children, setChildren] = useState<Page<Task> | null>(null);
   const online = useOnlineAgents();
   const activity = useTaskActivity(id);
 
   const load = async () => {
     try {
-      setTask(await get<Task>(`/v1/tasks/${id}`));
+      const [loaded, kids] = await Promise.all([get<Task>(`/v1/tasks/${id}`), get<Page<Task>>(`/v1/tasks/${id}/children?limit=50`)]);
+      setTask(loaded);
+      setChildren(kids);
       setError('');
       // Polling, or back after the socket was away: what was reported meanwhile.
       void activity.reload();
@@ -134,6 +137,37 @@ export default function TaskDetail({ route }: ViewProps) {
       </div>
       <ProgressBar progress={activity.progress} />
       <LiveLog entries={activity.entries} dropped={activity.dropped} />
+      {(task.parentId !== null || task.dependencyCount > 0 || (children?.items.length ?? 0) > 0) && (
+        <section class="panel" data-testid="workflow">
+          <h3>Workflow</h3>
+          <dl>
+            <dt>parent</dt>
+            <dd>{task.parentId === null ? '—' : <a href={`#/tasks/${task.parentId}`}>{task.parentId}</a>}</dd>
+            <dt>depends on</dt>
+            <dd data-testid="dependencies">
+              {task.dependencyCount === 0
+                ? '—'
+                : `${task.dependencyCount} tasks, ${task.dependenciesPending} not finished`}
+              {(task.dependencies ?? []).slice(0, 50).map((d) => (
+                <span>
+                  {' '}
+                  <a href={`#/tasks/${d.id}`} class={`status-${d.status}`} title={d.status}>{d.id}</a>
+                </span>
+              ))}
+            </dd>
+            <dt>children</dt>
+            <dd data-testid="children">
+              {(children?.items.length ?? 0) === 0 ? '—' : `${children!.items.length}${children!.nextCursor ? '+' : ''}`}
+              {(children?.items ?? []).map((c) => (
+                <span>
+                  {' '}
+                  <a href={`#/tasks/${c.id}`} class={`status-${c.status}`} title={`${c.type}: ${c.status}`}>{c.id}</a>
+                </span>
+              ))}
+            </dd>
+          </dl>
+        </section>
+      )}
       <section class="panel">
         <h3>Payload</h3>
         <pre data-testid="payload">{json(task.payload)}</pre>
