@@ -23,7 +23,8 @@ import { authPlugin } from './auth.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
-import { dashboardRoutes } from './dashboard.js';
+import { DASHBOARD_DIR, dashboardRoutes } from './dashboard.js';
+import { securityHeadersPlugin } from './security-headers.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
@@ -184,6 +185,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // Plugins that hook every route register before the routes.
   await app.register(tracingPlugin);
   await app.register(httpPlugin, { config });
+  await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: false });
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
