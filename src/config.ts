@@ -153,6 +153,11 @@ export interface FleetdConfig {
   adminKey: string;
   /** Most WebSockets one API key or agent token may hold open at once; one more gets 429. Env FLEETD_MAX_CONNECTIONS_PER_KEY. Defaults to 100. */
   maxConnectionsPerKey: number;
+  /**
+   * Failed authentications one address may make in a minute; the next request of it that needs a
+   * credential gets 429 until the minute is over. 0 turns the limit off. Env FLEETD_AUTH_FAILURES_PER_MINUTE. Defaults to 20.
+   */
+  authFailuresPerMinute: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -207,6 +212,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auth: 'on',
   adminKey: '',
   maxConnectionsPerKey: 100,
+  authFailuresPerMinute: 20,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -286,6 +292,7 @@ const settings: Record<
     pattern: { re: /^fk_[A-Za-z0-9_-]{32,}$/, what: 'an API key ("fk_" and at least 32 letters, digits, "-" or "_")' },
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
+  authFailuresPerMinute: { env: 'FLEETD_AUTH_FAILURES_PER_MINUTE', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

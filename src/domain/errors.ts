@@ -41,6 +41,10 @@ export const ErrorCodes = {
   FLEETD_ERR_SHUTTING_DOWN: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
+  /** Too many failed authentications from one address in a minute: every credential it sends is refused until Retry-After. */
+  FLEETD_ERR_AUTH_RATE_LIMITED: 429,
+  /** An API key past its expiresAt, or a rotated key's old secret past its grace. */
+  FLEETD_ERR_KEY_EXPIRED: 401,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

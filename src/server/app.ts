@@ -11,6 +11,7 @@ import { FleetError, isDependencyUnavailable, type ErrorCode } from '../domain/e
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
+import { AuthFailureLimiter } from '../limits/auth-failures.js';
 import { cachePlugin } from './cached-reply.js';
 import { clientErrorHandler, httpPlugin, requestId } from './http.js';
 import { metricsPlugin } from './metrics.js';
@@ -186,7 +187,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(tracingPlugin);
   await app.register(httpPlugin, { config });
   await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: false });
-  await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
+  const failures = config.authFailuresPerMinute === 0 ? undefined : new AuthFailureLimiter(config.authFailuresPerMinute, { redis, prefix: config.redisPrefix });
+  await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on', failures });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers, dependencies });
