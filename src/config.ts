@@ -158,6 +158,11 @@ export interface FleetdConfig {
    * credential gets 429 until the minute is over. 0 turns the limit off. Env FLEETD_AUTH_FAILURES_PER_MINUTE. Defaults to 20.
    */
   authFailuresPerMinute: number;
+  /**
+   * After POST /v1/keys/:id/rotate, how long the key's previous secret keeps working, in ms, unless the
+   * request says otherwise (graceMs). Env FLEETD_KEY_ROTATION_GRACE_MS. Defaults to 86400000 (24 h).
+   */
+  keyRotationGraceMs: number;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -213,6 +218,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   adminKey: '',
   maxConnectionsPerKey: 100,
   authFailuresPerMinute: 20,
+  keyRotationGraceMs: 86_400_000,
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -293,6 +299,7 @@ const settings: Record<
   },
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
   authFailuresPerMinute: { env: 'FLEETD_AUTH_FAILURES_PER_MINUTE', kind: 'int', min: 0 },
+  keyRotationGraceMs: { env: 'FLEETD_KEY_ROTATION_GRACE_MS', kind: 'int', min: 0 },
 };
 
 export class ConfigError extends Error {

@@ -121,6 +121,12 @@ export const KeySchema = Type.Object({
   scope: ScopeSchema,
   createdAt: Time,
   revokedAt: NullableTime,
+  /** When the key stops working; null: never. */
+  expiresAt: NullableTime,
+  /** When its secret was last replaced by a rotation; null: never. */
+  rotatedAt: NullableTime,
+  /** Until when the secret it had before its last rotation still works; null: there is none. */
+  previousSecretExpiresAt: NullableTime,
 });
 export type KeyJson = Static<typeof KeySchema>;
 
@@ -287,7 +293,14 @@ export function lockJson(l: Lock): LockJson {
 }
 
 export function keyJson(k: ApiKey): KeyJson {
-  return { ...k, createdAt: iso(k.createdAt), revokedAt: isoOrNull(k.revokedAt) };
+  return {
+    ...k,
+    createdAt: iso(k.createdAt),
+    revokedAt: isoOrNull(k.revokedAt),
+    expiresAt: isoOrNull(k.expiresAt),
+    rotatedAt: isoOrNull(k.rotatedAt),
+    previousSecretExpiresAt: isoOrNull(k.previousSecretExpiresAt),
+  };
 }
 
 export function runJson(r: PipelineRun): RunJson {

@@ -101,11 +101,20 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean;
     }
     // No credential at all is not a guess: it is not counted.
     if (secret === undefined) throw unauthorized('this route needs a credential: send "Authorization: Bearer <API key or agent token>"');
-    const principal = await credentials.authenticate(secret);
-    if (!principal) {
+    const checked = await credentials.check(secret);
+    if (!checked?.principal) {
       void reply.header('www-authenticate', 'Bearer realm="fleetd", error="invalid_token"');
+      if (checked?.expired) {
+        const { keyId, at, secret: which } = checked.expired;
+        const when = new Date(at).toISOString();
+        const message = which === 'previous'
+          ? `this is the secret key ${keyId} had before it was rotated; its grace ended at ${when}: use the new secret`
+          : `API key ${keyId} expired at ${when}`;
+        throw await failed(request, new FleetError('FLEETD_ERR_KEY_EXPIRED', message, { keyId, expiredAt: when, rotated: which === 'previous' }));
+      }
       throw await failed(request, unauthorized('the credential is not known or has been revoked'));
     }
+    const principal = checked.principal;
     reply.removeHeader('www-authenticate');
     request.principal = principal;
     if (principal.kind === 'agent') {

@@ -107,12 +107,21 @@ export interface KeyStore {
    * admin key of a first start), and the result is undefined when one did.
    */
   apiKeyInsert(params: ApiKeyInsertParams): Promise<ApiKey | undefined>;
-  /** The key with this hash, unless it was revoked. */
-  apiKeyByHash(params: { hash: string }): Promise<ApiKey | undefined>;
+  /**
+   * The key whose secret, or whose previous secret (kept after a rotation), has this hash, unless it
+   * was revoked; `secret` says which matched. Whether it has expired is core's to decide.
+   */
+  apiKeyByHash(params: { hash: string }): Promise<{ key: ApiKey; secret: 'current' | 'previous' } | undefined>;
   /** Every key, revoked ones too, oldest first. */
   apiKeyList(): Promise<ApiKey[]>;
   /** Revokes the key; undefined when there is no such key. Revoking twice keeps the first time. */
   apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined>;
+  /**
+   * Gives a live (unrevoked) key a new secret hash; its current one becomes its previous one, valid
+   * until previousExpiresAt (replacing any earlier previous one). `expiresAt`, when given, replaces
+   * the key's expiry. Undefined when there is no live key of that id.
+   */
+  apiKeyRotate(params: { id: string; hash: string; now: number; previousExpiresAt: number; expiresAt?: number | null }): Promise<ApiKey | undefined>;
 }
 
 /**
@@ -160,6 +169,8 @@ export interface ApiKeyInsertParams {
   hash: string;
   now: number;
   onlyIfNone?: boolean;
+  /** When the key stops working; null or absent: never. */
+  expiresAt?: number | null;
 }
 
 export interface PoolStats {

@@ -293,6 +293,17 @@ CREATE TABLE case_members (
 CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
 `,
   },
+  {
+    version: 9,
+    name: 'API keys may expire, and keep their previous secret for a grace period after a rotation',
+    sql: `
+ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;
+ALTER TABLE api_keys ADD COLUMN rotated_at BIGINT;
+ALTER TABLE api_keys ADD COLUMN previous_hash TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_expires_at BIGINT;
+CREATE INDEX api_keys_by_previous_hash ON api_keys (previous_hash) WHERE previous_hash IS NOT NULL;
+`,
+  },
 ];
 
 /**

@@ -232,6 +232,17 @@ UPDATE cases SET version = id;
 CREATE INDEX cases_by_version ON cases (version);
 `,
   },
+  {
+    version: 12,
+    name: 'API keys may expire, and keep their previous secret for a grace period after a rotation',
+    sql: `
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN rotated_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN previous_hash TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_expires_at INTEGER;
+CREATE INDEX api_keys_by_previous_hash ON api_keys (previous_hash) WHERE previous_hash IS NOT NULL;
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */
