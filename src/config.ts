@@ -163,6 +163,15 @@ export interface FleetdConfig {
    * request says otherwise (graceMs). Env FLEETD_KEY_ROTATION_GRACE_MS. Defaults to 86400000 (24 h).
    */
   keyRotationGraceMs: number;
+  /** Audit log entries are deleted this many ms after they were recorded; 0 keeps them forever. Env FLEETD_AUDIT_RETENTION_MS. Defaults to 7776000000 (90 days). */
+  auditRetentionMs: number;
+  /**
+   * A PEM certificate (chain) file: with tlsKey, fleetd serves HTTPS and WSS itself instead of
+   * plain HTTP. Env FLEETD_TLS_CERT. Defaults to none.
+   */
+  tlsCert: string;
+  /** The PEM private key file of tlsCert. Env FLEETD_TLS_KEY. Defaults to none. */
+  tlsKey: string;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -219,6 +228,9 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   maxConnectionsPerKey: 100,
   authFailuresPerMinute: 20,
   keyRotationGraceMs: 86_400_000,
+  auditRetentionMs: 7_776_000_000,
+  tlsCert: '',
+  tlsKey: '',
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -300,6 +312,9 @@ const settings: Record<
   maxConnectionsPerKey: { env: 'FLEETD_MAX_CONNECTIONS_PER_KEY', kind: 'int', min: 1 },
   authFailuresPerMinute: { env: 'FLEETD_AUTH_FAILURES_PER_MINUTE', kind: 'int', min: 0 },
   keyRotationGraceMs: { env: 'FLEETD_KEY_ROTATION_GRACE_MS', kind: 'int', min: 0 },
+  auditRetentionMs: { env: 'FLEETD_AUDIT_RETENTION_MS', kind: 'int', min: 0 },
+  tlsCert: { env: 'FLEETD_TLS_CERT', kind: 'string', optional: true },
+  tlsKey: { env: 'FLEETD_TLS_KEY', kind: 'string', optional: true },
 };
 
 export class ConfigError extends Error {
@@ -388,6 +403,9 @@ function validate(c: FleetdConfig): void {
     throw new ConfigError('agentOfflineMs', `(${c.agentOfflineMs}) must be greater than agentStaleMs (${c.agentStaleMs})`);
   }
   if (c.caseSimilarityPercent > 100) throw new ConfigError('caseSimilarityPercent', `${c.caseSimilarityPercent} is above 100`);
+  if ((c.tlsCert === '') !== (c.tlsKey === '')) {
+    throw new ConfigError(c.tlsCert === '' ? 'tlsCert' : 'tlsKey', 'HTTPS needs both a certificate and its key: give --tls-cert FILE and --tls-key FILE (FLEETD_TLS_CERT, FLEETD_TLS_KEY)');
+  }
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }

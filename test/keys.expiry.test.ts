@@ -182,6 +182,10 @@ describe('`fleetd keys` with expiry and rotation', () => {
       const key = (await server.api.get('/v1/keys')).body.items.find((k: any) => k.id === id);
       assert.equal(Date.parse(key.previousSecretExpiresAt) - Date.parse(key.rotatedAt), 60_000);
 
+      // The operator's acts on the server are audited as "cli", with no address.
+      const audited = (await server.api.get(`/v1/audit?target=key:${id}`)).body.items.map((e: any) => [e.action, e.actor, e.address]);
+      assert.deepEqual(audited, [['key.rotated', 'cli', null], ['key.created', 'cli', null]]);
+
       for (const bad of [['create', '--scope', 'read', '--expires-at', 'next week'], ['create', '--scope', 'read', '--expires-at', '2001-01-01T00:00:00Z'], ['rotate', id, '--grace-ms', 'soon']]) {
         const res = await keys(...bad);
         assert.equal(res.code, 2, `${bad.join(' ')}: ${res.stderr}`);

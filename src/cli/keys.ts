@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { LocalBus } from '../bus/local-bus.js';
 import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
+import { AuditLog } from '../core/audit.js';
 import { CredentialService } from '../core/credentials.js';
 import { FleetError } from '../domain/errors.js';
 import { SCOPES, type Scope } from '../domain/types.js';
@@ -54,6 +55,8 @@ export async function runKeys(argv: string[]): Promise<void> {
   const store = driver.store;
   const bus = new LocalBus(() => {});
   const credentials = new CredentialService({ store, bus, now: Date.now });
+  // What the operator does here is audited as the API's acts are, by "cli" with no address.
+  const audit = new AuditLog({ store, now: Date.now, log: { info() {}, warn() {}, error: (obj, msg) => process.stderr.write(`${msg}: ${JSON.stringify(obj)}\n`) } });
   try {
     switch (command) {
       case 'create': {
@@ -61,6 +64,7 @@ export async function runKeys(argv: string[]): Promise<void> {
         if (scope === undefined || !SCOPES.includes(scope)) throw new ConfigError('--scope', `give one of ${SCOPES.join(', ')}`);
         const expiresAt = values['expires-at'] === undefined ? null : timeOf('--expires-at', values['expires-at']);
         const created = (await credentials.create({ name: values.name ?? `${scope} key`, scope, expiresAt }))!;
+        await audit.record({ actor: 'cli', action: 'key.created', target: `key:${created.key.id}`, details: { name: created.key.name, scope, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() } });
         process.stdout.write(`${created.secret}\n`);
         process.stderr.write(`created ${created.key.id} (${created.key.scope}, "${created.key.name}"): the key above is shown this once; only its hash is stored\n`);
         return;
@@ -82,15 +86,18 @@ export async function runKeys(argv: string[]): Promise<void> {
         const given = values['expires-at'];
         const expiresAt = given === undefined ? undefined : given === 'never' ? null : timeOf('--expires-at', given);
         const rotated = await credentials.rotate(positionals[0], { graceMs, expiresAt });
+        const previousSecretExpiresAt = new Date(rotated.key.previousSecretExpiresAt!).toISOString();
+        await audit.record({ actor: 'cli', action: 'key.rotated', target: `key:${rotated.key.id}`, details: { graceMs, previousSecretExpiresAt } });
         process.stdout.write(`${rotated.secret}\n`);
         process.stderr.write(
-          `rotated ${rotated.key.id} (${rotated.key.scope}, "${rotated.key.name}"): the key above is shown this once; the previous one works until ${new Date(rotated.key.previousSecretExpiresAt!).toISOString()}\n`,
+          `rotated ${rotated.key.id} (${rotated.key.scope}, "${rotated.key.name}"): the key above is shown this once; the previous one works until ${previousSecretExpiresAt}\n`,
         );
         return;
       }
       case 'revoke': {
         if (positionals.length !== 1) throw new ConfigError('revoke', 'give the id of one key (see npx fleetd keys list)');
         const key = await credentials.revoke(positionals[0]);
+        await audit.record({ actor: 'cli', action: 'key.revoked', target: `key:${key.id}`, details: { name: key.name, scope: key.scope } });
         process.stdout.write(`revoked ${key.id} (${key.scope}, "${key.name}")\n`);
         return;
       }

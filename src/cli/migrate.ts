@@ -17,7 +17,7 @@ checks that every table there holds as many rows as here. Stop the server first.
 fleetd with FLEETD_DATABASE_URL (and FLEETD_DATABASE_SCHEMA) set to the same.`;
 
 /** Copied in this order: parents before the rows that refer to them. */
-const COPIED = ['api_keys', 'agents', 'tasks', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members'];
+const COPIED = ['api_keys', 'agents', 'tasks', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members', 'audit_log'];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as
  * the rows arrive), SQLite's capability index of agents (an array column there), and the migrations.

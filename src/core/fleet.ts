@@ -7,6 +7,8 @@ import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
 import { CredentialService } from './credentials.js';
+import { AuditLog } from './audit.js';
+import { AuditCleaner } from './maintenance/audit-cleaner.js';
 import type { FleetContext, Logger } from './context.js';
 import { TaskDelivery } from './delivery.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
@@ -41,6 +43,8 @@ export class Fleet {
   readonly agents: AgentService;
   readonly locks: LockService;
   readonly credentials: CredentialService;
+  /** Administrative and destructive acts: who, when, what, from where. */
+  readonly audit: AuditLog;
   readonly stats: StatsService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
@@ -49,6 +53,7 @@ export class Fleet {
     agents: AgentReaper;
     locks: LockExpirer;
     cleaner: TaskCleaner;
+    auditCleaner: AuditCleaner;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -78,6 +83,7 @@ export class Fleet {
       agents: new AgentReaper(ctx),
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
+      auditCleaner: new AuditCleaner(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
     this.delivery = new TaskDelivery({
@@ -90,6 +96,7 @@ export class Fleet {
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
+    this.audit = new AuditLog(ctx);
   }
 
   get bus(): Bus {

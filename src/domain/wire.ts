@@ -10,6 +10,7 @@
  */
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from './errors.js';
+import { AUDIT_ACTIONS, type AuditEntry } from './audit.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun } from './runs.js';
 import {
   AGENT_STATUSES,
@@ -324,4 +325,24 @@ export function caseJson(c: Case): CaseJson {
 
 export function caseMemberJson(m: CaseMember): CaseMemberJson {
   return { ...m, addedAt: iso(m.addedAt) };
+}
+
+export const AuditActionSchema = oneOf(AUDIT_ACTIONS);
+
+/** One entry of the audit log (GET /v1/audit). */
+export const AuditEntrySchema = Type.Object({
+  id: Type.Integer(),
+  at: Time,
+  /** `key:<id>`, `agent:<id>`, `cli` or `anonymous`. */
+  actor: Type.String(),
+  address: NullableString,
+  action: AuditActionSchema,
+  /** `<kind>:<id>`, e.g. `task:42`. */
+  target: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});
+export type AuditEntryJson = Static<typeof AuditEntrySchema>;
+
+export function auditEntryJson(e: AuditEntry): AuditEntryJson {
+  return { ...e, at: iso(e.at) };
 }

@@ -20,6 +20,8 @@ import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import { keyRoutes } from './routes/keys.js';
+import { auditRoutes } from './routes/audit.js';
+import { auditPlugin } from './audit.js';
 import { authPlugin } from './auth.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
@@ -44,6 +46,8 @@ export interface AppOptions {
   redis?: Redis;
   /** Whether PostgreSQL and Redis are reachable, for /readyz and /metrics. */
   dependencies?: Dependencies;
+  /** The certificate and key (PEM) to serve HTTPS and WSS with; plain HTTP without. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export type App = FastifyInstance<
@@ -140,6 +144,7 @@ function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyRep
 export async function buildApp(options: AppOptions): Promise<App> {
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    ...(options.tls ? { https: options.tls } : {}),
     bodyLimit: options.config.maxPayloadBytes + 64 * 1024,
     keepAliveTimeout: 72_000,
     // Long-polls hold a request open for up to maxClaimWaitMs.
@@ -150,7 +155,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
     frameworkErrors: sendError,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
-  }).withTypeProvider<TypeBoxTypeProvider>();
+    // An https.Server is an http.Server to everything fleetd does with it (routes, upgrades, closing).
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   // Only JSON is accepted: a text/plain body is a client error (415), not a string to validate.
   app.removeContentTypeParser('text/plain');
@@ -186,11 +192,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // Plugins that hook every route register before the routes.
   await app.register(tracingPlugin);
   await app.register(httpPlugin, { config });
-  await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: false });
+  await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: options.tls !== undefined });
   const failures = config.authFailuresPerMinute === 0 ? undefined : new AuthFailureLimiter(config.authFailuresPerMinute, { redis, prefix: config.redisPrefix });
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on', failures });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
+  await app.register(auditPlugin, { audit: fleet.audit });
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers, dependencies });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
@@ -200,6 +207,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
+  await app.register(auditRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });

@@ -1,3 +1,4 @@
+import type { AuditStore } from './audit-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
 
 /**
@@ -15,7 +16,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, T
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, AuditStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;

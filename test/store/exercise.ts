@@ -1,5 +1,6 @@
 import { describe } from 'node:test';
 import { exerciseAgents } from './agents.js';
+import { exerciseAudit } from './audit.js';
 import { exerciseCases } from './cases.js';
 import type { DriverFactory } from './harness.js';
 import { exerciseKeys } from './keys.js';
@@ -23,6 +24,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseAgents(factory);
     exerciseLocks(factory);
     exerciseKeys(factory);
+    exerciseAudit(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
     if (supportsListen) exerciseListen(factory);

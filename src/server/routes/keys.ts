@@ -55,6 +55,7 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
     async (request, reply) => {
       const { expiresAt, ...rest } = request.body;
       const created = (await fleet.credentials.create({ ...rest, expiresAt: expiresAt === undefined ? null : epochOf(expiresAt) }))!;
+      await request.audit({ action: 'key.created', target: `key:${created.key.id}`, details: { name: created.key.name, scope: created.key.scope, expiresAt: expiresAt ?? null } });
       // A secret must never rest in a cache between here and the admin.
       return reply.status(201).header('cache-control', 'no-store').send({ key: keyJson(created.key), secret: created.secret });
     },
@@ -91,7 +92,9 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
         graceMs,
         expiresAt: expiresAt === undefined ? undefined : expiresAt === null ? null : epochOf(expiresAt),
       });
-      return { key: keyJson(rotated.key), secret: rotated.secret };
+      const key = keyJson(rotated.key);
+      await request.audit({ action: 'key.rotated', target: `key:${key.id}`, details: { graceMs, previousSecretExpiresAt: key.previousSecretExpiresAt, expiresAt: key.expiresAt } });
+      return { key, secret: rotated.secret };
     },
   );
 
@@ -115,7 +118,9 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
       if (target?.scope === 'admin' && target.revokedAt === null && liveAdmins.length === 1) {
         throw new FleetError('FLEETD_ERR_KEY_STATE', 'this is the last admin key: create another admin key before revoking it', { key: target.id });
       }
-      return keyJson(await fleet.credentials.revoke(request.params.id));
+      const revoked = await fleet.credentials.revoke(request.params.id);
+      await request.audit({ action: 'key.revoked', target: `key:${revoked.id}`, details: { name: revoked.name, scope: revoked.scope } });
+      return keyJson(revoked);
     },
   );
 };

@@ -221,7 +221,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.retry(request.params.id)),
+    async (request) => {
+      const task = await fleet.tasks.retry(request.params.id);
+      await request.audit({ action: 'task.retried', target: `task:${task.id}`, details: { type: task.type } });
+      return taskJson(task);
+    },
   );
 
   app.delete(
@@ -235,7 +239,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.cancel(request.params.id)),
+    async (request) => {
+      const task = await fleet.tasks.cancel(request.params.id);
+      await request.audit({ action: 'task.cancelled', target: `task:${task.id}`, details: { type: task.type } });
+      return taskJson(task);
+    },
   );
 
   app.get(

@@ -4,6 +4,7 @@ import { postgresAgents } from './agents.js';
 import { PostgresCases } from './cases.js';
 import { PostgresDatabase, type PostgresOptions } from './database.js';
 import { postgresKeys } from './keys.js';
+import { postgresAudit } from './audit.js';
 import { postgresLocks } from './locks.js';
 import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
@@ -32,6 +33,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...tasks.store,
     ...locks.store,
     ...postgresKeys(database),
+    ...postgresAudit(database),
   };
   return {
     name: 'postgres',

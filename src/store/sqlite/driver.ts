@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Driver } from '../driver.js';
 import type { Store } from '../store.js';
 import { sqliteAgents } from './agents.js';
+import { sqliteAudit } from './audit.js';
 import { SqliteCases } from './cases.js';
 import { SqliteDatabase, type SqliteOptions } from './database.js';
 import { sqliteKeys } from './keys.js';
@@ -31,6 +32,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...tasks.store,
     ...locks.store,
     ...sqliteKeys(database),
+    ...sqliteAudit(database),
   };
   return {
     name: 'sqlite',
