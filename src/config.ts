@@ -172,6 +172,13 @@ export interface FleetdConfig {
   tlsCert: string;
   /** The PEM private key file of tlsCert. Env FLEETD_TLS_KEY. Defaults to none. */
   tlsKey: string;
+  /**
+   * Names of fields whose values never reach the log, comma-separated: wherever they appear in a
+   * logged object (a payload, an error's details, an audit entry, down to four levels) and in the
+   * query of a logged URL (the slow-request log). Empty: none. Env FLEETD_REDACT_FIELDS.
+   * Defaults to password,apiKey,api_key,token,secret,authorization.
+   */
+  redactFields: string;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -231,6 +238,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   auditRetentionMs: 7_776_000_000,
   tlsCert: '',
   tlsKey: '',
+  redactFields: 'password,apiKey,api_key,token,secret,authorization',
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -315,6 +323,12 @@ const settings: Record<
   auditRetentionMs: { env: 'FLEETD_AUDIT_RETENTION_MS', kind: 'int', min: 0 },
   tlsCert: { env: 'FLEETD_TLS_CERT', kind: 'string', optional: true },
   tlsKey: { env: 'FLEETD_TLS_KEY', kind: 'string', optional: true },
+  redactFields: {
+    env: 'FLEETD_REDACT_FIELDS',
+    kind: 'string',
+    optional: true,
+    pattern: { re: /^[A-Za-z_$][\w$-]*(,[A-Za-z_$][\w$-]*)*$/, what: 'field names separated by commas, e.g. password,apiKey' },
+  },
 };
 
 export class ConfigError extends Error {
@@ -410,6 +424,9 @@ function validate(c: FleetdConfig): void {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }
 }
+
+/** The field names of redactFields. */
+export const redactedFields = (config: Pick<FleetdConfig, 'redactFields'>): string[] => (config.redactFields === '' ? [] : config.redactFields.split(','));
 
 /** The configuration as it may be shown (GET /v1/config, logs): secrets masked. */
 export function maskedConfig(config: Readonly<FleetdConfig>): Record<string, unknown> {

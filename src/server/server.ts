@@ -4,7 +4,8 @@ import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
-import { ConfigError, resolveConfig, type FleetdConfig } from '../config.js';
+import { ConfigError, redactedFields, resolveConfig, type FleetdConfig } from '../config.js';
+import { redactingLogger } from './redaction.js';
 import { Dependencies } from '../domain/dependencies.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
@@ -78,7 +79,9 @@ export async function startServer(
   options: { logger?: Logger | false; env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup } = {},
 ): Promise<FleetServer> {
   const config = resolveConfig(overrides, options.env);
-  const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
+  const given = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
+  // Every line fleetd logs goes through it: the configured fields never reach the log.
+  const log = given && redactingLogger(given, redactedFields(config));
   const silent = { info() {}, warn() {}, error() {} };
   // What this node depends on and whether each is reachable: /readyz, /metrics and the dashboard show it.
   const dependencies = new Dependencies(log || silent);
