@@ -50,6 +50,8 @@ for (const driver of ['sqlite', 'postgres'] as const) {
       assert.equal(run.status, 201, JSON.stringify(run.body));
       assert.equal((await admin.post(`/v1/pipelines/runs/${run.body.run.id}/cancel`)).status, 200);
       assert.equal((await admin.delete(`/v1/keys/${opsId}`)).status, 200);
+      // Revoking it again changes nothing, and is not recorded again.
+      assert.equal((await admin.delete(`/v1/keys/${opsId}`)).status, 200);
       // Refused acts are not recorded: they did not happen.
       assert.equal((await admin.delete(`/v1/tasks/${task.id + 1000}`)).status, 404);
 

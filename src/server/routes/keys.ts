@@ -119,7 +119,8 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
         throw new FleetError('FLEETD_ERR_KEY_STATE', 'this is the last admin key: create another admin key before revoking it', { key: target.id });
       }
       const revoked = await fleet.credentials.revoke(request.params.id);
-      await request.audit({ action: 'key.revoked', target: `key:${revoked.id}`, details: { name: revoked.name, scope: revoked.scope } });
+      // Revoking a revoked key changes nothing, and records nothing.
+      if (target?.revokedAt === null) await request.audit({ action: 'key.revoked', target: `key:${revoked.id}`, details: { name: revoked.name, scope: revoked.scope } });
       return keyJson(revoked);
     },
   );
