@@ -192,6 +192,32 @@ export interface FleetdConfig {
   eventResultMaxBytes: number;
   /** Longest wait of `GET /v1/tasks/:id?waitMs=`, in ms. Env FLEETD_MAX_TASK_WAIT_MS. Defaults to 30000. */
   maxTaskWaitMs: number;
+  /**
+   * Failed authentications one address may make in a minute; the next request of it that needs a
+   * credential gets 429 until the minute is over. 0 turns the limit off. Env FLEETD_AUTH_FAILURES_PER_MINUTE. Defaults to 20.
+   */
+  authFailuresPerMinute: number;
+  /**
+   * After POST /v1/keys/:id/rotate, how long the key's previous secret keeps working, in ms, unless the
+   * request says otherwise (graceMs). Env FLEETD_KEY_ROTATION_GRACE_MS. Defaults to 86400000 (24 h).
+   */
+  keyRotationGraceMs: number;
+  /** Audit log entries are deleted this many ms after they were recorded; 0 keeps them forever. Env FLEETD_AUDIT_RETENTION_MS. Defaults to 7776000000 (90 days). */
+  auditRetentionMs: number;
+  /**
+   * A PEM certificate (chain) file: with tlsKey, fleetd serves HTTPS and WSS itself instead of
+   * plain HTTP. Env FLEETD_TLS_CERT. Defaults to none.
+   */
+  tlsCert: string;
+  /** The PEM private key file of tlsCert. Env FLEETD_TLS_KEY. Defaults to none. */
+  tlsKey: string;
+  /**
+   * Names of fields whose values never reach the log, comma-separated: wherever they appear in a
+   * logged object (a payload, an error's details, an audit entry, down to four levels) and in the
+   * query of a logged URL (the slow-request log). Empty: none. Env FLEETD_REDACT_FIELDS.
+   * Defaults to password,apiKey,api_key,token,secret,authorization.
+   */
+  redactFields: string;
 }
 
 export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
@@ -259,6 +285,12 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   taskExecutionTimeoutMs: 0,
   eventResultMaxBytes: 65_536,
   maxTaskWaitMs: 30_000,
+  authFailuresPerMinute: 20,
+  keyRotationGraceMs: 86_400_000,
+  auditRetentionMs: 7_776_000_000,
+  tlsCert: '',
+  tlsKey: '',
+  redactFields: 'password,apiKey,api_key,token,secret,authorization',
 });
 
 type Kind = 'string' | 'int' | 'enum';
@@ -351,6 +383,17 @@ const settings: Record<
   taskExecutionTimeoutMs: { env: 'FLEETD_TASK_EXECUTION_TIMEOUT_MS', kind: 'int', min: 0 },
   eventResultMaxBytes: { env: 'FLEETD_EVENT_RESULT_MAX_BYTES', kind: 'int', min: 0 },
   maxTaskWaitMs: { env: 'FLEETD_MAX_TASK_WAIT_MS', kind: 'int', min: 0 },
+  authFailuresPerMinute: { env: 'FLEETD_AUTH_FAILURES_PER_MINUTE', kind: 'int', min: 0 },
+  keyRotationGraceMs: { env: 'FLEETD_KEY_ROTATION_GRACE_MS', kind: 'int', min: 0 },
+  auditRetentionMs: { env: 'FLEETD_AUDIT_RETENTION_MS', kind: 'int', min: 0 },
+  tlsCert: { env: 'FLEETD_TLS_CERT', kind: 'string', optional: true },
+  tlsKey: { env: 'FLEETD_TLS_KEY', kind: 'string', optional: true },
+  redactFields: {
+    env: 'FLEETD_REDACT_FIELDS',
+    kind: 'string',
+    optional: true,
+    pattern: { re: /^[A-Za-z_$][\w$-]*(,[A-Za-z_$][\w$-]*)*$/, what: 'field names separated by commas, e.g. password,apiKey' },
+  },
 };
 
 export class ConfigError extends Error {
@@ -442,10 +485,16 @@ function validate(c: FleetdConfig): void {
   if (c.taskOutputChunkMaxBytes > c.taskOutputMaxBytes) {
     throw new ConfigError('taskOutputChunkMaxBytes', `(${c.taskOutputChunkMaxBytes}) cannot be more than taskOutputMaxBytes (${c.taskOutputMaxBytes})`);
   }
+  if ((c.tlsCert === '') !== (c.tlsKey === '')) {
+    throw new ConfigError(c.tlsCert === '' ? 'tlsCert' : 'tlsKey', 'HTTPS needs both a certificate and its key: give --tls-cert FILE and --tls-key FILE (FLEETD_TLS_CERT, FLEETD_TLS_KEY)');
+  }
   if (c.taskBackoffMaxMs < c.taskBackoffMs) {
     throw new ConfigError('taskBackoffMaxMs', `(${c.taskBackoffMaxMs}) cannot be less than taskBackoffMs (${c.taskBackoffMs})`);
   }
 }
+
+/** The field names of redactFields. */
+export const redactedFields = (config: Pick<FleetdConfig, 'redactFields'>): string[] => (config.redactFields === '' ? [] : config.redactFields.split(','));
 
 /** The configuration as it may be shown (GET /v1/config, logs): secrets masked. */
 export function maskedConfig(config: Readonly<FleetdConfig>): Record<string, unknown> {

@@ -49,9 +49,9 @@ describe('the CLI as the README writes it (real processes)', () => {
   it('an unknown keys command is refused before any store is opened', async () => {
     const folder = tempDir();
     try {
-      const result = await runFleetd(['keys', 'rotate'], { cwd: folder });
+      const result = await runFleetd(['keys', 'rename'], { cwd: folder });
       assert.equal(result.code, 2);
-      assert.match(result.stderr, /keys rotate: is not a keys command/);
+      assert.match(result.stderr, /keys rename: is not a keys command/);
       assert.deepEqual(readdirSync(folder), []);
     } finally {
       rmSync(folder, { recursive: true, force: true });

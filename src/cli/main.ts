@@ -11,7 +11,7 @@ import { runKeys } from './keys.js';
 const usage = `fleetd — orchestration server for fleets of AI agents
 
 Usage (in a clone, through npx; \`npm link\` once puts fleetd itself on your PATH):
-  npx fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE] [--no-auth]
+  npx fleetd start [--port N] [--host H] [--data-dir DIR] [--config FILE] [--no-auth] [--tls-cert FILE --tls-key FILE]
   npx fleetd keys create --scope admin|submit|read [--name NAME]   make an API key (shown once)
   npx fleetd keys list                                             ids, names, scopes; never secrets
   npx fleetd keys revoke ID                                        (npx fleetd keys --help)
@@ -42,6 +42,8 @@ async function start(argv: string[]): Promise<void> {
       'data-dir': { type: 'string' },
       config: { type: 'string' },
       'no-auth': { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -55,6 +57,8 @@ async function start(argv: string[]): Promise<void> {
   if (values.host !== undefined) overrides.host = values.host;
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir'];
   if (values['no-auth']) overrides.auth = 'off';
+  if (values['tls-cert'] !== undefined) overrides.tlsCert = values['tls-cert'];
+  if (values['tls-key'] !== undefined) overrides.tlsKey = values['tls-key'];
   const env = values.config === undefined ? process.env : { ...process.env, FLEETD_CONFIG: values.config };
   const server = await startServer(overrides, { env });
   if (server.firstAdminKey) {

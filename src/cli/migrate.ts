@@ -34,6 +34,7 @@ const COPIED = [
   'cases',
   'case_members',
   'schedules',
+  'audit_log',
 ];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as

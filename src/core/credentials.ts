@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
-import { FleetError, notFound } from '../domain/errors.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
+import { keyExpired, secretValidUntil } from './rules/keys.js';
 
 /** Who a request speaks for: an API key with its scope, or one agent with its own token. */
 export type Principal = { kind: 'key'; keyId: string; scope: Scope } | { kind: 'agent'; agentId: string };
@@ -19,6 +20,15 @@ export const newApiKeySecret = (): string => `${API_KEY_PREFIX}${randomBytes(32)
 /** True when `has` includes everything `needs` allows: admin ⊃ submit ⊃ read. */
 export const scopeCovers = (has: Scope, needs: Scope): boolean => SCOPES.indexOf(has) >= SCOPES.indexOf(needs);
 
+/**
+ * What a secret is: the principal it speaks for; an API key's secret that no longer works (the key
+ * expired, or this was its secret before a rotation and the grace is over); or nothing known.
+ */
+export type SecretCheck =
+  | { principal: Principal; expired?: undefined }
+  | { principal?: undefined; expired: { keyId: string; at: number; secret: 'current' | 'previous' } }
+  | undefined;
+
 export interface CreatedKey {
   key: ApiKey;
   /** The secret, shown once: only its hash is stored. */
@@ -32,7 +42,8 @@ export interface CreatedKey {
  */
 export class CredentialService {
   static readonly cacheTtlMs = 30_000;
-  private readonly principals = new LRUCache<string, Principal>({ max: 50_000, ttl: CredentialService.cacheTtlMs });
+  /** Principals by secret hash, each with the moment its secret stops working (null: never). */
+  private readonly principals = new LRUCache<string, { principal: Principal; validUntil: number | null }>({ max: 50_000, ttl: CredentialService.cacheTtlMs });
   /**
    * A read key that exists only in this process's memory, for the server's requests to itself
    * (warming the cache at start); it is never stored, printed or sent anywhere.
@@ -42,42 +53,59 @@ export class CredentialService {
 
   constructor(private readonly ctx: Pick<FleetContext, 'store' | 'bus' | 'now'>) {
     ctx.bus.subscribe('agent.deleted', ({ agent }) => {
-      for (const [hash, principal] of this.principals.entries()) {
+      for (const [hash, { principal }] of this.principals.entries()) {
         if (principal.kind === 'agent' && principal.agentId === agent.id) this.principals.delete(hash);
       }
     });
   }
 
-  /** The principal behind a secret, or undefined when it is unknown, revoked or malformed. */
+  /** The principal behind a secret, or undefined when it is unknown, revoked, expired or malformed. */
   async authenticate(secret: string): Promise<Principal | undefined> {
-    const hash = hashSecret(secret);
-    if (hash === this.internalHash) return { kind: 'key', keyId: 'internal', scope: 'read' };
-    const cached = this.principals.get(hash);
-    if (cached) return cached;
-    let principal: Principal | undefined;
-    if (secret.startsWith(API_KEY_PREFIX)) {
-      const key = await this.ctx.store.apiKeyByHash({ hash });
-      if (key) principal = { kind: 'key', keyId: key.id, scope: key.scope };
-    } else if (secret.startsWith(AGENT_TOKEN_PREFIX)) {
-      const agentId = await this.ctx.store.agentIdByTokenHash({ hash });
-      if (agentId !== undefined) principal = { kind: 'agent', agentId };
-    }
-    if (principal) this.principals.set(hash, principal);
-    return principal;
+    return (await this.check(secret))?.principal;
   }
 
-  async create(input: { name: string; scope: Scope; secret?: string; onlyIfNone?: boolean }): Promise<CreatedKey | undefined> {
+  /** What a secret is (see SecretCheck). */
+  async check(secret: string): Promise<SecretCheck> {
+    const hash = hashSecret(secret);
+    if (hash === this.internalHash) return { principal: { kind: 'key', keyId: 'internal', scope: 'read' } };
+    const now = this.ctx.now();
+    const cached = this.principals.get(hash);
+    if (cached && (cached.validUntil === null || now < cached.validUntil)) return { principal: cached.principal };
+    if (cached) this.principals.delete(hash);
+    if (secret.startsWith(API_KEY_PREFIX)) {
+      const match = await this.ctx.store.apiKeyByHash({ hash });
+      if (!match) return undefined;
+      const validUntil = secretValidUntil(match.key, match.secret);
+      if (validUntil !== null && now >= validUntil) return { expired: { keyId: match.key.id, at: validUntil, secret: match.secret } };
+      const principal: Principal = { kind: 'key', keyId: match.key.id, scope: match.key.scope };
+      this.principals.set(hash, { principal, validUntil });
+      return { principal };
+    }
+    if (secret.startsWith(AGENT_TOKEN_PREFIX)) {
+      const agentId = await this.ctx.store.agentIdByTokenHash({ hash });
+      if (agentId === undefined) return undefined;
+      const principal: Principal = { kind: 'agent', agentId };
+      this.principals.set(hash, { principal, validUntil: null });
+      return { principal };
+    }
+    return undefined;
+  }
+
+  async create(input: { name: string; scope: Scope; secret?: string; onlyIfNone?: boolean; expiresAt?: number | null }): Promise<CreatedKey | undefined> {
     const secret = input.secret ?? newApiKeySecret();
     if (!secret.startsWith(API_KEY_PREFIX) || secret.length < API_KEY_PREFIX.length + 32) {
       throw new FleetError('FLEETD_ERR_VALIDATION', `an API key is "${API_KEY_PREFIX}" followed by at least 32 characters`, { field: 'secret' });
     }
+    const now = this.ctx.now();
+    if (input.expiresAt != null && input.expiresAt <= now) throw invalid('expiresAt', 'lies in the past: a key must expire later than now', { expiresAt: new Date(input.expiresAt).toISOString() });
     const key = await this.ctx.store.apiKeyInsert({
       id: `key_${randomBytes(8).toString('hex')}`,
       name: input.name,
       scope: input.scope,
       hash: hashSecret(secret),
-      now: this.ctx.now(),
+      now,
       onlyIfNone: input.onlyIfNone,
+      expiresAt: input.expiresAt ?? null,
     });
     return key && { key, secret };
   }
@@ -97,9 +125,36 @@ export class CredentialService {
   async revoke(id: string): Promise<ApiKey> {
     const key = await this.ctx.store.apiKeyRevoke({ id, now: this.ctx.now() });
     if (!key) throw notFound('key', id);
-    for (const [hash, principal] of this.principals.entries()) {
-      if (principal.kind === 'key' && principal.keyId === id) this.principals.delete(hash);
-    }
+    this.forget(id);
     return key;
+  }
+
+  /**
+   * A new secret for a live key, shown once; the one it replaces keeps working for `graceMs`, so that
+   * its users can move over (one previous secret is kept: rotating again ends an earlier grace).
+   * `expiresAt` moves the key's expiry (null: never); an expired key must be given a new one.
+   */
+  async rotate(id: string, options: { graceMs: number; expiresAt?: number | null }): Promise<CreatedKey> {
+    const now = this.ctx.now();
+    const current = (await this.list()).find((k) => k.id === id);
+    if (!current) throw notFound('key', id);
+    if (current.revokedAt !== null) throw new FleetError('FLEETD_ERR_KEY_STATE', `key ${id} was revoked: a revoked key cannot be rotated`, { key: id });
+    if (options.expiresAt != null && options.expiresAt <= now) throw invalid('expiresAt', 'lies in the past: a key must expire later than now', { expiresAt: new Date(options.expiresAt).toISOString() });
+    if (options.expiresAt === undefined && keyExpired(current, now)) {
+      throw new FleetError('FLEETD_ERR_KEY_STATE', `key ${id} expired at ${new Date(current.expiresAt!).toISOString()}: give it a new expiresAt (or null) to rotate it`, { key: id });
+    }
+    const secret = newApiKeySecret();
+    const key = await this.ctx.store.apiKeyRotate({ id, hash: hashSecret(secret), now, previousExpiresAt: now + options.graceMs, expiresAt: options.expiresAt });
+    // Revoked between the read and the write.
+    if (!key) throw new FleetError('FLEETD_ERR_KEY_STATE', `key ${id} was revoked: a revoked key cannot be rotated`, { key: id });
+    // Cached lookups carry the old expiry and none of the grace: they are looked up again.
+    this.forget(id);
+    return { key, secret };
+  }
+
+  private forget(keyId: string): void {
+    for (const [hash, { principal }] of this.principals.entries()) {
+      if (principal.kind === 'key' && principal.keyId === keyId) this.principals.delete(hash);
+    }
   }
 }

@@ -7,6 +7,8 @@ import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
 import { CredentialService } from './credentials.js';
+import { AuditLog } from './audit.js';
+import { AuditCleaner } from './maintenance/audit-cleaner.js';
 import type { FleetContext, Logger } from './context.js';
 import { TaskDelivery } from './delivery.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
@@ -47,6 +49,8 @@ export class Fleet {
   readonly locks: LockService;
   readonly credentials: CredentialService;
   readonly schedules: ScheduleService;
+  /** Administrative and destructive acts: who, when, what, from where. */
+  readonly audit: AuditLog;
   readonly stats: StatsService;
   /** Progress, log lines and output that agents report on the tasks they hold. */
   readonly activity: ActivityService;
@@ -62,6 +66,7 @@ export class Fleet {
     locks: LockExpirer;
     cleaner: TaskCleaner;
     expirer: TaskExpirer;
+    auditCleaner: AuditCleaner;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -93,6 +98,7 @@ export class Fleet {
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
       expirer: new TaskExpirer(ctx),
+      auditCleaner: new AuditCleaner(ctx),
     };
     this.activity = new ActivityService(ctx);
     this.tasks = new TaskService(ctx, this.timers, this.taskEnds);
@@ -107,6 +113,7 @@ export class Fleet {
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
     this.schedules = new ScheduleService(ctx, this.tasks);
+    this.audit = new AuditLog(ctx);
   }
 
   get bus(): Bus {

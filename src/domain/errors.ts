@@ -61,6 +61,10 @@ export const ErrorCodes = {
   FLEETD_ERR_TIMEOUT: 409,
   /** Recorded as a task's error when nobody claimed it within its scheduleTimeoutMs: it went dead unrun. */
   FLEETD_ERR_EXPIRED: 409,
+  /** Too many failed authentications from one address in a minute: every credential it sends is refused until Retry-After. */
+  FLEETD_ERR_AUTH_RATE_LIMITED: 429,
+  /** An API key past its expiresAt, or a rotated key's old secret past its grace. */
+  FLEETD_ERR_KEY_EXPIRED: 401,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

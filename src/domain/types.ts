@@ -82,6 +82,12 @@ export interface ApiKey {
   scope: Scope;
   createdAt: number;
   revokedAt: number | null;
+  /** When the key stops working; null: never. */
+  expiresAt: number | null;
+  /** When its secret was last replaced (POST /v1/keys/:id/rotate); null: never. */
+  rotatedAt: number | null;
+  /** Until when the secret it had before its last rotation still works; null: no previous secret. */
+  previousSecretExpiresAt: number | null;
 }
 
 export interface Agent {

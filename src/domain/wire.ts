@@ -13,6 +13,7 @@ import { ErrorCodes, type ErrorCode } from './errors.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun, type PipelineVersion } from './runs.js';
 import { LOG_LEVELS, type ActivityEntry, type ActivityTail } from './activity.js';
 import { SCHEDULE_CATCH_UPS, SCHEDULE_OVERLAPS, type Schedule } from './schedules.js';
+import { AUDIT_ACTIONS, type AuditEntry } from './audit.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -144,6 +145,12 @@ export const KeySchema = Type.Object({
   scope: ScopeSchema,
   createdAt: Time,
   revokedAt: NullableTime,
+  /** When the key stops working; null: never. */
+  expiresAt: NullableTime,
+  /** When its secret was last replaced by a rotation; null: never. */
+  rotatedAt: NullableTime,
+  /** Until when the secret it had before its last rotation still works; null: there is none. */
+  previousSecretExpiresAt: NullableTime,
 });
 export type KeyJson = Static<typeof KeySchema>;
 
@@ -356,7 +363,14 @@ export function lockJson(l: Lock): LockJson {
 }
 
 export function keyJson(k: ApiKey): KeyJson {
-  return { ...k, createdAt: iso(k.createdAt), revokedAt: isoOrNull(k.revokedAt) };
+  return {
+    ...k,
+    createdAt: iso(k.createdAt),
+    revokedAt: isoOrNull(k.revokedAt),
+    expiresAt: isoOrNull(k.expiresAt),
+    rotatedAt: isoOrNull(k.rotatedAt),
+    previousSecretExpiresAt: isoOrNull(k.previousSecretExpiresAt),
+  };
 }
 
 export function runJson(r: PipelineRun): RunJson {
@@ -452,4 +466,24 @@ export function scheduleJson(s: Schedule & { nextFires: number[] }): ScheduleJso
     createdAt: iso(s.createdAt),
     updatedAt: iso(s.updatedAt),
   };
+}
+
+export const AuditActionSchema = oneOf(AUDIT_ACTIONS);
+
+/** One entry of the audit log (GET /v1/audit). */
+export const AuditEntrySchema = Type.Object({
+  id: Type.Integer(),
+  at: Time,
+  /** `key:<id>`, `agent:<id>`, `cli` or `anonymous`. */
+  actor: Type.String(),
+  address: NullableString,
+  action: AuditActionSchema,
+  /** `<kind>:<id>`, e.g. `task:42`. */
+  target: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});
+export type AuditEntryJson = Static<typeof AuditEntrySchema>;
+
+export function auditEntryJson(e: AuditEntry): AuditEntryJson {
+  return { ...e, at: iso(e.at) };
 }

@@ -11,6 +11,7 @@ import { FleetError, isDependencyUnavailable, type ErrorCode } from '../domain/e
 import type { Fleet } from '../core/fleet.js';
 import { gatewayRoutes } from './gateway/gateway.js';
 import { RateLimits } from '../limits/rate-limits.js';
+import { AuthFailureLimiter } from '../limits/auth-failures.js';
 import { cachePlugin } from './cached-reply.js';
 import { clientErrorHandler, httpPlugin, requestId } from './http.js';
 import { metricsPlugin } from './metrics.js';
@@ -19,11 +20,14 @@ import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import { keyRoutes } from './routes/keys.js';
+import { auditRoutes } from './routes/audit.js';
+import { auditPlugin } from './audit.js';
 import { authPlugin } from './auth.js';
 import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
-import { dashboardRoutes } from './dashboard.js';
+import { DASHBOARD_DIR, dashboardRoutes } from './dashboard.js';
+import { securityHeadersPlugin } from './security-headers.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { pipelineDefinitionRoutes } from './routes/pipeline-definitions.js';
@@ -48,6 +52,8 @@ export interface AppOptions {
   redis?: Redis;
   /** Whether PostgreSQL and Redis are reachable, for /readyz and /metrics. */
   dependencies?: Dependencies;
+  /** The certificate and key (PEM) to serve HTTPS and WSS with; plain HTTP without. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export type App = FastifyInstance<
@@ -144,6 +150,7 @@ function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyRep
 export async function buildApp(options: AppOptions): Promise<App> {
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    ...(options.tls ? { https: options.tls } : {}),
     bodyLimit: options.config.maxPayloadBytes + 64 * 1024,
     keepAliveTimeout: 72_000,
     // Long-polls hold a request open for up to maxClaimWaitMs.
@@ -154,7 +161,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
     frameworkErrors: sendError,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
-  }).withTypeProvider<TypeBoxTypeProvider>();
+    // An https.Server is an http.Server to everything fleetd does with it (routes, upgrades, closing).
+  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   // Only JSON is accepted: a text/plain body is a client error (415), not a string to validate.
   app.removeContentTypeParser('text/plain');
@@ -190,9 +198,12 @@ export async function buildApp(options: AppOptions): Promise<App> {
   // Plugins that hook every route register before the routes.
   await app.register(tracingPlugin);
   await app.register(httpPlugin, { config });
-  await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on' });
+  await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: options.tls !== undefined });
+  const failures = config.authFailuresPerMinute === 0 ? undefined : new AuthFailureLimiter(config.authFailuresPerMinute, { redis, prefix: config.redisPrefix });
+  await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on', failures });
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
+  await app.register(auditPlugin, { audit: fleet.audit });
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers, dependencies });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
@@ -206,6 +217,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(scheduleRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
+  await app.register(auditRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineDefinitionRoutes, { pipelines: options.pipelines, prefix: '/v1' });

@@ -4,6 +4,7 @@ import { scopeCovers, type CredentialService, type Principal } from '../core/cre
 import { FleetError } from '../domain/errors.js';
 import type { Scope } from '../domain/types.js';
 import { ErrorBody } from '../domain/wire.js';
+import type { AuthFailureLimiter } from '../limits/auth-failures.js';
 
 /**
  * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent
@@ -68,18 +69,54 @@ type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
  * body is read where the route alone decides, after validation where the agent named in the
  * request does. With auth off nothing is checked (and the server says so loudly at start).
  */
-export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean }>(async (app, { credentials, enabled }) => {
+export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean; failures?: AuthFailureLimiter }>(async (app, { credentials, enabled, failures }) => {
   if (!enabled) return;
 
-  const authenticate = (access: Exclude<Access, 'public'>): Hook => async (request, reply) => {
-    void reply.header('www-authenticate', 'Bearer realm="fleetd"');
-    const secret = credentialOf(request);
-    if (secret === undefined) throw unauthorized('this route needs a credential: send "Authorization: Bearer <API key or agent token>"');
-    const principal = await credentials.authenticate(secret);
-    if (!principal) {
-      void reply.header('www-authenticate', 'Bearer realm="fleetd", error="invalid_token"');
-      throw unauthorized('the credential is not known or has been revoked');
+  /** A wrong credential counts against its address; the one that uses up the budget is logged, once per burst. */
+  const failed = async (request: FastifyRequest, err: FleetError): Promise<FleetError> => {
+    if (!failures) return err;
+    const count = await failures.fail(request.ip);
+    if (count.burstStarted) {
+      request.log.warn(
+        { address: request.ip, failures: count.failures, retryAfterSeconds: count.retryAfterSeconds },
+        `${count.failures} failed authentications from ${request.ip} within a minute: its requests are refused for ${count.retryAfterSeconds} s`,
+      );
     }
+    return err;
+  };
+
+  const authenticate = (access: Exclude<Access, 'public'>): Hook => async (request, reply) => {
+    const blockedFor = await failures?.blockedFor(request.ip);
+    if (blockedFor !== undefined) {
+      throw new FleetError(
+        'FLEETD_ERR_AUTH_RATE_LIMITED',
+        `too many failed authentications from ${request.ip} (more than ${failures!.perMinute} in a minute); retry in ${blockedFor} s`,
+        { address: request.ip, limit: failures!.perMinute, retryAfterSeconds: blockedFor },
+      );
+    }
+    void reply.header('www-authenticate', 'Bearer realm="fleetd"');
+    let secret: string | undefined;
+    try {
+      secret = credentialOf(request);
+    } catch (err) {
+      throw err instanceof FleetError ? await failed(request, err) : err;
+    }
+    // No credential at all is not a guess: it is not counted.
+    if (secret === undefined) throw unauthorized('this route needs a credential: send "Authorization: Bearer <API key or agent token>"');
+    const checked = await credentials.check(secret);
+    if (!checked?.principal) {
+      void reply.header('www-authenticate', 'Bearer realm="fleetd", error="invalid_token"');
+      if (checked?.expired) {
+        const { keyId, at, secret: which } = checked.expired;
+        const when = new Date(at).toISOString();
+        const message = which === 'previous'
+          ? `this is the secret key ${keyId} had before it was rotated; its grace ended at ${when}: use the new secret`
+          : `API key ${keyId} expired at ${when}`;
+        throw await failed(request, new FleetError('FLEETD_ERR_KEY_EXPIRED', message, { keyId, expiredAt: when, rotated: which === 'previous' }));
+      }
+      throw await failed(request, unauthorized('the credential is not known or has been revoked'));
+    }
+    const principal = checked.principal;
     reply.removeHeader('www-authenticate');
     request.principal = principal;
     if (principal.kind === 'agent') {

@@ -5,7 +5,8 @@ import { constants as zlib } from 'node:zlib';
 import compress from '@fastify/compress';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
-import type { FleetdConfig } from '../config.js';
+import { redactedFields, type FleetdConfig } from '../config.js';
+import { redactUrl } from './redaction.js';
 import { FleetError, type ErrorCode } from '../domain/errors.js';
 
 const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
@@ -91,6 +92,7 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
     done(null, payload);
   });
 
+  const fields = redactedFields(config);
   app.addHook('onResponse', (request, reply, done) => {
     done();
     const totalMs = reply.elapsedTime;
@@ -100,7 +102,7 @@ export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: Fas
         method: request.method,
         route: request.routeOptions.url ?? 'unmatched',
         // A WebSocket's credential may ride in its query (?token=); it must not ride into the logs.
-        url: request.url.replace(/([?&]token=)[^&]*/g, '$1***'),
+        url: redactUrl(request.url, fields).replace(/([?&]token=)[^&]*/g, '$1***'),
         statusCode: reply.statusCode,
         totalMs: Math.round(totalMs),
         // How much of it went on sending the reply, after the handler was done.

@@ -37,6 +37,11 @@ export const openApiPlugin = fp(async (app) => {
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: true } });
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { persistAuthorization: true },
+    // Swagger UI writes <style> elements as it renders; its scripts stay as strict as the dashboard's.
+    transformStaticCSP: (header) => header.replace(/style-src ([^;]*)/, "style-src $1 'unsafe-inline'"),
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 });

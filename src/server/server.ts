@@ -1,8 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import pino, { type Logger } from 'pino';
 import type { Bus } from '../bus/bus.js';
 import { LocalBus } from '../bus/local-bus.js';
 import { RedisBus } from '../bus/redis-bus.js';
-import { resolveConfig, type FleetdConfig } from '../config.js';
+import { ConfigError, redactedFields, resolveConfig, type FleetdConfig } from '../config.js';
+import { redactingLogger } from './redaction.js';
 import { Dependencies } from '../domain/dependencies.js';
 import { Fleet } from '../core/fleet.js';
 import { NlpPool } from '../nlp/nlp-pool.js';
@@ -45,6 +48,25 @@ export function createLogger(level: string): Logger {
   return pino({ level }, destination);
 }
 
+/** The certificate and key files of FLEETD_TLS_CERT and FLEETD_TLS_KEY, read once at start; none for plain HTTP. */
+function readTls(config: Readonly<FleetdConfig>): { cert: Buffer; key: Buffer } | undefined {
+  if (config.tlsCert === '') return undefined;
+  const read = (setting: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(setting, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const tls = { cert: read('FLEETD_TLS_CERT', config.tlsCert), key: read('FLEETD_TLS_KEY', config.tlsKey) };
+  try {
+    createSecureContext(tls);
+  } catch (err) {
+    throw new ConfigError('FLEETD_TLS_CERT', `${config.tlsCert} and ${config.tlsKey} are not a PEM certificate and its private key: ${(err as Error).message}`);
+  }
+  return tls;
+}
+
 /** Connections the kernel queues before fleetd accepts them (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
 
@@ -57,7 +79,9 @@ export async function startServer(
   options: { logger?: Logger | false; env?: NodeJS.ProcessEnv; pipelines?: PipelineSetup } = {},
 ): Promise<FleetServer> {
   const config = resolveConfig(overrides, options.env);
-  const log = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
+  const given = options.logger === undefined ? createLogger(config.logLevel) : options.logger;
+  // Every line fleetd logs goes through it: the configured fields never reach the log.
+  const log = given && redactingLogger(given, redactedFields(config));
   const silent = { info() {}, warn() {}, error() {} };
   // What this node depends on and whether each is reachable: /readyz, /metrics and the dashboard show it.
   const dependencies = new Dependencies(log || silent);
@@ -97,7 +121,7 @@ export async function startServer(
     pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.
     redis = redisConfig ? await connectRedis(redisConfig, 'cache', dependencies.reporter('redis', 'cache')) : undefined;
-    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis, dependencies });
+    app = await buildApp({ fleet, config, logger: log || false, pipelines, nlp, redis, dependencies, tls: readTls(config) });
     fleet.start();
     await pipelines.cases.start();
     await pipelines.engine.start();

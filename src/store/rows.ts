@@ -101,6 +101,10 @@ export interface ApiKeyRow {
   hash: string;
   created_at: number;
   revoked_at: number | null;
+  expires_at: number | null;
+  rotated_at: number | null;
+  previous_hash: string | null;
+  previous_expires_at: number | null;
 }
 
 export const toApiKey = (row: ApiKeyRow): ApiKey => ({
@@ -109,6 +113,9 @@ export const toApiKey = (row: ApiKeyRow): ApiKey => ({
   scope: row.scope,
   createdAt: row.created_at,
   revokedAt: row.revoked_at,
+  expiresAt: row.expires_at,
+  rotatedAt: row.rotated_at,
+  previousSecretExpiresAt: row.previous_expires_at,
 });
 
 export const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));

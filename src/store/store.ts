@@ -1,4 +1,5 @@
 import type { ActivityStore } from './activity-store.js';
+import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 
@@ -17,7 +18,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyF
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -154,12 +155,21 @@ export interface KeyStore {
    * admin key of a first start), and the result is undefined when one did.
    */
   apiKeyInsert(params: ApiKeyInsertParams): Promise<ApiKey | undefined>;
-  /** The key with this hash, unless it was revoked. */
-  apiKeyByHash(params: { hash: string }): Promise<ApiKey | undefined>;
+  /**
+   * The key whose secret, or whose previous secret (kept after a rotation), has this hash, unless it
+   * was revoked; `secret` says which matched. Whether it has expired is core's to decide.
+   */
+  apiKeyByHash(params: { hash: string }): Promise<{ key: ApiKey; secret: 'current' | 'previous' } | undefined>;
   /** Every key, revoked ones too, oldest first. */
   apiKeyList(): Promise<ApiKey[]>;
   /** Revokes the key; undefined when there is no such key. Revoking twice keeps the first time. */
   apiKeyRevoke(params: { id: string; now: number }): Promise<ApiKey | undefined>;
+  /**
+   * Gives a live (unrevoked) key a new secret hash; its current one becomes its previous one, valid
+   * until previousExpiresAt (replacing any earlier previous one). `expiresAt`, when given, replaces
+   * the key's expiry. Undefined when there is no live key of that id.
+   */
+  apiKeyRotate(params: { id: string; hash: string; now: number; previousExpiresAt: number; expiresAt?: number | null }): Promise<ApiKey | undefined>;
 }
 
 /**
@@ -239,6 +249,8 @@ export interface ApiKeyInsertParams {
   hash: string;
   now: number;
   onlyIfNone?: boolean;
+  /** When the key stops working; null or absent: never. */
+  expiresAt?: number | null;
 }
 
 export interface PoolStats {

@@ -1,6 +1,7 @@
 import { describe } from 'node:test';
 import { exerciseActivity } from './activity.js';
 import { exerciseAgents } from './agents.js';
+import { exerciseAudit } from './audit.js';
 import { exerciseCases } from './cases.js';
 import { exerciseControl } from './control.js';
 import { exerciseDependencies } from './dependencies.js';
@@ -27,6 +28,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseAgents(factory);
     exerciseLocks(factory);
     exerciseKeys(factory);
+    exerciseAudit(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
     exerciseActivity(factory);

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 from typing import Any
 
 try:  # websockets >= 13: the new asyncio client.
@@ -20,10 +21,23 @@ def full_jitter(attempt: int, min_s: float, max_s: float) -> float:
     return random.uniform(0, min(max_s, min_s * 2**attempt))
 
 
-def ws_connect(url: str, token: str | None, **options: Any) -> Any:
+def trusting(ca_bundle: str | None) -> ssl.SSLContext | None:
+    """The system's certificate authorities and those of ``ca_bundle`` (a PEM file: a private CA's,
+    or a self-signed certificate fleetd serves with --tls-cert); None: the defaults alone."""
+    if ca_bundle is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+def ws_connect(url: str, token: str | None, ssl_context: ssl.SSLContext | None = None, **options: Any) -> Any:
     """A WebSocket connection (an async context manager) with a Bearer credential, uncompressed:
-    fleetd's messages are small and frequent, and deflate would cost more CPU than it saves."""
+    fleetd's messages are small and frequent, and deflate would cost more CPU than it saves.
+    ``ssl_context`` (the client's trusted authorities) applies to wss:// only."""
     headers = {"authorization": f"Bearer {token}"} if token else {}
+    if ssl_context is not None and url.startswith("wss://"):
+        options["ssl"] = ssl_context
     return _connect(url, compression=None, open_timeout=10, close_timeout=2, **{_HEADERS: headers}, **options)
 
 

@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from ._backoff import full_jitter, ws_connect
+from ._backoff import full_jitter, trusting, ws_connect
 from .errors import FleetApiError, FleetUnavailableError, TaskCancelledError, TaskFailedError
 from .wire import Agent, Task, TaskInput, TaskStatus
 
@@ -108,6 +109,8 @@ class AsyncFleet:
     client move to the next one. Requests the node never received, reads and submits (which carry
     an idempotency key) are sent again there, after a jittered backoff, up to ``retries`` times
     (default 3 per node). Error answers raise ``FleetApiError`` subclasses (``NotFoundError``...).
+    ``ca_bundle`` names a PEM file of certificate authorities to trust besides the system's, for a
+    fleetd serving HTTPS with a private or self-signed certificate.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class AsyncFleet:
         urls: Sequence[str] | None = None,
         retries: int | None = None,
         timeout: float = 30.0,
+        ca_bundle: str | None = None,
     ) -> None:
         nodes = list(urls) if urls else ([url] if url else [])
         if not nodes:
@@ -126,7 +130,10 @@ class AsyncFleet:
         self.api_key = api_key
         self.retries = retries if retries is not None else 3 * len(self.urls)
         self._current = 0
-        self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200))
+        #: With ``ca_bundle``: the TLS context every request and WebSocket (https://, wss://) uses.
+        self.ssl_context = trusting(ca_bundle)
+        verify: ssl.SSLContext | bool = self.ssl_context if self.ssl_context is not None else True
+        self._http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200), verify=verify)
         self._observer: _Observer | None = None
 
     @property
@@ -466,7 +473,7 @@ class _Observer:
         while not self._closing:
             node = self._fleet.url
             try:
-                async with ws_connect(node.replace("http", "ws", 1) + "/v1/events", self._fleet.api_key) as socket:
+                async with ws_connect(node.replace("http", "ws", 1) + "/v1/events", self._fleet.api_key, self._fleet.ssl_context) as socket:
                     self._socket = socket
                     attempt = 0
                     self._queue_change("subscribe", self._listeners)

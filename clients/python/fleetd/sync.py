@@ -25,8 +25,10 @@ class Fleet:
     ``run()`` blocks until SIGTERM or SIGINT. ``close()`` (or ``with Fleet(...) as fleet:``) ends it.
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, urls: Sequence[str] | None = None, retries: int | None = None, timeout: float = 30.0) -> None:
-        self._options: dict[str, Any] = dict(url=url, api_key=api_key, urls=urls, retries=retries, timeout=timeout)
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, urls: Sequence[str] | None = None, retries: int | None = None, timeout: float = 30.0, ca_bundle: str | None = None
+    ) -> None:
+        self._options: dict[str, Any] = dict(url=url, api_key=api_key, urls=urls, retries=retries, timeout=timeout, ca_bundle=ca_bundle)
         self._async = AsyncFleet(**self._options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleetd-client", daemon=True)

@@ -25,6 +25,8 @@ export interface AgentClient {
   failover(failed: string): void;
   request<T>(method: string, path: string, body?: unknown, options?: { signal?: AbortSignal; credential?: string; retry?: boolean; traceparent?: string }): Promise<T>;
   registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }>;
+  /** What a WebSocket to the server needs beyond its URL (the authorities to trust). */
+  socketOptions(): { ca?: (string | Buffer)[] };
 }
 
 export interface FleetAgentOptions {
@@ -251,7 +253,7 @@ export class FleetAgent extends EventEmitter {
     const node = this.client.url;
     const url = `${node.replace(/^http/, 'ws')}/v1/agents/${this.agentId}/stream?protocol=${AGENT_PROTOCOL_VERSION}`;
     // Agent messages are small and frequent: deflate would cost more CPU and memory than it saves.
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.token}` }, perMessageDeflate: false });
+    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.token}` }, perMessageDeflate: false, ...this.client.socketOptions() });
     return new Promise((resolve, reject) => {
       let welcomed = false;
       socket.once('unexpected-response', (_req, res) => {

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import WebSocket from 'ws';
 import type { AgentInput, AgentJson, ObserverServerMessage, ScheduleInput, ScheduleJson, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
@@ -25,6 +27,12 @@ export interface FleetClientOptions {
    * safe to repeat (reads, and submits, which carry an idempotency key). Defaults to 3 per node.
    */
   retries?: number;
+  /**
+   * Certificates (PEM) of the authorities to trust for https:// and wss:// besides the system's:
+   * a fleetd serving HTTPS with a private CA's or a self-signed certificate (--tls-cert), e.g.
+   * `ca: readFileSync('ca.pem')`. Used by every request, the event stream and agents' sockets.
+   */
+  ca?: string | Buffer | (string | Buffer)[];
 }
 
 /** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
@@ -73,12 +81,26 @@ export class FleetClient {
   private readonly retries: number;
   /** Longest wait of one `GET /v1/tasks/:id?waitMs=`, lowered to the server's maxTaskWaitMs when it says so. */
   private waitSliceMs = WAIT_SLICE_MS;
+  /** With `ca`: the system's authorities and the given ones, for TLS connections; else undefined (the defaults). */
+  private readonly trusted: (string | Buffer)[] | undefined;
+  /** Kept-alive HTTPS connections that trust `trusted` (fetch cannot be given authorities without a library). */
+  private readonly httpsAgent: HttpsAgent | undefined;
 
   constructor(readonly options: FleetClientOptions) {
     const urls = options.urls ?? (options.url === undefined ? [] : [options.url]);
     if (urls.length === 0) throw new TypeError('FleetClient needs url or urls');
     this.urls = urls.map((u) => u.replace(/\/+$/, ''));
     this.retries = options.retries ?? 3 * this.urls.length;
+    if (options.ca !== undefined) {
+      // Node's `ca` replaces the system's list rather than adding to it: keep both.
+      this.trusted = [...rootCertificates, ...(Array.isArray(options.ca) ? options.ca : [options.ca])];
+      this.httpsAgent = new HttpsAgent({ keepAlive: true, ca: this.trusted });
+    }
+  }
+
+  /** Options for a WebSocket to the server: the trusted authorities when `ca` was given. */
+  socketOptions(): { ca?: (string | Buffer)[] } {
+    return this.trusted ? { ca: this.trusted } : {};
   }
 
   /** The node requests go to now. */
@@ -131,7 +153,8 @@ export class FleetClient {
     if (options.traceparent) headers.traceparent = options.traceparent;
     let res: Response;
     try {
-      res = await fetch(node + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+      const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal };
+      res = this.httpsAgent && node.startsWith('https:') ? await this.fetchTrusting(node + path, init, this.httpsAgent) : await fetch(node + path, init);
     } catch (err) {
       if (signal?.aborted) throw err;
       // fetch says only "fetch failed": name the node and the reason; the system error stays the cause.
@@ -145,6 +168,20 @@ export class FleetClient {
       throw new FleetApiError(res.status, error.code ?? 'FLEETD_ERR_HTTP', error.message ?? `HTTP ${res.status}`, error.details ?? {});
     }
     return parsed as T;
+  }
+
+  /** A request over node:https with the trusted authorities, answered as fetch would. */
+  private fetchTrusting(url: string, init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal }, agent: HttpsAgent): Promise<Response> {
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(url, { method: init.method, headers: init.headers, agent, signal: init.signal }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => resolve(new Response(res.statusCode === 204 || res.statusCode === 304 ? null : Buffer.concat(chunks), { status: res.statusCode })));
+      });
+      req.on('error', reject);
+      req.end(init.body);
+    });
   }
 
   /**

@@ -8,6 +8,8 @@ export interface SubscriptionClient {
   readonly url: string;
   readonly options: { apiKey?: string };
   failover(failed: string): void;
+  /** TLS options for sockets: the authorities given as `ca` (FleetClient). */
+  socketOptions(): { ca?: (string | Buffer)[] };
 }
 
 /** Events that may have been missed: the server no longer held them (`window`), its numbering changed (`epoch`: a restart, another node), or another node's events were lost on the way (`relay`). */
@@ -100,6 +102,7 @@ export class ResilientSubscription implements Subscription {
     const node = this.client.url;
     const socket = new WebSocket(`${node.replace(/^http/, 'ws')}/v1/events`, {
       headers: this.client.options.apiKey ? { authorization: `Bearer ${this.client.options.apiKey}` } : {},
+      ...this.client.socketOptions(),
     });
     this.socket = socket;
     let subscribed = false;

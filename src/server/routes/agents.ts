@@ -98,6 +98,10 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
         response: { 200: AgentSchema, ...errors(404) },
       },
     },
-    async (request) => agentJson(await fleet.agents.remove(request.params.id)),
+    async (request) => {
+      const agent = await fleet.agents.remove(request.params.id);
+      await request.audit({ action: 'agent.removed', target: `agent:${agent.id}`, details: { name: agent.name } });
+      return agentJson(agent);
+    },
   );
 };

@@ -51,6 +51,11 @@ export const approvalRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines; f
       async (request) => {
         const { id, step } = request.params;
         const run = await engine.decide({ runId: id, step, approved: verb === 'approve', comment: request.body?.comment ?? null, asker: await askerOf(request) });
+        await request.audit({
+          action: verb === 'approve' ? 'pipeline.step.approved' : 'pipeline.step.rejected',
+          target: `run:${id}`,
+          details: { pipeline: run.pipeline, step, comment: request.body?.comment ?? null },
+        });
         return { run: runJson(run) };
       },
     );

@@ -4,8 +4,16 @@ import { SCOPES } from '../../domain/types.js';
 import { KeySchema, keyJson, literalsOf } from '../../domain/wire.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
 
-/** API keys, for admins: create (the secret is in that response only), list, revoke. */
-export const keyRoutes: Routes = async (app, { fleet }) => {
+/** Longest grace a rotation may give the previous secret: 30 days. */
+const MAX_GRACE_MS = 2_592_000_000;
+
+const ExpiresAt = Type.String({ format: 'date-time', description: 'When the key stops working (ISO 8601, in the future); absent: never' });
+
+/** An ISO 8601 time from a validated body, as epoch ms. */
+const epochOf = (text: string): number => Date.parse(text);
+
+/** API keys, for admins: create (the secret is in that response only), list, rotate, revoke. */
+export const keyRoutes: Routes = async (app, { fleet, config }) => {
   const admin = { access: 'admin' } as const;
 
   app.get(
@@ -37,6 +45,7 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
           {
             name: Type.String({ minLength: 1, maxLength: 200 }),
             scope: literalsOf(SCOPES),
+            expiresAt: Type.Optional(ExpiresAt),
           },
           { additionalProperties: false, examples: [{ name: 'dashboard', scope: 'read' }] },
         ),
@@ -44,8 +53,48 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
       },
     },
     async (request, reply) => {
-      const created = (await fleet.credentials.create(request.body))!;
-      return reply.status(201).send({ key: keyJson(created.key), secret: created.secret });
+      const { expiresAt, ...rest } = request.body;
+      const created = (await fleet.credentials.create({ ...rest, expiresAt: expiresAt === undefined ? null : epochOf(expiresAt) }))!;
+      await request.audit({ action: 'key.created', target: `key:${created.key.id}`, details: { name: created.key.name, scope: created.key.scope, expiresAt: expiresAt ?? null } });
+      // A secret must never rest in a cache between here and the admin.
+      return reply.status(201).header('cache-control', 'no-store').send({ key: keyJson(created.key), secret: created.secret });
+    },
+  );
+
+  app.post(
+    '/keys/:id/rotate',
+    {
+      config: admin,
+      bodyLimit: bodyLimits.control,
+      // The body is optional: none means the defaults.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+      schema: {
+        tags: ['keys'],
+        summary: 'Rotate an API key',
+        description: `A new secret for the key (in this answer only); its id, name and scope stay. The secret it replaces keeps working for graceMs (default FLEETD_KEY_ROTATION_GRACE_MS, 24 h; at most 30 days), then answers 401 FLEETD_ERR_KEY_EXPIRED. Rotating again within the grace ends the earlier secret's grace at once. expiresAt moves the key's expiry (null: never); an expired key needs one. A revoked key answers 409. Needs an admin key.`,
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+        body: Type.Object(
+          {
+            graceMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_GRACE_MS })),
+            expiresAt: Type.Optional(Type.Union([ExpiresAt, Type.Null()])),
+          },
+          { additionalProperties: false, examples: [{ graceMs: 600_000 }] },
+        ),
+        response: { 200: Type.Object({ key: KeySchema, secret: Type.String() }), ...errors(400, 404, 409, 413, 415) },
+      },
+    },
+    async (request, reply) => {
+      void reply.header('cache-control', 'no-store');
+      const { graceMs = config.keyRotationGraceMs, expiresAt } = request.body;
+      const rotated = await fleet.credentials.rotate(request.params.id, {
+        graceMs,
+        expiresAt: expiresAt === undefined ? undefined : expiresAt === null ? null : epochOf(expiresAt),
+      });
+      const key = keyJson(rotated.key);
+      await request.audit({ action: 'key.rotated', target: `key:${key.id}`, details: { graceMs, previousSecretExpiresAt: key.previousSecretExpiresAt, expiresAt: key.expiresAt } });
+      return { key, secret: rotated.secret };
     },
   );
 
@@ -69,7 +118,10 @@ export const keyRoutes: Routes = async (app, { fleet }) => {
       if (target?.scope === 'admin' && target.revokedAt === null && liveAdmins.length === 1) {
         throw new FleetError('FLEETD_ERR_KEY_STATE', 'this is the last admin key: create another admin key before revoking it', { key: target.id });
       }
-      return keyJson(await fleet.credentials.revoke(request.params.id));
+      const revoked = await fleet.credentials.revoke(request.params.id);
+      // Revoking a revoked key changes nothing, and records nothing.
+      if (target?.revokedAt === null) await request.audit({ action: 'key.revoked', target: `key:${revoked.id}`, details: { name: revoked.name, scope: revoked.scope } });
+      return keyJson(revoked);
     },
   );
 };

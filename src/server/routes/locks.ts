@@ -66,7 +66,10 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
       // An agent releases only its own locks, whether or not it names itself; an admin key may release any.
       const p = request.principal;
       const agentId = p?.kind === 'agent' ? p.agentId : request.query.agentId;
-      return lockJson(await fleet.locks.release(request.params.id, agentId));
+      const lock = await fleet.locks.release(request.params.id, agentId);
+      // An agent letting go of its own lock is routine; an admin taking one away is not.
+      if (p?.kind !== 'agent') await request.audit({ action: 'lock.released', target: `lock:${lock.id}`, details: { agentId: lock.agentId, resources: lock.resources } });
+      return lockJson(lock);
     },
   );
 };

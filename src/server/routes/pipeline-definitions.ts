@@ -61,6 +61,7 @@ export const pipelineDefinitionRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pi
     },
     async (request, reply) => {
       const version = await definitions.define(request.params.name, request.body as Record<string, unknown>);
+      await request.audit({ action: 'pipeline.defined', target: `pipeline:${version.name}`, details: { version: version.version } });
       return reply.status(201).send({ pipeline: { name: version.name, ...pipelineVersionJson(version) } });
     },
   );
@@ -123,6 +124,7 @@ export const pipelineDefinitionRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pi
     },
     async (request) => {
       const version = await definitions.remove(request.params.name);
+      await request.audit({ action: 'pipeline.deleted', target: `pipeline:${version.name}`, details: { version: version.version } });
       return { pipeline: { name: version.name, ...pipelineVersionJson(version) } };
     },
   );

@@ -111,7 +111,11 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
         response: { 200: Type.Object({ run: RunSchema }), ...errors(400, 404, 409) },
       },
     },
-    async (request) => ({ run: runJson(await engine.cancel(request.params.id)) }),
+    async (request) => {
+      const run = await engine.cancel(request.params.id);
+      await request.audit({ action: 'pipeline.run.cancelled', target: `run:${run.id}`, details: { pipeline: run.pipeline } });
+      return { run: runJson(run) };
+    },
   );
 
   app.get(

@@ -20,7 +20,11 @@ export const scheduleRoutes: Routes = async (app, { fleet }) => {
         response: { 201: ScheduleSchema, ...errors(400, 409, 413, 415) },
       },
     },
-    async (request, reply) => reply.status(201).send(scheduleJson(await fleet.schedules.create(request.body))),
+    async (request, reply) => {
+      const schedule = await fleet.schedules.create(request.body);
+      await request.audit({ action: 'schedule.created', target: `schedule:${schedule.name}`, details: { cron: schedule.cron, timezone: schedule.timezone, type: schedule.task.type } });
+      return reply.status(201).send(scheduleJson(schedule));
+    },
   );
 
   app.get(
@@ -53,7 +57,11 @@ export const scheduleRoutes: Routes = async (app, { fleet }) => {
     {
       schema: { tags: ['schedules'], summary: 'Delete a schedule', description: 'It fires no more; tasks it submitted stay.', params: ScheduleName, response: { 200: ScheduleSchema, ...errors(404) } },
     },
-    async (request) => scheduleJson(await fleet.schedules.delete(request.params.name)),
+    async (request) => {
+      const schedule = await fleet.schedules.delete(request.params.name);
+      await request.audit({ action: 'schedule.deleted', target: `schedule:${schedule.name}`, details: {} });
+      return scheduleJson(schedule);
+    },
   );
 
   for (const action of ['pause', 'resume'] as const) {

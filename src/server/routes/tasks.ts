@@ -153,6 +153,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         if (!Number.isFinite(createdBefore)) throw invalid('filter.createdBefore', 'is not a valid date-time');
       }
       const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, tag: filter.tag, createdBefore }, dryRun });
+      if (!dryRun && counts.changed > 0) await request.audit({ action: 'tasks.bulk', target: `tasks:${action}`, details: { action, filter: filter ?? null, changed: counts.changed } });
       return { ...counts, dryRun };
     },
   );
@@ -269,7 +270,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.retry(request.params.id)),
+    async (request) => {
+      const task = await fleet.tasks.retry(request.params.id);
+      await request.audit({ action: 'task.retried', target: `task:${task.id}`, details: { type: task.type } });
+      return taskJson(task);
+    },
   );
 
   app.delete(
@@ -288,7 +293,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(400, 404, 409) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.cancel(request.params.id, request.query.reason)),
+    async (request) => {
+      const task = await fleet.tasks.cancel(request.params.id, request.query.reason);
+      await request.audit({ action: 'task.cancelled', target: `task:${task.id}`, details: { type: task.type, ...(request.query.reason === undefined ? {} : { reason: request.query.reason }) } });
+      return taskJson(task);
+    },
   );
 
   app.get(

@@ -6,6 +6,7 @@ import { postgresAgents } from './agents.js';
 import { PostgresCases } from './cases.js';
 import { PostgresDatabase, type PostgresOptions } from './database.js';
 import { postgresKeys } from './keys.js';
+import { postgresAudit } from './audit.js';
 import { postgresLocks } from './locks.js';
 import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
@@ -38,6 +39,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...postgresKeys(database),
     ...postgresActivity(database),
     ...postgresSchedules(database),
+    ...postgresAudit(database),
   };
   return {
     name: 'postgres',

@@ -10,17 +10,17 @@ export function postgresKeys(db: PostgresDatabase): KeyStore {
         // Nodes starting together on an empty database must not each create a first admin key.
         if (params.onlyIfNone) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-first-key:${db.schema}`]);
         return q<ApiKeyRow>(
-          `INSERT INTO api_keys (id, name, scope, hash, created_at) SELECT $1, $2, $3, $4, $5
+          `INSERT INTO api_keys (id, name, scope, hash, created_at, expires_at) SELECT $1, $2, $3, $4, $5, $7::bigint
            WHERE NOT $6 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`,
-          [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true],
+          [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true, params.expiresAt ?? null],
         );
       });
       return rows[0] && toApiKey(rows[0]);
     },
 
     async apiKeyByHash(params) {
-      const [row] = await db.query<ApiKeyRow>('SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL', [params.hash]);
-      return row && toApiKey(row);
+      const [row] = await db.query<ApiKeyRow>('SELECT * FROM api_keys WHERE (hash = $1 OR previous_hash = $1) AND revoked_at IS NULL', [params.hash]);
+      return row && { key: toApiKey(row), secret: row.hash === params.hash ? 'current' : 'previous' };
     },
 
     async apiKeyList() {
@@ -32,6 +32,16 @@ export function postgresKeys(db: PostgresDatabase): KeyStore {
         params.id,
         params.now,
       ]);
+      return row && toApiKey(row);
+    },
+
+    async apiKeyRotate(params) {
+      const [row] = await db.query<ApiKeyRow>(
+        `UPDATE api_keys SET previous_hash = hash, previous_expires_at = $3, hash = $2, rotated_at = $4,
+           expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END
+         WHERE id = $1 AND revoked_at IS NULL RETURNING *`,
+        [params.id, params.hash, params.previousExpiresAt, params.now, params.expiresAt !== undefined, params.expiresAt ?? null],
+      );
       return row && toApiKey(row);
     },
   };

@@ -405,6 +405,29 @@ CREATE TABLE schedules (
 CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
 `,
   },
+  {
+    version: 9,
+    name: 'API keys may expire and keep their previous secret for a grace after a rotation; the audit log',
+    sql: `
+ALTER TABLE api_keys ADD COLUMN expires_at BIGINT;
+ALTER TABLE api_keys ADD COLUMN rotated_at BIGINT;
+ALTER TABLE api_keys ADD COLUMN previous_hash TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_expires_at BIGINT;
+CREATE INDEX api_keys_by_previous_hash ON api_keys (previous_hash) WHERE previous_hash IS NOT NULL;
+CREATE TABLE audit_log (
+  id      BIGSERIAL PRIMARY KEY,
+  at      BIGINT NOT NULL,
+  actor   TEXT   NOT NULL,
+  address TEXT,
+  action  TEXT   NOT NULL,
+  target  TEXT   NOT NULL,
+  details TEXT   NOT NULL
+);
+CREATE INDEX audit_log_by_at ON audit_log (at);
+CREATE INDEX audit_log_by_target ON audit_log (target, id);
+CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
+`,
+  },
 ];
 
 /**

@@ -4,6 +4,7 @@ import type { Store } from '../store.js';
 import { sqliteActivity } from './activity.js';
 import { sqliteBulk } from './bulk.js';
 import { sqliteAgents } from './agents.js';
+import { sqliteAudit } from './audit.js';
 import { SqliteCases } from './cases.js';
 import { SqliteDatabase, type SqliteOptions } from './database.js';
 import { sqliteKeys } from './keys.js';
@@ -37,6 +38,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...sqliteKeys(database),
     ...sqliteActivity(database),
     ...sqliteSchedules(database),
+    ...sqliteAudit(database),
   };
   return {
     name: 'sqlite',

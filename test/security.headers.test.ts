@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { launchBrowser, signIn } from './browser.js';
+import { startTestServer, type TestServer } from './helpers.js';
+
+const WAIT = { timeout: 20_000 };
+
+/** The directives of a Content-Security-Policy header, by name. */
+function directives(header: string | null): Map<string, string[]> {
+  assert.ok(header, 'a Content-Security-Policy header');
+  return new Map(
+    header
+      .split(';')
+      .map((d) => d.trim().split(/\s+/))
+      .filter((parts) => parts[0] !== '')
+      .map(([name, ...values]) => [name, values]),
+  );
+}
+
+describe('security headers', () => {
+  let server: TestServer;
+  let browser: Browser;
+
+  before(async () => {
+    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('sends a strict policy, no framing, nosniff and a referrer policy on the dashboard and the API', async () => {
+    const page = await fetch(`${server.url}/`);
+    assert.equal(page.status, 200);
+    const html = await page.text();
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    assert.ok(asset, 'the dashboard page names its entry script');
+    for (const res of [page, await fetch(server.url + asset), await server.api.get('/v1/stats'), await server.api.as(undefined).get('/v1/tasks')]) {
+      const csp = directives(res.headers.get('content-security-policy'));
+      assert.deepEqual(csp.get('frame-ancestors'), ["'none'"]);
+      assert.deepEqual(csp.get('object-src'), ["'none'"]);
+      assert.deepEqual(csp.get('script-src-attr'), ["'none'"]);
+      const scripts = csp.get('script-src') ?? [];
+      assert.ok(scripts.includes("'self'"));
+      for (const forbidden of ["'unsafe-inline'", "'unsafe-eval'", '*', 'https:', 'http:']) assert.ok(!scripts.includes(forbidden), `script-src has no ${forbidden}`);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+      assert.equal(res.headers.get('x-frame-options'), 'DENY');
+      assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+      // Plain HTTP: no HSTS (it belongs to whoever terminates TLS).
+      assert.equal(res.headers.get('strict-transport-security'), null);
+    }
+  });
+
+  it('answers the secrets of a new key with Cache-Control: no-store', async () => {
+    const res = await server.api.post('/v1/keys', { name: 'cached?', scope: 'read' });
+    assert.equal(res.status, 201);
+    assert.match(res.body.secret, /^fk_/);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+  });
+
+  /** A page that records every policy violation and script error it meets. */
+  async function watchedPage(key?: string): Promise<{ page: Page; violations: string[] }> {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    await signIn(page, key);
+    const violations: string[] = [];
+    await page.exposeFunction('reportViolation', (v: string) => violations.push(v));
+    await page.addInitScript(() => {
+      document.addEventListener('securitypolicyviolation', (e) => {
+        (window as unknown as { reportViolation(v: string): void }).reportViolation(`${e.violatedDirective} ${e.blockedURI}`);
+      });
+    });
+    page.on('pageerror', (err) => violations.push(`page error: ${err.message}`));
+    return { page, violations };
+  }
+
+  it('runs the built dashboard under the policy with no violation, and blocks an injected inline script', async () => {
+    const { page, violations } = await watchedPage(server.adminKey);
+    try {
+      await page.goto(server.url + '/');
+      await page.waitForSelector('[data-ready=overview]', WAIT);
+      await page.waitForSelector('[data-connection=live]', WAIT);
+      // A page with charts, and one with a task's detail (payload shown as text).
+      await page.waitForSelector('.overview canvas', WAIT);
+      const task = await server.api.submit({ type: 'csp.check', payload: { url: 'https://example.com/csp' } });
+      await page.goto(`${server.url}/#/tasks/${task.id}`);
+      await page.waitForSelector('.detail [data-status=queued]', WAIT);
+      assert.match(await page.innerText('[data-testid=payload]'), /example.com\/csp/);
+      assert.equal(violations.length, 0, violations.join(", "));
+
+      // What an injected <script> would do: the policy stops it and reports it.
+      const ran = await page.evaluate(async () => {
+        const s = document.createElement('script');
+        s.textContent = 'window.injected = true';
+        document.body.appendChild(s);
+        await new Promise((r) => setTimeout(r, 100));
+        return (window as unknown as { injected?: boolean }).injected === true;
+      });
+      assert.equal(ran, false);
+      assert.ok(violations.some((v) => v.startsWith('script-src')), `a script-src violation was reported: ${violations.join(', ')}`);
+    } finally {
+      await page.context().close();
+    }
+  });
+
+  it('serves the API reference at /docs with its scripts as strict, and no violation', async () => {
+    const { page, violations } = await watchedPage();
+    try {
+      const res = await page.goto(`${server.url}/docs/`);
+      const csp = directives((await res!.allHeaders())['content-security-policy']);
+      assert.deepEqual(csp.get('frame-ancestors'), ["'none'"]);
+      assert.ok(!csp.get('script-src')!.includes("'unsafe-inline'"));
+      await page.waitForSelector('.swagger-ui .info .title', WAIT);
+      assert.match(await page.innerText('.swagger-ui .info .title'), /fleetd/);
+      assert.equal(violations.length, 0, violations.join(", "));
+    } finally {
+      await page.context().close();
+    }
+  });
+});
