@@ -17,6 +17,8 @@ import { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import { LockExpirer } from './maintenance/lock-expirer.js';
 import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
+import { HeldTasks } from './maintenance/held-tasks.js';
+import { TaskTypeService } from './task-types.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
 
@@ -42,6 +44,8 @@ export class Fleet {
   readonly locks: LockService;
   readonly credentials: CredentialService;
   readonly stats: StatsService;
+  /** Task types: policies, pauses, what is held back. */
+  readonly types: TaskTypeService;
   readonly waiters = new ClaimWaiters();
   readonly timers: {
     leases: LeaseRescuer;
@@ -49,6 +53,7 @@ export class Fleet {
     agents: AgentReaper;
     locks: LockExpirer;
     cleaner: TaskCleaner;
+    holds: HeldTasks;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -78,6 +83,7 @@ export class Fleet {
       agents: new AgentReaper(ctx),
       locks: new LockExpirer(ctx),
       cleaner: new TaskCleaner(ctx),
+      holds: new HeldTasks(ctx),
     };
     this.tasks = new TaskService(ctx, this.timers);
     this.delivery = new TaskDelivery({
@@ -90,6 +96,7 @@ export class Fleet {
     this.agents = new AgentService(ctx, this.timers);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
+    this.types = new TaskTypeService(ctx, this.timers.holds);
   }
 
   get bus(): Bus {

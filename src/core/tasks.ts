@@ -5,6 +5,8 @@ import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
+import type { HeldTasks } from './maintenance/held-tasks.js';
+import { planClaim } from './rules/admission.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -25,13 +27,15 @@ export interface TaskInput {
   backoffMs?: number;
   /** Epoch ms before which the task is not handed out. */
   runAt?: number;
+  /** The tenant, user or repository the task is for: claims take turns across keys. */
+  concurrencyKey?: string;
 }
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
 export class TaskService {
   constructor(
     private readonly ctx: FleetContext,
-    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler },
+    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; holds: HeldTasks },
   ) {}
 
   private toInsert(input: TaskInput, now: number, index?: number): TaskInsertParams {
@@ -49,6 +53,7 @@ export class TaskService {
       leaseMs: input.leaseMs ?? this.ctx.config.taskLeaseMs,
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
+      concurrencyKey: input.concurrencyKey ?? null,
     };
     return {
       ...task,
@@ -115,7 +120,8 @@ export class TaskService {
    */
   async claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim> {
     const now = this.ctx.now();
-    const { agent, previousStatus, tasks, room } = await this.ctx.store.taskClaim({ ...params, now });
+    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ ...params, now, plan: planClaim });
+    if (retryAt !== null || Object.keys(heldBack).length > 0) this.timers.holds.record(heldBack, retryAt);
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     let earliestExpiry = Infinity;
     for (const task of tasks) {

@@ -32,6 +32,8 @@ export interface Task {
   leaseExpiresAt: number | null;
   result: unknown;
   error: unknown;
+  /** The tenant, user or repository the task is for; claims take turns across keys. */
+  concurrencyKey: string | null;
 }
 
 /** A task as events carry it: without payload and result, which can be large and are fetched on demand. */

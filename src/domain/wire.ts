@@ -11,6 +11,7 @@
 import { Type, type Static, type TLiteral, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from './errors.js';
 import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineRun } from './runs.js';
+import { HOLD_REASONS, type TypePause, type TypePolicy } from './type-policies.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -86,6 +87,8 @@ export const TaskSchema = Type.Object({
   error: Type.Unknown(),
   /** While fleetd traces (OpenTelemetry) and the task is leased: the W3C traceparent of its current attempt, for the agent's own spans. */
   traceparent: Type.Optional(Type.String()),
+  /** The tenant, user or repository the task is for; claims take turns across keys. */
+  concurrencyKey: NullableString,
 });
 export type TaskJson = Static<typeof TaskSchema>;
 
@@ -312,3 +315,51 @@ export function caseJson(c: Case): CaseJson {
 export function caseMemberJson(m: CaseMember): CaseMemberJson {
   return { ...m, addedAt: iso(m.addedAt) };
 }
+
+export const TypePolicySchema = Type.Object({
+  maxConcurrency: Type.Union([Type.Integer(), Type.Null()]),
+  maxConcurrencyPerKey: Type.Union([Type.Integer(), Type.Null()]),
+  rateLimit: Type.Union([Type.Object({ count: Type.Integer(), perMs: Type.Integer(), perKey: Type.Boolean() }), Type.Null()]),
+  keyWeights: Type.Record(Type.String(), Type.Number()),
+});
+export type TypePolicyJson = Static<typeof TypePolicySchema>;
+
+export const TypePauseSchema = Type.Object({
+  /** null: the whole type is paused. */
+  key: NullableString,
+  /** null: until resumed. */
+  until: NullableTime,
+  reason: NullableString,
+  createdAt: Time,
+});
+export type TypePauseJson = Static<typeof TypePauseSchema>;
+
+/** A task type: its policy, its tasks by status, its pauses, and its queued tasks a limit or a pause holds back, by reason. */
+export const TaskTypeSchema = Type.Object({
+  type: Type.String(),
+  policy: Type.Union([TypePolicySchema, Type.Null()]),
+  policyUpdatedAt: NullableTime,
+  counts: countsBy(TASK_STATUSES),
+  /** The whole type is paused (some keys may be paused on their own: see pauses). */
+  paused: Type.Boolean(),
+  pauses: Type.Array(TypePauseSchema),
+  heldBack: countsBy([...HOLD_REASONS, 'total'] as const),
+});
+export type TaskTypeJson = Static<typeof TaskTypeSchema>;
+
+/** One concurrency key of a type: its queued and leased tasks, and what holds its queued tasks back. */
+export const TypeKeySchema = Type.Object({
+  key: NullableString,
+  queued: Type.Integer(),
+  leased: Type.Integer(),
+  heldBy: Type.Union([oneOf(HOLD_REASONS), Type.Null()]),
+});
+export type TypeKeyJson = Static<typeof TypeKeySchema>;
+
+/** A type in detail: the keys with the most queued tasks (up to 100). */
+export const TaskTypeDetailSchema = Type.Composite([TaskTypeSchema, Type.Object({ keys: Type.Array(TypeKeySchema) })]);
+export type TaskTypeDetailJson = Static<typeof TaskTypeDetailSchema>;
+
+export const typePolicyJson = (p: TypePolicy): TypePolicyJson => ({ ...p });
+
+export const typePauseJson = (p: TypePause): TypePauseJson => ({ key: p.key, until: isoOrNull(p.until), reason: p.reason, createdAt: iso(p.createdAt) });

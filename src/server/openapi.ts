@@ -8,6 +8,7 @@ export const OPENAPI_TAGS = [
   { name: 'agents', description: 'Agents register, heartbeat and receive tasks by long-poll or WebSocket' },
   { name: 'tasks', description: 'Submit, claim, complete, fail, retry and list tasks' },
   { name: 'locks', description: 'All-or-nothing locks of agents on files and resources' },
+  { name: 'types', description: 'Task types: limits, rate limits and pauses that share the fleet fairly' },
   { name: 'pipelines', description: 'Durable multi-step pipelines and their runs' },
   { name: 'cases', description: 'Pipeline runs grouped by similarity' },
   { name: 'keys', description: 'API keys (admin)' },

@@ -28,6 +28,7 @@ export const TaskInputSchema = Type.Object(
     backoffMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
     runAt: Type.Optional(Time),
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
+    concurrencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
   },
   { additionalProperties: false },
 );
@@ -55,3 +56,43 @@ export const LockInputSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A concurrency key, as a task carries it and a pause names it. */
+const ConcurrencyKey = Type.String({ minLength: 1, maxLength: 256 });
+
+/** A type's policy, replaced whole by PUT: a limit left out is no limit. */
+export const TypePolicyInputSchema = Type.Object(
+  {
+    maxConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    maxConcurrencyPerKey: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    rateLimit: Type.Optional(
+      Type.Object(
+        {
+          count: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+          perMs: Type.Integer({ minimum: 10, maximum: 86_400_000 }),
+          perKey: Type.Optional(Type.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    keyWeights: Type.Optional(Type.Record(ConcurrencyKey, Type.Integer({ minimum: 1, maximum: 1000 }), { maxProperties: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type TypePolicyInputBody = Static<typeof TypePolicyInputSchema>;
+
+export const TypePauseInputSchema = Type.Object(
+  {
+    forMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000_000 })),
+    key: Type.Optional(ConcurrencyKey),
+    reason: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type TypePauseInputBody = Static<typeof TypePauseInputSchema>;
+
+export const TypeResumeInputSchema = Type.Object({ key: Type.Optional(ConcurrencyKey) }, { additionalProperties: false });
+export type TypeResumeInputBody = Static<typeof TypeResumeInputSchema>;
+
+/** A task type in a path: the same characters a task's type takes. */
+export const TypeName = Name;

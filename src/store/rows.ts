@@ -26,6 +26,8 @@ export interface TaskRow {
   lease_expires_at: number | null;
   result: string | null;
   error: string | null;
+  /** '' for a task without a concurrency key. */
+  concurrency_key: string;
 }
 
 export interface AgentRow {
@@ -93,6 +95,7 @@ export function toTask(row: TaskRow): Task {
     leaseExpiresAt: row.lease_expires_at,
     result: parseJson(row.result),
     error: parseJson(row.error),
+    concurrencyKey: row.concurrency_key === '' ? null : row.concurrency_key,
   };
 }
 

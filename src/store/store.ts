@@ -1,4 +1,5 @@
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
+import type { AdmissionState, HoldReason, QueuedGroup, TypePause, TypePolicy, TypePolicyRecord } from '../domain/type-policies.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -15,7 +16,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, T
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, TypeStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -216,6 +217,8 @@ export interface TaskInsertParams {
   leaseMs: number;
   backoffMs: number;
   runAt: number;
+  /** The tenant, user or repository the task is for: claims take turns across keys. Null or absent: no key. */
+  concurrencyKey?: string | null;
 }
 
 export interface TaskInsertResult {
@@ -238,6 +241,12 @@ export interface TaskClaimParams {
   /** At most this many; fewer when the agent's maxConcurrency leaves less room. */
   max: number;
   now: number;
+  /**
+   * Core's rule of fair sharing (policies, pauses, turns across keys), called inside the claim's
+   * transaction. Core always passes it; without it (tests of the queue alone) a claim takes the
+   * plain order, priority then age, and no policy applies.
+   */
+  plan?: PlanClaim;
 }
 
 /** A claim also counts as the agent's heartbeat, so it reports the agent as it is after the claim. */
@@ -247,6 +256,10 @@ export interface TaskClaimResult {
   tasks: Task[];
   /** How many more tasks the agent may hold after this claim (maxConcurrency − in flight). */
   room: number;
+  /** Queued tasks the agent could do that a policy or a pause held back, by requirement key. */
+  heldBack: Record<string, number>;
+  /** When a hold that ends with time (a pause's end, a rate window) next frees a task; null: none. */
+  retryAt: number | null;
 }
 
 /** A task that moved from one status to another outside a request (expiry, promotion, release). */
@@ -273,3 +286,37 @@ export interface LockListParams {
   limit: number;
   cursor?: string;
 }
+
+/** Policies and pauses per task type; what the claim's admission reads, and what /v1/types shows. */
+export interface TypeStore {
+  typePolicyPut(params: { type: string; policy: TypePolicy; now: number }): Promise<TypePolicyRecord>;
+  typePolicyGet(params: { type: string }): Promise<TypePolicyRecord | undefined>;
+  /** Pauses the type (key null) or one key of it until `until` (null: until resumed); a pause of the same scope is replaced. */
+  typePause(params: { type: string; key: string | null; until: number | null; reason: string | null; now: number }): Promise<TypePause>;
+  /** Ends the pause of the type (key null) or of one key; with `allKeys`, every pause of the type. Returns the pauses ended. */
+  typeResume(params: { type: string; key: string | null; allKeys: boolean }): Promise<TypePause[]>;
+  /** Whether any task of this type exists, whatever its status. */
+  typeExists(params: { type: string }): Promise<boolean>;
+  /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
+  typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
+}
+
+/** What a claim asks core's rule of fair sharing, inside its transaction (see core/rules/admission.ts). */
+export interface ClaimPlan {
+  /** The groups to take the next task from (the oldest task among them goes), or undefined: nothing more may go. */
+  next(): QueuedGroup[] | undefined;
+  /** One task of this group (an object `next` returned) was leased. */
+  took(group: QueuedGroup): void;
+  /** These groups had no task left to take (another claim took them meanwhile). */
+  exhausted(groups: QueuedGroup[]): void;
+  /** Why this group is held back now, or null. */
+  hold(group: QueuedGroup): HoldReason | null;
+  /** The round-robin's state to write: the clock and the passes of the keys served. */
+  fairUpdates(): { clock: number; passes: { key: string; pass: number }[] };
+  /** Starts to record for the rate limits, at the claim's time. */
+  starts(): { type: string; key: string }[];
+  heldBack(): Record<string, number>;
+  retryAt(): number | null;
+}
+
+export type PlanClaim = (state: AdmissionState, groups: QueuedGroup[], now: number) => ClaimPlan;

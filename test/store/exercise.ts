@@ -7,6 +7,7 @@ import { exerciseListen } from './listen.js';
 import { exerciseLocks } from './locks.js';
 import { exerciseRuns } from './runs.js';
 import { exerciseTasks } from './tasks.js';
+import { exerciseTypes } from './types.js';
 
 /**
  * The conformance suite every store driver passes, one file per data area (as river's
@@ -25,6 +26,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseKeys(factory);
     exerciseRuns(factory);
     exerciseCases(factory);
+    exerciseTypes(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

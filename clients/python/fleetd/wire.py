@@ -67,6 +67,7 @@ class Task(TypedDict):
     result: Any
     error: Any
     traceparent: NotRequired[str]
+    concurrencyKey: str | None
 
 
 class TaskSummary(TypedDict):
@@ -89,6 +90,7 @@ class TaskSummary(TypedDict):
     leaseExpiresAt: str | None
     error: Any
     traceparent: NotRequired[str]
+    concurrencyKey: str | None
 
 
 class TaskInput(TypedDict):
@@ -102,6 +104,7 @@ class TaskInput(TypedDict):
     backoffMs: NotRequired[int]
     runAt: NotRequired[str]
     delayMs: NotRequired[int]
+    concurrencyKey: NotRequired[str]
 
 
 class Agent(TypedDict):

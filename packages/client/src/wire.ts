@@ -61,6 +61,7 @@ export interface TaskJson {
   result: unknown;
   error: unknown;
   traceparent?: string;
+  concurrencyKey: string | null;
 }
 
 export interface TaskSummaryJson {
@@ -83,6 +84,7 @@ export interface TaskSummaryJson {
   leaseExpiresAt: string | null;
   error: unknown;
   traceparent?: string;
+  concurrencyKey: string | null;
 }
 
 export interface TaskInput {
@@ -96,6 +98,7 @@ export interface TaskInput {
   backoffMs?: number;
   runAt?: string;
   delayMs?: number;
+  concurrencyKey?: string;
 }
 
 export interface AgentJson {

@@ -8,6 +8,7 @@ import { postgresLocks } from './locks.js';
 import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
 import { postgresTasks } from './tasks.js';
+import { postgresTypes } from './types.js';
 
 /** The PostgreSQL driver with its pool, for tests that reach below the contract (a schema each, plans). */
 export interface PostgresDriver extends Driver {
@@ -20,7 +21,8 @@ export interface PostgresDriver extends Driver {
  */
 export function openPostgres(options: PostgresOptions): PostgresDriver {
   const database = new PostgresDatabase(options);
-  const tasks = postgresTasks(database);
+  const types = postgresTypes(database);
+  const tasks = postgresTasks(database, types.admission);
   const locks = postgresLocks(database);
   const store: Store = {
     driver: 'postgres',
@@ -32,6 +34,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...tasks.store,
     ...locks.store,
     ...postgresKeys(database),
+    ...types.store,
   };
   return {
     name: 'postgres',

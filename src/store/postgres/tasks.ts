@@ -1,22 +1,25 @@
 import { notFound } from '../../domain/errors.js';
 import { requirementKey } from '../../domain/requirements.js';
-import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
+import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
 import type { EndLease, TaskClaimParams, TaskClaimResult, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
+import type { PostgresAdmission } from './types.js';
 
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
 /** Inserts a batch in one statement, in order, so that ids follow the batch's order. */
 const TASK_INSERT = prepared('task_insert', `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at)
-  SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12
+    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key)
+  SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
+    concurrency_key
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[]) WITH ORDINALITY
-    AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, ord)
+    $10::bigint[], $11::bigint[], $13::text[]) WITH ORDINALITY
+    AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
+      concurrency_key, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *`);
@@ -80,7 +83,7 @@ const TASK_EXTEND = prepared(
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
-export function postgresTasks(db: PostgresDatabase): {
+export function postgresTasks(db: PostgresDatabase, admission: PostgresAdmission): {
   store: TaskStore;
   endLeases: (q: Query, rows: TaskRow[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
 } {
@@ -123,6 +126,8 @@ export function postgresTasks(db: PostgresDatabase): {
     const ids = [...new Set(batch.map((p) => p.agentId))].sort();
     const rows = await q<AgentRow & { previous_status: AgentStatus }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
     const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
+    const planned = batch.some((p) => p.plan) && !(await admission.plain(q));
+    if (planned) await admission.lock(q);
     const results: (TaskClaimResult | Error)[] = [];
     for (const params of batch) {
       const found = agents.get(params.agentId);
@@ -131,6 +136,11 @@ export function postgresTasks(db: PostgresDatabase): {
         continue;
       }
       const { agent, previousStatus } = found;
+      if (planned && params.plan) {
+        results.push({ agent, previousStatus, ...(await plannedClaim(q, params, agent)) });
+        found.previousStatus = 'online';
+        continue;
+      }
       // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
       const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
         params.agentId,
@@ -140,11 +150,34 @@ export function postgresTasks(db: PostgresDatabase): {
         agent.maxConcurrency,
       ]);
       const tasks = claimed.tasks.map(toTask).sort(byClaimOrder);
-      results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length) });
+      results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length), heldBack: {}, retryAt: null });
       // A second claim by the same agent in this batch finds it online already.
       found.previousStatus = 'online';
     }
     return results;
+  }
+
+  /**
+   * A claim under policies, pauses or concurrency keys: core's plan says which group goes next, and
+   * each task goes by one statement (the oldest head among the groups, leased).
+   */
+  async function plannedClaim(q: Query, params: TaskClaimParams, agent: Agent): Promise<Omit<TaskClaimResult, 'agent' | 'previousStatus'>> {
+    const [{ n: inFlight }] = await q<{ n: number }>("SELECT count(*)::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'", [agent.id]);
+    const free = agent.maxConcurrency - inFlight;
+    const room = Math.min(params.max, free);
+    if (room <= 0) return { tasks: [], room: 0, heldBack: {}, retryAt: null };
+    const groups = await admission.groups(q, agent.capabilities);
+    const plan = params.plan!(await admission.state(q, params.now, groups), groups, params.now);
+    const tasks: Task[] = [];
+    for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
+      const row = await admission.leaseHead(q, next, agent.id, params.now);
+      const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
+      if (row) tasks.push(toTask(row));
+      if (group) plan.took(group);
+      else plan.exhausted(next);
+    }
+    await admission.record(q, plan, params.now);
+    return { tasks, room: free - tasks.length, heldBack: plan.heldBack(), retryAt: plan.retryAt() };
   }
 
   /**
@@ -190,6 +223,7 @@ export function postgresTasks(db: PostgresDatabase): {
           tasks.map((t) => t.backoffMs),
           tasks.map((t) => t.runAt),
           now,
+          tasks.map((t) => t.concurrencyKey ?? ''),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       if (tasks.every((t) => t.idempotencyKey === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.

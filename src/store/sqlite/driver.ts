@@ -8,6 +8,7 @@ import { sqliteKeys } from './keys.js';
 import { sqliteLocks } from './locks.js';
 import { SqliteRuns } from './runs.js';
 import { sqliteTasks } from './tasks.js';
+import { sqliteTypes } from './types.js';
 
 /** The SQLite driver with its database handle, for tests that reach below the contract (disk full). */
 export interface SqliteDriver extends Driver {
@@ -20,7 +21,8 @@ export interface SqliteDriver extends Driver {
  */
 export function openSqlite(options: SqliteOptions): SqliteDriver {
   const database = new SqliteDatabase(options);
-  const tasks = sqliteTasks(database);
+  const types = sqliteTypes(database);
+  const tasks = sqliteTasks(database, types.admission);
   const locks = sqliteLocks(database);
   const store: Store = {
     driver: 'sqlite',
@@ -31,6 +33,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...tasks.store,
     ...locks.store,
     ...sqliteKeys(database),
+    ...types.store,
   };
   return {
     name: 'sqlite',

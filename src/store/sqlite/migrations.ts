@@ -232,6 +232,70 @@ UPDATE cases SET version = id;
 CREATE INDEX cases_by_version ON cases (version);
 `,
   },
+  {
+    version: 9,
+    name: 'fair sharing: concurrency keys, type policies and pauses, rate-limit starts, round-robin turns',
+    sql: `
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+-- Queued tasks by (requirement set, type, priority, key): what a claim takes turns over.
+CREATE TABLE queued_groups (
+  req_key  TEXT    NOT NULL,
+  type     TEXT    NOT NULL,
+  priority INTEGER NOT NULL,
+  ckey     TEXT    NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (req_key, type, priority, ckey)
+) WITHOUT ROWID;
+INSERT INTO queued_groups SELECT req_key, type, priority, concurrency_key, count(*) FROM tasks WHERE status = 'queued'
+  GROUP BY req_key, type, priority, concurrency_key;
+CREATE TRIGGER tasks_queued_group_insert AFTER INSERT ON tasks WHEN NEW.status = 'queued' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_enter AFTER UPDATE OF status ON tasks WHEN NEW.status = 'queued' AND OLD.status <> 'queued' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_leave AFTER UPDATE OF status ON tasks WHEN OLD.status = 'queued' AND NEW.status <> 'queued' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+CREATE TRIGGER tasks_queued_group_delete AFTER DELETE ON tasks WHEN OLD.status = 'queued' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+CREATE INDEX tasks_queued_by_group ON tasks (req_key, type, priority, concurrency_key, id) WHERE status = 'queued';
+CREATE INDEX tasks_queued_keyed ON tasks (concurrency_key) WHERE status = 'queued' AND concurrency_key <> '';
+CREATE INDEX tasks_leased_by_type ON tasks (type, concurrency_key) WHERE status = 'leased';
+
+CREATE TABLE type_policies (
+  type       TEXT    PRIMARY KEY,
+  policy     TEXT    NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- ckey '' pauses the whole type.
+CREATE TABLE type_pauses (
+  type       TEXT    NOT NULL,
+  ckey       TEXT    NOT NULL,
+  until      INTEGER,
+  reason     TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (type, ckey)
+) WITHOUT ROWID;
+CREATE TABLE type_starts (
+  type TEXT    NOT NULL,
+  ckey TEXT    NOT NULL,
+  at   INTEGER NOT NULL
+);
+CREATE INDEX type_starts_by_type ON type_starts (type, at);
+CREATE TABLE fair_keys (
+  ckey TEXT PRIMARY KEY,
+  pass REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE fair_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock REAL NOT NULL);
+INSERT INTO fair_clock VALUES (1, 0);
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

@@ -6,15 +6,16 @@ import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
 import type { EndLease, TaskStore, TaskTransition, TaskWrite } from '../store.js';
 import type { SqliteDatabase } from './database.js';
+import type { SqliteAdmission } from './types.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
-export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
+export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at)
+        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key)
       VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
-        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now) RETURNING *`),
+        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @concurrency_key) RETURNING *`),
     byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
@@ -90,6 +91,7 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
             backoff_ms: t.backoffMs,
             run_at: t.runAt,
             now: params.now,
+            concurrency_key: t.concurrencyKey ?? '',
           }) as TaskRow;
           return { task: toTask(row), created: true };
         }),
@@ -115,22 +117,34 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
         const agent = toAgent(fresh ? agentRow : (s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
         const free = agent.maxConcurrency - (s.inFlight.get(params.agentId) as number);
         const room = Math.min(params.max, free);
-        if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
+        if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0, heldBack: {}, retryAt: null };
         const capabilities = new Set(agent.capabilities);
+        const claimable = (s.queuedKeys.all() as string[]).filter((key) => requirementsOf(key).every((c) => capabilities.has(c)));
+        const tasks: Task[] = [];
+        const lease = (id: number) => {
+          const row = s.lease.get({ id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
+          if (row) tasks.push(toTask(row));
+          return row !== undefined;
+        };
+        if (params.plan && !admission.plain()) {
+          // Policies, pauses or concurrency keys: core's plan says which group goes next.
+          const groups = admission.groups(claimable);
+          const plan = params.plan(admission.state(params.now, groups), groups, params.now);
+          for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
+            const head = admission.head(next);
+            if (head && lease(head.id)) plan.took(head.group);
+            else plan.exhausted(next);
+          }
+          admission.record(plan, params.now);
+          return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length, heldBack: plan.heldBack(), retryAt: plan.retryAt() };
+        }
         // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
         // seeks each claimable requirement set's index range (few rows each) and merges them here.
         let candidates: { id: number; priority: number }[] = [];
-        for (const key of s.queuedKeys.all() as string[]) {
-          if (!requirementsOf(key).every((c) => capabilities.has(c))) continue;
-          candidates = candidates.concat(s.claimCandidates.all(key, room) as { id: number; priority: number }[]);
-        }
+        for (const key of claimable) candidates = candidates.concat(s.claimCandidates.all(key, room) as { id: number; priority: number }[]);
         candidates.sort((a, b) => b.priority - a.priority || a.id - b.id);
-        const tasks: Task[] = [];
-        for (const c of candidates.slice(0, room)) {
-          const row = s.lease.get({ id: c.id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
-          if (row) tasks.push(toTask(row));
-        }
-        return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length };
+        for (const c of candidates.slice(0, room)) lease(c.id);
+        return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length, heldBack: {}, retryAt: null };
       });
     },
 

@@ -1,0 +1,134 @@
+import type { AdmissionState, QueuedGroup } from '../../domain/type-policies.js';
+import type { ClaimPlan, TypeStore } from '../store.js';
+import {
+  policedTypes,
+  toCount,
+  toGroup,
+  toPause,
+  toPolicy,
+  type QueuedGroupRow,
+  type TypeKeyCountRow,
+  type TypePauseRow,
+  type TypePolicyRow,
+} from '../type-rows.js';
+import type { SqliteDatabase } from './database.js';
+
+/** What the tasks area's claim needs of fair sharing, inside its write. */
+export interface SqliteAdmission {
+  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key. */
+  plain(): boolean;
+  /** What admission reads, with the round-robin passes of the keys among `groups`. */
+  state(now: number, groups: QueuedGroup[]): AdmissionState;
+  groups(reqKeys: string[]): QueuedGroup[];
+  /** The oldest queued task among these groups, and its group. */
+  head(groups: QueuedGroup[]): { id: number; group: QueuedGroup } | undefined;
+  /** Writes the round-robin's state and the rate limits' starts that the plan recorded. */
+  record(plan: ClaimPlan, now: number): void;
+}
+
+/** Policies and pauses per task type (SQLite), and what the claim reads of them. */
+export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
+  const { db, groupCommit } = d;
+  const s = {
+    anyRule: db
+      .prepare(
+        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')`,
+      )
+      .pluck(),
+    policies: db.prepare('SELECT * FROM type_policies ORDER BY type'),
+    policy: db.prepare('SELECT * FROM type_policies WHERE type = ?'),
+    putPolicy: db.prepare(
+      'INSERT INTO type_policies VALUES (@type, @policy, @now) ON CONFLICT (type) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at RETURNING *',
+    ),
+    pauses: db.prepare('SELECT * FROM type_pauses WHERE until IS NULL OR until > ? ORDER BY type, ckey'),
+    pause: db.prepare(
+      `INSERT INTO type_pauses VALUES (@type, @ckey, @until, @reason, @now)
+       ON CONFLICT (type, ckey) DO UPDATE SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at RETURNING *`,
+    ),
+    resumeOne: db.prepare('DELETE FROM type_pauses WHERE type = ? AND ckey = ? RETURNING *'),
+    resumeAll: db.prepare('DELETE FROM type_pauses WHERE type = ? RETURNING *'),
+    typeExists: db.prepare('SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = ? AND n > 0)').pluck(),
+    leased: db.prepare("SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks WHERE status = 'leased' AND type = ? GROUP BY concurrency_key"),
+    pruneStarts: db.prepare('DELETE FROM type_starts WHERE type = ? AND at <= ?'),
+    starts: db.prepare('SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = ? AND at > ? GROUP BY ckey'),
+    addStart: db.prepare('INSERT INTO type_starts VALUES (?, ?, ?)'),
+    clock: db.prepare('SELECT clock FROM fair_clock WHERE id = 1').pluck(),
+    setClock: db.prepare('UPDATE fair_clock SET clock = ? WHERE id = 1'),
+    passes: db.prepare('SELECT ckey AS key, pass FROM fair_keys WHERE ckey IN (SELECT value FROM json_each(?))'),
+    setPass: db.prepare('INSERT INTO fair_keys VALUES (?, ?) ON CONFLICT (ckey) DO UPDATE SET pass = excluded.pass'),
+    groups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND req_key IN (SELECT value FROM json_each(?))'),
+    allGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0'),
+    typeGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND type = ?'),
+    head: db
+      .prepare("SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? ORDER BY id LIMIT 1")
+      .pluck(),
+  };
+
+  function state(now: number, groups: QueuedGroup[]): AdmissionState {
+    const policies = (s.policies.all() as TypePolicyRow[]).map(toPolicy);
+    const { limited, rated } = policedTypes(policies);
+    const starts = rated.flatMap(({ type, since }) => {
+      s.pruneStarts.run(type, now - since);
+      return (s.starts.all(type, now - since) as TypeKeyCountRow[]).map(toCount);
+    });
+    const keys = [...new Set(groups.map((g) => g.key))];
+    return {
+      policies,
+      pauses: (s.pauses.all(now) as TypePauseRow[]).map(toPause),
+      leased: limited.flatMap((type) => (s.leased.all(type) as TypeKeyCountRow[]).map(toCount)),
+      starts,
+      fairClock: s.clock.get() as number,
+      passes: s.passes.all(JSON.stringify(keys)) as { key: string; pass: number }[],
+    };
+  }
+
+  const admission: SqliteAdmission = {
+    plain: () => (s.anyRule.get() as number) === 0,
+    state,
+    groups: (reqKeys) => (s.groups.all(JSON.stringify(reqKeys)) as QueuedGroupRow[]).map(toGroup),
+    head(groups) {
+      let best: { id: number; group: QueuedGroup } | undefined;
+      for (const group of groups) {
+        const id = s.head.get(group.reqKey, group.type, group.priority, group.key) as number | undefined;
+        if (id !== undefined && (best === undefined || id < best.id)) best = { id, group };
+      }
+      return best;
+    },
+    record(plan, now) {
+      const fair = plan.fairUpdates();
+      s.setClock.run(fair.clock);
+      for (const p of fair.passes) s.setPass.run(p.key, p.pass);
+      for (const start of plan.starts()) s.addStart.run(start.type, start.key, now);
+    },
+  };
+
+  const store: TypeStore = {
+    typePolicyPut(params) {
+      return groupCommit.write(() => toPolicy(s.putPolicy.get({ type: params.type, policy: JSON.stringify(params.policy), now: params.now }) as TypePolicyRow));
+    },
+    async typePolicyGet(params) {
+      const row = s.policy.get(params.type) as TypePolicyRow | undefined;
+      return row && toPolicy(row);
+    },
+    typePause(params) {
+      return groupCommit.write(() =>
+        toPause(s.pause.get({ type: params.type, ckey: params.key ?? '', until: params.until, reason: params.reason, now: params.now }) as TypePauseRow),
+      );
+    },
+    typeResume(params) {
+      return groupCommit.write(() =>
+        ((params.allKeys ? s.resumeAll.all(params.type) : s.resumeOne.all(params.type, params.key ?? '')) as TypePauseRow[]).map(toPause),
+      );
+    },
+    async typeExists(params) {
+      return (s.typeExists.get(params.type) as number) === 1 || s.policy.get(params.type) !== undefined;
+    },
+    async typeOverview(params) {
+      const groups = ((params.type === undefined ? s.allGroups.all() : s.typeGroups.all(params.type)) as QueuedGroupRow[]).map(toGroup);
+      // Pruning starts is a write: the overview runs in the group commit like a claim.
+      return groupCommit.write(() => ({ state: state(params.now, groups), groups }));
+    },
+  };
+  return { store, admission };
+}

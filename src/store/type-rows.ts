@@ -1,0 +1,60 @@
+import type { QueuedGroup, TypeKeyCount, TypePause, TypePolicyRecord } from '../domain/type-policies.js';
+
+/** Rows of the fair-sharing tables both SQL drivers share, and their mapping to the domain. */
+
+export interface TypePolicyRow {
+  type: string;
+  policy: string;
+  updated_at: number;
+}
+
+export interface TypePauseRow {
+  type: string;
+  ckey: string;
+  until: number | null;
+  reason: string | null;
+  created_at: number;
+}
+
+export interface QueuedGroupRow {
+  req_key: string;
+  type: string;
+  priority: number;
+  ckey: string;
+  n: number;
+}
+
+export interface TypeKeyCountRow {
+  type: string;
+  ckey: string;
+  n: number;
+  oldest?: number;
+}
+
+export const toPolicy = (row: TypePolicyRow): TypePolicyRecord => ({ type: row.type, policy: JSON.parse(row.policy), updatedAt: row.updated_at });
+
+export const toPause = (row: TypePauseRow): TypePause => ({
+  type: row.type,
+  key: row.ckey === '' ? null : row.ckey,
+  until: row.until,
+  reason: row.reason,
+  createdAt: row.created_at,
+});
+
+export const toGroup = (row: QueuedGroupRow): QueuedGroup => ({ reqKey: row.req_key, type: row.type, priority: row.priority, key: row.ckey, n: Number(row.n) });
+
+export const toCount = (row: TypeKeyCountRow): TypeKeyCount => ({
+  type: row.type,
+  key: row.ckey,
+  count: Number(row.n),
+  ...(row.oldest === undefined ? {} : { oldest: Number(row.oldest) }),
+});
+
+/** The types whose leases and starts admission must count: those with a policy, and with a rate limit. */
+export function policedTypes(policies: TypePolicyRecord[]): { limited: string[]; rated: { type: string; since: number }[] } {
+  return {
+    limited: policies.filter((p) => p.policy.maxConcurrency !== null || p.policy.maxConcurrencyPerKey !== null).map((p) => p.type),
+    rated: policies.filter((p) => p.policy.rateLimit !== null).map((p) => ({ type: p.type, since: p.policy.rateLimit!.perMs })),
+  };
+}
+
