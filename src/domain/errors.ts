@@ -41,6 +41,8 @@ export const ErrorCodes = {
   FLEETD_ERR_SHUTTING_DOWN: 503,
   FLEETD_ERR_DASHBOARD_NOT_BUILT: 503,
   FLEETD_ERR_STORAGE_FULL: 507,
+  /** Recorded as a task's error when its agent gave it back for later (release): no attempt was spent. */
+  FLEETD_ERR_RELEASED: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

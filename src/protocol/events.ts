@@ -54,7 +54,7 @@ export const EventDataSchemas = {
   'task.extended': TaskEvent,
   'task.completed': TaskEvent,
   'task.failed': TaskEvent,
-  'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline']) }),
+  'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline', 'released']) }),
   'task.dead': TaskEvent,
   'task.cancelled': TaskEvent,
   'task.retried': TaskEvent,

@@ -29,6 +29,7 @@ import { pipelineRoutes } from './routes/pipelines.js';
 import { systemRoutes } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 import { typeRoutes } from './routes/types.js';
+import { taskReleaseRoutes } from './routes/task-release.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -199,6 +200,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   await app.register(typeRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskReleaseRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.nlp) await app.register(intakeRoutes, { fleet: options.fleet, nlp: options.nlp, prefix: '/v1' });
   await app.register(dashboardRoutes, deps);

@@ -62,6 +62,11 @@ export interface TaskStore {
   taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<TaskWrite>;
   /** Ends the agent's lease on the task as `endLease` decides. */
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
+  /**
+   * Gives the agent's leased task back as core decided (queued now, or scheduled at runAt), taking
+   * back the attempt its claim counted, and records `error` (why); only if the agent holds the lease.
+   */
+  taskRelease(params: { id: number; agentId: string; now: number; status: 'queued' | 'scheduled'; runAt: number; error: unknown }): Promise<TaskWrite>;
   /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
   /** Cancels the task if its status is one of `from`. */

@@ -100,6 +100,25 @@ export function exerciseTypes(factory: DriverFactory): void {
       assert.equal((await h.store.typePolicyGet({ type: 't' }))?.policy.maxConcurrency, 1);
     });
 
+    it('ReleasesALeaseForLaterWithoutSpendingAnAttempt, only for its holder', async () => {
+      const a = await h.agent(['t'], 100);
+      const b = await h.agent(['t'], 100);
+      await h.submit(task('t'));
+      const [leased] = (await claim(a, 1)).tasks;
+      assert.equal(leased.attempts, 1);
+      const wrong = await h.store.taskRelease({ id: leased.id, agentId: b, now: T0 + 1, status: 'queued', runAt: T0 + 1, error: 'x' });
+      assert.equal(wrong.task, undefined);
+      assert.equal(wrong.current?.status, 'leased');
+      const back = written(await h.store.taskRelease({ id: leased.id, agentId: a, now: T0 + 1, status: 'scheduled', runAt: T0 + 500, error: { code: 'FLEETD_ERR_RELEASED' } }));
+      assert.equal(back.status, 'scheduled');
+      assert.equal(back.attempts, 0);
+      assert.equal(back.runAt, T0 + 500);
+      assert.equal(back.leaseExpiresAt, null);
+      assert.deepEqual(back.error, { code: 'FLEETD_ERR_RELEASED' });
+      assert.equal((await h.store.taskPromoteScheduled({ now: T0 + 500, limit: 10 })).length, 1);
+      assert.equal((await claim(b, 1, T0 + 500)).tasks[0].attempts, 1);
+    });
+
     it('KnowsATypeByItsTasksOrItsPolicy', async () => {
       assert.equal(await h.store.typeExists({ type: 'ghost' }), false);
       await h.submit(task('real'));

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { AGENT_PROTOCOL_VERSION, type AgentInput, type AgentJson, type AgentMessage, type ServerMessage, type TaskJson } from './wire.js';
-import { FleetApiError, NonRetryableError } from './errors.js';
+import { FleetApiError, NonRetryableError, RetryLaterError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 
 /**
@@ -38,6 +38,11 @@ export interface FleetAgentOptions {
 export interface TaskContext {
   /** Aborted when the lease is lost or `stop()` runs out of patience: stop work and throw. */
   signal: AbortSignal;
+  /**
+   * Gives the task back for later without spending an attempt (throws a RetryLaterError, so the
+   * handler ends here): it returns to the queue after delayMs.
+   */
+  release(delayMs: number, reason?: string): never;
 }
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
@@ -334,10 +339,18 @@ export class FleetAgent extends EventEmitter {
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     const extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
+    const release = (delayMs: number, reason?: string): never => {
+      throw new RetryLaterError(delayMs, reason);
+    };
     try {
-      const result = await this.handler!(task, { signal: controller.signal });
+      const result = await this.handler!(task, { signal: controller.signal, release });
       outcome = { type: 'complete', id: task.id, result: result ?? null };
     } catch (err) {
+      if (err instanceof RetryLaterError) {
+        clearInterval(extender);
+        await this.giveBack(task, err);
+        return;
+      }
       const e = err instanceof Error ? err : new Error(String(err));
       outcome = {
         type: 'fail',
@@ -349,6 +362,25 @@ export class FleetAgent extends EventEmitter {
       clearInterval(extender);
     }
     await this.report(task, outcome);
+  }
+
+  /** Releases the task for later (over HTTP), through passing troubles of the server while the lease may still be held. */
+  private async giveBack(task: TaskJson, err: RetryLaterError): Promise<void> {
+    const leaseLapsesAt = Date.now() + task.leaseMs;
+    const body = { agentId: this.agentId, delayMs: Math.max(0, Math.round(err.delayMs)), reason: err.message };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.request('POST', `/v1/tasks/${task.id}/release`, body, { credential: this.token, traceparent: task.traceparent });
+        return;
+      } catch (e) {
+        const refused = e instanceof FleetApiError && !TRANSIENT_CODES.has(e.code);
+        if (refused || Date.now() >= leaseLapsesAt || (this.stopping && attempt >= REPORT_ATTEMPTS)) {
+          this.warn(e);
+          return;
+        }
+        await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
+      }
+    }
   }
 
   private async extend(task: TaskJson, controller: AbortController): Promise<void> {

@@ -1,7 +1,7 @@
 /** fleetd/client: the TypeScript SDK for submitters (`FleetClient`) and agents (`client.agent(...).work(handler)`). */
 export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted, type Subscription } from './fleet-client.js';
 export { FleetAgent, type FleetAgentOptions, type TaskHandler, type TaskContext } from './agent.js';
-export { NonRetryableError, FleetApiError } from './errors.js';
+export { NonRetryableError, FleetApiError, RetryLaterError } from './errors.js';
 export type {
   AgentInput,
   AgentJson,

@@ -285,6 +285,15 @@ export function postgresTasks(db: PostgresDatabase, admission: PostgresAdmission
       return ended ? { task: ended.task } : written(undefined, params.id);
     },
 
+    async taskRelease(params) {
+      const [row] = await query<TaskRow>(
+        `UPDATE tasks SET status = $3, run_at = $4, attempts = greatest(0, attempts - 1), error = $5, updated_at = $6, lease_expires_at = NULL
+         WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
+        [params.id, params.agentId, params.status, params.runAt, JSON.stringify(params.error ?? null), params.now],
+      );
+      return written(row, params.id);
+    },
+
     async taskExtendLease(params) {
       const [row] = await query<TaskRow>(TASK_EXTEND, [params.id, params.agentId, params.now, params.leaseMs ?? null]);
       return written(row, params.id);

@@ -33,6 +33,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { st
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     endLease: db.prepare(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
+    release: db.prepare(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
+        updated_at = @now, lease_expires_at = NULL
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     extend: db.prepare(`UPDATE tasks SET lease_expires_at = @now + coalesce(@lease_ms, lease_ms), updated_at = @now
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL
@@ -165,6 +168,22 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { st
         if (!row) return written(undefined, params.id);
         return { task: endLeases([row], params.now, params.endLease)[0].task };
       });
+    },
+
+    taskRelease(params) {
+      return groupCommit.write(() =>
+        written(
+          s.release.get({
+            id: params.id,
+            agent_id: params.agentId,
+            status: params.status,
+            run_at: params.runAt,
+            error: JSON.stringify(params.error ?? null),
+            now: params.now,
+          }) as TaskRow | undefined,
+          params.id,
+        ),
+      );
     },
 
     taskExtendLease(params) {
