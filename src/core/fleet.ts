@@ -114,6 +114,7 @@ export class Fleet {
 
   start(): void {
     this.delivery.start();
+    this.locks.start();
     this.unsubscribe.push(
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
@@ -130,6 +131,7 @@ export class Fleet {
     this.unsubscribe = [];
     this.stats.stop();
     this.delivery.stop();
+    this.locks.stop();
   }
 
   private publishTransitions(transitions: TaskTransition[], reason: 'lease_expired' | 'agent_offline' | 'due'): void {

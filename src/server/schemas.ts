@@ -53,6 +53,7 @@ export const LockInputSchema = Type.Object(
     resources: Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), { minItems: 1, maxItems: 256 }),
     ttlMs: Type.Integer({ minimum: 1 }),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
+    waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30_000 })),
   },
   { additionalProperties: false },
 );

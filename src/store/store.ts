@@ -101,6 +101,8 @@ export interface LockStore {
    */
   lockRelease(params: { id: string; holder?: string }): Promise<{ released: Lock; current?: undefined } | { released: undefined; current: Lock | undefined }>;
   lockGet(params: { id: string }): Promise<Lock | undefined>;
+  /** Moves the lock's expiry to `expiresAt` if it has not lapsed (before `now`) and, with `holder`, is that agent's; else returns it as it is. */
+  lockRenew(params: { id: string; holder?: string; expiresAt: number; now: number }): Promise<{ renewed: Lock; current?: undefined } | { renewed: undefined; current: Lock | undefined }>;
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
@@ -282,6 +284,11 @@ export interface LockAcquireParams {
   now: number;
   /** Core's rule, given the holders of the resources in the order asked for. */
   decide: (holders: LockHolder[]) => LockDecision;
+  /**
+   * Where holders may be, as core's lockProbes says (directories); absent, the resources
+   * themselves. Acquirers take turns on `roots` where the store lets others run at once.
+   */
+  probes?: { exact: string[]; under: string[]; roots: string[] };
 }
 
 export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };

@@ -15,14 +15,21 @@ export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLoc
      * resource's primary key, and running it again finds the first as the holder: a conflict.
      */
     lockAcquire(params) {
+      const probes = params.probes ?? { exact: params.resources, under: [], roots: [] };
       return db.transaction(async (q): Promise<LockAcquireResult> => {
+        // A directory and a file below it have no row in common to lock: acquirers under the same
+        // first segment take turns (in sorted order, so that two cannot wait on each other).
+        for (const root of probes.roots) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-lock:${db.schema}:${root}`]);
         const found = await q<LockHolder>(
           `SELECT lr.resource, l.id AS "lockId", l.agent_id AS "agentId", l.expires_at AS "expiresAt" FROM lock_resources lr
-           JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ANY($1::text[]) FOR UPDATE OF l`,
-          [params.resources],
+           JOIN locks l ON l.seq = lr.lock_seq
+           WHERE lr.resource = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS d(dir) WHERE left(lr.resource, length(d.dir)) = d.dir)
+           FOR UPDATE OF l`,
+          [probes.exact, probes.under],
         );
         const byResource = new Map(found.map((h) => [h.resource, h]));
-        const decision = params.decide(params.resources.flatMap((r) => byResource.get(r) ?? []));
+        const order = [...probes.exact, ...found.map((h) => h.resource).filter((r) => !probes.exact.includes(r)).sort()];
+        const decision = params.decide([...new Set(order)].flatMap((r) => byResource.get(r) ?? []));
         if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
         if (decision.replace.length > 0) await q('DELETE FROM locks WHERE id = ANY($1::text[])', [decision.replace]);
         const [row] = await q<LockRow>(
@@ -47,6 +54,15 @@ export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLoc
     async lockGet(params) {
       const [row] = await query<LockRow>('SELECT * FROM locks WHERE id = $1', [params.id]);
       return row && toLock(row);
+    },
+
+    async lockRenew(params) {
+      const [row] = await query<LockRow>(
+        'UPDATE locks SET expires_at = $3 WHERE id = $1 AND expires_at > $4 AND ($2::text IS NULL OR agent_id = $2) RETURNING *',
+        [params.id, params.holder ?? null, params.expiresAt, params.now],
+      );
+      if (row) return { renewed: toLock(row) };
+      return { renewed: undefined, current: await store.lockGet({ id: params.id }) };
     },
 
     async lockList(params) {

@@ -11,6 +11,10 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
   const s = {
     holder: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
         JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ?`),
+    under: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
+        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource > @dir AND lr.resource < @end`),
+    renew: db.prepare(`UPDATE locks SET expires_at = @expires_at WHERE id = @id AND expires_at > @now
+        AND (@holder IS NULL OR agent_id = @holder) RETURNING *`),
     insert: db.prepare(`INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
         VALUES (@id, @agent_id, @resources, @description, @now, @expires_at) RETURNING *`),
     resourceInsert: db.prepare('INSERT INTO lock_resources (resource, lock_seq) VALUES (?, ?)'),
@@ -25,7 +29,13 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
     lockAcquire(params) {
       // One writer: holders read inside the write cannot change before it commits.
       return groupCommit.write(() => {
-        const holders = params.resources.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
+        const probes = params.probes ?? { exact: params.resources, under: [] };
+        const holders = probes.exact.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
+        // Everything below a directory: the names between "dir/" and "dir0" ('0' follows '/'), by the index.
+        const seen = new Set(holders.map((h) => h.resource));
+        for (const dir of probes.under) {
+          for (const h of s.under.all({ dir, end: `${dir.slice(0, -1)}0` }) as LockHolder[]) if (!seen.has(h.resource)) seen.add(h.resource) && holders.push(h);
+        }
         const decision = params.decide(holders);
         if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
         for (const id of decision.replace) s.release.run({ id, holder: null });
@@ -54,6 +64,15 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
     async lockGet(params) {
       const row = s.byId.get(params.id) as LockRow | undefined;
       return row && toLock(row);
+    },
+
+    lockRenew(params) {
+      return groupCommit.write(() => {
+        const row = s.renew.get({ id: params.id, holder: params.holder ?? null, expires_at: params.expiresAt, now: params.now }) as LockRow | undefined;
+        if (row) return { renewed: toLock(row) };
+        const current = s.byId.get(params.id) as LockRow | undefined;
+        return { renewed: undefined, current: current && toLock(current) };
+      });
     },
 
     async lockList(params) {
