@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { afterFailure } from '../src/core/rules/retry.js';
 import { planClaim } from '../src/core/rules/admission.js';
+import { decideLock, lockProbes, resourcesClash } from '../src/core/rules/locks.js';
 import type { TypePolicy } from '../src/domain/type-policies.js';
 import type { Store, TaskInsertParams } from '../src/store/store.js';
 import { openSqlite } from '../src/store/sqlite/driver.js';
@@ -205,6 +206,82 @@ describe('fair sharing properties', { timeout: 600_000 }, () => {
         const { driver, destroy } = await freshPostgres({ poolSize: 2 });
         try {
           await fairnessScenario(driver.store, sizes, batches);
+        } finally {
+          await destroy();
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+});
+
+/**
+ * Random lock requests over a small tree of files and directories, releases and clock moves, on a
+ * real store with core's rules: no two live locks ever hold clashing resources (the same name, or a
+ * directory and a name below it).
+ */
+const NAMES = ['src/', 'src/a.ts', 'src/lib/', 'src/lib/b.ts', 'docs/', 'docs/c.md', 'src/lib/deep/d.ts', 'README.md'];
+const lockOp = fc.oneof(
+  fc.record({ kind: fc.constant('lock' as const), agent: fc.integer({ min: 0, max: 2 }), names: fc.uniqueArray(fc.constantFrom(...NAMES), { minLength: 1, maxLength: 3 }), ttl: fc.constantFrom(100, 1_000) }),
+  fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('advance' as const), ms: fc.constantFrom(50, 200) }),
+);
+
+async function lockScenario(store: Store, ops: (typeof lockOp extends fc.Arbitrary<infer T> ? T : never)[]): Promise<void> {
+  let now = 1_000_000;
+  const agents = ['l0', 'l1', 'l2'];
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: [], labels: {}, maxConcurrency: 1, tokenHash: `h-${id}`, now })));
+  let seq = 0;
+  for (const o of ops) {
+    if (o.kind === 'advance') now += o.ms;
+    else if (o.kind === 'release') {
+      const live = (await store.lockList({ limit: 100 })).items;
+      if (live.length > 0) await store.lockRelease({ id: live[o.pick % live.length].id });
+    } else {
+      const at = now;
+      await store.lockAcquire({
+        id: `L${++seq}`,
+        agentId: agents[o.agent],
+        resources: o.names,
+        ttlMs: o.ttl,
+        description: '',
+        now: at,
+        decide: (holders) => decideLock(holders, at),
+        probes: lockProbes(o.names),
+      });
+    }
+    const live = (await store.lockList({ limit: 100 })).items.filter((l) => l.expiresAt > now);
+    for (const [i, a] of live.entries()) {
+      for (const b of live.slice(i + 1)) {
+        for (const ra of a.resources) {
+          for (const rb of b.resources) assert.ok(!resourcesClash(ra, rb), `${a.id} holds ${ra} and ${b.id} holds ${rb}`);
+        }
+      }
+    }
+  }
+}
+
+describe('lock properties', { timeout: 600_000 }, () => {
+  it('never let two live locks hold clashing resources (SQLite)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(lockOp, { minLength: 3, maxLength: 40 }), async (ops) => {
+        const driver = openSqlite({ dataDir: ':memory:' });
+        try {
+          await lockScenario(driver.store, ops);
+        } finally {
+          await driver.close();
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('never let two live locks hold clashing resources (PostgreSQL)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(lockOp, { minLength: 3, maxLength: 30 }), async (ops) => {
+        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        try {
+          await lockScenario(driver.store, ops);
         } finally {
           await destroy();
         }
