@@ -21,6 +21,7 @@ const views: Record<Route['view'], () => Promise<ViewModule>> = {
   cases: () => import('./views/cases.js'),
   case: () => import('./views/case-detail.js'),
   locks: () => import('./views/locks.js'),
+  types: () => import('./views/types.js'),
 };
 
 /** The nav entry a detail view belongs under. */
@@ -104,7 +105,7 @@ function App() {
       <header>
         <a class="brand" href="#/">fleetd</a>
         <nav>
-          {(['overview', 'agents', 'tasks', 'pipelines', 'cases', 'locks'] as const).map((v) => (
+          {(['overview', 'agents', 'tasks', 'types', 'pipelines', 'cases', 'locks'] as const).map((v) => (
             <a href={v === 'overview' ? '#/' : `#/${v}`} class={section === v ? 'active' : ''}>
               {v[0].toUpperCase() + v.slice(1)}
             </a>

@@ -10,6 +10,7 @@ export type Route = { query: URLSearchParams } & (
   | { view: 'cases' }
   | { view: 'case'; id: number }
   | { view: 'locks' }
+  | { view: 'types' }
 );
 
 /** A positive integer id from the address, or undefined. */
@@ -29,6 +30,7 @@ export function parseRoute(hash: string): Route {
   if (parts[0] === 'pipelines') return id ? { ...at, view: 'run', id } : { ...at, view: 'pipelines' };
   if (parts[0] === 'cases') return id ? { ...at, view: 'case', id } : { ...at, view: 'cases' };
   if (parts[0] === 'locks') return { ...at, view: 'locks' };
+  if (parts[0] === 'types') return { ...at, view: 'types' };
   return { ...at, view: 'overview' };
 }
 

@@ -17,6 +17,7 @@ export type {
   StepJson as StepState,
   TaskJson as Task,
   TaskSummaryJson as TaskSummary,
+  TaskTypeJson as TaskType,
 } from '../../src/domain/wire.js';
 export type { StreamEvent as LiveEvent } from '../../src/protocol/events.js';
 export type { Page, TaskStatus } from '../../src/domain/types.js';
