@@ -99,5 +99,40 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.deepEqual((await api.get(`/v1/locks?agentId=${agent.id}`)).body.items, []);
       assert.equal((await api.post('/v1/locks', { agentId: agent.id, resources: ['repo5/..a/b..'], ttlMs: 1000 })).status, 200, 'dots inside a name are fine');
     });
+
+    it('a task with locks goes out only when they are free, holds them while leased and frees them with its lease', async () => {
+      const { api } = server;
+      const a = await api.registerAgent(['edit'], { maxConcurrency: 5 });
+      const b = await api.registerAgent(['edit'], { maxConcurrency: 5 });
+      const first = await api.submit({ type: 'edit', locks: ['repo6/src/'] });
+      const second = await api.submit({ type: 'edit', locks: ['repo6/src/main.ts'] });
+      assert.deepEqual(second.locks, ['repo6/src/main.ts']);
+      const [got] = await api.claim(a.id, 5);
+      assert.equal(got.id, first.id);
+      const held = (await api.get(`/v1/locks?agentId=${a.id}`)).body.items;
+      assert.deepEqual(held.map((l: any) => l.resources), [['repo6/src/']]);
+      // A hand-taken lock on the file clashes with the task's directory too.
+      assert.equal((await api.post('/v1/locks', { agentId: b.id, resources: ['repo6/src/x.ts'], ttlMs: 60_000 })).status, 409);
+      const waiting = api.claim(b.id, 5, 30_000);
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      assert.equal((await api.post(`/v1/tasks/${first.id}/complete`, { agentId: a.id })).status, 200);
+      const woken = await waiting;
+      assert.deepEqual(woken.map((t: any) => t.id), [second.id]);
+      assert.ok(Date.now() - started < 15_000, 'handed out when the lease ended, not at the end of the wait');
+      assert.equal(woken[0].attempts, 1);
+      assert.deepEqual((await api.get(`/v1/locks?agentId=${a.id}`)).body.items, [], "the first task's lock went with its lease");
+      assert.deepEqual((await api.get(`/v1/locks?agentId=${b.id}`)).body.items.map((l: any) => l.resources), [['repo6/src/main.ts']]);
+    });
+
+    it('refuses bad task locks: .. segments, empty names, more than 100', async () => {
+      const { api } = server;
+      for (const locks of [['repo7/../x'], [''], Array.from({ length: 101 }, (_, i) => `repo7/f${i}`)]) {
+        const res = await api.post('/v1/tasks', { type: 'edit-bad', locks });
+        assert.equal(res.status, 400, JSON.stringify(locks).slice(0, 60));
+        assert.equal(res.body.error.code, 'FLEETD_ERR_VALIDATION');
+      }
+      assert.equal((await api.get('/v1/tasks?type=edit-bad')).body.items.length, 0);
+    });
   });
 }

@@ -1,8 +1,8 @@
 import type { Bus } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
-import type { AgentReleaseResult, Store, TaskTransition } from '../store/store.js';
+import { TASK_LOCK_TTL_MS, taskLockId, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
 import { requirementKey } from '../domain/requirements.js';
-import { summarizeTask } from '../domain/types.js';
+import { summarizeTask, type Lock, type TaskSummary } from '../domain/types.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
@@ -21,6 +21,19 @@ import { HeldTasks } from './maintenance/held-tasks.js';
 import { TaskTypeService } from './task-types.js';
 import { StatsService } from './stats.js';
 import { TaskService } from './tasks.js';
+
+/** The lock a leased task holds on its resources (see store.taskLockId), as lock events carry it; undefined for a task without locks. */
+function taskLock(task: TaskSummary): Lock | undefined {
+  if (task.locks.length === 0 || task.claimedAt === null || task.agentId === null) return undefined;
+  return {
+    id: taskLockId(task.id),
+    agentId: task.agentId,
+    resources: task.locks,
+    description: `task ${task.id}`,
+    createdAt: task.claimedAt,
+    expiresAt: task.claimedAt + TASK_LOCK_TTL_MS,
+  };
+}
 
 export interface FleetOptions {
   store: Store;
@@ -119,6 +132,17 @@ export class Fleet {
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
       this.ctx.bus.subscribe('task.dead', () => this.stats.recordFailure()),
+      // A task's locks are taken with its lease and go with it (in the store); say so, as for any lock.
+      this.ctx.bus.subscribe('task.claimed', (e) => {
+        const lock = taskLock(e.task);
+        if (lock) this.ctx.bus.publish('lock.acquired', { lock });
+      }),
+      ...(['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const).map((name) =>
+        this.ctx.bus.subscribe(name, (e) => {
+          const lock = taskLock(e.task);
+          if (lock) this.ctx.bus.publish('lock.released', { lock, reason: 'released' });
+        }),
+      ),
     );
     this.stats.start();
     for (const timer of Object.values(this.timers) as DeadlineService[]) timer.start();

@@ -7,6 +7,7 @@ import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
+import { badLockPath } from './rules/locks.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -29,6 +30,8 @@ export interface TaskInput {
   runAt?: number;
   /** The tenant, user or repository the task is for: claims take turns across keys. */
   concurrencyKey?: string;
+  /** Resources to lock for the task while it is leased: it is handed out only when all are free. */
+  locks?: string[];
 }
 
 /** The task queue: submit, claim, complete, fail with retries, extend, cancel, retry. */
@@ -54,7 +57,12 @@ export class TaskService {
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
       concurrencyKey: input.concurrencyKey ?? null,
+      locks: [...new Set(input.locks ?? [])],
     };
+    task.locks.forEach((resource, i) => {
+      const bad = badLockPath(resource);
+      if (bad) throw invalid('locks', `${JSON.stringify(resource)} ${bad}`, { ...at, lock: i });
+    });
     return {
       ...task,
       status: initialStatus(task.runAt, now),

@@ -34,6 +34,8 @@ export interface Task {
   error: unknown;
   /** The tenant, user or repository the task is for; claims take turns across keys. */
   concurrencyKey: string | null;
+  /** Resources (files, directories ending in /) locked for the task while it is leased; it is handed out only when all are free. */
+  locks: string[];
 }
 
 /** A task as events carry it: without payload and result, which can be large and are fetched on demand. */

@@ -89,6 +89,8 @@ export const TaskSchema = Type.Object({
   traceparent: Type.Optional(Type.String()),
   /** The tenant, user or repository the task is for; claims take turns across keys. */
   concurrencyKey: NullableString,
+  /** Resources locked for the task while it is leased (a name ending in / is a directory). */
+  locks: Type.Array(Type.String()),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 

@@ -29,6 +29,7 @@ export const TaskInputSchema = Type.Object(
     runAt: Type.Optional(Time),
     delayMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000_000 })),
     concurrencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    locks: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
   },
   { additionalProperties: false },
 );

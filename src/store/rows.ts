@@ -28,6 +28,8 @@ export interface TaskRow {
   error: string | null;
   /** '' for a task without a concurrency key. */
   concurrency_key: string;
+  /** JSON array of the resources the task locks while leased. */
+  locks: string;
 }
 
 export interface AgentRow {
@@ -96,6 +98,7 @@ export function toTask(row: TaskRow): Task {
     result: parseJson(row.result),
     error: parseJson(row.error),
     concurrencyKey: row.concurrency_key === '' ? null : row.concurrency_key,
+    locks: row.locks === undefined ? [] : JSON.parse(row.locks),
   };
 }
 

@@ -226,6 +226,8 @@ export interface TaskInsertParams {
   runAt: number;
   /** The tenant, user or repository the task is for: claims take turns across keys. Null or absent: no key. */
   concurrencyKey?: string | null;
+  /** Resources locked for the task while it is leased; absent: none. */
+  locks?: string[];
 }
 
 export interface TaskInsertResult {
@@ -314,6 +316,12 @@ export interface TypeStore {
 }
 
 /** What a claim asks core's rule of fair sharing, inside its transaction (see core/rules/admission.ts). */
+/** The lock a leased task holds on its resources, named task-<id>, ending with the lease. */
+export const taskLockId = (taskId: number): string => `task-${taskId}`;
+
+/** How long a task's lock lasts in itself: it ends with the lease, never by its TTL (ten years, a time every date format still holds). */
+export const TASK_LOCK_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
+
 export interface ClaimPlan {
   /** The groups to take the next task from (the oldest task among them goes), or undefined: nothing more may go. */
   next(): QueuedGroup[] | undefined;
@@ -323,6 +331,10 @@ export interface ClaimPlan {
   exhausted(groups: QueuedGroup[]): void;
   /** Why this group is held back now, or null. */
   hold(group: QueuedGroup): HoldReason | null;
+  /** The oldest task of this group could not take its locks: it waits (held back), and the group's next task may go. */
+  lockedOut(group: QueuedGroup): void;
+  /** Core's lock rules, for a task's locks taken with its lease. */
+  locks: { probes(resources: string[]): { exact: string[]; under: string[]; roots: string[] }; decide(holders: LockHolder[]): LockDecision };
   /** The round-robin's state to write: the clock and the passes of the keys served. */
   fairUpdates(): { clock: number; passes: { key: string; pass: number }[] };
   /** Starts to record for the rate limits, at the claim's time. */

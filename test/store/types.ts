@@ -119,6 +119,29 @@ export function exerciseTypes(factory: DriverFactory): void {
       assert.equal((await claim(b, 1, T0 + 500)).tasks[0].attempts, 1);
     });
 
+    it('LeasesATaskWithItsLocksOnly, keeps it queued while they are held, and frees them with the lease', async () => {
+      const a = await h.agent(['t'], 100);
+      const b = await h.agent(['t'], 100);
+      const [wide] = await h.submit(task('t', { locks: ['repo/src/'] }));
+      const [narrow, free] = await h.submit(task('t', { locks: ['repo/src/a.ts', 'repo/docs/'] }), task('t'));
+      const first = await claim(a, 1);
+      assert.deepEqual(first.tasks.map((t) => t.id), [wide.id]);
+      assert.deepEqual(first.tasks[0].locks, ['repo/src/']);
+      const held = await h.store.lockGet({ id: `task-${wide.id}` });
+      assert.deepEqual([held?.agentId, held?.resources], [a, ['repo/src/']]);
+      const second = await claim(b, 10);
+      assert.deepEqual(second.tasks.map((t) => t.id), [free.id], 'the task whose file is under a held directory waits; the free one goes');
+      assert.deepEqual(second.heldBack, { t: 1 });
+      assert.equal((await h.store.taskGet({ id: narrow.id }))?.attempts, 0);
+      written(await h.store.taskComplete({ id: wide.id, agentId: a, result: null, now: T0 + 1 }));
+      assert.equal(await h.store.lockGet({ id: `task-${wide.id}` }), undefined, 'the lock went with the lease');
+      const third = await claim(b, 10, T0 + 2);
+      assert.deepEqual(third.tasks.map((t) => t.id), [narrow.id]);
+      // A lease that ends without a result frees its locks too.
+      await h.store.taskFail({ id: narrow.id, agentId: b, now: T0 + 3, endLease: rules.failed(T0 + 3, false) });
+      assert.equal(await h.store.lockGet({ id: `task-${narrow.id}` }), undefined);
+    });
+
     it('KnowsATypeByItsTasksOrItsPolicy', async () => {
       assert.equal(await h.store.typeExists({ type: 'ghost' }), false);
       await h.submit(task('real'));

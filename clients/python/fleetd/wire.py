@@ -69,6 +69,7 @@ class Task(TypedDict):
     error: Any
     traceparent: NotRequired[str]
     concurrencyKey: str | None
+    locks: list[str]
 
 
 class TaskSummary(TypedDict):
@@ -92,6 +93,7 @@ class TaskSummary(TypedDict):
     error: Any
     traceparent: NotRequired[str]
     concurrencyKey: str | None
+    locks: list[str]
 
 
 class TaskInput(TypedDict):
@@ -106,6 +108,7 @@ class TaskInput(TypedDict):
     runAt: NotRequired[str]
     delayMs: NotRequired[int]
     concurrencyKey: NotRequired[str]
+    locks: NotRequired[list[str]]
 
 
 class Agent(TypedDict):

@@ -63,6 +63,7 @@ export interface TaskJson {
   error: unknown;
   traceparent?: string;
   concurrencyKey: string | null;
+  locks: string[];
 }
 
 export interface TaskSummaryJson {
@@ -86,6 +87,7 @@ export interface TaskSummaryJson {
   error: unknown;
   traceparent?: string;
   concurrencyKey: string | null;
+  locks: string[];
 }
 
 export interface TaskInput {
@@ -100,6 +102,7 @@ export interface TaskInput {
   runAt?: string;
   delayMs?: number;
   concurrencyKey?: string;
+  locks?: string[];
 }
 
 export interface AgentJson {

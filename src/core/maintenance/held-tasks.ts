@@ -2,9 +2,9 @@ import type { FleetContext } from '../context.js';
 import { DeadlineService } from './deadline-service.js';
 
 /**
- * Wakes the claims that a policy or a pause held back, when the hold may have ended: at the time a
- * hold that ends with time ends (a pause's end, the oldest start leaving a rate window), and when a
- * lease ends (a concurrency slot freed). Claims report what they held back (`record`); the next
+ * Wakes the claims that a policy, a pause or held locks held back, when the hold may have ended: at
+ * the time a hold that ends with time ends (a pause's end, the oldest start leaving a rate window),
+ * when a lease ends (a concurrency slot freed, a task's locks gone) and when a lock is released. Claims report what they held back (`record`); the next
  * wake-up announces those requirement sets as available and forgets them; a claim that is still
  * held back reports them again. Nothing is polled: this sleeps until the earliest such time.
  */
@@ -28,6 +28,8 @@ export class HeldTasks extends DeadlineService {
     for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
       this.unsubscribe.push(this.ctx.bus.subscribe(name, (e) => e.task.claimedAt !== null && this.wake(1)));
     }
+    // A lock that goes may free a task whose locks it held.
+    this.unsubscribe.push(this.ctx.bus.subscribe('lock.released', () => this.wake(Infinity)));
   }
 
   override stop(): void {

@@ -1,5 +1,6 @@
 import type { AdmissionState, HoldReason, QueuedGroup, TypePolicy } from '../../domain/type-policies.js';
 import type { ClaimPlan } from '../../store/store.js';
+import { decideLock, lockProbes } from './locks.js';
 
 const pair = (type: string, key: string) => `${type}\u0000${key}`;
 
@@ -134,6 +135,11 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
       for (const g of taken) g.n = 0;
     },
     hold,
+    lockedOut(group) {
+      heldBack[group.reqKey] = (heldBack[group.reqKey] ?? 0) + 1;
+      group.n -= 1;
+    },
+    locks: { probes: lockProbes, decide: (holders) => decideLock(holders, now) },
     fairUpdates: () => ({ clock, passes: [...touched].sort().map((key) => ({ key, pass: passes.get(key)! })) }),
     starts: () => recordedStarts,
     heldBack: () => heldBack,

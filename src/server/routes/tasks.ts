@@ -23,7 +23,7 @@ const submittedExample = {
     idempotencyKey: 'crawl-acme-2026-12-02', attempts: 0, maxAttempts: 5, leaseMs: 30000, backoffMs: 1000,
     runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
     claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
-    concurrencyKey: null,
+    concurrencyKey: null, locks: [],
   },
   created: true,
 };

@@ -22,8 +22,8 @@ export interface PostgresDriver extends Driver {
 export function openPostgres(options: PostgresOptions): PostgresDriver {
   const database = new PostgresDatabase(options);
   const types = postgresTypes(database);
-  const tasks = postgresTasks(database, types.admission);
   const locks = postgresLocks(database);
+  const tasks = postgresTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'postgres',
     async ping() {

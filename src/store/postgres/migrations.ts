@@ -298,6 +298,9 @@ CREATE INDEX case_members_by_case ON case_members (case_id, run_id);
     name: 'fair sharing: concurrency keys, type policies and pauses, rate-limit starts, round-robin turns',
     sql: `
 ALTER TABLE tasks ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+-- Resources a task locks while it is leased (JSON array); its lock is named task-<id>.
+ALTER TABLE tasks ADD COLUMN locks TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX tasks_queued_locking ON tasks (id) WHERE status = 'queued' AND locks <> '[]';
 -- Queued tasks by (requirement set, type, priority, key): what a claim takes turns over. Sharded
 -- like task_counts, so that concurrent writers do not queue on one row.
 CREATE TABLE queued_groups (
@@ -326,6 +329,10 @@ BEGIN
       ) x
       GROUP BY req_key, type, priority, concurrency_key HAVING sum(d) <> 0 ORDER BY req_key, type, priority, concurrency_key
       ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+    -- A task's locks belong to its lease: they go when the lease ends, whichever way it ends.
+    DELETE FROM locks WHERE id IN (
+      SELECT 'task-' || o.id FROM old_rows o JOIN new_rows nw ON nw.id = o.id
+      WHERE o.status = 'leased' AND nw.status <> 'leased' AND o.locks <> '[]');
     -- A lease of a type with a policy ended: a task it held back may go now, on any node.
     IF EXISTS (SELECT 1 FROM type_policies) THEN
       PERFORM fleetd_notify_available(coalesce((
@@ -337,6 +344,7 @@ BEGIN
           GROUP BY g.req_key HAVING sum(g.n) > 0) q), '{}'::jsonb));
     END IF;
   ELSE
+    DELETE FROM locks WHERE id IN (SELECT 'task-' || id FROM old_rows WHERE status = 'leased' AND locks <> '[]');
     INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
       SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, -count(*) FROM old_rows WHERE status = 'queued'
       GROUP BY req_key, type, priority, concurrency_key ORDER BY req_key, type, priority, concurrency_key

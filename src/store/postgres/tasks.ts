@@ -1,10 +1,23 @@
 import { notFound } from '../../domain/errors.js';
+import type { QueuedGroup } from '../../domain/type-policies.js';
 import { requirementKey } from '../../domain/requirements.js';
 import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
-import type { EndLease, TaskClaimParams, TaskClaimResult, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import {
+  TASK_LOCK_TTL_MS,
+  taskLockId,
+  type EndLease,
+  type LockAcquireParams,
+  type LockAcquireResult,
+  type TaskClaimParams,
+  type TaskClaimResult,
+  type TaskInsertResult,
+  type TaskStore,
+  type TaskTransition,
+  type TaskWrite,
+} from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
 import type { PostgresAdmission } from './types.js';
@@ -13,13 +26,13 @@ const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.i
 
 /** Inserts a batch in one statement, in order, so that ids follow the batch's order. */
 const TASK_INSERT = prepared('task_insert', `INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key)
+    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key, locks)
   SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
-    concurrency_key
+    concurrency_key, locks
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[], $13::text[]) WITH ORDINALITY
+    $10::bigint[], $11::bigint[], $13::text[], $14::text[]) WITH ORDINALITY
     AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
-      concurrency_key, ord)
+      concurrency_key, locks, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *`);
@@ -83,7 +96,11 @@ const TASK_EXTEND = prepared(
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
-export function postgresTasks(db: PostgresDatabase, admission: PostgresAdmission): {
+export function postgresTasks(
+  db: PostgresDatabase,
+  admission: PostgresAdmission,
+  acquireLock: (q: Query, params: LockAcquireParams) => Promise<LockAcquireResult>,
+): {
   store: TaskStore;
   endLeases: (q: Query, rows: TaskRow[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
 } {
@@ -169,9 +186,34 @@ export function postgresTasks(db: PostgresDatabase, admission: PostgresAdmission
     const groups = await admission.groups(q, agent.capabilities);
     const plan = params.plan!(await admission.state(q, params.now, groups), groups, params.now);
     const tasks: Task[] = [];
+    // Only while some queued task locks resources: its lease is undone if its locks are held.
+    const locking = await admission.locking(q);
+    // Tasks whose locks are held are passed over, each group's next task considered instead.
+    const passed = new Map<QueuedGroup, number>();
     for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
-      const row = await admission.leaseHead(q, next, agent.id, params.now);
+      if (locking) await q('SAVEPOINT fleetd_head');
+      const row = await admission.leaseHead(q, next, agent.id, params.now, passed);
       const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
+      if (row && group && row.locks !== '[]') {
+        const resources = JSON.parse(row.locks) as string[];
+        const taken = await acquireLock(q, {
+          id: taskLockId(row.id),
+          agentId: agent.id,
+          resources,
+          ttlMs: TASK_LOCK_TTL_MS,
+          description: `task ${row.id}`,
+          now: params.now,
+          decide: plan.locks.decide,
+          probes: plan.locks.probes(resources),
+        });
+        if (!taken.acquired) {
+          await q('ROLLBACK TO SAVEPOINT fleetd_head');
+          passed.set(group, row.id);
+          plan.lockedOut(group);
+          continue;
+        }
+      }
+      if (locking) await q('RELEASE SAVEPOINT fleetd_head');
       if (row) tasks.push(toTask(row));
       if (group) plan.took(group);
       else plan.exhausted(next);
@@ -224,6 +266,7 @@ export function postgresTasks(db: PostgresDatabase, admission: PostgresAdmission
           tasks.map((t) => t.runAt),
           now,
           tasks.map((t) => t.concurrencyKey ?? ''),
+          tasks.map((t) => JSON.stringify(t.locks ?? [])),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       if (tasks.every((t) => t.idempotencyKey === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.

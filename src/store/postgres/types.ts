@@ -16,7 +16,7 @@ import { prepared, type PostgresDatabase, type Query } from './database.js';
 
 /** What the tasks area's claim needs of fair sharing, inside its transaction. */
 export interface PostgresAdmission {
-  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key. */
+  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
   plain(q: Query): Promise<boolean>;
   /**
    * Claims that follow a plan take turns across the cluster: the round-robin's clock row is locked
@@ -24,22 +24,24 @@ export interface PostgresAdmission {
    */
   lock(q: Query): Promise<void>;
   groups(q: Query, capabilities: string[]): Promise<QueuedGroup[]>;
+  /** True while some queued task locks resources. */
+  locking(q: Query): Promise<boolean>;
   state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState>;
   /** Leases the oldest queued task among these groups to the agent; its row, or undefined when none was left. */
-  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number): Promise<TaskRow | undefined>;
+  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number, after: Map<QueuedGroup, number>): Promise<TaskRow | undefined>;
   record(q: Query, plan: ClaimPlan, now: number): Promise<void>;
 }
 
 const GROUP_COLUMNS = 'req_key, type, priority, ckey, sum(n)::bigint AS n';
 
-/** Leases the oldest head among the groups: $1..$4 the groups' columns, $5 agent, $6 now. */
+/** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now. */
 const LEASE_HEAD = prepared(
   'lease_head',
   `WITH head AS (
-     SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS g(req_key, type, priority, ckey)
+     SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $7::bigint[]) AS g(req_key, type, priority, ckey, after)
      CROSS JOIN LATERAL (
        SELECT id FROM tasks WHERE status = 'queued' AND req_key = g.req_key AND type = g.type AND priority = g.priority
-         AND concurrency_key = g.ckey ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+         AND concurrency_key = g.ckey AND id > g.after ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
      ) h ORDER BY h.id LIMIT 1
    )
    UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claimed_at = $6, updated_at = $6,
@@ -86,9 +88,14 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
     async plain(q) {
       const [row] = await q<{ any: boolean }>(
         `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '') AS any`,
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any`,
       );
       return !row.any;
+    },
+    async locking(q) {
+      const [row] = await q<{ any: boolean }>("SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any");
+      return row.any;
     },
     async lock(q) {
       await q('SELECT clock FROM fair_clock WHERE id = 1 FOR UPDATE');
@@ -102,7 +109,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       return rows.map(toGroup);
     },
     state,
-    async leaseHead(q, groups, agentId, now) {
+    async leaseHead(q, groups, agentId, now, after) {
       const [row] = await q<TaskRow>(LEASE_HEAD, [
         groups.map((g) => g.reqKey),
         groups.map((g) => g.type),
@@ -110,6 +117,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         groups.map((g) => g.key),
         agentId,
         now,
+        groups.map((g) => after.get(g) ?? 0),
       ]);
       return row;
     },

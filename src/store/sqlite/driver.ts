@@ -22,8 +22,8 @@ export interface SqliteDriver extends Driver {
 export function openSqlite(options: SqliteOptions): SqliteDriver {
   const database = new SqliteDatabase(options);
   const types = sqliteTypes(database);
-  const tasks = sqliteTasks(database, types.admission);
   const locks = sqliteLocks(database);
+  const tasks = sqliteTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'sqlite',
     async ping() {

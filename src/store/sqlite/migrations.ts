@@ -237,6 +237,17 @@ CREATE INDEX cases_by_version ON cases (version);
     name: 'fair sharing: concurrency keys, type policies and pauses, rate-limit starts, round-robin turns',
     sql: `
 ALTER TABLE tasks ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+-- Resources a task locks while it is leased (JSON array); its lock is named task-<id>.
+ALTER TABLE tasks ADD COLUMN locks TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX tasks_queued_locking ON tasks (id) WHERE status = 'queued' AND locks <> '[]';
+-- A task's locks belong to its lease: they go when the lease ends, whichever way it ends.
+CREATE TRIGGER tasks_lease_locks_end AFTER UPDATE OF status ON tasks
+  WHEN OLD.status = 'leased' AND NEW.status <> 'leased' AND OLD.locks <> '[]' BEGIN
+  DELETE FROM locks WHERE id = 'task-' || OLD.id;
+END;
+CREATE TRIGGER tasks_lease_locks_gone AFTER DELETE ON tasks WHEN OLD.status = 'leased' AND OLD.locks <> '[]' BEGIN
+  DELETE FROM locks WHERE id = 'task-' || OLD.id;
+END;
 -- Queued tasks by (requirement set, type, priority, key): what a claim takes turns over.
 CREATE TABLE queued_groups (
   req_key  TEXT    NOT NULL,

@@ -1,21 +1,22 @@
 import { notFound } from '../../domain/errors.js';
+import type { QueuedGroup } from '../../domain/type-policies.js';
 import { requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type TaskRow } from '../rows.js';
-import type { EndLease, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import { TASK_LOCK_TTL_MS, taskLockId, type ClaimPlan, type EndLease, type LockAcquireParams, type LockAcquireResult, type TaskStore, type TaskTransition, type TaskWrite } from '../store.js';
 import type { SqliteDatabase } from './database.js';
 import type { SqliteAdmission } from './types.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
-export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
+export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acquireLock: (params: LockAcquireParams) => LockAcquireResult): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key)
+        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key, locks)
       VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
-        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @concurrency_key) RETURNING *`),
+        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @concurrency_key, @locks) RETURNING *`),
     byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
@@ -54,6 +55,23 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { st
     nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
     nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
+  };
+
+  /** Inside a claim's write: takes the task's locks for the agent about to lease it, if it has any; false when they are held. */
+  const locksTaken = (id: number, plan: ClaimPlan, agentId: string, now: number): boolean => {
+    const row = s.byId.get(id) as TaskRow;
+    const resources = JSON.parse(row.locks) as string[];
+    if (resources.length === 0) return true;
+    return acquireLock({
+      id: taskLockId(id),
+      agentId,
+      resources,
+      ttlMs: TASK_LOCK_TTL_MS,
+      description: `task ${id}`,
+      now,
+      decide: plan.locks.decide,
+      probes: plan.locks.probes(resources),
+    }).acquired;
   };
 
   /** Inside a write: ends the leases of these rows as core's rule decides. */
@@ -95,6 +113,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { st
             run_at: t.runAt,
             now: params.now,
             concurrency_key: t.concurrencyKey ?? '',
+            locks: JSON.stringify(t.locks ?? []),
           }) as TaskRow;
           return { task: toTask(row), created: true };
         }),
@@ -133,9 +152,16 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission): { st
           // Policies, pauses or concurrency keys: core's plan says which group goes next.
           const groups = admission.groups(claimable);
           const plan = params.plan(admission.state(params.now, groups), groups, params.now);
+          // Tasks whose locks are held are passed over, each group's next task considered instead.
+          const passed = new Map<QueuedGroup, number>();
           for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
-            const head = admission.head(next);
-            if (head && lease(head.id)) plan.took(head.group);
+            const head = admission.head(next, passed);
+            if (!head) plan.exhausted(next);
+            else if (!locksTaken(head.id, plan, params.agentId, params.now)) {
+              passed.set(head.group, head.id);
+              plan.lockedOut(head.group);
+            }
+            else if (lease(head.id)) plan.took(head.group);
             else plan.exhausted(next);
           }
           admission.record(plan, params.now);

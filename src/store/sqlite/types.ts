@@ -15,13 +15,13 @@ import type { SqliteDatabase } from './database.js';
 
 /** What the tasks area's claim needs of fair sharing, inside its write. */
 export interface SqliteAdmission {
-  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key. */
+  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
   plain(): boolean;
   /** What admission reads, with the round-robin passes of the keys among `groups`. */
   state(now: number, groups: QueuedGroup[]): AdmissionState;
   groups(reqKeys: string[]): QueuedGroup[];
-  /** The oldest queued task among these groups, and its group. */
-  head(groups: QueuedGroup[]): { id: number; group: QueuedGroup } | undefined;
+  /** The oldest queued task among these groups (past the ids in `after`: tasks waiting for their locks), and its group. */
+  head(groups: QueuedGroup[], after: Map<QueuedGroup, number>): { id: number; group: QueuedGroup } | undefined;
   /** Writes the round-robin's state and the rate limits' starts that the plan recorded. */
   record(plan: ClaimPlan, now: number): void;
 }
@@ -33,7 +33,8 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     anyRule: db
       .prepare(
         `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')`,
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]')`,
       )
       .pluck(),
     policies: db.prepare('SELECT * FROM type_policies ORDER BY type'),
@@ -61,7 +62,9 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     allGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0'),
     typeGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND type = ?'),
     head: db
-      .prepare("SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? ORDER BY id LIMIT 1")
+      .prepare(
+        "SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? AND id > ? ORDER BY id LIMIT 1",
+      )
       .pluck(),
   };
 
@@ -87,10 +90,10 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     plain: () => (s.anyRule.get() as number) === 0,
     state,
     groups: (reqKeys) => (s.groups.all(JSON.stringify(reqKeys)) as QueuedGroupRow[]).map(toGroup),
-    head(groups) {
+    head(groups, after) {
       let best: { id: number; group: QueuedGroup } | undefined;
       for (const group of groups) {
-        const id = s.head.get(group.reqKey, group.type, group.priority, group.key) as number | undefined;
+        const id = s.head.get(group.reqKey, group.type, group.priority, group.key, after.get(group) ?? 0) as number | undefined;
         if (id !== undefined && (best === undefined || id < best.id)) best = { id, group };
       }
       return best;
