@@ -117,6 +117,39 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.equal((await api.get(`/v1/types/${type}`)).body.policy.rateLimit.perKey, false);
     });
 
+    it('sums the usage agents report with completions and failures, per type and key, over the hour and the day', async () => {
+      const { api } = server;
+      const type = freshType();
+      const agent = await api.registerAgent([type], { maxConcurrency: 10 });
+      await api.submit({ type, concurrencyKey: 'tenant-a' });
+      await api.submit({ type, concurrencyKey: 'tenant-a' });
+      await api.submit({ type, concurrencyKey: 'tenant-b' });
+      await api.submit({ type });
+      const tasks = await api.claim(agent.id, 10);
+      assert.equal(tasks.length, 4);
+      const byKey = (key: string | null) => tasks.filter((t: any) => t.concurrencyKey === key);
+      const [a1, a2] = byKey('tenant-a');
+      const usage = { inputTokens: 1000, outputTokens: 200, costUsd: 0.25, model: 'model-x' };
+      assert.equal((await api.post(`/v1/tasks/${a1.id}/complete`, { agentId: agent.id, result: 'ok', usage })).status, 200);
+      assert.equal((await api.post(`/v1/tasks/${a2.id}/fail`, { agentId: agent.id, error: 'boom', usage: { inputTokens: 500 } })).status, 200);
+      assert.equal((await api.post(`/v1/tasks/${byKey('tenant-b')[0].id}/complete`, { agentId: agent.id, usage: { outputTokens: 7, costUsd: 0.5 } })).status, 200);
+
+      // Negative numbers are refused, and the completion with them does not happen.
+      const unkeyed = byKey(null)[0];
+      const bad = await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { inputTokens: -1 } });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.code, 'FLEETD_ERR_VALIDATION');
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { costUsd: -0.01 } })).status, 400);
+      assert.equal((await api.get(`/v1/tasks/${unkeyed.id}`)).body.status, 'leased');
+
+      const detail = (await api.get(`/v1/types/${type}`)).body;
+      assert.deepEqual(detail.usage.hour, { inputTokens: 1500, outputTokens: 207, costUsd: 0.75, reports: 3 });
+      assert.deepEqual(detail.usage.day, detail.usage.hour);
+      const keys = Object.fromEntries(detail.usage.keys.map((k: any) => [k.key, k.day]));
+      assert.deepEqual(keys['tenant-a'], { inputTokens: 1500, outputTokens: 200, costUsd: 0.25, reports: 2 });
+      assert.deepEqual(keys['tenant-b'], { inputTokens: 0, outputTokens: 7, costUsd: 0.5, reports: 1 });
+    });
+
     it('refuses bad input with a clear error and changes nothing', async () => {
       const { api } = server;
       const type = freshType();

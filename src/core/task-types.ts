@@ -1,5 +1,13 @@
 import { notFound } from '../domain/errors.js';
-import { HOLD_REASONS, type HoldReason, type QueuedGroup, type TypePause, type TypePolicy, type TypePolicyRecord } from '../domain/type-policies.js';
+import {
+  HOLD_REASONS,
+  type HoldReason,
+  type QueuedGroup,
+  type TypePause,
+  type TypePolicy,
+  type TypePolicyRecord,
+  type TypeUsage,
+} from '../domain/type-policies.js';
 import { TASK_STATUSES, type TaskStatus } from '../domain/types.js';
 import type { FleetContext } from './context.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
@@ -30,7 +38,10 @@ export interface TypeKeyView {
   heldBy: HoldReason | null;
 }
 
-/** The keys a type's detail lists: those with the most queued tasks. */
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+/** The keys a type's detail lists: those with the most queued tasks (and, for usage, the most spent). */
 const DETAIL_KEYS = 100;
 
 /**
@@ -80,8 +91,9 @@ export class TaskTypeService {
     return view;
   }
 
-  async detail(type: string): Promise<TaskTypeView & { keys: TypeKeyView[] }> {
+  async detail(type: string): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
     const now = this.ctx.now();
+    const usage = await this.ctx.store.usageSummary({ type, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS });
     const { state, groups } = await this.ctx.store.typeOverview({ now, type });
     const view = await this.get(type);
     const plan = planClaim(state, groups, now);
@@ -98,7 +110,7 @@ export class TaskTypeService {
     }
     for (const l of state.leased) if (l.type === type) keyOf(l.key).leased += l.count;
     const listed = [...keys.values()].sort((a, b) => b.queued - a.queued || b.leased - a.leased).slice(0, DETAIL_KEYS);
-    return { ...view, keys: listed };
+    return { ...view, keys: listed, usage: { ...usage, keys: usage.keys.slice(0, DETAIL_KEYS) } };
   }
 
   list(): Promise<TaskTypeView[]> {

@@ -8,6 +8,7 @@ import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
 import { badLockPath } from './rules/locks.js';
+import type { TaskUsage } from '../domain/type-policies.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -140,18 +141,25 @@ export class TaskService {
     return { tasks, capabilities: agent.capabilities, room };
   }
 
-  async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
+  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
     checkJsonValue(params.result ?? null, 'result', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
     const task = leaseHeld(written, params.id, params.agentId);
+    await this.recordUsage(task, params.usage);
     this.ctx.bus.publish('task.completed', { task: summarizeTask(task) });
     return task;
   }
 
-  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean }): Promise<Task> {
+  /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
+  private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
+    if (usage === undefined) return;
+    await this.ctx.store.usageRecord({ type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
+  }
+
+  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<Task> {
     checkJsonValue(params.error ?? null, 'error', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
@@ -165,6 +173,7 @@ export class TaskService {
       endLease: (lease) => afterFailure(lease, failure),
     });
     const task = leaseHeld(written, params.id, params.agentId);
+    await this.recordUsage(task, params.usage);
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
       this.ctx.bus.publish('task.dead', { task: summary });

@@ -69,3 +69,26 @@ export interface AdmissionState {
   fairClock: number;
   passes: { key: string; pass: number }[];
 }
+
+/** What an agent reports a task used, with its completion or failure. */
+export interface TaskUsage {
+  inputTokens?: number;
+  outputTokens?: number;
+  costUsd?: number;
+  model?: string;
+}
+
+/** Usage summed over a window: tokens in and out, cost, and how many reports. */
+export interface UsageTotals {
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+  reports: number;
+}
+
+/** A type's usage over the last hour and day, in all and per concurrency key ('' for none). */
+export interface TypeUsage {
+  hour: UsageTotals;
+  day: UsageTotals;
+  keys: { key: string; hour: UsageTotals; day: UsageTotals }[];
+}

@@ -358,8 +358,18 @@ export const TypeKeySchema = Type.Object({
 });
 export type TypeKeyJson = Static<typeof TypeKeySchema>;
 
-/** A type in detail: the keys with the most queued tasks (up to 100). */
-export const TaskTypeDetailSchema = Type.Composite([TaskTypeSchema, Type.Object({ keys: Type.Array(TypeKeySchema) })]);
+/** Usage reported with completions and failures, summed over a window. */
+export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
+
+/** A type's usage over the last hour and day, in all and for the keys that spent most (up to 100). */
+export const TypeUsageSchema = Type.Object({
+  hour: UsageTotalsSchema,
+  day: UsageTotalsSchema,
+  keys: Type.Array(Type.Object({ key: NullableString, hour: UsageTotalsSchema, day: UsageTotalsSchema })),
+});
+
+/** A type in detail: the keys with the most queued tasks (up to 100), and its usage. */
+export const TaskTypeDetailSchema = Type.Composite([TaskTypeSchema, Type.Object({ keys: Type.Array(TypeKeySchema), usage: TypeUsageSchema })]);
 export type TaskTypeDetailJson = Static<typeof TaskTypeDetailSchema>;
 
 export const typePolicyJson = (p: TypePolicy): TypePolicyJson => ({ ...p });

@@ -98,3 +98,14 @@ export type TypeResumeInputBody = Static<typeof TypeResumeInputSchema>;
 
 /** A task type in a path: the same characters a task's type takes. */
 export const TypeName = Name;
+
+/** What an agent reports a task used, with its completion or failure: counts and cost, never negative. */
+export const UsageInputSchema = Type.Object(
+  {
+    inputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    outputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    costUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);

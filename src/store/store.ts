@@ -1,5 +1,5 @@
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, Page, Task, TaskCount, TaskStatus } from '../domain/types.js';
-import type { AdmissionState, HoldReason, QueuedGroup, TypePause, TypePolicy, TypePolicyRecord } from '../domain/type-policies.js';
+import type { AdmissionState, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -311,6 +311,10 @@ export interface TypeStore {
   typeResume(params: { type: string; key: string | null; allKeys: boolean }): Promise<TypePause[]>;
   /** Whether any task of this type exists, whatever its status. */
   typeExists(params: { type: string }): Promise<boolean>;
+  /** Records what a task of the type (and key, '' for none) reported it used. */
+  usageRecord(params: { type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
+  /** The type's usage since `hourFrom` and since `dayFrom`, in all and per key; old reports (before dayFrom) may be pruned. */
+  usageSummary(params: { type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
   /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
   typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
 }

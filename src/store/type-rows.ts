@@ -1,4 +1,4 @@
-import type { QueuedGroup, TypeKeyCount, TypePause, TypePolicyRecord } from '../domain/type-policies.js';
+import type { QueuedGroup, TypeKeyCount, TypePause, TypePolicyRecord, TypeUsage, UsageTotals } from '../domain/type-policies.js';
 
 /** Rows of the fair-sharing tables both SQL drivers share, and their mapping to the domain. */
 
@@ -58,3 +58,28 @@ export function policedTypes(policies: TypePolicyRecord[]): { limited: string[];
   };
 }
 
+
+export interface UsageRow {
+  ckey: string;
+  window: 'hour' | 'day';
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+  reports: number;
+}
+
+/** Sums per key and window (rows of both windows, key by key) as a type's usage. */
+export function toUsage(rows: UsageRow[]): TypeUsage {
+  const zero = (): UsageTotals => ({ inputTokens: 0, outputTokens: 0, costUsd: 0, reports: 0 });
+  const usage: TypeUsage = { hour: zero(), day: zero(), keys: [] };
+  const byKey = new Map<string, { key: string; hour: UsageTotals; day: UsageTotals }>();
+  for (const row of rows) {
+    let k = byKey.get(row.ckey);
+    if (!k) byKey.set(row.ckey, (k = { key: row.ckey, hour: zero(), day: zero() }));
+    const totals = { inputTokens: Number(row.input_tokens), outputTokens: Number(row.output_tokens), costUsd: Number(row.cost_usd), reports: Number(row.reports) };
+    k[row.window] = totals;
+    for (const field of ['inputTokens', 'outputTokens', 'costUsd', 'reports'] as const) usage[row.window][field] += totals[field];
+  }
+  usage.keys = [...byKey.values()].sort((a, b) => b.day.costUsd - a.day.costUsd || b.day.inputTokens + b.day.outputTokens - (a.day.inputTokens + a.day.outputTokens));
+  return usage;
+}

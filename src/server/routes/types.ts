@@ -51,14 +51,16 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
       schema: {
         tags: ['types'],
         summary: 'Get a task type',
-        description: 'As in the list, with the concurrency keys that have the most queued tasks (up to 100): queued, leased, and what holds each back.',
+        description:
+          'As in the list, with the concurrency keys that have the most queued tasks (up to 100): queued, leased, and what holds each back; and the usage its agents reported (tokens, cost) over the last hour and day, in all and per key.',
         params: TypeParams,
         response: { 200: TaskTypeDetailSchema, ...errors(400, 404) },
       },
     },
     async (request) => {
       const detail = await fleet.types.detail(request.params.type);
-      return { ...typeJson(detail), keys: detail.keys };
+      const usage = { ...detail.usage, keys: detail.usage.keys.map((k) => ({ ...k, key: k.key === '' ? null : k.key })) };
+      return { ...typeJson(detail), keys: detail.keys, usage };
     },
   );
 

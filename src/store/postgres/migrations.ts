@@ -399,6 +399,17 @@ CREATE TABLE fair_keys (
 );
 CREATE TABLE fair_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock DOUBLE PRECISION NOT NULL);
 INSERT INTO fair_clock VALUES (1, 0);
+-- What agents reported their tasks used (tokens, cost), for the sums per type and key over an hour and a day.
+CREATE TABLE task_usage (
+  type          TEXT   NOT NULL,
+  ckey          TEXT   NOT NULL,
+  at            BIGINT NOT NULL,
+  input_tokens  BIGINT NOT NULL,
+  output_tokens BIGINT NOT NULL,
+  cost_usd      DOUBLE PRECISION NOT NULL,
+  model         TEXT
+);
+CREATE INDEX task_usage_by_type ON task_usage (type, at);
 `,
   },
 ];

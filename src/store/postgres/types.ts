@@ -11,6 +11,8 @@ import {
   type TypeKeyCountRow,
   type TypePauseRow,
   type TypePolicyRow,
+  toUsage,
+  type UsageRow,
 } from '../type-rows.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 
@@ -175,6 +177,30 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         [params.type],
       );
       return row.found;
+    },
+    async usageRecord(params) {
+      const u = params.usage;
+      await query('INSERT INTO task_usage VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+        params.type,
+        params.key,
+        params.now,
+        u.inputTokens ?? 0,
+        u.outputTokens ?? 0,
+        u.costUsd ?? 0,
+        u.model ?? null,
+      ]);
+    },
+    async usageSummary(params) {
+      await query('DELETE FROM task_usage WHERE type = $1 AND at < $2', [params.type, params.dayFrom]);
+      const rows = await query<UsageRow>(
+        `SELECT ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+           sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE type = $1 AND at >= $2 GROUP BY ckey
+         UNION ALL
+         SELECT ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
+           WHERE type = $1 AND at >= $3 GROUP BY ckey`,
+        [params.type, params.hourFrom, params.dayFrom],
+      );
+      return toUsage(rows);
     },
     typeOverview(params) {
       return db.transaction(async (q) => {

@@ -305,6 +305,17 @@ CREATE TABLE fair_keys (
 ) WITHOUT ROWID;
 CREATE TABLE fair_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock REAL NOT NULL);
 INSERT INTO fair_clock VALUES (1, 0);
+-- What agents reported their tasks used (tokens, cost), for the sums per type and key over an hour and a day.
+CREATE TABLE task_usage (
+  type          TEXT    NOT NULL,
+  ckey          TEXT    NOT NULL,
+  at            INTEGER NOT NULL,
+  input_tokens  INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cost_usd      REAL    NOT NULL,
+  model         TEXT
+);
+CREATE INDEX task_usage_by_type ON task_usage (type, at);
 `,
   },
 ];

@@ -10,6 +10,8 @@ import {
   type TypeKeyCountRow,
   type TypePauseRow,
   type TypePolicyRow,
+  toUsage,
+  type UsageRow,
 } from '../type-rows.js';
 import type { SqliteDatabase } from './database.js';
 
@@ -61,6 +63,13 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     groups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND req_key IN (SELECT value FROM json_each(?))'),
     allGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0'),
     typeGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND type = ?'),
+    usageInsert: db.prepare('INSERT INTO task_usage VALUES (@type, @ckey, @at, @input, @output, @cost, @model)'),
+    usagePrune: db.prepare('DELETE FROM task_usage WHERE type = ? AND at < ?'),
+    usageSums: db.prepare(`SELECT ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+        sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE type = @type AND at >= @hour GROUP BY ckey
+      UNION ALL
+      SELECT ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
+        WHERE type = @type AND at >= @day GROUP BY ckey`),
     head: db
       .prepare(
         "SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? AND id > ? ORDER BY id LIMIT 1",
@@ -126,6 +135,26 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     },
     async typeExists(params) {
       return (s.typeExists.get(params.type) as number) === 1 || s.policy.get(params.type) !== undefined;
+    },
+    usageRecord(params) {
+      const u = params.usage;
+      return groupCommit.write(() => {
+        s.usageInsert.run({
+          type: params.type,
+          ckey: params.key,
+          at: params.now,
+          input: u.inputTokens ?? 0,
+          output: u.outputTokens ?? 0,
+          cost: u.costUsd ?? 0,
+          model: u.model ?? null,
+        });
+      });
+    },
+    usageSummary(params) {
+      return groupCommit.write(() => {
+        s.usagePrune.run(params.type, params.dayFrom);
+        return toUsage(s.usageSums.all({ type: params.type, hour: params.hourFrom, day: params.dayFrom }) as UsageRow[]);
+      });
     },
     async typeOverview(params) {
       const groups = ((params.type === undefined ? s.allGroups.all() : s.typeGroups.all(params.type)) as QueuedGroupRow[]).map(toGroup);
