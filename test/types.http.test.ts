@@ -31,7 +31,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       const type = freshType();
       const set = await put(type, { maxConcurrency: 1 });
       assert.equal(set.status, 200);
-      assert.deepEqual(set.body.policy, { maxConcurrency: 1, maxConcurrencyPerKey: null, rateLimit: null, keyWeights: {} });
+      assert.deepEqual(set.body.policy, { maxConcurrency: 1, maxConcurrencyPerKey: null, rateLimit: null, keyWeights: {}, budget: null });
       const a = await api.registerAgent([type], { maxConcurrency: 5 });
       const b = await api.registerAgent([type], { maxConcurrency: 5 });
       const first = await api.submit({ type, payload: { n: 1 } });
@@ -150,6 +150,25 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.deepEqual(keys['tenant-b'], { inputTokens: 0, outputTokens: 7, costUsd: 0.5, reports: 1 });
     });
 
+    it('a spent budget holds the rest of a key back like a rate limit, and other keys go', async () => {
+      const { api } = server;
+      const type = freshType();
+      const set = await put(type, { budget: { tokensPerHour: 100, perKey: true } });
+      assert.deepEqual(set.body.policy.budget, { tokensPerHour: 100, costPerDay: null, perKey: true });
+      const agent = await api.registerAgent([type], { maxConcurrency: 10 });
+      const spender = await api.submit({ type, concurrencyKey: 'big-spender' });
+      const [got] = await api.claim(agent.id, 1);
+      assert.equal(got.id, spender.id);
+      await api.post(`/v1/tasks/${got.id}/complete`, { agentId: agent.id, usage: { inputTokens: 90, outputTokens: 20 } });
+      const more = await api.submit({ type, concurrencyKey: 'big-spender' });
+      const other = await api.submit({ type, concurrencyKey: 'thrifty' });
+      assert.deepEqual((await api.claim(agent.id, 10)).map((t: any) => t.id), [other.id]);
+      const view = (await api.get(`/v1/types/${type}`)).body;
+      assert.equal(view.heldBack.budget, 1);
+      assert.deepEqual(view.keys.find((k: any) => k.key === 'big-spender'), { key: 'big-spender', queued: 1, leased: 0, heldBy: 'budget' });
+      assert.equal((await api.get(`/v1/tasks/${more.id}`)).body.status, 'queued');
+    });
+
     it('refuses bad input with a clear error and changes nothing', async () => {
       const { api } = server;
       const type = freshType();
@@ -164,6 +183,10 @@ for (const [driver, store] of Object.entries(drivers)) {
         { rateLimit: { perMs: 1000 } },
         { keyWeights: { a: 0 } },
         { maxConcurrency: 2, surprise: true },
+        { budget: { tokensPerHour: 0 } },
+        { budget: { costPerDay: 0 } },
+        { budget: { costPerDay: -1 } },
+        { budget: {} },
       ]) {
         const res = await put(type, body);
         assert.equal(res.status, 400, JSON.stringify(body));

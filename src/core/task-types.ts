@@ -18,6 +18,7 @@ export interface TypePolicyInput {
   maxConcurrencyPerKey?: number;
   rateLimit?: { count: number; perMs: number; perKey?: boolean };
   keyWeights?: Record<string, number>;
+  budget?: { tokensPerHour?: number; costPerDay?: number; perKey?: boolean };
 }
 
 /** A task type as /v1/types shows it. */
@@ -61,6 +62,9 @@ export class TaskTypeService {
       maxConcurrencyPerKey: input.maxConcurrencyPerKey ?? null,
       rateLimit: input.rateLimit ? { count: input.rateLimit.count, perMs: input.rateLimit.perMs, perKey: input.rateLimit.perKey ?? false } : null,
       keyWeights: input.keyWeights ?? {},
+      budget: input.budget
+        ? { tokensPerHour: input.budget.tokensPerHour ?? null, costPerDay: input.budget.costPerDay ?? null, perKey: input.budget.perKey ?? false }
+        : null,
     };
     const record = await this.ctx.store.typePolicyPut({ type, policy, now: this.ctx.now() });
     await this.announce(type);

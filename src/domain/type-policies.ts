@@ -16,6 +16,18 @@ export interface TypePolicy {
   maxConcurrencyPerKey: number | null;
   rateLimit: RateLimit | null;
   keyWeights: Record<string, number>;
+  /** Absent in policies stored before budgets existed: no budget. */
+  budget?: Budget | null;
+}
+
+/**
+ * Usage a type may spend (reported with completions and failures): tokens (in and out) in any hour,
+ * cost in any day; per concurrency key when `perKey`. A spent budget holds tasks back until the window allows.
+ */
+export interface Budget {
+  tokensPerHour: number | null;
+  costPerDay: number | null;
+  perKey: boolean;
 }
 
 export interface TypePolicyRecord {
@@ -34,8 +46,8 @@ export interface TypePause {
 }
 
 /** Why a queued task is not handed out although an agent could take it. */
-export type HoldReason = 'paused' | 'maxConcurrency' | 'maxConcurrencyPerKey' | 'rateLimit';
-export const HOLD_REASONS: readonly HoldReason[] = ['paused', 'maxConcurrency', 'maxConcurrencyPerKey', 'rateLimit'];
+export type HoldReason = 'paused' | 'maxConcurrency' | 'maxConcurrencyPerKey' | 'rateLimit' | 'budget';
+export const HOLD_REASONS: readonly HoldReason[] = ['paused', 'maxConcurrency', 'maxConcurrencyPerKey', 'rateLimit', 'budget'];
 
 /** Queued tasks of one (requirement set, type, priority, concurrency key), the unit a claim takes turns over. */
 export interface QueuedGroup {
@@ -68,7 +80,21 @@ export interface AdmissionState {
   starts: TypeKeyCount[];
   fairClock: number;
   passes: { key: string; pass: number }[];
+  /** Of the types with a budget: usage per key over the last hour (tokens) and day (cost), with the oldest report of each. */
+  spent: SpentUsage[];
 }
+
+export interface SpentUsage {
+  type: string;
+  key: string;
+  tokensHour: number;
+  oldestHour: number | null;
+  costDay: number;
+  oldestDay: number | null;
+}
+
+export const HOUR_MS = 3_600_000;
+export const DAY_MS = 24 * HOUR_MS;
 
 /** What an agent reports a task used, with its completion or failure. */
 export interface TaskUsage {

@@ -323,6 +323,10 @@ export const TypePolicySchema = Type.Object({
   maxConcurrencyPerKey: Type.Union([Type.Integer(), Type.Null()]),
   rateLimit: Type.Union([Type.Object({ count: Type.Integer(), perMs: Type.Integer(), perKey: Type.Boolean() }), Type.Null()]),
   keyWeights: Type.Record(Type.String(), Type.Number()),
+  budget: Type.Union([
+    Type.Object({ tokensPerHour: Type.Union([Type.Integer(), Type.Null()]), costPerDay: Type.Union([Type.Number(), Type.Null()]), perKey: Type.Boolean() }),
+    Type.Null(),
+  ]),
 });
 export type TypePolicyJson = Static<typeof TypePolicySchema>;
 
@@ -372,6 +376,6 @@ export const TypeUsageSchema = Type.Object({
 export const TaskTypeDetailSchema = Type.Composite([TaskTypeSchema, Type.Object({ keys: Type.Array(TypeKeySchema), usage: TypeUsageSchema })]);
 export type TaskTypeDetailJson = Static<typeof TaskTypeDetailSchema>;
 
-export const typePolicyJson = (p: TypePolicy): TypePolicyJson => ({ ...p });
+export const typePolicyJson = (p: TypePolicy): TypePolicyJson => ({ ...p, budget: p.budget ?? null });
 
 export const typePauseJson = (p: TypePause): TypePauseJson => ({ key: p.key, until: isoOrNull(p.until), reason: p.reason, createdAt: iso(p.createdAt) });

@@ -78,6 +78,16 @@ export const TypePolicyInputSchema = Type.Object(
       ),
     ),
     keyWeights: Type.Optional(Type.Record(ConcurrencyKey, Type.Integer({ minimum: 1, maximum: 1000 }), { maxProperties: 1000 })),
+    budget: Type.Optional(
+      Type.Object(
+        {
+          tokensPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 })),
+          costPerDay: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000_000 })),
+          perKey: Type.Optional(Type.Boolean()),
+        },
+        { additionalProperties: false, minProperties: 1 },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -1,4 +1,4 @@
-import type { QueuedGroup, TypeKeyCount, TypePause, TypePolicyRecord, TypeUsage, UsageTotals } from '../domain/type-policies.js';
+import type { QueuedGroup, SpentUsage, TypeKeyCount, TypePause, TypePolicyRecord, TypeUsage, UsageTotals } from '../domain/type-policies.js';
 
 /** Rows of the fair-sharing tables both SQL drivers share, and their mapping to the domain. */
 
@@ -51,8 +51,9 @@ export const toCount = (row: TypeKeyCountRow): TypeKeyCount => ({
 });
 
 /** The types whose leases and starts admission must count: those with a policy, and with a rate limit. */
-export function policedTypes(policies: TypePolicyRecord[]): { limited: string[]; rated: { type: string; since: number }[] } {
+export function policedTypes(policies: TypePolicyRecord[]): { limited: string[]; rated: { type: string; since: number }[]; budgeted: string[] } {
   return {
+    budgeted: policies.filter((p) => p.policy.budget).map((p) => p.type),
     limited: policies.filter((p) => p.policy.maxConcurrency !== null || p.policy.maxConcurrencyPerKey !== null).map((p) => p.type),
     rated: policies.filter((p) => p.policy.rateLimit !== null).map((p) => ({ type: p.type, since: p.policy.rateLimit!.perMs })),
   };
@@ -83,3 +84,21 @@ export function toUsage(rows: UsageRow[]): TypeUsage {
   usage.keys = [...byKey.values()].sort((a, b) => b.day.costUsd - a.day.costUsd || b.day.inputTokens + b.day.outputTokens - (a.day.inputTokens + a.day.outputTokens));
   return usage;
 }
+
+export interface SpentRow {
+  type: string;
+  ckey: string;
+  tokens_hour: number;
+  oldest_hour: number | null;
+  cost_day: number;
+  oldest_day: number | null;
+}
+
+export const toSpent = (row: SpentRow): SpentUsage => ({
+  type: row.type,
+  key: row.ckey,
+  tokensHour: Number(row.tokens_hour),
+  oldestHour: row.oldest_hour === null ? null : Number(row.oldest_hour),
+  costDay: Number(row.cost_day),
+  oldestDay: row.oldest_day === null ? null : Number(row.oldest_day),
+});

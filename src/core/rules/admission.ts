@@ -1,4 +1,4 @@
-import type { AdmissionState, HoldReason, QueuedGroup, TypePolicy } from '../../domain/type-policies.js';
+import { DAY_MS, HOUR_MS, type AdmissionState, type HoldReason, type QueuedGroup, type SpentUsage, type TypePolicy } from '../../domain/type-policies.js';
 import type { ClaimPlan } from '../../store/store.js';
 import { decideLock, lockProbes } from './locks.js';
 
@@ -40,6 +40,20 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     startsByType.set(s.type, { count: (t?.count ?? 0) + s.count, oldest: Math.min(t?.oldest ?? oldest, oldest) });
     startsByPair.set(pair(s.type, s.key), { count: s.count, oldest });
   }
+  // Usage spent by type, and by (type, key) for budgets per key.
+  const spentByType = new Map<string, SpentUsage>();
+  const spentByPair = new Map<string, SpentUsage>();
+  const earlier = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
+  for (const s of state.spent ?? []) {
+    spentByPair.set(pair(s.type, s.key), s);
+    const t = spentByType.get(s.type);
+    spentByType.set(
+      s.type,
+      t
+        ? { ...t, tokensHour: t.tokensHour + s.tokensHour, costDay: t.costDay + s.costDay, oldestHour: earlier(t.oldestHour, s.oldestHour), oldestDay: earlier(t.oldestDay, s.oldestDay) }
+        : { ...s, key: '' },
+    );
+  }
   const passes = new Map(state.passes.map((p) => [p.key, p.pass]));
   let clock = state.fairClock;
   const touched = new Set<string>();
@@ -66,6 +80,19 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
       if (window && window.count >= rate.count) {
         retryAt = Math.min(retryAt, window.oldest + rate.perMs);
         return 'rateLimit';
+      }
+    }
+    const budget = policy.budget;
+    if (budget) {
+      const spent = budget.perKey ? spentByPair.get(pair(type, key)) : spentByType.get(type);
+      // A spent budget frees as its oldest report leaves the window.
+      if (spent && budget.tokensPerHour !== null && spent.tokensHour >= budget.tokensPerHour) {
+        if (spent.oldestHour !== null) retryAt = Math.min(retryAt, spent.oldestHour + HOUR_MS);
+        return 'budget';
+      }
+      if (spent && budget.costPerDay !== null && spent.costDay >= budget.costPerDay) {
+        if (spent.oldestDay !== null) retryAt = Math.min(retryAt, spent.oldestDay + DAY_MS);
+        return 'budget';
       }
     }
     return null;

@@ -1,4 +1,4 @@
-import type { AdmissionState, QueuedGroup } from '../../domain/type-policies.js';
+import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
 import type { TaskRow } from '../rows.js';
 import type { ClaimPlan, TypeStore } from '../store.js';
 import {
@@ -13,6 +13,8 @@ import {
   type TypePolicyRow,
   toUsage,
   type UsageRow,
+  toSpent,
+  type SpentRow,
 } from '../type-rows.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 
@@ -57,7 +59,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
 
   async function state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState> {
     const policies = (await q<TypePolicyRow>('SELECT * FROM type_policies ORDER BY type')).map(toPolicy);
-    const { limited, rated } = policedTypes(policies);
+    const { limited, rated, budgeted } = policedTypes(policies);
     const starts = [];
     for (const { type, since } of rated) {
       await q('DELETE FROM type_starts WHERE type = $1 AND at <= $2', [type, now - since]);
@@ -83,6 +85,17 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       starts,
       fairClock: clock.clock,
       passes: keys.length === 0 ? [] : await q<{ key: string; pass: number }>('SELECT ckey AS key, pass FROM fair_keys WHERE ckey = ANY($1::text[])', [keys]),
+      spent:
+        budgeted.length === 0
+          ? []
+          : (
+              await q<SpentRow>(
+                `SELECT type, ckey, coalesce(sum(CASE WHEN at >= $2 THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+                   min(CASE WHEN at >= $2 THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
+                 FROM task_usage WHERE type = ANY($1::text[]) AND at >= $3 GROUP BY type, ckey`,
+                [budgeted, now - HOUR_MS, now - DAY_MS],
+              )
+            ).map(toSpent),
     };
   }
 

@@ -1,4 +1,4 @@
-import type { AdmissionState, QueuedGroup } from '../../domain/type-policies.js';
+import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
 import type { ClaimPlan, TypeStore } from '../store.js';
 import {
   policedTypes,
@@ -12,6 +12,8 @@ import {
   type TypePolicyRow,
   toUsage,
   type UsageRow,
+  toSpent,
+  type SpentRow,
 } from '../type-rows.js';
 import type { SqliteDatabase } from './database.js';
 
@@ -70,6 +72,9 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       UNION ALL
       SELECT ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
         WHERE type = @type AND at >= @day GROUP BY ckey`),
+    spent: db.prepare(`SELECT type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+        min(CASE WHEN at >= @hour THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
+      FROM task_usage WHERE type = @type AND at >= @day GROUP BY ckey`),
     head: db
       .prepare(
         "SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? AND id > ? ORDER BY id LIMIT 1",
@@ -79,7 +84,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
 
   function state(now: number, groups: QueuedGroup[]): AdmissionState {
     const policies = (s.policies.all() as TypePolicyRow[]).map(toPolicy);
-    const { limited, rated } = policedTypes(policies);
+    const { limited, rated, budgeted } = policedTypes(policies);
     const starts = rated.flatMap(({ type, since }) => {
       s.pruneStarts.run(type, now - since);
       return (s.starts.all(type, now - since) as TypeKeyCountRow[]).map(toCount);
@@ -92,6 +97,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       starts,
       fairClock: s.clock.get() as number,
       passes: s.passes.all(JSON.stringify(keys)) as { key: string; pass: number }[],
+      spent: budgeted.flatMap((type) => (s.spent.all({ type, hour: now - HOUR_MS, day: now - DAY_MS }) as SpentRow[]).map(toSpent)),
     };
   }
 

@@ -15,6 +15,8 @@ function policyText(t: TaskType): string {
   if (p.maxConcurrency !== null) parts.push(`≤ ${p.maxConcurrency} at once`);
   if (p.maxConcurrencyPerKey !== null) parts.push(`≤ ${p.maxConcurrencyPerKey} per key`);
   if (p.rateLimit) parts.push(`${p.rateLimit.count} per ${p.rateLimit.perMs} ms${p.rateLimit.perKey ? ' per key' : ''}`);
+  if (p.budget?.tokensPerHour) parts.push(`${p.budget.tokensPerHour} tokens/h${p.budget.perKey ? ' per key' : ''}`);
+  if (p.budget?.costPerDay) parts.push(`$${p.budget.costPerDay}/day${p.budget.perKey ? ' per key' : ''}`);
   const weighted = Object.keys(p.keyWeights).length;
   if (weighted > 0) parts.push(`${weighted} weighted key${weighted === 1 ? '' : 's'}`);
   return parts.length > 0 ? parts.join(', ') : 'no limits';
@@ -22,7 +24,7 @@ function policyText(t: TaskType): string {
 
 /** What holds the type's queued tasks back, by reason. */
 function heldText(t: TaskType): string {
-  const reasons = (['paused', 'maxConcurrency', 'maxConcurrencyPerKey', 'rateLimit'] as const).filter((r) => t.heldBack[r] > 0);
+  const reasons = (['paused', 'maxConcurrency', 'maxConcurrencyPerKey', 'rateLimit', 'budget'] as const).filter((r) => t.heldBack[r] > 0);
   return reasons.length === 0 ? '—' : reasons.map((r) => `${t.heldBack[r]} by ${r}`).join(', ');
 }
 
