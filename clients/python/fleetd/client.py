@@ -81,6 +81,8 @@ SUBMIT_OPTIONS = {
     "backoff_ms": "backoffMs",
     "run_at": "runAt",
     "delay_ms": "delayMs",
+    "concurrency_key": "concurrencyKey",
+    "locks": "locks",
 }
 
 
@@ -201,9 +203,11 @@ class AsyncFleet:
         backoff_ms: int | None = None,
         run_at: datetime | str | None = None,
         delay_ms: int | None = None,
+        concurrency_key: str | None = None,
+        locks: list[str] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms))
+        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, concurrency_key=concurrency_key, locks=locks))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
     async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:

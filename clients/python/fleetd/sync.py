@@ -65,9 +65,11 @@ class Fleet:
         backoff_ms: int | None = None,
         run_at: datetime | str | None = None,
         delay_ms: int | None = None,
+        concurrency_key: str | None = None,
+        locks: list[str] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
-        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms))
+        return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, concurrency_key=concurrency_key, locks=locks))
 
     def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
         return self._call(self._async.submit_batch(list(tasks)))
