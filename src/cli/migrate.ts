@@ -17,12 +17,17 @@ checks that every table there holds as many rows as here. Stop the server first.
 fleetd with FLEETD_DATABASE_URL (and FLEETD_DATABASE_SCHEMA) set to the same.`;
 
 /** Copied in this order: parents before the rows that refer to them. */
-const COPIED = ['api_keys', 'agents', 'tasks', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members'];
+const COPIED = [
+  'api_keys', 'agents', 'tasks', 'locks', 'lock_resources', 'pipeline_runs', 'pipeline_steps', 'cases', 'case_members',
+  'type_policies', 'type_pauses', 'type_starts', 'fair_keys', 'task_usage',
+];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as
- * the rows arrive), SQLite's capability index of agents (an array column there), and the migrations.
+ * the rows arrive, queued_groups too), SQLite's capability index of agents (an array column there),
+ * the migrations, and the round-robin's clock (the target's own row; the keys' passes, copied, are
+ * measured against it and only ever catch up).
  */
-const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities']);
+const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock']);
 /** Rows of one INSERT: at most this many, and about this many bytes of JSON. */
 const BATCH_ROWS = 1_000;
 const BATCH_BYTES = 8 * 1024 * 1024;
