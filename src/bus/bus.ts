@@ -17,7 +17,7 @@ export interface FleetEvents {
   /** The agent reported a failure; the task will be retried (it is queued or scheduled again). */
   'task.failed': { task: TaskSummary };
   /** The task went back to the queue without a result: its lease expired or its agent went offline. */
-  'task.requeued': { task: TaskSummary; reason: 'lease_expired' | 'agent_offline' };
+  'task.requeued': { task: TaskSummary; reason: 'lease_expired' | 'agent_offline' | 'released' };
   /** Attempts exhausted, or a non-retryable failure: the task is dead-lettered. */
   'task.dead': { task: TaskSummary };
   'task.cancelled': { task: TaskSummary };

@@ -35,12 +35,19 @@ const COPIED = [
   'case_members',
   'schedules',
   'audit_log',
+  'type_policies',
+  'type_pauses',
+  'type_starts',
+  'fair_keys',
+  'task_usage',
 ];
 /**
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as
- * the rows arrive), SQLite's capability index of agents (an array column there), and the migrations.
+ * the rows arrive, queued_groups too), SQLite's capability index of agents (an array column there),
+ * the migrations, and the round-robin's clock (the target's own row; the keys' passes, copied, are
+ * measured against it and only ever catch up).
  */
-const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities']);
+const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock']);
 /** Rows of one INSERT: at most this many, and about this many bytes of JSON. */
 const BATCH_ROWS = 1_000;
 const BATCH_BYTES = 8 * 1024 * 1024;

@@ -1,8 +1,8 @@
 import type { Bus } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
-import type { AgentReleaseResult, Store, TaskTransition } from '../store/store.js';
+import { TASK_LOCK_TTL_MS, taskLockId, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
 import { requirementKey } from '../domain/requirements.js';
-import { summarizeTask } from '../domain/types.js';
+import { summarizeTask, type Lock, type TaskSummary } from '../domain/types.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
 import { steadyNow } from './clock.js';
@@ -22,10 +22,25 @@ import { TaskCleaner } from './maintenance/task-cleaner.js';
 import { TaskScheduler } from './maintenance/task-scheduler.js';
 import { TaskExpirer } from './maintenance/task-expirer.js';
 import { TaskEndWaiters } from './task-end-waiters.js';
+import { HeldTasks } from './maintenance/held-tasks.js';
+import { TaskTypeService } from './task-types.js';
 import { StatsService } from './stats.js';
 import { ScheduleService } from './schedules.js';
 import { TaskService } from './tasks.js';
 import { ActivityService } from './activity.js';
+
+/** The lock a leased task holds on its resources (see store.taskLockId), as lock events carry it; undefined for a task without locks. */
+function taskLock(task: TaskSummary): Lock | undefined {
+  if (task.locks.length === 0 || task.claimedAt === null || task.agentId === null) return undefined;
+  return {
+    id: taskLockId(task.id),
+    agentId: task.agentId,
+    resources: task.locks,
+    description: `task ${task.id}`,
+    createdAt: task.claimedAt,
+    expiresAt: task.claimedAt + TASK_LOCK_TTL_MS,
+  };
+}
 
 export interface FleetOptions {
   store: Store;
@@ -54,6 +69,8 @@ export class Fleet {
   readonly stats: StatsService;
   /** Progress, log lines and output that agents report on the tasks they hold. */
   readonly activity: ActivityService;
+  /** Task types: policies, pauses, what is held back. */
+  readonly types: TaskTypeService;
   readonly waiters = new ClaimWaiters();
   /** Heartbeats of online agents, kept in memory and written together (presence.ts). */
   readonly presence: AgentPresence;
@@ -67,6 +84,7 @@ export class Fleet {
     cleaner: TaskCleaner;
     expirer: TaskExpirer;
     auditCleaner: AuditCleaner;
+    holds: HeldTasks;
   };
   private readonly ctx: FleetContext;
   private unsubscribe: (() => void)[] = [];
@@ -99,6 +117,7 @@ export class Fleet {
       cleaner: new TaskCleaner(ctx),
       expirer: new TaskExpirer(ctx),
       auditCleaner: new AuditCleaner(ctx),
+      holds: new HeldTasks(ctx),
     };
     this.activity = new ActivityService(ctx);
     this.tasks = new TaskService(ctx, this.timers, this.taskEnds);
@@ -114,6 +133,7 @@ export class Fleet {
     this.credentials = new CredentialService(ctx);
     this.schedules = new ScheduleService(ctx, this.tasks);
     this.audit = new AuditLog(ctx);
+    this.types = new TaskTypeService(ctx, this.timers.holds);
   }
 
   get bus(): Bus {
@@ -131,6 +151,7 @@ export class Fleet {
 
   start(): void {
     this.delivery.start();
+    this.locks.start();
     this.unsubscribe.push(
       this.ctx.bus.subscribe('task.completed', (e) => this.stats.recordCompletion(e.task.claimedAt, e.task.completedAt)),
       this.ctx.bus.subscribe('task.failed', () => this.stats.recordFailure()),
@@ -138,6 +159,17 @@ export class Fleet {
       this.ctx.bus.subscribe('task.completed', (e) => this.taskEnds.ended(e.task.id)),
       this.ctx.bus.subscribe('task.dead', (e) => this.taskEnds.ended(e.task.id)),
       this.ctx.bus.subscribe('task.cancelled', (e) => this.taskEnds.ended(e.task.id)),
+      // A task's locks are taken with its lease and go with it (in the store); say so, as for any lock.
+      this.ctx.bus.subscribe('task.claimed', (e) => {
+        const lock = taskLock(e.task);
+        if (lock) this.ctx.bus.publish('lock.acquired', { lock });
+      }),
+      ...(['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const).map((name) =>
+        this.ctx.bus.subscribe(name, (e) => {
+          const lock = taskLock(e.task);
+          if (lock) this.ctx.bus.publish('lock.released', { lock, reason: 'released' });
+        }),
+      ),
     );
     this.stats.start();
     this.presence.start();
@@ -155,6 +187,7 @@ export class Fleet {
     this.presence.stop();
     this.delivery.stop();
     this.taskEnds.endAll();
+    this.locks.stop();
   }
 
   /** Writes what memory holds of the agents' heartbeats; on shutdown, once nothing beats any more. */

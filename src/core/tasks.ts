@@ -9,6 +9,10 @@ import type { TaskExpirer } from './maintenance/task-expirer.js';
 import type { TaskEndWaiters } from './task-end-waiters.js';
 import { cancelledError, expiryOf } from './rules/control.js';
 import { bulkFilter, bulkFrom, type BulkAction } from './rules/bulk.js';
+import type { HeldTasks } from './maintenance/held-tasks.js';
+import { planClaim } from './rules/admission.js';
+import { badLockPath } from './rules/locks.js';
+import type { TaskUsage } from '../domain/type-policies.js';
 import { checkJsonValue } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
@@ -46,6 +50,10 @@ export interface TaskInput {
   dependsOn?: number[];
   /** When a dependency ends dead or cancelled: cancel this task (the default), or run it anyway. */
   onDependencyFailure?: OnDependencyFailure;
+  /** The tenant, user or repository the task is for: claims take turns across keys. */
+  concurrencyKey?: string;
+  /** Resources to lock for the task while it is leased: it is handed out only when all are free. */
+  locks?: string[];
 }
 
 /** Metadata is for describing a task, not for carrying its data (that is the payload's). */
@@ -55,7 +63,7 @@ export const METADATA_MAX_BYTES = 16_384;
 export class TaskService {
   constructor(
     private readonly ctx: FleetContext,
-    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; expirer: TaskExpirer },
+    private readonly timers: { leases: LeaseRescuer; scheduled: TaskScheduler; expirer: TaskExpirer; holds: HeldTasks },
     private readonly ends: TaskEndWaiters,
   ) {}
 
@@ -79,6 +87,8 @@ export class TaskService {
       leaseMs: input.leaseMs ?? this.ctx.config.taskLeaseMs,
       backoffMs: input.backoffMs ?? this.ctx.config.taskBackoffMs,
       runAt: input.runAt ?? now,
+      concurrencyKey: input.concurrencyKey ?? null,
+      locks: [...new Set(input.locks ?? [])],
     };
     const executionTimeoutMs = input.executionTimeoutMs ?? (this.ctx.config.taskExecutionTimeoutMs || null);
     const scheduleTimeoutMs = input.scheduleTimeoutMs ?? null;
@@ -89,6 +99,10 @@ export class TaskService {
         : undefined;
     // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
     const hashed = links ? { ...task, payload: [task.payload, links] } : task;
+    task.locks.forEach((resource, i) => {
+      const bad = badLockPath(resource);
+      if (bad) throw invalid('locks', `${JSON.stringify(resource)} ${bad}`, { ...at, lock: i });
+    });
     return {
       ...task,
       executionTimeoutMs,
@@ -240,7 +254,8 @@ export class TaskService {
    */
   async claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim> {
     const now = this.ctx.now();
-    const { agent, previousStatus, tasks, room } = await this.ctx.store.taskClaim({ ...params, now });
+    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ ...params, now, plan: planClaim });
+    if (retryAt !== null || Object.keys(heldBack).length > 0) this.timers.holds.record(heldBack, retryAt);
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     let earliestExpiry = Infinity;
     for (const task of tasks) {
@@ -251,13 +266,14 @@ export class TaskService {
     return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), room };
   }
 
-  async complete(params: { id: number; agentId: string; result?: unknown }): Promise<Task> {
+  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
     const bytes = checkJsonValue(params.result ?? null, 'result', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
     const task = leaseHeld(written, params.id, params.agentId);
+    await this.recordUsage(task, params.usage);
     // The result travels with the event, so that whoever waits needs no read; a large one does not.
     const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
     this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...result });
@@ -265,7 +281,13 @@ export class TaskService {
     return task;
   }
 
-  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean }): Promise<Task> {
+  /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
+  private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
+    if (usage === undefined) return;
+    await this.ctx.store.usageRecord({ type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
+  }
+
+  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<Task> {
     checkJsonValue(params.error ?? null, 'error', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
@@ -279,6 +301,7 @@ export class TaskService {
       endLease: (lease) => afterFailure(lease, failure),
     });
     const task = leaseHeld(written, params.id, params.agentId);
+    await this.recordUsage(task, params.usage);
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
       this.ctx.bus.publish('task.dead', { task: summary });
@@ -289,6 +312,22 @@ export class TaskService {
         this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
       } else this.timers.scheduled.poke(task.runAt);
     }
+    return task;
+  }
+
+  /**
+   * The agent gives the task back for later (its provider answered 429, say): back in the queue
+   * after delayMs, and the attempt its claim counted is taken back.
+   */
+  async release(params: { id: number; agentId: string; delayMs: number; reason?: string }): Promise<Task> {
+    const now = this.ctx.now();
+    const runAt = now + params.delayMs;
+    const error = { code: 'FLEETD_ERR_RELEASED', message: params.reason ?? 'released by its agent for later', delayMs: params.delayMs };
+    const written = await this.ctx.store.taskRelease({ id: params.id, agentId: params.agentId, now, status: initialStatus(runAt, now), runAt, error });
+    const task = leaseHeld(written, params.id, params.agentId);
+    this.ctx.bus.publish('task.requeued', { task: summarizeTask(task), reason: 'released' });
+    if (task.status === 'queued') this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
+    else this.timers.scheduled.poke(task.runAt);
     return task;
   }
 

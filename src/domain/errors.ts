@@ -65,6 +65,8 @@ export const ErrorCodes = {
   FLEETD_ERR_AUTH_RATE_LIMITED: 429,
   /** An API key past its expiresAt, or a rotated key's old secret past its grace. */
   FLEETD_ERR_KEY_EXPIRED: 401,
+  /** Recorded as a task's error when its agent gave it back for later (release): no attempt was spent. */
+  FLEETD_ERR_RELEASED: 409,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -47,6 +47,10 @@ export interface Task {
   dependenciesPending: number;
   /** The dependencies with their outcomes: on a claimed task and on GET /v1/tasks/:id, when it has any. */
   dependencies?: TaskDependency[];
+  /** The tenant, user or repository the task is for; claims take turns across keys. */
+  concurrencyKey: string | null;
+  /** Resources (files, directories ending in /) locked for the task while it is leased; it is handed out only when all are free. */
+  locks: string[];
 }
 
 /** What a waiting task does when a dependency ends dead or cancelled: it is cancelled too, or runs anyway. */

@@ -14,6 +14,7 @@ import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineR
 import { LOG_LEVELS, type ActivityEntry, type ActivityTail } from './activity.js';
 import { SCHEDULE_CATCH_UPS, SCHEDULE_OVERLAPS, type Schedule } from './schedules.js';
 import { AUDIT_ACTIONS, type AuditEntry } from './audit.js';
+import { HOLD_REASONS, type TypePause, type TypePolicy } from './type-policies.js';
 import {
   AGENT_STATUSES,
   SCOPES,
@@ -110,6 +111,10 @@ export const TaskSchema = Type.Object({
   dependenciesPending: Type.Integer(),
   /** Its dependencies with their outcomes (result when completed, error when dead or cancelled): on a claimed task and GET /v1/tasks/:id. */
   dependencies: Type.Optional(Type.Array(TaskDependencySchema)),
+  /** The tenant, user or repository the task is for; claims take turns across keys. */
+  concurrencyKey: NullableString,
+  /** Resources locked for the task while it is leased (a name ending in / is a directory). */
+  locks: Type.Array(Type.String()),
 });
 export type TaskJson = Static<typeof TaskSchema>;
 
@@ -487,3 +492,65 @@ export type AuditEntryJson = Static<typeof AuditEntrySchema>;
 export function auditEntryJson(e: AuditEntry): AuditEntryJson {
   return { ...e, at: iso(e.at) };
 }
+
+export const TypePolicySchema = Type.Object({
+  maxConcurrency: Type.Union([Type.Integer(), Type.Null()]),
+  maxConcurrencyPerKey: Type.Union([Type.Integer(), Type.Null()]),
+  rateLimit: Type.Union([Type.Object({ count: Type.Integer(), perMs: Type.Integer(), perKey: Type.Boolean() }), Type.Null()]),
+  keyWeights: Type.Record(Type.String(), Type.Number()),
+  budget: Type.Union([
+    Type.Object({ tokensPerHour: Type.Union([Type.Integer(), Type.Null()]), costPerDay: Type.Union([Type.Number(), Type.Null()]), perKey: Type.Boolean() }),
+    Type.Null(),
+  ]),
+});
+export type TypePolicyJson = Static<typeof TypePolicySchema>;
+
+export const TypePauseSchema = Type.Object({
+  /** null: the whole type is paused. */
+  key: NullableString,
+  /** null: until resumed. */
+  until: NullableTime,
+  reason: NullableString,
+  createdAt: Time,
+});
+export type TypePauseJson = Static<typeof TypePauseSchema>;
+
+/** A task type: its policy, its tasks by status, its pauses, and its queued tasks a limit or a pause holds back, by reason. */
+export const TaskTypeSchema = Type.Object({
+  type: Type.String(),
+  policy: Type.Union([TypePolicySchema, Type.Null()]),
+  policyUpdatedAt: NullableTime,
+  counts: countsBy(TASK_STATUSES),
+  /** The whole type is paused (some keys may be paused on their own: see pauses). */
+  paused: Type.Boolean(),
+  pauses: Type.Array(TypePauseSchema),
+  heldBack: countsBy([...HOLD_REASONS, 'total'] as const),
+});
+export type TaskTypeJson = Static<typeof TaskTypeSchema>;
+
+/** One concurrency key of a type: its queued and leased tasks, and what holds its queued tasks back. */
+export const TypeKeySchema = Type.Object({
+  key: NullableString,
+  queued: Type.Integer(),
+  leased: Type.Integer(),
+  heldBy: Type.Union([oneOf(HOLD_REASONS), Type.Null()]),
+});
+export type TypeKeyJson = Static<typeof TypeKeySchema>;
+
+/** Usage reported with completions and failures, summed over a window. */
+export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
+
+/** A type's usage over the last hour and day, in all and for the keys that spent most (up to 100). */
+export const TypeUsageSchema = Type.Object({
+  hour: UsageTotalsSchema,
+  day: UsageTotalsSchema,
+  keys: Type.Array(Type.Object({ key: NullableString, hour: UsageTotalsSchema, day: UsageTotalsSchema })),
+});
+
+/** A type in detail: the keys with the most queued tasks (up to 100), and its usage. */
+export const TaskTypeDetailSchema = Type.Composite([TaskTypeSchema, Type.Object({ keys: Type.Array(TypeKeySchema), usage: TypeUsageSchema })]);
+export type TaskTypeDetailJson = Static<typeof TaskTypeDetailSchema>;
+
+export const typePolicyJson = (p: TypePolicy): TypePolicyJson => ({ ...p, budget: p.budget ?? null });
+
+export const typePauseJson = (p: TypePause): TypePauseJson => ({ key: p.key, until: isoOrNull(p.until), reason: p.reason, createdAt: iso(p.createdAt) });

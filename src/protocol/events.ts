@@ -71,7 +71,7 @@ export const EventDataSchemas = {
     resultTruncated: Type.Optional(Type.Boolean()),
   }),
   'task.failed': TaskEvent,
-  'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline']) }),
+  'task.requeued': Type.Object({ task: TaskSummarySchema, reason: literalsOf(['lease_expired', 'agent_offline', 'released']) }),
   'task.dead': TaskEvent,
   'task.cancelled': TaskEvent,
   'task.retried': TaskEvent,

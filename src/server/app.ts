@@ -38,6 +38,8 @@ import { taskBatchRoutes } from './routes/task-batch.js';
 import { activityRoutes } from './routes/activity.js';
 import { taskStreamRoutes } from './routes/task-stream.js';
 import { scheduleRoutes } from './routes/schedules.js';
+import { typeRoutes } from './routes/types.js';
+import { taskReleaseRoutes } from './routes/task-release.js';
 
 export interface AppOptions {
   fleet: Fleet;
@@ -219,6 +221,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
   await app.register(auditRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
+  await app.register(typeRoutes, { ...deps, prefix: '/v1' });
+  await app.register(taskReleaseRoutes, { ...deps, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.pipelines) await app.register(pipelineDefinitionRoutes, { pipelines: options.pipelines, prefix: '/v1' });
   if (options.pipelines) await app.register(approvalRoutes, { pipelines: options.pipelines, fleet, prefix: '/v1' });

@@ -9,6 +9,7 @@ export const OPENAPI_TAGS = [
   { name: 'tasks', description: 'Submit, claim, complete, fail, retry and list tasks' },
   { name: 'locks', description: 'All-or-nothing locks of agents on files and resources' },
   { name: 'schedules', description: 'Recurring schedules that submit a task at each cron fire time' },
+  { name: 'types', description: 'Task types: limits, rate limits and pauses that share the fleet fairly' },
   { name: 'pipelines', description: 'Durable multi-step pipelines and their runs' },
   { name: 'cases', description: 'Pipeline runs grouped by similarity' },
   { name: 'keys', description: 'API keys (admin)' },

@@ -45,6 +45,8 @@ export const TaskInputSchema = Type.Object(
     onDependencyFailure: Type.Optional(
       Type.Union([Type.Literal('cancel'), Type.Literal('run')], { description: 'When a dependency ends dead or cancelled: cancel this task (the default) or run it anyway' }),
     ),
+    concurrencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    locks: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), { maxItems: 100 })),
   },
   { additionalProperties: false },
 );
@@ -69,6 +71,68 @@ export const LockInputSchema = Type.Object(
     resources: Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), { minItems: 1, maxItems: 256 }),
     ttlMs: Type.Integer({ minimum: 1 }),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
+    waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30_000 })),
+  },
+  { additionalProperties: false },
+);
+
+/** A concurrency key, as a task carries it and a pause names it. */
+const ConcurrencyKey = Type.String({ minLength: 1, maxLength: 256 });
+
+/** A type's policy, replaced whole by PUT: a limit left out is no limit. */
+export const TypePolicyInputSchema = Type.Object(
+  {
+    maxConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    maxConcurrencyPerKey: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+    rateLimit: Type.Optional(
+      Type.Object(
+        {
+          count: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
+          perMs: Type.Integer({ minimum: 10, maximum: 86_400_000 }),
+          perKey: Type.Optional(Type.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    keyWeights: Type.Optional(Type.Record(ConcurrencyKey, Type.Integer({ minimum: 1, maximum: 1000 }), { maxProperties: 1000 })),
+    budget: Type.Optional(
+      Type.Object(
+        {
+          tokensPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 })),
+          costPerDay: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000_000 })),
+          perKey: Type.Optional(Type.Boolean()),
+        },
+        { additionalProperties: false, minProperties: 1 },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type TypePolicyInputBody = Static<typeof TypePolicyInputSchema>;
+
+export const TypePauseInputSchema = Type.Object(
+  {
+    forMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000_000 })),
+    key: Type.Optional(ConcurrencyKey),
+    reason: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type TypePauseInputBody = Static<typeof TypePauseInputSchema>;
+
+export const TypeResumeInputSchema = Type.Object({ key: Type.Optional(ConcurrencyKey) }, { additionalProperties: false });
+export type TypeResumeInputBody = Static<typeof TypeResumeInputSchema>;
+
+/** A task type in a path: the same characters a task's type takes. */
+export const TypeName = Name;
+
+/** What an agent reports a task used, with its completion or failure: counts and cost, never negative. */
+export const UsageInputSchema = Type.Object(
+  {
+    inputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    outputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    costUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   },
   { additionalProperties: false },
 );

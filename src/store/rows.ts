@@ -27,6 +27,10 @@ export interface TaskRow {
   lease_expires_at: number | null;
   result: string | null;
   error: string | null;
+  /** '' for a task without a concurrency key. */
+  concurrency_key: string;
+  /** JSON array of the resources the task locks while leased. */
+  locks: string;
   execution_timeout_ms: number | null;
   schedule_timeout_ms: number | null;
   /** When an unclaimed task expires (runAt + scheduleTimeoutMs); cleared by its first claim. */
@@ -149,6 +153,8 @@ export function toTask(row: TaskRow): Task {
     parentId: row.parent_id === null || row.parent_id === undefined ? null : Number(row.parent_id),
     dependencyCount: row.deps_total ?? 0,
     dependenciesPending: row.deps_pending ?? 0,
+    concurrencyKey: row.concurrency_key === '' ? null : row.concurrency_key,
+    locks: row.locks === undefined ? [] : JSON.parse(row.locks),
   };
 }
 

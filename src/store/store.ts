@@ -2,6 +2,7 @@ import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { AdmissionState, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -18,7 +19,7 @@ import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyF
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore, TypeStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -69,6 +70,11 @@ export interface TaskStore {
   taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<TaskWrite>;
   /** Ends the agent's lease on the task as `endLease` decides. */
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
+  /**
+   * Gives the agent's leased task back as core decided (queued now, or scheduled at runAt), taking
+   * back the attempt its claim counted, and records `error` (why); only if the agent holds the lease.
+   */
+  taskRelease(params: { id: number; agentId: string; now: number; status: 'queued' | 'scheduled'; runAt: number; error: unknown }): Promise<TaskWrite>;
   /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
   taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
   /** Cancels the task if its status is one of `from`, recording `error` (core's, with the reason). */
@@ -143,6 +149,8 @@ export interface LockStore {
    */
   lockRelease(params: { id: string; holder?: string }): Promise<{ released: Lock; current?: undefined } | { released: undefined; current: Lock | undefined }>;
   lockGet(params: { id: string }): Promise<Lock | undefined>;
+  /** Moves the lock's expiry to `expiresAt` if it has not lapsed (before `now`) and, with `holder`, is that agent's; else returns it as it is. */
+  lockRenew(params: { id: string; holder?: string; expiresAt: number; now: number }): Promise<{ renewed: Lock; current?: undefined } | { renewed: undefined; current: Lock | undefined }>;
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
@@ -315,6 +323,10 @@ export interface TaskInsertParams {
   metadata: Record<string, unknown>;
   /** A parent or dependencies: the store asks `onLinks` for the first status. */
   links?: TaskLinks;
+  /** The tenant, user or repository the task is for: claims take turns across keys. Null or absent: no key. */
+  concurrencyKey?: string | null;
+  /** Resources locked for the task while it is leased; absent: none. */
+  locks?: string[];
 }
 
 export interface TaskInsertResult {
@@ -341,6 +353,12 @@ export interface TaskClaimParams {
   /** At most this many; fewer when the agent's maxConcurrency leaves less room. */
   max: number;
   now: number;
+  /**
+   * Core's rule of fair sharing (policies, pauses, turns across keys), called inside the claim's
+   * transaction. Core always passes it; without it (tests of the queue alone) a claim takes the
+   * plain order, priority then age, and no policy applies.
+   */
+  plan?: PlanClaim;
 }
 
 /** A claim also counts as the agent's heartbeat, so it reports the agent as it is after the claim. */
@@ -350,6 +368,10 @@ export interface TaskClaimResult {
   tasks: Task[];
   /** How many more tasks the agent may hold after this claim (maxConcurrency − in flight). */
   room: number;
+  /** Queued tasks the agent could do that a policy or a pause held back, by requirement key. */
+  heldBack: Record<string, number>;
+  /** When a hold that ends with time (a pause's end, a rate window) next frees a task; null: none. */
+  retryAt: number | null;
 }
 
 /** A task that moved from one status to another outside a request (expiry, promotion, release). */
@@ -367,6 +389,11 @@ export interface LockAcquireParams {
   now: number;
   /** Core's rule, given the holders of the resources in the order asked for. */
   decide: (holders: LockHolder[]) => LockDecision;
+  /**
+   * Where holders may be, as core's lockProbes says (directories); absent, the resources
+   * themselves. Acquirers take turns on `roots` where the store lets others run at once.
+   */
+  probes?: { exact: string[]; under: string[]; roots: string[] };
 }
 
 export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };
@@ -376,3 +403,51 @@ export interface LockListParams {
   limit: number;
   cursor?: string;
 }
+
+/** Policies and pauses per task type; what the claim's admission reads, and what /v1/types shows. */
+export interface TypeStore {
+  typePolicyPut(params: { type: string; policy: TypePolicy; now: number }): Promise<TypePolicyRecord>;
+  typePolicyGet(params: { type: string }): Promise<TypePolicyRecord | undefined>;
+  /** Pauses the type (key null) or one key of it until `until` (null: until resumed); a pause of the same scope is replaced. */
+  typePause(params: { type: string; key: string | null; until: number | null; reason: string | null; now: number }): Promise<TypePause>;
+  /** Ends the pause of the type (key null) or of one key; with `allKeys`, every pause of the type. Returns the pauses ended. */
+  typeResume(params: { type: string; key: string | null; allKeys: boolean }): Promise<TypePause[]>;
+  /** Whether any task of this type exists, whatever its status. */
+  typeExists(params: { type: string }): Promise<boolean>;
+  /** Records what a task of the type (and key, '' for none) reported it used. */
+  usageRecord(params: { type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
+  /** The type's usage since `hourFrom` and since `dayFrom`, in all and per key; old reports (before dayFrom) may be pruned. */
+  usageSummary(params: { type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
+  /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
+  typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
+}
+
+/** What a claim asks core's rule of fair sharing, inside its transaction (see core/rules/admission.ts). */
+/** The lock a leased task holds on its resources, named task-<id>, ending with the lease. */
+export const taskLockId = (taskId: number): string => `task-${taskId}`;
+
+/** How long a task's lock lasts in itself: it ends with the lease, never by its TTL (ten years, a time every date format still holds). */
+export const TASK_LOCK_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
+
+export interface ClaimPlan {
+  /** The groups to take the next task from (the oldest task among them goes), or undefined: nothing more may go. */
+  next(): QueuedGroup[] | undefined;
+  /** One task of this group (an object `next` returned) was leased. */
+  took(group: QueuedGroup): void;
+  /** These groups had no task left to take (another claim took them meanwhile). */
+  exhausted(groups: QueuedGroup[]): void;
+  /** Why this group is held back now, or null. */
+  hold(group: QueuedGroup): HoldReason | null;
+  /** The oldest task of this group could not take its locks: it waits (held back), and the group's next task may go. */
+  lockedOut(group: QueuedGroup): void;
+  /** Core's lock rules, for a task's locks taken with its lease. */
+  locks: { probes(resources: string[]): { exact: string[]; under: string[]; roots: string[] }; decide(holders: LockHolder[]): LockDecision };
+  /** The round-robin's state to write: the clock and the passes of the keys served. */
+  fairUpdates(): { clock: number; passes: { key: string; pass: number }[] };
+  /** Starts to record for the rate limits, at the claim's time. */
+  starts(): { type: string; key: string }[];
+  heldBack(): Record<string, number>;
+  retryAt(): number | null;
+}
+
+export type PlanClaim = (state: AdmissionState, groups: QueuedGroup[], now: number) => ClaimPlan;

@@ -12,6 +12,7 @@ import { exerciseLocks } from './locks.js';
 import { exerciseRuns } from './runs.js';
 import { exerciseSchedules } from './schedules.js';
 import { exerciseTasks } from './tasks.js';
+import { exerciseTypes } from './types.js';
 
 /**
  * The conformance suite every store driver passes, one file per data area (as river's
@@ -35,6 +36,7 @@ export function exerciseDriver(name: string, factory: DriverFactory): void {
     exerciseControl(factory);
     exerciseDependencies(factory, supportsListen);
     exerciseSchedules(factory);
+    exerciseTypes(factory);
     if (supportsListen) exerciseListen(factory);
   });
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decideLock } from '../../src/core/rules/locks.js';
+import { decideLock, lockProbes } from '../../src/core/rules/locks.js';
 import type { LockHolder } from '../../src/store/store.js';
 import { T0, eachTest, type DriverFactory } from './harness.js';
 
@@ -71,6 +71,38 @@ export function exerciseLocks(factory: DriverFactory): void {
       assert.deepEqual(first.items.map((l) => l.id), ['P0', 'P2']);
       const second = await h.store.lockList({ agentId: a, limit: 2, cursor: first.nextCursor! });
       assert.deepEqual([second.items.map((l) => l.id), second.nextCursor], [['P4'], null]);
+    });
+
+    const dirLock = (id: string, agentId: string, resources: string[], ttlMs = 1_000, now = T0) =>
+      h.store.lockAcquire({ id, agentId, resources, ttlMs, description: '', now, decide: (holders) => decideLock(holders, now), probes: lockProbes(resources) });
+
+    it('TreatsANameEndingInSlashAsADirectory that clashes with everything below it, both ways', async () => {
+      const a = await h.agent(['k']);
+      const b = await h.agent(['k']);
+      assert.ok((await dirLock('D1', a, ['src/lib/'])).acquired);
+      const below = await dirLock('D2', b, ['src/lib/deep/a.ts']);
+      assert.deepEqual(below, { acquired: false, conflicts: [{ resource: 'src/lib/', lockId: 'D1', agentId: a, expiresAt: T0 + 1_000 }] });
+      const above = await dirLock('D3', b, ['src/']);
+      assert.equal(above.acquired, false);
+      assert.ok((await dirLock('D4', b, ['src/library.ts', 'src/lib', 'src/lib0/x'])).acquired, 'siblings whose names only start alike are free');
+      assert.ok((await dirLock('D5', a, ['docs/a.md'])).acquired);
+      const wide = await dirLock('D6', b, ['docs/']);
+      assert.deepEqual(wide.acquired ? [] : wide.conflicts.map((c) => c.resource), ['docs/a.md']);
+      // A lapsed directory lock holds nothing.
+      assert.ok((await dirLock('D7', b, ['src/lib/x.ts'], 1_000, T0 + 1_000)).acquired);
+    });
+
+    it('RenewsALockThatHasNotLapsed, only for its holder', async () => {
+      const a = await h.agent(['k']);
+      const b = await h.agent(['k']);
+      await lock('R1', a, ['r1'], 1_000);
+      const refused = await h.store.lockRenew({ id: 'R1', holder: b, expiresAt: T0 + 5_000, now: T0 + 10 });
+      assert.deepEqual([refused.renewed, refused.current?.expiresAt], [undefined, T0 + 1_000]);
+      const renewed = await h.store.lockRenew({ id: 'R1', holder: a, expiresAt: T0 + 5_000, now: T0 + 10 });
+      assert.equal(renewed.renewed?.expiresAt, T0 + 5_000);
+      const lapsed = await h.store.lockRenew({ id: 'R1', expiresAt: T0 + 9_000, now: T0 + 5_000 });
+      assert.equal(lapsed.renewed, undefined);
+      assert.equal((await h.store.lockRenew({ id: 'nope', expiresAt: T0, now: T0 })).current, undefined);
     });
   });
 }

@@ -22,6 +22,7 @@ const views: Record<Route['view'], () => Promise<ViewModule>> = {
   case: () => import('./views/case-detail.js'),
   locks: () => import('./views/locks.js'),
   schedules: () => import('./views/schedules.js'),
+  types: () => import('./views/types.js'),
 };
 
 /** The nav entry a detail view belongs under. */
@@ -105,7 +106,7 @@ function App() {
       <header>
         <a class="brand" href="#/">fleetd</a>
         <nav>
-          {(['overview', 'agents', 'tasks', 'schedules', 'pipelines', 'cases', 'locks'] as const).map((v) => (
+          {(['overview', 'agents', 'tasks', 'types', 'schedules', 'pipelines', 'cases', 'locks'] as const).map((v) => (
             <a href={v === 'overview' ? '#/' : `#/${v}`} class={section === v ? 'active' : ''}>
               {v[0].toUpperCase() + v.slice(1)}
             </a>

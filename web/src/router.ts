@@ -11,6 +11,7 @@ export type Route = { query: URLSearchParams } & (
   | { view: 'case'; id: number }
   | { view: 'locks' }
   | { view: 'schedules' }
+  | { view: 'types' }
 );
 
 /** A positive integer id from the address, or undefined. */
@@ -31,6 +32,7 @@ export function parseRoute(hash: string): Route {
   if (parts[0] === 'cases') return id ? { ...at, view: 'case', id } : { ...at, view: 'cases' };
   if (parts[0] === 'locks') return { ...at, view: 'locks' };
   if (parts[0] === 'schedules') return { ...at, view: 'schedules' };
+  if (parts[0] === 'types') return { ...at, view: 'types' };
   return { ...at, view: 'overview' };
 }
 

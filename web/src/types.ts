@@ -20,6 +20,7 @@ export type {
   TaskSummaryJson as TaskSummary,
   ActivityEntryJson as ActivityEntry,
   TaskActivityJson as TaskActivity,
+  TaskTypeJson as TaskType,
 } from '../../src/domain/wire.js';
 export type { StreamEvent as LiveEvent } from '../../src/protocol/events.js';
 export type { Page, TaskStatus } from '../../src/domain/types.js';

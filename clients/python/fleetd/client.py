@@ -90,6 +90,8 @@ SUBMIT_OPTIONS = {
     "parent_id": "parentId",
     "depends_on": "dependsOn",
     "on_dependency_failure": "onDependencyFailure",
+    "concurrency_key": "concurrencyKey",
+    "locks": "locks",
 }
 
 
@@ -224,10 +226,12 @@ class AsyncFleet:
         parent_id: int | None = None,
         depends_on: list[int] | None = None,
         on_dependency_failure: Literal["cancel", "run"] | None = None,
+        concurrency_key: str | None = None,
+        locks: list[str] | None = None,
     ) -> Task:
         """Submits a task and returns it; with an idempotency key used before, the first task with it.
         With ``depends_on`` it waits until those tasks have finished (see docs/workflows.md)."""
-        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata, parent_id=parent_id, depends_on=depends_on, on_dependency_failure=on_dependency_failure))
+        task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata, parent_id=parent_id, depends_on=depends_on, on_dependency_failure=on_dependency_failure, concurrency_key=concurrency_key, locks=locks))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
     async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:

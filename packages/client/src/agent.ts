@@ -11,7 +11,7 @@ import {
   type TaskInput,
   type TaskJson,
 } from './wire.js';
-import { FleetApiError, NonRetryableError, TaskRevokedError } from './errors.js';
+import { FleetApiError, NonRetryableError, RetryLaterError, TaskRevokedError } from './errors.js';
 import { isNodeFailure } from './connection.js';
 import { ActivityReporter, type LogLevel } from './activity.js';
 
@@ -73,6 +73,11 @@ export interface TaskContext {
    * of new ones. The answer: the children, in order.
    */
   spawn(children: TaskInput[]): Promise<TaskJson[]>;
+  /**
+   * Gives the task back for later without spending an attempt (throws a RetryLaterError, so the
+   * handler ends here): it returns to the queue after delayMs.
+   */
+  release(delayMs: number, reason?: string): never;
 }
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
@@ -417,6 +422,9 @@ export class FleetAgent extends EventEmitter {
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
+    const release = (delayMs: number, reason?: string): never => {
+      throw new RetryLaterError(delayMs, reason);
+    };
     try {
       let spawnCalls = 0;
       const spawn = async (children: TaskInput[]): Promise<TaskJson[]> => {
@@ -432,10 +440,19 @@ export class FleetAgent extends EventEmitter {
         output: (chunk) => activity.output(chunk),
         flush: () => activity.flush(),
         spawn,
+        release,
       };
       const result = await this.handler!(task, context);
       outcome = { type: 'complete', id: task.id, result: result ?? null };
     } catch (err) {
+      if (err instanceof RetryLaterError) {
+        clearInterval(run.extender);
+        // Its reports go first: once the task is given back, fleetd takes no more of them.
+        await activity.flush();
+        activity.close();
+        if (!run.cancelled) await this.giveBack(task, err);
+        return;
+      }
       const e = err instanceof Error ? err : new Error(String(err));
       outcome = {
         type: 'fail',
@@ -453,6 +470,25 @@ export class FleetAgent extends EventEmitter {
     // leased to this agent again) taken for the new attempt's.
     if (run.cancelled) return;
     await this.report(task, outcome);
+  }
+
+  /** Releases the task for later (over HTTP), through passing troubles of the server while the lease may still be held. */
+  private async giveBack(task: TaskJson, err: RetryLaterError): Promise<void> {
+    const leaseLapsesAt = Date.now() + task.leaseMs;
+    const body = { agentId: this.agentId, delayMs: Math.max(0, Math.round(err.delayMs)), reason: err.message };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.request('POST', `/v1/tasks/${task.id}/release`, body, { credential: this.token, traceparent: task.traceparent });
+        return;
+      } catch (e) {
+        const refused = e instanceof FleetApiError && !TRANSIENT_CODES.has(e.code);
+        if (refused || Date.now() >= leaseLapsesAt || (this.stopping && attempt >= REPORT_ATTEMPTS)) {
+          this.warn(e);
+          return;
+        }
+        await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
+      }
+    }
   }
 
   private async extend(task: TaskJson, controller: AbortController): Promise<void> {

@@ -68,6 +68,21 @@ export class TaskWaitTimeoutError extends TaskOutcomeError {
   }
 }
 
+/**
+ * Throw from a handler (or call `ctx.release(delayMs)`) to give the task back for later without
+ * spending an attempt: its provider answered 429, a resource it needs is busy. The task returns to
+ * the queue after `delayMs`.
+ */
+export class RetryLaterError extends Error {
+  constructor(
+    readonly delayMs: number,
+    message = `retry in ${delayMs} ms`,
+  ) {
+    super(message);
+    this.name = 'RetryLaterError';
+  }
+}
+
 /** An error answer from the server: its HTTP status, the fleetd error code and details. */
 export class FleetApiError extends Error {
   constructor(

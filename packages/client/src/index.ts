@@ -6,6 +6,7 @@ export type { LogLevel } from './activity.js';
 export {
   NonRetryableError,
   FleetApiError,
+  RetryLaterError,
   TaskRevokedError,
   TaskOutcomeError,
   TaskFailedError,

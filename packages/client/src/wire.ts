@@ -45,7 +45,8 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_TIMEOUT": 409,
   "FLEETD_ERR_EXPIRED": 409,
   "FLEETD_ERR_AUTH_RATE_LIMITED": 429,
-  "FLEETD_ERR_KEY_EXPIRED": 401
+  "FLEETD_ERR_KEY_EXPIRED": 401,
+  "FLEETD_ERR_RELEASED": 409
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
@@ -86,6 +87,8 @@ export interface TaskJson {
     result: unknown;
     error: unknown;
   })[];
+  concurrencyKey: string | null;
+  locks: string[];
 }
 
 export interface TaskSummaryJson {
@@ -115,6 +118,8 @@ export interface TaskSummaryJson {
   parentId: number | null;
   dependencyCount: number;
   dependenciesPending: number;
+  concurrencyKey: string | null;
+  locks: string[];
 }
 
 export interface TaskInput {
@@ -136,6 +141,8 @@ export interface TaskInput {
   parentId?: number;
   dependsOn?: number[];
   onDependencyFailure?: "cancel" | "run";
+  concurrencyKey?: string;
+  locks?: string[];
 }
 
 export interface AgentJson {
@@ -157,7 +164,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_SCHEDULE_EXISTS" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED" | "FLEETD_ERR_AUTH_RATE_LIMITED" | "FLEETD_ERR_KEY_EXPIRED";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_SCHEDULE_EXISTS" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED" | "FLEETD_ERR_AUTH_RATE_LIMITED" | "FLEETD_ERR_KEY_EXPIRED" | "FLEETD_ERR_RELEASED";
   message: string;
   details: Record<string, unknown>;
 }
@@ -265,6 +272,8 @@ export interface ScheduleInput {
     agentId?: string;
     tags?: string[];
     metadata?: Record<string, unknown>;
+    concurrencyKey?: string;
+    locks?: string[];
   };
   overlap?: "skip" | "allow";
   catchUp?: "none" | "latest" | "all";
@@ -444,7 +453,7 @@ export interface EventData {
   };
   "task.requeued": {
     task: TaskSummaryJson;
-    reason: "lease_expired" | "agent_offline";
+    reason: "lease_expired" | "agent_offline" | "released";
   };
   "task.dead": {
     task: TaskSummaryJson;

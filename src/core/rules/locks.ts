@@ -10,3 +10,33 @@ export function decideLock(holders: LockHolder[], now: number): LockDecision {
   if (conflicts.length > 0) return { acquire: false, conflicts };
   return { acquire: true, replace: [...new Set(holders.map((h) => h.lockId))] };
 }
+
+/**
+ * Where the holders of a lock's resources may be, since a resource ending in `/` is a directory: a
+ * lock on `src/` clashes with `src/a.ts` and the other way round. `exact`: each resource and every
+ * directory above it; `under`: each directory asked for, whose every resource below clashes;
+ * `roots`: the first segments, sorted, on which acquirers that might clash take turns.
+ */
+export function lockProbes(resources: readonly string[]): { exact: string[]; under: string[]; roots: string[] } {
+  const exact = new Set<string>();
+  const under = new Set<string>();
+  const roots = new Set<string>();
+  for (const resource of resources) {
+    exact.add(resource);
+    const segments = resource.split('/');
+    roots.add(segments[0]);
+    for (let i = 1; i < segments.length; i++) exact.add(`${segments.slice(0, i).join('/')}/`);
+    if (resource.endsWith('/')) under.add(resource);
+  }
+  return { exact: [...exact], under: [...under], roots: [...roots].sort() };
+}
+
+/** Why a resource name cannot be locked, or null: a `..` segment would name a path outside the one it seems to. */
+export function badLockPath(resource: string): string | null {
+  if (resource.length === 0) return 'is empty';
+  if (resource.split('/').includes('..')) return 'has a .. segment';
+  return null;
+}
+
+/** Whether two resource names clash: the same name, or one is a directory (ends in `/`) the other lies in. */
+export const resourcesClash = (a: string, b: string): boolean => a === b || (a.endsWith('/') && b.startsWith(a)) || (b.endsWith('/') && a.startsWith(b));

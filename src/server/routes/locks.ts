@@ -14,12 +14,24 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
         tags: ['locks'],
         summary: 'Acquire a lock on resources',
         description:
-          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. The lock ends after ttlMs, when released, or when its agent goes offline.',
+          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. A name ending in / is a directory: it clashes with every name below it, and they with it; a name with a .. segment is refused. With waitMs (up to 30000) the request waits in line, first come first served, for the resources to free, and answers 409 only if they have not by then. The lock ends after ttlMs, when released, or when its agent goes offline.',
         body: { ...LockInputSchema, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', resources: ['src/app.ts', 'src/db.ts'], ttlMs: 60000, description: 'refactor' }] },
         response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
-    async (request) => lockJson(await fleet.locks.acquire(request.body)),
+    async (request, reply) => {
+      const controller = new AbortController();
+      // A client that hangs up leaves the line.
+      const onClose = () => {
+        if (!reply.raw.writableEnded) controller.abort();
+      };
+      reply.raw.once('close', onClose);
+      try {
+        return lockJson(await fleet.locks.acquire(request.body, controller.signal));
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    },
   );
 
   app.get(
@@ -41,6 +53,30 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
           return { items: page.items.map(lockJson), nextCursor: page.nextCursor };
         },
       }),
+  );
+
+  app.post(
+    '/locks/:id/renew',
+    {
+      config: { access: 'agent', actsFor: bodyAgent },
+      bodyLimit: bodyLimits.control,
+      schema: {
+        tags: ['locks'],
+        summary: 'Renew a lock',
+        description: "Its expiry moves to ttlMs from now. An agent renews only its own locks; an admin key may renew any. A lock past its expiry cannot be renewed (404).",
+        params: Type.Object({ id: Id }),
+        body: Type.Object(
+          { ttlMs: Type.Integer({ minimum: 1 }), agentId: Type.Optional(Id) },
+          { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', ttlMs: 60000 }] },
+        ),
+        response: { 200: LockSchema, ...errors(400, 403, 404, 413, 415) },
+      },
+    },
+    async (request) => {
+      const p = request.principal;
+      const agentId = p?.kind === 'agent' ? p.agentId : request.body.agentId;
+      return lockJson(await fleet.locks.renew(request.params.id, request.body.ttlMs, agentId));
+    },
   );
 
   app.get(

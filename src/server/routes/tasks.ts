@@ -6,7 +6,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
-import { Id, Pagination, Tag, TaskInputSchema, type TaskInputBody } from '../schemas.js';
+import { Id, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
@@ -25,6 +25,7 @@ const submittedExample = {
     runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
     claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
     parentId: null, dependencyCount: 0, dependenciesPending: 0,
+    concurrencyKey: null, locks: [],
   },
   created: true,
 };
@@ -210,7 +211,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         description: 'Stores the result and finishes the task. 409 FLEETD_ERR_LEASE_LOST when the lease is no longer this agent\'s (it expired and the task went back to the queue).',
         params: TaskId,
         body: Type.Object(
-          { agentId: Id, result: Type.Optional(Type.Unknown()) },
+          { agentId: Id, result: Type.Optional(Type.Unknown()), usage: Type.Optional(UsageInputSchema) },
           { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', result: { pages: 12 } }] },
         ),
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
@@ -229,7 +230,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once.',
         params: TaskId,
         body: Type.Object(
-          { agentId: Id, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()) },
+          { agentId: Id, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()), usage: Type.Optional(UsageInputSchema) },
           { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', error: { message: 'HTTP 503 from acme.com' }, retryable: true }] },
         ),
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },

@@ -12,6 +12,7 @@ import { migrate } from './migrations.js';
 import { PostgresRuns } from './runs.js';
 import { postgresSchedules } from './schedules.js';
 import { postgresTasks } from './tasks.js';
+import { postgresTypes } from './types.js';
 
 /** The PostgreSQL driver with its pool, for tests that reach below the contract (a schema each, plans). */
 export interface PostgresDriver extends Driver {
@@ -24,8 +25,9 @@ export interface PostgresDriver extends Driver {
  */
 export function openPostgres(options: PostgresOptions): PostgresDriver {
   const database = new PostgresDatabase(options);
-  const tasks = postgresTasks(database);
+  const types = postgresTypes(database);
   const locks = postgresLocks(database);
+  const tasks = postgresTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'postgres',
     async ping() {
@@ -40,6 +42,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     ...postgresActivity(database),
     ...postgresSchedules(database),
     ...postgresAudit(database),
+    ...types.store,
   };
   return {
     name: 'postgres',

@@ -2,37 +2,52 @@ import type { Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { toLock, type LockRow } from '../rows.js';
-import type { LockAcquireResult, LockHolder, LockStore } from '../store.js';
+import type { LockAcquireParams, LockAcquireResult, LockHolder, LockStore } from '../store.js';
 import { UNIQUE_VIOLATION, type PostgresDatabase, type Query } from './database.js';
 
 /** The locks area of the PostgreSQL driver, and the dropping of agents' locks that their release shares. */
-export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLocksOf: (q: Query, agentIds: string[]) => Promise<Lock[]> } {
+export function postgresLocks(db: PostgresDatabase): {
+  store: LockStore;
+  dropLocksOf: (q: Query, agentIds: string[]) => Promise<Lock[]>;
+  /** Inside a transaction: takes a lock as `lockAcquire` does (a claim takes a task's locks with its lease). */
+  acquireIn: (q: Query, params: LockAcquireParams) => Promise<LockAcquireResult>;
+} {
   const query: Query = (text, values) => db.query(text, values);
 
+  /**
+   * Inside a transaction. Two nodes racing for the same free resource both find no holder; the
+   * second then fails on the resource's primary key, and running it again finds the first as the
+   * holder: a conflict.
+   */
+  async function acquireIn(q: Query, params: LockAcquireParams): Promise<LockAcquireResult> {
+    const probes = params.probes ?? { exact: params.resources, under: [], roots: [] };
+    // A directory and a file below it have no row in common to lock: acquirers under the same
+    // first segment take turns (in sorted order, so that two cannot wait on each other).
+    for (const root of probes.roots) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-lock:${db.schema}:${root}`]);
+    const found = await q<LockHolder>(
+      `SELECT lr.resource, l.id AS "lockId", l.agent_id AS "agentId", l.expires_at AS "expiresAt" FROM lock_resources lr
+       JOIN locks l ON l.seq = lr.lock_seq
+       WHERE lr.resource = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS d(dir) WHERE left(lr.resource, length(d.dir)) = d.dir)
+       FOR UPDATE OF l`,
+      [probes.exact, probes.under],
+    );
+    const byResource = new Map(found.map((h) => [h.resource, h]));
+    const order = [...probes.exact, ...found.map((h) => h.resource).filter((r) => !probes.exact.includes(r)).sort()];
+    const decision = params.decide([...new Set(order)].flatMap((r) => byResource.get(r) ?? []));
+    if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
+    if (decision.replace.length > 0) await q('DELETE FROM locks WHERE id = ANY($1::text[])', [decision.replace]);
+    const [row] = await q<LockRow>(
+      `INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+      [params.id, params.agentId, JSON.stringify(params.resources), params.description, params.now, params.now + params.ttlMs],
+    );
+    await q('INSERT INTO lock_resources (resource, lock_seq) SELECT unnest($1::text[]), $2', [params.resources, row.seq]);
+    return { acquired: true, lock: toLock(row) };
+  }
+
   const store: LockStore = {
-    /**
-     * Two nodes racing for the same free resource both find no holder; the second then fails on the
-     * resource's primary key, and running it again finds the first as the holder: a conflict.
-     */
     lockAcquire(params) {
-      return db.transaction(async (q): Promise<LockAcquireResult> => {
-        const found = await q<LockHolder>(
-          `SELECT lr.resource, l.id AS "lockId", l.agent_id AS "agentId", l.expires_at AS "expiresAt" FROM lock_resources lr
-           JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ANY($1::text[]) FOR UPDATE OF l`,
-          [params.resources],
-        );
-        const byResource = new Map(found.map((h) => [h.resource, h]));
-        const decision = params.decide(params.resources.flatMap((r) => byResource.get(r) ?? []));
-        if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
-        if (decision.replace.length > 0) await q('DELETE FROM locks WHERE id = ANY($1::text[])', [decision.replace]);
-        const [row] = await q<LockRow>(
-          `INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-          [params.id, params.agentId, JSON.stringify(params.resources), params.description, params.now, params.now + params.ttlMs],
-        );
-        await q('INSERT INTO lock_resources (resource, lock_seq) SELECT unnest($1::text[]), $2', [params.resources, row.seq]);
-        return { acquired: true, lock: toLock(row) };
-      }, [UNIQUE_VIOLATION]);
+      return db.transaction((q) => acquireIn(q, params), [UNIQUE_VIOLATION]);
     },
 
     async lockRelease(params) {
@@ -47,6 +62,15 @@ export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLoc
     async lockGet(params) {
       const [row] = await query<LockRow>('SELECT * FROM locks WHERE id = $1', [params.id]);
       return row && toLock(row);
+    },
+
+    async lockRenew(params) {
+      const [row] = await query<LockRow>(
+        'UPDATE locks SET expires_at = $3 WHERE id = $1 AND expires_at > $4 AND ($2::text IS NULL OR agent_id = $2) RETURNING *',
+        [params.id, params.holder ?? null, params.expiresAt, params.now],
+      );
+      if (row) return { renewed: toLock(row) };
+      return { renewed: undefined, current: await store.lockGet({ id: params.id }) };
     },
 
     async lockList(params) {
@@ -71,6 +95,7 @@ export function postgresLocks(db: PostgresDatabase): { store: LockStore; dropLoc
 
   return {
     store,
+    acquireIn,
     async dropLocksOf(q, agentIds) {
       const rows = await q<LockRow>('DELETE FROM locks WHERE agent_id = ANY($1::text[]) RETURNING *', [agentIds]);
       return rows.sort((a, b) => a.seq - b.seq).map(toLock);

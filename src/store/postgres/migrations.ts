@@ -344,21 +344,122 @@ CREATE INDEX task_activity_by_kind ON task_activity (task_id, kind, mark);
 `,
   },
   {
-    version: 8,
-    name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
+    version: 6,
+    name: 'fair sharing: concurrency keys, type policies and pauses, rate-limit starts, round-robin turns',
     sql: `
--- One row per version of a pipeline defined over the API; a NULL definition is a deletion.
-CREATE TABLE pipeline_versions (
-  name       TEXT    NOT NULL,
-  version    INTEGER NOT NULL,
-  definition TEXT,
-  created_at BIGINT  NOT NULL,
-  PRIMARY KEY (name, version)
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+-- Resources a task locks while it is leased (JSON array); its lock is named task-<id>.
+ALTER TABLE tasks ADD COLUMN locks TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX tasks_queued_locking ON tasks (id) WHERE status = 'queued' AND locks <> '[]';
+-- Queued tasks by (requirement set, type, priority, key): what a claim takes turns over. Sharded
+-- like task_counts, so that concurrent writers do not queue on one row.
+CREATE TABLE queued_groups (
+  req_key  TEXT    NOT NULL,
+  type     TEXT    NOT NULL,
+  priority INTEGER NOT NULL,
+  ckey     TEXT    NOT NULL,
+  shard    INTEGER NOT NULL,
+  n        BIGINT  NOT NULL,
+  PRIMARY KEY (req_key, type, priority, ckey, shard)
 );
--- The version a run was started with; NULL for a pipeline of the file (or of code).
-ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
--- An approval step waiting for a decision: its prompt, deadline and who may decide (JSON).
-ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
+INSERT INTO queued_groups SELECT req_key, type, priority, concurrency_key, 0, count(*) FROM tasks WHERE status = 'queued'
+  GROUP BY req_key, type, priority, concurrency_key;
+CREATE FUNCTION fleetd_queued_groups() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+      SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, count(*) FROM new_rows WHERE status = 'queued'
+      GROUP BY req_key, type, priority, concurrency_key ORDER BY req_key, type, priority, concurrency_key
+      ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+  ELSIF TG_OP = 'UPDATE' THEN
+    INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+      SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, sum(d) FROM (
+        SELECT nw.req_key, nw.type, nw.priority, nw.concurrency_key, CASE WHEN nw.status = 'queued' THEN 1 ELSE -1 END AS d
+        FROM new_rows nw JOIN old_rows o ON o.id = nw.id WHERE (nw.status = 'queued') <> (o.status = 'queued')
+      ) x
+      GROUP BY req_key, type, priority, concurrency_key HAVING sum(d) <> 0 ORDER BY req_key, type, priority, concurrency_key
+      ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+    -- A task's locks belong to its lease: they go when the lease ends, whichever way it ends.
+    DELETE FROM locks WHERE id IN (
+      SELECT 'task-' || o.id FROM old_rows o JOIN new_rows nw ON nw.id = o.id
+      WHERE o.status = 'leased' AND nw.status <> 'leased' AND o.locks <> '[]');
+    -- A lease of a type with a policy ended: a task it held back may go now, on any node.
+    IF EXISTS (SELECT 1 FROM type_policies) THEN
+      PERFORM fleetd_notify_available(coalesce((
+        SELECT jsonb_object_agg(req_key, n) FROM (
+          SELECT g.req_key, least(sum(g.n), max(f.freed)) AS n FROM queued_groups g
+          JOIN (SELECT o.type, count(*) AS freed FROM old_rows o JOIN new_rows nw ON nw.id = o.id
+                WHERE o.status = 'leased' AND nw.status <> 'leased' AND o.type IN (SELECT type FROM type_policies) GROUP BY o.type) f
+            ON f.type = g.type
+          GROUP BY g.req_key HAVING sum(g.n) > 0) q), '{}'::jsonb));
+    END IF;
+  ELSE
+    DELETE FROM locks WHERE id IN (SELECT 'task-' || id FROM old_rows WHERE status = 'leased' AND locks <> '[]');
+    INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+      SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, -count(*) FROM old_rows WHERE status = 'queued'
+      GROUP BY req_key, type, priority, concurrency_key ORDER BY req_key, type, priority, concurrency_key
+      ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_queued_groups_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_queued_groups();
+CREATE TRIGGER tasks_queued_groups_update AFTER UPDATE ON tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_queued_groups();
+CREATE TRIGGER tasks_queued_groups_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS old_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION fleetd_queued_groups();
+CREATE INDEX tasks_queued_by_group ON tasks (req_key, type, priority, concurrency_key, id) WHERE status = 'queued';
+CREATE INDEX tasks_queued_keyed ON tasks (concurrency_key) WHERE status = 'queued' AND concurrency_key <> '';
+CREATE INDEX tasks_leased_by_type ON tasks (type, concurrency_key) WHERE status = 'leased';
+
+CREATE TABLE type_policies (
+  type       TEXT   PRIMARY KEY,
+  policy     TEXT   NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+-- ckey '' pauses the whole type.
+CREATE TABLE type_pauses (
+  type       TEXT   NOT NULL,
+  ckey       TEXT   NOT NULL,
+  until      BIGINT,
+  reason     TEXT,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (type, ckey)
+);
+-- A pause that ends, or a policy that changes, may free tasks it held back: wake claims on every node.
+CREATE FUNCTION fleetd_type_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM fleetd_notify_available(coalesce((
+    SELECT jsonb_object_agg(req_key, n) FROM (
+      SELECT req_key, sum(n) AS n FROM queued_groups WHERE type = (CASE WHEN TG_OP = 'DELETE' THEN OLD.type ELSE NEW.type END)
+      GROUP BY req_key HAVING sum(n) > 0) q), '{}'::jsonb));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER type_pauses_end AFTER DELETE ON type_pauses FOR EACH ROW EXECUTE FUNCTION fleetd_type_changed();
+CREATE TRIGGER type_policies_change AFTER INSERT OR UPDATE ON type_policies FOR EACH ROW EXECUTE FUNCTION fleetd_type_changed();
+CREATE TABLE type_starts (
+  type TEXT   NOT NULL,
+  ckey TEXT   NOT NULL,
+  at   BIGINT NOT NULL
+);
+CREATE INDEX type_starts_by_type ON type_starts (type, at);
+CREATE TABLE fair_keys (
+  ckey TEXT PRIMARY KEY,
+  pass DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE fair_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock DOUBLE PRECISION NOT NULL);
+INSERT INTO fair_clock VALUES (1, 0);
+-- What agents reported their tasks used (tokens, cost), for the sums per type and key over an hour and a day.
+CREATE TABLE task_usage (
+  type          TEXT   NOT NULL,
+  ckey          TEXT   NOT NULL,
+  at            BIGINT NOT NULL,
+  input_tokens  BIGINT NOT NULL,
+  output_tokens BIGINT NOT NULL,
+  cost_usd      DOUBLE PRECISION NOT NULL,
+  model         TEXT
+);
+CREATE INDEX task_usage_by_type ON task_usage (type, at);
 `,
   },
   {
@@ -403,6 +504,24 @@ CREATE TABLE schedules (
   updated_at   BIGINT  NOT NULL
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+`,
+  },
+  {
+    version: 8,
+    name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
+    sql: `
+-- One row per version of a pipeline defined over the API; a NULL definition is a deletion.
+CREATE TABLE pipeline_versions (
+  name       TEXT    NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT,
+  created_at BIGINT  NOT NULL,
+  PRIMARY KEY (name, version)
+);
+-- The version a run was started with; NULL for a pipeline of the file (or of code).
+ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
+-- An approval step waiting for a decision: its prompt, deadline and who may decide (JSON).
+ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
 `,
   },
   {

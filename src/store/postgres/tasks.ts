@@ -1,25 +1,42 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
+import type { QueuedGroup } from '../../domain/type-policies.js';
 import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
-import type { AgentStatus, Task, TaskCount } from '../../domain/types.js';
+import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
-import type { EndLease, LinkStart, TaskClaimParams, TaskClaimResult, TaskInsertParams, TaskInsertResult, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import {
+  TASK_LOCK_TTL_MS,
+  taskLockId,
+  type EndLease,
+  type LinkStart,
+  type LockAcquireParams,
+  type LockAcquireResult,
+  type TaskClaimParams,
+  type TaskClaimResult,
+  type TaskInsertParams,
+  type TaskInsertResult,
+  type TaskStore,
+  type TaskTransition,
+  type TaskWrite,
+} from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
+import type { PostgresAdmission } from './types.js';
 
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
 /** Inserts a batch in one statement, in order, so that ids follow the batch's order. */
 const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
   INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
+    max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
+    concurrency_key, locks)
   SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
-    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata
+    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[]) WITH ORDINALITY
+    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) WITH ORDINALITY
     AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
-      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, ord)
+      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *
@@ -164,7 +181,11 @@ const AGENT_CLAIM_LOCK = prepared(
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
-export function postgresTasks(db: PostgresDatabase): {
+export function postgresTasks(
+  db: PostgresDatabase,
+  admission: PostgresAdmission,
+  acquireLock: (q: Query, params: LockAcquireParams) => Promise<LockAcquireResult>,
+): {
   store: TaskStore;
   endLeases: (q: Query, rows: TaskRow[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
 } {
@@ -262,6 +283,8 @@ export function postgresTasks(db: PostgresDatabase): {
     const ids = [...new Set(batch.map((p) => p.agentId))].sort();
     const rows = await q<AgentRow & { previous_status: AgentStatus }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
     const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
+    const planned = batch.some((p) => p.plan) && !(await admission.plain(q));
+    if (planned) await admission.lock(q);
     const results: (TaskClaimResult | Error)[] = [];
     for (const params of batch) {
       const found = agents.get(params.agentId);
@@ -270,6 +293,11 @@ export function postgresTasks(db: PostgresDatabase): {
         continue;
       }
       const { agent, previousStatus } = found;
+      if (planned && params.plan) {
+        results.push({ agent, previousStatus, ...(await plannedClaim(q, params, agent)) });
+        found.previousStatus = 'online';
+        continue;
+      }
       // One row whatever was claimed: the leased tasks as JSON, and the agent's room before the claim.
       const [claimed] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
         params.agentId,
@@ -279,11 +307,59 @@ export function postgresTasks(db: PostgresDatabase): {
         agent.maxConcurrency,
       ]);
       const tasks = claimed.tasks.map(toTask).sort(byClaimOrder);
-      results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length) });
+      results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length), heldBack: {}, retryAt: null });
       // A second claim by the same agent in this batch finds it online already.
       found.previousStatus = 'online';
     }
     return results;
+  }
+
+  /**
+   * A claim under policies, pauses or concurrency keys: core's plan says which group goes next, and
+   * each task goes by one statement (the oldest head among the groups, leased).
+   */
+  async function plannedClaim(q: Query, params: TaskClaimParams, agent: Agent): Promise<Omit<TaskClaimResult, 'agent' | 'previousStatus'>> {
+    const [{ n: inFlight }] = await q<{ n: number }>("SELECT count(*)::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'", [agent.id]);
+    const free = agent.maxConcurrency - inFlight;
+    const room = Math.min(params.max, free);
+    if (room <= 0) return { tasks: [], room: 0, heldBack: {}, retryAt: null };
+    const groups = await admission.groups(q, claimKeysOf(agent));
+    const plan = params.plan!(await admission.state(q, params.now, groups), groups, params.now);
+    const tasks: Task[] = [];
+    // Only while some queued task locks resources: its lease is undone if its locks are held.
+    const locking = await admission.locking(q);
+    // Tasks whose locks are held are passed over, each group's next task considered instead.
+    const passed = new Map<QueuedGroup, number>();
+    for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
+      if (locking) await q('SAVEPOINT fleetd_head');
+      const row = await admission.leaseHead(q, next, agent.id, params.now, passed);
+      const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
+      if (row && group && row.locks !== '[]') {
+        const resources = JSON.parse(row.locks) as string[];
+        const taken = await acquireLock(q, {
+          id: taskLockId(row.id),
+          agentId: agent.id,
+          resources,
+          ttlMs: TASK_LOCK_TTL_MS,
+          description: `task ${row.id}`,
+          now: params.now,
+          decide: plan.locks.decide,
+          probes: plan.locks.probes(resources),
+        });
+        if (!taken.acquired) {
+          await q('ROLLBACK TO SAVEPOINT fleetd_head');
+          passed.set(group, row.id);
+          plan.lockedOut(group);
+          continue;
+        }
+      }
+      if (locking) await q('RELEASE SAVEPOINT fleetd_head');
+      if (row) tasks.push(toTask(row));
+      if (group) plan.took(group);
+      else plan.exhausted(next);
+    }
+    await admission.record(q, plan, params.now);
+    return { tasks, room: free - tasks.length, heldBack: plan.heldBack(), retryAt: plan.retryAt() };
   }
 
   /**
@@ -414,6 +490,8 @@ export function postgresTasks(db: PostgresDatabase): {
           tasks.map((t) => t.expiresAt),
           tasks.map((t) => JSON.stringify(t.tags)),
           tasks.map((t) => JSON.stringify(t.metadata)),
+          tasks.map((t) => t.concurrencyKey ?? ''),
+          tasks.map((t) => JSON.stringify(t.locks ?? [])),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       const linked = tasks.some((t) => t.links);
       if (!linked && tasks.every((t) => t.idempotencyKey === null)) {
@@ -478,6 +556,15 @@ export function postgresTasks(db: PostgresDatabase): {
       const { row, released } = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
       if (!row) return written(undefined, params.id);
       return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
+    },
+
+    async taskRelease(params) {
+      const [row] = await query<TaskRow>(
+        `UPDATE tasks SET status = $3, run_at = $4, attempts = greatest(0, attempts - 1), error = $5, updated_at = $6, lease_expires_at = NULL
+         WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
+        [params.id, params.agentId, params.status, params.runAt, JSON.stringify(params.error ?? null), params.now],
+      );
+      return written(row, params.id);
     },
 
     async taskExtendLease(params) {

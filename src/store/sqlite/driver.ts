@@ -12,6 +12,7 @@ import { sqliteLocks } from './locks.js';
 import { SqliteRuns } from './runs.js';
 import { sqliteSchedules } from './schedules.js';
 import { sqliteTasks } from './tasks.js';
+import { sqliteTypes } from './types.js';
 
 /** The SQLite driver with its database handle, for tests that reach below the contract (disk full). */
 export interface SqliteDriver extends Driver {
@@ -24,8 +25,9 @@ export interface SqliteDriver extends Driver {
  */
 export function openSqlite(options: SqliteOptions): SqliteDriver {
   const database = new SqliteDatabase(options);
-  const tasks = sqliteTasks(database);
+  const types = sqliteTypes(database);
   const locks = sqliteLocks(database);
+  const tasks = sqliteTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'sqlite',
     async ping() {
@@ -39,6 +41,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     ...sqliteActivity(database),
     ...sqliteSchedules(database),
     ...sqliteAudit(database),
+    ...types.store,
   };
   return {
     name: 'sqlite',

@@ -2,15 +2,24 @@ import type { Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { toLock, type LockRow } from '../rows.js';
-import type { LockHolder, LockStore } from '../store.js';
+import type { LockAcquireParams, LockAcquireResult, LockHolder, LockStore } from '../store.js';
 import type { SqliteDatabase } from './database.js';
 
 /** The locks area of the SQLite driver, and the dropping of an agent's locks that its release shares. */
-export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf: (agentId: string) => Lock[] } {
+export function sqliteLocks(d: SqliteDatabase): {
+  store: LockStore;
+  dropLocksOf: (agentId: string) => Lock[];
+  /** Inside a write: takes a lock as `lockAcquire` does (a claim takes a task's locks with its lease). */
+  acquireIn: (params: LockAcquireParams) => LockAcquireResult;
+} {
   const { db, groupCommit } = d;
   const s = {
     holder: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
         JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ?`),
+    under: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
+        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource > @dir AND lr.resource < @end`),
+    renew: db.prepare(`UPDATE locks SET expires_at = @expires_at WHERE id = @id AND expires_at > @now
+        AND (@holder IS NULL OR agent_id = @holder) RETURNING *`),
     insert: db.prepare(`INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
         VALUES (@id, @agent_id, @resources, @description, @now, @expires_at) RETURNING *`),
     resourceInsert: db.prepare('INSERT INTO lock_resources (resource, lock_seq) VALUES (?, ?)'),
@@ -21,25 +30,37 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
     nextExpiry: db.prepare('SELECT min(expires_at) FROM locks').pluck(),
   };
 
+  /** Inside a write (one writer: holders read cannot change before it commits). */
+  function acquireIn(params: LockAcquireParams): LockAcquireResult {
+    const probes = params.probes ?? { exact: params.resources, under: [] };
+    const holders = probes.exact.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
+    // Everything below a directory: the names between "dir/" and "dir0" ('0' follows '/'), by the index.
+    const seen = new Set(holders.map((h) => h.resource));
+    for (const dir of probes.under) {
+      for (const h of s.under.all({ dir, end: `${dir.slice(0, -1)}0` }) as LockHolder[]) {
+        if (seen.has(h.resource)) continue;
+        seen.add(h.resource);
+        holders.push(h);
+      }
+    }
+    const decision = params.decide(holders);
+    if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
+    for (const id of decision.replace) s.release.run({ id, holder: null });
+    const row = s.insert.get({
+      id: params.id,
+      agent_id: params.agentId,
+      resources: JSON.stringify(params.resources),
+      description: params.description,
+      now: params.now,
+      expires_at: params.now + params.ttlMs,
+    }) as LockRow;
+    for (const resource of params.resources) s.resourceInsert.run(resource, row.seq);
+    return { acquired: true, lock: toLock(row) };
+  }
+
   const store: LockStore = {
     lockAcquire(params) {
-      // One writer: holders read inside the write cannot change before it commits.
-      return groupCommit.write(() => {
-        const holders = params.resources.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
-        const decision = params.decide(holders);
-        if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
-        for (const id of decision.replace) s.release.run({ id, holder: null });
-        const row = s.insert.get({
-          id: params.id,
-          agent_id: params.agentId,
-          resources: JSON.stringify(params.resources),
-          description: params.description,
-          now: params.now,
-          expires_at: params.now + params.ttlMs,
-        }) as LockRow;
-        for (const resource of params.resources) s.resourceInsert.run(resource, row.seq);
-        return { acquired: true, lock: toLock(row) };
-      });
+      return groupCommit.write(() => acquireIn(params));
     },
 
     lockRelease(params) {
@@ -56,6 +77,15 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
       return row && toLock(row);
     },
 
+    lockRenew(params) {
+      return groupCommit.write(() => {
+        const row = s.renew.get({ id: params.id, holder: params.holder ?? null, expires_at: params.expiresAt, now: params.now }) as LockRow | undefined;
+        if (row) return { renewed: toLock(row) };
+        const current = s.byId.get(params.id) as LockRow | undefined;
+        return { renewed: undefined, current: current && toLock(current) };
+      });
+    },
+
     async lockList(params) {
       return mapPage(await d.page(lists.lockList(params)), toLock);
     },
@@ -69,5 +99,5 @@ export function sqliteLocks(d: SqliteDatabase): { store: LockStore; dropLocksOf:
     },
   };
 
-  return { store, dropLocksOf: (agentId) => (s.ofAgent.all(agentId) as LockRow[]).map(toLock) };
+  return { store, dropLocksOf: (agentId) => (s.ofAgent.all(agentId) as LockRow[]).map(toLock), acquireIn };
 }

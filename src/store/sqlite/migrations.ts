@@ -283,21 +283,89 @@ CREATE INDEX task_activity_by_kind ON task_activity (task_id, kind, mark);
 `,
   },
   {
-    version: 11,
-    name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
+    version: 9,
+    name: 'fair sharing: concurrency keys, type policies and pauses, rate-limit starts, round-robin turns',
     sql: `
--- One row per version of a pipeline defined over the API; a NULL definition is a deletion.
-CREATE TABLE pipeline_versions (
-  name       TEXT    NOT NULL,
-  version    INTEGER NOT NULL,
-  definition TEXT,
-  created_at INTEGER NOT NULL,
-  PRIMARY KEY (name, version)
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT NOT NULL DEFAULT '';
+-- Resources a task locks while it is leased (JSON array); its lock is named task-<id>.
+ALTER TABLE tasks ADD COLUMN locks TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX tasks_queued_locking ON tasks (id) WHERE status = 'queued' AND locks <> '[]';
+-- A task's locks belong to its lease: they go when the lease ends, whichever way it ends.
+CREATE TRIGGER tasks_lease_locks_end AFTER UPDATE OF status ON tasks
+  WHEN OLD.status = 'leased' AND NEW.status <> 'leased' AND OLD.locks <> '[]' BEGIN
+  DELETE FROM locks WHERE id = 'task-' || OLD.id;
+END;
+CREATE TRIGGER tasks_lease_locks_gone AFTER DELETE ON tasks WHEN OLD.status = 'leased' AND OLD.locks <> '[]' BEGIN
+  DELETE FROM locks WHERE id = 'task-' || OLD.id;
+END;
+-- Queued tasks by (requirement set, type, priority, key): what a claim takes turns over.
+CREATE TABLE queued_groups (
+  req_key  TEXT    NOT NULL,
+  type     TEXT    NOT NULL,
+  priority INTEGER NOT NULL,
+  ckey     TEXT    NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (req_key, type, priority, ckey)
 ) WITHOUT ROWID;
--- The version a run was started with; NULL for a pipeline of the file (or of code).
-ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
--- An approval step waiting for a decision: its prompt, deadline and who may decide (JSON).
-ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
+INSERT INTO queued_groups SELECT req_key, type, priority, concurrency_key, count(*) FROM tasks WHERE status = 'queued'
+  GROUP BY req_key, type, priority, concurrency_key;
+CREATE TRIGGER tasks_queued_group_insert AFTER INSERT ON tasks WHEN NEW.status = 'queued' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_enter AFTER UPDATE OF status ON tasks WHEN NEW.status = 'queued' AND OLD.status <> 'queued' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_leave AFTER UPDATE OF status ON tasks WHEN OLD.status = 'queued' AND NEW.status <> 'queued' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+CREATE TRIGGER tasks_queued_group_delete AFTER DELETE ON tasks WHEN OLD.status = 'queued' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+CREATE INDEX tasks_queued_by_group ON tasks (req_key, type, priority, concurrency_key, id) WHERE status = 'queued';
+CREATE INDEX tasks_queued_keyed ON tasks (concurrency_key) WHERE status = 'queued' AND concurrency_key <> '';
+CREATE INDEX tasks_leased_by_type ON tasks (type, concurrency_key) WHERE status = 'leased';
+
+CREATE TABLE type_policies (
+  type       TEXT    PRIMARY KEY,
+  policy     TEXT    NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- ckey '' pauses the whole type.
+CREATE TABLE type_pauses (
+  type       TEXT    NOT NULL,
+  ckey       TEXT    NOT NULL,
+  until      INTEGER,
+  reason     TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (type, ckey)
+) WITHOUT ROWID;
+CREATE TABLE type_starts (
+  type TEXT    NOT NULL,
+  ckey TEXT    NOT NULL,
+  at   INTEGER NOT NULL
+);
+CREATE INDEX type_starts_by_type ON type_starts (type, at);
+CREATE TABLE fair_keys (
+  ckey TEXT PRIMARY KEY,
+  pass REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE fair_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock REAL NOT NULL);
+INSERT INTO fair_clock VALUES (1, 0);
+-- What agents reported their tasks used (tokens, cost), for the sums per type and key over an hour and a day.
+CREATE TABLE task_usage (
+  type          TEXT    NOT NULL,
+  ckey          TEXT    NOT NULL,
+  at            INTEGER NOT NULL,
+  input_tokens  INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  cost_usd      REAL    NOT NULL,
+  model         TEXT
+);
+CREATE INDEX task_usage_by_type ON task_usage (type, at);
 `,
   },
   {
@@ -341,6 +409,24 @@ CREATE TABLE schedules (
   updated_at   INTEGER  NOT NULL
 );
 CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+`,
+  },
+  {
+    version: 11,
+    name: 'pipelines defined over the API, in versions; runs keep theirs; approval steps wait for a decision',
+    sql: `
+-- One row per version of a pipeline defined over the API; a NULL definition is a deletion.
+CREATE TABLE pipeline_versions (
+  name       TEXT    NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+-- The version a run was started with; NULL for a pipeline of the file (or of code).
+ALTER TABLE pipeline_runs ADD COLUMN pipeline_version INTEGER;
+-- An approval step waiting for a decision: its prompt, deadline and who may decide (JSON).
+ALTER TABLE pipeline_steps ADD COLUMN approval TEXT;
 `,
   },
   {

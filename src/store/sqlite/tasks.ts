@@ -1,20 +1,36 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
+import type { QueuedGroup } from '../../domain/type-policies.js';
 import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
-import type { EndLease, LinkCheck, TaskInsertParams, TaskStore, TaskTransition, TaskWrite } from '../store.js';
+import {
+  TASK_LOCK_TTL_MS,
+  taskLockId,
+  type ClaimPlan,
+  type EndLease,
+  type LinkCheck,
+  type LockAcquireParams,
+  type LockAcquireResult,
+  type TaskInsertParams,
+  type TaskStore,
+  type TaskTransition,
+  type TaskWrite,
+} from '../store.js';
 import type { SqliteDatabase } from './database.js';
+import type { SqliteAdmission } from './types.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
-export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
+export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acquireLock: (params: LockAcquireParams) => LockAcquireResult): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
-        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata)
+        max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
+        concurrency_key, locks)
       VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
-        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata) RETURNING *`),
+        @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata,
+        @concurrency_key, @locks) RETURNING *`),
     insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
     byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
@@ -37,6 +53,9 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     endLease: db.prepare(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
+    release: db.prepare(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
+        updated_at = @now, lease_expires_at = NULL
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
     extend: db.prepare(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
@@ -140,6 +159,23 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
     return row;
   };
 
+  /** Inside a claim's write: takes the task's locks for the agent about to lease it, if it has any; false when they are held. */
+  const locksTaken = (id: number, plan: ClaimPlan, agentId: string, now: number): boolean => {
+    const row = s.byId.get(id) as TaskRow;
+    const resources = JSON.parse(row.locks) as string[];
+    if (resources.length === 0) return true;
+    return acquireLock({
+      id: taskLockId(id),
+      agentId,
+      resources,
+      ttlMs: TASK_LOCK_TTL_MS,
+      description: `task ${id}`,
+      now,
+      decide: plan.locks.decide,
+      probes: plan.locks.probes(resources),
+    }).acquired;
+  };
+
   /** Inside a write: ends the leases of these rows as core's rule decides. */
   const endLeases = (rows: TaskRow[], now: number, endLease: EndLease): TaskTransition[] => {
     const ended = rows.map((row) => s.endLease.get({ id: row.id, now, ...leaseEndColumns(endLease(endingLease(row)), now) }) as TaskRow);
@@ -190,6 +226,8 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
               expires_at: t.expiresAt,
               tags: JSON.stringify(t.tags),
               metadata: JSON.stringify(t.metadata),
+              concurrency_key: t.concurrencyKey ?? '',
+              locks: JSON.stringify(t.locks ?? []),
               now: params.now,
             }) as TaskRow;
           const row = t.links ? insertLinked(t, index, params.now, params.onLinks, insert) : insert(t.status);
@@ -218,22 +256,43 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
         const agent = toAgent(fresh ? agentRow : (s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
         const free = agent.maxConcurrency - (s.inFlight.get(params.agentId) as number);
         const room = Math.min(params.max, free);
-        if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0 };
+        if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0, heldBack: {}, retryAt: null };
         const capabilities = new Set(claimKeysOf(agent));
+        const claimable = (s.queuedKeys.all() as string[]).filter((key) => requirementsOf(key).every((c) => capabilities.has(c)));
+        const tasks: Task[] = [];
+        const lease = (id: number) => {
+          const row = s.lease.get({ id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
+          if (row) tasks.push(toTask(row));
+          return row !== undefined;
+        };
+        if (params.plan && !admission.plain()) {
+          // Policies, pauses or concurrency keys: core's plan says which group goes next.
+          const groups = admission.groups(claimable);
+          const plan = params.plan(admission.state(params.now, groups), groups, params.now);
+          // Tasks whose locks are held are passed over, each group's next task considered instead.
+          const passed = new Map<QueuedGroup, number>();
+          for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
+            const head = admission.head(next, passed, params.now);
+            if (!head) plan.exhausted(next);
+            else if (!locksTaken(head.id, plan, params.agentId, params.now)) {
+              passed.set(head.group, head.id);
+              plan.lockedOut(head.group);
+            }
+            else if (lease(head.id)) plan.took(head.group);
+            else plan.exhausted(next);
+          }
+          admission.record(plan, params.now);
+          return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length, heldBack: plan.heldBack(), retryAt: plan.retryAt() };
+        }
         // SQLite cannot merge several index ranges in priority order under one LIMIT, so the claim
         // seeks each claimable requirement set's index range (few rows each) and merges them here.
         let candidates: { id: number; priority: number }[] = [];
-        for (const key of s.queuedKeys.all() as string[]) {
-          if (!requirementsOf(key).every((c) => capabilities.has(c))) continue;
+        for (const key of claimable) {
           candidates = candidates.concat(s.claimCandidates.all({ key, now: params.now, limit: room }) as { id: number; priority: number }[]);
         }
         candidates.sort((a, b) => b.priority - a.priority || a.id - b.id);
-        const tasks: Task[] = [];
-        for (const c of candidates.slice(0, room)) {
-          const row = s.lease.get({ id: c.id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
-          if (row) tasks.push(toTask(row));
-        }
-        return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length };
+        for (const c of candidates.slice(0, room)) lease(c.id);
+        return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length, heldBack: {}, retryAt: null };
       });
     },
 
@@ -256,6 +315,22 @@ export function sqliteTasks(d: SqliteDatabase): { store: TaskStore; endLeasesOf:
         const [ended, ...released] = endLeases([row], params.now, params.endLease);
         return released.length > 0 ? { task: ended.task, released } : { task: ended.task };
       });
+    },
+
+    taskRelease(params) {
+      return groupCommit.write(() =>
+        written(
+          s.release.get({
+            id: params.id,
+            agent_id: params.agentId,
+            status: params.status,
+            run_at: params.runAt,
+            error: JSON.stringify(params.error ?? null),
+            now: params.now,
+          }) as TaskRow | undefined,
+          params.id,
+        ),
+      );
     },
 
     taskExtendLease(params) {

@@ -1,0 +1,232 @@
+import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
+import type { TaskRow } from '../rows.js';
+import type { ClaimPlan, TypeStore } from '../store.js';
+import {
+  policedTypes,
+  toCount,
+  toGroup,
+  toPause,
+  toPolicy,
+  type QueuedGroupRow,
+  type TypeKeyCountRow,
+  type TypePauseRow,
+  type TypePolicyRow,
+  toUsage,
+  type UsageRow,
+  toSpent,
+  type SpentRow,
+} from '../type-rows.js';
+import { prepared, type PostgresDatabase, type Query } from './database.js';
+
+/** What the tasks area's claim needs of fair sharing, inside its transaction. */
+export interface PostgresAdmission {
+  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
+  plain(q: Query): Promise<boolean>;
+  /**
+   * Claims that follow a plan take turns across the cluster: the round-robin's clock row is locked
+   * for the rest of the transaction, so that limits are counted with every other node's leases.
+   */
+  lock(q: Query): Promise<void>;
+  groups(q: Query, capabilities: string[]): Promise<QueuedGroup[]>;
+  /** True while some queued task locks resources. */
+  locking(q: Query): Promise<boolean>;
+  state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState>;
+  /** Leases the oldest queued task among these groups to the agent; its row, or undefined when none was left. */
+  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number, after: Map<QueuedGroup, number>): Promise<TaskRow | undefined>;
+  record(q: Query, plan: ClaimPlan, now: number): Promise<void>;
+}
+
+const GROUP_COLUMNS = 'req_key, type, priority, ckey, sum(n)::bigint AS n';
+
+/** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now. */
+const LEASE_HEAD = prepared(
+  'lease_head',
+  `WITH head AS (
+     SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $7::bigint[]) AS g(req_key, type, priority, ckey, after)
+     CROSS JOIN LATERAL (
+       SELECT id FROM tasks WHERE status = 'queued' AND req_key = g.req_key AND type = g.type AND priority = g.priority
+         AND concurrency_key = g.ckey AND id > g.after AND (expires_at IS NULL OR expires_at > $6) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+     ) h ORDER BY h.id LIMIT 1
+   )
+   -- As the plain claim: the lease never runs past the attempt's execution timeout (least() skips a NULL).
+   UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claimed_at = $6, updated_at = $6,
+     lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
+   WHERE t.id = (SELECT id FROM head) RETURNING t.*`,
+);
+
+/** Policies and pauses per task type (PostgreSQL), and what the claim reads of them. */
+export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admission: PostgresAdmission } {
+  const query: Query = (text, values) => db.query(text, values);
+
+  async function state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState> {
+    const policies = (await q<TypePolicyRow>('SELECT * FROM type_policies ORDER BY type')).map(toPolicy);
+    const { limited, rated, budgeted } = policedTypes(policies);
+    const starts = [];
+    for (const { type, since } of rated) {
+      await q('DELETE FROM type_starts WHERE type = $1 AND at <= $2', [type, now - since]);
+      const rows = await q<TypeKeyCountRow>(
+        'SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = $1 AND at > $2 GROUP BY type, ckey',
+        [type, now - since],
+      );
+      starts.push(...rows.map(toCount));
+    }
+    const leased =
+      limited.length === 0
+        ? []
+        : await q<TypeKeyCountRow>(
+            "SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks WHERE status = 'leased' AND type = ANY($1::text[]) GROUP BY type, concurrency_key",
+            [limited],
+          );
+    const [clock] = await q<{ clock: number }>('SELECT clock FROM fair_clock WHERE id = 1');
+    const keys = [...new Set(groups.map((g) => g.key))];
+    return {
+      policies,
+      pauses: (await q<TypePauseRow>('SELECT * FROM type_pauses WHERE until IS NULL OR until > $1 ORDER BY type, ckey', [now])).map(toPause),
+      leased: leased.map(toCount),
+      starts,
+      fairClock: clock.clock,
+      passes: keys.length === 0 ? [] : await q<{ key: string; pass: number }>('SELECT ckey AS key, pass FROM fair_keys WHERE ckey = ANY($1::text[])', [keys]),
+      spent:
+        budgeted.length === 0
+          ? []
+          : (
+              await q<SpentRow>(
+                `SELECT type, ckey, coalesce(sum(CASE WHEN at >= $2 THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+                   min(CASE WHEN at >= $2 THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
+                 FROM task_usage WHERE type = ANY($1::text[]) AND at >= $3 GROUP BY type, ckey`,
+                [budgeted, now - HOUR_MS, now - DAY_MS],
+              )
+            ).map(toSpent),
+    };
+  }
+
+  const admission: PostgresAdmission = {
+    async plain(q) {
+      const [row] = await q<{ any: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any`,
+      );
+      return !row.any;
+    },
+    async locking(q) {
+      const [row] = await q<{ any: boolean }>("SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any");
+      return row.any;
+    },
+    async lock(q) {
+      await q('SELECT clock FROM fair_clock WHERE id = 1 FOR UPDATE');
+    },
+    async groups(q, capabilities) {
+      const rows = await q<QueuedGroupRow>(
+        `SELECT ${GROUP_COLUMNS} FROM queued_groups WHERE string_to_array(req_key, E'\\n') <@ $1::text[]
+         GROUP BY req_key, type, priority, ckey HAVING sum(n) > 0`,
+        [capabilities],
+      );
+      return rows.map(toGroup);
+    },
+    state,
+    async leaseHead(q, groups, agentId, now, after) {
+      const [row] = await q<TaskRow>(LEASE_HEAD, [
+        groups.map((g) => g.reqKey),
+        groups.map((g) => g.type),
+        groups.map((g) => g.priority),
+        groups.map((g) => g.key),
+        agentId,
+        now,
+        groups.map((g) => after.get(g) ?? 0),
+      ]);
+      return row;
+    },
+    async record(q, plan, now) {
+      const fair = plan.fairUpdates();
+      await q('UPDATE fair_clock SET clock = $1 WHERE id = 1', [fair.clock]);
+      if (fair.passes.length > 0) {
+        await q(
+          `INSERT INTO fair_keys SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1
+           ON CONFLICT (ckey) DO UPDATE SET pass = EXCLUDED.pass`,
+          [fair.passes.map((p) => p.key), fair.passes.map((p) => p.pass)],
+        );
+      }
+      const starts = plan.starts();
+      if (starts.length > 0) {
+        await q('INSERT INTO type_starts SELECT t, k, $3 FROM unnest($1::text[], $2::text[]) AS s(t, k)', [
+          starts.map((s) => s.type),
+          starts.map((s) => s.key),
+          now,
+        ]);
+      }
+    },
+  };
+
+  const store: TypeStore = {
+    async typePolicyPut(params) {
+      const [row] = await query<TypePolicyRow>(
+        `INSERT INTO type_policies VALUES ($1, $2, $3)
+         ON CONFLICT (type) DO UPDATE SET policy = EXCLUDED.policy, updated_at = EXCLUDED.updated_at RETURNING *`,
+        [params.type, JSON.stringify(params.policy), params.now],
+      );
+      return toPolicy(row);
+    },
+    async typePolicyGet(params) {
+      const [row] = await query<TypePolicyRow>('SELECT * FROM type_policies WHERE type = $1', [params.type]);
+      return row && toPolicy(row);
+    },
+    async typePause(params) {
+      const [row] = await query<TypePauseRow>(
+        `INSERT INTO type_pauses VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (type, ckey) DO UPDATE SET until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at RETURNING *`,
+        [params.type, params.key ?? '', params.until, params.reason, params.now],
+      );
+      return toPause(row);
+    },
+    async typeResume(params) {
+      const rows = params.allKeys
+        ? await query<TypePauseRow>('DELETE FROM type_pauses WHERE type = $1 RETURNING *', [params.type])
+        : await query<TypePauseRow>('DELETE FROM type_pauses WHERE type = $1 AND ckey = $2 RETURNING *', [params.type, params.key ?? '']);
+      return rows.map(toPause);
+    },
+    async typeExists(params) {
+      const [row] = await query<{ found: boolean }>(
+        'SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = $1 GROUP BY type HAVING sum(n) > 0) OR EXISTS (SELECT 1 FROM type_policies WHERE type = $1) AS found',
+        [params.type],
+      );
+      return row.found;
+    },
+    async usageRecord(params) {
+      const u = params.usage;
+      await query('INSERT INTO task_usage VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+        params.type,
+        params.key,
+        params.now,
+        u.inputTokens ?? 0,
+        u.outputTokens ?? 0,
+        u.costUsd ?? 0,
+        u.model ?? null,
+      ]);
+    },
+    async usageSummary(params) {
+      await query('DELETE FROM task_usage WHERE type = $1 AND at < $2', [params.type, params.dayFrom]);
+      const rows = await query<UsageRow>(
+        `SELECT ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+           sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE type = $1 AND at >= $2 GROUP BY ckey
+         UNION ALL
+         SELECT ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
+           WHERE type = $1 AND at >= $3 GROUP BY ckey`,
+        [params.type, params.hourFrom, params.dayFrom],
+      );
+      return toUsage(rows);
+    },
+    typeOverview(params) {
+      return db.transaction(async (q) => {
+        const rows = await q<QueuedGroupRow>(
+          `SELECT ${GROUP_COLUMNS} FROM queued_groups ${params.type === undefined ? '' : 'WHERE type = $1'}
+           GROUP BY req_key, type, priority, ckey HAVING sum(n) > 0`,
+          params.type === undefined ? [] : [params.type],
+        );
+        const groups = rows.map(toGroup);
+        return { state: await state(q, params.now, groups), groups };
+      });
+    },
+  };
+  return { store, admission };
+}

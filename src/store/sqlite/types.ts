@@ -1,0 +1,173 @@
+import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
+import type { ClaimPlan, TypeStore } from '../store.js';
+import {
+  policedTypes,
+  toCount,
+  toGroup,
+  toPause,
+  toPolicy,
+  type QueuedGroupRow,
+  type TypeKeyCountRow,
+  type TypePauseRow,
+  type TypePolicyRow,
+  toUsage,
+  type UsageRow,
+  toSpent,
+  type SpentRow,
+} from '../type-rows.js';
+import type { SqliteDatabase } from './database.js';
+
+/** What the tasks area's claim needs of fair sharing, inside its write. */
+export interface SqliteAdmission {
+  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
+  plain(): boolean;
+  /** What admission reads, with the round-robin passes of the keys among `groups`. */
+  state(now: number, groups: QueuedGroup[]): AdmissionState;
+  groups(reqKeys: string[]): QueuedGroup[];
+  /** The oldest queued task among these groups (past the ids in `after`: tasks waiting for their locks), and its group. */
+  head(groups: QueuedGroup[], after: Map<QueuedGroup, number>, now: number): { id: number; group: QueuedGroup } | undefined;
+  /** Writes the round-robin's state and the rate limits' starts that the plan recorded. */
+  record(plan: ClaimPlan, now: number): void;
+}
+
+/** Policies and pauses per task type (SQLite), and what the claim reads of them. */
+export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
+  const { db, groupCommit } = d;
+  const s = {
+    anyRule: db
+      .prepare(
+        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]')`,
+      )
+      .pluck(),
+    policies: db.prepare('SELECT * FROM type_policies ORDER BY type'),
+    policy: db.prepare('SELECT * FROM type_policies WHERE type = ?'),
+    putPolicy: db.prepare(
+      'INSERT INTO type_policies VALUES (@type, @policy, @now) ON CONFLICT (type) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at RETURNING *',
+    ),
+    pauses: db.prepare('SELECT * FROM type_pauses WHERE until IS NULL OR until > ? ORDER BY type, ckey'),
+    pause: db.prepare(
+      `INSERT INTO type_pauses VALUES (@type, @ckey, @until, @reason, @now)
+       ON CONFLICT (type, ckey) DO UPDATE SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at RETURNING *`,
+    ),
+    resumeOne: db.prepare('DELETE FROM type_pauses WHERE type = ? AND ckey = ? RETURNING *'),
+    resumeAll: db.prepare('DELETE FROM type_pauses WHERE type = ? RETURNING *'),
+    typeExists: db.prepare('SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = ? AND n > 0)').pluck(),
+    leased: db.prepare("SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks WHERE status = 'leased' AND type = ? GROUP BY concurrency_key"),
+    pruneStarts: db.prepare('DELETE FROM type_starts WHERE type = ? AND at <= ?'),
+    starts: db.prepare('SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = ? AND at > ? GROUP BY ckey'),
+    addStart: db.prepare('INSERT INTO type_starts VALUES (?, ?, ?)'),
+    clock: db.prepare('SELECT clock FROM fair_clock WHERE id = 1').pluck(),
+    setClock: db.prepare('UPDATE fair_clock SET clock = ? WHERE id = 1'),
+    passes: db.prepare('SELECT ckey AS key, pass FROM fair_keys WHERE ckey IN (SELECT value FROM json_each(?))'),
+    setPass: db.prepare('INSERT INTO fair_keys VALUES (?, ?) ON CONFLICT (ckey) DO UPDATE SET pass = excluded.pass'),
+    groups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND req_key IN (SELECT value FROM json_each(?))'),
+    allGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0'),
+    typeGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND type = ?'),
+    usageInsert: db.prepare('INSERT INTO task_usage VALUES (@type, @ckey, @at, @input, @output, @cost, @model)'),
+    usagePrune: db.prepare('DELETE FROM task_usage WHERE type = ? AND at < ?'),
+    usageSums: db.prepare(`SELECT ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+        sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE type = @type AND at >= @hour GROUP BY ckey
+      UNION ALL
+      SELECT ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
+        WHERE type = @type AND at >= @day GROUP BY ckey`),
+    spent: db.prepare(`SELECT type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+        min(CASE WHEN at >= @hour THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
+      FROM task_usage WHERE type = @type AND at >= @day GROUP BY ckey`),
+    head: db
+      .prepare(
+        // A task past its expires_at is never handed out, even before the expirer has swept it.
+        "SELECT id FROM tasks WHERE status = 'queued' AND req_key = ? AND type = ? AND priority = ? AND concurrency_key = ? AND id > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1",
+      )
+      .pluck(),
+  };
+
+  function state(now: number, groups: QueuedGroup[]): AdmissionState {
+    const policies = (s.policies.all() as TypePolicyRow[]).map(toPolicy);
+    const { limited, rated, budgeted } = policedTypes(policies);
+    const starts = rated.flatMap(({ type, since }) => {
+      s.pruneStarts.run(type, now - since);
+      return (s.starts.all(type, now - since) as TypeKeyCountRow[]).map(toCount);
+    });
+    const keys = [...new Set(groups.map((g) => g.key))];
+    return {
+      policies,
+      pauses: (s.pauses.all(now) as TypePauseRow[]).map(toPause),
+      leased: limited.flatMap((type) => (s.leased.all(type) as TypeKeyCountRow[]).map(toCount)),
+      starts,
+      fairClock: s.clock.get() as number,
+      passes: s.passes.all(JSON.stringify(keys)) as { key: string; pass: number }[],
+      spent: budgeted.flatMap((type) => (s.spent.all({ type, hour: now - HOUR_MS, day: now - DAY_MS }) as SpentRow[]).map(toSpent)),
+    };
+  }
+
+  const admission: SqliteAdmission = {
+    plain: () => (s.anyRule.get() as number) === 0,
+    state,
+    groups: (reqKeys) => (s.groups.all(JSON.stringify(reqKeys)) as QueuedGroupRow[]).map(toGroup),
+    head(groups, after, now) {
+      let best: { id: number; group: QueuedGroup } | undefined;
+      for (const group of groups) {
+        const id = s.head.get(group.reqKey, group.type, group.priority, group.key, after.get(group) ?? 0, now) as number | undefined;
+        if (id !== undefined && (best === undefined || id < best.id)) best = { id, group };
+      }
+      return best;
+    },
+    record(plan, now) {
+      const fair = plan.fairUpdates();
+      s.setClock.run(fair.clock);
+      for (const p of fair.passes) s.setPass.run(p.key, p.pass);
+      for (const start of plan.starts()) s.addStart.run(start.type, start.key, now);
+    },
+  };
+
+  const store: TypeStore = {
+    typePolicyPut(params) {
+      return groupCommit.write(() => toPolicy(s.putPolicy.get({ type: params.type, policy: JSON.stringify(params.policy), now: params.now }) as TypePolicyRow));
+    },
+    async typePolicyGet(params) {
+      const row = s.policy.get(params.type) as TypePolicyRow | undefined;
+      return row && toPolicy(row);
+    },
+    typePause(params) {
+      return groupCommit.write(() =>
+        toPause(s.pause.get({ type: params.type, ckey: params.key ?? '', until: params.until, reason: params.reason, now: params.now }) as TypePauseRow),
+      );
+    },
+    typeResume(params) {
+      return groupCommit.write(() =>
+        ((params.allKeys ? s.resumeAll.all(params.type) : s.resumeOne.all(params.type, params.key ?? '')) as TypePauseRow[]).map(toPause),
+      );
+    },
+    async typeExists(params) {
+      return (s.typeExists.get(params.type) as number) === 1 || s.policy.get(params.type) !== undefined;
+    },
+    usageRecord(params) {
+      const u = params.usage;
+      return groupCommit.write(() => {
+        s.usageInsert.run({
+          type: params.type,
+          ckey: params.key,
+          at: params.now,
+          input: u.inputTokens ?? 0,
+          output: u.outputTokens ?? 0,
+          cost: u.costUsd ?? 0,
+          model: u.model ?? null,
+        });
+      });
+    },
+    usageSummary(params) {
+      return groupCommit.write(() => {
+        s.usagePrune.run(params.type, params.dayFrom);
+        return toUsage(s.usageSums.all({ type: params.type, hour: params.hourFrom, day: params.dayFrom }) as UsageRow[]);
+      });
+    },
+    async typeOverview(params) {
+      const groups = ((params.type === undefined ? s.allGroups.all() : s.typeGroups.all(params.type)) as QueuedGroupRow[]).map(toGroup);
+      // Pruning starts is a write: the overview runs in the group commit like a claim.
+      return groupCommit.write(() => ({ state: state(params.now, groups), groups }));
+    },
+  };
+  return { store, admission };
+}

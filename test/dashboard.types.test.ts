@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { launchBrowser, signIn, snap } from './browser.js';
+import { startTestServer, type TestServer } from './helpers.js';
+
+const WAIT = { timeout: 20_000 };
+
+/** The Types page in a real headless Chromium against a real fleetd: policies, held-back counts and pauses, kept current. */
+describe('dashboard: task types', () => {
+  let server: TestServer;
+  let browser: Browser;
+  let page: Page;
+
+  before(async () => {
+    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await signIn(page, server.adminKey);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('shows each type with its policy, what is held back and why, and a pause as it happens', async () => {
+    const { api } = server;
+    assert.equal((await api.request('PUT', '/v1/types/summarise', { maxConcurrency: 1, rateLimit: { count: 10, perMs: 60000 } })).status, 200);
+    const agent = await api.registerAgent(['summarise'], { maxConcurrency: 5 });
+    for (let i = 0; i < 4; i++) await api.submit({ type: 'summarise', concurrencyKey: `tenant-${i % 2}` });
+    assert.equal((await api.claim(agent.id, 5)).length, 1);
+
+    await page.goto(`${server.url}/#/types`);
+    await page.waitForSelector('[data-ready=types]', WAIT);
+    const row = page.locator('tr[data-type=summarise]');
+    await row.waitFor(WAIT);
+    assert.equal(await row.locator('[data-field=policy]').textContent(), '≤ 1 at once, 10 per 60000 ms');
+    assert.equal(await row.locator('[data-field=held]').textContent(), '3 by maxConcurrency');
+
+    // A pause made elsewhere shows up without a reload.
+    assert.equal((await api.post('/v1/types/summarise/pause', { key: 'tenant-1', reason: 'provider answered 429' })).status, 200);
+    await page.waitForFunction(
+      () => document.querySelector('tr[data-type=summarise] [data-field=paused]')?.textContent?.includes('key tenant-1 until resumed (provider answered 429)'),
+      undefined,
+      WAIT,
+    );
+    await snap(page, 'types');
+  });
+});

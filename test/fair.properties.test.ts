@@ -1,0 +1,297 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { repeatCheck } from '../src/core/rules/idempotency.js';
+import { afterFailure } from '../src/core/rules/retry.js';
+import { planClaim } from '../src/core/rules/admission.js';
+import { decideLock, lockProbes, resourcesClash } from '../src/core/rules/locks.js';
+import type { TypePolicy } from '../src/domain/type-policies.js';
+import type { Store, TaskInsertParams } from '../src/store/store.js';
+import { openSqlite } from '../src/store/sqlite/driver.js';
+import { freshPostgres } from './store/postgres.js';
+
+/**
+ * Random submissions, claims, completions, failures, policy changes and clock moves on a real store
+ * with core's rule. After every claim: never more leased than a type's or a key's limit (counted
+ * when the claim leased something: a lowered limit revokes no lease), never more starts in a window
+ * than the rate limit, and held-back tasks still queued with no attempt spent.
+ */
+const TYPES = ['a', 'b'] as const;
+const KEYS = ['k1', 'k2', 'k3', null] as const;
+
+const policyArb = fc.record({
+  maxConcurrency: fc.option(fc.integer({ min: 1, max: 4 }), { nil: null }),
+  maxConcurrencyPerKey: fc.option(fc.integer({ min: 1, max: 2 }), { nil: null }),
+  rateLimit: fc.option(fc.record({ count: fc.integer({ min: 1, max: 3 }), perMs: fc.constantFrom(100, 500), perKey: fc.boolean() }), { nil: null }),
+});
+
+const op = fc.oneof(
+  fc.record({ kind: fc.constant('submit' as const), type: fc.constantFrom(...TYPES), key: fc.constantFrom(...KEYS), n: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({ kind: fc.constant('claim' as const), agent: fc.integer({ min: 0, max: 1 }), max: fc.integer({ min: 1, max: 5 }) }),
+  fc.record({ kind: fc.constant('complete' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('fail' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('policy' as const), type: fc.constantFrom(...TYPES), policy: policyArb }),
+  fc.record({ kind: fc.constant('advance' as const), ms: fc.constantFrom(30, 120, 600) }),
+);
+type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
+
+const insert = (type: string, key: string | null, now: number): TaskInsertParams => ({
+  type,
+  status: 'queued',
+  payload: null,
+  priority: 0,
+  requires: ['w'],
+  idempotencyKey: null,
+  requestHash: null,
+  maxAttempts: 100,
+  leaseMs: 60_000,
+  backoffMs: 0,
+  runAt: now,
+  executionTimeoutMs: null,
+  scheduleTimeoutMs: null,
+  expiresAt: null,
+  tags: [],
+  metadata: {},
+  concurrencyKey: key,
+});
+
+async function limitsScenario(store: Store, ops: Op[]): Promise<void> {
+  let now = 1_000_000;
+  const agents = ['p0', 'p1'];
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: ['w'], labels: {}, maxConcurrency: 100, tokenHash: `h-${id}`, now })));
+  const policies = new Map<string, TypePolicy>();
+  // Starts under the policy in force, per type: a changed policy starts counting afresh.
+  const starts = new Map<string, { at: number; key: string | null }[]>();
+  const leased = new Map<number, { type: string; key: string | null; agent: string }>();
+  for (const o of ops) {
+    switch (o.kind) {
+      case 'submit': {
+        const tasks = Array.from({ length: o.n }, () => insert(o.type, o.key, now));
+        await store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
+        break;
+      }
+      case 'policy': {
+        const policy = { ...o.policy, keyWeights: {} };
+        await store.typePolicyPut({ type: o.type, policy, now });
+        policies.set(o.type, policy);
+        starts.set(o.type, []);
+        break;
+      }
+      case 'advance':
+        now += o.ms;
+        break;
+      case 'complete':
+      case 'fail': {
+        const ids = [...leased.keys()];
+        if (ids.length === 0) break;
+        const id = ids[o.pick % ids.length];
+        const { agent } = leased.get(id)!;
+        const w =
+          o.kind === 'complete'
+            ? await store.taskComplete({ id, agentId: agent, result: null, now })
+            : await store.taskFail({ id, agentId: agent, now, endLease: (l) => afterFailure(l, { error: 'boom', retryable: true, now, backoffMaxMs: 0 }) });
+        assert.ok(w.task, 'the holder ends its own lease');
+        leased.delete(id);
+        break;
+      }
+      case 'claim': {
+        const agent = agents[o.agent];
+        const claim = await store.taskClaim({ agentId: agent, max: o.max, now, plan: planClaim });
+        for (const t of claim.tasks) {
+          leased.set(t.id, { type: t.type, key: t.concurrencyKey, agent });
+          starts.get(t.type)?.push({ at: now, key: t.concurrencyKey });
+        }
+        for (const type of new Set(claim.tasks.map((t) => t.type))) {
+          const policy = policies.get(type);
+          if (!policy) continue;
+          const ofType = [...leased.values()].filter((l) => l.type === type);
+          if (policy.maxConcurrency !== null) assert.ok(ofType.length <= policy.maxConcurrency, `${ofType.length} of ${type} leased, limit ${policy.maxConcurrency}`);
+          if (policy.maxConcurrencyPerKey !== null) {
+            for (const key of new Set(claim.tasks.filter((t) => t.type === type).map((t) => t.concurrencyKey))) {
+              const n = ofType.filter((l) => l.key === key).length;
+              assert.ok(n <= policy.maxConcurrencyPerKey, `${n} of ${type}/${key} leased, per-key limit ${policy.maxConcurrencyPerKey}`);
+            }
+          }
+          const rate = policy.rateLimit;
+          if (rate) {
+            const window = starts.get(type)!.filter((s) => s.at > now - rate.perMs);
+            const groups = rate.perKey ? [...new Set(window.map((s) => s.key))].map((k) => window.filter((s) => s.key === k)) : [window];
+            for (const g of groups) assert.ok(g.length <= rate.count, `${g.length} starts of ${type} in ${rate.perMs} ms, limit ${rate.count}`);
+          }
+        }
+        for (const [reqKey, n] of Object.entries(claim.heldBack)) assert.ok(reqKey === 'w' && n > 0);
+        break;
+      }
+      default:
+        throw new Error('unknown op');
+    }
+  }
+  // Nothing held back was failed or spent an attempt: queued tasks have the attempts their failures gave them.
+  const queued = (await store.taskList({ status: 'queued', limit: 1000 })).items;
+  for (const t of queued) assert.equal(t.error === null, t.attempts === 0, `task ${t.id}: attempts ${t.attempts} without a failure`);
+}
+
+/**
+ * Keys with random numbers of queued tasks at one priority, claimed by random batch sizes with no
+ * limits: within one round every key that still has work gets a turn, so no key is ever served two
+ * more times than another key that still has work queued.
+ */
+async function fairnessScenario(store: Store, sizes: number[], batches: number[]): Promise<void> {
+  const now = 1_000_000;
+  await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['w'], labels: {}, maxConcurrency: 10_000, tokenHash: 'h-f', now }]);
+  const keys = sizes.map((_, i) => `key-${i}`);
+  // Submitted key by key, so that age alone would serve them one after the other.
+  for (const [i, size] of sizes.entries()) {
+    const tasks = Array.from({ length: size }, () => insert('f', keys[i], now));
+    await store.taskInsertMany({ tasks, now, onRepeat: repeatCheck('task', tasks) });
+  }
+  const served = new Map(keys.map((k) => [k, 0]));
+  const remaining = new Map(keys.map((k, i) => [k, sizes[i]]));
+  for (const max of batches) {
+    const { tasks } = await store.taskClaim({ agentId: 'f', max, now, plan: planClaim });
+    for (const t of tasks) {
+      served.set(t.concurrencyKey!, served.get(t.concurrencyKey!)! + 1);
+      remaining.set(t.concurrencyKey!, remaining.get(t.concurrencyKey!)! - 1);
+    }
+    const most = Math.max(...served.values());
+    for (const k of keys) {
+      if (remaining.get(k)! > 0) assert.ok(served.get(k)! >= most - 1, `${k} served ${served.get(k)} while another key got ${most}: ${JSON.stringify([...served])}`);
+    }
+  }
+}
+
+const fairArbs = [fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 2, maxLength: 6 }), fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 15 })] as const;
+
+describe('fair sharing properties', { timeout: 600_000 }, () => {
+  it('never lease beyond a limit or start beyond a rate, under random operations (SQLite)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 60 }), async (ops) => {
+        const driver = openSqlite({ dataDir: ':memory:' });
+        try {
+          await limitsScenario(driver.store, ops);
+        } finally {
+          await driver.close();
+        }
+      }),
+      { numRuns: 120 },
+    );
+  });
+
+  it('never lease beyond a limit or start beyond a rate, under random operations (PostgreSQL)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops) => {
+        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        try {
+          await limitsScenario(driver.store, ops);
+        } finally {
+          await destroy();
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+
+  it('share fairly within one round between keys of equal priority (SQLite)', async () => {
+    await fc.assert(
+      fc.asyncProperty(...fairArbs, async (sizes, batches) => {
+        const driver = openSqlite({ dataDir: ':memory:' });
+        try {
+          await fairnessScenario(driver.store, sizes, batches);
+        } finally {
+          await driver.close();
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('share fairly within one round between keys of equal priority (PostgreSQL)', async () => {
+    await fc.assert(
+      fc.asyncProperty(...fairArbs, async (sizes, batches) => {
+        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        try {
+          await fairnessScenario(driver.store, sizes, batches);
+        } finally {
+          await destroy();
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+});
+
+/**
+ * Random lock requests over a small tree of files and directories, releases and clock moves, on a
+ * real store with core's rules: no two live locks ever hold clashing resources (the same name, or a
+ * directory and a name below it).
+ */
+const NAMES = ['src/', 'src/a.ts', 'src/lib/', 'src/lib/b.ts', 'docs/', 'docs/c.md', 'src/lib/deep/d.ts', 'README.md'];
+const lockOp = fc.oneof(
+  fc.record({ kind: fc.constant('lock' as const), agent: fc.integer({ min: 0, max: 2 }), names: fc.uniqueArray(fc.constantFrom(...NAMES), { minLength: 1, maxLength: 3 }), ttl: fc.constantFrom(100, 1_000) }),
+  fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('advance' as const), ms: fc.constantFrom(50, 200) }),
+);
+
+async function lockScenario(store: Store, ops: (typeof lockOp extends fc.Arbitrary<infer T> ? T : never)[]): Promise<void> {
+  let now = 1_000_000;
+  const agents = ['l0', 'l1', 'l2'];
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: [], labels: {}, maxConcurrency: 1, tokenHash: `h-${id}`, now })));
+  let seq = 0;
+  for (const o of ops) {
+    if (o.kind === 'advance') now += o.ms;
+    else if (o.kind === 'release') {
+      const live = (await store.lockList({ limit: 100 })).items;
+      if (live.length > 0) await store.lockRelease({ id: live[o.pick % live.length].id });
+    } else {
+      const at = now;
+      await store.lockAcquire({
+        id: `L${++seq}`,
+        agentId: agents[o.agent],
+        resources: o.names,
+        ttlMs: o.ttl,
+        description: '',
+        now: at,
+        decide: (holders) => decideLock(holders, at),
+        probes: lockProbes(o.names),
+      });
+    }
+    const live = (await store.lockList({ limit: 100 })).items.filter((l) => l.expiresAt > now);
+    for (const [i, a] of live.entries()) {
+      for (const b of live.slice(i + 1)) {
+        for (const ra of a.resources) {
+          for (const rb of b.resources) assert.ok(!resourcesClash(ra, rb), `${a.id} holds ${ra} and ${b.id} holds ${rb}`);
+        }
+      }
+    }
+  }
+}
+
+describe('lock properties', { timeout: 600_000 }, () => {
+  it('never let two live locks hold clashing resources (SQLite)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(lockOp, { minLength: 3, maxLength: 40 }), async (ops) => {
+        const driver = openSqlite({ dataDir: ':memory:' });
+        try {
+          await lockScenario(driver.store, ops);
+        } finally {
+          await driver.close();
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('never let two live locks hold clashing resources (PostgreSQL)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(lockOp, { minLength: 3, maxLength: 30 }), async (ops) => {
+        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        try {
+          await lockScenario(driver.store, ops);
+        } finally {
+          await destroy();
+        }
+      }),
+      { numRuns: 15 },
+    );
+  });
+});

@@ -1,0 +1,85 @@
+import { useEffect, useState } from 'preact/hooks';
+import { get } from '../api.js';
+import { ago, time } from '../format.js';
+import { useLiveData } from '../hooks.js';
+import type { TaskType } from '../types.js';
+import type { ViewProps } from './view.js';
+
+const RELOAD_MS = 3_000;
+
+/** A policy in a few words: what limits the type. */
+function policyText(t: TaskType): string {
+  const p = t.policy;
+  if (!p) return 'no limits';
+  const parts: string[] = [];
+  if (p.maxConcurrency !== null) parts.push(`≤ ${p.maxConcurrency} at once`);
+  if (p.maxConcurrencyPerKey !== null) parts.push(`≤ ${p.maxConcurrencyPerKey} per key`);
+  if (p.rateLimit) parts.push(`${p.rateLimit.count} per ${p.rateLimit.perMs} ms${p.rateLimit.perKey ? ' per key' : ''}`);
+  if (p.budget?.tokensPerHour) parts.push(`${p.budget.tokensPerHour} tokens/h${p.budget.perKey ? ' per key' : ''}`);
+  if (p.budget?.costPerDay) parts.push(`$${p.budget.costPerDay}/day${p.budget.perKey ? ' per key' : ''}`);
+  const weighted = Object.keys(p.keyWeights).length;
+  if (weighted > 0) parts.push(`${weighted} weighted key${weighted === 1 ? '' : 's'}`);
+  return parts.length > 0 ? parts.join(', ') : 'no limits';
+}
+
+/** What holds the type's queued tasks back, by reason. */
+function heldText(t: TaskType): string {
+  const reasons = (['paused', 'maxConcurrency', 'maxConcurrencyPerKey', 'rateLimit', 'budget'] as const).filter((r) => t.heldBack[r] > 0);
+  return reasons.length === 0 ? '—' : reasons.map((r) => `${t.heldBack[r]} by ${r}`).join(', ');
+}
+
+/** Task types: their policies, whether they are paused, and how many queued tasks each limit holds back. */
+export default function Types(_props: ViewProps) {
+  const [types, setTypes] = useState<TaskType[] | null>(null);
+  const [error, setError] = useState('');
+
+  const load = async () => {
+    try {
+      setTypes((await get<{ items: TaskType[] }>('/v1/types')).items);
+      setError('');
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  useLiveData({ load, intervalMs: 2_000, topics: ['tasks'] }, []);
+  // Policies and pauses change without a task event, and held-back counts move with time (rate
+  // windows, pauses that end): the page also reloads on a timer.
+  useEffect(() => {
+    const timer = setInterval(() => void load(), RELOAD_MS);
+    return () => clearInterval(timer);
+  }, []);
+
+  return (
+    <div data-ready={types ? 'types' : undefined}>
+      {error && <p class="error">{error}</p>}
+      <table class="data">
+        <thead>
+          <tr><th>type</th><th>policy</th><th>queued</th><th>leased</th><th>held back</th><th>paused</th></tr>
+        </thead>
+        <tbody>
+          {(types ?? []).map((t) => (
+            <tr key={t.type} data-type={t.type}>
+              <td class="mono"><a href={`#/tasks?type=${encodeURIComponent(t.type)}`}>{t.type}</a></td>
+              <td data-field="policy">{policyText(t)}</td>
+              <td>{t.counts.queued}</td>
+              <td>{t.counts.leased}</td>
+              <td data-field="held">{heldText(t)}</td>
+              <td data-field="paused">
+                {t.pauses.length === 0
+                  ? '—'
+                  : t.pauses.map((p) => (
+                      <div key={p.key ?? ''} title={p.reason ?? ''}>
+                        {p.key === null ? 'whole type' : `key ${p.key}`}
+                        {p.until ? <span title={time(p.until)}> until {ago(p.until)}</span> : ' until resumed'}
+                        {p.reason ? ` (${p.reason})` : ''}
+                      </div>
+                    ))}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {types?.length === 0 && <p class="muted">No task types yet.</p>}
+    </div>
+  );
+}
