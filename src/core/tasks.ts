@@ -363,7 +363,7 @@ export class TaskService {
     const error = cancelledError('cancelled in bulk');
     let changed = 0;
     for (;;) {
-      const tasks = await this.ctx.store.taskBulkApply({ action: params.action, filter, from, now: this.ctx.now(), limit, error });
+      const { tasks, released } = await this.ctx.store.taskBulkApply({ action: params.action, filter, from, now: this.ctx.now(), limit, error });
       changed += tasks.length;
       const available: Record<string, number> = {};
       for (const task of tasks) {
@@ -377,6 +377,7 @@ export class TaskService {
         }
       }
       if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
+      if (released.length > 0) this.publishReleased(released);
       if (tasks.length < limit) return { matched, eligible, changed };
     }
   }

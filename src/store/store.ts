@@ -111,9 +111,10 @@ export interface TaskBulkStore {
   /**
    * Applies the action to up to `limit` matching tasks in one of `from`, lowest ids first, in one
    * write; returns them as written (deleted ones as they were). A changed task leaves `from`, so
-   * calling again until fewer than `limit` come back reaches every one.
+   * calling again until fewer than `limit` come back reaches every one. `released`: tasks that
+   * waited on cancelled ones, cancelled or released in the same write (as a single cancel does).
    */
-  taskBulkApply(params: TaskBulkApplyParams): Promise<Task[]>;
+  taskBulkApply(params: TaskBulkApplyParams): Promise<{ tasks: Task[]; released: TaskTransition[] }>;
 }
 
 export interface TaskBulkFilter {

@@ -93,8 +93,8 @@ export function exerciseControl(factory: DriverFactory): void {
       assert.deepEqual(await ids('blue'), [both.id]);
       assert.deepEqual(await ids('green'), []);
       assert.deepEqual(await h.store.taskBulkCount({ filter: { tag: 'blue' }, from: CANCELLABLE }), { matched: 1, eligible: 1 });
-      await h.store.taskBulkApply({ action: 'cancel', filter: { tag: 'red' }, from: CANCELLABLE, now: T0 + 1, limit: 10, error: null });
-      const deleted = await h.store.taskBulkApply({ action: 'delete', filter: { tag: 'blue' }, from: DELETABLE, now: T0 + 1, limit: 10, error: null });
+      (await h.store.taskBulkApply({ action: 'cancel', filter: { tag: 'red' }, from: CANCELLABLE, now: T0 + 1, limit: 10, error: null })).tasks;
+      const deleted = (await h.store.taskBulkApply({ action: 'delete', filter: { tag: 'blue' }, from: DELETABLE, now: T0 + 1, limit: 10, error: null })).tasks;
       assert.deepEqual(deleted.map((t) => t.id), [both.id]);
       assert.deepEqual(await ids('blue'), []);
       assert.equal(await h.store.taskDeleteFinished({ before: T0 + 2, limit: 10 }), 1, 'retention deletes a tagged task too');
@@ -112,22 +112,22 @@ export function exerciseControl(factory: DriverFactory): void {
       assert.deepEqual(await h.store.taskBulkCount({ filter: { createdBefore: T0 }, from: CANCELLABLE }), { matched: 0, eligible: 0 });
 
       const params = { action: 'cancel' as const, filter: { type: 'b1' }, from: CANCELLABLE, now: T0 + 1, limit: 3, error: cancelledError('bulk') };
-      const first = await h.store.taskBulkApply(params);
+      const { tasks: first } = await h.store.taskBulkApply(params);
       assert.equal(first.length, 3, 'one chunk');
       assert.ok(first.every((t) => t.status === 'cancelled' && (t.error as { code: string }).code === 'FLEETD_ERR_CANCELLED'));
       assert.deepEqual(first.slice(0, 2).map((t) => t.agentId), [a, a], 'the leased ones keep their holder, to be told');
-      assert.equal((await h.store.taskBulkApply(params)).length, 2, 'the rest');
-      assert.deepEqual(await h.store.taskBulkApply(params), [], 'nothing left in those statuses');
+      assert.equal((await h.store.taskBulkApply(params)).tasks.length, 2, 'the rest');
+      assert.deepEqual((await h.store.taskBulkApply(params)).tasks, [], 'nothing left in those statuses');
 
-      const retried = await h.store.taskBulkApply({ ...params, action: 'retry', from: RETRYABLE, limit: 10 });
+      const { tasks: retried } = await h.store.taskBulkApply({ ...params, action: 'retry', from: RETRYABLE, limit: 10 });
       assert.deepEqual([retried.length, retried[0].status, retried[0].attempts], [5, 'queued', 0]);
       assert.deepEqual(
-        await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 }),
+        (await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 })).tasks,
         [],
         'nothing finished to delete',
       );
       await h.store.taskBulkApply({ ...params, filter: { type: 'b2' }, limit: 10 });
-      const deleted = await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 });
+      const { tasks: deleted } = await h.store.taskBulkApply({ ...params, action: 'delete', filter: {}, from: DELETABLE, limit: 10 });
       assert.deepEqual(deleted.map((t) => t.type), ['b2', 'b2', 'b2']);
       assert.equal((await h.store.taskBulkCount({ filter: {}, from: DELETABLE })).matched, 5);
       await assertCountersEqualRecount(h.store);

@@ -117,6 +117,18 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       await assertCountersEqualRecount(h.store);
     });
 
+    it('CancelsDependentsOfTasksCancelledInBulk in the same write, and leaves a retry of them alone', async () => {
+      const [gone, kept] = await submit(task('bulk-dep'), task('bulk-other'));
+      const [onGone, onKept] = await submit(linked('join', { dependsOn: [gone.id] }), linked('join', { dependsOn: [kept.id] }));
+      const cancelled = await h.store.taskBulkApply({ action: 'cancel', filter: { type: 'bulk-dep' }, from: CANCELLABLE, now: T0, limit: 10, error: null });
+      assert.deepEqual(cancelled.tasks.map((t) => t.id), [gone.id]);
+      assert.deepEqual(cancelled.released.map((r) => [r.task.id, r.task.status, r.from]), [[onGone.id, 'cancelled', 'waiting']]);
+      assert.equal((await h.store.taskGet({ id: onKept.id }))?.status, 'waiting');
+      const retried = await h.store.taskBulkApply({ action: 'retry', filter: { type: 'bulk-dep' }, from: ['cancelled'], now: T0, limit: 10, error: null });
+      assert.deepEqual(retried.released, []);
+      await assertCountersEqualRecount(h.store);
+    });
+
     it('CancelsDependentsOfACancelledTask in the cancel, and of one whose lease expired for the last time in the rescue', async () => {
       const a = await h.agent(['dep']);
       const [gone, expiring] = await submit(task('dep'), task('dep', { maxAttempts: 1 }));

@@ -36,7 +36,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     poolStats: () => database.poolStats(),
     ...postgresAgents(database, { endLeases: tasks.endLeases, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
-    ...postgresBulk(database),
+    ...postgresBulk(database, tasks.settleDependents),
     ...locks.store,
     ...postgresKeys(database),
     ...postgresActivity(database),

@@ -188,6 +188,7 @@ export function postgresTasks(
 ): {
   store: TaskStore;
   endLeases: (q: Query, rows: TaskRow[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
+  settleDependents: (q: Query, finished: TaskRow[], now: number) => Promise<TaskTransition[]>;
 } {
   const query: Query = (text, values) => db.query(text, values);
 
@@ -682,5 +683,5 @@ export function postgresTasks(
     },
   };
 
-  return { store, endLeases };
+  return { store, endLeases, settleDependents };
 }

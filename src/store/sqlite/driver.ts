@@ -35,7 +35,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     },
     ...sqliteAgents(database, { endLeasesOf: tasks.endLeasesOf, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
-    ...sqliteBulk(database),
+    ...sqliteBulk(database, tasks.settleDependents),
     ...locks.store,
     ...sqliteKeys(database),
     ...sqliteActivity(database),

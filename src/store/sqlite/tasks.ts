@@ -22,7 +22,11 @@ import type { SqliteDatabase } from './database.js';
 import type { SqliteAdmission } from './types.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
-export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acquireLock: (params: LockAcquireParams) => LockAcquireResult): { store: TaskStore; endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[] } {
+export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acquireLock: (params: LockAcquireParams) => LockAcquireResult): {
+  store: TaskStore;
+  endLeasesOf: (agentId: string, now: number, endLease: EndLease) => TaskTransition[];
+  settleDependents: (finished: TaskRow[], now: number) => TaskTransition[];
+} {
   const { db, groupCommit } = d;
   const s = {
     insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
@@ -406,5 +410,6 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   return {
     store,
     endLeasesOf: (agentId, now, endLease) => endLeases(s.leasedTo.all(agentId) as TaskRow[], now, endLease),
+    settleDependents,
   };
 }
