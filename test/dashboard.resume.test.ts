@@ -40,8 +40,13 @@ describe('dashboard: the event stream resumed after a cut', () => {
     const first = await server.api.submit({ type: 'resume.before' });
     await page.waitForSelector(`[data-task-id="${first.id}"]`, WAIT);
     // Its event reached the page over the socket (not only the row by a load), so the page has a number to resume after.
-    await eventually(() => sockets[0].frames.some((f) => f.includes('"task.created"') && f.includes(`"id":${first.id},`)), WAIT.timeout, 'the first event');
-    assert.equal(sockets.length, 1);
+    // On a loaded machine the page may have opened more than one socket by now: any of them counts.
+    await eventually(
+      () => sockets.some((s) => s.frames.some((f) => f.includes('"task.created"') && f.includes(`"id":${first.id},`))),
+      WAIT.timeout,
+      'the first event',
+    );
+    const opened = sockets.length;
     assert.doesNotMatch(sockets[0].socket.url(), /since=/);
 
     proxy.refusing = true;
@@ -50,7 +55,7 @@ describe('dashboard: the event stream resumed after a cut', () => {
     const missed = await server.api.submit({ type: 'resume.away' });
     proxy.refusing = false;
 
-    await eventually(() => sockets.length >= 2, WAIT.timeout, 'a new socket');
+    await eventually(() => sockets.length > opened, WAIT.timeout, 'a new socket');
     const url = new URL(sockets.at(-1)!.socket.url());
     assert.ok(Number(url.searchParams.get('since')) > 0, url.href);
     assert.match(url.searchParams.get('epoch') ?? '', /^[0-9a-f-]{36}$/);
