@@ -34,11 +34,13 @@ export interface SqliteAdmission {
 export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
   const { db, groupCommit } = d;
   const s = {
+    // Asked on every claim: INDEXED BY, since SQLite's planner would pick tasks_by_status and read
+    // every queued task; the partial indexes hold only keyed or locking ones.
     anyRule: db
       .prepare(
         `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]')`,
+           OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_keyed WHERE status = 'queued' AND concurrency_key <> '')
+           OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_locking WHERE status = 'queued' AND locks <> '[]')`,
       )
       .pluck(),
     policies: db.prepare('SELECT * FROM type_policies ORDER BY type'),
