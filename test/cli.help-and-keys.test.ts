@@ -10,7 +10,13 @@ const withoutFleetdSettings = Object.fromEntries(Object.entries(process.env).fil
 
 describe('the CLI as the README writes it (real processes)', () => {
   it('`npx fleetd keys --help` in the clone prints the keys help', async () => {
-    const result = await runCommand('npx', ['--offline', 'fleetd', 'keys', '--help'], { cwd: repo });
+    // npx installs the clone into its cache to run it, and that install runs the clone's prepare
+    // script (npm run build), which would rewrite dist/ under the fleetd processes other tests are
+    // starting at the same moment: the suite has built it already, so no install script runs here.
+    const result = await runCommand('npx', ['--offline', 'fleetd', 'keys', '--help'], {
+      cwd: repo,
+      env: { ...process.env, npm_config_ignore_scripts: 'true' },
+    });
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /npx fleetd keys create --scope admin\|submit\|read/);
     assert.match(result.stdout, /npx fleetd keys list/);
