@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import pg from 'pg';
 import { eventually, kill9, startFleetdProcess, tempDir } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 /**
  * Heartbeats that do not write, with real processes and signals: an online agent's heartbeat is
@@ -61,10 +60,7 @@ for (const driver of ['sqlite', 'postgres'] as const) {
         await kill9(fleetd.child);
         rmSync(dataDir, { recursive: true, force: true });
         if (schema) {
-          const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-          await client.connect();
-          await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-          await client.end();
+          await dropSchema(schema);
         }
       }
     });

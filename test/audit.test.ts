@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { startPipelineServer } from './fake-llm.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 const code = (res: { body: any }) => res.body?.error?.code;
 
@@ -21,10 +20,7 @@ for (const driver of ['sqlite', 'postgres'] as const) {
     after(async () => {
       await server?.stop();
       if (driver !== 'postgres') return;
-      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await client.end();
+      await dropSchema(schema);
     });
 
     it('records every administrative and destructive act with who, when, what and from where', async () => {

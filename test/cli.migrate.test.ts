@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import pg from 'pg';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import { Api, adminKeyFor, tempDir } from './helpers.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 import { runFleetd } from './cli-run.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 const example = loadPipelinesFile('examples/complaints/pipelines.yaml');
 const setup = { providers: example.providers.map((p) => ({ ...p, latency: { minMs: 1, maxMs: 5 }, failureRate: 0 })) as any, pipelines: example.pipelines };
@@ -106,10 +105,7 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       assert.match(refused.stderr, /is not empty: its \w+ table has rows/);
     } finally {
       await pgServer?.close();
-      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await client.end();
+      await dropSchema(schema);
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { TEST_DATABASE_URL } from './store/postgres.js';
+import { dropSchema, } from './store/postgres.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema obey one type's limit together. */
 describe('a type policy across two fleetd nodes', { timeout: 120_000 }, () => {
@@ -16,10 +15,7 @@ describe('a type policy across two fleetd nodes', { timeout: 120_000 }, () => {
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${env.FLEETD_DATABASE_SCHEMA} CASCADE`);
-    await client.end();
+    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
   });
 
   it('never leases more than maxConcurrency across both nodes, and a completion on one node wakes a claim waiting on the other', async () => {

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import pg from 'pg';
 import { FakeLlm, finishedRun, never } from './fake-llm.js';
 import { tempDir } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { TEST_DATABASE_URL } from './store/postgres.js';
+import { dropSchema, } from './store/postgres.js';
 
 const fake = new FakeLlm();
 before(() => fake.start());
@@ -60,10 +59,7 @@ test('two nodes on PostgreSQL: one drives a run; kill -9 it mid-step and the oth
     assert.deepEqual(run.steps.map((s: { attempts: number }) => s.attempts), [1, 1, 1], 'B resumed the interrupted attempt');
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${cluster.FLEETD_DATABASE_SCHEMA} CASCADE`);
-    await client.end();
+    await dropSchema(cluster.FLEETD_DATABASE_SCHEMA);
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import type { Api } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { TEST_DATABASE_URL } from './store/postgres.js';
+import { dropSchema, } from './store/postgres.js';
 
 /** Every task a schedule submitted: its fire time (from the idempotency key) and when it was created. */
 async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt: number }[]> {
@@ -25,10 +24,7 @@ describe('a schedule on two fleetd nodes', { timeout: 120_000 }, () => {
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${env.FLEETD_DATABASE_SCHEMA} CASCADE`);
-    await client.end();
+    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
   });
 
   it('fires every second for 16 s, each fire once and on time, and goes on when the node it was created on is killed', async (t) => {

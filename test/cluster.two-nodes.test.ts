@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { once } from 'node:events';
-import pg from 'pg';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { TEST_DATABASE_URL } from './store/postgres.js';
+import { dropSchema, } from './store/postgres.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix. */
 describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => {
@@ -21,10 +20,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${env.FLEETD_DATABASE_SCHEMA} CASCADE`);
-    await client.end();
+    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
   });
 
   it('wakes an agent long-polling on A when a task is submitted on B', async (t) => {

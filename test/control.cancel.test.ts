@@ -3,10 +3,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { type Api, eventually, kill9, startFleetdProcess, tempDir } from './helpers.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { TEST_DATABASE_URL } from './store/postgres.js';
+import { dropSchema, } from './store/postgres.js';
 
 type Line = { event: string; at: number; id?: number; attempts?: number; code?: string; reason?: string; name?: string; message?: string; agentId?: string };
 
@@ -205,10 +204,7 @@ describe('cancel across two fleetd nodes on PostgreSQL and Redis', { timeout: 18
   after(async () => {
     await agent?.stop();
     await Promise.all([a?.stop(), b?.stop()]);
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${env.FLEETD_DATABASE_SCHEMA} CASCADE`);
-    await client.end();
+    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
   });
 
   it('tells an agent whose socket is on node A at once of a cancel made on node B', async (t) => {

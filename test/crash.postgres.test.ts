@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import pg from 'pg';
 import { kill9UnderLoad } from './chaos/kill9-under-load.js';
 import { startFleetdProcess, tempDir } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 describe('crash on PostgreSQL', { timeout: 300_000 }, () => {
   it('kill -9 at three random moments of 10,000 tasks in flight: nothing acknowledged is lost, nothing completes twice', async (t) => {
@@ -14,10 +13,7 @@ describe('crash on PostgreSQL', { timeout: 300_000 }, () => {
       await kill9UnderLoad(t, { start: () => startFleetdProcess(dataDir, env), tasks: 10_000, crashes: 3 });
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
-      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await client.end();
+      await dropSchema(schema);
     }
   });
 });

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import { runFleetd } from './cli-run.js';
 import { type Api, startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 const code = (res: { body: any }) => res.body?.error?.code;
 const inMs = (ms: number) => new Date(Date.now() + ms).toISOString();
@@ -28,10 +27,7 @@ for (const driver of ['sqlite', 'postgres'] as const) {
     after(async () => {
       await server?.stop();
       if (driver !== 'postgres') return;
-      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await client.connect();
-      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await client.end();
+      await dropSchema(schema);
     });
 
     it('refuses a key that has expired with 401 FLEETD_ERR_KEY_EXPIRED, naming it and when', async () => {

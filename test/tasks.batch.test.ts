@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { startTestServer, type Api, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 import { connectAgent } from './ws-helpers.js';
 
 /** Batched completion over HTTP (POST /v1/tasks/complete) and as one agent-stream frame, on both drivers. */
@@ -20,10 +19,7 @@ for (const driver of ['sqlite', 'postgres'] as const) {
     after(async () => {
       await server.stop();
       if (schema) {
-        const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-        await client.connect();
-        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await client.end();
+        await dropSchema(schema);
       }
     });
 
