@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
@@ -13,7 +13,7 @@ export const API_KEY_PREFIX = 'fk_';
 export const AGENT_TOKEN_PREFIX = 'fla_';
 
 /** Secrets are random (192–256 bits), so a fast hash is safe to store; a slow one would cost every request. */
-export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+export const hashSecret = (secret: string): string => hash('sha256', secret, 'hex');
 
 export const newApiKeySecret = (): string => `${API_KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
 

@@ -27,6 +27,7 @@ import type { Pipelines } from '../pipelines/pipelines.js';
 import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
 import { DASHBOARD_DIR, dashboardRoutes } from './dashboard.js';
+import { lazyRequestLogger } from './request-logger.js';
 import { securityHeadersPlugin } from './security-headers.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
@@ -163,6 +164,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
     frameworkErrors: sendError,
     // Per-request log lines would cost more than the requests; slow requests are logged instead.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: lazyRequestLogger,
     // An https.Server is an http.Server to everything fleetd does with it (routes, upgrades, closing).
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
