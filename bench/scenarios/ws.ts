@@ -57,7 +57,14 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
   const servers: ServerProcess[] = [];
   // The first node migrates; the others find the schema ready.
   for (let i = 0; i < (target.nodes ?? 1); i++) {
-    servers.push(await startServerProcess({ FLEETD_WS_MAX_CONNECTIONS: String(f.agents + f.observers + 100), ...target.env }));
+    servers.push(
+      await startServerProcess({
+        FLEETD_WS_MAX_CONNECTIONS: String(f.agents + f.observers + 100),
+        // The observers share the bench's one API key.
+        FLEETD_MAX_CONNECTIONS_PER_KEY: String(f.observers + 100),
+        ...target.env,
+      }),
+    );
   }
   const [server] = servers;
   const rss = () => servers.reduce((mb, s) => mb + s.rssMb(), 0);
