@@ -36,7 +36,7 @@ describe('security headers', () => {
     const html = await page.text();
     const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
     assert.ok(asset, 'the dashboard page names its entry script');
-    const noFramingNoSniffNoReferrer = (res: Response) => {
+    const noFramingNoSniffNoReferrer = (res: { headers: Headers }) => {
       assert.deepEqual(directives(res.headers.get('content-security-policy')).get('frame-ancestors'), ["'none'"]);
       assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
       assert.equal(res.headers.get('x-frame-options'), 'DENY');

@@ -27,6 +27,8 @@ class Observer {
   pending: string[] = [];
   /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
   lastSeq = 0;
+  /** When its last batch went (Date.now()): an event after a quiet spell goes at once. */
+  lastFlushAt = 0;
   constructor(
     readonly socket: WebSocket,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
@@ -64,8 +66,10 @@ function retainedBytes(name: string, data: unknown): number {
 /**
  * The observer side of the gateway: sockets subscribe to topics and get only the events routed to
  * those topics (a map from topic to sockets: publishing costs the interested sockets, not all of
- * them). Events are serialised once per topic and sent in batches, every eventBatchMs or as soon as
- * eventBatchMax are waiting.
+ * them). Events are serialised once per topic and sent in batches: an event that finds the socket
+ * quiet for eventBatchMs goes at once, the ones that follow it wait for the rest of the window, or
+ * until eventBatchMax are waiting. A trickle (a stats snapshot a second) is never held back by the
+ * window; a burst still costs one message per window.
  */
 export class EventStream {
   private readonly byTopic = new Map<string, Set<Observer>>();
@@ -223,7 +227,8 @@ export class EventStream {
    */
   private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown): void {
     const seq = ++this.seq;
-    const at = iso(Date.now());
+    const now = Date.now();
+    const at = iso(now);
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
@@ -239,7 +244,7 @@ export class EventStream {
         payload ??= data();
         entry ??= JSON.stringify({ topic, name, data: payload, at, seq });
         observer.pending.push(entry);
-        if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
+        if (observer.pending.length >= this.config.eventBatchMax || now - observer.lastFlushAt >= this.config.eventBatchMs) this.flush(observer, now);
         else this.dirty.add(observer);
       }
     }
@@ -260,12 +265,14 @@ export class EventStream {
 
   private flushAll(): void {
     this.flushTimer = undefined;
-    for (const observer of this.dirty) this.flush(observer);
+    const now = Date.now();
+    for (const observer of this.dirty) this.flush(observer, now);
   }
 
-  private flush(observer: Observer): void {
+  private flush(observer: Observer, now = Date.now()): void {
     this.dirty.delete(observer);
     if (observer.pending.length === 0) return;
+    observer.lastFlushAt = now;
     // The entries are JSON already: the batch is assembled, not serialised again.
     const text = `{"type":"events","events":[${observer.pending.join(',')}]}`;
     observer.pending = [];
