@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 
 /** What a failed authentication did to its address's budget. */
@@ -17,18 +18,28 @@ export interface FailureCount {
  * is refused (the right key too: a guess that succeeds must look like one that fails) until the
  * minute it started is over. Counted in Redis when one is configured, so that the budget holds
  * across nodes; while Redis is away each node counts on its own.
+ *
+ * Every request that needs a credential asks whether its address is refused, so that question must
+ * not cost a trip to Redis: only addresses that failed on this node within the minute are looked up
+ * there, and the rest, every well-behaved client, are answered from memory. An address that spent
+ * its budget on other nodes gets one more guess on this one: it fails, is counted, and from then on
+ * this node looks it up too.
  */
 export class AuthFailureLimiter {
   private readonly limiter: RateLimiterAbstract;
+  /** Addresses that failed here within the minute (the LRU's ttl, renewed by each failure): only these are looked up. */
+  private readonly failedHere: LRUCache<string, true>;
 
   constructor(readonly perMinute: number, options: { redis?: Redis; prefix: string }) {
     const base = { points: perMinute, duration: 60, keyPrefix: `${options.prefix}authfail` };
     const memory = new RateLimiterMemory(base);
     this.limiter = options.redis ? new RateLimiterRedis({ ...base, storeClient: options.redis, insuranceLimiter: memory }) : memory;
+    this.failedHere = new LRUCache({ max: 100_000, ttl: base.duration * 1_000 });
   }
 
   /** Seconds the address must wait before it may authenticate again, or undefined when it may now. */
   async blockedFor(address: string): Promise<number | undefined> {
+    if (!this.failedHere.has(address)) return undefined;
     const res = await this.limiter.get(address);
     if (!res || res.consumedPoints < this.perMinute) return undefined;
     return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
@@ -37,6 +48,7 @@ export class AuthFailureLimiter {
   /** Counts one failed authentication of the address. */
   async fail(address: string): Promise<FailureCount> {
     // penalty rather than consume: consume rejects once the budget is spent, and the count is all that is wanted here.
+    this.failedHere.set(address, true);
     const res = await this.limiter.penalty(address, 1);
     return {
       failures: res.consumedPoints,
