@@ -285,6 +285,7 @@ export class TaskService {
   private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;
     await this.ctx.store.usageRecord({ type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
+    this.ctx.stats.usageRecorded();
   }
 
   async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<Task> {

@@ -2,7 +2,7 @@ import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
-import type { AdmissionState, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
+import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -419,6 +419,8 @@ export interface TypeStore {
   usageRecord(params: { type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
   /** The type's usage since `hourFrom` and since `dayFrom`, in all and per key; old reports (before dayFrom) may be pruned. */
   usageSummary(params: { type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
+  /** Every type's usage since `hourFrom` and since `dayFrom` (as usageSummary, for all types at once); reports before dayFrom may be pruned. */
+  usageTotals(params: { hourFrom: number; dayFrom: number }): Promise<FleetUsage>;
   /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
   typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
 }
