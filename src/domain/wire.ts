@@ -279,6 +279,17 @@ export const ScheduleSchema = Type.Object({
 });
 export type ScheduleJson = Static<typeof ScheduleSchema>;
 
+/** What an agent reports a task used, with its completion or failure (HTTP, the agent stream, batches): no negative numbers. */
+export const UsageInputSchema = Type.Object(
+  {
+    inputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    outputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    costUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
 /** Usage reported with completions and failures, summed over a window. */
 export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
 

@@ -19,7 +19,7 @@ export const httpRequestDuration = new Histogram({
 /** Agent stream messages by type: how much an agent's SDK batches shows as `batch` against `complete`. */
 export const agentStreamMessages = new Counter({
   name: 'fleetd_agent_stream_messages_total',
-  help: 'Messages received on agent streams, by type (credit, complete, fail, extend, heartbeat, batch)',
+  help: 'Messages received on agent streams, by type (credit, complete, fail, release, extend, heartbeat, batch, progress, logs, output)',
   labelNames: ['type'] as const,
   registers: [registry],
 });
