@@ -366,6 +366,12 @@ export type AgentMessage = {
   id: number;
   delayMs: number;
   reason?: string;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
   ref?: string | number;
 } | {
   type: "extend";
