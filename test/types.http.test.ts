@@ -168,7 +168,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       const mine = stats.usage.types.find((t: any) => t.type === type);
       assert.deepEqual(mine.hour, { inputTokens: 1030, outputTokens: 204, costUsd: 0.75, reports: 3 });
       assert.deepEqual(mine.day, mine.hour);
-      assert.deepEqual(mine.keys.map((k: any) => k.key), ['tenant-b', 'tenant-a', ''], 'keys by most spent');
+      assert.deepEqual(mine.keys.map((k: any) => k.key), ['tenant-b', 'tenant-a', null], 'keys by most spent (null: no key)');
       assert.deepEqual(mine.keys[1].hour, { inputTokens: 1000, outputTokens: 200, costUsd: 0.25, reports: 1 });
       assert.ok(stats.usage.day.inputTokens >= 1030, 'the fleet sums include the type');
 

@@ -120,9 +120,14 @@ export interface FleetStats {
   latencyMs: { count: number; p50: number | null; p95: number | null; p99: number | null };
   eventLoop: { lagP50Ms: number; lagP99Ms: number; lagMaxMs: number };
   uptimeSeconds: number;
-  /** Tokens and cost agents reported over the last hour and day, in all and per type (each with its top keys). */
-  usage: FleetUsage;
+  /** Tokens and cost agents reported over the last hour and day, in all and per type (each with its top keys, null for tasks without one). */
+  usage: FleetUsageView;
 }
+
+/** The fleet's usage as /v1/stats shows it: a type's keys as GET /v1/types/:type shows them (null: no key). */
+export type FleetUsageView = Omit<FleetUsage, 'types'> & {
+  types: (Omit<FleetUsage['types'][number], 'keys'> & { keys: (Omit<FleetUsage['types'][number]['keys'][number], 'key'> & { key: string | null })[] })[];
+};
 
 /**
  * /v1/stats: the counts come from counters the store keeps on every write (never a scan of tasks);
@@ -134,7 +139,7 @@ export class StatsService {
   private readonly latency = new SlidingHistogram(300_000, 10_000);
   private readonly loopDelay: IntervalHistogram;
   private readonly startedAt = performance.now();
-  private usageMemo: { at: number; usage: Promise<FleetUsage> } | undefined;
+  private usageMemo: { at: number; usage: Promise<FleetUsageView> } | undefined;
 
   constructor(private readonly store: Store, private readonly now: () => number = steadyNow) {
     this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
@@ -167,13 +172,13 @@ export class StatsService {
    * spent most. A read is reused for USAGE_MEMO_MS (other nodes' reports show within that), so that
    * polling /v1/stats and scraping /metrics sum the day's reports at most once per period.
    */
-  usage(): Promise<FleetUsage> {
+  usage(): Promise<FleetUsageView> {
     const now = this.now();
     const memo = this.usageMemo;
     if (memo && now - memo.at < USAGE_MEMO_MS && now >= memo.at) return memo.usage;
     const usage = this.store.usageTotals({ hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS }).then((u) => ({
       ...u,
-      types: u.types.map((t) => ({ ...t, keys: t.keys.slice(0, USAGE_KEYS_LISTED) })),
+      types: u.types.map((t) => ({ ...t, keys: t.keys.slice(0, USAGE_KEYS_LISTED).map((k) => ({ ...k, key: k.key === '' ? null : k.key })) })),
     }));
     this.usageMemo = { at: now, usage };
     // A failed read is not reused.

@@ -294,7 +294,7 @@ export const UsageInputSchema = Type.Object(
 export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
 
 /** Usage over the last hour and day, for the keys that spent most. */
-const UsageByKeySchema = Type.Array(Type.Object({ key: Type.String(), hour: UsageTotalsSchema, day: UsageTotalsSchema }));
+const UsageByKeySchema = Type.Array(Type.Object({ key: NullableString, hour: UsageTotalsSchema, day: UsageTotalsSchema }));
 
 /** `GET /v1/stats` and the `stats` topic's events: counters and rates, no times. */
 export const StatsSchema = Type.Object({
@@ -322,7 +322,7 @@ export const StatsSchema = Type.Object({
   uptimeSeconds: Type.Integer(),
   /**
    * Tokens and cost agents reported with completions and failures, over the last hour and day: in
-   * all, and per type that reported any in the day (its 20 keys that spent most; '' is no key).
+   * all, and per type that reported any in the day (its 20 keys that spent most; null is no key).
    */
   usage: Type.Object({
     hour: UsageTotalsSchema,

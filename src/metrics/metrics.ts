@@ -213,9 +213,9 @@ async function exportUsage(fleet: Fleet): Promise<void> {
       usageCost.set({ type: t.type, window }, totals.costUsd);
       usageReports.set({ type: t.type, window }, totals.reports);
       for (const k of t.keys.slice(0, USAGE_KEYS_MAX)) {
-        usageKeyTokens.set({ type: t.type, key: k.key, window, direction: 'input' }, k[window].inputTokens);
-        usageKeyTokens.set({ type: t.type, key: k.key, window, direction: 'output' }, k[window].outputTokens);
-        usageKeyCost.set({ type: t.type, key: k.key, window }, k[window].costUsd);
+        usageKeyTokens.set({ type: t.type, key: k.key ?? '', window, direction: 'input' }, k[window].inputTokens);
+        usageKeyTokens.set({ type: t.type, key: k.key ?? '', window, direction: 'output' }, k[window].outputTokens);
+        usageKeyCost.set({ type: t.type, key: k.key ?? '', window }, k[window].costUsd);
       }
     }
   }

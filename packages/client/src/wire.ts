@@ -244,7 +244,7 @@ export interface StatsJson {
         reports: number;
       };
       keys: ({
-        key: string;
+        key: string | null;
         hour: {
           inputTokens: number;
           outputTokens: number;
