@@ -60,6 +60,8 @@ describe('an SDK agent backing off on a provider 429', { timeout: 120_000 }, () 
         assert.equal(llm.seen.length, 3);
         assert.ok(llm.seen[1] - llm.seen[0] >= 900 && llm.seen[2] - llm.seen[1] >= 900, `each retry waited for Retry-After: ${llm.seen.map((t) => t - llm.seen[0])}`);
         assert.equal(out.match(/429 on/g)?.length, 2);
+        // ctx.usage refuses bad numbers where they are reported (three a call), and changes nothing.
+        assert.equal(out.match(/usage refused: usage\.\w+ must be/g)?.length, 9);
         // The usage ctx.usage reported went with both releases and the completion.
         const usage = (await server.api.get(`/v1/types/${type}`)).body.usage;
         assert.deepEqual(usage.day, { inputTokens: 30, outputTokens: 5, costUsd: 0.002, reports: 3 });

@@ -141,6 +141,13 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.equal(bad.status, 400);
       assert.equal(bad.body.error.code, 'FLEETD_ERR_VALIDATION');
       assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { costUsd: -0.01 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/fail`, { agentId: agent.id, usage: { outputTokens: -3 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/release`, { agentId: agent.id, delayMs: 0, usage: { inputTokens: -1 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { inputTokens: 1.5 } })).status, 400, 'tokens are whole');
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { tokens: 5 } })).status, 400, 'an unknown field');
+      const badBatch = await api.post('/v1/tasks/complete', { agentId: agent.id, items: [{ op: 'complete', id: unkeyed.id, usage: { costUsd: -1 } }] });
+      assert.equal(badBatch.status, 400);
+      assert.equal(badBatch.body.error.code, 'FLEETD_ERR_VALIDATION');
       assert.equal((await api.get(`/v1/tasks/${unkeyed.id}`)).body.status, 'leased');
 
       const detail = (await api.get(`/v1/types/${type}`)).body;
@@ -216,6 +223,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         { maxConcurrencyPerKey: 0 },
         { maxConcurrency: 1.5 },
         { rateLimit: { count: 1, perMs: 5 } },
+        { rateLimit: { count: 1, perMs: 9 } },
         { rateLimit: { count: 0, perMs: 1000 } },
         { rateLimit: { perMs: 1000 } },
         { keyWeights: { a: 0 } },
@@ -230,6 +238,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.equal(res.body.error.code, 'FLEETD_ERR_VALIDATION');
       }
       assert.equal((await api.get(`/v1/types/${type}`)).body.policy.maxConcurrency, 3, 'unchanged');
+      assert.equal((await put(type, { maxConcurrency: 3, rateLimit: { count: 1, perMs: 10 } })).status, 200, '10 ms is the least perMs');
 
       const ghost = await api.post('/v1/types/no-such-type/pause', { forMs: 1000 });
       assert.equal(ghost.status, 404);

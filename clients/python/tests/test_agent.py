@@ -387,6 +387,8 @@ def test_an_agent_reports_usage_and_releases_a_task_without_spending_an_attempt(
                     ctx.usage(output_tokens=-1)
                 with pytest.raises(ValueError):
                     ctx.usage(input_tokens=1.5)
+                with pytest.raises(ValueError):
+                    ctx.release(-1)
                 ctx.usage(output_tokens=5, cost_usd=0.25)
                 ctx.usage(output_tokens=2)
                 return "done"
