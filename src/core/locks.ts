@@ -58,6 +58,7 @@ export class LockService {
   private unsubscribe: (() => void)[] = [];
   /** Wakes the line when a request ahead of one here would leave it by its deadline (its node may have died without saying). */
   private lineTimer: { at: number; timer: NodeJS.Timeout } | undefined;
+  private stopped = false;
 
   constructor(private readonly ctx: FleetContext, private readonly timers: { locks: LockExpirer }) {}
 
@@ -72,6 +73,7 @@ export class LockService {
 
   /** Every waiting request answers: the node is stopping. */
   stop(): void {
+    this.stopped = true;
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     if (this.lineTimer) clearTimeout(this.lineTimer.timer);
@@ -136,11 +138,12 @@ export class LockService {
   private async leaveLine(seq: number): Promise<void> {
     try {
       await this.ctx.store.lockWaitLeave({ seq });
+      this.ctx.bus.publish('locks.line', { left: seq });
     } catch (err) {
-      // The store is away (or closing): the row lapses at its deadline, when the line looks again.
-      if (!isDependencyUnavailable(err)) this.ctx.log.error({ err }, 'leaving the lock line failed');
+      // The store is away, or the node is stopping: the row lapses at its request's deadline, when
+      // the requests behind it look again (armLineTimer).
+      if (!this.stopped && !isDependencyUnavailable(err)) this.ctx.log.error({ err }, 'leaving the lock line failed');
     }
-    this.ctx.bus.publish('locks.line', { left: seq });
   }
 
   /** Tries the waiters in order; one that fails, or is behind one that wants the same resources, keeps its place. */
@@ -183,7 +186,7 @@ export class LockService {
     const deadlines = this.waiters.flatMap((w) => w.ahead.map((a) => a.deadline));
     if (this.lineTimer) clearTimeout(this.lineTimer.timer);
     this.lineTimer = undefined;
-    if (deadlines.length === 0) return;
+    if (deadlines.length === 0 || this.stopped) return;
     const at = Math.min(...deadlines);
     const timer = setTimeout(() => {
       this.lineTimer = undefined;
