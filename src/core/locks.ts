@@ -165,6 +165,11 @@ export class LockService {
           }
           waiter.ahead = [];
           const got = await this.tryAcquire(waiter.input, waiter.resources, waiter.seq, (ahead) => (waiter.ahead = ahead)).catch((err: unknown) => err as Error);
+          if (!this.waiters.includes(waiter)) {
+            // It answered while it tried (its wait ran out, its client left): a lock it got is nobody's.
+            if (!(got instanceof Error) && 'id' in got) await this.release(got.id).catch(() => {});
+            continue;
+          }
           if (got instanceof Error || 'id' in got) this.settle(waiter, got);
           else {
             if (got.length > 0) waiter.conflicts = got;
