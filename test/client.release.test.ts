@@ -28,15 +28,27 @@ describe('an SDK agent backing off on a provider 429', { timeout: 120_000 }, () 
   });
   after(() => server.stop());
 
+  /** Releases the server took so far, by the way they came: `release` messages on agent streams, and the HTTP route. */
+  async function releaseCounts(): Promise<{ overSocket: number; overHttp: number }> {
+    const text = (await server.api.get('/metrics')).body as string;
+    const value = (pattern: RegExp) => Number(text.match(pattern)?.[1] ?? 0);
+    return {
+      overSocket: value(/^fleetd_agent_stream_messages_total\{type="release"\} (\d+)$/m),
+      overHttp: value(/^fleetd_http_request_duration_seconds_count\{method="POST",route="\/v1\/tasks\/:id\/release",status_code="200"\} (\d+)$/m),
+    };
+  }
+
   for (const transport of ['poll', 'ws'] as const) {
     it(`releases the task for the provider's Retry-After and spends no attempt (${transport})`, async () => {
       const llm = await provider(2);
       let child: ChildProcess | undefined;
+      const type = `llm-call-${transport}`;
+      const before = await releaseCounts();
       try {
         // maxAttempts 1: a failure would send the task to dead at once; a release must not.
-        const task = await server.api.submit({ type: 'llm-call', payload: { prompt: 'the answer?' }, maxAttempts: 1 });
+        const task = await server.api.submit({ type, payload: { prompt: 'the answer?' }, maxAttempts: 1 });
         child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/releasing-agent.ts'], {
-          env: { ...process.env, FLEETD_URL: server.url, FLEETD_API_KEY: server.adminKey, PROVIDER_URL: llm.url, TRANSPORT: transport },
+          env: { ...process.env, FLEETD_URL: server.url, FLEETD_API_KEY: server.adminKey, PROVIDER_URL: llm.url, TRANSPORT: transport, TASK_TYPE: type },
           stdio: ['ignore', 'pipe', 'inherit'],
         });
         let out = '';
@@ -48,6 +60,17 @@ describe('an SDK agent backing off on a provider 429', { timeout: 120_000 }, () 
         assert.equal(llm.seen.length, 3);
         assert.ok(llm.seen[1] - llm.seen[0] >= 900 && llm.seen[2] - llm.seen[1] >= 900, `each retry waited for Retry-After: ${llm.seen.map((t) => t - llm.seen[0])}`);
         assert.equal(out.match(/429 on/g)?.length, 2);
+        // ctx.usage refuses bad numbers where they are reported (three a call), and changes nothing.
+        assert.equal(out.match(/usage refused: usage\.\w+ must be/g)?.length, 9);
+        // The usage ctx.usage reported went with both releases and the completion.
+        const usage = (await server.api.get(`/v1/types/${type}`)).body.usage;
+        assert.deepEqual(usage.day, { inputTokens: 30, outputTokens: 5, costUsd: 0.002, reports: 3 });
+        // A WebSocket agent releases over its socket; a long-poll agent over HTTP.
+        const after = await releaseCounts();
+        if (transport === 'ws') {
+          assert.equal(after.overSocket - before.overSocket, 2, 'two release messages on the agent stream');
+          assert.equal(after.overHttp, before.overHttp, 'no release over HTTP');
+        } else assert.equal(after.overHttp - before.overHttp, 2, 'two POST /v1/tasks/:id/release');
       } finally {
         if (child) await kill9(child);
         llm.server.close();

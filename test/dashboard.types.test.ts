@@ -45,4 +45,31 @@ describe('dashboard: task types', () => {
     );
     await snap(page, 'types');
   });
+
+  it('says why a spent budget holds tasks back: what was spent against the budget, for the type or each key', async () => {
+    const { api } = server;
+    assert.equal((await api.request('PUT', '/v1/types/translate', { budget: { tokensPerHour: 100, perKey: true } })).status, 200);
+    assert.equal((await api.request('PUT', '/v1/types/embed', { budget: { costPerDay: 2 } })).status, 200);
+    const agent = await api.registerAgent(['translate', 'embed'], { maxConcurrency: 10 });
+    await api.submit({ type: 'translate', concurrencyKey: 'big-spender' });
+    await api.submit({ type: 'embed' });
+    for (const task of await api.claim(agent.id, 10)) {
+      const usage = task.type === 'translate' ? { inputTokens: 90, outputTokens: 20 } : { costUsd: 2.5 };
+      assert.equal((await api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, usage })).status, 200);
+    }
+    await api.submit({ type: 'translate', concurrencyKey: 'big-spender' });
+    await api.submit({ type: 'embed' });
+    await api.submit({ type: 'embed' });
+
+    await page.goto(`${server.url}/#/types`);
+    const translate = page.locator('tr[data-type=translate] [data-field=held]');
+    await translate.locator('[data-field=budget]').waitFor(WAIT);
+    assert.equal(await translate.locator('[data-field=budget]').textContent(), 'key big-spender spent 110 of 100 tokens in the last hour');
+    assert.match((await translate.textContent())!, /^1 by budget/);
+    const embed = page.locator('tr[data-type=embed] [data-field=held]');
+    // The page may have loaded between the submits: it shows both once it reloads.
+    await page.waitForFunction(() => document.querySelector('tr[data-type=embed] [data-field=held]')?.textContent?.startsWith('2 by budget'), undefined, WAIT);
+    assert.equal(await embed.locator('[data-field=budget]').textContent(), 'budget spent: $2.5 of $2 in the last day');
+    await snap(page, 'types-budget');
+  });
 });

@@ -159,6 +159,49 @@ describe('agent stream', () => {
     await peer.close();
   });
 
+  it('carries usage with complete, fail and batch items, and releases a task for later without spending an attempt', async () => {
+    const { api, url } = server;
+    const type = 'ws-usage';
+    const agent = await api.registerAgent([type], { maxConcurrency: 5 });
+    const { peer } = await connectAgent(url, agent);
+    peer.send({ type: 'credit', add: 5 });
+    const submitted = [];
+    for (let i = 0; i < 4; i++) submitted.push(await api.submit({ type, concurrencyKey: 'tenant-a', maxAttempts: 1 }));
+    const pushed: any[] = [];
+    while (pushed.length < 4) pushed.push(...(await peer.next('tasks')).tasks);
+    const [one, two, three, four] = submitted.map((t) => t.id);
+
+    // Bad usage and a negative delay are refused, and change nothing (a message that fails its schema has its ref in the details).
+    peer.send({ type: 'complete', id: one, usage: { inputTokens: -5 }, ref: 'neg' });
+    assert.equal((await peer.next('error', (m) => m.error.details?.ref === 'neg')).error.code, 'FLEETD_ERR_VALIDATION');
+    peer.send({ type: 'release', id: one, delayMs: -1, ref: 'neg-delay' });
+    assert.equal((await peer.next('error', (m) => m.error.details?.ref === 'neg-delay')).error.code, 'FLEETD_ERR_VALIDATION');
+    peer.send({ type: 'batch', items: [{ op: 'complete', id: one, usage: { costUsd: -1 } }], ref: 'neg-batch' });
+    assert.equal((await peer.next('error', (m) => m.error.details?.ref === 'neg-batch')).error.code, 'FLEETD_ERR_VALIDATION');
+    assert.equal((await api.get(`/v1/tasks/${one}`)).body.status, 'leased');
+    assert.equal((await api.get(`/v1/types/${type}`)).body.usage.day.reports, 0);
+
+    peer.send({ type: 'complete', id: one, result: 'ok', usage: { inputTokens: 100, outputTokens: 10, costUsd: 0.1, model: 'm' }, ref: 'c' });
+    assert.equal((await peer.next('ack', (m) => m.ref === 'c')).status, 'completed');
+    peer.send({ type: 'fail', id: two, error: 'boom', retryable: false, usage: { inputTokens: 7 }, ref: 'f' });
+    assert.equal((await peer.next('ack', (m) => m.ref === 'f')).status, 'dead');
+    peer.send({ type: 'batch', items: [{ op: 'complete', id: three, usage: { outputTokens: 3, costUsd: 0.5 } }], ref: 'b' });
+    assert.equal((await peer.next('batch', (m) => m.ref === 'b')).items[0].status, 'completed');
+    peer.send({ type: 'release', id: four, delayMs: 60_000, reason: 'provider answered 429', usage: { inputTokens: 1 }, ref: 'r' });
+    const released = await peer.next('ack', (m) => m.ref === 'r');
+    assert.equal(released.status, 'scheduled');
+    const four_ = (await api.get(`/v1/tasks/${four}`)).body;
+    assert.equal(four_.attempts, 0, 'the release took back the attempt its push counted');
+    assert.deepEqual(four_.error, { code: 'FLEETD_ERR_RELEASED', message: 'provider answered 429', delayMs: 60_000 });
+    peer.send({ type: 'release', id: four, delayMs: 0, ref: 'again' });
+    assert.equal((await peer.next('error', (m) => m.ref === 'again')).error.code, 'FLEETD_ERR_LEASE_LOST');
+
+    const usage = (await api.get(`/v1/types/${type}`)).body.usage;
+    assert.deepEqual(usage.day, { inputTokens: 108, outputTokens: 13, costUsd: 0.6, reports: 4 });
+    assert.deepEqual(usage.keys.map((k: any) => k.key), ['tenant-a']);
+    await peer.close();
+  });
+
   it('closes the older socket when the same agent connects again, and a deleted agent\'s socket', async () => {
     const { api, url } = server;
     const agent = await api.registerAgent(['twice']);

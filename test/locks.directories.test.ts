@@ -63,6 +63,12 @@ for (const [driver, store] of Object.entries(drivers)) {
       const two = api.post('/v1/locks', { agentId: second.id, resources: ['repo3/b.ts'], ttlMs: 60_000, waitMs: 20_000 }).then((r) => (order.push('second'), r));
       await new Promise((r) => setTimeout(r, 300));
       assert.deepEqual(order, [], 'the second waits behind the first although b.ts is free');
+      // Nor does a request that does not wait pass them: its 409 says how many wait ahead for b.ts.
+      const impatient = await api.post('/v1/locks', { agentId: holder.id, resources: ['repo3/b.ts'], ttlMs: 60_000 });
+      assert.equal(impatient.status, 409);
+      assert.equal(impatient.body.error.code, 'FLEETD_ERR_LOCK_CONFLICT');
+      assert.equal(impatient.body.error.details.waitingAhead, 2);
+      assert.deepEqual(impatient.body.error.details.conflicts, []);
       assert.equal((await api.delete(`/v1/locks/${held.id}`)).status, 200);
       const got1 = await one;
       assert.equal(got1.status, 200);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import type { FleetdConfig } from '../src/config.js';
 import type { PostgresDriver } from '../src/store/postgres/driver.js';
@@ -140,6 +141,13 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.equal(bad.status, 400);
       assert.equal(bad.body.error.code, 'FLEETD_ERR_VALIDATION');
       assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { costUsd: -0.01 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/fail`, { agentId: agent.id, usage: { outputTokens: -3 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/release`, { agentId: agent.id, delayMs: 0, usage: { inputTokens: -1 } })).status, 400);
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { inputTokens: 1.5 } })).status, 400, 'tokens are whole');
+      assert.equal((await api.post(`/v1/tasks/${unkeyed.id}/complete`, { agentId: agent.id, usage: { tokens: 5 } })).status, 400, 'an unknown field');
+      const badBatch = await api.post('/v1/tasks/complete', { agentId: agent.id, items: [{ op: 'complete', id: unkeyed.id, usage: { costUsd: -1 } }] });
+      assert.equal(badBatch.status, 400);
+      assert.equal(badBatch.body.error.code, 'FLEETD_ERR_VALIDATION');
       assert.equal((await api.get(`/v1/tasks/${unkeyed.id}`)).body.status, 'leased');
 
       const detail = (await api.get(`/v1/types/${type}`)).body;
@@ -148,6 +156,42 @@ for (const [driver, store] of Object.entries(drivers)) {
       const keys = Object.fromEntries(detail.usage.keys.map((k: any) => [k.key, k.day]));
       assert.deepEqual(keys['tenant-a'], { inputTokens: 1500, outputTokens: 200, costUsd: 0.25, reports: 2 });
       assert.deepEqual(keys['tenant-b'], { inputTokens: 0, outputTokens: 7, costUsd: 0.5, reports: 1 });
+    });
+
+    it('shows the usage per type and key in /v1/stats and /metrics, in a format promtool accepts', async () => {
+      const { api } = server;
+      const type = freshType();
+      const agent = await api.registerAgent([type], { maxConcurrency: 10 });
+      await api.submit({ type, concurrencyKey: 'tenant-a' });
+      await api.submit({ type, concurrencyKey: 'tenant-b' });
+      await api.submit({ type });
+      const tasks = await api.claim(agent.id, 10);
+      const byKey = (key: string | null) => tasks.find((t: any) => t.concurrencyKey === key);
+      await api.post(`/v1/tasks/${byKey('tenant-a').id}/complete`, { agentId: agent.id, usage: { inputTokens: 1000, outputTokens: 200, costUsd: 0.25 } });
+      await api.post(`/v1/tasks/${byKey('tenant-b').id}/fail`, { agentId: agent.id, usage: { inputTokens: 30, costUsd: 0.5 } });
+      await api.post(`/v1/tasks/${byKey(null).id}/complete`, { agentId: agent.id, usage: { outputTokens: 4 } });
+
+      const stats = (await api.get('/v1/stats')).body;
+      const mine = stats.usage.types.find((t: any) => t.type === type);
+      assert.deepEqual(mine.hour, { inputTokens: 1030, outputTokens: 204, costUsd: 0.75, reports: 3 });
+      assert.deepEqual(mine.day, mine.hour);
+      assert.deepEqual(mine.keys.map((k: any) => k.key), ['tenant-b', 'tenant-a', null], 'keys by most spent (null: no key)');
+      assert.deepEqual(mine.keys[1].hour, { inputTokens: 1000, outputTokens: 200, costUsd: 0.25, reports: 1 });
+      assert.ok(stats.usage.day.inputTokens >= 1030, 'the fleet sums include the type');
+
+      const metrics = (await api.get('/metrics')).body as string;
+      assert.match(metrics, new RegExp(`fleetd_usage_tokens\\{type="${type}",window="hour",direction="input"\\} 1030\n`));
+      assert.match(metrics, new RegExp(`fleetd_usage_tokens\\{type="${type}",window="day",direction="output"\\} 204\n`));
+      assert.match(metrics, new RegExp(`fleetd_usage_cost_usd\\{type="${type}",window="day"\\} 0.75\n`));
+      assert.match(metrics, new RegExp(`fleetd_usage_reports\\{type="${type}",window="hour"\\} 3\n`));
+      assert.match(metrics, new RegExp(`fleetd_usage_key_tokens\\{type="${type}",key="tenant-a",window="hour",direction="input"\\} 1000\n`));
+      assert.match(metrics, new RegExp(`fleetd_usage_key_cost_usd\\{type="${type}",key="tenant-b",window="day"\\} 0.5\n`));
+      // promtool parses the whole text (a parse error is "error while linting") and lints each metric:
+      // fleetd's own pass; the only complaints are about prom-client's default Node.js gauges.
+      const promtool = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+      const complaints = `${promtool.stdout}${promtool.stderr}`.split('\n').filter((line) => line.trim() !== '');
+      assert.ok(promtool.status === 0 || complaints.length > 0, 'promtool failed without saying why');
+      assert.deepEqual(complaints.filter((line) => !line.startsWith('nodejs_')), [], 'promtool complains about fleetd\'s metrics');
     });
 
     it('a spent budget holds the rest of a key back like a rate limit, and other keys go', async () => {
@@ -179,6 +223,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         { maxConcurrencyPerKey: 0 },
         { maxConcurrency: 1.5 },
         { rateLimit: { count: 1, perMs: 5 } },
+        { rateLimit: { count: 1, perMs: 9 } },
         { rateLimit: { count: 0, perMs: 1000 } },
         { rateLimit: { perMs: 1000 } },
         { keyWeights: { a: 0 } },
@@ -193,6 +238,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.equal(res.body.error.code, 'FLEETD_ERR_VALIDATION');
       }
       assert.equal((await api.get(`/v1/types/${type}`)).body.policy.maxConcurrency, 3, 'unchanged');
+      assert.equal((await put(type, { maxConcurrency: 3, rateLimit: { count: 1, perMs: 10 } })).status, 200, '10 ms is the least perMs');
 
       const ghost = await api.post('/v1/types/no-such-type/pause', { forMs: 1000 });
       assert.equal(ghost.status, 404);

@@ -40,6 +40,12 @@ export interface FleetEvents {
   'agent.deleted': { agent: Agent };
   'lock.acquired': { lock: Lock };
   'lock.released': { lock: Lock; reason: 'released' | 'expired' | 'agent_offline' };
+  /**
+   * A request waiting for locks left the line without them (its wait ran out, its client gave up):
+   * requests behind it, on any node, look again. An internal wake-up, like tasks.available; the
+   * event stream does not carry it.
+   */
+  'locks.line': { left: number };
   /** A pipeline run was started (not published for a repeated idempotency key). */
   'pipeline.run.created': { run: RunSummary };
   /** An attempt of a step started (its attempts count includes it). */

@@ -91,7 +91,7 @@ export class Fleet {
 
   constructor(readonly options: FleetOptions) {
     const { store, bus, config, log } = options;
-    this.stats = new StatsService(store);
+    this.stats = new StatsService(store, options.now ?? steadyNow);
     const ctx: FleetContext = {
       store,
       bus,

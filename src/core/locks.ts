@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { FleetContext } from './context.js';
-import { FleetError, invalid, notFound } from '../domain/errors.js';
+import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
 import { badLockPath, decideLock, lockProbes, resourcesClash } from './rules/locks.js';
-import type { LockHolder } from '../store/store.js';
+import type { LockHolder, LockWaiter as StoredWaiter } from '../store/store.js';
 import type { Lock, Page } from '../domain/types.js';
 
 export interface LockInput {
@@ -19,7 +19,11 @@ export interface LockInput {
 interface LockWaiter {
   input: LockInput;
   resources: string[];
+  /** Its place in the store's line, which every node sharing the store follows. */
+  seq: number;
   conflicts: LockHolder[];
+  /** Requests ahead of it in the store's line (on any node) that were in its way at its last try. */
+  ahead: StoredWaiter[];
   timer: NodeJS.Timeout;
   signal?: AbortSignal;
   onAbort?: () => void;
@@ -27,53 +31,78 @@ interface LockWaiter {
   reject(err: unknown): void;
 }
 
-const conflictError = (conflicts: LockHolder[]) =>
-  new FleetError('FLEETD_ERR_LOCK_CONFLICT', `already locked: ${conflicts.map((c) => `${c.resource} (agent ${c.agentId})`).join(', ')}`, { conflicts });
+/** The 409: the holders in the way, or (none held) the requests ahead in line that want the same resources. */
+const conflictError = (conflicts: LockHolder[], ahead: StoredWaiter[] = []) =>
+  conflicts.length > 0 || ahead.length === 0
+    ? new FleetError('FLEETD_ERR_LOCK_CONFLICT', `already locked: ${conflicts.map((c) => `${c.resource} (agent ${c.agentId})`).join(', ')}`, { conflicts })
+    : new FleetError('FLEETD_ERR_LOCK_CONFLICT', `${ahead.length} earlier request(s) wait in line for the same resources`, { conflicts, waitingAhead: ahead.length });
+
+/** The requests ahead that want any of `resources` (directories included). */
+const inTheWayOf = (resources: string[], ahead: StoredWaiter[]) => ahead.filter((w) => w.resources.some((r) => resources.some((mine) => resourcesClash(r, mine))));
+
+/** A request that does not wait is behind every waiting one: it never takes resources that someone waits for. */
+const LAST_IN_LINE = Number.MAX_SAFE_INTEGER;
 
 /** Exclusive, all-or-nothing locks on named resources (files, URLs, anything), held by agents until released, expired or the agent goes offline. */
 export class LockService {
   /**
-   * Requests waiting for their resources, first come first served: a waiter is never passed by a
-   * later one that wants any of the same resources (directories included). Each try takes every
-   * resource or none, so waiters hold nothing while they wait and two cannot wait on each other.
+   * Requests waiting here for their resources, first come first served. The line itself is kept in
+   * the store (lockWaitJoin), so that it holds across nodes: a try takes the resources only if no
+   * request ahead in the store's line, on any node, wants any of them, and a waiter is never passed
+   * by a later one (nor by a request that does not wait). Each try takes every resource or none, so
+   * waiters hold nothing while they wait and two cannot wait on each other.
    */
   private waiters: LockWaiter[] = [];
   private draining = false;
   private drainAgain = false;
   private unsubscribe: (() => void)[] = [];
+  /** Wakes the line when a request ahead of one here would leave it by its deadline (its node may have died without saying). */
+  private lineTimer: { at: number; timer: NodeJS.Timeout } | undefined;
+  private stopped = false;
 
   constructor(private readonly ctx: FleetContext, private readonly timers: { locks: LockExpirer }) {}
 
-  /** Waiters look again whenever a lock goes (released, expired, its agent offline; other nodes' too, over a shared bus). */
+  /**
+   * Waiters look again whenever a lock goes (released, expired, its agent offline) or a request
+   * leaves the line without its lock: this node's and, over a shared bus, other nodes'.
+   */
   start(): void {
     this.unsubscribe.push(this.ctx.bus.subscribe('lock.released', () => void this.drain()));
+    this.unsubscribe.push(this.ctx.bus.subscribe('locks.line', () => void this.drain()));
   }
 
   /** Every waiting request answers: the node is stopping. */
   stop(): void {
+    this.stopped = true;
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
+    if (this.lineTimer) clearTimeout(this.lineTimer.timer);
+    this.lineTimer = undefined;
     for (const w of [...this.waiters]) this.settle(w, new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down'));
   }
 
   /** Takes the resources now, or with waitMs waits for them in line; a conflict at the end of the wait is a 409 as without it. */
   async acquire(input: LockInput, signal?: AbortSignal): Promise<Lock> {
     const resources = await this.check(input);
-    // A request that waits joins the line behind earlier waiters for the same resources; one that
-    // does not wait only tries.
-    const blocked = !!input.waitMs && this.waiters.some((w) => w.resources.some((r) => resources.some((mine) => resourcesClash(r, mine))));
-    const first = blocked ? undefined : await this.tryAcquire(input, resources);
-    if (first && 'id' in first) return first;
-    if (!input.waitMs) throw conflictError(first ?? []);
+    if (!input.waitMs) {
+      let ahead: StoredWaiter[] = [];
+      const got = await this.tryAcquire(input, resources, LAST_IN_LINE, (inTheWay) => (ahead = inTheWay));
+      if ('id' in got) return got;
+      throw conflictError(got, ahead);
+    }
+    const now = this.ctx.now();
+    const seq = await this.ctx.store.lockWaitJoin({ resources, deadline: now + input.waitMs, now });
     return new Promise<Lock>((resolve, reject) => {
       const waiter: LockWaiter = {
         input,
         resources,
-        conflicts: first ?? [],
+        seq,
+        conflicts: [],
+        ahead: [],
         resolve,
         reject,
         signal,
-        timer: setTimeout(() => this.settle(waiter, conflictError(waiter.conflicts.length > 0 ? waiter.conflicts : this.waitersConflicts(resources))), input.waitMs),
+        timer: setTimeout(() => this.settle(waiter, this.timedOut(waiter)), input.waitMs),
       };
       waiter.timer.unref();
       if (signal) {
@@ -81,14 +110,16 @@ export class LockService {
         signal.addEventListener('abort', waiter.onAbort, { once: true });
       }
       this.waiters.push(waiter);
-      // A lock may have gone between the try and joining the line.
+      // Its first try, in its place in line.
       void this.drain();
     });
   }
 
-  /** For a waiter that never got to try (earlier waiters were in its way): the holders those waiters met. */
-  private waitersConflicts(resources: string[]): LockHolder[] {
-    return this.waiters.flatMap((w) => w.conflicts).filter((c) => resources.some((r) => resourcesClash(r, c.resource)));
+  /** The 409 of a wait that ran out: the holders it met, or those earlier waiters here met, or the requests ahead in line. */
+  private timedOut(waiter: LockWaiter): FleetError {
+    if (waiter.conflicts.length > 0) return conflictError(waiter.conflicts);
+    const metHere = this.waiters.flatMap((w) => w.conflicts).filter((c) => waiter.resources.some((r) => resourcesClash(r, c.resource)));
+    return conflictError(metHere, waiter.ahead);
   }
 
   private settle(waiter: LockWaiter, outcome: Lock | Error): void {
@@ -99,8 +130,20 @@ export class LockService {
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
     if (outcome instanceof Error) waiter.reject(outcome);
     else waiter.resolve(outcome);
-    // A waiter that leaves the line (timed out, gave up) may have been in the way of later ones.
-    if (outcome instanceof Error) void this.drain();
+    // A request that got its lock left the line in the same write. One that leaves without (timed
+    // out, gave up) may have been in the way of later ones, here or on other nodes: they look again.
+    if (outcome instanceof Error) void this.leaveLine(waiter.seq);
+  }
+
+  private async leaveLine(seq: number): Promise<void> {
+    try {
+      await this.ctx.store.lockWaitLeave({ seq });
+      this.ctx.bus.publish('locks.line', { left: seq });
+    } catch (err) {
+      // The store is away, or the node is stopping: the row lapses at its request's deadline, when
+      // the requests behind it look again (armLineTimer).
+      if (!this.stopped && !isDependencyUnavailable(err)) this.ctx.log.error({ err }, 'leaving the lock line failed');
+    }
   }
 
   /** Tries the waiters in order; one that fails, or is behind one that wants the same resources, keeps its place. */
@@ -120,17 +163,42 @@ export class LockService {
             inTheWay.push(...waiter.resources);
             continue;
           }
-          const got = await this.tryAcquire(waiter.input, waiter.resources).catch((err: unknown) => err as Error);
+          waiter.ahead = [];
+          const got = await this.tryAcquire(waiter.input, waiter.resources, waiter.seq, (ahead) => (waiter.ahead = ahead)).catch((err: unknown) => err as Error);
+          if (!this.waiters.includes(waiter)) {
+            // It answered while it tried (its wait ran out, its client left): a lock it got is nobody's.
+            if (!(got instanceof Error) && 'id' in got) await this.release(got.id).catch(() => {});
+            continue;
+          }
           if (got instanceof Error || 'id' in got) this.settle(waiter, got);
           else {
-            waiter.conflicts = got;
+            if (got.length > 0) waiter.conflicts = got;
             inTheWay.push(...waiter.resources);
           }
         }
+        this.armLineTimer();
       } while (this.drainAgain);
     } finally {
       this.draining = false;
     }
+  }
+
+  /**
+   * A request ahead in line leaves it by its deadline at the latest: if it was on a node that died,
+   * nobody says so, and the line here looks again then.
+   */
+  private armLineTimer(): void {
+    const deadlines = this.waiters.flatMap((w) => w.ahead.map((a) => a.deadline));
+    if (this.lineTimer) clearTimeout(this.lineTimer.timer);
+    this.lineTimer = undefined;
+    if (deadlines.length === 0 || this.stopped) return;
+    const at = Math.min(...deadlines);
+    const timer = setTimeout(() => {
+      this.lineTimer = undefined;
+      void this.drain();
+    }, Math.max(0, at - this.ctx.now()) + 1);
+    timer.unref();
+    this.lineTimer = { at, timer };
   }
 
   /** Validates a request: the resources it takes, deduplicated. */
@@ -153,8 +221,11 @@ export class LockService {
     return resources;
   }
 
-  /** One all-or-nothing try: the lock, or the holders in the way. */
-  private async tryAcquire(input: LockInput, resources: string[]): Promise<Lock | LockHolder[]> {
+  /**
+   * One all-or-nothing try, as the request at `seq` in line: the lock, or the holders in the way
+   * (none when requests ahead in line are: `onAhead` is told which).
+   */
+  private async tryAcquire(input: LockInput, resources: string[], seq: number, onAhead: (ahead: StoredWaiter[]) => void): Promise<Lock | LockHolder[]> {
     const now = this.ctx.now();
     const result = await this.ctx.store.lockAcquire({
       id: randomUUID(),
@@ -165,6 +236,14 @@ export class LockService {
       now,
       decide: (holders) => decideLock(holders, now),
       probes: lockProbes(resources),
+      line: {
+        seq,
+        mayGo: (ahead) => {
+          const inTheWay = inTheWayOf(resources, ahead);
+          onAhead(inTheWay);
+          return inTheWay.length === 0;
+        },
+      },
     });
     if (!result.acquired) {
       // A holder's expiry frees its resources: the expirer's release wakes the line then.

@@ -3,6 +3,12 @@ import type { Store } from '../store/store.js';
 import { steadyNow } from './clock.js';
 import type { AgentStatus, TaskStatus } from '../domain/types.js';
 import { AGENT_STATUSES, TASK_STATUSES } from '../domain/types.js';
+import { DAY_MS, HOUR_MS, type FleetUsage } from '../domain/type-policies.js';
+
+/** How long a read of the usage sums is reused (this node's own reports drop it at once). */
+export const USAGE_MEMO_MS = 5_000;
+/** The keys each type lists in /v1/stats and /metrics: those that spent most over the day. */
+export const USAGE_KEYS_LISTED = 20;
 
 /**
  * Latency percentiles over a sliding window, in fixed log-spaced buckets (about 4 % apart), so that
@@ -114,7 +120,14 @@ export interface FleetStats {
   latencyMs: { count: number; p50: number | null; p95: number | null; p99: number | null };
   eventLoop: { lagP50Ms: number; lagP99Ms: number; lagMaxMs: number };
   uptimeSeconds: number;
+  /** Tokens and cost agents reported over the last hour and day, in all and per type (each with its top keys, null for tasks without one). */
+  usage: FleetUsageView;
 }
+
+/** The fleet's usage as /v1/stats shows it: a type's keys as GET /v1/types/:type shows them (null: no key). */
+export type FleetUsageView = Omit<FleetUsage, 'types'> & {
+  types: (Omit<FleetUsage['types'][number], 'keys'> & { keys: (Omit<FleetUsage['types'][number]['keys'][number], 'key'> & { key: string | null })[] })[];
+};
 
 /**
  * /v1/stats: the counts come from counters the store keeps on every write (never a scan of tasks);
@@ -126,8 +139,9 @@ export class StatsService {
   private readonly latency = new SlidingHistogram(300_000, 10_000);
   private readonly loopDelay: IntervalHistogram;
   private readonly startedAt = performance.now();
+  private usageMemo: { at: number; usage: Promise<FleetUsageView> } | undefined;
 
-  constructor(private readonly store: Store) {
+  constructor(private readonly store: Store, private readonly now: () => number = steadyNow) {
     this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
   }
 
@@ -148,6 +162,32 @@ export class StatsService {
     this.failures.add();
   }
 
+  /** The usage sums changed here (a report was recorded): the next read goes to the store. */
+  usageRecorded(): void {
+    this.usageMemo = undefined;
+  }
+
+  /**
+   * Every type's usage over the last hour and day, each type listing the USAGE_KEYS_LISTED keys that
+   * spent most. A read is reused for USAGE_MEMO_MS (other nodes' reports show within that), so that
+   * polling /v1/stats and scraping /metrics sum the day's reports at most once per period.
+   */
+  usage(): Promise<FleetUsageView> {
+    const now = this.now();
+    const memo = this.usageMemo;
+    if (memo && now - memo.at < USAGE_MEMO_MS && now >= memo.at) return memo.usage;
+    const usage = this.store.usageTotals({ hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS }).then((u) => ({
+      ...u,
+      types: u.types.map((t) => ({ ...t, keys: t.keys.slice(0, USAGE_KEYS_LISTED).map((k) => ({ ...k, key: k.key === '' ? null : k.key })) })),
+    }));
+    this.usageMemo = { at: now, usage };
+    // A failed read is not reused.
+    usage.catch(() => {
+      if (this.usageMemo?.usage === usage) this.usageMemo = undefined;
+    });
+    return usage;
+  }
+
   eventLoopLag(): { lagP50Ms: number; lagP99Ms: number; lagMaxMs: number } {
     // The monitor samples every RESOLUTION_MS and records the whole interval; lag is what exceeds it.
     const ms = (ns: number) => Math.max(0, Math.round((ns / 1e6 - LOOP_RESOLUTION_MS) * 100) / 100);
@@ -161,7 +201,7 @@ export class StatsService {
   }
 
   async snapshot(): Promise<FleetStats> {
-    const [taskCounts, agentCounts] = await Promise.all([this.store.taskCounts(), this.store.agentCounts()]);
+    const [taskCounts, agentCounts, usage] = await Promise.all([this.store.taskCounts(), this.store.agentCounts(), this.usage()]);
     const byStatus = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
     const byType: Record<string, Partial<Record<TaskStatus, number>>> = {};
     const queueDepthByPriority: Record<string, number> = {};
@@ -186,6 +226,7 @@ export class StatsService {
       latencyMs: { count, p50: values[0], p95: values[1], p99: values[2] },
       eventLoop: this.eventLoopLag(),
       uptimeSeconds: Math.round((performance.now() - this.startedAt) / 1000),
+      usage,
     };
   }
 }

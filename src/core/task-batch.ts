@@ -1,12 +1,13 @@
 import { FleetError, invalid } from '../domain/errors.js';
 import type { Task } from '../domain/types.js';
+import type { TaskUsage } from '../domain/type-policies.js';
 import type { Logger } from './context.js';
 import type { TaskService } from './tasks.js';
 
 /** One item of an agent's batch: what a single complete, fail or extend would say. */
 export type TaskBatchItem =
-  | { op: 'complete'; id: number; result?: unknown }
-  | { op: 'fail'; id: number; error?: unknown; retryable?: boolean }
+  | { op: 'complete'; id: number; result?: unknown; usage?: TaskUsage }
+  | { op: 'fail'; id: number; error?: unknown; retryable?: boolean; usage?: TaskUsage }
   | { op: 'extend'; id: number; leaseMs?: number };
 
 /** Each item's answer, in its place: the task after the write, or why the item was refused. */
@@ -33,9 +34,9 @@ export function settleBatch(tasks: TaskService, log: Logger, agentId: string, it
       try {
         switch (item.op) {
           case 'complete':
-            return { id: item.id, task: await tasks.complete({ id: item.id, agentId, result: item.result }) };
+            return { id: item.id, task: await tasks.complete({ id: item.id, agentId, result: item.result, usage: item.usage }) };
           case 'fail':
-            return { id: item.id, task: await tasks.fail({ id: item.id, agentId, error: item.error, retryable: item.retryable }) };
+            return { id: item.id, task: await tasks.fail({ id: item.id, agentId, error: item.error, retryable: item.retryable, usage: item.usage }) };
           case 'extend':
             return { id: item.id, task: await tasks.extend({ id: item.id, agentId, leaseMs: item.leaseMs }) };
         }

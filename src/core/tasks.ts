@@ -285,6 +285,7 @@ export class TaskService {
   private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;
     await this.ctx.store.usageRecord({ type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
+    this.ctx.stats.usageRecorded();
   }
 
   async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<Task> {
@@ -319,12 +320,13 @@ export class TaskService {
    * The agent gives the task back for later (its provider answered 429, say): back in the queue
    * after delayMs, and the attempt its claim counted is taken back.
    */
-  async release(params: { id: number; agentId: string; delayMs: number; reason?: string }): Promise<Task> {
+  async release(params: { id: number; agentId: string; delayMs: number; reason?: string; usage?: TaskUsage }): Promise<Task> {
     const now = this.ctx.now();
     const runAt = now + params.delayMs;
     const error = { code: 'FLEETD_ERR_RELEASED', message: params.reason ?? 'released by its agent for later', delayMs: params.delayMs };
     const written = await this.ctx.store.taskRelease({ id: params.id, agentId: params.agentId, now, status: initialStatus(runAt, now), runAt, error });
     const task = leaseHeld(written, params.id, params.agentId);
+    await this.recordUsage(task, params.usage);
     this.ctx.bus.publish('task.requeued', { task: summarizeTask(task), reason: 'released' });
     if (task.status === 'queued') this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
     else this.timers.scheduled.poke(task.runAt);

@@ -118,3 +118,10 @@ export interface TypeUsage {
   day: UsageTotals;
   keys: { key: string; hour: UsageTotals; day: UsageTotals }[];
 }
+
+/** Usage of every type that reported any in the last day: the fleet's sums, and each type's (keys sorted by most spent). */
+export interface FleetUsage {
+  hour: UsageTotals;
+  day: UsageTotals;
+  types: (TypeUsage & { type: string })[];
+}

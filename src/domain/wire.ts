@@ -279,6 +279,23 @@ export const ScheduleSchema = Type.Object({
 });
 export type ScheduleJson = Static<typeof ScheduleSchema>;
 
+/** What an agent reports a task used, with its completion or failure (HTTP, the agent stream, batches): no negative numbers. */
+export const UsageInputSchema = Type.Object(
+  {
+    inputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    outputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+    costUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
+/** Usage reported with completions and failures, summed over a window. */
+export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
+
+/** Usage over the last hour and day, for the keys that spent most. */
+const UsageByKeySchema = Type.Array(Type.Object({ key: NullableString, hour: UsageTotalsSchema, day: UsageTotalsSchema }));
+
 /** `GET /v1/stats` and the `stats` topic's events: counters and rates, no times. */
 export const StatsSchema = Type.Object({
   tasks: Type.Object({
@@ -303,6 +320,15 @@ export const StatsSchema = Type.Object({
   }),
   eventLoop: Type.Object({ lagP50Ms: Type.Number(), lagP99Ms: Type.Number(), lagMaxMs: Type.Number() }),
   uptimeSeconds: Type.Integer(),
+  /**
+   * Tokens and cost agents reported with completions and failures, over the last hour and day: in
+   * all, and per type that reported any in the day (its 20 keys that spent most; null is no key).
+   */
+  usage: Type.Object({
+    hour: UsageTotalsSchema,
+    day: UsageTotalsSchema,
+    types: Type.Array(Type.Object({ type: Type.String(), hour: UsageTotalsSchema, day: UsageTotalsSchema, keys: UsageByKeySchema })),
+  }),
 });
 export type StatsJson = Static<typeof StatsSchema>;
 
@@ -537,8 +563,6 @@ export const TypeKeySchema = Type.Object({
 });
 export type TypeKeyJson = Static<typeof TypeKeySchema>;
 
-/** Usage reported with completions and failures, summed over a window. */
-export const UsageTotalsSchema = Type.Object({ inputTokens: Type.Integer(), outputTokens: Type.Integer(), costUsd: Type.Number(), reports: Type.Integer() });
 
 /** A type's usage over the last hour and day, in all and for the keys that spent most (up to 100). */
 export const TypeUsageSchema = Type.Object({

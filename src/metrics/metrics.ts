@@ -19,7 +19,7 @@ export const httpRequestDuration = new Histogram({
 /** Agent stream messages by type: how much an agent's SDK batches shows as `batch` against `complete`. */
 export const agentStreamMessages = new Counter({
   name: 'fleetd_agent_stream_messages_total',
-  help: 'Messages received on agent streams, by type (credit, complete, fail, extend, heartbeat, batch)',
+  help: 'Messages received on agent streams, by type (credit, complete, fail, release, extend, heartbeat, batch, progress, logs, output)',
   labelNames: ['type'] as const,
   registers: [registry],
 });
@@ -86,6 +86,40 @@ const providerCircuitOpen = new Gauge({
   registers: [registry],
 });
 
+const usageTokens = new Gauge({
+  name: 'fleetd_usage_tokens',
+  help: 'Tokens agents reported with completions and failures over the last hour or day, by type, window (hour, day) and direction (input, output)',
+  labelNames: ['type', 'window', 'direction'] as const,
+  registers: [registry],
+});
+const usageCost = new Gauge({
+  name: 'fleetd_usage_cost_usd',
+  help: 'Cost in US dollars agents reported over the last hour or day, by type and window (hour, day)',
+  labelNames: ['type', 'window'] as const,
+  registers: [registry],
+});
+const usageReports = new Gauge({
+  name: 'fleetd_usage_reports',
+  help: 'Usage reports (completions and failures that carried usage) over the last hour or day, by type and window',
+  labelNames: ['type', 'window'] as const,
+  registers: [registry],
+});
+const usageKeyTokens = new Gauge({
+  name: 'fleetd_usage_key_tokens',
+  help: 'Tokens reported over the last hour or day by the concurrency keys of each type that spent most (key "" is tasks without one), by direction',
+  labelNames: ['type', 'key', 'window', 'direction'] as const,
+  registers: [registry],
+});
+const usageKeyCost = new Gauge({
+  name: 'fleetd_usage_key_cost_usd',
+  help: 'Cost in US dollars reported over the last hour or day by the concurrency keys of each type that spent most (key "" is tasks without one)',
+  labelNames: ['type', 'key', 'window'] as const,
+  registers: [registry],
+});
+/** Bounds on the usage series: the types and, per type, the keys that spent most over the day. */
+const USAGE_TYPES_MAX = 200;
+const USAGE_KEYS_MAX = 10;
+
 /** Bounds on the scrape-time look at queued types and online agents, so a huge fleet cannot make a scrape slow. */
 const CAPABLE_TYPES_MAX = 200;
 const ONLINE_AGENTS_MAX = 10_000;
@@ -134,6 +168,7 @@ export function observeFleet(fleet: Fleet): () => void {
     for (const c of agents) agentsByStatus.set({ status: c.status }, c.count);
     const queuedTypes = [...new Set(tasks.filter((c) => c.status === 'queued' && c.count > 0).map((c) => c.type))];
     await countCapableAgents(fleet, queuedTypes.slice(0, CAPABLE_TYPES_MAX));
+    await exportUsage(fleet);
   });
   const offClaimed = fleet.bus.subscribe('task.claimed', ({ task }) => {
     if (task.claimedAt === null) return;
@@ -153,6 +188,37 @@ export function observeFleet(fleet: Fleet): () => void {
     offDead();
     offRequeued();
   };
+}
+
+/** The usage sums of the types that spent most over the day, and of their top keys. */
+async function exportUsage(fleet: Fleet): Promise<void> {
+  let usage;
+  try {
+    usage = await fleet.stats.usage();
+  } catch {
+    return;
+  }
+  for (const g of [usageTokens, usageCost, usageReports, usageKeyTokens, usageKeyCost]) g.reset();
+  const spent = (u: { day: { costUsd: number; inputTokens: number; outputTokens: number } }) => [u.day.costUsd, u.day.inputTokens + u.day.outputTokens];
+  const types = [...usage.types].sort((a, b) => {
+    const [ca, ta] = spent(a);
+    const [cb, tb] = spent(b);
+    return cb - ca || tb - ta;
+  });
+  for (const t of types.slice(0, USAGE_TYPES_MAX)) {
+    for (const window of ['hour', 'day'] as const) {
+      const totals = t[window];
+      usageTokens.set({ type: t.type, window, direction: 'input' }, totals.inputTokens);
+      usageTokens.set({ type: t.type, window, direction: 'output' }, totals.outputTokens);
+      usageCost.set({ type: t.type, window }, totals.costUsd);
+      usageReports.set({ type: t.type, window }, totals.reports);
+      for (const k of t.keys.slice(0, USAGE_KEYS_MAX)) {
+        usageKeyTokens.set({ type: t.type, key: k.key ?? '', window, direction: 'input' }, k[window].inputTokens);
+        usageKeyTokens.set({ type: t.type, key: k.key ?? '', window, direction: 'output' }, k[window].outputTokens);
+        usageKeyCost.set({ type: t.type, key: k.key ?? '', window }, k[window].costUsd);
+      }
+    }
+  }
 }
 
 /** Whether an agent has every capability a task requires. */

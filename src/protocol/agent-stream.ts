@@ -9,7 +9,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FleetError } from '../domain/errors.js';
 import type { Task } from '../domain/types.js';
-import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, isoOrNull, literalsOf } from '../domain/wire.js';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, isoOrNull, literalsOf } from '../domain/wire.js';
 import { LOG_LEVELS } from '../domain/activity.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -18,6 +18,8 @@ export const AGENT_PROTOCOL_VERSION = 1;
 export const MessageRef = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]);
 const Ref = Type.Optional(MessageRef);
 const TaskId = Type.Integer({ minimum: 1 });
+/** What the task used (tokens, cost, model), counted for its type and key: as on POST /v1/tasks/:id/complete and /fail. */
+const Usage = Type.Optional(UsageInputSchema);
 
 /** Most items one batch (`POST /v1/tasks/complete` or a `batch` message) carries. */
 export const MAX_BATCH_ITEMS = 1_000;
@@ -27,9 +29,9 @@ export const MAX_BATCH_ITEMS = 1_000;
  * routes do. Items are answered each on its own; a refused item changes nothing and refuses no other.
  */
 export const TaskBatchItemSchema = Type.Union([
-  Type.Object({ op: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
+  Type.Object({ op: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()), usage: Usage }, { additionalProperties: false }),
   Type.Object(
-    { op: Type.Literal('fail'), id: TaskId, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()) },
+    { op: Type.Literal('fail'), id: TaskId, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()), usage: Usage },
     { additionalProperties: false },
   ),
   Type.Object(
@@ -59,7 +61,7 @@ export const AgentMessageSchema = Type.Union([
   /** Grants `add` more tasks. */
   Type.Object({ type: Type.Literal('credit'), add: Type.Integer({ minimum: 1, maximum: 10_000 }) }, { additionalProperties: false }),
   Type.Object(
-    { type: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()), ref: Ref },
+    { type: Type.Literal('complete'), id: TaskId, result: Type.Optional(Type.Unknown()), usage: Usage, ref: Ref },
     { additionalProperties: false },
   ),
   Type.Object(
@@ -69,6 +71,22 @@ export const AgentMessageSchema = Type.Union([
       error: Type.Optional(Type.Unknown()),
       /** false dead-letters the task at once, whatever attempts it has left. Defaults to true. */
       retryable: Type.Optional(Type.Boolean()),
+      usage: Usage,
+      ref: Ref,
+    },
+    { additionalProperties: false },
+  ),
+  /**
+   * Gives a leased task back for later without spending an attempt (its provider answered 429, say),
+   * as POST /v1/tasks/:id/release: queued again after delayMs. Answered by an `ack` with its status.
+   */
+  Type.Object(
+    {
+      type: Type.Literal('release'),
+      id: TaskId,
+      delayMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
+      reason: Type.Optional(Type.String({ maxLength: 1000 })),
+      usage: Usage,
       ref: Ref,
     },
     { additionalProperties: false },
@@ -114,7 +132,7 @@ export const ServerMessageSchema = Type.Union([
   /** First message on every connection. `leased`: tasks the agent still holds (a resumed session). */
   Type.Object({ type: Type.Literal('welcome'), protocol: Type.Integer(), agent: AgentSchema, leased: Type.Array(TaskSchema) }),
   Type.Object({ type: Type.Literal('tasks'), tasks: Type.Array(TaskSchema) }),
-  /** A complete, fail, extend, heartbeat, progress, logs or output succeeded (the last three with the task's lastSeq). */
+  /** A complete, fail, release, extend, heartbeat, progress, logs or output succeeded (the last three with the task's lastSeq). */
   Type.Object({
     type: Type.Literal('ack'),
     ref: Ref,

@@ -95,9 +95,9 @@ export const EventDataSchemas = {
   'pipeline.step.waiting': StepEvent,
   stats: StatsSchema,
   'task.activity': Type.Object({ taskId: Type.Integer(), entries: Type.Array(ActivityEntrySchema) }),
-} satisfies Record<Exclude<EventName, 'tasks.available'> | 'stats', TObject>;
+} satisfies Record<Exclude<EventName, 'tasks.available' | 'locks.line'> | 'stats', TObject>;
 
-/** The names of the events the stream carries: tasks.available is an internal wake-up and goes nowhere. */
+/** The names of the events the stream carries: tasks.available and locks.line are internal wake-ups and go nowhere. */
 export type StreamEventName = keyof typeof EventDataSchemas;
 export type EventJson<K extends StreamEventName> = Static<(typeof EventDataSchemas)[K]>;
 

@@ -126,16 +126,8 @@ export type TypeResumeInputBody = Static<typeof TypeResumeInputSchema>;
 /** A task type in a path: the same characters a task's type takes. */
 export const TypeName = Name;
 
-/** What an agent reports a task used, with its completion or failure: counts and cost, never negative. */
-export const UsageInputSchema = Type.Object(
-  {
-    inputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
-    outputTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
-    costUsd: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
-    model: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-  },
-  { additionalProperties: false },
-);
+/** What an agent reports a task used: declared with the wire contract, since the agent stream carries it too. */
+export { UsageInputSchema } from '../domain/wire.js';
 
 /** A schedule's task: what POST /v1/tasks takes, less what each fire decides (when, its key) and links. */
 export const ScheduleTaskSchema = Type.Omit(TaskInputSchema, ['runAt', 'delayMs', 'idempotencyKey', 'parentId', 'dependsOn', 'onDependencyFailure'], {

@@ -2,7 +2,7 @@ import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
-import type { AdmissionState, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
+import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
 /**
  * The storage contract of the queue. It speaks the queue's behaviour (claim, extend a lease, rescue
@@ -155,6 +155,13 @@ export interface LockStore {
   lockList(params: LockListParams): Promise<Page<Lock>>;
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
+  /**
+   * Puts a request that will wait for `resources` at the end of the line (shared by every node on
+   * the store) until `deadline`; returns its place. Requests whose deadline passed are dropped.
+   */
+  lockWaitJoin(params: { resources: string[]; deadline: number; now: number }): Promise<number>;
+  /** Takes a request out of the line (it gave up, or its wait ran out). */
+  lockWaitLeave(params: { seq: number }): Promise<void>;
 }
 
 /** API keys, stored by hash. */
@@ -395,6 +402,19 @@ export interface LockAcquireParams {
    * themselves. Acquirers take turns on `roots` where the store lets others run at once.
    */
   probes?: { exact: string[]; under: string[]; roots: string[] };
+  /**
+   * A request waiting in line (lockWaitJoin): in the same write, the requests ahead of it that are
+   * still waiting (before `seq`, deadline after `now`) are read and `mayGo` says whether any is in
+   * its way; if so nothing is taken (conflicts: none). Taking the lock takes it out of the line.
+   */
+  line?: { seq: number; mayGo: (ahead: LockWaiter[]) => boolean };
+}
+
+/** A request waiting in the line for its resources. */
+export interface LockWaiter {
+  seq: number;
+  resources: string[];
+  deadline: number;
 }
 
 export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };
@@ -419,6 +439,8 @@ export interface TypeStore {
   usageRecord(params: { type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
   /** The type's usage since `hourFrom` and since `dayFrom`, in all and per key; old reports (before dayFrom) may be pruned. */
   usageSummary(params: { type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
+  /** Every type's usage since `hourFrom` and since `dayFrom` (as usageSummary, for all types at once); reports before dayFrom may be pruned. */
+  usageTotals(params: { hourFrom: number; dayFrom: number }): Promise<FleetUsage>;
   /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
   typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
 }

@@ -1,4 +1,4 @@
-import type { QueuedGroup, SpentUsage, TypeKeyCount, TypePause, TypePolicyRecord, TypeUsage, UsageTotals } from '../domain/type-policies.js';
+import type { FleetUsage, QueuedGroup, SpentUsage, TypeKeyCount, TypePause, TypePolicyRecord, TypeUsage, UsageTotals } from '../domain/type-policies.js';
 
 /** Rows of the fair-sharing tables both SQL drivers share, and their mapping to the domain. */
 
@@ -70,8 +70,10 @@ export interface UsageRow {
 }
 
 /** Sums per key and window (rows of both windows, key by key) as a type's usage. */
+const zeroUsage = (): UsageTotals => ({ inputTokens: 0, outputTokens: 0, costUsd: 0, reports: 0 });
+
 export function toUsage(rows: UsageRow[]): TypeUsage {
-  const zero = (): UsageTotals => ({ inputTokens: 0, outputTokens: 0, costUsd: 0, reports: 0 });
+  const zero = zeroUsage;
   const usage: TypeUsage = { hour: zero(), day: zero(), keys: [] };
   const byKey = new Map<string, { key: string; hour: UsageTotals; day: UsageTotals }>();
   for (const row of rows) {
@@ -102,3 +104,23 @@ export const toSpent = (row: SpentRow): SpentUsage => ({
   costDay: Number(row.cost_day),
   oldestDay: row.oldest_day === null ? null : Number(row.oldest_day),
 });
+
+/** Sums per type, key and window (rows of every type) as the fleet's usage: each type's as toUsage says, and their sums. */
+export function toFleetUsage(rows: (UsageRow & { type: string })[]): FleetUsage {
+  const byType = new Map<string, UsageRow[]>();
+  for (const row of rows) {
+    let list = byType.get(row.type);
+    if (!list) byType.set(row.type, (list = []));
+    list.push(row);
+  }
+  const fleet: FleetUsage = { hour: zeroUsage(), day: zeroUsage(), types: [] };
+  for (const [type, typeRows] of byType) {
+    const usage = toUsage(typeRows);
+    fleet.types.push({ type, ...usage });
+    for (const window of ['hour', 'day'] as const) {
+      for (const field of ['inputTokens', 'outputTokens', 'costUsd', 'reports'] as const) fleet[window][field] += usage[window][field];
+    }
+  }
+  fleet.types.sort((a, b) => a.type.localeCompare(b.type));
+  return fleet;
+}

@@ -104,5 +104,40 @@ export function exerciseLocks(factory: DriverFactory): void {
       assert.equal(lapsed.renewed, undefined);
       assert.equal((await h.store.lockRenew({ id: 'nope', expiresAt: T0, now: T0 })).current, undefined);
     });
+
+    it('KeepsALineOfWaitingRequests: those ahead are shown to the one trying, which takes nothing when told so and leaves the line when it takes its lock', async () => {
+      const a = await h.agent(['k']);
+      const first = await h.store.lockWaitJoin({ resources: ['src/', 'b'], deadline: T0 + 1_000, now: T0 });
+      const second = await h.store.lockWaitJoin({ resources: ['src/x.ts'], deadline: T0 + 2_000, now: T0 });
+      const third = await h.store.lockWaitJoin({ resources: ['c'], deadline: T0 + 2_000, now: T0 });
+      assert.ok(first < second && second < third, 'places in line go up');
+      const tryAs = (seq: number, resources: string[], now = T0, go = (ahead: unknown[]) => ahead.length === 0) => {
+        let seen: { seq: number; resources: string[]; deadline: number }[] = [];
+        const result = h.store.lockAcquire({
+          id: `W${seq}-${now}`, agentId: a, resources, ttlMs: 100, description: '', now,
+          decide: (holders) => decideLock(holders, now),
+          line: { seq, mayGo: (ahead) => ((seen = ahead), go(ahead)) },
+        });
+        return result.then((r) => ({ r, seen }));
+      };
+      // The second sees the first ahead (its resources as asked, its deadline) and is told to wait: nothing taken.
+      const blocked = await tryAs(second, ['src/x.ts']);
+      assert.deepEqual(blocked.seen, [{ seq: first, resources: ['src/', 'b'], deadline: T0 + 1_000 }]);
+      assert.deepEqual(blocked.r, { acquired: false, conflicts: [] });
+      assert.deepEqual((await h.store.lockList({ limit: 10 })).items, []);
+      // The third sees both ahead of it; told it may go, it takes its lock and leaves the line.
+      const went = await tryAs(third, ['c'], T0, () => true);
+      assert.deepEqual(went.seen.map((w) => w.seq), [first, second]);
+      assert.ok(went.r.acquired);
+      const behindAll = await tryAs(Number.MAX_SAFE_INTEGER, ['z']);
+      assert.deepEqual(behindAll.seen.map((w) => w.seq), [first, second], 'the third left the line with its lock');
+      // A request past its deadline (its node died) is not ahead of anyone; one that left is not either.
+      assert.deepEqual((await tryAs(second, ['src/x.ts'], T0 + 1_000)).seen, []);
+      await h.store.lockWaitLeave({ seq: second });
+      assert.deepEqual((await tryAs(Number.MAX_SAFE_INTEGER, ['z2'], T0 + 10)).seen.map((w) => w.seq), [first]);
+      // Joining drops requests whose deadline has passed.
+      const fourth = await h.store.lockWaitJoin({ resources: ['d'], deadline: T0 + 5_000, now: T0 + 1_000 });
+      assert.deepEqual((await tryAs(Number.MAX_SAFE_INTEGER, ['z3'], T0)).seen.map((w) => w.seq), [fourth]);
+    });
   });
 }

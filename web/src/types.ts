@@ -21,6 +21,7 @@ export type {
   ActivityEntryJson as ActivityEntry,
   TaskActivityJson as TaskActivity,
   TaskTypeJson as TaskType,
+  TaskTypeDetailJson as TaskTypeDetail,
 } from '../../src/domain/wire.js';
 export type { StreamEvent as LiveEvent } from '../../src/protocol/events.js';
 export type { Page, TaskStatus } from '../../src/domain/types.js';

@@ -102,3 +102,16 @@ class TaskCancelledError(FleetError):
 class NonRetryableError(Exception):
     """Raise from a handler to fail the task for good: it is dead-lettered at once, whatever
     attempts it has left (bad input, a permanent refusal). Any other exception fails it for a retry."""
+
+
+class RetryLaterError(Exception):
+    """Raise from a handler (or call ``ctx.release(delay_ms)``) to give the task back for later
+    without spending an attempt: a provider answered 429, a resource is busy. It returns to the queue
+    after ``delay_ms`` milliseconds; ``reason`` is recorded in the task's error."""
+
+    def __init__(self, delay_ms: float, reason: str | None = None) -> None:
+        if delay_ms < 0:
+            raise ValueError(f"delay_ms must be at least 0, not {delay_ms}")
+        super().__init__(reason or f"retry in {delay_ms} ms")
+        self.delay_ms = delay_ms
+        self.reason = reason

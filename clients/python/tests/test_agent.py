@@ -362,3 +362,53 @@ def test_a_typescript_agent_and_a_python_agent_share_one_queue(server: Server, p
         assert all(t["status"] == "completed" and t["attempts"] == 1 and t["result"] == t["payload"] for t in done)
         by_agent = Counter(t["agentId"] for t in done)
         assert len(by_agent) == 2, by_agent
+
+
+@pytest.mark.parametrize("transport", ["ws", "poll"])
+def test_an_agent_reports_usage_and_releases_a_task_without_spending_an_attempt(server: Server, transport: str) -> None:
+    kind = f"py-release-{transport}"
+    released_over_ws = metric(server, "fleetd_agent_stream_messages_total", type="release")
+    released_over_http = metric(server, "fleetd_http_request_duration_seconds_count", route="/v1/tasks/:id/release", status_code="200")
+
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            agent = fleet.agent(f"releaser-{transport}", [kind], transport=transport)
+            calls: list[int] = []
+
+            @agent.task(kind)
+            async def call_llm(task: fleetd.Task, ctx: TaskContext) -> Any:
+                calls.append(ctx.attempt)
+                ctx.usage(input_tokens=10, model="model-x")
+                if len(calls) == 1:
+                    ctx.release(0, "provider answered 429")
+                if len(calls) == 2:
+                    raise fleetd.RetryLaterError(0, "provider answered 429 again")
+                with pytest.raises(ValueError):
+                    ctx.usage(output_tokens=-1)
+                with pytest.raises(ValueError):
+                    ctx.usage(input_tokens=1.5)
+                with pytest.raises(ValueError):
+                    ctx.release(-1)
+                ctx.usage(output_tokens=5, cost_usd=0.25)
+                ctx.usage(output_tokens=2)
+                return "done"
+
+            await agent.start()
+            try:
+                # maxAttempts 1: a failure would dead-letter the task at once; a release must not.
+                task = await fleet.submit(kind, concurrency_key="tenant-a", max_attempts=1)
+                done = await fleet.wait_for(task["id"], 30)
+            finally:
+                await agent.stop()
+            assert done["status"] == "completed" and done["result"] == "done"
+            assert done["attempts"] == 1, "two releases spent no attempt"
+            assert calls == [1, 1, 1]
+
+    asyncio.run(main())
+    with api(server) as http:
+        usage = http.get(f"/v1/types/{kind}").json()["usage"]
+    assert usage["day"] == {"inputTokens": 30, "outputTokens": 7, "costUsd": 0.25, "reports": 3}
+    assert [k["key"] for k in usage["keys"]] == ["tenant-a"]
+    over_ws = metric(server, "fleetd_agent_stream_messages_total", type="release") - released_over_ws
+    over_http = metric(server, "fleetd_http_request_duration_seconds_count", route="/v1/tasks/:id/release", status_code="200") - released_over_http
+    assert (over_ws, over_http) == ((2, 0) if transport == "ws" else (0, 2))

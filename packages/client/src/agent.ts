@@ -78,12 +78,24 @@ export interface TaskContext {
    * handler ends here): it returns to the queue after delayMs.
    */
   release(delayMs: number, reason?: string): never;
+  /**
+   * Reports what the task used (an LLM call's tokens and cost, say). Calls add up over the run (the
+   * model is the last one named), and the sum goes with the task's completion, failure or release,
+   * where fleetd counts it for the task's type and concurrency key (usage sums, budgets). A negative
+   * or non-finite number, or a fractional token count, is a RangeError.
+   */
+  usage(report: TaskUsage): void;
 }
+
+/** What a task used, as `ctx.usage()` takes it and fleetd counts it: every field optional, no negative numbers. */
+export type TaskUsage = NonNullable<Extract<TaskBatchItem, { op: 'complete' }>['usage']>;
 
 export type TaskHandler = (task: TaskJson, context: TaskContext) => Promise<unknown> | unknown;
 
 interface Running {
   task: TaskJson;
+  /** What ctx.usage() reported so far, sent with the outcome. */
+  usage?: TaskUsage;
   controller: AbortController;
   done: Promise<void>;
   activity: ActivityReporter;
@@ -107,6 +119,22 @@ const TRANSIENT_CODES = new Set([
   'FLEETD_ERR_SHUTTING_DOWN',
   'FLEETD_ERR_RATE_LIMITED',
 ]);
+
+/** A usage report added to the run's so far, checked as fleetd checks it (so that a bad one fails where it was made). */
+function addUsage(sum: TaskUsage | undefined, report: TaskUsage): TaskUsage {
+  const next: TaskUsage = { ...sum };
+  for (const field of ['inputTokens', 'outputTokens', 'costUsd'] as const) {
+    const value = report[field];
+    if (value === undefined) continue;
+    const whole = field !== 'costUsd';
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (whole && !Number.isInteger(value))) {
+      throw new RangeError(`usage.${field} must be a ${whole ? 'whole' : 'finite'} number of at least 0, not ${value}`);
+    }
+    next[field] = (next[field] ?? 0) + value;
+  }
+  if (report.model !== undefined) next.model = report.model;
+  return next;
+}
 
 /** Waits `ms`, or less if `signal` aborts; its abort listener goes with it, so that a long outage's many retries do not pile listeners up. */
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -441,16 +469,19 @@ export class FleetAgent extends EventEmitter {
         flush: () => activity.flush(),
         spawn,
         release,
+        usage: (report) => {
+          run.usage = addUsage(run.usage, report);
+        },
       };
       const result = await this.handler!(task, context);
-      outcome = { type: 'complete', id: task.id, result: result ?? null };
+      outcome = { type: 'complete', id: task.id, result: result ?? null, ...(run.usage ? { usage: run.usage } : {}) };
     } catch (err) {
       if (err instanceof RetryLaterError) {
         clearInterval(run.extender);
         // Its reports go first: once the task is given back, fleetd takes no more of them.
         await activity.flush();
         activity.close();
-        if (!run.cancelled) await this.giveBack(task, err);
+        if (!run.cancelled) await this.giveBack(task, err, run.usage);
         return;
       }
       const e = err instanceof Error ? err : new Error(String(err));
@@ -459,6 +490,7 @@ export class FleetAgent extends EventEmitter {
         id: task.id,
         error: { name: e.name, message: e.message },
         retryable: !(err instanceof NonRetryableError),
+        ...(run.usage ? { usage: run.usage } : {}),
       };
     } finally {
       clearInterval(run.extender);
@@ -472,15 +504,25 @@ export class FleetAgent extends EventEmitter {
     await this.report(task, outcome);
   }
 
-  /** Releases the task for later (over HTTP), through passing troubles of the server while the lease may still be held. */
-  private async giveBack(task: TaskJson, err: RetryLaterError): Promise<void> {
+  /**
+   * Releases the task for later (a `release` message on the socket, else POST /v1/tasks/:id/release),
+   * through passing troubles of the server while the lease may still be held.
+   */
+  private async giveBack(task: TaskJson, err: RetryLaterError, usage: TaskUsage | undefined): Promise<void> {
     const leaseLapsesAt = Date.now() + task.leaseMs;
-    const body = { agentId: this.agentId, delayMs: Math.max(0, Math.round(err.delayMs)), reason: err.message };
+    const body = { delayMs: Math.max(0, Math.round(err.delayMs)), reason: err.message.slice(0, 1000), ...(usage ? { usage } : {}) };
+    let overHttp = false;
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.client.request('POST', `/v1/tasks/${task.id}/release`, body, { credential: this.token, traceparent: task.traceparent });
+        if (overHttp) await this.client.request('POST', `/v1/tasks/${task.id}/release`, { agentId: this.agentId, ...body }, { credential: this.token, traceparent: task.traceparent });
+        else await this.send({ type: 'release', id: task.id, ...body }, `/v1/tasks/${task.id}/release`, body);
         return;
       } catch (e) {
+        // A node from before the agent stream knew `release` refuses the message: the route it knows.
+        if (!overHttp && e instanceof FleetApiError && e.code === 'FLEETD_ERR_VALIDATION' && this.socket) {
+          overHttp = true;
+          continue;
+        }
         const refused = e instanceof FleetApiError && !TRANSIENT_CODES.has(e.code);
         if (refused || Date.now() >= leaseLapsesAt || (this.stopping && attempt >= REPORT_ATTEMPTS)) {
           this.warn(e);

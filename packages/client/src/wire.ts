@@ -216,17 +216,73 @@ export interface StatsJson {
     lagMaxMs: number;
   };
   uptimeSeconds: number;
+  usage: {
+    hour: {
+      inputTokens: number;
+      outputTokens: number;
+      costUsd: number;
+      reports: number;
+    };
+    day: {
+      inputTokens: number;
+      outputTokens: number;
+      costUsd: number;
+      reports: number;
+    };
+    types: ({
+      type: string;
+      hour: {
+        inputTokens: number;
+        outputTokens: number;
+        costUsd: number;
+        reports: number;
+      };
+      day: {
+        inputTokens: number;
+        outputTokens: number;
+        costUsd: number;
+        reports: number;
+      };
+      keys: ({
+        key: string | null;
+        hour: {
+          inputTokens: number;
+          outputTokens: number;
+          costUsd: number;
+          reports: number;
+        };
+        day: {
+          inputTokens: number;
+          outputTokens: number;
+          costUsd: number;
+          reports: number;
+        };
+      })[];
+    })[];
+  };
 }
 
 export type TaskBatchItem = {
   op: "complete";
   id: number;
   result?: unknown;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
 } | {
   op: "fail";
   id: number;
   error?: unknown;
   retryable?: boolean;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
 } | {
   op: "extend";
   id: number;
@@ -286,12 +342,36 @@ export type AgentMessage = {
   type: "complete";
   id: number;
   result?: unknown;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
   ref?: string | number;
 } | {
   type: "fail";
   id: number;
   error?: unknown;
   retryable?: boolean;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
+  ref?: string | number;
+} | {
+  type: "release";
+  id: number;
+  delayMs: number;
+  reason?: string;
+  usage?: {
+    inputTokens?: number;
+    outputTokens?: number;
+    costUsd?: number;
+    model?: string;
+  };
   ref?: string | number;
 } | {
   type: "extend";
@@ -307,11 +387,23 @@ export type AgentMessage = {
     op: "complete";
     id: number;
     result?: unknown;
+    usage?: {
+      inputTokens?: number;
+      outputTokens?: number;
+      costUsd?: number;
+      model?: string;
+    };
   } | {
     op: "fail";
     id: number;
     error?: unknown;
     retryable?: boolean;
+    usage?: {
+      inputTokens?: number;
+      outputTokens?: number;
+      costUsd?: number;
+      model?: string;
+    };
   } | {
     op: "extend";
     id: number;

@@ -205,12 +205,18 @@ export class AgentGateway {
           this.send(session, { type: 'ack', ref });
           return;
         case 'complete':
-          return this.ack(session, ref, await this.fleet.tasks.complete({ id: message.id, agentId: session.id, result: message.result }));
+          return this.ack(session, ref, await this.fleet.tasks.complete({ id: message.id, agentId: session.id, result: message.result, usage: message.usage }));
         case 'fail':
           return this.ack(
             session,
             ref,
-            await this.fleet.tasks.fail({ id: message.id, agentId: session.id, error: message.error, retryable: message.retryable }),
+            await this.fleet.tasks.fail({ id: message.id, agentId: session.id, error: message.error, retryable: message.retryable, usage: message.usage }),
+          );
+        case 'release':
+          return this.ack(
+            session,
+            ref,
+            await this.fleet.tasks.release({ id: message.id, agentId: session.id, delayMs: message.delayMs, reason: message.reason, usage: message.usage }),
           );
         case 'extend':
           return this.ack(session, ref, await this.fleet.tasks.extend({ id: message.id, agentId: session.id, leaseMs: message.leaseMs }));

@@ -38,7 +38,7 @@ class Observer {
   readonly resumed = new Set<string>();
 }
 
-/** The topics an event is published on; tasks.available is an internal wake-up and goes nowhere. */
+/** The topics an event is published on; tasks.available and locks.line are internal wake-ups and go nowhere. */
 function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
   // Many small events a second while an agent streams: only those watching that task want them.
   if (name === 'task.activity') return [`task:${(data as FleetEvents['task.activity']).taskId}`];

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { TaskSchema, taskJson } from '../../domain/wire.js';
-import { Id } from '../schemas.js';
+import { Id, UsageInputSchema } from '../schemas.js';
 import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 /**
@@ -17,13 +17,14 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         tags: ['tasks'],
         summary: 'Give a leased task back for later',
         description:
-          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED).',
+          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion.',
         params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
         body: Type.Object(
           {
             agentId: Id,
             delayMs: Type.Integer({ minimum: 0, maximum: 86_400_000 }),
             reason: Type.Optional(Type.String({ maxLength: 1000 })),
+            usage: Type.Optional(UsageInputSchema),
           },
           { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', delayMs: 30000, reason: 'provider answered 429' }] },
         ),

@@ -47,7 +47,33 @@ export function postgresLocks(db: PostgresDatabase): {
 
   const store: LockStore = {
     lockAcquire(params) {
-      return db.transaction((q) => acquireIn(q, params), [UNIQUE_VIOLATION]);
+      return db.transaction(async (q) => {
+        if (params.line) {
+          const ahead = await q<{ seq: string; resources: string[]; deadline: string }>(
+            'SELECT seq, resources, deadline FROM lock_waiters WHERE seq < $1 AND deadline > $2 ORDER BY seq',
+            [params.line.seq, params.now],
+          );
+          if (!params.line.mayGo(ahead.map((w) => ({ seq: Number(w.seq), resources: w.resources, deadline: Number(w.deadline) })))) {
+            return { acquired: false, conflicts: [] };
+          }
+        }
+        const result = await acquireIn(q, params);
+        if (result.acquired && params.line) await q('DELETE FROM lock_waiters WHERE seq = $1', [params.line.seq]);
+        return result;
+      }, [UNIQUE_VIOLATION]);
+    },
+
+    async lockWaitJoin(params) {
+      await query('DELETE FROM lock_waiters WHERE deadline <= $1', [params.now]);
+      const [row] = await query<{ seq: string }>('INSERT INTO lock_waiters (resources, deadline) VALUES ($1, $2) RETURNING seq', [
+        JSON.stringify(params.resources),
+        params.deadline,
+      ]);
+      return Number(row.seq);
+    },
+
+    async lockWaitLeave(params) {
+      await query('DELETE FROM lock_waiters WHERE seq = $1', [params.seq]);
     },
 
     async lockRelease(params) {

@@ -547,6 +547,20 @@ CREATE INDEX audit_log_by_target ON audit_log (target, id);
 CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 `,
   },
+  {
+    version: 11,
+    name: 'the line of lock requests waiting for their resources (POST /v1/locks with waitMs), first come first served across nodes',
+    sql: `
+-- One row per request waiting, on whichever node; seq is its place in line. A row lives until its
+-- request gets its resources (deleted in the same transaction), gives up, or its deadline passes
+-- (its node died).
+CREATE TABLE lock_waiters (
+  seq       BIGSERIAL PRIMARY KEY,
+  resources JSONB  NOT NULL,
+  deadline  BIGINT NOT NULL
+);
+`,
+  },
 ];
 
 /**

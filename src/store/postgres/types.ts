@@ -11,6 +11,7 @@ import {
   type TypeKeyCountRow,
   type TypePauseRow,
   type TypePolicyRow,
+  toFleetUsage,
   toUsage,
   type UsageRow,
   toSpent,
@@ -215,6 +216,18 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         [params.type, params.hourFrom, params.dayFrom],
       );
       return toUsage(rows);
+    },
+    async usageTotals(params) {
+      await query('DELETE FROM task_usage WHERE at < $1', [params.dayFrom]);
+      const rows = await query<UsageRow & { type: string }>(
+        `SELECT type, ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+           sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE at >= $1 GROUP BY type, ckey
+         UNION ALL
+         SELECT type, ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
+           WHERE at >= $2 GROUP BY type, ckey`,
+        [params.hourFrom, params.dayFrom],
+      );
+      return toFleetUsage(rows);
     },
     typeOverview(params) {
       return db.transaction(async (q) => {

@@ -28,7 +28,22 @@ export function sqliteLocks(d: SqliteDatabase): {
     ofAgent: db.prepare('DELETE FROM locks WHERE agent_id = ? RETURNING *'),
     expired: db.prepare('DELETE FROM locks WHERE seq IN (SELECT seq FROM locks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING *'),
     nextExpiry: db.prepare('SELECT min(expires_at) FROM locks').pluck(),
+    waitJoin: db.prepare('INSERT INTO lock_waiters (resources, deadline) VALUES (?, ?) RETURNING seq').pluck(),
+    waitPrune: db.prepare('DELETE FROM lock_waiters WHERE deadline <= ?'),
+    waitLeave: db.prepare('DELETE FROM lock_waiters WHERE seq = ?'),
+    ahead: db.prepare('SELECT seq, resources, deadline FROM lock_waiters WHERE seq < ? AND deadline > ? ORDER BY seq'),
   };
+
+  /** Whether the requests ahead in line let this one go (inside the write). */
+  function lineLetsGo(params: LockAcquireParams): boolean {
+    if (!params.line) return true;
+    const ahead = (s.ahead.all(params.line.seq, params.now) as { seq: number; resources: string; deadline: number }[]).map((w) => ({
+      seq: w.seq,
+      resources: JSON.parse(w.resources) as string[],
+      deadline: w.deadline,
+    }));
+    return params.line.mayGo(ahead);
+  }
 
   /** Inside a write (one writer: holders read cannot change before it commits). */
   function acquireIn(params: LockAcquireParams): LockAcquireResult {
@@ -60,7 +75,25 @@ export function sqliteLocks(d: SqliteDatabase): {
 
   const store: LockStore = {
     lockAcquire(params) {
-      return groupCommit.write(() => acquireIn(params));
+      return groupCommit.write(() => {
+        if (!lineLetsGo(params)) return { acquired: false, conflicts: [] };
+        const result = acquireIn(params);
+        if (result.acquired && params.line) s.waitLeave.run(params.line.seq);
+        return result;
+      });
+    },
+
+    lockWaitJoin(params) {
+      return groupCommit.write(() => {
+        s.waitPrune.run(params.now);
+        return s.waitJoin.get(JSON.stringify(params.resources), params.deadline) as number;
+      });
+    },
+
+    lockWaitLeave(params) {
+      return groupCommit.write(() => {
+        s.waitLeave.run(params.seq);
+      });
     },
 
     lockRelease(params) {

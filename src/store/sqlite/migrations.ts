@@ -452,6 +452,19 @@ CREATE INDEX audit_log_by_target ON audit_log (target, id);
 CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 `,
   },
+  {
+    version: 14,
+    name: 'the line of lock requests waiting for their resources (POST /v1/locks with waitMs), first come first served',
+    sql: `
+-- One row per request waiting; seq is its place in line. A row lives until its request gets its
+-- resources (deleted in the same write), gives up, or its deadline passes (its node died).
+CREATE TABLE lock_waiters (
+  seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+  resources TEXT    NOT NULL,
+  deadline  INTEGER NOT NULL
+);
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

@@ -10,6 +10,7 @@ import {
   type TypeKeyCountRow,
   type TypePauseRow,
   type TypePolicyRow,
+  toFleetUsage,
   toUsage,
   type UsageRow,
   toSpent,
@@ -74,6 +75,12 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       UNION ALL
       SELECT ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
         WHERE type = @type AND at >= @day GROUP BY ckey`),
+    usagePruneAll: db.prepare('DELETE FROM task_usage WHERE at < ?'),
+    usageSumsAll: db.prepare(`SELECT type, ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+        sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE at >= @hour GROUP BY type, ckey
+      UNION ALL
+      SELECT type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
+        WHERE at >= @day GROUP BY type, ckey`),
     spent: db.prepare(`SELECT type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
         min(CASE WHEN at >= @hour THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
       FROM task_usage WHERE type = @type AND at >= @day GROUP BY ckey`),
@@ -163,6 +170,12 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       return groupCommit.write(() => {
         s.usagePrune.run(params.type, params.dayFrom);
         return toUsage(s.usageSums.all({ type: params.type, hour: params.hourFrom, day: params.dayFrom }) as UsageRow[]);
+      });
+    },
+    usageTotals(params) {
+      return groupCommit.write(() => {
+        s.usagePruneAll.run(params.dayFrom);
+        return toFleetUsage(s.usageSumsAll.all({ hour: params.hourFrom, day: params.dayFrom }) as (UsageRow & { type: string })[]);
       });
     },
     async typeOverview(params) {

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { get } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
-import type { TaskType } from '../types.js';
+import type { TaskType, TaskTypeDetail } from '../types.js';
 import type { ViewProps } from './view.js';
 
 const RELOAD_MS = 3_000;
@@ -28,14 +28,49 @@ function heldText(t: TaskType): string {
   return reasons.length === 0 ? '—' : reasons.map((r) => `${t.heldBack[r]} by ${r}`).join(', ');
 }
 
+type Spent = TaskTypeDetail['usage']['hour'];
+const tokens = (u: Spent) => u.inputTokens + u.outputTokens;
+const dollars = (n: number) => `$${n.toFixed(n < 1 ? 4 : 2).replace(/0+$/, '').replace(/\.$/, '')}`;
+
+/**
+ * Why a spent budget holds tasks back: what was spent against what the budget allows, for the
+ * whole type or for each key it holds back (most 5), from the type's detail.
+ */
+export function budgetWhy(d: TaskTypeDetail): string[] {
+  const budget = d.policy?.budget;
+  if (!budget || d.heldBack.budget === 0) return [];
+  const spent = (hour: Spent, day: Spent) => {
+    const over: string[] = [];
+    if (budget.tokensPerHour !== null && tokens(hour) >= budget.tokensPerHour) {
+      over.push(`${tokens(hour).toLocaleString('en')} of ${budget.tokensPerHour.toLocaleString('en')} tokens in the last hour`);
+    }
+    if (budget.costPerDay !== null && day.costUsd >= budget.costPerDay) over.push(`${dollars(day.costUsd)} of ${dollars(budget.costPerDay)} in the last day`);
+    return over.join(', ');
+  };
+  if (!budget.perKey) return [`budget spent: ${spent(d.usage.hour, d.usage.day)}`];
+  const held = d.keys.filter((k) => k.heldBy === 'budget');
+  const lines = held.slice(0, 5).map((k) => {
+    const u = d.usage.keys.find((x) => (x.key ?? '') === (k.key ?? ''));
+    return `key ${k.key ?? '(none)'} spent ${u ? spent(u.hour, u.day) : 'its budget'}`;
+  });
+  if (held.length > 5) lines.push(`and ${held.length - 5} more keys`);
+  return lines;
+}
+
 /** Task types: their policies, whether they are paused, and how many queued tasks each limit holds back. */
 export default function Types(_props: ViewProps) {
   const [types, setTypes] = useState<TaskType[] | null>(null);
+  const [why, setWhy] = useState<Record<string, string[]>>({});
   const [error, setError] = useState('');
 
   const load = async () => {
     try {
-      setTypes((await get<{ items: TaskType[] }>('/v1/types')).items);
+      const items = (await get<{ items: TaskType[] }>('/v1/types')).items;
+      // A type a spent budget holds back says what was spent: its detail has the usage (few such types).
+      const budgeted = items.filter((t) => t.heldBack.budget > 0).slice(0, 20);
+      const details = await Promise.all(budgeted.map((t) => get<TaskTypeDetail>(`/v1/types/${encodeURIComponent(t.type)}`)));
+      setWhy(Object.fromEntries(details.map((d) => [d.type, budgetWhy(d)])));
+      setTypes(items);
       setError('');
     } catch (err) {
       setError((err as Error).message);
@@ -63,7 +98,12 @@ export default function Types(_props: ViewProps) {
               <td data-field="policy">{policyText(t)}</td>
               <td>{t.counts.queued}</td>
               <td>{t.counts.leased}</td>
-              <td data-field="held">{heldText(t)}</td>
+              <td data-field="held">
+                {heldText(t)}
+                {(why[t.type] ?? []).map((line) => (
+                  <div key={line} class="muted" data-field="budget">{line}</div>
+                ))}
+              </td>
               <td data-field="paused">
                 {t.pauses.length === 0
                   ? '—'

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from .._backoff import full_jitter, refused_status, ws_connect
-from ..errors import FleetApiError, FleetUnavailableError, NonRetryableError
+from ..errors import FleetApiError, FleetUnavailableError, NonRetryableError, RetryLaterError
 from ..wire import AGENT_PROTOCOL_VERSION, Task
 
 if TYPE_CHECKING:
@@ -65,10 +65,46 @@ class TaskContext:
     #: ``"agent stopping"``; None while the task is its own.
     cancel_reason: str | None = None
 
+    #: What ``usage()`` reported so far, in the wire's names: sent with the task's outcome.
+    reported_usage: dict[str, Any] | None = None
+    _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     @property
     def attempt(self) -> int:
         """1 on the first run of the task, 2 on its first retry, ..."""
         return self.task["attempts"]
+
+    def usage(
+        self,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Reports what the task used (an LLM call's tokens and cost, say). Calls add up over the run
+        (the model is the last one named), and the sum goes with the task's completion, failure or
+        release, where fleetd counts it for the task's type and concurrency key (usage sums,
+        budgets). A negative number, or a token count that is not a whole number, is a ValueError."""
+        fields = {"inputTokens": input_tokens, "outputTokens": output_tokens, "costUsd": cost_usd}
+        for name, value in fields.items():
+            if value is None:
+                continue
+            whole = name != "costUsd"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")) or value < 0 or (whole and value != int(value)):
+                raise ValueError(f"usage {name} must be a {'whole' if whole else 'finite'} number of at least 0, not {value!r}")
+        with self._usage_lock:
+            total = dict(self.reported_usage or {})
+            for name, value in fields.items():
+                if value is not None:
+                    total[name] = total.get(name, 0) + (int(value) if name != "costUsd" else value)
+            if model is not None:
+                total["model"] = model
+            self.reported_usage = total
+
+    def release(self, delay_ms: float, reason: str | None = None) -> None:
+        """Gives the task back for later without spending an attempt (raises ``RetryLaterError``, so
+        the handler ends here): it returns to the queue after ``delay_ms`` milliseconds."""
+        raise RetryLaterError(delay_ms, reason)
 
 
 Handler = Union[Callable[[Task, TaskContext], Awaitable[Any]], Callable[[Task, TaskContext], Any]]
@@ -382,6 +418,18 @@ class AsyncAgent:
         except ConnectionError:
             await self.fleet.request("POST", path, {"agentId": self.id, **body}, credential=self._token)
 
+    async def _release(self, message: dict[str, Any]) -> None:
+        """Gives a task back: a ``release`` message on the socket, else ``POST /v1/tasks/:id/release``
+        (also when a node from before the agent stream knew ``release`` refuses the message)."""
+        body = {k: v for k, v in message.items() if k not in ("type", "id")}
+        path = f"/v1/tasks/{message['id']}/release"
+        try:
+            await self._send(message, path, body)
+        except FleetApiError as err:
+            if err.code != "FLEETD_ERR_VALIDATION" or self._socket is None:
+                raise
+            await self.fleet.request("POST", path, {"agentId": self.id, **body}, credential=self._token)
+
     def _settle(self, item: dict[str, Any]) -> asyncio.Future[None]:
         """Queues a completion, failure or extension (``{"op", "id", ...}``) for the end of this
         iteration of the event loop, when everything queued in it goes out together: one ``batch``
@@ -517,6 +565,10 @@ class AsyncAgent:
                 outcome = {"type": "fail", "id": task["id"], "error": {"name": "ResultNotJson", "message": f"the handler's result is not JSON: {err}"}, "retryable": False}
         except asyncio.CancelledError:
             outcome = None
+        except RetryLaterError as err:
+            outcome = {"type": "release", "id": task["id"], "delayMs": max(0, round(err.delay_ms))}
+            if err.reason:
+                outcome["reason"] = err.reason[:1000]
         except Exception as err:
             outcome = {"type": "fail", "id": task["id"], "error": {"name": type(err).__name__, "message": str(err)}, "retryable": not isinstance(err, NonRetryableError)}
         finally:
@@ -529,6 +581,8 @@ class AsyncAgent:
             elif ctx.cancel_reason is not None:
                 outcome = None  # cancelled or taken away: the server would refuse whatever is said
             if outcome is not None:
+                if ctx.reported_usage:
+                    outcome["usage"] = ctx.reported_usage
                 await self._report(task["id"], outcome)
         finally:
             del self._running[task["id"]]
@@ -577,12 +631,15 @@ class AsyncAgent:
             self._extend_later(running)
 
     async def _report(self, id: int, message: dict[str, Any]) -> None:
-        """Completes or fails a task, through disconnects and passing troubles of the server (a full
+        """Completes, fails or releases a task, through disconnects and passing troubles of the server (a full
         disk, a restart); a refusal (lease lost) is final."""
         item = {"op": message["type"], **{k: v for k, v in message.items() if k != "type"}}
         for attempt in range(1, REPORT_ATTEMPTS + 1):
             try:
-                await self._settle(item)
+                if message["type"] == "release":
+                    await self._release(message)
+                else:
+                    await self._settle(item)
                 return
             except Exception as err:
                 transient = not isinstance(err, FleetApiError) or err.code in TRANSIENT_CODES
