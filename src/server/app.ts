@@ -5,7 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Redis } from 'ioredis';
 import { cacheNamespace } from '../cache/namespace.js';
 import { ResponseCache } from '../cache/response-cache.js';
-import type { FleetdConfig } from '../config.js';
+import { redactedFields, type FleetdConfig } from '../config.js';
 import type { Dependencies } from '../domain/dependencies.js';
 import { FleetError, isDependencyUnavailable, type ErrorCode } from '../domain/errors.js';
 import type { Fleet } from '../core/fleet.js';
@@ -28,6 +28,7 @@ import type { NlpPool } from '../nlp/nlp-pool.js';
 import { intakeRoutes } from './routes/intake.js';
 import { DASHBOARD_DIR, dashboardRoutes } from './dashboard.js';
 import { securityHeadersPlugin } from './security-headers.js';
+import { requestLoggerFactory } from './redaction.js';
 import { lockRoutes } from './routes/locks.js';
 import { pipelineRoutes } from './routes/pipelines.js';
 import { pipelineDefinitionRoutes } from './routes/pipeline-definitions.js';
@@ -151,7 +152,9 @@ function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyRep
 
 export async function buildApp(options: AppOptions): Promise<App> {
   const app = Fastify({
-    ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    ...(options.logger
+      ? { loggerInstance: options.logger, childLoggerFactory: requestLoggerFactory(redactedFields(options.config)) as never }
+      : { logger: false }),
     ...(options.tls ? { https: options.tls } : {}),
     bodyLimit: options.config.maxPayloadBytes + 64 * 1024,
     keepAliveTimeout: 72_000,

@@ -1,4 +1,4 @@
-import type { Logger } from 'pino';
+import { symbols, type Logger } from 'pino';
 
 /** What a redacted value is replaced with. */
 export const REDACTED = '[redacted]';
@@ -23,6 +23,27 @@ export function redactPaths(fields: readonly string[]): string[] {
 export function redactingLogger(log: Logger, fields: readonly string[]): Logger {
   if (fields.length === 0) return log;
   return log.child({}, { redact: { paths: redactPaths(fields), censor: REDACTED } });
+}
+
+/**
+ * Fastify's child logger of a request (its default is `logger.child(bindings, options)`), made
+ * without running the bindings through the redaction: with its wildcard paths pino passes every
+ * binding value through it (about 10 µs a request), yet a request's bindings are its id, a string
+ * under a name that is not redacted, so nothing in them can be. Bindings of another kind, a name
+ * that is redacted, or options (a route's log level) take pino's own way.
+ */
+export function requestLoggerFactory(fields: readonly string[]) {
+  const redacted = new Set(fields);
+  return (logger: Logger, bindings: Record<string, unknown>, options?: object): Logger => {
+    const names = Object.keys(bindings);
+    if ((options && Object.keys(options).length > 0) || names.some((k) => typeof bindings[k] !== 'string' || redacted.has(k))) {
+      return logger.child(bindings, options);
+    }
+    const child = logger.child({});
+    const chindings = child as unknown as Record<symbol, string>;
+    for (const k of names) chindings[symbols.chindingsSym] += `,${JSON.stringify(k)}:${JSON.stringify(bindings[k])}`;
+    return child;
+  };
 }
 
 /** A URL with the values of the named query parameters replaced: a query is where a secret in a URL rides. */
