@@ -18,10 +18,17 @@ import {
 } from '../type-rows.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 
+/**
+ * True when claims must follow a plan: some policy, some pause, or a queued task with a key or
+ * locks; otherwise a claim takes the plain path. An SQL expression, asked by the claim's first
+ * statement (the agents' lock), so that it costs no round trip of its own.
+ */
+export const PLAN_NEEDED = `(EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+  OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+  OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]'))`;
+
 /** What the tasks area's claim needs of fair sharing, inside its transaction. */
 export interface PostgresAdmission {
-  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
-  plain(q: Query): Promise<boolean>;
   /**
    * Claims that follow a plan take turns across the cluster: the round-robin's clock row is locked
    * for the rest of the transaction, so that limits are counted with every other node's leases.
@@ -126,14 +133,6 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
   }
 
   const admission: PostgresAdmission = {
-    async plain(q) {
-      const [row] = await q<{ any: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any`,
-      );
-      return !row.any;
-    },
     async locking(q) {
       const [row] = await q<{ any: boolean }>("SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any");
       return row.any;
