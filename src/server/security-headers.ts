@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import helmet from 'helmet';
 import fp from 'fastify-plugin';
@@ -60,42 +59,5 @@ export const securityHeadersPlugin = fp<{ dashboardDir: string; https: boolean }
     referrerPolicy: { policy: 'no-referrer' },
     strictTransportSecurity: https ? { maxAge: 31_536_000 } : false,
   });
-  const { set, removed } = recordHeaders(apply);
-  app.addHook('onRequest', (_request, reply, done) => {
-    const res = reply.raw;
-    for (const name of removed) res.removeHeader(name);
-    for (const [name, value] of set) res.setHeader(name, value);
-    done();
-  });
+  app.addHook('onRequest', (request, reply, done) => apply(request.raw, reply.raw, (err) => done(err as Error | undefined)));
 });
-
-type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void;
-
-/**
- * What helmet's middleware does to a response, found once by running it on a response that only
- * records: with the options above nothing it writes depends on the request, so every answer gets
- * the same headers without running its chain of a dozen middlewares each time.
- */
-export function recordHeaders(apply: Middleware): { set: [string, string | string[]][]; removed: string[] } {
-  const set = new Map<string, [string, string | string[]]>();
-  const removed = new Set<string>();
-  const res = {
-    setHeader(name: string, value: string | string[]) {
-      set.set(name.toLowerCase(), [name, value]);
-      removed.delete(name.toLowerCase());
-    },
-    removeHeader(name: string) {
-      set.delete(name.toLowerCase());
-      removed.add(name);
-    },
-    getHeader: (name: string) => set.get(name.toLowerCase())?.[1],
-  };
-  let failure: unknown;
-  let done = false;
-  apply({ headers: {}, method: 'GET', url: '/' } as IncomingMessage, res as unknown as ServerResponse, (err) => {
-    failure = err;
-    done = true;
-  });
-  if (!done || failure) throw new Error(`helmet's middleware did not finish at once: ${String(failure ?? 'no call to next')}`);
-  return { set: [...set.values()], removed: [...removed] };
-}
