@@ -20,15 +20,29 @@ export interface FailureCount {
  */
 export class AuthFailureLimiter {
   private readonly limiter: RateLimiterAbstract;
+  private readonly redis: Redis | undefined;
 
   constructor(readonly perMinute: number, options: { redis?: Redis; prefix: string }) {
     const base = { points: perMinute, duration: 60, keyPrefix: `${options.prefix}authfail` };
     const memory = new RateLimiterMemory(base);
+    this.redis = options.redis;
     this.limiter = options.redis ? new RateLimiterRedis({ ...base, storeClient: options.redis, insuranceLimiter: memory }) : memory;
   }
 
   /** Seconds the address must wait before it may authenticate again, or undefined when it may now. */
   async blockedFor(address: string): Promise<number | undefined> {
+    // Asked on every credentialed request. The limiter's own read is a MULTI (GET, PTTL) of its own,
+    // one write to Redis per request; a plain GET of the same key joins the tick's pipeline, and the
+    // limiter is asked only for an address at or past its budget (or while Redis is away, when it
+    // answers from this node's count).
+    if (this.redis) {
+      try {
+        const points = await this.redis.get(this.limiter.getKey(address));
+        if (points === null || Number(points) < this.perMinute) return undefined;
+      } catch {
+        // Redis is away: the limiter below falls back to this node's count.
+      }
+    }
     const res = await this.limiter.get(address);
     if (!res || res.consumedPoints < this.perMinute) return undefined;
     return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
