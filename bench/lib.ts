@@ -31,7 +31,10 @@ export interface ServerProcess {
  */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), 'fleetd-bench-'));
-  const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'start'], {
+  // FLEETD_BENCH_CPU_PROF=dir: the server writes a V8 CPU profile there when it stops (bench/profile.ts sums it by function).
+  const profDir = process.env.FLEETD_BENCH_CPU_PROF;
+  const profArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  const child = spawn(process.execPath, [...profArgs, join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
     env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: BENCH_ADMIN_KEY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],

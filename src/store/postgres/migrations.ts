@@ -548,6 +548,73 @@ CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 `,
   },
   {
+    version: 10,
+    name: 'fair sharing costs nothing to a task without a concurrency key: queued_groups and the leased index hold keyed tasks only',
+    sql: `
+-- What a claim takes turns over, by (requirement set, type, priority), is task_counts' queued rows;
+-- queued_groups now counts only the keyed part of each, so that a statement writing tasks without a
+-- key or locks skips the trigger's work (the unkeyed count is the queued count less the keyed ones:
+-- see types.ts). Wake-ups for a type read task_counts.
+DELETE FROM queued_groups WHERE ckey = '';
+CREATE OR REPLACE FUNCTION fleetd_queued_groups() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+      SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, count(*) FROM new_rows
+      WHERE status = 'queued' AND concurrency_key <> ''
+      GROUP BY req_key, type, priority, concurrency_key ORDER BY req_key, type, priority, concurrency_key
+      ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+  ELSIF TG_OP = 'UPDATE' THEN
+    -- A task's key and locks never change: the old rows have what the new rows have.
+    IF EXISTS (SELECT 1 FROM new_rows WHERE concurrency_key <> '' OR locks <> '[]') THEN
+      INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+        SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, sum(d) FROM (
+          SELECT nw.req_key, nw.type, nw.priority, nw.concurrency_key, CASE WHEN nw.status = 'queued' THEN 1 ELSE -1 END AS d
+          FROM new_rows nw JOIN old_rows o ON o.id = nw.id WHERE (nw.status = 'queued') <> (o.status = 'queued') AND nw.concurrency_key <> ''
+        ) x
+        GROUP BY req_key, type, priority, concurrency_key HAVING sum(d) <> 0 ORDER BY req_key, type, priority, concurrency_key
+        ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+      -- A task's locks belong to its lease: they go when the lease ends, whichever way it ends.
+      DELETE FROM locks WHERE id IN (
+        SELECT 'task-' || o.id FROM old_rows o JOIN new_rows nw ON nw.id = o.id
+        WHERE o.status = 'leased' AND nw.status <> 'leased' AND o.locks <> '[]');
+    END IF;
+    -- A lease of a type with a policy ended: a task it held back may go now, on any node.
+    IF EXISTS (SELECT 1 FROM type_policies) THEN
+      PERFORM fleetd_notify_available(coalesce((
+        SELECT jsonb_object_agg(req_key, n) FROM (
+          SELECT c.req_key, least(sum(c.n), max(f.freed)) AS n FROM task_counts c
+          JOIN (SELECT o.type, count(*) AS freed FROM old_rows o JOIN new_rows nw ON nw.id = o.id
+                WHERE o.status = 'leased' AND nw.status <> 'leased' AND o.type IN (SELECT type FROM type_policies) GROUP BY o.type) f
+            ON f.type = c.type
+          WHERE c.status = 'queued'
+          GROUP BY c.req_key HAVING sum(c.n) > 0) q), '{}'::jsonb));
+    END IF;
+  ELSE
+    DELETE FROM locks WHERE id IN (SELECT 'task-' || id FROM old_rows WHERE status = 'leased' AND locks <> '[]');
+    INSERT INTO queued_groups AS g (req_key, type, priority, ckey, shard, n)
+      SELECT req_key, type, priority, concurrency_key, pg_backend_pid() % 32, -count(*) FROM old_rows
+      WHERE status = 'queued' AND concurrency_key <> ''
+      GROUP BY req_key, type, priority, concurrency_key ORDER BY req_key, type, priority, concurrency_key
+      ON CONFLICT (req_key, type, priority, ckey, shard) DO UPDATE SET n = g.n + EXCLUDED.n;
+  END IF;
+  RETURN NULL;
+END $$;
+-- A pause that ends, or a policy that changes, may free tasks it held back: wake claims on every node.
+CREATE OR REPLACE FUNCTION fleetd_type_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM fleetd_notify_available(coalesce((
+    SELECT jsonb_object_agg(req_key, n) FROM (
+      SELECT req_key, sum(n) AS n FROM task_counts WHERE status = 'queued' AND type = (CASE WHEN TG_OP = 'DELETE' THEN OLD.type ELSE NEW.type END)
+      GROUP BY req_key HAVING sum(n) > 0) q), '{}'::jsonb));
+  RETURN NULL;
+END $$;
+-- Leased tasks of a type with a limit: task_counts has them by type, this index by key.
+DROP INDEX tasks_leased_by_type;
+CREATE INDEX tasks_leased_keyed ON tasks (type, concurrency_key) WHERE status = 'leased' AND concurrency_key <> '';
+`,
+  },
+  {
     version: 11,
     name: 'the line of lock requests waiting for their resources (POST /v1/locks with waitMs), first come first served across nodes',
     sql: `

@@ -22,7 +22,7 @@ import {
 } from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
-import type { PostgresAdmission } from './types.js';
+import { PLAN_NEEDED, type PostgresAdmission } from './types.js';
 
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
@@ -175,9 +175,10 @@ const TASK_EXTEND_MANY = prepared(
  */
 const AGENT_CLAIM_LOCK = prepared(
   'agent_claim_lock',
-  `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)
-   UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old WHERE a.id = old.id
-   RETURNING a.*, old.status AS previous_status`,
+  `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE),
+     rules AS (SELECT ${PLAN_NEEDED} AS plan_needed)
+   UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old, rules WHERE a.id = old.id
+   RETURNING a.*, old.status AS previous_status, rules.plan_needed`,
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
@@ -282,9 +283,9 @@ export function postgresTasks(
    */
   async function claimBatch(q: Query, batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[]> {
     const ids = [...new Set(batch.map((p) => p.agentId))].sort();
-    const rows = await q<AgentRow & { previous_status: AgentStatus }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
+    const rows = await q<AgentRow & { previous_status: AgentStatus; plan_needed: boolean }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
     const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
-    const planned = batch.some((p) => p.plan) && !(await admission.plain(q));
+    const planned = batch.some((p) => p.plan) && rows.some((row) => row.plan_needed);
     if (planned) await admission.lock(q);
     const results: (TaskClaimResult | Error)[] = [];
     for (const params of batch) {

@@ -19,10 +19,17 @@ import {
 } from '../type-rows.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 
+/**
+ * True when claims must follow a plan: some policy, some pause, or a queued task with a key or
+ * locks; otherwise a claim takes the plain path. An SQL expression, asked by the claim's first
+ * statement (the agents' lock), so that it costs no round trip of its own.
+ */
+export const PLAN_NEEDED = `(EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+  OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
+  OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]'))`;
+
 /** What the tasks area's claim needs of fair sharing, inside its transaction. */
 export interface PostgresAdmission {
-  /** True when a claim may take the plain path: no policy, no pause, no queued task with a key or locks. */
-  plain(q: Query): Promise<boolean>;
   /**
    * Claims that follow a plan take turns across the cluster: the round-robin's clock row is locked
    * for the rest of the transaction, so that limits are counted with every other node's leases.
@@ -37,7 +44,24 @@ export interface PostgresAdmission {
   record(q: Query, plan: ClaimPlan, now: number): Promise<void>;
 }
 
-const GROUP_COLUMNS = 'req_key, type, priority, ckey, sum(n)::bigint AS n';
+/**
+ * Queued tasks by (requirement set, type, priority, key) where `filter` holds (of req_key, type), in
+ * one statement (one snapshot): queued_groups counts the keyed ones only, so that a task without a
+ * key costs fair sharing no write; the group of key '' is task_counts' queued count less the keyed
+ * ones (migration 10). Both tables are sharded: their shards are summed.
+ */
+const queuedGroups = (filter: string) => `
+  WITH keyed AS (
+    SELECT req_key, type, priority, ckey, sum(n)::bigint AS n FROM queued_groups WHERE ${filter} GROUP BY req_key, type, priority, ckey
+  ), counted AS (
+    SELECT req_key, type, priority, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' AND ${filter} GROUP BY req_key, type, priority
+  )
+  SELECT * FROM (
+    SELECT req_key, type, priority, ckey, n FROM keyed
+    UNION ALL
+    SELECT c.req_key, c.type, c.priority, '', c.n - coalesce((SELECT sum(k.n) FROM keyed k
+      WHERE k.req_key = c.req_key AND k.type = c.type AND k.priority = c.priority), 0)::bigint FROM counted c
+  ) g WHERE n > 0`;
 
 /** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now. */
 const LEASE_HEAD = prepared(
@@ -75,7 +99,15 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       limited.length === 0
         ? []
         : await q<TypeKeyCountRow>(
-            "SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks WHERE status = 'leased' AND type = ANY($1::text[]) GROUP BY type, concurrency_key",
+            // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those.
+            `WITH keyed AS (
+               SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks
+               WHERE status = 'leased' AND concurrency_key <> '' AND type = ANY($1::text[]) GROUP BY type, concurrency_key
+             )
+             SELECT type, ckey, n FROM keyed
+             UNION ALL
+             SELECT c.type, '', sum(c.n) - coalesce((SELECT sum(k.n) FROM keyed k WHERE k.type = c.type), 0) FROM task_counts c
+             WHERE c.status = 'leased' AND c.type = ANY($1::text[]) GROUP BY c.type`,
             [limited],
           );
     const [clock] = await q<{ clock: number }>('SELECT clock FROM fair_clock WHERE id = 1');
@@ -102,14 +134,6 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
   }
 
   const admission: PostgresAdmission = {
-    async plain(q) {
-      const [row] = await q<{ any: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
-           OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any`,
-      );
-      return !row.any;
-    },
     async locking(q) {
       const [row] = await q<{ any: boolean }>("SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any");
       return row.any;
@@ -118,11 +142,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       await q('SELECT clock FROM fair_clock WHERE id = 1 FOR UPDATE');
     },
     async groups(q, capabilities) {
-      const rows = await q<QueuedGroupRow>(
-        `SELECT ${GROUP_COLUMNS} FROM queued_groups WHERE string_to_array(req_key, E'\\n') <@ $1::text[]
-         GROUP BY req_key, type, priority, ckey HAVING sum(n) > 0`,
-        [capabilities],
-      );
+      const rows = await q<QueuedGroupRow>(queuedGroups("string_to_array(req_key, E'\\n') <@ $1::text[]"), [capabilities]);
       return rows.map(toGroup);
     },
     state,
@@ -232,8 +252,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
     typeOverview(params) {
       return db.transaction(async (q) => {
         const rows = await q<QueuedGroupRow>(
-          `SELECT ${GROUP_COLUMNS} FROM queued_groups ${params.type === undefined ? '' : 'WHERE type = $1'}
-           GROUP BY req_key, type, priority, ckey HAVING sum(n) > 0`,
+          queuedGroups(params.type === undefined ? 'true' : 'type = $1'),
           params.type === undefined ? [] : [params.type],
         );
         const groups = rows.map(toGroup);

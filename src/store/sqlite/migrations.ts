@@ -453,6 +453,41 @@ CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 `,
   },
   {
+    version: 13,
+    name: 'fair sharing costs nothing to a task without a concurrency key: queued_groups and the leased index hold keyed tasks only',
+    sql: `
+-- What a claim takes turns over, by (requirement set, type, priority), is task_counts' queued rows;
+-- queued_groups now counts only the keyed part of each, so that a task without a key writes no
+-- group row (the unkeyed count is the queued count less the keyed ones: see types.ts).
+DROP TRIGGER tasks_queued_group_insert;
+DROP TRIGGER tasks_queued_group_enter;
+DROP TRIGGER tasks_queued_group_leave;
+DROP TRIGGER tasks_queued_group_delete;
+DELETE FROM queued_groups WHERE ckey = '';
+CREATE TRIGGER tasks_queued_group_insert AFTER INSERT ON tasks WHEN NEW.status = 'queued' AND NEW.concurrency_key <> '' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_enter AFTER UPDATE OF status ON tasks
+  WHEN NEW.status = 'queued' AND OLD.status <> 'queued' AND NEW.concurrency_key <> '' BEGIN
+  INSERT INTO queued_groups VALUES (NEW.req_key, NEW.type, NEW.priority, NEW.concurrency_key, 1)
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_queued_group_leave AFTER UPDATE OF status ON tasks
+  WHEN OLD.status = 'queued' AND NEW.status <> 'queued' AND OLD.concurrency_key <> '' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+CREATE TRIGGER tasks_queued_group_delete AFTER DELETE ON tasks WHEN OLD.status = 'queued' AND OLD.concurrency_key <> '' BEGIN
+  UPDATE queued_groups SET n = n - 1
+    WHERE req_key = OLD.req_key AND type = OLD.type AND priority = OLD.priority AND ckey = OLD.concurrency_key;
+END;
+-- Leased tasks of a type with a limit: task_counts has them by type, this index by key.
+DROP INDEX tasks_leased_by_type;
+CREATE INDEX tasks_leased_keyed ON tasks (type, concurrency_key) WHERE status = 'leased' AND concurrency_key <> '';
+`,
+  },
+  {
     version: 14,
     name: 'the line of lock requests waiting for their resources (POST /v1/locks with waitMs), first come first served',
     sql: `

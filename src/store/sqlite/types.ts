@@ -31,6 +31,20 @@ export interface SqliteAdmission {
   record(plan: ClaimPlan, now: number): void;
 }
 
+/**
+ * Queued tasks by (requirement set, type, priority, key) where `filter` holds (of req_key, type):
+ * queued_groups counts the keyed ones only, so that a task without a key costs fair sharing no
+ * write; the group of key '' is task_counts' queued count less the keyed ones (migration 13).
+ */
+const queuedGroups = (filter: string) => `
+  SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND ${filter}
+  UNION ALL
+  SELECT * FROM (
+    SELECT c.req_key, c.type, c.priority, '' AS ckey,
+      c.n - coalesce((SELECT sum(g.n) FROM queued_groups g WHERE g.req_key = c.req_key AND g.type = c.type AND g.priority = c.priority), 0) AS n
+    FROM task_counts c WHERE c.status = 'queued' AND c.n > 0 AND ${filter}
+  ) WHERE n > 0`;
+
 /** Policies and pauses per task type (SQLite), and what the claim reads of them. */
 export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
   const { db, groupCommit } = d;
@@ -57,7 +71,12 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     resumeOne: db.prepare('DELETE FROM type_pauses WHERE type = ? AND ckey = ? RETURNING *'),
     resumeAll: db.prepare('DELETE FROM type_pauses WHERE type = ? RETURNING *'),
     typeExists: db.prepare('SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = ? AND n > 0)').pluck(),
-    leased: db.prepare("SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks WHERE status = 'leased' AND type = ? GROUP BY concurrency_key"),
+    // By key from the partial index of keyed leases; the unkeyed ones are the type's leased count less those.
+    leased: db.prepare(`SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks
+        WHERE status = 'leased' AND concurrency_key <> '' AND type = @type GROUP BY concurrency_key
+      UNION ALL
+      SELECT @type, '', (SELECT coalesce(sum(n), 0) FROM task_counts WHERE status = 'leased' AND type = @type)
+        - (SELECT count(*) FROM tasks WHERE status = 'leased' AND concurrency_key <> '' AND type = @type)`),
     pruneStarts: db.prepare('DELETE FROM type_starts WHERE type = ? AND at <= ?'),
     starts: db.prepare('SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = ? AND at > ? GROUP BY ckey'),
     addStart: db.prepare('INSERT INTO type_starts VALUES (?, ?, ?)'),
@@ -65,9 +84,9 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     setClock: db.prepare('UPDATE fair_clock SET clock = ? WHERE id = 1'),
     passes: db.prepare('SELECT ckey AS key, pass FROM fair_keys WHERE ckey IN (SELECT value FROM json_each(?))'),
     setPass: db.prepare('INSERT INTO fair_keys VALUES (?, ?) ON CONFLICT (ckey) DO UPDATE SET pass = excluded.pass'),
-    groups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND req_key IN (SELECT value FROM json_each(?))'),
-    allGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0'),
-    typeGroups: db.prepare('SELECT req_key, type, priority, ckey, n FROM queued_groups WHERE n > 0 AND type = ?'),
+    groups: db.prepare(queuedGroups('req_key IN (SELECT value FROM json_each(@keys))')),
+    allGroups: db.prepare(queuedGroups('1')),
+    typeGroups: db.prepare(queuedGroups('type = @type')),
     usageInsert: db.prepare('INSERT INTO task_usage VALUES (@type, @ckey, @at, @input, @output, @cost, @model)'),
     usagePrune: db.prepare('DELETE FROM task_usage WHERE type = ? AND at < ?'),
     usageSums: db.prepare(`SELECT ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
@@ -103,7 +122,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     return {
       policies,
       pauses: (s.pauses.all(now) as TypePauseRow[]).map(toPause),
-      leased: limited.flatMap((type) => (s.leased.all(type) as TypeKeyCountRow[]).map(toCount)),
+      leased: limited.flatMap((type) => (s.leased.all({ type }) as TypeKeyCountRow[]).map(toCount)),
       starts,
       fairClock: s.clock.get() as number,
       passes: s.passes.all(JSON.stringify(keys)) as { key: string; pass: number }[],
@@ -114,7 +133,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
   const admission: SqliteAdmission = {
     plain: () => (s.anyRule.get() as number) === 0,
     state,
-    groups: (reqKeys) => (s.groups.all(JSON.stringify(reqKeys)) as QueuedGroupRow[]).map(toGroup),
+    groups: (reqKeys) => (s.groups.all({ keys: JSON.stringify(reqKeys) }) as QueuedGroupRow[]).map(toGroup),
     head(groups, after, now) {
       let best: { id: number; group: QueuedGroup } | undefined;
       for (const group of groups) {
@@ -179,7 +198,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       });
     },
     async typeOverview(params) {
-      const groups = ((params.type === undefined ? s.allGroups.all() : s.typeGroups.all(params.type)) as QueuedGroupRow[]).map(toGroup);
+      const groups = ((params.type === undefined ? s.allGroups.all() : s.typeGroups.all({ type: params.type })) as QueuedGroupRow[]).map(toGroup);
       // Pruning starts is a write: the overview runs in the group commit like a claim.
       return groupCommit.write(() => ({ state: state(params.now, groups), groups }));
     },
