@@ -1,24 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { dropSchema, } from './store/postgres.js';
+import { describe, it } from 'node:test';
+import { twoNodes, type NodeProcess } from './cluster/node-process.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema obey one type's limit together. */
 describe('a type policy across two fleetd nodes', { timeout: 120_000 }, () => {
-  const env = clusterEnv();
-  let a: NodeProcess;
-  let b: NodeProcess;
-
-  before(async () => {
-    a = await startNode(env);
-    b = await startNode(env);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
-  });
+  const cluster = twoNodes();
 
   it('never leases more than maxConcurrency across both nodes, and a completion on one node wakes a claim waiting on the other', async () => {
+    const { a, b } = cluster;
     const type = 'cluster-limited';
     assert.equal((await a.api.request('PUT', `/v1/types/${type}`, { maxConcurrency: 3 })).status, 200);
     await b.api.post('/v1/tasks/batch', { tasks: Array.from({ length: 12 }, (_, i) => ({ type, payload: { i } })) });

@@ -1,26 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { dropSchema } from './store/postgres.js';
+import { describe, it } from 'node:test';
+import { twoNodes, type NodeProcess } from './cluster/node-process.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis: one line of lock requests waiting, first come first served. */
 describe('lock requests waiting in line across two fleetd nodes', { timeout: 120_000 }, () => {
-  const env = clusterEnv();
-  let a: NodeProcess;
-  let b: NodeProcess;
-
-  before(async () => {
-    a = await startNode(env);
-    b = await startNode(env);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
-  });
+  const cluster = twoNodes();
 
   it('grants waiting requests in the order they came, whichever node each waits on, each woken by a release on the other node', async () => {
+    const { a, b } = cluster;
     const [holder, first, second, third] = await Promise.all([a, b, a, b].map((node) => node.api.registerAgent(['dev'])));
     const held = await a.api.post('/v1/locks', { agentId: holder.id, resources: ['repo/src/'], ttlMs: 60_000 });
     assert.equal(held.status, 200);
@@ -62,6 +51,7 @@ describe('lock requests waiting in line across two fleetd nodes', { timeout: 120
   });
 
   it('a request that gives up leaves the line, and the one behind it on the other node goes at once', async () => {
+    const { a, b } = cluster;
     const [holder, first, second] = await Promise.all([a, b, a].map((node) => node.api.registerAgent(['dev'])));
     const held = await a.api.post('/v1/locks', { agentId: holder.id, resources: ['repo2/x'], ttlMs: 60_000 });
     assert.equal(held.status, 200);

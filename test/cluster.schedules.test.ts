@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Api } from './helpers.js';
-import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { dropSchema, } from './store/postgres.js';
+import { twoNodes, type NodeProcess } from './cluster/node-process.js';
 
 /** Every task a schedule submitted: its fire time (from the idempotency key) and when it was created. */
 async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt: number }[]> {
@@ -14,20 +13,10 @@ async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt:
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix, both running the schedule. */
 describe('a schedule on two fleetd nodes', { timeout: 120_000 }, () => {
-  const env = clusterEnv();
-  let a: NodeProcess;
-  let b: NodeProcess;
-
-  before(async () => {
-    a = await startNode(env);
-    b = await startNode(env);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
-  });
+  const cluster = twoNodes();
 
   it('fires every second for 16 s, each fire once and on time, and goes on when the node it was created on is killed', async (t) => {
+    const { a, b } = cluster;
     const created = await a.api.post('/v1/schedules', { name: 'tick', cron: '* * * * * *', task: { type: 'tick' }, overlap: 'allow', catchUp: 'all' });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     assert.equal((await b.api.get('/v1/schedules/tick')).body.cron, '* * * * * *', 'the other node sees it');

@@ -1,29 +1,17 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { once } from 'node:events';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
-import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
-import { dropSchema, } from './store/postgres.js';
+import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix. */
 describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => {
-  const env = clusterEnv();
-  let a: NodeProcess;
-  let b: NodeProcess;
-
-  before(async () => {
-    // One at a time, so that `after` stops the first whatever becomes of the second.
-    a = await startNode(env);
-    b = await startNode(env);
-  });
-  after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
-    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
-  });
+  const cluster = twoNodes();
 
   it('wakes an agent long-polling on A when a task is submitted on B', async (t) => {
+    const { a, b, env } = cluster;
     const agent = await a.api.registerAgent(['wake']);
     assert.deepEqual(await a.api.claim(agent.id, 1, 0), []);
     const claim = a.api.claim(agent.id, 1, 20_000);
@@ -38,6 +26,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('pushes a task submitted on B to an agent connected to A over WebSocket', async (t) => {
+    const { a, b, env } = cluster;
     const agent = new FleetClient({ url: a.url, apiKey: env.FLEETD_ADMIN_KEY }).agent({ name: 'pushed', capabilities: ['push'], transport: 'ws' });
     const connected = once(agent, 'connected');
     const got = new Promise<TaskJson>((resolve) =>
@@ -56,6 +45,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('streams events from B to an observer on A', async () => {
+    const { a, b, env } = cluster;
     const ws = new WebSocket(`${a.url.replace('http', 'ws')}/v1/events`, { headers: { authorization: `Bearer ${env.FLEETD_ADMIN_KEY}` } });
     await once(ws, 'open');
     const messages: { type: string; events?: { name: string; data: { task: { id: number } } }[] }[] = [];
@@ -82,6 +72,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('shows the same counters on both nodes', async () => {
+    const { a, b, env } = cluster;
     const agent = await b.api.registerAgent(['count']);
     for (let i = 0; i < 5; i++) await (i % 2 ? a : b).api.submit({ type: 'count' });
     for (const task of await a.api.claim(agent.id, 3)) {
@@ -95,6 +86,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('loses nothing when A is killed with SIGKILL: SDK agents move to B and every task completes exactly once', async (t) => {
+    const { a, b, env } = cluster;
     const N = 400;
     const urls = [a.url, b.url];
     const runs = new Map<number, number>();

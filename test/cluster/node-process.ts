@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { type Api, newAdminKey, startFleetdProcess, tempDir } from '../helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from '../store/postgres.js';
+import { after, before } from 'node:test';
+import { TEST_DATABASE_URL, dropSchema, uniqueSchema } from '../store/postgres.js';
 
 export const TEST_REDIS_URL = process.env.FLEETD_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -49,4 +50,31 @@ export async function startNode(env: Record<string, string>): Promise<NodeProces
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
   return { url: api.base, api, child, output: () => output, kill: () => end('SIGKILL'), stop: () => end('SIGTERM') };
+}
+
+/**
+ * Two nodes on one fresh PostgreSQL schema and Redis prefix for the describe block this is called
+ * in: started one at a time in `before` (so that `after` stops the first whatever becomes of the
+ * second), stopped and the schema dropped in `after`. Read `a` and `b` inside the tests.
+ */
+export function twoNodes(): { readonly env: Record<string, string>; readonly a: NodeProcess; readonly b: NodeProcess } {
+  const env = clusterEnv();
+  const nodes: NodeProcess[] = [];
+  before(async () => {
+    nodes.push(await startNode(env));
+    nodes.push(await startNode(env));
+  });
+  after(async () => {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await dropSchema(env.FLEETD_DATABASE_SCHEMA);
+  });
+  return {
+    env,
+    get a() {
+      return nodes[0];
+    },
+    get b() {
+      return nodes[1];
+    },
+  };
 }
