@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { twoNodes, type NodeProcess } from './cluster/node-process.js';
+import { twoNodes } from './cluster/node-process.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema obey one type's limit together. */
 describe('a type policy across two fleetd nodes', { timeout: 120_000 }, () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Api } from './helpers.js';
-import { twoNodes, type NodeProcess } from './cluster/node-process.js';
+import { twoNodes } from './cluster/node-process.js';
 
 /** Every task a schedule submitted: its fire time (from the idempotency key) and when it was created. */
 async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt: number }[]> {

@@ -4,14 +4,14 @@ import { once } from 'node:events';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
-import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
+import { startNode, twoNodes } from './cluster/node-process.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix. */
 describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => {
   const cluster = twoNodes();
 
   it('wakes an agent long-polling on A when a task is submitted on B', async (t) => {
-    const { a, b, env } = cluster;
+    const { a, b } = cluster;
     const agent = await a.api.registerAgent(['wake']);
     assert.deepEqual(await a.api.claim(agent.id, 1, 0), []);
     const claim = a.api.claim(agent.id, 1, 20_000);
@@ -72,7 +72,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
   });
 
   it('shows the same counters on both nodes', async () => {
-    const { a, b, env } = cluster;
+    const { a, b } = cluster;
     const agent = await b.api.registerAgent(['count']);
     for (let i = 0; i < 5; i++) await (i % 2 ? a : b).api.submit({ type: 'count' });
     for (const task of await a.api.claim(agent.id, 3)) {
