@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
-import { badLockPath, decideLock, lockProbes, resourcesClash } from './rules/locks.js';
+import { LAST_IN_LINE, badLockPath, decideLock, inTheWayOf, lockProbes, resourcesClash } from './rules/locks.js';
 import type { LockHolder, LockWaiter as StoredWaiter } from '../store/store.js';
 import type { Lock, Page } from '../domain/types.js';
 
@@ -37,11 +37,6 @@ const conflictError = (conflicts: LockHolder[], ahead: StoredWaiter[] = []) =>
     ? new FleetError('FLEETD_ERR_LOCK_CONFLICT', `already locked: ${conflicts.map((c) => `${c.resource} (agent ${c.agentId})`).join(', ')}`, { conflicts })
     : new FleetError('FLEETD_ERR_LOCK_CONFLICT', `${ahead.length} earlier request(s) wait in line for the same resources`, { conflicts, waitingAhead: ahead.length });
 
-/** The requests ahead that want any of `resources` (directories included). */
-const inTheWayOf = (resources: string[], ahead: StoredWaiter[]) => ahead.filter((w) => w.resources.some((r) => resources.some((mine) => resourcesClash(r, mine))));
-
-/** A request that does not wait is behind every waiting one: it never takes resources that someone waits for. */
-const LAST_IN_LINE = Number.MAX_SAFE_INTEGER;
 
 /** Exclusive, all-or-nothing locks on named resources (files, URLs, anything), held by agents until released, expired or the agent goes offline. */
 export class LockService {

@@ -464,7 +464,12 @@ export interface ClaimPlan {
   /** The oldest task of this group could not take its locks: it waits (held back), and the group's next task may go. */
   lockedOut(group: QueuedGroup): void;
   /** Core's lock rules, for a task's locks taken with its lease. */
-  locks: { probes(resources: string[]): { exact: string[]; under: string[]; roots: string[] }; decide(holders: LockHolder[]): LockDecision };
+  locks: {
+    probes(resources: string[]): { exact: string[]; under: string[]; roots: string[] };
+    decide(holders: LockHolder[]): LockDecision;
+    /** A claim's place in the line of lock requests waiting: behind all of them (see LockAcquireParams.line). */
+    line(resources: string[]): NonNullable<LockAcquireParams['line']>;
+  };
   /** The round-robin's state to write: the clock and the passes of the keys served. */
   fairUpdates(): { clock: number; passes: { key: string; pass: number }[] };
   /** Starts to record for the rate limits, at the claim's time. */

@@ -142,6 +142,19 @@ export function exerciseTypes(factory: DriverFactory): void {
       assert.equal(await h.store.lockGet({ id: `task-${narrow.id}` }), undefined);
     });
 
+    it('KeepsATaskWhoseLocksALockRequestWaitsForQueuedBehindIt, and hands it out once the request has left the line', async () => {
+      const a = await h.agent(['t'], 100);
+      const waiting = await h.store.lockWaitJoin({ resources: ['repo/src/'], deadline: T0 + 60_000, now: T0 });
+      const [behind, other] = await h.submit(task('t', { locks: ['repo/src/a.ts'] }), task('t', { locks: ['repo/docs/'] }));
+      const first = await claim(a, 10);
+      assert.deepEqual(first.tasks.map((t) => t.id), [other.id], 'the task under the directory a request waits for stays queued; the other goes');
+      assert.deepEqual(first.heldBack, { t: 1 });
+      assert.equal(first.retryAt, T0 + 60_000, 'tried again at the deadline of the request in its way, should that request never come back');
+      assert.equal(await h.store.lockGet({ id: `task-${behind.id}` }), undefined, 'nothing taken for it');
+      await h.store.lockWaitLeave({ seq: waiting });
+      assert.deepEqual((await claim(a, 10, T0 + 1)).tasks.map((t) => t.id), [behind.id]);
+    });
+
     it('KnowsATypeByItsTasksOrItsPolicy', async () => {
       assert.equal(await h.store.typeExists({ type: 'ghost' }), false);
       await h.submit(task('real'));

@@ -30,6 +30,8 @@ export class HeldTasks extends DeadlineService {
     }
     // A lock that goes may free a task whose locks it held.
     this.unsubscribe.push(this.ctx.bus.subscribe('lock.released', () => this.wake(Infinity)));
+    // A lock request that leaves the line without its lock no longer keeps a task's locks from it.
+    this.unsubscribe.push(this.ctx.bus.subscribe('locks.line', () => this.wake(Infinity)));
   }
 
   override stop(): void {

@@ -1,4 +1,4 @@
-import type { LockDecision, LockHolder } from '../../store/store.js';
+import type { LockDecision, LockHolder, LockWaiter } from '../../store/store.js';
 
 /**
  * Whether a lock may be taken, from the current holders of the resources it asks for: every
@@ -40,3 +40,11 @@ export function badLockPath(resource: string): string | null {
 
 /** Whether two resource names clash: the same name, or one is a directory (ends in `/`) the other lies in. */
 export const resourcesClash = (a: string, b: string): boolean => a === b || (a.endsWith('/') && b.startsWith(a)) || (b.endsWith('/') && a.startsWith(b));
+
+/** The requests waiting in line that want any of `resources` (directories included). */
+export const inTheWayOf = (resources: readonly string[], ahead: LockWaiter[]): LockWaiter[] =>
+  ahead.filter((w) => w.resources.some((r) => resources.some((mine) => resourcesClash(r, mine))));
+
+/** A taker that does not wait (a claim, a lock request without waitMs) is behind every waiting request: it never takes resources someone waits for. */
+export const LAST_IN_LINE = Number.MAX_SAFE_INTEGER;
+

@@ -20,6 +20,15 @@ export function postgresLocks(db: PostgresDatabase): {
    * holder: a conflict.
    */
   async function acquireIn(q: Query, params: LockAcquireParams): Promise<LockAcquireResult> {
+    if (params.line) {
+      const ahead = await q<{ seq: string; resources: string[]; deadline: string }>(
+        'SELECT seq, resources, deadline FROM lock_waiters WHERE seq < $1 AND deadline > $2 ORDER BY seq',
+        [params.line.seq, params.now],
+      );
+      if (!params.line.mayGo(ahead.map((w) => ({ seq: Number(w.seq), resources: w.resources, deadline: Number(w.deadline) })))) {
+        return { acquired: false, conflicts: [] };
+      }
+    }
     const probes = params.probes ?? { exact: params.resources, under: [], roots: [] };
     // A directory and a file below it have no row in common to lock: acquirers under the same
     // first segment take turns (in sorted order, so that two cannot wait on each other).
@@ -48,15 +57,6 @@ export function postgresLocks(db: PostgresDatabase): {
   const store: LockStore = {
     lockAcquire(params) {
       return db.transaction(async (q) => {
-        if (params.line) {
-          const ahead = await q<{ seq: string; resources: string[]; deadline: string }>(
-            'SELECT seq, resources, deadline FROM lock_waiters WHERE seq < $1 AND deadline > $2 ORDER BY seq',
-            [params.line.seq, params.now],
-          );
-          if (!params.line.mayGo(ahead.map((w) => ({ seq: Number(w.seq), resources: w.resources, deadline: Number(w.deadline) })))) {
-            return { acquired: false, conflicts: [] };
-          }
-        }
         const result = await acquireIn(q, params);
         if (result.acquired && params.line) await q('DELETE FROM lock_waiters WHERE seq = $1', [params.line.seq]);
         return result;

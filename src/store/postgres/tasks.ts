@@ -347,6 +347,7 @@ export function postgresTasks(
           now: params.now,
           decide: plan.locks.decide,
           probes: plan.locks.probes(resources),
+          line: plan.locks.line(resources),
         });
         if (!taken.acquired) {
           await q('ROLLBACK TO SAVEPOINT fleetd_head');

@@ -9,7 +9,7 @@ import type { SqliteDatabase } from './database.js';
 export function sqliteLocks(d: SqliteDatabase): {
   store: LockStore;
   dropLocksOf: (agentId: string) => Lock[];
-  /** Inside a write: takes a lock as `lockAcquire` does (a claim takes a task's locks with its lease). */
+  /** Inside a write: takes a lock as `lockAcquire` does, its line included (a claim takes a task's locks with its lease). */
   acquireIn: (params: LockAcquireParams) => LockAcquireResult;
 } {
   const { db, groupCommit } = d;
@@ -47,6 +47,7 @@ export function sqliteLocks(d: SqliteDatabase): {
 
   /** Inside a write (one writer: holders read cannot change before it commits). */
   function acquireIn(params: LockAcquireParams): LockAcquireResult {
+    if (!lineLetsGo(params)) return { acquired: false, conflicts: [] };
     const probes = params.probes ?? { exact: params.resources, under: [] };
     const holders = probes.exact.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
     // Everything below a directory: the names between "dir/" and "dir0" ('0' follows '/'), by the index.
@@ -76,7 +77,6 @@ export function sqliteLocks(d: SqliteDatabase): {
   const store: LockStore = {
     lockAcquire(params) {
       return groupCommit.write(() => {
-        if (!lineLetsGo(params)) return { acquired: false, conflicts: [] };
         const result = acquireIn(params);
         if (result.acquired && params.line) s.waitLeave.run(params.line.seq);
         return result;

@@ -177,6 +177,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       now,
       decide: plan.locks.decide,
       probes: plan.locks.probes(resources),
+      line: plan.locks.line(resources),
     }).acquired;
   };
 
