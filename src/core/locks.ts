@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
-import { LAST_IN_LINE, badLockPath, decideLock, inTheWayOf, lockProbes, resourcesClash } from './rules/locks.js';
+import { LAST_IN_LINE, badLockPath, decideLock, lockProbes, placeInLine, resourcesClash } from './rules/locks.js';
 import type { LockHolder, LockWaiter as StoredWaiter } from '../store/store.js';
 import type { Lock, Page } from '../domain/types.js';
 
@@ -36,7 +36,6 @@ const conflictError = (conflicts: LockHolder[], ahead: StoredWaiter[] = []) =>
   conflicts.length > 0 || ahead.length === 0
     ? new FleetError('FLEETD_ERR_LOCK_CONFLICT', `already locked: ${conflicts.map((c) => `${c.resource} (agent ${c.agentId})`).join(', ')}`, { conflicts })
     : new FleetError('FLEETD_ERR_LOCK_CONFLICT', `${ahead.length} earlier request(s) wait in line for the same resources`, { conflicts, waitingAhead: ahead.length });
-
 
 /** Exclusive, all-or-nothing locks on named resources (files, URLs, anything), held by agents until released, expired or the agent goes offline. */
 export class LockService {
@@ -231,14 +230,7 @@ export class LockService {
       now,
       decide: (holders) => decideLock(holders, now),
       probes: lockProbes(resources),
-      line: {
-        seq,
-        mayGo: (ahead) => {
-          const inTheWay = inTheWayOf(resources, ahead);
-          onAhead(inTheWay);
-          return inTheWay.length === 0;
-        },
-      },
+      line: placeInLine(seq, resources, onAhead),
     });
     if (!result.acquired) {
       // A holder's expiry frees its resources: the expirer's release wakes the line then.

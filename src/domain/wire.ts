@@ -563,7 +563,6 @@ export const TypeKeySchema = Type.Object({
 });
 export type TypeKeyJson = Static<typeof TypeKeySchema>;
 
-
 /** A type's usage over the last hour and day, in all and for the keys that spent most (up to 100). */
 export const TypeUsageSchema = Type.Object({
   hour: UsageTotalsSchema,

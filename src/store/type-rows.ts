@@ -69,16 +69,15 @@ export interface UsageRow {
   reports: number;
 }
 
-/** Sums per key and window (rows of both windows, key by key) as a type's usage. */
 const zeroUsage = (): UsageTotals => ({ inputTokens: 0, outputTokens: 0, costUsd: 0, reports: 0 });
 
+/** Sums per key and window (rows of both windows, key by key) as a type's usage. */
 export function toUsage(rows: UsageRow[]): TypeUsage {
-  const zero = zeroUsage;
-  const usage: TypeUsage = { hour: zero(), day: zero(), keys: [] };
+  const usage: TypeUsage = { hour: zeroUsage(), day: zeroUsage(), keys: [] };
   const byKey = new Map<string, { key: string; hour: UsageTotals; day: UsageTotals }>();
   for (const row of rows) {
     let k = byKey.get(row.ckey);
-    if (!k) byKey.set(row.ckey, (k = { key: row.ckey, hour: zero(), day: zero() }));
+    if (!k) byKey.set(row.ckey, (k = { key: row.ckey, hour: zeroUsage(), day: zeroUsage() }));
     const totals = { inputTokens: Number(row.input_tokens), outputTokens: Number(row.output_tokens), costUsd: Number(row.cost_usd), reports: Number(row.reports) };
     k[row.window] = totals;
     for (const field of ['inputTokens', 'outputTokens', 'costUsd', 'reports'] as const) usage[row.window][field] += totals[field];

@@ -1,6 +1,6 @@
 import { DAY_MS, HOUR_MS, type AdmissionState, type HoldReason, type QueuedGroup, type SpentUsage, type TypePolicy } from '../../domain/type-policies.js';
 import type { ClaimPlan } from '../../store/store.js';
-import { LAST_IN_LINE, decideLock, inTheWayOf, lockProbes } from './locks.js';
+import { LAST_IN_LINE, decideLock, lockProbes, placeInLine } from './locks.js';
 
 const pair = (type: string, key: string) => `${type}\u0000${key}`;
 
@@ -171,14 +171,10 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
       decide: (holders) => decideLock(holders, now),
       // Behind every waiting lock request; one that never comes back (its node died) leaves the
       // line at its deadline, when the claim is tried again.
-      line: (resources) => ({
-        seq: LAST_IN_LINE,
-        mayGo: (ahead) => {
-          const inTheWay = inTheWayOf(resources, ahead);
+      line: (resources) =>
+        placeInLine(LAST_IN_LINE, resources, (inTheWay) => {
           for (const w of inTheWay) retryAt = Math.min(retryAt, w.deadline);
-          return inTheWay.length === 0;
-        },
-      }),
+        }),
     },
     fairUpdates: () => ({ clock, passes: [...touched].sort().map((key) => ({ key, pass: passes.get(key)! })) }),
     starts: () => recordedStarts,

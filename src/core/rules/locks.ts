@@ -42,9 +42,21 @@ export function badLockPath(resource: string): string | null {
 export const resourcesClash = (a: string, b: string): boolean => a === b || (a.endsWith('/') && b.startsWith(a)) || (b.endsWith('/') && a.startsWith(b));
 
 /** The requests waiting in line that want any of `resources` (directories included). */
-export const inTheWayOf = (resources: readonly string[], ahead: LockWaiter[]): LockWaiter[] =>
+const inTheWayOf = (resources: readonly string[], ahead: LockWaiter[]): LockWaiter[] =>
   ahead.filter((w) => w.resources.some((r) => resources.some((mine) => resourcesClash(r, mine))));
 
 /** A taker that does not wait (a claim, a lock request without waitMs) is behind every waiting request: it never takes resources someone waits for. */
 export const LAST_IN_LINE = Number.MAX_SAFE_INTEGER;
 
+/**
+ * A taker's place in the line of lock requests waiting, for the store's `line`: it may go when none
+ * of the requests ahead of `seq` wants any of `resources`; `onInTheWay` is told which ones do.
+ */
+export const placeInLine = (seq: number, resources: readonly string[], onInTheWay: (inTheWay: LockWaiter[]) => void) => ({
+  seq,
+  mayGo: (ahead: LockWaiter[]): boolean => {
+    const inTheWay = inTheWayOf(resources, ahead);
+    onInTheWay(inTheWay);
+    return inTheWay.length === 0;
+  },
+});

@@ -28,6 +28,14 @@ export const PLAN_NEEDED = `(EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SEL
   OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
   OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]'))`;
 
+/** Usage reports summed per type, key and window (since $1, since $2) where `filter` holds. */
+const usageSums = (filter: string) => `
+  SELECT type, ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+    sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE ${filter} AND at >= $1 GROUP BY type, ckey
+  UNION ALL
+  SELECT type, ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
+    WHERE ${filter} AND at >= $2 GROUP BY type, ckey`;
+
 /** What the tasks area's claim needs of fair sharing, inside its transaction. */
 export interface PostgresAdmission {
   /**
@@ -227,26 +235,12 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
     },
     async usageSummary(params) {
       await query('DELETE FROM task_usage WHERE type = $1 AND at < $2', [params.type, params.dayFrom]);
-      const rows = await query<UsageRow>(
-        `SELECT ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
-           sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE type = $1 AND at >= $2 GROUP BY ckey
-         UNION ALL
-         SELECT ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
-           WHERE type = $1 AND at >= $3 GROUP BY ckey`,
-        [params.type, params.hourFrom, params.dayFrom],
-      );
+      const rows = await query<UsageRow>(usageSums('type = $3'), [params.hourFrom, params.dayFrom, params.type]);
       return toUsage(rows);
     },
     async usageTotals(params) {
       await query('DELETE FROM task_usage WHERE at < $1', [params.dayFrom]);
-      const rows = await query<UsageRow & { type: string }>(
-        `SELECT type, ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
-           sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE at >= $1 GROUP BY type, ckey
-         UNION ALL
-         SELECT type, ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
-           WHERE at >= $2 GROUP BY type, ckey`,
-        [params.hourFrom, params.dayFrom],
-      );
+      const rows = await query<UsageRow & { type: string }>(usageSums('true'), [params.hourFrom, params.dayFrom]);
       return toFleetUsage(rows);
     },
     typeOverview(params) {

@@ -45,6 +45,14 @@ const queuedGroups = (filter: string) => `
     FROM task_counts c WHERE c.status = 'queued' AND c.n > 0 AND ${filter}
   ) WHERE n > 0`;
 
+/** Usage reports summed per type, key and window (since @hour, since @day) where `filter` holds. */
+const usageSums = (filter: string) => `
+  SELECT type, ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE ${filter} AND at >= @hour GROUP BY type, ckey
+  UNION ALL
+  SELECT type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
+    WHERE ${filter} AND at >= @day GROUP BY type, ckey`;
+
 /** Policies and pauses per task type (SQLite), and what the claim reads of them. */
 export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
   const { db, groupCommit } = d;
@@ -89,17 +97,9 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     typeGroups: db.prepare(queuedGroups('type = @type')),
     usageInsert: db.prepare('INSERT INTO task_usage VALUES (@type, @ckey, @at, @input, @output, @cost, @model)'),
     usagePrune: db.prepare('DELETE FROM task_usage WHERE type = ? AND at < ?'),
-    usageSums: db.prepare(`SELECT ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-        sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE type = @type AND at >= @hour GROUP BY ckey
-      UNION ALL
-      SELECT ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
-        WHERE type = @type AND at >= @day GROUP BY ckey`),
+    usageSums: db.prepare(usageSums('type = @type')),
     usagePruneAll: db.prepare('DELETE FROM task_usage WHERE at < ?'),
-    usageSumsAll: db.prepare(`SELECT type, ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-        sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE at >= @hour GROUP BY type, ckey
-      UNION ALL
-      SELECT type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
-        WHERE at >= @day GROUP BY type, ckey`),
+    usageSumsAll: db.prepare(usageSums('1')),
     spent: db.prepare(`SELECT type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
         min(CASE WHEN at >= @hour THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
       FROM task_usage WHERE type = @type AND at >= @day GROUP BY ckey`),
