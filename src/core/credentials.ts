@@ -2,11 +2,15 @@ import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
+import { ALL_NAMESPACES, DEFAULT_NAMESPACE } from '../domain/namespaces.js';
 import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
 import { keyExpired, secretValidUntil } from './rules/keys.js';
 
-/** Who a request speaks for: an API key with its scope, or one agent with its own token. */
-export type Principal = { kind: 'key'; keyId: string; scope: Scope } | { kind: 'agent'; agentId: string };
+/**
+ * Who a request speaks for: an API key with its scope and the namespaces it reaches (`*`: all), or
+ * one agent with its own token, in the namespace it registered in.
+ */
+export type Principal = { kind: 'key'; keyId: string; scope: Scope; namespaces: readonly string[] } | { kind: 'agent'; agentId: string; namespace: string };
 
 /** API keys and agent tokens say what they are, so that a leaked one is recognisable (and greppable). */
 export const API_KEY_PREFIX = 'fk_';
@@ -67,7 +71,7 @@ export class CredentialService {
   /** What a secret is (see SecretCheck). */
   async check(secret: string): Promise<SecretCheck> {
     const hash = hashSecret(secret);
-    if (hash === this.internalHash) return { principal: { kind: 'key', keyId: 'internal', scope: 'read' } };
+    if (hash === this.internalHash) return { principal: { kind: 'key', keyId: 'internal', scope: 'read', namespaces: [ALL_NAMESPACES] } };
     const now = this.ctx.now();
     const cached = this.principals.get(hash);
     if (cached && (cached.validUntil === null || now < cached.validUntil)) return { principal: cached.principal };
@@ -77,14 +81,14 @@ export class CredentialService {
       if (!match) return undefined;
       const validUntil = secretValidUntil(match.key, match.secret);
       if (validUntil !== null && now >= validUntil) return { expired: { keyId: match.key.id, at: validUntil, secret: match.secret } };
-      const principal: Principal = { kind: 'key', keyId: match.key.id, scope: match.key.scope };
+      const principal: Principal = { kind: 'key', keyId: match.key.id, scope: match.key.scope, namespaces: [ALL_NAMESPACES] };
       this.principals.set(hash, { principal, validUntil });
       return { principal };
     }
     if (secret.startsWith(AGENT_TOKEN_PREFIX)) {
       const agentId = await this.ctx.store.agentIdByTokenHash({ hash });
       if (agentId === undefined) return undefined;
-      const principal: Principal = { kind: 'agent', agentId };
+      const principal: Principal = { kind: 'agent', agentId, namespace: DEFAULT_NAMESPACE };
       this.principals.set(hash, { principal, validUntil: null });
       return { principal };
     }

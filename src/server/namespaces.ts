@@ -1,0 +1,60 @@
+import type { FastifyRequest } from 'fastify';
+import { ALL_NAMESPACES, DEFAULT_NAMESPACE, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
+import { FleetError, notFound } from '../domain/errors.js';
+
+/**
+ * Which namespace a request acts in, from who sends it (request.principal, set by the auth plugin)
+ * and the `namespace` it names in its body or query, if any. Every route that reads or writes
+ * namespaced things asks here; nothing else decides it.
+ *
+ * - An agent's token acts in the agent's own namespace, always; naming another is a 404.
+ * - A key scoped to one namespace acts in it without saying so.
+ * - A key scoped to several must name one to write; it reads all of them unless it names one.
+ * - A `*` key (and every request when auth is off) writes to `default` unless it names one, and
+ *   reads every namespace unless it names one.
+ * - A namespace the key does not reach answers 404, exactly as a namespace that does not exist.
+ */
+
+/** The namespaces the request's credential reaches: undefined for all. */
+function reach(request: FastifyRequest): NamespaceFilter {
+  const p = request.principal;
+  if (!p) return undefined;
+  if (p.kind === 'agent') return [p.namespace];
+  return p.namespaces.includes(ALL_NAMESPACES) ? undefined : p.namespaces;
+}
+
+const namespaceNotFound = (name: string) => notFound('namespace', name);
+
+/** The namespaces a read may return: the one named (404 when out of reach), else all the credential reaches. */
+export function readNamespaces(request: FastifyRequest, named?: string): NamespaceFilter {
+  const reached = reach(request);
+  if (named === undefined) return reached;
+  if (!namespaceVisible(reached, named)) throw namespaceNotFound(named);
+  return [named];
+}
+
+/** The one namespace a write goes to (see the rules above). */
+export function writeNamespace(request: FastifyRequest, named?: string): string {
+  const reached = reach(request);
+  if (named !== undefined) {
+    if (!namespaceVisible(reached, named)) throw namespaceNotFound(named);
+    return named;
+  }
+  if (reached === undefined) return DEFAULT_NAMESPACE;
+  if (reached.length === 1) return reached[0]!;
+  throw new FleetError('FLEETD_ERR_VALIDATION', `namespace: this key reaches several namespaces (${reached.join(', ')}); name the one to write to`, {
+    field: 'namespace',
+    namespaces: reached,
+  });
+}
+
+/**
+ * Throws the 404 of `what` when a resource the request found by id lies in a namespace out of its
+ * reach — the same answer as for an id that does not exist, so that nothing confirms it does.
+ */
+export function assertVisible(request: FastifyRequest, namespace: string, what: string, id: string | number): void {
+  if (!namespaceVisible(reach(request), namespace)) throw notFound(what, id);
+}
+
+/** True when the request's credential reaches `namespace` (for filtering what a stream sends). */
+export const canSee = (request: FastifyRequest, namespace: string): boolean => namespaceVisible(reach(request), namespace);
