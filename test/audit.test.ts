@@ -72,7 +72,7 @@ for (const driver of ['sqlite', 'postgres'] as const) {
         assert.equal(e.address, '127.0.0.1');
         assert.ok(Date.parse(e.at) >= started - 1_000 && Date.parse(e.at) <= Date.now() + 1_000, e.at);
       }
-      assert.deepEqual(entries[0].details, { name: 'ops', scope: 'submit', expiresAt: null });
+      assert.deepEqual(entries[0].details, { name: 'ops', scope: 'submit', namespaces: ['*'], expiresAt: null });
       assert.equal(entries[1].details.graceMs, 60_000);
       assert.equal(entries[2].details.type, 'audit.me');
       assert.deepEqual(entries[4].details.resources, ['a.txt']);

@@ -95,7 +95,7 @@ describe('API keys and scopes', () => {
     assert.match(secret, /^fk_[A-Za-z0-9_-]{43}$/);
     const listed = (await admin.get('/v1/keys')).body.items;
     const mine = listed.find((k: any) => k.id === key.id);
-    assert.deepEqual(Object.keys(mine).sort(), ['createdAt', 'expiresAt', 'id', 'name', 'previousSecretExpiresAt', 'revokedAt', 'rotatedAt', 'scope']);
+    assert.deepEqual(Object.keys(mine).sort(), ['createdAt', 'expiresAt', 'id', 'name', 'namespaces', 'previousSecretExpiresAt', 'revokedAt', 'rotatedAt', 'scope']);
     assert.ok(!JSON.stringify(listed).includes(secret));
     assert.equal((await admin.as(secret).get('/v1/tasks')).status, 200);
     const revoked = await admin.delete(`/v1/keys/${key.id}`);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Api, startTestServer, type TestServer } from './helpers.js';
 
-const TAGS = ['agents', 'tasks', 'locks', 'schedules', 'types', 'pipelines', 'cases', 'keys', 'system'];
+const TAGS = ['agents', 'tasks', 'locks', 'schedules', 'types', 'pipelines', 'cases', 'keys', 'namespaces', 'system'];
 const PUBLIC = new Set(['/healthz', '/readyz']);
 
 describe('the OpenAPI document', () => {

@@ -9,8 +9,10 @@ import { openExistingDriver } from '../server/startup.js';
 
 export const keysUsage = `Usage:
   npx fleetd keys create --scope admin|submit|read [--name NAME] [--expires-at ISO-8601]
-                                                                    prints the new key once
-  npx fleetd keys list                                              ids, names, scopes, expiry; never secrets
+                         [--namespaces team-a,team-b]               prints the new key once; it reaches
+                                                                    the namespaces named (default: all, *)
+  npx fleetd keys list                                              ids, names, scopes, namespaces, expiry;
+                                                                    never secrets
   npx fleetd keys rotate ID [--grace-ms MS] [--expires-at ISO-8601|never]
                                                                     prints the key's new secret once; the old
                                                                     one works for MS more (FLEETD_KEY_ROTATION_GRACE_MS)
@@ -35,6 +37,7 @@ export async function runKeys(argv: string[]): Promise<void> {
       scope: { type: 'string' },
       name: { type: 'string' },
       'expires-at': { type: 'string' },
+      namespaces: { type: 'string' },
       'grace-ms': { type: 'string' },
       'data-dir': { type: 'string' },
       config: { type: 'string' },
@@ -63,10 +66,16 @@ export async function runKeys(argv: string[]): Promise<void> {
         const scope = values.scope as Scope | undefined;
         if (scope === undefined || !SCOPES.includes(scope)) throw new ConfigError('--scope', `give one of ${SCOPES.join(', ')}`);
         const expiresAt = values['expires-at'] === undefined ? null : timeOf('--expires-at', values['expires-at']);
-        const created = (await credentials.create({ name: values.name ?? `${scope} key`, scope, expiresAt }))!;
-        await audit.record({ actor: 'cli', action: 'key.created', target: `key:${created.key.id}`, details: { name: created.key.name, scope, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() } });
+        const namespaces = values.namespaces?.split(',').map((n) => n.trim());
+        const created = (await credentials.create({ name: values.name ?? `${scope} key`, scope, namespaces, expiresAt }))!;
+        await audit.record({
+          actor: 'cli',
+          action: 'key.created',
+          target: `key:${created.key.id}`,
+          details: { name: created.key.name, scope, namespaces: created.key.namespaces, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() },
+        });
         process.stdout.write(`${created.secret}\n`);
-        process.stderr.write(`created ${created.key.id} (${created.key.scope}, "${created.key.name}"): the key above is shown this once; only its hash is stored\n`);
+        process.stderr.write(`created ${created.key.id} (${created.key.scope} in ${created.key.namespaces.join(',')}, "${created.key.name}"): the key above is shown this once; only its hash is stored\n`);
         return;
       }
       case 'list':
@@ -75,7 +84,7 @@ export async function runKeys(argv: string[]): Promise<void> {
           const state = k.revokedAt !== null ? `revoked ${new Date(k.revokedAt).toISOString()}`
             : k.expiresAt === null ? 'live'
             : `${k.expiresAt <= now ? 'expired' : 'expires'} ${new Date(k.expiresAt).toISOString()}`;
-          process.stdout.write(`${k.id}\t${k.scope}\t${new Date(k.createdAt).toISOString()}\t${state}\t${k.name}\n`);
+          process.stdout.write(`${k.id}\t${k.scope}\t${k.namespaces.join(',')}\t${new Date(k.createdAt).toISOString()}\t${state}\t${k.name}\n`);
         }
         return;
       case 'rotate': {

@@ -2,7 +2,7 @@ import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
-import { ALL_NAMESPACES, DEFAULT_NAMESPACE } from '../domain/namespaces.js';
+import { ALL_NAMESPACES, DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName } from '../domain/namespaces.js';
 import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
 import { keyExpired, secretValidUntil } from './rules/keys.js';
 
@@ -20,6 +20,17 @@ export const AGENT_TOKEN_PREFIX = 'fla_';
 export const hashSecret = (secret: string): string => hash('sha256', secret, 'hex');
 
 export const newApiKeySecret = (): string => `${API_KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
+
+/** A key's namespaces, checked: each a namespace's name, or `*` alone; duplicates dropped. */
+function keyNamespaces(names: readonly string[]): string[] {
+  const unique = [...new Set(names)];
+  if (unique.length === 0) throw invalid('namespaces', 'a key reaches at least one namespace (["*"] for all)');
+  for (const name of unique) {
+    if (name !== ALL_NAMESPACES && !isNamespaceName(name)) throw invalid('namespaces', `"${name}" is not a namespace's name (${NAMESPACE_PATTERN})`, { namespace: name });
+  }
+  if (unique.includes(ALL_NAMESPACES) && unique.length > 1) throw invalid('namespaces', '"*" already reaches every namespace: give it alone');
+  return unique;
+}
 
 /** True when `has` includes everything `needs` allows: admin ⊃ submit ⊃ read. */
 export const scopeCovers = (has: Scope, needs: Scope): boolean => SCOPES.indexOf(has) >= SCOPES.indexOf(needs);
@@ -81,7 +92,7 @@ export class CredentialService {
       if (!match) return undefined;
       const validUntil = secretValidUntil(match.key, match.secret);
       if (validUntil !== null && now >= validUntil) return { expired: { keyId: match.key.id, at: validUntil, secret: match.secret } };
-      const principal: Principal = { kind: 'key', keyId: match.key.id, scope: match.key.scope, namespaces: [ALL_NAMESPACES] };
+      const principal: Principal = { kind: 'key', keyId: match.key.id, scope: match.key.scope, namespaces: match.key.namespaces };
       this.principals.set(hash, { principal, validUntil });
       return { principal };
     }
@@ -95,14 +106,17 @@ export class CredentialService {
     return undefined;
   }
 
-  async create(input: { name: string; scope: Scope; secret?: string; onlyIfNone?: boolean; expiresAt?: number | null }): Promise<CreatedKey | undefined> {
+  /** `namespaces`: those the key reaches, default all (`*`). */
+  async create(input: { name: string; scope: Scope; namespaces?: readonly string[]; secret?: string; onlyIfNone?: boolean; expiresAt?: number | null }): Promise<CreatedKey | undefined> {
     const secret = input.secret ?? newApiKeySecret();
     if (!secret.startsWith(API_KEY_PREFIX) || secret.length < API_KEY_PREFIX.length + 32) {
       throw new FleetError('FLEETD_ERR_VALIDATION', `an API key is "${API_KEY_PREFIX}" followed by at least 32 characters`, { field: 'secret' });
     }
     const now = this.ctx.now();
     if (input.expiresAt != null && input.expiresAt <= now) throw invalid('expiresAt', 'lies in the past: a key must expire later than now', { expiresAt: new Date(input.expiresAt).toISOString() });
+    const namespaces = keyNamespaces(input.namespaces ?? [ALL_NAMESPACES]);
     const key = await this.ctx.store.apiKeyInsert({
+      namespaces,
       id: `key_${randomBytes(8).toString('hex')}`,
       name: input.name,
       scope: input.scope,

@@ -13,6 +13,7 @@ import type { FleetContext, Logger } from './context.js';
 import { TaskDelivery } from './delivery.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
 import { LockService } from './locks.js';
+import { NamespaceService } from './namespaces.js';
 import { AgentPresence } from './presence.js';
 import { AgentReaper } from './maintenance/agent-reaper.js';
 import type { DeadlineService } from './maintenance/deadline-service.js';
@@ -63,6 +64,8 @@ export class Fleet {
   readonly agents: AgentService;
   readonly locks: LockService;
   readonly credentials: CredentialService;
+  /** The namespaces known, and their quotas. */
+  readonly namespaces: NamespaceService;
   readonly schedules: ScheduleService;
   /** Administrative and destructive acts: who, when, what, from where. */
   readonly audit: AuditLog;
@@ -131,6 +134,7 @@ export class Fleet {
     this.agents = new AgentService(ctx, this.timers, this.presence);
     this.locks = new LockService(ctx, this.timers);
     this.credentials = new CredentialService(ctx);
+    this.namespaces = new NamespaceService(ctx);
     this.schedules = new ScheduleService(ctx, this.tasks);
     this.audit = new AuditLog(ctx);
     this.types = new TaskTypeService(ctx, this.timers.holds);

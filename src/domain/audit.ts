@@ -19,6 +19,7 @@ export const AUDIT_ACTIONS = [
   'pipeline.step.rejected',
   'schedule.created',
   'schedule.deleted',
+  'namespace.updated',
 ] as const;
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];

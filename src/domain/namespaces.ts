@@ -24,3 +24,22 @@ export type NamespaceFilter = readonly string[] | undefined;
 
 /** True when the filter lets `namespace` through. */
 export const namespaceVisible = (filter: NamespaceFilter, namespace: string): boolean => filter === undefined || filter.includes(namespace);
+
+/** Limits on what one namespace may use; null: no limit. */
+export interface NamespaceQuotas {
+  /** Tasks waiting to run (waiting, scheduled and queued) at once: a submit beyond it is refused. */
+  maxQueuedTasks: number | null;
+  /** Tasks submitted per second, over a sliding second. */
+  maxTasksPerSecond: number | null;
+  /** Agents registered and not offline at once. */
+  maxAgents: number | null;
+}
+
+export const NO_QUOTAS: NamespaceQuotas = Object.freeze({ maxQueuedTasks: null, maxTasksPerSecond: null, maxAgents: null });
+
+export interface Namespace {
+  name: string;
+  quotas: NamespaceQuotas;
+  createdAt: number;
+  updatedAt: number;
+}

@@ -84,6 +84,8 @@ export interface ApiKey {
   id: string;
   name: string;
   scope: Scope;
+  /** The namespaces it reaches; `*` reaches all of them. */
+  namespaces: string[];
   createdAt: number;
   revokedAt: number | null;
   /** When the key stops working; null: never. */

@@ -14,6 +14,7 @@ import { RUN_STATUSES, STEP_STATUSES, type Case, type CaseMember, type PipelineR
 import { LOG_LEVELS, type ActivityEntry, type ActivityTail } from './activity.js';
 import { SCHEDULE_CATCH_UPS, SCHEDULE_OVERLAPS, type Schedule } from './schedules.js';
 import { AUDIT_ACTIONS, type AuditEntry } from './audit.js';
+import type { Namespace } from './namespaces.js';
 import { HOLD_REASONS, type TypePause, type TypePolicy } from './type-policies.js';
 import {
   AGENT_STATUSES,
@@ -148,6 +149,8 @@ export const KeySchema = Type.Object({
   id: Type.String(),
   name: Type.String(),
   scope: ScopeSchema,
+  /** The namespaces it reaches; ["*"]: every one. */
+  namespaces: Type.Array(Type.String()),
   createdAt: Time,
   revokedAt: NullableTime,
   /** When the key stops working; null: never. */
@@ -158,6 +161,24 @@ export const KeySchema = Type.Object({
   previousSecretExpiresAt: NullableTime,
 });
 export type KeyJson = Static<typeof KeySchema>;
+
+const Quota = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]);
+export const NamespaceQuotasSchema = Type.Object({
+  /** Tasks waiting to run (waiting, scheduled, queued) at once; null: no limit. */
+  maxQueuedTasks: Quota,
+  /** Tasks submitted per second; null: no limit. */
+  maxTasksPerSecond: Quota,
+  /** Agents not offline at once; null: no limit. */
+  maxAgents: Quota,
+});
+
+export const NamespaceSchema = Type.Object({
+  name: Type.String(),
+  quotas: NamespaceQuotasSchema,
+  createdAt: Time,
+  updatedAt: Time,
+});
+export type NamespaceJson = Static<typeof NamespaceSchema>;
 
 export const StepSchema = Type.Object({
   name: Type.String(),
@@ -402,6 +423,10 @@ export function keyJson(k: ApiKey): KeyJson {
     rotatedAt: isoOrNull(k.rotatedAt),
     previousSecretExpiresAt: isoOrNull(k.previousSecretExpiresAt),
   };
+}
+
+export function namespaceJson(n: Namespace): NamespaceJson {
+  return { ...n, quotas: { ...n.quotas }, createdAt: iso(n.createdAt), updatedAt: iso(n.updatedAt) };
 }
 
 export function runJson(r: PipelineRun): RunJson {

@@ -20,6 +20,7 @@ import { openApiPlugin } from './openapi.js';
 import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import { keyRoutes } from './routes/keys.js';
+import { namespaceRoutes } from './routes/namespaces.js';
 import { auditRoutes } from './routes/audit.js';
 import { auditPlugin } from './audit.js';
 import { authPlugin } from './auth.js';
@@ -221,6 +222,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(lockRoutes, { ...deps, prefix: '/v1' });
   await app.register(scheduleRoutes, { ...deps, prefix: '/v1' });
   await app.register(keyRoutes, { ...deps, prefix: '/v1' });
+  await app.register(namespaceRoutes, { ...deps, prefix: '/v1' });
   await app.register(auditRoutes, { ...deps, prefix: '/v1' });
   await app.register(gatewayRoutes, { ...deps, prefix: '/v1' });
   await app.register(typeRoutes, { ...deps, prefix: '/v1' });

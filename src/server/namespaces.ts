@@ -58,3 +58,9 @@ export function assertVisible(request: FastifyRequest, namespace: string, what: 
 
 /** True when the request's credential reaches `namespace` (for filtering what a stream sends). */
 export const canSee = (request: FastifyRequest, namespace: string): boolean => namespaceVisible(reach(request), namespace);
+
+/** True when the request's credential reaches every one of `namespaces` (`*` among them: only a credential that reaches all). */
+export function reachesAll(request: FastifyRequest, namespaces: readonly string[]): boolean {
+  const reached = reach(request);
+  return reached === undefined || namespaces.every((n) => n !== ALL_NAMESPACES && reached.includes(n));
+}

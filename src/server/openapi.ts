@@ -13,6 +13,7 @@ export const OPENAPI_TAGS = [
   { name: 'pipelines', description: 'Durable multi-step pipelines and their runs' },
   { name: 'cases', description: 'Pipeline runs grouped by similarity' },
   { name: 'keys', description: 'API keys (admin)' },
+  { name: 'namespaces', description: 'Namespaces that wall teams off from each other, and their quotas (admin)' },
   { name: 'system', description: 'Health, readiness, statistics, configuration and live events' },
 ] as const;
 

@@ -1,3 +1,4 @@
+import { NO_QUOTAS, type Namespace, type NamespaceQuotas } from '../domain/namespaces.js';
 import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
 import { requirementsOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
@@ -103,6 +104,8 @@ export interface ApiKeyRow {
   name: string;
   scope: Scope;
   hash: string;
+  /** JSON text on SQLite, a text[] on PostgreSQL. */
+  namespaces: string | string[];
   created_at: number;
   revoked_at: number | null;
   expires_at: number | null;
@@ -115,6 +118,7 @@ export const toApiKey = (row: ApiKeyRow): ApiKey => ({
   id: row.id,
   name: row.name,
   scope: row.scope,
+  namespaces: typeof row.namespaces === 'string' ? JSON.parse(row.namespaces) : row.namespaces,
   createdAt: row.created_at,
   revokedAt: row.revoked_at,
   expiresAt: row.expires_at,
@@ -233,4 +237,19 @@ export const toSchedule = (row: ScheduleRow): Schedule => ({
   lastTaskId: row.last_task_id === null ? null : Number(row.last_task_id),
   createdAt: Number(row.created_at),
   updatedAt: Number(row.updated_at),
+});
+
+export interface NamespaceRow {
+  name: string;
+  /** JSON text on SQLite, jsonb on PostgreSQL. */
+  quotas: string | Partial<NamespaceQuotas>;
+  created_at: number;
+  updated_at: number;
+}
+
+export const toNamespace = (row: NamespaceRow): Namespace => ({
+  name: row.name,
+  quotas: { ...NO_QUOTAS, ...(typeof row.quotas === 'string' ? JSON.parse(row.quotas) : row.quotas) },
+  createdAt: row.created_at,
+  updatedAt: row.updated_at,
 });

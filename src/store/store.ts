@@ -1,3 +1,4 @@
+import type { Namespace, NamespaceQuotas } from '../domain/namespaces.js';
 import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
@@ -19,7 +20,7 @@ import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, Ty
  * Every call takes one params object. `now` is passed in by core so that the store never reads
  * the clock itself: all drivers agree on time, and tests can move it.
  */
-export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore, TypeStore {
+export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, NamespaceStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore, TypeStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
   ping(): Promise<void>;
@@ -164,7 +165,7 @@ export interface LockStore {
   lockWaitLeave(params: { seq: number }): Promise<void>;
 }
 
-/** API keys, stored by hash. */
+/** API keys, stored by hash, and the namespaces they reach. */
 export interface KeyStore {
   /**
    * Stores a key by its hash. With onlyIfNone it is stored only while no key exists at all (the
@@ -186,6 +187,15 @@ export interface KeyStore {
    * the key's expiry. Undefined when there is no live key of that id.
    */
   apiKeyRotate(params: { id: string; hash: string; now: number; previousExpiresAt: number; expiresAt?: number | null }): Promise<ApiKey | undefined>;
+}
+
+/** The namespaces known (each key's, and those given quotas) with their quotas. */
+export interface NamespaceStore {
+  /** Every known namespace, by name. */
+  namespaceList(): Promise<Namespace[]>;
+  namespaceGet(params: { name: string }): Promise<Namespace | undefined>;
+  /** Sets a namespace's quotas, making it known if it was not. */
+  namespacePut(params: { name: string; quotas: NamespaceQuotas; now: number }): Promise<Namespace>;
 }
 
 /**
@@ -263,6 +273,8 @@ export interface ApiKeyInsertParams {
   name: string;
   scope: Scope;
   hash: string;
+  /** The namespaces it reaches (`*`: all); those not known yet become known in the same write. */
+  namespaces: string[];
   now: number;
   onlyIfNone?: boolean;
   /** When the key stops working; null or absent: never. */

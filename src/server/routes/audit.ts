@@ -1,7 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import { AUDIT_ACTIONS } from '../../domain/audit.js';
-import { invalid } from '../../domain/errors.js';
+import { FleetError, invalid } from '../../domain/errors.js';
 import { AuditEntrySchema, auditEntryJson, literalsOf, pageOf } from '../../domain/wire.js';
+import { reachesAll } from '../namespaces.js';
 import { Pagination } from '../schemas.js';
 import { errors, type Routes } from './deps.js';
 
@@ -17,7 +18,7 @@ export const auditRoutes: Routes = async (app, { fleet }) => {
         tags: ['system'],
         summary: 'List the audit log',
         description:
-          'Administrative and destructive acts — keys created, rotated and revoked; tasks cancelled and retried; agents removed; locks released by an admin; pipeline runs cancelled — with who (actor: key:<id>, agent:<id>, cli, anonymous), when, what (action, target, details) and from where (address). Newest first; filters action, actor, target, since (inclusive) and until (exclusive); a page of up to limit, and nextCursor for the next page. Kept for FLEETD_AUDIT_RETENTION_MS. Needs an admin key.',
+          'Administrative and destructive acts — keys created, rotated and revoked; tasks cancelled and retried; agents removed; locks released by an admin; pipeline runs cancelled — with who (actor: key:<id>, agent:<id>, cli, anonymous), when, what (action, target, details) and from where (address). Newest first; filters action, actor, target, since (inclusive) and until (exclusive); a page of up to limit, and nextCursor for the next page. Kept for FLEETD_AUDIT_RETENTION_MS. Needs an admin key that reaches every namespace.',
         querystring: Type.Object(
           {
             action: Type.Optional(literalsOf(AUDIT_ACTIONS)),
@@ -29,10 +30,14 @@ export const auditRoutes: Routes = async (app, { fleet }) => {
           },
           { additionalProperties: false },
         ),
-        response: { 200: pageOf(AuditEntrySchema), ...errors(400) },
+        response: { 200: pageOf(AuditEntrySchema), ...errors(400, 403) },
       },
     },
     async (request) => {
+      // The log spans every namespace: an admin of some of them would read the others' acts.
+      if (!reachesAll(request, ['*'])) {
+        throw new FleetError('FLEETD_ERR_FORBIDDEN', 'the audit log is read with an admin key that reaches every namespace ("*")', { needs: 'admin', namespaces: ['*'] });
+      }
       const { since, until, ...rest } = request.query;
       const from = since === undefined ? undefined : Date.parse(since);
       const to = until === undefined ? undefined : Date.parse(until);

@@ -1,5 +1,9 @@
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../domain/errors.js';
+import type { FastifyRequest } from 'fastify';
+import { FleetError, notFound } from '../../domain/errors.js';
+import { ALL_NAMESPACES, NAMESPACE_PATTERN } from '../../domain/namespaces.js';
+import type { ApiKey } from '../../domain/types.js';
+import { reachesAll, readNamespaces } from '../namespaces.js';
 import { SCOPES } from '../../domain/types.js';
 import { KeySchema, keyJson, literalsOf } from '../../domain/wire.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
@@ -9,12 +13,27 @@ const MAX_GRACE_MS = 2_592_000_000;
 
 const ExpiresAt = Type.String({ format: 'date-time', description: 'When the key stops working (ISO 8601, in the future); absent: never' });
 
+const KeyNamespaces = Type.Array(Type.String({ pattern: `^(\\*|${NAMESPACE_PATTERN.slice(1, -1)})$` }), {
+  minItems: 1,
+  maxItems: 100,
+  description: 'The namespaces the key reaches; ["*"]: every one, present and future. Default: those of the key that creates it.',
+});
+
 /** An ISO 8601 time from a validated body, as epoch ms. */
 const epochOf = (text: string): number => Date.parse(text);
 
-/** API keys, for admins: create (the secret is in that response only), list, rotate, revoke. */
+/**
+ * API keys, for admins: create (the secret is in that response only), list, rotate, revoke. An admin
+ * key scoped to some namespaces sees and makes only keys within them; another key is a 404 to it.
+ */
 export const keyRoutes: Routes = async (app, { fleet, config }) => {
   const admin = { access: 'admin' } as const;
+  /** The key, if the request's credential reaches all its namespaces; else the 404 of a missing key. */
+  const keyInReach = async (request: FastifyRequest, id: string): Promise<ApiKey | undefined> => {
+    const key = (await fleet.credentials.list()).find((k) => k.id === id);
+    if (key && !reachesAll(request, key.namespaces)) throw notFound('key', id);
+    return key;
+  };
 
   app.get(
     '/keys',
@@ -27,8 +46,8 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
         response: { 200: Type.Object({ items: Type.Array(KeySchema) }) },
       },
     },
-    async () => ({
-      items: (await fleet.credentials.list()).map(keyJson),
+    async (request) => ({
+      items: (await fleet.credentials.list()).filter((k) => reachesAll(request, k.namespaces)).map(keyJson),
     }),
   );
 
@@ -45,17 +64,28 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
           {
             name: Type.String({ minLength: 1, maxLength: 200 }),
             scope: literalsOf(SCOPES),
+            namespaces: Type.Optional(KeyNamespaces),
             expiresAt: Type.Optional(ExpiresAt),
           },
-          { additionalProperties: false, examples: [{ name: 'dashboard', scope: 'read' }] },
+          { additionalProperties: false, examples: [{ name: 'team a CI', scope: 'submit', namespaces: ['team-a'] }] },
         ),
-        response: { 201: Type.Object({ key: KeySchema, secret: Type.String() }), ...errors(400, 413, 415) },
+        response: { 201: Type.Object({ key: KeySchema, secret: Type.String() }), ...errors(400, 403, 404, 413, 415) },
       },
     },
     async (request, reply) => {
-      const { expiresAt, ...rest } = request.body;
-      const created = (await fleet.credentials.create({ ...rest, expiresAt: expiresAt === undefined ? null : epochOf(expiresAt) }))!;
-      await request.audit({ action: 'key.created', target: `key:${created.key.id}`, details: { name: created.key.name, scope: created.key.scope, expiresAt: expiresAt ?? null } });
+      const { expiresAt, namespaces = readNamespaces(request) ?? [ALL_NAMESPACES], ...rest } = request.body;
+      if (!reachesAll(request, namespaces)) {
+        const beyond = namespaces.find((n) => n !== ALL_NAMESPACES && !reachesAll(request, [n]));
+        // A namespace out of reach is a 404, as one that does not exist; `*` names none, so it may be refused plainly.
+        if (beyond !== undefined) throw notFound('namespace', beyond);
+        throw new FleetError('FLEETD_ERR_FORBIDDEN', 'only a key that reaches every namespace may create one that does ("*")', { namespaces });
+      }
+      const created = (await fleet.credentials.create({ ...rest, namespaces, expiresAt: expiresAt === undefined ? null : epochOf(expiresAt) }))!;
+      await request.audit({
+        action: 'key.created',
+        target: `key:${created.key.id}`,
+        details: { name: created.key.name, scope: created.key.scope, namespaces: created.key.namespaces, expiresAt: expiresAt ?? null },
+      });
       // A secret must never rest in a cache between here and the admin.
       return reply.status(201).header('cache-control', 'no-store').send({ key: keyJson(created.key), secret: created.secret });
     },
@@ -88,6 +118,7 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
     async (request, reply) => {
       void reply.header('cache-control', 'no-store');
       const { graceMs = config.keyRotationGraceMs, expiresAt } = request.body;
+      await keyInReach(request, request.params.id);
       const rotated = await fleet.credentials.rotate(request.params.id, {
         graceMs,
         expiresAt: expiresAt === undefined ? undefined : expiresAt === null ? null : epochOf(expiresAt),
@@ -111,12 +142,11 @@ export const keyRoutes: Routes = async (app, { fleet, config }) => {
       },
     },
     async (request) => {
-      const keys = await fleet.credentials.list();
-      const target = keys.find((k) => k.id === request.params.id);
-      const liveAdmins = keys.filter((k) => k.scope === 'admin' && k.revokedAt === null);
-      // Revoking the last admin key would leave nobody able to make keys, short of the CLI on the server.
-      if (target?.scope === 'admin' && target.revokedAt === null && liveAdmins.length === 1) {
-        throw new FleetError('FLEETD_ERR_KEY_STATE', 'this is the last admin key: create another admin key before revoking it', { key: target.id });
+      const target = await keyInReach(request, request.params.id);
+      const isAllAdmin = (k: ApiKey) => k.scope === 'admin' && k.revokedAt === null && k.namespaces.includes(ALL_NAMESPACES);
+      // Revoking the last admin key of every namespace would leave nobody able to make keys, short of the CLI on the server.
+      if (target && isAllAdmin(target) && (await fleet.credentials.list()).filter(isAllAdmin).length === 1) {
+        throw new FleetError('FLEETD_ERR_KEY_STATE', 'this is the last admin key that reaches every namespace: create another before revoking it', { key: target.id });
       }
       const revoked = await fleet.credentials.revoke(request.params.id);
       // Revoking a revoked key changes nothing, and records nothing.

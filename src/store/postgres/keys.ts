@@ -1,19 +1,25 @@
-import { toApiKey, type ApiKeyRow } from '../rows.js';
-import type { KeyStore } from '../store.js';
+import { ALL_NAMESPACES } from '../../domain/namespaces.js';
+import { toApiKey, toNamespace, type ApiKeyRow, type NamespaceRow } from '../rows.js';
+import type { KeyStore, NamespaceStore } from '../store.js';
 import type { PostgresDatabase } from './database.js';
 
-/** The API keys area of the PostgreSQL driver. */
-export function postgresKeys(db: PostgresDatabase): KeyStore {
+/** The API keys and namespaces area of the PostgreSQL driver. */
+export function postgresKeys(db: PostgresDatabase): KeyStore & NamespaceStore {
   return {
     async apiKeyInsert(params) {
       const rows = await db.transaction(async (q) => {
         // Nodes starting together on an empty database must not each create a first admin key.
         if (params.onlyIfNone) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-first-key:${db.schema}`]);
-        return q<ApiKeyRow>(
-          `INSERT INTO api_keys (id, name, scope, hash, created_at, expires_at) SELECT $1, $2, $3, $4, $5, $7::bigint
+        const inserted = await q<ApiKeyRow>(
+          `INSERT INTO api_keys (id, name, scope, hash, created_at, expires_at, namespaces) SELECT $1, $2, $3, $4, $5, $7::bigint, $8::text[]
            WHERE NOT $6 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`,
-          [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true, params.expiresAt ?? null],
+          [params.id, params.name, params.scope, params.hash, params.now, params.onlyIfNone === true, params.expiresAt ?? null, params.namespaces],
         );
+        const named = params.namespaces.filter((n) => n !== ALL_NAMESPACES);
+        if (inserted.length > 0 && named.length > 0) {
+          await q('INSERT INTO namespaces (name, created_at, updated_at) SELECT unnest($1::text[]), $2, $2 ON CONFLICT (name) DO NOTHING', [named, params.now]);
+        }
+        return inserted;
       });
       return rows[0] && toApiKey(rows[0]);
     },
@@ -43,6 +49,24 @@ export function postgresKeys(db: PostgresDatabase): KeyStore {
         [params.id, params.hash, params.previousExpiresAt, params.now, params.expiresAt !== undefined, params.expiresAt ?? null],
       );
       return row && toApiKey(row);
+    },
+
+    async namespaceList() {
+      return (await db.query<NamespaceRow>('SELECT * FROM namespaces ORDER BY name')).map(toNamespace);
+    },
+
+    async namespaceGet(params) {
+      const [row] = await db.query<NamespaceRow>('SELECT * FROM namespaces WHERE name = $1', [params.name]);
+      return row && toNamespace(row);
+    },
+
+    async namespacePut(params) {
+      const [row] = await db.query<NamespaceRow>(
+        `INSERT INTO namespaces (name, quotas, created_at, updated_at) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (name) DO UPDATE SET quotas = excluded.quotas, updated_at = excluded.updated_at RETURNING *`,
+        [params.name, JSON.stringify(params.quotas), params.now],
+      );
+      return toNamespace(row!);
     },
   };
 }

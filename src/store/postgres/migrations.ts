@@ -628,6 +628,23 @@ CREATE TABLE lock_waiters (
 );
 `,
   },
+  {
+    version: 15,
+    name: 'namespaces, with their quotas; API keys scoped to a list of them',
+    sql: `
+-- A namespace is known once a key is scoped to it or an admin sets its quotas; 'default' always is.
+-- quotas: {maxQueuedTasks, maxTasksPerSecond, maxAgents}, each absent or null for no limit.
+CREATE TABLE namespaces (
+  name       TEXT   PRIMARY KEY,
+  quotas     JSONB  NOT NULL DEFAULT '{}',
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+INSERT INTO namespaces (name, created_at, updated_at) VALUES ('default', 0, 0);
+-- The names it reaches; {*} reaches every namespace, which every key made before namespaces did.
+ALTER TABLE api_keys ADD COLUMN namespaces TEXT[] NOT NULL DEFAULT '{*}';
+`,
+  },
 ];
 
 /**

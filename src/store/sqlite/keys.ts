@@ -1,12 +1,18 @@
-import { toApiKey, type ApiKeyRow } from '../rows.js';
-import type { KeyStore } from '../store.js';
+import { ALL_NAMESPACES } from '../../domain/namespaces.js';
+import { toApiKey, toNamespace, type ApiKeyRow, type NamespaceRow } from '../rows.js';
+import type { KeyStore, NamespaceStore } from '../store.js';
 import type { SqliteDatabase } from './database.js';
 
-/** The API keys area of the SQLite driver. */
-export function sqliteKeys({ db, groupCommit }: SqliteDatabase): KeyStore {
+/** The API keys and namespaces area of the SQLite driver. */
+export function sqliteKeys({ db, groupCommit }: SqliteDatabase): KeyStore & NamespaceStore {
   const s = {
-    insert: db.prepare(`INSERT INTO api_keys (id, name, scope, hash, created_at, expires_at) SELECT @id, @name, @scope, @hash, @now, @expires_at
+    insert: db.prepare(`INSERT INTO api_keys (id, name, scope, hash, namespaces, created_at, expires_at) SELECT @id, @name, @scope, @hash, @namespaces, @now, @expires_at
         WHERE @only_if_none = 0 OR NOT EXISTS (SELECT 1 FROM api_keys) RETURNING *`),
+    knowNamespace: db.prepare('INSERT INTO namespaces (name, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING'),
+    namespaceList: db.prepare('SELECT * FROM namespaces ORDER BY name'),
+    namespaceGet: db.prepare('SELECT * FROM namespaces WHERE name = ?'),
+    namespacePut: db.prepare(`INSERT INTO namespaces (name, quotas, created_at, updated_at) VALUES (@name, @quotas, @now, @now)
+        ON CONFLICT (name) DO UPDATE SET quotas = excluded.quotas, updated_at = excluded.updated_at RETURNING *`),
     byHash: db.prepare('SELECT * FROM api_keys WHERE (hash = @hash OR previous_hash = @hash) AND revoked_at IS NULL'),
     rotate: db.prepare(`UPDATE api_keys SET previous_hash = hash, previous_expires_at = @previous_expires_at, hash = @hash, rotated_at = @now,
         expires_at = CASE WHEN @set_expiry = 1 THEN @expires_at ELSE expires_at END
@@ -22,10 +28,12 @@ export function sqliteKeys({ db, groupCommit }: SqliteDatabase): KeyStore {
           name: params.name,
           scope: params.scope,
           hash: params.hash,
+          namespaces: JSON.stringify(params.namespaces),
           now: params.now,
           only_if_none: params.onlyIfNone ? 1 : 0,
           expires_at: params.expiresAt ?? null,
         }) as ApiKeyRow | undefined;
+        if (row) for (const name of params.namespaces) if (name !== ALL_NAMESPACES) s.knowNamespace.run(name, params.now, params.now);
         return row && toApiKey(row);
       });
     },
@@ -58,6 +66,19 @@ export function sqliteKeys({ db, groupCommit }: SqliteDatabase): KeyStore {
         }) as ApiKeyRow | undefined;
         return row && toApiKey(row);
       });
+    },
+
+    async namespaceList() {
+      return (s.namespaceList.all() as NamespaceRow[]).map(toNamespace);
+    },
+
+    async namespaceGet(params) {
+      const row = s.namespaceGet.get(params.name) as NamespaceRow | undefined;
+      return row && toNamespace(row);
+    },
+
+    namespacePut(params) {
+      return groupCommit.write(() => toNamespace(s.namespacePut.get({ name: params.name, quotas: JSON.stringify(params.quotas), now: params.now }) as NamespaceRow));
     },
   };
 }

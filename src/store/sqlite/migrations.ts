@@ -500,6 +500,23 @@ CREATE TABLE lock_waiters (
 );
 `,
   },
+  {
+    version: 18,
+    name: 'namespaces, with their quotas; API keys scoped to a list of them',
+    sql: `
+-- A namespace is known once a key is scoped to it or an admin sets its quotas; 'default' always is.
+-- quotas: JSON {maxQueuedTasks, maxTasksPerSecond, maxAgents}, each absent or null for no limit.
+CREATE TABLE namespaces (
+  name       TEXT    PRIMARY KEY,
+  quotas     TEXT    NOT NULL DEFAULT '{}',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+INSERT INTO namespaces (name, created_at, updated_at) VALUES ('default', 0, 0);
+-- A JSON array of names; ["*"] reaches every namespace, which every key made before namespaces did.
+ALTER TABLE api_keys ADD COLUMN namespaces TEXT NOT NULL DEFAULT '["*"]';
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */
