@@ -10,6 +10,7 @@ import { invalidateOnEvents } from '../cache/invalidation.js';
 import { etagOf, type ResponseCache } from '../cache/response-cache.js';
 import type { Fleet } from '../core/fleet.js';
 import { compression } from './http.js';
+import { cachePartition } from './namespaces.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -66,7 +67,7 @@ async function respond<T>(request: FastifyRequest, reply: FastifyReply, cache: R
   let body: string;
   let etag: string;
   if (cache) {
-    const found = await cache.get(request.url, route.tags, async () => {
+    const found = await cache.get(`${cachePartition(request)}${request.url}`, route.tags, async () => {
       const value = await route.compute();
       return { value, cacheable: route.cacheable?.(value) ?? true };
     });

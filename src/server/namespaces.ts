@@ -64,3 +64,13 @@ export function reachesAll(request: FastifyRequest, namespaces: readonly string[
   const reached = reach(request);
   return reached === undefined || namespaces.every((n) => n !== ALL_NAMESPACES && reached.includes(n));
 }
+
+/**
+ * What a cached answer is filed under besides its URL: the namespaces the credential reaches, so that
+ * an answer computed for one reach (a list, a task of another namespace) is never served to another.
+ * Empty for a credential that reaches all, so that the common case keeps plain URLs (and warm-up).
+ */
+export function cachePartition(request: FastifyRequest): string {
+  const reached = reach(request);
+  return reached === undefined ? '' : `ns:${[...reached].sort().join(',')}|`;
+}
