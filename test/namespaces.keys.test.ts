@@ -87,6 +87,19 @@ describe('keys scoped to namespaces, and the namespaces API', () => {
     }
   });
 
+  it('takes the namespace from the Fleetd-Namespace header too, with the same 404 out of reach and 400 for a bad name', async () => {
+    const named = await admin.request('GET', '/v1/namespaces', undefined, { 'fleetd-namespace': 'team-a' });
+    assert.deepEqual(named.body.items.map((n: any) => n.name), ['team-a']);
+    const hidden = await adminA.request('GET', '/v1/namespaces', undefined, { 'fleetd-namespace': 'team-b' });
+    assert.equal(hidden.status, 404);
+    assert.equal(hidden.body.error.message, 'namespace team-b does not exist');
+    for (const bad of ['Team-A', 'a b', '*', '']) {
+      const res = await admin.request('GET', '/v1/namespaces', undefined, { 'fleetd-namespace': bad });
+      assert.equal(res.status, 400, `header ${JSON.stringify(bad)}`);
+      assert.equal(res.body.error.details.field, 'fleetd-namespace');
+    }
+  });
+
   it('sets quotas, creating the namespace, records who did it, and refuses bad quotas with 400 changing nothing', async () => {
     const set = await admin.put('/v1/namespaces/team-c', { quotas: { maxQueuedTasks: 100, maxTasksPerSecond: 5 } });
     assert.equal(set.status, 200, JSON.stringify(set.body));

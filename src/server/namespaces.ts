@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
-import { ALL_NAMESPACES, DEFAULT_NAMESPACE, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
-import { FleetError, notFound } from '../domain/errors.js';
+import { ALL_NAMESPACES, DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 
 /**
  * Which namespace a request acts in, from who sends it (request.principal, set by the auth plugin)
@@ -13,7 +13,26 @@ import { FleetError, notFound } from '../domain/errors.js';
  * - A `*` key (and every request when auth is off) writes to `default` unless it names one, and
  *   reads every namespace unless it names one.
  * - A namespace the key does not reach answers 404, exactly as a namespace that does not exist.
+ *
+ * A request may also name its namespace with the `Fleetd-Namespace` header, which the SDKs send on
+ * every request of a client made for one namespace; `namespace` in the body or query, where given,
+ * must agree with it.
  */
+
+export const NAMESPACE_HEADER = 'fleetd-namespace';
+
+/** The namespace the request names: `namespace` in its body or query, else its Fleetd-Namespace header. */
+function namedBy(request: FastifyRequest, named: string | undefined): string | undefined {
+  const header = request.headers[NAMESPACE_HEADER];
+  if (header === undefined) return named;
+  if (typeof header !== 'string' || !isNamespaceName(header)) {
+    throw invalid(NAMESPACE_HEADER, `the ${NAMESPACE_HEADER} header must be one namespace's name (${NAMESPACE_PATTERN})`);
+  }
+  if (named !== undefined && named !== header) {
+    throw invalid('namespace', `names ${named}, but the ${NAMESPACE_HEADER} header names ${header}: give one, or the same`, { header });
+  }
+  return header;
+}
 
 /** The namespaces the request's credential reaches: undefined for all. */
 function reach(request: FastifyRequest): NamespaceFilter {
@@ -26,7 +45,8 @@ function reach(request: FastifyRequest): NamespaceFilter {
 const namespaceNotFound = (name: string) => notFound('namespace', name);
 
 /** The namespaces a read may return: the one named (404 when out of reach), else all the credential reaches. */
-export function readNamespaces(request: FastifyRequest, named?: string): NamespaceFilter {
+export function readNamespaces(request: FastifyRequest, explicit?: string): NamespaceFilter {
+  const named = namedBy(request, explicit);
   const reached = reach(request);
   if (named === undefined) return reached;
   if (!namespaceVisible(reached, named)) throw namespaceNotFound(named);
@@ -34,7 +54,8 @@ export function readNamespaces(request: FastifyRequest, named?: string): Namespa
 }
 
 /** The one namespace a write goes to (see the rules above). */
-export function writeNamespace(request: FastifyRequest, named?: string): string {
+export function writeNamespace(request: FastifyRequest, explicit?: string): string {
+  const named = namedBy(request, explicit);
   const reached = reach(request);
   if (named !== undefined) {
     if (!namespaceVisible(reached, named)) throw namespaceNotFound(named);
@@ -66,11 +87,14 @@ export function reachesAll(request: FastifyRequest, namespaces: readonly string[
 }
 
 /**
- * What a cached answer is filed under besides its URL: the namespaces the credential reaches, so that
- * an answer computed for one reach (a list, a task of another namespace) is never served to another.
- * Empty for a credential that reaches all, so that the common case keeps plain URLs (and warm-up).
+ * What a cached answer is filed under besides its URL: the namespaces the credential reaches and the
+ * one its header names, so that an answer computed for one reach (a list, a task of another
+ * namespace) is never served to another. Empty for a credential that reaches all and names none, so
+ * that the common case keeps plain URLs (and warm-up).
  */
 export function cachePartition(request: FastifyRequest): string {
   const reached = reach(request);
-  return reached === undefined ? '' : `ns:${[...reached].sort().join(',')}|`;
+  const header = request.headers[NAMESPACE_HEADER];
+  if (reached === undefined && header === undefined) return '';
+  return `ns:${reached === undefined ? ALL_NAMESPACES : [...reached].sort().join(',')}:${String(header ?? '')}|`;
 }
