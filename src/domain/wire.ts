@@ -77,6 +77,7 @@ export type TaskDependencyJson = Static<typeof TaskDependencySchema>;
 
 export const TaskSchema = Type.Object({
   id: Type.Integer(),
+  namespace: Type.String(),
   type: Type.String(),
   payload: Type.Unknown(),
   priority: Type.Integer(),
@@ -124,6 +125,7 @@ export type TaskSummaryJson = Static<typeof TaskSummarySchema>;
 
 export const AgentSchema = Type.Object({
   id: Type.String(),
+  namespace: Type.String(),
   name: Type.String(),
   capabilities: Type.Array(Type.String()),
   labels: Type.Record(Type.String(), Type.String()),

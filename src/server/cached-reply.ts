@@ -10,6 +10,7 @@ import { invalidateOnEvents } from '../cache/invalidation.js';
 import { etagOf, type ResponseCache } from '../cache/response-cache.js';
 import type { Fleet } from '../core/fleet.js';
 import { compression } from './http.js';
+import { readNamespaces } from './namespaces.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -66,7 +67,11 @@ async function respond<T>(request: FastifyRequest, reply: FastifyReply, cache: R
   let body: string;
   let etag: string;
   if (cache) {
-    const found = await cache.get(request.url, route.tags, async () => {
+    // What a request is answered depends on the namespaces its credential reaches: a key that does
+    // not reach them all has its answers cached apart (and not warmed at start: not a path).
+    const reach = readNamespaces(request);
+    const key = reach === undefined ? request.url : `[${reach.join(',')}]${request.url}`;
+    const found = await cache.get(key, route.tags, async () => {
       const value = await route.compute();
       return { value, cacheable: route.cacheable?.(value) ?? true };
     });
