@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startTestServer, type Api, type TestServer } from './helpers.js';
+import { connect } from './ws-helpers.js';
 
 /**
  * Tasks and agents in two namespaces, team-a and team-b, on one fleetd over real HTTP: agents
@@ -156,6 +157,38 @@ describe('tasks and agents in namespaces', () => {
     assert.equal((await api.post('/v1/tasks', { type: 'build', requires: ['namespace:team-a'] })).status, 400);
     assert.equal((await api.post('/v1/agents', { name: 'x', capabilities: ['namespace:team-a'] })).status, 400);
     assert.equal((await api.get('/v1/tasks?limit=1000')).body.items.length, before);
+  });
+
+  it('streams events and counts stats of the namespace a socket or a request names only', async () => {
+    const peer = await connect(`${server.url}/v1/events?namespace=team-a`, { authorization: `Bearer ${server.adminKey}` });
+    try {
+      peer.send({ type: 'subscribe', topics: ['tasks', 'agents', 'queue:streamed'] });
+      await peer.next('subscribed');
+      await submit('team-b', { type: 'streamed', requires: ['build'] });
+      await submit(undefined, { type: 'streamed', requires: ['build'] });
+      await api.post('/v1/agents', { name: 'elsewhere', namespace: 'team-b' });
+      const mine = await submit('team-a', { type: 'streamed', requires: ['build'] });
+      await api.post('/v1/agents', { name: 'here', namespace: 'team-a' });
+      const seen: { name: string; data: { task?: { id: number; namespace: string }; agent?: { namespace: string } } }[] = [];
+      while (!seen.some((e) => e.name === 'agent.registered')) seen.push(...(await peer.next('events')).events);
+      assert.deepEqual(
+        seen.map((e) => [e.name, (e.data.task ?? e.data.agent)!.namespace]),
+        [['task.created', 'team-a'], ['agent.registered', 'team-a']],
+        'the events of team-b and default never reach it',
+      );
+      assert.equal(seen[0].data.task!.id, mine.id);
+    } finally {
+      await peer.close();
+    }
+    await assert.rejects(connect(`${server.url}/v1/events?namespace=Nope`, { authorization: `Bearer ${server.adminKey}` }), (err: { status?: number }) => err.status === 400);
+
+    const queued = async (query: string) => ((await api.get(`/v1/stats${query}`)).body.tasks.byType.streamed?.queued ?? 0) as number;
+    assert.deepEqual([await queued(''), await queued('?namespace=team-a'), await queued('?namespace=default'), await queued('?namespace=team-c')], [3, 1, 1, 0]);
+    const agentsOf = async (namespace: string) => (await api.get(`/v1/stats?namespace=${namespace}`)).body.agents.byStatus.online as number;
+    assert.deepEqual([await agentsOf('team-a'), await agentsOf('team-b'), await agentsOf('team-c')], [2, 2, 0]);
+    assert.equal((await api.get('/v1/stats?namespace=Nope')).status, 400);
+    await claim('a');
+    await claim('b');
   });
 
   it("answers an agent's token naming another namespace, or another agent's id, as it always did", async () => {
