@@ -2,7 +2,7 @@ import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
-import { ALL_NAMESPACES, DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName } from '../domain/namespaces.js';
+import { ALL_NAMESPACES, NAMESPACE_PATTERN, isNamespaceName } from '../domain/namespaces.js';
 import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
 import { keyExpired, secretValidUntil } from './rules/keys.js';
 
@@ -97,9 +97,9 @@ export class CredentialService {
       return { principal };
     }
     if (secret.startsWith(AGENT_TOKEN_PREFIX)) {
-      const agentId = await this.ctx.store.agentIdByTokenHash({ hash });
-      if (agentId === undefined) return undefined;
-      const principal: Principal = { kind: 'agent', agentId, namespace: DEFAULT_NAMESPACE };
+      const agent = await this.ctx.store.agentByTokenHash({ hash });
+      if (agent === undefined) return undefined;
+      const principal: Principal = { kind: 'agent', agentId: agent.id, namespace: agent.namespace };
       this.principals.set(hash, { principal, validUntil: null });
       return { principal };
     }
