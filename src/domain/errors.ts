@@ -35,6 +35,8 @@ export const ErrorCodes = {
   FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE: 415,
   FLEETD_ERR_RATE_LIMITED: 429,
   FLEETD_ERR_TOO_MANY_CONNECTIONS: 429,
+  /** A namespace's quota (queued tasks, tasks per second, agents) would be exceeded: retry after Retry-After. */
+  FLEETD_ERR_QUOTA_EXCEEDED: 429,
   FLEETD_ERR_HEADERS_TOO_LARGE: 431,
   FLEETD_ERR_INTERNAL: 500,
   /** The database is up but no pooled connection freed up in time. */

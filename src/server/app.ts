@@ -21,6 +21,7 @@ import { rateLimitPlugin } from './rate-limits.js';
 import { agentRoutes } from './routes/agents.js';
 import { keyRoutes } from './routes/keys.js';
 import { namespaceRoutes } from './routes/namespaces.js';
+import { NamespaceQuotaGuard } from './quotas.js';
 import { auditRoutes } from './routes/audit.js';
 import { auditPlugin } from './audit.js';
 import { authPlugin } from './auth.js';
@@ -212,7 +213,8 @@ export async function buildApp(options: AppOptions): Promise<App> {
   if (config.metrics === 'on') await app.register(metricsPlugin, { fleet, cache, providers: options.pipelines?.providers, dependencies });
   if (cache) await app.register(cachePlugin, { cache, fleet, dataDir: config.dataDir });
 
-  const deps = { fleet, config, cache, dependencies };
+  const quotas = new NamespaceQuotaGuard(fleet, { redis, prefix: config.redisPrefix });
+  const deps = { fleet, config, cache, dependencies, quotas };
   await app.register(systemRoutes, { ...deps, redis });
   await app.register(agentRoutes, { ...deps, prefix: '/v1' });
   await app.register(taskRoutes, { ...deps, prefix: '/v1' });

@@ -9,7 +9,7 @@ const IdParams = Type.Object({ id: Id });
 /** An agent as POST /v1/agents takes it: the agent, and the namespace it registers in. */
 const RegisterBody = Type.Object({ ...AgentInputSchema.properties, namespace: Type.Optional(NamespaceName) }, { additionalProperties: false });
 
-export const agentRoutes: Routes = async (app, { fleet, config }) => {
+export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
   app.post(
     '/agents',
     {
@@ -20,12 +20,14 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
         description:
           'Makes an agent with its capabilities (the task types it can do) in a namespace, for good, and answers its token, once: the agent sends it as its Bearer credential for its claims, completions, heartbeats and stream. It only ever claims and sees the tasks of its namespace.',
         body: { ...RegisterBody, examples: [{ name: 'crawler-1', capabilities: ['crawl'], labels: { zone: 'eu' }, maxConcurrency: 4 }] },
-        response: { 201: Registered, ...errors(400, 413, 415) },
+        response: { 201: Registered, ...errors(400, 413, 415, 429) },
       },
     },
     async (request, reply) => {
-      const { namespace, ...input } = request.body;
-      const { agent, token } = await fleet.agents.register(input, writeNamespace(request, namespace));
+      const { namespace: named, ...input } = request.body;
+      const namespace = writeNamespace(request, named);
+      await quotas.admitAgents(namespace, 1);
+      const { agent, token } = await fleet.agents.register(input, namespace);
       return reply.status(201).send({ agent: agentJson(agent), token });
     },
   );
@@ -39,11 +41,13 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
         summary: 'Register agents in one batch',
         description: 'All or nothing, up to maxAgentBatch agents, all in one namespace; each answered with its token, in order.',
         body: Type.Object({ agents: Type.Array(AgentInputSchema, { minItems: 1 }), namespace: Type.Optional(NamespaceName) }, { additionalProperties: false }),
-        response: { 201: Type.Object({ items: Type.Array(Registered) }), ...errors(400, 413, 415) },
+        response: { 201: Type.Object({ items: Type.Array(Registered) }), ...errors(400, 413, 415, 429) },
       },
     },
     async (request, reply) => {
-      const registered = await fleet.agents.registerBatch(request.body.agents, writeNamespace(request, request.body.namespace));
+      const namespace = writeNamespace(request, request.body.namespace);
+      await quotas.admitAgents(namespace, request.body.agents.length);
+      const registered = await fleet.agents.registerBatch(request.body.agents, namespace);
       return reply.status(201).send({ items: registered.map((r) => ({ agent: agentJson(r.agent), token: r.token })) });
     },
   );

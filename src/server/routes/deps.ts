@@ -5,6 +5,7 @@ import type { FleetdConfig } from '../../config.js';
 import type { Dependencies } from '../../domain/dependencies.js';
 import type { Fleet } from '../../core/fleet.js';
 import { readNamespaces } from '../namespaces.js';
+import type { NamespaceQuotaGuard } from '../quotas.js';
 import { ErrorBody } from '../../domain/wire.js';
 
 export interface RouteDeps {
@@ -14,6 +15,8 @@ export interface RouteDeps {
   cache?: ResponseCache;
   /** Whether the services this node depends on are reachable; absent when the app is built without a server. */
   dependencies?: Dependencies;
+  /** The namespaces' quotas, checked where tasks are submitted and agents register. */
+  quotas: NamespaceQuotaGuard;
 }
 
 export type Routes = FastifyPluginAsyncTypebox<RouteDeps>;

@@ -11,7 +11,7 @@ const NameParams = Type.Object({ name: Type.String({ pattern: NAMESPACE_PATTERN,
  * The namespaces, for admins: each admin key sees those it reaches; quotas are set only by an admin
  * key that reaches every namespace, so that no team raises its own.
  */
-export const namespaceRoutes: Routes = async (app, { fleet }) => {
+export const namespaceRoutes: Routes = async (app, { fleet, quotas }) => {
   const admin = { access: 'admin' } as const;
 
   app.get(
@@ -71,6 +71,7 @@ export const namespaceRoutes: Routes = async (app, { fleet }) => {
       }
       const { maxQueuedTasks = null, maxTasksPerSecond = null, maxAgents = null } = request.body.quotas;
       const namespace = await fleet.namespaces.setQuotas(request.params.name, { maxQueuedTasks, maxTasksPerSecond, maxAgents });
+      quotas.forget(namespace.name);
       await request.audit({ action: 'namespace.updated', target: `namespace:${namespace.name}`, details: { quotas: namespace.quotas } });
       return namespaceJson(namespace);
     },

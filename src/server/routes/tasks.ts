@@ -70,7 +70,7 @@ function toTaskInput(body: TaskInputBody, namespace: string, now: number, index?
   return { ...rest, namespace, runAt: when };
 }
 
-export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
+export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) => {
   app.post(
     '/tasks',
     {
@@ -81,12 +81,14 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
           'Queues one task; a 2xx means it is durable. 201 when it was created, 200 when a task with the same idempotencyKey exists (that task is answered, nothing changes); 409 when that key was used for a different task. Delayed by runAt or delayMs. ?return=minimal answers without the payload.',
         querystring: ReturnQuery,
         body: { ...SubmitBody, examples: [submitExample] },
-        response: { 200: Submitted, 201: { ...Submitted, examples: [submittedExample] }, ...errors(400, 409, 413, 415) },
+        response: { 200: Submitted, 201: { ...Submitted, examples: [submittedExample] }, ...errors(400, 409, 413, 415, 429) },
       },
     },
     async (request, reply) => {
       const { namespace: named, ...body } = request.body;
-      const { task, created } = await fleet.tasks.submit(toTaskInput(body, writeNamespace(request, named), fleet.now()));
+      const namespace = writeNamespace(request, named);
+      await quotas.admitTasks(namespace, 1);
+      const { task, created } = await fleet.tasks.submit(toTaskInput(body, namespace, fleet.now()));
       const minimal = request.query.return === 'minimal';
       return asMinimal(reply, minimal).status(created ? 201 : 200).send({ task: submittedTask(task, minimal), created });
     },
@@ -106,12 +108,13 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
           { tasks: Type.Array(TaskInputSchema, { minItems: 1 }), namespace: Type.Optional(NamespaceName) },
           { additionalProperties: false, examples: [{ tasks: [submitExample, { type: 'summarise', payload: { doc: 7 }, delayMs: 60000 }] }] },
         ),
-        response: { 201: Type.Object({ items: Type.Array(Submitted) }), ...errors(400, 409, 413, 415) },
+        response: { 201: Type.Object({ items: Type.Array(Submitted) }), ...errors(400, 409, 413, 415, 429) },
       },
     },
     async (request, reply) => {
       const now = fleet.now();
       const namespace = writeNamespace(request, request.body.namespace);
+      await quotas.admitTasks(namespace, request.body.tasks.length);
       const inputs = request.body.tasks.map((t, i) => toTaskInput(t, namespace, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
       const minimal = request.query.return === 'minimal';
