@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { NAMESPACE_PATTERN } from '../domain/namespaces.js';
 
 /**
  * Request schemas, strict: unknown fields are rejected, never dropped. The response schemas, from
@@ -13,6 +14,9 @@ const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, patter
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
+
+/** The namespace a request names (see server/namespaces.ts); a key reaching one namespace need not. */
+export const Namespace = Type.String({ pattern: NAMESPACE_PATTERN, description: 'The namespace to act in, or to read; by default the one the credential reaches' });
 
 export const Pagination = {
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
@@ -72,6 +76,7 @@ export const LockInputSchema = Type.Object(
     ttlMs: Type.Integer({ minimum: 1 }),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30_000 })),
+    namespace: Type.Optional(Namespace),
   },
   { additionalProperties: false },
 );
@@ -142,6 +147,7 @@ export const ScheduleInputSchema = Type.Object(
     task: ScheduleTaskSchema,
     overlap: Type.Optional(Type.Union([Type.Literal('skip'), Type.Literal('allow')])),
     catchUp: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('latest'), Type.Literal('all')])),
+    namespace: Type.Optional(Namespace),
   },
   { additionalProperties: false },
 );

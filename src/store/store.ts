@@ -1,6 +1,7 @@
 import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
+import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
@@ -156,10 +157,10 @@ export interface LockStore {
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
   /**
-   * Puts a request that will wait for `resources` at the end of the line (shared by every node on
-   * the store) until `deadline`; returns its place. Requests whose deadline passed are dropped.
+   * Puts a request that will wait for `resources` at the end of its namespace's line (shared by
+   * every node on the store) until `deadline`; returns its place. Requests whose deadline passed are dropped.
    */
-  lockWaitJoin(params: { resources: string[]; deadline: number; now: number }): Promise<number>;
+  lockWaitJoin(params: { namespace: string; resources: string[]; deadline: number; now: number }): Promise<number>;
   /** Takes a request out of the line (it gave up, or its wait ran out). */
   lockWaitLeave(params: { seq: number }): Promise<void>;
 }
@@ -390,6 +391,8 @@ export interface TaskTransition {
 
 export interface LockAcquireParams {
   id: string;
+  /** Holders and the line are looked for in this namespace only; the lock is taken in it. */
+  namespace: string;
   agentId: string;
   resources: string[];
   ttlMs: number;
@@ -404,7 +407,7 @@ export interface LockAcquireParams {
   probes?: { exact: string[]; under: string[]; roots: string[] };
   /**
    * A request waiting in line (lockWaitJoin): in the same write, the requests ahead of it that are
-   * still waiting (before `seq`, deadline after `now`) are read and `mayGo` says whether any is in
+   * still waiting in its namespace (before `seq`, deadline after `now`) are read and `mayGo` says whether any is in
    * its way; if so nothing is taken (conflicts: none). Taking the lock takes it out of the line.
    */
   line?: { seq: number; mayGo: (ahead: LockWaiter[]) => boolean };
@@ -420,6 +423,7 @@ export interface LockWaiter {
 export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };
 
 export interface LockListParams {
+  namespaces?: NamespaceFilter;
   agentId?: string;
   limit: number;
   cursor?: string;

@@ -1,3 +1,4 @@
+import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
@@ -340,6 +341,8 @@ export function postgresTasks(
         const resources = JSON.parse(row.locks) as string[];
         const taken = await acquireLock(q, {
           id: taskLockId(row.id),
+          // The task's namespace once tasks carry one (helper ns-tasks): wire row.namespace here at merge.
+          namespace: DEFAULT_NAMESPACE,
           agentId: agent.id,
           resources,
           ttlMs: TASK_LOCK_TTL_MS,

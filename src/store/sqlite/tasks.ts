@@ -1,3 +1,4 @@
+import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
@@ -170,6 +171,8 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     if (resources.length === 0) return true;
     return acquireLock({
       id: taskLockId(id),
+      // The task's namespace once tasks carry one (helper ns-tasks): wire row.namespace here at merge.
+      namespace: DEFAULT_NAMESPACE,
       agentId,
       resources,
       ttlMs: TASK_LOCK_TTL_MS,
