@@ -297,6 +297,7 @@ export interface TaskBatchResult {
 }
 
 export interface ScheduleJson {
+  namespace: string;
   name: string;
   cron: string;
   timezone: string;
@@ -333,6 +334,7 @@ export interface ScheduleInput {
   };
   overlap?: "skip" | "allow";
   catchUp?: "none" | "latest" | "all";
+  namespace?: string;
 }
 
 export type AgentMessage = {
@@ -580,6 +582,7 @@ export interface EventData {
   "lock.acquired": {
     lock: {
       id: string;
+      namespace: string;
       agentId: string;
       resources: string[];
       description: string;
@@ -590,6 +593,7 @@ export interface EventData {
   "lock.released": {
     lock: {
       id: string;
+      namespace: string;
       agentId: string;
       resources: string[];
       description: string;
