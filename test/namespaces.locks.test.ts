@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import type { FleetdConfig } from '../src/config.js';
 import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { eventually, startTestServer, type Api, type TestServer } from './helpers.js';
 import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-import { connect } from './ws-helpers.js';
+import { once } from 'node:events';
+import { WebSocketServer } from 'ws';
+import { Connections } from '../src/server/gateway/connections.js';
+import { EventStream } from '../src/server/gateway/event-stream.js';
+import { connect, type Peer } from './ws-helpers.js';
 
 /**
  * Locks and schedules per namespace, over real HTTP. Until keys can be scoped, the admin key reaches
@@ -172,6 +177,54 @@ describe('namespaces of locks and schedules: bad names, lock events', () => {
       }
       assert.deepEqual((await api.get('/v1/locks')).body.items, []);
       assert.deepEqual((await api.get('/v1/schedules')).body.items, []);
+    });
+  });
+
+  it('sends an observer only the lock events of namespaces its credential reaches, live and replayed', async () => {
+    // Scoped keys are not here yet: the stream is opened as the gateway opens it, on a socket of
+    // its own, with a credential that reaches team-a only, over the server's real bus.
+    await withServer({ eventBatchMs: 20 }, async (server) => {
+      const { api } = server;
+      const connections = new Connections({ maxConnections: 10, maxPerOwner: 10, maxBufferedBytes: 1 << 20, pingMs: 60_000 });
+      const stream = new EventStream(server.fleet, server.config, connections, pino({ enabled: false }));
+      const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+      const peers: Peer[] = [];
+      try {
+        stream.start();
+        let resume: { since: number } | undefined;
+        wss.on('connection', (socket) => stream.open(socket, 'team-a-key', (namespace) => namespace === 'team-a', resume));
+        await once(wss, 'listening');
+        const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}`;
+        const observe = async () => {
+          const peer = await connect(url);
+          peers.push(peer);
+          peer.send({ type: 'subscribe', topics: ['locks'] });
+          await peer.next('subscribed');
+          return peer;
+        };
+        const live = await observe();
+        const agent = await api.registerAgent(['dev']);
+        const lock = async (namespace: string) => (await api.post('/v1/locks', { agentId: agent.id, resources: ['same.txt'], ttlMs: 60_000, namespace })).body;
+        const hidden = await lock('team-b');
+        const shown = await lock('team-a');
+        await api.delete(`/v1/locks/${hidden.id}`);
+        await api.delete(`/v1/locks/${shown.id}`);
+        const seen = async (peer: Peer) => {
+          while (!peer.received.some((m) => m.type === 'events' && m.events.some((e: any) => e.name === 'lock.released' && e.data.lock.id === shown.id))) {
+            await peer.next('events');
+          }
+          return peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events.map((e: any) => [e.name, e.data.lock.namespace]));
+        };
+        const expected = [['lock.acquired', 'team-a'], ['lock.released', 'team-a']];
+        assert.deepEqual(await seen(live), expected, "team-b's lock, acquired and released first, is never sent");
+        resume = { since: 0 };
+        assert.deepEqual(await seen(await observe()), expected, 'nor replayed');
+      } finally {
+        for (const peer of peers) await peer.close();
+        stream.stop();
+        connections.stop();
+        wss.close();
+      }
     });
   });
 
