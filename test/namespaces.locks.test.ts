@@ -104,9 +104,11 @@ for (const [driver, store] of Object.entries(drivers)) {
           const behind = await api.post('/v1/locks', { agentId: alice.id, resources: ['w/y.ts'], ttlMs: 1_000, namespace: 'team-a' });
           return behind.status === 409 && behind.body.error.details.waitingAhead === 1;
         }, 5_000, "bob's request in team-a's line");
-        // The same resources in team-b are behind nobody.
+        // The same resources in team-b are behind nobody, whether the request waits or not.
         const other = await api.post('/v1/locks', { agentId: alice.id, resources: ['w/y.ts'], ttlMs: 60_000, namespace: 'team-b' });
         assert.equal(other.status, 200, JSON.stringify(other.body));
+        const otherWaiting = await api.post('/v1/locks', { agentId: bob.id, resources: ['w/z.ts'], ttlMs: 60_000, waitMs: 10_000, namespace: 'team-b' });
+        assert.equal(otherWaiting.status, 200, JSON.stringify(otherWaiting.body));
         // Team-b's lock under w/ is not in the way of team-a's waiter: once team-a's holder goes, it gets its lock.
         assert.equal((await api.delete(`/v1/locks/${held.id}`)).status, 200);
         const got = await waiting;
