@@ -23,7 +23,7 @@ export const scheduleRoutes: Routes = async (app, { fleet }) => {
         description:
           'Submits `task` at every fire time of `cron` (5 fields, or 6 with seconds first) in `timezone` (UTC by default), exactly once across nodes: the task\'s idempotency key is schedule:<name>:<fire time> (schedule:<namespace>/<name>:<fire time> outside the default namespace). The schedule, and every task it fires, belongs to the namespace named (a key reaching one namespace: that one); names are unique per namespace. overlap skip (the default) passes a fire over while the previous fire\'s task is unfinished; catchUp (latest by default) says which fires missed while no node ran are submitted: none, the latest, or all (bounded). 409 FLEETD_ERR_SCHEDULE_EXISTS when the name is taken.',
         body: { ...ScheduleInputSchema, examples: [example] },
-        response: { 201: ScheduleSchema, ...errors(400, 409, 413, 415) },
+        response: { 201: ScheduleSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
     async (request, reply) => {
