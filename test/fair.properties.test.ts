@@ -247,6 +247,7 @@ async function lockScenario(store: Store, ops: (typeof lockOp extends fc.Arbitra
       const at = now;
       await store.lockAcquire({
         id: `L${++seq}`,
+        namespace: 'default',
         agentId: agents[o.agent],
         resources: o.names,
         ttlMs: o.ttl,

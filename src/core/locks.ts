@@ -3,10 +3,12 @@ import type { FleetContext } from './context.js';
 import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
 import type { LockExpirer } from './maintenance/lock-expirer.js';
 import { LAST_IN_LINE, badLockPath, decideLock, lockProbes, placeInLine, resourcesClash } from './rules/locks.js';
-import type { LockHolder, LockWaiter as StoredWaiter } from '../store/store.js';
+import type { LockHolder, LockListParams, LockWaiter as StoredWaiter } from '../store/store.js';
 import type { Lock, Page } from '../domain/types.js';
 
 export interface LockInput {
+  /** Where the lock is taken: only locks and waiting requests of this namespace are in its way. */
+  namespace: string;
   agentId: string;
   resources: string[];
   ttlMs: number;
@@ -85,7 +87,7 @@ export class LockService {
       throw conflictError(got, ahead);
     }
     const now = this.ctx.now();
-    const seq = await this.ctx.store.lockWaitJoin({ resources, deadline: now + input.waitMs, now });
+    const seq = await this.ctx.store.lockWaitJoin({ namespace: input.namespace, resources, deadline: now + input.waitMs, now });
     return new Promise<Lock>((resolve, reject) => {
       const waiter: LockWaiter = {
         input,
@@ -112,7 +114,10 @@ export class LockService {
   /** The 409 of a wait that ran out: the holders it met, or those earlier waiters here met, or the requests ahead in line. */
   private timedOut(waiter: LockWaiter): FleetError {
     if (waiter.conflicts.length > 0) return conflictError(waiter.conflicts);
-    const metHere = this.waiters.flatMap((w) => w.conflicts).filter((c) => waiter.resources.some((r) => resourcesClash(r, c.resource)));
+    const metHere = this.waiters
+      .filter((w) => w.input.namespace === waiter.input.namespace)
+      .flatMap((w) => w.conflicts)
+      .filter((c) => waiter.resources.some((r) => resourcesClash(r, c.resource)));
     return conflictError(metHere, waiter.ahead);
   }
 
@@ -150,11 +155,12 @@ export class LockService {
     try {
       do {
         this.drainAgain = false;
-        const inTheWay: string[] = [];
+        // What waiters ahead here want: in the way of later ones of the same namespace only.
+        const inTheWay: { namespace: string; resource: string }[] = [];
         for (const waiter of [...this.waiters]) {
           if (!this.waiters.includes(waiter)) continue;
-          if (waiter.resources.some((r) => inTheWay.some((earlier) => resourcesClash(r, earlier)))) {
-            inTheWay.push(...waiter.resources);
+          if (inTheWay.some((earlier) => earlier.namespace === waiter.input.namespace && waiter.resources.some((r) => resourcesClash(r, earlier.resource)))) {
+            inTheWay.push(...waiter.resources.map((resource) => ({ namespace: waiter.input.namespace, resource })));
             continue;
           }
           waiter.ahead = [];
@@ -167,7 +173,7 @@ export class LockService {
           if (got instanceof Error || 'id' in got) this.settle(waiter, got);
           else {
             if (got.length > 0) waiter.conflicts = got;
-            inTheWay.push(...waiter.resources);
+            inTheWay.push(...waiter.resources.map((resource) => ({ namespace: waiter.input.namespace, resource })));
           }
         }
         this.armLineTimer();
@@ -223,6 +229,7 @@ export class LockService {
     const now = this.ctx.now();
     const result = await this.ctx.store.lockAcquire({
       id: randomUUID(),
+      namespace: input.namespace,
       agentId: input.agentId,
       resources,
       ttlMs: input.ttlMs,
@@ -276,7 +283,7 @@ export class LockService {
     return lock;
   }
 
-  list(params: { agentId?: string; limit: number; cursor?: string }): Promise<Page<Lock>> {
+  list(params: LockListParams): Promise<Page<Lock>> {
     return this.ctx.store.lockList(params);
   }
 }

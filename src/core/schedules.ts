@@ -2,16 +2,20 @@ import { FleetError, invalid, notFound } from '../domain/errors.js';
 import type { Schedule, ScheduleCatchUp, ScheduleOverlap } from '../domain/schedules.js';
 import { TERMINAL_STATUSES, type Page } from '../domain/types.js';
 import type { FleetContext } from './context.js';
+import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
+import type { ScheduleListParams } from '../store/schedule-store.js';
 import { DeadlineService } from './maintenance/deadline-service.js';
 import { firesDue, nextFireAfter, parseCron } from './rules/schedules.js';
 import type { TaskInput, TaskService } from './tasks.js';
 
 export interface ScheduleInput {
+  /** Where it lives (its name is unique there) and where every task it fires goes. */
+  namespace: string;
   name: string;
   cron: string;
   timezone?: string;
-  /** The task each fire submits (no runAt, delay or idempotency key: the fire gives those). */
-  task: Omit<TaskInput, 'runAt' | 'idempotencyKey'>;
+  /** The task each fire submits (no runAt, delay or idempotency key: the fire gives those; nor a namespace: the schedule's). */
+  task: Omit<TaskInput, 'runAt' | 'idempotencyKey' | 'namespace'>;
   overlap?: ScheduleOverlap;
   catchUp?: ScheduleCatchUp;
 }
@@ -21,8 +25,14 @@ export type ScheduleView = Schedule & { nextFires: number[] };
 
 const SHOWN_FIRES = 5;
 
-/** The idempotency key of one fire: the same on every node, so that each fire is submitted once. */
-export const fireKey = (name: string, at: number): string => `schedule:${name}:${new Date(at).toISOString()}`;
+/**
+ * The idempotency key of one fire: the same on every node, so that each fire is submitted once.
+ * Schedules of the same name in two namespaces fire apart: the namespace is in the key (but for
+ * `default`, whose keys stay as they were before namespaces, so that a fire in flight across the
+ * upgrade is still submitted once). A namespace has no `/`, so `<namespace>/<name>` reads one way.
+ */
+export const fireKey = (namespace: string, name: string, at: number): string =>
+  `schedule:${namespace === DEFAULT_NAMESPACE ? '' : `${namespace}/`}${name}:${new Date(at).toISOString()}`;
 
 /**
  * Recurring schedules: create, list, pause, resume, delete, and the runner that submits each fire's
@@ -50,6 +60,7 @@ export class ScheduleService {
     if (first === null) throw invalid('cron', `${JSON.stringify(input.cron)} never fires again`);
     const schedule = await this.ctx.store.scheduleInsert({
       schedule: {
+        namespace: input.namespace,
         name: input.name,
         cron: input.cron,
         timezone,
@@ -66,30 +77,31 @@ export class ScheduleService {
     return this.view(schedule);
   }
 
-  async get(name: string): Promise<ScheduleView> {
-    const schedule = await this.ctx.store.scheduleGet({ name });
+  /** A schedule of another namespace is not found, as one that does not exist. */
+  async get(namespace: string, name: string): Promise<ScheduleView> {
+    const schedule = await this.ctx.store.scheduleGet({ namespace, name });
     if (!schedule) throw notFound('schedule', name);
     return this.view(schedule);
   }
 
-  async list(params: { limit: number; cursor?: string }): Promise<Page<ScheduleView>> {
+  async list(params: ScheduleListParams): Promise<Page<ScheduleView>> {
     const page = await this.ctx.store.scheduleList(params);
     return { items: page.items.map((s) => this.view(s)), nextCursor: page.nextCursor };
   }
 
-  async delete(name: string): Promise<ScheduleView> {
-    const schedule = await this.ctx.store.scheduleDelete({ name });
+  async delete(namespace: string, name: string): Promise<ScheduleView> {
+    const schedule = await this.ctx.store.scheduleDelete({ namespace, name });
     if (!schedule) throw notFound('schedule', name);
     return this.view(schedule);
   }
 
   /** Paused, it fires no more; resumed, it fires from the next fire time after now (what it missed meanwhile is not caught up). */
-  async setPaused(name: string, paused: boolean): Promise<ScheduleView> {
-    const current = await this.ctx.store.scheduleGet({ name });
+  async setPaused(namespace: string, name: string, paused: boolean): Promise<ScheduleView> {
+    const current = await this.ctx.store.scheduleGet({ namespace, name });
     if (!current) throw notFound('schedule', name);
     const now = this.ctx.now();
     const next = paused ? current.nextFireAt : (nextFireAfter(parseCron(current.cron, current.timezone), now) ?? current.nextFireAt);
-    const schedule = await this.ctx.store.scheduleSetPaused({ name, paused, nextFireAt: next, now });
+    const schedule = await this.ctx.store.scheduleSetPaused({ namespace, name, paused, nextFireAt: next, now });
     if (!schedule) throw notFound('schedule', name);
     if (!paused) this.runner.poke(next);
     return this.view(schedule);
@@ -126,27 +138,31 @@ export class ScheduleService {
       if (schedule.overlap === 'skip' && previous !== null) {
         const running = await this.ctx.store.taskGet({ id: previous });
         if (running && !TERMINAL_STATUSES.has(running.status)) {
-          this.ctx.log.info({ schedule: schedule.name, fireAt: new Date(at).toISOString(), running: running.id }, 'schedule fire skipped: the previous one is unfinished');
+          this.ctx.log.info({ namespace: schedule.namespace, schedule: schedule.name, fireAt: new Date(at).toISOString(), running: running.id }, 'schedule fire skipped: the previous one is unfinished');
           continue;
         }
       }
       try {
-        const { task } = await this.tasks.submit({ ...(schedule.task as unknown as TaskInput), idempotencyKey: fireKey(schedule.name, at) });
+        const { task } = await this.tasks.submit({
+          ...(schedule.task as unknown as TaskInput),
+          idempotencyKey: fireKey(schedule.namespace, schedule.name, at),
+          namespace: schedule.namespace,
+        });
         previous = lastTaskId = task.id;
         lastFireAt = at;
       } catch (err) {
         // A fire whose task is refused (a payload over a limit lowered since it was created) is
         // logged and passed over, so that it does not stop the schedule; an outage is retried.
         if (!(err instanceof FleetError) || err.status >= 500) throw err;
-        this.ctx.log.error({ err, schedule: schedule.name, fireAt: new Date(at).toISOString() }, 'schedule fire refused');
+        this.ctx.log.error({ err, namespace: schedule.namespace, schedule: schedule.name, fireAt: new Date(at).toISOString() }, 'schedule fire refused');
       }
     }
     // A schedule that never fires again stays, paused at its last fire time.
     if (next === null) {
-      await this.ctx.store.scheduleSetPaused({ name: schedule.name, paused: true, nextFireAt: schedule.nextFireAt, now });
+      await this.ctx.store.scheduleSetPaused({ namespace: schedule.namespace, name: schedule.name, paused: true, nextFireAt: schedule.nextFireAt, now });
       return;
     }
-    await this.ctx.store.scheduleAdvance({ name: schedule.name, from: schedule.nextFireAt, nextFireAt: next, lastFireAt, lastTaskId, now });
+    await this.ctx.store.scheduleAdvance({ namespace: schedule.namespace, name: schedule.name, from: schedule.nextFireAt, nextFireAt: next, lastFireAt, lastTaskId, now });
   }
 }
 

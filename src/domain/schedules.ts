@@ -9,6 +9,8 @@ export type ScheduleCatchUp = 'none' | 'latest' | 'all';
 export const SCHEDULE_CATCH_UPS: readonly ScheduleCatchUp[] = ['none', 'latest', 'all'];
 
 export interface Schedule {
+  /** Its name is unique within it, and every task it fires goes to it. */
+  namespace: string;
   name: string;
   /** Five fields, or six with seconds first. */
   cron: string;

@@ -113,6 +113,8 @@ export interface Agent {
 
 export interface Lock {
   id: string;
+  /** Locks clash only within one namespace: two namespaces may hold the same resource at once. */
+  namespace: string;
   agentId: string;
   resources: string[];
   description: string;

@@ -139,6 +139,7 @@ export type AgentJson = Static<typeof AgentSchema>;
 
 export const LockSchema = Type.Object({
   id: Type.String(),
+  namespace: Type.String(),
   agentId: Type.String(),
   resources: Type.Array(Type.String()),
   description: Type.String(),
@@ -287,6 +288,7 @@ export type CaseMemberJson = Static<typeof CaseMemberSchema>;
 
 /** A recurring schedule, with its next fire times (none while paused). */
 export const ScheduleSchema = Type.Object({
+  namespace: Type.String(),
   name: Type.String(),
   cron: Type.String(),
   timezone: Type.String(),
@@ -511,6 +513,7 @@ export function taskActivityJson(task: Task, tail: ActivityTail): TaskActivityJs
 
 export function scheduleJson(s: Schedule & { nextFires: number[] }): ScheduleJson {
   return {
+    namespace: s.namespace,
     name: s.name,
     cron: s.cron,
     timezone: s.timezone,

@@ -17,6 +17,9 @@ export const NamespaceName = Type.String({ pattern: NAMESPACE_PATTERN, descripti
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
 
+/** The namespace a request names (see server/namespaces.ts); a key reaching one namespace need not. */
+export const Namespace = Type.String({ pattern: NAMESPACE_PATTERN, description: 'The namespace to act in, or to read; by default the one the credential reaches' });
+
 export const Pagination = {
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
@@ -75,6 +78,7 @@ export const LockInputSchema = Type.Object(
     ttlMs: Type.Integer({ minimum: 1 }),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 30_000 })),
+    namespace: Type.Optional(Namespace),
   },
   { additionalProperties: false },
 );
@@ -145,6 +149,7 @@ export const ScheduleInputSchema = Type.Object(
     task: ScheduleTaskSchema,
     overlap: Type.Optional(Type.Union([Type.Literal('skip'), Type.Literal('allow')])),
     catchUp: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('latest'), Type.Literal('all')])),
+    namespace: Type.Optional(Namespace),
   },
   { additionalProperties: false },
 );

@@ -2,6 +2,7 @@ import type { RunListParams } from './pipeline-store.js';
 import type { CaseRow, RunRow } from './pipeline-rows.js';
 import type { KeysetQuery } from './keyset.js';
 import type { AgentRow, LockRow, ScheduleRow, TaskRow } from './rows.js';
+import type { ScheduleListParams } from './schedule-store.js';
 import type { AgentListParams, LockListParams, TaskListParams } from './store.js';
 
 /**
@@ -46,7 +47,10 @@ export const agentList = (p: AgentListParams, byCapability: { from: string; cond
 
 export const lockList = (p: LockListParams): KeysetQuery<LockRow> => ({
   select: 'SELECT * FROM locks',
-  where: [['agent_id = ?', p.agentId]],
+  where: [
+    ['namespace IN (?)', p.namespaces],
+    ['agent_id = ?', p.agentId],
+  ],
   key: 'seq',
   keyOf: (r) => r.seq,
   order: 'asc',
@@ -80,9 +84,9 @@ export const caseList = (p: { limit: number; cursor?: string }): KeysetQuery<Cas
 });
 
 /** Oldest first. */
-export const scheduleList = (p: { limit: number; cursor?: string }): KeysetQuery<ScheduleRow> => ({
+export const scheduleList = (p: ScheduleListParams): KeysetQuery<ScheduleRow> => ({
   select: 'SELECT * FROM schedules',
-  where: [],
+  where: [['namespace IN (?)', p.namespaces]],
   key: 'seq',
   keyOf: (r) => Number(r.seq),
   order: 'asc',

@@ -97,6 +97,7 @@ export interface AgentRow {
 export interface LockRow {
   seq: number;
   id: string;
+  namespace: string;
   agent_id: string;
   resources: string;
   description: string;
@@ -183,6 +184,7 @@ export function toTask(row: TaskRow): Task {
 export function toLock(row: LockRow): Lock {
   return {
     id: row.id,
+    namespace: row.namespace,
     agentId: row.agent_id,
     resources: JSON.parse(row.resources),
     description: row.description,
@@ -229,6 +231,7 @@ export const endingLease = (row: TaskRow) => ({
 
 export interface ScheduleRow {
   seq: number;
+  namespace: string;
   name: string;
   cron: string;
   timezone: string;
@@ -244,6 +247,7 @@ export interface ScheduleRow {
 }
 
 export const toSchedule = (row: ScheduleRow): Schedule => ({
+  namespace: row.namespace,
   name: row.name,
   cron: row.cron,
   timezone: row.timezone,

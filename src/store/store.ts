@@ -162,10 +162,10 @@ export interface LockStore {
   lockExpire(params: { now: number; limit: number }): Promise<Lock[]>;
   lockNextExpiry(): Promise<number | null>;
   /**
-   * Puts a request that will wait for `resources` at the end of the line (shared by every node on
-   * the store) until `deadline`; returns its place. Requests whose deadline passed are dropped.
+   * Puts a request that will wait for `resources` at the end of its namespace's line (shared by
+   * every node on the store) until `deadline`; returns its place. Requests whose deadline passed are dropped.
    */
-  lockWaitJoin(params: { resources: string[]; deadline: number; now: number }): Promise<number>;
+  lockWaitJoin(params: { namespace: string; resources: string[]; deadline: number; now: number }): Promise<number>;
   /** Takes a request out of the line (it gave up, or its wait ran out). */
   lockWaitLeave(params: { seq: number }): Promise<void>;
 }
@@ -414,6 +414,8 @@ export interface TaskTransition {
 
 export interface LockAcquireParams {
   id: string;
+  /** Holders and the line are looked for in this namespace only; the lock is taken in it. */
+  namespace: string;
   agentId: string;
   resources: string[];
   ttlMs: number;
@@ -428,7 +430,7 @@ export interface LockAcquireParams {
   probes?: { exact: string[]; under: string[]; roots: string[] };
   /**
    * A request waiting in line (lockWaitJoin): in the same write, the requests ahead of it that are
-   * still waiting (before `seq`, deadline after `now`) are read and `mayGo` says whether any is in
+   * still waiting in its namespace (before `seq`, deadline after `now`) are read and `mayGo` says whether any is in
    * its way; if so nothing is taken (conflicts: none). Taking the lock takes it out of the line.
    */
   line?: { seq: number; mayGo: (ahead: LockWaiter[]) => boolean };
@@ -444,6 +446,7 @@ export interface LockWaiter {
 export type LockAcquireResult = { acquired: true; lock: Lock } | { acquired: false; conflicts: LockHolder[] };
 
 export interface LockListParams {
+  namespaces?: NamespaceFilter;
   agentId?: string;
   limit: number;
   cursor?: string;

@@ -8,7 +8,7 @@ export function exerciseAgents(factory: DriverFactory): void {
   describe('agents', () => {
     const h = eachTest(factory);
     const lock = (id: string, agentId: string, resources: string[], ttlMs: number) =>
-      h.store.lockAcquire({ id, agentId, resources, ttlMs, description: '', now: T0, decide: (holders) => decideLock(holders, T0) });
+      h.store.lockAcquire({ id, namespace: 'default', agentId, resources, ttlMs, description: '', now: T0, decide: (holders) => decideLock(holders, T0) });
 
     it('MarksSilentAgentsStale, then takes them offline ending their leases and dropping their locks', async () => {
       const a = await h.agent(['s'], 10, T0);

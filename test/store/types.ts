@@ -144,7 +144,7 @@ export function exerciseTypes(factory: DriverFactory): void {
 
     it('KeepsATaskWhoseLocksALockRequestWaitsForQueuedBehindIt, and hands it out once the request has left the line', async () => {
       const a = await h.agent(['t'], 100);
-      const waiting = await h.store.lockWaitJoin({ resources: ['repo/src/'], deadline: T0 + 60_000, now: T0 });
+      const waiting = await h.store.lockWaitJoin({ namespace: 'default', resources: ['repo/src/'], deadline: T0 + 60_000, now: T0 });
       const [behind, other] = await h.submit(task('t', { locks: ['repo/src/a.ts'] }), task('t', { locks: ['repo/docs/'] }));
       const first = await claim(a, 10);
       assert.deepEqual(first.tasks.map((t) => t.id), [other.id], 'the task under the directory a request waits for stays queued; the other goes');

@@ -300,6 +300,7 @@ export interface TaskBatchResult {
 }
 
 export interface ScheduleJson {
+  namespace: string;
   name: string;
   cron: string;
   timezone: string;
@@ -336,6 +337,7 @@ export interface ScheduleInput {
   };
   overlap?: "skip" | "allow";
   catchUp?: "none" | "latest" | "all";
+  namespace?: string;
 }
 
 export type AgentMessage = {
@@ -583,6 +585,7 @@ export interface EventData {
   "lock.acquired": {
     lock: {
       id: string;
+      namespace: string;
       agentId: string;
       resources: string[];
       description: string;
@@ -593,6 +596,7 @@ export interface EventData {
   "lock.released": {
     lock: {
       id: string;
+      namespace: string;
       agentId: string;
       resources: string[];
       description: string;

@@ -76,6 +76,7 @@ function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | nu
   if (name.startsWith('task.')) return (data as FleetEvents['task.created']).task.namespace;
   if (name === 'agent.stale') return null;
   if (name.startsWith('agent.')) return (data as FleetEvents['agent.registered']).agent.namespace;
+  if (name === 'lock.acquired' || name === 'lock.released') return (data as FleetEvents['lock.acquired']).lock.namespace;
   return undefined;
 }
 

@@ -1,8 +1,20 @@
 import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import { LockSchema, lockJson, pageOf } from '../../domain/wire.js';
-import { Id, LockInputSchema, Pagination } from '../schemas.js';
+import { Id, LockInputSchema, Namespace, Pagination } from '../schemas.js';
 import { sendCached } from '../cached-reply.js';
+import { assertVisible, readNamespaces, writeNamespace } from '../namespaces.js';
+import type { Fleet } from '../../core/fleet.js';
 import { bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.js';
+
+/**
+ * Before a lock is renewed or released by id: one of a namespace the request does not reach is
+ * not found, as one that does not exist. A credential that reaches every namespace skips the read.
+ */
+async function checkVisible(fleet: Fleet, request: FastifyRequest, id: string): Promise<void> {
+  if (readNamespaces(request) === undefined) return;
+  assertVisible(request, (await fleet.locks.get(id)).namespace, 'lock', id);
+}
 
 export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.post(
@@ -14,7 +26,7 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
         tags: ['locks'],
         summary: 'Acquire a lock on resources',
         description:
-          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. A name ending in / is a directory: it clashes with every name below it, and they with it; a name with a .. segment is refused. With waitMs (up to 30000) the request waits in line, first come first served, for the resources to free, and answers 409 only if they have not by then. The lock ends after ttlMs, when released, or when its agent goes offline.',
+          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. Locks clash only within one namespace: the lock is taken in the namespace named (an agent\'s token: always its agent\'s; a key reaching one namespace: that one), and two namespaces may hold the same resource at once. A name ending in / is a directory: it clashes with every name below it, and they with it; a name with a .. segment is refused. With waitMs (up to 30000) the request waits in its namespace\'s line, first come first served, for the resources to free, and answers 409 only if they have not by then. The lock ends after ttlMs, when released, or when its agent goes offline.',
         body: { ...LockInputSchema, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', resources: ['src/app.ts', 'src/db.ts'], ttlMs: 60000, description: 'refactor' }] },
         response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) },
       },
@@ -27,7 +39,8 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
       };
       reply.raw.once('close', onClose);
       try {
-        return lockJson(await fleet.locks.acquire(request.body, controller.signal));
+        const { namespace, ...input } = request.body;
+        return lockJson(await fleet.locks.acquire({ ...input, namespace: writeNamespace(request, namespace) }, controller.signal));
       } finally {
         reply.raw.off('close', onClose);
       }
@@ -40,19 +53,24 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
       schema: {
         tags: ['locks'],
         summary: 'List locks',
-        description: 'Live locks, optionally of one agent; a page of up to limit, and nextCursor for the next page.',
-        querystring: Type.Object({ agentId: Type.Optional(Id), ...Pagination }, { additionalProperties: false }),
-        response: { 200: pageOf(LockSchema), ...errors(400) },
+        description:
+          'Live locks of the namespaces the credential reaches (or of the one named), optionally of one agent; a page of up to limit, and nextCursor for the next page.',
+        querystring: Type.Object({ agentId: Type.Optional(Id), namespace: Type.Optional(Namespace), ...Pagination }, { additionalProperties: false }),
+        response: { 200: pageOf(LockSchema), ...errors(400, 404) },
       },
     },
-    (request, reply) =>
-      sendCached(request, reply, cache, {
+    (request, reply) => {
+      const { namespace, ...query } = request.query;
+      const namespaces = readNamespaces(request, namespace);
+      // The cache is keyed by URL alone: only an answer of every namespace is the same for everyone who asks it.
+      sendCached(request, reply, namespaces === undefined ? cache : undefined, {
         tags: ['locks'],
         compute: async () => {
-          const page = await fleet.locks.list(request.query as Parameters<typeof fleet.locks.list>[0]);
+          const page = await fleet.locks.list({ ...query, namespaces });
           return { items: page.items.map(lockJson), nextCursor: page.nextCursor };
         },
-      }),
+      });
+    },
   );
 
   app.post(
@@ -75,6 +93,7 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
     async (request) => {
       const p = request.principal;
       const agentId = p?.kind === 'agent' ? p.agentId : request.body.agentId;
+      await checkVisible(fleet, request, request.params.id);
       return lockJson(await fleet.locks.renew(request.params.id, request.body.ttlMs, agentId));
     },
   );
@@ -82,7 +101,11 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
   app.get(
     '/locks/:id',
     { schema: { tags: ['locks'], summary: 'Get a lock', description: 'Its agent, resources and expiry.', params: Type.Object({ id: Id }), response: { 200: LockSchema, ...errors(404) } } },
-    async (request) => lockJson(await fleet.locks.get(request.params.id)),
+    async (request) => {
+      const lock = await fleet.locks.get(request.params.id);
+      assertVisible(request, lock.namespace, 'lock', lock.id);
+      return lockJson(lock);
+    },
   );
 
   app.delete(
@@ -102,9 +125,10 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
       // An agent releases only its own locks, whether or not it names itself; an admin key may release any.
       const p = request.principal;
       const agentId = p?.kind === 'agent' ? p.agentId : request.query.agentId;
+      await checkVisible(fleet, request, request.params.id);
       const lock = await fleet.locks.release(request.params.id, agentId);
       // An agent letting go of its own lock is routine; an admin taking one away is not.
-      if (p?.kind !== 'agent') await request.audit({ action: 'lock.released', target: `lock:${lock.id}`, details: { agentId: lock.agentId, resources: lock.resources } });
+      if (p?.kind !== 'agent') await request.audit({ action: 'lock.released', target: `lock:${lock.id}`, details: { namespace: lock.namespace, agentId: lock.agentId, resources: lock.resources } });
       return lockJson(lock);
     },
   );

@@ -22,8 +22,8 @@ export function postgresLocks(db: PostgresDatabase): {
   async function acquireIn(q: Query, params: LockAcquireParams): Promise<LockAcquireResult> {
     if (params.line) {
       const ahead = await q<{ seq: string; resources: string[]; deadline: string }>(
-        'SELECT seq, resources, deadline FROM lock_waiters WHERE seq < $1 AND deadline > $2 ORDER BY seq',
-        [params.line.seq, params.now],
+        'SELECT seq, resources, deadline FROM lock_waiters WHERE namespace = $3 AND seq < $1 AND deadline > $2 ORDER BY seq',
+        [params.line.seq, params.now, params.namespace],
       );
       if (!params.line.mayGo(ahead.map((w) => ({ seq: Number(w.seq), resources: w.resources, deadline: Number(w.deadline) })))) {
         return { acquired: false, conflicts: [] };
@@ -31,14 +31,15 @@ export function postgresLocks(db: PostgresDatabase): {
     }
     const probes = params.probes ?? { exact: params.resources, under: [], roots: [] };
     // A directory and a file below it have no row in common to lock: acquirers under the same
-    // first segment take turns (in sorted order, so that two cannot wait on each other).
-    for (const root of probes.roots) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-lock:${db.schema}:${root}`]);
+    // first segment of one namespace take turns (in sorted order, so that two cannot wait on each other).
+    for (const root of probes.roots) await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-lock:${db.schema}:${params.namespace}:${root}`]);
     const found = await q<LockHolder>(
       `SELECT lr.resource, l.id AS "lockId", l.agent_id AS "agentId", l.expires_at AS "expiresAt" FROM lock_resources lr
        JOIN locks l ON l.seq = lr.lock_seq
-       WHERE lr.resource = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS d(dir) WHERE left(lr.resource, length(d.dir)) = d.dir)
+       WHERE lr.namespace = $3
+         AND (lr.resource = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS d(dir) WHERE left(lr.resource, length(d.dir)) = d.dir))
        FOR UPDATE OF l`,
-      [probes.exact, probes.under],
+      [probes.exact, probes.under, params.namespace],
     );
     const byResource = new Map(found.map((h) => [h.resource, h]));
     const order = [...probes.exact, ...found.map((h) => h.resource).filter((r) => !probes.exact.includes(r)).sort()];
@@ -46,11 +47,11 @@ export function postgresLocks(db: PostgresDatabase): {
     if (!decision.acquire) return { acquired: false, conflicts: decision.conflicts };
     if (decision.replace.length > 0) await q('DELETE FROM locks WHERE id = ANY($1::text[])', [decision.replace]);
     const [row] = await q<LockRow>(
-      `INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-      [params.id, params.agentId, JSON.stringify(params.resources), params.description, params.now, params.now + params.ttlMs],
+      `INSERT INTO locks (id, namespace, agent_id, resources, description, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+      [params.id, params.namespace, params.agentId, JSON.stringify(params.resources), params.description, params.now, params.now + params.ttlMs],
     );
-    await q('INSERT INTO lock_resources (resource, lock_seq) SELECT unnest($1::text[]), $2', [params.resources, row.seq]);
+    await q('INSERT INTO lock_resources (namespace, resource, lock_seq) SELECT $3, unnest($1::text[]), $2', [params.resources, row.seq, params.namespace]);
     return { acquired: true, lock: toLock(row) };
   }
 
@@ -65,7 +66,8 @@ export function postgresLocks(db: PostgresDatabase): {
 
     async lockWaitJoin(params) {
       await query('DELETE FROM lock_waiters WHERE deadline <= $1', [params.now]);
-      const [row] = await query<{ seq: string }>('INSERT INTO lock_waiters (resources, deadline) VALUES ($1, $2) RETURNING seq', [
+      const [row] = await query<{ seq: string }>('INSERT INTO lock_waiters (namespace, resources, deadline) VALUES ($1, $2, $3) RETURNING seq', [
+        params.namespace,
         JSON.stringify(params.resources),
         params.deadline,
       ]);

@@ -640,6 +640,20 @@ ALTER TABLE agents ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
 `,
   },
   {
+    version: 13,
+    name: 'locks, the lock line and schedules belong to a namespace: the same resource may be locked, and the same schedule name taken, in two namespaces at once',
+    sql: `
+ALTER TABLE locks ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX locks_by_namespace ON locks (namespace, seq);
+-- A resource is held once per namespace: the key two racing acquirers collide on.
+ALTER TABLE lock_resources ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE lock_resources DROP CONSTRAINT lock_resources_pkey, ADD PRIMARY KEY (namespace, resource);
+ALTER TABLE lock_waiters ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE schedules ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE schedules DROP CONSTRAINT schedules_name_key, ADD CONSTRAINT schedules_namespace_name_key UNIQUE (namespace, name);
+`,
+  },
+  {
     version: 15,
     name: 'namespaces, with their quotas; API keys scoped to a list of them',
     sql: `

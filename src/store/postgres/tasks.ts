@@ -364,6 +364,7 @@ export function postgresTasks(
         const resources = JSON.parse(row.locks) as string[];
         const taken = await acquireLock(q, {
           id: taskLockId(row.id),
+          namespace: row.namespace,
           agentId: agent.id,
           resources,
           ttlMs: TASK_LOCK_TTL_MS,

@@ -15,29 +15,29 @@ export function sqliteLocks(d: SqliteDatabase): {
   const { db, groupCommit } = d;
   const s = {
     holder: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
-        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource = ?`),
+        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.namespace = ? AND lr.resource = ?`),
     under: db.prepare(`SELECT lr.resource, l.id AS lockId, l.agent_id AS agentId, l.expires_at AS expiresAt FROM lock_resources lr
-        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.resource > @dir AND lr.resource < @end`),
+        JOIN locks l ON l.seq = lr.lock_seq WHERE lr.namespace = @namespace AND lr.resource > @dir AND lr.resource < @end`),
     renew: db.prepare(`UPDATE locks SET expires_at = @expires_at WHERE id = @id AND expires_at > @now
         AND (@holder IS NULL OR agent_id = @holder) RETURNING *`),
-    insert: db.prepare(`INSERT INTO locks (id, agent_id, resources, description, created_at, expires_at)
-        VALUES (@id, @agent_id, @resources, @description, @now, @expires_at) RETURNING *`),
-    resourceInsert: db.prepare('INSERT INTO lock_resources (resource, lock_seq) VALUES (?, ?)'),
+    insert: db.prepare(`INSERT INTO locks (id, namespace, agent_id, resources, description, created_at, expires_at)
+        VALUES (@id, @namespace, @agent_id, @resources, @description, @now, @expires_at) RETURNING *`),
+    resourceInsert: db.prepare('INSERT INTO lock_resources (namespace, resource, lock_seq) VALUES (?, ?, ?)'),
     byId: db.prepare('SELECT * FROM locks WHERE id = ?'),
     release: db.prepare('DELETE FROM locks WHERE id = @id AND (@holder IS NULL OR agent_id = @holder) RETURNING *'),
     ofAgent: db.prepare('DELETE FROM locks WHERE agent_id = ? RETURNING *'),
     expired: db.prepare('DELETE FROM locks WHERE seq IN (SELECT seq FROM locks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING *'),
     nextExpiry: db.prepare('SELECT min(expires_at) FROM locks').pluck(),
-    waitJoin: db.prepare('INSERT INTO lock_waiters (resources, deadline) VALUES (?, ?) RETURNING seq').pluck(),
+    waitJoin: db.prepare('INSERT INTO lock_waiters (namespace, resources, deadline) VALUES (?, ?, ?) RETURNING seq').pluck(),
     waitPrune: db.prepare('DELETE FROM lock_waiters WHERE deadline <= ?'),
     waitLeave: db.prepare('DELETE FROM lock_waiters WHERE seq = ?'),
-    ahead: db.prepare('SELECT seq, resources, deadline FROM lock_waiters WHERE seq < ? AND deadline > ? ORDER BY seq'),
+    ahead: db.prepare('SELECT seq, resources, deadline FROM lock_waiters WHERE namespace = ? AND seq < ? AND deadline > ? ORDER BY seq'),
   };
 
   /** Whether the requests ahead in line let this one go (inside the write). */
   function lineLetsGo(params: LockAcquireParams): boolean {
     if (!params.line) return true;
-    const ahead = (s.ahead.all(params.line.seq, params.now) as { seq: number; resources: string; deadline: number }[]).map((w) => ({
+    const ahead = (s.ahead.all(params.namespace, params.line.seq, params.now) as { seq: number; resources: string; deadline: number }[]).map((w) => ({
       seq: w.seq,
       resources: JSON.parse(w.resources) as string[],
       deadline: w.deadline,
@@ -49,11 +49,11 @@ export function sqliteLocks(d: SqliteDatabase): {
   function acquireIn(params: LockAcquireParams): LockAcquireResult {
     if (!lineLetsGo(params)) return { acquired: false, conflicts: [] };
     const probes = params.probes ?? { exact: params.resources, under: [] };
-    const holders = probes.exact.map((r) => s.holder.get(r) as LockHolder | undefined).filter((h) => h !== undefined);
+    const holders = probes.exact.map((r) => s.holder.get(params.namespace, r) as LockHolder | undefined).filter((h) => h !== undefined);
     // Everything below a directory: the names between "dir/" and "dir0" ('0' follows '/'), by the index.
     const seen = new Set(holders.map((h) => h.resource));
     for (const dir of probes.under) {
-      for (const h of s.under.all({ dir, end: `${dir.slice(0, -1)}0` }) as LockHolder[]) {
+      for (const h of s.under.all({ namespace: params.namespace, dir, end: `${dir.slice(0, -1)}0` }) as LockHolder[]) {
         if (seen.has(h.resource)) continue;
         seen.add(h.resource);
         holders.push(h);
@@ -64,13 +64,14 @@ export function sqliteLocks(d: SqliteDatabase): {
     for (const id of decision.replace) s.release.run({ id, holder: null });
     const row = s.insert.get({
       id: params.id,
+      namespace: params.namespace,
       agent_id: params.agentId,
       resources: JSON.stringify(params.resources),
       description: params.description,
       now: params.now,
       expires_at: params.now + params.ttlMs,
     }) as LockRow;
-    for (const resource of params.resources) s.resourceInsert.run(resource, row.seq);
+    for (const resource of params.resources) s.resourceInsert.run(params.namespace, resource, row.seq);
     return { acquired: true, lock: toLock(row) };
   }
 
@@ -86,7 +87,7 @@ export function sqliteLocks(d: SqliteDatabase): {
     lockWaitJoin(params) {
       return groupCommit.write(() => {
         s.waitPrune.run(params.now);
-        return s.waitJoin.get(JSON.stringify(params.resources), params.deadline) as number;
+        return s.waitJoin.get(params.namespace, JSON.stringify(params.resources), params.deadline) as number;
       });
     },
 

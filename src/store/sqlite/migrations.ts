@@ -512,6 +512,51 @@ ALTER TABLE agents ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
 `,
   },
   {
+    version: 16,
+    name: 'locks, the lock line and schedules belong to a namespace: the same resource may be locked, and the same schedule name taken, in two namespaces at once',
+    sql: `
+ALTER TABLE locks ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX locks_by_namespace ON locks (namespace, seq);
+-- A resource is held once per namespace: the key that makes a second holder impossible, and the
+-- index every probe of an acquire (exact names, the range below a directory) reads.
+CREATE TABLE lock_resources_ns (
+  resource  TEXT    NOT NULL,
+  lock_seq  INTEGER NOT NULL REFERENCES locks (seq) ON DELETE CASCADE,
+  namespace TEXT    NOT NULL DEFAULT 'default',
+  PRIMARY KEY (namespace, resource)
+) WITHOUT ROWID;
+INSERT INTO lock_resources_ns (resource, lock_seq) SELECT resource, lock_seq FROM lock_resources;
+DROP TABLE lock_resources;
+ALTER TABLE lock_resources_ns RENAME TO lock_resources;
+CREATE INDEX lock_resources_by_lock ON lock_resources (lock_seq);
+ALTER TABLE lock_waiters ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+
+-- Names are unique per namespace; SQLite cannot drop the old UNIQUE (name), so the table is rebuilt.
+CREATE TABLE schedules_ns (
+  seq          INTEGER PRIMARY KEY,
+  name         TEXT    NOT NULL,
+  cron         TEXT    NOT NULL,
+  timezone     TEXT    NOT NULL,
+  task         TEXT    NOT NULL,
+  overlap      TEXT    NOT NULL,
+  catch_up     TEXT    NOT NULL,
+  paused       INTEGER NOT NULL DEFAULT 0,
+  next_fire_at INTEGER NOT NULL,
+  last_fire_at INTEGER,
+  last_task_id INTEGER,
+  created_at   INTEGER NOT NULL,
+  updated_at   INTEGER NOT NULL,
+  namespace    TEXT    NOT NULL DEFAULT 'default',
+  UNIQUE (namespace, name)
+);
+INSERT INTO schedules_ns (seq, name, cron, timezone, task, overlap, catch_up, paused, next_fire_at, last_fire_at, last_task_id, created_at, updated_at)
+  SELECT seq, name, cron, timezone, task, overlap, catch_up, paused, next_fire_at, last_fire_at, last_task_id, created_at, updated_at FROM schedules;
+DROP TABLE schedules;
+ALTER TABLE schedules_ns RENAME TO schedules;
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+`,
+  },
+  {
     version: 18,
     name: 'namespaces, with their quotas; API keys scoped to a list of them',
     sql: `

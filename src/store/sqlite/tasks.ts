@@ -183,6 +183,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     if (resources.length === 0) return true;
     return acquireLock({
       id: taskLockId(id),
+      namespace: row.namespace,
       agentId,
       resources,
       ttlMs: TASK_LOCK_TTL_MS,
