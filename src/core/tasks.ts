@@ -54,6 +54,8 @@ export interface TaskInput {
   concurrencyKey?: string;
   /** Resources to lock for the task while it is leased: it is handed out only when all are free. */
   locks?: string[];
+  /** The namespace it is submitted to: default when absent. */
+  namespace?: string;
 }
 
 /** Metadata is for describing a task, not for carrying its data (that is the payload's). */

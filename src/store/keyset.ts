@@ -9,7 +9,10 @@ import { invalid } from '../domain/errors.js';
 export interface KeysetQuery<R> {
   /** `SELECT … FROM …`, without WHERE. */
   select: string;
-  /** Conditions with one `?` each; those whose value is undefined are left out. */
+  /**
+   * Conditions with one `?` each; those whose value is undefined are left out. An array value
+   * stands for a list (`x IN (?)`): its `?` becomes one per item, and an empty list matches nothing.
+   */
   where: [condition: string, value: unknown][];
   /** The unique, indexed column the pages follow, as the SQL names it. */
   key: string;
@@ -29,8 +32,13 @@ export async function keysetPage<R>(
   fetch: (text: string, values: unknown[]) => R[] | Promise<R[]>,
 ): Promise<Page<R>> {
   const after = decodeCursor(q.cursor);
-  const where = [...q.where, [`${q.key} ${q.order === 'asc' ? '>' : '<'} ?`, after] as [string, unknown]].filter(([, value]) => value !== undefined);
-  const values = [...where.map(([, value]) => value), q.limit + 1];
+  const where = [...q.where, [`${q.key} ${q.order === 'asc' ? '>' : '<'} ?`, after] as [string, unknown]]
+    .filter(([, value]) => value !== undefined)
+    .map(([condition, value]): [string, unknown[]] => {
+      if (!Array.isArray(value)) return [condition, [value]];
+      return value.length === 0 ? ['1 = 0', []] : [condition.replace('?', value.map(() => '?').join(', ')), value];
+    });
+  const values = [...where.flatMap(([, value]) => value), q.limit + 1];
   let n = 0;
   const text = `${q.select}${where.length > 0 ? ` WHERE ${where.map(([condition]) => condition).join(' AND ')}` : ''} ORDER BY ${q.key} ${q.order.toUpperCase()} LIMIT ?`.replace(
     /\?/g,

@@ -31,6 +31,8 @@ class Observer {
   lastFlushAt = 0;
   constructor(
     readonly socket: WebSocket,
+    /** Whether the socket's credential reaches a namespace: it gets no event of one it does not. */
+    readonly sees: (namespace: string) => boolean,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
     readonly resume?: { since: number; epoch?: string },
   ) {}
@@ -53,6 +55,12 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
     return ['pipelines', `run:${run.id}`];
   }
   return [];
+}
+
+/** The namespace an event belongs to, which only sockets reaching it get; undefined: every socket gets it. */
+function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | undefined {
+  if (name.startsWith('pipeline.')) return (data as FleetEvents['pipeline.run.created']).run.namespace;
+  return undefined;
 }
 
 /** What an event kept for replay holds on to, about: a task's activity its text, any other event a task or agent's worth. */
@@ -94,7 +102,14 @@ export class EventStream {
 
   start(): void {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
-      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]), undefined, data),
+      this.publish(
+        name as StreamEventName,
+        topicsOf(name, data),
+        () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]),
+        undefined,
+        data,
+        namespaceOf(name, data),
+      ),
     );
     this.stopRelayGaps = this.fleet.bus.onRelayGap?.(() => this.relayGap()) ?? (() => {});
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
@@ -108,9 +123,9 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }): void {
+  open(socket: WebSocket, owner: string, sees: (namespace: string) => boolean, resume?: { since: number; epoch?: string }): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket, resume);
+    const observer = new Observer(socket, sees, resume);
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -174,7 +189,7 @@ export class EventStream {
     for (const event of events) {
       // The first of its topics asked for: the window holds each event once, so it is sent once.
       const topic = event.topics.find((t) => wanted.has(t));
-      if (topic === undefined) continue;
+      if (topic === undefined || (event.namespace !== undefined && !observer.sees(event.namespace))) continue;
       observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
       if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
     }
@@ -222,24 +237,24 @@ export class EventStream {
   }
 
   /**
-   * Queues the event for every socket on any of its topics, once per socket. `data` gives the
-   * payload in its wire shape, asked for once and only if some socket is to get it.
+   * Queues the event for every socket on any of its topics that reaches its namespace, once per
+   * socket. `data` gives the payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string): void {
     const seq = ++this.seq;
     const now = Date.now();
     const at = iso(now);
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
-      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
+      this.window.push({ seq, name, topics, namespace, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
     }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
       let entry: string | undefined;
       for (const observer of set) {
-        if (observer.lastSeq === seq) continue;
+        if (observer.lastSeq === seq || (namespace !== undefined && !observer.sees(namespace))) continue;
         observer.lastSeq = seq;
         payload ??= data();
         entry ??= JSON.stringify({ topic, name, data: payload, at, seq });

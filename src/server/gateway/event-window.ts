@@ -3,6 +3,8 @@ export interface RetainedEvent {
   seq: number;
   name: string;
   topics: string[];
+  /** Only sockets reaching it replay it; undefined: every socket. */
+  namespace?: string;
   at: string;
   data: () => unknown;
   /** About how many bytes it holds on to (its payload is kept by reference until it leaves). */
