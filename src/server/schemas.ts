@@ -13,7 +13,7 @@ export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z
 const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, pattern: '^label:[^\\n=]{1,100}=[^\\n]{0,256}$' })]);
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
 /** The `namespace` a request names, in its body or query (server/namespaces.ts decides what it may name). */
-export const NamespaceName = Type.String({ pattern: NAMESPACE_PATTERN, description: 'the namespace to act in; see docs/namespaces.md' });
+export const NamespaceName = Type.String({ pattern: NAMESPACE_PATTERN, description: 'The namespace to act in; a key reaching one namespace need not name it' });
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
 

@@ -8,6 +8,7 @@ import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
 import { isDependencyUnavailable } from '../../domain/errors.js';
 import type { Fleet } from '../../core/fleet.js';
+import { namespaceVisible, type NamespaceFilter } from '../../domain/namespaces.js';
 import { FleetError } from '../../domain/errors.js';
 import { iso } from '../../domain/wire.js';
 import { ObserverMessageSchema, eventJson, type ObserverServerMessage, type StreamEventName } from '../../protocol/events.js';
@@ -17,12 +18,21 @@ import { EventWindow } from './event-window.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
 const MAX_TOPICS_PER_SOCKET = 1_000;
+/**
+ * Whether a socket is sent an event about `namespace`: undefined, an event every socket may see;
+ * null, one of a namespace the event does not say, for sockets that reach them all only.
+ */
+const sees = (observer: Observer, namespace: string | null | undefined): boolean =>
+  namespace === undefined || (namespace === null ? observer.reach === undefined : namespaceVisible(observer.reach, namespace));
+
 /** An observer only ever sends (un)subscribe messages: anything bigger is not one (the socket-wide cap is the payload size). */
 const MAX_OBSERVER_MESSAGE_BYTES = 64 * 1024;
 const STATS_INTERVAL_MS = 1_000;
 
 class Observer {
   readonly topics = new Set<string>();
+  /** The namespaces its credential reaches (undefined: all): it is sent only their runs' events. */
+  reach: NamespaceFilter = undefined;
   /** Serialised events waiting for the next batch. */
   pending: string[] = [];
   /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
@@ -31,8 +41,6 @@ class Observer {
   lastFlushAt = 0;
   constructor(
     readonly socket: WebSocket,
-    /** Whether the socket's credential reaches a namespace: it gets no event of one it does not. */
-    readonly sees: (namespace: string) => boolean,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
     readonly resume?: { since: number; epoch?: string },
   ) {}
@@ -57,8 +65,11 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
   return [];
 }
 
-/** The namespace an event belongs to, which only sockets reaching it get; undefined: every socket gets it. */
-function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | undefined {
+/**
+ * The namespace an event is about (see sees): a pipeline run's; undefined for the events of areas
+ * that do not say theirs here (tasks, agents and locks add theirs as they get namespaces).
+ */
+function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | null | undefined {
   if (name.startsWith('pipeline.')) return (data as FleetEvents['pipeline.run.created']).run.namespace;
   return undefined;
 }
@@ -123,9 +134,11 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string, sees: (namespace: string) => boolean, resume?: { since: number; epoch?: string }): void {
+  /** `reach`: the namespaces the socket's credential reaches (undefined: all), whose events alone it is sent. */
+  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }, reach?: NamespaceFilter): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket, sees, resume);
+    const observer = new Observer(socket, resume);
+    observer.reach = reach;
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -189,7 +202,7 @@ export class EventStream {
     for (const event of events) {
       // The first of its topics asked for: the window holds each event once, so it is sent once.
       const topic = event.topics.find((t) => wanted.has(t));
-      if (topic === undefined || (event.namespace !== undefined && !observer.sees(event.namespace))) continue;
+      if (topic === undefined || !sees(observer, event.namespace)) continue;
       observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
       if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
     }
@@ -237,24 +250,24 @@ export class EventStream {
   }
 
   /**
-   * Queues the event for every socket on any of its topics that reaches its namespace, once per
-   * socket. `data` gives the payload in its wire shape, asked for once and only if some socket is to get it.
+   * Queues the event for every socket on any of its topics, once per socket. `data` gives the
+   * payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string | null): void {
     const seq = ++this.seq;
     const now = Date.now();
     const at = iso(now);
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
-      this.window.push({ seq, name, topics, namespace, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
+      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw), namespace });
     }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
       let entry: string | undefined;
       for (const observer of set) {
-        if (observer.lastSeq === seq || (namespace !== undefined && !observer.sees(namespace))) continue;
+        if (observer.lastSeq === seq || !sees(observer, namespace)) continue;
         observer.lastSeq = seq;
         payload ??= data();
         entry ??= JSON.stringify({ topic, name, data: payload, at, seq });

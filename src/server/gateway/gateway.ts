@@ -5,7 +5,7 @@ import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
 import { errors, pathAgent, type Routes } from '../routes/deps.js';
 import { ownerOf } from '../auth.js';
-import { canSee } from '../namespaces.js';
+import { readNamespaces } from '../namespaces.js';
 import { AgentGateway } from './agent-stream.js';
 import { Connections } from './connections.js';
 import { EventStream } from './event-stream.js';
@@ -140,7 +140,7 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     },
     wsHandler: (socket, request) => {
       const { since, epoch } = request.query as { since?: number; epoch?: string };
-      events.open(socket, ownerOf(request), (namespace) => canSee(request, namespace), since === undefined ? undefined : { since, epoch });
+      events.open(socket, ownerOf(request), since === undefined ? undefined : { since, epoch }, readNamespaces(request));
     },
   });
 };
