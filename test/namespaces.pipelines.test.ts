@@ -17,6 +17,7 @@ const setup = (): PipelineSetup => ({
   functions: { where: (ctx) => ctx.run.namespace },
   pipelines: [
     { name: 'hello', steps: [{ name: 'where', kind: 'code', fn: 'where' }] },
+    { name: 'dispatch', steps: [{ name: 'work', kind: 'agent', capability: 'work' }] },
     { name: 'signoff', steps: [{ name: 'ok', kind: 'approval', prompt: 'Ship?', approvers: { agents: ['bot'] }, timeoutMs: 600_000 }] },
   ],
 });
@@ -99,14 +100,14 @@ describe('pipelines in namespaces', () => {
 
     const listed = async (query = '') =>
       (await api.get(`/v1/pipelines${query}`)).body.items.map((p: any) => `${p.name}@${p.namespace ?? 'file'}`);
-    assert.deepEqual(await listed('?namespace=team-a'), ['hello@file', 'signoff@file', 'triage@team-a']);
-    assert.deepEqual(await listed(), ['hello@file', 'signoff@file', 'triage@team-a', 'triage@team-b']);
+    assert.deepEqual(await listed('?namespace=team-a'), ['dispatch@file', 'hello@file', 'signoff@file', 'triage@team-a']);
+    assert.deepEqual(await listed(), ['dispatch@file', 'hello@file', 'signoff@file', 'triage@team-a', 'triage@team-b']);
 
     // Deleting team-b's triage leaves team-a's.
     const deleted = await api.request('DELETE', '/v1/pipelines/triage?namespace=team-b');
     assert.deepEqual([deleted.status, deleted.body.pipeline.namespace, deleted.body.pipeline.version], [200, 'team-b', 2]);
     assert.equal((await api.post('/v1/pipelines/triage/runs', { namespace: 'team-b', input: { text: 'x' } })).status, 404);
-    assert.deepEqual(await listed(), ['hello@file', 'signoff@file', 'triage@team-a']);
+    assert.deepEqual(await listed(), ['dispatch@file', 'hello@file', 'signoff@file', 'triage@team-a']);
     assert.equal((await api.request('DELETE', '/v1/pipelines/triage?namespace=team-b')).status, 404, 'deleted once');
     const redefined = await api.request('PUT', '/v1/pipelines/triage', triageOf('team-b'));
     assert.equal(redefined.body.pipeline.version, 3);
@@ -173,6 +174,28 @@ describe('pipelines in namespaces', () => {
   });
 
   /**
+   * An agent step's task is of its run's namespace: only that namespace's agents take it. Skipped
+   * while agents cannot register in a namespace on this branch.
+   */
+  it("sends an agent step's task to its run's namespace, whose agents alone take it", async (t) => {
+    const register = (namespace: string) => api.post('/v1/agents', { name: `worker-${namespace}`, capabilities: ['work'], namespace });
+    const inA = await register('team-a');
+    if (inA.status === 400 && /namespace/.test(inA.body.error.message)) return t.skip('agents cannot register in a namespace on this branch yet');
+    assert.equal(inA.status, 201, JSON.stringify(inA.body));
+    const inB = await register('team-b');
+    const workerA = { id: inA.body.agent.id, api: api.as(inA.body.token) };
+    const workerB = { id: inB.body.agent.id, api: api.as(inB.body.token) };
+    const run = (await api.post('/v1/pipelines/dispatch/runs', { namespace: 'team-a', input: { n: 1 } })).body.run;
+    const [task] = (await workerA.api.post('/v1/tasks/claim', { agentId: workerA.id, max: 5, waitMs: 5_000 })).body.tasks;
+    assert.deepEqual([task?.namespace, task?.payload.input], ['team-a', { n: 1 }]);
+    assert.deepEqual((await workerB.api.post('/v1/tasks/claim', { agentId: workerB.id, max: 5 })).body.tasks, [], "team-b's agent never gets it");
+    const done = await workerA.api.post(`/v1/tasks/${task.id}/complete`, { agentId: workerA.id, result: { ok: true } });
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    const finished = await finishedRun(api, run.id);
+    assert.deepEqual([finished.status, finished.output], ['completed', { ok: true }]);
+  });
+
+  /**
    * Keys of one namespace: what a scoped key (POST /v1/keys {namespaces}) sees. Skipped while keys
    * cannot be scoped on this branch (every key reaches every namespace until they can).
    */
@@ -201,7 +224,7 @@ describe('pipelines in namespaces', () => {
     assert.deepEqual(new Set((await teamA.get('/v1/cases')).body.items.map((c: any) => c.namespace)), new Set(['team-a']));
     assert.deepEqual(
       (await teamA.get('/v1/pipelines')).body.items.map((p: any) => `${p.name}@${p.namespace ?? 'file'}`),
-      ['hello@file', 'signoff@file', 'triage@team-a'],
+      ['dispatch@file', 'hello@file', 'signoff@file', 'triage@team-a'],
     );
     const started = await teamA.post('/v1/pipelines/hello/runs', { input: null });
     assert.equal(started.body.run.namespace, 'team-a', 'a key of one namespace writes to it without naming it');
