@@ -102,3 +102,43 @@ test('two nodes sharing PostgreSQL but no bus: the node driving a run sees an ap
     { redisUrl: '', pipelineRunLeaseMs: 1_500 },
   );
 });
+
+test('two nodes on PostgreSQL: runs of two namespaces whose pipelines share a name are taken over by the other node, each on its namespace\'s version', { timeout: 60_000 }, async () => {
+  const cluster: Partial<FleetdConfig> = {
+    databaseUrl: TEST_DATABASE_URL,
+    databaseSchema: uniqueSchema('fleetd_pipes'),
+    redisUrl: TEST_REDIS_URL,
+    redisPrefix: `fleetd-test-${randomBytes(4).toString('hex')}:`,
+    pipelineRunLeaseMs: 1_500,
+  };
+  const a = await startPipelineServer(setup, cluster);
+  let b: TestServer | undefined;
+  let aStopped = false;
+  try {
+    b = await startPipelineServer(setup, cluster);
+    const runs: Record<string, any> = {};
+    for (const namespace of ['team-a', 'team-b']) {
+      const definition = { namespace, steps: [{ name: 'ok', kind: 'approval', prompt: '?' }, { name: `${namespace}-after`, kind: 'code', fn: 'stepName' }] };
+      assert.equal((await a.api.request('PUT', '/v1/pipelines/shared', definition)).status, 201);
+      runs[namespace] = (await a.api.post('/v1/pipelines/shared/runs', { namespace })).body.run;
+    }
+    for (const run of Object.values(runs)) {
+      for (let i = 0; i < 500 && (await b.api.get(`/v1/pipelines/runs/${run.id}`)).body.run.steps[0].status !== 'waiting'; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    // A leaves; B takes over both runs whatever their namespace, and drives each on its own version.
+    await a.stop();
+    aStopped = true;
+    for (const [namespace, run] of Object.entries(runs)) {
+      assert.equal((await b.api.post(`/v1/pipelines/runs/${run.id}/steps/ok/approve`, {})).status, 200);
+      const done = await finishedRun(b.api, run.id, 20_000);
+      assert.deepEqual([done.status, done.namespace, done.output], ['completed', namespace, `${namespace}-after`]);
+    }
+  } finally {
+    // Dropped through a node still open: B once it started, else A.
+    await ((b ?? a).driver as PostgresDriver).database.dropSchema();
+    if (!aStopped) await a.stop();
+    await b?.stop();
+  }
+});

@@ -59,6 +59,8 @@ export interface ApprovalDecision {
 
 /** One version of a pipeline defined over the API; a deletion is a version without a definition. */
 export interface PipelineVersion {
+  /** The namespace it was defined in: a name is defined per namespace. */
+  namespace: string;
   name: string;
   version: number;
   /** The definition as it was given (validated); null for a deletion. */
@@ -68,6 +70,8 @@ export interface PipelineVersion {
 
 export interface PipelineRun {
   id: number;
+  /** Where it was started; its agent steps' tasks go there too. */
+  namespace: string;
   pipeline: string;
   /** The version of an API-defined pipeline the run was started with (it keeps it); null for one of the file. */
   pipelineVersion: number | null;
@@ -87,6 +91,7 @@ export interface PipelineRun {
 /** A run as events carry it: without input and outputs, which can be large and are fetched on demand. */
 export interface RunSummary {
   id: number;
+  namespace: string;
   pipeline: string;
   status: RunStatus;
 }
@@ -94,6 +99,8 @@ export interface RunSummary {
 /** A group of alike pipeline runs (by the similarity of their embeddings), kept by the case service. */
 export interface Case {
   id: number;
+  /** That of the run that opened it: only runs of the same namespace join it. */
+  namespace: string;
   title: string;
   size: number;
   createdAt: number;

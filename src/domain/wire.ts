@@ -210,6 +210,8 @@ export type StepJson = Static<typeof StepSchema>;
 
 export const RunSchema = Type.Object({
   id: Type.Integer(),
+  /** Where it was started: its cases, approvals and agent steps' tasks are of this namespace too. */
+  namespace: Type.String(),
   pipeline: Type.String(),
   status: RunStatusSchema,
   input: Type.Unknown(),
@@ -226,7 +228,7 @@ export const RunSchema = Type.Object({
 export type RunJson = Static<typeof RunSchema>;
 
 /** A run as events carry it: without input and outputs, which can be large and are fetched on demand. */
-export const RunSummarySchema = Type.Pick(RunSchema, ['id', 'pipeline', 'status']);
+export const RunSummarySchema = Type.Pick(RunSchema, ['id', 'namespace', 'pipeline', 'status']);
 export type RunSummaryJson = Static<typeof RunSummarySchema>;
 
 /** A pipeline as `GET /v1/pipelines` lists it. */
@@ -236,6 +238,8 @@ export const PipelineInfoSchema = Type.Object({
   steps: Type.Array(Type.Object({ name: Type.String(), kind: Type.String(), needs: Type.Array(Type.String()) })),
   /** `file`: the pipelines file (or code) of the node; `api`: defined over the API, in versions. */
   source: Type.Union([Type.Literal('file'), Type.Literal('api')]),
+  /** The namespace an API pipeline was defined in; null for the file's, which every namespace has. */
+  namespace: NullableString,
   /** The version new runs start with (API pipelines); null for the file's. */
   version: Type.Union([Type.Integer(), Type.Null()]),
 });
@@ -243,6 +247,8 @@ export type PipelineInfoJson = Static<typeof PipelineInfoSchema>;
 
 /** One version of a pipeline defined over the API, as given; `definition` null records a deletion. */
 export const PipelineVersionSchema = Type.Object({
+  /** The namespace it was defined in: each namespace numbers its own versions of a name. */
+  namespace: Type.String(),
   version: Type.Integer(),
   definition: Type.Unknown(),
   deleted: Type.Boolean(),
@@ -271,6 +277,8 @@ export type PipelineStatsJson = Static<typeof PipelineStatsSchema>;
 
 export const CaseSchema = Type.Object({
   id: Type.Integer(),
+  /** That of the run that opened it; only runs of this namespace join it. */
+  namespace: Type.String(),
   title: Type.String(),
   size: Type.Integer(),
   createdAt: Time,
@@ -450,7 +458,7 @@ export function runJson(r: PipelineRun): RunJson {
 }
 
 export function pipelineVersionJson(v: PipelineVersion): PipelineVersionJson {
-  return { version: v.version, definition: v.definition, deleted: v.definition === null, createdAt: iso(v.createdAt) };
+  return { namespace: v.namespace, version: v.version, definition: v.definition, deleted: v.definition === null, createdAt: iso(v.createdAt) };
 }
 
 export function caseJson(c: Case): CaseJson {

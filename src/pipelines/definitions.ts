@@ -1,5 +1,6 @@
 import { checkJsonValue } from '../core/payload.js';
 import { FleetError, notFound } from '../domain/errors.js';
+import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { PipelineRun, PipelineVersion } from '../domain/runs.js';
 import type { PipelineStore } from '../store/pipeline-store.js';
 import type { Pipeline, PipelineDefinition } from './definition.js';
@@ -16,6 +17,8 @@ export type PipelineSource = 'file' | 'api';
 export interface CurrentPipeline {
   pipeline: Pipeline;
   source: PipelineSource;
+  /** The namespace an API pipeline was defined in; null for one of the file, which every namespace has. */
+  namespace: string | null;
   /** The API version; null for a pipeline of the file. */
   version: number | null;
   /** When the version was stored; null for a pipeline of the file. */
@@ -27,6 +30,10 @@ export interface CurrentPipeline {
  * those defined over the API, stored as numbered versions in the store. A name belongs to one or
  * the other: the file's names cannot be changed over the API, and a name the file defines hides
  * any API versions of it (their unfinished runs still finish on their own version).
+ *
+ * The file's pipelines are the operator's, and every namespace has them; a pipeline defined over
+ * the API belongs to the namespace it was defined in, and each namespace has its own versions of
+ * a name (two teams may both define `triage`, differently).
  *
  * Each node reads the newest version from the store when a run starts, so a version stored on one
  * node is the one every node starts runs with from then on, with no message between them to lose.
@@ -51,11 +58,11 @@ export class PipelineDefinitions {
     return this.options.fixed;
   }
 
-  /** The pipeline new runs of `name` start with: the file's, or the newest API version; 404 if none or deleted. */
-  async current(name: string): Promise<CurrentPipeline> {
+  /** The pipeline new runs of `name` in `namespace` start with: the file's, or the namespace's newest API version; 404 if none or deleted. */
+  async current(namespace: string, name: string): Promise<CurrentPipeline> {
     const fixed = this.options.fixed.get(name);
-    if (fixed) return { pipeline: fixed, source: 'file', version: null, createdAt: null };
-    const [newest] = await this.options.store.versionList({ name, limit: 1 });
+    if (fixed) return { pipeline: fixed, source: 'file', namespace: null, version: null, createdAt: null };
+    const [newest] = await this.options.store.versionList({ namespace, name, limit: 1 });
     if (!newest) throw notFound('pipeline', name);
     if (newest.definition === null) {
       throw new FleetError('FLEETD_ERR_NOT_FOUND', `pipeline ${name} was deleted (version ${newest.version}); PUT it again to define it anew`, {
@@ -73,34 +80,35 @@ export class PipelineDefinitions {
         version: newest.version,
       });
     }
-    return { pipeline, source: 'api', version: newest.version, createdAt: newest.createdAt };
+    return { pipeline, source: 'api', namespace, version: newest.version, createdAt: newest.createdAt };
   }
 
-  /** Every pipeline new runs can start with, by name. */
-  async list(): Promise<CurrentPipeline[]> {
-    const fromApi = (await this.options.store.versionCurrent())
+  /** Every pipeline new runs can start with in these namespaces (all without the filter), by name. */
+  async list(namespaces: NamespaceFilter): Promise<CurrentPipeline[]> {
+    const fromApi = (await this.options.store.versionCurrent({ namespaces }))
       .filter((v) => !this.options.fixed.has(v.name))
       .flatMap((v): CurrentPipeline[] => {
         try {
-          return [{ pipeline: this.compiledOf(v), source: 'api', version: v.version, createdAt: v.createdAt }];
+          return [{ pipeline: this.compiledOf(v), source: 'api', namespace: v.namespace, version: v.version, createdAt: v.createdAt }];
         } catch {
           // A version this node cannot compile (a provider it lacks) is not offered here; its runs are left alone.
           return [];
         }
       });
-    const fromFile = [...this.options.fixed.values()].map((pipeline): CurrentPipeline => ({ pipeline, source: 'file', version: null, createdAt: null }));
+    const fromFile = [...this.options.fixed.values()].map((pipeline): CurrentPipeline => ({ pipeline, source: 'file', namespace: null, version: null, createdAt: null }));
+    // Stable: a name defined in several namespaces keeps the store's order of them.
     return [...fromFile, ...fromApi].sort((a, b) => a.pipeline.name.localeCompare(b.pipeline.name));
   }
 
   /**
    * The pipeline a run was started with: the file's for a run without a version, else its own
-   * version, whatever the newest is. Undefined when this node cannot drive it.
+   * version (of its namespace), whatever the newest is. Undefined when this node cannot drive it.
    */
   async ofRun(run: PipelineRun): Promise<Pipeline | undefined> {
     if (run.pipelineVersion === null) return this.options.fixed.get(run.pipeline);
-    const cached = this.compiled.get(`${run.pipelineVersion}:${run.pipeline}`);
+    const cached = this.compiled.get(versionKey(run.namespace, run.pipeline, run.pipelineVersion));
     if (cached) return cached;
-    const version = await this.options.store.versionGet({ name: run.pipeline, version: run.pipelineVersion });
+    const version = await this.options.store.versionGet({ namespace: run.namespace, name: run.pipeline, version: run.pipelineVersion });
     if (!version || version.definition === null) return undefined;
     try {
       return this.compiledOf(version);
@@ -109,8 +117,8 @@ export class PipelineDefinitions {
     }
   }
 
-  /** Validates the definition and stores it as the name's next version. */
-  async define(name: string, body: Record<string, unknown>): Promise<PipelineVersion> {
+  /** Validates the definition and stores it as the name's next version in the namespace. */
+  async define(namespace: string, name: string, body: Record<string, unknown>): Promise<PipelineVersion> {
     this.refuseFixed(name);
     if (body.name !== undefined && body.name !== name) {
       throw new FleetError('FLEETD_ERR_PIPELINE_DEFINITION', `pipeline ${name}: name ${JSON.stringify(body.name)} differs from the name in the path`, {
@@ -132,23 +140,23 @@ export class PipelineDefinitions {
       if (!(err instanceof PipelineDefinitionError)) throw err;
       throw new FleetError('FLEETD_ERR_PIPELINE_DEFINITION', err.message, { pipeline: err.pipeline, step: err.step, field: err.field });
     }
-    return (await this.options.store.versionAppend({ name, definition, now: this.options.now() }))!;
+    return (await this.options.store.versionAppend({ namespace, name, definition, now: this.options.now() }))!;
   }
 
-  /** Records the deletion as the name's next version: no new run starts; runs under way finish. */
-  async remove(name: string): Promise<PipelineVersion> {
+  /** Records the deletion as the name's next version in the namespace: no new run starts there; runs under way finish. */
+  async remove(namespace: string, name: string): Promise<PipelineVersion> {
     this.refuseFixed(name);
-    const deleted = await this.options.store.versionAppend({ name, definition: null, now: this.options.now(), onlyIfLive: true });
+    const deleted = await this.options.store.versionAppend({ namespace, name, definition: null, now: this.options.now(), onlyIfLive: true });
     if (!deleted) throw notFound('pipeline', name);
     return deleted;
   }
 
-  versions(name: string, limit: number): Promise<PipelineVersion[]> {
-    return this.options.store.versionList({ name, limit });
+  versions(namespace: string, name: string, limit: number): Promise<PipelineVersion[]> {
+    return this.options.store.versionList({ namespace, name, limit });
   }
 
-  async version(name: string, version: number): Promise<PipelineVersion> {
-    const found = await this.options.store.versionGet({ name, version });
+  async version(namespace: string, name: string, version: number): Promise<PipelineVersion> {
+    const found = await this.options.store.versionGet({ namespace, name, version });
     if (!found) throw new FleetError('FLEETD_ERR_NOT_FOUND', `pipeline ${name} has no version ${version}`, { pipeline: name, version });
     return found;
   }
@@ -164,7 +172,7 @@ export class PipelineDefinitions {
   }
 
   private compiledOf(v: PipelineVersion): Pipeline {
-    const key = `${v.version}:${v.name}`;
+    const key = versionKey(v.namespace, v.name, v.version);
     let pipeline = this.compiled.get(key);
     if (!pipeline) {
       pipeline = this.options.compile(v.definition as PipelineDefinition);
@@ -174,3 +182,6 @@ export class PipelineDefinitions {
     return pipeline;
   }
 }
+
+/** A compiled version's place in the cache: a name's versions are numbered per namespace. */
+const versionKey = (namespace: string, name: string, version: number): string => `${namespace}/${version}:${name}`;

@@ -3,6 +3,7 @@ import { repeatCheck, runRequestHash } from '../core/rules/idempotency.js';
 import type { Bus } from '../bus/bus.js';
 import type { Logger } from '../core/context.js';
 import { FleetError, invalid, isDependencyUnavailable, notFound } from '../domain/errors.js';
+import { DEFAULT_NAMESPACE, type NamespaceFilter } from '../domain/namespaces.js';
 import { checkJsonValue } from '../core/payload.js';
 import type { Page } from '../domain/types.js';
 import { Semaphore } from '../limits/semaphore.js';
@@ -196,8 +197,16 @@ export class PipelineEngine {
     }
   }
 
-  async startRuns(pipelineName: string, inputs: RunInput[], batch = false): Promise<{ run: PipelineRun; created: boolean }[]> {
-    const { pipeline, version } = await this.definitions.current(pipelineName);
+  /**
+   * Starts runs of the pipeline `namespace` has by that name (the file's, or its own API version),
+   * in that namespace; `batch` says the inputs' errors name their index.
+   */
+  async startRuns(
+    pipelineName: string,
+    inputs: RunInput[],
+    { batch = false, namespace = DEFAULT_NAMESPACE }: { batch?: boolean; namespace?: string } = {},
+  ): Promise<{ run: PipelineRun; created: boolean }[]> {
+    const { pipeline, version } = await this.definitions.current(namespace, pipelineName);
     if (this.stopping) throw new FleetError('FLEETD_ERR_SHUTTING_DOWN', 'the server is shutting down');
     if (inputs.length > this.options.limits.maxBatch) {
       throw invalid('runs', `a batch holds at most ${this.options.limits.maxBatch} runs`, { count: inputs.length });
@@ -208,6 +217,7 @@ export class PipelineEngine {
       const run = { pipeline: pipeline.name, input: r.input ?? null, idempotencyKey: r.idempotencyKey ?? null };
       return {
         ...run,
+        namespace,
         requestHash: run.idempotencyKey === null ? null : runRequestHash(run),
         steps: pipeline.steps.map((s) => s.name),
         pipelineVersion: version,
@@ -225,13 +235,14 @@ export class PipelineEngine {
     return results;
   }
 
+  /** By id, whatever its namespace: routes check the asker may see it. */
   async get(id: number): Promise<PipelineRun> {
     const run = await this.options.store.runGet({ id });
     if (!run) throw notFound('run', id);
     return run;
   }
 
-  list(params: { pipeline?: string; status?: RunStatus; limit: number; cursor?: string }): Promise<Page<PipelineRun>> {
+  list(params: { namespaces?: NamespaceFilter; pipeline?: string; status?: RunStatus; limit: number; cursor?: string }): Promise<Page<PipelineRun>> {
     return this.options.store.runList(params);
   }
 
@@ -340,7 +351,7 @@ export class PipelineEngine {
       const ctx: StepContext = {
         input: started.input,
         steps: Object.fromEntries(started.steps.filter((s) => s.status === 'completed').map((s) => [s.name, s.output])),
-        run: { id: runId, pipeline: started.pipeline },
+        run: { id: runId, namespace: started.namespace, pipeline: started.pipeline },
         step,
         attempt,
         signal,
@@ -382,7 +393,7 @@ export class PipelineEngine {
       const scope = {
         input: active.run.input,
         steps: Object.fromEntries(active.run.steps.filter((s) => s.status === 'completed').map((s) => [s.name, s.output])),
-        run: { id: runId, pipeline: active.run.pipeline },
+        run: { id: runId, namespace: active.run.namespace, pipeline: active.run.pipeline },
       };
       const approval: ApprovalWait = {
         prompt: renderText(step.prompt, scope),
@@ -543,7 +554,7 @@ export class PipelineEngine {
 }
 
 export function summarizeRun(run: PipelineRun): RunSummary {
-  return { id: run.id, pipeline: run.pipeline, status: run.status };
+  return { id: run.id, namespace: run.namespace, pipeline: run.pipeline, status: run.status };
 }
 
 export const isFinished = (run: PipelineRun): boolean => FINISHED_RUN_STATUSES.has(run.status);

@@ -2,7 +2,7 @@
 export interface TemplateScope {
   input: unknown;
   steps: Record<string, unknown>;
-  run: { id: number; pipeline: string };
+  run: { id: number; namespace: string; pipeline: string };
 }
 
 const PLACEHOLDER = /\{\{\s*([A-Za-z_][\w-]*(?:\.[\w-]+)*)\s*\}\}/g;

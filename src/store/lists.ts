@@ -1,3 +1,4 @@
+import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { RunListParams } from './pipeline-store.js';
 import type { CaseRow, RunRow } from './pipeline-rows.js';
 import type { KeysetQuery } from './keyset.js';
@@ -62,6 +63,7 @@ export const lockList = (p: LockListParams): KeysetQuery<LockRow> => ({
 export const runList = (p: RunListParams): KeysetQuery<RunRow> => ({
   select: 'SELECT * FROM pipeline_runs',
   where: [
+    ['namespace IN (?)', p.namespaces],
     ['pipeline = ?', p.pipeline],
     ['status = ?', p.status],
   ],
@@ -73,9 +75,9 @@ export const runList = (p: RunListParams): KeysetQuery<RunRow> => ({
 });
 
 /** Newest first. */
-export const caseList = (p: { limit: number; cursor?: string }): KeysetQuery<CaseRow> => ({
+export const caseList = (p: { namespaces?: NamespaceFilter; limit: number; cursor?: string }): KeysetQuery<CaseRow> => ({
   select: 'SELECT * FROM cases',
-  where: [],
+  where: [['namespace IN (?)', p.namespaces]],
   key: 'id',
   keyOf: (r) => r.id,
   order: 'desc',

@@ -5,6 +5,7 @@ import { parseJson } from './rows.js';
 /** A pipeline_runs row, the same in both SQL drivers (JSON kept as text). */
 export interface RunRow {
   id: number;
+  namespace: string;
   pipeline: string;
   status: RunStatus;
   input: string;
@@ -50,6 +51,7 @@ export function toStep(row: StepRow): StepState {
 export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
   return {
     id: row.id,
+    namespace: row.namespace,
     pipeline: row.pipeline,
     pipelineVersion: row.pipeline_version,
     status: row.status,
@@ -67,6 +69,7 @@ export function toRun(row: RunRow, steps: StepRow[]): PipelineRun {
 /** A cases row, the same in both SQL drivers (the centroid a JSON array kept as text). */
 export interface CaseRow {
   id: number;
+  namespace: string;
   title: string;
   centroid: string;
   size: number;
@@ -74,14 +77,15 @@ export interface CaseRow {
   updated_at: number;
 }
 
-export const toCase = (r: CaseRow): Case => ({ id: r.id, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
+export const toCase = (r: CaseRow): Case => ({ id: r.id, namespace: r.namespace, title: r.title, size: r.size, createdAt: r.created_at, updatedAt: r.updated_at });
 
 /** A pipeline_versions row. */
 export interface VersionRow {
+  namespace: string;
   name: string;
   version: number;
   definition: string | null;
   created_at: number;
 }
 
-export const toVersion = (r: VersionRow): PipelineVersion => ({ name: r.name, version: r.version, definition: parseJson(r.definition), createdAt: r.created_at });
+export const toVersion = (r: VersionRow): PipelineVersion => ({ namespace: r.namespace, name: r.name, version: r.version, definition: parseJson(r.definition), createdAt: r.created_at });

@@ -1,3 +1,4 @@
+import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { Page } from '../domain/types.js';
 import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../domain/runs.js';
 import type { RepeatCheck } from './store.js';
@@ -16,16 +17,17 @@ import type { RepeatCheck } from './store.js';
 export interface PipelineStore {
   /**
    * Inserts runs in order, all or nothing, each with its steps `pending` and leased to `lease.owner`
-   * (the node that will drive them). A run whose idempotency key exists already is not inserted
-   * again: `onRepeat` is called with the existing run (inside the write: a refusal writes nothing
+   * (the node that will drive them). A run whose idempotency key exists already in its namespace
+   * is not inserted again (another namespace's key is another key): `onRepeat` is called with the existing run (inside the write: a refusal writes nothing
    * of the batch) and, unless it throws, the existing run is returned with `created: false`.
    */
   runInsertMany(params: { runs: RunInsertParams[]; lease: RunLease; now: number; onRepeat: RepeatCheck }): Promise<{ run: PipelineRun; created: boolean }[]>;
+  /** By id, whatever its namespace: the route says whether the asker may see it. */
   runGet(params: { id: number }): Promise<PipelineRun | undefined>;
-  /** Newest first. */
+  /** Newest first, of the namespaces asked for (all without the filter). */
   runList(params: RunListParams): Promise<Page<PipelineRun>>;
   /**
-   * Leases up to `limit` unfinished runs (queued or running), oldest first, to `owner`: runs nobody
+   * Leases up to `limit` unfinished runs (queued or running) of every namespace, oldest first, to `owner`: runs nobody
    * holds, runs `owner` held already (a node restarting under the same name), and runs whose lease
    * expired (their node died), with ids after `afterId`. What a node starting, or watching for dead
    * nodes, takes over.
@@ -60,17 +62,20 @@ export interface PipelineStore {
   runDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
 
   /**
-   * Appends the next version of a pipeline defined over the API (1 for a new name); a null
-   * definition records its deletion. With `onlyIfLive` (a deletion), nothing is written unless the
-   * newest version has a definition, and undefined is returned. Versions of one name are numbered
-   * without gaps even when nodes append at once.
+   * Appends the next version of a pipeline defined over the API in a namespace (1 for a name new
+   * there); a null definition records its deletion. With `onlyIfLive` (a deletion), nothing is
+   * written unless the newest version has a definition, and undefined is returned. Versions of one
+   * name in one namespace are numbered without gaps even when nodes append at once.
    */
-  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined>;
-  /** The newest `limit` versions of a name, newest first (deletions included). */
-  versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]>;
-  versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined>;
-  /** The newest version of every name whose newest version is not a deletion, by name. */
-  versionCurrent(): Promise<PipelineVersion[]>;
+  versionAppend(params: { namespace: string; name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined>;
+  /** The newest `limit` versions of a name in a namespace, newest first (deletions included). */
+  versionList(params: { namespace: string; name: string; limit: number }): Promise<PipelineVersion[]>;
+  versionGet(params: { namespace: string; name: string; version: number }): Promise<PipelineVersion | undefined>;
+  /**
+   * The newest version of every name, in each of the namespaces asked for (all without the
+   * filter), whose newest version is not a deletion; by name, then namespace.
+   */
+  versionCurrent(params: { namespaces?: NamespaceFilter }): Promise<PipelineVersion[]>;
 
   /**
    * An approval step starts waiting: `pending` → `waiting` (an attempt counted), with what it waits
@@ -108,6 +113,7 @@ export interface StepWrite {
 }
 
 export interface RunInsertParams {
+  namespace: string;
   pipeline: string;
   input: unknown;
   idempotencyKey: string | null;
@@ -120,6 +126,7 @@ export interface RunInsertParams {
 }
 
 export interface RunListParams {
+  namespaces?: NamespaceFilter;
   pipeline?: string;
   status?: RunStatus;
   limit: number;

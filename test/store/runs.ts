@@ -5,10 +5,15 @@ import type { RunInsertParams, RunLease } from '../../src/store/pipeline-store.j
 import { eachTest, type DriverFactory } from './harness.js';
 
 /** A run as the engine hands it to the store: its request hash computed by core's rule. */
-type RunParams = Omit<RunInsertParams, 'requestHash' | 'pipelineVersion'> & { pipelineVersion?: number | null };
-const run = (r: RunParams): RunInsertParams => ({ pipelineVersion: null, ...r, requestHash: r.idempotencyKey === null ? null : runRequestHash(r) });
+type RunParams = Omit<RunInsertParams, 'requestHash' | 'pipelineVersion' | 'namespace'> & { pipelineVersion?: number | null; namespace?: string };
+const run = (r: RunParams): RunInsertParams => ({
+  pipelineVersion: null,
+  namespace: 'default',
+  ...r,
+  requestHash: r.idempotencyKey === null ? null : runRequestHash(r),
+});
 
-/** Pipeline runs: insertion once per key, steps, leases between nodes, cancel, list, counts. */
+/** Pipeline runs: insertion once per key, steps, leases between nodes, cancel, list, counts, namespaces. */
 export function exerciseRuns(factory: DriverFactory): void {
   describe('runs', () => {
     const h = eachTest(factory);
@@ -153,25 +158,84 @@ export function exerciseRuns(factory: DriverFactory): void {
 
     it('numbers the versions of a pipeline from 1, records a deletion only over a live version, and lists the current ones', async () => {
       const runs = h.driver.pipelineStore;
-      const v1 = await runs.versionAppend({ name: 'p', definition: { steps: [1] }, now: 10 });
-      const v2 = await runs.versionAppend({ name: 'p', definition: { steps: [2] }, now: 20 });
-      await runs.versionAppend({ name: 'q', definition: { steps: [] }, now: 30 });
+      const v1 = await runs.versionAppend({ namespace: 'default', name: 'p', definition: { steps: [1] }, now: 10 });
+      const v2 = await runs.versionAppend({ namespace: 'default', name: 'p', definition: { steps: [2] }, now: 20 });
+      await runs.versionAppend({ namespace: 'default', name: 'q', definition: { steps: [] }, now: 30 });
       assert.deepEqual([v1!.version, v2!.version], [1, 2]);
-      assert.deepEqual((await runs.versionGet({ name: 'p', version: 1 }))!.definition, { steps: [1] });
-      assert.equal(await runs.versionGet({ name: 'p', version: 9 }), undefined);
-      assert.equal(await runs.versionAppend({ name: 'none', definition: null, now: 40, onlyIfLive: true }), undefined);
-      const deleted = await runs.versionAppend({ name: 'q', definition: null, now: 40, onlyIfLive: true });
+      assert.deepEqual((await runs.versionGet({ namespace: 'default', name: 'p', version: 1 }))!.definition, { steps: [1] });
+      assert.equal(await runs.versionGet({ namespace: 'default', name: 'p', version: 9 }), undefined);
+      assert.equal(await runs.versionAppend({ namespace: 'default', name: 'none', definition: null, now: 40, onlyIfLive: true }), undefined);
+      const deleted = await runs.versionAppend({ namespace: 'default', name: 'q', definition: null, now: 40, onlyIfLive: true });
       assert.deepEqual([deleted!.version, deleted!.definition], [2, null]);
-      assert.equal(await runs.versionAppend({ name: 'q', definition: null, now: 50, onlyIfLive: true }), undefined, 'deleted once');
-      assert.deepEqual((await runs.versionList({ name: 'p', limit: 10 })).map((v) => [v.version, v.createdAt]), [[2, 20], [1, 10]]);
-      assert.deepEqual((await runs.versionList({ name: 'p', limit: 1 })).map((v) => v.version), [2]);
-      assert.deepEqual((await runs.versionCurrent()).map((v) => [v.name, v.version]), [['p', 2]]);
+      assert.equal(await runs.versionAppend({ namespace: 'default', name: 'q', definition: null, now: 50, onlyIfLive: true }), undefined, 'deleted once');
+      assert.deepEqual((await runs.versionList({ namespace: 'default', name: 'p', limit: 10 })).map((v) => [v.version, v.createdAt]), [[2, 20], [1, 10]]);
+      assert.deepEqual((await runs.versionList({ namespace: 'default', name: 'p', limit: 1 })).map((v) => v.version), [2]);
+      assert.deepEqual((await runs.versionCurrent({})).map((v) => [v.name, v.version]), [['p', 2]]);
       // Nodes appending at once still number without gaps or repeats.
-      await Promise.all(Array.from({ length: 8 }, (_, i) => runs.versionAppend({ name: 'busy', definition: { i }, now: 60 })));
-      assert.deepEqual((await runs.versionList({ name: 'busy', limit: 20 })).map((v) => v.version), [8, 7, 6, 5, 4, 3, 2, 1]);
+      await Promise.all(Array.from({ length: 8 }, (_, i) => runs.versionAppend({ namespace: 'default', name: 'busy', definition: { i }, now: 60 })));
+      assert.deepEqual((await runs.versionList({ namespace: 'default', name: 'busy', limit: 20 })).map((v) => v.version), [8, 7, 6, 5, 4, 3, 2, 1]);
       const [{ run }] = await insert({ runs: [{ pipeline: 'p', input: null, idempotencyKey: null, steps, pipelineVersion: 2 }], lease, now: 70 });
       assert.equal(run.pipelineVersion, 2);
       assert.equal((await runs.runGet({ id: run.id }))!.pipelineVersion, 2);
+    });
+
+    it('keeps namespaces apart: an idempotency key is per namespace, lists filter by namespace, and any node takes over runs of every namespace', async () => {
+      const runs = h.driver.pipelineStore;
+      const [a, b] = await insert({
+        runs: [
+          { namespace: 'team-a', pipeline: 'triage', input: 1, idempotencyKey: 'k', steps },
+          { namespace: 'team-b', pipeline: 'triage', input: 2, idempotencyKey: 'k', steps },
+        ],
+        lease,
+        now: 1,
+      });
+      assert.deepEqual([a.created, b.created], [true, true], 'the same key in two namespaces is two keys');
+      assert.notEqual(a.run.id, b.run.id);
+      assert.deepEqual([a.run.namespace, b.run.namespace], ['team-a', 'team-b']);
+      const [again] = await insert({ runs: [{ namespace: 'team-b', pipeline: 'triage', input: 2, idempotencyKey: 'k', steps }], lease, now: 2 });
+      assert.deepEqual([again.created, again.run.id], [false, b.run.id], "a repeat finds its own namespace's run");
+      await assert.rejects(insert({ runs: [{ namespace: 'team-a', pipeline: 'triage', input: 2, idempotencyKey: 'k', steps }], lease, now: 2 }), {
+        code: 'FLEETD_ERR_IDEMPOTENCY_CONFLICT',
+      });
+      const [plain] = await insert({ runs: [{ pipeline: 'other', input: 3, idempotencyKey: null, steps }], lease, now: 3 });
+      assert.equal(plain.run.namespace, 'default');
+      assert.equal((await runs.runGet({ id: b.run.id }))!.namespace, 'team-b');
+
+      const listed = async (p: { namespaces?: readonly string[]; pipeline?: string }) => (await runs.runList({ ...p, limit: 10 })).items.map((r) => r.id);
+      assert.deepEqual(await listed({ namespaces: ['team-a'] }), [a.run.id]);
+      assert.deepEqual(await listed({ namespaces: ['team-a', 'team-b'] }), [b.run.id, a.run.id]);
+      assert.deepEqual(await listed({ namespaces: ['team-b'], pipeline: 'triage' }), [b.run.id]);
+      assert.deepEqual(await listed({ namespaces: ['team-b'], pipeline: 'other' }), []);
+      assert.deepEqual(await listed({ namespaces: [] }), [], 'no namespace, no runs');
+      assert.deepEqual(await listed({}), [plain.run.id, b.run.id, a.run.id], 'no filter: every namespace');
+      const page = await runs.runList({ namespaces: ['team-a', 'team-b'], limit: 1 });
+      assert.deepEqual(
+        (await runs.runList({ namespaces: ['team-a', 'team-b'], limit: 1, cursor: page.nextCursor! })).items.map((r) => r.id),
+        [a.run.id],
+        'pages follow within the filter',
+      );
+
+      const taken = await runs.runAcquire({ owner: 'node-b', leaseMs: 1_000, afterId: 0, limit: 10, now: 5_000 });
+      assert.deepEqual(taken.map((r) => [r.id, r.namespace]), [[a.run.id, 'team-a'], [b.run.id, 'team-b'], [plain.run.id, 'default']]);
+    });
+
+    it("numbers each namespace's versions of a pipeline apart, and lists the current ones of the namespaces asked for", async () => {
+      const runs = h.driver.pipelineStore;
+      await runs.versionAppend({ namespace: 'team-a', name: 'triage', definition: { steps: ['a1'] }, now: 10 });
+      await runs.versionAppend({ namespace: 'team-a', name: 'triage', definition: { steps: ['a2'] }, now: 20 });
+      const b1 = await runs.versionAppend({ namespace: 'team-b', name: 'triage', definition: { steps: ['b1'] }, now: 30 });
+      assert.deepEqual([b1!.namespace, b1!.version], ['team-b', 1], "another namespace's name starts at 1");
+      assert.deepEqual((await runs.versionList({ namespace: 'team-a', name: 'triage', limit: 10 })).map((v) => v.definition), [{ steps: ['a2'] }, { steps: ['a1'] }]);
+      assert.equal(await runs.versionGet({ namespace: 'team-b', name: 'triage', version: 2 }), undefined);
+      assert.deepEqual((await runs.versionGet({ namespace: 'team-b', name: 'triage', version: 1 }))!.definition, { steps: ['b1'] });
+      assert.equal(await runs.versionAppend({ namespace: 'team-c', name: 'triage', definition: null, now: 40, onlyIfLive: true }), undefined);
+      await runs.versionAppend({ namespace: 'team-a', name: 'triage', definition: null, now: 40, onlyIfLive: true });
+      const current = async (namespaces?: readonly string[]) => (await runs.versionCurrent({ namespaces })).map((v) => [v.namespace, v.name, v.version]);
+      assert.deepEqual(await current(), [['team-b', 'triage', 1]], "a deletion in one namespace leaves another's");
+      await runs.versionAppend({ namespace: 'team-a', name: 'triage', definition: { steps: ['a4'] }, now: 50 });
+      assert.deepEqual(await current(), [['team-a', 'triage', 4], ['team-b', 'triage', 1]]);
+      assert.deepEqual(await current(['team-b']), [['team-b', 'triage', 1]]);
+      assert.deepEqual(await current([]), []);
     });
 
     it('an approval step waits with its deadline kept on resume, and is decided once: approval completes it, rejection fails the run', async () => {

@@ -20,6 +20,8 @@ export async function runAgentStep(ctx: StepContext, fleet: Fleet, outcomes: Tas
     leaseMs: step.leaseMs,
     maxAttempts: step.taskAttempts,
     idempotencyKey: `pipeline-run:${ctx.run.id}:${step.name}:${ctx.attempt}`,
+    // The run's namespace's agents do its work, whichever node drives it.
+    namespace: ctx.run.namespace,
   });
   const done = await outcomes.wait(task.id, ctx.signal);
   if (done.status === 'completed') return done.result;

@@ -32,7 +32,7 @@ const STATS_INTERVAL_MS = 1_000;
 
 class Observer {
   readonly topics = new Set<string>();
-  /** The namespaces its credential reaches (undefined: all): it is sent only their tasks' and agents' events. */
+  /** The namespaces its credential reaches (undefined: all): it is sent only their events. */
   reach: NamespaceFilter = undefined;
   /** Serialised events waiting for the next batch. */
   pending: string[] = [];
@@ -67,9 +67,9 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
 }
 
 /**
- * The namespace an event is about (see sees): a task's or an agent's; null for agent.stale, which
- * names its agent only; undefined for the events of areas that do not say theirs yet (locks, runs
- * and the rest add theirs here as they get namespaces).
+ * The namespace an event is about (see sees): a task's, an agent's, a lock's or a pipeline run's;
+ * null for agent.stale, which names its agent only; undefined for events of no namespace (stats,
+ * which are counted per observer, and the node's own).
  */
 function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | null | undefined {
   if (name === 'task.activity') return (data as FleetEvents['task.activity']).namespace;
@@ -77,6 +77,7 @@ function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | nu
   if (name === 'agent.stale') return null;
   if (name.startsWith('agent.')) return (data as FleetEvents['agent.registered']).agent.namespace;
   if (name === 'lock.acquired' || name === 'lock.released') return (data as FleetEvents['lock.acquired']).lock.namespace;
+  if (name.startsWith('pipeline.')) return (data as FleetEvents['pipeline.run.created']).run.namespace;
   return undefined;
 }
 

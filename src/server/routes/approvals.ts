@@ -5,6 +5,7 @@ import type { Fleet } from '../../core/fleet.js';
 import { RunSchema, runJson } from '../../domain/wire.js';
 import type { Asker } from '../../pipelines/approvals.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
+import { assertVisible } from '../namespaces.js';
 import { bodyLimits, errors } from './deps.js';
 
 const StepPath = Type.Object({ id: Type.Integer({ minimum: 1 }), step: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 200 }) });
@@ -13,7 +14,8 @@ const Decision = Type.Object({ comment: Type.Optional(Type.String({ maxLength: 2
 /**
  * Approvals by people: a waiting approval step is approved or rejected by a submit key (or an
  * admin's), or by an agent's token when the step names that agent; the decision, who made it and
- * the comment become the step's output.
+ * the comment become the step's output. A step is decided only from its run's namespace: a key
+ * that does not reach it, or an agent of another namespace, gets the 404 of a run that does not exist.
  */
 export const approvalRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines; fleet: Fleet }> = async (app, { pipelines, fleet }) => {
   const engine = pipelines.engine;
@@ -25,6 +27,11 @@ export const approvalRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines; f
     if (p.kind === 'agent') return { kind: 'agent', id: p.agentId, name: (await fleet.agents.get(p.agentId)).name };
     const key = (await fleet.credentials.list()).find((k) => k.id === p.keyId);
     return { kind: 'key', id: p.keyId, name: key?.name ?? p.keyId, scope: p.scope };
+  };
+
+  /** Refuses, as if the run did not exist, a credential that does not reach the run's namespace. */
+  const assertRunVisible = async (request: FastifyRequest, runId: number): Promise<void> => {
+    assertVisible(request, (await engine.get(runId)).namespace, 'run', runId);
   };
 
   for (const verb of ['approve', 'reject'] as const) {
@@ -50,6 +57,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines; f
       },
       async (request) => {
         const { id, step } = request.params;
+        await assertRunVisible(request, id);
         const run = await engine.decide({ runId: id, step, approved: verb === 'approve', comment: request.body?.comment ?? null, asker: await askerOf(request) });
         await request.audit({
           action: verb === 'approve' ? 'pipeline.step.approved' : 'pipeline.step.rejected',
@@ -73,6 +81,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines; f
       },
     },
     async (request) => {
+      await assertRunVisible(request, request.params.id);
       const may = await engine.mayDecide(request.params.id, request.params.step, await askerOf(request));
       return { waiting: may !== undefined, mayDecide: may === true };
     },

@@ -1,3 +1,4 @@
+import type { NamespaceFilter } from '../../domain/namespaces.js';
 import type { Page } from '../../domain/types.js';
 import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
@@ -10,12 +11,12 @@ import type { PostgresDatabase } from './database.js';
 export class PostgresCases implements CaseStore {
   constructor(private readonly db: PostgresDatabase) {}
 
-  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]> {
-    const rows = await this.db.query<{ id: number; centroid: string; version: number }>(
-      'SELECT id, centroid, version FROM cases WHERE version > $1 ORDER BY version',
+  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; namespace: string; centroid: number[]; version: number }[]> {
+    const rows = await this.db.query<{ id: number; namespace: string; centroid: string; version: number }>(
+      'SELECT id, namespace, centroid, version FROM cases WHERE version > $1 ORDER BY version',
       [params.afterVersion],
     );
-    return rows.map((r) => ({ id: r.id, centroid: JSON.parse(r.centroid), version: r.version }));
+    return rows.map((r) => ({ id: r.id, namespace: r.namespace, centroid: JSON.parse(r.centroid), version: r.version }));
   }
 
   /**
@@ -35,12 +36,13 @@ export class PostgresCases implements CaseStore {
     return row;
   }
 
-  caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
+  caseCreate(params: { namespace: string; runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
     return this.db.transaction(async (q) => {
-      const [row] = await q<CaseRow>('INSERT INTO cases (title, centroid, size, created_at, updated_at) VALUES ($1, $2, 1, $3, $3) RETURNING *', [
+      const [row] = await q<CaseRow>('INSERT INTO cases (namespace, title, centroid, size, created_at, updated_at) VALUES ($4, $1, $2, 1, $3, $3) RETURNING *', [
         params.title,
         JSON.stringify(params.vector),
         params.now,
+        params.namespace,
       ]);
       await q('INSERT INTO case_members (run_id, case_id, similarity, text, added_at) VALUES ($1, $2, 1, $3, $4)', [params.runId, row.id, params.text, params.now]);
       return toCase(row);
@@ -71,7 +73,7 @@ export class PostgresCases implements CaseStore {
     return row && toCase(row);
   }
 
-  async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
+  async caseList(params: { namespaces?: NamespaceFilter; limit: number; cursor?: string }): Promise<Page<Case>> {
     return mapPage(await this.db.page(lists.caseList(params)), toCase);
   }
 

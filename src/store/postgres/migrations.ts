@@ -654,6 +654,24 @@ ALTER TABLE schedules DROP CONSTRAINT schedules_name_key, ADD CONSTRAINT schedul
 `,
   },
   {
+    version: 14,
+    name: 'pipeline runs, API-defined pipelines and cases belong to a namespace; idempotency keys and pipeline names are per namespace',
+    sql: `
+ALTER TABLE pipeline_runs ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+-- Two namespaces may use the same idempotency key.
+ALTER TABLE pipeline_runs DROP CONSTRAINT pipeline_runs_idempotency_key_key;
+ALTER TABLE pipeline_runs ADD CONSTRAINT pipeline_runs_by_key UNIQUE (namespace, idempotency_key);
+CREATE INDEX pipeline_runs_by_namespace ON pipeline_runs (namespace, id);
+-- Two namespaces may define the same pipeline name, each with its own versions.
+ALTER TABLE pipeline_versions ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE pipeline_versions DROP CONSTRAINT pipeline_versions_pkey;
+ALTER TABLE pipeline_versions ADD PRIMARY KEY (namespace, name, version);
+-- A case gathers runs of one namespace: that of the run that opened it.
+ALTER TABLE cases ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX cases_by_namespace ON cases (namespace, id);
+`,
+  },
+  {
     version: 15,
     name: 'namespaces, with their quotas; API keys scoped to a list of them',
     sql: `

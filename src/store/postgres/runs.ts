@@ -1,4 +1,5 @@
 import { FleetError } from '../../domain/errors.js';
+import type { NamespaceFilter } from '../../domain/namespaces.js';
 import type { Page } from '../../domain/types.js';
 import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../../domain/runs.js';
 import * as lists from '../lists.js';
@@ -51,11 +52,21 @@ export class PostgresRuns implements PipelineStore {
       const results: { run: PipelineRun; created: boolean }[] = [];
       for (const [index, r] of params.runs.entries()) {
         const [inserted] = await q<RunRow>(
-          `INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at, owner, lease_expires_at,
+          `INSERT INTO pipeline_runs (namespace, pipeline, status, input, idempotency_key, request_hash, created_at, updated_at, owner, lease_expires_at,
              pipeline_version)
-           VALUES ($1, 'queued', $2, $3, $4, $5, $5, $6, $5 + $7::bigint, $8)
-           ON CONFLICT (idempotency_key) DO NOTHING RETURNING *`,
-          [r.pipeline, JSON.stringify(r.input ?? null), r.idempotencyKey, r.requestHash, params.now, params.lease.owner, params.lease.leaseMs, r.pipelineVersion],
+           VALUES ($9, $1, 'queued', $2, $3, $4, $5, $5, $6, $5 + $7::bigint, $8)
+           ON CONFLICT (namespace, idempotency_key) DO NOTHING RETURNING *`,
+          [
+            r.pipeline,
+            JSON.stringify(r.input ?? null),
+            r.idempotencyKey,
+            r.requestHash,
+            params.now,
+            params.lease.owner,
+            params.lease.leaseMs,
+            r.pipelineVersion,
+            r.namespace,
+          ],
         );
         if (inserted) {
           await q(
@@ -66,7 +77,7 @@ export class PostgresRuns implements PipelineStore {
           continue;
         }
         // The key was used: by a committed run, or by another node's insert that commits first (then this waits for it).
-        const [existing] = await q<RunRow>('SELECT * FROM pipeline_runs WHERE idempotency_key = $1', [r.idempotencyKey]);
+        const [existing] = await q<RunRow>('SELECT * FROM pipeline_runs WHERE namespace = $1 AND idempotency_key = $2', [r.namespace, r.idempotencyKey]);
         params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
         results.push({ run: (await this.one(q, [existing]))!, created: false });
       }
@@ -200,35 +211,51 @@ export class PostgresRuns implements PipelineStore {
     return old.length + beyond.length;
   }
 
-  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
+  versionAppend(params: { namespace: string; name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
     return this.db.transaction(async (q) => {
       // Appends to one name take turns, so that two nodes never number the same version.
-      await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-pipeline-version:${this.db.schema}:${params.name}`]);
-      const [newest] = await q<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 ORDER BY version DESC LIMIT 1', [params.name]);
+      await q('SELECT pg_advisory_xact_lock(hashtext($1))', [`fleetd-pipeline-version:${this.db.schema}:${params.namespace}:${params.name}`]);
+      const [newest] = await q<VersionRow>('SELECT * FROM pipeline_versions WHERE namespace = $1 AND name = $2 ORDER BY version DESC LIMIT 1', [
+        params.namespace,
+        params.name,
+      ]);
       if (params.onlyIfLive && (newest === undefined || newest.definition === null)) return undefined;
-      const [row] = await q<VersionRow>('INSERT INTO pipeline_versions (name, version, definition, created_at) VALUES ($1, $2, $3, $4) RETURNING *', [
+      const [row] = await q<VersionRow>('INSERT INTO pipeline_versions (namespace, name, version, definition, created_at) VALUES ($5, $1, $2, $3, $4) RETURNING *', [
         params.name,
         (newest?.version ?? 0) + 1,
         params.definition === null ? null : JSON.stringify(params.definition),
         params.now,
+        params.namespace,
       ]);
       return toVersion(row);
     });
   }
 
-  async versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]> {
-    const rows = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 ORDER BY version DESC LIMIT $2', [params.name, params.limit]);
+  async versionList(params: { namespace: string; name: string; limit: number }): Promise<PipelineVersion[]> {
+    const rows = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE namespace = $1 AND name = $2 ORDER BY version DESC LIMIT $3', [
+      params.namespace,
+      params.name,
+      params.limit,
+    ]);
     return rows.map(toVersion);
   }
 
-  async versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined> {
-    const [row] = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE name = $1 AND version = $2', [params.name, params.version]);
+  async versionGet(params: { namespace: string; name: string; version: number }): Promise<PipelineVersion | undefined> {
+    const [row] = await this.query<VersionRow>('SELECT * FROM pipeline_versions WHERE namespace = $1 AND name = $2 AND version = $3', [
+      params.namespace,
+      params.name,
+      params.version,
+    ]);
     return row && toVersion(row);
   }
 
-  async versionCurrent(): Promise<PipelineVersion[]> {
+  async versionCurrent(params: { namespaces?: NamespaceFilter }): Promise<PipelineVersion[]> {
     const rows = await this.query<VersionRow>(
-      'SELECT * FROM (SELECT DISTINCT ON (name) * FROM pipeline_versions ORDER BY name, version DESC) newest WHERE definition IS NOT NULL ORDER BY name',
+      `SELECT * FROM (
+         SELECT DISTINCT ON (namespace, name) * FROM pipeline_versions WHERE $1::text[] IS NULL OR namespace = ANY($1::text[])
+         ORDER BY namespace, name, version DESC
+       ) newest WHERE definition IS NOT NULL ORDER BY name, namespace`,
+      [params.namespaces ?? null],
     );
     return rows.map(toVersion);
   }

@@ -1,4 +1,5 @@
 import { Semaphore } from '../../limits/semaphore.js';
+import type { NamespaceFilter } from '../../domain/namespaces.js';
 import type { Page } from '../../domain/types.js';
 import type { Case, CaseMember } from '../../domain/runs.js';
 import type { CaseStore } from '../case-store.js';
@@ -19,10 +20,10 @@ export class SqliteCases implements CaseStore {
   private prepare() {
     const { db } = this.d;
     return {
-      centroids: db.prepare('SELECT id, centroid, version FROM cases WHERE version > ? ORDER BY version'),
+      centroids: db.prepare('SELECT id, namespace, centroid, version FROM cases WHERE version > ? ORDER BY version'),
       ofRun: db.prepare('SELECT case_id AS caseId, similarity FROM case_members WHERE run_id = ?'),
-      insert: db.prepare(`INSERT INTO cases (title, centroid, size, created_at, updated_at, version)
-        VALUES (@title, @centroid, 1, @now, @now, (SELECT coalesce(max(version), 0) + 1 FROM cases)) RETURNING *`),
+      insert: db.prepare(`INSERT INTO cases (namespace, title, centroid, size, created_at, updated_at, version)
+        VALUES (@namespace, @title, @centroid, 1, @now, @now, (SELECT coalesce(max(version), 0) + 1 FROM cases)) RETURNING *`),
       addMember: db.prepare('INSERT INTO case_members (run_id, case_id, similarity, text, added_at) VALUES (?, ?, ?, ?, ?)'),
       grow: db.prepare(`UPDATE cases SET size = size + 1, centroid = @centroid, updated_at = @now,
         version = (SELECT max(version) + 1 FROM cases) WHERE id = @id RETURNING *`),
@@ -33,9 +34,10 @@ export class SqliteCases implements CaseStore {
     };
   }
 
-  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; centroid: number[]; version: number }[]> {
-    return (this.s.centroids.all(params.afterVersion) as { id: number; centroid: string; version: number }[]).map((r) => ({
+  async caseCentroids(params: { afterVersion: number }): Promise<{ id: number; namespace: string; centroid: number[]; version: number }[]> {
+    return (this.s.centroids.all(params.afterVersion) as { id: number; namespace: string; centroid: string; version: number }[]).map((r) => ({
       id: r.id,
+      namespace: r.namespace,
       centroid: JSON.parse(r.centroid),
       version: r.version,
     }));
@@ -50,9 +52,9 @@ export class SqliteCases implements CaseStore {
     return this.s.ofRun.get(params.runId) as { caseId: number; similarity: number } | undefined;
   }
 
-  caseCreate(params: { runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
+  caseCreate(params: { namespace: string; runId: number; title: string; text: string; vector: number[]; now: number }): Promise<Case> {
     return this.d.groupCommit.write(() => {
-      const row = this.s.insert.get({ title: params.title, centroid: JSON.stringify(params.vector), now: params.now }) as CaseRow;
+      const row = this.s.insert.get({ namespace: params.namespace, title: params.title, centroid: JSON.stringify(params.vector), now: params.now }) as CaseRow;
       this.s.addMember.run(params.runId, row.id, 1, params.text, params.now);
       return toCase(row);
     });
@@ -70,7 +72,7 @@ export class SqliteCases implements CaseStore {
     return row && toCase(row);
   }
 
-  async caseList(params: { limit: number; cursor?: string }): Promise<Page<Case>> {
+  async caseList(params: { namespaces?: NamespaceFilter; limit: number; cursor?: string }): Promise<Page<Case>> {
     return mapPage(await this.d.page(lists.caseList(params)), toCase);
   }
 

@@ -557,6 +557,91 @@ CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
 `,
   },
   {
+    version: 17,
+    name: 'pipeline runs, API-defined pipelines and cases belong to a namespace; idempotency keys and pipeline names are per namespace',
+    sql: `
+-- Two namespaces may use the same idempotency key. SQLite cannot drop the column's UNIQUE, so
+-- pipeline_runs is built anew; its steps are set aside first, so that dropping the old table
+-- (an implicit DELETE, with foreign keys on) cascades to nothing. Ids are kept.
+CREATE TABLE pipeline_steps_aside AS SELECT * FROM pipeline_steps;
+DROP TABLE pipeline_steps;
+CREATE TABLE pipeline_runs_new (
+  id               INTEGER PRIMARY KEY,
+  namespace        TEXT    NOT NULL DEFAULT 'default',
+  pipeline         TEXT    NOT NULL,
+  status           TEXT    NOT NULL,
+  input            TEXT    NOT NULL,
+  output           TEXT,
+  error            TEXT,
+  idempotency_key  TEXT,
+  request_hash     TEXT,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL,
+  finished_at      INTEGER,
+  owner            TEXT,
+  lease_expires_at INTEGER,
+  pipeline_version INTEGER,
+  UNIQUE (namespace, idempotency_key)
+);
+INSERT INTO pipeline_runs_new (id, pipeline, status, input, output, error, idempotency_key, request_hash, created_at, updated_at,
+  finished_at, owner, lease_expires_at, pipeline_version)
+  SELECT id, pipeline, status, input, output, error, idempotency_key, request_hash, created_at, updated_at,
+    finished_at, owner, lease_expires_at, pipeline_version FROM pipeline_runs;
+-- Its counting triggers go with it (an implicit DELETE fires none), and come back below.
+DROP TABLE pipeline_runs;
+ALTER TABLE pipeline_runs_new RENAME TO pipeline_runs;
+CREATE INDEX pipeline_runs_unfinished   ON pipeline_runs (id) WHERE status IN ('queued', 'running');
+CREATE INDEX pipeline_runs_by_pipeline  ON pipeline_runs (pipeline, id);
+CREATE INDEX pipeline_runs_by_status    ON pipeline_runs (status, id);
+CREATE INDEX pipeline_runs_by_namespace ON pipeline_runs (namespace, id);
+CREATE TRIGGER pipeline_runs_count_insert AFTER INSERT ON pipeline_runs BEGIN
+  INSERT INTO pipeline_run_counts VALUES (NEW.pipeline, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER pipeline_runs_count_update AFTER UPDATE OF status ON pipeline_runs WHEN OLD.status <> NEW.status BEGIN
+  UPDATE pipeline_run_counts SET n = n - 1 WHERE pipeline = OLD.pipeline AND status = OLD.status;
+  INSERT INTO pipeline_run_counts VALUES (NEW.pipeline, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER pipeline_runs_count_delete AFTER DELETE ON pipeline_runs BEGIN
+  UPDATE pipeline_run_counts SET n = n - 1 WHERE pipeline = OLD.pipeline AND status = OLD.status;
+END;
+CREATE TABLE pipeline_steps (
+  run_id          INTEGER NOT NULL REFERENCES pipeline_runs (id) ON DELETE CASCADE,
+  position        INTEGER NOT NULL,
+  name            TEXT    NOT NULL,
+  status          TEXT    NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  output          TEXT,
+  error           TEXT,
+  started_at      INTEGER,
+  finished_at     INTEGER,
+  next_attempt_at INTEGER,
+  approval        TEXT,
+  PRIMARY KEY (run_id, position)
+) WITHOUT ROWID;
+INSERT INTO pipeline_steps (run_id, position, name, status, attempts, output, error, started_at, finished_at, next_attempt_at, approval)
+  SELECT run_id, position, name, status, attempts, output, error, started_at, finished_at, next_attempt_at, approval FROM pipeline_steps_aside;
+DROP TABLE pipeline_steps_aside;
+CREATE UNIQUE INDEX pipeline_steps_by_name ON pipeline_steps (run_id, name);
+
+-- Two namespaces may define the same pipeline name, each with its own versions.
+CREATE TABLE pipeline_versions_new (
+  namespace  TEXT    NOT NULL DEFAULT 'default',
+  name       TEXT    NOT NULL,
+  version    INTEGER NOT NULL,
+  definition TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (namespace, name, version)
+) WITHOUT ROWID;
+INSERT INTO pipeline_versions_new (name, version, definition, created_at) SELECT name, version, definition, created_at FROM pipeline_versions;
+DROP TABLE pipeline_versions;
+ALTER TABLE pipeline_versions_new RENAME TO pipeline_versions;
+
+-- A case gathers runs of one namespace: that of the run that opened it.
+ALTER TABLE cases ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX cases_by_namespace ON cases (namespace, id);
+`,
+  },
+  {
     version: 18,
     name: 'namespaces, with their quotas; API keys scoped to a list of them',
     sql: `

@@ -1,4 +1,5 @@
 import { FleetError } from '../../domain/errors.js';
+import type { NamespaceFilter } from '../../domain/namespaces.js';
 import type { Page } from '../../domain/types.js';
 import type { ApprovalWait, PipelineRun, PipelineVersion, RunStatus } from '../../domain/runs.js';
 import { mapPage } from '../keyset.js';
@@ -22,11 +23,11 @@ export class SqliteRuns implements PipelineStore {
   private prepare() {
     const { db } = this.d;
     return {
-      runInsert: db.prepare(`INSERT INTO pipeline_runs (pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
+      runInsert: db.prepare(`INSERT INTO pipeline_runs (namespace, pipeline, status, input, idempotency_key, request_hash, created_at, updated_at,
         owner, lease_expires_at, pipeline_version)
-        VALUES (@pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms, @pipeline_version) RETURNING *`),
+        VALUES (@namespace, @pipeline, 'queued', @input, @idempotency_key, @request_hash, @now, @now, @owner, @now + @lease_ms, @pipeline_version) RETURNING *`),
       stepInsert: db.prepare("INSERT INTO pipeline_steps (run_id, position, name, status) VALUES (?, ?, ?, 'pending')"),
-      runByKey: db.prepare('SELECT * FROM pipeline_runs WHERE idempotency_key = ?'),
+      runByKey: db.prepare('SELECT * FROM pipeline_runs WHERE namespace = ? AND idempotency_key = ?'),
       runById: db.prepare('SELECT * FROM pipeline_runs WHERE id = ?'),
       stepsOf: db.prepare('SELECT * FROM pipeline_steps WHERE run_id = ? ORDER BY position'),
       acquire: db.prepare(`UPDATE pipeline_runs SET owner = @owner, lease_expires_at = @now + @lease_ms WHERE id IN (
@@ -51,13 +52,15 @@ export class SqliteRuns implements PipelineStore {
         WHERE run_id = @run_id AND name = @name`),
       stepsEnd: db.prepare(`UPDATE pipeline_steps SET status = @status, finished_at = @now
         WHERE run_id = @run_id AND status IN ('pending', 'running', 'waiting')`),
-      versionNewest: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? ORDER BY version DESC LIMIT 1'),
-      versionInsert: db.prepare('INSERT INTO pipeline_versions (name, version, definition, created_at) VALUES (?, ?, ?, ?) RETURNING *'),
-      versionList: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? ORDER BY version DESC LIMIT ?'),
-      versionGet: db.prepare('SELECT * FROM pipeline_versions WHERE name = ? AND version = ?'),
+      versionNewest: db.prepare('SELECT * FROM pipeline_versions WHERE namespace = ? AND name = ? ORDER BY version DESC LIMIT 1'),
+      versionInsert: db.prepare('INSERT INTO pipeline_versions (namespace, name, version, definition, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *'),
+      versionList: db.prepare('SELECT * FROM pipeline_versions WHERE namespace = ? AND name = ? ORDER BY version DESC LIMIT ?'),
+      versionGet: db.prepare('SELECT * FROM pipeline_versions WHERE namespace = ? AND name = ? AND version = ?'),
+      // @namespaces: a JSON array, or NULL for every namespace.
       versionCurrent: db.prepare(`SELECT v.* FROM pipeline_versions v
-        JOIN (SELECT name, MAX(version) AS version FROM pipeline_versions GROUP BY name) newest USING (name, version)
-        WHERE v.definition IS NOT NULL ORDER BY v.name`),
+        JOIN (SELECT namespace, name, MAX(version) AS version FROM pipeline_versions GROUP BY namespace, name) newest USING (namespace, name, version)
+        WHERE v.definition IS NOT NULL AND (@namespaces IS NULL OR v.namespace IN (SELECT value FROM json_each(@namespaces)))
+        ORDER BY v.name, v.namespace`),
       stepAwait: db.prepare(`UPDATE pipeline_steps SET status = 'waiting', attempts = attempts + 1, started_at = @now, next_attempt_at = NULL,
         approval = @approval WHERE run_id = @run_id AND name = @name AND status = 'pending'`),
       stepIs: db.prepare('SELECT status FROM pipeline_steps WHERE run_id = ? AND name = ?').pluck(),
@@ -81,13 +84,14 @@ export class SqliteRuns implements PipelineStore {
     return this.d.groupCommit.write(() =>
       params.runs.map((r, index) => {
         if (r.idempotencyKey !== null) {
-          const existing = this.s.runByKey.get(r.idempotencyKey) as RunRow | undefined;
+          const existing = this.s.runByKey.get(r.namespace, r.idempotencyKey) as RunRow | undefined;
           if (existing) {
             params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
             return { run: this.toRun(existing), created: false };
           }
         }
         const row = this.s.runInsert.get({
+          namespace: r.namespace,
           pipeline: r.pipeline,
           input: JSON.stringify(r.input ?? null),
           idempotency_key: r.idempotencyKey,
@@ -202,26 +206,27 @@ export class SqliteRuns implements PipelineStore {
     });
   }
 
-  versionAppend(params: { name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
+  versionAppend(params: { namespace: string; name: string; definition: unknown; now: number; onlyIfLive?: boolean }): Promise<PipelineVersion | undefined> {
     return this.d.groupCommit.write(() => {
-      const newest = this.s.versionNewest.get(params.name) as VersionRow | undefined;
+      const newest = this.s.versionNewest.get(params.namespace, params.name) as VersionRow | undefined;
       if (params.onlyIfLive && (newest === undefined || newest.definition === null)) return undefined;
       const definition = params.definition === null ? null : JSON.stringify(params.definition);
-      return toVersion(this.s.versionInsert.get(params.name, (newest?.version ?? 0) + 1, definition, params.now) as VersionRow);
+      return toVersion(this.s.versionInsert.get(params.namespace, params.name, (newest?.version ?? 0) + 1, definition, params.now) as VersionRow);
     });
   }
 
-  async versionList(params: { name: string; limit: number }): Promise<PipelineVersion[]> {
-    return (this.s.versionList.all(params.name, params.limit) as VersionRow[]).map(toVersion);
+  async versionList(params: { namespace: string; name: string; limit: number }): Promise<PipelineVersion[]> {
+    return (this.s.versionList.all(params.namespace, params.name, params.limit) as VersionRow[]).map(toVersion);
   }
 
-  async versionGet(params: { name: string; version: number }): Promise<PipelineVersion | undefined> {
-    const row = this.s.versionGet.get(params.name, params.version) as VersionRow | undefined;
+  async versionGet(params: { namespace: string; name: string; version: number }): Promise<PipelineVersion | undefined> {
+    const row = this.s.versionGet.get(params.namespace, params.name, params.version) as VersionRow | undefined;
     return row && toVersion(row);
   }
 
-  async versionCurrent(): Promise<PipelineVersion[]> {
-    return (this.s.versionCurrent.all() as VersionRow[]).map(toVersion);
+  async versionCurrent(params: { namespaces?: NamespaceFilter }): Promise<PipelineVersion[]> {
+    const namespaces = params.namespaces === undefined ? null : JSON.stringify(params.namespaces);
+    return (this.s.versionCurrent.all({ namespaces }) as VersionRow[]).map(toVersion);
   }
 
   stepAwait(params: StepWrite & { approval: ApprovalWait }): Promise<PipelineRun | undefined> {

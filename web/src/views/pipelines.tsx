@@ -101,7 +101,8 @@ export default function Pipelines({ route }: ViewProps) {
           pipeline
           <select name="pipeline" value={f.pipeline} onChange={change('pipeline')}>
             <option value="">any</option>
-            {pipelines.map((p) => <option value={p.name}>{p.name}</option>)}
+            {/* Each name once: namespaces may define the same one, and runs are filtered by name. */}
+            {[...new Set(pipelines.map((p) => p.name))].map((name) => <option value={name}>{name}</option>)}
           </select>
         </label>
         <label>
