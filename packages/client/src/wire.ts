@@ -663,6 +663,7 @@ export interface EventData {
   "stats": StatsJson;
   "task.activity": {
     taskId: number;
+    namespace: string;
     entries: ({
       seq: number;
       at: string;

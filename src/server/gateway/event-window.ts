@@ -5,6 +5,8 @@ export interface RetainedEvent {
   topics: string[];
   at: string;
   data: () => unknown;
+  /** The namespace of what it is about, for sockets that see only some (see event-stream.ts, sees). */
+  namespace?: string | null;
   /** About how many bytes it holds on to (its payload is kept by reference until it leaves). */
   bytes: number;
 }
