@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { FleetApiError, FleetClient, type FleetAgent, type TaskJson } from '../src/client/index.js';
+import { FleetApiError, FleetClient, type FleetAgent, type Subscription, type TaskJson } from '../src/client/index.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 describe('SDK clients made for a namespace', () => {
@@ -117,6 +117,40 @@ describe('SDK clients made for a namespace', () => {
     }
     assert.equal((await adminB.get(theirs.id)).status, 'queued', 'untouched, and found in its own namespace');
     assert.equal((await admin.get(theirs.id)).namespace, 'team-b');
+  });
+
+  it("tells a client's event subscription only of its namespace's tasks", async () => {
+    const heard = new Map<FleetClient, { id: number; namespace: string }[]>([
+      [adminA, []],
+      [teamB, []],
+      [admin, []],
+    ]);
+    const subscriptions: Subscription[] = [];
+    try {
+      for (const [client, got] of heard) {
+        subscriptions.push(
+          await client.subscribe(['tasks'], (event) => {
+            if (event.name === 'task.created' && event.data.task.type === 'ns-events') got.push({ id: event.data.task.id, namespace: event.data.task.namespace });
+          }),
+        );
+      }
+      const b1 = (await teamB.submit({ type: 'ns-events' })).task.id;
+      const a1 = (await adminA.submit({ type: 'ns-events' })).task.id;
+      const b2 = (await adminB.submit({ type: 'ns-events' })).task.id;
+      // Events come in order: once a subscription has the last one of its namespace, any other it were sent would be in too.
+      await eventually(() => heard.get(adminA)!.some((e) => e.id === a1) && heard.get(teamB)!.some((e) => e.id === b2) && heard.get(admin)!.length === 3, 5_000, 'the events');
+      assert.deepEqual(heard.get(adminA), [{ id: a1, namespace: 'team-a' }]);
+      assert.deepEqual(heard.get(teamB), [
+        { id: b1, namespace: 'team-b' },
+        { id: b2, namespace: 'team-b' },
+      ]);
+      assert.deepEqual(
+        heard.get(admin)!.map((e) => e.id),
+        [b1, a1, b2],
+      );
+    } finally {
+      for (const subscription of subscriptions) subscription.close();
+    }
   });
 
   it("answers a namespace the client's key does not reach with 404 on the first request", async () => {

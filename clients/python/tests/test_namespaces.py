@@ -100,6 +100,43 @@ def test_agents_receive_only_their_namespaces_tasks(server: Server, keys: dict[s
     asyncio.run(main())
 
 
+def test_a_subscription_is_told_only_of_its_namespaces_tasks(server: Server, keys: dict[str, str]) -> None:
+    kind = "py-ns-events"
+
+    async def created(subscription: fleetd.Subscription, until: int) -> list[tuple[int, str]]:
+        """The created tasks of ``kind`` the subscription tells of, up to the one numbered ``until``."""
+        got: list[tuple[int, str]] = []
+        async for event in subscription:
+            task = event.data["task"]
+            if event.name == "task.created" and task["type"] == kind:
+                got.append((task["id"], task["namespace"]))
+                if task["id"] == until:
+                    break
+        return got
+
+    async def main() -> None:
+        async with (
+            AsyncFleet(server.url, api_key=server.key, namespace="team-a") as admin_a,
+            AsyncFleet(server.url, api_key=keys["team-b"]) as team_b,
+            AsyncFleet(server.url, api_key=server.key) as admin,
+        ):
+            subscriptions = [await client.subscribe(["tasks"]) for client in (admin_a, team_b, admin)]
+            try:
+                b1 = (await team_b.submit(kind))["id"]
+                a1 = (await admin_a.submit(kind))["id"]
+                b2 = (await team_b.submit(kind))["id"]
+                # Events come in order: once a subscription has the last one of its namespace, any other it were sent would be in too.
+                heard_a, heard_b, heard_all = await asyncio.wait_for(asyncio.gather(*(created(s, until) for s, until in zip(subscriptions, (a1, b2, b2)))), 10)
+            finally:
+                for subscription in subscriptions:
+                    subscription.close()
+            assert heard_a == [(a1, "team-a")]
+            assert heard_b == [(b1, "team-b"), (b2, "team-b")]
+            assert [id for id, _ in heard_all] == [b1, a1, b2]
+
+    asyncio.run(main())
+
+
 def test_a_task_of_another_namespace_is_not_found_as_a_missing_one(server: Server, keys: dict[str, str]) -> None:
     with (
         Fleet(server.url, api_key=keys["team-b"]) as team_b,
