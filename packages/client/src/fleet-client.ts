@@ -101,7 +101,7 @@ export class FleetClient {
     this.urls = urls.map((u) => u.replace(/\/+$/, ''));
     this.retries = options.retries ?? 3 * this.urls.length;
     // Said here rather than as a 400 on the first request, which may come long after (an agent's registration).
-    if (options.namespace !== undefined && !namespaceName.test(options.namespace)) {
+    if (options.namespace !== undefined && (typeof options.namespace !== 'string' || !namespaceName.test(options.namespace))) {
       throw new TypeError(`FleetClient: namespace ${JSON.stringify(options.namespace)} is not a namespace's name (lower-case letters, digits, - and _, starting with a letter or digit, at most 63 characters: ${NAMESPACE_PATTERN})`);
     }
     if (options.ca !== undefined) {
