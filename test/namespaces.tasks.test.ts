@@ -93,6 +93,10 @@ describe('tasks and agents in namespaces', () => {
     assert.notEqual(first.body.task.id, second.body.task.id);
     assert.equal(again.body.task.id, first.body.task.id);
     assert.equal(second.body.task.idempotencyKey, 'nightly');
+    // U+001F is what keeps the keys of namespaces apart in the store: no key may hold it.
+    const odd = await api.post('/v1/tasks', { type: 'build', namespace: 'team-a', idempotencyKey: 'night\u001fly' });
+    assert.equal(odd.status, 400);
+    assert.equal(odd.body.error.details.field, 'idempotencyKey');
     await claim('a');
     await claim('b');
   });
