@@ -17,6 +17,8 @@ import { AgentMessageSchema, AGENT_PROTOCOL_VERSION, ServerMessageSchema, TaskBa
 import { ActivityEntrySchema, AgentSchema, ErrorSchema, ScheduleSchema, StatsSchema, TaskActivitySchema, TaskSchema, TaskStatusSchema, TaskSummarySchema } from '../src/domain/wire.js';
 import { EventDataSchemas, ObserverMessageSchema } from '../src/protocol/events.js';
 import { AgentInputSchema, ScheduleInputSchema, TaskInputSchema } from '../src/server/schemas.js';
+import { DEFAULT_NAMESPACE, NAMESPACE_PATTERN } from '../src/domain/namespaces.js';
+import { NAMESPACE_HEADER } from '../src/server/namespaces.js';
 
 const root = join(import.meta.dirname, '..');
 
@@ -159,6 +161,13 @@ const header = (comment: string) =>
 export function typescriptWire(): string {
   const parts = [header('//').trimEnd()];
   parts.push(`export const AGENT_PROTOCOL_VERSION = ${AGENT_PROTOCOL_VERSION};`);
+  parts.push(
+    [
+      `/** The header that names the namespace a request acts in (a client made for one namespace sends it on every request and socket). */\nexport const NAMESPACE_HEADER = ${JSON.stringify(NAMESPACE_HEADER)};`,
+      `/** What a namespace's name must match, as the server checks it. */\nexport const NAMESPACE_PATTERN = ${JSON.stringify(NAMESPACE_PATTERN)};`,
+      `/** Where a request of a key that reaches every namespace acts unless it names one. */\nexport const DEFAULT_NAMESPACE = ${JSON.stringify(DEFAULT_NAMESPACE)};`,
+    ].join('\n'),
+  );
   parts.push(`/** The HTTP status of each fleetd error code (the server's error catalogue). */\nexport const ERROR_STATUS = ${JSON.stringify(ErrorCodes, null, 2)} as const;\nexport type ErrorCode = keyof typeof ERROR_STATUS;`);
   named.clear();
   for (const [name, schema] of SCHEMAS) {
@@ -194,6 +203,11 @@ export function pythonWire(): string {
   const parts = [
     `${header('#')}"""The wire objects of fleetd's API, as TypedDicts."""\n# No \`from __future__ import annotations\`: TypedDict must see NotRequired at run time.\nfrom typing import Any, Literal, NotRequired, TypedDict`,
     `AGENT_PROTOCOL_VERSION = ${AGENT_PROTOCOL_VERSION}`,
+    [
+      `#: The header that names the namespace a request acts in (a client made for one namespace sends it on every request and socket).\nNAMESPACE_HEADER = ${JSON.stringify(NAMESPACE_HEADER)}`,
+      `#: What a namespace's name must match, as the server checks it.\nNAMESPACE_PATTERN = ${JSON.stringify(NAMESPACE_PATTERN)}`,
+      `#: Where a request of a key that reaches every namespace acts unless it names one.\nDEFAULT_NAMESPACE = ${JSON.stringify(DEFAULT_NAMESPACE)}`,
+    ].join('\n'),
     `#: The HTTP status of each fleetd error code (the server's error catalogue).\nERROR_STATUS: dict[str, int] = {\n${Object.entries(ErrorCodes)
       .map(([code, status]) => `    ${JSON.stringify(code)}: ${status},`)
       .join('\n')}\n}`,

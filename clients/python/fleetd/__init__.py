@@ -24,12 +24,15 @@ from .errors import (
     ValidationError,
 )
 from .sync import Agent, Fleet, SyncSubscription
-from .wire import AGENT_PROTOCOL_VERSION, ERROR_STATUS, AgentInput, ErrorJson, Task, TaskInput, TaskStatus, TaskSummary
+from .wire import AGENT_PROTOCOL_VERSION, DEFAULT_NAMESPACE, ERROR_STATUS, NAMESPACE_HEADER, NAMESPACE_PATTERN, AgentInput, ErrorJson, Task, TaskInput, TaskStatus, TaskSummary
 from .wire import Agent as AgentJson
 
 __all__ = [
     "AGENT_PROTOCOL_VERSION",
+    "DEFAULT_NAMESPACE",
     "ERROR_STATUS",
+    "NAMESPACE_HEADER",
+    "NAMESPACE_PATTERN",
     "Agent",
     "AgentInput",
     "AgentJson",

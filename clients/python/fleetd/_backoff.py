@@ -31,11 +31,10 @@ def trusting(ca_bundle: str | None) -> ssl.SSLContext | None:
     return context
 
 
-def ws_connect(url: str, token: str | None, ssl_context: ssl.SSLContext | None = None, **options: Any) -> Any:
-    """A WebSocket connection (an async context manager) with a Bearer credential, uncompressed:
-    fleetd's messages are small and frequent, and deflate would cost more CPU than it saves.
-    ``ssl_context`` (the client's trusted authorities) applies to wss:// only."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
+def ws_connect(url: str, headers: dict[str, str], ssl_context: ssl.SSLContext | None = None, **options: Any) -> Any:
+    """A WebSocket connection (an async context manager) with the client's headers (its credential
+    and namespace), uncompressed: fleetd's messages are small and frequent, and deflate would cost
+    more CPU than it saves. ``ssl_context`` (the client's trusted authorities) applies to wss:// only."""
     if ssl_context is not None and url.startswith("wss://"):
         options["ssl"] = ssl_context
     return _connect(url, compression=None, open_timeout=10, close_timeout=2, **{_HEADERS: headers}, **options)

@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -16,7 +17,7 @@ import httpx
 
 from ._backoff import full_jitter, trusting, ws_connect
 from .errors import FleetApiError, FleetUnavailableError, TaskCancelledError, TaskFailedError
-from .wire import Agent, Task, TaskInput, TaskStatus
+from .wire import NAMESPACE_HEADER, NAMESPACE_PATTERN, Agent, Task, TaskInput, TaskStatus
 
 if TYPE_CHECKING:
     from .agent import AsyncAgent, Handler
@@ -113,6 +114,12 @@ class AsyncFleet:
     (default 3 per node). Error answers raise ``FleetApiError`` subclasses (``NotFoundError``...).
     ``ca_bundle`` names a PEM file of certificate authorities to trust besides the system's, for a
     fleetd serving HTTPS with a private or self-signed certificate.
+
+    ``namespace`` is the namespace this client acts in, sent as the Fleetd-Namespace header on every
+    request and WebSocket: tasks are submitted to it, reads see only it (a task of another namespace
+    is a ``NotFoundError``), and agents made from this client register in it. Without it, a key
+    scoped to one namespace acts in that one, and a key of every namespace in ``default`` (and
+    reads all of them). A name the server would refuse is a ``ValueError`` here.
     """
 
     def __init__(
@@ -124,10 +131,17 @@ class AsyncFleet:
         retries: int | None = None,
         timeout: float = 30.0,
         ca_bundle: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         nodes = list(urls) if urls else ([url] if url else [])
         if not nodes:
             raise TypeError("AsyncFleet needs url or urls")
+        # Said here rather than as a 400 on the first request, which may come long after (an agent's registration).
+        if namespace is not None and not (isinstance(namespace, str) and re.fullmatch(NAMESPACE_PATTERN, namespace)):
+            raise ValueError(
+                f"namespace {namespace!r} is not a namespace's name (lower-case letters, digits, - and _, starting with a letter or digit, at most 63 characters: {NAMESPACE_PATTERN})"
+            )
+        self.namespace = namespace
         self.urls = [u.rstrip("/") for u in nodes]
         self.api_key = api_key
         self.retries = retries if retries is not None else 3 * len(self.urls)
@@ -152,6 +166,13 @@ class AsyncFleet:
         if self._observer:
             await self._observer.close()
         await self._http.aclose()
+
+    def _headers(self, credential: str | None) -> dict[str, str]:
+        """What every request and WebSocket of this client carries: ``credential``, and the namespace when one was given."""
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        if self.namespace is not None:
+            headers[NAMESPACE_HEADER] = self.namespace
+        return headers
 
     async def __aenter__(self) -> AsyncFleet:
         return self
@@ -191,7 +212,7 @@ class AsyncFleet:
             await asyncio.sleep(full_jitter(attempt, 0.05, 2.0))
 
     async def _request_once(self, node: str, method: str, path: str, body: Any, credential: str | None, timeout: float | None, params: dict[str, Any] | None) -> Any:
-        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        headers = self._headers(credential)
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         res = await self._http.request(method, node + path, json=body, headers=headers, params=params, **extra)
         try:
@@ -477,7 +498,7 @@ class _Observer:
         while not self._closing:
             node = self._fleet.url
             try:
-                async with ws_connect(node.replace("http", "ws", 1) + "/v1/events", self._fleet.api_key, self._fleet.ssl_context) as socket:
+                async with ws_connect(node.replace("http", "ws", 1) + "/v1/events", self._fleet._headers(self._fleet.api_key), self._fleet.ssl_context) as socket:
                     self._socket = socket
                     attempt = 0
                     self._queue_change("subscribe", self._listeners)

@@ -26,9 +26,17 @@ class Fleet:
     """
 
     def __init__(
-        self, url: str | None = None, api_key: str | None = None, *, urls: Sequence[str] | None = None, retries: int | None = None, timeout: float = 30.0, ca_bundle: str | None = None
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        urls: Sequence[str] | None = None,
+        retries: int | None = None,
+        timeout: float = 30.0,
+        ca_bundle: str | None = None,
+        namespace: str | None = None,
     ) -> None:
-        self._options: dict[str, Any] = dict(url=url, api_key=api_key, urls=urls, retries=retries, timeout=timeout, ca_bundle=ca_bundle)
+        self._options: dict[str, Any] = dict(url=url, api_key=api_key, urls=urls, retries=retries, timeout=timeout, ca_bundle=ca_bundle, namespace=namespace)
         self._async = AsyncFleet(**self._options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleetd-client", daemon=True)
@@ -40,6 +48,11 @@ class Fleet:
     @property
     def urls(self) -> list[str]:
         return self._async.urls
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace this client acts in, when it was made for one (see ``AsyncFleet``)."""
+        return self._async.namespace
 
     def close(self) -> None:
         if self._loop.is_running():

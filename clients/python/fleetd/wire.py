@@ -8,6 +8,14 @@ from typing import Any, Literal, NotRequired, TypedDict
 AGENT_PROTOCOL_VERSION = 1
 
 
+#: The header that names the namespace a request acts in (a client made for one namespace sends it on every request and socket).
+NAMESPACE_HEADER = "fleetd-namespace"
+#: What a namespace's name must match, as the server checks it.
+NAMESPACE_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"
+#: Where a request of a key that reaches every namespace acts unless it names one.
+DEFAULT_NAMESPACE = "default"
+
+
 #: The HTTP status of each fleetd error code (the server's error catalogue).
 ERROR_STATUS: dict[str, int] = {
     "FLEETD_ERR_VALIDATION": 400,

@@ -25,8 +25,8 @@ export interface AgentClient {
   failover(failed: string): void;
   request<T>(method: string, path: string, body?: unknown, options?: { signal?: AbortSignal; credential?: string; retry?: boolean; traceparent?: string }): Promise<T>;
   registerAgent(input: AgentInput): Promise<{ agent: AgentJson; token: string }>;
-  /** What a WebSocket to the server needs beyond its URL (the authorities to trust). */
-  socketOptions(): { ca?: (string | Buffer)[] };
+  /** What a WebSocket to the server needs beyond its URL: headers with `credential` (and the client's namespace), the authorities to trust. */
+  socketOptions(credential: string | undefined): { headers: Record<string, string>; ca?: (string | Buffer)[] };
 }
 
 export interface FleetAgentOptions {
@@ -286,7 +286,7 @@ export class FleetAgent extends EventEmitter {
     const node = this.client.url;
     const url = `${node.replace(/^http/, 'ws')}/v1/agents/${this.agentId}/stream?protocol=${AGENT_PROTOCOL_VERSION}`;
     // Agent messages are small and frequent: deflate would cost more CPU and memory than it saves.
-    const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.token}` }, perMessageDeflate: false, ...this.client.socketOptions() });
+    const socket = new WebSocket(url, { perMessageDeflate: false, ...this.client.socketOptions(this.token) });
     return new Promise((resolve, reject) => {
       let welcomed = false;
       socket.once('unexpected-response', (_req, res) => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { rootCertificates } from 'node:tls';
 import WebSocket from 'ws';
-import type { AgentInput, AgentJson, ObserverServerMessage, ScheduleInput, ScheduleJson, StatsJson, StreamEvent, TaskActivityJson, TaskInput, TaskJson, TaskStatus } from './wire.js';
+import { NAMESPACE_HEADER, NAMESPACE_PATTERN, type AgentInput, type AgentJson, type ScheduleInput, type ScheduleJson, type StatsJson, type StreamEvent, type TaskActivityJson, type TaskInput, type TaskJson, type TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { ResilientSubscription, type SubscribeOptions, type Subscription } from './subscription.js';
@@ -33,7 +33,16 @@ export interface FleetClientOptions {
    * `ca: readFileSync('ca.pem')`. Used by every request, the event stream and agents' sockets.
    */
   ca?: string | Buffer | (string | Buffer)[];
+  /**
+   * The namespace this client acts in, sent as the Fleetd-Namespace header on every request and
+   * socket: tasks are submitted to it, lists and reads see only it (a task of another namespace is a
+   * 404), and agents made from this client register in it. Without it, a key scoped to one namespace
+   * acts in that one, and a key of every namespace in `default` (and reads all of them).
+   */
+  namespace?: string;
 }
+
+const namespaceName = new RegExp(NAMESPACE_PATTERN);
 
 /** Answers of a node (or a proxy before it) that is down, overloaded or restarting. */
 const NODE_UNAVAILABLE = new Set([502, 503, 504]);
@@ -91,6 +100,10 @@ export class FleetClient {
     if (urls.length === 0) throw new TypeError('FleetClient needs url or urls');
     this.urls = urls.map((u) => u.replace(/\/+$/, ''));
     this.retries = options.retries ?? 3 * this.urls.length;
+    // Said here rather than as a 400 on the first request, which may come long after (an agent's registration).
+    if (options.namespace !== undefined && (typeof options.namespace !== 'string' || !namespaceName.test(options.namespace))) {
+      throw new TypeError(`FleetClient: namespace ${JSON.stringify(options.namespace)} is not a namespace's name (lower-case letters, digits, - and _, starting with a letter or digit, at most 63 characters: ${NAMESPACE_PATTERN})`);
+    }
     if (options.ca !== undefined) {
       // Node's `ca` replaces the system's list rather than adding to it: keep both.
       this.trusted = [...rootCertificates, ...(Array.isArray(options.ca) ? options.ca : [options.ca])];
@@ -98,9 +111,20 @@ export class FleetClient {
     }
   }
 
-  /** Options for a WebSocket to the server: the trusted authorities when `ca` was given. */
-  socketOptions(): { ca?: (string | Buffer)[] } {
-    return this.trusted ? { ca: this.trusted } : {};
+  /** The headers every request and socket of this client carries: the credential, and the namespace when one was given. */
+  private headers(credential: string | undefined): Record<string, string> {
+    const headers: Record<string, string> = {};
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    if (this.options.namespace !== undefined) headers[NAMESPACE_HEADER] = this.options.namespace;
+    return headers;
+  }
+
+  /**
+   * Options for a WebSocket to the server, sent with `credential` (the client's API key unless an
+   * agent's token is given): its headers, and the trusted authorities when `ca` was given.
+   */
+  socketOptions(credential: string | undefined = this.options.apiKey): { headers: Record<string, string>; ca?: (string | Buffer)[] } {
+    return this.trusted ? { headers: this.headers(credential), ca: this.trusted } : { headers: this.headers(credential) };
   }
 
   /** The node requests go to now. */
@@ -145,10 +169,8 @@ export class FleetClient {
 
   private async requestOnce<T>(node: string, method: string, path: string, body: unknown, options: { signal?: AbortSignal; credential?: string; traceparent?: string }): Promise<T> {
     const { signal } = options;
-    const credential = options.credential ?? this.options.apiKey;
-    const headers: Record<string, string> = {};
+    const headers = this.headers(options.credential ?? this.options.apiKey);
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (credential) headers.authorization = `Bearer ${credential}`;
     // W3C Trace Context: fleetd's span of the request joins the caller's trace.
     if (options.traceparent) headers.traceparent = options.traceparent;
     let res: Response;

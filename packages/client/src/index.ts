@@ -33,4 +33,4 @@ export type {
   ActivityEntryJson,
   TaskActivityJson,
 } from './wire.js';
-export { AGENT_PROTOCOL_VERSION, CloseCodes, ERROR_STATUS } from './wire.js';
+export { AGENT_PROTOCOL_VERSION, CloseCodes, DEFAULT_NAMESPACE, ERROR_STATUS, NAMESPACE_HEADER, NAMESPACE_PATTERN } from './wire.js';

@@ -6,10 +6,9 @@ import { isNodeFailure } from './connection.js';
 /** What a subscription needs of the client that opened it. */
 export interface SubscriptionClient {
   readonly url: string;
-  readonly options: { apiKey?: string };
   failover(failed: string): void;
-  /** TLS options for sockets: the authorities given as `ca` (FleetClient). */
-  socketOptions(): { ca?: (string | Buffer)[] };
+  /** Options for sockets: headers with the client's API key and namespace, the authorities given as `ca` (FleetClient). */
+  socketOptions(): { headers: Record<string, string>; ca?: (string | Buffer)[] };
 }
 
 /** Events that may have been missed: the server no longer held them (`window`), its numbering changed (`epoch`: a restart, another node), or another node's events were lost on the way (`relay`). */
@@ -100,10 +99,7 @@ export class ResilientSubscription implements Subscription {
 
   private connect(resolve?: (s: this) => void, reject?: (err: Error) => void, resume = true): void {
     const node = this.client.url;
-    const socket = new WebSocket(`${node.replace(/^http/, 'ws')}/v1/events`, {
-      headers: this.client.options.apiKey ? { authorization: `Bearer ${this.client.options.apiKey}` } : {},
-      ...this.client.socketOptions(),
-    });
+    const socket = new WebSocket(`${node.replace(/^http/, 'ws')}/v1/events`, this.client.socketOptions());
     this.socket = socket;
     let subscribed = false;
     socket.once('open', () => {

@@ -3,6 +3,13 @@
 
 export const AGENT_PROTOCOL_VERSION = 1;
 
+/** The header that names the namespace a request acts in (a client made for one namespace sends it on every request and socket). */
+export const NAMESPACE_HEADER = "fleetd-namespace";
+/** What a namespace's name must match, as the server checks it. */
+export const NAMESPACE_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$";
+/** Where a request of a key that reaches every namespace acts unless it names one. */
+export const DEFAULT_NAMESPACE = "default";
+
 /** The HTTP status of each fleetd error code (the server's error catalogue). */
 export const ERROR_STATUS = {
   "FLEETD_ERR_VALIDATION": 400,

@@ -308,7 +308,7 @@ class AsyncAgent:
             node = self.fleet.url
             url = f"{node.replace('http', 'ws', 1)}/v1/agents/{self.id}/stream?protocol={AGENT_PROTOCOL_VERSION}"
             try:
-                async with ws_connect(url, self._token, self.fleet.ssl_context, max_size=None) as socket:
+                async with ws_connect(url, self.fleet._headers(self._token), self.fleet.ssl_context, max_size=None) as socket:
                     await self._serve(socket)
                     attempt = 0
                     # 1006: dropped without a closing handshake, the process or its machine died.

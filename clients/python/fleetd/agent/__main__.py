@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--name", default=f"demo-py-{os.getpid()}")
     parser.add_argument("--transport", choices=["auto", "ws", "poll"], default="auto")
+    parser.add_argument("--namespace", default=os.environ.get("FLEETD_NAMESPACE"), help="the namespace to register in (FLEETD_NAMESPACE); by default the key's only one, or default")
     args = parser.parse_args(argv)
     capabilities = [c.strip() for c in args.capabilities.split(",") if c.strip()]
     unknown = [c for c in capabilities if c not in HANDLERS]
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.concurrency < 1:
         parser.error("--concurrency: must be at least 1")
 
-    fleet = Fleet(urls=args.url.split(","), api_key=args.api_key)
+    try:
+        fleet = Fleet(urls=args.url.split(","), api_key=args.api_key, namespace=args.namespace)
+    except ValueError as err:
+        parser.error(f"--namespace: {err}")
     agent = fleet.agent(args.name, capabilities, args.concurrency, transport=args.transport)
     for capability in capabilities:
         agent.task(capability)(HANDLERS[capability])
