@@ -37,6 +37,7 @@ export const ERROR_STATUS = {
   "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE": 415,
   "FLEETD_ERR_RATE_LIMITED": 429,
   "FLEETD_ERR_TOO_MANY_CONNECTIONS": 429,
+  "FLEETD_ERR_QUOTA_EXCEEDED": 429,
   "FLEETD_ERR_HEADERS_TOO_LARGE": 431,
   "FLEETD_ERR_INTERNAL": 500,
   "FLEETD_ERR_STORE_UNAVAILABLE": 503,
@@ -174,7 +175,7 @@ export interface AgentInput {
 }
 
 export interface ErrorJson {
-  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_SCHEDULE_EXISTS" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED" | "FLEETD_ERR_AUTH_RATE_LIMITED" | "FLEETD_ERR_KEY_EXPIRED" | "FLEETD_ERR_RELEASED";
+  code: "FLEETD_ERR_VALIDATION" | "FLEETD_ERR_MALFORMED_JSON" | "FLEETD_ERR_BAD_REQUEST" | "FLEETD_ERR_UNAUTHORIZED" | "FLEETD_ERR_FORBIDDEN" | "FLEETD_ERR_NOT_FOUND" | "FLEETD_ERR_METHOD_NOT_ALLOWED" | "FLEETD_ERR_LEASE_LOST" | "FLEETD_ERR_LEASE_EXPIRED" | "FLEETD_ERR_TASK_STATE" | "FLEETD_ERR_IDEMPOTENCY_CONFLICT" | "FLEETD_ERR_LOCK_CONFLICT" | "FLEETD_ERR_AGENT_OFFLINE" | "FLEETD_ERR_RUN_STATE" | "FLEETD_ERR_KEY_STATE" | "FLEETD_ERR_DEPENDENCY_FAILED" | "FLEETD_ERR_SCHEDULE_EXISTS" | "FLEETD_ERR_REQUEST_TIMEOUT" | "FLEETD_ERR_BODY_TOO_LARGE" | "FLEETD_ERR_PAYLOAD_TOO_LARGE" | "FLEETD_ERR_ENTRY_TOO_LARGE" | "FLEETD_ERR_URI_TOO_LONG" | "FLEETD_ERR_UNSUPPORTED_MEDIA_TYPE" | "FLEETD_ERR_RATE_LIMITED" | "FLEETD_ERR_TOO_MANY_CONNECTIONS" | "FLEETD_ERR_QUOTA_EXCEEDED" | "FLEETD_ERR_HEADERS_TOO_LARGE" | "FLEETD_ERR_INTERNAL" | "FLEETD_ERR_STORE_UNAVAILABLE" | "FLEETD_ERR_UNAVAILABLE" | "FLEETD_ERR_SHUTTING_DOWN" | "FLEETD_ERR_DASHBOARD_NOT_BUILT" | "FLEETD_ERR_STORAGE_FULL" | "FLEETD_ERR_PIPELINE_DEFINITION" | "FLEETD_ERR_PIPELINE_FROM_FILE" | "FLEETD_ERR_PIPELINE_UNRUNNABLE" | "FLEETD_ERR_STEP_NOT_WAITING" | "FLEETD_ERR_CANCELLED" | "FLEETD_ERR_TIMEOUT" | "FLEETD_ERR_EXPIRED" | "FLEETD_ERR_AUTH_RATE_LIMITED" | "FLEETD_ERR_KEY_EXPIRED" | "FLEETD_ERR_RELEASED";
   message: string;
   details: Record<string, unknown>;
 }
@@ -615,6 +616,7 @@ export interface EventData {
   "pipeline.run.created": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
@@ -622,6 +624,7 @@ export interface EventData {
   "pipeline.step.started": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
@@ -631,6 +634,7 @@ export interface EventData {
   "pipeline.step.completed": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
@@ -640,6 +644,7 @@ export interface EventData {
   "pipeline.step.failed": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
@@ -651,6 +656,7 @@ export interface EventData {
   "pipeline.run.finished": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
@@ -658,6 +664,7 @@ export interface EventData {
   "pipeline.step.waiting": {
     run: {
       id: number;
+      namespace: string;
       pipeline: string;
       status: "queued" | "running" | "completed" | "failed" | "cancelled";
     };
