@@ -100,6 +100,19 @@ describe('keys scoped to namespaces, and the namespaces API', () => {
     }
   });
 
+  it("refuses an agent's token that names another namespace in the header with 404, on routes of no namespace of their own too", async () => {
+    const agent = await admin.registerAgent(['x'], { namespace: 'team-a' });
+    const asAgent = admin.as(agent.token);
+    const beat = (namespace?: string) =>
+      asAgent.request('POST', `/v1/agents/${agent.id}/heartbeat`, {}, namespace === undefined ? {} : { 'fleetd-namespace': namespace });
+    assert.equal((await beat()).status, 200);
+    assert.equal((await beat('team-a')).status, 200);
+    const other = await beat('team-b');
+    assert.equal(other.status, 404);
+    assert.equal(other.body.error.message, 'namespace team-b does not exist');
+    assert.equal((await beat('Not A Name')).status, 400);
+  });
+
   it('sets quotas, creating the namespace, records who did it, and refuses bad quotas with 400 changing nothing', async () => {
     const set = await admin.put('/v1/namespaces/team-c', { quotas: { maxQueuedTasks: 100, maxTasksPerSecond: 5 } });
     assert.equal(set.status, 200, JSON.stringify(set.body));

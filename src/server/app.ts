@@ -22,6 +22,7 @@ import { agentRoutes } from './routes/agents.js';
 import { keyRoutes } from './routes/keys.js';
 import { namespaceRoutes } from './routes/namespaces.js';
 import { NamespaceQuotaGuard } from './quotas.js';
+import { namespaceHeaderPlugin } from './namespaces.js';
 import { auditRoutes } from './routes/audit.js';
 import { auditPlugin } from './audit.js';
 import { authPlugin } from './auth.js';
@@ -207,6 +208,7 @@ export async function buildApp(options: AppOptions): Promise<App> {
   await app.register(securityHeadersPlugin, { dashboardDir: DASHBOARD_DIR, https: options.tls !== undefined });
   const failures = config.authFailuresPerMinute === 0 ? undefined : new AuthFailureLimiter(config.authFailuresPerMinute, { redis, prefix: config.redisPrefix });
   await app.register(authPlugin, { credentials: fleet.credentials, enabled: config.auth === 'on', failures });
+  await app.register(namespaceHeaderPlugin);
   await app.register(rateLimitPlugin, { limits: new RateLimits(config, redis) });
   await app.register(openApiPlugin);
   await app.register(auditPlugin, { audit: fleet.audit });

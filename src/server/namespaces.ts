@@ -1,3 +1,4 @@
+import fp from 'fastify-plugin';
 import type { FastifyRequest } from 'fastify';
 import { ALL_NAMESPACES, DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
@@ -98,3 +99,15 @@ export function cachePartition(request: FastifyRequest): string {
   if (reached === undefined && header === undefined) return '';
   return `ns:${reached === undefined ? ALL_NAMESPACES : [...reached].sort().join(',')}:${String(header ?? '')}|`;
 }
+
+/**
+ * A Fleetd-Namespace header out of the credential's reach is a 404 on every route, those that read
+ * or write no namespace of their own too (an agent's heartbeat, claim or stream sent with another
+ * namespace's name): a request never acts while naming a namespace it may not see. Runs after
+ * authentication, before the body is validated.
+ */
+export const namespaceHeaderPlugin = fp(async (app) => {
+  app.addHook('preValidation', async (request) => {
+    if (request.headers[NAMESPACE_HEADER] !== undefined && request.principal) readNamespaces(request);
+  });
+});
