@@ -5,7 +5,7 @@ import type { EventName } from '../src/bus/bus.js';
 import { RedisBus } from '../src/bus/redis-bus.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
 
-const agent = { id: 'a1', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
+const agent = { id: 'a1', namespace: 'default', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
 
 describe('redis bus', { timeout: 20_000 }, () => {
   it('delivers each event once on every node, its own node at once', async () => {

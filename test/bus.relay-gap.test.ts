@@ -7,7 +7,7 @@ import { TEST_REDIS_URL } from './cluster/node-process.js';
 import { eventually, startTestServer } from './helpers.js';
 import { connect } from './ws-helpers.js';
 
-const agent = { id: 'a1', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
+const agent = { id: 'a1', namespace: 'default', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
 
 describe('events lost between nodes are reported, never skipped in silence', { timeout: 30_000 }, () => {
   it('a node hears that another node\'s messages went missing (numbered, sent or not)', async () => {

@@ -9,6 +9,7 @@ function waiter(name: string, capabilities: string[], want = 1, agentId?: string
     name,
     agentId,
     capabilities: new Set(capabilities),
+    namespace: 'default',
     wanted: want,
     wakes: [] as (WakeReason | undefined)[],
     want: () => w.wanted,
@@ -122,6 +123,7 @@ describe('ClaimWaiters', () => {
     let remove = () => {};
     const first = {
       capabilities: new Set(['a']),
+      namespace: 'default',
       want: () => 1,
       // Takes other work, and hands its wake-up on as the delivery does.
       wake: (reason?: WakeReason) => {

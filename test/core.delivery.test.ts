@@ -121,7 +121,7 @@ function setup(): Setup {
       return { release, reached };
     },
     async agent(capabilities, maxConcurrency = 10) {
-      return (await fleet.agents.register({ name: 'a', capabilities, maxConcurrency })).agent.id;
+      return (await fleet.agents.register({ name: 'a', capabilities, maxConcurrency }, 'default')).agent.id;
     },
     async submit(...tasks) {
       return (await fleet.tasks.submitBatch(tasks.map((t) => ({ type: t.type, priority: t.priority ?? 0, requires: [t.type] })))).map((r) => r.task);
@@ -157,7 +157,7 @@ function socket() {
   return out;
 }
 
-const agentOf = (id: string, capabilities: string[], maxConcurrency = 10) => ({ id, capabilities, maxConcurrency });
+const agentOf = (id: string, capabilities: string[], maxConcurrency = 10) => ({ id, namespace: 'default', capabilities, maxConcurrency });
 
 describe('task delivery', { timeout: 30_000 }, () => {
   let s: Setup;
@@ -489,7 +489,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     const agent = await s.agent(['a']);
     const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
     await s.transitions.seen(to(agent, 'waiting'));
-    const channel = s.delivery.openChannel({ agent: { id: agent, capabilities: ['a'], maxConcurrency: 10 }, send: () => true });
+    const channel = s.delivery.openChannel({ agent: { id: agent, namespace: 'default', capabilities: ['a'], maxConcurrency: 10 }, send: () => true });
     s.delivery.stop();
     assert.deepEqual(await poll, []);
     assert.equal(channel.state, 'closed');

@@ -36,6 +36,7 @@ const op = fc.oneof(
 type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
 
 const insert = (type: string, key: string | null, now: number): TaskInsertParams => ({
+  namespace: 'default',
   type,
   status: 'queued',
   payload: null,
@@ -58,7 +59,7 @@ const insert = (type: string, key: string | null, now: number): TaskInsertParams
 async function limitsScenario(store: Store, ops: Op[]): Promise<void> {
   let now = 1_000_000;
   const agents = ['p0', 'p1'];
-  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: ['w'], labels: {}, maxConcurrency: 100, tokenHash: `h-${id}`, now })));
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: ['w'], labels: {}, maxConcurrency: 100, namespace: 'default', tokenHash: `h-${id}`, now })));
   const policies = new Map<string, TypePolicy>();
   // Starts under the policy in force, per type: a changed policy starts counting afresh.
   const starts = new Map<string, { at: number; key: string | null }[]>();
@@ -138,7 +139,7 @@ async function limitsScenario(store: Store, ops: Op[]): Promise<void> {
  */
 async function fairnessScenario(store: Store, sizes: number[], batches: number[]): Promise<void> {
   const now = 1_000_000;
-  await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['w'], labels: {}, maxConcurrency: 10_000, tokenHash: 'h-f', now }]);
+  await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['w'], labels: {}, maxConcurrency: 10_000, namespace: 'default', tokenHash: 'h-f', now }]);
   const keys = sizes.map((_, i) => `key-${i}`);
   // Submitted key by key, so that age alone would serve them one after the other.
   for (const [i, size] of sizes.entries()) {
@@ -235,7 +236,7 @@ const lockOp = fc.oneof(
 async function lockScenario(store: Store, ops: (typeof lockOp extends fc.Arbitrary<infer T> ? T : never)[]): Promise<void> {
   let now = 1_000_000;
   const agents = ['l0', 'l1', 'l2'];
-  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: [], labels: {}, maxConcurrency: 1, tokenHash: `h-${id}`, now })));
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: [], labels: {}, maxConcurrency: 1, namespace: 'default', tokenHash: `h-${id}`, now })));
   let seq = 0;
   for (const o of ops) {
     if (o.kind === 'advance') now += o.ms;

@@ -43,7 +43,7 @@ async function runScenario(store: Store, ops: Op[]) {
   const fleet = new Fleet({ store, bus: new LocalBus(), config, log: silent, now: () => clock });
   try {
     const agents: string[] = [];
-    for (const caps of capabilities) agents.push((await fleet.agents.register({ name: 'p', capabilities: caps, maxConcurrency: MAX_CONCURRENCY })).agent.id);
+    for (const caps of capabilities) agents.push((await fleet.agents.register({ name: 'p', capabilities: caps, maxConcurrency: MAX_CONCURRENCY }, 'default')).agent.id);
     const acknowledged = new Set<number>();
     const leasedBy = new Map<number, string>();
     // Tasks that reached a terminal state, and that state: nothing in these operations may change it.

@@ -47,7 +47,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
     const driver = openPostgres({ url: `${TEST_DATABASE_URL}?options=-c%20statement_timeout%3D60000`, schema });
     try {
       await driver.migrate();
-      await driver.store.agentCreateMany([{ id: 'own', name: 'own', capabilities: [], labels: {}, maxConcurrency: 1, tokenHash: 'h', now: 0 }]);
+      await driver.store.agentCreateMany([{ id: 'own', name: 'own', capabilities: [], labels: {}, maxConcurrency: 1, namespace: 'default', tokenHash: 'h', now: 0 }]);
       const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
       await client.connect();
       const { rows } = await client.query(`SELECT id FROM ${schema}.agents`);
@@ -71,11 +71,11 @@ describe('postgres store', { timeout: 60_000 }, () => {
       const [other] = await store.taskInsertMany({ tasks: [task('other')], now: 0, onRepeat: repeatCheck('task', []) });
       await client.query('ANALYZE tasks');
       await store.agentCreateMany([
-        { id: 'both', name: 'both', capabilities: ['bulk', 'other'], labels: {}, maxConcurrency: 10, tokenHash: 'h', now: 0 },
+        { id: 'both', name: 'both', capabilities: ['bulk', 'other'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: 'h', now: 0 },
       ]);
       for (const capabilities of [['other'], ['bulk', 'other']]) {
         await client.query('BEGIN');
-        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, ['both', capabilities, 5, 1, 10]);
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, ['both', capabilities, 5, 1, 10, null]);
         await client.query('ROLLBACK');
         const nodes = planNodes(rows[0]['QUERY PLAN'][0].Plan);
         const onTasks = nodes.filter((n) => n['Relation Name'] === 'tasks' && n['Node Type'] !== 'ModifyTable');

@@ -43,8 +43,9 @@ async function measure(name: string, driver: Driver, f: Record<string, number>):
   const { store } = driver;
   const t0 = Date.now();
   const agents = Array.from({ length: f.agents }, (_, i) => `agent-${i}`);
-  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: ['t'], labels: {}, maxConcurrency: 10, tokenHash: `h-${id}`, now: t0 })));
+  await store.agentCreateMany(agents.map((id) => ({ id, name: id, capabilities: ['t'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: `h-${id}`, now: t0 })));
   const task = (): TaskInsertParams => ({
+    namespace: 'default',
     type: 't',
     payload: { i: 1 },
     priority: 0,

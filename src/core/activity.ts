@@ -77,7 +77,12 @@ export class ActivityService {
       now: this.ctx.now(),
       floor: (totals) => retainedFloor(totals, bounds),
     });
-    if (!written.entries) throw activityRefused(written.current, id, agentId);
+    if (!written.entries) {
+      // A refusal reads the agent: a task of another namespace than its own is as missing.
+      const agent = written.current && (await this.ctx.store.agentGet({ id: agentId }));
+      if (agent && agent.namespace !== written.current!.namespace) throw notFound('task', id);
+      throw activityRefused(written.current, id, agentId);
+    }
     this.ctx.bus.publish('task.activity', { taskId: id, entries: written.entries });
     return written.entries;
   }

@@ -8,6 +8,7 @@ import type { AgentReaper } from './maintenance/agent-reaper.js';
 import type { AgentPresence } from './presence.js';
 import { lostLeases } from './rules/retry.js';
 import type { Agent, AgentStatus, Page } from '../domain/types.js';
+import { namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
 
 export interface AgentInput {
   name: string;
@@ -31,25 +32,26 @@ export class AgentService {
     private readonly presence: AgentPresence,
   ) {}
 
-  register(input: AgentInput): Promise<RegisteredAgent> {
-    return this.registerMany([input]).then(([registered]) => registered);
+  /** Registers the agent in `namespace`: for good, it claims and sees that namespace's tasks only. */
+  register(input: AgentInput, namespace: string): Promise<RegisteredAgent> {
+    return this.registerMany([input], namespace).then(([registered]) => registered);
   }
 
-  /** One transaction for the whole batch. */
-  registerBatch(inputs: AgentInput[]): Promise<RegisteredAgent[]> {
+  /** One transaction for the whole batch, all in one namespace. */
+  registerBatch(inputs: AgentInput[], namespace: string): Promise<RegisteredAgent[]> {
     if (inputs.length > this.ctx.config.maxAgentBatch) {
       throw invalid('agents', `a batch holds at most ${this.ctx.config.maxAgentBatch} agents`, { count: inputs.length });
     }
-    return this.registerMany(inputs);
+    return this.registerMany(inputs, namespace);
   }
 
-  private async registerMany(inputs: AgentInput[]): Promise<RegisteredAgent[]> {
+  private async registerMany(inputs: AgentInput[], namespace: string): Promise<RegisteredAgent[]> {
     const now = this.ctx.now();
     const tokens: string[] = [];
     inputs.forEach((input, index) => {
       const reserved = (input.capabilities ?? []).find((c) => RESERVED_CAPABILITY_PREFIXES.some((p) => c.startsWith(p)));
       if (reserved !== undefined) {
-        throw invalid('capabilities', `${reserved}: agent: and label: are fleetd's own (a task's agentId, the agent's labels), not capabilities`, inputs.length > 1 ? { index } : {});
+        throw invalid('capabilities', `${reserved}: agent:, label: and namespace: are fleetd's own (a task's agentId, the agent's labels, its namespace), not capabilities`, inputs.length > 1 ? { index } : {});
       }
     });
     const params: AgentCreateParams[] = inputs.map((input) => {
@@ -57,6 +59,7 @@ export class AgentService {
       tokens.push(token);
       return {
         id: randomUUID(),
+        namespace,
         name: input.name,
         capabilities: [...new Set(input.capabilities ?? [])],
         labels: input.labels ?? {},
@@ -72,13 +75,14 @@ export class AgentService {
     return agents.map((agent, i) => ({ agent, token: tokens[i] }));
   }
 
-  async get(id: string): Promise<Agent> {
+  /** The agent, if it is of one of `namespaces` (all when undefined): one of another namespace is as missing (404). */
+  async get(id: string, namespaces?: NamespaceFilter): Promise<Agent> {
     const agent = await this.ctx.store.agentGet({ id });
-    if (!agent) throw notFound('agent', id);
+    if (!agent || !namespaceVisible(namespaces, agent.namespace)) throw notFound('agent', id);
     return agent;
   }
 
-  list(params: { status?: AgentStatus; capability?: string; limit: number; cursor?: string }): Promise<Page<Agent>> {
+  list(params: { namespaces?: NamespaceFilter; status?: AgentStatus; capability?: string; limit: number; cursor?: string }): Promise<Page<Agent>> {
     return this.ctx.store.agentList(params);
   }
 
@@ -95,7 +99,9 @@ export class AgentService {
     return result.agent;
   }
 
-  async remove(id: string): Promise<Agent> {
+  async remove(id: string, namespaces?: NamespaceFilter): Promise<Agent> {
+    // A key that reaches some namespaces only reads the agent first: one out of its reach is as missing.
+    if (namespaces !== undefined) await this.get(id, namespaces);
     const now = this.ctx.now();
     const released = await this.ctx.store.agentDelete({ id, now, endLease: lostLeases('agent_offline', now) });
     if (!released) throw notFound('agent', id);

@@ -1,4 +1,4 @@
-import { requirementsOf } from '../domain/requirements.js';
+import { canClaim } from '../domain/requirements.js';
 
 /** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
 export interface WakeReason {
@@ -10,7 +10,9 @@ export interface WakeReason {
 export interface ClaimWaiter {
   /** The agent it claims for, so that it can be woken when that agent's own leases end and free room. */
   agentId?: string;
+  /** Its agent's claim keys (claimKeysOf) and namespace: it is woken for the requirement keys canClaim lets it take. */
   capabilities: ReadonlySet<string>;
+  namespace: string;
   /** How many tasks it would take now; 0 keeps it asleep whatever appears. */
   want(): number;
   /**
@@ -67,7 +69,7 @@ export class ClaimWaiters {
       const want = waiter.want();
       if (want <= 0) continue;
       for (const [key, left] of remaining) {
-        if (!requirementsOf(key).every((c) => waiter.capabilities.has(c))) continue;
+        if (!canClaim(key, waiter.capabilities, waiter.namespace)) continue;
         const count = Math.min(want, left);
         woken.push([waiter, { key, count }]);
         if (left - count <= 0) remaining.delete(key);

@@ -97,9 +97,9 @@ export class CredentialService {
       return { principal };
     }
     if (secret.startsWith(AGENT_TOKEN_PREFIX)) {
-      const agentId = await this.ctx.store.agentIdByTokenHash({ hash });
-      if (agentId === undefined) return undefined;
-      const principal: Principal = { kind: 'agent', agentId, namespace: DEFAULT_NAMESPACE };
+      const agent = await this.ctx.store.agentByTokenHash({ hash });
+      if (agent === undefined) return undefined;
+      const principal: Principal = { kind: 'agent', agentId: agent.id, namespace: agent.namespace };
       this.principals.set(hash, { principal, validUntil: null });
       return { principal };
     }

@@ -1,7 +1,7 @@
 import { AssertionError } from 'node:assert';
 import type { Bus } from '../bus/bus.js';
 import { isDependencyUnavailable } from '../domain/errors.js';
-import { claimKeysOf, requirementKey } from '../domain/requirements.js';
+import { claimKeysOf, taskRequirementKey } from '../domain/requirements.js';
 import type { Agent, Task } from '../domain/types.js';
 import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
 import type { Logger } from './context.js';
@@ -89,10 +89,11 @@ export interface ClaimParams {
   signal?: AbortSignal;
 }
 
-/** What one claim that never waits answers: the tasks leased, the agent's claim keys (claimKeysOf), and its room left after the claim. */
+/** What one claim that never waits answers: the tasks leased, the agent's claim keys (claimKeysOf) and namespace, and its room left after the claim. */
 export interface ReadyClaim {
   tasks: Task[];
   capabilities: string[];
+  namespace: string;
   room: number;
 }
 
@@ -112,7 +113,7 @@ export interface DeliveryOptions {
 /** A push connection's side: what it gives delivery. */
 export interface ChannelOptions {
   /** Its labels, when it has any, meet tasks' `label:` requirements. */
-  agent: Pick<Agent, 'id' | 'capabilities' | 'maxConcurrency'> & { labels?: Agent['labels'] };
+  agent: Pick<Agent, 'id' | 'namespace' | 'capabilities' | 'maxConcurrency'> & { labels?: Agent['labels'] };
   /**
    * Hands leased tasks to the connection. Returns false when it could not (the socket is closing, or
    * was cut off as too slow): the channel closes, and the tasks stay leased to the agent.
@@ -150,7 +151,7 @@ export function shortfall(reasons: Reasons, claimed?: Pick<ReadyClaim, 'tasks' |
   const short: Record<string, number> = {};
   if (claimed && claimed.tasks.length === 0 && claimed.room > 0) return short;
   for (const [key, count] of reasons) {
-    const taken = claimed ? claimed.tasks.filter((t) => requirementKey(t.requires) === key).length : 0;
+    const taken = claimed ? claimed.tasks.filter((t) => taskRequirementKey(t) === key).length : 0;
     if (taken < count) short[key] = count - taken;
   }
   return short;
@@ -304,7 +305,7 @@ class Poll {
       const missed = waiters.generation !== generation || (claimed.room <= 0 && this.freedDuringClaim);
       this.delivery.handOn(reasons, claimed);
       reasons = new Map();
-      const { tasks, capabilities, room } = claimed;
+      const { tasks, capabilities, namespace, room } = claimed;
       if (tasks.length > 0 || waitMs <= 0 || this.ended || this.delivery.isStopped || signal?.aborted) {
         this.to('done');
         return tasks;
@@ -317,7 +318,7 @@ class Poll {
         return [];
       }
       this.to('waiting');
-      const woken = await this.wait(capabilities, room > 0 ? max : 0, remaining);
+      const woken = await this.wait(capabilities, namespace, room > 0 ? max : 0, remaining);
       if (woken === false) {
         this.to('done');
         return [];
@@ -328,7 +329,7 @@ class Poll {
   }
 
   /** Resolves with the wake-up's reason (undefined when its agent's room changed), or false at the deadline, abort or end. */
-  private wait(capabilities: string[], want: number, timeoutMs: number): Promise<WakeReason | undefined | false> {
+  private wait(capabilities: string[], namespace: string, want: number, timeoutMs: number): Promise<WakeReason | undefined | false> {
     const { signal, agentId } = this.params;
     return new Promise((resolve) => {
       const settle = (result: WakeReason | undefined | false) => {
@@ -345,6 +346,7 @@ class Poll {
       const waiter: ClaimWaiter = {
         agentId,
         capabilities: new Set(capabilities),
+        namespace,
         want: () => (this.settle === settle ? want : 0),
         wake: (reason) => settle(reason),
       };
@@ -377,6 +379,7 @@ class Channel implements DeliveryChannel {
     this.removeWaiter = delivery.options.waiters.add({
       agentId: options.agent.id,
       capabilities: new Set(claimKeysOf(options.agent)),
+      namespace: options.agent.namespace,
       want: () => (this.state === 'closed' || this.full ? 0 : this.credit - this.asked),
       wake: (reason) => {
         if (reason) addReason(this.pending, reason);

@@ -1,7 +1,7 @@
 import type { Bus } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
 import { TASK_LOCK_TTL_MS, taskLockId, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
-import { requirementKey } from '../domain/requirements.js';
+import { taskRequirementKey } from '../domain/requirements.js';
 import { summarizeTask, type Lock, type TaskSummary } from '../domain/types.js';
 import { AgentService } from './agents.js';
 import { ClaimWaiters } from './claim-waiters.js';
@@ -207,7 +207,7 @@ export class Fleet {
     const available: Record<string, number> = {};
     for (const { task } of transitions) {
       if (task.status === 'queued') {
-        const key = requirementKey(task.requires);
+        const key = taskRequirementKey(task);
         available[key] = (available[key] ?? 0) + 1;
       }
       if (reason === 'due') continue;

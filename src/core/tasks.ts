@@ -1,4 +1,6 @@
-import { claimKeysOf, pinnedTo, requirementKey } from '../domain/requirements.js';
+import { claimKeysOf, namespaceRequirement, pinnedTo, taskRequirementKey } from '../domain/requirements.js';
+import { DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
+import { IDEMPOTENCY_KEY_SEPARATOR } from '../store/rows.js';
 import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult, TaskTransition, TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
@@ -18,9 +20,11 @@ import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
 import { checkDependsOn, linkCheck } from './rules/dependencies.js';
-import { TERMINAL_STATUSES, summarizeTask, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { TERMINAL_STATUSES, summarizeTask, type Agent, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
+  /** The namespace it is submitted to: default when absent. Its parent and dependencies must be of it too. */
+  namespace?: string;
   type: string;
   payload?: unknown;
   /** Higher runs first. Defaults to 0. */
@@ -73,11 +77,16 @@ export class TaskService {
     checkJsonValue(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
     checkJsonValue(input.metadata ?? {}, 'metadata', { maxBytes: METADATA_MAX_BYTES, maxDepth: this.ctx.config.maxPayloadDepth }, at);
+    const namespace = input.namespace ?? DEFAULT_NAMESPACE;
+    if (input.namespace !== undefined && !isNamespaceName(namespace)) throw invalid('namespace', `must match ${NAMESPACE_PATTERN}`, at);
+    if (input.idempotencyKey?.includes(IDEMPOTENCY_KEY_SEPARATOR)) throw invalid('idempotencyKey', 'must not contain U+001F', at);
     for (const r of input.requires ?? []) {
       if (r.startsWith('agent:')) throw invalid('requires', `${r}: pin a task to an agent with agentId`, at);
+      if (r.startsWith(namespaceRequirement(''))) throw invalid('requires', `${r}: a task's namespace is its namespace field`, at);
       if (r.startsWith('label:') && !r.includes('=')) throw invalid('requires', `${r}: a label requirement is label:<key>=<value>`, at);
     }
     const task = {
+      namespace,
       type: input.type,
       payload: input.payload ?? null,
       priority: input.priority ?? 0,
@@ -98,6 +107,7 @@ export class TaskService {
         ? { parentId: input.parentId ?? null, dependsOn, onDependencyFailure: input.onDependencyFailure ?? 'cancel' }
         : undefined;
     // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
+    // The namespace is not: a key is looked up within its namespace only.
     const hashed = links ? { ...task, payload: [task.payload, links] } : task;
     task.locks.forEach((resource, i) => {
       const bad = badLockPath(resource);
@@ -137,9 +147,12 @@ export class TaskService {
   private async submitMany(inputs: TaskInput[], batch: boolean): Promise<TaskInsertResult[]> {
     const now = this.ctx.now();
     const tasks = inputs.map((input, i) => this.toInsert(input, now, batch ? i : undefined));
-    // A task pinned to an agent that does not exist would wait for nobody.
-    for (const agentId of new Set(inputs.map((input) => input.agentId).filter((id) => id !== undefined))) {
-      if (!(await this.ctx.store.agentGet({ id: agentId }))) throw notFound('agent', agentId);
+    // A task pinned to an agent that does not exist, or of another namespace, would wait for nobody.
+    const pinned = new Map<string, Agent | undefined>();
+    for (const [i, { agentId }] of inputs.entries()) {
+      if (agentId === undefined) continue;
+      if (!pinned.has(agentId)) pinned.set(agentId, await this.ctx.store.agentGet({ id: agentId }));
+      if (pinned.get(agentId)?.namespace !== tasks[i].namespace) throw notFound('agent', agentId);
     }
     const linked = tasks.some((t) => t.links);
     const results = await this.ctx.store.taskInsertMany({
@@ -157,7 +170,7 @@ export class TaskService {
       if (expiresAt !== null && expiresAt < earliestExpiry) earliestExpiry = expiresAt;
       this.ctx.bus.publish('task.created', { task: summarizeTask(task) });
       if (task.status === 'queued') {
-        const key = requirementKey(task.requires);
+        const key = taskRequirementKey(task);
         available[key] = (available[key] ?? 0) + 1;
       } else if (task.status === 'scheduled' && task.runAt < earliestRunAt) earliestRunAt = task.runAt;
     }
@@ -167,19 +180,25 @@ export class TaskService {
     return results;
   }
 
-  async get(id: number): Promise<Task> {
-    const task = await this.ctx.store.taskGet({ id });
-    if (!task) throw notFound('task', id);
+  /** The task, if it is of one of `namespaces` (all when undefined): one of another namespace is as missing (404). */
+  async get(id: number, namespaces?: NamespaceFilter): Promise<Task> {
+    const task = await this.visible(id, namespaces);
     return (await this.withDependencies([task]))[0];
   }
 
-  /** The tasks submitted with this one as their parent, oldest first; 404 when the task does not exist. */
-  async children(params: { id: number; limit: number; cursor?: string }): Promise<Page<Task>> {
+  private async visible(id: number, namespaces: NamespaceFilter): Promise<Task> {
+    const task = await this.ctx.store.taskGet({ id });
+    if (!task || !namespaceVisible(namespaces, task.namespace)) throw notFound('task', id);
+    return task;
+  }
+
+  /** The tasks submitted with this one as their parent, oldest first; 404 when the task does not exist (in `namespaces`). */
+  async children(params: { id: number; limit: number; cursor?: string; namespaces?: NamespaceFilter }): Promise<Page<Task>> {
     const [page, parent] = await Promise.all([
-      this.ctx.store.taskList({ parentId: params.id, limit: params.limit, cursor: params.cursor, order: 'asc' }),
+      this.ctx.store.taskList({ parentId: params.id, limit: params.limit, cursor: params.cursor, order: 'asc', namespaces: params.namespaces }),
       params.cursor === undefined ? this.ctx.store.taskGet({ id: params.id }) : undefined,
     ]);
-    if (params.cursor === undefined && !parent) throw notFound('task', params.id);
+    if (params.cursor === undefined && (!parent || !namespaceVisible(params.namespaces, parent.namespace))) throw notFound('task', params.id);
     return page;
   }
 
@@ -206,7 +225,7 @@ export class TaskService {
       }
       this.ctx.bus.publish('task.released', { task: summary });
       if (task.status === 'queued') {
-        const key = requirementKey(task.requires);
+        const key = taskRequirementKey(task);
         available[key] = (available[key] ?? 0) + 1;
       } else if (task.runAt < earliestRunAt) earliestRunAt = task.runAt;
     }
@@ -222,24 +241,24 @@ export class TaskService {
    * The task once it has ended (completed, dead, cancelled), or as it is when `waitMs` passes or
    * `signal` aborts (the client hung up): one request instead of a subscription and a read.
    */
-  async waitForEnd(id: number, waitMs: number, signal?: AbortSignal): Promise<Task> {
+  async waitForEnd(id: number, waitMs: number, signal?: AbortSignal, namespaces?: NamespaceFilter): Promise<Task> {
     const watch = this.ends.watch(id);
     try {
-      const task = await this.get(id);
+      const task = await this.get(id, namespaces);
       if (TERMINAL_STATUSES.has(task.status) || waitMs <= 0) return task;
       await watch.until(waitMs, signal);
-      return await this.get(id);
+      return await this.get(id, namespaces);
     } finally {
       watch.cancel();
     }
   }
 
-  list(params: { status?: TaskStatus; type?: string; agentId?: string; tag?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
+  list(params: { namespaces?: NamespaceFilter; status?: TaskStatus; type?: string; agentId?: string; tag?: string; limit: number; cursor?: string }): Promise<Page<Task>> {
     return this.ctx.store.taskList(params);
   }
 
   /** Every matching task, oldest first, a chunk at a time: memory stays bounded whatever the count. */
-  async *export(params: { status?: TaskStatus; type?: string; agentId?: string }, chunk = 500): AsyncGenerator<Task[]> {
+  async *export(params: { namespaces?: NamespaceFilter; status?: TaskStatus; type?: string; agentId?: string }, chunk = 500): AsyncGenerator<Task[]> {
     let cursor: string | undefined;
     do {
       const page = await this.ctx.store.taskList({ ...params, limit: chunk, cursor, order: 'asc' });
@@ -263,7 +282,7 @@ export class TaskService {
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), room };
+    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), namespace: agent.namespace, room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
@@ -272,7 +291,7 @@ export class TaskService {
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
     const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
-    const task = leaseHeld(written, params.id, params.agentId);
+    const task = await this.leaseHeld(written, params.id, params.agentId);
     await this.recordUsage(task, params.usage);
     // The result travels with the event, so that whoever waits needs no read; a large one does not.
     const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
@@ -301,7 +320,7 @@ export class TaskService {
       now,
       endLease: (lease) => afterFailure(lease, failure),
     });
-    const task = leaseHeld(written, params.id, params.agentId);
+    const task = await this.leaseHeld(written, params.id, params.agentId);
     await this.recordUsage(task, params.usage);
     const summary = summarizeTask(task);
     if (task.status === 'dead') {
@@ -310,7 +329,7 @@ export class TaskService {
     } else {
       this.ctx.bus.publish('task.failed', { task: summary });
       if (task.status === 'queued') {
-        this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
+        this.ctx.bus.publish('tasks.available', { byRequirement: { [taskRequirementKey(task)]: 1 } });
       } else this.timers.scheduled.poke(task.runAt);
     }
     return task;
@@ -325,23 +344,38 @@ export class TaskService {
     const runAt = now + params.delayMs;
     const error = { code: 'FLEETD_ERR_RELEASED', message: params.reason ?? 'released by its agent for later', delayMs: params.delayMs };
     const written = await this.ctx.store.taskRelease({ id: params.id, agentId: params.agentId, now, status: initialStatus(runAt, now), runAt, error });
-    const task = leaseHeld(written, params.id, params.agentId);
+    const task = await this.leaseHeld(written, params.id, params.agentId);
     await this.recordUsage(task, params.usage);
     this.ctx.bus.publish('task.requeued', { task: summarizeTask(task), reason: 'released' });
-    if (task.status === 'queued') this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
+    if (task.status === 'queued') this.ctx.bus.publish('tasks.available', { byRequirement: { [taskRequirementKey(task)]: 1 } });
     else this.timers.scheduled.poke(task.runAt);
     return task;
   }
 
   async extend(params: { id: number; agentId: string; leaseMs?: number }): Promise<Task> {
-    const task = leaseHeld(await this.ctx.store.taskExtendLease({ ...params, now: this.ctx.now() }), params.id, params.agentId);
+    const task = await this.leaseHeld(await this.ctx.store.taskExtendLease({ ...params, now: this.ctx.now() }), params.id, params.agentId);
     this.ctx.bus.publish('task.extended', { task: summarizeTask(task) });
     if (task.leaseExpiresAt !== null) this.timers.leases.poke(task.leaseExpiresAt);
     return task;
   }
 
+  /**
+   * The task a write that needed the agent's lease wrote, or why it was refused (rules/tasks.ts
+   * leaseHeld); a task of another namespace than the agent's is as missing. Only a refusal reads
+   * the agent: a task leased to it is of its namespace, since claims never cross.
+   */
+  private async leaseHeld(written: TaskWrite, id: number, agentId: string): Promise<Task> {
+    if (!written.task && written.current) {
+      const agent = await this.ctx.store.agentGet({ id: agentId });
+      if (agent && agent.namespace !== written.current.namespace) throw notFound('task', id);
+    }
+    return leaseHeld(written, id, agentId);
+  }
+
   /** A leased task's agent is told to stop (the gateway, on task.cancelled), with `reason`. */
-  async cancel(id: number, reason?: string): Promise<Task> {
+  async cancel(id: number, reason?: string, namespaces?: NamespaceFilter): Promise<Task> {
+    // A key that reaches some namespaces only reads the task first: one out of its reach is as missing.
+    if (namespaces !== undefined) await this.visible(id, namespaces);
     const error = cancelledError(reason);
     const written = await this.ctx.store.taskCancel({ id, now: this.ctx.now(), from: CANCELLABLE, error });
     const task = stateAllowed(written, id, 'cancel');
@@ -356,8 +390,8 @@ export class TaskService {
    * dryRun). Each changed task publishes its event as a single action would: a cancelled one's
    * agent is told to stop, a retried one wakes agents.
    */
-  async bulk(params: { action: BulkAction; filter?: TaskBulkFilter; dryRun?: boolean }): Promise<{ matched: number; eligible: number; changed: number }> {
-    const filter = bulkFilter(params.filter);
+  async bulk(params: { action: BulkAction; filter?: TaskBulkFilter; namespaces?: NamespaceFilter; dryRun?: boolean }): Promise<{ matched: number; eligible: number; changed: number }> {
+    const filter: TaskBulkFilter = { ...bulkFilter(params.filter), namespaces: params.namespaces };
     const from = bulkFrom(params.action);
     const { matched, eligible } = await this.ctx.store.taskBulkCount({ filter, from });
     if (params.dryRun || eligible === 0) return { matched, eligible, changed: 0 };
@@ -374,7 +408,7 @@ export class TaskService {
         else if (params.action === 'delete') this.ctx.bus.publish('task.deleted', { task: summary });
         else {
           this.ctx.bus.publish('task.retried', { task: summary });
-          const key = requirementKey(task.requires);
+          const key = taskRequirementKey(task);
           available[key] = (available[key] ?? 0) + 1;
         }
       }
@@ -384,10 +418,11 @@ export class TaskService {
     }
   }
 
-  async retry(id: number): Promise<Task> {
+  async retry(id: number, namespaces?: NamespaceFilter): Promise<Task> {
+    if (namespaces !== undefined) await this.visible(id, namespaces);
     const task = stateAllowed(await this.ctx.store.taskRetry({ id, now: this.ctx.now(), from: RETRYABLE }), id, 'retry');
     this.ctx.bus.publish('task.retried', { task: summarizeTask(task) });
-    this.ctx.bus.publish('tasks.available', { byRequirement: { [requirementKey(task.requires)]: 1 } });
+    this.ctx.bus.publish('tasks.available', { byRequirement: { [taskRequirementKey(task)]: 1 } });
     return task;
   }
 }

@@ -11,6 +11,8 @@ export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set(['completed', 
 
 export interface Task {
   id: number;
+  /** The namespace it belongs to: only agents of that namespace claim it, only keys reaching it see it. */
+  namespace: string;
   type: string;
   payload: unknown;
   priority: number;
@@ -98,6 +100,8 @@ export interface ApiKey {
 
 export interface Agent {
   id: string;
+  /** The namespace it registered in: it claims and sees that namespace's tasks only. */
+  namespace: string;
   name: string;
   capabilities: string[];
   labels: Record<string, string>;

@@ -78,6 +78,7 @@ export type TaskDependencyJson = Static<typeof TaskDependencySchema>;
 
 export const TaskSchema = Type.Object({
   id: Type.Integer(),
+  namespace: Type.String(),
   type: Type.String(),
   payload: Type.Unknown(),
   priority: Type.Integer(),
@@ -125,6 +126,7 @@ export type TaskSummaryJson = Static<typeof TaskSummarySchema>;
 
 export const AgentSchema = Type.Object({
   id: Type.String(),
+  namespace: Type.String(),
   name: Type.String(),
   capabilities: Type.Array(Type.String()),
   labels: Type.Record(Type.String(), Type.String()),

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { NAMESPACE_PATTERN } from '../domain/namespaces.js';
 
 /**
  * Request schemas, strict: unknown fields are rejected, never dropped. The response schemas, from
@@ -11,6 +12,8 @@ export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z
 /** A task's requirement: a capability, or `label:<key>=<value>`, which an agent with that label meets. */
 const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, pattern: '^label:[^\\n=]{1,100}=[^\\n]{0,256}$' })]);
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
+/** The `namespace` a request names, in its body or query (server/namespaces.ts decides what it may name). */
+export const NamespaceName = Type.String({ pattern: NAMESPACE_PATTERN, description: 'The namespace to act in; a key reaching one namespace need not name it' });
 const AnyJson = Type.Unknown();
 const Time = Type.String({ format: 'date-time' });
 

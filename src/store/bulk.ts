@@ -1,4 +1,4 @@
-import type { Placeholder } from './keyset.js';
+import { whereOf, type Placeholder } from './keyset.js';
 import type { TaskBulkApplyParams, TaskBulkFilter } from './store.js';
 import type { TaskStatus } from '../domain/types.js';
 
@@ -7,15 +7,14 @@ import type { TaskStatus } from '../domain/types.js';
  * as lists.ts writes the lists: a driver only numbers the placeholders and runs them.
  */
 
-function filterWhere(filter: TaskBulkFilter): [string, unknown][] {
-  return (
-    [
-      ['status = ?', filter.status],
-      ['type = ?', filter.type],
-      ['created_at < ?', filter.createdBefore],
-      ['id IN (SELECT task_id FROM task_tags WHERE tag = ?)', filter.tag],
-    ] as [string, unknown][]
-  ).filter(([, value]) => value !== undefined);
+function filterWhere(filter: TaskBulkFilter): { conditions: string[]; values: unknown[] } {
+  return whereOf([
+    ['namespace IN (?)', filter.namespaces],
+    ['status = ?', filter.status],
+    ['type = ?', filter.type],
+    ['created_at < ?', filter.createdBefore],
+    ['id IN (SELECT task_id FROM task_tags WHERE tag = ?)', filter.tag],
+  ]);
 }
 
 const inList = (statuses: readonly TaskStatus[]) => `status IN (${statuses.map(() => '?').join(', ')})`;
@@ -29,9 +28,9 @@ function numbered(text: string, placeholder: Placeholder): string {
 export function bulkCount(filter: TaskBulkFilter, from: readonly TaskStatus[], placeholder: Placeholder): { text: string; values: unknown[] } {
   const where = filterWhere(filter);
   const text = `SELECT count(*) AS matched, coalesce(sum(CASE WHEN ${inList(from)} THEN 1 ELSE 0 END), 0) AS eligible FROM tasks${
-    where.length > 0 ? ` WHERE ${where.map(([c]) => c).join(' AND ')}` : ''
+    where.conditions.length > 0 ? ` WHERE ${where.conditions.join(' AND ')}` : ''
   }`;
-  return { text: numbered(text, placeholder), values: [...from, ...where.map(([, v]) => v)] };
+  return { text: numbered(text, placeholder), values: [...from, ...where.values] };
 }
 
 /**
@@ -40,9 +39,9 @@ export function bulkCount(filter: TaskBulkFilter, from: readonly TaskStatus[], p
  * so that a task that moved on meanwhile is left alone. `lock` locks the chosen rows (PostgreSQL).
  */
 export function bulkApply(p: Omit<TaskBulkApplyParams, 'error'> & { error: string }, placeholder: Placeholder, lock = ''): { text: string; values: unknown[] } {
-  const where = [...filterWhere(p.filter), [inList(p.from), undefined] as [string, unknown]];
-  const chosen = `SELECT id FROM tasks WHERE ${where.map(([c]) => c).join(' AND ')} ORDER BY id LIMIT ?${lock}`;
-  const chosenValues = [...filterWhere(p.filter).map(([, v]) => v), ...p.from, p.limit];
+  const filter = filterWhere(p.filter);
+  const chosen = `SELECT id FROM tasks WHERE ${[...filter.conditions, inList(p.from)].join(' AND ')} ORDER BY id LIMIT ?${lock}`;
+  const chosenValues = [...filter.values, ...p.from, p.limit];
   const head =
     p.action === 'delete'
       ? { text: 'DELETE FROM tasks', values: [] as unknown[] }

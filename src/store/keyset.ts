@@ -9,7 +9,7 @@ import { invalid } from '../domain/errors.js';
 export interface KeysetQuery<R> {
   /** `SELECT … FROM …`, without WHERE. */
   select: string;
-  /** Conditions with one `?` each; those whose value is undefined are left out. */
+  /** Conditions with one `?` each (see whereOf); those whose value is undefined are left out. */
   where: [condition: string, value: unknown][];
   /** The unique, indexed column the pages follow, as the SQL names it. */
   key: string;
@@ -23,16 +23,36 @@ export interface KeysetQuery<R> {
 /** How a dialect writes the n-th parameter (from 1): SQLite `?`, PostgreSQL `$n`. */
 export type Placeholder = (n: number) => string;
 
+/**
+ * Conditions and their values, those whose value is undefined left out. A list value stands for an
+ * `IN (?)` condition and takes one placeholder per item (an empty list matches nothing).
+ */
+export function whereOf(where: [condition: string, value: unknown][]): { conditions: string[]; values: unknown[] } {
+  const conditions: string[] = [];
+  const values: unknown[] = [];
+  for (const [condition, value] of where) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      conditions.push(condition.replace('(?)', value.length === 0 ? '(NULL)' : `(${value.map(() => '?').join(', ')})`));
+      values.push(...value);
+    } else {
+      conditions.push(condition);
+      values.push(value);
+    }
+  }
+  return { conditions, values };
+}
+
 export async function keysetPage<R>(
   q: KeysetQuery<R>,
   placeholder: Placeholder,
   fetch: (text: string, values: unknown[]) => R[] | Promise<R[]>,
 ): Promise<Page<R>> {
   const after = decodeCursor(q.cursor);
-  const where = [...q.where, [`${q.key} ${q.order === 'asc' ? '>' : '<'} ?`, after] as [string, unknown]].filter(([, value]) => value !== undefined);
-  const values = [...where.map(([, value]) => value), q.limit + 1];
+  const where = whereOf([...q.where, [`${q.key} ${q.order === 'asc' ? '>' : '<'} ?`, after]]);
+  const values = [...where.values, q.limit + 1];
   let n = 0;
-  const text = `${q.select}${where.length > 0 ? ` WHERE ${where.map(([condition]) => condition).join(' AND ')}` : ''} ORDER BY ${q.key} ${q.order.toUpperCase()} LIMIT ?`.replace(
+  const text = `${q.select}${where.conditions.length > 0 ? ` WHERE ${where.conditions.join(' AND ')}` : ''} ORDER BY ${q.key} ${q.order.toUpperCase()} LIMIT ?`.replace(
     /\?/g,
     () => placeholder(++n),
   );

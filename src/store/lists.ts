@@ -11,6 +11,7 @@ import type { AgentListParams, LockListParams, TaskListParams } from './store.js
 export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
   select: 'SELECT * FROM tasks',
   where: [
+    ['namespace IN (?)', p.namespaces],
     ['status = ?', p.status],
     ['type = ?', p.type],
     ['agent_id = ?', p.agentId],
@@ -33,6 +34,7 @@ export const agentList = (p: AgentListParams, byCapability: { from: string; cond
   select: `SELECT a.* FROM ${p.capability === undefined ? 'agents a' : byCapability.from}`,
   where: [
     [byCapability.condition, p.capability],
+    ['a.namespace IN (?)', p.namespaces],
     ['a.status = ?', p.status],
   ],
   key: 'a.seq',

@@ -1,6 +1,7 @@
 import { NO_QUOTAS, type Namespace, type NamespaceQuotas } from '../domain/namespaces.js';
 import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
-import { requirementsOf } from '../domain/requirements.js';
+import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
+import { requiresOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
 import type { LeaseEnd } from './store.js';
 
@@ -8,11 +9,14 @@ import type { LeaseEnd } from './store.js';
 
 export interface TaskRow {
   id: number;
+  namespace: string;
   type: string;
+  /** The requirement key, with the namespace's requirement outside default (domain/requirements.ts). */
   req_key: string;
   payload: string;
   priority: number;
   status: TaskStatus;
+  /** As storedIdempotencyKey writes it. */
   idempotency_key: string | null;
   request_hash: string | null;
   attempts: number;
@@ -78,6 +82,7 @@ export function dependenciesByTask(rows: DependencyRow[]): Map<number, TaskDepen
 export interface AgentRow {
   seq: number;
   id: string;
+  namespace: string;
   name: string;
   /** JSON text on SQLite (with an agent_capabilities table to search), a text[] on PostgreSQL. */
   capabilities: string | string[];
@@ -126,17 +131,31 @@ export const toApiKey = (row: ApiKeyRow): ApiKey => ({
   previousSecretExpiresAt: row.previous_expires_at,
 });
 
+/**
+ * An idempotency key as the tasks table stores it. Keys are per namespace, but the column's UNIQUE
+ * constraint (a column constraint, which SQLite cannot drop without rebuilding the table) spans all
+ * of them: outside default the key is stored behind its namespace and a separator no namespace name
+ * holds (and no key may, core/tasks.ts), so that two namespaces' keys never meet and default's stay
+ * as they were stored.
+ */
+export const IDEMPOTENCY_KEY_SEPARATOR = '\u001f';
+export const storedIdempotencyKey = (namespace: string, key: string | null): string | null =>
+  key === null || namespace === DEFAULT_NAMESPACE ? key : `${namespace}${IDEMPOTENCY_KEY_SEPARATOR}${key}`;
+const ownIdempotencyKey = (namespace: string, stored: string | null): string | null =>
+  stored === null || namespace === DEFAULT_NAMESPACE ? stored : stored.slice(namespace.length + 1);
+
 export const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 
 export function toTask(row: TaskRow): Task {
   return {
     id: row.id,
+    namespace: row.namespace,
     type: row.type,
     payload: JSON.parse(row.payload),
     priority: row.priority,
-    requires: [...requirementsOf(row.req_key)],
+    requires: requiresOf(row.req_key, row.namespace),
     status: row.status,
-    idempotencyKey: row.idempotency_key,
+    idempotencyKey: ownIdempotencyKey(row.namespace, row.idempotency_key),
     attempts: row.attempts,
     maxAttempts: row.max_attempts,
     leaseMs: row.lease_ms,
@@ -176,6 +195,7 @@ export function toLock(row: LockRow): Lock {
 export function toAgent(row: AgentRow): Agent {
   return {
     id: row.id,
+    namespace: row.namespace,
     name: row.name,
     capabilities: typeof row.capabilities === 'string' ? JSON.parse(row.capabilities) : row.capabilities,
     labels: JSON.parse(row.labels),

@@ -3,6 +3,7 @@ import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
 import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
 /**
@@ -32,8 +33,8 @@ export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, Names
 export interface AgentStore {
   agentCreateMany(params: AgentCreateParams[]): Promise<Agent[]>;
   agentGet(params: { id: string }): Promise<Agent | undefined>;
-  /** The agent whose token has this hash, for authentication; tokens are stored hashed only. */
-  agentIdByTokenHash(params: { hash: string }): Promise<string | undefined>;
+  /** The agent whose token has this hash, with its namespace, for authentication; tokens are stored hashed only. */
+  agentByTokenHash(params: { hash: string }): Promise<{ id: string; namespace: string } | undefined>;
   agentList(params: AgentListParams): Promise<Page<Agent>>;
   /** Records a heartbeat and brings a stale or offline agent back online. */
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined>;
@@ -51,7 +52,8 @@ export interface AgentStore {
   agentRelease(params: { id: string; now: number; endLease: EndLease }): Promise<AgentReleaseResult | undefined>;
   /** The earliest heartbeat time among online and stale agents, to time the next reap. */
   agentOldestHeartbeat(params: { status: AgentStatus }): Promise<number | null>;
-  agentCounts(): Promise<AgentCount[]>;
+  /** Agents by status, of the namespaces of the filter (all when undefined). */
+  agentCounts(params?: { namespaces?: NamespaceFilter }): Promise<AgentCount[]>;
 }
 
 /** Tasks: the queue itself. */
@@ -93,7 +95,8 @@ export interface TaskStore {
   taskDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
-  taskCounts(): Promise<TaskCount[]>;
+  /** Tasks by (type, priority, status), of the namespaces of the filter (all when undefined). */
+  taskCounts(params?: { namespaces?: NamespaceFilter }): Promise<TaskCount[]>;
   /** The dependencies of each task, with the outcomes copied when each finished, keyed by task id. */
   taskDependencies(params: { ids: number[] }): Promise<Map<number, TaskDependency[]>>;
   /**
@@ -119,6 +122,8 @@ export interface TaskBulkStore {
 }
 
 export interface TaskBulkFilter {
+  /** Only tasks of these namespaces (all when undefined). */
+  namespaces?: NamespaceFilter;
   status?: TaskStatus;
   tag?: string;
   type?: string;
@@ -234,7 +239,7 @@ export type RepeatCheck = (repeat: { index: number; existing: { id: number; requ
 
 /**
  * Core's rule for a new task with a parent or dependencies, called inside the insert with what the
- * store found of them (locked against their completion, on PostgreSQL): it throws to refuse the
+ * store found of them in the task's own namespace (one in another namespace is not found) (locked against their completion, on PostgreSQL): it throws to refuse the
  * whole batch (a task that does not exist), or answers the task's first status and how many of its
  * dependencies are still to finish.
  */
@@ -294,6 +299,7 @@ export interface PoolStats {
 
 export interface AgentCreateParams {
   id: string;
+  namespace: string;
   name: string;
   capabilities: string[];
   labels: Record<string, string>;
@@ -303,6 +309,8 @@ export interface AgentCreateParams {
 }
 
 export interface AgentListParams {
+  /** Only agents of these namespaces (all when undefined). */
+  namespaces?: NamespaceFilter;
   status?: AgentStatus;
   capability?: string;
   limit: number;
@@ -322,12 +330,14 @@ export interface AgentReleaseResult {
 }
 
 export interface TaskInsertParams {
+  namespace: string;
   type: string;
   /** Decided by core: queued, or scheduled when runAt lies ahead (with links, onLinks decides inside the insert). */
   status: 'queued' | 'scheduled';
   payload: unknown;
   priority: number;
   requires: string[];
+  /** Unique within the task's namespace. */
   idempotencyKey: string | null;
   /** What the idempotency key is bound to (null without a key), computed by core. */
   requestHash: string | null;
@@ -355,6 +365,8 @@ export interface TaskInsertResult {
 }
 
 export interface TaskListParams {
+  /** Only tasks of these namespaces (all when undefined). */
+  namespaces?: NamespaceFilter;
   status?: TaskStatus;
   /** Tasks that carry this tag. */
   tag?: string;

@@ -96,8 +96,8 @@ export function exerciseAgents(factory: DriverFactory): void {
       const got = await h.store.agentGet({ id: ids[0] });
       assert.deepEqual(got?.labels, { role: 'test' });
       assert.deepEqual(got?.capabilities, ['all']);
-      assert.equal(await h.store.agentIdByTokenHash({ hash: `hash-${ids[0]}` }), ids[0]);
-      assert.equal(await h.store.agentIdByTokenHash({ hash: 'hash-nobody' }), undefined);
+      assert.deepEqual(await h.store.agentByTokenHash({ hash: `hash-${ids[0]}` }), { id: ids[0], namespace: 'default' });
+      assert.equal(await h.store.agentByTokenHash({ hash: 'hash-nobody' }), undefined);
       const odd = await h.store.agentList({ capability: 'odd', limit: 2 });
       assert.deepEqual(odd.items.map((a) => a.id), [ids[1], ids[3]]);
       const odd2 = await h.store.agentList({ capability: 'odd', limit: 2, cursor: odd.nextCursor! });

@@ -72,7 +72,7 @@ export function exerciseControl(factory: DriverFactory): void {
 
     it('HandsAPinnedTaskOnlyToItsAgent, and a label requirement only to agents with that label', async () => {
       const eu = `agent-eu-${Math.random()}`;
-      await h.store.agentCreateMany([{ id: eu, name: eu, capabilities: ['pin'], labels: { region: 'eu' }, maxConcurrency: 10, tokenHash: `hash-${eu}`, now: T0 }]);
+      await h.store.agentCreateMany([{ id: eu, name: eu, capabilities: ['pin'], labels: { region: 'eu' }, maxConcurrency: 10, namespace: 'default', tokenHash: `hash-${eu}`, now: T0 }]);
       const other = await h.agent(['pin']);
       const [pinned, euOnly] = await h.submit(task('pin', { requires: ['pin', `agent:${eu}`] }), task('pin', { requires: ['pin', 'label:region=eu'] }));
       assert.deepEqual((await h.store.taskClaim({ agentId: other, max: 5, now: T0 })).tasks, [], 'neither is for the other agent');

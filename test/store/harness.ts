@@ -19,6 +19,7 @@ export const T0 = 1_700_000_000_000;
 /** A task as core would hand it to the store: its first status and request hash decided by core's rules. */
 export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status' | 'requestHash' | 'expiresAt'>> = {}): TaskInsertParams {
   const t = {
+    namespace: 'default',
     type,
     payload: { type } as unknown,
     priority: 0,
@@ -89,9 +90,9 @@ export function eachTest(factory: DriverFactory) {
       assert.ok(current?.openSibling, 'this driver opens siblings');
       return current.openSibling();
     },
-    async agent(capabilities: string[], maxConcurrency = 10, now = T0): Promise<string> {
+    async agent(capabilities: string[], maxConcurrency = 10, now = T0, namespace = 'default'): Promise<string> {
       const id = `agent-${++agentSeq}`;
-      await h.store.agentCreateMany([{ id, name: id, capabilities, labels: { role: 'test' }, maxConcurrency, tokenHash: `hash-${id}`, now }]);
+      await h.store.agentCreateMany([{ id, namespace, name: id, capabilities, labels: { role: 'test' }, maxConcurrency, tokenHash: `hash-${id}`, now }]);
       return id;
     },
     async submit(...tasks: TaskInsertParams[]): Promise<Task[]> {

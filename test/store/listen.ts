@@ -29,7 +29,7 @@ export function exerciseListen(factory: DriverFactory): void {
         await heard;
         assert.deepEqual(heardByA, [{ n: 2, 'm\nx': 1 }]);
         // A rescue on B (a lease that expired) is a wake-up too.
-        await b.store.agentCreateMany([{ id: 'w', name: 'w', capabilities: ['n'], labels: {}, maxConcurrency: 5, tokenHash: 'h', now: T0 }]);
+        await b.store.agentCreateMany([{ id: 'w', name: 'w', capabilities: ['n'], labels: {}, maxConcurrency: 5, namespace: 'default', tokenHash: 'h', now: T0 }]);
         await b.store.taskClaim({ agentId: 'w', max: 1, now: T0 });
         const rescued = new Promise<void>((resolve) => (wake = resolve));
         await b.store.taskRescueExpiredLeases({ now: T0 + 5_000, limit: 10, endLease: rules.expired(T0 + 5_000) });

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { FleetError } from '../../domain/errors.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
-import { errors, pathAgent, type Routes } from '../routes/deps.js';
+import { assertAgentInReach, errors, pathAgent, type Routes } from '../routes/deps.js';
 import { ownerOf } from '../auth.js';
 import { AgentGateway } from './agent-stream.js';
 import { Connections } from './connections.js';
@@ -76,6 +76,7 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     config: { access: 'agent', actsFor: pathAgent, tokenInQuery: true },
     preHandler: async (request) => {
       connections.checkOwner(ownerOf(request));
+      await assertAgentInReach(request, fleet, (request.params as { id: string }).id);
       const query = request.query as { protocol?: number };
       if (query.protocol !== undefined && query.protocol !== AGENT_PROTOCOL_VERSION) {
         throw new FleetError('FLEETD_ERR_VALIDATION', `protocol ${query.protocol} is not supported; this server speaks ${AGENT_PROTOCOL_VERSION}`, {

@@ -2,7 +2,8 @@ import { Type } from '@sinclair/typebox';
 import { LOG_LEVELS } from '../../domain/activity.js';
 import { TaskActivitySchema, literalsOf, taskActivityJson } from '../../domain/wire.js';
 import { Id } from '../schemas.js';
-import { bodyAgent, errors, type Routes } from './deps.js';
+import { assertVisible } from '../namespaces.js';
+import { assertAgentInReach, bodyAgent, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Accepted = Type.Object({ taskId: Type.Integer(), lastSeq: Type.Integer({ description: 'The sequence number of the last entry this report added' }) });
@@ -36,7 +37,10 @@ export const activityRoutes: Routes = async (app, { fleet }) => {
         response: { 200: Accepted, ...refusals },
       },
     },
-    async (request) => accepted(request.params.id, await fleet.activity.progress({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return accepted(request.params.id, await fleet.activity.progress({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.post(
@@ -61,7 +65,10 @@ export const activityRoutes: Routes = async (app, { fleet }) => {
         response: { 200: Accepted, ...refusals },
       },
     },
-    async (request) => accepted(request.params.id, await fleet.activity.logs({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return accepted(request.params.id, await fleet.activity.logs({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.post(
@@ -78,7 +85,10 @@ export const activityRoutes: Routes = async (app, { fleet }) => {
         response: { 200: Accepted, ...refusals },
       },
     },
-    async (request) => accepted(request.params.id, await fleet.activity.output({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return accepted(request.params.id, await fleet.activity.output({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.get(
@@ -102,6 +112,7 @@ export const activityRoutes: Routes = async (app, { fleet }) => {
     },
     async (request) => {
       const { task, tail } = await fleet.activity.read({ id: request.params.id, since: request.query.since, limit: request.query.limit ?? 1_000 });
+      assertVisible(request, task.namespace, 'task', request.params.id);
       return taskActivityJson(task, tail);
     },
   );

@@ -1,10 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import { AgentSchema, AgentStatusSchema, agentJson, pageOf } from '../../domain/wire.js';
-import { AgentInputSchema, Id, Pagination } from '../schemas.js';
-import { bodyLimits, errors, pathAgent, type Routes } from './deps.js';
+import { AgentInputSchema, Id, NamespaceName, Pagination } from '../schemas.js';
+import { readNamespaces, writeNamespace } from '../namespaces.js';
+import { assertAgentInReach, bodyLimits, errors, pathAgent, type Routes } from './deps.js';
 
 const Registered = Type.Object({ agent: AgentSchema, token: Type.String() });
 const IdParams = Type.Object({ id: Id });
+/** An agent as POST /v1/agents takes it: the agent, and the namespace it registers in. */
+const RegisterBody = Type.Object({ ...AgentInputSchema.properties, namespace: Type.Optional(NamespaceName) }, { additionalProperties: false });
 
 export const agentRoutes: Routes = async (app, { fleet, config }) => {
   app.post(
@@ -15,13 +18,14 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
         tags: ['agents'],
         summary: 'Register an agent',
         description:
-          'Makes an agent with its capabilities (the task types it can do) and answers its token, once: the agent sends it as its Bearer credential for its claims, completions, heartbeats and stream.',
-        body: { ...AgentInputSchema, examples: [{ name: 'crawler-1', capabilities: ['crawl'], labels: { zone: 'eu' }, maxConcurrency: 4 }] },
+          'Makes an agent with its capabilities (the task types it can do) in a namespace, for good, and answers its token, once: the agent sends it as its Bearer credential for its claims, completions, heartbeats and stream. It only ever claims and sees the tasks of its namespace.',
+        body: { ...RegisterBody, examples: [{ name: 'crawler-1', capabilities: ['crawl'], labels: { zone: 'eu' }, maxConcurrency: 4 }] },
         response: { 201: Registered, ...errors(400, 413, 415) },
       },
     },
     async (request, reply) => {
-      const { agent, token } = await fleet.agents.register(request.body);
+      const { namespace, ...input } = request.body;
+      const { agent, token } = await fleet.agents.register(input, writeNamespace(request, namespace));
       return reply.status(201).send({ agent: agentJson(agent), token });
     },
   );
@@ -33,13 +37,13 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
       schema: {
         tags: ['agents'],
         summary: 'Register agents in one batch',
-        description: 'All or nothing, up to maxAgentBatch agents; each answered with its token, in order.',
-        body: Type.Object({ agents: Type.Array(AgentInputSchema, { minItems: 1 }) }, { additionalProperties: false }),
+        description: 'All or nothing, up to maxAgentBatch agents, all in one namespace; each answered with its token, in order.',
+        body: Type.Object({ agents: Type.Array(AgentInputSchema, { minItems: 1 }), namespace: Type.Optional(NamespaceName) }, { additionalProperties: false }),
         response: { 201: Type.Object({ items: Type.Array(Registered) }), ...errors(400, 413, 415) },
       },
     },
     async (request, reply) => {
-      const registered = await fleet.agents.registerBatch(request.body.agents);
+      const registered = await fleet.agents.registerBatch(request.body.agents, writeNamespace(request, request.body.namespace));
       return reply.status(201).send({ items: registered.map((r) => ({ agent: agentJson(r.agent), token: r.token })) });
     },
   );
@@ -50,16 +54,18 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
       schema: {
         tags: ['agents'],
         summary: 'List agents',
-        description: 'Filtered by status (online, stale, offline) or capability; a page of up to limit, and nextCursor for the next page.',
+        description:
+          'Of the namespaces the key reaches (or the one named), filtered by status (online, stale, offline) or capability; a page of up to limit, and nextCursor for the next page.',
         querystring: Type.Object(
-          { status: Type.Optional(AgentStatusSchema), capability: Type.Optional(Type.String({ maxLength: 100 })), ...Pagination },
+          { namespace: Type.Optional(NamespaceName), status: Type.Optional(AgentStatusSchema), capability: Type.Optional(Type.String({ maxLength: 100 })), ...Pagination },
           { additionalProperties: false },
         ),
         response: { 200: pageOf(AgentSchema), ...errors(400) },
       },
     },
     async (request) => {
-      const page = await fleet.agents.list(request.query as Parameters<typeof fleet.agents.list>[0]);
+      const { namespace, ...query } = request.query as Omit<Parameters<typeof fleet.agents.list>[0], 'namespaces'> & { namespace?: string };
+      const page = await fleet.agents.list({ ...query, namespaces: readNamespaces(request, namespace) });
       return { items: page.items.map(agentJson), nextCursor: page.nextCursor };
     },
   );
@@ -67,7 +73,7 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
   app.get(
     '/agents/:id',
     { schema: { tags: ['agents'], summary: 'Get an agent', description: 'Its capabilities, labels, status and last heartbeat.', params: IdParams, response: { 200: AgentSchema, ...errors(404) } } },
-    async (request) => agentJson(await fleet.agents.get(request.params.id)),
+    async (request) => agentJson(await fleet.agents.get(request.params.id, readNamespaces(request))),
   );
 
   app.post(
@@ -83,7 +89,10 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
         response: { 200: AgentSchema, ...errors(404) },
       },
     },
-    async (request) => agentJson(await fleet.agents.heartbeat(request.params.id)),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.params.id);
+      return agentJson(await fleet.agents.heartbeat(request.params.id));
+    },
   );
 
   app.delete(
@@ -99,7 +108,7 @@ export const agentRoutes: Routes = async (app, { fleet, config }) => {
       },
     },
     async (request) => {
-      const agent = await fleet.agents.remove(request.params.id);
+      const agent = await fleet.agents.remove(request.params.id, readNamespaces(request));
       await request.audit({ action: 'agent.removed', target: `agent:${agent.id}`, details: { name: agent.name } });
       return agentJson(agent);
     },

@@ -4,6 +4,7 @@ import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Dependencies } from '../../domain/dependencies.js';
 import type { Fleet } from '../../core/fleet.js';
+import { readNamespaces } from '../namespaces.js';
 import { ErrorBody } from '../../domain/wire.js';
 
 export interface RouteDeps {
@@ -26,6 +27,18 @@ export const bodyLimits = { control: 4 * 1024, agent: 64 * 1024, lock: 512 * 102
 
 /** The error responses a route documents, for the OpenAPI document and the serialiser. */
 export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
+
+/**
+ * A route whose access is `agent`, sent with a key rather than the agent's token, acts for the agent
+ * only when the key reaches the agent's namespace: else the agent answers 404, as a missing one.
+ * The agent's own token acts in its own namespace (auth made sure it acts for itself), and a key
+ * reaching every namespace reaches every agent: neither costs a read.
+ */
+export async function assertAgentInReach(request: FastifyRequest, fleet: Fleet, agentId: string): Promise<void> {
+  if (request.principal?.kind === 'agent') return;
+  const reach = readNamespaces(request);
+  if (reach !== undefined) await fleet.agents.get(agentId, reach);
+}
 
 /** The agent a request acts for, for routes whose access is `agent` (see server/auth.ts). */
 export const bodyAgent = (request: FastifyRequest) => (request.body as { agentId?: string } | undefined)?.agentId;

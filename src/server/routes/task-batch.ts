@@ -4,7 +4,7 @@ import { settleBatch } from '../../core/task-batch.js';
 import { ErrorSchema, TaskSchema, taskJson, type ErrorJson } from '../../domain/wire.js';
 import { MAX_BATCH_ITEMS, TaskBatchItemSchema, TaskBatchResultSchema, taskBatchResultJson } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
-import { bodyAgent, errors, type Routes } from './deps.js';
+import { assertAgentInReach, bodyAgent, errors, type Routes } from './deps.js';
 
 const exampleAgent = '6f1c2d3e-0000-4000-8000-000000000001';
 
@@ -65,6 +65,7 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
     },
     async (request, reply) => {
       const { agentId, items, claim } = request.body;
+      await assertAgentInReach(request, fleet, agentId);
       const outcomes = await settleBatch(fleet.tasks, request.log, agentId, items);
       const answer: { items: ReturnType<typeof taskBatchResultJson>[]; tasks?: ReturnType<typeof taskJson>[]; claimError?: ErrorJson } = {
         items: outcomes.map(taskBatchResultJson),

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { TaskSchema, taskJson } from '../../domain/wire.js';
 import { Id, UsageInputSchema } from '../schemas.js';
-import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
+import { assertAgentInReach, bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 /**
  * An agent gives a task back for later without spending an attempt: its provider answered 429, a
@@ -31,6 +31,9 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         response: { 200: TaskSchema, ...errors(400, 403, 404, 409, 413, 415) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.release({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return taskJson(await fleet.tasks.release({ id: request.params.id, ...request.body }));
+    },
   );
 };

@@ -5,6 +5,7 @@ import type { ActivityEntry } from '../../domain/activity.js';
 import { invalid } from '../../domain/errors.js';
 import { TERMINAL_STATUSES, type Task } from '../../domain/types.js';
 import { activityEntryJson, taskJson } from '../../domain/wire.js';
+import { readNamespaces } from '../namespaces.js';
 import { errors, type Routes } from './deps.js';
 
 /** Entries read from the store at a time while replaying or catching up. */
@@ -96,7 +97,8 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
       const id = request.params.id;
       const after = startAfter(request.headers['last-event-id'], request.query.since);
       if (after === 'ended') return reply.status(204).send(null);
-      const task = await fleet.tasks.get(id);
+      // A task's namespace never changes: what the request may see is settled here, once.
+      const task = await fleet.tasks.get(id, readNamespaces(request));
 
       // Listening before reading: whatever happens from here is seen live or read, never lost between.
       let sent = after;

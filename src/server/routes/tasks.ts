@@ -6,21 +6,25 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
-import { Id, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
-import { bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
+import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
+import { readNamespaces, writeNamespace } from '../namespaces.js';
+import { assertAgentInReach, bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
+  namespace: Type.Optional(NamespaceName),
   status: Type.Optional(TaskStatusSchema),
   type: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   agentId: Type.Optional(Id),
   tag: Type.Optional(Tag),
 };
 const Submitted = Type.Object({ task: TaskSchema, created: Type.Boolean() });
+/** One task as POST /v1/tasks takes it: a task, and the namespace it goes to. */
+const SubmitBody = Type.Object({ ...TaskInputSchema.properties, namespace: Type.Optional(NamespaceName) }, { additionalProperties: false });
 const submitExample = { type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, idempotencyKey: 'crawl-acme-2026-12-02' };
 const submittedExample = {
   task: {
-    id: 42, type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, requires: ['crawl'], status: 'queued',
+    id: 42, namespace: 'default', type: 'crawl', payload: { url: 'https://acme.com' }, priority: 5, requires: ['crawl'], status: 'queued',
     idempotencyKey: 'crawl-acme-2026-12-02', attempts: 0, maxAttempts: 5, leaseMs: 30000, backoffMs: 1000,
     runAt: '2026-12-02T09:00:00.000Z', createdAt: '2026-12-02T09:00:00.000Z', updatedAt: '2026-12-02T09:00:00.000Z',
     claimedAt: null, completedAt: null, agentId: null, leaseExpiresAt: null, result: null, error: null,
@@ -54,7 +58,7 @@ function asMinimal(reply: FastifyReply, minimal: boolean): FastifyReply {
   return minimal ? reply.serializer(JSON.stringify) : reply;
 }
 
-function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInput {
+function toTaskInput(body: TaskInputBody, namespace: string, now: number, index?: number): TaskInput {
   const at = index === undefined ? {} : { index };
   const { runAt, delayMs, ...rest } = body;
   if (runAt !== undefined && delayMs !== undefined) throw invalid('runAt', 'give runAt or delayMs, not both', at);
@@ -63,7 +67,7 @@ function toTaskInput(body: TaskInputBody, now: number, index?: number): TaskInpu
     when = Date.parse(runAt);
     if (!Number.isFinite(when)) throw invalid('runAt', 'is not a valid date-time', at);
   } else if (delayMs !== undefined) when = now + delayMs;
-  return { ...rest, runAt: when };
+  return { ...rest, namespace, runAt: when };
 }
 
 export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
@@ -76,12 +80,13 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         description:
           'Queues one task; a 2xx means it is durable. 201 when it was created, 200 when a task with the same idempotencyKey exists (that task is answered, nothing changes); 409 when that key was used for a different task. Delayed by runAt or delayMs. ?return=minimal answers without the payload.',
         querystring: ReturnQuery,
-        body: { ...TaskInputSchema, examples: [submitExample] },
+        body: { ...SubmitBody, examples: [submitExample] },
         response: { 200: Submitted, 201: { ...Submitted, examples: [submittedExample] }, ...errors(400, 409, 413, 415) },
       },
     },
     async (request, reply) => {
-      const { task, created } = await fleet.tasks.submit(toTaskInput(request.body, fleet.now()));
+      const { namespace: named, ...body } = request.body;
+      const { task, created } = await fleet.tasks.submit(toTaskInput(body, writeNamespace(request, named), fleet.now()));
       const minimal = request.query.return === 'minimal';
       return asMinimal(reply, minimal).status(created ? 201 : 200).send({ task: submittedTask(task, minimal), created });
     },
@@ -94,10 +99,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'Submit tasks in one batch',
-        description: 'All or nothing: one bad task refuses the whole batch and stores none. Up to maxTaskBatch tasks; each answered as by POST /v1/tasks, in order.',
+        description:
+          'All or nothing: one bad task refuses the whole batch and stores none. Up to maxTaskBatch tasks, all to one namespace; each answered as by POST /v1/tasks, in order.',
         querystring: ReturnQuery,
         body: Type.Object(
-          { tasks: Type.Array(TaskInputSchema, { minItems: 1 }) },
+          { tasks: Type.Array(TaskInputSchema, { minItems: 1 }), namespace: Type.Optional(NamespaceName) },
           { additionalProperties: false, examples: [{ tasks: [submitExample, { type: 'summarise', payload: { doc: 7 }, delayMs: 60000 }] }] },
         ),
         response: { 201: Type.Object({ items: Type.Array(Submitted) }), ...errors(400, 409, 413, 415) },
@@ -105,7 +111,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     },
     async (request, reply) => {
       const now = fleet.now();
-      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, now, i));
+      const namespace = writeNamespace(request, request.body.namespace);
+      const inputs = request.body.tasks.map((t, i) => toTaskInput(t, namespace, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
       const minimal = request.query.return === 'minimal';
       return asMinimal(reply, minimal).status(201).send({ items: results.map((r) => ({ task: submittedTask(r.task, minimal), created: r.created })) });
@@ -121,7 +128,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         tags: ['tasks'],
         summary: 'Retry, cancel or delete every task a filter matches',
         description:
-          'retry: the dead and cancelled ones; cancel: the scheduled, queued and leased ones (their agents are told to stop); delete: the finished ones. Answers how many tasks match the filter, how many of them the action applies to (eligible) and how many it changed; with dryRun nothing changes. A missing filter is refused (400): send filter: {} to mean every task on purpose. Needs an admin key.',
+          'Within the namespaces the key reaches (or the one named). retry: the dead and cancelled ones; cancel: the scheduled, queued and leased ones (their agents are told to stop); delete: the finished ones. Answers how many tasks match the filter, how many of them the action applies to (eligible) and how many it changed; with dryRun nothing changes. A missing filter is refused (400): send filter: {} to mean every task on purpose. Needs an admin key.',
         body: Type.Object(
           {
             action: Type.Union([Type.Literal('retry'), Type.Literal('cancel'), Type.Literal('delete')]),
@@ -137,6 +144,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
               ),
             ),
             dryRun: Type.Optional(Type.Boolean()),
+            namespace: Type.Optional(NamespaceName),
           },
           { additionalProperties: false, examples: [{ action: 'retry', filter: { status: 'dead', type: 'crawl' }, dryRun: true }] },
         ),
@@ -148,12 +156,18 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
     },
     async (request) => {
       const { action, filter, dryRun = false } = request.body;
+      const namespaces = readNamespaces(request, request.body.namespace);
       let createdBefore: number | undefined;
       if (filter?.createdBefore !== undefined) {
         createdBefore = Date.parse(filter.createdBefore);
         if (!Number.isFinite(createdBefore)) throw invalid('filter.createdBefore', 'is not a valid date-time');
       }
-      const counts = await fleet.tasks.bulk({ action, filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, tag: filter.tag, createdBefore }, dryRun });
+      const counts = await fleet.tasks.bulk({
+        action,
+        filter: filter && { status: filter.status as TaskStatus | undefined, type: filter.type, tag: filter.tag, createdBefore },
+        namespaces,
+        dryRun,
+      });
       if (!dryRun && counts.changed > 0) await request.audit({ action: 'tasks.bulk', target: `tasks:${action}`, details: { action, filter: filter ?? null, changed: counts.changed } });
       return { ...counts, dryRun };
     },
@@ -181,6 +195,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request, reply) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
       const controller = new AbortController();
       // A client that hangs up stops waiting; anything already leased to it expires back to the queue.
       const onClose = () => {
@@ -217,7 +232,10 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.complete({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return taskJson(await fleet.tasks.complete({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.post(
@@ -236,7 +254,10 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.fail({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return taskJson(await fleet.tasks.fail({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.post(
@@ -256,7 +277,10 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         response: { 200: TaskSchema, ...errors(400, 404, 409, 415) },
       },
     },
-    async (request) => taskJson(await fleet.tasks.extend({ id: request.params.id, ...request.body })),
+    async (request) => {
+      await assertAgentInReach(request, fleet, request.body.agentId);
+      return taskJson(await fleet.tasks.extend({ id: request.params.id, ...request.body }));
+    },
   );
 
   app.post(
@@ -272,7 +296,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request) => {
-      const task = await fleet.tasks.retry(request.params.id);
+      const task = await fleet.tasks.retry(request.params.id, readNamespaces(request));
       await request.audit({ action: 'task.retried', target: `task:${task.id}`, details: { type: task.type } });
       return taskJson(task);
     },
@@ -295,7 +319,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request) => {
-      const task = await fleet.tasks.cancel(request.params.id, request.query.reason);
+      const task = await fleet.tasks.cancel(request.params.id, request.query.reason, readNamespaces(request));
       await request.audit({ action: 'task.cancelled', target: `task:${task.id}`, details: { type: task.type, ...(request.query.reason === undefined ? {} : { reason: request.query.reason }) } });
       return taskJson(task);
     },
@@ -312,9 +336,10 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request, reply) => {
-      const filters = request.query as { status?: TaskStatus; type?: string; agentId?: string };
+      const { namespace, ...filters } = request.query as { namespace?: string; status?: TaskStatus; type?: string; agentId?: string };
+      const namespaces = readNamespaces(request, namespace);
       async function* lines() {
-        for await (const chunk of fleet.tasks.export(filters)) {
+        for await (const chunk of fleet.tasks.export({ ...filters, namespaces })) {
           yield chunk.map((t) => JSON.stringify(taskJson(t))).join('\n') + '\n';
         }
       }
@@ -332,7 +357,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       schema: {
         tags: ['tasks'],
         summary: 'List tasks',
-        description: 'Newest first, filtered by status, type, agent or tag; a page of up to limit, and nextCursor for the next page (null on the last).',
+        description:
+          'Newest first, of the namespaces the key reaches (or the one named), filtered by status, type, agent or tag; a page of up to limit, and nextCursor for the next page (null on the last).',
         querystring: Type.Object({ ...Filters, ...Pagination }, { additionalProperties: false }),
         response: { 200: pageOf(TaskSchema), ...errors(400) },
       },
@@ -341,7 +367,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       sendCached(request, reply, cache, {
         tags: ['tasks'],
         compute: async () => {
-          const page = await fleet.tasks.list(request.query as Parameters<typeof fleet.tasks.list>[0]);
+          const { namespace, ...query } = request.query as Omit<Parameters<typeof fleet.tasks.list>[0], 'namespaces'> & { namespace?: string };
+          const page = await fleet.tasks.list({ ...query, namespaces: readNamespaces(request, namespace) });
           return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
         },
       }),
@@ -360,7 +387,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
       },
     },
     async (request) => {
-      const page = await fleet.tasks.children({ id: request.params.id, ...request.query });
+      const page = await fleet.tasks.children({ id: request.params.id, ...request.query, namespaces: readNamespaces(request) });
       return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
     },
   );
@@ -397,14 +424,14 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache }) => {
         };
         reply.raw.once('close', onClose);
         fleet.tasks
-          .waitForEnd(request.params.id, waitMs, controller.signal)
+          .waitForEnd(request.params.id, waitMs, controller.signal, readNamespaces(request))
           .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err))
           .finally(() => reply.raw.off('close', onClose));
         return;
       }
       sendCached(request, reply, cache, {
         tags: [`task:${request.params.id}`],
-        compute: async () => taskJson(await fleet.tasks.get(request.params.id)),
+        compute: async () => taskJson(await fleet.tasks.get(request.params.id, readNamespaces(request))),
         // A finished task changes only by a retry, which publishes an event; one in flight changes
         // on timers (a delay running out) that publish none for it, so it is always read afresh.
         cacheable: (task) => TERMINAL_STATUSES.has(task.status),

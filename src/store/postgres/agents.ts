@@ -29,10 +29,10 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
   return {
     async agentCreateMany(params) {
       const rows = await query<AgentRow>(
-        `INSERT INTO agents (id, name, capabilities, labels, max_concurrency, token_hash, status, created_at, last_heartbeat_at)
-         SELECT id, name, ARRAY(SELECT jsonb_array_elements_text(caps::jsonb)), labels, max_concurrency, token_hash, 'online', now, now
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) WITH ORDINALITY
-           AS i(id, name, caps, labels, max_concurrency, token_hash, now, ord)
+        `INSERT INTO agents (id, namespace, name, capabilities, labels, max_concurrency, token_hash, status, created_at, last_heartbeat_at)
+         SELECT id, namespace, name, ARRAY(SELECT jsonb_array_elements_text(caps::jsonb)), labels, max_concurrency, token_hash, 'online', now, now
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[], $8::text[]) WITH ORDINALITY
+           AS i(id, name, caps, labels, max_concurrency, token_hash, now, namespace, ord)
          ORDER BY ord RETURNING *`,
         [
           params.map((p) => p.id),
@@ -42,6 +42,7 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
           params.map((p) => p.maxConcurrency),
           params.map((p) => p.tokenHash),
           params.map((p) => p.now),
+          params.map((p) => p.namespace),
         ],
       );
       return rows.sort((a, b) => a.seq - b.seq).map(toAgent);
@@ -52,9 +53,9 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
       return row && toAgent(row);
     },
 
-    async agentIdByTokenHash(params) {
-      const [row] = await query<{ id: string }>('SELECT id FROM agents WHERE token_hash = $1', [params.hash]);
-      return row?.id;
+    async agentByTokenHash(params) {
+      const [row] = await query<{ id: string; namespace: string }>('SELECT id, namespace FROM agents WHERE token_hash = $1', [params.hash]);
+      return row;
     },
 
     async agentList(params) {
@@ -132,8 +133,11 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
       return row.t;
     },
 
-    async agentCounts() {
-      return query<AgentCount>('SELECT status, n AS count FROM agent_counts');
+    async agentCounts(params) {
+      const namespaces = params?.namespaces;
+      if (namespaces === undefined) return query<AgentCount>('SELECT status, n AS count FROM agent_counts');
+      // agent_counts keeps all namespaces together; a filtered count reads the agents themselves.
+      return query<AgentCount>('SELECT status, count(*)::int AS count FROM agents WHERE namespace = ANY($1::text[]) GROUP BY status', [namespaces]);
     },
   };
 }

@@ -629,6 +629,17 @@ CREATE TABLE lock_waiters (
 `,
   },
   {
+    version: 12,
+    name: 'tasks and agents belong to a namespace (default for everything stored before)',
+    sql: `
+-- A task's namespace also lives in its req_key (and, outside default, in its stored idempotency
+-- key; see domain/requirements.ts and store/rows.ts), so that claims, counts and idempotency keep
+-- their indexes; this column is what lists and by-id reads filter on. A constant default: no rewrite.
+ALTER TABLE tasks ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE agents ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+`,
+  },
+  {
     version: 15,
     name: 'namespaces, with their quotas; API keys scoped to a list of them',
     sql: `

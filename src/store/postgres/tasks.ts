@@ -1,10 +1,21 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
-import { claimKeysOf, requirementKey } from '../../domain/requirements.js';
+import { DEFAULT_NAMESPACE, namespaceVisible } from '../../domain/namespaces.js';
+import { canClaim, claimKeysOf, namespaceOfKey, namespaceRequirement, taskRequirementKey } from '../../domain/requirements.js';
 import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
+import {
+  dependenciesByTask,
+  endingLease,
+  leaseEndColumns,
+  storedIdempotencyKey,
+  toAgent,
+  toTask,
+  type AgentRow,
+  type DependencyRow,
+  type TaskRow,
+} from '../rows.js';
 import {
   TASK_LOCK_TTL_MS,
   taskLockId,
@@ -30,13 +41,13 @@ const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.i
 const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
   INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
     max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
-    concurrency_key, locks)
+    concurrency_key, locks, namespace)
   SELECT type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at, $12, $12,
-    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks
+    execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks, namespace
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[],
-    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) WITH ORDINALITY
+    $10::bigint[], $11::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[]) WITH ORDINALITY
     AS i(type, req_key, payload, priority, status, idempotency_key, request_hash, max_attempts, lease_ms, backoff_ms, run_at,
-      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks, ord)
+      execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata, concurrency_key, locks, namespace, ord)
   ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *
@@ -57,11 +68,17 @@ const END_LEASES = prepared('end_leases', `UPDATE tasks t SET status = u.status,
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS u(id, status, run_at, completed_at, error)
   WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
 
+/**
+ * $6: the namespace requirement of an agent outside default (NULL for default): its claim keys ($2)
+ * hold it, and it must also be among the key's, or the agent would take default's tasks (see
+ * canClaim in domain/requirements.ts). A default agent's claim is the statement it always was.
+ */
 export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
     SELECT $5::int - count(*)::int AS free FROM tasks WHERE agent_id = $1 AND status = 'leased'
   ), keys AS (
     SELECT req_key FROM task_counts
     WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ $2::text[]
+      AND ($6::text IS NULL OR $6::text = ANY(string_to_array(req_key, E'\\n')))
     GROUP BY req_key HAVING sum(n) > 0
   ), picked AS (
     SELECT c.id FROM keys k CROSS JOIN LATERAL (
@@ -131,7 +148,7 @@ const SETTLE_DEPENDENTS = prepared('settle_dependents', `WITH e AS (
  * waited for the lock then takes the path that releases dependents. Answers their status now.
  */
 const LOCK_DEPENDED_ON = prepared('lock_depended_on', `WITH l AS (SELECT id FROM tasks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE)
-  UPDATE tasks t SET has_dependents = true FROM l WHERE t.id = l.id RETURNING t.id, t.status, t.result, t.error`);
+  UPDATE tasks t SET has_dependents = true FROM l WHERE t.id = l.id RETURNING t.id, t.status, t.result, t.error, t.namespace`);
 
 /** Records links of new tasks: $1 ids, $2 parents, $3 dependency counts, $4 pending, $5 on failure, $6 now, $7 the error of one cancelled at once. */
 const SET_LINKS = prepared('set_links', `UPDATE tasks t SET parent_id = u.parent_id, deps_total = u.total, deps_pending = u.pending,
@@ -307,6 +324,7 @@ export function postgresTasks(
         params.max,
         params.now,
         agent.maxConcurrency,
+        agent.namespace === DEFAULT_NAMESPACE ? null : namespaceRequirement(agent.namespace),
       ]);
       const tasks = claimed.tasks.map(toTask).sort(byClaimOrder);
       results.push({ agent, previousStatus, tasks, room: Math.max(0, claimed.free - tasks.length), heldBack: {}, retryAt: null });
@@ -325,7 +343,13 @@ export function postgresTasks(
     const free = agent.maxConcurrency - inFlight;
     const room = Math.min(params.max, free);
     if (room <= 0) return { tasks: [], room: 0, heldBack: {}, retryAt: null };
-    const groups = await admission.groups(q, claimKeysOf(agent));
+    const keys = claimKeysOf(agent);
+    let groups = await admission.groups(q, keys);
+    // Outside default, default's groups pass the statement's subset test too (see canClaim).
+    if (agent.namespace !== DEFAULT_NAMESPACE) {
+      const held = new Set(keys);
+      groups = groups.filter((g) => canClaim(g.reqKey, held, agent.namespace));
+    }
     const plan = params.plan!(await admission.state(q, params.now, groups), groups, params.now);
     const tasks: Task[] = [];
     // Only while some queued task locks resources: its lease is undone if its locks are held.
@@ -421,17 +445,20 @@ export function postgresTasks(
     const parentIds = [...new Set(linked.map(({ t }) => t.links!.parentId).filter((id): id is number => id !== null))];
     const deps = new Map<number, TaskRow>();
     if (dependencyIds.length > 0) for (const row of await q<TaskRow>(LOCK_DEPENDED_ON, [dependencyIds])) deps.set(Number(row.id), row);
-    const parents = new Set<number>();
+    const parents = new Map<number, string>();
     if (parentIds.length > 0) {
-      for (const row of await q<{ id: number }>('SELECT id FROM tasks WHERE id = ANY($1::bigint[])', [parentIds])) parents.add(Number(row.id));
+      for (const row of await q<{ id: number; namespace: string }>('SELECT id, namespace FROM tasks WHERE id = ANY($1::bigint[])', [parentIds])) {
+        parents.set(Number(row.id), row.namespace);
+      }
     }
     const starts = new Map<number, { start: LinkStart; deps: TaskRow[] }>();
     for (const { t, index } of linked) {
       const links = t.links!;
-      const found = links.dependsOn.map((id) => deps.get(id)).filter((row): row is TaskRow => row !== undefined);
+      // A task of another namespace is not found, as one that does not exist.
+      const found = links.dependsOn.map((id) => deps.get(id)).filter((row): row is TaskRow => row !== undefined && row.namespace === t.namespace);
       const start = onLinks({
         index,
-        parentFound: links.parentId !== null && parents.has(links.parentId),
+        parentFound: links.parentId !== null && parents.get(links.parentId) === t.namespace,
         dependencies: found.map((row) => ({ id: Number(row.id), status: row.status })),
       });
       starts.set(index, { start, deps: found });
@@ -473,15 +500,16 @@ export function postgresTasks(
   const store: TaskStore = {
     async taskInsertMany(params) {
       const { tasks, now } = params;
+      const keys = tasks.map((t) => storedIdempotencyKey(t.namespace, t.idempotencyKey));
       let starts = new Map<number, { start: LinkStart; deps: TaskRow[] }>();
       const insert = (q: Query) =>
         q<TaskRow>(TASK_INSERT, [
           tasks.map((t) => t.type),
-          tasks.map((t) => requirementKey(t.requires)),
+          tasks.map((t) => taskRequirementKey(t)),
           tasks.map((t) => JSON.stringify(t.payload)),
           tasks.map((t) => t.priority),
           tasks.map((t, i) => starts.get(i)?.start.status ?? t.status),
-          tasks.map((t) => t.idempotencyKey),
+          keys,
           tasks.map((t) => t.requestHash),
           tasks.map((t) => t.maxAttempts),
           tasks.map((t) => t.leaseMs),
@@ -495,9 +523,10 @@ export function postgresTasks(
           tasks.map((t) => JSON.stringify(t.metadata)),
           tasks.map((t) => t.concurrencyKey ?? ''),
           tasks.map((t) => JSON.stringify(t.locks ?? [])),
+          tasks.map((t) => t.namespace),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       const linked = tasks.some((t) => t.links);
-      if (!linked && tasks.every((t) => t.idempotencyKey === null)) {
+      if (!linked && keys.every((k) => k === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.
         return (await insert(query)).map((row) => ({ task: toTask(row), created: true }));
       }
@@ -505,7 +534,7 @@ export function postgresTasks(
         if (linked) starts = await startLinked(q, tasks, params.onLinks);
         const inserted = await insert(q);
         const insertedKeys = new Set(inserted.map((r) => r.idempotency_key).filter((k) => k !== null));
-        const repeatedKeys = tasks.map((t) => t.idempotencyKey).filter((k): k is string => k !== null && !insertedKeys.has(k));
+        const repeatedKeys = keys.filter((k): k is string => k !== null && !insertedKeys.has(k));
         const existing = new Map<string, TaskRow>();
         if (repeatedKeys.length > 0) {
           for (const row of await q<TaskRow>('SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[])', [repeatedKeys])) {
@@ -516,7 +545,7 @@ export function postgresTasks(
         const createdLinked: { t: TaskInsertParams; row: TaskRow; deps: TaskRow[]; start: LinkStart }[] = [];
         let next = 0;
         tasks.forEach((t, index) => {
-          const key = t.idempotencyKey;
+          const key = keys[index];
           if (key !== null && (existing.has(key) || !insertedKeys.has(key))) {
             const row = existing.get(key)!;
             params.onRepeat({ index, existing: { id: row.id, requestHash: row.request_hash } });
@@ -680,8 +709,24 @@ export function postgresTasks(
       return dependenciesByTask(await query<DependencyRow>('SELECT * FROM task_dependencies WHERE task_id = ANY($1::bigint[])', [params.ids]));
     },
 
-    async taskCounts() {
-      return query<TaskCount>('SELECT type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY type, priority, status HAVING sum(n) > 0');
+    async taskCounts(params) {
+      const namespaces = params?.namespaces;
+      if (namespaces === undefined) {
+        return query<TaskCount>('SELECT type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY type, priority, status HAVING sum(n) > 0');
+      }
+      // task_counts knows a group's namespace by its req_key: a filtered count reads it by key.
+      const rows = await query<TaskCount & { req_key: string }>(
+        'SELECT req_key, type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY req_key, type, priority, status HAVING sum(n) > 0',
+      );
+      const counts = new Map<string, TaskCount>();
+      for (const row of rows) {
+        if (!namespaceVisible(namespaces, namespaceOfKey(row.req_key))) continue;
+        const group = `${row.type}\n${row.priority}\n${row.status}`;
+        const count = counts.get(group);
+        if (count) count.count += Number(row.count);
+        else counts.set(group, { type: row.type, priority: row.priority, status: row.status, count: Number(row.count) });
+      }
+      return [...counts.values()];
     },
   };
 

@@ -1,5 +1,5 @@
 import type { AgentCount, Lock } from '../../domain/types.js';
-import { mapPage } from '../keyset.js';
+import { mapPage, whereOf } from '../keyset.js';
 import * as lists from '../lists.js';
 import { toAgent, type AgentRow } from '../rows.js';
 import type { AgentStore, EndLease, TaskTransition } from '../store.js';
@@ -15,8 +15,8 @@ export interface AgentRelease {
 export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentStore {
   const { db, groupCommit } = d;
   const s = {
-    insert: db.prepare(`INSERT INTO agents (id, name, capabilities, labels, max_concurrency, token_hash, status,
-        created_at, last_heartbeat_at) VALUES (@id, @name, @capabilities, @labels, @max_concurrency, @token_hash,
+    insert: db.prepare(`INSERT INTO agents (id, namespace, name, capabilities, labels, max_concurrency, token_hash, status,
+        created_at, last_heartbeat_at) VALUES (@id, @namespace, @name, @capabilities, @labels, @max_concurrency, @token_hash,
         'online', @now, @now) RETURNING *`),
     capabilityInsert: db.prepare('INSERT OR IGNORE INTO agent_capabilities (capability, agent_seq) VALUES (?, ?)'),
     byId: db.prepare('SELECT * FROM agents WHERE id = ?'),
@@ -30,7 +30,7 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
     delete: db.prepare('DELETE FROM agents WHERE id = ?'),
     oldestHeartbeat: db.prepare('SELECT min(last_heartbeat_at) FROM agents WHERE status = ?').pluck(),
     counts: db.prepare('SELECT status, n AS count FROM agent_counts'),
-    idByTokenHash: db.prepare('SELECT id FROM agents WHERE token_hash = ?').pluck(),
+    byTokenHash: db.prepare('SELECT id, namespace FROM agents WHERE token_hash = ?'),
   };
 
   /** Inside a write: the agent's leases end, its locks go. */
@@ -45,6 +45,7 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
         params.map((p) => {
           const row = s.insert.get({
             id: p.id,
+            namespace: p.namespace,
             name: p.name,
             capabilities: JSON.stringify(p.capabilities),
             labels: JSON.stringify(p.labels),
@@ -63,8 +64,8 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
       return row && toAgent(row);
     },
 
-    async agentIdByTokenHash(params) {
-      return s.idByTokenHash.get(params.hash) as string | undefined;
+    async agentByTokenHash(params) {
+      return s.byTokenHash.get(params.hash) as { id: string; namespace: string } | undefined;
     },
 
     async agentList(params) {
@@ -120,8 +121,12 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
       return s.oldestHeartbeat.get(params.status) as number | null;
     },
 
-    async agentCounts() {
-      return s.counts.all() as AgentCount[];
+    async agentCounts(params) {
+      const namespaces = params?.namespaces;
+      if (namespaces === undefined) return s.counts.all() as AgentCount[];
+      // agent_counts keeps all namespaces together; a filtered count reads the agents themselves.
+      const { conditions, values } = whereOf([['namespace IN (?)', namespaces]]);
+      return d.statement(`SELECT status, count(*) AS count FROM agents WHERE ${conditions.join(' AND ')} GROUP BY status`).all(...values) as AgentCount[];
     },
   };
 }

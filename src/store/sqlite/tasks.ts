@@ -1,10 +1,21 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
-import { claimKeysOf, requirementKey, requirementsOf } from '../../domain/requirements.js';
+import { canClaim, claimKeysOf, namespaceOfKey, taskRequirementKey } from '../../domain/requirements.js';
+import { namespaceVisible } from '../../domain/namespaces.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { dependenciesByTask, endingLease, leaseEndColumns, toAgent, toTask, type AgentRow, type DependencyRow, type TaskRow } from '../rows.js';
+import {
+  dependenciesByTask,
+  endingLease,
+  leaseEndColumns,
+  storedIdempotencyKey,
+  toAgent,
+  toTask,
+  type AgentRow,
+  type DependencyRow,
+  type TaskRow,
+} from '../rows.js';
 import {
   TASK_LOCK_TTL_MS,
   taskLockId,
@@ -29,10 +40,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 } {
   const { db, groupCommit } = d;
   const s = {
-    insert: db.prepare(`INSERT INTO tasks (type, req_key, payload, priority, status, idempotency_key, request_hash,
+    insert: db.prepare(`INSERT INTO tasks (namespace, type, req_key, payload, priority, status, idempotency_key, request_hash,
         max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
         concurrency_key, locks)
-      VALUES (@type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
+      VALUES (@namespace, @type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
         @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata,
         @concurrency_key, @locks) RETURNING *`),
     insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
@@ -85,8 +96,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       WHERE id = @id RETURNING *`),
     nextExpiry: db.prepare("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
-    exists: db.prepare('SELECT 1 FROM tasks WHERE id = ?').pluck(),
-    linkedDependencies: db.prepare('SELECT id, status, result, error FROM tasks WHERE id IN (SELECT value FROM json_each(?))'),
+    // task_counts knows a group's namespace by its req_key: a filtered count reads it by key.
+    countsByKey: db.prepare('SELECT req_key, type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY req_key, type, priority, status'),
+    exists: db.prepare('SELECT 1 FROM tasks WHERE id = ? AND namespace = ?').pluck(),
+    linkedDependencies: db.prepare('SELECT id, status, result, error FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND namespace = ?'),
     setLinks: db.prepare(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
         on_dependency_failure = @on_dependency_failure,
         completed_at = CASE WHEN status = 'cancelled' THEN @now ELSE completed_at END,
@@ -141,8 +154,8 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   const insertLinked = (t: TaskInsertParams, index: number, now: number, onLinks: LinkCheck | undefined, insert: (status: string) => TaskRow): TaskRow => {
     const links = t.links!;
     if (!onLinks) throw new Error('a task with links needs onLinks');
-    const parentFound = links.parentId !== null && s.exists.get(links.parentId) !== undefined;
-    const deps = links.dependsOn.length > 0 ? (s.linkedDependencies.all(JSON.stringify(links.dependsOn)) as TaskRow[]) : [];
+    const parentFound = links.parentId !== null && s.exists.get(links.parentId, t.namespace) !== undefined;
+    const deps = links.dependsOn.length > 0 ? (s.linkedDependencies.all(JSON.stringify(links.dependsOn), t.namespace) as TaskRow[]) : [];
     const start = onLinks({ index, parentFound, dependencies: deps.map((d) => ({ id: d.id, status: d.status })) });
     const inserted = insert(start.status);
     const row = s.setLinks.get({
@@ -206,8 +219,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     taskInsertMany(params) {
       return groupCommit.write(() =>
         params.tasks.map((t, index) => {
-          if (t.idempotencyKey !== null) {
-            const existing = s.byKey.get(t.idempotencyKey) as TaskRow | undefined;
+          const idempotencyKey = storedIdempotencyKey(t.namespace, t.idempotencyKey);
+          if (idempotencyKey !== null) {
+            const existing = s.byKey.get(idempotencyKey) as TaskRow | undefined;
             if (existing) {
               params.onRepeat({ index, existing: { id: existing.id, requestHash: existing.request_hash } });
               return { task: toTask(existing), created: false };
@@ -215,12 +229,13 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
           }
           const insert = (status: string) =>
             s.insert.get({
+              namespace: t.namespace,
               type: t.type,
-              req_key: requirementKey(t.requires),
+              req_key: taskRequirementKey(t),
               payload: JSON.stringify(t.payload),
               priority: t.priority,
               status,
-              idempotency_key: t.idempotencyKey,
+              idempotency_key: idempotencyKey,
               request_hash: t.requestHash,
               max_attempts: t.maxAttempts,
               lease_ms: t.leaseMs,
@@ -263,7 +278,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
         const room = Math.min(params.max, free);
         if (room <= 0) return { agent, previousStatus: agentRow.status, tasks: [], room: 0, heldBack: {}, retryAt: null };
         const capabilities = new Set(claimKeysOf(agent));
-        const claimable = (s.queuedKeys.all() as string[]).filter((key) => requirementsOf(key).every((c) => capabilities.has(c)));
+        const claimable = (s.queuedKeys.all() as string[]).filter((key) => canClaim(key, capabilities, agent.namespace));
         const tasks: Task[] = [];
         const lease = (id: number) => {
           const row = s.lease.get({ id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
@@ -381,8 +396,18 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       return { leaseExpiresAt: s.nextLeaseExpiry.get() as number | null, runAt: s.nextRunAt.get() as number | null };
     },
 
-    async taskCounts() {
-      return s.counts.all() as TaskCount[];
+    async taskCounts(params) {
+      const namespaces = params?.namespaces;
+      if (namespaces === undefined) return s.counts.all() as TaskCount[];
+      const counts = new Map<string, TaskCount>();
+      for (const row of s.countsByKey.all() as (TaskCount & { req_key: string })[]) {
+        if (!namespaceVisible(namespaces, namespaceOfKey(row.req_key))) continue;
+        const group = `${row.type}\n${row.priority}\n${row.status}`;
+        const count = counts.get(group);
+        if (count) count.count += row.count;
+        else counts.set(group, { type: row.type, priority: row.priority, status: row.status, count: row.count });
+      }
+      return [...counts.values()];
     },
 
     taskExpireUnclaimed(params) {
