@@ -31,6 +31,8 @@ class Observer {
   lastFlushAt = 0;
   constructor(
     readonly socket: WebSocket,
+    /** Whether its credential reaches a namespace: events of the others are never sent to it. */
+    readonly sees: (namespace: string) => boolean,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
     readonly resume?: { since: number; epoch?: string },
   ) {}
@@ -53,6 +55,14 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
     return ['pipelines', `run:${run.id}`];
   }
   return [];
+}
+
+/** The namespace an event is about, for events that only observers reaching it may see; undefined: any observer may. */
+function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | undefined {
+  if (name.startsWith('task.') && name !== 'task.activity') return (data as FleetEvents['task.created']).task.namespace;
+  // agent.stale carries the agent's id alone: the agent itself follows in agent.online or agent.offline.
+  if (name.startsWith('agent.') && name !== 'agent.stale') return (data as FleetEvents['agent.registered']).agent.namespace;
+  return undefined;
 }
 
 /** What an event kept for replay holds on to, about: a task's activity its text, any other event a task or agent's worth. */
@@ -94,7 +104,14 @@ export class EventStream {
 
   start(): void {
     this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
-      this.publish(name as StreamEventName, topicsOf(name, data), () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]), undefined, data),
+      this.publish(
+        name as StreamEventName,
+        topicsOf(name, data),
+        () => eventJson(data as FleetEvents[Exclude<StreamEventName, 'stats'>]),
+        undefined,
+        data,
+        namespaceOf(name, data),
+      ),
     );
     this.stopRelayGaps = this.fleet.bus.onRelayGap?.(() => this.relayGap()) ?? (() => {});
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
@@ -108,9 +125,9 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }): void {
+  open(socket: WebSocket, owner: string, sees: (namespace: string) => boolean, resume?: { since: number; epoch?: string }): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket, resume);
+    const observer = new Observer(socket, sees, resume);
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -174,7 +191,7 @@ export class EventStream {
     for (const event of events) {
       // The first of its topics asked for: the window holds each event once, so it is sent once.
       const topic = event.topics.find((t) => wanted.has(t));
-      if (topic === undefined) continue;
+      if (topic === undefined || (event.namespace !== undefined && !observer.sees(event.namespace))) continue;
       observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
       if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
     }
@@ -225,14 +242,14 @@ export class EventStream {
    * Queues the event for every socket on any of its topics, once per socket. `data` gives the
    * payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string): void {
     const seq = ++this.seq;
     const now = Date.now();
     const at = iso(now);
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
-      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
+      this.window.push({ seq, name, topics, namespace, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
     }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
@@ -241,6 +258,7 @@ export class EventStream {
       for (const observer of set) {
         if (observer.lastSeq === seq) continue;
         observer.lastSeq = seq;
+        if (namespace !== undefined && !observer.sees(namespace)) continue;
         payload ??= data();
         entry ??= JSON.stringify({ topic, name, data: payload, at, seq });
         observer.pending.push(entry);

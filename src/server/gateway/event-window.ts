@@ -3,6 +3,8 @@ export interface RetainedEvent {
   seq: number;
   name: string;
   topics: string[];
+  /** The namespace of what it is about; undefined: an event every observer may see. */
+  namespace?: string;
   at: string;
   data: () => unknown;
   /** About how many bytes it holds on to (its payload is kept by reference until it leaves). */
