@@ -1,4 +1,4 @@
-import { apiKey } from './auth.js';
+import { authorization, chosenNamespace } from './auth.js';
 import { connection } from './live.js';
 
 /** An error the API answered with ({"error": {code, message, details}}), or a network failure. */
@@ -16,7 +16,9 @@ export async function api<T>(method: string, path: string, body?: unknown, signa
       method,
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(apiKey() ? { authorization: `Bearer ${apiKey()}` } : {}),
+        ...authorization(),
+        // fleetd answers within the namespace picked (reads, and the writes of actions); none: all the key reaches.
+        ...(chosenNamespace() ? { 'fleetd-namespace': chosenNamespace()! } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
