@@ -2,7 +2,7 @@ import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { FleetContext } from './context.js';
 import { FleetError, invalid, notFound } from '../domain/errors.js';
-import { ALL_NAMESPACES, DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName } from '../domain/namespaces.js';
+import { ALL_NAMESPACES, NAMESPACE_PATTERN, isNamespaceName } from '../domain/namespaces.js';
 import { SCOPES, type ApiKey, type Scope } from '../domain/types.js';
 import { keyExpired, secretValidUntil } from './rules/keys.js';
 
