@@ -500,7 +500,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
 describe('the hand-on rule', () => {
   const x = requirementKey(['x']);
   const y = requirementKey(['y']);
-  const task = (type: string) => ({ requires: [type] }) as Task;
+  const task = (type: string) => ({ namespace: 'default', requires: [type] }) as Task;
 
   it('hands on what the claim did not take of the tasks it was counted for', () => {
     const reasons = new Map([[x, 2]]);

@@ -59,7 +59,7 @@ export interface FleetEvents {
   /** An approval step started waiting for a decision (again after a restart); its run shows what it asks. */
   'pipeline.step.waiting': { run: RunSummary; step: string; attempt: number };
   /** The agent holding the task reported progress, log lines or output: the entries as stored, in order. */
-  'task.activity': { taskId: number; entries: ActivityEntry[] };
+  'task.activity': { taskId: number; namespace: string; entries: ActivityEntry[] };
 }
 
 export type EventName = keyof FleetEvents;

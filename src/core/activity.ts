@@ -83,7 +83,7 @@ export class ActivityService {
       if (agent && agent.namespace !== written.current!.namespace) throw notFound('task', id);
       throw activityRefused(written.current, id, agentId);
     }
-    this.ctx.bus.publish('task.activity', { taskId: id, entries: written.entries });
+    this.ctx.bus.publish('task.activity', { taskId: id, namespace: written.namespace, entries: written.entries });
     return written.entries;
   }
 }

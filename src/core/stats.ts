@@ -4,6 +4,7 @@ import { steadyNow } from './clock.js';
 import type { AgentStatus, TaskStatus } from '../domain/types.js';
 import { AGENT_STATUSES, TASK_STATUSES } from '../domain/types.js';
 import { DAY_MS, HOUR_MS, type FleetUsage } from '../domain/type-policies.js';
+import type { NamespaceFilter } from '../domain/namespaces.js';
 
 /** How long a read of the usage sums is reused (this node's own reports drop it at once). */
 export const USAGE_MEMO_MS = 5_000;
@@ -200,23 +201,15 @@ export class StatsService {
     return lag;
   }
 
-  async snapshot(): Promise<FleetStats> {
-    const [taskCounts, agentCounts, usage] = await Promise.all([this.store.taskCounts(), this.store.agentCounts(), this.usage()]);
-    const byStatus = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
-    const byType: Record<string, Partial<Record<TaskStatus, number>>> = {};
-    const queueDepthByPriority: Record<string, number> = {};
-    for (const c of taskCounts) {
-      byStatus[c.status] += c.count;
-      const t = (byType[c.type] ??= {});
-      t[c.status] = (t[c.status] ?? 0) + c.count;
-      if (c.status === 'queued') queueDepthByPriority[c.priority] = (queueDepthByPriority[c.priority] ?? 0) + c.count;
-    }
-    const agentsByStatus = Object.fromEntries(AGENT_STATUSES.map((s) => [s, 0])) as Record<AgentStatus, number>;
-    for (const c of agentCounts) agentsByStatus[c.status] = c.count;
+  /**
+   * The fleet's numbers; the task and agent counts of the namespaces of the filter only (all when
+   * undefined). Throughput, latency, lag and usage are the node's and the types', whatever the filter.
+   */
+  async snapshot(namespaces?: NamespaceFilter): Promise<FleetStats> {
+    const [counts, usage] = await Promise.all([this.counts(namespaces), this.usage()]);
     const { count, values } = this.latency.percentiles([50, 95, 99]);
     return {
-      tasks: { byStatus, byType, queueDepthByPriority },
-      agents: { byStatus: agentsByStatus },
+      ...counts,
       throughput: {
         completedPerSecond1m: this.completions.perSecond(60),
         completedPerSecond5m: this.completions.perSecond(300),
@@ -228,5 +221,22 @@ export class StatsService {
       uptimeSeconds: Math.round((performance.now() - this.startedAt) / 1000),
       usage,
     };
+  }
+
+  /** The task and agent counts of a snapshot, of the namespaces of the filter (all when undefined). */
+  async counts(namespaces?: NamespaceFilter): Promise<Pick<FleetStats, 'tasks' | 'agents'>> {
+    const [taskCounts, agentCounts] = await Promise.all([this.store.taskCounts({ namespaces }), this.store.agentCounts({ namespaces })]);
+    const byStatus = Object.fromEntries(TASK_STATUSES.map((s) => [s, 0])) as Record<TaskStatus, number>;
+    const byType: Record<string, Partial<Record<TaskStatus, number>>> = {};
+    const queueDepthByPriority: Record<string, number> = {};
+    for (const c of taskCounts) {
+      byStatus[c.status] += c.count;
+      const t = (byType[c.type] ??= {});
+      t[c.status] = (t[c.status] ?? 0) + c.count;
+      if (c.status === 'queued') queueDepthByPriority[c.priority] = (queueDepthByPriority[c.priority] ?? 0) + c.count;
+    }
+    const agentsByStatus = Object.fromEntries(AGENT_STATUSES.map((s) => [s, 0])) as Record<AgentStatus, number>;
+    for (const c of agentCounts) agentsByStatus[c.status] = c.count;
+    return { tasks: { byStatus, byType, queueDepthByPriority }, agents: { byStatus: agentsByStatus } };
   }
 }

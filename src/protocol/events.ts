@@ -94,7 +94,7 @@ export const EventDataSchemas = {
   'pipeline.run.finished': Type.Object({ run: RunSummarySchema }),
   'pipeline.step.waiting': StepEvent,
   stats: StatsSchema,
-  'task.activity': Type.Object({ taskId: Type.Integer(), entries: Type.Array(ActivityEntrySchema) }),
+  'task.activity': Type.Object({ taskId: Type.Integer(), namespace: Type.String(), entries: Type.Array(ActivityEntrySchema) }),
 } satisfies Record<Exclude<EventName, 'tasks.available' | 'locks.line'> | 'stats', TObject>;
 
 /** The names of the events the stream carries: tasks.available and locks.line are internal wake-ups and go nowhere. */

@@ -10,7 +10,10 @@ export interface ActivityAppendEntry {
   size: number;
 }
 
-export type ActivityWrite = { entries: ActivityEntry[]; totals: ActivityTotals; current?: undefined } | { entries: undefined; current: Task | undefined };
+/** A write that was made says the task's namespace too, which its event carries (streams filter by it). */
+export type ActivityWrite =
+  | { entries: ActivityEntry[]; totals: ActivityTotals; namespace: string; current?: undefined }
+  | { entries: undefined; current: Task | undefined };
 
 /**
  * The progress, log lines and output agents report on the tasks they hold, kept per task as a

@@ -90,6 +90,27 @@ export function exerciseAgents(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('KeepsEachAgentInItsNamespace: found by token with it, listed and counted by it', async () => {
+      const d = await h.agent(['x']);
+      const a = await h.agent(['x'], 10, T0, 'team-a');
+      const b = await h.agent(['y'], 10, T0, 'team-b');
+      assert.equal((await h.store.agentGet({ id: a }))?.namespace, 'team-a');
+      assert.deepEqual(await h.store.agentByTokenHash({ hash: `hash-${b}` }), { id: b, namespace: 'team-b' });
+      const listed = async (params: { namespaces?: readonly string[]; capability?: string }) => (await h.store.agentList({ limit: 10, ...params })).items.map((x) => x.id);
+      assert.deepEqual(await listed({}), [d, a, b]);
+      assert.deepEqual(await listed({ namespaces: ['team-a', 'team-b'] }), [a, b]);
+      assert.deepEqual(await listed({ namespaces: ['team-a'], capability: 'x' }), [a]);
+      assert.deepEqual(await listed({ namespaces: ['team-b'], capability: 'x' }), []);
+      await h.store.agentTouchMany({ seen: [a, b].map((id) => ({ id, at: T0 + 5 })) });
+      await h.store.agentMarkStale({ staleBefore: T0 + 1, now: T0 + 1, limit: 10 });
+      const counted = async (namespaces?: readonly string[]) =>
+        (await h.store.agentCounts({ namespaces })).filter((c) => Number(c.count) > 0).map((c) => `${c.status}:${Number(c.count)}`).sort();
+      assert.deepEqual(await counted(), ['online:2', 'stale:1']);
+      assert.deepEqual(await counted(['team-a', 'team-b']), ['online:2']);
+      assert.deepEqual(await counted(['default']), ['stale:1']);
+      assert.deepEqual(await counted(['nobody']), []);
+    });
+
     it('StoresAgentsWithTheirTokenHashAndListsThemByCapabilityAndStatus', async () => {
       const ids = [];
       for (let i = 0; i < 7; i++) ids.push(await h.agent(i % 2 ? ['odd', 'all'] : ['all']));

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { repeatCheck } from '../../src/core/rules/idempotency.js';
+import { planClaim } from '../../src/core/rules/admission.js';
+import type { LinkCheck } from '../../src/store/store.js';
 import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { FleetError } from '../../src/domain/errors.js';
 import type { TaskStatus } from '../../src/domain/types.js';
@@ -285,6 +287,80 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.deepEqual(repeats, [{ index: 1, existing: { id: kept.task.id, requestHash: task('i', { idempotencyKey: 'k' }).requestHash } }]);
       await rejectsWith(insert([task('i', { idempotencyKey: 'n' }), task('i', { idempotencyKey: 'n', payload: 2 })]), 'FLEETD_ERR_IDEMPOTENCY_CONFLICT');
       assert.deepEqual((await allTasks(h.store)).map((t) => t.idempotencyKey), ['k']);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('ClaimsOnlyTasksOfTheAgentsOwnNamespace, in the plain order and under a plan alike', async () => {
+      const plain = await h.agent(['n']);
+      const teamA = await h.agent(['n'], 10, T0, 'team-a');
+      const teamB = await h.agent(['n'], 10, T0, 'team-b');
+      const [d, dAny, a, aAny, b] = await h.submit(
+        task('n'),
+        task('any', { requires: [] }),
+        task('n', { namespace: 'team-a', priority: 1 }),
+        task('any', { namespace: 'team-a', requires: [] }),
+        task('n', { namespace: 'team-b', concurrencyKey: 'tenant' }),
+      );
+      assert.deepEqual([d, a, b].map((t) => t.namespace), ['default', 'team-a', 'team-b']);
+      assert.deepEqual(a.requires, ['n'], "the namespace's requirement stays out of the task's own");
+      assert.deepEqual(aAny.requires, []);
+      const claimed = async (agentId: string) => (await h.store.taskClaim({ agentId, max: 10, now: T0, plan: planClaim })).tasks.map((t) => t.id).sort((x, y) => x - y);
+      // team-b's task has a concurrency key: its claim goes by core's plan, the others by the plain order.
+      assert.deepEqual(await claimed(teamB), [b.id]);
+      assert.deepEqual(await claimed(teamA), [a.id, aAny.id]);
+      assert.deepEqual(await claimed(plain), [d.id, dAny.id]);
+      assert.deepEqual(await claimed(teamA), []);
+      await assertCountersEqualRecount(h.store);
+    });
+
+    it('KeepsIdempotencyKeysPerNamespace', async () => {
+      const [d, a] = await insert([task('i', { idempotencyKey: 'k' }), task('i', { idempotencyKey: 'k', namespace: 'team-a' })]);
+      assert.deepEqual([d.created, a.created], [true, true]);
+      assert.notEqual(d.task.id, a.task.id);
+      assert.deepEqual([d.task.idempotencyKey, a.task.idempotencyKey], ['k', 'k']);
+      const again = await insert([task('i', { idempotencyKey: 'k', namespace: 'team-a' }), task('i', { idempotencyKey: 'k', namespace: 'team-b' })]);
+      assert.deepEqual(again.map((r) => r.created), [false, true]);
+      assert.equal(again[0].task.id, a.task.id);
+      assert.equal(again[0].task.namespace, 'team-a');
+      assert.equal((await allTasks(h.store)).length, 3);
+    });
+
+    it('FindsParentsAndDependenciesInTheNewTasksOwnNamespaceOnly', async () => {
+      const [d, a] = await h.submit(task('p'), task('p', { namespace: 'team-a' }));
+      const seen: Parameters<LinkCheck>[0][] = [];
+      const onLinks: LinkCheck = (found) => {
+        seen.push(found);
+        return { status: 'queued', pending: 0 };
+      };
+      const links = { parentId: d.id, dependsOn: [d.id, a.id], onDependencyFailure: 'cancel' as const };
+      const tasks = [task('c', { namespace: 'team-a', links: { ...links, parentId: d.id } }), task('c', { links: { ...links, parentId: a.id } })];
+      await h.store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks), onLinks });
+      assert.deepEqual(
+        seen.sort((x, y) => x.index - y.index),
+        [
+          { index: 0, parentFound: false, dependencies: [{ id: a.id, status: 'queued' }] },
+          { index: 1, parentFound: false, dependencies: [{ id: d.id, status: 'queued' }] },
+        ],
+      );
+    });
+
+    it('ListsCountsAndActsInBulkWithinTheNamespacesItIsGiven', async () => {
+      await h.submit(task('l'), task('l'), task('l', { namespace: 'team-a' }), task('l', { namespace: 'team-b', priority: 3 }));
+      const listed = async (namespaces?: readonly string[]) => (await h.store.taskList({ limit: 10, namespaces })).items.map((t) => t.namespace).sort();
+      assert.deepEqual(await listed(), ['default', 'default', 'team-a', 'team-b']);
+      assert.deepEqual(await listed(['team-a']), ['team-a']);
+      assert.deepEqual(await listed(['team-a', 'team-b']), ['team-a', 'team-b']);
+      assert.deepEqual(await listed(['nobody']), []);
+      const counted = async (namespaces?: readonly string[]) =>
+        (await h.store.taskCounts({ namespaces })).map((c) => `${c.type}/${c.priority}/${c.status}:${Number(c.count)}`).sort();
+      assert.deepEqual(await counted(), ['l/0/queued:3', 'l/3/queued:1']);
+      assert.deepEqual(await counted(['default']), ['l/0/queued:2']);
+      assert.deepEqual(await counted(['team-a', 'team-b']), ['l/0/queued:1', 'l/3/queued:1']);
+      assert.deepEqual(await counted(['nobody']), []);
+      assert.deepEqual(await h.store.taskBulkCount({ filter: { namespaces: ['team-b'] }, from: CANCELLABLE }), { matched: 1, eligible: 1 });
+      const { tasks } = await h.store.taskBulkApply({ action: 'cancel', filter: { namespaces: ['default'] }, from: CANCELLABLE, now: T0, limit: 10, error: null });
+      assert.deepEqual(tasks.map((t) => t.namespace), ['default', 'default']);
+      assert.deepEqual(await counted(['team-a']), ['l/0/queued:1']);
       await assertCountersEqualRecount(h.store);
     });
 

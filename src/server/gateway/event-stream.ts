@@ -8,6 +8,8 @@ import type { FleetdConfig } from '../../config.js';
 import type { Logger } from '../../core/context.js';
 import { isDependencyUnavailable } from '../../domain/errors.js';
 import type { Fleet } from '../../core/fleet.js';
+import type { FleetStats } from '../../core/stats.js';
+import { namespaceVisible, type NamespaceFilter } from '../../domain/namespaces.js';
 import { FleetError } from '../../domain/errors.js';
 import { iso } from '../../domain/wire.js';
 import { ObserverMessageSchema, eventJson, type ObserverServerMessage, type StreamEventName } from '../../protocol/events.js';
@@ -17,12 +19,21 @@ import { EventWindow } from './event-window.js';
 
 const checkMessage = TypeCompiler.Compile(ObserverMessageSchema);
 const MAX_TOPICS_PER_SOCKET = 1_000;
+/**
+ * Whether a socket is sent an event about `namespace`: undefined, an event every socket may see;
+ * null, one of a namespace the event does not say, for sockets that reach them all only.
+ */
+const sees = (observer: Observer, namespace: string | null | undefined): boolean =>
+  namespace === undefined || (namespace === null ? observer.reach === undefined : namespaceVisible(observer.reach, namespace));
+
 /** An observer only ever sends (un)subscribe messages: anything bigger is not one (the socket-wide cap is the payload size). */
 const MAX_OBSERVER_MESSAGE_BYTES = 64 * 1024;
 const STATS_INTERVAL_MS = 1_000;
 
 class Observer {
   readonly topics = new Set<string>();
+  /** The namespaces its credential reaches (undefined: all): it is sent only their tasks' and agents' events. */
+  reach: NamespaceFilter = undefined;
   /** Serialised events waiting for the next batch. */
   pending: string[] = [];
   /** The sequence number of the last event queued, so that an event on two of its topics is sent once. */
@@ -31,8 +42,6 @@ class Observer {
   lastFlushAt = 0;
   constructor(
     readonly socket: WebSocket,
-    /** Whether its credential reaches a namespace: events of the others are never sent to it. */
-    readonly sees: (namespace: string) => boolean,
     /** From /v1/events?since=&epoch=: where the socket's first subscribe resumes unless it says. */
     readonly resume?: { since: number; epoch?: string },
   ) {}
@@ -57,11 +66,16 @@ function topicsOf(name: EventName, data: FleetEvents[EventName]): string[] {
   return [];
 }
 
-/** The namespace an event is about, for events that only observers reaching it may see; undefined: any observer may. */
-function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | undefined {
-  if (name.startsWith('task.') && name !== 'task.activity') return (data as FleetEvents['task.created']).task.namespace;
-  // agent.stale carries the agent's id alone: the agent itself follows in agent.online or agent.offline.
-  if (name.startsWith('agent.') && name !== 'agent.stale') return (data as FleetEvents['agent.registered']).agent.namespace;
+/**
+ * The namespace an event is about (see sees): a task's or an agent's; null for agent.stale, which
+ * names its agent only; undefined for the events of areas that do not say theirs yet (locks, runs
+ * and the rest add theirs here as they get namespaces).
+ */
+function namespaceOf(name: EventName, data: FleetEvents[EventName]): string | null | undefined {
+  if (name === 'task.activity') return (data as FleetEvents['task.activity']).namespace;
+  if (name.startsWith('task.')) return (data as FleetEvents['task.created']).task.namespace;
+  if (name === 'agent.stale') return null;
+  if (name.startsWith('agent.')) return (data as FleetEvents['agent.registered']).agent.namespace;
   return undefined;
 }
 
@@ -125,9 +139,11 @@ export class EventStream {
     clearTimeout(this.flushTimer);
   }
 
-  open(socket: WebSocket, owner: string, sees: (namespace: string) => boolean, resume?: { since: number; epoch?: string }): void {
+  /** `reach`: the namespaces the socket's credential reaches (undefined: all), whose events alone it is sent. */
+  open(socket: WebSocket, owner: string, resume?: { since: number; epoch?: string }, reach?: NamespaceFilter): void {
     if (!this.connections.admit(socket, owner)) return;
-    const observer = new Observer(socket, sees, resume);
+    const observer = new Observer(socket, resume);
+    observer.reach = reach;
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
@@ -191,7 +207,7 @@ export class EventStream {
     for (const event of events) {
       // The first of its topics asked for: the window holds each event once, so it is sent once.
       const topic = event.topics.find((t) => wanted.has(t));
-      if (topic === undefined || (event.namespace !== undefined && !observer.sees(event.namespace))) continue;
+      if (topic === undefined || !sees(observer, event.namespace)) continue;
       observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
       if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
     }
@@ -242,23 +258,22 @@ export class EventStream {
    * Queues the event for every socket on any of its topics, once per socket. `data` gives the
    * payload in its wire shape, asked for once and only if some socket is to get it.
    */
-  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string): void {
+  private publish(name: StreamEventName, topics: string[], data: () => unknown, only?: Observer, raw?: unknown, namespace?: string | null): void {
     const seq = ++this.seq;
     const now = Date.now();
     const at = iso(now);
     let payload: unknown;
     // Snapshots sent to one socket, and stats, which the next second replaces, are not worth replaying.
     if (!only && name !== 'stats' && topics.length > 0) {
-      this.window.push({ seq, name, topics, namespace, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw) });
+      this.window.push({ seq, name, topics, at, data: () => (payload ??= data()), bytes: retainedBytes(name, raw), namespace });
     }
     for (const topic of topics) {
       const set = only ? (only.topics.has(topic) ? [only] : []) : this.byTopic.get(topic);
       if (!set) continue;
       let entry: string | undefined;
       for (const observer of set) {
-        if (observer.lastSeq === seq) continue;
+        if (observer.lastSeq === seq || !sees(observer, namespace)) continue;
         observer.lastSeq = seq;
-        if (namespace !== undefined && !observer.sees(namespace)) continue;
         payload ??= data();
         entry ??= JSON.stringify({ topic, name, data: payload, at, seq });
         observer.pending.push(entry);
@@ -272,10 +287,26 @@ export class EventStream {
   }
 
   private async publishStats(only?: Observer): Promise<void> {
-    if (!only && !this.byTopic.has('stats')) return;
+    const subscribers = only ? [only] : this.byTopic.get('stats');
+    if (!subscribers) return;
     try {
       const snapshot = await this.fleet.stats.snapshot();
-      this.publish('stats', ['stats'], () => snapshot, only);
+      if ([...subscribers].every((o) => o.reach === undefined)) {
+        this.publish('stats', ['stats'], () => snapshot, only);
+        return;
+      }
+      // A socket that does not reach every namespace is sent the counts of its own (read once per reach).
+      const counts = new Map<string, Promise<Pick<FleetStats, 'tasks' | 'agents'>>>();
+      for (const observer of [...subscribers]) {
+        const reach = observer.reach;
+        let own: Pick<FleetStats, 'tasks' | 'agents'> | undefined;
+        if (reach !== undefined) {
+          const key = reach.join(',');
+          if (!counts.has(key)) counts.set(key, this.fleet.stats.counts(reach));
+          own = await counts.get(key);
+        }
+        this.publish('stats', ['stats'], () => (own ? { ...snapshot, ...own } : snapshot), observer);
+      }
     } catch (err) {
       if (!isDependencyUnavailable(err)) this.log.error({ err }, 'stats for observers failed');
     }

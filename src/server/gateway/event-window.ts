@@ -3,10 +3,10 @@ export interface RetainedEvent {
   seq: number;
   name: string;
   topics: string[];
-  /** The namespace of what it is about; undefined: an event every observer may see. */
-  namespace?: string;
   at: string;
   data: () => unknown;
+  /** The namespace of what it is about, for sockets that see only some (see event-stream.ts, sees). */
+  namespace?: string | null;
   /** About how many bytes it holds on to (its payload is kept by reference until it leaves). */
   bytes: number;
 }

@@ -2,11 +2,10 @@ import websocket from '@fastify/websocket';
 import { Type } from '@sinclair/typebox';
 import { FleetError } from '../../domain/errors.js';
 import { AGENT_PROTOCOL_VERSION } from '../../protocol/agent-stream.js';
-import { Id } from '../schemas.js';
+import { Id, NamespaceName } from '../schemas.js';
 import { assertAgentInReach, errors, pathAgent, type Routes } from '../routes/deps.js';
 import { ownerOf } from '../auth.js';
 import { readNamespaces } from '../namespaces.js';
-import { NAMESPACE_PATTERN, namespaceVisible } from '../../domain/namespaces.js';
 import { AgentGateway } from './agent-stream.js';
 import { Connections } from './connections.js';
 import { EventStream } from './event-stream.js';
@@ -126,29 +125,28 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       tags: ['system'],
       summary: 'Live events over a WebSocket',
       description:
-        'Upgrade to a WebSocket (credential in the Authorization header, or ?token=): task, agent, lock and run events in batches, in the REST API\'s JSON shape; subscribe to topics to narrow them, and name a namespace (?namespace=, or the Fleetd-Namespace header) to get only its events. Each event has a seq; ?since=&epoch= (or since and epoch in a subscribe) replays the retained events after it, and reports a gap for what is no longer retained. Needs a read key.',
+        'Upgrade to a WebSocket (credential in the Authorization header, or ?token=): task, agent, lock and run events in batches, in the REST API\'s JSON shape; subscribe to topics to narrow them. Only the tasks and agents of the namespaces the key reaches (or of the one named by ?namespace=) are told of. Each event has a seq; ?since=&epoch= (or since and epoch in a subscribe) replays the retained events after it, and reports a gap for what is no longer retained. Needs a read key.',
       querystring: Type.Object(
         {
           token: Type.Optional(Type.String({ maxLength: 200 })),
           since: Type.Optional(Type.Integer({ minimum: 0 })),
           epoch: Type.Optional(Type.String({ maxLength: 64 })),
-          namespace: Type.Optional(Type.String({ pattern: NAMESPACE_PATTERN })),
+          namespace: Type.Optional(NamespaceName),
         },
         { additionalProperties: false },
       ),
     },
     preHandler: async (request) => {
-      // A namespace out of the credential's reach refuses the upgrade with its 404.
-      readNamespaces(request, (request.query as { namespace?: string }).namespace);
       connections.checkOwner(ownerOf(request));
+      // A namespace out of the key's reach is refused before the upgrade (404), as a missing one.
+      readNamespaces(request, (request.query as { namespace?: string }).namespace);
     },
     handler: async () => {
       throw upgradeRequired();
     },
     wsHandler: (socket, request) => {
       const { since, epoch, namespace } = request.query as { since?: number; epoch?: string; namespace?: string };
-      const reach = readNamespaces(request, namespace);
-      events.open(socket, ownerOf(request), (ns) => namespaceVisible(reach, ns), since === undefined ? undefined : { since, epoch });
+      events.open(socket, ownerOf(request), since === undefined ? undefined : { since, epoch }, readNamespaces(request, namespace));
     },
   });
 };

@@ -6,6 +6,8 @@ import type { DependencyStatus } from '../../domain/dependencies.js';
 import { FleetError } from '../../domain/errors.js';
 import { iso, ReadinessSchema, StatsSchema, type DependencyJson } from '../../domain/wire.js';
 import { FLEETD_VERSION } from '../version.js';
+import { readNamespaces } from '../namespaces.js';
+import { NamespaceName } from '../schemas.js';
 import { errors, type RouteDeps } from './deps.js';
 
 /** Longest a readiness check waits on one part, in ms: a probe must answer, even about a hung store. */
@@ -84,13 +86,15 @@ export const systemRoutes: FastifyPluginAsyncTypebox<RouteDeps & { redis?: Redis
       schema: {
         tags: ['system'],
         summary: 'Counts of tasks and agents, throughput, latency and event-loop lag',
-        description: 'Read from counters kept up to date on every write: never a table scan, cheap to poll.',
-        response: { 200: StatsSchema },
+        description:
+          'Read from counters kept up to date on every write: never a table scan, cheap to poll. Task and agent counts are of the namespaces the key reaches (or the one named); a key that does not reach them all has its agents counted from their table.',
+        querystring: Type.Object({ namespace: Type.Optional(NamespaceName) }, { additionalProperties: false }),
+        response: { 200: StatsSchema, ...errors(400, 404) },
       },
     },
-    async (_request, reply) => {
+    async (request, reply) => {
       void reply.header('cache-control', 'no-store');
-      return fleet.stats.snapshot();
+      return fleet.stats.snapshot(readNamespaces(request, (request.query as { namespace?: string }).namespace));
     },
   );
 

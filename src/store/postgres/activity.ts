@@ -58,7 +58,7 @@ export function postgresActivity(db: PostgresDatabase): ActivityStore {
         ]);
         const bounds = floor(after);
         await q(trim, [id, bounds.progress, bounds.log, bounds.output]);
-        return { entries: rows.map(toActivityEntry), totals: after };
+        return { entries: rows.map(toActivityEntry), totals: after, namespace: task.namespace };
       });
     },
 

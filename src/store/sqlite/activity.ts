@@ -7,7 +7,7 @@ import type { SqliteDatabase } from './database.js';
 /** The task activity area of the SQLite driver: one group-committed write per batch of entries. */
 export function sqliteActivity({ db, groupCommit }: SqliteDatabase): ActivityStore {
   const s = {
-    holder: db.prepare("SELECT 1 FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?").pluck(),
+    holder: db.prepare("SELECT namespace FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?").pluck(),
     task: db.prepare('SELECT * FROM tasks WHERE id = ?'),
     totals: db.prepare(`INSERT INTO task_activity_totals (task_id, seq, progress, log_lines, output_bytes)
         VALUES (@id, @seq, @progress, @log, @output)
@@ -24,7 +24,8 @@ export function sqliteActivity({ db, groupCommit }: SqliteDatabase): ActivitySto
   return {
     taskActivityAppend({ id, agentId, entries, now, floor }) {
       return groupCommit.write(() => {
-        if (s.holder.get(id, agentId) === undefined) {
+        const namespace = s.holder.get(id, agentId) as string | undefined;
+        if (namespace === undefined) {
           const row = s.task.get(id) as TaskRow | undefined;
           return { entries: undefined, current: row && toTask(row) };
         }
@@ -41,7 +42,7 @@ export function sqliteActivity({ db, groupCommit }: SqliteDatabase): ActivitySto
         for (const r of rows) s.insert.run(r);
         const bounds = floor(totals);
         for (const kind of ['progress', 'log', 'output'] as const) if (added[kind] > 0) s.trim.run(id, kind, bounds[kind]);
-        return { entries: rows.map(toActivityEntry), totals };
+        return { entries: rows.map(toActivityEntry), totals, namespace };
       });
     },
 
