@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startTestServer, type Api, type TestServer } from './helpers.js';
 import { connect } from './ws-helpers.js';
+import { FleetError } from '../src/domain/errors.js';
 
 /**
  * Tasks and agents in two namespaces, team-a and team-b, on one fleetd over real HTTP: agents
@@ -93,6 +94,10 @@ describe('tasks and agents in namespaces', () => {
     assert.notEqual(first.body.task.id, second.body.task.id);
     assert.equal(again.body.task.id, first.body.task.id);
     assert.equal(second.body.task.idempotencyKey, 'nightly');
+    // U+001F is what keeps the keys of namespaces apart in the store: no key may hold it.
+    const odd = await api.post('/v1/tasks', { type: 'build', namespace: 'team-a', idempotencyKey: 'night\u001fly' });
+    assert.equal(odd.status, 400);
+    assert.equal(odd.body.error.details.field, 'idempotencyKey');
     await claim('a');
     await claim('b');
   });
@@ -188,6 +193,38 @@ describe('tasks and agents in namespaces', () => {
     assert.deepEqual([await agentsOf('team-a'), await agentsOf('team-b'), await agentsOf('team-c')], [2, 2, 0]);
     assert.equal((await api.get('/v1/stats?namespace=Nope')).status, 400);
     await claim('a');
+    await claim('b');
+  });
+
+  it("answers a reader that reaches team-a only, in core, as if team-b's tasks and agents did not exist", async () => {
+    // Every key reaches every namespace until keys are scoped (the keys' own change); the routes hand
+    // core the namespaces a request reaches, as these calls do, and answer what they throw.
+    const { fleet } = server;
+    const reach = ['team-a'];
+    const theirs = await submit('team-b');
+    const missing = 987_654_321;
+    const refusal = async (call: Promise<unknown>) => {
+      const err = await call.then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof FleetError, `expected a refusal, got ${String(err)}`);
+      return JSON.stringify(err.toJSON());
+    };
+    const sameAsMissing = async (what: string, call: (id: number) => Promise<unknown>) => {
+      const other = await refusal(call(theirs.id));
+      assert.match(other, /FLEETD_ERR_NOT_FOUND/, what);
+      assert.equal(other, (await refusal(call(missing))).replaceAll(String(missing), String(theirs.id)), what);
+    };
+    await sameAsMissing('get', (id) => fleet.tasks.get(id, reach));
+    await sameAsMissing('children', (id) => fleet.tasks.children({ id, limit: 10, namespaces: reach }));
+    await sameAsMissing('wait', (id) => fleet.tasks.waitForEnd(id, 10, undefined, reach));
+    await sameAsMissing('cancel', (id) => fleet.tasks.cancel(id, 'not yours', reach));
+    await sameAsMissing('retry', (id) => fleet.tasks.retry(id, reach));
+    const agentOther = await refusal(fleet.agents.get(agents.b.id, reach));
+    assert.equal(agentOther, (await refusal(fleet.agents.get('no-such-agent', reach))).replaceAll('no-such-agent', agents.b.id));
+    assert.equal(await refusal(fleet.agents.remove(agents.b.id, reach)), agentOther);
+    assert.ok((await fleet.tasks.list({ limit: 1000, namespaces: reach })).items.every((t) => t.namespace === 'team-a'));
+    // Nothing of team-b's changed.
+    assert.equal((await api.get(`/v1/tasks/${theirs.id}`)).body.status, 'queued');
+    assert.equal((await api.get(`/v1/agents/${agents.b.id}`)).status, 200);
     await claim('b');
   });
 

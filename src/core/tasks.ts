@@ -1,7 +1,6 @@
 import { claimKeysOf, namespaceRequirement, pinnedTo, taskRequirementKey } from '../domain/requirements.js';
 import { DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
-import { IDEMPOTENCY_KEY_SEPARATOR } from '../store/rows.js';
-import type { TaskBulkFilter, TaskInsertParams, TaskInsertResult, TaskTransition, TaskWrite } from '../store/store.js';
+import { IDEMPOTENCY_KEY_SEPARATOR, type TaskBulkFilter, type TaskInsertParams, type TaskInsertResult, type TaskTransition, type TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import type { ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';

@@ -3,7 +3,7 @@ import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, Tas
 import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
 import { requiresOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
-import type { LeaseEnd } from './store.js';
+import { IDEMPOTENCY_KEY_SEPARATOR, type LeaseEnd } from './store.js';
 
 /** Rows of the tables both SQL drivers share column for column, and their mapping to the domain. */
 
@@ -135,10 +135,9 @@ export const toApiKey = (row: ApiKeyRow): ApiKey => ({
  * An idempotency key as the tasks table stores it. Keys are per namespace, but the column's UNIQUE
  * constraint (a column constraint, which SQLite cannot drop without rebuilding the table) spans all
  * of them: outside default the key is stored behind its namespace and a separator no namespace name
- * holds (and no key may, core/tasks.ts), so that two namespaces' keys never meet and default's stay
- * as they were stored.
+ * holds (and no key may, see IDEMPOTENCY_KEY_SEPARATOR), so that two namespaces' keys never meet and
+ * default's stay as they were stored.
  */
-export const IDEMPOTENCY_KEY_SEPARATOR = '\u001f';
 export const storedIdempotencyKey = (namespace: string, key: string | null): string | null =>
   key === null || namespace === DEFAULT_NAMESPACE ? key : `${namespace}${IDEMPOTENCY_KEY_SEPARATOR}${key}`;
 const ownIdempotencyKey = (namespace: string, stored: string | null): string | null =>

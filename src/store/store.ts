@@ -470,6 +470,9 @@ export interface TypeStore {
 }
 
 /** What a claim asks core's rule of fair sharing, inside its transaction (see core/rules/admission.ts). */
+/** No idempotency key holds it (core refuses one that does): a driver may use it to keep keys per namespace (rows.ts). */
+export const IDEMPOTENCY_KEY_SEPARATOR = '\u001f';
+
 /** The lock a leased task holds on its resources, named task-<id>, ending with the lease. */
 export const taskLockId = (taskId: number): string => `task-${taskId}`;
 

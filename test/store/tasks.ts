@@ -295,7 +295,7 @@ export function exerciseTasks(factory: DriverFactory): void {
       const teamA = await h.agent(['n'], 10, T0, 'team-a');
       const teamB = await h.agent(['n'], 10, T0, 'team-b');
       const [d, dAny, a, aAny, b] = await h.submit(
-        task('n'),
+        task('n', { concurrencyKey: 'tenant' }),
         task('any', { requires: [] }),
         task('n', { namespace: 'team-a', priority: 1 }),
         task('any', { namespace: 'team-a', requires: [] }),
@@ -305,7 +305,7 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.deepEqual(a.requires, ['n'], "the namespace's requirement stays out of the task's own");
       assert.deepEqual(aAny.requires, []);
       const claimed = async (agentId: string) => (await h.store.taskClaim({ agentId, max: 10, now: T0, plan: planClaim })).tasks.map((t) => t.id).sort((x, y) => x - y);
-      // team-b's task has a concurrency key: its claim goes by core's plan, the others by the plain order.
+      // Keyed tasks queued: these claims go by core's plan, whose groups must leave default's out.
       assert.deepEqual(await claimed(teamB), [b.id]);
       assert.deepEqual(await claimed(teamA), [a.id, aAny.id]);
       assert.deepEqual(await claimed(plain), [d.id, dAny.id]);

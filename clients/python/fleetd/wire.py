@@ -60,6 +60,7 @@ TaskStatus = Literal["waiting", "scheduled", "queued", "leased", "completed", "d
 
 class Task(TypedDict):
     id: int
+    namespace: str
     type: str
     payload: Any
     priority: int
@@ -94,6 +95,7 @@ class Task(TypedDict):
 
 class TaskSummary(TypedDict):
     id: int
+    namespace: str
     type: str
     priority: int
     requires: list[str]
@@ -148,6 +150,7 @@ class TaskInput(TypedDict):
 
 class Agent(TypedDict):
     id: str
+    namespace: str
     name: str
     capabilities: list[str]
     labels: dict[str, str]

@@ -54,6 +54,7 @@ export type TaskStatus = "waiting" | "scheduled" | "queued" | "leased" | "comple
 
 export interface TaskJson {
   id: number;
+  namespace: string;
   type: string;
   payload: unknown;
   priority: number;
@@ -93,6 +94,7 @@ export interface TaskJson {
 
 export interface TaskSummaryJson {
   id: number;
+  namespace: string;
   type: string;
   priority: number;
   requires: string[];
@@ -147,6 +149,7 @@ export interface TaskInput {
 
 export interface AgentJson {
   id: string;
+  namespace: string;
   name: string;
   capabilities: string[];
   labels: Record<string, string>;
@@ -653,6 +656,7 @@ export interface EventData {
   "stats": StatsJson;
   "task.activity": {
     taskId: number;
+    namespace: string;
     entries: ({
       seq: number;
       at: string;
