@@ -156,3 +156,63 @@ describe('slow consumer', () => {
     }
   });
 });
+
+describe('event stream, namespaces', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ eventBatchMs: 5 });
+  });
+  after(() => server.stop());
+
+  const keyOf = async (namespaces: string[]) => (await server.api.post('/v1/keys', { name: `of ${namespaces}`, scope: 'read', namespaces })).body.secret as string;
+  const watch = async (path: string, key: string) => {
+    const peer = await connect(`${server.url}${path}`, { authorization: `Bearer ${key}` });
+    peer.send({ type: 'subscribe', topics: ['tasks', 'agents'] });
+    await peer.next('subscribed');
+    return peer;
+  };
+
+  it('sends an observer only the task and agent events of the namespaces its key reaches, narrowed by ?namespace=', async () => {
+    const teamB = await keyOf(['team-b']);
+    const both = await keyOf(['team-a', 'team-b']);
+    const all = await watch('/v1/events', server.adminKey!);
+    const onlyB = await watch('/v1/events', teamB);
+    const narrowedToA = await watch('/v1/events?namespace=team-a', both);
+    try {
+      const a = await server.api.submit({ type: 'ns.a', namespace: 'team-a' });
+      const b = await server.api.submit({ type: 'ns.b', namespace: 'team-b' });
+      await server.api.registerAgent(['ns.a'], { namespace: 'team-a' });
+      const last = await server.api.registerAgent(['ns.b'], { namespace: 'team-b' });
+      // Events go out in order: once the last one reached every socket that sees it, nothing else is coming.
+      const upTo = async (peer: Peer, agentId: string) => {
+        while (!eventsOf(peer).some((e) => e.data.agent?.id === agentId)) await peer.next('events');
+      };
+      await upTo(all, last.id);
+      await upTo(onlyB, last.id);
+      const agentA = (await server.api.get('/v1/agents?namespace=team-a')).body.items[0].id;
+      await upTo(narrowedToA, agentA);
+      const seen = (peer: Peer) => eventsOf(peer).map((e) => (e.data.task ?? e.data.agent).namespace);
+      assert.deepEqual(seen(all), ['team-a', 'team-b', 'team-a', 'team-b']);
+      assert.deepEqual(seen(onlyB), ['team-b', 'team-b']);
+      assert.deepEqual(seen(narrowedToA), ['team-a', 'team-a']);
+      assert.deepEqual(eventsOf(narrowedToA).filter((e) => e.data.task).map((e) => e.data.task.id), [a.id]);
+      assert.deepEqual(eventsOf(onlyB).filter((e) => e.data.task).map((e) => e.data.task.id), [b.id]);
+    } finally {
+      await Promise.all([all.close(), onlyB.close(), narrowedToA.close()]);
+    }
+  });
+
+  it('refuses the upgrade with a 404 for a namespace out of the key\'s reach, and a 400 for a bad name', async () => {
+    const teamB = await keyOf(['team-b']);
+    await assert.rejects(connect(`${server.url}/v1/events?namespace=team-a`, { authorization: `Bearer ${teamB}` }), (err: any) => {
+      assert.equal(err.status, 404);
+      assert.equal(err.body.error.code, 'FLEETD_ERR_NOT_FOUND');
+      return true;
+    });
+    await assert.rejects(connect(`${server.url}/v1/events?namespace=Not%20One`, { authorization: `Bearer ${server.adminKey}` }), (err: any) => {
+      assert.equal(err.status, 400);
+      return true;
+    });
+    assert.equal((await server.api.get('/v1/gateway')).body.connections, 0);
+  });
+});

@@ -1,4 +1,4 @@
-import { apiKey } from './auth.js';
+import { authorization, chosenNamespace } from './auth.js';
 import { connection } from './live.js';
 
 /** An error the API answered with ({"error": {code, message, details}}), or a network failure. */
@@ -11,12 +11,15 @@ export class ApiError extends Error {
 /** JSON over fetch. Every answer (or failure to get one) tells the connection whether fleetd is reachable. */
 export async function api<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   let res: Response;
+  // fleetd answers within the namespace picked (reads, and the writes of actions); none: all the key reaches.
+  const namespace = chosenNamespace();
   try {
     res = await fetch(path, {
       method,
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(apiKey() ? { authorization: `Bearer ${apiKey()}` } : {}),
+        ...authorization(),
+        ...(namespace ? { 'fleetd-namespace': namespace } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',

@@ -119,6 +119,21 @@ class Connection {
     return true;
   }
 
+  /**
+   * Opens the stream afresh for the namespace now picked: the old socket's events stop, and the new
+   * one does not resume from them (the views load again).
+   */
+  reopen(): void {
+    if (this.state === 'refused') return;
+    const old = this.socket;
+    this.socket = null;
+    old?.close();
+    this.epoch = '';
+    this.lastSeq = 0;
+    this.retryMs = RETRY_MIN_MS;
+    this.open();
+  }
+
   /** Starts over with the credential now stored (after signing in). */
   restart(): void {
     this.refusal = '';
@@ -167,6 +182,8 @@ class Connection {
       this.setState('live');
     };
     socket.onmessage = (message) => {
+      // A socket being closed for another namespace may still deliver what it had.
+      if (this.socket !== socket) return;
       let parsed: { type?: string; events?: LiveEvent[]; epoch?: string; seq?: number };
       try {
         parsed = JSON.parse(String(message.data));

@@ -4,6 +4,7 @@ import { prefetch } from './api.js';
 import { apiKey, forgetApiKey, storeApiKey } from './auth.js';
 import { useConnectionState } from './hooks.js';
 import { connection } from './live.js';
+import { namespaces, useNamespaces } from './namespaces.js';
 import { parseRoute, type Route } from './router.js';
 import './styles.css';
 import type { ViewProps } from './views/view.js';
@@ -45,6 +46,24 @@ function ConnectionBadge() {
   );
 }
 
+/** Which namespace the views show: all the key reaches, or one; only for a key that reaches several. */
+function NamespacePicker() {
+  const { choices, chosen } = useNamespaces();
+  if (choices.length === 0) return null;
+  return (
+    <select
+      class="namespace-picker"
+      data-testid="namespace-picker"
+      title="namespace"
+      value={chosen ?? ''}
+      onChange={(e) => namespaces.pick((e.target as HTMLSelectElement).value || null)}
+    >
+      <option value="">all namespaces</option>
+      {choices.map((n) => <option value={n}>{n}</option>)}
+    </select>
+  );
+}
+
 /** Asks for an API key when fleetd refuses the one it has (or none); read scope is enough. */
 function SignIn() {
   const submit = (e: Event) => {
@@ -82,6 +101,11 @@ function App() {
   // (its filters rewrite the address in place, so the address alone cannot tell).
   const [navigation, setNavigation] = useState(0);
   const [loaded, setLoaded] = useState<{ view: Route['view']; View: ComponentType<ViewProps> } | null>(null);
+  const { chosen } = useNamespaces();
+
+  useEffect(() => {
+    if (state !== 'refused') void namespaces.load();
+  }, [state]);
 
   useEffect(() => {
     const onHash = () => {
@@ -112,6 +136,7 @@ function App() {
             </a>
           ))}
         </nav>
+        {state !== 'refused' && <NamespacePicker />}
         <ConnectionBadge />
         {apiKey() && state !== 'refused' && (
           <button type="button" class="sign-out" onClick={signOut}>Sign out</button>
@@ -121,7 +146,8 @@ function App() {
         {state === 'refused' ? (
           <SignIn />
         ) : loaded?.view === route.view ? (
-          <loaded.View key={navigation} route={route} />
+          // Another namespace starts the view afresh, as a navigation does.
+          <loaded.View key={`${navigation}:${chosen ?? ''}`} route={route} />
         ) : (
           <p class="muted">Loading…</p>
         )}

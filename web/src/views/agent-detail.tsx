@@ -50,6 +50,7 @@ export default function AgentDetail({ route }: ViewProps) {
           <h3>Agent</h3>
           <dl>
             <dt>id</dt><dd class="mono">{agent.id}</dd>
+            <dt>namespace</dt><dd data-testid="namespace">{agent.namespace}</dd>
             <dt>capabilities</dt><dd>{agent.capabilities.join(', ') || '—'}</dd>
             <dt>labels</dt><dd>{Object.entries(agent.labels).map(([k, v]) => `${k}=${v}`).join(', ') || '—'}</dd>
             <dt>max concurrency</dt><dd>{agent.maxConcurrency}</dd>

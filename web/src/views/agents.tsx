@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import { rememberAgents } from '../agent-refs.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
+import { useNamespaces } from '../namespaces.js';
 import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { countBy, getAll } from '../lists.js';
@@ -14,6 +15,7 @@ export default function Agents({ route }: ViewProps) {
   const [inFlight, setInFlight] = useState(new Map<string, number>());
   const [locks, setLocks] = useState(new Map<string, number>());
   const [error, setError] = useState('');
+  const { column: namespaceColumn } = useNamespaces();
   useTick(5_000);
 
   useLiveData(
@@ -72,7 +74,7 @@ export default function Agents({ route }: ViewProps) {
       {error && <p class="error">{error}</p>}
       <table class="data">
         <thead>
-          <tr><th>name</th><th>capabilities</th><th>status</th><th class="n">in flight</th><th>last heartbeat</th><th class="n">locks</th></tr>
+          <tr><th>name</th><th>capabilities</th><th>status</th><th class="n">in flight</th><th>last heartbeat</th><th class="n">locks</th>{namespaceColumn && <th>namespace</th>}</tr>
         </thead>
         <tbody>
           {shown.map((a) => (
@@ -83,6 +85,7 @@ export default function Agents({ route }: ViewProps) {
               <td class="n">{inFlight.get(a.id) ?? 0} / {a.maxConcurrency}</td>
               <td>{ago(a.lastHeartbeatAt)}</td>
               <td class="n">{locks.get(a.id) ?? 0}</td>
+              {namespaceColumn && <td data-namespace={a.namespace}>{a.namespace}</td>}
             </tr>
           ))}
         </tbody>

@@ -3,12 +3,17 @@ import { AgentRef } from '../agent-refs.js';
 import { ago, time } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
 import { getAll } from '../lists.js';
+import { useNamespaces } from '../namespaces.js';
 import type { ViewProps } from './view.js';
-import type { Lock } from '../types.js';
+import type { Lock as LockJson } from '../types.js';
+
+/** Locks carry their namespace once they belong to one (ns-locks); until then the column stays empty. */
+type Lock = LockJson & { namespace?: string };
 
 export default function Locks(_props: ViewProps) {
   const [locks, setLocks] = useState<Lock[] | null>(null);
   const [error, setError] = useState('');
+  const { column: namespaceColumn } = useNamespaces();
   useTick(5_000);
 
   useLiveData(
@@ -32,7 +37,7 @@ export default function Locks(_props: ViewProps) {
       {error && <p class="error">{error}</p>}
       <table class="data">
         <thead>
-          <tr><th>resources</th><th>held by</th><th>description</th><th>since</th><th>until</th></tr>
+          <tr><th>resources</th><th>held by</th><th>description</th><th>since</th><th>until</th>{namespaceColumn && <th>namespace</th>}</tr>
         </thead>
         <tbody>
           {(locks ?? []).map((l) => (
@@ -42,6 +47,7 @@ export default function Locks(_props: ViewProps) {
               <td>{l.description || '—'}</td>
               <td title={time(l.createdAt)}>{ago(l.createdAt)}</td>
               <td title={time(l.expiresAt)}>{ago(l.expiresAt)}</td>
+              {namespaceColumn && <td data-namespace={l.namespace}>{l.namespace}</td>}
             </tr>
           ))}
         </tbody>

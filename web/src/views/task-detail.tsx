@@ -104,6 +104,7 @@ export default function TaskDetail({ route }: ViewProps) {
         <section class="panel">
           <h3>Task</h3>
           <dl>
+            <dt>namespace</dt><dd data-testid="namespace">{task.namespace}</dd>
             <dt>priority</dt><dd>{task.priority}</dd>
             <dt>attempts</dt><dd>{task.attempts} of {task.maxAttempts}</dd>
             <dt>requires</dt>

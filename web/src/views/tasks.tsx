@@ -3,6 +3,7 @@ import { AgentRef, NoCapableAgent, someoneCanTake, useOnlineAgents } from '../ag
 import { get, query } from '../api.js';
 import { ago } from '../format.js';
 import { useLiveData, useTick } from '../hooks.js';
+import { useNamespaces } from '../namespaces.js';
 import type { ViewProps } from './view.js';
 import { setQuery } from '../router.js';
 import { TASK_STATUSES, type LiveEvent, type Page, type TaskSummary } from '../types.js';
@@ -143,6 +144,7 @@ export default function Tasks({ route }: ViewProps) {
   const loadedOnce = useRef(false);
   useTick(5_000);
   const online = useOnlineAgents();
+  const { column: namespaceColumn } = useNamespaces();
 
   const fetchPage = (d: TaskRows, cursor: string | null, limit: number) =>
     get<Page<TaskSummary>>(`/v1/tasks${query({ ...d.filters, limit, cursor: cursor ?? undefined })}`, d.requests.signal);
@@ -310,9 +312,10 @@ export default function Tasks({ route }: ViewProps) {
         )}
       </form>
       {error && <p class="error">{error}</p>}
-      <div class="vtable">
+      <div class={namespaceColumn ? 'vtable with-namespace' : 'vtable'}>
         <div class="vrow vhead">
           <span>id</span><span>type</span><span>status</span><span>priority</span><span>attempts</span><span>agent</span><span>created</span><span>updated</span>
+          {namespaceColumn && <span>namespace</span>}
         </div>
         <div class="vscroll" ref={scroller} onScroll={onScroll} data-testid="task-scroller">
           <div style={{ height: `${total * ROW_HEIGHT}px`, position: 'relative' }}>
@@ -330,6 +333,7 @@ export default function Tasks({ route }: ViewProps) {
                   <span><AgentRef id={t.agentId} link={false} /></span>
                   <span>{ago(t.createdAt)}</span>
                   <span>{ago(t.updatedAt)}</span>
+                  {namespaceColumn && <span data-namespace={t.namespace}>{t.namespace}</span>}
                 </a>
               ))}
               {!d.done && last >= d.rows.length && <div class="vrow muted loading-more">loading…</div>}
