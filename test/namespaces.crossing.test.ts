@@ -139,6 +139,15 @@ describe('nothing crosses between namespaces', () => {
     const sum = (counts: Record<string, number>) => Object.values(counts).reduce((x, y) => x + y, 0);
     assert.equal(sum(stats.tasks.byStatus), 1, "team-a's stats count team-a's one task");
     assert.equal(sum(stats.agents.byStatus), 1);
+    // A type is named alike in every namespace: team-a sees its own tasks of it, and cannot change
+    // its policy or pause it for everyone.
+    const work = (await teamA.get('/v1/types')).body.items.find((t: any) => t.type === 'work');
+    assert.equal(sum(work.counts), 1, JSON.stringify(work));
+    assert.equal(sum((await teamA.get('/v1/types/work')).body.counts), 1);
+    for (const res of [await teamA.put('/v1/types/work', { maxConcurrency: 1 }), await teamA.post('/v1/types/work/pause', {}), await teamA.post('/v1/types/work/resume', {})]) {
+      assert.equal(res.status, 403, JSON.stringify(res.body));
+    }
+    assert.equal(sum((await admin.get('/v1/types/work')).body.counts), 4, 'a key of every namespace sees them all');
     // Naming the other namespace is a 404, not an empty list.
     for (const path of ['/v1/tasks?namespace=team-b', '/v1/agents?namespace=team-b', '/v1/locks?namespace=team-b']) {
       assert.equal((await teamA.get(path)).status, 404, path);

@@ -9,6 +9,8 @@ import {
   type TypeUsage,
 } from '../domain/type-policies.js';
 import { TASK_STATUSES, type TaskStatus } from '../domain/types.js';
+import { namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
+import { namespaceOfKey } from '../domain/requirements.js';
 import type { FleetContext } from './context.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
@@ -89,18 +91,25 @@ export class TaskTypeService {
     return this.get(type);
   }
 
-  async get(type: string): Promise<TaskTypeView> {
-    const [view] = await this.views(type);
+  async get(type: string, namespaces?: NamespaceFilter): Promise<TaskTypeView> {
+    const [view] = await this.views(type, namespaces);
     if (!view) throw notFound('type', type);
     return view;
   }
 
-  async detail(type: string): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
+  /**
+   * The type with its busiest keys and its usage. For a reader of some namespaces, keys are those
+   * with queued tasks there, and usage is theirs: the store keeps usage and leases by key, not by
+   * namespace, so a key's leased count and usage are its own across namespaces.
+   */
+  async detail(type: string, namespaces?: NamespaceFilter): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
     const now = this.ctx.now();
     const usage = await this.ctx.store.usageSummary({ type, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS });
-    const { state, groups } = await this.ctx.store.typeOverview({ now, type });
-    const view = await this.get(type);
-    const plan = planClaim(state, groups, now);
+    const { state, groups: all } = await this.ctx.store.typeOverview({ now, type });
+    const view = await this.get(type, namespaces);
+    // The claim's rule is the fleet's, over every namespace's groups; what is shown is the reader's.
+    const plan = planClaim(state, all, now);
+    const groups = all.filter((g) => namespaceVisible(namespaces, namespaceOfKey(g.reqKey)));
     const keys = new Map<string, TypeKeyView>();
     const keyOf = (key: string) => {
       let k = keys.get(key);
@@ -112,18 +121,20 @@ export class TaskTypeService {
       k.queued += g.n;
       k.heldBy = plan.hold(g) ?? k.heldBy;
     }
-    for (const l of state.leased) if (l.type === type) keyOf(l.key).leased += l.count;
+    for (const l of state.leased) if (l.type === type && (namespaces === undefined || keys.has(l.key))) keyOf(l.key).leased += l.count;
     const listed = [...keys.values()].sort((a, b) => b.queued - a.queued || b.leased - a.leased).slice(0, DETAIL_KEYS);
-    return { ...view, keys: listed, usage: { ...usage, keys: usage.keys.slice(0, DETAIL_KEYS) } };
+    const usageKeys = namespaces === undefined ? usage.keys : usage.keys.filter((k) => keys.has(k.key));
+    return { ...view, keys: listed, usage: { ...usage, keys: usageKeys.slice(0, DETAIL_KEYS) } };
   }
 
-  list(): Promise<TaskTypeView[]> {
-    return this.views();
+  /** Every type with tasks in the namespaces (all when undefined), or a policy. */
+  list(namespaces?: NamespaceFilter): Promise<TaskTypeView[]> {
+    return this.views(undefined, namespaces);
   }
 
-  private async views(only?: string): Promise<TaskTypeView[]> {
+  private async views(only?: string, namespaces?: NamespaceFilter): Promise<TaskTypeView[]> {
     const now = this.ctx.now();
-    const [{ state, groups }, counts] = await Promise.all([this.ctx.store.typeOverview({ now, type: only }), this.ctx.store.taskCounts()]);
+    const [{ state, groups }, counts] = await Promise.all([this.ctx.store.typeOverview({ now, type: only }), this.ctx.store.taskCounts({ namespaces })]);
     const types = new Map<string, TaskTypeView>();
     const viewOf = (type: string) => {
       let v = types.get(type);
@@ -155,6 +166,7 @@ export class TaskTypeService {
     // The claim's own rule says what is held back, as a claim now would see it.
     const plan = planClaim(state, groups, now);
     for (const g of groups as QueuedGroup[]) {
+      if (!namespaceVisible(namespaces, namespaceOfKey(g.reqKey))) continue;
       const reason = plan.hold(g);
       if (reason === null) continue;
       const v = viewOf(g.type);

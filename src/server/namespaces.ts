@@ -81,6 +81,16 @@ export function assertVisible(request: FastifyRequest, namespace: string, what: 
 /** True when the request's credential reaches `namespace` (for filtering what a stream sends). */
 export const canSee = (request: FastifyRequest, namespace: string): boolean => namespaceVisible(reach(request), namespace);
 
+/**
+ * Refuses (403) what spans every namespace — quotas, the audit log, type policies and pauses — to a
+ * credential that does not reach them all. The same answer for every name: it confirms nothing.
+ */
+export function requireEveryNamespace(request: FastifyRequest, what: string): void {
+  if (reach(request) !== undefined) {
+    throw new FleetError('FLEETD_ERR_FORBIDDEN', `${what} with a key that reaches every namespace ("*")`, { namespaces: [ALL_NAMESPACES] });
+  }
+}
+
 /** True when the request's credential reaches every one of `namespaces` (`*` among them: only a credential that reaches all). */
 export function reachesAll(request: FastifyRequest, namespaces: readonly string[]): boolean {
   const reached = reach(request);

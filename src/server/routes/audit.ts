@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import { AUDIT_ACTIONS } from '../../domain/audit.js';
-import { FleetError, invalid } from '../../domain/errors.js';
+import { invalid } from '../../domain/errors.js';
 import { AuditEntrySchema, auditEntryJson, literalsOf, pageOf } from '../../domain/wire.js';
-import { reachesAll } from '../namespaces.js';
+import { requireEveryNamespace } from '../namespaces.js';
 import { Pagination } from '../schemas.js';
 import { errors, type Routes } from './deps.js';
 
@@ -35,9 +35,7 @@ export const auditRoutes: Routes = async (app, { fleet }) => {
     },
     async (request) => {
       // The log spans every namespace: an admin of some of them would read the others' acts.
-      if (!reachesAll(request, ['*'])) {
-        throw new FleetError('FLEETD_ERR_FORBIDDEN', 'the audit log is read with an admin key that reaches every namespace ("*")', { needs: 'admin', namespaces: ['*'] });
-      }
+      requireEveryNamespace(request, 'the audit log is read');
       const { since, until, ...rest } = request.query;
       const from = since === undefined ? undefined : Date.parse(since);
       const to = until === undefined ? undefined : Date.parse(until);

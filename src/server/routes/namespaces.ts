@@ -1,8 +1,7 @@
 import { Type } from '@sinclair/typebox';
-import { FleetError } from '../../domain/errors.js';
 import { NAMESPACE_PATTERN } from '../../domain/namespaces.js';
 import { NamespaceQuotasSchema, NamespaceSchema, namespaceJson } from '../../domain/wire.js';
-import { assertVisible, readNamespaces, reachesAll } from '../namespaces.js';
+import { assertVisible, readNamespaces, requireEveryNamespace } from '../namespaces.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
 
 const NameParams = Type.Object({ name: Type.String({ pattern: NAMESPACE_PATTERN, description: "The namespace's name" }) });
@@ -65,10 +64,7 @@ export const namespaceRoutes: Routes = async (app, { fleet, quotas }) => {
       },
     },
     async (request) => {
-      // The same answer for every name: it confirms no namespace exists.
-      if (!reachesAll(request, ['*'])) {
-        throw new FleetError('FLEETD_ERR_FORBIDDEN', 'quotas are set with an admin key that reaches every namespace ("*")', { needs: 'admin', namespaces: ['*'] });
-      }
+      requireEveryNamespace(request, 'quotas are set');
       const { maxQueuedTasks = null, maxTasksPerSecond = null, maxAgents = null } = request.body.quotas;
       const namespace = await fleet.namespaces.setQuotas(request.params.name, { maxQueuedTasks, maxTasksPerSecond, maxAgents });
       quotas.forget(namespace.name);

@@ -10,6 +10,7 @@ import {
   type TaskTypeJson,
 } from '../../domain/wire.js';
 import { TypeName, TypePauseInputSchema, TypePolicyInputSchema, TypeResumeInputSchema } from '../schemas.js';
+import { readNamespaces, requireEveryNamespace } from '../namespaces.js';
 import { bodyLimits, errors, type Routes } from './deps.js';
 
 const TypeParams = Type.Object({ type: TypeName });
@@ -29,6 +30,8 @@ const typeJson = (v: TaskTypeView): TaskTypeJson => ({
  * Task types: policies that share the fleet (limits on concurrency, per key, and on starts per
  * window; keys' weights in the round-robin), pauses, and what holds queued tasks back. Every limit
  * is enforced in the store's claim transaction, so all nodes sharing the store obey it together.
+ * A type's policy and pauses span namespaces: only a credential that reaches every namespace sets
+ * them; the counts, held-back tasks and keys a reader sees are of the namespaces it reaches.
  */
 export const typeRoutes: Routes = async (app, { fleet }) => {
   app.get(
@@ -42,7 +45,7 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
         response: { 200: Type.Object({ items: Type.Array(TaskTypeSchema) }), ...errors(400) },
       },
     },
-    async () => ({ items: (await fleet.types.list()).map(typeJson) }),
+    async (request) => ({ items: (await fleet.types.list(readNamespaces(request))).map(typeJson) }),
   );
 
   app.get(
@@ -58,7 +61,7 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
       },
     },
     async (request) => {
-      const detail = await fleet.types.detail(request.params.type);
+      const detail = await fleet.types.detail(request.params.type, readNamespaces(request));
       const usage = { ...detail.usage, keys: detail.usage.keys.map((k) => ({ ...k, key: k.key === '' ? null : k.key })) };
       return { ...typeJson(detail), keys: detail.keys, usage };
     },
@@ -76,10 +79,11 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
           "Replaces the type's policy: at most maxConcurrency of its tasks leased at once across the cluster, at most maxConcurrencyPerKey per concurrency key, at most rateLimit.count started per rateLimit.perMs (per key with perKey). A limit left out is no limit. Tasks a limit holds back stay queued, spend no attempt, and go as soon as the limit allows. A change applies to the next claim; leases already held are kept.",
         params: TypeParams,
         body: { ...TypePolicyInputSchema, examples: [{ maxConcurrency: 20, maxConcurrencyPerKey: 2, rateLimit: { count: 60, perMs: 60000 } }] },
-        response: { 200: PolicyAnswer, ...errors(400, 413, 415) },
+        response: { 200: PolicyAnswer, ...errors(400, 403, 413, 415) },
       },
     },
     async (request) => {
+      requireEveryNamespace(request, "a type's policy is the fleet's: it is set");
       const record = await fleet.types.setPolicy(request.params.type, request.body);
       return { type: record.type, policy: typePolicyJson(record.policy), updatedAt: new Date(record.updatedAt).toISOString() };
     },
@@ -96,10 +100,13 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
           'Its queued tasks stay queued and are not handed out; leased ones run to their end. With forMs the pause ends by itself; with key only that concurrency key is paused. Pausing again replaces the pause. 404 for a type with no tasks and no policy.',
         params: TypeParams,
         body: { ...TypePauseInputSchema, examples: [{ forMs: 60000, reason: 'provider answered 429' }] },
-        response: { 200: TaskTypeSchema, ...errors(400, 404, 413, 415) },
+        response: { 200: TaskTypeSchema, ...errors(400, 403, 404, 413, 415) },
       },
     },
-    async (request) => typeJson(await fleet.types.pause(request.params.type, request.body ?? {})),
+    async (request) => {
+      requireEveryNamespace(request, "a type's pause is the fleet's: it is set");
+      return typeJson(await fleet.types.pause(request.params.type, request.body ?? {}));
+    },
   );
 
   app.post(
@@ -112,9 +119,12 @@ export const typeRoutes: Routes = async (app, { fleet }) => {
         description: "Without a key, ends every pause of the type (its own and its keys'); with one, that key's. Its queued tasks go out at once.",
         params: TypeParams,
         body: { ...TypeResumeInputSchema, examples: [{}] },
-        response: { 200: TaskTypeSchema, ...errors(400, 404, 413, 415) },
+        response: { 200: TaskTypeSchema, ...errors(400, 403, 404, 413, 415) },
       },
     },
-    async (request) => typeJson(await fleet.types.resume(request.params.type, request.body ?? {})),
+    async (request) => {
+      requireEveryNamespace(request, "a type's pause is the fleet's: it is ended");
+      return typeJson(await fleet.types.resume(request.params.type, request.body ?? {}));
+    },
   );
 };

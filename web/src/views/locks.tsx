@@ -5,10 +5,7 @@ import { useLiveData, useTick } from '../hooks.js';
 import { getAll } from '../lists.js';
 import { useNamespaces } from '../namespaces.js';
 import type { ViewProps } from './view.js';
-import type { Lock as LockJson } from '../types.js';
-
-/** Locks carry their namespace once they belong to one (ns-locks); until then the column stays empty. */
-type Lock = LockJson & { namespace?: string };
+import type { Lock } from '../types.js';
 
 export default function Locks(_props: ViewProps) {
   const [locks, setLocks] = useState<Lock[] | null>(null);
