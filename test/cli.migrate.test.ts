@@ -34,6 +34,7 @@ async function viewOf(api: Api) {
     // A waiting task with the outcome of the dependency that finished, and a schedule.
     waiting: await Promise.all((await all('/v1/tasks?status=waiting')).map(async (t: any) => (await api.get(`/v1/tasks/${t.id}`)).body)),
     schedules: await all('/v1/schedules'),
+    namespaces: (await api.get('/v1/namespaces')).body.items,
   };
 }
 
@@ -52,6 +53,11 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       agent = await api.registerAgent(['crawl', 'index'], { labels: { zone: 'eu' } });
       await api.registerAgent(['paint']);
       await api.post('/v1/keys', { name: 'reader', scope: 'read' });
+      // A second namespace: a key scoped to it, its quotas, an agent, and a task whose idempotency key default uses too.
+      await api.post('/v1/keys', { name: 'team a', scope: 'submit', namespaces: ['team-a'] });
+      assert.equal((await api.put('/v1/namespaces/team-a', { quotas: { maxAgents: 5, maxQueuedTasks: 1_000 } })).status, 200);
+      await api.registerAgent(['crawl'], { namespace: 'team-a' });
+      assert.equal((await api.post('/v1/tasks', { type: 'crawl', namespace: 'team-a', idempotencyKey: 'k-0' })).status, 201);
       const tasks = (await api.post('/v1/tasks/batch', {
         tasks: Array.from({ length: 300 }, (_, i) => ({ type: i % 2 ? 'crawl' : 'index', payload: { i, text: 'é ✓ "quoted"' }, priority: i % 5, ...(i % 50 === 0 ? { idempotencyKey: `k-${i}` } : {}) })),
       })).body.items;
@@ -80,7 +86,8 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
     try {
       const migrated = await runFleetd(['migrate', '--to', TEST_DATABASE_URL, '--schema', schema, '--data-dir', dataDir]);
       assert.equal(migrated.code, 0, migrated.stderr);
-      assert.match(migrated.stdout, /^ {2}tasks +302 +302$/m);
+      assert.match(migrated.stdout, /^ {2}tasks +303 +303$/m);
+      assert.match(migrated.stdout, /^ {2}namespaces +2 +2$/m);
       assert.match(migrated.stdout, /^ {2}task_dependencies +2 +2$/m);
       assert.match(migrated.stdout, /^ {2}schedules +1 +1$/m);
       assert.match(migrated.stdout, /^ {2}case_members +3 +3$/m);

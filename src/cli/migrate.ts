@@ -12,13 +12,14 @@ export const migrateUsage = `Usage:
   npx fleetd migrate --to postgres://USER@HOST:PORT/DATABASE [--schema NAME] [--data-dir DIR] [--config FILE]
 
 Copies the SQLite store of DIR — tasks with their tags, dependencies, progress, logs and output,
-agents, API keys, locks, pipeline runs and their steps, cases, schedules — into an empty PostgreSQL
+namespaces, agents, API keys, locks, pipeline runs and their steps, cases, schedules — into an empty PostgreSQL
 database (schema NAME, default public), in one transaction, then
 checks that every table there holds as many rows as here. Stop the server first. Then start
 fleetd with FLEETD_DATABASE_URL (and FLEETD_DATABASE_SCHEMA) set to the same.`;
 
 /** Copied in this order: parents before the rows that refer to them. */
 const COPIED = [
+  'namespaces',
   'api_keys',
   'agents',
   'tasks',
@@ -48,6 +49,8 @@ const COPIED = [
  * measured against it and only ever catch up). Nor the line of lock requests waiting (lock_waiters):
  * requests of the stopped node, which have answered.
  */
+/** Tables a new schema's migrations fill already (the `default` namespace): emptied before the copy, not refused as taken. */
+const SEEDED = new Set(['namespaces']);
 const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock', 'lock_waiters']);
 /** Rows of one INSERT: at most this many, and about this many bytes of JSON. */
 const BATCH_ROWS = 1_000;
@@ -58,6 +61,8 @@ type Row = Record<string, unknown>;
 /** Values whose shape differs between the two drivers. */
 function toPostgres(table: string, row: Row): Row {
   if (table === 'agents') return { ...row, capabilities: JSON.parse(row.capabilities as string) };
+  if (table === 'api_keys') return { ...row, namespaces: JSON.parse(row.namespaces as string) };
+  if (table === 'namespaces') return { ...row, quotas: JSON.parse(row.quotas as string) };
   // A run in flight was held by the SQLite node; released, the first PostgreSQL node takes it at once.
   if (table === 'pipeline_runs') return { ...row, owner: null, lease_expires_at: null };
   return row;
@@ -134,6 +139,10 @@ async function copy(sqlite: Database.Database, target: Readonly<FleetdConfig>): 
     await client.query('BEGIN');
     const present = COPIED.filter((t) => sqliteTables(sqlite).includes(t));
     for (const table of present) {
+      if (SEEDED.has(table)) {
+        await client.query(`DELETE FROM ${table}`);
+        continue;
+      }
       const { rows } = await client.query(`SELECT EXISTS (SELECT 1 FROM ${table}) AS taken`);
       if (rows[0].taken) {
         const where = `${maskedConfig(target).databaseUrl} (schema ${target.databaseSchema})`;
