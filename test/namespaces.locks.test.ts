@@ -12,9 +12,9 @@ import { EventStream } from '../src/server/gateway/event-stream.js';
 import { connect, type Peer } from './ws-helpers.js';
 
 /**
- * Locks and schedules per namespace, over real HTTP. Until keys can be scoped, the admin key reaches
- * every namespace and names the one it acts in; an agent's token acts in its agent's namespace
- * (`default`), and is what finds another namespace's locks missing.
+ * Locks and schedules per namespace, over real HTTP. An agent locks in its own namespace only; the
+ * admin key reaches every namespace and names the one it acts in; an agent's token acts in its
+ * agent's namespace, and is what finds another namespace's locks missing.
  */
 const drivers: Record<string, () => Partial<FleetdConfig>> = {
   sqlite: () => ({}),
@@ -40,10 +40,13 @@ for (const [driver, store] of Object.entries(drivers)) {
         const { api } = server;
         const alice = await api.registerAgent(['dev']);
         const bob = await api.registerAgent(['dev']);
+        const aliceA = await api.registerAgent(['dev'], { namespace: 'team-a' });
+        const bobA = await api.registerAgent(['dev'], { namespace: 'team-a' });
+        const bobB = await api.registerAgent(['dev'], { namespace: 'team-b' });
         const asAlice = api.as(alice.token);
 
-        const inA = await api.post('/v1/locks', { agentId: alice.id, resources: ['src/a.ts'], ttlMs: 60_000, namespace: 'team-a' });
-        const inB = await api.post('/v1/locks', { agentId: bob.id, resources: ['src/a.ts'], ttlMs: 60_000, namespace: 'team-b' });
+        const inA = await api.post('/v1/locks', { agentId: aliceA.id, resources: ['src/a.ts'], ttlMs: 60_000, namespace: 'team-a' });
+        const inB = await api.post('/v1/locks', { agentId: bobB.id, resources: ['src/a.ts'], ttlMs: 60_000 });
         assert.equal(inA.status, 200, JSON.stringify(inA.body));
         assert.equal(inB.status, 200, JSON.stringify(inB.body));
         assert.deepEqual([inA.body.namespace, inB.body.namespace], ['team-a', 'team-b']);
@@ -52,25 +55,28 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.equal(inDefault.status, 200, JSON.stringify(inDefault.body));
         assert.equal(inDefault.body.namespace, 'default');
 
-        const clash = await api.post('/v1/locks', { agentId: bob.id, resources: ['src/a.ts'], ttlMs: 60_000, namespace: 'team-a' });
+        const clash = await api.post('/v1/locks', { agentId: bobA.id, resources: ['src/a.ts'], ttlMs: 60_000 });
         assert.equal(clash.status, 409);
         assert.deepEqual(
           clash.body.error.details.conflicts.map((c: any) => [c.lockId, c.agentId]),
-          [[inA.body.id, alice.id]],
+          [[inA.body.id, aliceA.id]],
           "within team-a it clashes with team-a's holder only",
         );
-        const dir = await api.post('/v1/locks', { agentId: alice.id, resources: ['lib/'], ttlMs: 60_000, namespace: 'team-a' });
+        const dir = await api.post('/v1/locks', { agentId: aliceA.id, resources: ['lib/'], ttlMs: 60_000, namespace: 'team-a' });
         assert.equal(dir.status, 200);
-        const underInB = await api.post('/v1/locks', { agentId: bob.id, resources: ['lib/x.ts'], ttlMs: 60_000, namespace: 'team-b' });
+        const underInB = await api.post('/v1/locks', { agentId: bobB.id, resources: ['lib/x.ts'], ttlMs: 60_000, namespace: 'team-b' });
         assert.equal(underInB.status, 200, 'a directory in team-a covers nothing in team-b');
-        assert.equal((await api.post('/v1/locks', { agentId: bob.id, resources: ['lib/x.ts'], ttlMs: 60_000, namespace: 'team-a' })).status, 409);
+        assert.equal((await api.post('/v1/locks', { agentId: bobA.id, resources: ['lib/x.ts'], ttlMs: 60_000, namespace: 'team-a' })).status, 409);
+        // An agent locks in its own namespace only: naming another finds no such agent there.
+        const astray = await api.post('/v1/locks', { agentId: bobB.id, resources: ['astray.ts'], ttlMs: 60_000, namespace: 'team-a' });
+        assert.deepEqual([astray.status, astray.body.error.code], [404, 'FLEETD_ERR_NOT_FOUND']);
 
         // Lists: all for a key reaching every namespace, one when named (listing is for read keys, not agents' tokens).
         const all = await lockIds(api);
         assert.equal(all.length, 5);
         assert.deepEqual(await lockIds(api, '&namespace=team-a'), [inA.body.id, dir.body.id].sort());
         assert.deepEqual(await lockIds(api, '&namespace=default'), [inDefault.body.id]);
-        assert.deepEqual(await lockIds(api, `&namespace=team-b&agentId=${bob.id}`), [inB.body.id, underInB.body.id].sort());
+        assert.deepEqual(await lockIds(api, `&namespace=team-b&agentId=${bobB.id}`), [inB.body.id, underInB.body.id].sort());
 
         // By id, another namespace's lock is not found, as one that does not exist: not 403, and nothing changes.
         const release = await asAlice.delete(`/v1/locks/${inB.body.id}`);
@@ -95,8 +101,8 @@ for (const [driver, store] of Object.entries(drivers)) {
     it('keeps one line of waiting requests per namespace', async () => {
       await withServer(store(), async (server) => {
         const { api } = server;
-        const alice = await api.registerAgent(['dev']);
-        const bob = await api.registerAgent(['dev']);
+        const [alice, bob] = [await api.registerAgent(['dev'], { namespace: 'team-a' }), await api.registerAgent(['dev'], { namespace: 'team-a' })];
+        const [aliceB, bobB] = [await api.registerAgent(['dev'], { namespace: 'team-b' }), await api.registerAgent(['dev'], { namespace: 'team-b' })];
         const held = (await api.post('/v1/locks', { agentId: alice.id, resources: ['w/x.ts'], ttlMs: 60_000, namespace: 'team-a' })).body;
         // bob waits in team-a's line for the directory above it.
         const waiting = api.post('/v1/locks', { agentId: bob.id, resources: ['w/'], ttlMs: 60_000, waitMs: 10_000, namespace: 'team-a' });
@@ -105,9 +111,9 @@ for (const [driver, store] of Object.entries(drivers)) {
           return behind.status === 409 && behind.body.error.details.waitingAhead === 1;
         }, 5_000, "bob's request in team-a's line");
         // The same resources in team-b are behind nobody, whether the request waits or not.
-        const other = await api.post('/v1/locks', { agentId: alice.id, resources: ['w/y.ts'], ttlMs: 60_000, namespace: 'team-b' });
+        const other = await api.post('/v1/locks', { agentId: aliceB.id, resources: ['w/y.ts'], ttlMs: 60_000, namespace: 'team-b' });
         assert.equal(other.status, 200, JSON.stringify(other.body));
-        const otherWaiting = await api.post('/v1/locks', { agentId: bob.id, resources: ['w/z.ts'], ttlMs: 60_000, waitMs: 10_000, namespace: 'team-b' });
+        const otherWaiting = await api.post('/v1/locks', { agentId: bobB.id, resources: ['w/z.ts'], ttlMs: 60_000, waitMs: 10_000, namespace: 'team-b' });
         assert.equal(otherWaiting.status, 200, JSON.stringify(otherWaiting.body));
         // Team-b's lock under w/ is not in the way of team-a's waiter: once team-a's holder goes, it gets its lock.
         assert.equal((await api.delete(`/v1/locks/${held.id}`)).status, 200);
@@ -205,8 +211,8 @@ describe('namespaces of locks and schedules: bad names, lock events', () => {
           return peer;
         };
         const live = await observe();
-        const agent = await api.registerAgent(['dev']);
-        const lock = async (namespace: string) => (await api.post('/v1/locks', { agentId: agent.id, resources: ['same.txt'], ttlMs: 60_000, namespace })).body;
+        const agents = { 'team-a': await api.registerAgent(['dev'], { namespace: 'team-a' }), 'team-b': await api.registerAgent(['dev'], { namespace: 'team-b' }) };
+        const lock = async (namespace: 'team-a' | 'team-b') => (await api.post('/v1/locks', { agentId: agents[namespace].id, resources: ['same.txt'], ttlMs: 60_000 })).body;
         const hidden = await lock('team-b');
         const shown = await lock('team-a');
         await api.delete(`/v1/locks/${hidden.id}`);
@@ -237,8 +243,8 @@ describe('namespaces of locks and schedules: bad names, lock events', () => {
       try {
         peer.send({ type: 'subscribe', topics: ['locks'] });
         await peer.next('subscribed');
-        const agent = await api.registerAgent(['dev']);
-        const lock = (await api.post('/v1/locks', { agentId: agent.id, resources: ['e.txt'], ttlMs: 60_000, namespace: 'team-e' })).body;
+        const agent = await api.registerAgent(['dev'], { namespace: 'team-e' });
+        const lock = (await api.post('/v1/locks', { agentId: agent.id, resources: ['e.txt'], ttlMs: 60_000 })).body;
         const batch = await peer.next('events', (m) => m.events.some((e: any) => e.name === 'lock.acquired'));
         const event = batch.events.find((e: any) => e.name === 'lock.acquired');
         assert.deepEqual([event.data.lock.id, event.data.lock.namespace], [lock.id, 'team-e']);

@@ -7,8 +7,12 @@ import type { LockHolder, LockListParams, LockWaiter as StoredWaiter } from '../
 import type { Lock, Page } from '../domain/types.js';
 
 export interface LockInput {
-  /** Where the lock is taken: only locks and waiting requests of this namespace are in its way. */
-  namespace: string;
+  /**
+   * Where the lock is taken: only locks and waiting requests of this namespace are in its way. An
+   * agent locks in its own namespace only: absent, it is the agent's; another is the 404 of a
+   * missing agent.
+   */
+  namespace?: string;
   agentId: string;
   resources: string[];
   ttlMs: number;
@@ -17,9 +21,12 @@ export interface LockInput {
   waitMs?: number;
 }
 
+/** A request as checked: its namespace is its agent's. */
+type PlacedLock = LockInput & { namespace: string };
+
 /** A request waiting for its resources, in arrival order. */
 interface LockWaiter {
-  input: LockInput;
+  input: PlacedLock;
   resources: string[];
   /** Its place in the store's line, which every node sharing the store follows. */
   seq: number;
@@ -78,8 +85,8 @@ export class LockService {
   }
 
   /** Takes the resources now, or with waitMs waits for them in line; a conflict at the end of the wait is a 409 as without it. */
-  async acquire(input: LockInput, signal?: AbortSignal): Promise<Lock> {
-    const resources = await this.check(input);
+  async acquire(request: LockInput, signal?: AbortSignal): Promise<Lock> {
+    const { input, resources } = await this.check(request);
     if (!input.waitMs) {
       let ahead: StoredWaiter[] = [];
       const got = await this.tryAcquire(input, resources, LAST_IN_LINE, (inTheWay) => (ahead = inTheWay));
@@ -202,7 +209,7 @@ export class LockService {
   }
 
   /** Validates a request: the resources it takes, deduplicated. */
-  private async check(input: LockInput): Promise<string[]> {
+  private async check(input: LockInput): Promise<{ input: PlacedLock; resources: string[] }> {
     if (input.ttlMs > this.ctx.config.maxLockTtlMs) {
       throw invalid('ttlMs', `is over the limit of ${this.ctx.config.maxLockTtlMs} ms`, { max: this.ctx.config.maxLockTtlMs });
     }
@@ -212,20 +219,20 @@ export class LockService {
     });
     const resources = [...new Set(input.resources)];
     const agent = await this.ctx.store.agentGet({ id: input.agentId });
-    if (!agent) throw notFound('agent', input.agentId);
+    if (!agent || (input.namespace !== undefined && input.namespace !== agent.namespace)) throw notFound('agent', input.agentId);
     if (agent.status === 'offline') {
       throw new FleetError('FLEETD_ERR_AGENT_OFFLINE', `agent ${input.agentId} is offline; heartbeat before taking locks`, {
         agentId: input.agentId,
       });
     }
-    return resources;
+    return { input: { ...input, namespace: agent.namespace }, resources };
   }
 
   /**
    * One all-or-nothing try, as the request at `seq` in line: the lock, or the holders in the way
    * (none when requests ahead in line are: `onAhead` is told which).
    */
-  private async tryAcquire(input: LockInput, resources: string[], seq: number, onAhead: (ahead: StoredWaiter[]) => void): Promise<Lock | LockHolder[]> {
+  private async tryAcquire(input: PlacedLock, resources: string[], seq: number, onAhead: (ahead: StoredWaiter[]) => void): Promise<Lock | LockHolder[]> {
     const now = this.ctx.now();
     const result = await this.ctx.store.lockAcquire({
       id: randomUUID(),

@@ -3,9 +3,9 @@ import type { FastifyRequest } from 'fastify';
 import { LockSchema, lockJson, pageOf } from '../../domain/wire.js';
 import { Id, LockInputSchema, Namespace, Pagination } from '../schemas.js';
 import { sendCached } from '../cached-reply.js';
-import { assertVisible, readNamespaces, writeNamespace } from '../namespaces.js';
+import { NAMESPACE_HEADER, assertVisible, readNamespaces, writeNamespace } from '../namespaces.js';
 import type { Fleet } from '../../core/fleet.js';
-import { bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.js';
+import { assertAgentInReach, bodyAgent, bodyLimits, errors, queryAgent, type Routes } from './deps.js';
 
 /**
  * Before a lock is renewed or released by id: one of a namespace the request does not reach is
@@ -26,7 +26,7 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
         tags: ['locks'],
         summary: 'Acquire a lock on resources',
         description:
-          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. Locks clash only within one namespace: the lock is taken in the namespace named (an agent\'s token: always its agent\'s; a key reaching one namespace: that one), and two namespaces may hold the same resource at once. A name ending in / is a directory: it clashes with every name below it, and they with it; a name with a .. segment is refused. With waitMs (up to 30000) the request waits in its namespace\'s line, first come first served, for the resources to free, and answers 409 only if they have not by then. The lock ends after ttlMs, when released, or when its agent goes offline.',
+          'Takes every named resource (files, URLs, any string) for the agent, or none: 409 FLEETD_ERR_LOCK_CONFLICT lists the holders of those already taken. Locks clash only within one namespace: the lock is taken in its agent\'s namespace (one named must be it, else the agent is a 404), and two namespaces may hold the same resource at once. A name ending in / is a directory: it clashes with every name below it, and they with it; a name with a .. segment is refused. With waitMs (up to 30000) the request waits in its namespace\'s line, first come first served, for the resources to free, and answers 409 only if they have not by then. The lock ends after ttlMs, when released, or when its agent goes offline.',
         body: { ...LockInputSchema, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', resources: ['src/app.ts', 'src/db.ts'], ttlMs: 60000, description: 'refactor' }] },
         response: { 200: LockSchema, ...errors(400, 404, 409, 413, 415) },
       },
@@ -40,7 +40,11 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
       reply.raw.once('close', onClose);
       try {
         const { namespace, ...input } = request.body;
-        return lockJson(await fleet.locks.acquire({ ...input, namespace: writeNamespace(request, namespace) }, controller.signal));
+        // The lock is the agent's, in the agent's namespace: one named (in the body or the header)
+        // must be it; a key must reach the agent.
+        await assertAgentInReach(request, fleet, input.agentId);
+        const named = namespace === undefined && request.headers[NAMESPACE_HEADER] === undefined ? undefined : writeNamespace(request, namespace);
+        return lockJson(await fleet.locks.acquire({ ...input, namespace: named }, controller.signal));
       } finally {
         reply.raw.off('close', onClose);
       }
