@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
+import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 import { eventually, type Api, type TestServer } from './helpers.js';
+import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 import { connect, type Peer } from './ws-helpers.js';
 
 /**
@@ -18,7 +21,12 @@ const setup: PipelineSetup = {
   pipelines: [{ name: 'count', steps: [{ name: 'words', kind: 'code', fn: 'words' }] }],
 };
 
-describe('nothing crosses between namespaces', () => {
+const drivers: Record<string, () => Partial<FleetdConfig>> = {
+  sqlite: () => ({}),
+  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_ns_crossing') }),
+};
+
+for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses between namespaces (${driver})`, { timeout: 180_000 }, () => {
   let server: TestServer;
   let admin: Api;
   let teamA: Api;
@@ -38,7 +46,7 @@ describe('nothing crosses between namespaces', () => {
   });
 
   before(async () => {
-    server = await startPipelineServer(setup, { authFailuresPerMinute: 0 });
+    server = await startPipelineServer(setup, { authFailuresPerMinute: 0, ...store() });
     admin = server.api;
     const keyOf = async (namespace: string) => (await admin.post('/v1/keys', { name: namespace, scope: 'admin', namespaces: [namespace] })).body;
     teamA = admin.as((await keyOf('team-a')).secret);
@@ -71,7 +79,10 @@ describe('nothing crosses between namespaces', () => {
     b.run = run.body.run.id;
     await finishedRun(teamB, b.run);
   });
-  after(() => server?.stop());
+  after(async () => {
+    if (server?.config.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
+    await server?.stop();
+  });
 
   it("answers every operation on team-b's ids with the 404 of an id that does not exist, and changes nothing", async () => {
     const before = await snapshot();
