@@ -18,8 +18,14 @@ import { freshPostgres } from './store/postgres.js';
  * recount.
  */
 const op = fc.oneof(
-  fc.record({ kind: fc.constant('submit' as const), priority: fc.integer({ min: 0, max: 3 }), type: fc.constantFrom('a', 'b'), delay: fc.constantFrom(0, 0, 500) }),
-  fc.record({ kind: fc.constant('claim' as const), agent: fc.integer({ min: 0, max: 2 }), max: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({
+    kind: fc.constant('submit' as const),
+    priority: fc.integer({ min: 0, max: 3 }),
+    type: fc.constantFrom('a', 'b'),
+    delay: fc.constantFrom(0, 0, 500),
+    namespace: fc.constantFrom('default', 'default', 'team-b'),
+  }),
+  fc.record({ kind: fc.constant('claim' as const), agent: fc.integer({ min: 0, max: 4 }), max: fc.integer({ min: 1, max: 4 }) }),
   fc.record({ kind: fc.constant('complete' as const), pick: fc.nat() }),
   fc.record({ kind: fc.constant('fail' as const), pick: fc.nat(), retryable: fc.boolean() }),
   fc.record({ kind: fc.constant('extend' as const), pick: fc.nat() }),
@@ -29,8 +35,10 @@ const op = fc.oneof(
   fc.record({ kind: fc.constant('advance' as const), ms: fc.constantFrom(100, 600, 2_000) }),
 );
 
-// Agent 0 does a and b, agent 1 only a, agent 2 only b.
-const capabilities = [['a', 'b'], ['a'], ['b']];
+// Agent 0 does a and b, agent 1 only a, agent 2 only b, all in default; agents 3 (a and b) and 4
+// (only a) do the same in team-b, whose tasks they alone may take.
+const capabilities = [['a', 'b'], ['a'], ['b'], ['a', 'b'], ['a']];
+const namespaces = ['default', 'default', 'default', 'team-b', 'team-b'];
 const LEASE_MS = 1_000;
 const MAX_CONCURRENCY = 3;
 
@@ -43,7 +51,9 @@ async function runScenario(store: Store, ops: Op[]) {
   const fleet = new Fleet({ store, bus: new LocalBus(), config, log: silent, now: () => clock });
   try {
     const agents: string[] = [];
-    for (const caps of capabilities) agents.push((await fleet.agents.register({ name: 'p', capabilities: caps, maxConcurrency: MAX_CONCURRENCY }, 'default')).agent.id);
+    for (const [i, caps] of capabilities.entries()) {
+      agents.push((await fleet.agents.register({ name: 'p', capabilities: caps, maxConcurrency: MAX_CONCURRENCY }, namespaces[i])).agent.id);
+    }
     const acknowledged = new Set<number>();
     const leasedBy = new Map<number, string>();
     // Tasks that reached a terminal state, and that state: nothing in these operations may change it.
@@ -62,7 +72,7 @@ async function runScenario(store: Store, ops: Op[]) {
     for (const o of ops) {
       switch (o.kind) {
         case 'submit': {
-          const { task } = await fleet.tasks.submit({ type: o.type, priority: o.priority, runAt: clock + o.delay });
+          const { task } = await fleet.tasks.submit({ type: o.type, priority: o.priority, runAt: clock + o.delay, namespace: o.namespace });
           assert.equal(task.status, o.delay === 0 ? 'queued' : 'scheduled');
           acknowledged.add(task.id);
           break;
@@ -74,12 +84,13 @@ async function runScenario(store: Store, ops: Op[]) {
           for (const t of claimed) {
             assert.ok(!leasedBy.has(t.id), `task ${t.id} handed out while still leased`);
             assert.ok(capabilities[o.agent].includes(t.type), 'claimed a task it cannot do');
+            assert.equal(t.namespace, namespaces[o.agent], "claimed another namespace's task");
             assert.equal(t.leaseExpiresAt, clock + LEASE_MS);
             leasedBy.set(t.id, agentId);
           }
           // Order: the claim took the best eligible queued tasks, best first, up to the agent's room.
           const eligible = before
-            .filter((t) => t.status === 'queued' && capabilities[o.agent].includes(t.type))
+            .filter((t) => t.status === 'queued' && t.namespace === namespaces[o.agent] && capabilities[o.agent].includes(t.type))
             .sort((x, y) => y.priority - x.priority || x.id - y.id);
           const room = MAX_CONCURRENCY - before.filter((t) => t.status === 'leased' && t.agentId === agentId).length;
           assert.deepEqual(claimed.map((t) => t.id), eligible.slice(0, Math.max(0, Math.min(o.max, room))).map((t) => t.id));
@@ -128,7 +139,9 @@ async function runScenario(store: Store, ops: Op[]) {
             o.action === 'complete' ? fleet.tasks.complete({ id, agentId: intruder })
             : o.action === 'fail' ? fleet.tasks.fail({ id, agentId: intruder, error: 'x', retryable: false })
             : fleet.tasks.extend({ id, agentId: intruder });
-          await assert.rejects(attempt, (e: FleetError) => e.code === 'FLEETD_ERR_LEASE_LOST');
+          // Of its namespace, the task is another's lease; of another namespace, it does not exist for the intruder.
+          const sameNamespace = namespaces[agents.indexOf(intruder)] === namespaces[agents.indexOf(holder)];
+          await assert.rejects(attempt, (e: FleetError) => e.code === (sameNamespace ? 'FLEETD_ERR_LEASE_LOST' : 'FLEETD_ERR_NOT_FOUND'));
           assert.deepEqual(await fleet.tasks.get(id), before, 'a refused operation changed the task');
           break;
         }
