@@ -73,7 +73,7 @@ describe('keys scoped to namespaces, and the namespaces API', () => {
     assert.equal(b.rotatedAt, null);
   });
 
-  it("shows an admin of some namespaces only those, and leaves quotas and the audit log to a key of every namespace", async () => {
+  it("shows an admin of some namespaces only those, and leaves quotas, the audit log and the metrics to a key of every namespace", async () => {
     assert.deepEqual((await adminA.get('/v1/namespaces')).body.items.map((n: any) => n.name), ['team-a']);
     assert.equal((await adminA.get('/v1/namespaces/team-a')).status, 200);
     const hidden = await adminA.get('/v1/namespaces/team-b');
@@ -81,7 +81,7 @@ describe('keys scoped to namespaces, and the namespaces API', () => {
     assert.equal(hidden.status, 404);
     assert.equal(code(hidden), code(missing));
     assert.equal((await admin.get('/v1/namespaces/nowhere')).status, 404);
-    for (const res of [await adminA.put('/v1/namespaces/team-a', { quotas: { maxAgents: 1000 } }), await adminA.get('/v1/audit')]) {
+    for (const res of [await adminA.put('/v1/namespaces/team-a', { quotas: { maxAgents: 1000 } }), await adminA.get('/v1/audit'), await adminA.get('/metrics')]) {
       assert.equal(res.status, 403);
       assert.equal(code(res), 'FLEETD_ERR_FORBIDDEN');
     }

@@ -5,6 +5,7 @@ import type { Fleet } from '../core/fleet.js';
 import { httpRequestDuration, observeCache, observeDependencies, observeFleet, observeProviders } from '../metrics/metrics.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import { registry, scrape } from '../metrics/registry.js';
+import { requireEveryNamespace } from './namespaces.js';
 
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
 export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers?: ProviderRegistry; dependencies?: Dependencies }>(
@@ -27,7 +28,9 @@ export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers
     for (const stop of stops) stop();
   });
 
-  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+  app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+    // The counts span every namespace (tasks by type, usage by type): not for a key of some of them.
+    requireEveryNamespace(request, 'the metrics of every namespace are read');
     return reply.header('content-type', registry.contentType).send(await scrape());
   });
   },
