@@ -167,6 +167,7 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
 
   it("streams team-a's events to team-a's observers and none of team-b's, live or replayed", async () => {
     let peer: Peer | undefined;
+    let peerB: Peer | undefined;
     try {
       peer = await connect(`${server.url}/v1/events?since=0`, { authorization: `Bearer ${teamA.key}` });
       peer.send({ type: 'subscribe', topics: ['tasks', 'agents', 'locks', 'pipelines', `task:${b.queued}`, `run:${b.run}`] });
@@ -174,6 +175,15 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
       await teamB.submit({ type: 'work', payload: { MARK } });
       await teamB.post(`/v1/tasks/${b.leased}/progress`, { agentId: b.agent.id, progress: 0.5, message: MARK });
       await teamB.post('/v1/pipelines/count/runs', { input: { text: MARK } });
+      // A task's locks, taken with its lease, announce themselves as lock events of its namespace:
+      // to team-b's observers, never to team-a's.
+      peerB = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${teamB.key}` });
+      peerB.send({ type: 'subscribe', topics: ['locks'] });
+      await peerB.next('subscribed');
+      const locker = await teamB.registerAgent(['locked']);
+      const locked = await teamB.submit({ type: 'locked', locks: [`${MARK}/held-by-a-task.ts`] });
+      assert.deepEqual((await teamB.claim(locker.id)).map((t: any) => t.id), [locked.id]);
+      await peerB.next('events', (m) => m.events.some((e: any) => e.name === 'lock.acquired' && e.data.lock.resources[0] === `${MARK}/held-by-a-task.ts`));
       // Published after team-b's: once it arrives, team-b's would have arrived before it.
       const last = await teamA.submit({ type: 'work', payload: { team: 'a', last: true } });
       await eventually(() => peer!.received.some((m) => m.type === 'events' && m.events.some((e: any) => e.name === 'task.created' && e.data.task.id === last.id)), 5_000, "team-a's last task.created");
@@ -182,6 +192,7 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
       assert.deepEqual(events.filter((e: any) => JSON.stringify(e).includes(MARK) || JSON.stringify(e.data).includes('"team-b"')), []);
     } finally {
       await peer?.close();
+      await peerB?.close();
     }
   });
 });

@@ -197,8 +197,8 @@ describe('tasks and agents in namespaces', () => {
   });
 
   it("answers a reader that reaches team-a only, in core, as if team-b's tasks and agents did not exist", async () => {
-    // Every key reaches every namespace until keys are scoped (the keys' own change); the routes hand
-    // core the namespaces a request reaches, as these calls do, and answer what they throw.
+    // Core, as the routes call it: they hand it the namespaces a request reaches, as these calls do,
+    // and answer what it throws (test/namespaces.crossing.test.ts does the same over HTTP).
     const { fleet } = server;
     const reach = ['team-a'];
     const theirs = await submit('team-b');

@@ -1,4 +1,3 @@
-import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
 import type { Bus } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
 import { TASK_LOCK_TTL_MS, taskLockId, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
@@ -36,8 +35,7 @@ function taskLock(task: TaskSummary): Lock | undefined {
   if (task.locks.length === 0 || task.claimedAt === null || task.agentId === null) return undefined;
   return {
     id: taskLockId(task.id),
-    // The task's namespace once tasks carry one (helper ns-tasks): wire task.namespace here at merge.
-    namespace: DEFAULT_NAMESPACE,
+    namespace: task.namespace,
     agentId: task.agentId,
     resources: task.locks,
     description: `task ${task.id}`,
