@@ -73,7 +73,7 @@ async function limitsScenario(store: Store, ops: Op[]): Promise<void> {
       }
       case 'policy': {
         const policy = { ...o.policy, keyWeights: {} };
-        await store.typePolicyPut({ type: o.type, policy, now });
+        await store.typePolicyPut({ namespace: 'default', type: o.type, policy, now });
         policies.set(o.type, policy);
         starts.set(o.type, []);
         break;

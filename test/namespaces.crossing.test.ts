@@ -105,7 +105,8 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
     for (const [template, operations] of Object.entries(doc.paths)) {
       const params = [...template.matchAll(/\{(\w+)\}/g)].map((m) => m[1]);
       if (params.length === 0) continue;
-      // Types and cases are not per namespace here (types are named by every namespace alike).
+      // Types are named alike in every namespace (team-a's own `work` answers; reaching team-b's is
+      // checked below with ?namespace=team-b); cases are not per namespace here.
       if (template.startsWith('/v1/types/') || template.startsWith('/v1/cases/')) continue;
       for (const [method, op] of Object.entries(operations)) {
         // Setting quotas is refused alike (403) for every name to an admin of some namespaces; a
@@ -150,15 +151,25 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
     const sum = (counts: Record<string, number>) => Object.values(counts).reduce((x, y) => x + y, 0);
     assert.equal(sum(stats.tasks.byStatus), 1, "team-a's stats count team-a's one task");
     assert.equal(sum(stats.agents.byStatus), 1);
-    // A type is named alike in every namespace: team-a sees its own tasks of it, and cannot change
-    // its policy or pause it for everyone.
-    const work = (await teamA.get('/v1/types')).body.items.find((t: any) => t.type === 'work');
-    assert.equal(sum(work.counts), 1, JSON.stringify(work));
+    // A type is its namespace's: team-a sees and sets its own `work`, and reaches none of team-b's.
+    const work = (await teamA.get('/v1/types')).body.items.filter((t: any) => t.type === 'work');
+    assert.deepEqual(work.map((t: any) => [t.namespace, sum(t.counts)]), [['team-a', 1]], JSON.stringify(work));
     assert.equal(sum((await teamA.get('/v1/types/work')).body.counts), 1);
-    for (const res of [await teamA.put('/v1/types/work', { maxConcurrency: 1 }), await teamA.post('/v1/types/work/pause', {}), await teamA.post('/v1/types/work/resume', {})]) {
-      assert.equal(res.status, 403, JSON.stringify(res.body));
+    const set = await teamA.put('/v1/types/work', { maxConcurrency: 1000 });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.equal(set.body.namespace, 'team-a');
+    for (const res of [
+      await teamA.get('/v1/types/work?namespace=team-b'),
+      await teamA.put('/v1/types/work?namespace=team-b', { maxConcurrency: 1 }),
+      await teamA.post('/v1/types/work/pause?namespace=team-b', {}),
+      await teamA.post('/v1/types/work/resume?namespace=team-b', {}),
+    ]) {
+      assert.equal(res.status, 404, JSON.stringify(res.body));
     }
-    assert.equal(sum((await admin.get('/v1/types/work')).body.counts), 4, 'a key of every namespace sees them all');
+    const ofTeamB = (await admin.get('/v1/types/work?namespace=team-b')).body;
+    assert.deepEqual([ofTeamB.policy, ofTeamB.paused, sum(ofTeamB.counts)], [null, false, 3], "team-a's policy is not team-b's");
+    const everywhere = (await admin.get('/v1/types')).body.items.filter((t: any) => t.type === 'work');
+    assert.deepEqual(everywhere.map((t: any) => [t.namespace, sum(t.counts)]), [['team-a', 1], ['team-b', 3]], 'a key of every namespace sees each namespace\'s');
     // Naming the other namespace is a 404, not an empty list.
     for (const path of ['/v1/tasks?namespace=team-b', '/v1/agents?namespace=team-b', '/v1/locks?namespace=team-b']) {
       assert.equal((await teamA.get(path)).status, 404, path);

@@ -8,6 +8,8 @@ import type { NamespaceFilter } from '../domain/namespaces.js';
 
 /** How long a read of the usage sums is reused (this node's own reports drop it at once). */
 export const USAGE_MEMO_MS = 5_000;
+/** Reaches whose usage is kept at once (see StatsService.usage). */
+const USAGE_MEMO_REACHES = 64;
 /** The keys each type lists in /v1/stats and /metrics: those that spent most over the day. */
 export const USAGE_KEYS_LISTED = 20;
 
@@ -140,7 +142,8 @@ export class StatsService {
   private readonly latency = new SlidingHistogram(300_000, 10_000);
   private readonly loopDelay: IntervalHistogram;
   private readonly startedAt = performance.now();
-  private usageMemo: { at: number; usage: Promise<FleetUsageView> } | undefined;
+  /** The usage read last for each reach (namespaces joined; '*' for all). */
+  private readonly usageMemo = new Map<string, { at: number; usage: Promise<FleetUsageView> }>();
 
   constructor(private readonly store: Store, private readonly now: () => number = steadyNow) {
     this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
@@ -165,26 +168,30 @@ export class StatsService {
 
   /** The usage sums changed here (a report was recorded): the next read goes to the store. */
   usageRecorded(): void {
-    this.usageMemo = undefined;
+    this.usageMemo.clear();
   }
 
   /**
-   * Every type's usage over the last hour and day, each type listing the USAGE_KEYS_LISTED keys that
-   * spent most. A read is reused for USAGE_MEMO_MS (other nodes' reports show within that), so that
-   * polling /v1/stats and scraping /metrics sum the day's reports at most once per period.
+   * Every type's usage in the namespaces (all when undefined) over the last hour and day, summed
+   * over them by type, each type listing the USAGE_KEYS_LISTED keys that spent most. A read is
+   * reused for USAGE_MEMO_MS (other nodes' reports show within that), so that polling /v1/stats and
+   * scraping /metrics sum the day's reports at most once per period and reach.
    */
-  usage(): Promise<FleetUsageView> {
+  usage(namespaces?: NamespaceFilter): Promise<FleetUsageView> {
     const now = this.now();
-    const memo = this.usageMemo;
+    const reach = namespaces === undefined ? '*' : [...namespaces].sort().join(',');
+    const memo = this.usageMemo.get(reach);
     if (memo && now - memo.at < USAGE_MEMO_MS && now >= memo.at) return memo.usage;
-    const usage = this.store.usageTotals({ hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS }).then((u) => ({
+    const usage = this.store.usageTotals({ namespaces, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS }).then((u) => ({
       ...u,
       types: u.types.map((t) => ({ ...t, keys: t.keys.slice(0, USAGE_KEYS_LISTED).map((k) => ({ ...k, key: k.key === '' ? null : k.key })) })),
     }));
-    this.usageMemo = { at: now, usage };
+    // Reaches are few (one per key's namespaces); a bound all the same.
+    if (this.usageMemo.size >= USAGE_MEMO_REACHES) this.usageMemo.clear();
+    this.usageMemo.set(reach, { at: now, usage });
     // A failed read is not reused.
     usage.catch(() => {
-      if (this.usageMemo?.usage === usage) this.usageMemo = undefined;
+      if (this.usageMemo.get(reach)?.usage === usage) this.usageMemo.delete(reach);
     });
     return usage;
   }
@@ -202,11 +209,11 @@ export class StatsService {
   }
 
   /**
-   * The fleet's numbers; the task and agent counts of the namespaces of the filter only (all when
-   * undefined). Throughput, latency, lag and usage are the node's and the types', whatever the filter.
+   * The fleet's numbers; the task and agent counts and the usage of the namespaces of the filter only
+   * (all when undefined). Throughput, latency and lag are the node's, whatever the filter.
    */
   async snapshot(namespaces?: NamespaceFilter): Promise<FleetStats> {
-    const [counts, usage] = await Promise.all([this.counts(namespaces), this.usage()]);
+    const [counts, usage] = await Promise.all([this.counts(namespaces), this.usage(namespaces)]);
     const { count, values } = this.latency.percentiles([50, 95, 99]);
     return {
       ...counts,

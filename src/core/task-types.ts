@@ -10,7 +10,6 @@ import {
 } from '../domain/type-policies.js';
 import { TASK_STATUSES, type TaskStatus } from '../domain/types.js';
 import { namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
-import { namespaceOfKey } from '../domain/requirements.js';
 import type { FleetContext } from './context.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
@@ -23,8 +22,9 @@ export interface TypePolicyInput {
   budget?: { tokensPerHour?: number; costPerDay?: number; perKey?: boolean };
 }
 
-/** A task type as /v1/types shows it. */
+/** A task type of a namespace as /v1/types shows it. */
 export interface TaskTypeView {
+  namespace: string;
   type: string;
   policy: TypePolicy | null;
   policyUpdatedAt: number | null;
@@ -49,8 +49,10 @@ const DETAIL_KEYS = 100;
 
 /**
  * Task types at runtime: their policies (limits on concurrency and starts, keys' weights), pauses,
- * and what holds their queued tasks back. A change applies to the next claim; no lease already held
- * is revoked. Whatever a change may free is announced, so that waiting claims look again.
+ * and what holds their queued tasks back. A type is its namespace's: each method names the
+ * namespace it acts in, and the same name in another namespace shares nothing with it. A change
+ * applies to the next claim; no lease already held is revoked. Whatever a change may free is
+ * announced, so that waiting claims look again.
  */
 export class TaskTypeService {
   constructor(
@@ -58,7 +60,7 @@ export class TaskTypeService {
     private readonly holds: HeldTasks,
   ) {}
 
-  async setPolicy(type: string, input: TypePolicyInput): Promise<TypePolicyRecord> {
+  async setPolicy(namespace: string, type: string, input: TypePolicyInput): Promise<TypePolicyRecord> {
     const policy: TypePolicy = {
       maxConcurrency: input.maxConcurrency ?? null,
       maxConcurrencyPerKey: input.maxConcurrencyPerKey ?? null,
@@ -68,78 +70,77 @@ export class TaskTypeService {
         ? { tokensPerHour: input.budget.tokensPerHour ?? null, costPerDay: input.budget.costPerDay ?? null, perKey: input.budget.perKey ?? false }
         : null,
     };
-    const record = await this.ctx.store.typePolicyPut({ type, policy, now: this.ctx.now() });
-    await this.announce(type);
+    const record = await this.ctx.store.typePolicyPut({ namespace, type, policy, now: this.ctx.now() });
+    await this.announce(namespace, type);
     return record;
   }
 
-  async pause(type: string, input: { forMs?: number; key?: string; reason?: string }): Promise<TaskTypeView> {
-    await this.known(type);
+  async pause(namespace: string, type: string, input: { forMs?: number; key?: string; reason?: string }): Promise<TaskTypeView> {
+    await this.known(namespace, type);
     const now = this.ctx.now();
     const until = input.forMs === undefined ? null : now + input.forMs;
-    await this.ctx.store.typePause({ type, key: input.key ?? null, until, reason: input.reason ?? null, now });
+    await this.ctx.store.typePause({ namespace, type, key: input.key ?? null, until, reason: input.reason ?? null, now });
     // A pause that ends by itself frees its tasks then: claims waiting for them look again.
     if (until !== null) this.holds.record({}, until);
-    return this.get(type);
+    return this.get(namespace, type);
   }
 
   /** Without a key, ends every pause of the type (its own and its keys'); with one, that key's. */
-  async resume(type: string, input: { key?: string }): Promise<TaskTypeView> {
-    await this.known(type);
-    await this.ctx.store.typeResume({ type, key: input.key ?? null, allKeys: input.key === undefined });
-    await this.announce(type);
-    return this.get(type);
+  async resume(namespace: string, type: string, input: { key?: string }): Promise<TaskTypeView> {
+    await this.known(namespace, type);
+    await this.ctx.store.typeResume({ namespace, type, key: input.key ?? null, allKeys: input.key === undefined });
+    await this.announce(namespace, type);
+    return this.get(namespace, type);
   }
 
-  async get(type: string, namespaces?: NamespaceFilter): Promise<TaskTypeView> {
-    const [view] = await this.views(type, namespaces);
+  async get(namespace: string, type: string): Promise<TaskTypeView> {
+    const [view] = await this.views([namespace], type);
     if (!view) throw notFound('type', type);
     return view;
   }
 
-  /**
-   * The type with its busiest keys and its usage. For a reader of some namespaces, keys are those
-   * with queued tasks there, and usage is theirs: the store keeps usage and leases by key, not by
-   * namespace, so a key's leased count and usage are its own across namespaces.
-   */
-  async detail(type: string, namespaces?: NamespaceFilter): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
+  /** The type with its busiest keys and its usage. */
+  async detail(namespace: string, type: string): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
     const now = this.ctx.now();
-    const usage = await this.ctx.store.usageSummary({ type, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS });
+    const usage = await this.ctx.store.usageSummary({ namespace, type, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS });
     const { state, groups: all } = await this.ctx.store.typeOverview({ now, type });
-    const view = await this.get(type, namespaces);
-    // The claim's rule is the fleet's, over every namespace's groups; what is shown is the reader's.
+    const view = await this.get(namespace, type);
     const plan = planClaim(state, all, now);
-    const groups = all.filter((g) => namespaceVisible(namespaces, namespaceOfKey(g.reqKey)));
     const keys = new Map<string, TypeKeyView>();
     const keyOf = (key: string) => {
       let k = keys.get(key);
       if (!k) keys.set(key, (k = { key: key === '' ? null : key, queued: 0, leased: 0, heldBy: null }));
       return k;
     };
-    for (const g of groups) {
+    for (const g of all) {
+      if (g.namespace !== namespace) continue;
       const k = keyOf(g.key);
       k.queued += g.n;
       k.heldBy = plan.hold(g) ?? k.heldBy;
     }
-    for (const l of state.leased) if (l.type === type && (namespaces === undefined || keys.has(l.key))) keyOf(l.key).leased += l.count;
+    for (const l of state.leased) if (l.namespace === namespace && l.type === type) keyOf(l.key).leased += l.count;
     const listed = [...keys.values()].sort((a, b) => b.queued - a.queued || b.leased - a.leased).slice(0, DETAIL_KEYS);
-    const usageKeys = namespaces === undefined ? usage.keys : usage.keys.filter((k) => keys.has(k.key));
-    return { ...view, keys: listed, usage: { ...usage, keys: usageKeys.slice(0, DETAIL_KEYS) } };
+    return { ...view, keys: listed, usage: { ...usage, keys: usage.keys.slice(0, DETAIL_KEYS) } };
   }
 
-  /** Every type with tasks in the namespaces (all when undefined), or a policy. */
+  /** Every type with tasks or a policy in the namespaces (all when undefined): one entry per namespace and type. */
   list(namespaces?: NamespaceFilter): Promise<TaskTypeView[]> {
-    return this.views(undefined, namespaces);
+    return this.views(namespaces);
   }
 
-  private async views(only?: string, namespaces?: NamespaceFilter): Promise<TaskTypeView[]> {
+  private async views(namespaces: NamespaceFilter, only?: string): Promise<TaskTypeView[]> {
     const now = this.ctx.now();
-    const [{ state, groups }, counts] = await Promise.all([this.ctx.store.typeOverview({ now, type: only }), this.ctx.store.taskCounts({ namespaces })]);
+    const [{ state, groups }, counts] = await Promise.all([
+      this.ctx.store.typeOverview({ now, type: only }),
+      this.ctx.store.taskCounts({ namespaces, byNamespace: true }),
+    ]);
     const types = new Map<string, TaskTypeView>();
-    const viewOf = (type: string) => {
-      let v = types.get(type);
+    const viewOf = (namespace: string, type: string) => {
+      const id = `${namespace}\u0000${type}`;
+      let v = types.get(id);
       if (!v) {
         v = {
+          namespace,
           type,
           policy: null,
           policyUpdatedAt: null,
@@ -148,44 +149,44 @@ export class TaskTypeService {
           pauses: [],
           heldBack: Object.fromEntries([...HOLD_REASONS, 'total'].map((r) => [r, 0])) as Record<HoldReason | 'total', number>,
         };
-        types.set(type, v);
+        types.set(id, v);
       }
       return v;
     };
-    for (const c of counts) if (only === undefined || c.type === only) viewOf(c.type).counts[c.status] += Number(c.count);
+    const shown = (namespace: string, type: string) => (only === undefined || type === only) && namespaceVisible(namespaces, namespace);
+    for (const c of counts) if (shown(c.namespace!, c.type)) viewOf(c.namespace!, c.type).counts[c.status] += Number(c.count);
     for (const p of state.policies) {
-      if (only !== undefined && p.type !== only) continue;
-      Object.assign(viewOf(p.type), { policy: p.policy, policyUpdatedAt: p.updatedAt });
+      if (shown(p.namespace, p.type)) Object.assign(viewOf(p.namespace, p.type), { policy: p.policy, policyUpdatedAt: p.updatedAt });
     }
     for (const pause of state.pauses) {
-      if (only !== undefined && pause.type !== only) continue;
-      const v = viewOf(pause.type);
+      if (!shown(pause.namespace, pause.type)) continue;
+      const v = viewOf(pause.namespace, pause.type);
       v.pauses.push(pause);
       if (pause.key === null) v.paused = true;
     }
     // The claim's own rule says what is held back, as a claim now would see it.
     const plan = planClaim(state, groups, now);
     for (const g of groups as QueuedGroup[]) {
-      if (!namespaceVisible(namespaces, namespaceOfKey(g.reqKey))) continue;
+      if (!shown(g.namespace, g.type)) continue;
       const reason = plan.hold(g);
       if (reason === null) continue;
-      const v = viewOf(g.type);
+      const v = viewOf(g.namespace, g.type);
       v.heldBack[reason] += g.n;
       v.heldBack.total += g.n;
     }
-    return [...types.values()].sort((a, b) => (a.type < b.type ? -1 : 1));
+    return [...types.values()].sort((a, b) => (a.namespace !== b.namespace ? (a.namespace < b.namespace ? -1 : 1) : a.type < b.type ? -1 : 1));
   }
 
-  /** The type must be known: tasks of it exist, or it has a policy. */
-  private async known(type: string): Promise<void> {
-    if (!(await this.ctx.store.typeExists({ type }))) throw notFound('type', type);
+  /** The type must be known in the namespace: tasks of it exist there, or it has a policy there. */
+  private async known(namespace: string, type: string): Promise<void> {
+    if (!(await this.ctx.store.typeExists({ namespace, type }))) throw notFound('type', type);
   }
 
   /** Tells this node's waiting claims that the type's queued tasks may go now (other nodes hear it from the store). */
-  private async announce(type: string): Promise<void> {
+  private async announce(namespace: string, type: string): Promise<void> {
     const { groups } = await this.ctx.store.typeOverview({ now: this.ctx.now(), type });
     const available: Record<string, number> = {};
-    for (const g of groups) available[g.reqKey] = (available[g.reqKey] ?? 0) + g.n;
+    for (const g of groups) if (g.namespace === namespace) available[g.reqKey] = (available[g.reqKey] ?? 0) + g.n;
     if (Object.keys(available).length > 0) this.ctx.bus.publish('tasks.available', { byRequirement: available });
   }
 }

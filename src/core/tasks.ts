@@ -302,7 +302,7 @@ export class TaskService {
   /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
   private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;
-    await this.ctx.store.usageRecord({ type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
+    await this.ctx.store.usageRecord({ namespace: task.namespace, type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
     this.ctx.stats.usageRecorded();
   }
 

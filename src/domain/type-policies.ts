@@ -1,4 +1,8 @@
-/** Policies per task type, pauses, and what holds a queued task back. Times are epoch milliseconds. */
+/**
+ * Policies per task type, pauses, and what holds a queued task back. Times are epoch milliseconds.
+ * A type is its namespace's: team-a's policy, pauses, rate windows, round-robin turns and usage of
+ * `summarize` are not team-b's, and hold back none of team-b's tasks.
+ */
 
 /** At most `count` tasks of the type start (are claimed) in any window of `perMs`; per concurrency key when `perKey`. */
 export interface RateLimit {
@@ -31,6 +35,7 @@ export interface Budget {
 }
 
 export interface TypePolicyRecord {
+  namespace: string;
   type: string;
   policy: TypePolicy;
   updatedAt: number;
@@ -38,6 +43,7 @@ export interface TypePolicyRecord {
 
 /** A type (key null) or one concurrency key of it, paused until `until` (null: until resumed). */
 export interface TypePause {
+  namespace: string;
   type: string;
   key: string | null;
   until: number | null;
@@ -52,6 +58,8 @@ export const HOLD_REASONS: readonly HoldReason[] = ['paused', 'maxConcurrency', 
 /** Queued tasks of one (requirement set, type, priority, concurrency key), the unit a claim takes turns over. */
 export interface QueuedGroup {
   reqKey: string;
+  /** The namespace of the requirement key (every group of one key is one namespace's). */
+  namespace: string;
   type: string;
   priority: number;
   /** '' for tasks without a concurrency key. */
@@ -59,8 +67,9 @@ export interface QueuedGroup {
   n: number;
 }
 
-/** Leased tasks, or starts inside a rate window, of one (type, key). */
+/** Leased tasks, or starts inside a rate window, of one (namespace, type, key). */
 export interface TypeKeyCount {
+  namespace: string;
   type: string;
   key: string;
   count: number;
@@ -78,13 +87,15 @@ export interface AdmissionState {
   pauses: TypePause[];
   leased: TypeKeyCount[];
   starts: TypeKeyCount[];
-  fairClock: number;
-  passes: { key: string; pass: number }[];
+  /** Each namespace's round-robin clock (a namespace with none starts at 0). */
+  fairClocks: { namespace: string; clock: number }[];
+  passes: { namespace: string; key: string; pass: number }[];
   /** Of the types with a budget: usage per key over the last hour (tokens) and day (cost), with the oldest report of each. */
   spent: SpentUsage[];
 }
 
 export interface SpentUsage {
+  namespace: string;
   type: string;
   key: string;
   tokensHour: number;

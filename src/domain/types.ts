@@ -130,6 +130,8 @@ export interface Page<T> {
 
 /** A count of tasks in one (type, priority, status) group, kept up to date on every write. */
 export interface TaskCount {
+  /** Only when counts are asked by namespace. */
+  namespace?: string;
   type: string;
   priority: number;
   status: TaskStatus;

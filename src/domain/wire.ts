@@ -581,6 +581,8 @@ export type TypePauseJson = Static<typeof TypePauseSchema>;
 
 /** A task type: its policy, its tasks by status, its pauses, and its queued tasks a limit or a pause holds back, by reason. */
 export const TaskTypeSchema = Type.Object({
+  /** A type is its namespace's: its policy, pauses and counts are of this namespace only. */
+  namespace: Type.String(),
   type: Type.String(),
   policy: Type.Union([TypePolicySchema, Type.Null()]),
   policyUpdatedAt: NullableTime,

@@ -78,9 +78,6 @@ export function assertVisible(request: FastifyRequest, namespace: string, what: 
   if (!namespaceVisible(reach(request), namespace)) throw notFound(what, id);
 }
 
-/** True when the request's credential reaches `namespace` (for filtering what a stream sends). */
-export const canSee = (request: FastifyRequest, namespace: string): boolean => namespaceVisible(reach(request), namespace);
-
 /**
  * Refuses (403) what spans every namespace — quotas, the audit log, type policies and pauses — to a
  * credential that does not reach them all. The same answer for every name: it confirms nothing.

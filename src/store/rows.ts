@@ -1,7 +1,7 @@
-import { NO_QUOTAS, type Namespace, type NamespaceQuotas } from '../domain/namespaces.js';
-import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskDependency, TaskStatus } from '../domain/types.js';
+import { NO_QUOTAS, namespaceVisible, type Namespace, type NamespaceFilter, type NamespaceQuotas } from '../domain/namespaces.js';
+import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
-import { requiresOf } from '../domain/requirements.js';
+import { namespaceOfKey, requiresOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
 import { IDEMPOTENCY_KEY_SEPARATOR, type LeaseEnd } from './store.js';
 
@@ -143,6 +143,24 @@ export const storedIdempotencyKey = (namespace: string, key: string | null): str
   key === null || namespace === DEFAULT_NAMESPACE ? key : `${namespace}${IDEMPOTENCY_KEY_SEPARATOR}${key}`;
 const ownIdempotencyKey = (namespace: string, stored: string | null): string | null =>
   stored === null || namespace === DEFAULT_NAMESPACE ? stored : stored.slice(namespace.length + 1);
+
+/**
+ * Task counts read by requirement key (task_counts knows a namespace by its req_key), as taskCounts
+ * answers them: of the namespaces of the filter, by type, priority and status — and by namespace too
+ * with `byNamespace`.
+ */
+export function countsOfNamespaces(rows: (TaskCount & { req_key: string })[], namespaces: NamespaceFilter, byNamespace: boolean): TaskCount[] {
+  const counts = new Map<string, TaskCount>();
+  for (const row of rows) {
+    const namespace = namespaceOfKey(row.req_key);
+    if (!namespaceVisible(namespaces, namespace)) continue;
+    const group = `${byNamespace ? namespace : ''}\n${row.type}\n${row.priority}\n${row.status}`;
+    const count = counts.get(group);
+    if (count) count.count += Number(row.count);
+    else counts.set(group, { ...(byNamespace ? { namespace } : {}), type: row.type, priority: row.priority, status: row.status, count: Number(row.count) });
+  }
+  return [...counts.values()];
+}
 
 export const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 

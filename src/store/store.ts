@@ -95,8 +95,8 @@ export interface TaskStore {
   taskDeleteFinished(params: { before: number; keepNewest?: number; limit: number }): Promise<number>;
   /** The next time a lease expires and a scheduled task comes due, to set the maintenance timers. */
   taskNextDeadlines(): Promise<{ leaseExpiresAt: number | null; runAt: number | null }>;
-  /** Tasks by (type, priority, status), of the namespaces of the filter (all when undefined). */
-  taskCounts(params?: { namespaces?: NamespaceFilter }): Promise<TaskCount[]>;
+  /** Tasks by (type, priority, status), of the namespaces of the filter (all when undefined); by namespace too with `byNamespace`. */
+  taskCounts(params?: { namespaces?: NamespaceFilter; byNamespace?: boolean }): Promise<TaskCount[]>;
   /** The dependencies of each task, with the outcomes copied when each finished, keyed by task id. */
   taskDependencies(params: { ids: number[] }): Promise<Map<number, TaskDependency[]>>;
   /**
@@ -452,23 +452,29 @@ export interface LockListParams {
   cursor?: string;
 }
 
-/** Policies and pauses per task type; what the claim's admission reads, and what /v1/types shows. */
+/**
+ * Policies and pauses per task type of a namespace; what the claim's admission reads, and what
+ * /v1/types shows. A type is always its namespace's: the same name in two namespaces shares nothing.
+ */
 export interface TypeStore {
-  typePolicyPut(params: { type: string; policy: TypePolicy; now: number }): Promise<TypePolicyRecord>;
-  typePolicyGet(params: { type: string }): Promise<TypePolicyRecord | undefined>;
+  typePolicyPut(params: { namespace: string; type: string; policy: TypePolicy; now: number }): Promise<TypePolicyRecord>;
+  typePolicyGet(params: { namespace: string; type: string }): Promise<TypePolicyRecord | undefined>;
   /** Pauses the type (key null) or one key of it until `until` (null: until resumed); a pause of the same scope is replaced. */
-  typePause(params: { type: string; key: string | null; until: number | null; reason: string | null; now: number }): Promise<TypePause>;
+  typePause(params: { namespace: string; type: string; key: string | null; until: number | null; reason: string | null; now: number }): Promise<TypePause>;
   /** Ends the pause of the type (key null) or of one key; with `allKeys`, every pause of the type. Returns the pauses ended. */
-  typeResume(params: { type: string; key: string | null; allKeys: boolean }): Promise<TypePause[]>;
-  /** Whether any task of this type exists, whatever its status. */
-  typeExists(params: { type: string }): Promise<boolean>;
+  typeResume(params: { namespace: string; type: string; key: string | null; allKeys: boolean }): Promise<TypePause[]>;
+  /** Whether any task of this type exists in the namespace, whatever its status, or the type has a policy there. */
+  typeExists(params: { namespace: string; type: string }): Promise<boolean>;
   /** Records what a task of the type (and key, '' for none) reported it used. */
-  usageRecord(params: { type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
+  usageRecord(params: { namespace: string; type: string; key: string; usage: TaskUsage; now: number }): Promise<void>;
   /** The type's usage since `hourFrom` and since `dayFrom`, in all and per key; old reports (before dayFrom) may be pruned. */
-  usageSummary(params: { type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
-  /** Every type's usage since `hourFrom` and since `dayFrom` (as usageSummary, for all types at once); reports before dayFrom may be pruned. */
-  usageTotals(params: { hourFrom: number; dayFrom: number }): Promise<FleetUsage>;
-  /** Everything admission reads, for every type (or one), and the queued groups: the view of /v1/types. */
+  usageSummary(params: { namespace: string; type: string; hourFrom: number; dayFrom: number }): Promise<TypeUsage>;
+  /**
+   * Every type's usage in the namespaces (all when undefined) since `hourFrom` and since `dayFrom`,
+   * summed by type over them (as usageSummary, for all types at once); reports before dayFrom may be pruned.
+   */
+  usageTotals(params: { namespaces?: NamespaceFilter; hourFrom: number; dayFrom: number }): Promise<FleetUsage>;
+  /** Everything admission reads, for every type (or one, in every namespace), and the queued groups: the view of /v1/types. */
   typeOverview(params: { now: number; type?: string }): Promise<{ state: AdmissionState; groups: QueuedGroup[] }>;
 }
 
@@ -500,10 +506,10 @@ export interface ClaimPlan {
     /** A claim's place in the line of lock requests waiting: behind all of them (see LockAcquireParams.line). */
     line(resources: string[]): NonNullable<LockAcquireParams['line']>;
   };
-  /** The round-robin's state to write: the clock and the passes of the keys served. */
-  fairUpdates(): { clock: number; passes: { key: string; pass: number }[] };
+  /** The round-robin's state to write: the clock of each namespace served and the passes of the keys served. */
+  fairUpdates(): { clocks: { namespace: string; clock: number }[]; passes: { namespace: string; key: string; pass: number }[] };
   /** Starts to record for the rate limits, at the claim's time. */
-  starts(): { type: string; key: string }[];
+  starts(): { namespace: string; type: string; key: string }[];
   heldBack(): Record<string, number>;
   retryAt(): number | null;
 }

@@ -37,7 +37,7 @@ export function exerciseTypes(factory: DriverFactory): void {
 
     it('HoldsBackBeyondMaxConcurrency and hands out when a lease ends, no attempt spent', async () => {
       const a = await h.agent(['t'], 100);
-      await h.store.typePolicyPut({ type: 't', policy: policy({ maxConcurrency: 2 }), now: T0 });
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ maxConcurrency: 2 }), now: T0 });
       const made = await h.submit(...Array.from({ length: 5 }, () => task('t')));
       const first = await claim(a, 10);
       assert.equal(first.tasks.length, 2);
@@ -53,7 +53,7 @@ export function exerciseTypes(factory: DriverFactory): void {
 
     it('HoldsBackBeyondMaxConcurrencyPerKey while other keys go', async () => {
       const a = await h.agent(['t'], 100);
-      await h.store.typePolicyPut({ type: 't', policy: policy({ maxConcurrencyPerKey: 1 }), now: T0 });
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ maxConcurrencyPerKey: 1 }), now: T0 });
       await h.submit(...Array.from({ length: 3 }, () => task('t', { concurrencyKey: 'x' })), ...Array.from({ length: 3 }, () => task('t', { concurrencyKey: 'y' })));
       const got = await claim(a, 10);
       assert.deepEqual(got.tasks.map((t) => t.concurrencyKey).sort(), ['x', 'y']);
@@ -64,7 +64,7 @@ export function exerciseTypes(factory: DriverFactory): void {
 
     it('RateLimitsStartsPerWindow and says when the window frees', async () => {
       const a = await h.agent(['t'], 100);
-      await h.store.typePolicyPut({ type: 't', policy: policy({ rateLimit: { count: 2, perMs: 1_000, perKey: false } }), now: T0 });
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ rateLimit: { count: 2, perMs: 1_000, perKey: false } }), now: T0 });
       await h.submit(...Array.from({ length: 5 }, () => task('t')));
       const first = await claim(a, 10);
       assert.equal(first.tasks.length, 2);
@@ -77,14 +77,14 @@ export function exerciseTypes(factory: DriverFactory): void {
     it('PausedTypeStaysQueued, a key pause holds only that key, and both end', async () => {
       const a = await h.agent(['t'], 100);
       await h.submit(task('t', { concurrencyKey: 'x' }), task('t', { concurrencyKey: 'y' }));
-      await h.store.typePause({ type: 't', key: null, until: T0 + 500, reason: '429', now: T0 });
+      await h.store.typePause({ namespace: 'default', type: 't', key: null, until: T0 + 500, reason: '429', now: T0 });
       const paused = await claim(a, 10);
       assert.equal(paused.tasks.length, 0);
       assert.equal(paused.retryAt, T0 + 500);
-      await h.store.typePause({ type: 't', key: 'x', until: null, reason: null, now: T0 });
+      await h.store.typePause({ namespace: 'default', type: 't', key: 'x', until: null, reason: null, now: T0 });
       const later = await claim(a, 10, T0 + 500);
       assert.deepEqual(later.tasks.map((t) => t.concurrencyKey), ['y']);
-      const ended = await h.store.typeResume({ type: 't', key: null, allKeys: true });
+      const ended = await h.store.typeResume({ namespace: 'default', type: 't', key: null, allKeys: true });
       assert.deepEqual(ended.map((p) => p.key ?? '(type)').sort(), ['(type)', 'x'], "every pause of the type ends, the lapsed one too");
       assert.deepEqual((await claim(a, 10, T0 + 501)).tasks.map((t) => t.concurrencyKey), ['x']);
     });
@@ -93,11 +93,11 @@ export function exerciseTypes(factory: DriverFactory): void {
       const a = await h.agent(['t'], 100);
       await h.submit(...Array.from({ length: 4 }, () => task('t')));
       assert.equal((await claim(a, 3)).tasks.length, 3);
-      await h.store.typePolicyPut({ type: 't', policy: policy({ maxConcurrency: 1 }), now: T0 });
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ maxConcurrency: 1 }), now: T0 });
       assert.equal((await claim(a, 3)).tasks.length, 0);
       const leased = (await h.store.taskList({ status: 'leased', limit: 10 })).items;
       assert.equal(leased.length, 3);
-      assert.equal((await h.store.typePolicyGet({ type: 't' }))?.policy.maxConcurrency, 1);
+      assert.equal((await h.store.typePolicyGet({ namespace: 'default', type: 't' }))?.policy.maxConcurrency, 1);
     });
 
     it('ReleasesALeaseForLaterWithoutSpendingAnAttempt, only for its holder', async () => {
@@ -156,16 +156,70 @@ export function exerciseTypes(factory: DriverFactory): void {
     });
 
     it('KnowsATypeByItsTasksOrItsPolicy', async () => {
-      assert.equal(await h.store.typeExists({ type: 'ghost' }), false);
+      assert.equal(await h.store.typeExists({ namespace: 'default', type: 'ghost' }), false);
       await h.submit(task('real'));
-      await h.store.typePolicyPut({ type: 'planned', policy: policy({ maxConcurrency: 1 }), now: T0 });
-      assert.equal(await h.store.typeExists({ type: 'real' }), true);
-      assert.equal(await h.store.typeExists({ type: 'planned' }), true);
+      await h.store.typePolicyPut({ namespace: 'default', type: 'planned', policy: policy({ maxConcurrency: 1 }), now: T0 });
+      assert.equal(await h.store.typeExists({ namespace: 'default', type: 'real' }), true);
+      assert.equal(await h.store.typeExists({ namespace: 'default', type: 'planned' }), true);
+    });
+
+    it("APolicyIsItsNamespaces: team-a's limit and pause of a type hold back none of another namespace's tasks of that name", async () => {
+      const a = await h.agent(['t'], 100);
+      const b = await h.agent(['t'], 100, T0, 'team-b');
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ maxConcurrency: 1 }), now: T0 });
+      await h.submit(...Array.from({ length: 3 }, () => task('t')), ...Array.from({ length: 3 }, () => task('t', { namespace: 'team-b' })));
+      const mine = await claim(a, 10);
+      assert.equal(mine.tasks.length, 1, "default's limit holds default's tasks");
+      assert.deepEqual(mine.heldBack, { t: 2 });
+      const theirs = await claim(b, 10);
+      assert.equal(theirs.tasks.length, 3, "team-b has no policy for t: default's limit holds none of its tasks");
+      assert.ok(theirs.tasks.every((t) => t.namespace === 'team-b'));
+
+      await h.store.typePause({ namespace: 'team-b', type: 't', key: null, until: null, reason: 'theirs', now: T0 });
+      await h.submit(task('t', { namespace: 'team-b' }));
+      assert.equal((await claim(b, 10, T0 + 1)).tasks.length, 0, "team-b's pause holds team-b's task");
+      written(await h.store.taskComplete({ id: mine.tasks[0].id, agentId: a, result: null, now: T0 + 2 }));
+      assert.equal((await claim(a, 10, T0 + 3)).tasks.length, 1, "team-b's pause holds none of default's");
+
+      const overview = await h.store.typeOverview({ now: T0 + 3, type: 't' });
+      const plan = planClaim(overview.state, overview.groups, T0 + 3);
+      assert.deepEqual(
+        overview.groups.map((g) => [g.namespace, plan.hold(g)]).sort(),
+        [['default', 'maxConcurrency'], ['team-b', 'paused']],
+      );
+      assert.deepEqual(await h.store.typeResume({ namespace: 'default', type: 't', key: null, allKeys: true }), [], "default's resume ends none of team-b's pauses");
+      assert.equal((await h.store.typePolicyGet({ namespace: 'team-b', type: 't' })), undefined);
+      assert.equal(await h.store.typeExists({ namespace: 'team-b', type: 't' }), true);
+      assert.equal(await h.store.typeExists({ namespace: 'team-c', type: 't' }), false, 'no task and no policy of t in team-c');
+    });
+
+    it("TakesTurnsPerNamespace: one namespace's turns move neither the passes nor the clock of another", async () => {
+      const a = await h.agent(['t'], 100);
+      const b = await h.agent(['t'], 100, T0, 'team-b');
+      // team-b serves its key x five times: x's pass and team-b's clock move on.
+      await h.submit(...Array.from({ length: 5 }, () => task('t', { namespace: 'team-b', concurrencyKey: 'x' })));
+      assert.equal((await claim(b, 10)).tasks.length, 5);
+      // In default, x and y have had no turn: x goes first (equal turns, by name), then y.
+      await h.submit(...Array.from({ length: 2 }, () => task('t', { concurrencyKey: 'y' })), ...Array.from({ length: 2 }, () => task('t', { concurrencyKey: 'x' })));
+      assert.deepEqual((await claim(a, 4)).tasks.map((t) => t.concurrencyKey), ['x', 'y', 'x', 'y']);
+    });
+
+    it('CountsUsagePerNamespace', async () => {
+      await h.store.usageRecord({ namespace: 'default', type: 't', key: 'k', usage: { inputTokens: 10, costUsd: 0.5 }, now: T0 });
+      await h.store.usageRecord({ namespace: 'team-b', type: 't', key: 'k', usage: { inputTokens: 100, costUsd: 2 }, now: T0 });
+      const window = { hourFrom: T0 - 1_000, dayFrom: T0 - 2_000 };
+      assert.equal((await h.store.usageSummary({ namespace: 'team-b', type: 't', ...window })).hour.inputTokens, 100);
+      assert.equal((await h.store.usageSummary({ namespace: 'default', type: 't', ...window })).keys[0].day.costUsd, 0.5);
+      const inDefault = await h.store.usageTotals({ namespaces: ['default'], ...window });
+      assert.deepEqual(inDefault.types.map((t) => [t.type, t.hour.inputTokens]), [['t', 10]]);
+      const all = await h.store.usageTotals(window);
+      assert.deepEqual(all.types.map((t) => [t.type, t.hour.inputTokens, t.keys.map((k) => [k.key, k.hour.inputTokens])]), [['t', 110, [['k', 110]]]]);
+      assert.equal(all.day.costUsd, 2.5);
     });
 
     it('ReturnsHeldTasksToTheQueueWithTheirKey when a lease ends without a result', async () => {
       const a = await h.agent(['t'], 100);
-      await h.store.typePolicyPut({ type: 't', policy: policy({ maxConcurrencyPerKey: 1 }), now: T0 });
+      await h.store.typePolicyPut({ namespace: 'default', type: 't', policy: policy({ maxConcurrencyPerKey: 1 }), now: T0 });
       await h.submit(task('t', { concurrencyKey: 'k' }), task('t', { concurrencyKey: 'k' }));
       const [first] = (await claim(a, 10)).tasks;
       await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 1, endLease: rules.failed(T0 + 1, true) });

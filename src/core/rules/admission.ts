@@ -2,7 +2,11 @@ import { DAY_MS, HOUR_MS, type AdmissionState, type HoldReason, type QueuedGroup
 import type { ClaimPlan } from '../../store/store.js';
 import { LAST_IN_LINE, decideLock, lockProbes, placeInLine } from './locks.js';
 
-const pair = (type: string, key: string) => `${type}\u0000${key}`;
+/** A type as the rules know it: its namespace's (two namespaces' types of one name share nothing). */
+const typeIn = (namespace: string, type: string) => `${namespace}\u0000${type}`;
+const pair = (namespace: string, type: string, key: string) => `${namespace}\u0000${type}\u0000${key}`;
+/** A concurrency key's turn in the round-robin is its namespace's. */
+const keyIn = (namespace: string, key: string) => `${namespace}\u0000${key}`;
 
 /**
  * The one rule of fair sharing, handed to the store's claim: which queued task goes next, and which
@@ -16,54 +20,63 @@ const pair = (type: string, key: string) => `${type}\u0000${key}`;
  * goes next, and a key that had no work for a while starts at the clock (the pass of the last key
  * served) instead of its old pass, so that it cannot take a burst of turns. Inside one key, the oldest
  * task first. A group a limit holds back is skipped for the rest of the claim; its tasks stay queued.
+ *
+ * Everything is per namespace: policies, pauses, leases, starts and usage are counted by
+ * (namespace, type), and each namespace has its own keys' passes and its own clock. An agent only
+ * claims its namespace's groups; the overview of /v1/types plans several namespaces at once.
  */
 export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: number): ClaimPlan {
-  const policies = new Map<string, TypePolicy>(state.policies.map((p) => [p.type, p.policy]));
+  const policies = new Map<string, TypePolicy>(state.policies.map((p) => [typeIn(p.namespace, p.type), p.policy]));
   const typePauses = new Map<string, number | null>();
   const keyPauses = new Map<string, number | null>();
   for (const pause of state.pauses) {
     if (pause.until !== null && pause.until <= now) continue;
-    (pause.key === null ? typePauses : keyPauses).set(pause.key === null ? pause.type : pair(pause.type, pause.key), pause.until);
+    if (pause.key === null) typePauses.set(typeIn(pause.namespace, pause.type), pause.until);
+    else keyPauses.set(pair(pause.namespace, pause.type, pause.key), pause.until);
   }
   const leasedByType = new Map<string, number>();
   const leasedByPair = new Map<string, number>();
   for (const l of state.leased) {
-    leasedByType.set(l.type, (leasedByType.get(l.type) ?? 0) + l.count);
-    leasedByPair.set(pair(l.type, l.key), l.count);
+    const t = typeIn(l.namespace, l.type);
+    leasedByType.set(t, (leasedByType.get(t) ?? 0) + l.count);
+    leasedByPair.set(pair(l.namespace, l.type, l.key), l.count);
   }
   // Starts inside each type's window: by type, and by (type, key) for per-key limits.
   const startsByType = new Map<string, { count: number; oldest: number }>();
   const startsByPair = new Map<string, { count: number; oldest: number }>();
   for (const s of state.starts) {
     const oldest = s.oldest ?? now;
-    const t = startsByType.get(s.type);
-    startsByType.set(s.type, { count: (t?.count ?? 0) + s.count, oldest: Math.min(t?.oldest ?? oldest, oldest) });
-    startsByPair.set(pair(s.type, s.key), { count: s.count, oldest });
+    const type = typeIn(s.namespace, s.type);
+    const t = startsByType.get(type);
+    startsByType.set(type, { count: (t?.count ?? 0) + s.count, oldest: Math.min(t?.oldest ?? oldest, oldest) });
+    startsByPair.set(pair(s.namespace, s.type, s.key), { count: s.count, oldest });
   }
   // Usage spent by type, and by (type, key) for budgets per key.
   const spentByType = new Map<string, SpentUsage>();
   const spentByPair = new Map<string, SpentUsage>();
   const earlier = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
   for (const s of state.spent ?? []) {
-    spentByPair.set(pair(s.type, s.key), s);
-    const t = spentByType.get(s.type);
+    spentByPair.set(pair(s.namespace, s.type, s.key), s);
+    const type = typeIn(s.namespace, s.type);
+    const t = spentByType.get(type);
     spentByType.set(
-      s.type,
+      type,
       t
         ? { ...t, tokensHour: t.tokensHour + s.tokensHour, costDay: t.costDay + s.costDay, oldestHour: earlier(t.oldestHour, s.oldestHour), oldestDay: earlier(t.oldestDay, s.oldestDay) }
         : { ...s, key: '' },
     );
   }
-  const passes = new Map(state.passes.map((p) => [p.key, p.pass]));
-  let clock = state.fairClock;
-  const touched = new Set<string>();
-  const recordedStarts: { type: string; key: string }[] = [];
+  const passes = new Map(state.passes.map((p) => [keyIn(p.namespace, p.key), p.pass]));
+  const clocks = new Map(state.fairClocks.map((c) => [c.namespace, c.clock]));
+  const touched = new Map<string, { namespace: string; key: string }>();
+  const recordedStarts: { namespace: string; type: string; key: string }[] = [];
   const heldBack: Record<string, number> = {};
   let retryAt = Infinity;
 
   function hold(group: QueuedGroup): HoldReason | null {
-    const { type, key } = group;
-    for (const until of [typePauses.get(type), keyPauses.get(pair(type, key))]) {
+    const type = typeIn(group.namespace, group.type);
+    const typeKey = pair(group.namespace, group.type, group.key);
+    for (const until of [typePauses.get(type), keyPauses.get(typeKey)]) {
       if (until === undefined) continue;
       if (until !== null) retryAt = Math.min(retryAt, until);
       return 'paused';
@@ -71,12 +84,12 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     const policy = policies.get(type);
     if (!policy) return null;
     if (policy.maxConcurrency !== null && (leasedByType.get(type) ?? 0) >= policy.maxConcurrency) return 'maxConcurrency';
-    if (policy.maxConcurrencyPerKey !== null && (leasedByPair.get(pair(type, key)) ?? 0) >= policy.maxConcurrencyPerKey) {
+    if (policy.maxConcurrencyPerKey !== null && (leasedByPair.get(typeKey) ?? 0) >= policy.maxConcurrencyPerKey) {
       return 'maxConcurrencyPerKey';
     }
     const rate = policy.rateLimit;
     if (rate) {
-      const window = rate.perKey ? startsByPair.get(pair(type, key)) : startsByType.get(type);
+      const window = rate.perKey ? startsByPair.get(typeKey) : startsByType.get(type);
       if (window && window.count >= rate.count) {
         retryAt = Math.min(retryAt, window.oldest + rate.perMs);
         return 'rateLimit';
@@ -84,7 +97,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     }
     const budget = policy.budget;
     if (budget) {
-      const spent = budget.perKey ? spentByPair.get(pair(type, key)) : spentByType.get(type);
+      const spent = budget.perKey ? spentByPair.get(typeKey) : spentByType.get(type);
       // A spent budget frees as its oldest report leaves the window.
       if (spent && budget.tokensPerHour !== null && spent.tokensHour >= budget.tokensPerHour) {
         if (spent.oldestHour !== null) retryAt = Math.min(retryAt, spent.oldestHour + HOUR_MS);
@@ -99,27 +112,33 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   }
 
   const weightOf = (group: QueuedGroup) => {
-    const weight = policies.get(group.type)?.keyWeights[group.key];
+    const weight = policies.get(typeIn(group.namespace, group.type))?.keyWeights[group.key];
     return weight !== undefined && weight > 0 ? weight : 1;
   };
-  const turnOf = (key: string) => Math.max(passes.get(key) ?? 0, clock);
+  const turnOf = (namespace: string, key: string) => Math.max(passes.get(keyIn(namespace, key)) ?? 0, clocks.get(namespace) ?? 0);
 
   interface Unit {
     priority: number;
+    namespace: string;
     key: string;
     groups: QueuedGroup[];
   }
   const units = new Map<string, Unit>();
   for (const g of groups) {
     if (g.n <= 0) continue;
-    const id = `${g.priority}\u0000${g.key}`;
+    const id = `${g.priority}\u0000${keyIn(g.namespace, g.key)}`;
     let unit = units.get(id);
-    if (!unit) units.set(id, (unit = { priority: g.priority, key: g.key, groups: [] }));
+    if (!unit) units.set(id, (unit = { priority: g.priority, namespace: g.namespace, key: g.key, groups: [] }));
     unit.groups.push({ ...g });
   }
 
-  const before = (a: Unit, b: Unit) =>
-    a.priority !== b.priority ? a.priority > b.priority : turnOf(a.key) !== turnOf(b.key) ? turnOf(a.key) < turnOf(b.key) : a.key < b.key;
+  const before = (a: Unit, b: Unit) => {
+    if (a.priority !== b.priority) return a.priority > b.priority;
+    const turnA = turnOf(a.namespace, a.key);
+    const turnB = turnOf(b.namespace, b.key);
+    if (turnA !== turnB) return turnA < turnB;
+    return a.namespace !== b.namespace ? a.namespace < b.namespace : a.key < b.key;
+  };
 
   return {
     next() {
@@ -143,20 +162,22 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     },
     took(group) {
       group.n -= 1;
-      const { type, key } = group;
+      const { namespace, key } = group;
+      const type = typeIn(namespace, group.type);
+      const typeKey = pair(namespace, group.type, key);
       leasedByType.set(type, (leasedByType.get(type) ?? 0) + 1);
-      leasedByPair.set(pair(type, key), (leasedByPair.get(pair(type, key)) ?? 0) + 1);
+      leasedByPair.set(typeKey, (leasedByPair.get(typeKey) ?? 0) + 1);
       if (policies.get(type)?.rateLimit) {
-        recordedStarts.push({ type, key });
+        recordedStarts.push({ namespace, type: group.type, key });
         const t = startsByType.get(type);
         startsByType.set(type, { count: (t?.count ?? 0) + 1, oldest: t?.oldest ?? now });
-        const p = startsByPair.get(pair(type, key));
-        startsByPair.set(pair(type, key), { count: (p?.count ?? 0) + 1, oldest: p?.oldest ?? now });
+        const p = startsByPair.get(typeKey);
+        startsByPair.set(typeKey, { count: (p?.count ?? 0) + 1, oldest: p?.oldest ?? now });
       }
-      const turn = turnOf(key);
-      passes.set(key, turn + 1 / weightOf(group));
-      clock = turn;
-      touched.add(key);
+      const turn = turnOf(namespace, key);
+      passes.set(keyIn(namespace, key), turn + 1 / weightOf(group));
+      clocks.set(namespace, turn);
+      touched.set(keyIn(namespace, key), { namespace, key });
     },
     exhausted(taken) {
       for (const g of taken) g.n = 0;
@@ -176,7 +197,14 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
           for (const w of inTheWay) retryAt = Math.min(retryAt, w.deadline);
         }),
     },
-    fairUpdates: () => ({ clock, passes: [...touched].sort().map((key) => ({ key, pass: passes.get(key)! })) }),
+    fairUpdates: () => {
+      const keys = [...touched.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const namespaces = [...new Set(keys.map(([, k]) => k.namespace))];
+      return {
+        clocks: namespaces.map((namespace) => ({ namespace, clock: clocks.get(namespace)! })),
+        passes: keys.map(([id, k]) => ({ namespace: k.namespace, key: k.key, pass: passes.get(id)! })),
+      };
+    },
     starts: () => recordedStarts,
     heldBack: () => heldBack,
     retryAt: () => (retryAt === Infinity ? null : retryAt),

@@ -66,8 +66,7 @@ export const lockRoutes: Routes = async (app, { fleet, cache }) => {
     (request, reply) => {
       const { namespace, ...query } = request.query;
       const namespaces = readNamespaces(request, namespace);
-      // The cache is keyed by URL alone: only an answer of every namespace is the same for everyone who asks it.
-      sendCached(request, reply, namespaces === undefined ? cache : undefined, {
+      sendCached(request, reply, cache, {
         tags: ['locks'],
         compute: async () => {
           const page = await fleet.locks.list({ ...query, namespaces });

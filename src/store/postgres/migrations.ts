@@ -688,6 +688,34 @@ INSERT INTO namespaces (name, created_at, updated_at) VALUES ('default', 0, 0);
 ALTER TABLE api_keys ADD COLUMN namespaces TEXT[] NOT NULL DEFAULT '{*}';
 `,
   },
+  {
+    version: 16,
+    name: "a task type's policy, pauses, rate windows, round-robin turns and usage are its namespace's",
+    sql: `
+-- team-a's limit on a type holds back none of team-b's tasks of the same name; each namespace takes
+-- its own turns. Everything stored before is default's. (The wake-ups of migration 10 still name a
+-- type alone: a change in one namespace wakes claims of that type in every namespace, which look
+-- again and find what their own namespace allows.)
+ALTER TABLE type_policies ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE type_policies DROP CONSTRAINT type_policies_pkey, ADD PRIMARY KEY (namespace, type);
+ALTER TABLE type_pauses ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE type_pauses DROP CONSTRAINT type_pauses_pkey, ADD PRIMARY KEY (namespace, type, ckey);
+ALTER TABLE type_starts ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+DROP INDEX type_starts_by_type;
+CREATE INDEX type_starts_by_type ON type_starts (namespace, type, at);
+ALTER TABLE fair_keys ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE fair_keys DROP CONSTRAINT fair_keys_pkey, ADD PRIMARY KEY (namespace, ckey);
+-- Each namespace's round-robin clock; one that has none starts at 0.
+CREATE TABLE fair_clocks (namespace TEXT PRIMARY KEY, clock DOUBLE PRECISION NOT NULL);
+INSERT INTO fair_clocks SELECT 'default', clock FROM fair_clock;
+-- The one row every claim under a plan locks, so that claims on all nodes count limits in turn.
+ALTER TABLE fair_clock RENAME TO claim_lock;
+ALTER TABLE claim_lock DROP COLUMN clock;
+ALTER TABLE task_usage ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+DROP INDEX task_usage_by_type;
+CREATE INDEX task_usage_by_type ON task_usage (namespace, type, at);
+`,
+  },
 ];
 
 /**

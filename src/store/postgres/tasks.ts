@@ -1,11 +1,12 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
-import { DEFAULT_NAMESPACE, namespaceVisible } from '../../domain/namespaces.js';
-import { canClaim, claimKeysOf, namespaceOfKey, namespaceRequirement, taskRequirementKey } from '../../domain/requirements.js';
+import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
+import { canClaim, claimKeysOf, namespaceRequirement, taskRequirementKey } from '../../domain/requirements.js';
 import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
+  countsOfNamespaces,
   dependenciesByTask,
   endingLease,
   leaseEndColumns,
@@ -712,22 +713,14 @@ export function postgresTasks(
 
     async taskCounts(params) {
       const namespaces = params?.namespaces;
-      if (namespaces === undefined) {
+      if (namespaces === undefined && !params?.byNamespace) {
         return query<TaskCount>('SELECT type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY type, priority, status HAVING sum(n) > 0');
       }
       // task_counts knows a group's namespace by its req_key: a filtered count reads it by key.
       const rows = await query<TaskCount & { req_key: string }>(
         'SELECT req_key, type, priority, status, sum(n)::bigint AS count FROM task_counts GROUP BY req_key, type, priority, status HAVING sum(n) > 0',
       );
-      const counts = new Map<string, TaskCount>();
-      for (const row of rows) {
-        if (!namespaceVisible(namespaces, namespaceOfKey(row.req_key))) continue;
-        const group = `${row.type}\n${row.priority}\n${row.status}`;
-        const count = counts.get(group);
-        if (count) count.count += Number(row.count);
-        else counts.set(group, { type: row.type, priority: row.priority, status: row.status, count: Number(row.count) });
-      }
-      return [...counts.values()];
+      return countsOfNamespaces(rows, namespaces, params?.byNamespace ?? false);
     },
   };
 

@@ -1,7 +1,9 @@
 import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
+import { namespaceOfKey } from '../../domain/requirements.js';
 import type { TaskRow } from '../rows.js';
 import type { ClaimPlan, TypeStore } from '../store.js';
 import {
+  leasedCounts,
   policedTypes,
   toCount,
   toGroup,
@@ -28,19 +30,19 @@ export const PLAN_NEEDED = `(EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SEL
   OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND concurrency_key <> '')
   OR EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]'))`;
 
-/** Usage reports summed per type, key and window (since $1, since $2) where `filter` holds. */
+/** Usage reports summed per namespace, type, key and window (since $1, since $2) where `filter` holds. */
 const usageSums = (filter: string) => `
-  SELECT type, ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
-    sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE ${filter} AND at >= $1 GROUP BY type, ckey
+  SELECT namespace, type, ckey, 'hour' AS window, sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+    sum(cost_usd) AS cost_usd, count(*)::int AS reports FROM task_usage WHERE ${filter} AND at >= $1 GROUP BY namespace, type, ckey
   UNION ALL
-  SELECT type, ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
-    WHERE ${filter} AND at >= $2 GROUP BY type, ckey`;
+  SELECT namespace, type, ckey, 'day', sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cost_usd), count(*)::int FROM task_usage
+    WHERE ${filter} AND at >= $2 GROUP BY namespace, type, ckey`;
 
 /** What the tasks area's claim needs of fair sharing, inside its transaction. */
 export interface PostgresAdmission {
   /**
-   * Claims that follow a plan take turns across the cluster: the round-robin's clock row is locked
-   * for the rest of the transaction, so that limits are counted with every other node's leases.
+   * Claims that follow a plan take turns across the cluster: the claim_lock row is locked for the
+   * rest of the transaction, so that limits are counted with every other node's leases.
    */
   lock(q: Query): Promise<void>;
   groups(q: Query, capabilities: string[]): Promise<QueuedGroup[]>;
@@ -92,50 +94,59 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
   const query: Query = (text, values) => db.query(text, values);
 
   async function state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState> {
-    const policies = (await q<TypePolicyRow>('SELECT * FROM type_policies ORDER BY type')).map(toPolicy);
+    const policies = (await q<TypePolicyRow>('SELECT * FROM type_policies ORDER BY namespace, type')).map(toPolicy);
     const { limited, rated, budgeted } = policedTypes(policies);
     const starts = [];
-    for (const { type, since } of rated) {
-      await q('DELETE FROM type_starts WHERE type = $1 AND at <= $2', [type, now - since]);
+    for (const { namespace, type, since } of rated) {
+      await q('DELETE FROM type_starts WHERE namespace = $1 AND type = $2 AND at <= $3', [namespace, type, now - since]);
       const rows = await q<TypeKeyCountRow>(
-        'SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = $1 AND at > $2 GROUP BY type, ckey',
-        [type, now - since],
+        'SELECT namespace, type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE namespace = $1 AND type = $2 AND at > $3 GROUP BY namespace, type, ckey',
+        [namespace, type, now - since],
       );
       starts.push(...rows.map(toCount));
     }
-    const leased =
+    // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
+    const limitedTypes = [...new Set(limited.map((l) => l.type))];
+    const leasedKeyed =
       limited.length === 0
         ? []
         : await q<TypeKeyCountRow>(
-            // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those.
-            `WITH keyed AS (
-               SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks
-               WHERE status = 'leased' AND concurrency_key <> '' AND type = ANY($1::text[]) GROUP BY type, concurrency_key
-             )
-             SELECT type, ckey, n FROM keyed
-             UNION ALL
-             SELECT c.type, '', sum(c.n) - coalesce((SELECT sum(k.n) FROM keyed k WHERE k.type = c.type), 0) FROM task_counts c
-             WHERE c.status = 'leased' AND c.type = ANY($1::text[]) GROUP BY c.type`,
-            [limited],
+            `SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
+             WHERE status = 'leased' AND concurrency_key <> '' AND type = ANY($1::text[]) GROUP BY namespace, type, concurrency_key`,
+            [limitedTypes],
           );
-    const [clock] = await q<{ clock: number }>('SELECT clock FROM fair_clock WHERE id = 1');
+    const leasedCounted =
+      limited.length === 0
+        ? []
+        : await q<{ req_key: string; type: string; n: string }>(
+            "SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type = ANY($1::text[]) GROUP BY req_key, type",
+            [limitedTypes],
+          );
     const keys = [...new Set(groups.map((g) => g.key))];
+    const namespaces = [...new Set(groups.map((g) => g.namespace))];
     return {
       policies,
-      pauses: (await q<TypePauseRow>('SELECT * FROM type_pauses WHERE until IS NULL OR until > $1 ORDER BY type, ckey', [now])).map(toPause),
-      leased: leased.map(toCount),
+      pauses: (await q<TypePauseRow>('SELECT * FROM type_pauses WHERE until IS NULL OR until > $1 ORDER BY namespace, type, ckey', [now])).map(toPause),
+      leased: leasedCounts(limited, leasedKeyed, leasedCounted),
       starts,
-      fairClock: clock.clock,
-      passes: keys.length === 0 ? [] : await q<{ key: string; pass: number }>('SELECT ckey AS key, pass FROM fair_keys WHERE ckey = ANY($1::text[])', [keys]),
+      fairClocks: await q<{ namespace: string; clock: number }>('SELECT namespace, clock FROM fair_clocks'),
+      passes:
+        keys.length === 0
+          ? []
+          : await q<{ namespace: string; key: string; pass: number }>(
+              'SELECT namespace, ckey AS key, pass FROM fair_keys WHERE namespace = ANY($1::text[]) AND ckey = ANY($2::text[])',
+              [namespaces, keys],
+            ),
       spent:
         budgeted.length === 0
           ? []
           : (
               await q<SpentRow>(
-                `SELECT type, ckey, coalesce(sum(CASE WHEN at >= $2 THEN input_tokens + output_tokens END), 0) AS tokens_hour,
-                   min(CASE WHEN at >= $2 THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
-                 FROM task_usage WHERE type = ANY($1::text[]) AND at >= $3 GROUP BY type, ckey`,
-                [budgeted, now - HOUR_MS, now - DAY_MS],
+                `SELECT namespace, type, ckey, coalesce(sum(CASE WHEN at >= $3 THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+                   min(CASE WHEN at >= $3 THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
+                 FROM task_usage WHERE (namespace, type) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND at >= $4
+                 GROUP BY namespace, type, ckey`,
+                [budgeted.map((b) => b.namespace), budgeted.map((b) => b.type), now - HOUR_MS, now - DAY_MS],
               )
             ).map(toSpent),
     };
@@ -147,7 +158,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       return row.any;
     },
     async lock(q) {
-      await q('SELECT clock FROM fair_clock WHERE id = 1 FOR UPDATE');
+      await q('SELECT 1 FROM claim_lock WHERE id = 1 FOR UPDATE');
     },
     async groups(q, capabilities) {
       const rows = await q<QueuedGroupRow>(queuedGroups("string_to_array(req_key, E'\\n') <@ $1::text[]"), [capabilities]);
@@ -168,17 +179,24 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
     },
     async record(q, plan, now) {
       const fair = plan.fairUpdates();
-      await q('UPDATE fair_clock SET clock = $1 WHERE id = 1', [fair.clock]);
+      if (fair.clocks.length > 0) {
+        await q(
+          `INSERT INTO fair_clocks SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1
+           ON CONFLICT (namespace) DO UPDATE SET clock = EXCLUDED.clock`,
+          [fair.clocks.map((c) => c.namespace), fair.clocks.map((c) => c.clock)],
+        );
+      }
       if (fair.passes.length > 0) {
         await q(
-          `INSERT INTO fair_keys SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1
-           ON CONFLICT (ckey) DO UPDATE SET pass = EXCLUDED.pass`,
-          [fair.passes.map((p) => p.key), fair.passes.map((p) => p.pass)],
+          `INSERT INTO fair_keys (namespace, ckey, pass) SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) ORDER BY 1, 2
+           ON CONFLICT (namespace, ckey) DO UPDATE SET pass = EXCLUDED.pass`,
+          [fair.passes.map((p) => p.namespace), fair.passes.map((p) => p.key), fair.passes.map((p) => p.pass)],
         );
       }
       const starts = plan.starts();
       if (starts.length > 0) {
-        await q('INSERT INTO type_starts SELECT t, k, $3 FROM unnest($1::text[], $2::text[]) AS s(t, k)', [
+        await q('INSERT INTO type_starts (namespace, type, ckey, at) SELECT n, t, k, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS s(n, t, k)', [
+          starts.map((s) => s.namespace),
           starts.map((s) => s.type),
           starts.map((s) => s.key),
           now,
@@ -190,40 +208,42 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
   const store: TypeStore = {
     async typePolicyPut(params) {
       const [row] = await query<TypePolicyRow>(
-        `INSERT INTO type_policies VALUES ($1, $2, $3)
-         ON CONFLICT (type) DO UPDATE SET policy = EXCLUDED.policy, updated_at = EXCLUDED.updated_at RETURNING *`,
-        [params.type, JSON.stringify(params.policy), params.now],
+        `INSERT INTO type_policies (namespace, type, policy, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (namespace, type) DO UPDATE SET policy = EXCLUDED.policy, updated_at = EXCLUDED.updated_at RETURNING *`,
+        [params.namespace, params.type, JSON.stringify(params.policy), params.now],
       );
       return toPolicy(row);
     },
     async typePolicyGet(params) {
-      const [row] = await query<TypePolicyRow>('SELECT * FROM type_policies WHERE type = $1', [params.type]);
+      const [row] = await query<TypePolicyRow>('SELECT * FROM type_policies WHERE namespace = $1 AND type = $2', [params.namespace, params.type]);
       return row && toPolicy(row);
     },
     async typePause(params) {
       const [row] = await query<TypePauseRow>(
-        `INSERT INTO type_pauses VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (type, ckey) DO UPDATE SET until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at RETURNING *`,
-        [params.type, params.key ?? '', params.until, params.reason, params.now],
+        `INSERT INTO type_pauses (namespace, type, ckey, until, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (namespace, type, ckey) DO UPDATE SET until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at RETURNING *`,
+        [params.namespace, params.type, params.key ?? '', params.until, params.reason, params.now],
       );
       return toPause(row);
     },
     async typeResume(params) {
+      const { namespace, type } = params;
       const rows = params.allKeys
-        ? await query<TypePauseRow>('DELETE FROM type_pauses WHERE type = $1 RETURNING *', [params.type])
-        : await query<TypePauseRow>('DELETE FROM type_pauses WHERE type = $1 AND ckey = $2 RETURNING *', [params.type, params.key ?? '']);
+        ? await query<TypePauseRow>('DELETE FROM type_pauses WHERE namespace = $1 AND type = $2 RETURNING *', [namespace, type])
+        : await query<TypePauseRow>('DELETE FROM type_pauses WHERE namespace = $1 AND type = $2 AND ckey = $3 RETURNING *', [namespace, type, params.key ?? '']);
       return rows.map(toPause);
     },
     async typeExists(params) {
-      const [row] = await query<{ found: boolean }>(
-        'SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = $1 GROUP BY type HAVING sum(n) > 0) OR EXISTS (SELECT 1 FROM type_policies WHERE type = $1) AS found',
-        [params.type],
-      );
-      return row.found;
+      const { namespace, type } = params;
+      // task_counts knows a namespace by its req_key.
+      const keys = await query<{ req_key: string }>('SELECT req_key FROM task_counts WHERE type = $1 GROUP BY req_key HAVING sum(n) > 0', [type]);
+      if (keys.some((k) => namespaceOfKey(k.req_key) === namespace)) return true;
+      return (await query('SELECT 1 FROM type_policies WHERE namespace = $1 AND type = $2', [namespace, type])).length > 0;
     },
     async usageRecord(params) {
       const u = params.usage;
-      await query('INSERT INTO task_usage VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+      await query('INSERT INTO task_usage (namespace, type, ckey, at, input_tokens, output_tokens, cost_usd, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)', [
+        params.namespace,
         params.type,
         params.key,
         params.now,
@@ -234,14 +254,15 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       ]);
     },
     async usageSummary(params) {
-      await query('DELETE FROM task_usage WHERE type = $1 AND at < $2', [params.type, params.dayFrom]);
-      const rows = await query<UsageRow>(usageSums('type = $3'), [params.hourFrom, params.dayFrom, params.type]);
+      const { namespace, type } = params;
+      await query('DELETE FROM task_usage WHERE namespace = $1 AND type = $2 AND at < $3', [namespace, type, params.dayFrom]);
+      const rows = await query<UsageRow>(usageSums('namespace = $3 AND type = $4'), [params.hourFrom, params.dayFrom, namespace, type]);
       return toUsage(rows);
     },
     async usageTotals(params) {
       await query('DELETE FROM task_usage WHERE at < $1', [params.dayFrom]);
-      const rows = await query<UsageRow & { type: string }>(usageSums('true'), [params.hourFrom, params.dayFrom]);
-      return toFleetUsage(rows);
+      const rows = await query<UsageRow & { namespace: string; type: string }>(usageSums('true'), [params.hourFrom, params.dayFrom]);
+      return toFleetUsage(rows, params.namespaces);
     },
     typeOverview(params) {
       return db.transaction(async (q) => {

@@ -658,6 +658,56 @@ INSERT INTO namespaces (name, created_at, updated_at) VALUES ('default', 0, 0);
 ALTER TABLE api_keys ADD COLUMN namespaces TEXT NOT NULL DEFAULT '["*"]';
 `,
   },
+  {
+    version: 19,
+    name: "a task type's policy, pauses, rate windows, round-robin turns and usage are its namespace's",
+    sql: `
+-- team-a's limit on a type holds back none of team-b's tasks of the same name; each namespace takes
+-- its own turns. Everything stored before is default's.
+CREATE TABLE type_policies_ns (
+  namespace  TEXT    NOT NULL,
+  type       TEXT    NOT NULL,
+  policy     TEXT    NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (namespace, type)
+) WITHOUT ROWID;
+INSERT INTO type_policies_ns SELECT 'default', type, policy, updated_at FROM type_policies;
+DROP TABLE type_policies;
+ALTER TABLE type_policies_ns RENAME TO type_policies;
+-- ckey '' pauses the whole type.
+CREATE TABLE type_pauses_ns (
+  namespace  TEXT    NOT NULL,
+  type       TEXT    NOT NULL,
+  ckey       TEXT    NOT NULL,
+  until      INTEGER,
+  reason     TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (namespace, type, ckey)
+) WITHOUT ROWID;
+INSERT INTO type_pauses_ns SELECT 'default', type, ckey, until, reason, created_at FROM type_pauses;
+DROP TABLE type_pauses;
+ALTER TABLE type_pauses_ns RENAME TO type_pauses;
+ALTER TABLE type_starts ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+DROP INDEX type_starts_by_type;
+CREATE INDEX type_starts_by_type ON type_starts (namespace, type, at);
+CREATE TABLE fair_keys_ns (
+  namespace TEXT NOT NULL,
+  ckey      TEXT NOT NULL,
+  pass      REAL NOT NULL,
+  PRIMARY KEY (namespace, ckey)
+) WITHOUT ROWID;
+INSERT INTO fair_keys_ns SELECT 'default', ckey, pass FROM fair_keys;
+DROP TABLE fair_keys;
+ALTER TABLE fair_keys_ns RENAME TO fair_keys;
+-- Each namespace's round-robin clock; one that has none starts at 0.
+CREATE TABLE fair_clocks (namespace TEXT PRIMARY KEY, clock REAL NOT NULL) WITHOUT ROWID;
+INSERT INTO fair_clocks SELECT 'default', clock FROM fair_clock;
+DROP TABLE fair_clock;
+ALTER TABLE task_usage ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+DROP INDEX task_usage_by_type;
+CREATE INDEX task_usage_by_type ON task_usage (namespace, type, at);
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

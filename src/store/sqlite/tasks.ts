@@ -1,11 +1,11 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
-import { canClaim, claimKeysOf, namespaceOfKey, taskRequirementKey } from '../../domain/requirements.js';
-import { namespaceVisible } from '../../domain/namespaces.js';
+import { canClaim, claimKeysOf, taskRequirementKey } from '../../domain/requirements.js';
 import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
+  countsOfNamespaces,
   dependenciesByTask,
   endingLease,
   leaseEndColumns,
@@ -399,16 +399,8 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
     async taskCounts(params) {
       const namespaces = params?.namespaces;
-      if (namespaces === undefined) return s.counts.all() as TaskCount[];
-      const counts = new Map<string, TaskCount>();
-      for (const row of s.countsByKey.all() as (TaskCount & { req_key: string })[]) {
-        if (!namespaceVisible(namespaces, namespaceOfKey(row.req_key))) continue;
-        const group = `${row.type}\n${row.priority}\n${row.status}`;
-        const count = counts.get(group);
-        if (count) count.count += row.count;
-        else counts.set(group, { type: row.type, priority: row.priority, status: row.status, count: row.count });
-      }
-      return [...counts.values()];
+      if (namespaces === undefined && !params?.byNamespace) return s.counts.all() as TaskCount[];
+      return countsOfNamespaces(s.countsByKey.all() as (TaskCount & { req_key: string })[], namespaces, params?.byNamespace ?? false);
     },
 
     taskExpireUnclaimed(params) {

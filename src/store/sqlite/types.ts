@@ -1,6 +1,8 @@
 import { DAY_MS, HOUR_MS, type AdmissionState, type QueuedGroup } from '../../domain/type-policies.js';
+import { namespaceOfKey } from '../../domain/requirements.js';
 import type { ClaimPlan, TypeStore } from '../store.js';
 import {
+  leasedCounts,
   policedTypes,
   toCount,
   toGroup,
@@ -45,13 +47,13 @@ const queuedGroups = (filter: string) => `
     FROM task_counts c WHERE c.status = 'queued' AND c.n > 0 AND ${filter}
   ) WHERE n > 0`;
 
-/** Usage reports summed per type, key and window (since @hour, since @day) where `filter` holds. */
+/** Usage reports summed per namespace, type, key and window (since @hour, since @day) where `filter` holds. */
 const usageSums = (filter: string) => `
-  SELECT type, ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-    sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE ${filter} AND at >= @hour GROUP BY type, ckey
+  SELECT namespace, type, ckey, 'hour' AS window, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+    sum(cost_usd) AS cost_usd, count(*) AS reports FROM task_usage WHERE ${filter} AND at >= @hour GROUP BY namespace, type, ckey
   UNION ALL
-  SELECT type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
-    WHERE ${filter} AND at >= @day GROUP BY type, ckey`;
+  SELECT namespace, type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
+    WHERE ${filter} AND at >= @day GROUP BY namespace, type, ckey`;
 
 /** Policies and pauses per task type (SQLite), and what the claim reads of them. */
 export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
@@ -66,43 +68,50 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
            OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_locking WHERE status = 'queued' AND locks <> '[]')`,
       )
       .pluck(),
-    policies: db.prepare('SELECT * FROM type_policies ORDER BY type'),
-    policy: db.prepare('SELECT * FROM type_policies WHERE type = ?'),
+    policies: db.prepare('SELECT * FROM type_policies ORDER BY namespace, type'),
+    policy: db.prepare('SELECT * FROM type_policies WHERE namespace = ? AND type = ?'),
     putPolicy: db.prepare(
-      'INSERT INTO type_policies VALUES (@type, @policy, @now) ON CONFLICT (type) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at RETURNING *',
+      `INSERT INTO type_policies (namespace, type, policy, updated_at) VALUES (@namespace, @type, @policy, @now)
+       ON CONFLICT (namespace, type) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at RETURNING *`,
     ),
-    pauses: db.prepare('SELECT * FROM type_pauses WHERE until IS NULL OR until > ? ORDER BY type, ckey'),
+    pauses: db.prepare('SELECT * FROM type_pauses WHERE until IS NULL OR until > ? ORDER BY namespace, type, ckey'),
     pause: db.prepare(
-      `INSERT INTO type_pauses VALUES (@type, @ckey, @until, @reason, @now)
-       ON CONFLICT (type, ckey) DO UPDATE SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at RETURNING *`,
+      `INSERT INTO type_pauses (namespace, type, ckey, until, reason, created_at) VALUES (@namespace, @type, @ckey, @until, @reason, @now)
+       ON CONFLICT (namespace, type, ckey) DO UPDATE SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at RETURNING *`,
     ),
-    resumeOne: db.prepare('DELETE FROM type_pauses WHERE type = ? AND ckey = ? RETURNING *'),
-    resumeAll: db.prepare('DELETE FROM type_pauses WHERE type = ? RETURNING *'),
-    typeExists: db.prepare('SELECT EXISTS (SELECT 1 FROM task_counts WHERE type = ? AND n > 0)').pluck(),
-    // By key from the partial index of keyed leases; the unkeyed ones are the type's leased count less those.
-    leased: db.prepare(`SELECT type, concurrency_key AS ckey, count(*) AS n FROM tasks
-        WHERE status = 'leased' AND concurrency_key <> '' AND type = @type GROUP BY concurrency_key
-      UNION ALL
-      SELECT @type, '', (SELECT coalesce(sum(n), 0) FROM task_counts WHERE status = 'leased' AND type = @type)
-        - (SELECT count(*) FROM tasks WHERE status = 'leased' AND concurrency_key <> '' AND type = @type)`),
-    pruneStarts: db.prepare('DELETE FROM type_starts WHERE type = ? AND at <= ?'),
-    starts: db.prepare('SELECT type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE type = ? AND at > ? GROUP BY ckey'),
-    addStart: db.prepare('INSERT INTO type_starts VALUES (?, ?, ?)'),
-    clock: db.prepare('SELECT clock FROM fair_clock WHERE id = 1').pluck(),
-    setClock: db.prepare('UPDATE fair_clock SET clock = ? WHERE id = 1'),
-    passes: db.prepare('SELECT ckey AS key, pass FROM fair_keys WHERE ckey IN (SELECT value FROM json_each(?))'),
-    setPass: db.prepare('INSERT INTO fair_keys VALUES (?, ?) ON CONFLICT (ckey) DO UPDATE SET pass = excluded.pass'),
+    resumeOne: db.prepare('DELETE FROM type_pauses WHERE namespace = ? AND type = ? AND ckey = ? RETURNING *'),
+    resumeAll: db.prepare('DELETE FROM type_pauses WHERE namespace = ? AND type = ? RETURNING *'),
+    // task_counts knows a namespace by its req_key.
+    typeKeys: db.prepare('SELECT req_key FROM task_counts WHERE type = ? AND n > 0').pluck(),
+    // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
+    leasedKeyed: db.prepare(`SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
+        WHERE status = 'leased' AND concurrency_key <> '' AND type = ? GROUP BY namespace, concurrency_key`),
+    leasedCounted: db.prepare("SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type = ? GROUP BY req_key"),
+    pruneStarts: db.prepare('DELETE FROM type_starts WHERE namespace = ? AND type = ? AND at <= ?'),
+    starts: db.prepare(
+      'SELECT namespace, type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE namespace = ? AND type = ? AND at > ? GROUP BY ckey',
+    ),
+    addStart: db.prepare('INSERT INTO type_starts (namespace, type, ckey, at) VALUES (?, ?, ?, ?)'),
+    clocks: db.prepare('SELECT namespace, clock FROM fair_clocks'),
+    setClock: db.prepare('INSERT INTO fair_clocks VALUES (?, ?) ON CONFLICT (namespace) DO UPDATE SET clock = excluded.clock'),
+    passes: db.prepare(
+      'SELECT namespace, ckey AS key, pass FROM fair_keys WHERE namespace IN (SELECT value FROM json_each(?)) AND ckey IN (SELECT value FROM json_each(?))',
+    ),
+    setPass: db.prepare('INSERT INTO fair_keys (namespace, ckey, pass) VALUES (?, ?, ?) ON CONFLICT (namespace, ckey) DO UPDATE SET pass = excluded.pass'),
     groups: db.prepare(queuedGroups('req_key IN (SELECT value FROM json_each(@keys))')),
     allGroups: db.prepare(queuedGroups('1')),
     typeGroups: db.prepare(queuedGroups('type = @type')),
-    usageInsert: db.prepare('INSERT INTO task_usage VALUES (@type, @ckey, @at, @input, @output, @cost, @model)'),
-    usagePrune: db.prepare('DELETE FROM task_usage WHERE type = ? AND at < ?'),
-    usageSums: db.prepare(usageSums('type = @type')),
+    usageInsert: db.prepare(
+      `INSERT INTO task_usage (namespace, type, ckey, at, input_tokens, output_tokens, cost_usd, model)
+       VALUES (@namespace, @type, @ckey, @at, @input, @output, @cost, @model)`,
+    ),
+    usagePrune: db.prepare('DELETE FROM task_usage WHERE namespace = ? AND type = ? AND at < ?'),
+    usageSums: db.prepare(usageSums('namespace = @namespace AND type = @type')),
     usagePruneAll: db.prepare('DELETE FROM task_usage WHERE at < ?'),
     usageSumsAll: db.prepare(usageSums('1')),
-    spent: db.prepare(`SELECT type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
+    spent: db.prepare(`SELECT namespace, type, ckey, coalesce(sum(CASE WHEN at >= @hour THEN input_tokens + output_tokens END), 0) AS tokens_hour,
         min(CASE WHEN at >= @hour THEN at END) AS oldest_hour, coalesce(sum(cost_usd), 0) AS cost_day, min(at) AS oldest_day
-      FROM task_usage WHERE type = @type AND at >= @day GROUP BY ckey`),
+      FROM task_usage WHERE namespace = @namespace AND type = @type AND at >= @day GROUP BY ckey`),
     head: db
       .prepare(
         // A task past its expires_at is never handed out, even before the expirer has swept it.
@@ -114,19 +123,27 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
   function state(now: number, groups: QueuedGroup[]): AdmissionState {
     const policies = (s.policies.all() as TypePolicyRow[]).map(toPolicy);
     const { limited, rated, budgeted } = policedTypes(policies);
-    const starts = rated.flatMap(({ type, since }) => {
-      s.pruneStarts.run(type, now - since);
-      return (s.starts.all(type, now - since) as TypeKeyCountRow[]).map(toCount);
+    const starts = rated.flatMap(({ namespace, type, since }) => {
+      s.pruneStarts.run(namespace, type, now - since);
+      return (s.starts.all(namespace, type, now - since) as TypeKeyCountRow[]).map(toCount);
     });
+    const limitedTypes = [...new Set(limited.map((l) => l.type))];
     const keys = [...new Set(groups.map((g) => g.key))];
+    const namespaces = [...new Set(groups.map((g) => g.namespace))];
     return {
       policies,
       pauses: (s.pauses.all(now) as TypePauseRow[]).map(toPause),
-      leased: limited.flatMap((type) => (s.leased.all({ type }) as TypeKeyCountRow[]).map(toCount)),
+      leased: leasedCounts(
+        limited,
+        limitedTypes.flatMap((type) => s.leasedKeyed.all(type) as TypeKeyCountRow[]),
+        limitedTypes.flatMap((type) => s.leasedCounted.all(type) as { req_key: string; type: string; n: number }[]),
+      ),
       starts,
-      fairClock: s.clock.get() as number,
-      passes: s.passes.all(JSON.stringify(keys)) as { key: string; pass: number }[],
-      spent: budgeted.flatMap((type) => (s.spent.all({ type, hour: now - HOUR_MS, day: now - DAY_MS }) as SpentRow[]).map(toSpent)),
+      fairClocks: s.clocks.all() as { namespace: string; clock: number }[],
+      passes: s.passes.all(JSON.stringify(namespaces), JSON.stringify(keys)) as { namespace: string; key: string; pass: number }[],
+      spent: budgeted.flatMap(({ namespace, type }) =>
+        (s.spent.all({ namespace, type, hour: now - HOUR_MS, day: now - DAY_MS }) as SpentRow[]).map(toSpent),
+      ),
     };
   }
 
@@ -144,37 +161,40 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     },
     record(plan, now) {
       const fair = plan.fairUpdates();
-      s.setClock.run(fair.clock);
-      for (const p of fair.passes) s.setPass.run(p.key, p.pass);
-      for (const start of plan.starts()) s.addStart.run(start.type, start.key, now);
+      for (const c of fair.clocks) s.setClock.run(c.namespace, c.clock);
+      for (const p of fair.passes) s.setPass.run(p.namespace, p.key, p.pass);
+      for (const start of plan.starts()) s.addStart.run(start.namespace, start.type, start.key, now);
     },
   };
 
   const store: TypeStore = {
     typePolicyPut(params) {
-      return groupCommit.write(() => toPolicy(s.putPolicy.get({ type: params.type, policy: JSON.stringify(params.policy), now: params.now }) as TypePolicyRow));
+      const { namespace, type, policy, now } = params;
+      return groupCommit.write(() => toPolicy(s.putPolicy.get({ namespace, type, policy: JSON.stringify(policy), now }) as TypePolicyRow));
     },
     async typePolicyGet(params) {
-      const row = s.policy.get(params.type) as TypePolicyRow | undefined;
+      const row = s.policy.get(params.namespace, params.type) as TypePolicyRow | undefined;
       return row && toPolicy(row);
     },
     typePause(params) {
-      return groupCommit.write(() =>
-        toPause(s.pause.get({ type: params.type, ckey: params.key ?? '', until: params.until, reason: params.reason, now: params.now }) as TypePauseRow),
-      );
+      const { namespace, type, key, until, reason, now } = params;
+      return groupCommit.write(() => toPause(s.pause.get({ namespace, type, ckey: key ?? '', until, reason, now }) as TypePauseRow));
     },
     typeResume(params) {
+      const { namespace, type } = params;
       return groupCommit.write(() =>
-        ((params.allKeys ? s.resumeAll.all(params.type) : s.resumeOne.all(params.type, params.key ?? '')) as TypePauseRow[]).map(toPause),
+        ((params.allKeys ? s.resumeAll.all(namespace, type) : s.resumeOne.all(namespace, type, params.key ?? '')) as TypePauseRow[]).map(toPause),
       );
     },
     async typeExists(params) {
-      return (s.typeExists.get(params.type) as number) === 1 || s.policy.get(params.type) !== undefined;
+      const { namespace, type } = params;
+      return (s.typeKeys.all(type) as string[]).some((key) => namespaceOfKey(key) === namespace) || s.policy.get(namespace, type) !== undefined;
     },
     usageRecord(params) {
       const u = params.usage;
       return groupCommit.write(() => {
         s.usageInsert.run({
+          namespace: params.namespace,
           type: params.type,
           ckey: params.key,
           at: params.now,
@@ -186,15 +206,17 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
       });
     },
     usageSummary(params) {
+      const { namespace, type } = params;
       return groupCommit.write(() => {
-        s.usagePrune.run(params.type, params.dayFrom);
-        return toUsage(s.usageSums.all({ type: params.type, hour: params.hourFrom, day: params.dayFrom }) as UsageRow[]);
+        s.usagePrune.run(namespace, type, params.dayFrom);
+        return toUsage(s.usageSums.all({ namespace, type, hour: params.hourFrom, day: params.dayFrom }) as UsageRow[]);
       });
     },
     usageTotals(params) {
       return groupCommit.write(() => {
         s.usagePruneAll.run(params.dayFrom);
-        return toFleetUsage(s.usageSumsAll.all({ hour: params.hourFrom, day: params.dayFrom }) as (UsageRow & { type: string })[]);
+        const rows = s.usageSumsAll.all({ hour: params.hourFrom, day: params.dayFrom }) as (UsageRow & { namespace: string; type: string })[];
+        return toFleetUsage(rows, params.namespaces);
       });
     },
     async typeOverview(params) {

@@ -2,6 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { get } from '../api.js';
 import { ago, time } from '../format.js';
 import { useLiveData } from '../hooks.js';
+import { useNamespaces } from '../namespaces.js';
 import type { TaskType, TaskTypeDetail } from '../types.js';
 import type { ViewProps } from './view.js';
 
@@ -57,8 +58,12 @@ export function budgetWhy(d: TaskTypeDetail): string[] {
   return lines;
 }
 
+/** A type is its namespace's: the same name in two namespaces is two rows. */
+const typeId = (t: { namespace: string; type: string }) => `${t.namespace}/${t.type}`;
+
 /** Task types: their policies, whether they are paused, and how many queued tasks each limit holds back. */
 export default function Types(_props: ViewProps) {
+  const { column: namespaceColumn } = useNamespaces();
   const [types, setTypes] = useState<TaskType[] | null>(null);
   const [why, setWhy] = useState<Record<string, string[]>>({});
   const [error, setError] = useState('');
@@ -68,8 +73,10 @@ export default function Types(_props: ViewProps) {
       const items = (await get<{ items: TaskType[] }>('/v1/types')).items;
       // A type a spent budget holds back says what was spent: its detail has the usage (few such types).
       const budgeted = items.filter((t) => t.heldBack.budget > 0).slice(0, 20);
-      const details = await Promise.all(budgeted.map((t) => get<TaskTypeDetail>(`/v1/types/${encodeURIComponent(t.type)}`)));
-      setWhy(Object.fromEntries(details.map((d) => [d.type, budgetWhy(d)])));
+      const details = await Promise.all(
+        budgeted.map((t) => get<TaskTypeDetail>(`/v1/types/${encodeURIComponent(t.type)}?namespace=${encodeURIComponent(t.namespace)}`)),
+      );
+      setWhy(Object.fromEntries(details.map((d) => [typeId(d), budgetWhy(d)])));
       setTypes(items);
       setError('');
     } catch (err) {
@@ -89,18 +96,19 @@ export default function Types(_props: ViewProps) {
       {error && <p class="error">{error}</p>}
       <table class="data">
         <thead>
-          <tr><th>type</th><th>policy</th><th>queued</th><th>leased</th><th>held back</th><th>paused</th></tr>
+          <tr>{namespaceColumn && <th>namespace</th>}<th>type</th><th>policy</th><th>queued</th><th>leased</th><th>held back</th><th>paused</th></tr>
         </thead>
         <tbody>
           {(types ?? []).map((t) => (
-            <tr key={t.type} data-type={t.type}>
+            <tr key={typeId(t)} data-type={t.type} data-namespace={t.namespace}>
+              {namespaceColumn && <td>{t.namespace}</td>}
               <td class="mono"><a href={`#/tasks?type=${encodeURIComponent(t.type)}`}>{t.type}</a></td>
               <td data-field="policy">{policyText(t)}</td>
               <td>{t.counts.queued}</td>
               <td>{t.counts.leased}</td>
               <td data-field="held">
                 {heldText(t)}
-                {(why[t.type] ?? []).map((line) => (
+                {(why[typeId(t)] ?? []).map((line) => (
                   <div key={line} class="muted" data-field="budget">{line}</div>
                 ))}
               </td>
