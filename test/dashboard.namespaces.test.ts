@@ -114,6 +114,22 @@ describe('dashboard namespaces', () => {
     await page.context().close();
   });
 
+  it("shows a type of one name in two namespaces as two rows, each with its namespace's own policy", async () => {
+    for (const ns of ['team-a', 'team-b'] as const) tasks[ns].push((await server.api.submit({ type: 'shared', namespace: ns })).id);
+    assert.equal((await server.api.put('/v1/types/shared?namespace=team-a', { maxConcurrency: 3 })).status, 200);
+    const { page } = await newPage(server.adminKey!);
+    await page.goto(server.url + '/#/types');
+    await page.waitForFunction(() => document.querySelectorAll('tr[data-type="shared"]').length === 2, undefined, WAIT);
+    assert.ok((await headerCells(page, 'table.data th')).includes('namespace'));
+    assert.equal(await page.innerText('tr[data-type="shared"][data-namespace="team-a"] [data-field=policy]'), '≤ 3 at once');
+    assert.equal(await page.innerText('tr[data-type="shared"][data-namespace="team-b"] [data-field=policy]'), 'no limits');
+    // In team-b alone: team-b's row, without the column.
+    await page.selectOption('[data-testid=namespace-picker]', 'team-b');
+    await page.waitForFunction(() => document.querySelectorAll('tr[data-type="shared"]').length === 1 && document.querySelector('tr[data-type="shared"][data-namespace="team-b"]'), undefined, WAIT);
+    assert.ok(!(await headerCells(page, 'table.data th')).includes('namespace'));
+    await page.context().close();
+  });
+
   it('shows a key of team-b alone no picker, and only team-b', async () => {
     const { page, namespaceHeaders } = await newPage(teamBKey);
     // A namespace picked in this browser before, out of this key's reach, is let go.
