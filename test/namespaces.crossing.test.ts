@@ -58,10 +58,11 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
     await teamA.submit({ type: 'work', payload: { team: 'a' } });
 
     b.agent = await teamB.registerAgent(['work'], { name: MARK });
-    b.done = (await teamB.submit({ type: 'work', payload: { MARK } })).id;
+    // Its usage is reported under a concurrency key that names it: usage sums must not show it to team-a.
+    b.done = (await teamB.submit({ type: 'work', payload: { MARK }, concurrencyKey: MARK })).id;
     const [first] = await teamB.claim(b.agent.id);
     assert.equal(first.id, b.done);
-    assert.equal((await teamB.post(`/v1/tasks/${b.done}/complete`, { agentId: b.agent.id, result: MARK })).status, 200);
+    assert.equal((await teamB.post(`/v1/tasks/${b.done}/complete`, { agentId: b.agent.id, result: MARK, usage: { inputTokens: 7 } })).status, 200);
     b.leased = (await teamB.submit({ type: 'work', payload: { MARK }, tags: ['team-b'] })).id;
     assert.equal((await teamB.claim(b.agent.id))[0].id, b.leased);
     b.queued = (await teamB.submit({ type: 'work', payload: { MARK }, priority: -1, idempotencyKey: MARK })).id;
@@ -181,7 +182,7 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
     let peerB: Peer | undefined;
     try {
       peer = await connect(`${server.url}/v1/events?since=0`, { authorization: `Bearer ${teamA.key}` });
-      peer.send({ type: 'subscribe', topics: ['tasks', 'agents', 'locks', 'pipelines', `task:${b.queued}`, `run:${b.run}`] });
+      peer.send({ type: 'subscribe', topics: ['tasks', 'agents', 'locks', 'pipelines', 'stats', `task:${b.queued}`, `run:${b.run}`] });
       await peer.next('subscribed');
       await teamB.submit({ type: 'work', payload: { MARK } });
       await teamB.post(`/v1/tasks/${b.leased}/progress`, { agentId: b.agent.id, progress: 0.5, message: MARK });
@@ -198,6 +199,7 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
       // Published after team-b's: once it arrives, team-b's would have arrived before it.
       const last = await teamA.submit({ type: 'work', payload: { team: 'a', last: true } });
       await eventually(() => peer!.received.some((m) => m.type === 'events' && m.events.some((e: any) => e.name === 'task.created' && e.data.task.id === last.id)), 5_000, "team-a's last task.created");
+      await eventually(() => peer!.received.some((m) => m.type === 'events' && m.events.some((e: any) => e.name === 'stats')), 5_000, 'a stats snapshot');
       const events = peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
       assert.ok(events.length > 0);
       assert.deepEqual(events.filter((e: any) => JSON.stringify(e).includes(MARK) || JSON.stringify(e.data).includes('"team-b"')), []);

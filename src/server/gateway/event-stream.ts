@@ -297,15 +297,17 @@ export class EventStream {
         this.publish('stats', ['stats'], () => snapshot, only);
         return;
       }
-      // A socket that does not reach every namespace is sent the counts of its own (read once per reach).
-      const counts = new Map<string, Promise<Pick<FleetStats, 'tasks' | 'agents'>>>();
+      // A socket that does not reach every namespace is sent the counts and usage of its own (read once per reach).
+      const ofReach = new Map<string, Promise<Pick<FleetStats, 'tasks' | 'agents' | 'usage'>>>();
       for (const observer of [...subscribers]) {
         const reach = observer.reach;
-        let own: Pick<FleetStats, 'tasks' | 'agents'> | undefined;
+        let own: Pick<FleetStats, 'tasks' | 'agents' | 'usage'> | undefined;
         if (reach !== undefined) {
           const key = reach.join(',');
-          if (!counts.has(key)) counts.set(key, this.fleet.stats.counts(reach));
-          own = await counts.get(key);
+          if (!ofReach.has(key)) {
+            ofReach.set(key, Promise.all([this.fleet.stats.counts(reach), this.fleet.stats.usage(reach)]).then(([counts, usage]) => ({ ...counts, usage })));
+          }
+          own = await ofReach.get(key);
         }
         this.publish('stats', ['stats'], () => (own ? { ...snapshot, ...own } : snapshot), observer);
       }
