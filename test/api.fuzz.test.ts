@@ -15,6 +15,10 @@ import { timerMoved } from './fuzz/timers.js';
  * and repeated query keys. Whatever it sends: never a 5xx, every error is the JSON error shape, a
  * rejected request changes nothing, and the server stays healthy.
  *
+ * Two namespaces: beside the default namespace's things, team-b has its own (an agent, tasks, a
+ * lock), and some requests go with an admin key of team-a. Whatever such a request is and whatever
+ * it is answered, nothing of team-b's shows in the answer and nothing of team-b's changes.
+ *
  * Seeded and bounded for CI. FLEETD_FUZZ_RUNS (default 20) sets the random requests per operation,
  * FLEETD_FUZZ_SEED (default 8) the seed: `FLEETD_FUZZ_RUNS=2000 node --import tsx --test
  * test/api.fuzz.test.ts` is the long run.
@@ -49,6 +53,13 @@ await api.claim(agentA.id, 2);
 await api.post('/v1/locks', { agentId: agentA.id, resources: ['src/main.ts', 'dir/'], ttlMs: 3_600_000 });
 await api.post('/v1/pipelines/count/runs', { input: { text: 'three small words' }, idempotencyKey: 'k1' });
 const readKey = (await api.post('/v1/keys', { name: 'fuzz-read', scope: 'read' })).body.secret as string;
+/** In every one of team-b's things, so that an answer showing any of them is seen. */
+const MARK = 'zz-only-in-team-b';
+const agentB = await api.registerAgent(['fuzz'], { name: MARK, namespace: 'team-b' });
+for (let i = 0; i < 3; i++) await api.submit({ type: 'fuzz', payload: { MARK, i }, namespace: 'team-b', tags: [MARK] });
+await api.as(agentB.token).claim(agentB.id, 1);
+await api.post('/v1/locks', { agentId: agentB.id, resources: [`${MARK}/a.ts`], ttlMs: 3_600_000 });
+const teamA = `Bearer ${(await api.post('/v1/keys', { name: 'fuzz-team-a', scope: 'admin', namespaces: ['team-a'] })).body.secret as string}`;
 
 after(() => server.stop());
 
@@ -104,6 +115,12 @@ function assertUnchanged(before: State, after: State, what: string): void {
   assert.deepEqual(after.keys, before.keys, `${what} changed the API keys`);
 }
 
+/** team-b's things in a state, and nothing else. */
+function teamBPart(s: State): State {
+  const ofB = <T extends { namespace?: string }>(m: Map<any, T>) => new Map([...m].filter(([, v]) => v.namespace === 'team-b'));
+  return { takenAt: s.takenAt, counts: null, tasks: ofB(s.tasks), agents: ofB(s.agents), locks: ofB(s.locks), runs: new Map(), keys: [] };
+}
+
 function assertErrorShape(reply: RawReply, what: string): void {
   assert.match(String(reply.headers['content-type']), /^application\/json/, `${what}: error without a JSON content type: ${reply.text.slice(0, 200)}`);
   const body = JSON.parse(reply.text);
@@ -117,8 +134,11 @@ let current = await state();
 /** How often each status came back, reported at the end: a fuzzer that only ever hits 400 tests little. */
 const statuses = new Map<number, number>();
 
-/** Sends one request and checks the answer; the state must not change unless it succeeded. */
-async function check(send: () => Promise<RawReply>, what: string): Promise<RawReply> {
+/**
+ * Sends one request and checks the answer; the state must not change unless it succeeded, and
+ * nothing of team-b's may show or change when team-a's key sent it.
+ */
+async function check(send: () => Promise<RawReply>, what: string, asTeamA = false): Promise<RawReply> {
   const reply = await send();
   statuses.set(reply.status, (statuses.get(reply.status) ?? 0) + 1);
   assert.ok(reply.status < 500, `${what} → ${reply.status}: ${reply.text.slice(0, 500)}`);
@@ -126,6 +146,10 @@ async function check(send: () => Promise<RawReply>, what: string): Promise<RawRe
   if (reply.status >= 300) {
     if (!what.startsWith('HEAD ')) assertErrorShape(reply, what);
     assertUnchanged(current, after, `${what} (answered ${reply.status})`);
+  }
+  if (asTeamA) {
+    assert.ok(!reply.text.includes(MARK), `${what}, sent with team-a's key, shows team-b's: ${reply.text.slice(0, 300)}`);
+    assertUnchanged(teamBPart(current), teamBPart(after), `${what}, sent with team-a's key, (answered ${reply.status})`);
   }
   current = after;
   return reply;
@@ -259,7 +283,8 @@ function requestArbitrary(op: Operation) {
       // Mostly the admin key, so that requests reach validation; else no credential, a wrong one, a
       // reader's, or an agent's own token used elsewhere.
       authorization: fc.oneof(
-        { weight: 8, arbitrary: fc.constant(admin) },
+        { weight: 6, arbitrary: fc.constant(admin) },
+        { weight: 2, arbitrary: fc.constant(teamA) },
         { weight: 1, arbitrary: fc.constantFrom(undefined, 'Bearer ', 'Basic YWRtaW46YWRtaW4=', `Bearer ${readKey}`, `Bearer ${agentA.token}`, `bearer ${api.key}`, `Bearer ${api.key}x`, `Bearer ${'k'.repeat(8_000)}`) },
         { weight: 1, arbitrary: hostileString.map((t) => `Bearer ${t}`) },
       ),
@@ -341,7 +366,7 @@ describe('API fuzzing from the OpenAPI document', () => {
           fc.asyncProperty(requestArbitrary(op), async (generated) => {
             const request = materialise(op, generated);
             try {
-              await check(() => sendRaw(server.url, request), describeRequest(request));
+              await check(() => sendRaw(server.url, request), describeRequest(request), request.headers.authorization === teamA);
             } catch (err) {
               failure ??= err as Error;
               throw err;
