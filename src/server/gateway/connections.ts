@@ -66,8 +66,11 @@ export class Connections {
     return true;
   }
 
-  /** Sends one text frame; a socket already holding more unsent bytes than the cap is cut off instead. */
-  send(socket: WebSocket, text: string): boolean {
+  /**
+   * Sends one text frame (compressed as ws decides, unless `compress: false`); a socket already
+   * holding more unsent bytes than the cap is cut off instead.
+   */
+  send(socket: WebSocket, text: string, options?: { compress: false }): boolean {
     if (socket.readyState !== socket.OPEN) return false;
     const buffered = socket.bufferedAmount;
     if (buffered > this.peakBufferedBytes) this.peakBufferedBytes = buffered;
@@ -75,7 +78,8 @@ export class Connections {
       this.cutOff(socket);
       return false;
     }
-    socket.send(text);
+    if (options) socket.send(text, options);
+    else socket.send(text);
     return true;
   }
 

@@ -29,6 +29,14 @@ const sees = (observer: Observer, namespace: string | null | undefined): boolean
 /** An observer only ever sends (un)subscribe messages: anything bigger is not one (the socket-wide cap is the payload size). */
 const MAX_OBSERVER_MESSAGE_BYTES = 64 * 1024;
 const STATS_INTERVAL_MS = 1_000;
+/**
+ * A live batch (each second's stats, a few events) goes to every observer at once: deflating it
+ * once per socket (permessage-deflate keeps a context per socket) costs more than the bytes it
+ * saves, and queues every socket's frame behind the others' in zlib's threads — with 250 observers,
+ * seconds behind. A large batch (a burst of events) is still compressed; a replay, sent to one
+ * socket, is compressed as ws decides (over 1 KiB).
+ */
+const LIVE_DEFLATE_MIN_BYTES = 16 * 1024;
 
 class Observer {
   readonly topics = new Set<string>();
@@ -211,9 +219,9 @@ export class EventStream {
       const topic = event.topics.find((t) => wanted.has(t));
       if (topic === undefined || !sees(observer, event.namespace)) continue;
       observer.pending.push(JSON.stringify({ topic, name: event.name, data: event.data(), at: event.at, seq: event.seq }));
-      if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer);
+      if (observer.pending.length >= this.config.eventBatchMax) this.flush(observer, Date.now(), false);
     }
-    this.flush(observer);
+    this.flush(observer, Date.now(), false);
   }
 
   /**
@@ -322,13 +330,14 @@ export class EventStream {
     for (const observer of this.dirty) this.flush(observer, now);
   }
 
-  private flush(observer: Observer, now = Date.now()): void {
+  /** Sends the observer's pending events as one batch; `live` for a batch of the live stream (see LIVE_DEFLATE_MIN_BYTES). */
+  private flush(observer: Observer, now = Date.now(), live = true): void {
     this.dirty.delete(observer);
     if (observer.pending.length === 0) return;
     observer.lastFlushAt = now;
     // The entries are JSON already: the batch is assembled, not serialised again.
     const text = `{"type":"events","events":[${observer.pending.join(',')}]}`;
     observer.pending = [];
-    this.connections.send(observer.socket, text);
+    this.connections.send(observer.socket, text, live && text.length < LIVE_DEFLATE_MIN_BYTES ? { compress: false } : undefined);
   }
 }
