@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { migrate, migrations } from '../src/store/sqlite/migrations.js';
+import { taskList } from '../src/store/lists.js';
+import { whereOf } from '../src/store/keyset.js';
 
 /**
  * Upgrading a database written before namespaces: migration 17 builds pipeline_runs, pipeline_steps
@@ -58,6 +60,66 @@ describe('sqlite migrations: pipeline runs, versions and cases into namespaces',
       );
       assert.throws(() => db.prepare("INSERT INTO pipeline_steps (run_id, position, name, status) VALUES (1000, 0, 'a', 'pending')").run(), /FOREIGN KEY/);
       assert.deepEqual(db.pragma('foreign_key_check'), []);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("brings a type's policy, pauses, turns, rate-window starts and usage of a database written before into default", () => {
+    const db = new Database(':memory:');
+    try {
+      db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+      for (const m of migrations.filter((m) => m.version <= 18)) {
+        db.exec(m.sql);
+        db.prepare('INSERT INTO schema_migrations VALUES (?, ?, ?)').run(m.version, m.name, 0);
+      }
+      db.exec(`
+        INSERT INTO type_policies VALUES ('llm', '{"maxConcurrency":2}', 5);
+        INSERT INTO type_pauses VALUES ('llm', '', NULL, 'down', 6), ('llm', 'k', 99, NULL, 7);
+        INSERT INTO type_starts VALUES ('llm', 'k', 8);
+        INSERT INTO fair_keys VALUES ('k', 3.5), ('j', 2);
+        UPDATE fair_clock SET clock = 3;
+        INSERT INTO task_usage VALUES ('llm', 'k', 9, 10, 20, 0.5, 'm');
+      `);
+
+      migrate(db);
+
+      assert.deepEqual(db.prepare('SELECT * FROM type_policies').all(), [{ namespace: 'default', type: 'llm', policy: '{"maxConcurrency":2}', updated_at: 5 }]);
+      assert.deepEqual(db.prepare('SELECT namespace, type, ckey, until, reason FROM type_pauses ORDER BY ckey').all(), [
+        { namespace: 'default', type: 'llm', ckey: '', until: null, reason: 'down' },
+        { namespace: 'default', type: 'llm', ckey: 'k', until: 99, reason: null },
+      ]);
+      assert.deepEqual(db.prepare('SELECT namespace, type, ckey, at FROM type_starts').all(), [{ namespace: 'default', type: 'llm', ckey: 'k', at: 8 }]);
+      assert.deepEqual(db.prepare('SELECT * FROM fair_keys ORDER BY ckey').all(), [
+        { namespace: 'default', ckey: 'j', pass: 2 },
+        { namespace: 'default', ckey: 'k', pass: 3.5 },
+      ]);
+      assert.deepEqual(db.prepare('SELECT * FROM fair_clocks').all(), [{ namespace: 'default', clock: 3 }]);
+      assert.deepEqual(db.prepare('SELECT namespace, type, ckey, input_tokens, model FROM task_usage').all(), [
+        { namespace: 'default', type: 'llm', ckey: 'k', input_tokens: 10, model: 'm' },
+      ]);
+      // The same type, key and pause in another namespace are rows of their own.
+      db.exec(`INSERT INTO type_policies VALUES ('team-b', 'llm', '{}', 1); INSERT INTO type_pauses VALUES ('team-b', 'llm', '', NULL, NULL, 1);
+        INSERT INTO fair_keys VALUES ('team-b', 'k', 0)`);
+      assert.throws(() => db.exec("INSERT INTO type_policies VALUES ('team-b', 'llm', '{}', 2)"), /UNIQUE|PRIMARY KEY/);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("lists a namespace's tasks from the index of tasks outside default, not by reading every task", () => {
+    const db = new Database(':memory:');
+    try {
+      migrate(db);
+      const plan = (namespaces: string[]) => {
+        const q = taskList({ namespaces, limit: 50 });
+        const { conditions, values } = whereOf(q.where);
+        const sql = `EXPLAIN QUERY PLAN ${q.select} WHERE ${conditions.join(' AND ')} ORDER BY id DESC LIMIT 50`;
+        return (db.prepare(sql).all(...values) as { detail: string }[]).map((r) => r.detail).join('; ');
+      };
+      assert.match(plan(['team-a']), /tasks_outside_default/);
+      assert.match(plan(['team-a', 'team-b']), /tasks_outside_default/);
+      assert.doesNotMatch(plan(['default', 'team-a']), /tasks_outside_default/, 'default is not in it');
     } finally {
       db.close();
     }

@@ -9,7 +9,7 @@ import { invalid } from '../domain/errors.js';
 export interface KeysetQuery<R> {
   /** `SELECT … FROM …`, without WHERE. */
   select: string;
-  /** Conditions with one `?` each (see whereOf); those whose value is undefined are left out. */
+  /** Conditions with one `?` each, or none with WITHOUT_VALUE (see whereOf); those whose value is undefined are left out. */
   where: [condition: string, value: unknown][];
   /** The unique, indexed column the pages follow, as the SQL names it. */
   key: string;
@@ -23,6 +23,9 @@ export interface KeysetQuery<R> {
 /** How a dialect writes the n-th parameter (from 1): SQLite `?`, PostgreSQL `$n`. */
 export type Placeholder = (n: number) => string;
 
+/** The value of a condition that takes none: written as it is (a partial index's predicate, which a planner matches only as literal SQL). */
+export const WITHOUT_VALUE = Symbol('without value');
+
 /**
  * Conditions and their values, those whose value is undefined left out. A list value stands for an
  * `IN (?)` condition and takes one placeholder per item (an empty list matches nothing).
@@ -32,7 +35,8 @@ export function whereOf(where: [condition: string, value: unknown][]): { conditi
   const values: unknown[] = [];
   for (const [condition, value] of where) {
     if (value === undefined) continue;
-    if (Array.isArray(value)) {
+    if (value === WITHOUT_VALUE) conditions.push(condition);
+    else if (Array.isArray(value)) {
       conditions.push(condition.replace('(?)', value.length === 0 ? '(NULL)' : `(${value.map(() => '?').join(', ')})`));
       values.push(...value);
     } else {

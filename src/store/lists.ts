@@ -1,7 +1,7 @@
-import type { NamespaceFilter } from '../domain/namespaces.js';
+import { DEFAULT_NAMESPACE, type NamespaceFilter } from '../domain/namespaces.js';
 import type { RunListParams } from './pipeline-store.js';
 import type { CaseRow, RunRow } from './pipeline-rows.js';
-import type { KeysetQuery } from './keyset.js';
+import { WITHOUT_VALUE, type KeysetQuery } from './keyset.js';
 import type { AgentRow, LockRow, ScheduleRow, TaskRow } from './rows.js';
 import type { ScheduleListParams } from './schedule-store.js';
 import type { AgentListParams, LockListParams, TaskListParams } from './store.js';
@@ -14,6 +14,9 @@ export const taskList = (p: TaskListParams): KeysetQuery<TaskRow> => ({
   select: 'SELECT * FROM tasks',
   where: [
     ['namespace IN (?)', p.namespaces],
+    // Names the partial index of the tasks outside default (tasks_outside_default), so that a list
+    // of a small namespace does not read a large default's tasks in id order to fill its page.
+    ["namespace <> 'default'", p.namespaces && !p.namespaces.includes(DEFAULT_NAMESPACE) ? WITHOUT_VALUE : undefined],
     ['status = ?', p.status],
     ['type = ?', p.type],
     ['agent_id = ?', p.agentId],
