@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { migrations } from '../src/store/sqlite/migrations.js';
 import { describe, it } from 'node:test';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import { Api, adminKeyFor, tempDir } from './helpers.js';
@@ -112,6 +116,38 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       assert.match(refused.stderr, /is not empty: its \w+ table has rows/);
     } finally {
       await pgServer?.close();
+      await dropSchema(schema);
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('copies a store an earlier fleetd wrote and this one never opened (its tables of that version)', async () => {
+    const dataDir = tempDir();
+    const schema = uniqueSchema('fleetd_migrate_old');
+    try {
+      // A store as the release before per-namespace types left it: migrations up to 18, a policy, a clock.
+      const db = new Database(join(dataDir, 'fleetd.db'));
+      db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+      for (const m of migrations.filter((m) => m.version <= 18)) {
+        db.exec(m.sql);
+        db.prepare('INSERT INTO schema_migrations VALUES (?, ?, ?)').run(m.version, m.name, 0);
+      }
+      db.exec(`INSERT INTO type_policies VALUES ('llm', '{"maxConcurrency":2,"maxConcurrencyPerKey":null,"rateLimit":null,"keyWeights":{}}', 5);
+        INSERT INTO fair_keys VALUES ('k', 3.5); UPDATE fair_clock SET clock = 3;`);
+      db.close();
+
+      const copied = await runFleetd(['migrate', '--to', TEST_DATABASE_URL, '--schema', schema, '--data-dir', dataDir]);
+      assert.equal(copied.code, 0, copied.stderr);
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await client.connect();
+      try {
+        const policies = (await client.query(`SELECT namespace, type FROM ${schema}.type_policies`)).rows;
+        assert.deepEqual(policies, [{ namespace: 'default', type: 'llm' }]);
+        assert.deepEqual((await client.query(`SELECT namespace, ckey, pass FROM ${schema}.fair_keys`)).rows, [{ namespace: 'default', ckey: 'k', pass: 3.5 }]);
+      } finally {
+        await client.end();
+      }
+    } finally {
       await dropSchema(schema);
       rmSync(dataDir, { recursive: true, force: true });
     }

@@ -46,12 +46,13 @@ const COPIED = [
  * Not copied: the counters each database keeps by its own triggers (PostgreSQL recounts them as
  * the rows arrive, queued_groups too), SQLite's capability index of agents (an array column there),
  * the migrations, and the namespaces' round-robin clocks (the target's own rows; the keys' passes,
- * copied, are measured against them and only ever catch up). Nor the line of lock requests waiting (lock_waiters):
+ * copied, are measured against them and only ever catch up), `fair_clock` in a store last written
+ * before namespaces had their own (SQLite migration 19) too. Nor the line of lock requests waiting (lock_waiters):
  * requests of the stopped node, which have answered.
  */
 /** Tables a new schema's migrations fill already (the `default` namespace): emptied before the copy, not refused as taken. */
 const SEEDED = new Set(['namespaces']);
-const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clocks', 'lock_waiters']);
+const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock', 'fair_clocks', 'lock_waiters']);
 /** Rows of one INSERT: at most this many, and about this many bytes of JSON. */
 const BATCH_ROWS = 1_000;
 const BATCH_BYTES = 8 * 1024 * 1024;

@@ -79,8 +79,8 @@ export function assertVisible(request: FastifyRequest, namespace: string, what: 
 }
 
 /**
- * Refuses (403) what spans every namespace — quotas, the audit log, type policies and pauses — to a
- * credential that does not reach them all. The same answer for every name: it confirms nothing.
+ * Refuses (403) what spans every namespace — quotas, the audit log, /metrics — to a credential that
+ * does not reach them all. The same answer for every name: it confirms nothing.
  */
 export function requireEveryNamespace(request: FastifyRequest, what: string): void {
   if (reach(request) !== undefined) {

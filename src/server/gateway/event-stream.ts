@@ -338,6 +338,6 @@ export class EventStream {
     // The entries are JSON already: the batch is assembled, not serialised again.
     const text = `{"type":"events","events":[${observer.pending.join(',')}]}`;
     observer.pending = [];
-    this.connections.send(observer.socket, text, live && text.length < LIVE_DEFLATE_MIN_BYTES ? { compress: false } : undefined);
+    this.connections.send(observer.socket, text, live && Buffer.byteLength(text) < LIVE_DEFLATE_MIN_BYTES ? { compress: false } : undefined);
   }
 }
