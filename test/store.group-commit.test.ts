@@ -59,6 +59,31 @@ describe('GroupCommit', () => {
     assert.deepEqual({ groups: commits.groups, writes: commits.writes }, { groups: 2, writes: 2 });
   });
 
+  it('a write its callers make on a commit (a claim a submit woke) is committed in the same turn, not the next', async () => {
+    const submit = commits.write(insert('task'));
+    mock.timers.tick(0);
+    await submit;
+    // What the submit's caller does next, a few promise jobs later, as a woken claim would.
+    await Promise.resolve();
+    const claim = commits.write(insert('lease'));
+    assert.notEqual(await states([claim]), 'pending', 'the claim commits without waiting for the next turn');
+    await claim;
+    assert.deepEqual(committed(), ['lease', 'task']);
+    assert.deepEqual({ groups: commits.groups, writes: commits.writes }, { groups: 2, writes: 2 });
+  });
+
+  it('only one group is chained to a commit: what its callers write in turn waits for the next turn', async () => {
+    const first = commits.write(insert('a'));
+    mock.timers.tick(0);
+    await first;
+    await commits.write(insert('b'));
+    const third = commits.write(insert('c'));
+    assert.equal(await states([third]), 'pending', 'a chain of writes must not keep I/O waiting');
+    mock.timers.tick(0);
+    await third;
+    assert.deepEqual(committed(), ['a', 'b', 'c']);
+  });
+
   it('a failing write rolls back alone: the rest of its group commits', async () => {
     const ok1 = commits.write(insert('a'));
     const failing = commits.write(() => {

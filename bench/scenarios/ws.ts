@@ -5,6 +5,7 @@
  * rate (in batches every 10 ms, from this process). Reports submit-to-agent dispatch latency, tasks
  * per second, the server's RSS idle, with the agents connected and at its peak, and the delivery
  * latency of stats snapshots to M observer sockets (which includes the event batch window).
+ * `submit ack` is the submit request's own round trip: the part of dispatch before the agent's turn.
  * With --baseline 1 (the default) the same load then runs against a fresh server with the agents
  * long-polling over HTTP instead, and the ratios of the two are reported: on a shared machine the
  * ratio says more than either absolute figure.
@@ -113,6 +114,7 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
     let submitted = 0;
     let batches = 0;
     let errors = 0;
+    const acknowledged: number[] = [];
     const inFlight = new Set<Promise<void>>();
     const started = Date.now();
     const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${rss()} MB\n`), 2_000);
@@ -121,10 +123,11 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
       while (submitted < due && inFlight.size < 16) {
         const n = Math.min(perBatch, due - submitted);
         submitted += n;
-        const tasks = Array.from({ length: n }, () => ({ type: 'bench', payload: { t: now() } }));
+        const sent = now();
+        const tasks = Array.from({ length: n }, () => ({ type: 'bench', payload: { t: sent } }));
         const node = servers[batches++ % servers.length];
         const p = post(`${node.url}/v1/tasks/batch`, { tasks }).then(
-          () => {},
+          () => void acknowledged.push(now() - sent),
           () => void errors++,
         );
         inFlight.add(p);
@@ -159,6 +162,7 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
       'dispatch p50 ms': ms(percentile(results.dispatch, 50)),
       'dispatch p95 ms': ms(percentile(results.dispatch, 95)),
       'dispatch p99 ms': ms(percentile(results.dispatch, 99)),
+      'submit ack p50 ms': ms(percentile(acknowledged, 50)),
       observers: f.observers,
       'observer p50 ms': ms(percentile(results.observed, 50)),
       'observer p99 ms': ms(percentile(results.observed, 99)),

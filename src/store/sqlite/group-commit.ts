@@ -19,6 +19,8 @@ interface PendingWrite {
 export class GroupCommit {
   private pending: PendingWrite[] = [];
   private scheduled = false;
+  /** Between a group's commit and the end of the work its callers did on it: see `write`. */
+  private chaining = false;
   private readonly begin: Statement;
   private readonly commit: Statement;
   private readonly rollback: Statement;
@@ -38,10 +40,17 @@ export class GroupCommit {
     this.rollbackTo = db.prepare('ROLLBACK TO w');
   }
 
+  /**
+   * A write made while its group's callers act on a commit (a submit's commit wakes a waiting
+   * agent, whose claim is such a write) joins a group committed as soon as they are done, in the
+   * same turn of the event loop: the task reaches the agent without waiting a turn behind
+   * everything else the server is doing. Writes arriving with I/O wait for `setImmediate`, so
+   * that one turn's requests share one transaction.
+   */
   write<T>(run: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ run, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.scheduled) {
+      if (!this.scheduled && !this.chaining) {
         this.scheduled = true;
         setImmediate(this.flush);
       }
@@ -51,6 +60,23 @@ export class GroupCommit {
   /** Commits whatever is pending now; used on close so that nothing acknowledged-to-be is dropped. */
   flush = (): void => {
     this.scheduled = false;
+    this.commitPending(true);
+  };
+
+  /**
+   * Runs after every promise job the commit's callers started: a tick queued from a promise job
+   * runs once the job queue is empty. One chained group per commit, so a chain cannot starve I/O.
+   */
+  private readonly endChain = (): void => {
+    this.chaining = false;
+    this.commitPending(false);
+    if (this.pending.length > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  };
+
+  private commitPending(chain: boolean): void {
     const group = this.pending;
     if (group.length === 0) return;
     this.pending = [];
@@ -98,7 +124,11 @@ export class GroupCommit {
       if (outcome.ok) group[i].resolve(outcome.value);
       else group[i].reject(outcome.value);
     }
-  };
+    if (chain) {
+      this.chaining = true;
+      queueMicrotask(() => process.nextTick(this.endChain));
+    }
+  }
 }
 
 /** SQLite's own failures become coded errors a client can act on; anything else passes through. */
