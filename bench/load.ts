@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import { listeningUrl } from '../test/helpers.js';
-import { authHeaders, percentile, rssMbOf } from './lib.js';
+import { authHeaders, cpuMsOf, percentile, rssMbOf } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -31,7 +31,7 @@ export class Client {
   }
 }
 
-export async function startBareFastify(): Promise<{ url: string; rssMb(): number; stop(): Promise<void> }> {
+export async function startBareFastify(): Promise<{ url: string; rssMb(): number; cpuMs(): number; stop(): Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'bare-fastify.ts')], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -39,6 +39,7 @@ export async function startBareFastify(): Promise<{ url: string; rssMb(): number
   return {
     url,
     rssMb: () => rssMbOf(child.pid!),
+    cpuMs: () => cpuMsOf(child.pid!),
     async stop() {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
