@@ -108,9 +108,13 @@ async function heartbeats(agents: number, connections: number, seconds: number):
   process.stdout.write(`\n— heartbeats: ${agents} agents over ${connections} connections, ${seconds} s, against a bare Fastify route —\n`);
   const bare = await startBareFastify();
   const bareCpu = bare.cpuMs();
-  const baseline = await hammer(bare.url, { connections, seconds, pathFor: () => '/bare' }).finally(() => bare.stop());
   // CPU a request says more than the rate on a shared machine (the rate of either may be the load generator's).
-  const bareUs = perRequestUs(bare.cpuMs() - bareCpu, baseline.rps * seconds);
+  let bareCpuMs = 0;
+  const baseline = await hammer(bare.url, { connections, seconds, pathFor: () => '/bare' }).finally(async () => {
+    bareCpuMs = bare.cpuMs() - bareCpu;
+    await bare.stop();
+  });
+  const bareUs = perRequestUs(bareCpuMs, baseline.rps * seconds);
   const server = await startServerProcess();
   const http = new Client(server.url);
   try {
