@@ -11,6 +11,7 @@ import {
 import { TASK_STATUSES, type TaskStatus } from '../domain/types.js';
 import { namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
 import type { FleetContext } from './context.js';
+import type { Store } from '../store/store.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
 
@@ -43,6 +44,8 @@ export interface TypeKeyView {
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
+
+type TypeOverview = Awaited<ReturnType<Store['typeOverview']>>;
 
 /** The keys a type's detail lists: those with the most queued tasks (and, for usage, the most spent). */
 const DETAIL_KEYS = 100;
@@ -93,8 +96,8 @@ export class TaskTypeService {
     return this.get(namespace, type);
   }
 
-  async get(namespace: string, type: string): Promise<TaskTypeView> {
-    const [view] = await this.views([namespace], type);
+  async get(namespace: string, type: string, overview?: TypeOverview): Promise<TaskTypeView> {
+    const [view] = await this.views([namespace], type, overview);
     if (!view) throw notFound('type', type);
     return view;
   }
@@ -103,8 +106,9 @@ export class TaskTypeService {
   async detail(namespace: string, type: string): Promise<TaskTypeView & { keys: TypeKeyView[]; usage: TypeUsage }> {
     const now = this.ctx.now();
     const usage = await this.ctx.store.usageSummary({ namespace, type, hourFrom: now - HOUR_MS, dayFrom: now - DAY_MS });
-    const { state, groups: all } = await this.ctx.store.typeOverview({ now, type });
-    const view = await this.get(namespace, type);
+    const overview = await this.ctx.store.typeOverview({ now, type });
+    const { state, groups: all } = overview;
+    const view = await this.get(namespace, type, overview);
     const plan = planClaim(state, all, now);
     const keys = new Map<string, TypeKeyView>();
     const keyOf = (key: string) => {
@@ -128,10 +132,11 @@ export class TaskTypeService {
     return this.views(namespaces);
   }
 
-  private async views(namespaces: NamespaceFilter, only?: string): Promise<TaskTypeView[]> {
+  /** With `overview`, the one the caller has read (of `only`), not another. */
+  private async views(namespaces: NamespaceFilter, only?: string, overview?: TypeOverview): Promise<TaskTypeView[]> {
     const now = this.ctx.now();
     const [{ state, groups }, counts] = await Promise.all([
-      this.ctx.store.typeOverview({ now, type: only }),
+      overview ?? this.ctx.store.typeOverview({ now, type: only }),
       this.ctx.store.taskCounts({ namespaces, byNamespace: true }),
     ]);
     const types = new Map<string, TaskTypeView>();

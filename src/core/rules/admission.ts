@@ -2,11 +2,12 @@ import { DAY_MS, HOUR_MS, type AdmissionState, type HoldReason, type QueuedGroup
 import type { ClaimPlan } from '../../store/store.js';
 import { LAST_IN_LINE, decideLock, lockProbes, placeInLine } from './locks.js';
 
-/** A type as the rules know it: its namespace's (two namespaces' types of one name share nothing). */
-const typeIn = (namespace: string, type: string) => `${namespace}\u0000${type}`;
+/**
+ * A type or a concurrency key as the rules know it: its namespace's. Two namespaces' types of one
+ * name share nothing, and a key's turn in the round-robin is its namespace's.
+ */
+const inNamespace = (namespace: string, name: string) => `${namespace}\u0000${name}`;
 const pair = (namespace: string, type: string, key: string) => `${namespace}\u0000${type}\u0000${key}`;
-/** A concurrency key's turn in the round-robin is its namespace's. */
-const keyIn = (namespace: string, key: string) => `${namespace}\u0000${key}`;
 
 /**
  * The one rule of fair sharing, handed to the store's claim: which queued task goes next, and which
@@ -26,18 +27,18 @@ const keyIn = (namespace: string, key: string) => `${namespace}\u0000${key}`;
  * claims its namespace's groups; the overview of /v1/types plans several namespaces at once.
  */
 export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: number): ClaimPlan {
-  const policies = new Map<string, TypePolicy>(state.policies.map((p) => [typeIn(p.namespace, p.type), p.policy]));
+  const policies = new Map<string, TypePolicy>(state.policies.map((p) => [inNamespace(p.namespace, p.type), p.policy]));
   const typePauses = new Map<string, number | null>();
   const keyPauses = new Map<string, number | null>();
   for (const pause of state.pauses) {
     if (pause.until !== null && pause.until <= now) continue;
-    if (pause.key === null) typePauses.set(typeIn(pause.namespace, pause.type), pause.until);
+    if (pause.key === null) typePauses.set(inNamespace(pause.namespace, pause.type), pause.until);
     else keyPauses.set(pair(pause.namespace, pause.type, pause.key), pause.until);
   }
   const leasedByType = new Map<string, number>();
   const leasedByPair = new Map<string, number>();
   for (const l of state.leased) {
-    const t = typeIn(l.namespace, l.type);
+    const t = inNamespace(l.namespace, l.type);
     leasedByType.set(t, (leasedByType.get(t) ?? 0) + l.count);
     leasedByPair.set(pair(l.namespace, l.type, l.key), l.count);
   }
@@ -46,7 +47,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   const startsByPair = new Map<string, { count: number; oldest: number }>();
   for (const s of state.starts) {
     const oldest = s.oldest ?? now;
-    const type = typeIn(s.namespace, s.type);
+    const type = inNamespace(s.namespace, s.type);
     const t = startsByType.get(type);
     startsByType.set(type, { count: (t?.count ?? 0) + s.count, oldest: Math.min(t?.oldest ?? oldest, oldest) });
     startsByPair.set(pair(s.namespace, s.type, s.key), { count: s.count, oldest });
@@ -57,7 +58,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   const earlier = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
   for (const s of state.spent ?? []) {
     spentByPair.set(pair(s.namespace, s.type, s.key), s);
-    const type = typeIn(s.namespace, s.type);
+    const type = inNamespace(s.namespace, s.type);
     const t = spentByType.get(type);
     spentByType.set(
       type,
@@ -66,7 +67,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
         : { ...s, key: '' },
     );
   }
-  const passes = new Map(state.passes.map((p) => [keyIn(p.namespace, p.key), p.pass]));
+  const passes = new Map(state.passes.map((p) => [inNamespace(p.namespace, p.key), p.pass]));
   const clocks = new Map(state.fairClocks.map((c) => [c.namespace, c.clock]));
   const touched = new Map<string, { namespace: string; key: string }>();
   const recordedStarts: { namespace: string; type: string; key: string }[] = [];
@@ -74,7 +75,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   let retryAt = Infinity;
 
   function hold(group: QueuedGroup): HoldReason | null {
-    const type = typeIn(group.namespace, group.type);
+    const type = inNamespace(group.namespace, group.type);
     const typeKey = pair(group.namespace, group.type, group.key);
     for (const until of [typePauses.get(type), keyPauses.get(typeKey)]) {
       if (until === undefined) continue;
@@ -112,10 +113,10 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   }
 
   const weightOf = (group: QueuedGroup) => {
-    const weight = policies.get(typeIn(group.namespace, group.type))?.keyWeights[group.key];
+    const weight = policies.get(inNamespace(group.namespace, group.type))?.keyWeights[group.key];
     return weight !== undefined && weight > 0 ? weight : 1;
   };
-  const turnOf = (namespace: string, key: string) => Math.max(passes.get(keyIn(namespace, key)) ?? 0, clocks.get(namespace) ?? 0);
+  const turnOf = (namespace: string, key: string) => Math.max(passes.get(inNamespace(namespace, key)) ?? 0, clocks.get(namespace) ?? 0);
 
   interface Unit {
     priority: number;
@@ -126,7 +127,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   const units = new Map<string, Unit>();
   for (const g of groups) {
     if (g.n <= 0) continue;
-    const id = `${g.priority}\u0000${keyIn(g.namespace, g.key)}`;
+    const id = `${g.priority}\u0000${inNamespace(g.namespace, g.key)}`;
     let unit = units.get(id);
     if (!unit) units.set(id, (unit = { priority: g.priority, namespace: g.namespace, key: g.key, groups: [] }));
     unit.groups.push({ ...g });
@@ -163,7 +164,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     took(group) {
       group.n -= 1;
       const { namespace, key } = group;
-      const type = typeIn(namespace, group.type);
+      const type = inNamespace(namespace, group.type);
       const typeKey = pair(namespace, group.type, key);
       leasedByType.set(type, (leasedByType.get(type) ?? 0) + 1);
       leasedByPair.set(typeKey, (leasedByPair.get(typeKey) ?? 0) + 1);
@@ -175,9 +176,9 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
         startsByPair.set(typeKey, { count: (p?.count ?? 0) + 1, oldest: p?.oldest ?? now });
       }
       const turn = turnOf(namespace, key);
-      passes.set(keyIn(namespace, key), turn + 1 / weightOf(group));
+      passes.set(inNamespace(namespace, key), turn + 1 / weightOf(group));
       clocks.set(namespace, turn);
-      touched.set(keyIn(namespace, key), { namespace, key });
+      touched.set(inNamespace(namespace, key), { namespace, key });
     },
     exhausted(taken) {
       for (const g of taken) g.n = 0;
