@@ -387,7 +387,23 @@ export const ReadinessSchema = Type.Object({
 });
 export type ReadinessJson = Static<typeof ReadinessSchema>;
 
-export const iso = (ms: number): string => new Date(ms).toISOString();
+/**
+ * toISOString costs about half a microsecond, and the hot path formats the same few instants again
+ * and again (a batch's tasks share their creation, a claim's their lease times; a drain called it
+ * some fourteen times a task): the last instant of each of 256 slots is kept, so a repeat is a
+ * lookup.
+ */
+const ISO_SLOTS = 256;
+const isoInstants = new Float64Array(ISO_SLOTS).fill(Number.NaN);
+const isoStrings: string[] = new Array(ISO_SLOTS).fill('');
+export const iso = (ms: number): string => {
+  const slot = ms & (ISO_SLOTS - 1);
+  if (isoInstants[slot] === ms) return isoStrings[slot];
+  const text = new Date(ms).toISOString();
+  isoInstants[slot] = ms;
+  isoStrings[slot] = text;
+  return text;
+};
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
