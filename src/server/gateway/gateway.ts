@@ -10,8 +10,12 @@ import { AgentGateway } from './agent-stream.js';
 import { Connections } from './connections.js';
 import { EventStream } from './event-stream.js';
 
-/** Messages over this size are compressed when the peer offers permessage-deflate; smaller ones cost more to deflate than they save. */
-const DEFLATE_THRESHOLD_BYTES = 1024;
+/**
+ * Messages from this size are compressed when the peer offers permessage-deflate. Smaller ones (a
+ * push of a few tasks, a completion's answer) cost more to deflate than they save, and wait for
+ * zlib's threads on their way out: the same cut-off as HTTP bodies' (server/http.ts).
+ */
+const DEFLATE_THRESHOLD_BYTES = 8 * 1024;
 
 const upgradeRequired = () =>
   new FleetError('FLEETD_ERR_VALIDATION', 'this endpoint is a WebSocket: send an upgrade request', { header: 'upgrade' });
