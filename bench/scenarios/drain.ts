@@ -38,13 +38,13 @@ export default async function drain(args: string[]): Promise<void> {
     const fleet = await drainFleetd(f.tasks, shape);
     const bull = await drainBullmq(f.tasks, shape, redisUrl);
     if (shape.workers === f.agents) bullAgents = bull;
-    rows.push({ shape: shape.name, queue: 'fleetd (SDK, WebSocket)', 'submit tasks/s': fleet.submitRate, 'drain tasks/s': fleet.drainRate });
+    rows.push({ shape: shape.name, queue: 'fleetd (SDK, WebSocket)', 'submit tasks/s': fleet.submitRate, 'drain tasks/s': fleet.drainRate, 'server cpu µs/task': fleet.serverUs ?? '' });
     rows.push({ shape: shape.name, queue: 'BullMQ (in-process, Redis)', 'submit tasks/s': bull.submitRate, 'drain tasks/s': bull.drainRate });
     rows.push({ shape: shape.name, queue: 'fleetd ÷ BullMQ', 'submit tasks/s': ratio(fleet.submitRate, bull.submitRate), 'drain tasks/s': ratio(fleet.drainRate, bull.drainRate) });
   }
   const plain = await drainPlainHttp(f.tasks, f.agents);
   const httpShape = `${f.agents} plain-HTTP agents × 1, batch endpoint`;
-  rows.push({ shape: httpShape, queue: 'fleetd (complete + claim, one request a round)', 'submit tasks/s': plain.submitRate, 'drain tasks/s': plain.drainRate });
+  rows.push({ shape: httpShape, queue: 'fleetd (complete + claim, one request a round)', 'submit tasks/s': plain.submitRate, 'drain tasks/s': plain.drainRate, 'server cpu µs/task': plain.serverUs ?? '' });
   rows.push({ shape: httpShape, queue: `fleetd ÷ BullMQ (${f.agents} workers × 1 above)`, 'drain tasks/s': ratio(plain.drainRate, bullAgents!.drainRate) });
 
   const beats = await heartbeats(f['heartbeat-agents'], f.connections, f.seconds);
@@ -75,6 +75,7 @@ async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
 
     let completed = 0;
     const drainStart = performance.now();
+    const cpuStart = server.cpuMs();
     await Promise.all(
       ids.map(async (agentId) => {
         let tasks: { id: number }[] = (await http.call('POST', '/v1/tasks/claim', { agentId, max: 1, waitMs: 1_000 })).body.tasks;
@@ -95,8 +96,9 @@ async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
       }),
     );
     const drainMs = performance.now() - drainStart;
+    const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs) };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs };
   } finally {
     await http.close();
     await server.stop();
@@ -146,6 +148,8 @@ const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
 interface Drained {
   submitRate: number;
   drainRate: number;
+  /** fleetd's CPU a task over the drain (its stats polls included); BullMQ's workers share the bench's process. */
+  serverUs?: number;
 }
 
 async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
@@ -163,6 +167,7 @@ async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
     const submitMs = performance.now() - submitStart;
 
     const drainStart = performance.now();
+    const cpuStart = server.cpuMs();
     for (let a = 0; a < shape.workers; a++) {
       const agent = client.agent({ name: `drain-${a}`, capabilities: [type], concurrency: shape.concurrency, transport: 'ws' });
       agents.push(agent);
@@ -170,8 +175,9 @@ async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
     }
     await until(async () => completedOf(await client.stats(), type) >= n);
     const drainMs = performance.now() - drainStart;
+    const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs) };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs };
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
