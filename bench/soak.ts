@@ -29,6 +29,8 @@ export interface SoakOptions {
   agentsPerProcess: number;
   /** After the submits stop, the longest wait for every acknowledged task to complete, in seconds. */
   drainSeconds: number;
+  /** More settings for the server (FLEETD_* variables), over the soak's own. */
+  serverEnv?: Record<string, string>;
   log?: (line: string) => void;
 }
 
@@ -106,6 +108,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     FLEETD_WS_MAX_CONNECTIONS: String(o.agents + 100),
     // A killed WebSocket agent that is not back within 3 s goes offline and its tasks are re-queued.
     FLEETD_AGENT_DISCONNECT_GRACE_MS: '3000',
+    ...o.serverEnv,
   });
   const work = mkdtempSync(join(tmpdir(), 'fleetd-soak-'));
   const http = new Client(server.url, 64);

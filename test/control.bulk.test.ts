@@ -3,14 +3,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import type { FleetdConfig } from '../src/config.js';
 import { FleetClient, TaskRevokedError } from '../src/client/index.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_bulk') }),
-};
+import { drivers, startTestServer, stopAndDrop, type TestServer } from './helpers.js';
 
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`bulk actions on tasks (${driver})`, { timeout: 120_000 }, () => {
@@ -22,8 +15,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       server = await startTestServer({ ...storeConfig, taskBackoffMs: 10 });
     });
     after(async () => {
-      if (storeConfig.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-      await server?.stop();
+      if (server) await stopAndDrop(server);
     });
 
     /** Counts of one type's tasks by status, through the public list. */

@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_tags') }),
-};
+import { drivers, startTestServer, stopAndDrop, type TestServer } from './helpers.js';
 
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`tags and metadata on tasks (${driver})`, { timeout: 60_000 }, () => {
@@ -19,8 +12,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       server = await startTestServer(storeConfig);
     });
     after(async () => {
-      if (storeConfig.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-      await server?.stop();
+      if (server) await stopAndDrop(server);
     });
 
     it('keeps them, lists a tag\u2019s tasks, and acts in bulk on a tag', async () => {

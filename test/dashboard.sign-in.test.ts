@@ -77,8 +77,9 @@ describe('dashboard sign-in', () => {
     await page.waitForSelector('[data-connection=refused]', WAIT);
     assert.match(await page.innerText('[data-testid=refusal]'), /agent token acts only for its own agent/);
     const afterRefusal = sockets();
-    // Reconnections back off from 1 s: a page still trying would open several sockets in 5 s.
-    await new Promise((r) => setTimeout(r, 5_000));
+    // Reconnections back off from 1 s (web/src/live.ts): a page still trying would open its next
+    // socket a second after the refusal, well within 2.5 s.
+    await new Promise((r) => setTimeout(r, 2_500));
     assert.equal(sockets(), afterRefusal, 'no socket opened after the refusal');
     assert.ok(afterRefusal <= 1, `${afterRefusal} sockets opened`);
     await page.context().close();
@@ -99,7 +100,7 @@ describe('dashboard sign-in', () => {
     await page.waitForSelector('[data-connection=refused]', WAIT);
     assert.match(await page.innerText('[data-testid=refusal]'), /revoked/);
     const afterRefusal = sockets();
-    await new Promise((r) => setTimeout(r, 5_000));
+    await new Promise((r) => setTimeout(r, 2_500));
     assert.equal(sockets(), afterRefusal, 'no socket opened after the refusal');
     await page.context().close();
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { afterFailure } from '../src/core/rules/retry.js';
@@ -8,7 +8,11 @@ import { decideLock, lockProbes, resourcesClash } from '../src/core/rules/locks.
 import type { TypePolicy } from '../src/domain/type-policies.js';
 import type { Store, TaskInsertParams } from '../src/store/store.js';
 import { openSqlite } from '../src/store/sqlite/driver.js';
-import { freshPostgres } from './store/postgres.js';
+import { sharedPostgres } from './store/postgres.js';
+
+// One schema for the file's PostgreSQL runs, migrated once and reset after each run.
+const postgres = sharedPostgres({ poolSize: 2 });
+after(() => postgres.drop());
 
 /**
  * Random submissions, claims, completions, failures, policy changes and clock moves on a real store
@@ -181,7 +185,7 @@ describe('fair sharing properties', { timeout: 600_000 }, () => {
   it('never lease beyond a limit or start beyond a rate, under random operations (PostgreSQL)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops) => {
-        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        const { driver, destroy } = await postgres.open();
         try {
           await limitsScenario(driver.store, ops);
         } finally {
@@ -209,7 +213,7 @@ describe('fair sharing properties', { timeout: 600_000 }, () => {
   it('share fairly within one round between keys of equal priority (PostgreSQL)', async () => {
     await fc.assert(
       fc.asyncProperty(...fairArbs, async (sizes, batches) => {
-        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        const { driver, destroy } = await postgres.open();
         try {
           await fairnessScenario(driver.store, sizes, batches);
         } finally {
@@ -286,7 +290,7 @@ describe('lock properties', { timeout: 600_000 }, () => {
   it('never let two live locks hold clashing resources (PostgreSQL)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(lockOp, { minLength: 3, maxLength: 30 }), async (ops) => {
-        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        const { driver, destroy } = await postgres.open();
         try {
           await lockScenario(driver.store, ops);
         } finally {

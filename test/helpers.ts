@@ -7,6 +7,8 @@ import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import type { Logger } from 'pino';
 import { startServer, type FleetServer } from '../src/server/server.js';
+import type { PostgresDriver } from '../src/store/postgres/driver.js';
+import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 export interface Reply<T = any> {
   status: number;
@@ -125,6 +127,39 @@ export async function startTestServer(
       if (!options.keepData) rmSync(dataDir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * The stores the HTTP tests run on, by driver: SQLite in the server's data folder, PostgreSQL in a
+ * fresh schema of its own (`uniqueSchema(prefix)`) at each call. Pass one to startTestServer, stop
+ * with stopAndDrop (or use withServer), which drops the schema.
+ */
+export const drivers: Record<'sqlite' | 'postgres', (prefix?: string) => Partial<FleetdConfig>> = {
+  sqlite: () => ({}),
+  postgres: (prefix = 'fleetd_test') => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema(prefix) }),
+};
+
+/** Stops a test server, dropping its PostgreSQL schema first unless its data is kept. */
+export async function stopAndDrop(server: TestServer, options: { keepData?: boolean } = {}): Promise<void> {
+  if (server.driver.name === 'postgres' && !options.keepData) await (server.driver as PostgresDriver).database.dropSchema();
+  await server.stop(options);
+}
+
+/**
+ * Starts a server on `config` (by startTestServer, or `start`), runs `body` on it, then stops it
+ * and drops its PostgreSQL schema whatever body did.
+ */
+export async function withServer<S extends TestServer = TestServer>(
+  config: Partial<FleetdConfig>,
+  body: (server: S) => Promise<void>,
+  start: (config: Partial<FleetdConfig>) => Promise<S> = startTestServer as (config: Partial<FleetdConfig>) => Promise<S>,
+): Promise<void> {
+  const server = await start(config);
+  try {
+    await body(server);
+  } finally {
+    await stopAndDrop(server);
+  }
 }
 
 /** Resolves when `check` returns true, polling the public API; fails after timeoutMs. */

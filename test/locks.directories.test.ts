@@ -1,14 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_locks') }),
-};
+import { drivers, startTestServer, stopAndDrop, type TestServer } from './helpers.js';
 
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`locks for coding agents (${driver})`, { timeout: 120_000 }, () => {
@@ -17,8 +9,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       server = await startTestServer(store());
     });
     after(async () => {
-      if (driver === 'postgres') await (server.driver as PostgresDriver).database.dropSchema();
-      await server.stop();
+      if (server) await stopAndDrop(server);
     });
 
     it('a directory lock clashes with the files below it and they with it', async () => {

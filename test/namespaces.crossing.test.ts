@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
-import { eventually, type Api, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, eventually, stopAndDrop, type Api, type TestServer } from './helpers.js';
 import { connect, type Peer } from './ws-helpers.js';
 
 /**
@@ -19,11 +16,6 @@ const MARK = 'zz-only-in-team-b';
 const setup: PipelineSetup = {
   functions: { words: (ctx) => String((ctx.input as { text?: unknown } | null)?.text ?? '').split(/\s+/).length },
   pipelines: [{ name: 'count', steps: [{ name: 'words', kind: 'code', fn: 'words' }] }],
-};
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_ns_crossing') }),
 };
 
 for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses between namespaces (${driver})`, { timeout: 180_000 }, () => {
@@ -81,8 +73,7 @@ for (const [driver, store] of Object.entries(drivers)) describe(`nothing crosses
     await finishedRun(teamB, b.run);
   });
   after(async () => {
-    if (server?.config.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-    await server?.stop();
+    if (server) await stopAndDrop(server);
   });
 
   it("answers every operation on team-b's ids with the 404 of an id that does not exist, and changes nothing", async () => {

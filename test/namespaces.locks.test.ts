@@ -1,10 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { eventually, startTestServer, type Api, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, eventually, withServer, type Api } from './helpers.js';
 import { once } from 'node:events';
 import { WebSocketServer } from 'ws';
 import { Connections } from '../src/server/gateway/connections.js';
@@ -16,21 +13,6 @@ import { connect, type Peer } from './ws-helpers.js';
  * admin key reaches every namespace and names the one it acts in; an agent's token acts in its
  * agent's namespace, and is what finds another namespace's locks missing.
  */
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_ns_locks') }),
-};
-
-async function withServer(config: Partial<FleetdConfig>, body: (server: TestServer) => Promise<void>): Promise<void> {
-  const server = await startTestServer(config);
-  try {
-    await body(server);
-  } finally {
-    if (config.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-    await server.stop();
-  }
-}
-
 const lockIds = async (api: Api, query = '') => ((await api.get(`/v1/locks?limit=100${query}`)).body.items as { id: string }[]).map((l) => l.id).sort();
 
 for (const [driver, store] of Object.entries(drivers)) {

@@ -1,30 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, withServer } from './helpers.js';
 
 /**
  * Task types per namespace, over real HTTP: a type's policy, pauses, budget and usage are its
  * namespace's. A key of one namespace sets its own, and team-b's tasks of the same type name go out
  * as if team-a's limits did not exist.
  */
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_ns_types') }),
-};
-
-async function withServer(config: Partial<FleetdConfig>, body: (server: TestServer) => Promise<void>): Promise<void> {
-  const server = await startTestServer(config);
-  try {
-    await body(server);
-  } finally {
-    if (config.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-    await server.stop();
-  }
-}
-
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`task types per namespace (${driver})`, { timeout: 60_000 }, () => {
     it("a key of team-a sets team-a's policy and pause; team-b's tasks of that type go regardless", async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
-import { type Api, eventually, type TestServer } from './helpers.js';
+import { type Api, eventually, type TestServer, withServer } from './helpers.js';
 import { assertWireEvents, connect } from './ws-helpers.js';
 
 const setup: PipelineSetup = {
@@ -41,17 +41,12 @@ async function waitingRun(api: Api, pipeline: string, input: unknown = null, ste
   return run;
 }
 
-async function withServer(body: (server: TestServer) => Promise<void>, overrides = {}) {
-  const server = await startPipelineServer(setup, overrides);
-  try {
-    await body(server);
-  } finally {
-    await server.stop();
-  }
-}
+/** A pipeline server for `body`, stopped after it (see helpers' withServer). */
+const withPipelineServer = (body: (server: TestServer) => Promise<void>, overrides = {}) =>
+  withServer(overrides, body, (config) => startPipelineServer(setup, config));
 
 test('an approval waits with its prompt until a submit key approves it; the decision, who and the comment are its output', async () => {
-  await withServer(async ({ api }) => {
+  await withPipelineServer(async ({ api }) => {
     const submit = api.as((await api.post('/v1/keys', { name: 'ops', scope: 'submit' })).body.secret);
     const run = await waitingRun(api, 'release', { version: '1.4' });
     const ok = run.steps[1];
@@ -84,7 +79,7 @@ test('an approval waits with its prompt until a submit key approves it; the deci
 });
 
 test('a rejection fails the step and the run; decisions that cannot be made are refused and change nothing', async () => {
-  await withServer(async ({ api }) => {
+  await withPipelineServer(async ({ api }) => {
     const reader = api.as((await api.post('/v1/keys', { name: 'watcher', scope: 'read' })).body.secret);
     const agent = await api.registerAgent(['x']);
     const run = await waitingRun(api, 'release', { version: '2.0' });
@@ -125,7 +120,7 @@ test('a rejection fails the step and the run; decisions that cannot be made are 
 });
 
 test('a step naming who may decide: those keys and agents may, other submit keys and agents may not, admin keys always may', async () => {
-  await withServer(async ({ api }) => {
+  await withPipelineServer(async ({ api }) => {
     const lead = api.as((await api.post('/v1/keys', { name: 'lead', scope: 'submit' })).body.secret);
     const other = api.as((await api.post('/v1/keys', { name: 'someone', scope: 'submit' })).body.secret);
     const bot = await api.post('/v1/agents', { name: 'release-bot', capabilities: ['x'] });
@@ -146,7 +141,7 @@ test('a step naming who may decide: those keys and agents may, other submit keys
 });
 
 test('an approval nobody decides in time decides itself as onTimeout says', async () => {
-  await withServer(async ({ api }) => {
+  await withPipelineServer(async ({ api }) => {
     const [approving, rejecting] = await Promise.all([api.post('/v1/pipelines/lapse-approve/runs', {}), api.post('/v1/pipelines/lapse-reject/runs', {})]);
     const approved = await finishedRun(api, approving.body.run.id);
     assert.equal(approved.status, 'completed');
@@ -160,7 +155,7 @@ test('an approval nobody decides in time decides itself as onTimeout says', asyn
 });
 
 test('waiting approvals hold no slot of the background lane', async () => {
-  await withServer(
+  await withPipelineServer(
     async ({ api }) => {
       const waiting = [await waitingRun(api, 'release'), await waitingRun(api, 'release'), await waitingRun(api, 'release')];
       const work = (await api.post('/v1/pipelines/work/runs', {})).body.run;
@@ -200,7 +195,7 @@ test('an approval survives a restart: still waiting with its deadline, decided a
 });
 
 test('observers see an approval step wait, then be decided, in the stream’s wire shapes', async () => {
-  await withServer(async (server) => {
+  await withPipelineServer(async (server) => {
     const { api } = server;
     const observer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${api.key}` });
     try {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { LocalBus } from '../src/bus/local-bus.js';
 import { resolveConfig } from '../src/config.js';
@@ -8,7 +8,11 @@ import { FleetError } from '../src/domain/errors.js';
 import { TERMINAL_STATUSES, type Task } from '../src/domain/types.js';
 import type { Store } from '../src/store/store.js';
 import { openSqlite } from '../src/store/sqlite/driver.js';
-import { freshPostgres } from './store/postgres.js';
+import { sharedPostgres } from './store/postgres.js';
+
+// One schema for the file's PostgreSQL runs, migrated once and reset after each run.
+const postgres = sharedPostgres({ poolSize: 2 });
+after(() => postgres.drop());
 
 /**
  * Random interleavings of submit, claim, complete, fail, extend, expire and cancel, run on the real
@@ -227,10 +231,10 @@ describe('queue properties', () => {
   });
 
   it('keep the invariants under random interleavings of every operation (PostgreSQL)', async () => {
-    // Each run gets a schema of its own; fewer runs, as each costs a migration.
+    // Each run starts on the file's schema as its migrations left it (reset after the run before).
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 40 }), async (ops) => {
-        const { driver, destroy } = await freshPostgres({ poolSize: 2 });
+        const { driver, destroy } = await postgres.open();
         try {
           await runScenario(driver.store, ops);
         } finally {

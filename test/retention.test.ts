@@ -2,32 +2,20 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { FleetdConfig } from '../src/config.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, withServer, type TestServer } from './helpers.js';
 
 const setup: PipelineSetup = {
   functions: { words: (ctx) => String((ctx.input as { text?: unknown } | null)?.text ?? '').split(/\s+/).length },
   pipelines: [{ name: 'count', steps: [{ name: 'words', kind: 'code', fn: 'words' }] }],
 };
 
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_retention') }),
-};
-
-async function withServer(store: Partial<FleetdConfig>, retention: Partial<FleetdConfig>, body: (server: Awaited<ReturnType<typeof startPipelineServer>>) => Promise<void>) {
-  const server = await startPipelineServer(setup, { ...store, ...retention });
-  try {
-    await body(server);
-  } finally {
-    if (store.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-    await server.stop();
-  }
-}
+/** A pipeline server on `store` with these retention settings (withServer: stopped and dropped after). */
+const withRetention = (store: Partial<FleetdConfig>, retention: Partial<FleetdConfig>, body: (server: TestServer) => Promise<void>) =>
+  withServer({ ...store, ...retention }, body, (config) => startPipelineServer(setup, config));
 
 /** Submits `total` tasks and completes the first `finished` of them, one after the other. */
-async function tasksFinishing(server: Awaited<ReturnType<typeof startPipelineServer>>, total: number, finished: number) {
+async function tasksFinishing(server: TestServer, total: number, finished: number) {
   const { api } = server;
   const agent = await api.registerAgent(['keep'], { maxConcurrency: 100 });
   await api.post('/v1/tasks/batch', { tasks: Array.from({ length: total }, (_, i) => ({ type: 'keep', payload: { i } })) });
@@ -40,7 +28,7 @@ async function tasksFinishing(server: Awaited<ReturnType<typeof startPipelineSer
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`retention of finished tasks and runs (${driver})`, () => {
     it('keeps at most retentionMaxTasks finished tasks, the most recently finished, and every unfinished one', async () => {
-      await withServer(store(), { retentionMs: 0, retentionMaxTasks: 5 }, async (server) => {
+      await withRetention(store(), { retentionMs: 0, retentionMaxTasks: 5 }, async (server) => {
         const done = await tasksFinishing(server, 12, 8);
         const result = await server.fleet.timers.cleaner.runOnce(server.fleet.now());
         assert.equal(result.more, false);
@@ -57,7 +45,7 @@ for (const [driver, store] of Object.entries(drivers)) {
     });
 
     it('deletes finished tasks older than retentionMs, and only those', async () => {
-      await withServer(store(), { retentionMs: 60_000 }, async (server) => {
+      await withRetention(store(), { retentionMs: 60_000 }, async (server) => {
         await tasksFinishing(server, 6, 4);
         await server.fleet.timers.cleaner.runOnce(server.fleet.now());
         assert.equal((await server.api.get('/v1/stats')).body.tasks.byStatus.completed, 4, 'deleted before their time');
@@ -68,7 +56,7 @@ for (const [driver, store] of Object.entries(drivers)) {
     });
 
     it('keeps at most runRetentionMaxRuns finished runs, with their steps, and deletes runs older than runRetentionMs', async () => {
-      await withServer(store(), { runRetentionMaxRuns: 2, runRetentionMs: 60_000 }, async (server) => {
+      await withRetention(store(), { runRetentionMaxRuns: 2, runRetentionMs: 60_000 }, async (server) => {
         const ids: number[] = [];
         for (let i = 0; i < 4; i++) {
           const started = await server.api.post('/v1/pipelines/count/runs', { input: { text: `run number ${i}` } });

@@ -2,14 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FleetClient } from '../src/client/index.js';
 import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { eventually, startTestServer, tempDir, type Api, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_schedules') }),
-};
+import { drivers, eventually, startTestServer, stopAndDrop, tempDir, type Api } from './helpers.js';
 
 /** The fires a schedule submitted: each task's fire time (from its idempotency key) and when it was created. */
 async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt: number; id: number }[]> {
@@ -27,11 +20,6 @@ async function firesOf(api: Api, type: string): Promise<{ at: number; createdAt:
 
 /** Seconds between the first and the last fire that have no fire. */
 const gaps = (fires: { at: number }[]) => fires.slice(1).reduce((n, f, i) => n + Math.round((f.at - fires[i].at) / 1000) - 1, 0);
-
-async function stopAndDrop(server: TestServer, config: Partial<FleetdConfig>, keepData = false): Promise<void> {
-  if (config.databaseUrl && !keepData) await (server.driver as PostgresDriver).database.dropSchema();
-  await server.stop({ keepData });
-}
 
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`recurring schedules (${driver})`, { timeout: 120_000 }, () => {
@@ -93,7 +81,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.equal((await api.delete('/v1/schedules/nightly')).status, 404);
         assert.equal((await api.get('/v1/tasks')).body.items.length, 0, 'nothing fired');
       } finally {
-        await stopAndDrop(server, config);
+        await stopAndDrop(server);
       }
     });
 
@@ -119,7 +107,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.equal((await firesOf(api, 'slow')).length, 1);
         assert.equal((await api.get('/v1/schedules/slow')).body.lastTaskId, (await firesOf(api, 'slow'))[0].id);
       } finally {
-        await stopAndDrop(server, config);
+        await stopAndDrop(server);
       }
     });
 
@@ -157,7 +145,7 @@ for (const [driver, store] of Object.entries(drivers)) {
         assert.ok(missed(of.all).length >= 3, 'all: the missed fires are submitted');
         assert.equal(gaps(of.all), 0, 'all: every missed fire is submitted');
       } finally {
-        await stopAndDrop(server, config);
+        await stopAndDrop(server);
       }
     });
   });

@@ -9,7 +9,18 @@ import { runSoak } from '../bench/soak.js';
  * The server runs from dist/ (`npm run build` first).
  */
 test('a fleet whose agent processes are killed again and again loses nothing, doubles nothing and meets no error', { timeout: 240_000 }, async (t) => {
-  const result = await runSoak({ seconds: 25, agents: 60, rate: 40, killEverySeconds: 4, agentsPerProcess: 20, drainSeconds: 90 });
+  // A long-poll agent killed holding tasks gives them back when their leases expire: 10 s leases
+  // rather than the default 30 s, so that the drain after the last kill waits 10 s, not 30 s.
+  // Handlers take at most half a second, so that no live agent's lease runs out.
+  const result = await runSoak({
+    seconds: 25,
+    agents: 60,
+    rate: 40,
+    killEverySeconds: 4,
+    agentsPerProcess: 20,
+    drainSeconds: 90,
+    serverEnv: { FLEETD_TASK_LEASE_MS: '10000' },
+  });
   const summary = JSON.stringify({ ...result, minutes: undefined, rss: undefined });
   t.diagnostic(summary);
   assert.ok(result.kills >= 4, `only ${result.kills} kills: ${summary}`);

@@ -1,4 +1,8 @@
+import { after } from 'node:test';
 import { exerciseDriver } from './store/exercise.js';
-import { freshPostgres } from './store/postgres.js';
+import { sharedPostgres } from './store/postgres.js';
 
-exerciseDriver('postgres', () => freshPostgres({ poolSize: 4 }));
+// One schema migrated once, reset after each test (see sharedPostgres).
+const postgres = sharedPostgres({ poolSize: 4 });
+after(() => postgres.drop());
+exerciseDriver('postgres', () => postgres.open());

@@ -2,16 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { eventually, kill9, startTestServer, tempDir, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, eventually, kill9, startTestServer, stopAndDrop, tempDir, type TestServer } from './helpers.js';
 import { assertWireEvents, connect, connectAgent } from './ws-helpers.js';
 
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_activity') }),
-};
 const limits = { taskLogMaxLines: 5, taskOutputMaxBytes: 64, taskLogLineMaxBytes: 100, taskOutputChunkMaxBytes: 32 };
 
 for (const [driver, store] of Object.entries(drivers)) {
@@ -21,8 +14,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       server = await startTestServer({ ...store(), ...limits });
     });
     after(async () => {
-      if (server.driver.name === 'postgres') await (server.driver as PostgresDriver).database.dropSchema();
-      await server.stop();
+      if (server) await stopAndDrop(server);
     });
 
     async function leasedTask(type: string) {

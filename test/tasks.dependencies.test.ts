@@ -1,24 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { nextEvent, startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_deps') }),
-};
-
-async function withServer(store: Partial<FleetdConfig>, body: (server: TestServer) => Promise<void>): Promise<void> {
-  const server = await startTestServer(store);
-  try {
-    await body(server);
-  } finally {
-    if (store.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-    await server.stop();
-  }
-}
+import { drivers, nextEvent, withServer } from './helpers.js';
 
 for (const [driver, store] of Object.entries(drivers)) {
   describe(`dependencies and children over HTTP (${driver})`, { timeout: 60_000 }, () => {

@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { startTestServer, type TestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_types') }),
-};
+import { drivers, startTestServer, stopAndDrop, type TestServer } from './helpers.js';
 
 let typeSeq = 0;
 const freshType = () => `fair-${++typeSeq}`;
@@ -21,8 +13,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       server = await startTestServer(store());
     });
     after(async () => {
-      if (driver === 'postgres') await (server.driver as PostgresDriver).database.dropSchema();
-      await server.stop();
+      if (server) await stopAndDrop(server);
     });
 
     const put = (type: string, body: unknown) => server.api.request('PUT', `/v1/types/${type}`, body);

@@ -2,17 +2,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
-import type { FleetdConfig } from '../src/config.js';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { eventually, kill9, startTestServer } from './helpers.js';
-import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
+import { drivers, eventually, kill9, startTestServer, stopAndDrop } from './helpers.js';
 
 const CHILDREN = 1_000;
-
-const drivers: Record<string, () => Partial<FleetdConfig>> = {
-  sqlite: () => ({}),
-  postgres: () => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema('fleetd_fanout') }),
-};
 
 /** The planner agent as a process of its own (test/fixtures/planner-agent.ts); resolves once it works. */
 async function startPlanner(url: string, apiKey: string, hang: boolean): Promise<{ child: ChildProcess; output: () => string }> {
@@ -92,8 +84,7 @@ for (const [driver, store] of Object.entries(drivers)) {
       } finally {
         for (const child of planners) await kill9(child);
         await worker.stop();
-        if (config.databaseUrl) await (server.driver as PostgresDriver).database.dropSchema();
-        await server.stop();
+        await stopAndDrop(server);
       }
     });
   });

@@ -19,6 +19,9 @@ export function clusterEnv(): Record<string, string> {
   };
 }
 
+/** How long stop() lets a node shut down after SIGTERM before it SIGKILLs it. */
+const STOP_GRACE_MS = 3_000;
+
 export interface NodeProcess {
   url: string;
   api: Api;
@@ -27,6 +30,7 @@ export interface NodeProcess {
   output(): string;
   /** SIGKILL: no shutdown, no goodbye. */
   kill(): Promise<void>;
+  /** SIGTERM, then SIGKILL if it has not exited within 3 s. */
   stop(): Promise<void>;
 }
 
@@ -41,7 +45,14 @@ export async function startNode(env: Record<string, string>): Promise<NodeProces
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
       child.kill(signal);
-      await exited;
+      // A node's own shutdown may wait up to 10 s on its connections; the tests that stop nodes
+      // do not test that wait (test/server.graceful-shutdown.test.ts does), so it is cut short.
+      const timer = signal === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+      try {
+        await exited;
+      } finally {
+        clearTimeout(timer);
+      }
     }
     if (ownDir) rmSync(ownDir, { recursive: true, force: true });
   };

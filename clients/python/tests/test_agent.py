@@ -306,7 +306,7 @@ def test_an_agent_started_before_its_server_waits_for_it_saying_so(tmp_path) -> 
                 starting.cancel()
                 await agent.stop()
                 if late:
-                    stop(late.process)
+                    await asyncio.to_thread(stop, late.process)
 
     key = f"fk_{secrets.token_urlsafe(32)}"
     asyncio.run(main())
