@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- store [--tasks 10000] [--agents 10] [--objects 0] [--rounds 3]`
+ * `npm run bench -- store [--tasks 10000] [--agents 10] [--objects 0] [--pg-objects 0] [--rounds 3]`
  *
  * The store alone, without HTTP: CPU per task of submit (batches of 100), claim (each agent up to
  * 10, all at once) and complete (each task, all at once), on SQLite (a data dir of its own) and on
@@ -7,7 +7,8 @@
  * PostgreSQL, its backends'. Claims pass core's plan as the service does, so the check that no
  * plan is needed is counted. What the triggers, indexes and statements of the hot path cost.
  *
- * With `--objects 1`, on SQLite only: what each index and trigger of the tasks table costs a task.
+ * With `--objects 1` (SQLite) or `--pg-objects 1` (PostgreSQL, fleetd's CPU and its backends'
+ * together): what each index and trigger of the tasks table costs a task.
  * Each is dropped, alone, from a fresh store, and the store measured without it, alternating with
  * the store as it ships over `--rounds` rounds; the table gives the median CPU a task of each and
  * the difference. A negative saving means the hot path needs the object (a claim without its index
@@ -26,8 +27,9 @@ import { cpuMsOf, flags, postgresBackendsOf, report, type Row } from '../lib.js'
 const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export default async function storeScenario(args: string[]): Promise<void> {
-  const f = flags(args, { tasks: 10_000, agents: 10, objects: 0, rounds: 3 });
-  if (f.objects) return objectCosts(f);
+  const f = flags(args, { tasks: 10_000, agents: 10, objects: 0, 'pg-objects': 0, rounds: 3 });
+  if (f.objects) return objectCosts('sqlite', sqliteSubject(f), f);
+  if (f['pg-objects']) return objectCosts('postgres', postgresSubject(f), f);
   const rows: Row[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'fleetd-bench-store-'));
   try {
@@ -46,36 +48,106 @@ export default async function storeScenario(args: string[]): Promise<void> {
   report('store', rows, { flags: f });
 }
 
-/** One measure on a fresh SQLite store, with `drop` (an index or trigger) dropped first when given. */
-async function sqliteMeasure(f: Record<string, number>, drop?: { type: string; name: string }): Promise<number> {
-  const dir = mkdtempSync(join(tmpdir(), 'fleetd-bench-store-'));
-  const driver = openSqlite({ dataDir: dir });
-  try {
-    if (drop) driver.database.db.exec(`DROP ${drop.type.toUpperCase()} ${drop.name}`);
-    return (await measure('sqlite', driver, f))['cpu µs/task fleetd'] as number;
-  } finally {
-    await driver.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+interface StoreObject {
+  type: 'index' | 'trigger';
+  name: string;
 }
 
-async function objectCosts(f: Record<string, number>): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'fleetd-bench-store-'));
-  const probe = openSqlite({ dataDir: dir });
-  const objects = probe.database.db
-    .prepare("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'tasks' AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name")
-    .all() as { type: string; name: string; sql: string }[];
-  await probe.close();
-  rmSync(dir, { recursive: true, force: true });
+/** A driver whose tasks table's objects are measured one by one: each measure on a fresh store. */
+interface Subject {
+  objects(): Promise<StoreObject[]>;
+  /** CPU a task (fleetd's and, on PostgreSQL, its backends'), with `drop` dropped first when given. */
+  measure(drop?: StoreObject): Promise<number>;
+}
+
+const sqliteSubject = (f: Record<string, number>): Subject => {
+  const fresh = async <T>(work: (driver: ReturnType<typeof openSqlite>) => Promise<T>): Promise<T> => {
+    const dir = mkdtempSync(join(tmpdir(), 'fleetd-bench-store-'));
+    const driver = openSqlite({ dataDir: dir });
+    try {
+      return await work(driver);
+    } finally {
+      await driver.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  return {
+    objects: () =>
+      fresh(async (driver) =>
+        driver.database.db
+          .prepare("SELECT type, name FROM sqlite_master WHERE tbl_name = 'tasks' AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name")
+          .all() as StoreObject[],
+      ),
+    measure: (drop) =>
+      fresh(async (driver) => {
+        try {
+          if (drop) driver.database.db.exec(`DROP ${drop.type.toUpperCase()} ${drop.name}`);
+        } catch (err) {
+          throw new DropRefused((err as Error).message);
+        }
+        return (await measure('sqlite', driver, f))['cpu µs/task fleetd'] as number;
+      }),
+  };
+};
+
+const postgresSubject = (f: Record<string, number>): Subject => {
+  let runs = 0;
+  const fresh = async <T>(work: (driver: ReturnType<typeof openPostgres>, schema: string) => Promise<T>): Promise<T> => {
+    const schema = `fleetd_bench_objects_${process.pid}_${runs++}`;
+    const driver = openPostgres({ url: DATABASE_URL, schema, poolSize: 8 });
+    try {
+      await driver.migrate();
+      return await work(driver, schema);
+    } finally {
+      await driver.database.dropSchema();
+      await driver.close();
+    }
+  };
+  return {
+    objects: () =>
+      fresh(async (driver, schema) => {
+        const indexes = await driver.database.query<{ name: string }>(
+          "SELECT indexname AS name FROM pg_indexes WHERE schemaname = $1 AND tablename = 'tasks' AND indexname <> 'tasks_pkey' ORDER BY 1",
+          [schema],
+        );
+        const triggers = await driver.database.query<{ name: string }>(
+          'SELECT tgname AS name FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY 1',
+          [`${schema}.tasks`],
+        );
+        return [...indexes.map(({ name }) => ({ type: 'index' as const, name })), ...triggers.map(({ name }) => ({ type: 'trigger' as const, name }))];
+      }),
+    measure: (drop) =>
+      fresh(async (driver, schema) => {
+        const dropping = drop?.type === 'index' ? `DROP INDEX ${schema}.${drop.name}` : drop ? `DROP TRIGGER ${drop.name} ON ${schema}.tasks` : undefined;
+        if (dropping) await driver.database.query(dropping).catch((err: Error) => Promise.reject(new DropRefused(err.message)));
+        const row = await measure('postgres', driver, f);
+        return (row['cpu µs/task fleetd'] as number) + (row.postgres as number);
+      }),
+  };
+};
+
+class DropRefused extends Error {}
+
+/** Why the hot path cannot do without an object, from what failed without it. */
+function neededBecause(err: Error): string {
+  if (err instanceof DropRefused) return 'it cannot be dropped (a constraint is behind it)';
+  if (/leased nothing/.test(err.message)) return 'claims lease nothing without it';
+  return `a statement names it (${err.message})`;
+}
+
+async function objectCosts(name: string, subject: Subject, f: Record<string, number>): Promise<void> {
+  const objects = await subject.objects();
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const shipped: number[] = [];
   const without = new Map<string, number[]>(objects.map((o) => [o.name, []]));
+  const needed = new Map<string, string>();
   for (let round = 0; round < f.rounds; round++) {
     for (const object of objects) {
-      shipped.push(await sqliteMeasure(f));
-      // A statement that names an index (INDEXED BY) fails without it, and claims lease nothing
-      // without a count they read: either way the object is part of the hot path.
-      without.get(object.name)!.push(await sqliteMeasure(f, object).catch(() => Number.NaN));
+      shipped.push(await subject.measure());
+      // An index behind a constraint cannot go, one a statement names (SQLite's INDEXED BY) fails the
+      // statement, and claims lease nothing without a count they read: the object is needed.
+      const measured = await subject.measure(object).catch((err: Error) => (needed.set(object.name, neededBecause(err)), Number.NaN));
+      without.get(object.name)!.push(measured);
       process.stdout.write(`round ${round + 1}: ${object.type} ${object.name}: ${shipped.at(-1)} µs as shipped, ${without.get(object.name)!.at(-1)} µs without\n`);
     }
   }
@@ -83,10 +155,10 @@ async function objectCosts(f: Record<string, number>): Promise<void> {
   const rows: Row[] = [{ object: '(as shipped)', 'cpu µs/task': base, 'saved by dropping it': '' }];
   for (const o of objects) {
     const us = median(without.get(o.name)!);
-    const named = Number.isNaN(us);
-    rows.push({ object: `${o.type} ${o.name}`, 'cpu µs/task': named ? '' : us, 'saved by dropping it': named ? 'needed: claims fail without it' : base - us });
+    const why = needed.get(o.name);
+    rows.push({ object: `${o.type} ${o.name}`, 'cpu µs/task': why ? '' : us, 'saved by dropping it': why ? `needed: ${why}` : base - us });
   }
-  report('store-objects', rows, { flags: f });
+  report(`store-objects-${name}`, rows, { flags: f });
 }
 
 async function measure(name: string, driver: Driver, f: Record<string, number>): Promise<Row> {
