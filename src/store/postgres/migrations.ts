@@ -1,4 +1,5 @@
 import type { PostgresDatabase } from './database.js';
+import { CLAIM_MANY_FUNCTION } from './tasks.js';
 
 /**
  * Versioned schema for the PostgreSQL driver. A migration is never edited once released: a change
@@ -742,5 +743,7 @@ export function migrate(db: PostgresDatabase): Promise<void> {
       await q(m.sql);
       await q('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
     }
+    // Not a migration: the claim's function is its statement's text, whichever this release has.
+    await q(CLAIM_MANY_FUNCTION);
   });
 }
