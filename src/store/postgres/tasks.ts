@@ -347,19 +347,23 @@ export function postgresTasks(
       else plain.push({ at, agent, previousStatus, params });
     }
     if (plain.length === 0) return results;
-    // One row a claim whatever it leased: the leased tasks as JSON, and the agent's room before the claim.
-    const claimed = await q<{ room_free: number; leased_tasks: TaskRow[] }>(CLAIM_MANY, [
-      JSON.stringify(
-        plain.map(({ agent, params }) => ({
-          agentId: params.agentId,
-          keys: claimKeysOf(agent),
-          max: params.max,
-          now: params.now,
-          maxConcurrency: agent.maxConcurrency,
-          namespace: agent.namespace === DEFAULT_NAMESPACE ? null : namespaceRequirement(agent.namespace),
-        })),
-      ),
-    ]);
+    const claims = plain.map(({ agent, params }) => ({
+      agentId: params.agentId,
+      keys: claimKeysOf(agent),
+      max: params.max,
+      now: params.now,
+      maxConcurrency: agent.maxConcurrency,
+      namespace: agent.namespace === DEFAULT_NAMESPACE ? null : namespaceRequirement(agent.namespace),
+    }));
+    // One row a claim whatever it leased: the leased tasks as JSON, and the agent's room before the
+    // claim. A claim alone gains nothing from the function (one round trip either way): it goes as
+    // the statement itself, without the function's loop and JSON.
+    const claimed =
+      claims.length === 1
+        ? (await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [claims[0].agentId, claims[0].keys, claims[0].max, claims[0].now, claims[0].maxConcurrency, claims[0].namespace])).map(
+            (r) => ({ room_free: r.free, leased_tasks: r.tasks }),
+          )
+        : await q<{ room_free: number; leased_tasks: TaskRow[] }>(CLAIM_MANY, [JSON.stringify(claims)]);
     plain.forEach(({ at, agent, previousStatus }, k) => {
       const tasks = claimed[k].leased_tasks.map(toTask).sort(byClaimOrder);
       results[at] = { agent, previousStatus, tasks, room: Math.max(0, claimed[k].room_free - tasks.length), heldBack: {}, retryAt: null };
