@@ -116,6 +116,22 @@ describe('event stream', () => {
     await polite.close();
   });
 
+  it('closes an observer whose frame is not UTF-8 with 1007 every time, even right after a large deflated frame', async () => {
+    // The client deflates the large frame; the server was still busy with it when the bad one
+    // failed, and the socket used to be cut before ws's close frame went out (the peer saw 1006).
+    const large = JSON.stringify({ type: 'subscribe', topics: Array.from({ length: 400 }, (_, i) => `task:${i}`), padding: 'x'.repeat(20_000) });
+    const codes = new Map<number, number>();
+    for (let i = 0; i < 300; i++) {
+      const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` });
+      peer.socket.send(large);
+      peer.socket.send(Buffer.from('{"type":"unsubscribe","topics":"x\xff\xfey"}', 'latin1'), { binary: false });
+      peer.socket.send(JSON.stringify({ type: 'subscribe', topics: ['task:1'] }));
+      const { code } = await peer.closed;
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    assert.deepEqual([...codes], [[1007, 300]]);
+  });
+
   it('pushes stats snapshots to stats subscribers', async () => {
     const peer = await observe(server, ['stats']);
     const batch = await peer.next('events');

@@ -40,6 +40,15 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
       maxPayload: config.maxPayloadBytes + 64 * 1024,
       perMessageDeflate: { threshold: DEFLATE_THRESHOLD_BYTES },
     },
+    // A frame ws cannot read (invalid UTF-8, too big, not a frame) is an error ws answers itself: it
+    // has already queued its close frame (1007, 1009, 1002) when it tells us. The plugin's default
+    // terminates the socket here, which could cut that close frame off behind a message still going
+    // out, and the peer saw 1006 instead of the reason. A socket not yet closing (an error of ours)
+    // is still cut at once.
+    errorHandler(error, socket, request) {
+      request.log.info({ err: error }, 'websocket error');
+      if (socket.readyState !== socket.CLOSING && socket.readyState !== socket.CLOSED) socket.terminate();
+    },
     preClose(done) {
       // Before the sockets close: a server going down starts no grace periods.
       agents.stop();
