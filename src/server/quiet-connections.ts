@@ -2,8 +2,6 @@ import type { Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 interface Connection {
-  /** Whether a request has ever been read on it. */
-  used: boolean;
   /** Responses to requests read on it that have not closed yet. */
   inFlight: Set<ServerResponse>;
 }
@@ -34,7 +32,7 @@ export function closeQuietConnectionsOnClose(server: Server, secure: boolean): v
   // Over TLS a request's socket is the TLS socket; a raw connection still in its handshake has sent
   // no request either.
   server.on(secure ? 'secureConnection' : 'connection', (socket: Socket) => {
-    connections.set(socket, { used: false, inFlight: new Set() });
+    connections.set(socket, { inFlight: new Set() });
     socket.once('close', () => connections.delete(socket));
   });
   const handshaking = new Set<Socket>();
@@ -52,7 +50,6 @@ export function closeQuietConnectionsOnClose(server: Server, secure: boolean): v
     const socket = req.socket;
     const connection = connections.get(socket);
     if (!connection) return;
-    connection.used = true;
     connection.inFlight.add(res);
     res.once('close', () => {
       connection.inFlight.delete(res);
@@ -67,7 +64,8 @@ export function closeQuietConnectionsOnClose(server: Server, secure: boolean): v
     closeIdle();
     for (const socket of handshaking) if (socket.bytesRead === 0) socket.destroy();
     for (const [socket, connection] of connections) {
-      if (!connection.used && socket.bytesRead === 0) socket.destroy();
+      // A connection that has read no byte has had no request.
+      if (socket.bytesRead === 0) socket.destroy();
       // Its last response then ends the connection (or the close handler above does, once it has closed).
       for (const res of connection.inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
     }
