@@ -99,6 +99,37 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
+  it('keeps two nodes claiming for one agent at once within its maxConcurrency, each task handed out once, with a plan needed or not', async () => {
+    const { driver: a, openSibling, destroy } = await freshPostgres();
+    const b = openSibling();
+    const insert = (...tasks: ReturnType<typeof task>[]) => a.store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) });
+    const handedOut: number[] = [];
+    // Each round, a new agent of maxConcurrency 5 claims 2 at a time, three times on each node at once.
+    const round = async (agentId: string) => {
+      await a.store.agentCreateMany([{ id: agentId, name: agentId, capabilities: ['two'], labels: {}, maxConcurrency: 5, namespace: 'default', tokenHash: `h-${agentId}`, now: 0 }]);
+      const claims = await Promise.all([a, b, a, b, a, b].map((node, i) => node.store.taskClaim({ agentId, max: 2, now: 1 + i })));
+      handedOut.push(...claims.flatMap((c) => c.tasks.map((t) => t.id)));
+      assert.equal((await a.store.taskList({ agentId, status: 'leased', limit: 100 })).items.length, 5, `${agentId} holds its maxConcurrency`);
+    };
+    try {
+      await insert(...Array.from({ length: 200 }, () => task('two')));
+      // Nothing needs a plan: each node's tick of claims is one call of the claim function.
+      for (let i = 0; i < 15; i++) await round(`plain-${i}`);
+      // A queued task with a concurrency key needs core's plan: the claims go through a transaction.
+      await insert(task('two', { concurrencyKey: 'k' }));
+      for (let i = 0; i < 15; i++) await round(`planned-${i}`);
+      assert.equal(new Set(handedOut).size, 150, 'no task handed out twice');
+      // Another node sees the agent as the claims left it: online, its heartbeat the last claim of one node or the other.
+      const last = await b.store.agentGet({ id: 'planned-14' });
+      assert.equal(last?.status, 'online');
+      assert.ok(last?.lastHeartbeatAt === 5 || last?.lastHeartbeatAt === 6, `heartbeat ${last?.lastHeartbeatAt}`);
+      await assert.rejects(b.store.taskClaim({ agentId: 'nobody', max: 1, now: 7 }), { code: 'FLEETD_ERR_NOT_FOUND' });
+    } finally {
+      await b.close();
+      await destroy();
+    }
+  });
+
   it('does not wake listeners of other schemas in the same database', async () => {
     const a = await freshPostgres();
     const other = await freshPostgres();

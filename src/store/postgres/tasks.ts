@@ -100,31 +100,55 @@ export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
   SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`);
 
 /**
- * A tick's plain claims in one round trip: TASK_CLAIM for each claim in turn, inside the database.
- * Each statement of the loop sees the leases of the ones before it, as the statements one by one
- * did; a round trip each had cost the node a socket write and the backend a wake-up per claim
- * (a third of the node's CPU under push load). Its parameters are plpgsql variables, so the plan is
- * cached as the prepared statement's was. Built from TASK_CLAIM's own text, so the two cannot
- * drift; `migrate` (re)creates it on every start. One row a claim, in the order given.
+ * A tick's plain claims in one round trip, without BEGIN and COMMIT: one statement is a transaction
+ * of its own. It locks the claiming agents' rows in id order and records the claim as their
+ * heartbeat (as AGENT_CLAIM_LOCK does), then runs TASK_CLAIM for each claim in turn, so each sees
+ * the leases of the ones before it and two claims by one agent on two nodes take turns. The four
+ * round trips of a transaction had kept the agents' rows locked across three waits for the node,
+ * and cost the node a socket write and the backend a wake-up each. Its parameters are plpgsql
+ * variables, so the plan is cached as a prepared statement's is. When a plan is needed (policies,
+ * pauses, concurrency keys or locks on queued tasks) it does nothing and answers null: those
+ * claims need core's plan, between statements of a transaction. Built from TASK_CLAIM's own text,
+ * so the two cannot drift; `migrate` (re)creates it on every start.
+ *
+ * Answers the agents' rows as the heartbeat left them (each with its previous status), and one
+ * entry a claim, in the order given: the agent's room before the claim and the tasks it leased,
+ * or null when the agent is gone.
  */
-export const CLAIM_MANY_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_many(claims jsonb)
-  RETURNS TABLE (room_free int, leased_tasks json) LANGUAGE plpgsql AS $claim_many$
+export const CLAIM_TICK_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_tick(agent_ids text[], heartbeat_at bigint, claims jsonb)
+  RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql AS $claim_tick$
 DECLARE
   one_claim jsonb;
   a_id text; a_keys text[]; a_max int; a_now bigint; a_max_concurrency int; a_namespace text;
+  locked json; locked_ids text[]; room_free int; leased_tasks json;
+  results json[] := ARRAY[]::json[];
 BEGIN
+  IF ${PLAN_NEEDED} THEN
+    RETURN QUERY SELECT NULL::json, NULL::json;
+    RETURN;
+  END IF;
+  WITH old AS (SELECT id, status FROM agents WHERE id = ANY(agent_ids) ORDER BY id FOR UPDATE),
+    touched AS (UPDATE agents a SET last_heartbeat_at = heartbeat_at, status = 'online' FROM old WHERE a.id = old.id
+      RETURNING a.*, old.status AS previous_status)
+  SELECT coalesce(json_agg(touched.*), '[]'), coalesce(array_agg(touched.id), '{}') FROM touched INTO locked, locked_ids;
   FOR one_claim IN SELECT value FROM jsonb_array_elements(claims) LOOP
     a_id := one_claim->>'agentId';
+    IF NOT a_id = ANY(locked_ids) THEN
+      results := array_append(results, NULL::json);
+      CONTINUE;
+    END IF;
     a_keys := ARRAY(SELECT jsonb_array_elements_text(one_claim->'keys'));
     a_max := (one_claim->>'max')::int;
     a_now := (one_claim->>'now')::bigint;
     a_max_concurrency := (one_claim->>'maxConcurrency')::int;
     a_namespace := one_claim->>'namespace';
-    RETURN QUERY ${TASK_CLAIM.text.replace(/\$([1-6])\b/g, (_, n: string) => ['a_id', 'a_keys', 'a_max', 'a_now', 'a_max_concurrency', 'a_namespace'][Number(n) - 1])};
+    ${TASK_CLAIM.text.replace(/\$([1-6])\b/g, (_, n: string) => ['a_id', 'a_keys', 'a_max', 'a_now', 'a_max_concurrency', 'a_namespace'][Number(n) - 1])} INTO room_free, leased_tasks;
+    results := array_append(results, json_build_object('room_free', room_free, 'leased_tasks', leased_tasks));
   END LOOP;
-END $claim_many$`;
+  RETURN QUERY SELECT locked, array_to_json(results);
+END $claim_tick$`;
 
-const CLAIM_MANY = prepared('claim_many', 'SELECT room_free, leased_tasks FROM fleetd_claim_many($1::jsonb)');
+const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
@@ -312,28 +336,83 @@ export function postgresTasks(
   );
 
   /**
-   * Claims of one tick share one transaction and one commit. The agent's row is locked first (its
-   * heartbeat), so that two claims by one agent on two nodes take turns and cannot together exceed
-   * its maxConcurrency; the claim statement that follows starts after the lock, so it counts the
-   * other claim's leases.
+   * What a claim needs to know of its agent. An agent's capabilities, labels, namespace and
+   * maxConcurrency never change once it has registered, and its id (a random UUID) is never given
+   * again, so the node reads them once: every later claim of the agent is one round trip. Bounded,
+   * as a cache: a forgotten agent costs one read.
    */
-  const claims = new TickBatcher<TaskClaimParams, TaskClaimResult>((batch) => db.transaction((q) => claimBatch(q, batch)));
+  type ClaimShape = { keys: string[]; maxConcurrency: number; namespace: string | null };
+  const claimShapes = new Map<string, ClaimShape>();
+  const remember = (agent: Agent): ClaimShape => {
+    if (claimShapes.size >= 100_000) claimShapes.clear();
+    const shape = {
+      keys: claimKeysOf(agent),
+      maxConcurrency: agent.maxConcurrency,
+      namespace: agent.namespace === DEFAULT_NAMESPACE ? null : namespaceRequirement(agent.namespace),
+    };
+    claimShapes.set(agent.id, shape);
+    return shape;
+  };
+  /** Whether the last tick's claims needed core's plan: the next then goes to a transaction at once, without asking the function first. */
+  let planNeeded = false;
 
   /**
-   * Inside one transaction, the claims of a tick. The agents' rows are locked first (their
-   * heartbeats, in id order so that batches cannot deadlock), so that two claims by one agent on
-   * two nodes take turns and cannot together exceed its maxConcurrency; each claim statement then
-   * runs after the locks, so it counts the other claims' leases, including earlier ones in this
-   * batch.
+   * Claims of one tick: one call of fleetd_claim_tick when none needs a plan, else one transaction
+   * (claimBatch).
+   */
+  const claims = new TickBatcher<TaskClaimParams, TaskClaimResult>(
+    async (batch) => (!planNeeded && (await plainClaims(batch))) || db.transaction((q) => claimBatch(q, batch)),
+  );
+
+  /** A tick's claims by one call of fleetd_claim_tick; undefined when a plan is needed (it then changed nothing). */
+  async function plainClaims(batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[] | undefined> {
+    const unknown = [...new Set(batch.map((p) => p.agentId).filter((id) => !claimShapes.has(id)))];
+    if (unknown.length > 0) for (const row of await query<AgentRow>('SELECT * FROM agents WHERE id = ANY($1::text[])', [unknown])) remember(toAgent(row));
+    const known = batch.filter((p) => claimShapes.has(p.agentId));
+    const results: (TaskClaimResult | Error)[] = batch.map((p) => notFound('agent', p.agentId));
+    if (known.length === 0) return results;
+    const [{ agents, claimed }] = await query<{
+      agents: (AgentRow & { previous_status: AgentStatus })[] | null;
+      claimed: ({ room_free: number; leased_tasks: TaskRow[] } | null)[] | null;
+    }>(CLAIM_TICK, [
+      [...new Set(known.map((p) => p.agentId))].sort(),
+      Math.max(...known.map((p) => p.now)),
+      JSON.stringify(known.map((p) => ({ agentId: p.agentId, ...claimShapes.get(p.agentId), max: p.max, now: p.now }))),
+    ]);
+    if (agents === null || claimed === null) {
+      planNeeded = true;
+      return undefined;
+    }
+    const byId = new Map(agents.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
+    let k = 0;
+    for (const [at, params] of batch.entries()) {
+      if (!claimShapes.has(params.agentId)) continue;
+      const one = claimed[k++];
+      const found = byId.get(params.agentId);
+      if (one === null || !found) continue;
+      const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
+      results[at] = { agent: found.agent, previousStatus: found.previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
+      // A second claim by the same agent in this tick finds it online already.
+      found.previousStatus = 'online';
+    }
+    return results;
+  }
+
+  /**
+   * Inside one transaction, the claims of a tick when a plan may be needed. The agents' rows are
+   * locked first (their heartbeats, in id order so that batches cannot deadlock), so that two
+   * claims by one agent on two nodes take turns and cannot together exceed its maxConcurrency;
+   * each claim then runs after the locks, so it counts the other claims' leases, including earlier
+   * ones in this batch.
    */
   async function claimBatch(q: Query, batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[]> {
     const ids = [...new Set(batch.map((p) => p.agentId))].sort();
     const rows = await q<AgentRow & { previous_status: AgentStatus; plan_needed: boolean }>(AGENT_CLAIM_LOCK, [ids, Math.max(...batch.map((p) => p.now))]);
     const agents = new Map(rows.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
-    const planned = batch.some((p) => p.plan) && rows.some((row) => row.plan_needed);
+    planNeeded = rows.some((row) => row.plan_needed);
+    const planned = planNeeded && batch.some((p) => p.plan);
     if (planned) await admission.lock(q);
     const results: (TaskClaimResult | Error)[] = [];
-    const plain: { at: number; agent: Agent; previousStatus: AgentStatus; params: TaskClaimParams }[] = [];
     for (const [at, params] of batch.entries()) {
       const found = agents.get(params.agentId);
       if (!found) {
@@ -343,31 +422,23 @@ export function postgresTasks(
       const { agent, previousStatus } = found;
       // A second claim by the same agent in this batch finds it online already.
       found.previousStatus = 'online';
-      if (planned && params.plan) results[at] = { agent, previousStatus, ...(await plannedClaim(q, params, agent)) };
-      else plain.push({ at, agent, previousStatus, params });
+      if (planned && params.plan) {
+        results[at] = { agent, previousStatus, ...(await plannedClaim(q, params, agent)) };
+        continue;
+      }
+      // A claim without a plan, or the plan no longer needed since the tick began: the statement alone.
+      const shape = remember(agent);
+      const [{ free, tasks: rowsLeased }] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
+        agent.id,
+        shape.keys,
+        params.max,
+        params.now,
+        shape.maxConcurrency,
+        shape.namespace,
+      ]);
+      const tasks = rowsLeased.map(toTask).sort(byClaimOrder);
+      results[at] = { agent, previousStatus, tasks, room: Math.max(0, free - tasks.length), heldBack: {}, retryAt: null };
     }
-    if (plain.length === 0) return results;
-    const claims = plain.map(({ agent, params }) => ({
-      agentId: params.agentId,
-      keys: claimKeysOf(agent),
-      max: params.max,
-      now: params.now,
-      maxConcurrency: agent.maxConcurrency,
-      namespace: agent.namespace === DEFAULT_NAMESPACE ? null : namespaceRequirement(agent.namespace),
-    }));
-    // One row a claim whatever it leased: the leased tasks as JSON, and the agent's room before the
-    // claim. A claim alone gains nothing from the function (one round trip either way): it goes as
-    // the statement itself, without the function's loop and JSON.
-    const claimed =
-      claims.length === 1
-        ? (await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [claims[0].agentId, claims[0].keys, claims[0].max, claims[0].now, claims[0].maxConcurrency, claims[0].namespace])).map(
-            (r) => ({ room_free: r.free, leased_tasks: r.tasks }),
-          )
-        : await q<{ room_free: number; leased_tasks: TaskRow[] }>(CLAIM_MANY, [JSON.stringify(claims)]);
-    plain.forEach(({ at, agent, previousStatus }, k) => {
-      const tasks = claimed[k].leased_tasks.map(toTask).sort(byClaimOrder);
-      results[at] = { agent, previousStatus, tasks, room: Math.max(0, claimed[k].room_free - tasks.length), heldBack: {}, retryAt: null };
-    });
     return results;
   }
 
