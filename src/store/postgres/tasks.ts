@@ -59,6 +59,34 @@ const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
 )
 SELECT * FROM inserted`);
 
+/** The SQLSTATE fleetd_whole_batch raises: a key of the batch was taken already. */
+const REPEATED_KEY = 'FL409';
+
+/**
+ * Raises REPEATED_KEY unless every task of the batch was inserted. A statement that raises is
+ * undone whole, without a transaction around it. Not a migration: `migrate` (re)creates it on every
+ * start, as the claim's function.
+ */
+export const WHOLE_BATCH_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_whole_batch(inserted int, wanted int) RETURNS boolean LANGUAGE plpgsql AS $whole$
+BEGIN
+  IF inserted < wanted THEN
+    RAISE EXCEPTION 'an idempotency key of the batch is taken' USING ERRCODE = '${REPEATED_KEY}';
+  END IF;
+  RETURN true;
+END $whole$`;
+
+/**
+ * TASK_INSERT for a batch with idempotency keys, as the SDK's submits all have ($21: the batch's
+ * size): when none of its keys is taken, as nearly always, the statement is the whole write, one
+ * round trip instead of BEGIN, the insert and COMMIT. When one is taken, it raises and so writes
+ * nothing (a statement is atomic): the batch goes again in a transaction, which answers the repeat.
+ * When none was inserted it writes nothing either, and answers no row.
+ */
+const TASK_INSERT_WHOLE = prepared(
+  'task_insert_whole',
+  TASK_INSERT.text.replace(/SELECT \* FROM inserted$/, 'SELECT * FROM inserted WHERE (SELECT fleetd_whole_batch(count(*)::int, $21) FROM inserted)'),
+);
+
 /**
  * Ends leases as core decided, in one statement whatever their number: $1 ids, $2 statuses,
  * $3 run_at (NULL keeps the row's), $4 completed_at, $5 errors (JSON), $6 now. A lease that ended
@@ -611,8 +639,8 @@ export function postgresTasks(
       const { tasks, now } = params;
       const keys = tasks.map((t) => storedIdempotencyKey(t.namespace, t.idempotencyKey));
       let starts = new Map<number, { start: LinkStart; deps: TaskRow[] }>();
-      const insert = (q: Query) =>
-        q<TaskRow>(TASK_INSERT, [
+      const insert = (q: Query, statement = TASK_INSERT) =>
+        q<TaskRow>(statement, [
           tasks.map((t) => t.type),
           tasks.map((t) => taskRequirementKey(t)),
           tasks.map((t) => JSON.stringify(t.payload)),
@@ -633,11 +661,20 @@ export function postgresTasks(
           tasks.map((t) => t.concurrencyKey ?? ''),
           tasks.map((t) => JSON.stringify(t.locks ?? [])),
           tasks.map((t) => t.namespace),
+          ...(statement === TASK_INSERT_WHOLE ? [tasks.length] : []),
         ]).then((rows) => rows.sort((a, b) => a.id - b.id));
       const linked = tasks.some((t) => t.links);
       if (!linked && keys.every((k) => k === null)) {
         // Without idempotency keys nothing can repeat: the one statement is the whole transaction.
         return (await insert(query)).map((row) => ({ task: toTask(row), created: true }));
+      }
+      if (!linked) {
+        // With keys, the same statement, undone whole when a key is taken (then the transaction below).
+        const rows = await insert(query, TASK_INSERT_WHOLE).catch((err: { code?: string }) => {
+          if (err.code === REPEATED_KEY) return [];
+          throw err;
+        });
+        if (rows.length === tasks.length) return rows.map((row) => ({ task: toTask(row), created: true }));
       }
       return db.transaction(async (q) => {
         if (linked) starts = await startLinked(q, tasks, params.onLinks);
