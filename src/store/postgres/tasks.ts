@@ -396,28 +396,33 @@ export function postgresTasks(
   async function plainClaims(batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[] | undefined> {
     const unknown = [...new Set(batch.map((p) => p.agentId).filter((id) => !claimShapes.has(id)))];
     if (unknown.length > 0) for (const row of await query<AgentRow>('SELECT * FROM agents WHERE id = ANY($1::text[])', [unknown])) remember(toAgent(row));
-    const known = batch.filter((p) => claimShapes.has(p.agentId));
-    const results: (TaskClaimResult | Error)[] = batch.map((p) => notFound('agent', p.agentId));
-    if (known.length === 0) return results;
+    // Taken now: another tick may clear the cache while this one waits for the database.
+    const shapes = batch.map((p) => claimShapes.get(p.agentId));
+    const known = batch.flatMap((p, at) => (shapes[at] ? [{ ...shapes[at], agentId: p.agentId, max: p.max, now: p.now }] : []));
+    const missing = (p: TaskClaimParams) => notFound('agent', p.agentId);
+    if (known.length === 0) return batch.map(missing);
     const [{ agents, claimed }] = await query<{
       agents: (AgentRow & { previous_status: AgentStatus })[] | null;
       claimed: ({ room_free: number; leased_tasks: TaskRow[] } | null)[] | null;
     }>(CLAIM_TICK, [
       [...new Set(known.map((p) => p.agentId))].sort(),
       Math.max(...known.map((p) => p.now)),
-      JSON.stringify(known.map((p) => ({ agentId: p.agentId, ...claimShapes.get(p.agentId), max: p.max, now: p.now }))),
+      JSON.stringify(known),
     ]);
     if (agents === null || claimed === null) {
       planNeeded = true;
       return undefined;
     }
     const byId = new Map(agents.map((row) => [row.id, { agent: toAgent(row), previousStatus: row.previous_status }]));
+    const results: (TaskClaimResult | Error)[] = [];
     let k = 0;
     for (const [at, params] of batch.entries()) {
-      if (!claimShapes.has(params.agentId)) continue;
-      const one = claimed[k++];
+      const one = shapes[at] ? claimed[k++] : null;
       const found = byId.get(params.agentId);
-      if (one === null || !found) continue;
+      if (one === null || !found) {
+        results[at] = missing(params);
+        continue;
+      }
       const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
       results[at] = { agent: found.agent, previousStatus: found.previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
       // A second claim by the same agent in this tick finds it online already.
