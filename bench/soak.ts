@@ -43,6 +43,9 @@ export type SoakMinute = {
   'submit p99 ms': number;
   'complete p99 ms': number;
   'rss MB': number;
+  /** The V8 heap in use, and memory outside it (Buffers, zlib, SQLite's and ws's native memory): which of the two moves with the RSS. */
+  'heap used MB': number;
+  'external MB': number;
   /** The worst event-loop lag the server reported in the minute: a server that stalls, or a CPU it cannot get. */
   'loop lag max ms': number;
 };
@@ -65,7 +68,8 @@ export interface SoakResult {
   redelivered: number;
   kills: number;
   minutes: SoakMinute[];
-  rss: { atSeconds: number; mb: number }[];
+  /** The server's RSS every 5 s, with its V8 heap in use and its external memory (from /metrics). */
+  rss: { atSeconds: number; mb: number; heapUsedMb?: number; externalMb?: number }[];
   /** Least-squares slope of the server's RSS after the first fifth of the run, in MB per minute. */
   rssSlopeMbPerMinute: number;
   /** The same over the second half: SQLite's page cache (64 MiB) fills as the database grows, early on. */
@@ -87,6 +91,8 @@ interface Bucket {
   submitMs: number[];
   completeMs: number[];
   rss: number;
+  heapUsedMb: number;
+  externalMb: number;
   lagMaxMs: number;
 }
 
@@ -126,7 +132,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const started = Date.now();
     const buckets: Bucket[] = [];
     const bucket = (at: number): Bucket =>
-      (buckets[Math.floor((at - started) / 60_000)] ??= { submitted: 0, completed: 0, errors: 0, submitMs: [], completeMs: [], rss: 0, lagMaxMs: 0 });
+      (buckets[Math.floor((at - started) / 60_000)] ??= { submitted: 0, completed: 0, errors: 0, submitMs: [], completeMs: [], rss: 0, heapUsedMb: 0, externalMb: 0, lagMaxMs: 0 });
     let agentErrors = 0;
     let submitErrors = 0;
     let kills = 0;
@@ -174,13 +180,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const rss: SoakResult['rss'] = [];
     const sampler = setInterval(async () => {
       const mb = server.rssMb();
-      rss.push({ atSeconds: Math.round((Date.now() - soakStart) / 1000), mb });
+      const sample: SoakResult['rss'][number] = { atSeconds: Math.round((Date.now() - soakStart) / 1000), mb };
+      rss.push(sample);
       bucket(Date.now()).rss = mb;
+      const metrics = await fetch(`${server.url}/metrics`, { headers: authHeaders }).then((r) => r.text()).catch(() => '');
+      const megabytes = (name: string) => {
+        const bytes = Number(new RegExp(`^${name} (\\d+)`, 'm').exec(metrics)?.[1]);
+        return Number.isFinite(bytes) ? Math.round(bytes / 2 ** 20) : undefined;
+      };
+      sample.heapUsedMb = megabytes('nodejs_heap_size_used_bytes');
+      sample.externalMb = megabytes('nodejs_external_memory_bytes');
+      bucket(Date.now()).heapUsedMb = sample.heapUsedMb ?? 0;
+      bucket(Date.now()).externalMb = sample.externalMb ?? 0;
       const stats = (await http.call('GET', '/v1/stats').catch(() => undefined))?.body;
       const soak = stats?.tasks?.byType?.soak ?? {};
       const b = bucket(Date.now());
       b.lagMaxMs = Math.max(b.lagMaxMs, stats?.eventLoop?.lagMaxMs ?? 0);
-      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${soak.completed ?? 0} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB`);
+      log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${soak.completed ?? 0} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB (heap ${sample.heapUsedMb ?? '?'}, external ${sample.externalMb ?? '?'})`);
     }, 5_000);
 
     // Kills: one agent process at a time, started again 0.5–5 s later (sometimes inside the
@@ -304,6 +320,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         'submit p99 ms': ms(percentile(b?.submitMs ?? [], 99)),
         'complete p99 ms': ms(percentile(b?.completeMs ?? [], 99)),
         'rss MB': b?.rss ?? 0,
+        'heap used MB': b?.heapUsedMb ?? 0,
+        'external MB': b?.externalMb ?? 0,
         'loop lag max ms': Math.round(b?.lagMaxMs ?? 0),
       })),
       rss,
