@@ -102,6 +102,46 @@ describe('agent stream', () => {
     await second.peer.close();
   });
 
+  it('resumes the leases of an agent whose grace runs out while its new socket is being welcomed, and releases them when that socket fails', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['resume-late']);
+    const first = await connectAgent(url, agent);
+    first.peer.send({ type: 'credit', add: 1 });
+    const task = await api.submit({ type: 'resume-late' });
+    await first.peer.next('tasks');
+    // A slow store at the welcome (its heartbeat takes 400 ms here) keeps the new socket waiting
+    // across the end of the 300 ms grace: the release must not take back what the welcome hands back.
+    const agents = server.fleet.agents;
+    const heartbeat = agents.heartbeat;
+    agents.heartbeat = async (id) => {
+      if (id === agent.id) await new Promise((r) => setTimeout(r, 400));
+      return heartbeat.call(agents, id);
+    };
+    try {
+      await first.peer.close();
+      await new Promise((r) => setTimeout(r, 100));
+      const second = await connectAgent(url, agent);
+      assert.deepEqual(second.welcome.leased.map((t: any) => t.id), [task.id]);
+      second.peer.send({ type: 'complete', id: task.id, ref: 'done' });
+      assert.equal((await second.peer.next('ack', (m) => m.ref === 'done')).status, 'completed');
+      assert.equal((await api.get(`/v1/tasks/${task.id}`)).body.attempts, 1);
+
+      // A socket that closes before its welcome leaves the grace running: the agent goes offline.
+      const another = await api.submit({ type: 'resume-late' });
+      second.peer.send({ type: 'credit', add: 1 });
+      await second.peer.next('tasks');
+      const offline = nextEvent(server, 'agent.offline', (e) => e.agent.id === agent.id);
+      await second.peer.close();
+      await new Promise((r) => setTimeout(r, 200));
+      const third = await connect(`${url}/v1/agents/${agent.id}/stream`, { authorization: `Bearer ${agent.token}` });
+      await third.close();
+      await offline;
+      assert.equal((await api.get(`/v1/tasks/${another.id}`)).body.status, 'queued');
+    } finally {
+      agents.heartbeat = heartbeat;
+    }
+  });
+
   it('releases the leases and locks of an agent that stays away past the grace period', async () => {
     const { api, url } = server;
     const agent = await api.registerAgent(['gone']);

@@ -61,6 +61,10 @@ class AgentSession {
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+  /** Releases whose grace ran out, still writing: an agent connecting again waits for its own before it is welcomed. */
+  private readonly releasing = new Map<string, Promise<void>>();
+  /** Agents whose socket is between the upgrade and the welcome, with how many such sockets. */
+  private readonly opening = new Map<string, number>();
   private heartbeater: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void)[] = [];
   private stopping = false;
@@ -120,6 +124,21 @@ export class AgentGateway {
   /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
   async open(agentId: string, socket: WebSocket, owner: string): Promise<void> {
     if (!this.connections.admit(socket, owner)) return;
+    this.opening.set(agentId, (this.opening.get(agentId) ?? 0) + 1);
+    try {
+      await this.welcome(agentId, socket);
+    } finally {
+      const left = this.opening.get(agentId)! - 1;
+      if (left === 0) this.opening.delete(agentId);
+      else this.opening.set(agentId, left);
+    }
+  }
+
+  private async welcome(agentId: string, socket: WebSocket): Promise<void> {
+    // A release whose grace ran out just before is waited for, so that the welcome lists only the
+    // leases it left: handing back a lease being released would set the agent to work on a task
+    // gone to another.
+    await this.releasing.get(agentId);
     let agent;
     try {
       agent = await this.fleet.agents.heartbeat(agentId);
@@ -137,11 +156,8 @@ export class AgentGateway {
       previous.channel.close();
       previous.socket.close(CloseCodes.REPLACED, 'replaced by a newer connection');
     }
-    const grace = this.graceTimers.get(agentId);
-    if (grace) {
-      clearTimeout(grace);
-      this.graceTimers.delete(agentId);
-    }
+    clearTimeout(this.graceTimers.get(agentId));
+    this.graceTimers.delete(agentId);
     socket.once('close', () => this.onClose(session));
     const leased = await this.fleet.tasks.list({ agentId, status: 'leased', limit: 1000 });
     // A resumed task comes with its dependencies' results, as when it was first pushed.
@@ -160,15 +176,34 @@ export class AgentGateway {
     session.channel.close();
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
+    this.startGrace(session.id);
+  }
+
+  /**
+   * After the grace the agent's leases and locks are released, unless it is back. An agent whose new
+   * socket is still being welcomed gets another grace: releasing now would take back the leases its
+   * welcome is about to hand it; if that socket fails, the next grace releases them.
+   */
+  private startGrace(agentId: string): void {
     if (this.stopping) return;
+    clearTimeout(this.graceTimers.get(agentId));
     const timer = setTimeout(() => {
-      this.graceTimers.delete(session.id);
-      this.fleet.agents.release(session.id).catch((err: unknown) => {
-        if (!(err instanceof FleetError && err.code === 'FLEETD_ERR_NOT_FOUND')) this.log.error({ err, agentId: session.id }, 'release after grace failed');
+      this.graceTimers.delete(agentId);
+      if (this.sessions.has(agentId)) return;
+      if (this.opening.has(agentId)) return this.startGrace(agentId);
+      const release = this.fleet.agents.release(agentId).then(
+        () => {},
+        (err: unknown) => {
+          if (!(err instanceof FleetError && err.code === 'FLEETD_ERR_NOT_FOUND')) this.log.error({ err, agentId }, 'release after grace failed');
+        },
+      );
+      this.releasing.set(agentId, release);
+      void release.finally(() => {
+        if (this.releasing.get(agentId) === release) this.releasing.delete(agentId);
       });
     }, this.config.agentDisconnectGraceMs);
     timer.unref();
-    this.graceTimers.set(session.id, timer);
+    this.graceTimers.set(agentId, timer);
   }
 
   private async onMessage(session: AgentSession, text: string, isBinary: boolean): Promise<void> {
