@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
 import { startNode, twoNodes } from './cluster/node-process.js';
+import { connectAgent } from './ws-helpers.js';
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix. */
 describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => {
@@ -149,6 +150,34 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       assert.deepEqual(sc.body.agents, sb.body.agents);
     } finally {
       await c.stop();
+    }
+  });
+});
+
+describe('an agent moving between two nodes inside its disconnect grace', { timeout: 60_000 }, () => {
+  const cluster = twoNodes({ FLEETD_AGENT_DISCONNECT_GRACE_MS: '1000' });
+
+  it('keeps the leases B welcomed it back with when the grace of its socket on A runs out', async () => {
+    const { a, b } = cluster;
+    const agent = await a.api.registerAgent(['move']);
+    const onA = await connectAgent(a.url, agent);
+    onA.peer.send({ type: 'credit', add: 1 });
+    const task = await a.api.submit({ type: 'move' });
+    await onA.peer.next('tasks');
+    await onA.peer.close();
+    const onB = await connectAgent(b.url, agent);
+    try {
+      assert.deepEqual(onB.welcome.leased.map((t: { id: number }) => t.id), [task.id]);
+      // A's grace ends while the agent works on B: A must see it back and leave its lease be.
+      await new Promise((r) => setTimeout(r, 2_000));
+      onB.peer.send({ type: 'complete', id: task.id, ref: 'done' });
+      const answer = await Promise.race([onB.peer.next('ack', (m) => m.ref === 'done'), onB.peer.next('error', (m) => m.ref === 'done')]);
+      assert.equal(answer.type, 'ack', JSON.stringify(answer));
+      assert.equal(answer.status, 'completed');
+      assert.equal((await a.api.get(`/v1/agents/${agent.id}`)).body.status, 'online');
+      assert.equal((await a.api.get(`/v1/tasks/${task.id}`)).body.attempts, 1);
+    } finally {
+      await onB.peer.close();
     }
   });
 });

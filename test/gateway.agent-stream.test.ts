@@ -109,13 +109,13 @@ describe('agent stream', () => {
     first.peer.send({ type: 'credit', add: 1 });
     const task = await api.submit({ type: 'resume-late' });
     await first.peer.next('tasks');
-    // A slow store at the welcome (its heartbeat takes 400 ms here) keeps the new socket waiting
+    // A slow store at the welcome (its write takes 400 ms more here) keeps the new socket waiting
     // across the end of the 300 ms grace: the release must not take back what the welcome hands back.
     const agents = server.fleet.agents;
-    const heartbeat = agents.heartbeat;
-    agents.heartbeat = async (id) => {
+    const connected = agents.connected;
+    agents.connected = async (id) => {
       if (id === agent.id) await new Promise((r) => setTimeout(r, 400));
-      return heartbeat.call(agents, id);
+      return connected.call(agents, id);
     };
     try {
       await first.peer.close();
@@ -138,7 +138,7 @@ describe('agent stream', () => {
       await offline;
       assert.equal((await api.get(`/v1/tasks/${another.id}`)).body.status, 'queued');
     } finally {
-      agents.heartbeat = heartbeat;
+      agents.connected = connected;
     }
   });
 

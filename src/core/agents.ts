@@ -89,8 +89,18 @@ export class AgentService {
   /** An agent known online is only noted in memory (see presence.ts); a status change is written at once. */
   async heartbeat(id: string): Promise<Agent> {
     const now = this.ctx.now();
-    const known = this.presence.beat(id, now);
-    if (known) return known;
+    return this.presence.beat(id, now) ?? this.writeHeartbeat(id, now);
+  }
+
+  /**
+   * An agent's socket welcomed: its heartbeat is written at once, not only noted, so that a grace
+   * running on another node for its previous socket sees it back (release's `unlessSeenAfter`).
+   */
+  connected(id: string): Promise<Agent> {
+    return this.writeHeartbeat(id, this.ctx.now());
+  }
+
+  private async writeHeartbeat(id: string, now: number): Promise<Agent> {
     const result = await this.ctx.store.agentHeartbeat({ id, now });
     if (!result) throw notFound('agent', id);
     this.presence.remember(result.agent);
@@ -109,11 +119,15 @@ export class AgentService {
     return released.agent;
   }
 
-  /** Takes the agent offline now, releasing its leased tasks and its locks; it comes back with its next heartbeat or claim. */
-  async release(id: string): Promise<Agent> {
+  /**
+   * The agent's WebSocket grace ran out: it goes offline now, its leased tasks and its locks released,
+   * unless a socket of it was welcomed (on any node) after `disconnectedAt`. It comes back with its
+   * next heartbeat or claim. Undefined when it was back, or is gone.
+   */
+  async releaseAfterGrace(id: string, disconnectedAt: number): Promise<Agent | undefined> {
     const now = this.ctx.now();
-    const released = await this.ctx.store.agentRelease({ id, now, endLease: lostLeases('agent_offline', now) });
-    if (!released) throw notFound('agent', id);
+    const released = await this.ctx.store.agentRelease({ id, now, endLease: lostLeases('agent_offline', now), unlessSeenAfter: disconnectedAt });
+    if (!released) return undefined;
     this.ctx.publishRelease(released, 'agent.offline');
     return released.agent;
   }

@@ -48,8 +48,12 @@ export interface AgentStore {
   /** Takes agents offline whose last heartbeat is older than offlineBefore: their locks go, their leases end by `endLease`. */
   agentReapOffline(params: { offlineBefore: number; now: number; limit: number; endLease: EndLease }): Promise<AgentReleaseResult[]>;
   agentDelete(params: { id: string; now: number; endLease: EndLease }): Promise<AgentReleaseResult | undefined>;
-  /** Takes one agent offline now (its WebSocket grace ran out): its locks go, its leases end by `endLease`. */
-  agentRelease(params: { id: string; now: number; endLease: EndLease }): Promise<AgentReleaseResult | undefined>;
+  /**
+   * Takes one agent offline now (its WebSocket grace ran out): its locks go, its leases end by
+   * `endLease`. Undefined when there is no such agent, or when its heartbeat was written after
+   * `unlessSeenAfter` (another node welcomed it back): then nothing changes.
+   */
+  agentRelease(params: { id: string; now: number; endLease: EndLease; unlessSeenAfter?: number }): Promise<AgentReleaseResult | undefined>;
   /** The earliest heartbeat time among online and stale agents, to time the next reap. */
   agentOldestHeartbeat(params: { status: AgentStatus }): Promise<number | null>;
   /** Agents by status, of the namespaces of the filter (all when undefined). */

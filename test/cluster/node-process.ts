@@ -66,10 +66,11 @@ export async function startNode(env: Record<string, string>): Promise<NodeProces
 /**
  * Two nodes on one fresh PostgreSQL schema and Redis prefix for the describe block this is called
  * in: started one at a time in `before` (so that `after` stops the first whatever becomes of the
- * second), stopped and the schema dropped in `after`. Read `a` and `b` inside the tests.
+ * second), stopped and the schema dropped in `after`. Read `a` and `b` inside the tests. `settings`
+ * (FLEETD_* variables) go to both.
  */
-export function twoNodes(): { readonly env: Record<string, string>; readonly a: NodeProcess; readonly b: NodeProcess } {
-  const env = clusterEnv();
+export function twoNodes(settings: Record<string, string> = {}): { readonly env: Record<string, string>; readonly a: NodeProcess; readonly b: NodeProcess } {
+  const env = { ...clusterEnv(), ...settings };
   const nodes: NodeProcess[] = [];
   before(async () => {
     nodes.push(await startNode(env));

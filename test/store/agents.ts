@@ -77,6 +77,24 @@ export function exerciseAgents(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('KeepsAnAgentSeenAfterItsDisconnect: a release unlessSeenAfter changes nothing once a later heartbeat was written', async () => {
+      const a = await h.agent(['k'], 10, T0);
+      const [t] = await h.submit(task('k'));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 });
+      await lock('Lk', a, ['k1'], 60_000);
+      await h.store.agentHeartbeat({ id: a, now: T0 + 100 });
+      assert.equal(await h.store.agentRelease({ id: a, now: T0 + 200, endLease: rules.offline(T0 + 200), unlessSeenAfter: T0 + 99 }), undefined);
+      assert.equal((await h.store.agentGet({ id: a }))?.status, 'online');
+      assert.equal((await h.store.taskGet({ id: t.id }))?.status, 'leased');
+      assert.equal((await h.store.lockGet({ id: 'Lk' }))?.agentId, a);
+      // Seen at the disconnect itself, not after it: released.
+      const released = await h.store.agentRelease({ id: a, now: T0 + 200, endLease: rules.offline(T0 + 200), unlessSeenAfter: T0 + 100 });
+      assert.equal(released?.agent.status, 'offline');
+      assert.deepEqual(released?.tasks.map((x) => [x.task.id, x.task.status]), [[t.id, 'queued']]);
+      assert.deepEqual(released?.locks.map((l) => l.id), ['Lk']);
+      await assertCountersEqualRecount(h.store);
+    });
+
     it('DeletesAnAgentReleasingWhatItHeld', async () => {
       const a = await h.agent(['d']);
       const [t] = await h.submit(task('d'));

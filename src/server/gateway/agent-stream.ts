@@ -61,8 +61,6 @@ class AgentSession {
 export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
-  /** Releases whose grace ran out, still writing: an agent connecting again waits for its own before it is welcomed. */
-  private readonly releasing = new Map<string, Promise<void>>();
   /** Agents whose socket is between the upgrade and the welcome, with how many such sockets. */
   private readonly opening = new Map<string, number>();
   private heartbeater: NodeJS.Timeout | undefined;
@@ -129,19 +127,21 @@ export class AgentGateway {
       await this.welcome(agentId, socket);
     } finally {
       const left = this.opening.get(agentId)! - 1;
-      if (left === 0) this.opening.delete(agentId);
-      else this.opening.set(agentId, left);
+      if (left > 0) this.opening.set(agentId, left);
+      else {
+        this.opening.delete(agentId);
+        // A socket that ended before its welcome wrote the agent seen: its grace counts from now.
+        if (!this.sessions.has(agentId) && this.graceTimers.has(agentId)) this.startGrace(agentId, this.fleet.now());
+      }
     }
   }
 
   private async welcome(agentId: string, socket: WebSocket): Promise<void> {
-    // A release whose grace ran out just before is waited for, so that the welcome lists only the
-    // leases it left: handing back a lease being released would set the agent to work on a task
-    // gone to another.
-    await this.releasing.get(agentId);
     let agent;
     try {
-      agent = await this.fleet.agents.heartbeat(agentId);
+      // Written, not only noted: a grace running out now on another node leaves this agent's leases
+      // be, and a release that came first has ended them before the list below reads them.
+      agent = await this.fleet.agents.connected(agentId);
     } catch (err) {
       if (!isDependencyUnavailable(err)) throw err;
       // Closed with a reason rather than dropped: the SDK reconnects after its backoff.
@@ -176,31 +176,23 @@ export class AgentGateway {
     session.channel.close();
     if (this.sessions.get(session.id) !== session) return;
     this.sessions.delete(session.id);
-    this.startGrace(session.id);
+    this.startGrace(session.id, this.fleet.now());
   }
 
   /**
-   * After the grace the agent's leases and locks are released, unless it is back. An agent whose new
-   * socket is still being welcomed gets another grace: releasing now would take back the leases its
-   * welcome is about to hand it; if that socket fails, the next grace releases them.
+   * After the grace the agent's leases and locks are released, unless it is back, here or on another
+   * node. An agent whose new socket is still being welcomed here gets another grace: releasing now
+   * would take back the leases its welcome is about to hand it; if that socket fails, a grace from
+   * then releases them.
    */
-  private startGrace(agentId: string): void {
+  private startGrace(agentId: string, disconnectedAt: number): void {
     if (this.stopping) return;
     clearTimeout(this.graceTimers.get(agentId));
     const timer = setTimeout(() => {
       this.graceTimers.delete(agentId);
       if (this.sessions.has(agentId)) return;
-      if (this.opening.has(agentId)) return this.startGrace(agentId);
-      const release = this.fleet.agents.release(agentId).then(
-        () => {},
-        (err: unknown) => {
-          if (!(err instanceof FleetError && err.code === 'FLEETD_ERR_NOT_FOUND')) this.log.error({ err, agentId }, 'release after grace failed');
-        },
-      );
-      this.releasing.set(agentId, release);
-      void release.finally(() => {
-        if (this.releasing.get(agentId) === release) this.releasing.delete(agentId);
-      });
+      if (this.opening.has(agentId)) return this.startGrace(agentId, disconnectedAt);
+      this.fleet.agents.releaseAfterGrace(agentId, disconnectedAt).catch((err: unknown) => this.log.error({ err, agentId }, 'release after grace failed'));
     }, this.config.agentDisconnectGraceMs);
     timer.unref();
     this.graceTimers.set(agentId, timer);

@@ -121,7 +121,11 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
 
     agentRelease(params) {
       return db.transaction(async (q) => {
-        const [row] = await q<AgentRow>("UPDATE agents SET status = 'offline' WHERE id = $1 RETURNING *", [params.id]);
+        // The row lock orders this with a welcome's heartbeat on another node: whichever comes second sees the first.
+        const [row] = await q<AgentRow>("UPDATE agents SET status = 'offline' WHERE id = $1 AND ($2::bigint IS NULL OR last_heartbeat_at <= $2) RETURNING *", [
+          params.id,
+          params.unlessSeenAfter ?? null,
+        ]);
         if (!row) return undefined;
         const released = await releaseAgents(q, [row.id], params.now, params.endLease);
         return { agent: toAgent(row), ...released(row.id) };
