@@ -182,7 +182,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const mb = server.rssMb();
       const sample: SoakResult['rss'][number] = { atSeconds: Math.round((Date.now() - soakStart) / 1000), mb };
       rss.push(sample);
-      bucket(Date.now()).rss = mb;
+      const b = bucket(Date.now());
+      b.rss = mb;
       const metrics = await fetch(`${server.url}/metrics`, { headers: authHeaders }).then((r) => r.text()).catch(() => '');
       const megabytes = (name: string) => {
         const bytes = Number(new RegExp(`^${name} (\\d+)`, 'm').exec(metrics)?.[1]);
@@ -190,11 +191,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       };
       sample.heapUsedMb = megabytes('nodejs_heap_size_used_bytes');
       sample.externalMb = megabytes('nodejs_external_memory_bytes');
-      bucket(Date.now()).heapUsedMb = sample.heapUsedMb ?? 0;
-      bucket(Date.now()).externalMb = sample.externalMb ?? 0;
+      b.heapUsedMb = sample.heapUsedMb ?? 0;
+      b.externalMb = sample.externalMb ?? 0;
       const stats = (await http.call('GET', '/v1/stats').catch(() => undefined))?.body;
       const soak = stats?.tasks?.byType?.soak ?? {};
-      const b = bucket(Date.now());
       b.lagMaxMs = Math.max(b.lagMaxMs, stats?.eventLoop?.lagMaxMs ?? 0);
       log(`${Math.round((Date.now() - soakStart) / 1000)} s: ${acknowledged.size} acknowledged, ${soak.completed ?? 0} completed, ${kills} kills, ${agentErrors + submitErrors} errors, RSS ${mb} MB (heap ${sample.heapUsedMb ?? '?'}, external ${sample.externalMb ?? '?'})`);
     }, 5_000);

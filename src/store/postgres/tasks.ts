@@ -127,10 +127,17 @@ export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
   )
   SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`);
 
+/** The claiming agents' rows (`ids`, a text[]), locked in id order so that two nodes' claims cannot deadlock: the CTE `old`, with each one's status before. */
+const lockAgentsForClaim = (ids: string) => `old AS (SELECT id, status FROM agents WHERE id = ANY(${ids}) ORDER BY id FOR UPDATE)`;
+
+/** A claim is its agents' heartbeat: the UPDATE of the rows `old` locked (`from` lists it first), answering them with their status before. */
+const touchAgentsForClaim = (at: string, from: string) =>
+  `UPDATE agents a SET last_heartbeat_at = ${at}, status = 'online' FROM ${from} WHERE a.id = old.id RETURNING a.*, old.status AS previous_status`;
+
 /**
  * A tick's plain claims in one round trip, without BEGIN and COMMIT: one statement is a transaction
  * of its own. It locks the claiming agents' rows in id order and records the claim as their
- * heartbeat (as AGENT_CLAIM_LOCK does), then runs TASK_CLAIM for each claim in turn, so each sees
+ * heartbeat (with AGENT_CLAIM_LOCK's text), then runs TASK_CLAIM for each claim in turn, so each sees
  * the leases of the ones before it and two claims by one agent on two nodes take turns. The four
  * round trips of a transaction had kept the agents' rows locked across three waits for the node,
  * and cost the node a socket write and the backend a wake-up each. Its parameters are plpgsql
@@ -155,9 +162,8 @@ BEGIN
     RETURN QUERY SELECT NULL::json, NULL::json;
     RETURN;
   END IF;
-  WITH old AS (SELECT id, status FROM agents WHERE id = ANY(agent_ids) ORDER BY id FOR UPDATE),
-    touched AS (UPDATE agents a SET last_heartbeat_at = heartbeat_at, status = 'online' FROM old WHERE a.id = old.id
-      RETURNING a.*, old.status AS previous_status)
+  WITH ${lockAgentsForClaim('agent_ids')},
+    touched AS (${touchAgentsForClaim('heartbeat_at', 'old')})
   SELECT coalesce(json_agg(touched.*), '[]'), coalesce(array_agg(touched.id), '{}') FROM touched INTO locked, locked_ids;
   FOR one_claim IN SELECT value FROM jsonb_array_elements(claims) LOOP
     a_id := one_claim->>'agentId';
@@ -272,10 +278,8 @@ const TASK_EXTEND_MANY = prepared(
  */
 const AGENT_CLAIM_LOCK = prepared(
   'agent_claim_lock',
-  `WITH old AS (SELECT id, status FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE),
-     rules AS (SELECT ${PLAN_NEEDED} AS plan_needed)
-   UPDATE agents a SET last_heartbeat_at = $2, status = 'online' FROM old, rules WHERE a.id = old.id
-   RETURNING a.*, old.status AS previous_status, rules.plan_needed`,
+  `WITH ${lockAgentsForClaim('$1::text[]')}, rules AS (SELECT ${PLAN_NEEDED} AS plan_needed)
+   ${touchAgentsForClaim('$2', 'old, rules')}, rules.plan_needed`,
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */
