@@ -64,18 +64,53 @@ describe('rate limits', () => {
     assert.equal((await claim(b.id)).status, 200);
   });
 
-  it('shares one budget between nodes through Redis', async () => {
+  it('shares one budget between nodes through Redis, each node counting in memory between syncs', async () => {
     const redis = new Redis('redis://127.0.0.1:6379/6');
+    const prefix = `fleetd-test-${Date.now()}-${Math.random()}:`;
+    const config = resolveConfig({ rateLimitWrite: 3, redisPrefix: prefix }, {});
+    const nodeA = new RateLimits(config, redis);
+    const nodeB = new RateLimits(config, redis);
     try {
-      const config = resolveConfig({ rateLimitWrite: 3 }, {});
-      const nodeA = new RateLimits(config, redis);
-      const nodeB = new RateLimits(config, redis);
-      const key = `shared-${Date.now()}-${Math.random()}`;
-      const seen = [];
-      for (const node of [nodeA, nodeB, nodeA, nodeB]) seen.push((await node.consume('write', key))!.allowed);
-      assert.deepEqual(seen, [true, true, true, false]);
+      const allowed = (node: RateLimits) => node.consume('write', 'shared')!.allowed;
+      // Each node decides alone until it syncs: A spends two, tells Redis; B spends one and learns of A's two.
+      assert.deepEqual([allowed(nodeA), allowed(nodeA)], [true, true]);
+      await nodeA.flush();
+      assert.equal(allowed(nodeB), true);
+      await nodeB.flush();
+      assert.equal(allowed(nodeB), false, 'B knows the budget of 3 is spent');
+      const refused = nodeB.consume('write', 'shared')!;
+      assert.deepEqual([refused.remaining, refused.resetSeconds], [0, 1]);
+      // A learns it at its next sync, which its next request counted starts on a timer.
+      assert.equal(allowed(nodeA), true, 'A has not heard of B yet: one more passes, the most a sync interval lets through');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await redis.get(`${prefix}rl:write:shared`), '4');
+      assert.equal(allowed(nodeA), false);
+      // A second later the window is over, on both nodes.
+      await new Promise((r) => setTimeout(r, 1_000));
+      assert.equal(allowed(nodeA), true);
+      assert.equal(allowed(nodeB), true);
     } finally {
+      nodeA.close();
+      nodeB.close();
       await redis.quit();
+    }
+  });
+
+  it('keeps counting in memory while Redis is away', async () => {
+    // Nothing listens on port 1: every sync fails at once, and each node holds to its own count.
+    const redis = new Redis('redis://127.0.0.1:1', { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    redis.on('error', () => {});
+    const limits = new RateLimits(resolveConfig({ rateLimitWrite: 2 }, {}), redis);
+    try {
+      const seen = [];
+      for (let i = 0; i < 3; i++) {
+        seen.push(limits.consume('write', 'alone')!.allowed);
+        await limits.flush();
+      }
+      assert.deepEqual(seen, [true, true, false]);
+    } finally {
+      limits.close();
+      redis.disconnect();
     }
   });
 });

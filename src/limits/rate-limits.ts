@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { FleetdConfig } from '../config.js';
 
 /**
@@ -17,46 +16,138 @@ export interface LimitDecision {
   resetSeconds: number;
 }
 
-/** Budgets per second, one limiter per group; memory by default, Redis (shared by nodes) when given. */
-export class RateLimits {
-  private readonly limiters = new Map<RouteGroup, { points: number; limiter: RateLimiterAbstract }>();
+/** A budget's window: it starts with the first request counted and lasts a second. */
+const WINDOW_MS = 1_000;
 
-  constructor(config: Readonly<FleetdConfig>, redis?: Redis) {
+/**
+ * How often a node tells Redis what it counted, and learns what the others did. Between two syncs
+ * the other nodes' requests of the same client are not yet known here: the cluster may let a client
+ * pass its budget by what the other nodes admit of it in one interval, never by more.
+ */
+export const RATE_LIMIT_SYNC_MS = 25;
+
+/**
+ * Adds each key's count (ARGV[i]) to its window in Redis, starting the window (its expiry) with the
+ * first count; answers each key's total and the milliseconds its window has left.
+ */
+const ADD_COUNTS = 'fleetdRateLimitAdd';
+const ADD_COUNTS_LUA = `
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[i])
+  local total = redis.call('INCRBY', key, n)
+  if total == n then redis.call('PEXPIRE', key, ${WINDOW_MS}) end
+  out[#out + 1] = total
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
+`;
+
+/** One client's budget of one group in the current window. */
+interface Window {
+  endsAt: number;
+  /** Requests the whole cluster had counted at the last sync, this node's synced ones included. */
+  counted: number;
+  /** This node's requests since then, not yet in Redis. */
+  unsynced: number;
+}
+
+/**
+ * Budgets per second, one a group, counted in memory so that a request never waits for Redis. With
+ * Redis (several nodes) each node adds what it counted to a shared count every RATE_LIMIT_SYNC_MS,
+ * in one command for every client, and reads back the total: a Redis trip per request had cost a
+ * node of two a sixth of its CPU. While Redis is away each node keeps to its own count.
+ */
+export class RateLimits {
+  private readonly budgets = new Map<RouteGroup, number>();
+  private readonly windows = new Map<string, Window>();
+  private readonly prefix: string;
+  private sync: NodeJS.Timeout | undefined;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    config: Readonly<FleetdConfig>,
+    private readonly redis?: Redis,
+    private readonly now: () => number = Date.now,
+  ) {
     const budgets: Record<RouteGroup, number> = {
       read: config.rateLimitRead,
       write: config.rateLimitWrite,
       heartbeat: config.rateLimitHeartbeat,
       claim: config.rateLimitClaim,
     };
-    for (const [group, points] of Object.entries(budgets) as [RouteGroup, number][]) {
-      if (points === 0) continue;
-      const base = { points, duration: 1, keyPrefix: `fleetd:rl:${group}` };
-      const memory = new RateLimiterMemory(base);
-      // With Redis the budget is shared by every node; while Redis is away each node falls back to
-      // its own (fleetd's connections have no offline queue, so a command then fails at once).
-      const limiter = redis ? new RateLimiterRedis({ ...base, storeClient: redis, insuranceLimiter: memory }) : memory;
-      this.limiters.set(group, { points, limiter });
-    }
+    for (const [group, points] of Object.entries(budgets) as [RouteGroup, number][]) if (points > 0) this.budgets.set(group, points);
+    this.prefix = `${config.redisPrefix}rl:`;
+    redis?.defineCommand(ADD_COUNTS, { lua: ADD_COUNTS_LUA });
+    // Windows of clients gone quiet are dropped, so that the map holds only this second's clients.
+    this.sweeper = setInterval(() => this.sweep(), 10 * WINDOW_MS);
+    this.sweeper.unref();
   }
 
   /** Whether the group has a limit at all (0 in the configuration means unlimited). */
   has(group: RouteGroup): boolean {
-    return this.limiters.has(group);
+    return this.budgets.has(group);
   }
 
-  async consume(group: RouteGroup, key: string): Promise<LimitDecision | undefined> {
-    const entry = this.limiters.get(group);
-    if (!entry) return undefined;
-    try {
-      const res = await entry.limiter.consume(key);
-      return decision(true, entry.points, res);
-    } catch (rejection) {
-      if (rejection instanceof RateLimiterRes) return decision(false, entry.points, rejection);
-      throw rejection;
+  /** Counts one request of `key` against the group's budget, unless the budget is spent; undefined when the group is unlimited. */
+  consume(group: RouteGroup, key: string): LimitDecision | undefined {
+    const limit = this.budgets.get(group);
+    if (limit === undefined) return undefined;
+    const now = this.now();
+    const id = `${group}:${key}`;
+    let window = this.windows.get(id);
+    if (!window || now >= window.endsAt) {
+      window = { endsAt: now + WINDOW_MS, counted: 0, unsynced: 0 };
+      this.windows.set(id, window);
     }
+    const used = window.counted + window.unsynced;
+    const resetSeconds = Math.max(1, Math.ceil((window.endsAt - now) / 1000));
+    if (used >= limit) return { allowed: false, limit, remaining: 0, resetSeconds };
+    window.unsynced++;
+    if (this.redis) this.sync ??= setTimeout(() => void this.flush(), RATE_LIMIT_SYNC_MS);
+    return { allowed: true, limit, remaining: limit - used - 1, resetSeconds };
   }
-}
 
-function decision(allowed: boolean, limit: number, res: RateLimiterRes): LimitDecision {
-  return { allowed, limit, remaining: Math.max(0, res.remainingPoints), resetSeconds: Math.max(1, Math.ceil(res.msBeforeNext / 1000)) };
+  /** Adds what this node counted to Redis and reads back every client's total. Resolves when done (or Redis failed). */
+  async flush(): Promise<void> {
+    clearTimeout(this.sync);
+    this.sync = undefined;
+    const redis = this.redis;
+    if (!redis) return;
+    const now = this.now();
+    const sent: { window: Window; n: number }[] = [];
+    const keys: string[] = [];
+    for (const [id, window] of this.windows) {
+      if (window.unsynced === 0 || now >= window.endsAt) continue;
+      sent.push({ window, n: window.unsynced });
+      keys.push(`${this.prefix}${id}`);
+    }
+    if (sent.length === 0) return;
+    let reply: number[];
+    try {
+      const add = (redis as unknown as Record<typeof ADD_COUNTS, (...args: (string | number)[]) => Promise<number[]>>)[ADD_COUNTS];
+      reply = await add.call(redis, keys.length, ...keys, ...sent.map((s) => s.n));
+    } catch {
+      // Redis is away (the connection has no offline queue): the counts stay here, sent with the next request's sync.
+      return;
+    }
+    const at = this.now();
+    sent.forEach(({ window, n }, i) => {
+      window.unsynced -= n;
+      window.counted = reply[2 * i];
+      const leftMs = reply[2 * i + 1];
+      // The cluster's window is the one Redis keeps: it started with the first count any node sent.
+      if (leftMs > 0) window.endsAt = at + leftMs;
+    });
+  }
+
+  close(): void {
+    clearTimeout(this.sync);
+    clearInterval(this.sweeper);
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [id, window] of this.windows) if (now >= window.endsAt) this.windows.delete(id);
+  }
 }

@@ -28,19 +28,18 @@ function groupOf(config: { rateLimit?: RouteGroup | 'exempt' } | undefined, meth
 
 /** Sets the RateLimit headers; a rejection becomes a 429 with Retry-After. */
 function enforce(limits: RateLimits, group: RouteGroup, key: string, reply: FastifyReply, done: (err?: Error) => void): void {
-  limits.consume(group, key).then((d) => {
-    if (!d) return done();
-    void reply.header('ratelimit-limit', d.limit).header('ratelimit-remaining', d.remaining).header('ratelimit-reset', d.resetSeconds);
-    if (d.allowed) return done();
-    void reply.header('retry-after', d.resetSeconds);
-    done(
-      new FleetError('FLEETD_ERR_RATE_LIMITED', `too many ${group} requests; retry in ${d.resetSeconds} s`, {
-        group,
-        limit: d.limit,
-        retryAfterSeconds: d.resetSeconds,
-      }),
-    );
-  }, done);
+  const d = limits.consume(group, key);
+  if (!d) return done();
+  void reply.header('ratelimit-limit', d.limit).header('ratelimit-remaining', d.remaining).header('ratelimit-reset', d.resetSeconds);
+  if (d.allowed) return done();
+  void reply.header('retry-after', d.resetSeconds);
+  done(
+    new FleetError('FLEETD_ERR_RATE_LIMITED', `too many ${group} requests; retry in ${d.resetSeconds} s`, {
+      group,
+      limit: d.limit,
+      retryAfterSeconds: d.resetSeconds,
+    }),
+  );
 }
 
 type Hook = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
@@ -66,6 +65,8 @@ export const rateLimitPlugin = fp<{ limits: RateLimits }>(async (app, { limits }
     if (group === 'claim') route.preHandler = add(route.preHandler, claim) as typeof route.preHandler;
     else route.onRequest = add(route.onRequest, group === 'heartbeat' ? heartbeat : byClient(group)) as typeof route.onRequest;
   });
+
+  app.addHook('onClose', async () => limits.close());
 
   const unmatched = { read: byClient('read'), write: byClient('write') };
   app.addHook('onRequest', (request, reply, done) => {
