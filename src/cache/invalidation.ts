@@ -2,13 +2,21 @@ import type { Bus, EventName, FleetEvents } from '../bus/bus.js';
 import type { ResponseCache } from './response-cache.js';
 
 /**
- * What each event makes stale. A task's own entry carries `task:<id>`; every task list carries
- * `tasks`; likewise `lock:<id>` / `locks` and `agent:<id>` / `agents`. Events are published after
- * commit and before the write is answered, so an acknowledged write has already invalidated.
+ * Events that change a finished task. A task's own entry is cached only once it has finished
+ * (routes/tasks.ts): the rest of its events (created, claimed, completed…) cannot find one, and
+ * invalidating its tag on every node and in Redis for each of them cost a node of two a Redis key
+ * a task.
+ */
+const FINISHED_TASK_CHANGES: ReadonlySet<EventName> = new Set<EventName>(['task.retried', 'task.deleted']);
+
+/**
+ * What each event makes stale. A finished task's own entry carries `task:<id>`; every task list
+ * carries `tasks`; likewise `lock:<id>` / `locks` and `agent:<id>` / `agents`. Events are published
+ * after commit and before the write is answered, so an acknowledged write has already invalidated.
  */
 export function tagsOf<K extends EventName>(name: K, event: FleetEvents[K]): string[] {
   const e = event as Partial<FleetEvents['task.created'] & FleetEvents['lock.acquired'] & FleetEvents['agent.registered']>;
-  if (e.task) return [`task:${e.task.id}`, 'tasks'];
+  if (e.task) return FINISHED_TASK_CHANGES.has(name) ? [`task:${e.task.id}`, 'tasks'] : ['tasks'];
   // Tasks became claimable without an event of their own (a delay ran out): lists changed.
   if (name === 'tasks.available') return ['tasks'];
   if (e.lock) return [`lock:${e.lock.id}`, 'locks'];
