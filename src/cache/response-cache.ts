@@ -176,9 +176,9 @@ export class ResponseCache {
     // it is back. Only this connection matters here: with the subscriber alone down, the other
     // nodes must still hear of this node's writes.
     if (!this.options.redis || scope === 'node' || this.dropped.has(this.options.redis)) return;
-    // Batched per turn of the event loop: a Redis command a request had cost a node of two a
-    // twentieth of its CPU. Still ordered before any later lookup on this node: a read of L2 sends
-    // what is pending first, on the same connection (readL2).
+    // Batched per turn of the event loop, so that the requests of one turn share one command. Still
+    // ordered before any later lookup on this node: a read of L2 sends what is pending first, on
+    // the same connection (readL2).
     const first = this.pendingRemote.size === 0;
     for (const tag of tags) this.pendingRemote.add(tag);
     if (first) setImmediate(() => this.flushRemote());

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FleetdConfig } from '../config.js';
+import { steadyNow } from '../core/clock.js';
 
 /**
  * Route groups, each with its own budget so that one kind of traffic cannot use up another's:
@@ -16,7 +17,7 @@ export interface LimitDecision {
   resetSeconds: number;
 }
 
-/** A budget's window: it starts with the first request counted and lasts a second. */
+/** A budget's window: it starts with the first request counted and lasts a second (of a clock that never jumps). */
 const WINDOW_MS = 1_000;
 
 /**
@@ -68,7 +69,6 @@ export class RateLimits {
   constructor(
     config: Readonly<FleetdConfig>,
     private readonly redis?: Redis,
-    private readonly now: () => number = Date.now,
   ) {
     const budgets: Record<RouteGroup, number> = {
       read: config.rateLimitRead,
@@ -93,7 +93,7 @@ export class RateLimits {
   consume(group: RouteGroup, key: string): LimitDecision | undefined {
     const limit = this.budgets.get(group);
     if (limit === undefined) return undefined;
-    const now = this.now();
+    const now = steadyNow();
     const id = `${group}:${key}`;
     let window = this.windows.get(id);
     if (!window || now >= window.endsAt) {
@@ -114,7 +114,7 @@ export class RateLimits {
     this.sync = undefined;
     const redis = this.redis;
     if (!redis) return;
-    const now = this.now();
+    const now = steadyNow();
     const sent: { window: Window; n: number }[] = [];
     const keys: string[] = [];
     for (const [id, window] of this.windows) {
@@ -131,7 +131,7 @@ export class RateLimits {
       // Redis is away (the connection has no offline queue): the counts stay here, sent with the next request's sync.
       return;
     }
-    const at = this.now();
+    const at = steadyNow();
     sent.forEach(({ window, n }, i) => {
       window.unsynced -= n;
       window.counted = reply[2 * i];
@@ -147,7 +147,7 @@ export class RateLimits {
   }
 
   private sweep(): void {
-    const now = this.now();
+    const now = steadyNow();
     for (const [id, window] of this.windows) if (now >= window.endsAt) this.windows.delete(id);
   }
 }
