@@ -25,6 +25,9 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** The flags `npm start` gives node (package.json's start script): a bench measures the server as it runs. */
+const START_FLAGS = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts.start as string).split(' ').filter((word) => word.startsWith('--'));
+
 /**
  * Starts `fleetd start` in its own process, as `npm start` runs it (compiled, from dist/; bench/run.ts
  * builds first), and waits until it is ready.
@@ -34,7 +37,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   // FLEETD_BENCH_CPU_PROF=dir: the server writes a V8 CPU profile there when it stops (bench/profile.ts sums it by function).
   const profDir = process.env.FLEETD_BENCH_CPU_PROF;
   const profArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
-  const child = spawn(process.execPath, [...profArgs, join(root, 'dist/cli/main.js'), 'start'], {
+  const child = spawn(process.execPath, [...START_FLAGS, ...profArgs, join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
     env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: BENCH_ADMIN_KEY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
