@@ -203,18 +203,27 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
     // Another session holds the agent's row: the claim (which locks it) waits, holding the pool's only connection.
     const blocker = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
     await blocker.connect();
-    await blocker.query('BEGIN');
-    await blocker.query('SELECT * FROM agents WHERE id = $1 FOR UPDATE', [agent.id]);
-    const stuck = api.claim(agent.id, 1);
-    const { eventually } = await import('./helpers.js');
-    await eventually(() => server.store.poolStats!().inUse === 1, 5_000, 'the connection in use');
-    const res = await api.get(`/v1/tasks/${task.id}`);
-    assert.equal(res.status, 503);
-    assert.equal(res.body.error.code, 'FLEETD_ERR_STORE_UNAVAILABLE');
-    assert.equal(res.body.error.details.pool.size, 1);
-    await blocker.query('ROLLBACK');
-    await blocker.end();
-    const claimed = await stuck;
+    let stuck: ReturnType<typeof api.claim> | undefined;
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query('SELECT * FROM agents WHERE id = $1 FOR UPDATE', [agent.id]);
+      const [{ pid }] = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+      stuck = api.claim(agent.id, 1);
+      const { eventually } = await import('./helpers.js');
+      // Waiting for the claim itself to wait on the lock: a maintenance query holding the connection a
+      // moment would also show one in use, and the read below could then take it once it is free.
+      const waiting = async () => (await blocker.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n;
+      await eventually(async () => (await waiting()) === 1 && server.store.poolStats!().inUse === 1, 5_000, 'the claim waiting on the lock');
+      const res = await api.get(`/v1/tasks/${task.id}`);
+      assert.equal(res.status, 503);
+      assert.equal(res.body.error.code, 'FLEETD_ERR_STORE_UNAVAILABLE');
+      assert.equal(res.body.error.details.pool.size, 1);
+    } finally {
+      // Whatever failed above, the lock goes, so that the claim ends and the server can stop.
+      await blocker.query('ROLLBACK').catch(() => {});
+      await blocker.end();
+    }
+    const claimed = await stuck!;
     assert.deepEqual(claimed.map((t) => t.id), [task.id]);
     assert.equal((await api.get(`/v1/tasks/${task.id}`)).status, 200);
   });
