@@ -2,6 +2,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { steadyNow } from '../core/clock.js';
+import { defineScript } from '../redis/connection.js';
 
 /** A cached JSON response body and its ETag. */
 export interface CachedBody {
@@ -96,9 +97,11 @@ export class ResponseCache {
   private bytes = 0;
   private readonly prefix: string;
   private readonly channel: string;
+  /** BUMP_TAGS, with Redis. */
+  private readonly bumpTags?: (...args: (string | number)[]) => Promise<unknown>;
 
   constructor(private readonly options: ResponseCacheOptions) {
-    options.redis?.defineCommand(BUMP_TAGS, { lua: BUMP_TAGS_LUA });
+    this.bumpTags = options.redis && defineScript(options.redis, BUMP_TAGS, BUMP_TAGS_LUA);
     this.dropEverythingOnReturn(options.redis);
     this.now = options.now ?? steadyNow;
     this.prefix = `fleetd:cache:${options.namespace}:`;
@@ -217,8 +220,7 @@ export class ResponseCache {
     // A random step, not 1: a version key that expired counts again from 0 and must not come back to
     // a value an entry written just before the expiry recorded.
     const steps = tags.map(() => randomInt(1, 2 ** 20));
-    const redis = this.options.redis as unknown as Record<typeof BUMP_TAGS, (...args: (string | number)[]) => Promise<unknown>>;
-    redis[BUMP_TAGS](keys.length, ...keys, this.versionTtlMs, this.channel, JSON.stringify({ node: this.node, tags }), ...steps)
+    this.bumpTags!(keys.length, ...keys, this.versionTtlMs, this.channel, JSON.stringify({ node: this.node, tags }), ...steps)
       .catch((err) => this.options.log.warn({ err }, 'cache invalidation could not reach Redis'));
   }
 

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { FleetdConfig } from '../config.js';
 import { steadyNow } from '../core/clock.js';
+import { defineScript } from '../redis/connection.js';
 
 /**
  * Route groups, each with its own budget so that one kind of traffic cannot use up another's:
@@ -63,13 +64,12 @@ export class RateLimits {
   private readonly budgets = new Map<RouteGroup, number>();
   private readonly windows = new Map<string, Window>();
   private readonly prefix: string;
+  /** ADD_COUNTS, with Redis (several nodes). */
+  private readonly addCounts?: (...args: (string | number)[]) => Promise<number[]>;
   private sync: NodeJS.Timeout | undefined;
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(
-    config: Readonly<FleetdConfig>,
-    private readonly redis?: Redis,
-  ) {
+  constructor(config: Readonly<FleetdConfig>, redis?: Redis) {
     const budgets: Record<RouteGroup, number> = {
       read: config.rateLimitRead,
       write: config.rateLimitWrite,
@@ -78,7 +78,7 @@ export class RateLimits {
     };
     for (const [group, points] of Object.entries(budgets) as [RouteGroup, number][]) if (points > 0) this.budgets.set(group, points);
     this.prefix = `${config.redisPrefix}rl:`;
-    redis?.defineCommand(ADD_COUNTS, { lua: ADD_COUNTS_LUA });
+    this.addCounts = redis && defineScript(redis, ADD_COUNTS, ADD_COUNTS_LUA);
     // Windows of clients gone quiet are dropped, so that the map holds only this second's clients.
     this.sweeper = setInterval(() => this.sweep(), 10 * WINDOW_MS);
     this.sweeper.unref();
@@ -104,7 +104,7 @@ export class RateLimits {
     const resetSeconds = Math.max(1, Math.ceil((window.endsAt - now) / 1000));
     if (used >= limit) return { allowed: false, limit, remaining: 0, resetSeconds };
     window.unsynced++;
-    if (this.redis) this.sync ??= setTimeout(() => void this.flush(), RATE_LIMIT_SYNC_MS);
+    if (this.addCounts) this.sync ??= setTimeout(() => void this.flush(), RATE_LIMIT_SYNC_MS);
     return { allowed: true, limit, remaining: limit - used - 1, resetSeconds };
   }
 
@@ -112,8 +112,8 @@ export class RateLimits {
   async flush(): Promise<void> {
     clearTimeout(this.sync);
     this.sync = undefined;
-    const redis = this.redis;
-    if (!redis) return;
+    const addCounts = this.addCounts;
+    if (!addCounts) return;
     const now = steadyNow();
     const sent: { window: Window; n: number }[] = [];
     const keys: string[] = [];
@@ -125,8 +125,7 @@ export class RateLimits {
     if (sent.length === 0) return;
     let reply: number[];
     try {
-      const add = (redis as unknown as Record<typeof ADD_COUNTS, (...args: (string | number)[]) => Promise<number[]>>)[ADD_COUNTS];
-      reply = await add.call(redis, keys.length, ...keys, ...sent.map((s) => s.n));
+      reply = await addCounts(keys.length, ...keys, ...sent.map((s) => s.n));
     } catch {
       // Redis is away (the connection has no offline queue): the counts stay here, sent with the next request's sync.
       return;

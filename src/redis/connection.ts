@@ -57,3 +57,13 @@ export function watchRedis(redis: Redis, health: DependencyReporter = unreported
     if (wasReady && redis.status !== 'end') health.down(reason);
   });
 }
+
+/**
+ * A Lua script as a command of the connection (ioredis's defineCommand: EVALSHA, and EVAL when
+ * Redis does not have it yet). Call it with the number of keys, the keys, then the arguments.
+ */
+export function defineScript<T>(redis: Redis, name: string, lua: string): (...args: (string | number)[]) => Promise<T> {
+  redis.defineCommand(name, { lua });
+  const command = (redis as unknown as Record<string, (...args: (string | number)[]) => Promise<T>>)[name];
+  return (...args) => command.apply(redis, args);
+}
