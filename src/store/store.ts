@@ -53,7 +53,7 @@ export interface AgentStore {
    * `endLease`. Undefined when there is no such agent, or when its heartbeat was written after
    * `unlessSeenAfter` (another node welcomed it back): then nothing changes.
    */
-  agentRelease(params: { id: string; now: number; endLease: EndLease; unlessSeenAfter?: number }): Promise<AgentReleaseResult | undefined>;
+  agentRelease(params: { id: string; now: number; endLease: EndLease; unlessSeenAfter: number }): Promise<AgentReleaseResult | undefined>;
   /** The earliest heartbeat time among online and stale agents, to time the next reap. */
   agentOldestHeartbeat(params: { status: AgentStatus }): Promise<number | null>;
   /** Agents by status, of the namespaces of the filter (all when undefined). */

@@ -67,13 +67,13 @@ export function exerciseAgents(factory: DriverFactory): void {
       await h.store.taskClaim({ agentId: b, max: 1, now: T0 });
       await lock('Lg', a, ['g1'], 1_000);
       await lock('Lb', b, ['g2'], 1_000);
-      const released = await h.store.agentRelease({ id: a, now: T0 + 1, endLease: () => ({ status: 'scheduled', runAt: T0 + 50, error: 'gone' }) });
+      const released = await h.store.agentRelease({ id: a, now: T0 + 1, unlessSeenAfter: T0, endLease: () => ({ status: 'scheduled', runAt: T0 + 50, error: 'gone' }) });
       assert.equal(released?.agent.status, 'offline');
       assert.deepEqual(released?.tasks.map((x) => [x.task.id, x.task.status, x.task.runAt]), [[t.id, 'scheduled', T0 + 50]]);
       assert.deepEqual(released?.locks.map((l) => l.id), ['Lg']);
       assert.equal((await h.store.taskGet({ id: other.id }))?.status, 'leased');
       assert.equal((await h.store.lockGet({ id: 'Lb' }))?.agentId, b);
-      assert.equal(await h.store.agentRelease({ id: 'nobody', now: T0, endLease: rules.offline(T0) }), undefined);
+      assert.equal(await h.store.agentRelease({ id: 'nobody', now: T0, endLease: rules.offline(T0), unlessSeenAfter: T0 }), undefined);
       await assertCountersEqualRecount(h.store);
     });
 

@@ -122,10 +122,7 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
     agentRelease(params) {
       return db.transaction(async (q) => {
         // The row lock orders this with a welcome's heartbeat on another node: whichever comes second sees the first.
-        const [row] = await q<AgentRow>("UPDATE agents SET status = 'offline' WHERE id = $1 AND ($2::bigint IS NULL OR last_heartbeat_at <= $2) RETURNING *", [
-          params.id,
-          params.unlessSeenAfter ?? null,
-        ]);
+        const [row] = await q<AgentRow>("UPDATE agents SET status = 'offline' WHERE id = $1 AND last_heartbeat_at <= $2 RETURNING *", [params.id, params.unlessSeenAfter]);
         if (!row) return undefined;
         const released = await releaseAgents(q, [row.id], params.now, params.endLease);
         return { agent: toAgent(row), ...released(row.id) };

@@ -111,7 +111,7 @@ export function sqliteAgents(d: SqliteDatabase, release: AgentRelease): AgentSto
     agentRelease(params) {
       return groupCommit.write(() => {
         const row = s.byId.get(params.id) as AgentRow | undefined;
-        if (!row || row.last_heartbeat_at > (params.unlessSeenAfter ?? Number.POSITIVE_INFINITY)) return undefined;
+        if (!row || row.last_heartbeat_at > params.unlessSeenAfter) return undefined;
         const released = releaseAgent(row.id, params.now, params.endLease);
         return { agent: toAgent(s.setOffline.get(row.id) as AgentRow), ...released };
       });
