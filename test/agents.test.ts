@@ -105,6 +105,37 @@ describe('agents', () => {
     assert.equal((await api.post('/v1/locks', { agentId: other.id, resources: ['db/users'], ttlMs: 1000 })).status, 200);
   });
 
+  it("lists the tasks leased to an agent, with their dependencies' results, to its own token alone", async () => {
+    const { api } = server;
+    const agent = await api.registerAgent(['held']);
+    const other = await api.registerAgent(['held']);
+    const first = await api.submit({ type: 'held' });
+    const [claimedFirst] = await api.as(agent.token).claim(agent.id);
+    assert.equal((await api.as(agent.token).post(`/v1/tasks/${claimedFirst.id}/complete`, { agentId: agent.id, result: { n: 1 } })).status, 200);
+    const join = await api.submit({ type: 'held', dependsOn: [first.id] });
+    const plain = await api.submit({ type: 'held' });
+    const claimed = await api.as(agent.token).claim(agent.id, 2);
+    assert.deepEqual(claimed.map((t) => t.id).sort(), [join.id, plain.id].sort());
+
+    const leases = await api.as(agent.token).get(`/v1/agents/${agent.id}/leases`);
+    assert.equal(leases.status, 200);
+    const byId = new Map(leases.body.tasks.map((t: any) => [t.id, t]));
+    assert.deepEqual([...byId.keys()].sort(), [join.id, plain.id].sort());
+    for (const t of claimed) {
+      assert.equal((byId.get(t.id) as any).leaseExpiresAt, t.leaseExpiresAt, 'the lease the claim handed out');
+      assert.deepEqual((byId.get(t.id) as any).dependencies, t.dependencies);
+    }
+    assert.deepEqual((byId.get(join.id) as any).dependencies, [{ id: first.id, status: 'completed', result: { n: 1 }, error: null }]);
+    // An admin key may read any agent's; another agent's token may not, and an unknown agent is 404.
+    assert.equal((await api.get(`/v1/agents/${agent.id}/leases`)).body.tasks.length, 2);
+    assert.equal((await api.as(other.token).get(`/v1/agents/${agent.id}/leases`)).status, 403);
+    const unknown = await api.get('/v1/agents/6f1c2d3e-0000-4000-8000-000000000001/leases');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error.code, 'FLEETD_ERR_NOT_FOUND');
+    assert.equal((await api.get(`/v1/agents/${'x'.repeat(65)}/leases`)).status, 400);
+    assert.deepEqual((await api.as(other.token).get(`/v1/agents/${other.id}/leases`)).body, { tasks: [] });
+  });
+
   it('counts agents by status in /v1/stats', async () => {
     const { api } = server;
     const stats = (await api.get('/v1/stats')).body;

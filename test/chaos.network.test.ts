@@ -62,6 +62,32 @@ describe('a network that drops mid-message', { timeout: 120_000 }, () => {
     assert.equal(server.fleet.waiters.size, 0, 'no claim waiter left behind');
   });
 
+  it('an SDK long-poll agent whose claim loses its answer takes the task back at once, runs it once, and reports no error', async () => {
+    const agent = new FleetClient({ url: proxy.url, apiKey: server.adminKey }).agent({ name: 'poll-through-proxy', capabilities: ['cut-poll'], transport: 'poll' });
+    const errors: string[] = [];
+    agent.on('error', (err: Error) => errors.push(err.message));
+    const runs = new Map<number, number>();
+    await agent.work(async (t) => {
+      runs.set(t.id, (runs.get(t.id) ?? 0) + 1);
+      return { ok: true };
+    });
+    try {
+      const cut = proxy.cutWhen('to-client', (chunk) => chunk.includes('"tasks":[{'));
+      // A lease far longer than the test: the task completes in time only if the agent takes it back.
+      const submitted = await server.api.submit({ type: 'cut-poll', leaseMs: 600_000 });
+      await cut;
+      await eventually(async () => (await task(submitted.id)).status === 'completed', 20_000, 'the task to complete');
+      const done = await task(submitted.id);
+      assert.equal(done.agentId, agent.id);
+      assert.equal(done.attempts, 1, 'the lease the lost answer carried, not a second attempt');
+      assert.equal(runs.get(submitted.id), 1);
+      assert.equal(completions.get(submitted.id), 1);
+      assert.deepEqual(errors, []);
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('a submit whose answer is cut off: the SDK sends it again under its idempotency key, and one task exists', async () => {
     const client = new FleetClient({ url: proxy.url, apiKey: server.adminKey });
     const cut = proxy.cutWhen('to-client', (chunk) => chunk.includes('"created":true'));

@@ -89,6 +89,27 @@ describe('agent SDK', () => {
     await agent.stop();
   });
 
+  it('a long-poll agent started again with its id and token takes back the task it held, as attempt 1', async () => {
+    const { agent: held, token } = await client.registerAgent({ name: 'restarted-poller', capabilities: ['sdk-held'] });
+    // A lease far longer than the test: the task completes in time only if the agent takes it back.
+    const task = (await client.submit({ type: 'sdk-held', leaseMs: 600_000 })).task;
+    const [claimed] = await server.api.as(token).claim(held.id);
+    assert.equal(claimed.id, task.id);
+    const agent = client.agent({ name: 'restarted-poller', capabilities: ['sdk-held'], id: held.id, token, transport: 'poll' });
+    const runs: number[] = [];
+    const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+    await agent.work(async (t) => (runs.push(t.id), 'resumed'));
+    try {
+      await completed;
+      const done = await client.get(task.id);
+      assert.deepEqual(runs, [task.id]);
+      assert.equal(done.attempts, 1);
+      assert.equal(done.result, 'resumed');
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('falls back to long-poll by itself behind a proxy that refuses WebSockets', async () => {
     // A real HTTP proxy that forwards requests but, like many, does not pass WebSocket upgrades on.
     const upstream = new URL(server.url);

@@ -267,6 +267,17 @@ export class TaskService {
   }
 
   /**
+   * Every task leased to the agent now, with its dependencies' outcomes as a claim hands them out:
+   * what an agent takes back when it cannot know what it holds (a new socket's welcome, a claim
+   * whose answer was lost).
+   */
+  async leasedTo(agentId: string): Promise<Task[]> {
+    const leased: Task[] = [];
+    for await (const chunk of this.export({ agentId, status: 'leased' })) leased.push(...chunk);
+    return this.withDependencies(leased);
+  }
+
+  /**
    * One claim that never waits: leases up to `max` ready tasks the agent can do, best first, within
    * its room. When to claim and for whom (long-polls, push channels, wake-ups) is core/delivery.ts's.
    */

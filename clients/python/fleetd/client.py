@@ -207,7 +207,7 @@ class AsyncFleet:
             except (*_NOT_SENT, *_CONNECTION_LOST) as err:
                 self.failover(node)
                 if not (may_repeat or isinstance(err, _NOT_SENT)) or attempt >= self.retries:
-                    raise FleetUnavailableError(f"cannot reach {node} ({type(err).__name__}: {err})") from err
+                    raise FleetUnavailableError(f"cannot reach {node} ({type(err).__name__}: {err})", answer_may_be_lost=isinstance(err, _CONNECTION_LOST)) from err
             attempt += 1
             await asyncio.sleep(full_jitter(attempt, 0.05, 2.0))
 

@@ -80,7 +80,15 @@ _BY_STATUS: dict[int, type[FleetApiError]] = {
 
 
 class FleetUnavailableError(FleetError):
-    """No node could be reached (after the retries that were safe)."""
+    """No node could be reached (after the retries that were safe).
+
+    ``answer_may_be_lost``: the connection dropped after the request may have reached a node, which
+    may have acted on it.
+    """
+
+    def __init__(self, message: str, *, answer_may_be_lost: bool = False) -> None:
+        super().__init__(message)
+        self.answer_may_be_lost = answer_may_be_lost
 
 
 class TaskFailedError(FleetError):

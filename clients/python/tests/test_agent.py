@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 
 import fleetd
@@ -225,6 +226,97 @@ def test_stop_gives_back_the_tasks_it_could_not_finish_in_time(server: Server) -
             back = await fleet.get(task["id"])
             assert back["status"] == "scheduled" and back["attempts"] == 1
             assert back["error"]["name"] == "AgentStopping"
+
+    asyncio.run(main())
+
+
+def test_a_long_poll_agent_started_again_takes_back_the_task_it_held(server: Server) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            held, token = await fleet.register_agent("restarted-poller", ["py-held"])
+            # A lease far longer than the test: the task completes in time only if the agent takes it back.
+            task = await fleet.submit("py-held", lease_ms=600_000)
+            claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
+            assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
+            agent = fleet.agent("restarted-poller", ["py-held"], transport="poll", agent_id=held["id"], token=token)
+            runs: list[int] = []
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                runs.append(t["id"])
+                return "resumed"
+
+            await agent.start()
+            try:
+                done = await fleet.wait_for(task["id"], timeout=10)
+                assert done["status"] == "completed"
+                assert runs == [task["id"]]
+                assert done["attempts"] == 1 and done["result"] == "resumed"
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_a_long_poll_agent_whose_claim_loses_its_answer_takes_the_task_back_at_once(server: Server) -> None:
+    async def main() -> None:
+        # A real TCP proxy that cuts the first answer to carry a task in the middle, as a network does.
+        target = httpx.URL(server.url)
+        cut = asyncio.Event()
+        links: set[asyncio.StreamWriter] = set()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter, to_client: bool) -> None:
+            try:
+                while chunk := await reader.read(65536):
+                    if to_client and not cut.is_set() and b'"tasks":[{' in chunk:
+                        cut.set()
+                        writer.write(chunk[: len(chunk) // 2])
+                        await writer.drain()
+                        writer.close()
+                        other.close()
+                        return
+                    writer.write(chunk)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def link(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            server_reader, server_writer = await asyncio.open_connection(target.host, target.port)
+            links.update((client_writer, server_writer))
+            await asyncio.gather(pipe(client_reader, server_writer, client_writer, False), pipe(server_reader, client_writer, server_writer, True))
+
+        proxy = await asyncio.start_server(link, "127.0.0.1", 0)
+        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+        try:
+            async with fleet_of(server) as fleet, AsyncFleet(proxy_url, api_key=server.key) as through_proxy:
+                agent = through_proxy.agent("poll-through-proxy", ["py-cut-poll"], transport="poll")
+                errors: list[BaseException] = []
+                agent.on("error", errors.append)
+                runs: list[int] = []
+
+                @agent.handler
+                async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                    runs.append(t["id"])
+                    return "ok"
+
+                await agent.start()
+                try:
+                    # A lease far longer than the test: the task completes in time only if the agent takes it back.
+                    task = await fleet.submit("py-cut-poll", lease_ms=600_000)
+                    done = await fleet.wait_for(task["id"], timeout=15)
+                    assert cut.is_set()
+                    assert done["status"] == "completed" and done["attempts"] == 1 and done["agentId"] == agent.id
+                    assert runs == [task["id"]]
+                    assert errors == []
+                finally:
+                    await agent.stop()
+        finally:
+            proxy.close()
+            for writer in links:
+                writer.close()
+            await proxy.wait_closed()
 
     asyncio.run(main())
 

@@ -12,7 +12,7 @@ import {
   type TaskJson,
 } from './wire.js';
 import { FleetApiError, NonRetryableError, RetryLaterError, TaskRevokedError } from './errors.js';
-import { isNodeFailure } from './connection.js';
+import { answerMayBeLost, isNodeFailure } from './connection.js';
 import { ActivityReporter, type LogLevel } from './activity.js';
 
 /**
@@ -172,6 +172,8 @@ export class FleetAgent extends EventEmitter {
   private outboxScheduled = false;
   /** Credit freed during this tick, granted in one message when it ends. */
   private creditDue = 0;
+  /** Of each list of leases on its way (resumeLeases), the tasks that ended meanwhile: not to start again. */
+  private readonly endedWhileResuming = new Set<Set<number>>();
 
   constructor(private readonly client: AgentClient, private readonly options: FleetAgentOptions) {
     super();
@@ -373,8 +375,12 @@ export class FleetAgent extends EventEmitter {
 
   private async pollLoop(): Promise<void> {
     const heartbeat = setInterval(() => {
-      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { credential: this.token }).catch((err) => this.warn(err));
+      // Safe to repeat: a heartbeat whose answer was lost is sent again.
+      this.client.request('POST', `/v1/agents/${this.agentId}/heartbeat`, undefined, { credential: this.token, retry: true }).catch((err) => this.warn(err));
     }, POLL_HEARTBEAT_MS);
+    // A restarted agent takes back the leases it held, as a socket's welcome hands them over.
+    const notResumed = await this.resumeLeases();
+    if (notResumed) this.warn(notResumed);
     this.emit('connected', { transport: 'poll' });
     let attempt = 0;
     try {
@@ -389,8 +395,8 @@ export class FleetAgent extends EventEmitter {
             'POST',
             '/v1/tasks/claim',
             { agentId: this.agentId, max: free, waitMs: LONG_POLL_MS },
-            // Not repeated by the client: a lost answer may have leased tasks, which go back to the
-            // queue when their leases expire; this loop claims again after its own backoff.
+            // Not repeated by the client: a repeat would lease more tasks, while the server may
+            // have leased some to the answer that was lost. Those are taken back below.
             { signal: this.stopController.signal, credential: this.token },
           );
           attempt = 0;
@@ -399,11 +405,37 @@ export class FleetAgent extends EventEmitter {
           if (this.stopping) return;
           if (err instanceof FleetApiError && err.status === 404) return this.fatal(err);
           attempt++;
+          // A dropped keep-alive connection, say: once the agent holds what the lost answer leased
+          // (rather than waiting for those leases to lapse), nothing is amiss. A second drop in a
+          // row is reported, and waited out.
+          if (attempt === 1 && answerMayBeLost(err) && !(await this.resumeLeases())) continue;
           await this.retryAfter(err, Math.random() * Math.min(10_000, 250 * 2 ** attempt));
         }
       }
     } finally {
       clearInterval(heartbeat);
+    }
+  }
+
+  /**
+   * Starts the tasks leased to this agent that it is not running (GET /v1/agents/:id/leases). A task
+   * that ends while the list is on its way is not started again. Answers the error that kept the
+   * list away, if one did; a server from before the route (404) has nothing to resume.
+   */
+  private async resumeLeases(): Promise<Error | undefined> {
+    const ended = new Set<number>();
+    this.endedWhileResuming.add(ended);
+    try {
+      const { tasks } = await this.client.request<{ tasks: TaskJson[] }>('GET', `/v1/agents/${this.agentId}/leases`, undefined, {
+        signal: this.stopController.signal,
+        credential: this.token,
+      });
+      for (const task of tasks) if (!ended.has(task.id)) this.start(task);
+      return undefined;
+    } catch (err) {
+      return this.stopping || (err instanceof FleetApiError && err.status === 404) ? undefined : (err as Error);
+    } finally {
+      this.endedWhileResuming.delete(ended);
     }
   }
 
@@ -422,6 +454,7 @@ export class FleetAgent extends EventEmitter {
     this.emit('task', task);
     run.done = this.execute(run).finally(() => {
       if (this.running.get(task.id) === run) this.running.delete(task.id);
+      for (const ended of this.endedWhileResuming) ended.add(task.id);
       this.cancelledRuns.delete(run);
       this.grant(1);
       this.slotFreed();

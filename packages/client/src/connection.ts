@@ -9,6 +9,11 @@ export function connectionErrorCode(err: unknown): string | undefined {
   return cause?.code ?? cause?.errors?.[0]?.code ?? (err as { code?: string })?.code;
 }
 
+/** Whether the connection dropped after the request may have reached the node: its answer may be lost. */
+export function answerMayBeLost(err: unknown): boolean {
+  return CONNECTION_LOST.has(connectionErrorCode(err) ?? '');
+}
+
 /** Whether a connection error means the node is gone (rather than a bad request): move to the next node. */
 export function isNodeFailure(err: unknown): boolean {
   const code = connectionErrorCode(err);

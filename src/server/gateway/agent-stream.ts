@@ -159,11 +159,9 @@ export class AgentGateway {
     clearTimeout(this.graceTimers.get(agentId));
     this.graceTimers.delete(agentId);
     socket.once('close', () => this.onClose(session));
-    const leased = await this.fleet.tasks.list({ agentId, status: 'leased', limit: 1000 });
-    // A resumed task comes with its dependencies' results, as when it was first pushed.
-    leased.items = await this.fleet.tasks.withDependencies(leased.items);
+    const leased = await this.fleet.tasks.leasedTo(agentId);
     // The agent speaks only after the welcome, so nothing is missed by listening from here.
-    this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.items.map(taskJson) });
+    this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.map(taskJson) });
     socket.on('message', (data, isBinary) => {
       // A message that fails in a way no answer covers must cost its socket nothing more, never the process.
       void inSpan('WS agent message', { kind: SpanKind.SERVER, attributes: { 'fleetd.agent.id': session.id } }, () => this.onMessage(session, data.toString(), isBinary)).catch(

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { AgentSchema, AgentStatusSchema, agentJson, pageOf } from '../../domain/wire.js';
+import { AgentSchema, AgentStatusSchema, TaskSchema, agentJson, pageOf, taskJson } from '../../domain/wire.js';
 import { AgentInputSchema, Id, NamespaceName, Pagination } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
 import { assertAgentInReach, bodyLimits, errors, pathAgent, type Routes } from './deps.js';
@@ -96,6 +96,25 @@ export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
     async (request) => {
       await assertAgentInReach(request, fleet, request.params.id);
       return agentJson(await fleet.agents.heartbeat(request.params.id));
+    },
+  );
+
+  app.get(
+    '/agents/:id/leases',
+    {
+      config: { access: 'agent', actsFor: pathAgent },
+      schema: {
+        tags: ['agents'],
+        summary: 'The tasks leased to an agent',
+        description:
+          "Every task the agent holds a lease on, as a claim hands it out (with its dependencies' results). An agent that cannot know what it holds takes its tasks back from here: a long-poll agent whose claim lost its answer, or one that restarted within its leases. The WebSocket welcome lists the same. Needs the agent's token (or an admin key).",
+        params: IdParams,
+        response: { 200: Type.Object({ tasks: Type.Array(TaskSchema) }), ...errors(404) },
+      },
+    },
+    async (request) => {
+      await fleet.agents.get(request.params.id, readNamespaces(request));
+      return { tasks: (await fleet.tasks.leasedTo(request.params.id)).map(taskJson) };
     },
   );
 

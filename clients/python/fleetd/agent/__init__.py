@@ -158,6 +158,8 @@ class AsyncAgent:
         self._default: Handler | None = None
         self._listeners: dict[str, list[Callable[..., None]]] = {}
         self._running: dict[int, _Running] = {}
+        #: Of each list of leases on its way (_resume_leases), the tasks that ended meanwhile: not to start again.
+        self._ended_while_resuming: list[set[int]] = []
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_ref = 1
         self._socket: Any = None
@@ -502,6 +504,10 @@ class AsyncAgent:
 
     async def _poll_loop(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeats())
+        # A restarted agent takes back the leases it held, as a socket's welcome hands them over.
+        not_resumed = await self._resume_leases()
+        if not_resumed is not None:
+            self._warn(not_resumed)
         self._ready("poll")
         attempt = 0
         try:
@@ -512,8 +518,8 @@ class AsyncAgent:
                     await self._slot_freed.wait()
                     continue
                 try:
-                    # Not repeated by the client: a lost answer may have leased tasks, which go back to
-                    # the queue when their leases expire; this loop claims again after its own backoff.
+                    # Not repeated by the client: a repeat would lease more tasks, while the server may
+                    # have leased some to the answer that was lost. Those are taken back below.
                     answer = await self.fleet.request(
                         "POST", "/v1/tasks/claim", {"agentId": self.id, "max": free, "waitMs": LONG_POLL_MS}, credential=self._token, timeout=LONG_POLL_MS / 1000 + 10
                     )
@@ -524,15 +530,40 @@ class AsyncAgent:
                     if isinstance(err, FleetApiError) and err.status in (401, 404):
                         return self._fatal(err)
                     attempt += 1
+                    # A dropped keep-alive connection, say: once the agent holds what the lost answer
+                    # leased (rather than waiting for those leases to lapse), nothing is amiss. A
+                    # second drop in a row is reported, and waited out.
+                    if attempt == 1 and isinstance(err, FleetUnavailableError) and err.answer_may_be_lost and await self._resume_leases() is None:
+                        continue
                     await self._retry_after(err, full_jitter(attempt, *self.reconnect))
         finally:
             heartbeat.cancel()
+
+    async def _resume_leases(self) -> BaseException | None:
+        """Starts the tasks leased to this agent that it is not running (GET /v1/agents/:id/leases).
+
+        A task that ends while the list is on its way is not started again. Answers the error that
+        kept the list away, if one did; a server from before the route (404) has nothing to resume.
+        """
+        ended: set[int] = set()
+        self._ended_while_resuming.append(ended)
+        try:
+            answer = await self.fleet.request("GET", f"/v1/agents/{self.id}/leases", credential=self._token)
+            for task in answer["tasks"]:
+                if task["id"] not in ended:
+                    self._start(task)
+            return None
+        except (FleetUnavailableError, FleetApiError) as err:
+            return None if self._stopping or (isinstance(err, FleetApiError) and err.status == 404) else err
+        finally:
+            self._ended_while_resuming.remove(ended)
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(POLL_HEARTBEAT_S)
             try:
-                await self.fleet.request("POST", f"/v1/agents/{self.id}/heartbeat", credential=self._token)
+                # Safe to repeat: a heartbeat whose answer was lost is sent again.
+                await self.fleet.request("POST", f"/v1/agents/{self.id}/heartbeat", credential=self._token, retry=True)
             except Exception as err:
                 self._warn(err)
 
@@ -586,6 +617,8 @@ class AsyncAgent:
                 await self._report(task["id"], outcome)
         finally:
             del self._running[task["id"]]
+            for ended in self._ended_while_resuming:
+                ended.add(task["id"])
             self._slot_freed.set()
             self._grant(1)
 
