@@ -37,7 +37,9 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
   // FLEETD_BENCH_CPU_PROF=dir: the server writes a V8 CPU profile there when it stops (bench/profile.ts sums it by function).
   const profDir = process.env.FLEETD_BENCH_CPU_PROF;
   const profArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
-  const child = spawn(process.execPath, [...START_FLAGS, ...profArgs, join(root, 'dist/cli/main.js'), 'start'], {
+  // FLEETD_BENCH_NODE_FLAGS: node flags besides npm start's, to measure one (a V8 heap setting, say) against the flags as they ship.
+  const extraFlags = process.env.FLEETD_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...START_FLAGS, ...extraFlags, ...profArgs, join(root, 'dist/cli/main.js'), 'start'], {
     cwd: root,
     env: { ...process.env, FLEETD_PORT: '0', FLEETD_HOST: '127.0.0.1', FLEETD_DATA_DIR: dataDir, FLEETD_LOG_LEVEL: 'info', FLEETD_ADMIN_KEY: BENCH_ADMIN_KEY, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -74,6 +74,10 @@ export interface SoakResult {
   rssSlopeMbPerMinute: number;
   /** The same over the second half: SQLite's page cache (64 MiB) fills as the database grows, early on. */
   rssSlopeSecondHalfMbPerMinute: number;
+  /** The RSS over the second half: its 5th percentile, median and 95th percentile in MB, and how far those stray from the median. */
+  rssSecondHalf: { p5: number; median: number; p95: number; belowPercent: number; abovePercent: number };
+  /** The server's CPU (user + system) while submits ran, per task submitted. */
+  serverCpuUsPerTask: number;
 }
 
 interface Worker {
@@ -177,6 +181,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
     phase = 'soak';
     const soakStart = Date.now();
+    const cpuAtStart = server.cpuMs();
     const rss: SoakResult['rss'] = [];
     const sampler = setInterval(async () => {
       const mb = server.rssMb();
@@ -248,6 +253,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       await sleep(20);
     }
     await Promise.all(inFlight);
+    const serverCpuMs = server.cpuMs() - cpuAtStart;
     clearInterval(killer);
     phase = 'drain';
     for (const w of workers) if (w.restart) spawnWorker(w);
@@ -300,6 +306,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const rssSlopeAfter = (fraction: number) =>
       Math.round(slope(rss.filter((s) => s.atSeconds >= o.seconds * fraction).map((s) => ({ x: s.atSeconds / 60, y: s.mb }))) * 100) / 100;
     const ms = (v: number) => (Number.isNaN(v) ? 0 : Math.round(v));
+    const secondHalf = rss.filter((s) => s.atSeconds >= o.seconds / 2).map((s) => s.mb);
+    const [p5, median, p95] = [5, 50, 95].map((p) => percentile(secondHalf, p));
+    const off = (v: number) => Math.round(((v - median) / median) * 1000) / 10;
     return {
       acknowledged: acknowledged.size,
       completed,
@@ -327,6 +336,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       rss,
       rssSlopeMbPerMinute: rssSlopeAfter(1 / 5),
       rssSlopeSecondHalfMbPerMinute: rssSlopeAfter(1 / 2),
+      rssSecondHalf: { p5, median, p95, belowPercent: off(p5), abovePercent: off(p95) },
+      serverCpuUsPerTask: Math.round((serverCpuMs * 1000) / Math.max(1, acknowledged.size)),
     };
   } finally {
     for (const w of workers) if (w.child && w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
