@@ -303,10 +303,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
 
     const errors = submitErrors + agentErrors;
     const operations = acknowledged.size + completed;
-    const rssSlopeAfter = (fraction: number) =>
-      Math.round(slope(rss.filter((s) => s.atSeconds >= o.seconds * fraction).map((s) => ({ x: s.atSeconds / 60, y: s.mb }))) * 100) / 100;
+    const rssAfter = (fraction: number) => rss.filter((s) => s.atSeconds >= o.seconds * fraction);
+    const rssSlopeAfter = (fraction: number) => Math.round(slope(rssAfter(fraction).map((s) => ({ x: s.atSeconds / 60, y: s.mb }))) * 100) / 100;
     const ms = (v: number) => (Number.isNaN(v) ? 0 : Math.round(v));
-    const secondHalf = rss.filter((s) => s.atSeconds >= o.seconds / 2).map((s) => s.mb);
+    const secondHalf = rssAfter(1 / 2).map((s) => s.mb);
     const [p5, median, p95] = [5, 50, 95].map((p) => percentile(secondHalf, p));
     const off = (v: number) => Math.round(((v - median) / median) * 1000) / 10;
     return {
