@@ -72,12 +72,17 @@ describe('HTTP operations', () => {
     const [task] = await api.claim(agent.id);
     await api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id });
     await api.get('/v1/tasks/999999');
+    await api.get('/v1/no-such-route');
+    await api.request('HEAD', '/v1/stats');
     const res = await api.get('/metrics');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type')!, /text\/plain/);
     const text = res.body as string;
     assert.match(text, /fleetd_http_request_duration_seconds_bucket\{le="[\d.]+",method="POST",route="\/v1\/tasks",status_code="201"\}/);
     assert.match(text, /fleetd_http_request_duration_seconds_count\{method="GET",route="\/v1\/tasks\/:id",status_code="404"\} 1/);
+    // A path no route matches is one series, whatever the path; a GET route's HEAD is its own.
+    assert.match(text, /fleetd_http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="404"\} 1/);
+    assert.match(text, /fleetd_http_request_duration_seconds_count\{method="HEAD",route="\/v1\/stats",status_code="200"\} 1/);
     assert.match(text, /fleetd_queue_depth\{type="metered",priority="7"\} 1/);
     assert.match(text, /fleetd_tasks\{status="completed"\} 1/);
     assert.match(text, /fleetd_agents\{status="online"\} [1-9]/);

@@ -1,3 +1,4 @@
+import type { onResponseHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { Dependencies } from '../domain/dependencies.js';
@@ -10,13 +11,18 @@ import { requireEveryNamespace } from './namespaces.js';
 /** GET /metrics in Prometheus text format, and a latency observation for every request. */
 export const metricsPlugin = fp<{ fleet: Fleet; cache?: ResponseCache; providers?: ProviderRegistry; dependencies?: Dependencies }>(
   async (app, { fleet, cache, providers, dependencies }) => {
-  app.addHook('onResponse', (request, reply, done) => {
-    httpRequestDuration.observe(
-      { method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: reply.statusCode },
-      reply.elapsedTime / 1000,
-    );
+  // Each route's hook knows its pattern: request.routeOptions builds an object of a dozen fields on
+  // every read, a tenth of what the metrics cost a heartbeat.
+  const observer = (route: string): onResponseHookHandler => (request, reply, done) => {
+    httpRequestDuration.observe({ method: request.method, route, status_code: reply.statusCode }, reply.elapsedTime / 1000);
     done();
+  };
+  app.addHook('onRoute', (route) => {
+    const existing = route.onResponse === undefined ? [] : Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse];
+    route.onResponse = [...existing, observer(route.url)];
   });
+  const unmatched = observer('unmatched');
+  app.addHook('onResponse', (request, reply, done) => (request.is404 ? unmatched.call(app, request, reply, done) : done()));
 
   const stops = [
     observeFleet(fleet),
