@@ -50,6 +50,9 @@ export interface CreatedKey {
   secret: string;
 }
 
+/** The server's requests to itself (see internalReadKey). */
+const INTERNAL_PRINCIPAL: Principal = { kind: 'key', keyId: 'internal', scope: 'read', namespaces: [ALL_NAMESPACES] };
+
 /**
  * API keys (created, listed, revoked) and the lookup of the principal behind a secret. Lookups are
  * cached for a short while so that a request costs one hash, not a query; revoking a key or deleting
@@ -79,14 +82,24 @@ export class CredentialService {
     return (await this.check(secret))?.principal;
   }
 
+  /**
+   * The principal behind a secret this node has looked up lately, without a query; undefined when
+   * check must be asked (a secret not cached, or one whose time is up).
+   */
+  cachedPrincipal(secret: string, hash = hashSecret(secret)): Principal | undefined {
+    if (hash === this.internalHash) return INTERNAL_PRINCIPAL;
+    const cached = this.principals.get(hash);
+    if (cached && (cached.validUntil === null || this.ctx.now() < cached.validUntil)) return cached.principal;
+    return undefined;
+  }
+
   /** What a secret is (see SecretCheck). */
   async check(secret: string): Promise<SecretCheck> {
     const hash = hashSecret(secret);
-    if (hash === this.internalHash) return { principal: { kind: 'key', keyId: 'internal', scope: 'read', namespaces: [ALL_NAMESPACES] } };
+    const known = this.cachedPrincipal(secret, hash);
+    if (known) return { principal: known };
     const now = this.ctx.now();
-    const cached = this.principals.get(hash);
-    if (cached && (cached.validUntil === null || now < cached.validUntil)) return { principal: cached.principal };
-    if (cached) this.principals.delete(hash);
+    this.principals.delete(hash);
     if (secret.startsWith(API_KEY_PREFIX)) {
       const match = await this.ctx.store.apiKeyByHash({ hash });
       if (!match) return undefined;

@@ -37,9 +37,14 @@ export class AuthFailureLimiter {
     this.failedHere = new LRUCache({ max: 100_000, ttl: base.duration * 1_000 });
   }
 
+  /** False for an address that has not failed here within the minute: it is not refused, and blockedFor need not be asked. */
+  mayBeBlocked(address: string): boolean {
+    return this.failedHere.has(address);
+  }
+
   /** Seconds the address must wait before it may authenticate again, or undefined when it may now. */
   async blockedFor(address: string): Promise<number | undefined> {
-    if (!this.failedHere.has(address)) return undefined;
+    if (!this.mayBeBlocked(address)) return undefined;
     const res = await this.limiter.get(address);
     if (!res || res.consumedPoints < this.perMinute) return undefined;
     return Math.max(1, Math.ceil(res.msBeforeNext / 1000));

@@ -114,7 +114,14 @@ export function cachePartition(request: FastifyRequest): string {
  * authentication, before the body is validated.
  */
 export const namespaceHeaderPlugin = fp(async (app) => {
-  app.addHook('preValidation', async (request) => {
-    if (request.headers[NAMESPACE_HEADER] !== undefined && request.principal) readNamespaces(request);
+  // A callback, not an async hook: an async one costs every request a promise, and few carry the header.
+  app.addHook('preValidation', (request, _reply, done) => {
+    if (request.headers[NAMESPACE_HEADER] === undefined || !request.principal) return done();
+    try {
+      readNamespaces(request);
+    } catch (err) {
+      return done(err as Error);
+    }
+    done();
   });
 });
