@@ -61,8 +61,8 @@ interface Window {
  * node of two a sixth of its CPU. While Redis is away each node keeps to its own count.
  */
 export class RateLimits {
-  private readonly budgets = new Map<RouteGroup, number>();
-  private readonly windows = new Map<string, Window>();
+  /** Each limited group's requests a window, and its clients' windows by key (a map a group: keys need no group prefix to look up). */
+  private readonly budgets = new Map<RouteGroup, { limit: number; windows: Map<string, Window> }>();
   private readonly prefix: string;
   /** ADD_COUNTS, with Redis (several nodes). */
   private readonly addCounts?: (...args: (string | number)[]) => Promise<number[]>;
@@ -76,7 +76,7 @@ export class RateLimits {
       heartbeat: config.rateLimitHeartbeat,
       claim: config.rateLimitClaim,
     };
-    for (const [group, points] of Object.entries(budgets) as [RouteGroup, number][]) if (points > 0) this.budgets.set(group, points);
+    for (const [group, points] of Object.entries(budgets) as [RouteGroup, number][]) if (points > 0) this.budgets.set(group, { limit: points, windows: new Map() });
     this.prefix = `${config.redisPrefix}rl:`;
     this.addCounts = redis && defineScript(redis, ADD_COUNTS, ADD_COUNTS_LUA);
     // Windows of clients gone quiet are dropped, so that the map holds only this second's clients.
@@ -91,14 +91,14 @@ export class RateLimits {
 
   /** Counts one request of `key` against the group's budget, unless the budget is spent; undefined when the group is unlimited. */
   consume(group: RouteGroup, key: string): LimitDecision | undefined {
-    const limit = this.budgets.get(group);
-    if (limit === undefined) return undefined;
+    const budget = this.budgets.get(group);
+    if (budget === undefined) return undefined;
+    const { limit, windows } = budget;
     const now = steadyNow();
-    const id = `${group}:${key}`;
-    let window = this.windows.get(id);
+    let window = windows.get(key);
     if (!window || now >= window.endsAt) {
       window = { endsAt: now + WINDOW_MS, counted: 0, unsynced: 0 };
-      this.windows.set(id, window);
+      windows.set(key, window);
     }
     const used = window.counted + window.unsynced;
     const resetSeconds = Math.max(1, Math.ceil((window.endsAt - now) / 1000));
@@ -117,10 +117,12 @@ export class RateLimits {
     const now = steadyNow();
     const sent: { window: Window; n: number }[] = [];
     const keys: string[] = [];
-    for (const [id, window] of this.windows) {
-      if (window.unsynced === 0 || now >= window.endsAt) continue;
-      sent.push({ window, n: window.unsynced });
-      keys.push(`${this.prefix}${id}`);
+    for (const [group, { windows }] of this.budgets) {
+      for (const [key, window] of windows) {
+        if (window.unsynced === 0 || now >= window.endsAt) continue;
+        sent.push({ window, n: window.unsynced });
+        keys.push(`${this.prefix}${group}:${key}`);
+      }
     }
     if (sent.length === 0) return;
     let reply: number[];
@@ -147,6 +149,6 @@ export class RateLimits {
 
   private sweep(): void {
     const now = steadyNow();
-    for (const [id, window] of this.windows) if (now >= window.endsAt) this.windows.delete(id);
+    for (const { windows } of this.budgets.values()) for (const [key, window] of windows) if (now >= window.endsAt) windows.delete(key);
   }
 }
