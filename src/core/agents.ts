@@ -88,8 +88,15 @@ export class AgentService {
 
   /** An agent known online is only noted in memory (see presence.ts); a status change is written at once. */
   async heartbeat(id: string): Promise<Agent> {
-    const now = this.ctx.now();
-    return this.presence.beat(id, now) ?? this.writeHeartbeat(id, now);
+    return this.heartbeatInMemory(id) ?? this.writeHeartbeat(id, this.ctx.now());
+  }
+
+  /**
+   * The beat of an agent this node knows online, noted in memory and answered at once, without a
+   * promise; undefined when it must be written (heartbeat does).
+   */
+  heartbeatInMemory(id: string): Agent | undefined {
+    return this.presence.beat(id, this.ctx.now());
   }
 
   /**

@@ -4,6 +4,7 @@ import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Dependencies } from '../../domain/dependencies.js';
 import type { Fleet } from '../../core/fleet.js';
+import type { NamespaceFilter } from '../../domain/namespaces.js';
 import { readNamespaces } from '../namespaces.js';
 import type { NamespaceQuotaGuard } from '../quotas.js';
 import { ErrorBody } from '../../domain/wire.js';
@@ -38,10 +39,15 @@ export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map
  * reaching every namespace reaches every agent: neither costs a read.
  */
 export async function assertAgentInReach(request: FastifyRequest, fleet: Fleet, agentId: string): Promise<void> {
-  if (request.principal?.kind === 'agent') return;
-  const reach = readNamespaces(request);
+  const reach = reachToCheck(request);
   if (reach !== undefined) await fleet.agents.get(agentId, reach);
 }
+
+/** True when the request reaches the agent it acts for without reading it (see assertAgentInReach). */
+export const agentInReachWithoutRead = (request: FastifyRequest): boolean => reachToCheck(request) === undefined;
+
+/** The namespaces the agent must be read and found in; undefined when no read is needed. */
+const reachToCheck = (request: FastifyRequest): NamespaceFilter => (request.principal?.kind === 'agent' ? undefined : readNamespaces(request));
 
 /** The agent a request acts for, for routes whose access is `agent` (see server/auth.ts). */
 export const bodyAgent = (request: FastifyRequest) => (request.body as { agentId?: string } | undefined)?.agentId;
