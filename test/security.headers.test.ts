@@ -61,6 +61,16 @@ describe('security headers', () => {
         ['frame-ancestors', ["'none'"]],
       ]);
     }
+    // The task stream writes its own head (its reply is hijacked), with the same headers.
+    const task = await server.api.submit({ type: 'streamed' });
+    const streaming = new AbortController();
+    try {
+      const stream = await fetch(`${server.url}/v1/tasks/${task.id}/stream`, { headers: { authorization: `Bearer ${server.api.key}` }, signal: streaming.signal });
+      assert.equal(stream.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+      noFramingNoSniffNoReferrer(stream);
+    } finally {
+      streaming.abort();
+    }
   });
 
   it('answers the secrets of a new key with Cache-Control: no-store', async () => {

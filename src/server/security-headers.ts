@@ -55,10 +55,10 @@ export function contentSecurityPolicy(scriptHashes: readonly string[]): Record<s
  * fleetd itself serves HTTPS (over plain HTTP browsers ignore it, and a proxy in front that
  * terminates TLS sets its own).
  *
- * Each header costs its setHeader (most of a response's 2.8 µs of headers); helmet's chain of
+ * Each header costs its checks (most of a response's 2.8 µs of headers); helmet's chain of
  * middlewares per request added about 0.4 µs more, and @fastify/helmet, which also parsed the
  * policy each time, a tenth of the hot routes' CPU. Headers a route sets itself (the docs' wider
- * style-src) still win, as writeHead's do.
+ * style-src) still win, being set later. A hijacked reply (the task stream) sends them itself.
  */
 export const securityHeadersPlugin = fp<{ dashboardDir: string; https: boolean }>(async (app, { dashboardDir, https }) => {
   const strictTransportSecurity = https ? { maxAge: 31_536_000 } : false;
@@ -85,8 +85,12 @@ export const securityHeadersPlugin = fp<{ dashboardDir: string; https: boolean }
       xXssProtection: false,
     }),
   );
+  // Fastify's headers, not the raw response's: once one header is set on the raw response, Node
+  // validates each of Fastify's twice (setHeader, then writeHead), a microsecond on a heartbeat.
+  const apiHeaders = Object.fromEntries(api);
+  const pageHeaders = Object.fromEntries(pages);
   app.addHook('onRequest', (request, reply, done) => {
-    for (const [name, value] of request.url.startsWith('/v1/') ? api : pages) reply.raw.setHeader(name, value);
+    void reply.headers(request.url.startsWith('/v1/') ? apiHeaders : pageHeaders);
     done();
   });
 });

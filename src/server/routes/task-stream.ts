@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Type } from '@sinclair/typebox';
 import type { FleetEvents } from '../../bus/bus.js';
 import type { ActivityEntry } from '../../domain/activity.js';
@@ -168,6 +168,8 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
 
       reply.hijack();
       res.writeHead(200, {
+        // What the hooks set (security headers, rate limits): a hijacked reply does not send them itself.
+        ...(reply.getHeaders() as OutgoingHttpHeaders),
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-store',
         connection: 'keep-alive',
