@@ -63,6 +63,36 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
     await page.waitForSelector('tr:has(a[href="#/tasks?type=gpu.train"]) [data-flag=no-capable-agent]', { state: 'detached', ...WAIT });
   });
 
+  it('shows a change made while the page was still subscribing to its topics', async () => {
+    await server.api.submit({ type: 'render.still', requires: ['render.still'] });
+    const fresh = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await signIn(fresh, server.adminKey);
+      // The page's subscriptions reach fleetd only when the test lets them: a change made before
+      // then sends the page no event.
+      const held: (string | Buffer)[] = [];
+      let release: (() => void) | undefined;
+      await fresh.routeWebSocket(/\/v1\/events/, (socket) => {
+        const fleetd = socket.connectToServer();
+        let holding = true;
+        socket.onMessage((message) => (holding && String(message).includes('"subscribe"') ? held.push(message) : fleetd.send(message)));
+        release = () => {
+          holding = false;
+          for (const message of held.splice(0)) fleetd.send(message);
+        };
+      });
+      await fresh.goto(server.url + '/#/');
+      const flag = 'tr:has(a[href="#/tasks?type=render.still"]) [data-flag=no-capable-agent]';
+      await fresh.waitForSelector(flag, WAIT);
+      assert.ok(held.length > 0, 'the page asked for its topics');
+      await server.api.registerAgent(['render.still']);
+      release!();
+      await fresh.waitForSelector(flag, { state: 'detached', ...WAIT });
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('draws the overview\'s charts over their whole 5-minute window from the first second', async () => {
     const fresh = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     try {

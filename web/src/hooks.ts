@@ -28,7 +28,7 @@ export interface LiveDataOptions {
   /**
    * For views that apply events to what they loaded: load only once the server has confirmed the
    * topics, so that no change falls between the load and the first event. Others load at once
-   * (the first paint does not wait for the socket).
+   * (the first paint does not wait for the socket), and once more when the topics are confirmed.
    */
   loadWhenSubscribed?: boolean;
 }
@@ -65,8 +65,11 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
         clearTimeout(timer);
       };
     }
-    if (!latest.current.loadWhenSubscribed) void load();
     let lastLoad = 0;
+    if (!latest.current.loadWhenSubscribed) {
+      lastLoad = Date.now();
+      void load();
+    }
     const reload = () => {
       if (timer !== undefined) return;
       const wait = Math.max(0, lastLoad + RELOAD_THROTTLE_MS - Date.now());
@@ -84,6 +87,9 @@ export function useLiveData(options: LiveDataOptions, deps: unknown[]): void {
       },
       () => {
         if (latest.current.loadWhenSubscribed) void load();
+        // A change between the first load and the server's confirmation of the topics sent no event
+        // here: load once more (throttled), or it would show only at the next change.
+        else reload();
       },
     );
     return () => {
