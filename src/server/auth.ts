@@ -159,8 +159,9 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean;
 
   const ownAgentOnly = (actsFor: (request: FastifyRequest) => string | undefined): Hook => (request, _reply, done) => {
     const p = request.principal;
-    const named = p?.kind === 'agent' ? actsFor(request) : undefined;
-    if (p?.kind === 'agent' && named !== undefined && named !== p.agentId) {
+    if (p?.kind !== 'agent') return done();
+    const named = actsFor(request);
+    if (named !== undefined && named !== p.agentId) {
       return done(forbidden(`this agent token belongs to agent ${p.agentId}, not ${named}`, { agentId: p.agentId, actsFor: named }));
     }
     done();
