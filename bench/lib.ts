@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -118,6 +118,11 @@ export async function postgresBackendsOf(pid: number, databaseUrl: string): Prom
   } finally {
     await client.end();
   }
+}
+
+/** Binds every thread of a process to these CPU cores (util-linux's taskset; Linux only). */
+export function pinToCores(pid: number, cores: readonly number[]): void {
+  execFileSync('taskset', ['--all-tasks', '--cpu-list', '--pid', cores.join(','), String(pid)], { stdio: 'ignore' });
 }
 
 /** Percentile of an unsorted sample, nearest-rank. */

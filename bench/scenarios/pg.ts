@@ -3,17 +3,23 @@
  * PostgreSQL with one node, and on PostgreSQL + Redis with two nodes, in the same run on the same
  * machine.
  *
- *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5]
+ *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5] [--pin 0]
  *
  * Each configuration gets fresh state: a new data dir for SQLite, a new schema and Redis prefix for
  * PostgreSQL. With two nodes, agents and submitters alternate between them, as behind a load
  * balancer. The end-to-end load is driven from this process; besides tasks/s it reports the CPU
  * time each task cost in the fleetd node(s), in the PostgreSQL backends serving them and in this
  * load generator: on one machine, their sum bounds the throughput whatever the number of nodes.
+ * Per node, the same for each node and the backends serving it.
+ *
+ * With `--pin 1` the end-to-end load runs with each fleetd node bound to a core of its own
+ * (taskset), and PostgreSQL's backends and the load generator to the cores left, if any: on a
+ * machine with a core for each node and some to spare, whether a second node adds capacity.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { cpuMsOf, flags, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { cpus } from 'node:os';
+import { cpuMsOf, flags, pinToCores, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client, driveEndToEnd } from '../load.js';
 import { phase } from './ws.js';
 
@@ -48,11 +54,11 @@ function configurations(schemas: string[]): Configuration[] {
 }
 
 export default async function pgScenario(args: string[]): Promise<void> {
-  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5 });
+  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5, pin: 0 });
   const schemas: string[] = [];
   const rows: Row[] = [];
   try {
-    for (const c of configurations(schemas)) rows.push(await endToEnd(c, f.seconds, f.agents));
+    for (const c of configurations(schemas)) rows.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
     const base = rows[0]['tasks/s'] as number;
     for (const row of rows) row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
     const wsFlags = { agents: f['ws-agents'], rate: f.rate, seconds: f['ws-seconds'], observers: 10, credit: 4, baseline: 0 };
@@ -84,7 +90,7 @@ export default async function pgScenario(args: string[]): Promise<void> {
 }
 
 /** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
-async function endToEnd(c: Configuration, seconds: number, agentCount: number): Promise<Row> {
+async function endToEnd(c: Configuration, seconds: number, agentCount: number, pin: boolean): Promise<Row> {
   const nodes: ServerProcess[] = [];
   // The first node migrates; the others find the schema ready.
   for (let i = 0; i < c.nodes; i++) nodes.push(await startServerProcess(c.env));
@@ -99,18 +105,26 @@ async function endToEnd(c: Configuration, seconds: number, agentCount: number): 
     }
     // A first batch opens the pools' database connections, so that their backends can be found.
     for (const client of clients) await client.call('POST', '/v1/tasks/batch', { tasks: [{ type: 'warm-up' }] });
-    const backends = c.env.FLEETD_DATABASE_URL ? (await Promise.all(nodes.map((n) => postgresBackendsOf(n.pid, DATABASE_URL)))).flat() : [];
+    const backendsOf = c.env.FLEETD_DATABASE_URL ? await Promise.all(nodes.map((n) => postgresBackendsOf(n.pid, DATABASE_URL))) : nodes.map(() => []);
+    const backends = backendsOf.flat();
+    const pinning = pin ? pinProcesses(nodes, backends) : '';
     const cpu = () => ({
       fleetd: nodes.reduce((ms, n) => ms + n.cpuMs(), 0),
       postgres: backends.reduce((ms, pid) => ms + cpuMsOf(pid), 0),
       loadgen: cpuMsOf(process.pid),
+      nodes: nodes.map((n, i) => ({ fleetd: n.cpuMs(), postgres: backendsOf[i].reduce((ms, pid) => ms + cpuMsOf(pid), 0) })),
     });
     const before = cpu();
     const depth = Math.max(500, agentCount * 20);
     const r = await driveEndToEnd({ clients, agents, type, seconds, depth, batch: Math.ceil(depth / clients.length) });
     const after = cpu();
     const tasks = r.tasksPerSecond * seconds;
-    const perTask = (k: keyof typeof before) => Math.round(((after[k] - before[k]) * 1_000) / tasks);
+    const perTask = (k: 'fleetd' | 'postgres' | 'loadgen') => Math.round(((after[k] - before[k]) * 1_000) / tasks);
+    const us = (ms: number) => Math.round((ms * 1_000) / tasks);
+    // Each node's CPU a task of the whole run: fleetd / its PostgreSQL backends.
+    const perNode = after.nodes
+      .map((n, i) => `${us(n.fleetd - before.nodes[i].fleetd)}${c.env.FLEETD_DATABASE_URL ? ` / ${us(n.postgres - before.nodes[i].postgres)}` : ''}`)
+      .join(', ');
     return {
       load: 'saturate',
       store: c.store,
@@ -125,9 +139,30 @@ async function endToEnd(c: Configuration, seconds: number, agentCount: number): 
       'cpu µs/task fleetd': perTask('fleetd'),
       'postgres': c.env.FLEETD_DATABASE_URL ? perTask('postgres') : '',
       'loadgen': perTask('loadgen'),
+      'per node': perNode,
+      ...(pin ? { pinned: pinning } : {}),
     };
   } finally {
+    // The load generator runs the next configurations on every core again.
+    if (pin) pinToCores(process.pid, allCores());
     await Promise.all(clients.map((cl) => cl.close()));
     await Promise.all(nodes.map((n) => n.stop()));
   }
+}
+
+// The machine's cores, not this process's: its own affinity changes while pinned.
+const allCores = () => Array.from({ length: cpus().length }, (_, i) => i);
+
+/**
+ * Each node to a core of its own, PostgreSQL's backends and this load generator to the cores left
+ * (every core when none is: then they compete with the nodes). Says where each went.
+ */
+function pinProcesses(nodes: ServerProcess[], backends: number[]): string {
+  const cores = allCores();
+  if (nodes.length > cores.length) throw new Error(`--pin 1: ${nodes.length} nodes need as many cores; this machine has ${cores.length}`);
+  nodes.forEach((node, i) => pinToCores(node.pid, [cores[i]]));
+  const left = cores.slice(nodes.length);
+  const rest = left.length > 0 ? left : cores;
+  for (const pid of [...backends, process.pid]) pinToCores(pid, rest);
+  return `${nodes.map((_, i) => `node ${i + 1}: core ${cores[i]}`).join(', ')}; PostgreSQL and load generator: ${left.length > 0 ? `cores ${left.join(',')}` : 'every core (none left)'}`;
 }
