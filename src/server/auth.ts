@@ -5,6 +5,7 @@ import { FleetError } from '../domain/errors.js';
 import type { Scope } from '../domain/types.js';
 import { ErrorBody } from '../domain/wire.js';
 import type { AuthFailureLimiter } from '../limits/auth-failures.js';
+import { hookList } from './route-hooks.js';
 
 /**
  * Who may call a route: anyone (`public`), an API key of at least that scope, or `agent`: the agent
@@ -171,7 +172,7 @@ export const authPlugin = fp<{ credentials: CredentialService; enabled: boolean;
     const config = route.config as { access?: Access; actsFor?: (request: FastifyRequest) => string | undefined } | undefined;
     const access = accessOf(route.url, route.method, config);
     if (access === 'public') return;
-    const add = (existing: unknown, hook: Hook) => [hook, ...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing])];
+    const add = (existing: unknown, hook: Hook) => [hook, ...hookList(existing)];
     route.onRequest = add(route.onRequest, authenticate(access)) as typeof route.onRequest;
     const response = route.schema?.response as Record<string, unknown> | undefined;
     if (route.schema && response) route.schema = { ...route.schema, response: { 401: ErrorBody, 403: ErrorBody, ...response } };

@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { FleetError } from '../domain/errors.js';
 import type { RateLimits, RouteGroup } from '../limits/rate-limits.js';
 import { ownerOf } from './auth.js';
+import { hookList } from './route-hooks.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -61,7 +62,7 @@ export const rateLimitPlugin = fp<{ limits: RateLimits }>(async (app, { limits }
   app.addHook('onRoute', (route) => {
     const group = groupOf(route.config as { rateLimit?: RouteGroup | 'exempt' } | undefined, route.method);
     if (group === 'exempt' || !limits.has(group)) return;
-    const add = (existing: unknown, hook: Hook) => [...(existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]), hook];
+    const add = (existing: unknown, hook: Hook) => [...hookList(existing), hook];
     if (group === 'claim') route.preHandler = add(route.preHandler, claim) as typeof route.preHandler;
     else route.onRequest = add(route.onRequest, group === 'heartbeat' ? heartbeat : byClient(group)) as typeof route.onRequest;
   });
