@@ -42,8 +42,11 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
   const inFlight = { submits: 0, claims: 0, completes: 0 };
   let agents: { id: string; token: string }[] = [];
 
+  /** The crash moment waited for, if any: checked whenever a request starts, not by polling. */
+  let crashMoment: (() => void) | undefined;
   const tracked = async <T>(kind: keyof typeof inFlight, call: () => Promise<T>): Promise<T> => {
     inFlight[kind]++;
+    crashMoment?.();
     try {
       return await call();
     } finally {
@@ -117,6 +120,27 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
     eventually(live(check), timeoutMs, what).catch((err: Error) => {
       throw new Error(`${err.message} (${state()})`);
     });
+  /**
+   * Resolves at the first moment at least `threshold` tasks are acknowledged and submits, claims and
+   * completions are all in flight. A poll could miss every such moment on a fast server: the
+   * submitters can send the rest of the workload between two looks while the agents wait.
+   */
+  const underWay = (threshold: number, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        crashMoment = undefined;
+        clearTimeout(timer);
+        t.signal.removeEventListener('abort', aborted);
+        if (err) reject(err);
+        else resolve();
+      };
+      const aborted = () => done(new Error(`${what}: the test was abandoned (${state()})`));
+      const timer = setTimeout(() => done(new Error(`timed out waiting for ${what} (${state()})`)), 120_000);
+      t.signal.addEventListener('abort', aborted);
+      crashMoment = () => {
+        if (acknowledged.size >= threshold && inFlight.submits > 0 && inFlight.claims > 0 && inFlight.completes > 0) done();
+      };
+    });
   try {
     for (const [c, threshold] of thresholds.entries()) {
       const started = await options.start();
@@ -126,7 +150,7 @@ export async function kill9UnderLoad(t: TestContext, options: Kill9Options): Pro
         agents = res.body.items.map((r: { agent: { id: string }; token: string }) => ({ id: r.agent.id, token: r.token }));
       }
       running = runFleet(started.api, () => stopped);
-      await waitFor(() => acknowledged.size >= threshold && inFlight.submits > 0 && inFlight.claims > 0 && inFlight.completes > 0, 120_000, `crash ${c + 1}: the workload under way`);
+      await underWay(threshold, `crash ${c + 1}: the workload under way`);
       const at = { ...inFlight, acknowledged: acknowledged.size, completed: completions.size };
       stopped = true;
       await kill9(child);
