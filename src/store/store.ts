@@ -397,6 +397,12 @@ export interface TaskClaimParams {
   plan?: PlanClaim;
 }
 
+/**
+ * A claim counts as its agent's heartbeat, but an online agent's is written at most this often: a
+ * busy agent claims many times a second, and staleness is measured in tens of seconds.
+ */
+export const CLAIM_BEAT_WRITE_MS = 1_000;
+
 /** A claim also counts as the agent's heartbeat, so it reports the agent as it is after the claim. */
 export interface TaskClaimResult {
   agent: Agent;

@@ -18,6 +18,7 @@ import {
   type TaskRow,
 } from '../rows.js';
 import {
+  CLAIM_BEAT_WRITE_MS,
   TASK_LOCK_TTL_MS,
   taskLockId,
   type EndLease,
@@ -121,18 +122,27 @@ export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
       lease_expires_at = $4 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
     -- least() skips a NULL execution_timeout_ms: the lease never runs past the attempt's timeout.
     -- ANY(ARRAY(...)) makes the planner look the few picked ids up by primary key; joined to the
-    -- CTE instead, it may hash the whole table.
+    -- CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
+    -- snapshot but before its lock would be skipped, unleased, where by id it is rechecked.)
     WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.*
   )
   SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`);
 
-/** The claiming agents' rows (`ids`, a text[]), locked in id order so that two nodes' claims cannot deadlock: the CTE `old`, with each one's status before. */
-const lockAgentsForClaim = (ids: string) => `old AS (SELECT id, status FROM agents WHERE id = ANY(${ids}) ORDER BY id FOR UPDATE)`;
+/** The claiming agents' rows (`ids`, a text[]), locked in id order so that two nodes' claims cannot deadlock: the CTE `old`. */
+const lockAgentsForClaim = (ids: string) => `old AS (SELECT * FROM agents WHERE id = ANY(${ids}) ORDER BY id FOR UPDATE)`;
 
-/** A claim is its agents' heartbeat: the UPDATE of the rows `old` locked (`from` lists it first), answering them with their status before. */
-const touchAgentsForClaim = (at: string, from: string) =>
-  `UPDATE agents a SET last_heartbeat_at = ${at}, status = 'online' FROM ${from} WHERE a.id = old.id RETURNING a.*, old.status AS previous_status`;
+/**
+ * A claim is its agents' heartbeat: the CTE `touched` writes it into the rows `old` locked, for an
+ * agent that was not online or whose last write is CLAIM_BEAT_WRITE_MS old (an UPDATE of every
+ * claiming agent at every tick was most of a busy tick's time). `claimingAgents` then answers
+ * every locked row as the claim left it, with its status before (`previous_status`).
+ */
+const touchAgentsForClaim = (at: string) =>
+  `touched AS (UPDATE agents a SET last_heartbeat_at = ${at}, status = 'online' FROM old
+    WHERE a.id = old.id AND (old.status <> 'online' OR old.last_heartbeat_at <= ${at} - ${CLAIM_BEAT_WRITE_MS})
+    RETURNING a.*, old.status AS previous_status)`;
+const claimingAgents = `(SELECT * FROM touched UNION ALL SELECT old.*, old.status FROM old WHERE old.id NOT IN (SELECT id FROM touched))`;
 
 /**
  * A tick's plain claims in one round trip, without BEGIN and COMMIT: one statement is a transaction
@@ -141,7 +151,10 @@ const touchAgentsForClaim = (at: string, from: string) =>
  * the leases of the ones before it and two claims by one agent on two nodes take turns. The four
  * round trips of a transaction had kept the agents' rows locked across three waits for the node,
  * and cost the node a socket write and the backend a wake-up each. Its parameters are plpgsql
- * variables, so the plan is cached as a prepared statement's is. When a plan is needed (policies,
+ * variables, so the plan is cached as a prepared statement's is: kept from the first calls, it may
+ * have been made while the tables were a page or two (a new deployment, before autovacuum first
+ * analyzes them), and a sequential scan then stays on every claim however large the table grows.
+ * `enable_seqscan = off` keeps every statement here on its index. When a plan is needed (policies,
  * pauses, concurrency keys or locks on queued tasks) it does nothing and answers null: those
  * claims need core's plan, between statements of a transaction. Built from TASK_CLAIM's own text,
  * so the two cannot drift; `migrate` (re)creates it on every start.
@@ -151,7 +164,7 @@ const touchAgentsForClaim = (at: string, from: string) =>
  * or null when the agent is gone.
  */
 export const CLAIM_TICK_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_tick(agent_ids text[], heartbeat_at bigint, claims jsonb)
-  RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql AS $claim_tick$
+  RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql SET enable_seqscan = off AS $claim_tick$
 DECLARE
   one_claim jsonb;
   a_id text; a_keys text[]; a_max int; a_now bigint; a_max_concurrency int; a_namespace text;
@@ -162,9 +175,8 @@ BEGIN
     RETURN QUERY SELECT NULL::json, NULL::json;
     RETURN;
   END IF;
-  WITH ${lockAgentsForClaim('agent_ids')},
-    touched AS (${touchAgentsForClaim('heartbeat_at', 'old')})
-  SELECT coalesce(json_agg(touched.*), '[]'), coalesce(array_agg(touched.id), '{}') FROM touched INTO locked, locked_ids;
+  WITH ${lockAgentsForClaim('agent_ids')}, ${touchAgentsForClaim('heartbeat_at')}
+  SELECT coalesce(json_agg(r.*), '[]'), coalesce(array_agg(r.id), '{}') FROM ${claimingAgents} r INTO locked, locked_ids;
   FOR one_claim IN SELECT value FROM jsonb_array_elements(claims) LOOP
     a_id := one_claim->>'agentId';
     IF NOT a_id = ANY(locked_ids) THEN
@@ -278,8 +290,8 @@ const TASK_EXTEND_MANY = prepared(
  */
 const AGENT_CLAIM_LOCK = prepared(
   'agent_claim_lock',
-  `WITH ${lockAgentsForClaim('$1::text[]')}, rules AS (SELECT ${PLAN_NEEDED} AS plan_needed)
-   ${touchAgentsForClaim('$2', 'old, rules')}, rules.plan_needed`,
+  `WITH ${lockAgentsForClaim('$1::text[]')}, ${touchAgentsForClaim('$2::bigint')}
+   SELECT r.*, ${PLAN_NEEDED} AS plan_needed FROM ${claimingAgents} r`,
 );
 
 /** The tasks area of the PostgreSQL driver, and the lease ending that agents' release shares. */

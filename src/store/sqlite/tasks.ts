@@ -17,6 +17,7 @@ import {
   type TaskRow,
 } from '../rows.js';
 import {
+  CLAIM_BEAT_WRITE_MS,
   TASK_LOCK_TTL_MS,
   taskLockId,
   type ClaimPlan,
@@ -271,9 +272,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       return groupCommit.write(() => {
         const agentRow = s.agentById.get(params.agentId) as AgentRow | undefined;
         if (!agentRow) throw notFound('agent', params.agentId);
-        // A claim is a sign of life: it counts as a heartbeat. Within a second of the last one the
-        // write is skipped; staleness is measured in tens of seconds.
-        const fresh = agentRow.status === 'online' && params.now - agentRow.last_heartbeat_at < 1_000;
+        const fresh = agentRow.status === 'online' && params.now - agentRow.last_heartbeat_at < CLAIM_BEAT_WRITE_MS;
         const agent = toAgent(fresh ? agentRow : (s.agentHeartbeat.get({ id: params.agentId, now: params.now }) as AgentRow));
         const free = agent.maxConcurrency - (s.inFlight.get(params.agentId) as number);
         const room = Math.min(params.max, free);
