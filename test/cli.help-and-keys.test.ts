@@ -13,10 +13,18 @@ describe('the CLI as the README writes it (real processes)', () => {
     // npx installs the clone into its cache to run it, and that install runs the clone's prepare
     // script (npm run build), which would rewrite dist/ under the fleetd processes other tests are
     // starting at the same moment: the suite has built it already, so no install script runs here.
-    const result = await runCommand('npx', ['--offline', 'fleetd', 'keys', '--help'], {
-      cwd: repo,
-      env: { ...process.env, npm_config_ignore_scripts: 'true' },
-    });
+    // A cache of its own, as a fresh machine's: npx reuses what a cache holds for the same folder
+    // (an earlier clone's link) without looking again.
+    const cache = tempDir();
+    let result: Awaited<ReturnType<typeof runCommand>>;
+    try {
+      result = await runCommand('npx', ['--offline', 'fleetd', 'keys', '--help'], {
+        cwd: repo,
+        env: { ...process.env, npm_config_ignore_scripts: 'true', npm_config_cache: cache },
+      });
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /npx fleetd keys create --scope admin\|submit\|read/);
     assert.match(result.stdout, /npx fleetd keys list/);
