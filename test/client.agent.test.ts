@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
 import { eventually, kill9, nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { CuttingProxy } from './tcp-proxy.js';
 
 describe('agent SDK', () => {
   let server: TestServer;
@@ -137,6 +138,33 @@ describe('agent SDK', () => {
       await agent.stop();
       proxy.closeAllConnections();
       await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  it('gives its slot back with the completion, before the answer: the next task is leased within one round trip', async () => {
+    // The server's answers are held in a real proxy once the first task arrives: the agent never
+    // hears its completion acknowledged, yet its credit went with the completion, so the server
+    // leases it the next task at once. (An agent that waited for the answer would get it a round
+    // trip later; here, never.)
+    const proxy = new CuttingProxy();
+    const proxied = new FleetClient({ url: await proxy.start(server.url), apiKey: server.adminKey });
+    const agent = proxied.agent({ name: 'one-trip', capabilities: ['sdk-one-trip'], concurrency: 1, transport: 'ws' });
+    try {
+      await agent.work(async () => {
+        proxy.holdReplies(true);
+        return 'done';
+      });
+      const first = (await client.submit({ type: 'sdk-one-trip', payload: 1 })).task;
+      await eventually(async () => (await client.get(first.id)).status === 'completed', 5_000, 'the first task completed');
+      const second = (await client.submit({ type: 'sdk-one-trip', payload: 2 })).task;
+      await eventually(async () => (await client.get(second.id)).status === 'leased', 5_000, 'the second task leased to the agent');
+      assert.equal((await client.get(second.id)).agentId, agent.id);
+      proxy.holdReplies(false);
+      await eventually(async () => (await client.get(second.id)).status === 'completed', 5_000, 'the second task completed');
+    } finally {
+      proxy.holdReplies(false);
+      await agent.stop();
+      await proxy.stop();
     }
   });
 

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
 import {
   AGENT_PROTOCOL_VERSION,
@@ -343,17 +344,20 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /** Credit freed in one tick (a batch of tasks finishing together) goes out as one message. */
+  /**
+   * Credit freed in one tick (a batch of tasks finishing together) goes out as one message: with
+   * the tick's outcomes when there are any (see flushOutbox), else on its own.
+   */
   private grant(add: number): void {
     if (add <= 0) return;
-    if (this.creditDue === 0) {
-      setImmediate(() => {
-        const due = this.creditDue;
-        this.creditDue = 0;
-        if (due > 0 && !this.stopping) this.socket?.send(JSON.stringify({ type: 'credit', add: due } satisfies AgentMessage));
-      });
-    }
+    if (this.creditDue === 0 && !this.outboxScheduled) setImmediate(() => this.sendCredit());
     this.creditDue += add;
+  }
+
+  private sendCredit(): void {
+    const due = this.creditDue;
+    this.creditDue = 0;
+    if (due > 0 && !this.stopping) this.socket?.send(JSON.stringify({ type: 'credit', add: due } satisfies AgentMessage));
   }
 
   /** A request over the socket, answered by its ack; throws when the socket is gone so that the caller uses HTTP. */
@@ -452,11 +456,19 @@ export class FleetAgent extends EventEmitter {
     const run: Running = { task, controller: new AbortController(), done: Promise.resolve(), activity };
     this.running.set(task.id, run);
     this.emit('task', task);
-    run.done = this.execute(run).finally(() => {
+    // The socket's credit for the slot goes back as soon as the handler's outcome is queued, with
+    // it: the server then completes and hands over the next task in one round trip, not two.
+    let credited = false;
+    const credit = () => {
+      if (credited) return;
+      credited = true;
+      this.grant(1);
+    };
+    run.done = this.execute(run, credit).finally(() => {
       if (this.running.get(task.id) === run) this.running.delete(task.id);
       for (const ended of this.endedWhileResuming) ended.add(task.id);
       this.cancelledRuns.delete(run);
-      this.grant(1);
+      credit();
       this.slotFreed();
     });
   }
@@ -478,7 +490,8 @@ export class FleetAgent extends EventEmitter {
     run.controller.abort(run.cancelled);
   }
 
-  private async execute(run: Running): Promise<void> {
+  /** Runs the handler and reports its outcome; `queued` is called once that outcome is queued to go. */
+  private async execute(run: Running, queued: () => void): Promise<void> {
     const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
@@ -534,7 +547,9 @@ export class FleetAgent extends EventEmitter {
     // The server ended this attempt: a late result would be refused, or (the task retried and
     // leased to this agent again) taken for the new attempt's.
     if (run.cancelled) return;
-    await this.report(task, outcome);
+    const reported = this.report(task, outcome);
+    queued();
+    await reported;
   }
 
   /**
@@ -622,8 +637,21 @@ export class FleetAgent extends EventEmitter {
     });
   }
 
+  /** The tick's outcomes, then the credit they freed: one write on the socket, so that the server reads them together. */
   private flushOutbox(): void {
     this.outboxScheduled = false;
+    // ws keeps its TCP socket private; corked, the two frames leave in one system call.
+    const raw = (this.socket as unknown as { _socket?: Duplex } | undefined)?._socket;
+    raw?.cork();
+    try {
+      this.sendOutbox();
+      this.sendCredit();
+    } finally {
+      raw?.uncork();
+    }
+  }
+
+  private sendOutbox(): void {
     const queued = this.outbox;
     this.outbox = [];
     const batch: typeof queued = [];
