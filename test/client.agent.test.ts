@@ -168,6 +168,31 @@ describe('agent SDK', () => {
     }
   });
 
+  it('runs a task again when the server hands it straight back while its failure is still unanswered', async () => {
+    // No backoff: a failed task is queued again at once. The only agent, at concurrency 1, sent its
+    // slot's credit with the failure, so the task comes back in the failure's own round trip, a new
+    // lease of the same id. It must run again, not pass for the run that failed (whose lease, a
+    // minute long here, would then hold it idle).
+    const eager = await startTestServer({ taskBackoffMs: 0 });
+    const agent = new FleetClient({ url: eager.url, apiKey: eager.adminKey }).agent({ name: 'retrier', capabilities: ['sdk-retry'], concurrency: 1, transport: 'ws' });
+    const attempts: number[] = [];
+    try {
+      await agent.work(async (task) => {
+        attempts.push(task.attempts);
+        if (attempts.length < 3) throw new Error('not yet');
+        return 'done';
+      });
+      const completed = nextEvent(eager, 'task.completed', (e) => e.task.type === 'sdk-retry', 10_000);
+      const task = (await eager.api.post('/v1/tasks', { type: 'sdk-retry', payload: 1, leaseMs: 60_000, maxAttempts: 5 })).body.task;
+      await completed;
+      assert.deepEqual(attempts, [1, 2, 3]);
+      assert.equal((await eager.api.get(`/v1/tasks/${task.id}`)).body.result, 'done');
+    } finally {
+      await agent.stop();
+      await eager.stop();
+    }
+  });
+
   it('stop() finishes the task in hand, then takes no more', async () => {
     const agent = client.agent({ name: 'stopper', capabilities: ['sdk-stop'], concurrency: 2 });
     let release!: () => void;

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import signal
 import socket
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -319,6 +321,121 @@ def test_a_long_poll_agent_whose_claim_loses_its_answer_takes_the_task_back_at_o
             await proxy.wait_closed()
 
     asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def answers_held_back(server: Server) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A real TCP proxy in front of ``server``: yields its URL and an event; while the event is clear,
+    what the server sends waits in the proxy (the clients' bytes still go through), and it flows
+    again, in order, once the event is set."""
+    target = httpx.URL(server.url)
+    flowing = asyncio.Event()
+    flowing.set()
+    links: set[asyncio.StreamWriter] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if to_client:
+                    await flowing.wait()
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def link(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(target.host, target.port)
+        links.update((client_writer, server_writer))
+        await asyncio.gather(pipe(client_reader, server_writer, False), pipe(server_reader, client_writer, True))
+
+    proxy = await asyncio.start_server(link, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}", flowing
+    finally:
+        flowing.set()
+        proxy.close()
+        for writer in links:
+            writer.close()
+        await proxy.wait_closed()
+
+
+async def reaches(fleet: AsyncFleet, id: int, status: str, attempts: int = 1) -> fleetd.Task:
+    """The task once it has that status and attempt (polled through the API)."""
+    for _ in range(500):
+        task = await fleet.get(id)
+        if task["status"] == status and task["attempts"] == attempts:
+            return task
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"task {id} never {status} at attempt {attempts}")
+
+
+def test_a_finished_handler_gives_its_slot_back_with_the_completion_before_the_answer(server: Server) -> None:
+    # The server's answers are held back once the first task has arrived: the agent never hears its
+    # completion acknowledged, yet its credit went with the completion, so the server leases it the
+    # next task at once (an agent that waited for the answer, never).
+    async def main() -> None:
+        async with answers_held_back(server) as (url, flowing), fleet_of(server) as fleet, AsyncFleet(url, api_key=server.key) as through_proxy:
+            agent = through_proxy.agent("one-trip", ["py-one-trip"], concurrency=1, transport="ws")
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                flowing.clear()
+                return "done"
+
+            await agent.start()
+            try:
+                first = await fleet.submit("py-one-trip")
+                await reaches(fleet, first["id"], "completed")
+                second = await fleet.submit("py-one-trip")
+                assert (await reaches(fleet, second["id"], "leased"))["agentId"] == agent.id
+                flowing.set()
+                await reaches(fleet, second["id"], "completed")
+            finally:
+                flowing.set()
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_a_task_handed_straight_back_while_its_failure_is_unanswered_runs_again(tmp_path) -> None:
+    # No backoff: a failed task is queued again at once. The only agent, at concurrency 1, sent its
+    # slot's credit with the failure, so the task comes back as a new lease of the same id. The
+    # server's answers are held until it has: the failure's answer and the new lease then arrive
+    # together, and the task must run again, not pass for the run that failed (whose lease, a
+    # minute long here, would then hold it idle).
+    eager = start_fleetd(str(tmp_path), {"FLEETD_TASK_BACKOFF_MS": "0"})
+    attempts: list[int] = []
+
+    async def main() -> None:
+        async with answers_held_back(eager) as (url, flowing), fleet_of(eager) as fleet, AsyncFleet(url, api_key=eager.key) as through_proxy:
+            agent = through_proxy.agent("retrier", ["py-retry"], concurrency=1, transport="ws")
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                attempts.append(t["attempts"])
+                if len(attempts) == 1:
+                    flowing.clear()
+                    raise RuntimeError("not yet")
+                return "done"
+
+            await agent.start()
+            try:
+                task = await fleet.submit("py-retry", lease_ms=60_000, max_attempts=5)
+                await reaches(fleet, task["id"], "leased", attempts=2)
+                flowing.set()
+                done = await fleet.wait_for(task["id"], 10)
+                assert done["status"] == "completed" and done["result"] == "done"
+            finally:
+                flowing.set()
+                await agent.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(eager.process)
+    assert attempts == [1, 2]
 
 
 def test_an_agent_killed_mid_task_loses_it_to_another_agent(server: Server, processes: Processes) -> None:

@@ -103,6 +103,11 @@ interface Running {
   extender?: NodeJS.Timeout;
   /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
   cancelled?: TaskRevokedError;
+  /**
+   * The handler is done and its outcome queued, its slot's credit granted: a task of its id pushed
+   * now is a new lease of it (released, or failed and retried, back to this agent), not this one.
+   */
+  finished?: boolean;
 }
 
 const LONG_POLL_MS = 25_000;
@@ -307,7 +312,7 @@ export class FleetAgent extends EventEmitter {
           welcomed = true;
           this.socket = socket;
           if (this.stopping) return socket.close(1000, 'agent stopped');
-          for (const task of message.leased) this.start(task);
+          for (const task of message.leased) this.start(task, true);
           this.grant(this.concurrency - this.inFlight);
           this.emit('connected', { transport: 'ws' });
         } else this.onServerMessage(message);
@@ -434,7 +439,7 @@ export class FleetAgent extends EventEmitter {
         signal: this.stopController.signal,
         credential: this.token,
       });
-      for (const task of tasks) if (!ended.has(task.id)) this.start(task);
+      for (const task of tasks) if (!ended.has(task.id)) this.start(task, true);
       return undefined;
     } catch (err) {
       return this.stopping || (err instanceof FleetApiError && err.status === 404) ? undefined : (err as Error);
@@ -445,8 +450,14 @@ export class FleetAgent extends EventEmitter {
 
   // ---- running tasks ----
 
-  private start(task: TaskJson): void {
-    if (this.running.has(task.id)) return;
+  /**
+   * Runs a task leased to this agent. `resumed`: a lease the agent may hold already (a socket's
+   * welcome, the leases taken back after a restart), run only if it is not running here; a pushed
+   * or claimed task is a new lease, run unless its id's handler is still at work.
+   */
+  private start(task: TaskJson, resumed = false): void {
+    const current = this.running.get(task.id);
+    if (current && (resumed || !current.finished)) return;
     if (this.stopping) {
       // Arrived on the wire after stop(): give it straight back for another agent.
       void this.report(task, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
@@ -458,17 +469,16 @@ export class FleetAgent extends EventEmitter {
     this.emit('task', task);
     // The socket's credit for the slot goes back as soon as the handler's outcome is queued, with
     // it: the server then completes and hands over the next task in one round trip, not two.
-    let credited = false;
-    const credit = () => {
-      if (credited) return;
-      credited = true;
+    const finish = () => {
+      if (run.finished) return;
+      run.finished = true;
       this.grant(1);
     };
-    run.done = this.execute(run, credit).finally(() => {
+    run.done = this.execute(run, finish).finally(() => {
       if (this.running.get(task.id) === run) this.running.delete(task.id);
       for (const ended of this.endedWhileResuming) ended.add(task.id);
       this.cancelledRuns.delete(run);
-      credit();
+      finish();
       this.slotFreed();
     });
   }

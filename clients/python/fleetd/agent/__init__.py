@@ -119,6 +119,9 @@ class _Running:
     extend_timer: asyncio.TimerHandle | None = None
     #: The handler has returned or raised: its lease needs no more extending.
     handled: bool = False
+    #: Its outcome is queued and its slot's credit granted: a task of its id pushed now is a new
+    #: lease of it (released, or failed and retried, back to this agent), not this one.
+    finished: bool = False
 
 
 class AsyncAgent:
@@ -344,7 +347,7 @@ class AsyncAgent:
         self._socket = socket
         try:
             for task in welcome["leased"]:
-                self._start(task)
+                self._start(task, resumed=True)
             self._grant(self.concurrency - len(self._running))
             self._ready("ws")
             async for raw in socket:
@@ -551,7 +554,7 @@ class AsyncAgent:
             answer = await self.fleet.request("GET", f"/v1/agents/{self.id}/leases", credential=self._token)
             for task in answer["tasks"]:
                 if task["id"] not in ended:
-                    self._start(task)
+                    self._start(task, resumed=True)
             return None
         except (FleetUnavailableError, FleetApiError) as err:
             return None if self._stopping or (isinstance(err, FleetApiError) and err.status == 404) else err
@@ -569,8 +572,12 @@ class AsyncAgent:
 
     # ---- running tasks ----
 
-    def _start(self, task: Task) -> None:
-        if task["id"] in self._running:
+    def _start(self, task: Task, resumed: bool = False) -> None:
+        """Runs a task leased to this agent. ``resumed``: a lease the agent may hold already (a socket's
+        welcome, the leases taken back after a restart), run only if it is not running here; a pushed
+        or claimed task is a new lease, run unless its id's handler is still at work."""
+        current = self._running.get(task["id"])
+        if current is not None and (resumed or not current.finished):
             return
         if self._stopping:
             # Arrived on the wire after stop(): give it straight back for another agent.
@@ -614,13 +621,22 @@ class AsyncAgent:
             if outcome is not None:
                 if ctx.reported_usage:
                     outcome["usage"] = ctx.reported_usage
-                await self._report(task["id"], outcome)
+                report = asyncio.ensure_future(self._report(task["id"], outcome))
+                # Once the report has queued the outcome, the slot's credit goes with it, before the
+                # answer: the server completes the task and leases the next in one round trip, not two.
+                await asyncio.sleep(0)
+                running.finished = True
+                self._grant(1)
+                await report
         finally:
-            del self._running[task["id"]]
+            if self._running.get(task["id"]) is running:
+                del self._running[task["id"]]
             for ended in self._ended_while_resuming:
                 ended.add(task["id"])
             self._slot_freed.set()
-            self._grant(1)
+            if not running.finished:
+                running.finished = True
+                self._grant(1)
 
     async def _call(self, running: _Running) -> Any:
         task, ctx = running.task, running.ctx
