@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -260,84 +260,19 @@ def test_a_long_poll_agent_started_again_takes_back_the_task_it_held(server: Ser
     asyncio.run(main())
 
 
-def test_a_long_poll_agent_whose_claim_loses_its_answer_takes_the_task_back_at_once(server: Server) -> None:
-    async def main() -> None:
-        # A real TCP proxy that cuts the first answer to carry a task in the middle, as a network does.
-        target = httpx.URL(server.url)
-        cut = asyncio.Event()
-        links: set[asyncio.StreamWriter] = set()
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter, to_client: bool) -> None:
-            try:
-                while chunk := await reader.read(65536):
-                    if to_client and not cut.is_set() and b'"tasks":[{' in chunk:
-                        cut.set()
-                        writer.write(chunk[: len(chunk) // 2])
-                        await writer.drain()
-                        writer.close()
-                        other.close()
-                        return
-                    writer.write(chunk)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.close()
-
-        async def link(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-            server_reader, server_writer = await asyncio.open_connection(target.host, target.port)
-            links.update((client_writer, server_writer))
-            await asyncio.gather(pipe(client_reader, server_writer, client_writer, False), pipe(server_reader, client_writer, server_writer, True))
-
-        proxy = await asyncio.start_server(link, "127.0.0.1", 0)
-        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
-        try:
-            async with fleet_of(server) as fleet, AsyncFleet(proxy_url, api_key=server.key) as through_proxy:
-                agent = through_proxy.agent("poll-through-proxy", ["py-cut-poll"], transport="poll")
-                errors: list[BaseException] = []
-                agent.on("error", errors.append)
-                runs: list[int] = []
-
-                @agent.handler
-                async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
-                    runs.append(t["id"])
-                    return "ok"
-
-                await agent.start()
-                try:
-                    # A lease far longer than the test: the task completes in time only if the agent takes it back.
-                    task = await fleet.submit("py-cut-poll", lease_ms=600_000)
-                    done = await fleet.wait_for(task["id"], timeout=15)
-                    assert cut.is_set()
-                    assert done["status"] == "completed" and done["attempts"] == 1 and done["agentId"] == agent.id
-                    assert runs == [task["id"]]
-                    assert errors == []
-                finally:
-                    await agent.stop()
-        finally:
-            proxy.close()
-            for writer in links:
-                writer.close()
-            await proxy.wait_closed()
-
-    asyncio.run(main())
-
-
 @contextlib.asynccontextmanager
-async def answers_held_back(server: Server) -> AsyncIterator[tuple[str, asyncio.Event]]:
-    """A real TCP proxy in front of ``server``: yields its URL and an event; while the event is clear,
-    what the server sends waits in the proxy (the clients' bytes still go through), and it flows
-    again, in order, once the event is set."""
+async def tcp_proxy(server: Server, on_answer: Callable[[bytes, asyncio.StreamWriter, asyncio.StreamWriter], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
+    """A real TCP proxy in front of ``server``; yields its URL. ``on_answer`` sees each chunk the
+    server sends, with the client's and the server's writers, before it is passed on: it may wait,
+    and answers True when it dealt with the chunk itself and the link is to end."""
     target = httpx.URL(server.url)
-    flowing = asyncio.Event()
-    flowing.set()
     links: set[asyncio.StreamWriter] = set()
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool) -> None:
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter, to_client: bool) -> None:
         try:
             while chunk := await reader.read(65536):
-                if to_client:
-                    await flowing.wait()
+                if to_client and on_answer is not None and await on_answer(chunk, writer, other):
+                    return
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -348,17 +283,34 @@ async def answers_held_back(server: Server) -> AsyncIterator[tuple[str, asyncio.
     async def link(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection(target.host, target.port)
         links.update((client_writer, server_writer))
-        await asyncio.gather(pipe(client_reader, server_writer, False), pipe(server_reader, client_writer, True))
+        await asyncio.gather(pipe(client_reader, server_writer, client_writer, False), pipe(server_reader, client_writer, server_writer, True))
 
     proxy = await asyncio.start_server(link, "127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}", flowing
+        yield f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
     finally:
-        flowing.set()
         proxy.close()
         for writer in links:
             writer.close()
         await proxy.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def answers_held_back(server: Server) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A proxy (tcp_proxy) and an event: while the event is clear, what the server sends waits in the
+    proxy (the clients' bytes still go through); set, it flows again, in order."""
+    flowing = asyncio.Event()
+    flowing.set()
+
+    async def hold(chunk: bytes, writer: asyncio.StreamWriter, other: asyncio.StreamWriter) -> bool:
+        await flowing.wait()
+        return False
+
+    try:
+        async with tcp_proxy(server, hold) as url:
+            yield url, flowing
+    finally:
+        flowing.set()
 
 
 async def reaches(fleet: AsyncFleet, id: int, status: str, attempts: int = 1) -> fleetd.Task:
@@ -369,6 +321,47 @@ async def reaches(fleet: AsyncFleet, id: int, status: str, attempts: int = 1) ->
             return task
         await asyncio.sleep(0.02)
     raise AssertionError(f"task {id} never {status} at attempt {attempts}")
+
+
+def test_a_long_poll_agent_whose_claim_loses_its_answer_takes_the_task_back_at_once(server: Server) -> None:
+    async def main() -> None:
+        # A real TCP proxy that cuts the first answer to carry a task in the middle, as a network does.
+        cut = asyncio.Event()
+
+        async def cut_first_task(chunk: bytes, writer: asyncio.StreamWriter, other: asyncio.StreamWriter) -> bool:
+            if cut.is_set() or b'"tasks":[{' not in chunk:
+                return False
+            cut.set()
+            writer.write(chunk[: len(chunk) // 2])
+            await writer.drain()
+            writer.close()
+            other.close()
+            return True
+
+        async with tcp_proxy(server, cut_first_task) as proxy_url, fleet_of(server) as fleet, AsyncFleet(proxy_url, api_key=server.key) as through_proxy:
+            agent = through_proxy.agent("poll-through-proxy", ["py-cut-poll"], transport="poll")
+            errors: list[BaseException] = []
+            agent.on("error", errors.append)
+            runs: list[int] = []
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                runs.append(t["id"])
+                return "ok"
+
+            await agent.start()
+            try:
+                # A lease far longer than the test: the task completes in time only if the agent takes it back.
+                task = await fleet.submit("py-cut-poll", lease_ms=600_000)
+                done = await fleet.wait_for(task["id"], timeout=15)
+                assert cut.is_set()
+                assert done["status"] == "completed" and done["attempts"] == 1 and done["agentId"] == agent.id
+                assert runs == [task["id"]]
+                assert errors == []
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
 
 
 def test_a_finished_handler_gives_its_slot_back_with_the_completion_before_the_answer(server: Server) -> None:
