@@ -193,6 +193,27 @@ describe('agent SDK', () => {
     }
   });
 
+  it('runs a task it released again when the server hands it straight back, a release spending no attempt', async () => {
+    // The only agent, at concurrency 1: a release frees its slot's credit at once, so the task comes
+    // back as a new lease of the same id, often before the release is answered. It must run again.
+    const agent = client.agent({ name: 'releaser', capabilities: ['sdk-release'], concurrency: 1, transport: 'ws' });
+    const attempts: number[] = [];
+    try {
+      await agent.work(async (task, ctx) => {
+        attempts.push(task.attempts);
+        if (attempts.length < 3) ctx.release(0, 'not yet');
+        return 'done';
+      });
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-release', 10_000);
+      const task = (await client.submit({ type: 'sdk-release', payload: 1, leaseMs: 60_000 })).task;
+      await completed;
+      assert.equal((await client.get(task.id)).result, 'done');
+      assert.deepEqual(attempts, [1, 1, 1]);
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('stop() finishes the task in hand, then takes no more', async () => {
     const agent = client.agent({ name: 'stopper', capabilities: ['sdk-stop'], concurrency: 2 });
     let release!: () => void;

@@ -500,7 +500,7 @@ export class FleetAgent extends EventEmitter {
     run.controller.abort(run.cancelled);
   }
 
-  /** Runs the handler and reports its outcome; `queued` is called once that outcome is queued to go. */
+  /** Runs the handler and reports its outcome; `queued` is called once that outcome (a release too) is on its way. */
   private async execute(run: Running, queued: () => void): Promise<void> {
     const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
@@ -537,7 +537,10 @@ export class FleetAgent extends EventEmitter {
         // Its reports go first: once the task is given back, fleetd takes no more of them.
         await activity.flush();
         activity.close();
-        if (!run.cancelled) await this.giveBack(task, err, run.usage);
+        if (run.cancelled) return;
+        const given = this.giveBack(task, err, run.usage);
+        queued();
+        await given;
         return;
       }
       const e = err instanceof Error ? err : new Error(String(err));
