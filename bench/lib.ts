@@ -11,6 +11,21 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The admin key of every server a bench run starts: benches measure fleetd as it ships, with auth on. */
 export const BENCH_ADMIN_KEY = `fk_${randomBytes(32).toString('base64url')}`;
+/** The PostgreSQL and Redis the benchmarks use (each run in a schema or key prefix of its own). */
+export const BENCH_DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const BENCH_REDIS_URL = process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** Drops the PostgreSQL schemas a run made, with everything in them. */
+export async function dropSchemas(schemas: readonly string[]): Promise<void> {
+  if (schemas.length === 0) return;
+  const client = new pg.Client({ connectionString: BENCH_DATABASE_URL });
+  await client.connect();
+  try {
+    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
 export const authHeaders = { authorization: `Bearer ${BENCH_ADMIN_KEY}` } as const;
 
 export interface ServerProcess {

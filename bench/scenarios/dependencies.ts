@@ -11,11 +11,9 @@
  * not timed. Prints both rates and tree ÷ flat (the issue's target: ≥ 0.7).
  */
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
 import { FleetClient, type FleetAgent } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, flags, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, dropSchemas, flags, report, startServerProcess, type Row } from '../lib.js';
 
-const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export default async function dependencies(args: string[]): Promise<void> {
   const f = flags(args, { tasks: 5_000, 'fan-in': 10, agents: 10, concurrency: 20, postgres: 0 });
@@ -70,7 +68,7 @@ async function drain(
 ): Promise<number> {
   const schema = `fleetd_bench_deps_${randomUUID().slice(0, 8)}`;
   const env: Record<string, string> = { FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' };
-  if (f.postgres) Object.assign(env, { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema });
+  if (f.postgres) Object.assign(env, { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema });
   const server = await startServerProcess(env);
   const client = new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY });
   const agents: FleetAgent[] = [];
@@ -95,11 +93,6 @@ async function drain(
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
-    if (f.postgres) {
-      const db = new pg.Client({ connectionString: DATABASE_URL });
-      await db.connect();
-      await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await db.end();
-    }
+    if (f.postgres) await dropSchemas([schema]);
   }
 }

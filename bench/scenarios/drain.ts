@@ -20,14 +20,14 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { FleetClient, type FleetAgent, type StatsJson } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, flags, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, BENCH_REDIS_URL, flags, report, startServerProcess, type Row } from '../lib.js';
 import { Client, hammer, startBareFastify } from '../load.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
 
 export default async function drain(args: string[]): Promise<void> {
   const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100 });
-  const redisUrl = new URL(process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const redisUrl = new URL(BENCH_REDIS_URL);
   const shapes: Shape[] = [
     { name: `1 worker × ${f.concurrency}`, workers: 1, concurrency: f.concurrency },
     { name: `${f.agents} workers × 1`, workers: f.agents, concurrency: 1 },

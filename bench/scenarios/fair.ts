@@ -13,11 +13,9 @@
  *    done when the last of the nine keys' tasks finished. Target: under 15 %.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import pg from 'pg';
 import { FleetClient, type StatsJson } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, authHeaders, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, authHeaders, dropSchemas, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 
-const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export default async function fair(args: string[]): Promise<void> {
   const f = flags(args, { tasks: 20_000, keys: 1_000, perKey: 5, concurrency: 50, big: 10_000, small: 100, pg: 0 });
@@ -34,18 +32,13 @@ export default async function fair(args: string[]): Promise<void> {
 
 async function withServer<T>(f: Record<string, number>, work: (server: ServerProcess, client: FleetClient) => Promise<T>): Promise<T> {
   const schema = `fleetd_bench_${randomBytes(4).toString('hex')}`;
-  const store: Record<string, string> = f.pg ? { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema } : {};
+  const store: Record<string, string> = f.pg ? { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema } : {};
   const server = await startServerProcess({ ...store, FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   try {
     return await work(server, new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY }));
   } finally {
     await server.stop();
-    if (f.pg) {
-      const c = new pg.Client({ connectionString: DATABASE_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    }
+    if (f.pg) await dropSchemas([schema]);
   }
 }
 

@@ -17,14 +17,11 @@
  * machine with a core for each node and some to spare, whether a second node adds capacity.
  */
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { cpus } from 'node:os';
-import { cpuMsOf, flags, pinToCores, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { BENCH_DATABASE_URL, BENCH_REDIS_URL, cpuMsOf, dropSchemas, flags, pinToCores, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client, driveEndToEnd } from '../load.js';
 import { phase } from './ws.js';
 
-const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 interface Configuration {
   store: string;
@@ -41,13 +38,13 @@ function configurations(schemas: string[]): Configuration[] {
   };
   return [
     { store: 'sqlite', nodes: 1, env: {} },
-    { store: 'postgres', nodes: 1, env: { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema() } },
+    { store: 'postgres', nodes: 1, env: { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema() } },
     (() => {
       const name = schema();
       return {
         store: 'postgres + redis',
         nodes: 2,
-        env: { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: name, FLEETD_REDIS_URL: REDIS_URL, FLEETD_REDIS_PREFIX: `${name}:` },
+        env: { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: name, FLEETD_REDIS_URL: BENCH_REDIS_URL, FLEETD_REDIS_PREFIX: `${name}:` },
       };
     })(),
   ];
@@ -78,10 +75,7 @@ export default async function pgScenario(args: string[]): Promise<void> {
       });
     }
   } finally {
-    const client = new pg.Client({ connectionString: DATABASE_URL });
-    await client.connect();
-    for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
-    await client.end();
+    await dropSchemas(schemas);
   }
   report('pg', rows, {
     flags: f,
@@ -105,15 +99,18 @@ async function endToEnd(c: Configuration, seconds: number, agentCount: number, p
     }
     // A first batch opens the pools' database connections, so that their backends can be found.
     for (const client of clients) await client.call('POST', '/v1/tasks/batch', { tasks: [{ type: 'warm-up' }] });
-    const backendsOf = c.env.FLEETD_DATABASE_URL ? await Promise.all(nodes.map((n) => postgresBackendsOf(n.pid, DATABASE_URL))) : nodes.map(() => []);
-    const backends = backendsOf.flat();
-    const pinning = pin ? pinProcesses(nodes, backends) : '';
-    const cpu = () => ({
-      fleetd: nodes.reduce((ms, n) => ms + n.cpuMs(), 0),
-      postgres: backends.reduce((ms, pid) => ms + cpuMsOf(pid), 0),
-      loadgen: cpuMsOf(process.pid),
-      nodes: nodes.map((n, i) => ({ fleetd: n.cpuMs(), postgres: backendsOf[i].reduce((ms, pid) => ms + cpuMsOf(pid), 0) })),
-    });
+    const backendsOf = c.env.FLEETD_DATABASE_URL ? await Promise.all(nodes.map((n) => postgresBackendsOf(n.pid, BENCH_DATABASE_URL))) : nodes.map(() => []);
+    const pinning = pin ? pinProcesses(nodes, backendsOf.flat()) : '';
+    // Each process read once: the totals are the nodes' sums.
+    const cpu = () => {
+      const perNode = nodes.map((n, i) => ({ fleetd: n.cpuMs(), postgres: backendsOf[i].reduce((ms, pid) => ms + cpuMsOf(pid), 0) }));
+      return {
+        fleetd: perNode.reduce((ms, n) => ms + n.fleetd, 0),
+        postgres: perNode.reduce((ms, n) => ms + n.postgres, 0),
+        loadgen: cpuMsOf(process.pid),
+        nodes: perNode,
+      };
+    };
     const before = cpu();
     const depth = Math.max(500, agentCount * 20);
     const r = await driveEndToEnd({ clients, agents, type, seconds, depth, batch: Math.ceil(depth / clients.length) });

@@ -22,9 +22,8 @@ import type { Driver } from '../../src/store/driver.js';
 import { openPostgres } from '../../src/store/postgres/driver.js';
 import { openSqlite } from '../../src/store/sqlite/driver.js';
 import type { TaskInsertParams } from '../../src/store/store.js';
-import { cpuMsOf, flags, postgresBackendsOf, report, type Row } from '../lib.js';
+import { BENCH_DATABASE_URL, cpuMsOf, flags, postgresBackendsOf, report, type Row } from '../lib.js';
 
-const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 export default async function storeScenario(args: string[]): Promise<void> {
   const f = flags(args, { tasks: 10_000, agents: 10, objects: 0, 'pg-objects': 0, rounds: 3 });
@@ -37,7 +36,7 @@ export default async function storeScenario(args: string[]): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const pgDriver = openPostgres({ url: DATABASE_URL, schema: `fleetd_bench_store_${process.pid}`, poolSize: 8 });
+  const pgDriver = openPostgres({ url: BENCH_DATABASE_URL, schema: `fleetd_bench_store_${process.pid}`, poolSize: 8 });
   try {
     await pgDriver.migrate();
     rows.push(await measure('postgres', pgDriver, f));
@@ -94,7 +93,7 @@ const postgresSubject = (f: Record<string, number>): Subject => {
   let runs = 0;
   const fresh = async <T>(work: (driver: ReturnType<typeof openPostgres>, schema: string) => Promise<T>): Promise<T> => {
     const schema = `fleetd_bench_objects_${process.pid}_${runs++}`;
-    const driver = openPostgres({ url: DATABASE_URL, schema, poolSize: 8 });
+    const driver = openPostgres({ url: BENCH_DATABASE_URL, schema, poolSize: 8 });
     try {
       await driver.migrate();
       return await work(driver, schema);
@@ -187,7 +186,7 @@ async function measure(name: string, driver: Driver, f: Record<string, number>):
   });
   // Every pooled connection open, so that its backend is found.
   await Promise.all(Array.from({ length: 8 }, () => store.taskGet({ id: 1 })));
-  const backends = name === 'postgres' ? await postgresBackendsOf(process.pid, DATABASE_URL) : [];
+  const backends = name === 'postgres' ? await postgresBackendsOf(process.pid, BENCH_DATABASE_URL) : [];
   const backendMs = () => backends.reduce((ms, pid) => ms + cpuMsOf(pid), 0);
   const cpu0 = process.cpuUsage();
   const b0 = backendMs();

@@ -10,17 +10,14 @@
  * purpose: what is measured is the wake-up's path, not a queue.
  */
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { flags, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { BENCH_DATABASE_URL, BENCH_REDIS_URL, dropSchemas, flags, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client } from '../load.js';
 
-const DATABASE_URL = process.env.FLEETD_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = process.env.FLEETD_BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export default async function wake(args: string[]): Promise<void> {
   const f = flags(args, { tasks: 400, rate: 20, agents: 10 });
   const schema = `fleetd_bench_wake_${randomBytes(4).toString('hex')}`;
-  const env = { FLEETD_DATABASE_URL: DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema, FLEETD_REDIS_URL: REDIS_URL, FLEETD_REDIS_PREFIX: `${schema}:` };
+  const env = { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema, FLEETD_REDIS_URL: BENCH_REDIS_URL, FLEETD_REDIS_PREFIX: `${schema}:` };
   const nodes: ServerProcess[] = [];
   const clients: Client[] = [];
   let stopping = false;
@@ -86,9 +83,6 @@ export default async function wake(args: string[]): Promise<void> {
     await Promise.allSettled(polls);
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(nodes.map((n) => n.stop()));
-    const client = new pg.Client({ connectionString: DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
+    await dropSchemas([schema]);
   }
 }
