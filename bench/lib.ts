@@ -126,6 +126,7 @@ export async function postgresBackendsOf(pid: number, databaseUrl: string): Prom
       if (inode && inodes.has(inode) && remote.endsWith(`:${dbPort}`)) ports.push(parseInt(local.split(':')[1], 16));
     }
   }
+  if (ports.length === 0) return [];
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   try {
@@ -133,6 +134,16 @@ export async function postgresBackendsOf(pid: number, databaseUrl: string): Prom
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Starts counting the CPU time of the PostgreSQL backends serving process `pid` (0 for a node on
+ * SQLite, which has none); the returned function gives the ms they used since, counting backends
+ * the node's pool opened meanwhile from zero.
+ */
+export async function postgresCpuFrom(pid: number, databaseUrl: string): Promise<() => Promise<number>> {
+  const start = new Map((await postgresBackendsOf(pid, databaseUrl)).map((backend) => [backend, cpuMsOf(backend)]));
+  return async () => (await postgresBackendsOf(pid, databaseUrl)).reduce((ms, backend) => ms + cpuMsOf(backend) - (start.get(backend) ?? 0), 0);
 }
 
 /** Binds every thread of a process to these CPU cores (util-linux's taskset; Linux only). */

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- drain [--tasks 5000] [--concurrency 50] [--agents 50] [--heartbeat-agents 5000]
- * [--seconds 5] [--connections 100]` (BullMQ on FLEETD_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+ * [--seconds 5] [--connections 100] [--postgres 0]` (BullMQ on FLEETD_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
  *
  * The hot path against a queue whose workers live in the queue's own process, in the same run:
  * N tasks are submitted in bulk, then drained by fleetd's SDK over WebSocket — one agent at
@@ -16,17 +16,42 @@
  * `--seconds` (fleetd as it ships: rate limits on, each agent well inside its own), against a bare
  * Fastify route answering {} driven the same way, in the same run: both rates, P99s and the ratio.
  * The defaults are short; a quiet machine's figures want `--tasks 20000 --seconds 10`.
+ *
+ * With `--postgres 1` every fleetd server of the run keeps its data in PostgreSQL
+ * (FLEETD_BENCH_DATABASE_URL, a fresh schema each, dropped at the end) instead of SQLite: one node's
+ * drain on PostgreSQL, against the same BullMQ.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { FleetClient, type FleetAgent, type StatsJson } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, BENCH_REDIS_URL, flags, report, startServerProcess, type Row } from '../lib.js';
+import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, BENCH_REDIS_URL, dropSchemas, flags, postgresCpuFrom, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client, hammer, startBareFastify } from '../load.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
 
 export default async function drain(args: string[]): Promise<void> {
-  const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100 });
+  const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100, postgres: 0 });
+  const schemas: string[] = [];
+  try {
+    await compare(f, fleetdStarter(f.postgres === 1, schemas));
+  } finally {
+    await dropSchemas(schemas);
+  }
+}
+
+type StartFleetd = (env?: Record<string, string>) => Promise<ServerProcess>;
+
+/** How this run starts a fleetd server: on SQLite, or with `--postgres 1` on a fresh PostgreSQL schema (noted in `schemas`). */
+function fleetdStarter(onPostgres: boolean, schemas: string[]): StartFleetd {
+  if (!onPostgres) return (env = {}) => startServerProcess(env);
+  return (env = {}) => {
+    const schema = `fleetd_bench_drain_${randomBytes(4).toString('hex')}`;
+    schemas.push(schema);
+    return startServerProcess({ ...env, FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema });
+  };
+}
+
+async function compare(f: Record<string, number>, startFleetd: StartFleetd): Promise<void> {
   const redisUrl = new URL(BENCH_REDIS_URL);
   const shapes: Shape[] = [
     { name: `1 worker × ${f.concurrency}`, workers: 1, concurrency: f.concurrency },
@@ -35,19 +60,19 @@ export default async function drain(args: string[]): Promise<void> {
   const rows: Row[] = [];
   let bullAgents: Drained | undefined;
   for (const shape of shapes) {
-    const fleet = await drainFleetd(f.tasks, shape);
+    const fleet = await drainFleetd(startFleetd, f.tasks, shape);
     const bull = await drainBullmq(f.tasks, shape, redisUrl);
     if (shape.workers === f.agents) bullAgents = bull;
-    rows.push({ shape: shape.name, queue: 'fleetd (SDK, WebSocket)', 'submit tasks/s': fleet.submitRate, 'drain tasks/s': fleet.drainRate, 'server cpu µs/task': fleet.serverUs ?? '' });
+    rows.push({ shape: shape.name, queue: 'fleetd (SDK, WebSocket)', 'submit tasks/s': fleet.submitRate, 'drain tasks/s': fleet.drainRate, 'server cpu µs/task': fleet.serverUs ?? '', ...databaseColumn(fleet) });
     rows.push({ shape: shape.name, queue: 'BullMQ (in-process, Redis)', 'submit tasks/s': bull.submitRate, 'drain tasks/s': bull.drainRate });
     rows.push({ shape: shape.name, queue: 'fleetd ÷ BullMQ', 'submit tasks/s': ratio(fleet.submitRate, bull.submitRate), 'drain tasks/s': ratio(fleet.drainRate, bull.drainRate) });
   }
-  const plain = await drainPlainHttp(f.tasks, f.agents);
+  const plain = await drainPlainHttp(startFleetd, f.tasks, f.agents);
   const httpShape = `${f.agents} plain-HTTP agents × 1, batch endpoint`;
-  rows.push({ shape: httpShape, queue: 'fleetd (complete + claim, one request a round)', 'submit tasks/s': plain.submitRate, 'drain tasks/s': plain.drainRate, 'server cpu µs/task': plain.serverUs ?? '' });
+  rows.push({ shape: httpShape, queue: 'fleetd (complete + claim, one request a round)', 'submit tasks/s': plain.submitRate, 'drain tasks/s': plain.drainRate, 'server cpu µs/task': plain.serverUs ?? '', ...databaseColumn(plain) });
   rows.push({ shape: httpShape, queue: `fleetd ÷ BullMQ (${f.agents} workers × 1 above)`, 'drain tasks/s': ratio(plain.drainRate, bullAgents!.drainRate) });
 
-  const beats = await heartbeats(f['heartbeat-agents'], f.connections, f.seconds);
+  const beats = await heartbeats(startFleetd, f['heartbeat-agents'], f.connections, f.seconds);
   rows.push(...beats);
   report('drain', rows, { flags: f });
 }
@@ -56,9 +81,9 @@ export default async function drain(args: string[]): Promise<void> {
  * Plain HTTP agents without the SDK, each at concurrency 1: a first claim, then one request a round
  * that completes the task in hand and claims the next (POST /v1/tasks/complete with claim).
  */
-async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
+async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: number): Promise<Drained> {
   process.stdout.write(`\n— fleetd, ${agents} plain-HTTP agents × 1 on the batch endpoint: ${n} tasks —\n`);
-  const server = await startServerProcess({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
+  const server = await startFleetd({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   const http = new Client(server.url, agents + 4);
   try {
     const type = `drain-http-${randomUUID().slice(0, 8)}`;
@@ -74,6 +99,7 @@ async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
     const submitMs = performance.now() - submitStart;
 
     let completed = 0;
+    const databaseCpu = await postgresCpuFrom(server.pid, BENCH_DATABASE_URL);
     const drainStart = performance.now();
     const cpuStart = server.cpuMs();
     await Promise.all(
@@ -97,8 +123,9 @@ async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
     );
     const drainMs = performance.now() - drainStart;
     const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
+    const databaseUs = Math.round(((await databaseCpu()) * 1000) / n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs, databaseUs };
   } finally {
     await http.close();
     await server.stop();
@@ -106,7 +133,7 @@ async function drainPlainHttp(n: number, agents: number): Promise<Drained> {
 }
 
 /** Heartbeats of many agents against a bare Fastify route, both over the same connections for the same time. */
-async function heartbeats(agents: number, connections: number, seconds: number): Promise<Row[]> {
+async function heartbeats(startFleetd: StartFleetd, agents: number, connections: number, seconds: number): Promise<Row[]> {
   process.stdout.write(`\n— heartbeats: ${agents} agents over ${connections} connections, ${seconds} s, against a bare Fastify route —\n`);
   const bare = await startBareFastify();
   const bareCpu = bare.cpuMs();
@@ -117,7 +144,7 @@ async function heartbeats(agents: number, connections: number, seconds: number):
     await bare.stop();
   });
   const bareUs = perRequestUs(bareCpuMs, baseline.rps * seconds);
-  const server = await startServerProcess();
+  const server = await startFleetd();
   const http = new Client(server.url);
   try {
     const ids: string[] = [];
@@ -141,6 +168,7 @@ async function heartbeats(agents: number, connections: number, seconds: number):
   }
 }
 
+const databaseColumn = (d: Drained): Row => (d.databaseUs ? { 'postgres cpu µs/task': d.databaseUs } : {});
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 const perRequestUs = (cpuMs: number, requests: number) => Math.round((cpuMs * 1000) / requests);
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
@@ -150,12 +178,14 @@ interface Drained {
   drainRate: number;
   /** fleetd's CPU a task over the drain (its stats polls included); BullMQ's workers share the bench's process. */
   serverUs?: number;
+  /** With `--postgres 1`, the CPU a task of the PostgreSQL backends serving fleetd. */
+  databaseUs?: number;
 }
 
-async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
+async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): Promise<Drained> {
   process.stdout.write(`\n— fleetd, ${shape.name}: ${n} tasks —\n`);
   // The drain is limited by the queue, not by the per-client rate limits a production default sets.
-  const server = await startServerProcess({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
+  const server = await startFleetd({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   const client = new FleetClient({ url: server.url, apiKey: BENCH_ADMIN_KEY });
   const agents: FleetAgent[] = [];
   try {
@@ -166,6 +196,7 @@ async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
     }
     const submitMs = performance.now() - submitStart;
 
+    const databaseCpu = await postgresCpuFrom(server.pid, BENCH_DATABASE_URL);
     const drainStart = performance.now();
     const cpuStart = server.cpuMs();
     for (let a = 0; a < shape.workers; a++) {
@@ -176,8 +207,9 @@ async function drainFleetd(n: number, shape: Shape): Promise<Drained> {
     await until(async () => completedOf(await client.stats(), type) >= n);
     const drainMs = performance.now() - drainStart;
     const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
+    const databaseUs = Math.round(((await databaseCpu()) * 1000) / n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs, databaseUs };
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
