@@ -76,7 +76,8 @@ describe('postgres store', { timeout: 60_000 }, () => {
       ]);
       for (const capabilities of [['other'], ['bulk', 'other']]) {
         await client.query('BEGIN');
-        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, ['both', capabilities, 5, 1, 10, null]);
+        const claims = JSON.stringify([{ ord: 1, agentId: 'both', max: 5, now: 1, maxConcurrency: 10 }]);
+        const { rows } = await client.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${TASK_CLAIM.text}`, [claims, capabilities, null]);
         await client.query('ROLLBACK');
         const nodes = planNodes(rows[0]['QUERY PLAN'][0].Plan);
         const onTasks = nodes.filter((n) => n['Relation Name'] === 'tasks' && n['Node Type'] !== 'ModifyTable');
@@ -128,6 +129,34 @@ describe('postgres store', { timeout: 60_000 }, () => {
       await assert.rejects(b.store.taskClaim({ agentId: 'nobody', max: 1, now: 7 }), { code: 'FLEETD_ERR_NOT_FOUND' });
     } finally {
       await b.close();
+      await destroy();
+    }
+  });
+
+  it('deals one tick of claims out of one statement in their order, a pinned task to its agent only', async () => {
+    const { driver, destroy } = await freshPostgres();
+    const { store } = driver;
+    const agent = (id: string) => ({ id, name: id, capabilities: ['deal'], labels: {}, maxConcurrency: 2, namespace: 'default', tokenHash: `h-${id}`, now: 0 });
+    try {
+      await store.agentCreateMany(['p1', 'p2', 'p3'].map(agent));
+      const tasks = [5, 3, 1, 0, 0, 0].map((priority) => task('deal', { priority }));
+      const [pinned] = await store.taskInsertMany({ tasks: [task('deal', { priority: 9, requires: ['deal', 'agent:p2'] })], now: 0, onRepeat: repeatCheck('task', []) });
+      await store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) });
+      // Claimed together, the three are one tick: p1 and p3 may take the same keys, p2 its pinned task as well.
+      const [p1, p2, p3] = await Promise.all(['p1', 'p2', 'p3'].map((agentId) => store.taskClaim({ agentId, max: 5, now: 1 })));
+      assert.deepEqual(p1.tasks.map((t) => t.priority), [5, 3], 'the first claim gets the first tasks, up to its maxConcurrency');
+      assert.ok(p2.tasks.some((t) => t.id === pinned.task.id), 'the pinned task goes to its agent');
+      assert.ok(!p1.tasks.concat(p3.tasks).some((t) => t.id === pinned.task.id));
+      const all = [p1, p2, p3].flatMap((c) => c.tasks);
+      assert.equal(new Set(all.map((t) => t.id)).size, 6, 'each agent is dealt its maxConcurrency, no task twice');
+      for (const c of [p1, p2, p3]) {
+        assert.equal(c.tasks.length, 2);
+        assert.ok(c.tasks.every((t) => t.status === 'leased' && t.agentId === c.agent.id && t.attempts === 1));
+        assert.equal(c.room, 0);
+      }
+      const left = await store.taskList({ status: 'queued', limit: 10 });
+      assert.deepEqual(left.items.map((t) => t.priority), [0], 'the lowest is left');
+    } finally {
       await destroy();
     }
   });

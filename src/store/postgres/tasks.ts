@@ -99,35 +99,65 @@ const END_LEASES = prepared('end_leases', `UPDATE tasks t SET status = u.status,
   WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
 
 /**
- * $6: the namespace requirement of an agent outside default (NULL for default): its claim keys ($2)
- * hold it, and it must also be among the key's, or the agent would take default's tasks (see
- * canClaim in domain/requirements.ts). A default agent's claim is the statement it always was.
+ * The requirement keys with queued tasks that an agent may take, by its claim keys (`keys`, a
+ * text[]) and its namespace requirement (`namespace`, NULL for default). Outside default, the
+ * agent's keys hold its namespace's requirement, which must also be among the key's, or it would
+ * take default's tasks (see canClaim in domain/requirements.ts).
  */
-export const TASK_CLAIM = prepared('task_claim', `WITH room AS (
-    SELECT $5::int - count(*)::int AS free FROM tasks WHERE agent_id = $1 AND status = 'leased'
-  ), keys AS (
-    SELECT req_key FROM task_counts
-    WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ $2::text[]
-      AND ($6::text IS NULL OR $6::text = ANY(string_to_array(req_key, E'\\n')))
-    GROUP BY req_key HAVING sum(n) > 0
+const claimableKeys = (keys: string, namespace: string) => `SELECT req_key FROM task_counts
+    WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ ${keys}
+      AND (${namespace} IS NULL OR ${namespace} = ANY(string_to_array(req_key, E'\\n')))
+    GROUP BY req_key HAVING sum(n) > 0`;
+
+/**
+ * Claims of agents that claim once each and may all take the same requirement keys (`keys`, a
+ * query answering req_key), in one statement: `claims`, a JSON array of {ord, agentId, max, now,
+ * maxConcurrency}. Each agent's room is its maxConcurrency less its leases. The queued tasks of
+ * those keys are picked in priority order, as many as the claims together have room for, and dealt
+ * out in the claims' order: the first claim gets the first tasks, as if each claim had run alone in
+ * turn. Answers the claims' ords in order (`ords`) and for each its room before the claim
+ * (`room_free`) and the tasks it leased (`leased_tasks`): `claims`, a json[], whose entries the
+ * tick's function places without parsing them again.
+ */
+const claimStatement = (claims: string, keys: string) => `WITH claim AS (
+    SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'max')::int AS max, (c->>'now')::bigint AS now,
+      (c->>'maxConcurrency')::int - (SELECT count(*)::int FROM tasks WHERE agent_id = c->>'agentId' AND status = 'leased') AS free
+    FROM jsonb_array_elements(${claims}) AS c
+  ), slots AS (
+    SELECT c.ord, c.agent_id, c.now, row_number() OVER (ORDER BY c.ord, s.n) AS slot
+    FROM claim c CROSS JOIN LATERAL generate_series(1, greatest(0, least(c.max, c.free))) AS s(n)
   ), picked AS (
-    SELECT c.id FROM keys k CROSS JOIN LATERAL (
-      -- A task past its expires_at is never handed out, even before the expirer has swept it.
-      SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > $4)
-      ORDER BY priority DESC, id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room) FOR UPDATE SKIP LOCKED
-    ) c
-    ORDER BY c.priority DESC, c.id LIMIT (SELECT greatest(0, least($3::int, free)) FROM room)
+    SELECT p.id, row_number() OVER (ORDER BY p.priority DESC, p.id) AS slot FROM (
+      SELECT c.id, c.priority FROM (${keys}) k CROSS JOIN LATERAL (
+        -- A task past its expires_at is never handed out, even before the expirer has swept it.
+        SELECT id, priority FROM tasks
+        WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > (SELECT max(now) FROM claim))
+        ORDER BY priority DESC, id LIMIT (SELECT count(*) FROM slots) FOR UPDATE SKIP LOCKED
+      ) c
+      ORDER BY c.priority DESC, c.id LIMIT (SELECT count(*) FROM slots)
+    ) p
+  ), dealt AS (
+    SELECT p.id, s.agent_id, s.now, s.ord FROM picked p JOIN slots s USING (slot) ORDER BY p.slot
   ), leased AS (
-    UPDATE tasks t SET status = 'leased', agent_id = $1, attempts = t.attempts + 1, claimed_at = $4, updated_at = $4,
-      lease_expires_at = $4 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
+    UPDATE tasks t SET status = 'leased', agent_id = d.agent_id, attempts = t.attempts + 1, claimed_at = d.now, updated_at = d.now,
+      lease_expires_at = d.now + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
     -- least() skips a NULL execution_timeout_ms: the lease never runs past the attempt's timeout.
-    -- ANY(ARRAY(...)) makes the planner look the few picked ids up by primary key; joined to the
-    -- CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
+    -- By primary key from arrays, as the planner looks the few picked ids up one by one; joined to
+    -- the CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
     -- snapshot but before its lock would be skipped, unleased, where by id it is rechecked.)
-    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING t.*
+    FROM unnest(ARRAY(SELECT id FROM dealt), ARRAY(SELECT agent_id FROM dealt), ARRAY(SELECT now FROM dealt), ARRAY(SELECT ord FROM dealt))
+      AS d(id, agent_id, now, ord)
+    WHERE t.id = d.id
+    RETURNING d.ord, t AS task
+  ), leased_by_claim AS (
+    SELECT ord, json_agg(task) AS tasks FROM leased GROUP BY ord
   )
-  SELECT (SELECT free FROM room) AS free, coalesce(json_agg(leased.*), '[]') AS tasks FROM leased`);
+  SELECT array_agg(c.ord ORDER BY c.ord) AS ords,
+    array_agg(json_build_object('room_free', c.free, 'leased_tasks', coalesce(l.tasks, '[]')) ORDER BY c.ord) AS claims
+  FROM claim c LEFT JOIN leased_by_claim l ON l.ord = c.ord`;
+
+/** One agent's claim: $1 the claim as claimStatement takes it (a list of one), $2 its claim keys, $3 its namespace requirement. */
+export const TASK_CLAIM = prepared('task_claim', claimStatement('$1::jsonb', claimableKeys('$2::text[]', '$3::text')));
 
 /** The claiming agents' rows (`ids`, a text[]), locked in id order so that two nodes' claims cannot deadlock: the CTE `old`. */
 const lockAgentsForClaim = (ids: string) => `old AS (SELECT * FROM agents WHERE id = ANY(${ids}) ORDER BY id FOR UPDATE)`;
@@ -147,29 +177,32 @@ const claimingAgents = `(SELECT * FROM touched UNION ALL SELECT old.*, old.statu
 /**
  * A tick's plain claims in one round trip, without BEGIN and COMMIT: one statement is a transaction
  * of its own. It locks the claiming agents' rows in id order and records the claim as their
- * heartbeat (with AGENT_CLAIM_LOCK's text), then runs TASK_CLAIM for each claim in turn, so each sees
- * the leases of the ones before it and two claims by one agent on two nodes take turns. The four
- * round trips of a transaction had kept the agents' rows locked across three waits for the node,
- * and cost the node a socket write and the backend a wake-up each. Its parameters are plpgsql
- * variables, so the plan is cached as a prepared statement's is: kept from the first calls, it may
- * have been made while the tables were a page or two (a new deployment, before autovacuum first
- * analyzes them), and a sequential scan then stays on every claim however large the table grows.
- * `enable_seqscan = off` keeps every statement here on its index. When a plan is needed (policies,
- * pauses, concurrency keys or locks on queued tasks) it does nothing and answers null: those
- * claims need core's plan, between statements of a transaction. Built from TASK_CLAIM's own text,
- * so the two cannot drift; `migrate` (re)creates it on every start.
+ * heartbeat (with AGENT_CLAIM_LOCK's text), then claims in rounds: an agent's first claim of the
+ * tick in the first round, its second in the second, and in each round one claimStatement for the
+ * claims that may take the same requirement keys with queued tasks (nearly always all of them: the
+ * key pinning tasks to an agent has none queued). A round sees the leases of the ones before it,
+ * so two claims by one agent take turns, as two by one agent on two nodes do on its row's lock.
+ * (A statement a claim cost a busy tick most of its time, each planned and started on its own.)
+ * The four round trips of a transaction had kept the agents' rows locked across three waits for
+ * the node, and cost the node a socket write and the backend a wake-up each. Its parameters are
+ * plpgsql variables, so the plan is cached as a prepared statement's is: kept from the first calls,
+ * it may have been made while the tables were a page or two (a new deployment, before autovacuum
+ * first analyzes them), and a sequential scan then stays on every claim however large the table
+ * grows. `enable_seqscan = off` keeps every statement here on its index. When a plan is needed
+ * (policies, pauses, concurrency keys or locks on queued tasks) it does nothing and answers null:
+ * those claims need core's plan, between statements of a transaction. Built from TASK_CLAIM's
+ * parts, so the two cannot drift; `migrate` (re)creates it on every start.
  *
  * Answers the agents' rows as the heartbeat left them (each with its previous status), and one
  * entry a claim, in the order given: the agent's room before the claim and the tasks it leased,
  * or null when the agent is gone.
  */
 export const CLAIM_TICK_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_tick(agent_ids text[], heartbeat_at bigint, claims jsonb)
-  RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql SET enable_seqscan = off AS $claim_tick$
+  RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $claim_tick$
 DECLARE
-  one_claim jsonb;
-  a_id text; a_keys text[]; a_max int; a_now bigint; a_max_concurrency int; a_namespace text;
-  locked json; locked_ids text[]; room_free int; leased_tasks json;
-  results json[] := ARRAY[]::json[];
+  round record; round_ords int[]; round_claims json[];
+  locked json; locked_ids text[];
+  results json[] := array_fill(NULL::json, ARRAY[jsonb_array_length(claims)]);
 BEGIN
   IF ${PLAN_NEEDED} THEN
     RETURN QUERY SELECT NULL::json, NULL::json;
@@ -177,22 +210,26 @@ BEGIN
   END IF;
   WITH ${lockAgentsForClaim('agent_ids')}, ${touchAgentsForClaim('heartbeat_at')}
   SELECT coalesce(json_agg(r.*), '[]'), coalesce(array_agg(r.id), '{}') FROM ${claimingAgents} r INTO locked, locked_ids;
-  FOR one_claim IN SELECT value FROM jsonb_array_elements(claims) LOOP
-    a_id := one_claim->>'agentId';
-    IF NOT a_id = ANY(locked_ids) THEN
-      results := array_append(results, NULL::json);
-      CONTINUE;
-    END IF;
-    a_keys := ARRAY(SELECT jsonb_array_elements_text(one_claim->'keys'));
-    a_max := (one_claim->>'max')::int;
-    a_now := (one_claim->>'now')::bigint;
-    a_max_concurrency := (one_claim->>'maxConcurrency')::int;
-    a_namespace := one_claim->>'namespace';
-    ${TASK_CLAIM.text.replace(/\$([1-6])\b/g, (_, n: string) => ['a_id', 'a_keys', 'a_max', 'a_now', 'a_max_concurrency', 'a_namespace'][Number(n) - 1])} INTO room_free, leased_tasks;
-    results := array_append(results, json_build_object('room_free', room_free, 'leased_tasks', leased_tasks));
+  FOR round IN
+    SELECT c.keys, jsonb_agg(c.claim ORDER BY c.ord) AS claims FROM (
+      SELECT e.value || jsonb_build_object('ord', e.ord) AS claim, e.ord,
+        row_number() OVER (PARTITION BY e.value->>'agentId' ORDER BY e.ord) AS turn,
+        ARRAY(SELECT k.req_key FROM (${claimableKeys("ARRAY(SELECT jsonb_array_elements_text(e.value->'keys'))", "(e.value->>'namespace')")}) k ORDER BY 1) AS keys
+      FROM jsonb_array_elements(claims) WITH ORDINALITY AS e(value, ord)
+      WHERE e.value->>'agentId' = ANY(locked_ids)
+    ) c
+    GROUP BY c.turn, c.keys ORDER BY c.turn, min(c.ord)
+  LOOP
+    ${claimStatement('round.claims', 'SELECT unnest(round.keys) AS req_key')} INTO round_ords, round_claims;
+    FOR i IN 1..cardinality(round_ords) LOOP
+      results[round_ords[i]] := round_claims[i];
+    END LOOP;
   END LOOP;
   RETURN QUERY SELECT locked, array_to_json(results);
 END $claim_tick$`;
+
+/** A claim as TASK_CLAIM answers it. */
+type ClaimedRow = { room_free: number; leased_tasks: TaskRow[] };
 
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
@@ -419,7 +456,7 @@ export function postgresTasks(
     if (known.length === 0) return batch.map(missing);
     const [{ agents, claimed }] = await query<{
       agents: (AgentRow & { previous_status: AgentStatus })[] | null;
-      claimed: ({ room_free: number; leased_tasks: TaskRow[] } | null)[] | null;
+      claimed: (ClaimedRow | null)[] | null;
     }>(CLAIM_TICK, [
       [...new Set(known.map((p) => p.agentId))].sort(),
       Math.max(...known.map((p) => p.now)),
@@ -477,16 +514,10 @@ export function postgresTasks(
       }
       // A claim without a plan, or the plan no longer needed since the tick began: the statement alone.
       const shape = remember(agent);
-      const [{ free, tasks: rowsLeased }] = await q<{ free: number; tasks: TaskRow[] }>(TASK_CLAIM, [
-        agent.id,
-        shape.keys,
-        params.max,
-        params.now,
-        shape.maxConcurrency,
-        shape.namespace,
-      ]);
-      const tasks = rowsLeased.map(toTask).sort(byClaimOrder);
-      results[at] = { agent, previousStatus, tasks, room: Math.max(0, free - tasks.length), heldBack: {}, retryAt: null };
+      const claim = { ord: 1, agentId: agent.id, max: params.max, now: params.now, maxConcurrency: shape.maxConcurrency };
+      const [{ claims: [one] }] = await q<{ claims: ClaimedRow[] }>(TASK_CLAIM, [JSON.stringify([claim]), shape.keys, shape.namespace]);
+      const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
+      results[at] = { agent, previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
     }
     return results;
   }
