@@ -98,16 +98,17 @@ const END_LEASES = prepared('end_leases', `UPDATE tasks t SET status = u.status,
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS u(id, status, run_at, completed_at, error)
   WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
 
+/** The requirement keys with queued tasks, each with its requirements (`reqs`). */
+const QUEUED_KEYS = `SELECT req_key, string_to_array(req_key, E'\\n') AS reqs FROM task_counts
+    WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0`;
+
 /**
- * The requirement keys with queued tasks that an agent may take, by its claim keys (`keys`, a
- * text[]) and its namespace requirement (`namespace`, NULL for default). Outside default, the
- * agent's keys hold its namespace's requirement, which must also be among the key's, or it would
- * take default's tasks (see canClaim in domain/requirements.ts).
+ * Whether an agent of claim keys `keys` (a text[]) and namespace requirement `namespace` (NULL for
+ * default) may take tasks of requirements `reqs`. Outside default, the agent's keys hold its
+ * namespace's requirement, which must also be among the task's, or it would take default's tasks
+ * (see canClaim in domain/requirements.ts).
  */
-const claimableKeys = (keys: string, namespace: string) => `SELECT req_key FROM task_counts
-    WHERE status = 'queued' AND string_to_array(req_key, E'\\n') <@ ${keys}
-      AND (${namespace} IS NULL OR ${namespace} = ANY(string_to_array(req_key, E'\\n')))
-    GROUP BY req_key HAVING sum(n) > 0`;
+const mayTake = (reqs: string, keys: string, namespace: string) => `${reqs} <@ ${keys} AND (${namespace} IS NULL OR ${namespace} = ANY(${reqs}))`;
 
 /**
  * Claims of agents that claim once each and may all take the same requirement keys (`keys`, a
@@ -157,7 +158,10 @@ const claimStatement = (claims: string, keys: string) => `WITH claim AS (
   FROM claim c LEFT JOIN leased_by_claim l ON l.ord = c.ord`;
 
 /** One agent's claim: $1 the claim as claimStatement takes it (a list of one), $2 its claim keys, $3 its namespace requirement. */
-export const TASK_CLAIM = prepared('task_claim', claimStatement('$1::jsonb', claimableKeys('$2::text[]', '$3::text')));
+export const TASK_CLAIM = prepared(
+  'task_claim',
+  claimStatement('$1::jsonb', `SELECT q.req_key FROM (${QUEUED_KEYS}) q WHERE ${mayTake('q.reqs', '$2::text[]', '$3::text')}`),
+);
 
 /** The claiming agents' rows (`ids`, a text[]), locked in id order so that two nodes' claims cannot deadlock: the CTE `old`. */
 const lockAgentsForClaim = (ids: string) => `old AS (SELECT * FROM agents WHERE id = ANY(${ids}) ORDER BY id FOR UPDATE)`;
@@ -211,11 +215,13 @@ BEGIN
   WITH ${lockAgentsForClaim('agent_ids')}, ${touchAgentsForClaim('heartbeat_at')}
   SELECT coalesce(json_agg(r.*), '[]'), coalesce(array_agg(r.id), '{}') FROM ${claimingAgents} r INTO locked, locked_ids;
   FOR round IN
+    WITH queued AS MATERIALIZED (${QUEUED_KEYS})
     SELECT c.keys, jsonb_agg(c.claim ORDER BY c.ord) AS claims FROM (
       SELECT e.value || jsonb_build_object('ord', e.ord) AS claim, e.ord,
         row_number() OVER (PARTITION BY e.value->>'agentId' ORDER BY e.ord) AS turn,
-        ARRAY(SELECT k.req_key FROM (${claimableKeys("ARRAY(SELECT jsonb_array_elements_text(e.value->'keys'))", "(e.value->>'namespace')")}) k ORDER BY 1) AS keys
+        ARRAY(SELECT q.req_key FROM queued q WHERE ${mayTake('q.reqs', 'a.keys', "(e.value->>'namespace')")} ORDER BY 1) AS keys
       FROM jsonb_array_elements(claims) WITH ORDINALITY AS e(value, ord)
+        CROSS JOIN LATERAL (SELECT ARRAY(SELECT jsonb_array_elements_text(e.value->'keys')) AS keys) a
       WHERE e.value->>'agentId' = ANY(locked_ids)
     ) c
     GROUP BY c.turn, c.keys ORDER BY c.turn, min(c.ord)
