@@ -120,34 +120,32 @@ const mayTake = (reqs: string, keys: string, namespace: string) => `${reqs} <@ $
  * (`room_free`) and the tasks it leased (`leased_tasks`): `claims`, a json[], whose entries the
  * tick's function places without parsing them again.
  */
-const claimStatement = (claims: string, keys: string) => `WITH claim AS (
-    SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'max')::int AS max, (c->>'now')::bigint AS now,
+const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALIZED (
+    SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'now')::bigint AS now, (c->>'max')::int AS max,
       (c->>'maxConcurrency')::int - (SELECT count(*)::int FROM tasks WHERE agent_id = c->>'agentId' AND status = 'leased') AS free
     FROM jsonb_array_elements(${claims}) AS c
+  ), claim AS (
+    SELECT room.*, greatest(0, least(max, free)) AS take FROM room
   ), slots AS (
-    SELECT c.ord, c.agent_id, c.now, row_number() OVER (ORDER BY c.ord, s.n) AS slot
-    FROM claim c CROSS JOIN LATERAL generate_series(1, greatest(0, least(c.max, c.free))) AS s(n)
+    SELECT c.ord, s.n, c.agent_id, c.now FROM claim c CROSS JOIN LATERAL generate_series(1, c.take) AS s(n)
   ), picked AS (
-    SELECT p.id, row_number() OVER (ORDER BY p.priority DESC, p.id) AS slot FROM (
-      SELECT c.id, c.priority FROM (${keys}) k CROSS JOIN LATERAL (
-        -- A task past its expires_at is never handed out, even before the expirer has swept it.
-        SELECT id, priority FROM tasks
-        WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > (SELECT max(now) FROM claim))
-        ORDER BY priority DESC, id LIMIT (SELECT count(*) FROM slots) FOR UPDATE SKIP LOCKED
-      ) c
-      ORDER BY c.priority DESC, c.id LIMIT (SELECT count(*) FROM slots)
-    ) p
-  ), dealt AS (
-    SELECT p.id, s.agent_id, s.now, s.ord FROM picked p JOIN slots s USING (slot) ORDER BY p.slot
+    SELECT c.id, c.priority FROM (${keys}) k CROSS JOIN LATERAL (
+      -- A task past its expires_at is never handed out, even before the expirer has swept it.
+      SELECT id, priority FROM tasks
+      WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > (SELECT max(now) FROM claim))
+      ORDER BY priority DESC, id LIMIT (SELECT coalesce(sum(take), 0) FROM claim) FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.id LIMIT (SELECT coalesce(sum(take), 0) FROM claim)
   ), leased AS (
     UPDATE tasks t SET status = 'leased', agent_id = d.agent_id, attempts = t.attempts + 1, claimed_at = d.now, updated_at = d.now,
       lease_expires_at = d.now + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
     -- least() skips a NULL execution_timeout_ms: the lease never runs past the attempt's timeout.
-    -- By primary key from arrays, as the planner looks the few picked ids up one by one; joined to
-    -- the CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
+    -- The picked tasks in priority order zipped with the claims' slots in order: the deal. By
+    -- primary key from arrays, as the planner looks the few picked ids up one by one; joined to the
+    -- CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
     -- snapshot but before its lock would be skipped, unleased, where by id it is rechecked.)
-    FROM unnest(ARRAY(SELECT id FROM dealt), ARRAY(SELECT agent_id FROM dealt), ARRAY(SELECT now FROM dealt), ARRAY(SELECT ord FROM dealt))
-      AS d(id, agent_id, now, ord)
+    FROM unnest(ARRAY(SELECT id FROM picked ORDER BY priority DESC, id), ARRAY(SELECT agent_id FROM slots ORDER BY ord, n),
+      ARRAY(SELECT now FROM slots ORDER BY ord, n), ARRAY(SELECT ord FROM slots ORDER BY ord, n)) AS d(id, agent_id, now, ord)
     WHERE t.id = d.id
     RETURNING d.ord, t AS task
   ), leased_by_claim AS (
