@@ -161,6 +161,36 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
+  it("locks no more of a key than a tick's claims may lease from it: another node's claim of that key is not left empty", async () => {
+    const { driver, openSibling, destroy } = await freshPostgres();
+    const other = openSibling();
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${driver.database.schema}` });
+    await client.connect();
+    const agent = (id: string, capabilities: string[]) => ({ id, name: id, capabilities, labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: `h-${id}`, now: 0 });
+    try {
+      const both = ['a1', 'a2', 'a3', 'a4', 'a5'];
+      await driver.store.agentCreateMany([...both.map((id) => agent(id, ['hi', 'lo'])), agent('b', ['lo'])]);
+      const tasks = [...Array.from({ length: 10 }, () => task('hi', { priority: 5 })), ...Array.from({ length: 10 }, () => task('lo'))];
+      await driver.store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) });
+      // One node's tick, its transaction held open: five claims of two, by agents that may take both keys.
+      const claims = both.map((id) => ({ keys: ['hi', 'lo', `agent:${id}`], maxConcurrency: 10, namespace: null, agentId: id, max: 2, now: 1 }));
+      await client.query('BEGIN');
+      const { rows } = await client.query('SELECT claimed FROM fleetd_claim_tick($1, $2, $3)', [both, 1, JSON.stringify(claims)]);
+      assert.deepEqual(
+        rows[0].claimed.map((c: { leased_tasks: { type: string }[] }) => c.leased_tasks.map((t) => t.type)),
+        both.map(() => ['hi', 'hi']),
+      );
+      // Meanwhile, on another node, an agent of the other key: the tick leases none of its tasks.
+      const b = await other.store.taskClaim({ agentId: 'b', max: 5, now: 2 });
+      await client.query('COMMIT');
+      assert.equal(b.tasks.length, 5, 'the tick holds at most one claim\'s room of the key it leases nothing from');
+    } finally {
+      await client.end();
+      await other.close();
+      await destroy();
+    }
+  });
+
   it('does not wake listeners of other schemas in the same database', async () => {
     const a = await freshPostgres();
     const other = await freshPostgres();

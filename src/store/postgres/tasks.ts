@@ -181,10 +181,14 @@ const claimingAgents = `(SELECT * FROM touched UNION ALL SELECT old.*, old.statu
  * of its own. It locks the claiming agents' rows in id order and records the claim as their
  * heartbeat (with AGENT_CLAIM_LOCK's text), then claims in rounds: an agent's first claim of the
  * tick in the first round, its second in the second, and in each round one claimStatement for the
- * claims that may take the same requirement keys with queued tasks (nearly always all of them: the
- * key pinning tasks to an agent has none queued). A round sees the leases of the ones before it,
- * so two claims by one agent take turns, as two by one agent on two nodes do on its row's lock.
+ * claims that may take the same one requirement key with queued tasks (nearly always all of them:
+ * the key pinning tasks to an agent has none queued). A round sees the leases of the ones before
+ * it, so two claims by one agent take turns, as two by one agent on two nodes do on its row's lock.
  * (A statement a claim cost a busy tick most of its time, each planned and started on its own.)
+ * A claim that may take tasks of several keys goes alone: the statement locks up to its claims'
+ * whole room in each key, and leases the best of them, so the rows of the other keys it locks stay
+ * locked to the tick's end, skipped by other nodes' claims, which nothing wakes again; alone, a
+ * claim holds at most its own room in each key, and the tick's later claims take those rows first.
  * The four round trips of a transaction had kept the agents' rows locked across three waits for
  * the node, and cost the node a socket write and the backend a wake-up each. Its parameters are
  * plpgsql variables, so the plan is cached as a prepared statement's is: kept from the first calls,
@@ -215,14 +219,17 @@ BEGIN
   FOR round IN
     WITH queued AS MATERIALIZED (${QUEUED_KEYS})
     SELECT c.keys, jsonb_agg(c.claim ORDER BY c.ord) AS claims FROM (
-      SELECT e.value || jsonb_build_object('ord', e.ord) AS claim, e.ord,
+      SELECT e.value || jsonb_build_object('ord', e.ord) AS claim, e.ord, k.keys,
         row_number() OVER (PARTITION BY e.value->>'agentId' ORDER BY e.ord) AS turn,
-        ARRAY(SELECT q.req_key FROM queued q WHERE ${mayTake('q.reqs', 'a.keys', "(e.value->>'namespace')")} ORDER BY 1) AS keys
+        CASE WHEN cardinality(k.keys) > 1 THEN e.ord END AS alone
       FROM jsonb_array_elements(claims) WITH ORDINALITY AS e(value, ord)
         CROSS JOIN LATERAL (SELECT ARRAY(SELECT jsonb_array_elements_text(e.value->'keys')) AS keys) a
+        CROSS JOIN LATERAL (
+          SELECT ARRAY(SELECT q.req_key FROM queued q WHERE ${mayTake('q.reqs', 'a.keys', "(e.value->>'namespace')")} ORDER BY 1) AS keys
+        ) k
       WHERE e.value->>'agentId' = ANY(locked_ids)
     ) c
-    GROUP BY c.turn, c.keys ORDER BY c.turn, min(c.ord)
+    GROUP BY c.turn, c.keys, c.alone ORDER BY c.turn, min(c.ord)
   LOOP
     ${claimStatement('round.claims', 'SELECT unnest(round.keys) AS req_key')} INTO round_ords, round_claims;
     FOR i IN 1..cardinality(round_ords) LOOP
