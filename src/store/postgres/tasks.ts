@@ -458,10 +458,18 @@ export function postgresTasks(
 
   /** A tick's claims by one call of fleetd_claim_tick; undefined when a plan is needed (it then changed nothing). */
   async function plainClaims(batch: TaskClaimParams[]): Promise<(TaskClaimResult | Error)[] | undefined> {
-    const unknown = [...new Set(batch.map((p) => p.agentId).filter((id) => !claimShapes.has(id)))];
-    if (unknown.length > 0) for (const row of await query<AgentRow>('SELECT * FROM agents WHERE id = ANY($1::text[])', [unknown])) remember(toAgent(row));
-    // Taken now: another tick may clear the cache while this one waits for the database.
-    const shapes = batch.map((p) => claimShapes.get(p.agentId));
+    // The batch's shapes are held here: the cache may be cleared (by this tick's own reads too)
+    // while the unknown agents are read, which would make the known ones look gone.
+    const shapeOf = new Map<string, ClaimShape>();
+    for (const { agentId } of batch) {
+      const shape = claimShapes.get(agentId);
+      if (shape) shapeOf.set(agentId, shape);
+    }
+    const unknown = [...new Set(batch.map((p) => p.agentId).filter((id) => !shapeOf.has(id)))];
+    if (unknown.length > 0) {
+      for (const row of await query<AgentRow>('SELECT * FROM agents WHERE id = ANY($1::text[])', [unknown])) shapeOf.set(row.id, remember(toAgent(row)));
+    }
+    const shapes = batch.map((p) => shapeOf.get(p.agentId));
     const known = batch.flatMap((p, at) => (shapes[at] ? [{ ...shapes[at], agentId: p.agentId, max: p.max, now: p.now }] : []));
     const missing = (p: TaskClaimParams) => notFound('agent', p.agentId);
     if (known.length === 0) return batch.map(missing);
