@@ -99,9 +99,8 @@ async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: numbe
     const submitMs = performance.now() - submitStart;
 
     let completed = 0;
-    const databaseCpu = await postgresCpuFrom(server.pid, BENCH_DATABASE_URL);
+    const cpu = await cpuFrom(server);
     const drainStart = performance.now();
-    const cpuStart = server.cpuMs();
     await Promise.all(
       ids.map(async (agentId) => {
         let tasks: { id: number }[] = (await http.call('POST', '/v1/tasks/claim', { agentId, max: 1, waitMs: 1_000 })).body.tasks;
@@ -122,10 +121,9 @@ async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: numbe
       }),
     );
     const drainMs = performance.now() - drainStart;
-    const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
-    const databaseUs = Math.round(((await databaseCpu()) * 1000) / n);
+    const used = await cpu(n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs, databaseUs };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), ...used };
   } finally {
     await http.close();
     await server.stop();
@@ -168,6 +166,13 @@ async function heartbeats(startFleetd: StartFleetd, agents: number, connections:
   }
 }
 
+/** Starts counting the CPU of a fleetd server and of the PostgreSQL backends serving it (none on SQLite); the returned function gives each's µs a task over `n` tasks. */
+async function cpuFrom(server: ServerProcess): Promise<(n: number) => Promise<{ serverUs: number; databaseUs: number }>> {
+  const database = await postgresCpuFrom(server.pid, BENCH_DATABASE_URL);
+  const start = server.cpuMs();
+  return async (n) => ({ serverUs: Math.round(((server.cpuMs() - start) * 1000) / n), databaseUs: Math.round(((await database()) * 1000) / n) });
+}
+
 const databaseColumn = (d: Drained): Row => (d.databaseUs ? { 'postgres cpu µs/task': d.databaseUs } : {});
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 const perRequestUs = (cpuMs: number, requests: number) => Math.round((cpuMs * 1000) / requests);
@@ -196,9 +201,8 @@ async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): P
     }
     const submitMs = performance.now() - submitStart;
 
-    const databaseCpu = await postgresCpuFrom(server.pid, BENCH_DATABASE_URL);
+    const cpu = await cpuFrom(server);
     const drainStart = performance.now();
-    const cpuStart = server.cpuMs();
     for (let a = 0; a < shape.workers; a++) {
       const agent = client.agent({ name: `drain-${a}`, capabilities: [type], concurrency: shape.concurrency, transport: 'ws' });
       agents.push(agent);
@@ -206,10 +210,9 @@ async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): P
     }
     await until(async () => completedOf(await client.stats(), type) >= n);
     const drainMs = performance.now() - drainStart;
-    const serverUs = Math.round(((server.cpuMs() - cpuStart) * 1000) / n);
-    const databaseUs = Math.round(((await databaseCpu()) * 1000) / n);
+    const used = await cpu(n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
-    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), serverUs, databaseUs };
+    return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), ...used };
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
