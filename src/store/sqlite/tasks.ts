@@ -41,47 +41,47 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 } {
   const { db, groupCommit } = d;
   const s = {
-    insert: db.prepare(`INSERT INTO tasks (namespace, type, req_key, payload, priority, status, idempotency_key, request_hash,
+    insert: d.rows(`INSERT INTO tasks (namespace, type, req_key, payload, priority, status, idempotency_key, request_hash,
         max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
         concurrency_key, locks)
       VALUES (@namespace, @type, @req_key, @payload, @priority, @status, @idempotency_key, @request_hash,
         @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata,
         @concurrency_key, @locks) RETURNING *`),
     insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
-    byKey: db.prepare('SELECT * FROM tasks WHERE idempotency_key = ?'),
-    byId: db.prepare('SELECT * FROM tasks WHERE id = ?'),
+    byKey: d.rows('SELECT * FROM tasks WHERE idempotency_key = ?'),
+    byId: d.rows('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
     // A task past its expiresAt is never handed out, even before the expirer has swept it.
-    claimCandidates: db.prepare(
-      "SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = @key AND (expires_at IS NULL OR expires_at > @now) ORDER BY priority DESC, id LIMIT @limit",
+    claimCandidates: d.withLimit(
+      "SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = @key AND (expires_at IS NULL OR expires_at > @now) ORDER BY priority DESC, id",
     ),
     // The lease never runs past the attempt's execution timeout, whatever extends it.
-    lease: db.prepare(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1,
+    lease: d.rows(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1,
         claimed_at = @now, updated_at = @now, lease_expires_at = @now + min(lease_ms, coalesce(execution_timeout_ms, lease_ms)), expires_at = NULL
       WHERE id = @id AND status = 'queued' RETURNING *`),
-    agentById: db.prepare('SELECT * FROM agents WHERE id = ?'),
-    agentHeartbeat: db.prepare("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
+    agentById: d.rows('SELECT * FROM agents WHERE id = ?'),
+    agentHeartbeat: d.rows("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
     inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
-    leasedTo: db.prepare("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
-    leasedBy: db.prepare("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    complete: db.prepare(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
+    leasedTo: d.rows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
+    leasedBy: d.rows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
+    complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    endLease: db.prepare(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
+    endLease: d.rows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
-    release: db.prepare(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
+    release: d.rows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    extend: db.prepare(`UPDATE tasks SET updated_at = @now,
+    extend: d.rows(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    cancel: db.prepare(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
+    cancel: d.rows(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
-    retry: db.prepare(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
+    retry: d.rows(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
         completed_at = NULL, result = NULL, error = NULL, lease_expires_at = NULL
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
-    expiredLeases: db.prepare("SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"),
-    dueScheduled: db.prepare(
+    expiredLeases: d.rows("SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"),
+    dueScheduled: d.rows(
       "UPDATE tasks SET status = 'queued', updated_at = @now WHERE id IN (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= @now ORDER BY run_at LIMIT @limit) RETURNING *",
     ),
     deleteFinished: db.prepare('DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ? LIMIT ?)'),
@@ -90,10 +90,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     ),
     nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
     nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
-    unclaimedExpired: db.prepare(
+    unclaimedExpired: d.rows(
       "SELECT * FROM tasks WHERE expires_at <= @now AND expires_at IS NOT NULL AND status IN ('queued', 'scheduled') ORDER BY expires_at LIMIT @limit",
     ),
-    expire: db.prepare(`UPDATE tasks SET status = 'dead', completed_at = @now, updated_at = @now, error = @error, expires_at = NULL
+    expire: d.rows(`UPDATE tasks SET status = 'dead', completed_at = @now, updated_at = @now, error = @error, expires_at = NULL
       WHERE id = @id RETURNING *`),
     nextExpiry: db.prepare("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
@@ -101,7 +101,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     countsByKey: db.prepare('SELECT req_key, type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY req_key, type, priority, status'),
     exists: db.prepare('SELECT 1 FROM tasks WHERE id = ? AND namespace = ?').pluck(),
     linkedDependencies: db.prepare('SELECT id, status, result, error FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND namespace = ?'),
-    setLinks: db.prepare(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
+    setLinks: d.rows(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
         on_dependency_failure = @on_dependency_failure,
         completed_at = CASE WHEN status = 'cancelled' THEN @now ELSE completed_at END,
         error = CASE WHEN status = 'cancelled' THEN @error ELSE error END
@@ -308,7 +308,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
         // seeks each claimable requirement set's index range (few rows each) and merges them here.
         let candidates: { id: number; priority: number }[] = [];
         for (const key of claimable) {
-          candidates = candidates.concat(s.claimCandidates.all({ key, now: params.now, limit: room }) as { id: number; priority: number }[]);
+          candidates = candidates.concat(s.claimCandidates(room).all({ key, now: params.now }) as { id: number; priority: number }[]);
         }
         candidates.sort((a, b) => b.priority - a.priority || a.id - b.id);
         for (const c of candidates.slice(0, room)) lease(c.id);
