@@ -46,6 +46,20 @@ export function exerciseTasks(factory: DriverFactory): void {
       }
     });
 
+
+    it('TakesExactlyItsRoomFromALargeBacklog, best first, across requirement sets', async () => {
+      const a = await h.agent(['x', 'y'], 200);
+      // 300 tasks in two requirement sets, priorities 0–9 interleaved: a claim's statements fetch
+      // up to a power of two of rows per set, and the claim must still take exactly its room.
+      await h.submit(...Array.from({ length: 300 }, (_, i) => task(i % 2 === 0 ? 'x' : 'y', { payload: i, priority: (i * 7) % 10 })));
+      const expected = Array.from({ length: 300 }, (_, i) => ({ i, priority: (i * 7) % 10 })).sort((p, q) => q.priority - p.priority || p.i - q.i);
+      const first = await h.store.taskClaim({ agentId: a, max: 70, now: T0 });
+      assert.deepEqual(first.tasks.map((t) => t.payload), expected.slice(0, 70).map((e) => e.i));
+      const second = await h.store.taskClaim({ agentId: a, max: 130, now: T0 });
+      assert.deepEqual(second.tasks.map((t) => t.payload), expected.slice(70, 200).map((e) => e.i));
+      assert.equal(second.room, 0, 'maxConcurrency 200, all of it leased');
+      assert.equal((await allTasks(h.store)).filter((t) => t.status === 'queued').length, 100);
+    });
     it('HandsOutOnlyTasksWhoseRequirementsTheAgentHasAll', async () => {
       const crawler = await h.agent(['crawl']);
       const gpu = await h.agent(['crawl', 'gpu']);
