@@ -406,16 +406,37 @@ export const iso = (ms: number): string => {
 };
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
+/** Field by field, as summarizeTask: every pushed task and every task event goes through it. */
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
-  const { dependencies: _dependencies, ...summary } = t as TaskSummary & { dependencies?: unknown };
   return {
-    ...summary,
+    id: t.id,
+    namespace: t.namespace,
+    type: t.type,
+    priority: t.priority,
+    requires: t.requires,
+    status: t.status,
+    idempotencyKey: t.idempotencyKey,
+    attempts: t.attempts,
+    maxAttempts: t.maxAttempts,
+    leaseMs: t.leaseMs,
+    backoffMs: t.backoffMs,
     runAt: iso(t.runAt),
     createdAt: iso(t.createdAt),
     updatedAt: iso(t.updatedAt),
     claimedAt: isoOrNull(t.claimedAt),
     completedAt: isoOrNull(t.completedAt),
+    agentId: t.agentId,
     leaseExpiresAt: isoOrNull(t.leaseExpiresAt),
+    error: t.error,
+    executionTimeoutMs: t.executionTimeoutMs,
+    scheduleTimeoutMs: t.scheduleTimeoutMs,
+    tags: t.tags,
+    metadata: t.metadata,
+    parentId: t.parentId,
+    dependencyCount: t.dependencyCount,
+    dependenciesPending: t.dependenciesPending,
+    concurrencyKey: t.concurrencyKey,
+    locks: t.locks,
   };
 }
 
@@ -430,8 +451,13 @@ export function setTraceparentSource(source: (t: Task) => string | undefined): v
 }
 
 export function taskJson(t: Task): TaskJson {
+  const json = taskSummaryJson(t) as TaskJson;
+  json.payload = t.payload;
+  json.result = t.result;
+  if (t.dependencies !== undefined) json.dependencies = t.dependencies;
   const traceparent = traceparentOf(t);
-  return { ...t, ...taskSummaryJson(t), ...(traceparent ? { traceparent } : {}) };
+  if (traceparent) json.traceparent = traceparent;
+  return json;
 }
 
 export function agentJson(a: Agent): AgentJson {
