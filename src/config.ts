@@ -145,6 +145,13 @@ export interface FleetdConfig {
    * FLEETD_ERR_STORE_UNAVAILABLE, in ms. Env FLEETD_DATABASE_POOL_TIMEOUT_MS. Defaults to 5000.
    */
   databasePoolTimeoutMs: number;
+  /**
+   * How often a node on PostgreSQL wakes its waiting claims for whatever is queued, in ms; 0 never.
+   * A claim skips rows another node's claim has locked, and waits when that left it nothing: if the
+   * other node then leased fewer of them than it locked, no notification says so. Env
+   * FLEETD_CLAIM_RECHECK_MS. Defaults to 1000.
+   */
+  claimRecheckMs: number;
   /** Prefix of every Redis key and channel fleetd uses, so that clusters can share a Redis. Env FLEETD_REDIS_PREFIX. Defaults to fleetd:. */
   redisPrefix: string;
 
@@ -270,6 +277,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   databaseSchema: 'public',
   databasePoolSize: 10,
   databasePoolTimeoutMs: 5_000,
+  claimRecheckMs: 1_000,
   redisPrefix: 'fleetd:',
   auth: 'on',
   adminKey: '',
@@ -362,6 +370,7 @@ const settings: Record<
   },
   databasePoolSize: { env: 'FLEETD_DATABASE_POOL_SIZE', kind: 'int', min: 1 },
   databasePoolTimeoutMs: { env: 'FLEETD_DATABASE_POOL_TIMEOUT_MS', kind: 'int', min: 1 },
+  claimRecheckMs: { env: 'FLEETD_CLAIM_RECHECK_MS', kind: 'int', min: 0 },
   redisPrefix: { env: 'FLEETD_REDIS_PREFIX', kind: 'string' },
   auth: { env: 'FLEETD_AUTH', kind: 'enum', values: ['on', 'off'] },
   adminKey: {

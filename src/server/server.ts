@@ -116,7 +116,9 @@ export async function startServer(
     fleet = new Fleet({ store, bus, config, log: log || silent });
     const delivery = fleet.delivery;
     // Tasks made claimable by other nodes sharing the store wake this node's long-polls and channels.
-    if (driver.supportsListen && driver.listen) stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement));
+    if (driver.supportsListen && driver.listen) {
+      stopListening = await driver.listen((byRequirement) => delivery.tasksAvailable(byRequirement), { recheckMs: config.claimRecheckMs });
+    }
     // A bad pipeline definition stops the start here, before anything listens.
     pipelines = createPipelines({ fleet, store: driver.pipelineStore, caseStore: driver.caseStore, owner: driver.runOwner, config, log: log || silent, setup: { nlp: (operation, text, signal) => nlp.analyse(text, [], signal).then((r) => (operation === 'entities' ? r.entities : r)), ...options.pipelines }, env: options.env });
     // fleetd's own connection for the L2 cache and rate limits, apart from the Redis bus's.

@@ -26,10 +26,10 @@ export interface Driver {
   migrate(): Promise<void>;
   /**
    * With supportsListen: calls `onAvailable` when another process sharing the store makes tasks
-   * claimable (counts by requirement key), so that long-polls on this node wake up. Returns the
-   * function that stops listening.
+   * claimable (counts by requirement key), so that long-polls on this node wake up, and every
+   * `recheckMs` (0: never) with whatever is queued. Returns the function that stops listening.
    */
-  listen?(onAvailable: (byRequirement: Record<string, number>) => void): Promise<() => Promise<void>>;
+  listen?(onAvailable: (byRequirement: Record<string, number>) => void, options?: { recheckMs?: number }): Promise<() => Promise<void>>;
   /** Commits what is pending and closes the connection or pool. */
   close(): Promise<void>;
 }

@@ -53,7 +53,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
     caseStore: new PostgresCases(database),
     runOwner: database.nodeId,
     migrate: () => migrate(database),
-    listen: (onAvailable) => database.listen(onAvailable),
+    listen: (onAvailable, options) => database.listen(onAvailable, options),
     close: () => database.close(),
   };
 }
