@@ -118,9 +118,7 @@ export class RowStatement {
   }
 
   all(...params: unknown[]): unknown[] {
-    const rows = this.stmt.all(...params) as unknown[][];
-    for (let i = 0; i < rows.length; i++) rows[i] = this.build(rows[i]) as unknown[];
-    return rows;
+    return (this.stmt.all(...params) as unknown[][]).map(this.build);
   }
 }
 
