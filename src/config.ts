@@ -146,7 +146,8 @@ export interface FleetdConfig {
    */
   databasePoolTimeoutMs: number;
   /**
-   * How often a node on PostgreSQL wakes its waiting claims for whatever is queued, in ms; 0 never.
+   * How often a node on PostgreSQL wakes one of its waiting claims for each requirement set with
+   * queued tasks, in ms; 0 never.
    * A claim skips rows another node's claim has locked, and waits when that left it nothing: if the
    * other node then leased fewer of them than it locked, no notification says so. Env
    * FLEETD_CLAIM_RECHECK_MS. Defaults to 1000.

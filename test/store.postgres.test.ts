@@ -243,6 +243,37 @@ describe('postgres store listener', { timeout: 30_000 }, () => {
   });
 });
 
+describe('postgres store recheck', { timeout: 30_000 }, () => {
+  it('wakes one waiter for each requirement set with queued tasks, every recheckMs, and stops when told', async () => {
+    const { driver, destroy } = await freshPostgres();
+    try {
+      await driver.store.taskInsertMany({ tasks: [task('a'), task('a'), task('a'), task('b')], now: 0, onRepeat: repeatCheck('task', []) });
+      const heard: Record<string, number>[] = [];
+      let twice: () => void = () => {};
+      const woken = new Promise<void>((resolve) => (twice = resolve));
+      const stop = await driver.listen!(
+        (e) => {
+          heard.push(e);
+          if (heard.length === 2) twice();
+        },
+        { recheckMs: 50 },
+      );
+      await woken;
+      await stop();
+      // Nothing was notified (the tasks were queued before listening): both wake-ups are rechecks.
+      assert.deepEqual(heard.slice(0, 2), [
+        { a: 1, b: 1 },
+        { a: 1, b: 1 },
+      ]);
+      const after = heard.length;
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(heard.length, after, 'no recheck once stopped');
+    } finally {
+      await destroy();
+    }
+  });
+});
+
 describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
   let server: TestServer;
   const schema = uniqueSchema();

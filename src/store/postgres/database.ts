@@ -142,16 +142,20 @@ export class PostgresDatabase {
    * tasks claimable, with their counts by requirement key. Uses one dedicated connection outside
    * the pool, re-opened when it drops. Whenever connections work again after a failure,
    * notifications may have been lost meanwhile (and wake-ups spent on claims that failed): it
-   * wakes for whatever is queued now. It does the same every `recheckMs`: a claim skips the rows
-   * another node's claim has locked, and when that other claim leases fewer of them than it
-   * locked, nothing is notified (as river's and graphile-worker's fetch polls cover for LISTEN).
+   * wakes for whatever is queued now.
+   *
+   * Every `recheckMs` it wakes one waiting claim for each requirement set with queued tasks, as
+   * river's and graphile-worker's periodic fetches back up their LISTEN: a claim skips the rows
+   * another node's claim has locked, and when that claim leases fewer of them than it locked,
+   * nothing is notified. One a set, not one a task: tasks a policy or a pause holds back stay
+   * queued, and would otherwise cost a vain claim a second for every agent waiting on them.
    */
   async listen(onAvailable: (byRequirement: Record<string, number>) => void, options: { recheckMs?: number } = {}): Promise<() => Promise<void>> {
-    const catchUp = async () => {
+    const catchUp = async (most = Infinity) => {
       const rows = await this.query<{ req_key: string; n: number }>(
         "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
       );
-      if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, r.n])));
+      if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, Math.min(Number(r.n), most)])));
     };
     // A catch-up that fails starts another probe, whose success catches up again.
     const stopCatchingUp = this.connection.onRecovered(() => void catchUp().catch(() => {}));
@@ -159,9 +163,8 @@ export class PostgresDatabase {
       const { schema, node, byRequirement } = JSON.parse(payload) as { schema: string; node: string; byRequirement: Record<string, number> };
       if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
     });
-    // A wake-up wakes only waiting claims, at most as many as tasks are queued: when nobody waits
-    // for them, it costs the query alone.
-    const recheck = options.recheckMs ? setInterval(() => void catchUp().catch(() => {}), options.recheckMs) : undefined;
+    // When nobody waits, a recheck costs its query alone.
+    const recheck = options.recheckMs ? setInterval(() => void catchUp(1).catch(() => {}), options.recheckMs) : undefined;
     recheck?.unref();
     return async () => {
       clearInterval(recheck);
