@@ -151,11 +151,12 @@ export class PostgresDatabase {
    * queued, and would otherwise cost a vain claim a second for every agent waiting on them.
    */
   async listen(onAvailable: (byRequirement: Record<string, number>) => void, options: { recheckMs?: number } = {}): Promise<() => Promise<void>> {
+    let stopped = false;
     const catchUp = async (most = Infinity) => {
       const rows = await this.query<{ req_key: string; n: number }>(
         "SELECT req_key, sum(n)::bigint AS n FROM task_counts WHERE status = 'queued' GROUP BY req_key HAVING sum(n) > 0",
       );
-      if (rows.length > 0) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, Math.min(Number(r.n), most)])));
+      if (rows.length > 0 && !stopped) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, Math.min(Number(r.n), most)])));
     };
     // A catch-up that fails starts another probe, whose success catches up again.
     const stopCatchingUp = this.connection.onRecovered(() => void catchUp().catch(() => {}));
@@ -163,10 +164,21 @@ export class PostgresDatabase {
       const { schema, node, byRequirement } = JSON.parse(payload) as { schema: string; node: string; byRequirement: Record<string, number> };
       if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
     });
-    // When nobody waits, a recheck costs its query alone.
-    const recheck = options.recheckMs ? setInterval(() => void catchUp(1).catch(() => {}), options.recheckMs) : undefined;
+    // When nobody waits, a recheck costs its query alone. One at a time: while the pool is
+    // saturated or a connection hangs, rechecks must not queue up for connections requests need.
+    let rechecking = false;
+    const recheck = options.recheckMs
+      ? setInterval(() => {
+          if (rechecking) return;
+          rechecking = true;
+          catchUp(1)
+            .catch(() => {})
+            .finally(() => (rechecking = false));
+        }, options.recheckMs)
+      : undefined;
     recheck?.unref();
     return async () => {
+      stopped = true;
       clearInterval(recheck);
       stopCatchingUp();
       await stopListening();
