@@ -307,4 +307,41 @@ describe('agent SDK reconnect', () => {
       await server.stop();
     }
   });
+
+  it('takes new tasks after reconnecting when a handler finished while no server answered', async () => {
+    let server = await startTestServer({ agentDisconnectGraceMs: 5_000 });
+    const port = Number(new URL(server.url).port);
+    const client = new FleetClient({ url: server.url, apiKey: server.adminKey });
+    const agent = client.agent({ name: 'credit', capabilities: ['sdk-credit'], concurrency: 1, reconnect: { minMs: 20, maxMs: 100 } });
+    agent.on('error', () => {});
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    try {
+      const started = new Promise((resolve) => agent.once('task', resolve));
+      await agent.work(async (task) => {
+        if (task.payload === 'first') await held;
+        return `done ${task.payload}`;
+      });
+      const first = (await client.submit({ type: 'sdk-credit', payload: 'first', leaseMs: 60_000 })).task;
+      await started;
+      const disconnected = once(agent, 'disconnected');
+      await server.stop({ keepData: true });
+      await disconnected;
+      // The handler ends with no socket open: the credit its slot gives back reaches nobody, and its
+      // completion is retried, further apart each time, until a server answers.
+      release();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const reconnected = new Promise((resolve) => agent.once('connected', resolve));
+      server = await startTestServer({ dataDir: server.dataDir, port });
+      await reconnected;
+      // The welcome comes before the completion's next try: it must grant the slot all the same.
+      const second = (await client.submit({ type: 'sdk-credit', payload: 'second' })).task;
+      await eventually(async () => (await client.get(second.id)).status === 'completed', 15_000, 'the task submitted after the reconnect completed');
+      assert.equal((await client.get(first.id)).result, 'done first');
+    } finally {
+      release();
+      await agent.stop();
+      await server.stop();
+    }
+  });
 });

@@ -197,6 +197,17 @@ export class FleetAgent extends EventEmitter {
     return this.running.size + this.cancelledRuns.size;
   }
 
+  /**
+   * Slots whose credit has not gone back: handlers at work, their outcome not queued yet. A slot's
+   * credit goes back when its outcome is queued, not when the outcome is answered; a grant made
+   * while no socket was open is lost, so a new socket's welcome grants every other slot.
+   */
+  private get unreturnedSlots(): number {
+    let slots = this.cancelledRuns.size;
+    for (const run of this.running.values()) if (!run.finished) slots++;
+    return slots;
+  }
+
   /** Starts working; resolves once the agent is registered and receiving tasks. */
   async work(handler: TaskHandler): Promise<void> {
     if (this.handler) throw new Error('work() was called already');
@@ -313,7 +324,7 @@ export class FleetAgent extends EventEmitter {
           this.socket = socket;
           if (this.stopping) return socket.close(1000, 'agent stopped');
           for (const task of message.leased) this.start(task, true);
-          this.grant(this.concurrency - this.inFlight);
+          this.grant(this.concurrency - this.unreturnedSlots);
           this.emit('connected', { transport: 'ws' });
         } else this.onServerMessage(message);
       });
