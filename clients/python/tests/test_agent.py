@@ -614,3 +614,48 @@ def test_an_agent_reports_usage_and_releases_a_task_without_spending_an_attempt(
     over_ws = metric(server, "fleetd_agent_stream_messages_total", type="release") - released_over_ws
     over_http = metric(server, "fleetd_http_request_duration_seconds_count", route="/v1/tasks/:id/release", status_code="200") - released_over_http
     assert (over_ws, over_http) == ((2, 0) if transport == "ws" else (0, 2))
+
+
+def test_an_agent_takes_new_tasks_after_reconnecting_when_a_handler_finished_while_no_server_answered(tmp_path) -> None:
+    # The handler ends while the server is down: the credit its slot gives back reaches nobody, and
+    # its completion is retried, further apart each time. The welcome of the server started again
+    # comes before the completion's next try, and must grant the slot all the same.
+    key = f"fk_{secrets.token_urlsafe(32)}"
+    servers = [start_fleetd(str(tmp_path), {"FLEETD_ADMIN_KEY": key})]
+    port = int(servers[0].url.rsplit(":", 1)[1])
+
+    async def main() -> None:
+        async with AsyncFleet(servers[0].url, api_key=key) as fleet:
+            agent = fleet.agent("credit", ["py-credit"], concurrency=1, transport="ws", reconnect=(0.02, 0.1))
+            agent.on("error", lambda err: None)
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                if t["payload"] == "first":
+                    started.set()
+                    await release.wait()
+                return f"done {t['payload']}"
+
+            await agent.start()
+            try:
+                first = await fleet.submit("py-credit", "first", lease_ms=60_000)
+                await started.wait()
+                await asyncio.to_thread(stop, servers[0].process)
+                release.set()
+                await asyncio.sleep(2)
+                servers.append(await asyncio.to_thread(start_fleetd, str(tmp_path), {"FLEETD_ADMIN_KEY": key}, port))
+                second = await fleet.submit("py-credit", "second")
+                done = await fleet.wait_for(second["id"], 15)
+                assert done["status"] == "completed" and done["result"] == "done second"
+                assert (await fleet.get(first["id"]))["result"] == "done first"
+            finally:
+                release.set()
+                await agent.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for server in servers:
+            stop(server.process)

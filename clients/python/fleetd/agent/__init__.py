@@ -348,7 +348,10 @@ class AsyncAgent:
         try:
             for task in welcome["leased"]:
                 self._start(task, resumed=True)
-            self._grant(self.concurrency - len(self._running))
+            # A slot's credit goes back when its outcome is queued, not when it is answered, and a
+            # grant made while no socket was open is lost: the welcome grants every slot but those
+            # whose handler is still at work.
+            self._grant(self.concurrency - sum(1 for running in self._running.values() if not running.finished))
             self._ready("ws")
             async for raw in socket:
                 message = json.loads(raw)
