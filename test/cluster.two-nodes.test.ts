@@ -138,7 +138,9 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       },
       30_000,
       "each of A's agents ran a task after the kill",
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: runs after the kill ${JSON.stringify(Object.fromEntries(runsAfterKill))}, killed ${killedAt > 0}, ${submitted} submitted`);
+    });
     await eventually(async () => (await b.api.get('/v1/stats')).body.tasks.byType.job?.completed === submitted, 60_000, 'every task completed');
     await Promise.all(agents.map(({ agent }) => agent.stop()));
     await killing;
