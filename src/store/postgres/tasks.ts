@@ -242,6 +242,12 @@ END $claim_tick$`;
 /** A claim as TASK_CLAIM answers it. */
 type ClaimedRow = { room_free: number; leased_tasks: TaskRow[] };
 
+/** A plain claim's result from its answer: the tasks best first, and the agent's room left after them. */
+function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRow): TaskClaimResult {
+  const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
+  return { agent, previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
+}
+
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
@@ -495,8 +501,7 @@ export function postgresTasks(
         results[at] = missing(params);
         continue;
       }
-      const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
-      results[at] = { agent: found.agent, previousStatus: found.previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
+      results[at] = claimedResult(found.agent, found.previousStatus, one);
       // A second claim by the same agent in this tick finds it online already.
       found.previousStatus = 'online';
     }
@@ -535,8 +540,7 @@ export function postgresTasks(
       const shape = remember(agent);
       const claim = { ord: 1, agentId: agent.id, max: params.max, now: params.now, maxConcurrency: shape.maxConcurrency };
       const [{ claims: [one] }] = await q<{ claims: ClaimedRow[] }>(TASK_CLAIM, [JSON.stringify([claim]), shape.keys, shape.namespace]);
-      const tasks = one.leased_tasks.map(toTask).sort(byClaimOrder);
-      results[at] = { agent, previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
+      results[at] = claimedResult(agent, previousStatus, one);
     }
     return results;
   }
