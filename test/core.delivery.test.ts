@@ -73,6 +73,8 @@ interface Setup {
   agent(capabilities: string[], maxConcurrency?: number): Promise<string>;
   submit(...tasks: { type: string; priority?: number }[]): Promise<Task[]>;
   status(id: number): Promise<{ status: string; agentId: string | null }>;
+  /** Transactions the store has committed so far. */
+  commits(): number;
   close(): Promise<void>;
 }
 
@@ -95,6 +97,7 @@ function setup(): Setup {
     now: () => Date.now(),
     log,
     onTransition: transitions.record,
+    claimOnCredit: store.writesInStartOrder,
     claimReady: async (params) => {
       const claimed = await fleet.tasks.claimReady(params);
       if (gate) {
@@ -130,6 +133,7 @@ function setup(): Setup {
       const task = await fleet.tasks.get(id);
       return { status: task.status, agentId: task.agentId };
     },
+    commits: () => driver.database.groupCommit.groups,
     async close() {
       delivery.stop();
       await driver.close();
@@ -424,6 +428,25 @@ describe('task delivery', { timeout: 30_000 }, () => {
       gate.release();
       await out.until(1);
       assert.deepEqual(out.ids(), [next.id]);
+      channel.close();
+    });
+
+    it('claims for a full agent when credit comes with the completion that freed its slot, in the completion\'s transaction', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [first, second] = await s.submit({ type: 'a', priority: 1 }, { type: 'a' });
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 1), send: out.send });
+      channel.addCredit(1);
+      await out.until(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      const before = s.commits();
+      // As the SDK sends them: the outcome, then the slot's credit, read in one turn.
+      const completed = s.fleet.tasks.complete({ id: first.id, agentId: agent });
+      channel.addCredit(1);
+      await completed;
+      await out.until(2);
+      assert.deepEqual(out.ids(), [first.id, second.id]);
+      assert.equal(s.commits() - before, 1, 'the completion and the claim after it commit together');
       channel.close();
     });
 

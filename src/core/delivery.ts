@@ -103,6 +103,12 @@ export interface DeliveryOptions {
   bus: Bus;
   /** One claim that never waits (TaskService.claimReady). `max` is always at least 1. */
   claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim>;
+  /**
+   * Credit makes a channel whose agent was full claim again (see Channel.addCredit). Only where the
+   * store runs a turn's writes in the order they were started (Store.writesInStartOrder): elsewhere
+   * the claim could run before the outcome that freed the slot, find no room, and cost a claim.
+   */
+  claimOnCredit?: boolean;
   /** The fleet's clock, in epoch ms: long-poll deadlines are measured on it. */
   now(): number;
   log: Logger;
@@ -126,7 +132,11 @@ export interface DeliveryChannel {
   readonly state: ChannelState;
   /** When (the fleet's clock) this channel last claimed: a claim counts as the agent's heartbeat. */
   readonly claimedAt: number;
-  /** The agent may be sent `n` more tasks. Credit past its maxConcurrency is not kept. */
+  /**
+   * The agent may be sent `n` more tasks. Credit past its maxConcurrency is not kept. With
+   * `claimOnCredit`, credit also says a slot of the agent is free: a channel that found its agent
+   * full claims again.
+   */
   addCredit(n: number): void;
   /** The connection is gone: claim nothing more for it. Closing twice is harmless. */
   close(): void;
@@ -404,6 +414,14 @@ class Channel implements DeliveryChannel {
     // Credit past maxConcurrency is never usable (the store leases no more), and a waiter wanting
     // more than it can hold is counted for tasks that it must then hand on to others.
     this.credit = Math.min(this.credit + n, this.options.agent.maxConcurrency);
+    // An agent grants credit as a slot of its own frees: with the outcome that ends the slot's lease,
+    // read just before from the same socket. So credit looks again as the lease's end would: the
+    // claim joins the outcome's write, after it, and the next task leaves with the outcome's answer
+    // instead of one commit later. Were the lease not ended after all, the claim finds no room.
+    if (this.delivery.options.claimOnCredit) {
+      this.full = false;
+      this.freedDuringClaim = true;
+    }
     this.pump();
   }
 

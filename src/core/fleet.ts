@@ -129,6 +129,7 @@ export class Fleet {
       waiters: this.waiters,
       bus,
       claimReady: (params) => this.tasks.claimReady(params),
+      claimOnCredit: store.writesInStartOrder,
       now: ctx.now,
       log,
     });

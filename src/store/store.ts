@@ -24,6 +24,12 @@ import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, Ty
 export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, NamespaceStore, ActivityStore, TaskBulkStore, ScheduleStore, AuditStore, TypeStore {
   /** The driver's name, for /readyz and logs. */
   readonly driver: string;
+  /**
+   * True when the writes started in one turn of the event loop run in that order, in one
+   * transaction (SQLite's group commit): a claim started just after a completion sees the room it
+   * freed. False where they may run at once on separate connections (PostgreSQL's tick batchers).
+   */
+  readonly writesInStartOrder: boolean;
   ping(): Promise<void>;
   /** Connection pool use, for drivers that pool connections (metrics, /readyz). */
   poolStats?(): PoolStats;

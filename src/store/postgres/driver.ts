@@ -30,6 +30,7 @@ export function openPostgres(options: PostgresOptions): PostgresDriver {
   const tasks = postgresTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'postgres',
+    writesInStartOrder: false,
     async ping() {
       await database.query('SELECT 1');
     },

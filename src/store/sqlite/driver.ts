@@ -30,6 +30,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
   const tasks = sqliteTasks(database, types.admission, locks.acquireIn);
   const store: Store = {
     driver: 'sqlite',
+    writesInStartOrder: true,
     async ping() {
       database.statement('SELECT 1').get();
     },
