@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, nextEvent, startTestServer, type TestServer } from './helpers.js';
 import { connect, connectAgent } from './ws-helpers.js';
@@ -60,6 +61,45 @@ describe('agent stream', () => {
     await peer.next('ack', (m) => m.ref === 'h3');
     assert.equal(second.tasks.length, 2);
     assert.equal(await leased(), 4);
+    await peer.close();
+  });
+
+  it('answers a completion and pushes the task its credit claimed in one write', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['one-write'], { maxConcurrency: 1 });
+    await api.post('/v1/tasks/batch', { tasks: [{ type: 'one-write', payload: { n: 1 } }, { type: 'one-write', payload: { n: 2 } }] });
+    // As the SDK connects: without permessage-deflate (a deflated frame leaves after zlib's turn).
+    const peer = await connect(`${url}/v1/agents/${agent.id}/stream`, { authorization: `Bearer ${agent.token}` }, { perMessageDeflate: false });
+    await peer.next('welcome');
+    peer.send({ type: 'credit', add: 1 });
+    const first = (await peer.next('tasks')).tasks[0];
+    const client = (peer.socket as unknown as { _socket: Socket })._socket;
+    // Every write the server makes on its end of this connection from here (its peer is the client's port).
+    const writes: string[] = [];
+    const originals = { _write: Socket.prototype._write, _writev: Socket.prototype._writev! };
+    Socket.prototype._write = function (this: Socket, ...args: Parameters<Socket['_write']>) {
+      if (this.remotePort === client.localPort) writes.push('write');
+      return originals._write.apply(this, args);
+    };
+    Socket.prototype._writev = function (this: Socket, ...args: Parameters<NonNullable<Socket['_writev']>>) {
+      if (this.remotePort === client.localPort) writes.push(`writev of ${args[0].length}`);
+      return originals._writev.apply(this, args);
+    };
+    let ack, second;
+    try {
+      // As the SDK sends them: the outcome, then the slot's credit, in one write.
+      client.cork();
+      peer.send({ type: 'complete', id: first.id, ref: 'c' });
+      peer.send({ type: 'credit', add: 1 });
+      client.uncork();
+      ack = await peer.next('ack', (m) => m.ref === 'c');
+      second = (await peer.next('tasks')).tasks[0];
+    } finally {
+      Object.assign(Socket.prototype, originals);
+    }
+    assert.equal(ack.status, 'completed');
+    assert.deepEqual(second.payload, { n: 2 });
+    assert.equal(writes.length, 1, `one write for the ack and the task: ${writes.join(', ')}`);
     await peer.close();
   });
 

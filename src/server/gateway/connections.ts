@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { FleetError } from '../../domain/errors.js';
 import { CloseCodes } from '../../protocol/agent-stream.js';
@@ -16,6 +17,8 @@ export class Connections {
   slowConsumersCut = 0;
   /** The most unsent bytes any socket held when something was sent to it: what the cap keeps bounded. */
   peakBufferedBytes = 0;
+  /** TCP sockets holding this tick's frames until uncorkAll. */
+  private corked = new Set<Socket>();
 
   constructor(private readonly limits: { maxConnections: number; maxPerOwner: number; maxBufferedBytes: number; pingMs: number }) {}
 
@@ -78,10 +81,32 @@ export class Connections {
       this.cutOff(socket);
       return false;
     }
+    this.corkForThisTick(socket);
     if (options) socket.send(text, options);
     else socket.send(text);
     return true;
   }
+
+  /**
+   * Frames sent to one socket in one tick leave in one system call: a completion's ack and the task
+   * its freed credit claimed are written together (each would be a write of its own, and a wake-up
+   * of the agent's read). The socket is uncorked once the tick's promise jobs have run, before the
+   * event loop goes on: nothing waits for a later turn.
+   */
+  private corkForThisTick(socket: WebSocket): void {
+    // ws keeps its TCP socket private (the SDK corks its own the same way).
+    const raw = (socket as unknown as { _socket?: Socket })._socket;
+    if (!raw || this.corked.has(raw)) return;
+    raw.cork();
+    this.corked.add(raw);
+    if (this.corked.size === 1) process.nextTick(this.uncorkAll);
+  }
+
+  private readonly uncorkAll = (): void => {
+    const corked = this.corked;
+    this.corked = new Set();
+    for (const raw of corked) raw.uncork();
+  };
 
   private cutOff(socket: WebSocket): void {
     this.slowConsumersCut++;
