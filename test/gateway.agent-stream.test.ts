@@ -103,6 +103,24 @@ describe('agent stream', () => {
     await peer.close();
   });
 
+  it('compresses only messages from 8 KiB for a peer that offers permessage-deflate', async () => {
+    const { api, url } = server;
+    const agent = await api.registerAgent(['deflate']);
+    // ws, like a browser, offers permessage-deflate with context takeover unless told otherwise.
+    const { peer } = await connectAgent(url, agent);
+    const bytes: Buffer[] = [];
+    (peer.socket as unknown as { _socket: Socket })._socket.prependListener('data', (chunk: Buffer) => bytes.push(chunk));
+    peer.send({ type: 'credit', add: 2 });
+    const small = await api.submit({ type: 'deflate', payload: { n: 1 } });
+    assert.equal((await peer.next('tasks')).tasks[0].id, small.id);
+    const large = await api.submit({ type: 'deflate', payload: { text: 'x'.repeat(20_000) } });
+    const pushed = (await peer.next('tasks')).tasks[0];
+    assert.equal(pushed.id, large.id);
+    assert.equal(pushed.payload.text.length, 20_000);
+    assert.deepEqual(frameHeaders(Buffer.concat(bytes)).map((f) => f.compressed), [false, true], 'the small task plain, the large one deflated');
+    await peer.close();
+  });
+
   it('keeps no credit past the agent\'s maxConcurrency, so other agents get the rest', async () => {
     const { api, url } = server;
     const small = await api.registerAgent(['capped'], { maxConcurrency: 2 });
@@ -363,3 +381,15 @@ describe('ping/pong', () => {
     }
   });
 });
+
+/** The frames a server sent (unmasked), read from the raw bytes: whether each is compressed (RSV1). */
+function frameHeaders(data: Buffer): { compressed: boolean; length: number }[] {
+  const frames: { compressed: boolean; length: number }[] = [];
+  for (let at = 0; at < data.length; ) {
+    const short = data[at + 1] & 0x7f;
+    const [length, header] = short === 126 ? [data.readUInt16BE(at + 2), 4] : short === 127 ? [Number(data.readBigUInt64BE(at + 2)), 10] : [short, 2];
+    frames.push({ compressed: (data[at] & 0x40) !== 0, length });
+    at += header + length;
+  }
+  return frames;
+}

@@ -175,7 +175,7 @@ describe('namespaces of locks and schedules: bad names, lock events', () => {
     // reaches team-a only, over the server's real bus.
     await withServer({ eventBatchMs: 20 }, async (server) => {
       const { api } = server;
-      const connections = new Connections({ maxConnections: 10, maxPerOwner: 10, maxBufferedBytes: 1 << 20, pingMs: 60_000 });
+      const connections = new Connections({ maxConnections: 10, maxPerOwner: 10, maxBufferedBytes: 1 << 20, pingMs: 60_000, deflateMinChars: 8 * 1024 });
       const stream = new EventStream(server.fleet, server.config, connections, pino({ enabled: false }));
       const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
       const peers: Peer[] = [];

@@ -8,6 +8,9 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
  * send that cuts off a consumer whose unsent bytes pass the cap instead of letting them pile up in
  * the server's memory.
  */
+const PLAIN = { compress: false } as const;
+const DEFLATED = { compress: true } as const;
+
 export class Connections {
   private readonly sockets = new Map<WebSocket, { alive: boolean }>();
   /** Open sockets by owner (API key, agent, or address when auth is off). */
@@ -20,7 +23,16 @@ export class Connections {
   /** TCP sockets holding this tick's frames until uncorkAll. */
   private corked = new Set<Socket>();
 
-  constructor(private readonly limits: { maxConnections: number; maxPerOwner: number; maxBufferedBytes: number; pingMs: number }) {}
+  constructor(
+    private readonly limits: {
+      maxConnections: number;
+      maxPerOwner: number;
+      maxBufferedBytes: number;
+      pingMs: number;
+      /** Messages of fewer characters are sent uncompressed, even to a peer that negotiated permessage-deflate. */
+      deflateMinChars: number;
+    },
+  ) {}
 
   get size(): number {
     return this.sockets.size;
@@ -70,8 +82,11 @@ export class Connections {
   }
 
   /**
-   * Sends one text frame (compressed as ws decides, unless `compress: false`); a socket already
-   * holding more unsent bytes than the cap is cut off instead.
+   * Sends one text frame, compressed when the peer negotiated permessage-deflate and the text has
+   * `deflateMinChars` or more (unless `compress: false`); a socket already holding more unsent bytes
+   * than the cap is cut off instead. ws's own threshold does not do this: it holds only where the
+   * peer gave up context takeover, and browsers and ws clients offer it by default, so every frame
+   * went through zlib's threads.
    */
   send(socket: WebSocket, text: string, options?: { compress: false }): boolean {
     if (socket.readyState !== socket.OPEN) return false;
@@ -82,8 +97,7 @@ export class Connections {
       return false;
     }
     this.corkForThisTick(socket);
-    if (options) socket.send(text, options);
-    else socket.send(text);
+    socket.send(text, options?.compress === false || text.length < this.limits.deflateMinChars ? PLAIN : DEFLATED);
     return true;
   }
 

@@ -34,7 +34,7 @@ const STATS_INTERVAL_MS = 1_000;
  * once per socket (permessage-deflate keeps a context per socket) costs more than the bytes it
  * saves, and queues every socket's frame behind the others' in zlib's threads — with 250 observers,
  * seconds behind. A large batch (a burst of events) is still compressed; a replay, sent to one
- * socket, is compressed as ws decides (from 8 KiB: see gateway.ts).
+ * socket, is compressed from 8 KiB (see gateway.ts).
  */
 const LIVE_DEFLATE_MIN_BYTES = 16 * 1024;
 

@@ -11,9 +11,10 @@ import { Connections } from './connections.js';
 import { EventStream } from './event-stream.js';
 
 /**
- * Messages from this size are compressed when the peer offers permessage-deflate. Smaller ones (a
- * push of a few tasks, a completion's answer) cost more to deflate than they save, and wait for
- * zlib's threads on their way out: the same cut-off as HTTP bodies' (server/http.ts).
+ * Messages from this size (in characters of their JSON text) are compressed when the peer offers
+ * permessage-deflate (Connections.send decides). Smaller ones (a push of a few tasks, a completion's
+ * answer) cost more to deflate than they save, and wait for zlib's threads on their way out: the
+ * same cut-off as HTTP bodies' (server/http.ts).
  */
 const DEFLATE_THRESHOLD_BYTES = 8 * 1024;
 
@@ -31,6 +32,7 @@ export const gatewayRoutes: Routes = async (app, { fleet, config }) => {
     maxPerOwner: config.maxConnectionsPerKey,
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingMs: config.wsPingMs,
+    deflateMinChars: DEFLATE_THRESHOLD_BYTES,
   });
   const agents = new AgentGateway(fleet, config, connections, log);
   const events = new EventStream(fleet, config, connections, log);
