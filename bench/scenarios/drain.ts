@@ -10,7 +10,8 @@
  * (POST /v1/tasks/complete with claim), against BullMQ's 50 Workers of the same run.
  * A drain is timed from the moment the workers start to the moment the queue reports every task
  * completed (fleetd's counters, BullMQ's completed count), so a completion that is not yet
- * acknowledged does not count. Prints both and fleetd ÷ BullMQ for each shape.
+ * acknowledged does not count. fleetd's counters are read from /v1/stats every STATS_POLL_MS.
+ * Prints both and fleetd ÷ BullMQ for each shape.
  *
  * Then heartbeats: `--heartbeat-agents` agents heartbeating over `--connections` connections for
  * `--seconds` (fleetd as it ships: rate limits on, each agent well inside its own), against a bare
@@ -260,10 +261,18 @@ async function drainBullmq(n: number, shape: Shape, redisUrl: URL): Promise<Drai
   }
 }
 
+/**
+ * How often the SDK drains read /v1/stats to see whether they are done. Each read costs the server
+ * about 0.8 ms of CPU: read every 10 ms, they took about 8 % of the CPU of the drain they measured (the
+ * server's loop is what limits it). Every 50 ms, the end is known to 50 ms: under 1 % of a drain of
+ * 20,000 tasks.
+ */
+const STATS_POLL_MS = 50;
+
 async function until(check: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (!(await check())) {
     if (performance.now() > deadline) throw new Error('drain did not finish in time');
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, STATS_POLL_MS));
   }
 }
