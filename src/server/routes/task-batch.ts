@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { FleetError } from '../../domain/errors.js';
 import { settleBatch } from '../../core/task-batch.js';
-import { ErrorSchema, TaskSchema, taskJson, type ErrorJson } from '../../domain/wire.js';
+import { ErrorSchema, TaskSchema, taskJson, type ErrorJson, type TaskJson } from '../../domain/wire.js';
 import { MAX_BATCH_ITEMS, TaskBatchItemSchema, TaskBatchResultSchema, taskBatchResultJson } from '../../protocol/agent-stream.js';
 import { Id } from '../schemas.js';
 import { assertAgentInReach, bodyAgent, errors, type Routes } from './deps.js';
@@ -66,29 +66,33 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
     async (request, reply) => {
       const { agentId, items, claim } = request.body;
       await assertAgentInReach(request, fleet, agentId);
-      const outcomes = await settleBatch(fleet.tasks, request.log, agentId, items);
-      const answer: { items: ReturnType<typeof taskBatchResultJson>[]; tasks?: ReturnType<typeof taskJson>[]; claimError?: ErrorJson } = {
-        items: outcomes.map(taskBatchResultJson),
-      };
-      if (!claim) return answer;
+      // Never rejects: each item is answered on its own.
+      const settled = settleBatch(fleet.tasks, request.log, agentId, items).then((outcomes) => outcomes.map(taskBatchResultJson));
+      if (!claim) return { items: await settled };
+      // Where the store runs a turn's writes in the order they were started (SQLite), the claim
+      // starts now, after the items' writes, and shares their transaction: one commit, and the room
+      // the items freed is seen. Elsewhere it starts once they are written.
+      if (!fleet.store.writesInStartOrder) await settled;
       // A client that hangs up stops waiting; anything already leased to it expires back to the queue.
       const controller = new AbortController();
       const onClose = () => {
         if (!reply.raw.writableEnded) controller.abort();
       };
       reply.raw.once('close', onClose);
+      const claimed = fleet.delivery.claim({ agentId, max: claim.max, waitMs: claim.waitMs ?? 0, signal: controller.signal }).then(
+        (tasks): { tasks: TaskJson[]; claimError?: ErrorJson } => ({ tasks: tasks.map(taskJson) }),
+        (err: unknown) => {
+          if (!(err instanceof FleetError)) throw err;
+          // The items are written: their answers must reach the agent whatever became of the claim.
+          return { tasks: [], claimError: err.toJSON().error };
+        },
+      );
       try {
-        const tasks = await fleet.delivery.claim({ agentId, max: claim.max, waitMs: claim.waitMs ?? 0, signal: controller.signal });
-        answer.tasks = tasks.map(taskJson);
-      } catch (err) {
-        if (!(err instanceof FleetError)) throw err;
-        // The items are written: their answers must reach the agent whatever became of the claim.
-        answer.tasks = [];
-        answer.claimError = err.toJSON().error;
+        const [results, next] = await Promise.all([settled, claimed]);
+        return { items: results, ...next };
       } finally {
         reply.raw.off('close', onClose);
       }
-      return answer;
     },
   );
 };
