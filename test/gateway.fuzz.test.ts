@@ -50,8 +50,11 @@ class Session {
 
   static async open(path: string, headers: Record<string, string> = {}): Promise<Session> {
     const socket = new WebSocket(server.url.replace(/^http/, 'ws') + path, { headers });
+    // Listening from the start: the welcome may come in the same read as the upgrade's answer, and
+    // ws emits it before a listener added after 'open' (on a later promise job) would hear it.
+    const session = new Session(socket);
     await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
-    return new Session(socket);
+    return session;
   }
 
   /** Messages up to and including the first that `last` picks, or up to the close. */
