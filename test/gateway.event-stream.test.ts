@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer } from './helpers.js';
 import { assertWireEvents, connect, type Peer } from './ws-helpers.js';
 
 async function observe(server: TestServer, topics: string[], options = {}): Promise<Peer> {
@@ -167,6 +167,28 @@ describe('slow consumer', () => {
       assert.notEqual((await slow.closed).code, 1000);
       assert.equal(fast.socket.readyState, fast.socket.OPEN, 'the other observer is untouched');
       await fast.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('a replay larger than the cap', () => {
+  it('reaches an observer that reads, whatever one turn sends it', async () => {
+    const limit = 256 * 1024;
+    const server = await startTestServer({ wsMaxBufferedBytes: limit });
+    try {
+      // 2,000 task.created events in the window: more than the cap on unsent bytes.
+      for (let i = 0; i < 4; i++) {
+        await server.api.post('/v1/tasks/batch', { tasks: Array.from({ length: 500 }, (_, n) => ({ type: 'replayed', payload: { n, pad: 'p'.repeat(200) } })) });
+      }
+      const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` }, { perMessageDeflate: false });
+      peer.send({ type: 'subscribe', topics: ['queue:replayed'], since: 0 });
+      await eventually(() => eventsOf(peer).filter((e) => e.name === 'task.created').length >= 2_000, 10_000, 'all 2,000 task.created events replayed');
+      const gateway = (await server.api.get('/v1/gateway')).body;
+      assert.equal(gateway.slowConsumersCut, 0);
+      assert.equal(peer.socket.readyState, peer.socket.OPEN);
+      await peer.close();
     } finally {
       await server.stop();
     }

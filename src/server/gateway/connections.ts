@@ -9,6 +9,8 @@ import { CloseCodes } from '../../protocol/agent-stream.js';
  * the server's memory.
  */
 const PLAIN = { compress: false } as const;
+/** A socket corked for the tick is written out once it holds this many bytes of the tick's frames. */
+const FLUSH_CORKED_BYTES = 16 * 1024;
 const DEFLATED = { compress: true } as const;
 
 export class Connections {
@@ -20,8 +22,8 @@ export class Connections {
   slowConsumersCut = 0;
   /** The most unsent bytes any socket held when something was sent to it: what the cap keeps bounded. */
   peakBufferedBytes = 0;
-  /** TCP sockets holding this tick's frames until uncorkAll. */
-  private corked = new Set<Socket>();
+  /** TCP sockets holding this tick's frames until uncorkAll, with the bytes each held unsent when corked. */
+  private corked = new Map<Socket, number>();
 
   constructor(
     private readonly limits: {
@@ -90,13 +92,26 @@ export class Connections {
    */
   send(socket: WebSocket, text: string, options?: { compress: false }): boolean {
     if (socket.readyState !== socket.OPEN) return false;
-    const buffered = socket.bufferedAmount;
+    // ws keeps its TCP socket private (the SDK corks its own the same way).
+    const raw = (socket as unknown as { _socket?: Socket })._socket;
+    const unsentAtCork = raw && this.corked.get(raw);
+    const corkedBytes = unsentAtCork === undefined ? 0 : raw!.writableLength - unsentAtCork;
+    // This tick's own frames wait in the corked socket: they are no backlog of the peer's (a replay
+    // of thousands of events in one tick would otherwise cut off the fastest observer).
+    const buffered = socket.bufferedAmount - corkedBytes;
     if (buffered > this.peakBufferedBytes) this.peakBufferedBytes = buffered;
     if (buffered > this.limits.maxBufferedBytes) {
       this.cutOff(socket);
       return false;
     }
-    this.corkForThisTick(socket);
+    if (raw && unsentAtCork === undefined) this.corkForThisTick(raw);
+    else if (corkedBytes >= FLUSH_CORKED_BYTES) {
+      // A burst: what it holds leaves now, and what the peer does not take counts against the cap
+      // again, as it would have uncorked. Only frames of a few KiB wait for the end of the tick.
+      raw!.uncork();
+      raw!.cork();
+      this.corked.set(raw!, raw!.writableLength);
+    }
     socket.send(text, options?.compress === false || text.length < this.limits.deflateMinChars ? PLAIN : DEFLATED);
     return true;
   }
@@ -107,19 +122,16 @@ export class Connections {
    * of the agent's read). The socket is uncorked once the tick's promise jobs have run, before the
    * event loop goes on: nothing waits for a later turn.
    */
-  private corkForThisTick(socket: WebSocket): void {
-    // ws keeps its TCP socket private (the SDK corks its own the same way).
-    const raw = (socket as unknown as { _socket?: Socket })._socket;
-    if (!raw || this.corked.has(raw)) return;
+  private corkForThisTick(raw: Socket): void {
     raw.cork();
-    this.corked.add(raw);
+    this.corked.set(raw, raw.writableLength);
     if (this.corked.size === 1) process.nextTick(this.uncorkAll);
   }
 
   private readonly uncorkAll = (): void => {
     const corked = this.corked;
-    this.corked = new Set();
-    for (const raw of corked) raw.uncork();
+    this.corked = new Map();
+    for (const raw of corked.keys()) raw.uncork();
   };
 
   private cutOff(socket: WebSocket): void {

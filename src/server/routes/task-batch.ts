@@ -90,6 +90,10 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
       try {
         const [results, next] = await Promise.all([settled, claimed]);
         return { items: results, ...next };
+      } catch (err) {
+        // Nobody will read what a claim still waiting would lease.
+        controller.abort();
+        throw err;
       } finally {
         reply.raw.off('close', onClose);
       }
