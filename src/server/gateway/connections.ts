@@ -3,16 +3,16 @@ import type { WebSocket } from 'ws';
 import { FleetError } from '../../domain/errors.js';
 import { CloseCodes } from '../../protocol/agent-stream.js';
 
+const PLAIN = { compress: false } as const;
+const DEFLATED = { compress: true } as const;
+/** A socket corked for the tick is written out once it holds this many bytes of the tick's frames. */
+const FLUSH_CORKED_BYTES = 16 * 1024;
+
 /**
  * Every open WebSocket, agents and observers alike: the connection cap, ping/pong liveness, and a
  * send that cuts off a consumer whose unsent bytes pass the cap instead of letting them pile up in
  * the server's memory.
  */
-const PLAIN = { compress: false } as const;
-/** A socket corked for the tick is written out once it holds this many bytes of the tick's frames. */
-const FLUSH_CORKED_BYTES = 16 * 1024;
-const DEFLATED = { compress: true } as const;
-
 export class Connections {
   private readonly sockets = new Map<WebSocket, { alive: boolean }>();
   /** Open sockets by owner (API key, agent, or address when auth is off). */
@@ -94,8 +94,8 @@ export class Connections {
     if (socket.readyState !== socket.OPEN) return false;
     // ws keeps its TCP socket private (the SDK corks its own the same way).
     const raw = (socket as unknown as { _socket?: Socket })._socket;
-    const unsentAtCork = raw && this.corked.get(raw);
-    const corkedBytes = unsentAtCork === undefined ? 0 : raw!.writableLength - unsentAtCork;
+    const unsentAtCork = raw ? this.corked.get(raw) : undefined;
+    const corkedBytes = raw && unsentAtCork !== undefined ? raw.writableLength - unsentAtCork : 0;
     // This tick's own frames wait in the corked socket: they are no backlog of the peer's (a replay
     // of thousands of events in one tick would otherwise cut off the fastest observer).
     const buffered = socket.bufferedAmount - corkedBytes;
@@ -105,12 +105,12 @@ export class Connections {
       return false;
     }
     if (raw && unsentAtCork === undefined) this.corkForThisTick(raw);
-    else if (corkedBytes >= FLUSH_CORKED_BYTES) {
+    else if (raw && corkedBytes >= FLUSH_CORKED_BYTES) {
       // A burst: what it holds leaves now, and what the peer does not take counts against the cap
       // again, as it would have uncorked. Only frames of a few KiB wait for the end of the tick.
-      raw!.uncork();
-      raw!.cork();
-      this.corked.set(raw!, raw!.writableLength);
+      raw.uncork();
+      raw.cork();
+      this.corked.set(raw, raw.writableLength);
     }
     socket.send(text, options?.compress === false || text.length < this.limits.deflateMinChars ? PLAIN : DEFLATED);
     return true;
