@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import type { FleetClient } from '../src/client/index.js';
 import { listeningUrl } from '../test/helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -182,4 +183,16 @@ export function flags(args: string[], defaults: Record<string, number>): Record<
     if (m && m[1] in out) out[m[1]] = Number(args[++i]);
   }
   return out;
+}
+
+/**
+ * Waits until /v1/stats counts `n` tasks of `type` completed (counters kept on every write, not a
+ * scan), reading it every `everyMs`: each read costs the server CPU the drain it waits on needs.
+ */
+export async function untilCompleted(client: FleetClient, type: string, n: number, { everyMs, timeoutMs }: { everyMs: number; timeoutMs: number }): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (((await client.stats()).tasks.byType[type]?.completed ?? 0) < n) {
+    if (performance.now() > deadline) throw new Error('the drain did not finish in time');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
 }

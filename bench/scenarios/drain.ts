@@ -24,8 +24,8 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
-import { FleetClient, type FleetAgent, type StatsJson } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, BENCH_REDIS_URL, dropSchemas, flags, postgresCpuFrom, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { FleetClient, type FleetAgent } from '../../src/client/index.js';
+import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, BENCH_REDIS_URL, dropSchemas, flags, postgresCpuFrom, report, startServerProcess, untilCompleted, type Row, type ServerProcess } from '../lib.js';
 import { Client, hammer, startBareFastify } from '../load.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
@@ -209,7 +209,7 @@ async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): P
       agents.push(agent);
       void agent.work(() => ({ ok: true }));
     }
-    await until(async () => completedOf(await client.stats(), type) >= n);
+    await untilCompleted(client, type, n, { everyMs: STATS_POLL_MS, timeoutMs: 600_000 });
     const drainMs = performance.now() - drainStart;
     const used = await cpu(n);
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
@@ -218,11 +218,6 @@ async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): P
     await Promise.all(agents.map((a) => a.stop()));
     await server.stop();
   }
-}
-
-/** Completed tasks of one type, from /v1/stats (kept by counters on every write, not a scan). */
-function completedOf(stats: StatsJson, type: string): number {
-  return stats.tasks.byType[type]?.completed ?? 0;
 }
 
 async function drainBullmq(n: number, shape: Shape, redisUrl: URL): Promise<Drained> {
@@ -268,11 +263,3 @@ async function drainBullmq(n: number, shape: Shape, redisUrl: URL): Promise<Drai
  * 20,000 tasks.
  */
 const STATS_POLL_MS = 50;
-
-async function until(check: () => Promise<boolean>, timeoutMs = 600_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error('drain did not finish in time');
-    await new Promise((r) => setTimeout(r, STATS_POLL_MS));
-  }
-}

@@ -13,8 +13,8 @@
  *    done when the last of the nine keys' tasks finished. Target: under 15 %.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { FleetClient, type StatsJson } from '../../src/client/index.js';
-import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, authHeaders, dropSchemas, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { FleetClient } from '../../src/client/index.js';
+import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, authHeaders, dropSchemas, flags, report, startServerProcess, untilCompleted, type Row, type ServerProcess } from '../lib.js';
 
 
 export default async function fair(args: string[]): Promise<void> {
@@ -59,7 +59,7 @@ async function drain(
     const start = performance.now();
     void agent.work(() => ({ ok: true }));
     try {
-      await until(async () => completedOf(await client.stats(), type) >= f.tasks);
+      await untilCompleted(client, type, f.tasks, DRAIN_WAIT);
     } finally {
       await agent.stop();
     }
@@ -86,7 +86,7 @@ async function fairness(f: Record<string, number>): Promise<number> {
       return { ok: true };
     });
     try {
-      await until(async () => completedOf(await client.stats(), type) >= total);
+      await untilCompleted(client, type, total, DRAIN_WAIT);
     } finally {
       await agent.stop();
     }
@@ -107,14 +107,5 @@ async function put(server: ServerProcess, type: string, policy: Record<string, n
   if (res.status !== 200) throw new Error(`PUT /v1/types/${type}: ${res.status} ${await res.text()}`);
 }
 
-function completedOf(stats: StatsJson, type: string): number {
-  return stats.tasks.byType[type]?.completed ?? 0;
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 900_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error('the drain did not finish in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** How its drains wait to be done. Its figures compare runs that wait alike. */
+const DRAIN_WAIT = { everyMs: 20, timeoutMs: 900_000 };
