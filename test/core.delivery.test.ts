@@ -3,7 +3,8 @@ import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { LocalBus } from '../src/bus/local-bus.js';
 import { resolveConfig } from '../src/config.js';
 import { ClaimWaiters } from '../src/core/claim-waiters.js';
-import { TaskDelivery, shortfall, type DeliveryTransition } from '../src/core/delivery.js';
+import { LOST_CLAIM_SETTLE_MS, TaskDelivery, shortfall, type DeliveryTransition } from '../src/core/delivery.js';
+import { dependencyUnavailable, isDependencyUnavailable } from '../src/domain/errors.js';
 import { Fleet } from '../src/core/fleet.js';
 import { requirementKey } from '../src/domain/requirements.js';
 import type { Task } from '../src/domain/types.js';
@@ -70,6 +71,10 @@ interface Setup {
   errors: unknown[];
   /** Holds every claim's answer until `release()`: the claim has happened in the store, its caller has not yet seen it. */
   hold(): { release: () => void; reached: Promise<void> };
+  /** The next claim happens in the store, and its answer is lost as with a dropped connection: it rejects as unavailable. */
+  loseNextAnswer(): void;
+  /** The next `n` reads of lost claims' leases reject as unavailable. */
+  failLostReads(n: number): void;
   agent(capabilities: string[], maxConcurrency?: number): Promise<string>;
   submit(...tasks: { type: string; priority?: number }[]): Promise<Task[]>;
   status(id: number): Promise<{ status: string; agentId: string | null }>;
@@ -91,6 +96,8 @@ function setup(): Setup {
   const waiters = new ClaimWaiters();
   const transitions = new Transitions();
   let gate: { open: Promise<void>; arrived: () => void } | undefined;
+  let loseAnswer = false;
+  let failingReads = 0;
   const delivery = new TaskDelivery({
     waiters,
     bus: fleet.bus,
@@ -105,7 +112,18 @@ function setup(): Setup {
         arrived();
         await open;
       }
+      if (loseAnswer) {
+        loseAnswer = false;
+        throw dependencyUnavailable('postgres', 'Connection terminated unexpectedly');
+      }
       return claimed;
+    },
+    leasedByClaims: async (agentId, claimedAt) => {
+      if (failingReads > 0) {
+        failingReads--;
+        throw dependencyUnavailable('postgres', 'connect ECONNREFUSED');
+      }
+      return fleet.tasks.leasedByClaims(agentId, claimedAt);
     },
   });
   delivery.start();
@@ -122,6 +140,12 @@ function setup(): Setup {
       const reached = new Promise<void>((resolve) => (arrived = resolve));
       gate = { open, arrived };
       return { release, reached };
+    },
+    loseNextAnswer() {
+      loseAnswer = true;
+    },
+    failLostReads(n) {
+      failingReads = n;
     },
     async agent(capabilities, maxConcurrency = 10) {
       return (await fleet.agents.register({ name: 'a', capabilities, maxConcurrency }, 'default')).agent.id;
@@ -299,6 +323,93 @@ describe('task delivery', { timeout: 30_000 }, () => {
       gate.release();
       assert.deepEqual(await poll, []);
       assert.deepEqual(s.transitions.of(agent), ['claiming→done']);
+    });
+  });
+
+  describe('a claim whose answer was lost', () => {
+    it('long-poll: the next claim once the lost one has settled answers its leases, and one before answers as usual', async () => {
+      const agent = await s.agent(['a']);
+      const [lost1, lost2] = await s.submit({ type: 'a', priority: 1 }, { type: 'a', priority: 1 });
+      s.loseNextAnswer();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 2, waitMs: 60_000 }), isDependencyUnavailable);
+      assert.deepEqual(await s.status(lost1.id), { status: 'leased', agentId: agent }, 'the store committed the claim');
+      const [other] = await s.submit({ type: 'a' });
+      // Too early: the lost claim's statement might still be on its way to its commit.
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 })).map((t) => t.id), [other.id]);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 })).map((t) => t.id), [lost1.id, lost2.id]);
+      assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 }), [], 'handed over once');
+    });
+
+    it('long-poll: a full agent whose room the lost leases took is answered when they settle, not at its deadline', async () => {
+      const agent = await s.agent(['a'], 1);
+      const [lost] = await s.submit({ type: 'a' });
+      s.loseNextAnswer();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 }), isDependencyUnavailable);
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(agent, 'waiting'));
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      assert.deepEqual((await poll).map((t) => t.id), [lost.id]);
+      assert.deepEqual(s.transitions.of(agent).slice(-3), ['claiming→waiting', 'waiting→claiming', 'claiming→done']);
+    });
+
+    it('push channel: sends the lost claim\'s tasks once it has settled, with no wake-up or credit needed', async () => {
+      const agent = await s.agent(['a'], 2);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 2), send: out.send });
+      const tasks = await s.submit({ type: 'a' }, { type: 'a' });
+      s.loseNextAnswer();
+      channel.addCredit(2);
+      await s.transitions.seen(to(agent, 'idle'));
+      assert.deepEqual(out.sent, []);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS - 1);
+      await settle();
+      assert.deepEqual(out.sent, [], 'not before it has settled');
+      mock.timers.tick(1);
+      await out.until(2);
+      assert.deepEqual(out.ids().sort(), tasks.map((t) => t.id).sort());
+      // The credit they took is spent: the next task waits for more.
+      const [next] = await s.submit({ type: 'a' });
+      await settle();
+      assert.equal(out.count(), 2);
+      await s.fleet.tasks.complete({ id: tasks[0].id, agentId: agent });
+      channel.addCredit(1);
+      await out.until(3);
+      assert.equal(out.ids()[2], next.id);
+      channel.close();
+    });
+
+    it('push channel: a store that stays away is asked again later, each time later', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      const [task] = await s.submit({ type: 'a' });
+      s.loseNextAnswer();
+      s.failLostReads(2);
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      await s.transitions.seen(to(agent, 'idle'), 2);
+      mock.timers.tick(2 * LOST_CLAIM_SETTLE_MS);
+      await s.transitions.seen(to(agent, 'idle'), 3);
+      mock.timers.tick(4 * LOST_CLAIM_SETTLE_MS - 1);
+      await settle();
+      assert.deepEqual(out.sent, []);
+      mock.timers.tick(1);
+      await out.until(1);
+      assert.deepEqual(out.ids(), [task.id]);
+      channel.close();
+    });
+
+    it('is not handed over again after the agent was handed every lease it holds (a welcome)', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      s.loseNextAnswer();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
+      s.delivery.handedAllLeases(agent);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), []);
+      assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
     });
   });
 

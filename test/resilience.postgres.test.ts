@@ -156,6 +156,14 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
     });
   });
 
+  it("a TCP cut of a claim's answer on its way back: the tasks the claim leased reach the agent all the same", async (t) => {
+    await fault(t, 'TCP cut of a claim answer', async () => {
+      // PostgreSQL ran the claim to its commit; the answer naming the tasks it leased is cut halfway.
+      // Leases last 60 s, so only the node's own recovery gets them done within the 30 s allowed.
+      await cluster.postgresProxy.cutWhen('to-client', (chunk) => /leased_tasks\\*" : \[\{/.test(chunk.toString('latin1')));
+    });
+  });
+
   it('no request was answered 500 on either node', async (t) => {
     assert.equal(await cluster.answered('500'), 0);
     t.diagnostic(JSON.stringify(reports));

@@ -25,8 +25,9 @@ import type { Logger } from './context.js';
  *   was freed, while the claim was in flight: it may have missed them.
  *   → WAITING otherwise.
  * - WAITING: registered with the waiters, wanting `max` tasks (0 while its agent is full, so that
- *   only the end of one of its own leases wakes it), and a timer set to the deadline.
- *   → CLAIMING when woken: for new tasks, or because its agent's room changed.
+ *   only the end of one of its own leases wakes it), and a timer set to the deadline, or to when
+ *   its agent's lost claims fall due if sooner (see LostClaims).
+ *   → CLAIMING when woken: for new tasks, because its agent's room changed, or on that timer.
  *   → DONE on the timer, an abort, or an end.
  * - DONE: answered; registered nowhere, no timer.
  *
@@ -37,7 +38,8 @@ import type { Logger } from './context.js';
  *
  * - IDLE (initial): registered with the waiters, wanting its credit (0 while its agent is full); no
  *   claim in flight and no wake-up left unanswered.
- *   → CLAIMING when credit is added or it is woken, and it has credit.
+ *   → CLAIMING when credit is added or it is woken, and it has credit; or when its agent's lost
+ *   claims fall due (a timer while they are not), credit or not.
  *   → CLOSED on `close`.
  * - CLAIMING: one claim in flight for `asked` tasks, and it wants only its credit beyond them, so
  *   it is never counted twice for the same credit. A wake-up meanwhile is remembered and claimed
@@ -101,8 +103,10 @@ export interface DeliveryOptions {
   waiters: ClaimWaiters;
   /** Wake-ups come from it: tasks.available, and the events that end a lease. */
   bus: Bus;
-  /** One claim that never waits (TaskService.claimReady). `max` is always at least 1. */
-  claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim>;
+  /** One claim that never waits (TaskService.claimReady), made at `now`. `max` is always at least 1. */
+  claimReady(params: { agentId: string; max: number; now: number }): Promise<ReadyClaim>;
+  /** The tasks still leased to the agent by its claims made at `claimedAt` (TaskService.leasedByClaims). */
+  leasedByClaims(agentId: string, claimedAt: readonly number[]): Promise<Task[]>;
   /**
    * Credit makes a channel whose agent was full claim again (see Channel.addCredit). Only where the
    * store runs a turn's writes in the order they were started (Store.writesInStartOrder): elsewhere
@@ -167,14 +171,108 @@ export function shortfall(reasons: Reasons, claimed?: Pick<ReadyClaim, 'tasks' |
   return short;
 }
 
+/** How long after a claim's answer was lost its leases are first looked for: its statement may still be running to its commit. */
+export const LOST_CLAIM_SETTLE_MS = 1_000;
+/** The longest wait between two looks while the store cannot be read. */
+const LOST_CLAIM_RETRY_MAX_MS = 10_000;
+
+/**
+ * Claims whose answer was lost, by agent. A claim that failed because the store's connection dropped
+ * (isDependencyUnavailable) may have leased tasks all the same: PostgreSQL runs a statement to its
+ * commit whatever became of the connection that sent it. Those leases reached nobody, and alone they
+ * would hold their tasks, and the agent's room, until they expire. So the agent's next claim on this
+ * node hands them over first: they are read back by the claims' times (a claim's `now` is its
+ * leases' claimedAt), once LOST_CLAIM_SETTLE_MS has passed, less what another claim of the agent in
+ * the same millisecond leased and answered. Whatever hands the agent every lease it holds (a
+ * WebSocket welcome, GET /v1/agents/:id/leases) settles them too, as does the agent's going offline,
+ * which releases them.
+ */
+class LostClaims {
+  private readonly byAgent = new Map<
+    string,
+    { claimedAt: number[]; answered: Set<number>; found: Task[]; lookAt: number; failures: number }
+  >();
+  /** The tasks answered by the claims of the latest millisecond a claim was made in (`recentAt`), by agent. */
+  private readonly recent = new Map<string, number[]>();
+  private recentAt = -Infinity;
+
+  constructor(private readonly options: DeliveryOptions) {}
+
+  /** A claim made at `claimedAt` was answered: a lost claim of the same millisecond did not lease these. */
+  answered(agentId: string, claimedAt: number, tasks: Task[]): void {
+    if (tasks.length === 0) return;
+    if (claimedAt !== this.recentAt) {
+      this.recentAt = claimedAt;
+      this.recent.clear();
+    }
+    const ids = tasks.map((t) => t.id);
+    this.recent.set(agentId, [...(this.recent.get(agentId) ?? []), ...ids]);
+    const lost = this.byAgent.get(agentId);
+    if (lost?.claimedAt.includes(claimedAt)) for (const id of ids) lost.answered.add(id);
+  }
+
+  add(agentId: string, claimedAt: number): void {
+    const lookAt = this.options.now() + LOST_CLAIM_SETTLE_MS;
+    let lost = this.byAgent.get(agentId);
+    if (!lost) this.byAgent.set(agentId, (lost = { claimedAt: [], answered: new Set(), found: [], lookAt, failures: 0 }));
+    lost.claimedAt.push(claimedAt);
+    lost.lookAt = Math.max(lost.lookAt, lookAt);
+    if (claimedAt === this.recentAt) for (const id of this.recent.get(agentId) ?? []) lost.answered.add(id);
+  }
+
+  /** When the agent's lost claims are due to be handed over (the fleet's clock); undefined when it has none waiting. */
+  dueAt(agentId: string): number | undefined {
+    const lost = this.byAgent.get(agentId);
+    if (!lost) return undefined;
+    if (lost.found.length > 0) return -Infinity;
+    return lost.claimedAt.length > 0 ? lost.lookAt : undefined;
+  }
+
+  /**
+   * Up to `max` of the tasks the agent's lost claims leased: [] when it has none, or before they are
+   * due. Rejects when the store cannot be read: they are looked for again later, each time later.
+   */
+  async take(agentId: string, max: number): Promise<Task[]> {
+    const lost = this.byAgent.get(agentId);
+    if (!lost) return [];
+    const now = this.options.now();
+    if (lost.claimedAt.length > 0 && lost.lookAt <= now) {
+      // Taken out while the read is on its way, so that another claim of the agent does not read them too.
+      const claimedAt = lost.claimedAt;
+      lost.claimedAt = [];
+      let leased: Task[];
+      try {
+        leased = await this.options.leasedByClaims(agentId, claimedAt);
+      } catch (err) {
+        lost.claimedAt.push(...claimedAt);
+        lost.failures++;
+        lost.lookAt = this.options.now() + Math.min(LOST_CLAIM_RETRY_MAX_MS, LOST_CLAIM_SETTLE_MS * 2 ** lost.failures);
+        throw err;
+      }
+      lost.failures = 0;
+      lost.found.push(...leased.filter((t) => !lost.answered.has(t.id) && !lost.found.some((f) => f.id === t.id)));
+    }
+    const tasks = lost.found.splice(0, max);
+    if (lost.claimedAt.length === 0 && lost.found.length === 0 && this.byAgent.get(agentId) === lost) this.byAgent.delete(agentId);
+    return tasks;
+  }
+
+  forget(agentId: string): void {
+    this.byAgent.delete(agentId);
+  }
+}
+
 /** Owns every long-poll and push channel of this node. Nothing is subscribed until `start()`. */
 export class TaskDelivery {
   private readonly polls = new Map<string, Set<Poll>>();
   private readonly channels = new Set<Channel>();
+  private readonly lost: LostClaims;
   private unsubscribe: (() => void)[] = [];
   private stopped = false;
 
-  constructor(readonly options: DeliveryOptions) {}
+  constructor(readonly options: DeliveryOptions) {
+    this.lost = new LostClaims(options);
+  }
 
   start(): void {
     this.stopped = false;
@@ -188,6 +286,8 @@ export class TaskDelivery {
         if (e.reason === 'lease_expired' && e.task.agentId !== null) this.endWaitsOf(e.task.agentId);
       }),
     );
+    // An agent gone offline had its leases released, those of lost claims among them.
+    for (const name of ['agent.offline', 'agent.deleted'] as const) this.unsubscribe.push(bus.subscribe(name, (e) => this.lost.forget(e.agent.id)));
     // A lease that ends frees room for its agent: a full agent's waiting claim looks again.
     for (const name of ['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const) {
       this.unsubscribe.push(
@@ -247,6 +347,38 @@ export class TaskDelivery {
     return channel;
   }
 
+  /**
+   * The agent has just been handed every lease it holds (a WebSocket welcome, GET
+   * /v1/agents/:id/leases): the leases of its lost claims are no longer to be handed over, which
+   * would hand them twice. Call it before the leases are read.
+   */
+  handedAllLeases(agentId: string): void {
+    this.lost.forget(agentId);
+  }
+
+  /** @internal One claim that never waits, remembered as lost when its answer is (see LostClaims). */
+  async claimOnce(agentId: string, max: number): Promise<ReadyClaim> {
+    const now = this.options.now();
+    try {
+      const claimed = await this.options.claimReady({ agentId, max, now });
+      this.lost.answered(agentId, now, claimed.tasks);
+      return claimed;
+    } catch (err) {
+      if (isDependencyUnavailable(err)) this.lost.add(agentId, now);
+      throw err;
+    }
+  }
+
+  /** @internal Up to `max` tasks the agent's lost claims leased, once they are due. */
+  takeLost(agentId: string, max: number): Promise<Task[]> {
+    return this.lost.take(agentId, max);
+  }
+
+  /** @internal When the agent's lost claims are due to be handed over; undefined when it has none. */
+  lostDueAt(agentId: string): number | undefined {
+    return this.lost.dueAt(agentId);
+  }
+
   /** @internal */
   get isStopped(): boolean {
     return this.stopped;
@@ -297,7 +429,7 @@ class Poll {
 
   async run(): Promise<Task[]> {
     const { agentId, max, waitMs, signal } = this.params;
-    const { waiters, now, claimReady } = this.delivery.options;
+    const { waiters, now } = this.delivery.options;
     const deadline = now() + waitMs;
     let reasons: Reasons = new Map();
     for (;;) {
@@ -305,7 +437,13 @@ class Poll {
       this.freedDuringClaim = false;
       let claimed: ReadyClaim;
       try {
-        claimed = await claimReady({ agentId, max });
+        const lost = await this.delivery.takeLost(agentId, max);
+        if (lost.length > 0) {
+          this.delivery.handOn(reasons);
+          this.to('done');
+          return lost;
+        }
+        claimed = await this.delivery.claimOnce(agentId, max);
       } catch (err) {
         this.delivery.handOn(reasons);
         this.to('done');
@@ -328,8 +466,14 @@ class Poll {
         return [];
       }
       this.to('waiting');
-      const woken = await this.wait(capabilities, namespace, room > 0 ? max : 0, remaining);
+      // Lost claims falling due wake it too: their leases take the agent's room, and may be all of it.
+      const lookAt = this.delivery.lostDueAt(agentId) ?? Infinity;
+      const woken = await this.wait(capabilities, namespace, room > 0 ? max : 0, Math.max(0, Math.min(remaining, lookAt - now())));
       if (woken === false) {
+        if (now() < deadline && !this.ended && !signal?.aborted && !this.delivery.isStopped) {
+          this.to('claiming');
+          continue;
+        }
         this.to('done');
         return [];
       }
@@ -380,6 +524,8 @@ class Channel implements DeliveryChannel {
   private freedDuringClaim = false;
   /** Look again after the claim in flight. */
   private again = false;
+  /** Set while its agent has lost claims not yet due: pumps when they are. */
+  private lostTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly removeWaiter: () => void;
 
   constructor(
@@ -428,6 +574,7 @@ class Channel implements DeliveryChannel {
   close(): void {
     if (this.state === 'closed') return;
     this.to('closed');
+    clearTimeout(this.lostTimer);
     this.removeWaiter();
     this.delivery.forget(this);
     const pending = this.pending;
@@ -441,7 +588,7 @@ class Channel implements DeliveryChannel {
       return;
     }
     // In IDLE a wake-up with a reason comes only with credit and room (want() > 0): none is left pending here.
-    if (this.state === 'closed' || this.credit <= 0 || this.full) return;
+    if (this.state === 'closed' || ((this.credit <= 0 || this.full) && !this.lostDue())) return;
     this.to('claiming');
     // During a dependency's outage nothing is lost: the store wakes every waiter for what is queued
     // once its connections work again, and the outage is logged once, not per claim.
@@ -452,12 +599,22 @@ class Channel implements DeliveryChannel {
 
   /** Claims while credit, room and reasons last; one claim in flight at a time. Entered in CLAIMING. */
   private async claimLoop(): Promise<void> {
-    const { waiters, claimReady, now } = this.delivery.options;
+    const { waiters, now } = this.delivery.options;
     const agentId = this.options.agent.id;
     let reasons: Reasons = new Map();
     try {
       do {
         this.again = false;
+        if (this.lostDue()) {
+          // Sent whatever the credit: they take room the agent has, as their leases count against it.
+          const lost = await this.delivery.takeLost(agentId, Infinity);
+          if (this.state === 'closed') return;
+          this.credit = Math.max(0, this.credit - lost.length);
+          if (lost.length > 0 && !this.send(lost)) {
+            this.close();
+            return;
+          }
+        }
         if (this.credit <= 0 || this.full) break;
         const generation = waiters.generation;
         reasons = this.pending;
@@ -466,7 +623,7 @@ class Channel implements DeliveryChannel {
         this.freedDuringClaim = false;
         let claimed: ReadyClaim;
         try {
-          claimed = await claimReady({ agentId, max: asked });
+          claimed = await this.delivery.claimOnce(agentId, asked);
         } finally {
           this.asked = 0;
         }
@@ -496,8 +653,26 @@ class Channel implements DeliveryChannel {
         this.pending = new Map();
         this.to('idle');
         this.delivery.handOn(pending);
+        this.pumpWhenLostDue();
       }
     }
+  }
+
+  private lostDue(): boolean {
+    return (this.delivery.lostDueAt(this.options.agent.id) ?? Infinity) <= this.delivery.options.now();
+  }
+
+  private pumpWhenLostDue(): void {
+    const dueAt = this.delivery.lostDueAt(this.options.agent.id);
+    if (dueAt === undefined || this.lostTimer !== undefined) return;
+    this.lostTimer = setTimeout(
+      () => {
+        this.lostTimer = undefined;
+        this.pump();
+      },
+      Math.max(0, dueAt - this.delivery.options.now()),
+    );
+    this.lostTimer.unref?.();
   }
 
   private send(tasks: Task[]): boolean {

@@ -129,6 +129,7 @@ export class Fleet {
       waiters: this.waiters,
       bus,
       claimReady: (params) => this.tasks.claimReady(params),
+      leasedByClaims: (agentId, claimedAt) => this.tasks.leasedByClaims(agentId, claimedAt),
       claimOnCredit: store.writesInStartOrder,
       now: ctx.now,
       log,

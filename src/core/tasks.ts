@@ -281,18 +281,34 @@ export class TaskService {
    * One claim that never waits: leases up to `max` ready tasks the agent can do, best first, within
    * its room. When to claim and for whom (long-polls, push channels, wake-ups) is core/delivery.ts's.
    */
-  async claimReady(params: { agentId: string; max: number }): Promise<ReadyClaim> {
-    const now = this.ctx.now();
-    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ ...params, now, plan: planClaim });
+  async claimReady(params: { agentId: string; max: number; now?: number }): Promise<ReadyClaim> {
+    const now = params.now ?? this.ctx.now();
+    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ agentId: params.agentId, max: params.max, now, plan: planClaim });
     if (retryAt !== null || Object.keys(heldBack).length > 0) this.timers.holds.record(heldBack, retryAt);
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
+    this.announceClaimed(tasks);
+    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), namespace: agent.namespace, room };
+  }
+
+  /**
+   * The tasks still leased to the agent by its claims made at `claimedAt` (each a claim's `now`),
+   * read back, and announced as claimReady announces what it leases. For claims whose answer was
+   * lost with their connection: the store may have committed them all the same (see
+   * core/delivery.ts).
+   */
+  async leasedByClaims(agentId: string, claimedAt: readonly number[]): Promise<Task[]> {
+    const tasks = (await this.leasedTo(agentId)).filter((t) => t.claimedAt !== null && claimedAt.includes(t.claimedAt));
+    this.announceClaimed(tasks);
+    return tasks;
+  }
+
+  private announceClaimed(tasks: Task[]): void {
     let earliestExpiry = Infinity;
     for (const task of tasks) {
       this.ctx.bus.publish('task.claimed', { task: summarizeTask(task) });
       if (task.leaseExpiresAt !== null && task.leaseExpiresAt < earliestExpiry) earliestExpiry = task.leaseExpiresAt;
     }
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
-    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), namespace: agent.namespace, room };
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {

@@ -117,6 +117,7 @@ export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
     },
     async (request) => {
       await fleet.agents.get(request.params.id, readNamespaces(request));
+      fleet.delivery.handedAllLeases(request.params.id);
       return { tasks: (await fleet.tasks.leasedTo(request.params.id)).map(taskJson) };
     },
   );
