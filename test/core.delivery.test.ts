@@ -73,8 +73,12 @@ interface Setup {
   hold(): { release: () => void; reached: Promise<void> };
   /** The next claim happens in the store, and its answer is lost as with a dropped connection: it rejects as unavailable. */
   loseNextAnswer(): void;
+  /** The next `n` claims reject as unavailable without reaching the store, as while it is known to be down. */
+  failNextClaims(n: number): void;
   /** The next `n` reads of lost claims' leases reject as unavailable. */
   failLostReads(n: number): void;
+  /** Holds the next read of lost claims' leases until it is released, or failed as unavailable. */
+  holdLostRead(): { release: () => void; fail: () => void; reached: Promise<void> };
   agent(capabilities: string[], maxConcurrency?: number): Promise<string>;
   submit(...tasks: { type: string; priority?: number }[]): Promise<Task[]>;
   status(id: number): Promise<{ status: string; agentId: string | null }>;
@@ -97,7 +101,9 @@ function setup(): Setup {
   const transitions = new Transitions();
   let gate: { open: Promise<void>; arrived: () => void } | undefined;
   let loseAnswer = false;
+  let failingClaims = 0;
   let failingReads = 0;
+  let readGate: { open: Promise<boolean>; arrived: () => void } | undefined;
   const delivery = new TaskDelivery({
     waiters,
     bus: fleet.bus,
@@ -106,6 +112,10 @@ function setup(): Setup {
     onTransition: transitions.record,
     claimOnCredit: store.writesInStartOrder,
     claimReady: async (params) => {
+      if (failingClaims > 0) {
+        failingClaims--;
+        throw dependencyUnavailable('postgres', 'the database is unavailable');
+      }
       const claimed = await fleet.tasks.claimReady(params);
       if (gate) {
         const { open, arrived } = gate;
@@ -118,12 +128,18 @@ function setup(): Setup {
       }
       return claimed;
     },
-    leasedByClaims: async (agentId, claimedAt) => {
+    leasedByClaims: async (agentId, claimIds, except) => {
       if (failingReads > 0) {
         failingReads--;
         throw dependencyUnavailable('postgres', 'connect ECONNREFUSED');
       }
-      return fleet.tasks.leasedByClaims(agentId, claimedAt);
+      if (readGate) {
+        const { open, arrived } = readGate;
+        readGate = undefined;
+        arrived();
+        if (!(await open)) throw dependencyUnavailable('postgres', 'connect ECONNREFUSED');
+      }
+      return fleet.tasks.leasedByClaims(agentId, claimIds, except);
     },
   });
   delivery.start();
@@ -144,8 +160,19 @@ function setup(): Setup {
     loseNextAnswer() {
       loseAnswer = true;
     },
+    failNextClaims(n) {
+      failingClaims = n;
+    },
     failLostReads(n) {
       failingReads = n;
+    },
+    holdLostRead() {
+      let settleRead = (_ok: boolean) => {};
+      let arrived = () => {};
+      const open = new Promise<boolean>((resolve) => (settleRead = resolve));
+      const reached = new Promise<void>((resolve) => (arrived = resolve));
+      readGate = { open, arrived };
+      return { release: () => settleRead(true), fail: () => settleRead(false), reached };
     },
     async agent(capabilities, maxConcurrency = 10) {
       return (await fleet.agents.register({ name: 'a', capabilities, maxConcurrency }, 'default')).agent.id;
@@ -406,10 +433,109 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const [task] = await s.submit({ type: 'a' });
       s.loseNextAnswer();
       await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
-      s.delivery.handedAllLeases(agent);
+      s.delivery.handedAllLeases(agent, await s.fleet.tasks.leasedTo(agent));
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), []);
       assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
+    });
+
+    it('is not handed over when a welcome handed it while the read-back was on its way', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      s.loseNextAnswer();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const read = s.holdLostRead();
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      await read.reached;
+      const welcome = await s.fleet.tasks.leasedTo(agent);
+      s.delivery.handedAllLeases(agent, welcome);
+      read.release();
+      assert.deepEqual(welcome.map((t) => t.id), [task.id]);
+      assert.deepEqual(await poll, []);
+    });
+
+    it('is looked for again when the read-back fails, whatever another claim of the agent did meanwhile', async () => {
+      const agent = await s.agent(['a']);
+      const tasks = await s.submit({ type: 'a' }, { type: 'a' });
+      s.loseNextAnswer();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 }), isDependencyUnavailable);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const read = s.holdLostRead();
+      const first = s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 });
+      await read.reached;
+      // A second long-poll of the agent does not read them too, nor forget them.
+      assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 }), []);
+      read.fail();
+      await assert.rejects(first, isDependencyUnavailable);
+      mock.timers.tick(2 * LOST_CLAIM_SETTLE_MS);
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 })).map((t) => t.id).sort(), tasks.map((t) => t.id).sort());
+    });
+
+    it('push channel: a later loss moves the time to look, and the channel waits for it even when full', async () => {
+      const agent = await s.agent(['a'], 1);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 1), send: out.send });
+      const [lost] = await s.submit({ type: 'a' });
+      s.loseNextAnswer();
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      mock.timers.tick(500);
+      // A second claim, lost too, finds the agent full (the first claim's lease): due 1 s after it.
+      s.loseNextAnswer();
+      await s.submit({ type: 'a' });
+      await s.transitions.seen(to(agent, 'idle'), 2);
+      // The store is back: a claim finds the agent full, and nothing will wake it but the timer.
+      await s.submit({ type: 'a' });
+      await s.transitions.seen(to(agent, 'idle'), 3);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS - 500);
+      await settle();
+      assert.deepEqual(out.sent, [], 'the first timer finds them not yet due');
+      mock.timers.tick(500);
+      await out.until(1);
+      assert.deepEqual(out.ids(), [lost.id]);
+      channel.close();
+    });
+
+    it('push channel: a claim lost for a channel that closed meanwhile is the welcome\'s, not the next channel\'s', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      const old = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: socket().send });
+      const gate = s.hold();
+      old.addCredit(1);
+      await gate.reached;
+      old.close();
+      s.loseNextAnswer();
+      gate.release();
+      await settle();
+      assert.equal(s.delivery.lostDueAt(agent), undefined);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      channel.addCredit(1);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      await s.transitions.seen(to(agent, 'idle'));
+      assert.deepEqual(out.sent, []);
+      assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
+      channel.close();
+    });
+
+    it('a claim that fails as unavailable hands its wake-up on to nobody, itself included; the store\'s recovery wakes it', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      s.failNextClaims(1);
+      const [task] = await s.submit({ type: 'a' });
+      await s.transitions.seen(to(agent, 'idle'), 2);
+      for (let i = 0; i < 5; i++) await settle();
+      assert.deepEqual(s.transitions.of(agent).slice(2), ['idle→claiming', 'claiming→idle'], 'one claim, not one after another while the store is away');
+      assert.deepEqual(out.sent, []);
+      // As store.listen does once the store's connections work again.
+      s.delivery.tasksAvailable({ [requirementKey(['a'])]: 1 });
+      await out.until(1);
+      assert.deepEqual(out.ids(), [task.id]);
+      channel.close();
     });
   });
 

@@ -103,10 +103,10 @@ export interface DeliveryOptions {
   waiters: ClaimWaiters;
   /** Wake-ups come from it: tasks.available, and the events that end a lease. */
   bus: Bus;
-  /** One claim that never waits (TaskService.claimReady), made at `now`. `max` is always at least 1. */
-  claimReady(params: { agentId: string; max: number; now: number }): Promise<ReadyClaim>;
-  /** The tasks still leased to the agent by its claims made at `claimedAt` (TaskService.leasedByClaims). */
-  leasedByClaims(agentId: string, claimedAt: readonly number[]): Promise<Task[]>;
+  /** One claim that never waits (TaskService.claimReady), written as `claimId`. `max` is always at least 1. */
+  claimReady(params: { agentId: string; max: number; claimId: number }): Promise<ReadyClaim>;
+  /** The tasks still leased to the agent by these claims, but those in `except` (TaskService.leasedByClaims). */
+  leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<number>): Promise<Task[]>;
   /**
    * Credit makes a channel whose agent was full claim again (see Channel.addCredit). Only where the
    * store runs a turn's writes in the order they were started (Store.writesInStartOrder): elsewhere
@@ -175,86 +175,105 @@ export function shortfall(reasons: Reasons, claimed?: Pick<ReadyClaim, 'tasks' |
 export const LOST_CLAIM_SETTLE_MS = 1_000;
 /** The longest wait between two looks while the store cannot be read. */
 const LOST_CLAIM_RETRY_MAX_MS = 10_000;
+/** The most lost claims kept for one agent: a long outage's worth of failed claims is not kept whole. */
+const LOST_CLAIMS_KEPT = 64;
+
+interface AgentLostClaims {
+  /** Lost claims not yet read back, oldest first. */
+  claimIds: Set<number>;
+  /** Tasks read back and not yet handed over. */
+  found: Task[];
+  /** Tasks the agent has been handed since the first loss, here or by a welcome or GET /leases: never handed again. */
+  handed: Set<number>;
+  /** When to read them back (the fleet's clock). */
+  lookAt: number;
+  failures: number;
+  /** A read-back is on its way: nobody else reads, and the entry stays. */
+  reading: boolean;
+}
 
 /**
  * Claims whose answer was lost, by agent. A claim that failed because the store's connection dropped
  * (isDependencyUnavailable) may have leased tasks all the same: PostgreSQL runs a statement to its
  * commit whatever became of the connection that sent it. Those leases reached nobody, and alone they
- * would hold their tasks, and the agent's room, until they expire. So the agent's next claim on this
- * node hands them over first: they are read back by the claims' times (a claim's `now` is its
- * leases' claimedAt), once LOST_CLAIM_SETTLE_MS has passed, less what another claim of the agent in
- * the same millisecond leased and answered. Whatever hands the agent every lease it holds (a
- * WebSocket welcome, GET /v1/agents/:id/leases) settles them too, as does the agent's going offline,
- * which releases them.
+ * would hold their tasks, and the agent's room, until they expire. So every claim carries an id,
+ * written on each task it leases (claim_id, as a receipt handle), and the agent's next claim on this
+ * node hands a lost claim's tasks over first, read back by that id once LOST_CLAIM_SETTLE_MS has
+ * passed. A claim made for nobody (a closed channel, a long-poll whose client hung up) is not
+ * remembered: its tasks are the welcome's, the grace's or the lease's to deal with, as when it is
+ * answered. What is handed to the agent otherwise in the meantime (a WebSocket welcome, GET
+ * /v1/agents/:id/leases, each after its read) is never handed again, and the agent's going offline
+ * forgets them, as it releases their leases.
  */
 class LostClaims {
-  private readonly byAgent = new Map<
-    string,
-    { claimedAt: number[]; answered: Set<number>; found: Task[]; lookAt: number; failures: number }
-  >();
-  /** The tasks answered by the claims of the latest millisecond a claim was made in (`recentAt`), by agent. */
-  private readonly recent = new Map<string, number[]>();
-  private recentAt = -Infinity;
+  private readonly byAgent = new Map<string, AgentLostClaims>();
+  /** From a random start, so that another node's claims of the same agent are unlikely to share an id (2^48 of 2^53). */
+  private nextClaimId = Math.floor(Math.random() * 2 ** 48);
 
   constructor(private readonly options: DeliveryOptions) {}
 
-  /** A claim made at `claimedAt` was answered: a lost claim of the same millisecond did not lease these. */
-  answered(agentId: string, claimedAt: number, tasks: Task[]): void {
-    if (tasks.length === 0) return;
-    if (claimedAt !== this.recentAt) {
-      this.recentAt = claimedAt;
-      this.recent.clear();
-    }
-    const ids = tasks.map((t) => t.id);
-    this.recent.set(agentId, [...(this.recent.get(agentId) ?? []), ...ids]);
-    const lost = this.byAgent.get(agentId);
-    if (lost?.claimedAt.includes(claimedAt)) for (const id of ids) lost.answered.add(id);
+  newClaimId(): number {
+    return this.nextClaimId++;
   }
 
-  add(agentId: string, claimedAt: number): void {
+  add(agentId: string, claimId: number): void {
     const lookAt = this.options.now() + LOST_CLAIM_SETTLE_MS;
     let lost = this.byAgent.get(agentId);
-    if (!lost) this.byAgent.set(agentId, (lost = { claimedAt: [], answered: new Set(), found: [], lookAt, failures: 0 }));
-    lost.claimedAt.push(claimedAt);
+    if (!lost) this.byAgent.set(agentId, (lost = { claimIds: new Set(), found: [], handed: new Set(), lookAt, failures: 0, reading: false }));
+    lost.claimIds.add(claimId);
+    if (lost.claimIds.size > LOST_CLAIMS_KEPT) lost.claimIds.delete(lost.claimIds.values().next().value!);
     lost.lookAt = Math.max(lost.lookAt, lookAt);
-    if (claimedAt === this.recentAt) for (const id of this.recent.get(agentId) ?? []) lost.answered.add(id);
   }
 
-  /** When the agent's lost claims are due to be handed over (the fleet's clock); undefined when it has none waiting. */
+  /** When the agent's lost claims are due to be handed over (the fleet's clock); undefined when it has none waiting, or they are being read. */
   dueAt(agentId: string): number | undefined {
     const lost = this.byAgent.get(agentId);
-    if (!lost) return undefined;
+    if (!lost || lost.reading) return undefined;
     if (lost.found.length > 0) return -Infinity;
-    return lost.claimedAt.length > 0 ? lost.lookAt : undefined;
+    return lost.claimIds.size > 0 ? lost.lookAt : undefined;
   }
 
   /**
-   * Up to `max` of the tasks the agent's lost claims leased: [] when it has none, or before they are
-   * due. Rejects when the store cannot be read: they are looked for again later, each time later.
+   * Up to `max` of the tasks the agent's lost claims leased: [] when it has none, before they are
+   * due, or while another claim reads them. Rejects when the store cannot be read: they are looked
+   * for again later, each time later.
    */
   async take(agentId: string, max: number): Promise<Task[]> {
     const lost = this.byAgent.get(agentId);
-    if (!lost) return [];
-    const now = this.options.now();
-    if (lost.claimedAt.length > 0 && lost.lookAt <= now) {
-      // Taken out while the read is on its way, so that another claim of the agent does not read them too.
-      const claimedAt = lost.claimedAt;
-      lost.claimedAt = [];
+    if (!lost || lost.reading) return [];
+    if (lost.claimIds.size > 0 && lost.lookAt <= this.options.now()) {
+      const claimIds = [...lost.claimIds];
+      lost.reading = true;
       let leased: Task[];
       try {
-        leased = await this.options.leasedByClaims(agentId, claimedAt);
+        leased = await this.options.leasedByClaims(agentId, claimIds, lost.handed);
       } catch (err) {
-        lost.claimedAt.push(...claimedAt);
         lost.failures++;
         lost.lookAt = this.options.now() + Math.min(LOST_CLAIM_RETRY_MAX_MS, LOST_CLAIM_SETTLE_MS * 2 ** lost.failures);
         throw err;
+      } finally {
+        lost.reading = false;
       }
+      // Forgotten meanwhile: the agent went offline, and its leases were released.
+      if (this.byAgent.get(agentId) !== lost) return [];
+      for (const id of claimIds) lost.claimIds.delete(id);
       lost.failures = 0;
-      lost.found.push(...leased.filter((t) => !lost.answered.has(t.id) && !lost.found.some((f) => f.id === t.id)));
+      // A welcome whose read finished first has handed some of them already.
+      for (const task of leased) if (!lost.handed.has(task.id) && !lost.found.some((t) => t.id === task.id)) lost.found.push(task);
     }
     const tasks = lost.found.splice(0, max);
-    if (lost.claimedAt.length === 0 && lost.found.length === 0 && this.byAgent.get(agentId) === lost) this.byAgent.delete(agentId);
+    for (const task of tasks) lost.handed.add(task.id);
+    if (lost.claimIds.size === 0 && lost.found.length === 0) this.byAgent.delete(agentId);
     return tasks;
+  }
+
+  /** The agent was just handed `tasks`, every lease it holds: none of them is handed again. */
+  handedAll(agentId: string, tasks: readonly Task[]): void {
+    const lost = this.byAgent.get(agentId);
+    if (!lost) return;
+    for (const task of tasks) lost.handed.add(task.id);
+    lost.found = lost.found.filter((t) => !lost.handed.has(t.id));
+    if (lost.claimIds.size === 0 && lost.found.length === 0 && !lost.reading) this.byAgent.delete(agentId);
   }
 
   forget(agentId: string): void {
@@ -348,23 +367,24 @@ export class TaskDelivery {
   }
 
   /**
-   * The agent has just been handed every lease it holds (a WebSocket welcome, GET
-   * /v1/agents/:id/leases): the leases of its lost claims are no longer to be handed over, which
-   * would hand them twice. Call it before the leases are read.
+   * The agent has just been handed `tasks`, every lease it holds, read after whatever was already
+   * committed (a WebSocket welcome, GET /v1/agents/:id/leases): none of them is handed over again as
+   * a lost claim's.
    */
-  handedAllLeases(agentId: string): void {
-    this.lost.forget(agentId);
+  handedAllLeases(agentId: string, tasks: readonly Task[]): void {
+    this.lost.handedAll(agentId, tasks);
   }
 
-  /** @internal One claim that never waits, remembered as lost when its answer is (see LostClaims). */
-  async claimOnce(agentId: string, max: number): Promise<ReadyClaim> {
-    const now = this.options.now();
+  /**
+   * @internal One claim that never waits. Remembered as lost when its answer is (see LostClaims),
+   * if it was made for somebody still there to be handed its tasks (`live`).
+   */
+  async claimOnce(agentId: string, max: number, live: () => boolean): Promise<ReadyClaim> {
+    const claimId = this.lost.newClaimId();
     try {
-      const claimed = await this.options.claimReady({ agentId, max, now });
-      this.lost.answered(agentId, now, claimed.tasks);
-      return claimed;
+      return await this.options.claimReady({ agentId, max, claimId });
     } catch (err) {
-      if (isDependencyUnavailable(err)) this.lost.add(agentId, now);
+      if (isDependencyUnavailable(err) && live()) this.lost.add(agentId, claimId);
       throw err;
     }
   }
@@ -387,6 +407,16 @@ export class TaskDelivery {
   /** @internal */
   forget(channel: Channel): void {
     this.channels.delete(channel);
+  }
+
+  /**
+   * @internal The hand-on of a claim that failed with `err`. One that failed because the store is
+   * unreachable hands nothing on: the others' claims would fail too, and would hand the wake-ups
+   * back, round and round while the outage lasts; the store wakes every waiter for what is queued
+   * once its connections work again (store.listen).
+   */
+  handOnFailed(reasons: Reasons, err: unknown): void {
+    if (!isDependencyUnavailable(err)) this.handOn(reasons);
   }
 
   /** @internal Wakes others for the wake-ups a claim did not use. */
@@ -437,15 +467,17 @@ class Poll {
       this.freedDuringClaim = false;
       let claimed: ReadyClaim;
       try {
-        const lost = await this.delivery.takeLost(agentId, max);
-        if (lost.length > 0) {
-          this.delivery.handOn(reasons);
-          this.to('done');
-          return lost;
+        if ((this.delivery.lostDueAt(agentId) ?? Infinity) <= now()) {
+          const lost = await this.delivery.takeLost(agentId, max);
+          if (lost.length > 0) {
+            this.delivery.handOn(reasons);
+            this.to('done');
+            return lost;
+          }
         }
-        claimed = await this.delivery.claimOnce(agentId, max);
+        claimed = await this.delivery.claimOnce(agentId, max, () => !signal?.aborted && !this.delivery.isStopped);
       } catch (err) {
-        this.delivery.handOn(reasons);
+        this.delivery.handOnFailed(reasons, err);
         this.to('done');
         throw err;
       }
@@ -602,6 +634,7 @@ class Channel implements DeliveryChannel {
     const { waiters, now } = this.delivery.options;
     const agentId = this.options.agent.id;
     let reasons: Reasons = new Map();
+    let failure: unknown;
     try {
       do {
         this.again = false;
@@ -623,7 +656,7 @@ class Channel implements DeliveryChannel {
         this.freedDuringClaim = false;
         let claimed: ReadyClaim;
         try {
-          claimed = await this.delivery.claimOnce(agentId, asked);
+          claimed = await this.delivery.claimOnce(agentId, asked, () => this.state !== 'closed');
         } finally {
           this.asked = 0;
         }
@@ -645,14 +678,16 @@ class Channel implements DeliveryChannel {
         if (missed || this.pending.size > 0) this.again = true;
       } while (this.again);
     } catch (err) {
-      this.delivery.handOn(reasons);
+      failure = err;
+      this.delivery.handOnFailed(reasons, err);
       throw err;
     } finally {
       if (this.state === 'claiming') {
         const pending = this.pending;
         this.pending = new Map();
         this.to('idle');
-        this.delivery.handOn(pending);
+        if (failure === undefined) this.delivery.handOn(pending);
+        else this.delivery.handOnFailed(pending, failure);
         this.pumpWhenLostDue();
       }
     }
@@ -662,13 +697,18 @@ class Channel implements DeliveryChannel {
     return (this.delivery.lostDueAt(this.options.agent.id) ?? Infinity) <= this.delivery.options.now();
   }
 
+  /** Sets its timer to when its agent's lost claims fall due, a later loss having moved that since it was set. */
   private pumpWhenLostDue(): void {
+    clearTimeout(this.lostTimer);
+    this.lostTimer = undefined;
     const dueAt = this.delivery.lostDueAt(this.options.agent.id);
-    if (dueAt === undefined || this.lostTimer !== undefined) return;
+    if (dueAt === undefined) return;
     this.lostTimer = setTimeout(
       () => {
         this.lostTimer = undefined;
         this.pump();
+        // Not due after all (looked for later since): wait again.
+        if (this.state === 'idle') this.pumpWhenLostDue();
       },
       Math.max(0, dueAt - this.delivery.options.now()),
     );

@@ -129,7 +129,7 @@ export class Fleet {
       waiters: this.waiters,
       bus,
       claimReady: (params) => this.tasks.claimReady(params),
-      leasedByClaims: (agentId, claimedAt) => this.tasks.leasedByClaims(agentId, claimedAt),
+      leasedByClaims: (agentId, claimIds, except) => this.tasks.leasedByClaims(agentId, claimIds, except),
       claimOnCredit: store.writesInStartOrder,
       now: ctx.now,
       log,

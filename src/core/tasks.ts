@@ -281,9 +281,9 @@ export class TaskService {
    * One claim that never waits: leases up to `max` ready tasks the agent can do, best first, within
    * its room. When to claim and for whom (long-polls, push channels, wake-ups) is core/delivery.ts's.
    */
-  async claimReady(params: { agentId: string; max: number; now?: number }): Promise<ReadyClaim> {
-    const now = params.now ?? this.ctx.now();
-    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ agentId: params.agentId, max: params.max, now, plan: planClaim });
+  async claimReady(params: { agentId: string; max: number; claimId?: number }): Promise<ReadyClaim> {
+    const now = this.ctx.now();
+    const { agent, previousStatus, tasks, room, heldBack, retryAt } = await this.ctx.store.taskClaim({ ...params, now, plan: planClaim });
     if (retryAt !== null || Object.keys(heldBack).length > 0) this.timers.holds.record(heldBack, retryAt);
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     this.announceClaimed(tasks);
@@ -291,15 +291,15 @@ export class TaskService {
   }
 
   /**
-   * The tasks still leased to the agent by its claims made at `claimedAt` (each a claim's `now`),
-   * read back, and announced as claimReady announces what it leases. For claims whose answer was
-   * lost with their connection: the store may have committed them all the same (see
+   * The tasks still leased to the agent by these claims (their `claimId`s), but those in `except`,
+   * read back and announced as claimReady announces what it leases. For claims whose answer was
+   * lost with their connection, which the store may have committed all the same (see
    * core/delivery.ts).
    */
-  async leasedByClaims(agentId: string, claimedAt: readonly number[]): Promise<Task[]> {
-    const tasks = (await this.leasedTo(agentId)).filter((t) => t.claimedAt !== null && claimedAt.includes(t.claimedAt));
+  async leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<number>): Promise<Task[]> {
+    const tasks = (await this.ctx.store.taskLeasedByClaims({ agentId, claimIds })).filter((t) => !except.has(t.id));
     this.announceClaimed(tasks);
-    return tasks;
+    return this.withDependencies(tasks);
   }
 
   private announceClaimed(tasks: Task[]): void {

@@ -27,6 +27,8 @@ export interface TaskRow {
   created_at: number;
   updated_at: number;
   claimed_at: number | null;
+  /** The claim that leased it last (TaskClaimParams.claimId). */
+  claim_id: number | null;
   completed_at: number | null;
   agent_id: string | null;
   lease_expires_at: number | null;

@@ -79,6 +79,8 @@ export interface TaskStore {
   taskList(params: TaskListParams): Promise<Page<Task>>;
   /** Leases up to `max` queued tasks the agent can do: priority desc, then oldest first. */
   taskClaim(params: TaskClaimParams): Promise<TaskClaimResult>;
+  /** The tasks leased to the agent by these claims (their `claimId`s) and leased to it still. */
+  taskLeasedByClaims(params: { agentId: string; claimIds: readonly number[] }): Promise<Task[]>;
   /** Completes the task if the agent holds its lease. */
   taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<TaskWrite>;
   /** Ends the agent's lease on the task as `endLease` decides. */
@@ -395,6 +397,11 @@ export interface TaskClaimParams {
   /** At most this many; fewer when the agent's maxConcurrency leaves less room. */
   max: number;
   now: number;
+  /**
+   * Written on every task the claim leases (claim_id), so that a claim whose answer was lost can be
+   * read back (core/delivery.ts). A safe integer unique to the claim among the agent's.
+   */
+  claimId?: number;
   /**
    * Core's rule of fair sharing (policies, pauses, turns across keys), called inside the claim's
    * transaction. Core always passes it; without it (tests of the queue alone) a claim takes the

@@ -117,8 +117,9 @@ export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
     },
     async (request) => {
       await fleet.agents.get(request.params.id, readNamespaces(request));
-      fleet.delivery.handedAllLeases(request.params.id);
-      return { tasks: (await fleet.tasks.leasedTo(request.params.id)).map(taskJson) };
+      const leased = await fleet.tasks.leasedTo(request.params.id);
+      fleet.delivery.handedAllLeases(request.params.id, leased);
+      return { tasks: leased.map(taskJson) };
     },
   );
 

@@ -726,6 +726,16 @@ CREATE INDEX task_usage_by_type ON task_usage (namespace, type, at);
 CREATE INDEX tasks_outside_default ON tasks (namespace, id) WHERE namespace <> 'default';
 `,
   },
+  {
+    version: 18,
+    name: 'the claim that leased a task',
+    sql: `
+-- Every claim names itself, as a receipt handle does: a claim whose answer was lost with its
+-- connection (committed all the same) is read back by it. Not indexed: it is read only among the
+-- few tasks leased to one agent.
+ALTER TABLE tasks ADD COLUMN claim_id BIGINT;
+`,
+  },
 ];
 
 /**

@@ -113,7 +113,7 @@ const mayTake = (reqs: string, keys: string, namespace: string) => `${reqs} <@ $
 /**
  * Claims of agents that claim once each and may all take the same requirement keys (`keys`, a
  * query answering req_key), in one statement: `claims`, a JSON array of {ord, agentId, max, now,
- * maxConcurrency}. Each agent's room is its maxConcurrency less its leases. The queued tasks of
+ * maxConcurrency, claimId}. Each agent's room is its maxConcurrency less its leases. The queued tasks of
  * those keys are picked in priority order, as many as the claims together have room for, and dealt
  * out in the claims' order: the first claim gets the first tasks, as if each claim had run alone in
  * turn. Answers the claims' ords in order (`ords`) and for each its room before the claim
@@ -121,13 +121,13 @@ const mayTake = (reqs: string, keys: string, namespace: string) => `${reqs} <@ $
  * tick's function places without parsing them again.
  */
 const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALIZED (
-    SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'now')::bigint AS now, (c->>'max')::int AS max,
+    SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'now')::bigint AS now, (c->>'max')::int AS max, (c->>'claimId')::bigint AS claim_id,
       (c->>'maxConcurrency')::int - (SELECT count(*)::int FROM tasks WHERE agent_id = c->>'agentId' AND status = 'leased') AS free
     FROM jsonb_array_elements(${claims}) AS c
   ), claim AS (
     SELECT room.*, greatest(0, least(max, free)) AS take FROM room
   ), slots AS (
-    SELECT c.ord, s.n, c.agent_id, c.now FROM claim c CROSS JOIN LATERAL generate_series(1, c.take) AS s(n)
+    SELECT c.ord, s.n, c.agent_id, c.now, c.claim_id FROM claim c CROSS JOIN LATERAL generate_series(1, c.take) AS s(n)
   ), picked AS (
     SELECT c.id, c.priority FROM (${keys}) k CROSS JOIN LATERAL (
       -- A task past its expires_at is never handed out, even before the expirer has swept it.
@@ -137,7 +137,7 @@ const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALI
     ) c
     ORDER BY c.priority DESC, c.id LIMIT (SELECT coalesce(sum(take), 0) FROM claim)
   ), leased AS (
-    UPDATE tasks t SET status = 'leased', agent_id = d.agent_id, attempts = t.attempts + 1, claimed_at = d.now, updated_at = d.now,
+    UPDATE tasks t SET status = 'leased', agent_id = d.agent_id, attempts = t.attempts + 1, claim_id = d.claim_id, claimed_at = d.now, updated_at = d.now,
       lease_expires_at = d.now + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
     -- least() skips a NULL execution_timeout_ms: the lease never runs past the attempt's timeout.
     -- The picked tasks in priority order zipped with the claims' slots in order: the deal. By
@@ -145,7 +145,8 @@ const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALI
     -- CTE instead, it may hash the whole table. (By ctid, a row updated after the statement's
     -- snapshot but before its lock would be skipped, unleased, where by id it is rechecked.)
     FROM unnest(ARRAY(SELECT id FROM picked ORDER BY priority DESC, id), ARRAY(SELECT agent_id FROM slots ORDER BY ord, n),
-      ARRAY(SELECT now FROM slots ORDER BY ord, n), ARRAY(SELECT ord FROM slots ORDER BY ord, n)) AS d(id, agent_id, now, ord)
+      ARRAY(SELECT now FROM slots ORDER BY ord, n), ARRAY(SELECT ord FROM slots ORDER BY ord, n),
+      ARRAY(SELECT claim_id FROM slots ORDER BY ord, n)) AS d(id, agent_id, now, ord, claim_id)
     WHERE t.id = d.id
     RETURNING d.ord, t AS task
   ), leased_by_claim AS (
@@ -476,7 +477,7 @@ export function postgresTasks(
       for (const row of await query<AgentRow>('SELECT * FROM agents WHERE id = ANY($1::text[])', [unknown])) shapeOf.set(row.id, remember(toAgent(row)));
     }
     const shapes = batch.map((p) => shapeOf.get(p.agentId));
-    const known = batch.flatMap((p, at) => (shapes[at] ? [{ ...shapes[at], agentId: p.agentId, max: p.max, now: p.now }] : []));
+    const known = batch.flatMap((p, at) => (shapes[at] ? [{ ...shapes[at], agentId: p.agentId, max: p.max, now: p.now, claimId: p.claimId ?? null }] : []));
     const missing = (p: TaskClaimParams) => notFound('agent', p.agentId);
     if (known.length === 0) return batch.map(missing);
     const [{ agents, claimed }] = await query<{
@@ -538,7 +539,7 @@ export function postgresTasks(
       }
       // A claim without a plan, or the plan no longer needed since the tick began: the statement alone.
       const shape = remember(agent);
-      const claim = { ord: 1, agentId: agent.id, max: params.max, now: params.now, maxConcurrency: shape.maxConcurrency };
+      const claim = { ord: 1, agentId: agent.id, max: params.max, now: params.now, maxConcurrency: shape.maxConcurrency, claimId: params.claimId ?? null };
       const [{ claims: [one] }] = await q<{ claims: ClaimedRow[] }>(TASK_CLAIM, [JSON.stringify([claim]), shape.keys, shape.namespace]);
       results[at] = claimedResult(agent, previousStatus, one);
     }
@@ -569,7 +570,7 @@ export function postgresTasks(
     const passed = new Map<QueuedGroup, number>();
     for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
       if (locking) await q('SAVEPOINT fleetd_head');
-      const row = await admission.leaseHead(q, next, agent.id, params.now, passed);
+      const row = await admission.leaseHead(q, next, agent.id, params.now, passed, params.claimId ?? null);
       const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
       if (row && group && row.locks !== '[]') {
         const resources = JSON.parse(row.locks) as string[];
@@ -796,6 +797,14 @@ export function postgresTasks(
 
     taskClaim(params) {
       return claims.run(params);
+    },
+
+    async taskLeasedByClaims(params) {
+      const rows = await query<TaskRow>("SELECT * FROM tasks WHERE agent_id = $1 AND status = 'leased' AND claim_id = ANY($2::bigint[])", [
+        params.agentId,
+        params.claimIds,
+      ]);
+      return rows.map(toTask);
     },
 
     async taskComplete(params) {

@@ -50,7 +50,7 @@ export interface PostgresAdmission {
   locking(q: Query): Promise<boolean>;
   state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState>;
   /** Leases the oldest queued task among these groups to the agent; its row, or undefined when none was left. */
-  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number, after: Map<QueuedGroup, number>): Promise<TaskRow | undefined>;
+  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number, after: Map<QueuedGroup, number>, claimId: number | null): Promise<TaskRow | undefined>;
   record(q: Query, plan: ClaimPlan, now: number): Promise<void>;
 }
 
@@ -73,7 +73,7 @@ const queuedGroups = (filter: string) => `
       WHERE k.req_key = c.req_key AND k.type = c.type AND k.priority = c.priority), 0)::bigint FROM counted c
   ) g WHERE n > 0`;
 
-/** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now. */
+/** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now, $8 the claim's id. */
 const LEASE_HEAD = prepared(
   'lease_head',
   `WITH head AS (
@@ -84,7 +84,7 @@ const LEASE_HEAD = prepared(
      ) h ORDER BY h.id LIMIT 1
    )
    -- As the plain claim: the lease never runs past the attempt's execution timeout (least() skips a NULL).
-   UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claimed_at = $6, updated_at = $6,
+   UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claim_id = $8, claimed_at = $6, updated_at = $6,
      lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
    WHERE t.id = (SELECT id FROM head) RETURNING t.*`,
 );
@@ -165,7 +165,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       return rows.map(toGroup);
     },
     state,
-    async leaseHead(q, groups, agentId, now, after) {
+    async leaseHead(q, groups, agentId, now, after, claimId) {
       const [row] = await q<TaskRow>(LEASE_HEAD, [
         groups.map((g) => g.reqKey),
         groups.map((g) => g.type),
@@ -174,6 +174,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         agentId,
         now,
         groups.map((g) => after.get(g) ?? 0),
+        claimId,
       ]);
       return row;
     },

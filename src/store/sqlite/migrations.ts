@@ -717,6 +717,15 @@ CREATE INDEX task_usage_by_type ON task_usage (namespace, type, at);
 CREATE INDEX tasks_outside_default ON tasks (namespace, id) WHERE namespace <> 'default';
 `,
   },
+  {
+    version: 21,
+    name: 'the claim that leased a task',
+    sql: `
+-- As on PostgreSQL, where a claim's answer can be lost with its connection and is read back by it.
+-- A claim here is never lost; the column keeps the two stores alike.
+ALTER TABLE tasks ADD COLUMN claim_id INTEGER;
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

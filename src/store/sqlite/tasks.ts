@@ -56,13 +56,14 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       "SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = @key AND (expires_at IS NULL OR expires_at > @now) ORDER BY priority DESC, id",
     ),
     // The lease never runs past the attempt's execution timeout, whatever extends it.
-    lease: d.rows(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1,
+    lease: d.rows(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1, claim_id = @claim_id,
         claimed_at = @now, updated_at = @now, lease_expires_at = @now + min(lease_ms, coalesce(execution_timeout_ms, lease_ms)), expires_at = NULL
       WHERE id = @id AND status = 'queued' RETURNING *`),
     agentById: d.rows('SELECT * FROM agents WHERE id = ?'),
     agentHeartbeat: d.rows("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
     inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
     leasedTo: d.rows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
+    leasedByClaims: d.rows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
     leasedBy: d.rows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
     complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
@@ -281,7 +282,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
         const claimable = (s.queuedKeys.all() as string[]).filter((key) => canClaim(key, capabilities, agent.namespace));
         const tasks: Task[] = [];
         const lease = (id: number) => {
-          const row = s.lease.get({ id, agent_id: params.agentId, now: params.now }) as TaskRow | undefined;
+          const row = s.lease.get({ id, agent_id: params.agentId, now: params.now, claim_id: params.claimId ?? null }) as TaskRow | undefined;
           if (row) tasks.push(toTask(row));
           return row !== undefined;
         };
@@ -314,6 +315,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
         for (const c of candidates.slice(0, room)) lease(c.id);
         return { agent, previousStatus: agentRow.status, tasks, room: free - tasks.length, heldBack: {}, retryAt: null };
       });
+    },
+
+    async taskLeasedByClaims(params) {
+      return (s.leasedByClaims.all(params.agentId, JSON.stringify(params.claimIds)) as TaskRow[]).map(toTask);
     },
 
     taskComplete(params) {
