@@ -73,6 +73,8 @@ interface Setup {
   hold(): { release: () => void; reached: Promise<void> };
   /** The next claim happens in the store, and its answer is lost as with a dropped connection: it rejects as unavailable. */
   loseNextAnswer(): void;
+  /** A long-poll of up to `max` tasks whose answer is lost: the store leased them, the caller got a 503. */
+  loseClaim(agentId: string, max: number): Promise<void>;
   /** The next `n` claims reject as unavailable without reaching the store, as while it is known to be down. */
   failNextClaims(n: number): void;
   /** The next `n` reads of lost claims' leases reject as unavailable. */
@@ -160,6 +162,10 @@ function setup(): Setup {
     loseNextAnswer() {
       loseAnswer = true;
     },
+    async loseClaim(agentId, max) {
+      loseAnswer = true;
+      await assert.rejects(delivery.claim({ agentId, max, waitMs: 0 }), isDependencyUnavailable);
+    },
     failNextClaims(n) {
       failingClaims = n;
     },
@@ -210,6 +216,16 @@ function socket() {
     until: (n: number) => (count() >= n ? Promise.resolve() : new Promise<void>((resolve) => waits.push({ n, resolve }))),
   };
   return out;
+}
+
+/** With the clock moved `ms` on, `out` has been sent `ids` (in any order), and nothing a millisecond before. */
+async function sentAfter(out: ReturnType<typeof socket>, ms: number, ids: number[]): Promise<void> {
+  mock.timers.tick(ms - 1);
+  await settle();
+  assert.deepEqual(out.sent, [], `nothing sent ${ms - 1} ms on`);
+  mock.timers.tick(1);
+  await out.until(ids.length);
+  assert.deepEqual(out.ids().sort(), [...ids].sort());
 }
 
 const agentOf = (id: string, capabilities: string[], maxConcurrency = 10) => ({ id, namespace: 'default', capabilities, maxConcurrency });
@@ -357,8 +373,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     it('long-poll: the next claim once the lost one has settled answers its leases, and one before answers as usual', async () => {
       const agent = await s.agent(['a']);
       const [lost1, lost2] = await s.submit({ type: 'a', priority: 1 }, { type: 'a', priority: 1 });
-      s.loseNextAnswer();
-      await assert.rejects(s.delivery.claim({ agentId: agent, max: 2, waitMs: 60_000 }), isDependencyUnavailable);
+      await s.loseClaim(agent, 2);
       assert.deepEqual(await s.status(lost1.id), { status: 'leased', agentId: agent }, 'the store committed the claim');
       const [other] = await s.submit({ type: 'a' });
       // Too early: the lost claim's statement might still be on its way to its commit.
@@ -371,8 +386,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     it('long-poll: a full agent whose room the lost leases took is answered when they settle, not at its deadline', async () => {
       const agent = await s.agent(['a'], 1);
       const [lost] = await s.submit({ type: 'a' });
-      s.loseNextAnswer();
-      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 }), isDependencyUnavailable);
+      await s.loseClaim(agent, 1);
       const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
       await s.transitions.seen(to(agent, 'waiting'));
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
@@ -389,12 +403,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       channel.addCredit(2);
       await s.transitions.seen(to(agent, 'idle'));
       assert.deepEqual(out.sent, []);
-      mock.timers.tick(LOST_CLAIM_SETTLE_MS - 1);
-      await settle();
-      assert.deepEqual(out.sent, [], 'not before it has settled');
-      mock.timers.tick(1);
-      await out.until(2);
-      assert.deepEqual(out.ids().sort(), tasks.map((t) => t.id).sort());
+      await sentAfter(out, LOST_CLAIM_SETTLE_MS, tasks.map((t) => t.id));
       // The credit they took is spent: the next task waits for more.
       const [next] = await s.submit({ type: 'a' });
       await settle();
@@ -419,20 +428,14 @@ describe('task delivery', { timeout: 30_000 }, () => {
       await s.transitions.seen(to(agent, 'idle'), 2);
       mock.timers.tick(2 * LOST_CLAIM_SETTLE_MS);
       await s.transitions.seen(to(agent, 'idle'), 3);
-      mock.timers.tick(4 * LOST_CLAIM_SETTLE_MS - 1);
-      await settle();
-      assert.deepEqual(out.sent, []);
-      mock.timers.tick(1);
-      await out.until(1);
-      assert.deepEqual(out.ids(), [task.id]);
+      await sentAfter(out, 4 * LOST_CLAIM_SETTLE_MS, [task.id]);
       channel.close();
     });
 
     it('is not handed over again after the agent was handed every lease it holds (a welcome)', async () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
-      s.loseNextAnswer();
-      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
+      await s.loseClaim(agent, 1);
       s.delivery.handedAllLeases(agent, await s.fleet.tasks.leasedTo(agent));
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), []);
@@ -442,8 +445,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     it('is not handed over when a welcome handed it while the read-back was on its way', async () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
-      s.loseNextAnswer();
-      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
+      await s.loseClaim(agent, 1);
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       const read = s.holdLostRead();
       const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
@@ -458,8 +460,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
     it('is looked for again when the read-back fails, whatever another claim of the agent did meanwhile', async () => {
       const agent = await s.agent(['a']);
       const tasks = await s.submit({ type: 'a' }, { type: 'a' });
-      s.loseNextAnswer();
-      await assert.rejects(s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 }), isDependencyUnavailable);
+      await s.loseClaim(agent, 2);
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       const read = s.holdLostRead();
       const first = s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 });
@@ -488,12 +489,8 @@ describe('task delivery', { timeout: 30_000 }, () => {
       // The store is back: a claim finds the agent full, and nothing will wake it but the timer.
       await s.submit({ type: 'a' });
       await s.transitions.seen(to(agent, 'idle'), 3);
-      mock.timers.tick(LOST_CLAIM_SETTLE_MS - 500);
-      await settle();
-      assert.deepEqual(out.sent, [], 'the first timer finds them not yet due');
-      mock.timers.tick(500);
-      await out.until(1);
-      assert.deepEqual(out.ids(), [lost.id]);
+      // The first timer, 500 ms before, finds them not yet due.
+      await sentAfter(out, LOST_CLAIM_SETTLE_MS, [lost.id]);
       channel.close();
     });
 
