@@ -126,7 +126,7 @@ function setup(): Setup {
       }
       if (loseAnswer) {
         loseAnswer = false;
-        throw dependencyUnavailable('postgres', 'Connection terminated unexpectedly');
+        throw dependencyUnavailable('postgres', 'the database connection was lost: Connection terminated unexpectedly', 1, true);
       }
       return claimed;
     },
@@ -442,6 +442,59 @@ describe('task delivery', { timeout: 30_000 }, () => {
       assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
     });
 
+    it('long-poll: what does not fit its max is read again by the agent\'s next claim, a waiting one woken for it', async () => {
+      const agent = await s.agent(['a'], 2);
+      const tasks = await s.submit({ type: 'a' }, { type: 'a' });
+      await s.loseClaim(agent, 2);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const read = s.holdLostRead();
+      const first = s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      await read.reached;
+      // Started while the read is on its way: it finds the agent full and waits, with no time set to look.
+      const second = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(agent, 'waiting'));
+      read.release();
+      const answers = [...(await first), ...(await second)];
+      assert.deepEqual(answers.map((t) => t.id).sort(), tasks.map((t) => t.id).sort());
+    });
+
+    it('a task released and leased again by a later lost claim is handed over, though a welcome had handed its first lease', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      await s.loseClaim(agent, 1);
+      s.delivery.handedAllLeases(agent, await s.fleet.tasks.leasedTo(agent));
+      mock.timers.tick(10);
+      await s.fleet.tasks.release({ id: task.id, agentId: agent, delayMs: 0 });
+      await s.loseClaim(agent, 1);
+      assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 })).map((t) => t.id), [task.id]);
+    });
+
+    it('a claim that failed before it reached the store is not remembered', async () => {
+      const agent = await s.agent(['a']);
+      s.failNextClaims(1);
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), isDependencyUnavailable);
+      assert.equal(s.delivery.lostDueAt(agent), undefined);
+    });
+
+    it('push channel: sends nothing before its first credit (the welcome comes first), lost claims\' tasks included', async () => {
+      const agent = await s.agent(['a']);
+      const [task] = await s.submit({ type: 'a' });
+      await s.loseClaim(agent, 1);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      // One of the agent's leases ends while its welcome is being read.
+      s.waiters.wakeAgent(agent);
+      for (let i = 0; i < 5; i++) await settle();
+      assert.deepEqual(out.sent, []);
+      channel.addCredit(1);
+      await out.until(1);
+      assert.deepEqual(out.ids(), [task.id]);
+      channel.close();
+    });
+
     it('is not handed over when a welcome handed it while the read-back was on its way', async () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
@@ -489,7 +542,6 @@ describe('task delivery', { timeout: 30_000 }, () => {
       // The store is back: a claim finds the agent full, and nothing will wake it but the timer.
       await s.submit({ type: 'a' });
       await s.transitions.seen(to(agent, 'idle'), 3);
-      // The first timer, 500 ms before, finds them not yet due.
       await sentAfter(out, LOST_CLAIM_SETTLE_MS, [lost.id]);
       channel.close();
     });

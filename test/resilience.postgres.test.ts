@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { FleetClient } from '../src/client/index.js';
 import { FakeLlm, finishedRun } from './fake-llm.js';
 import { eventually, tempDir } from './helpers.js';
 import { logLines, metric, ResilienceCluster } from './resilience/cluster.js';
@@ -161,6 +165,70 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
       // PostgreSQL ran the claim to its commit; the answer naming the tasks it leased is cut halfway.
       // Leases last 60 s, so only the node's own recovery gets them done within the 30 s allowed.
       await cluster.postgresProxy.cutWhen('to-client', (chunk) => /leased_tasks\\*" : \[\{/.test(chunk.toString('latin1')));
+    });
+  });
+
+  /**
+   * A long-poll agent of both nodes (TypeScript or Python SDK) long-polls the first: the answer to its
+   * claim, naming the task it leased, is cut. The first node answers the claim 503, outcome unknown,
+   * and the agent fails over to the second, which knows nothing of that claim: only the agent's own
+   * look at its leases finds the task within its lease, and it runs once.
+   */
+  async function cutLongPollClaim(start: (urls: string[]) => Promise<{ runs: (id: number) => number; stop: () => Promise<void> }>): Promise<void> {
+    const [first, second] = cluster.nodes;
+    const agent = await start([first.url, second.url]);
+    try {
+      const marker = `cut-${randomUUID()}`;
+      const cut = cluster.postgresProxy.cutWhen('to-client', (chunk) => {
+        const text = chunk.toString('latin1');
+        return text.includes('leased_tasks') && text.includes(marker);
+      });
+      // Submitted on the second node: the first, where the agent long-polls, is woken through Redis.
+      const { body } = await second.api.post('/v1/tasks', { type: 'echo', payload: { marker }, leaseMs: 60_000 });
+      await cut;
+      await eventually(async () => (await second.api.get(`/v1/tasks/${body.task.id}`)).body.status === 'completed', 20_000, 'the task completed');
+      assert.equal(agent.runs(body.task.id), 1, 'it ran once');
+    } finally {
+      await agent.stop();
+    }
+  }
+
+  it("a long-poll agent of the TypeScript SDK whose claim's answer is cut takes its task back from the other node", async () => {
+    await cutLongPollClaim(async (urls) => {
+      const runs = new Map<number, number>();
+      const agent = new FleetClient({ urls, apiKey: cluster.adminKey }).agent({ name: 'ts-poller', capabilities: ['echo'], concurrency: 1, transport: 'poll' });
+      agent.on('error', () => {});
+      await agent.work((task) => {
+        runs.set(task.id, (runs.get(task.id) ?? 0) + 1);
+        return task.payload;
+      });
+      return { runs: (id) => runs.get(id) ?? 0, stop: () => agent.stop({ timeoutMs: 1_000 }) };
+    });
+  });
+
+  it("a long-poll agent of the Python SDK whose claim's answer is cut takes its task back from the other node", async () => {
+    await cutLongPollClaim(async (urls) => {
+      const child = spawn(
+        '/usr/bin/python3',
+        ['-m', 'fleetd.agent', '--url', urls.join(','), '--capabilities', 'echo', '--concurrency', '1', '--transport', 'poll', '--name', 'py-poller'],
+        { cwd: join(import.meta.dirname, '..', 'clients', 'python'), env: { ...process.env, FLEETD_API_KEY: cluster.adminKey }, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let output = '';
+      child.stdout.on('data', (d) => (output += d));
+      child.stderr.on('data', (d) => (output += d));
+      const stop = async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = once(child, 'exit');
+        child.kill('SIGKILL');
+        await exited;
+      };
+      try {
+        await eventually(() => output.includes('connected to'), 20_000, `the Python agent connected: ${output}`);
+      } catch (err) {
+        await stop();
+        throw err;
+      }
+      return { runs: (id) => output.split('\n').filter((line) => line.includes(`task ${id} echo`)).length, stop };
     });
   });
 

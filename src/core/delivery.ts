@@ -1,6 +1,6 @@
 import { AssertionError } from 'node:assert';
 import type { Bus } from '../bus/bus.js';
-import { isDependencyUnavailable } from '../domain/errors.js';
+import { isDependencyUnavailable, outcomeUnknown } from '../domain/errors.js';
 import { claimKeysOf, taskRequirementKey } from '../domain/requirements.js';
 import type { Agent, Task } from '../domain/types.js';
 import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
@@ -105,8 +105,8 @@ export interface DeliveryOptions {
   bus: Bus;
   /** One claim that never waits (TaskService.claimReady), written as `claimId`. `max` is always at least 1. */
   claimReady(params: { agentId: string; max: number; claimId: number }): Promise<ReadyClaim>;
-  /** The tasks still leased to the agent by these claims, but those in `except` (TaskService.leasedByClaims). */
-  leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<number>): Promise<Task[]>;
+  /** The tasks still leased to the agent by these claims, but the leases in `except` (TaskService.leasedByClaims). */
+  leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<string>): Promise<Task[]>;
   /**
    * Credit makes a channel whose agent was full claim again (see Channel.addCredit). Only where the
    * store runs a turn's writes in the order they were started (Store.writesInStartOrder): elsewhere
@@ -179,12 +179,10 @@ const LOST_CLAIM_RETRY_MAX_MS = 10_000;
 const LOST_CLAIMS_KEPT = 64;
 
 interface AgentLostClaims {
-  /** Lost claims not yet read back, oldest first. */
+  /** Lost claims not yet read back in full, oldest first. */
   claimIds: Set<number>;
-  /** Tasks read back and not yet handed over. */
-  found: Task[];
-  /** Tasks the agent has been handed since the first loss, here or by a welcome or GET /leases: never handed again. */
-  handed: Set<number>;
+  /** Leases (`leaseKey`) the agent has been handed since the first loss, here or by a welcome or GET /leases: never handed again. */
+  handed: Set<string>;
   /** When to read them back (the fleet's clock). */
   lookAt: number;
   failures: number;
@@ -192,18 +190,22 @@ interface AgentLostClaims {
   reading: boolean;
 }
 
+/** One lease of a task: a task released and leased again is another. */
+export const leaseKey = (task: Pick<Task, 'id' | 'claimedAt'>): string => `${task.id}@${task.claimedAt}`;
+
 /**
  * Claims whose answer was lost, by agent. A claim that failed because the store's connection dropped
- * (isDependencyUnavailable) may have leased tasks all the same: PostgreSQL runs a statement to its
- * commit whatever became of the connection that sent it. Those leases reached nobody, and alone they
- * would hold their tasks, and the agent's room, until they expire. So every claim carries an id,
- * written on each task it leases (claim_id, as a receipt handle), and the agent's next claim on this
- * node hands a lost claim's tasks over first, read back by that id once LOST_CLAIM_SETTLE_MS has
- * passed. A claim made for nobody (a closed channel, a long-poll whose client hung up) is not
- * remembered: its tasks are the welcome's, the grace's or the lease's to deal with, as when it is
- * answered. What is handed to the agent otherwise in the meantime (a WebSocket welcome, GET
- * /v1/agents/:id/leases, each after its read) is never handed again, and the agent's going offline
- * forgets them, as it releases their leases.
+ * while its statement was on its way (outcomeUnknown) may have leased tasks all the same: PostgreSQL
+ * runs a statement to its commit whatever became of the connection that sent it. Those leases reached
+ * nobody, and alone they would hold their tasks, and the agent's room, until they expire. So every
+ * claim carries an id, written on each task it leases (claim_id, as a receipt handle), and the
+ * agent's next claim on this node hands a lost claim's tasks over first, read back by that id once
+ * LOST_CLAIM_SETTLE_MS has passed (and then only when they are still leased to the agent). A claim
+ * made for nobody (a closed channel, a long-poll whose client hung up) is not remembered: its tasks
+ * are the welcome's, the grace's or the lease's to deal with, as when it is answered. What is handed
+ * to the agent otherwise in the meantime (a WebSocket welcome, GET /v1/agents/:id/leases, each after
+ * its read) is never handed again, and the agent's going offline forgets them, as it releases their
+ * leases.
  */
 class LostClaims {
   private readonly byAgent = new Map<string, AgentLostClaims>();
@@ -219,61 +221,60 @@ class LostClaims {
   add(agentId: string, claimId: number): void {
     const lookAt = this.options.now() + LOST_CLAIM_SETTLE_MS;
     let lost = this.byAgent.get(agentId);
-    if (!lost) this.byAgent.set(agentId, (lost = { claimIds: new Set(), found: [], handed: new Set(), lookAt, failures: 0, reading: false }));
+    if (!lost) this.byAgent.set(agentId, (lost = { claimIds: new Set(), handed: new Set(), lookAt, failures: 0, reading: false }));
     lost.claimIds.add(claimId);
     if (lost.claimIds.size > LOST_CLAIMS_KEPT) lost.claimIds.delete(lost.claimIds.values().next().value!);
     lost.lookAt = Math.max(lost.lookAt, lookAt);
   }
 
-  /** When the agent's lost claims are due to be handed over (the fleet's clock); undefined when it has none waiting, or they are being read. */
+  /** When the agent's lost claims are due to be read back (the fleet's clock); undefined when it has none, or they are being read. */
   dueAt(agentId: string): number | undefined {
     const lost = this.byAgent.get(agentId);
-    if (!lost || lost.reading) return undefined;
-    if (lost.found.length > 0) return -Infinity;
-    return lost.claimIds.size > 0 ? lost.lookAt : undefined;
+    return lost && !lost.reading ? lost.lookAt : undefined;
   }
 
   /**
-   * Up to `max` of the tasks the agent's lost claims leased: [] when it has none, before they are
-   * due, or while another claim reads them. Rejects when the store cannot be read: they are looked
-   * for again later, each time later.
+   * Up to `max` of the tasks the agent's lost claims leased, read back: [] when it has none, before
+   * they are due, or while another claim reads them. Rejects when the store cannot be read: they
+   * are looked for again later, each time later. Tasks left over for want of room are read again
+   * by the next claim, whom the agent's waiters are woken to make.
    */
   async take(agentId: string, max: number): Promise<Task[]> {
     const lost = this.byAgent.get(agentId);
-    if (!lost || lost.reading) return [];
-    if (lost.claimIds.size > 0 && lost.lookAt <= this.options.now()) {
-      const claimIds = [...lost.claimIds];
-      lost.reading = true;
-      let leased: Task[];
-      try {
-        leased = await this.options.leasedByClaims(agentId, claimIds, lost.handed);
-      } catch (err) {
-        lost.failures++;
-        lost.lookAt = this.options.now() + Math.min(LOST_CLAIM_RETRY_MAX_MS, LOST_CLAIM_SETTLE_MS * 2 ** lost.failures);
-        throw err;
-      } finally {
-        lost.reading = false;
-      }
-      // Forgotten meanwhile: the agent went offline, and its leases were released.
-      if (this.byAgent.get(agentId) !== lost) return [];
-      for (const id of claimIds) lost.claimIds.delete(id);
-      lost.failures = 0;
-      // A welcome whose read finished first has handed some of them already.
-      for (const task of leased) if (!lost.handed.has(task.id) && !lost.found.some((t) => t.id === task.id)) lost.found.push(task);
+    if (!lost || lost.reading || lost.lookAt > this.options.now()) return [];
+    const claimIds = [...lost.claimIds];
+    lost.reading = true;
+    let leased: Task[];
+    try {
+      leased = await this.options.leasedByClaims(agentId, claimIds, lost.handed);
+    } catch (err) {
+      lost.reading = false;
+      lost.failures++;
+      lost.lookAt = this.options.now() + Math.min(LOST_CLAIM_RETRY_MAX_MS, LOST_CLAIM_SETTLE_MS * 2 ** lost.failures);
+      // Those of the agent's claims that waited meanwhile set no time to look again: they set it now.
+      this.options.waiters.wakeAgent(agentId);
+      throw err;
     }
-    const tasks = lost.found.splice(0, max);
-    for (const task of tasks) lost.handed.add(task.id);
-    if (lost.claimIds.size === 0 && lost.found.length === 0) this.byAgent.delete(agentId);
+    lost.reading = false;
+    // Forgotten meanwhile: the agent went offline, and its leases were released.
+    if (this.byAgent.get(agentId) !== lost) return [];
+    lost.failures = 0;
+    // A welcome whose read finished first has handed some of them already.
+    const fresh = leased.filter((t) => !lost.handed.has(leaseKey(t)));
+    const tasks = fresh.slice(0, max);
+    for (const task of tasks) lost.handed.add(leaseKey(task));
+    if (tasks.length < fresh.length) this.options.waiters.wakeAgent(agentId);
+    else {
+      for (const id of claimIds) lost.claimIds.delete(id);
+      if (lost.claimIds.size === 0) this.byAgent.delete(agentId);
+    }
     return tasks;
   }
 
   /** The agent was just handed `tasks`, every lease it holds: none of them is handed again. */
   handedAll(agentId: string, tasks: readonly Task[]): void {
     const lost = this.byAgent.get(agentId);
-    if (!lost) return;
-    for (const task of tasks) lost.handed.add(task.id);
-    lost.found = lost.found.filter((t) => !lost.handed.has(t.id));
-    if (lost.claimIds.size === 0 && lost.found.length === 0 && !lost.reading) this.byAgent.delete(agentId);
+    if (lost) for (const task of tasks) lost.handed.add(leaseKey(task));
   }
 
   forget(agentId: string): void {
@@ -384,7 +385,7 @@ export class TaskDelivery {
     try {
       return await this.options.claimReady({ agentId, max, claimId });
     } catch (err) {
-      if (isDependencyUnavailable(err) && live()) this.lost.add(agentId, claimId);
+      if (outcomeUnknown(err) && live()) this.lost.add(agentId, claimId);
       throw err;
     }
   }
@@ -558,6 +559,11 @@ class Channel implements DeliveryChannel {
   private again = false;
   /** Set while its agent has lost claims not yet due: pumps when they are. */
   private lostTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * It has been granted credit: the agent has its welcome, which lists every lease it held then. Until
+   * then it sends nothing, lost claims' tasks included, which the welcome may list again.
+   */
+  private credited = false;
   private readonly removeWaiter: () => void;
 
   constructor(
@@ -589,6 +595,7 @@ class Channel implements DeliveryChannel {
 
   addCredit(n: number): void {
     if (this.state === 'closed') return;
+    this.credited = true;
     // Credit past maxConcurrency is never usable (the store leases no more), and a waiter wanting
     // more than it can hold is counted for tasks that it must then hand on to others.
     this.credit = Math.min(this.credit + n, this.options.agent.maxConcurrency);
@@ -694,7 +701,7 @@ class Channel implements DeliveryChannel {
   }
 
   private lostDue(): boolean {
-    return (this.delivery.lostDueAt(this.options.agent.id) ?? Infinity) <= this.delivery.options.now();
+    return this.credited && (this.delivery.lostDueAt(this.options.agent.id) ?? Infinity) <= this.delivery.options.now();
   }
 
   /** Sets its timer to when its agent's lost claims fall due, a later loss having moved that since it was set. */

@@ -2,7 +2,7 @@ import { claimKeysOf, namespaceRequirement, pinnedTo, taskRequirementKey } from 
 import { DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible, type NamespaceFilter } from '../domain/namespaces.js';
 import { IDEMPOTENCY_KEY_SEPARATOR, type TaskBulkFilter, type TaskInsertParams, type TaskInsertResult, type TaskTransition, type TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
-import type { ReadyClaim } from './delivery.js';
+import { leaseKey, type ReadyClaim } from './delivery.js';
 import { invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
@@ -291,13 +291,13 @@ export class TaskService {
   }
 
   /**
-   * The tasks still leased to the agent by these claims (their `claimId`s), but those in `except`,
-   * read back and announced as claimReady announces what it leases. For claims whose answer was
-   * lost with their connection, which the store may have committed all the same (see
-   * core/delivery.ts).
+   * The tasks still leased to the agent by these claims (their `claimId`s), but the leases in
+   * `except` (leaseKey), read back and announced as claimReady announces what it leases.
+   * For claims whose answer was lost with their connection, which the store may have committed all
+   * the same (see core/delivery.ts).
    */
-  async leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<number>): Promise<Task[]> {
-    const tasks = (await this.ctx.store.taskLeasedByClaims({ agentId, claimIds })).filter((t) => !except.has(t.id));
+  async leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<string>): Promise<Task[]> {
+    const tasks = (await this.ctx.store.taskLeasedByClaims({ agentId, claimIds })).filter((t) => !except.has(leaseKey(t)));
     this.announceClaimed(tasks);
     return this.withDependencies(tasks);
   }

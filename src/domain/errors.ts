@@ -97,9 +97,16 @@ export const notFound = (what: string, id: string | number): FleetError =>
 export const invalid = (field: string, message: string, extra: Record<string, unknown> = {}): FleetError =>
   new FleetError('FLEETD_ERR_VALIDATION', `${field}: ${message}`, { field, ...extra });
 
-/** A dependency is down: a 503 with Retry-After, and no log line of its own (the outage is logged once). */
-export const dependencyUnavailable = (dependency: string, message: string, retryAfterSeconds = 1): FleetError =>
-  new FleetError('FLEETD_ERR_UNAVAILABLE', message, { dependency, retryAfterSeconds });
+/**
+ * A dependency is down: a 503 with Retry-After, and no log line of its own (the outage is logged
+ * once). `outcomeUnknown`: the connection was lost while a statement was on its way, which may have
+ * been written all the same (a claim may have leased tasks: GET /v1/agents/:id/leases lists them).
+ */
+export const dependencyUnavailable = (dependency: string, message: string, retryAfterSeconds = 1, outcomeUnknown = false): FleetError =>
+  new FleetError('FLEETD_ERR_UNAVAILABLE', message, { dependency, retryAfterSeconds, ...(outcomeUnknown ? { outcomeUnknown } : {}) });
+
+/** Whether the request may have been written despite its error: see dependencyUnavailable. */
+export const outcomeUnknown = (err: unknown): boolean => err instanceof FleetError && err.details.outcomeUnknown === true;
 
 /** The error a waiting task is cancelled with when a dependency of its fails: the same in both drivers. */
 export const dependencyFailedError = { code: 'FLEETD_ERR_DEPENDENCY_FAILED' satisfies ErrorCode, message: 'a task this one depends on ended dead or cancelled' };

@@ -403,8 +403,13 @@ export class FleetAgent extends EventEmitter {
     if (notResumed) this.warn(notResumed);
     this.emit('connected', { transport: 'poll' });
     let attempt = 0;
+    // A claim answered 503 with outcomeUnknown: the server lost its database connection with the
+    // claim on its way, and the claim may have leased tasks all the same. They are taken back once
+    // the leases can be read (after the Retry-After wait), on whichever node answers.
+    let leasesInDoubt = false;
     try {
       while (!this.stopping) {
+        if (leasesInDoubt && !(await this.resumeLeases())) leasesInDoubt = false;
         const free = this.concurrency - this.inFlight;
         if (free <= 0) {
           await new Promise<void>((resolve) => (this.slotFreed = resolve));
@@ -424,6 +429,7 @@ export class FleetAgent extends EventEmitter {
         } catch (err) {
           if (this.stopping) return;
           if (err instanceof FleetApiError && err.status === 404) return this.fatal(err);
+          if (err instanceof FleetApiError && err.details.outcomeUnknown === true) leasesInDoubt = true;
           attempt++;
           // A dropped keep-alive connection, say: once the agent holds what the lost answer leased
           // (rather than waiting for those leases to lapse), nothing is amiss. A second drop in a

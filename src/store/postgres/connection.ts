@@ -116,11 +116,16 @@ export class PostgresConnection {
     }
   }
 
-  /** A statement's error as the request should see it: a lost connection becomes a 503 (and starts a probe); anything else is left as it is. */
-  translate(err: unknown): unknown {
+  /**
+   * A statement's error as the request should see it: a lost connection becomes a 503 (and starts a
+   * probe); anything else is left as it is. `sent`: the connection was lost with a statement that
+   * commits on its own on its way (not a BEGIN … COMMIT before its COMMIT), which PostgreSQL may
+   * have run to its commit all the same: the 503 says its outcome is unknown.
+   */
+  translate(err: unknown, sent = false): unknown {
     if (err instanceof FleetError || !isConnectionError(err)) return err;
     this.failed(err);
-    return dependencyUnavailable('postgres', `the database connection was lost: ${(err as Error).message}`);
+    return dependencyUnavailable('postgres', `the database connection was lost: ${(err as Error).message}`, 1, sent);
   }
 
   /** Runs `callback` whenever connections may have missed notifications and now work again; returns the function that stops it. */

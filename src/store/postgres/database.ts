@@ -88,7 +88,7 @@ export class PostgresDatabase {
     try {
       return (await client.query<R>(toQueryConfig(text, values))).rows;
     } catch (err) {
-      throw this.connection.translate(err);
+      throw this.connection.translate(err, true);
     } finally {
       client.release();
     }
@@ -101,16 +101,18 @@ export class PostgresDatabase {
   async transaction<T>(work: (q: Query) => Promise<T>, retryOn: string[] = []): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.connect();
+      let committing = false;
       try {
         await client.query('BEGIN');
         const result = await work(async (text, values = []) => (await client.query(toQueryConfig(text, values))).rows);
+        committing = true;
         await client.query('COMMIT');
         return result;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
         const code = (err as { code?: string }).code ?? '';
         if (attempt < 5 && (RETRYABLE.has(code) || retryOn.includes(code))) continue;
-        throw this.connection.translate(err);
+        throw this.connection.translate(err, committing);
       } finally {
         client.release();
       }

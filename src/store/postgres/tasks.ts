@@ -799,12 +799,17 @@ export function postgresTasks(
       return claims.run(params);
     },
 
-    async taskLeasedByClaims(params) {
-      const rows = await query<TaskRow>("SELECT * FROM tasks WHERE agent_id = $1 AND status = 'leased' AND claim_id = ANY($2::bigint[])", [
-        params.agentId,
-        params.claimIds,
-      ]);
-      return rows.map(toTask);
+    taskLeasedByClaims(params) {
+      // The agent's row first: a claim of the agent still running (waiting on that lock, say) holds it
+      // to its commit, and the read that follows sees what it leased.
+      return db.transaction(async (q) => {
+        await q('SELECT 1 FROM agents WHERE id = $1 FOR SHARE', [params.agentId]);
+        const rows = await q<TaskRow>("SELECT * FROM tasks WHERE agent_id = $1 AND status = 'leased' AND claim_id = ANY($2::bigint[])", [
+          params.agentId,
+          params.claimIds,
+        ]);
+        return rows.map(toTask);
+      });
     },
 
     async taskComplete(params) {

@@ -516,8 +516,14 @@ class AsyncAgent:
             self._warn(not_resumed)
         self._ready("poll")
         attempt = 0
+        # A claim answered 503 with outcomeUnknown: the server lost its database connection with the
+        # claim on its way, and the claim may have leased tasks all the same. They are taken back once
+        # the leases can be read (after the Retry-After wait), on whichever node answers.
+        leases_in_doubt = False
         try:
             while not self._stopping:
+                if leases_in_doubt and await self._resume_leases() is None:
+                    leases_in_doubt = False
                 free = self.concurrency - len(self._running)
                 if free <= 0:
                     self._slot_freed.clear()
@@ -535,6 +541,8 @@ class AsyncAgent:
                 except (FleetUnavailableError, FleetApiError) as err:
                     if isinstance(err, FleetApiError) and err.status in (401, 404):
                         return self._fatal(err)
+                    if isinstance(err, FleetApiError) and err.details.get("outcomeUnknown") is True:
+                        leases_in_doubt = True
                     attempt += 1
                     # A dropped keep-alive connection, say: once the agent holds what the lost answer
                     # leased (rather than waiting for those leases to lapse), nothing is amiss. A
