@@ -16,6 +16,8 @@
  * Then heartbeats: `--heartbeat-agents` agents heartbeating over `--connections` connections for
  * `--seconds` (fleetd as it ships: rate limits on, each agent well inside its own), against a bare
  * Fastify route answering {} driven the same way, in the same run: both rates, P99s and the ratio.
+ * More agents than asked when the bare route's rate would take them past half their heartbeat rate
+ * limit: a heartbeat refused 429 is cheaper than one served, and would flatter the ratio.
  * The defaults are short; a quiet machine's figures want `--tasks 20000 --seconds 10`.
  *
  * With `--postgres 1` every fleetd server of the run keeps its data in PostgreSQL
@@ -27,6 +29,7 @@ import { Queue, Worker } from 'bullmq';
 import { FleetClient, type FleetAgent } from '../../src/client/index.js';
 import { BENCH_ADMIN_KEY, BENCH_DATABASE_URL, BENCH_REDIS_URL, dropSchemas, flags, postgresCpuFrom, report, startServerProcess, untilCompleted, type Row, type ServerProcess } from '../lib.js';
 import { Client, hammer, startBareFastify } from '../load.js';
+import { resolveConfig } from '../../src/config.js';
 
 type Shape = { name: string; workers: number; concurrency: number };
 
@@ -132,8 +135,8 @@ async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: numbe
 }
 
 /** Heartbeats of many agents against a bare Fastify route, both over the same connections for the same time. */
-async function heartbeats(startFleetd: StartFleetd, agents: number, connections: number, seconds: number): Promise<Row[]> {
-  process.stdout.write(`\n— heartbeats: ${agents} agents over ${connections} connections, ${seconds} s, against a bare Fastify route —\n`);
+async function heartbeats(startFleetd: StartFleetd, atLeast: number, connections: number, seconds: number): Promise<Row[]> {
+  process.stdout.write(`\n— heartbeats: ${connections} connections, ${seconds} s, against a bare Fastify route —\n`);
   const bare = await startBareFastify();
   const bareCpu = bare.cpuMs();
   // CPU a request says more than the rate on a shared machine (the rate of either may be the load generator's).
@@ -143,6 +146,7 @@ async function heartbeats(startFleetd: StartFleetd, agents: number, connections:
     await bare.stop();
   });
   const bareUs = perRequestUs(bareCpuMs, baseline.rps * seconds);
+  const agents = Math.max(atLeast, Math.ceil((baseline.rps * 2) / resolveConfig({}, {}).rateLimitHeartbeat));
   const server = await startFleetd();
   const http = new Client(server.url);
   try {
@@ -153,6 +157,7 @@ async function heartbeats(startFleetd: StartFleetd, agents: number, connections:
       });
       ids.push(...batch.body.items.map((r: { agent: { id: string } }) => r.agent.id));
     }
+    process.stdout.write(`${agents} agents (each at most half its rate limit at the bare route's ${baseline.rps} req/s)\n`);
     const serverCpu = server.cpuMs();
     const hb = await hammer(server.url, { connections, seconds, pathFor: (i) => `/v1/agents/${ids[i % ids.length]}/heartbeat` });
     const hbUs = perRequestUs(server.cpuMs() - serverCpu, hb.rps * seconds);
