@@ -6,7 +6,7 @@ import { openPostgres, type PostgresDriver } from '../src/store/postgres/driver.
 import { migrations } from '../src/store/postgres/migrations.js';
 import { TASK_CLAIM } from '../src/store/postgres/tasks.js';
 import { CLAIM_BEAT_WRITE_MS } from '../src/store/store.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer } from './helpers.js';
 import { task } from './store/harness.js';
 import { freshPostgres, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
@@ -234,6 +234,33 @@ describe('postgres store listener', { timeout: 30_000 }, () => {
       const woken = new Promise<Record<string, number>>((resolve) => (wake = resolve));
       await b.store.taskInsertMany({ tasks: [task('r')], now: 0, onRepeat: repeatCheck('task', []) });
       assert.deepEqual(await woken, { r: 1 });
+      await stop();
+    } finally {
+      await admin.end();
+      await b.close();
+      await destroy();
+    }
+  });
+});
+
+describe('postgres store after an outage', { timeout: 30_000 }, () => {
+  it('catches up again a second later when its catch-up finds no pooled connection free', async () => {
+    const { driver: a, openSibling, destroy } = await freshPostgres({ poolSize: 1, poolTimeoutMs: 200 });
+    const b = openSibling();
+    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await admin.connect();
+    try {
+      // Queued while nobody listens: only a catch-up wakes for it.
+      await b.store.taskInsertMany({ tasks: [task('r')], now: 0, onRepeat: repeatCheck('task', []) });
+      const heard: Record<string, number>[] = [];
+      const stop = await a.listen!((e) => heard.push(e));
+      // The pool's one connection is busy for 1.5 s: the catch-up the reopened LISTEN connection
+      // starts gets no connection within 200 ms.
+      const busy = a.database.query('SELECT pg_sleep(1.5)');
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`${a.database.nodeId}-listen`]);
+      await busy;
+      await eventually(() => heard.length > 0, 10_000, 'woken for the queued task');
+      assert.deepEqual(heard[0], { r: 1 });
       await stop();
     } finally {
       await admin.end();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { DependencyReporter } from '../../domain/dependencies.js';
+import { isDependencyUnavailable } from '../../domain/errors.js';
 import type { Page } from '../../domain/types.js';
 import { keysetPage, type KeysetQuery } from '../keyset.js';
 import type { PoolStats } from '../store.js';
@@ -45,6 +46,9 @@ export const prepared = (name: string, text: string): Prepared => ({ name: `flee
 export type Query = <R extends pg.QueryResultRow>(text: string | Prepared, values?: unknown[]) => Promise<R[]>;
 
 const toQueryConfig = (text: string | Prepared, values: unknown[]) => (typeof text === 'string' ? { text, values } : { ...text, values });
+
+/** How long after a catch-up that failed for want of a pooled connection it is tried again. */
+const CATCH_UP_RETRY_MS = 1_000;
 
 /**
  * The connection pool every area of the PostgreSQL driver shares (and the LISTEN connection for
@@ -160,8 +164,18 @@ export class PostgresDatabase {
       );
       if (rows.length > 0 && !stopped) onAvailable(Object.fromEntries(rows.map((r) => [r.req_key, Math.min(Number(r.n), most)])));
     };
-    // A catch-up that fails starts another probe, whose success catches up again.
-    const stopCatchingUp = this.connection.onRecovered(() => void catchUp().catch(() => {}));
+    // A catch-up that loses its connection starts another probe, whose success catches up again.
+    // One that fails otherwise (no pooled connection free in time, as the nodes' requests come back
+    // at once) is tried again a second later: claims that failed in the outage handed their
+    // wake-ups on to nobody, and this is what wakes them.
+    let retry: NodeJS.Timeout | undefined;
+    const catchUpAfterOutage = (): void => {
+      clearTimeout(retry);
+      void catchUp().catch((err: unknown) => {
+        if (!stopped && !isDependencyUnavailable(err)) (retry = setTimeout(catchUpAfterOutage, CATCH_UP_RETRY_MS)).unref();
+      });
+    };
+    const stopCatchingUp = this.connection.onRecovered(catchUpAfterOutage);
     const stopListening = await this.connection.listen('fleetd_tasks_available', (payload) => {
       const { schema, node, byRequirement } = JSON.parse(payload) as { schema: string; node: string; byRequirement: Record<string, number> };
       if (schema === this.schema && node !== this.nodeId) onAvailable(byRequirement);
@@ -182,6 +196,7 @@ export class PostgresDatabase {
     return async () => {
       stopped = true;
       clearInterval(recheck);
+      clearTimeout(retry);
       stopCatchingUp();
       await stopListening();
     };
