@@ -4,7 +4,7 @@ import { LocalBus } from '../src/bus/local-bus.js';
 import { resolveConfig } from '../src/config.js';
 import { ClaimWaiters } from '../src/core/claim-waiters.js';
 import { LOST_CLAIM_SETTLE_MS, TaskDelivery, shortfall, type DeliveryTransition } from '../src/core/delivery.js';
-import { dependencyUnavailable, isDependencyUnavailable } from '../src/domain/errors.js';
+import { dependencyUnavailable, FleetError, isDependencyUnavailable } from '../src/domain/errors.js';
 import { Fleet } from '../src/core/fleet.js';
 import { requirementKey } from '../src/domain/requirements.js';
 import type { Task } from '../src/domain/types.js';
@@ -79,6 +79,8 @@ interface Setup {
   failNextClaims(n: number): void;
   /** The next `n` reads of lost claims' leases reject as unavailable. */
   failLostReads(n: number): void;
+  /** The store's next read of tasks' dependencies finds no pooled connection in time. */
+  failNextDependencyRead(): void;
   /** Holds the next read of lost claims' leases until it is released, or failed as unavailable. */
   holdLostRead(): { release: () => void; fail: () => void; reached: Promise<void> };
   agent(capabilities: string[], maxConcurrency?: number): Promise<string>;
@@ -91,7 +93,16 @@ interface Setup {
 
 function setup(): Setup {
   const driver = openSqlite({ dataDir: ':memory:' });
-  const store = driver.store;
+  let failDependencyRead = false;
+  // As a PostgreSQL pool with no connection free in time would answer the read after a claim.
+  const store: typeof driver.store = {
+    ...driver.store,
+    taskDependencies: (params) => {
+      if (!failDependencyRead) return driver.store.taskDependencies(params);
+      failDependencyRead = false;
+      return Promise.reject(new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', 'no database connection became free within 200 ms'));
+    },
+  };
   const errors: unknown[] = [];
   const log = { info() {}, warn() {}, error: (obj: object) => void errors.push(obj) };
   // Leases long enough that none expires while a test moves the clock past a deadline.
@@ -171,6 +182,9 @@ function setup(): Setup {
     },
     failLostReads(n) {
       failingReads = n;
+    },
+    failNextDependencyRead() {
+      failDependencyRead = true;
     },
     holdLostRead() {
       let settleRead = (_ok: boolean) => {};
@@ -469,6 +483,21 @@ describe('task delivery', { timeout: 30_000 }, () => {
       assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 })).map((t) => t.id), [task.id]);
+    });
+
+    it('a claim that leased, then could not read its tasks\' dependencies, is handed over as a lost one', async () => {
+      const agent = await s.agent(['a']);
+      const [first] = await s.submit({ type: 'a' });
+      const { task: dependent } = await s.fleet.tasks.submit({ type: 'a', requires: ['a'], dependsOn: [first.id] });
+      assert.deepEqual((await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 })).map((t) => t.id), [first.id]);
+      await s.fleet.tasks.complete({ id: first.id, agentId: agent, result: 'done' });
+      s.failNextDependencyRead();
+      await assert.rejects(s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), (err: FleetError) => err.code === 'FLEETD_ERR_STORE_UNAVAILABLE' && err.details.outcomeUnknown === true);
+      assert.deepEqual(await s.status(dependent.id), { status: 'leased', agentId: agent });
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const [handed] = await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
+      assert.equal(handed.id, dependent.id);
+      assert.deepEqual(handed.dependencies?.map((d) => d.result), ['done'], 'with its dependencies\' outcomes');
     });
 
     it('a claim that failed before it reached the store is not remembered', async () => {

@@ -3,7 +3,7 @@ import { DEFAULT_NAMESPACE, NAMESPACE_PATTERN, isNamespaceName, namespaceVisible
 import { IDEMPOTENCY_KEY_SEPARATOR, type TaskBulkFilter, type TaskInsertParams, type TaskInsertResult, type TaskTransition, type TaskWrite } from '../store/store.js';
 import type { FleetContext } from './context.js';
 import { leaseKey, type ReadyClaim } from './delivery.js';
-import { invalid, notFound } from '../domain/errors.js';
+import { FleetError, invalid, notFound } from '../domain/errors.js';
 import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { TaskExpirer } from './maintenance/task-expirer.js';
@@ -287,7 +287,14 @@ export class TaskService {
     if (retryAt !== null || Object.keys(heldBack).length > 0) this.timers.holds.record(heldBack, retryAt);
     if (previousStatus !== 'online') this.ctx.bus.publish('agent.online', { agent });
     this.announceClaimed(tasks);
-    return { tasks: await this.withDependencies(tasks), capabilities: claimKeysOf(agent), namespace: agent.namespace, room };
+    let leased: Task[];
+    try {
+      leased = await this.withDependencies(tasks);
+    } catch (err) {
+      // Leased and committed, yet unanswered: the agent is to find them as a lost claim's (core/delivery.ts).
+      throw err instanceof FleetError && err.status === 503 ? new FleetError(err.code, err.message, { ...err.details, outcomeUnknown: true }) : err;
+    }
+    return { tasks: leased, capabilities: claimKeysOf(agent), namespace: agent.namespace, room };
   }
 
   /**
