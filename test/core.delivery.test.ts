@@ -384,6 +384,15 @@ describe('task delivery', { timeout: 30_000 }, () => {
   });
 
   describe('a claim whose answer was lost', () => {
+    /** With the agent's lost claims due, a long-poll of up to `max` tasks whose read of them back is held on its way. */
+    async function readBackHeld(agentId: string, max: number) {
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      const read = s.holdLostRead();
+      const poll = s.delivery.claim({ agentId, max, waitMs: 0 });
+      await read.reached;
+      return { read, poll };
+    }
+
     it('long-poll: the next claim once the lost one has settled answers its leases, and one before answers as usual', async () => {
       const agent = await s.agent(['a']);
       const [lost1, lost2] = await s.submit({ type: 'a', priority: 1 }, { type: 'a', priority: 1 });
@@ -460,10 +469,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const agent = await s.agent(['a'], 2);
       const tasks = await s.submit({ type: 'a' }, { type: 'a' });
       await s.loseClaim(agent, 2);
-      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
-      const read = s.holdLostRead();
-      const first = s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
-      await read.reached;
+      const { read, poll: first } = await readBackHeld(agent, 1);
       // Started while the read is on its way: it finds the agent full and waits, with no time set to look.
       const second = s.delivery.claim({ agentId: agent, max: 1, waitMs: 60_000 });
       await s.transitions.seen(to(agent, 'waiting'));
@@ -528,10 +534,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
       await s.loseClaim(agent, 1);
-      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
-      const read = s.holdLostRead();
-      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 });
-      await read.reached;
+      const { read, poll } = await readBackHeld(agent, 1);
       const welcome = await s.fleet.tasks.leasedTo(agent);
       s.delivery.handedAllLeases(agent, welcome);
       read.release();
@@ -543,10 +546,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const agent = await s.agent(['a']);
       const tasks = await s.submit({ type: 'a' }, { type: 'a' });
       await s.loseClaim(agent, 2);
-      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
-      const read = s.holdLostRead();
-      const first = s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 });
-      await read.reached;
+      const { read, poll: first } = await readBackHeld(agent, 2);
       // A second long-poll of the agent does not read them too, nor forget them.
       assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 2, waitMs: 0 }), []);
       read.fail();

@@ -400,6 +400,11 @@ export class TaskDelivery {
     return this.lost.dueAt(agentId);
   }
 
+  /** @internal Whether the agent's lost claims are due to be handed over now. */
+  lostDue(agentId: string): boolean {
+    return (this.lost.dueAt(agentId) ?? Infinity) <= this.options.now();
+  }
+
   /** @internal */
   get isStopped(): boolean {
     return this.stopped;
@@ -468,7 +473,7 @@ class Poll {
       this.freedDuringClaim = false;
       let claimed: ReadyClaim;
       try {
-        if ((this.delivery.lostDueAt(agentId) ?? Infinity) <= now()) {
+        if (this.delivery.lostDue(agentId)) {
           const lost = await this.delivery.takeLost(agentId, max);
           if (lost.length > 0) {
             this.delivery.handOn(reasons);
@@ -701,7 +706,7 @@ class Channel implements DeliveryChannel {
   }
 
   private lostDue(): boolean {
-    return this.credited && (this.delivery.lostDueAt(this.options.agent.id) ?? Infinity) <= this.delivery.options.now();
+    return this.credited && this.delivery.lostDue(this.options.agent.id);
   }
 
   /** Sets its timer to when its agent's lost claims fall due, a later loss having moved that since it was set. */
