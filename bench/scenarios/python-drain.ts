@@ -5,7 +5,8 @@
  * concurrency over WebSocket, against one TypeScript SDK agent doing the same in the same run: a
  * backlog of tasks is submitted first, then the agent starts, and the clock runs from its
  * connection to the last completion the server counts. Each SDK gets a fresh server. Reports
- * tasks/s, the agent process's CPU time and RSS, and the Python ÷ TypeScript ratios.
+ * tasks/s, the agent process's CPU time and RSS, the server's CPU a task (what the SDK's way of
+ * talking costs the server), and the Python ÷ TypeScript ratios.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -50,6 +51,7 @@ async function drain(sdk: Sdk, tasks: number, concurrency: number): Promise<Row>
     for await (const line of lines) if (line === 'ready') break;
     const started = performance.now();
     const cpuAtStart = cpuMsOf(agent.pid!);
+    const serverCpuAtStart = server.cpuMs();
     let rssPeak = 0;
     while ((await completed(server.url)) < tasks) {
       rssPeak = Math.max(rssPeak, rssMbOf(agent.pid!));
@@ -57,7 +59,17 @@ async function drain(sdk: Sdk, tasks: number, concurrency: number): Promise<Row>
     }
     const seconds = (performance.now() - started) / 1000;
     const cpuSeconds = (cpuMsOf(agent.pid!) - cpuAtStart) / 1000;
-    return { sdk, tasks, seconds, 'tasks/s': Math.round(tasks / seconds), 'agent CPU s': cpuSeconds, 'agent CPU ms/1k tasks': (cpuSeconds * 1e6) / tasks, 'agent RSS MB': rssPeak };
+    const serverUs = Math.round(((server.cpuMs() - serverCpuAtStart) * 1000) / tasks);
+    return {
+      sdk,
+      tasks,
+      seconds,
+      'tasks/s': Math.round(tasks / seconds),
+      'agent CPU s': cpuSeconds,
+      'agent CPU ms/1k tasks': (cpuSeconds * 1e6) / tasks,
+      'server CPU µs/task': serverUs,
+      'agent RSS MB': rssPeak,
+    };
   } finally {
     if (agent && agent.exitCode === null) {
       const exited = once(agent, 'exit');
@@ -73,5 +85,5 @@ export default async function pythonDrain(args: string[]): Promise<void> {
   const ts = await drain('typescript', f.tasks, f.concurrency);
   const py = await drain('python', f.tasks, f.concurrency);
   const ratio = (k: string) => Math.round(((py[k] as number) / (ts[k] as number)) * 100) / 100;
-  report('python-drain', [ts, py, { sdk: 'python ÷ typescript', 'tasks/s': ratio('tasks/s'), 'agent CPU ms/1k tasks': ratio('agent CPU ms/1k tasks'), 'agent RSS MB': ratio('agent RSS MB') }], { flags: f });
+  report('python-drain', [ts, py, { sdk: 'python ÷ typescript', 'tasks/s': ratio('tasks/s'), 'agent CPU ms/1k tasks': ratio('agent CPU ms/1k tasks'), 'server CPU µs/task': ratio('server CPU µs/task'), 'agent RSS MB': ratio('agent RSS MB') }], { flags: f });
 }

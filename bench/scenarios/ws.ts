@@ -6,6 +6,10 @@
  * per second, the server's RSS idle, with the agents connected and at its peak, and the delivery
  * latency of stats snapshots to M observer sockets (which includes the event batch window).
  * `submit ack` is the submit request's own round trip: the part of dispatch before the agent's turn.
+ * `server cpu µs/task` is the servers' CPU (user + system) from the first submit to the last
+ * completion, over the tasks completed: steadier than a latency on a shared machine. `loop delay`
+ * is the server's event-loop delay over the same time (the worst node's): its P99, and its longest
+ * stall, which every task in flight then waits out.
  * With --baseline 1 (the default) the same load then runs against a fresh server with the agents
  * long-polling over HTTP instead, and the ratios of the two are reported: on a shared machine the
  * ratio says more than either absolute figure.
@@ -20,6 +24,21 @@ import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerPro
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * The servers' event-loop delay since the last call (prom-client's figures, which each scrape of
+ * /metrics resets): the worst P99 and the longest stall over the nodes, in ms.
+ */
+async function loopDelay(servers: ServerProcess[]): Promise<{ p99: number; max: number }> {
+  const worst = { p99: 0, max: 0 };
+  for (const server of servers) {
+    const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
+    const seconds = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? Number.NaN);
+    worst.p99 = Math.max(worst.p99, seconds('nodejs_eventloop_lag_p99_seconds') * 1000);
+    worst.max = Math.max(worst.max, seconds('nodejs_eventloop_lag_max_seconds') * 1000);
+  }
+  return worst;
+}
 
 async function post(url: string, body: unknown): Promise<any> {
   const res = await fetch(url, { method: 'POST', headers: { ...authHeaders, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -69,6 +88,7 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
   }
   const [server] = servers;
   const rss = () => servers.reduce((mb, s) => mb + s.rssMb(), 0);
+  const cpu = () => servers.reduce((ms, s) => ms + s.cpuMs(), 0);
   const work = mkdtempSync(join(tmpdir(), 'fleetd-bench-ws-'));
   try {
     const rssIdle = rss();
@@ -116,7 +136,9 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
     let errors = 0;
     const acknowledged: number[] = [];
     const inFlight = new Set<Promise<void>>();
+    await loopDelay(servers);
     const started = Date.now();
+    const cpuStarted = cpu();
     const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${rss()} MB\n`), 2_000);
     while (submitted < total) {
       const due = Math.min(total, Math.floor(((Date.now() - started) / 1000) * f.rate) + perBatch);
@@ -146,6 +168,8 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
     }
     const elapsed = (Date.now() - started) / 1000;
     clearInterval(sampler);
+    const cpuUsed = cpu() - cpuStarted;
+    const loop = await loopDelay(servers);
     worker.send({ type: 'finish' });
     const results = await next('results');
     if (!exited) await once(worker, 'exit');
@@ -163,6 +187,9 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
       'dispatch p95 ms': ms(percentile(results.dispatch, 95)),
       'dispatch p99 ms': ms(percentile(results.dispatch, 99)),
       'submit ack p50 ms': ms(percentile(acknowledged, 50)),
+      'server cpu µs/task': Math.round((cpuUsed * 1000) / Math.max(1, results.completed)),
+      'loop delay p99 ms': ms(loop.p99),
+      'loop delay max ms': ms(loop.max),
       observers: f.observers,
       'observer p50 ms': ms(percentile(results.observed, 50)),
       'observer p99 ms': ms(percentile(results.observed, 99)),
