@@ -73,8 +73,9 @@ export interface FleetdConfig {
   /** Bytes a socket may have waiting to be sent; a consumer slower than that is cut off (1008). Env FLEETD_WS_MAX_BUFFERED_BYTES. Defaults to 1048576 (1 MiB). */
   wsMaxBufferedBytes: number;
   /**
-   * Interval of WebSocket pings in ms; a peer that misses one pong is dropped. (Connected agents are
-   * heartbeated by the server every agentStaleMs / 2, so they never go stale.) Env FLEETD_WS_PING_MS. Defaults to 10000.
+   * Interval of WebSocket pings in ms, each socket's own (the sockets are pinged a slice at a time
+   * over it); a peer that misses one pong is dropped. (Connected agents are heartbeated by the
+   * server every agentStaleMs / 3, so they never go stale.) Env FLEETD_WS_PING_MS. Defaults to 10000.
    */
   wsPingMs: number;
   /** Longest wait in ms before observer events are sent as one batch. Env FLEETD_EVENT_BATCH_MS. Defaults to 50. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, nextEvent, startTestServer, type TestServer } from './helpers.js';
-import { connect, connectAgent } from './ws-helpers.js';
+import { connect, connectAgent, type Peer } from './ws-helpers.js';
 
 describe('agent stream', () => {
   let server: TestServer;
@@ -377,6 +377,54 @@ describe('ping/pong', () => {
       (peer.socket as any)._socket.resume();
       await peer.closed;
     } finally {
+      await server.stop();
+    }
+  });
+
+  it('pings its sockets a slice at a time, each about once a period', async () => {
+    // A ping to every socket in one turn took 130 ms at 10,000 sockets, and their pongs came back together.
+    const periodMs = 1_000;
+    const server = await startTestServer({ wsPingMs: periodMs });
+    const peers: Peer[] = [];
+    try {
+      const agents = await Promise.all(Array.from({ length: 50 }, (_, i) => server.api.registerAgent([`ping-${i}`])));
+      const pings = new Map<Peer, number[]>();
+      for (const agent of agents) {
+        const { peer } = await connectAgent(server.url, agent);
+        peers.push(peer);
+        pings.set(peer, []);
+        peer.socket.on('ping', () => pings.get(peer)!.push(performance.now()));
+      }
+      await eventually(() => [...pings.values()].every((times) => times.length >= 3), 10_000, 'three pings on every socket');
+      const firsts = [...pings.values()].map((times) => times[0]);
+      assert.ok(Math.max(...firsts) - Math.min(...firsts) >= 150, `50 sockets pinged within ${Math.max(...firsts) - Math.min(...firsts)} ms`);
+      for (const times of pings.values()) {
+        for (let i = 1; i < times.length; i++) assert.ok(times[i] - times[i - 1] >= periodMs / 2, `pinged again after ${times[i] - times[i - 1]} ms`);
+      }
+      assert.equal((await server.api.get('/v1/gateway')).body.connections, 50, 'every peer answered its pings and is still connected');
+    } finally {
+      await Promise.all(peers.map((peer) => peer.close()));
+      await server.stop();
+    }
+  });
+
+  it('heartbeats the agents connected to it, so that one which sends nothing never goes stale', async () => {
+    const server = await startTestServer({ agentStaleMs: 1_000, agentOfflineMs: 2_000 });
+    const peers: Peer[] = [];
+    const stale: string[] = [];
+    const off = server.fleet.bus.subscribe('agent.stale', (e) => void stale.push(e.agentId));
+    try {
+      const agents = await Promise.all(Array.from({ length: 20 }, (_, i) => server.api.registerAgent([`quiet-${i}`])));
+      for (const agent of agents) peers.push((await connectAgent(server.url, agent)).peer);
+      // A registered agent that neither beats nor connects goes stale in the same time.
+      const unconnected = await server.api.registerAgent(['quiet-unconnected']);
+      await eventually(() => stale.includes(unconnected.id), 10_000, 'the unconnected agent to go stale');
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.deepEqual(stale, [unconnected.id], 'only the agent with no socket went stale');
+      for (const agent of agents) assert.equal((await server.api.get(`/v1/agents/${agent.id}`)).body.status, 'online');
+    } finally {
+      off();
+      await Promise.all(peers.map((peer) => peer.close()));
       await server.stop();
     }
   });

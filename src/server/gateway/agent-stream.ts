@@ -22,6 +22,7 @@ import { agentStreamMessages } from '../../metrics/metrics.js';
 import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
+import { Sweep } from './sweep.js';
 
 const checkMessage = TypeCompiler.Compile(AgentMessageSchema);
 const checkRef = TypeCompiler.Compile(MessageRef);
@@ -63,7 +64,8 @@ export class AgentGateway {
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
   /** Agents whose socket is between the upgrade and the welcome, with how many such sockets. */
   private readonly opening = new Map<string, number>();
-  private heartbeater: NodeJS.Timeout | undefined;
+  /** Heartbeats the agents connected here, three times a stale period, a slice at a time. */
+  private heartbeater: Sweep<string, AgentSession> | undefined;
   private unsubscribe: (() => void)[] = [];
   private stopping = false;
 
@@ -79,10 +81,10 @@ export class AgentGateway {
   }
 
   start(): void {
-    // Twice per stale period: a connected agent never goes stale.
-    const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 2));
-    this.heartbeater = setInterval(() => this.heartbeatAll(beatMs), beatMs);
-    this.heartbeater.unref();
+    // Three times a stale period: a connected agent never goes stale (see heartbeat).
+    const beatMs = Math.max(1, Math.floor(this.config.agentStaleMs / 3));
+    this.heartbeater = new Sweep(this.sessions, beatMs, (_, session) => this.heartbeat(session, beatMs));
+    this.heartbeater.start();
     const bus = this.fleet.bus;
     // A cancel or a timeout reaches the agent's socket on whichever node holds it: events come from every node.
     const tellToStop = ({ task }: { task: TaskSummary }) => this.tellToStop(task);
@@ -107,7 +109,7 @@ export class AgentGateway {
   /** On shutdown: no grace timers run, so that leases survive a restart and the reaper decides later. */
   stop(): void {
     this.stopping = true;
-    clearInterval(this.heartbeater);
+    this.heartbeater?.stop();
     for (const off of this.unsubscribe) off();
     this.unsubscribe = [];
     for (const timer of this.graceTimers.values()) clearTimeout(timer);
@@ -284,15 +286,18 @@ export class AgentGateway {
   }
 
   /** Connected agents stay online without sending anything: a beat each, kept in memory (core/presence.ts); one that claimed recently needs none. */
-  private heartbeatAll(beatMs: number): void {
+  /**
+   * Heartbeats an agent connected here for its socket, unless it beat or claimed in the last half
+   * period. The sweep visits it about once a period, a third of agentStaleMs: its last beat is about
+   * one and a half periods old at the most, two if a round fell behind, and it never goes stale.
+   */
+  private heartbeat(session: AgentSession, beatMs: number): void {
     const now = this.fleet.now();
-    const due = now - beatMs;
-    for (const session of this.sessions.values()) {
-      if (session.lastBeatAt > due) continue;
-      session.beatAt = now;
-      this.fleet.agents.heartbeat(session.id).catch((err: unknown) => {
-        if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'heartbeat failed');
-      });
-    }
+    if (session.lastBeatAt > now - beatMs / 2) return;
+    session.beatAt = now;
+    this.fleet.agents.heartbeat(session.id).catch((err: unknown) => {
+      if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'heartbeat failed');
+    });
   }
+
 }

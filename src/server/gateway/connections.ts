@@ -2,11 +2,18 @@ import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { FleetError } from '../../domain/errors.js';
 import { CloseCodes } from '../../protocol/agent-stream.js';
+import { Sweep } from './sweep.js';
 
 const PLAIN = { compress: false } as const;
 const DEFLATED = { compress: true } as const;
 /** A socket corked for the tick is written out once it holds this many bytes of the tick's frames. */
 const FLUSH_CORKED_BYTES = 16 * 1024;
+
+/** Whether a socket answered its last ping (`pingedAt`, performance.now()'s clock). */
+interface Liveness {
+  alive: boolean;
+  pingedAt: number;
+}
 
 /**
  * Every open WebSocket, agents and observers alike: the connection cap, ping/pong liveness, and a
@@ -14,10 +21,11 @@ const FLUSH_CORKED_BYTES = 16 * 1024;
  * the server's memory.
  */
 export class Connections {
-  private readonly sockets = new Map<WebSocket, { alive: boolean }>();
+  private readonly sockets = new Map<WebSocket, Liveness>();
   /** Open sockets by owner (API key, agent, or address when auth is off). */
   private readonly owners = new Map<string, number>();
-  private pinger: NodeJS.Timeout | undefined;
+  /** Pings every socket once every pingMs, a slice at a time. */
+  private readonly pinger: Sweep<WebSocket, Liveness>;
   /** Sockets closed for being too slow, since start. */
   slowConsumersCut = 0;
   /** The most unsent bytes any socket held when something was sent to it: what the cap keeps bounded. */
@@ -34,19 +42,20 @@ export class Connections {
       /** Messages of fewer characters are sent uncompressed, even to a peer that negotiated permessage-deflate. */
       deflateMinChars: number;
     },
-  ) {}
+  ) {
+    this.pinger = new Sweep(this.sockets, limits.pingMs, (socket, state) => this.ping(socket, state));
+  }
 
   get size(): number {
     return this.sockets.size;
   }
 
   start(): void {
-    this.pinger = setInterval(() => this.pingAll(), this.limits.pingMs);
-    this.pinger.unref();
+    this.pinger.start();
   }
 
   stop(): void {
-    clearInterval(this.pinger);
+    this.pinger.stop();
   }
 
   /** Refuses (429, before the upgrade) an owner that already holds its most sockets. */
@@ -70,7 +79,7 @@ export class Connections {
       socket.close(CloseCodes.CONNECTION_LIMIT, `connection limit ${which} reached`);
       return false;
     }
-    const state = { alive: true };
+    const state: Liveness = { alive: true, pingedAt: 0 };
     this.sockets.set(socket, state);
     this.owners.set(owner, owned + 1);
     socket.on('pong', () => (state.alive = true));
@@ -141,15 +150,18 @@ export class Connections {
     socket.terminate();
   }
 
-  /** A peer that did not answer the last ping is gone (cable pulled, process frozen): drop it. */
-  private pingAll(): void {
-    for (const [socket, state] of this.sockets) {
-      if (!state.alive) {
-        socket.terminate();
-        continue;
-      }
-      state.alive = false;
-      socket.ping();
+  /**
+   * A peer that did not answer the last ping is gone (cable pulled, process frozen): drop it. The
+   * sweep visits a socket about once a period; a ping sent less than half a period ago is waited for.
+   */
+  private ping(socket: WebSocket, state: Liveness): void {
+    const now = performance.now();
+    if (!state.alive) {
+      if (now - state.pingedAt >= this.limits.pingMs / 2) socket.terminate();
+      return;
     }
+    state.alive = false;
+    state.pingedAt = now;
+    socket.ping();
   }
 }
