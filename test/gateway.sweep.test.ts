@@ -52,28 +52,45 @@ describe('Sweep', () => {
     assert.equal(s.visits.at(-1)?.at, 1_270);
   });
 
-  it('visits an entry added during a round at its end, and not one deleted before its turn', () => {
+  it('takes the keys a round began with: one added during it waits for the next, one deleted is skipped', () => {
     const s = sweepOf(10, 1_000);
     s.at(0);
     s.entries.delete(9);
     s.entries.set(10, 'v10');
-    for (let t = 10; t < 1_000; t += 10) s.at(t);
+    for (let t = 10; t < 2_000; t += 10) s.at(t);
     assert.deepEqual(
       s.visits.map((v) => v.key),
-      [0, 1, 2, 3, 4, 5, 6, 7, 8, 10],
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 10],
     );
   });
 
-  it('a round over an empty map visits an entry that comes during it, and the next round again', () => {
+  it('begins its rounds a period apart over an empty map, and visits an entry that came in the next', () => {
     const s = sweepOf(0, 1_000);
     s.at(0);
-    s.at(100);
-    assert.equal(s.visits.length, 0);
     s.entries.set(1, 'v1');
-    for (let t = 110; t <= 1_000; t += 10) s.at(t);
-    assert.deepEqual(
-      s.visits.map((v) => v.at),
-      [110, 1_000],
-    );
+    for (let t = 10; t < 1_000; t += 10) s.at(t);
+    assert.equal(s.visits.length, 0);
+    s.at(1_000);
+    assert.deepEqual(s.visitedAt(1_000), [1]);
+  });
+
+  it('comes back to every entry while others come and go faster than it visits them', () => {
+    // A client in a reconnect loop: a socket a tick, each open for two ticks.
+    const s = sweepOf(1, 10_000);
+    for (let tick = 0, next = 1; tick < 600; tick++, next++) {
+      s.at(tick * 100);
+      s.entries.set(next, `v${next}`);
+      if (next > 2) s.entries.delete(next - 2);
+    }
+    const ofFirst = s.visits.filter((v) => v.key === 0).map((v) => v.at);
+    assert.deepEqual(ofFirst, [0, 10_000, 20_000, 30_000, 40_000, 50_000]);
+  });
+
+  it('keeps a short period: ticks of 10 ms take a tenth of a 100 ms round', () => {
+    const s = sweepOf(1_000, 100);
+    for (let t = 0; t < 1_000; t += 10) s.at(t);
+    const counts = new Map<number, number>();
+    for (const v of s.visits) counts.set(v.key, (counts.get(v.key) ?? 0) + 1);
+    assert.deepEqual(new Set(counts.values()), new Set([10]), 'each entry visited ten times in ten periods');
   });
 });

@@ -285,11 +285,11 @@ export class AgentGateway {
     this.send(session, { type: 'ack', ref, id, lastSeq: entries[entries.length - 1].seq });
   }
 
-  /** Connected agents stay online without sending anything: a beat each, kept in memory (core/presence.ts); one that claimed recently needs none. */
   /**
-   * Heartbeats an agent connected here for its socket, unless it beat or claimed in the last half
-   * period. The sweep visits it about once a period, a third of agentStaleMs: its last beat is about
-   * one and a half periods old at the most, two if a round fell behind, and it never goes stale.
+   * Connected agents stay online without sending anything: a beat each, kept in memory
+   * (core/presence.ts), unless it beat or claimed in the last half period. The sweep visits each
+   * about once a period, a third of agentStaleMs, so its last beat is about one and a half periods
+   * old at the most, and it never goes stale.
    */
   private heartbeat(session: AgentSession, beatMs: number): void {
     const now = this.fleet.now();
@@ -299,5 +299,4 @@ export class AgentGateway {
       if (!(err instanceof FleetError)) this.log.error({ err, agentId: session.id }, 'heartbeat failed');
     });
   }
-
 }

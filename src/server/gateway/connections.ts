@@ -6,6 +6,8 @@ import { Sweep } from './sweep.js';
 
 const PLAIN = { compress: false } as const;
 const DEFLATED = { compress: true } as const;
+/** The share of wsPingMs a ping is given to be answered. */
+const PONG_WAIT = 0.9;
 /** A socket corked for the tick is written out once it holds this many bytes of the tick's frames. */
 const FLUSH_CORKED_BYTES = 16 * 1024;
 
@@ -151,13 +153,14 @@ export class Connections {
   }
 
   /**
-   * A peer that did not answer the last ping is gone (cable pulled, process frozen): drop it. The
-   * sweep visits a socket about once a period; a ping sent less than half a period ago is waited for.
+   * A peer that did not answer the last ping is gone (cable pulled, process frozen): drop it. A
+   * ping has about a period to be answered: the sweep visits a socket about once a period, but
+   * sooner after a round whose ticks ran late, and a ping that recent is waited for.
    */
   private ping(socket: WebSocket, state: Liveness): void {
     const now = performance.now();
     if (!state.alive) {
-      if (now - state.pingedAt >= this.limits.pingMs / 2) socket.terminate();
+      if (now - state.pingedAt >= this.limits.pingMs * PONG_WAIT) socket.terminate();
       return;
     }
     state.alive = false;
