@@ -92,6 +92,24 @@ describe('agents', () => {
     }
   });
 
+  it('writes the beats of more agents than one write holds, every one of them, at the flush', async () => {
+    const { api, fleet } = server;
+    const agents: { id: string }[] = [];
+    for (let i = 0; i < 1_200; i += 600) {
+      const batch = await api.post('/v1/agents/batch', { agents: Array.from({ length: 600 }, (_, k) => ({ name: `flush-${i + k}`, capabilities: ['flush'] })) });
+      agents.push(...batch.body.items.map((item: { agent: { id: string } }) => item.agent));
+    }
+    // Known online once a first beat is written; the second of each is held in memory.
+    for (const { id } of agents) await fleet.agents.heartbeat(id);
+    await new Promise((r) => setTimeout(r, 5));
+    const held = new Map(agents.map(({ id }) => [id, fleet.agents.heartbeatInMemory(id)?.lastHeartbeatAt]));
+    assert.ok([...held.values()].every((at) => at !== undefined), 'every second beat answered from memory');
+    await fleet.presence.flush();
+    const stored = await Promise.all(agents.map(({ id }) => fleet.store.agentGet({ id })));
+    const behind = stored.filter((agent) => agent!.lastHeartbeatAt < held.get(agent!.id)!);
+    assert.equal(behind.length, 0, `${behind.length} of 1,200 agents' beats not written`);
+  });
+
   it('deleting an agent releases its tasks and locks', async () => {
     const { api } = server;
     const agent = await api.registerAgent(['gone']);

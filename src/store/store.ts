@@ -45,7 +45,7 @@ export interface AgentStore {
   /** Records a heartbeat and brings a stale or offline agent back online. */
   agentHeartbeat(params: { id: string; now: number }): Promise<AgentHeartbeatResult | undefined>;
   /**
-   * Records when online agents were last seen, all in one write, never moving a time back. Agents
+   * Records when online agents were last seen, in one write, never moving a time back. Agents
    * that are no longer online (or gone) are left untouched and their ids answered.
    */
   agentTouchMany(params: { seen: { id: string; at: number }[] }): Promise<string[]>;
