@@ -28,6 +28,8 @@ export class AgentPresence {
   private readonly online = new Map<string, { agent: Agent; seen: number | undefined }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
+  /** The flush to run once the one under way is done, shared by whoever asks meanwhile. */
+  private flushAgain: Promise<void> | undefined;
   private unsubscribe: (() => void)[] = [];
   readonly flushMs: number;
 
@@ -81,13 +83,25 @@ export class AgentPresence {
   }
 
   /**
-   * Writes the times seen since the last flush, a slice of agents a write. Agents the store no longer
+   * Writes the times seen since the last flush, a slice of agents a write (a flush asked for while
+   * one is under way runs after it, for what came since). Agents the store no longer
    * has online (another node marked them stale, they were released) are forgotten, so that their
    * next beat is written and brings them back with an `agent.online`. Agents not seen for a stale
    * interval are forgotten too: memory holds only agents that beat.
    */
   flush(): Promise<void> {
-    this.flushing ??= this.write().finally(() => (this.flushing = undefined));
+    if (this.flushing) {
+      // The flush under way took the beats held when it began: one more after it writes those
+      // noted since, which a caller (the reaper, shutdown) counts on being written.
+      this.flushAgain ??= this.flushing
+        .catch(() => {})
+        .then(() => {
+          this.flushAgain = undefined;
+          return this.flush();
+        });
+      return this.flushAgain;
+    }
+    this.flushing = this.write().finally(() => (this.flushing = undefined));
     return this.flushing;
   }
 
@@ -100,6 +114,9 @@ export class AgentPresence {
       entry.seen = undefined;
     }
     for (let from = 0; from < seen.length; from += FLUSH_SLICE) {
+      // A slice a turn of the event loop: on SQLite a write made as the last one's callers resume
+      // would join the group committed in that same turn (GroupCommit's chain).
+      if (from > 0) await new Promise((resolve) => setImmediate(resolve));
       const slice = seen.slice(from, from + FLUSH_SLICE);
       let untouched: string[];
       try {
