@@ -92,69 +92,6 @@ describe('agents', () => {
     }
   });
 
-  it('writes the beats of more agents than one write holds, every one of them, at the flush, a slice a write', async () => {
-    const { api, fleet } = server;
-    const agents: { id: string }[] = [];
-    for (let i = 0; i < 1_200; i += 600) {
-      const batch = await api.post('/v1/agents/batch', { agents: Array.from({ length: 600 }, (_, k) => ({ name: `flush-${i + k}`, capabilities: ['flush'] })) });
-      agents.push(...batch.body.items.map((item: { agent: { id: string } }) => item.agent));
-    }
-    await new Promise((r) => setTimeout(r, 5));
-    // Registered agents are known online: a beat of each is held in memory until the flush.
-    const held = new Map(agents.map(({ id }) => [id, fleet.agents.heartbeatInMemory(id)?.lastHeartbeatAt]));
-    assert.ok([...held.values()].every((at) => at !== undefined), 'every beat answered from memory');
-    const writes = recordTouches(fleet.store);
-    try {
-      await fleet.presence.flush();
-    } finally {
-      writes.restore();
-    }
-    const stored = await Promise.all(agents.map(({ id }) => fleet.store.agentGet({ id })));
-    const behind = stored.filter((agent) => agent!.lastHeartbeatAt < held.get(agent!.id)!);
-    assert.equal(behind.length, 0, `${behind.length} of 1,200 agents' beats not written`);
-    assert.ok(writes.sizes.length >= 3 && writes.sizes.every((n) => n <= 500), `writes of ${writes.sizes.join(', ')} agents`);
-  });
-
-  it('writes, when asked to flush during a flush, the beats noted since that flush began', async () => {
-    const { api, fleet } = server;
-    const agent = await api.registerAgent(['flush']);
-    await new Promise((r) => setTimeout(r, 5));
-    const underWay = fleet.presence.flush();
-    const beat = fleet.agents.heartbeatInMemory(agent.id)!.lastHeartbeatAt;
-    await fleet.presence.flush();
-    assert.equal((await fleet.store.agentGet({ id: agent.id }))!.lastHeartbeatAt, beat);
-    await underWay;
-  });
-
-  it('keeps the beats of a slice that failed, and those after it, for the next flush', async () => {
-    const { api, fleet } = server;
-    const ids: string[] = [];
-    for (let i = 0; i < 1_100; i += 550) {
-      const batch = await api.post('/v1/agents/batch', { agents: Array.from({ length: 550 }, (_, k) => ({ name: `refused-${i + k}`, capabilities: ['flush'] })) });
-      ids.push(...batch.body.items.map((item: { agent: { id: string } }) => item.agent.id));
-    }
-    await fleet.presence.flush();
-    await new Promise((r) => setTimeout(r, 5));
-    const held = new Map(ids.map((id) => [id, fleet.agents.heartbeatInMemory(id)!.lastHeartbeatAt]));
-    const writes = recordTouches(fleet.store, 2);
-    try {
-      await assert.rejects(fleet.presence.flush(), /refused for the test/);
-    } finally {
-      writes.restore();
-    }
-    const storedAt = async () => new Map((await Promise.all(ids.map((id) => fleet.store.agentGet({ id })))).map((a) => [a!.id, a!.lastHeartbeatAt]));
-    const afterFailure = await storedAt();
-    const written = ids.filter((id) => afterFailure.get(id)! >= held.get(id)!);
-    assert.equal(written.length, writes.sizes[0], 'the slice before the failure was written, and no other');
-    await fleet.presence.flush();
-    const afterRetry = await storedAt();
-    assert.deepEqual(
-      ids.filter((id) => afterRetry.get(id)! < held.get(id)!),
-      [],
-      'the next flush wrote the rest',
-    );
-  });
-
   it('deleting an agent releases its tasks and locks', async () => {
     const { api } = server;
     const agent = await api.registerAgent(['gone']);
@@ -214,6 +151,78 @@ describe('agents', () => {
     };
     const total = stats.agents.byStatus.online + stats.agents.byStatus.stale + stats.agents.byStatus.offline;
     assert.equal(total, (await listed('online')) + (await listed('stale')) + (await listed('offline')));
+  });
+});
+
+describe('the presence flush', () => {
+  // Its own server, whose flush timer (every agentStaleMs / 4 at the most) does not fire during a test.
+  let flushing: TestServer;
+  before(async () => {
+    flushing = await startTestServer({ agentStaleMs: 600_000, agentOfflineMs: 1_200_000, agentSeenFlushMs: 600_000 });
+  });
+  after(() => flushing.stop());
+
+  it('writes the beats of more agents than one write holds, every one of them, at the flush, a slice a write', async () => {
+    const { api, fleet } = flushing;
+    const agents: { id: string }[] = [];
+    for (let i = 0; i < 1_200; i += 600) {
+      const batch = await api.post('/v1/agents/batch', { agents: Array.from({ length: 600 }, (_, k) => ({ name: `flush-${i + k}`, capabilities: ['flush'] })) });
+      agents.push(...batch.body.items.map((item: { agent: { id: string } }) => item.agent));
+    }
+    await new Promise((r) => setTimeout(r, 5));
+    // Registered agents are known online: a beat of each is held in memory until the flush.
+    const held = new Map(agents.map(({ id }) => [id, fleet.agents.heartbeatInMemory(id)?.lastHeartbeatAt]));
+    assert.ok([...held.values()].every((at) => at !== undefined), 'every beat answered from memory');
+    const writes = recordTouches(fleet.store);
+    try {
+      await fleet.presence.flush();
+    } finally {
+      writes.restore();
+    }
+    const stored = await Promise.all(agents.map(({ id }) => fleet.store.agentGet({ id })));
+    const behind = stored.filter((agent) => agent!.lastHeartbeatAt < held.get(agent!.id)!);
+    assert.equal(behind.length, 0, `${behind.length} of 1,200 agents' beats not written`);
+    assert.deepEqual(writes.sizes, [500, 500, 200], 'agents a write');
+  });
+
+  it('writes, when asked to flush during a flush, the beats noted since that flush began', async () => {
+    const { api, fleet } = flushing;
+    const agent = await api.registerAgent(['flush']);
+    await new Promise((r) => setTimeout(r, 5));
+    const underWay = fleet.presence.flush();
+    const beat = fleet.agents.heartbeatInMemory(agent.id)!.lastHeartbeatAt;
+    await fleet.presence.flush();
+    assert.equal((await fleet.store.agentGet({ id: agent.id }))!.lastHeartbeatAt, beat);
+    await underWay;
+  });
+
+  it('keeps the beats of a slice that failed, and those after it, for the next flush', async () => {
+    const { api, fleet } = flushing;
+    const ids: string[] = [];
+    for (let i = 0; i < 1_100; i += 550) {
+      const batch = await api.post('/v1/agents/batch', { agents: Array.from({ length: 550 }, (_, k) => ({ name: `refused-${i + k}`, capabilities: ['flush'] })) });
+      ids.push(...batch.body.items.map((item: { agent: { id: string } }) => item.agent.id));
+    }
+    await fleet.presence.flush();
+    await new Promise((r) => setTimeout(r, 5));
+    const held = new Map(ids.map((id) => [id, fleet.agents.heartbeatInMemory(id)!.lastHeartbeatAt]));
+    const writes = recordTouches(fleet.store, 2);
+    try {
+      await assert.rejects(fleet.presence.flush(), /refused for the test/);
+    } finally {
+      writes.restore();
+    }
+    const storedAt = async () => new Map((await Promise.all(ids.map((id) => fleet.store.agentGet({ id })))).map((a) => [a!.id, a!.lastHeartbeatAt]));
+    const afterFailure = await storedAt();
+    const written = ids.filter((id) => afterFailure.get(id)! >= held.get(id)!);
+    assert.equal(written.length, writes.sizes[0], 'the slice before the failure was written, and no other');
+    await fleet.presence.flush();
+    const afterRetry = await storedAt();
+    assert.deepEqual(
+      ids.filter((id) => afterRetry.get(id)! < held.get(id)!),
+      [],
+      'the next flush wrote the rest',
+    );
   });
 });
 
