@@ -154,6 +154,7 @@ function setup(): Setup {
       }
       return fleet.tasks.leasedByClaims(agentId, claimIds, except);
     },
+    leasedTo: (agentId) => fleet.tasks.leasedTo(agentId),
   });
   delivery.start();
   return {
@@ -459,7 +460,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
       await s.loseClaim(agent, 1);
-      s.delivery.handedAllLeases(agent, await s.fleet.tasks.leasedTo(agent));
+      await s.delivery.handAllLeases(agent);
       mock.timers.tick(LOST_CLAIM_SETTLE_MS);
       assert.deepEqual(await s.delivery.claim({ agentId: agent, max: 1, waitMs: 0 }), []);
       assert.deepEqual(await s.status(task.id), { status: 'leased', agentId: agent });
@@ -482,7 +483,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const agent = await s.agent(['a']);
       const [task] = await s.submit({ type: 'a' });
       await s.loseClaim(agent, 1);
-      s.delivery.handedAllLeases(agent, await s.fleet.tasks.leasedTo(agent));
+      await s.delivery.handAllLeases(agent);
       mock.timers.tick(10);
       await s.fleet.tasks.release({ id: task.id, agentId: agent, delayMs: 0 });
       await s.loseClaim(agent, 1);
@@ -535,8 +536,7 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const [task] = await s.submit({ type: 'a' });
       await s.loseClaim(agent, 1);
       const { read, poll } = await readBackHeld(agent, 1);
-      const welcome = await s.fleet.tasks.leasedTo(agent);
-      s.delivery.handedAllLeases(agent, welcome);
+      const welcome = await s.delivery.handAllLeases(agent);
       read.release();
       assert.deepEqual(welcome.map((t) => t.id), [task.id]);
       assert.deepEqual(await poll, []);

@@ -107,6 +107,8 @@ export interface DeliveryOptions {
   claimReady(params: { agentId: string; max: number; claimId: number }): Promise<ReadyClaim>;
   /** The tasks still leased to the agent by these claims, but the leases in `except` (TaskService.leasedByClaims). */
   leasedByClaims(agentId: string, claimIds: readonly number[], except: ReadonlySet<string>): Promise<Task[]>;
+  /** Every task leased to the agent now (TaskService.leasedTo). */
+  leasedTo(agentId: string): Promise<Task[]>;
   /**
    * Credit makes a channel whose agent was full claim again (see Channel.addCredit). Only where the
    * store runs a turn's writes in the order they were started (Store.writesInStartOrder): elsewhere
@@ -368,12 +370,14 @@ export class TaskDelivery {
   }
 
   /**
-   * The agent has just been handed `tasks`, every lease it holds, read after whatever was already
-   * committed (a WebSocket welcome, GET /v1/agents/:id/leases): none of them is handed over again as
-   * a lost claim's.
+   * Every lease the agent holds, read after whatever was already committed, for the agent to be
+   * handed (a WebSocket welcome, GET /v1/agents/:id/leases): none of them is handed over again as a
+   * lost claim's.
    */
-  handedAllLeases(agentId: string, tasks: readonly Task[]): void {
-    this.lost.handedAll(agentId, tasks);
+  async handAllLeases(agentId: string): Promise<Task[]> {
+    const leased = await this.options.leasedTo(agentId);
+    this.lost.handedAll(agentId, leased);
+    return leased;
   }
 
   /**

@@ -130,6 +130,7 @@ export class Fleet {
       bus,
       claimReady: (params) => this.tasks.claimReady(params),
       leasedByClaims: (agentId, claimIds, except) => this.tasks.leasedByClaims(agentId, claimIds, except),
+      leasedTo: (agentId) => this.tasks.leasedTo(agentId),
       claimOnCredit: store.writesInStartOrder,
       now: ctx.now,
       log,

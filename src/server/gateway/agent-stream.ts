@@ -161,8 +161,7 @@ export class AgentGateway {
     clearTimeout(this.graceTimers.get(agentId));
     this.graceTimers.delete(agentId);
     socket.once('close', () => this.onClose(session));
-    const leased = await this.fleet.tasks.leasedTo(agentId);
-    this.fleet.delivery.handedAllLeases(agentId, leased);
+    const leased = await this.fleet.delivery.handAllLeases(agentId);
     // The agent speaks only after the welcome, so nothing is missed by listening from here.
     this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.map(taskJson) });
     socket.on('message', (data, isBinary) => {

@@ -117,9 +117,7 @@ export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
     },
     async (request) => {
       await fleet.agents.get(request.params.id, readNamespaces(request));
-      const leased = await fleet.tasks.leasedTo(request.params.id);
-      fleet.delivery.handedAllLeases(request.params.id, leased);
-      return { tasks: leased.map(taskJson) };
+      return { tasks: (await fleet.delivery.handAllLeases(request.params.id)).map(taskJson) };
     },
   );
 
