@@ -56,6 +56,48 @@ describe('ClaimWaiters', () => {
     assert.deepEqual(free.wakes, [{ key: a, count: 1 }]);
   });
 
+  it('asks a waiter that wants nothing once, then leaves it out of the line until mayWant puts it back at the end', () => {
+    const waiters = new ClaimWaiters();
+    // Agents that were idle, in the line, and have each taken a task since.
+    const busy = Array.from({ length: 1_000 }, (_, i) => waiter(`busy-${i}`, ['a']));
+    let asked = 0;
+    for (const w of busy) {
+      w.want = () => (asked++, w.wanted);
+      waiters.add(w);
+      w.wanted = 0;
+    }
+    const free = [waiter('free-1', ['a']), waiter('free-2', ['a'])];
+    for (const w of free) waiters.add(w);
+    asked = 0;
+    for (let i = 0; i < 5; i++) waiters.notify({ [a]: 1 });
+    // A busy fleet is not walked at every task submitted while it is busy.
+    assert.equal(asked, 1_000, 'each busy waiter asked once, by the first notification');
+    assert.deepEqual(free.map((w) => w.wakes.length), [3, 2]);
+
+    // One frees a slot: until its owner says so it is not considered, then it stands at the end of the line.
+    const back = busy[500];
+    back.wanted = 1;
+    waiters.notify({ [a]: 1 });
+    assert.deepEqual(back.wakes, []);
+    waiters.mayWant(back);
+    waiters.notify({ [a]: 3 });
+    assert.deepEqual(back.wakes, [{ key: a, count: 1 }]);
+    assert.deepEqual(free.map((w) => w.wakes.length), [4, 4], 'the two free waiters were ahead of it');
+
+    // mayWant leaves out a waiter that still wants nothing, and one that was removed.
+    const stillBusy = busy[0];
+    waiters.mayWant(stillBusy);
+    const removed = waiter('removed', ['a']);
+    const remove = waiters.add(removed);
+    remove();
+    waiters.mayWant(removed);
+    asked = 0;
+    waiters.notify({ [a]: 10 });
+    assert.deepEqual(stillBusy.wakes, []);
+    assert.deepEqual(removed.wakes, []);
+    assert.equal(asked, 1, 'only the busy waiter mayWant was called for was asked again');
+  });
+
   it('wakes a waiter only for tasks whose every requirement it has, and once per notification', () => {
     const waiters = new ClaimWaiters();
     const onlyA = waiter('onlyA', ['a'], 10);

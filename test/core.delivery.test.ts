@@ -801,15 +801,37 @@ describe('task delivery', { timeout: 30_000 }, () => {
       assert.equal(out.count(), 1, 'nothing more is claimed for a closed channel');
     });
 
+    it('a channel granted credit during a claim that takes all it asked for is woken for tasks submitted meanwhile', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      const [first] = await s.submit({ type: 'a' });
+      const gate = s.hold();
+      channel.addCredit(1);
+      await gate.reached;
+      // The claim in flight took the one task it asked for; the credit granted now is more than it
+      // asked, so the channel still wants a task, and the one submitted now is counted for it.
+      channel.addCredit(1);
+      const [second] = await s.submit({ type: 'a' });
+      gate.release();
+      await out.until(2);
+      assert.deepEqual(out.ids(), [first.id, second.id]);
+      channel.close();
+    });
+
     it('hands on the wake-ups of a channel that closes before it could claim for them', async () => {
       const a = await s.agent(['a']);
       const b = await s.agent(['a']);
       const outA = socket();
       const channelA = s.delivery.openChannel({ agent: agentOf(a, ['a']), send: outA.send });
+      // A has credit and found nothing: it waits in line, before B.
+      channelA.addCredit(1);
+      await s.transitions.seen(to(a, 'idle'));
       const pollB = s.delivery.claim({ agentId: b, max: 1, waitMs: 60_000 });
       await s.transitions.seen(to(b, 'waiting'));
-      // A's claim (which finds nothing) is held; credit granted meanwhile makes it first in line for
-      // the next task, to be claimed once the claim in flight answers. It closes before that.
+      // A claims again, for more credit, and that claim (which finds nothing) is held; credit granted
+      // meanwhile keeps it first in line for the next task, to be claimed once the claim in flight
+      // answers. It closes before that.
       const gate = s.hold();
       channelA.addCredit(1);
       await gate.reached;

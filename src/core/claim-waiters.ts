@@ -13,7 +13,11 @@ export interface ClaimWaiter {
   /** Its agent's claim keys (claimKeysOf) and namespace: it is woken for the requirement keys canClaim lets it take. */
   capabilities: ReadonlySet<string>;
   namespace: string;
-  /** How many tasks it would take now; 0 keeps it asleep whatever appears. */
+  /**
+   * How many tasks it would take now; 0 keeps it asleep whatever appears. A waiter found wanting
+   * nothing leaves the line of those considered for new tasks, and its owner puts it back with
+   * `ClaimWaiters.mayWant` whenever this may have risen.
+   */
   want(): number;
   /**
    * The waiter should try to claim now. `reason` is set when new tasks woke it; it is absent when
@@ -30,11 +34,18 @@ export interface ClaimWaiter {
  * waiter that stays registered (a push channel) goes to the back of the line, so that work spreads
  * over agents instead of filling the first.
  *
+ * Only waiters that may want tasks stand in the line a notification walks: one found wanting
+ * nothing (an agent busy with its last task, a socket out of credit) leaves it, and comes back at
+ * its end through `mayWant`. A fleet of ten thousand busy agents would otherwise be walked, and
+ * asked, for every task submitted while it is busy.
+ *
  * `generation` increases on every notification, so a claimer that found nothing can tell whether
  * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
  */
 export class ClaimWaiters {
   private readonly waiters = new Set<ClaimWaiter>();
+  /** The line: registered waiters that may want tasks, the longest waiting first. */
+  private readonly line = new Set<ClaimWaiter>();
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
   generation = 0;
 
@@ -44,6 +55,7 @@ export class ClaimWaiters {
 
   add(waiter: ClaimWaiter): () => void {
     this.waiters.add(waiter);
+    if (waiter.want() > 0) this.line.add(waiter);
     const agentId = waiter.agentId;
     if (agentId !== undefined) {
       let set = this.byAgent.get(agentId);
@@ -52,11 +64,17 @@ export class ClaimWaiters {
     }
     return () => {
       this.waiters.delete(waiter);
+      this.line.delete(waiter);
       if (agentId === undefined) return;
       const set = this.byAgent.get(agentId);
       set?.delete(waiter);
       if (set?.size === 0) this.byAgent.delete(agentId);
     };
+  }
+
+  /** The waiter's want may have risen (it was granted credit, or its claim ended): back in the line, at its end, if it wants tasks. */
+  mayWant(waiter: ClaimWaiter): void {
+    if (!this.line.has(waiter) && this.waiters.has(waiter) && waiter.want() > 0) this.line.add(waiter);
   }
 
   notify(byRequirement: Record<string, number>): void {
@@ -65,9 +83,13 @@ export class ClaimWaiters {
     for (const [key, count] of Object.entries(byRequirement)) if (count > 0) remaining.set(key, count);
     if (remaining.size === 0) return;
     const woken: [ClaimWaiter, WakeReason][] = [];
-    for (const waiter of this.waiters) {
+    for (const waiter of this.line) {
       const want = waiter.want();
-      if (want <= 0) continue;
+      if (want <= 0) {
+        // Deleting the entry being visited leaves a Set's iteration on course.
+        this.line.delete(waiter);
+        continue;
+      }
       for (const [key, left] of remaining) {
         if (!canClaim(key, waiter.capabilities, waiter.namespace)) continue;
         const count = Math.min(want, left);
@@ -80,8 +102,8 @@ export class ClaimWaiters {
     }
     // Moved after the loop: a Set visits again an entry re-added while it is being iterated.
     for (const [waiter] of woken) {
-      this.waiters.delete(waiter);
-      this.waiters.add(waiter);
+      this.line.delete(waiter);
+      this.line.add(waiter);
     }
     for (const [waiter, reason] of woken) waiter.wake(reason);
   }

@@ -573,13 +573,14 @@ class Channel implements DeliveryChannel {
    * then it sends nothing, lost claims' tasks included, which the welcome may list again.
    */
   private credited = false;
+  private readonly waiter: ClaimWaiter;
   private readonly removeWaiter: () => void;
 
   constructor(
     private readonly delivery: TaskDelivery,
     private readonly options: ChannelOptions,
   ) {
-    this.removeWaiter = delivery.options.waiters.add({
+    this.waiter = {
       agentId: options.agent.id,
       capabilities: new Set(claimKeysOf(options.agent)),
       namespace: options.agent.namespace,
@@ -592,7 +593,8 @@ class Channel implements DeliveryChannel {
         }
         this.pump();
       },
-    });
+    };
+    this.removeWaiter = delivery.options.waiters.add(this.waiter);
   }
 
   private to(next: ChannelState): void {
@@ -702,6 +704,10 @@ class Channel implements DeliveryChannel {
         const pending = this.pending;
         this.pending = new Map();
         this.to('idle');
+        // What it wants rises only here: credit or room that came before now was claimed for, by
+        // this claim or (credit during a claim: `again`) the next. Back in the waiters' line, which
+        // it left when found wanting nothing, if credit is left.
+        this.delivery.options.waiters.mayWant(this.waiter);
         if (failure === undefined) this.delivery.handOn(pending);
         else this.delivery.handOnFailed(pending, failure);
         this.pumpWhenLostDue();
