@@ -98,6 +98,48 @@ describe('ClaimWaiters', () => {
     assert.equal(asked, 1, 'only the busy waiter mayWant was called for was asked again');
   });
 
+  it('walks the line once for a requirement nobody in it can do, until a waiter able to do it joins', () => {
+    const waiters = new ClaimWaiters();
+    const gpu = requirementKey(['gpu']);
+    // Idle agents that cannot do GPU tasks; the one GPU agent is busy.
+    let asked = 0;
+    const cpus = Array.from({ length: 1_000 }, (_, i) => waiter(`cpu-${i}`, ['cpu']));
+    for (const w of cpus) {
+      w.want = () => (asked++, w.wanted);
+      waiters.add(w);
+    }
+    const busyGpu = waiter('busy-gpu', ['gpu']);
+    waiters.add(busyGpu);
+    busyGpu.wanted = 0;
+    asked = 0;
+    for (let i = 0; i < 5; i++) waiters.notify({ [gpu]: 1 });
+    assert.equal(asked, 1_000, 'the line was walked for the first GPU task only');
+    assert.ok(cpus.every((w) => w.wakes.length === 0));
+
+    // A GPU agent registering joins the line: it is woken for the next GPU task.
+    const newGpu = waiter('new-gpu', ['gpu'], 1);
+    waiters.add(newGpu);
+    waiters.notify({ [gpu]: 1 });
+    assert.deepEqual(newGpu.wakes, [{ key: gpu, count: 1 }]);
+
+    // The busy one frees a slot: once its owner says so, it is found too.
+    newGpu.wanted = 0;
+    waiters.notify({ [gpu]: 1 });
+    busyGpu.wanted = 1;
+    waiters.notify({ [gpu]: 1 });
+    assert.deepEqual(busyGpu.wakes, [], 'not in the line until mayWant');
+    waiters.mayWant(busyGpu);
+    waiters.notify({ [gpu]: 1 });
+    assert.deepEqual(busyGpu.wakes, [{ key: gpu, count: 1 }]);
+
+    // Another requirement in the same notification is not held back by the one remembered.
+    busyGpu.wanted = 0;
+    waiters.notify({ [gpu]: 1 });
+    const cpu = requirementKey(['cpu']);
+    waiters.notify({ [gpu]: 1, [cpu]: 1 });
+    assert.deepEqual(cpus[0].wakes, [{ key: cpu, count: 1 }]);
+  });
+
   it('wakes a waiter only for tasks whose every requirement it has, and once per notification', () => {
     const waiters = new ClaimWaiters();
     const onlyA = waiter('onlyA', ['a'], 10);

@@ -77,6 +77,11 @@ interface Setup {
   loseClaim(agentId: string, max: number): Promise<void>;
   /** The next `n` claims reject as unavailable without reaching the store, as while it is known to be down. */
   failNextClaims(n: number): void;
+  /**
+   * Holds the next claim until `release()`, then refuses it without reaching the store, as a
+   * PostgreSQL pool with no connection free in time: no outage, so its wake-ups are handed on.
+   */
+  refuseNextClaim(): { release: () => void; reached: Promise<void> };
   /** The next `n` reads of lost claims' leases reject as unavailable. */
   failLostReads(n: number): void;
   /** The store's next read of tasks' dependencies finds no pooled connection in time. */
@@ -115,6 +120,7 @@ function setup(): Setup {
   let gate: { open: Promise<void>; arrived: () => void } | undefined;
   let loseAnswer = false;
   let failingClaims = 0;
+  let refusing: { open: Promise<void>; arrived: () => void } | undefined;
   let failingReads = 0;
   let readGate: { open: Promise<boolean>; arrived: () => void } | undefined;
   const delivery = new TaskDelivery({
@@ -128,6 +134,13 @@ function setup(): Setup {
       if (failingClaims > 0) {
         failingClaims--;
         throw dependencyUnavailable('postgres', 'the database is unavailable');
+      }
+      if (refusing) {
+        const { open, arrived } = refusing;
+        refusing = undefined;
+        arrived();
+        await open;
+        throw new FleetError('FLEETD_ERR_STORE_UNAVAILABLE', 'no database connection became free within 5000 ms');
       }
       const claimed = await fleet.tasks.claimReady(params);
       if (gate) {
@@ -180,6 +193,14 @@ function setup(): Setup {
     },
     failNextClaims(n) {
       failingClaims = n;
+    },
+    refuseNextClaim() {
+      let release = () => {};
+      let arrived = () => {};
+      const open = new Promise<void>((resolve) => (release = resolve));
+      const reached = new Promise<void>((resolve) => (arrived = resolve));
+      refusing = { open, arrived };
+      return { release, reached };
     },
     failLostReads(n) {
       failingReads = n;
@@ -814,6 +835,29 @@ describe('task delivery', { timeout: 30_000 }, () => {
       channel.addCredit(1);
       const [second] = await s.submit({ type: 'a' });
       gate.release();
+      await out.until(2);
+      assert.deepEqual(out.ids(), [first.id, second.id]);
+      channel.close();
+    });
+
+    it('a channel whose claim is refused (no connection free in time) claims what it was woken for, and what was announced meanwhile', async () => {
+      const agent = await s.agent(['a']);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a']), send: out.send });
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      const refused = s.refuseNextClaim();
+      const [first] = await s.submit({ type: 'a' });
+      await refused.reached;
+      // Announced while the claim in flight wants all the channel's credit: nobody is counted for it.
+      const [second] = await s.submit({ type: 'a' });
+      refused.release();
+      await out.until(1);
+      assert.deepEqual(out.ids(), [first.id]);
+      assert.equal(s.errors.length, 1, 'the refused claim was logged');
+      s.errors.length = 0;
+      // Its next credit brings the second.
+      channel.addCredit(1);
       await out.until(2);
       assert.deepEqual(out.ids(), [first.id, second.id]);
       channel.close();

@@ -1,11 +1,13 @@
 /**
- * `npm run bench -- waiters [--busy 10000] [--notifications 20000] [--rounds 3]`
+ * `npm run bench -- waiters [--agents 10000] [--notifications 20000] [--rounds 3]`
  *
- * The claim waiters alone, in this process: what one notification of a new task costs while a
- * fleet of `--busy` push channels is busy (each was idle in the line, then took a task and has no
- * credit left), against the same with no channel at all, in the same run. A saturated fleet
- * with a backlog is notified at every task submitted; src/core/claim-waiters.ts keeps the busy out
- * of the line that a notification walks. µs per notification, median over the rounds.
+ * The claim waiters alone, in this process: what one notification of a new task costs, against
+ * the same with no channel at all, in the same run, when
+ * - a fleet of `--agents` push channels is busy (each was idle in the line, then took a task and
+ *   has no credit left): a saturated fleet with a backlog is notified at every task submitted;
+ * - `--agents` channels are idle, but none can do the task (GPU tasks, the GPU agents busy).
+ * src/core/claim-waiters.ts keeps the busy out of the line that a notification walks, and remembers
+ * a requirement that nobody in the line can do. µs per notification, median over the rounds.
  */
 import { ClaimWaiters, type ClaimWaiter } from '../../src/core/claim-waiters.js';
 import { requirementKey } from '../../src/domain/requirements.js';
@@ -14,12 +16,12 @@ import { flags, report } from '../lib.js';
 const key = requirementKey(['bench']);
 
 /** A waiter shaped like a push channel's: what it wants is its credit, read through its state. */
-function channelLike(i: number): { waiter: ClaimWaiter; spend(): void } {
+function channelLike(i: number, capability: string): { waiter: ClaimWaiter; spend(): void } {
   const state = { closed: false, full: false, credit: 1, asked: 0 };
   return {
     waiter: {
       agentId: `agent-${i}`,
-      capabilities: new Set(['bench', `agent:agent-${i}`]),
+      capabilities: new Set([capability, `agent:agent-${i}`]),
       namespace: 'default',
       want: () => (state.closed || state.full ? 0 : state.credit - state.asked),
       wake: () => {},
@@ -28,12 +30,14 @@ function channelLike(i: number): { waiter: ClaimWaiter; spend(): void } {
   };
 }
 
-function perNotification(busy: number, notifications: number): number {
+type Fleet = 'none' | 'busy' | 'other';
+
+function perNotification(fleet: Fleet, agents: number, notifications: number): number {
   const waiters = new ClaimWaiters();
-  for (let i = 0; i < busy; i++) {
-    const channel = channelLike(i);
+  for (let i = 0; fleet !== 'none' && i < agents; i++) {
+    const channel = channelLike(i, fleet === 'busy' ? 'bench' : 'other');
     waiters.add(channel.waiter);
-    channel.spend();
+    if (fleet === 'busy') channel.spend();
   }
   const started = process.hrtime.bigint();
   for (let n = 0; n < notifications; n++) waiters.notify({ [key]: 1 });
@@ -41,22 +45,13 @@ function perNotification(busy: number, notifications: number): number {
 }
 
 export default async function waitersScenario(args: string[]): Promise<void> {
-  const f = flags(args, { busy: 10_000, notifications: 20_000, rounds: 3 });
+  const f = flags(args, { agents: 10_000, notifications: 20_000, rounds: 3 });
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const none: number[] = [];
-  const busy: number[] = [];
+  const us: Record<Fleet, number[]> = { none: [], busy: [], other: [] };
   for (let round = 0; round < f.rounds; round++) {
-    none.push(perNotification(0, f.notifications));
-    busy.push(perNotification(f.busy, f.notifications));
+    for (const fleet of ['none', 'busy', 'other'] as const) us[fleet].push(perNotification(fleet, f.agents, f.notifications));
   }
-  const round2 = (v: number) => Math.round(v * 1000) / 1000;
-  report(
-    'waiters',
-    [
-      { fleet: 'no channel', 'µs per notification': round2(median(none)) },
-      { fleet: `${f.busy} busy channels`, 'µs per notification': round2(median(busy)) },
-      { fleet: 'busy ÷ none', 'µs per notification': Math.round((median(busy) / median(none)) * 100) / 100 },
-    ],
-    { flags: f },
-  );
+  const none = median(us.none);
+  const row = (fleet: string, v: number) => ({ fleet, 'µs per notification': Math.round(v * 1000) / 1000, '÷ no channel': Math.round((v / none) * 100) / 100 });
+  report('waiters', [row('no channel', none), row(`${f.agents} busy channels`, median(us.busy)), row(`${f.agents} idle channels that cannot do the task`, median(us.other))], { flags: f });
 }

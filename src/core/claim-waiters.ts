@@ -29,6 +29,13 @@ export interface ClaimWaiter {
 }
 
 /**
+ * The most requirement keys remembered as unclaimable at once. Each waiter joining the line is
+ * checked against them all (about 2 µs for 64); past the bound they are forgotten together, and
+ * found again by walking the line.
+ */
+const UNCLAIMABLE_KEPT = 64;
+
+/**
  * Wakes waiting claims when tasks they can do appear, oldest waiter first, and only as many as the
  * new tasks can satisfy: a single task does not wake a thousand agents to race for it. A woken
  * waiter that stays registered (a push channel) goes to the back of the line, so that work spreads
@@ -39,6 +46,11 @@ export interface ClaimWaiter {
  * its end through `mayWant`. A fleet of ten thousand busy agents would otherwise be walked, and
  * asked, for every task submitted while it is busy.
  *
+ * Nor is the line walked again for a requirement that no waiter in it can do (the GPU tasks of a
+ * fleet whose GPU agents are all busy, while the others idle): such a requirement is remembered
+ * until a waiter able to do it joins the line, which is the only way one can come to be in it (a
+ * waiter's capabilities do not change).
+ *
  * `generation` increases on every notification, so a claimer that found nothing can tell whether
  * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
  */
@@ -47,6 +59,8 @@ export class ClaimWaiters {
   /** The line: registered waiters that may want tasks, the longest waiting first. */
   private readonly line = new Set<ClaimWaiter>();
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
+  /** Requirement keys that no waiter in the line can do, found by walking it whole. */
+  private readonly unclaimable = new Set<string>();
   generation = 0;
 
   get size(): number {
@@ -55,7 +69,7 @@ export class ClaimWaiters {
 
   add(waiter: ClaimWaiter): () => void {
     this.waiters.add(waiter);
-    if (waiter.want() > 0) this.line.add(waiter);
+    if (waiter.want() > 0) this.join(waiter);
     const agentId = waiter.agentId;
     if (agentId !== undefined) {
       let set = this.byAgent.get(agentId);
@@ -74,14 +88,22 @@ export class ClaimWaiters {
 
   /** The waiter's want may have risen (it was granted credit, or its claim ended): back in the line, at its end, if it wants tasks. */
   mayWant(waiter: ClaimWaiter): void {
-    if (!this.line.has(waiter) && this.waiters.has(waiter) && waiter.want() > 0) this.line.add(waiter);
+    if (!this.line.has(waiter) && this.waiters.has(waiter) && waiter.want() > 0) this.join(waiter);
+  }
+
+  private join(waiter: ClaimWaiter): void {
+    this.line.add(waiter);
+    for (const key of this.unclaimable) if (canClaim(key, waiter.capabilities, waiter.namespace)) this.unclaimable.delete(key);
   }
 
   notify(byRequirement: Record<string, number>): void {
     this.generation++;
     const remaining = new Map<string, number>();
-    for (const [key, count] of Object.entries(byRequirement)) if (count > 0) remaining.set(key, count);
+    for (const [key, count] of Object.entries(byRequirement)) if (count > 0 && !this.unclaimable.has(key)) remaining.set(key, count);
     if (remaining.size === 0) return;
+    // With one requirement, nobody woken means nobody in the line can do it (with several, a waiter
+    // counted for one may have been able to do another).
+    const only = remaining.size === 1 ? [...remaining.keys()][0] : undefined;
     const woken: [ClaimWaiter, WakeReason][] = [];
     for (const waiter of this.line) {
       const want = waiter.want();
@@ -99,6 +121,11 @@ export class ClaimWaiters {
         break;
       }
       if (remaining.size === 0) break;
+    }
+    if (only !== undefined && woken.length === 0) {
+      // Pinned tasks each have a requirement of their own agent's: a bound, not every key seen.
+      if (this.unclaimable.size >= UNCLAIMABLE_KEPT) this.unclaimable.clear();
+      this.unclaimable.add(only);
     }
     // Moved after the loop: a Set visits again an entry re-added while it is being iterated.
     for (const [waiter] of woken) {

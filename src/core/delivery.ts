@@ -618,6 +618,7 @@ class Channel implements DeliveryChannel {
       this.full = false;
       this.freedDuringClaim = true;
     }
+    this.delivery.options.waiters.mayWant(this.waiter);
     this.pump();
   }
 
@@ -677,6 +678,9 @@ class Channel implements DeliveryChannel {
           claimed = await this.delivery.claimOnce(agentId, asked, () => this.state !== 'closed');
         } finally {
           this.asked = 0;
+          // It wants its credit again (granted during the claim, or the claim failed): back in the
+          // line before the claim's hand-on, which may be for it.
+          waiters.mayWant(this.waiter);
         }
         this.claimedAt = now();
         this.credit -= claimed.tasks.length;
@@ -704,9 +708,7 @@ class Channel implements DeliveryChannel {
         const pending = this.pending;
         this.pending = new Map();
         this.to('idle');
-        // What it wants rises only here: credit or room that came before now was claimed for, by
-        // this claim or (credit during a claim: `again`) the next. Back in the waiters' line, which
-        // it left when found wanting nothing, if credit is left.
+        // Room freed during the claim (`full` cleared by a wake-up while it was out of the line).
         this.delivery.options.waiters.mayWant(this.waiter);
         if (failure === undefined) this.delivery.handOn(pending);
         else this.delivery.handOnFailed(pending, failure);
