@@ -708,7 +708,7 @@ class Channel implements DeliveryChannel {
         const pending = this.pending;
         this.pending = new Map();
         this.to('idle');
-        // Room freed during the claim (`full` cleared by a wake-up while it was out of the line).
+        // Idle, and in the line if it wants tasks, whichever way the loop ended.
         this.delivery.options.waiters.mayWant(this.waiter);
         if (failure === undefined) this.delivery.handOn(pending);
         else this.delivery.handOnFailed(pending, failure);
