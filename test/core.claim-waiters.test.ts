@@ -98,46 +98,73 @@ describe('ClaimWaiters', () => {
     assert.equal(asked, 1, 'only the busy waiter mayWant was called for was asked again');
   });
 
-  it('walks the line once for a requirement nobody in it can do, until a waiter able to do it joins', () => {
+  it('looks for a task among the waiters holding its requirements only', () => {
     const waiters = new ClaimWaiters();
     const gpu = requirementKey(['gpu']);
-    // Idle agents that cannot do GPU tasks; the one GPU agent is busy.
     let asked = 0;
-    const cpus = Array.from({ length: 1_000 }, (_, i) => waiter(`cpu-${i}`, ['cpu']));
+    const cpus = Array.from({ length: 1_000 }, (_, i) => waiter(`cpu-${i}`, ['cpu', `agent:cpu-${i}`]));
     for (const w of cpus) {
       w.want = () => (asked++, w.wanted);
       waiters.add(w);
     }
-    const busyGpu = waiter('busy-gpu', ['gpu']);
-    waiters.add(busyGpu);
-    busyGpu.wanted = 0;
+    const gpus = [waiter('gpu-1', ['gpu']), waiter('gpu-2', ['gpu'])];
+    for (const w of gpus) waiters.add(w);
     asked = 0;
-    for (let i = 0; i < 5; i++) waiters.notify({ [gpu]: 1 });
-    assert.equal(asked, 1_000, 'the line was walked for the first GPU task only');
-    assert.ok(cpus.every((w) => w.wakes.length === 0));
+    for (let i = 0; i < 3; i++) waiters.notify({ [gpu]: 1 });
+    assert.equal(asked, 0, 'no CPU agent was asked about a GPU task');
+    assert.deepEqual(gpus.map((w) => w.wakes.length), [2, 1], 'the GPU agents took turns');
+    // A task pinned to one agent is looked for in that agent's own line.
+    waiters.notify({ [requirementKey(['agent:cpu-700'])]: 1 });
+    assert.equal(asked, 1);
+    assert.deepEqual(cpus[700].wakes, [{ key: requirementKey(['agent:cpu-700']), count: 1 }]);
+    // The order of each capability's line is the line's: woken, cpu-700 went to the back of both.
+    const cpu = requirementKey(['cpu']);
+    waiters.notify({ [cpu]: 999 });
+    assert.equal(cpus[700].wakes.length, 1, '999 CPU tasks go to the 999 agents waiting longer');
+    waiters.notify({ [cpu]: 1 });
+    assert.equal(cpus[700].wakes.length, 2);
+  });
 
-    // A GPU agent registering joins the line: it is woken for the next GPU task.
-    const newGpu = waiter('new-gpu', ['gpu'], 1);
-    waiters.add(newGpu);
-    waiters.notify({ [gpu]: 1 });
-    assert.deepEqual(newGpu.wakes, [{ key: gpu, count: 1 }]);
+  it('walks once for a requirement no waiter in the line can do, until a waiter able to do it joins', () => {
+    const waiters = new ClaimWaiters();
+    const crawl = requirementKey(['crawl']);
+    // Idle crawlers of another namespace: they hold the capability, but not default's tasks.
+    let asked = 0;
+    const others = Array.from({ length: 1_000 }, (_, i) => ({ ...waiter(`team-a-${i}`, ['crawl', 'namespace:team-a']), namespace: 'team-a' }));
+    for (const w of others) {
+      w.want = () => (asked++, w.wanted);
+      waiters.add(w);
+    }
+    const busy = waiter('busy', ['crawl']);
+    waiters.add(busy);
+    busy.wanted = 0;
+    asked = 0;
+    for (let i = 0; i < 5; i++) waiters.notify({ [crawl]: 1 });
+    assert.equal(asked, 1_000, 'the line was walked for the first task only');
+    assert.ok(others.every((w) => w.wakes.length === 0));
+
+    // A default crawler registering joins the line: it is woken for the next task.
+    const fresh = waiter('fresh', ['crawl']);
+    waiters.add(fresh);
+    waiters.notify({ [crawl]: 1 });
+    assert.deepEqual(fresh.wakes, [{ key: crawl, count: 1 }]);
 
     // The busy one frees a slot: once its owner says so, it is found too.
-    newGpu.wanted = 0;
-    waiters.notify({ [gpu]: 1 });
-    busyGpu.wanted = 1;
-    waiters.notify({ [gpu]: 1 });
-    assert.deepEqual(busyGpu.wakes, [], 'not in the line until mayWant');
-    waiters.mayWant(busyGpu);
-    waiters.notify({ [gpu]: 1 });
-    assert.deepEqual(busyGpu.wakes, [{ key: gpu, count: 1 }]);
+    fresh.wanted = 0;
+    waiters.notify({ [crawl]: 1 });
+    busy.wanted = 1;
+    waiters.notify({ [crawl]: 1 });
+    assert.deepEqual(busy.wakes, [], 'not in the line until mayWant');
+    waiters.mayWant(busy);
+    waiters.notify({ [crawl]: 1 });
+    assert.deepEqual(busy.wakes, [{ key: crawl, count: 1 }]);
 
     // Another requirement in the same notification is not held back by the one remembered.
-    busyGpu.wanted = 0;
-    waiters.notify({ [gpu]: 1 });
-    const cpu = requirementKey(['cpu']);
-    waiters.notify({ [gpu]: 1, [cpu]: 1 });
-    assert.deepEqual(cpus[0].wakes, [{ key: cpu, count: 1 }]);
+    busy.wanted = 0;
+    waiters.notify({ [crawl]: 1 });
+    const teamA = requirementKey(['crawl', 'namespace:team-a']);
+    waiters.notify({ [crawl]: 1, [teamA]: 1 });
+    assert.deepEqual(others[0].wakes, [{ key: teamA, count: 1 }]);
   });
 
   it('wakes a waiter only for tasks whose every requirement it has, and once per notification', () => {

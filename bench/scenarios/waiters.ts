@@ -5,9 +5,11 @@
  * the same with no channel at all, in the same run, when
  * - a fleet of `--agents` push channels is busy (each was idle in the line, then took a task and
  *   has no credit left): a saturated fleet with a backlog is notified at every task submitted;
- * - `--agents` channels are idle, but none can do the task (GPU tasks, the GPU agents busy).
- * src/core/claim-waiters.ts keeps the busy out of the line that a notification walks, and remembers
- * a requirement that nobody in the line can do. µs per notification, median over the rounds.
+ * - `--agents` channels are idle, but none can do the task (GPU tasks, the GPU agents busy);
+ * - `--agents` channels are idle, and each task is pinned to one of them (`agentId`), in turn.
+ * src/core/claim-waiters.ts keeps the busy out of the line that a notification walks, looks for a
+ * task among the waiters holding its requirements, and remembers a requirement that nobody in the
+ * line can do. µs per notification, median over the rounds.
  */
 import { ClaimWaiters, type ClaimWaiter } from '../../src/core/claim-waiters.js';
 import { requirementKey } from '../../src/domain/requirements.js';
@@ -30,28 +32,40 @@ function channelLike(i: number, capability: string): { waiter: ClaimWaiter; spen
   };
 }
 
-type Fleet = 'none' | 'busy' | 'other';
+type Fleet = 'none' | 'busy' | 'other' | 'pinned';
 
 function perNotification(fleet: Fleet, agents: number, notifications: number): number {
   const waiters = new ClaimWaiters();
   for (let i = 0; fleet !== 'none' && i < agents; i++) {
-    const channel = channelLike(i, fleet === 'busy' ? 'bench' : 'other');
+    const channel = channelLike(i, fleet === 'other' ? 'other' : 'bench');
     waiters.add(channel.waiter);
     if (fleet === 'busy') channel.spend();
   }
+  // Pinned: to agents spread over the line, each of which stays idle (its wake-up claims nothing here).
+  const pinned = Array.from({ length: 1_000 }, (_, n) => requirementKey([`agent:agent-${(n * 7_919) % Math.max(1, agents)}`]));
   const started = process.hrtime.bigint();
-  for (let n = 0; n < notifications; n++) waiters.notify({ [key]: 1 });
+  if (fleet === 'pinned') for (let n = 0; n < notifications; n++) waiters.notify({ [pinned[n % pinned.length]]: 1 });
+  else for (let n = 0; n < notifications; n++) waiters.notify({ [key]: 1 });
   return Number(process.hrtime.bigint() - started) / 1000 / notifications;
 }
 
 export default async function waitersScenario(args: string[]): Promise<void> {
   const f = flags(args, { agents: 10_000, notifications: 20_000, rounds: 3 });
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const us: Record<Fleet, number[]> = { none: [], busy: [], other: [] };
+  const us: Record<Fleet, number[]> = { none: [], busy: [], other: [], pinned: [] };
   for (let round = 0; round < f.rounds; round++) {
-    for (const fleet of ['none', 'busy', 'other'] as const) us[fleet].push(perNotification(fleet, f.agents, f.notifications));
+    for (const fleet of ['none', 'busy', 'other', 'pinned'] as const) us[fleet].push(perNotification(fleet, f.agents, f.notifications));
   }
   const none = median(us.none);
   const row = (fleet: string, v: number) => ({ fleet, 'µs per notification': Math.round(v * 1000) / 1000, '÷ no channel': Math.round((v / none) * 100) / 100 });
-  report('waiters', [row('no channel', none), row(`${f.agents} busy channels`, median(us.busy)), row(`${f.agents} idle channels that cannot do the task`, median(us.other))], { flags: f });
+  report(
+    'waiters',
+    [
+      row('no channel', none),
+      row(`${f.agents} busy channels`, median(us.busy)),
+      row(`${f.agents} idle channels that cannot do the task`, median(us.other)),
+      row(`${f.agents} idle channels, the task pinned to one`, median(us.pinned)),
+    ],
+    { flags: f },
+  );
 }

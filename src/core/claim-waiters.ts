@@ -1,4 +1,4 @@
-import { canClaim } from '../domain/requirements.js';
+import { canClaim, requirementsOf } from '../domain/requirements.js';
 
 /** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
 export interface WakeReason {
@@ -35,21 +35,25 @@ export interface ClaimWaiter {
  */
 const UNCLAIMABLE_KEPT = 64;
 
+const NOBODY: ReadonlySet<ClaimWaiter> = new Set();
+
 /**
  * Wakes waiting claims when tasks they can do appear, oldest waiter first, and only as many as the
  * new tasks can satisfy: a single task does not wake a thousand agents to race for it. A woken
  * waiter that stays registered (a push channel) goes to the back of the line, so that work spreads
  * over agents instead of filling the first.
  *
- * Only waiters that may want tasks stand in the line a notification walks: one found wanting
- * nothing (an agent busy with its last task, a socket out of credit) leaves it, and comes back at
- * its end through `mayWant`. A fleet of ten thousand busy agents would otherwise be walked, and
- * asked, for every task submitted while it is busy.
- *
- * Nor is the line walked again for a requirement that no waiter in it can do (the GPU tasks of a
- * fleet whose GPU agents are all busy, while the others idle): such a requirement is remembered
- * until a waiter able to do it joins the line, which is the only way one can come to be in it (a
- * waiter's capabilities do not change).
+ * A notification walks as few waiters as it can:
+ * - Only waiters that may want tasks stand in the line: one found wanting nothing (an agent busy
+ *   with its last task, a socket out of credit) leaves it, and comes back at its end through
+ *   `mayWant`. A fleet of ten thousand busy agents would otherwise be walked, and asked, for every
+ *   task submitted while it is busy.
+ * - The line is kept, in the same order, for each capability its waiters hold, and a requirement is
+ *   looked for in the shortest of its capabilities' lines: a GPU task among the GPU agents, a task
+ *   pinned to an agent in that agent's own line, not among every idle agent.
+ * - A requirement that no waiter in the line can do (its capabilities' lines hold only agents of
+ *   other namespaces, say) is remembered until a waiter able to do it joins the line, which is the
+ *   only way one can come to be in it (a waiter's capabilities do not change).
  *
  * `generation` increases on every notification, so a claimer that found nothing can tell whether
  * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
@@ -58,8 +62,10 @@ export class ClaimWaiters {
   private readonly waiters = new Set<ClaimWaiter>();
   /** The line: registered waiters that may want tasks, the longest waiting first. */
   private readonly line = new Set<ClaimWaiter>();
+  /** The line's waiters holding each capability, in the line's order. */
+  private readonly lineOf = new Map<string, Set<ClaimWaiter>>();
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
-  /** Requirement keys that no waiter in the line can do, found by walking it whole. */
+  /** Requirement keys that no waiter in the line can do, found by walking their candidates whole. */
   private readonly unclaimable = new Set<string>();
   generation = 0;
 
@@ -78,7 +84,7 @@ export class ClaimWaiters {
     }
     return () => {
       this.waiters.delete(waiter);
-      this.line.delete(waiter);
+      this.leave(waiter);
       if (agentId === undefined) return;
       const set = this.byAgent.get(agentId);
       set?.delete(waiter);
@@ -92,45 +98,74 @@ export class ClaimWaiters {
   }
 
   private join(waiter: ClaimWaiter): void {
-    this.line.add(waiter);
+    this.enter(waiter);
     for (const key of this.unclaimable) if (canClaim(key, waiter.capabilities, waiter.namespace)) this.unclaimable.delete(key);
+  }
+
+  private enter(waiter: ClaimWaiter): void {
+    this.line.add(waiter);
+    for (const capability of waiter.capabilities) {
+      let line = this.lineOf.get(capability);
+      if (!line) this.lineOf.set(capability, (line = new Set()));
+      line.add(waiter);
+    }
+  }
+
+  private leave(waiter: ClaimWaiter): void {
+    if (!this.line.delete(waiter)) return;
+    for (const capability of waiter.capabilities) {
+      const line = this.lineOf.get(capability);
+      if (!line) continue;
+      line.delete(waiter);
+      if (line.size === 0) this.lineOf.delete(capability);
+    }
+  }
+
+  /** The waiters that may do tasks of `key`, in the line's order: the shortest line of its requirements (the whole line for none). */
+  private candidatesFor(key: string): ReadonlySet<ClaimWaiter> {
+    let shortest: ReadonlySet<ClaimWaiter> = this.line;
+    for (const requirement of requirementsOf(key)) {
+      const line = this.lineOf.get(requirement);
+      if (!line) return NOBODY;
+      if (line.size < shortest.size) shortest = line;
+    }
+    return shortest;
   }
 
   notify(byRequirement: Record<string, number>): void {
     this.generation++;
-    const remaining = new Map<string, number>();
-    for (const [key, count] of Object.entries(byRequirement)) if (count > 0 && !this.unclaimable.has(key)) remaining.set(key, count);
-    if (remaining.size === 0) return;
-    // With one requirement, nobody woken means nobody in the line can do it (with several, a waiter
-    // counted for one may have been able to do another).
-    const only = remaining.size === 1 ? [...remaining.keys()][0] : undefined;
-    const woken: [ClaimWaiter, WakeReason][] = [];
-    for (const waiter of this.line) {
-      const want = waiter.want();
-      if (want <= 0) {
-        // Deleting the entry being visited leaves a Set's iteration on course.
-        this.line.delete(waiter);
-        continue;
-      }
-      for (const [key, left] of remaining) {
+    const woken = new Map<ClaimWaiter, WakeReason>();
+    for (const [key, count] of Object.entries(byRequirement)) {
+      if (count <= 0 || this.unclaimable.has(key)) continue;
+      let left = count;
+      // Somebody in the line can do it: woken for it now, or for another requirement just before.
+      let able = false;
+      // Deleting the entry being visited (leave) leaves a Set's iteration on course.
+      for (const waiter of this.candidatesFor(key)) {
+        const want = waiter.want();
+        if (want <= 0) {
+          this.leave(waiter);
+          continue;
+        }
         if (!canClaim(key, waiter.capabilities, waiter.namespace)) continue;
-        const count = Math.min(want, left);
-        woken.push([waiter, { key, count }]);
-        if (left - count <= 0) remaining.delete(key);
-        else remaining.set(key, left - count);
-        break;
+        able = true;
+        // Woken once a notification, for one requirement: another goes to the next waiter who can do it.
+        if (woken.has(waiter)) continue;
+        const taken = Math.min(want, left);
+        woken.set(waiter, { key, count: taken });
+        left -= taken;
+        if (left <= 0) break;
       }
-      if (remaining.size === 0) break;
+      if (!able) {
+        // Pinned tasks each have a requirement of their own agent's: a bound, not every key seen.
+        if (this.unclaimable.size >= UNCLAIMABLE_KEPT) this.unclaimable.clear();
+        this.unclaimable.add(key);
+      }
     }
-    if (only !== undefined && woken.length === 0) {
-      // Pinned tasks each have a requirement of their own agent's: a bound, not every key seen.
-      if (this.unclaimable.size >= UNCLAIMABLE_KEPT) this.unclaimable.clear();
-      this.unclaimable.add(only);
-    }
-    // Moved after the loop: a Set visits again an entry re-added while it is being iterated.
-    for (const [waiter] of woken) {
-      this.line.delete(waiter);
-      this.line.add(waiter);
+    // Moved after the walks: a Set visits again an entry re-added while it is being iterated.
+    for (const waiter of woken.keys()) {
+      this.leave(waiter);
+      this.enter(waiter);
     }
     for (const [waiter, reason] of woken) waiter.wake(reason);
   }
