@@ -125,46 +125,66 @@ describe('ClaimWaiters', () => {
     assert.equal(cpus[700].wakes.length, 2);
   });
 
+  it("looks for a default task among default's waiters, not other namespaces' that hold its capability", () => {
+    const waiters = new ClaimWaiters();
+    const gpu = requirementKey(['gpu']);
+    let asked = 0;
+    // Waiting longer than default's one GPU agent.
+    const teamA = Array.from({ length: 1_000 }, (_, i) => ({ ...waiter(`team-a-${i}`, ['gpu', 'namespace:team-a']), namespace: 'team-a' }));
+    for (const w of teamA) {
+      w.want = () => (asked++, w.wanted);
+      waiters.add(w);
+    }
+    const mine = waiter('default-gpu', ['gpu']);
+    waiters.add(mine);
+    asked = 0;
+    waiters.notify({ [gpu]: 1 });
+    assert.equal(asked, 0, 'no team-a agent was asked');
+    assert.deepEqual(mine.wakes, [{ key: gpu, count: 1 }]);
+    waiters.notify({ [requirementKey(['gpu', 'namespace:team-a'])]: 1 });
+    assert.equal(teamA[0].wakes.length, 1, "and team-a's task goes to team-a");
+  });
+
   it('walks once for a requirement no waiter in the line can do, until a waiter able to do it joins', () => {
     const waiters = new ClaimWaiters();
-    const crawl = requirementKey(['crawl']);
-    // Idle crawlers of another namespace: they hold the capability, but not default's tasks.
+    const both = requirementKey(['crawl', 'render']);
+    // Idle agents that can crawl or render, none both; the one that can do both is busy.
     let asked = 0;
-    const others = Array.from({ length: 1_000 }, (_, i) => ({ ...waiter(`team-a-${i}`, ['crawl', 'namespace:team-a']), namespace: 'team-a' }));
+    const others = Array.from({ length: 1_000 }, (_, i) => waiter(`other-${i}`, [i % 2 === 0 ? 'crawl' : 'render']));
     for (const w of others) {
       w.want = () => (asked++, w.wanted);
       waiters.add(w);
     }
-    const busy = waiter('busy', ['crawl']);
+    const busy = waiter('busy', ['crawl', 'render']);
     waiters.add(busy);
     busy.wanted = 0;
     asked = 0;
-    for (let i = 0; i < 5; i++) waiters.notify({ [crawl]: 1 });
-    assert.equal(asked, 1_000, 'the line was walked for the first task only');
+    for (let i = 0; i < 5; i++) waiters.notify({ [both]: 1 });
+    assert.equal(asked, 500, 'one of the two lines was walked, for the first task only');
     assert.ok(others.every((w) => w.wakes.length === 0));
 
-    // A default crawler registering joins the line: it is woken for the next task.
-    const fresh = waiter('fresh', ['crawl']);
+    // An agent able to do both registering joins the line: it is woken for the next task.
+    const fresh = waiter('fresh', ['crawl', 'render']);
     waiters.add(fresh);
-    waiters.notify({ [crawl]: 1 });
-    assert.deepEqual(fresh.wakes, [{ key: crawl, count: 1 }]);
+    waiters.notify({ [both]: 1 });
+    assert.deepEqual(fresh.wakes, [{ key: both, count: 1 }]);
 
     // The busy one frees a slot: once its owner says so, it is found too.
     fresh.wanted = 0;
-    waiters.notify({ [crawl]: 1 });
+    waiters.notify({ [both]: 1 });
     busy.wanted = 1;
-    waiters.notify({ [crawl]: 1 });
+    waiters.notify({ [both]: 1 });
     assert.deepEqual(busy.wakes, [], 'not in the line until mayWant');
     waiters.mayWant(busy);
-    waiters.notify({ [crawl]: 1 });
-    assert.deepEqual(busy.wakes, [{ key: crawl, count: 1 }]);
+    waiters.notify({ [both]: 1 });
+    assert.deepEqual(busy.wakes, [{ key: both, count: 1 }]);
 
     // Another requirement in the same notification is not held back by the one remembered.
     busy.wanted = 0;
-    waiters.notify({ [crawl]: 1 });
-    const teamA = requirementKey(['crawl', 'namespace:team-a']);
-    waiters.notify({ [crawl]: 1, [teamA]: 1 });
-    assert.deepEqual(others[0].wakes, [{ key: teamA, count: 1 }]);
+    waiters.notify({ [both]: 1 });
+    const crawl = requirementKey(['crawl']);
+    waiters.notify({ [both]: 1, [crawl]: 1 });
+    assert.deepEqual(others[0].wakes, [{ key: crawl, count: 1 }]);
   });
 
   it('wakes a waiter only for tasks whose every requirement it has, and once per notification', () => {

@@ -1,4 +1,5 @@
-import { canClaim, requirementsOf } from '../domain/requirements.js';
+import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
+import { canClaim, namespaceOfKey, requirementsOf } from '../domain/requirements.js';
 
 /** Which new tasks a waiter was woken for: it is counted against `count` tasks of requirement `key`. */
 export interface WakeReason {
@@ -48,12 +49,13 @@ const NOBODY: ReadonlySet<ClaimWaiter> = new Set();
  *   with its last task, a socket out of credit) leaves it, and comes back at its end through
  *   `mayWant`. A fleet of ten thousand busy agents would otherwise be walked, and asked, for every
  *   task submitted while it is busy.
- * - The line is kept, in the same order, for each capability its waiters hold, and a requirement is
- *   looked for in the shortest of its capabilities' lines: a GPU task among the GPU agents, a task
- *   pinned to an agent in that agent's own line, not among every idle agent.
- * - A requirement that no waiter in the line can do (its capabilities' lines hold only agents of
- *   other namespaces, say) is remembered until a waiter able to do it joins the line, which is the
- *   only way one can come to be in it (a waiter's capabilities do not change).
+ * - The line is kept, in the same order, for each capability its waiters hold and for the `default`
+ *   namespace's waiters, and a requirement is looked for in the shortest of the lines that hold
+ *   everyone able to do it: a GPU task among the GPU agents, a task pinned to an agent in that
+ *   agent's own line, a `default` task among `default`'s agents, not among every idle agent.
+ * - A requirement that no waiter in the line can do (it needs two capabilities that no one agent
+ *   has together, say) is remembered until a waiter able to do it joins the line, which is the only
+ *   way one can come to be in it (a waiter's capabilities do not change).
  *
  * `generation` increases on every notification, so a claimer that found nothing can tell whether
  * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
@@ -64,6 +66,8 @@ export class ClaimWaiters {
   private readonly line = new Set<ClaimWaiter>();
   /** The line's waiters holding each capability, in the line's order. */
   private readonly lineOf = new Map<string, Set<ClaimWaiter>>();
+  /** The line's waiters of the `default` namespace, in the line's order: its tasks' keys name no namespace. */
+  private readonly defaultLine = new Set<ClaimWaiter>();
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
   /** Requirement keys that no waiter in the line can do, found by walking their candidates whole. */
   private readonly unclaimable = new Set<string>();
@@ -104,6 +108,7 @@ export class ClaimWaiters {
 
   private enter(waiter: ClaimWaiter): void {
     this.line.add(waiter);
+    if (waiter.namespace === DEFAULT_NAMESPACE) this.defaultLine.add(waiter);
     for (const capability of waiter.capabilities) {
       let line = this.lineOf.get(capability);
       if (!line) this.lineOf.set(capability, (line = new Set()));
@@ -113,6 +118,7 @@ export class ClaimWaiters {
 
   private leave(waiter: ClaimWaiter): void {
     if (!this.line.delete(waiter)) return;
+    this.defaultLine.delete(waiter);
     for (const capability of waiter.capabilities) {
       const line = this.lineOf.get(capability);
       if (!line) continue;
@@ -121,9 +127,10 @@ export class ClaimWaiters {
     }
   }
 
-  /** The waiters that may do tasks of `key`, in the line's order: the shortest line of its requirements (the whole line for none). */
+  /** The waiters that may do tasks of `key`, in the line's order: the shortest of the lines holding everyone able to (canClaim). */
   private candidatesFor(key: string): ReadonlySet<ClaimWaiter> {
-    let shortest: ReadonlySet<ClaimWaiter> = this.line;
+    // Outside `default` the key holds its namespace's requirement, whose line is among those below.
+    let shortest: ReadonlySet<ClaimWaiter> = namespaceOfKey(key) === DEFAULT_NAMESPACE ? this.defaultLine : this.line;
     for (const requirement of requirementsOf(key)) {
       const line = this.lineOf.get(requirement);
       if (!line) return NOBODY;
