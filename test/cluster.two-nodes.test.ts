@@ -4,8 +4,27 @@ import { once } from 'node:events';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
-import { startNode, twoNodes } from './cluster/node-process.js';
-import { connectAgent } from './ws-helpers.js';
+import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
+import { connect, connectAgent, type Peer } from './ws-helpers.js';
+
+async function observe(url: string, key: string, topics: string[]): Promise<Peer> {
+  const peer = await connect(`${url}/v1/events`, { authorization: `Bearer ${key}` });
+  peer.send({ type: 'subscribe', topics });
+  await peer.next('subscribed');
+  return peer;
+}
+
+/** Every event the peer has received so far, out of their batches. */
+const eventsOf = (peer: Peer): { name: string; data: any }[] => peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+
+const released = (peer: Peer, resource: string) => eventsOf(peer).some((e) => e.name === 'lock.released' && e.data.lock.resources[0] === resource);
+
+async function lockAndRelease(node: NodeProcess, agentId: string, resource: string): Promise<void> {
+  const lock = await node.api.post('/v1/locks', { agentId, resources: [resource], ttlMs: 60_000 });
+  assert.equal(lock.status, 200, JSON.stringify(lock.body));
+  const release = await node.api.delete(`/v1/locks/${lock.body.id}`);
+  assert.ok(release.status < 300, JSON.stringify(release.body));
+}
 
 /** Two `fleetd start` processes on one PostgreSQL schema and one Redis prefix. */
 describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => {
@@ -84,6 +103,50 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     assert.deepEqual(sa.body.agents, sb.body.agents);
     assert.equal(sa.body.tasks.byType.count.completed, 3);
     assert.equal(sa.body.tasks.byType.count.queued, 2);
+  });
+
+  it("tells observers on either node of a task's lock once, though both nodes hear of its lease", async () => {
+    const { a, b, env } = cluster;
+    const observers = await Promise.all([a, b].map((node) => observe(node.url, env.FLEETD_ADMIN_KEY, ['locks'])));
+    try {
+      const agent = await b.api.registerAgent(['locking']);
+      await b.api.submit({ type: 'locking', locks: ['relay/once.txt'] });
+      const [task] = await b.api.claim(agent.id, 1);
+      await b.api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: null });
+      // Each node's messages arrive in order: once A shows B's marker, A has heard of the task's
+      // events (and said whatever it says of them); once B shows A's marker, B has heard that too.
+      await lockAndRelease(b, agent.id, 'relay/marker-b');
+      await eventually(() => released(observers[0], 'relay/marker-b'));
+      await lockAndRelease(a, agent.id, 'relay/marker-a');
+      await eventually(() => released(observers[1], 'relay/marker-a'));
+      await eventually(() => released(observers[0], 'relay/marker-a') && released(observers[1], 'relay/marker-b'));
+      for (const [i, peer] of observers.entries()) {
+        const names = eventsOf(peer).filter((e) => e.data.lock.resources[0] === 'relay/once.txt').map((e) => e.name);
+        assert.deepEqual(names, ['lock.acquired', 'lock.released'], `the observer on ${i === 0 ? 'A' : 'B'}`);
+      }
+    } finally {
+      await Promise.all(observers.map((peer) => peer.close()));
+    }
+  });
+
+  it('counts a dead-lettered task in the metrics of the node that did it only, so that their sum is the cluster\'s', async () => {
+    const { a, b, env } = cluster;
+    const observer = await observe(a.url, env.FLEETD_ADMIN_KEY, ['queue:relay-dead']);
+    try {
+      const agent = await b.api.registerAgent(['relay-dead']);
+      await b.api.submit({ type: 'relay-dead', maxAttempts: 1 });
+      const [task] = await b.api.claim(agent.id, 1);
+      await b.api.post(`/v1/tasks/${task.id}/fail`, { agentId: agent.id, error: { message: 'no' }, retryable: false });
+      // A has heard of it: its observer has the event.
+      await eventually(() => eventsOf(observer).some((e) => e.name === 'task.dead'));
+      const dead = async (node: NodeProcess) => {
+        const text = (await node.api.get<string>('/metrics')).body;
+        return Number(/^fleetd_tasks_dead_total\{type="relay-dead"\} (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      assert.deepEqual([await dead(a), await dead(b)], [0, 1]);
+    } finally {
+      await observer.close();
+    }
   });
 
   it('loses nothing when A is killed with SIGKILL: SDK agents move to B and every task completes exactly once', async (t) => {

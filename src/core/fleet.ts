@@ -167,14 +167,16 @@ export class Fleet {
       this.ctx.bus.subscribe('task.completed', (e) => this.taskEnds.ended(e.task.id)),
       this.ctx.bus.subscribe('task.dead', (e) => this.taskEnds.ended(e.task.id)),
       this.ctx.bus.subscribe('task.cancelled', (e) => this.taskEnds.ended(e.task.id)),
-      // A task's locks are taken with its lease and go with it (in the store); say so, as for any lock.
+      // A task's locks are taken with its lease and go with it (in the store); say so, as for any
+      // lock. The node that leased or ended the task says it, and its bus relays that: said again
+      // for another node's event, every observer would hear it twice.
       this.ctx.bus.subscribe('task.claimed', (e) => {
-        const lock = taskLock(e.task);
+        const lock = this.ctx.bus.relaying ? undefined : taskLock(e.task);
         if (lock) this.ctx.bus.publish('lock.acquired', { lock });
       }),
       ...(['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const).map((name) =>
         this.ctx.bus.subscribe(name, (e) => {
-          const lock = taskLock(e.task);
+          const lock = this.ctx.bus.relaying ? undefined : taskLock(e.task);
           if (lock) this.ctx.bus.publish('lock.released', { lock, reason: 'released' });
         }),
       ),
