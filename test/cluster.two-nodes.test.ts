@@ -103,6 +103,11 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     assert.deepEqual(sa.body.agents, sb.body.agents);
     assert.equal(sa.body.tasks.byType.count.completed, 3);
     assert.equal(sa.body.tasks.byType.count.queued, 2);
+    // Throughput and latency are of every node's completions, as the bus relays them: B's are A's.
+    await eventually(async () => {
+      const [la, lb] = await Promise.all([a.api.get('/v1/stats'), b.api.get('/v1/stats')]).then((r) => r.map((s) => s.body.latencyMs.count));
+      return la >= 3 && la === lb;
+    });
   });
 
   it("tells observers on either node of a task's lock once, though both nodes hear of its lease", async () => {

@@ -210,7 +210,9 @@ export class StatsService {
 
   /**
    * The fleet's numbers; the task and agent counts and the usage of the namespaces of the filter only
-   * (all when undefined). Throughput, latency and lag are the node's, whatever the filter.
+   * (all when undefined). Throughput and latency, whatever the filter, are of the completions and
+   * failures this node hears of: in a cluster, every node's, which its bus relays (a dashboard reads
+   * one node); lag is the node's own.
    */
   async snapshot(namespaces?: NamespaceFilter): Promise<FleetStats> {
     const [counts, usage] = await Promise.all([this.counts(namespaces), this.usage(namespaces)]);
