@@ -3,7 +3,7 @@
  * PostgreSQL with one node, and on PostgreSQL + Redis with two nodes, in the same run on the same
  * machine.
  *
- *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5] [--pin 0]
+ *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5] [--pin 0] [--rounds 1]
  *
  * Each configuration gets fresh state: a new data dir for SQLite, a new schema and Redis prefix for
  * PostgreSQL. With two nodes, agents and submitters alternate between them, as behind a load
@@ -11,6 +11,10 @@
  * time each task cost in the fleetd node(s), in the PostgreSQL backends serving them and in this
  * load generator: on one machine, their sum bounds the throughput whatever the number of nodes.
  * Per node, the same for each node and the backends serving it.
+ *
+ * With `--rounds N` the end-to-end load runs N times on each configuration, the configurations taking
+ * turns, and a last row gives, for two nodes against one, the ratio of fleetd's CPU a task in each
+ * round and their median: one round's ratio moves by a third with the machine's load.
  *
  * With `--pin 1` the end-to-end load runs with each fleetd node bound to a core of its own
  * (taskset), and PostgreSQL's backends and the load generator to the cores left, if any: on a
@@ -51,13 +55,21 @@ function configurations(schemas: string[]): Configuration[] {
 }
 
 export default async function pgScenario(args: string[]): Promise<void> {
-  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5, pin: 0 });
+  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5, pin: 0, rounds: 1 });
   const schemas: string[] = [];
   const rows: Row[] = [];
   try {
-    for (const c of configurations(schemas)) rows.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
-    const base = rows[0]['tasks/s'] as number;
-    for (const row of rows) row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
+    for (let round = 1; round <= f.rounds; round++) {
+      const done: Row[] = [];
+      for (const c of configurations(schemas)) done.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
+      const base = done[0]['tasks/s'] as number;
+      for (const row of done) {
+        row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
+        if (f.rounds > 1) row.round = round;
+      }
+      rows.push(...done);
+    }
+    if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows));
     const wsFlags = { agents: f['ws-agents'], rate: f.rate, seconds: f['ws-seconds'], observers: 10, credit: 4, baseline: 0 };
     for (const c of configurations(schemas)) {
       const push = await phase('ws', wsFlags, { env: c.env, nodes: c.nodes });
@@ -81,6 +93,17 @@ export default async function pgScenario(args: string[]): Promise<void> {
     flags: f,
     note: 'saturate: p50/p95/p99 are submit-to-complete; ws push: submit-to-dispatch at the offered rate. ratio is tasks/s against SQLite. cpu µs/task: fleetd nodes, their PostgreSQL backends, the load generator',
   });
+}
+
+/** fleetd's CPU a task on two nodes (both together) over one node's, in each round and their median. */
+function twoNodesAgainstOne(rows: Row[]): Row {
+  const cpu = (store: string) => rows.filter((r) => r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
+  const [one, two] = [cpu('postgres'), cpu('postgres + redis')];
+  const ratios = two.map((us, i) => Math.round((us / one[i]) * 100) / 100);
+  const sorted = [...ratios].sort((a, b) => a - b);
+  const middle = sorted.length / 2;
+  const median = Number.isInteger(middle) ? Math.round(((sorted[middle - 1] + sorted[middle]) / 2) * 100) / 100 : sorted[Math.floor(middle)];
+  return { load: 'saturate', store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${median} (rounds: ${ratios.join(', ')})` };
 }
 
 /** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
