@@ -58,6 +58,29 @@ describe('HTTP operations', () => {
     assert.ok(plainBytes >= 8 * 1024 && smallBytes > 1024 && smallBytes < 8 * 1024, `${plainBytes} and ${smallBytes} bytes`);
   });
 
+  it('compresses answers up to 64 KiB in one call and larger ones as a stream, each whole', async () => {
+    const batch = (n: number, bytes: number) => ({ tasks: Array.from({ length: n }, (_, i) => ({ type: 'zip-answer', payload: { i, text: 'x'.repeat(bytes) } })) });
+    for (const [n, bytes] of [
+      [20, 500],
+      [40, 2_000],
+    ]) {
+      for (const encoding of ['br', 'gzip']) {
+        const res = await fetch(`${server.url}/v1/tasks/batch`, {
+          method: 'POST',
+          headers: { ...bearer, 'content-type': 'application/json', 'accept-encoding': encoding },
+          body: JSON.stringify(batch(n, bytes)),
+        });
+        assert.equal(res.status, 201);
+        assert.equal(res.headers.get('content-encoding'), encoding);
+        const text = await res.text(); // fetch decodes it
+        const body = JSON.parse(text);
+        assert.deepEqual(body.items.map((item: any) => item.task.payload.i), [...Array(n).keys()]);
+        // 40 tasks of 2 KB answer over 64 KiB: the stream's path; 20 of 500 bytes, the single call's.
+        assert.ok(n === 40 ? text.length > 64 * 1024 : text.length > 8 * 1024 && text.length < 64 * 1024, `${text.length} bytes`);
+      }
+    }
+  });
+
   it('marks live data no-store', async () => {
     assert.equal((await api.get('/v1/stats')).headers.get('cache-control'), 'no-store');
     const agent = await api.registerAgent(['live']);

@@ -17,7 +17,7 @@ const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
  * for each round trip, to save a few KB, less than that on a 100 Mbit/s link. Brotli's default
  * (quality 11) costs more CPU than the bytes it saves are worth on live JSON; 4 keeps most of the gain.
  */
-export const compression = { threshold: 8 * 1024, brotliQuality: 4 } as const;
+export const compression = { threshold: 8 * 1024, brotliQuality: 4, syncUpTo: 64 * 1024 } as const;
 
 /** A client's own x-request-id when it is a sane token (so logs join across services), else a fresh one. */
 export function requestId(req: IncomingMessage): string {
@@ -71,6 +71,11 @@ declare module 'fastify' {
 export const httpPlugin = fp<{ config: Readonly<FleetdConfig> }>(async (app: FastifyInstance, { config }) => {
   await app.register(compress, {
     threshold: compression.threshold,
+    // A body up to 64 KiB is compressed in one call on the event loop, not through a stream and
+    // the thread pool. The plugin's default on 2 cores streams from 8 KiB: a 20-task submit's
+    // 12.5 KB answer then cost the server 780 µs of CPU, against 315 in one call, and a 60 KB one
+    // 1,500-1,750 against 930; the call blocks the loop well under a millisecond.
+    syncThreshold: compression.syncUpTo,
     encodings: ['br', 'gzip'],
     brotliOptions: { params: { [zlib.BROTLI_PARAM_QUALITY]: compression.brotliQuality } },
   });
