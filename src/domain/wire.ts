@@ -20,7 +20,6 @@ import {
   AGENT_STATUSES,
   SCOPES,
   TASK_STATUSES,
-  summarizeTask,
   type Agent,
   type ApiKey,
   type Lock,
@@ -407,16 +406,41 @@ export const iso = (ms: number): string => {
 };
 export const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
 
-/** From summarizeTask's literal, whose spread is cheap (a rest copy of a task was ten times dearer). */
+/**
+ * Each a literal of every field, as summarizeTask is: a summary's fields spread into a literal and
+ * then payload and result added cost 7-9 µs a task (a loop of it alone), one literal 1.6-1.9, for
+ * every task pushed, claimed or answered.
+ */
 export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
   return {
-    ...summarizeTask(t),
+    id: t.id,
+    namespace: t.namespace,
+    type: t.type,
+    priority: t.priority,
+    requires: t.requires,
+    status: t.status,
+    idempotencyKey: t.idempotencyKey,
+    attempts: t.attempts,
+    maxAttempts: t.maxAttempts,
+    leaseMs: t.leaseMs,
+    backoffMs: t.backoffMs,
     runAt: iso(t.runAt),
     createdAt: iso(t.createdAt),
     updatedAt: iso(t.updatedAt),
     claimedAt: isoOrNull(t.claimedAt),
     completedAt: isoOrNull(t.completedAt),
+    agentId: t.agentId,
     leaseExpiresAt: isoOrNull(t.leaseExpiresAt),
+    error: t.error,
+    executionTimeoutMs: t.executionTimeoutMs,
+    scheduleTimeoutMs: t.scheduleTimeoutMs,
+    tags: t.tags,
+    metadata: t.metadata,
+    parentId: t.parentId,
+    dependencyCount: t.dependencyCount,
+    dependenciesPending: t.dependenciesPending,
+    concurrencyKey: t.concurrencyKey,
+    locks: t.locks,
   };
 }
 
@@ -431,9 +455,38 @@ export function setTraceparentSource(source: (t: Task) => string | undefined): v
 }
 
 export function taskJson(t: Task): TaskJson {
-  const json = taskSummaryJson(t) as TaskJson;
-  json.payload = t.payload;
-  json.result = t.result;
+  const json: TaskJson = {
+    id: t.id,
+    namespace: t.namespace,
+    type: t.type,
+    priority: t.priority,
+    requires: t.requires,
+    status: t.status,
+    idempotencyKey: t.idempotencyKey,
+    attempts: t.attempts,
+    maxAttempts: t.maxAttempts,
+    leaseMs: t.leaseMs,
+    backoffMs: t.backoffMs,
+    runAt: iso(t.runAt),
+    createdAt: iso(t.createdAt),
+    updatedAt: iso(t.updatedAt),
+    claimedAt: isoOrNull(t.claimedAt),
+    completedAt: isoOrNull(t.completedAt),
+    agentId: t.agentId,
+    leaseExpiresAt: isoOrNull(t.leaseExpiresAt),
+    error: t.error,
+    executionTimeoutMs: t.executionTimeoutMs,
+    scheduleTimeoutMs: t.scheduleTimeoutMs,
+    tags: t.tags,
+    metadata: t.metadata,
+    parentId: t.parentId,
+    dependencyCount: t.dependencyCount,
+    dependenciesPending: t.dependenciesPending,
+    concurrencyKey: t.concurrencyKey,
+    locks: t.locks,
+    payload: t.payload,
+    result: t.result,
+  };
   if (t.dependencies !== undefined) json.dependencies = t.dependencies;
   const traceparent = traceparentOf(t);
   if (traceparent) json.traceparent = traceparent;
