@@ -337,7 +337,7 @@ export class TaskService {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,
     });
-    const written = await this.ctx.store.taskComplete({ ...params, result: params.result ?? null, now: this.ctx.now() });
+    const written = await this.ctx.store.taskComplete({ id: params.id, agentId: params.agentId, result: params.result ?? null, now: this.ctx.now() });
     const task = await this.leaseHeld(written, params.id, params.agentId);
     await this.recordUsage(task, params.usage);
     // The result travels with the event, so that whoever waits needs no read; a large one does not.

@@ -6,6 +6,8 @@ import { DEFAULT_NAMESPACE } from './namespaces.js';
 
 /** The canonical key of a set of required capabilities: sorted, de-duplicated, joined. */
 export function requirementKey(requires: readonly string[]): string {
+  // Most tasks require one capability, their type: its key is itself.
+  if (requires.length === 1) return requires[0];
   return [...new Set(requires)].sort().join('\n');
 }
 
