@@ -39,6 +39,31 @@ describe('redis bus', { timeout: 20_000 }, () => {
     }
   });
 
+  it('hands an event a handler publishes to everyone after the event it follows from, on both nodes', async () => {
+    const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
+    const [a, b] = await Promise.all([RedisBus.connect(settings), RedisBus.connect(settings)]);
+    try {
+      // As Fleet says a task's lock taken with its lease: a named handler, before every subscribeAll.
+      a.subscribe('agent.registered', () => a.publish('agent.online', { agent }));
+      const onA: string[] = [];
+      const onB: string[] = [];
+      a.subscribeAll((name) => onA.push(name));
+      const arrived = new Promise<void>((resolve) =>
+        b.subscribeAll((name: EventName) => {
+          onB.push(name);
+          if (name === 'agent.deleted') resolve();
+        }),
+      );
+      a.publish('agent.registered', { agent });
+      assert.deepEqual(onA, ['agent.registered', 'agent.online'], 'handled before the publish returns, after what it follows from');
+      a.publish('agent.deleted', { agent });
+      await arrived;
+      assert.deepEqual(onB, ['agent.registered', 'agent.online', 'agent.deleted']);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('keeps clusters with different prefixes apart', async () => {
     const [a, b] = await Promise.all([
       RedisBus.connect({ url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` }),

@@ -84,10 +84,12 @@ export class RedisBus implements Bus {
   }
 
   publish<K extends EventName>(name: K, event: FleetEvents[K]): void {
+    // Into the outbox before the handlers run: what they publish of it goes after it.
+    if (!NODE_LOCAL.has(name)) {
+      this.outbox.push([name, event]);
+      this.flushing ??= setImmediate(() => this.flush());
+    }
     this.local.publish(name, event);
-    if (NODE_LOCAL.has(name)) return;
-    this.outbox.push([name, event]);
-    this.flushing ??= setImmediate(() => this.flush());
   }
 
   private flush(): void {
