@@ -12,9 +12,11 @@
  * load generator: on one machine, their sum bounds the throughput whatever the number of nodes.
  * Per node, the same for each node and the backends serving it.
  *
- * With `--rounds N` the end-to-end load runs N times on each configuration, the configurations taking
- * turns, and a last row gives, for two nodes against one, the ratio of fleetd's CPU a task in each
- * round and their median: one round's ratio moves by a third with the machine's load.
+ * With `--rounds N` each load runs N times on each configuration, the configurations taking turns,
+ * and a row after each load gives, for two nodes against one, the ratio of fleetd's CPU a task in
+ * each round and their median: one round's ratio moves by a third with the machine's load. The
+ * push load offers the same rate to both, where the saturate load's CPU a task falls as its
+ * throughput, and so its batches, grow.
  *
  * With `--pin 1` the end-to-end load runs with each fleetd node bound to a core of its own
  * (taskset), and PostgreSQL's backends and the load generator to the cores left, if any: on a
@@ -69,23 +71,28 @@ export default async function pgScenario(args: string[]): Promise<void> {
       }
       rows.push(...done);
     }
-    if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows));
+    if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows, 'saturate'));
     const wsFlags = { agents: f['ws-agents'], rate: f.rate, seconds: f['ws-seconds'], observers: 10, credit: 4, baseline: 0 };
-    for (const c of configurations(schemas)) {
-      const push = await phase('ws', wsFlags, { env: c.env, nodes: c.nodes });
-      rows.push({
-        load: 'ws push',
-        store: c.store,
-        nodes: c.nodes,
-        agents: wsFlags.agents,
-        'tasks/s': push['tasks/s'],
-        p50_ms: push['dispatch p50 ms'],
-        p95_ms: push['dispatch p95 ms'],
-        p99_ms: push['dispatch p99 ms'],
-        errors: push.errors,
-        rss_mb: push['rss peak MB'],
-      });
+    for (let round = 1; round <= f.rounds; round++) {
+      for (const c of configurations(schemas)) {
+        const push = await phase('ws', wsFlags, { env: c.env, nodes: c.nodes });
+        rows.push({
+          load: 'ws push',
+          store: c.store,
+          nodes: c.nodes,
+          agents: wsFlags.agents,
+          'tasks/s': push['tasks/s'],
+          p50_ms: push['dispatch p50 ms'],
+          p95_ms: push['dispatch p95 ms'],
+          p99_ms: push['dispatch p99 ms'],
+          errors: push.errors,
+          rss_mb: push['rss peak MB'],
+          'cpu µs/task fleetd': push['server cpu µs/task'],
+          ...(f.rounds > 1 ? { round } : {}),
+        });
+      }
     }
+    if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows, 'ws push'));
   } finally {
     await dropSchemas(schemas);
   }
@@ -95,15 +102,15 @@ export default async function pgScenario(args: string[]): Promise<void> {
   });
 }
 
-/** fleetd's CPU a task on two nodes (both together) over one node's, in each round and their median. */
-function twoNodesAgainstOne(rows: Row[]): Row {
-  const cpu = (store: string) => rows.filter((r) => r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
+/** fleetd's CPU a task on two nodes (both together) over one node's, in each round of a load and their median. */
+function twoNodesAgainstOne(rows: Row[], load: string): Row {
+  const cpu = (store: string) => rows.filter((r) => r.load === load && r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
   const [one, two] = [cpu('postgres'), cpu('postgres + redis')];
   const ratios = two.map((us, i) => Math.round((us / one[i]) * 100) / 100);
   const sorted = [...ratios].sort((a, b) => a - b);
   const middle = sorted.length / 2;
   const median = Number.isInteger(middle) ? Math.round(((sorted[middle - 1] + sorted[middle]) / 2) * 100) / 100 : sorted[Math.floor(middle)];
-  return { load: 'saturate', store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${median} (rounds: ${ratios.join(', ')})` };
+  return { load, store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${median} (rounds: ${ratios.join(', ')})` };
 }
 
 /** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
