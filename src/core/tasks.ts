@@ -112,8 +112,8 @@ export class TaskService {
       const bad = badLockPath(resource);
       if (bad) throw invalid('locks', `${JSON.stringify(resource)} ${bad}`, { ...at, lock: i });
     });
-    // Field by field: spread into a literal with more fields after, the object cost about 11 µs a
-    // task to build, most of a submit's own work.
+    // Field by field: spread into a literal with more fields after it and a conditional spread,
+    // the object cost about 11 µs a task to build, one literal 0.1 (V8 builds those on a slow path).
     const params: TaskInsertParams = {
       namespace: task.namespace,
       type: task.type,
