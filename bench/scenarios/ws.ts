@@ -20,27 +20,22 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LOOP_RESOLUTION_MS } from '../../src/core/stats.js';
 import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
 
 /**
- * prom-client's delay monitor (Node's `monitorEventLoopDelay` at its default resolution) samples
- * every 10 ms and records the whole interval: an idle loop reads 10 ms. The lag is what exceeds it.
- */
-const MONITOR_RESOLUTION_MS = 10;
-
-/**
  * The servers' event-loop delay since the last call (prom-client's figures, which each scrape of
  * /metrics resets): the worst P99 and the longest stall over the nodes, in ms, beyond the monitor's
- * own sampling interval.
+ * own sampling interval (LOOP_RESOLUTION_MS: an idle loop reads that much).
  */
 async function loopDelay(servers: ServerProcess[]): Promise<{ p99: number; max: number }> {
   const worst = { p99: 0, max: 0 };
   for (const server of servers) {
     const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
-    const lagMs = (name: string) => Math.max(0, Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? Number.NaN) * 1000 - MONITOR_RESOLUTION_MS);
+    const lagMs = (name: string) => Math.max(0, Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? Number.NaN) * 1000 - LOOP_RESOLUTION_MS);
     worst.p99 = Math.max(worst.p99, lagMs('nodejs_eventloop_lag_p99_seconds'));
     worst.max = Math.max(worst.max, lagMs('nodejs_eventloop_lag_max_seconds'));
   }

@@ -103,7 +103,11 @@ export class RateWindow {
   }
 }
 
-const LOOP_RESOLUTION_MS = 10;
+/**
+ * The event-loop delay monitors' sampling interval, this one's and the Prometheus metrics'
+ * (`nodejs_eventloop_lag_*`): each records the whole interval, so an idle loop reads this much.
+ */
+export const LOOP_RESOLUTION_MS = 10;
 
 export interface FleetStats {
   tasks: {

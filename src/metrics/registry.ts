@@ -1,4 +1,5 @@
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { LOOP_RESOLUTION_MS } from '../core/stats.js';
 
 /**
  * The process's Prometheus registry, served at GET /metrics. Any module adds its metrics by creating
@@ -9,7 +10,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
  * resident memory (process_resident_memory_bytes).
  */
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: LOOP_RESOLUTION_MS });
 
 type Collector = () => void | Promise<void>;
 const collectors = new Set<Collector>();
