@@ -24,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { cpus } from 'node:os';
-import { BENCH_DATABASE_URL, BENCH_REDIS_URL, cpuMsOf, dropSchemas, flags, pinToCores, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { BENCH_DATABASE_URL, BENCH_REDIS_URL, cpuMsOf, dropSchemas, flags, percentile, pinToCores, postgresBackendsOf, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 import { Client, driveEndToEnd } from '../load.js';
 import { phase } from './ws.js';
 
@@ -107,10 +107,7 @@ function twoNodesAgainstOne(rows: Row[], load: string): Row {
   const cpu = (store: string) => rows.filter((r) => r.load === load && r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
   const [one, two] = [cpu('postgres'), cpu('postgres + redis')];
   const ratios = two.map((us, i) => Math.round((us / one[i]) * 100) / 100);
-  const sorted = [...ratios].sort((a, b) => a - b);
-  const middle = sorted.length / 2;
-  const median = Number.isInteger(middle) ? Math.round(((sorted[middle - 1] + sorted[middle]) / 2) * 100) / 100 : sorted[Math.floor(middle)];
-  return { load, store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${median} (rounds: ${ratios.join(', ')})` };
+  return { load, store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${percentile(ratios, 50)} (rounds: ${ratios.join(', ')})` };
 }
 
 /** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */

@@ -13,7 +13,7 @@
  */
 import { ClaimWaiters, type ClaimWaiter } from '../../src/core/claim-waiters.js';
 import { requirementKey } from '../../src/domain/requirements.js';
-import { flags, report } from '../lib.js';
+import { flags, percentile, report } from '../lib.js';
 
 const key = requirementKey(['bench']);
 
@@ -51,7 +51,7 @@ function perNotification(fleet: Fleet, agents: number, notifications: number): n
 
 export default async function waitersScenario(args: string[]): Promise<void> {
   const f = flags(args, { agents: 10_000, notifications: 20_000, rounds: 3 });
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const median = (xs: number[]) => percentile(xs, 50);
   const us: Record<Fleet, number[]> = { none: [], busy: [], other: [], pinned: [] };
   for (let round = 0; round < f.rounds; round++) {
     for (const fleet of ['none', 'busy', 'other', 'pinned'] as const) us[fleet].push(perNotification(fleet, f.agents, f.notifications));
