@@ -8,7 +8,7 @@
  * beside the store's insert, its answer's JSON and its compression.
  */
 import { Pool } from 'undici';
-import { BENCH_ADMIN_KEY, flags, report, startServerProcess, type Row } from '../lib.js';
+import { authHeaders, flags, report, startServerProcess, type Row } from '../lib.js';
 
 export default async function submitScenario(args: string[]): Promise<void> {
   const f = flags(args, { batch: 20, connections: 4, seconds: 3, rounds: 3 });
@@ -21,7 +21,7 @@ export default async function submitScenario(args: string[]): Promise<void> {
       const res = await pool.request({
         method: 'POST',
         path: '/v1/tasks/batch',
-        headers: { authorization: `Bearer ${BENCH_ADMIN_KEY}`, 'content-type': 'application/json', 'accept-encoding': encoding },
+        headers: { ...authHeaders, 'content-type': 'application/json', 'accept-encoding': encoding },
         body,
       });
       await res.body.arrayBuffer();
