@@ -5,19 +5,9 @@ import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually } from './helpers.js';
 import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
-import { connect, connectAgent, type Peer } from './ws-helpers.js';
+import { connectAgent, observe, type Peer } from './ws-helpers.js';
 
-async function observe(url: string, key: string, topics: string[]): Promise<Peer> {
-  const peer = await connect(`${url}/v1/events`, { authorization: `Bearer ${key}` });
-  peer.send({ type: 'subscribe', topics });
-  await peer.next('subscribed');
-  return peer;
-}
-
-/** Every event the peer has received so far, out of their batches. */
-const eventsOf = (peer: Peer): { name: string; data: any }[] => peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
-
-const released = (peer: Peer, resource: string) => eventsOf(peer).some((e) => e.name === 'lock.released' && e.data.lock.resources[0] === resource);
+const released = (peer: Peer, resource: string) => peer.events().some((e) => e.name === 'lock.released' && e.data.lock.resources[0] === resource);
 
 async function lockAndRelease(node: NodeProcess, agentId: string, resource: string): Promise<void> {
   const lock = await node.api.post('/v1/locks', { agentId, resources: [resource], ttlMs: 60_000 });
@@ -126,7 +116,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       await eventually(() => released(observers[1], 'relay/marker-a'));
       await eventually(() => released(observers[0], 'relay/marker-a') && released(observers[1], 'relay/marker-b'));
       for (const [i, peer] of observers.entries()) {
-        const names = eventsOf(peer).filter((e) => e.data.lock.resources[0] === 'relay/once.txt').map((e) => e.name);
+        const names = peer.events().filter((e) => e.data.lock.resources[0] === 'relay/once.txt').map((e) => e.name);
         assert.deepEqual(names, ['lock.acquired', 'lock.released'], `the observer on ${i === 0 ? 'A' : 'B'}`);
       }
     } finally {
@@ -143,7 +133,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       const [task] = await b.api.claim(agent.id, 1);
       await b.api.post(`/v1/tasks/${task.id}/fail`, { agentId: agent.id, error: { message: 'no' }, retryable: false });
       // A has heard of it: its observer has the event.
-      await eventually(() => eventsOf(observer).some((e) => e.name === 'task.dead'));
+      await eventually(() => observer.events().some((e) => e.name === 'task.dead'));
       const dead = async (node: NodeProcess) => {
         const text = (await node.api.get<string>('/metrics')).body;
         return Number(/^fleetd_tasks_dead_total\{type="relay-dead"\} (\d+)/m.exec(text)?.[1] ?? 0);

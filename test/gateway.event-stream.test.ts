@@ -1,17 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
-import { assertWireEvents, connect, type Peer } from './ws-helpers.js';
+import { assertWireEvents, connect, observe as observeOn, type Peer } from './ws-helpers.js';
 
-async function observe(server: TestServer, topics: string[], options = {}): Promise<Peer> {
-  const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` }, options);
-  peer.send({ type: 'subscribe', topics });
-  await peer.next('subscribed');
-  return peer;
-}
+const observe = (server: TestServer, topics: string[], options = {}): Promise<Peer> => observeOn(server.url, server.adminKey, topics, options);
 
-/** Every event the peer has received so far, flattened out of their batches. */
-const eventsOf = (peer: Peer) => peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
 
 describe('event stream', () => {
   let server: TestServer;
@@ -37,16 +30,16 @@ describe('event stream', () => {
     await one.next('events', (m) => m.events.some((e: any) => e.name === 'task.cancelled'));
     await agents.next('events', (m) => m.events.some((e: any) => e.name === 'agent.registered'));
     await alpha.next('events');
-    const cancelOnly = eventsOf(one);
+    const cancelOnly = one.events();
     assert.deepEqual(cancelOnly.map((e) => [e.topic, e.name, e.data.task.id]), [[`task:${b.id}`, 'task.cancelled', b.id]]);
-    assert.ok(eventsOf(alpha).every((e) => e.topic === 'queue:alpha' && e.data.task.type === 'alpha'));
-    assert.deepEqual(eventsOf(alpha).map((e) => e.data.task.id), [a.id]);
-    assert.ok(eventsOf(agents).every((e) => e.topic === 'agents' && e.name.startsWith('agent.')));
+    assert.ok(alpha.events().every((e) => e.topic === 'queue:alpha' && e.data.task.type === 'alpha'));
+    assert.deepEqual(alpha.events().map((e) => e.data.task.id), [a.id]);
+    assert.ok(agents.events().every((e) => e.topic === 'agents' && e.name.startsWith('agent.')));
     assert.deepEqual(
-      eventsOf(all).map((e) => [e.name, e.data.task.id]),
+      all.events().map((e) => [e.name, e.data.task.id]),
       [['task.created', a.id], ['task.created', b.id], ['task.cancelled', b.id]],
     );
-    assert.ok(eventsOf(all).every((e) => new Date(e.at).toISOString() === e.at));
+    assert.ok(all.events().every((e) => new Date(e.at).toISOString() === e.at));
     await Promise.all([alpha.close(), agents.close(), all.close(), one.close()]);
   });
 
@@ -57,9 +50,9 @@ describe('event stream', () => {
     await api.submit({ type: 'shape', requires: ['shape'], payload: { text: 'not in events' } });
     const [claimed] = await api.claim(registered.id);
     const lock = (await api.post('/v1/locks', { agentId: registered.id, resources: ['shape.txt'], ttlMs: 60_000 })).body;
-    while (!eventsOf(peer).some((e) => e.name === 'lock.acquired')) await peer.next('events');
+    while (!peer.events().some((e) => e.name === 'lock.acquired')) await peer.next('events');
 
-    const events = eventsOf(peer);
+    const events = peer.events();
     const data = (name: string) => events.find((e) => e.name === name)?.data;
     const { payload: _payload, result: _result, ...claimedSummary } = (await api.get(`/v1/tasks/${claimed.id}`)).body;
     assert.deepEqual(data('task.claimed').task, claimedSummary);
@@ -82,7 +75,7 @@ describe('event stream', () => {
     await api.post('/v1/locks', { agentId: agent.id, resources: ['r'], ttlMs: 1000 });
     const batch = await peer.next('events');
     assert.deepEqual(batch.events.map((e: any) => e.name), ['lock.acquired']);
-    assert.deepEqual(eventsOf(peer).filter((e) => e.topic === 'tasks'), []);
+    assert.deepEqual(peer.events().filter((e) => e.topic === 'tasks'), []);
     await peer.close();
   });
 
@@ -94,7 +87,7 @@ describe('event stream', () => {
     peer.socket.on('message', (data) => (text += (data as Buffer).length));
     const wireBefore = (peer.socket as any)._socket.bytesRead;
     await api.post('/v1/tasks/batch', { tasks: Array.from({ length: 120 }, () => ({ type: 'burst' })) });
-    const seen = () => eventsOf(peer).length;
+    const seen = () => peer.events().length;
     while (seen() < 120) await peer.next('events');
     const batches = peer.received.filter((m) => m.type === 'events');
     assert.equal(seen(), 120);
@@ -184,7 +177,7 @@ describe('a replay larger than the cap', () => {
       }
       const peer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` }, { perMessageDeflate: false });
       peer.send({ type: 'subscribe', topics: ['queue:replayed'], since: 0 });
-      await eventually(() => eventsOf(peer).filter((e) => e.name === 'task.created').length >= 2_000, 10_000, 'all 2,000 task.created events replayed');
+      await eventually(() => peer.events().filter((e) => e.name === 'task.created').length >= 2_000, 10_000, 'all 2,000 task.created events replayed');
       const gateway = (await server.api.get('/v1/gateway')).body;
       assert.equal(gateway.slowConsumersCut, 0);
       assert.equal(peer.socket.readyState, peer.socket.OPEN);
@@ -223,18 +216,18 @@ describe('event stream, namespaces', () => {
       const last = await server.api.registerAgent(['ns.b'], { namespace: 'team-b' });
       // Events go out in order: once the last one reached every socket that sees it, nothing else is coming.
       const upTo = async (peer: Peer, agentId: string) => {
-        while (!eventsOf(peer).some((e) => e.data.agent?.id === agentId)) await peer.next('events');
+        while (!peer.events().some((e) => e.data.agent?.id === agentId)) await peer.next('events');
       };
       await upTo(all, last.id);
       await upTo(onlyB, last.id);
       const agentA = (await server.api.get('/v1/agents?namespace=team-a')).body.items[0].id;
       await upTo(narrowedToA, agentA);
-      const seen = (peer: Peer) => eventsOf(peer).map((e) => (e.data.task ?? e.data.agent).namespace);
+      const seen = (peer: Peer) => peer.events().map((e) => (e.data.task ?? e.data.agent).namespace);
       assert.deepEqual(seen(all), ['team-a', 'team-b', 'team-a', 'team-b']);
       assert.deepEqual(seen(onlyB), ['team-b', 'team-b']);
       assert.deepEqual(seen(narrowedToA), ['team-a', 'team-a']);
-      assert.deepEqual(eventsOf(narrowedToA).filter((e) => e.data.task).map((e) => e.data.task.id), [a.id]);
-      assert.deepEqual(eventsOf(onlyB).filter((e) => e.data.task).map((e) => e.data.task.id), [b.id]);
+      assert.deepEqual(narrowedToA.events().filter((e) => e.data.task).map((e) => e.data.task.id), [a.id]);
+      assert.deepEqual(onlyB.events().filter((e) => e.data.task).map((e) => e.data.task.id), [b.id]);
     } finally {
       await Promise.all([all.close(), onlyB.close(), narrowedToA.close()]);
     }

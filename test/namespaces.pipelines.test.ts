@@ -229,7 +229,7 @@ describe('pipelines in namespaces', () => {
       const inB = await ran(api, 'hello', { namespace: 'team-b', input: null });
       const inA = await ran(api, 'hello', { namespace: 'team-a', input: null });
       await peer.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished' && e.data.run.id === inA.id));
-      const seen = peer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+      const seen = peer.events();
       assert.ok(seen.length > 0);
       assert.ok(seen.every((e: any) => e.data.run.namespace === 'team-a'), JSON.stringify(seen.map((e: any) => e.data.run)));
       assert.ok(!seen.some((e: any) => e.data.run.id === inB.id), "team-b's run events never reach team-a's socket");

@@ -124,7 +124,7 @@ test('observers of pipelines and of one run see its steps start and complete, th
     const [task] = await server.api.claim(agent.id, 1, 10_000);
     await server.api.post(`/v1/tasks/${task.id}/complete`, { agentId: agent.id, result: { verdict: 'valid' } });
     await all.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
-    const events = all.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+    const events = all.events();
     assert.deepEqual(
       events.map((e: any) => [e.name, e.data.step, e.data.run.status]),
       [

@@ -204,7 +204,7 @@ test('observers see an approval step wait, then be decided, in the stream’s wi
       const run = await waitingRun(api, 'named');
       await api.post(`/v1/pipelines/runs/${run.id}/steps/ok/approve`, {});
       await observer.next('events', (m) => m.events.some((e: any) => e.name === 'pipeline.run.finished'));
-      const events = observer.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+      const events = observer.events();
       assert.deepEqual(
         events.map((e: any) => [e.name, e.data.step, e.data.run.status]),
         [

@@ -48,6 +48,11 @@ export class Peer {
     });
   }
 
+  /** Every observer-stream event received so far, out of their batches. */
+  events(): any[] {
+    return this.received.filter((m) => m.type === 'events').flatMap((m) => m.events);
+  }
+
   close(): Promise<{ code: number; reason: string }> {
     this.socket.close();
     return this.closed;
@@ -67,6 +72,14 @@ export function connect(url: string, headers: Record<string, string> = {}, optio
       res.on('end', () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode, body: JSON.parse(body || 'null') })));
     });
   });
+}
+
+/** An observer of `/v1/events` on `base`, subscribed to `topics`. */
+export async function observe(base: string, key: string | undefined, topics: string[], options: WebSocket.ClientOptions = {}): Promise<Peer> {
+  const peer = await connect(`${base}/v1/events`, { authorization: `Bearer ${key}` }, options);
+  peer.send({ type: 'subscribe', topics });
+  await peer.next('subscribed');
+  return peer;
 }
 
 /** Connects an agent's stream and waits for its welcome. */
