@@ -111,6 +111,36 @@ describe('agent SDK', () => {
     }
   });
 
+  for (const transport of ['poll', 'ws'] as const) {
+    it(`a ${transport} agent started again near the end of a lease it held extends it at once, and completes the task`, async () => {
+      const name = `resumed-near-lapse-${transport}`;
+      const { agent: held, token } = await client.registerAgent({ name, capabilities: [name] });
+      const task = (await client.submit({ type: name, leaseMs: 2_000 })).task;
+      const [claimed] = await server.api.as(token).claim(held.id);
+      assert.equal(claimed.id, task.id);
+      // The agent comes back with less than half the lease left, and its handler outlasts what is left.
+      await new Promise((r) => setTimeout(r, 1_200));
+      const agent = client.agent({ name, capabilities: [name], id: held.id, token, transport });
+      const warnings: Error[] = [];
+      agent.on('error', (err: Error) => warnings.push(err));
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id, 10_000);
+      await agent.work(async () => {
+        await new Promise((r) => setTimeout(r, 1_500));
+        return 'in time';
+      });
+      try {
+        await completed;
+        const done = await client.get(task.id);
+        assert.equal(done.attempts, 1);
+        assert.equal(done.result, 'in time');
+        // Neither requeued (which would make it attempt 2) nor refused as a lost lease.
+        assert.deepEqual(warnings, []);
+      } finally {
+        await agent.stop();
+      }
+    });
+  }
+
   it('falls back to long-poll by itself behind a proxy that refuses WebSockets', async () => {
     // A real HTTP proxy that forwards requests but, like many, does not pass WebSocket upgrades on.
     const upstream = new URL(server.url);

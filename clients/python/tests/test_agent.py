@@ -260,6 +260,38 @@ def test_a_long_poll_agent_started_again_takes_back_the_task_it_held(server: Ser
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("transport", ["poll", "ws"])
+def test_an_agent_started_again_near_the_end_of_a_lease_extends_it_at_once(server: Server, transport: str) -> None:
+    async def main() -> None:
+        async with fleet_of(server) as fleet:
+            name = f"py-near-lapse-{transport}"
+            held, token = await fleet.register_agent(name, [name])
+            task = await fleet.submit(name, lease_ms=2_000)
+            claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
+            assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
+            # The agent comes back with less than half the lease left, and its handler outlasts what is left.
+            await asyncio.sleep(1.2)
+            agent = fleet.agent(name, [name], transport=transport, agent_id=held["id"], token=token)
+            errors: list[BaseException] = []
+            agent.on("error", errors.append)
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                await asyncio.sleep(1.5)
+                return "in time"
+
+            await agent.start()
+            try:
+                done = await fleet.wait_for(task["id"], timeout=10)
+                # Neither requeued (attempt 2) nor taken away as a lost lease.
+                assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
+                assert errors == []
+            finally:
+                await agent.stop()
+
+    asyncio.run(main())
+
+
 @contextlib.asynccontextmanager
 async def tcp_proxy(server: Server, on_answer: Callable[[bytes, asyncio.StreamWriter, asyncio.StreamWriter], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
     """A real TCP proxy in front of ``server``; yields its URL. ``on_answer`` sees each chunk the

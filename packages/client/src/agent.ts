@@ -491,7 +491,7 @@ export class FleetAgent extends EventEmitter {
       run.finished = true;
       this.grant(1);
     };
-    run.done = this.execute(run, finish).finally(() => {
+    run.done = this.execute(run, finish, resumed).finally(() => {
       if (this.running.get(task.id) === run) this.running.delete(task.id);
       for (const ended of this.endedWhileResuming) ended.add(task.id);
       this.cancelledRuns.delete(run);
@@ -517,11 +517,16 @@ export class FleetAgent extends EventEmitter {
     run.controller.abort(run.cancelled);
   }
 
-  /** Runs the handler and reports its outcome; `queued` is called once that outcome (a release too) is on its way. */
-  private async execute(run: Running, queued: () => void): Promise<void> {
+  /**
+   * Runs the handler and reports its outcome; `queued` is called once that outcome (a release too)
+   * is on its way. A `resumed` lease was taken before a restart or a reconnect, and may be about to
+   * lapse: it is extended at once, not half a lease from now.
+   */
+  private async execute(run: Running, queued: () => void, resumed: boolean): Promise<void> {
     const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
+    if (resumed) void this.extend(task, controller);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     const release = (delayMs: number, reason?: string): never => {
       throw new RetryLaterError(delayMs, reason);

@@ -598,11 +598,16 @@ class AsyncAgent:
         running = _Running(task, TaskContext(task))
         self._running[task["id"]] = running
         self._emit("task", task)
-        running.done = asyncio.create_task(self._execute(running))
+        running.done = asyncio.create_task(self._execute(running, resumed))
 
-    async def _execute(self, running: _Running) -> None:
+    async def _execute(self, running: _Running, resumed: bool) -> None:
         task, ctx = running.task, running.ctx
-        self._extend_later(running)
+        if resumed:
+            # Taken before a restart or a reconnect, the lease may be about to lapse: extended at
+            # once, not half a lease from now.
+            asyncio.create_task(self._extend(running))
+        else:
+            self._extend_later(running)
         outcome: dict[str, Any] | None
         try:
             result = await self._call(running)
