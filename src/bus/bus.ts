@@ -86,3 +86,14 @@ export interface Bus {
   onRelayGap?(listener: (node: string, missedMessages: number) => void): () => void;
   close(): Promise<void>;
 }
+
+/**
+ * Subscribes to the events this node published itself, not those another node published and this
+ * bus relays: for what each node does once for its own (traces, counters summed over the nodes,
+ * events derived from another), which done for a relayed event too would be done twice.
+ */
+export function subscribeOwn<K extends EventName>(bus: Bus, name: K, handler: EventHandler<K>): () => void {
+  return bus.subscribe(name, (event) => {
+    if (!bus.relaying) handler(event);
+  });
+}

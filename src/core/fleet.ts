@@ -1,4 +1,4 @@
-import type { Bus } from '../bus/bus.js';
+import { type Bus, subscribeOwn } from '../bus/bus.js';
 import type { FleetdConfig } from '../config.js';
 import { TASK_LOCK_TTL_MS, taskLockId, type AgentReleaseResult, type Store, type TaskTransition } from '../store/store.js';
 import { taskRequirementKey } from '../domain/requirements.js';
@@ -170,13 +170,13 @@ export class Fleet {
       // A task's locks are taken with its lease and go with it (in the store); say so, as for any
       // lock. The node that leased or ended the task says it, and its bus relays that: said again
       // for another node's event, every observer would hear it twice.
-      this.ctx.bus.subscribe('task.claimed', (e) => {
-        const lock = this.ctx.bus.relaying ? undefined : taskLock(e.task);
+      subscribeOwn(this.ctx.bus, 'task.claimed', (e) => {
+        const lock = taskLock(e.task);
         if (lock) this.ctx.bus.publish('lock.acquired', { lock });
       }),
       ...(['task.completed', 'task.failed', 'task.dead', 'task.cancelled', 'task.requeued'] as const).map((name) =>
-        this.ctx.bus.subscribe(name, (e) => {
-          const lock = this.ctx.bus.relaying ? undefined : taskLock(e.task);
+        subscribeOwn(this.ctx.bus, name, (e) => {
+          const lock = taskLock(e.task);
           if (lock) this.ctx.bus.publish('lock.released', { lock, reason: 'released' });
         }),
       ),

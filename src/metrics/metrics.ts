@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
+import { subscribeOwn } from '../bus/bus.js';
 import type { Dependencies } from '../domain/dependencies.js';
 import type { Fleet } from '../core/fleet.js';
 import type { ResponseCache } from '../cache/response-cache.js';
@@ -172,18 +173,17 @@ export function observeFleet(fleet: Fleet): () => void {
   });
   // Each node counts what it did, not what another node's events relayed tell it: summed over the
   // nodes, as Prometheus and the alerts do, each task counts once.
-  const local = () => !fleet.bus.relaying;
-  const offClaimed = fleet.bus.subscribe('task.claimed', ({ task }) => {
-    if (!local() || task.claimedAt === null) return;
+  const offClaimed = subscribeOwn(fleet.bus, 'task.claimed', ({ task }) => {
+    if (task.claimedAt === null) return;
     const claimableSince = Math.max(task.runAt, task.createdAt);
     taskWait.observe({ type: task.type }, Math.max(0, task.claimedAt - claimableSince) / 1000);
   });
-  const offCompleted = fleet.bus.subscribe('task.completed', ({ task }) => {
-    if (!local() || task.claimedAt === null || task.completedAt === null) return;
+  const offCompleted = subscribeOwn(fleet.bus, 'task.completed', ({ task }) => {
+    if (task.claimedAt === null || task.completedAt === null) return;
     taskRun.observe({ type: task.type }, Math.max(0, task.completedAt - task.claimedAt) / 1000);
   });
-  const offDead = fleet.bus.subscribe('task.dead', ({ task }) => local() && deadTasks.inc({ type: task.type }));
-  const offRequeued = fleet.bus.subscribe('task.requeued', ({ reason }) => local() && requeues.inc({ reason }));
+  const offDead = subscribeOwn(fleet.bus, 'task.dead', ({ task }) => deadTasks.inc({ type: task.type }));
+  const offRequeued = subscribeOwn(fleet.bus, 'task.requeued', ({ reason }) => requeues.inc({ reason }));
   return () => {
     offCollect();
     offClaimed();

@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { context, INVALID_SPAN_CONTEXT, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Attributes, type Context, type Link, type Span, type Tracer } from '@opentelemetry/api';
-import type { Bus } from '../bus/bus.js';
+import { type Bus, subscribeOwn } from '../bus/bus.js';
 import type { PipelineRun } from '../domain/runs.js';
 import type { TaskSummary } from '../domain/types.js';
 import { setTraceparentSource } from '../domain/wire.js';
@@ -197,10 +197,8 @@ function emitTaskRoot(t: TaskSummary): void {
  */
 export function traceTasks(bus: Bus): () => void {
   if (!tracer) return () => {};
-  const local = () => !bus.relaying;
   const offs = [
-    bus.subscribe('task.created', ({ task }) => {
-      if (!local()) return;
+    subscribeOwn(bus, 'task.created', ({ task }) => {
       // The request that submitted the task is in another trace: linked, not parent.
       const request = trace.getSpanContext(context.active());
       const span = startDerivedSpan(
@@ -210,19 +208,17 @@ export function traceTasks(bus: Bus): () => void {
       );
       span.end(task.createdAt);
     }),
-    bus.subscribe('task.completed', ({ task }) => {
-      if (!local()) return;
+    subscribeOwn(bus, 'task.completed', ({ task }) => {
       emitAttempt(task, 'completed', false);
       emitTaskRoot(task);
     }),
-    bus.subscribe('task.failed', ({ task }) => local() && emitAttempt(task, 'failed', true)),
-    bus.subscribe('task.requeued', ({ task, reason }) => local() && emitAttempt(task, reason, true)),
-    bus.subscribe('task.dead', ({ task }) => {
-      if (!local()) return;
+    subscribeOwn(bus, 'task.failed', ({ task }) => emitAttempt(task, 'failed', true)),
+    subscribeOwn(bus, 'task.requeued', ({ task, reason }) => emitAttempt(task, reason, true)),
+    subscribeOwn(bus, 'task.dead', ({ task }) => {
       emitAttempt(task, 'dead', true);
       emitTaskRoot(task);
     }),
-    bus.subscribe('task.cancelled', ({ task }) => local() && emitTaskRoot(task)),
+    subscribeOwn(bus, 'task.cancelled', ({ task }) => emitTaskRoot(task)),
   ];
   return () => offs.forEach((off) => off());
 }
