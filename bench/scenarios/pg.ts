@@ -3,7 +3,7 @@
  * PostgreSQL with one node, and on PostgreSQL + Redis with two nodes, in the same run on the same
  * machine.
  *
- *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5] [--pin 0] [--rounds 1]
+ *   npm run bench -- pg [--seconds 10] [--agents 50] [--ws-agents 200] [--rate 1000] [--ws-seconds 5] [--pin 0] [--rounds 1] [--idle-node 0]
  *
  * Each configuration gets fresh state: a new data dir for SQLite, a new schema and Redis prefix for
  * PostgreSQL. With two nodes, agents and submitters alternate between them, as behind a load
@@ -17,6 +17,10 @@
  * each round and their median: one round's ratio moves by a third with the machine's load. The
  * push load offers the same rate to both, where the saturate load's CPU a task falls as its
  * throughput, and so its batches, grow.
+ *
+ * With `--idle-node 1` each round also runs the end-to-end load on the first of two nodes only:
+ * the second node then does nothing but hear the first's events through Redis, and its CPU a task
+ * (in `per node`) is what every node handling every event costs, apart from the rest.
  *
  * With `--pin 1` the end-to-end load runs with each fleetd node bound to a core of its own
  * (taskset), and PostgreSQL's backends and the load generator to the cores left, if any: on a
@@ -57,13 +61,15 @@ function configurations(schemas: string[]): Configuration[] {
 }
 
 export default async function pgScenario(args: string[]): Promise<void> {
-  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5, pin: 0, rounds: 1 });
+  const f = flags(args, { seconds: 10, agents: 50, 'ws-agents': 200, rate: 1000, 'ws-seconds': 5, pin: 0, rounds: 1, 'idle-node': 0 });
   const schemas: string[] = [];
   const rows: Row[] = [];
   try {
     for (let round = 1; round <= f.rounds; round++) {
       const done: Row[] = [];
-      for (const c of configurations(schemas)) done.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
+      const all = configurations(schemas);
+      for (const c of all) done.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
+      if (f['idle-node'] === 1) done.push(await endToEnd(all[2], f.seconds, f.agents, f.pin === 1, 1));
       const base = done[0]['tasks/s'] as number;
       for (const row of done) {
         row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
@@ -110,17 +116,22 @@ function twoNodesAgainstOne(rows: Row[], load: string): Row {
   return { load, store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${percentile(ratios, 50)} (rounds: ${ratios.join(', ')})` };
 }
 
-/** The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep the queue fed in batches. */
-async function endToEnd(c: Configuration, seconds: number, agentCount: number, pin: boolean): Promise<Row> {
+/**
+ * The saturate load: agents claiming up to 10 at a time and completing each, while submitters keep
+ * the queue fed in batches. Agents and submits go to the first `loaded` nodes (all by default); every
+ * node's CPU is counted.
+ */
+async function endToEnd(c: Configuration, seconds: number, agentCount: number, pin: boolean, loaded = c.nodes): Promise<Row> {
   const nodes: ServerProcess[] = [];
   // The first node migrates; the others find the schema ready.
   for (let i = 0; i < c.nodes; i++) nodes.push(await startServerProcess(c.env));
   const clients = nodes.map((n) => new Client(n.url, 64));
+  const busy = clients.slice(0, loaded);
   try {
     const type = 'pg-bench';
     const agents: { id: string; client: Client }[] = [];
     for (let k = 0; k < agentCount; k++) {
-      const client = clients[k % clients.length];
+      const client = busy[k % busy.length];
       const res = await client.call('POST', '/v1/agents', { name: `bench-${k}`, capabilities: [type], maxConcurrency: 10 });
       agents.push({ id: res.body.agent.id, client });
     }
@@ -140,7 +151,7 @@ async function endToEnd(c: Configuration, seconds: number, agentCount: number, p
     };
     const before = cpu();
     const depth = Math.max(500, agentCount * 20);
-    const r = await driveEndToEnd({ clients, agents, type, seconds, depth, batch: Math.ceil(depth / clients.length) });
+    const r = await driveEndToEnd({ clients: busy, agents, type, seconds, depth, batch: Math.ceil(depth / busy.length) });
     const after = cpu();
     const tasks = r.tasksPerSecond * seconds;
     const perTask = (k: 'fleetd' | 'postgres' | 'loadgen') => Math.round(((after[k] - before[k]) * 1_000) / tasks);
@@ -150,7 +161,7 @@ async function endToEnd(c: Configuration, seconds: number, agentCount: number, p
       .map((n, i) => `${us(n.fleetd - before.nodes[i].fleetd)}${c.env.FLEETD_DATABASE_URL ? ` / ${us(n.postgres - before.nodes[i].postgres)}` : ''}`)
       .join(', ');
     return {
-      load: 'saturate',
+      load: loaded < c.nodes ? `saturate, node 1 of ${c.nodes} loaded` : 'saturate',
       store: c.store,
       nodes: c.nodes,
       agents: agentCount,
