@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_DIR } from '../src/server/dashboard.js';
+import { startTogether } from './helpers.js';
 
 /** Debian's Chromium (`apt-get install -y chromium`); browsers are never downloaded. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -20,6 +21,22 @@ export async function launchBrowser(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it; docs/testing.md lists what the suite needs)`);
   if (!existsSync(join(DASHBOARD_DIR, 'index.html'))) throw new Error('the dashboard is not built: npm run build');
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
+
+/**
+ * A server (its start, a promise) and a headless Chromium, started together: when either fails, the
+ * other is stopped before the error is thrown (see startTogether). A missing Chromium fails the file
+ * rather than leaving its server running and the file's process hanging.
+ */
+export function startWithBrowser<S extends { stop(): Promise<unknown> }>(server: Promise<S>): Promise<[S, Browser]> {
+  return startTogether({ start: server, stop: (s) => s.stop() }, { start: launchBrowser(), stop: (b) => b.close() });
+}
+
+/** A new page of the browser (with `options`, a viewport say), signed in with `key` (see signIn). */
+export async function signedInPage(browser: Browser, key: string | undefined, options?: Parameters<Browser['newPage']>[0]): Promise<Page> {
+  const page = await browser.newPage(options);
+  await signIn(page, key);
+  return page;
 }
 
 /** Signs a page in as a dashboard user would: the API key in this browser's local storage, before any script runs. */

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisBus } from '../src/bus/redis-bus.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
-import { eventually, startTestServer } from './helpers.js';
+import { eventually, startTestServer, startTogether } from './helpers.js';
 import { connect } from './ws-helpers.js';
 
 const agent = { id: 'a1', namespace: 'default', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
@@ -12,7 +12,7 @@ const agent = { id: 'a1', namespace: 'default', name: 'a', capabilities: [], lab
 describe('events lost between nodes are reported, never skipped in silence', { timeout: 30_000 }, () => {
   it('a node hears that another node\'s messages went missing (numbered, sent or not)', async () => {
     const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
-    const [a, b] = await Promise.all([RedisBus.connect(settings), RedisBus.connect(settings)]);
+    const [a, b] = await startTogether({ start: RedisBus.connect(settings), stop: (bus) => bus.close() }, { start: RedisBus.connect(settings), stop: (bus) => bus.close() });
     try {
       const gaps: number[] = [];
       b.onRelayGap((node, missed) => node === a.nodeId && gaps.push(missed));

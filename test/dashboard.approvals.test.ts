@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { launchBrowser, signIn, snap } from './browser.js';
+import { signIn, snap, startWithBrowser } from './browser.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 
 /** Approvals on the run page, in a real Chromium against a fleetd running real pipelines. */
@@ -28,7 +28,7 @@ describe('dashboard approvals', () => {
   const contexts: BrowserContext[] = [];
 
   before(async () => {
-    [server, browser] = await Promise.all([startPipelineServer(setup), launchBrowser()]);
+    [server, browser] = await startWithBrowser(startPipelineServer(setup));
   });
   after(async () => {
     for (const c of contexts) await c.close();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page, WebSocketRoute } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signedInPage, startWithBrowser } from './browser.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 /**
@@ -21,9 +21,8 @@ describe('dashboard on the live event stream', () => {
   const subscribed: string[][] = [];
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
-    page = await browser.newPage();
-    await signIn(page, server.adminKey);
+    [server, browser] = await startWithBrowser(startTestServer());
+    page = await signedInPage(browser, server.adminKey);
     await page.routeWebSocket(/\/v1\/events(\?|$)/, (ws) => {
       sockets.push(ws);
       const topics = new Set<string>();

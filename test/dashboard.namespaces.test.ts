@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signIn, startWithBrowser } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
@@ -15,7 +15,7 @@ describe('dashboard namespaces', () => {
   const agents: Record<'team-a' | 'team-b', string> = { 'team-a': '', 'team-b': '' };
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
+    [server, browser] = await startWithBrowser(startTestServer());
     // A namespace is known (listed by GET /v1/namespaces) once a key is scoped to it.
     for (const ns of ['team-a', 'team-b'] as const) {
       const key = await server.api.post('/v1/keys', { name: `${ns} watcher`, scope: 'read', namespaces: [ns] });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signIn, signedInPage, startWithBrowser } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 10_000 };
@@ -12,9 +12,8 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
   let page: Page;
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await signIn(page, server.adminKey);
+    [server, browser] = await startWithBrowser(startTestServer());
+    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 900 } });
   });
 
   after(async () => {

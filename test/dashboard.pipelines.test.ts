@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { launchBrowser, signIn, snap } from './browser.js';
+import { signedInPage, snap, startWithBrowser } from './browser.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 
 /**
@@ -39,9 +39,8 @@ describe('dashboard pipelines and cases', () => {
   let page: Page;
 
   before(async () => {
-    [server, browser] = await Promise.all([startPipelineServer(setup), launchBrowser()]);
-    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    await signIn(page, server.api.key);
+    [server, browser] = await startWithBrowser(startPipelineServer(setup));
+    page = await signedInPage(browser, server.api.key, { viewport: { width: 1280, height: 800 } });
   });
 
   after(async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page, WebSocket as PageSocket } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signedInPage, startWithBrowser } from './browser.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
 import { CuttingProxy } from './tcp-proxy.js';
 
@@ -17,10 +17,9 @@ describe('dashboard: the event stream resumed after a cut', () => {
   const sockets: { socket: PageSocket; frames: string[] }[] = [];
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
+    [server, browser] = await startWithBrowser(startTestServer());
     viaProxy = await proxy.start(server.url);
-    page = await browser.newPage();
-    await signIn(page, server.adminKey);
+    page = await signedInPage(browser, server.adminKey);
     page.on('websocket', (socket) => {
       const seen = { socket, frames: [] as string[] };
       sockets.push(seen);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signIn, startWithBrowser } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
@@ -12,7 +12,7 @@ describe('dashboard sign-in', () => {
   let browser: Browser;
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
+    [server, browser] = await startWithBrowser(startTestServer());
   });
 
   after(async () => {

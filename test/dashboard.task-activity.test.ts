@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn, snap } from './browser.js';
+import { signedInPage, snap, startWithBrowser } from './browser.js';
 import { eventually, kill9, startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
@@ -16,9 +16,8 @@ describe('dashboard: a running task\'s progress and live log', () => {
   let agent: ChildProcess | undefined;
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
-    page = await browser.newPage();
-    await signIn(page, server.adminKey);
+    [server, browser] = await startWithBrowser(startTestServer());
+    page = await signedInPage(browser, server.adminKey);
     agent = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/streaming-agent.ts'], {
       env: { ...process.env, FLEETD_URL: server.url, FLEETD_API_KEY: server.adminKey, TRANSPORT: 'ws' },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signedInPage, startWithBrowser } from './browser.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 15_000 };
@@ -28,10 +28,9 @@ describe('dashboard task table under a burst', () => {
     // Event batches of a second and up to 1,000 events (the defaults are 50 ms and 50): each task's created, claimed and completed
     // events share a batch however fast or slow this machine is, as they do in production when an
     // agent completes tasks within milliseconds.
-    [server, browser] = await Promise.all([startTestServer({ eventBatchMs: 1_000, eventBatchMax: 1_000 }), launchBrowser()]);
+    [server, browser] = await startWithBrowser(startTestServer({ eventBatchMs: 1_000, eventBatchMax: 1_000 }));
     // Tall enough that every row of the burst is on screen (the table renders only those).
-    page = await browser.newPage({ viewport: { width: 1280, height: 2400 } });
-    await signIn(page, server.adminKey);
+    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 2400 } });
   });
 
   after(async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page, Request } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { signedInPage, startWithBrowser } from './browser.js';
 import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
@@ -38,9 +38,8 @@ describe('dashboard task table', () => {
   let page: Page;
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
-    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    await signIn(page, server.adminKey);
+    [server, browser] = await startWithBrowser(startTestServer());
+    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
   });
 
   after(async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchBrowser, signIn, snap } from './browser.js';
+import { signedInPage, snap, startWithBrowser } from './browser.js';
 import { startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
@@ -13,9 +13,8 @@ describe('dashboard: task types', () => {
   let page: Page;
 
   before(async () => {
-    [server, browser] = await Promise.all([startTestServer(), launchBrowser()]);
-    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    await signIn(page, server.adminKey);
+    [server, browser] = await startWithBrowser(startTestServer());
+    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
   });
   after(async () => {
     await browser?.close();

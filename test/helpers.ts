@@ -162,6 +162,25 @@ export async function withServer<S extends TestServer = TestServer>(
   }
 }
 
+/** Something being started, and how to stop it once it has. */
+export interface Starting<T> {
+  start: Promise<T>;
+  stop: (started: T) => Promise<unknown>;
+}
+
+/**
+ * Two things started at once, as Promise.all would start them; but when one fails, the other is
+ * stopped (once started) before the error is thrown. With Promise.all the one that did start would
+ * be left running, known to no `after` or `finally`, and keep the test file's process from exiting.
+ */
+export async function startTogether<A, B>(a: Starting<A>, b: Starting<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a.start, b.start]);
+  if (ra.status === 'fulfilled' && rb.status === 'fulfilled') return [ra.value, rb.value];
+  if (ra.status === 'fulfilled') await a.stop(ra.value);
+  if (rb.status === 'fulfilled') await b.stop(rb.value);
+  throw ra.status === 'rejected' ? ra.reason : (rb as PromiseRejectedResult).reason;
+}
+
 /** Resolves when `check` returns true, polling the public API; fails after timeoutMs. */
 export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;

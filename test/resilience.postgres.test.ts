@@ -7,7 +7,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FleetClient } from '../src/client/index.js';
 import { FakeLlm, finishedRun } from './fake-llm.js';
-import { eventually, tempDir } from './helpers.js';
+import { eventually, startTogether, tempDir } from './helpers.js';
 import { logLines, metric, ResilienceCluster } from './resilience/cluster.js';
 import { ThrowawayPostgres, ThrowawayRedis } from './resilience/services.js';
 import type { FaultReport } from './resilience/workload.js';
@@ -42,7 +42,7 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
         ],
       }),
     );
-    [db, redis] = await Promise.all([ThrowawayPostgres.create(), ThrowawayRedis.create()]);
+    [db, redis] = await startTogether({ start: ThrowawayPostgres.create(), stop: (d) => d.destroy() }, { start: ThrowawayRedis.create(), stop: (r) => r.destroy() });
     cluster = new ResilienceCluster(
       db.url,
       redis.url,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import type { Browser } from 'playwright-core';
-import { launchBrowser, signIn } from './browser.js';
+import { launchBrowser, signedInPage } from './browser.js';
 import { eventually } from './helpers.js';
 import { logLines, metric, ResilienceCluster } from './resilience/cluster.js';
 import { ThrowawayRedis } from './resilience/services.js';
@@ -71,8 +71,7 @@ describe('two nodes survive Redis going away', { timeout: 120_000 + OUTAGE_MS },
   it(`Redis stopped for ${OUTAGE_MS / 1000} s and started again (empty)`, async (t) => {
     await listsStayFresh('before');
     browser = await launchBrowser();
-    const page = await browser.newPage();
-    await signIn(page, cluster.adminKey);
+    const page = await signedInPage(browser, cluster.adminKey);
     await page.goto(`${cluster.nodes[0].url}/`);
     await page.waitForSelector('[data-ready=overview]');
     const logsBefore = outageLogs();
