@@ -40,6 +40,8 @@ const server = await startPipelineServer(setup, {
   // The fuzzer sends thousands of wrong credentials from one address; the limit on those has its own test (auth.failures).
   authFailuresPerMinute: 0,
 });
+// Registered before anything else can throw: a failure of the setup below still stops the server.
+after(() => server.stop());
 const api = server.api;
 const admin = `Bearer ${api.key}`;
 const doc = (await api.get('/openapi.json')).body as { paths: Record<string, Record<string, Schema>>; components?: { schemas?: Record<string, Schema> } };
@@ -60,8 +62,6 @@ for (let i = 0; i < 3; i++) await api.submit({ type: 'fuzz', payload: { MARK, i 
 await api.as(agentB.token).claim(agentB.id, 1);
 await api.post('/v1/locks', { agentId: agentB.id, resources: [`${MARK}/a.ts`], ttlMs: 3_600_000 });
 const teamA = `Bearer ${(await api.post('/v1/keys', { name: 'fuzz-team-a', scope: 'admin', namespaces: ['team-a'] })).body.secret as string}`;
-
-after(() => server.stop());
 
 interface State {
   takenAt: number;

@@ -5,7 +5,7 @@ import type { EventName } from '../src/bus/bus.js';
 import { RedisBus } from '../src/bus/redis-bus.js';
 import type { RedisSettings } from '../src/redis/connection.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
-import { startTogether } from './helpers.js';
+import { startTogether, within } from './helpers.js';
 
 /** Two buses, connected together (neither left open when the other fails to connect). */
 const twoBuses = (a: RedisSettings, b: RedisSettings = a) =>
@@ -34,7 +34,7 @@ describe('redis bus', { timeout: 20_000 }, () => {
       assert.deepEqual(onA, ['agent.registered'], 'local handlers run synchronously');
       a.publish('tasks.available', { byRequirement: { x: 1 } });
       a.publish('agent.deleted', { agent });
-      await arrived;
+      await within(arrived, 10_000, 'the events on the other node');
       assert.deepEqual(onB, ['agent.registered', 'agent.deleted'], 'wake-ups stay local; the rest crosses');
       assert.deepEqual(onA, ['agent.registered', 'tasks.available', 'agent.deleted'], 'no echo of its own events');
       assert.deepEqual(relayedOnA, [false, false, false], 'A published these');
@@ -63,7 +63,7 @@ describe('redis bus', { timeout: 20_000 }, () => {
       a.publish('agent.registered', { agent });
       assert.deepEqual(onA, ['agent.registered', 'agent.online'], 'handled before the publish returns, after what it follows from');
       a.publish('agent.deleted', { agent });
-      await arrived;
+      await within(arrived, 10_000, 'the events on the other node');
       assert.deepEqual(onB, ['agent.registered', 'agent.online', 'agent.deleted']);
     } finally {
       await Promise.all([a.close(), b.close()]);
@@ -83,7 +83,7 @@ describe('redis bus', { timeout: 20_000 }, () => {
       b.subscribeAll((name) => onB.push(name));
       const onC = new Promise<string>((resolve) => third.subscribe('agent.stale', (e) => resolve(e.agentId)));
       a.publish('agent.stale', { agentId: 'z' });
-      assert.equal(await onC, 'z');
+      assert.equal(await within(onC, 10_000, 'the event on the node of the same prefix'), 'z');
       assert.deepEqual(onB, []);
     } finally {
       await Promise.all([a.close(), b.close(), c?.close()]);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { FleetClient } from '../src/client/index.js';
 import type { SqliteDriver } from '../src/store/sqlite/driver.js';
-import { type Api, type Reply, eventually, kill9, startFleetdProcess, startTestServer, tempDir } from './helpers.js';
+import { type Api, type Reply, eventually, kill9, startFleetdProcess, startTestServer, tempDir, within } from './helpers.js';
 
 /**
  * A disk that can fill up under fleetd. Where this machine lets the test mount (root, as in CI), a
@@ -163,7 +163,7 @@ describe('a full disk', { timeout: 120_000 }, () => {
         return { text: 'z'.repeat(256 * 1024) };
       });
       const task = await disk.api.submit({ type: 'disk-sdk' });
-      await handledOnce;
+      await within(handledOnce, 30_000, 'the task handled');
       await new Promise((r) => setTimeout(r, 300));
       assert.equal((await disk.api.get(`/v1/tasks/${task.id}`)).body.status, 'leased', 'the completion was refused while the disk was full');
       disk.free();

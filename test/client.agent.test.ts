@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
-import { eventually, kill9, nextEvent, startTestServer, type TestServer } from './helpers.js';
+import { eventually, kill9, nextEvent, startTestServer, type TestServer, within } from './helpers.js';
 import { CuttingProxy } from './tcp-proxy.js';
 
 describe('agent SDK', () => {
@@ -28,17 +28,20 @@ describe('agent SDK', () => {
       running--;
       return { echoed: task.payload };
     });
-    assert.deepEqual((await connected)[0], { transport: 'ws' });
-    // Listening before submitting, here and below: a pushed task can be done before the submit's answer is read.
-    let left = 20;
-    const allDone = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-echo' && --left === 0);
-    await client.submitBatch(Array.from({ length: 20 }, (_, i) => ({ type: 'sdk-echo', payload: i })));
-    await allDone;
-    const done = await client.list({ type: 'sdk-echo', status: 'completed', limit: 100 });
-    assert.equal(done.items.length, 20);
-    assert.ok(done.items.every((t) => (t.result as { echoed: number }).echoed === t.payload && t.agentId === agent.id));
-    assert.ok(most <= 3, `ran ${most} at once`);
-    await agent.stop();
+    try {
+      assert.deepEqual((await within(connected, 10_000, 'the agent to connect'))[0], { transport: 'ws' });
+      // Listening before submitting, here and below: a pushed task can be done before the submit's answer is read.
+      let left = 20;
+      const allDone = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-echo' && --left === 0);
+      await client.submitBatch(Array.from({ length: 20 }, (_, i) => ({ type: 'sdk-echo', payload: i })));
+      await allDone;
+      const done = await client.list({ type: 'sdk-echo', status: 'completed', limit: 100 });
+      assert.equal(done.items.length, 20);
+      assert.ok(done.items.every((t) => (t.result as { echoed: number }).echoed === t.payload && t.agentId === agent.id));
+      assert.ok(most <= 3, `ran ${most} at once`);
+    } finally {
+      await agent.stop();
+    }
   });
 
   it('fails a task whose handler throws for a retry, and dead-letters it on NonRetryableError', async () => {
@@ -51,15 +54,18 @@ describe('agent SDK', () => {
       if (n === 1) throw new Error('transient');
       return 'ok';
     });
-    const flaky = (await client.submit({ type: 'sdk-flaky', payload: 'flaky' })).task;
-    const completed = nextEvent(server, 'task.completed', (e) => e.task.id === flaky.id);
-    const bad = (await client.submit({ type: 'sdk-flaky', payload: 'bad' })).task;
-    const dead = nextEvent(server, 'task.dead', (e) => e.task.id === bad.id);
-    assert.equal((await completed).task.attempts, 2);
-    const buried = await client.get((await dead).task.id);
-    assert.equal(buried.attempts, 1);
-    assert.deepEqual(buried.error, { name: 'NonRetryableError', message: 'cannot parse this' });
-    await agent.stop();
+    try {
+      const flaky = (await client.submit({ type: 'sdk-flaky', payload: 'flaky' })).task;
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.id === flaky.id);
+      const bad = (await client.submit({ type: 'sdk-flaky', payload: 'bad' })).task;
+      const dead = nextEvent(server, 'task.dead', (e) => e.task.id === bad.id);
+      assert.equal((await completed).task.attempts, 2);
+      const buried = await client.get((await dead).task.id);
+      assert.equal(buried.attempts, 1);
+      assert.deepEqual(buried.error, { name: 'NonRetryableError', message: 'cannot parse this' });
+    } finally {
+      await agent.stop();
+    }
   });
 
   it('extends the lease while a slow handler runs', async () => {
@@ -68,26 +74,32 @@ describe('agent SDK', () => {
       await new Promise((r) => setTimeout(r, 900));
       return 'finally';
     });
-    const task = (await client.submit({ type: 'sdk-slow', leaseMs: 300 })).task;
-    const requeued = nextEvent(server, 'task.requeued', (e) => e.task.id === task.id, 2_000).then(() => 'requeued', () => 'not requeued');
-    await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
-    const done = await client.get(task.id);
-    assert.equal(done.attempts, 1);
-    assert.equal(done.result, 'finally');
-    await agent.stop();
-    assert.equal(await requeued, 'not requeued');
+    try {
+      const task = (await client.submit({ type: 'sdk-slow', leaseMs: 300 })).task;
+      const requeued = nextEvent(server, 'task.requeued', (e) => e.task.id === task.id, 2_000).then(() => 'requeued', () => 'not requeued');
+      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
+      const done = await client.get(task.id);
+      assert.equal(done.attempts, 1);
+      assert.equal(done.result, 'finally');
+      assert.equal(await requeued, 'not requeued');
+    } finally {
+      await agent.stop();
+    }
   });
 
   it('falls back to long-poll when asked, with the same handler contract', async () => {
     const agent = client.agent({ name: 'poller', capabilities: ['sdk-poll'], concurrency: 2, transport: 'poll' });
     const transport = once(agent, 'connected');
     await agent.work(async (task) => `polled ${task.payload}`);
-    assert.deepEqual((await transport)[0], { transport: 'poll' });
-    const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-poll');
-    const task = (await client.submit({ type: 'sdk-poll', payload: 7 })).task;
-    await completed;
-    assert.equal((await client.get(task.id)).result, 'polled 7');
-    await agent.stop();
+    try {
+      assert.deepEqual((await within(transport, 10_000, 'the agent to connect'))[0], { transport: 'poll' });
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.type === 'sdk-poll');
+      const task = (await client.submit({ type: 'sdk-poll', payload: 7 })).task;
+      await completed;
+      assert.equal((await client.get(task.id)).result, 'polled 7');
+    } finally {
+      await agent.stop();
+    }
   });
 
   it('a long-poll agent started again with its id and token takes back the task it held, as attempt 1', async () => {
@@ -250,7 +262,12 @@ describe('agent SDK', () => {
     const started = new Promise<void>((resolve) => agent.once('task', () => resolve()));
     await agent.work(() => new Promise((resolve) => (release = () => resolve('finished'))));
     const first = (await client.submit({ type: 'sdk-stop' })).task;
-    await started;
+    try {
+      await within(started, 10_000, 'the task to start');
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
     const stopped = agent.stop();
     release();
     await stopped;
@@ -288,8 +305,11 @@ describe('agent SDK', () => {
     const rescuer = client.agent({ name: 'rescuer', capabilities: ['fragile'] });
     const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id);
     await rescuer.work(async (t) => (runs.push(t.id), 'rescued'));
-    await completed;
-    await rescuer.stop();
+    try {
+      await completed;
+    } finally {
+      await rescuer.stop();
+    }
     const done = await client.get(task.id);
     assert.deepEqual(runs, [task.id]);
     assert.equal(done.status, 'completed');

@@ -29,8 +29,11 @@ async function twoNodes(body: (a: TestServer, b: TestServer) => Promise<void>, s
     nodes.push(await startPipelineServer(setup, cluster));
     await body(nodes[0], nodes[1]);
   } finally {
-    if (nodes[0]) await (nodes[0].driver as PostgresDriver).database.dropSchema();
-    for (const n of nodes) await n.stop();
+    try {
+      if (nodes[0]) await (nodes[0].driver as PostgresDriver).database.dropSchema();
+    } finally {
+      for (const n of nodes) await n.stop();
+    }
   }
 }
 
@@ -137,8 +140,11 @@ test('two nodes on PostgreSQL: runs of two namespaces whose pipelines share a na
     }
   } finally {
     // Dropped through a node still open: B once it started, else A.
-    await ((b ?? a).driver as PostgresDriver).database.dropSchema();
-    if (!aStopped) await a.stop();
-    await b?.stop();
+    try {
+      await ((b ?? a).driver as PostgresDriver).database.dropSchema();
+    } finally {
+      if (!aStopped) await a.stop();
+      await b?.stop();
+    }
   }
 });

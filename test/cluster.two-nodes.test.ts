@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { once } from 'node:events';
 import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
-import { eventually } from './helpers.js';
+import { eventually, within } from './helpers.js';
 import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
 import { connectAgent, observe, type Peer } from './ws-helpers.js';
 
@@ -45,13 +45,16 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
         return { ok: true };
       }),
     );
-    assert.deepEqual((await connected)[0], { transport: 'ws' });
-    const submitted = await new FleetClient({ url: b.url, apiKey: env.FLEETD_ADMIN_KEY }).submit({ type: 'push', payload: { from: 'B' } });
-    const ackedAt = Date.now();
-    const task = await got;
-    t.diagnostic(`pushed ${Date.now() - ackedAt} ms after B acknowledged the submit`);
-    assert.equal(task.id, submitted.task.id);
-    await agent.stop();
+    try {
+      assert.deepEqual((await within(connected, 10_000, 'the agent to connect'))[0], { transport: 'ws' });
+      const submitted = await new FleetClient({ url: b.url, apiKey: env.FLEETD_ADMIN_KEY }).submit({ type: 'push', payload: { from: 'B' } });
+      const ackedAt = Date.now();
+      const task = await within(got, 10_000, 'the task pushed');
+      t.diagnostic(`pushed ${Date.now() - ackedAt} ms after B acknowledged the submit`);
+      assert.equal(task.id, submitted.task.id);
+    } finally {
+      await agent.stop();
+    }
   });
 
   it('streams events from B to an observer on A', async () => {
@@ -174,6 +177,8 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       agent.on('error', () => {});
       return { name, agent };
     });
+    // The agents stop whatever fails: left running, they would retry the nodes after `after` stopped them, for ever.
+    const stopAgents = () => Promise.all(agents.map(({ agent }) => agent.stop()));
     await Promise.all(agents.map(({ name, agent }) => agent.work(handler(name))));
 
     // The submitter also starts on A, and keeps submitting while A dies.
@@ -183,24 +188,27 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
       await submitter.submitBatch(Array.from({ length: 20 }, (_, j) => ({ type: 'job', payload: { i: submitted + j }, leaseMs: 10_000 })));
       submitted += 20;
     };
-    while (submitted < N) await submit20();
-    // More work until each of A's agents has run a task through B: on a loaded machine the others
-    // could drain the rest before the last of them reconnects, and it would have nothing to run.
     const fromA = ['ws-a1', 'ws-a2', 'poll-a'];
-    await eventually(
-      async () => {
-        if (killedAt > 0 && fromA.every((name) => (runsAfterKill.get(name) ?? 0) > 0)) return true;
-        await submit20();
-        await new Promise((r) => setTimeout(r, 100));
-        return false;
-      },
-      30_000,
-      "each of A's agents ran a task after the kill",
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}: runs after the kill ${JSON.stringify(Object.fromEntries(runsAfterKill))}, killed ${killedAt > 0}, ${submitted} submitted`);
-    });
-    await eventually(async () => (await b.api.get('/v1/stats')).body.tasks.byType.job?.completed === submitted, 60_000, 'every task completed');
-    await Promise.all(agents.map(({ agent }) => agent.stop()));
+    try {
+      while (submitted < N) await submit20();
+      // More work until each of A's agents has run a task through B: on a loaded machine the others
+      // could drain the rest before the last of them reconnects, and it would have nothing to run.
+      await eventually(
+        async () => {
+          if (killedAt > 0 && fromA.every((name) => (runsAfterKill.get(name) ?? 0) > 0)) return true;
+          await submit20();
+          await new Promise((r) => setTimeout(r, 100));
+          return false;
+        },
+        30_000,
+        "each of A's agents ran a task after the kill",
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}: runs after the kill ${JSON.stringify(Object.fromEntries(runsAfterKill))}, killed ${killedAt > 0}, ${submitted} submitted`);
+      });
+      await eventually(async () => (await b.api.get('/v1/stats')).body.tasks.byType.job?.completed === submitted, 60_000, 'every task completed');
+    } finally {
+      await stopAgents();
+    }
     await killing;
     assert.ok(killedAt > 0, 'A was killed while work was under way');
     assert.equal(submitter.url, b.url, 'the submitter moved to B');

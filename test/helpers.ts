@@ -139,10 +139,13 @@ export const drivers: Record<'sqlite' | 'postgres', (prefix?: string) => Partial
   postgres: (prefix = 'fleetd_test') => ({ databaseUrl: TEST_DATABASE_URL, databaseSchema: uniqueSchema(prefix) }),
 };
 
-/** Stops a test server, dropping its PostgreSQL schema first unless its data is kept. */
+/** Stops a test server, dropping its PostgreSQL schema first (by its own pool) unless its data is kept; stopped whatever the drop did. */
 export async function stopAndDrop(server: TestServer, options: { keepData?: boolean } = {}): Promise<void> {
-  if (server.driver.name === 'postgres' && !options.keepData) await (server.driver as PostgresDriver).database.dropSchema();
-  await server.stop(options);
+  try {
+    if (server.driver.name === 'postgres' && !options.keepData) await (server.driver as PostgresDriver).database.dropSchema();
+  } finally {
+    await server.stop(options);
+  }
 }
 
 /**
@@ -210,6 +213,19 @@ export function nextEvent<K extends keyof import('../src/bus/bus.js').FleetEvent
       resolve(e);
     });
   });
+}
+
+/**
+ * `promise`, or an error naming `what` once `timeoutMs` has passed. A test that waits for something
+ * without a bound runs into its own timeout instead, and node:test then drops it without running its
+ * `finally`: whatever the test started is left running.
+ */
+export function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { it } from 'node:test';
+import { within } from './helpers.js';
 
 /**
  * The Python SDK's own tests (pytest, from Debian's python3-pytest), run by `npm test`. They start
@@ -18,7 +19,10 @@ it('the Python SDK passes its tests against a real fleetd', async () => {
   pytest.stdout.on('data', (d) => (output += d));
   pytest.stderr.on('data', (d) => (output += d));
   try {
-    const [code] = await once(pytest, 'exit');
+    // Bounded, so that a Python test that hangs fails this one (and pytest is killed) rather than the whole run hanging.
+    const [code] = await within(once(pytest, 'exit'), 15 * 60_000, 'pytest to finish').catch((err: Error) => {
+      throw new Error(`${err.message}; its output: ${output.slice(-4_000)}`);
+    });
     assert.equal(code, 0, output);
     assert.match(output, / passed/);
   } finally {

@@ -7,14 +7,20 @@ describe('durability', () => {
   it('a restart on the same data directory keeps every task, lease and lock', async () => {
     const first = await startTestServer();
     const { api } = first;
-    const agent = await api.registerAgent(['keep']);
-    const queued = await api.submit({ type: 'keep', payload: { n: 1 }, priority: 3 });
-    const leased = await api.submit({ type: 'keep', payload: { n: 2 }, priority: 9, leaseMs: 60_000 });
-    const later = await api.submit({ type: 'keep', delayMs: 60_000 });
-    assert.deepEqual((await api.claim(agent.id)).map((t) => t.id), [leased.id]);
-    const lock = (await api.post('/v1/locks', { agentId: agent.id, resources: ['repo/main'], ttlMs: 60_000 })).body;
-    const statsBefore = (await api.get('/v1/stats')).body.tasks.byStatus;
-    await first.stop({ keepData: true });
+    let setUp;
+    try {
+      const agent = await api.registerAgent(['keep']);
+      const queued = await api.submit({ type: 'keep', payload: { n: 1 }, priority: 3 });
+      const leased = await api.submit({ type: 'keep', payload: { n: 2 }, priority: 9, leaseMs: 60_000 });
+      const later = await api.submit({ type: 'keep', delayMs: 60_000 });
+      assert.deepEqual((await api.claim(agent.id)).map((t) => t.id), [leased.id]);
+      const lock = (await api.post('/v1/locks', { agentId: agent.id, resources: ['repo/main'], ttlMs: 60_000 })).body;
+      const statsBefore = (await api.get('/v1/stats')).body.tasks.byStatus;
+      setUp = { agent, queued, leased, later, lock, statsBefore };
+    } finally {
+      await first.stop({ keepData: true });
+    }
+    const { agent, queued, leased, later, lock, statsBefore } = setUp;
 
     const second = await startTestServer({ dataDir: first.dataDir });
     try {

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
-import { Api, adminKeyFor, kill9, tempDir } from './helpers.js';
+import { Api, adminKeyFor, kill9, tempDir, within } from './helpers.js';
 
 /** `fleetd start` in its own process on a free port; resolves once it logs where it listens. */
 async function startProcess(dataDir: string): Promise<{ child: ChildProcess; api: Api; logs: Record<string, unknown>[] }> {
@@ -14,15 +14,25 @@ async function startProcess(dataDir: string): Promise<{ child: ChildProcess; api
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const logs: Record<string, unknown>[] = [];
-  const url = await new Promise<string>((resolve, reject) => {
+  const listening = new Promise<string>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`fleetd exited with ${code} before listening`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return; // not a log line (a warning of Node's, say)
+      }
       logs.push(entry);
       if (entry.msg === 'fleetd is listening') resolve(entry.url as string);
     });
   });
-  return { child, api: new Api(url, adminKey), logs };
+  try {
+    return { child, api: new Api(await within(listening, 60_000, 'fleetd to listen'), adminKey), logs };
+  } catch (err) {
+    await kill9(child);
+    throw err;
+  }
 }
 
 describe('graceful shutdown', () => {

@@ -6,7 +6,7 @@ import { openPostgres, type PostgresDriver } from '../src/store/postgres/driver.
 import { migrations } from '../src/store/postgres/migrations.js';
 import { TASK_CLAIM } from '../src/store/postgres/tasks.js';
 import { CLAIM_BEAT_WRITE_MS } from '../src/store/store.js';
-import { eventually, startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { task } from './store/harness.js';
 import { freshPostgres, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
@@ -233,7 +233,7 @@ describe('postgres store listener', { timeout: 30_000 }, () => {
       assert.deepEqual(cut.rows, [{ ok: true }]);
       const woken = new Promise<Record<string, number>>((resolve) => (wake = resolve));
       await b.store.taskInsertMany({ tasks: [task('r')], now: 0, onRepeat: repeatCheck('task', []) });
-      assert.deepEqual(await woken, { r: 1 });
+      assert.deepEqual(await within(woken, 15_000, 'the wake-up'), { r: 1 });
       await stop();
     } finally {
       await admin.end();
@@ -285,7 +285,7 @@ describe('postgres store recheck', { timeout: 30_000 }, () => {
         },
         { recheckMs: 50 },
       );
-      await woken;
+      await within(woken, 15_000, 'the wake-up');
       await stop();
       // Nothing was notified (the tasks were queued before listening): both wake-ups are rechecks.
       assert.deepEqual(heard.slice(0, 2), [
@@ -307,10 +307,7 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
   before(async () => {
     server = await startTestServer({ databaseUrl: TEST_DATABASE_URL, databaseSchema: schema, databasePoolSize: 1, databasePoolTimeoutMs: 300 });
   });
-  after(async () => {
-    await (server.driver as PostgresDriver).database.dropSchema();
-    await server.stop();
-  });
+  after(() => stopAndDrop(server));
 
   it('answers 503 FLEETD_ERR_STORE_UNAVAILABLE when no connection frees up in time, then recovers', async () => {
     const { api } = server;
@@ -328,7 +325,6 @@ describe('postgres store behind the HTTP API', { timeout: 30_000 }, () => {
       await blocker.query('SELECT * FROM agents WHERE id = $1 FOR UPDATE', [agent.id]);
       const [{ pid }] = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
       stuck = api.claim(agent.id, 1);
-      const { eventually } = await import('./helpers.js');
       // Waiting for the claim itself to wait on the lock: a maintenance query holding the connection a
       // moment would also show one in use, and the read below could then take it once it is free.
       const waiting = async () => (await blocker.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { drivers, eventually, kill9, startTestServer, stopAndDrop, tempDir, type TestServer } from './helpers.js';
+import { drivers, eventually, kill9, startTestServer, stopAndDrop, tempDir, type TestServer, within } from './helpers.js';
 import { assertWireEvents, connect, connectAgent } from './ws-helpers.js';
 
 const limits = { taskLogMaxLines: 5, taskOutputMaxBytes: 64, taskLogLineMaxBytes: 100, taskOutputChunkMaxBytes: 32 };
@@ -208,7 +208,7 @@ describe('an SDK agent process reporting as it works', () => {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     children.push(child);
-    await once(child.stdout!, 'data');
+    await within(once(child.stdout!, 'data'), 60_000, 'the streaming agent to start');
     return child;
   }
 
@@ -228,8 +228,7 @@ describe('an SDK agent process reporting as it works', () => {
         assert.deepEqual([read.progress.progress, read.progress.message], [1, '300 of 300']);
         assert.equal(read.outputBytes, Buffer.byteLength(done.result.text));
       } finally {
-        child.kill('SIGTERM');
-        await once(child, 'exit');
+        await kill9(child);
       }
     });
   }

@@ -4,8 +4,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { EventSource } from 'undici';
 import { randomBytes } from 'node:crypto';
-import type { PostgresDriver } from '../src/store/postgres/driver.js';
-import { eventually, kill9, newAdminKey, startTestServer, type TestServer } from './helpers.js';
+import { eventually, kill9, newAdminKey, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
 import { TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
@@ -40,7 +39,7 @@ describe('a task streamed as Server-Sent Events', () => {
       env: { ...process.env, FLEETD_URL: server.url, FLEETD_API_KEY: server.adminKey, TRANSPORT: 'ws' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await once(child.stdout!, 'data');
+    await within(once(child.stdout!, 'data'), 60_000, 'the streaming agent to start');
   });
   after(async () => {
     if (child) await kill9(child);
@@ -130,7 +129,7 @@ describe('a task streamed from another node (PostgreSQL and Redis)', () => {
         env: { ...process.env, FLEETD_URL: a.url, FLEETD_API_KEY: shared.adminKey, TRANSPORT: 'ws' },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
-      await once(child.stdout!, 'data');
+      await within(once(child.stdout!, 'data'), 60_000, 'the streaming agent to start');
       const task = await b.api.submit({ type: 'stream', payload: { chunks: 40, everyMs: 25 } });
       const reader = watch(b, task.id);
       try {
@@ -145,9 +144,8 @@ describe('a task streamed from another node (PostgreSQL and Redis)', () => {
       }
     } finally {
       if (child) await kill9(child);
-      await (a.driver as PostgresDriver).database.dropSchema();
       await b?.stop();
-      await a.stop();
+      await stopAndDrop(a);
     }
   });
 });

@@ -14,8 +14,14 @@ async function startPlanner(url: string, apiKey: string, hang: boolean): Promise
   });
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
-  await eventually(() => output.includes('ready') || child.exitCode !== null, 60_000, 'the planner to be ready');
-  assert.equal(child.exitCode, null, `the planner exited: ${output}`);
+  try {
+    await eventually(() => output.includes('ready') || child.exitCode !== null, 60_000, 'the planner to be ready');
+    assert.equal(child.exitCode, null, `the planner exited: ${output}`);
+  } catch (err) {
+    // Not yet the caller's to kill: left running, its pipe would keep the test file's process alive.
+    await kill9(child);
+    throw err;
+  }
   return { child, output: () => output };
 }
 

@@ -81,7 +81,9 @@ export class Workload {
   private async submitLoop(node: NodeProcess, i: number): Promise<void> {
     while (this.running) {
       const key = `work-${randomUUID()}`;
-      for (;;) {
+      // The same key until a node accepts it, or the workload stops: a node that answers 503 for
+      // ever (its database never came back after a failed fault) must not hold up the cleanup.
+      while (this.running) {
         const at = Date.now();
         let res: Response;
         try {
