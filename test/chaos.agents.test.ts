@@ -106,7 +106,8 @@ describe('agents killed or frozen mid-task', { timeout: 120_000 }, () => {
         await other.stop();
 
         agent.child.kill('SIGCONT');
-        // Its handler's timer is long past due: it finishes and reports a completion the server refuses.
+        // Its handler's timer and its next extension are long past due: the server refuses whichever
+        // comes first, as the lease is no longer the agent's, and nothing it says changes the task.
         await eventually(() => agent.output().includes('FLEETD_ERR_LEASE_LOST'), 20_000, `the late completion to be refused; the agent said: ${agent.output()}`);
         const done = (await server.api.get(`/v1/tasks/${task.id}`)).body;
         assert.equal(done.agentId, other.id);

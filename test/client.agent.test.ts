@@ -153,6 +153,40 @@ describe('agent SDK', () => {
     });
   }
 
+  it('extends at once, after its socket is cut and comes back, the lease of a task it is still running', async () => {
+    // A server of its own, with the default disconnect grace: the agent stays online through the cut.
+    const own = await startTestServer();
+    const proxy = new CuttingProxy();
+    const proxied = new FleetClient({ url: await proxy.start(own.url), apiKey: own.adminKey });
+    const agent = proxied.agent({ name: 'cut-off', capabilities: ['sdk-cut-off'], transport: 'ws', reconnect: { minMs: 20, maxMs: 100 } });
+    let release: (() => void) | undefined;
+    const started = new Promise<void>((resolve) => agent.once('task', () => resolve()));
+    try {
+      const first = once(agent, 'connected');
+      await agent.work(() => new Promise((resolve) => (release = () => resolve('after the cut'))));
+      await within(first, 10_000, 'the agent to connect');
+      // A long lease: its extensions are due every 30 s, far beyond this test. The extensions that
+      // would have fallen in a cut are what the agent makes up for when its socket is back.
+      const task = (await own.api.submit({ type: 'sdk-cut-off', leaseMs: 60_000 })).id;
+      await within(started, 10_000, 'the task to start');
+      const extended = nextEvent(own, 'task.extended', (e) => e.task.id === task, 10_000);
+      const back = once(agent, 'connected');
+      proxy.cut();
+      await within(back, 10_000, 'the agent to reconnect');
+      await extended;
+      release!();
+      await eventually(async () => (await own.api.get(`/v1/tasks/${task}`)).body.status === 'completed', 10_000, 'the task completed');
+      const done = (await own.api.get(`/v1/tasks/${task}`)).body;
+      assert.equal(done.attempts, 1);
+      assert.equal(done.result, 'after the cut');
+    } finally {
+      release?.();
+      await agent.stop();
+      await proxy.stop();
+      await own.stop();
+    }
+  });
+
   it('falls back to long-poll by itself behind a proxy that refuses WebSockets', async () => {
     // A real HTTP proxy that forwards requests but, like many, does not pass WebSocket upgrades on.
     const upstream = new URL(server.url);

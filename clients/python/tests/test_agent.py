@@ -8,6 +8,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -293,12 +294,17 @@ def test_an_agent_started_again_near_the_end_of_a_lease_extends_it_at_once(serve
 
 
 @contextlib.asynccontextmanager
-async def tcp_proxy(server: Server, on_answer: Callable[[bytes, asyncio.StreamWriter, asyncio.StreamWriter], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
+async def tcp_proxy(
+    server: Server,
+    on_answer: Callable[[bytes, asyncio.StreamWriter, asyncio.StreamWriter], Awaitable[bool]] | None = None,
+    links: set[asyncio.StreamWriter] | None = None,
+) -> AsyncIterator[str]:
     """A real TCP proxy in front of ``server``; yields its URL. ``on_answer`` sees each chunk the
     server sends, with the client's and the server's writers, before it is passed on: it may wait,
-    and answers True when it dealt with the chunk itself and the link is to end."""
+    and answers True when it dealt with the chunk itself and the link is to end. ``links``, when
+    given, holds the writers of every connection open: closing them all cuts the network."""
     target = httpx.URL(server.url)
-    links: set[asyncio.StreamWriter] = set()
+    links = set() if links is None else links
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, other: asyncio.StreamWriter, to_client: bool) -> None:
         try:
@@ -325,6 +331,50 @@ async def tcp_proxy(server: Server, on_answer: Callable[[bytes, asyncio.StreamWr
         for writer in links:
             writer.close()
         await proxy.wait_closed()
+
+
+def test_a_reconnected_agent_extends_at_once_the_lease_of_a_task_it_is_still_running(server: Server) -> None:
+    async def main() -> None:
+        links: set[asyncio.StreamWriter] = set()
+        async with tcp_proxy(server, links=links) as proxy_url, fleet_of(server) as fleet, AsyncFleet(proxy_url, api_key=server.key) as through_proxy:
+            agent = through_proxy.agent("py-cut-off", ["py-cut-off"], transport="ws", reconnect=(0.02, 0.1))
+            connections: list[str] = []
+            agent.on("connected", connections.append)
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                started.set()
+                await release.wait()
+                return "after the cut"
+
+            await agent.start()
+            try:
+                # A long lease: its extensions are due every 30 s, far beyond this test. The extensions
+                # that would have fallen in a cut are what the agent makes up for when its socket is back.
+                task = await fleet.submit("py-cut-off", lease_ms=60_000)
+                await asyncio.wait_for(started.wait(), 10)
+                before = (await fleet.get(task["id"]))["leaseExpiresAt"]
+                await asyncio.sleep(0.05)  # so that an extension moves the expiry to a later millisecond
+                for writer in list(links):
+                    writer.close()
+                deadline = time.monotonic() + 10
+                while len(connections) < 2:
+                    assert time.monotonic() < deadline, "the agent did not reconnect"
+                    await asyncio.sleep(0.02)
+                deadline = time.monotonic() + 5
+                while (await fleet.get(task["id"]))["leaseExpiresAt"] <= before:
+                    assert time.monotonic() < deadline, "the lease was not extended after the reconnect"
+                    await asyncio.sleep(0.05)
+                release.set()
+                done = await fleet.wait_for(task["id"], timeout=10)
+                assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "after the cut"
+            finally:
+                release.set()
+                await agent.stop()
+
+    asyncio.run(main())
 
 
 @contextlib.asynccontextmanager

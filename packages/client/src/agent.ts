@@ -103,6 +103,8 @@ interface Running {
   extender?: NodeJS.Timeout;
   /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
   cancelled?: TaskRevokedError;
+  /** Set when an extension found the lease gone (it lapsed, the task went back to the queue): its outcome is not reported either. */
+  lost?: boolean;
   /**
    * The handler is done and its outcome queued, its slot's credit granted: a task of its id pushed
    * now is a new lease of it (released, or failed and retried, back to this agent), not this one.
@@ -474,7 +476,12 @@ export class FleetAgent extends EventEmitter {
    */
   private start(task: TaskJson, resumed = false): void {
     const current = this.running.get(task.id);
-    if (current && (resumed || !current.finished)) return;
+    if (current && (resumed || !current.finished)) {
+      // Running here through a restart of the server or a lost answer, its extensions may have
+      // failed meanwhile: the lease may be about to lapse.
+      if (resumed && !current.finished && !current.lost) void this.extend(current);
+      return;
+    }
     if (this.stopping) {
       // Arrived on the wire after stop(): give it straight back for another agent.
       void this.report(task, { type: 'fail', id: task.id, error: { code: 'AGENT_STOPPING', message: 'the agent is stopping' }, retryable: true });
@@ -525,8 +532,8 @@ export class FleetAgent extends EventEmitter {
   private async execute(run: Running, queued: () => void, resumed: boolean): Promise<void> {
     const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
-    run.extender = setInterval(() => void this.extend(task, controller), extendEvery);
-    if (resumed) void this.extend(task, controller);
+    run.extender = setInterval(() => void this.extend(run), extendEvery);
+    if (resumed) void this.extend(run);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     const release = (delayMs: number, reason?: string): never => {
       throw new RetryLaterError(delayMs, reason);
@@ -559,7 +566,7 @@ export class FleetAgent extends EventEmitter {
         // Its reports go first: once the task is given back, fleetd takes no more of them.
         await activity.flush();
         activity.close();
-        if (run.cancelled) return;
+        if (run.cancelled || run.lost) return;
         const given = this.giveBack(task, err, run.usage);
         queued();
         await given;
@@ -579,9 +586,9 @@ export class FleetAgent extends EventEmitter {
     // What the handler reported comes before its outcome: once the task is finished, fleetd takes no more of it.
     await activity.flush();
     activity.close();
-    // The server ended this attempt: a late result would be refused, or (the task retried and
-    // leased to this agent again) taken for the new attempt's.
-    if (run.cancelled) return;
+    // The server ended this attempt, or the lease was lost: a late result would be refused, or (the
+    // task retried and leased to this agent again) taken for the new attempt's.
+    if (run.cancelled || run.lost) return;
     const reported = this.report(task, outcome);
     queued();
     await reported;
@@ -616,17 +623,23 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  private async extend(task: TaskJson, controller: AbortController): Promise<void> {
+  private async extend(run: Running): Promise<void> {
     try {
-      await this.settle({ op: 'extend', id: task.id });
+      await this.settle({ op: 'extend', id: run.task.id });
     } catch (err) {
+      // The outcome went out meanwhile (an extension and a completion of one task cross): the
+      // refusal says only that the task is finished.
+      if (run.finished || run.cancelled || run.lost) return;
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_CANCELLED' || err.code === 'FLEETD_ERR_TIMEOUT')) {
         // A long-poll agent learns of a cancel or a timeout here, at its next extension.
         const reason = typeof err.details.reason === 'string' ? err.details.reason : err.message;
-        return this.cancelRun(task.id, err.code, reason);
+        return this.cancelRun(run.task.id, err.code, reason);
       }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
-        controller.abort(err);
+        // Said once: no more extensions, and the handler's outcome is not reported (it would be refused).
+        run.lost = true;
+        clearInterval(run.extender);
+        run.controller.abort(err);
       }
       this.warn(err);
     }

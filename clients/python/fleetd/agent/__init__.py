@@ -589,6 +589,10 @@ class AsyncAgent:
         or claimed task is a new lease, run unless its id's handler is still at work."""
         current = self._running.get(task["id"])
         if current is not None and (resumed or not current.finished):
+            if resumed and not current.handled and current.ctx.cancel_reason is None:
+                # Running here through a restart of the server or a lost answer, its extensions may
+                # have failed meanwhile: the lease may be about to lapse.
+                asyncio.create_task(self._extend(current))
             return
         if self._stopping:
             # Arrived on the wire after stop(): give it straight back for another agent.
@@ -679,6 +683,9 @@ class AsyncAgent:
     def _extend_later(self, running: _Running) -> None:
         """Extends the lease every ``leaseMs / 2``, on a timer rather than a task per running task."""
         every = max(0.05, running.task["leaseMs"] / 2000)
+        # One timer a task, however many extensions were in flight (an early one for a resumed lease).
+        if running.extend_timer is not None:
+            running.extend_timer.cancel()
         running.extend_timer = asyncio.get_running_loop().call_later(every, lambda: asyncio.create_task(self._extend(running)))
 
     async def _extend(self, running: _Running) -> None:
