@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { RedisBus } from '../src/bus/redis-bus.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
 import { eventually, startTestServer, startTogether } from './helpers.js';
-import { connect } from './ws-helpers.js';
+import { connect, type Peer } from './ws-helpers.js';
 
 const agent = { id: 'a1', namespace: 'default', name: 'a', capabilities: [], labels: {}, maxConcurrency: 1, status: 'online' as const, createdAt: 1, lastHeartbeatAt: 1 };
 
@@ -38,8 +38,9 @@ describe('events lost between nodes are reported, never skipped in silence', { t
     const prefix = `fleetd-test-${randomBytes(4).toString('hex')}:`;
     const server = await startTestServer({ redisUrl: TEST_REDIS_URL, redisPrefix: prefix });
     const other = new Redis(TEST_REDIS_URL);
-    const observer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` });
+    let observer: Peer | undefined;
     try {
+      observer = await connect(`${server.url}/v1/events`, { authorization: `Bearer ${server.adminKey}` });
       observer.send({ type: 'subscribe', topics: ['agents'] });
       const { epoch } = await observer.next('subscribed');
       // Another node's messages 1 and 4 arrive; 2 and 3 never did.
@@ -62,7 +63,7 @@ describe('events lost between nodes are reported, never skipped in silence', { t
         late.socket.close();
       }
     } finally {
-      observer.socket.close();
+      observer?.socket.close();
       other.disconnect();
       await server.stop();
     }

@@ -4,25 +4,13 @@ import { request, Agent } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { FleetClient } from '../src/client/index.js';
-import { eventually, startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer, within } from './helpers.js';
 
 /** Far beyond a prompt close, far short of the ~70 s a waiting close took: it names what was left. */
 const GUARD_MS = 20_000;
 
-/** Waits for `done`; fails, naming what it waited for, if it has not happened within the guard. */
-async function within(done: Promise<unknown>, what: string): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const guard = new Promise<'guard'>((resolve) => (timer = setTimeout(() => resolve('guard'), GUARD_MS)));
-  try {
-    const outcome = await Promise.race([done.then(() => 'done' as const), guard]);
-    assert.equal(outcome, 'done', `not done after ${GUARD_MS} ms: ${what}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Closes the server; fails, naming what it waited for, if the close has not finished within the guard. */
-const closeWithin = (server: TestServer, what: string) => within(server.stop(), `close() waited on ${what}`);
+const closeWithin = (server: TestServer, what: string) => within(server.stop(), GUARD_MS, `close() waited on ${what}`);
 
 async function openSocket(url: string): Promise<Socket> {
   const { hostname, port } = new URL(url);
@@ -34,39 +22,41 @@ async function openSocket(url: string): Promise<Socket> {
 describe('closing the server with clients connected', () => {
   it('ends a connection that never sent a request, and the close finishes', async () => {
     const server = await startTestServer();
-    const silent = await openSocket(server.url);
-    const closed = once(silent, 'close');
+    let silent: Socket | undefined;
     try {
+      silent = await openSocket(server.url);
+      const closed = once(silent, 'close');
       // The server has accepted it (a request on another connection is answered after the accept).
       assert.equal((await server.api.get('/healthz')).status, 200);
       await closeWithin(server, 'a connection that never sent a request');
-      await within(closed, 'the silent connection to be ended');
+      await within(closed, GUARD_MS, 'the silent connection to be ended');
     } finally {
-      silent.destroy();
+      silent?.destroy();
       await server.stop();
     }
   });
 
   it('answers a request partly sent when the close began, then ends its connection', async () => {
     const server = await startTestServer();
-    const accepted = once(server.app.server, 'connection') as Promise<[Socket]>;
-    const partial = await openSocket(server.url);
-    const [serverSide] = await accepted;
-    const received: Buffer[] = [];
-    partial.on('data', (chunk: Buffer) => received.push(chunk));
-    const closed = once(partial, 'close');
+    let partial: Socket | undefined;
     try {
+      const accepted = once(server.app.server, 'connection') as Promise<[Socket]>;
+      partial = await openSocket(server.url);
+      const [serverSide] = await within(accepted, GUARD_MS, 'the server to accept the connection');
+      const received: Buffer[] = [];
+      partial.on('data', (chunk: Buffer) => received.push(chunk));
+      const closed = once(partial, 'close');
       partial.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
       await eventually(() => serverSide.bytesRead > 0, 5_000, 'the server to read the first half of the request');
       const closing = closeWithin(server, 'a request partly sent');
       partial.write('\r\n');
       await closing;
-      await within(closed, 'the answered connection to be ended');
+      await within(closed, GUARD_MS, 'the answered connection to be ended');
       const answer = Buffer.concat(received).toString('latin1');
       assert.match(answer, /^HTTP\/1\.1 \d{3} /, `the partly sent request was cut instead of answered: ${JSON.stringify(answer)}`);
       assert.match(answer, /\r\nconnection: close\r\n/i);
     } finally {
-      partial.destroy();
+      partial?.destroy();
       await server.stop();
     }
   });
@@ -105,7 +95,7 @@ describe('closing the server with clients connected', () => {
       assert.ok(status === 200 || status === 503, `the waiting claim got ${status}`);
       assert.ok(socket);
       // (An idle keep-alive socket does not hold the event loop open: the guard's timer does.)
-      if (!socket.destroyed) await within(once(socket, 'close'), 'the keep-alive connection to be ended');
+      if (!socket.destroyed) await within(once(socket, 'close'), GUARD_MS, 'the keep-alive connection to be ended');
     } finally {
       agent.destroy();
       await server.stop();

@@ -44,16 +44,22 @@ def start_fleetd(data_dir: str, env: dict[str, str] | None = None, port: int = 0
         text=True,
     )
     assert process.stdout is not None
-    for line in process.stdout:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == "fleetd is listening":
-            # Keep draining the pipe so that a chatty server never blocks on a full buffer.
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-            return Server(entry["url"], key, process)
-    raise RuntimeError(f"fleetd exited with {process.wait()} before listening")
+    # A server that never says it listens is killed, so that the read below ends instead of hanging.
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "fleetd is listening":
+                # Keep draining the pipe so that a chatty server never blocks on a full buffer.
+                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+                return Server(entry["url"], key, process)
+    finally:
+        watchdog.cancel()
+    raise RuntimeError(f"fleetd exited with {process.wait()} before listening (killed if it took 60 s)")
 
 
 def stop(process: subprocess.Popen[str]) -> None:
