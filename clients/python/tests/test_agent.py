@@ -224,8 +224,10 @@ def test_stop_gives_back_the_tasks_it_could_not_finish_in_time(server: Server) -
 
             await agent.start()
             task = await fleet.submit("py-stop", backoff_ms=60_000)
-            await started.wait()
-            await agent.stop(timeout=0.1)
+            try:
+                await asyncio.wait_for(started.wait(), 10)
+            finally:
+                await agent.stop(timeout=0.1)
             back = await fleet.get(task["id"])
             assert back["status"] == "scheduled" and back["attempts"] == 1
             assert back["error"]["name"] == "AgentStopping"
@@ -723,7 +725,7 @@ def test_an_agent_takes_new_tasks_after_reconnecting_when_a_handler_finished_whi
             await agent.start()
             try:
                 first = await fleet.submit("py-credit", "first", lease_ms=60_000)
-                await started.wait()
+                await asyncio.wait_for(started.wait(), 10)
                 await asyncio.to_thread(stop, servers[0].process)
                 release.set()
                 await asyncio.sleep(2)
