@@ -179,7 +179,6 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     });
     // The agents stop whatever fails: left running, they would retry the nodes after `after` stopped them, for ever.
     const stopAgents = () => Promise.all(agents.map(({ agent }) => agent.stop()));
-    await Promise.all(agents.map(({ name, agent }) => agent.work(handler(name))));
 
     // The submitter also starts on A, and keeps submitting while A dies.
     const submitter = new FleetClient({ urls, apiKey: env.FLEETD_ADMIN_KEY });
@@ -190,6 +189,7 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     };
     const fromA = ['ws-a1', 'ws-a2', 'poll-a'];
     try {
+      await Promise.all(agents.map(({ name, agent }) => agent.work(handler(name))));
       while (submitted < N) await submit20();
       // More work until each of A's agents has run a task through B: on a loaded machine the others
       // could drain the rest before the last of them reconnects, and it would have nothing to run.

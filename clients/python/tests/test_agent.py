@@ -634,9 +634,14 @@ def test_a_typescript_agent_and_a_python_agent_share_one_queue(server: Server, p
         worker.start()
         try:
             assert typescript.stdout is not None
-            for line in typescript.stdout:
-                if "connected to" in line:
-                    break
+            # Killed if it has not said so in 30 s: the read of its output then ends instead of hanging.
+            watchdog = threading.Timer(30, typescript.kill)
+            watchdog.start()
+            try:
+                connected = any("connected to" in line for line in typescript.stdout)
+            finally:
+                watchdog.cancel()
+            assert connected, "the TypeScript agent never said it connected"
             assert python_connected.wait(20)
             threading.Thread(target=typescript.stdout.read, daemon=True).start()
             tasks = fleet.submit_batch([{"type": kind, "payload": {"n": i}} for i in range(200)])

@@ -479,7 +479,7 @@ export class FleetAgent extends EventEmitter {
     if (current && (resumed || !current.finished)) {
       // Running here through a restart of the server or a lost answer, its extensions may have
       // failed meanwhile: the lease may be about to lapse.
-      if (resumed && !current.finished && !current.lost) void this.extend(current);
+      if (resumed && !current.finished) void this.extend(current);
       return;
     }
     if (this.stopping) {
@@ -636,9 +636,13 @@ export class FleetAgent extends EventEmitter {
         return this.cancelRun(run.task.id, err.code, reason);
       }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
-        // Said once: no more extensions, and the handler's outcome is not reported (it would be refused).
+        // Said once: no more extensions, and the handler's outcome is not reported (it would be
+        // refused). As for a cancel, its slot stays taken until the handler returns, and the task,
+        // back in the queue, may come to this agent again: a new lease, run afresh.
         run.lost = true;
         clearInterval(run.extender);
+        if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
+        this.cancelledRuns.add(run);
         run.controller.abort(err);
       }
       this.warn(err);
