@@ -4,7 +4,7 @@ import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
+import { FleetApiError, FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
 import { eventually, kill9, nextEvent, startTestServer, type TestServer, within } from './helpers.js';
 import { CuttingProxy } from './tcp-proxy.js';
 
@@ -184,6 +184,46 @@ describe('agent SDK', () => {
       await agent.stop();
       await proxy.stop();
       await own.stop();
+    }
+  });
+
+  it('runs afresh a task that came back to it while it still ran the task under a lease now gone, and drops that run\'s outcome', async () => {
+    // Cut off past the server's 200 ms grace, the agent goes offline and its task back to the queue;
+    // when it is back, the task (attempt 2) is pushed to it again while its first run still goes on.
+    const proxy = new CuttingProxy();
+    const proxied = new FleetClient({ url: await proxy.start(server.url), apiKey: server.adminKey });
+    const agent = proxied.agent({ name: 'came-back', capabilities: ['sdk-came-back'], concurrency: 2, transport: 'ws', reconnect: { minMs: 20, maxMs: 100 } });
+    const errors: Error[] = [];
+    agent.on('error', (err: Error) => errors.push(err));
+    const runs: number[] = [];
+    let releaseFirst: (() => void) | undefined;
+    const firstStarted = new Promise<void>((resolve) => agent.once('task', () => resolve()));
+    try {
+      await agent.work((task) => {
+        runs.push(task.attempts);
+        if (task.attempts > 1) return Promise.resolve(`attempt ${task.attempts}`);
+        return new Promise((resolve) => (releaseFirst = () => resolve('attempt 1, late')));
+      });
+      const task = (await client.submit({ type: 'sdk-came-back', leaseMs: 60_000 })).task;
+      await within(firstStarted, 10_000, 'the first run to start');
+      const requeued = nextEvent(server, 'task.requeued', (e) => e.task.id === task.id && e.reason === 'agent_offline', 10_000);
+      proxy.refusing = true;
+      proxy.cut();
+      await requeued;
+      proxy.refusing = false;
+      await eventually(async () => (await client.get(task.id)).status === 'completed', 10_000, 'the task completed');
+      assert.deepEqual(runs, [1, 2]);
+      releaseFirst!();
+      await eventually(() => agent.inFlight === 0, 5_000, 'the first run to end');
+      const done = await client.get(task.id);
+      assert.equal(done.attempts, 2);
+      assert.equal(done.result, 'attempt 2', 'the first run\'s late outcome changed nothing');
+      // What the server refused: nothing (the cut's reconnects are the rest).
+      assert.deepEqual(errors.filter((err) => err instanceof FleetApiError), []);
+    } finally {
+      releaseFirst?.();
+      await agent.stop();
+      await proxy.stop();
     }
   });
 

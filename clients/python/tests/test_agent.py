@@ -300,11 +300,13 @@ async def tcp_proxy(
     server: Server,
     on_answer: Callable[[bytes, asyncio.StreamWriter, asyncio.StreamWriter], Awaitable[bool]] | None = None,
     links: set[asyncio.StreamWriter] | None = None,
+    refuse: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """A real TCP proxy in front of ``server``; yields its URL. ``on_answer`` sees each chunk the
     server sends, with the client's and the server's writers, before it is passed on: it may wait,
     and answers True when it dealt with the chunk itself and the link is to end. ``links``, when
-    given, holds the writers of every connection open: closing them all cuts the network."""
+    given, holds the writers of every connection open: closing them all cuts the network. While
+    ``refuse`` is set, new connections are closed at once."""
     target = httpx.URL(server.url)
     links = set() if links is None else links
 
@@ -321,6 +323,9 @@ async def tcp_proxy(
             writer.close()
 
     async def link(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if refuse is not None and refuse.is_set():
+            client_writer.close()
+            return
         server_reader, server_writer = await asyncio.open_connection(target.host, target.port)
         links.update((client_writer, server_writer))
         await asyncio.gather(pipe(client_reader, server_writer, client_writer, False), pipe(server_reader, client_writer, server_writer, True))
@@ -374,6 +379,49 @@ def test_a_reconnected_agent_extends_at_once_the_lease_of_a_task_it_is_still_run
                 assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "after the cut"
             finally:
                 release.set()
+                await agent.stop()
+
+    asyncio.run(main())
+
+
+def test_a_task_that_came_back_while_its_first_run_still_went_on_runs_afresh(server: Server) -> None:
+    async def main() -> None:
+        # Cut off past the server's grace, the agent goes offline and its task back to the queue; when
+        # it is back, the task (attempt 2) is pushed to it again while its first run still goes on.
+        links: set[asyncio.StreamWriter] = set()
+        refuse = asyncio.Event()
+        async with tcp_proxy(server, links=links, refuse=refuse) as proxy_url, fleet_of(server) as fleet, AsyncFleet(proxy_url, api_key=server.key) as through_proxy:
+            agent = through_proxy.agent("py-came-back", ["py-came-back"], concurrency=2, transport="ws", reconnect=(0.02, 0.1))
+            runs: list[int] = []
+            first_started = asyncio.Event()
+            release_first = asyncio.Event()
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                runs.append(t["attempts"])
+                if t["attempts"] > 1:
+                    return f"attempt {t['attempts']}"
+                first_started.set()
+                await release_first.wait()
+                return "attempt 1, late"
+
+            await agent.start()
+            try:
+                task = await fleet.submit("py-came-back", lease_ms=60_000)
+                await asyncio.wait_for(first_started.wait(), 10)
+                refuse.set()
+                for writer in list(links):
+                    writer.close()
+                deadline = time.monotonic() + 10
+                while (await fleet.get(task["id"]))["status"] != "queued":
+                    assert time.monotonic() < deadline, "the task did not go back to the queue"
+                    await asyncio.sleep(0.05)
+                refuse.clear()
+                done = await fleet.wait_for(task["id"], timeout=10)
+                assert done["status"] == "completed" and done["attempts"] == 2 and done["result"] == "attempt 2"
+                assert runs == [1, 2]
+            finally:
+                release_first.set()
                 await agent.stop()
 
     asyncio.run(main())

@@ -475,7 +475,14 @@ export class FleetAgent extends EventEmitter {
    * or claimed task is a new lease, run unless its id's handler is still at work.
    */
   private start(task: TaskJson, resumed = false): void {
-    const current = this.running.get(task.id);
+    let current = this.running.get(task.id);
+    if (current && task.attempts > current.task.attempts) {
+      // A later attempt of a task still running here: its lease lapsed (the agent cut off past its
+      // grace, say) and the task came back to this agent. The earlier run's outcome would be taken
+      // for this attempt's: it is dropped, and this lease runs afresh.
+      this.loseRun(current, new Error(`task ${task.id} was leased again (attempt ${task.attempts}): the lease of attempt ${current.task.attempts} is gone`));
+      current = undefined;
+    }
     if (current && (resumed || !current.finished)) {
       // Running here through a restart of the server or a lost answer, its extensions may have
       // failed meanwhile: the lease may be about to lapse.
@@ -636,17 +643,24 @@ export class FleetAgent extends EventEmitter {
         return this.cancelRun(run.task.id, err.code, reason);
       }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
-        // Said once: no more extensions, and the handler's outcome is not reported (it would be
-        // refused). As for a cancel, its slot stays taken until the handler returns, and the task,
-        // back in the queue, may come to this agent again: a new lease, run afresh.
-        run.lost = true;
-        clearInterval(run.extender);
-        if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
-        this.cancelledRuns.add(run);
-        run.controller.abort(err);
+        this.loseRun(run, err);
       }
       this.warn(err);
     }
+  }
+
+  /**
+   * The run's lease is gone: no more extensions, and its outcome is not reported (it would be
+   * refused, or taken for a later attempt's). As for a cancel, its slot stays taken until the handler
+   * returns, and the task, back in the queue, may come to this agent again: a new lease, run afresh.
+   */
+  private loseRun(run: Running, reason: Error): void {
+    if (run.lost) return;
+    run.lost = true;
+    clearInterval(run.extender);
+    if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
+    this.cancelledRuns.add(run);
+    run.controller.abort(reason);
   }
 
   /**

@@ -588,6 +588,12 @@ class AsyncAgent:
         welcome, the leases taken back after a restart), run only if it is not running here; a pushed
         or claimed task is a new lease, run unless its id's handler is still at work."""
         current = self._running.get(task["id"])
+        if current is not None and task["attempts"] > current.task["attempts"]:
+            # A later attempt of a task still running here: its lease lapsed (the agent cut off past
+            # its grace, say) and the task came back to this agent. The earlier run's outcome would be
+            # taken for this attempt's: it is dropped, and this lease runs afresh.
+            self._cancel(current, "lease lost")
+            current = None
         if current is not None and (resumed or not current.finished):
             if resumed and not current.handled and current.ctx.cancel_reason is None:
                 # Running here through a restart of the server or a lost answer, its extensions may
