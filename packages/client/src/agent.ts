@@ -524,11 +524,20 @@ export class FleetAgent extends EventEmitter {
     const run = this.running.get(id);
     if (!run || run.cancelled) return;
     run.cancelled = new TaskRevokedError(id, code, reason);
-    clearInterval(run.extender);
-    this.running.delete(id);
-    this.cancelledRuns.add(run);
+    this.retire(run);
     this.emit('cancelled', run.task, run.cancelled);
     run.controller.abort(run.cancelled);
+  }
+
+  /**
+   * A run whose attempt is over while its handler may still go on (cancelled, timed out, its lease
+   * lost): no more extensions, its slot held until the handler returns, and its id free for a new
+   * lease of the task to run afresh.
+   */
+  private retire(run: Running): void {
+    clearInterval(run.extender);
+    if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
+    this.cancelledRuns.add(run);
   }
 
   /**
@@ -649,17 +658,11 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  /**
-   * The run's lease is gone: no more extensions, and its outcome is not reported (it would be
-   * refused, or taken for a later attempt's). As for a cancel, its slot stays taken until the handler
-   * returns, and the task, back in the queue, may come to this agent again: a new lease, run afresh.
-   */
+  /** The run's lease is gone: retired as a cancelled run is, and its outcome not reported (it would be refused, or taken for a later attempt's). */
   private loseRun(run: Running, reason: Error): void {
     if (run.lost) return;
     run.lost = true;
-    clearInterval(run.extender);
-    if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
-    this.cancelledRuns.add(run);
+    this.retire(run);
     run.controller.abort(reason);
   }
 
