@@ -39,25 +39,19 @@ interface Configuration {
   env: Record<string, string>;
 }
 
-/** A fresh schema (and Redis prefix) for each PostgreSQL configuration. */
+/** One PostgreSQL node, or two with Redis, on a fresh schema (and Redis prefix), whose name goes into `schemas` to be dropped. */
+function postgres(schemas: string[], nodes: 1 | 2): Configuration {
+  const name = `fleetd_bench_${randomBytes(4).toString('hex')}`;
+  schemas.push(name);
+  const env = { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: name };
+  return nodes === 1
+    ? { store: 'postgres', nodes, env }
+    : { store: 'postgres + redis', nodes, env: { ...env, FLEETD_REDIS_URL: BENCH_REDIS_URL, FLEETD_REDIS_PREFIX: `${name}:` } };
+}
+
+/** Each configuration with fresh state: SQLite (a new data dir each start), one PostgreSQL node, two with Redis. */
 function configurations(schemas: string[]): Configuration[] {
-  const schema = () => {
-    const name = `fleetd_bench_${randomBytes(4).toString('hex')}`;
-    schemas.push(name);
-    return name;
-  };
-  return [
-    { store: 'sqlite', nodes: 1, env: {} },
-    { store: 'postgres', nodes: 1, env: { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: schema() } },
-    (() => {
-      const name = schema();
-      return {
-        store: 'postgres + redis',
-        nodes: 2,
-        env: { FLEETD_DATABASE_URL: BENCH_DATABASE_URL, FLEETD_DATABASE_SCHEMA: name, FLEETD_REDIS_URL: BENCH_REDIS_URL, FLEETD_REDIS_PREFIX: `${name}:` },
-      };
-    })(),
-  ];
+  return [{ store: 'sqlite', nodes: 1, env: {} }, postgres(schemas, 1), postgres(schemas, 2)];
 }
 
 export default async function pgScenario(args: string[]): Promise<void> {
@@ -69,7 +63,7 @@ export default async function pgScenario(args: string[]): Promise<void> {
       const done: Row[] = [];
       for (const c of configurations(schemas)) done.push(await endToEnd(c, f.seconds, f.agents, f.pin === 1));
       // A configuration of its own: a fresh schema and Redis prefix, as every run has.
-      if (f['idle-node'] === 1) done.push(await endToEnd(configurations(schemas)[2], f.seconds, f.agents, f.pin === 1, 1));
+      if (f['idle-node'] === 1) done.push(await endToEnd(postgres(schemas, 2), f.seconds, f.agents, f.pin === 1, 1));
       const base = done[0]['tasks/s'] as number;
       for (const row of done) {
         row.ratio = Math.round(((row['tasks/s'] as number) / base) * 100) / 100;
