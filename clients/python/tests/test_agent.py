@@ -366,14 +366,15 @@ def test_a_reconnected_agent_extends_at_once_the_lease_of_a_task_it_is_still_run
                 await asyncio.sleep(0.05)  # so that an extension moves the expiry to a later millisecond
                 for writer in list(links):
                     writer.close()
-                deadline = time.monotonic() + 10
-                while len(connections) < 2:
-                    assert time.monotonic() < deadline, "the agent did not reconnect"
-                    await asyncio.sleep(0.02)
-                deadline = time.monotonic() + 5
-                while (await fleet.get(task["id"]))["leaseExpiresAt"] <= before:
-                    assert time.monotonic() < deadline, "the lease was not extended after the reconnect"
-                    await asyncio.sleep(0.05)
+
+                async def reconnected() -> bool:
+                    return len(connections) >= 2
+
+                async def extended() -> bool:
+                    return (await fleet.get(task["id"]))["leaseExpiresAt"] > before
+
+                await until(reconnected, "the agent to reconnect")
+                await until(extended, "the lease extended after the reconnect", timeout=5)
                 release.set()
                 done = await fleet.wait_for(task["id"], timeout=10)
                 assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "after the cut"
@@ -412,10 +413,7 @@ def test_a_task_that_came_back_while_its_first_run_still_went_on_runs_afresh(ser
                 refuse.set()
                 for writer in list(links):
                     writer.close()
-                deadline = time.monotonic() + 10
-                while (await fleet.get(task["id"]))["status"] != "queued":
-                    assert time.monotonic() < deadline, "the task did not go back to the queue"
-                    await asyncio.sleep(0.05)
+                await reaches(fleet, task["id"], "queued")
                 refuse.clear()
                 done = await fleet.wait_for(task["id"], timeout=10)
                 assert done["status"] == "completed" and done["attempts"] == 2 and done["result"] == "attempt 2"
@@ -443,6 +441,14 @@ async def answers_held_back(server: Server) -> AsyncIterator[tuple[str, asyncio.
             yield url, flowing
     finally:
         flowing.set()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    """Polls ``check`` until it is true; fails, naming what it waited for, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 async def reaches(fleet: AsyncFleet, id: int, status: str, attempts: int = 1) -> fleetd.Task:
