@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { EventName } from '../src/bus/bus.js';
+import type { TaskSummary } from '../src/domain/types.js';
 import { RedisBus } from '../src/bus/redis-bus.js';
 import type { RedisSettings } from '../src/redis/connection.js';
 import { TEST_REDIS_URL } from './cluster/node-process.js';
-import { startTogether, within } from './helpers.js';
+import { eventually, startTogether, within } from './helpers.js';
 
 /** Two buses, connected together (neither left open when the other fails to connect). */
 const twoBuses = (a: RedisSettings, b: RedisSettings = a) =>
@@ -65,6 +66,90 @@ describe('redis bus', { timeout: 20_000 }, () => {
       a.publish('agent.deleted', { agent });
       await within(arrived, 10_000, 'the events on the other node');
       assert.deepEqual(onB, ['agent.registered', 'agent.online', 'agent.deleted']);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("relays a task's created, claimed, extended and activity events and its result only to a node that asks for them", async () => {
+    const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
+    const [a, b] = await twoBuses(settings);
+    try {
+      // The bus carries what it is given: the fields the handlers here read are enough.
+      const task = { id: 7, namespace: 'default', type: 'life', status: 'completed', agentId: 'a1', claimedAt: 1, completedAt: 2 } as unknown as TaskSummary;
+      const onB: [string, unknown][] = [];
+      b.subscribeAll((name, event) => onB.push([name, event]));
+      const life = () => {
+        a.publish('task.created', { task });
+        a.publish('task.claimed', { task });
+        a.publish('task.extended', { task });
+        a.publish('task.activity', { taskId: 7, namespace: 'default', entries: [] });
+        a.publish('task.completed', { task, result: { answer: 42 } });
+        a.publish('task.failed', { task });
+        a.publish('agent.deleted', { agent });
+      };
+      const heard = async () => {
+        await eventually(() => onB.some(([name]) => name === 'agent.deleted'), 10_000, 'the marker on the other node');
+        return onB.splice(0);
+      };
+
+      life();
+      assert.deepEqual(await heard(), [
+        ['task.completed', { task, resultTruncated: true }],
+        ['task.failed', { task }],
+        ['agent.deleted', { agent }],
+      ]);
+
+      const giveBack = await b.hearAll();
+      life();
+      assert.deepEqual(
+        (await heard()).map(([name]) => name),
+        ['task.created', 'task.claimed', 'task.extended', 'task.activity', 'task.completed', 'task.failed', 'agent.deleted'],
+      );
+      assert.deepEqual(onB, []);
+      life();
+      const [, completed] = (await heard()).find(([name]) => name === 'task.completed')!;
+      assert.deepEqual(completed, { task, result: { answer: 42 } }, 'the result, while asked for');
+
+      await giveBack();
+      life();
+      assert.deepEqual((await heard()).map(([name]) => name), ['task.completed', 'task.failed', 'agent.deleted'], 'given back, the lean events again');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('hears every message once and in order while a node moves between hearing all and hearing less', async () => {
+    const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
+    const [a, b] = await twoBuses(settings);
+    try {
+      const gaps: number[] = [];
+      b.onRelayGap((_node, missed) => gaps.push(missed));
+      const onB: string[] = [];
+      b.subscribe('agent.stale', (e) => onB.push(e.agentId));
+      // A publishes a few events a tick while B asks for every event and gives the demand back, over and over.
+      const sent: string[] = [];
+      let publishing = true;
+      const publishing$ = (async () => {
+        for (let i = 0; publishing; i++) {
+          for (let j = 0; j < 3; j++) {
+            const id = `${i}.${j}`;
+            sent.push(id);
+            a.publish('agent.stale', { agentId: id });
+          }
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      for (let k = 0; k < 10; k++) {
+        const giveBack = await b.hearAll();
+        await giveBack();
+      }
+      publishing = false;
+      await publishing$;
+      await eventually(() => onB.length >= sent.length, 10_000, 'every event on the other node');
+      assert.equal(onB.length, sent.length, 'no message handled twice');
+      assert.deepEqual(onB, sent);
+      assert.deepEqual(gaps, [], 'no message missed');
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { FleetClient, type TaskJson } from '../src/client/index.js';
 import { eventually, within } from './helpers.js';
 import { startNode, twoNodes, type NodeProcess } from './cluster/node-process.js';
-import { connectAgent, observe, type Peer } from './ws-helpers.js';
+import { connect, connectAgent, observe, type Peer } from './ws-helpers.js';
 
 const released = (peer: Peer, resource: string) => peer.events().some((e) => e.name === 'lock.released' && e.data.lock.resources[0] === resource);
 
@@ -82,6 +82,32 @@ describe('two fleetd nodes on PostgreSQL and Redis', { timeout: 90_000 }, () => 
     const batch = await next((m) => m.type === 'events' && m.events!.some((e) => e.name === 'task.created'));
     assert.equal(batch.events!.find((e) => e.name === 'task.created')!.data.task.id, submitted.id);
     ws.close();
+  });
+
+  it("tells an observer that resumes on a node of another node's task events it may not have heard, never skips them in silence", async () => {
+    const { a, b, env } = cluster;
+    const auth = { authorization: `Bearer ${env.FLEETD_ADMIN_KEY}` };
+    const first = await connect(`${b.url}/v1/events`, auth);
+    let late: Peer | undefined;
+    try {
+      first.send({ type: 'subscribe', topics: ['agents'] });
+      const { epoch, seq } = await first.next('subscribed');
+      const unheard = await a.api.submit({ type: 'resumed-elsewhere' });
+      // Registered on A after the submit: once B shows it, B has heard whatever it hears of the submit.
+      const agent = await a.api.registerAgent(['resumed-elsewhere']);
+      await eventually(() => first.events().some((e) => e.name === 'agent.registered' && e.data.agent.id === agent.id));
+      const resumed = await connect(`${b.url}/v1/events?since=${seq}&epoch=${epoch}`, auth);
+      late = resumed;
+      resumed.send({ type: 'subscribe', topics: ['tasks'] });
+      await resumed.next('subscribed');
+      const told = () => resumed.received.some((m) => m.type === 'gap');
+      await eventually(() => told() || resumed.events().some((e) => e.name === 'task.created' && e.data.task.id === unheard.id), 5_000, 'the task replayed, or a gap');
+      // Subscribed, B hears every task event of A's.
+      const heard = await a.api.submit({ type: 'resumed-elsewhere' });
+      await eventually(() => resumed.events().some((e) => e.name === 'task.created' && e.data.task.id === heard.id), 5_000, "the next task's creation");
+    } finally {
+      await Promise.all([first.close(), late?.close()]);
+    }
   });
 
   it('shows the same counters on both nodes', async () => {

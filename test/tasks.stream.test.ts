@@ -130,9 +130,13 @@ describe('a task streamed from another node (PostgreSQL and Redis)', () => {
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       await within(once(child.stdout!, 'data'), 60_000, 'the streaming agent to start');
-      const task = await b.api.submit({ type: 'stream', payload: { chunks: 40, everyMs: 25 } });
+      const task = await b.api.submit({ type: 'stream', payload: { chunks: 80, everyMs: 25 } });
       const reader = watch(b, task.id);
       try {
+        // Live, as the agent writes it: a quarter of it is read while the task still runs (B hears A's activity while a stream is open on it).
+        await eventually(() => reader.received.filter((r) => r.type === 'output').length >= 20, 10_000, 'the first outputs');
+        const running = await b.api.get(`/v1/tasks/${task.id}`);
+        assert.equal(running.body.status, 'leased', 'read while the task runs');
         const end = await reader.ended;
         assert.equal(end.data.task.status, 'completed');
         const text = reader.received.filter((r) => r.type === 'output').map((r) => r.data.text).join('');

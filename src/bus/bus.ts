@@ -84,6 +84,15 @@ export interface Bus {
    * skip them in silence. Returns the function that stops telling. Absent on a bus that relays nothing.
    */
   onRelayGap?(listener: (node: string, missedMessages: number) => void): () => void;
+  /**
+   * Where events cross nodes, some of another node's reach this one only while it asks: the many
+   * that a task's life makes (created, claimed, extended, its activity) and completed tasks'
+   * results, which only observers watching tasks want (see redis-bus.ts). Until then a relayed
+   * task.completed comes as resultTruncated. Resolves once they are heard, with the function that
+   * gives the demand back (its promise says when they no longer are, if none else asks). Absent on
+   * a bus that relays nothing: there every event is heard.
+   */
+  hearAll?(): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

@@ -13,11 +13,40 @@ const NODE_LOCAL: ReadonlySet<EventName> = new Set<EventName>([
 ]);
 
 /**
+ * The events of a task's life that only observers watching tasks, and a task's activity stream,
+ * want of another node: a node hears them, and completed tasks' results, only while it asks
+ * (hearAll). Every other event, the task ends the waiters, the agents' sockets and the stats
+ * count on among them, reaches every node. Heard by every node, these were two thirds of the bytes
+ * relayed and of a second node's CPU a task.
+ */
+const ON_DEMAND: ReadonlySet<EventName> = new Set<EventName>(['task.created', 'task.claimed', 'task.extended', 'task.activity']);
+
+/** What a node that did not ask for every event hears of these (the same array when that is all of them). */
+function leanOf(events: [EventName, unknown][]): [EventName, unknown][] {
+  const isLean = ([name, event]: [EventName, unknown]) =>
+    !ON_DEMAND.has(name) && !(name === 'task.completed' && (event as FleetEvents['task.completed']).result !== undefined);
+  if (events.every(isLean)) return events;
+  const lean: [EventName, unknown][] = [];
+  for (const entry of events) {
+    const [name, event] = entry;
+    if (ON_DEMAND.has(name)) continue;
+    // As an event whose result is too large to carry: whoever wants it reads the task.
+    if (name === 'task.completed') lean.push([name, { task: (event as FleetEvents['task.completed']).task, resultTruncated: true }]);
+    else lean.push(entry);
+  }
+  return lean;
+}
+
+/**
  * The bus of a cluster: handlers on this node get this node's events at once (as on LocalBus) and
  * every other node's events through Redis pub/sub. Events published in one tick leave as one
- * message. Delivery across nodes is best effort — while Redis is unreachable, remote events are
- * dropped (and counted): the store holds the truth, events only tell about it. Wake-ups never
- * depend on it (see NODE_LOCAL), and caches are dropped when Redis is back (cache/response-cache.ts).
+ * message, on two channels: in full on `events:all`, and without what is relayed on demand (see
+ * ON_DEMAND) on `events`. A node listens to one of them, `events:all` while something on it asks
+ * (hearAll). Messages are numbered per node: while a node moves from one channel to the other it
+ * hears both, and the second copy of a message is dropped. Delivery across nodes is best effort —
+ * while Redis is unreachable, remote events are dropped (and counted): the store holds the truth,
+ * events only tell about it. Wake-ups never depend on it (see NODE_LOCAL), and caches are dropped
+ * when Redis is back (cache/response-cache.ts).
  */
 export class RedisBus implements Bus {
   readonly nodeId = randomUUID();
@@ -26,7 +55,15 @@ export class RedisBus implements Bus {
   dropped = 0;
   relaying = false;
   private readonly local: LocalBus;
+  /** Where every message goes without what is relayed on demand. */
   private readonly channel: string;
+  /** Where every message goes in full. */
+  private readonly allChannel: string;
+  /** How many ask to hear every event (hearAll), and the channel this node listens to. */
+  private demand = 0;
+  private listening: string;
+  /** Moves between the channels, one move at a time. */
+  private moving: Promise<void> = Promise.resolve();
   private outbox: [EventName, unknown][] = [];
   private flushing: NodeJS.Immediate | undefined;
   /** This node's messages are numbered, sent or not, so that another node can tell when it missed some. */
@@ -42,6 +79,8 @@ export class RedisBus implements Bus {
   ) {
     this.local = new LocalBus(onHandlerError);
     this.channel = `${settings.prefix}events`;
+    this.allChannel = `${settings.prefix}events:all`;
+    this.listening = this.channel;
   }
 
   /** `health` gives the reporter of each of its two connections (see core/dependencies.ts). */
@@ -54,6 +93,8 @@ export class RedisBus implements Bus {
     const bus = new RedisBus(pub, sub, settings, onHandlerError);
     sub.on('message', (_channel: string, message: string) => bus.receive(message));
     await sub.subscribe(bus.channel);
+    // A move that failed while Redis was unreachable is made when it is back.
+    sub.on('ready', () => void bus.move());
     return bus;
   }
 
@@ -70,6 +111,8 @@ export class RedisBus implements Bus {
     if (parsed.node === this.nodeId) return;
     if (typeof parsed.n === 'number') {
       const last = this.received.get(parsed.node);
+      // Heard on both channels while moving from one to the other: the first copy was handled.
+      if (last !== undefined && parsed.n <= last) return;
       this.received.set(parsed.node, parsed.n);
       // The first message heard from a node says nothing of what came before this node listened.
       if (last !== undefined && parsed.n > last + 1) for (const listener of this.gapListeners) listener(parsed.node, parsed.n - last - 1);
@@ -102,10 +145,47 @@ export class RedisBus implements Bus {
       this.dropped += events.length;
       return;
     }
-    // `node` first, so that the message starts with ownPrefix.
-    this.pub.publish(this.channel, JSON.stringify({ node: this.nodeId, n, events })).catch(() => {
+    // `node` first, so that the message starts with ownPrefix. In full first: a node moving to
+    // events:all that hears both then handles the full copy (see receive).
+    const all = JSON.stringify({ node: this.nodeId, n, events });
+    const lean = leanOf(events);
+    const failed = () => {
       this.dropped += events.length;
+    };
+    this.pub.publish(this.allChannel, all).catch(failed);
+    this.pub.publish(this.channel, lean === events ? all : JSON.stringify({ node: this.nodeId, n, events: lean })).catch(() => {});
+  }
+
+  async hearAll(): Promise<() => Promise<void>> {
+    this.demand++;
+    await this.move();
+    let given = false;
+    return () => {
+      if (given) return this.moving;
+      given = true;
+      this.demand--;
+      return this.move();
+    };
+  }
+
+  /**
+   * Listens to the channel the demand asks for: subscribes to it, then leaves the other, so that no
+   * message falls between. Resolves once done, or once it failed (Redis unreachable: nothing is
+   * heard then anyway, and the move is made again when Redis is back).
+   */
+  private move(): Promise<void> {
+    this.moving = this.moving.then(async () => {
+      const wanted = this.demand > 0 ? this.allChannel : this.channel;
+      if (wanted === this.listening) return;
+      try {
+        await this.sub.subscribe(wanted);
+        await this.sub.unsubscribe(this.listening);
+        this.listening = wanted;
+      } catch {
+        // Made again on 'ready'.
+      }
     });
+    return this.moving;
   }
 
   subscribe<K extends EventName>(name: K, handler: EventHandler<K>): () => void {

@@ -37,6 +37,15 @@ const STATS_INTERVAL_MS = 1_000;
  * socket, is compressed from 8 KiB (see gateway.ts).
  */
 const LIVE_DEFLATE_MIN_BYTES = 16 * 1024;
+/**
+ * How long a node goes on hearing every other node's task events after its last observer of a task
+ * topic left (see Bus.hearAll): a dashboard that reconnects within it resumes from the replay
+ * window; later, a resume gets a gap, as the window no longer holds all that happened.
+ */
+const TASK_EVENTS_LINGER_MS = 60_000;
+
+/** Topics whose events another node relays only on demand. */
+const isTaskTopic = (topic: string) => topic === 'tasks' || topic.startsWith('task:') || topic.startsWith('queue:');
 
 class Observer {
   readonly topics = new Set<string>();
@@ -55,6 +64,9 @@ class Observer {
   ) {}
   /** Topics the socket's ?since= was replayed for already. */
   readonly resumed = new Set<string>();
+  /** Its messages are handled in order, one at a time: a subscribe may wait for the bus (hearTaskEvents). */
+  handling: Promise<void> = Promise.resolve();
+  closed = false;
 }
 
 /** The topics an event is published on; tasks.available and locks.line are internal wake-ups and go nowhere. */
@@ -116,6 +128,12 @@ export class EventStream {
   epoch = randomUUID();
   private stopRelayGaps: () => void = () => {};
   private readonly window: EventWindow;
+  /** Sockets' subscriptions to task topics, counted: while there are any (and a while after), every node's task events are heard. */
+  private taskTopicSubscriptions = 0;
+  /** Gives back the demand for every node's task events (Bus.hearAll); set while it is held. */
+  private giveBackTaskEvents: (() => Promise<void>) | undefined;
+  private askingForTaskEvents: Promise<void> | undefined;
+  private lingering: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly fleet: Fleet,
@@ -127,7 +145,11 @@ export class EventStream {
   }
 
   start(): void {
-    this.unsubscribe = this.fleet.bus.subscribeAll((name, data) =>
+    const bus = this.fleet.bus;
+    this.unsubscribe = bus.subscribeAll((name, data) => {
+      // Another node's task events while none are asked for: some are not heard, so none would be
+      // sent, and a later subscriber to a task topic starts a new epoch (hearTaskEvents).
+      if (bus.relaying && bus.hearAll && !this.giveBackTaskEvents && name.startsWith('task.')) return;
       this.publish(
         name as StreamEventName,
         topicsOf(name, data),
@@ -135,8 +157,8 @@ export class EventStream {
         undefined,
         data,
         namespaceOf(name, data),
-      ),
-    );
+      );
+    });
     this.stopRelayGaps = this.fleet.bus.onRelayGap?.(() => this.relayGap()) ?? (() => {});
     this.statsTimer = setInterval(() => void this.publishStats(), STATS_INTERVAL_MS);
     this.statsTimer.unref();
@@ -147,6 +169,9 @@ export class EventStream {
     this.stopRelayGaps();
     clearInterval(this.statsTimer);
     clearTimeout(this.flushTimer);
+    clearTimeout(this.lingering);
+    void this.giveBackTaskEvents?.();
+    this.giveBackTaskEvents = undefined;
   }
 
   /** `reach`: the namespaces the socket's credential reaches (undefined: all), whose events alone it is sent. */
@@ -157,15 +182,19 @@ export class EventStream {
     socket.on('message', (data, isBinary) => {
       const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer | ArrayBuffer).byteLength;
       if (bytes > MAX_OBSERVER_MESSAGE_BYTES) return socket.close(CloseCodes.MESSAGE_TOO_BIG, `observer messages are at most ${MAX_OBSERVER_MESSAGE_BYTES} bytes`);
-      inSpan('WS events message', { kind: SpanKind.SERVER }, () => this.onMessage(observer, isBinary ? undefined : data.toString()));
+      const text = isBinary ? undefined : data.toString();
+      observer.handling = observer.handling
+        .then(() => inSpan('WS events message', { kind: SpanKind.SERVER }, () => this.onMessage(observer, text)))
+        .catch((err: unknown) => this.log.error({ err }, 'observer message failed'));
     });
     socket.once('close', () => {
+      observer.closed = true;
       for (const topic of observer.topics) this.leave(observer, topic);
       this.dirty.delete(observer);
     });
   }
 
-  private onMessage(observer: Observer, text: string | undefined): void {
+  private async onMessage(observer: Observer, text: string | undefined): Promise<void> {
     let message: unknown;
     try {
       message = text === undefined ? undefined : JSON.parse(text);
@@ -184,6 +213,10 @@ export class EventStream {
           observer,
           new FleetError('FLEETD_ERR_VALIDATION', `a socket holds at most ${MAX_TOPICS_PER_SOCKET} topics`, { field: 'message.topics' }),
         );
+      }
+      if (added.some(isTaskTopic)) {
+        await this.hearTaskEvents();
+        if (observer.closed) return;
       }
       for (const topic of added) this.join(observer, topic);
       // A socket opened with ?since= resumes every topic it subscribes, each once: a page subscribes its topics as its views mount.
@@ -250,7 +283,26 @@ export class EventStream {
     this.reply(observer, { type: 'error', error: error.toJSON().error });
   }
 
+  /**
+   * Asks the bus for every node's task events, and waits until they are heard. Asked anew (after
+   * none were asked for), it starts a new epoch: the window does not hold what was not heard.
+   */
+  private async hearTaskEvents(): Promise<void> {
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
+    const hearAll = this.fleet.bus.hearAll?.bind(this.fleet.bus);
+    if (!hearAll || this.giveBackTaskEvents) return;
+    this.askingForTaskEvents ??= hearAll().then((giveBack) => {
+      this.askingForTaskEvents = undefined;
+      this.giveBackTaskEvents = giveBack;
+      this.epoch = randomUUID();
+    });
+    await this.askingForTaskEvents;
+  }
+
   private join(observer: Observer, topic: string): void {
+    if (observer.topics.has(topic)) return;
+    if (isTaskTopic(topic)) this.taskTopicSubscriptions++;
     observer.topics.add(topic);
     let set = this.byTopic.get(topic);
     if (!set) this.byTopic.set(topic, (set = new Set()));
@@ -258,7 +310,15 @@ export class EventStream {
   }
 
   private leave(observer: Observer, topic: string): void {
-    observer.topics.delete(topic);
+    if (!observer.topics.delete(topic)) return;
+    if (isTaskTopic(topic) && --this.taskTopicSubscriptions === 0 && this.giveBackTaskEvents) {
+      this.lingering = setTimeout(() => {
+        this.lingering = undefined;
+        void this.giveBackTaskEvents?.();
+        this.giveBackTaskEvents = undefined;
+      }, TASK_EVENTS_LINGER_MS);
+      this.lingering.unref();
+    }
     const set = this.byTopic.get(topic);
     set?.delete(observer);
     if (set?.size === 0) this.byTopic.delete(topic);

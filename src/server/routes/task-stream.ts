@@ -100,6 +100,8 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
       // A task's namespace never changes: what the request may see is settled here, once.
       const task = await fleet.tasks.get(id, readNamespaces(request));
 
+      // Another node's activity reaches this one only while asked for (Bus.hearAll).
+      const giveBack = (await fleet.bus.hearAll?.()) ?? (async () => {});
       // Listening before reading: whatever happens from here is seen live or read, never lost between.
       let sent = after;
       let closed = false;
@@ -161,12 +163,15 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
         closed = true;
         clearInterval(keepalive);
         unlisten();
+        void giveBack();
         open.delete(res);
         res.end();
       }
       res.once('close', close);
 
       reply.hijack();
+      // Gone while the task was read: its 'close' has passed.
+      if (res.socket === null || res.socket.destroyed) return close();
       res.writeHead(200, {
         // What the hooks set (security headers, rate limits): a hijacked reply does not send them itself.
         ...(reply.getHeaders() as OutgoingHttpHeaders),
