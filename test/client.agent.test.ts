@@ -153,6 +153,59 @@ describe('agent SDK', () => {
     });
   }
 
+  it('tries again shortly when the first extension of a lease it took back fails for a passing reason', async () => {
+    // A real HTTP proxy that answers the first extension 503, as a server just restarted does.
+    const upstream = new URL(server.url);
+    let refused = 0;
+    const proxy = createServer((req, res) => {
+      if (req.method === 'POST' && req.url?.endsWith('/extend') && refused === 0) {
+        refused++;
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'FLEETD_ERR_UNAVAILABLE', message: 'starting' } }));
+        return;
+      }
+      const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode!, up.headers);
+        up.pipe(res);
+      });
+      req.pipe(forward);
+      res.on('close', () => forward.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const name = 'resumed-extension-refused';
+    const { agent: held, token } = await client.registerAgent({ name, capabilities: [name] });
+    const task = (await client.submit({ type: name, leaseMs: 2_000 })).task;
+    const [claimed] = await server.api.as(token).claim(held.id);
+    assert.equal(claimed.id, task.id);
+    // Back with less than half the lease left: the regular extension, half a lease after the
+    // refused one, would come after the lease lapsed.
+    await new Promise((r) => setTimeout(r, 1_200));
+    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, apiKey: server.adminKey });
+    const agent = proxied.agent({ name, capabilities: [name], id: held.id, token, transport: 'poll' });
+    const warnings: Error[] = [];
+    agent.on('error', (err: Error) => warnings.push(err));
+    try {
+      const completed = nextEvent(server, 'task.completed', (e) => e.task.id === task.id, 10_000);
+      await agent.work(async () => {
+        await new Promise((r) => setTimeout(r, 1_500));
+        return 'in time';
+      });
+      await completed;
+      const done = await client.get(task.id);
+      assert.equal(refused, 1, 'the first extension was refused');
+      assert.equal(done.attempts, 1, 'never requeued');
+      assert.equal(done.result, 'in time');
+      assert.deepEqual(
+        warnings.map((w) => (w as FleetApiError).code),
+        ['FLEETD_ERR_UNAVAILABLE'],
+      );
+    } finally {
+      await agent.stop();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   it('extends at once, after its socket is cut and comes back, the lease of a task it is still running', async () => {
     // A server of its own, with the default disconnect grace: the agent stays online through the cut.
     const own = await startTestServer();

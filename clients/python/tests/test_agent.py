@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import secrets
 import signal
@@ -291,6 +292,83 @@ def test_an_agent_started_again_near_the_end_of_a_lease_extends_it_at_once(serve
                 assert errors == []
             finally:
                 await agent.stop()
+
+    asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def http_proxy(server: Server, answer: Callable[[str, str], tuple[int, dict[str, Any]] | None]) -> AsyncIterator[str]:
+    """A real HTTP/1.1 proxy in front of ``server``; yields its URL. ``answer(method, path)`` may answer a
+    request itself (status, JSON body), as a server just restarted would; None passes it on."""
+    upstream = httpx.AsyncClient(base_url=server.url, timeout=None)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+                length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), "0"))
+                body = await reader.readexactly(length) if length else b""
+                own = answer(method, path)
+                if own is not None:
+                    status, content = own[0], json.dumps(own[1]).encode()
+                else:
+                    passed = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                    reply = await upstream.request(method, path, headers=passed, content=body)
+                    status, content = reply.status_code, reply.content
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(content)}\r\n\r\n".encode() + content)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+    finally:
+        proxy.close()
+        await upstream.aclose()
+
+
+def test_a_resumed_lease_whose_first_extension_fails_for_a_passing_reason_is_extended_again_shortly(server: Server) -> None:
+    refused: list[str] = []
+
+    def first_extension_unavailable(method: str, path: str) -> tuple[int, dict[str, Any]] | None:
+        if method == "POST" and path.endswith("/extend") and not refused:
+            refused.append(path)
+            return 503, {"error": {"code": "FLEETD_ERR_UNAVAILABLE", "message": "starting"}}
+        return None
+
+    async def main() -> None:
+        async with fleet_of(server) as fleet, http_proxy(server, first_extension_unavailable) as url:
+            name = "py-resumed-extension-refused"
+            held, token = await fleet.register_agent(name, [name])
+            task = await fleet.submit(name, lease_ms=2_000)
+            claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
+            assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
+            # Back with less than half the lease left: the regular extension, half a lease after the
+            # refused one, would come after the lease lapsed.
+            await asyncio.sleep(1.2)
+            async with AsyncFleet(url, api_key=server.key) as proxied:
+                agent = proxied.agent(name, [name], transport="poll", agent_id=held["id"], token=token)
+                errors: list[BaseException] = []
+                agent.on("error", errors.append)
+
+                @agent.handler
+                async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+                    await asyncio.sleep(1.5)
+                    return "in time"
+
+                await agent.start()
+                try:
+                    done = await fleet.wait_for(task["id"], timeout=10)
+                    assert len(refused) == 1, "the first extension was refused"
+                    assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
+                    assert [getattr(e, "code", None) for e in errors] == ["FLEETD_ERR_UNAVAILABLE"]
+                finally:
+                    await agent.stop()
 
     asyncio.run(main())
 

@@ -116,6 +116,8 @@ const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
 const REPORT_ATTEMPTS = 5;
 const REPORT_BACKOFF_MAX_MS = 4_000;
+/** The longest wait between two tries of a resumed lease's first extension. */
+const EXTEND_RETRY_MAX_MS = 1_000;
 const NO_WEBSOCKET = new Set([400, 404, 405, 426, 501]);
 /** Most items the server takes in one batch (MAX_BATCH_ITEMS). */
 const MAX_BATCH_ITEMS = 1_000;
@@ -486,7 +488,7 @@ export class FleetAgent extends EventEmitter {
     if (current && (resumed || !current.finished)) {
       // Running here through a restart of the server or a lost answer, its extensions may have
       // failed meanwhile: the lease may be about to lapse.
-      if (resumed && !current.finished) void this.extend(current);
+      if (resumed && !current.finished) void this.extendResumed(current);
       return;
     }
     if (this.stopping) {
@@ -549,7 +551,7 @@ export class FleetAgent extends EventEmitter {
     const { task, controller, activity } = run;
     const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
     run.extender = setInterval(() => void this.extend(run), extendEvery);
-    if (resumed) void this.extend(run);
+    if (resumed) void this.extendResumed(run);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     const release = (delayMs: number, reason?: string): never => {
       throw new RetryLaterError(delayMs, reason);
@@ -639,22 +641,41 @@ export class FleetAgent extends EventEmitter {
     }
   }
 
-  private async extend(run: Running): Promise<void> {
+  /** Extends the run's lease; false when it failed for a passing reason (a server restarting, a connection lost), and may be tried again. */
+  private async extend(run: Running): Promise<boolean> {
     try {
       await this.settle({ op: 'extend', id: run.task.id });
+      return true;
     } catch (err) {
       // The outcome went out meanwhile (an extension and a completion of one task cross): the
       // refusal says only that the task is finished.
-      if (run.finished || run.cancelled || run.lost) return;
+      if (run.finished || run.cancelled || run.lost) return true;
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_CANCELLED' || err.code === 'FLEETD_ERR_TIMEOUT')) {
         // A long-poll agent learns of a cancel or a timeout here, at its next extension.
         const reason = typeof err.details.reason === 'string' ? err.details.reason : err.message;
-        return this.cancelRun(run.task.id, err.code, reason);
+        this.cancelRun(run.task.id, err.code, reason);
+        return true;
       }
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_LEASE_LOST' || err.code === 'FLEETD_ERR_TASK_STATE' || err.code === 'FLEETD_ERR_NOT_FOUND')) {
         this.loseRun(run, err);
       }
       this.warn(err);
+      return err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
+    }
+  }
+
+  /**
+   * A resumed lease's first extension. The lease may be about to lapse, so one that fails for a
+   * passing reason (the server just restarted and answers 503, say) is tried again shortly, until
+   * the regular extension half a lease later is due, rather than left to it.
+   */
+  private async extendResumed(run: Running): Promise<void> {
+    const regularAt = Date.now() + Math.max(50, Math.floor(run.task.leaseMs / 2));
+    for (let attempt = 1; !(await this.extend(run)); attempt++) {
+      const delayMs = Math.random() * Math.min(EXTEND_RETRY_MAX_MS, 50 * 2 ** attempt);
+      if (Date.now() + delayMs >= regularAt) return;
+      await sleep(delayMs);
+      if (run.finished || run.cancelled || run.lost) return;
     }
   }
 

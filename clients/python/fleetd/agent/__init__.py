@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -598,7 +599,7 @@ class AsyncAgent:
             if resumed and not current.handled and current.ctx.cancel_reason is None:
                 # Running here through a restart of the server or a lost answer, its extensions may
                 # have failed meanwhile: the lease may be about to lapse.
-                asyncio.create_task(self._extend(current))
+                asyncio.create_task(self._extend_resumed(current))
             return
         if self._stopping:
             # Arrived on the wire after stop(): give it straight back for another agent.
@@ -615,7 +616,7 @@ class AsyncAgent:
         if resumed:
             # Taken before a restart or a reconnect, the lease may be about to lapse: extended at
             # once, not half a lease from now.
-            asyncio.create_task(self._extend(running))
+            asyncio.create_task(self._extend_resumed(running))
         else:
             self._extend_later(running)
         outcome: dict[str, Any] | None
@@ -694,19 +695,40 @@ class AsyncAgent:
             running.extend_timer.cancel()
         running.extend_timer = asyncio.get_running_loop().call_later(every, lambda: asyncio.create_task(self._extend(running)))
 
-    async def _extend(self, running: _Running) -> None:
+    async def _extend(self, running: _Running) -> bool:
+        """Extends the lease, and sets the next extension; False when it failed for a passing reason (a
+        server restarting, a connection lost), and may be tried again."""
+        done = True
         try:
             await self._settle({"op": "extend", "id": running.task["id"]})
         except FleetApiError as err:
             if err.code in GONE_CODES:
                 ended = ENDED_BY.get(err.code) or ("cancelled" if err.details.get("status") == "cancelled" else "lease lost")
                 self._cancel(running, ended)
-                return
+                return True
             self._warn(err)
+            done = err.code not in TRANSIENT_CODES
         except Exception as err:
             self._warn(err)
+            done = False
         if not running.handled and running.ctx.cancel_reason is None:
             self._extend_later(running)
+        return done
+
+    async def _extend_resumed(self, running: _Running) -> None:
+        """A resumed lease's first extension. The lease may be about to lapse, so one that fails for a
+        passing reason (the server just restarted and answers 503, say) is tried again shortly, until
+        the regular extension half a lease later is due, rather than left to it."""
+        regular_at = time.monotonic() + max(0.05, running.task["leaseMs"] / 2000)
+        attempt = 1
+        while not await self._extend(running):
+            delay = full_jitter(attempt, 0.05, 1.0)
+            if time.monotonic() + delay >= regular_at:
+                return
+            await asyncio.sleep(delay)
+            if running.handled or running.ctx.cancel_reason is not None:
+                return
+            attempt += 1
 
     async def _report(self, id: int, message: dict[str, Any]) -> None:
         """Completes, fails or releases a task, through disconnects and passing troubles of the server (a full
