@@ -674,25 +674,6 @@ describe('task delivery', { timeout: 30_000 }, () => {
       channel.close();
     });
 
-    it('claims on credit only when there may be something to find: its last claim found all, and no task was left for nobody since', async () => {
-      const agent = await s.agent(['a'], 10);
-      const out = socket();
-      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 10), send: out.send });
-      channel.addCredit(1);
-      await s.transitions.seen(to(agent, 'idle'));
-      const claims = () => s.transitions.of(agent).filter((t) => t === 'idle→claiming').length;
-      assert.equal(claims(), 1, 'its first credit claims: tasks may be queued from before');
-      // It found nothing, and every task announced since is counted for a waiter: more credit waits in line.
-      channel.addCredit(1);
-      await settle();
-      assert.equal(claims(), 1, 'credit with nothing to find claims nothing');
-      const [task] = await s.submit({ type: 'a' });
-      await out.until(1);
-      assert.deepEqual(out.ids(), [task.id], 'woken in line for the new task');
-      assert.equal(claims(), 2);
-      channel.close();
-    });
-
     it('keeps no credit past the agent\'s maxConcurrency', async () => {
       const agent = await s.agent(['a'], 2);
       const out = socket();
@@ -887,17 +868,20 @@ describe('task delivery', { timeout: 30_000 }, () => {
       const b = await s.agent(['a']);
       const outA = socket();
       const channelA = s.delivery.openChannel({ agent: agentOf(a, ['a']), send: outA.send });
-      // A's first claim (which finds nothing) is held, and so is B's long-poll's; credit granted
-      // meanwhile puts A in line for the next task, to be claimed once the claim in flight answers.
+      // A has credit and found nothing: it waits in line, before B.
+      channelA.addCredit(1);
+      await s.transitions.seen(to(a, 'idle'));
+      const pollB = s.delivery.claim({ agentId: b, max: 1, waitMs: 60_000 });
+      await s.transitions.seen(to(b, 'waiting'));
+      // A claims again, for more credit, and that claim (which finds nothing) is held; credit granted
+      // meanwhile keeps it first in line for the next task, to be claimed once the claim in flight
+      // answers. It closes before that.
       const gate = s.hold();
       channelA.addCredit(1);
       await gate.reached;
-      const pollB = s.delivery.claim({ agentId: b, max: 1, waitMs: 60_000 });
       channelA.addCredit(1);
       const [task] = await s.submit({ type: 'a' });
-      assert.deepEqual(s.transitions.of(b), [], 'B is claiming, out of the line: A was counted for the task');
-      // A closes before it could claim for the task: B, whose claim began before the task was handed
-      // on, looks again for it.
+      assert.deepEqual(s.transitions.of(b), ['claiming→waiting'], 'A was counted for the task, not B');
       channelA.close();
       gate.release();
       assert.deepEqual((await pollB).map((t) => t.id), [task.id]);

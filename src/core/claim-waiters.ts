@@ -35,8 +35,6 @@ export interface ClaimWaiter {
  * found again by walking the line.
  */
 const UNCLAIMABLE_KEPT = 64;
-/** The most requirement keys whose leftovers are remembered (see leftSince); past it they are forgotten together. */
-const LEFT_KEPT = 64;
 
 const NOBODY: ReadonlySet<ClaimWaiter> = new Set();
 
@@ -59,14 +57,8 @@ const NOBODY: ReadonlySet<ClaimWaiter> = new Set();
  *   has together, say) is remembered until a waiter able to do it joins the line, which is the only
  *   way one can come to be in it (a waiter's capabilities do not change).
  *
- * `generation` increases on every notification. Tasks a notification could count for no waiter
- * (none in the line wanted them, or could do them) are remembered by requirement key with that
- * generation: a claimer whose claim found every task it could take (it came back short, with room)
- * needs to claim again only for tasks left like that since its claim began (`leftSince`). Every
- * other task announced since is counted for a waiter that claims it, or hands it on. So a
- * push channel granted credit, or a long-poll whose claim came back empty, looks again only when
- * there may be something to find: under a steady trickle of tasks to idle agents, most claims found
- * nothing (four in five of them, on PostgreSQL's push load).
+ * `generation` increases on every notification, so a claimer that found nothing can tell whether
+ * tasks appeared between its claim and its registering here, and retry instead of sleeping on them.
  */
 export class ClaimWaiters {
   private readonly waiters = new Set<ClaimWaiter>();
@@ -79,10 +71,6 @@ export class ClaimWaiters {
   private readonly byAgent = new Map<string, Set<ClaimWaiter>>();
   /** Requirement keys that no waiter in the line can do, found by walking their candidates whole. */
   private readonly unclaimable = new Set<string>();
-  /** For each requirement key, the generation of the last notification that counted some of its tasks for nobody. */
-  private readonly leftAt = new Map<string, number>();
-  /** When leftovers were last forgotten together (LEFT_KEPT): a claim older than that looks again. */
-  private leftForgottenAt = 0;
   generation = 0;
 
   get size(): number {
@@ -151,33 +139,11 @@ export class ClaimWaiters {
     return shortest;
   }
 
-  /**
-   * Whether tasks that a claimer of these capabilities could take were counted for nobody after
-   * `generation`: a claim that began then and found all it could take may have missed them.
-   */
-  leftSince(generation: number, claimer: Pick<ClaimWaiter, 'capabilities' | 'namespace'>): boolean {
-    if (this.leftForgottenAt > generation) return true;
-    for (const [key, at] of this.leftAt) if (at > generation && canClaim(key, claimer.capabilities, claimer.namespace)) return true;
-    return false;
-  }
-
-  private left(key: string): void {
-    if (this.leftAt.size >= LEFT_KEPT && !this.leftAt.has(key)) {
-      this.leftAt.clear();
-      this.leftForgottenAt = this.generation;
-    }
-    this.leftAt.set(key, this.generation);
-  }
-
   notify(byRequirement: Record<string, number>): void {
     this.generation++;
     const woken = new Map<ClaimWaiter, WakeReason>();
     for (const [key, count] of Object.entries(byRequirement)) {
-      if (count <= 0) continue;
-      if (this.unclaimable.has(key)) {
-        this.left(key);
-        continue;
-      }
+      if (count <= 0 || this.unclaimable.has(key)) continue;
       let left = count;
       // Somebody in the line can do it: woken for it now, or for another requirement just before.
       let able = false;
@@ -202,7 +168,6 @@ export class ClaimWaiters {
         if (this.unclaimable.size >= UNCLAIMABLE_KEPT) this.unclaimable.clear();
         this.unclaimable.add(key);
       }
-      if (left > 0) this.left(key);
     }
     // Moved after the walks: a Set visits again an entry re-added while it is being iterated.
     for (const waiter of woken.keys()) {

@@ -11,9 +11,8 @@ import type { Logger } from './context.js';
  * through here: a long-poll (`claim`, the HTTP route) and a push channel (`openChannel`, the
  * WebSocket gateway, which supplies only credit and a send function). The claim itself, one store
  * call that never waits, is `TaskService.claimReady`; everything around it lives in this file:
- * sleeping on the claim waiters instead of re-querying, the check that catches tasks left for
- * nobody while a claim was in flight (ClaimWaiters.leftSince), credit, the room of a full agent,
- * and the hand-on rule.
+ * sleeping on the claim waiters instead of re-querying, the generation check that catches tasks
+ * announced while a claim was in flight, credit, the room of a full agent, and the hand-on rule.
  *
  * ## A long-poll is always in one of these states
  *
@@ -22,8 +21,8 @@ import type { Logger } from './context.js';
  * - CLAIMING (initial): one claim in flight; not registered with the waiters, no timer.
  *   → DONE when the claim leased tasks, when `waitMs` was 0, when the deadline has passed, or when
  *   the caller aborted or its wait was ended (`endWaitsOf`, `stop`) while the claim was in flight.
- *   → CLAIMING again at once (no transition) when tasks it could do were left for nobody, or its
- *   full agent's room was freed, while the claim was in flight: it may have missed them.
+ *   → CLAIMING again at once (no transition) when tasks were announced, or its full agent's room
+ *   was freed, while the claim was in flight: it may have missed them.
  *   → WAITING otherwise.
  * - WAITING: registered with the waiters, wanting `max` tasks (0 while its agent is full, so that
  *   only the end of one of its own leases wakes it), and a timer set to the deadline, or to when
@@ -39,16 +38,14 @@ import type { Logger } from './context.js';
  *
  * - IDLE (initial): registered with the waiters, wanting its credit (0 while its agent is full); no
  *   claim in flight and no wake-up left unanswered.
- *   → CLAIMING when woken for tasks, with credit; when credit is added or its agent's room freed,
- *   with credit, if a claim may find something (its last did not find all it could take, or tasks
- *   it could do were left for nobody since); or when its agent's lost claims fall due (a timer
- *   while they are not), credit or not.
+ *   → CLAIMING when credit is added or it is woken, and it has credit; or when its agent's lost
+ *   claims fall due (a timer while they are not), credit or not.
  *   → CLOSED on `close`.
  * - CLAIMING: one claim in flight for `asked` tasks, and it wants only its credit beyond them, so
  *   it is never counted twice for the same credit. A wake-up meanwhile is remembered and claimed
  *   for next. After each claim the tasks are sent and credit spent; it claims again (no transition)
- *   while credit and room are left and a claim may find something: wake-ups are pending, its claim
- *   did not find all it could take, or tasks it could do were left for nobody meanwhile.
+ *   while credit is left and wake-ups are pending, or tasks were announced during a claim that came
+ *   back short (nobody may be awake for them).
  *   → IDLE when there is nothing more to claim; wake-ups it can no longer use are handed on.
  *   → CLOSED on `close`, or when a send fails.
  * - CLOSED (final): registered nowhere; pending wake-ups handed on. A claim in flight finishes and
@@ -494,14 +491,8 @@ class Poll {
         this.to('done');
         throw err;
       }
-      // Read before handing on: a hand-on is no new task for this claim to look for. An empty claim
-      // with room found all it could take: only tasks left for nobody since (ClaimWaiters.leftSince)
-      // can have been missed; announced ones were counted for other waiters.
-      const missed =
-        claimed.tasks.length === 0 &&
-        (claimed.room > 0
-          ? waiters.leftSince(generation, { capabilities: new Set(claimed.capabilities), namespace: claimed.namespace })
-          : this.freedDuringClaim);
+      // Read before handing on: a hand-on is no new task for this claim to look for.
+      const missed = waiters.generation !== generation || (claimed.room <= 0 && this.freedDuringClaim);
       this.delivery.handOn(reasons, claimed);
       reasons = new Map();
       const { tasks, capabilities, namespace, room } = claimed;
@@ -575,12 +566,6 @@ class Channel implements DeliveryChannel {
   private freedDuringClaim = false;
   /** Look again after the claim in flight. */
   private again = false;
-  /**
-   * The generation its last claim began at, when that claim found every task it could take (it took
-   * fewer than it asked for, with room left): until tasks are left for nobody since (leftSince), a
-   * claim would find nothing. Undefined while one may find something.
-   */
-  private foundAllAt: number | undefined;
   /** Set while its agent has lost claims not yet due: pumps when they are. */
   private lostTimer: ReturnType<typeof setTimeout> | undefined;
   /**
@@ -648,11 +633,6 @@ class Channel implements DeliveryChannel {
     this.delivery.handOn(pending);
   }
 
-  /** Whether a claim now may find tasks: it has wake-ups to answer, or its last claim may have missed some. */
-  private mayFind(): boolean {
-    return this.pending.size > 0 || this.foundAllAt === undefined || this.delivery.options.waiters.leftSince(this.foundAllAt, this.waiter);
-  }
-
   private pump(): void {
     if (this.state === 'claiming') {
       this.again = true;
@@ -660,11 +640,6 @@ class Channel implements DeliveryChannel {
     }
     // In IDLE a wake-up with a reason comes only with credit and room (want() > 0): none is left pending here.
     if (this.state === 'closed' || ((this.credit <= 0 || this.full) && !this.lostDue())) return;
-    // Credit or room with nothing to find: it waits in the line, where new tasks wake it.
-    if (!this.mayFind() && !this.lostDue()) {
-      this.delivery.options.waiters.mayWant(this.waiter);
-      return;
-    }
     this.to('claiming');
     // During a dependency's outage nothing is lost: the store wakes every waiter for what is queued
     // once its connections work again, and the outage is logged once, not per claim.
@@ -692,7 +667,7 @@ class Channel implements DeliveryChannel {
             return;
           }
         }
-        if (this.credit <= 0 || this.full || !this.mayFind()) break;
+        if (this.credit <= 0 || this.full) break;
         const generation = waiters.generation;
         reasons = this.pending;
         this.pending = new Map();
@@ -710,13 +685,11 @@ class Channel implements DeliveryChannel {
         this.claimedAt = now();
         this.credit -= claimed.tasks.length;
         this.full = claimed.room <= 0 && !this.freedDuringClaim;
-        // A claim that came back short, with room, found every task it could take; tasks announced
-        // while it was in flight were counted for other waiters, or left for nobody: then it looks
-        // again. Read before handing on: its own hand-on is no new task for it to look for.
-        const foundAll = claimed.tasks.length < asked && claimed.room > 0;
-        const missed = foundAll && waiters.leftSince(generation, this.waiter);
+        // A claim that came back short found nothing more it could take; tasks announced while it
+        // was in flight were counted for other waiters, or for nobody if none wanted them. Read
+        // before handing on: a hand-on is no new task for this claim to look for.
+        const missed = waiters.generation !== generation && claimed.tasks.length < asked && !this.full;
         this.delivery.handOn(reasons, claimed);
-        this.foundAllAt = foundAll && !missed ? waiters.generation : undefined;
         reasons = new Map();
         // Closed while the claim was in flight: its tasks stay leased to the agent (see the header).
         if (this.state === 'closed') return;
@@ -724,8 +697,7 @@ class Channel implements DeliveryChannel {
           this.close();
           return;
         }
-        // Looks again while credit, room and something to find last (the loop's first line).
-        this.again = true;
+        if (missed || this.pending.size > 0) this.again = true;
       } while (this.again);
     } catch (err) {
       failure = err;
