@@ -52,6 +52,26 @@ for (const [driver, store] of Object.entries(drivers)) {
       assert.equal(woken[0].attempts, 1, 'being held back spent no attempt');
     });
 
+    it('two slots freed in one batch of completions wake two waiting claims', async () => {
+      const { api } = server;
+      const type = freshType();
+      assert.equal((await put(type, { maxConcurrency: 2 })).status, 200);
+      const a = await api.registerAgent([type], { maxConcurrency: 5 });
+      const b = await api.registerAgent([type], { maxConcurrency: 1 });
+      const c = await api.registerAgent([type], { maxConcurrency: 1 });
+      for (let n = 0; n < 4; n++) await api.submit({ type, payload: { n } });
+      const taken = await api.claim(a.id, 2);
+      assert.equal(taken.length, 2);
+      const waiting = [api.claim(b.id, 1, 30_000), api.claim(c.id, 1, 30_000)];
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      const done = await api.post('/v1/tasks/complete', { agentId: a.id, items: taken.map((t: any) => ({ op: 'complete', id: t.id, result: 'ok' })) });
+      assert.equal(done.status, 200, JSON.stringify(done.body));
+      const woken = await Promise.all(waiting);
+      assert.deepEqual(woken.map((tasks) => tasks.length), [1, 1], 'each waiting claim got one of the two freed slots');
+      assert.ok(Date.now() - started < 15_000, 'both woken by the leases ending, not by their waits running out');
+    });
+
     it('pauses a type (its tasks stay queued, the leased one finishes) and resume hands them out at once', async () => {
       const { api } = server;
       const type = freshType();

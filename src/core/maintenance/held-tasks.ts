@@ -4,9 +4,10 @@ import { DeadlineService } from './deadline-service.js';
 /**
  * Wakes the claims that a policy, a pause or held locks held back, when the hold may have ended: at
  * the time a hold that ends with time ends (a pause's end, the oldest start leaving a rate window),
- * when a lease ends (a concurrency slot freed, a task's locks gone) and when a lock is released. Claims report what they held back (`record`); the next
- * wake-up announces those requirement sets as available and forgets them; a claim that is still
- * held back reports them again. Nothing is polled: this sleeps until the earliest such time.
+ * when a lease ends (a concurrency slot freed, a task's locks gone) and when a lock is released. Claims report what they held back (`record`); a
+ * wake-up announces as many of them as it may have freed (one a lease end, all for the rest) and
+ * forgets those; a claim that is still held back reports them again. Nothing is polled: this sleeps
+ * until the earliest such time.
  */
 export class HeldTasks extends DeadlineService {
   private held = new Map<string, number>();
@@ -45,10 +46,19 @@ export class HeldTasks extends DeadlineService {
     return { more: false, next: null };
   }
 
+  /**
+   * Announces up to `most` held tasks of each requirement set, and forgets those: the rest stay
+   * held, for the next lease end. Two leases ending in one turn free two slots, and announce two.
+   */
   private wake(most: number): void {
     if (this.held.size === 0) return;
-    const available = Object.fromEntries([...this.held].map(([key, n]) => [key, Math.min(n, most)]));
-    this.held.clear();
+    const available: Record<string, number> = {};
+    for (const [key, n] of this.held) {
+      const announced = Math.min(n, most);
+      available[key] = announced;
+      if (announced === n) this.held.delete(key);
+      else this.held.set(key, n - announced);
+    }
     this.ctx.bus.publish('tasks.available', { byRequirement: available });
   }
 }
