@@ -18,6 +18,12 @@
  * push load offers the same rate to both, where the saturate load's CPU a task falls as its
  * throughput, and so its batches, grow.
  *
+ * The push load also runs on one PostgreSQL node at half the rate, the load each node of two
+ * carries: a node's CPU a task grows as its rate falls (its costs by the second, 200 agents'
+ * heartbeats and the observers' stats, and its batches, are shared by fewer tasks), so two nodes
+ * against that, not against one node at the whole rate, is what a second node costs. Its ratio is
+ * the last row.
+ *
  * With `--idle-node 1` each round also runs the end-to-end load on the first of two nodes only:
  * the second node then does nothing but hear the first's events through Redis, and its CPU a task
  * (in `per node`) is what every node handling every event costs, apart from the rest.
@@ -74,10 +80,13 @@ export default async function pgScenario(args: string[]): Promise<void> {
     if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows, 'saturate'));
     const wsFlags = { agents: f['ws-agents'], rate: f.rate, seconds: f['ws-seconds'], observers: 10, credit: 4, baseline: 0 };
     for (let round = 1; round <= f.rounds; round++) {
-      for (const c of configurations(schemas)) {
-        const push = await phase('ws', wsFlags, { env: c.env, nodes: c.nodes });
+      // And one PostgreSQL node at half the rate: the load each node of two carries.
+      const halfRate = { ...postgres(schemas, 1), halfRate: true };
+      for (const c of [...configurations(schemas), halfRate]) {
+        const half = 'halfRate' in c;
+        const push = await phase('ws', half ? { ...wsFlags, rate: wsFlags.rate / 2 } : wsFlags, { env: c.env, nodes: c.nodes });
         rows.push({
-          load: 'ws push',
+          load: half ? 'ws push, half the rate' : 'ws push',
           store: c.store,
           nodes: c.nodes,
           agents: wsFlags.agents,
@@ -93,6 +102,7 @@ export default async function pgScenario(args: string[]): Promise<void> {
       }
     }
     if (f.rounds > 1) rows.push(twoNodesAgainstOne(rows, 'ws push'));
+    rows.push(twoNodesAgainstOne(rows, 'ws push', 'ws push, half the rate'));
   } finally {
     await dropSchemas(schemas);
   }
@@ -102,12 +112,17 @@ export default async function pgScenario(args: string[]): Promise<void> {
   });
 }
 
-/** fleetd's CPU a task on two nodes (both together) over one node's, in each round of a load and their median. */
-function twoNodesAgainstOne(rows: Row[], load: string): Row {
-  const cpu = (store: string) => rows.filter((r) => r.load === load && r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
-  const [one, two] = [cpu('postgres'), cpu('postgres + redis')];
+/**
+ * fleetd's CPU a task on two nodes (both together) over one node's, in each round of a load and
+ * their median. `oneNodeLoad`: one node's row of another load (the push at half the rate: what each
+ * node of two carries, since a node's CPU a task grows as its rate falls).
+ */
+function twoNodesAgainstOne(rows: Row[], load: string, oneNodeLoad = load): Row {
+  const cpu = (of: string, store: string) => rows.filter((r) => r.load === of && r.store === store).map((r) => r['cpu µs/task fleetd'] as number);
+  const [one, two] = [cpu(oneNodeLoad, 'postgres'), cpu(load, 'postgres + redis')];
   const ratios = two.map((us, i) => Math.round((us / one[i]) * 100) / 100);
-  return { load, store: '2 nodes ÷ 1 node, fleetd CPU a task', nodes: '', agents: '', 'tasks/s': '', ratio: `median ${percentile(ratios, 50)} (rounds: ${ratios.join(', ')})` };
+  const against = oneNodeLoad === load ? '1 node' : '1 node at half the rate';
+  return { load, store: `2 nodes ÷ ${against}, fleetd CPU a task`, nodes: '', agents: '', 'tasks/s': '', ratio: `median ${percentile(ratios, 50)} (rounds: ${ratios.join(', ')})` };
 }
 
 /**
