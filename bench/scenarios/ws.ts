@@ -55,6 +55,8 @@ export type Flags = Record<'agents' | 'rate' | 'seconds' | 'observers' | 'credit
 export interface Target {
   env?: Record<string, string>;
   nodes?: number;
+  /** Tasks a submit request carries, each sent once that many are due (by default a hundredth of the rate, every 10 ms). */
+  batch?: number;
 }
 
 export default async function ws(args: string[]): Promise<void> {
@@ -131,7 +133,7 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
     let rssPeak = rssConnected;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rss())), 250);
     worker.send({ type: 'measure' });
-    const perBatch = Math.max(1, Math.round(f.rate / 100));
+    const perBatch = target.batch ?? Math.max(1, Math.round(f.rate / 100));
     const total = Math.round(f.rate * f.seconds);
     let submitted = 0;
     let batches = 0;
@@ -144,7 +146,7 @@ export async function phase(transport: 'ws' | 'poll', f: Flags, target: Target =
     const progress = setInterval(() => process.stdout.write(`  ${((Date.now() - started) / 1000).toFixed(0)} s: ${submitted} submitted, RSS ${rss()} MB\n`), 2_000);
     while (submitted < total) {
       const due = Math.min(total, Math.floor(((Date.now() - started) / 1000) * f.rate) + perBatch);
-      while (submitted < due && inFlight.size < 16) {
+      while (submitted < due && inFlight.size < 16 && (target.batch === undefined || due - submitted >= perBatch || due === total)) {
         const n = Math.min(perBatch, due - submitted);
         submitted += n;
         const sent = now();
