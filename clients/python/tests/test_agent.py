@@ -264,34 +264,40 @@ def test_a_long_poll_agent_started_again_takes_back_the_task_it_held(server: Ser
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def resumed_near_lapse(fleet: AsyncFleet, name: str, transport: str, via: AsyncFleet | None = None) -> AsyncIterator[tuple[fleetd.Task, list[BaseException]]]:
+    """Yields a task and the errors of the agent that held it: the agent claimed it with a 2 s lease
+    and comes back (through ``via``'s URL, when given) with less than half the lease left, and its
+    handler outlasts what is left. Stops the agent on the way out."""
+    held, token = await fleet.register_agent(name, [name])
+    task = await fleet.submit(name, lease_ms=2_000)
+    claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
+    assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
+    await asyncio.sleep(1.2)
+    agent = (via or fleet).agent(name, [name], transport=transport, agent_id=held["id"], token=token)
+    errors: list[BaseException] = []
+    agent.on("error", errors.append)
+
+    @agent.handler
+    async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
+        await asyncio.sleep(1.5)
+        return "in time"
+
+    await agent.start()
+    try:
+        yield task, errors
+    finally:
+        await agent.stop()
+
+
 @pytest.mark.parametrize("transport", ["poll", "ws"])
 def test_an_agent_started_again_near_the_end_of_a_lease_extends_it_at_once(server: Server, transport: str) -> None:
     async def main() -> None:
-        async with fleet_of(server) as fleet:
-            name = f"py-near-lapse-{transport}"
-            held, token = await fleet.register_agent(name, [name])
-            task = await fleet.submit(name, lease_ms=2_000)
-            claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
-            assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
-            # The agent comes back with less than half the lease left, and its handler outlasts what is left.
-            await asyncio.sleep(1.2)
-            agent = fleet.agent(name, [name], transport=transport, agent_id=held["id"], token=token)
-            errors: list[BaseException] = []
-            agent.on("error", errors.append)
-
-            @agent.handler
-            async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
-                await asyncio.sleep(1.5)
-                return "in time"
-
-            await agent.start()
-            try:
-                done = await fleet.wait_for(task["id"], timeout=10)
-                # Neither requeued (attempt 2) nor taken away as a lost lease.
-                assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
-                assert errors == []
-            finally:
-                await agent.stop()
+        async with fleet_of(server) as fleet, resumed_near_lapse(fleet, f"py-near-lapse-{transport}", transport) as (task, errors):
+            done = await fleet.wait_for(task["id"], timeout=10)
+            # Neither requeued (attempt 2) nor taken away as a lost lease.
+            assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
+            assert errors == []
 
     asyncio.run(main())
 
@@ -342,33 +348,13 @@ def test_a_resumed_lease_whose_first_extension_fails_for_a_passing_reason_is_ext
         return None
 
     async def main() -> None:
-        async with fleet_of(server) as fleet, http_proxy(server, first_extension_unavailable) as url:
-            name = "py-resumed-extension-refused"
-            held, token = await fleet.register_agent(name, [name])
-            task = await fleet.submit(name, lease_ms=2_000)
-            claimed = await fleet.request("POST", "/v1/tasks/claim", {"agentId": held["id"], "max": 1}, credential=token)
-            assert [t["id"] for t in claimed["tasks"]] == [task["id"]]
-            # Back with less than half the lease left: the regular extension, half a lease after the
-            # refused one, would come after the lease lapsed.
-            await asyncio.sleep(1.2)
-            async with AsyncFleet(url, api_key=server.key) as proxied:
-                agent = proxied.agent(name, [name], transport="poll", agent_id=held["id"], token=token)
-                errors: list[BaseException] = []
-                agent.on("error", errors.append)
-
-                @agent.handler
-                async def handle(t: fleetd.Task, ctx: TaskContext) -> str:
-                    await asyncio.sleep(1.5)
-                    return "in time"
-
-                await agent.start()
-                try:
-                    done = await fleet.wait_for(task["id"], timeout=10)
-                    assert len(refused) == 1, "the first extension was refused"
-                    assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
-                    assert [getattr(e, "code", None) for e in errors] == ["FLEETD_ERR_UNAVAILABLE"]
-                finally:
-                    await agent.stop()
+        async with fleet_of(server) as fleet, http_proxy(server, first_extension_unavailable) as url, AsyncFleet(url, api_key=server.key) as proxied:
+            # The regular extension, half a lease after the refused one, would come after the lease lapsed.
+            async with resumed_near_lapse(fleet, "py-resumed-extension-refused", "poll", via=proxied) as (task, errors):
+                done = await fleet.wait_for(task["id"], timeout=10)
+                assert len(refused) == 1, "the first extension was refused"
+                assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
+                assert [getattr(e, "code", None) for e in errors] == ["FLEETD_ERR_UNAVAILABLE"]
 
     asyncio.run(main())
 
