@@ -59,9 +59,9 @@ export class RedisBus implements Bus {
   private readonly channel: string;
   /** Where every message goes in full. */
   private readonly allChannel: string;
-  /** How many ask to hear every event (hearAll), and the channel this node listens to. */
+  /** How many ask to hear every event (hearAll), and the channel this node listens to (undefined: not known, after a move failed). */
   private demand = 0;
-  private listening: string;
+  private listening: string | undefined;
   /** Moves between the channels, one move at a time. */
   private moving: Promise<void> = Promise.resolve();
   private outbox: [EventName, unknown][] = [];
@@ -171,15 +171,18 @@ export class RedisBus implements Bus {
   /**
    * Listens to the channel the demand asks for: subscribes to it, then leaves the other, so that no
    * message falls between. Resolves once done, or once it failed (Redis unreachable: nothing is
-   * heard then anyway, and the move is made again when Redis is back).
+   * heard then anyway, and the move is made again when Redis is back). A command that failed may
+   * still have been carried out (its answer late, or sent again on reconnecting): which channels
+   * Redis holds is then not known, and the next move subscribes and unsubscribes both again.
    */
   private move(): Promise<void> {
     this.moving = this.moving.then(async () => {
       const wanted = this.demand > 0 ? this.allChannel : this.channel;
       if (wanted === this.listening) return;
+      this.listening = undefined;
       try {
         await this.sub.subscribe(wanted);
-        await this.sub.unsubscribe(this.listening);
+        await this.sub.unsubscribe(wanted === this.channel ? this.allChannel : this.channel);
         this.listening = wanted;
       } catch {
         // Made again on 'ready'.

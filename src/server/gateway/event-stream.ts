@@ -195,6 +195,8 @@ export class EventStream {
   }
 
   private async onMessage(observer: Observer, text: string | undefined): Promise<void> {
+    // Closed while an earlier message waited (hearTaskEvents): nothing is joined for it any more.
+    if (observer.closed) return;
     let message: unknown;
     try {
       message = text === undefined ? undefined : JSON.parse(text);
@@ -216,7 +218,7 @@ export class EventStream {
       }
       if (added.some(isTaskTopic)) {
         await this.hearTaskEvents();
-        if (observer.closed) return;
+        if (observer.closed) return this.lingerIfUnused();
       }
       for (const topic of added) this.join(observer, topic);
       // A socket opened with ?since= resumes every topic it subscribes, each once: a page subscribes its topics as its views mount.
@@ -283,6 +285,17 @@ export class EventStream {
     this.reply(observer, { type: 'error', error: error.toJSON().error });
   }
 
+  /** With no socket on a task topic, gives back the demand for every node's task events after TASK_EVENTS_LINGER_MS. */
+  private lingerIfUnused(): void {
+    if (this.taskTopicSubscriptions > 0 || !this.giveBackTaskEvents || this.lingering) return;
+    this.lingering = setTimeout(() => {
+      this.lingering = undefined;
+      void this.giveBackTaskEvents?.();
+      this.giveBackTaskEvents = undefined;
+    }, TASK_EVENTS_LINGER_MS);
+    this.lingering.unref();
+  }
+
   /**
    * Asks the bus for every node's task events, and waits until they are heard. Asked anew (after
    * none were asked for), it starts a new epoch: the window does not hold what was not heard.
@@ -311,13 +324,9 @@ export class EventStream {
 
   private leave(observer: Observer, topic: string): void {
     if (!observer.topics.delete(topic)) return;
-    if (isTaskTopic(topic) && --this.taskTopicSubscriptions === 0 && this.giveBackTaskEvents) {
-      this.lingering = setTimeout(() => {
-        this.lingering = undefined;
-        void this.giveBackTaskEvents?.();
-        this.giveBackTaskEvents = undefined;
-      }, TASK_EVENTS_LINGER_MS);
-      this.lingering.unref();
+    if (isTaskTopic(topic)) {
+      this.taskTopicSubscriptions--;
+      this.lingerIfUnused();
     }
     const set = this.byTopic.get(topic);
     set?.delete(observer);

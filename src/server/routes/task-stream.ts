@@ -97,11 +97,17 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
       const id = request.params.id;
       const after = startAfter(request.headers['last-event-id'], request.query.since);
       if (after === 'ended') return reply.status(204).send(null);
-      // A task's namespace never changes: what the request may see is settled here, once.
-      const task = await fleet.tasks.get(id, readNamespaces(request));
-
-      // Another node's activity reaches this one only while asked for (Bus.hearAll).
+      // Another node's activity and end reach this one only while asked for (Bus.hearAll): asked
+      // before the task is read, so that an end after the read is heard.
       const giveBack = (await fleet.bus.hearAll?.()) ?? (async () => {});
+      let task: Task;
+      try {
+        // A task's namespace never changes: what the request may see is settled here, once.
+        task = await fleet.tasks.get(id, readNamespaces(request));
+      } catch (err) {
+        void giveBack();
+        throw err;
+      }
       // Listening before reading: whatever happens from here is seen live or read, never lost between.
       let sent = after;
       let closed = false;
