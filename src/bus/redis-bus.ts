@@ -17,7 +17,7 @@ const NODE_LOCAL: ReadonlySet<EventName> = new Set<EventName>([
  * want of another node: a node hears them, and completed tasks' results, only while it asks
  * (hearAll). Every other event, the task ends the waiters, the agents' sockets and the stats
  * count on among them, reaches every node. Heard by every node, these were two thirds of the bytes
- * relayed and of a second node's CPU a task.
+ * relayed, and half of what hearing another node cost a node (docs/benchmarks.md).
  */
 const ON_DEMAND: ReadonlySet<EventName> = new Set<EventName>(['task.created', 'task.claimed', 'task.extended', 'task.activity']);
 

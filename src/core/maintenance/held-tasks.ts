@@ -4,10 +4,10 @@ import { DeadlineService } from './deadline-service.js';
 /**
  * Wakes the claims that a policy, a pause or held locks held back, when the hold may have ended: at
  * the time a hold that ends with time ends (a pause's end, the oldest start leaving a rate window),
- * when a lease ends (a concurrency slot freed, a task's locks gone) and when a lock is released. Claims report what they held back (`record`); a
- * wake-up announces as many of them as it may have freed (one a lease end, all for the rest) and
- * forgets those; a claim that is still held back reports them again. Nothing is polled: this sleeps
- * until the earliest such time.
+ * when a lease ends (a concurrency slot freed, a task's locks gone) and when a lock is released.
+ * Claims report what they held back (`record`); a wake-up announces as many of them as it may have
+ * freed (one a lease end, all for the rest) and forgets those; a claim that is still held back
+ * reports them again. Nothing is polled: this sleeps until the earliest such time.
  */
 export class HeldTasks extends DeadlineService {
   private held = new Map<string, number>();
