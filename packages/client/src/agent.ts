@@ -13,6 +13,7 @@ import {
   type TaskJson,
 } from './wire.js';
 import { FleetApiError, NonRetryableError, RetryLaterError, TaskRevokedError } from './errors.js';
+import { fullJitter } from './backoff.js';
 import { answerMayBeLost, isNodeFailure } from './connection.js';
 import { ActivityReporter, type LogLevel } from './activity.js';
 
@@ -129,6 +130,10 @@ const TRANSIENT_CODES = new Set([
   'FLEETD_ERR_SHUTTING_DOWN',
   'FLEETD_ERR_RATE_LIMITED',
 ]);
+/** Whether a report or an extension was refused for good, rather than failed for a passing reason (TRANSIENT_CODES, a connection). */
+const isRefusal = (err: unknown): boolean => err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
+/** How often a running task's lease is extended: twice a lease. */
+const extendEveryMs = (task: TaskJson): number => Math.max(50, Math.floor(task.leaseMs / 2));
 
 /** A usage report added to the run's so far, checked as fleetd checks it (so that a bad one fails where it was made). */
 function addUsage(sum: TaskUsage | undefined, report: TaskUsage): TaskUsage {
@@ -246,7 +251,7 @@ export class FleetAgent extends EventEmitter {
       } catch (err) {
         const unavailable = err instanceof FleetApiError ? err.status >= 502 && err.status <= 504 : true;
         if (!unavailable || this.stopping) throw err;
-        await this.retryAfter(err, Math.random() * Math.min(maxMs, minMs * 2 ** attempt));
+        await this.retryAfter(err, fullJitter(attempt, minMs, maxMs));
       }
     }
   }
@@ -291,12 +296,12 @@ export class FleetAgent extends EventEmitter {
         if (status !== undefined && NO_WEBSOCKET.has(status) && this.options.transport !== 'ws') return this.pollLoop();
         if (this.stopping) return;
         attempt++;
-        await this.retryAfter(err, Math.random() * Math.min(maxMs, minMs * 2 ** attempt));
+        await this.retryAfter(err, fullJitter(attempt, minMs, maxMs));
         continue;
       }
       if (this.stopping) return;
       attempt++;
-      await sleep(Math.random() * Math.min(maxMs, minMs * 2 ** attempt), this.stopController.signal);
+      await sleep(fullJitter(attempt, minMs, maxMs), this.stopController.signal);
     }
   }
 
@@ -439,7 +444,7 @@ export class FleetAgent extends EventEmitter {
           // (rather than waiting for those leases to lapse), nothing is amiss. A second drop in a
           // row is reported, and waited out.
           if (attempt === 1 && answerMayBeLost(err) && !(await this.resumeLeases())) continue;
-          await this.retryAfter(err, Math.random() * Math.min(10_000, 250 * 2 ** attempt));
+          await this.retryAfter(err, fullJitter(attempt, 250, 10_000));
         }
       }
     } finally {
@@ -549,8 +554,7 @@ export class FleetAgent extends EventEmitter {
    */
   private async execute(run: Running, queued: () => void, resumed: boolean): Promise<void> {
     const { task, controller, activity } = run;
-    const extendEvery = Math.max(50, Math.floor(task.leaseMs / 2));
-    run.extender = setInterval(() => void this.extend(run), extendEvery);
+    run.extender = setInterval(() => void this.extend(run), extendEveryMs(task));
     if (resumed) void this.extendResumed(run);
     let outcome: AgentMessage & { type: 'complete' | 'fail' };
     const release = (delayMs: number, reason?: string): never => {
@@ -631,12 +635,12 @@ export class FleetAgent extends EventEmitter {
           overHttp = true;
           continue;
         }
-        const refused = e instanceof FleetApiError && !TRANSIENT_CODES.has(e.code);
+        const refused = isRefusal(e);
         if (refused || Date.now() >= leaseLapsesAt || (this.stopping && attempt >= REPORT_ATTEMPTS)) {
           this.warn(e);
           return;
         }
-        await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
+        await sleep(fullJitter(attempt, 250, REPORT_BACKOFF_MAX_MS));
       }
     }
   }
@@ -660,7 +664,7 @@ export class FleetAgent extends EventEmitter {
         this.loseRun(run, err);
       }
       this.warn(err);
-      return err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
+      return isRefusal(err);
     }
   }
 
@@ -670,9 +674,9 @@ export class FleetAgent extends EventEmitter {
    * the regular extension half a lease later is due, rather than left to it.
    */
   private async extendResumed(run: Running): Promise<void> {
-    const regularAt = Date.now() + Math.max(50, Math.floor(run.task.leaseMs / 2));
+    const regularAt = Date.now() + extendEveryMs(run.task);
     for (let attempt = 1; !(await this.extend(run)); attempt++) {
-      const delayMs = Math.random() * Math.min(EXTEND_RETRY_MAX_MS, 50 * 2 ** attempt);
+      const delayMs = fullJitter(attempt, 50, EXTEND_RETRY_MAX_MS);
       if (Date.now() + delayMs >= regularAt) return;
       await sleep(delayMs);
       if (run.finished || run.cancelled || run.lost) return;
@@ -701,13 +705,13 @@ export class FleetAgent extends EventEmitter {
         await this.settle({ op: type, ...fields } as TaskBatchItem);
         return;
       } catch (err) {
-        const refused = err instanceof FleetApiError && !TRANSIENT_CODES.has(err.code);
+        const refused = isRefusal(err);
         const outOfTime = this.stopping ? attempt >= REPORT_ATTEMPTS : Date.now() >= leaseLapsesAt;
         if (refused || outOfTime) {
           this.warn(err);
           return;
         }
-        await sleep(Math.random() * Math.min(REPORT_BACKOFF_MAX_MS, 250 * 2 ** attempt));
+        await sleep(fullJitter(attempt, 250, REPORT_BACKOFF_MAX_MS));
       }
     }
   }

@@ -4,6 +4,7 @@ import { rootCertificates } from 'node:tls';
 import WebSocket from 'ws';
 import { NAMESPACE_HEADER, NAMESPACE_PATTERN, type AgentInput, type AgentJson, type ScheduleInput, type ScheduleJson, type StatsJson, type StreamEvent, type TaskActivityJson, type TaskInput, type TaskJson, type TaskStatus } from './wire.js';
 import { FleetAgent, type FleetAgentOptions } from './agent.js';
+import { fullJitter } from './backoff.js';
 import { connectionErrorCode, isNodeFailure, NOT_SENT } from './connection.js';
 import { ResilientSubscription, type SubscribeOptions, type Subscription } from './subscription.js';
 import { FleetApiError, TaskCancelledError, TaskFailedError, TaskWaitTimeoutError } from './errors.js';
@@ -162,7 +163,7 @@ export class FleetClient {
         if (err instanceof FleetApiError || isNodeFailure(err)) this.failover(node);
         const unsent = NOT_SENT.has(connectionErrorCode(err) ?? '');
         if (!(retry || unsent) || attempt >= this.retries) throw err;
-        await sleep(Math.random() * Math.min(2_000, 100 * 2 ** attempt));
+        await sleep(fullJitter(attempt, 100, 2_000));
       }
     }
   }

@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import type { ObserverServerMessage, StreamEvent } from './wire.js';
 import { FleetApiError } from './errors.js';
+import { fullJitter } from './backoff.js';
 import { isNodeFailure } from './connection.js';
 
 /** What a subscription needs of the client that opened it. */
@@ -146,7 +147,7 @@ export class ResilientSubscription implements Subscription {
       if (code === 1006) this.client.failover(node);
       if (this.closed || (!subscribed && reject)) return;
       const { minMs = 250, maxMs = 10_000 } = this.options.reconnect ?? {};
-      const delay = Math.random() * Math.min(maxMs, minMs * 2 ** this.attempt++);
+      const delay = fullJitter(this.attempt++, minMs, maxMs);
       setTimeout(() => {
         if (!this.closed) this.connect();
       }, delay).unref();

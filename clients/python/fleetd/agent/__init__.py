@@ -54,6 +54,17 @@ GONE_CODES = {"FLEETD_ERR_LEASE_LOST", "FLEETD_ERR_TASK_STATE", "FLEETD_ERR_NOT_
 ENDED_BY = {"FLEETD_ERR_CANCELLED": "cancelled", "FLEETD_ERR_TIMEOUT": "timed out"}
 
 
+def _transient(err: BaseException) -> bool:
+    """Whether a report or an extension failed for a passing reason (TRANSIENT_CODES, a connection),
+    rather than being refused for good."""
+    return not isinstance(err, FleetApiError) or err.code in TRANSIENT_CODES
+
+
+def _extend_every(task: Task) -> float:
+    """How often a running task's lease is extended, in seconds: twice a lease."""
+    return max(0.05, task["leaseMs"] / 2000)
+
+
 @dataclass
 class TaskContext:
     """What a handler gets beside its task."""
@@ -689,7 +700,7 @@ class AsyncAgent:
 
     def _extend_later(self, running: _Running) -> None:
         """Extends the lease every ``leaseMs / 2``, on a timer rather than a task per running task."""
-        every = max(0.05, running.task["leaseMs"] / 2000)
+        every = _extend_every(running.task)
         # One timer a task, however many extensions were in flight (an early one for a resumed lease).
         if running.extend_timer is not None:
             running.extend_timer.cancel()
@@ -701,16 +712,13 @@ class AsyncAgent:
         done = True
         try:
             await self._settle({"op": "extend", "id": running.task["id"]})
-        except FleetApiError as err:
-            if err.code in GONE_CODES:
+        except Exception as err:
+            if isinstance(err, FleetApiError) and err.code in GONE_CODES:
                 ended = ENDED_BY.get(err.code) or ("cancelled" if err.details.get("status") == "cancelled" else "lease lost")
                 self._cancel(running, ended)
                 return True
             self._warn(err)
-            done = err.code not in TRANSIENT_CODES
-        except Exception as err:
-            self._warn(err)
-            done = False
+            done = not _transient(err)
         if not running.handled and running.ctx.cancel_reason is None:
             self._extend_later(running)
         return done
@@ -719,7 +727,7 @@ class AsyncAgent:
         """A resumed lease's first extension. The lease may be about to lapse, so one that fails for a
         passing reason (the server just restarted and answers 503, say) is tried again shortly, until
         the regular extension half a lease later is due, rather than left to it."""
-        regular_at = time.monotonic() + max(0.05, running.task["leaseMs"] / 2000)
+        regular_at = time.monotonic() + _extend_every(running.task)
         attempt = 1
         while not await self._extend(running):
             delay = full_jitter(attempt, 0.05, 1.0)
@@ -742,8 +750,7 @@ class AsyncAgent:
                     await self._settle(item)
                 return
             except Exception as err:
-                transient = not isinstance(err, FleetApiError) or err.code in TRANSIENT_CODES
-                if not transient or attempt >= REPORT_ATTEMPTS:
+                if not _transient(err) or attempt >= REPORT_ATTEMPTS:
                     self._warn(err)
                     return
                 await asyncio.sleep(full_jitter(attempt, 0.25, 5.0))
