@@ -104,8 +104,11 @@ interface Running {
   extender?: NodeJS.Timeout;
   /** Set when the server ended the attempt (cancel, timeout): its outcome is not reported. */
   cancelled?: TaskRevokedError;
-  /** Set when an extension found the lease gone (it lapsed, the task went back to the queue): its outcome is not reported either. */
-  lost?: boolean;
+  /**
+   * Its attempt is over: the server ended it (`cancelled`), or an extension found the lease gone (it
+   * lapsed, the task went back to the queue). No outcome, extension or release of it goes out.
+   */
+  retired?: boolean;
   /**
    * The handler is done and its outcome queued, its slot's credit granted: a task of its id pushed
    * now is a new lease of it (released, or failed and retried, back to this agent), not this one.
@@ -542,6 +545,7 @@ export class FleetAgent extends EventEmitter {
    * lease of the task to run afresh.
    */
   private retire(run: Running): void {
+    run.retired = true;
     clearInterval(run.extender);
     if (this.running.get(run.task.id) === run) this.running.delete(run.task.id);
     this.cancelledRuns.add(run);
@@ -588,7 +592,7 @@ export class FleetAgent extends EventEmitter {
         // Its reports go first: once the task is given back, fleetd takes no more of them.
         await activity.flush();
         activity.close();
-        if (run.cancelled || run.lost) return;
+        if (run.retired) return;
         const given = this.giveBack(task, err, run.usage);
         queued();
         await given;
@@ -610,7 +614,7 @@ export class FleetAgent extends EventEmitter {
     activity.close();
     // The server ended this attempt, or the lease was lost: a late result would be refused, or (the
     // task retried and leased to this agent again) taken for the new attempt's.
-    if (run.cancelled || run.lost) return;
+    if (run.retired) return;
     const reported = this.report(task, outcome);
     queued();
     await reported;
@@ -653,7 +657,7 @@ export class FleetAgent extends EventEmitter {
     } catch (err) {
       // The outcome went out meanwhile (an extension and a completion of one task cross): the
       // refusal says only that the task is finished.
-      if (run.finished || run.cancelled || run.lost) return true;
+      if (run.finished || run.retired) return true;
       if (err instanceof FleetApiError && (err.code === 'FLEETD_ERR_CANCELLED' || err.code === 'FLEETD_ERR_TIMEOUT')) {
         // A long-poll agent learns of a cancel or a timeout here, at its next extension.
         const reason = typeof err.details.reason === 'string' ? err.details.reason : err.message;
@@ -679,14 +683,13 @@ export class FleetAgent extends EventEmitter {
       const delayMs = fullJitter(attempt, 50, EXTEND_RETRY_MAX_MS);
       if (Date.now() + delayMs >= regularAt) return;
       await sleep(delayMs);
-      if (run.finished || run.cancelled || run.lost) return;
+      if (run.finished || run.retired) return;
     }
   }
 
   /** The run's lease is gone: retired as a cancelled run is, and its outcome not reported (it would be refused, or taken for a later attempt's). */
   private loseRun(run: Running, reason: Error): void {
-    if (run.lost) return;
-    run.lost = true;
+    if (run.retired) return;
     this.retire(run);
     run.controller.abort(reason);
   }
