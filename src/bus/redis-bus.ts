@@ -149,11 +149,15 @@ export class RedisBus implements Bus {
     // events:all that hears both then handles the full copy (see receive).
     const all = JSON.stringify({ node: this.nodeId, n, events });
     const lean = leanOf(events);
+    // Either copy lost, some nodes miss the tick: counted once.
+    let counted = false;
     const failed = () => {
+      if (counted) return;
+      counted = true;
       this.dropped += events.length;
     };
     this.pub.publish(this.allChannel, all).catch(failed);
-    this.pub.publish(this.channel, lean === events ? all : JSON.stringify({ node: this.nodeId, n, events: lean })).catch(() => {});
+    this.pub.publish(this.channel, lean === events ? all : JSON.stringify({ node: this.nodeId, n, events: lean })).catch(failed);
   }
 
   async hearAll(): Promise<() => Promise<void>> {
