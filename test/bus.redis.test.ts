@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import type { EventName } from '../src/bus/bus.js';
 import type { TaskSummary } from '../src/domain/types.js';
 import { RedisBus } from '../src/bus/redis-bus.js';
@@ -151,6 +152,43 @@ describe('redis bus', { timeout: 20_000 }, () => {
       assert.deepEqual(onB, sent);
       assert.deepEqual(gaps, [], 'no message missed');
     } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('hears each message once while hearing all, and a node of a version before the split, which publishes on events only', async () => {
+    const settings = { url: TEST_REDIS_URL, prefix: `fleetd-test-${randomBytes(4).toString('hex')}:` };
+    const [a, b] = await twoBuses(settings);
+    const older = new Redis(TEST_REDIS_URL, { lazyConnect: true });
+    try {
+      await older.connect();
+      const onB: string[] = [];
+      b.subscribe('agent.stale', (e) => onB.push(e.agentId));
+      const giveBack = await b.hearAll();
+      // As a node of the earlier version sends a tick's events: in full, numbered, on `events` alone.
+      const fromOlder = (n: number, agentId: string) => older.publish(`${settings.prefix}events`, JSON.stringify({ node: 'older-node', n, events: [['agent.stale', { agentId }]] }));
+      await fromOlder(1, 'older-1');
+      for (let i = 0; i < 20; i++) {
+        a.publish('agent.stale', { agentId: `a-${i}` });
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await fromOlder(2, 'older-2');
+      a.publish('agent.stale', { agentId: 'marker' });
+      await eventually(() => onB.includes('marker') && onB.includes('older-2'), 10_000, 'the marker and the older node on the other node');
+      // Messages reach B in the order Redis took them: once the marker's second copy is in, every earlier one is.
+      a.publish('agent.stale', { agentId: 'after' });
+      await eventually(() => onB.includes('after'), 10_000, 'a last message');
+      assert.deepEqual(
+        onB.filter((id) => id.startsWith('a-')),
+        Array.from({ length: 20 }, (_, i) => `a-${i}`),
+        'each of A\'s messages once, though it came on both channels',
+      );
+      assert.deepEqual(onB.filter((id) => id.startsWith('older-')), ['older-1', 'older-2'], 'the older node heard while hearing all');
+      await giveBack();
+      await fromOlder(3, 'older-3');
+      await eventually(() => onB.includes('older-3'), 10_000, 'the older node, given back');
+    } finally {
+      older.disconnect();
       await Promise.all([a.close(), b.close()]);
     }
   });

@@ -37,13 +37,18 @@ function leanOf(events: [EventName, unknown][]): [EventName, unknown][] {
   return lean;
 }
 
+/** A message's sender and number, read from its first bytes (see flush) without parsing the rest. */
+const MESSAGE_HEAD = /^\{"node":"([^"]+)","n":(\d+),/;
+
 /**
  * The bus of a cluster: handlers on this node get this node's events at once (as on LocalBus) and
  * every other node's events through Redis pub/sub. Events published in one tick leave as one
  * message, on two channels: in full on `events:all`, and without what is relayed on demand (see
- * ON_DEMAND) on `events`. A node listens to one of them, `events:all` while something on it asks
- * (hearAll). Messages are numbered per node: while a node moves from one channel to the other it
- * hears both, and the second copy of a message is dropped. Delivery across nodes is best effort —
+ * ON_DEMAND) on `events`. A node always listens to `events`, and to `events:all` as well while
+ * something on it asks (hearAll). Messages are numbered per node, and the full copy is published
+ * first: a node hearing both handles it and drops the lean copy by its number, unparsed. Nodes of a
+ * version before the split publish on `events` only, and a node hearing all still hears them.
+ * Delivery across nodes is best effort —
  * while Redis is unreachable, remote events are dropped (and counted): the store holds the truth,
  * events only tell about it. Wake-ups never depend on it (see NODE_LOCAL), and caches are dropped
  * when Redis is back (cache/response-cache.ts).
@@ -59,9 +64,9 @@ export class RedisBus implements Bus {
   private readonly channel: string;
   /** Where every message goes in full. */
   private readonly allChannel: string;
-  /** How many ask to hear every event (hearAll), and the channel this node listens to (undefined: not known, after a move failed). */
+  /** How many ask to hear every event (hearAll), and whether this node listens to `events:all` too (undefined: not known, after a move failed). */
   private demand = 0;
-  private listening: string | undefined;
+  private hearingAll: boolean | undefined = false;
   /** Moves between the channels, one move at a time. */
   private moving: Promise<void> = Promise.resolve();
   private outbox: [EventName, unknown][] = [];
@@ -80,7 +85,6 @@ export class RedisBus implements Bus {
     this.local = new LocalBus(onHandlerError);
     this.channel = `${settings.prefix}events`;
     this.allChannel = `${settings.prefix}events:all`;
-    this.listening = this.channel;
   }
 
   /** `health` gives the reporter of each of its two connections (see core/dependencies.ts). */
@@ -102,6 +106,12 @@ export class RedisBus implements Bus {
     // Redis hands every subscriber its own messages too: those are known by their first bytes (see
     // flush), and dropped unread rather than parsed, which cost a node of two as much as the other's.
     if (message.startsWith(this.ownPrefix)) return;
+    // Heard on both channels while hearing all: the full copy came first and was handled.
+    const head = MESSAGE_HEAD.exec(message);
+    if (head) {
+      const last = this.received.get(head[1]);
+      if (last !== undefined && Number(head[2]) <= last) return;
+    }
     let parsed: { node: string; n?: number; events: [EventName, unknown][] };
     try {
       parsed = JSON.parse(message);
@@ -111,7 +121,6 @@ export class RedisBus implements Bus {
     if (parsed.node === this.nodeId) return;
     if (typeof parsed.n === 'number') {
       const last = this.received.get(parsed.node);
-      // Heard on both channels while moving from one to the other: the first copy was handled.
       if (last !== undefined && parsed.n <= last) return;
       this.received.set(parsed.node, parsed.n);
       // The first message heard from a node says nothing of what came before this node listened.
@@ -145,8 +154,8 @@ export class RedisBus implements Bus {
       this.dropped += events.length;
       return;
     }
-    // `node` first, so that the message starts with ownPrefix. In full first: a node moving to
-    // events:all that hears both then handles the full copy (see receive).
+    // `node` and `n` first, so that the message starts with ownPrefix and MESSAGE_HEAD reads it. In
+    // full first: a node that hears both channels handles the full copy (see receive).
     const all = JSON.stringify({ node: this.nodeId, n, events });
     const lean = leanOf(events);
     // Either copy lost, some nodes miss the tick: counted once.
@@ -173,21 +182,21 @@ export class RedisBus implements Bus {
   }
 
   /**
-   * Listens to the channel the demand asks for: subscribes to it, then leaves the other, so that no
-   * message falls between. Resolves once done, or once it failed (Redis unreachable: nothing is
-   * heard then anyway, and the move is made again when Redis is back). A command that failed may
-   * still have been carried out (its answer late, or sent again on reconnecting): which channels
-   * Redis holds is then not known, and the next move subscribes and unsubscribes both again.
+   * Listens to `events:all` while there is demand, and leaves it when there is none; `events` is
+   * heard throughout, so no message falls between. Resolves once done, or once it failed (Redis
+   * unreachable: nothing is heard then anyway, and the move is made again when Redis is back). A
+   * command that failed may still have been carried out (its answer late, or sent again on
+   * reconnecting): whether Redis holds the subscription is then not known, and the next move sends
+   * its command again.
    */
   private move(): Promise<void> {
     this.moving = this.moving.then(async () => {
-      const wanted = this.demand > 0 ? this.allChannel : this.channel;
-      if (wanted === this.listening) return;
-      this.listening = undefined;
+      const wanted = this.demand > 0;
+      if (wanted === this.hearingAll) return;
+      this.hearingAll = undefined;
       try {
-        await this.sub.subscribe(wanted);
-        await this.sub.unsubscribe(wanted === this.channel ? this.allChannel : this.channel);
-        this.listening = wanted;
+        await (wanted ? this.sub.subscribe(this.allChannel) : this.sub.unsubscribe(this.allChannel));
+        this.hearingAll = wanted;
       } catch {
         // Made again on 'ready'.
       }
