@@ -1,5 +1,5 @@
 import type { PostgresDatabase } from './database.js';
-import { CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION } from './tasks.js';
+import { ANNOUNCE_UNLEASED_FUNCTION, CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION } from './tasks.js';
 
 /**
  * Versioned schema for the PostgreSQL driver. A migration is never edited once released: a change
@@ -754,6 +754,7 @@ export function migrate(db: PostgresDatabase): Promise<void> {
       await q('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
     }
     // Not migrations: the functions of the hot path's statements, whichever this release has.
+    await q(ANNOUNCE_UNLEASED_FUNCTION);
     await q(CLAIM_TICK_FUNCTION);
     await q(WHOLE_BATCH_FUNCTION);
     // Its predecessor, which took the claims only, inside a transaction that had locked the agents.

@@ -118,7 +118,9 @@ const mayTake = (reqs: string, keys: string, namespace: string) => `${reqs} <@ $
  * out in the claims' order: the first claim gets the first tasks, as if each claim had run alone in
  * turn. Answers the claims' ords in order (`ords`) and for each its room before the claim
  * (`room_free`) and the tasks it leased (`leased_tasks`): `claims`, a json[], whose entries the
- * tick's function places without parsing them again.
+ * tick's function places without parsing them again. A claim that may take several keys locks up
+ * to the claims' whole room in each and leases the best: the ids of the rows it locked and did not
+ * lease are `unleased` (see ANNOUNCE_UNLEASED_FUNCTION).
  */
 const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALIZED (
     SELECT (c->>'ord')::int AS ord, c->>'agentId' AS agent_id, (c->>'now')::bigint AS now, (c->>'max')::int AS max, (c->>'claimId')::bigint AS claim_id,
@@ -128,14 +130,15 @@ const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALI
     SELECT room.*, greatest(0, least(max, free)) AS take FROM room
   ), slots AS (
     SELECT c.ord, s.n, c.agent_id, c.now, c.claim_id FROM claim c CROSS JOIN LATERAL generate_series(1, c.take) AS s(n)
-  ), picked AS (
+  ), locked AS (
     SELECT c.id, c.priority FROM (${keys}) k CROSS JOIN LATERAL (
       -- A task past its expires_at is never handed out, even before the expirer has swept it.
       SELECT id, priority FROM tasks
       WHERE status = 'queued' AND req_key = k.req_key AND (expires_at IS NULL OR expires_at > (SELECT max(now) FROM claim))
       ORDER BY priority DESC, id LIMIT (SELECT coalesce(sum(take), 0) FROM claim) FOR UPDATE SKIP LOCKED
     ) c
-    ORDER BY c.priority DESC, c.id LIMIT (SELECT coalesce(sum(take), 0) FROM claim)
+  ), picked AS (
+    SELECT id, priority FROM locked ORDER BY priority DESC, id LIMIT (SELECT coalesce(sum(take), 0) FROM claim)
   ), leased AS (
     UPDATE tasks t SET status = 'leased', agent_id = d.agent_id, attempts = t.attempts + 1, claim_id = d.claim_id, claimed_at = d.now, updated_at = d.now,
       lease_expires_at = d.now + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
@@ -153,8 +156,28 @@ const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALI
     SELECT ord, json_agg(task) AS tasks FROM leased GROUP BY ord
   )
   SELECT array_agg(c.ord ORDER BY c.ord) AS ords,
-    array_agg(json_build_object('room_free', c.free, 'leased_tasks', coalesce(l.tasks, '[]')) ORDER BY c.ord) AS claims
+    array_agg(json_build_object('room_free', c.free, 'leased_tasks', coalesce(l.tasks, '[]')) ORDER BY c.ord) AS claims,
+    ARRAY(SELECT id FROM locked WHERE id NOT IN (SELECT id FROM picked)) AS unleased
   FROM claim c LEFT JOIN leased_by_claim l ON l.ord = c.ord`;
+
+/**
+ * Announces to every node, at commit, the tasks among `ids` still queued: rows a claim locked and
+ * did not lease (claimStatement's `unleased`). Another claim meanwhile skipped them (SKIP LOCKED)
+ * and may have found nothing, and nothing else would tell it that they are free: a waiter that
+ * found every task it could take waits for an announcement. Unlike fleetd_notify_available's, the
+ * claiming node hears it too (its own claims skip the rows another of its transactions locks). One
+ * notification a key, as a claim's keys are few. `migrate` (re)creates it on every start.
+ */
+export const ANNOUNCE_UNLEASED_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_announce_unleased(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $announce$
+DECLARE
+  k record;
+BEGIN
+  IF coalesce(cardinality(ids), 0) = 0 THEN RETURN; END IF;
+  FOR k IN SELECT req_key, count(*) AS n FROM tasks WHERE id = ANY(ids) AND status = 'queued' GROUP BY req_key LOOP
+    PERFORM pg_notify('fleetd_tasks_available',
+      jsonb_build_object('schema', current_schema(), 'node', '', 'byRequirement', jsonb_build_object(k.req_key, k.n))::text);
+  END LOOP;
+END $announce$`;
 
 /** One agent's claim: $1 the claim as claimStatement takes it (a list of one), $2 its claim keys, $3 its namespace requirement. */
 export const TASK_CLAIM = prepared(
@@ -188,8 +211,9 @@ const claimingAgents = `(SELECT * FROM touched UNION ALL SELECT old.*, old.statu
  * (A statement a claim cost a busy tick most of its time, each planned and started on its own.)
  * A claim that may take tasks of several keys goes alone: the statement locks up to its claims'
  * whole room in each key, and leases the best of them, so the rows of the other keys it locks stay
- * locked to the tick's end, skipped by other nodes' claims, which nothing wakes again; alone, a
- * claim holds at most its own room in each key, and the tick's later claims take those rows first.
+ * locked to the tick's end, skipped by other claims; alone, a claim holds at most its own room in
+ * each key, and the tick's later claims take those rows first. Those still queued at the end are
+ * announced (fleetd_announce_unleased), at the commit that frees them.
  * The four round trips of a transaction had kept the agents' rows locked across three waits for
  * the node, and cost the node a socket write and the backend a wake-up each. Its parameters are
  * plpgsql variables, so the plan is cached as a prepared statement's is: kept from the first calls,
@@ -209,6 +233,7 @@ export const CLAIM_TICK_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_tick
 DECLARE
   round record; round_ords int[]; round_claims json[];
   locked json; locked_ids text[];
+  round_unleased bigint[]; unleased bigint[] := '{}';
   results json[] := array_fill(NULL::json, ARRAY[jsonb_array_length(claims)]);
 BEGIN
   IF ${PLAN_NEEDED} THEN
@@ -232,11 +257,13 @@ BEGIN
     ) c
     GROUP BY c.turn, c.keys, c.alone ORDER BY c.turn, min(c.ord)
   LOOP
-    ${claimStatement('round.claims', 'SELECT unnest(round.keys) AS req_key')} INTO round_ords, round_claims;
+    ${claimStatement('round.claims', 'SELECT unnest(round.keys) AS req_key')} INTO round_ords, round_claims, round_unleased;
     FOR i IN 1..cardinality(round_ords) LOOP
       results[round_ords[i]] := round_claims[i];
     END LOOP;
+    unleased := unleased || round_unleased;
   END LOOP;
+  PERFORM fleetd_announce_unleased(unleased);
   RETURN QUERY SELECT locked, array_to_json(results);
 END $claim_tick$`;
 
@@ -524,6 +551,7 @@ export function postgresTasks(
     const planned = planNeeded && batch.some((p) => p.plan);
     if (planned) await admission.lock(q);
     const results: (TaskClaimResult | Error)[] = [];
+    const unleased: string[] = [];
     for (const [at, params] of batch.entries()) {
       const found = agents.get(params.agentId);
       if (!found) {
@@ -540,9 +568,11 @@ export function postgresTasks(
       // A claim without a plan, or the plan no longer needed since the tick began: the statement alone.
       const shape = remember(agent);
       const claim = { ord: 1, agentId: agent.id, max: params.max, now: params.now, maxConcurrency: shape.maxConcurrency, claimId: params.claimId ?? null };
-      const [{ claims: [one] }] = await q<{ claims: ClaimedRow[] }>(TASK_CLAIM, [JSON.stringify([claim]), shape.keys, shape.namespace]);
+      const [{ claims: [one], unleased: left }] = await q<{ claims: ClaimedRow[]; unleased: string[] }>(TASK_CLAIM, [JSON.stringify([claim]), shape.keys, shape.namespace]);
       results[at] = claimedResult(agent, previousStatus, one);
+      unleased.push(...left);
     }
+    if (unleased.length > 0) await q('SELECT fleetd_announce_unleased($1::bigint[])', [unleased]);
     return results;
   }
 
