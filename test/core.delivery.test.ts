@@ -674,6 +674,34 @@ describe('task delivery', { timeout: 30_000 }, () => {
       channel.close();
     });
 
+    it('push channel: sends the tasks of a long-poll of its agent\'s whose answer was lost, when they fall due', async () => {
+      const agent = await s.agent(['a'], 3);
+      const out = socket();
+      const channel = s.delivery.openChannel({ agent: agentOf(agent, ['a'], 3), send: out.send });
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'));
+      // A long-poll of the same agent waits in the line behind the channel.
+      const poll = s.delivery.claim({ agentId: agent, max: 1, waitMs: 600_000 });
+      await s.transitions.seen(to(agent, 'waiting'));
+      // The channel, first, is woken for this task and goes to the back of the line.
+      const [first] = await s.submit({ type: 'a' });
+      await out.until(1);
+      channel.addCredit(1);
+      await s.transitions.seen(to(agent, 'idle'), 3);
+      // The next task is the long-poll's, whose answer is lost: the store leased it to the agent.
+      s.loseNextAnswer();
+      const [lost] = await s.submit({ type: 'a' });
+      await assert.rejects(poll, isDependencyUnavailable);
+      // Nothing wakes the channel for it but credit; its task goes once the lost claim has settled.
+      channel.addCredit(1);
+      await settle();
+      assert.deepEqual(out.ids(), [first.id]);
+      mock.timers.tick(LOST_CLAIM_SETTLE_MS);
+      for (let i = 0; i < 20 && out.count() < 2; i++) await settle();
+      assert.deepEqual(out.ids(), [first.id, lost.id], 'the lost claim\'s task, sent once due');
+      channel.close();
+    });
+
     it('keeps no credit past the agent\'s maxConcurrency', async () => {
       const agent = await s.agent(['a'], 2);
       const out = socket();
