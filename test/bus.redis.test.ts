@@ -174,10 +174,10 @@ describe('redis bus', { timeout: 20_000 }, () => {
       }
       await fromOlder(2, 'older-2');
       a.publish('agent.stale', { agentId: 'marker' });
-      await eventually(() => onB.includes('marker') && onB.includes('older-2'), 10_000, 'the marker and the older node on the other node');
+      await eventually(() => onB.includes('marker') && onB.includes('older-2'), 5_000, 'the marker and the older node on the other node');
       // Messages reach B in the order Redis took them: once the marker's second copy is in, every earlier one is.
       a.publish('agent.stale', { agentId: 'after' });
-      await eventually(() => onB.includes('after'), 10_000, 'a last message');
+      await eventually(() => onB.includes('after'), 5_000, 'a last message');
       assert.deepEqual(
         onB.filter((id) => id.startsWith('a-')),
         Array.from({ length: 20 }, (_, i) => `a-${i}`),
@@ -186,7 +186,7 @@ describe('redis bus', { timeout: 20_000 }, () => {
       assert.deepEqual(onB.filter((id) => id.startsWith('older-')), ['older-1', 'older-2'], 'the older node heard while hearing all');
       await giveBack();
       await fromOlder(3, 'older-3');
-      await eventually(() => onB.includes('older-3'), 10_000, 'the older node, given back');
+      await eventually(() => onB.includes('older-3'), 5_000, 'the older node, given back');
     } finally {
       older.disconnect();
       await Promise.all([a.close(), b.close()]);

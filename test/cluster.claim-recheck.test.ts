@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { claimKeysOf } from '../src/domain/requirements.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
+import { eventually } from './helpers.js';
 import { TEST_DATABASE_URL, dropSchema } from './store/postgres.js';
 
 /**
@@ -45,9 +46,17 @@ describe('a claim that skipped locked rows, on PostgreSQL', { timeout: 60_000 },
     const schema = env.FLEETD_DATABASE_SCHEMA;
     let node: NodeProcess | undefined;
     const claimer = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    const listener = new pg.Client({ connectionString: TEST_DATABASE_URL });
     try {
       node = await startNode({ ...env, FLEETD_CLAIM_RECHECK_MS: '0' });
       await claimer.connect();
+      await listener.connect();
+      const announced: { node: string; byRequirement: Record<string, number> }[] = [];
+      listener.on('notification', (n) => {
+        const payload = JSON.parse(n.payload ?? '{}');
+        if (payload.schema === schema) announced.push(payload);
+      });
+      await listener.query('LISTEN fleetd_tasks_available');
       // X may take tasks of two keys, with room for one: its claim locks the best of each and leases one.
       const x = await node.api.registerAgent(['a', 'b'], { maxConcurrency: 1 });
       const y = await node.api.registerAgent(['b']);
@@ -67,13 +76,22 @@ describe('a claim that skipped locked rows, on PostgreSQL', { timeout: 60_000 },
       );
       // Y's long-poll skips the locked row, finds nothing and waits: no task is announced after it.
       const waiting = node.api.claim(y.id, 1, 8_000);
+      waiting.catch(() => {});
       await new Promise((r) => setTimeout(r, 1_000));
+      announced.length = 0;
       await claimer.query('COMMIT');
       const freedAt = Date.now();
       const [got] = await waiting;
       assert.equal(got?.id, other.id, 'the waiting long-poll got the task X locked and left, with no recheck to find it');
       assert.ok(Date.now() - freedAt < 4_000, `got it ${Date.now() - freedAt} ms after the commit`);
+      // What woke it: X's commit announced the row it locked and left, to every node (its own too).
+      await eventually(() => announced.some((a) => a.node === ''), 2_000, 'the announcement on a connection of the test');
+      assert.deepEqual(
+        announced.filter((a) => a.node === ''),
+        [{ schema, node: '', byRequirement: { b: 1 } }],
+      );
     } finally {
+      await listener.end();
       await claimer.end();
       await node?.stop();
       await dropSchema(schema);

@@ -152,8 +152,9 @@ export class PostgresDatabase {
    *
    * Every `recheckMs` it wakes one waiting claim for each requirement set with queued tasks, as
    * river's and graphile-worker's periodic fetches back up their LISTEN: a claim skips the rows
-   * another node's claim has locked, and when that claim leases fewer of them than it locked,
-   * nothing is notified. One a set, not one a task: tasks a policy or a pause holds back stay
+   * another transaction has locked, and when that transaction leases none of them (a claim rolled
+   * back; a claim's own unleased rows are announced, see fleetd_announce_unleased), nothing is
+   * notified. One a set, not one a task: tasks a policy or a pause holds back stay
    * queued, and would otherwise cost a vain claim a second for every agent waiting on them.
    */
   async listen(onAvailable: (byRequirement: Record<string, number>) => void, options: { recheckMs?: number } = {}): Promise<() => Promise<void>> {
