@@ -48,10 +48,9 @@ const MESSAGE_HEAD = /^\{"node":"([^"]+)","n":(\d+),/;
  * something on it asks (hearAll). Messages are numbered per node, and the full copy is published
  * first: a node hearing both handles it and drops the lean copy by its number, unparsed. Nodes of a
  * version before the split publish on `events` only, and a node hearing all still hears them.
- * Delivery across nodes is best effort —
- * while Redis is unreachable, remote events are dropped (and counted): the store holds the truth,
- * events only tell about it. Wake-ups never depend on it (see NODE_LOCAL), and caches are dropped
- * when Redis is back (cache/response-cache.ts).
+ * Delivery across nodes is best effort — while Redis is unreachable, remote events are dropped
+ * (and counted): the store holds the truth, events only tell about it. Wake-ups never depend on it
+ * (see NODE_LOCAL), and caches are dropped when Redis is back (cache/response-cache.ts).
  */
 export class RedisBus implements Bus {
   readonly nodeId = randomUUID();
