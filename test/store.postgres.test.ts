@@ -191,6 +191,29 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
+  it('announces the rows a claim locked and did not lease, on the transaction path too', async () => {
+    const { driver, destroy } = await freshPostgres();
+    try {
+      await driver.store.agentCreateMany([{ id: 'x', name: 'x', capabilities: ['hi', 'lo'], labels: {}, maxConcurrency: 1, namespace: 'default', tokenHash: 'h-x', now: 0 }]);
+      const tasks = [task('hi', { priority: 5 }), task('lo')];
+      await driver.store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) });
+      // A pause anywhere needs a plan: the claim goes by a transaction and the statement alone, not the tick's function.
+      await driver.store.typePause({ namespace: 'default', type: 'elsewhere', key: null, until: null, reason: null, now: 0 });
+      const heard: Record<string, number>[] = [];
+      const stop = await driver.listen!((e) => heard.push(e));
+      try {
+        const claim = await driver.store.taskClaim({ agentId: 'x', max: 1, now: 1 });
+        assert.deepEqual(claim.tasks.map((t) => t.type), ['hi'], 'it leased the best of the two keys it locked');
+        await eventually(() => heard.length > 0, 5_000, 'the announcement of the row it left');
+        assert.deepEqual(heard, [{ lo: 1 }]);
+      } finally {
+        await stop();
+      }
+    } finally {
+      await destroy();
+    }
+  });
+
   it('does not wake listeners of other schemas in the same database', async () => {
     const a = await freshPostgres();
     const other = await freshPostgres();
