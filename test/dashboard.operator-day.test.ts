@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { signIn, signedInPage, startWithBrowser } from './browser.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { eventually, startTestServer, type TestServer } from './helpers.js';
 
 const WAIT = { timeout: 10_000 };
 
@@ -83,7 +83,8 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
       await fresh.goto(server.url + '/#/');
       const flag = 'tr:has(a[href="#/tasks?type=render.still"]) [data-flag=no-capable-agent]';
       await fresh.waitForSelector(flag, WAIT);
-      assert.ok(held.length > 0, 'the page asked for its topics');
+      // The flag comes from the page's first reads; its socket may ask for topics only after them.
+      await eventually(() => held.length > 0, WAIT.timeout, 'the page to ask for its topics');
       await server.api.registerAgent(['render.still']);
       release!();
       await fresh.waitForSelector(flag, { state: 'detached', ...WAIT });
