@@ -169,9 +169,7 @@ export class EventStream {
     this.stopRelayGaps();
     clearInterval(this.statsTimer);
     clearTimeout(this.flushTimer);
-    clearTimeout(this.lingering);
-    void this.giveBackTaskEvents?.();
-    this.giveBackTaskEvents = undefined;
+    this.giveBackTaskEventsNow();
   }
 
   /** `reach`: the namespaces the socket's credential reaches (undefined: all), whose events alone it is sent. */
@@ -288,12 +286,15 @@ export class EventStream {
   /** With no socket on a task topic, gives back the demand for every node's task events after TASK_EVENTS_LINGER_MS. */
   private lingerIfUnused(): void {
     if (this.taskTopicSubscriptions > 0 || !this.giveBackTaskEvents || this.lingering) return;
-    this.lingering = setTimeout(() => {
-      this.lingering = undefined;
-      void this.giveBackTaskEvents?.();
-      this.giveBackTaskEvents = undefined;
-    }, TASK_EVENTS_LINGER_MS);
+    this.lingering = setTimeout(() => this.giveBackTaskEventsNow(), TASK_EVENTS_LINGER_MS);
     this.lingering.unref();
+  }
+
+  private giveBackTaskEventsNow(): void {
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
+    void this.giveBackTaskEvents?.();
+    this.giveBackTaskEvents = undefined;
   }
 
   /**
