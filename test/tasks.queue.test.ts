@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { eventually, nextEvent, startTestServer, type TestServer } from './helpers.js';
 
@@ -259,6 +260,35 @@ describe('task queue', () => {
     assert.deepEqual((await bothWaits).map((t) => t.id), [b]);
     assert.deepEqual((await aWaits).map((t) => t.id), [a]);
     assert.ok(Date.now() - started < 3_000, 'the agent that can only do kind-a was woken at once');
+  });
+
+  it('stops the long-poll of a client that hangs up, on both claim routes: a task submitted after goes to the next agent', async () => {
+    const { api } = server;
+    const gone = await api.registerAgent(['hang-up']);
+    const next = await api.registerAgent(['hang-up']);
+    const held = await api.submit({ type: 'hang-up' });
+    assert.deepEqual((await api.claim(gone.id)).map((t) => t.id), [held.id]);
+    const waitingBefore = server.fleet.waiters.size;
+    const claims: [string, unknown][] = [
+      ['/v1/tasks/claim', { agentId: gone.id, max: 1, waitMs: 20_000 }],
+      // The batch's item is written; only its claim waits.
+      ['/v1/tasks/complete', { agentId: gone.id, items: [{ op: 'complete', id: held.id }], claim: { max: 1, waitMs: 20_000 } }],
+    ];
+    for (const [path, body] of claims) {
+      const request = httpRequest(`${server.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${server.adminKey}`, 'content-type': 'application/json' } });
+      request.on('error', () => {});
+      try {
+        request.end(JSON.stringify(body));
+        await claimsWaiting(waitingBefore + 1);
+      } finally {
+        request.destroy();
+      }
+      await eventually(() => server.fleet.waiters.size === waitingBefore, 5_000, `${path}: the long-poll stopped waiting when its client hung up`);
+      const task = await api.submit({ type: 'hang-up' });
+      assert.deepEqual((await api.claim(next.id, 1, 5_000)).map((t) => t.id), [task.id], `${path}: the task went to the agent still there`);
+      assert.equal((await api.get(`/v1/tasks/${task.id}`)).body.agentId, next.id);
+    }
+    assert.equal((await api.get(`/v1/tasks/${held.id}`)).body.status, 'completed');
   });
 
   it('answers an empty long-poll after waitMs', async () => {

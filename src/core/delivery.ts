@@ -5,6 +5,7 @@ import { claimKeysOf, taskRequirementKey } from '../domain/requirements.js';
 import type { Agent, Task } from '../domain/types.js';
 import type { ClaimWaiter, ClaimWaiters, WakeReason } from './claim-waiters.js';
 import type { Logger } from './context.js';
+import type { HangUp } from './hang-up.js';
 
 /**
  * Task delivery: when to claim, for whom, and how much. Tasks reach agents two ways, and both go
@@ -88,7 +89,8 @@ export interface ClaimParams {
   max: number;
   /** Long-poll: wait up to this many ms for a task when none is ready. 0 answers at once. */
   waitMs: number;
-  signal?: AbortSignal;
+  /** Ends the wait when it aborts: the client hung up. */
+  signal?: HangUp;
 }
 
 /** What one claim that never waits answers: the tasks leased, the agent's claim keys (claimKeysOf) and namespace, and its room left after the claim. */

@@ -1,3 +1,5 @@
+import type { HangUp } from './hang-up.js';
+
 /**
  * Requests waiting for tasks to end (`GET /v1/tasks/:id?waitMs=`), by task id: the fleet wakes a
  * task's waiters on the events that end it (completed, dead, cancelled), from this node or, through
@@ -27,7 +29,7 @@ export class TaskEndWaiters {
    * missed: `until` resolves when the task ends, after `ms`, or when `signal` aborts, whichever
    * comes first; `cancel` stops watching.
    */
-  watch(id: number): { until(ms: number, signal?: AbortSignal): Promise<void>; cancel(): void } {
+  watch(id: number): { until(ms: number, signal?: HangUp): Promise<void>; cancel(): void } {
     let ended = false;
     let wake: () => void = () => (ended = true);
     const waiter = () => wake();

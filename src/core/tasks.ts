@@ -8,6 +8,7 @@ import type { LeaseRescuer } from './maintenance/lease-rescuer.js';
 import type { TaskScheduler } from './maintenance/task-scheduler.js';
 import type { TaskExpirer } from './maintenance/task-expirer.js';
 import type { TaskEndWaiters } from './task-end-waiters.js';
+import type { HangUp } from './hang-up.js';
 import { cancelledError, expiryOf } from './rules/control.js';
 import { bulkFilter, bulkFrom, type BulkAction } from './rules/bulk.js';
 import type { HeldTasks } from './maintenance/held-tasks.js';
@@ -254,7 +255,7 @@ export class TaskService {
    * The task once it has ended (completed, dead, cancelled), or as it is when `waitMs` passes or
    * `signal` aborts (the client hung up): one request instead of a subscription and a read.
    */
-  async waitForEnd(id: number, waitMs: number, signal?: AbortSignal, namespaces?: NamespaceFilter): Promise<Task> {
+  async waitForEnd(id: number, waitMs: number, signal?: HangUp, namespaces?: NamespaceFilter): Promise<Task> {
     const watch = this.ends.watch(id);
     try {
       const task = await this.get(id, namespaces);

@@ -3,6 +3,7 @@ import { FleetError } from '../../domain/errors.js';
 import { settleBatch } from '../../core/task-batch.js';
 import { ErrorSchema, TaskSchema, taskJson, type ErrorJson, type TaskJson } from '../../domain/wire.js';
 import { MAX_BATCH_ITEMS, TaskBatchItemSchema, TaskBatchResultSchema, taskBatchResultJson } from '../../protocol/agent-stream.js';
+import { ConnectionHangUp } from '../hang-up.js';
 import { Id } from '../schemas.js';
 import { assertAgentInReach, bodyAgent, errors, type Routes } from './deps.js';
 
@@ -74,12 +75,8 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
       // the items freed is seen. Elsewhere it starts once they are written.
       if (!fleet.store.writesInStartOrder) await settled;
       // A client that hangs up stops waiting; anything already leased to it expires back to the queue.
-      const controller = new AbortController();
-      const onClose = () => {
-        if (!reply.raw.writableEnded) controller.abort();
-      };
-      reply.raw.once('close', onClose);
-      const claimed = fleet.delivery.claim({ agentId, max: claim.max, waitMs: claim.waitMs ?? 0, signal: controller.signal }).then(
+      const hangUp = new ConnectionHangUp(reply.raw);
+      const claimed = fleet.delivery.claim({ agentId, max: claim.max, waitMs: claim.waitMs ?? 0, signal: hangUp }).then(
         (tasks): { tasks: TaskJson[]; claimError?: ErrorJson } => ({ tasks: tasks.map(taskJson) }),
         (err: unknown) => {
           if (!(err instanceof FleetError)) throw err;
@@ -92,10 +89,8 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
         return { items: results, ...next };
       } catch (err) {
         // Nobody will read what a claim still waiting would lease.
-        controller.abort();
+        hangUp.abort();
         throw err;
-      } finally {
-        reply.raw.off('close', onClose);
       }
     },
   );

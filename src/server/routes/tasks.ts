@@ -5,6 +5,7 @@ import { invalid } from '../../domain/errors.js';
 import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
+import { ConnectionHangUp } from '../hang-up.js';
 import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
 import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
@@ -199,23 +200,14 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
     },
     async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      const controller = new AbortController();
       // A client that hangs up stops waiting; anything already leased to it expires back to the queue.
-      const onClose = () => {
-        if (!reply.raw.writableEnded) controller.abort();
-      };
-      reply.raw.once('close', onClose);
-      try {
-        const tasks = await fleet.delivery.claim({
-          agentId: request.body.agentId,
-          max: request.body.max ?? 1,
-          waitMs: request.body.waitMs ?? 0,
-          signal: controller.signal,
-        });
-        return { tasks: tasks.map(taskJson) };
-      } finally {
-        reply.raw.off('close', onClose);
-      }
+      const tasks = await fleet.delivery.claim({
+        agentId: request.body.agentId,
+        max: request.body.max ?? 1,
+        waitMs: request.body.waitMs ?? 0,
+        signal: new ConnectionHangUp(reply.raw),
+      });
+      return { tasks: tasks.map(taskJson) };
     },
   );
 
@@ -421,15 +413,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       if (waitMs > 0) {
         // A client that hangs up stops the wait. Like sendCached, the handler returns nothing and
         // the reply is sent when the wait ends.
-        const controller = new AbortController();
-        const onClose = () => {
-          if (!reply.raw.writableEnded) controller.abort();
-        };
-        reply.raw.once('close', onClose);
         fleet.tasks
-          .waitForEnd(request.params.id, waitMs, controller.signal, readNamespaces(request))
-          .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err))
-          .finally(() => reply.raw.off('close', onClose));
+          .waitForEnd(request.params.id, waitMs, new ConnectionHangUp(reply.raw), readNamespaces(request))
+          .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err));
         return;
       }
       sendCached(request, reply, cache, {
