@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import signal
+import socket as _socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +64,29 @@ def _transient(err: BaseException) -> bool:
 def _extend_every(task: Task) -> float:
     """How often a running task's lease is extended, in seconds: twice a lease."""
     return max(0.05, task["leaseMs"] / 2000)
+
+
+def _cork(socket: Any) -> Any:
+    """Holds what is written on the connection's TCP socket until ``_uncork`` (Linux's TCP_CORK), so
+    that messages written one after the other leave together; None where that is not available."""
+    if socket is None or not hasattr(_socket, "TCP_CORK"):
+        return None
+    transport = getattr(socket, "transport", None)
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    if raw is None:
+        return None
+    try:
+        raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_CORK, 1)
+    except OSError:
+        return None
+    return raw
+
+
+def _uncork(raw: Any) -> None:
+    try:
+        raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_CORK, 0)
+    except OSError:  # closed meanwhile: nothing is left to send
+        pass
 
 
 @dataclass
@@ -391,18 +415,18 @@ class AsyncAgent:
             self._pending.clear()
 
     def _grant(self, add: int) -> None:
-        """Grants ``add`` more tasks; grants made in one tick go out as one message. (The server
-        never leases an agent more than its concurrency, whatever the credit: a grant that crosses
-        a reconnect costs nothing.)"""
+        """Grants ``add`` more tasks; grants made in one tick go out as one message, with the tick's
+        outcomes when there are any (see ``_flush_outbox``). (The server never leases an agent more
+        than its concurrency, whatever the credit: a grant that crosses a reconnect costs nothing.)"""
         if add <= 0 or self._stopping:
             return
-        if self._credit == 0:
+        if self._credit == 0 and not self._outbox_scheduled:
             asyncio.get_running_loop().call_soon(self._send_credit)
         self._credit += add
 
     def _send_credit(self) -> None:
         add, self._credit = self._credit, 0
-        if self._socket is not None and not self._stopping:
+        if add > 0 and self._socket is not None and not self._stopping:
             asyncio.create_task(self._send_quietly(self._socket, {"type": "credit", "add": add}))
 
     @staticmethod
@@ -463,7 +487,12 @@ class AsyncAgent:
         return future
 
     def _flush_outbox(self) -> None:
+        """The iteration's outcomes, then the credit they freed: the server reads them together, and
+        completes the tasks and leases the next in one transaction and one turn, not two."""
         self._outbox_scheduled = False
+        # Both messages are written at the first step of their tasks, which run one after the
+        # other in the next iteration; corked meanwhile (Linux), they leave in one segment.
+        corked = _cork(self._socket)
         queued, self._outbox = self._outbox, []
         batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         ids: set[int] = set()
@@ -481,6 +510,9 @@ class AsyncAgent:
             asyncio.create_task(self._send_one(*batch[0]))
         elif batch:
             asyncio.create_task(self._send_batch(batch))
+        self._send_credit()
+        if corked is not None:
+            asyncio.get_running_loop().call_soon(_uncork, corked)
 
     async def _send_one(self, item: dict[str, Any], future: asyncio.Future[None]) -> None:
         body = {k: v for k, v in item.items() if k not in ("op", "id")}
