@@ -493,26 +493,30 @@ class AsyncAgent:
         # Both messages are written at the first step of their tasks, which run one after the
         # other in the next iteration; corked meanwhile (Linux), they leave in one segment.
         corked = _cork(self._socket)
-        queued, self._outbox = self._outbox, []
-        batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        ids: set[int] = set()
-        for entry in queued:
-            # The server refuses a task named twice in one batch: a second item waits for the next iteration.
-            if entry[0]["id"] in ids or len(batch) >= MAX_BATCH_ITEMS:
-                self._outbox.append(entry)
-            else:
-                ids.add(entry[0]["id"])
-                batch.append(entry)
-        if self._outbox:
-            self._outbox_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_outbox)
-        if len(batch) == 1:
-            asyncio.create_task(self._send_one(*batch[0]))
-        elif batch:
-            asyncio.create_task(self._send_batch(batch))
-        self._send_credit()
-        if corked is not None:
-            asyncio.get_running_loop().call_soon(_uncork, corked)
+        try:
+            queued, self._outbox = self._outbox, []
+            batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+            ids: set[int] = set()
+            for entry in queued:
+                # The server refuses a task named twice in one batch: a second item waits for the next iteration.
+                if entry[0]["id"] in ids or len(batch) >= MAX_BATCH_ITEMS:
+                    self._outbox.append(entry)
+                else:
+                    ids.add(entry[0]["id"])
+                    batch.append(entry)
+            if self._outbox:
+                self._outbox_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_outbox)
+            if len(batch) == 1:
+                asyncio.create_task(self._send_one(*batch[0]))
+            elif batch:
+                asyncio.create_task(self._send_batch(batch))
+            self._send_credit()
+        finally:
+            # After the tasks' first steps, whatever became of them: a cork left on holds every
+            # later write up to 200 ms.
+            if corked is not None:
+                asyncio.get_running_loop().call_soon(_uncork, corked)
 
     async def _send_one(self, item: dict[str, Any], future: asyncio.Future[None]) -> None:
         body = {k: v for k, v in item.items() if k not in ("op", "id")}
