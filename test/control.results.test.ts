@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import {
   FleetClient,
@@ -78,6 +79,20 @@ describe('results travel with events; waiting is one call', { timeout: 120_000 }
     await new Promise((r) => setTimeout(r, 100));
     await api.delete(`/v1/tasks/${queued.id}?reason=enough`);
     assert.equal((await cancelWait).body.status, 'cancelled');
+  });
+
+  it('stops the wait of a client that hangs up', async () => {
+    const task = await server.api.submit({ type: 'waited-hang-up' });
+    const before = server.fleet.taskEnds.waiting;
+    const request = httpRequest(`${server.url}/v1/tasks/${task.id}?waitMs=15000`, { headers: { authorization: `Bearer ${server.adminKey}` } });
+    request.on('error', () => {});
+    try {
+      request.end();
+      await eventually(() => server.fleet.taskEnds.waiting === before + 1, 5_000, 'the request waits');
+    } finally {
+      request.destroy();
+    }
+    await eventually(() => server.fleet.taskEnds.waiting === before, 5_000, 'the wait stopped when its client hung up');
   });
 
   it('refuses a bad waitMs with a clear error', async () => {

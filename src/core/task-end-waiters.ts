@@ -9,6 +9,13 @@ import type { HangUp } from './hang-up.js';
 export class TaskEndWaiters {
   private readonly byTask = new Map<number, Set<() => void>>();
 
+  /** Requests waiting, over every task. */
+  get waiting(): number {
+    let n = 0;
+    for (const waiting of this.byTask.values()) n += waiting.size;
+    return n;
+  }
+
   /** Wakes every request waiting for this task. */
   ended(id: number): void {
     const waiting = this.byTask.get(id);
