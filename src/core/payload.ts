@@ -10,6 +10,19 @@ export function checkJsonValue(
   limits: { maxBytes: number; maxDepth: number },
   details: Record<string, unknown> = {},
 ): number {
+  return checkedJson(value, field, limits, details).bytes;
+}
+
+/**
+ * checkJsonValue's check, answering the value's JSON text too: a caller that stores the text (a
+ * completion's result) serializes the value once.
+ */
+export function checkedJson(
+  value: unknown,
+  field: string,
+  limits: { maxBytes: number; maxDepth: number },
+  details: Record<string, unknown> = {},
+): { text: string; bytes: number } {
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
@@ -25,7 +38,8 @@ export function checkJsonValue(
       if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
     }
   }
-  const bytes = Buffer.byteLength(JSON.stringify(value ?? null));
+  const text = JSON.stringify(value ?? null);
+  const bytes = Buffer.byteLength(text);
   if (bytes > limits.maxBytes) {
     throw new FleetError('FLEETD_ERR_PAYLOAD_TOO_LARGE', `${field}: ${bytes} bytes of JSON is over the limit of ${limits.maxBytes}`, {
       field,
@@ -34,5 +48,5 @@ export function checkJsonValue(
       ...details,
     });
   }
-  return bytes;
+  return { text, bytes };
 }

@@ -15,7 +15,7 @@ import type { HeldTasks } from './maintenance/held-tasks.js';
 import { planClaim } from './rules/admission.js';
 import { badLockPath } from './rules/locks.js';
 import type { TaskUsage } from '../domain/type-policies.js';
-import { checkJsonValue } from './payload.js';
+import { checkJsonValue, checkedJson } from './payload.js';
 import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
@@ -334,16 +334,14 @@ export class TaskService {
   }
 
   async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
-    const bytes = checkJsonValue(params.result ?? null, 'result', {
-      maxBytes: this.ctx.config.maxPayloadBytes,
-      maxDepth: this.ctx.config.maxPayloadDepth,
-    });
-    const written = await this.ctx.store.taskComplete({ id: params.id, agentId: params.agentId, result: params.result ?? null, now: this.ctx.now() });
+    const result = params.result ?? null;
+    const { text, bytes } = checkedJson(result, 'result', { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth });
+    const written = await this.ctx.store.taskComplete({ id: params.id, agentId: params.agentId, result, resultJson: text, now: this.ctx.now() });
     const task = await this.leaseHeld(written, params.id, params.agentId);
     await this.recordUsage(task, params.usage);
     // The result travels with the event, so that whoever waits needs no read; a large one does not.
-    const result = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
-    this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...result });
+    const carried = bytes <= this.ctx.config.eventResultMaxBytes ? { result: task.result } : { resultTruncated: true };
+    this.ctx.bus.publish('task.completed', { task: summarizeTask(task), ...carried });
     this.released(written);
     return task;
   }

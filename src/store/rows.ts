@@ -166,7 +166,13 @@ export function countsOfNamespaces(rows: (TaskCount & { req_key: string })[], na
 
 export const parseJson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
 
-export function toTask(row: TaskRow): Task {
+export const toTask = (row: TaskRow): Task => taskOf(row, parseJson(row.result));
+
+/** A task whose result the write that stored it had (a completion's): taken as it is, not parsed back from the row. */
+export const toTaskWithResult = (row: TaskRow, result: unknown): Task => taskOf(row, result);
+
+/** One literal for every task read, so that they share one shape. */
+function taskOf(row: TaskRow, result: unknown): Task {
   return {
     id: row.id,
     namespace: row.namespace,
@@ -187,7 +193,7 @@ export function toTask(row: TaskRow): Task {
     completedAt: row.completed_at,
     agentId: row.agent_id,
     leaseExpiresAt: row.lease_expires_at,
-    result: parseJson(row.result),
+    result,
     error: parseJson(row.error),
     executionTimeoutMs: row.execution_timeout_ms,
     scheduleTimeoutMs: row.schedule_timeout_ms,

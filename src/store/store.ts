@@ -81,8 +81,12 @@ export interface TaskStore {
   taskClaim(params: TaskClaimParams): Promise<TaskClaimResult>;
   /** The tasks leased to the agent by these claims (their `claimId`s) and leased to it still. */
   taskLeasedByClaims(params: { agentId: string; claimIds: readonly number[] }): Promise<Task[]>;
-  /** Completes the task if the agent holds its lease. */
-  taskComplete(params: { id: number; agentId: string; result: unknown; now: number }): Promise<TaskWrite>;
+  /**
+   * Completes the task if the agent holds its lease. `resultJson`, when given, is `result`'s JSON
+   * text (the caller checked its size with it): stored as it is, and the task answered with
+   * `result` as given rather than parsed back from the row.
+   */
+  taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite>;
   /** Ends the agent's lease on the task as `endLease` decides. */
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
   /**

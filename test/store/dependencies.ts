@@ -24,6 +24,18 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       (await h.store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks), onLinks: linkCheck(tasks, T0) })).map((r) => r.task);
     const lease = async (agentId: string, n: number) => (await h.store.taskClaim({ agentId, max: n, now: T0 })).tasks;
 
+    it('StoresTheResultTextItIsGiven: the task answered, the row and the dependent each see that result', async () => {
+      const a = await h.agent(['rj']);
+      const [dep] = await submit(task('rj'));
+      const [join] = await submit(linked('rj-join', { dependsOn: [dep.id] }));
+      await lease(a, 1);
+      const result = { text: 'é'.repeat(3), n: [1, 2.5, null] };
+      const done = await h.store.taskComplete({ id: dep.id, agentId: a, result, resultJson: JSON.stringify(result), now: T0 + 1 });
+      assert.deepEqual(written(done).result, result);
+      assert.deepEqual((await h.store.taskGet({ id: dep.id }))?.result, result, 'read back from the row');
+      assert.deepEqual((await h.store.taskDependencies({ ids: [join.id] })).get(join.id), [{ id: dep.id, status: 'completed', result, error: null }]);
+    });
+
     it('WaitsUntilEveryDependencyCompletes, released in the write that completes the last, with their results', async () => {
       const a = await h.agent(['dep', 'join']);
       const deps = await submit(task('dep', { payload: 1 }), task('dep', { payload: 2 }));

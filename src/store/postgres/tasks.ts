@@ -843,7 +843,7 @@ export function postgresTasks(
     },
 
     async taskComplete(params) {
-      const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: JSON.stringify(params.result ?? null), now: params.now });
+      const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: params.resultJson ?? JSON.stringify(params.result ?? null), now: params.now });
       if (!row) return written(undefined, params.id);
       return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
     },

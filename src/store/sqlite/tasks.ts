@@ -12,6 +12,7 @@ import {
   storedIdempotencyKey,
   toAgent,
   toTask,
+  toTaskWithResult,
   type AgentRow,
   type DependencyRow,
   type TaskRow,
@@ -205,10 +206,12 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   };
 
   /** Inside a write: a conditional write that may have finished a task, with the dependents it released. */
-  const finishing = (row: TaskRow | undefined, id: number, now: number): TaskWrite => {
+  /** `known`: the result the row was just given, so that it is not parsed back (see taskComplete). */
+  const finishing = (row: TaskRow | undefined, id: number, now: number, known?: { result: unknown }): TaskWrite => {
     if (!row) return written(undefined, id);
     const released = settleDependents([row], now);
-    return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
+    const task = known === undefined ? toTask(row) : toTaskWithResult(row, known.result);
+    return released.length > 0 ? { task, released } : { task };
   };
 
   /** Inside a write: the result of a conditional write, or the row as it is now. */
@@ -322,13 +325,11 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     taskComplete(params) {
+      const result = params.resultJson ?? JSON.stringify(params.result ?? null);
+      const known = params.resultJson === undefined ? undefined : { result: params.result ?? null };
       // One statement on the happy path; only a refused completion reads the row.
       return groupCommit.write(() =>
-        finishing(
-          s.complete.get({ id: params.id, agent_id: params.agentId, result: JSON.stringify(params.result ?? null), now: params.now }) as TaskRow | undefined,
-          params.id,
-          params.now,
-        ),
+        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as TaskRow | undefined, params.id, params.now, known),
       );
     },
 
