@@ -13,6 +13,7 @@ import {
   storedIdempotencyKey,
   toAgent,
   toTask,
+  toTaskWithResult,
   type AgentRow,
   type DependencyRow,
   type TaskRow,
@@ -845,7 +846,9 @@ export function postgresTasks(
     async taskComplete(params) {
       const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: params.resultJson ?? JSON.stringify(params.result ?? null), now: params.now });
       if (!row) return written(undefined, params.id);
-      return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
+      // Given its text, the result is taken as it was given rather than parsed back (see Store.taskComplete).
+      const task = params.resultJson === undefined ? toTask(row) : toTaskWithResult(row, params.result ?? null);
+      return released.length > 0 ? { task, released } : { task };
     },
 
     async taskFail(params) {
