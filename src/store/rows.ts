@@ -168,8 +168,15 @@ export const parseJson = (text: string | null): unknown => (text === null ? null
 
 export const toTask = (row: TaskRow): Task => taskOf(row, parseJson(row.result));
 
-/** A task whose result the write that stored it had (a completion's): taken as it is, not parsed back from the row. */
-export const toTaskWithResult = (row: TaskRow, result: unknown): Task => taskOf(row, result);
+/** A completion as both drivers take it (see Store.taskComplete). */
+type Completion = { result: unknown; resultJson?: string };
+
+/** The text a completion stores: the one it came with, else its result's. */
+export const completionText = (completion: Completion): string => completion.resultJson ?? JSON.stringify(completion.result ?? null);
+
+/** The task a completion wrote: given its result's text, with the result as given rather than parsed back from the row. */
+export const completedTask = (row: TaskRow, completion: Completion): Task =>
+  completion.resultJson === undefined ? toTask(row) : taskOf(row, completion.result ?? null);
 
 /** One literal for every task read, so that they share one shape. */
 function taskOf(row: TaskRow, result: unknown): Task {

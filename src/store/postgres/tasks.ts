@@ -6,6 +6,8 @@ import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js'
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
+  completedTask,
+  completionText,
   countsOfNamespaces,
   dependenciesByTask,
   endingLease,
@@ -13,7 +15,6 @@ import {
   storedIdempotencyKey,
   toAgent,
   toTask,
-  toTaskWithResult,
   type AgentRow,
   type DependencyRow,
   type TaskRow,
@@ -844,10 +845,9 @@ export function postgresTasks(
     },
 
     async taskComplete(params) {
-      const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: params.resultJson ?? JSON.stringify(params.result ?? null), now: params.now });
+      const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: completionText(params), now: params.now });
       if (!row) return written(undefined, params.id);
-      // Given its text, the result is taken as it was given rather than parsed back (see Store.taskComplete).
-      const task = params.resultJson === undefined ? toTask(row) : toTaskWithResult(row, params.result ?? null);
+      const task = completedTask(row, params);
       return released.length > 0 ? { task, released } : { task };
     },
 

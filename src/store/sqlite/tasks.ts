@@ -5,6 +5,8 @@ import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
+  completedTask,
+  completionText,
   countsOfNamespaces,
   dependenciesByTask,
   endingLease,
@@ -12,7 +14,6 @@ import {
   storedIdempotencyKey,
   toAgent,
   toTask,
-  toTaskWithResult,
   type AgentRow,
   type DependencyRow,
   type TaskRow,
@@ -206,11 +207,11 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   };
 
   /** Inside a write: a conditional write that may have finished a task, with the dependents it released. */
-  /** `known`: the result the row was just given, so that it is not parsed back (see taskComplete). */
-  const finishing = (row: TaskRow | undefined, id: number, now: number, known?: { result: unknown }): TaskWrite => {
+  /** `asTask`: how the finished row becomes the task answered (a completion's keeps the result it was given). */
+  const finishing = (row: TaskRow | undefined, id: number, now: number, asTask: (row: TaskRow) => Task = toTask): TaskWrite => {
     if (!row) return written(undefined, id);
     const released = settleDependents([row], now);
-    const task = known === undefined ? toTask(row) : toTaskWithResult(row, known.result);
+    const task = asTask(row);
     return released.length > 0 ? { task, released } : { task };
   };
 
@@ -325,11 +326,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     taskComplete(params) {
-      const result = params.resultJson ?? JSON.stringify(params.result ?? null);
-      const known = params.resultJson === undefined ? undefined : { result: params.result ?? null };
+      const result = completionText(params);
       // One statement on the happy path; only a refused completion reads the row.
       return groupCommit.write(() =>
-        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as TaskRow | undefined, params.id, params.now, known),
+        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as TaskRow | undefined, params.id, params.now, (row) => completedTask(row, params)),
       );
     },
 
