@@ -18,7 +18,9 @@ const setup: PipelineSetup = {
         { name: 'ship', kind: 'code', fn: 'ship' },
       ],
     },
-    { name: 'lapse', steps: [{ name: 'ok', kind: 'approval', prompt: 'Anyone?', timeoutMs: 3_000 }] },
+    // Long enough for a page to open and show the countdown before it runs out on a loaded machine
+    // (with 3 s, the page once showed the deadline already passed: "0 s ago").
+    { name: 'lapse', steps: [{ name: 'ok', kind: 'approval', prompt: 'Anyone?', timeoutMs: 8_000 }] },
   ],
 };
 
