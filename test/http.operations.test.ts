@@ -116,6 +116,21 @@ describe('HTTP operations', () => {
     assert.match(text, /process_resident_memory_bytes \d/);
   });
 
+  it("exports SQLite's commits and the writes they carried, which grow with every write", async () => {
+    const committed = async () => {
+      const text = (await api.get('/metrics')).body as string;
+      const sample = (name: string) => Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+      return { commits: sample('fleetd_store_commits_total'), writes: sample('fleetd_store_writes_total') };
+    };
+    await api.submit({ type: 'counted' });
+    const before = await committed();
+    assert.ok(before.commits >= 1 && before.writes >= before.commits, `commits and writes after a submit: ${JSON.stringify(before)}`);
+    for (let i = 0; i < 3; i++) await api.submit({ type: 'counted' });
+    const after = await committed();
+    assert.ok(after.commits >= before.commits + 3, `three submits, one after another, are three commits at least: ${JSON.stringify({ before, after })}`);
+    assert.ok(after.writes >= before.writes + 3, `and three writes at least: ${JSON.stringify({ before, after })}`);
+  });
+
   it('serves the OpenAPI document built from the route schemas, and the docs UI', async () => {
     const doc = await api.get('/openapi.json');
     assert.equal(doc.status, 200);

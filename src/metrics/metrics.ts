@@ -80,6 +80,19 @@ const storeReady = new Gauge({
   help: '1 while the store answers (as GET /readyz says), 0 while it does not',
   registers: [registry],
 });
+// Labelled by driver so that a store without group commit (PostgreSQL) shows no series rather than zeros.
+const storeCommits = new Counter({
+  name: 'fleetd_store_commits_total',
+  help: "Transactions the store committed: SQLite's group commit puts the writes of one turn of the event loop in one",
+  labelNames: ['driver'] as const,
+  registers: [registry],
+});
+const storeWrites = new Counter({
+  name: 'fleetd_store_writes_total',
+  help: 'Writes those transactions carried: divided by fleetd_store_commits_total, how many writes shared a commit',
+  labelNames: ['driver'] as const,
+  registers: [registry],
+});
 const providerCircuitOpen = new Gauge({
   name: 'fleetd_provider_circuit_open',
   help: '1 while a provider\'s circuit breaker is open (calls fail at once), else 0',
@@ -146,7 +159,15 @@ const cacheHitRatio = new Gauge({
 
 /** Feeds the task and agent metrics from one fleet: counts at scrape time, durations from events. */
 export function observeFleet(fleet: Fleet): () => void {
+  const committed = { commits: 0, writes: 0 };
   const offCollect = onCollect(async () => {
+    const commits = fleet.store.commitStats?.();
+    if (commits) {
+      const driver = fleet.store.driver;
+      storeCommits.inc({ driver }, commits.commits - committed.commits);
+      storeWrites.inc({ driver }, commits.writes - committed.writes);
+      Object.assign(committed, commits);
+    }
     let tasks, agents;
     try {
       [tasks, agents] = await Promise.all([fleet.store.taskCounts(), fleet.store.agentCounts()]);

@@ -33,6 +33,8 @@ export interface Store extends AgentStore, TaskStore, LockStore, KeyStore, Names
   ping(): Promise<void>;
   /** Connection pool use, for drivers that pool connections (metrics, /readyz). */
   poolStats?(): PoolStats;
+  /** Transactions committed since start and the writes they carried, for drivers that group writes into commits (metrics). */
+  commitStats?(): CommitStats;
 }
 
 /** Agents: registration, heartbeats, staleness, and taking agents offline. */
@@ -300,6 +302,12 @@ export interface ApiKeyInsertParams {
   onlyIfNone?: boolean;
   /** When the key stops working; null or absent: never. */
   expiresAt?: number | null;
+}
+
+/** SQLite's group commit (see group-commit.ts): writes ÷ commits is how many writes share each commit. */
+export interface CommitStats {
+  commits: number;
+  writes: number;
 }
 
 export interface PoolStats {

@@ -34,6 +34,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     async ping() {
       database.statement('SELECT 1').get();
     },
+    commitStats: () => ({ commits: database.groupCommit.groups, writes: database.groupCommit.writes }),
     ...sqliteAgents(database, { endLeasesOf: tasks.endLeasesOf, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
     ...sqliteBulk(database, tasks.settleDependents),

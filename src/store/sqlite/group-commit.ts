@@ -27,7 +27,7 @@ export class GroupCommit {
   private readonly savepoint: Statement;
   private readonly release: Statement;
   private readonly rollbackTo: Statement;
-  /** Sizes of recent groups, for metrics: how much batching is actually happening. */
+  /** Groups committed and the writes they carried since start, for metrics: how much batching is actually happening. */
   groups = 0;
   writes = 0;
 
