@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- drain [--tasks 5000] [--concurrency 50] [--agents 50] [--heartbeat-agents 5000]
- * [--seconds 5] [--connections 100] [--postgres 0]` (BullMQ on FLEETD_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
+ * [--seconds 5] [--connections 100] [--postgres 0] [--payload-bytes 0]` (BullMQ on FLEETD_BENCH_REDIS_URL, default redis://127.0.0.1:6379)
  *
  * The hot path against a queue whose workers live in the queue's own process, in the same run:
  * N tasks are submitted in bulk, then drained by fleetd's SDK over WebSocket — one agent at
@@ -11,7 +11,9 @@
  * A drain is timed from the moment the workers start to the moment the queue reports every task
  * completed (fleetd's counters, BullMQ's completed count), so a completion that is not yet
  * acknowledged does not count. fleetd's counters are read from /v1/stats every STATS_POLL_MS.
- * Prints both and fleetd ÷ BullMQ for each shape.
+ * Prints both and fleetd ÷ BullMQ for each shape. Each task's payload (each job's data) is `{ i }`,
+ * or with `--payload-bytes n` also a text of n bytes, as an agent's prompt would be: both queues
+ * carry the same.
  *
  * Then heartbeats: `--heartbeat-agents` agents heartbeating over `--connections` connections for
  * `--seconds` (fleetd as it ships: rate limits on, each agent well inside its own), against a bare
@@ -34,7 +36,8 @@ import { resolveConfig } from '../../src/config.js';
 type Shape = { name: string; workers: number; concurrency: number };
 
 export default async function drain(args: string[]): Promise<void> {
-  const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100, postgres: 0 });
+  const f = flags(args, { tasks: 5_000, concurrency: 50, agents: 50, 'heartbeat-agents': 5_000, seconds: 5, connections: 100, postgres: 0, 'payload-bytes': 0 });
+  payloadText = 'an agent would read this prompt; '.repeat(Math.ceil(f['payload-bytes'] / 33)).slice(0, f['payload-bytes']);
   const schemas: string[] = [];
   try {
     await compare(f, fleetdStarter(f.postgres === 1, schemas));
@@ -44,6 +47,10 @@ export default async function drain(args: string[]): Promise<void> {
 }
 
 type StartFleetd = (env?: Record<string, string>) => Promise<ServerProcess>;
+
+/** The text every task's payload carries beside its number (`--payload-bytes`): none by default. */
+let payloadText = '';
+const payloadOf = (i: number): Record<string, unknown> => (payloadText === '' ? { i } : { i, prompt: payloadText });
 
 /** How this run starts a fleetd server: on SQLite, or with `--postgres 1` on a fresh PostgreSQL schema (noted in `schemas`). */
 function fleetdStarter(onPostgres: boolean, schemas: string[]): StartFleetd {
@@ -97,7 +104,7 @@ async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: numbe
     const ids: string[] = registered.body.items.map((item: { agent: { id: string } }) => item.agent.id);
     const submitStart = performance.now();
     for (let i = 0; i < n; i += 1000) {
-      const res = await http.call('POST', '/v1/tasks/batch?return=minimal', { tasks: Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ type, payload: { i: i + j } })) });
+      const res = await http.call('POST', '/v1/tasks/batch?return=minimal', { tasks: Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ type, payload: payloadOf(i + j) })) });
       if (res.status !== 201) throw new Error(`submit answered ${res.status}`);
     }
     const submitMs = performance.now() - submitStart;
@@ -203,7 +210,7 @@ async function drainFleetd(startFleetd: StartFleetd, n: number, shape: Shape): P
     const type = `drain-${randomUUID().slice(0, 8)}`;
     const submitStart = performance.now();
     for (let i = 0; i < n; i += 1000) {
-      await client.submitBatch(Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ type, payload: { i: i + j } })));
+      await client.submitBatch(Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ type, payload: payloadOf(i + j) })));
     }
     const submitMs = performance.now() - submitStart;
 
@@ -234,7 +241,7 @@ async function drainBullmq(n: number, shape: Shape, redisUrl: URL): Promise<Drai
   try {
     const submitStart = performance.now();
     for (let i = 0; i < n; i += 1000) {
-      await queue.addBulk(Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ name: 'drain', data: { i: i + j } })));
+      await queue.addBulk(Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ name: 'drain', data: payloadOf(i + j) })));
     }
     const submitMs = performance.now() - submitStart;
 
