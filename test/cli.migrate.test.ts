@@ -62,8 +62,10 @@ describe('fleetd migrate --to postgres:// (real processes)', { timeout: 120_000 
       assert.equal((await api.put('/v1/namespaces/team-a', { quotas: { maxAgents: 5, maxQueuedTasks: 1_000 } })).status, 200);
       await api.registerAgent(['crawl'], { namespace: 'team-a' });
       assert.equal((await api.post('/v1/tasks', { type: 'crawl', namespace: 'team-a', idempotencyKey: 'k-0' })).status, 201);
+      // Every seventh payload is long: SQLite keeps those outside their tasks' rows, PostgreSQL in them.
+      const text = (i: number) => (i % 7 === 3 ? 'é ✓ "quoted" '.repeat(200) : 'é ✓ "quoted"');
       const tasks = (await api.post('/v1/tasks/batch', {
-        tasks: Array.from({ length: 300 }, (_, i) => ({ type: i % 2 ? 'crawl' : 'index', payload: { i, text: 'é ✓ "quoted"' }, priority: i % 5, ...(i % 50 === 0 ? { idempotencyKey: `k-${i}` } : {}) })),
+        tasks: Array.from({ length: 300 }, (_, i) => ({ type: i % 2 ? 'crawl' : 'index', payload: { i, text: text(i) }, priority: i % 5, ...(i % 50 === 0 ? { idempotencyKey: `k-${i}` } : {}) })),
       })).body.items;
       await api.submit({ type: 'crawl', delayMs: 3_600_000 });
       const agentApi = api.as(agent.token);

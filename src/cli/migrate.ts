@@ -48,16 +48,20 @@ const COPIED = [
  * the migrations, and the namespaces' round-robin clocks (the target's own rows; the keys' passes,
  * copied, are measured against them and only ever catch up), `fair_clock` in a store last written
  * before namespaces had their own (SQLite migration 19) too. Nor the line of lock requests waiting (lock_waiters):
- * requests of the stopped node, which have answered.
+ * requests of the stopped node, which have answered. Nor task_payloads: each long payload goes in its
+ * task's row, where PostgreSQL keeps it (TASK_PAYLOAD).
  */
 /** Tables a new schema's migrations fill already (the `default` namespace): emptied before the copy, not refused as taken. */
 const SEEDED = new Set(['namespaces']);
-const NOT_COPIED = new Set(['schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock', 'fair_clocks', 'lock_waiters']);
+const NOT_COPIED = new Set(['task_payloads', 'schema_migrations', 'task_counts', 'agent_counts', 'pipeline_run_counts', 'agent_capabilities', 'queued_groups', 'fair_clock', 'fair_clocks', 'lock_waiters']);
 /** Rows of one INSERT: at most this many, and about this many bytes of JSON. */
 const BATCH_ROWS = 1_000;
 const BATCH_BYTES = 8 * 1024 * 1024;
 
 type Row = Record<string, unknown>;
+
+/** A task's payload as copied: a long one from task_payloads (SQLite migration 22), back in its row as PostgreSQL keeps it. */
+const TASK_PAYLOAD = "CASE WHEN payload = '' THEN (SELECT p.payload FROM task_payloads p WHERE p.task_id = tasks.id) ELSE payload END";
 
 /** Values whose shape differs between the two drivers. */
 function toPostgres(table: string, row: Row): Row {
@@ -193,7 +197,9 @@ async function copyTable(sqlite: Database.Database, client: pg.Client, table: st
     batch = [];
     bytes = 0;
   };
-  for (const row of sqlite.prepare(`SELECT ${list} FROM ${table}`).iterate() as IterableIterator<Row>) {
+  const longPayloads = table === 'tasks' && sqliteTables(sqlite).includes('task_payloads');
+  const read = columns.map((c) => (longPayloads && c === 'payload' ? `${TASK_PAYLOAD} AS "payload"` : `"${c}"`)).join(', ');
+  for (const row of sqlite.prepare(`SELECT ${read} FROM ${table}`).iterate() as IterableIterator<Row>) {
     const json = JSON.stringify(toPostgres(table, row));
     batch.push(json);
     bytes += json.length;

@@ -37,8 +37,13 @@ export function bulkCount(filter: TaskBulkFilter, from: readonly TaskStatus[], p
  * The action on up to `limit` matching tasks in one of `from`, lowest ids first, returning their
  * rows (as written; for a delete, as they were). The status is checked again on the row itself,
  * so that a task that moved on meanwhile is left alone. `lock` locks the chosen rows (PostgreSQL).
+ * `chosen` is the query of the ids it acts on, for what a driver reads of them first.
  */
-export function bulkApply(p: Omit<TaskBulkApplyParams, 'error'> & { error: string }, placeholder: Placeholder, lock = ''): { text: string; values: unknown[] } {
+export function bulkApply(
+  p: Omit<TaskBulkApplyParams, 'error'> & { error: string },
+  placeholder: Placeholder,
+  lock = '',
+): { text: string; values: unknown[]; chosen: { text: string; values: unknown[] } } {
   const filter = filterWhere(p.filter);
   const chosen = `SELECT id FROM tasks WHERE ${[...filter.conditions, inList(p.from)].join(' AND ')} ORDER BY id LIMIT ?${lock}`;
   const chosenValues = [...filter.values, ...p.from, p.limit];
@@ -52,5 +57,5 @@ export function bulkApply(p: Omit<TaskBulkApplyParams, 'error'> & { error: strin
             values: [p.now, p.now],
           };
   const text = `${head.text} WHERE id IN (${chosen}) AND ${inList(p.from)} RETURNING *`;
-  return { text: numbered(text, placeholder), values: [...head.values, ...chosenValues, ...p.from] };
+  return { text: numbered(text, placeholder), values: [...head.values, ...chosenValues, ...p.from], chosen: { text: numbered(chosen, placeholder), values: chosenValues } };
 }

@@ -435,6 +435,32 @@ export function exerciseTasks(factory: DriverFactory): void {
       await assertCountersEqualRecount(h.store);
     });
 
+    it('KeepsALongPayloadWholeThroughEveryChange: found, read, listed, leased, read back, extended, failed, released, completed, cancelled, retried, deleted', async () => {
+      // Long enough that SQLite keeps it outside its task's row (INLINE_PAYLOAD_MAX); PostgreSQL keeps it in the row.
+      const payload = { prompt: 'é ✓ "quoted" \n'.repeat(400), n: [1, 2.5, null] };
+      const a = await h.agent(['long']);
+      const keyed = task('long', { payload, idempotencyKey: 'long-1' });
+      const [first, second, third] = await h.submit(keyed, task('long', { payload }), task('long', { payload }));
+      assert.deepEqual(first.payload, payload, 'as inserted');
+      const [again] = await h.store.taskInsertMany({ tasks: [keyed], now: T0, onRepeat: repeatCheck('task', [keyed]) });
+      assert.equal(again.created, false);
+      assert.deepEqual(again.task.payload, payload, 'found by its idempotency key');
+      assert.deepEqual((await h.store.taskGet({ id: first.id }))?.payload, payload);
+      assert.deepEqual((await h.store.taskList({ limit: 10 })).items.map((t) => t.payload), [payload, payload, payload]);
+      const claimed = await h.store.taskClaim({ agentId: a, max: 3, now: T0, claimId: 7 });
+      assert.deepEqual(claimed.tasks.map((t) => t.payload), [payload, payload, payload]);
+      assert.deepEqual((await h.store.taskLeasedByClaims({ agentId: a, claimIds: [7] })).map((t) => t.payload), [payload, payload, payload]);
+      assert.deepEqual(written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 })).payload, payload);
+      assert.deepEqual(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) })).payload, payload);
+      assert.deepEqual(written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null })).payload, payload);
+      assert.deepEqual(written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 })).payload, payload);
+      assert.deepEqual(written(await h.store.taskCancel({ id: second.id, now: T0 + 4, from: CANCELLABLE, error: null })).payload, payload);
+      assert.deepEqual(written(await h.store.taskRetry({ id: second.id, now: T0 + 5, from: RETRYABLE })).payload, payload);
+      const deleted = await h.store.taskBulkApply({ action: 'delete', filter: { namespaces: ['default'] }, from: ['completed'], now: T0 + 6, limit: 10, error: null });
+      assert.deepEqual(deleted.tasks.map((t) => [t.id, t.payload]), [[third.id, payload]], 'a deleted task is answered as it was');
+      assert.deepEqual((await allTasks(h.store)).map((t) => [t.id, t.payload]), [[first.id, payload], [second.id, payload]]);
+    });
+
     it('KeepsCountersEqualToARecount through a mixed, concurrent workload', async () => {
       const agents = await Promise.all([1, 2, 3].map(() => h.agent(['m1', 'm2'], 50)));
       await h.submit(...Array.from({ length: 40 }, (_, i) => task(i % 2 ? 'm1' : 'm2', { priority: i % 3, maxAttempts: 2 })));

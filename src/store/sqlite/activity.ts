@@ -5,7 +5,7 @@ import { toTask, type TaskRow } from '../rows.js';
 import type { SqliteDatabase } from './database.js';
 
 /** The task activity area of the SQLite driver: one group-committed write per batch of entries. */
-export function sqliteActivity({ db, groupCommit }: SqliteDatabase): ActivityStore {
+export function sqliteActivity({ db, groupCommit, withPayload }: SqliteDatabase): ActivityStore {
   const s = {
     holder: db.prepare("SELECT namespace FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?").pluck(),
     task: db.prepare('SELECT * FROM tasks WHERE id = ?'),
@@ -27,7 +27,7 @@ export function sqliteActivity({ db, groupCommit }: SqliteDatabase): ActivitySto
         const namespace = s.holder.get(id, agentId) as string | undefined;
         if (namespace === undefined) {
           const row = s.task.get(id) as TaskRow | undefined;
-          return { entries: undefined, current: row && toTask(row) };
+          return { entries: undefined, current: row && toTask(withPayload(row)) };
         }
         const added = activityAdded(entries);
         const row = s.totals.get({ id, seq: entries.length, progress: added.progress, log: added.log, output: added.output }) as ActivityTotalsRow;

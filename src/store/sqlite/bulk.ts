@@ -5,6 +5,10 @@ import type { SqliteDatabase } from './database.js';
 
 /** Bulk actions on tasks, in the SQLite driver: the statements of store/bulk.ts, in the group commit. */
 export function sqliteBulk(d: SqliteDatabase, settleDependents: (finished: TaskRow[], now: number) => TaskTransition[]): TaskBulkStore {
+  const longPayloadsOf = (ids: { text: string; values: unknown[] }): Map<number, string> => {
+    const rows = d.statement(`SELECT task_id, payload FROM task_payloads WHERE task_id IN (${ids.text})`).all(...ids.values) as { task_id: number; payload: string }[];
+    return new Map(rows.map((r) => [r.task_id, r.payload]));
+  };
   return {
     async taskBulkCount(params) {
       const { text, values } = bulkCount(params.filter, params.from, () => '?');
@@ -12,11 +16,14 @@ export function sqliteBulk(d: SqliteDatabase, settleDependents: (finished: TaskR
     },
 
     taskBulkApply(params) {
-      const { text, values } = bulkApply({ ...params, error: JSON.stringify(params.error ?? null) }, () => '?');
+      const { text, values, chosen } = bulkApply({ ...params, error: JSON.stringify(params.error ?? null) }, () => '?');
       return d.groupCommit.write(() => {
+        // A deleted task's long payload goes with it, before the delete's rows are answered: read first.
+        const payloads = params.action === 'delete' ? longPayloadsOf(chosen) : undefined;
         const rows = d.statement(text).all(...values) as TaskRow[];
+        if (payloads) for (const row of rows) if (row.payload === '') row.payload = payloads.get(row.id) as string;
         const released = params.action === 'cancel' ? settleDependents(rows, params.now) : [];
-        return { tasks: rows.map(toTask).sort((a, b) => a.id - b.id), released };
+        return { tasks: rows.map((row) => toTask(d.withPayload(row))).sort((a, b) => a.id - b.id), released };
       });
     },
   };

@@ -23,6 +23,14 @@ export interface SqliteOptions {
 }
 
 /**
+ * The longest payload text a task's row keeps. A longer one goes in task_payloads and the row's
+ * payload column is left '' (never a JSON text): SQLite writes a row again whole at every update, so
+ * a prompt in the row would be written to the WAL again by each lease, extension and completion,
+ * though none of them changes it. Up to about this size the row's own page costs as much.
+ */
+export const INLINE_PAYLOAD_MAX = 1024;
+
+/**
  * The one long-lived better-sqlite3 connection every area of the SQLite driver shares, in WAL
  * mode, with group commit for writes. Reads run at once on the same connection; they see only
  * committed data because a group's transaction opens and commits inside one synchronous flush.
@@ -32,6 +40,7 @@ export class SqliteDatabase {
   readonly db: Database.Database;
   readonly groupCommit: GroupCommit;
   private readonly dynamic = new Map<string, Statement>();
+  private readonly storedPayload: Statement;
 
   constructor(options: SqliteOptions) {
     const file = options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'fleetd.db');
@@ -48,7 +57,14 @@ export class SqliteDatabase {
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.groupCommit = new GroupCommit(this.db);
+    this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }
+
+  /** A task's row as read, with its payload where the row keeps it in task_payloads (see INLINE_PAYLOAD_MAX). */
+  withPayload = <R extends { id: number; payload: string }>(row: R): R => {
+    if (row.payload === '') row.payload = this.storedPayload.get(row.id) as string;
+    return row;
+  };
 
   /** A statement whose text is built at run time (a list's filters), prepared once per text. */
   statement(sql: string): Statement {
@@ -87,6 +103,11 @@ export class SqliteDatabase {
     return new RowStatement(this.db.prepare(sql));
   }
 
+  /** `rows` for statements that answer whole task rows: each with its payload (see withPayload). */
+  taskRows(sql: string): RowStatement {
+    return new RowStatement(this.db.prepare(sql), this.withPayload as (row: unknown) => unknown);
+  }
+
   /** One page of a list (see keyset.ts). */
   page<R>(q: KeysetQuery<R>): Promise<Page<R>> {
     return keysetPage(q, () => '?', (text, values) => this.statement(text).all(...values) as R[]);
@@ -107,9 +128,14 @@ export class SqliteDatabase {
 export class RowStatement {
   private readonly build: (values: unknown[]) => unknown;
 
-  constructor(private readonly stmt: Statement) {
+  /** `finish`: what each row built goes through before it is answered. */
+  constructor(
+    private readonly stmt: Statement,
+    finish?: (row: unknown) => unknown,
+  ) {
     stmt.raw(true);
-    this.build = builderFor(stmt.columns().map((c) => c.name));
+    const build = builderFor(stmt.columns().map((c) => c.name));
+    this.build = finish ? (values) => finish(build(values)) : build;
   }
 
   get(...params: unknown[]): unknown {

@@ -726,6 +726,20 @@ CREATE INDEX tasks_outside_default ON tasks (namespace, id) WHERE namespace <> '
 ALTER TABLE tasks ADD COLUMN claim_id INTEGER;
 `,
   },
+  {
+    version: 22,
+    name: 'long payloads in a table of their own',
+    sql: `
+-- A payload longer than INLINE_PAYLOAD_MAX (database.ts) is kept here, its task's payload column
+-- left '': an update writes the task's row again whole, and a lease, an extension or a completion
+-- would write the prompt to the WAL again each time. Written once with its task, deleted with it.
+-- Payloads stored before this migration stay in their rows, which reads take as they are.
+CREATE TABLE task_payloads (
+  task_id INTEGER PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+  payload TEXT    NOT NULL
+);
+`,
+  },
 ];
 
 /** Applies the migrations this database lacks, each in its own transaction. */

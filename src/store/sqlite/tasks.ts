@@ -32,7 +32,7 @@ import {
   type TaskTransition,
   type TaskWrite,
 } from '../store.js';
-import type { SqliteDatabase } from './database.js';
+import { INLINE_PAYLOAD_MAX, type SqliteDatabase } from './database.js';
 import type { SqliteAdmission } from './types.js';
 
 /** The tasks area of the SQLite driver, and the lease ending that agents' release shares. */
@@ -43,6 +43,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 } {
   const { db, groupCommit } = d;
   const s = {
+    // Not taskRows: a long payload's row in task_payloads is written after this, with the id it answers.
     insert: d.rows(`INSERT INTO tasks (namespace, type, req_key, payload, priority, status, idempotency_key, request_hash,
         max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, execution_timeout_ms, schedule_timeout_ms, expires_at, tags, metadata,
         concurrency_key, locks)
@@ -50,41 +51,42 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
         @max_attempts, @lease_ms, @backoff_ms, @run_at, @now, @now, @execution_timeout_ms, @schedule_timeout_ms, @expires_at, @tags, @metadata,
         @concurrency_key, @locks) RETURNING *`),
     insertTag: db.prepare('INSERT OR IGNORE INTO task_tags (tag, task_id) VALUES (?, ?)'),
-    byKey: d.rows('SELECT * FROM tasks WHERE idempotency_key = ?'),
-    byId: d.rows('SELECT * FROM tasks WHERE id = ?'),
+    insertPayload: db.prepare('INSERT INTO task_payloads (task_id, payload) VALUES (?, ?)'),
+    byKey: d.taskRows('SELECT * FROM tasks WHERE idempotency_key = ?'),
+    byId: d.taskRows('SELECT * FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
     // A task past its expiresAt is never handed out, even before the expirer has swept it.
     claimCandidates: d.withLimit(
       "SELECT id, priority FROM tasks WHERE status = 'queued' AND req_key = @key AND (expires_at IS NULL OR expires_at > @now) ORDER BY priority DESC, id",
     ),
     // The lease never runs past the attempt's execution timeout, whatever extends it.
-    lease: d.rows(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1, claim_id = @claim_id,
+    lease: d.taskRows(`UPDATE tasks SET status = 'leased', agent_id = @agent_id, attempts = attempts + 1, claim_id = @claim_id,
         claimed_at = @now, updated_at = @now, lease_expires_at = @now + min(lease_ms, coalesce(execution_timeout_ms, lease_ms)), expires_at = NULL
       WHERE id = @id AND status = 'queued' RETURNING *`),
     agentById: d.rows('SELECT * FROM agents WHERE id = ?'),
     agentHeartbeat: d.rows("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
     inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
-    leasedTo: d.rows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
-    leasedByClaims: d.rows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
-    leasedBy: d.rows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
+    leasedTo: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
+    leasedByClaims: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
+    leasedBy: d.taskRows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
+    complete: d.taskRows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    endLease: d.rows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
+    endLease: d.taskRows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
-    release: d.rows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
+    release: d.taskRows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    extend: d.rows(`UPDATE tasks SET updated_at = @now,
+    extend: d.taskRows(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    cancel: d.rows(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
+    cancel: d.taskRows(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
-    retry: d.rows(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
+    retry: d.taskRows(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
         completed_at = NULL, result = NULL, error = NULL, lease_expires_at = NULL
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
-    expiredLeases: d.rows("SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"),
-    dueScheduled: d.rows(
+    expiredLeases: d.taskRows("SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"),
+    dueScheduled: d.taskRows(
       "UPDATE tasks SET status = 'queued', updated_at = @now WHERE id IN (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= @now ORDER BY run_at LIMIT @limit) RETURNING *",
     ),
     deleteFinished: db.prepare('DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ? LIMIT ?)'),
@@ -93,10 +95,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     ),
     nextLeaseExpiry: db.prepare("SELECT min(lease_expires_at) FROM tasks WHERE status = 'leased'").pluck(),
     nextRunAt: db.prepare("SELECT min(run_at) FROM tasks WHERE status = 'scheduled'").pluck(),
-    unclaimedExpired: d.rows(
+    unclaimedExpired: d.taskRows(
       "SELECT * FROM tasks WHERE expires_at <= @now AND expires_at IS NOT NULL AND status IN ('queued', 'scheduled') ORDER BY expires_at LIMIT @limit",
     ),
-    expire: d.rows(`UPDATE tasks SET status = 'dead', completed_at = @now, updated_at = @now, error = @error, expires_at = NULL
+    expire: d.taskRows(`UPDATE tasks SET status = 'dead', completed_at = @now, updated_at = @now, error = @error, expires_at = NULL
       WHERE id = @id RETURNING *`),
     nextExpiry: db.prepare("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL AND status IN ('queued', 'scheduled')").pluck(),
     counts: db.prepare('SELECT type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY type, priority, status'),
@@ -104,7 +106,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     countsByKey: db.prepare('SELECT req_key, type, priority, status, sum(n) AS count FROM task_counts WHERE n > 0 GROUP BY req_key, type, priority, status'),
     exists: db.prepare('SELECT 1 FROM tasks WHERE id = ? AND namespace = ?').pluck(),
     linkedDependencies: db.prepare('SELECT id, status, result, error FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND namespace = ?'),
-    setLinks: d.rows(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
+    setLinks: d.taskRows(`UPDATE tasks SET parent_id = @parent_id, deps_total = @deps_total, deps_pending = @deps_pending,
         on_dependency_failure = @on_dependency_failure,
         completed_at = CASE WHEN status = 'cancelled' THEN @now ELSE completed_at END,
         error = CASE WHEN status = 'cancelled' THEN @error ELSE error END
@@ -115,7 +117,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       WHERE depends_on = @depends_on AND status IS NULL RETURNING task_id`).pluck(),
     // The decision core made at submit, carried by the row: a failure cancels the task unless it
     // runs on failures; the last dependency releases it as a new task starts (by its runAt).
-    dependencyFinished: db.prepare(`UPDATE tasks SET deps_pending = deps_pending - 1,
+    dependencyFinished: d.taskRows(`UPDATE tasks SET deps_pending = deps_pending - 1,
         status = CASE WHEN @failed = 1 AND on_dependency_failure = 'cancel' THEN 'cancelled'
                       WHEN deps_pending > 1 THEN 'waiting'
                       WHEN run_at > @now THEN 'scheduled' ELSE 'queued' END,
@@ -234,12 +236,14 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
               return { task: toTask(existing), created: false };
             }
           }
-          const insert = (status: string) =>
-            s.insert.get({
+          const payload = JSON.stringify(t.payload);
+          const payloadOutside = payload.length > INLINE_PAYLOAD_MAX;
+          const insert = (status: string) => {
+            const inserted = s.insert.get({
               namespace: t.namespace,
               type: t.type,
               req_key: taskRequirementKey(t),
-              payload: JSON.stringify(t.payload),
+              payload: payloadOutside ? '' : payload,
               priority: t.priority,
               status,
               idempotency_key: idempotencyKey,
@@ -257,6 +261,12 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
               locks: JSON.stringify(t.locks ?? []),
               now: params.now,
             }) as TaskRow;
+            if (payloadOutside) {
+              s.insertPayload.run(inserted.id, payload);
+              inserted.payload = payload;
+            }
+            return inserted;
+          };
           const row = t.links ? insertLinked(t, index, params.now, params.onLinks, insert) : insert(t.status);
           for (const tag of t.tags) s.insertTag.run(tag, row.id);
           return { task: toTask(row), created: true };
@@ -270,7 +280,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     async taskList(params) {
-      return mapPage(await d.page(lists.taskList(params)), toTask);
+      return mapPage(await d.page(lists.taskList(params)), (row) => toTask(d.withPayload(row)));
     },
 
     taskClaim(params) {
