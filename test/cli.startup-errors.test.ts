@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { fleetdBin, kill9, listeningUrl, tempDir } from './helpers.js';
 import { runFleetd, type CliResult } from './cli-run.js';
 
@@ -95,6 +96,27 @@ describe('start-up errors are one clear line and a non-zero exit (real processes
       writeFileSync(join(dataDir, 'fleetd.db'), 'this is not SQLite, and long enough to have a header'.repeat(20));
       const result = await runFleetd(['start', '--port', '0', '--data-dir', dataDir], { env });
       assertOneClearLine(result, join(dataDir, 'fleetd.db'), 'SQLITE_NOTADB', 'npx fleetd restore');
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a store a later release migrated, which it would misread, and leaves it as it was', async () => {
+    const dataDir = tempDir();
+    const file = join(dataDir, 'fleetd.db');
+    try {
+      const db = new Database(file);
+      db.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (999, 'from the future', 0)");
+      db.close();
+      // A store it took would start a server that never ends: killed after 30 s, so that the test fails rather than hangs.
+      const result = await runFleetd(['start', '--port', '0', '--data-dir', dataDir], { env, timeout: 30_000 });
+      assertOneClearLine(result, file, 'version 999', 'later fleetd', 'run the fleetd release that wrote it');
+      const after = new Database(file, { readonly: true });
+      try {
+        assert.deepEqual(after.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all(), ['schema_migrations'], 'no migration ran');
+      } finally {
+        after.close();
+      }
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { maskedConfig, type FleetdConfig } from '../config.js';
 import type { Driver } from '../store/driver.js';
 import { openDriver } from '../store/open-driver.js';
+import { NewerSchemaError } from '../store/sqlite/migrations.js';
 
 /**
  * A start-up failure the operator can fix: it names the problem, the value at fault and the fix, so
@@ -91,6 +92,10 @@ export function explainStartupError(err: unknown, config: Readonly<FleetdConfig>
       { cause: err },
     );
   }
+  if (err instanceof NewerSchemaError) {
+    const file = join(resolvePath(config.dataDir), 'fleetd.db');
+    return new StartupError(`cannot open the SQLite store ${file}: ${err.message}`, 'run the fleetd release that wrote it, or a later one', { cause: err });
+  }
   if (typeof code === 'string' && code.startsWith('SQLITE_')) {
     const file = join(resolvePath(config.dataDir), 'fleetd.db');
     const fix = code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT'
@@ -138,7 +143,13 @@ export async function openExistingDriver(config: Readonly<FleetdConfig>): Promis
   } catch (err) {
     throw explainStartupError(err, config, 'store');
   }
-  const driver = openDriver(config);
+  let driver: Driver;
+  try {
+    // SQLite migrates as it opens.
+    driver = openDriver(config);
+  } catch (err) {
+    throw explainStartupError(err, config, 'store');
+  }
   try {
     await driver.migrate();
     return driver;

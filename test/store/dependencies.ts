@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { linkCheck } from '../../src/core/rules/dependencies.js';
 import { repeatCheck } from '../../src/core/rules/idempotency.js';
-import { CANCELLABLE } from '../../src/core/rules/tasks.js';
+import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { FleetError } from '../../src/domain/errors.js';
 import type { OnDependencyFailure, Task } from '../../src/domain/types.js';
 import type { TaskInsertParams } from '../../src/store/store.js';
@@ -34,6 +34,37 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       assert.deepEqual(written(done).result, result);
       assert.deepEqual((await h.store.taskGet({ id: dep.id }))?.result, result, 'read back from the row');
       assert.deepEqual((await h.store.taskDependencies({ ids: [join.id] })).get(join.id), [{ id: dep.id, status: 'completed', result, error: null }]);
+    });
+
+    it('KeepsALongPayloadWholeThroughTheQueuesOwnWrites: linked, released by its dependency, expired, rescued, promoted, with its agent gone, in bulk', async () => {
+      // Long enough that SQLite keeps it outside its task's row; see KeepsALongPayloadWholeThroughEveryChange.
+      const payload = { prompt: 'é ✓ "quoted" \n'.repeat(400) };
+      const long = (extra: Partial<TaskInsertParams> = {}) => task('long', { payload, ...extra });
+      const payloads = (tasks: Task[]) => tasks.map((t) => t.payload);
+      const a = await h.agent(['dep', 'long'], 20);
+      const [dep] = await submit(task('dep'));
+      const [join, soon] = await submit(linked('long', { dependsOn: [dep.id] }, { payload }), long({ scheduleTimeoutMs: 100 }));
+      assert.deepEqual([join.status, join.payload], ['waiting', payload], 'as its links were written');
+      assert.deepEqual(payloads(await lease(a, 1)), [{ type: 'dep' }]);
+      const done = await h.store.taskComplete({ id: dep.id, agentId: a, result: 1, now: T0 + 1 });
+      assert.deepEqual(payloads(done.released!.map((r) => r.task)), [payload], 'released by its dependency');
+      const expired = await h.store.taskExpireUnclaimed({ now: T0 + 100, limit: 10, error: null });
+      assert.deepEqual(expired.map((e) => [e.task.id, e.task.payload]), [[soon.id, payload]], 'expired unclaimed');
+      const [later] = await submit(long({ runAt: T0 + 500 }));
+      assert.deepEqual(payloads(await lease(a, 5)), [payload]);
+      const rescued = await h.store.taskRescueExpiredLeases({ now: T0 + 1_000, limit: 10, endLease: rules.expired(T0 + 1_000) });
+      assert.deepEqual(rescued.map((r) => [r.task.id, r.task.payload]), [[join.id, payload]], 'its lease rescued');
+      const promoted = await h.store.taskPromoteScheduled({ now: T0 + 1_000, limit: 10 });
+      assert.deepEqual(promoted.map((r) => [r.task.id, r.task.payload]), [[later.id, payload]], 'promoted when due');
+      const b = await h.agent(['long'], 1);
+      assert.deepEqual(payloads((await h.store.taskClaim({ agentId: b, max: 1, now: T0 + 1_000 })).tasks), [payload]);
+      const gone = await h.store.agentDelete({ id: b, now: T0 + 1_001, endLease: rules.offline(T0 + 1_001) });
+      assert.deepEqual(payloads(gone!.tasks.map((r) => r.task)), [payload], 'released with its agent');
+      const filter = { namespaces: ['default'], type: 'long' };
+      const cancelled = await h.store.taskBulkApply({ action: 'cancel', filter, from: CANCELLABLE, now: T0 + 2_000, limit: 10, error: null });
+      assert.deepEqual(payloads(cancelled.tasks), [payload, payload], 'cancelled in bulk');
+      const retried = await h.store.taskBulkApply({ action: 'retry', filter, from: RETRYABLE, now: T0 + 2_001, limit: 10, error: null });
+      assert.deepEqual(payloads(retried.tasks), [payload, payload, payload], 'retried in bulk');
     });
 
     it('WaitsUntilEveryDependencyCompletes, released in the write that completes the last, with their results', async () => {

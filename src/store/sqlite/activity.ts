@@ -5,10 +5,11 @@ import { toTask, type TaskRow } from '../rows.js';
 import type { SqliteDatabase } from './database.js';
 
 /** The task activity area of the SQLite driver: one group-committed write per batch of entries. */
-export function sqliteActivity({ db, groupCommit, withPayload }: SqliteDatabase): ActivityStore {
+export function sqliteActivity(d: SqliteDatabase): ActivityStore {
+  const { db, groupCommit } = d;
   const s = {
     holder: db.prepare("SELECT namespace FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?").pluck(),
-    task: db.prepare('SELECT * FROM tasks WHERE id = ?'),
+    task: d.taskRows('SELECT * FROM tasks WHERE id = ?'),
     totals: db.prepare(`INSERT INTO task_activity_totals (task_id, seq, progress, log_lines, output_bytes)
         VALUES (@id, @seq, @progress, @log, @output)
       ON CONFLICT (task_id) DO UPDATE SET seq = seq + excluded.seq, progress = progress + excluded.progress,
@@ -27,7 +28,7 @@ export function sqliteActivity({ db, groupCommit, withPayload }: SqliteDatabase)
         const namespace = s.holder.get(id, agentId) as string | undefined;
         if (namespace === undefined) {
           const row = s.task.get(id) as TaskRow | undefined;
-          return { entries: undefined, current: row && toTask(withPayload(row)) };
+          return { entries: undefined, current: row && toTask(row) };
         }
         const added = activityAdded(entries);
         const row = s.totals.get({ id, seq: entries.length, progress: added.progress, log: added.log, output: added.output }) as ActivityTotalsRow;

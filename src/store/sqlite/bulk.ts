@@ -21,9 +21,8 @@ export function sqliteBulk(d: SqliteDatabase, settleDependents: (finished: TaskR
         // A deleted task's long payload goes with it, before the delete's rows are answered: read first.
         const payloads = params.action === 'delete' ? longPayloadsOf(chosen) : undefined;
         const rows = d.statement(text).all(...values) as TaskRow[];
-        if (payloads) for (const row of rows) if (row.payload === '') row.payload = payloads.get(row.id) as string;
         const released = params.action === 'cancel' ? settleDependents(rows, params.now) : [];
-        return { tasks: rows.map((row) => toTask(d.withPayload(row))).sort((a, b) => a.id - b.id), released };
+        return { tasks: rows.map((row) => toTask(d.withPayload(row, payloads))).sort((a, b) => a.id - b.id), released };
       });
     },
   };

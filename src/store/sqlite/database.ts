@@ -60,9 +60,15 @@ export class SqliteDatabase {
     this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }
 
-  /** A task's row as read, with its payload where the row keeps it in task_payloads (see INLINE_PAYLOAD_MAX). */
-  withPayload = <R extends { id: number; payload: string }>(row: R): R => {
-    if (row.payload === '') row.payload = this.storedPayload.get(row.id) as string;
+  /**
+   * A task's row as read, with its payload where the row keeps it in task_payloads (see
+   * INLINE_PAYLOAD_MAX): from `known` (payloads read already, by task id), else read now.
+   */
+  withPayload = <R extends { id: number; payload: string }>(row: R, known?: ReadonlyMap<number, string>): R => {
+    if (row.payload !== '') return row;
+    const payload = known?.get(row.id) ?? (this.storedPayload.get(row.id) as string | undefined);
+    if (payload === undefined) throw new Error(`task ${row.id} keeps its payload in task_payloads, and it is not there`);
+    row.payload = payload;
     return row;
   };
 
@@ -105,7 +111,7 @@ export class SqliteDatabase {
 
   /** `rows` for statements that answer whole task rows: each with its payload (see withPayload). */
   taskRows(sql: string): RowStatement {
-    return new RowStatement(this.db.prepare(sql), this.withPayload as (row: unknown) => unknown);
+    return new RowStatement(this.db.prepare(sql), (row) => this.withPayload(row as { id: number; payload: string }));
   }
 
   /** One page of a list (see keyset.ts). */

@@ -733,7 +733,8 @@ ALTER TABLE tasks ADD COLUMN claim_id INTEGER;
 -- A payload longer than INLINE_PAYLOAD_MAX (database.ts) is kept here, its task's payload column
 -- left '': an update writes the task's row again whole, and a lease, an extension or a completion
 -- would write the prompt to the WAL again each time. Written once with its task, deleted with it.
--- Payloads stored before this migration stay in their rows, which reads take as they are.
+-- Payloads stored before this migration stay in their rows, which reads take as they are. A later
+-- migration that rebuilds tasks must carry these rows over: dropping tasks deletes them (the cascade).
 CREATE TABLE task_payloads (
   task_id INTEGER PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
   payload TEXT    NOT NULL
@@ -742,10 +743,28 @@ CREATE TABLE task_payloads (
   },
 ];
 
-/** Applies the migrations this database lacks, each in its own transaction. */
+/**
+ * The store was migrated by a later release than this one. Its later migrations may have changed what
+ * a column holds (since migration 22 a task's payload column may be '', its payload elsewhere), so
+ * this release would misread it.
+ */
+export class NewerSchemaError extends Error {
+  constructor(
+    readonly found: number,
+    readonly known: number,
+  ) {
+    super(`its schema is at version ${found}, from a later fleetd than this one (version ${known})`);
+    this.name = 'NewerSchemaError';
+  }
+}
+
+/** Applies the migrations this database lacks, each in its own transaction; refuses a store a later release migrated. */
 export function migrate(db: Database.Database): void {
   db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
   const applied = new Set(db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]);
+  const known = migrations[migrations.length - 1].version;
+  const found = Math.max(0, ...applied);
+  if (found > known) throw new NewerSchemaError(found, known);
   for (const m of migrations) {
     if (applied.has(m.version)) continue;
     db.transaction(() => {

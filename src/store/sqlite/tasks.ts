@@ -54,6 +54,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     insertPayload: db.prepare('INSERT INTO task_payloads (task_id, payload) VALUES (?, ?)'),
     byKey: d.taskRows('SELECT * FROM tasks WHERE idempotency_key = ?'),
     byId: d.taskRows('SELECT * FROM tasks WHERE id = ?'),
+    locksOf: db.prepare('SELECT namespace, locks FROM tasks WHERE id = ?'),
     queuedKeys: db.prepare("SELECT DISTINCT req_key FROM task_counts WHERE status = 'queued' AND n > 0").pluck(),
     // A task past its expiresAt is never handed out, even before the expirer has swept it.
     claimCandidates: d.withLimit(
@@ -184,7 +185,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
   /** Inside a claim's write: takes the task's locks for the agent about to lease it, if it has any; false when they are held. */
   const locksTaken = (id: number, plan: ClaimPlan, agentId: string, now: number): boolean => {
-    const row = s.byId.get(id) as TaskRow;
+    const row = s.locksOf.get(id) as { namespace: string; locks: string };
     const resources = JSON.parse(row.locks) as string[];
     if (resources.length === 0) return true;
     return acquireLock({
