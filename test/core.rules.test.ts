@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { repeatCheck, runRequestHash, taskRequestHash } from '../src/core/rules/idempotency.js';
 import { decideLock } from '../src/core/rules/locks.js';
 import { afterFailure, afterLostLease } from '../src/core/rules/retry.js';
@@ -8,6 +10,7 @@ import { activityRefused, entrySize, retainedFloor } from '../src/core/rules/act
 import { afterLeaseRanOut, cancelledError, expiryOf, stopOrder } from '../src/core/rules/control.js';
 import { checkDependsOn, linkCheck } from '../src/core/rules/dependencies.js';
 import { FleetError } from '../src/domain/errors.js';
+import { requirementKey } from '../src/domain/requirements.js';
 import type { Task } from '../src/domain/types.js';
 
 const lease = (attempts: number, maxAttempts = 3) => ({ id: 7, agentId: 'a1', attempts, maxAttempts, backoffMs: 100, claimedAt: 0, executionTimeoutMs: null });
@@ -44,6 +47,19 @@ describe('the queue rules core decides', () => {
       status: 'dead',
       error: { code: 'FLEETD_ERR_AGENT_OFFLINE', message: 'agent a1 went offline' },
     });
+  });
+
+  it('HashesATaskAsKeysStoredBeforeWereHashed, from its payload or from the payload text given', () => {
+    // The hash as every earlier release computed it, which the request_hash of keys in stores holds.
+    const earlier = (t: { type: string; payload: unknown; priority: number; requires: string[] }) =>
+      createHash('sha256').update(JSON.stringify([t.type, t.payload, t.priority, requirementKey(t.requires)])).digest('base64url');
+    fc.assert(
+      fc.property(fc.string(), fc.jsonValue(), fc.integer(), fc.array(fc.string(), { maxLength: 4 }), (type, payload, priority, requires) => {
+        const t = { type, payload, priority, requires };
+        assert.equal(taskRequestHash(t), earlier(t));
+        assert.equal(taskRequestHash(t, JSON.stringify(payload)), earlier(t));
+      }),
+    );
   });
 
   it('ReusesARepeatedKeyForTheSameRequestAndRefusesAnother', () => {

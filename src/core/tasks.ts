@@ -74,7 +74,7 @@ export class TaskService {
   private toInsert(input: TaskInput, now: number, index?: number): TaskInsertParams {
     const at = index === undefined ? {} : { index };
     const limits = { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth };
-    checkJsonValue(input.payload ?? null, 'payload', limits, at);
+    const { text: payloadJson } = checkedJson(input.payload ?? null, 'payload', limits, at);
     if (input.runAt !== undefined && !Number.isFinite(input.runAt)) throw invalid('runAt', 'is not a valid time', at);
     checkJsonValue(input.metadata ?? {}, 'metadata', { maxBytes: METADATA_MAX_BYTES, maxDepth: this.ctx.config.maxPayloadDepth }, at);
     const namespace = input.namespace ?? DEFAULT_NAMESPACE;
@@ -109,6 +109,7 @@ export class TaskService {
     // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
     // The namespace is not: a key is looked up within its namespace only.
     const hashed = links ? { ...task, payload: [task.payload, links] } : task;
+    const hashedJson = links ? `[${payloadJson},${JSON.stringify(links)}]` : payloadJson;
     task.locks.forEach((resource, i) => {
       const bad = badLockPath(resource);
       if (bad) throw invalid('locks', `${JSON.stringify(resource)} ${bad}`, { ...at, lock: i });
@@ -120,10 +121,11 @@ export class TaskService {
       type: task.type,
       status: initialStatus(task.runAt, now),
       payload: task.payload,
+      payloadJson,
       priority: task.priority,
       requires: task.requires,
       idempotencyKey: task.idempotencyKey,
-      requestHash: task.idempotencyKey === null ? null : taskRequestHash(hashed),
+      requestHash: task.idempotencyKey === null ? null : taskRequestHash(hashed, hashedJson),
       maxAttempts: task.maxAttempts,
       leaseMs: task.leaseMs,
       backoffMs: task.backoffMs,

@@ -751,7 +751,7 @@ export function postgresTasks(
         q<TaskRow>(statement, [
           tasks.map((t) => t.type),
           tasks.map((t) => taskRequirementKey(t)),
-          tasks.map((t) => JSON.stringify(t.payload)),
+          tasks.map((t) => t.payloadJson ?? JSON.stringify(t.payload)),
           tasks.map((t) => t.priority),
           tasks.map((t, i) => starts.get(i)?.start.status ?? t.status),
           keys,

@@ -237,7 +237,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
               return { task: toTask(existing), created: false };
             }
           }
-          const payload = JSON.stringify(t.payload);
+          const payload = t.payloadJson ?? JSON.stringify(t.payload);
           const payloadOutside = payload.length > INLINE_PAYLOAD_MAX;
           const insert = (status: string) => {
             const inserted = s.insert.get({
