@@ -49,15 +49,19 @@ describe('the queue rules core decides', () => {
     });
   });
 
-  it('HashesATaskAsKeysStoredBeforeWereHashed, from its payload or from the payload text given', () => {
+  it('HashesATaskAsKeysStoredBeforeWereHashed, from its payload or from the payload text given, with links too', () => {
     // The hash as every earlier release computed it, which the request_hash of keys in stores holds.
     const earlier = (t: { type: string; payload: unknown; priority: number; requires: string[] }) =>
       createHash('sha256').update(JSON.stringify([t.type, t.payload, t.priority, requirementKey(t.requires)])).digest('base64url');
+    const text = fc.string({ unit: 'binary' });
+    const links = fc.record({ parentId: fc.option(fc.nat()), dependsOn: fc.array(fc.nat(), { maxLength: 3 }), onDependencyFailure: fc.constantFrom('cancel', 'run') });
     fc.assert(
-      fc.property(fc.string(), fc.jsonValue(), fc.integer(), fc.array(fc.string(), { maxLength: 4 }), (type, payload, priority, requires) => {
+      fc.property(text, fc.jsonValue({ stringUnit: 'binary' }), fc.integer(), fc.array(text, { maxLength: 4 }), fc.option(links), (type, payload, priority, requires, linked) => {
         const t = { type, payload, priority, requires };
         assert.equal(taskRequestHash(t), earlier(t));
         assert.equal(taskRequestHash(t, JSON.stringify(payload)), earlier(t));
+        // A task with links is hashed with [payload, links] as its payload (core/tasks.ts, toInsert).
+        if (linked) assert.equal(taskRequestHash(t, `[${JSON.stringify(payload)},${JSON.stringify(linked)}]`), earlier({ ...t, payload: [payload, linked] }));
       }),
     );
   });

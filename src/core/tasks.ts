@@ -108,7 +108,6 @@ export class TaskService {
         : undefined;
     // Links are part of what a key is bound to, only when there are any: older keys keep their hash.
     // The namespace is not: a key is looked up within its namespace only.
-    const hashed = links ? { ...task, payload: [task.payload, links] } : task;
     const hashedJson = links ? `[${payloadJson},${JSON.stringify(links)}]` : payloadJson;
     task.locks.forEach((resource, i) => {
       const bad = badLockPath(resource);
@@ -125,7 +124,7 @@ export class TaskService {
       priority: task.priority,
       requires: task.requires,
       idempotencyKey: task.idempotencyKey,
-      requestHash: task.idempotencyKey === null ? null : taskRequestHash(hashed, hashedJson),
+      requestHash: task.idempotencyKey === null ? null : taskRequestHash(task, hashedJson),
       maxAttempts: task.maxAttempts,
       leaseMs: task.leaseMs,
       backoffMs: task.backoffMs,

@@ -359,7 +359,7 @@ export interface TaskInsertParams {
   /** Decided by core: queued, or scheduled when runAt lies ahead (with links, onLinks decides inside the insert). */
   status: 'queued' | 'scheduled';
   payload: unknown;
-  /** The payload's JSON text, where core has it already (its size check): stored as it is. */
+  /** `JSON.stringify(payload)`, where core has it already (its size check): stored as it is. */
   payloadJson?: string;
   priority: number;
   requires: string[];
