@@ -92,16 +92,15 @@ export function explainStartupError(err: unknown, config: Readonly<FleetdConfig>
       { cause: err },
     );
   }
+  const store = `the SQLite store ${join(resolvePath(config.dataDir), 'fleetd.db')}`;
   if (err instanceof NewerSchemaError) {
-    const file = join(resolvePath(config.dataDir), 'fleetd.db');
-    return new StartupError(`cannot open the SQLite store ${file}: ${err.message}`, 'run the fleetd release that wrote it, or a later one', { cause: err });
+    return new StartupError(`cannot open ${store}: ${err.message}`, 'run the fleetd release that wrote it, or a later one', { cause: err });
   }
   if (typeof code === 'string' && code.startsWith('SQLITE_')) {
-    const file = join(resolvePath(config.dataDir), 'fleetd.db');
     const fix = code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT'
       ? 'point --data-dir at a fleetd data directory, or restore a backup (npx fleetd restore FILE)'
       : dataDirFix;
-    return new StartupError(`cannot open the SQLite store ${file}: ${message} (${code})`, fix, { cause: err });
+    return new StartupError(`cannot open ${store}: ${message} (${code})`, fix, { cause: err });
   }
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
     return new StartupError(`cannot open the data directory ${resolvePath(config.dataDir)}: ${reason(err)}`, dataDirFix, { cause: err });

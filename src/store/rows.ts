@@ -168,6 +168,9 @@ export const parseJson = (text: string | null): unknown => (text === null ? null
 
 export const toTask = (row: TaskRow): Task => taskOf(row, parseJson(row.result));
 
+/** The text a new task's payload is stored as: the one core checked its size with, else its payload's. */
+export const payloadText = (t: { payload: unknown; payloadJson?: string }): string => t.payloadJson ?? JSON.stringify(t.payload);
+
 /** A completion as both drivers take it (see Store.taskComplete). */
 type Completion = { result: unknown; resultJson?: string };
 

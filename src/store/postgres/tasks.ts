@@ -8,6 +8,7 @@ import * as lists from '../lists.js';
 import {
   completedTask,
   completionText,
+  payloadText,
   countsOfNamespaces,
   dependenciesByTask,
   endingLease,
@@ -751,7 +752,7 @@ export function postgresTasks(
         q<TaskRow>(statement, [
           tasks.map((t) => t.type),
           tasks.map((t) => taskRequirementKey(t)),
-          tasks.map((t) => t.payloadJson ?? JSON.stringify(t.payload)),
+          tasks.map(payloadText),
           tasks.map((t) => t.priority),
           tasks.map((t, i) => starts.get(i)?.start.status ?? t.status),
           keys,

@@ -7,6 +7,7 @@ import * as lists from '../lists.js';
 import {
   completedTask,
   completionText,
+  payloadText,
   countsOfNamespaces,
   dependenciesByTask,
   endingLease,
@@ -237,7 +238,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
               return { task: toTask(existing), created: false };
             }
           }
-          const payload = t.payloadJson ?? JSON.stringify(t.payload);
+          const payload = payloadText(t);
           const payloadOutside = payload.length > INLINE_PAYLOAD_MAX;
           const insert = (status: string) => {
             const inserted = s.insert.get({
