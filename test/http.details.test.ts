@@ -61,7 +61,7 @@ describe('HTTP details', () => {
     assert.equal(minimal.body.created, true);
     assert.equal(minimal.body.task.type, 'big');
     assert.equal(minimal.body.task.status, 'queued');
-    assert.ok(!('payload' in minimal.body.task));
+    assert.deepEqual(['payload', 'result', 'error'].filter((k) => k in minimal.body.task), []);
     assert.ok(JSON.stringify(minimal.body).length < 1_000);
     // Stored whole all the same.
     assert.deepEqual((await server.api.get(`/v1/tasks/${minimal.body.task.id}`)).body.payload, payload);
@@ -72,6 +72,37 @@ describe('HTTP details', () => {
     assert.deepEqual(whole.body.task.payload, payload);
     const wrong = await server.api.post('/v1/tasks?return=everything', { type: 'big' });
     assert.equal(wrong.status, 400);
+  });
+
+  it('answers submits and claims, written as text with their payloads as stored, as JSON, compressed when large', async () => {
+    // Escapes and astral characters: stored as JSON.stringify writes the payload, and answered so.
+    const payloadJson = JSON.stringify({ prompt: 'é \u{1F600} "quoted" \\ \n\u2028'.repeat(2_000), n: 1.5e-7 });
+    const api = server.api;
+    const agent = await api.registerAgent(['spliced']);
+    const submitted = await fetch(`${api.base}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${api.key}`, 'content-type': 'application/json', 'accept-encoding': 'br' },
+      body: `{"type":"spliced","payload":${payloadJson}}`,
+    });
+    assert.equal(submitted.status, 201);
+    assert.equal(submitted.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(submitted.headers.get('content-encoding'), 'br');
+    const submittedText = await submitted.text();
+    assert.ok(submittedText.includes(`"payload":${payloadJson}`), 'the submit answers the payload as stored');
+    assert.equal(JSON.parse(submittedText).task.payload.prompt, JSON.parse(payloadJson).prompt);
+    const minimal = await api.post('/v1/tasks?return=minimal', { type: 'spliced', payload: 1 });
+    assert.equal(minimal.headers.get('content-type'), 'application/json; charset=utf-8');
+    const asAgent = api.as(agent.token);
+    const claimed = await asAgent.post('/v1/tasks/claim', { agentId: agent.id, max: 1 });
+    assert.equal(claimed.status, 200);
+    assert.equal(claimed.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(JSON.stringify(claimed.body.tasks[0].payload), payloadJson);
+    assert.equal(claimed.body.tasks[0].status, 'leased');
+    const next = await asAgent.post('/v1/tasks/complete', { agentId: agent.id, items: [{ op: 'complete', id: claimed.body.tasks[0].id, result: 'ok' }], claim: { max: 1 } });
+    assert.equal(next.status, 200);
+    assert.equal(next.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.deepEqual(next.body.items.map((i: any) => i.status), ['completed']);
+    assert.deepEqual(next.body.tasks.map((t: any) => t.payload), [1]);
   });
 });
 

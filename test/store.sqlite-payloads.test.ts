@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { openSqlite, type SqliteDriver } from '../src/store/sqlite/driver.js';
 import type { TaskInsertParams } from '../src/store/store.js';
-import { T0, task } from './store/harness.js';
+import { T0, payloadOf, task } from './store/harness.js';
 
 /**
  * SQLite writes a row again whole at every update: a payload longer than INLINE_PAYLOAD_MAX is kept
@@ -62,8 +62,8 @@ describe('SQLite: long payloads outside their tasks rows', () => {
     // As a store written before migration 22 holds it: in the row, nothing in task_payloads.
     driver.database.db.prepare('UPDATE tasks SET payload = ? WHERE id = ?').run(JSON.stringify(prompt), t.id);
     driver.database.db.prepare('DELETE FROM task_payloads WHERE task_id = ?').run(t.id);
-    assert.deepEqual((await driver.store.taskGet({ id: t.id }))?.payload, prompt);
+    assert.deepEqual(payloadOf((await driver.store.taskGet({ id: t.id }))!), prompt);
     const { tasks } = await driver.store.taskClaim({ agentId, max: 1, now: T0 });
-    assert.deepEqual(tasks[0].payload, prompt);
+    assert.deepEqual(payloadOf(tasks[0]), prompt);
   });
 });

@@ -14,7 +14,13 @@ export interface Task {
   /** The namespace it belongs to: only agents of that namespace claim it, only keys reaching it see it. */
   namespace: string;
   type: string;
-  payload: unknown;
+  /**
+   * The payload as the JSON text it was stored as. fleetd never looks inside a payload, so it keeps
+   * the text and hands it on whole: a long prompt is neither parsed nor turned into JSON again on
+   * its way to an agent (wire.ts splices it into the answer); only an answer built as an object
+   * (taskJson) parses it.
+   */
+  payloadJson: string;
   priority: number;
   /** Capabilities an agent must all have to claim the task. */
   requires: string[];
@@ -67,7 +73,7 @@ export interface TaskDependency {
 }
 
 /** A task as events carry it: without payload, result and dependencies, which can be large and are fetched on demand. */
-export type TaskSummary = Omit<Task, 'payload' | 'result' | 'dependencies'>;
+export type TaskSummary = Omit<Task, 'payloadJson' | 'result' | 'dependencies'>;
 
 /** A task without its payload, result and dependencies; field by field, as a rest copy costs ten times as much and this runs for every event of every task. */
 export function summarizeTask(t: TaskSummary): TaskSummary {

@@ -8,8 +8,8 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { FleetError } from '../domain/errors.js';
-import type { Task } from '../domain/types.js';
-import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, isoOrNull, literalsOf } from '../domain/wire.js';
+import type { Agent, Task } from '../domain/types.js';
+import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, agentJson, isoOrNull, literalsOf, tasksJsonText } from '../domain/wire.js';
 import { LOG_LEVELS } from '../domain/activity.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -157,6 +157,16 @@ export const ServerMessageSchema = Type.Union([
   }),
 ]);
 export type ServerMessage = Static<typeof ServerMessageSchema>;
+
+/**
+ * The two frames that hand tasks to an agent, `tasks` and `welcome`, as text: each task as
+ * taskJsonText writes it, its payload's stored text spliced in rather than parsed and serialized
+ * again. The same messages as ServerMessageSchema's; test/domain.wire.test.ts holds them to it.
+ */
+export const tasksFrame = (tasks: readonly Task[]): string => `{"type":"tasks","tasks":${tasksJsonText(tasks)}}`;
+
+export const welcomeFrame = (agent: Agent, leased: readonly Task[]): string =>
+  `{"type":"welcome","protocol":${AGENT_PROTOCOL_VERSION},"agent":${JSON.stringify(agentJson(agent))},"leased":${tasksJsonText(leased)}}`;
 
 /** Close codes the gateway uses, beyond 1000 (normal) and 1001 (server going away). */
 export const CloseCodes = {

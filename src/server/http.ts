@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { constants as zlib } from 'node:zlib';
 import compress from '@fastify/compress';
 import fp from 'fastify-plugin';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { redactedFields, type FleetdConfig } from '../config.js';
 import { redactUrl } from './redaction.js';
 import { FleetError, type ErrorCode } from '../domain/errors.js';
@@ -20,6 +20,14 @@ const CLIENT_ID = /^[\w.:@/-]{1,128}$/;
  * body already 97 % smaller cost a link less than the CPU saved costs the server.
  */
 export const compression = { threshold: 8 * 1024, brotliQuality: 1, syncUpTo: 64 * 1024 } as const;
+
+/**
+ * Answers JSON already written as text (a claim's tasks, their payloads spliced in as stored): sent
+ * as it is, past the route's serializer, and compressed like any other answer.
+ */
+export function sendJsonText(reply: FastifyReply, text: string): FastifyReply {
+  return reply.header('content-type', 'application/json; charset=utf-8').send(text);
+}
 
 /** A client's own x-request-id when it is a sane token (so logs join across services), else a fresh one. */
 export function requestId(req: IncomingMessage): string {

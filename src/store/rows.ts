@@ -187,7 +187,7 @@ function taskOf(row: TaskRow, result: unknown): Task {
     id: row.id,
     namespace: row.namespace,
     type: row.type,
-    payload: JSON.parse(row.payload),
+    payloadJson: row.payload,
     priority: row.priority,
     requires: requiresOf(row.req_key, row.namespace),
     status: row.status,

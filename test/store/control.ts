@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { cancelledError, expiredError } from '../../src/core/rules/control.js';
 import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { DELETABLE } from '../../src/core/rules/bulk.js';
-import { T0, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory } from './harness.js';
+import { T0, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory, payloadOf } from './harness.js';
 
 /** Control of running work: a cancel's recorded reason, execution timeouts, schedule timeouts. */
 export function exerciseControl(factory: DriverFactory): void {
@@ -55,7 +55,7 @@ export function exerciseControl(factory: DriverFactory): void {
       assert.equal(soon.scheduleTimeoutMs, 100);
       assert.equal(await h.store.taskNextExpiry(), T0 + 100);
       const claim = await h.store.taskClaim({ agentId: a, max: 5, now: T0 + 100 });
-      assert.deepEqual(claim.tasks.map((t) => t.payload), ['never'], 'the expired one is skipped before the sweep');
+      assert.deepEqual(claim.tasks.map((t) => payloadOf(t)), ['never'], 'the expired one is skipped before the sweep');
       const expired = await h.store.taskExpireUnclaimed({ now: T0 + 100, limit: 10, error: expiredError() });
       assert.deepEqual(expired.map((e) => [e.task.id, e.from, e.task.status]), [[soon.id, 'queued', 'dead']]);
       assert.equal((expired[0].task.error as { code: string }).code, 'FLEETD_ERR_EXPIRED');

@@ -6,7 +6,7 @@ import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { FleetError } from '../../src/domain/errors.js';
 import type { OnDependencyFailure, Task } from '../../src/domain/types.js';
 import type { TaskInsertParams } from '../../src/store/store.js';
-import { T0, allTasks, assertCountersEqualRecount, eachTest, rules, task, written, type DriverFactory } from './harness.js';
+import { T0, allTasks, assertCountersEqualRecount, eachTest, rules, task, written, type DriverFactory, payloadOf } from './harness.js';
 
 /** A task with links, as core hands it to the store. */
 function linked(type: string, links: { parentId?: number; dependsOn?: number[]; onDependencyFailure?: OnDependencyFailure }, extra: Partial<TaskInsertParams> = {}): TaskInsertParams {
@@ -40,22 +40,22 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       // Long enough that SQLite keeps it outside its task's row; see KeepsALongPayloadWholeThroughEveryChange.
       const payload = { prompt: 'é ✓ "quoted" \n'.repeat(400) };
       const long = (extra: Partial<TaskInsertParams> = {}) => task('long', { payload, ...extra });
-      const payloads = (tasks: Task[]) => tasks.map((t) => t.payload);
+      const payloads = (tasks: Task[]) => tasks.map((t) => payloadOf(t));
       const a = await h.agent(['dep', 'long'], 20);
       const [dep] = await submit(task('dep'));
       const [join, soon] = await submit(linked('long', { dependsOn: [dep.id] }, { payload }), long({ scheduleTimeoutMs: 100 }));
-      assert.deepEqual([join.status, join.payload], ['waiting', payload], 'as its links were written');
+      assert.deepEqual([join.status, payloadOf(join)], ['waiting', payload], 'as its links were written');
       assert.deepEqual(payloads(await lease(a, 1)), [{ type: 'dep' }]);
       const done = await h.store.taskComplete({ id: dep.id, agentId: a, result: 1, now: T0 + 1 });
       assert.deepEqual(payloads(done.released!.map((r) => r.task)), [payload], 'released by its dependency');
       const expired = await h.store.taskExpireUnclaimed({ now: T0 + 100, limit: 10, error: null });
-      assert.deepEqual(expired.map((e) => [e.task.id, e.task.payload]), [[soon.id, payload]], 'expired unclaimed');
+      assert.deepEqual(expired.map((e) => [e.task.id, payloadOf(e.task)]), [[soon.id, payload]], 'expired unclaimed');
       const [later] = await submit(long({ runAt: T0 + 500 }));
       assert.deepEqual(payloads(await lease(a, 5)), [payload]);
       const rescued = await h.store.taskRescueExpiredLeases({ now: T0 + 1_000, limit: 10, endLease: rules.expired(T0 + 1_000) });
-      assert.deepEqual(rescued.map((r) => [r.task.id, r.task.payload]), [[join.id, payload]], 'its lease rescued');
+      assert.deepEqual(rescued.map((r) => [r.task.id, payloadOf(r.task)]), [[join.id, payload]], 'its lease rescued');
       const promoted = await h.store.taskPromoteScheduled({ now: T0 + 1_000, limit: 10 });
-      assert.deepEqual(promoted.map((r) => [r.task.id, r.task.payload]), [[later.id, payload]], 'promoted when due');
+      assert.deepEqual(promoted.map((r) => [r.task.id, payloadOf(r.task)]), [[later.id, payload]], 'promoted when due');
       const b = await h.agent(['long'], 1);
       assert.deepEqual(payloads((await h.store.taskClaim({ agentId: b, max: 1, now: T0 + 1_000 })).tasks), [payload]);
       const gone = await h.store.agentDelete({ id: b, now: T0 + 1_001, endLease: rules.offline(T0 + 1_001) });

@@ -16,6 +16,9 @@ export type DriverFactory = () => Promise<{ driver: Driver; openSibling?: () => 
 
 export const T0 = 1_700_000_000_000;
 
+/** A task's payload, parsed from the text the store keeps (Task.payloadJson). */
+export const payloadOf = (t: Pick<Task, 'payloadJson'>): unknown => JSON.parse(t.payloadJson);
+
 /** A task as core would hand it to the store: its first status and request hash decided by core's rules. */
 export function task(type: string, extra: Partial<Omit<TaskInsertParams, 'status' | 'requestHash' | 'expiresAt'>> = {}): TaskInsertParams {
   const t = {

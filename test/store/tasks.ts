@@ -7,7 +7,7 @@ import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { FleetError } from '../../src/domain/errors.js';
 import type { TaskStatus } from '../../src/domain/types.js';
 import type { TaskInsertParams } from '../../src/store/store.js';
-import { T0, allTasks, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory } from './harness.js';
+import { T0, allTasks, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory, payloadOf } from './harness.js';
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
@@ -34,10 +34,10 @@ export function exerciseTasks(factory: DriverFactory): void {
       );
       assert.deepEqual(made.map((t) => t.status), ['queued', 'queued', 'queued', 'queued', 'queued']);
       const first = await h.store.taskClaim({ agentId: a, max: 3, now: T0 });
-      assert.deepEqual(first.tasks.map((t) => t.payload), ['y-high', 'x-high', 'both-mid']);
+      assert.deepEqual(first.tasks.map((t) => payloadOf(t)), ['y-high', 'x-high', 'both-mid']);
       assert.equal(first.room, 7, 'maxConcurrency 10 less the 3 it now holds');
       const rest = await h.store.taskClaim({ agentId: a, max: 10, now: T0 });
-      assert.deepEqual(rest.tasks.map((t) => t.payload), ['x-low', 'y-low']);
+      assert.deepEqual(rest.tasks.map((t) => payloadOf(t)), ['x-low', 'y-low']);
       for (const t of [...first.tasks, ...rest.tasks]) {
         assert.equal(t.status, 'leased');
         assert.equal(t.agentId, a);
@@ -54,9 +54,9 @@ export function exerciseTasks(factory: DriverFactory): void {
       await h.submit(...Array.from({ length: 300 }, (_, i) => task(i % 2 === 0 ? 'x' : 'y', { payload: i, priority: (i * 7) % 10 })));
       const expected = Array.from({ length: 300 }, (_, i) => ({ i, priority: (i * 7) % 10 })).sort((p, q) => q.priority - p.priority || p.i - q.i);
       const first = await h.store.taskClaim({ agentId: a, max: 70, now: T0 });
-      assert.deepEqual(first.tasks.map((t) => t.payload), expected.slice(0, 70).map((e) => e.i));
+      assert.deepEqual(first.tasks.map((t) => payloadOf(t)), expected.slice(0, 70).map((e) => e.i));
       const second = await h.store.taskClaim({ agentId: a, max: 130, now: T0 });
-      assert.deepEqual(second.tasks.map((t) => t.payload), expected.slice(70, 200).map((e) => e.i));
+      assert.deepEqual(second.tasks.map((t) => payloadOf(t)), expected.slice(70, 200).map((e) => e.i));
       assert.equal(second.room, 0, 'maxConcurrency 200, all of it leased');
       assert.equal((await allTasks(h.store)).filter((t) => t.status === 'queued').length, 100);
     });
@@ -419,7 +419,7 @@ export function exerciseTasks(factory: DriverFactory): void {
       const asc = await h.store.taskList({ status: 'queued', limit: 100, order: 'asc' });
       assert.deepEqual(asc.items.map((t) => t.id), made.map((t) => t.id));
       assert.equal(asc.nextCursor, null);
-      assert.deepEqual(asc.items[4].payload, 4);
+      assert.deepEqual(payloadOf(asc.items[4]), 4);
       await rejectsWith(h.store.taskList({ limit: 3, cursor: 'not a cursor!' }), 'FLEETD_ERR_VALIDATION');
     });
 
@@ -441,24 +441,24 @@ export function exerciseTasks(factory: DriverFactory): void {
       const a = await h.agent(['long']);
       const keyed = task('long', { payload, idempotencyKey: 'long-1' });
       const [first, second, third] = await h.submit(keyed, task('long', { payload }), task('long', { payload }));
-      assert.deepEqual(first.payload, payload, 'as inserted');
+      assert.deepEqual(payloadOf(first), payload, 'as inserted');
       const [again] = await h.store.taskInsertMany({ tasks: [keyed], now: T0, onRepeat: repeatCheck('task', [keyed]) });
       assert.equal(again.created, false);
-      assert.deepEqual(again.task.payload, payload, 'found by its idempotency key');
-      assert.deepEqual((await h.store.taskGet({ id: first.id }))?.payload, payload);
-      assert.deepEqual((await h.store.taskList({ limit: 10 })).items.map((t) => t.payload), [payload, payload, payload]);
+      assert.deepEqual(payloadOf(again.task), payload, 'found by its idempotency key');
+      assert.deepEqual(payloadOf((await h.store.taskGet({ id: first.id }))!), payload);
+      assert.deepEqual((await h.store.taskList({ limit: 10 })).items.map((t) => payloadOf(t)), [payload, payload, payload]);
       const claimed = await h.store.taskClaim({ agentId: a, max: 3, now: T0, claimId: 7 });
-      assert.deepEqual(claimed.tasks.map((t) => t.payload), [payload, payload, payload]);
-      assert.deepEqual((await h.store.taskLeasedByClaims({ agentId: a, claimIds: [7] })).map((t) => t.payload), [payload, payload, payload]);
-      assert.deepEqual(written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 })).payload, payload);
-      assert.deepEqual(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) })).payload, payload);
-      assert.deepEqual(written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null })).payload, payload);
-      assert.deepEqual(written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 })).payload, payload);
-      assert.deepEqual(written(await h.store.taskCancel({ id: second.id, now: T0 + 4, from: CANCELLABLE, error: null })).payload, payload);
-      assert.deepEqual(written(await h.store.taskRetry({ id: second.id, now: T0 + 5, from: RETRYABLE })).payload, payload);
+      assert.deepEqual(claimed.tasks.map((t) => payloadOf(t)), [payload, payload, payload]);
+      assert.deepEqual((await h.store.taskLeasedByClaims({ agentId: a, claimIds: [7] })).map((t) => payloadOf(t)), [payload, payload, payload]);
+      assert.deepEqual(payloadOf(written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 }))), payload);
+      assert.deepEqual(payloadOf(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) }))), payload);
+      assert.deepEqual(payloadOf(written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null }))), payload);
+      assert.deepEqual(payloadOf(written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 }))), payload);
+      assert.deepEqual(payloadOf(written(await h.store.taskCancel({ id: second.id, now: T0 + 4, from: CANCELLABLE, error: null }))), payload);
+      assert.deepEqual(payloadOf(written(await h.store.taskRetry({ id: second.id, now: T0 + 5, from: RETRYABLE }))), payload);
       const deleted = await h.store.taskBulkApply({ action: 'delete', filter: { namespaces: ['default'] }, from: ['completed'], now: T0 + 6, limit: 10, error: null });
-      assert.deepEqual(deleted.tasks.map((t) => [t.id, t.payload]), [[third.id, payload]], 'a deleted task is answered as it was');
-      assert.deepEqual((await allTasks(h.store)).map((t) => [t.id, t.payload]), [[first.id, payload], [second.id, payload]]);
+      assert.deepEqual(deleted.tasks.map((t) => [t.id, payloadOf(t)]), [[third.id, payload]], 'a deleted task is answered as it was');
+      assert.deepEqual((await allTasks(h.store)).map((t) => [t.id, payloadOf(t)]), [[first.id, payload], [second.id, payload]]);
     });
 
     it('KeepsCountersEqualToARecount through a mixed, concurrent workload', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { planClaim } from '../../src/core/rules/admission.js';
 import type { TypePolicy } from '../../src/domain/type-policies.js';
-import { T0, eachTest, rules, task, written, type DriverFactory } from './harness.js';
+import { T0, eachTest, rules, task, written, type DriverFactory, payloadOf } from './harness.js';
 
 const policy = (p: Partial<TypePolicy>): TypePolicy => ({ maxConcurrency: null, maxConcurrencyPerKey: null, rateLimit: null, keyWeights: {}, ...p });
 
@@ -17,7 +17,7 @@ export function exerciseTypes(factory: DriverFactory): void {
       await h.submit(...Array.from({ length: 6 }, (_, i) => task('t', { payload: `big-${i}`, concurrencyKey: 'big' })));
       await h.submit(task('t', { payload: 'small-0', concurrencyKey: 'small' }), task('t', { payload: 'small-1', concurrencyKey: 'small' }));
       await h.submit(task('t', { payload: 'urgent', priority: 5, concurrencyKey: 'big' }));
-      const got = (await claim(a, 5)).tasks.map((t) => t.payload);
+      const got = (await claim(a, 5)).tasks.map((t) => payloadOf(t));
       assert.equal(got[0], 'urgent');
       // After the urgent one, big has been served once: small goes next, then they alternate.
       assert.deepEqual(got.slice(1), ['small-0', 'big-0', 'small-1', 'big-1']);

@@ -9,17 +9,18 @@ import type { Fleet } from '../../core/fleet.js';
 import type { Agent, Task, TaskSummary } from '../../domain/types.js';
 import { stopOrder } from '../../core/rules/control.js';
 import {
-  AGENT_PROTOCOL_VERSION,
   AgentMessageSchema,
   MessageRef,
   CloseCodes,
   type AgentMessage,
   type ServerMessage,
   taskBatchResultJson,
+  tasksFrame,
+  welcomeFrame,
 } from '../../protocol/agent-stream.js';
 import { settleBatch } from '../../core/task-batch.js';
 import { agentStreamMessages } from '../../metrics/metrics.js';
-import { agentJson, isoOrNull, taskJson } from '../../domain/wire.js';
+import { isoOrNull } from '../../domain/wire.js';
 import { inSpan } from '../../tracing/tracing.js';
 import type { Connections } from './connections.js';
 import { Sweep } from './sweep.js';
@@ -44,7 +45,7 @@ class AgentSession {
     this.beatAt = gateway.fleet.now();
     this.channel = gateway.fleet.delivery.openChannel({
       agent,
-      send: (tasks) => gateway.send(this, { type: 'tasks', tasks: tasks.map(taskJson) }),
+      send: (tasks) => gateway.sendText(this, tasksFrame(tasks)),
     });
   }
 
@@ -118,7 +119,12 @@ export class AgentGateway {
 
   /** False when the socket is closing or was cut off as too slow: the message was not sent. */
   send(session: AgentSession, message: ServerMessage): boolean {
-    return this.connections.send(session.socket, JSON.stringify(message));
+    return this.sendText(session, JSON.stringify(message));
+  }
+
+  /** A message already written as text (tasksFrame, welcomeFrame). */
+  sendText(session: AgentSession, text: string): boolean {
+    return this.connections.send(session.socket, text);
   }
 
   /** A socket whose credential was checked before the upgrade; `owner` is who its connection counts against. */
@@ -163,7 +169,7 @@ export class AgentGateway {
     socket.once('close', () => this.onClose(session));
     const leased = await this.fleet.delivery.handAllLeases(agentId);
     // The agent speaks only after the welcome, so nothing is missed by listening from here.
-    this.send(session, { type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: leased.map(taskJson) });
+    this.sendText(session, welcomeFrame(agent, leased));
     socket.on('message', (data, isBinary) => {
       // A message that fails in a way no answer covers must cost its socket nothing more, never the process.
       void inSpan('WS agent message', { kind: SpanKind.SERVER, attributes: { 'fleetd.agent.id': session.id } }, () => this.onMessage(session, data.toString(), isBinary)).catch(

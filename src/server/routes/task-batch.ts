@@ -1,7 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import { FleetError } from '../../domain/errors.js';
 import { settleBatch } from '../../core/task-batch.js';
-import { ErrorSchema, TaskSchema, taskJson, type ErrorJson, type TaskJson } from '../../domain/wire.js';
+import { ErrorSchema, TaskSchema, tasksJsonText } from '../../domain/wire.js';
+import { sendJsonText } from '../http.js';
 import { MAX_BATCH_ITEMS, TaskBatchItemSchema, TaskBatchResultSchema, taskBatchResultJson } from '../../protocol/agent-stream.js';
 import { ConnectionHangUp } from '../hang-up.js';
 import { Id } from '../schemas.js';
@@ -76,17 +77,18 @@ export const taskBatchRoutes: Routes = async (app, { fleet, config }) => {
       if (!fleet.store.writesInStartOrder) await settled;
       // A client that hangs up stops waiting; anything already leased to it expires back to the queue.
       const hangUp = new ConnectionHangUp(reply.raw);
+      // As text, each payload spliced in as it is stored (taskJsonText): the schema above describes it.
       const claimed = fleet.delivery.claim({ agentId, max: claim.max, waitMs: claim.waitMs ?? 0, signal: hangUp }).then(
-        (tasks): { tasks: TaskJson[]; claimError?: ErrorJson } => ({ tasks: tasks.map(taskJson) }),
+        (tasks) => `"tasks":${tasksJsonText(tasks)}`,
         (err: unknown) => {
           if (!(err instanceof FleetError)) throw err;
           // The items are written: their answers must reach the agent whatever became of the claim.
-          return { tasks: [], claimError: err.toJSON().error };
+          return `"tasks":[],"claimError":${JSON.stringify(err.toJSON().error)}`;
         },
       );
       try {
         const [results, next] = await Promise.all([settled, claimed]);
-        return { items: results, ...next };
+        return sendJsonText(reply, `{"items":${JSON.stringify(results)},${next}}`);
       } catch (err) {
         // Nobody will read what a claim still waiting would lease.
         hangUp.abort();

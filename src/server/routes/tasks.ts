@@ -6,7 +6,8 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { ConnectionHangUp } from '../hang-up.js';
-import { TaskSchema, TaskStatusSchema, pageOf, taskJson } from '../../domain/wire.js';
+import { TaskSchema, TaskStatusSchema, pageOf, taskJson, taskJsonText, taskSummaryJson, tasksJsonText } from '../../domain/wire.js';
+import { sendJsonText } from '../http.js';
 import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
 import { assertAgentInReach, bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
@@ -43,20 +44,19 @@ const ReturnQuery = Type.Object(
   { additionalProperties: false },
 );
 
-/** A submit's task as it is answered: whole, or with ?return=minimal without the bulky fields. */
-function submittedTask(task: Task, minimal: boolean) {
-  const json = taskJson(task);
-  if (!minimal) return json;
-  const { payload: _payload, result: _result, error: _error, ...rest } = json;
-  return rest;
+/**
+ * A submit's answer for one task, as text: the task whole, its payload spliced in as it is stored
+ * (taskJsonText), or with ?return=minimal without its payload, result and error. Sent as it is
+ * (sendJsonText): the response schema describes the whole form, and the minimal one leaves out
+ * what it requires on purpose.
+ */
+function submittedText({ task, created }: { task: Task; created: boolean }, minimal: boolean): string {
+  return `{"task":${minimal ? minimalTaskText(task) : taskJsonText(task)},"created":${created}}`;
 }
 
-/**
- * The response schema requires payload, result and error; a minimal answer leaves them out on
- * purpose, so it is serialised as plain JSON instead of by the schema's compiled serialiser.
- */
-function asMinimal(reply: FastifyReply, minimal: boolean): FastifyReply {
-  return minimal ? reply.serializer(JSON.stringify) : reply;
+function minimalTaskText(task: Task): string {
+  const { error: _error, ...rest } = taskSummaryJson(task);
+  return JSON.stringify(rest);
 }
 
 function toTaskInput(body: TaskInputBody, namespace: string, now: number, index?: number): TaskInput {
@@ -90,8 +90,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       const namespace = writeNamespace(request, named);
       await quotas.admitTasks(namespace, 1);
       const { task, created } = await fleet.tasks.submit(toTaskInput(body, namespace, fleet.now()));
-      const minimal = request.query.return === 'minimal';
-      return asMinimal(reply, minimal).status(created ? 201 : 200).send({ task: submittedTask(task, minimal), created });
+      return sendJsonText(reply.status(created ? 201 : 200), submittedText({ task, created }, request.query.return === 'minimal'));
     },
   );
 
@@ -119,7 +118,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       const inputs = request.body.tasks.map((t, i) => toTaskInput(t, namespace, now, i));
       const results = await fleet.tasks.submitBatch(inputs);
       const minimal = request.query.return === 'minimal';
-      return asMinimal(reply, minimal).status(201).send({ items: results.map((r) => ({ task: submittedTask(r.task, minimal), created: r.created })) });
+      return sendJsonText(reply.status(201), `{"items":[${results.map((r) => submittedText(r, minimal)).join(',')}]}`);
     },
   );
 
@@ -207,7 +206,8 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         waitMs: request.body.waitMs ?? 0,
         signal: new ConnectionHangUp(reply.raw),
       });
-      return { tasks: tasks.map(taskJson) };
+      // As text, each payload spliced in as it is stored (taskJsonText): the schema above describes it.
+      return sendJsonText(reply, `{"tasks":${tasksJsonText(tasks)}}`);
     },
   );
 
@@ -335,7 +335,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       const namespaces = readNamespaces(request, namespace);
       async function* lines() {
         for await (const chunk of fleet.tasks.export({ ...filters, namespaces })) {
-          yield chunk.map((t) => JSON.stringify(taskJson(t))).join('\n') + '\n';
+          yield chunk.map(taskJsonText).join('\n') + '\n';
         }
       }
       // Readable.from pulls the next chunk only when the socket has drained the last one.
