@@ -38,7 +38,12 @@ export function checkedJson(
       if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
     }
   }
-  const text = JSON.stringify(value ?? null);
+  const text = jsonText(value ?? null);
+  if (text === undefined) {
+    // Only an in-process caller can hand over such a value (a function, a symbol, a BigInt): HTTP
+    // and the streams carry JSON. It is refused as bad input, not thrown as a TypeError.
+    throw new FleetError('FLEETD_ERR_VALIDATION', `${field}: is not JSON (${typeof value})`, { field, ...details });
+  }
   const bytes = Buffer.byteLength(text);
   if (bytes > limits.maxBytes) {
     throw new FleetError('FLEETD_ERR_PAYLOAD_TOO_LARGE', `${field}: ${bytes} bytes of JSON is over the limit of ${limits.maxBytes}`, {
@@ -49,4 +54,14 @@ export function checkedJson(
     });
   }
   return { text, bytes };
+}
+
+/** The value's JSON text, or undefined for a value JSON cannot hold (JSON.stringify gives none, or throws on a BigInt). */
+function jsonText(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    if (err instanceof TypeError) return undefined;
+    throw err;
+  }
 }
