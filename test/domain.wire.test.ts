@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { FormatRegistry } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { TASK_STATUSES, type Agent, type Task } from '../src/domain/types.js';
-import { agentJson, iso, setTraceparentSource, taskJson, taskJsonText } from '../src/domain/wire.js';
+import { agentJson, iso, minimalTaskJson, setTraceparentSource, taskJson, taskJsonText } from '../src/domain/wire.js';
 import { AGENT_PROTOCOL_VERSION, ServerMessageSchema, tasksFrame, welcomeFrame } from '../src/protocol/agent-stream.js';
 
 describe('iso', () => {
@@ -78,7 +78,10 @@ describe('tasks written as text, their payloads spliced in as stored', () => {
         fc.property(storedTask, fc.boolean(), (task, withTrace) => {
           if (withTrace) traced.add(task.id);
           else traced.delete(task.id);
-          assert.deepEqual(JSON.parse(taskJsonText(task)), asSent(taskJson(task)));
+          const text = taskJsonText(task);
+          assert.deepEqual(JSON.parse(text), asSent(taskJson(task)));
+          // JSON.parse keeps the last of two equal keys: a payload written twice would pass the line above.
+          assert.equal(text.indexOf('"payload":'), text.lastIndexOf('"payload":'), text);
         }),
       );
     } finally {
@@ -103,9 +106,20 @@ describe('tasks written as text, their payloads spliced in as stored', () => {
     );
   });
 
-  it('keeps a long payload as its text, byte for byte', () => {
-    const payloadJson = JSON.stringify({ prompt: 'é\u{1F600}'.repeat(5_000), n: 1.5e-7 });
+  it('keeps a payload as its text, byte for byte, where serializing it again would change it', () => {
     const task = fc.sample(storedTask, { numRuns: 1, seed: 1 })[0];
+    // Spaces, 1.0 and an escaped letter: JSON.stringify(JSON.parse(text)) would write none of them.
+    const payloadJson = `{ "prompt" : "${'é\u{1F600}'.repeat(5_000)}\\u0041", "n" : 1.0 }`;
     assert.ok(taskJsonText({ ...task, payloadJson }).startsWith(`{"payload":${payloadJson},`));
+    assert.ok(tasksFrame([{ ...task, payloadJson }]).includes(`{"payload":${payloadJson},`));
+  });
+
+  it('answers a minimal task without its payload, result and error, and with every other field', () => {
+    fc.assert(
+      fc.property(storedTask, (task) => {
+        const { payload: _payload, result: _result, error: _error, ...rest } = taskJson(task);
+        assert.deepEqual(minimalTaskJson(task), rest);
+      }),
+    );
   });
 });

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { openSqlite, type SqliteDriver } from '../src/store/sqlite/driver.js';
 import type { TaskInsertParams } from '../src/store/store.js';
+import { toTask, type TaskRow } from '../src/store/rows.js';
 import { T0, payloadOf, task } from './store/harness.js';
 
 /**
@@ -55,6 +56,15 @@ describe('SQLite: long payloads outside their tasks rows', () => {
     for (const t of [long, short]) await driver.store.taskComplete({ id: t.id, agentId, result: null, now: T0 + 1 });
     assert.equal(await driver.store.taskDeleteFinished({ before: T0 + 2, limit: 10 }), 2);
     assert.equal(count('SELECT count(*) FROM task_payloads'), 0, 'retention deleted the payload with its task');
+  });
+
+  it('RefusesARowReadWithoutItsPayload: a task is never answered with the mark in place of its payload', async () => {
+    const [{ task: t }] = await insert([task('long', { payload: prompt })]);
+    // A statement that forgot task_payloads (not made with taskRows) reads the row's '' mark.
+    const row = driver.database.db.prepare('SELECT * FROM tasks WHERE id = ?').get(t.id) as TaskRow;
+    assert.equal(row.payload, '');
+    assert.throws(() => toTask(row), new RegExp(`task ${t.id} was read without its payload`));
+    assert.deepEqual(payloadOf(toTask(driver.database.withPayload(row))), prompt);
   });
 
   it('ReadsALongPayloadAnEarlierReleaseKeptInItsRow', async () => {

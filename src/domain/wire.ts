@@ -473,6 +473,12 @@ export function taskJsonText(t: Task): string {
 /** A list of tasks as taskJsonText writes each: `[…]`. */
 export const tasksJsonText = (tasks: readonly Task[]): string => `[${tasks.map(taskJsonText).join(',')}]`;
 
+/** A task without its payload, result and error: a submit's answer with ?return=minimal. */
+export function minimalTaskJson(t: Task): Omit<TaskJson, 'payload' | 'result' | 'error'> {
+  const { result: _result, error: _error, ...rest } = taskJsonBesidesPayload(t);
+  return rest;
+}
+
 /** Every field of taskJson but the payload. */
 function taskJsonBesidesPayload(t: Task): TaskJson {
   const json = taskSummaryJson(t) as TaskJson;

@@ -183,6 +183,9 @@ export const completedTask = (row: TaskRow, completion: Completion): Task =>
 
 /** One literal for every task read, so that they share one shape. */
 function taskOf(row: TaskRow, result: unknown): Task {
+  // '' is no JSON: SQLite's mark of a payload kept in task_payloads, which the read did not fetch
+  // (SqliteDatabase.taskRows). Spliced into a frame as it is, it would break every task beside it.
+  if (row.payload === '') throw new Error(`task ${row.id} was read without its payload, which task_payloads keeps`);
   return {
     id: row.id,
     namespace: row.namespace,

@@ -6,7 +6,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { ConnectionHangUp } from '../hang-up.js';
-import { TaskSchema, TaskStatusSchema, pageOf, taskJson, taskJsonText, taskSummaryJson, tasksJsonText } from '../../domain/wire.js';
+import { TaskSchema, TaskStatusSchema, minimalTaskJson, pageOf, taskJson, taskJsonText, tasksJsonText } from '../../domain/wire.js';
 import { sendJsonText } from '../http.js';
 import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
@@ -51,12 +51,7 @@ const ReturnQuery = Type.Object(
  * what it requires on purpose.
  */
 function submittedText({ task, created }: { task: Task; created: boolean }, minimal: boolean): string {
-  return `{"task":${minimal ? minimalTaskText(task) : taskJsonText(task)},"created":${created}}`;
-}
-
-function minimalTaskText(task: Task): string {
-  const { error: _error, ...rest } = taskSummaryJson(task);
-  return JSON.stringify(rest);
+  return `{"task":${minimal ? JSON.stringify(minimalTaskJson(task)) : taskJsonText(task)},"created":${created}}`;
 }
 
 function toTaskInput(body: TaskInputBody, namespace: string, now: number, index?: number): TaskInput {
