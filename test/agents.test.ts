@@ -119,6 +119,7 @@ describe('agents', () => {
 
     const leases = await api.as(agent.token).get(`/v1/agents/${agent.id}/leases`);
     assert.equal(leases.status, 200);
+    assert.equal(leases.headers.get('content-type'), 'application/json; charset=utf-8');
     const byId = new Map(leases.body.tasks.map((t: any) => [t.id, t]));
     assert.deepEqual([...byId.keys()].sort(), [join.id, plain.id].sort());
     for (const t of claimed) {

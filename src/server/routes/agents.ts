@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { AgentSchema, AgentStatusSchema, TaskSchema, agentJson, pageOf, taskJson } from '../../domain/wire.js';
+import { AgentSchema, AgentStatusSchema, TaskSchema, agentJson, pageOf, tasksJsonText } from '../../domain/wire.js';
+import { sendJsonText } from '../http.js';
 import { AgentInputSchema, Id, NamespaceName, Pagination } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
 import { agentInReachWithoutRead, assertAgentInReach, bodyLimits, errors, pathAgent, type Routes } from './deps.js';
@@ -115,9 +116,10 @@ export const agentRoutes: Routes = async (app, { fleet, config, quotas }) => {
         response: { 200: Type.Object({ tasks: Type.Array(TaskSchema) }), ...errors(404) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       await fleet.agents.get(request.params.id, readNamespaces(request));
-      return { tasks: (await fleet.delivery.handAllLeases(request.params.id)).map(taskJson) };
+      // As the welcome writes them: each payload spliced in as it is stored (taskJsonText).
+      return sendJsonText(reply, `{"tasks":${tasksJsonText(await fleet.delivery.handAllLeases(request.params.id))}}`);
     },
   );
 
