@@ -42,7 +42,7 @@ export function checkedJson(
   if (text === undefined) {
     // Only an in-process caller can hand over such a value (a function, a symbol, a BigInt): HTTP
     // and the streams carry JSON. It is refused as bad input, not thrown as a TypeError.
-    throw new FleetError('FLEETD_ERR_VALIDATION', `${field}: is not JSON (${typeof value})`, { field, ...details });
+    throw new FleetError('FLEETD_ERR_VALIDATION', `${field}: is not a JSON value (a function, a symbol or a BigInt, or holds a BigInt)`, { field, ...details });
   }
   const bytes = Buffer.byteLength(text);
   if (bytes > limits.maxBytes) {
