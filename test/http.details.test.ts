@@ -103,6 +103,10 @@ describe('HTTP details', () => {
     assert.equal(next.headers.get('content-type'), 'application/json; charset=utf-8');
     assert.deepEqual(next.body.items.map((i: any) => i.status), ['completed']);
     assert.deepEqual(next.body.tasks.map((t: any) => t.payload), [1]);
+    // A completion does not read its payload back; the single route's answer shows the task whole.
+    const done = await asAgent.post(`/v1/tasks/${next.body.tasks[0].id}/complete`, { agentId: agent.id, result: { r: 2 } });
+    assert.equal(done.status, 200);
+    assert.deepEqual([done.body.status, done.body.payload, done.body.result], ['completed', 1, { r: 2 }]);
   });
 });
 

@@ -20,7 +20,7 @@ import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
 import { checkDependsOn, linkCheck } from './rules/dependencies.js';
-import { TERMINAL_STATUSES, summarizeTask, type Agent, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { TERMINAL_STATUSES, summarizeTask, type Agent, type CompletedTask, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   /** The namespace it is submitted to: default when absent. Its parent and dependencies must be of it too. */
@@ -248,7 +248,7 @@ export class TaskService {
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
   }
 
-  private released(write: TaskWrite): void {
+  private released(write: TaskWrite<CompletedTask>): void {
     if (write.released) this.publishReleased(write.released);
   }
 
@@ -334,7 +334,8 @@ export class TaskService {
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
   }
 
-  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
+  /** The task completed, without its payload (CompletedTask): nothing that completes a task needs it again. */
+  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<CompletedTask> {
     const result = params.result ?? null;
     const { text, bytes } = checkedJson(result, 'result', { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth });
     const written = await this.ctx.store.taskComplete({ id: params.id, agentId: params.agentId, result, resultJson: text, now: this.ctx.now() });
@@ -348,7 +349,7 @@ export class TaskService {
   }
 
   /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
-  private async recordUsage(task: Task, usage: TaskUsage | undefined): Promise<void> {
+  private async recordUsage(task: CompletedTask, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;
     await this.ctx.store.usageRecord({ namespace: task.namespace, type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
     this.ctx.stats.usageRecorded();
@@ -411,7 +412,7 @@ export class TaskService {
    * leaseHeld); a task of another namespace than the agent's is as missing. Only a refusal reads
    * the agent: a task leased to it is of its namespace, since claims never cross.
    */
-  private async leaseHeld(written: TaskWrite, id: number, agentId: string): Promise<Task> {
+  private async leaseHeld<T extends CompletedTask>(written: TaskWrite<T>, id: number, agentId: string): Promise<T> {
     if (!written.task && written.current) {
       const agent = await this.ctx.store.agentGet({ id: agentId });
       if (agent && agent.namespace !== written.current.namespace) throw notFound('task', id);

@@ -61,6 +61,13 @@ export interface Task {
   locks: string[];
 }
 
+/**
+ * A task as its completion answers it: every field but its payload. Nothing that completes a task
+ * needs the payload again, and a long one (a prompt) would be read back whole for nothing: from
+ * task_payloads on SQLite, de-TOASTed and sent on PostgreSQL.
+ */
+export type CompletedTask = Omit<Task, 'payloadJson'>;
+
 /** What a waiting task does when a dependency ends dead or cancelled: it is cancelled too, or runs anyway. */
 export type OnDependencyFailure = 'cancel' | 'run';
 

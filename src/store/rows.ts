@@ -1,5 +1,5 @@
 import { NO_QUOTAS, namespaceVisible, type Namespace, type NamespaceFilter, type NamespaceQuotas } from '../domain/namespaces.js';
-import type { Agent, AgentStatus, ApiKey, Lock, Scope, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentStatus, ApiKey, CompletedTask, Lock, Scope, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
 import { namespaceOfKey, requiresOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
@@ -177,20 +177,45 @@ type Completion = { result: unknown; resultJson?: string };
 /** The text a completion stores: the one it came with, else its result's. */
 export const completionText = (completion: Completion): string => completion.resultJson ?? JSON.stringify(completion.result ?? null);
 
-/** The task a completion wrote: given its result's text, with the result as given rather than parsed back from the row. */
-export const completedTask = (row: TaskRow, completion: Completion): Task =>
-  completion.resultJson === undefined ? toTask(row) : taskOf(row, completion.result ?? null);
+/**
+ * The task a completion wrote, without its payload, which the completion does not read back
+ * (COMPLETED_TASK_COLUMNS): given its result's text, with the result as given rather than parsed
+ * back from the row.
+ */
+export const completedTask = (row: CompletedTaskRow, completion: Completion): CompletedTask =>
+  taskFields(row, completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
 
-/** One literal for every task read, so that they share one shape. */
+/** A task row but its payload: what a completion answers. */
+export type CompletedTaskRow = Omit<TaskRow, 'payload'>;
+
+/** Every column of a task row but its payload, for a completion's RETURNING. */
+export const COMPLETED_TASK_COLUMNS = [
+  'id', 'namespace', 'type', 'req_key', 'priority', 'status', 'idempotency_key', 'request_hash', 'attempts', 'max_attempts',
+  'lease_ms', 'backoff_ms', 'run_at', 'created_at', 'updated_at', 'claimed_at', 'claim_id', 'completed_at', 'agent_id',
+  'lease_expires_at', 'result', 'error', 'concurrency_key', 'locks', 'execution_timeout_ms', 'schedule_timeout_ms', 'expires_at',
+  'tags', 'metadata', 'parent_id', 'deps_total', 'deps_pending', 'on_dependency_failure', 'has_dependents',
+] as const satisfies readonly (keyof CompletedTaskRow)[];
+// Fails to compile while a column of TaskRow but its payload is missing from the list.
+const everyCompletedColumn: Exclude<keyof CompletedTaskRow, (typeof COMPLETED_TASK_COLUMNS)[number]> extends never ? true : never = true;
+void everyCompletedColumn;
+
 function taskOf(row: TaskRow, result: unknown): Task {
   // '' is no JSON: SQLite's mark of a payload kept in task_payloads, which the read did not fetch
   // (SqliteDatabase.taskRows). Spliced into a frame as it is, it would break every task beside it.
   if (row.payload === '') throw new Error(`task ${row.id} was read without its payload, which task_payloads keeps`);
-  return {
+  return taskFields(row, result, row.payload) as Task;
+}
+
+/**
+ * One literal for every task read, so that they share one shape; a completion's leaves its payload
+ * undefined (CompletedTask).
+ */
+function taskFields(row: CompletedTaskRow, result: unknown, payloadJson: string | undefined): CompletedTask {
+  const task: CompletedTask & { payloadJson: string | undefined } = {
     id: row.id,
     namespace: row.namespace,
     type: row.type,
-    payloadJson: row.payload,
+    payloadJson,
     priority: row.priority,
     requires: requiresOf(row.req_key, row.namespace),
     status: row.status,
@@ -218,6 +243,7 @@ function taskOf(row: TaskRow, result: unknown): Task {
     concurrencyKey: row.concurrency_key === '' ? null : row.concurrency_key,
     locks: row.locks === undefined ? [] : JSON.parse(row.locks),
   };
+  return task;
 }
 
 export function toLock(row: LockRow): Lock {

@@ -2,7 +2,7 @@ import type { Namespace, NamespaceQuotas } from '../domain/namespaces.js';
 import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
-import type { Agent, AgentCount, ApiKey, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentCount, ApiKey, CompletedTask, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
@@ -86,9 +86,10 @@ export interface TaskStore {
   /**
    * Completes the task if the agent holds its lease. `resultJson`, when given, is `result`'s JSON
    * text (the caller checked its size with it): stored as it is, and the task answered with
-   * `result` as given rather than parsed back from the row.
+   * `result` as given rather than parsed back from the row. The task is answered without its
+   * payload (CompletedTask), which the completion does not read back.
    */
-  taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite>;
+  taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite<CompletedTask>>;
   /** Ends the agent's lease on the task as `endLease` decides. */
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
   /**
@@ -228,7 +229,9 @@ export interface NamespaceStore {
  * same transaction; a write that ends leases in bulk (rescue, agent release) lists them among its
  * transitions, `from: 'waiting'`.
  */
-export type TaskWrite = { task: Task; current?: undefined; released?: TaskTransition[] } | { task: undefined; current: Task | undefined; released?: undefined };
+export type TaskWrite<T extends CompletedTask = Task> =
+  | { task: T; current?: undefined; released?: TaskTransition[] }
+  | { task: undefined; current: Task | undefined; released?: undefined };
 
 /** A lease about to end without a result, as `EndLease` sees it. */
 export interface EndingLease {

@@ -5,7 +5,7 @@ import { planClaim } from '../../src/core/rules/admission.js';
 import type { LinkCheck } from '../../src/store/store.js';
 import { CANCELLABLE, RETRYABLE } from '../../src/core/rules/tasks.js';
 import { FleetError } from '../../src/domain/errors.js';
-import type { TaskStatus } from '../../src/domain/types.js';
+import type { Task, TaskStatus } from '../../src/domain/types.js';
 import type { TaskInsertParams } from '../../src/store/store.js';
 import { T0, allTasks, assertCountersEqualRecount, eachTest, refused, rules, task, written, type DriverFactory, payloadOf } from './harness.js';
 
@@ -453,12 +453,24 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.deepEqual(payloadOf(written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 }))), payload);
       assert.deepEqual(payloadOf(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) }))), payload);
       assert.deepEqual(payloadOf(written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null }))), payload);
-      assert.deepEqual(payloadOf(written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 }))), payload);
+      const completed = written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 }));
+      assert.equal((completed as Partial<Task>).payloadJson, undefined, 'a completion does not read its payload back');
+      assert.deepEqual(payloadOf((await h.store.taskGet({ id: third.id }))!), payload, 'kept whole by its completion');
       assert.deepEqual(payloadOf(written(await h.store.taskCancel({ id: second.id, now: T0 + 4, from: CANCELLABLE, error: null }))), payload);
       assert.deepEqual(payloadOf(written(await h.store.taskRetry({ id: second.id, now: T0 + 5, from: RETRYABLE }))), payload);
       const deleted = await h.store.taskBulkApply({ action: 'delete', filter: { namespaces: ['default'] }, from: ['completed'], now: T0 + 6, limit: 10, error: null });
       assert.deepEqual(deleted.tasks.map((t) => [t.id, payloadOf(t)]), [[third.id, payload]], 'a deleted task is answered as it was');
       assert.deepEqual((await allTasks(h.store)).map((t) => [t.id, payloadOf(t)]), [[first.id, payload], [second.id, payload]]);
+    });
+
+    it('AnswersACompletionAsTheTaskIsButItsPayload, every other column read back', async () => {
+      const a = await h.agent(['done']);
+      const [t] = await h.submit(task('done', { payload: { p: 1 }, tags: ['x'], metadata: { m: 1 }, concurrencyKey: 'tenant', locks: ['/f'] }));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0, claimId: 3 });
+      const { payloadJson: _completedPayload, ...completed } = written(await h.store.taskComplete({ id: t.id, agentId: a, result: { r: 1 }, now: T0 + 1 })) as Task;
+      const { payloadJson, ...whole } = (await h.store.taskGet({ id: t.id }))!;
+      assert.deepEqual(completed, whole);
+      assert.equal(payloadJson, '{"p":1}');
     });
 
     it('KeepsCountersEqualToARecount through a mixed, concurrent workload', async () => {

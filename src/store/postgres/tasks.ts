@@ -7,6 +7,8 @@ import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
   completedTask,
+  COMPLETED_TASK_COLUMNS,
+  type CompletedTaskRow,
   completionText,
   payloadText,
   countsOfNamespaces,
@@ -281,13 +283,16 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
+/** What a completion answers: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (CompletedTask). */
+const COMPLETED_RETURNING = `RETURNING ${COMPLETED_TASK_COLUMNS.map((c) => `t.${c}`).join(', ')}`;
+
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
   'task_complete',
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND NOT t.has_dependents
-   RETURNING t.*`,
+   ${COMPLETED_RETURNING}`,
 );
 
 /** The same for tasks that others depend on, inside the transaction that releases those. */
@@ -296,7 +301,7 @@ const TASK_COMPLETE_DEPENDED_ON = prepared(
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND t.has_dependents
-   RETURNING t.*`,
+   ${COMPLETED_RETURNING}`,
 );
 
 /**
@@ -395,16 +400,16 @@ export function postgresTasks(
    * Completions of one tick share one statement and one commit: one statement is atomic on its
    * own, so it runs without BEGIN and COMMIT, one round trip instead of three.
    */
-  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, { row?: TaskRow; released: TaskTransition[] }>(
+  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, { row?: CompletedTaskRow; released: TaskTransition[] }>(
     async (batch) => {
       const columns = (calls: typeof batch) => [calls.map((c) => c.id), calls.map((c) => c.agentId), calls.map((c) => c.result), calls.map((c) => c.now)];
-      const rows = await query<TaskRow>(TASK_COMPLETE, columns(batch));
+      const rows = await query<CompletedTaskRow>(TASK_COMPLETE, columns(batch));
       const byId = new Map(rows.map((row) => [Number(row.id), { row, released: [] as TaskTransition[] }]));
       // Refused, or depended on: those others depend on complete with their dependents' release.
       const rest = batch.filter((c) => !byId.has(c.id));
       if (rest.length > 0) {
         await db.transaction(async (q) => {
-          const done = await q<TaskRow>(TASK_COMPLETE_DEPENDED_ON, columns(rest));
+          const done = await q<CompletedTaskRow>(TASK_COMPLETE_DEPENDED_ON, columns(rest));
           const released = await settleDependents(q, done, Math.max(...rest.map((c) => c.now)));
           for (const row of done) byId.set(Number(row.id), { row, released: [] });
           // The release is reported with the first completion of the batch that freed anything.
@@ -660,11 +665,11 @@ export function postgresTasks(
    * it and releases (or cancels) those whose wait is over, then does the same for the tasks those
    * cancellations finish. Tasks nothing depends on cost nothing.
    */
-  async function settleDependents(q: Query, finished: TaskRow[], now: number): Promise<TaskTransition[]> {
+  async function settleDependents(q: Query, finished: CompletedTaskRow[], now: number): Promise<TaskTransition[]> {
     const released: TaskTransition[] = [];
-    let round = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    let round: CompletedTaskRow[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
     while (round.length > 0) {
-      const failed = (row: TaskRow) => row.status !== 'completed';
+      const failed = (row: CompletedTaskRow) => row.status !== 'completed';
       const rows = await q<TaskRow>(SETTLE_DEPENDENTS, [
         round.map((r) => r.id),
         round.map((r) => r.status),

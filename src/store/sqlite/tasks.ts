@@ -1,11 +1,13 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { canClaim, claimKeysOf, taskRequirementKey } from '../../domain/requirements.js';
-import type { Task, TaskCount, TaskStatus } from '../../domain/types.js';
+import type { CompletedTask, Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
   completedTask,
+  COMPLETED_TASK_COLUMNS,
+  type CompletedTaskRow,
   completionText,
   payloadText,
   countsOfNamespaces,
@@ -71,9 +73,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     leasedTo: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
     leasedByClaims: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
     leasedBy: d.taskRows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    complete: d.taskRows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
+    // Not taskRows: a completion answers its task without the payload (CompletedTask), so a long one is not read back.
+    complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${COMPLETED_TASK_COLUMNS.join(', ')}`),
     endLease: d.taskRows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
     release: d.taskRows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
@@ -138,9 +141,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
    * and releases those whose wait is over (or cancels them), then does the same for the tasks those
    * cancellations finish. Tasks nothing depends on cost nothing.
    */
-  const settleDependents = (finished: TaskRow[], now: number): TaskTransition[] => {
+  const settleDependents = (finished: CompletedTaskRow[], now: number): TaskTransition[] => {
     const released: TaskTransition[] = [];
-    let round = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    let round: CompletedTaskRow[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
     while (round.length > 0) {
       const next: TaskRow[] = [];
       for (const row of round) {
@@ -211,17 +214,19 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   };
 
   /** Inside a write: a conditional write that may have finished a task, with the dependents it released. */
-  /** `asTask`: how the finished row becomes the task answered (a completion's keeps the result it was given). */
-  const finishing = (row: TaskRow | undefined, id: number, now: number, asTask: (row: TaskRow) => Task = toTask): TaskWrite => {
-    if (!row) return written(undefined, id);
+  /** `asTask`: how the finished row becomes the task answered (a completion's without its payload, with the result it was given). */
+  const finishing = <R extends CompletedTaskRow, T extends CompletedTask>(row: R | undefined, id: number, now: number, asTask: (row: R) => T): TaskWrite<T> => {
+    if (!row) return refusedWrite(id);
     const released = settleDependents([row], now);
     const task = asTask(row);
     return released.length > 0 ? { task, released } : { task };
   };
 
   /** Inside a write: the result of a conditional write, or the row as it is now. */
-  const written = (row: TaskRow | undefined, id: number): TaskWrite => {
-    if (row) return { task: toTask(row) };
+  const written = (row: TaskRow | undefined, id: number): TaskWrite => (row ? { task: toTask(row) } : refusedWrite(id));
+
+  /** A conditional write that did not hold: the task as it is now. */
+  const refusedWrite = (id: number): { task: undefined; current: Task | undefined } => {
     const current = s.byId.get(id) as TaskRow | undefined;
     return { task: undefined, current: current && toTask(current) };
   };
@@ -341,7 +346,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       const result = completionText(params);
       // One statement on the happy path; only a refused completion reads the row.
       return groupCommit.write(() =>
-        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as TaskRow | undefined, params.id, params.now, (row) => completedTask(row, params)),
+        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as CompletedTaskRow | undefined, params.id, params.now, (row) => completedTask(row, params)),
       );
     },
 
@@ -382,7 +387,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
     taskCancel(params) {
       return groupCommit.write(() =>
-        finishing(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from), error: JSON.stringify(params.error ?? null) }) as TaskRow | undefined, params.id, params.now),
+        finishing(s.cancel.get({ id: params.id, now: params.now, from: JSON.stringify(params.from), error: JSON.stringify(params.error ?? null) }) as TaskRow | undefined, params.id, params.now, toTask),
       );
     },
 
