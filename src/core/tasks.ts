@@ -348,6 +348,20 @@ export class TaskService {
     return task;
   }
 
+  /**
+   * complete, answered with the task whole, for the one answer that shows its payload (POST
+   * /v1/tasks/:id/complete). The payload is read before the completion, as a payload never changes:
+   * a read after it could find the task deleted by then, or its id taken by another task, and answer
+   * a failure for a completion that was written. A completion succeeds only for the agent holding
+   * the lease, so the task read is the task completed.
+   */
+  async completeWhole(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
+    const stored = await this.ctx.store.taskGet({ id: params.id });
+    const completed = await this.complete(params);
+    if (!stored) throw new Error(`task ${params.id} was completed, and was not there just before`);
+    return { ...completed, payloadJson: stored.payloadJson };
+  }
+
   /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
   private async recordUsage(task: CompletedTask, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;

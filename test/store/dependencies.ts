@@ -36,6 +36,24 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       assert.deepEqual((await h.store.taskDependencies({ ids: [join.id] })).get(join.id), [{ id: dep.id, status: 'completed', result, error: null }]);
     });
 
+    it('AnswersACompletionAsTheTaskIsButItsPayload: every other column read back, for a task with a parent, a dependency and a dependent', async () => {
+      const a = await h.agent(['cp']);
+      const [parent] = await submit(task('cp-parent'));
+      const [dep] = await submit(task('cp'));
+      await lease(a, 1);
+      written(await h.store.taskComplete({ id: dep.id, agentId: a, result: 'dep', now: T0 + 1 }));
+      const [t] = await submit(linked('cp', { parentId: parent.id, dependsOn: [dep.id] }, { payload: { p: 1 }, tags: ['x'], metadata: { m: 1 }, concurrencyKey: 'tenant', locks: ['/f'] }));
+      const [dependent] = await submit(linked('cp-after', { dependsOn: [t.id] }));
+      await h.store.taskClaim({ agentId: a, max: 1, now: T0 + 2, claimId: 3 });
+      const write = await h.store.taskComplete({ id: t.id, agentId: a, result: { r: 1 }, now: T0 + 3 });
+      const { payloadJson: _completedPayload, ...completed } = written(write) as Task;
+      const { payloadJson, ...whole } = (await h.store.taskGet({ id: t.id }))!;
+      assert.deepEqual(completed, whole);
+      assert.deepEqual([completed.parentId, completed.dependencyCount, completed.dependenciesPending, completed.status], [parent.id, 1, 0, 'completed']);
+      assert.equal(payloadJson, '{"p":1}');
+      assert.deepEqual(write.released?.map((r) => [r.task.id, r.task.status]), [[dependent.id, 'queued']], 'its dependent released by the completion');
+    });
+
     it('KeepsALongPayloadWholeThroughTheQueuesOwnWrites: linked, released by its dependency, expired, rescued, promoted, with its agent gone, in bulk', async () => {
       // Long enough that SQLite keeps it outside its task's row; see KeepsALongPayloadWholeThroughEveryChange.
       const payload = { prompt: 'é ✓ "quoted" \n'.repeat(400) };

@@ -463,16 +463,6 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.deepEqual((await allTasks(h.store)).map((t) => [t.id, payloadOf(t)]), [[first.id, payload], [second.id, payload]]);
     });
 
-    it('AnswersACompletionAsTheTaskIsButItsPayload, every other column read back', async () => {
-      const a = await h.agent(['done']);
-      const [t] = await h.submit(task('done', { payload: { p: 1 }, tags: ['x'], metadata: { m: 1 }, concurrencyKey: 'tenant', locks: ['/f'] }));
-      await h.store.taskClaim({ agentId: a, max: 1, now: T0, claimId: 3 });
-      const { payloadJson: _completedPayload, ...completed } = written(await h.store.taskComplete({ id: t.id, agentId: a, result: { r: 1 }, now: T0 + 1 })) as Task;
-      const { payloadJson, ...whole } = (await h.store.taskGet({ id: t.id }))!;
-      assert.deepEqual(completed, whole);
-      assert.equal(payloadJson, '{"p":1}');
-    });
-
     it('KeepsCountersEqualToARecount through a mixed, concurrent workload', async () => {
       const agents = await Promise.all([1, 2, 3].map(() => h.agent(['m1', 'm2'], 50)));
       await h.submit(...Array.from({ length: 40 }, (_, i) => task(i % 2 ? 'm1' : 'm2', { priority: i % 3, maxAttempts: 2 })));

@@ -224,10 +224,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
     },
     async (request) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      const completed = await fleet.tasks.complete({ id: request.params.id, ...request.body });
-      // A completion does not read the payload back (CompletedTask): this answer, the only one that
-      // shows it, reads the task whole. Agents complete through the batch route and the stream.
-      return taskJson(await fleet.tasks.get(completed.id));
+      return taskJson(await fleet.tasks.completeWhole({ id: request.params.id, ...request.body }));
     },
   );
 
