@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DASHBOARD_DIR } from '../src/server/dashboard.js';
 import { startTogether } from './helpers.js';
@@ -30,6 +31,28 @@ export async function launchBrowser(): Promise<Browser> {
  */
 export function startWithBrowser<S extends { stop(): Promise<unknown> }>(server: Promise<S>): Promise<[S, Browser]> {
   return startTogether({ start: server, stop: (s) => s.stop() }, { start: launchBrowser(), stop: (b) => b.close() });
+}
+
+/**
+ * For a describe block: before its tests, a server (`start`) and a headless Chromium with one page
+ * signed in with `key` of that server; after them, both stopped, the browser first. Its fields are
+ * set once the block's `before` has run: read them inside the tests. A test that starts the server
+ * again sets `server`, so that the new one is stopped.
+ */
+export function dashboardUnderTest<S extends { stop(): Promise<unknown> }>(
+  start: () => Promise<S>,
+  options: { key: (server: S) => string | undefined; page?: Parameters<Browser['newPage']>[0] },
+): { server: S; readonly browser: Browser; readonly page: Page } {
+  const ui = {} as { server: S; browser: Browser; page: Page };
+  before(async () => {
+    [ui.server, ui.browser] = await startWithBrowser(start());
+    ui.page = await signedInPage(ui.browser, options.key(ui.server), options.page);
+  });
+  after(async () => {
+    await ui.browser?.close();
+    await ui.server?.stop();
+  });
+  return ui;
 }
 
 /** A new page of the browser (with `options`, a viewport say), signed in with `key` (see signIn). */

@@ -1,27 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { signIn, signedInPage, startWithBrowser } from './browser.js';
-import { eventually, startTestServer, type TestServer } from './helpers.js';
+import { describe, it } from 'node:test';
+import { dashboardUnderTest, signIn } from './browser.js';
+import { eventually, startTestServer } from './helpers.js';
 
 const WAIT = { timeout: 10_000 };
 
 describe('dashboard: agents by name, tasks no agent can take, a narrow window', () => {
-  let server: TestServer;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startTestServer());
-    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 900 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(startTestServer, { key: (s) => s.adminKey, page: { viewport: { width: 1280, height: 900 } } });
 
   it('names agents wherever they appear, with the id on hover', async () => {
+    const { page, server } = ui;
     const renderer = await server.api.post('/v1/agents', { name: 'render-farm-7', capabilities: ['video.render'] });
     const agent = renderer.body.agent;
     const task = await server.api.submit({ type: 'video.render' });
@@ -42,6 +30,7 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
   });
 
   it('flags queued tasks that no online agent can take, on the task pages and the overview', async () => {
+    const { page, server } = ui;
     await server.api.registerAgent(['email.send']);
     const stuck = await server.api.submit({ type: 'gpu.train', requires: ['gpu', 'cuda'] });
     const fine = await server.api.submit({ type: 'email.send' });
@@ -63,6 +52,7 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
   });
 
   it('shows a change made while the page was still subscribing to its topics', async () => {
+    const { server, browser } = ui;
     await server.api.submit({ type: 'render.still', requires: ['render.still'] });
     const fresh = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     try {
@@ -94,6 +84,7 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
   });
 
   it('draws the overview\'s charts over their whole 5-minute window from the first second', async () => {
+    const { server, browser } = ui;
     const fresh = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     try {
       await signIn(fresh, server.adminKey);
@@ -108,6 +99,7 @@ describe('dashboard: agents by name, tasks no agent can take, a narrow window', 
   });
 
   it('keeps navigation and the task table usable in a 420 px window', async () => {
+    const { server, browser } = ui;
     const narrow = await browser.newPage({ viewport: { width: 420, height: 800 } });
     try {
       await signIn(narrow, server.adminKey);

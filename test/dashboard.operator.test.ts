@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { signedInPage, snap, startWithBrowser } from './browser.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { describe, it } from 'node:test';
+import { dashboardUnderTest, snap } from './browser.js';
+import { startTestServer } from './helpers.js';
 
 /**
  * The dashboard in a real headless Chromium against a real fleetd. Set FLEETD_SCREENSHOTS=docs to
@@ -11,21 +10,10 @@ import { startTestServer, type TestServer } from './helpers.js';
 const WAIT = { timeout: 20_000 };
 
 describe('dashboard', () => {
-  let server: TestServer;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startTestServer());
-    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(startTestServer, { key: (s) => s.adminKey, page: { viewport: { width: 1280, height: 800 } } });
 
   it('paints the overview loading only the overview chunk, and caches hashed assets for good', async () => {
+    const { page, server } = ui;
     const scripts: string[] = [];
     page.on('request', (r) => {
       if (r.resourceType() === 'script') scripts.push(new URL(r.url()).pathname);
@@ -48,6 +36,7 @@ describe('dashboard', () => {
   });
 
   it('shows an agent as soon as it registers', async () => {
+    const { page, server } = ui;
     await page.goto(server.url + '/#/agents');
     await page.waitForSelector('table.data', WAIT);
     const agent = await server.api.registerAgent(['echo', 'gpu'], { name: 'crawler-7' });
@@ -67,6 +56,7 @@ describe('dashboard', () => {
   });
 
   it('moves a task from queued to completed in the task table', async () => {
+    const { page, server } = ui;
     const agent = await server.api.registerAgent(['echo']);
     await page.goto(server.url + '/#/tasks');
     await page.waitForSelector('[data-testid=task-scroller]', WAIT);
@@ -82,6 +72,7 @@ describe('dashboard', () => {
   });
 
   it('filters the task table by status and type', async () => {
+    const { page, server } = ui;
     const dead = await server.api.submit({ type: 'report.build', maxAttempts: 1, requires: ['reports'] });
     const agent = await server.api.registerAgent(['reports']);
     assert.equal((await server.api.claim(agent.id))[0]?.id, dead.id);
@@ -105,6 +96,7 @@ describe('dashboard', () => {
   });
 
   it('scrolls through more tasks than one page, rendering only the rows on screen', async () => {
+    const { page, server } = ui;
     const tasks = Array.from({ length: 1_200 }, (_, i) => ({ type: 'bulk.item', payload: { i } }));
     const { items } = (await server.api.post('/v1/tasks/batch', { tasks })).body;
     const oldest = items[0].task.id;
@@ -130,6 +122,7 @@ describe('dashboard', () => {
   });
 
   it('opens a task, cancels it with a reason, and retries it', async () => {
+    const { page, server } = ui;
     const task = await server.api.submit({
       type: 'crawl.page',
       payload: { url: 'https://example.com/a' },
@@ -161,6 +154,7 @@ describe('dashboard', () => {
   });
 
   it('lists the locks agents hold', async () => {
+    const { page, server } = ui;
     const agent = await server.api.registerAgent([]);
     const lock = await server.api.post('/v1/locks', { agentId: agent.id, resources: ['src/app.ts', 'src/db.ts'], ttlMs: 60_000, description: 'refactor' });
     await page.goto(server.url + '/#/locks');
@@ -171,21 +165,22 @@ describe('dashboard', () => {
   });
 
   it('updates the overview counts live and says when fleetd is unreachable', async () => {
-    await server.api.submit({ type: 'overview.check' });
-    await page.goto(server.url + '/');
+    const { page } = ui;
+    await ui.server.api.submit({ type: 'overview.check' });
+    await page.goto(ui.server.url + '/');
     await page.waitForSelector('[data-ready=overview]', WAIT);
     const before = Number((await page.innerText('[data-stat=tasks-queued]')).replace(/\D/g, ''));
-    await server.api.submit({ type: 'overview.check' });
+    await ui.server.api.submit({ type: 'overview.check' });
     await page.waitForFunction((n) => Number(document.querySelector('[data-stat=tasks-queued]')!.textContent!.replace(/\D/g, '')) === n, before + 1, WAIT);
     await snap(page, 'overview');
 
     // fleetd goes away: the page says so, then reconnects by itself when it is back.
-    const port = Number(new URL(server.url).port);
-    await server.stop({ keepData: true });
+    const port = Number(new URL(ui.server.url).port);
+    await ui.server.stop({ keepData: true });
     await page.waitForSelector('[data-connection=offline]', WAIT);
-    server = await startTestServer({ dataDir: server.dataDir, port });
+    ui.server = await startTestServer({ dataDir: ui.server.dataDir, port });
     await page.waitForSelector('[data-connection=live]', { timeout: 30_000 });
-    await server.api.submit({ type: 'overview.check' });
+    await ui.server.api.submit({ type: 'overview.check' });
     await page.waitForFunction((n) => Number(document.querySelector('[data-stat=tasks-queued]')!.textContent!.replace(/\D/g, '')) === n, before + 2, WAIT);
   });
 });

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
+import { describe, it } from 'node:test';
 import { loadPipelinesFile } from '../src/pipelines/load.js';
 import type { PipelineSetup } from '../src/pipelines/pipelines.js';
-import { signedInPage, snap, startWithBrowser } from './browser.js';
+import { dashboardUnderTest, snap } from './browser.js';
 import { finishedRun, startPipelineServer } from './fake-llm.js';
 
 /**
@@ -34,26 +33,15 @@ const setup: PipelineSetup = {
 };
 
 describe('dashboard pipelines and cases', () => {
-  let server: Awaited<ReturnType<typeof startPipelineServer>>;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startPipelineServer(setup));
-    page = await signedInPage(browser, server.api.key, { viewport: { width: 1280, height: 800 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(() => startPipelineServer(setup), { key: (s) => s.api.key, page: { viewport: { width: 1280, height: 800 } } });
 
 
   /** Set once the page has loaded: still set later means the page was never reloaded. */
-  const markLoaded = () => page.evaluate(() => Object.assign(window, { loadedOnce: true }));
-  const stillLoadedOnce = () => page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce === true);
+  const markLoaded = () => ui.page.evaluate(() => Object.assign(window, { loadedOnce: true }));
+  const stillLoadedOnce = () => ui.page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce === true);
 
   it('shows a run appear and its steps progress live, in the list and on its own page', async () => {
+    const { page, server } = ui;
     await page.goto(server.url + '/#/pipelines');
     await page.waitForSelector('[data-connection=live]', WAIT);
     await page.waitForSelector('text=No pipeline runs match.', WAIT);
@@ -90,6 +78,7 @@ describe('dashboard pipelines and cases', () => {
   });
 
   it('filters runs by pipeline and status, and counts runs in flight on the overview', async () => {
+    const { page, server } = ui;
     const waiting = (await server.api.post('/v1/pipelines/review/runs', { input: { text: 'a second look' } })).body.run;
     await page.goto(server.url + '/#/');
     await page.waitForFunction(() => document.querySelector('[data-stat=pipeline-runs]')?.textContent === '1', undefined, WAIT);
@@ -108,6 +97,7 @@ describe('dashboard pipelines and cases', () => {
   });
 
   it('lists the cases complaints are grouped into, and a case with its member runs', async () => {
+    const { page, server } = ui;
     await page.goto(server.url + '/#/cases');
     await page.waitForSelector('[data-connection=live]', WAIT);
     const texts = [

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page, Request } from 'playwright-core';
-import { signedInPage, startWithBrowser } from './browser.js';
-import { eventually, startTestServer, type TestServer } from './helpers.js';
+import { describe, it } from 'node:test';
+import type { Page, Request } from 'playwright-core';
+import { dashboardUnderTest } from './browser.js';
+import { eventually, startTestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
 
@@ -33,21 +33,10 @@ function readTableIds(page: Page): Promise<number[]> {
 }
 
 describe('dashboard task table', () => {
-  let server: TestServer;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startTestServer());
-    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(startTestServer, { key: (s) => s.adminKey, page: { viewport: { width: 1280, height: 800 } } });
 
   it('shows exactly the rows of the new filter when it changes while 1,200 creations stream in', async () => {
+    const { page, server } = ui;
     // A slow link: each page of the table reaches fleetd 600 ms after it was asked for, and events
     // reach the page 300 ms after fleetd sent them. So while a page is on its way, events arrive
     // for tasks older than the newest the page will hold, and events for tasks it holds arrive

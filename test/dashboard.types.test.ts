@@ -1,27 +1,16 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { signedInPage, snap, startWithBrowser } from './browser.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { describe, it } from 'node:test';
+import { dashboardUnderTest, snap } from './browser.js';
+import { startTestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
 
 /** The Types page in a real headless Chromium against a real fleetd: policies, held-back counts and pauses, kept current. */
 describe('dashboard: task types', () => {
-  let server: TestServer;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startTestServer());
-    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(startTestServer, { key: (s) => s.adminKey, page: { viewport: { width: 1280, height: 800 } } });
 
   it('shows each type with its policy, what is held back and why, and a pause as it happens', async () => {
+    const { page, server } = ui;
     const { api } = server;
     assert.equal((await api.request('PUT', '/v1/types/summarise', { maxConcurrency: 1, rateLimit: { count: 10, perMs: 60000 } })).status, 200);
     const agent = await api.registerAgent(['summarise'], { maxConcurrency: 5 });
@@ -46,6 +35,7 @@ describe('dashboard: task types', () => {
   });
 
   it('says why a spent budget holds tasks back: what was spent against the budget, for the type or each key', async () => {
+    const { page, server } = ui;
     const { api } = server;
     assert.equal((await api.request('PUT', '/v1/types/translate', { budget: { tokensPerHour: 100, perKey: true } })).status, 200);
     assert.equal((await api.request('PUT', '/v1/types/embed', { budget: { costPerDay: 2 } })).status, 200);

@@ -1,27 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import type { Browser, Page } from 'playwright-core';
-import { signedInPage, startWithBrowser } from './browser.js';
-import { startTestServer, type TestServer } from './helpers.js';
+import { describe, it } from 'node:test';
+import { dashboardUnderTest } from './browser.js';
+import { startTestServer } from './helpers.js';
 
 const WAIT = { timeout: 20_000 };
 
 describe('dashboard: waiting tasks, parents and children', () => {
-  let server: TestServer;
-  let browser: Browser;
-  let page: Page;
-
-  before(async () => {
-    [server, browser] = await startWithBrowser(startTestServer());
-    page = await signedInPage(browser, server.adminKey, { viewport: { width: 1280, height: 800 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.stop();
-  });
+  const ui = dashboardUnderTest(startTestServer, { key: (s) => s.adminKey, page: { viewport: { width: 1280, height: 800 } } });
 
   it('shows a waiting join with its dependencies, and links a parent to its children and back', async () => {
+    const { page, server } = ui;
     const { api } = server;
     const plan = await api.submit({ type: 'plan' });
     const steps = (await api.post('/v1/tasks/batch', { tasks: [1, 2].map((n) => ({ type: 'step', payload: { n }, parentId: plan.id })) })).body.items.map(
@@ -47,6 +35,7 @@ describe('dashboard: waiting tasks, parents and children', () => {
   });
 
   it('lists schedules with their next fire, links the last fire\'s task, and pauses and resumes one', async () => {
+    const { page, server } = ui;
     const { api } = server;
     assert.equal((await api.post('/v1/schedules', { name: 'hourly-report', cron: '0 * * * *', timezone: 'Europe/Berlin', task: { type: 'report' } })).status, 201);
     assert.equal((await api.post('/v1/schedules', { name: 'ticker', cron: '* * * * * *', task: { type: 'tick' }, overlap: 'allow' })).status, 201);
