@@ -1,12 +1,54 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer, request } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetApiError, FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
 import { eventually, kill9, nextEvent, startTestServer, type TestServer, within } from './helpers.js';
 import { CuttingProxy } from './tcp-proxy.js';
+
+/**
+ * A real HTTP proxy in front of `target` that, like many, does not pass WebSocket upgrades on.
+ * `answer` may answer a request itself (a status and a JSON body), as a server just restarted
+ * would; `answered` notes each answer passed on, with the bytes of its body as they travel
+ * (compressed or not). `stop()` drops its connections and closes it.
+ */
+async function startHttpProxy(
+  target: string,
+  options: { answer?: (req: IncomingMessage) => [number, unknown] | undefined; answered?: { method: string; url: string; bytes: number }[] } = {},
+): Promise<{ url: string; stop(): Promise<void> }> {
+  const upstream = new URL(target);
+  const proxy = createServer((req, res) => {
+    const own = options.answer?.(req);
+    if (own) {
+      res.writeHead(own[0], { 'content-type': 'application/json' });
+      res.end(JSON.stringify(own[1]));
+      return;
+    }
+    const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+      const answer = { method: req.method!, url: req.url!, bytes: 0 };
+      options.answered?.push(answer);
+      up.on('data', (chunk: Buffer) => (answer.bytes += chunk.length));
+      res.writeHead(up.statusCode!, up.headers);
+      up.pipe(res);
+    });
+    // Torn down with the test while a long-poll is in flight: that request's end is not what is tested.
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+    res.on('close', () => forward.destroy());
+  });
+  proxy.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'));
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    async stop() {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
 
 describe('agent SDK', () => {
   let server: TestServer;
@@ -87,6 +129,38 @@ describe('agent SDK', () => {
     }
   });
 
+  it('over HTTP, receives a long payload once: its extensions and completion are answered without it', async () => {
+    const answers: { method: string; url: string; bytes: number }[] = [];
+    const proxy = await startHttpProxy(server.url, { answered: answers });
+    const proxied = new FleetClient({ url: proxy.url, apiKey: server.adminKey });
+    const name = 'sdk-long-prompt';
+    const agent = proxied.agent({ name, capabilities: [name], transport: 'poll' });
+    // Random text, which compression cannot shrink: what each answer weighs is what it carries.
+    const prompt = randomBytes(150_000).toString('base64');
+    try {
+      await agent.work(async (task) => {
+        await new Promise((r) => setTimeout(r, 1_000));
+        return { chars: (task.payload as { prompt: string }).prompt.length };
+      });
+      const task = (await client.submit({ type: name, payload: { prompt }, leaseMs: 300 })).task;
+      await nextEvent(server, 'task.completed', (e) => e.task.id === task.id, 10_000);
+      assert.deepEqual((await client.get(task.id)).result, { chars: prompt.length });
+      const to = (op: string) => answers.filter((a) => a.method === 'POST' && new URL(a.url, 'http://x').pathname === `/v1/tasks/${task.id}/${op}`);
+      const extensions = to('extend');
+      assert.ok(extensions.length >= 2, `extended ${extensions.length} times`);
+      for (const a of [...extensions, ...to('complete')]) {
+        assert.equal(new URL(a.url, 'http://x').searchParams.get('return'), 'minimal', a.url);
+        assert.ok(a.bytes < 2_000, `${a.url} answered ${a.bytes} bytes`);
+      }
+      assert.equal(to('complete').length, 1);
+      const total = answers.reduce((sum, a) => sum + a.bytes, 0);
+      assert.ok(total < prompt.length * 1.5, `${total} bytes reached the agent for a prompt of ${prompt.length}`);
+    } finally {
+      await agent.stop();
+      await proxy.stop();
+    }
+  });
+
   it('falls back to long-poll when asked, with the same handler contract', async () => {
     const agent = client.agent({ name: 'poller', capabilities: ['sdk-poll'], concurrency: 2, transport: 'poll' });
     const transport = once(agent, 'connected');
@@ -154,24 +228,15 @@ describe('agent SDK', () => {
   }
 
   it('tries again shortly when the first extension of a lease it took back fails for a passing reason', async () => {
-    // A real HTTP proxy that answers the first extension 503, as a server just restarted does.
-    const upstream = new URL(server.url);
+    // The first extension answered 503, as a server just restarted does.
     let refused = 0;
-    const proxy = createServer((req, res) => {
-      if (req.method === 'POST' && req.url?.endsWith('/extend') && refused === 0) {
+    const proxy = await startHttpProxy(server.url, {
+      answer: (req) => {
+        if (req.method !== 'POST' || !new URL(req.url!, 'http://x').pathname.endsWith('/extend') || refused > 0) return undefined;
         refused++;
-        res.writeHead(503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { code: 'FLEETD_ERR_UNAVAILABLE', message: 'starting' } }));
-        return;
-      }
-      const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-        res.writeHead(up.statusCode!, up.headers);
-        up.pipe(res);
-      });
-      req.pipe(forward);
-      res.on('close', () => forward.destroy());
+        return [503, { error: { code: 'FLEETD_ERR_UNAVAILABLE', message: 'starting' } }];
+      },
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
     const name = 'resumed-extension-refused';
     const { agent: held, token } = await client.registerAgent({ name, capabilities: [name] });
     const task = (await client.submit({ type: name, leaseMs: 2_000 })).task;
@@ -180,7 +245,7 @@ describe('agent SDK', () => {
     // Back with less than half the lease left: the regular extension, half a lease after the
     // refused one, would come after the lease lapsed.
     await new Promise((r) => setTimeout(r, 1_200));
-    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, apiKey: server.adminKey });
+    const proxied = new FleetClient({ url: proxy.url, apiKey: server.adminKey });
     const agent = proxied.agent({ name, capabilities: [name], id: held.id, token, transport: 'poll' });
     const warnings: Error[] = [];
     agent.on('error', (err: Error) => warnings.push(err));
@@ -201,8 +266,7 @@ describe('agent SDK', () => {
       );
     } finally {
       await agent.stop();
-      proxy.closeAllConnections();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.stop();
     }
   });
 
@@ -281,19 +345,8 @@ describe('agent SDK', () => {
   });
 
   it('falls back to long-poll by itself behind a proxy that refuses WebSockets', async () => {
-    // A real HTTP proxy that forwards requests but, like many, does not pass WebSocket upgrades on.
-    const upstream = new URL(server.url);
-    const proxy = createServer((req, res) => {
-      const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-        res.writeHead(up.statusCode!, up.headers);
-        up.pipe(res);
-      });
-      req.pipe(forward);
-      res.on('close', () => forward.destroy());
-    });
-    proxy.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'));
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const proxied = new FleetClient({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, apiKey: server.adminKey });
+    const proxy = await startHttpProxy(server.url);
+    const proxied = new FleetClient({ url: proxy.url, apiKey: server.adminKey });
     const agent = proxied.agent({ name: 'proxied', capabilities: ['sdk-proxied'] });
     const connected = once(agent, 'connected');
     try {
@@ -305,8 +358,7 @@ describe('agent SDK', () => {
       assert.equal((await client.get(task.id)).result, 'through the proxy 1');
     } finally {
       await agent.stop();
-      proxy.closeAllConnections();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.stop();
     }
   });
 

@@ -74,6 +74,52 @@ describe('HTTP details', () => {
     assert.equal(wrong.status, 400);
   });
 
+  it("answers an agent's completion, failure, extension and release without the payload with ?return=minimal", async () => {
+    const payload = { prompt: 'p'.repeat(50_000) };
+    const type = 'minimal-writes';
+    const agent = await server.api.registerAgent([type], { maxConcurrency: 10 });
+    const ids: number[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await server.api.submit({ type, payload, maxAttempts: 1 })).id);
+    assert.equal((await server.api.claim(agent.id, 4)).length, 4);
+    const [toExtend, toRelease, toFail, toComplete] = ids;
+    const minimalOf = async (op: string, id: number, body: object, status: string) => {
+      const res = await server.api.post(`/v1/tasks/${id}/${op}?return=minimal`, { agentId: agent.id, ...body });
+      assert.equal(res.status, 200, `${op}: ${JSON.stringify(res.body)}`);
+      assert.deepEqual([res.body.id, res.body.status], [id, status], op);
+      assert.deepEqual(['payload', 'result', 'error'].filter((k) => k in res.body), [], op);
+      assert.ok(JSON.stringify(res.body).length < 1_000, op);
+      return res.body;
+    };
+
+    const before = (await server.api.get(`/v1/tasks/${toExtend}`)).body.leaseExpiresAt;
+    const extended = await minimalOf('extend', toExtend, { leaseMs: 600_000 }, 'leased');
+    assert.ok(Date.parse(extended.leaseExpiresAt) > Date.parse(before), 'the lease was renewed');
+    await minimalOf('release', toRelease, { delayMs: 0, reason: 'busy' }, 'queued');
+    await minimalOf('fail', toFail, { error: { message: 'no' }, retryable: false }, 'dead');
+    await minimalOf('complete', toComplete, { result: { ok: true } }, 'completed');
+    // Written as without the query, and each task still holds its payload.
+    const stored = await Promise.all(ids.map(async (id) => (await server.api.get(`/v1/tasks/${id}`)).body));
+    assert.deepEqual(
+      stored.map((t) => [t.status, t.result, t.error?.message ?? null]),
+      [
+        ['leased', null, null],
+        ['queued', null, 'busy'],
+        ['dead', null, 'no'],
+        ['completed', { ok: true }, null],
+      ],
+    );
+    for (const t of stored) assert.deepEqual(t.payload, payload);
+    assert.equal(stored[0].leaseExpiresAt, extended.leaseExpiresAt);
+
+    // Without it, the task whole; a wrong value is refused and changes nothing.
+    const whole = await server.api.post(`/v1/tasks/${toExtend}/extend`, { agentId: agent.id });
+    assert.deepEqual(whole.body.payload, payload);
+    const wrong = await server.api.post(`/v1/tasks/${toExtend}/complete?return=everything`, { agentId: agent.id, result: 1 });
+    assert.equal(wrong.status, 400);
+    assert.equal(wrong.body.error.code, 'FLEETD_ERR_VALIDATION');
+    assert.equal((await server.api.get(`/v1/tasks/${toExtend}`)).body.status, 'leased');
+  });
+
   it('answers submits and claims, written as text with their payloads as stored, as JSON, compressed when large', async () => {
     // Escapes and astral characters: stored as JSON.stringify writes the payload, and answered so.
     const payloadJson = JSON.stringify({ prompt: 'é \u{1F600} "quoted" \\ \n\u2028'.repeat(2_000), n: 1.5e-7 });

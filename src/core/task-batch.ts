@@ -1,5 +1,5 @@
 import { FleetError, invalid } from '../domain/errors.js';
-import type { CompletedTask } from '../domain/types.js';
+import type { TaskWithoutPayload } from '../domain/types.js';
 import type { TaskUsage } from '../domain/type-policies.js';
 import type { Logger } from './context.js';
 import type { TaskService } from './tasks.js';
@@ -11,7 +11,7 @@ export type TaskBatchItem =
   | { op: 'extend'; id: number; leaseMs?: number };
 
 /** Each item's answer, in its place: the task after the write, or why the item was refused. */
-export type TaskBatchOutcome = { id: number; task: CompletedTask; error?: undefined } | { id: number; task?: undefined; error: FleetError };
+export type TaskBatchOutcome = { id: number; task: TaskWithoutPayload; error?: undefined } | { id: number; task?: undefined; error: FleetError };
 
 /**
  * An agent's completions, failures and extensions sent together (`POST /v1/tasks/complete`, a

@@ -20,7 +20,7 @@ import { repeatCheck, taskRequestHash } from './rules/idempotency.js';
 import { afterFailure } from './rules/retry.js';
 import { CANCELLABLE, RETRYABLE, initialStatus, leaseHeld, stateAllowed } from './rules/tasks.js';
 import { checkDependsOn, linkCheck } from './rules/dependencies.js';
-import { TERMINAL_STATUSES, summarizeTask, type Agent, type CompletedTask, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
+import { TERMINAL_STATUSES, summarizeTask, type Agent, type TaskWithoutPayload, type OnDependencyFailure, type Page, type Task, type TaskStatus } from '../domain/types.js';
 
 export interface TaskInput {
   /** The namespace it is submitted to: default when absent. Its parent and dependencies must be of it too. */
@@ -248,7 +248,7 @@ export class TaskService {
     if (earliestRunAt !== Infinity) this.timers.scheduled.poke(earliestRunAt);
   }
 
-  private released(write: TaskWrite<CompletedTask>): void {
+  private released(write: TaskWrite<TaskWithoutPayload>): void {
     if (write.released) this.publishReleased(write.released);
   }
 
@@ -334,8 +334,8 @@ export class TaskService {
     if (earliestExpiry !== Infinity) this.timers.leases.poke(earliestExpiry);
   }
 
-  /** The task completed, without its payload (CompletedTask): nothing that completes a task needs it again. */
-  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<CompletedTask> {
+  /** The task completed, without its payload (TaskWithoutPayload): nothing that completes a task needs it again. */
+  async complete(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<TaskWithoutPayload> {
     const result = params.result ?? null;
     const { text, bytes } = checkedJson(result, 'result', { maxBytes: this.ctx.config.maxPayloadBytes, maxDepth: this.ctx.config.maxPayloadDepth });
     const written = await this.ctx.store.taskComplete({ id: params.id, agentId: params.agentId, result, resultJson: text, now: this.ctx.now() });
@@ -349,21 +349,22 @@ export class TaskService {
   }
 
   /**
-   * complete, answered with the task whole, for the one answer that shows its payload (POST
-   * /v1/tasks/:id/complete). The payload is read before the completion, as a payload never changes:
-   * a read after it could find the task deleted by then, or its id taken by another task, and answer
-   * a failure for a completion that was written. A completion succeeds only for the agent holding
-   * the lease, so the task read is the task completed.
+   * A completion or an extension of task `id` (`write`), answered with the task whole, for the
+   * answers that show its payload (POST /v1/tasks/:id/complete and /extend without
+   * ?return=minimal). The payload is read before the write, as a payload never changes: a read
+   * after it could find the task deleted by then, or its id taken by another task, and answer a
+   * failure for a write that was made. Either write succeeds only for the agent holding the lease,
+   * so the task read is the task written.
    */
-  async completeWhole(params: { id: number; agentId: string; result?: unknown; usage?: TaskUsage }): Promise<Task> {
-    const stored = await this.ctx.store.taskGet({ id: params.id });
-    const completed = await this.complete(params);
-    if (!stored) throw new Error(`task ${params.id} was completed, and was not there just before`);
-    return { ...completed, payloadJson: stored.payloadJson };
+  async whole(id: number, write: () => Promise<TaskWithoutPayload>): Promise<Task> {
+    const stored = await this.ctx.store.taskGet({ id });
+    const written = await write();
+    if (!stored) throw new Error(`task ${id} was written, and was not there just before`);
+    return { ...written, payloadJson: stored.payloadJson };
   }
 
   /** What the agent reported the task used, counted for its type and key (after the write that ended its lease). */
-  private async recordUsage(task: CompletedTask, usage: TaskUsage | undefined): Promise<void> {
+  private async recordUsage(task: TaskWithoutPayload, usage: TaskUsage | undefined): Promise<void> {
     if (usage === undefined) return;
     await this.ctx.store.usageRecord({ namespace: task.namespace, type: task.type, key: task.concurrencyKey ?? '', usage, now: this.ctx.now() });
     this.ctx.stats.usageRecorded();
@@ -414,7 +415,8 @@ export class TaskService {
     return task;
   }
 
-  async extend(params: { id: number; agentId: string; leaseMs?: number }): Promise<Task> {
+  /** The task with its lease renewed, without its payload (TaskWithoutPayload): an agent extends every half lease, and has the payload. */
+  async extend(params: { id: number; agentId: string; leaseMs?: number }): Promise<TaskWithoutPayload> {
     const task = await this.leaseHeld(await this.ctx.store.taskExtendLease({ ...params, now: this.ctx.now() }), params.id, params.agentId);
     this.ctx.bus.publish('task.extended', { task: summarizeTask(task) });
     if (task.leaseExpiresAt !== null) this.timers.leases.poke(task.leaseExpiresAt);
@@ -426,7 +428,7 @@ export class TaskService {
    * leaseHeld); a task of another namespace than the agent's is as missing. Only a refusal reads
    * the agent: a task leased to it is of its namespace, since claims never cross.
    */
-  private async leaseHeld<T extends CompletedTask>(written: TaskWrite<T>, id: number, agentId: string): Promise<T> {
+  private async leaseHeld<T extends TaskWithoutPayload>(written: TaskWrite<T>, id: number, agentId: string): Promise<T> {
     if (!written.task && written.current) {
       const agent = await this.ctx.store.agentGet({ id: agentId });
       if (agent && agent.namespace !== written.current.namespace) throw notFound('task', id);

@@ -62,11 +62,11 @@ export interface Task {
 }
 
 /**
- * A task as its completion answers it: every field but its payload. Nothing that completes a task
- * needs the payload again, and a long one (a prompt) would be read back whole for nothing: from
- * task_payloads on SQLite, de-TOASTed and sent on PostgreSQL.
+ * A task as a completion or an extension answers it: every field but its payload. Neither needs the
+ * payload again, and a long one (a prompt) would be read back whole for nothing: from task_payloads
+ * on SQLite, de-TOASTed and sent on PostgreSQL; an extension comes every half lease.
  */
-export type CompletedTask = Omit<Task, 'payloadJson'>;
+export type TaskWithoutPayload = Omit<Task, 'payloadJson'>;
 
 /** What a waiting task does when a dependency ends dead or cancelled: it is cancelled too, or runs anyway. */
 export type OnDependencyFailure = 'cancel' | 'run';

@@ -25,6 +25,7 @@ import {
   type Lock,
   type Task,
   type TaskSummary,
+  type TaskWithoutPayload,
 } from './types.js';
 
 /**
@@ -448,9 +449,9 @@ export function taskSummaryJson(t: TaskSummary): TaskSummaryJson {
  * Where a leased task's `traceparent` comes from: tracing sets it while it runs (src/tracing);
  * this leaf knows nothing of tracing.
  */
-let traceparentOf: (t: Task) => string | undefined = () => undefined;
+let traceparentOf: (t: TaskWithoutPayload) => string | undefined = () => undefined;
 
-export function setTraceparentSource(source: (t: Task) => string | undefined): void {
+export function setTraceparentSource(source: (t: TaskWithoutPayload) => string | undefined): void {
   traceparentOf = source;
 }
 
@@ -474,13 +475,13 @@ export function taskJsonText(t: Task): string {
 export const tasksJsonText = (tasks: readonly Task[]): string => `[${tasks.map(taskJsonText).join(',')}]`;
 
 /** A task without its payload, result and error: a submit's answer with ?return=minimal. */
-export function minimalTaskJson(t: Task): Omit<TaskJson, 'payload' | 'result' | 'error'> {
+export function minimalTaskJson(t: TaskWithoutPayload): Omit<TaskJson, 'payload' | 'result' | 'error'> {
   const { result: _result, error: _error, ...rest } = taskJsonBesidesPayload(t);
   return rest;
 }
 
 /** Every field of taskJson but the payload. */
-function taskJsonBesidesPayload(t: Task): TaskJson {
+function taskJsonBesidesPayload(t: TaskWithoutPayload): TaskJson {
   const json = taskSummaryJson(t) as TaskJson;
   json.result = t.result;
   if (t.dependencies !== undefined) json.dependencies = t.dependencies;

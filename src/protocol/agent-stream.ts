@@ -8,7 +8,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { FleetError } from '../domain/errors.js';
-import type { Agent, CompletedTask, Task } from '../domain/types.js';
+import type { Agent, TaskWithoutPayload, Task } from '../domain/types.js';
 import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, agentJson, isoOrNull, literalsOf, tasksJsonText } from '../domain/wire.js';
 import { LOG_LEVELS } from '../domain/activity.js';
 
@@ -51,7 +51,7 @@ export const TaskBatchResultSchema = Type.Object({
 export type TaskBatchResult = Static<typeof TaskBatchResultSchema>;
 
 /** One item's answer on the wire: as an `ack` says it, or as an `error` does. */
-export function taskBatchResultJson(outcome: { id: number; task?: CompletedTask; error?: FleetError }): TaskBatchResult {
+export function taskBatchResultJson(outcome: { id: number; task?: TaskWithoutPayload; error?: FleetError }): TaskBatchResult {
   if (outcome.task) return { id: outcome.id, status: outcome.task.status, leaseExpiresAt: isoOrNull(outcome.task.leaseExpiresAt) };
   return { id: outcome.id, error: outcome.error!.toJSON().error };
 }

@@ -1,5 +1,5 @@
 import { NO_QUOTAS, namespaceVisible, type Namespace, type NamespaceFilter, type NamespaceQuotas } from '../domain/namespaces.js';
-import type { Agent, AgentStatus, ApiKey, CompletedTask, Lock, Scope, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentStatus, ApiKey, TaskWithoutPayload, Lock, Scope, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import { DEFAULT_NAMESPACE } from '../domain/namespaces.js';
 import { namespaceOfKey, requiresOf } from '../domain/requirements.js';
 import type { Schedule } from '../domain/schedules.js';
@@ -179,25 +179,28 @@ export const completionText = (completion: Completion): string => completion.res
 
 /**
  * The task a completion wrote, without its payload, which the completion does not read back
- * (COMPLETED_TASK_COLUMNS): given its result's text, with the result as given rather than parsed
+ * (TASK_COLUMNS_WITHOUT_PAYLOAD): given its result's text, with the result as given rather than parsed
  * back from the row.
  */
-export const completedTask = (row: CompletedTaskRow, completion: Completion): CompletedTask =>
+export const completedTask = (row: TaskRowWithoutPayload, completion: Completion): TaskWithoutPayload =>
   taskFields(row, completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
 
-/** A task row but its payload: what a completion answers. */
-export type CompletedTaskRow = Omit<TaskRow, 'payload'>;
+/** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): an extension's. */
+export const taskWithoutPayload = (row: TaskRowWithoutPayload): TaskWithoutPayload => taskFields(row, parseJson(row.result), undefined);
 
-/** Every column of a task row but its payload, for a completion's RETURNING. */
-export const COMPLETED_TASK_COLUMNS = [
+/** A task row but its payload: what a completion or an extension answers. */
+export type TaskRowWithoutPayload = Omit<TaskRow, 'payload'>;
+
+/** Every column of a task row but its payload, for a completion's or an extension's RETURNING. */
+export const TASK_COLUMNS_WITHOUT_PAYLOAD = [
   'id', 'namespace', 'type', 'req_key', 'priority', 'status', 'idempotency_key', 'request_hash', 'attempts', 'max_attempts',
   'lease_ms', 'backoff_ms', 'run_at', 'created_at', 'updated_at', 'claimed_at', 'claim_id', 'completed_at', 'agent_id',
   'lease_expires_at', 'result', 'error', 'concurrency_key', 'locks', 'execution_timeout_ms', 'schedule_timeout_ms', 'expires_at',
   'tags', 'metadata', 'parent_id', 'deps_total', 'deps_pending', 'on_dependency_failure', 'has_dependents',
-] as const satisfies readonly (keyof CompletedTaskRow)[];
+] as const satisfies readonly (keyof TaskRowWithoutPayload)[];
 // Fails to compile while a column of TaskRow but its payload is missing from the list.
-const everyCompletedColumn: Exclude<keyof CompletedTaskRow, (typeof COMPLETED_TASK_COLUMNS)[number]> extends never ? true : never = true;
-void everyCompletedColumn;
+const everyColumnButPayload: Exclude<keyof TaskRowWithoutPayload, (typeof TASK_COLUMNS_WITHOUT_PAYLOAD)[number]> extends never ? true : never = true;
+void everyColumnButPayload;
 
 function taskOf(row: TaskRow, result: unknown): Task {
   // '' is no JSON: SQLite's mark of a payload kept in task_payloads, which the read did not fetch
@@ -207,11 +210,11 @@ function taskOf(row: TaskRow, result: unknown): Task {
 }
 
 /**
- * One literal for every task read, so that they share one shape; a completion's leaves its payload
- * undefined (CompletedTask).
+ * One literal for every task read, so that they share one shape; a completion's and an extension's
+ * leave the payload undefined (TaskWithoutPayload).
  */
-function taskFields(row: CompletedTaskRow, result: unknown, payloadJson: string | undefined): CompletedTask {
-  const task: CompletedTask & { payloadJson: string | undefined } = {
+function taskFields(row: TaskRowWithoutPayload, result: unknown, payloadJson: string | undefined): TaskWithoutPayload {
+  const task: TaskWithoutPayload & { payloadJson: string | undefined } = {
     id: row.id,
     namespace: row.namespace,
     type: row.type,

@@ -2,7 +2,7 @@ import type { Namespace, NamespaceQuotas } from '../domain/namespaces.js';
 import type { ActivityStore } from './activity-store.js';
 import type { AuditStore } from './audit-store.js';
 import type { ScheduleStore } from './schedule-store.js';
-import type { Agent, AgentCount, ApiKey, CompletedTask, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
+import type { Agent, AgentCount, ApiKey, TaskWithoutPayload, Scope, AgentStatus, Lock, OnDependencyFailure, Page, Task, TaskCount, TaskDependency, TaskStatus } from '../domain/types.js';
 import type { NamespaceFilter } from '../domain/namespaces.js';
 import type { AdmissionState, FleetUsage, HoldReason, QueuedGroup, TaskUsage, TypePause, TypePolicy, TypePolicyRecord, TypeUsage } from '../domain/type-policies.js';
 
@@ -87,9 +87,9 @@ export interface TaskStore {
    * Completes the task if the agent holds its lease. `resultJson`, when given, is `result`'s JSON
    * text (the caller checked its size with it): stored as it is, and the task answered with
    * `result` as given rather than parsed back from the row. The task is answered without its
-   * payload (CompletedTask), which the completion does not read back.
+   * payload (TaskWithoutPayload), which the completion does not read back.
    */
-  taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite<CompletedTask>>;
+  taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite<TaskWithoutPayload>>;
   /** Ends the agent's lease on the task as `endLease` decides. */
   taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
   /**
@@ -97,8 +97,11 @@ export interface TaskStore {
    * back the attempt its claim counted, and records `error` (why); only if the agent holds the lease.
    */
   taskRelease(params: { id: number; agentId: string; now: number; status: 'queued' | 'scheduled'; runAt: number; error: unknown }): Promise<TaskWrite>;
-  /** Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds it. */
-  taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite>;
+  /**
+   * Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds
+   * it. The task is answered without its payload (TaskWithoutPayload), which is not read.
+   */
+  taskExtendLease(params: { id: number; agentId: string; leaseMs?: number; now: number }): Promise<TaskWrite<TaskWithoutPayload>>;
   /** Cancels the task if its status is one of `from`, recording `error` (core's, with the reason). */
   taskCancel(params: { id: number; now: number; from: readonly TaskStatus[]; error: unknown }): Promise<TaskWrite>;
   /** Puts the task back in the queue, attempts reset, if its status is one of `from`. */
@@ -229,7 +232,7 @@ export interface NamespaceStore {
  * same transaction; a write that ends leases in bulk (rescue, agent release) lists them among its
  * transitions, `from: 'waiting'`.
  */
-export type TaskWrite<T extends CompletedTask = Task> =
+export type TaskWrite<T extends TaskWithoutPayload = Task> =
   | { task: T; current?: undefined; released?: TaskTransition[] }
   | { task: undefined; current: Task | undefined; released?: undefined };
 

@@ -4,7 +4,7 @@ import { repeatCheck, taskRequestHash } from '../../src/core/rules/idempotency.j
 import { afterFailure, lostLeases } from '../../src/core/rules/retry.js';
 import { initialStatus } from '../../src/core/rules/tasks.js';
 import { expiryOf, ranOutLeases } from '../../src/core/rules/control.js';
-import type { CompletedTask, Task } from '../../src/domain/types.js';
+import type { TaskWithoutPayload, Task } from '../../src/domain/types.js';
 import type { Driver } from '../../src/store/driver.js';
 import type { EndLease, Store, TaskInsertParams, TaskWrite } from '../../src/store/store.js';
 
@@ -56,13 +56,13 @@ export const rules = {
 };
 
 /** The task a conditional write wrote; fails the test if the store refused it. */
-export function written<T extends CompletedTask>(w: TaskWrite<T>): T {
+export function written<T extends TaskWithoutPayload>(w: TaskWrite<T>): T {
   assert.ok(w.task, `the write was refused: the task is ${w.current ? w.current.status : 'gone'}`);
   return w.task;
 }
 
 /** Asserts the store refused the write and reports the task as it is now. */
-export function refused(w: TaskWrite<CompletedTask>, current: Partial<Task> | undefined): void {
+export function refused(w: TaskWrite<TaskWithoutPayload>, current: Partial<Task> | undefined): void {
   assert.equal(w.task, undefined, 'the write was refused');
   if (current === undefined) assert.equal(w.current, undefined);
   else assert.deepEqual(Object.fromEntries(Object.keys(current).map((k) => [k, w.current?.[k as keyof Task]])), current);

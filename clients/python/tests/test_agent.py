@@ -303,9 +303,14 @@ def test_an_agent_started_again_near_the_end_of_a_lease_extends_it_at_once(serve
 
 
 @contextlib.asynccontextmanager
-async def http_proxy(server: Server, answer: Callable[[str, str], tuple[int, dict[str, Any]] | None]) -> AsyncIterator[str]:
+async def http_proxy(
+    server: Server,
+    answer: Callable[[str, str], tuple[int, dict[str, Any]] | None] = lambda method, path: None,
+    answered: list[tuple[str, str, int]] | None = None,
+) -> AsyncIterator[str]:
     """A real HTTP/1.1 proxy in front of ``server``; yields its URL. ``answer(method, path)`` may answer a
-    request itself (status, JSON body), as a server just restarted would; None passes it on."""
+    request itself (status, JSON body), as a server just restarted would; None passes it on. Each
+    answer is noted in ``answered``, when given: the method, the path and the body's length."""
     upstream = httpx.AsyncClient(base_url=server.url, timeout=None)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -323,6 +328,8 @@ async def http_proxy(server: Server, answer: Callable[[str, str], tuple[int, dic
                     passed = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")}
                     reply = await upstream.request(method, path, headers=passed, content=body)
                     status, content = reply.status_code, reply.content
+                if answered is not None:
+                    answered.append((method, path, len(content)))
                 writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(content)}\r\n\r\n".encode() + content)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -342,7 +349,7 @@ def test_a_resumed_lease_whose_first_extension_fails_for_a_passing_reason_is_ext
     refused: list[str] = []
 
     def first_extension_unavailable(method: str, path: str) -> tuple[int, dict[str, Any]] | None:
-        if method == "POST" and path.endswith("/extend") and not refused:
+        if method == "POST" and path.split("?")[0].endswith("/extend") and not refused:
             refused.append(path)
             return 503, {"error": {"code": "FLEETD_ERR_UNAVAILABLE", "message": "starting"}}
         return None
@@ -355,6 +362,35 @@ def test_a_resumed_lease_whose_first_extension_fails_for_a_passing_reason_is_ext
                 assert len(refused) == 1, "the first extension was refused"
                 assert done["status"] == "completed" and done["attempts"] == 1 and done["result"] == "in time"
                 assert [getattr(e, "code", None) for e in errors] == ["FLEETD_ERR_UNAVAILABLE"]
+
+    asyncio.run(main())
+
+
+def test_over_http_a_long_payload_is_received_once_and_not_with_each_extension(server: Server) -> None:
+    answered: list[tuple[str, str, int]] = []
+    prompt = secrets.token_urlsafe(150_000)
+
+    async def main() -> None:
+        async with fleet_of(server) as fleet, http_proxy(server, answered=answered) as url, AsyncFleet(url, api_key=server.key) as proxied:
+            agent = proxied.agent("py-long-prompt", ["py-long-prompt"], transport="poll")
+
+            @agent.handler
+            async def handle(t: fleetd.Task, ctx: TaskContext) -> dict[str, int]:
+                await asyncio.sleep(1.0)
+                return {"chars": len(t["payload"]["prompt"])}
+
+            await agent.start()
+            try:
+                task = await fleet.submit("py-long-prompt", {"prompt": prompt}, lease_ms=300)
+                done = await fleet.wait_for(task["id"], timeout=10)
+                assert done["status"] == "completed" and done["result"] == {"chars": len(prompt)}
+            finally:
+                await agent.stop()
+            writes = [(path, size) for method, path, size in answered if method == "POST" and path.split("?")[0].rsplit("/", 1)[-1] in ("extend", "complete")]
+            assert sum(1 for path, _ in writes if "/extend" in path) >= 2, writes
+            for path, size in writes:
+                assert path.endswith("?return=minimal") and size < 2_000, (path, size)
+            assert sum(size for _, _, size in answered) < len(prompt) * 1.5
 
     asyncio.run(main())
 

@@ -630,8 +630,8 @@ export class FleetAgent extends EventEmitter {
     let overHttp = false;
     for (let attempt = 1; ; attempt++) {
       try {
-        if (overHttp) await this.client.request('POST', `/v1/tasks/${task.id}/release`, { agentId: this.agentId, ...body }, { credential: this.token, traceparent: task.traceparent });
-        else await this.send({ type: 'release', id: task.id, ...body }, `/v1/tasks/${task.id}/release`, body);
+        if (overHttp) await this.client.request('POST', `/v1/tasks/${task.id}/release?return=minimal`, { agentId: this.agentId, ...body }, { credential: this.token, traceparent: task.traceparent });
+        else await this.send({ type: 'release', id: task.id, ...body }, `/v1/tasks/${task.id}/release?return=minimal`, body);
         return;
       } catch (e) {
         // A node from before the agent stream knew `release` refuses the message: the route it knows.
@@ -786,10 +786,14 @@ export class FleetAgent extends EventEmitter {
     );
   }
 
-  /** One item as its own message or route, which every server version takes. */
+  /**
+   * One item as its own message or route, which every server version takes. The route's answer is
+   * not read: ?return=minimal leaves the payload out of it, where a long prompt would come back at
+   * every extension (a server that predates it ignores it).
+   */
   private sendOne({ item, resolve, reject }: { item: TaskBatchItem; resolve: () => void; reject: (err: unknown) => void }): void {
     const { op, id, ...body } = item;
-    this.send({ type: op, id, ...body } as Extract<AgentMessage, { id: number }>, `/v1/tasks/${id}/${op}`, body).then(resolve, reject);
+    this.send({ type: op, id, ...body } as Extract<AgentMessage, { id: number }>, `/v1/tasks/${id}/${op}?return=minimal`, body).then(resolve, reject);
   }
 
   /** A batch over the socket when it is open, else over HTTP; one result per item, in order. */

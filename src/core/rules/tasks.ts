@@ -1,5 +1,5 @@
 import { FleetError, notFound } from '../../domain/errors.js';
-import type { CompletedTask, Task, TaskStatus } from '../../domain/types.js';
+import type { TaskWithoutPayload, Task, TaskStatus } from '../../domain/types.js';
 import type { TaskWrite } from '../../store/store.js';
 import { endedByServer } from './control.js';
 
@@ -15,7 +15,7 @@ export const RETRYABLE: readonly TaskStatus[] = ['dead', 'cancelled'];
  * The task a write that needed the agent's lease wrote; when the store refused it, why: the task is
  * gone, or the agent does not hold its lease (any more).
  */
-export function leaseHeld<T extends CompletedTask>(write: TaskWrite<T>, id: number, agentId: string): T {
+export function leaseHeld<T extends TaskWithoutPayload>(write: TaskWrite<T>, id: number, agentId: string): T {
   if (write.task) return write.task;
   const current = write.current;
   if (!current) throw notFound('task', id);

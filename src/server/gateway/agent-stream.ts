@@ -6,7 +6,7 @@ import type { Logger } from '../../core/context.js';
 import { FleetError, isDependencyUnavailable } from '../../domain/errors.js';
 import type { DeliveryChannel } from '../../core/delivery.js';
 import type { Fleet } from '../../core/fleet.js';
-import type { Agent, CompletedTask, TaskSummary } from '../../domain/types.js';
+import type { Agent, TaskWithoutPayload, TaskSummary } from '../../domain/types.js';
 import { stopOrder } from '../../core/rules/control.js';
 import {
   AgentMessageSchema,
@@ -272,7 +272,7 @@ export class AgentGateway {
     }
   }
 
-  private ack(session: AgentSession, ref: string | number | undefined, task: CompletedTask): void {
+  private ack(session: AgentSession, ref: string | number | undefined, task: TaskWithoutPayload): void {
     this.send(session, { type: 'ack', ref, id: task.id, status: task.status, leaseExpiresAt: isoOrNull(task.leaseExpiresAt) });
   }
 

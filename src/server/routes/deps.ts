@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ResponseCache } from '../../cache/response-cache.js';
 import type { FleetdConfig } from '../../config.js';
 import type { Dependencies } from '../../domain/dependencies.js';
@@ -7,7 +8,9 @@ import type { Fleet } from '../../core/fleet.js';
 import type { NamespaceFilter } from '../../domain/namespaces.js';
 import { readNamespaces } from '../namespaces.js';
 import type { NamespaceQuotaGuard } from '../quotas.js';
-import { ErrorBody } from '../../domain/wire.js';
+import type { TaskWithoutPayload } from '../../domain/types.js';
+import { ErrorBody, minimalTaskJson } from '../../domain/wire.js';
+import { sendJsonText } from '../http.js';
 
 export interface RouteDeps {
   fleet: Fleet;
@@ -53,3 +56,20 @@ const reachToCheck = (request: FastifyRequest): NamespaceFilter => (request.prin
 export const bodyAgent = (request: FastifyRequest) => (request.body as { agentId?: string } | undefined)?.agentId;
 export const pathAgent = (request: FastifyRequest) => (request.params as { id?: string }).id;
 export const queryAgent = (request: FastifyRequest) => (request.query as { agentId?: string } | undefined)?.agentId;
+
+/** `?return=minimal`: the answer's tasks without their payloads, results and errors. */
+export const ReturnQuery = Type.Object(
+  {
+    return: Type.Optional(
+      Type.Literal('minimal', { description: 'Answer with each task without its payload, result and error, so that a large payload is not sent back' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * An agent's write answered with ?return=minimal: the task without its payload, result and error
+ * (minimalTaskJson), which an agent already has. Sent as text: the route's response schema
+ * describes the whole form, which requires them.
+ */
+export const minimalAnswer = (reply: FastifyReply, task: TaskWithoutPayload): FastifyReply => sendJsonText(reply, JSON.stringify(minimalTaskJson(task)));

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { TaskSchema, taskJson } from '../../domain/wire.js';
 import { Id, UsageInputSchema } from '../schemas.js';
-import { assertAgentInReach, bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
+import { assertAgentInReach, bodyAgent, bodyLimits, errors, minimalAnswer, ReturnQuery, type Routes } from './deps.js';
 
 /**
  * An agent gives a task back for later without spending an attempt: its provider answered 429, a
@@ -17,8 +17,9 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         tags: ['tasks'],
         summary: 'Give a leased task back for later',
         description:
-          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion.',
+          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion. ?return=minimal answers without the payload, result and error.',
         params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        querystring: ReturnQuery,
         body: Type.Object(
           {
             agentId: Id,
@@ -31,9 +32,10 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         response: { 200: TaskSchema, ...errors(400, 403, 404, 409, 413, 415) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      return taskJson(await fleet.tasks.release({ id: request.params.id, ...request.body }));
+      const task = await fleet.tasks.release({ id: request.params.id, ...request.body });
+      return request.query.return === 'minimal' ? minimalAnswer(reply, task) : taskJson(task);
     },
   );
 };

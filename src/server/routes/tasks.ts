@@ -10,7 +10,7 @@ import { TaskSchema, TaskStatusSchema, minimalTaskJson, pageOf, taskJson, taskJs
 import { sendJsonText } from '../http.js';
 import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
-import { assertAgentInReach, bodyAgent, bodyLimits, errors, type Routes } from './deps.js';
+import { assertAgentInReach, bodyAgent, bodyLimits, errors, minimalAnswer, ReturnQuery, type Routes } from './deps.js';
 
 const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
@@ -35,14 +35,6 @@ const submittedExample = {
   },
   created: true,
 };
-const ReturnQuery = Type.Object(
-  {
-    return: Type.Optional(
-      Type.Literal('minimal', { description: 'Answer with each task without its payload, result and error, so that a large payload is not sent back' }),
-    ),
-  },
-  { additionalProperties: false },
-);
 
 /**
  * A submit's answer for one task, as text: the task whole, its payload spliced in as it is stored
@@ -213,8 +205,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       schema: {
         tags: ['tasks'],
         summary: 'Complete a leased task',
-        description: 'Stores the result and finishes the task. 409 FLEETD_ERR_LEASE_LOST when the lease is no longer this agent\'s (it expired and the task went back to the queue).',
+        description: 'Stores the result and finishes the task. 409 FLEETD_ERR_LEASE_LOST when the lease is no longer this agent\'s (it expired and the task went back to the queue). ?return=minimal answers without the payload, result and error, and the payload is not read.',
         params: TaskId,
+        querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, result: Type.Optional(Type.Unknown()), usage: Type.Optional(UsageInputSchema) },
           { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', result: { pages: 12 } }] },
@@ -222,9 +215,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      return taskJson(await fleet.tasks.completeWhole({ id: request.params.id, ...request.body }));
+      const completion = { id: request.params.id, ...request.body };
+      if (request.query.return === 'minimal') return minimalAnswer(reply, await fleet.tasks.complete(completion));
+      return taskJson(await fleet.tasks.whole(completion.id, () => fleet.tasks.complete(completion)));
     },
   );
 
@@ -235,8 +230,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       schema: {
         tags: ['tasks'],
         summary: 'Fail a leased task',
-        description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once.',
+        description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once. ?return=minimal answers without the payload, result and error.',
         params: TaskId,
+        querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()), usage: Type.Optional(UsageInputSchema) },
           { additionalProperties: false, examples: [{ agentId: '6f1c2d3e-0000-4000-8000-000000000001', error: { message: 'HTTP 503 from acme.com' }, retryable: true }] },
@@ -244,9 +240,10 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         response: { 200: TaskSchema, ...errors(400, 404, 409, 413, 415) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      return taskJson(await fleet.tasks.fail({ id: request.params.id, ...request.body }));
+      const task = await fleet.tasks.fail({ id: request.params.id, ...request.body });
+      return request.query.return === 'minimal' ? minimalAnswer(reply, task) : taskJson(task);
     },
   );
 
@@ -258,8 +255,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       schema: {
         tags: ['tasks'],
         summary: 'Extend the lease of a leased task',
-        description: 'Renews the lease for leaseMs from now (the task\'s own leaseMs when omitted), for work that takes longer than one lease.',
+        description: 'Renews the lease for leaseMs from now (the task\'s own leaseMs when omitted), for work that takes longer than one lease. ?return=minimal answers without the payload, result and error, and the payload is not read: what an agent extending every half lease wants.',
         params: TaskId,
+        querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })) },
           { additionalProperties: false },
@@ -267,9 +265,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         response: { 200: TaskSchema, ...errors(400, 404, 409, 415) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      return taskJson(await fleet.tasks.extend({ id: request.params.id, ...request.body }));
+      const extension = { id: request.params.id, ...request.body };
+      if (request.query.return === 'minimal') return minimalAnswer(reply, await fleet.tasks.extend(extension));
+      return taskJson(await fleet.tasks.whole(extension.id, () => fleet.tasks.extend(extension)));
     },
   );
 

@@ -7,8 +7,9 @@ import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
   completedTask,
-  COMPLETED_TASK_COLUMNS,
-  type CompletedTaskRow,
+  taskWithoutPayload,
+  TASK_COLUMNS_WITHOUT_PAYLOAD,
+  type TaskRowWithoutPayload,
   completionText,
   payloadText,
   countsOfNamespaces,
@@ -283,8 +284,8 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
-/** What a completion answers: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (CompletedTask). */
-const COMPLETED_RETURNING = `RETURNING ${COMPLETED_TASK_COLUMNS.map((c) => `t.${c}`).join(', ')}`;
+/** What a completion and an extension answer: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (TaskWithoutPayload). */
+const RETURNING_WITHOUT_PAYLOAD = `RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.map((c) => `t.${c}`).join(', ')}`;
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
@@ -292,7 +293,7 @@ const TASK_COMPLETE = prepared(
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND NOT t.has_dependents
-   ${COMPLETED_RETURNING}`,
+   ${RETURNING_WITHOUT_PAYLOAD}`,
 );
 
 /** The same for tasks that others depend on, inside the transaction that releases those. */
@@ -301,7 +302,7 @@ const TASK_COMPLETE_DEPENDED_ON = prepared(
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, agent_id, result, now)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id AND t.has_dependents
-   ${COMPLETED_RETURNING}`,
+   ${RETURNING_WITHOUT_PAYLOAD}`,
 );
 
 /**
@@ -371,7 +372,7 @@ const TASK_EXTEND_MANY = prepared(
   `UPDATE tasks t SET lease_expires_at = least(u.now + coalesce(u.lease_ms, t.lease_ms), t.claimed_at + t.execution_timeout_ms), updated_at = u.now
    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, agent_id, now, lease_ms)
    WHERE t.id = u.id AND t.status = 'leased' AND t.agent_id = u.agent_id
-   RETURNING t.*`,
+   ${RETURNING_WITHOUT_PAYLOAD}`,
 );
 
 /**
@@ -400,16 +401,16 @@ export function postgresTasks(
    * Completions of one tick share one statement and one commit: one statement is atomic on its
    * own, so it runs without BEGIN and COMMIT, one round trip instead of three.
    */
-  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, { row?: CompletedTaskRow; released: TaskTransition[] }>(
+  const completions = new TickBatcher<{ id: number; agentId: string; result: string; now: number }, { row?: TaskRowWithoutPayload; released: TaskTransition[] }>(
     async (batch) => {
       const columns = (calls: typeof batch) => [calls.map((c) => c.id), calls.map((c) => c.agentId), calls.map((c) => c.result), calls.map((c) => c.now)];
-      const rows = await query<CompletedTaskRow>(TASK_COMPLETE, columns(batch));
+      const rows = await query<TaskRowWithoutPayload>(TASK_COMPLETE, columns(batch));
       const byId = new Map(rows.map((row) => [Number(row.id), { row, released: [] as TaskTransition[] }]));
       // Refused, or depended on: those others depend on complete with their dependents' release.
       const rest = batch.filter((c) => !byId.has(c.id));
       if (rest.length > 0) {
         await db.transaction(async (q) => {
-          const done = await q<CompletedTaskRow>(TASK_COMPLETE_DEPENDED_ON, columns(rest));
+          const done = await q<TaskRowWithoutPayload>(TASK_COMPLETE_DEPENDED_ON, columns(rest));
           const released = await settleDependents(q, done, Math.max(...rest.map((c) => c.now)));
           for (const row of done) byId.set(Number(row.id), { row, released: [] });
           // The release is reported with the first completion of the batch that freed anything.
@@ -455,9 +456,9 @@ export function postgresTasks(
   );
 
   /** Extensions of one tick share one statement, as completions do. */
-  const extensions = new TickBatcher<{ id: number; agentId: string; now: number; leaseMs: number | null }, TaskRow | undefined>(
+  const extensions = new TickBatcher<{ id: number; agentId: string; now: number; leaseMs: number | null }, TaskRowWithoutPayload | undefined>(
     async (batch) => {
-      const rows = await query<TaskRow>(TASK_EXTEND_MANY, [
+      const rows = await query<TaskRowWithoutPayload>(TASK_EXTEND_MANY, [
         batch.map((e) => e.id),
         batch.map((e) => e.agentId),
         batch.map((e) => e.now),
@@ -665,11 +666,11 @@ export function postgresTasks(
    * it and releases (or cancels) those whose wait is over, then does the same for the tasks those
    * cancellations finish. Tasks nothing depends on cost nothing.
    */
-  async function settleDependents(q: Query, finished: CompletedTaskRow[], now: number): Promise<TaskTransition[]> {
+  async function settleDependents(q: Query, finished: TaskRowWithoutPayload[], now: number): Promise<TaskTransition[]> {
     const released: TaskTransition[] = [];
-    let round: CompletedTaskRow[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    let round: TaskRowWithoutPayload[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
     while (round.length > 0) {
-      const failed = (row: CompletedTaskRow) => row.status !== 'completed';
+      const failed = (row: TaskRowWithoutPayload) => row.status !== 'completed';
       const rows = await q<TaskRow>(SETTLE_DEPENDENTS, [
         round.map((r) => r.id),
         round.map((r) => r.status),
@@ -875,7 +876,8 @@ export function postgresTasks(
 
     async taskExtendLease(params) {
       const row = await extensions.run({ id: params.id, agentId: params.agentId, now: params.now, leaseMs: params.leaseMs ?? null });
-      return written(row, params.id);
+      if (row) return { task: taskWithoutPayload(row) };
+      return written(undefined, params.id);
     },
 
     async taskCancel(params) {

@@ -1,13 +1,14 @@
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { canClaim, claimKeysOf, taskRequirementKey } from '../../domain/requirements.js';
-import type { CompletedTask, Task, TaskCount, TaskStatus } from '../../domain/types.js';
+import type { TaskWithoutPayload, Task, TaskCount, TaskStatus } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
   completedTask,
-  COMPLETED_TASK_COLUMNS,
-  type CompletedTaskRow,
+  taskWithoutPayload,
+  TASK_COLUMNS_WITHOUT_PAYLOAD,
+  type TaskRowWithoutPayload,
   completionText,
   payloadText,
   countsOfNamespaces,
@@ -73,18 +74,18 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     leasedTo: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
     leasedByClaims: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
     leasedBy: d.taskRows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    // Not taskRows: a completion answers its task without the payload (CompletedTask), so a long one is not read back.
+    // Not taskRows: a completion and an extension answer the task without its payload (TaskWithoutPayload), so a long one is not read.
     complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${COMPLETED_TASK_COLUMNS.join(', ')}`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
     endLease: d.taskRows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
     release: d.taskRows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
-    extend: d.taskRows(`UPDATE tasks SET updated_at = @now,
+    extend: d.rows(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
     cancel: d.taskRows(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
     retry: d.taskRows(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
@@ -141,9 +142,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
    * and releases those whose wait is over (or cancels them), then does the same for the tasks those
    * cancellations finish. Tasks nothing depends on cost nothing.
    */
-  const settleDependents = (finished: CompletedTaskRow[], now: number): TaskTransition[] => {
+  const settleDependents = (finished: TaskRowWithoutPayload[], now: number): TaskTransition[] => {
     const released: TaskTransition[] = [];
-    let round: CompletedTaskRow[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
+    let round: TaskRowWithoutPayload[] = finished.filter((row) => row.has_dependents && FINISHED.has(row.status));
     while (round.length > 0) {
       const next: TaskRow[] = [];
       for (const row of round) {
@@ -215,7 +216,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
   /** Inside a write: a conditional write that may have finished a task, with the dependents it released. */
   /** `asTask`: how the finished row becomes the task answered (a completion's without its payload, with the result it was given). */
-  const finishing = <R extends CompletedTaskRow, T extends CompletedTask>(row: R | undefined, id: number, now: number, asTask: (row: R) => T): TaskWrite<T> => {
+  const finishing = <R extends TaskRowWithoutPayload, T extends TaskWithoutPayload>(row: R | undefined, id: number, now: number, asTask: (row: R) => T): TaskWrite<T> => {
     if (!row) return refusedWrite(id);
     const released = settleDependents([row], now);
     const task = asTask(row);
@@ -346,7 +347,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       const result = completionText(params);
       // One statement on the happy path; only a refused completion reads the row.
       return groupCommit.write(() =>
-        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as CompletedTaskRow | undefined, params.id, params.now, (row) => completedTask(row, params)),
+        finishing(s.complete.get({ id: params.id, agent_id: params.agentId, result, now: params.now }) as TaskRowWithoutPayload | undefined, params.id, params.now, (row) => completedTask(row, params)),
       );
     },
 
@@ -377,12 +378,10 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     taskExtendLease(params) {
-      return groupCommit.write(() =>
-        written(
-          s.extend.get({ id: params.id, agent_id: params.agentId, lease_ms: params.leaseMs ?? null, now: params.now }) as TaskRow | undefined,
-          params.id,
-        ),
-      );
+      return groupCommit.write(() => {
+        const row = s.extend.get({ id: params.id, agent_id: params.agentId, lease_ms: params.leaseMs ?? null, now: params.now }) as TaskRowWithoutPayload | undefined;
+        return row ? { task: taskWithoutPayload(row) } : refusedWrite(params.id);
+      });
     },
 
     taskCancel(params) {

@@ -466,7 +466,7 @@ class AsyncAgent:
         """Gives a task back: a ``release`` message on the socket, else ``POST /v1/tasks/:id/release``
         (also when a node from before the agent stream knew ``release`` refuses the message)."""
         body = {k: v for k, v in message.items() if k not in ("type", "id")}
-        path = f"/v1/tasks/{message['id']}/release"
+        path = f"/v1/tasks/{message['id']}/release?return=minimal"
         try:
             await self._send(message, path, body)
         except FleetApiError as err:
@@ -519,9 +519,12 @@ class AsyncAgent:
                 asyncio.get_running_loop().call_soon(_uncork, corked)
 
     async def _send_one(self, item: dict[str, Any], future: asyncio.Future[None]) -> None:
+        # The route's answer is not read: ?return=minimal leaves the payload out of it, where a long
+        # prompt would come back at every extension (a server that predates it ignores it).
         body = {k: v for k, v in item.items() if k not in ("op", "id")}
         try:
-            await self._send({"type": item["op"], "id": item["id"], **body}, f"/v1/tasks/{item['id']}/{item['op']}", body)
+            path = f"/v1/tasks/{item['id']}/{item['op']}?return=minimal"
+            await self._send({"type": item["op"], "id": item["id"], **body}, path, body)
         except Exception as err:
             if not future.done():
                 future.set_exception(err)
