@@ -349,9 +349,8 @@ export class TaskService {
   }
 
   /**
-   * A completion or an extension of task `id` (`write`), answered with the task whole, for the
-   * answers that show its payload (POST /v1/tasks/:id/complete and /extend without
-   * ?return=minimal). The payload is read before the write, as a payload never changes: a read
+   * A completion, an extension or a release of task `id` (`write`), answered with the task whole,
+   * for the answers that show its payload (their single routes without ?return=minimal). The payload is read before the write, as a payload never changes: a read
    * after it could find the task deleted by then, or its id taken by another task, and answer a
    * failure for a write that was made. Either write succeeds only for the agent holding the lease,
    * so the task read is the task written.
@@ -402,7 +401,8 @@ export class TaskService {
    * The agent gives the task back for later (its provider answered 429, say): back in the queue
    * after delayMs, and the attempt its claim counted is taken back.
    */
-  async release(params: { id: number; agentId: string; delayMs: number; reason?: string; usage?: TaskUsage }): Promise<Task> {
+  /** The task given back, without its payload (TaskWithoutPayload): an agent whose provider is rate limited may give many back. */
+  async release(params: { id: number; agentId: string; delayMs: number; reason?: string; usage?: TaskUsage }): Promise<TaskWithoutPayload> {
     const now = this.ctx.now();
     const runAt = now + params.delayMs;
     const error = { code: 'FLEETD_ERR_RELEASED', message: params.reason ?? 'released by its agent for later', delayMs: params.delayMs };

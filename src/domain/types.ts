@@ -62,9 +62,9 @@ export interface Task {
 }
 
 /**
- * A task as a completion or an extension answers it: every field but its payload. Neither needs the
- * payload again, and a long one (a prompt) would be read back whole for nothing: from task_payloads
- * on SQLite, de-TOASTed and sent on PostgreSQL; an extension comes every half lease.
+ * A task as a completion, an extension or a release answers it: every field but its payload. None
+ * needs the payload again, and a long one (a prompt) would be read back whole for nothing: from
+ * task_payloads on SQLite, de-TOASTed and sent on PostgreSQL; an extension comes every half lease.
  */
 export type TaskWithoutPayload = Omit<Task, 'payloadJson'>;
 

@@ -185,13 +185,13 @@ export const completionText = (completion: Completion): string => completion.res
 export const completedTask = (row: TaskRowWithoutPayload, completion: Completion): TaskWithoutPayload =>
   taskFields(row, completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
 
-/** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): an extension's. */
+/** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): an extension's or a release's. */
 export const taskWithoutPayload = (row: TaskRowWithoutPayload): TaskWithoutPayload => taskFields(row, parseJson(row.result), undefined);
 
-/** A task row but its payload: what a completion or an extension answers. */
+/** A task row but its payload: what a completion, an extension or a release answers. */
 export type TaskRowWithoutPayload = Omit<TaskRow, 'payload'>;
 
-/** Every column of a task row but its payload, for a completion's or an extension's RETURNING. */
+/** Every column of a task row but its payload, for the RETURNING of a completion, an extension or a release. */
 export const TASK_COLUMNS_WITHOUT_PAYLOAD = [
   'id', 'namespace', 'type', 'req_key', 'priority', 'status', 'idempotency_key', 'request_hash', 'attempts', 'max_attempts',
   'lease_ms', 'backoff_ms', 'run_at', 'created_at', 'updated_at', 'claimed_at', 'claim_id', 'completed_at', 'agent_id',
@@ -210,8 +210,8 @@ function taskOf(row: TaskRow, result: unknown): Task {
 }
 
 /**
- * One literal for every task read, so that they share one shape; a completion's and an extension's
- * leave the payload undefined (TaskWithoutPayload).
+ * One literal for every task read, so that they share one shape; those read without their payload
+ * leave it undefined (TaskWithoutPayload).
  */
 function taskFields(row: TaskRowWithoutPayload, result: unknown, payloadJson: string | undefined): TaskWithoutPayload {
   const task: TaskWithoutPayload & { payloadJson: string | undefined } = {

@@ -95,8 +95,9 @@ export interface TaskStore {
   /**
    * Gives the agent's leased task back as core decided (queued now, or scheduled at runAt), taking
    * back the attempt its claim counted, and records `error` (why); only if the agent holds the lease.
+   * The task is answered without its payload (TaskWithoutPayload), which is not read.
    */
-  taskRelease(params: { id: number; agentId: string; now: number; status: 'queued' | 'scheduled'; runAt: number; error: unknown }): Promise<TaskWrite>;
+  taskRelease(params: { id: number; agentId: string; now: number; status: 'queued' | 'scheduled'; runAt: number; error: unknown }): Promise<TaskWrite<TaskWithoutPayload>>;
   /**
    * Renews the lease for leaseMs from now (the task's own leaseMs when omitted), if the agent holds
    * it. The task is answered without its payload (TaskWithoutPayload), which is not read.

@@ -453,7 +453,9 @@ export function exerciseTasks(factory: DriverFactory): void {
       const extended = written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 }));
       assert.equal((extended as Partial<Task>).payloadJson, undefined, 'an extension does not read the payload');
       assert.deepEqual(payloadOf(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) }))), payload);
-      assert.deepEqual(payloadOf(written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null }))), payload);
+      const released = written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null }));
+      assert.equal((released as Partial<Task>).payloadJson, undefined, 'a release does not read the payload');
+      assert.deepEqual(payloadOf((await h.store.taskGet({ id: second.id }))!), payload, 'kept whole by its release');
       const completed = written(await h.store.taskComplete({ id: third.id, agentId: a, result: 'done', now: T0 + 3 }));
       assert.equal((completed as Partial<Task>).payloadJson, undefined, 'a completion does not read its payload back');
       assert.deepEqual(payloadOf((await h.store.taskGet({ id: third.id }))!), payload, 'kept whole by its completion');

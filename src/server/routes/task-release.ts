@@ -17,7 +17,7 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         tags: ['tasks'],
         summary: 'Give a leased task back for later',
         description:
-          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion. ?return=minimal answers without the payload, result and error.',
+          'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion. ?return=minimal answers without the payload, result and error, and the payload is not read.',
         params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
         querystring: ReturnQuery,
         body: Type.Object(
@@ -34,8 +34,9 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
     },
     async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      const task = await fleet.tasks.release({ id: request.params.id, ...request.body });
-      return request.query.return === 'minimal' ? minimalAnswer(reply, task) : taskJson(task);
+      const release = { id: request.params.id, ...request.body };
+      if (request.query.return === 'minimal') return minimalAnswer(reply, await fleet.tasks.release(release));
+      return taskJson(await fleet.tasks.whole(release.id, () => fleet.tasks.release(release)));
     },
   );
 };

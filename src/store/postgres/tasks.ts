@@ -284,7 +284,7 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
-/** What a completion and an extension answer: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (TaskWithoutPayload). */
+/** What a completion, an extension and a release answer: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (TaskWithoutPayload). */
 const RETURNING_WITHOUT_PAYLOAD = `RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.map((c) => `t.${c}`).join(', ')}`;
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
@@ -866,12 +866,13 @@ export function postgresTasks(
     },
 
     async taskRelease(params) {
-      const [row] = await query<TaskRow>(
-        `UPDATE tasks SET status = $3, run_at = $4, attempts = greatest(0, attempts - 1), error = $5, updated_at = $6, lease_expires_at = NULL
-         WHERE id = $1 AND status = 'leased' AND agent_id = $2 RETURNING *`,
+      const [row] = await query<TaskRowWithoutPayload>(
+        `UPDATE tasks t SET status = $3, run_at = $4, attempts = greatest(0, attempts - 1), error = $5, updated_at = $6, lease_expires_at = NULL
+         WHERE id = $1 AND status = 'leased' AND agent_id = $2 ${RETURNING_WITHOUT_PAYLOAD}`,
         [params.id, params.agentId, params.status, params.runAt, JSON.stringify(params.error ?? null), params.now],
       );
-      return written(row, params.id);
+      if (row) return { task: taskWithoutPayload(row) };
+      return written(undefined, params.id);
     },
 
     async taskExtendLease(params) {

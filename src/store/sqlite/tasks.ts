@@ -74,15 +74,15 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     leasedTo: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
     leasedByClaims: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
     leasedBy: d.taskRows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    // Not taskRows: a completion and an extension answer the task without its payload (TaskWithoutPayload), so a long one is not read.
+    // Not taskRows: a completion, a release and an extension answer the task without its payload (TaskWithoutPayload), so a long one is not read.
     complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
     endLease: d.taskRows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
         error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
-    release: d.taskRows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
+    release: d.rows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
         updated_at = @now, lease_expires_at = NULL
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING *`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
     extend: d.rows(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
       WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
@@ -362,19 +362,17 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     taskRelease(params) {
-      return groupCommit.write(() =>
-        written(
-          s.release.get({
-            id: params.id,
-            agent_id: params.agentId,
-            status: params.status,
-            run_at: params.runAt,
-            error: JSON.stringify(params.error ?? null),
-            now: params.now,
-          }) as TaskRow | undefined,
-          params.id,
-        ),
-      );
+      return groupCommit.write(() => {
+        const row = s.release.get({
+          id: params.id,
+          agent_id: params.agentId,
+          status: params.status,
+          run_at: params.runAt,
+          error: JSON.stringify(params.error ?? null),
+          now: params.now,
+        }) as TaskRowWithoutPayload | undefined;
+        return row ? { task: taskWithoutPayload(row) } : refusedWrite(params.id);
+      });
     },
 
     taskExtendLease(params) {
