@@ -349,8 +349,8 @@ export class TaskService {
   }
 
   /**
-   * A completion, an extension or a release of task `id` (`write`), answered with the task whole,
-   * for the answers that show its payload (their single routes without ?return=minimal). The payload is read before the write, as a payload never changes: a read
+   * A completion, a failure, an extension or a release of task `id` (`write`), answered with the
+   * task whole, for the answers that show its payload (their single routes without ?return=minimal). The payload is read before the write, as a payload never changes: a read
    * after it could find the task deleted by then, or its id taken by another task, and answer a
    * failure for a write that was made. Either write succeeds only for the agent holding the lease,
    * so the task read is the task written.
@@ -369,7 +369,8 @@ export class TaskService {
     this.ctx.stats.usageRecorded();
   }
 
-  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<Task> {
+  /** The task failed, without its payload (TaskWithoutPayload), which its failure does not read. */
+  async fail(params: { id: number; agentId: string; error?: unknown; retryable?: boolean; usage?: TaskUsage }): Promise<TaskWithoutPayload> {
     checkJsonValue(params.error ?? null, 'error', {
       maxBytes: this.ctx.config.maxPayloadBytes,
       maxDepth: this.ctx.config.maxPayloadDepth,

@@ -62,9 +62,10 @@ export interface Task {
 }
 
 /**
- * A task as a completion, an extension or a release answers it: every field but its payload. None
- * needs the payload again, and a long one (a prompt) would be read back whole for nothing: from
- * task_payloads on SQLite, de-TOASTed and sent on PostgreSQL; an extension comes every half lease.
+ * A task as a write that finishes or renews a lease answers it (a completion, a failure, an
+ * extension, a release, a lease's end): every field but its payload. None needs the payload again,
+ * and a long one (a prompt) would be read back whole for nothing: from task_payloads on SQLite,
+ * de-TOASTed and sent on PostgreSQL; an extension comes every half lease.
  */
 export type TaskWithoutPayload = Omit<Task, 'payloadJson'>;
 

@@ -185,13 +185,13 @@ export const completionText = (completion: Completion): string => completion.res
 export const completedTask = (row: TaskRowWithoutPayload, completion: Completion): TaskWithoutPayload =>
   taskFields(row, completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
 
-/** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): an extension's or a release's. */
+/** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): as a write that finishes or renews a lease answers it. */
 export const taskWithoutPayload = (row: TaskRowWithoutPayload): TaskWithoutPayload => taskFields(row, parseJson(row.result), undefined);
 
-/** A task row but its payload: what a completion, an extension or a release answers. */
+/** A task row but its payload: what a write that finishes or renews a lease answers (TaskWithoutPayload). */
 export type TaskRowWithoutPayload = Omit<TaskRow, 'payload'>;
 
-/** Every column of a task row but its payload, for the RETURNING of a completion, an extension or a release. */
+/** Every column of a task row but its payload, for the writes that finish or renew a lease. */
 export const TASK_COLUMNS_WITHOUT_PAYLOAD = [
   'id', 'namespace', 'type', 'req_key', 'priority', 'status', 'idempotency_key', 'request_hash', 'attempts', 'max_attempts',
   'lease_ms', 'backoff_ms', 'run_at', 'created_at', 'updated_at', 'claimed_at', 'claim_id', 'completed_at', 'agent_id',
@@ -201,6 +201,9 @@ export const TASK_COLUMNS_WITHOUT_PAYLOAD = [
 // Fails to compile while a column of TaskRow but its payload is missing from the list.
 const everyColumnButPayload: Exclude<keyof TaskRowWithoutPayload, (typeof TASK_COLUMNS_WITHOUT_PAYLOAD)[number]> extends never ? true : never = true;
 void everyColumnButPayload;
+
+/** TASK_COLUMNS_WITHOUT_PAYLOAD as a SELECT or RETURNING list, each prefixed with `table` when given. */
+export const columnsWithoutPayload = (table?: string): string => TASK_COLUMNS_WITHOUT_PAYLOAD.map((c) => (table ? `${table}.${c}` : c)).join(', ');
 
 function taskOf(row: TaskRow, result: unknown): Task {
   // '' is no JSON: SQLite's mark of a payload kept in task_payloads, which the read did not fetch
@@ -287,7 +290,7 @@ export function leaseEndColumns(end: LeaseEnd, now: number): { status: TaskStatu
 }
 
 /** The lease a row holds, as core's EndLease rule sees it. */
-export const endingLease = (row: TaskRow) => ({
+export const endingLease = (row: TaskRowWithoutPayload) => ({
   id: row.id,
   agentId: row.agent_id!,
   attempts: row.attempts,

@@ -90,8 +90,8 @@ export interface TaskStore {
    * payload (TaskWithoutPayload), which the completion does not read back.
    */
   taskComplete(params: { id: number; agentId: string; result: unknown; resultJson?: string; now: number }): Promise<TaskWrite<TaskWithoutPayload>>;
-  /** Ends the agent's lease on the task as `endLease` decides. */
-  taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite>;
+  /** Ends the agent's lease on the task as `endLease` decides; answers it without its payload (TaskWithoutPayload). */
+  taskFail(params: { id: number; agentId: string; now: number; endLease: EndLease }): Promise<TaskWrite<TaskWithoutPayload>>;
   /**
    * Gives the agent's leased task back as core decided (queued now, or scheduled at runAt), taking
    * back the attempt its claim counted, and records `error` (why); only if the agent holds the lease.
@@ -452,7 +452,8 @@ export interface TaskClaimResult {
 
 /** A task that moved from one status to another outside a request (expiry, promotion, release). */
 export interface TaskTransition {
-  task: Task;
+  /** Without its payload when a lease ended (TaskWithoutPayload): what announces it needs none. */
+  task: TaskWithoutPayload;
   from: TaskStatus;
 }
 

@@ -452,7 +452,9 @@ export function exerciseTasks(factory: DriverFactory): void {
       assert.deepEqual((await h.store.taskLeasedByClaims({ agentId: a, claimIds: [7] })).map((t) => payloadOf(t)), [payload, payload, payload]);
       const extended = written(await h.store.taskExtendLease({ id: first.id, agentId: a, now: T0 + 1 }));
       assert.equal((extended as Partial<Task>).payloadJson, undefined, 'an extension does not read the payload');
-      assert.deepEqual(payloadOf(written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) }))), payload);
+      const failed = written(await h.store.taskFail({ id: first.id, agentId: a, now: T0 + 2, endLease: rules.failed(T0 + 2) }));
+      assert.equal((failed as Partial<Task>).payloadJson, undefined, 'a failure does not read the payload');
+      assert.deepEqual(payloadOf((await h.store.taskGet({ id: first.id }))!), payload, 'kept whole by its failure');
       const released = written(await h.store.taskRelease({ id: second.id, agentId: a, now: T0 + 2, status: 'queued', runAt: T0 + 2, error: null }));
       assert.equal((released as Partial<Task>).payloadJson, undefined, 'a release does not read the payload');
       assert.deepEqual(payloadOf((await h.store.taskGet({ id: second.id }))!), payload, 'kept whole by its release');

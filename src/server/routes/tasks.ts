@@ -230,7 +230,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
       schema: {
         tags: ['tasks'],
         summary: 'Fail a leased task',
-        description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once. ?return=minimal answers without the payload, result and error.',
+        description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once. ?return=minimal answers without the payload, result and error, and the payload is not read.',
         params: TaskId,
         querystring: ReturnQuery,
         body: Type.Object(
@@ -242,8 +242,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
     },
     async (request, reply) => {
       await assertAgentInReach(request, fleet, request.body.agentId);
-      const task = await fleet.tasks.fail({ id: request.params.id, ...request.body });
-      return request.query.return === 'minimal' ? minimalAnswer(reply, task) : taskJson(task);
+      const failure = { id: request.params.id, ...request.body };
+      if (request.query.return === 'minimal') return minimalAnswer(reply, await fleet.tasks.fail(failure));
+      return taskJson(await fleet.tasks.whole(failure.id, () => fleet.tasks.fail(failure)));
     },
   );
 

@@ -1,13 +1,13 @@
 import type { AgentCount, AgentStatus, Lock } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
-import { toAgent, type AgentRow, type TaskRow } from '../rows.js';
+import { columnsWithoutPayload, toAgent, type AgentRow, type TaskRowWithoutPayload } from '../rows.js';
 import type { AgentReleaseResult, AgentStore, EndLease, TaskTransition } from '../store.js';
 import type { PostgresDatabase, Query } from './database.js';
 
 /** What taking agents offline asks of the other areas, inside the same transaction. */
 export interface AgentRelease {
-  endLeases(q: Query, rows: TaskRow[], now: number, endLease: EndLease): Promise<TaskTransition[]>;
+  endLeases(q: Query, rows: TaskRowWithoutPayload[], now: number, endLease: EndLease): Promise<TaskTransition[]>;
   dropLocksOf(q: Query, agentIds: string[]): Promise<Lock[]>;
 }
 
@@ -17,7 +17,10 @@ export function postgresAgents(db: PostgresDatabase, release: AgentRelease): Age
 
   /** Inside a transaction: every lease the agents hold ends by core's rule, every lock they hold goes. */
   async function releaseAgents(q: Query, agentIds: string[], now: number, endLease: EndLease): Promise<(agentId: string) => Omit<AgentReleaseResult, 'agent'>> {
-    const leased = await q<TaskRow>("SELECT * FROM tasks WHERE agent_id = ANY($1::text[]) AND status = 'leased' ORDER BY id FOR UPDATE", [agentIds]);
+    const leased = await q<TaskRowWithoutPayload>(
+      `SELECT ${columnsWithoutPayload()} FROM tasks WHERE agent_id = ANY($1::text[]) AND status = 'leased' ORDER BY id FOR UPDATE`,
+      [agentIds],
+    );
     const tasks = await release.endLeases(q, leased, now, endLease);
     const locks = await release.dropLocksOf(q, agentIds);
     return (agentId) => ({

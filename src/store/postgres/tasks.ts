@@ -8,7 +8,7 @@ import * as lists from '../lists.js';
 import {
   completedTask,
   taskWithoutPayload,
-  TASK_COLUMNS_WITHOUT_PAYLOAD,
+  columnsWithoutPayload,
   type TaskRowWithoutPayload,
   completionText,
   payloadText,
@@ -95,6 +95,13 @@ const TASK_INSERT_WHOLE = prepared(
 );
 
 /**
+ * What a write answers when it needs no payload (a completion, an extension, a release, a lease
+ * ending): every column but the payload, which a long prompt would have de-TOASTed and sent back for
+ * nothing (TaskWithoutPayload). For statements on `tasks t`.
+ */
+const RETURNING_WITHOUT_PAYLOAD = `RETURNING ${columnsWithoutPayload('t')}`;
+
+/**
  * Ends leases as core decided, in one statement whatever their number: $1 ids, $2 statuses,
  * $3 run_at (NULL keeps the row's), $4 completed_at, $5 errors (JSON), $6 now. A lease that ended
  * meanwhile (completed, cancelled) is left alone.
@@ -102,7 +109,7 @@ const TASK_INSERT_WHOLE = prepared(
 const END_LEASES = prepared('end_leases', `UPDATE tasks t SET status = u.status, run_at = coalesce(u.run_at, t.run_at),
     completed_at = u.completed_at, error = u.error, updated_at = $6, lease_expires_at = NULL
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS u(id, status, run_at, completed_at, error)
-  WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
+  WHERE t.id = u.id AND t.status = 'leased' ${RETURNING_WITHOUT_PAYLOAD}`);
 
 /** The requirement keys with queued tasks, each with its requirements (`reqs`). */
 const QUEUED_KEYS = `SELECT req_key, string_to_array(req_key, E'\\n') AS reqs FROM task_counts
@@ -284,9 +291,6 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 
 const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
 
-/** What a completion, an extension and a release answer: every column but the payload, which a long prompt would have de-TOASTed and sent back for nothing (TaskWithoutPayload). */
-const RETURNING_WITHOUT_PAYLOAD = `RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.map((c) => `t.${c}`).join(', ')}`;
-
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
   'task_complete',
@@ -360,7 +364,7 @@ const failedError = JSON.stringify(dependencyFailedError);
 const FAIL_LEASES = prepared('fail_leases', `UPDATE tasks t SET status = u.status, run_at = coalesce(u.run_at, t.run_at),
     completed_at = u.completed_at, error = u.error, updated_at = u.now, lease_expires_at = NULL
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, status, run_at, completed_at, error, now)
-  WHERE t.id = u.id AND t.status = 'leased' RETURNING t.*`);
+  WHERE t.id = u.id AND t.status = 'leased' ${RETURNING_WITHOUT_PAYLOAD}`);
 
 /**
  * Extends the leases of a tick's extensions still held by their agents: $1 ids, $2 agents, $3 times,
@@ -392,7 +396,7 @@ export function postgresTasks(
   acquireLock: (q: Query, params: LockAcquireParams) => Promise<LockAcquireResult>,
 ): {
   store: TaskStore;
-  endLeases: (q: Query, rows: TaskRow[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
+  endLeases: (q: Query, rows: TaskRowWithoutPayload[], now: number, endLease: EndLease) => Promise<TaskTransition[]>;
   settleDependents: (q: Query, finished: TaskRow[], now: number) => Promise<TaskTransition[]>;
 } {
   const query: Query = (text, values) => db.query(text, values);
@@ -427,17 +431,17 @@ export function postgresTasks(
    * attempts they hold), each held lease ends as its own rule decides, in one statement.
    */
   type Failure = { id: number; agentId: string; now: number; endLease: EndLease };
-  const failures = new TickBatcher<Failure, { row?: TaskRow; released: TaskTransition[] }>(
+  const failures = new TickBatcher<Failure, { row?: TaskRowWithoutPayload; released: TaskTransition[] }>(
     (batch) =>
       db.transaction(async (q) => {
-        const rows = await q<TaskRow>("SELECT * FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'leased' ORDER BY id FOR UPDATE", [
+        const rows = await q<TaskRowWithoutPayload>(`SELECT ${columnsWithoutPayload()} FROM tasks WHERE id = ANY($1::bigint[]) AND status = 'leased' ORDER BY id FOR UPDATE`, [
           batch.map((f) => f.id),
         ]);
         const leased = new Map(rows.map((row) => [row.id, row]));
         const held = batch.filter((f) => leased.get(f.id)?.agent_id === f.agentId);
         if (held.length === 0) return batch.map(() => ({ released: [] }));
         const ends = held.map((f) => leaseEndColumns(f.endLease(endingLease(leased.get(f.id)!)), f.now));
-        const ended = await q<TaskRow>(FAIL_LEASES, [
+        const ended = await q<TaskRowWithoutPayload>(FAIL_LEASES, [
           held.map((f) => f.id),
           ends.map((e) => e.status),
           ends.map((e) => e.run_at),
@@ -646,10 +650,10 @@ export function postgresTasks(
    * statement. The rule runs here, between the read and the write, because it needs the attempts
    * the locked rows hold.
    */
-  async function endLeases(q: Query, rows: TaskRow[], now: number, endLease: EndLease): Promise<TaskTransition[]> {
+  async function endLeases(q: Query, rows: TaskRowWithoutPayload[], now: number, endLease: EndLease): Promise<TaskTransition[]> {
     if (rows.length === 0) return [];
     const ends = rows.map((row) => leaseEndColumns(endLease(endingLease(row)), now));
-    const ended = await q<TaskRow>(END_LEASES, [
+    const ended = await q<TaskRowWithoutPayload>(END_LEASES, [
       rows.map((r) => r.id),
       ends.map((e) => e.status),
       ends.map((e) => e.run_at),
@@ -657,7 +661,7 @@ export function postgresTasks(
       ends.map((e) => e.error),
       now,
     ]);
-    const transitions = ended.sort((a, b) => a.id - b.id).map((row) => ({ task: toTask(row), from: 'leased' as const }));
+    const transitions = ended.sort((a, b) => a.id - b.id).map((row) => ({ task: taskWithoutPayload(row), from: 'leased' as const }));
     return [...transitions, ...(await settleDependents(q, ended, now))];
   }
 
@@ -862,7 +866,8 @@ export function postgresTasks(
       // The rule needs the attempts the row holds: read it locked, decide, write, in one transaction.
       const { row, released } = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
       if (!row) return written(undefined, params.id);
-      return released.length > 0 ? { task: toTask(row), released } : { task: toTask(row) };
+      const task = taskWithoutPayload(row);
+      return released.length > 0 ? { task, released } : { task };
     },
 
     async taskRelease(params) {
@@ -910,8 +915,8 @@ export function postgresTasks(
       // Select, decide, update many, as river's rescuer does: SKIP LOCKED so that nodes sweeping at
       // the same moment take different leases.
       return db.transaction(async (q) => {
-        const expired = await q<TaskRow>(
-          `SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= $1
+        const expired = await q<TaskRowWithoutPayload>(
+          `SELECT ${columnsWithoutPayload()} FROM tasks WHERE status = 'leased' AND lease_expires_at <= $1
            ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
           [params.now, params.limit],
         );

@@ -7,7 +7,7 @@ import * as lists from '../lists.js';
 import {
   completedTask,
   taskWithoutPayload,
-  TASK_COLUMNS_WITHOUT_PAYLOAD,
+  columnsWithoutPayload,
   type TaskRowWithoutPayload,
   completionText,
   payloadText,
@@ -71,27 +71,28 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     agentById: d.rows('SELECT * FROM agents WHERE id = ?'),
     agentHeartbeat: d.rows("UPDATE agents SET last_heartbeat_at = @now, status = 'online' WHERE id = @id RETURNING *"),
     inFlight: db.prepare("SELECT count(*) FROM tasks WHERE agent_id = ? AND status = 'leased'").pluck(),
-    leasedTo: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased'"),
+    // Leases ending: what they answer and announce needs no payload (TaskWithoutPayload), so a long one is not read.
+    leasedTo: d.rows(`SELECT ${columnsWithoutPayload()} FROM tasks WHERE agent_id = ? AND status = 'leased'`),
     leasedByClaims: d.taskRows("SELECT * FROM tasks WHERE agent_id = ? AND status = 'leased' AND claim_id IN (SELECT value FROM json_each(?))"),
-    leasedBy: d.taskRows("SELECT * FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?"),
-    // Not taskRows: a completion, a release and an extension answer the task without its payload (TaskWithoutPayload), so a long one is not read.
+    leasedBy: d.rows(`SELECT ${columnsWithoutPayload()} FROM tasks WHERE id = ? AND status = 'leased' AND agent_id = ?`),
+    // Not taskRows: a completion, a release and an extension answer the task without its payload (TaskWithoutPayload), as a lease's end does, so a long one is not read.
     complete: d.rows(`UPDATE tasks SET status = 'completed', result = @result, completed_at = @now,
         updated_at = @now, lease_expires_at = NULL
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
-    endLease: d.taskRows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
-        error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING *`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${columnsWithoutPayload()}`),
+    endLease: d.rows(`UPDATE tasks SET status = @status, run_at = coalesce(@run_at, run_at), completed_at = @completed_at,
+        error = @error, updated_at = @now, lease_expires_at = NULL WHERE id = @id AND status = 'leased' RETURNING ${columnsWithoutPayload()}`),
     release: d.rows(`UPDATE tasks SET status = @status, run_at = @run_at, attempts = max(0, attempts - 1), error = @error,
         updated_at = @now, lease_expires_at = NULL
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${columnsWithoutPayload()}`),
     extend: d.rows(`UPDATE tasks SET updated_at = @now,
         lease_expires_at = min(@now + coalesce(@lease_ms, lease_ms), coalesce(claimed_at + execution_timeout_ms, @now + coalesce(@lease_ms, lease_ms)))
-      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${TASK_COLUMNS_WITHOUT_PAYLOAD.join(', ')}`),
+      WHERE id = @id AND status = 'leased' AND agent_id = @agent_id RETURNING ${columnsWithoutPayload()}`),
     cancel: d.taskRows(`UPDATE tasks SET status = 'cancelled', completed_at = @now, updated_at = @now, lease_expires_at = NULL, error = @error
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
     retry: d.taskRows(`UPDATE tasks SET status = 'queued', attempts = 0, run_at = @now, updated_at = @now,
         completed_at = NULL, result = NULL, error = NULL, lease_expires_at = NULL
       WHERE id = @id AND status IN (SELECT value FROM json_each(@from)) RETURNING *`),
-    expiredLeases: d.taskRows("SELECT * FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"),
+    expiredLeases: d.rows(`SELECT ${columnsWithoutPayload()} FROM tasks WHERE status = 'leased' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`),
     dueScheduled: d.taskRows(
       "UPDATE tasks SET status = 'queued', updated_at = @now WHERE id IN (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= @now ORDER BY run_at LIMIT @limit) RETURNING *",
     ),
@@ -208,9 +209,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
   };
 
   /** Inside a write: ends the leases of these rows as core's rule decides. */
-  const endLeases = (rows: TaskRow[], now: number, endLease: EndLease): TaskTransition[] => {
-    const ended = rows.map((row) => s.endLease.get({ id: row.id, now, ...leaseEndColumns(endLease(endingLease(row)), now) }) as TaskRow);
-    const transitions: TaskTransition[] = ended.map((row, i) => ({ task: toTask(row), from: rows[i].status }));
+  const endLeases = (rows: TaskRowWithoutPayload[], now: number, endLease: EndLease): TaskTransition[] => {
+    const ended = rows.map((row) => s.endLease.get({ id: row.id, now, ...leaseEndColumns(endLease(endingLease(row)), now) }) as TaskRowWithoutPayload);
+    const transitions: TaskTransition[] = ended.map((row, i) => ({ task: taskWithoutPayload(row), from: rows[i].status }));
     return transitions.concat(settleDependents(ended, now));
   };
 
@@ -354,7 +355,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     taskFail(params) {
       // The rule needs the attempts the row holds: read, decide and write in one write.
       return groupCommit.write(() => {
-        const row = s.leasedBy.get(params.id, params.agentId) as TaskRow | undefined;
+        const row = s.leasedBy.get(params.id, params.agentId) as TaskRowWithoutPayload | undefined;
         if (!row) return written(undefined, params.id);
         const [ended, ...released] = endLeases([row], params.now, params.endLease);
         return released.length > 0 ? { task: ended.task, released } : { task: ended.task };
@@ -395,7 +396,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     },
 
     taskRescueExpiredLeases(params) {
-      return groupCommit.write(() => endLeases(s.expiredLeases.all(params.now, params.limit) as TaskRow[], params.now, params.endLease));
+      return groupCommit.write(() => endLeases(s.expiredLeases.all(params.now, params.limit) as TaskRowWithoutPayload[], params.now, params.endLease));
     },
 
     taskPromoteScheduled(params) {
@@ -447,7 +448,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
   return {
     store,
-    endLeasesOf: (agentId, now, endLease) => endLeases(s.leasedTo.all(agentId) as TaskRow[], now, endLease),
+    endLeasesOf: (agentId, now, endLease) => endLeases(s.leasedTo.all(agentId) as TaskRowWithoutPayload[], now, endLease),
     settleDependents,
   };
 }
