@@ -400,9 +400,9 @@ export class TaskService {
 
   /**
    * The agent gives the task back for later (its provider answered 429, say): back in the queue
-   * after delayMs, and the attempt its claim counted is taken back.
+   * after delayMs, and the attempt its claim counted is taken back. Answered without its payload
+   * (TaskWithoutPayload): an agent whose provider is rate limited may give many back.
    */
-  /** The task given back, without its payload (TaskWithoutPayload): an agent whose provider is rate limited may give many back. */
   async release(params: { id: number; agentId: string; delayMs: number; reason?: string; usage?: TaskUsage }): Promise<TaskWithoutPayload> {
     const now = this.ctx.now();
     const runAt = now + params.delayMs;

@@ -474,7 +474,7 @@ export function taskJsonText(t: Task): string {
 /** A list of tasks as taskJsonText writes each: `[…]`. */
 export const tasksJsonText = (tasks: readonly Task[]): string => `[${tasks.map(taskJsonText).join(',')}]`;
 
-/** A task without its payload, result and error: a submit's answer with ?return=minimal. */
+/** A task without its payload, result and error: what ?return=minimal answers, to a submit or to an agent's write. */
 export function minimalTaskJson(t: TaskWithoutPayload): Omit<TaskJson, 'payload' | 'result' | 'error'> {
   const { result: _result, error: _error, ...rest } = taskJsonBesidesPayload(t);
   return rest;

@@ -183,10 +183,20 @@ export const completionText = (completion: Completion): string => completion.res
  * back from the row.
  */
 export const completedTask = (row: TaskRowWithoutPayload, completion: Completion): TaskWithoutPayload =>
-  taskFields(row, completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
+  taskFields(readWithoutPayload(row), completion.resultJson === undefined ? parseJson(row.result) : (completion.result ?? null), undefined);
 
 /** A task read without its payload (TASK_COLUMNS_WITHOUT_PAYLOAD): as a write that finishes or renews a lease answers it. */
-export const taskWithoutPayload = (row: TaskRowWithoutPayload): TaskWithoutPayload => taskFields(row, parseJson(row.result), undefined);
+export const taskWithoutPayload = (row: TaskRowWithoutPayload): TaskWithoutPayload => taskFields(readWithoutPayload(row), parseJson(row.result), undefined);
+
+/**
+ * The row, refused when it came with its payload: a statement answering a TaskWithoutPayload that
+ * reads the payload too (`RETURNING *`) would read a long one back for nothing, and the conformance
+ * tests, which make each such write, fail on it rather than miss it.
+ */
+function readWithoutPayload(row: TaskRowWithoutPayload): TaskRowWithoutPayload {
+  if ('payload' in row) throw new Error(`task ${row.id} was read with its payload by a write that answers it without`);
+  return row;
+}
 
 /** A task row but its payload: what a write that finishes or renews a lease answers (TaskWithoutPayload). */
 export type TaskRowWithoutPayload = Omit<TaskRow, 'payload'>;

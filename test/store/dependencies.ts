@@ -54,6 +54,36 @@ export function exerciseDependencies(factory: DriverFactory, sharesItsStore: boo
       assert.deepEqual(write.released?.map((r) => [r.task.id, r.task.status]), [[dependent.id, 'queued']], 'its dependent released by the completion');
     });
 
+    it('AnswersAnExtensionAFailureAndAReleaseAsTheTaskIsButItsPayload: every other column read back', async () => {
+      const a = await h.agent(['xfr'], 5);
+      const [parent] = await submit(task('xfr-parent'));
+      const [dep] = await submit(task('xfr'));
+      await lease(a, 1);
+      written(await h.store.taskComplete({ id: dep.id, agentId: a, result: 'dep', now: T0 + 1 }));
+      const ids: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const extra = { payload: { p: 1 }, tags: ['x'], metadata: { m: 1 }, concurrencyKey: `tenant-${i}`, locks: [`/f${i}`] };
+        ids.push((await submit(linked('xfr', { parentId: parent.id, dependsOn: [dep.id] }, extra)))[0].id);
+      }
+      await h.store.taskClaim({ agentId: a, max: 3, now: T0 + 2, claimId: 3 });
+      const [toExtend, toFail, toRelease] = ids;
+      const writes = [
+        await h.store.taskExtendLease({ id: toExtend, agentId: a, leaseMs: 60_000, now: T0 + 3 }),
+        await h.store.taskFail({ id: toFail, agentId: a, now: T0 + 3, endLease: rules.failed(T0 + 3) }),
+        await h.store.taskRelease({ id: toRelease, agentId: a, now: T0 + 3, status: 'scheduled', runAt: T0 + 60_000, error: { code: 'FLEETD_ERR_RELEASED' } }),
+      ];
+      for (const [i, write] of writes.entries()) {
+        const { payloadJson: _answered, ...answered } = written(write) as Task;
+        const { payloadJson, ...whole } = (await h.store.taskGet({ id: ids[i] }))!;
+        assert.deepEqual(answered, whole);
+        assert.deepEqual([answered.parentId, answered.dependencyCount, answered.tags, answered.locks], [parent.id, 1, ['x'], [`/f${i}`]]);
+        assert.equal(payloadJson, '{"p":1}');
+      }
+      const [extended, failed, released] = writes.map((w) => written(w));
+      assert.deepEqual([extended.status, extended.leaseExpiresAt, released.status], ['leased', T0 + 3 + 60_000, 'scheduled']);
+      assert.ok(['queued', 'scheduled'].includes(failed.status) && failed.attempts === 1, 'failed for a retry');
+    });
+
     it('KeepsALongPayloadWholeThroughTheQueuesOwnWrites: linked, released by its dependency, expired, rescued, promoted, with its agent gone, in bulk', async () => {
       // Long enough that SQLite keeps it outside its task's row; see KeepsALongPayloadWholeThroughEveryChange.
       const payload = { prompt: 'é ✓ "quoted" \n'.repeat(400) };
