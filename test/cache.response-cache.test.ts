@@ -26,7 +26,7 @@ function source(value: unknown = { n: 1 }) {
       state.calls++;
       const v = state.value;
       await state.gate;
-      return { value: v, cacheable: true };
+      return { body: JSON.stringify(v), cacheable: true };
     },
   };
   return state;
@@ -47,13 +47,13 @@ describe('response cache', () => {
 
   it('stays within its entry and byte bounds, counting evictions', async () => {
     const byEntries = cache({ maxEntries: 10 });
-    for (let i = 0; i < 25; i++) await byEntries.get(`k${i}`, [], async () => ({ value: i, cacheable: true }));
+    for (let i = 0; i < 25; i++) await byEntries.get(`k${i}`, [], async () => ({ body: JSON.stringify(i), cacheable: true }));
     assert.equal(byEntries.size.entries, 10);
     assert.equal(byEntries.stats.evictions, 15);
 
     const byBytes = cache({ maxBytes: 2_000 });
     const big = 'x'.repeat(500);
-    for (let i = 0; i < 10; i++) await byBytes.get(`k${i}`, [], async () => ({ value: big, cacheable: true }));
+    for (let i = 0; i < 10; i++) await byBytes.get(`k${i}`, [], async () => ({ body: JSON.stringify(big), cacheable: true }));
     assert.ok(byBytes.size.bytes <= 2_000, `${byBytes.size.bytes} bytes`);
     assert.equal(byBytes.size.entries, 3);
   });
@@ -109,7 +109,7 @@ describe('response cache', () => {
   it('does not cache what the caller says is not cacheable', async () => {
     const c = cache();
     let calls = 0;
-    const compute = async () => ({ value: ++calls, cacheable: false });
+    const compute = async () => ({ body: JSON.stringify(++calls), cacheable: false });
     await c.get('k', [], compute);
     await c.get('k', [], compute);
     assert.equal(calls, 2);
@@ -127,9 +127,9 @@ describe('response cache', () => {
       const key = `/test/${Date.now()}-${Math.random()}`;
       const a = cache({ redis: redisA, namespace: 'fleet-a' });
       const b = cache({ redis: redisB, namespace: 'fleet-b' });
-      await a.get(key, [], async () => ({ value: 'from a', cacheable: true }));
+      await a.get(key, [], async () => ({ body: JSON.stringify('from a'), cacheable: true }));
       await eventually(async () => (await redisA.exists(`fleetd:cache:fleet-a:e:${key}`)) === 1, 5_000, 'the L2 write');
-      const fromB = await b.get(key, [], async () => ({ value: 'from b', cacheable: true }));
+      const fromB = await b.get(key, [], async () => ({ body: JSON.stringify('from b'), cacheable: true }));
       assert.equal(fromB.result, 'miss');
       assert.equal(fromB.body, '"from b"');
     });

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { FormatRegistry } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { TASK_STATUSES, type Agent, type Task } from '../src/domain/types.js';
-import { agentJson, iso, minimalTaskJson, setTraceparentSource, taskJson, taskJsonText } from '../src/domain/wire.js';
+import { TaskSchema, agentJson, iso, minimalTaskJson, pageOf, setTraceparentSource, taskJson, taskJsonText, taskPageText } from '../src/domain/wire.js';
 import { AGENT_PROTOCOL_VERSION, ServerMessageSchema, tasksFrame, welcomeFrame } from '../src/protocol/agent-stream.js';
 
 describe('iso', () => {
@@ -102,6 +102,17 @@ describe('tasks written as text, their payloads spliced in as stored', () => {
         const welcome = JSON.parse(welcomeFrame(agent, tasks));
         assert.deepEqual(welcome, asSent({ type: 'welcome', protocol: AGENT_PROTOCOL_VERSION, agent: agentJson(agent), leased: tasks.map(taskJson) }));
         assert.ok(isServerMessage.Check(welcome), JSON.stringify([...isServerMessage.Errors(welcome)].slice(0, 2)));
+      }),
+    );
+  });
+
+  it('writes a page of tasks as a list route describes it', () => {
+    const isPage = TypeCompiler.Compile(pageOf(TaskSchema));
+    fc.assert(
+      fc.property(fc.array(storedTask, { maxLength: 3 }), fc.option(fc.string({ minLength: 1, maxLength: 12 }), { nil: null }), (items, nextCursor) => {
+        const page = JSON.parse(taskPageText({ items, nextCursor }));
+        assert.deepEqual(page, asSent({ items: items.map(taskJson), nextCursor }));
+        assert.ok(isPage.Check(page), JSON.stringify([...isPage.Errors(page)].slice(0, 2)));
       }),
     );
   });

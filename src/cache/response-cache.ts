@@ -148,13 +148,14 @@ export class ResponseCache {
   }
 
   /**
-   * The cached body for `key`, or the one `compute` produces. `compute` returns the value to send
-   * and whether it may be cached (a task still in flight changes without notice, for instance).
+   * The cached body for `key`, or the one `compute` produces. `compute` returns the body to send,
+   * as JSON text, and whether it may be cached (a task still in flight changes without notice, for
+   * instance).
    */
-  async get(key: string, ownTags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+  async get(key: string, ownTags: string[], compute: () => Promise<{ body: string; cacheable: boolean }>): Promise<Lookup> {
     if (this.detached()) {
       this.stats.miss++;
-      const body = JSON.stringify((await compute()).value);
+      const { body } = await compute();
       return { body, etag: etagOf(body), result: 'miss' };
     }
     const tags = [...ownTags, EVERY_ENTRY];
@@ -242,7 +243,7 @@ export class ResponseCache {
     return sum;
   }
 
-  private load(key: string, tags: string[], compute: () => Promise<{ value: unknown; cacheable: boolean }>): Promise<Lookup> {
+  private load(key: string, tags: string[], compute: () => Promise<{ body: string; cacheable: boolean }>): Promise<Lookup> {
     const running = this.inflight.get(key);
     if (running) {
       this.stats.hit++;
@@ -266,8 +267,7 @@ export class ResponseCache {
         }
       }
       this.stats.miss++;
-      const { value, cacheable } = await compute();
-      const body = JSON.stringify(value);
+      const { body, cacheable } = await compute();
       const computed = { body, etag: etagOf(body) };
       if (cacheable && this.generationOf(tags) === generation) {
         this.store(key, tags, computed);

@@ -23,6 +23,7 @@ import {
   type Agent,
   type ApiKey,
   type Lock,
+  type Page,
   type Task,
   type TaskSummary,
   type TaskWithoutPayload,
@@ -473,6 +474,9 @@ export function taskJsonText(t: Task): string {
 
 /** A list of tasks as taskJsonText writes each: `[…]`. */
 export const tasksJsonText = (tasks: readonly Task[]): string => `[${tasks.map(taskJsonText).join(',')}]`;
+
+/** A page of tasks as a list route answers it (pageOf(TaskSchema)), each task as taskJsonText writes it. */
+export const taskPageText = (page: Page<Task>): string => `{"items":${tasksJsonText(page.items)},"nextCursor":${JSON.stringify(page.nextCursor)}}`;
 
 /** A task without its payload, result and error: what ?return=minimal answers, to a submit or to an agent's write. */
 export function minimalTaskJson(t: TaskWithoutPayload): Omit<TaskJson, 'payload' | 'result' | 'error'> {

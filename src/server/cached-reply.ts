@@ -50,7 +50,11 @@ export interface CachedRoute<T> {
   compute: () => Promise<T>;
   /** Whether this value may be cached; by default always. */
   cacheable?: (value: T) => boolean;
+  /** The value as JSON text; by default JSON.stringify's. Tasks splice in their payloads' text as it is stored (taskJsonText). */
+  text?: (value: T) => string;
 }
+
+const textOf = <T>(route: CachedRoute<T>, value: T): string => (route.text ? route.text(value) : JSON.stringify(value));
 
 /**
  * Answers a GET from the response cache (or computes it, without a cache), with an ETag, and 304
@@ -69,12 +73,12 @@ async function respond<T>(request: FastifyRequest, reply: FastifyReply, cache: R
   if (cache) {
     const found = await cache.get(`${cachePartition(request)}${request.url}`, route.tags, async () => {
       const value = await route.compute();
-      return { value, cacheable: route.cacheable?.(value) ?? true };
+      return { body: textOf(route, value), cacheable: route.cacheable?.(value) ?? true };
     });
     ({ body, etag } = found);
     void reply.header('x-cache', found.result);
   } else {
-    body = JSON.stringify(await route.compute());
+    body = textOf(route, await route.compute());
     etag = etagOf(body);
   }
   void reply.header('etag', etag).header('cache-control', 'no-cache');

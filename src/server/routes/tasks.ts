@@ -6,7 +6,7 @@ import type { TaskInput } from '../../core/tasks.js';
 import { TERMINAL_STATUSES, type Task, type TaskStatus } from '../../domain/types.js';
 import { sendCached } from '../cached-reply.js';
 import { ConnectionHangUp } from '../hang-up.js';
-import { TaskSchema, TaskStatusSchema, minimalTaskJson, pageOf, taskJson, taskJsonText, tasksJsonText } from '../../domain/wire.js';
+import { TaskSchema, TaskStatusSchema, minimalTaskJson, pageOf, taskJson, taskJsonText, taskPageText, tasksJsonText } from '../../domain/wire.js';
 import { sendJsonText } from '../http.js';
 import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
@@ -357,11 +357,11 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
     (request, reply) =>
       sendCached(request, reply, cache, {
         tags: ['tasks'],
-        compute: async () => {
+        compute: () => {
           const { namespace, ...query } = request.query as Omit<Parameters<typeof fleet.tasks.list>[0], 'namespaces'> & { namespace?: string };
-          const page = await fleet.tasks.list({ ...query, namespaces: readNamespaces(request, namespace) });
-          return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
+          return fleet.tasks.list({ ...query, namespaces: readNamespaces(request, namespace) });
         },
+        text: taskPageText,
       }),
   );
 
@@ -377,9 +377,9 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         response: { 200: pageOf(TaskSchema), ...errors(400, 404) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const page = await fleet.tasks.children({ id: request.params.id, ...request.query, namespaces: readNamespaces(request) });
-      return { items: page.items.map(taskJson), nextCursor: page.nextCursor };
+      return sendJsonText(reply, taskPageText(page));
     },
   );
 
@@ -411,15 +411,16 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         // the reply is sent when the wait ends.
         fleet.tasks
           .waitForEnd(request.params.id, waitMs, new ConnectionHangUp(reply.raw), readNamespaces(request))
-          .then((task) => reply.send(taskJson(task)), (err: unknown) => (reply as FastifyReply).send(err));
+          .then((task) => sendJsonText(reply, taskJsonText(task)), (err: unknown) => (reply as FastifyReply).send(err));
         return;
       }
       sendCached(request, reply, cache, {
         tags: [`task:${request.params.id}`],
-        compute: async () => taskJson(await fleet.tasks.get(request.params.id, readNamespaces(request))),
+        compute: () => fleet.tasks.get(request.params.id, readNamespaces(request)),
         // A finished task changes only by a retry, which publishes an event; one in flight changes
         // on timers (a delay running out) that publish none for it, so it is always read afresh.
         cacheable: (task) => TERMINAL_STATUSES.has(task.status),
+        text: taskJsonText,
       });
     },
   );
