@@ -350,10 +350,11 @@ export class TaskService {
 
   /**
    * A completion, a failure, an extension or a release of task `id` (`write`), answered with the
-   * task whole, for the answers that show its payload (their single routes without ?return=minimal). The payload is read before the write, as a payload never changes: a read
+   * task whole, for the answers that show its payload (their single routes without
+   * ?return=minimal). The payload is read before the write, as a payload never changes: a read
    * after it could find the task deleted by then, or its id taken by another task, and answer a
-   * failure for a write that was made. Either write succeeds only for the agent holding the lease,
-   * so the task read is the task written.
+   * failure for a write that was made. Each write succeeds only for the agent holding the lease, so
+   * the task read is the task written.
    */
   async whole(id: number, write: () => Promise<TaskWithoutPayload>): Promise<Task> {
     const stored = await this.ctx.store.taskGet({ id });

@@ -95,9 +95,9 @@ const TASK_INSERT_WHOLE = prepared(
 );
 
 /**
- * What a write answers when it needs no payload (a completion, an extension, a release, a lease
- * ending): every column but the payload, which a long prompt would have de-TOASTed and sent back for
- * nothing (TaskWithoutPayload). For statements on `tasks t`.
+ * What a write answers when it needs no payload (a completion, a failure, an extension, a release,
+ * a lease's end): every column but the payload, which a long prompt would have de-TOASTed and sent
+ * back for nothing (TaskWithoutPayload). For statements on `tasks t`.
  */
 const RETURNING_WITHOUT_PAYLOAD = `RETURNING ${columnsWithoutPayload('t')}`;
 
