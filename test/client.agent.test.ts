@@ -512,6 +512,21 @@ describe('agent SDK', () => {
     assert.deepEqual(events, ['task.created', 'task.cancelled']);
     subscription.close();
   });
+
+  it('submits a batch without getting its payloads back when asked, the tasks stored whole', async () => {
+    const prompt = 'p'.repeat(20_000);
+    const minimal = await client.submitBatch([{ type: 'sdk-minimal', payload: { prompt } }, { type: 'sdk-minimal', payload: { prompt } }], { minimal: true });
+    assert.deepEqual(
+      minimal.map(({ task, created }) => [task.type, task.status, created, 'payload' in task]),
+      [
+        ['sdk-minimal', 'queued', true, false],
+        ['sdk-minimal', 'queued', true, false],
+      ],
+    );
+    for (const { task } of minimal) assert.deepEqual((await client.get(task.id)).payload, { prompt });
+    const [whole] = await client.submitBatch([{ type: 'sdk-minimal', payload: { prompt } }]);
+    assert.deepEqual(whole.task.payload, { prompt });
+  });
 });
 
 describe('agent SDK reconnect', () => {

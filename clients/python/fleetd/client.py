@@ -255,9 +255,12 @@ class AsyncFleet:
         task = _task_input(type, payload, dict(priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata, parent_id=parent_id, depends_on=depends_on, on_dependency_failure=on_dependency_failure, concurrency_key=concurrency_key, locks=locks))
         return (await self.request("POST", "/v1/tasks", _with_key(task), retry=True))["task"]
 
-    async def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
-        """All or nothing: one bad task refuses the whole batch. Each task gets a key as in ``submit``."""
-        answer = await self.request("POST", "/v1/tasks/batch", {"tasks": [_with_key(t) for t in tasks]}, retry=True)
+    async def submit_batch(self, tasks: Iterable[TaskInput], *, minimal: bool = False) -> list[Task]:
+        """All or nothing: one bad task refuses the whole batch. Each task gets a key as in ``submit``.
+        With ``minimal``, each task comes back without its payload, result and error
+        (``?return=minimal``), so that long prompts are not sent back."""
+        path = "/v1/tasks/batch?return=minimal" if minimal else "/v1/tasks/batch"
+        answer = await self.request("POST", path, {"tasks": [_with_key(t) for t in tasks]}, retry=True)
         return [item["task"] for item in answer["items"]]
 
     async def get(self, id: int) -> Task:

@@ -94,8 +94,8 @@ class Fleet:
         """Submits a task and returns it; with an idempotency key used before, the first task with it."""
         return self._call(self._async.submit(type, payload, priority=priority, requires=requires, idempotency_key=idempotency_key, max_attempts=max_attempts, lease_ms=lease_ms, backoff_ms=backoff_ms, run_at=run_at, delay_ms=delay_ms, execution_timeout_ms=execution_timeout_ms, schedule_timeout_ms=schedule_timeout_ms, agent_id=agent_id, tags=tags, metadata=metadata, parent_id=parent_id, depends_on=depends_on, on_dependency_failure=on_dependency_failure, concurrency_key=concurrency_key, locks=locks))
 
-    def submit_batch(self, tasks: Iterable[TaskInput]) -> list[Task]:
-        return self._call(self._async.submit_batch(list(tasks)))
+    def submit_batch(self, tasks: Iterable[TaskInput], *, minimal: bool = False) -> list[Task]:
+        return self._call(self._async.submit_batch(list(tasks), minimal=minimal))
 
     def get(self, id: int) -> Task:
         return self._call(self._async.get(id))

@@ -78,6 +78,13 @@ class TestSubmitters:
         assert refused.value.status == 400 and refused.value.code == "FLEETD_ERR_VALIDATION"
         assert fleet.list(type="py-batch-2").items == []
 
+    def test_submit_batch_minimal_answers_without_the_payloads(self, fleet: Fleet) -> None:
+        prompt = "p" * 20_000
+        tasks = fleet.submit_batch([{"type": "py-minimal", "payload": {"prompt": prompt}}] * 2, minimal=True)
+        assert [(t["type"], t["status"], "payload" in t) for t in tasks] == [("py-minimal", "queued", False)] * 2
+        assert [fleet.get(t["id"])["payload"] for t in tasks] == [{"prompt": prompt}] * 2
+        assert fleet.submit_batch([{"type": "py-minimal", "payload": {"prompt": prompt}}])[0]["payload"] == {"prompt": prompt}
+
 
 class TestTypedErrors:
     """The bad inputs the TypeScript SDK's tests send, raised here as typed exceptions with the same codes."""

@@ -80,6 +80,12 @@ export interface Submitted {
   created: boolean;
 }
 
+/** A submitted task as `submitBatch(tasks, { minimal: true })` answers it: without its payload, result and error. */
+export interface SubmittedMinimal {
+  task: Omit<TaskJson, 'payload' | 'result' | 'error'>;
+  created: boolean;
+}
+
 
 const withKey = (task: TaskSubmit): TaskSubmit => (task.idempotencyKey === undefined ? { ...task, idempotencyKey: `sdk-${randomUUID()}` } : task);
 
@@ -215,9 +221,16 @@ export class FleetClient {
     return this.request('POST', '/v1/tasks', withKey(task), { retry: true, traceparent: options.traceparent });
   }
 
-  /** All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. */
-  async submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]> {
-    return (await this.request<{ items: Submitted[] }>('POST', '/v1/tasks/batch', { tasks: tasks.map(withKey) }, { retry: true })).items;
+  /**
+   * All or nothing: one bad task rejects the whole batch. Each task gets a key as in `submit`. With
+   * `minimal`, each task is answered without its payload, result and error (`?return=minimal`), so
+   * that long prompts are not sent back.
+   */
+  submitBatch(tasks: TaskSubmit[]): Promise<Submitted[]>;
+  submitBatch(tasks: TaskSubmit[], options: { minimal: true }): Promise<SubmittedMinimal[]>;
+  async submitBatch(tasks: TaskSubmit[], options: { minimal?: boolean } = {}): Promise<Submitted[] | SubmittedMinimal[]> {
+    const path = options.minimal ? '/v1/tasks/batch?return=minimal' : '/v1/tasks/batch';
+    return (await this.request<{ items: Submitted[] }>('POST', path, { tasks: tasks.map(withKey) }, { retry: true })).items;
   }
 
   get(id: number): Promise<TaskJson> {

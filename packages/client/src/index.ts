@@ -1,5 +1,5 @@
 /** fleetd/client: the TypeScript SDK for submitters (`FleetClient`) and agents (`client.agent(...).work(handler)`). */
-export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted } from './fleet-client.js';
+export { FleetClient, type FleetClientOptions, type TaskSubmit, type TaskFilters, type Submitted, type SubmittedMinimal } from './fleet-client.js';
 export { SubscriptionGapError, type Subscription, type SubscribeOptions, type Gap } from './subscription.js';
 export { FleetAgent, type FleetAgentOptions, type TaskHandler, type TaskContext, type TaskUsage } from './agent.js';
 export type { LogLevel } from './activity.js';
