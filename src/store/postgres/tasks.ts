@@ -2,7 +2,7 @@ import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
 import { canClaim, claimKeysOf, namespaceRequirement, taskRequirementKey } from '../../domain/requirements.js';
-import type { Agent, AgentStatus, Task, TaskCount } from '../../domain/types.js';
+import type { Agent, AgentStatus, Task, TaskCount, TaskWithoutPayload } from '../../domain/types.js';
 import { mapPage } from '../keyset.js';
 import * as lists from '../lists.js';
 import {
@@ -746,9 +746,13 @@ export function postgresTasks(
     return out;
   }
 
-  /** The result of a conditional write, or the row as it is now. */
-  async function written(row: TaskRow | undefined, id: number): Promise<TaskWrite> {
-    if (row) return { task: toTask(row) };
+  /** The result of a conditional write, as `asTask` makes it (without the payload, for a row read without it), or the task as it is now. */
+  async function written<R extends TaskRowWithoutPayload, T extends TaskWithoutPayload>(row: R | undefined, id: number, asTask: (row: R) => T): Promise<TaskWrite<T>> {
+    return row ? { task: asTask(row) } : refusedWrite(id);
+  }
+
+  /** A conditional write that did not hold: the task as it is now. */
+  async function refusedWrite(id: number): Promise<{ task: undefined; current: Task | undefined }> {
     const [current] = await query<TaskRow>('SELECT * FROM tasks WHERE id = $1', [id]);
     return { task: undefined, current: current && toTask(current) };
   }
@@ -857,7 +861,7 @@ export function postgresTasks(
 
     async taskComplete(params) {
       const { row, released } = await completions.run({ id: params.id, agentId: params.agentId, result: completionText(params), now: params.now });
-      if (!row) return written(undefined, params.id);
+      if (!row) return refusedWrite(params.id);
       const task = completedTask(row, params);
       return released.length > 0 ? { task, released } : { task };
     },
@@ -865,7 +869,7 @@ export function postgresTasks(
     async taskFail(params) {
       // The rule needs the attempts the row holds: read it locked, decide, write, in one transaction.
       const { row, released } = await failures.run({ id: params.id, agentId: params.agentId, now: params.now, endLease: params.endLease });
-      if (!row) return written(undefined, params.id);
+      if (!row) return refusedWrite(params.id);
       const task = taskWithoutPayload(row);
       return released.length > 0 ? { task, released } : { task };
     },
@@ -876,14 +880,12 @@ export function postgresTasks(
          WHERE id = $1 AND status = 'leased' AND agent_id = $2 ${RETURNING_WITHOUT_PAYLOAD}`,
         [params.id, params.agentId, params.status, params.runAt, JSON.stringify(params.error ?? null), params.now],
       );
-      if (row) return { task: taskWithoutPayload(row) };
-      return written(undefined, params.id);
+      return written(row, params.id, taskWithoutPayload);
     },
 
     async taskExtendLease(params) {
       const row = await extensions.run({ id: params.id, agentId: params.agentId, now: params.now, leaseMs: params.leaseMs ?? null });
-      if (row) return { task: taskWithoutPayload(row) };
-      return written(undefined, params.id);
+      return written(row, params.id, taskWithoutPayload);
     },
 
     async taskCancel(params) {
@@ -896,7 +898,7 @@ export function postgresTasks(
         );
         return row && { row, released: await settleDependents(q, [row], params.now) };
       });
-      if (!cancelled) return written(undefined, params.id);
+      if (!cancelled) return refusedWrite(params.id);
       const task = toTask(cancelled.row);
       return cancelled.released.length > 0 ? { task, released: cancelled.released } : { task };
     },
@@ -908,7 +910,7 @@ export function postgresTasks(
          WHERE id = $1 AND status = ANY($3::text[]) RETURNING *`,
         [params.id, params.now, params.from],
       );
-      return written(row, params.id);
+      return written(row, params.id, toTask);
     },
 
     taskRescueExpiredLeases(params) {

@@ -224,8 +224,9 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
     return released.length > 0 ? { task, released } : { task };
   };
 
-  /** Inside a write: the result of a conditional write, or the row as it is now. */
-  const written = (row: TaskRow | undefined, id: number): TaskWrite => (row ? { task: toTask(row) } : refusedWrite(id));
+  /** Inside a write: the result of a conditional write, as `asTask` makes it (without the payload, for a row read without it), or the task as it is now. */
+  const written = <R extends TaskRowWithoutPayload, T extends TaskWithoutPayload>(row: R | undefined, id: number, asTask: (row: R) => T): TaskWrite<T> =>
+    row ? { task: asTask(row) } : refusedWrite(id);
 
   /** A conditional write that did not hold: the task as it is now. */
   const refusedWrite = (id: number): { task: undefined; current: Task | undefined } => {
@@ -356,7 +357,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
       // The rule needs the attempts the row holds: read, decide and write in one write.
       return groupCommit.write(() => {
         const row = s.leasedBy.get(params.id, params.agentId) as TaskRowWithoutPayload | undefined;
-        if (!row) return written(undefined, params.id);
+        if (!row) return refusedWrite(params.id);
         const [ended, ...released] = endLeases([row], params.now, params.endLease);
         return released.length > 0 ? { task: ended.task, released } : { task: ended.task };
       });
@@ -372,14 +373,14 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
           error: JSON.stringify(params.error ?? null),
           now: params.now,
         }) as TaskRowWithoutPayload | undefined;
-        return row ? { task: taskWithoutPayload(row) } : refusedWrite(params.id);
+        return written(row, params.id, taskWithoutPayload);
       });
     },
 
     taskExtendLease(params) {
       return groupCommit.write(() => {
         const row = s.extend.get({ id: params.id, agent_id: params.agentId, lease_ms: params.leaseMs ?? null, now: params.now }) as TaskRowWithoutPayload | undefined;
-        return row ? { task: taskWithoutPayload(row) } : refusedWrite(params.id);
+        return written(row, params.id, taskWithoutPayload);
       });
     },
 
@@ -391,7 +392,7 @@ export function sqliteTasks(d: SqliteDatabase, admission: SqliteAdmission, acqui
 
     taskRetry(params) {
       return groupCommit.write(() =>
-        written(s.retry.get({ id: params.id, now: params.now, from: JSON.stringify(params.from) }) as TaskRow | undefined, params.id),
+        written(s.retry.get({ id: params.id, now: params.now, from: JSON.stringify(params.from) }) as TaskRow | undefined, params.id, toTask),
       );
     },
 
