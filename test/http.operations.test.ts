@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { CHECKPOINT_THREAD_AFTER_COMMITS } from '../src/store/sqlite/database.js';
 import { type Api, newAdminKey, startTestServer, type TestServer } from './helpers.js';
 
 describe('HTTP operations', () => {
@@ -129,6 +130,18 @@ describe('HTTP operations', () => {
     const after = await committed();
     assert.ok(after.commits >= before.commits + 3, `three submits, one after another, are three commits at least: ${JSON.stringify({ before, after })}`);
     assert.ok(after.writes >= before.writes + 3, `and three writes at least: ${JSON.stringify({ before, after })}`);
+  });
+
+  it("exports the WAL checkpoints SQLite's checkpoint thread ran, once the store has committed enough to start it", async () => {
+    const sample = async (name: string) => Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec((await api.get('/metrics')).body as string)?.[1]);
+    while ((await sample('fleetd_store_commits_total')) <= CHECKPOINT_THREAD_AFTER_COMMITS) {
+      await Promise.all(Array.from({ length: 10 }, () => api.submit({ type: 'checkpointed', payload: { text: 'x'.repeat(2_000) } })));
+    }
+    const deadline = Date.now() + 10_000;
+    while ((await sample('fleetd_store_checkpoints_total')) < 1) {
+      assert.ok(Date.now() < deadline, 'a checkpoint within 10 s of the thread starting');
+      await new Promise((r) => setTimeout(r, 50));
+    }
   });
 
   it('serves the OpenAPI document built from the route schemas, and the docs UI', async () => {

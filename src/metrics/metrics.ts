@@ -93,6 +93,12 @@ const storeWrites = new Counter({
   labelNames: ['driver'] as const,
   registers: [registry],
 });
+const storeCheckpoints = new Counter({
+  name: 'fleetd_store_checkpoints_total',
+  help: "WAL checkpoints SQLite's checkpoint thread ran that copied pages into the database file, off the event loop",
+  labelNames: ['driver'] as const,
+  registers: [registry],
+});
 const providerCircuitOpen = new Gauge({
   name: 'fleetd_provider_circuit_open',
   help: '1 while a provider\'s circuit breaker is open (calls fail at once), else 0',
@@ -159,13 +165,14 @@ const cacheHitRatio = new Gauge({
 
 /** Feeds the task and agent metrics from one fleet: counts at scrape time, durations from events. */
 export function observeFleet(fleet: Fleet): () => void {
-  const committed = { commits: 0, writes: 0 };
+  const committed = { commits: 0, writes: 0, checkpoints: 0 };
   const offCollect = onCollect(async () => {
     const commits = fleet.store.commitStats?.();
     if (commits) {
       const driver = fleet.store.driver;
       storeCommits.inc({ driver }, commits.commits - committed.commits);
       storeWrites.inc({ driver }, commits.writes - committed.writes);
+      storeCheckpoints.inc({ driver }, commits.checkpoints - committed.checkpoints);
       Object.assign(committed, commits);
     }
     let tasks, agents;

@@ -315,6 +315,8 @@ export interface ApiKeyInsertParams {
 export interface CommitStats {
   commits: number;
   writes: number;
+  /** WAL checkpoints run off the event loop that copied pages into the database file (SQLite's checkpoint thread). */
+  checkpoints: number;
 }
 
 export interface PoolStats {

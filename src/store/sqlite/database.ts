@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import Database, { type Statement } from 'better-sqlite3';
 import type { Page } from '../../domain/types.js';
 import { keysetPage, type KeysetQuery } from '../keyset.js';
+import { WalCheckpointer } from './checkpointer.js';
 import { GroupCommit } from './group-commit.js';
 import { migrate } from './migrations.js';
 
@@ -31,6 +32,13 @@ export interface SqliteOptions {
 export const INLINE_PAYLOAD_MAX = 1024;
 
 /**
+ * Commits after which the WAL is checkpointed on a thread of its own (see checkpointer.ts). Before,
+ * SQLite checkpoints it in the commit that needs it, as it does by default: a store this quiet pays
+ * a few milliseconds now and then, and starts no thread.
+ */
+export const CHECKPOINT_THREAD_AFTER_COMMITS = 256;
+
+/**
  * The one long-lived better-sqlite3 connection every area of the SQLite driver shares, in WAL
  * mode, with group commit for writes. Reads run at once on the same connection; they see only
  * committed data because a group's transaction opens and commits inside one synchronous flush.
@@ -41,13 +49,16 @@ export class SqliteDatabase {
   readonly groupCommit: GroupCommit;
   private readonly dynamic = new Map<string, Statement>();
   private readonly storedPayload: Statement;
+  /** Set once CHECKPOINT_THREAD_AFTER_COMMITS groups have committed, for a database in a file. */
+  checkpointer: WalCheckpointer | undefined;
 
   constructor(options: SqliteOptions) {
     const file = options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'fleetd.db');
     if (file !== ':memory:') mkdirSync(options.dataDir, { recursive: true });
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`);
+    const synchronous = options.synchronous ?? 'NORMAL';
+    this.db.pragma(`synchronous = ${synchronous}`);
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('temp_store = MEMORY');
     // Negative: a size in KiB rather than pages. The hot rows and indexes of the queue (queued tasks,
@@ -56,7 +67,9 @@ export class SqliteDatabase {
     this.db.pragma(`cache_size = -${Math.round((options.cacheMb ?? 16) * 1024)}`);
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
-    this.groupCommit = new GroupCommit(this.db);
+    this.groupCommit = new GroupCommit(this.db, (groups) => {
+      if (groups === CHECKPOINT_THREAD_AFTER_COMMITS && file !== ':memory:') this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
+    });
     this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }
 
@@ -121,6 +134,7 @@ export class SqliteDatabase {
 
   close(): void {
     this.groupCommit.flush();
+    this.checkpointer?.close();
     if (this.db.open) this.db.close();
   }
 }

@@ -31,7 +31,11 @@ export class GroupCommit {
   groups = 0;
   writes = 0;
 
-  constructor(private readonly db: Database) {
+  /** `onCommit`: told the number of groups committed so far, after each commit. */
+  constructor(
+    private readonly db: Database,
+    private readonly onCommit?: (groups: number) => void,
+  ) {
     this.begin = db.prepare('BEGIN IMMEDIATE');
     this.commit = db.prepare('COMMIT');
     this.rollback = db.prepare('ROLLBACK');
@@ -119,6 +123,7 @@ export class GroupCommit {
     }
     this.groups++;
     this.writes += group.length;
+    this.onCommit?.(this.groups);
     for (let i = 0; i < group.length; i++) {
       const outcome = outcomes[i];
       if (outcome.ok) group[i].resolve(outcome.value);
