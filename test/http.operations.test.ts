@@ -133,7 +133,11 @@ describe('HTTP operations', () => {
   });
 
   it("exports the WAL checkpoints SQLite's checkpoint thread ran, once the store has committed enough to start it", async () => {
-    const sample = async (name: string) => Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec((await api.get('/metrics')).body as string)?.[1]);
+    const sample = async (name: string) => {
+      const value = Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec((await api.get('/metrics')).body as string)?.[1]);
+      assert.ok(Number.isFinite(value), `${name}{driver="sqlite"} is exported`);
+      return value;
+    };
     while ((await sample('fleetd_store_commits_total')) <= CHECKPOINT_THREAD_AFTER_COMMITS) {
       await Promise.all(Array.from({ length: 10 }, () => api.submit({ type: 'checkpointed', payload: { text: 'x'.repeat(2_000) } })));
     }

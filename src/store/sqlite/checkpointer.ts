@@ -4,10 +4,28 @@ import type Database from 'better-sqlite3';
 
 /** How often the checkpoint thread copies what the WAL has gained into the database file. */
 export const CHECKPOINT_INTERVAL_MS = 100;
+/**
+ * The WAL starts again from its beginning only at a write that finds every frame copied, and under
+ * load the server's commits land in nearly every checkpoint. So once the WAL is RESTART_FRAMES long
+ * and still being written, the thread checks again every RESTART_POLL_MS, up to RESTART_TRIES
+ * times: a check with little to copy ends between two commits, and the next commit starts the WAL
+ * again (in a drain, within 3 to 14 checks).
+ */
+const RESTART_FRAMES = 1000;
+const RESTART_POLL_MS = 1;
+const RESTART_TRIES = 100;
+/**
+ * SQLite's own checkpoints on the server's connection while the thread runs: a bound on the WAL,
+ * should the thread not find a moment between commits for that long, and cheap then, the thread
+ * having copied all but the last frames. Put back to SQLite's default of 1,000 pages if the thread
+ * stops.
+ */
+const AUTOCHECKPOINT_PAGES_WITH_THREAD = 4_000;
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+/** Failed checkpoints in a row (a full disk, a failing read) after which the thread gives checkpoints back. */
+const MAX_FAILURES = 5;
 /** How long closing waits for the thread to close its connection, should it be in the middle of a checkpoint. */
 const CLOSE_WAIT_MS = 5_000;
-/** SQLite's own default, put back on the server's connection if the thread stops: the WAL stays bounded either way. */
-const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 
 // Slots of the Int32Array both threads share.
 const STOP = 0;
@@ -29,10 +47,24 @@ try {
     db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = ' + workerData.synchronous);
     let backfilled = -1;
-    while (Atomics.wait(shared, ${STOP}, 0, workerData.intervalMs) === 'timed-out') {
-      const [{ checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)');
-      if (checkpointed > 0 && checkpointed !== backfilled) Atomics.add(shared, ${CHECKPOINTS}, 1);
-      backfilled = checkpointed;
+    let seen = -1;
+    let tries = 0;
+    let failures = 0;
+    let wait = ${CHECKPOINT_INTERVAL_MS};
+    while (Atomics.wait(shared, ${STOP}, 0, wait) === 'timed-out') {
+      try {
+        const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)');
+        failures = 0;
+        if (checkpointed > 0 && checkpointed !== backfilled) Atomics.add(shared, ${CHECKPOINTS}, 1);
+        backfilled = checkpointed;
+        if (log < ${RESTART_FRAMES} || tries >= ${RESTART_TRIES}) tries = 0;
+        else if (tries > 0 || log !== seen) tries++;
+        seen = log;
+      } catch (err) {
+        if (++failures >= ${MAX_FAILURES}) throw err;
+        tries = 0;
+      }
+      wait = tries > 0 ? ${RESTART_POLL_MS} : ${CHECKPOINT_INTERVAL_MS};
     }
   } finally {
     db.close();
@@ -47,17 +79,18 @@ try {
  * Checkpoints the WAL on a thread of its own, with a connection of its own. SQLite checkpoints
  * inside the commit that takes the WAL past 1,000 pages: it copies them into the database file and
  * syncs both files, a few milliseconds during which the server's one thread answers nothing (a
- * drain paid 44 of these a run, 6.6 ms each). Here the server's connection never checkpoints
- * (`wal_autocheckpoint = 0`) and this thread copies the new frames every CHECKPOINT_INTERVAL_MS on
- * the core the server leaves idle. A PASSIVE checkpoint never waits for the server's writes, nor they
- * for it. Should the thread stop for any reason but closing, the server's connection checkpoints
- * itself again, as SQLite does by default.
+ * drain met 40 of these a run, 6 to 7 ms each). Here the thread copies the new frames every
+ * CHECKPOINT_INTERVAL_MS on the core the server leaves idle, with PASSIVE checkpoints, which never
+ * wait for the server's writes nor they for it; the server's connection checkpoints only should the
+ * WAL pass AUTOCHECKPOINT_PAGES_WITH_THREAD, and then has little left to copy. Should the thread
+ * not start, or stop for any reason but closing, the server's connection checkpoints as SQLite does
+ * by default, and a warning says so.
  */
 export class WalCheckpointer {
   private readonly shared = new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
-  private readonly thread: Worker;
+  private readonly thread: Worker | undefined;
   private closing = false;
-  /** Why the thread stopped before closing, if it did: the server's connection checkpoints itself since. */
+  /** Why the thread did not start or stopped before closing, if it did: the server's connection checkpoints as by default since. */
   failure: Error | undefined;
 
   constructor(
@@ -65,18 +98,17 @@ export class WalCheckpointer {
     file: string,
     synchronous: 'NORMAL' | 'FULL',
   ) {
-    db.pragma('wal_autocheckpoint = 0');
-    this.thread = new Worker(THREAD_SOURCE, {
-      eval: true,
-      execArgv: [],
-      workerData: {
-        betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3'),
-        file,
-        synchronous,
-        shared: this.shared.buffer,
-        intervalMs: CHECKPOINT_INTERVAL_MS,
-      },
-    });
+    try {
+      this.thread = new Worker(THREAD_SOURCE, {
+        eval: true,
+        execArgv: [],
+        workerData: { betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3'), file, synchronous, shared: this.shared.buffer },
+      });
+    } catch (err) {
+      this.stoppedEarly(err as Error);
+      return;
+    }
+    db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES_WITH_THREAD}`);
     // The server's exit never waits for a checkpoint: what the WAL holds is already durable.
     this.thread.unref();
     this.thread.on('error', (err) => this.stoppedEarly(err));
@@ -94,12 +126,13 @@ export class WalCheckpointer {
     this.closing = true;
     Atomics.store(this.shared, STOP, 1);
     Atomics.notify(this.shared, STOP);
-    if (!this.failure) Atomics.wait(this.shared, CLOSED, 0, CLOSE_WAIT_MS);
+    if (this.thread && !this.failure) Atomics.wait(this.shared, CLOSED, 0, CLOSE_WAIT_MS);
   }
 
   private stoppedEarly(err: Error): void {
     if (this.closing || this.failure) return;
     this.failure = err;
     if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
+    process.emitWarning(`SQLite's checkpoint thread stopped (${err.message}); the server's connection checkpoints the WAL itself again`, 'FleetdWarning');
   }
 }

@@ -123,12 +123,12 @@ export class GroupCommit {
     }
     this.groups++;
     this.writes += group.length;
-    this.onCommit?.(this.groups);
     for (let i = 0; i < group.length; i++) {
       const outcome = outcomes[i];
       if (outcome.ok) group[i].resolve(outcome.value);
       else group[i].reject(outcome.value);
     }
+    this.onCommit?.(this.groups);
     if (chain) {
       this.chaining = true;
       queueMicrotask(() => process.nextTick(this.endChain));
