@@ -16,6 +16,12 @@ export interface FleetdConfig {
   dataDir: string;
   /** SQLite `synchronous`: NORMAL survives a fleetd crash, FULL also power loss. Env FLEETD_SQLITE_SYNC. Defaults to NORMAL. */
   sqliteSynchronous: 'NORMAL' | 'FULL';
+  /**
+   * Where SQLite's WAL is checkpointed: `thread`, on a thread of its own once the store has committed
+   * 256 times, off the event loop; `commit`, inside the commit that fills the WAL, as SQLite does by
+   * default. Env FLEETD_SQLITE_CHECKPOINTS. Defaults to thread.
+   */
+  sqliteCheckpoints: 'thread' | 'commit';
   /** Log level: fatal, error, warn, info, debug, trace or silent. Env FLEETD_LOG_LEVEL. Defaults to info. */
   logLevel: string;
 
@@ -234,6 +240,7 @@ export const defaultConfig: Readonly<FleetdConfig> = Object.freeze({
   port: 7070,
   dataDir: './.fleetd',
   sqliteSynchronous: 'NORMAL',
+  sqliteCheckpoints: 'thread',
   logLevel: 'info',
   taskMaxAttempts: 5,
   taskLeaseMs: 30_000,
@@ -313,6 +320,7 @@ const settings: Record<
   port: { env: 'FLEETD_PORT', kind: 'int', min: 0 },
   dataDir: { env: 'FLEETD_DATA_DIR', kind: 'string' },
   sqliteSynchronous: { env: 'FLEETD_SQLITE_SYNC', kind: 'enum', values: ['NORMAL', 'FULL'] },
+  sqliteCheckpoints: { env: 'FLEETD_SQLITE_CHECKPOINTS', kind: 'enum', values: ['thread', 'commit'] },
   logLevel: {
     env: 'FLEETD_LOG_LEVEL',
     kind: 'enum',

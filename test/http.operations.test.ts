@@ -117,11 +117,12 @@ describe('HTTP operations', () => {
     assert.match(text, /process_resident_memory_bytes \d/);
   });
 
-  it("exports SQLite's commits and the writes they carried, which grow with every write", async () => {
+  it("exports SQLite's commits, the writes they carried and the time they took, which grow with every write", async () => {
     const committed = async () => {
       const text = (await api.get('/metrics')).body as string;
       const sample = (name: string) => Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec(text)?.[1]);
-      return { commits: sample('fleetd_store_commits_total'), writes: sample('fleetd_store_writes_total') };
+      const seconds = Number(/^fleetd_store_commit_seconds_total\{driver="sqlite"\} ([0-9.e+-]+)$/m.exec(text)?.[1]);
+      return { commits: sample('fleetd_store_commits_total'), writes: sample('fleetd_store_writes_total'), seconds };
     };
     await api.submit({ type: 'counted' });
     const before = await committed();
@@ -130,6 +131,7 @@ describe('HTTP operations', () => {
     const after = await committed();
     assert.ok(after.commits >= before.commits + 3, `three submits, one after another, are three commits at least: ${JSON.stringify({ before, after })}`);
     assert.ok(after.writes >= before.writes + 3, `and three writes at least: ${JSON.stringify({ before, after })}`);
+    assert.ok(before.seconds > 0 && after.seconds > before.seconds, `the time the event loop spent committing grows too: ${JSON.stringify({ before, after })}`);
   });
 
   it("exports the WAL checkpoints SQLite's checkpoint thread ran, once the store has committed enough to start it", async () => {

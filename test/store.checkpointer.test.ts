@@ -116,29 +116,28 @@ describe('WalCheckpointer', () => {
 });
 
 describe("SqliteDatabase's checkpoint thread", () => {
-  it(`starts after ${CHECKPOINT_THREAD_AFTER_COMMITS} commits of a database in a file, and not for one in memory`, async () => {
-    const dir = tempDir();
-    const onDisk = new SqliteDatabase({ dataDir: dir });
+  it(`starts after ${CHECKPOINT_THREAD_AFTER_COMMITS} commits of a database in a file, and not for one in memory nor where checkpoints are left to the commits`, async () => {
+    const dirs = [tempDir(), tempDir()];
+    const onDisk = new SqliteDatabase({ dataDir: dirs[0] });
+    const inCommits = new SqliteDatabase({ dataDir: dirs[1], checkpoints: 'commit' });
     const inMemory = new SqliteDatabase({ dataDir: ':memory:' });
+    const all = [onDisk, inCommits, inMemory];
     try {
-      for (const database of [onDisk, inMemory]) database.db.exec('CREATE TABLE t (v INTEGER)');
-      const commit = (database: SqliteDatabase, v: number) => database.groupCommit.write(() => database.db.prepare('INSERT INTO t (v) VALUES (?)').run(v));
-      for (let i = 1; i < CHECKPOINT_THREAD_AFTER_COMMITS; i++) {
-        await commit(onDisk, i);
-        await commit(inMemory, i);
-      }
+      for (const database of all) database.db.exec('CREATE TABLE t (v INTEGER)');
+      const commitEach = (v: number) => Promise.all(all.map((database) => database.groupCommit.write(() => database.db.prepare('INSERT INTO t (v) VALUES (?)').run(v))));
+      for (let i = 1; i < CHECKPOINT_THREAD_AFTER_COMMITS; i++) await commitEach(i);
       assert.equal(onDisk.checkpointer, undefined, 'a quiet store starts no thread');
       assert.equal(onDisk.db.pragma('wal_autocheckpoint', { simple: true }), 1000, "SQLite's default");
-      await commit(onDisk, 0);
-      await commit(inMemory, 0);
+      await commitEach(0);
       assert.ok(onDisk.checkpointer, 'the thread starts with the commit that reaches the count');
       assert.ok((onDisk.db.pragma('wal_autocheckpoint', { simple: true }) as number) > 1000);
+      assert.equal(inCommits.checkpointer, undefined, "with checkpoints: 'commit', SQLite checkpoints in the commits");
+      assert.equal(inCommits.db.pragma('wal_autocheckpoint', { simple: true }), 1000);
       assert.equal(inMemory.checkpointer, undefined, 'a database in memory has no WAL to checkpoint');
       await until('its first checkpoint', () => onDisk.checkpointer!.checkpoints >= 1);
     } finally {
-      onDisk.close();
-      inMemory.close();
-      rmSync(dir, { recursive: true, force: true });
+      for (const database of all) database.close();
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     }
   });
 });

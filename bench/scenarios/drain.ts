@@ -46,7 +46,7 @@ export default async function drain(args: string[]): Promise<void> {
   }
 }
 
-type StartFleetd = (env?: Record<string, string>) => Promise<ServerProcess>;
+export type StartFleetd = (env?: Record<string, string>) => Promise<ServerProcess>;
 
 /** The text every task's payload carries beside its number (`--payload-bytes`): none by default. */
 let payloadText = '';
@@ -92,7 +92,7 @@ async function compare(f: Record<string, number>, startFleetd: StartFleetd): Pro
  * Plain HTTP agents without the SDK, each at concurrency 1: a first claim, then one request a round
  * that completes the task in hand and claims the next (POST /v1/tasks/complete with claim).
  */
-async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: number): Promise<Drained> {
+export async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: number): Promise<Drained> {
   process.stdout.write(`\n— fleetd, ${agents} plain-HTTP agents × 1 on the batch endpoint: ${n} tasks —\n`);
   const server = await startFleetd({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   const http = new Client(server.url, agents + 4);
@@ -191,7 +191,7 @@ const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 const perRequestUs = (cpuMs: number, requests: number) => Math.round((cpuMs * 1000) / requests);
 const rate = (n: number, ms: number) => Math.round((n / ms) * 1000);
 
-interface Drained {
+export interface Drained {
   submitRate: number;
   drainRate: number;
   /** fleetd's CPU a task over the drain (its stats polls included); BullMQ's workers share the bench's process. */

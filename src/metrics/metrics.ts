@@ -93,6 +93,12 @@ const storeWrites = new Counter({
   labelNames: ['driver'] as const,
   registers: [registry],
 });
+const storeCommitSeconds = new Counter({
+  name: 'fleetd_store_commit_seconds_total',
+  help: "Seconds the event loop spent in those transactions' COMMIT: writing their pages to the WAL, and checkpointing it where SQLite does so in the commit",
+  labelNames: ['driver'] as const,
+  registers: [registry],
+});
 const storeCheckpoints = new Counter({
   name: 'fleetd_store_checkpoints_total',
   help: "WAL checkpoints SQLite's checkpoint thread ran that copied pages into the database file, off the event loop",
@@ -165,13 +171,14 @@ const cacheHitRatio = new Gauge({
 
 /** Feeds the task and agent metrics from one fleet: counts at scrape time, durations from events. */
 export function observeFleet(fleet: Fleet): () => void {
-  const committed = { commits: 0, writes: 0, checkpoints: 0 };
+  const committed = { commits: 0, writes: 0, commitSeconds: 0, checkpoints: 0 };
   const offCollect = onCollect(async () => {
     const commits = fleet.store.commitStats?.();
     if (commits) {
       const driver = fleet.store.driver;
       storeCommits.inc({ driver }, commits.commits - committed.commits);
       storeWrites.inc({ driver }, commits.writes - committed.writes);
+      storeCommitSeconds.inc({ driver }, commits.commitSeconds - committed.commitSeconds);
       storeCheckpoints.inc({ driver }, commits.checkpoints - committed.checkpoints);
       Object.assign(committed, commits);
     }

@@ -47,6 +47,8 @@ export interface DriverConfig {
   /** Folder of fleetd.db for SQLite; `:memory:` keeps everything in memory (tests only). */
   dataDir: string;
   sqliteSynchronous: 'NORMAL' | 'FULL';
+  /** Where SQLite's WAL is checkpointed (see SqliteOptions.checkpoints). */
+  sqliteCheckpoints?: 'thread' | 'commit';
   /** Most MiB of database pages SQLite keeps in memory. */
   sqliteCacheMb?: number;
 }

@@ -9,7 +9,7 @@ import { openSqlite } from './sqlite/driver.js';
  * knows which. `dependencies` hears when PostgreSQL's connections go down and come back.
  */
 export function openDriver(config: Readonly<DriverConfig>, dependencies?: Dependencies): Driver {
-  if (config.databaseUrl === '') return openSqlite({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous, cacheMb: config.sqliteCacheMb });
+  if (config.databaseUrl === '') return openSqlite({ dataDir: config.dataDir, synchronous: config.sqliteSynchronous, cacheMb: config.sqliteCacheMb, checkpoints: config.sqliteCheckpoints });
   return openPostgres({
     url: config.databaseUrl,
     schema: config.databaseSchema,

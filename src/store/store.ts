@@ -315,6 +315,8 @@ export interface ApiKeyInsertParams {
 export interface CommitStats {
   commits: number;
   writes: number;
+  /** Seconds the event loop spent committing. */
+  commitSeconds: number;
   /** WAL checkpoints run off the event loop that copied pages into the database file (SQLite's checkpoint thread). */
   checkpoints: number;
 }

@@ -21,6 +21,12 @@ export interface SqliteOptions {
    * Defaults to 16.
    */
   cacheMb?: number;
+  /**
+   * Where the WAL is checkpointed: `thread` (default), on a thread of its own once the store has
+   * committed CHECKPOINT_THREAD_AFTER_COMMITS times (see checkpointer.ts); `commit`, inside the commit
+   * that fills the WAL, as SQLite does by default.
+   */
+  checkpoints?: 'thread' | 'commit';
 }
 
 /**
@@ -68,7 +74,7 @@ export class SqliteDatabase {
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.groupCommit = new GroupCommit(this.db, (groups) => {
-      if (groups === CHECKPOINT_THREAD_AFTER_COMMITS && file !== ':memory:') this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
+      if (groups === CHECKPOINT_THREAD_AFTER_COMMITS && file !== ':memory:' && options.checkpoints !== 'commit') this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
     });
     this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }

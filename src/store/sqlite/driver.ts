@@ -34,7 +34,7 @@ export function openSqlite(options: SqliteOptions): SqliteDriver {
     async ping() {
       database.statement('SELECT 1').get();
     },
-    commitStats: () => ({ commits: database.groupCommit.groups, writes: database.groupCommit.writes, checkpoints: database.checkpointer?.checkpoints ?? 0 }),
+    commitStats: () => ({ commits: database.groupCommit.groups, writes: database.groupCommit.writes, commitSeconds: database.groupCommit.commitMs / 1000, checkpoints: database.checkpointer?.checkpoints ?? 0 }),
     ...sqliteAgents(database, { endLeasesOf: tasks.endLeasesOf, dropLocksOf: locks.dropLocksOf }),
     ...tasks.store,
     ...sqliteBulk(database, tasks.settleDependents),

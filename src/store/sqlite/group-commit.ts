@@ -30,6 +30,8 @@ export class GroupCommit {
   /** Groups committed and the writes they carried since start, for metrics: how much batching is actually happening. */
   groups = 0;
   writes = 0;
+  /** Milliseconds the event loop spent in COMMIT since start: SQLite writes the group's pages to the WAL there, and checkpoints it where it does so in the commit. */
+  commitMs = 0;
 
   /** `onCommit`: told the number of groups committed so far, after each commit. */
   constructor(
@@ -113,6 +115,7 @@ export class GroupCommit {
         }
       }
     }
+    const committing = performance.now();
     try {
       this.commit.run();
     } catch (err) {
@@ -121,6 +124,7 @@ export class GroupCommit {
       for (const w of group) w.reject(failure);
       return;
     }
+    this.commitMs += performance.now() - committing;
     this.groups++;
     this.writes += group.length;
     for (let i = 0; i < group.length; i++) {
