@@ -5,16 +5,16 @@
  * submitted in bulk, then 50 agents whose one request a round completes their task and claims the
  * next) against a server checkpointing inside its commits (`FLEETD_SQLITE_CHECKPOINTS=commit`, as
  * SQLite does by default) and one checkpointing on a thread of its own (`thread`, the default),
- * alternating for `--rounds`. For each: the drain's rate and the server's CPU a task (its threads
- * together), the event loop's time in COMMIT a task (fleetd_store_commit_seconds_total), the
- * event-loop delay's P99 and longest stall, the thread's checkpoints, and the WAL's largest size
- * (sampled every 20 ms) — all over the server's life, submits included.
+ * alternating for `--rounds`. For each, over the drain alone: its rate, the server's CPU a task
+ * (its threads together), the event loop's time in COMMIT a task
+ * (fleetd_store_commit_seconds_total), the event-loop delay's P99 and longest stall, the thread's
+ * checkpoints; and the WAL's size at the end, its largest (the file is reused, never shortened).
  */
-import { existsSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOOP_RESOLUTION_MS } from '../../src/core/stats.js';
-import { authHeaders, flags, report, startServerProcess, type Row } from '../lib.js';
-import { drainPlainHttp, type StartFleetd } from './drain.js';
+import { authHeaders, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { drainPlainHttp } from './drain.js';
 
 type Mode = 'commit' | 'thread';
 
@@ -27,37 +27,34 @@ export default async function commits(args: string[]): Promise<void> {
   report('commits', rows, { flags: f });
 }
 
+/** One of the server's metrics now (SQLite's series of a driver-labelled one). A scrape also starts prom-client's event-loop delay afresh. */
+async function metricsOf(server: ServerProcess): Promise<(name: string) => number> {
+  const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
+  return (name) => Number(new RegExp(`^${name}(?:\\{driver="sqlite"\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+}
+
 async function drainWith(mode: Mode, n: number, agents: number): Promise<Row> {
   let seen: Row = {};
-  const start: StartFleetd = async (env = {}) => {
-    const server = await startServerProcess({ ...env, FLEETD_SQLITE_CHECKPOINTS: mode });
-    const wal = join(server.dataDir, 'fleetd.db-wal');
-    let walPeak = 0;
-    const sampling = setInterval(() => {
-      if (existsSync(wal)) walPeak = Math.max(walPeak, statSync(wal).size);
-    }, 20);
-    const stop = server.stop;
-    // Read before the server stops: its metrics cover its whole life.
-    server.stop = async () => {
-      clearInterval(sampling);
-      try {
-        const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
-        const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{driver="sqlite"\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-        const lagMs = (name: string) => Math.max(0, metric(name) * 1000 - LOOP_RESOLUTION_MS);
+  const drained = await drainPlainHttp(
+    (env = {}) => startServerProcess({ ...env, FLEETD_SQLITE_CHECKPOINTS: mode }),
+    n,
+    agents,
+    async (server) => {
+      const before = await metricsOf(server);
+      return async () => {
+        const after = await metricsOf(server);
+        const since = (name: string) => after(name) - before(name);
+        const lagMs = (name: string) => Math.round(Math.max(0, after(name) * 1000 - LOOP_RESOLUTION_MS) * 10) / 10;
         seen = {
-          'commits': metric('fleetd_store_commits_total'),
-          'commit µs/task': Math.round((metric('fleetd_store_commit_seconds_total') * 1e6) / n),
-          'loop delay p99 ms': Math.round(lagMs('nodejs_eventloop_lag_p99_seconds') * 10) / 10,
-          'loop delay max ms': Math.round(lagMs('nodejs_eventloop_lag_max_seconds') * 10) / 10,
-          'thread checkpoints': metric('fleetd_store_checkpoints_total'),
-          'wal peak MB': Math.round(walPeak / 1e5) / 10,
+          commits: since('fleetd_store_commits_total'),
+          'commit µs/task': Math.round((since('fleetd_store_commit_seconds_total') * 1e6) / n),
+          'loop delay p99 ms': lagMs('nodejs_eventloop_lag_p99_seconds'),
+          'loop delay max ms': lagMs('nodejs_eventloop_lag_max_seconds'),
+          'thread checkpoints': since('fleetd_store_checkpoints_total'),
+          'wal MB': Math.round(statSync(join(server.dataDir, 'fleetd.db-wal')).size / 1e5) / 10,
         };
-      } finally {
-        await stop();
-      }
-    };
-    return server;
-  };
-  const drained = await drainPlainHttp(start, n, agents);
+      };
+    },
+  );
   return { 'drain tasks/s': drained.drainRate, 'server cpu µs/task': drained.serverUs ?? '', ...seen };
 }

@@ -91,8 +91,14 @@ async function compare(f: Record<string, number>, startFleetd: StartFleetd): Pro
 /**
  * Plain HTTP agents without the SDK, each at concurrency 1: a first claim, then one request a round
  * that completes the task in hand and claims the next (POST /v1/tasks/complete with claim).
+ * `onDrain(server)` runs as the drain starts and its result is called as it ends, server still up.
  */
-export async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents: number): Promise<Drained> {
+export async function drainPlainHttp(
+  startFleetd: StartFleetd,
+  n: number,
+  agents: number,
+  onDrain?: (server: ServerProcess) => Promise<() => Promise<void>>,
+): Promise<Drained> {
   process.stdout.write(`\n— fleetd, ${agents} plain-HTTP agents × 1 on the batch endpoint: ${n} tasks —\n`);
   const server = await startFleetd({ FLEETD_RATE_LIMIT_WRITE: '0', FLEETD_RATE_LIMIT_READ: '0', FLEETD_RATE_LIMIT_CLAIM: '0' });
   const http = new Client(server.url, agents + 4);
@@ -110,6 +116,7 @@ export async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents
     const submitMs = performance.now() - submitStart;
 
     let completed = 0;
+    const drained = await onDrain?.(server);
     const cpu = await cpuFrom(server);
     const drainStart = performance.now();
     await Promise.all(
@@ -133,6 +140,7 @@ export async function drainPlainHttp(startFleetd: StartFleetd, n: number, agents
     );
     const drainMs = performance.now() - drainStart;
     const used = await cpu(n);
+    await drained?.();
     process.stdout.write(`submitted in ${Math.round(submitMs)} ms, drained in ${Math.round(drainMs)} ms\n`);
     return { submitRate: rate(n, submitMs), drainRate: rate(n, drainMs), ...used };
   } finally {

@@ -46,20 +46,23 @@ try {
   try {
     db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = ' + workerData.synchronous);
-    let backfilled = -1;
-    let seen = -1;
+    let backfilled = 0;
+    let seen = 0;
     let tries = 0;
     let failures = 0;
     let wait = ${CHECKPOINT_INTERVAL_MS};
     while (Atomics.wait(shared, ${STOP}, 0, wait) === 'timed-out') {
       try {
-        const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)');
+        const [{ busy, log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)');
         failures = 0;
-        if (checkpointed > 0 && checkpointed !== backfilled) Atomics.add(shared, ${CHECKPOINTS}, 1);
-        backfilled = checkpointed;
-        if (log < ${RESTART_FRAMES} || tries >= ${RESTART_TRIES}) tries = 0;
-        else if (tries > 0 || log !== seen) tries++;
-        seen = log;
+        // Busy: another checkpoint (the server's past its bound, a backup's) holds the lock, and nothing is known.
+        if (!busy) {
+          if (log < seen ? checkpointed > 0 : checkpointed > backfilled) Atomics.add(shared, ${CHECKPOINTS}, 1);
+          backfilled = checkpointed;
+          if (log < ${RESTART_FRAMES} || tries >= ${RESTART_TRIES}) tries = 0;
+          else if (tries > 0 || log !== seen) tries++;
+          seen = log;
+        }
       } catch (err) {
         if (++failures >= ${MAX_FAILURES}) throw err;
         tries = 0;

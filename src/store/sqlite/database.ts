@@ -74,7 +74,11 @@ export class SqliteDatabase {
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.groupCommit = new GroupCommit(this.db, (groups) => {
-      if (groups === CHECKPOINT_THREAD_AFTER_COMMITS && file !== ':memory:' && options.checkpoints !== 'commit') this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
+      if (groups !== CHECKPOINT_THREAD_AFTER_COMMITS || file === ':memory:' || options.checkpoints === 'commit') return;
+      // After the turn: starting a thread takes a few milliseconds, which the commit's callers need not wait.
+      setImmediate(() => {
+        if (this.db.open) this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
+      });
     });
     this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }
