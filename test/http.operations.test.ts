@@ -18,7 +18,7 @@ describe('HTTP operations', () => {
         done();
       },
     });
-    server = await startTestServer({ slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6', adminKey }, { logger: pino({ level: 'info' }, sink) });
+    server = await startTestServer({ slowRequestMs: 0, redisUrl: 'redis://:hunter2@127.0.0.1:6379/6', adminKey, sqliteCheckpoints: 'thread' }, { logger: pino({ level: 'info' }, sink) });
     api = server.api;
   });
   after(() => server.stop());
@@ -134,7 +134,7 @@ describe('HTTP operations', () => {
     assert.ok(before.seconds > 0 && after.seconds > before.seconds, `the time the event loop spent committing grows too: ${JSON.stringify({ before, after })}`);
   });
 
-  it("exports the WAL checkpoints SQLite's checkpoint thread ran, once the store has committed enough to start it", async () => {
+  it("exports the WAL checkpoints SQLite's checkpoint thread ran (FLEETD_SQLITE_CHECKPOINTS=thread), once the store has committed enough to start it", async () => {
     const sample = async (name: string) => {
       const value = Number(new RegExp(`^${name}\\{driver="sqlite"\\} (\\d+)$`, 'm').exec((await api.get('/metrics')).body as string)?.[1]);
       assert.ok(Number.isFinite(value), `${name}{driver="sqlite"} is exported`);

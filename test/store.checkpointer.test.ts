@@ -117,12 +117,12 @@ describe('WalCheckpointer', () => {
   });
 });
 
-describe("SqliteDatabase's checkpoint thread", () => {
-  it(`starts after ${CHECKPOINT_THREAD_AFTER_COMMITS} commits of a database in a file, and not for one in memory nor where checkpoints are left to the commits`, async () => {
+describe("SqliteDatabase's checkpoint thread (checkpoints: 'thread')", () => {
+  it(`starts, where asked, after ${CHECKPOINT_THREAD_AFTER_COMMITS} commits of a database in a file; not for one in memory, nor by default`, async () => {
     const dirs = [tempDir(), tempDir()];
-    const onDisk = new SqliteDatabase({ dataDir: dirs[0] });
-    const inCommits = new SqliteDatabase({ dataDir: dirs[1], checkpoints: 'commit' });
-    const inMemory = new SqliteDatabase({ dataDir: ':memory:' });
+    const onDisk = new SqliteDatabase({ dataDir: dirs[0], checkpoints: 'thread' });
+    const inCommits = new SqliteDatabase({ dataDir: dirs[1] });
+    const inMemory = new SqliteDatabase({ dataDir: ':memory:', checkpoints: 'thread' });
     const all = [onDisk, inCommits, inMemory];
     try {
       for (const database of all) database.db.exec('CREATE TABLE t (v INTEGER)');
@@ -134,7 +134,7 @@ describe("SqliteDatabase's checkpoint thread", () => {
       await new Promise((resolve) => setImmediate(resolve));
       assert.ok(onDisk.checkpointer, 'the thread starts after the commit that reaches the count');
       assert.ok((onDisk.db.pragma('wal_autocheckpoint', { simple: true }) as number) > 1000);
-      assert.equal(inCommits.checkpointer, undefined, "with checkpoints: 'commit', SQLite checkpoints in the commits");
+      assert.equal(inCommits.checkpointer, undefined, 'by default SQLite checkpoints in the commits');
       assert.equal(inCommits.db.pragma('wal_autocheckpoint', { simple: true }), 1000);
       assert.equal(inMemory.checkpointer, undefined, 'a database in memory has no WAL to checkpoint');
       await until('its first checkpoint', () => onDisk.checkpointer!.checkpoints >= 1);

@@ -3,8 +3,8 @@
  *
  * Where SQLite's WAL is checkpointed, in the same run: the plain-HTTP drain of `drain` (N tasks
  * submitted in bulk, then 50 agents whose one request a round completes their task and claims the
- * next) against a server checkpointing inside its commits (`FLEETD_SQLITE_CHECKPOINTS=commit`, as
- * SQLite does by default) and one checkpointing on a thread of its own (`thread`, the default),
+ * next) against a server checkpointing inside its commits (`FLEETD_SQLITE_CHECKPOINTS=commit`, the
+ * default, as SQLite does) and one checkpointing on a thread of its own (`thread`),
  * alternating for `--rounds`. For each, over the drain alone: its rate, the server's CPU a task
  * (its threads together), the event loop's time in COMMIT a task
  * (fleetd_store_commit_seconds_total), the event-loop delay's P99 and longest stall, the thread's

@@ -22,9 +22,9 @@ export interface SqliteOptions {
    */
   cacheMb?: number;
   /**
-   * Where the WAL is checkpointed: `thread` (default), on a thread of its own once the store has
-   * committed CHECKPOINT_THREAD_AFTER_COMMITS times (see checkpointer.ts); `commit`, inside the commit
-   * that fills the WAL, as SQLite does by default.
+   * Where the WAL is checkpointed: `commit` (default), inside the commit that fills the WAL, as SQLite
+   * does by default; `thread`, on a thread of its own once the store has committed
+   * CHECKPOINT_THREAD_AFTER_COMMITS times (see checkpointer.ts).
    */
   checkpoints?: 'thread' | 'commit';
 }
@@ -38,9 +38,9 @@ export interface SqliteOptions {
 export const INLINE_PAYLOAD_MAX = 1024;
 
 /**
- * Commits after which the WAL is checkpointed on a thread of its own (see checkpointer.ts). Before,
- * SQLite checkpoints it in the commit that needs it, as it does by default: a store this quiet pays
- * a few milliseconds now and then, and starts no thread.
+ * With `checkpoints: 'thread'`, commits after which the WAL is checkpointed on a thread of its own
+ * (see checkpointer.ts). Before, SQLite checkpoints it in the commit that needs it, as it does by
+ * default: a store this quiet pays a few milliseconds now and then, and starts no thread.
  */
 export const CHECKPOINT_THREAD_AFTER_COMMITS = 256;
 
@@ -55,7 +55,7 @@ export class SqliteDatabase {
   readonly groupCommit: GroupCommit;
   private readonly dynamic = new Map<string, Statement>();
   private readonly storedPayload: Statement;
-  /** Set once CHECKPOINT_THREAD_AFTER_COMMITS groups have committed, for a database in a file. */
+  /** With `checkpoints: 'thread'`, set once CHECKPOINT_THREAD_AFTER_COMMITS groups have committed, for a database in a file. */
   checkpointer: WalCheckpointer | undefined;
 
   constructor(options: SqliteOptions) {
@@ -74,7 +74,7 @@ export class SqliteDatabase {
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
     this.groupCommit = new GroupCommit(this.db, (groups) => {
-      if (groups !== CHECKPOINT_THREAD_AFTER_COMMITS || file === ':memory:' || options.checkpoints === 'commit') return;
+      if (groups !== CHECKPOINT_THREAD_AFTER_COMMITS || file === ':memory:' || options.checkpoints !== 'thread') return;
       // After the turn: starting a thread takes a few milliseconds, which the commit's callers need not wait.
       setImmediate(() => {
         if (this.db.open) this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
