@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { FleetClient } from '../src/client/index.js';
+import { LOOP_RESOLUTION_MS } from '../src/core/stats.js';
 import { listeningUrl } from '../test/helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -28,6 +29,18 @@ export async function dropSchemas(schemas: readonly string[]): Promise<void> {
   }
 }
 export const authHeaders = { authorization: `Bearer ${BENCH_ADMIN_KEY}` } as const;
+
+/** A server's metrics as scraped now: one series' value by name (SQLite's, for a driver-labelled one). A scrape also starts prom-client's event-loop delay afresh. */
+export async function metricsOf(server: { url: string }): Promise<(name: string) => number> {
+  const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
+  return (name) => Number(new RegExp(`^${name}(?:\\{driver="sqlite"\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+}
+
+/** The event-loop delay in those metrics since the scrape before: its P99 and longest stall, in ms beyond the monitor's own sampling interval (LOOP_RESOLUTION_MS: an idle loop reads that much). */
+export function loopDelayOf(metric: (name: string) => number): { p99: number; max: number } {
+  const lagMs = (name: string) => Math.max(0, metric(name) * 1000 - LOOP_RESOLUTION_MS);
+  return { p99: lagMs('nodejs_eventloop_lag_p99_seconds'), max: lagMs('nodejs_eventloop_lag_max_seconds') };
+}
 
 export interface ServerProcess {
   url: string;

@@ -12,8 +12,7 @@
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { LOOP_RESOLUTION_MS } from '../../src/core/stats.js';
-import { authHeaders, flags, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { flags, loopDelayOf, metricsOf, report, startServerProcess, type Row } from '../lib.js';
 import { drainPlainHttp } from './drain.js';
 
 type Mode = 'commit' | 'thread';
@@ -27,12 +26,6 @@ export default async function commits(args: string[]): Promise<void> {
   report('commits', rows, { flags: f });
 }
 
-/** One of the server's metrics now (SQLite's series of a driver-labelled one). A scrape also starts prom-client's event-loop delay afresh. */
-async function metricsOf(server: ServerProcess): Promise<(name: string) => number> {
-  const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
-  return (name) => Number(new RegExp(`^${name}(?:\\{driver="sqlite"\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
-}
-
 async function drainWith(mode: Mode, n: number, agents: number): Promise<Row> {
   let seen: Row = {};
   const drained = await drainPlainHttp(
@@ -44,12 +37,13 @@ async function drainWith(mode: Mode, n: number, agents: number): Promise<Row> {
       return async () => {
         const after = await metricsOf(server);
         const since = (name: string) => after(name) - before(name);
-        const lagMs = (name: string) => Math.round(Math.max(0, after(name) * 1000 - LOOP_RESOLUTION_MS) * 10) / 10;
+        const delay = loopDelayOf(after);
+        const tenths = (ms: number) => Math.round(ms * 10) / 10;
         seen = {
           commits: since('fleetd_store_commits_total'),
           'commit µs/task': Math.round((since('fleetd_store_commit_seconds_total') * 1e6) / n),
-          'loop delay p99 ms': lagMs('nodejs_eventloop_lag_p99_seconds'),
-          'loop delay max ms': lagMs('nodejs_eventloop_lag_max_seconds'),
+          'loop delay p99 ms': tenths(delay.p99),
+          'loop delay max ms': tenths(delay.max),
           'thread checkpoints': since('fleetd_store_checkpoints_total'),
           'wal MB': Math.round(statSync(join(server.dataDir, 'fleetd.db-wal')).size / 1e5) / 10,
         };

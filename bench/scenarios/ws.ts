@@ -20,24 +20,21 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LOOP_RESOLUTION_MS } from '../../src/core/stats.js';
-import { BENCH_ADMIN_KEY, authHeaders, flags, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
+import { BENCH_ADMIN_KEY, authHeaders, flags, loopDelayOf, metricsOf, percentile, report, startServerProcess, type Row, type ServerProcess } from '../lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const now = () => performance.timeOrigin + performance.now();
 
 /**
  * The servers' event-loop delay since the last call (prom-client's figures, which each scrape of
- * /metrics resets): the worst P99 and the longest stall over the nodes, in ms, beyond the monitor's
- * own sampling interval (LOOP_RESOLUTION_MS: an idle loop reads that much).
+ * /metrics resets): the worst P99 and the longest stall over the nodes (loopDelayOf).
  */
 async function loopDelay(servers: ServerProcess[]): Promise<{ p99: number; max: number }> {
   const worst = { p99: 0, max: 0 };
   for (const server of servers) {
-    const text = await (await fetch(`${server.url}/metrics`, { headers: authHeaders })).text();
-    const lagMs = (name: string) => Math.max(0, Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? Number.NaN) * 1000 - LOOP_RESOLUTION_MS);
-    worst.p99 = Math.max(worst.p99, lagMs('nodejs_eventloop_lag_p99_seconds'));
-    worst.max = Math.max(worst.max, lagMs('nodejs_eventloop_lag_max_seconds'));
+    const delay = loopDelayOf(await metricsOf(server));
+    worst.p99 = Math.max(worst.p99, delay.p99);
+    worst.max = Math.max(worst.max, delay.max);
   }
   return worst;
 }
