@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { claimKeysOf } from '../src/domain/requirements.js';
+import { CLAIM_TICK_FUNCTION } from '../src/store/postgres/tasks.js';
 import { clusterEnv, startNode, type NodeProcess } from './cluster/node-process.js';
 import { eventually } from './helpers.js';
 import { TEST_DATABASE_URL, dropSchema } from './store/postgres.js';
@@ -68,7 +69,7 @@ describe('a claim that skipped locked rows, on PostgreSQL', { timeout: 60_000 },
       const claim = { agentId: x.id, max: 1, now: Date.now(), claimId: null, maxConcurrency: 1, namespace: null, keys: claimKeysOf({ id: x.id, namespace: 'default', capabilities: ['a', 'b'] }) };
       const {
         rows: [{ claimed }],
-      } = await claimer.query('SELECT claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)', [[x.id], claim.now, JSON.stringify([claim])]);
+      } = await claimer.query(`SELECT claimed FROM ${CLAIM_TICK_FUNCTION.name}($1::text[], $2::bigint, $3::jsonb)`, [[x.id], claim.now, JSON.stringify([claim])]);
       assert.deepEqual(
         claimed[0].leased_tasks.map((t: { id: number }) => Number(t.id)),
         [best.id],

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { openPostgres, type PostgresDriver } from '../src/store/postgres/driver.js';
 import { migrations } from '../src/store/postgres/migrations.js';
-import { TASK_CLAIM } from '../src/store/postgres/tasks.js';
+import { CLAIM_TICK_FUNCTION, TASK_CLAIM } from '../src/store/postgres/tasks.js';
 import { CLAIM_BEAT_WRITE_MS } from '../src/store/store.js';
 import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { task } from './store/harness.js';
@@ -40,6 +40,40 @@ describe('postgres store', { timeout: 60_000 }, () => {
     } finally {
       await a.database.dropSchema();
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("keeps calling its own hot-path functions when a node of another release puts back its own (a rolling upgrade)", async () => {
+    const { driver, destroy } = await freshPostgres();
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await client.connect();
+    try {
+      // This release's node has migrated; then a node of the release before restarts and puts back
+      // its own functions: bare names, and (here) bodies that fail outright, so that a call of one shows.
+      await client.query(`SET search_path TO ${driver.database.schema}`);
+      const older = [
+        'fleetd_claim_tick(agent_ids text[], heartbeat_at bigint, claims jsonb) RETURNS TABLE (agents json, claimed json)',
+        'fleetd_announce_unleased(ids bigint[]) RETURNS void',
+        'fleetd_whole_batch(inserted int, wanted int) RETURNS boolean',
+      ];
+      for (const signature of older) {
+        await client.query(`CREATE OR REPLACE FUNCTION ${signature} LANGUAGE plpgsql AS $f$ BEGIN RAISE EXCEPTION 'the older release''s function was called'; END $f$`);
+      }
+
+      const { store } = driver;
+      await store.agentCreateMany([{ id: 'a', name: 'a', capabilities: ['roll'], labels: {}, maxConcurrency: 5, namespace: 'default', tokenHash: 'h-a', now: 0 }]);
+      const tasks = [1, 2, 3].map((i) => ({ ...task('roll'), idempotencyKey: `roll-${i}` }));
+      const submitted = await store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) });
+      assert.equal(submitted.filter((s) => s.created).length, 3, 'the batch with keys went in whole');
+      const claimed = await store.taskClaim({ agentId: 'a', max: 5, now: 1, claimId: 42 });
+      assert.equal(claimed.tasks.length, 3);
+      const byClaim = await store.taskLeasedByClaims({ agentId: 'a', claimIds: [42] });
+      assert.deepEqual(byClaim.map((t) => t.id).sort(), claimed.tasks.map((t) => t.id).sort(), 'the claim wrote its id on every task it leased');
+      const { rows } = await client.query(`SELECT proname FROM pg_proc WHERE pronamespace = $1::regnamespace AND proname LIKE 'fleetd\\_claim\\_tick%' ORDER BY proname`, [driver.database.schema]);
+      assert.deepEqual(rows.map((r) => r.proname), ['fleetd_claim_tick', CLAIM_TICK_FUNCTION.name], "the older release's function is left to its nodes");
+    } finally {
+      await client.end();
+      await destroy();
     }
   });
 
@@ -175,7 +209,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
       // One node's tick, its transaction held open: five claims of two, by agents that may take both keys.
       const claims = both.map((id) => ({ keys: ['hi', 'lo', `agent:${id}`], maxConcurrency: 10, namespace: null, agentId: id, max: 2, now: 1 }));
       await client.query('BEGIN');
-      const { rows } = await client.query('SELECT claimed FROM fleetd_claim_tick($1, $2, $3)', [both, 1, JSON.stringify(claims)]);
+      const { rows } = await client.query(`SELECT claimed FROM ${CLAIM_TICK_FUNCTION.name}($1, $2, $3)`, [both, 1, JSON.stringify(claims)]);
       assert.deepEqual(
         rows[0].claimed.map((c: { leased_tasks: { type: string }[] }) => c.leased_tasks.map((t) => t.type)),
         both.map(() => ['hi', 'hi']),

@@ -753,10 +753,8 @@ export function migrate(db: PostgresDatabase): Promise<void> {
       await q(m.sql);
       await q('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
     }
-    // Not migrations: the functions of the hot path's statements, whichever this release has.
-    await q(ANNOUNCE_UNLEASED_FUNCTION);
-    await q(CLAIM_TICK_FUNCTION);
-    await q(WHOLE_BATCH_FUNCTION);
+    // Not migrations: the functions of the hot path's statements, this release's versions (hotPathFunction).
+    for (const f of [ANNOUNCE_UNLEASED_FUNCTION, CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION]) await q(f.create);
     // Its predecessor, which took the claims only, inside a transaction that had locked the agents.
     await q('DROP FUNCTION IF EXISTS fleetd_claim_many(jsonb)');
   });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
@@ -66,21 +67,43 @@ const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
 )
 SELECT * FROM inserted`);
 
+/** A function of the hot path's statements: the name this release calls it by, and its definition. */
+export interface HotPathFunction {
+  name: string;
+  create: string;
+}
+
+/**
+ * The hot path's functions are not migrations: `migrate` creates them on every start. Each is named
+ * by its base name and a hash of its text, and this release calls it by that name. During a rolling
+ * upgrade a node of another release, starting, creates its own version beside it under another
+ * name: neither replaces the function the other calls (a node of the release before this one,
+ * whose functions had bare names, had put its own claim back for every node, and with it lost
+ * claims went unfound until their leases expired). A version no node calls any more stays in the
+ * schema, a few hundred bytes, until dropped by hand (docs/store-drivers.md).
+ */
+function hotPathFunction(base: string, define: (name: string) => string): HotPathFunction {
+  const name = `${base}_${createHash('sha256').update(define(base)).digest('hex').slice(0, 12)}`;
+  return { name, create: define(name) };
+}
+
 /** The SQLSTATE fleetd_whole_batch raises: a key of the batch was taken already. */
 const REPEATED_KEY = 'FL409';
 
 /**
  * Raises REPEATED_KEY unless every task of the batch was inserted. A statement that raises is
- * undone whole, without a transaction around it. Not a migration: `migrate` (re)creates it on every
- * start, as the claim's function.
+ * undone whole, without a transaction around it.
  */
-export const WHOLE_BATCH_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_whole_batch(inserted int, wanted int) RETURNS boolean LANGUAGE plpgsql AS $whole$
+export const WHOLE_BATCH_FUNCTION = hotPathFunction(
+  'fleetd_whole_batch',
+  (name) => `CREATE OR REPLACE FUNCTION ${name}(inserted int, wanted int) RETURNS boolean LANGUAGE plpgsql AS $whole$
 BEGIN
   IF inserted < wanted THEN
     RAISE EXCEPTION 'an idempotency key of the batch is taken' USING ERRCODE = '${REPEATED_KEY}';
   END IF;
   RETURN true;
-END $whole$`;
+END $whole$`,
+);
 
 /**
  * TASK_INSERT for a batch with idempotency keys, as the SDK's submits all have ($21: the batch's
@@ -91,7 +114,7 @@ END $whole$`;
  */
 const TASK_INSERT_WHOLE = prepared(
   'task_insert_whole',
-  TASK_INSERT.text.replace(/SELECT \* FROM inserted$/, 'SELECT * FROM inserted WHERE (SELECT fleetd_whole_batch(count(*)::int, $21) FROM inserted)'),
+  TASK_INSERT.text.replace(/SELECT \* FROM inserted$/, `SELECT * FROM inserted WHERE (SELECT ${WHOLE_BATCH_FUNCTION.name}(count(*)::int, $21) FROM inserted)`),
 );
 
 /**
@@ -179,9 +202,11 @@ const claimStatement = (claims: string, keys: string) => `WITH room AS MATERIALI
  * and may have found nothing, and nothing else would tell it that they are free: a waiter that
  * found every task it could take waits for an announcement. Unlike fleetd_notify_available's, the
  * claiming node hears it too (its own claims skip the rows another of its transactions locks). One
- * notification a key, as a claim's keys are few. `migrate` (re)creates it on every start.
+ * notification a key, as a claim's keys are few.
  */
-export const ANNOUNCE_UNLEASED_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_announce_unleased(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $announce$
+export const ANNOUNCE_UNLEASED_FUNCTION = hotPathFunction(
+  'fleetd_announce_unleased',
+  (name) => `CREATE OR REPLACE FUNCTION ${name}(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $announce$
 DECLARE
   k record;
 BEGIN
@@ -190,7 +215,8 @@ BEGIN
     PERFORM pg_notify('fleetd_tasks_available',
       jsonb_build_object('schema', current_schema(), 'node', '', 'byRequirement', jsonb_build_object(k.req_key, k.n))::text);
   END LOOP;
-END $announce$`;
+END $announce$`,
+);
 
 /** One agent's claim: $1 the claim as claimStatement takes it (a list of one), $2 its claim keys, $3 its namespace requirement. */
 export const TASK_CLAIM = prepared(
@@ -235,13 +261,15 @@ const claimingAgents = `(SELECT * FROM touched UNION ALL SELECT old.*, old.statu
  * grows. `enable_seqscan = off` keeps every statement here on its index. When a plan is needed
  * (policies, pauses, concurrency keys or locks on queued tasks) it does nothing and answers null:
  * those claims need core's plan, between statements of a transaction. Built from TASK_CLAIM's
- * parts, so the two cannot drift; `migrate` (re)creates it on every start.
+ * parts, so the two cannot drift.
  *
  * Answers the agents' rows as the heartbeat left them (each with its previous status), and one
  * entry a claim, in the order given: the agent's room before the claim and the tasks it leased,
  * or null when the agent is gone.
  */
-export const CLAIM_TICK_FUNCTION = `CREATE OR REPLACE FUNCTION fleetd_claim_tick(agent_ids text[], heartbeat_at bigint, claims jsonb)
+export const CLAIM_TICK_FUNCTION = hotPathFunction(
+  'fleetd_claim_tick',
+  (name) => `CREATE OR REPLACE FUNCTION ${name}(agent_ids text[], heartbeat_at bigint, claims jsonb)
   RETURNS TABLE (agents json, claimed json) LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $claim_tick$
 DECLARE
   round record; round_ords int[]; round_claims json[];
@@ -276,9 +304,10 @@ BEGIN
     END LOOP;
     unleased := unleased || round_unleased;
   END LOOP;
-  PERFORM fleetd_announce_unleased(unleased);
+  PERFORM ${ANNOUNCE_UNLEASED_FUNCTION.name}(unleased);
   RETURN QUERY SELECT locked, array_to_json(results);
-END $claim_tick$`;
+END $claim_tick$`,
+);
 
 /** A claim as TASK_CLAIM answers it. */
 type ClaimedRow = { room_free: number; leased_tasks: TaskRow[] };
@@ -289,7 +318,7 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
   return { agent, previousStatus, tasks, room: Math.max(0, one.room_free - tasks.length), heldBack: {}, retryAt: null };
 }
 
-const CLAIM_TICK = prepared('claim_tick', 'SELECT agents, claimed FROM fleetd_claim_tick($1::text[], $2::bigint, $3::jsonb)');
+const CLAIM_TICK = prepared('claim_tick', `SELECT agents, claimed FROM ${CLAIM_TICK_FUNCTION.name}($1::text[], $2::bigint, $3::jsonb)`);
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
@@ -585,7 +614,7 @@ export function postgresTasks(
       results[at] = claimedResult(agent, previousStatus, one);
       unleased.push(...left);
     }
-    if (unleased.length > 0) await q('SELECT fleetd_announce_unleased($1::bigint[])', [unleased]);
+    if (unleased.length > 0) await q(`SELECT ${ANNOUNCE_UNLEASED_FUNCTION.name}($1::bigint[])`, [unleased]);
     return results;
   }
 
