@@ -73,13 +73,19 @@ export class SqliteDatabase {
     this.db.pragma(`cache_size = -${Math.round((options.cacheMb ?? 16) * 1024)}`);
     this.db.pragma('busy_timeout = 5000');
     migrate(this.db);
-    this.groupCommit = new GroupCommit(this.db, (groups) => {
-      if (groups !== CHECKPOINT_THREAD_AFTER_COMMITS || file === ':memory:' || options.checkpoints !== 'thread') return;
-      // After the turn: starting a thread takes a few milliseconds, which the commit's callers need not wait.
-      setImmediate(() => {
-        if (this.db.open) this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
-      });
-    });
+    const startsCheckpointer = file !== ':memory:' && options.checkpoints === 'thread';
+    this.groupCommit = new GroupCommit(
+      this.db,
+      startsCheckpointer
+        ? (groups) => {
+            if (groups !== CHECKPOINT_THREAD_AFTER_COMMITS) return;
+            // After the turn: starting a thread takes a few milliseconds, which the commit's callers need not wait.
+            setImmediate(() => {
+              if (this.db.open) this.checkpointer = new WalCheckpointer(this.db, file, synchronous);
+            });
+          }
+        : undefined,
+    );
     this.storedPayload = this.db.prepare('SELECT payload FROM task_payloads WHERE task_id = ?').pluck();
   }
 
