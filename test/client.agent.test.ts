@@ -1,54 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, request, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { FleetApiError, FleetClient, NonRetryableError, type TaskJson } from '../src/client/index.js';
 import { eventually, kill9, nextEvent, startTestServer, type TestServer, within } from './helpers.js';
+import { startHttpProxy } from './http-proxy.js';
 import { CuttingProxy } from './tcp-proxy.js';
-
-/**
- * A real HTTP proxy in front of `target` that, like many, does not pass WebSocket upgrades on.
- * `answer` may answer a request itself (a status and a JSON body), as a server just restarted
- * would; `answered` notes each answer passed on, with the bytes of its body as they travel
- * (compressed or not). `stop()` drops its connections and closes it.
- */
-async function startHttpProxy(
-  target: string,
-  options: { answer?: (req: IncomingMessage) => [number, unknown] | undefined; answered?: { method: string; url: string; bytes: number }[] } = {},
-): Promise<{ url: string; stop(): Promise<void> }> {
-  const upstream = new URL(target);
-  const proxy = createServer((req, res) => {
-    const own = options.answer?.(req);
-    if (own) {
-      res.writeHead(own[0], { 'content-type': 'application/json' });
-      res.end(JSON.stringify(own[1]));
-      return;
-    }
-    const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-      const answer = { method: req.method!, url: req.url!, bytes: 0 };
-      options.answered?.push(answer);
-      up.on('data', (chunk: Buffer) => (answer.bytes += chunk.length));
-      res.writeHead(up.statusCode!, up.headers);
-      up.pipe(res);
-    });
-    // Torn down with the test while a long-poll is in flight: that request's end is not what is tested.
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
-    res.on('close', () => forward.destroy());
-  });
-  proxy.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n'));
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    async stop() {
-      proxy.closeAllConnections();
-      await new Promise((resolve) => proxy.close(resolve));
-    },
-  };
-}
 
 describe('agent SDK', () => {
   let server: TestServer;

@@ -4,10 +4,12 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { FleetClient } from '../src/client/index.js';
 import { FakeLlm, finishedRun } from './fake-llm.js';
 import { eventually, startTogether, tempDir } from './helpers.js';
+import { startHttpProxy } from './http-proxy.js';
 import { logLines, metric, ResilienceCluster } from './resilience/cluster.js';
 import { ThrowawayPostgres, ThrowawayRedis } from './resilience/services.js';
 import type { FaultReport } from './resilience/workload.js';
@@ -169,48 +171,101 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
   });
 
   /**
+   * Submits an echo task on the second node, and cuts the answer to the claim that leases it on its
+   * way back to the first node, where the agent long-polls (woken through Redis): its id, once cut.
+   */
+  async function submitCuttingItsClaim(): Promise<number> {
+    const marker = `cut-${randomUUID()}`;
+    const cut = cluster.postgresProxy.cutWhen('to-client', (chunk) => {
+      const text = chunk.toString('latin1');
+      return text.includes('leased_tasks') && text.includes(marker);
+    });
+    const { body } = await cluster.nodes[1].api.post('/v1/tasks', { type: 'echo', payload: { marker }, leaseMs: 60_000 });
+    await cut;
+    return body.task.id;
+  }
+
+  /** A long-poll agent of both nodes, started on their URLs, and the runs of each task it has made. */
+  type Poller = (urls: string[]) => Promise<{ runs: (id: number) => number; stop: () => Promise<void> }>;
+
+  /**
    * A long-poll agent of both nodes (TypeScript or Python SDK) long-polls the first: the answer to its
    * claim, naming the task it leased, is cut. The first node answers the claim 503, outcome unknown,
    * and the agent fails over to the second, which knows nothing of that claim: only the agent's own
    * look at its leases finds the task within its lease, and it runs once.
    */
-  async function cutLongPollClaim(start: (urls: string[]) => Promise<{ runs: (id: number) => number; stop: () => Promise<void> }>): Promise<void> {
+  async function cutLongPollClaim(start: Poller): Promise<void> {
     const [first, second] = cluster.nodes;
     const agent = await start([first.url, second.url]);
     try {
-      const marker = `cut-${randomUUID()}`;
-      const cut = cluster.postgresProxy.cutWhen('to-client', (chunk) => {
-        const text = chunk.toString('latin1');
-        return text.includes('leased_tasks') && text.includes(marker);
-      });
-      // Submitted on the second node: the first, where the agent long-polls, is woken through Redis.
-      const { body } = await second.api.post('/v1/tasks', { type: 'echo', payload: { marker }, leaseMs: 60_000 });
-      await cut;
-      await eventually(async () => (await second.api.get(`/v1/tasks/${body.task.id}`)).body.status === 'completed', 20_000, 'the task completed');
-      assert.equal(agent.runs(body.task.id), 1, 'it ran once');
+      const id = await submitCuttingItsClaim();
+      await eventually(async () => (await second.api.get(`/v1/tasks/${id}`)).body.status === 'completed', 20_000, 'the task completed');
+      assert.equal(agent.runs(id), 1, 'it ran once');
     } finally {
       await agent.stop();
     }
   }
 
-  it("a long-poll agent of the TypeScript SDK whose claim's answer is cut takes its task back from the other node", async () => {
-    await cutLongPollClaim(async (urls) => {
+  /**
+   * As above, and then the agent comes back to the first node while the task's outcome is on its
+   * way: that node, which knows nothing of the second's hand-over, hands the lost claim's task over
+   * again, the same lease. The agent has room (concurrency 2) and the handler is done; it must not
+   * run the task again. Between the agent and each node, an HTTP proxy: the first node's passes the
+   * claims' answers on and notes them, the second's refuses claims (503, so that the agent goes
+   * back), and both hold the task's completion until the first node has handed the task again.
+   */
+  async function handedAgainWhileReporting(start: Poller): Promise<void> {
+    const [first, second] = cluster.nodes;
+    let letCompletionsThrough!: () => void;
+    const completionsHeld = new Promise<void>((resolve) => (letCompletionsThrough = resolve));
+    const hold = (req: IncomingMessage) => (/^\/v1\/tasks\/(\d+\/)?complete/.test(req.url ?? '') ? completionsHeld : undefined);
+    const claimAnswers: string[] = [];
+    const toFirst = await startHttpProxy(first.url, { hold, onBody: (req, body) => req.url === '/v1/tasks/claim' && claimAnswers.push(body) });
+    const toSecond = await startHttpProxy(second.url, {
+      hold,
+      answer: (req) => (req.url === '/v1/tasks/claim' ? [503, { error: { code: 'FLEETD_ERR_UNAVAILABLE', message: 'this node takes no claims now', details: {} } }] : undefined),
+    });
+    try {
+      const agent = await start([toFirst.url, toSecond.url]);
+      try {
+        const id = await submitCuttingItsClaim();
+        await eventually(() => agent.runs(id) === 1, 20_000, 'the agent took the task back from the second node and ran it');
+        await eventually(() => claimAnswers.some((answer) => answer.includes(`"id":${id},`)), 20_000, 'the first node handed the lost claim over again');
+        // Time for a second run to start, were the lease taken for a new one.
+        await new Promise((r) => setTimeout(r, 500));
+        letCompletionsThrough();
+        await eventually(async () => (await second.api.get(`/v1/tasks/${id}`)).body.status === 'completed', 20_000, 'the task completed');
+        assert.equal(agent.runs(id), 1, 'it ran once');
+      } finally {
+        letCompletionsThrough();
+        await agent.stop();
+      }
+    } finally {
+      await Promise.all([toFirst.stop(), toSecond.stop()]);
+    }
+  }
+
+  /** A long-poll agent of the TypeScript SDK for both nodes, counting the runs of each task. */
+  const typescriptPoller =
+    (concurrency: number): Poller =>
+    async (urls) => {
       const runs = new Map<number, number>();
-      const agent = new FleetClient({ urls, apiKey: cluster.adminKey }).agent({ name: 'ts-poller', capabilities: ['echo'], concurrency: 1, transport: 'poll' });
+      const agent = new FleetClient({ urls, apiKey: cluster.adminKey }).agent({ name: 'ts-poller', capabilities: ['echo'], concurrency, transport: 'poll' });
       agent.on('error', () => {});
       await agent.work((task) => {
         runs.set(task.id, (runs.get(task.id) ?? 0) + 1);
         return task.payload;
       });
       return { runs: (id) => runs.get(id) ?? 0, stop: () => agent.stop({ timeoutMs: 1_000 }) };
-    });
-  });
+    };
 
-  it("a long-poll agent of the Python SDK whose claim's answer is cut takes its task back from the other node", async () => {
-    await cutLongPollClaim(async (urls) => {
+  /** A long-poll agent of the Python SDK for both nodes (its demo agent, which prints each task it runs). */
+  const pythonPoller =
+    (concurrency: number): Poller =>
+    async (urls) => {
       const child = spawn(
         '/usr/bin/python3',
-        ['-m', 'fleetd.agent', '--url', urls.join(','), '--capabilities', 'echo', '--concurrency', '1', '--transport', 'poll', '--name', 'py-poller'],
+        ['-m', 'fleetd.agent', '--url', urls.join(','), '--capabilities', 'echo', '--concurrency', String(concurrency), '--transport', 'poll', '--name', 'py-poller'],
         { cwd: join(import.meta.dirname, '..', 'clients', 'python'), env: { ...process.env, FLEETD_API_KEY: cluster.adminKey }, stdio: ['ignore', 'pipe', 'pipe'] },
       );
       let output = '';
@@ -229,7 +284,22 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
         throw err;
       }
       return { runs: (id) => output.split('\n').filter((line) => line.includes(`task ${id} echo`)).length, stop };
-    });
+    };
+
+  it("a long-poll agent of the TypeScript SDK whose claim's answer is cut takes its task back from the other node", async () => {
+    await cutLongPollClaim(typescriptPoller(1));
+  });
+
+  it("a long-poll agent of the Python SDK whose claim's answer is cut takes its task back from the other node", async () => {
+    await cutLongPollClaim(pythonPoller(1));
+  });
+
+  it('a long-poll agent of the TypeScript SDK handed the same lease again by the first node, its outcome on its way, runs it once', async () => {
+    await handedAgainWhileReporting(typescriptPoller(2));
+  });
+
+  it('a long-poll agent of the Python SDK handed the same lease again by the first node, its outcome on its way, runs it once', async () => {
+    await handedAgainWhileReporting(pythonPoller(2));
   });
 
   it('no request was answered 500 on either node', async (t) => {

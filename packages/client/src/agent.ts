@@ -111,10 +111,20 @@ interface Running {
   retired?: boolean;
   /**
    * The handler is done and its outcome queued, its slot's credit granted: a task of its id pushed
-   * now is a new lease of it (released, or failed and retried, back to this agent), not this one.
+   * now is a new lease of it (released, or failed and retried, back to this agent), unless it is
+   * this lease handed again (`sameLease`).
    */
   finished?: boolean;
+  /** The handler gave the task back (ctx.release): its next lease has the same attempt number. */
+  givenBack?: boolean;
 }
+
+/**
+ * The task is the lease `run` holds, handed again: a lost claim's tasks, say, by a node that did not
+ * see another node hand them over, while the run's outcome is on its way. Every new lease of a task
+ * counts one more attempt, but for the lease after a release, which gives its attempt back.
+ */
+const sameLease = (run: Running, task: TaskJson): boolean => !run.givenBack && task.attempts === run.task.attempts && task.claimedAt === run.task.claimedAt;
 
 const LONG_POLL_MS = 25_000;
 const POLL_HEARTBEAT_MS = 10_000;
@@ -482,7 +492,8 @@ export class FleetAgent extends EventEmitter {
   /**
    * Runs a task leased to this agent. `resumed`: a lease the agent may hold already (a socket's
    * welcome, the leases taken back after a restart), run only if it is not running here; a pushed
-   * or claimed task is a new lease, run unless its id's handler is still at work.
+   * or claimed task is a new lease, run unless its id's handler is still at work or this is the
+   * lease its run holds (`sameLease`).
    */
   private start(task: TaskJson, resumed = false): void {
     let current = this.running.get(task.id);
@@ -493,7 +504,7 @@ export class FleetAgent extends EventEmitter {
       this.loseRun(current, new Error(`task ${task.id} was leased again (attempt ${task.attempts}): the lease of attempt ${current.task.attempts} is gone`));
       current = undefined;
     }
-    if (current && (resumed || !current.finished)) {
+    if (current && (resumed || !current.finished || sameLease(current, task))) {
       // Running here through a restart of the server or a lost answer, its extensions may have
       // failed meanwhile: the lease may be about to lapse.
       if (resumed && !current.finished) void this.extendResumed(current);
@@ -593,6 +604,7 @@ export class FleetAgent extends EventEmitter {
         await activity.flush();
         activity.close();
         if (run.retired) return;
+        run.givenBack = true;
         const given = this.giveBack(task, err, run.usage);
         queued();
         await given;

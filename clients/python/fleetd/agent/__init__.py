@@ -156,8 +156,19 @@ class _Running:
     #: The handler has returned or raised: its lease needs no more extending.
     handled: bool = False
     #: Its outcome is queued and its slot's credit granted: a task of its id pushed now is a new
-    #: lease of it (released, or failed and retried, back to this agent), not this one.
+    #: lease of it (released, or failed and retried, back to this agent), unless it is this lease
+    #: handed again (``_same_lease``).
     finished: bool = False
+    #: The handler gave the task back (``ctx.release``): its next lease has the same attempt number.
+    given_back: bool = False
+
+
+def _same_lease(running: _Running, task: Task) -> bool:
+    """The task is the lease ``running`` holds, handed again: a lost claim's tasks, say, by a node
+    that did not see another node hand them over, while the run's outcome is on its way. Every new
+    lease of a task counts one more attempt, but for the lease after a release, which gives its
+    attempt back."""
+    return not running.given_back and task["attempts"] == running.task["attempts"] and task.get("claimedAt") == running.task.get("claimedAt")
 
 
 class AsyncAgent:
@@ -637,7 +648,8 @@ class AsyncAgent:
     def _start(self, task: Task, resumed: bool = False) -> None:
         """Runs a task leased to this agent. ``resumed``: a lease the agent may hold already (a socket's
         welcome, the leases taken back after a restart), run only if it is not running here; a pushed
-        or claimed task is a new lease, run unless its id's handler is still at work."""
+        or claimed task is a new lease, run unless its id's handler is still at work or this is the
+        lease its run holds (``_same_lease``)."""
         current = self._running.get(task["id"])
         if current is not None and task["attempts"] > current.task["attempts"]:
             # A later attempt of a task still running here: its lease lapsed (the agent cut off past
@@ -645,7 +657,7 @@ class AsyncAgent:
             # taken for this attempt's: it is dropped, and this lease runs afresh.
             self._cancel(current, "lease lost")
             current = None
-        if current is not None and (resumed or not current.finished):
+        if current is not None and (resumed or not current.finished or _same_lease(current, task)):
             if resumed and not current.handled and current.ctx.cancel_reason is None:
                 # Running here through a restart of the server or a lost answer, its extensions may
                 # have failed meanwhile: the lease may be about to lapse.
@@ -681,6 +693,7 @@ class AsyncAgent:
         except asyncio.CancelledError:
             outcome = None
         except RetryLaterError as err:
+            running.given_back = True
             outcome = {"type": "release", "id": task["id"], "delayMs": max(0, round(err.delay_ms))}
             if err.reason:
                 outcome["reason"] = err.reason[:1000]
