@@ -77,6 +77,34 @@ describe('postgres store', { timeout: 60_000 }, () => {
     }
   });
 
+  it("reads a tick's tasks by id in one statement, each caller its own task", async () => {
+    const { driver, destroy } = await freshPostgres();
+    const { database, store } = driver;
+    const query = database.query.bind(database);
+    const reads: unknown[][] = [];
+    database.query = ((text: Parameters<typeof query>[0], values?: unknown[]) => {
+      if (typeof text === 'string' && text.includes('FROM tasks WHERE id')) reads.push(values ?? []);
+      return query(text, values);
+    }) as typeof database.query;
+    try {
+      const tasks = Array.from({ length: 50 }, (_, i) => task('read', { payload: { i } }));
+      const ids = (await store.taskInsertMany({ tasks, now: 0, onRepeat: repeatCheck('task', tasks) })).map((r) => r.task.id);
+      // Each id asked twice, and one that is no task's.
+      const asked = [...ids, ...ids, ids[ids.length - 1] + 1_000];
+      const found = await Promise.all(asked.map((id) => store.taskGet({ id })));
+      assert.equal(reads.length, 1, 'one statement for the tick');
+      assert.deepEqual(found.slice(0, 100).map((t) => [t?.id, t?.payloadJson]), asked.slice(0, 100).map((id) => [id, JSON.stringify({ i: ids.indexOf(id) })]));
+      assert.notEqual(found[0], found[50], 'each caller gets a task of its own');
+      assert.equal(found[100], undefined);
+      // The next tick, a statement of its own.
+      assert.equal((await store.taskGet({ id: ids[0] }))?.id, ids[0]);
+      assert.equal(reads.length, 2);
+    } finally {
+      database.query = query;
+      await destroy();
+    }
+  });
+
   it('keeps to its own schema even when the URL sets connection options', async () => {
     const schema = uniqueSchema();
     const driver = openPostgres({ url: `${TEST_DATABASE_URL}?options=-c%20statement_timeout%3D60000`, schema });

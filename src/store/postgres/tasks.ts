@@ -431,6 +431,20 @@ export function postgresTasks(
   const query: Query = (text, values) => db.query(text, values);
 
   /**
+   * Reads of tasks by id in one tick share one statement. A plain-HTTP agent's completion answered
+   * whole (without ?return=minimal) reads its task as the write is queued: 50 such agents on one
+   * node had made a statement a task, each waiting for a pooled connection, and drained at a third
+   * of the rate, the backends spending 2.5 times as much a task.
+   */
+  const reads = new TickBatcher<number, Task | undefined>(async (ids) => {
+    const byId = new Map((await query<TaskRow>('SELECT * FROM tasks WHERE id = ANY($1::bigint[])', [ids])).map((row) => [Number(row.id), row]));
+    return ids.map((id) => {
+      const row = byId.get(id);
+      return row && toTask(row);
+    });
+  });
+
+  /**
    * Completions of one tick share one statement and one commit: one statement is atomic on its
    * own, so it runs without BEGIN and COMMIT, one round trip instead of three.
    */
@@ -862,9 +876,8 @@ export function postgresTasks(
       });
     },
 
-    async taskGet(params) {
-      const [row] = await query<TaskRow>('SELECT * FROM tasks WHERE id = $1', [params.id]);
-      return row && toTask(row);
+    taskGet(params) {
+      return reads.run(params.id);
     },
 
     async taskList(params) {
