@@ -122,21 +122,23 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     priority: number;
     namespace: string;
     key: string;
+    /** The key as `passes` knows it (inNamespace), made once: `next` reads every unit's turn on every call. */
+    passKey: string;
     groups: QueuedGroup[];
   }
   const units = new Map<string, Unit>();
   for (const g of groups) {
     if (g.n <= 0) continue;
-    const id = `${g.priority}\u0000${inNamespace(g.namespace, g.key)}`;
+    const passKey = inNamespace(g.namespace, g.key);
+    const id = `${g.priority}\u0000${passKey}`;
     let unit = units.get(id);
-    if (!unit) units.set(id, (unit = { priority: g.priority, namespace: g.namespace, key: g.key, groups: [] }));
+    if (!unit) units.set(id, (unit = { priority: g.priority, namespace: g.namespace, key: g.key, passKey, groups: [] }));
     unit.groups.push({ ...g });
   }
 
-  const before = (a: Unit, b: Unit) => {
+  const unitTurn = (unit: Unit) => Math.max(passes.get(unit.passKey) ?? 0, clocks.get(unit.namespace) ?? 0);
+  const before = (a: Unit, turnA: number, b: Unit, turnB: number) => {
     if (a.priority !== b.priority) return a.priority > b.priority;
-    const turnA = turnOf(a.namespace, a.key);
-    const turnB = turnOf(b.namespace, b.key);
     if (turnA !== turnB) return turnA < turnB;
     return a.namespace !== b.namespace ? a.namespace < b.namespace : a.key < b.key;
   };
@@ -144,10 +146,21 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
   return {
     next() {
       for (;;) {
-        let best: [string, Unit] | undefined;
-        for (const entry of units) if (!best || before(entry[1], best[1])) best = entry;
+        // A walk of every unit, each turn read once: with 1,000 keys queued, a string made for each
+        // side of each comparison (the namespace's key) had halved the drain of keyed tasks.
+        let best: Unit | undefined;
+        let bestId = '';
+        let bestTurn = 0;
+        for (const [candidateId, candidate] of units) {
+          const turn = unitTurn(candidate);
+          if (best && !before(candidate, turn, best, bestTurn)) continue;
+          best = candidate;
+          bestId = candidateId;
+          bestTurn = turn;
+        }
         if (!best) return undefined;
-        const [id, unit] = best;
+        const id = bestId;
+        const unit = best;
         const open: QueuedGroup[] = [];
         for (const g of unit.groups) {
           if (g.n <= 0) continue;
