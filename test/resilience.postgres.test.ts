@@ -218,11 +218,20 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
     const [first, second] = cluster.nodes;
     let letCompletionsThrough!: () => void;
     const completionsHeld = new Promise<void>((resolve) => (letCompletionsThrough = resolve));
-    const hold = (req: IncomingMessage) => (/^\/v1\/tasks\/(\d+\/)?complete/.test(req.url ?? '') ? completionsHeld : undefined);
-    const claimAnswers: string[] = [];
-    const toFirst = await startHttpProxy(first.url, { hold, onBody: (req, body) => req.url === '/v1/tasks/claim' && claimAnswers.push(body) });
+    const holdCompletions = (req: IncomingMessage) => (/^\/v1\/tasks\/(\d+\/)?complete/.test(req.url ?? '') ? completionsHeld : undefined);
+    // The first node's claims, each noted as it goes out and as its answer comes back, in order.
+    const claimsAtFirst: { answer?: string }[] = [];
+    const toFirst = await startHttpProxy(first.url, {
+      hold: (req) => {
+        if (req.url === '/v1/tasks/claim') claimsAtFirst.push({});
+        return holdCompletions(req);
+      },
+      onBody: (req, body) => {
+        if (req.url === '/v1/tasks/claim') claimsAtFirst.find((c) => c.answer === undefined)!.answer = body;
+      },
+    });
     const toSecond = await startHttpProxy(second.url, {
-      hold,
+      hold: holdCompletions,
       answer: (req) => (req.url === '/v1/tasks/claim' ? [503, { error: { code: 'FLEETD_ERR_UNAVAILABLE', message: 'this node takes no claims now', details: {} } }] : undefined),
     });
     try {
@@ -230,8 +239,12 @@ describe('two nodes survive PostgreSQL going away', { timeout: 300_000 }, () => 
       try {
         const id = await submitCuttingItsClaim();
         await eventually(() => agent.runs(id) === 1, 20_000, 'the agent took the task back from the second node and ran it');
-        await eventually(() => claimAnswers.some((answer) => answer.includes(`"id":${id},`)), 20_000, 'the first node handed the lost claim over again');
-        // Time for a second run to start, were the lease taken for a new one.
+        // Only claims made after that run count: the first node hands the same lease again.
+        const ranAt = claimsAtFirst.length;
+        const handedAgain = () => claimsAtFirst.findIndex((c, i) => i >= ranAt && c.answer?.includes(`"id":${id},`));
+        await eventually(() => handedAgain() >= 0, 20_000, 'the first node handed the lost claim over again');
+        // The agent's next claim goes out once it has dealt with that answer; then time for a run to show.
+        await eventually(() => claimsAtFirst.length > handedAgain() + 1, 20_000, "the agent's next claim");
         await new Promise((r) => setTimeout(r, 500));
         letCompletionsThrough();
         await eventually(async () => (await second.api.get(`/v1/tasks/${id}`)).body.status === 'completed', 20_000, 'the task completed');

@@ -96,9 +96,13 @@ describe('postgres store', { timeout: 60_000 }, () => {
       assert.deepEqual(found.slice(0, 100).map((t) => [t?.id, t?.payloadJson]), asked.slice(0, 100).map((id) => [id, JSON.stringify({ i: ids.indexOf(id) })]));
       assert.notEqual(found[0], found[50], 'each caller gets a task of its own');
       assert.equal(found[100], undefined);
+      // An id past bigint's range, asked in the same tick as a task's, is no task's, and fails no other read.
+      const [beyond, beside] = await Promise.all([store.taskGet({ id: 1e19 }), store.taskGet({ id: ids[1] })]);
+      assert.equal(beyond, undefined);
+      assert.equal(beside?.id, ids[1]);
       // The next tick, a statement of its own.
       assert.equal((await store.taskGet({ id: ids[0] }))?.id, ids[0]);
-      assert.equal(reads.length, 2);
+      assert.equal(reads.length, 3);
     } finally {
       database.query = query;
       await destroy();

@@ -121,8 +121,9 @@ interface Running {
 
 /**
  * The task is the lease `run` holds, handed again: a lost claim's tasks, say, by a node that did not
- * see another node hand them over, while the run's outcome is on its way. Every new lease of a task
- * counts one more attempt, but for the lease after a release, which gives its attempt back.
+ * see another node hand them over, while the run's outcome is on its way. A new lease of a task
+ * counts one more attempt than the one before, but after a release, which gives its attempt back
+ * (excluded here), or an operator's retry, which starts the count again (told apart by `claimedAt`).
  */
 const sameLease = (run: Running, task: TaskJson): boolean => !run.givenBack && task.attempts === run.task.attempts && task.claimedAt === run.task.claimedAt;
 
@@ -508,6 +509,8 @@ export class FleetAgent extends EventEmitter {
       // Running here through a restart of the server or a lost answer, its extensions may have
       // failed meanwhile: the lease may be about to lapse.
       if (resumed && !current.finished) void this.extendResumed(current);
+      // Handed again over the socket, it took a credit for a slot it does not fill: given back.
+      else if (!resumed) this.grant(1);
       return;
     }
     if (this.stopping) {

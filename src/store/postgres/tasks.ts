@@ -437,7 +437,11 @@ export function postgresTasks(
    * of the rate, the backends spending 2.5 times as much a task.
    */
   const reads = new TickBatcher<number, Task | undefined>(async (ids) => {
-    const byId = new Map((await query<TaskRow>('SELECT * FROM tasks WHERE id = ANY($1::bigint[])', [ids])).map((row) => [Number(row.id), row]));
+    // An id no task can have (past 2^53, or not an integer) is no task's, and is not sent: out of
+    // bigint's range it would fail the statement, and every read of the tick with it.
+    const asked = ids.filter((id) => Number.isSafeInteger(id) && id > 0);
+    const rows = asked.length === 0 ? [] : await query<TaskRow>('SELECT * FROM tasks WHERE id = ANY($1::bigint[])', [asked]);
+    const byId = new Map(rows.map((row) => [Number(row.id), row]));
     return ids.map((id) => {
       const row = byId.get(id);
       return row && toTask(row);

@@ -165,9 +165,10 @@ class _Running:
 
 def _same_lease(running: _Running, task: Task) -> bool:
     """The task is the lease ``running`` holds, handed again: a lost claim's tasks, say, by a node
-    that did not see another node hand them over, while the run's outcome is on its way. Every new
-    lease of a task counts one more attempt, but for the lease after a release, which gives its
-    attempt back."""
+    that did not see another node hand them over, while the run's outcome is on its way. A new lease
+    of a task counts one more attempt than the one before, but after a release, which gives its
+    attempt back (excluded here), or an operator's retry, which starts the count again (told apart
+    by ``claimedAt``)."""
     return not running.given_back and task["attempts"] == running.task["attempts"] and task.get("claimedAt") == running.task.get("claimedAt")
 
 
@@ -662,6 +663,9 @@ class AsyncAgent:
                 # Running here through a restart of the server or a lost answer, its extensions may
                 # have failed meanwhile: the lease may be about to lapse.
                 asyncio.create_task(self._extend_resumed(current))
+            elif not resumed:
+                # Handed again over the socket, it took a credit for a slot it does not fill: given back.
+                self._grant(1)
             return
         if self._stopping:
             # Arrived on the wire after stop(): give it straight back for another agent.
