@@ -432,9 +432,9 @@ export function postgresTasks(
 
   /**
    * Reads of tasks by id in one tick share one statement. A plain-HTTP agent's completion answered
-   * whole (without ?return=minimal) reads its task as the write is queued: 50 such agents on one
-   * node had made a statement a task, each waiting for a pooled connection, and drained at a third
-   * of the rate, the backends spending 2.5 times as much a task.
+   * whole (without ?return=minimal) reads its task before its write (TaskService.whole): 50 such
+   * agents on one node had made a statement a task, each waiting for a pooled connection, and
+   * drained at a third of the rate, the backends spending 2.5 times as much a task.
    */
   const reads = new TickBatcher<number, Task | undefined>(async (ids) => {
     // An id no task can have (past 2^53, or not an integer) is no task's, and is not sent: out of
