@@ -116,7 +116,8 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     const weight = policies.get(inNamespace(group.namespace, group.type))?.keyWeights[group.key];
     return weight !== undefined && weight > 0 ? weight : 1;
   };
-  const turnOf = (namespace: string, key: string) => Math.max(passes.get(inNamespace(namespace, key)) ?? 0, clocks.get(namespace) ?? 0);
+  /** A key's turn, by the key as `passes` knows it (inNamespace): its pass, or its namespace's clock if that is later. */
+  const turnOf = (passKey: string, namespace: string) => Math.max(passes.get(passKey) ?? 0, clocks.get(namespace) ?? 0);
 
   interface Unit {
     priority: number;
@@ -136,7 +137,6 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
     unit.groups.push({ ...g });
   }
 
-  const unitTurn = (unit: Unit) => Math.max(passes.get(unit.passKey) ?? 0, clocks.get(unit.namespace) ?? 0);
   const before = (a: Unit, turnA: number, b: Unit, turnB: number) => {
     if (a.priority !== b.priority) return a.priority > b.priority;
     if (turnA !== turnB) return turnA < turnB;
@@ -152,7 +152,7 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
         let bestId = '';
         let bestTurn = 0;
         for (const [candidateId, candidate] of units) {
-          const turn = unitTurn(candidate);
+          const turn = turnOf(candidate.passKey, candidate.namespace);
           if (best && !before(candidate, turn, best, bestTurn)) continue;
           best = candidate;
           bestId = candidateId;
@@ -188,10 +188,11 @@ export function planClaim(state: AdmissionState, groups: QueuedGroup[], now: num
         const p = startsByPair.get(typeKey);
         startsByPair.set(typeKey, { count: (p?.count ?? 0) + 1, oldest: p?.oldest ?? now });
       }
-      const turn = turnOf(namespace, key);
-      passes.set(inNamespace(namespace, key), turn + 1 / weightOf(group));
+      const passKey = inNamespace(namespace, key);
+      const turn = turnOf(passKey, namespace);
+      passes.set(passKey, turn + 1 / weightOf(group));
       clocks.set(namespace, turn);
-      touched.set(inNamespace(namespace, key), { namespace, key });
+      touched.set(passKey, { namespace, key });
     },
     exhausted(taken) {
       for (const g of taken) g.n = 0;
