@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { migrate, migrations } from '../src/store/sqlite/migrations.js';
 import { taskList } from '../src/store/lists.js';
 import { whereOf } from '../src/store/keyset.js';
+import { CLAIM_READS } from '../src/store/sqlite/types.js';
 
 /**
  * Upgrading a database written before namespaces: migration 17 builds pipeline_runs, pipeline_steps
@@ -120,6 +121,26 @@ describe('sqlite migrations: pipeline runs, versions and cases into namespaces',
       assert.match(plan(['team-a']), /tasks_outside_default/);
       assert.match(plan(['team-a', 'team-b']), /tasks_outside_default/);
       assert.doesNotMatch(plan(['default', 'team-a']), /tasks_outside_default/, 'default is not in it');
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describe('sqlite: what a claim reads while a rule is in force', () => {
+  it('reads keyed and locking tasks through their partial indexes, not every task of a status or a type', () => {
+    const db = new Database(':memory:');
+    try {
+      migrate(db);
+      const plan = (sql: string, ...values: unknown[]) =>
+        (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...values) as { detail: string }[]).map((r) => r.detail).join('; ');
+      // Without INDEXED BY, SQLite picks tasks_by_type here: every task of the type, done ones too.
+      assert.match(plan(CLAIM_READS.leasedKeyed, 'llm'), /USING INDEX tasks_leased_keyed/);
+      assert.doesNotMatch(plan(CLAIM_READS.leasedKeyed, 'llm'), /tasks_by_type/);
+      const anyRule = plan(CLAIM_READS.anyRule);
+      assert.match(anyRule, /tasks_queued_keyed/);
+      assert.match(anyRule, /tasks_queued_locking/);
+      assert.doesNotMatch(anyRule, /tasks_by_status/);
     } finally {
       db.close();
     }

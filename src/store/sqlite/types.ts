@@ -55,19 +55,25 @@ const usageSums = (filter: string) => `
   SELECT namespace, type, ckey, 'day', sum(input_tokens), sum(output_tokens), sum(cost_usd), count(*) FROM task_usage
     WHERE ${filter} AND at >= @day GROUP BY namespace, type, ckey`;
 
+/**
+ * Read on every claim while any rule is in force, so each names its partial index: SQLite's
+ * planner, without statistics, picks tasks_by_status or tasks_by_type and reads every queued task
+ * or every task of the type, done ones too. Exported for the test of their plans.
+ */
+export const CLAIM_READS = {
+  anyRule: `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
+    OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_keyed WHERE status = 'queued' AND concurrency_key <> '')
+    OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_locking WHERE status = 'queued' AND locks <> '[]')`,
+  // By key; the unkeyed ones are each type's leased count less those (leasedCounts).
+  leasedKeyed: `SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks INDEXED BY tasks_leased_keyed
+    WHERE status = 'leased' AND concurrency_key <> '' AND type = ? GROUP BY namespace, concurrency_key`,
+};
+
 /** Policies and pauses per task type (SQLite), and what the claim reads of them. */
 export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: SqliteAdmission } {
   const { db, groupCommit } = d;
   const s = {
-    // Asked on every claim: INDEXED BY, since SQLite's planner would pick tasks_by_status and read
-    // every queued task; the partial indexes hold only keyed or locking ones.
-    anyRule: db
-      .prepare(
-        `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
-           OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_keyed WHERE status = 'queued' AND concurrency_key <> '')
-           OR EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_queued_locking WHERE status = 'queued' AND locks <> '[]')`,
-      )
-      .pluck(),
+    anyRule: db.prepare(CLAIM_READS.anyRule).pluck(),
     policies: db.prepare('SELECT * FROM type_policies ORDER BY namespace, type'),
     policy: db.prepare('SELECT * FROM type_policies WHERE namespace = ? AND type = ?'),
     putPolicy: db.prepare(
@@ -83,9 +89,7 @@ export function sqliteTypes(d: SqliteDatabase): { store: TypeStore; admission: S
     resumeAll: db.prepare('DELETE FROM type_pauses WHERE namespace = ? AND type = ? RETURNING *'),
     // task_counts knows a namespace by its req_key.
     typeKeys: db.prepare('SELECT req_key FROM task_counts WHERE type = ? AND n > 0').pluck(),
-    // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
-    leasedKeyed: db.prepare(`SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
-        WHERE status = 'leased' AND concurrency_key <> '' AND type = ? GROUP BY namespace, concurrency_key`),
+    leasedKeyed: db.prepare(CLAIM_READS.leasedKeyed),
     leasedCounted: db.prepare("SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type = ? GROUP BY req_key"),
     pruneStarts: db.prepare('DELETE FROM type_starts WHERE namespace = ? AND type = ? AND at <= ?'),
     starts: db.prepare(
