@@ -5,7 +5,7 @@ import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { afterFailure } from '../src/core/rules/retry.js';
 import { planClaim } from '../src/core/rules/admission.js';
 import { decideLock, lockProbes, resourcesClash } from '../src/core/rules/locks.js';
-import type { TypePolicy } from '../src/domain/type-policies.js';
+import type { QueuedGroup, TypePolicy } from '../src/domain/type-policies.js';
 import type { Store, TaskInsertParams } from '../src/store/store.js';
 import { openSqlite } from '../src/store/sqlite/driver.js';
 import { sharedPostgres } from './store/postgres.js';
@@ -222,6 +222,110 @@ describe('fair sharing properties', { timeout: 600_000 }, () => {
       }),
       { numRuns: 15 },
     );
+  });
+});
+
+/**
+ * The plan's order against the rule written as plainly as it can be: before each step, every unit
+ * (a priority, a namespace and a key) still in the claim is sorted by priority, then its turn (its
+ * key's pass, or its namespace's clock if later), then namespace, then key, and the first whose
+ * groups are not all held must be what `next()` returns. Random groups, weights, passes, clocks and
+ * per-key limits; each step takes a task, is locked out, or finds the groups empty.
+ */
+const orderArb = fc.record({
+  groups: fc.array(
+    fc.record({
+      namespace: fc.constantFrom('default', 'team-b'),
+      type: fc.constantFrom('a', 'b'),
+      priority: fc.constantFrom(0, 0, 5),
+      key: fc.constantFrom('', 'k1', 'k2', 'k3', 'k4', 'k5'),
+      n: fc.integer({ min: 0, max: 4 }),
+    }),
+    { maxLength: 14 },
+  ),
+  passes: fc.array(fc.record({ namespace: fc.constantFrom('default', 'team-b'), key: fc.constantFrom('', 'k1', 'k2', 'k3', 'k4', 'k5'), pass: fc.constantFrom(0, 0.5, 1, 2, 3.25) }), { maxLength: 8 }),
+  clocks: fc.array(fc.record({ namespace: fc.constantFrom('default', 'team-b'), clock: fc.constantFrom(0, 1, 2) }), { maxLength: 2 }),
+  perKey: fc.option(fc.integer({ min: 1, max: 2 }), { nil: null }),
+  weights: fc.dictionary(fc.constantFrom('k1', 'k2', 'k3'), fc.constantFrom(0.5, 2, 3)),
+  steps: fc.array(fc.record({ action: fc.constantFrom('took', 'took', 'took', 'lockedOut', 'exhausted'), pick: fc.nat() }), { maxLength: 40 }),
+});
+
+function orderScenario({ groups, passes, clocks, perKey, weights, steps }: typeof orderArb extends fc.Arbitrary<infer T> ? T : never): void {
+  const now = 1_000;
+  // One row per (req_key, type, priority, key), as the stores read them; a group's namespace is its req_key's.
+  const seen = new Set<string>();
+  const rows: QueuedGroup[] = [];
+  for (const g of groups) {
+    const reqKey = `${g.namespace}\nw`;
+    const id = [reqKey, g.type, g.priority, g.key].join('|');
+    if (seen.has(id)) continue;
+    seen.add(id);
+    rows.push({ reqKey, namespace: g.namespace, type: g.type, priority: g.priority, key: g.key, n: g.n });
+  }
+  const policy: TypePolicy = { maxConcurrency: null, maxConcurrencyPerKey: perKey, rateLimit: null, keyWeights: weights };
+  const uniquePasses = [...new Map(passes.map((p) => [`${p.namespace}|${p.key}`, p])).values()];
+  const uniqueClocks = [...new Map(clocks.map((c) => [c.namespace, c])).values()];
+  const plan = planClaim(
+    {
+      policies: [{ namespace: 'default', type: 'a', policy, updatedAt: 0 }],
+      pauses: [],
+      leased: [],
+      starts: [],
+      fairClocks: uniqueClocks,
+      passes: uniquePasses,
+      spent: [],
+    },
+    rows,
+    now,
+  );
+  // The reference's own copy of what the plan changes: each group's count, each key's pass and each namespace's clock.
+  const left = new Map(rows.map((g) => [g, g.n]));
+  const pass = new Map<string, number>(uniquePasses.map((p) => [`${p.namespace}|${p.key}`, p.pass]));
+  const clock = new Map<string, number>(uniqueClocks.map((c) => [c.namespace, c.clock]));
+  const turn = (namespace: string, key: string) => Math.max(pass.get(`${namespace}|${key}`) ?? 0, clock.get(namespace) ?? 0);
+  const unitOf = (g: QueuedGroup) => `${g.priority}|${g.namespace}|${g.key}`;
+  const gone = new Set<string>();
+  const label = (g: QueuedGroup) => `${g.namespace}/${g.type}/${g.priority}/${g.key}`;
+  for (const step of [...steps, { action: 'took' as const, pick: 0 }]) {
+    const units = [...new Set(rows.filter((g) => left.get(g)! > 0 && !gone.has(unitOf(g))).map(unitOf))].map((u) => {
+      const g = rows.find((r) => unitOf(r) === u)!;
+      return { id: u, priority: g.priority, namespace: g.namespace, key: g.key, turn: turn(g.namespace, g.key) };
+    });
+    units.sort((a, b) => b.priority - a.priority || a.turn - b.turn || (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : 0) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    let expected: QueuedGroup[] | undefined;
+    for (const u of units) {
+      const open = rows.filter((g) => unitOf(g) === u.id && left.get(g)! > 0 && plan.hold(g) === null);
+      if (open.length > 0) {
+        expected = open;
+        break;
+      }
+      gone.add(u.id);
+    }
+    const got = plan.next();
+    assert.deepEqual(got?.map(label), expected?.map(label));
+    if (!got || !expected) return;
+    const group = got[step.pick % got.length];
+    const mine = expected[step.pick % expected.length];
+    if (step.action === 'exhausted') {
+      plan.exhausted(got);
+      for (const g of expected) left.set(g, 0);
+    } else if (step.action === 'lockedOut') {
+      plan.lockedOut(group);
+      left.set(mine, left.get(mine)! - 1);
+    } else {
+      plan.took(group);
+      left.set(mine, left.get(mine)! - 1);
+      const t = turn(mine.namespace, mine.key);
+      const weight = mine.namespace === 'default' && mine.type === 'a' ? (weights as Record<string, number>)[mine.key] : undefined;
+      pass.set(`${mine.namespace}|${mine.key}`, t + 1 / (weight !== undefined && weight > 0 ? weight : 1));
+      clock.set(mine.namespace, t);
+    }
+  }
+}
+
+describe("fair sharing's order", () => {
+  it('is the order of a sort of every unit by priority, turn, namespace and key, step by step', () => {
+    fc.assert(fc.property(orderArb, orderScenario), { numRuns: 2_000 });
   });
 });
 
