@@ -7,7 +7,8 @@ import { migrations } from '../src/store/postgres/migrations.js';
 import { CLAIM_TICK_FUNCTION, TASK_CLAIM } from '../src/store/postgres/tasks.js';
 import { CLAIM_BEAT_WRITE_MS } from '../src/store/store.js';
 import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
-import { task } from './store/harness.js';
+import { T0, task } from './store/harness.js';
+import { planClaim } from '../src/core/rules/admission.js';
 import { freshPostgres, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 interface PlanNode {
@@ -253,6 +254,36 @@ describe('postgres store', { timeout: 60_000 }, () => {
     } finally {
       await client.end();
       await other.close();
+      await destroy();
+    }
+  });
+
+  it("leases a plan's turns together, all or none: a key with a task past its expiry, not yet swept, goes a task at a time", async () => {
+    const { driver, destroy } = await freshPostgres();
+    const { store } = driver;
+    try {
+      await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['f'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: 'h-f', now: T0 }]);
+      const insert = (...tasks: ReturnType<typeof task>[]) => store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
+      // Every turn has its task: handed out in the plan's order, keys taking turns, each key's oldest first.
+      const ready = await insert(...['c', 'c', 'c', 'd', 'd'].map((concurrencyKey) => task('f', { concurrencyKey })));
+      const all = await store.taskClaim({ agentId: 'f', max: 4, now: T0 + 10, plan: planClaim });
+      assert.deepEqual(all.tasks.map((t) => [t.concurrencyKey, t.id]), [0, 3, 1, 4].map((i) => [ready[i].task.concurrencyKey, ready[i].task.id]));
+      assert.ok(all.tasks.every((t) => t.status === 'leased' && t.agentId === 'f' && t.attempts === 1));
+      assert.equal(all.room, 6);
+      // The plan counts three tasks of a and two of b, but a's first expired before the claim: the
+      // statement leases none, and the claim goes a task at a time past it.
+      const [expired, ...rest] = await insert(
+        task('f', { concurrencyKey: 'a', scheduleTimeoutMs: 1 }),
+        ...['a', 'a', 'b', 'b'].map((concurrencyKey) => task('f', { concurrencyKey })),
+      );
+      const claim = await store.taskClaim({ agentId: 'f', max: 6, now: T0 + 10, plan: planClaim });
+      assert.deepEqual(claim.tasks.map((t) => t.concurrencyKey), ['a', 'b', 'a', 'b', 'c']);
+      assert.deepEqual(new Set(claim.tasks.slice(0, 4).map((t) => t.id)), new Set(rest.map((r) => r.task.id)));
+      assert.equal(claim.room, 1);
+      const leased = await store.taskList({ agentId: 'f', status: 'leased', limit: 20 });
+      assert.equal(leased.items.length, 9, 'every task handed out is leased, and no other');
+      assert.equal((await store.taskGet({ id: expired.task.id }))?.status, 'queued', 'the expired task is not handed out');
+    } finally {
       await destroy();
     }
   });

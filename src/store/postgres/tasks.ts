@@ -321,6 +321,9 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 const CLAIM_TICK = prepared('claim_tick', `SELECT agents, claimed FROM ${CLAIM_TICK_FUNCTION.name}($1::text[], $2::bigint, $3::jsonb)`);
 
 /** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
+/** An agent's leases, counted by a claim under a plan. */
+const IN_FLIGHT = prepared('in_flight', "SELECT count(*)::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'");
+
 const TASK_COMPLETE = prepared(
   'task_complete',
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
@@ -641,7 +644,7 @@ export function postgresTasks(
    * each task goes by one statement (the oldest head among the groups, leased).
    */
   async function plannedClaim(q: Query, params: TaskClaimParams, agent: Agent): Promise<Omit<TaskClaimResult, 'agent' | 'previousStatus'>> {
-    const [{ n: inFlight }] = await q<{ n: number }>("SELECT count(*)::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'", [agent.id]);
+    const [{ n: inFlight }] = await q<{ n: number }>(IN_FLIGHT, [agent.id]);
     const free = agent.maxConcurrency - inFlight;
     const room = Math.min(params.max, free);
     if (room <= 0) return { tasks: [], room: 0, heldBack: {}, retryAt: null };
@@ -652,13 +655,32 @@ export function postgresTasks(
       const held = new Set(keys);
       groups = groups.filter((g) => canClaim(g.reqKey, held, agent.namespace));
     }
-    const plan = params.plan!(await admission.state(q, params.now, groups), groups, params.now);
+    const state = await admission.state(q, params.now, groups);
+    let plan = params.plan!(state, groups, params.now);
     const tasks: Task[] = [];
     // Only while some queued task locks resources: its lease is undone if its locks are held.
     const locking = await admission.locking(q);
+    let next = plan.next();
+    // The plan's turns need no answer from the database while each comes down to one group and no
+    // lock can turn a task away: those are leased in one statement, where a statement a task (29
+    // round trips a claim in the fair benchmark) had kept keyed claims at a fifth of plain ones.
+    if (!locking) {
+      const taken: QueuedGroup[] = [];
+      for (; next !== undefined && next.length === 1 && taken.length < room; next = plan.next()) {
+        taken.push(next[0]);
+        plan.took(next[0]);
+      }
+      const rows = taken.length > 0 ? await admission.leaseHeads(q, taken, agent.id, params.now, params.claimId ?? null) : [];
+      if (rows) tasks.push(...rows.map(toTask));
+      else {
+        // A group had fewer tasks than counted: nothing was leased; the plan starts again, a task at a time.
+        plan = params.plan!(state, groups, params.now);
+        next = plan.next();
+      }
+    }
     // Tasks whose locks are held are passed over, each group's next task considered instead.
     const passed = new Map<QueuedGroup, number>();
-    for (let next = plan.next(); next !== undefined && tasks.length < room; next = plan.next()) {
+    for (; next !== undefined && tasks.length < room; next = plan.next()) {
       if (locking) await q('SAVEPOINT fleetd_head');
       const row = await admission.leaseHead(q, next, agent.id, params.now, passed, params.claimId ?? null);
       const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
