@@ -78,40 +78,37 @@ const queuedGroups = (filter: string) => `
       WHERE k.req_key = c.req_key AND k.type = c.type AND k.priority = c.priority), 0)::bigint FROM counted c
   ) g WHERE n > 0`;
 
-/** Leases the oldest head among the groups: $1..$4 the groups' columns, $7 the id each group's head lies past, $5 agent, $6 now, $8 the claim's id. */
+/**
+ * Each group's oldest queued tasks, locked, none past its expiry: the groups unnested as g from
+ * $1..$4 (requirement set, type, priority, key) and $7 (`column`, one number a group), $6 now.
+ */
+const groupHeads = (column: 'after' | 'n', where: string, limit: string) => `
+  SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $7::bigint[]) AS g(req_key, type, priority, ckey, ${column})
+  CROSS JOIN LATERAL (
+    SELECT id FROM tasks WHERE status = 'queued' AND req_key = g.req_key AND type = g.type AND priority = g.priority
+      AND concurrency_key = g.ckey${where} AND (expires_at IS NULL OR expires_at > $6) ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED
+  ) h`;
+
+/** As the plain claim's lease ($5 agent, $6 now, $8 the claim's id): never past the attempt's execution timeout (least() skips a NULL). */
+const LEASE = `UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claim_id = $8, claimed_at = $6, updated_at = $6,
+  lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL`;
+
+/** Leases the oldest head among the groups, each past the id in $7 (tasks waiting for their locks). */
 const LEASE_HEAD = prepared(
   'lease_head',
-  `WITH head AS (
-     SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $7::bigint[]) AS g(req_key, type, priority, ckey, after)
-     CROSS JOIN LATERAL (
-       SELECT id FROM tasks WHERE status = 'queued' AND req_key = g.req_key AND type = g.type AND priority = g.priority
-         AND concurrency_key = g.ckey AND id > g.after AND (expires_at IS NULL OR expires_at > $6) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
-     ) h ORDER BY h.id LIMIT 1
-   )
-   -- As the plain claim: the lease never runs past the attempt's execution timeout (least() skips a NULL).
-   UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claim_id = $8, claimed_at = $6, updated_at = $6,
-     lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
-   WHERE t.id = (SELECT id FROM head) RETURNING t.*`,
+  `WITH head AS (${groupHeads('after', ' AND id > g.after', '1')} ORDER BY h.id LIMIT 1)
+   ${LEASE} WHERE t.id = (SELECT id FROM head) RETURNING t.*`,
 );
 
 /**
- * Leases, for each group, as many of its oldest queued tasks as the plan took from it ($1..$4 the
- * groups' columns, $5 how many of each; $6 agent, $7 now, $8 the claim's id): all of them or none,
- * so that a group with fewer than the plan counted (tasks past their expires_at not yet swept)
- * leaves the plan's counts untouched and the claim goes one task at a time instead.
+ * Leases, for each group, as many of its oldest queued tasks as the plan took from it ($7): all of
+ * them or none, so that a group with fewer than the plan counted (tasks past their expires_at not
+ * yet swept) leaves the plan's counts untouched and the claim goes one task at a time instead.
  */
 const LEASE_HEADS = prepared(
   'lease_heads',
-  `WITH heads AS (
-     SELECT h.id FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[]) AS g(req_key, type, priority, ckey, n)
-     CROSS JOIN LATERAL (
-       SELECT id FROM tasks WHERE status = 'queued' AND req_key = g.req_key AND type = g.type AND priority = g.priority
-         AND concurrency_key = g.ckey AND (expires_at IS NULL OR expires_at > $7) ORDER BY id LIMIT g.n FOR UPDATE SKIP LOCKED
-     ) h
-   )
-   UPDATE tasks t SET status = 'leased', agent_id = $6, attempts = t.attempts + 1, claim_id = $8, claimed_at = $7, updated_at = $7,
-     lease_expires_at = $7 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL
-   WHERE t.id IN (SELECT id FROM heads) AND (SELECT count(*) FROM heads) = (SELECT sum(n) FROM unnest($5::int[]) AS c(n)) RETURNING t.*`,
+  `WITH heads AS (${groupHeads('n', '', 'g.n')})
+   ${LEASE} WHERE t.id IN (SELECT id FROM heads) AND (SELECT count(*) FROM heads) = (SELECT sum(n) FROM unnest($7::bigint[]) AS c(n)) RETURNING t.*`,
 );
 
 /**
@@ -243,9 +240,9 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         groups.map((g) => g.type),
         groups.map((g) => g.priority),
         groups.map((g) => g.key),
-        groups.map((g) => counts.get(g)!),
         agentId,
         now,
+        groups.map((g) => counts.get(g)!),
         claimId,
       ]);
       if (rows.length < taken.length) return undefined;
