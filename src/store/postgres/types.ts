@@ -89,6 +89,9 @@ const groupHeads = (column: 'after' | 'n', where: string, limit: string) => `
       AND concurrency_key = g.ckey${where} AND (expires_at IS NULL OR expires_at > $6) ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED
   ) h`;
 
+/** Groups as groupHeads' $1..$4. */
+const groupColumns = (groups: QueuedGroup[]) => [groups.map((g) => g.reqKey), groups.map((g) => g.type), groups.map((g) => g.priority), groups.map((g) => g.key)];
+
 /** As the plain claim's lease ($5 agent, $6 now, $8 the claim's id): never past the attempt's execution timeout (least() skips a NULL). */
 const LEASE = `UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claim_id = $8, claimed_at = $6, updated_at = $6,
   lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL`;
@@ -220,10 +223,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
     state,
     async leaseHead(q, groups, agentId, now, after, claimId) {
       const [row] = await q<TaskRow>(LEASE_HEAD, [
-        groups.map((g) => g.reqKey),
-        groups.map((g) => g.type),
-        groups.map((g) => g.priority),
-        groups.map((g) => g.key),
+        ...groupColumns(groups),
         agentId,
         now,
         groups.map((g) => after.get(g) ?? 0),
@@ -236,10 +236,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       for (const g of taken) counts.set(g, (counts.get(g) ?? 0) + 1);
       const groups = [...counts.keys()];
       const rows = await q<TaskRow>(LEASE_HEADS, [
-        groups.map((g) => g.reqKey),
-        groups.map((g) => g.type),
-        groups.map((g) => g.priority),
-        groups.map((g) => g.key),
+        ...groupColumns(groups),
         agentId,
         now,
         groups.map((g) => counts.get(g)!),
