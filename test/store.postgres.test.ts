@@ -5,7 +5,7 @@ import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { openPostgres, type PostgresDriver } from '../src/store/postgres/driver.js';
 import { migrations } from '../src/store/postgres/migrations.js';
 import { CLAIM_TICK_FUNCTION, TASK_CLAIM } from '../src/store/postgres/tasks.js';
-import { CLAIM_BEAT_WRITE_MS } from '../src/store/store.js';
+import { CLAIM_BEAT_WRITE_MS, taskLockId } from '../src/store/store.js';
 import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { T0, task } from './store/harness.js';
 import { planClaim } from '../src/core/rules/admission.js';
@@ -22,6 +22,24 @@ interface PlanNode {
 
 function planNodes(node: PlanNode): PlanNode[] {
   return [node, ...(node.Plans ?? []).flatMap(planNodes)];
+}
+
+/**
+ * Calls `before` ahead of each named statement any connection of this process sends (a pool's
+ * clients included, inside transactions too), until the returned function puts pg back.
+ */
+function beforeStatements(before: (name: string) => Promise<void> | void): () => void {
+  const query = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    const config = args[0] as { name?: string } | undefined;
+    if (config && typeof config === 'object' && typeof config.name === 'string') {
+      return Promise.resolve(before(config.name)).then(() => (query as (...a: unknown[]) => unknown).apply(this, args));
+    }
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  return () => {
+    pg.Client.prototype.query = query;
+  };
 }
 
 describe('postgres store', { timeout: 60_000 }, () => {
@@ -264,9 +282,15 @@ describe('postgres store', { timeout: 60_000 }, () => {
     try {
       await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['f'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: 'h-f', now: T0 }]);
       const insert = (...tasks: ReturnType<typeof task>[]) => store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
-      // Every turn has its task: handed out in the plan's order, keys taking turns, each key's oldest first.
+      // Every turn has its task: one statement leases them, handed out in the plan's order, keys
+      // taking turns, each key's oldest first.
       const ready = await insert(...['c', 'c', 'c', 'd', 'd'].map((concurrencyKey) => task('f', { concurrencyKey })));
-      const all = await store.taskClaim({ agentId: 'f', max: 4, now: T0 + 10, plan: planClaim });
+      const leases: string[] = [];
+      const restore = beforeStatements((name) => {
+        if (name.startsWith('fleetd_lease_head')) leases.push(name);
+      });
+      const all = await store.taskClaim({ agentId: 'f', max: 4, now: T0 + 10, plan: planClaim }).finally(restore);
+      assert.deepEqual(leases, ['fleetd_lease_heads']);
       assert.deepEqual(all.tasks.map((t) => [t.concurrencyKey, t.id]), [0, 3, 1, 4].map((i) => [ready[i].task.concurrencyKey, ready[i].task.id]));
       assert.ok(all.tasks.every((t) => t.status === 'leased' && t.agentId === 'f' && t.attempts === 1));
       assert.equal(all.room, 6);
@@ -284,6 +308,43 @@ describe('postgres store', { timeout: 60_000 }, () => {
       assert.equal(leased.items.length, 9, 'every task handed out is leased, and no other');
       assert.equal((await store.taskGet({ id: expired.task.id }))?.status, 'queued', 'the expired task is not handed out');
     } finally {
+      await destroy();
+    }
+  });
+
+  it('never leases a task that locks resources without its locks, when it is queued again between what a planned claim read and its lease', async () => {
+    const { driver, destroy } = await freshPostgres();
+    const { store, database } = driver;
+    const side = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${database.schema}` });
+    await side.connect();
+    let restore = () => {};
+    try {
+      await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['f'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: 'h-f', now: T0 }]);
+      const insert = (...tasks: ReturnType<typeof task>[]) => store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
+      // The oldest task of key k locks a resource and is not queued yet (it runs later); the claim
+      // reads that no queued task locks anything, and plans a turn of k.
+      const [locking] = await insert(task('f', { concurrencyKey: 'k', locks: ['repo/a'], runAt: T0 + 5 }));
+      const [plain] = await insert(task('f', { concurrencyKey: 'k' }));
+      assert.equal(locking.task.status, 'scheduled');
+      // Another node queues it (as its promotion would) just before the claim's lease.
+      let queued = false;
+      restore = beforeStatements(async (name) => {
+        if (queued || !name.startsWith('fleetd_lease_head')) return;
+        queued = true;
+        await side.query("UPDATE tasks SET status = 'queued' WHERE id = $1", [locking.task.id]);
+      });
+      const claim = await store.taskClaim({ agentId: 'f', max: 1, now: T0 + 10, plan: planClaim });
+      restore();
+      assert.ok(queued);
+      assert.deepEqual(claim.tasks.map((t) => t.id), [plain.task.id], 'the task without locks goes; the one with locks waits for a claim that can take them');
+      assert.equal((await store.taskGet({ id: locking.task.id }))?.status, 'queued');
+      // The next claim sees it, and takes its lock with its lease.
+      const next = await store.taskClaim({ agentId: 'f', max: 1, now: T0 + 11, plan: planClaim });
+      assert.deepEqual(next.tasks.map((t) => t.id), [locking.task.id]);
+      assert.deepEqual((await store.lockGet({ id: taskLockId(locking.task.id) }))?.resources, ['repo/a']);
+    } finally {
+      restore();
+      await side.end();
       await destroy();
     }
   });

@@ -320,10 +320,10 @@ function claimedResult(agent: Agent, previousStatus: AgentStatus, one: ClaimedRo
 
 const CLAIM_TICK = prepared('claim_tick', `SELECT agents, claimed FROM ${CLAIM_TICK_FUNCTION.name}($1::text[], $2::bigint, $3::jsonb)`);
 
-/** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 /** An agent's leases, counted by a claim under a plan. */
 const IN_FLIGHT = prepared('in_flight', "SELECT count(*)::int AS n FROM tasks WHERE agent_id = $1 AND status = 'leased'");
 
+/** Completes the tasks of a batch still leased to their agents: $1 ids, $2 agents, $3 results (JSON), $4 times. */
 const TASK_COMPLETE = prepared(
   'task_complete',
   `UPDATE tasks t SET status = 'completed', result = u.result, completed_at = u.now, updated_at = u.now, lease_expires_at = NULL
@@ -640,8 +640,10 @@ export function postgresTasks(
   }
 
   /**
-   * A claim under policies, pauses or concurrency keys: core's plan says which group goes next, and
-   * each task goes by one statement (the oldest head among the groups, leased).
+   * A claim under policies, pauses or concurrency keys: core's plan says which group goes next. The
+   * turns that come down to one group are leased together (leaseHeads) while no queued task locks
+   * resources; the others go a statement a task (the oldest head among the groups, leased), each
+   * task's locks taken with it.
    */
   async function plannedClaim(q: Query, params: TaskClaimParams, agent: Agent): Promise<Omit<TaskClaimResult, 'agent' | 'previousStatus'>> {
     const [{ n: inFlight }] = await q<{ n: number }>(IN_FLIGHT, [agent.id]);

@@ -50,8 +50,9 @@ export interface PostgresAdmission {
   locking(q: Query): Promise<boolean>;
   state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState>;
   /**
-   * Leases the oldest queued task of each group in `taken` (a group once for each task the plan took
-   * from it), all or none: the rows in `taken`'s order, or undefined when some group had fewer.
+   * Leases the oldest queued task without locks of each group in `taken` (a group once for each
+   * task the plan took from it), all or none: the rows in `taken`'s order, or undefined when some
+   * group had fewer.
    */
   leaseHeads(q: Query, taken: QueuedGroup[], agentId: string, now: number, claimId: number | null): Promise<TaskRow[] | undefined>;
   /** Leases the oldest queued task among these groups to the agent; its row, or undefined when none was left. */
@@ -104,14 +105,17 @@ const LEASE_HEAD = prepared(
 );
 
 /**
- * Leases, for each group, as many of its oldest queued tasks as the plan took from it ($7): all of
- * them or none, so that a group with fewer than the plan counted (tasks past their expires_at not
- * yet swept) leaves the plan's counts untouched and the claim goes one task at a time instead.
+ * Leases, for each group, as many of its oldest queued tasks as the plan took from it ($7), all of
+ * them or none. A group may hold fewer than the plan counted: tasks past their expires_at not yet
+ * swept, rows another transaction holds, or a task that locks resources, queued again since the
+ * claim looked (a retry, a scheduled task come due), which this statement never takes since it
+ * cannot take the locks. Then it leases nothing, and the claim starts its plan again, a task at a time.
  */
 const LEASE_HEADS = prepared(
   'lease_heads',
-  `WITH heads AS (${groupHeads('n', '', 'g.n')})
-   ${LEASE} WHERE t.id IN (SELECT id FROM heads) AND (SELECT count(*) FROM heads) = (SELECT sum(n) FROM unnest($7::bigint[]) AS c(n)) RETURNING t.*`,
+  `WITH heads AS (${groupHeads('n', " AND locks = '[]'", 'g.n')})
+   ${LEASE} WHERE t.id IN (SELECT id FROM heads)
+     AND (SELECT count(DISTINCT id) FROM heads) = (SELECT sum(n) FROM unnest($7::bigint[]) AS c(n)) RETURNING t.*`,
 );
 
 /**
@@ -242,7 +246,9 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
         groups.map((g) => counts.get(g)!),
         claimId,
       ]);
-      if (rows.length < taken.length) return undefined;
+      if (rows.length === 0) return undefined;
+      // The statement leases all or none: a part would be tasks leased that no one is told of.
+      if (rows.length !== taken.length) throw new Error(`a planned claim leased ${rows.length} tasks of ${taken.length}`);
       // Each group's tasks oldest first, handed out in the order the plan took them.
       const byGroup = new Map<string, TaskRow[]>();
       for (const row of rows.sort((a, b) => a.id - b.id)) {

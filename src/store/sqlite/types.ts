@@ -56,9 +56,9 @@ const usageSums = (filter: string) => `
     WHERE ${filter} AND at >= @day GROUP BY namespace, type, ckey`;
 
 /**
- * Read on every claim while any rule is in force, so each names its partial index: SQLite's
- * planner, without statistics, picks tasks_by_status or tasks_by_type and reads every queued task
- * or every task of the type, done ones too. Exported for the test of their plans.
+ * Read on every claim (anyRule) and on every claim under a limit (leasedKeyed), so each names its
+ * partial index: SQLite's planner, without statistics, picks tasks_by_status or tasks_by_type and
+ * reads every queued task or every task of the type, done ones too. Exported for the test of their plans.
  */
 export const CLAIM_READS = {
   anyRule: `SELECT EXISTS (SELECT 1 FROM type_policies) OR EXISTS (SELECT 1 FROM type_pauses)
