@@ -9,6 +9,7 @@ import { CLAIM_BEAT_WRITE_MS, taskLockId } from '../src/store/store.js';
 import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { T0, task } from './store/harness.js';
 import { planClaim } from '../src/core/rules/admission.js';
+import { decideLock, lockProbes } from '../src/core/rules/locks.js';
 import { freshPostgres, TEST_DATABASE_URL, uniqueSchema } from './store/postgres.js';
 
 interface PlanNode {
@@ -39,6 +40,32 @@ function beforeStatements(before: (name: string) => Promise<void> | void): () =>
   } as typeof query;
   return () => {
     pg.Client.prototype.query = query;
+  };
+}
+
+/**
+ * Another node's write just before a claim's lease: task `id` set queued (as its promotion would),
+ * from a connection of its own, ahead of the first statement named `statement`. `close()` puts pg
+ * back and ends the connection, and may be called twice.
+ */
+async function queueBeforeLease(schema: string, statement: string, id: number): Promise<{ queued(): boolean; close(): Promise<void> }> {
+  const side = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${schema}` });
+  await side.connect();
+  let queued = false;
+  let closed = false;
+  const restore = beforeStatements(async (name) => {
+    if (queued || name !== statement) return;
+    queued = true;
+    await side.query("UPDATE tasks SET status = 'queued' WHERE id = $1", [id]);
+  });
+  return {
+    queued: () => queued,
+    async close() {
+      if (closed) return;
+      closed = true;
+      restore();
+      await side.end();
+    },
   };
 }
 
@@ -315,9 +342,7 @@ describe('postgres store', { timeout: 60_000 }, () => {
   it('never leases a task that locks resources without its locks, when it is queued again between what a planned claim read and its lease', async () => {
     const { driver, destroy } = await freshPostgres();
     const { store, database } = driver;
-    const side = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${database.schema}` });
-    await side.connect();
-    let restore = () => {};
+    let race: Awaited<ReturnType<typeof queueBeforeLease>> | undefined;
     try {
       await store.agentCreateMany([{ id: 'f', name: 'f', capabilities: ['f'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: 'h-f', now: T0 }]);
       const insert = (...tasks: ReturnType<typeof task>[]) => store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
@@ -327,15 +352,10 @@ describe('postgres store', { timeout: 60_000 }, () => {
       const [plain] = await insert(task('f', { concurrencyKey: 'k' }));
       assert.equal(locking.task.status, 'scheduled');
       // Another node queues it (as its promotion would) just before the claim's lease.
-      let queued = false;
-      restore = beforeStatements(async (name) => {
-        if (queued || !name.startsWith('fleetd_lease_head')) return;
-        queued = true;
-        await side.query("UPDATE tasks SET status = 'queued' WHERE id = $1", [locking.task.id]);
-      });
+      race = await queueBeforeLease(database.schema, 'fleetd_lease_heads', locking.task.id);
       const claim = await store.taskClaim({ agentId: 'f', max: 1, now: T0 + 10, plan: planClaim });
-      restore();
-      assert.ok(queued);
+      await race.close();
+      assert.ok(race.queued());
       assert.deepEqual(claim.tasks.map((t) => t.id), [plain.task.id], 'the task without locks goes; the one with locks waits for a claim that can take them');
       assert.equal((await store.taskGet({ id: locking.task.id }))?.status, 'queued');
       // The next claim sees it, and takes its lock with its lease.
@@ -343,8 +363,37 @@ describe('postgres store', { timeout: 60_000 }, () => {
       assert.deepEqual(next.tasks.map((t) => t.id), [locking.task.id]);
       assert.deepEqual((await store.lockGet({ id: taskLockId(locking.task.id) }))?.resources, ['repo/a']);
     } finally {
-      restore();
-      await side.end();
+      await race?.close();
+      await destroy();
+    }
+  });
+
+  it('goes past a task that locks resources, queued since the claim read that none did, when its turns go a task at a time', async () => {
+    const { driver, destroy } = await freshPostgres();
+    const { store, database } = driver;
+    let race: Awaited<ReturnType<typeof queueBeforeLease>> | undefined;
+    try {
+      const agent = (id: string) => ({ id, name: id, capabilities: ['f', 'g'], labels: {}, maxConcurrency: 10, namespace: 'default', tokenHash: `h-${id}`, now: T0 });
+      await store.agentCreateMany([agent('f'), agent('o')]);
+      // Another agent holds the resource the oldest task will want.
+      const held = await store.lockAcquire({
+        id: 'held', namespace: 'default', agentId: 'o', resources: ['repo/b'], ttlMs: 60_000, description: '', now: T0,
+        decide: (holders) => decideLock(holders, T0), probes: lockProbes(['repo/b']),
+      });
+      assert.ok(held.acquired);
+      const insert = (...tasks: ReturnType<typeof task>[]) => store.taskInsertMany({ tasks, now: T0, onRepeat: repeatCheck('task', tasks) });
+      // Key k has tasks of two types, so its turn is two groups and goes a statement a task.
+      const [locking] = await insert(task('g', { concurrencyKey: 'k', locks: ['repo/b'], runAt: T0 + 5 }));
+      const plain = await insert(task('f', { concurrencyKey: 'k' }), task('g', { concurrencyKey: 'k' }));
+      race = await queueBeforeLease(database.schema, 'fleetd_lease_head', locking.task.id);
+      // Taken, its lease would need undoing (its lock is held) where the claim kept no savepoint.
+      const claim = await store.taskClaim({ agentId: 'f', max: 2, now: T0 + 10, plan: planClaim });
+      await race.close();
+      assert.ok(race.queued());
+      assert.deepEqual(claim.tasks.map((t) => t.id), plain.map((p) => p.task.id));
+      assert.equal((await store.taskGet({ id: locking.task.id }))?.status, 'queued');
+    } finally {
+      await race?.close();
       await destroy();
     }
   });

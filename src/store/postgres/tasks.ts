@@ -684,7 +684,9 @@ export function postgresTasks(
     const passed = new Map<QueuedGroup, number>();
     for (; next !== undefined && tasks.length < room; next = plan.next()) {
       if (locking) await q('SAVEPOINT fleetd_head');
-      const row = await admission.leaseHead(q, next, agent.id, params.now, passed, params.claimId ?? null);
+      // A task that locks resources only where the claim read that some do and keeps a savepoint to
+      // undo its lease; one queued since goes to the next claim.
+      const row = await admission.leaseHead(q, next, agent.id, params.now, passed, params.claimId ?? null, locking);
       const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
       if (row && group && row.locks !== '[]') {
         const resources = JSON.parse(row.locks) as string[];

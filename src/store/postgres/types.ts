@@ -55,8 +55,16 @@ export interface PostgresAdmission {
    * group had fewer.
    */
   leaseHeads(q: Query, taken: QueuedGroup[], agentId: string, now: number, claimId: number | null): Promise<TaskRow[] | undefined>;
-  /** Leases the oldest queued task among these groups to the agent; its row, or undefined when none was left. */
-  leaseHead(q: Query, groups: QueuedGroup[], agentId: string, now: number, after: Map<QueuedGroup, number>, claimId: number | null): Promise<TaskRow | undefined>;
+  /** Leases the oldest queued task among these groups to the agent (one that locks resources only `withLocks`); its row, or undefined when none was left. */
+  leaseHead(
+    q: Query,
+    groups: QueuedGroup[],
+    agentId: string,
+    now: number,
+    after: Map<QueuedGroup, number>,
+    claimId: number | null,
+    withLocks: boolean,
+  ): Promise<TaskRow | undefined>;
   record(q: Query, plan: ClaimPlan, now: number): Promise<void>;
 }
 
@@ -97,10 +105,13 @@ const groupColumns = (groups: QueuedGroup[]) => [groups.map((g) => g.reqKey), gr
 const LEASE = `UPDATE tasks t SET status = 'leased', agent_id = $5, attempts = t.attempts + 1, claim_id = $8, claimed_at = $6, updated_at = $6,
   lease_expires_at = $6 + least(t.lease_ms, t.execution_timeout_ms), expires_at = NULL`;
 
-/** Leases the oldest head among the groups, each past the id in $7 (tasks waiting for their locks). */
+/**
+ * Leases the oldest head among the groups, each past the id in $7 (tasks waiting for their locks);
+ * one that locks resources only when $9, the claim ready to take its locks (a savepoint before it).
+ */
 const LEASE_HEAD = prepared(
   'lease_head',
-  `WITH head AS (${groupHeads('after', ' AND id > g.after', '1')} ORDER BY h.id LIMIT 1)
+  `WITH head AS (${groupHeads('after', " AND id > g.after AND ($9 OR locks = '[]')", '1')} ORDER BY h.id LIMIT 1)
    ${LEASE} WHERE t.id = (SELECT id FROM head) RETURNING t.*`,
 );
 
@@ -225,14 +236,8 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       return rows.map(toGroup);
     },
     state,
-    async leaseHead(q, groups, agentId, now, after, claimId) {
-      const [row] = await q<TaskRow>(LEASE_HEAD, [
-        ...groupColumns(groups),
-        agentId,
-        now,
-        groups.map((g) => after.get(g) ?? 0),
-        claimId,
-      ]);
+    async leaseHead(q, groups, agentId, now, after, claimId, withLocks) {
+      const [row] = await q<TaskRow>(LEASE_HEAD, [...groupColumns(groups), agentId, now, groups.map((g) => after.get(g) ?? 0), claimId, withLocks]);
       return row;
     },
     async leaseHeads(q, taken, agentId, now, claimId) {
