@@ -131,8 +131,8 @@ const LEASE_HEADS = prepared(
 
 /**
  * What a claim under a plan reads and writes, each a named statement: unnamed, PostgreSQL parsed
- * and planned each on every claim, and planning the queued groups alone took longer (3.8 ms) than
- * running them (2 ms with 1,000 keys queued), inside the transaction every planned claim waits for.
+ * and planned each on every claim, inside the transaction every planned claim waits for (the queued
+ * groups: 0.7–3.8 ms of planning in EXPLAIN ANALYZE with 1,000 keys queued; prepared, 0.01 ms).
  */
 const PLAN = {
   groups: prepared('plan_groups', queuedGroups("string_to_array(req_key, E'\\n') <@ $1::text[]")),
