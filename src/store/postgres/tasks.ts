@@ -42,7 +42,7 @@ import {
 } from '../store.js';
 import { prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
-import { PLAN_NEEDED, type PostgresAdmission } from './types.js';
+import { inGroup, PLAN_NEEDED, type PostgresAdmission } from './types.js';
 
 const byClaimOrder = (a: Task, b: Task) => b.priority - a.priority || a.id - b.id;
 
@@ -687,7 +687,7 @@ export function postgresTasks(
       // A task that locks resources only where the claim read that some do and keeps a savepoint to
       // undo its lease; one queued since goes to the next claim.
       const row = await admission.leaseHead(q, next, agent.id, params.now, passed, params.claimId ?? null, locking);
-      const group = row && next.find((g) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key);
+      const group = row && next.find((g) => inGroup(row, g));
       if (row && group && row.locks !== '[]') {
         const resources = JSON.parse(row.locks) as string[];
         const taken = await acquireLock(q, {

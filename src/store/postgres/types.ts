@@ -180,7 +180,8 @@ const PLAN = {
   ),
 };
 
-const groupId = (reqKey: string, type: string, priority: number, key: string) => `${reqKey}\u0000${type}\u0000${priority}\u0000${key}`;
+/** Whether a task's row is of this group. */
+export const inGroup = (row: TaskRow, g: QueuedGroup) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key;
 
 /** Policies and pauses per task type (PostgreSQL), and what the claim reads of them. */
 export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admission: PostgresAdmission } {
@@ -255,14 +256,8 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       // The statement leases all or none: a part would be tasks leased that no one is told of.
       if (rows.length !== taken.length) throw new Error(`a planned claim leased ${rows.length} tasks of ${taken.length}`);
       // Each group's tasks oldest first, handed out in the order the plan took them.
-      const byGroup = new Map<string, TaskRow[]>();
-      for (const row of rows.sort((a, b) => a.id - b.id)) {
-        const id = groupId(row.req_key, row.type, row.priority, row.concurrency_key);
-        const list = byGroup.get(id);
-        if (list) list.push(row);
-        else byGroup.set(id, [row]);
-      }
-      return taken.map((g) => byGroup.get(groupId(g.reqKey, g.type, g.priority, g.key))!.shift()!);
+      const left = rows.sort((a, b) => a.id - b.id);
+      return taken.map((g) => left.splice(left.findIndex((row) => inGroup(row, g)), 1)[0]);
     },
     async record(q, plan, now) {
       const fair = plan.fairUpdates();

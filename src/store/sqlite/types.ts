@@ -5,6 +5,7 @@ import {
   leasedCounts,
   policedTypes,
   toCount,
+  toGroup,
   toPause,
   toPolicy,
   type TypeKeyCountRow,
@@ -58,10 +59,7 @@ interface QueuedGroupsRow {
 }
 
 const toGroups = (rows: QueuedGroupsRow[]): QueuedGroup[] =>
-  rows.flatMap((row) => {
-    const namespace = namespaceOfKey(row.req_key);
-    return (JSON.parse(row.keys) as [string, number][]).map(([key, n]) => ({ reqKey: row.req_key, namespace, type: row.type, priority: row.priority, key, n }));
-  });
+  rows.flatMap(({ req_key, type, priority, keys }) => (JSON.parse(keys) as [string, number][]).map(([ckey, n]) => toGroup({ req_key, type, priority, ckey, n })));
 
 /** Usage reports summed per namespace, type, key and window (since @hour, since @day) where `filter` holds. */
 const usageSums = (filter: string) => `
