@@ -1,20 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startTestServer, type TestServer } from './helpers.js';
+import { drivers, startTestServer, stopAndDrop, type TestServer } from './helpers.js';
 
-/** Each bad request must get its status and code, and leave the store exactly as it was. */
-describe('bad input', () => {
+/** Each bad request must get its status and code, and leave the store exactly as it was, on either store. */
+for (const [driver, store] of Object.entries(drivers)) describe(`bad input (${driver})`, () => {
   let server: TestServer;
   let agentId: string;
   let leasedId: number;
   before(async () => {
-    server = await startTestServer({ maxPayloadBytes: 10_000 });
+    server = await startTestServer({ maxPayloadBytes: 10_000, ...store() });
     agentId = (await server.api.registerAgent(['bad'])).id;
     await server.api.submit({ type: 'bad' });
     leasedId = (await server.api.claim(agentId))[0].id;
     await server.api.submit({ type: 'bad', payload: { untouched: true } });
   });
-  after(() => server.stop());
+  after(() => stopAndDrop(server));
 
   const deep = (n: number): unknown => (n === 0 ? 1 : { a: deep(n - 1) });
   type Case = [name: string, method: string, path: () => string, body: unknown, status: number, code: string, headers?: Record<string, string>];
@@ -46,6 +46,15 @@ describe('bad input', () => {
     ['complete an unknown task', 'POST', () => '/v1/tasks/999999/complete', () => ({ agentId }), 404, 'FLEETD_ERR_NOT_FOUND'],
     ['task id not a number', 'GET', () => '/v1/tasks/abc', undefined, 400, 'FLEETD_ERR_VALIDATION'],
     ['negative task id', 'GET', () => '/v1/tasks/-4', undefined, 400, 'FLEETD_ERR_VALIDATION'],
+    // Past 2^53 − 1 an id would be rounded to another (SQLite) or refused by the database (PostgreSQL's bigint, a 500).
+    ['task id past 2^53', 'GET', () => '/v1/tasks/9007199254740993', undefined, 400, 'FLEETD_ERR_VALIDATION'],
+    ['complete a task id past 2^64', 'POST', () => '/v1/tasks/99999999999999999999/complete', () => ({ agentId }), 400, 'FLEETD_ERR_VALIDATION'],
+    ['batch item id past 2^53', 'POST', () => '/v1/tasks/complete', () => ({ agentId, items: [{ op: 'complete', id: 2 ** 64 }] }), 400, 'FLEETD_ERR_VALIDATION'],
+    ['parent id past 2^53', 'POST', () => '/v1/tasks', { type: 'x', parentId: 2 ** 64 }, 400, 'FLEETD_ERR_VALIDATION'],
+    ['dependency id past 2^53', 'POST', () => '/v1/tasks', { type: 'x', dependsOn: [2 ** 53] }, 400, 'FLEETD_ERR_VALIDATION'],
+    ['log sequence past 2^53', 'GET', () => `/v1/tasks/${leasedId}/logs?since=99999999999999999999`, undefined, 400, 'FLEETD_ERR_VALIDATION'],
+    ['run id past 2^53', 'GET', () => '/v1/pipelines/runs/99999999999999999999', undefined, 400, 'FLEETD_ERR_VALIDATION'],
+    ['pipeline version past 32 bits', 'GET', () => '/v1/pipelines/x/versions/2147483648', undefined, 400, 'FLEETD_ERR_VALIDATION'],
     ['bad cursor', 'GET', () => '/v1/tasks?cursor=%%%%', undefined, 400, 'FLEETD_ERR_VALIDATION'],
     ['unknown status filter', 'GET', () => '/v1/tasks?status=exploded', undefined, 400, 'FLEETD_ERR_VALIDATION'],
     ['limit too large', 'GET', () => '/v1/tasks?limit=100000', undefined, 400, 'FLEETD_ERR_VALIDATION'],

@@ -7,7 +7,9 @@ import { connect, connectAgent, type Peer } from './ws-helpers.js';
 describe('agent stream', () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer({ agentDisconnectGraceMs: 300 });
+    // Pings only every ten minutes: the first round of pings would otherwise go out 0.1 s after the
+    // start, among the writes and frames these tests count (the ping tests below have servers of their own).
+    server = await startTestServer({ agentDisconnectGraceMs: 300, wsPingMs: 600_000 });
   });
   after(() => server.stop());
 
@@ -249,6 +251,8 @@ describe('agent stream', () => {
     assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
     peer.send({ type: 'launch', id: 1 });
     assert.equal((await peer.next('error')).error.code, 'FLEETD_ERR_VALIDATION');
+    peer.send({ type: 'complete', id: 2 ** 64, ref: 'past-2^53' });
+    assert.equal((await peer.next('error', (m) => m.error.details?.ref === 'past-2^53')).error.code, 'FLEETD_ERR_VALIDATION');
     const task = await api.submit({ type: 'other-agents-task' });
     peer.send({ type: 'complete', id: task.id, ref: 'steal' });
     const refused = await peer.next('error', (m) => m.ref === 'steal');
@@ -465,13 +469,14 @@ describe('ping/pong', () => {
   });
 });
 
-/** The frames a server sent (unmasked), read from the raw bytes: whether each is compressed (RSV1). */
+/** The data frames a server sent (unmasked), read from the raw bytes: whether each is compressed (RSV1). */
 function frameHeaders(data: Buffer): { compressed: boolean; length: number }[] {
   const frames: { compressed: boolean; length: number }[] = [];
   for (let at = 0; at < data.length; ) {
     const short = data[at + 1] & 0x7f;
     const [length, header] = short === 126 ? [data.readUInt16BE(at + 2), 4] : short === 127 ? [Number(data.readBigUInt64BE(at + 2)), 10] : [short, 2];
-    frames.push({ compressed: (data[at] & 0x40) !== 0, length });
+    // Control frames (a ping, opcode 0x8 and up) are never compressed: only messages are counted.
+    if ((data[at] & 0x08) === 0) frames.push({ compressed: (data[at] & 0x40) !== 0, length });
     at += header + length;
   }
   return frames;

@@ -58,6 +58,14 @@ export const StepStatusSchema = oneOf(STEP_STATUSES);
 export const ScopeSchema = oneOf(SCOPES);
 export const ErrorCodeSchema = oneOf(Object.keys(ErrorCodes) as ErrorCode[]);
 
+/**
+ * A row's id (a task's, a run's) or a sequence number as a request names it: JavaScript holds every
+ * integer up to 2^53 − 1 exactly, and PostgreSQL refuses a bigint past 2^63, so a larger one is
+ * refused as bad input rather than rounded to another row's id or failing in the database.
+ */
+export const RowIdSchema = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
+export const SequenceSchema = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
 /** Every error, on HTTP and on the streams: `{"error": {code, message, details}}`. */
 export const ErrorSchema = Type.Object({
   code: ErrorCodeSchema,

@@ -9,7 +9,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FleetError } from '../domain/errors.js';
 import type { Agent, TaskWithoutPayload, Task } from '../domain/types.js';
-import { AgentSchema, ErrorSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, agentJson, isoOrNull, literalsOf, tasksJsonText } from '../domain/wire.js';
+import { AgentSchema, ErrorSchema, RowIdSchema, TaskSchema, TaskStatusSchema, UsageInputSchema, agentJson, isoOrNull, literalsOf, tasksJsonText } from '../domain/wire.js';
 import { LOG_LEVELS } from '../domain/activity.js';
 
 export const AGENT_PROTOCOL_VERSION = 1;
@@ -17,7 +17,7 @@ export const AGENT_PROTOCOL_VERSION = 1;
 /** Names a message so that its answer can say which one it answers. */
 export const MessageRef = Type.Union([Type.String({ maxLength: 64 }), Type.Integer()]);
 const Ref = Type.Optional(MessageRef);
-const TaskId = Type.Integer({ minimum: 1 });
+const TaskId = RowIdSchema;
 /** What the task used (tokens, cost, model), counted for its type and key: as on POST /v1/tasks/:id/complete and /fail. */
 const Usage = Type.Optional(UsageInputSchema);
 

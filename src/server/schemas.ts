@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { NAMESPACE_PATTERN } from '../domain/namespaces.js';
+import { RowIdSchema } from '../domain/wire.js';
 
 /**
  * Request schemas, strict: unknown fields are rejected, never dropped. The response schemas, from
@@ -12,6 +13,8 @@ export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z
 /** A task's requirement: a capability, or `label:<key>=<value>`, which an agent with that label meets. */
 const Requirement = Type.Union([Capability, Type.String({ maxLength: 400, pattern: '^label:[^\\n=]{1,100}=[^\\n]{0,256}$' })]);
 export const Id = Type.String({ minLength: 1, maxLength: 64 });
+/** `:id` of a task, run or case. */
+export const RowIdParams = Type.Object({ id: RowIdSchema });
 /** The `namespace` a request names, in its body or query (server/namespaces.ts decides what it may name). */
 export const NamespaceName = Type.String({ pattern: NAMESPACE_PATTERN, description: 'The namespace to act in; a key reaching one namespace need not name it' });
 const AnyJson = Type.Unknown();
@@ -44,9 +47,9 @@ export const TaskInputSchema = Type.Object(
     tags: Type.Optional(Type.Array(Tag, { maxItems: 16 })),
     /** Up to 16 KiB of JSON, kept with the task. */
     metadata: Type.Optional(Type.Record(Type.String({ maxLength: 100 }), AnyJson, { maxProperties: 64 })),
-    parentId: Type.Optional(Type.Integer({ minimum: 1, description: 'The task that spawned this one; it must exist' })),
+    parentId: Type.Optional(Type.Integer({ ...RowIdSchema, description: 'The task that spawned this one; it must exist' })),
     dependsOn: Type.Optional(
-      Type.Array(Type.Integer({ minimum: 1 }), { maxItems: 1000, description: 'Tasks that must finish first; the task waits (status waiting) until they have' }),
+      Type.Array(RowIdSchema, { maxItems: 1000, description: 'Tasks that must finish first; the task waits (status waiting) until they have' }),
     ),
     onDependencyFailure: Type.Optional(
       Type.Union([Type.Literal('cancel'), Type.Literal('run')], { description: 'When a dependency ends dead or cancelled: cancel this task (the default) or run it anyway' }),

@@ -2,13 +2,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Fleet } from '../../core/fleet.js';
-import { RunSchema, runJson } from '../../domain/wire.js';
+import { RowIdSchema, RunSchema, runJson } from '../../domain/wire.js';
 import type { Asker } from '../../pipelines/approvals.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
 import { assertVisible } from '../namespaces.js';
 import { bodyLimits, errors } from './deps.js';
 
-const StepPath = Type.Object({ id: Type.Integer({ minimum: 1 }), step: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 200 }) });
+const StepPath = Type.Object({ id: RowIdSchema, step: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$', maxLength: 200 }) });
 const Decision = Type.Object({ comment: Type.Optional(Type.String({ maxLength: 2_000 })) }, { additionalProperties: false });
 
 /**

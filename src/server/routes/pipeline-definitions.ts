@@ -112,7 +112,8 @@ export const pipelineDefinitionRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pi
         tags: ['pipelines'],
         summary: 'Get one version of a pipeline',
         description: "The definition a version stored in the namespace, as given: the one its runs (pipelineVersion) follow.",
-        params: Type.Object({ name: NAME, version: Type.Integer({ minimum: 1 }) }),
+        // Versions are 32-bit in the store (PostgreSQL INTEGER): a larger one names no version.
+        params: Type.Object({ name: NAME, version: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) }),
         querystring: Type.Object(InNamespace, { additionalProperties: false }),
         response: { 200: Version, ...errors(400, 404) },
       },

@@ -16,7 +16,7 @@ import {
 } from '../../domain/wire.js';
 import type { Pipelines } from '../../pipelines/pipelines.js';
 import { assertVisible, readNamespaces, writeNamespace } from '../namespaces.js';
-import { NamespaceName, Pagination } from '../schemas.js';
+import { NamespaceName, Pagination, RowIdParams } from '../schemas.js';
 import { errors } from './deps.js';
 import { pipelineInfo } from './pipeline-definitions.js';
 
@@ -28,7 +28,6 @@ const Started = Type.Object({ run: RunSchema, created: Type.Boolean() });
 /** Lists: the namespace to list, else every one the credential reaches. */
 const InNamespace = { namespace: Type.Optional(NamespaceName) };
 const PipelineName = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) });
-const RunId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 
 /**
  * Pipelines: start runs (one or a batch, idempotent by key), follow them, cancel them, list them;
@@ -132,7 +131,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
     return run;
   };
 
-  app.get('/pipelines/runs/:id', { schema: { tags: ['pipelines'], summary: 'Get a pipeline run', description: 'The run with each step\'s status, attempts, output or error.', params: RunId, response: { 200: Type.Object({ run: RunSchema }), ...errors(400, 404) } } }, async (request) => ({
+  app.get('/pipelines/runs/:id', { schema: { tags: ['pipelines'], summary: 'Get a pipeline run', description: 'The run with each step\'s status, attempts, output or error.', params: RowIdParams, response: { 200: Type.Object({ run: RunSchema }), ...errors(400, 404) } } }, async (request) => ({
     run: runJson(await visibleRun(request, request.params.id)),
   }));
 
@@ -143,7 +142,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
         tags: ['pipelines'],
         summary: 'Cancel a pipeline run',
         description: 'No further step starts; a step in flight is abandoned. 409 for a run that has finished.',
-        params: RunId,
+        params: RowIdParams,
         response: { 200: Type.Object({ run: RunSchema }), ...errors(400, 404, 409) },
       },
     },
@@ -175,7 +174,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox<{ pipelines: Pipelines }>
   );
 
   const CaseDetail = Type.Object({ case: Type.Composite([CaseSchema, Type.Object({ members: Type.Array(CaseMemberSchema) })]) });
-  app.get('/cases/:id', { schema: { tags: ['cases'], summary: 'Get a case', description: 'The case with its member runs and their similarity.', params: RunId, response: { 200: CaseDetail, ...errors(400, 404) } } }, async (request) => {
+  app.get('/cases/:id', { schema: { tags: ['cases'], summary: 'Get a case', description: 'The case with its member runs and their similarity.', params: RowIdParams, response: { 200: CaseDetail, ...errors(400, 404) } } }, async (request) => {
     const found = await pipelines.cases.get(request.params.id);
     assertVisible(request, found.namespace, 'case', request.params.id);
     return { case: { ...caseJson(found), members: found.members.map(caseMemberJson) } };

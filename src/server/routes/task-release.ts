@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { TaskSchema, taskJson } from '../../domain/wire.js';
-import { Id, UsageInputSchema } from '../schemas.js';
+import { Id, RowIdParams, UsageInputSchema } from '../schemas.js';
 import { assertAgentInReach, bodyAgent, bodyLimits, errors, minimalAnswer, ReturnQuery, type Routes } from './deps.js';
 
 /**
@@ -18,7 +18,7 @@ export const taskReleaseRoutes: Routes = async (app, { fleet }) => {
         summary: 'Give a leased task back for later',
         description:
           'Only the lease holder. The task goes back to the queue after delayMs (scheduled until then), the attempt its claim counted is taken back, and its error records the reason (FLEETD_ERR_RELEASED). `usage` counts what the attempt used, as with a completion. ?return=minimal answers without the payload, result and error, and the payload is not read.',
-        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        params: RowIdParams,
         querystring: ReturnQuery,
         body: Type.Object(
           {

@@ -4,8 +4,9 @@ import type { FleetEvents } from '../../bus/bus.js';
 import type { ActivityEntry } from '../../domain/activity.js';
 import { invalid } from '../../domain/errors.js';
 import { TERMINAL_STATUSES, type Task } from '../../domain/types.js';
-import { activityEntryJson, taskJson } from '../../domain/wire.js';
+import { SequenceSchema, activityEntryJson, taskJson } from '../../domain/wire.js';
 import { readNamespaces } from '../namespaces.js';
+import { RowIdParams } from '../schemas.js';
 import { errors, type Routes } from './deps.js';
 
 /** Entries read from the store at a time while replaying or catching up. */
@@ -85,9 +86,9 @@ export const taskStreamRoutes: Routes = async (app, { fleet, config }) => {
         summary: "A task's progress, log and output as Server-Sent Events",
         description:
           'text/event-stream: events progress, log and output (data: the entry as GET /v1/tasks/:id/logs answers it, id: its sequence number), replaying what is retained, then live; then end (data: {task}, the task with its result) once the task is completed, dead or cancelled, and the stream closes. Resumes after Last-Event-ID (or ?since=); a reconnect after end gets 204. ?token= for clients that cannot set Authorization (a browser EventSource).',
-        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        params: RowIdParams,
         querystring: Type.Object(
-          { since: Type.Optional(Type.Integer({ minimum: 0 })), token: Type.Optional(Type.String({ maxLength: 200 })) },
+          { since: Type.Optional(SequenceSchema), token: Type.Optional(Type.String({ maxLength: 200 })) },
           { additionalProperties: false },
         ),
         response: { 200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: Type.String() } } }, 204: Type.Null(), ...errors(400, 404) },

@@ -8,11 +8,10 @@ import { sendCached } from '../cached-reply.js';
 import { ConnectionHangUp } from '../hang-up.js';
 import { TaskSchema, TaskStatusSchema, minimalTaskJson, pageOf, taskJson, taskJsonText, taskPageText, tasksJsonText } from '../../domain/wire.js';
 import { sendJsonText } from '../http.js';
-import { Id, NamespaceName, Pagination, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
+import { Id, NamespaceName, Pagination, RowIdParams, Tag, TaskInputSchema, UsageInputSchema, type TaskInputBody } from '../schemas.js';
 import { readNamespaces, writeNamespace } from '../namespaces.js';
 import { assertAgentInReach, bodyAgent, bodyLimits, errors, minimalAnswer, ReturnQuery, type Routes } from './deps.js';
 
-const TaskId = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const Filters = {
   namespace: Type.Optional(NamespaceName),
   status: Type.Optional(TaskStatusSchema),
@@ -206,7 +205,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         tags: ['tasks'],
         summary: 'Complete a leased task',
         description: 'Stores the result and finishes the task. 409 FLEETD_ERR_LEASE_LOST when the lease is no longer this agent\'s (it expired and the task went back to the queue). ?return=minimal answers without the payload, result and error, and the payload is not read.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, result: Type.Optional(Type.Unknown()), usage: Type.Optional(UsageInputSchema) },
@@ -231,7 +230,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         tags: ['tasks'],
         summary: 'Fail a leased task',
         description: 'Retryable (the default): back to the queue after a backoff, until maxAttempts, then dead. retryable: false sends it to dead at once. ?return=minimal answers without the payload, result and error, and the payload is not read.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, error: Type.Optional(Type.Unknown()), retryable: Type.Optional(Type.Boolean()), usage: Type.Optional(UsageInputSchema) },
@@ -257,7 +256,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         tags: ['tasks'],
         summary: 'Extend the lease of a leased task',
         description: 'Renews the lease for leaseMs from now (the task\'s own leaseMs when omitted), for work that takes longer than one lease. ?return=minimal answers without the payload, result and error, and the payload is not read: what an agent extending every half lease wants.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: ReturnQuery,
         body: Type.Object(
           { agentId: Id, leaseMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })) },
@@ -282,7 +281,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         tags: ['tasks'],
         summary: 'Retry a dead or cancelled task',
         description: 'Puts it back in the queue with its attempts reset. 409 for a task in any other state.',
-        params: TaskId,
+        params: RowIdParams,
         response: { 200: TaskSchema, ...errors(404, 409) },
       },
     },
@@ -301,7 +300,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         summary: 'Cancel a task',
         description:
           'A waiting, queued, scheduled or leased task is cancelled; a finished one answers 409. The agent holding a leased one is told at once: a cancel message on its socket, or FLEETD_ERR_CANCELLED in the answer to its next extend; its completion is refused. The reason is recorded as the task\'s error.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: Type.Object(
           { reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'Why; the agent is told it and the task records it' })) },
           { additionalProperties: false },
@@ -372,7 +371,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         tags: ['tasks'],
         summary: 'List the children of a task',
         description: 'The tasks submitted with this one as their parentId, oldest first; a page of up to limit, and nextCursor for the next page. 404 when the task does not exist.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: Type.Object(Pagination, { additionalProperties: false }),
         response: { 200: pageOf(TaskSchema), ...errors(400, 404) },
       },
@@ -392,7 +391,7 @@ export const taskRoutes: Routes = async (app, { fleet, config, cache, quotas }) 
         summary: 'Get a task',
         description:
           'The task with its payload, status, lease, result or error. With waitMs, answers as soon as the task has ended (completed, dead, cancelled), or at the end of the wait with the task as it is then.',
-        params: TaskId,
+        params: RowIdParams,
         querystring: Type.Object(
           {
             waitMs: Type.Optional(
