@@ -5,6 +5,7 @@ import { repeatCheck } from '../src/core/rules/idempotency.js';
 import { openPostgres, type PostgresDriver } from '../src/store/postgres/driver.js';
 import { migrations } from '../src/store/postgres/migrations.js';
 import { CLAIM_TICK_FUNCTION, TASK_CLAIM } from '../src/store/postgres/tasks.js';
+import { PLAN_GROUPS_FUNCTION } from '../src/store/postgres/types.js';
 import { CLAIM_BEAT_WRITE_MS, taskLockId } from '../src/store/store.js';
 import { eventually, startTestServer, stopAndDrop, type TestServer, within } from './helpers.js';
 import { T0, task } from './store/harness.js';
@@ -18,6 +19,7 @@ interface PlanNode {
   'Index Name'?: string;
   'Actual Rows'?: number;
   'Rows Removed by Filter'?: number;
+  Strategy?: string;
   Plans?: PlanNode[];
 }
 
@@ -209,6 +211,41 @@ describe('postgres store', { timeout: 60_000 }, () => {
       assert.ok(other.created);
     } finally {
       await client.end();
+      await destroy();
+    }
+  });
+
+  it("sums a planned claim's queued groups, 1,000 keys of them, by hashing rather than sorting", async () => {
+    const { driver, destroy } = await freshPostgres();
+    const connect = async () => {
+      const client = new pg.Client({ connectionString: TEST_DATABASE_URL, options: `-c search_path=${driver.database.schema}` });
+      await client.connect();
+      return client;
+    };
+    const [client, other] = [await connect(), await connect()];
+    // The statements run inside the function, with their plans, as auto_explain tells them.
+    const plans: { 'Query Text': string; Plan: PlanNode }[] = [];
+    client.on('notice', (notice) => {
+      if (notice.message?.includes('plan:')) plans.push(JSON.parse(notice.message.slice(notice.message.indexOf('{'))));
+    });
+    try {
+      // 4,000 tasks of 1,000 keys, queued by two connections: two shards of each group to sum.
+      for (const by of [client, other]) {
+        await by.query(`INSERT INTO tasks (type, req_key, payload, priority, status, max_attempts, lease_ms, backoff_ms, run_at, created_at, updated_at, concurrency_key)
+          SELECT 'fair', 'fair', '{}', 0, 'queued', 3, 30000, 1000, 0, 0, 0, 'key-' || (i % 1000) FROM generate_series(1, 2000) i`);
+      }
+      await client.query("LOAD 'auto_explain'");
+      await client.query('SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_format = json; SET client_min_messages = log');
+      const { rows } = await client.query(`SELECT * FROM ${PLAN_GROUPS_FUNCTION.name}($1::text[])`, [['fair']]);
+      assert.equal(rows.length, 1000);
+      assert.ok(rows.every((row) => row.ckey.startsWith('key-') && Number(row.n) === 4));
+      const inner = plans.find((p) => p['Query Text'].includes('queued_groups'));
+      assert.ok(inner, 'the plan of the statement inside the function');
+      const nodes = planNodes(inner.Plan);
+      assert.deepEqual(nodes.filter((n) => n['Node Type'] === 'Sort'), [], 'no sort of the shards');
+      assert.ok(nodes.some((n) => n['Node Type'] === 'Aggregate' && n.Strategy === 'Hashed'));
+    } finally {
+      await Promise.all([client.end(), other.end()]);
       await destroy();
     }
   });

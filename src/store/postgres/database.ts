@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { DependencyReporter } from '../../domain/dependencies.js';
 import { isDependencyUnavailable } from '../../domain/errors.js';
@@ -42,6 +42,26 @@ export interface Prepared {
  * another migrates the schema under it would find these plans invalid; migrations are for restarts.)
  */
 export const prepared = (name: string, text: string): Prepared => ({ name: `fleetd_${name}`, text });
+
+/** A function of the hot path's statements: the name this release calls it by, and its definition. */
+export interface HotPathFunction {
+  name: string;
+  create: string;
+}
+
+/**
+ * The hot path's functions are not migrations: `migrate` creates them on every start. Each is named
+ * by its base name and a hash of its text, and this release calls it by that name. During a rolling
+ * upgrade a node of another release, starting, creates its own version beside it under another
+ * name: neither replaces the function the other calls (a node of the release before this one,
+ * whose functions had bare names, had put its own claim back for every node, and with it lost
+ * claims went unfound until their leases expired). A version no node calls any more stays in the
+ * schema, a few hundred bytes, until dropped by hand (docs/store-drivers.md).
+ */
+export function hotPathFunction(base: string, define: (name: string) => string): HotPathFunction {
+  const name = `${base}_${createHash('sha256').update(define(base)).digest('hex').slice(0, 12)}`;
+  return { name, create: define(name) };
+}
 
 export type Query = <R extends pg.QueryResultRow>(text: string | Prepared, values?: unknown[]) => Promise<R[]>;
 

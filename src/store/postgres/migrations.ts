@@ -1,5 +1,6 @@
 import type { PostgresDatabase } from './database.js';
 import { ANNOUNCE_UNLEASED_FUNCTION, CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION } from './tasks.js';
+import { PLAN_GROUPS_FUNCTION } from './types.js';
 
 /**
  * Versioned schema for the PostgreSQL driver. A migration is never edited once released: a change
@@ -754,7 +755,7 @@ export function migrate(db: PostgresDatabase): Promise<void> {
       await q('INSERT INTO schema_migrations VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
     }
     // Not migrations: the functions of the hot path's statements, this release's versions (hotPathFunction).
-    for (const f of [ANNOUNCE_UNLEASED_FUNCTION, CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION]) await q(f.create);
+    for (const f of [ANNOUNCE_UNLEASED_FUNCTION, CLAIM_TICK_FUNCTION, WHOLE_BATCH_FUNCTION, PLAN_GROUPS_FUNCTION]) await q(f.create);
     // Its predecessor, which took the claims only, inside a transaction that had locked the agents.
     await q('DROP FUNCTION IF EXISTS fleetd_claim_many(jsonb)');
   });

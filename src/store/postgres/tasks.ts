@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { dependencyFailedError, notFound } from '../../domain/errors.js';
 import type { QueuedGroup } from '../../domain/type-policies.js';
 import { DEFAULT_NAMESPACE } from '../../domain/namespaces.js';
@@ -40,7 +39,7 @@ import {
   type TaskTransition,
   type TaskWrite,
 } from '../store.js';
-import { prepared, type PostgresDatabase, type Query } from './database.js';
+import { hotPathFunction, prepared, type PostgresDatabase, type Query } from './database.js';
 import { TickBatcher } from './tick-batcher.js';
 import { inGroup, PLAN_NEEDED, type PostgresAdmission } from './types.js';
 
@@ -66,26 +65,6 @@ const TASK_INSERT = prepared('task_insert', `WITH inserted AS (
   SELECT DISTINCT t.tag, inserted.id FROM inserted, json_array_elements_text(inserted.tags::json) AS t(tag)
 )
 SELECT * FROM inserted`);
-
-/** A function of the hot path's statements: the name this release calls it by, and its definition. */
-export interface HotPathFunction {
-  name: string;
-  create: string;
-}
-
-/**
- * The hot path's functions are not migrations: `migrate` creates them on every start. Each is named
- * by its base name and a hash of its text, and this release calls it by that name. During a rolling
- * upgrade a node of another release, starting, creates its own version beside it under another
- * name: neither replaces the function the other calls (a node of the release before this one,
- * whose functions had bare names, had put its own claim back for every node, and with it lost
- * claims went unfound until their leases expired). A version no node calls any more stays in the
- * schema, a few hundred bytes, until dropped by hand (docs/store-drivers.md).
- */
-function hotPathFunction(base: string, define: (name: string) => string): HotPathFunction {
-  const name = `${base}_${createHash('sha256').update(define(base)).digest('hex').slice(0, 12)}`;
-  return { name, create: define(name) };
-}
 
 /** The SQLSTATE fleetd_whole_batch raises: a key of the batch was taken already. */
 const REPEATED_KEY = 'FL409';

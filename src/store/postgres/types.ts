@@ -19,7 +19,7 @@ import {
   toSpent,
   type SpentRow,
 } from '../type-rows.js';
-import { prepared, type PostgresDatabase, type Query } from './database.js';
+import { hotPathFunction, prepared, type PostgresDatabase, type Query } from './database.js';
 
 /**
  * True when claims must follow a plan: some policy, some pause, or a queued task with a key or
@@ -88,6 +88,23 @@ const queuedGroups = (filter: string) => `
   ) g WHERE n > 0`;
 
 /**
+ * The groups a claim plans over: queuedGroups of the requirement sets the claiming agent meets, as a
+ * function whose GROUP BY is hashed. The planner cannot estimate that filter (an array containment),
+ * takes it to keep 1 % of the rows, and sorted them to group them: with 1,000 keys queued, 2,050
+ * rows of the shards sorted in 2.0 ms of the statement's 3.4 (hashed, 1.5 ms), inside the
+ * transaction every planned claim waits for. PL/pgSQL, so that each connection plans it once.
+ */
+export const PLAN_GROUPS_FUNCTION = hotPathFunction(
+  'fleetd_plan_groups',
+  (name) => `CREATE OR REPLACE FUNCTION ${name}(capabilities text[])
+  RETURNS TABLE (req_key text, type text, priority integer, ckey text, n bigint) LANGUAGE plpgsql STABLE SET enable_sort = off AS $groups$
+#variable_conflict use_column
+BEGIN
+  RETURN QUERY ${queuedGroups("string_to_array(req_key, E'\n') <@ capabilities")};
+END $groups$`,
+);
+
+/**
  * Each group's oldest queued tasks, locked, none past its expiry: the groups unnested as g from
  * $1..$4 (requirement set, type, priority, key) and $7 (`column`, one number a group), $6 now.
  */
@@ -135,7 +152,7 @@ const LEASE_HEADS = prepared(
  * groups: 0.7–3.8 ms of planning in EXPLAIN ANALYZE with 1,000 keys queued; prepared, 0.01 ms).
  */
 const PLAN = {
-  groups: prepared('plan_groups', queuedGroups("string_to_array(req_key, E'\\n') <@ $1::text[]")),
+  groups: prepared('plan_groups', `SELECT * FROM ${PLAN_GROUPS_FUNCTION.name}($1::text[])`),
   policies: prepared('plan_policies', 'SELECT * FROM type_policies ORDER BY namespace, type'),
   pruneStarts: prepared('plan_prune_starts', 'DELETE FROM type_starts WHERE namespace = $1 AND type = $2 AND at <= $3'),
   starts: prepared(
