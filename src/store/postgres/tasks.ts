@@ -636,11 +636,10 @@ export function postgresTasks(
       const held = new Set(keys);
       groups = groups.filter((g) => canClaim(g.reqKey, held, agent.namespace));
     }
-    const state = await admission.state(q, params.now, groups);
+    // locking: only while some queued task locks resources, as the claim read: its lease is undone if its locks are held.
+    const { state, locking } = await admission.read(q, params.now, groups);
     let plan = params.plan!(state, groups, params.now);
     const tasks: Task[] = [];
-    // Only while some queued task locks resources: its lease is undone if its locks are held.
-    const locking = await admission.locking(q);
     let next = plan.next();
     // The plan's turns need no answer from the database while each comes down to one group and no
     // lock can turn a task away: those are leased in one statement, where a statement a task (29

@@ -46,9 +46,8 @@ export interface PostgresAdmission {
    */
   lock(q: Query): Promise<void>;
   groups(q: Query, capabilities: string[]): Promise<QueuedGroup[]>;
-  /** True while some queued task locks resources. */
-  locking(q: Query): Promise<boolean>;
-  state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState>;
+  /** What the plan reads of policies, pauses, leases and turns for these groups; and whether some queued task locks resources. */
+  read(q: Query, now: number, groups: QueuedGroup[]): Promise<{ state: AdmissionState; locking: boolean }>;
   /**
    * Leases the oldest queued task without locks of each group in `taken` (a group once for each
    * task the plan took from it), all or none: the rows in `taken`'s order, or undefined when some
@@ -153,25 +152,33 @@ const LEASE_HEADS = prepared(
  */
 const PLAN = {
   groups: prepared('plan_groups', `SELECT * FROM ${PLAN_GROUPS_FUNCTION.name}($1::text[])`),
-  policies: prepared('plan_policies', 'SELECT * FROM type_policies ORDER BY namespace, type'),
+  /**
+   * In one statement, what a plan reads whatever the policies say ($1 now; $2 and $3 the groups'
+   * namespaces and keys): the policies, pauses, turns, whether a queued task locks resources, and
+   * the leases of the types with a policy (the plan counts the limited ones'). Seven statements
+   * had been seven round trips inside the transaction every planned claim waits for.
+   */
+  state: prepared(
+    'plan_state',
+    `SELECT
+       (SELECT coalesce(json_agg(p ORDER BY p.namespace, p.type), '[]') FROM type_policies p) AS policies,
+       (SELECT coalesce(json_agg(p ORDER BY p.namespace, p.type, p.ckey), '[]') FROM type_pauses p WHERE p.until IS NULL OR p.until > $1) AS pauses,
+       (SELECT coalesce(json_agg(c), '[]') FROM fair_clocks c) AS clocks,
+       (SELECT coalesce(json_agg(f), '[]') FROM (
+          SELECT namespace, ckey AS key, pass FROM fair_keys WHERE namespace = ANY($2::text[]) AND ckey IN (SELECT unnest($3::text[]))) f) AS passes,
+       -- By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
+       (SELECT coalesce(json_agg(k), '[]') FROM (
+          SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
+          WHERE status = 'leased' AND concurrency_key <> '' AND type IN (SELECT type FROM type_policies) GROUP BY namespace, type, concurrency_key) k) AS leased_keyed,
+       (SELECT coalesce(json_agg(c), '[]') FROM (
+          SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type IN (SELECT type FROM type_policies) GROUP BY req_key, type) c) AS leased_counted,
+       EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS locking`,
+  ),
   pruneStarts: prepared('plan_prune_starts', 'DELETE FROM type_starts WHERE namespace = $1 AND type = $2 AND at <= $3'),
   starts: prepared(
     'plan_starts',
     'SELECT namespace, type, ckey, count(*) AS n, min(at) AS oldest FROM type_starts WHERE namespace = $1 AND type = $2 AND at > $3 GROUP BY namespace, type, ckey',
   ),
-  // By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
-  leasedKeyed: prepared(
-    'plan_leased_keyed',
-    `SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
-     WHERE status = 'leased' AND concurrency_key <> '' AND type = ANY($1::text[]) GROUP BY namespace, type, concurrency_key`,
-  ),
-  leasedCounted: prepared(
-    'plan_leased_counted',
-    "SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type = ANY($1::text[]) GROUP BY req_key, type",
-  ),
-  pauses: prepared('plan_pauses', 'SELECT * FROM type_pauses WHERE until IS NULL OR until > $1 ORDER BY namespace, type, ckey'),
-  clocks: prepared('plan_clocks', 'SELECT namespace, clock FROM fair_clocks'),
-  passes: prepared('plan_passes', 'SELECT namespace, ckey AS key, pass FROM fair_keys WHERE namespace = ANY($1::text[]) AND ckey = ANY($2::text[])'),
   spent: prepared(
     'plan_spent',
     `SELECT namespace, type, ckey, coalesce(sum(CASE WHEN at >= $3 THEN input_tokens + output_tokens END), 0) AS tokens_hour,
@@ -179,7 +186,6 @@ const PLAN = {
      FROM task_usage WHERE (namespace, type) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND at >= $4
      GROUP BY namespace, type, ckey`,
   ),
-  locking: prepared('plan_locking', "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS any"),
   lock: prepared('plan_lock', 'SELECT 1 FROM claim_lock WHERE id = 1 FOR UPDATE'),
   setClocks: prepared(
     'plan_set_clocks',
@@ -197,6 +203,17 @@ const PLAN = {
   ),
 };
 
+/** PLAN.state's row: its lists as JSON, rows as objects of their columns. */
+interface PlanStateRow {
+  policies: TypePolicyRow[];
+  pauses: TypePauseRow[];
+  clocks: { namespace: string; clock: number }[];
+  passes: { namespace: string; key: string; pass: number }[];
+  leased_keyed: TypeKeyCountRow[];
+  leased_counted: { req_key: string; type: string; n: number }[];
+  locking: boolean;
+}
+
 /** Whether a task's row is of this group. */
 export const inGroup = (row: TaskRow, g: QueuedGroup) => g.reqKey === row.req_key && g.type === row.type && g.priority === row.priority && g.key === row.concurrency_key;
 
@@ -204,8 +221,11 @@ export const inGroup = (row: TaskRow, g: QueuedGroup) => g.reqKey === row.req_ke
 export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admission: PostgresAdmission } {
   const query: Query = (text, values) => db.query(text, values);
 
-  async function state(q: Query, now: number, groups: QueuedGroup[]): Promise<AdmissionState> {
-    const policies = (await q<TypePolicyRow>(PLAN.policies)).map(toPolicy);
+  async function read(q: Query, now: number, groups: QueuedGroup[]): Promise<{ state: AdmissionState; locking: boolean }> {
+    const keys = [...new Set(groups.map((g) => g.key))];
+    const namespaces = [...new Set(groups.map((g) => g.namespace))];
+    const [row] = await q<PlanStateRow>(PLAN.state, [now, namespaces, keys]);
+    const policies = row.policies.map(toPolicy);
     const { limited, rated, budgeted } = policedTypes(policies);
     const starts = [];
     for (const { namespace, type, since } of rated) {
@@ -213,39 +233,24 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       const rows = await q<TypeKeyCountRow>(PLAN.starts, [namespace, type, now - since]);
       starts.push(...rows.map(toCount));
     }
-    const limitedTypes = [...new Set(limited.map((l) => l.type))];
-    const leasedKeyed =
-      limited.length === 0
-        ? []
-        : await q<TypeKeyCountRow>(PLAN.leasedKeyed, [limitedTypes]);
-    const leasedCounted =
-      limited.length === 0
-        ? []
-        : await q<{ req_key: string; type: string; n: string }>(PLAN.leasedCounted, [limitedTypes]);
-    const keys = [...new Set(groups.map((g) => g.key))];
-    const namespaces = [...new Set(groups.map((g) => g.namespace))];
     return {
-      policies,
-      pauses: (await q<TypePauseRow>(PLAN.pauses, [now])).map(toPause),
-      leased: leasedCounts(limited, leasedKeyed, leasedCounted),
-      starts,
-      fairClocks: await q<{ namespace: string; clock: number }>(PLAN.clocks),
-      passes:
-        keys.length === 0
-          ? []
-          : await q<{ namespace: string; key: string; pass: number }>(PLAN.passes, [namespaces, keys]),
-      spent:
-        budgeted.length === 0
-          ? []
-          : (await q<SpentRow>(PLAN.spent, [budgeted.map((b) => b.namespace), budgeted.map((b) => b.type), now - HOUR_MS, now - DAY_MS])).map(toSpent),
+      locking: row.locking,
+      state: {
+        policies,
+        pauses: row.pauses.map(toPause),
+        leased: leasedCounts(limited, row.leased_keyed, row.leased_counted),
+        starts,
+        fairClocks: row.clocks,
+        passes: row.passes,
+        spent:
+          budgeted.length === 0
+            ? []
+            : (await q<SpentRow>(PLAN.spent, [budgeted.map((b) => b.namespace), budgeted.map((b) => b.type), now - HOUR_MS, now - DAY_MS])).map(toSpent),
+      },
     };
   }
 
   const admission: PostgresAdmission = {
-    async locking(q) {
-      const [row] = await q<{ any: boolean }>(PLAN.locking);
-      return row.any;
-    },
     async lock(q) {
       await q(PLAN.lock);
     },
@@ -253,7 +258,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       const rows = await q<QueuedGroupRow>(PLAN.groups, [capabilities]);
       return rows.map(toGroup);
     },
-    state,
+    read,
     async leaseHead(q, groups, agentId, now, after, claimId, withLocks) {
       const [row] = await q<TaskRow>(LEASE_HEAD, [...groupColumns(groups), agentId, now, groups.map((g) => after.get(g) ?? 0), claimId, withLocks]);
       return row;
@@ -362,7 +367,7 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
           params.type === undefined ? [] : [params.type],
         );
         const groups = rows.map(toGroup);
-        return { state: await state(q, params.now, groups), groups };
+        return { state: (await read(q, params.now, groups)).state, groups };
       });
     },
   };
