@@ -7,9 +7,10 @@ import { connect, connectAgent, type Peer } from './ws-helpers.js';
 describe('agent stream', () => {
   let server: TestServer;
   before(async () => {
-    // Pings only every ten minutes: the first round of pings would otherwise go out 0.1 s after the
-    // start, among the writes and frames these tests count (the ping tests below have servers of their own).
-    server = await startTestServer({ agentDisconnectGraceMs: 300, wsPingMs: 600_000 });
+    // Pings once an hour: a round of pings starts a hundredth of the period after the start (0.1 s by
+    // default, 36 s here), and its pings went out among the writes and frames these tests count. The
+    // ping tests below have servers of their own.
+    server = await startTestServer({ agentDisconnectGraceMs: 300, wsPingMs: 3_600_000 });
   });
   after(() => server.stop());
 

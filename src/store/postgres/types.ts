@@ -99,7 +99,7 @@ export const PLAN_GROUPS_FUNCTION = hotPathFunction(
   RETURNS TABLE (req_key text, type text, priority integer, ckey text, n bigint) LANGUAGE plpgsql STABLE SET enable_sort = off AS $groups$
 #variable_conflict use_column
 BEGIN
-  RETURN QUERY ${queuedGroups("string_to_array(req_key, E'\n') <@ capabilities")};
+  RETURN QUERY ${queuedGroups("string_to_array(req_key, E'\\n') <@ capabilities")};
 END $groups$`,
 );
 
@@ -154,9 +154,8 @@ const PLAN = {
   groups: prepared('plan_groups', `SELECT * FROM ${PLAN_GROUPS_FUNCTION.name}($1::text[])`),
   /**
    * In one statement, what a plan reads whatever the policies say ($1 now; $2 and $3 the groups'
-   * namespaces and keys): the policies, pauses, turns, whether a queued task locks resources, and
-   * the leases of the types with a policy (the plan counts the limited ones'). Seven statements
-   * had been seven round trips inside the transaction every planned claim waits for.
+   * namespaces and keys): the policies, pauses, turns, and whether a queued task locks resources.
+   * Five statements had been five round trips inside the transaction every planned claim waits for.
    */
   state: prepared(
     'plan_state',
@@ -166,13 +165,21 @@ const PLAN = {
        (SELECT coalesce(json_agg(c), '[]') FROM fair_clocks c) AS clocks,
        (SELECT coalesce(json_agg(f), '[]') FROM (
           SELECT namespace, ckey AS key, pass FROM fair_keys WHERE namespace = ANY($2::text[]) AND ckey IN (SELECT unnest($3::text[]))) f) AS passes,
-       -- By key from the partial index of keyed leases; the unkeyed ones are each type's leased count less those (leasedCounts).
+       EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS locking`,
+  ),
+  /**
+   * The leases of the limited types ($1), when some policy limits concurrency, in one statement: by
+   * key from the partial index of keyed leases; the unkeyed ones are each type's leased count less
+   * those (leasedCounts).
+   */
+  leased: prepared(
+    'plan_leased',
+    `SELECT
        (SELECT coalesce(json_agg(k), '[]') FROM (
           SELECT namespace, type, concurrency_key AS ckey, count(*) AS n FROM tasks
-          WHERE status = 'leased' AND concurrency_key <> '' AND type IN (SELECT type FROM type_policies) GROUP BY namespace, type, concurrency_key) k) AS leased_keyed,
+          WHERE status = 'leased' AND concurrency_key <> '' AND type = ANY($1::text[]) GROUP BY namespace, type, concurrency_key) k) AS keyed,
        (SELECT coalesce(json_agg(c), '[]') FROM (
-          SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type IN (SELECT type FROM type_policies) GROUP BY req_key, type) c) AS leased_counted,
-       EXISTS (SELECT 1 FROM tasks WHERE status = 'queued' AND locks <> '[]') AS locking`,
+          SELECT req_key, type, sum(n) AS n FROM task_counts WHERE status = 'leased' AND type = ANY($1::text[]) GROUP BY req_key, type) c) AS counted`,
   ),
   pruneStarts: prepared('plan_prune_starts', 'DELETE FROM type_starts WHERE namespace = $1 AND type = $2 AND at <= $3'),
   starts: prepared(
@@ -209,8 +216,6 @@ interface PlanStateRow {
   pauses: TypePauseRow[];
   clocks: { namespace: string; clock: number }[];
   passes: { namespace: string; key: string; pass: number }[];
-  leased_keyed: TypeKeyCountRow[];
-  leased_counted: { req_key: string; type: string; n: number }[];
   locking: boolean;
 }
 
@@ -233,12 +238,16 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       const rows = await q<TypeKeyCountRow>(PLAN.starts, [namespace, type, now - since]);
       starts.push(...rows.map(toCount));
     }
+    const [leased] =
+      limited.length === 0
+        ? [{ keyed: [], counted: [] }]
+        : await q<{ keyed: TypeKeyCountRow[]; counted: { req_key: string; type: string; n: number }[] }>(PLAN.leased, [[...new Set(limited.map((l) => l.type))]]);
     return {
       locking: row.locking,
       state: {
         policies,
         pauses: row.pauses.map(toPause),
-        leased: leasedCounts(limited, row.leased_keyed, row.leased_counted),
+        leased: leasedCounts(limited, leased.keyed, leased.counted),
         starts,
         fairClocks: row.clocks,
         passes: row.passes,
