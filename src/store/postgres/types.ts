@@ -194,19 +194,20 @@ const PLAN = {
      GROUP BY namespace, type, ckey`,
   ),
   lock: prepared('plan_lock', 'SELECT 1 FROM claim_lock WHERE id = 1 FOR UPDATE'),
-  setClocks: prepared(
-    'plan_set_clocks',
-    `INSERT INTO fair_clocks SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1
-     ON CONFLICT (namespace) DO UPDATE SET clock = EXCLUDED.clock`,
-  ),
-  setPasses: prepared(
-    'plan_set_passes',
-    `INSERT INTO fair_keys (namespace, ckey, pass) SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) ORDER BY 1, 2
-     ON CONFLICT (namespace, ckey) DO UPDATE SET pass = EXCLUDED.pass`,
-  ),
-  addStarts: prepared(
-    'plan_add_starts',
-    'INSERT INTO type_starts (namespace, type, ckey, at) SELECT n, t, k, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS s(n, t, k)',
+  /**
+   * What the plan recorded, in one statement: the namespaces' clocks ($1, $2), the keys' passes ($3
+   * to $5) and the rate limits' starts ($6 to $8, at $9), each an empty list when there is none.
+   */
+  record: prepared(
+    'plan_record',
+    `WITH clocks AS (
+       INSERT INTO fair_clocks SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1
+       ON CONFLICT (namespace) DO UPDATE SET clock = EXCLUDED.clock
+     ), passes AS (
+       INSERT INTO fair_keys (namespace, ckey, pass) SELECT * FROM unnest($3::text[], $4::text[], $5::float8[]) ORDER BY 1, 2
+       ON CONFLICT (namespace, ckey) DO UPDATE SET pass = EXCLUDED.pass
+     )
+     INSERT INTO type_starts (namespace, type, ckey, at) SELECT n, t, k, $9 FROM unnest($6::text[], $7::text[], $8::text[]) AS s(n, t, k)`,
   ),
 };
 
@@ -291,22 +292,20 @@ export function postgresTypes(db: PostgresDatabase): { store: TypeStore; admissi
       return taken.map((g) => left.splice(left.findIndex((row) => inGroup(row, g)), 1)[0]);
     },
     async record(q, plan, now) {
-      const fair = plan.fairUpdates();
-      if (fair.clocks.length > 0) {
-        await q(PLAN.setClocks, [fair.clocks.map((c) => c.namespace), fair.clocks.map((c) => c.clock)]);
-      }
-      if (fair.passes.length > 0) {
-        await q(PLAN.setPasses, [fair.passes.map((p) => p.namespace), fair.passes.map((p) => p.key), fair.passes.map((p) => p.pass)]);
-      }
+      const { clocks, passes } = plan.fairUpdates();
       const starts = plan.starts();
-      if (starts.length > 0) {
-        await q(PLAN.addStarts, [
-          starts.map((s) => s.namespace),
-          starts.map((s) => s.type),
-          starts.map((s) => s.key),
-          now,
-        ]);
-      }
+      if (clocks.length === 0 && passes.length === 0 && starts.length === 0) return;
+      await q(PLAN.record, [
+        clocks.map((c) => c.namespace),
+        clocks.map((c) => c.clock),
+        passes.map((p) => p.namespace),
+        passes.map((p) => p.key),
+        passes.map((p) => p.pass),
+        starts.map((s) => s.namespace),
+        starts.map((s) => s.type),
+        starts.map((s) => s.key),
+        now,
+      ]);
     },
   };
 
