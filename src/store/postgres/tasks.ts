@@ -636,7 +636,7 @@ export function postgresTasks(
       const held = new Set(keys);
       groups = groups.filter((g) => canClaim(g.reqKey, held, agent.namespace));
     }
-    // locking: only while some queued task locks resources, as the claim read: its lease is undone if its locks are held.
+    // locking: whether some queued task locks resources, as this claim read it; only then is a lease undone when its locks are held.
     const { state, locking } = await admission.read(q, params.now, groups);
     let plan = params.plan!(state, groups, params.now);
     const tasks: Task[] = [];
